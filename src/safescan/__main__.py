@@ -1,0 +1,5 @@
+"""``python -m safescan``."""
+
+from safescan.cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""The ``safescan`` command line: one entry point, one sub-command group per part."""
+
+from __future__ import annotations
+
+import typer
+
+from safescan.code.cli import code_app, keys_app
+from safescan.demo import demo_command
+
+app = typer.Typer(
+    name="safescan",
+    help="Secure QR-code payments: sealed, signed payment codes opened only by a key carrier.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(code_app, name="code")
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

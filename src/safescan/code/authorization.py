@@ -1,0 +1,199 @@
+"""Payment authorizations (signed by a key carrier) and receipts (signed by the institution).
+
+Authorization, deterministic CBOR::
+
+    [1, code_digest(32), merchant_id, order_id ("" for static codes), amount, currency,
+     counter, carrier_serial, created_at, signature(64)]
+
+signed by the carrier's certified Ed25519 key over ``"SS1-AUTH" || CBOR(first nine fields)``.
+The counter is the carrier's monotonic signature counter: the institution accepts each
+carrier's counters only in strictly increasing order, so a captured authorization cannot be
+replayed.
+
+Receipt, deterministic CBOR::
+
+    [1, payment_id, order_id, merchant_id, amount, currency, payer_pseudonym, paid_at,
+     code_digest(32), issuer_kid, signature(64)]
+
+signed by the institution over ``"SS1-RCPT" || CBOR(first ten fields)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from safescan.code import cbor
+from safescan.code.certs import TrustStore
+from safescan.code.errors import MalformedCode
+from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.payment import check_amount, check_identifier, check_time
+
+AUTH_CONTEXT = b"SS1-AUTH"
+RECEIPT_CONTEXT = b"SS1-RCPT"
+MAX_SIGNED_BYTES = 1024
+
+
+def _uint(value: object, name: str, limit: int = 2**63) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise MalformedCode(f"{name} must be an unsigned integer")
+    return value
+
+
+def _bytes32(value: object, name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise MalformedCode(f"{name} must be 32 bytes")
+    return value
+
+
+def _load_array(data: bytes, length: int, what: str) -> list[object]:
+    if not isinstance(data, bytes) or len(data) > MAX_SIGNED_BYTES:
+        raise MalformedCode(f"{what} is too large")
+    value = cbor.strict_loads(data, max_depth=2)
+    if not isinstance(value, list) or len(value) != length or value[0] != 1:
+        raise MalformedCode(f"not a version-1 {what}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A key carrier's signed approval of one exact payment."""
+
+    code_digest: bytes
+    merchant_id: str
+    order_id: str
+    amount: int
+    currency: int
+    counter: int
+    carrier_serial: int
+    created_at: int
+    signature: bytes = b""
+
+    def _fields(self) -> list[object]:
+        return [
+            1,
+            self.code_digest,
+            self.merchant_id,
+            self.order_id,
+            self.amount,
+            self.currency,
+            self.counter,
+            self.carrier_serial,
+            self.created_at,
+        ]
+
+    def tbs(self) -> bytes:
+        """The bytes the carrier signs."""
+        return AUTH_CONTEXT + cbor.dumps(self._fields())
+
+    def signed(self, key: SigningKey) -> Authorization:
+        """A copy carrying ``key``'s signature."""
+        self.validated()
+        return replace(self, signature=key.sign(self.tbs()))
+
+    def validated(self) -> Authorization:
+        """Check every field's type and range; returns self."""
+        _bytes32(self.code_digest, "code digest")
+        check_identifier(self.merchant_id, "merchant id")
+        if self.order_id != "":
+            check_identifier(self.order_id, "order id")
+        check_amount(self.amount)
+        _uint(self.currency, "currency", 1000)
+        _uint(self.counter, "counter")
+        _uint(self.carrier_serial, "carrier serial")
+        check_time(self.created_at, "creation time")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Deterministic CBOR encoding (with signature)."""
+        return cbor.dumps([*self._fields(), self.signature])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Authorization:
+        """Parse strictly; does not verify the signature (see :meth:`verify`)."""
+        v = _load_array(data, 10, "authorization")
+        sig = v[9]
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise MalformedCode("authorization signature must be 64 bytes")
+        auth = cls(
+            code_digest=v[1],  # type: ignore[arg-type]
+            merchant_id=v[2],  # type: ignore[arg-type]
+            order_id=v[3] if isinstance(v[3], str) else "\0",
+            amount=v[4],  # type: ignore[arg-type]
+            currency=v[5],  # type: ignore[arg-type]
+            counter=v[6],  # type: ignore[arg-type]
+            carrier_serial=v[7],  # type: ignore[arg-type]
+            created_at=v[8],  # type: ignore[arg-type]
+            signature=sig,
+        )
+        return auth.validated()
+
+    def verify(self, carrier_key: VerifyKey) -> None:
+        """Verify the carrier's signature; raises :class:`SignatureInvalid`."""
+        carrier_key.verify(self.signature, self.tbs(), what="authorization signature")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The institution's signed statement that a payment was made."""
+
+    payment_id: str
+    order_id: str
+    merchant_id: str
+    amount: int
+    currency: int
+    payer_pseudonym: str
+    paid_at: int
+    code_digest: bytes
+    issuer_kid: int
+    signature: bytes = b""
+
+    def _fields(self) -> list[object]:
+        return [1, *(getattr(self, f.name) for f in fields(self) if f.name != "signature")]
+
+    def tbs(self) -> bytes:
+        """The bytes the institution signs."""
+        return RECEIPT_CONTEXT + cbor.dumps(self._fields())
+
+    def signed(self, key: SigningKey) -> Receipt:
+        """A copy carrying the institution key's signature."""
+        self.validated()
+        return replace(self, signature=key.sign(self.tbs()))
+
+    def validated(self) -> Receipt:
+        """Check every field's type and range; returns self."""
+        check_identifier(self.payment_id, "payment id")
+        if self.order_id != "":
+            check_identifier(self.order_id, "order id")
+        check_identifier(self.merchant_id, "merchant id")
+        check_identifier(self.payer_pseudonym, "payer pseudonym")
+        check_amount(self.amount)
+        _uint(self.currency, "currency", 1000)
+        check_time(self.paid_at, "payment time")
+        _bytes32(self.code_digest, "code digest")
+        _uint(self.issuer_kid, "issuer key id", 0x10000)
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Deterministic CBOR encoding (with signature)."""
+        return cbor.dumps([*self._fields(), self.signature])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Receipt:
+        """Parse strictly; does not verify the signature (see :meth:`verify`)."""
+        v = _load_array(data, 11, "receipt")
+        sig = v[10]
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise MalformedCode("receipt signature must be 64 bytes")
+        names = [f.name for f in fields(cls) if f.name != "signature"]
+        values = dict(zip(names, v[1:10], strict=True))
+        for name in ("payment_id", "order_id", "merchant_id", "payer_pseudonym"):
+            if not isinstance(values[name], str):
+                raise MalformedCode(f"receipt {name} must be text")
+        receipt = cls(**values, signature=sig)  # type: ignore[arg-type]
+        return receipt.validated()
+
+    def verify(self, trust: TrustStore) -> None:
+        """Verify the institution's signature; raises :class:`SignatureInvalid`."""
+        trust.institution_key(self.issuer_kid).verify(
+            self.signature, self.tbs(), what="receipt signature"
+        )

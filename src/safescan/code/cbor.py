@@ -1,0 +1,76 @@
+"""Deterministic CBOR (RFC 8949 section 4.2) and a strict decoder.
+
+The strict decoder accepts an input only if it is exactly the deterministic encoding of the
+value it decodes to: shortest-form integers and lengths, definite lengths, map keys in bytewise
+order, no duplicate keys, no tags, no floats, no trailing bytes, bounded nesting depth. Any
+deviation raises :class:`MalformedCode` (or the error class the caller passes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from safescan.code.errors import MalformedCode, SafescanError
+
+MAX_DEPTH = 8
+
+_ALLOWED_SCALARS = (bytes, str)
+
+
+def dumps(value: Any) -> bytes:
+    """Encode ``value`` as deterministic CBOR."""
+    return cbor2.dumps(value, canonical=True)
+
+
+def _reject_tag(_decoder: Any, tag: Any) -> Any:
+    raise MalformedCode(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _check_types(value: Any, depth: int, error: type[SafescanError]) -> None:
+    if depth > MAX_DEPTH:
+        raise error("data is nested too deeply")
+    if isinstance(value, bool) or value is None:
+        raise error("unexpected boolean or null value")
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise error("integer out of range")
+        return
+    if isinstance(value, _ALLOWED_SCALARS):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_types(item, depth + 1, error)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise error("map keys must be integers")
+            _check_types(item, depth + 1, error)
+        return
+    raise error(f"unexpected CBOR value of type {type(value).__name__}")
+
+
+def strict_loads(
+    data: bytes, *, error: type[SafescanError] = MalformedCode, max_depth: int = MAX_DEPTH
+) -> Any:
+    """Decode ``data`` strictly; see the module docstring for what is refused."""
+    try:
+        value = cbor2.loads(
+            data,
+            tag_hook=_reject_tag,
+            semantic_decoders={},
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=max_depth,
+            str_errors="strict",
+        )
+    except SafescanError as exc:
+        raise error(exc.message) from None
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise error(f"not valid CBOR: {type(exc).__name__}") from None
+    _check_types(value, 0, error)
+    if dumps(value) != bytes(data):
+        raise error("not deterministic CBOR (non-canonical encoding or trailing bytes)")
+    return value

@@ -1,0 +1,246 @@
+"""Compact institution-signed certificates, revocation lists and the offline trust store.
+
+A certificate binds a subject (a merchant id or a key-carrier serial) and a role to an Ed25519
+public key for a validity period. It is deterministic CBOR (see docs/protocol.md)::
+
+    [version=1, serial, role, subject, public_key(32), not_before, not_after, issuer_kid, sig(64)]
+
+``sig`` is the institution's Ed25519 signature over ``"SS1-CERT" || CBOR(first eight fields)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from safescan.code import cbor
+from safescan.code.errors import (
+    CertificateError,
+    CertificateExpired,
+    CertificateRevoked,
+    SignatureInvalid,
+    UnknownKeyId,
+)
+from safescan.code.keys import SigningKey, VerifyKey
+
+CERT_VERSION = 1
+CERT_CONTEXT = b"SS1-CERT"
+CRL_CONTEXT = b"SS1-CRL"
+MAX_CERT_BYTES = 512
+MAX_SUBJECT_CHARS = 64
+_U64 = 2**64
+
+
+class Role(IntEnum):
+    """What a certified key may do."""
+
+    MERCHANT = 1  # signs merchant-issued payment codes
+    CARRIER = 2  # signs payment authorizations; authenticates the carrier's secure channel
+
+
+def _uint(value: object, name: str, limit: int = _U64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise CertificateError(f"certificate field {name} must be an unsigned integer")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """An institution-signed binding of subject + role to an Ed25519 public key."""
+
+    serial: int
+    role: Role
+    subject: str
+    public_key: VerifyKey
+    not_before: int
+    not_after: int
+    issuer_kid: int
+    signature: bytes = b""
+
+    def tbs(self) -> bytes:
+        """The bytes the institution signs."""
+        return CERT_CONTEXT + cbor.dumps(self._fields())
+
+    def _fields(self) -> list[object]:
+        return [
+            CERT_VERSION,
+            self.serial,
+            int(self.role),
+            self.subject,
+            self.public_key.raw,
+            self.not_before,
+            self.not_after,
+            self.issuer_kid,
+        ]
+
+    def to_bytes(self) -> bytes:
+        """The certificate's deterministic CBOR encoding."""
+        return cbor.dumps([*self._fields(), self.signature])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Certificate:
+        """Parse strictly (does not verify the signature: see :func:`verify_certificate`)."""
+        if not isinstance(data, bytes) or len(data) > MAX_CERT_BYTES:
+            raise CertificateError("certificate is too large")
+        value = cbor.strict_loads(data, error=CertificateError)
+        if not isinstance(value, list) or len(value) != 9:
+            raise CertificateError("a certificate is a 9-element array")
+        version, serial, role, subject, pk, nb, na, ikid, sig = value
+        if version != CERT_VERSION:
+            raise CertificateError(f"unsupported certificate version {version!r}")
+        try:
+            role_ = Role(_uint(role, "role"))
+        except ValueError:
+            raise CertificateError(f"unknown certificate role {role!r}") from None
+        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
+            raise CertificateError("certificate subject must be 1-64 characters")
+        if not (subject.isascii() and subject.isprintable()):
+            raise CertificateError("certificate subject must be printable ASCII")
+        if not isinstance(pk, bytes) or len(pk) != 32:
+            raise CertificateError("certificate public key must be 32 bytes")
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise CertificateError("certificate signature must be 64 bytes")
+        nb_, na_ = _uint(nb, "not_before"), _uint(na, "not_after")
+        if na_ <= nb_:
+            raise CertificateError("certificate validity period is empty")
+        return cls(
+            serial=_uint(serial, "serial"),
+            role=role_,
+            subject=subject,
+            public_key=VerifyKey(pk),
+            not_before=nb_,
+            not_after=na_,
+            issuer_kid=_uint(ikid, "issuer_kid", 0x10000),
+            signature=sig,
+        )
+
+
+def issue_certificate(
+    issuer: SigningKey,
+    issuer_kid: int,
+    *,
+    serial: int,
+    role: Role,
+    subject: str,
+    public_key: VerifyKey,
+    not_before: int,
+    not_after: int,
+) -> Certificate:
+    """Issue a certificate signed by the institution key ``issuer`` (id ``issuer_kid``)."""
+    unsigned = Certificate(
+        serial=serial,
+        role=role,
+        subject=subject,
+        public_key=public_key,
+        not_before=not_before,
+        not_after=not_after,
+        issuer_kid=issuer_kid,
+    )
+    cert = replace(unsigned, signature=issuer.sign(unsigned.tbs()))
+    # Round-trip through the strict parser so we never issue something we would refuse.
+    return Certificate.from_bytes(cert.to_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationList:
+    """An institution-signed list of revoked certificate serials.
+
+    ``sequence`` only ever grows: a holder refuses a list older than the one it has.
+    """
+
+    sequence: int
+    issued_at: int
+    serials: frozenset[int]
+    issuer_kid: int
+    signature: bytes = b""
+
+    def tbs(self) -> bytes:
+        """The bytes the institution signs."""
+        return CRL_CONTEXT + cbor.dumps(self._fields())
+
+    def _fields(self) -> list[object]:
+        return [1, self.sequence, self.issued_at, sorted(self.serials), self.issuer_kid]
+
+    def to_bytes(self) -> bytes:
+        """Deterministic CBOR encoding."""
+        return cbor.dumps([*self._fields(), self.signature])
+
+    @classmethod
+    def issue(
+        cls,
+        issuer: SigningKey,
+        issuer_kid: int,
+        *,
+        sequence: int,
+        issued_at: int,
+        serials: frozenset[int] | set[int],
+    ) -> RevocationList:
+        """Sign a new list."""
+        unsigned = cls(sequence, issued_at, frozenset(serials), issuer_kid)
+        return cls(sequence, issued_at, frozenset(serials), issuer_kid, issuer.sign(unsigned.tbs()))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, trust: TrustStore) -> RevocationList:
+        """Parse strictly and verify the institution's signature."""
+        if not isinstance(data, bytes) or len(data) > 1 << 20:
+            raise CertificateError("revocation list is too large")
+        value = cbor.strict_loads(data, error=CertificateError, max_depth=3)
+        if not isinstance(value, list) or len(value) != 6 or value[0] != 1:
+            raise CertificateError("not a version-1 revocation list")
+        _, seq, issued_at, serials, ikid, sig = value
+        if not isinstance(serials, list) or serials != sorted(set(serials)):
+            raise CertificateError("revocation list serials must be sorted and unique")
+        crl = cls(
+            _uint(seq, "sequence"),
+            _uint(issued_at, "issued_at"),
+            frozenset(_uint(s, "serial") for s in serials),
+            _uint(ikid, "issuer_kid", 0x10000),
+            sig if isinstance(sig, bytes) else b"",
+        )
+        trust.institution_key(crl.issuer_kid).verify(
+            crl.signature, crl.tbs(), what="revocation list signature"
+        )
+        return crl
+
+
+@dataclass
+class TrustStore:
+    """What a verifier trusts, offline: institution public keys by id, and revoked serials."""
+
+    institution_keys: dict[int, VerifyKey] = field(default_factory=dict)
+    revoked_serials: frozenset[int] = frozenset()
+    crl_sequence: int = -1
+
+    def institution_key(self, kid: int) -> VerifyKey:
+        """The institution key with id ``kid``."""
+        key = self.institution_keys.get(kid)
+        if key is None:
+            raise UnknownKeyId(f"institution signing key {kid} is not trusted here")
+        return key
+
+    def apply_revocations(self, crl: RevocationList) -> None:
+        """Adopt a newer, already verified revocation list (older ones are refused)."""
+        if crl.sequence <= self.crl_sequence:
+            raise CertificateError(
+                f"revocation list {crl.sequence} is not newer than {self.crl_sequence}"
+            )
+        self.revoked_serials = crl.serials
+        self.crl_sequence = crl.sequence
+
+
+def verify_certificate(cert: Certificate, trust: TrustStore, *, role: Role, now: int) -> None:
+    """Check a certificate offline: issuer, signature, role, validity period, revocation."""
+    key = trust.institution_key(cert.issuer_kid)
+    try:
+        key.verify(cert.signature, cert.tbs(), what="certificate signature")
+    except SignatureInvalid as exc:
+        raise CertificateError(f"certificate {cert.serial}: {exc.message}") from None
+    if cert.role != role:
+        raise CertificateError(
+            f"certificate {cert.serial} is for a {cert.role.name.lower()},"
+            f" not a {role.name.lower()}"
+        )
+    if not cert.not_before <= now < cert.not_after:
+        raise CertificateExpired(f"certificate {cert.serial} is not valid at this time")
+    if cert.serial in trust.revoked_serials:
+        raise CertificateRevoked(f"certificate {cert.serial} ({cert.subject}) has been revoked")

@@ -1,0 +1,365 @@
+"""`safescan keys ...` and `safescan code ...`: keys, certificates, making and inspecting codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safescan.code import qr
+from safescan.code.certs import Certificate, Role, issue_certificate
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import Issuer, encode_text, seal
+from safescan.code.errors import KeyFileError, SafescanError
+from safescan.code.inspect import inspect_text
+from safescan.code.keys import SchemeKey, SchemeKeyring, SigningKey, VerifyKey
+from safescan.code.keystore import KeyDirectory, load_trust_file
+from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
+
+keys_app = typer.Typer(help="Generate and inspect keys and certificates.", no_args_is_help=True)
+code_app = typer.Typer(help="Make and inspect payment codes.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option(help="File holding the key passphrase (else $SAFESCAN_PASSPHRASE, else prompt)"),
+]
+
+
+def read_passphrase(path: Path | None, *, confirm: bool = False) -> bytes:
+    """The key passphrase: from a file, the environment, or a hidden prompt."""
+    if path is not None:
+        try:
+            value = path.read_text().rstrip("\n")
+        except OSError as exc:
+            raise KeyFileError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
+    elif os.environ.get("SAFESCAN_PASSPHRASE"):
+        value = os.environ["SAFESCAN_PASSPHRASE"]
+    else:
+        value = typer.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm)
+    if not value:
+        raise KeyFileError("the passphrase is empty")
+    return value.encode()
+
+
+def fail(exc: SafescanError) -> typer.Exit:
+    """Print a typed error and return the exit to raise."""
+    err_console.print(f"[bold red]{exc.type}[/]: {exc.message}")
+    return typer.Exit(2)
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Path,
+    kid: Annotated[int, typer.Option(help="Key id of the first keys")] = 1,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Create an institution key directory: signing key, scheme code key, trust.json."""
+    try:
+        pw = read_passphrase(passphrase_file, confirm=True)
+        kd = KeyDirectory.create(directory, pw, kid=kid)
+    except SafescanError as exc:
+        raise fail(exc) from None
+    console.print(f"keys written to [bold]{kd.path}[/] (institution key {kid}, scheme key {kid})")
+
+
+@keys_app.command("signing")
+def keys_signing(out: Path, passphrase_file: PassphraseFile = None) -> None:
+    """Generate an Ed25519 signing key (e.g. a merchant's), stored encrypted."""
+    try:
+        key = SigningKey.generate()
+        key.save(out, read_passphrase(passphrase_file, confirm=True))
+    except SafescanError as exc:
+        raise fail(exc) from None
+    console.print(f"signing key written to {out}; public key {key.public_key.hex()}")
+
+
+@keys_app.command("scheme")
+def keys_scheme(
+    directory: Path,
+    kid: Annotated[int, typer.Option(help="Key id of the new scheme key (1-255)")],
+    retire_old_in: Annotated[
+        int | None, typer.Option(help="Retire the previous scheme keys this many seconds from now")
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Rotate: add a new scheme code key to a key directory (optionally retiring old ones)."""
+    try:
+        pw = read_passphrase(passphrase_file)
+        kd = KeyDirectory.load(directory)
+        ring = kd.keyring(pw)
+        if kid in ring.keys:
+            raise KeyFileError(f"scheme key {kid} already exists")
+        new = SchemeKey.generate(kid)
+        if retire_old_in is not None:
+            for old in ring.keys.values():
+                old.retire_at = int(time.time()) + retire_old_in
+                old.save(directory / f"scheme-{old.kid}.key", pw)
+        new.save(directory / f"scheme-{kid}.key", pw)
+        doc = json.loads((directory / "trust.json").read_text())
+        doc["scheme_keys"][str(kid)] = new.public.raw.hex()
+        (directory / "trust.json").write_text(json.dumps(doc, indent=2) + "\n")
+    except SafescanError as exc:
+        raise fail(exc) from None
+    console.print(f"scheme key {kid} added to {directory}")
+
+
+@keys_app.command("certify")
+def keys_certify(
+    keys: Annotated[Path, typer.Option(help="Institution key directory")],
+    role: Annotated[str, typer.Option(help="merchant or carrier")],
+    subject: Annotated[str, typer.Option(help="Merchant id, or carrier:<serial>")],
+    public_key: Annotated[str, typer.Option(help="Ed25519 public key, 64 hex digits")],
+    out: Annotated[Path, typer.Option(help="Where to write the certificate (CBOR)")],
+    serial: Annotated[int | None, typer.Option(help="Serial (default: random)")] = None,
+    days: Annotated[int, typer.Option(help="Validity in days")] = 365,
+    kid: Annotated[int, typer.Option(help="Institution key id")] = 1,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Issue an institution-signed certificate for a merchant or key-carrier key."""
+    try:
+        try:
+            role_ = Role[role.upper()]
+            pk = VerifyKey(bytes.fromhex(public_key))
+        except (KeyError, ValueError):
+            raise KeyFileError("role must be merchant or carrier; key must be 64 hex") from None
+        kd = KeyDirectory.load(keys)
+        ik = kd.institution_key(kid, read_passphrase(passphrase_file))
+        now = int(time.time())
+        cert = issue_certificate(
+            ik,
+            kid,
+            serial=serial if serial is not None else secrets.randbits(48),
+            role=role_,
+            subject=subject,
+            public_key=pk,
+            not_before=now - 60,
+            not_after=now + days * 86400,
+        )
+        out.write_bytes(cert.to_bytes())
+    except SafescanError as exc:
+        raise fail(exc) from None
+    console.print(f"certificate {cert.serial} ({len(cert.to_bytes())} bytes) written to {out}")
+
+
+@keys_app.command("show")
+def keys_show(path: Path) -> None:
+    """Show the public facts of a trust file or certificate (never private key material)."""
+    try:
+        if path.suffix == ".json":
+            trust, scheme = load_trust_file(path)
+            table = Table("what", "key id", "public key")
+            for kid, key in sorted(trust.institution_keys.items()):
+                table.add_row("institution signing key", str(kid), key.hex())
+            for kid, sk in sorted(scheme.items()):
+                table.add_row("scheme code key", str(kid), sk.raw.hex())
+            console.print(table)
+            return
+        cert = Certificate.from_bytes(path.read_bytes())
+    except OSError as exc:
+        raise fail(KeyFileError(f"cannot read {path}: {exc.strerror}")) from None
+    except SafescanError as exc:
+        raise fail(exc) from None
+    for label, value in (
+        ("serial", cert.serial),
+        ("role", cert.role.name.lower()),
+        ("subject", cert.subject),
+        ("public key", cert.public_key.hex()),
+        ("not before", _ts(cert.not_before)),
+        ("not after", _ts(cert.not_after)),
+        ("issuer key id", cert.issuer_kid),
+    ):
+        console.print(f"{label:>14}: {value}")
+
+
+def _ts(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+# --- codes ---------------------------------------------------------------------------------
+
+
+def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
+    """Build a code from an order document (see docs/operations.md for its shape)."""
+    try:
+        m = doc["merchant"]
+        merchant = Merchant(m["id"], m["name"], m["city"], m["country"], int(m["mcc"]))
+        kind = doc.get("kind", "dynamic")
+        cur = doc.get("currency")
+        if kind == "static":
+            return StaticCode(
+                merchant,
+                None if cur is None else lookup_currency(cur).numeric,
+                now,
+                now + int(doc.get("expires_in", 365 * 86400)),
+            )
+        items = tuple(
+            LineItem(i["name"], int(i["quantity"]), int(i["unit_price"])) for i in doc["items"]
+        )
+        return DynamicCode(
+            merchant=merchant,
+            order_id=doc.get("order_id") or "o_" + secrets.token_hex(5),
+            items=items,
+            total=int(doc.get("total", sum(i.amount for i in items))),
+            currency=lookup_currency(str(cur)).numeric,
+            issued_at=now,
+            expires_at=now + int(doc.get("expires_in", 300)),
+            nonce=secrets.token_bytes(8),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeyFileError(f"the order file is missing or has a bad field: {exc}") from None
+
+
+@code_app.command("make")
+def code_make(
+    order: Annotated[Path, typer.Argument(help="Order JSON file")],
+    keys: Annotated[Path, typer.Option(help="Institution key directory")],
+    out: Annotated[Path, typer.Option(help="Output prefix: writes PREFIX.txt, .png, .svg")],
+    kid: Annotated[int, typer.Option(help="Institution signing key id")] = 1,
+    merchant_key: Annotated[
+        Path | None, typer.Option(help="Sign as the merchant with this key (needs --merchant-cert)")
+    ] = None,
+    merchant_cert: Annotated[Path | None, typer.Option(help="The merchant's certificate")] = None,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Build, sign and seal a dynamic or static code; write text, PNG and SVG."""
+    now = int(time.time())
+    try:
+        doc = json.loads(order.read_text())
+        code = order_from_json(doc, now)
+        kd = KeyDirectory.load(keys)
+        pw = read_passphrase(passphrase_file)
+        ring = SchemeKeyring({k: v for k, v in kd.keyring(pw).keys.items()})
+        scheme_pub = ring.current(now).public
+        if merchant_key is not None:
+            if merchant_cert is None:
+                raise KeyFileError("--merchant-key needs --merchant-cert")
+            issuer = Issuer.merchant(
+                SigningKey.load(merchant_key, pw),
+                Certificate.from_bytes(merchant_cert.read_bytes()),
+            )
+        else:
+            issuer = Issuer.institution(kd.institution_key(kid, pw), kid)
+        binary = seal(code, issuer, scheme_pub)
+        text = encode_text(binary)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.txt").write_text(text + "\n")
+        qr.save_png(text, Path(f"{out}.png"))
+        qr.save_svg(text, Path(f"{out}.svg"))
+    except OSError as exc:
+        raise fail(KeyFileError(f"file error: {exc}")) from None
+    except ValueError as exc:
+        raise fail(KeyFileError(f"the order file is not valid JSON: {exc}")) from None
+    except SafescanError as exc:
+        raise fail(exc) from None
+    console.print(
+        f"{code.kind.name.lower()} code: {len(binary)} bytes, {len(text)} characters,"
+        f" QR version {qr.qr_version(text)} (level M) -> {out}.txt/.png/.svg"
+    )
+
+
+@code_app.command("inspect")
+def code_inspect(
+    source: Annotated[str, typer.Argument(help="Payload text, or a path to an image / text file")],
+    key: Annotated[
+        list[Path] | None,
+        typer.Option("--key", help="A key directory, scheme key file or trust.json (repeatable)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Say what an input is, without acting on it. Exit 0 when valid, 2 when not."""
+    now = int(time.time())
+    try:
+        text = _read_source(source)
+        keyring, trust = _load_keys(key or [], passphrase_file)
+    except SafescanError as exc:
+        result: dict[str, Any] = {"kind": "unknown", "valid": False, "error": exc.to_dict()}
+    else:
+        result = inspect_text(text, keyring, trust, now=now)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        _print_inspection(result)
+    raise typer.Exit(0 if result.get("valid") else 2)
+
+
+def _read_source(source: str) -> str:
+    path = Path(source)
+    try:
+        is_file = len(source) < 1024 and "\n" not in source and path.is_file()
+    except (OSError, ValueError):  # not a usable path: it is payload text
+        is_file = False
+    if is_file:
+        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}:
+            return qr.decode_image(path)
+        try:
+            return path.read_text().strip()
+        except (OSError, UnicodeError) as exc:
+            raise KeyFileError(f"cannot read {path}: {exc}") from None
+    return source
+
+
+def _load_keys(paths: list[Path], passphrase_file: Path | None) -> tuple[SchemeKeyring | None, Any]:
+    if not paths:
+        return None, None
+    ring = SchemeKeyring()
+    trust = None
+    pw: bytes | None = None
+    for p in paths:
+        if p.is_dir():
+            kd = KeyDirectory.load(p)
+            trust = kd.trust
+            pw = pw or read_passphrase(passphrase_file)
+            for k in kd.keyring(pw).keys.values():
+                ring.add(k)
+        elif p.suffix == ".json" and "safescan-trust" in p.read_text()[:200]:
+            trust, _ = load_trust_file(p)
+        else:
+            pw = pw or read_passphrase(passphrase_file)
+            ring.add(SchemeKey.load(p, pw))
+    if trust is None or not ring.keys:
+        raise KeyFileError("--key needs the scheme key(s) and the trust file (or a key directory)")
+    return ring, trust
+
+
+def _print_inspection(result: dict[str, Any]) -> None:
+    kind = result["kind"]
+    if kind == "unknown":
+        console.print("[bold yellow]not a payment code[/]: nothing was opened or followed")
+        if result.get("looks_like") == "url":
+            console.print(f"it is a link: [dim]{result.get('text')}[/]")
+    elif kind == "emv":
+        console.print("[bold yellow]EMVCo QR code: UNVERIFIED[/] (no signature; not payable here)")
+        for fid, value in result.get("fields", {}).items():
+            console.print(f"  {fid}: {value}")
+    else:
+        hdr = result.get("header")
+        console.print(f"[bold]safescan payment code[/] header: {hdr}")
+        contents = result.get("contents")
+        if contents:
+            mer = contents["merchant"]
+            console.print(
+                f"[green]verified[/] merchant: {mer['name']}, {mer['city']} ({mer['id']})"
+            )
+            for item in contents.get("items", []):
+                console.print(f"  {item['quantity']} x {item['name']}  {item['amount']}")
+            if "total_display" in contents:
+                console.print(f"  total: [bold]{contents['total_display']}[/]")
+            for w in contents["warnings"]:
+                console.print(f"[bold red]warning[/]: {w}")
+    if not result.get("valid"):
+        err = result.get("error", {})
+        console.print(f"[bold red]{err.get('type')}[/]: {err.get('message')}")

@@ -1,0 +1,260 @@
+"""The payment smart code envelope: sign (Ed25519), seal (HPKE), and Base45 text for QR codes.
+
+Byte layout (version 1; see docs/protocol.md for the full description and byte budget)::
+
+    binary   = header(3) || enc(32) || ciphertext(len(plaintext) + 16)
+    header   = version(1)=0x01 || kind(1) || scheme key id(1)
+    plaintext= signature(64) || signed
+    signed   = CBOR [ signer: uint (institution key id) / bstr (merchant certificate), body ]
+    signature= Ed25519 over "SS1-SIG" || header || signed
+    HPKE     = RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,
+               info = "safescan code v1" || header   (binds the clear header)
+    text     = "SS1:" || Base45(binary)               (QR alphanumeric mode)
+
+Opening checks, in this order: size, prefix, Base45, header (version, kind, key id), key not
+retired, HPKE open (any alteration fails here), CBOR strictness, issuer (institution key, or a
+merchant certificate chained to the institution, unrevoked, for this merchant), signature,
+body strictness and validation, then validity period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import base45
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+
+from safescan.code import cbor
+from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
+from safescan.code.errors import (
+    CodeExpired,
+    CodeNotYetValid,
+    DecryptionFailed,
+    MalformedCode,
+    OversizeInput,
+    SignatureInvalid,
+    UnsupportedVersion,
+)
+from safescan.code.keys import SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
+from safescan.code.payment import CodeKind, DynamicCode, PaymentCode, StaticCode
+
+VERSION = 1
+PREFIX = "SS1:"
+HEADER_BYTES = 3
+SIGNATURE_BYTES = 64
+ENC_BYTES = 32
+TAG_BYTES = 16
+MAX_BINARY_BYTES = 1024
+MAX_TEXT_CHARS = len(PREFIX) + (MAX_BINARY_BYTES // 2) * 3 + 2
+SIG_CONTEXT = b"SS1-SIG"
+HPKE_INFO = b"safescan code v1"
+DEFAULT_CLOCK_SKEW = 60  # seconds of tolerance for "not yet valid"
+
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The clear header: readable by anyone, bound to the sealed contents."""
+
+    version: int
+    kind: CodeKind
+    kid: int
+
+    def to_bytes(self) -> bytes:
+        """The 4 header bytes."""
+        return bytes([self.version, int(self.kind), self.kid])
+
+    @classmethod
+    def parse(cls, binary: bytes) -> Header:
+        """Read and check the header at the start of a binary code."""
+        if len(binary) < HEADER_BYTES + ENC_BYTES + TAG_BYTES:
+            raise MalformedCode("too short to be a safescan payment code")
+        version, kind = binary[0], binary[1]
+        if version != VERSION:
+            raise UnsupportedVersion(f"payment code version {version} is not supported")
+        try:
+            kind_ = CodeKind(kind)
+        except ValueError:
+            raise MalformedCode(f"unknown payment code kind {kind}") from None
+        return cls(version, kind_, binary[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """Who signs a code: the institution (by key id) or a certified merchant."""
+
+    key: SigningKey
+    institution_kid: int | None = None
+    certificate: Certificate | None = None
+
+    @classmethod
+    def institution(cls, key: SigningKey, kid: int) -> Issuer:
+        """The institution signs with its key ``kid``."""
+        return cls(key=key, institution_kid=kid)
+
+    @classmethod
+    def merchant(cls, key: SigningKey, certificate: Certificate) -> Issuer:
+        """A merchant signs, carrying its institution-issued certificate."""
+        return cls(key=key, certificate=certificate)
+
+    def signer_field(self) -> int | bytes:
+        """The ``signer`` value written into the code."""
+        if self.certificate is not None:
+            return self.certificate.to_bytes()
+        if self.institution_kid is None:
+            raise MalformedCode("an issuer needs an institution key id or a certificate")
+        return self.institution_kid
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedCode:
+    """A code that was opened and fully verified."""
+
+    header: Header
+    code: PaymentCode
+    digest: bytes  # SHA-256 of the binary code: what an authorization refers to
+    issuer: str  # "institution" or "merchant"
+    issuer_kid: int | None
+    certificate: Certificate | None
+    warnings: tuple[str, ...]
+
+
+def code_digest(binary: bytes) -> bytes:
+    """SHA-256 of the binary code."""
+    return hashlib.sha256(binary).digest()
+
+
+def encode_text(binary: bytes) -> str:
+    """The QR text: ``SS1:`` + Base45 (alphanumeric mode)."""
+    encoded: bytes = base45.b45encode(binary)
+    return PREFIX + encoded.decode("ascii")
+
+
+def looks_like_safescan(text: str) -> bool:
+    """Cheap check: does this text claim to be a safescan code?"""
+    return isinstance(text, str) and text.startswith(PREFIX)
+
+
+def decode_text(text: str) -> bytes:
+    """Base45-decode a code's text; the size is checked before any decoding work."""
+    if not isinstance(text, str):
+        raise MalformedCode("a payment code's text must be a string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise OversizeInput(f"{len(text)} characters is larger than any valid payment code")
+    if not text.startswith(PREFIX):
+        raise MalformedCode(f"not a safescan payment code (it does not start with {PREFIX!r})")
+    try:
+        binary = base45.b45decode(text[len(PREFIX) :])
+    except (ValueError, TypeError, UnicodeError):
+        raise MalformedCode("the payment code's Base45 text is corrupt") from None
+    if len(binary) > MAX_BINARY_BYTES:
+        raise OversizeInput("larger than any valid payment code")
+    return bytes(binary)
+
+
+def _to_binary(data: str | bytes) -> bytes:
+    if isinstance(data, str):
+        return decode_text(data)
+    if not isinstance(data, bytes):
+        raise MalformedCode("a payment code is text or bytes")
+    if len(data) > MAX_BINARY_BYTES:
+        raise OversizeInput(f"{len(data)} bytes is larger than any valid payment code")
+    return data
+
+
+def read_header(data: str | bytes) -> Header:
+    """The clear header, without any key: all a code reveals to a bystander."""
+    return Header.parse(_to_binary(data))
+
+
+def sign_code(code: PaymentCode, issuer: Issuer, kid: int) -> tuple[bytes, bytes]:
+    """Validate and sign ``code`` for scheme key ``kid``; returns ``(header, plaintext)``.
+
+    Deterministic (Ed25519 is): fixed inputs give fixed bytes, which the test vectors use.
+    """
+    code = code.validated()
+    if issuer.certificate is not None and issuer.certificate.subject != code.merchant.id:
+        raise SignatureInvalid("a merchant may only sign codes for its own merchant id")
+    header = Header(VERSION, code.kind, kid).to_bytes()
+    signed = cbor.dumps([issuer.signer_field(), code.to_cbor()])
+    signature = issuer.key.sign(SIG_CONTEXT + header + signed)
+    return header, signature + signed
+
+
+def seal(code: PaymentCode, issuer: Issuer, scheme_key: SchemePublicKey) -> bytes:
+    """Validate, sign and seal ``code``; returns the binary code (see :func:`encode_text`)."""
+    header, plaintext = sign_code(code, issuer, scheme_key.kid)
+    sealed = _SUITE.encrypt(plaintext, scheme_key.x25519(), info=HPKE_INFO + header)
+    binary = header + sealed
+    if len(binary) > MAX_BINARY_BYTES:
+        raise OversizeInput(
+            f"the code would be {len(binary)} bytes; the limit is {MAX_BINARY_BYTES}"
+        )
+    return binary
+
+
+def open_code(
+    data: str | bytes,
+    keyring: SchemeKeyring,
+    trust: TrustStore,
+    *,
+    now: int,
+    clock_skew: int = DEFAULT_CLOCK_SKEW,
+) -> OpenedCode:
+    """Open and fully verify a code (text or binary). Raises a typed :class:`CodeError`."""
+    binary = _to_binary(data)
+    header = Header.parse(binary)
+    header_bytes = binary[:HEADER_BYTES]
+    key = keyring.for_opening(header.kid, now)
+    try:
+        plaintext = _SUITE.decrypt(
+            binary[HEADER_BYTES:], key.private_key(), info=HPKE_INFO + header_bytes
+        )
+    except (InvalidTag, ValueError):
+        raise DecryptionFailed(
+            "the sealed payment code could not be opened: it was altered, or sealed to another key"
+        ) from None
+    signature, signed = plaintext[:SIGNATURE_BYTES], plaintext[SIGNATURE_BYTES:]
+    outer = cbor.strict_loads(signed)
+    if not isinstance(outer, list) or len(outer) != 2:
+        raise MalformedCode("the signed contents must be a 2-element array")
+    signer, body_value = outer
+    verify_key, certificate, issuer_kid = _issuer_key(signer, trust, now)
+    verify_key.verify(signature, SIG_CONTEXT + header_bytes + signed, what="code signature")
+    code: PaymentCode
+    if header.kind is CodeKind.DYNAMIC:
+        code = DynamicCode.from_cbor(body_value)
+    else:
+        code = StaticCode.from_cbor(body_value)
+    if certificate is not None and certificate.subject != code.merchant.id:
+        raise SignatureInvalid(
+            f"the code names merchant {code.merchant.id!r} but is signed by {certificate.subject!r}"
+        )
+    if now + clock_skew < code.issued_at:
+        raise CodeNotYetValid("the payment code is not valid yet (check the device clock)")
+    if now >= code.expires_at:
+        raise CodeExpired("the payment code has expired; ask the merchant for a new one")
+    return OpenedCode(
+        header=header,
+        code=code,
+        digest=code_digest(binary),
+        issuer="merchant" if certificate is not None else "institution",
+        issuer_kid=issuer_kid,
+        certificate=certificate,
+        warnings=tuple(code.warnings()),
+    )
+
+
+def _issuer_key(
+    signer: object, trust: TrustStore, now: int
+) -> tuple[VerifyKey, Certificate | None, int | None]:
+    if isinstance(signer, int) and not isinstance(signer, bool):
+        return trust.institution_key(signer), None, signer
+    if isinstance(signer, bytes):
+        cert = Certificate.from_bytes(signer)
+        verify_certificate(cert, trust, role=Role.MERCHANT, now=now)
+        return cert.public_key, cert, cert.issuer_kid
+    raise MalformedCode("the code's signer field has the wrong type")

@@ -1,0 +1,221 @@
+"""Typed errors for everything in :mod:`safescan.code`.
+
+Every failure a caller can meet is one of these, with a message a person understands.
+``error.type`` is the class name; ``error.code`` is a stable snake_case identifier for APIs.
+Raw library errors (cbor2, cryptography, zxing) never escape: they are wrapped here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SafescanError(Exception):
+    """Base class of every error safescan raises on purpose."""
+
+    code: str = "safescan_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def type(self) -> str:
+        """The error's class name, e.g. ``"CodeExpired"``."""
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: ``{"type", "code", "message"}``."""
+        return {"type": self.type, "code": self.code, "message": self.message}
+
+
+# --- payment smart code -------------------------------------------------------------------
+
+
+class CodeError(SafescanError):
+    """A payment code could not be accepted."""
+
+    code = "code_error"
+
+
+class MalformedCode(CodeError):
+    """The input is not a well-formed safescan payment code."""
+
+    code = "malformed_code"
+
+
+class OversizeInput(MalformedCode):
+    """The input is larger than any valid code; refused before any decoding work."""
+
+    code = "oversize_input"
+
+
+class UnsupportedVersion(CodeError):
+    """The code uses a format version this software does not support."""
+
+    code = "unsupported_version"
+
+
+class UnknownKeyId(CodeError):
+    """The code names a key id that is unknown here."""
+
+    code = "unknown_key_id"
+
+
+class KeyRetired(CodeError):
+    """The code is sealed to a scheme key that has been retired."""
+
+    code = "key_retired"
+
+
+class DecryptionFailed(CodeError):
+    """The sealed code could not be opened: altered, or sealed to another key."""
+
+    code = "decryption_failed"
+
+
+class SignatureInvalid(CodeError):
+    """A signature does not verify: the data was forged or altered."""
+
+    code = "signature_invalid"
+
+
+class CodeExpired(CodeError):
+    """The code's validity period has ended."""
+
+    code = "code_expired"
+
+
+class CodeNotYetValid(CodeError):
+    """The code's validity period has not started yet."""
+
+    code = "code_not_yet_valid"
+
+
+class InvalidAmount(CodeError):
+    """An amount is zero, negative, out of range or inconsistent."""
+
+    code = "invalid_amount"
+
+
+class TotalMismatch(InvalidAmount):
+    """The line items do not add up to the total."""
+
+    code = "total_mismatch"
+
+
+class UnknownCurrency(CodeError):
+    """The currency is not an active ISO 4217 currency."""
+
+    code = "unknown_currency"
+
+
+class UnsafeText(CodeError):
+    """A name contains control, bidirectional-override or invisible characters."""
+
+    code = "unsafe_text"
+
+
+# --- keys and certificates ------------------------------------------------------------------
+
+
+class KeyMaterialError(SafescanError):
+    """A key could not be loaded, stored or used."""
+
+    code = "key_error"
+
+
+class KeyFileError(KeyMaterialError):
+    """A key file is unreadable, corrupt, or the passphrase is wrong."""
+
+    code = "key_file_error"
+
+
+class CertificateError(SafescanError):
+    """A certificate is malformed, forged, expired, revoked or has the wrong role."""
+
+    code = "certificate_error"
+
+
+class CertificateExpired(CertificateError):
+    """The certificate is outside its validity period."""
+
+    code = "certificate_expired"
+
+
+class CertificateRevoked(CertificateError):
+    """The certificate's serial is on the institution's revocation list."""
+
+    code = "certificate_revoked"
+
+
+# --- EMVCo merchant-presented mode ----------------------------------------------------------
+
+
+class EmvError(SafescanError):
+    """An EMVCo MPM payload is invalid."""
+
+    code = "emv_error"
+
+
+class EmvCrcError(EmvError):
+    """The CRC-16 in field 63 does not match the payload."""
+
+    code = "emv_crc_error"
+
+
+class EmvLengthError(EmvError):
+    """A TLV length is not two digits, or runs past the end of the payload."""
+
+    code = "emv_length_error"
+
+
+class EmvDuplicateId(EmvError):
+    """A data object ID appears twice in the same template."""
+
+    code = "emv_duplicate_id"
+
+
+class EmvMissingField(EmvError):
+    """A mandatory data object is missing."""
+
+    code = "emv_missing_field"
+
+
+class EmvFormatError(EmvError):
+    """A data object's value has the wrong format (e.g. non-numeric where numeric)."""
+
+    code = "emv_format_error"
+
+
+# --- QR images ------------------------------------------------------------------------------
+
+
+class QrError(SafescanError):
+    """A QR image could not be made or read."""
+
+    code = "qr_error"
+
+
+class ImageUnreadable(QrError):
+    """The file is not an image this software can read."""
+
+    code = "image_unreadable"
+
+
+class NoCodeFound(QrError):
+    """No QR code was found in the image."""
+
+    code = "no_code_found"
+
+
+class MultipleCodesFound(QrError):
+    """The image holds several QR codes; which one to trust is ambiguous."""
+
+    code = "multiple_codes_found"
+
+
+class PayloadTooLarge(QrError):
+    """The text does not fit in a QR code at the chosen error-correction level."""
+
+    code = "payload_too_large"

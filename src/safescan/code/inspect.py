@@ -1,0 +1,142 @@
+"""Say what a scanned input is, without ever acting on it.
+
+``inspect_text`` classifies a payload: a safescan code (clear header, and with keys its verified
+contents), an EMVCo MPM payload (fields, labelled *unverified*), or anything else (a URL or other
+text, reported as "not a payment code" and never opened or followed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safescan.code import emv
+from safescan.code.certs import TrustStore
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import OpenedCode, looks_like_safescan, open_code, read_header
+from safescan.code.errors import SafescanError, UnknownCurrency
+from safescan.code.keys import SchemeKeyring
+from safescan.code.payment import DynamicCode
+
+MAX_INPUT_CHARS = 8192
+
+
+def describe_opened(opened: OpenedCode) -> dict[str, Any]:
+    """A JSON-ready description of a verified code (what a wallet shows the customer)."""
+    code = opened.code
+    m = code.merchant
+    out: dict[str, Any] = {
+        "kind": "dynamic" if isinstance(code, DynamicCode) else "static",
+        "merchant": {
+            "id": m.id,
+            "name": m.name,
+            "city": m.city,
+            "country": m.country,
+            "mcc": f"{m.mcc:04d}",
+        },
+        "issuer": opened.issuer,
+        "certificate_serial": opened.certificate.serial if opened.certificate else None,
+        "issued_at": code.issued_at,
+        "expires_at": code.expires_at,
+        "digest": opened.digest.hex(),
+        "warnings": list(opened.warnings),
+    }
+    cur = code.currency
+    out["currency"] = _currency_alpha(cur) if cur is not None else None
+    if isinstance(code, DynamicCode):
+        c = lookup_currency(code.currency)
+        out["order_id"] = code.order_id
+        out["items"] = [
+            {"name": i.name, "quantity": i.quantity, "unit_price": i.unit_price, "amount": i.amount}
+            for i in code.items
+        ]
+        out["total"] = code.total
+        out["total_display"] = c.format(code.total)
+    return out
+
+
+def _currency_alpha(numeric: int) -> str:
+    try:
+        return lookup_currency(numeric).alpha
+    except UnknownCurrency:
+        return str(numeric)
+
+
+def inspect_text(
+    text: str,
+    keyring: SchemeKeyring | None = None,
+    trust: TrustStore | None = None,
+    *,
+    now: int,
+) -> dict[str, Any]:
+    """Classify and (where keys allow) verify ``text``. Never raises for bad input.
+
+    Returns at least ``kind`` (``"safescan"``, ``"emv"`` or ``"unknown"``), ``valid`` and, when
+    not valid, ``error`` with ``type`` and ``message``.
+    """
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS:
+        return _unknown("input is too large to be a payment code", text_len=len(text))
+    if looks_like_safescan(text):
+        return _inspect_safescan(text, keyring, trust, now)
+    if emv.looks_like_emv(text):
+        return _inspect_emv(text)
+    result = _unknown("this is not a payment code; it was not opened or followed")
+    lowered = text.strip().lower()
+    if lowered.startswith(("http://", "https://", "www.")) or "://" in lowered[:16]:
+        result["looks_like"] = "url"
+    result["text"] = text[:200]
+    return result
+
+
+def _unknown(message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "unknown",
+        "valid": False,
+        "error": {"type": "NotAPaymentCode", "code": "not_a_payment_code", "message": message},
+        **extra,
+    }
+
+
+def _inspect_safescan(
+    text: str, keyring: SchemeKeyring | None, trust: TrustStore | None, now: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "safescan", "verified": False}
+    try:
+        header = read_header(text)
+    except SafescanError as exc:
+        return {**out, "valid": False, "error": exc.to_dict()}
+    out["header"] = {
+        "version": header.version,
+        "kind": header.kind.name.lower(),
+        "key_id": header.kid,
+    }
+    if keyring is None or trust is None:
+        out["valid"] = True
+        out["note"] = "sealed payment code; only a key carrier (or the scheme keys) can open it"
+        return out
+    try:
+        opened = open_code(text, keyring, trust, now=now)
+    except SafescanError as exc:
+        return {**out, "valid": False, "error": exc.to_dict()}
+    return {**out, "valid": True, "verified": True, "contents": describe_opened(opened)}
+
+
+def _inspect_emv(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": "emv",
+        "verified": False,
+        "note": "EMVCo QR: unverified (no signature), not payable here",
+    }
+    try:
+        payload = emv.parse_emv(text, verify_crc=False)
+    except SafescanError as exc:
+        return {**out, "valid": False, "crc_valid": False, "error": exc.to_dict()}
+    doc = emv.emv_to_json(payload)
+    out.update(doc)
+    out["valid"] = bool(doc.get("crc_valid"))
+    if not out["valid"]:
+        out["error"] = {
+            "type": "EmvCrcError",
+            "code": "emv_crc_error",
+            "message": "the EMV payload's CRC does not match: altered or misread",
+        }
+    return out

@@ -1,0 +1,317 @@
+"""The payment smart code's contents: merchant identity, order, line items, amounts.
+
+These are plain, validated value objects. :mod:`safescan.code.envelope` signs and seals them.
+Amounts are integers in minor units; currencies are ISO 4217 numeric codes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import InvalidAmount, MalformedCode, TotalMismatch
+from safescan.code.text import check_stored_name, clean_name, lookalike_warning
+
+MAX_AMOUNT = 10**12 - 1  # minor units; the largest amount EMV field 54 can also carry
+MAX_QUANTITY = 9999
+MAX_ITEMS = 32
+MAX_NAME_CHARS = 64
+MAX_ID_CHARS = 40
+MAX_DYNAMIC_VALIDITY = 7 * 24 * 3600  # seconds
+MAX_STATIC_VALIDITY = 10 * 366 * 24 * 3600
+NONCE_BYTES = 8
+_ID_RE = re.compile(r"[A-Za-z0-9._:\-]+")
+_COUNTRY_RE = re.compile(r"[A-Z]{2}")
+
+
+class CodeKind(IntEnum):
+    """The two kinds of payment smart code."""
+
+    DYNAMIC = 1  # one order, one payment, short expiry
+    STATIC = 2  # a printed merchant code; the customer enters the amount
+
+
+def check_identifier(value: object, field_name: str) -> str:
+    """An id (merchant id, order id): 1-40 chars of ``A-Z a-z 0-9 . _ : -``."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        raise MalformedCode(f"{field_name} must be 1-{MAX_ID_CHARS} characters")
+    if not _ID_RE.fullmatch(value):
+        raise MalformedCode(f"{field_name} may only use letters, digits and . _ : -")
+    return value
+
+
+def check_amount(value: object, field_name: str = "amount") -> int:
+    """An amount in minor units: an integer from 1 to :data:`MAX_AMOUNT`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount(f"{field_name} must be a whole number of minor units")
+    if value <= 0:
+        raise InvalidAmount(f"{field_name} must be greater than zero")
+    if value > MAX_AMOUNT:
+        raise InvalidAmount(f"{field_name} is larger than the maximum {MAX_AMOUNT}")
+    return value
+
+
+def check_time(value: object, field_name: str) -> int:
+    """A unix time in seconds (0 .. 2^32-1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise MalformedCode(f"{field_name} must be a unix time in seconds")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    """The merchant identity shown to the customer."""
+
+    id: str
+    name: str
+    city: str
+    country: str  # ISO 3166-1 alpha-2
+    mcc: int  # ISO 18245 merchant category code
+
+    def validated(self) -> Merchant:
+        """A normalised copy, or a typed error."""
+        if isinstance(self.mcc, bool) or not isinstance(self.mcc, int) or not 0 <= self.mcc <= 9999:
+            raise MalformedCode("merchant category code must be 0000-9999")
+        if not isinstance(self.country, str) or not _COUNTRY_RE.fullmatch(self.country):
+            raise MalformedCode("merchant country must be an ISO 3166 two-letter code")
+        return Merchant(
+            id=check_identifier(self.id, "merchant id"),
+            name=clean_name(self.name, field="merchant name", max_chars=MAX_NAME_CHARS),
+            city=clean_name(self.city, field="merchant city", max_chars=MAX_NAME_CHARS),
+            country=self.country,
+            mcc=self.mcc,
+        )
+
+    def to_cbor(self) -> list[object]:
+        """The CBOR array form."""
+        return [self.id, self.name, self.city, self.country, self.mcc]
+
+    @classmethod
+    def from_cbor(cls, value: object) -> Merchant:
+        """Parse and validate the CBOR array form strictly."""
+        if not isinstance(value, list) or len(value) != 5:
+            raise MalformedCode("merchant must be a 5-element array")
+        mid, name, city, country, mcc = value
+        for v, n in ((name, "merchant name"), (city, "merchant city")):
+            if not isinstance(v, str):
+                raise MalformedCode(f"{n} must be text")
+            check_stored_name(v, field=n, max_chars=MAX_NAME_CHARS)
+        if not isinstance(country, str) or not isinstance(mcc, int):
+            raise MalformedCode("merchant country / category code have the wrong type")
+        merchant = cls(mid, name, city, country, mcc)
+        merchant.validated()
+        return merchant
+
+    def warnings(self) -> list[str]:
+        """Look-alike warnings for the merchant's name and city."""
+        found = [
+            lookalike_warning(self.name, field="merchant name"),
+            lookalike_warning(self.city, field="merchant city"),
+        ]
+        return [w for w in found if w]
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    """One line of an order: what, how many, at what unit price (minor units)."""
+
+    name: str
+    quantity: int
+    unit_price: int
+
+    @property
+    def amount(self) -> int:
+        """quantity x unit price."""
+        return self.quantity * self.unit_price
+
+    def validated(self) -> LineItem:
+        """A normalised copy, or a typed error."""
+        q = self.quantity
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_QUANTITY:
+            raise InvalidAmount(f"item quantity must be 1-{MAX_QUANTITY}")
+        return LineItem(
+            name=clean_name(self.name, field="item name", max_chars=MAX_NAME_CHARS),
+            quantity=q,
+            unit_price=check_amount(self.unit_price, "item unit price"),
+        )
+
+    def to_cbor(self) -> list[object]:
+        """The CBOR array form."""
+        return [self.name, self.quantity, self.unit_price]
+
+    @classmethod
+    def from_cbor(cls, value: object) -> LineItem:
+        """Parse and validate the CBOR array form strictly."""
+        if not isinstance(value, list) or len(value) != 3:
+            raise MalformedCode("a line item must be a 3-element array")
+        name, qty, price = value
+        if not isinstance(name, str):
+            raise MalformedCode("item name must be text")
+        check_stored_name(name, field="item name", max_chars=MAX_NAME_CHARS)
+        item = cls(name, qty, price)
+        item.validated()
+        return item
+
+
+def _check_currency(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedCode("currency must be an ISO 4217 numeric code")
+    return lookup_currency(value).numeric
+
+
+def _check_validity(issued_at: int, expires_at: int, limit: int) -> None:
+    if expires_at <= issued_at:
+        raise MalformedCode("the code expires before it is issued")
+    if expires_at - issued_at > limit:
+        raise MalformedCode(f"the code's validity is longer than the allowed {limit} s")
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicCode:
+    """A code for one order: one payment of exactly ``total``, valid until ``expires_at``."""
+
+    merchant: Merchant
+    order_id: str
+    items: tuple[LineItem, ...]
+    total: int
+    currency: int
+    issued_at: int
+    expires_at: int
+    nonce: bytes = field(default=b"")
+
+    kind = CodeKind.DYNAMIC
+
+    def validated(self) -> DynamicCode:
+        """A normalised copy; raises a typed error on any invalid field."""
+        if not isinstance(self.items, tuple | list) or not 1 <= len(self.items) <= MAX_ITEMS:
+            raise MalformedCode(f"an order has 1-{MAX_ITEMS} line items")
+        items = tuple(i.validated() for i in self.items)
+        total = check_amount(self.total, "total")
+        if sum(i.amount for i in items) != total:
+            raise TotalMismatch(
+                f"the line items add up to {sum(i.amount for i in items)}, not the total {total}"
+            )
+        issued, expires = (
+            check_time(self.issued_at, "issue time"),
+            check_time(self.expires_at, "expiry time"),
+        )
+        _check_validity(issued, expires, MAX_DYNAMIC_VALIDITY)
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_BYTES:
+            raise MalformedCode(f"the nonce must be {NONCE_BYTES} bytes")
+        return DynamicCode(
+            merchant=self.merchant.validated(),
+            order_id=check_identifier(self.order_id, "order id"),
+            items=items,
+            total=total,
+            currency=_check_currency(self.currency),
+            issued_at=issued,
+            expires_at=expires,
+            nonce=self.nonce,
+        )
+
+    def to_cbor(self) -> list[object]:
+        """The CBOR array form (positional; see docs/protocol.md)."""
+        return [
+            self.merchant.to_cbor(),
+            self.order_id,
+            [i.to_cbor() for i in self.items],
+            self.total,
+            self.currency,
+            self.issued_at,
+            self.expires_at - self.issued_at,
+            self.nonce,
+        ]
+
+    @classmethod
+    def from_cbor(cls, value: object) -> DynamicCode:
+        """Parse and validate the CBOR array form strictly."""
+        if not isinstance(value, list) or len(value) != 8:
+            raise MalformedCode("a dynamic code body must be an array of exactly 8 fields")
+        merchant, order_id, items, total, cur, issued, lifetime, nonce = value
+        if not isinstance(items, list):
+            raise MalformedCode("line items must be an array")
+        issued = check_time(issued, "issue time")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
+            raise MalformedCode("the code's lifetime must be a positive number of seconds")
+        code = cls(
+            merchant=Merchant.from_cbor(merchant),
+            order_id=order_id,
+            items=tuple(LineItem.from_cbor(i) for i in items),
+            total=total,
+            currency=cur,
+            issued_at=issued,
+            expires_at=issued + lifetime,
+            nonce=nonce,
+        )
+        return code.validated()
+
+    def warnings(self) -> list[str]:
+        """Look-alike warnings an app should show."""
+        found = self.merchant.warnings()
+        for item in self.items:
+            w = lookalike_warning(item.name, field="item name")
+            if w:
+                found.append(w)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class StaticCode:
+    """A printed merchant code: merchant identity (and optionally a fixed currency) only."""
+
+    merchant: Merchant
+    currency: int | None
+    issued_at: int
+    expires_at: int
+
+    kind = CodeKind.STATIC
+
+    def validated(self) -> StaticCode:
+        """A normalised copy; raises a typed error on any invalid field."""
+        issued, expires = (
+            check_time(self.issued_at, "issue time"),
+            check_time(self.expires_at, "expiry time"),
+        )
+        _check_validity(issued, expires, MAX_STATIC_VALIDITY)
+        return StaticCode(
+            merchant=self.merchant.validated(),
+            currency=None if self.currency is None else _check_currency(self.currency),
+            issued_at=issued,
+            expires_at=expires,
+        )
+
+    def to_cbor(self) -> list[object]:
+        """The CBOR array form: [merchant, issued_at, lifetime(, currency)]."""
+        body: list[object] = [
+            self.merchant.to_cbor(),
+            self.issued_at,
+            self.expires_at - self.issued_at,
+        ]
+        if self.currency is not None:
+            body.append(self.currency)
+        return body
+
+    @classmethod
+    def from_cbor(cls, value: object) -> StaticCode:
+        """Parse and validate the CBOR array form strictly."""
+        if not isinstance(value, list) or len(value) not in (3, 4):
+            raise MalformedCode("a static code body must be an array of 3 or 4 fields")
+        issued, lifetime = check_time(value[1], "issue time"), value[2]
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
+            raise MalformedCode("the code's lifetime must be a positive number of seconds")
+        code = cls(
+            merchant=Merchant.from_cbor(value[0]),
+            currency=value[3] if len(value) == 4 else None,
+            issued_at=issued,
+            expires_at=issued + lifetime,
+        )
+        return code.validated()
+
+    def warnings(self) -> list[str]:
+        """Look-alike warnings an app should show."""
+        return self.merchant.warnings()
+
+
+PaymentCode = DynamicCode | StaticCode

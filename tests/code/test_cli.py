@@ -1,0 +1,161 @@
+"""The `safescan keys` / `safescan code` commands, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.code.test_emv import EMVCO_SAMPLE
+
+SAFESCAN = [sys.executable, "-m", "safescan"]
+
+
+def run(
+    *args: str, cwd: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAFESCAN_PASSPHRASE": "correct horse", **(env_extra or {})}
+    return subprocess.run(
+        [*SAFESCAN, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    assert run("keys", "init", "kd", cwd=d).returncode == 0
+    order = {
+        "merchant": {
+            "id": "m_1",
+            "name": "Bäckerei Müller",
+            "city": "Berlin",
+            "country": "DE",
+            "mcc": 5462,
+        },
+        "currency": "EUR",
+        "items": [
+            {"name": "Brezel", "quantity": 3, "unit_price": 95},
+            {"name": "Kaffee", "quantity": 1, "unit_price": 280},
+        ],
+    }
+    (d / "order.json").write_text(json.dumps(order))
+    r = run("code", "make", "order.json", "--keys", "kd", "--out", "out/c1", cwd=d)
+    assert r.returncode == 0, r.stderr
+    assert "QR version" in r.stdout
+    return d
+
+
+def test_key_files_are_encrypted_and_private(made: Path) -> None:
+    for f in (made / "kd").glob("*.key"):
+        assert f.stat().st_mode & 0o077 == 0
+        assert b"ENCRYPTED PRIVATE KEY" in f.read_bytes()
+
+
+def test_make_writes_text_png_svg(made: Path) -> None:
+    text = (made / "out/c1.txt").read_text().strip()
+    assert text.startswith("SS1:")
+    assert (made / "out/c1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (made / "out/c1.svg").read_text()
+
+
+def test_inspect_image_without_keys_shows_header_only(made: Path) -> None:
+    r = run("code", "inspect", "out/c1.png", "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0
+    assert doc["kind"] == "safescan" and doc["valid"] is True and doc["verified"] is False
+    assert "Brezel" not in r.stdout and "Müller" not in r.stdout
+
+
+def test_inspect_with_keys_shows_verified_contents(made: Path) -> None:
+    r = run("code", "inspect", "out/c1.png", "--key", "kd", "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert doc["verified"] is True
+    assert doc["contents"]["merchant"]["name"] == "Bäckerei Müller"
+    assert doc["contents"]["total"] == 565
+
+
+def test_inspect_with_wrong_passphrase_is_a_clear_error(made: Path) -> None:
+    r = run(
+        "code",
+        "inspect",
+        "out/c1.txt",
+        "--key",
+        "kd",
+        "--json",
+        cwd=made,
+        env_extra={"SAFESCAN_PASSPHRASE": "wrong"},
+    )
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2
+    assert doc["error"]["type"] == "KeyFileError"
+    assert "passphrase" in doc["error"]["message"]
+
+
+def test_inspect_tampered_text_is_refused(made: Path) -> None:
+    text = (made / "out/c1.txt").read_text().strip()
+    tampered = text[:50] + ("0" if text[50] != "0" else "1") + text[51:]
+    r = run("code", "inspect", tampered, "--key", "kd", "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2
+    assert doc["valid"] is False
+    assert doc["error"]["type"] in {"DecryptionFailed", "MalformedCode"}
+
+
+def test_inspect_emv_is_labelled_unverified(made: Path) -> None:
+    r = run("code", "inspect", EMVCO_SAMPLE, "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0
+    assert doc["kind"] == "emv" and doc["crc_valid"] is True and doc["verified"] is False
+    assert doc["fields"]["59"] == "BEST TRANSPORT"
+    assert doc["fields"]["64"]["00"] == "ZH"
+
+
+def test_inspect_emv_bad_crc(made: Path) -> None:
+    r = run("code", "inspect", EMVCO_SAMPLE[:-4] + "0000", "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2
+    assert doc["kind"] == "emv" and doc["crc_valid"] is False and doc["valid"] is False
+
+
+@pytest.mark.parametrize("text", ["https://pay.example.com/x?amount=5", "hello world"])
+def test_inspect_other_text_is_not_a_payment_code(made: Path, text: str) -> None:
+    r = run("code", "inspect", text, "--json", cwd=made)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2
+    assert doc["kind"] == "unknown" and doc["valid"] is False
+    assert doc["error"]["type"] == "NotAPaymentCode"
+
+
+def test_certify_and_show(made: Path) -> None:
+    pk = "11" * 32
+    r = run(
+        "keys",
+        "certify",
+        "--keys",
+        "kd",
+        "--role",
+        "merchant",
+        "--subject",
+        "m_1",
+        "--public-key",
+        pk,
+        "--serial",
+        "42",
+        "--out",
+        "m1.cert",
+        cwd=made,
+    )
+    assert r.returncode == 0, r.stderr
+    shown = run("keys", "show", "m1.cert", cwd=made)
+    assert "42" in shown.stdout and "merchant" in shown.stdout and pk in shown.stdout
