@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
+from safescan.code.currency import currency
 from safescan.code.errors import MalformedCode
 from safescan.code.keys import SigningKey, VerifyKey
 from safescan.code.payment import check_amount, check_identifier, check_time
@@ -37,6 +38,12 @@ def _uint(value: object, name: str, limit: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
         raise MalformedCode(f"{name} must be an unsigned integer")
     return value
+
+
+def _currency(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1000:
+        raise MalformedCode("currency must be an ISO 4217 numeric code")
+    return currency(value).numeric
 
 
 def _bytes32(value: object, name: str) -> bytes:
@@ -97,7 +104,7 @@ class Authorization:
         if self.order_id != "":
             check_identifier(self.order_id, "order id")
         check_amount(self.amount)
-        _uint(self.currency, "currency", 1000)
+        _currency(self.currency)
         _uint(self.counter, "counter")
         _uint(self.carrier_serial, "carrier serial")
         check_time(self.created_at, "creation time")
@@ -167,7 +174,7 @@ class Receipt:
         check_identifier(self.merchant_id, "merchant id")
         check_identifier(self.payer_pseudonym, "payer pseudonym")
         check_amount(self.amount)
-        _uint(self.currency, "currency", 1000)
+        _currency(self.currency)
         check_time(self.paid_at, "payment time")
         _bytes32(self.code_digest, "code digest")
         _uint(self.issuer_kid, "issuer key id", 0x10000)

@@ -188,7 +188,11 @@ class RevocationList:
         if not isinstance(value, list) or len(value) != 6 or value[0] != 1:
             raise CertificateError("not a version-1 revocation list")
         _, seq, issued_at, serials, ikid, sig = value
-        if not isinstance(serials, list) or serials != sorted(set(serials)):
+        if not isinstance(serials, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in serials
+        ):
+            raise CertificateError("revocation list serials must be unsigned integers")
+        if serials != sorted(set(serials)):
             raise CertificateError("revocation list serials must be sorted and unique")
         crl = cls(
             _uint(seq, "sequence"),
@@ -213,6 +217,8 @@ class TrustStore:
 
     def institution_key(self, kid: int) -> VerifyKey:
         """The institution key with id ``kid``."""
+        if isinstance(kid, bool) or not isinstance(kid, int):
+            raise UnknownKeyId(f"institution key id {kid!r} is not an integer")
         key = self.institution_keys.get(kid)
         if key is None:
             raise UnknownKeyId(f"institution signing key {kid} is not trusted here")

@@ -52,6 +52,7 @@ SIG_CONTEXT = b"SS1-SIG"
 HPKE_INFO = b"safescan code v1"
 DEFAULT_CLOCK_SKEW = 60  # seconds of tolerance for "not yet valid"
 
+_BASE45_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 
 
@@ -64,7 +65,7 @@ class Header:
     kid: int
 
     def to_bytes(self) -> bytes:
-        """The 4 header bytes."""
+        """The 3 header bytes."""
         return bytes([self.version, int(self.kind), self.kid])
 
     @classmethod
@@ -146,8 +147,11 @@ def decode_text(text: str) -> bytes:
         raise OversizeInput(f"{len(text)} characters is larger than any valid payment code")
     if not text.startswith(PREFIX):
         raise MalformedCode(f"not a safescan payment code (it does not start with {PREFIX!r})")
+    body = text[len(PREFIX) :]
+    if not _BASE45_CHARS.issuperset(body):
+        raise MalformedCode("the payment code's text has characters outside Base45")
     try:
-        binary = base45.b45decode(text[len(PREFIX) :])
+        binary = base45.b45decode(body)
     except (ValueError, TypeError, UnicodeError):
         raise MalformedCode("the payment code's Base45 text is corrupt") from None
     if len(binary) > MAX_BINARY_BYTES:

@@ -239,7 +239,9 @@ class SchemeKey:
             kid, retire_at, pem = doc["kid"], doc["retire_at"], doc["pem"].encode("ascii")
         except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise KeyFileError("corrupt scheme key file") from exc
-        if retire_at is not None and not isinstance(retire_at, int):
+        if retire_at is not None and (
+            isinstance(retire_at, bool) or not isinstance(retire_at, int)
+        ):
             raise KeyFileError("corrupt scheme key file: bad retirement time")
         key = _decrypt_pem(pem, passphrase)
         if not isinstance(key, X25519PrivateKey):

@@ -70,16 +70,20 @@ class Merchant:
     country: str  # ISO 3166-1 alpha-2
     mcc: int  # ISO 18245 merchant category code
 
-    def validated(self) -> Merchant:
-        """A normalised copy, or a typed error."""
+    def validated(self, *, clean: bool = True) -> Merchant:
+        """A normalised copy, or a typed error (``clean=False``: names already checked)."""
         if isinstance(self.mcc, bool) or not isinstance(self.mcc, int) or not 0 <= self.mcc <= 9999:
             raise MalformedCode("merchant category code must be 0000-9999")
         if not isinstance(self.country, str) or not _COUNTRY_RE.fullmatch(self.country):
             raise MalformedCode("merchant country must be an ISO 3166 two-letter code")
         return Merchant(
             id=check_identifier(self.id, "merchant id"),
-            name=clean_name(self.name, field="merchant name", max_chars=MAX_NAME_CHARS),
-            city=clean_name(self.city, field="merchant city", max_chars=MAX_NAME_CHARS),
+            name=clean_name(self.name, field="merchant name", max_chars=MAX_NAME_CHARS)
+            if clean
+            else self.name,
+            city=clean_name(self.city, field="merchant city", max_chars=MAX_NAME_CHARS)
+            if clean
+            else self.city,
             country=self.country,
             mcc=self.mcc,
         )
@@ -100,9 +104,7 @@ class Merchant:
             check_stored_name(v, field=n, max_chars=MAX_NAME_CHARS)
         if not isinstance(country, str) or not isinstance(mcc, int):
             raise MalformedCode("merchant country / category code have the wrong type")
-        merchant = cls(mid, name, city, country, mcc)
-        merchant.validated()
-        return merchant
+        return cls(mid, name, city, country, mcc).validated(clean=False)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings for the merchant's name and city."""
@@ -126,13 +128,15 @@ class LineItem:
         """quantity x unit price."""
         return self.quantity * self.unit_price
 
-    def validated(self) -> LineItem:
-        """A normalised copy, or a typed error."""
+    def validated(self, *, clean: bool = True) -> LineItem:
+        """A normalised copy, or a typed error (``clean=False``: name already checked)."""
         q = self.quantity
         if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_QUANTITY:
             raise InvalidAmount(f"item quantity must be 1-{MAX_QUANTITY}")
         return LineItem(
-            name=clean_name(self.name, field="item name", max_chars=MAX_NAME_CHARS),
+            name=clean_name(self.name, field="item name", max_chars=MAX_NAME_CHARS)
+            if clean
+            else self.name,
             quantity=q,
             unit_price=check_amount(self.unit_price, "item unit price"),
         )
@@ -150,9 +154,7 @@ class LineItem:
         if not isinstance(name, str):
             raise MalformedCode("item name must be text")
         check_stored_name(name, field="item name", max_chars=MAX_NAME_CHARS)
-        item = cls(name, qty, price)
-        item.validated()
-        return item
+        return cls(name, qty, price).validated(clean=False)
 
 
 def _check_currency(value: object) -> int:
@@ -183,11 +185,11 @@ class DynamicCode:
 
     kind = CodeKind.DYNAMIC
 
-    def validated(self) -> DynamicCode:
+    def validated(self, *, clean: bool = True) -> DynamicCode:
         """A normalised copy; raises a typed error on any invalid field."""
         if not isinstance(self.items, tuple | list) or not 1 <= len(self.items) <= MAX_ITEMS:
             raise MalformedCode(f"an order has 1-{MAX_ITEMS} line items")
-        items = tuple(i.validated() for i in self.items)
+        items = tuple(i.validated(clean=clean) for i in self.items)
         total = check_amount(self.total, "total")
         if sum(i.amount for i in items) != total:
             raise TotalMismatch(
@@ -201,7 +203,7 @@ class DynamicCode:
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_BYTES:
             raise MalformedCode(f"the nonce must be {NONCE_BYTES} bytes")
         return DynamicCode(
-            merchant=self.merchant.validated(),
+            merchant=self.merchant.validated(clean=clean),
             order_id=check_identifier(self.order_id, "order id"),
             items=items,
             total=total,
@@ -245,7 +247,7 @@ class DynamicCode:
             expires_at=issued + lifetime,
             nonce=nonce,
         )
-        return code.validated()
+        return code.validated(clean=False)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings an app should show."""
@@ -268,7 +270,7 @@ class StaticCode:
 
     kind = CodeKind.STATIC
 
-    def validated(self) -> StaticCode:
+    def validated(self, *, clean: bool = True) -> StaticCode:
         """A normalised copy; raises a typed error on any invalid field."""
         issued, expires = (
             check_time(self.issued_at, "issue time"),
@@ -276,7 +278,7 @@ class StaticCode:
         )
         _check_validity(issued, expires, MAX_STATIC_VALIDITY)
         return StaticCode(
-            merchant=self.merchant.validated(),
+            merchant=self.merchant.validated(clean=clean),
             currency=None if self.currency is None else _check_currency(self.currency),
             issued_at=issued,
             expires_at=expires,
@@ -307,7 +309,7 @@ class StaticCode:
             issued_at=issued,
             expires_at=issued + lifetime,
         )
-        return code.validated()
+        return code.validated(clean=False)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings an app should show."""

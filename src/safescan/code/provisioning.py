@@ -14,8 +14,9 @@ nor alter anything::
     scheme_keys      = [[kid, x25519_private(32), retire_at (0 = none)], ...]
     signature = Ed25519 over "SS1-PROV" || signed, by institution key ``issuer_kid``
 
-The carrier accepts a bundle only while BLANK (trust on first use), checks that the signature
-verifies under a key the bundle itself lists, that the certificate is for the carrier's own
+The carrier accepts a bundle only while BLANK, checks that the signature verifies under the
+institution root key it was manufactured with (its trust anchor; see :func:`open_bundle`),
+that the certificate is for the carrier's own
 signing key and serial, and that the transport key is its own.
 """
 
@@ -83,8 +84,15 @@ def open_bundle(
     *,
     carrier_signing_key: VerifyKey,
     now: int,
+    trust_anchor: TrustStore | None = None,
 ) -> ProvisioningBundle:
-    """Open and verify a bundle inside the carrier. Raises typed errors on any problem."""
+    """Open and verify a bundle inside the carrier. Raises typed errors on any problem.
+
+    ``trust_anchor`` holds the institution root key(s) the carrier was manufactured with. With
+    it, a relay that knows the carrier's public transport key cannot substitute a bundle of its
+    own; without it the carrier trusts the first bundle it gets (acceptable only when the
+    personalisation path itself is trusted, e.g. at the institution's own desk).
+    """
     if not isinstance(data, bytes) or len(data) > MAX_BUNDLE_BYTES:
         raise OversizeInput("provisioning bundle is too large")
     try:
@@ -95,12 +103,22 @@ def open_bundle(
     value = cbor.strict_loads(signed)
     try:
         issuer_kid, (serial, cert_bytes, ikeys, skeys, issued_at, transport_pub) = value
-        institution_keys = {int(k): VerifyKey(raw) for k, raw in ikeys}
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k, _ in ikeys):
+            raise MalformedCode("institution key ids must be integers")
+        if isinstance(issuer_kid, bool) or not isinstance(issuer_kid, int):
+            raise MalformedCode("the bundle's issuer key id must be an integer")
+        institution_keys = {k: VerifyKey(raw) for k, raw in ikeys}
         scheme_keys = tuple(
             SchemeKey.from_seed(kid, raw, retire_at or None) for kid, raw, retire_at in skeys
         )
     except (TypeError, ValueError) as exc:
         raise MalformedCode(f"provisioning bundle has the wrong shape ({exc})") from None
+    if trust_anchor is not None:
+        # The carrier was manufactured knowing the institution's root key: only a bundle
+        # signed under it is accepted, and the bundle may not replace that key.
+        anchor_key = trust_anchor.institution_key(issuer_kid)
+        if institution_keys.get(issuer_kid) != anchor_key:
+            raise MalformedCode("the bundle does not carry the institution key it was built for")
     trust = TrustStore(institution_keys)
     trust.institution_key(issuer_kid).verify(
         signature, PROV_CONTEXT + signed, what="provisioning bundle signature"

@@ -1,0 +1,295 @@
+"""Known-answer tests of the v1 byte layout (vectors in tests/vectors/code_v1.json).
+
+Fixed keys (RFC 8032 / RFC 7748 test keys), a fixed clock, nonce and order give fixed bytes:
+any change to the format (header, CBOR layout, signature input, certificate, authorization or
+receipt encoding) fails here. HPKE sealing is randomized, so the sealed vectors are decryption
+known answers: they must open to exactly the expected plaintext and contents.
+The CRC-16 known answers are in test_emv.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hpke
+
+from safescan.code import (
+    Authorization,
+    Certificate,
+    DynamicCode,
+    Issuer,
+    LineItem,
+    Merchant,
+    Receipt,
+    Role,
+    SchemeKey,
+    SchemeKeyring,
+    SigningKey,
+    StaticCode,
+    TrustStore,
+    cbor,
+    decode_text,
+    encode_text,
+    envelope,
+    issue_certificate,
+    open_code,
+    read_header,
+    verify_certificate,
+)
+from safescan.code.errors import DecryptionFailed, SafescanError
+
+VECTORS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "code_v1.json").read_text(encoding="utf-8")
+)
+KEYS = VECTORS["keys"]
+NOW: int = VECTORS["now"]
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+CODE_NAMES = [c["name"] for c in VECTORS["codes"]]
+
+
+def _key(name: str) -> SigningKey:
+    return SigningKey.from_seed(bytes.fromhex(KEYS[f"{name}_seed"]))
+
+
+def _scheme_key() -> SchemeKey:
+    return SchemeKey.from_seed(KEYS["scheme_kid"], bytes.fromhex(KEYS["scheme_private"]))
+
+
+def _trust() -> TrustStore:
+    return TrustStore({KEYS["institution_kid"]: _key("institution").public_key})
+
+
+def _keyring() -> SchemeKeyring:
+    ring = SchemeKeyring()
+    ring.add(_scheme_key())
+    return ring
+
+
+def _vector(name: str) -> dict[str, Any]:
+    return next(c for c in VECTORS["codes"] if c["name"] == name)
+
+
+def _code(doc: dict[str, Any]) -> DynamicCode | StaticCode:
+    m = doc["merchant"]
+    merchant = Merchant(m["id"], m["name"], m["city"], m["country"], m["mcc"])
+    if "items" in doc:
+        return DynamicCode(
+            merchant=merchant,
+            order_id=doc["order_id"],
+            items=tuple(LineItem(*item) for item in doc["items"]),
+            total=doc["total"],
+            currency=doc["currency"],
+            issued_at=doc["issued_at"],
+            expires_at=doc["expires_at"],
+            nonce=bytes.fromhex(doc["nonce"]),
+        )
+    return StaticCode(merchant, doc["currency"], doc["issued_at"], doc["expires_at"])
+
+
+def _certificate(which: str) -> Certificate:
+    doc = VECTORS["certificates"][which]
+    spec = doc["input"]
+    return issue_certificate(
+        _key("institution"),
+        KEYS["institution_kid"],
+        serial=spec["serial"],
+        role=Role(spec["role"]),
+        subject=spec["subject"],
+        public_key=_key(doc["subject_key"]).public_key,
+        not_before=spec["not_before"],
+        not_after=spec["not_after"],
+    )
+
+
+def _issuer(kind: str) -> Issuer:
+    if kind == "institution":
+        return Issuer.institution(_key("institution"), KEYS["institution_kid"])
+    return Issuer.merchant(_key("merchant"), _certificate("merchant"))
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def test_fixed_keys_match_their_rfc_public_keys() -> None:
+    # RFC 8032 section 7.1 TEST 1-3 public keys; RFC 7748 section 6.1 Alice's public key.
+    assert _key("institution").public_key.hex() == (
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    )
+    assert _key("merchant").public_key.hex() == (
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+    )
+    assert _key("carrier").public_key.hex() == (
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025"
+    )
+    assert _scheme_key().public.raw.hex() == (
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+    )
+    for name in ("institution", "merchant", "carrier"):
+        assert _key(name).public_key.hex() == KEYS[f"{name}_public"]
+
+
+def test_vectors_cover_the_three_kinds_of_code() -> None:
+    kinds = {(c["issuer"], "items" in c["input"]) for c in VECTORS["codes"]}
+    assert kinds == {("institution", True), ("institution", False), ("merchant", True)}
+
+
+# --- deterministic signed plaintext ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_header_and_signed_plaintext_are_exact(name: str) -> None:
+    vector = _vector(name)
+    code = _code(vector["input"])
+    header, plaintext = envelope.sign_code(code, _issuer(vector["issuer"]), KEYS["scheme_kid"])
+    assert header.hex() == vector["header"]
+    assert plaintext.hex() == vector["plaintext"]
+    assert vector["plaintext"] == vector["signature"] + vector["signed"]
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_header_layout(name: str) -> None:
+    vector = _vector(name)
+    kind = 1 if "items" in vector["input"] else 2
+    assert bytes.fromhex(vector["header"]) == bytes([1, kind, KEYS["scheme_kid"]])
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_signed_layout(name: str) -> None:
+    """The signed CBOR is [signer, body] with the documented positional body."""
+    vector = _vector(name)
+    signed = bytes.fromhex(vector["signed"])
+    signer, body = cbor.strict_loads(signed)
+    if vector["issuer"] == "institution":
+        assert signer == KEYS["institution_kid"]
+    else:
+        assert signer.hex() == VECTORS["certificates"]["merchant"]["bytes"]
+    doc = vector["input"]
+    m = doc["merchant"]
+    assert body[0] == [m["id"], m["name"], m["city"], m["country"], m["mcc"]]
+    if "items" in doc:
+        assert body[1:] == [
+            doc["order_id"],
+            doc["items"],
+            doc["total"],
+            doc["currency"],
+            doc["issued_at"],
+            doc["expires_at"] - doc["issued_at"],
+            bytes.fromhex(doc["nonce"]),
+        ]
+    else:
+        assert body[1:] == [doc["issued_at"], doc["expires_at"] - doc["issued_at"], doc["currency"]]
+    signature = bytes.fromhex(vector["signature"])
+    key = _key(vector["issuer"])
+    key.public_key.verify(signature, b"SS1-SIG" + bytes.fromhex(vector["header"]) + signed)
+
+
+# --- sealed codes: decryption known answers -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_sealed_vector_decrypts_to_the_plaintext(name: str) -> None:
+    vector = _vector(name)
+    sealed = bytes.fromhex(vector["sealed"])
+    header = bytes.fromhex(vector["header"])
+    plaintext = bytes.fromhex(vector["plaintext"])
+    assert sealed[:3] == header
+    assert len(sealed) == 3 + 32 + len(plaintext) + 16
+    opened = _SUITE.decrypt(
+        sealed[3:], _scheme_key().private_key(), info=b"safescan code v1" + header
+    )
+    assert opened == plaintext
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_sealed_vector_opens_to_the_expected_contents(name: str) -> None:
+    vector = _vector(name)
+    sealed = bytes.fromhex(vector["sealed"])
+    expected = _code(vector["input"]).validated()
+    for data in (sealed, vector["text"]):
+        opened = open_code(data, _keyring(), _trust(), now=NOW)
+        assert opened.code == expected
+        assert opened.issuer == vector["issuer"]
+        assert opened.digest.hex() == vector["digest"]
+        assert opened.warnings == ()
+    assert hashlib.sha256(sealed).hexdigest() == vector["digest"]
+
+
+@pytest.mark.parametrize("name", CODE_NAMES)
+def test_text_is_prefix_and_base45_of_the_binary(name: str) -> None:
+    vector = _vector(name)
+    sealed = bytes.fromhex(vector["sealed"])
+    assert vector["text"].startswith("SS1:")
+    assert encode_text(sealed) == vector["text"]
+    assert decode_text(vector["text"]) == sealed
+    assert read_header(vector["text"]).to_bytes().hex() == vector["header"]
+
+
+def test_sealed_vector_needs_the_scheme_key() -> None:
+    other = SchemeKeyring()
+    other.add(SchemeKey.from_seed(KEYS["scheme_kid"], bytes(31) + b"\x01"))
+    with pytest.raises(DecryptionFailed):
+        open_code(_vector("dynamic-institution")["text"], other, _trust(), now=NOW)
+
+
+def test_sizes_of_the_vectors() -> None:
+    sizes = {c["name"]: (len(c["sealed"]) // 2, len(c["text"])) for c in VECTORS["codes"]}
+    assert sizes == {
+        "dynamic-institution": (241, 366),
+        "static-institution": (166, 253),
+        "dynamic-merchant": (366, 553),
+    }
+
+
+# --- certificate, authorization, receipt ----------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["merchant", "carrier"])
+def test_certificate_bytes_are_exact(which: str) -> None:
+    doc = VECTORS["certificates"][which]
+    cert = _certificate(which)
+    assert cert.to_bytes().hex() == doc["bytes"]
+    parsed = Certificate.from_bytes(bytes.fromhex(doc["bytes"]))
+    assert parsed == cert
+    verify_certificate(parsed, _trust(), role=Role(doc["input"]["role"]), now=NOW)
+
+
+def test_authorization_bytes_are_exact() -> None:
+    doc = VECTORS["authorization"]
+    assert doc["input"]["code_digest"] == _vector("dynamic-institution")["digest"]
+    auth = Authorization(
+        **{**doc["input"], "code_digest": bytes.fromhex(doc["input"]["code_digest"])}
+    )
+    signed = auth.signed(_key("carrier"))
+    assert auth.tbs().hex() == doc["tbs"]
+    assert signed.to_bytes().hex() == doc["bytes"]
+    parsed = Authorization.from_bytes(bytes.fromhex(doc["bytes"]))
+    assert parsed == signed
+    parsed.verify(_key("carrier").public_key)
+
+
+def test_receipt_bytes_are_exact() -> None:
+    doc = VECTORS["receipt"]
+    receipt = Receipt(**{**doc["input"], "code_digest": bytes.fromhex(doc["input"]["code_digest"])})
+    signed = receipt.signed(_key("institution"))
+    assert receipt.tbs().hex() == doc["tbs"]
+    assert signed.to_bytes().hex() == doc["bytes"]
+    parsed = Receipt.from_bytes(bytes.fromhex(doc["bytes"]))
+    assert parsed == signed
+    parsed.verify(_trust())
+
+
+@pytest.mark.parametrize("which", ["authorization", "receipt"])
+def test_signed_objects_refuse_any_flipped_byte(which: str) -> None:
+    data = bytes.fromhex(VECTORS[which]["bytes"])
+    for position in range(len(data)):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x04
+        with pytest.raises(SafescanError):
+            if which == "authorization":
+                Authorization.from_bytes(bytes(flipped)).verify(_key("carrier").public_key)
+            else:
+                Receipt.from_bytes(bytes(flipped)).verify(_trust())
