@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from safescan.carrier.cli import carrier_app
 from safescan.code.cli import code_app, keys_app
 from safescan.demo import demo_command
 
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(code_app, name="code")
+app.add_typer(carrier_app, name="carrier")
 app.command("demo")(demo_command)
 
 

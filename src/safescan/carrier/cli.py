@@ -1,0 +1,85 @@
+"""`safescan carrier ...` commands: run an emulated carrier, inspect one."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+carrier_app = typer.Typer(help="The key carrier (emulated security token).", no_args_is_help=True)
+
+
+@carrier_app.command("serve")
+def serve(
+    state: str = typer.Option(..., "--state", help="EEPROM image file (created if absent)."),
+    listen: str | None = typer.Option(None, "--listen", help="tcp://HOST:PORT to listen on."),
+    serial: str | None = typer.Option(
+        None, "--serial", help="Serial device to serve, or 'pty' to create a pseudo-terminal."
+    ),
+    vpcd: str | None = typer.Option(
+        None, "--vpcd", help="tcp://HOST:PORT of a vsmartcard vpcd reader (pcscd) to plug into."
+    ),
+) -> None:
+    """Run an emulated key carrier until interrupted (prints 'READY <url>' when listening)."""
+    from safescan.carrier.errors import CarrierError
+    from safescan.carrier.server import run
+
+    if sum(x is not None for x in (listen, serial, vpcd)) != 1:
+        typer.echo("give exactly one of --listen, --serial, --vpcd", err=True)
+        raise typer.Exit(2)
+    try:
+        run(state, listen=listen, serial=serial, vpcd=vpcd)
+    except KeyboardInterrupt:
+        return
+    except CarrierError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@carrier_app.command("info")
+def info(
+    url: str = typer.Argument(..., help="tcp://HOST:PORT or serial:///DEVICE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    timeout: float = typer.Option(5.0, help="Seconds to wait for the carrier."),
+) -> None:
+    """Show a carrier's public information (serial, lifecycle, counters)."""
+    from safescan.carrier.client import CarrierClient
+    from safescan.carrier.errors import CarrierBlocked, CarrierError
+
+    try:
+        with CarrierClient.connect(url, timeout=timeout) as client:
+            doc = client.get_info().to_dict()
+    except CarrierBlocked:
+        doc = {"lifecycle": "destroyed"}
+    except CarrierError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for key, value in doc.items():
+        typer.echo(f"{key:28} {value}")
+
+
+@carrier_app.command("tamper")
+def tamper(
+    url: str = typer.Argument(..., help="tcp://HOST:PORT or serial:///DEVICE"),
+    yes: bool = typer.Option(False, "--yes", help="Really destroy the carrier's keys."),
+) -> None:
+    """Fire the tamper sensor: the carrier destroys its keys for good."""
+    from safescan.carrier.client import CarrierClient
+    from safescan.carrier.errors import CarrierError
+
+    if not yes:
+        typer.echo("this destroys the carrier's keys for ever; add --yes", err=True)
+        raise typer.Exit(2)
+    try:
+        with CarrierClient.connect(url) as client:
+            client.tamper()
+    except CarrierError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("carrier destroyed")

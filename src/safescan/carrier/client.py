@@ -1,0 +1,425 @@
+"""Host driver for the key carrier: connect by URL, typed errors, the secure channel.
+
+    with CarrierClient.connect("tcp://127.0.0.1:9000") as carrier:
+        carrier.open_session(trust)          # authenticates the carrier's certified key
+        contents = carrier.open_code(text)   # show contents.merchant, items, total ...
+        carrier.verify_pin("123456")
+        auth = carrier.authorize(merchant_id=contents.merchant.id,
+                                 amount=contents.total, currency=contents.currency)
+
+Every refusal is a :class:`~safescan.carrier.errors.CardStatusError` subclass chosen by status
+word (``WrongPin`` with ``retries_left``, ``CarrierBlocked``, ``CodeRefused`` with
+``error_code``, ...); link failures are :class:`~safescan.carrier.errors.TransportError`
+subclasses (``CarrierUnavailable``, ``CarrierTimeout``, ``CarrierDisconnected``). Any failure
+inside the secure channel closes the session; open a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from safescan.carrier import pin as pinmod
+from safescan.carrier import rom
+from safescan.carrier.apdu import CommandApdu, Ins, ResponseApdu, StatusWord
+from safescan.carrier.channel import HostHandshake, KeyKind, Session
+from safescan.carrier.device import KEYGEN_CONTEXT
+from safescan.carrier.eeprom import Lifecycle
+from safescan.carrier.errors import (
+    CarrierAuthenticationError,
+    CarrierError,
+    ChannelError,
+    ConditionsNotSatisfied,
+    TransportError,
+    WrongData,
+    error_for_status,
+)
+from safescan.carrier.transport import Control, Transport, open_transport
+from safescan.code import cbor
+from safescan.code.authorization import Authorization
+from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
+from safescan.code.errors import SafescanError
+from safescan.code.keys import VerifyKey
+from safescan.code.payment import CodeKind, LineItem, Merchant
+from safescan.code.provisioning import carrier_subject
+
+EXTENDED_NE = 65536
+
+
+@dataclass(frozen=True)
+class CarrierInfo:
+    """What GET INFO reports (public data only)."""
+
+    version: tuple[int, ...]
+    lifecycle: Lifecycle
+    device_id: bytes
+    attestation_key: VerifyKey | None
+    carrier_serial: int | None
+    certificate: Certificate | None  # parsed, not yet verified (open_session verifies it)
+    retries_left: int | None
+    retry_limit: int | None
+    signature_counter: int
+    signing_key: VerifyKey | None
+    transport_key: bytes | None
+    pin_tries_this_power_cycle: int
+    algorithms: tuple[str, ...]
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> CarrierInfo:
+        """Parse GET INFO's answer."""
+        doc = _load_map(data, "carrier info")
+        try:
+            cert = doc.get(6)
+            return cls(
+                version=tuple(doc[1]),
+                lifecycle=Lifecycle(doc[2]),
+                device_id=doc[3],
+                attestation_key=VerifyKey(doc[4]) if 4 in doc else None,
+                carrier_serial=doc.get(5),
+                certificate=Certificate.from_bytes(cert) if cert is not None else None,
+                retries_left=doc.get(7),
+                retry_limit=doc.get(8),
+                signature_counter=doc[9],
+                signing_key=VerifyKey(doc[10]) if 10 in doc else None,
+                transport_key=doc.get(11),
+                pin_tries_this_power_cycle=doc[12],
+                algorithms=tuple(doc[13]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrongData(f"the carrier's info is malformed ({type(exc).__name__})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "version": ".".join(str(v) for v in self.version),
+            "lifecycle": self.lifecycle.name.lower(),
+            "device_id": self.device_id.hex(),
+            "carrier_serial": self.carrier_serial,
+            "certificate_serial": self.certificate.serial if self.certificate else None,
+            "retries_left": self.retries_left,
+            "retry_limit": self.retry_limit,
+            "signature_counter": self.signature_counter,
+            "attestation_key": self.attestation_key.hex() if self.attestation_key else None,
+            "signing_key": self.signing_key.hex() if self.signing_key else None,
+            "pin_tries_this_power_cycle": self.pin_tries_this_power_cycle,
+            "algorithms": list(self.algorithms),
+        }
+
+
+@dataclass(frozen=True)
+class GeneratedKeys:
+    """The public halves of keys the carrier generated on the device, with attestation."""
+
+    device_id: bytes
+    signing_public: VerifyKey
+    transport_public: bytes
+    attestation_signature: bytes
+
+    def verify(self, attestation_key: VerifyKey) -> None:
+        """Check the device attested these keys; raises ``SignatureInvalid``."""
+        attestation_key.verify(
+            self.attestation_signature,
+            KEYGEN_CONTEXT + self.device_id + self.signing_public.raw + self.transport_public,
+            what="key generation attestation",
+        )
+
+
+@dataclass(frozen=True)
+class CodeContents:
+    """A payment code as the carrier opened and verified it: what the customer is shown."""
+
+    kind: CodeKind
+    merchant: Merchant
+    issuer: str  # "institution" or "merchant"
+    issuer_kid: int | None
+    certificate_serial: int | None  # the merchant certificate, if merchant-signed
+    order_id: str | None
+    items: tuple[LineItem, ...]
+    total: int | None  # None for a static code: the customer enters the amount
+    currency: int | None
+    issued_at: int
+    expires_at: int
+    warnings: tuple[str, ...]
+    digest: bytes
+    scheme_kid: int
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> CodeContents:
+        """Parse OPEN CODE's answer."""
+        doc = _load_map(data, "code contents")
+        try:
+            mid, name, city, country, mcc = doc[2]
+            return cls(
+                kind=CodeKind(doc[1]),
+                merchant=Merchant(mid, name, city, country, mcc),
+                issuer=doc[3],
+                issuer_kid=doc.get(4),
+                certificate_serial=doc.get(5),
+                order_id=doc.get(6),
+                items=tuple(LineItem(n, q, p) for n, q, p in doc.get(7, [])),
+                total=doc.get(8),
+                currency=doc.get(9),
+                issued_at=doc[10],
+                expires_at=doc[11],
+                warnings=tuple(doc[12]),
+                digest=doc[13],
+                scheme_kid=doc[14],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrongData(f"the carrier's code contents are malformed ({exc})") from None
+
+
+def _load_map(data: bytes, what: str) -> dict[int, Any]:
+    try:
+        doc = cbor.strict_loads(data, error=WrongData)
+    except SafescanError as exc:
+        raise WrongData(f"the carrier's {what} is not valid CBOR: {exc.message}") from None
+    if not isinstance(doc, dict):
+        raise WrongData(f"the carrier's {what} is not a map")
+    return doc
+
+
+class CarrierClient:
+    """A connection to one key carrier."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.atr = b""
+        self._session: Session | None = None
+        self._card_key: VerifyKey | None = None
+        self._selected = False
+
+    @classmethod
+    def connect(cls, url: str, *, timeout: float = 5.0) -> CarrierClient:
+        """Connect to ``tcp://HOST:PORT`` or ``serial:///DEVICE`` and power the card on."""
+        client = cls(open_transport(url, timeout=timeout))
+        try:
+            client.power_on()
+        except CarrierError:
+            client.close()
+            raise
+        return client
+
+    def __enter__(self) -> CarrierClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the link (the card loses power: RAM, session and PIN status are gone)."""
+        self._forget_session()
+        self.transport.close()
+
+    # --- power ----------------------------------------------------------------------------
+
+    def power_on(self) -> bytes:
+        """Power the card on; returns the ATR."""
+        self._forget_session()
+        self._selected = False
+        self.transport.control(Control.POWER_ON)
+        self.atr = self.transport.control(Control.GET_ATR)
+        return self.atr
+
+    def power_off(self) -> None:
+        """Cut the card's power."""
+        self._forget_session()
+        self._selected = False
+        self.transport.control(Control.POWER_OFF)
+
+    def power_cycle(self) -> bytes:
+        """Power off, then on: RAM is lost (session, PIN status, pending code)."""
+        self.power_off()
+        return self.power_on()
+
+    # --- raw exchange ---------------------------------------------------------------------
+
+    @property
+    def has_session(self) -> bool:
+        """Whether a secure channel is open."""
+        return self._session is not None
+
+    def _forget_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._session = None
+
+    def transmit(self, command: CommandApdu) -> ResponseApdu:
+        """Send one APDU as is (no secure channel); returns the response."""
+        return ResponseApdu.from_bytes(self.transport.transmit(command.to_bytes()))
+
+    def _clear(self, ins: int, data: bytes = b"", p1: int = 0, p2: int = 0) -> bytes:
+        cla = rom.CLA_ISO if ins == Ins.SELECT else rom.CLA_PROPRIETARY
+        resp = self.transmit(CommandApdu(cla, ins, p1, p2, data, ne=EXTENDED_NE))
+        return _check(resp)
+
+    def _secure(self, ins: int, data: bytes = b"") -> bytes:
+        session = self._session
+        if session is None:
+            raise ConditionsNotSatisfied("open a secure session with the carrier first")
+        header = bytes((rom.CLA_SECURE, ins, 0, 0))
+        try:
+            frame = session.seal_command(header, data)
+            resp = self.transmit(CommandApdu(rom.CLA_SECURE, ins, 0, 0, frame, ne=EXTENDED_NE))
+        except TransportError:
+            self._forget_session()
+            raise
+        if resp.sw != StatusWord.SUCCESS:
+            self._forget_session()
+            _check(resp)
+        try:
+            inner = ResponseApdu.from_bytes(session.open_response(header, resp.data))
+        except ChannelError:
+            self._forget_session()
+            raise
+        if inner.sw == StatusWord.SUCCESS and ins == Ins.PERSONALIZE:
+            self._forget_session()  # the card ends the attested session after personalising
+        return _check(inner)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def select(self) -> None:
+        """SELECT the safescan applet."""
+        self._forget_session()
+        self._clear(Ins.SELECT, rom.AID, p1=0x04, p2=0x0C)
+        self._selected = True
+
+    def _ensure_selected(self) -> None:
+        if not self._selected:
+            self.select()
+
+    def get_info(self) -> CarrierInfo:
+        """Serial, version, lifecycle, counters, certificate (in clear: all public)."""
+        self._ensure_selected()
+        if self._session is not None:
+            return CarrierInfo.from_cbor(self._secure(Ins.GET_INFO))
+        return CarrierInfo.from_cbor(self._clear(Ins.GET_INFO))
+
+    def open_session(
+        self,
+        trust: TrustStore | None = None,
+        *,
+        attestation_key: VerifyKey | None = None,
+        now: int | None = None,
+    ) -> CarrierInfo:
+        """Open the secure channel, authenticating the carrier.
+
+        A personalised carrier must prove it holds the key in its certificate, which must
+        verify under ``trust`` (role carrier, valid at ``now``, not revoked): a
+        ``CertificateError`` otherwise. A blank carrier proves its attestation key; pass
+        ``attestation_key`` to pin the expected one.
+        """
+        self.select()
+        info = self.get_info()
+        if info.lifecycle is Lifecycle.PERSONALIZED:
+            if trust is None:
+                raise CarrierAuthenticationError(
+                    "a trust store is needed to authenticate a personalised carrier"
+                )
+            cert = info.certificate
+            if cert is None or info.carrier_serial is None:
+                raise CarrierAuthenticationError("the carrier did not present its certificate")
+            verify_certificate(
+                cert, trust, role=Role.CARRIER, now=int(time.time()) if now is None else now
+            )
+            if cert.subject != carrier_subject(info.carrier_serial):
+                raise CarrierAuthenticationError("the carrier's certificate is for another serial")
+            key, kind, identity = cert.public_key, KeyKind.CERTIFIED, cert.to_bytes()
+        else:
+            if info.attestation_key is None:
+                raise CarrierAuthenticationError("the carrier has no attestation key")
+            if attestation_key is not None and attestation_key != info.attestation_key:
+                raise CarrierAuthenticationError("this is not the expected carrier (attestation)")
+            key, kind, identity = (
+                info.attestation_key,
+                KeyKind.ATTESTATION,
+                info.attestation_key.raw,
+            )
+        handshake = HostHandshake.start()
+        answer = self._clear(Ins.OPEN_SECURE_CHANNEL, handshake.public)
+        self._session = handshake.finish(answer, key.raw, kind, identity)
+        self._card_key = key
+        return info
+
+    def close_session(self) -> None:
+        """Forget the session on this side (the card drops it at the next open or power off)."""
+        self._forget_session()
+
+    def generate_keys(self) -> GeneratedKeys:
+        """BLANK carrier: create the signing and transport keys on the device."""
+        doc = _load_map(self._secure(Ins.GENERATE_KEYS), "generated keys")
+        try:
+            keys = GeneratedKeys(doc[3], VerifyKey(doc[1]), doc[2], doc[4])
+        except (KeyError, TypeError, SafescanError) as exc:
+            raise WrongData(f"the carrier's generated keys are malformed ({exc})") from None
+        if self._card_key is not None:
+            keys.verify(self._card_key)  # the attestation key that authenticated this session
+        return keys
+
+    def personalize(
+        self, bundle: bytes, pin: str, retry_limit: int = rom.RETRY_LIMIT_DEFAULT
+    ) -> None:
+        """Load the institution's sealed bundle, set the PIN and retry limit; then locked."""
+        block = _pin_block(pin)
+        self._secure(Ins.PERSONALIZE, cbor.dumps([bundle, block, retry_limit]))
+
+    def verify_pin(self, pin: str) -> None:
+        """VERIFY PIN; raises ``WrongPin`` (``retries_left``), ``RestartRequired``, ..."""
+        self._secure(Ins.VERIFY_PIN, _pin_block(pin))
+
+    def pin_verified(self) -> bool:
+        """Whether the PIN is verified in this session (spends no try)."""
+        from safescan.carrier.errors import WrongPin
+
+        try:
+            self._secure(Ins.VERIFY_PIN)
+        except WrongPin:
+            return False
+        return True
+
+    def change_pin(self, old: str, new: str) -> None:
+        """CHANGE PIN (the old PIN is checked like VERIFY PIN)."""
+        self._secure(Ins.CHANGE_PIN, _pin_block(old) + _pin_block(new))
+
+    def open_code(self, code: str | bytes) -> CodeContents:
+        """Have the carrier open and verify a code (QR text or binary); ``CodeRefused`` if bad."""
+        data = code.encode("ascii", "replace") if isinstance(code, str) else code
+        return CodeContents.from_cbor(self._secure(Ins.OPEN_CODE, data))
+
+    def authorize(self, *, merchant_id: str, amount: int, currency: int) -> Authorization:
+        """Confirm the pending code's exact merchant, amount and currency; returns the
+        carrier's signed authorization (verified here against the carrier's key)."""
+        raw = self._secure(Ins.AUTHORIZE_PAYMENT, cbor.dumps([merchant_id, amount, currency]))
+        auth = Authorization.from_bytes(raw)
+        if self._card_key is None:
+            raise CarrierAuthenticationError("no carrier key to verify the authorization")
+        auth.verify(self._card_key)
+        if (auth.merchant_id, auth.amount, auth.currency) != (merchant_id, amount, currency):
+            raise CarrierAuthenticationError("the carrier signed something other than confirmed")
+        return auth
+
+    def tamper(self) -> None:
+        """Fire the tamper sensor: the carrier destroys its keys immediately."""
+        self._forget_session()
+        self._clear(Ins.TAMPER)
+
+
+def _pin_block(pin: str) -> bytes:
+    try:
+        return pinmod.pad_pin(pin)
+    except pinmod.PinFormatError as exc:
+        raise WrongData(str(exc)) from None
+
+
+def _check(resp: ResponseApdu) -> bytes:
+    if resp.sw == StatusWord.SUCCESS:
+        return resp.data
+    reason, message = resp.reason()
+    raise error_for_status(resp.sw, int(reason), message)

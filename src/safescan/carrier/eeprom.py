@@ -1,0 +1,392 @@
+"""EEPROM: the carrier's one persistent image, encrypted and authenticated, written atomically.
+
+File layout (``STATE``)::
+
+    "SSEE" || format(1)=0x01 || nonce(12) || AES-256-GCM(image_key, nonce, CBOR(image), aad)
+    aad = "SSEE" || format
+
+``image_key`` = HKDF-SHA256(device_key, info="safescan eeprom v1"). The 32-byte device key models
+the chip's hardware-fused key; the emulation keeps it in ``STATE.devkey`` beside the image
+(mode 0600). The image is rewritten whole on every change: write ``STATE.tmp``, fsync, rename
+over ``STATE``, fsync the directory. A power cut therefore leaves the old or the new image,
+never a mix. Any image that does not decrypt and parse exactly (modified, truncated, missing
+while the device key exists, ...) is reported as :class:`ImageError`, and the card's
+self-destruct unit then takes over.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from safescan.carrier.errors import ImageError
+
+MAGIC = b"SSEE"
+FORMAT = 1
+NONCE_BYTES = 12
+DEVICE_KEY_BYTES = 32
+MAX_IMAGE_BYTES = 64 * 1024
+_AAD = MAGIC + bytes([FORMAT])
+_U63 = 2**63
+
+
+class Lifecycle(IntEnum):
+    """The card's life: it only ever moves forward."""
+
+    BLANK = 0
+    PERSONALIZED = 1
+    DESTROYED = 2
+
+
+def derive_key(device_key: bytes, purpose: bytes) -> bytes:
+    """A 32-byte sub-key of the device key for one purpose."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(device_key)
+
+
+@dataclass
+class Image:
+    """Everything the card remembers across power cycles.
+
+    Secret fields are ``bytearray`` so the self-destruct unit can overwrite them in place.
+    """
+
+    lifecycle: Lifecycle
+    device_id: bytes
+    attestation_seed: bytearray | None = None
+    signing_seed: bytearray | None = None
+    transport_seed: bytearray | None = None
+    carrier_serial: int | None = None
+    certificate: bytes | None = None
+    institution_keys: list[tuple[int, bytes]] = field(default_factory=list)
+    scheme_keys: list[tuple[int, bytearray, int]] = field(default_factory=list)
+    pin_salt: bytes | None = None
+    pin_verifier: bytearray | None = None
+    retry_limit: int = 0
+    retries_left: int = 0
+    signature_counter: int = 0
+    generation: int = 0
+    destroyed_reason: int = 0
+    personalized_at: int = 0
+
+    @classmethod
+    def manufacture(cls) -> Image:
+        """A blank image with a fresh device id and attestation key seed."""
+        return cls(
+            lifecycle=Lifecycle.BLANK,
+            device_id=secrets.token_bytes(8),
+            attestation_seed=bytearray(secrets.token_bytes(32)),
+        )
+
+    def zeroise(self, reason: int) -> None:
+        """Self-destruct: overwrite every secret in place and forget it; lifecycle DESTROYED."""
+        secrets_ = [
+            self.attestation_seed,
+            self.signing_seed,
+            self.transport_seed,
+            self.pin_verifier,
+        ]
+        secrets_ += [raw for _, raw, _ in self.scheme_keys]
+        for buf in secrets_:
+            if buf is not None:
+                buf[:] = bytes(len(buf))
+        self.attestation_seed = self.signing_seed = self.transport_seed = None
+        self.pin_verifier = None
+        self.pin_salt = None
+        self.scheme_keys = []
+        self.lifecycle = Lifecycle.DESTROYED
+        self.destroyed_reason = reason
+        self.retries_left = 0
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR map with integer keys."""
+
+        def opt(value: bytearray | bytes | None) -> bytes | None:
+            return None if value is None else bytes(value)
+
+        doc: dict[int, Any] = {
+            1: int(self.lifecycle),
+            2: self.device_id,
+            3: opt(self.attestation_seed),
+            4: opt(self.signing_seed),
+            5: opt(self.transport_seed),
+            6: self.carrier_serial,
+            7: self.certificate,
+            8: [[kid, raw] for kid, raw in self.institution_keys],
+            9: [[kid, bytes(raw), retire] for kid, raw, retire in self.scheme_keys],
+            10: self.pin_salt,
+            11: opt(self.pin_verifier),
+            12: self.retry_limit,
+            13: self.retries_left,
+            14: self.signature_counter,
+            15: self.generation,
+            16: self.destroyed_reason,
+            17: self.personalized_at,
+        }
+        return cbor2.dumps(doc, canonical=True)
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> Image:
+        """Parse an image; raises :class:`ImageError` on any deviation."""
+        try:
+            doc = cbor2.loads(data)
+            if not isinstance(doc, dict) or sorted(doc) != list(range(1, 18)):
+                raise ImageError("the EEPROM image has the wrong fields")
+            image = cls(
+                lifecycle=Lifecycle(doc[1]),
+                device_id=_bytes(doc[2], 8),
+                attestation_seed=_secret(doc[3]),
+                signing_seed=_secret(doc[4]),
+                transport_seed=_secret(doc[5]),
+                carrier_serial=None if doc[6] is None else _uint(doc[6]),
+                certificate=None if doc[7] is None else _bytes(doc[7]),
+                institution_keys=[(_uint(k), _bytes(raw, 32)) for k, raw in doc[8]],
+                scheme_keys=[
+                    (_uint(k), bytearray(_bytes(raw, 32)), _uint(retire))
+                    for k, raw, retire in doc[9]
+                ],
+                pin_salt=None if doc[10] is None else _bytes(doc[10], 16),
+                pin_verifier=None if doc[11] is None else bytearray(_bytes(doc[11], 32)),
+                retry_limit=_uint(doc[12]),
+                retries_left=_uint(doc[13]),
+                signature_counter=_uint(doc[14]),
+                generation=_uint(doc[15]),
+                destroyed_reason=_uint(doc[16]),
+                personalized_at=_uint(doc[17]),
+            )
+        except ImageError:
+            raise
+        except (cbor2.CBORError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ImageError(f"the EEPROM image does not parse ({type(exc).__name__})") from None
+        if image.retries_left > image.retry_limit:
+            raise ImageError("the EEPROM image's retry counter is out of range")
+        if image.lifecycle is Lifecycle.PERSONALIZED and (
+            image.signing_seed is None
+            or image.transport_seed is None
+            or image.certificate is None
+            or image.pin_verifier is None
+            or image.carrier_serial is None
+        ):
+            raise ImageError("the EEPROM image is personalised but incomplete")
+        return image
+
+
+def _uint(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _U63:
+        raise ImageError("the EEPROM image holds an out-of-range number")
+    return value
+
+
+def _bytes(value: object, size: int | None = None) -> bytes:
+    if not isinstance(value, bytes) or (size is not None and len(value) != size):
+        raise ImageError("the EEPROM image holds a malformed byte string")
+    return value
+
+
+def _secret(value: object) -> bytearray | None:
+    return None if value is None else bytearray(_bytes(value, 32))
+
+
+class Storage(Protocol):
+    """Where the image and the device key physically live."""
+
+    def read_image(self) -> bytes | None:
+        """The stored image bytes, or None if there is none."""
+
+    def write_image(self, data: bytes) -> None:
+        """Replace the image atomically and durably."""
+
+    def wipe_image(self) -> None:
+        """Overwrite the current image bytes in place (before a destroyed image replaces it)."""
+
+    def read_device_key(self) -> bytes | None:
+        """The device key, or None if the chip has none yet."""
+
+    def write_device_key(self, key: bytes) -> None:
+        """Fuse a device key (manufacture, or after an unreadable key)."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class FileStorage:
+    """The image in ``path``; the device key in ``path.devkey`` (the emulated fused key)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.key_path = self.path.with_name(self.path.name + ".devkey")
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+
+    def read_image(self) -> bytes | None:
+        """The image file's bytes, or None."""
+        return self._read(self.path)
+
+    def write_image(self, data: bytes) -> None:
+        """tmp + fsync + rename + directory fsync."""
+        try:
+            _atomic_write(self.path, data)
+        except OSError as exc:
+            raise ImageError(f"cannot write the EEPROM image {self.path}: {exc.strerror}") from None
+
+    def wipe_image(self) -> None:
+        """Overwrite the old image with zeros in place (best effort) and sync."""
+        try:
+            size = self.path.stat().st_size
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            os.write(fd, bytes(size))
+            os.fsync(fd)
+        except OSError:
+            pass  # best effort: the destroyed image replaces it next anyway
+        finally:
+            os.close(fd)
+
+    def read_device_key(self) -> bytes | None:
+        """The fused device key, or None."""
+        return self._read(self.key_path)
+
+    def write_device_key(self, key: bytes) -> None:
+        """Write the device key file (0600), atomically."""
+        try:
+            _atomic_write(self.key_path, key)
+        except OSError as exc:
+            raise ImageError(
+                f"cannot write the device key {self.key_path}: {exc.strerror}"
+            ) from None
+
+
+class MemoryStorage:
+    """In-memory storage, for fast in-process tests and fuzzing."""
+
+    def __init__(self, image: bytes | None = None, device_key: bytes | None = None) -> None:
+        self.image = image
+        self.device_key = device_key
+        self.writes = 0
+
+    def read_image(self) -> bytes | None:
+        """The image bytes."""
+        return self.image
+
+    def write_image(self, data: bytes) -> None:
+        """Replace the image."""
+        self.image = bytes(data)
+        self.writes += 1
+
+    def wipe_image(self) -> None:
+        """Zero the image."""
+        if self.image is not None:
+            self.image = bytes(len(self.image))
+
+    def read_device_key(self) -> bytes | None:
+        """The device key."""
+        return self.device_key
+
+    def write_device_key(self, key: bytes) -> None:
+        """Set the device key."""
+        self.device_key = bytes(key)
+
+
+class Eeprom:
+    """Encrypts, authenticates and atomically persists :class:`Image` under the device key."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._image_key: AESGCM | None = None
+        self.pin_key = b""
+
+    def _use_device_key(self, key: bytes) -> None:
+        self._image_key = AESGCM(derive_key(key, b"safescan eeprom v1"))
+        self.pin_key = derive_key(key, b"safescan pin verifier v1")
+
+    def load(self) -> Image:
+        """Power-on read. Manufactures a blank image on a virgin chip; raises ImageError."""
+        key = self.storage.read_device_key()
+        data = self.storage.read_image()
+        if key is None and data is None:
+            key = secrets.token_bytes(DEVICE_KEY_BYTES)
+            self.storage.write_device_key(key)
+            self._use_device_key(key)
+            image = Image.manufacture()
+            self.write(image)
+            return image
+        if key is None or len(key) != DEVICE_KEY_BYTES:
+            raise ImageError("the device key is missing or malformed")
+        self._use_device_key(key)
+        if data is None:
+            raise ImageError("the EEPROM image is missing")
+        return self.decode(data)
+
+    def decode(self, data: bytes) -> Image:
+        """Decrypt and parse one image."""
+        if self._image_key is None:
+            raise ImageError("no device key")
+        head = len(_AAD) + NONCE_BYTES
+        if len(data) > MAX_IMAGE_BYTES or len(data) < head + 16 or data[: len(_AAD)] != _AAD:
+            raise ImageError("the EEPROM image is truncated or has the wrong format")
+        try:
+            plain = self._image_key.decrypt(data[len(_AAD) : head], data[head:], _AAD)
+        except InvalidTag:
+            raise ImageError("the EEPROM image fails its MAC: modified or corrupt") from None
+        return Image.from_cbor(plain)
+
+    def encode(self, image: Image) -> bytes:
+        """Encrypt one image (fresh nonce)."""
+        if self._image_key is None:
+            raise ImageError("no device key")
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return _AAD + nonce + self._image_key.encrypt(nonce, image.to_cbor(), _AAD)
+
+    def write(self, image: Image) -> None:
+        """Persist ``image`` (its generation is bumped first); returns once durable."""
+        image.generation += 1
+        self.storage.write_image(self.encode(image))
+
+    def destroy(self, image: Image) -> None:
+        """Self-destruct write: wipe the old bytes, then persist the zeroised image.
+
+        If the device key itself is unusable, a new one is fused so the DESTROYED state can
+        still be recorded authentically.
+        """
+        if self._image_key is None:
+            key = secrets.token_bytes(DEVICE_KEY_BYTES)
+            self.storage.write_device_key(key)
+            self._use_device_key(key)
+        self.storage.wipe_image()
+        self.write(image)

@@ -1,0 +1,55 @@
+"""ROM: the firmware's constants (applet identifier, version, algorithms, ATR).
+
+Nothing here changes at run time; a real token would burn these into mask ROM.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Applet identifier: proprietary RID category ``F`` + ``SAFESCAN`` + applet version 1.
+AID: Final = bytes.fromhex("F0") + b"SAFESCAN" + b"\x01"
+
+#: Firmware version (major, minor, patch).
+VERSION: Final = (1, 0, 0)
+
+#: What the card implements, reported by GET INFO.
+ALGORITHMS: Final = (
+    "ed25519",  # carrier signing key, attestation key, channel authentication
+    "x25519",  # transport key (provisioning), secure-channel key agreement
+    "hkdf-sha256",
+    "aes-256-gcm",  # secure channel, EEPROM image
+    "hpke-x25519-sha256-aes128gcm",  # payment codes, provisioning bundles
+)
+
+#: Class bytes the card accepts.
+CLA_ISO: Final = 0x00  # interindustry (SELECT)
+CLA_PROPRIETARY: Final = 0x80  # proprietary, in clear
+CLA_SECURE: Final = 0x84  # proprietary, secure messaging (inside the secure channel)
+
+#: PIN rules: 4-16 ASCII digits, padded with 0xFF to a fixed 16 bytes on the wire.
+PIN_MIN: Final = 4
+PIN_MAX: Final = 16
+PIN_BLOCK: Final = 16
+RETRY_LIMIT_DEFAULT: Final = 5
+RETRY_LIMIT_MIN: Final = 3
+RETRY_LIMIT_MAX: Final = 16
+#: Like FIDO2 authenticators: this many consecutive wrong PINs, then a power cycle is required.
+WRONG_PINS_PER_POWER_CYCLE: Final = 3
+
+#: Largest command data field the card accepts (a code is <= 1024 bytes, a bundle <= 4096).
+MAX_COMMAND_DATA: Final = 8192
+
+
+def _atr() -> bytes:
+    """Answer To Reset: direct convention, T=0 and T=1, historical bytes ``SAFESCAN``."""
+    historical = b"SAFESCAN"
+    # TS=3B; T0=0x80|K (TD1 follows); TD1=0x80 (TD2 follows, T=0); TD2=0x01 (T=1); then TCK.
+    body = bytes([0x80 | len(historical), 0x80, 0x01]) + historical
+    tck = 0
+    for byte in body:
+        tck ^= byte
+    return b"\x3b" + body + bytes([tck])
+
+
+ATR: Final = _atr()

@@ -1,0 +1,195 @@
+"""The carrier process: one emulated card behind one transport.
+
+    python -m safescan.carrier.server --state FILE --listen tcp://127.0.0.1:PORT
+    python -m safescan.carrier.server --state FILE --serial pty        (makes a pseudo-terminal)
+    python -m safescan.carrier.server --state FILE --serial /dev/ttyUSB0
+    python -m safescan.carrier.server --state FILE --vpcd tcp://127.0.0.1:35963
+
+When ready it prints one line ``READY <url>`` on stdout (the URL a host connects to; with
+port 0 the real port). Starting the process is powering the card: RAM starts empty, and the
+EEPROM image is checked (a corrupt image makes the card destroy itself). Imports are kept
+small so the process starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+import tty
+from collections.abc import Callable, Sequence
+
+from safescan.carrier.apdu import StatusWord
+from safescan.carrier.device import Card
+from safescan.carrier.eeprom import FileStorage
+from safescan.carrier.errors import CarrierError, TransportError
+from safescan.carrier.transport import Control, parse_tcp_url
+from safescan.carrier.transport.tcp import recv_frame, send_frame
+
+log = logging.getLogger("safescan.carrier")
+
+
+class CardLink:
+    """Adapts a :class:`Card` to what transports deliver: APDUs and control bytes."""
+
+    def __init__(self, card: Card) -> None:
+        self.card = card
+
+    def apdu(self, command: bytes) -> bytes:
+        """Run one APDU. A firmware fault answers ``6F00`` instead of killing the card."""
+        try:
+            return self.card.transmit(command)
+        except Exception:  # the card must answer whatever happens inside it
+            log.exception("internal error while processing a command")
+            return StatusWord.UNKNOWN.to_bytes(2, "big")
+
+    def control(self, message: int) -> bytes:
+        """Apply a reader control message; returns the ATR where one is due."""
+        if message == Control.POWER_OFF:
+            self.card.power_off()
+            return b""
+        if message == Control.POWER_ON:
+            return self.card.power_on()
+        if message == Control.RESET:
+            return self.card.reset()
+        if message == Control.GET_ATR:
+            from safescan.carrier import rom
+
+            return rom.ATR
+        return b""
+
+
+def serve_connection(sock: socket.socket, link: CardLink) -> None:
+    """Serve one vpcd-framed connection until it closes; the card loses power then."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            payload = recv_frame(sock)
+            if payload is None:
+                return
+            if len(payload) == 1:
+                answer = link.control(payload[0])
+                if payload[0] == Control.GET_ATR:
+                    send_frame(sock, answer)
+                continue
+            send_frame(sock, link.apdu(payload))
+    except (OSError, CarrierError) as exc:
+        log.info("link closed: %s", exc)
+    finally:
+        link.card.power_off()
+        sock.close()
+
+
+def serve_tcp(link: CardLink, host: str, port: int, ready: Callable[[str], None]) -> None:
+    """Listen on ``host:port`` (port 0: any free port); one host at a time, like a reader."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((host, port))
+        server.listen(4)
+        bound = server.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        ready(f"tcp://{shown}:{bound}")
+        while True:
+            conn, _ = server.accept()
+            serve_connection(conn, link)
+
+
+def serve_vpcd(link: CardLink, host: str, port: int, ready: Callable[[str], None]) -> None:
+    """Connect out to a vsmartcard ``vpcd`` reader (pcscd) and serve it; reconnect on loss."""
+    announced = False
+    while True:
+        try:
+            conn = socket.create_connection((host, port), timeout=5)
+        except OSError:
+            time.sleep(1.0)
+            continue
+        conn.settimeout(None)
+        if not announced:
+            ready(f"vpcd tcp://{host}:{port}")
+            announced = True
+        serve_connection(conn, link)
+        time.sleep(0.5)
+
+
+def serve_serial(link: CardLink, device: str, ready: Callable[[str], None]) -> None:
+    """Serve a serial line: ``pty`` makes a pseudo-terminal; otherwise open ``device``."""
+    from safescan.carrier.transport.serial import serve_fd
+
+    if device == "pty":
+        fd, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line editing, before any host opens it
+        path = os.ttyname(slave)
+    else:
+        fd = os.open(device, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        path = device
+    ready(f"serial://{path}")
+    serve_fd(fd, link.apdu, link.control)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the carrier process."""
+    parser = argparse.ArgumentParser(
+        prog="python -m safescan.carrier.server", description="Run an emulated key carrier."
+    )
+    parser.add_argument("--state", required=True, help="EEPROM image file (created if absent)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", metavar="URL", help="tcp://HOST:PORT to listen on")
+    where.add_argument("--serial", metavar="DEVICE", help="serial device, or 'pty'")
+    where.add_argument("--vpcd", metavar="URL", help="tcp://HOST:PORT of a vpcd reader")
+    return parser
+
+
+def run(
+    state: str,
+    *,
+    listen: str | None = None,
+    serial: str | None = None,
+    vpcd: str | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Power the card and serve it forever on one transport."""
+    card = Card(FileStorage(state))
+    card.power_on()
+    log.info("carrier on %s: %s", state, card.lifecycle.name)
+    link = CardLink(card)
+
+    def announce(url: str) -> None:
+        print(f"READY {url}", flush=True)
+
+    say = ready or announce
+    if listen is not None:
+        host, port = parse_tcp_url(listen)
+        serve_tcp(link, host, port, say)
+    elif vpcd is not None:
+        host, port = parse_tcp_url(vpcd)
+        serve_vpcd(link, host, port, say)
+    elif serial is not None:
+        serve_serial(link, serial, say)
+    else:
+        raise TransportError("give --listen, --serial or --vpcd")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Process entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s", stream=sys.stderr)
+    try:
+        run(args.state, listen=args.listen, serial=args.serial, vpcd=args.vpcd)
+    except KeyboardInterrupt:
+        return 0
+    except CarrierError as exc:
+        print(f"carrier: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"carrier: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Helpers for tests, benchmarks and demos: a local institution and a carrier process.
+
+:class:`LocalInstitution` plays the payment institution offline (institution key, scheme key,
+carrier certificates, sealed provisioning bundles, sealed payment codes).
+:class:`CarrierProcess` runs ``python -m safescan.carrier.server`` on 127.0.0.1 and always
+stops it. Not used by production code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from safescan.carrier.client import GeneratedKeys
+from safescan.carrier.errors import CarrierUnavailable
+from safescan.code import (
+    DynamicCode,
+    Issuer,
+    LineItem,
+    Merchant,
+    ProvisioningBundle,
+    Role,
+    SchemeKey,
+    SchemeKeyring,
+    SigningKey,
+    StaticCode,
+    TrustStore,
+    carrier_subject,
+    encode_text,
+    issue_certificate,
+    seal,
+    seal_bundle,
+)
+
+if TYPE_CHECKING:
+    import socket
+
+EUR = 978
+DEFAULT_MERCHANT = Merchant("m-1001", "Corner Bakery", "Lyon", "FR", 5462)
+
+
+@dataclass
+class LocalInstitution:
+    """An offline institution: signs bundles, certificates and codes for tests and demos."""
+
+    key: SigningKey
+    kid: int
+    scheme: SchemeKey
+    now: int
+    _serials: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+
+    @classmethod
+    def create(
+        cls, *, kid: int = 1, scheme_kid: int = 7, now: int | None = None
+    ) -> LocalInstitution:
+        """A fresh institution with one institution key and one scheme key."""
+        return cls(
+            SigningKey.generate(), kid, SchemeKey.generate(scheme_kid), now or int(time.time())
+        )
+
+    @property
+    def trust(self) -> TrustStore:
+        """What hosts (wallets) trust: the institution key."""
+        return TrustStore({self.kid: self.key.public_key})
+
+    @property
+    def keyring(self) -> SchemeKeyring:
+        """The scheme keys (the institution's own copy)."""
+        return SchemeKeyring({self.scheme.kid: self.scheme})
+
+    def make_bundle(self, keys: GeneratedKeys, *, serial: int | None = None) -> bytes:
+        """Certify the carrier's signing key and seal a bundle to its transport key."""
+        serial = next(self._serials) if serial is None else serial
+        cert = issue_certificate(
+            self.key,
+            self.kid,
+            serial=serial,
+            role=Role.CARRIER,
+            subject=carrier_subject(serial),
+            public_key=keys.signing_public,
+            not_before=self.now - 3600,
+            not_after=self.now + 5 * 365 * 86400,
+        )
+        bundle = ProvisioningBundle(
+            carrier_serial=serial,
+            certificate=cert,
+            institution_keys={self.kid: self.key.public_key},
+            scheme_keys=(self.scheme,),
+            issued_at=self.now,
+            transport_public=keys.transport_public,
+        )
+        return seal_bundle(bundle, self.key, self.kid)
+
+    def merchant_issuer(self, merchant: Merchant = DEFAULT_MERCHANT) -> Issuer:
+        """A certified merchant key (for merchant-signed codes)."""
+        key = SigningKey.generate()
+        cert = issue_certificate(
+            self.key,
+            self.kid,
+            serial=next(self._serials),
+            role=Role.MERCHANT,
+            subject=merchant.id,
+            public_key=key.public_key,
+            not_before=self.now - 3600,
+            not_after=self.now + 365 * 86400,
+        )
+        return Issuer.merchant(key, cert)
+
+    def dynamic_code(
+        self,
+        *,
+        merchant: Merchant = DEFAULT_MERCHANT,
+        order_id: str = "order-1",
+        items: Sequence[LineItem] = (LineItem("Croissant", 2, 120), LineItem("Baguette", 1, 95)),
+        currency: int = EUR,
+        issued_at: int | None = None,
+        lifetime: int = 600,
+        issuer: Issuer | None = None,
+        text: bool = True,
+    ) -> str | bytes:
+        """A sealed dynamic code (QR text by default, else binary)."""
+        issued = self.now if issued_at is None else issued_at
+        code = DynamicCode(
+            merchant=merchant,
+            order_id=order_id,
+            items=tuple(items),
+            total=sum(i.quantity * i.unit_price for i in items),
+            currency=currency,
+            issued_at=issued,
+            expires_at=issued + lifetime,
+            nonce=secrets.token_bytes(8),
+        )
+        binary = seal(code, issuer or Issuer.institution(self.key, self.kid), self.scheme.public)
+        return encode_text(binary) if text else binary
+
+    def static_code(
+        self,
+        *,
+        merchant: Merchant = DEFAULT_MERCHANT,
+        currency: int | None = EUR,
+        lifetime: int = 365 * 86400,
+        text: bool = True,
+    ) -> str | bytes:
+        """A sealed static (printed) merchant code."""
+        code = StaticCode(merchant, currency, self.now, self.now + lifetime)
+        binary = seal(code, Issuer.institution(self.key, self.kid), self.scheme.public)
+        return encode_text(binary) if text else binary
+
+
+class CarrierProcess:
+    """``python -m safescan.carrier.server`` bound to 127.0.0.1 (or a pty); always stoppable."""
+
+    def __init__(self, state: str | os.PathLike[str], *, serial: bool = False) -> None:
+        self.state = Path(state)
+        self.serial = serial
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the process; returns the URL it announced."""
+        where = ["--serial", "pty"] if self.serial else ["--listen", "tcp://127.0.0.1:0"]
+        log = open(self.state.with_name(self.state.name + ".log"), "ab")  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "safescan.carrier.server",
+                    "--state",
+                    str(self.state),
+                    *where,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        assert self.proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.kill()
+                    raise CarrierUnavailable("the carrier process did not start in time")
+                chunk = os.read(self.proc.stdout.fileno(), 256)
+                if not chunk:
+                    self.kill()
+                    raise CarrierUnavailable("the carrier process exited at start-up")
+                line += chunk
+        text = line.decode().strip()
+        if not text.startswith("READY "):
+            self.kill()
+            raise CarrierUnavailable(f"unexpected start-up line {text!r}")
+        self.url = text.split(" ", 1)[1]
+        return self.url
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL (pull the plug) and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.proc is not None:
+            self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+
+    def __enter__(self) -> CarrierProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+ATTACKS = (
+    "flip_command",  # flip a bit of secure command k on its way to the card
+    "flip_response",  # flip a bit of the card's answer to k on its way to the host
+    "replay_command",  # after k, send k to the card again
+    "replay_response",  # answer k with the card's answer to k-1
+    "reorder_commands",  # deliver command k-1 again before k
+    "drop_command",  # never deliver k
+    "drop_response",  # deliver k, never deliver its answer
+)
+
+
+class AttackerProxy:
+    """An active man in the middle on the TCP (vpcd) link: records every frame both ways and
+    applies one attack to the ``k``-th secure-channel command (CLA 0x84) of a connection."""
+
+    def __init__(self, target_url: str) -> None:
+        import socket
+        import threading
+
+        from safescan.carrier.transport import parse_tcp_url
+
+        self.target = parse_tcp_url(target_url)
+        self.capture: list[tuple[str, bytes]] = []
+        self.attack: tuple[str, int] | None = None
+        self.fired = False
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def captured(self) -> bytes:
+        """Everything that crossed the wire, concatenated."""
+        return b"".join(payload for _, payload in self.capture)
+
+    def close(self) -> None:
+        """Stop listening and end the relay thread."""
+        self._stop.set()
+        self._server.close()
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        import socket
+
+        self._server.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                host, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            host.settimeout(None)
+            try:
+                card = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                host.close()
+                continue
+            try:
+                self._relay(host, card)
+            except OSError:
+                pass  # either side went away
+            finally:
+                host.close()
+                card.close()
+
+    def _relay(self, host: socket.socket, card: socket.socket) -> None:
+        from safescan.carrier.transport.tcp import recv_frame, send_frame
+
+        secure: list[tuple[bytes, bytes]] = []  # (command, response) of secure frames
+        while True:
+            frame = recv_frame(host)
+            if frame is None:
+                return
+            self.capture.append(("h2c", frame))
+            if len(frame) == 1:
+                send_frame(card, frame)
+                if frame[0] == 0x04:
+                    atr = recv_frame(card) or b""
+                    self.capture.append(("c2h", atr))
+                    send_frame(host, atr)
+                continue
+            attack = self.attack if frame[0] == 0x84 else None
+            k = len(secure)
+            name = attack[0] if attack is not None and attack[1] == k else None
+            if name is not None:
+                self.fired = True
+            if name == "drop_command":
+                secure.append((frame, b""))
+                continue  # the host waits in vain
+            if name == "reorder_commands" and secure:
+                send_frame(card, secure[-1][0])
+                self.capture.append(("c2h", recv_frame(card) or b""))
+            out = frame
+            if name == "flip_command":
+                # frames end with tag(16) || Le(2): flip the tag's last bit
+                out = frame[:-3] + bytes([frame[-3] ^ 0x01]) + frame[-2:]
+            send_frame(card, out)
+            reply = recv_frame(card)
+            if reply is None:
+                return
+            self.capture.append(("c2h", reply))
+            secure_reply = reply
+            if name == "drop_response":
+                secure.append((frame, reply))
+                continue
+            if name == "flip_response" and len(reply) > 2:
+                reply = reply[:-3] + bytes([reply[-3] ^ 0x01]) + reply[-2:]
+            if name == "replay_response" and secure:
+                reply = secure[-1][1]
+            if name == "replay_command":
+                send_frame(card, frame)
+                self.capture.append(("c2h", recv_frame(card) or b""))
+            if frame[0] == 0x84:
+                secure.append((frame, secure_reply))
+            send_frame(host, reply)

@@ -1,0 +1,114 @@
+"""TCP with vsmartcard ``vpcd`` framing: every message is a 2-byte big-endian length + payload.
+
+A 1-byte payload is a control message from the reader (0x00 power off, 0x01 power on,
+0x02 reset, 0x04 get ATR; only get ATR is answered, with the ATR). Any other payload is a
+command APDU, answered with one response APDU. The same card loop serves a host that connects
+to us (``serve --listen``) and a ``vpcd`` reader we connect to (``serve --vpcd``), so the
+emulator also plugs into ``pcscd``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from safescan.carrier.errors import (
+    CarrierDisconnected,
+    CarrierTimeout,
+    CarrierUnavailable,
+    FramingError,
+    TransportError,
+)
+from safescan.carrier.transport import Control
+
+MAX_FRAME = 0xFFFF
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """Read exactly ``size`` bytes; None on a clean close before the first byte."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            if not buf:
+                return None
+            raise ConnectionResetError("connection closed mid-frame")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket) -> bytes | None:
+    """One vpcd frame's payload; None when the peer closed cleanly between frames."""
+    head = recv_exact(sock, 2)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "big")
+    payload = recv_exact(sock, size) if size else b""
+    if payload is None:
+        raise ConnectionResetError("connection closed mid-frame")
+    return payload
+
+
+def send_frame(sock: socket.socket, payload: bytes) -> None:
+    """Send one vpcd frame."""
+    if len(payload) > MAX_FRAME:
+        raise FramingError(f"a frame carries at most {MAX_FRAME} bytes")
+    sock.sendall(len(payload).to_bytes(2, "big") + payload)
+
+
+class TcpTransport:
+    """Host side of the vpcd framing."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+        self.url = f"tcp://{host}:{port}"
+        try:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError:
+            raise CarrierTimeout(f"no answer from the carrier at {self.url}") from None
+        except OSError as exc:
+            raise CarrierUnavailable(
+                f"no carrier at {self.url} ({exc.strerror or type(exc).__name__})"
+            ) from None
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.settimeout(timeout)
+        self._broken = False
+
+    def _exchange(self, payload: bytes, *, answer: bool) -> bytes:
+        if self._broken:
+            raise CarrierDisconnected("the link to the carrier is broken; reconnect")
+        try:
+            send_frame(self._sock, payload)
+            if not answer:
+                return b""
+            reply = recv_frame(self._sock)
+        except TimeoutError:
+            self._broken = True
+            raise CarrierTimeout(f"the carrier at {self.url} did not answer in time") from None
+        except OSError as exc:
+            self._broken = True
+            raise CarrierDisconnected(
+                f"the carrier at {self.url} went away ({exc.strerror or type(exc).__name__})"
+            ) from None
+        if reply is None:
+            self._broken = True
+            raise CarrierDisconnected(f"the carrier at {self.url} closed the link mid-command")
+        return reply
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Send a command APDU, return the response APDU."""
+        if len(apdu) < 2:
+            raise TransportError("refusing to send a frame the card would read as a control byte")
+        reply = self._exchange(apdu, answer=True)
+        if len(reply) < 2:
+            raise FramingError("the carrier's response is shorter than a status word")
+        return reply
+
+    def control(self, message: Control) -> bytes:
+        """Send a control byte; returns the ATR for GET_ATR."""
+        return self._exchange(bytes([int(message)]), answer=message is Control.GET_ATR)
+
+    def close(self) -> None:
+        """Close the socket (the card sees a power-off)."""
+        self._broken = True
+        with contextlib.suppress(OSError):
+            self._sock.close()

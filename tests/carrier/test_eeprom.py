@@ -1,0 +1,163 @@
+"""EEPROM image: encrypted + authenticated, atomic writes, corrupt image => self-destruct."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from safescan.carrier.device import Card
+from safescan.carrier.eeprom import Eeprom, FileStorage, Image, Lifecycle
+from safescan.carrier.errors import ImageError
+from safescan.carrier.provision import personalize
+from safescan.carrier.testing import LocalInstitution
+
+from .conftest import PIN, Clock, connect
+
+
+@pytest.fixture
+def personalised_file(tmp_path: Path, institution: LocalInstitution, clock: Clock) -> Path:
+    state = tmp_path / "card.state"
+    card = Card(FileStorage(state), clock=clock)
+    card.power_on()
+    personalize(connect(card), institution.make_bundle, PIN, 5)
+    card.power_off()
+    return state
+
+
+def power_on(state: Path, clock: Clock) -> Card:
+    card = Card(FileStorage(state), clock=clock)
+    card.power_on()
+    return card
+
+
+def test_first_power_on_manufactures(tmp_path: Path, clock: Clock) -> None:
+    state = tmp_path / "s"
+    card = power_on(state, clock)
+    assert card.lifecycle is Lifecycle.BLANK
+    assert state.exists() and (tmp_path / "s.devkey").exists()
+    assert (state.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / "s.devkey").stat().st_mode & 0o777 == 0o600
+    again = power_on(state, clock)
+    assert again.image is not None and card.image is not None
+    assert again.image.device_id == card.image.device_id
+
+
+def test_image_is_encrypted(personalised_file: Path, clock: Clock) -> None:
+    card = power_on(personalised_file, clock)
+    assert card.image is not None and card.image.signing_seed is not None
+    raw = personalised_file.read_bytes()
+    assert bytes(card.image.signing_seed) not in raw
+    assert bytes(card.image.scheme_keys[0][1]) not in raw
+    assert b"carrier:" not in raw and raw.startswith(b"SSEE\x01")
+
+
+def test_writes_are_atomic_renames(personalised_file: Path, clock: Clock) -> None:
+    card = power_on(personalised_file, clock)
+    inode = personalised_file.stat().st_ino
+    assert card.image is not None
+    card.eeprom.write(card.image)
+    assert personalised_file.stat().st_ino != inode  # replaced, never rewritten in place
+    assert not personalised_file.with_name(personalised_file.name + ".tmp").exists()
+
+
+def test_generation_grows(personalised_file: Path, clock: Clock) -> None:
+    card = power_on(personalised_file, clock)
+    assert card.image is not None
+    before = card.image.generation
+    card.eeprom.write(card.image)
+    assert power_on(personalised_file, clock).image.generation == before + 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-1],  # truncated
+        lambda b: b[:10],
+        lambda b: b"",
+        lambda b: b[:40] + bytes([b[40] ^ 0x01]) + b[41:],  # one bit flipped
+        lambda b: b"XXEE" + b[4:],  # wrong magic
+        lambda b: b + b"\x00",  # trailing byte
+    ],
+)
+def test_corrupt_image_self_destructs(
+    personalised_file: Path, clock: Clock, damage: object
+) -> None:
+    personalised_file.write_bytes(damage(personalised_file.read_bytes()))  # type: ignore[operator]
+    card = power_on(personalised_file, clock)
+    assert card.lifecycle is Lifecycle.DESTROYED
+    assert card.transmit(bytes.fromhex("00A4040C0A") + b"\xf0SAFESCAN\x01")[-2:] == b"\x69\x83"
+    assert card.transmit(bytes.fromhex("80CA0000"))[-2:] == b"\x69\x83"
+    # and the destroyed state itself is persisted authentically
+    again = power_on(personalised_file, clock)
+    assert again.lifecycle is Lifecycle.DESTROYED
+
+
+def test_image_from_another_device_is_refused(
+    personalised_file: Path, tmp_path: Path, clock: Clock
+) -> None:
+    other = tmp_path / "other.state"
+    power_on(other, clock)
+    other.write_bytes(personalised_file.read_bytes())  # right format, wrong device key
+    assert power_on(other, clock).lifecycle is Lifecycle.DESTROYED
+
+
+def test_missing_image_with_device_key_self_destructs(
+    personalised_file: Path, clock: Clock
+) -> None:
+    personalised_file.unlink()
+    assert power_on(personalised_file, clock).lifecycle is Lifecycle.DESTROYED
+
+
+def test_missing_device_key_self_destructs(personalised_file: Path, clock: Clock) -> None:
+    os.unlink(personalised_file.with_name(personalised_file.name + ".devkey"))
+    assert power_on(personalised_file, clock).lifecycle is Lifecycle.DESTROYED
+
+
+def test_stray_tmp_file_is_ignored(personalised_file: Path, clock: Clock) -> None:
+    personalised_file.with_name(personalised_file.name + ".tmp").write_bytes(b"half a write")
+    assert power_on(personalised_file, clock).lifecycle is Lifecycle.PERSONALIZED
+
+
+def test_image_round_trip_and_strict_fields() -> None:
+    image = Image.manufacture()
+    assert Image.from_cbor(image.to_cbor()) == image
+    import cbor2
+
+    doc = cbor2.loads(image.to_cbor())
+    doc[13] = 99  # retries above the limit
+    with pytest.raises(ImageError):
+        Image.from_cbor(cbor2.dumps(doc))
+    del doc[13]
+    with pytest.raises(ImageError):
+        Image.from_cbor(cbor2.dumps(doc))
+    with pytest.raises(ImageError):
+        Image.from_cbor(b"\xff\x00")
+
+
+def test_zeroise_overwrites_in_place() -> None:
+    image = Image.manufacture()
+    seed = image.attestation_seed
+    assert seed is not None and any(seed)
+    image.zeroise(1)
+    assert seed == bytearray(32) and image.attestation_seed is None
+    assert image.lifecycle is Lifecycle.DESTROYED
+
+
+def test_self_destruct_wipes_old_bytes(personalised_file: Path, clock: Clock) -> None:
+    card = power_on(personalised_file, clock)
+    wiped: list[bytes] = []
+    storage = card.eeprom.storage
+    assert isinstance(storage, FileStorage)
+    real_write = storage.write_image
+
+    def record(data: bytes) -> None:
+        wiped.append(personalised_file.read_bytes())
+        real_write(data)
+
+    storage.write_image = record  # type: ignore[method-assign]
+    card.transmit(bytes.fromhex("807A0000"))  # TAMPER
+    assert card.lifecycle is Lifecycle.DESTROYED
+    assert wiped and set(wiped[-1]) == {0}  # old image zero-filled before the new one lands
+    assert Eeprom(FileStorage(personalised_file)).load().lifecycle is Lifecycle.DESTROYED
