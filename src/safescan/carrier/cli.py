@@ -19,16 +19,22 @@ def serve(
     vpcd: str | None = typer.Option(
         None, "--vpcd", help="tcp://HOST:PORT of a vsmartcard vpcd reader (pcscd) to plug into."
     ),
+    audio: str | None = typer.Option(
+        None,
+        "--audio",
+        help="tcp://HOST:PORT[?snr=20&drift_ppm=100&dc=0.05&seed=1] to serve the audio port on "
+        "(FSK tones as PCM samples; parameters add a channel model to what the card sends).",
+    ),
 ) -> None:
     """Run an emulated key carrier until interrupted (prints 'READY <url>' when listening)."""
     from safescan.carrier.errors import CarrierError
     from safescan.carrier.server import run
 
-    if sum(x is not None for x in (listen, serial, vpcd)) != 1:
-        typer.echo("give exactly one of --listen, --serial, --vpcd", err=True)
+    if sum(x is not None for x in (listen, serial, vpcd, audio)) != 1:
+        typer.echo("give exactly one of --listen, --serial, --vpcd, --audio", err=True)
         raise typer.Exit(2)
     try:
-        run(state, listen=listen, serial=serial, vpcd=vpcd)
+        run(state, listen=listen, serial=serial, vpcd=vpcd, audio=audio)
     except KeyboardInterrupt:
         return
     except CarrierError as exc:
@@ -41,7 +47,9 @@ def serve(
 
 @carrier_app.command("info")
 def info(
-    url: str = typer.Argument(..., help="tcp://HOST:PORT or serial:///DEVICE"),
+    url: str = typer.Argument(
+        ..., help="tcp://HOST:PORT, serial:///DEVICE, pcsc://READER or audio://HOST:PORT"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     timeout: float = typer.Option(5.0, help="Seconds to wait for the carrier."),
 ) -> None:
@@ -66,7 +74,9 @@ def info(
 
 @carrier_app.command("tamper")
 def tamper(
-    url: str = typer.Argument(..., help="tcp://HOST:PORT or serial:///DEVICE"),
+    url: str = typer.Argument(
+        ..., help="tcp://HOST:PORT, serial:///DEVICE, pcsc://READER or audio://HOST:PORT"
+    ),
     yes: bool = typer.Option(False, "--yes", help="Really destroy the carrier's keys."),
 ) -> None:
     """Fire the tamper sensor: the carrier destroys its keys for good."""

@@ -193,7 +193,8 @@ class CarrierClient:
 
     @classmethod
     def connect(cls, url: str, *, timeout: float = 5.0) -> CarrierClient:
-        """Connect to ``tcp://HOST:PORT`` or ``serial:///DEVICE`` and power the card on."""
+        """Connect to ``tcp://HOST:PORT``, ``serial:///DEVICE``, ``pcsc://READER`` or
+        ``audio://HOST:PORT`` and power the card on."""
         client = cls(open_transport(url, timeout=timeout))
         try:
             client.power_on()

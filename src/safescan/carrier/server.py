@@ -4,6 +4,7 @@
     python -m safescan.carrier.server --state FILE --serial pty        (makes a pseudo-terminal)
     python -m safescan.carrier.server --state FILE --serial /dev/ttyUSB0
     python -m safescan.carrier.server --state FILE --vpcd tcp://127.0.0.1:35963
+    python -m safescan.carrier.server --state FILE --audio tcp://127.0.0.1:PORT[?snr=20]
 
 When ready it prints one line ``READY <url>`` on stdout (the URL a host connects to; with
 port 0 the real port). Starting the process is powering the card: RAM starts empty, and the
@@ -14,6 +15,7 @@ small so the process starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -62,11 +64,25 @@ class CardLink:
         return b""
 
 
+def _quick_ack(sock: socket.socket) -> None:
+    """Acknowledge at once what arrives next (Linux ``TCP_QUICKACK``, re-armed per frame).
+
+    vsmartcard's vpcd writes the 2-byte length and the payload with two ``send`` calls and
+    without ``TCP_NODELAY``: Nagle holds the payload back until the length is acknowledged,
+    and a delayed ACK would make every APDU through pcscd wait ~40 ms.
+    """
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+
+
 def serve_connection(sock: socket.socket, link: CardLink) -> None:
     """Serve one vpcd-framed connection until it closes; the card loses power then."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
+            _quick_ack(sock)
             payload = recv_frame(sock)
             if payload is None:
                 return
@@ -131,6 +147,14 @@ def serve_serial(link: CardLink, device: str, ready: Callable[[str], None]) -> N
     serve_fd(fd, link.apdu, link.control)
 
 
+def serve_audio_port(link: CardLink, url: str, ready: Callable[[str], None]) -> None:
+    """Serve the audio port: FSK tones as PCM over TCP (see :mod:`.transport.audio`)."""
+    from safescan.carrier.transport.audio import parse_audio_url, serve_audio
+
+    host, port, channel = parse_audio_url(url, scheme="tcp")
+    serve_audio(link.apdu, link.control, host, port, channel, ready, link.card.power_off)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the carrier process."""
     parser = argparse.ArgumentParser(
@@ -141,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--listen", metavar="URL", help="tcp://HOST:PORT to listen on")
     where.add_argument("--serial", metavar="DEVICE", help="serial device, or 'pty'")
     where.add_argument("--vpcd", metavar="URL", help="tcp://HOST:PORT of a vpcd reader")
+    where.add_argument(
+        "--audio", metavar="URL", help="tcp://HOST:PORT[?snr=..] to serve the audio port on"
+    )
     return parser
 
 
@@ -150,6 +177,7 @@ def run(
     listen: str | None = None,
     serial: str | None = None,
     vpcd: str | None = None,
+    audio: str | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Power the card and serve it forever on one transport."""
@@ -170,8 +198,10 @@ def run(
         serve_vpcd(link, host, port, say)
     elif serial is not None:
         serve_serial(link, serial, say)
+    elif audio is not None:
+        serve_audio_port(link, audio, say)
     else:
-        raise TransportError("give --listen, --serial or --vpcd")
+        raise TransportError("give --listen, --serial, --vpcd or --audio")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s", stream=sys.stderr)
     try:
-        run(args.state, listen=args.listen, serial=args.serial, vpcd=args.vpcd)
+        run(args.state, listen=args.listen, serial=args.serial, vpcd=args.vpcd, audio=args.audio)
     except KeyboardInterrupt:
         return 0
     except CarrierError as exc:

@@ -161,19 +161,34 @@ class LocalInstitution:
 class CarrierProcess:
     """``python -m safescan.carrier.server`` bound to 127.0.0.1 (or a pty); always stoppable."""
 
-    def __init__(self, state: str | os.PathLike[str], *, serial: bool = False) -> None:
+    def __init__(
+        self,
+        state: str | os.PathLike[str],
+        *,
+        serial: bool = False,
+        where: Sequence[str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``where`` overrides the transport options (e.g. ``["--audio", "tcp://..."]``);
+        ``prefix`` is put before the command (e.g. ``nsenter --net=...``)."""
         self.state = Path(state)
         self.serial = serial
+        self.where = list(where) if where is not None else None
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the process; returns the URL it announced."""
-        where = ["--serial", "pty"] if self.serial else ["--listen", "tcp://127.0.0.1:0"]
+        if self.where is not None:
+            where = self.where
+        else:
+            where = ["--serial", "pty"] if self.serial else ["--listen", "tcp://127.0.0.1:0"]
         log = open(self.state.with_name(self.state.name + ".log"), "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
                 [
+                    *self.prefix,
                     sys.executable,
                     "-m",
                     "safescan.carrier.server",
