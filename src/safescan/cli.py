@@ -7,6 +7,9 @@ import typer
 from safescan.carrier.cli import carrier_app
 from safescan.code.cli import code_app, keys_app
 from safescan.demo import demo_command
+from safescan.institution.cli import institution_app
+from safescan.merchant.cli import merchant_app
+from safescan.wallet.cli import wallet_app
 
 app = typer.Typer(
     name="safescan",
@@ -17,6 +20,9 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(code_app, name="code")
 app.add_typer(carrier_app, name="carrier")
+app.add_typer(institution_app, name="institution")
+app.add_typer(merchant_app, name="pos")
+app.add_typer(wallet_app, name="wallet")
 app.command("demo")(demo_command)
 
 

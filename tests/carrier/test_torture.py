@@ -114,6 +114,13 @@ def test_sigkill_during_pin_checks_and_signatures(
                     )
                 last_retries, last_counter = info.retries_left, info.signature_counter
                 client.open_session(institution.trust)
+                if last_retries <= LIMIT // 2:
+                    # Torn checks spend tries for good (that is the point of pre-decrementing);
+                    # on a slow disk many lives die before a correct PIN restores the counter.
+                    # The holder enters the right PIN once, unhurried, before the next attack.
+                    client.verify_pin(PIN)
+                    assert client.get_info().retries_left == LIMIT, f"life {life}"
+                    last_retries = LIMIT
                 worker = Worker(client, institution, rng.randrange(2**32))
                 worker.start()
                 time.sleep(rng.uniform(0, 0.02))

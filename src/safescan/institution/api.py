@@ -1,0 +1,742 @@
+"""The institution's HTTP API (FastAPI on uvicorn).
+
+Strict JSON models (unknown fields refused), request bodies limited to ``MAX_BODY`` bytes before
+any parsing, every error as ``{"error": {"type", "code", "message", "param"?}}`` with a proper
+status. Three kinds of caller: the administrator (bearer token), merchants (request signatures,
+see :mod:`.merchant_auth`) and wallets (enrollment token; carrier-signed authorizations).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from safescan.code.errors import SafescanError
+from safescan.code.payment import MAX_ITEMS
+from safescan.institution import settlement
+from safescan.institution.errors import InvalidRequest, Unauthenticated, http_status
+from safescan.institution.ratelimit import RateLimiter
+from safescan.institution.service import Institution, Stored
+from safescan.institution.util import b64d, b64e, key32
+from safescan.institution.webhooks import RetryPolicy, WebhookDispatcher, sign_event
+
+log = logging.getLogger("safescan.institution.api")
+
+MAX_BODY = 64 * 1024
+BODY_KEY = "safescan.body"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+FastHandler = Callable[[Scope, bytes, Send], Awaitable[None]]
+
+
+def error_body(exc: SafescanError) -> dict[str, Any]:
+    """The JSON error object for ``exc``."""
+    return {"error": exc.to_dict()}
+
+
+def _error_response(exc: SafescanError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if http_status(exc) == 429 else None
+    return JSONResponse(error_body(exc), status_code=http_status(exc), headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: buffer the body up to ``limit`` bytes (413 beyond), then replay it.
+
+    ``fast_routes`` maps (method, path) to a handler that answers from the buffered body
+    directly (the payment hot path); everything else goes on to the FastAPI app.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY,
+        fast_routes: dict[tuple[str, str], FastHandler] | None = None,
+    ) -> None:
+        self.app, self.limit = app, limit
+        self.fast_routes = fast_routes or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                declared = value
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(scope, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        scope[BODY_KEY] = body
+        fast = self.fast_routes.get((scope["method"], scope["path"]))
+        if fast is not None:
+            await fast(scope, body, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        exc = InvalidRequest(f"the request body is larger than {self.limit} bytes")
+        exc.status = 413
+        resp = JSONResponse(
+            {"error": {**exc.to_dict(), "code": "body_too_large", "type": "BodyTooLarge"}},
+            status_code=413,
+        )
+        await resp(scope, _noop_receive, send)
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _validation_exception(errors: list[Any]) -> InvalidRequest:
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    msg = str(first.get("msg", "invalid request"))
+    return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
+async def _noop_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+# --- request and response models --------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    """Base of every request model: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+_TEXT = r"^[^\x00-\x1f\x7f]+$"  # no control characters (NUL included)
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)]
+CurrencyCode = Annotated[
+    str, Field(min_length=3, max_length=3, pattern=r"^([A-Za-z]{3}|[0-9]{3})$")
+]
+Amount = Annotated[int, Field(ge=1, le=10**12 - 1)]
+Url = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^https?://[\x21-\x7e]+$")]
+KeyText = Annotated[str, Field(min_length=40, max_length=88, pattern=r"^[A-Za-z0-9+/=_\-]+$")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+]
+OrderId = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._:\-]+$")]
+
+
+class MerchantCreate(Strict):
+    """Onboard a merchant."""
+
+    name: Name
+    city: Name
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    mcc: Annotated[int, Field(ge=0, le=9999)]
+    settlement_account: Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)]
+    api_public_key: KeyText | None = None
+    webhook_url: Url | None = None
+
+
+class WebhookSet(Strict):
+    """Set or clear the webhook URL."""
+
+    url: Url | None
+
+
+class CertifyKey(Strict):
+    """Certify a merchant code-signing key."""
+
+    public_key: KeyText
+    valid_days: Annotated[int, Field(ge=1, le=3660)] = 365
+
+
+class CustomerCreate(Strict):
+    """Open a customer."""
+
+    name: Name
+
+
+class Funding(Strict):
+    """Credit a customer (administrators; demos and tests)."""
+
+    currency: CurrencyCode
+    amount: Amount
+
+
+class TokenRequest(Strict):
+    """Issue an enrollment token."""
+
+    ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 7 * 86400
+
+
+class Enrollment(Strict):
+    """A wallet enrolls its key carrier."""
+
+    token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+    signing_public_key: KeyText
+    transport_public_key: KeyText
+
+
+class Item(Strict):
+    """One order line."""
+
+    name: Name
+    quantity: Annotated[int, Field(ge=1, le=9999)]
+    unit_price: Amount
+
+
+class OrderCreate(Strict):
+    """Precreate an order (returns its sealed dynamic code)."""
+
+    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]
+    currency: CurrencyCode
+    expires_in: Annotated[int, Field(ge=5, le=7 * 86400)] = 900
+    reference: Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)] | None = None
+
+
+class StaticCodeCreate(Strict):
+    """Make a static (printed) code."""
+
+    currency: CurrencyCode | None = None
+    valid_days: Annotated[int, Field(ge=1, le=3650)] = 365
+
+
+class PaymentCreate(Strict):
+    """A wallet pays: the code's text and the carrier's authorization (base64 CBOR)."""
+
+    code: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[\x20-\x7e]+$")]
+    authorization: Annotated[
+        str, Field(min_length=1, max_length=2000, pattern=r"^[A-Za-z0-9+/=_\-]+$")
+    ]
+
+
+class CodeStatusRequest(Strict):
+    """Ask whether a code is still payable."""
+
+    code: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[\x20-\x7e]+$")]
+
+
+class RefundCreate(Strict):
+    """Refund an order fully (no amount) or partially."""
+
+    amount: Amount | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=_TEXT)] | None = None
+
+
+class ErrorDetail(BaseModel):
+    """An error."""
+
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 402, 403, 404, 409, 413, 422, 429)
+}
+
+
+def _json(stored: Stored) -> JSONResponse:
+    return JSONResponse(stored.body, status_code=stored.status)
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def create_app(
+    inst: Institution,
+    *,
+    merchant_rate: float = 100.0,
+    merchant_burst: float = 200.0,
+    background: bool = True,
+    webhook_policy: RetryPolicy | None = None,
+    maintenance_interval: float = 5.0,
+) -> ASGIApp:
+    """The ASGI application (wrapped in the body-size limit)."""
+    limiter = RateLimiter(merchant_rate, merchant_burst)
+    public_limiter = RateLimiter(merchant_rate, merchant_burst)  # per client address
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if background and inst.webhooks_enabled:
+            dispatcher = WebhookDispatcher(
+                inst.db, inst.keys.root, inst.keys.root_kid, policy=webhook_policy
+            )
+            tasks.append(asyncio.create_task(dispatcher.run(stop)))
+        if background:
+            tasks.append(asyncio.create_task(_maintenance(inst, stop, maintenance_interval)))
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(t, 5)
+            inst.db.dispose()
+
+    app = FastAPI(
+        title="safescan payment institution",
+        version="1",
+        description="Sealed, signed payment codes, carrier-signed authorizations, a ledger.",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+
+    @app.exception_handler(SafescanError)
+    async def _safescan_error(_req: Request, exc: SafescanError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        msg = str(first.get("msg", "invalid request"))
+        return _error_response(InvalidRequest(f"{param}: {msg}" if param else msg, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: ("NotFound", "not_found"), 405: ("MethodNotAllowed", "method_not_allowed")}
+        type_, code = kinds.get(exc.status_code, ("HttpError", "http_error"))
+        return JSONResponse(
+            {"error": {"type": type_, "code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(_req: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(
+            {
+                "error": {
+                    "type": "InternalError",
+                    "code": "internal_error",
+                    "message": "an internal error occurred; nothing was changed",
+                }
+            },
+            status_code=500,
+        )
+
+    # --- callers ---
+
+    def admin(authorization: Annotated[str | None, Header(max_length=512)] = None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("an administrator token is required (Authorization: Bearer ...)")
+        inst.check_admin(token.strip())
+
+    def merchant(request: Request) -> str:
+        scope = request.scope
+        path = scope["path"]
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        mid = inst.authenticate_merchant(
+            request.method, path, request.headers, scope.get(BODY_KEY, b"")
+        )
+        limiter.check(mid)
+        return mid
+
+    Admin = Annotated[None, Depends(admin)]  # noqa: N806 - a type alias
+    MerchantId = Annotated[str, Depends(merchant)]  # noqa: N806 - a type alias
+
+    # --- public ---
+
+    @app.get("/health", tags=["public"])
+    def health() -> dict[str, Any]:
+        """Liveness and database reachability."""
+        inst.db.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+        return {"status": "ok", "time": inst.now()}
+
+    @app.get("/v1/keys", tags=["public"])
+    def keys() -> dict[str, Any]:
+        """The institution's public keys (trust anchors for wallets and merchants)."""
+        return inst.public_keys()
+
+    @app.get("/v1/revocation-list", tags=["public"])
+    def revocation_list(
+        format: Annotated[Literal["json", "cbor"], Query()] = "json",
+    ) -> Response:
+        """The signed revocation list (``format=cbor`` for the raw signed bytes)."""
+        crl = inst.revocation_list()
+        raw = crl.to_bytes()
+        if format == "cbor":
+            return Response(raw, media_type="application/cbor")
+        return JSONResponse(
+            {
+                "sequence": crl.sequence,
+                "issued_at": crl.issued_at,
+                "serials": sorted(crl.serials),
+                "issuer_kid": crl.issuer_kid,
+                "signed": b64e(raw),
+            }
+        )
+
+    # --- administrator ---
+
+    @app.post("/v1/admin/merchants", status_code=201, tags=["admin"])
+    def create_merchant(body: MerchantCreate, _: Admin) -> dict[str, Any]:
+        """Onboard a merchant; without ``api_public_key`` the API key seed is returned once."""
+        pk = key32(body.api_public_key, param="api_public_key") if body.api_public_key else None
+        out, secret = inst.create_merchant(
+            name=body.name,
+            city=body.city,
+            country=body.country,
+            mcc=body.mcc,
+            settlement_account=body.settlement_account,
+            api_public_key=pk,
+            webhook_url=body.webhook_url,
+        )
+        if secret is not None:
+            out["api_secret_key"] = secret
+        return out
+
+    @app.get("/v1/admin/merchants/{merchant_id}", tags=["admin"])
+    def admin_get_merchant(merchant_id: OrderId, _: Admin) -> dict[str, Any]:
+        """A merchant."""
+        return inst.get_merchant(merchant_id)
+
+    @app.post("/v1/admin/merchants/{merchant_id}/revoke", tags=["admin"])
+    def revoke_merchant(merchant_id: OrderId, _: Admin) -> dict[str, Any]:
+        """Revoke a merchant and its code certificates."""
+        return inst.revoke_merchant(merchant_id)
+
+    @app.post("/v1/admin/customers", status_code=201, tags=["admin"])
+    def create_customer(body: CustomerCreate, _: Admin) -> dict[str, Any]:
+        """Open a customer."""
+        return inst.create_customer(body.name)
+
+    @app.get("/v1/admin/customers/{customer_id}", tags=["admin"])
+    def get_customer(customer_id: OrderId, _: Admin) -> dict[str, Any]:
+        """A customer with balances and carriers."""
+        return inst.get_customer(customer_id)
+
+    @app.post("/v1/admin/customers/{customer_id}/fund", tags=["admin"])
+    def fund(customer_id: OrderId, body: Funding, _: Admin) -> dict[str, Any]:
+        """Credit a customer from the institution's funding account."""
+        return inst.fund_customer(customer_id, body.currency, body.amount)
+
+    @app.post(
+        "/v1/admin/customers/{customer_id}/enrollment-tokens", status_code=201, tags=["admin"]
+    )
+    def enrollment_token(customer_id: OrderId, body: TokenRequest, _: Admin) -> dict[str, Any]:
+        """A single-use token for enrolling one key carrier."""
+        return inst.issue_enrollment_token(customer_id, body.ttl_seconds)
+
+    @app.post("/v1/admin/carriers/{serial}/revoke", tags=["admin"])
+    def revoke_carrier(
+        serial: Annotated[int, Path(ge=1, le=2**31 - 1)], _: Admin
+    ) -> dict[str, Any]:
+        """Revoke a key carrier."""
+        return inst.revoke_carrier(serial)
+
+    @app.get("/v1/admin/settlement", tags=["admin"], response_model=None)
+    def admin_settlement(
+        _: Admin,
+        date: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")],
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
+    ) -> Response:
+        """Settlement report of every merchant for one UTC day."""
+        rows = inst.db.read(lambda c: settlement.report(c, date))
+        return _report(rows, format)
+
+    # --- wallets ---
+
+    @app.post("/v1/carriers/enroll", status_code=201, tags=["wallet"])
+    def enroll(body: Enrollment) -> dict[str, Any]:
+        """Register a key carrier: returns its certificate and sealed provisioning bundle."""
+        return inst.enroll_carrier(
+            body.token,
+            key32(body.signing_public_key, param="signing_public_key"),
+            key32(body.transport_public_key, param="transport_public_key"),
+        )
+
+    @app.post("/v1/payments", status_code=201, tags=["wallet"])
+    async def pay(body: PaymentCreate, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+        """Pay a code with a carrier-signed authorization; answers with a signed receipt."""
+        auth = b64d(body.authorization, param="authorization", max_bytes=1024)
+        return _json(await inst.pay_async(body.code, auth, idempotency_key))
+
+    @app.post("/v1/codes/status", tags=["wallet"])
+    def code_status(body: CodeStatusRequest, request: Request) -> dict[str, Any]:
+        """Is this exact code still payable? For wallets, before asking the customer anything."""
+        public_limiter.check(request.client.host if request.client else "unknown")
+        return inst.code_status(body.code)
+
+    # --- merchants ---
+
+    @app.get("/v1/merchant/orders", tags=["merchant"])
+    def list_orders(
+        mid: MerchantId,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[
+            str | None, Query(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._:\-]+$")
+        ] = None,
+    ) -> dict[str, Any]:
+        """The calling merchant's orders, newest first (page with ``after=<last order id>``)."""
+        return inst.list_orders(mid, limit=limit, after=after)
+
+    @app.get("/v1/merchant", tags=["merchant"])
+    def me(mid: MerchantId) -> dict[str, Any]:
+        """The calling merchant's profile."""
+        return inst.get_merchant(mid)
+
+    @app.put("/v1/merchant/webhook", tags=["merchant"])
+    def set_webhook(body: WebhookSet, mid: MerchantId) -> dict[str, Any]:
+        """Set or clear the webhook URL."""
+        return inst.set_webhook(mid, body.url)
+
+    @app.post("/v1/merchant/certificates", status_code=201, tags=["merchant"])
+    def certify(body: CertifyKey, mid: MerchantId) -> dict[str, Any]:
+        """Certify a code-signing key (for merchant-signed codes)."""
+        cert = inst.certify_merchant_key(
+            mid, key32(body.public_key, param="public_key"), body.valid_days
+        )
+        return {
+            "serial": cert.serial,
+            "not_after": cert.not_after,
+            "certificate": b64e(cert.to_bytes()),
+        }
+
+    @app.post("/v1/merchant/orders", status_code=201, tags=["merchant"])
+    def create_order(
+        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        """Precreate an order; returns the sealed dynamic code to show as a QR code."""
+        return _json(
+            inst.create_order(
+                mid,
+                items=[(i.name, i.quantity, i.unit_price) for i in body.items],
+                currency_code=body.currency,
+                expires_in=body.expires_in,
+                reference=body.reference,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    @app.get("/v1/merchant/orders/{order_id}", tags=["merchant"])
+    def get_order(order_id: OrderId, mid: MerchantId) -> dict[str, Any]:
+        """Query an order."""
+        return inst.get_order(mid, order_id)
+
+    @app.post("/v1/merchant/orders/{order_id}/close", tags=["merchant"])
+    def close_order(order_id: OrderId, mid: MerchantId) -> dict[str, Any]:
+        """Close an unpaid order."""
+        return inst.close_order(mid, order_id)
+
+    @app.post("/v1/merchant/orders/{order_id}/refunds", status_code=201, tags=["merchant"])
+    def refund(
+        order_id: OrderId,
+        body: RefundCreate,
+        mid: MerchantId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Refund a paid order fully or partly."""
+        return _json(
+            inst.refund(
+                mid,
+                order_id,
+                amount=body.amount,
+                reason=body.reason,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    @app.get("/v1/merchant/payments/{payment_id}", tags=["merchant"])
+    def get_payment(payment_id: OrderId, mid: MerchantId) -> dict[str, Any]:
+        """A payment (with the payer pseudonym and the signed receipt)."""
+        return inst.get_payment(mid, payment_id)
+
+    @app.post("/v1/merchant/static-codes", status_code=201, tags=["merchant"])
+    def static_code(body: StaticCodeCreate, mid: MerchantId) -> dict[str, Any]:
+        """A sealed static code to print; the customer enters the amount."""
+        return inst.create_static_code(mid, currency_code=body.currency, valid_days=body.valid_days)
+
+    @app.get("/v1/merchant/settlement", tags=["merchant"], response_model=None)
+    def merchant_settlement(
+        mid: MerchantId,
+        date: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")],
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
+    ) -> Response:
+        """The calling merchant's settlement report for one UTC day."""
+        rows = inst.db.read(lambda c: settlement.report(c, date, mid))
+        return _report(rows, format)
+
+    @app.get("/v1/merchant/events", tags=["merchant"], response_class=StreamingResponse)
+    async def events(
+        request: Request,
+        after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events for the POS: every event signed (see ``verify_event``)."""
+        mid = await asyncio.to_thread(merchant, request)
+        if after is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 10:
+            after = int(last_event_id)
+        if after is None:
+            after = await asyncio.to_thread(_max_seq, inst, mid)  # only new events
+        return StreamingResponse(
+            _stream(inst, request, mid, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    idem_re = re.compile(r"[\x21-\x7e]{1,255}")
+
+    async def fast_pay(scope: Scope, body: bytes, send: Send) -> None:
+        """POST /v1/payments without the framework (same validation, same answers)."""
+        try:
+            ctype = b""
+            key: str | None = None
+            for name, value in scope.get("headers", []):
+                if name == b"content-type":
+                    ctype = value
+                elif name == b"idempotency-key":
+                    key = value.decode("latin-1")
+            if not ctype.startswith(b"application/json"):
+                raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
+            if key is not None and not idem_re.fullmatch(key):
+                raise InvalidRequest(
+                    "Idempotency-Key must be 1-255 printable ASCII characters",
+                    param="Idempotency-Key",
+                )
+            try:
+                req = PaymentCreate.model_validate_json(body)
+            except ValidationError as exc:
+                raise _validation_exception(exc.errors()) from None
+            auth = b64d(req.authorization, param="authorization", max_bytes=1024)
+            stored = await inst.pay_async(req.code, auth, key)
+            await _send_json(send, stored.status, json.dumps(stored.body).encode())
+        except SafescanError as exc:
+            await _send_json(send, http_status(exc), json.dumps(error_body(exc)).encode())
+        except Exception as exc:  # never leak a traceback to a client
+            log.error("internal error: %s", type(exc).__name__, exc_info=exc)
+            await _send_json(send, 500, json.dumps(_INTERNAL).encode())
+
+    return BodyLimit(app, fast_routes={("POST", "/v1/payments"): fast_pay})
+
+
+_INTERNAL = {
+    "error": {
+        "type": "InternalError",
+        "code": "internal_error",
+        "message": "an internal error occurred; nothing was changed",
+    }
+}
+
+
+def _max_seq(inst: Institution, mid: str) -> int:
+    from sqlalchemy import func, select
+
+    from safescan.institution.models import Event
+
+    return int(
+        inst.db.read(
+            lambda c: c.execute(
+                select(func.coalesce(func.max(Event.seq), 0)).where(Event.merchant_id == mid)
+            ).scalar_one()
+        )
+    )
+
+
+async def _stream(
+    inst: Institution, request: Request, mid: str, after: int
+) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    last_beat = time.monotonic()
+    while not await request.is_disconnected():
+        try:
+            batch = await asyncio.to_thread(inst.events_after, mid, after)
+        except SafescanError:
+            batch = []
+        for e in batch:
+            after = e["seq"]
+            data = json.dumps(
+                {
+                    "payload": e["payload"],
+                    "signature": sign_event(inst.keys.root, e["payload"]),
+                    "kid": inst.keys.root_kid,
+                },
+                separators=(",", ":"),
+            )
+            yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {data}\n\n".encode()
+        if not batch:
+            if time.monotonic() - last_beat > 15:
+                last_beat = time.monotonic()
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(0.2)
+
+
+def _report(rows: list[dict[str, Any]], format: str) -> Response:
+    if format == "csv":
+        return PlainTextResponse(settlement.to_csv(rows), media_type="text/csv")
+    return JSONResponse({"rows": rows})
+
+
+async def _maintenance(inst: Institution, stop: asyncio.Event, interval: float) -> None:
+    """Expire unpaid orders and forget old nonces, periodically."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(inst.expire_orders)
+            await asyncio.to_thread(inst.purge_nonces)
+        except SafescanError as exc:
+            log.warning("maintenance paused: %s", exc.message)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

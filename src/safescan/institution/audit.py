@@ -1,0 +1,123 @@
+"""The hash-chained audit log: every state change appends one entry inside its own transaction.
+
+The log is ``CHAINS`` independent hash chains (an entity always goes to the same chain), so that
+concurrent transactions on different entities do not queue on one lock. Entry ``n`` of a chain
+stores ``hash = SHA-256(canonical JSON [prev_hash, chain, seq, at, actor, action, entity, data])``
+and ``prev_hash`` = hash of entry ``n - 1`` (64 zeros for the first); ``audit_heads`` holds each
+chain's last (seq, hash) and is row-locked while appending. Entries are immutable (triggers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from safescan.institution import sql
+from safescan.institution.models import AuditEntry, AuditHead
+from safescan.institution.util import canonical_json
+
+CHAINS = 16
+GENESIS = "0" * 64
+
+
+def chain_for(entity: str) -> int:
+    """The chain an entity's entries go to."""
+    return zlib.crc32(entity.encode()) % CHAINS
+
+
+def entry_hash(
+    prev_hash: str, chain: int, seq: int, at: int, actor: str, action: str, entity: str, data: str
+) -> str:
+    """The hash of one entry (see the module docstring)."""
+    doc = json.dumps(
+        [prev_hash, chain, seq, at, actor, action, entity, data], separators=(",", ":")
+    )
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def create_heads(conn: Connection) -> None:
+    """Create the empty chains (at init)."""
+    existing = {c for (c,) in conn.execute(select(AuditHead.chain))}
+    rows = [{"chain": c, "seq": 0, "hash": GENESIS} for c in range(CHAINS) if c not in existing]
+    if rows:
+        conn.execute(insert(AuditHead), rows)
+
+
+def reserve(conn: Connection, entity: str) -> tuple[int, int, str]:
+    """Take the next position on the entity's chain: (chain, seq, previous hash).
+
+    The head row stays locked until the transaction ends, so positions are never shared.
+    """
+    chain = chain_for(entity)
+    seq, prev_hash = sql.run(conn, sql.AUDIT_RESERVE, {"chain": chain}).fetchone()
+    return chain, int(seq), str(prev_hash)
+
+
+def entry_params(
+    chain: int,
+    seq: int,
+    prev_hash: str,
+    *,
+    at: int,
+    actor: str,
+    action: str,
+    entity: str,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``a_*`` parameters of :data:`sql.INSERT_AUDIT` for one entry (hash included)."""
+    text = canonical_json(data)
+    return {
+        "a_chain": chain,
+        "a_seq": seq,
+        "a_at": at,
+        "a_actor": actor,
+        "a_action": action,
+        "a_entity": entity,
+        "a_data": text,
+        "a_prev_hash": prev_hash,
+        "a_hash": entry_hash(prev_hash, chain, seq, at, actor, action, entity, text),
+    }
+
+
+def append(
+    conn: Connection, *, at: int, actor: str, action: str, entity: str, data: dict[str, Any]
+) -> None:
+    """Append one entry to the entity's chain (call inside the state change's transaction)."""
+    chain, seq, prev_hash = reserve(conn, entity)
+    params = entry_params(
+        chain, seq, prev_hash, at=at, actor=actor, action=action, entity=entity, data=data
+    )
+    sql.run(conn, sql.INSERT_AUDIT, params)
+    sql.run(conn, sql.AUDIT_SET_HASH, params)
+
+
+def verify_chains(conn: Connection) -> Iterator[str]:
+    """Yield a description of every break in the chains (nothing if the log is intact)."""
+    heads = {r.chain: (r.seq, r.hash) for r in conn.execute(select(AuditHead))}
+    if set(heads) != set(range(CHAINS)):
+        yield f"audit heads missing: expected chains 0..{CHAINS - 1}, found {sorted(heads)}"
+    state = {c: (0, GENESIS) for c in range(CHAINS)}
+    rows = conn.execution_options(yield_per=2000).execute(
+        select(AuditEntry).order_by(AuditEntry.chain, AuditEntry.seq)
+    )
+    for r in rows:
+        seq, prev = state.get(r.chain, (0, GENESIS))
+        if r.chain not in state:
+            yield f"audit entry {r.id} is on unknown chain {r.chain}"
+            continue
+        if r.seq != seq + 1:
+            yield f"audit chain {r.chain}: entry {r.seq} follows {seq} (gap or reorder)"
+        if r.prev_hash != prev:
+            yield f"audit chain {r.chain}: entry {r.seq} does not link to its predecessor"
+        expect = entry_hash(r.prev_hash, r.chain, r.seq, r.at, r.actor, r.action, r.entity, r.data)
+        if r.hash != expect:
+            yield f"audit chain {r.chain}: entry {r.seq} was altered (hash mismatch)"
+        state[r.chain] = (r.seq, r.hash)
+    for chain, (seq, digest) in heads.items():
+        if state.get(chain) != (seq, digest):
+            yield f"audit chain {chain}: head ({seq}) does not match the last entry (truncated?)"

@@ -1,0 +1,261 @@
+"""`safescan institution ...` commands: init, serve, audit, settlement, rotate-scheme-key."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from safescan.code.errors import SafescanError
+from safescan.institution.config import (
+    ENV_DB,
+    ENV_PASSPHRASE_FILE,
+    ENV_TUNING,
+    Tuning,
+    check_passphrase_given,
+)
+
+# Heavy modules (SQLAlchemy, FastAPI, Alembic) are imported inside the commands, so that the
+# uvicorn supervisor of `serve --workers N` stays small.
+
+institution_app = typer.Typer(
+    help="The payment institution: API server, ledger, audit.", no_args_is_help=True
+)
+
+DbOpt = Annotated[str, typer.Option("--db", help="sqlite:///path or postgresql://...")]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
+]
+PassOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="file holding the key passphrase (default: $SAFESCAN_INSTITUTION_PASSPHRASE)",
+    ),
+]
+
+
+def _fail(exc: SafescanError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
+
+
+@institution_app.command()
+def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> None:
+    """Create the root signing key, the first scheme key and the schema; print the admin token."""
+    from sqlalchemy import select
+
+    from safescan.institution.db import Database, migrate
+    from safescan.institution.errors import ConfigError
+    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.models import AdminToken
+    from safescan.institution.service import Institution
+
+    try:
+        passphrase = load_passphrase(passphrase_file)
+        store = KeyStore(keys or default_key_dir(db))
+        database = Database(db)
+        try:
+            migrate(database.engine)
+            has_admin = database.read(lambda c: c.execute(select(AdminToken.id)).first())
+            if has_admin is not None:
+                raise ConfigError("this database is already initialised")
+            institution_keys = store.create(passphrase)
+            token = Institution(database, institution_keys).bootstrap()
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"institution initialised; keys in {store.path}")
+    typer.echo("administrator token (shown once, store it safely):")
+    typer.echo(token)
+
+
+@institution_app.command()
+def serve(
+    db: DbOpt,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
+    workers: Annotated[int, typer.Option(help="API processes")] = 1,
+    merchant_rate: Annotated[float, typer.Option(help="merchant requests/s (per process)")] = 100.0,
+    merchant_burst: Annotated[float, typer.Option(help="merchant burst size")] = 200.0,
+    webhook_base_delay: Annotated[float, typer.Option(help="first webhook retry delay, s")] = 5.0,
+    maintenance_interval: Annotated[float, typer.Option(help="expiry sweep interval, s")] = 5.0,
+    webhooks: Annotated[bool, typer.Option(help="record events for webhook delivery")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Run the API server (uvicorn, uvloop, httptools)."""
+    import uvicorn
+
+    tuning = Tuning(
+        merchant_rate, merchant_burst, webhook_base_delay, maintenance_interval, webhooks
+    )
+    common = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+    try:
+        if workers <= 1:
+            from safescan.institution.server import build_app
+
+            app = build_app(db, keys, passphrase_file, tuning)
+            uvicorn.run(app, **common)  # type: ignore[arg-type]
+            return
+        os.environ[ENV_DB] = db
+        os.environ[ENV_TUNING] = tuning.encode()
+        if keys is not None:
+            os.environ["SAFESCAN_INSTITUTION_KEYS"] = str(keys)
+        if passphrase_file is not None:
+            os.environ[ENV_PASSPHRASE_FILE] = str(passphrase_file)
+        check_passphrase_given(passphrase_file)  # fail early, in the parent
+        uvicorn.run(
+            "safescan.institution.server:app_from_env",
+            factory=True,
+            workers=workers,
+            **common,  # type: ignore[arg-type]
+        )
+    except SafescanError as exc:
+        _fail(exc)
+
+
+@institution_app.command()
+def audit(
+    db: DbOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Check the ledger invariants and the hash-chained audit log; exit 1 on any violation."""
+    from safescan.institution.audit import verify_chains
+    from safescan.institution.db import Database
+    from safescan.institution.ledger import check_invariants
+
+    try:
+        database = Database(db)
+        try:
+            problems = database.read(check_invariants)
+            problems += database.read(lambda c: list(verify_chains(c)))
+            problems += database.read(_check_receipts)
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps({"ok": not problems, "problems": problems}))
+    else:
+        for p in problems:
+            typer.echo(f"VIOLATION: {p}")
+        typer.echo("audit passed" if not problems else f"audit FAILED: {len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _check_receipts(conn: object) -> list[str]:
+    from sqlalchemy import Connection, select
+
+    from safescan.code.authorization import Receipt
+    from safescan.code.certs import TrustStore
+    from safescan.code.keys import VerifyKey
+    from safescan.institution.models import InstitutionKey, Payment
+
+    assert isinstance(conn, Connection)
+    trust = TrustStore(
+        {
+            r.kid: VerifyKey(r.public_key)
+            for r in conn.execute(select(InstitutionKey).where(InstitutionKey.purpose == "root"))
+        }
+    )
+    problems = []
+    rows = conn.execution_options(yield_per=2000).execute(
+        select(Payment.id, Payment.amount, Payment.currency, Payment.merchant_id, Payment.receipt)
+    )
+    for r in rows:
+        try:
+            receipt = Receipt.from_bytes(r.receipt)
+            receipt.verify(trust)
+        except SafescanError as exc:
+            problems.append(f"payment {r.id}: receipt does not verify ({exc.message})")
+            continue
+        if (receipt.payment_id, receipt.amount, receipt.currency, receipt.merchant_id) != (
+            r.id,
+            r.amount,
+            r.currency,
+            r.merchant_id,
+        ):
+            problems.append(f"payment {r.id}: receipt does not match the payment")
+    return problems
+
+
+@institution_app.command()
+def settlement(
+    db: DbOpt,
+    date: Annotated[str, typer.Option(help="UTC day, YYYY-MM-DD")],
+    merchant: Annotated[str | None, typer.Option(help="only this merchant")] = None,
+    format: Annotated[str, typer.Option(help="csv or json")] = "csv",
+) -> None:
+    """Print the per-merchant settlement report for one day."""
+    from safescan.institution import settlement as settlement_mod
+    from safescan.institution.db import Database
+
+    if format not in ("csv", "json"):
+        typer.echo("error: --format is csv or json", err=True)
+        raise typer.Exit(2)
+    try:
+        database = Database(db)
+        try:
+            rows = database.read(lambda c: settlement_mod.report(c, date, merchant))
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    if format == "csv":
+        sys.stdout.write(settlement_mod.to_csv(rows))
+    else:
+        typer.echo(json.dumps({"rows": rows}, indent=2))
+
+
+@institution_app.command("rotate-scheme-key")
+def rotate_scheme_key(
+    db: DbOpt,
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
+    retire_old_in: Annotated[
+        int | None, typer.Option(help="retire the older keys this many seconds from now")
+    ] = None,
+) -> None:
+    """Add a new scheme code key; new codes are sealed to it after the servers restart."""
+    import time
+
+    from safescan.institution.db import Database
+    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.service import Institution
+
+    try:
+        passphrase = load_passphrase(passphrase_file)
+        store = KeyStore(keys or default_key_dir(db))
+        retire = None if retire_old_in is None else int(time.time()) + retire_old_in
+        new = store.add_scheme_key(passphrase, retire_old_at=retire)
+        database = Database(db)
+        try:
+            inst = Institution(database, store.load(passphrase))
+            inst.register_keys()
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"new scheme key {new.kid}; restart the API processes to use it")

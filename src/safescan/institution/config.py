@@ -1,0 +1,58 @@
+"""Light configuration shared by the CLI and the API processes (no heavy imports here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from safescan.institution.errors import ConfigError
+
+ENV_DB = "SAFESCAN_INSTITUTION_DB"
+ENV_PASSPHRASE_FILE = "SAFESCAN_INSTITUTION_PASSPHRASE_FILE"  # noqa: S105 - a variable name
+ENV_TUNING = "SAFESCAN_INSTITUTION_TUNING"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Runtime knobs of one API process."""
+
+    merchant_rate: float = 100.0
+    merchant_burst: float = 200.0
+    webhook_base_delay: float = 5.0
+    maintenance_interval: float = 5.0
+    webhooks: bool = True
+
+    def encode(self) -> str:
+        """For passing to worker processes through the environment."""
+        return ",".join(
+            str(v)
+            for v in (
+                self.merchant_rate,
+                self.merchant_burst,
+                self.webhook_base_delay,
+                self.maintenance_interval,
+                int(self.webhooks),
+            )
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> Tuning:
+        """Inverse of :meth:`encode`."""
+        try:
+            a, b, c, d, e = text.split(",")
+            return cls(float(a), float(b), float(c), float(d), e == "1")
+        except ValueError:
+            raise ConfigError(f"bad {ENV_TUNING}") from None
+
+
+def check_passphrase_given(passphrase_file: Path | None) -> None:
+    """Fail early (without loading any key) when no passphrase source is configured."""
+    if passphrase_file is not None and Path(passphrase_file).is_file():
+        return
+    if passphrase_file is None and len(os.environ.get("SAFESCAN_INSTITUTION_PASSPHRASE", "")) >= 8:
+        return
+    raise ConfigError(
+        "a key passphrase of at least 8 bytes is required (SAFESCAN_INSTITUTION_PASSPHRASE or"
+        " --passphrase-file)"
+    )

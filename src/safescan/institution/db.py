@@ -1,0 +1,307 @@
+"""One data layer for SQLite (embedded, WAL) and PostgreSQL (psycopg 3): engines, migrations,
+and transactions that retry on serialization failures.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from safescan.institution.errors import ConfigError, InvalidRequest, StorageError
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+MAX_ATTEMPTS = 12
+
+
+def normalize_url(url: str) -> str:
+    """``sqlite:///path`` or ``postgresql://...``; PostgreSQL always goes through psycopg 3."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError("a database URL is required, e.g. sqlite:///institution.db")
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError("SQLite needs a file: sqlite:///path/to/institution.db")
+        return parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock at BEGIN: no lock upgrades, so no SQLITE_BUSY deadlocks.
+    if conn.get_execution_options().get("safescan_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """An engine for ``url`` with the safescan settings for its dialect."""
+    norm = normalize_url(url)
+    if norm.startswith("sqlite"):
+        engine = create_engine(
+            norm,
+            pool_size=pool_size,
+            max_overflow=8,
+            connect_args={"check_same_thread": False, "timeout": 10},
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        norm,
+        pool_size=pool_size,
+        max_overflow=8,
+        pool_pre_ping=False,
+        isolation_level="READ COMMITTED",
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config  # imported lazily: API processes only check the revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration."""
+    from alembic import command
+
+    try:
+        with engine.connect() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+            conn.commit()
+    except DBAPIError as exc:
+        raise StorageError(f"cannot migrate the database: {exc.orig}") from None
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    return current is not None and current == head
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Serialization failure / deadlock (PostgreSQL) or a busy database (SQLite)."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate in RETRY_SQLSTATES:
+            return True
+        if isinstance(exc, OperationalError) and "database is locked" in str(orig):
+            return True
+    return False
+
+
+def _data_error() -> InvalidRequest:
+    return InvalidRequest("a value cannot be stored (out of range or contains invalid characters)")
+
+
+class GroupCommitter:
+    """SQLite's single writer, with group commit.
+
+    SQLite has one writer at a time, and a commit costs more than a payment's statements. One
+    thread per process runs every write: it takes all waiting write functions, runs each in its
+    own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction (a failing function rolls back only
+    its savepoint and gets its exception), commits once, and only then answers each caller. So
+    nothing is acknowledged before it is committed, and a burst of N payments costs one commit.
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 128) -> None:
+        self.engine, self.max_batch = engine, max_batch
+        # Writers of several processes queue on an flock (woken at once on release) instead of
+        # SQLite's busy handler, which sleeps in growing steps.
+        database = engine.url.database
+        self._lock_path = f"{database}.writer-lock" if database else None
+        self._cond = threading.Condition()
+        self._pending: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="safescan-writer", daemon=True)
+        self._thread.start()
+
+    def enqueue(self, fn: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``fn`` for the next group; the future resolves once the group is committed."""
+        fut: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise StorageError("the database is closed")
+            self._pending.append((fn, fut))
+            self._cond.notify()
+        return fut
+
+    def close(self) -> None:
+        """Finish the queued work and stop the writer thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+            self._run_batch(batch)
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        if self._lock_path is None:
+            yield
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _run_batch(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+        delay = 0.002
+        for attempt in range(MAX_ATTEMPTS):
+            outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+            try:
+                with self._process_lock(), self.engine.begin() as conn:
+                    for fn, fut in batch:
+                        savepoint = conn.begin_nested()
+                        try:
+                            result = fn(conn)
+                        except DataError:
+                            savepoint.rollback()
+                            outcomes.append((fut, None, _data_error()))
+                        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                            savepoint.rollback()
+                            outcomes.append((fut, None, exc))
+                        else:
+                            savepoint.commit()
+                            outcomes.append((fut, result, None))
+            except DBAPIError as exc:
+                if is_retryable(exc) and attempt < MAX_ATTEMPTS - 1:
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                err = StorageError("the database is unavailable; retry later")
+                for _, fut in batch:
+                    fut.set_exception(err)
+                return
+            for fut, result, error in outcomes:
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(result)
+            return
+
+
+class Database:
+    """An engine plus the transaction discipline every write goes through."""
+
+    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._write_lock = threading.Lock()
+        self._committer: GroupCommitter | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite store."""
+        return self.dialect == "sqlite"
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction; retry with back-off on serialization failures.
+
+        On SQLite, ``fn`` runs in a savepoint of a group-committed transaction (see
+        :class:`GroupCommitter`); it must not call :meth:`write` itself.
+        """
+        if self.is_sqlite:
+            return self.submit(fn).result()
+        delay = 0.002
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return fn(conn)
+            except DataError:
+                raise InvalidRequest(
+                    "a value cannot be stored (out of range or contains invalid characters)"
+                ) from None
+            except DBAPIError as exc:
+                if not is_retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                    if isinstance(exc, OperationalError):
+                        raise StorageError("the database is unavailable; retry later") from exc
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+        raise StorageError("the database stayed busy; retry later")  # pragma: no cover
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        """SQLite only: queue ``fn`` for the group committer; returns a future."""
+        if not self.is_sqlite:
+            raise StorageError("submit() is for the embedded SQLite store")
+        with self._write_lock:
+            if self._committer is None:
+                self._committer = GroupCommitter(self.engine)
+            committer = self._committer
+        return committer.enqueue(fn)
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a read-only snapshot (no write lock taken)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(safescan_read=True)
+                try:
+                    return fn(conn)
+                finally:
+                    conn.rollback()
+        except DataError:
+            raise InvalidRequest("a value is out of range or contains invalid characters") from None
+        except OperationalError as exc:
+            raise StorageError("the database is unavailable; retry later") from exc
+
+    def dispose(self) -> None:
+        """Stop the writer and close all pooled connections."""
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        self.engine.dispose()

@@ -1,0 +1,168 @@
+"""Typed errors of the payment institution, each with the HTTP status the API answers with.
+
+Every error derives from :class:`safescan.code.errors.SafescanError`, so ``type``/``code``/
+``message`` work as everywhere else; :func:`http_status` maps any safescan error to a status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safescan.code.errors import (
+    CertificateError,
+    CodeError,
+    KeyMaterialError,
+    MalformedCode,
+    SafescanError,
+    SignatureInvalid,
+)
+
+
+class InstitutionError(SafescanError):
+    """Base class of the institution's own errors."""
+
+    code = "institution_error"
+    status = 400
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, with ``param`` where it applies."""
+        out = super().to_dict()
+        if self.param is not None:
+            out["param"] = self.param
+        return out
+
+
+class InvalidRequest(InstitutionError):
+    """The request is malformed or a field is invalid."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than the limit; refused before parsing."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class Unauthenticated(InstitutionError):
+    """Missing or invalid credentials or request signature."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class ReplayedRequest(Unauthenticated):
+    """The request's nonce was already used, or its timestamp is out of tolerance."""
+
+    code = "replayed_request"
+
+
+class Forbidden(InstitutionError):
+    """The caller may not do this (e.g. a revoked merchant, another merchant's order)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(InstitutionError):
+    """No such object (or not visible to the caller)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(InstitutionError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class IdempotencyConflict(Conflict):
+    """The Idempotency-Key was already used with a different request body."""
+
+    code = "idempotency_conflict"
+
+
+class OrderNotPayable(Conflict):
+    """The order is already paid, closed or expired."""
+
+    code = "order_not_payable"
+
+
+class OrderNotRefundable(Conflict):
+    """The order is not paid, or the refund exceeds what is left to refund."""
+
+    code = "order_not_refundable"
+
+
+class CounterReplay(Conflict):
+    """The carrier's counter is not greater than one already seen: a replayed authorization."""
+
+    code = "counter_replay"
+
+
+class PaymentRefused(InstitutionError):
+    """The authorization does not match the code, order or carrier."""
+
+    code = "payment_refused"
+    status = 422
+
+
+class InsufficientFunds(PaymentRefused):
+    """The customer's balance is too low for this payment."""
+
+    code = "insufficient_funds"
+    status = 402
+
+
+class CarrierRevoked(PaymentRefused):
+    """The key carrier has been revoked or is unknown."""
+
+    code = "carrier_revoked"
+    status = 403
+
+
+class RateLimited(InstitutionError):
+    """Too many requests for this merchant; retry after a short wait."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class StorageError(InstitutionError):
+    """The database could not complete the operation (after retries)."""
+
+    code = "storage_error"
+    status = 503
+
+
+class ConfigError(InstitutionError):
+    """The institution is not configured correctly (database URL, keys, passphrase)."""
+
+    code = "config_error"
+    status = 500
+
+
+class AuditFailure(InstitutionError):
+    """An invariant of the ledger or the audit log does not hold."""
+
+    code = "audit_failure"
+    status = 500
+
+
+def http_status(exc: SafescanError) -> int:
+    """The HTTP status for any safescan error."""
+    if isinstance(exc, InstitutionError):
+        return exc.status
+    if isinstance(exc, MalformedCode | KeyMaterialError):
+        return 400
+    if isinstance(exc, SignatureInvalid | CodeError | CertificateError):
+        return 422
+    return 400

@@ -1,0 +1,206 @@
+"""The institution's private keys, stored encrypted under a passphrase in a key directory.
+
+Layout of the key directory (mode 0700; every file 0600, written atomically)::
+
+    keys.json          index: root key id, scheme key ids (no secrets)
+    root-<kid>.pem     Ed25519 root signing key (encrypted PKCS#8)
+    scheme-<kid>.json  X25519 scheme code key with id and retirement time (encrypted PKCS#8)
+    secret.json        32-byte server secret (AES-256-GCM under a scrypt-derived key)
+
+The root key signs certificates, dynamic codes, receipts, revocation lists, provisioning
+bundles, webhooks and stream events (each with its own context prefix). The server secret keys
+the payer pseudonyms (HMAC-SHA256). Nothing here is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from safescan.code.certs import TrustStore
+from safescan.code.errors import KeyFileError
+from safescan.code.keys import SchemeKey, SchemeKeyring, SigningKey, VerifyKey
+from safescan.institution.errors import ConfigError
+
+PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
+KEYS_ENV = "SAFESCAN_INSTITUTION_KEYS"
+_SCRYPT_N = 2**15
+
+
+def default_key_dir(db_url: str) -> Path:
+    """``<db file>.keys`` for SQLite; for PostgreSQL the key directory must be given."""
+    env = os.environ.get(KEYS_ENV)
+    if env:
+        return Path(env)
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db_url)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error
+        raise ConfigError(f"not a database URL: {exc}") from None
+    if url.get_backend_name() == "sqlite" and url.database:
+        return Path(url.database + ".keys")
+    raise ConfigError(f"give the key directory with --keys DIR or {KEYS_ENV}")
+
+
+def load_passphrase(passphrase_file: Path | None) -> bytes:
+    """The key passphrase from ``--passphrase-file`` or ``SAFESCAN_INSTITUTION_PASSPHRASE``."""
+    if passphrase_file is not None:
+        try:
+            value = Path(passphrase_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the passphrase file: {exc.strerror}") from None
+    else:
+        value = os.environ.get(PASSPHRASE_ENV, "").encode()
+    if len(value) < 8:
+        raise ConfigError(
+            f"a key passphrase of at least 8 bytes is required ({PASSPHRASE_ENV} or"
+            " --passphrase-file)"
+        )
+    return value
+
+
+def _kdf(passphrase: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass
+class InstitutionKeys:
+    """The loaded keys: root signing key(s), scheme keyring, server secret."""
+
+    root_kid: int
+    root: SigningKey
+    scheme: SchemeKeyring
+    secret: bytes
+    extra_roots: dict[int, VerifyKey] = field(default_factory=dict)
+
+    def trust_store(self) -> TrustStore:
+        """The institution's own trust store (its public root keys)."""
+        keys = dict(self.extra_roots)
+        keys[self.root_kid] = self.root.public_key
+        return TrustStore(keys)
+
+    def pseudonym(self, merchant_id: str, customer_id: str) -> str:
+        """The payer pseudonym a merchant sees: HMAC(secret, merchant | customer), 24 hex."""
+        mac = hmac.new(self.secret, b"pseudonym\0" + merchant_id.encode() + b"\0", "sha256")
+        mac.update(customer_id.encode())
+        return "p_" + mac.hexdigest()[:24]
+
+    def token_hash(self, token: str) -> str:
+        """Hash of a bearer or enrollment token (tokens are 256-bit random, so SHA-256 suffices)."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyStore:
+    """A key directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        """Whether the directory holds an initialised key set."""
+        return (self.path / "keys.json").is_file()
+
+    def create(
+        self, passphrase: bytes, *, root_kid: int = 1, scheme_kid: int = 1
+    ) -> InstitutionKeys:
+        """Generate a fresh root key, first scheme key and server secret; refuse to overwrite."""
+        if self.exists():
+            raise ConfigError(f"{self.path} already holds institution keys; refusing to overwrite")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        root = SigningKey.generate()
+        scheme = SchemeKey.generate(scheme_kid)
+        secret = os.urandom(32)
+        root.save(self.path / f"root-{root_kid}.pem", passphrase)
+        scheme.save(self.path / f"scheme-{scheme_kid}.json", passphrase)
+        self._save_secret(secret, passphrase)
+        self._write_index({"root_kid": root_kid, "scheme_kids": [scheme_kid]})
+        ring = SchemeKeyring()
+        ring.add(scheme)
+        return InstitutionKeys(root_kid, root, ring, secret)
+
+    def add_scheme_key(self, passphrase: bytes, *, retire_old_at: int | None) -> SchemeKey:
+        """Rotate: add a new scheme key (next id); optionally schedule the old ones' retirement."""
+        index = self._index()
+        keys = [
+            SchemeKey.load(self.path / f"scheme-{k}.json", passphrase) for k in index["scheme_kids"]
+        ]
+        new_kid = max(k.kid for k in keys) + 1
+        if new_kid > 0xFF:
+            raise ConfigError("no scheme key ids left")
+        for key in keys:
+            if retire_old_at is not None and key.retire_at is None:
+                SchemeKey(key.kid, key.private_key(), retire_old_at).save(
+                    self.path / f"scheme-{key.kid}.json", passphrase
+                )
+        new = SchemeKey.generate(new_kid)
+        new.save(self.path / f"scheme-{new_kid}.json", passphrase)
+        index["scheme_kids"] = [*index["scheme_kids"], new_kid]
+        self._write_index(index)
+        return new
+
+    def load(self, passphrase: bytes) -> InstitutionKeys:
+        """Load and decrypt every key (raises :class:`KeyFileError` on a wrong passphrase)."""
+        index = self._index()
+        root_kid = int(index["root_kid"])
+        root = SigningKey.load(self.path / f"root-{root_kid}.pem", passphrase)
+        ring = SchemeKeyring()
+        for kid in index["scheme_kids"]:
+            ring.add(SchemeKey.load(self.path / f"scheme-{int(kid)}.json", passphrase))
+        return InstitutionKeys(root_kid, root, ring, self._load_secret(passphrase))
+
+    def _index(self) -> dict[str, Any]:
+        try:
+            doc = json.loads((self.path / "keys.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"no institution keys in {self.path} (run init first)") from exc
+        if not isinstance(doc, dict) or "root_kid" not in doc or "scheme_kids" not in doc:
+            raise ConfigError(f"{self.path}/keys.json is corrupt")
+        return doc
+
+    def _write_index(self, doc: dict[str, Any]) -> None:
+        _write_private(self.path / "keys.json", json.dumps(doc).encode())
+
+    def _save_secret(self, secret: bytes, passphrase: bytes) -> None:
+        salt, nonce = os.urandom(16), os.urandom(12)
+        ct = AESGCM(_kdf(passphrase, salt)).encrypt(nonce, secret, b"safescan-secret")
+        doc = {
+            "type": "safescan-institution-secret",
+            "salt": base64.b64encode(salt).decode(),
+            "nonce": base64.b64encode(nonce).decode(),
+            "ct": base64.b64encode(ct).decode(),
+        }
+        _write_private(self.path / "secret.json", json.dumps(doc).encode())
+
+    def _load_secret(self, passphrase: bytes) -> bytes:
+        try:
+            doc = json.loads((self.path / "secret.json").read_text())
+            salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyFileError("the server secret file is missing or corrupt") from exc
+        try:
+            return AESGCM(_kdf(passphrase, salt)).decrypt(nonce, ct, b"safescan-secret")
+        except InvalidTag:
+            raise KeyFileError("cannot read the server secret: wrong passphrase") from None

@@ -1,0 +1,117 @@
+"""Merchant request signatures: how a merchant terminal authenticates to the institution.
+
+The merchant holds an Ed25519 API key; the institution stores only its public key. Every
+merchant request carries four headers::
+
+    Safescan-Merchant:  the merchant id
+    Safescan-Timestamp: unix seconds (must be within TOLERANCE of the server clock)
+    Safescan-Nonce:     16-64 characters [A-Za-z0-9_-], never reused (kept server-side)
+    Safescan-Signature: base64 Ed25519 signature over the string to sign
+
+    string to sign = "SS1-REQ\\n" + merchant + "\\n" + METHOD + "\\n" + path?query + "\\n"
+                     + timestamp + "\\n" + nonce + "\\n" + hex(SHA-256(body))
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Mapping
+
+from safescan.code.errors import SignatureInvalid
+from safescan.code.keys import SigningKey, VerifyKey
+from safescan.institution.errors import ReplayedRequest, Unauthenticated
+
+TOLERANCE = 300  # seconds
+H_MERCHANT = "Safescan-Merchant"
+H_TIMESTAMP = "Safescan-Timestamp"
+H_NONCE = "Safescan-Nonce"
+H_SIGNATURE = "Safescan-Signature"
+_NONCE_RE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
+_MERCHANT_RE = re.compile(r"[A-Za-z0-9._:\-]{1,40}")
+
+
+def string_to_sign(
+    merchant_id: str, method: str, path: str, timestamp: str, nonce: str, body: bytes
+) -> bytes:
+    """The exact bytes a merchant signs."""
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join(
+        ["SS1-REQ", merchant_id, method.upper(), path, timestamp, nonce, digest]
+    ).encode()
+
+
+def sign_request(
+    key: SigningKey,
+    merchant_id: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The headers that authenticate one request (``path`` includes any query string)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = nonce or secrets.token_urlsafe(18)
+    sig = key.sign(string_to_sign(merchant_id, method, path, ts, nonce, body))
+    return {
+        H_MERCHANT: merchant_id,
+        H_TIMESTAMP: ts,
+        H_NONCE: nonce,
+        H_SIGNATURE: base64.b64encode(sig).decode("ascii"),
+    }
+
+
+def parse_headers(headers: Mapping[str, str], *, now: int) -> tuple[str, str, str, bytes]:
+    """Check presence, format and freshness; returns (merchant, timestamp, nonce, signature)."""
+    merchant = headers.get(H_MERCHANT)
+    ts = headers.get(H_TIMESTAMP)
+    nonce = headers.get(H_NONCE)
+    sig = headers.get(H_SIGNATURE)
+    if not merchant or not ts or not nonce or not sig:
+        raise Unauthenticated(
+            f"merchant requests must be signed ({H_MERCHANT}, {H_TIMESTAMP}, {H_NONCE},"
+            f" {H_SIGNATURE})"
+        )
+    if not _MERCHANT_RE.fullmatch(merchant):
+        raise Unauthenticated("malformed merchant id header", param=H_MERCHANT)
+    if not ts.isascii() or not ts.isdigit() or len(ts) > 12:
+        raise Unauthenticated("the timestamp must be unix seconds", param=H_TIMESTAMP)
+    if abs(int(ts) - now) > TOLERANCE:
+        raise ReplayedRequest(
+            f"the request timestamp is more than {TOLERANCE} s from the server clock",
+            param=H_TIMESTAMP,
+        )
+    if not _NONCE_RE.fullmatch(nonce):
+        raise Unauthenticated("the nonce must be 16-64 characters of [A-Za-z0-9_-]", param=H_NONCE)
+    try:
+        raw = base64.b64decode(sig.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeError):
+        raise Unauthenticated("the signature is not base64", param=H_SIGNATURE) from None
+    return merchant, ts, nonce, raw
+
+
+def verify_signature(
+    public_key: VerifyKey,
+    merchant_id: str,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    signature: bytes,
+    body: bytes,
+) -> None:
+    """Verify the request signature; raises :class:`Unauthenticated`."""
+    try:
+        public_key.verify(
+            signature,
+            string_to_sign(merchant_id, method, path, timestamp, nonce, body),
+            what="request signature",
+        )
+    except SignatureInvalid:
+        raise Unauthenticated("the request signature does not verify") from None

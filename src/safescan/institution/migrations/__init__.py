@@ -1,0 +1,1 @@
+"""Alembic migrations of the institution schema, shipped inside the package."""

@@ -1,0 +1,57 @@
+"""Building a running institution from configuration (used by the CLI and uvicorn workers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from safescan.institution.api import ASGIApp, create_app
+from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING, Tuning
+from safescan.institution.db import Database, schema_is_current
+from safescan.institution.errors import ConfigError
+from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+from safescan.institution.service import Institution
+from safescan.institution.webhooks import RetryPolicy
+
+
+def open_institution(
+    db_url: str, keys_dir: Path | None, passphrase_file: Path | None, *, pool_size: int = 16
+) -> Institution:
+    """Load keys and connect; refuses a database that is not migrated to the newest schema."""
+    passphrase = load_passphrase(passphrase_file)
+    keys = KeyStore(keys_dir or default_key_dir(db_url)).load(passphrase)
+    db = Database(db_url, pool_size=pool_size)
+    if not schema_is_current(db.engine):
+        db.dispose()
+        raise ConfigError("the database schema is not current: run `safescan institution init`")
+    return Institution(db, keys)
+
+
+def build_app(
+    db_url: str, keys_dir: Path | None, passphrase_file: Path | None, tuning: Tuning
+) -> ASGIApp:
+    """The ASGI app for one API process."""
+    inst = open_institution(db_url, keys_dir, passphrase_file)
+    inst.webhooks_enabled = tuning.webhooks
+    return create_app(
+        inst,
+        merchant_rate=tuning.merchant_rate,
+        merchant_burst=tuning.merchant_burst,
+        webhook_policy=RetryPolicy(base_delay=tuning.webhook_base_delay),
+        maintenance_interval=tuning.maintenance_interval,
+    )
+
+
+def app_from_env() -> ASGIApp:
+    """uvicorn factory for ``--workers N`` (configuration comes through the environment)."""
+    db_url = os.environ.get(ENV_DB)
+    if not db_url:
+        raise ConfigError(f"{ENV_DB} is not set")
+    pf = os.environ.get(ENV_PASSPHRASE_FILE)
+    keys = os.environ.get("SAFESCAN_INSTITUTION_KEYS")
+    return build_app(
+        db_url,
+        Path(keys) if keys else None,
+        Path(pf) if pf else None,
+        Tuning.decode(os.environ.get(ENV_TUNING, Tuning().encode())),
+    )

@@ -1,0 +1,1 @@
+"""safescan.merchant (see docs/)."""

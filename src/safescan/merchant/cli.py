@@ -1,0 +1,324 @@
+"""``safescan pos ...``: the merchant terminal on the command line.
+
+    safescan pos onboard --institution URL --admin-token T --name "Café Lumière" ...
+    safescan pos order --item "Flat white:2:350" --item "Croissant:1:180"
+    safescan pos orders
+    safescan pos refund ORDER [--amount 350]
+    safescan pos serve [--port 8090]
+
+The configuration (institution URL, merchant id, API key, pinned institution keys) is read
+from ``--config``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from safescan.code import qr
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import SafescanError
+from safescan.merchant.client import (
+    MerchantApi,
+    Order,
+    order_summary,
+    parse_item,
+    receipt_summary,
+    wait_for_payment,
+)
+from safescan.merchant.config import PosConfig
+from safescan.merchant.journal import Journal
+from safescan.merchant.onboard import AdminApi, onboard_merchant
+
+merchant_app = typer.Typer(
+    help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="POS config file (default: $SAFESCAN_POS_CONFIG)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(exc: SafescanError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc.message} [dim]({exc.code})[/]")
+    return typer.Exit(2)
+
+
+def _when(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@merchant_app.command()
+def onboard(
+    institution: Annotated[str, typer.Option(help="institution base URL")],
+    name: Annotated[str, typer.Option(help="merchant name shown to customers")],
+    city: Annotated[str, typer.Option(help="merchant city")],
+    country: Annotated[str, typer.Option(help="ISO 3166 two-letter country")] = "FR",
+    mcc: Annotated[int, typer.Option(help="merchant category code")] = 5814,
+    settlement_account: Annotated[
+        str, typer.Option(help="IBAN or account")
+    ] = "FR7630006000011234567890189",
+    currency: Annotated[str, typer.Option(help="default currency")] = "EUR",
+    admin_token: Annotated[
+        str | None, typer.Option(help="administrator token (default: $SAFESCAN_ADMIN_TOKEN)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Onboard a merchant (administrator) and write this terminal's configuration."""
+    token = admin_token or os.environ.get("SAFESCAN_ADMIN_TOKEN", "")
+    if not token:
+        err_console.print("[red]error:[/] give --admin-token or set SAFESCAN_ADMIN_TOKEN")
+        raise typer.Exit(2)
+    try:
+        with AdminApi(institution, token) as admin:
+            cfg = onboard_merchant(
+                admin,
+                name=name,
+                city=city,
+                country=country,
+                mcc=mcc,
+                settlement_account=settlement_account,
+                currency=currency,
+            )
+        path = cfg.save(config)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    console.print(f"merchant [bold]{cfg.merchant_id}[/] onboarded; configuration in {path}")
+
+
+def _load(config: Path | None) -> PosConfig:
+    try:
+        return PosConfig.load(config)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+
+
+def _print_order(order: Order, png: Path, svg: Path | None) -> None:
+    cur = lookup_currency(order.currency)
+    table = Table(title=f"Order {order.order_id}", show_edge=False, title_justify="left")
+    table.add_column("item")
+    table.add_column("qty", justify="right")
+    table.add_column("unit", justify="right")
+    table.add_column("amount", justify="right")
+    for i in order.items:
+        table.add_row(i.name, str(i.quantity), cur.format(i.unit_price), cur.format(i.amount))
+    table.add_row("[bold]total[/]", "", "", f"[bold]{cur.format(order.total)}[/]")
+    console.print(table)
+    console.print(Text(qr.render_terminal(order.code)), no_wrap=True, crop=False)
+    console.print(
+        f"[dim]sealed code {order.code_bytes} bytes, QR version {qr.qr_version(order.code)};"
+        f" PNG {png}{f', SVG {svg}' if svg else ''}; expires {_when(order.expires_at)}[/]"
+    )
+
+
+@merchant_app.command()
+def order(
+    item: Annotated[
+        list[str], typer.Option("--item", help="NAME:QUANTITY:UNIT_PRICE (minor units), repeat")
+    ],
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 code (default: config)")] = None,
+    expires_in: Annotated[int, typer.Option(help="code lifetime, seconds")] = 300,
+    reference: Annotated[str | None, typer.Option(help="your own reference")] = None,
+    png: Annotated[Path | None, typer.Option(help="write the QR code here (PNG)")] = None,
+    svg: Annotated[Path | None, typer.Option(help="also write an SVG here")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the payment on the live stream")] = True,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an order, show its QR code, wait for the payment and print the verified receipt."""
+    cfg = _load(config)
+    journal = Journal(cfg.journal_path)
+    try:
+        items = [parse_item(spec) for spec in item]
+        with MerchantApi(cfg) as api:
+            new = api.create_order(
+                items, currency=currency, expires_in=expires_in, reference=reference
+            )
+            journal.add(new)
+            png_path = png or Path(f"order-{new.order_id}.png")
+            qr.save_png(new.code, png_path)
+            if svg is not None:
+                qr.save_svg(new.code, svg)
+            if as_json:
+                print(
+                    json.dumps({"event": "order", "png": str(png_path), **order_summary(new)}),
+                    flush=True,
+                )
+            else:
+                _print_order(new, png_path, svg)
+            if not wait:
+                return
+            receipt_doc = _wait(api, new, journal, quiet=as_json)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    finally:
+        journal.close()
+    if as_json:
+        print(json.dumps({"event": "paid", "receipt": receipt_doc}), flush=True)
+
+
+def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dict[str, Any]:
+    """Wait for the payment with a spinner; Ctrl-C closes the order."""
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            event, receipt = wait_for_payment(api, new, stop=stop)
+            result["receipt"] = receipt
+            result["event"] = event
+        except SafescanError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=worker, name="pos-wait", daemon=True)
+    thread.start()
+    try:
+        if quiet:
+            thread.join()
+        else:
+            with console.status("") as status:
+                while thread.is_alive():
+                    left = max(0, new.expires_at - int(time.time()))
+                    status.update(
+                        f"[bold cyan]Waiting for payment[/] of {new.total_display()}"
+                        f"  [dim](code expires in {left // 60}:{left % 60:02d}; Ctrl-C cancels)[/]"
+                    )
+                    thread.join(0.25)
+    except KeyboardInterrupt:
+        stop.set()
+        try:
+            api.close_order(new.order_id)
+            err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
+        except SafescanError as exc:
+            err_console.print(f"[yellow]cancelled; closing the order failed: {exc.message}[/]")
+        raise typer.Exit(130) from None
+    if "error" in result:
+        raise result["error"]
+    receipt = result["receipt"]
+    doc = receipt_summary(receipt)
+    journal.update(new.order_id, {"state": "PAID", **doc})
+    if not quiet:
+        console.print(
+            f"[bold green]PAID[/] {doc['amount_display']}  payment {doc['payment_id']}"
+            f"  payer {doc['payer_pseudonym']}  at {_when(doc['paid_at'])}"
+        )
+        console.print(
+            "[green]receipt verified[/]: institution signature (key"
+            f" {receipt.issuer_kid}), merchant, order, amount, currency and code digest match"
+        )
+    return doc
+
+
+@merchant_app.command()
+def orders(
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """This terminal's recent orders, with their current state at the institution."""
+    cfg = _load(config)
+    journal = Journal(cfg.journal_path)
+    try:
+        rows = journal.recent(limit)
+        with MerchantApi(cfg) as api:
+            for row in rows:
+                if row["state"] in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
+                    try:
+                        doc = api.get_order(row["order_id"])
+                    except SafescanError as exc:
+                        row["error"] = exc.message
+                        continue
+                    journal.update(row["order_id"], doc)
+                    row.update(
+                        state=doc.get("state"),
+                        payment_id=doc.get("payment_id"),
+                        refunded=doc.get("refunded_amount", 0),
+                        paid_at=doc.get("paid_at"),
+                    )
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    finally:
+        journal.close()
+    if as_json:
+        print(json.dumps({"orders": rows}))
+        return
+    table = Table(show_edge=False)
+    for col in ("order", "created", "total", "state", "payment", "refunded"):
+        table.add_column(col, justify="right" if col in ("total", "refunded") else "left")
+    for r in rows:
+        cur = lookup_currency(r["currency"])
+        colour = {"PAID": "green", "CREATED": "cyan", "REFUNDED": "magenta"}.get(
+            str(r["state"]), "yellow"
+        )
+        table.add_row(
+            r["order_id"],
+            _when(r["created_at"]),
+            cur.format(r["total"]),
+            f"[{colour}]{r['state']}[/]",
+            r["payment_id"] or "-",
+            cur.format(r["refunded"]) if r["refunded"] else "-",
+        )
+    console.print(table if rows else "no orders yet")
+
+
+@merchant_app.command()
+def refund(
+    order_id: Annotated[str, typer.Argument(help="the order to refund")],
+    amount: Annotated[int | None, typer.Option(help="minor units (default: all)")] = None,
+    reason: Annotated[str | None, typer.Option(help="shown in reports")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Refund an order fully or partly."""
+    cfg = _load(config)
+    try:
+        with MerchantApi(cfg) as api:
+            doc = api.refund(order_id, amount, reason=reason)
+        journal = Journal(cfg.journal_path)
+        try:
+            journal.update(order_id, {"state": doc.get("order_state"), **doc})
+        finally:
+            journal.close()
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print(json.dumps(doc))
+        return
+    cur = lookup_currency(int(doc["currency"]))
+    console.print(
+        f"[magenta]refunded[/] {cur.format(int(doc['amount']))} on order {order_id}"
+        f" (refund {doc['refund_id']}; order now {doc['order_state']})"
+    )
+
+
+@merchant_app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8090,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the web POS (and the online-store checkout page) for this terminal."""
+    from safescan.merchant.web import run
+
+    cfg = _load(config)
+    try:
+        run(cfg, host=host, port=port)
+    except SafescanError as exc:
+        raise _fail(exc) from None

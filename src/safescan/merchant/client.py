@@ -1,0 +1,517 @@
+"""The merchant terminal's client for the institution's merchant API.
+
+Every request is signed with the merchant's API key (:func:`safescan.institution.merchant_auth.
+sign_request`). Events come from the live stream (``GET /v1/merchant/events``, server-sent
+events); each one is verified against the pinned institution keys before anyone sees it, and a
+payment is only reported once its signed receipt verifies and matches the order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from safescan.code.authorization import Receipt
+from safescan.code.certs import TrustStore
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import decode_text
+from safescan.code.errors import MalformedCode, SafescanError
+from safescan.code.payment import LineItem
+from safescan.institution.merchant_auth import sign_request
+from safescan.institution.util import b64d
+from safescan.merchant.config import PosConfig
+from safescan.merchant.remote import (
+    InstitutionHttp,
+    InstitutionProtocolError,
+    InstitutionUnreachable,
+    decode_answer,
+    encode_json,
+    error_from_response,
+)
+
+EVENTS_PATH = "/v1/merchant/events"
+
+
+class ReceiptMismatch(SafescanError):
+    """A receipt is validly signed but does not match the order it should pay."""
+
+    code = "receipt_mismatch"
+
+
+class OrderNotPaid(SafescanError):
+    """The order ended (closed, expired) or waiting was stopped, without a payment."""
+
+    code = "order_not_paid"
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order the institution created, with its sealed dynamic code."""
+
+    order_id: str
+    merchant_id: str
+    code: str
+    total: int
+    currency: int
+    expires_at: int
+    code_bytes: int
+    items: tuple[LineItem, ...]
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the binary code (what receipts refer to)."""
+        return hashlib.sha256(decode_text(self.code)).digest()
+
+    def total_display(self) -> str:
+        """``12.50 EUR``."""
+        return lookup_currency(self.currency).format(self.total)
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    """A stream event whose institution signature verified."""
+
+    seq: int
+    type: str
+    id: str
+    created: int
+    data: dict[str, Any]
+
+
+def parse_item(spec: str) -> LineItem:
+    """``"Flat white:2:350"`` -> ``LineItem("Flat white", 2, 350)`` (price in minor units)."""
+    name, sep, rest = spec.rpartition(":")
+    name2, sep2, qty = name.rpartition(":")
+    if not sep or not sep2 or not name2.strip():
+        raise MalformedCode(f"item {spec!r} must be NAME:QUANTITY:UNIT_PRICE (minor units)")
+    try:
+        item = LineItem(name2.strip(), int(qty), int(rest))
+    except ValueError:
+        raise MalformedCode(f"item {spec!r}: quantity and price must be whole numbers") from None
+    return item.validated()
+
+
+def verify_receipt(
+    receipt_b64: str,
+    trust: TrustStore,
+    *,
+    merchant_id: str,
+    order_id: str | None = None,
+    amount: int | None = None,
+    currency: int | None = None,
+    code_digest: bytes | None = None,
+) -> Receipt:
+    """Parse and verify an institution receipt, and check it is for what we expect."""
+    try:
+        raw = b64d(receipt_b64, param="receipt", max_bytes=1024)
+    except SafescanError:
+        raise InstitutionProtocolError("the receipt is not valid base64") from None
+    receipt = Receipt.from_bytes(raw)
+    receipt.verify(trust)
+    expected = {
+        "merchant": (receipt.merchant_id, merchant_id),
+        "order": (receipt.order_id, order_id),
+        "amount": (receipt.amount, amount),
+        "currency": (receipt.currency, currency),
+        "code": (receipt.code_digest, code_digest),
+    }
+    for what, (got, want) in expected.items():
+        if want is not None and got != want:
+            raise ReceiptMismatch(f"the receipt's {what} does not match the order")
+    return receipt
+
+
+class SseParser:
+    """Incremental ``text/event-stream`` parser: feed lines, get complete events."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = "message"
+        self._id = ""
+
+    def feed(self, line: str) -> tuple[str, str, str] | None:
+        """One line (without newline); returns ``(id, event, data)`` at a blank line."""
+        if line == "":
+            if not self._data:
+                self._event = "message"
+                return None
+            out = (self._id, self._event, "\n".join(self._data))
+            self._data, self._event = [], "message"
+            return out
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        return None
+
+
+def _verified(
+    sse_id: str, data: str, trust: TrustStore, on_rejected: Callable[[str], None] | None
+) -> VerifiedEvent | None:
+    # Imported here: the institution's webhook module pulls in its database layer.
+    from safescan.institution.webhooks import verify_event
+
+    try:
+        event = verify_event(data, trust)
+    except SafescanError as exc:
+        if on_rejected is not None:
+            on_rejected(exc.message)
+        return None
+    payload = event.get("data")
+    return VerifiedEvent(
+        seq=int(sse_id) if sse_id.isdigit() else 0,
+        type=str(event.get("type", "")),
+        id=str(event["id"]),
+        created=int(event.get("created", 0)),
+        data=payload if isinstance(payload, dict) else {},
+    )
+
+
+class MerchantApi:
+    """Signed calls to the institution's merchant API, for one merchant."""
+
+    def __init__(self, config: PosConfig, *, timeout: float = 10.0) -> None:
+        self.config = config
+        self.key = config.api_key
+        self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
+
+    def close(self) -> None:
+        """Close connections."""
+        self.remote.close()
+
+    def __enter__(self) -> MerchantApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def merchant_id(self) -> str:
+        """The merchant this terminal belongs to."""
+        return self.config.merchant_id
+
+    def signed_headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+        """Authentication headers for one request."""
+        return sign_request(self.key, self.merchant_id, method, path, body)
+
+    def _call(
+        self, method: str, path: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        body = b"" if payload is None else encode_json(payload)
+        headers = self.signed_headers(method, path, body)
+        headers["Content-Type"] = "application/json"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return decode_answer(self.remote.send(method, path, body=body, headers=headers))
+
+    # --- orders -------------------------------------------------------------------------------
+
+    def profile(self) -> dict[str, Any]:
+        """The merchant's profile as the institution knows it."""
+        return dict(self._call("GET", "/v1/merchant"))
+
+    def create_order(
+        self,
+        items: Sequence[LineItem],
+        *,
+        currency: str | None = None,
+        expires_in: int = 300,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Order:
+        """Precreate an order; returns it with its sealed code (retries are idempotent)."""
+        cur = lookup_currency(currency or self.config.currency)
+        payload: dict[str, Any] = {
+            "items": [
+                {"name": i.name, "quantity": i.quantity, "unit_price": i.unit_price} for i in items
+            ],
+            "currency": cur.alpha,
+            "expires_in": expires_in,
+        }
+        if reference:
+            payload["reference"] = reference
+        key = idempotency_key or "ord-" + secrets.token_urlsafe(16)
+        doc = self._call("POST", "/v1/merchant/orders", payload, idempotency_key=key)
+        try:
+            order = Order(
+                order_id=str(doc["order_id"]),
+                merchant_id=str(doc["merchant_id"]),
+                code=str(doc["code"]),
+                total=int(doc["total"]),
+                currency=int(doc["currency"]),
+                expires_at=int(doc["expires_at"]),
+                code_bytes=int(doc["code_bytes"]),
+                items=tuple(items),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InstitutionProtocolError("the institution's order answer is malformed") from None
+        if order.merchant_id != self.merchant_id or order.total != sum(i.amount for i in items):
+            raise InstitutionProtocolError("the institution returned an order we did not ask for")
+        return order
+
+    def get_order(self, order_id: str) -> dict[str, Any]:
+        """The order's current state (``CREATED``, ``PAID``, ``REFUNDED`` ...)."""
+        return dict(self._call("GET", f"/v1/merchant/orders/{order_id}"))
+
+    def close_order(self, order_id: str) -> dict[str, Any]:
+        """Close an unpaid order so its code can no longer be paid."""
+        return dict(self._call("POST", f"/v1/merchant/orders/{order_id}/close", {}))
+
+    def refund(
+        self, order_id: str, amount: int | None = None, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Refund an order fully (``amount`` None) or partly."""
+        payload: dict[str, Any] = {}
+        if amount is not None:
+            payload["amount"] = amount
+        if reason:
+            payload["reason"] = reason
+        key = "ref-" + secrets.token_urlsafe(16)
+        return dict(
+            self._call(
+                "POST", f"/v1/merchant/orders/{order_id}/refunds", payload, idempotency_key=key
+            )
+        )
+
+    def payment(self, payment_id: str) -> dict[str, Any]:
+        """A payment (with the payer pseudonym and the signed receipt)."""
+        return dict(self._call("GET", f"/v1/merchant/payments/{payment_id}"))
+
+    def verified_receipt(self, payment_id: str, order: Order | None = None) -> Receipt:
+        """Fetch a payment's receipt and verify it (signature, merchant, and the order)."""
+        doc = self.payment(payment_id)
+        return verify_receipt(
+            str(doc.get("receipt", "")),
+            self.config.trust,
+            merchant_id=self.merchant_id,
+            order_id=order.order_id if order else None,
+            amount=order.total if order else None,
+            currency=order.currency if order else None,
+            code_digest=order.digest if order else None,
+        )
+
+    # --- the live event stream ----------------------------------------------------------------
+
+    def open_events(self, *, after: int | None = None, read_timeout: float = 20.0) -> EventStream:
+        """Open the live stream (use as a context manager, then iterate).
+
+        Without ``after`` the stream starts at the newest event: whatever happens after the
+        ``with`` block is entered is delivered.
+        """
+        return EventStream(self, after=after, read_timeout=read_timeout)
+
+
+class EventStream:
+    """An open ``text/event-stream`` response yielding only verified events."""
+
+    def __init__(self, api: MerchantApi, *, after: int | None, read_timeout: float) -> None:
+        self.api = api
+        self.path = EVENTS_PATH if after is None else f"{EVENTS_PATH}?after={after}"
+        self.timeout = httpx.Timeout(10.0, read=read_timeout)
+        self.rejected: list[str] = []
+        self._cm: Any = None
+        self._resp: httpx.Response | None = None
+
+    def __enter__(self) -> EventStream:
+        headers = self.api.signed_headers("GET", self.path)
+        headers["Accept"] = "text/event-stream"
+        try:
+            self._cm = self.api.remote.http.stream(
+                "GET", self.path, headers=headers, timeout=self.timeout
+            )
+            resp = self._cm.__enter__()
+        except httpx.HTTPError as exc:
+            raise InstitutionUnreachable(
+                f"the institution's event stream cannot be opened ({type(exc).__name__})"
+            ) from None
+        if resp.status_code != 200:
+            resp.read()
+            self.close()
+            raise error_from_response(resp)
+        self._resp = resp
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the stream."""
+        cm, self._cm, self._resp = self._cm, None, None
+        if cm is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                cm.__exit__(None, None, None)
+
+    def __iter__(self) -> Iterator[VerifiedEvent]:
+        """Verified events; rejected ones are recorded in :attr:`rejected`, never yielded."""
+        if self._resp is None:
+            raise InstitutionProtocolError("the event stream is not open")
+        parser = SseParser()
+        try:
+            for line in self._resp.iter_lines():
+                got = parser.feed(line)
+                if got is None:
+                    continue
+                event = _verified(got[0], got[2], self.api.config.trust, self.rejected.append)
+                if event is not None:
+                    yield event
+        except httpx.HTTPError as exc:
+            raise InstitutionUnreachable(
+                f"the institution's event stream failed ({type(exc).__name__})"
+            ) from None
+
+
+class AsyncEventStream:
+    """The same verified stream for asyncio code (the web POS)."""
+
+    def __init__(self, config: PosConfig) -> None:
+        self.config = config
+
+    async def events(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        after: int | None = None,
+        on_rejected: Callable[[str], None] | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> AsyncIterator[VerifiedEvent]:
+        """Verified events; raises :class:`InstitutionUnreachable` when the stream fails."""
+        path = EVENTS_PATH if after is None else f"{EVENTS_PATH}?after={after}"
+        headers = sign_request(self.config.api_key, self.config.merchant_id, "GET", path)
+        headers["Accept"] = "text/event-stream"
+        parser = SseParser()
+        url = self.config.institution_url.rstrip("/") + path
+        try:
+            async with client.stream("GET", url, headers=headers) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    raise error_from_response(resp)
+                if on_open is not None:
+                    on_open()
+                async for line in resp.aiter_lines():
+                    got = parser.feed(line)
+                    if got is None:
+                        continue
+                    event = _verified(got[0], got[2], self.config.trust, on_rejected)
+                    if event is not None:
+                        yield event
+        except httpx.HTTPError as exc:
+            raise InstitutionUnreachable(
+                f"the institution's event stream failed ({type(exc).__name__})"
+            ) from None
+
+
+def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receipt] | None:
+    state = api.get_order(order.order_id)
+    if state.get("payment_id"):
+        receipt = api.verified_receipt(str(state["payment_id"]), order)
+        data = {
+            "payment_id": receipt.payment_id,
+            "order_id": order.order_id,
+            "amount": receipt.amount,
+            "currency": receipt.currency,
+            "payer_pseudonym": receipt.payer_pseudonym,
+            "paid_at": receipt.paid_at,
+        }
+        return VerifiedEvent(0, "payment.succeeded", "", receipt.paid_at, data), receipt
+    if state.get("state") in ("CLOSED", "EXPIRED"):
+        raise OrderNotPaid(f"the order is {str(state['state']).lower()}, without payment")
+    return None
+
+
+def wait_for_payment(
+    api: MerchantApi,
+    order: Order,
+    *,
+    stop: threading.Event | None = None,
+    on_event: Callable[[VerifiedEvent], None] | None = None,
+    read_timeout: float = 20.0,
+) -> tuple[VerifiedEvent, Receipt]:
+    """Block until the order is paid; returns the verified event and the verified receipt.
+
+    The event must verify, and the receipt it points to must verify and match the order
+    (merchant, order id, amount, currency, code digest). The order's state is checked each
+    time the stream (re)opens, so a payment made before that is not missed. Raises
+    :class:`OrderNotPaid` if the order is closed or expires, or ``stop`` is set.
+    """
+    after: int | None = None
+    while stop is None or not stop.is_set():
+        with api.open_events(after=after, read_timeout=read_timeout) as stream:
+            done = _paid_already(api, order)
+            if done is not None:
+                return done
+            try:
+                for event in stream:
+                    after = event.seq or after
+                    if on_event is not None:
+                        on_event(event)
+                    if stop is not None and stop.is_set():
+                        break
+                    if event.data.get("order_id") != order.order_id:
+                        continue
+                    if event.type == "payment.succeeded":
+                        pid = str(event.data.get("payment_id"))
+                        return event, api.verified_receipt(pid, order)
+                    if event.type in ("order.closed", "order.expired"):
+                        kind = event.type.split(".")[1]
+                        raise OrderNotPaid(f"the order was {kind} without payment")
+            except InstitutionUnreachable:
+                pass  # the stream dropped: reconnect (a dead institution fails the reopen)
+        if stop is not None:
+            stop.wait(0.3)
+        else:
+            time.sleep(0.3)
+    raise OrderNotPaid("stopped while waiting for the payment")
+
+
+def order_summary(order: Order) -> dict[str, Any]:
+    """A JSON-ready description of an order."""
+    cur = lookup_currency(order.currency)
+    return {
+        "order_id": order.order_id,
+        "merchant_id": order.merchant_id,
+        "items": [
+            {
+                "name": i.name,
+                "quantity": i.quantity,
+                "unit_price": i.unit_price,
+                "amount": i.amount,
+                "display": cur.format(i.amount),
+            }
+            for i in order.items
+        ],
+        "total": order.total,
+        "total_display": cur.format(order.total),
+        "currency": cur.alpha,
+        "expires_at": order.expires_at,
+        "code_bytes": order.code_bytes,
+    }
+
+
+def receipt_summary(receipt: Receipt) -> dict[str, Any]:
+    """A JSON-ready description of a verified receipt."""
+    return {
+        "payment_id": receipt.payment_id,
+        "order_id": receipt.order_id,
+        "merchant_id": receipt.merchant_id,
+        "amount": receipt.amount,
+        "currency": lookup_currency(receipt.currency).alpha,
+        "amount_display": lookup_currency(receipt.currency).format(receipt.amount),
+        "payer_pseudonym": receipt.payer_pseudonym,
+        "paid_at": receipt.paid_at,
+        "issuer_kid": receipt.issuer_kid,
+        "signature_verified": True,
+    }

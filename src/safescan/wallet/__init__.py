@@ -1,0 +1,1 @@
+"""safescan.wallet (see docs/)."""

@@ -1,0 +1,63 @@
+"""Typed errors of the customer wallet (all :class:`~safescan.code.errors.SafescanError`)."""
+
+from __future__ import annotations
+
+from safescan.code.errors import SafescanError
+
+
+class WalletError(SafescanError):
+    """Something the wallet could not do."""
+
+    code = "wallet_error"
+
+
+class WalletNotEnrolled(WalletError):
+    """There is no wallet configuration yet: run ``safescan wallet enroll``."""
+
+    code = "wallet_not_enrolled"
+
+
+class EnrollmentFailed(WalletError):
+    """Enrolling the key carrier failed (token, carrier, or the institution's answer)."""
+
+    code = "enrollment_failed"
+
+
+class CodeRefusedByWallet(WalletError):
+    """A payment code was refused before the customer was asked anything.
+
+    ``reason`` is a stable identifier: ``signature_invalid`` (forged or swapped code),
+    ``decryption_failed`` (altered), ``code_expired``, ``certificate_revoked``,
+    ``merchant_revoked``, ``already_paid``, ``order_closed`` ...
+    """
+
+    code = "code_refused"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotPayable(WalletError):
+    """The input is not a safescan payment code (an EMV code, a link, other text)."""
+
+    code = "not_payable"
+
+
+class PaymentNotMade(WalletError):
+    """The payment did not happen (carrier gone, institution unreachable or refusing).
+
+    ``cause`` is the underlying error's code. No money moved.
+    """
+
+    code = "payment_not_made"
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ReceiptInvalid(WalletError):
+    """The institution's receipt does not verify or does not match what was approved."""
+
+    code = "receipt_invalid"

@@ -1,0 +1,597 @@
+"""The wallet's flows as a library: enroll a key carrier, scan, open, pay, verify, remember.
+
+The command line (:mod:`safescan.wallet.cli`), the demo and the tests all call these.
+
+    wallet = Wallet.load(directory)
+    scan = wallet.scan("code.png")                    # decode + classify; never acts on text
+    with wallet.open(scan.text) as offer:             # the key carrier opens and verifies;
+        show(offer.describe())                        # refusals happen here, before any question
+        paid = offer.pay(pin)                         # carrier signs -> institution -> receipt
+
+Everything a customer must be protected from is refused in :meth:`Wallet.open`, before the
+wallet asks for confirmation: a code the carrier cannot open or verify (altered, forged,
+swapped, expired, unknown key), a merchant certificate on the signed revocation list, a code
+this wallet already paid, and (where the institution offers a code-status lookup) a code the
+institution says is paid, closed or expired.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from safescan.carrier.client import CarrierClient, CodeContents
+from safescan.carrier.errors import (
+    CarrierBlocked,
+    CarrierError,
+    CodeRefused,
+    RestartRequired,
+    TransportError,
+    WrongPin,
+)
+from safescan.carrier.provision import personalize
+from safescan.code import qr
+from safescan.code.authorization import Receipt
+from safescan.code.certs import Certificate, RevocationList, Role, TrustStore, verify_certificate
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import SafescanError
+from safescan.code.inspect import inspect_text
+from safescan.code.payment import CodeKind
+from safescan.institution.errors import NotFound
+from safescan.institution.util import b64d
+from safescan.merchant.client import verify_receipt
+from safescan.merchant.onboard import fetch_trust
+from safescan.merchant.remote import InstitutionHttp, InstitutionUnreachable
+from safescan.wallet.errors import (
+    CodeRefusedByWallet,
+    EnrollmentFailed,
+    NotPayable,
+    PaymentNotMade,
+    ReceiptInvalid,
+    WalletError,
+)
+from safescan.wallet.store import History, WalletConfig
+
+MAX_TEXT_INPUT = 8192
+
+#: Institution answers (error codes) that mean "this code cannot be paid", shown as refusals.
+_STATUS_REFUSALS = {
+    "paid": ("already_paid", "this code has already been paid"),
+    "refunded": ("already_paid", "this code has already been paid (and refunded)"),
+    "closed": ("order_closed", "the merchant cancelled this order"),
+    "expired": ("code_expired", "this code has expired; ask the merchant for a new one"),
+    "unknown": ("unknown_order", "the institution does not know this code's order"),
+}
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What an input holds, classified without acting on it."""
+
+    kind: str  # "safescan", "emv", "url" or "text"
+    text: str
+    info: dict[str, Any]
+
+    @property
+    def payable(self) -> bool:
+        """Only safescan codes can be paid here."""
+        return self.kind == "safescan"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A completed payment with its verified receipt."""
+
+    receipt: Receipt
+    merchant_name: str
+    merchant_city: str
+    amount_display: str
+    authorization: bytes = b""  # what went over the wire (public once submitted)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        r = self.receipt
+        return {
+            "payment_id": r.payment_id,
+            "order_id": r.order_id,
+            "merchant_id": r.merchant_id,
+            "merchant_name": self.merchant_name,
+            "merchant_city": self.merchant_city,
+            "amount": r.amount,
+            "currency": lookup_currency(r.currency).alpha,
+            "amount_display": self.amount_display,
+            "paid_at": r.paid_at,
+            "payer_pseudonym": r.payer_pseudonym,
+            "receipt_verified": True,
+            "issuer_kid": r.issuer_kid,
+        }
+
+
+def read_input(source: str | Path) -> str:
+    """An image file is decoded (QR); anything else is taken as the payload text itself."""
+    text = str(source)
+    looks_like_path = isinstance(source, Path) or (len(text) < 4096 and "\n" not in text)
+    if looks_like_path:
+        try:
+            is_file = Path(source).is_file()
+        except (OSError, ValueError):
+            is_file = False
+        if is_file:
+            return qr.decode_image(Path(source))
+    if len(text) > MAX_TEXT_INPUT:
+        raise NotPayable(f"the input is {len(text)} characters: too large to be a payment code")
+    return text.strip()
+
+
+def classify(text: str, *, now: int | None = None) -> Scan:
+    """Say what ``text`` is (safescan code, EMV code, link, text); never opens or follows it."""
+    info = inspect_text(text, now=int(time.time()) if now is None else now)
+    kind = str(info.get("kind"))
+    if kind == "unknown":
+        kind = "url" if info.get("looks_like") == "url" else "text"
+    return Scan(kind=kind, text=text, info=info)
+
+
+def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict[str, Any]:
+    """What the customer is shown about a verified code."""
+    now = int(time.time()) if now is None else now
+    m = contents.merchant
+    cur = lookup_currency(contents.currency) if contents.currency is not None else None
+    doc: dict[str, Any] = {
+        "kind": "dynamic" if contents.kind is CodeKind.DYNAMIC else "static",
+        "merchant": {
+            "id": m.id,
+            "name": m.name,
+            "city": m.city,
+            "country": m.country,
+            "mcc": f"{m.mcc:04d}",
+        },
+        "issuer": contents.issuer,
+        "issuer_kid": contents.issuer_kid,
+        "certificate_serial": contents.certificate_serial,
+        "order_id": contents.order_id,
+        "items": [
+            {
+                "name": i.name,
+                "quantity": i.quantity,
+                "unit_price": i.unit_price,
+                "amount": i.amount,
+                "display": cur.format(i.amount) if cur else str(i.amount),
+            }
+            for i in contents.items
+        ],
+        "total": contents.total,
+        "currency": cur.alpha if cur else None,
+        "total_display": cur.format(contents.total)
+        if cur is not None and contents.total is not None
+        else None,
+        "issued_at": contents.issued_at,
+        "expires_at": contents.expires_at,
+        "expires_in": max(0, contents.expires_at - now),
+        "warnings": list(contents.warnings),
+        "digest": contents.digest.hex(),
+    }
+    return doc
+
+
+class Wallet:
+    """One customer's wallet: configuration, history, and the way to the carrier."""
+
+    def __init__(self, config: WalletConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.history = History(config.history_path)
+        self.remote = InstitutionHttp(config.institution_url, timeout=10.0)
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> Wallet:
+        """Open the wallet stored in ``directory``."""
+        return cls(WalletConfig.load(directory))
+
+    def close(self) -> None:
+        """Close files and connections."""
+        self.history.close()
+        self.remote.close()
+
+    def __enter__(self) -> Wallet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> int:
+        """Unix seconds."""
+        return int(self.clock())
+
+    # --- scanning -------------------------------------------------------------------------
+
+    def scan(self, source: str | Path) -> Scan:
+        """Decode (if an image) and classify the input."""
+        return classify(read_input(source), now=self.now())
+
+    def trust(self) -> tuple[TrustStore, str]:
+        """The pinned institution keys plus the newest verified revocation list we can get.
+
+        Returns the trust store and where the list came from (``"institution"``, ``"cache"``
+        or ``"none"``).
+        """
+        trust = TrustStore(dict(self.config.trust.institution_keys))
+        source = "none"
+        raw: bytes | None = None
+        try:
+            resp = self.remote.send("GET", "/v1/revocation-list?format=cbor")
+            if resp.status_code == 200:
+                raw, source = resp.content, "institution"
+        except InstitutionUnreachable:
+            raw = None
+        if raw is None:
+            try:
+                raw, source = self.config.crl_path.read_bytes(), "cache"
+            except OSError:
+                return trust, "none"
+        try:
+            crl = RevocationList.from_bytes(raw, trust)
+            trust.apply_revocations(crl)
+        except SafescanError:
+            return trust, "none"
+        if source == "institution":
+            tmp = self.config.crl_path.with_suffix(".tmp")
+            try:
+                tmp.write_bytes(raw)
+                tmp.replace(self.config.crl_path)
+            except OSError:
+                pass  # a cache only
+        return trust, source
+
+    def connect_carrier(self, trust: TrustStore) -> CarrierClient:
+        """Connect to the key carrier and open the authenticated secure channel."""
+        try:
+            carrier = CarrierClient.connect(self.config.carrier_url)
+        except CarrierError as exc:
+            raise PaymentNotMade(
+                f"the key carrier cannot be reached: {exc.message}", cause=exc.code
+            ) from None
+        try:
+            info = carrier.open_session(trust, now=self.now())
+        except CarrierBlocked:
+            carrier.close()
+            raise PaymentNotMade(
+                "the key carrier has destroyed its keys (too many wrong PINs or tampering);"
+                " it can never pay again",
+                cause="carrier_blocked",
+            ) from None
+        except SafescanError as exc:
+            carrier.close()
+            raise PaymentNotMade(
+                f"the key carrier could not be authenticated: {exc.message}", cause=exc.code
+            ) from None
+        if info.carrier_serial != self.config.carrier_serial:
+            carrier.close()
+            raise PaymentNotMade(
+                f"this is key carrier {info.carrier_serial}, not this wallet's"
+                f" ({self.config.carrier_serial})",
+                cause="wrong_carrier",
+            )
+        return carrier
+
+    def open(self, text: str) -> Offer:
+        """Have the carrier open ``text`` and run every check; refusals raise before any question.
+
+        Raises :class:`NotPayable` for anything that is not a safescan code,
+        :class:`CodeRefusedByWallet` (with ``reason``) for a refused code and
+        :class:`PaymentNotMade` if the carrier cannot be used.
+        """
+        scan = classify(text, now=self.now())
+        if not scan.payable:
+            raise NotPayable(_not_payable_message(scan))
+        trust, _ = self.trust()
+        carrier = self.connect_carrier(trust)
+        try:
+            try:
+                contents = carrier.open_code(text)
+            except CodeRefused as exc:
+                raise CodeRefusedByWallet(
+                    _refusal_message(exc.error_code, exc.message), reason=exc.error_code
+                ) from None
+            except TransportError as exc:
+                raise PaymentNotMade(
+                    f"the key carrier stopped answering: {exc.message}", cause=exc.code
+                ) from None
+            except CarrierError as exc:
+                raise PaymentNotMade(
+                    f"the key carrier refused to open the code: {exc.message}", cause=exc.code
+                ) from None
+            self._check(contents, text, trust)
+        except BaseException:
+            carrier.close()
+            raise
+        return Offer(self, carrier, text, contents)
+
+    def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
+        serial = contents.certificate_serial
+        if serial is not None and serial in trust.revoked_serials:
+            raise CodeRefusedByWallet(
+                f"the merchant's certificate {serial} has been revoked: do not pay this code",
+                reason="certificate_revoked",
+            )
+        paid = self.history.paid_code(contents.digest)
+        if paid is not None:
+            raise CodeRefusedByWallet(
+                f"you already paid this exact code (payment {paid}); a code pays once",
+                reason="already_paid",
+            )
+        status = self.code_status(text)
+        if status is not None:
+            if status.get("merchant_status") == "revoked":
+                raise CodeRefusedByWallet(
+                    "the institution has revoked this merchant: do not pay",
+                    reason="merchant_revoked",
+                )
+            refusal = _STATUS_REFUSALS.get(str(status.get("state")))
+            if refusal is not None:
+                raise CodeRefusedByWallet(refusal[1], reason=refusal[0])
+
+    def code_status(self, text: str) -> dict[str, Any] | None:
+        """The institution's view of a code, if it offers ``POST /v1/codes/status``.
+
+        Returns None when the institution has no such endpoint or cannot be reached (the
+        payment itself then settles it). See docs/NEEDS-wallet.md.
+        """
+        try:
+            doc = self.remote.call("POST", "/v1/codes/status", {"code": text})
+        except NotFound:
+            return None
+        except InstitutionUnreachable:
+            return None
+        except SafescanError as exc:
+            raise CodeRefusedByWallet(
+                f"the institution refuses this code: {exc.message}", reason=exc.code
+            ) from None
+        return doc if isinstance(doc, dict) else None
+
+    def pay_authorization(self, text: str, authorization: bytes) -> dict[str, Any]:
+        """POST the code and the carrier's authorization; one retry with the same key."""
+        key = "pay-" + hashlib.sha256(authorization).hexdigest()[:40]
+        payload = {"code": text, "authorization": base64.b64encode(authorization).decode()}
+        headers = {"Idempotency-Key": key}
+        try:
+            return dict(self.remote.call("POST", "/v1/payments", payload, headers=headers))
+        except InstitutionUnreachable:
+            time.sleep(0.3)
+            return dict(self.remote.call("POST", "/v1/payments", payload, headers=headers))
+
+
+class Offer:
+    """A code the carrier opened and every check passed: ready for the customer's decision.
+
+    The carrier keeps the code pending in its RAM, on this open session; :meth:`pay` must run
+    before :meth:`close`.
+    """
+
+    def __init__(self, wallet: Wallet, carrier: CarrierClient, text: str, contents: CodeContents):
+        self.wallet = wallet
+        self.carrier = carrier
+        self.text = text
+        self.contents = contents
+
+    def __enter__(self) -> Offer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the carrier session (a pending code is forgotten)."""
+        self.carrier.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What the customer is shown."""
+        return describe_contents(self.contents, now=self.wallet.now())
+
+    def verify_pin(self, pin: str) -> None:
+        """Check the PIN on the carrier (``WrongPin`` with ``retries_left``, ``CarrierBlocked``)."""
+        try:
+            self.carrier.verify_pin(pin)
+        except (WrongPin, RestartRequired):
+            raise
+        except CarrierBlocked:
+            raise PaymentNotMade(
+                "wrong PIN too many times: the key carrier has destroyed its keys",
+                cause="carrier_blocked",
+            ) from None
+        except TransportError as exc:
+            raise PaymentNotMade(
+                f"the key carrier stopped answering: {exc.message}; no payment was made",
+                cause=exc.code,
+            ) from None
+        except CarrierError as exc:
+            raise PaymentNotMade(
+                f"the key carrier refused the PIN: {exc.message}", cause=exc.code
+            ) from None
+
+    def pay(
+        self,
+        pin: str | None,
+        *,
+        amount: int | None = None,
+        currency: int | None = None,
+    ) -> Payment:
+        """Verify the PIN (unless already done), sign on the carrier, pay, verify the receipt.
+
+        ``amount`` (and ``currency`` if the code fixes none) are for static codes only.
+        """
+        c = self.contents
+        if c.kind is CodeKind.DYNAMIC:
+            if amount is not None and amount != c.total:
+                raise WalletError("a dynamic code's amount is fixed by the merchant")
+            pay_amount, pay_currency = c.total, c.currency
+        else:
+            if amount is None:
+                raise WalletError("this is a static code: enter the amount to pay")
+            pay_amount = amount
+            pay_currency = c.currency if c.currency is not None else currency
+            if c.currency is not None and currency is not None and currency != c.currency:
+                raise WalletError("this code fixes the currency")
+        if pay_amount is None or pay_currency is None:
+            raise WalletError("the amount and currency to pay are not known")
+        if pin is not None:
+            self.verify_pin(pin)
+        try:
+            auth = self.carrier.authorize(
+                merchant_id=c.merchant.id, amount=pay_amount, currency=pay_currency
+            )
+        except TransportError as exc:
+            raise PaymentNotMade(
+                f"the key carrier stopped answering before it signed: {exc.message};"
+                " no payment was made",
+                cause=exc.code,
+            ) from None
+        except CarrierError as exc:
+            raise PaymentNotMade(
+                f"the key carrier did not sign: {exc.message}; no payment was made",
+                cause=exc.code,
+            ) from None
+        try:
+            answer = self.wallet.pay_authorization(self.text, auth.to_bytes())
+        except InstitutionUnreachable as exc:
+            raise PaymentNotMade(
+                f"{exc.message}; no payment was made (nothing was charged)",
+                cause=exc.code,
+            ) from None
+        except SafescanError as exc:
+            raise PaymentNotMade(
+                f"the institution refused the payment: {exc.message}", cause=exc.code
+            ) from None
+        try:
+            receipt = verify_receipt(
+                str(answer.get("receipt", "")),
+                self.wallet.config.trust,
+                merchant_id=c.merchant.id,
+                order_id=c.order_id or None,
+                amount=pay_amount,
+                currency=pay_currency,
+                code_digest=c.digest,
+            )
+        except SafescanError as exc:
+            raise ReceiptInvalid(
+                f"the institution's receipt does not verify: {exc.message}"
+            ) from None
+        if receipt.payment_id != answer.get("payment_id"):
+            raise ReceiptInvalid("the receipt is for another payment")
+        cur = lookup_currency(receipt.currency)
+        self.wallet.history.add(
+            receipt,
+            merchant_name=c.merchant.name,
+            merchant_city=c.merchant.city,
+            items=[[i.name, i.quantity, i.unit_price] for i in c.items],
+        )
+        return Payment(
+            receipt, c.merchant.name, c.merchant.city, cur.format(receipt.amount), auth.to_bytes()
+        )
+
+
+def _not_payable_message(scan: Scan) -> str:
+    if scan.kind == "emv":
+        return "an EMVCo QR code: unverified (no signature), not payable here"
+    if scan.kind == "url":
+        return "a link, not a payment code; it was not opened"
+    return "not a payment code; it was shown as text only"
+
+
+_REFUSAL_TEXT = {
+    "signature_invalid": "the code is not signed by the payment institution: it may be a"
+    " sticker glued over the merchant's real code. Do not pay",
+    "decryption_failed": "the code was altered (or sealed to another key): do not pay",
+    "code_expired": "the code has expired; ask the merchant for a new one",
+    "code_not_yet_valid": "the code is not valid yet (check this device's clock)",
+    "certificate_revoked": "the merchant's certificate has been revoked: do not pay",
+    "certificate_expired": "the merchant's certificate has expired: do not pay",
+    "unknown_key_id": "the code uses a key this carrier does not know",
+    "key_retired": "the code uses a retired key; ask the merchant for a new one",
+}
+
+
+def _refusal_message(reason: str, detail: str) -> str:
+    text = _REFUSAL_TEXT.get(reason)
+    return f"{text} ({detail})" if text else detail
+
+
+# --- enrollment -------------------------------------------------------------------------------
+
+
+def enroll(
+    *,
+    directory: Path,
+    institution_url: str,
+    carrier_url: str,
+    token: str,
+    pin: str,
+    retry_limit: int = 5,
+    customer_id: str | None = None,
+    trust: TrustStore | None = None,
+) -> WalletConfig:
+    """Register a blank key carrier with an enrollment token and personalise it with ``pin``.
+
+    GENERATE KEYS on the carrier -> ``POST /v1/carriers/enroll`` (certificate + sealed bundle)
+    -> the certificate is checked (institution key, role, the carrier's own key) ->
+    PERSONALIZE with the bundle and the PIN -> a fresh session proves the certified key.
+    ``trust`` pins the institution keys; without it they are fetched (trust on first use).
+    """
+    remote = InstitutionHttp(institution_url)
+    try:
+        pinned = trust or fetch_trust(remote)
+        serial_box: list[int] = []
+
+        def make_bundle(keys: Any) -> bytes:
+            doc = remote.call(
+                "POST",
+                "/v1/carriers/enroll",
+                {
+                    "token": token,
+                    "signing_public_key": base64.b64encode(keys.signing_public.raw).decode(),
+                    "transport_public_key": base64.b64encode(keys.transport_public).decode(),
+                },
+            )
+            try:
+                cert = Certificate.from_bytes(b64d(str(doc["certificate"]), param="certificate"))
+                bundle = b64d(str(doc["bundle"]), param="bundle", max_bytes=8192)
+                serial = int(doc["carrier_serial"])
+            except (KeyError, TypeError, ValueError):
+                raise EnrollmentFailed("the institution's enrollment answer is malformed") from None
+            verify_certificate(cert, pinned, role=Role.CARRIER, now=int(time.time()))
+            if cert.public_key != keys.signing_public or cert.serial != serial:
+                raise EnrollmentFailed("the institution certified another key than the carrier's")
+            serial_box.append(serial)
+            return bundle
+
+        try:
+            with CarrierClient.connect(carrier_url) as carrier:
+                personalize(carrier, make_bundle, pin, retry_limit)
+                info = carrier.open_session(pinned)
+        except CarrierError as exc:
+            raise EnrollmentFailed(f"the key carrier: {exc.message}") from None
+        if not serial_box or info.carrier_serial != serial_box[0]:
+            raise EnrollmentFailed("the carrier did not take the institution's certificate")
+        config = WalletConfig(
+            institution_url=institution_url,
+            carrier_url=carrier_url,
+            trust=pinned,
+            carrier_serial=serial_box[0],
+            customer_id=customer_id,
+            directory=directory,
+        )
+        config.save()
+        return config
+    finally:
+        remote.close()

@@ -1,0 +1,202 @@
+"""Attacks against the running system: every one refused, with its reason, before any question.
+
+"Before any question" is structural here: :meth:`Wallet.open` raises instead of returning an
+offer, so the wallet never gets to ask for confirmation or a PIN; the CLI test checks that no
+offer is printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from safescan.carrier.client import CarrierClient
+from safescan.carrier.errors import CarrierBlocked
+from safescan.code import DynamicCode, Issuer, LineItem, Merchant, SigningKey, encode_text, seal
+from safescan.code.certs import Certificate
+from safescan.demo import (
+    altered_code,
+    brute_force_pin,
+    forged_code,
+    institution_refuses_resubmission,
+    replay_authorization,
+)
+from safescan.institution.keystore import KeyStore
+from safescan.merchant.client import MerchantApi
+from safescan.merchant.onboard import AdminApi
+from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade
+from safescan.wallet.flow import Payment, Wallet
+from tests.e2e.conftest import PIN, Party, World
+
+ITEMS = [LineItem("Flat white", 2, 350), LineItem("Croissant", 1, 180)]
+
+
+def _merchant(world: World) -> Merchant:
+    return Merchant(world.pos.merchant_id, "Café Lumière", "Paris", "FR", 5814)
+
+
+def _refusal(wallet: Wallet, text: str) -> CodeRefusedByWallet:
+    with pytest.raises(CodeRefusedByWallet) as info:
+        wallet.open(text).close()
+    return info.value
+
+
+def _paid_order(world: World) -> tuple[str, Payment]:
+    with MerchantApi(world.pos) as api, Wallet.load(world.alice.wallet_dir) as wallet:
+        order = api.create_order(ITEMS, currency="EUR")
+        with wallet.open(order.code) as offer:
+            return order.code, offer.pay(PIN)
+
+
+def _balance(world: World, customer: str) -> int:
+    with AdminApi(world.base_url, world.stack.admin_token) as admin:
+        return admin.balance(customer, "EUR")
+
+
+def test_swapped_sticker_is_refused_as_not_signed_by_the_institution(world: World) -> None:
+    with MerchantApi(world.pos) as api:
+        genuine = api.create_order(ITEMS, currency="EUR")
+    kid = next(iter(world.pos.trust.institution_keys))
+    fake = forged_code(world.base_url, genuine, _merchant(world), kid)
+    with Wallet.load(world.alice.wallet_dir) as wallet:
+        exc = _refusal(wallet, fake)
+    assert exc.reason == "signature_invalid"
+    assert "sticker" in exc.message
+
+
+def test_swapped_sticker_refused_by_the_cli_without_any_question(world: World) -> None:
+    with MerchantApi(world.pos) as api:
+        genuine = api.create_order(ITEMS, currency="EUR")
+    kid = next(iter(world.pos.trust.institution_keys))
+    fake = forged_code(world.base_url, genuine, _merchant(world), kid)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.wallet",
+            "scan",
+            fake,
+            "--json",
+            "--wallet-dir",
+            str(world.alice.wallet_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input="",
+    )
+    assert out.returncode == 4, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [x["result"] for x in lines] == ["refused"]  # no offer, no prompt
+    assert lines[0]["reason"] == "signature_invalid"
+
+
+def test_altered_amount_is_refused_as_altered(world: World) -> None:
+    with MerchantApi(world.pos) as api:
+        order = api.create_order(ITEMS, currency="EUR")
+    with Wallet.load(world.alice.wallet_dir) as wallet:
+        for offset in (40, 90, 150):
+            exc = _refusal(wallet, altered_code(order.code, offset))
+            assert exc.reason == "decryption_failed"
+
+
+def test_replay_of_the_paid_code_is_refused_by_wallet_and_institution(world: World) -> None:
+    code, paid = _paid_order(world)
+    before = _balance(world, world.alice.customer_id)
+    with Wallet.load(world.alice.wallet_dir) as wallet:
+        exc = _refusal(wallet, code)
+        assert exc.reason == "already_paid" and paid.receipt.payment_id in exc.message
+        refused, reason = institution_refuses_resubmission(wallet, code, PIN)
+    assert refused and reason.startswith("order_not_payable")
+    assert _balance(world, world.alice.customer_id) == before
+
+
+def test_replay_of_a_captured_authorization_is_refused(world: World) -> None:
+    code, paid = _paid_order(world)
+    before = _balance(world, world.alice.customer_id)
+    refused, reason = replay_authorization(world.base_url, code, paid.authorization)
+    assert refused, reason
+    assert reason.split(":")[0] in ("order_not_payable", "counter_replay")
+    assert _balance(world, world.alice.customer_id) == before
+
+
+def test_expired_code_is_refused(world: World) -> None:
+    keys = KeyStore(world.stack.keys_dir).load(world.stack.passphrase.encode())
+    now = int(time.time())
+    code = DynamicCode(
+        merchant=_merchant(world),
+        order_id="old-" + secrets.token_hex(4),
+        items=tuple(ITEMS),
+        total=880,
+        currency=978,
+        issued_at=now - 900,
+        expires_at=now - 300,
+        nonce=secrets.token_bytes(8),
+    )
+    text = encode_text(
+        seal(code, Issuer.institution(keys.root, keys.root_kid), keys.scheme.current(now).public)
+    )
+    with Wallet.load(world.alice.wallet_dir) as wallet:
+        exc = _refusal(wallet, text)
+    assert exc.reason == "code_expired"
+
+
+def test_code_of_a_revoked_merchant_certificate_is_refused(world: World) -> None:
+    cfg = world.stack.onboard_merchant("Kiosk Nord", "Lille", config_name="kiosk.json")
+    signing = SigningKey.generate()
+    with MerchantApi(cfg) as api:
+        cert_doc = api._call(
+            "POST",
+            "/v1/merchant/certificates",
+            {"public_key": base64.b64encode(signing.public_key.raw).decode()},
+        )
+    cert = Certificate.from_bytes(base64.b64decode(cert_doc["certificate"]))
+    keys = KeyStore(world.stack.keys_dir).load(world.stack.passphrase.encode())
+    now = int(time.time())
+    code = DynamicCode(
+        merchant=Merchant(cfg.merchant_id, "Kiosk Nord", "Lille", "FR", 5814),
+        order_id="k-" + secrets.token_hex(4),
+        items=tuple(ITEMS),
+        total=880,
+        currency=978,
+        issued_at=now,
+        expires_at=now + 300,
+        nonce=secrets.token_bytes(8),
+    )
+    text = encode_text(seal(code, Issuer.merchant(signing, cert), keys.scheme.current(now).public))
+    with Wallet.load(world.alice.wallet_dir) as wallet:
+        with wallet.open(text) as offer:  # valid until revoked
+            assert offer.describe()["certificate_serial"] == cert.serial
+        with AdminApi(world.base_url, world.stack.admin_token) as admin:
+            admin.revoke_merchant(cfg.merchant_id)
+        exc = _refusal(wallet, text)
+    assert exc.reason in ("certificate_revoked", "merchant_revoked")
+
+
+def test_pin_brute_force_destroys_the_carrier(
+    world: World, fresh_party: Callable[[str], Party]
+) -> None:
+    bob: Party = fresh_party("bob")
+    with Wallet.load(bob.wallet_dir) as wallet:
+        trust, _ = wallet.trust()
+        said: list[str] = []
+        refused, reason = brute_force_pin(bob.carrier_url, trust, real_pin=PIN, say=said.append)
+        assert refused, reason
+        assert "destroyed" in reason
+        assert any("power cycle" in s for s in said)  # 3 wrong PINs per power cycle
+        with pytest.raises(CarrierBlocked), CarrierClient.connect(bob.carrier_url) as c:
+            c.open_session(trust)
+        with MerchantApi(world.pos) as api:
+            order = api.create_order(ITEMS, currency="EUR")
+        with pytest.raises(PaymentNotMade) as info:
+            wallet.open(order.code)
+        assert info.value.cause == "carrier_blocked"
+    assert _balance(world, bob.customer_id) == 50_000

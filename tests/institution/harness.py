@@ -1,0 +1,303 @@
+"""Run a real institution server process and talk to it like its clients do."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from safescan.code import (
+    Authorization,
+    ProvisioningBundle,
+    SchemeKeyring,
+    SigningKey,
+    decode_text,
+    open_bundle,
+    open_code,
+)
+from safescan.institution.merchant_auth import sign_request
+from tests.institution.pg import free_port
+
+PASSPHRASE = "test-passphrase-123"
+
+
+def env() -> dict[str, str]:
+    """Environment for institution subprocesses."""
+    e = dict(os.environ)
+    e["SAFESCAN_INSTITUTION_PASSPHRASE"] = PASSPHRASE
+    e.pop("SAFESCAN_INSTITUTION_KEYS", None)
+    return e
+
+
+def init_db(db_url: str, keys: Path) -> str:
+    """``safescan institution init``; returns the admin token."""
+    out = subprocess.run(
+        [sys.executable, "-m", "safescan.institution", "init", "--db", db_url, "--keys", str(keys)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"init failed: {out.stderr}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+class ServerProcess:
+    """``safescan institution serve`` as a subprocess on 127.0.0.1."""
+
+    def __init__(
+        self, db_url: str, keys: Path, *, port: int | None = None, extra: list[str] | None = None
+    ) -> None:
+        self.db_url, self.keys = db_url, keys
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the process lifetime
+            prefix="safescan-inst-", suffix=".log", delete=False
+        )
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:port"""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        """Start and wait until /health answers."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "serve",
+            "--db",
+            self.db_url,
+            "--keys",
+            str(self.keys),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                out = Path(self.log.name).read_text()[-2000:]
+                self.stop()
+                raise RuntimeError(f"server exited: {out}")
+            try:
+                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("server did not come up")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL (crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if needed; removes the log file."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+    def output(self) -> str:
+        """What the server printed."""
+        return Path(self.log.name).read_text(errors="replace")
+
+
+@dataclass
+class MerchantClient:
+    """A merchant terminal's API client (signs every request)."""
+
+    http: httpx.Client
+    merchant_id: str
+    key: SigningKey
+
+    def request(
+        self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """A signed request."""
+        body = b"" if json_body is None else httpx.Request("POST", "/", json=json_body).content
+        h = sign_request(self.key, self.merchant_id, method, path, body)
+        h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        return self.http.request(method, path, content=body, headers=h)
+
+    def order(
+        self, items: list[tuple[str, int, int]], currency: str = "EUR", **extra: Any
+    ) -> dict[str, Any]:
+        """Precreate an order; returns the response JSON (asserts 201)."""
+        r = self.request(
+            "POST",
+            "/v1/merchant/orders",
+            {
+                "items": [{"name": n, "quantity": q, "unit_price": p} for n, q, p in items],
+                "currency": currency,
+                **extra,
+            },
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+@dataclass
+class Carrier:
+    """A test key carrier: a signing key the institution certified at enrollment."""
+
+    serial: int
+    key: SigningKey
+    counter: int = 0
+    bundle: bytes = b""
+    certificate: bytes = b""
+    transport: X25519PrivateKey | None = None
+    provisioned: ProvisioningBundle | None = None
+
+    def open(self, code: str) -> Any:
+        """Open a code with the scheme keys from the provisioning bundle (as the carrier does)."""
+        assert self.provisioned is not None
+        ring = SchemeKeyring()
+        for k in self.provisioned.scheme_keys:
+            ring.add(k)
+        return open_code(code, ring, self.provisioned.trust_store(), now=int(time.time())).code
+
+    def authorize(
+        self,
+        code: str,
+        *,
+        amount: int | None = None,
+        currency: int | None = None,
+        merchant_id: str | None = None,
+        order_id: str | None = None,
+        counter: int | None = None,
+    ) -> Authorization:
+        """Open ``code`` and sign an authorization for it (fields overridable for tests)."""
+        if counter is None:
+            self.counter += 1
+            counter = self.counter
+        c = self.open(code)
+        return Authorization(
+            code_digest=hashlib.sha256(decode_text(code)).digest(),
+            merchant_id=merchant_id if merchant_id is not None else c.merchant.id,
+            order_id=order_id if order_id is not None else getattr(c, "order_id", ""),
+            amount=amount if amount is not None else c.total,
+            currency=currency if currency is not None else c.currency,
+            counter=counter,
+            carrier_serial=self.serial,
+            created_at=int(time.time()),
+        ).signed(self.key)
+
+
+def b64(data: bytes) -> str:
+    """Standard base64."""
+    return base64.b64encode(data).decode()
+
+
+@dataclass
+class World:
+    """A server plus admin access and helpers to make merchants, customers and carriers."""
+
+    server: ServerProcess
+    admin_token: str
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.server.base_url, timeout=30)
+
+    def admin(self, method: str, path: str, json_body: Any = None) -> httpx.Response:
+        """An administrator request."""
+        return self.http.request(
+            method, path, json=json_body, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+
+    def merchant(
+        self, name: str = "Corner Cafe", *, webhook_url: str | None = None
+    ) -> MerchantClient:
+        """Onboard a merchant with its own API key."""
+        key = SigningKey.generate()
+        body: dict[str, Any] = {
+            "name": name,
+            "city": "Berlin",
+            "country": "DE",
+            "mcc": 5814,
+            "settlement_account": "DE89370400440532013000",
+            "api_public_key": b64(key.public_key.raw),
+        }
+        if webhook_url:
+            body["webhook_url"] = webhook_url
+        r = self.admin("POST", "/v1/admin/merchants", body)
+        assert r.status_code == 201, r.text
+        return MerchantClient(self.http, r.json()["id"], key)
+
+    def customer(self, fund: dict[str, int] | None = None) -> str:
+        """A customer, funded (currency alpha -> minor units)."""
+        r = self.admin("POST", "/v1/admin/customers", {"name": "Alice"})
+        assert r.status_code == 201, r.text
+        cid = str(r.json()["id"])
+        for cur, amount in (fund or {}).items():
+            f = self.admin(
+                "POST", f"/v1/admin/customers/{cid}/fund", {"currency": cur, "amount": amount}
+            )
+            assert f.status_code == 200, f.text
+        return cid
+
+    def carrier(self, customer_id: str) -> Carrier:
+        """Enroll a key carrier for the customer (as a wallet does)."""
+        t = self.admin("POST", f"/v1/admin/customers/{customer_id}/enrollment-tokens", {})
+        assert t.status_code == 201, t.text
+        key = SigningKey.generate()
+        transport = X25519PrivateKey.generate()
+        r = self.http.post(
+            "/v1/carriers/enroll",
+            json={
+                "token": t.json()["token"],
+                "signing_public_key": b64(key.public_key.raw),
+                "transport_public_key": b64(transport.public_key().public_bytes_raw()),
+            },
+        )
+        assert r.status_code == 201, r.text
+        j = r.json()
+        assert j["customer_id"] == customer_id
+        bundle = base64.b64decode(j["bundle"])
+        prov = open_bundle(
+            bundle, transport, carrier_signing_key=key.public_key, now=int(time.time())
+        )
+        return Carrier(
+            j["carrier_serial"], key, 0, bundle, base64.b64decode(j["certificate"]), transport, prov
+        )
+
+    def pay(self, code: str, auth: Authorization, idem: str | None = None) -> httpx.Response:
+        """POST /v1/payments."""
+        headers = {"Idempotency-Key": idem} if idem else {}
+        return self.http.post(
+            "/v1/payments",
+            json={"code": code, "authorization": b64(auth.to_bytes())},
+            headers=headers,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.http.close()

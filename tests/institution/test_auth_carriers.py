@@ -1,0 +1,167 @@
+"""Administrator and merchant authentication, rate limit, carrier enrollment, revocation list."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from safescan.code import RevocationList, Role, SigningKey, TrustStore
+from safescan.code.keys import VerifyKey
+from safescan.institution.merchant_auth import sign_request
+from tests.institution.harness import ServerProcess, World, b64, init_db
+
+
+def test_admin_endpoints_need_the_token(world: World) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        r = world.http.post("/v1/admin/customers", json={"name": "X"}, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+
+
+def test_merchant_onboarding_with_generated_key(world: World) -> None:
+    r = world.admin(
+        "POST",
+        "/v1/admin/merchants",
+        {
+            "name": "Kiosk",
+            "city": "Paris",
+            "country": "FR",
+            "mcc": 5411,
+            "settlement_account": "FR7630006000011234567890189",
+        },
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    seed = base64.b64decode(body["api_secret_key"])
+    key = SigningKey.from_seed(seed)
+    assert base64.b64decode(body["api_public_key"]) == key.public_key.raw
+    h = sign_request(key, body["id"], "GET", "/v1/merchant")
+    me = world.http.get("/v1/merchant", headers=h)
+    assert me.status_code == 200 and "api_secret_key" not in me.json()
+
+
+def test_merchant_onboarding_rejects_bad_fields(world: World) -> None:
+    base = {"name": "K", "city": "P", "country": "FR", "mcc": 5411, "settlement_account": "X"}
+    for bad in (
+        {"country": "fr"},
+        {"mcc": 10000},
+        {"name": ""},
+        {"name": "A\u200bB"},
+        {"api_public_key": "short"},
+        {"webhook_url": "ftp://x"},
+    ):
+        r = world.admin("POST", "/v1/admin/merchants", {**base, **bad})
+        assert r.status_code == 400, (bad, r.text)
+
+
+def test_merchant_request_signature_is_enforced(world: World) -> None:
+    m = world.merchant()
+    good = sign_request(m.key, m.merchant_id, "GET", "/v1/merchant")
+    assert world.http.get("/v1/merchant", headers=good).status_code == 200
+    # replay of the same nonce
+    r = world.http.get("/v1/merchant", headers=good)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "replayed_request"
+    # stale timestamp
+    old = sign_request(
+        m.key, m.merchant_id, "GET", "/v1/merchant", timestamp=int(time.time()) - 1000
+    )
+    assert world.http.get("/v1/merchant", headers=old).json()["error"]["code"] == "replayed_request"
+    # wrong key, wrong path, altered body, missing headers
+    assert (
+        world.http.get(
+            "/v1/merchant",
+            headers=sign_request(SigningKey.generate(), m.merchant_id, "GET", "/v1/merchant"),
+        ).status_code
+        == 401
+    )
+    assert (
+        world.http.get(
+            "/v1/merchant", headers=sign_request(m.key, m.merchant_id, "GET", "/v1/other")
+        ).status_code
+        == 401
+    )
+    body = b'{"url": null}'
+    h = sign_request(m.key, m.merchant_id, "PUT", "/v1/merchant/webhook", body)
+    r = world.http.put("/v1/merchant/webhook", content=b'{"url":null} ', headers=h)
+    assert r.status_code == 401
+    assert world.http.get("/v1/merchant").status_code == 401
+    h = sign_request(m.key, "MUNKNOWN00", "GET", "/v1/merchant")
+    assert world.http.get("/v1/merchant", headers=h).status_code == 401
+
+
+def test_enrollment_token_is_single_use_and_bundle_opens(world: World) -> None:
+    cid = world.customer()
+    carrier = world.carrier(cid)
+    assert carrier.provisioned is not None
+    assert carrier.provisioned.certificate.role is Role.CARRIER
+    assert carrier.provisioned.certificate.subject == f"carrier:{carrier.serial}"
+    assert carrier.provisioned.scheme_keys
+    t = world.admin("POST", f"/v1/admin/customers/{cid}/enrollment-tokens", {}).json()["token"]
+    body = {
+        "token": t,
+        "signing_public_key": b64(SigningKey.generate().public_key.raw),
+        "transport_public_key": b64(X25519PrivateKey.generate().public_key().public_bytes_raw()),
+    }
+    assert world.http.post("/v1/carriers/enroll", json=body).status_code == 201
+    again = world.http.post("/v1/carriers/enroll", json=body)
+    assert again.status_code == 401
+    body["token"] = "enr_forged_token_xxxxxxxx"
+    assert world.http.post("/v1/carriers/enroll", json=body).status_code == 401
+    cust = world.admin("GET", f"/v1/admin/customers/{cid}").json()
+    assert len(cust["carriers"]) == 2
+
+
+def test_revocation_list_is_signed_and_grows(world: World) -> None:
+    keys = world.http.get("/v1/keys").json()
+    trust = TrustStore(
+        {k["kid"]: VerifyKey(base64.b64decode(k["public_key"])) for k in keys["root_keys"]}
+    )
+    before = RevocationList.from_bytes(
+        world.http.get("/v1/revocation-list?format=cbor").content, trust
+    )
+    carrier = world.carrier(world.customer())
+    assert world.admin("POST", f"/v1/admin/carriers/{carrier.serial}/revoke").status_code == 200
+    assert world.admin("POST", f"/v1/admin/carriers/{carrier.serial}/revoke").status_code == 409
+    after = RevocationList.from_bytes(
+        world.http.get("/v1/revocation-list?format=cbor").content, trust
+    )
+    assert after.sequence > before.sequence and carrier.serial in after.serials
+    assert world.admin("POST", "/v1/admin/carriers/987654/revoke").status_code == 404
+
+
+def test_unknown_route_and_method_are_json_errors(world: World) -> None:
+    r = world.http.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = world.http.delete("/v1/payments")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "MethodNotAllowed"
+
+
+def test_openapi_is_served(world: World) -> None:
+    spec = world.http.get("/openapi.json").json()
+    assert "/v1/payments" in spec["paths"] and "/v1/merchant/orders" in spec["paths"]
+
+
+def test_rate_limit_answers_429(world: World) -> None:
+    if "sqlite" not in world.server.db_url:
+        pytest.skip("the limiter is in-process; one backend is enough")
+    with tempfile.TemporaryDirectory() as d:
+        db = f"sqlite:///{d}/rl.db"
+        token = init_db(db, Path(d) / "keys")
+        server = ServerProcess(
+            db, Path(d) / "keys", extra=["--merchant-rate", "1", "--merchant-burst", "3"]
+        ).start()
+        try:
+            w = World(server, token)
+            m = w.merchant()
+            codes = [m.request("GET", "/v1/merchant").status_code for _ in range(6)]
+            assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+            r = m.request("GET", "/v1/merchant")
+            if r.status_code == 429:
+                assert r.headers["Retry-After"] and r.json()["error"]["code"] == "rate_limited"
+            w.close()
+        finally:
+            server.stop()

@@ -1,0 +1,176 @@
+"""Unit tests without a server: retries, URLs, keys, rate limiter, request signing, CLI tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from safescan.code import SigningKey
+from safescan.code.errors import KeyFileError
+from safescan.institution.db import Database, is_retryable, normalize_url
+from safescan.institution.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
+from safescan.institution.keystore import KeyStore
+from safescan.institution.merchant_auth import parse_headers, sign_request, verify_signature
+from safescan.institution.ratelimit import RateLimiter
+from safescan.institution.server import open_institution
+from safescan.institution.settlement import to_csv
+from tests.institution.harness import PASSPHRASE, env, init_db
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_serialization_failures_are_retried(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    db.dialect = "postgresql"  # exercise the per-transaction retry path (not the SQLite writer)
+    calls = []
+
+    def tx(conn: object) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE ...", {}, _PgError("40001"))
+        return "done"
+
+    try:
+        assert db.write(tx) == "done"  # type: ignore[arg-type]
+        assert len(calls) == 3
+    finally:
+        db.dispose()
+    assert is_retryable(OperationalError("x", {}, _PgError("40P01")))
+    assert not is_retryable(OperationalError("x", {}, _PgError("23505")))
+
+
+def test_database_urls() -> None:
+    assert normalize_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert normalize_url("sqlite:////tmp/x.db").startswith("sqlite+pysqlite:")
+    for bad in ("", "mysql://x/y", "sqlite://", "sqlite:///:memory:", "not a url"):
+        with pytest.raises(ConfigError):
+            normalize_url(bad)
+
+
+def test_keystore_refuses_wrong_passphrase_and_overwrite(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys")
+    keys = store.create(b"correct horse")
+    assert (tmp_path / "keys" / "keys.json").stat().st_mode & 0o077 == 0
+    assert b"PRIVATE" not in (tmp_path / "keys" / "secret.json").read_bytes()
+    with pytest.raises(ConfigError):
+        store.create(b"correct horse")
+    with pytest.raises(KeyFileError):
+        store.load(b"wrong passphrase")
+    again = store.load(b"correct horse")
+    assert again.root.public_key == keys.root.public_key and again.secret == keys.secret
+    assert again.pseudonym("M1", "C1") == keys.pseudonym("M1", "C1") != keys.pseudonym("M2", "C1")
+
+
+def test_rate_limiter_token_bucket() -> None:
+    now = [0.0]
+    rl = RateLimiter(2, 2, clock=lambda: now[0])
+    rl.check("m")
+    rl.check("m")
+    with pytest.raises(RateLimited):
+        rl.check("m")
+    rl.check("other")
+    now[0] = 0.5
+    rl.check("m")
+
+
+def test_request_signature_helpers() -> None:
+    key = SigningKey.generate()
+    h = sign_request(key, "M1", "POST", "/v1/x?a=1", b"{}", timestamp=1000, nonce="n" * 16)
+    mid, ts, nonce, sig = parse_headers(h, now=1100)
+    verify_signature(key.public_key, mid, "POST", "/v1/x?a=1", ts, nonce, sig, b"{}")
+    with pytest.raises(Unauthenticated):
+        verify_signature(key.public_key, mid, "POST", "/v1/x?a=2", ts, nonce, sig, b"{}")
+    with pytest.raises(ReplayedRequest):
+        parse_headers(h, now=1000 + 301)
+    with pytest.raises(Unauthenticated):
+        parse_headers({**h, "Safescan-Nonce": "short"}, now=1000)
+
+
+def test_csv_cells_cannot_carry_formulas() -> None:
+    row = {
+        "date": "d",
+        "merchant_id": "M",
+        "merchant_name": "=HYPERLINK(1)",
+        "settlement_account": "x",
+        "currency": "EUR",
+        "payments": 1,
+        "gross": 1,
+        "refunds": 0,
+        "refunded": 0,
+        "net": 1,
+    }
+    assert ",'=HYPERLINK(1)," in to_csv([row])
+
+
+def test_init_twice_and_scheme_key_rotation() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        db = f"sqlite:///{d}/i.db"
+        keys = Path(d) / "keys"
+        init_db(db, keys)
+        again = subprocess.run(
+            [sys.executable, "-m", "safescan.institution", "init", "--db", db, "--keys", str(keys)],
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
+        assert again.returncode == 2 and "already initialised" in again.stderr
+        rot = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "safescan.institution",
+                "rotate-scheme-key",
+                "--db",
+                db,
+                "--keys",
+                str(keys),
+                "--retire-old-in",
+                "3600",
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
+        assert rot.returncode == 0, rot.stderr
+        os.environ["SAFESCAN_INSTITUTION_PASSPHRASE"] = PASSPHRASE
+        try:
+            inst = open_institution(db, keys, None)
+        finally:
+            del os.environ["SAFESCAN_INSTITUTION_PASSPHRASE"]
+        try:
+            now = int(time.time())
+            assert inst.keys.scheme.current(now).kid == 2
+            assert inst.keys.scheme.keys[1].retire_at is not None
+            assert [k["kid"] for k in inst.public_keys()["scheme_keys"]] == [1, 2]
+        finally:
+            inst.db.dispose()
+
+
+def test_serve_refuses_missing_passphrase(tmp_path: Path) -> None:
+    e = env()
+    e.pop("SAFESCAN_INSTITUTION_PASSPHRASE")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "init",
+            "--db",
+            f"sqlite:///{tmp_path}/x.db",
+        ],
+        env=e,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "passphrase" in out.stderr
