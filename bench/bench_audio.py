@@ -1,6 +1,6 @@
 """Benchmark the audio-port modem: throughput, CPU real-time factor, frame error rate vs SNR.
 
-Run: ``.venv/bin/python bench/bench_audio.py [--frames N] [--payload BYTES] [--seed S]``
+Run: ``.venv/bin/python bench/bench_audio.py [--frames N] [--payload BYTES] [--seed S] [--json]``
 
 Prints:
 
@@ -20,12 +20,15 @@ Writes the FER curve to docs/audio-fer.png (``--png`` to change).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,6 +157,14 @@ def measure_goodput(message_size: int, seed: int) -> tuple[float, float, audio.L
     return message_size / audio_s, wall, host.stats
 
 
+def _snr_to_ebn0(snr: Any) -> Any:
+    return snr + 12.04
+
+
+def _ebn0_to_snr(ebn0: Any) -> Any:
+    return ebn0 - 12.04
+
+
 def plot(points: list[FerPoint], path: Path, frames: int, size: int) -> None:
     import matplotlib
 
@@ -195,7 +206,7 @@ def plot(points: list[FerPoint], path: Path, frames: int, size: int) -> None:
         "±100 ppm clock drift, DC offset, 6 dB attenuation",
         fontsize=10,
     )
-    top = ax.secondary_xaxis("top", functions=(lambda s: s + 12.04, lambda e: e - 12.04))
+    top = ax.secondary_xaxis("top", functions=(_snr_to_ebn0, _ebn0_to_snr))
     top.set_xlabel("Eb/N0 (dB)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
@@ -205,6 +216,7 @@ def plot(points: list[FerPoint], path: Path, frames: int, size: int) -> None:
 
 
 def main() -> None:
+    """Measure and print (with --json: the text goes to stderr, one JSON object to stdout)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100, help="frames per SNR point")
     parser.add_argument("--payload", type=int, default=255, help="payload bytes per frame")
@@ -221,7 +233,22 @@ def main() -> None:
         help="also sweep this SNR range in 0.5 dB steps (the waterfall)",
     )
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "audio-fer.png")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if not args.json:
+        figures = measure(args)
+    else:
+        with contextlib.redirect_stdout(sys.stderr):
+            figures = measure(args)
+        print(json.dumps(figures))
+    if figures["wrong_frames"]:
+        print("ERROR: a frame with wrong bytes was accepted", file=sys.stderr)
+        sys.exit(1)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure, printed as it is measured; writes the FER plot."""
+    out: dict[str, Any] = {"frames": args.frames, "payload": args.payload, "seed": args.seed}
 
     cfg = audio.ModemConfig()
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
@@ -235,15 +262,34 @@ def main() -> None:
         f" -> on-air payload rate {args.payload / (burst / cfg.sample_rate):.1f} bytes/s"
     )
 
+    out["modem"] = {
+        "space_hz": cfg.space_hz,
+        "mark_hz": cfg.mark_hz,
+        "baud": cfg.baud,
+        "raw_bytes_per_s": cfg.baud / 8,
+        "frame_ms": burst / cfg.sample_rate * 1000,
+        "on_air_bytes_per_s": args.payload / (burst / cfg.sample_rate),
+    }
     audio_s, mod_rtf, demod_rtf = measure_cpu(args.payload, args.seed)
+    out["cpu"] = {"audio_s": audio_s, "modulator_rtf": mod_rtf, "demodulator_rtf": demod_rtf}
     print(
         f"CPU per second of audio ({audio_s:.1f} s measured): modulator {mod_rtf * 1000:.2f} ms, "
         f"demodulator {demod_rtf * 1000:.1f} ms (real-time factors {mod_rtf:.4f}, "
         f"{demod_rtf:.4f})"
     )
 
+    out["goodput"] = []
     for size in (255, 4096):
         rate, wall, stats = measure_goodput(size, args.seed)
+        out["goodput"].append(
+            {
+                "bytes": size,
+                "bytes_per_s": rate,
+                "wall_s": wall,
+                "frames": stats.frames_sent,
+                "retransmissions": stats.retransmissions,
+            }
+        )
         print(
             f"ARQ request of {size} bytes at 20 dB: goodput {rate:.1f} bytes/s of audio "
             f"(both directions counted), {stats.frames_sent} host frames, "
@@ -261,9 +307,10 @@ def main() -> None:
     points = measure_fer([float(s) for s in snrs], args.frames, args.payload, args.seed)
     plot(points, args.png, args.frames, args.payload)
     print(f"\nwrote {args.png}")
-    if any(p.wrong for p in points):
-        print("ERROR: a frame with wrong bytes was accepted")
-        sys.exit(1)
+    out["fer"] = [asdict(p) | {"fer": p.fer} for p in points]
+    out["png"] = str(args.png)
+    out["wrong_frames"] = sum(p.wrong for p in points)
+    return out
 
 
 if __name__ == "__main__":

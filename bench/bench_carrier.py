@@ -1,6 +1,6 @@
 """Key-carrier benchmark: APDU round trips (TCP, serial pty) and a full payment session.
 
-    .venv/bin/python bench/bench_carrier.py [--rounds N]
+    .venv/bin/python bench/bench_carrier.py [--rounds N] [--sessions N] [--json]
 
 Targets (issue 3): TCP APDU round trip median <= 0.5 ms; full session (secure channel + PIN +
 OPEN CODE + AUTHORIZE) over TCP median <= 10 ms. Each carrier runs as its own process.
@@ -9,10 +9,14 @@ OPEN CODE + AUTHORIZE) over TCP median <= 10 ms. Each carrier runs as its own pr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from safescan.carrier.apdu import CommandApdu
 from safescan.carrier.client import CarrierClient
@@ -22,11 +26,15 @@ from safescan.carrier.testing import CarrierProcess, LocalInstitution
 PIN = "246810"
 
 
-def _ms(samples: list[float]) -> str:
+def _stats(samples: list[float]) -> dict[str, float]:
+    """Median and p99 in ms, and the sample count."""
     samples = sorted(samples)
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    median = statistics.median(samples) * 1e3
-    return f"median {median:.3f} ms  p99 {p99 * 1e3:.3f} ms  (n={len(samples)})"
+    return {"median_ms": statistics.median(samples) * 1e3, "p99_ms": p99 * 1e3, "n": len(samples)}
+
+
+def _ms(stats: dict[str, float]) -> str:
+    return f"median {stats['median_ms']:.3f} ms  p99 {stats['p99_ms']:.3f} ms  (n={stats['n']:.0f})"
 
 
 def round_trips(client: CarrierClient, rounds: int) -> list[float]:
@@ -56,39 +64,52 @@ def full_sessions(client: CarrierClient, inst: LocalInstitution, rounds: int) ->
     return out
 
 
-def main() -> None:
-    """Run and print the figures."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--sessions", type=int, default=300)
-    args = parser.parse_args()
+def measure(rounds: int, sessions: int) -> dict[str, Any]:
+    """Run every figure, printing each line; returns the figures."""
+    out: dict[str, Any] = {"rounds": rounds, "sessions": sessions}
     inst = LocalInstitution.create()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         with CarrierProcess(Path(tmp) / "tcp.state") as proc:
             started = time.perf_counter() - t
+            out["startup_ms"] = started * 1e3
             with CarrierClient.connect(proc.url) as client:
                 personalize(client, inst.make_bundle, PIN, 16)
                 round_trips(client, 100)  # warm-up
                 print(f"carrier process start-up (to READY):     {started * 1e3:.0f} ms")
-                figure = _ms(round_trips(client, args.rounds))
-                print(f"APDU round trip, TCP (GET INFO):          {figure}")
+                out["tcp_apdu"] = _stats(round_trips(client, rounds))
+                print(f"APDU round trip, TCP (GET INFO):          {_ms(out['tcp_apdu'])}")
                 full_sessions(client, inst, 10)
+                out["tcp_session"] = _stats(full_sessions(client, inst, sessions))
                 print(
                     "full session, TCP (channel+PIN+OPEN CODE+AUTHORIZE): "
-                    f"{_ms(full_sessions(client, inst, args.sessions))}"
+                    f"{_ms(out['tcp_session'])}"
                 )
         serial = CarrierProcess(Path(tmp) / "serial.state", serial=True)
         with serial as proc, CarrierClient.connect(proc.url) as client:
             personalize(client, inst.make_bundle, PIN, 16)
             round_trips(client, 100)
-            figure = _ms(round_trips(client, args.rounds))
-            print(f"APDU round trip, serial pty (GET INFO):   {figure}")
+            out["serial_apdu"] = _stats(round_trips(client, rounds))
+            print(f"APDU round trip, serial pty (GET INFO):   {_ms(out['serial_apdu'])}")
             full_sessions(client, inst, 10)
-            print(
-                "full session, serial pty:                "
-                f"{_ms(full_sessions(client, inst, args.sessions))}"
-            )
+            out["serial_session"] = _stats(full_sessions(client, inst, sessions))
+            print(f"full session, serial pty:                {_ms(out['serial_session'])}")
+    return out
+
+
+def main() -> None:
+    """Run and print the figures (with --json: text to stderr, one JSON object to stdout)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if not args.json:
+        measure(args.rounds, args.sessions)
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        figures = measure(args.rounds, args.sessions)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

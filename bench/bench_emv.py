@@ -1,6 +1,6 @@
 """Benchmark safescan.code.emv: parse rate of two published payloads, and build time.
 
-Run: ``.venv/bin/python bench/bench_emv.py [--seconds S]``
+Run: ``.venv/bin/python bench/bench_emv.py [--seconds S] [--json]``
 
 Prints payloads/s (best of 5 rounds, one process, one core). If the optional ``cemacqr``
 package (a published EMV QRCPS parser on PyPI) is installed, its rate is printed alongside:
@@ -11,12 +11,16 @@ package (a published EMV QRCPS parser on PyPI) is installed, its rate is printed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import json
 import platform
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 try:
     from safescan.code import emv
@@ -59,27 +63,28 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
     return batch / best
 
 
-def main() -> None:
-    """Run the benchmark and print one line per figure."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="time per figure (default 2)")
-    secs = ap.parse_args().seconds
-
+def measure(secs: float) -> dict[str, Any]:
+    """Run the benchmark, printing one line per figure; returns the figures."""
     samples = {"EMVCo sample": EMVCO_SAMPLE, "PIX static sample": PIX_SAMPLE}
+    out: dict[str, Any] = {"seconds": secs, "samples": {}, "parse_emv": {}, "build_emv": {}}
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
     for name, text in samples.items():
         print(f"{len(text)} chars  {name}")
+        out["samples"][name] = len(text)
 
     print("\nsafescan.code.emv")
     for name, text in samples.items():
-        r = rate(lambda t=text: emv.parse_emv(t), secs)
+        r = rate(partial(emv.parse_emv, text), secs)
+        out["parse_emv"][name] = r
         print(f"  parse_emv  {name:<18} {r:>10,.0f} payloads/s  ({1e6 / r:6.2f} us)")
     for name, text in samples.items():
         fields = emv.parse_emv(text).fields
-        r = rate(lambda f=fields: emv.build_emv(f), secs)
+        r = rate(partial(emv.build_emv, fields), secs)
+        out["build_emv"][name] = r
         print(f"  build_emv  {name:<18} {r:>10,.0f} payloads/s  ({1e6 / r:6.2f} us)")
     data = EMVCO_SAMPLE[:-4].encode()
     r = rate(lambda: emv.crc16_ccitt_false(data), secs)
+    out["crc16"] = {"bytes": len(data), "per_s": r}
     print(f"  crc16_ccitt_false over {len(data)} bytes {r:>10,.0f} /s  ({1e6 / r:6.2f} us)")
 
     try:
@@ -87,17 +92,37 @@ def main() -> None:
         from cemacqr.validate import validate  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         print("\ncemacqr not installed: comparison skipped (pip install cemacqr==0.1.2)")
-        return
+        out["cemacqr"] = None
+        return out
     version = importlib.metadata.version("cemacqr")
+    peer: dict[str, Any] = {"version": version, "parse_payload": {}, "parse_validate": {}}
+    out["cemacqr"] = peer
     print(f"\ncemacqr {version} (optional comparison)")
     for name, text in samples.items():
         if not validate(cemacqr.parse_payload(text)).ok:
             print(f"  {name}: cemacqr does not accept it; skipped")
             continue
-        r = rate(lambda t=text: cemacqr.parse_payload(t), secs)
+        r = rate(partial(cemacqr.parse_payload, text), secs)
+        peer["parse_payload"][name] = r
         print(f"  parse_payload            {name:<18} {r:>10,.0f} payloads/s  ({1e6 / r:6.2f} us)")
-        r = rate(lambda t=text: validate(cemacqr.parse_payload(t)), secs)
+        r = rate(partial(lambda t: validate(cemacqr.parse_payload(t)), text), secs)
+        peer["parse_validate"][name] = r
         print(f"  parse_payload + validate {name:<18} {r:>10,.0f} payloads/s  ({1e6 / r:6.2f} us)")
+    return out
+
+
+def main() -> None:
+    """Run the benchmark and print one line per figure (or, with --json, one JSON object)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per figure (default 2)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (text to stderr)")
+    args = ap.parse_args()
+    if not args.json:
+        measure(args.seconds)
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        figures = measure(args.seconds)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,6 @@ cd "$ROOT"
 bash scripts/setup-venv.sh
 bash scripts/ensure-system-deps.sh
 bash scripts/pcsc-setup.sh
-echo "== ruff"; .venv/bin/ruff check src tests bench
+echo "== ruff"; .venv/bin/ruff check src tests bench fuzz
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/pytest "$@"

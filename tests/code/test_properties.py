@@ -31,7 +31,7 @@ from safescan.code import (
     open_code,
     seal,
 )
-from safescan.code.errors import OversizeInput, SafescanError, UnsafeText
+from safescan.code.errors import MalformedCode, OversizeInput, SafescanError, UnsafeText
 from safescan.code.payment import MAX_DYNAMIC_VALIDITY, MAX_STATIC_VALIDITY
 from safescan.code.text import clean_name
 from tests.code.conftest import NOW, dynamic_code, make_scheme, static_code
@@ -442,3 +442,24 @@ def test_receipt_parser_raises_only_typed_errors(data: bytes) -> None:
     except SafescanError:
         return
     assert receipt.to_bytes() == data
+
+
+def test_semantic_tags_are_refused_without_running_their_constructors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cbor2 would compile tag 35 as a regular expression; strict_loads must refuse it first."""
+    import re
+
+    compiled: list[object] = []
+    real_compile = re.compile
+    errors: list[str] = []
+    for hex_ in ("d82362612b", "c11a00000000", "d9d9f701", "c249010000000000000000"):
+        monkeypatch.setattr(re, "compile", lambda *a, **k: compiled.append(a) or real_compile(*a))
+        try:
+            cbor.strict_loads(bytes.fromhex(hex_))
+        except MalformedCode as exc:
+            errors.append(exc.message)
+        finally:
+            monkeypatch.setattr(re, "compile", real_compile)
+    assert compiled == []
+    assert errors == ["CBOR tags are not allowed"] * 4

@@ -28,6 +28,16 @@ def _reject_tag(_decoder: Any, tag: Any) -> Any:
     raise MalformedCode(f"CBOR tag {tag.tag} is not allowed")
 
 
+def _reject_semantic(_value: Any, _immutable: bool = False) -> Any:
+    raise MalformedCode("CBOR tags are not allowed")
+
+
+# cbor2 interprets some tags itself (epoch times, bignums, regular expressions, MIME messages,
+# sets, IP addresses...), before ``tag_hook`` is asked. Overriding every tag number it could know
+# refuses them without running those constructors on attacker-controlled content.
+_NO_SEMANTIC_TAGS = dict.fromkeys(range(0x10000), _reject_semantic)
+
+
 def _check_types(value: Any, depth: int, error: type[SafescanError]) -> None:
     if depth > MAX_DEPTH:
         raise error("data is nested too deeply")
@@ -60,7 +70,7 @@ def strict_loads(
         value = cbor2.loads(
             data,
             tag_hook=_reject_tag,
-            semantic_decoders={},
+            semantic_decoders=_NO_SEMANTIC_TAGS,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             max_depth=max_depth,
@@ -69,6 +79,8 @@ def strict_loads(
     except SafescanError as exc:
         raise error(exc.message) from None
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        if "semantic tag" in str(exc):
+            raise error("CBOR tags are not allowed") from None
         raise error(f"not valid CBOR: {type(exc).__name__}") from None
     _check_types(value, 0, error)
     if dumps(value) != bytes(data):

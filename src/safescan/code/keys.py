@@ -52,7 +52,7 @@ def _decrypt_pem(data: bytes, passphrase: bytes) -> object:
         ) from exc
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes) -> None:
     """Write a (already encrypted) private key file with owner-only permissions, atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -145,7 +145,7 @@ class SigningKey:
 
     def save(self, path: Path, passphrase: bytes) -> None:
         """Write the key encrypted under ``passphrase`` (mode 0600)."""
-        _write_private(Path(path), self.to_pem(passphrase))
+        write_private_file(Path(path), self.to_pem(passphrase))
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes) -> SigningKey:
@@ -250,7 +250,7 @@ class SchemeKey:
 
     def save(self, path: Path, passphrase: bytes) -> None:
         """Write the key encrypted under ``passphrase`` (mode 0600)."""
-        _write_private(Path(path), self.to_json(passphrase).encode("ascii"))
+        write_private_file(Path(path), self.to_json(passphrase).encode("ascii"))
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes) -> SchemeKey:

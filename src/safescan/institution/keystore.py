@@ -29,7 +29,13 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from safescan.code.certs import TrustStore
 from safescan.code.errors import KeyFileError
-from safescan.code.keys import SchemeKey, SchemeKeyring, SigningKey, VerifyKey
+from safescan.code.keys import (
+    SchemeKey,
+    SchemeKeyring,
+    SigningKey,
+    VerifyKey,
+)
+from safescan.code.keys import write_private_file as _write_private
 from safescan.institution.errors import ConfigError
 
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
@@ -72,17 +78,6 @@ def load_passphrase(passphrase_file: Path | None) -> bytes:
 
 def _kdf(passphrase: bytes, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @dataclass

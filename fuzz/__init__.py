@@ -1,0 +1,1 @@
+"""Fuzzing entry points, one per parser (see docs/fuzzing.md)."""
