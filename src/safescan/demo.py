@@ -299,7 +299,18 @@ class Stack:
     # --- carriers ---
 
     def start_carrier(self, name: str = "carrier") -> tuple[ManagedProcess, str]:
-        """A blank key carrier process on a free port; returns it and its URL."""
+        """A blank key carrier process on a free port; returns it and its URL.
+
+        Once the institution runs, the carrier is "manufactured" with its root key(s) as trust
+        anchor, so it will only accept a personalisation bundle signed by that institution.
+        """
+        anchor: list[str] = []
+        if self.base_url:
+            with InstitutionHttp(self.base_url) as remote:
+                doc = remote.call("GET", "/v1/keys")
+            for k in doc.get("root_keys", []):
+                raw = base64.b64decode(k["public_key"])
+                anchor += ["--institution-key", f"{int(k['kid'])}:{raw.hex()}"]
         proc = self._spawn(
             name,
             [
@@ -310,6 +321,7 @@ class Stack:
                 str(self.workdir / f"{name}.eeprom"),
                 "--listen",
                 "tcp://127.0.0.1:0",
+                *anchor,
             ],
             capture=True,
         )

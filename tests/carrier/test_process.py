@@ -14,6 +14,7 @@ from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import (
     CarrierBlocked,
     CarrierDisconnected,
+    CarrierError,
     CarrierTimeout,
     CarrierUnavailable,
     ChannelError,
@@ -211,3 +212,27 @@ def test_serial_frame_decoder_resyncs() -> None:
 
 def test_framing_error_type() -> None:
     assert issubclass(FramingError, TransportError)
+
+
+def test_factory_trust_anchor_refuses_a_rogue_institutions_bundle(tmp_path: Path) -> None:
+    """A carrier manufactured with the institution's root key refuses a bundle from anyone
+    else (a relay that knows its public transport key), and accepts the genuine one."""
+    genuine, rogue = LocalInstitution.create(), LocalInstitution.create()
+    anchor = f"{genuine.kid}:{genuine.key.public_key.hex()}"
+    state = tmp_path / "anchored.state"
+    proc = CarrierProcess(
+        state, where=["--listen", "tcp://127.0.0.1:0", "--institution-key", anchor]
+    )
+    try:
+        proc.start()
+        with CarrierClient.connect(proc.url) as client:
+            with pytest.raises(CarrierError, match=r"(?i)bundle|institution key"):
+                personalize(client, rogue.make_bundle, PIN)
+            assert client.get_info().lifecycle is Lifecycle.BLANK
+        proc.stop()
+        proc.start()  # restarting with the anchor option changes nothing (already fused)
+        with CarrierClient.connect(proc.url) as client:
+            personalize(client, genuine.make_bundle, PIN)
+            assert client.get_info().lifecycle is Lifecycle.PERSONALIZED
+    finally:
+        proc.stop()

@@ -25,16 +25,34 @@ def serve(
         help="tcp://HOST:PORT[?snr=20&drift_ppm=100&dc=0.05&seed=1] to serve the audio port on "
         "(FSK tones as PCM samples; parameters add a channel model to what the card sends).",
     ),
+    institution_key: list[str] | None = typer.Option(  # noqa: B008
+        None,
+        "--institution-key",
+        help="Factory step: KID:HEX of the institution root key a blank carrier will trust "
+        "(repeatable). PERSONALIZE then accepts only bundles signed under it.",
+    ),
 ) -> None:
     """Run an emulated key carrier until interrupted (prints 'READY <url>' when listening)."""
     from safescan.carrier.errors import CarrierError
-    from safescan.carrier.server import run
+    from safescan.carrier.server import parse_anchor, run
 
     if sum(x is not None for x in (listen, serial, vpcd, audio)) != 1:
         typer.echo("give exactly one of --listen, --serial, --vpcd, --audio", err=True)
         raise typer.Exit(2)
     try:
-        run(state, listen=listen, serial=serial, vpcd=vpcd, audio=audio)
+        anchor = parse_anchor(institution_key or [])
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        run(
+            state,
+            listen=listen,
+            serial=serial,
+            vpcd=vpcd,
+            audio=audio,
+            institution_keys=anchor,
+        )
     except KeyboardInterrupt:
         return
     except CarrierError as exc:

@@ -160,6 +160,22 @@ class Card:
         self.powered = True
         return rom.ATR
 
+    def install_trust_anchor(self, keys: dict[int, bytes]) -> bool:
+        """Factory step: fuse the institution root key(s) this carrier will trust.
+
+        Only a BLANK carrier with no anchor yet takes one; PERSONALIZE then accepts only a
+        bundle signed under it. Returns True if installed, False if the card already has one
+        (or is no longer blank), so re-running the factory step changes nothing.
+        """
+        image = self.image
+        if image is None or image.lifecycle is not Lifecycle.BLANK or image.institution_keys:
+            return False
+        if not keys or any(len(raw) != 32 for raw in keys.values()):
+            raise ValueError("a trust anchor is one or more 32-byte Ed25519 keys")
+        image.institution_keys = sorted(keys.items())
+        self.eeprom.write(image)
+        return True
+
     def power_off(self) -> None:
         """Power lost: RAM (session, PIN status, pending code) is gone."""
         self.ram.end_session()
@@ -470,15 +486,23 @@ class Card:
             pin_digits = pinmod.unpad_pin(block)
         except pinmod.PinFormatError as exc:
             raise _refuse(StatusWord.WRONG_DATA, Reason.BAD_PIN_FORMAT, str(exc)) from None
+        from safescan.code.certs import TrustStore
         from safescan.code.keys import VerifyKey
         from safescan.code.provisioning import open_bundle
 
+        # A factory-installed anchor (BLANK image's institution keys) pins the institution.
+        anchor = (
+            TrustStore({kid: VerifyKey(raw) for kid, raw in image.institution_keys})
+            if image.institution_keys
+            else None
+        )
         try:
             bundle = open_bundle(
                 bundle_bytes,
                 self.keys.transport,
                 carrier_signing_key=VerifyKey(self.keys.signing.public_key().public_bytes_raw()),
                 now=self.clock(),
+                trust_anchor=anchor,
             )
         except SafescanError as exc:
             raise _refuse(StatusWord.WRONG_DATA, Reason.BAD_BUNDLE, exc.message) from None

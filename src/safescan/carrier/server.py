@@ -168,7 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--audio", metavar="URL", help="tcp://HOST:PORT[?snr=..] to serve the audio port on"
     )
+    parser.add_argument(
+        "--institution-key",
+        action="append",
+        default=[],
+        metavar="KID:HEX",
+        help="factory step: the institution root key a blank carrier will trust (repeatable)",
+    )
     return parser
+
+
+def parse_anchor(values: Sequence[str]) -> dict[int, bytes]:
+    """``KID:HEX`` strings -> {kid: 32-byte key}; raises ValueError on a malformed one."""
+    keys: dict[int, bytes] = {}
+    for value in values:
+        kid, sep, hex_ = value.partition(":")
+        raw = bytes.fromhex(hex_) if sep else b""
+        if not kid.isdigit() or len(raw) != 32:
+            raise ValueError(f"--institution-key wants KID:64-hex-digits, not {value!r}")
+        keys[int(kid)] = raw
+    return keys
 
 
 def run(
@@ -179,10 +198,13 @@ def run(
     vpcd: str | None = None,
     audio: str | None = None,
     ready: Callable[[str], None] | None = None,
+    institution_keys: dict[int, bytes] | None = None,
 ) -> None:
     """Power the card and serve it forever on one transport."""
     card = Card(FileStorage(state))
     card.power_on()
+    if institution_keys and card.install_trust_anchor(institution_keys):
+        log.info("trust anchor installed: institution key ids %s", sorted(institution_keys))
     log.info("carrier on %s: %s", state, card.lifecycle.name)
     link = CardLink(card)
 
@@ -209,7 +231,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s", stream=sys.stderr)
     try:
-        run(args.state, listen=args.listen, serial=args.serial, vpcd=args.vpcd, audio=args.audio)
+        anchor = parse_anchor(args.institution_key)
+    except ValueError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(
+            args.state,
+            listen=args.listen,
+            serial=args.serial,
+            vpcd=args.vpcd,
+            audio=args.audio,
+            institution_keys=anchor,
+        )
     except KeyboardInterrupt:
         return 0
     except CarrierError as exc:
