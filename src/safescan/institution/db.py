@@ -26,6 +26,19 @@ T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+DISK_FULL_SQLSTATE = "53100"
+
+
+def storage_error(exc: DBAPIError) -> StorageError:
+    """The typed error for a storage failure, saying plainly when the disk is full."""
+    orig = getattr(exc, "orig", None)
+    if "database or disk is full" in str(orig) or getattr(orig, "sqlstate", None) == (
+        DISK_FULL_SQLSTATE
+    ):
+        return StorageError(
+            "the database's disk is full: nothing was recorded; retry once space is freed"
+        )
+    return StorageError("the database is unavailable; retry later")
 MAX_ATTEMPTS = 12
 
 
@@ -222,7 +235,7 @@ class GroupCommitter:
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.5)
                     continue
-                err = StorageError("the database is unavailable; retry later")
+                err = storage_error(exc)
                 for _, fut in batch:
                     fut.set_exception(err)
                 return
@@ -269,7 +282,7 @@ class Database:
             except DBAPIError as exc:
                 if not is_retryable(exc) or attempt == MAX_ATTEMPTS - 1:
                     if isinstance(exc, OperationalError):
-                        raise StorageError("the database is unavailable; retry later") from exc
+                        raise storage_error(exc) from exc
                     raise
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -297,7 +310,7 @@ class Database:
         except DataError:
             raise InvalidRequest("a value is out of range or contains invalid characters") from None
         except OperationalError as exc:
-            raise StorageError("the database is unavailable; retry later") from exc
+            raise storage_error(exc) from exc
 
     def dispose(self) -> None:
         """Stop the writer and close all pooled connections."""
