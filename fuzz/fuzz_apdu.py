@@ -39,7 +39,7 @@ from safescan.carrier.client import CarrierClient
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Eeprom, Image, Lifecycle, MemoryStorage
 from safescan.carrier.provision import personalize
-from safescan.carrier.testing import LocalInstitution
+from safescan.carrier.testing import LocalInstitution, leaks, secrets_of
 from safescan.carrier.transport.loopback import LoopbackTransport
 from safescan.carrier.transport.serial import FrameDecoder, encode_frame
 from safescan.code.errors import SafescanError
@@ -102,7 +102,7 @@ class Fixture:
         image, key = self.snapshot
         self.card = Card(MemoryStorage(image, key), clock=self.clock)
         self.card.power_on()
-        self.secrets = _secrets_of(self.card)
+        self.secrets = secrets_of(self.card)
         self.session: Session | None = None
         self.card_session: object = None
 
@@ -146,7 +146,7 @@ class Fixture:
         assert isinstance(out, bytes) and len(out) >= 2, out
         sw = int.from_bytes(out[-2:], "big")
         assert sw in KNOWN_SW, hex(sw)
-        assert not _leaks(out, self.secrets), "key material in a response"
+        assert not leaks(out, self.secrets), "key material in a response"
         OUTCOMES[f"card SW {sw:04X}"] += 1
         return out
 
@@ -165,29 +165,9 @@ class Fixture:
             return None
         inner = ResponseApdu.from_bytes(session.open_response(header, out.data))
         assert inner.sw in KNOWN_SW, hex(inner.sw)
-        assert not _leaks(inner.to_bytes(), self.secrets), "key material in a response"
+        assert not leaks(inner.to_bytes(), self.secrets), "key material in a response"
         OUTCOMES[f"in channel SW {inner.sw:04X}"] += 1
         return inner
-
-
-def _secrets_of(card: Card) -> list[bytes]:
-    image = card.image
-    assert image is not None
-    found = [card.eeprom.pin_key]
-    for value in (image.attestation_seed, image.signing_seed, image.transport_seed):
-        if value is not None:
-            found.append(bytes(value))
-    found += [bytes(raw) for _, raw, _ in image.scheme_keys]
-    if image.pin_verifier is not None:
-        found.append(bytes(image.pin_verifier))
-    storage = card.eeprom.storage
-    assert isinstance(storage, MemoryStorage) and storage.device_key is not None
-    found.append(storage.device_key)
-    return found
-
-
-def _leaks(data: bytes, secrets: list[bytes]) -> bool:
-    return any(s in data or s[:16] in data or s[16:] in data for s in secrets)
 
 
 _FIXTURE: Fixture | None = None

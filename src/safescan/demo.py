@@ -57,7 +57,7 @@ from safescan.code import (
 from safescan.merchant.client import MerchantApi, Order, wait_for_payment
 from safescan.merchant.config import PosConfig
 from safescan.merchant.onboard import AdminApi, onboard_merchant
-from safescan.merchant.remote import InstitutionHttp
+from safescan.remote import InstitutionHttp
 from safescan.wallet.errors import CodeRefusedByWallet
 from safescan.wallet.flow import Payment, Wallet, enroll
 

@@ -20,7 +20,7 @@ from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Eeprom, Image, Lifecycle, MemoryStorage
 from safescan.carrier.errors import ApduError, ImageError
 from safescan.carrier.provision import personalize
-from safescan.carrier.testing import LocalInstitution
+from safescan.carrier.testing import LocalInstitution, leaks, secrets_of
 from safescan.carrier.transport.serial import FrameDecoder
 
 from .conftest import PIN, Clock, connect
@@ -34,26 +34,6 @@ FAST = settings(
 )
 KNOWN_SW = {int(s) for s in StatusWord} | {0x63C0 | i for i in range(16)}
 INS_VALUES = [int(i) for i in Ins]
-
-
-def secrets_of(card: Card) -> list[bytes]:
-    image = card.image
-    assert image is not None
-    found = [card.eeprom.pin_key]
-    for value in (image.attestation_seed, image.signing_seed, image.transport_seed):
-        if value is not None:
-            found.append(bytes(value))
-    found += [bytes(raw) for _, raw, _ in image.scheme_keys]
-    if image.pin_verifier is not None:
-        found.append(bytes(image.pin_verifier))
-    storage = card.eeprom.storage
-    assert isinstance(storage, MemoryStorage) and storage.device_key is not None
-    found.append(storage.device_key)
-    return found
-
-
-def leaks(data: bytes, secret_list: list[bytes]) -> bool:
-    return any(s in data or s[:16] in data or s[16:] in data for s in secret_list)
 
 
 class Fixture:

@@ -13,10 +13,9 @@ from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Lifecycle, MemoryStorage
 from safescan.carrier.pin import pad_pin
 from safescan.carrier.provision import personalize
-from safescan.carrier.testing import LocalInstitution
+from safescan.carrier.testing import LocalInstitution, leaks, secrets_of
 
 from .conftest import PIN, Clock, connect
-from .test_fuzz import leaks, secrets_of
 
 STATES = ["blank", "blank_with_keys", "personalized", "pin_verified_with_pending_code"]
 

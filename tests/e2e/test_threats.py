@@ -61,7 +61,8 @@ from safescan.demo import ManagedProcess, Stack, forged_code
 from safescan.institution.keystore import InstitutionKeys, KeyStore
 from safescan.institution.merchant_auth import sign_request
 from safescan.institution.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
-from safescan.merchant.client import MerchantApi, ReceiptMismatch, verify_receipt
+from safescan.merchant.client import MerchantApi
+from safescan.remote import ReceiptMismatch, verify_receipt
 from safescan.merchant.onboard import AdminApi
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, ReceiptInvalid
 from safescan.wallet.flow import Wallet

@@ -27,6 +27,7 @@ import pytest
 from safescan.carrier.apdu import Ins
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.rom import CLA_SECURE
+from safescan.carrier.testing import FrameRelay
 from safescan.carrier.transport import parse_tcp_url
 from safescan.carrier.transport.tcp import recv_frame, send_frame
 from safescan.code import Authorization, LineItem
@@ -42,7 +43,7 @@ FUNDS = 100_000
 ITEMS = [LineItem("Flat white", 1, 350)]
 
 
-class KillingRelay:
+class KillingRelay(FrameRelay):
     """Relays the vpcd TCP link to ``target``; when armed, kills the carrier during AUTHORIZE.
 
     ``delay`` < 0: kill before the frame reaches the carrier; otherwise deliver it, wait
@@ -50,43 +51,10 @@ class KillingRelay:
     """
 
     def __init__(self) -> None:
-        self.target: tuple[str, int] = ("127.0.0.1", 0)
         self.victim: ManagedProcess | None = None
         self.delay: float | None = None  # None: disarmed
         self.fired = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(5)
-
-    def _serve(self) -> None:
-        self._server.settimeout(0.05)
-        while not self._stop.is_set():
-            try:
-                host, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            host.settimeout(None)
-            try:
-                card = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                host.close()
-                continue
-            try:
-                self._relay(host, card)
-            except OSError:
-                pass  # either side went away
-            finally:
-                host.close()
-                card.close()
+        super().__init__(("127.0.0.1", 0))  # the target is set once the carrier runs
 
     def _relay(self, host: socket.socket, card: socket.socket) -> None:
         while True:

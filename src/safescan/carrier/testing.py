@@ -46,7 +46,36 @@ from safescan.code import (
 if TYPE_CHECKING:
     import socket
 
+    from safescan.carrier.device import Card
+
 EUR = 978
+
+
+def secrets_of(card: Card) -> list[bytes]:
+    """Every secret an in-process card (on :class:`MemoryStorage`) holds: what no response may
+    ever contain."""
+    from safescan.carrier.eeprom import MemoryStorage
+
+    image = card.image
+    assert image is not None
+    found = [card.eeprom.pin_key]
+    for value in (image.attestation_seed, image.signing_seed, image.transport_seed):
+        if value is not None:
+            found.append(bytes(value))
+    found += [bytes(raw) for _, raw, _ in image.scheme_keys]
+    if image.pin_verifier is not None:
+        found.append(bytes(image.pin_verifier))
+    storage = card.eeprom.storage
+    assert isinstance(storage, MemoryStorage) and storage.device_key is not None
+    found.append(storage.device_key)
+    return found
+
+
+def leaks(data: bytes, secret_list: list[bytes]) -> bool:
+    """Whether ``data`` contains any secret, or either half of one."""
+    return any(s in data or s[:16] in data or s[16:] in data for s in secret_list)
+
+
 DEFAULT_MERCHANT = Merchant("m-1001", "Corner Bakery", "Lyon", "FR", 5462)
 
 
@@ -277,29 +306,21 @@ ATTACKS = (
 )
 
 
-class AttackerProxy:
-    """An active man in the middle on the TCP (vpcd) link: records every frame both ways and
-    applies one attack to the ``k``-th secure-channel command (CLA 0x84) of a connection."""
+class FrameRelay:
+    """A relay on the TCP (vpcd) link, listening on 127.0.0.1: for each host connection it
+    connects to ``target`` and hands both sockets to :meth:`_relay`, which subclasses write.
+    ``target`` may be changed between connections (e.g. after the card restarts)."""
 
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target: tuple[str, int]) -> None:
         import socket
         import threading
 
-        from safescan.carrier.transport import parse_tcp_url
-
-        self.target = parse_tcp_url(target_url)
-        self.capture: list[tuple[str, bytes]] = []
-        self.attack: tuple[str, int] | None = None
-        self.fired = False
+        self.target = target
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-
-    def captured(self) -> bytes:
-        """Everything that crossed the wire, concatenated."""
-        return b"".join(payload for _, payload in self.capture)
 
     def close(self) -> None:
         """Stop listening and end the relay thread."""
@@ -331,6 +352,26 @@ class AttackerProxy:
             finally:
                 host.close()
                 card.close()
+
+    def _relay(self, host: socket.socket, card: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class AttackerProxy(FrameRelay):
+    """An active man in the middle on the TCP (vpcd) link: records every frame both ways and
+    applies one attack to the ``k``-th secure-channel command (CLA 0x84) of a connection."""
+
+    def __init__(self, target_url: str) -> None:
+        from safescan.carrier.transport import parse_tcp_url
+
+        self.capture: list[tuple[str, bytes]] = []
+        self.attack: tuple[str, int] | None = None
+        self.fired = False
+        super().__init__(parse_tcp_url(target_url))
+
+    def captured(self) -> bytes:
+        """Everything that crossed the wire, concatenated."""
+        return b"".join(payload for _, payload in self.capture)
 
     def _relay(self, host: socket.socket, card: socket.socket) -> None:
         from safescan.carrier.transport.tcp import recv_frame, send_frame

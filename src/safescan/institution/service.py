@@ -521,22 +521,8 @@ class Institution:
 
         def tx(conn: Connection) -> Certificate:
             self._merchant_identity(conn, mid)
-            serial = self._new_cert_row(conn, Role.MERCHANT, mid, key, now, valid_days)
-            cert = issue_certificate(
-                self.keys.root,
-                self.keys.root_kid,
-                serial=serial,
-                role=Role.MERCHANT,
-                subject=mid,
-                public_key=key,
-                not_before=now - 60,
-                not_after=now + valid_days * 86400,
-            )
-            conn.execute(
-                update(CertificateRow)
-                .where(CertificateRow.serial == serial)
-                .values(cert=cert.to_bytes())
-            )
+            cert = self._certify(conn, Role.MERCHANT, lambda _serial: mid, key, now, valid_days)
+            serial = cert.serial
             audit.append(
                 conn,
                 at=now,
@@ -549,23 +535,49 @@ class Institution:
 
         return self.db.write(tx)
 
-    @staticmethod
-    def _new_cert_row(
-        conn: Connection, role: Role, subject: str, key: VerifyKey, now: int, days: int
-    ) -> int:
-        res = conn.execute(
-            insert(CertificateRow)
-            .values(
-                role=int(role),
-                subject=subject,
-                public_key=key.raw,
-                not_before=now - 60,
-                not_after=now + days * 86400,
-                created_at=now,
-            )
-            .returning(CertificateRow.serial)
+    def _certify(
+        self,
+        conn: Connection,
+        role: Role,
+        subject_for: Callable[[int], str],
+        key: VerifyKey,
+        now: int,
+        days: int,
+    ) -> Certificate:
+        """Allocate a serial (a certificate row), issue the certificate under the root key and
+        store it; ``subject_for(serial)`` names the subject (a carrier's depends on its serial)."""
+        not_before, not_after = now - 60, now + days * 86400
+        serial = int(
+            conn.execute(
+                insert(CertificateRow)
+                .values(
+                    role=int(role),
+                    subject="pending",
+                    public_key=key.raw,
+                    not_before=not_before,
+                    not_after=not_after,
+                    created_at=now,
+                )
+                .returning(CertificateRow.serial)
+            ).scalar_one()
         )
-        return int(res.scalar_one())
+        subject = subject_for(serial)
+        cert = issue_certificate(
+            self.keys.root,
+            self.keys.root_kid,
+            serial=serial,
+            role=role,
+            subject=subject,
+            public_key=key,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        conn.execute(
+            update(CertificateRow)
+            .where(CertificateRow.serial == serial)
+            .values(subject=subject, cert=cert.to_bytes())
+        )
+        return cert
 
     # --- customers and carriers --------------------------------------------------------------
 
@@ -715,25 +727,10 @@ class Institution:
                     "the enrollment token is unknown, used or expired", param="token"
                 )
             cid = res.customer_id
-            serial = self._new_cert_row(
-                conn, Role.CARRIER, "pending", signing, now, CARRIER_CERT_DAYS
+            cert = self._certify(
+                conn, Role.CARRIER, carrier_subject, signing, now, CARRIER_CERT_DAYS
             )
-            subject = carrier_subject(serial)
-            cert = issue_certificate(
-                self.keys.root,
-                self.keys.root_kid,
-                serial=serial,
-                role=Role.CARRIER,
-                subject=subject,
-                public_key=signing,
-                not_before=now - 60,
-                not_after=now + CARRIER_CERT_DAYS * 86400,
-            )
-            conn.execute(
-                update(CertificateRow)
-                .where(CertificateRow.serial == serial)
-                .values(subject=subject, cert=cert.to_bytes())
-            )
+            serial = cert.serial
             conn.execute(
                 insert(CarrierRow).values(
                     serial=serial,

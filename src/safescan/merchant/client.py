@@ -26,24 +26,18 @@ from safescan.code.envelope import decode_text
 from safescan.code.errors import MalformedCode, SafescanError
 from safescan.code.payment import LineItem
 from safescan.institution.merchant_auth import sign_request
-from safescan.institution.util import b64d
 from safescan.merchant.config import PosConfig
-from safescan.merchant.remote import (
+from safescan.remote import (
     InstitutionHttp,
     InstitutionProtocolError,
     InstitutionUnreachable,
     decode_answer,
     encode_json,
     error_from_response,
+    verify_receipt,
 )
 
 EVENTS_PATH = "/v1/merchant/events"
-
-
-class ReceiptMismatch(SafescanError):
-    """A receipt is validly signed but does not match the order it should pay."""
-
-    code = "receipt_mismatch"
 
 
 class OrderNotPaid(SafescanError):
@@ -97,36 +91,6 @@ def parse_item(spec: str) -> LineItem:
     except ValueError:
         raise MalformedCode(f"item {spec!r}: quantity and price must be whole numbers") from None
     return item.validated()
-
-
-def verify_receipt(
-    receipt_b64: str,
-    trust: TrustStore,
-    *,
-    merchant_id: str,
-    order_id: str | None = None,
-    amount: int | None = None,
-    currency: int | None = None,
-    code_digest: bytes | None = None,
-) -> Receipt:
-    """Parse and verify an institution receipt, and check it is for what we expect."""
-    try:
-        raw = b64d(receipt_b64, param="receipt", max_bytes=1024)
-    except SafescanError:
-        raise InstitutionProtocolError("the receipt is not valid base64") from None
-    receipt = Receipt.from_bytes(raw)
-    receipt.verify(trust)
-    expected = {
-        "merchant": (receipt.merchant_id, merchant_id),
-        "order": (receipt.order_id, order_id),
-        "amount": (receipt.amount, amount),
-        "currency": (receipt.currency, currency),
-        "code": (receipt.code_digest, code_digest),
-    }
-    for what, (got, want) in expected.items():
-        if want is not None and got != want:
-            raise ReceiptMismatch(f"the receipt's {what} does not match the order")
-    return receipt
 
 
 class SseParser:

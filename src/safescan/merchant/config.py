@@ -22,7 +22,8 @@ from typing import Any
 
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import SigningKey
+from safescan.remote import trust_from_json, trust_to_json
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
 
@@ -39,24 +40,6 @@ def default_path() -> Path:
     if env:
         return Path(env)
     return Path.home() / ".config" / "safescan" / "pos.json"
-
-
-def trust_from_json(doc: object) -> TrustStore:
-    """``{"kid": "hex public key"}`` -> a trust store."""
-    if not isinstance(doc, dict) or not doc:
-        raise PosConfigError("trust must map institution key ids to public keys")
-    keys: dict[int, VerifyKey] = {}
-    for kid, hexkey in doc.items():
-        try:
-            keys[int(kid)] = VerifyKey(bytes.fromhex(str(hexkey)))
-        except (ValueError, SafescanError):
-            raise PosConfigError(f"trust key {kid!r} is not a 32-byte hex public key") from None
-    return TrustStore(keys)
-
-
-def trust_to_json(trust: TrustStore) -> dict[str, str]:
-    """Inverse of :func:`trust_from_json`."""
-    return {str(k): v.raw.hex() for k, v in sorted(trust.institution_keys.items())}
 
 
 @dataclass

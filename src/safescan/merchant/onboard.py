@@ -11,25 +11,9 @@ import base64
 import secrets
 from typing import Any
 
-from safescan.code.certs import TrustStore
-from safescan.code.errors import SafescanError
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import SigningKey
 from safescan.merchant.config import PosConfig
-from safescan.merchant.remote import InstitutionHttp, InstitutionProtocolError
-
-
-def fetch_trust(remote: InstitutionHttp) -> TrustStore:
-    """The institution's root keys from ``GET /v1/keys`` (trust on first use; pin them after)."""
-    doc = remote.call("GET", "/v1/keys")
-    try:
-        keys = {
-            int(k["kid"]): VerifyKey(base64.b64decode(k["public_key"])) for k in doc["root_keys"]
-        }
-    except (KeyError, TypeError, ValueError, SafescanError):
-        raise InstitutionProtocolError("the institution's key list is malformed") from None
-    if not keys:
-        raise InstitutionProtocolError("the institution published no root key")
-    return TrustStore(keys)
+from safescan.remote import InstitutionHttp, fetch_trust
 
 
 class AdminApi:

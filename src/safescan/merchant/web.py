@@ -56,7 +56,7 @@ from safescan.merchant.client import (
 )
 from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
-from safescan.merchant.remote import InstitutionUnreachable
+from safescan.remote import InstitutionUnreachable
 
 log = logging.getLogger("safescan.merchant.web")
 

@@ -45,9 +45,12 @@ from safescan.code.inspect import inspect_text
 from safescan.code.payment import CodeKind
 from safescan.institution.errors import NotFound
 from safescan.institution.util import b64d
-from safescan.merchant.client import verify_receipt
-from safescan.merchant.onboard import fetch_trust
-from safescan.merchant.remote import InstitutionHttp, InstitutionUnreachable
+from safescan.remote import (
+    InstitutionHttp,
+    InstitutionUnreachable,
+    fetch_trust,
+    verify_receipt,
+)
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
     EnrollmentFailed,

@@ -22,7 +22,7 @@ from typing import Any
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.merchant.config import trust_from_json, trust_to_json
+from safescan.remote import trust_from_json, trust_to_json
 from safescan.wallet.errors import WalletError, WalletNotEnrolled
 
 ENV_WALLET_DIR = "SAFESCAN_WALLET_DIR"

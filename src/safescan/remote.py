@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the merchant terminal and the wallet: one client, typed errors.
+"""The client side of the institution's HTTP API, shared by the merchant terminal, the wallet
+and the demo: one HTTP client with typed errors, the institution's published keys, receipts.
 
 Every answer of the institution that is not a success becomes the *same* typed error the
 institution raised (``OrderNotPayable``, ``CounterReplay``, ``PaymentRefused`` ...), rebuilt
@@ -8,13 +9,18 @@ No raw ``httpx`` exception escapes.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import httpx
 
+from safescan.code.authorization import Receipt
+from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
+from safescan.code.keys import VerifyKey
 from safescan.institution import errors as inst_errors
+from safescan.institution.util import b64d
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -140,3 +146,77 @@ def decode_answer(resp: httpx.Response) -> Any:
         return resp.json()
     except ValueError:
         raise InstitutionProtocolError("the institution's answer is not JSON") from None
+
+
+class TrustFormatError(SafescanError):
+    """Stored institution keys (in a POS or wallet configuration) are malformed."""
+
+    code = "trust_format_error"
+
+
+def trust_from_json(doc: object) -> TrustStore:
+    """``{"kid": "hex public key"}`` -> a trust store."""
+    if not isinstance(doc, dict) or not doc:
+        raise TrustFormatError("trust must map institution key ids to public keys")
+    keys: dict[int, VerifyKey] = {}
+    for kid, hexkey in doc.items():
+        try:
+            keys[int(kid)] = VerifyKey(bytes.fromhex(str(hexkey)))
+        except (ValueError, SafescanError):
+            raise TrustFormatError(f"trust key {kid!r} is not a 32-byte hex public key") from None
+    return TrustStore(keys)
+
+
+def trust_to_json(trust: TrustStore) -> dict[str, str]:
+    """Inverse of :func:`trust_from_json`."""
+    return {str(k): v.raw.hex() for k, v in sorted(trust.institution_keys.items())}
+
+
+def fetch_trust(remote: InstitutionHttp) -> TrustStore:
+    """The institution's root keys from ``GET /v1/keys`` (trust on first use; pin them after)."""
+    doc = remote.call("GET", "/v1/keys")
+    try:
+        keys = {
+            int(k["kid"]): VerifyKey(base64.b64decode(k["public_key"])) for k in doc["root_keys"]
+        }
+    except (KeyError, TypeError, ValueError, SafescanError):
+        raise InstitutionProtocolError("the institution's key list is malformed") from None
+    if not keys:
+        raise InstitutionProtocolError("the institution published no root key")
+    return TrustStore(keys)
+
+
+class ReceiptMismatch(SafescanError):
+    """A receipt is validly signed but does not match the order it should pay."""
+
+    code = "receipt_mismatch"
+
+
+def verify_receipt(
+    receipt_b64: str,
+    trust: TrustStore,
+    *,
+    merchant_id: str,
+    order_id: str | None = None,
+    amount: int | None = None,
+    currency: int | None = None,
+    code_digest: bytes | None = None,
+) -> Receipt:
+    """Parse and verify an institution receipt, and check it is for what we expect."""
+    try:
+        raw = b64d(receipt_b64, param="receipt", max_bytes=1024)
+    except SafescanError:
+        raise InstitutionProtocolError("the receipt is not valid base64") from None
+    receipt = Receipt.from_bytes(raw)
+    receipt.verify(trust)
+    expected = {
+        "merchant": (receipt.merchant_id, merchant_id),
+        "order": (receipt.order_id, order_id),
+        "amount": (receipt.amount, amount),
+        "currency": (receipt.currency, currency),
+        "code": (receipt.code_digest, code_digest),
+    }
+    for what, (got, want) in expected.items():
+        if want is not None and got != want:
+            raise ReceiptMismatch(f"the receipt's {what} does not match the order")
+    return receipt
