@@ -29,6 +29,7 @@ from safescan.code import (
     LineItem,
     Merchant,
     RevocationList,
+    SchemeKey,
     SigningKey,
     TrustStore,
     VerifyKey,
@@ -453,3 +454,19 @@ def test_not_found_applet_error_type(blank: CarrierClient) -> None:
 
     with pytest.raises(NotFound):
         _check(resp)
+
+
+def test_code_sealed_to_a_scheme_key_opens_until_the_key_retires(card: Card, clock: Clock) -> None:
+    """The card's own keyring refuses a retired scheme key (its clock, not the host's)."""
+    inst = LocalInstitution(
+        SigningKey.generate(), 1, SchemeKey.generate(7, retire_at=clock.now + 100), clock.now
+    )
+    client = connect(card)
+    personalize(client, inst.make_bundle, PIN, 5)
+    client.open_session(inst.trust)
+    assert client.open_code(inst.dynamic_code()).total == 335
+    clock.now += 100
+    inst.now = clock.now  # a fresh code, so only the key's retirement can refuse it
+    with pytest.raises(CodeRefused) as exc:
+        client.open_code(inst.dynamic_code())
+    assert exc.value.error_code == "key_retired"
