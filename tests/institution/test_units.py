@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -10,10 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 
 from safescan.code import SigningKey
 from safescan.code.errors import KeyFileError
+from safescan.institution import audit
 from safescan.institution.db import Database, is_retryable, normalize_url
 from safescan.institution.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
 from safescan.institution.keystore import KeyStore
@@ -174,3 +179,25 @@ def test_serve_refuses_missing_passphrase(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 2 and "passphrase" in out.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prev=st.text(max_size=70),
+    chain=st.integers(0, 2**31),
+    seq=st.integers(0, 2**62),
+    at=st.integers(-(2**62), 2**62),
+    words=st.lists(st.text(max_size=40), min_size=4, max_size=4),
+)
+def test_audit_hash_is_the_canonical_json_hash(
+    prev: str, chain: int, seq: int, at: int, words: list[str]
+) -> None:
+    """``entry_hash`` (built from ``entry_tail``, the part PostgreSQL's safescan_pay_order
+    completes and hashes in SQL) equals SHA-256 of the canonical JSON list, for any text; and
+    the tail is ASCII, so the database's UTF-8 conversion cannot change it."""
+    actor, action, entity, data = words
+    doc = json.dumps([prev, chain, seq, at, actor, action, entity, data], separators=(",", ":"))
+    want = hashlib.sha256(doc.encode()).hexdigest()
+    assert audit.entry_hash(prev, chain, seq, at, actor, action, entity, data) == want
+    tail = audit.entry_tail(at, actor, action, entity, data)
+    assert tail.isascii() and doc.endswith(tail)

@@ -30,13 +30,22 @@ def chain_for(entity: str) -> int:
     return zlib.crc32(entity.encode()) % CHAINS
 
 
+def entry_tail(at: int, actor: str, action: str, entity: str, data: str) -> str:
+    """The part of an entry's canonical JSON after ``seq``: ``at,"actor",...,"data"]``.
+
+    Everything a writer knows before it takes its position on the chain. PostgreSQL's
+    ``safescan_pay_order`` prefixes it with ``["prev_hash",chain,seq,`` and hashes it in the
+    database (ASCII only: ``json.dumps`` escapes everything else), so both give the same hash.
+    """
+    return json.dumps([at, actor, action, entity, data], separators=(",", ":"))[1:]
+
+
 def entry_hash(
     prev_hash: str, chain: int, seq: int, at: int, actor: str, action: str, entity: str, data: str
 ) -> str:
-    """The hash of one entry (see the module docstring)."""
-    doc = json.dumps(
-        [prev_hash, chain, seq, at, actor, action, entity, data], separators=(",", ":")
-    )
+    """The hash of one entry: SHA-256 of the canonical JSON
+    ``[prev_hash, chain, seq, at, actor, action, entity, data]`` (see the module docstring)."""
+    doc = f"[{json.dumps(prev_hash)},{chain},{seq}," + entry_tail(at, actor, action, entity, data)
     return hashlib.sha256(doc.encode()).hexdigest()
 
 

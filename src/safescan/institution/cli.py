@@ -78,6 +78,32 @@ def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> No
 
 
 @institution_app.command()
+def migrate(db: DbOpt) -> None:
+    """Upgrade an initialised database's schema to the newest migration (run before serving a
+    new release; API processes refuse an older schema)."""
+    from safescan.institution import db as dblayer
+    from safescan.institution.errors import ConfigError
+
+    try:
+        database = dblayer.Database(db)
+        try:
+            before, head = dblayer.schema_revisions(database.engine)
+            if before is None:
+                raise ConfigError("this database is not initialised: run `institution init`")
+            if before != head:
+                dblayer.migrate(database.engine)
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    if before == head:
+        typer.echo(f"schema already at the newest revision {head}")
+    else:
+        typer.echo(f"schema migrated from revision {before} to {head}")
+
+
+@institution_app.command()
 def serve(
     db: DbOpt,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",

@@ -39,6 +39,8 @@ def storage_error(exc: DBAPIError) -> StorageError:
             "the database's disk is full: nothing was recorded; retry once space is freed"
         )
     return StorageError("the database is unavailable; retry later")
+
+
 MAX_ATTEMPTS = 12
 
 
@@ -110,26 +112,36 @@ def _alembic_config(connection: Connection) -> Any:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default: the newest migration)."""
     from alembic import command
 
     try:
         with engine.connect() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(_alembic_config(conn), revision)
             conn.commit()
     except DBAPIError as exc:
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
 
 
-def schema_is_current(engine: Engine) -> bool:
-    """Whether the database is at the newest migration."""
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the database's migration revision or None if it has none, the newest revision)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    except DBAPIError as exc:
+        raise StorageError(f"cannot read the database's schema revision: {exc.orig}") from None
+    assert head is not None
+    return current, head
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration."""
+    current, head = schema_revisions(engine)
     return current is not None and current == head
 
 
@@ -270,17 +282,38 @@ class Database:
         """
         if self.is_sqlite:
             return self.submit(fn).result()
+
+        def attempt() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return self._retrying(attempt)
+
+    def write_one(self, fn: Callable[[Connection], T]) -> T:
+        """PostgreSQL: run ``fn``, which issues exactly one statement, as its own transaction
+        (autocommit: the statement and its commit are one round trip). Retries and error
+        mapping as :meth:`write`; a statement that raises changes nothing."""
+        if self.is_sqlite:
+            raise StorageError("write_one() is for PostgreSQL; SQLite writes go through write()")
+
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
+
+        return self._retrying(attempt)
+
+    @staticmethod
+    def _retrying(attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it commits: back-off on serialization failures and deadlocks;
+        plain errors for bad values and an unavailable (or full) database."""
         delay = 0.002
-        for attempt in range(MAX_ATTEMPTS):
+        for n in range(MAX_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
-                    return fn(conn)
+                return attempt()
             except DataError:
-                raise InvalidRequest(
-                    "a value cannot be stored (out of range or contains invalid characters)"
-                ) from None
+                raise _data_error() from None
             except DBAPIError as exc:
-                if not is_retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                if not is_retryable(exc) or n == MAX_ATTEMPTS - 1:
                     if isinstance(exc, OperationalError):
                         raise storage_error(exc) from exc
                     raise

@@ -23,7 +23,10 @@ def open_institution(
     db = Database(db_url, pool_size=pool_size)
     if not schema_is_current(db.engine):
         db.dispose()
-        raise ConfigError("the database schema is not current: run `safescan institution init`")
+        raise ConfigError(
+            "the database schema is not current: run `safescan institution migrate` (or `init`"
+            " for a new database)"
+        )
     return Institution(db, keys)
 
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from safescan.code.authorization import Authorization, Receipt
 from safescan.code.certs import Certificate, RevocationList, Role, issue_certificate
@@ -81,6 +82,7 @@ ENROLLMENT_TTL = 7 * 24 * 3600
 CRL_COUNTER = "crl_sequence"
 PAID_STATES = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")
 MAX_SERIAL = 2**31 - 1  # certificate serials are 32-bit database integers
+PAYMENT_ACTION = "payment.create"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,31 @@ class Stored:
 
     status: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _PaymentPlan:
+    """A verified payment, ready to be written: see :meth:`Institution._plan_payment`."""
+
+    opened: OpenedCode
+    auth: Authorization
+    customer_id: str
+    mid: str
+    order_id: str
+    payment_id: str
+    pseudonym: str
+    now: int
+    fast: bool  # an institution-issued dynamic code: its order row exists, CREATED
+    entity: str
+    chain: int
+    receipt: bytes
+    event: dict[str, Any]
+    audit_actor: str
+    audit_data: dict[str, Any]
+    idem_scope: str
+    idem_key: str | None
+    idem_hash: str
+    result: Stored
 
 
 class _AlreadyStored(Exception):
@@ -1220,8 +1247,9 @@ class Institution:
 
     def _prepare_payment(
         self, code_text: str, authorization: bytes, key: str | None
-    ) -> tuple[Stored | None, Callable[[Connection], Stored] | None, str, str]:
-        """Everything before the transaction: parse, replay lookup, open and verify, match."""
+    ) -> tuple[Stored | None, _PaymentPlan | None, str, str]:
+        """Everything before the transaction: parse, replay lookup, open and verify, match,
+        and the payment's records (receipt signed, event and audit entry written out)."""
         auth = Authorization.from_bytes(authorization)
         scope = f"pay:{auth.carrier_serial}"
         req_h = request_hash({"code": code_text, "authorization": b64e(authorization)})
@@ -1236,7 +1264,7 @@ class Institution:
         self._match(opened, auth)
         return (
             None,
-            self._payment_tx(opened, auth, customer_id, scope, key, req_h, now),
+            self._plan_payment(opened, auth, customer_id, key, scope, req_h, now),
             scope,
             req_h,
         )
@@ -1250,12 +1278,16 @@ class Institution:
 
     def pay(self, code_text: str, authorization: bytes, idempotency_key: str | None) -> Stored:
         """Verify a carrier-signed authorization for a code and, in one transaction, pay."""
-        stored, tx, scope, req_h = self._prepare_payment(code_text, authorization, idempotency_key)
+        stored, plan, scope, req_h = self._prepare_payment(
+            code_text, authorization, idempotency_key
+        )
         if stored is not None:
             return stored
-        assert tx is not None
+        assert plan is not None
         try:
-            return self.db.write(tx)
+            if plan.fast and not self.db.is_sqlite:
+                return self._pay_order_in_one_statement(plan)
+            return self.db.write(self._payment_tx(plan))
         except _AlreadyStored:
             return self._replay(scope, idempotency_key, req_h)
 
@@ -1269,12 +1301,14 @@ class Institution:
             return await loop.run_in_executor(
                 self._pay_executor, self.pay, code_text, authorization, idempotency_key
             )
-        stored, tx, scope, req_h = self._prepare_payment(code_text, authorization, idempotency_key)
+        stored, plan, scope, req_h = self._prepare_payment(
+            code_text, authorization, idempotency_key
+        )
         if stored is not None:
             return stored
-        assert tx is not None
+        assert plan is not None
         try:
-            return await asyncio.wrap_future(self.db.submit(tx))
+            return await asyncio.wrap_future(self.db.submit(self._payment_tx(plan)))
         except _AlreadyStored:
             return self._replay(scope, idempotency_key, req_h)
 
@@ -1309,29 +1343,174 @@ class Institution:
             except SafescanError as exc:
                 raise PaymentRefused(exc.message, param="authorization") from None
 
-    def _payment_tx(
+    def _plan_payment(
         self,
         opened: OpenedCode,
         auth: Authorization,
         customer_id: str,
-        scope: str,
         idem_key: str | None,
+        scope: str,
         req_h: str,
         now: int,
-    ) -> Callable[[Connection], Stored]:
+    ) -> _PaymentPlan:
+        """Everything a payment writes that does not depend on the database: ids, the signed
+        receipt, the answer, the outbox event and the audit entry (less its chain position)."""
         code = opened.code
         mid = code.merchant.id
         payment_id = new_id("pay_", 16)
         pseudonym = self.keys.pseudonym(mid, customer_id)
         cur, amount = auth.currency, auth.amount
-
-        fast = code.kind is CodeKind.DYNAMIC and opened.issuer == "institution"
         if isinstance(code, DynamicCode):
             order_id = code.order_id
         else:
             order_id = new_id("S", ORDER_ID_CHARS - 1)
         entity = f"order:{mid}:{order_id}"
-        chain = audit.chain_for(entity)
+        receipt_bytes = (
+            Receipt(
+                payment_id=payment_id,
+                order_id=order_id,
+                merchant_id=mid,
+                amount=amount,
+                currency=cur,
+                payer_pseudonym=pseudonym,
+                paid_at=now,
+                code_digest=opened.digest,
+                issuer_kid=self.keys.root_kid,
+            )
+            .signed(self.keys.root)
+            .to_bytes()
+        )
+        data = {
+            "payment_id": payment_id,
+            "order_id": order_id,
+            "amount": amount,
+            "currency": cur,
+            "payer_pseudonym": pseudonym,
+            "paid_at": now,
+        }
+        result = Stored(
+            201,
+            {
+                "payment_id": payment_id,
+                "status": "succeeded",
+                "order_id": order_id,
+                "merchant_id": mid,
+                "amount": amount,
+                "currency": cur,
+                "payer_pseudonym": pseudonym,
+                "paid_at": now,
+                "receipt": b64e(receipt_bytes),
+            },
+        )
+        return _PaymentPlan(
+            opened=opened,
+            auth=auth,
+            customer_id=customer_id,
+            mid=mid,
+            order_id=order_id,
+            payment_id=payment_id,
+            pseudonym=pseudonym,
+            now=now,
+            fast=code.kind is CodeKind.DYNAMIC and opened.issuer == "institution",
+            entity=entity,
+            chain=audit.chain_for(entity),
+            receipt=receipt_bytes,
+            event=event_params(
+                new_id("evt_", 20), mid, "payment.succeeded", data, now, self.webhooks_enabled
+            ),
+            audit_actor=f"carrier:{auth.carrier_serial}",
+            audit_data=data | {"customer_id": customer_id, "counter": auth.counter},
+            idem_scope=scope,
+            idem_key=idem_key,
+            idem_hash=req_h,
+            result=result,
+        )
+
+    def _pay_order_in_one_statement(self, plan: _PaymentPlan) -> Stored:
+        """PostgreSQL, institution-issued order: the whole payment is one call of
+        ``safescan_pay_order`` (migration 0002), committed in the same round trip; a refusal
+        raised inside it leaves nothing behind and becomes the same typed error as
+        :meth:`_payment_tx` gives."""
+        auth, data_text = plan.auth, canonical_json(plan.audit_data)
+        params = {
+            "mid": plan.mid,
+            "order_id": plan.order_id,
+            "amount": auth.amount,
+            "currency": auth.currency,
+            "digest": plan.opened.digest,
+            "now": plan.now,
+            "payment_id": plan.payment_id,
+            "serial": auth.carrier_serial,
+            "counter": auth.counter,
+            "cid": plan.customer_id,
+            "pseudonym": plan.pseudonym,
+            "receipt": plan.receipt,
+            "e_id": plan.event["e_id"],
+            "e_type": plan.event["e_type"],
+            "e_payload": plan.event["e_payload"],
+            "e_state": plan.event["e_state"],
+            "a_chain": plan.chain,
+            "a_actor": plan.audit_actor,
+            "a_action": PAYMENT_ACTION,
+            "a_entity": plan.entity,
+            "a_data": data_text,
+            "a_tail": audit.entry_tail(
+                plan.now, plan.audit_actor, PAYMENT_ACTION, plan.entity, data_text
+            ),
+            "i_scope": plan.idem_scope,
+            "i_key": plan.idem_key,
+            "i_hash": plan.idem_hash,
+            "i_status": plan.result.status,
+            "i_response": canonical_json(plan.result.body),
+        }
+        try:
+            self.db.write_one(lambda conn: sql.run(conn, sql.PAY_ORDER_CALL, params).fetchall())
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if state == sql.PAY_MERCHANT_INACTIVE:
+                raise Forbidden("the merchant is not active", param="code") from None
+            if state == sql.PAY_ORDER_UNPAYABLE:
+                self.db.read(
+                    lambda c: self._explain_unpayable(c, plan.mid, plan.order_id, plan.now)
+                )
+            if state == sql.PAY_CARRIER_REFUSED:
+                self.db.read(lambda c: self._refuse_carrier(c, auth))
+            if state == sql.PAY_INSUFFICIENT_FUNDS:
+                raise InsufficientFunds(
+                    "the customer's balance is too low for this payment"
+                ) from None
+            if state == sql.PAY_IDEMPOTENCY_TAKEN:
+                raise _AlreadyStored from None
+            raise
+        return plan.result
+
+    @staticmethod
+    def _refuse_carrier(conn: Connection, auth: Authorization) -> NoReturn:
+        """Why a carrier's counter could not advance: revoked, or a replayed counter."""
+        st = conn.execute(
+            select(CarrierRow.status, CarrierRow.last_counter).where(
+                CarrierRow.serial == auth.carrier_serial
+            )
+        ).first()
+        if st is None or st.status != "active":
+            raise CarrierRevoked(f"key carrier {auth.carrier_serial} has been revoked")
+        raise CounterReplay(
+            f"the carrier counter {auth.counter} is not greater than {st.last_counter}"
+            " (replayed authorization)",
+            param="authorization",
+        )
+
+    def _payment_tx(self, plan: _PaymentPlan) -> Callable[[Connection], Stored]:
+        """The payment as a transaction of several statements (SQLite, and merchant-signed
+        or static codes on PostgreSQL): same steps, same lock order as safescan_pay_order."""
+        opened, auth, mid, cur, amount = (
+            plan.opened,
+            plan.auth,
+            plan.mid,
+            plan.auth.currency,
+            plan.auth.amount,
+        )
+        code, fast, now = opened.code, plan.fast, plan.now
 
         def tx(conn: Connection) -> Stored:
             if opened.certificate is not None:
@@ -1345,7 +1524,7 @@ class Institution:
             order_pk: int | None = None
             if not fast:  # merchant-signed or static: the order row is born PAID
                 order_pk = self._insert_paid_order(
-                    conn, code, order_id, payment_id, amount, cur, opened.digest, now
+                    conn, code, plan.order_id, plan.payment_id, amount, cur, opened.digest, now
                 )
             # One round trip on PostgreSQL: the statements below do not depend on each other;
             # their results are checked afterwards, in order, and any failure rolls all back.
@@ -1357,9 +1536,9 @@ class Institution:
                         {
                             "now": now,
                             "amount": amount,
-                            "payment_id": payment_id,
+                            "payment_id": plan.payment_id,
                             "mid": mid,
-                            "order_id": order_id,
+                            "order_id": plan.order_id,
                             "currency": cur,
                             "digest": opened.digest,
                         },
@@ -1367,9 +1546,9 @@ class Institution:
                 )
             batch += [
                 (sql.ADVANCE_COUNTER, {"counter": auth.counter, "serial": auth.carrier_serial}),
-                (sql.DEBIT_CUSTOMER, {"amount": amount, "cid": customer_id, "currency": cur}),
+                (sql.DEBIT_CUSTOMER, {"amount": amount, "cid": plan.customer_id, "currency": cur}),
                 (sql.CREDIT_MERCHANT, {"amount": amount, "mid": mid, "currency": cur}),
-                (sql.AUDIT_RESERVE, {"chain": chain}),
+                (sql.AUDIT_RESERVE, {"chain": plan.chain}),
             ]
             results = iter(sql.run_batch(conn, batch))
             # 0. the merchant is live
@@ -1380,23 +1559,12 @@ class Institution:
             if fast:
                 rows, _ = next(results)
                 if not rows:
-                    self._explain_unpayable(conn, mid, order_id, now)
+                    self._explain_unpayable(conn, mid, plan.order_id, now)
                 order_pk = rows[0][0]
             # 2. the carrier: live, and its counter strictly increasing
             _, advanced = next(results)
             if advanced != 1:
-                st = conn.execute(
-                    select(CarrierRow.status, CarrierRow.last_counter).where(
-                        CarrierRow.serial == auth.carrier_serial
-                    )
-                ).first()
-                if st is None or st.status != "active":
-                    raise CarrierRevoked(f"key carrier {auth.carrier_serial} has been revoked")
-                raise CounterReplay(
-                    f"the carrier counter {auth.counter} is not greater than {st.last_counter}"
-                    " (replayed authorization)",
-                    param="authorization",
-                )
+                self._refuse_carrier(conn, auth)
             # 3. the money: debit the customer (never below zero), credit the merchant
             debited, _ = next(results)
             if not debited:
@@ -1409,30 +1577,6 @@ class Institution:
                 sql.run(conn, sql.CREDIT, {"amount": amount, "id": merch_acct, "currency": cur})
             reserved, _ = next(results)
             seq, prev_hash = int(reserved[0][0]), str(reserved[0][1])
-            receipt_bytes = (
-                Receipt(
-                    payment_id=payment_id,
-                    order_id=order_id,
-                    merchant_id=mid,
-                    amount=amount,
-                    currency=cur,
-                    payer_pseudonym=pseudonym,
-                    paid_at=now,
-                    code_digest=opened.digest,
-                    issuer_kid=self.keys.root_kid,
-                )
-                .signed(self.keys.root)
-                .to_bytes()
-            )
-            data = {
-                "payment_id": payment_id,
-                "order_id": order_id,
-                "amount": amount,
-                "currency": cur,
-                "payer_pseudonym": pseudonym,
-                "paid_at": now,
-            }
-            event_id = new_id("evt_", 20)
             # 4. the records: transfer, payment, outbox event, audit entry (one round trip on
             # PostgreSQL)
             sql.run_many(
@@ -1441,49 +1585,33 @@ class Institution:
                 {
                     "t_debit": debited[0][0],
                     "t_credit": merch_acct,
-                    "t_ref": payment_id,
-                    "p_id": payment_id,
+                    "t_ref": plan.payment_id,
+                    "p_id": plan.payment_id,
                     "p_order_pk": order_pk,
                     "p_mid": mid,
-                    "p_cid": customer_id,
+                    "p_cid": plan.customer_id,
                     "p_serial": auth.carrier_serial,
                     "p_counter": auth.counter,
-                    "p_pseudonym": pseudonym,
-                    "p_receipt": receipt_bytes,
+                    "p_pseudonym": plan.pseudonym,
+                    "p_receipt": plan.receipt,
                     "amount": amount,
                     "currency": cur,
                     "now": now,
-                    **event_params(
-                        event_id, mid, "payment.succeeded", data, now, self.webhooks_enabled
-                    ),
+                    **plan.event,
                     **audit.entry_params(
-                        chain,
+                        plan.chain,
                         seq,
                         prev_hash,
                         at=now,
-                        actor=f"carrier:{auth.carrier_serial}",
-                        action="payment.create",
-                        entity=entity,
-                        data=data | {"customer_id": customer_id, "counter": auth.counter},
+                        actor=plan.audit_actor,
+                        action=PAYMENT_ACTION,
+                        entity=plan.entity,
+                        data=plan.audit_data,
                     ),
                 },
             )
-            result = Stored(
-                201,
-                {
-                    "payment_id": payment_id,
-                    "status": "succeeded",
-                    "order_id": order_id,
-                    "merchant_id": mid,
-                    "amount": amount,
-                    "currency": cur,
-                    "payer_pseudonym": pseudonym,
-                    "paid_at": now,
-                    "receipt": b64e(receipt_bytes),
-                },
-            )
-            self._idem_store(conn, scope, idem_key, req_h, result, now)
-            return result
+            self._idem_store(conn, plan.idem_scope, plan.idem_key, plan.idem_hash, plan.result, now)
+            return plan.result
 
         return tx
 

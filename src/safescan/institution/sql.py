@@ -12,23 +12,40 @@ import re
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _PARAM = re.compile(r"(?<!:):([a-z_]+)")
 _PG_CACHE: dict[str, str] = {}
 
 
+def _pg(statement: str) -> str:
+    pg = _PG_CACHE.get(statement)
+    if pg is None:
+        pg = _PG_CACHE[statement] = _PARAM.sub(r"%(\1)s", statement)
+    return pg
+
+
+def _wrapped(conn: Connection, statement: str, exc: Exception) -> DBAPIError:
+    """The driver's error as SQLAlchemy's (so retries and storage errors treat both alike);
+    parameters are left out of the message (they can hold receipts and tokens)."""
+    err = DBAPIError.instance(
+        statement, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True
+    )
+    assert isinstance(err, DBAPIError)  # always, for a driver error
+    return err
+
+
 def run(conn: Connection, statement: str, params: dict[str, Any]) -> Any:
-    """Execute ``statement`` on the raw DBAPI cursor; returns the cursor."""
+    """Execute ``statement`` on the raw DBAPI cursor; returns the cursor. Driver errors are
+    raised as :class:`sqlalchemy.exc.DBAPIError` subclasses, the driver's error as ``orig``."""
     dbapi = conn.connection.driver_connection
     assert dbapi is not None
     cur = dbapi.cursor()
-    if conn.dialect.name == "postgresql":
-        pg = _PG_CACHE.get(statement)
-        if pg is None:
-            pg = _PG_CACHE[statement] = _PARAM.sub(r"%(\1)s", statement)
-        cur.execute(pg, params)
-    else:
-        cur.execute(statement, params)
+    pg = conn.dialect.name == "postgresql"
+    try:
+        cur.execute(_pg(statement) if pg else statement, params)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, statement, exc) from exc
     return cur
 
 
@@ -46,15 +63,15 @@ def run_batch(
             out.append((cur.fetchall() if cur.description else [], cur.rowcount))
         return out
     cursors = []
-    with dbapi.pipeline():
-        for statement, params in items:
-            pg = _PG_CACHE.get(statement)
-            if pg is None:
-                pg = _PG_CACHE[statement] = _PARAM.sub(r"%(\1)s", statement)
-            cur = dbapi.cursor()
-            cur.execute(pg, params)
-            cursors.append(cur)
-    return [(cur.fetchall() if cur.description else [], cur.rowcount) for cur in cursors]
+    try:
+        with dbapi.pipeline():
+            for statement, params in items:
+                cur = dbapi.cursor()
+                cur.execute(_pg(statement), params)
+                cursors.append(cur)
+        return [(cur.fetchall() if cur.description else [], cur.rowcount) for cur in cursors]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, "; ".join(s for s, _ in items), exc) from exc
 
 
 def run_many(conn: Connection, statements: tuple[str, ...], params: dict[str, Any]) -> None:
@@ -116,6 +133,23 @@ INSERT_AUDIT = (
     " :a_hash)"
 )
 AUDIT_SET_HASH = "UPDATE audit_heads SET hash = :a_hash WHERE chain = :a_chain"
+
+# PostgreSQL: the whole payment of an institution-issued order in one statement (migration
+# 0002); casts pin the argument types, so one prepared statement serves every call.
+PAY_ORDER_CALL = (
+    "SELECT safescan_pay_order(:mid, :order_id, CAST(:amount AS bigint),"
+    " CAST(:currency AS integer), :digest, CAST(:now AS bigint), :payment_id,"
+    " CAST(:serial AS integer), CAST(:counter AS bigint), :cid, :pseudonym, :receipt,"
+    " :e_id, :e_type, :e_payload, :e_state, CAST(:a_chain AS integer), :a_actor, :a_action,"
+    " :a_entity, :a_data, :a_tail, :i_scope, CAST(:i_key AS text), :i_hash,"
+    " CAST(:i_status AS integer), :i_response)"
+)
+# SQLSTATEs safescan_pay_order raises (its changes are then rolled back)
+PAY_MERCHANT_INACTIVE = "SS001"
+PAY_ORDER_UNPAYABLE = "SS002"
+PAY_CARRIER_REFUSED = "SS003"
+PAY_INSUFFICIENT_FUNDS = "SS004"
+PAY_IDEMPOTENCY_TAKEN = "SS005"
 
 RECORD_PAYMENT = (
     "INSERT INTO transfers (debit_account_id, credit_account_id, amount, currency, kind, ref,"

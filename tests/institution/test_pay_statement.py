@@ -1,0 +1,256 @@
+"""The one-statement payment on PostgreSQL (``safescan_pay_order``), in process.
+
+The HTTP suites already run every payment refusal against both stores; these tests pin what is
+particular to the stored function: that institution-issued orders really take it (one
+autocommitted statement, no multi-statement transaction), that a refusal raised after its
+writes leaves nothing behind, and that the audit hashes it computes in SQL verify in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import func, insert, select
+
+from safescan.code import Authorization, SigningKey, decode_text
+from safescan.institution import audit, ledger
+from safescan.institution.db import Database, _alembic_config
+from safescan.institution.errors import ConfigError, InsufficientFunds, OrderNotPayable
+from safescan.institution.keystore import KeyStore
+from safescan.institution.models import (
+    Account,
+    AuditEntry,
+    AuditHead,
+    CarrierRow,
+    Event,
+    IdempotencyRecord,
+    OrderRow,
+    Payment,
+    Transfer,
+)
+from safescan.institution.server import open_institution
+from safescan.institution.service import Institution, _AlreadyStored
+from safescan.institution.util import b64e
+from tests.institution.conftest import BACKENDS, make_db
+from tests.institution.harness import PASSPHRASE, env, init_db
+from tests.institution.pg import Cluster
+
+
+@pytest.fixture(scope="module")
+def inst(pg_cluster: Cluster) -> Iterator[Institution]:
+    with tempfile.TemporaryDirectory(prefix="safescan-paystmt-") as d:
+        url = pg_cluster.create_database()
+        init_db(url, Path(d) / "keys")
+        institution = Institution(
+            Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
+        )
+        try:
+            yield institution
+        finally:
+            institution.db.dispose()
+
+
+class Payer:
+    """A funded customer with one enrolled carrier, and a merchant with orders to pay."""
+
+    def __init__(self, inst: Institution, funds: int) -> None:
+        self.inst = inst
+        m, _ = inst.create_merchant(
+            name="Stmt Shop",
+            city="Berlin",
+            country="DE",
+            mcc=5814,
+            settlement_account="DE89370400440532013000",
+            api_public_key=None,
+            webhook_url=None,
+        )
+        self.mid = m["id"]
+        self.cid = inst.create_customer("Stmt customer")["id"]
+        inst.fund_customer(self.cid, "EUR", funds)
+        token = inst.issue_enrollment_token(self.cid)["token"]
+        self.key = SigningKey.generate()
+        transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        self.serial = inst.enroll_carrier(token, self.key.public_key.raw, transport)[
+            "carrier_serial"
+        ]
+        self.counter = 0
+
+    def order(self, price: int) -> dict[str, Any]:
+        return self.inst.precreate_orders(self.mid, [([("Item", 1, price)], "EUR")], 600)[0]
+
+    def authorize(self, order: dict[str, Any]) -> bytes:
+        self.counter += 1
+        return (
+            Authorization(
+                code_digest=hashlib.sha256(decode_text(order["code"])).digest(),
+                merchant_id=self.mid,
+                order_id=order["order_id"],
+                amount=order["total"],
+                currency=order["currency"],
+                counter=self.counter,
+                carrier_serial=self.serial,
+                created_at=int(time.time()),
+            )
+            .signed(self.key)
+            .to_bytes()
+        )
+
+
+def snapshot(inst: Institution) -> dict[str, Any]:
+    """Everything a payment writes: rows counted, balances, counters, chain heads, states."""
+
+    def q(c: Any) -> dict[str, Any]:
+        counts = {
+            t.__tablename__: c.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (Transfer, Payment, Event, AuditEntry, IdempotencyRecord)
+        }
+        return {
+            "counts": counts,
+            "balances": sorted(c.execute(select(Account.id, Account.balance)).all()),
+            "counters": sorted(c.execute(select(CarrierRow.serial, CarrierRow.last_counter)).all()),
+            "heads": sorted(
+                c.execute(select(AuditHead.chain, AuditHead.seq, AuditHead.hash)).all()
+            ),
+            "orders": sorted(c.execute(select(OrderRow.order_id, OrderRow.state)).all()),
+        }
+
+    return inst.db.read(q)
+
+
+def test_institution_orders_are_paid_by_one_autocommitted_statement(
+    inst: Institution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payer = Payer(inst, 10_000)
+    calls = {"write": 0, "write_one": 0}
+    write, write_one = inst.db.write, inst.db.write_one
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(fn: Any) -> Any:
+            calls[name] += 1
+            return real(fn)
+
+        return wrapper
+
+    o = payer.order(1234)
+    auth = payer.authorize(o)
+    monkeypatch.setattr(inst.db, "write", counting("write", write))
+    monkeypatch.setattr(inst.db, "write_one", counting("write_one", write_one))
+    stored = inst.pay(o["code"], auth, None)
+    assert stored.status == 201 and stored.body["amount"] == 1234
+    assert calls == {"write": 0, "write_one": 1}
+    balances = inst.db.read(lambda c: ledger.balances(c, ledger.CUSTOMER, payer.cid))
+    assert balances == {978: 10_000 - 1234}
+    # a second payment of the same code is refused inside the function, with the typed error
+    with pytest.raises(OrderNotPayable, match="already been paid"):
+        inst.pay(o["code"], payer.authorize(o), None)
+    # the hashes the function computed in SQL are the ones the Python verifier expects
+    assert inst.db.read(lambda c: list(audit.verify_chains(c))) == []
+    assert inst.db.read(ledger.check_invariants) == []
+
+
+def test_refusal_after_the_writes_rolls_everything_back(inst: Institution) -> None:
+    """The Idempotency-Key check is the function's last step: when a concurrent request with
+    the same key has committed in between, the order, balances, counter, ledger, outbox and
+    audit chain must all be as before."""
+    payer = Payer(inst, 10_000)
+    o = payer.order(700)
+    stored, plan, scope, req_h = inst._prepare_payment(o["code"], payer.authorize(o), "key-1")
+    assert stored is None and plan is not None
+    # the concurrent request commits its answer for the same key first
+    inst.db.write(
+        lambda c: c.execute(
+            insert(IdempotencyRecord).values(
+                scope=scope,
+                key="key-1",
+                request_hash=req_h,
+                status_code=201,
+                response="{}",
+                created_at=0,
+            )
+        )
+    )
+    before = snapshot(inst)
+    with pytest.raises(_AlreadyStored):
+        inst._pay_order_in_one_statement(plan)
+    assert snapshot(inst) == before
+
+
+def test_insufficient_funds_inside_the_function_changes_nothing(inst: Institution) -> None:
+    payer = Payer(inst, 500)
+    o = payer.order(900)
+    auth = payer.authorize(o)
+    before = snapshot(inst)
+    with pytest.raises(InsufficientFunds):
+        inst.pay(o["code"], auth, None)
+    assert snapshot(inst) == before
+    # the same authorization pays once the customer is funded (its counter was not consumed)
+    inst.fund_customer(payer.cid, "EUR", 1000)
+    assert inst.pay(o["code"], auth, None).body["receipt"] != b64e(b"")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migrate_upgrades_an_older_schema_that_serve_refuses(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database initialised by the previous release (revision 0001, no payment function):
+    the API refuses it, `institution migrate` brings it to the newest revision, then it serves
+    and pays; a second `migrate` says there is nothing to do."""
+    url = make_db(backend, request, tmp_path)
+    init_db(url, tmp_path / "keys")
+    old = Database(url)
+    with old.engine.connect() as conn:
+        command.downgrade(_alembic_config(conn), "0001")
+        conn.commit()
+    old.dispose()
+    monkeypatch.setenv("SAFESCAN_INSTITUTION_PASSPHRASE", PASSPHRASE)
+    with pytest.raises(ConfigError, match="institution migrate"):
+        open_institution(url, tmp_path / "keys", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "safescan.institution", *args, "--db", url],
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    out = cli("migrate")
+    assert out.returncode == 0 and "from revision 0001 to 0002" in out.stdout, out.stderr
+    assert "already at the newest" in cli("migrate").stdout
+    inst = open_institution(url, tmp_path / "keys", None)
+    try:
+        payer = Payer(inst, 1000)
+        o = payer.order(250)
+        assert inst.pay(o["code"], payer.authorize(o), None).status == 201
+        assert inst.db.read(lambda c: list(audit.verify_chains(c))) == []
+    finally:
+        inst.db.dispose()
+
+
+def test_migrate_refuses_a_database_that_was_never_initialised(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "migrate",
+            "--db",
+            f"sqlite:///{tmp_path / 'empty.db'}",
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "not initialised" in out.stderr
