@@ -49,11 +49,13 @@ from safescan.code import (
     SafescanError,
     SchemePublicKey,
     SigningKey,
+    TrustStore,
     decode_text,
     encode_text,
     qr,
     seal,
 )
+from safescan.code.keys import parse_pinned_keys
 from safescan.merchant.client import MerchantApi, Order, wait_for_payment
 from safescan.merchant.config import PosConfig
 from safescan.merchant.onboard import AdminApi, onboard_merchant
@@ -194,6 +196,7 @@ class Stack:
     admin_token: str = ""
     admin: AdminApi | None = None
     _init: ManagedProcess | None = None
+    _root_keys: list[str] | None = None
 
     @property
     def db_url(self) -> str:
@@ -298,6 +301,24 @@ class Stack:
 
     # --- carriers ---
 
+    def root_keys(self) -> list[str]:
+        """The institution's root keys as ``KID:HEX``, read out of band with ``safescan
+        institution root-keys`` (as an institution hands them to the token factory and prints
+        them on the customer's enrollment letter): carriers are anchored to them and wallets
+        pin them, so nothing is trusted on first use over the network."""
+        if self._root_keys is None:
+            out = subprocess.run(
+                [sys.executable, "-m", "safescan.institution", "root-keys", "--db", self.db_url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=self.env(),
+            )
+            if out.returncode != 0 or not out.stdout.split():
+                raise DemoError(f"cannot read the institution's root keys: {out.stderr.strip()}")
+            self._root_keys = out.stdout.split()
+        return self._root_keys
+
     def start_carrier(self, name: str = "carrier") -> tuple[ManagedProcess, str]:
         """A blank key carrier process on a free port; returns it and its URL.
 
@@ -306,11 +327,8 @@ class Stack:
         """
         anchor: list[str] = []
         if self.base_url:
-            with InstitutionHttp(self.base_url) as remote:
-                doc = remote.call("GET", "/v1/keys")
-            for k in doc.get("root_keys", []):
-                raw = base64.b64decode(k["public_key"])
-                anchor += ["--institution-key", f"{int(k['kid'])}:{raw.hex()}"]
+            for pin in self.root_keys():
+                anchor += ["--institution-key", pin]
         proc = self._spawn(
             name,
             [
@@ -371,6 +389,7 @@ class Stack:
             token=token,
             pin=pin,
             customer_id=customer_id,
+            trust=TrustStore(parse_pinned_keys(self.root_keys())),
         )
         return directory
 
@@ -591,6 +610,21 @@ class DemoRun:
         }
         self.started = time.monotonic()
 
+    def hold(self) -> None:
+        """Keep everything running (with a web POS) until Ctrl-C or SIGTERM."""
+        stack = self.stack
+        _pos, pos_url = stack.start_pos_server(stack.workdir / "pos.json", name="pos-web")
+        self.result["running"] = {"institution": stack.base_url, "pos": pos_url}
+        self.console.print(
+            "[bold]still running[/] (`--keep-running`):\n"
+            f"  payment institution  {stack.base_url}  (OpenAPI: {stack.base_url}/docs)\n"
+            f"  web POS              {pos_url}\n"
+            f"  work directory       {stack.workdir}\n"
+            "press Ctrl-C to stop everything"
+        )
+        while True:
+            time.sleep(3600)
+
     def step(self, text: str) -> None:
         """Print a step with the elapsed time."""
         self.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
@@ -804,6 +838,14 @@ def demo_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object at the end")
     ] = False,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Afterwards keep the institution, key carrier and a web POS running to look"
+            " around in; Ctrl-C stops everything",
+        ),
+    ] = False,
 ) -> None:
     """Run the end-to-end demo: institution, key carrier, POS, wallet, payment, attacks."""
     console = Console(stderr=as_json, quiet=as_json, highlight=False)
@@ -812,11 +854,18 @@ def demo_command(
     status = 0
     with terminating_on_signals(), tempfile.TemporaryDirectory(prefix="safescan-demo-") as tmp:
         run = DemoRun(Path(tmp), console)
+        finished = False
         try:
             result = run.run()
+            finished = True
+            if keep_running:
+                run.hold()
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping everything[/]")
-            status = 130
+            if finished:  # the way out of --keep-running
+                console.print("stopping everything")
+            else:
+                console.print("[yellow]interrupted: stopping everything[/]")
+                status = 130
             result = run.result
         except SafescanError as exc:
             console.print(f"[bold red]demo failed:[/] {exc.message}")

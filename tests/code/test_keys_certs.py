@@ -42,6 +42,7 @@ from safescan.code.errors import (
     SignatureInvalid,
     UnknownKeyId,
 )
+from safescan.code.keys import parse_pinned_keys
 from safescan.code.keystore import TRUST_FILE, KeyDirectory
 from tests.code.conftest import NOW
 
@@ -752,3 +753,22 @@ def test_key_directory_corrupt_trust_file_refused(tmp_path: Path, content: str) 
 def test_key_directory_missing_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot read"):
         KeyDirectory.load(tmp_path / "absent")
+
+
+def test_pinned_institution_keys_parse_and_refuse_malformed_pins() -> None:
+    key = SigningKey.generate().public_key
+    pins = parse_pinned_keys([f"1:{key.hex()}", f" 7:{key.hex().upper()}\n"])
+    assert pins == {1: key, 7: key}
+    for bad in (
+        "",
+        key.hex(),  # no key id
+        f"x:{key.hex()}",
+        f"\u0661:{key.hex()}",  # an Arabic-Indic digit one
+        f"-1:{key.hex()}",
+        f"{2**32}:{key.hex()}",
+        f"1:{key.hex()[:-2]}",  # 31 bytes
+        f"1:{key.hex()}00",  # 33 bytes
+        f"1:{key.hex()[:-1]}g",  # not hex
+    ):
+        with pytest.raises(KeyFileError, match="KID:64-hex-digits"):
+            parse_pinned_keys([bad])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import httpx
 
 NAMES = {
     "swapped_sticker",
@@ -59,33 +62,74 @@ def _demo_children() -> list[int]:
     return found
 
 
-def test_demo_stops_everything_on_ctrl_c() -> None:
+def _start_demo(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "safescan", "demo"],
+    return subprocess.Popen(
+        [sys.executable, "-m", "safescan", "demo", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
     seen = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen += line
+        if marker in line:
+            return seen
+    raise AssertionError(f"the demo ended before printing {marker!r}: {seen}")
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            seen += line
-            if "payment institution up" in line:
-                break
-        started = _demo_children()
-        assert started, "the demo's processes should be running: " + seen
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, seen + rest
-    assert "interrupted" in rest
-    deadline = time.monotonic() + 5
+    return rest
+
+
+def _all_gone(started: list[int]) -> bool:
+    deadline = time.monotonic() + 10
     while any(pid in _demo_children() for pid in started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in started if pid in _demo_children()]
+    return not [pid for pid in started if pid in _demo_children()]
+
+
+def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
+    """`demo --keep-running` leaves the institution, the carrier and a web POS up (they answer)
+    until Ctrl-C, which stops every process it started and exits 0."""
+    proc = _start_demo("--keep-running")
+    try:
+        seen = _read_until(proc, "press Ctrl-C")
+        started = _demo_children()
+        urls = re.findall(r"(http://127\.0\.0\.1:\d+)", seen.split("still running")[1])
+        assert len(urls) >= 2, seen
+        assert httpx.get(urls[0] + "/health", timeout=10).status_code == 200  # institution
+        assert httpx.get(urls[-1] + "/health", timeout=10).status_code == 200  # web POS
+        assert len(started) >= 3, "institution, carrier and POS should be running: " + seen
+    finally:
+        rest = _interrupt(proc)
+    assert proc.returncode == 0, seen + rest
+    assert "stopping everything" in rest and "all good" in rest
+    assert _all_gone(started)
+
+
+def test_demo_interrupted_midway_stops_everything() -> None:
+    """Ctrl-C while the demo is still setting up (the institution's key generation and
+    migrations take over a second after the carrier is up): exit 130, nothing left running."""
+    proc = _start_demo()
+    try:
+        seen = _read_until(proc, "key carrier process up")
+        started = _demo_children()
+        assert started, "the demo's processes should be running: " + seen
+    finally:
+        rest = _interrupt(proc)
+    assert proc.returncode == 130, seen + rest
+    assert "interrupted" in rest
+    assert _all_gone(started)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from safescan.code import LineItem
+import httpx
+
+from safescan.code import LineItem, SigningKey
 from safescan.merchant.client import MerchantApi
 from tests.e2e.conftest import PIN, World
 
@@ -68,5 +71,66 @@ def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Pat
         assert paid.returncode == 0, paid.stderr
         assert json.loads(paid.stdout.splitlines()[-1])["result"] == "paid"
         assert admin.balance(cid, "EUR") == 4_800
+    finally:
+        proc.stop()
+
+
+def test_enroll_with_pinned_institution_key_refuses_another_institutions_certificate(
+    world: World, tmp_path: Path
+) -> None:
+    """The customer's enrollment letter carries the institution's root key (`institution
+    root-keys`); `wallet enroll --institution-key` pins it instead of trusting whatever the URL
+    serves. A certificate under any other key is refused before the carrier is personalised; with
+    the right key the same carrier enrolls and pays."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "safescan.institution", "root-keys", "--db", world.stack.db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=world.stack.env(),
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    pins = listed.stdout.split()
+    served = httpx.get(world.base_url + "/v1/keys").json()["root_keys"]
+    assert pins == [f"{k['kid']}:{base64.b64decode(k['public_key']).hex()}" for k in served]
+
+    proc, carrier_url = world.stack.start_carrier("carrier-pinned")
+    try:
+        admin = world.stack.need_admin()
+        cid = world.stack.customer("Pia", fund=1_000)
+        pin_file = tmp_path / "pin"
+        pin_file.write_text(PIN)
+        kid = pins[0].split(":")[0]
+        rogue = f"{kid}:{SigningKey.generate().public_key.raw.hex()}"
+
+        def enroll(pin: str, directory: str) -> subprocess.CompletedProcess[str]:
+            return _wallet(
+                "enroll",
+                "--institution",
+                world.base_url,
+                "--carrier",
+                carrier_url,
+                "--token",
+                admin.enrollment_token(cid),
+                "--institution-key",
+                pin,
+                "--pin-file",
+                str(pin_file),
+                "--wallet-dir",
+                str(tmp_path / directory),
+            )
+
+        refused = enroll(rogue, "w1")
+        assert refused.returncode == 2
+        assert "does not verify" in refused.stderr, refused.stderr
+        assert not (tmp_path / "w1" / "wallet.json").exists()
+        malformed = enroll("1:abcd", "w2")
+        assert malformed.returncode == 2 and "KID:64-hex-digits" in malformed.stderr
+
+        ok = enroll(pins[0], "w3")  # the carrier is still blank: it enrolls now
+        assert ok.returncode == 0, ok.stderr
+        config = json.loads((tmp_path / "w3" / "wallet.json").read_text())
+        assert config["trust"] == dict([pins[0].split(":")])
     finally:
         proc.stop()

@@ -35,14 +35,15 @@ def serve(
     """Run an emulated key carrier until interrupted (prints 'READY <url>' when listening)."""
     from safescan.carrier.errors import CarrierError
     from safescan.carrier.server import parse_anchor, run
+    from safescan.code.errors import KeyFileError
 
     if sum(x is not None for x in (listen, serial, vpcd, audio)) != 1:
         typer.echo("give exactly one of --listen, --serial, --vpcd, --audio", err=True)
         raise typer.Exit(2)
     try:
         anchor = parse_anchor(institution_key or [])
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except KeyFileError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     try:
         run(

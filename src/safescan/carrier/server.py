@@ -30,6 +30,8 @@ from safescan.carrier.eeprom import FileStorage
 from safescan.carrier.errors import CarrierError, TransportError
 from safescan.carrier.transport import Control, parse_tcp_url
 from safescan.carrier.transport.tcp import recv_frame, send_frame
+from safescan.code.errors import KeyFileError
+from safescan.code.keys import parse_pinned_keys
 
 log = logging.getLogger("safescan.carrier")
 
@@ -179,15 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_anchor(values: Sequence[str]) -> dict[int, bytes]:
-    """``KID:HEX`` strings -> {kid: 32-byte key}; raises ValueError on a malformed one."""
-    keys: dict[int, bytes] = {}
-    for value in values:
-        kid, sep, hex_ = value.partition(":")
-        raw = bytes.fromhex(hex_) if sep else b""
-        if not kid.isdigit() or len(raw) != 32:
-            raise ValueError(f"--institution-key wants KID:64-hex-digits, not {value!r}")
-        keys[int(kid)] = raw
-    return keys
+    """``KID:HEX`` strings -> {kid: 32-byte key}; raises KeyFileError on a malformed one."""
+    return {kid: key.raw for kid, key in parse_pinned_keys(values).items()}
 
 
 def run(
@@ -232,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s", stream=sys.stderr)
     try:
         anchor = parse_anchor(args.institution_key)
-    except ValueError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
+    except KeyFileError as exc:
+        print(f"carrier: {exc.message}", file=sys.stderr)
         return 2
     try:
         run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,25 @@ class VerifyKey:
     def hex(self) -> str:
         """The key as hex, for display."""
         return self.raw.hex()
+
+
+def parse_pinned_keys(values: Sequence[str]) -> dict[int, VerifyKey]:
+    """``KID:HEX`` strings -> {kid: institution root key}. The form ``safescan institution
+    root-keys`` prints and ``--institution-key`` options (carrier factory anchor, wallet
+    enrollment) take; raises :class:`KeyFileError` on a malformed one."""
+    keys: dict[int, VerifyKey] = {}
+    for value in values:
+        kid, sep, hex_ = value.strip().partition(":")
+        try:
+            raw = bytes.fromhex(hex_) if sep else b""
+        except ValueError:
+            raw = b""
+        if not (kid.isascii() and kid.isdigit()) or int(kid) >= 2**32 or len(raw) != 32:
+            raise KeyFileError(
+                f"an institution key is KID:64-hex-digits (e.g. 1:3b6a...), not {value!r}"
+            )
+        keys[int(kid)] = VerifyKey(raw)
+    return keys
 
 
 class SigningKey:

@@ -103,6 +103,37 @@ def migrate(db: DbOpt) -> None:
         typer.echo(f"schema migrated from revision {before} to {head}")
 
 
+@institution_app.command("root-keys")
+def root_keys(db: DbOpt) -> None:
+    """Print the institution's root public keys as KID:HEX lines: the form `carrier serve
+    --institution-key` (factory anchor) and `wallet enroll --institution-key` (pinning) take."""
+    from sqlalchemy import select
+
+    from safescan.institution.db import Database
+    from safescan.institution.errors import ConfigError
+    from safescan.institution.models import InstitutionKey
+
+    try:
+        database = Database(db)
+        try:
+            rows = database.read(
+                lambda c: c.execute(
+                    select(InstitutionKey.kid, InstitutionKey.public_key)
+                    .where(InstitutionKey.purpose == "root")
+                    .order_by(InstitutionKey.kid)
+                ).all()
+            )
+        finally:
+            database.dispose()
+        if not rows:
+            raise ConfigError("this database holds no institution keys: run `institution init`")
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    for kid, public_key in rows:
+        typer.echo(f"{kid}:{public_key.hex()}")
+
+
 @institution_app.command()
 def serve(
     db: DbOpt,

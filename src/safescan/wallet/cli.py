@@ -24,8 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.carrier.errors import RestartRequired, WrongPin
+from safescan.code.certs import TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
+from safescan.code.keys import parse_pinned_keys
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade
 from safescan.wallet.flow import Offer, Scan, Wallet, enroll
 from safescan.wallet.store import History, WalletConfig, default_dir
@@ -74,9 +76,21 @@ def enroll_command(
     ] = None,
     retry_limit: Annotated[int, typer.Option(help="wrong PINs before the carrier wipes")] = 5,
     customer_id: Annotated[str | None, typer.Option(help="your customer id")] = None,
+    institution_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--institution-key",
+            help="KID:HEX of the institution's root key, from your institution (repeatable);"
+            " without it the keys are fetched from the URL and trusted on first use",
+        ),
+    ] = None,
     wallet_dir: DirOpt = None,
 ) -> None:
     """Register your key carrier with the institution and set its PIN."""
+    try:
+        pinned = TrustStore(parse_pinned_keys(institution_key)) if institution_key else None
+    except SafescanError as exc:
+        raise _fail(exc) from None
     if pin_file is not None:
         pin = _read_pin_file(pin_file)
     else:
@@ -95,6 +109,7 @@ def enroll_command(
                 pin=pin,
                 retry_limit=retry_limit,
                 customer_id=customer_id,
+                trust=pinned,
             )
     except SafescanError as exc:
         raise _fail(exc) from None
