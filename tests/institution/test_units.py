@@ -8,21 +8,25 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from safescan.code import SigningKey
 from safescan.code.errors import KeyFileError
 from safescan.institution import audit
-from safescan.institution.db import Database, is_retryable, normalize_url
+from safescan.institution.db import Database, is_retryable, migrate, normalize_url
 from safescan.institution.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
 from safescan.institution.keystore import KeyStore
 from safescan.institution.merchant_auth import parse_headers, sign_request, verify_signature
+from safescan.institution.models import Counter
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.server import open_institution
 from safescan.institution.settlement import to_csv
@@ -201,3 +205,46 @@ def test_audit_hash_is_the_canonical_json_hash(
     assert audit.entry_hash(prev, chain, seq, at, actor, action, entity, data) == want
     tail = audit.entry_tail(at, actor, action, entity, data)
     assert tail.isascii() and doc.endswith(tail)
+
+
+def test_group_commit_undoes_only_the_failing_writes(tmp_path: Path) -> None:
+    """SQLite's writer runs a queued group in one transaction, each write in its own
+    savepoint: a write that raises (its own error, or the database's) is undone alone and gets
+    its exception; the others commit together."""
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    migrate(db.engine)
+    gate = threading.Event()
+
+    def blocker(conn: Any) -> None:  # holds the writer so that the rest queue as one group
+        gate.wait(30)
+
+    def put(name: str, fail: bool = False) -> Any:
+        def fn(conn: Any) -> str:
+            conn.execute(insert(Counter).values(name=name, value=1))
+            if fail:
+                raise ValueError(f"{name} refused")
+            return name
+
+        return fn
+
+    try:
+        first = db.submit(blocker)
+        futures = [db.submit(put(f"n{i}", fail=i % 5 == 2)) for i in range(12)]
+        futures.append(db.submit(put("n0")))  # duplicate key: the database refuses it
+        gate.set()
+        first.result(30)
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(30))
+            except ValueError as exc:
+                outcomes.append(str(exc))
+            except DBAPIError:
+                outcomes.append("duplicate")
+        assert outcomes == [f"n{i} refused" if i % 5 == 2 else f"n{i}" for i in range(12)] + [
+            "duplicate"
+        ]
+        names = db.read(lambda c: sorted(c.execute(select(Counter.name)).scalars()))
+        assert names == sorted(f"n{i}" for i in range(12) if i % 5 != 2)
+    finally:
+        db.dispose()
