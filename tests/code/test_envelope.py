@@ -441,6 +441,43 @@ def test_lookalike_merchant_name_is_flagged(scheme: Scheme) -> None:
     assert opened.warnings and "CYRILLIC" in opened.warnings[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "country", "reads"),
+    [
+        ("Сахар", "FR", "Caxap"),  # Cyrillic, every letter an ASCII look-alike
+        ("раура", "DE", "paypa"),
+        ("ΤΟΚΙΟ", "IT", "TOKIO"),  # Greek capitals (the skeleton's "l" read as "I")
+        ("ΑΒ 12", "FR", "AB 12"),  # digits and spaces are kept
+    ],
+)
+def test_whole_script_lookalike_is_flagged_outside_its_countries(
+    scheme: Scheme, name: str, country: str, reads: str
+) -> None:
+    m = Merchant("m_7Qx2", name, "Paris", country, 5814)
+    binary = seal(dynamic_code(merchant=m), scheme.issuer, scheme.scheme_key.public)
+    warnings = open_code(binary, scheme.keyring, scheme.trust, now=NOW).warnings
+    assert len(warnings) == 1 and f"reads as {reads!r}" in warnings[0], warnings
+
+
+@pytest.mark.parametrize(
+    ("name", "country"),
+    [
+        ("Сахар", "RU"),  # the script's own countries
+        ("ΤΟΚΙΟ", "GR"),
+        ("Ресторан", "FR"),  # т and н have no ASCII look-alike: it cannot pass for Latin
+        ("Мир", "DE"),
+        ("Ж", "FR"),
+        ("Café Lumière", "FR"),
+    ],
+)
+def test_names_that_cannot_pass_for_latin_are_not_flagged(
+    scheme: Scheme, name: str, country: str
+) -> None:
+    m = Merchant("m_7Qx2", name, "Paris", country, 5814)
+    binary = seal(dynamic_code(merchant=m), scheme.issuer, scheme.scheme_key.public)
+    assert open_code(binary, scheme.keyring, scheme.trust, now=NOW).warnings == ()
+
+
 def test_plain_non_latin_name_is_not_flagged(scheme: Scheme) -> None:
     m = Merchant("m_7Qx2", "東京ラーメン", "東京", "JP", 5814)
     binary = seal(dynamic_code(merchant=m, currency=392), scheme.issuer, scheme.scheme_key.public)

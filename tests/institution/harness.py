@@ -234,14 +234,14 @@ class World:
         )
 
     def merchant(
-        self, name: str = "Corner Cafe", *, webhook_url: str | None = None
+        self, name: str = "Corner Cafe", *, webhook_url: str | None = None, country: str = "DE"
     ) -> MerchantClient:
         """Onboard a merchant with its own API key."""
         key = SigningKey.generate()
         body: dict[str, Any] = {
             "name": name,
             "city": "Berlin",
-            "country": "DE",
+            "country": country,
             "mcc": 5814,
             "settlement_account": "DE89370400440532013000",
             "api_public_key": b64(key.public_key.raw),

@@ -109,8 +109,8 @@ class Merchant:
     def warnings(self) -> list[str]:
         """Look-alike warnings for the merchant's name and city."""
         found = [
-            lookalike_warning(self.name, field="merchant name"),
-            lookalike_warning(self.city, field="merchant city"),
+            lookalike_warning(self.name, field="merchant name", country=self.country),
+            lookalike_warning(self.city, field="merchant city", country=self.country),
         ]
         return [w for w in found if w]
 
@@ -253,7 +253,7 @@ class DynamicCode:
         """Look-alike warnings an app should show."""
         found = self.merchant.warnings()
         for item in self.items:
-            w = lookalike_warning(item.name, field="item name")
+            w = lookalike_warning(item.name, field="item name", country=self.merchant.country)
             if w:
                 found.append(w)
         return found

@@ -3,8 +3,9 @@
 Names are NFC-normalised. Control characters, bidirectional overrides and isolates, and
 invisible characters (zero-width spaces and joiners, fillers, variation selectors...) are
 rejected outright: they are how a name is made to look like something it is not. Names that mix
-scripts with look-alike characters (``"Pаypal"`` with a Cyrillic ``а``) are legal but *flagged*,
-so that an app can warn the customer.
+scripts with look-alike characters (``"Pаypal"`` with a Cyrillic ``а``), and names written
+wholly in another script's look-alikes of Latin letters (``"Сахар"``, which reads ``"Caxap"``),
+are legal but *flagged*, so that an app can warn the customer.
 """
 
 from __future__ import annotations
@@ -68,18 +69,71 @@ def check_stored_name(value: str, *, field: str, max_chars: int = 64) -> str:
     return cleaned
 
 
-def lookalike_warning(value: str, *, field: str) -> str | None:
-    """Return a warning if ``value`` mixes scripts using look-alike characters, else None."""
+def lookalike_warning(value: str, *, field: str, country: str | None = None) -> str | None:
+    """A warning if ``value`` can pass for something it is not, else None.
+
+    Two cases: it mixes scripts using look-alike characters (``"PаyPal"``, a Cyrillic ``а``);
+    or it is a *whole-script confusable* (Unicode TS #39): every letter is a non-Latin letter
+    that looks like an ASCII one, so it reads as a Latin word (``"Сахар"`` reads ``"Caxap"``).
+    The second is not flagged for a merchant in a ``country`` that writes that script
+    (a Cyrillic name in Bulgaria is just a name).
+    """
     if value.isascii():
         return None
     scripts = sorted(a for a in _scripts(value) if a not in {"COMMON", "INHERITED"})
     # Scripts that mimic each other's letters; Japanese mixing Han and Kana is normal.
-    if len(set(scripts) & _HOMOGLYPH_SCRIPTS) < 2 or not confusables.is_dangerous(value):
+    if len(set(scripts) & _HOMOGLYPH_SCRIPTS) >= 2 and confusables.is_dangerous(value):
+        return (
+            f"{field} {value!r} mixes scripts ({', '.join(scripts)}) with look-alike"
+            " characters; check it is the merchant you expect"
+        )
+    if len(scripts) != 1 or scripts[0] not in _HOMOGLYPH_SCRIPTS - {"LATIN"}:
+        return None
+    if country is not None and country.upper() in _SCRIPT_COUNTRIES.get(scripts[0], ()):
+        return None
+    reading = _latin_reading(value)
+    if reading is None:
         return None
     return (
-        f"{field} {value!r} mixes scripts ({', '.join(scripts)}) with look-alike characters;"
-        " check it is the merchant you expect"
+        f"{field} {value!r} is written in {scripts[0].title()} letters that look like Latin"
+        f" ones: it reads as {reading!r}; check it is the merchant you expect"
     )
+
+
+# Where a script is the everyday one (ISO 3166 alpha-2): whole-script names are not flagged.
+_SCRIPT_COUNTRIES: dict[str, frozenset[str]] = {
+    "CYRILLIC": frozenset(
+        {"RU", "UA", "BY", "BG", "RS", "MK", "ME", "BA", "KZ", "KG", "TJ", "MN", "UZ"}
+    ),
+    "GREEK": frozenset({"GR", "CY"}),
+    "ARMENIAN": frozenset({"AM"}),
+    "GEORGIAN": frozenset({"GE"}),
+}
+
+
+def _latin_reading(value: str) -> str | None:
+    """The ASCII text ``value`` passes for, when each of its (at least two) letters is a
+    look-alike of an ASCII letter; None as soon as one letter has no such look-alike."""
+    out: list[str] = []
+    letters = 0
+    for ch in value:
+        if not ch.isalpha():
+            out.append(ch)
+            continue
+        found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True) or []
+        ascii_like = [
+            h["c"]
+            for entry in found
+            for h in entry["homoglyphs"]
+            if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalpha()
+        ]
+        if not ascii_like:
+            return None
+        # the look-alike of the same case; TS #39 skeletons map capital I to "l"
+        best = min(ascii_like, key=lambda c: c.isupper() != ch.isupper())
+        out.append("I" if best == "l" and ch.isupper() else best)
+        letters += 1
+    return "".join(out) if letters >= 2 else None
 
 
 def _scripts(value: str) -> set[str]:
