@@ -425,14 +425,19 @@ class Stack:
 
 @contextlib.contextmanager
 def terminating_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up."""
+    """Turn SIGINT/SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up.
+
+    SIGINT is installed explicitly too: a parent that started us in the background leaves it
+    ignored, and Python then installs no Ctrl-C handler of its own; ``kill -INT`` must still
+    stop everything the demo started.
+    """
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, handler)
     try:
         yield

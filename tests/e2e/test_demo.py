@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,7 +84,9 @@ def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
     raise AssertionError(f"the demo ended before printing {marker!r}: {seen}")
 
 
-def _interrupt(proc: subprocess.Popen[str]) -> str:
+def _interrupt(proc: subprocess.Popen[str], started: list[int]) -> str:
+    """Ctrl-C the demo; if it does not end, kill it and what it started (no leftovers for the
+    next test)."""
     try:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -91,7 +94,14 @@ def _interrupt(proc: subprocess.Popen[str]) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     return rest
+
+
+def _new_children(before: set[int]) -> list[int]:
+    return [pid for pid in _demo_children() if pid not in before]
 
 
 def _all_gone(started: list[int]) -> bool:
@@ -104,17 +114,19 @@ def _all_gone(started: list[int]) -> bool:
 def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
     """`demo --keep-running` leaves the institution, the carrier and a web POS up (they answer)
     until Ctrl-C, which stops every process it started and exits 0."""
+    before = set(_demo_children())
     proc = _start_demo("--keep-running")
+    started: list[int] = []
     try:
         seen = _read_until(proc, "press Ctrl-C")
-        started = _demo_children()
+        started = _new_children(before)
         urls = re.findall(r"(http://127\.0\.0\.1:\d+)", seen.split("still running")[1])
         assert len(urls) >= 2, seen
         assert httpx.get(urls[0] + "/health", timeout=10).status_code == 200  # institution
         assert httpx.get(urls[-1] + "/health", timeout=10).status_code == 200  # web POS
         assert len(started) >= 3, "institution, carrier and POS should be running: " + seen
     finally:
-        rest = _interrupt(proc)
+        rest = _interrupt(proc, started)
     assert proc.returncode == 0, seen + rest
     assert "stopping everything" in rest and "all good" in rest
     assert _all_gone(started)
@@ -123,13 +135,15 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
 def test_demo_interrupted_midway_stops_everything() -> None:
     """Ctrl-C while the demo is still setting up (the institution's key generation and
     migrations take over a second after the carrier is up): exit 130, nothing left running."""
+    before = set(_demo_children())
     proc = _start_demo()
+    started: list[int] = []
     try:
         seen = _read_until(proc, "key carrier process up")
-        started = _demo_children()
+        started = _new_children(before)
         assert started, "the demo's processes should be running: " + seen
     finally:
-        rest = _interrupt(proc)
+        rest = _interrupt(proc, started)
     assert proc.returncode == 130, seen + rest
     assert "interrupted" in rest
     assert _all_gone(started)

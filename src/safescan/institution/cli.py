@@ -1,12 +1,14 @@
-"""`safescan institution ...` commands: init, serve, audit, settlement, rotate-scheme-key."""
+"""`safescan institution ...` commands: init, migrate, serve, audit, settlement,
+rotate-scheme-key, root-keys, admin-token."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +23,8 @@ from safescan.institution.config import (
 
 # Heavy modules (SQLAlchemy, FastAPI, Alembic) are imported inside the commands, so that the
 # uvicorn supervisor of `serve --workers N` stays small.
+
+T = TypeVar("T")
 
 institution_app = typer.Typer(
     help="The payment institution: API server, ledger, audit.", no_args_is_help=True
@@ -101,6 +105,75 @@ def migrate(db: DbOpt) -> None:
         typer.echo(f"schema already at the newest revision {head}")
     else:
         typer.echo(f"schema migrated from revision {before} to {head}")
+
+
+admin_token_app = typer.Typer(
+    help="Administrator bearer tokens: create, list, revoke (needs the database only).",
+    no_args_is_help=True,
+)
+institution_app.add_typer(admin_token_app, name="admin-token")
+
+
+def _with_db(db: str, action: Callable[[Any], T]) -> T:
+    from safescan.institution.db import Database
+
+    database = Database(db)
+    try:
+        return action(database)
+    finally:
+        database.dispose()
+
+
+@admin_token_app.command("create")
+def admin_token_create(db: DbOpt) -> None:
+    """Create another administrator token and print it once (only its hash is stored)."""
+    from safescan.institution import admin_tokens
+
+    try:
+        token_id, token = _with_db(db, admin_tokens.create)
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"administrator token {token_id} created (shown once, store it safely):")
+    typer.echo(token)
+
+
+@admin_token_app.command("list")
+def admin_token_list(
+    db: DbOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """The live administrator tokens: id and creation time (never the tokens)."""
+    import datetime as dt
+
+    from safescan.institution import admin_tokens
+
+    try:
+        rows = _with_db(db, admin_tokens.list_tokens)
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        created = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{row['id']}  created {created} UTC")
+
+
+@admin_token_app.command("revoke")
+def admin_token_revoke(
+    db: DbOpt, token_id: Annotated[int, typer.Argument(help="the token's id (see list)")]
+) -> None:
+    """Revoke an administrator token at once (the last live one cannot be revoked)."""
+    from safescan.institution import admin_tokens
+
+    try:
+        _with_db(db, lambda database: admin_tokens.revoke(database, token_id))
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"administrator token {token_id} revoked")
 
 
 @institution_app.command("root-keys")

@@ -15,7 +15,6 @@ the payer pseudonyms (HMAC-SHA256). Nothing here is logged.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -37,6 +36,7 @@ from safescan.code.keys import (
 )
 from safescan.code.keys import write_private_file as _write_private
 from safescan.institution.errors import ConfigError
+from safescan.institution.util import token_hash
 
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
 KEYS_ENV = "SAFESCAN_INSTITUTION_KEYS"
@@ -103,8 +103,8 @@ class InstitutionKeys:
         return "p_" + mac.hexdigest()[:24]
 
     def token_hash(self, token: str) -> str:
-        """Hash of a bearer or enrollment token (tokens are 256-bit random, so SHA-256 suffices)."""
-        return hashlib.sha256(token.encode()).hexdigest()
+        """Hash of a bearer or enrollment token (see :func:`.util.token_hash`)."""
+        return token_hash(token)
 
 
 class KeyStore:

@@ -38,7 +38,7 @@ from safescan.code.payment import (
     StaticCode,
 )
 from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
-from safescan.institution import audit, ledger, merchant_auth, sql
+from safescan.institution import admin_tokens, audit, ledger, merchant_auth, sql
 from safescan.institution.db import Database
 from safescan.institution.errors import (
     CarrierRevoked,
@@ -204,15 +204,13 @@ class Institution:
     def bootstrap(self) -> str:
         """First-time setup after migrations: key records, audit chains; returns the admin token."""
         now = self.now()
-        token = "adm_" + secrets.token_urlsafe(32)
+        token = admin_tokens.new_token()
 
         def tx(conn: Connection) -> None:
             audit.create_heads(conn)
             _insert_ignore(conn, Counter, {"name": CRL_COUNTER, "value": 0})
             self._register_keys(conn, now)
-            conn.execute(
-                insert(AdminToken).values(token_hash=self.keys.token_hash(token), created_at=now)
-            )
+            admin_tokens.insert_token(conn, token, now)
             audit.append(
                 conn,
                 at=now,

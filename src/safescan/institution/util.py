@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import secrets
 from typing import Any
@@ -17,6 +18,12 @@ def new_id(prefix: str, length: int) -> str:
     """A random identifier: ``prefix`` + ``length`` characters (5 bits each)."""
     # 32 symbols: each random byte's low 5 bits pick one without bias
     return prefix + "".join([_ALPHABET[b & 31] for b in secrets.token_bytes(length)])
+
+
+def token_hash(token: str) -> str:
+    """What is stored of a bearer or enrollment token: SHA-256 hex (tokens are 256-bit random,
+    so a plain hash suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def canonical_json(value: Any) -> str:

@@ -1,0 +1,83 @@
+"""Administrator tokens: `safescan institution admin-token create | list | revoke`.
+
+Its own module: the test revokes the token the module's server was initialised with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+from tests.institution.harness import World, env
+
+
+def _cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "admin-token",
+            *args,
+            "--db",
+            world.db_url,  # type: ignore[attr-defined]
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _as(world: World, token: str, cid: str) -> int:
+    r = world.http.get(f"/v1/admin/customers/{cid}", headers={"Authorization": f"Bearer {token}"})
+    return r.status_code
+
+
+def test_a_leaked_admin_token_is_replaced_and_revoked_without_downtime(world: World) -> None:
+    cid = world.customer()
+    original = world.admin_token
+    listed = _cli(world, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    first = [row["id"] for row in json.loads(listed.stdout)]
+    assert len(first) == 1 and original not in listed.stdout
+
+    made = _cli(world, "create")
+    assert made.returncode == 0, made.stderr
+    found = re.search(r"administrator token (\d+) created", made.stdout)
+    assert found is not None, made.stdout
+    new_id, token = int(found.group(1)), made.stdout.split()[-1]
+    assert token.startswith("adm_") and token != original
+    assert _as(world, token, cid) == 200 and _as(world, original, cid) == 200  # both live
+
+    revoked = _cli(world, "revoke", str(first[0]))
+    assert revoked.returncode == 0, revoked.stderr
+    assert _as(world, original, cid) == 401  # at once, without a restart
+    assert _as(world, token, cid) == 200
+    assert [row["id"] for row in json.loads(_cli(world, "list", "--json").stdout)] == [new_id]
+
+    last = _cli(world, "revoke", str(new_id))
+    assert last.returncode == 2 and "last live administrator token" in last.stderr
+    unknown = _cli(world, "revoke", "999999")
+    assert unknown.returncode == 2 and "no live administrator token 999999" in unknown.stderr
+    assert _as(world, token, cid) == 200
+    world.admin_token = token  # for the fixture's own clean-up
+
+    audit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "audit",
+            "--db",
+            world.db_url,  # type: ignore[attr-defined]
+            "--json",
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
