@@ -16,7 +16,7 @@ def test_info_and_tamper(process: CarrierProcess) -> None:
     result = runner.invoke(carrier_app, ["info", process.url, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["lifecycle"] == "blank" and doc["version"] == "1.0.0"
+    assert doc["lifecycle"] == "blank" and doc["version"] == "1.1.0"
     assert runner.invoke(carrier_app, ["tamper", process.url]).exit_code == 2
     result = runner.invoke(carrier_app, ["tamper", process.url, "--yes"])
     assert result.exit_code == 0, result.output

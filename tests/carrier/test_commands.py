@@ -40,7 +40,7 @@ from .conftest import PIN, Clock, connect
 
 def test_select_and_get_info_blank(blank: CarrierClient) -> None:
     resp = blank.transmit(CommandApdu(0x00, Ins.SELECT, 4, 0, rom.AID))
-    assert resp.ok and resp.data == bytes([1, 0, 0, Lifecycle.BLANK])
+    assert resp.ok and resp.data == bytes([*rom.VERSION, Lifecycle.BLANK])
     info = blank.get_info()
     assert info.lifecycle is Lifecycle.BLANK and info.version == rom.VERSION
     assert info.attestation_key is not None and info.signing_key is None
@@ -470,3 +470,55 @@ def test_code_sealed_to_a_scheme_key_opens_until_the_key_retires(card: Card, clo
     with pytest.raises(CodeRefused) as exc:
         client.open_code(inst.dynamic_code())
     assert exc.value.error_code == "key_retired"
+
+
+def test_update_revocations_makes_the_card_itself_refuse_a_revoked_merchant(
+    carrier: CarrierClient, institution: LocalInstitution, card: Card, clock: Clock
+) -> None:
+    """Whatever the host does afterwards, the card refuses codes signed under a merchant
+    certificate on the newest revocation list it took; older, forged or oversize lists
+    change nothing; the list survives power cycles."""
+    issuer = institution.merchant_issuer()
+    assert issuer.certificate is not None
+    code = institution.dynamic_code(issuer=issuer)
+    assert carrier.open_code(code).issuer == "merchant"
+    assert carrier.get_info().revocations_sequence == 0
+
+    serial = issuer.certificate.serial
+    assert carrier.update_revocations(institution.revocation_list({serial}, sequence=3)) == 3
+    with pytest.raises(CodeRefused) as refused:
+        carrier.open_code(code)
+    assert refused.value.reason == Reason.CERTIFICATE_REVOKED
+    assert carrier.get_info().revocations_sequence == 3
+
+    before = bytes(card.eeprom.storage.read_image() or b"")
+    for stale in (3, 2):  # the same list again, an older one: a rollback is refused
+        with pytest.raises(ConditionsNotSatisfied) as exc:
+            carrier.update_revocations(institution.revocation_list(set(), sequence=stale))
+        assert exc.value.reason == Reason.REVOCATIONS_NOT_NEWER
+    forger = LocalInstitution(SigningKey.generate(), institution.kid, institution.scheme, 0)
+    with pytest.raises(WrongData, match="revocation list"):
+        carrier.update_revocations(forger.revocation_list(set(), sequence=9))
+    with pytest.raises(WrongData, match="revocation list"):
+        carrier.update_revocations(b"\xa0not a list")
+    too_many = set(range(1, rom.MAX_REVOKED_SERIALS + 2))
+    with pytest.raises(WrongData) as oversize:
+        carrier.update_revocations(institution.revocation_list(too_many, sequence=10))
+    assert oversize.value.reason == Reason.OVERSIZE_INPUT
+    assert bytes(card.eeprom.storage.read_image() or b"") == before  # nothing was written
+
+    carrier.power_cycle()
+    carrier.open_session(institution.trust)
+    with pytest.raises(CodeRefused):
+        carrier.open_code(code)
+    # a newer list without the serial lifts it
+    assert carrier.update_revocations(institution.revocation_list(set(), sequence=4)) == 4
+    assert carrier.open_code(code).issuer == "merchant"
+    fresh = Card(card.eeprom.storage, clock=clock)
+    fresh.power_on()
+    assert fresh.image is not None and fresh.image.crl_sequence == 4
+
+
+def test_update_revocations_needs_a_personalised_card(blank: CarrierClient) -> None:
+    r = blank.transmit(CommandApdu(rom.CLA_PROPRIETARY, Ins.UPDATE_REVOCATIONS, 0, 0, b"\xa0"))
+    assert r.sw == StatusWord.CONDITIONS_NOT_SATISFIED

@@ -136,6 +136,28 @@ def test_image_round_trip_and_strict_fields() -> None:
         Image.from_cbor(b"\xff\x00")
 
 
+def test_firmware_1_0_images_load_and_revocation_fields_are_strict() -> None:
+    """Images written before UPDATE REVOCATIONS (fields 1-17) still load, with no list; the
+    new field round-trips and is parsed as strictly as the others."""
+    import cbor2
+
+    image = Image.manufacture()
+    image.crl_sequence, image.revoked_serials = 7, [1001, 1005]
+    assert Image.from_cbor(image.to_cbor()) == image
+    doc = cbor2.loads(image.to_cbor())
+    del doc[18]
+    old = Image.from_cbor(cbor2.dumps(doc))
+    assert old.crl_sequence == 0 and old.revoked_serials == []
+    for bad in ([7], [7, [-1]], [7, "x"], ["7", []], 7):
+        doc[18] = bad
+        with pytest.raises(ImageError):
+            Image.from_cbor(cbor2.dumps(doc))
+    doc[19] = 0  # an unknown field
+    doc[18] = [0, []]
+    with pytest.raises(ImageError):
+        Image.from_cbor(cbor2.dumps(doc))
+
+
 def test_zeroise_overwrites_in_place() -> None:
     image = Image.manufacture()
     seed = image.attestation_seed

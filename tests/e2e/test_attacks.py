@@ -8,19 +8,22 @@ offer is printed.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from safescan.carrier.apdu import Reason
 from safescan.carrier.client import CarrierClient
-from safescan.carrier.errors import CarrierBlocked
+from safescan.carrier.errors import CarrierBlocked, CodeRefused, WrongData
 from safescan.code import DynamicCode, Issuer, LineItem, Merchant, SigningKey, encode_text, seal
-from safescan.code.certs import Certificate
+from safescan.code.certs import Certificate, TrustStore
 from safescan.demo import (
     altered_code,
     brute_force_pin,
@@ -178,7 +181,16 @@ def test_code_of_a_revoked_merchant_certificate_is_refused(world: World) -> None
         with AdminApi(world.base_url, world.stack.admin_token) as admin:
             admin.revoke_merchant(cfg.merchant_id)
         exc = _refusal(wallet, text)
+        pinned = TrustStore(dict(wallet.config.trust.institution_keys))
     assert exc.reason in ("certificate_revoked", "merchant_revoked")
+    # The wallet handed the newest revocation list to the carrier on the way: a modified
+    # wallet that skips every check of its own still gets the code refused by the card.
+    with CarrierClient.connect(world.alice.carrier_url) as card:
+        assert card.get_info().revocations_sequence >= 1
+        card.open_session(pinned)  # no revocation list on the host side
+        with pytest.raises(CodeRefused) as refused:
+            card.open_code(text)
+    assert refused.value.reason == Reason.CERTIFICATE_REVOKED
 
 
 def test_pin_brute_force_destroys_the_carrier(
@@ -200,3 +212,25 @@ def test_pin_brute_force_destroys_the_carrier(
             wallet.open(order.code)
         assert info.value.cause == "carrier_blocked"
     assert _balance(world, bob.customer_id) == 50_000
+
+
+def test_a_carrier_that_keeps_an_older_revocation_list_is_reported_to_the_customer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the card refuses the newest list (say it is longer than the card can keep), the
+    offer says so; the wallet's own check of the newest list still applies."""
+    real_open = CarrierClient.open_session
+
+    def card_with_an_older_list(self: CarrierClient, *args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_open(self, *args, **kwargs), revocations_sequence=-1)
+
+    def card_refuses(self: CarrierClient, crl: bytes) -> int:
+        raise WrongData("the card keeps at most 1024 revoked serials", sw=0x6A80, reason=0x02)
+
+    monkeypatch.setattr(CarrierClient, "open_session", card_with_an_older_list)
+    monkeypatch.setattr(CarrierClient, "update_revocations", card_refuses)
+    with MerchantApi(world.pos) as api:
+        order = api.create_order([LineItem("Tea", 1, 200)], currency="EUR")
+    with Wallet.load(world.alice.wallet_dir) as wallet, wallet.open(order.code) as offer:
+        warnings = offer.describe()["warnings"]
+    assert any("kept its older revocation list" in w and "1024" in w for w in warnings), warnings

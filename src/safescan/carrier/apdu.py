@@ -50,6 +50,7 @@ class Ins(IntEnum):
     PERSONALIZE = 0x44
     OPEN_CODE = 0x30
     AUTHORIZE_PAYMENT = 0x32
+    UPDATE_REVOCATIONS = 0x36
     TAMPER = 0x7A
 
 
@@ -92,6 +93,7 @@ class Reason(IntEnum):
     CONFIRMATION_MISMATCH = 0x2A
     DESTROYED = 0x2B
     COUNTER_EXHAUSTED = 0x2C
+    REVOCATIONS_NOT_NEWER = 0x2D
     # bad input
     BAD_LENGTH = 0x40
     BAD_DATA = 0x41

@@ -65,6 +65,7 @@ class CarrierInfo:
     transport_key: bytes | None
     pin_tries_this_power_cycle: int
     algorithms: tuple[str, ...]
+    revocations_sequence: int = 0  # the newest revocation list the card took (0: none)
 
     @classmethod
     def from_cbor(cls, data: bytes) -> CarrierInfo:
@@ -86,6 +87,7 @@ class CarrierInfo:
                 transport_key=doc.get(11),
                 pin_tries_this_power_cycle=doc[12],
                 algorithms=tuple(doc[13]),
+                revocations_sequence=int(doc.get(14, 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WrongData(f"the carrier's info is malformed ({type(exc).__name__})") from None
@@ -105,6 +107,7 @@ class CarrierInfo:
             "signing_key": self.signing_key.hex() if self.signing_key else None,
             "pin_tries_this_power_cycle": self.pin_tries_this_power_cycle,
             "algorithms": list(self.algorithms),
+            "revocations_sequence": self.revocations_sequence,
         }
 
 
@@ -388,6 +391,17 @@ class CarrierClient:
     def change_pin(self, old: str, new: str) -> None:
         """CHANGE PIN (the old PIN is checked like VERIFY PIN)."""
         self._secure(Ins.CHANGE_PIN, _pin_block(old) + _pin_block(new))
+
+    def update_revocations(self, crl: bytes) -> int:
+        """UPDATE REVOCATIONS: hand the card a newer institution-signed revocation list (CBOR
+        bytes); from then on it refuses codes under the revoked merchant certificates itself.
+        Returns the list's sequence number. Refused (typed error) if it is not newer than the
+        card's, does not verify, or is longer than the card keeps."""
+        doc = _load_map(self._secure(Ins.UPDATE_REVOCATIONS, crl), "revocation answer")
+        try:
+            return int(doc[1])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrongData(f"the carrier's answer is malformed ({type(exc).__name__})") from None
 
     def open_code(self, code: str | bytes) -> CodeContents:
         """Have the carrier open and verify a code (QR text or binary); ``CodeRefused`` if bad."""

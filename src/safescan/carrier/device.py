@@ -339,6 +339,7 @@ class Card:
             doc[6] = image.certificate
             doc[7] = image.retries_left
             doc[8] = image.retry_limit
+            doc[14] = image.crl_sequence
         if self.keys.signing is not None:
             doc[10] = self.keys.signing.public_key().public_bytes_raw()
         if self.keys.transport is not None:
@@ -536,10 +537,44 @@ class Card:
             for kid, raw, retire in image.scheme_keys:
                 ring.add(SchemeKey.from_seed(kid, bytes(raw), retire or None))
             self.keys.extra["keyring"] = ring
-            self.keys.extra["trust"] = TrustStore(
-                {kid: VerifyKey(raw) for kid, raw in image.institution_keys}
-            )
+            trust = TrustStore({kid: VerifyKey(raw) for kid, raw in image.institution_keys})
+            trust.revoked_serials = frozenset(image.revoked_serials)
+            trust.crl_sequence = image.crl_sequence
+            self.keys.extra["trust"] = trust
         return self.keys.extra["keyring"], self.keys.extra["trust"]
+
+    def _update_revocations(self, command: CommandApdu) -> bytes:
+        """Take a newer institution-signed revocation list: merchant certificates on it are
+        refused by OPEN CODE from now on (offline, whatever the host does)."""
+        from safescan.code.certs import RevocationList
+
+        image = self.image
+        assert image is not None
+        _, trust = self._scheme()
+        try:
+            crl = RevocationList.from_bytes(command.data, trust)
+        except SafescanError as exc:  # malformed, unknown issuer key, signature
+            raise _refuse(
+                StatusWord.WRONG_DATA, Reason.BAD_DATA, f"revocation list: {exc.message}"
+            ) from None
+        if crl.sequence <= image.crl_sequence:
+            raise _refuse(
+                StatusWord.CONDITIONS_NOT_SATISFIED,
+                Reason.REVOCATIONS_NOT_NEWER,
+                f"revocation list {crl.sequence} is not newer than {image.crl_sequence}",
+            )
+        if len(crl.serials) > rom.MAX_REVOKED_SERIALS:
+            raise _refuse(
+                StatusWord.WRONG_DATA,
+                Reason.OVERSIZE_INPUT,
+                f"the card keeps at most {rom.MAX_REVOKED_SERIALS} revoked serials",
+            )
+        image.crl_sequence = crl.sequence
+        image.revoked_serials = sorted(crl.serials)
+        self.eeprom.write(image)
+        trust.revoked_serials = frozenset(crl.serials)
+        trust.crl_sequence = crl.sequence
+        return cbor2.dumps({1: crl.sequence, 2: len(crl.serials)}, canonical=True)
 
     def _open_code(self, command: CommandApdu) -> bytes:
         from safescan.code.envelope import PREFIX, open_code
@@ -695,6 +730,9 @@ _RULES: dict[int, _Rule] = {
     Ins.OPEN_CODE: _Rule(Card._open_code, rom.CLA_PROPRIETARY, "required", _PERSO),
     Ins.AUTHORIZE_PAYMENT: _Rule(
         Card._authorize, rom.CLA_PROPRIETARY, "required", _PERSO, pin=True
+    ),
+    Ins.UPDATE_REVOCATIONS: _Rule(
+        Card._update_revocations, rom.CLA_PROPRIETARY, "optional", _PERSO
     ),
     Ins.TAMPER: _Rule(Card._tamper, rom.CLA_PROPRIETARY, "optional", _BOTH, select=False),
 }

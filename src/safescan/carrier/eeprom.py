@@ -77,6 +77,8 @@ class Image:
     generation: int = 0
     destroyed_reason: int = 0
     personalized_at: int = 0
+    crl_sequence: int = 0  # the newest verified revocation list taken (UPDATE REVOCATIONS)
+    revoked_serials: list[int] = field(default_factory=list)
 
     @classmethod
     def manufacture(cls) -> Image:
@@ -131,6 +133,7 @@ class Image:
             15: self.generation,
             16: self.destroyed_reason,
             17: self.personalized_at,
+            18: [self.crl_sequence, list(self.revoked_serials)],
         }
         return cbor2.dumps(doc, canonical=True)
 
@@ -139,8 +142,10 @@ class Image:
         """Parse an image; raises :class:`ImageError` on any deviation."""
         try:
             doc = cbor2.loads(data)
-            if not isinstance(doc, dict) or sorted(doc) != list(range(1, 18)):
+            # field 18 (revocation list) came with firmware 1.1; 1.0 images have 1-17
+            if not isinstance(doc, dict) or sorted(doc) not in (_FIELDS_1_0, _FIELDS_1_1):
                 raise ImageError("the EEPROM image has the wrong fields")
+            crl_sequence, revoked = doc.get(18, [0, []])
             image = cls(
                 lifecycle=Lifecycle(doc[1]),
                 device_id=_bytes(doc[2], 8),
@@ -162,6 +167,8 @@ class Image:
                 generation=_uint(doc[15]),
                 destroyed_reason=_uint(doc[16]),
                 personalized_at=_uint(doc[17]),
+                crl_sequence=_uint(crl_sequence),
+                revoked_serials=[_uint(serial) for serial in revoked],
             )
         except ImageError:
             raise
@@ -178,6 +185,10 @@ class Image:
         ):
             raise ImageError("the EEPROM image is personalised but incomplete")
         return image
+
+
+_FIELDS_1_0 = list(range(1, 18))
+_FIELDS_1_1 = list(range(1, 19))
 
 
 def _uint(value: object) -> int:

@@ -11,7 +11,7 @@ from typing import Final
 AID: Final = bytes.fromhex("F0") + b"SAFESCAN" + b"\x01"
 
 #: Firmware version (major, minor, patch).
-VERSION: Final = (1, 0, 0)
+VERSION: Final = (1, 1, 0)  # 1.1: UPDATE REVOCATIONS
 
 #: What the card implements, reported by GET INFO.
 ALGORITHMS: Final = (
@@ -37,8 +37,11 @@ RETRY_LIMIT_MAX: Final = 16
 #: Like FIDO2 authenticators: this many consecutive wrong PINs, then a power cycle is required.
 WRONG_PINS_PER_POWER_CYCLE: Final = 3
 
-#: Largest command data field the card accepts (a code is <= 1024 bytes, a bundle <= 4096).
+#: Largest command data field the card accepts (a code is <= 1024 bytes, a bundle <= 4096,
+#: a revocation list of MAX_REVOKED_SERIALS serials <= 5,300).
 MAX_COMMAND_DATA: Final = 8192
+#: Revoked certificate serials the card keeps (UPDATE REVOCATIONS refuses a longer list).
+MAX_REVOKED_SERIALS: Final = 1024
 
 
 def _atr() -> bytes:

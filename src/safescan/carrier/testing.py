@@ -30,6 +30,7 @@ from safescan.code import (
     LineItem,
     Merchant,
     ProvisioningBundle,
+    RevocationList,
     Role,
     SchemeKey,
     SchemeKeyring,
@@ -130,6 +131,12 @@ class LocalInstitution:
             transport_public=keys.transport_public,
         )
         return seal_bundle(bundle, self.key, self.kid)
+
+    def revocation_list(self, serials: set[int], *, sequence: int) -> bytes:
+        """A signed revocation list (CBOR bytes)."""
+        return RevocationList.issue(
+            self.key, self.kid, sequence=sequence, issued_at=self.now, serials=serials
+        ).to_bytes()
 
     def merchant_issuer(self, merchant: Merchant = DEFAULT_MERCHANT) -> Issuer:
         """A certified merchant key (for merchant-signed codes)."""

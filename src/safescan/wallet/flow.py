@@ -191,6 +191,8 @@ class Wallet:
         self.clock = clock
         self.history = History(config.history_path)
         self.remote = InstitutionHttp(config.institution_url, timeout=10.0)
+        self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
+        self._notices: list[str] = []  # things about this session the customer should know
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Wallet:
@@ -243,6 +245,7 @@ class Wallet:
             trust.apply_revocations(crl)
         except SafescanError:
             return trust, "none"
+        self._crl = raw
         if source == "institution":
             tmp = self.config.crl_path.with_suffix(".tmp")
             try:
@@ -281,6 +284,16 @@ class Wallet:
                 f" ({self.config.carrier_serial})",
                 cause="wrong_carrier",
             )
+        self._notices = []
+        if self._crl is not None and trust.crl_sequence > info.revocations_sequence:
+            # the card checks merchant certificates against its own copy, offline
+            try:
+                carrier.update_revocations(self._crl)
+            except CarrierError as exc:
+                self._notices.append(
+                    f"the key carrier kept its older revocation list ({exc.message});"
+                    " this wallet still checks the newest one"
+                )
         return carrier
 
     def open(self, text: str) -> Offer:
@@ -400,7 +413,9 @@ class Offer:
 
     def describe(self) -> dict[str, Any]:
         """What the customer is shown."""
-        return describe_contents(self.contents, now=self.wallet.now())
+        doc = describe_contents(self.contents, now=self.wallet.now())
+        doc["warnings"] += self.wallet._notices
+        return doc
 
     def verify_pin(self, pin: str) -> None:
         """Check the PIN on the carrier (``WrongPin`` with ``retries_left``, ``CarrierBlocked``)."""
