@@ -39,11 +39,11 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fuzz._common import main
+from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text
 from safescan.institution.api import create_app
 from safescan.institution.db import Database, migrate
 from safescan.institution.keystore import KeyStore
-from safescan.institution.merchant_auth import sign_request
 from safescan.institution.service import Institution
 
 OUTCOMES: Counter[str] = Counter()

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 
+from safescan.api import errors as inst_errors
+from safescan.api.encoding import b64d
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
-from safescan.institution import errors as inst_errors
-from safescan.institution.util import b64d
 
 DEFAULT_TIMEOUT = 10.0
 

@@ -38,6 +38,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import hpke
 
+from safescan.api.events import WebhookVerificationError, sign_webhook, verify_webhook
+from safescan.api.merchant_auth import sign_request
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CarrierBlocked, CodeRefused, ConfirmationMismatch
 from safescan.carrier.pin import pad_pin
@@ -59,8 +61,6 @@ from safescan.code.envelope import HPKE_INFO
 from safescan.code.errors import SignatureInvalid
 from safescan.demo import ManagedProcess, Stack, forged_code
 from safescan.institution.keystore import InstitutionKeys, KeyStore
-from safescan.institution.merchant_auth import sign_request
-from safescan.institution.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.onboard import AdminApi
 from safescan.remote import ReceiptMismatch, verify_receipt

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from safescan.api.events import WebhookVerificationError, verify_webhook
 from safescan.code import TrustStore
-from safescan.institution.webhooks import WebhookVerificationError, verify_webhook
 from tests.institution.harness import ServerProcess, World, init_db
 from tests.institution.pg import free_port
 from tests.institution.test_webhooks_sse import trust_of

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safescan.api.merchant_auth import sign_request
 from safescan.code import (
     Authorization,
     ProvisioningBundle,
@@ -26,7 +27,6 @@ from safescan.code import (
     open_bundle,
     open_code,
 )
-from safescan.institution.merchant_auth import sign_request
 from tests.institution.pg import free_port
 
 PASSPHRASE = "test-passphrase-123"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safescan.api.merchant_auth import sign_request
 from safescan.code import RevocationList, Role, SigningKey, TrustStore
 from safescan.code.keys import VerifyKey
-from safescan.institution.merchant_auth import sign_request
 from tests.institution.harness import ServerProcess, World, b64, init_db
 
 

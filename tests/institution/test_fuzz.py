@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from safescan.institution.merchant_auth import sign_request
+from safescan.api.merchant_auth import sign_request
 from tests.institution.harness import MerchantClient, World
 
 

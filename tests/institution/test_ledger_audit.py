@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from safescan.api.errors import InsufficientFunds
 from safescan.institution import audit, ledger
 from safescan.institution.db import Database, migrate
-from safescan.institution.errors import InsufficientFunds
 from safescan.institution.models import Account, AuditEntry, Base, Transfer
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import World, env

@@ -22,10 +22,11 @@ from alembic import command
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import func, insert, select
 
+from safescan.api.encoding import b64e
+from safescan.api.errors import ConfigError, InsufficientFunds, OrderNotPayable
 from safescan.code import Authorization, SigningKey, decode_text
 from safescan.institution import audit, ledger
 from safescan.institution.db import Database, _alembic_config
-from safescan.institution.errors import ConfigError, InsufficientFunds, OrderNotPayable
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import (
     Account,
@@ -40,7 +41,6 @@ from safescan.institution.models import (
 )
 from safescan.institution.server import open_institution
 from safescan.institution.service import Institution, _AlreadyStored
-from safescan.institution.util import b64e
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import PASSPHRASE, env, init_db
 from tests.institution.pg import Cluster

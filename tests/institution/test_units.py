@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from safescan.api.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
+from safescan.api.merchant_auth import parse_headers, sign_request, verify_signature
 from safescan.code import SigningKey
 from safescan.code.errors import KeyFileError
 from safescan.institution import audit
 from safescan.institution.db import Database, is_retryable, migrate, normalize_url
-from safescan.institution.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
 from safescan.institution.keystore import KeyStore
-from safescan.institution.merchant_auth import parse_headers, sign_request, verify_signature
 from safescan.institution.models import Counter
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.server import open_institution

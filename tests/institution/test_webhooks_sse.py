@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from safescan.code import SigningKey, TrustStore
-from safescan.code.keys import VerifyKey
-from safescan.institution.merchant_auth import sign_request
-from safescan.institution.webhooks import (
+from safescan.api.events import (
     WebhookVerificationError,
     sign_webhook,
     verify_event,
     verify_webhook,
 )
+from safescan.api.merchant_auth import sign_request
+from safescan.code import SigningKey, TrustStore
+from safescan.code.keys import VerifyKey
 from tests.institution.harness import World
 from tests.institution.pg import free_port
 

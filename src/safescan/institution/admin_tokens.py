@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
+from safescan.api.errors import Conflict, NotFound
 from safescan.institution import audit
 from safescan.institution.db import Database
-from safescan.institution.errors import Conflict, NotFound
 from safescan.institution.models import AdminToken
 from safescan.institution.util import token_hash
 
@@ -80,9 +80,7 @@ def revoke(db: Database, token_id: int, *, actor: str = "operator") -> None:
         if token_id not in live:
             raise NotFound(f"no live administrator token {token_id}")
         if len(live) <= 1:
-            raise Conflict(
-                "this is the last live administrator token: create another one first"
-            )
+            raise Conflict("this is the last live administrator token: create another one first")
         conn.execute(delete(AdminToken).where(AdminToken.id == token_id))
         audit.append(
             conn,

@@ -23,14 +23,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from safescan.api.encoding import b64d, b64e
+from safescan.api.errors import InvalidRequest, Unauthenticated, http_status
+from safescan.api.events import sign_event
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import settlement
-from safescan.institution.errors import InvalidRequest, Unauthenticated, http_status
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution, Stored
-from safescan.institution.util import b64d, b64e, key32
-from safescan.institution.webhooks import RetryPolicy, WebhookDispatcher, sign_event
+from safescan.institution.util import key32
+from safescan.institution.webhooks import RetryPolicy, WebhookDispatcher
 
 log = logging.getLogger("safescan.institution.api")
 

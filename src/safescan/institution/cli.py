@@ -54,8 +54,8 @@ def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> No
     """Create the root signing key, the first scheme key and the schema; print the admin token."""
     from sqlalchemy import select
 
+    from safescan.api.errors import ConfigError
     from safescan.institution.db import Database, migrate
-    from safescan.institution.errors import ConfigError
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
     from safescan.institution.models import AdminToken
     from safescan.institution.service import Institution
@@ -85,8 +85,8 @@ def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> No
 def migrate(db: DbOpt) -> None:
     """Upgrade an initialised database's schema to the newest migration (run before serving a
     new release; API processes refuse an older schema)."""
+    from safescan.api.errors import ConfigError
     from safescan.institution import db as dblayer
-    from safescan.institution.errors import ConfigError
 
     try:
         database = dblayer.Database(db)
@@ -182,8 +182,8 @@ def root_keys(db: DbOpt) -> None:
     --institution-key` (factory anchor) and `wallet enroll --institution-key` (pinning) take."""
     from sqlalchemy import select
 
+    from safescan.api.errors import ConfigError
     from safescan.institution.db import Database
-    from safescan.institution.errors import ConfigError
     from safescan.institution.models import InstitutionKey
 
     try:

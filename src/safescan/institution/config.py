@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from safescan.institution.errors import ConfigError
+from safescan.api.errors import ConfigError
 
 ENV_DB = "SAFESCAN_INSTITUTION_DB"
 ENV_PASSPHRASE_FILE = "SAFESCAN_INSTITUTION_PASSPHRASE_FILE"  # noqa: S105 - a variable name

@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from safescan.api.errors import ConfigError, InvalidRequest, StorageError
 from safescan.institution import sql
-from safescan.institution.errors import ConfigError, InvalidRequest, StorageError
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from safescan.api.errors import ConfigError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import (
@@ -35,7 +36,6 @@ from safescan.code.keys import (
     VerifyKey,
 )
 from safescan.code.keys import write_private_file as _write_private
-from safescan.institution.errors import ConfigError
 from safescan.institution.util import token_hash
 
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from safescan.api.errors import InsufficientFunds
 from safescan.institution import sql
-from safescan.institution.errors import InsufficientFunds
 from safescan.institution.models import Account, OrderRow, Payment, Refund, Transfer
 
 CUSTOMER = "customer"

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from safescan.institution.errors import RateLimited
+from safescan.api.errors import RateLimited
 
 
 class RateLimiter:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from safescan.api.errors import ConfigError
 from safescan.institution.api import ASGIApp, create_app
 from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING, Tuning
 from safescan.institution.db import Database, schema_is_current
-from safescan.institution.errors import ConfigError
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 from safescan.institution.service import Institution
 from safescan.institution.webhooks import RetryPolicy

@@ -22,6 +22,23 @@ from sqlalchemy import Connection, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from safescan.api import merchant_auth
+from safescan.api.encoding import b64e
+from safescan.api.errors import (
+    CarrierRevoked,
+    Conflict,
+    CounterReplay,
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidRequest,
+    NotFound,
+    OrderNotPayable,
+    OrderNotRefundable,
+    PaymentRefused,
+    ReplayedRequest,
+    Unauthenticated,
+)
 from safescan.code.authorization import Authorization, Receipt
 from safescan.code.certs import Certificate, RevocationList, Role, issue_certificate
 from safescan.code.currency import currency as lookup_currency
@@ -38,23 +55,8 @@ from safescan.code.payment import (
     StaticCode,
 )
 from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
-from safescan.institution import admin_tokens, audit, ledger, merchant_auth, sql
+from safescan.institution import admin_tokens, audit, ledger, sql
 from safescan.institution.db import Database
-from safescan.institution.errors import (
-    CarrierRevoked,
-    Conflict,
-    CounterReplay,
-    Forbidden,
-    IdempotencyConflict,
-    InsufficientFunds,
-    InvalidRequest,
-    NotFound,
-    OrderNotPayable,
-    OrderNotRefundable,
-    PaymentRefused,
-    ReplayedRequest,
-    Unauthenticated,
-)
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.models import (
     AdminToken,
@@ -72,7 +74,7 @@ from safescan.institution.models import (
     Refund,
     RequestNonce,
 )
-from safescan.institution.util import b64e, canonical_json, new_id
+from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhooks import event_params, new_event
 
 ORDER_ID_CHARS = 12

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import aliased
 
+from safescan.api.errors import InvalidRequest
 from safescan.code.currency import currency as lookup_currency
-from safescan.institution.errors import InvalidRequest
 from safescan.institution.ledger import MERCHANT
 from safescan.institution.models import Account, MerchantRow, Transfer
 

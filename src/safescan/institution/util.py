@@ -1,15 +1,14 @@
-"""Small helpers: identifiers, canonical JSON, base64."""
+"""Small helpers: identifiers, canonical JSON, token hashes (base64 lives in safescan.api)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
 from typing import Any
 
-from safescan.institution.errors import InvalidRequest
+from safescan.api.encoding import b64d
+from safescan.api.errors import InvalidRequest
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: readable when spoken or typed
 
@@ -29,23 +28,6 @@ def token_hash(token: str) -> str:
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces, ASCII): what is hashed and signed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def b64e(data: bytes) -> str:
-    """Standard base64 text."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64d(text: str, *, param: str, max_bytes: int = 8192) -> bytes:
-    """Decode standard or URL-safe base64 strictly; a typed error names ``param``."""
-    if not isinstance(text, str) or len(text) > (max_bytes * 4) // 3 + 4:
-        raise InvalidRequest(f"{param} is too long", param=param)
-    try:
-        cleaned = text.replace("-", "+").replace("_", "/")
-        cleaned += "=" * (-len(cleaned) % 4)
-        return base64.b64decode(cleaned.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeError):
-        raise InvalidRequest(f"{param} is not valid base64", param=param) from None
 
 
 def key32(text: str, *, param: str) -> bytes:

@@ -1,15 +1,9 @@
-"""Merchant notifications: signed events, the persisted webhook outbox, and verify helpers.
+"""Merchant notifications: the persisted outbox and the webhook dispatcher.
 
 Every event is a canonical JSON object ``{"id", "type", "created", "merchant_id", "data"}``
-written in the same transaction as the state change it reports. The institution signs it twice:
-
-* **Stream signature** (made when the event is sent on the SSE stream):
-  Ed25519 over ``"SS1-EVENT\\n" + payload``; check with :func:`verify_event`.
-* **Webhook signature** (made at each delivery attempt), header
-  ``Safescan-Signature: t=<unix>,kid=<root kid>,v1=<base64 Ed25519>`` over
-  ``"SS1-WEBHOOK\\n" + t + "\\n" + body``; check with :func:`verify_webhook`, which also refuses
-  a timestamp older than the tolerance (replay). ``Safescan-Event-Id`` carries the event id:
-  receivers de-duplicate on it (delivery is at least once).
+written in the same transaction as the state change it reports. The institution signs it when it
+sends it (stream and webhook signatures: :mod:`safescan.api.events`, which merchants use to
+verify them).
 
 Delivery: a background task in every API process claims due events (an optimistic
 ``UPDATE ... WHERE next_attempt_ms = <seen>``, safe across processes), POSTs them, and on any
@@ -21,45 +15,27 @@ database, so deliveries survive restarts.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select, update
 
-from safescan.code.certs import TrustStore
-from safescan.code.errors import SafescanError, SignatureInvalid
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
+from safescan.code.errors import SafescanError
+from safescan.code.keys import SigningKey
 from safescan.institution import sql
 from safescan.institution.db import Database
-from safescan.institution.errors import InstitutionError
 from safescan.institution.models import Event, MerchantRow
-from safescan.institution.util import b64e, canonical_json, new_id
+from safescan.institution.util import canonical_json, new_id
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("safescan.institution.webhooks")
-
-EVENT_CONTEXT = b"SS1-EVENT\n"
-WEBHOOK_CONTEXT = b"SS1-WEBHOOK\n"
-H_SIGNATURE = "Safescan-Signature"
-H_EVENT_ID = "Safescan-Event-Id"
-TOLERANCE = 300
-
-
-class WebhookVerificationError(InstitutionError):
-    """A webhook or stream event does not verify (forged, altered or replayed)."""
-
-    code = "webhook_invalid"
-    status = 400
 
 
 def event_params(
@@ -96,90 +72,6 @@ def new_event(
     event_id = new_id("evt_", 20)
     sql.run(conn, sql.INSERT_EVENT, event_params(event_id, merchant_id, type_, data, now, webhook))
     return event_id
-
-
-def sign_event(key: SigningKey, payload: str) -> str:
-    """The stream signature of an event payload (base64)."""
-    return b64e(key.sign(EVENT_CONTEXT + payload.encode()))
-
-
-def _key_for(trust: TrustStore | VerifyKey, kid: int | None) -> VerifyKey:
-    if isinstance(trust, VerifyKey):
-        return trust
-    if kid is None:
-        raise WebhookVerificationError("the signature names no institution key id")
-    try:
-        return trust.institution_key(kid)
-    except SafescanError as exc:
-        raise WebhookVerificationError(exc.message) from None
-
-
-def _parse_payload(payload: bytes | str) -> dict[str, Any]:
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeError):
-        raise WebhookVerificationError("the event is not JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
-        raise WebhookVerificationError("the event has no id")
-    return doc
-
-
-def verify_event(message: str | Mapping[str, Any], trust: TrustStore | VerifyKey) -> dict[str, Any]:
-    """Verify one SSE ``data`` message ``{"payload", "signature", "kid"}``; returns the event."""
-    try:
-        doc = json.loads(message) if isinstance(message, str) else dict(message)
-        payload, sig, kid = doc["payload"], doc["signature"], doc.get("kid")
-        raw = base64.b64decode(sig, validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise WebhookVerificationError("not a signed safescan event") from None
-    if not isinstance(payload, str) or not (kid is None or isinstance(kid, int)):
-        raise WebhookVerificationError("not a signed safescan event")
-    try:
-        _key_for(trust, kid).verify(raw, EVENT_CONTEXT + payload.encode(), what="event signature")
-    except SignatureInvalid as exc:
-        raise WebhookVerificationError(exc.message) from None
-    return _parse_payload(payload)
-
-
-def sign_webhook(key: SigningKey, kid: int, body: bytes, *, timestamp: int) -> str:
-    """The ``Safescan-Signature`` header value for ``body`` at ``timestamp``."""
-    sig = key.sign(WEBHOOK_CONTEXT + str(timestamp).encode() + b"\n" + body)
-    return f"t={timestamp},kid={kid},v1={b64e(sig)}"
-
-
-def verify_webhook(
-    body: bytes,
-    signature_header: str,
-    trust: TrustStore | VerifyKey,
-    *,
-    tolerance: int = TOLERANCE,
-    now: int | None = None,
-) -> dict[str, Any]:
-    """Merchant side: verify a webhook's signature and freshness; returns the event object."""
-    parts: dict[str, str] = {}
-    for item in (signature_header or "").split(","):
-        name, sep, value = item.strip().partition("=")
-        if sep:
-            parts[name] = value
-    ts, sig = parts.get("t", ""), parts.get("v1", "")
-    kid_text = parts.get("kid")
-    if not ts.isdigit() or not sig:
-        raise WebhookVerificationError(f"malformed {H_SIGNATURE} header")
-    now = int(time.time()) if now is None else now
-    if abs(now - int(ts)) > tolerance:
-        raise WebhookVerificationError("the webhook timestamp is too old (replayed?)")
-    try:
-        raw = base64.b64decode(sig, validate=True)
-    except (binascii.Error, ValueError):
-        raise WebhookVerificationError("the webhook signature is not base64") from None
-    kid = int(kid_text) if kid_text and kid_text.isdigit() else None
-    try:
-        _key_for(trust, kid).verify(
-            raw, WEBHOOK_CONTEXT + ts.encode() + b"\n" + body, what="webhook signature"
-        )
-    except SignatureInvalid as exc:
-        raise WebhookVerificationError(exc.message) from None
-    return _parse_payload(body)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The merchant terminal's client for the institution's merchant API.
 
-Every request is signed with the merchant's API key (:func:`safescan.institution.merchant_auth.
+Every request is signed with the merchant's API key (:func:`safescan.api.merchant_auth.
 sign_request`). Events come from the live stream (``GET /v1/merchant/events``, server-sent
 events); each one is verified against the pinned institution keys before anyone sees it, and a
 payment is only reported once its signed receipt verifies and matches the order.
@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 
+from safescan.api.merchant_auth import sign_request
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import decode_text
 from safescan.code.errors import MalformedCode, SafescanError
 from safescan.code.payment import LineItem
-from safescan.institution.merchant_auth import sign_request
 from safescan.merchant.config import PosConfig
 from safescan.remote import (
     InstitutionHttp,
@@ -127,7 +127,7 @@ def _verified(
     sse_id: str, data: str, trust: TrustStore, on_rejected: Callable[[str], None] | None
 ) -> VerifiedEvent | None:
     # Imported here: the institution's webhook module pulls in its database layer.
-    from safescan.institution.webhooks import verify_event
+    from safescan.api.events import verify_event
 
     try:
         event = verify_event(data, trust)

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from safescan.api.encoding import b64d
+from safescan.api.errors import NotFound
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
     CarrierBlocked,
@@ -43,8 +45,6 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import inspect_text
 from safescan.code.payment import CodeKind
-from safescan.institution.errors import NotFound
-from safescan.institution.util import b64d
 from safescan.remote import (
     InstitutionHttp,
     InstitutionUnreachable,

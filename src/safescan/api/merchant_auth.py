@@ -22,9 +22,9 @@ import secrets
 import time
 from collections.abc import Mapping
 
+from safescan.api.errors import ReplayedRequest, Unauthenticated
 from safescan.code.errors import SignatureInvalid
 from safescan.code.keys import SigningKey, VerifyKey
-from safescan.institution.errors import ReplayedRequest, Unauthenticated
 
 TOLERANCE = 300  # seconds
 H_MERCHANT = "Safescan-Merchant"
