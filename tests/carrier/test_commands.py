@@ -19,6 +19,7 @@ from safescan.carrier.errors import (
     SecureMessagingError,
     SecurityStatusNotSatisfied,
     WrongData,
+    WrongLength,
 )
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import DEFAULT_MERCHANT, LocalInstitution
@@ -505,6 +506,14 @@ def test_update_revocations_makes_the_card_itself_refuse_a_revoked_merchant(
     with pytest.raises(WrongData) as oversize:
         carrier.update_revocations(institution.revocation_list(too_many, sequence=10))
     assert oversize.value.reason == Reason.OVERSIZE_INPUT
+    for huge in ({2**63}, {2**64 - 1}):  # signed, but more than the EEPROM image can hold
+        with pytest.raises(WrongData, match="too large"):
+            carrier.update_revocations(institution.revocation_list(huge, sequence=11))
+    with pytest.raises(WrongData, match="too large"):
+        carrier.update_revocations(institution.revocation_list(set(), sequence=2**63))
+    with pytest.raises(WrongLength):  # refused by the host before sealing: the session lives on
+        carrier.update_revocations(b"x" * (rom.MAX_COMMAND_DATA + 1))
+    assert carrier.get_info().revocations_sequence == 3
     assert bytes(card.eeprom.storage.read_image() or b"") == before  # nothing was written
 
     carrier.power_cycle()

@@ -234,3 +234,28 @@ def test_a_carrier_that_keeps_an_older_revocation_list_is_reported_to_the_custom
     with Wallet.load(world.alice.wallet_dir) as wallet, wallet.open(order.code) as offer:
         warnings = offer.describe()["warnings"]
     assert any("kept its older revocation list" in w and "1024" in w for w in warnings), warnings
+
+
+def test_a_revocation_list_longer_than_the_card_keeps_is_not_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list the card would refuse for its length is not sent at every session (5 KB and
+    more, which on the audio link costs seconds); the offer says the card keeps its own."""
+    import safescan.carrier.rom as rom
+
+    real_open = CarrierClient.open_session
+
+    def card_with_an_older_list(self: CarrierClient, *args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_open(self, *args, **kwargs), revocations_sequence=-1)
+
+    def must_not_send(self: CarrierClient, crl: bytes) -> int:
+        raise AssertionError("a list the card cannot keep was sent")
+
+    monkeypatch.setattr(CarrierClient, "open_session", card_with_an_older_list)
+    monkeypatch.setattr(CarrierClient, "update_revocations", must_not_send)
+    monkeypatch.setattr(rom, "MAX_REVOKED_SERIALS", -1)  # any list is "too long"
+    with MerchantApi(world.pos) as api:
+        order = api.create_order([LineItem("Tea", 1, 200)], currency="EUR")
+    with Wallet.load(world.alice.wallet_dir) as wallet, wallet.open(order.code) as offer:
+        warnings = offer.describe()["warnings"]
+    assert any("more than the -1 it can keep" in w for w in warnings), warnings

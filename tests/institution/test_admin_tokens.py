@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.institution.harness import World, env
 
@@ -81,3 +82,26 @@ def test_a_leaked_admin_token_is_replaced_and_revoked_without_downtime(world: Wo
         timeout=120,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_admin_token_commands_refuse_a_database_that_was_never_initialised(
+    tmp_path: Path,
+) -> None:
+    for args in (["create"], ["list"], ["revoke", "1"]):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "safescan.institution",
+                "admin-token",
+                *args,
+                "--db",
+                f"sqlite:///{tmp_path / 'empty.db'}",
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2, (args, out.stderr)
+        assert "not initialised" in out.stderr and "Traceback" not in out.stderr

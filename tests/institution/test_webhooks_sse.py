@@ -118,6 +118,9 @@ def test_webhook_verification_refuses_tampering_and_replay() -> None:
         verify_webhook(body, header, TrustStore({1: SigningKey.generate().public_key}))
     with pytest.raises(WebhookVerificationError):
         verify_webhook(body, "garbage", trust)
+    for odd in ("t=\u00b2,kid=1,v1=AAAA", "t=\u0661\u0662,v1=AAAA"):  # non-ASCII digits
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook(body, odd, trust)
 
 
 def test_sse_stream_delivers_signed_payment_event(world: World) -> None:

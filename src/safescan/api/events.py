@@ -103,7 +103,7 @@ def verify_webhook(
             parts[name] = value
     ts, sig = parts.get("t", ""), parts.get("v1", "")
     kid_text = parts.get("kid")
-    if not ts.isdigit() or not sig:
+    if not (ts.isascii() and ts.isdigit()) or not sig:
         raise WebhookVerificationError(f"malformed {H_SIGNATURE} header")
     now = int(time.time()) if now is None else now
     if abs(now - int(ts)) > tolerance:
@@ -112,7 +112,7 @@ def verify_webhook(
         raw = base64.b64decode(sig, validate=True)
     except (binascii.Error, ValueError):
         raise WebhookVerificationError("the webhook signature is not base64") from None
-    kid = int(kid_text) if kid_text and kid_text.isdigit() else None
+    kid = int(kid_text) if kid_text and kid_text.isascii() and kid_text.isdigit() else None
     try:
         _key_for(trust, kid).verify(
             raw, WEBHOOK_CONTEXT + ts.encode() + b"\n" + body, what="webhook signature"

@@ -23,17 +23,19 @@ from typing import Any
 
 from safescan.carrier import pin as pinmod
 from safescan.carrier import rom
-from safescan.carrier.apdu import CommandApdu, Ins, ResponseApdu, StatusWord
+from safescan.carrier.apdu import CommandApdu, Ins, Reason, ResponseApdu, StatusWord
 from safescan.carrier.channel import HostHandshake, KeyKind, Session
 from safescan.carrier.device import KEYGEN_CONTEXT
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import (
+    ApduError,
     CarrierAuthenticationError,
     CarrierError,
     ChannelError,
     ConditionsNotSatisfied,
     TransportError,
     WrongData,
+    WrongLength,
     error_for_status,
 )
 from safescan.carrier.transport import Control, Transport, open_transport
@@ -268,11 +270,18 @@ class CarrierClient:
         session = self._session
         if session is None:
             raise ConditionsNotSatisfied("open a secure session with the carrier first")
+        if len(data) > rom.MAX_COMMAND_DATA:  # refused here, before the sequence advances
+            raise WrongLength(
+                f"the command data is {len(data)} bytes; the carrier takes at most"
+                f" {rom.MAX_COMMAND_DATA}",
+                sw=StatusWord.WRONG_LENGTH,
+                reason=Reason.BAD_LENGTH,
+            )
         header = bytes((rom.CLA_SECURE, ins, 0, 0))
         try:
             frame = session.seal_command(header, data)
             resp = self.transmit(CommandApdu(rom.CLA_SECURE, ins, 0, 0, frame, ne=EXTENDED_NE))
-        except TransportError:
+        except (TransportError, ApduError):  # the channel's sequence moved on: it is over
             self._forget_session()
             raise
         if resp.sw != StatusWord.SUCCESS:

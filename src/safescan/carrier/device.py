@@ -557,6 +557,11 @@ class Card:
             raise _refuse(
                 StatusWord.WRONG_DATA, Reason.BAD_DATA, f"revocation list: {exc.message}"
             ) from None
+        if crl.sequence >= _MAX_COUNTER or any(n >= _MAX_COUNTER for n in crl.serials):
+            # the EEPROM image holds 63-bit numbers: never take what it could not store
+            raise _refuse(
+                StatusWord.WRONG_DATA, Reason.BAD_DATA, "revocation list: a number is too large"
+            )
         if crl.sequence <= image.crl_sequence:
             raise _refuse(
                 StatusWord.CONDITIONS_NOT_SATISFIED,

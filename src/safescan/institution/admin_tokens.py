@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
-from safescan.api.errors import Conflict, NotFound
+from safescan.api.errors import ConfigError, Conflict, NotFound
 from safescan.institution import audit
-from safescan.institution.db import Database
+from safescan.institution.db import Database, schema_revisions
 from safescan.institution.models import AdminToken
 from safescan.institution.util import token_hash
 
@@ -40,8 +40,18 @@ def insert_token(conn: Connection, token: str, now: int) -> int:
     )
 
 
+def _require_initialised(db: Database) -> None:
+    """Refuse a database that ``institution init`` has not set up (typed, nothing created)."""
+    current, head = schema_revisions(db.engine)
+    if current is None or not db.read(lambda c: c.execute(select(AdminToken.id)).first()):
+        raise ConfigError("this database is not initialised: run `safescan institution init`")
+    if current != head:
+        raise ConfigError("the database schema is not current: run `safescan institution migrate`")
+
+
 def create(db: Database, *, actor: str = "operator") -> tuple[int, str]:
     """A new live token: returns (id, token). The token is not stored and is shown once."""
+    _require_initialised(db)
     token, now = new_token(), int(time.time())
 
     def tx(conn: Connection) -> int:
@@ -61,6 +71,7 @@ def create(db: Database, *, actor: str = "operator") -> tuple[int, str]:
 
 def list_tokens(db: Database) -> list[dict[str, Any]]:
     """The live tokens: id and creation time (never the token or its hash)."""
+    _require_initialised(db)
     rows = db.read(
         lambda c: c.execute(
             select(AdminToken.id, AdminToken.created_at).order_by(AdminToken.id)
@@ -71,6 +82,7 @@ def list_tokens(db: Database) -> list[dict[str, Any]]:
 
 def revoke(db: Database, token_id: int, *, actor: str = "operator") -> None:
     """Revoke a token at once (every API process checks the database on each request)."""
+    _require_initialised(db)
     now = int(time.time())
 
     def tx(conn: Connection) -> None:

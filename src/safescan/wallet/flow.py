@@ -28,8 +28,10 @@ from typing import Any
 
 from safescan.api.encoding import b64d
 from safescan.api.errors import NotFound
+from safescan.carrier import rom
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
+    CardStatusError,
     CarrierBlocked,
     CarrierError,
     CodeRefused,
@@ -287,11 +289,22 @@ class Wallet:
         self._notices = []
         if self._crl is not None and trust.crl_sequence > info.revocations_sequence:
             # the card checks merchant certificates against its own copy, offline
-            try:
-                carrier.update_revocations(self._crl)
-            except CarrierError as exc:
+            refusal: str | None = None
+            if len(trust.revoked_serials) > rom.MAX_REVOKED_SERIALS:
+                refusal = f"the list names more than the {rom.MAX_REVOKED_SERIALS} it can keep"
+            else:
+                try:
+                    carrier.update_revocations(self._crl)
+                except CardStatusError as exc:  # refused; the session goes on
+                    refusal = exc.message
+                except CarrierError as exc:
+                    carrier.close()
+                    raise PaymentNotMade(
+                        f"the key carrier stopped answering: {exc.message}", cause=exc.code
+                    ) from None
+            if refusal is not None:
                 self._notices.append(
-                    f"the key carrier kept its older revocation list ({exc.message});"
+                    f"the key carrier kept its older revocation list ({refusal});"
                     " this wallet still checks the newest one"
                 )
         return carrier
