@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from safescan.api.merchant_auth import sign_request
 from safescan.code import RevocationList, Role, SigningKey, TrustStore
 from safescan.code.keys import VerifyKey
-from tests.institution.harness import ServerProcess, World, b64, init_db
+from tests.institution.conftest import make_db
+from tests.institution.harness import MerchantClient, ServerProcess, World, b64, init_db
 
 
 def test_admin_endpoints_need_the_token(world: World) -> None:
@@ -145,23 +146,37 @@ def test_openapi_is_served(world: World) -> None:
     assert "/v1/payments" in spec["paths"] and "/v1/merchant/orders" in spec["paths"]
 
 
-def test_rate_limit_answers_429(world: World) -> None:
-    if "sqlite" not in world.server.db_url:
-        pytest.skip("the limiter is in-process; one backend is enough")
+def test_merchant_rate_limit_is_shared_by_every_api_process(
+    world: World, request: pytest.FixtureRequest
+) -> None:
+    """The bucket lives in the database: a merchant sending to two API processes over one
+    database is held to one rate (burst 5, 0.5/s), not to one per process; a refused request
+    answers 429 with Retry-After, and the bucket refills."""
+    backend = "sqlite" if "sqlite" in world.server.db_url else "postgresql"
     with tempfile.TemporaryDirectory() as d:
-        db = f"sqlite:///{d}/rl.db"
+        db = make_db(backend, request, Path(d))
         token = init_db(db, Path(d) / "keys")
-        server = ServerProcess(
-            db, Path(d) / "keys", extra=["--merchant-rate", "1", "--merchant-burst", "3"]
-        ).start()
+        extra = ["--merchant-rate", "0.5", "--merchant-burst", "5"]
+        servers = [ServerProcess(db, Path(d) / "keys", extra=extra).start() for _ in range(2)]
+        worlds = [World(server, token) for server in servers]
         try:
-            w = World(server, token)
-            m = w.merchant()
-            codes = [m.request("GET", "/v1/merchant").status_code for _ in range(6)]
-            assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
-            r = m.request("GET", "/v1/merchant")
+            m = worlds[0].merchant()
+            clients = [m, MerchantClient(worlds[1].http, m.merchant_id, m.key)]
+            started = time.monotonic()
+            codes = [clients[i % 2].request("GET", "/v1/merchant").status_code for i in range(20)]
+            elapsed = time.monotonic() - started
+            assert set(codes) <= {200, 429}, codes
+            # one bucket for both processes: at most 5 + 0.5 x elapsed (+1); one bucket per
+            # process would have let 10 through at once
+            assert codes.count(200) <= 5 + 0.5 * elapsed + 1, (elapsed, codes)
+            assert codes[:5] == [200] * 5, codes
+            r = clients[1].request("GET", "/v1/merchant")
             if r.status_code == 429:
                 assert r.headers["Retry-After"] and r.json()["error"]["code"] == "rate_limited"
-            w.close()
+            time.sleep(2.2)  # one token back
+            assert clients[0].request("GET", "/v1/merchant").status_code == 200
         finally:
-            server.stop()
+            for w in worlds:
+                w.close()
+            for server in servers:
+                server.stop()

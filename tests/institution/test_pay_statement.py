@@ -226,7 +226,7 @@ def test_migrate_upgrades_an_older_schema_that_serve_refuses(
         )
 
     out = cli("migrate")
-    assert out.returncode == 0 and "from revision 0001 to 0002" in out.stdout, out.stderr
+    assert out.returncode == 0 and "from revision 0001 to 0003" in out.stdout, out.stderr
     assert "already at the newest" in cli("migrate").stdout
     inst = open_institution(url, tmp_path / "keys", None)
     try:

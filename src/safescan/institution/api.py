@@ -310,7 +310,7 @@ def create_app(
     maintenance_interval: float = 5.0,
 ) -> ASGIApp:
     """The ASGI application (wrapped in the body-size limit)."""
-    limiter = RateLimiter(merchant_rate, merchant_burst)
+    inst.merchant_rate = (merchant_rate, merchant_burst)  # buckets in the database
     public_limiter = RateLimiter(merchant_rate, merchant_burst)  # per client address
 
     @contextlib.asynccontextmanager
@@ -391,11 +391,9 @@ def create_app(
         path = scope["path"]
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        mid = inst.authenticate_merchant(
+        return inst.authenticate_merchant(
             request.method, path, request.headers, scope.get(BODY_KEY, b"")
         )
-        limiter.check(mid)
-        return mid
 
     Admin = Annotated[None, Depends(admin)]  # noqa: N806 - a type alias
     MerchantId = Annotated[str, Depends(merchant)]  # noqa: N806 - a type alias

@@ -240,6 +240,16 @@ class IdempotencyRecord(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class MerchantRate(Base):
+    """Each merchant's request token bucket, shared by every API process (thousandths of a
+    request, refilled from ``updated_ms``; see :data:`safescan.institution.sql.TAKE_TOKEN`)."""
+
+    __tablename__ = "merchant_rate"
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tokens_milli: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class RequestNonce(Base):
     """Nonces of signed merchant requests, kept for the timestamp tolerance (anti-replay)."""
 

@@ -1,4 +1,5 @@
-"""Per-merchant rate limiting: an in-process token bucket (so the limit is per API process)."""
+"""Rate limiting of public endpoints per client address: an in-process token bucket (merchant
+requests are limited in the database instead, shared by every API process)."""
 
 from __future__ import annotations
 

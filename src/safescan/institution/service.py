@@ -36,6 +36,7 @@ from safescan.api.errors import (
     OrderNotPayable,
     OrderNotRefundable,
     PaymentRefused,
+    RateLimited,
     ReplayedRequest,
     Unauthenticated,
 )
@@ -196,6 +197,9 @@ class Institution:
             thread_name_prefix="safescan-pay",
         )
         self._crl_cache: RevocationList | None = None
+        # merchant requests per second and burst, one bucket per merchant in the database
+        # (shared by every API process); rate 0 = no limit
+        self.merchant_rate: tuple[float, float] = (100.0, 200.0)
 
     def now(self) -> int:
         """Server time, unix seconds."""
@@ -322,13 +326,33 @@ class Institution:
         if row.status != "active":
             raise Forbidden("this merchant has been revoked")
 
-        def tx(conn: Connection) -> bool:
-            return _insert_ignore(
+        rate, burst = self.merchant_rate
+        now_ms = int(self.clock() * 1000)
+
+        def tx(conn: Connection) -> tuple[bool, bool]:
+            fresh = _insert_ignore(
                 conn, RequestNonce, {"merchant_id": mid, "nonce": nonce, "seen_at": now}
             )
+            if not fresh or rate <= 0:
+                return fresh, True
+            bucket = {
+                "mid": mid,
+                "now_ms": now_ms,
+                "rate_milli": max(1, round(rate * 1000)),
+                "burst_milli": max(1000, round(burst * 1000)),
+            }
+            sql.run(conn, sql.RATE_BUCKET_CREATE, bucket)
+            return True, sql.run(conn, sql.TAKE_TOKEN, bucket).rowcount == 1
 
-        if not self.db.write(tx):
+        # the nonce is recorded even when the request is then refused for its rate: a
+        # refused request can never be replayed into an accepted one
+        fresh, within_rate = self.db.write(tx)
+        if not fresh:
             raise ReplayedRequest("this request nonce was already used (replay)")
+        if not within_rate:
+            raise RateLimited(
+                f"more than {rate:g} requests per second for this merchant; slow down"
+            )
         return mid
 
     def purge_nonces(self) -> int:

@@ -162,3 +162,24 @@ RECORD_PAYMENT = (
     INSERT_AUDIT,
     AUDIT_SET_HASH,
 )
+
+# Merchant request rate limit: a token bucket per merchant in thousandths of a request,
+# refilled by :rate_milli per second since updated_ms (never backwards, whatever the clocks of
+# several hosts say) and capped at :burst_milli; one token (1000) is taken only if there is one:
+# no row updated = rate limited. Integer arithmetic and plain CASE (no LEAST / multi-argument
+# MIN), so the same text runs on SQLite and PostgreSQL.
+RATE_BUCKET_CREATE = (
+    "INSERT INTO merchant_rate (merchant_id, tokens_milli, updated_ms)"
+    " VALUES (:mid, :burst_milli, :now_ms) ON CONFLICT DO NOTHING"
+)
+_ELAPSED = "(CASE WHEN :now_ms > updated_ms THEN :now_ms - updated_ms ELSE 0 END)"
+_REFILLED = (
+    f"(CASE WHEN tokens_milli + {_ELAPSED} * :rate_milli / 1000 > :burst_milli"
+    f" THEN :burst_milli ELSE tokens_milli + {_ELAPSED} * :rate_milli / 1000 END)"
+)
+# built from the constant fragments above; every value is a bound parameter
+TAKE_TOKEN = (
+    f"UPDATE merchant_rate SET tokens_milli = {_REFILLED} - 1000,"  # noqa: S608
+    " updated_ms = CASE WHEN :now_ms > updated_ms THEN :now_ms ELSE updated_ms END"
+    f" WHERE merchant_id = :mid AND {_REFILLED} >= 1000"
+)
