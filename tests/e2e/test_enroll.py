@@ -71,8 +71,23 @@ def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Pat
         assert paid.returncode == 0, paid.stderr
         assert json.loads(paid.stdout.splitlines()[-1])["result"] == "paid"
         assert admin.balance(cid, "EUR") == 4_800
+
+        status = _wallet("status", "--json", "--wallet-dir", str(wallet_dir))
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        card = doc["carrier"]
+        assert card["reachable"] and card["lifecycle"] == "personalized"
+        assert card["signature_counter"] == 1 and card["pin_retries_left"] == 5
+        assert doc["revocation_list"]["source"] == "institution"
+        # connecting brought the card's own list up to the wallet's
+        assert card["revocations_sequence"] == max(0, doc["revocation_list"]["sequence"])
+        assert doc["institution_keys"] == config["trust"]
+        shown = _wallet("status", "--wallet-dir", str(wallet_dir))
+        assert shown.returncode == 0 and "payments signed" in shown.stdout, shown.stderr
     finally:
         proc.stop()
+    down = _wallet("status", "--json", "--wallet-dir", str(wallet_dir))
+    assert down.returncode == 2 and json.loads(down.stdout)["carrier"]["reachable"] is False
 
 
 def test_enroll_with_pinned_institution_key_refuses_another_institutions_certificate(

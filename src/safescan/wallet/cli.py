@@ -4,6 +4,7 @@
     safescan wallet scan code.png            (or the payload text itself)
     safescan wallet scan code.png --yes --pin-file pin.txt      (for scripts)
     safescan wallet history
+    safescan wallet status         (institution keys, revocation list, the carrier's counters)
 
 Exit status of ``scan``: 0 paid, 1 declined by you, 2 error (nothing paid), 3 not a safescan
 payment code (EMV, link, text: shown only), 4 code refused before any question.
@@ -307,6 +308,47 @@ def _scan(
             border_style="green",
         )
     )
+
+
+@wallet_app.command()
+def status(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
+    """The wallet and its key carrier: institution keys, revocation list, carrier counters.
+
+    Exit status 0, or 2 when the carrier cannot be reached or authenticated.
+    """
+    try:
+        with Wallet.load(wallet_dir) as wallet:
+            doc = wallet.status()
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    card = doc["carrier"]
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False))
+    else:
+        crl = doc["revocation_list"]
+        table = Table(show_header=False, show_edge=False)
+        table.add_row("institution", doc["institution_url"])
+        for kid, key in doc["institution_keys"].items():
+            table.add_row(f"root key {kid}", key)
+        table.add_row(
+            "revocation list",
+            f"{crl['sequence']} ({crl['revoked_serials']} revoked, from {crl['source']})",
+        )
+        table.add_row("key carrier", f"{doc['carrier_serial']} at {doc['carrier_url']}")
+        if card["reachable"]:
+            table.add_row("  lifecycle", f"{card['lifecycle']} (firmware {card['version']})")
+            table.add_row("  payments signed", str(card["signature_counter"]))
+            table.add_row(
+                "  PIN tries left", f"{card['pin_retries_left']} of {card['pin_retry_limit']}"
+            )
+            table.add_row("  its revocation list", str(card["revocations_sequence"]))
+            for notice in card["notices"]:
+                table.add_row("  [yellow]notice[/]", notice)
+        else:
+            table.add_row("  [red]unreachable[/]", card["error"])
+        console.print(table)
+    if not card["reachable"]:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @wallet_app.command()

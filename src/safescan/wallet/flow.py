@@ -309,6 +309,50 @@ class Wallet:
                 )
         return carrier
 
+    def status(self) -> dict[str, Any]:
+        """The wallet and its key carrier at a glance (JSON-ready). Connecting brings the
+        carrier's revocation list up to date, as before a payment; a carrier that cannot be
+        reached or authenticated is reported under ``carrier.error``."""
+        trust, source = self.trust()
+        cfg = self.config
+        doc: dict[str, Any] = {
+            "institution_url": cfg.institution_url,
+            "carrier_url": cfg.carrier_url,
+            "carrier_serial": cfg.carrier_serial,
+            "customer_id": cfg.customer_id,
+            "institution_keys": {
+                str(kid): key.hex() for kid, key in sorted(cfg.trust.institution_keys.items())
+            },
+            "revocation_list": {
+                "sequence": trust.crl_sequence if trust.crl_sequence >= 0 else None,
+                "source": source,
+                "revoked_serials": len(trust.revoked_serials),
+            },
+        }
+        try:
+            carrier = self.connect_carrier(trust)
+        except PaymentNotMade as exc:
+            doc["carrier"] = {"reachable": False, "error": exc.message}
+            return doc
+        try:
+            info = carrier.get_info()
+        except CarrierError as exc:
+            doc["carrier"] = {"reachable": False, "error": exc.message}
+            return doc
+        finally:
+            carrier.close()
+        doc["carrier"] = {
+            "reachable": True,
+            "lifecycle": info.lifecycle.name.lower(),
+            "version": ".".join(str(v) for v in info.version),
+            "signature_counter": info.signature_counter,
+            "pin_retries_left": info.retries_left,
+            "pin_retry_limit": info.retry_limit,
+            "revocations_sequence": info.revocations_sequence,
+            "notices": list(self._notices),
+        }
+        return doc
+
     def open(self, text: str) -> Offer:
         """Have the carrier open ``text`` and run every check; refusals raise before any question.
 
