@@ -40,6 +40,17 @@ def env() -> dict[str, str]:
     return e
 
 
+def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m safescan.institution ARGS`` with the test passphrase; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "safescan.institution", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def init_db(db_url: str, keys: Path) -> str:
     """``safescan institution init``; returns the admin token."""
     out = subprocess.run(

@@ -8,28 +8,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.institution.harness import World, env
+from tests.institution.harness import World, institution_cli
 
 
 def _cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "admin-token",
-            *args,
-            "--db",
-            world.db_url,  # type: ignore[attr-defined]
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return institution_cli("admin-token", *args, "--db", world.db_url)  # type: ignore[attr-defined]
 
 
 def _as(world: World, token: str, cid: str) -> int:
@@ -66,21 +51,7 @@ def test_a_leaked_admin_token_is_replaced_and_revoked_without_downtime(world: Wo
     assert _as(world, token, cid) == 200
     world.admin_token = token  # for the fixture's own clean-up
 
-    audit = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "audit",
-            "--db",
-            world.db_url,  # type: ignore[attr-defined]
-            "--json",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    audit = institution_cli("audit", "--db", world.db_url, "--json")  # type: ignore[attr-defined]
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
@@ -88,20 +59,6 @@ def test_admin_token_commands_refuse_a_database_that_was_never_initialised(
     tmp_path: Path,
 ) -> None:
     for args in (["create"], ["list"], ["revoke", "1"]):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "safescan.institution",
-                "admin-token",
-                *args,
-                "--db",
-                f"sqlite:///{tmp_path / 'empty.db'}",
-            ],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = institution_cli("admin-token", *args, "--db", f"sqlite:///{tmp_path / 'empty.db'}")
         assert out.returncode == 2, (args, out.stderr)
         assert "not initialised" in out.stderr and "Traceback" not in out.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from safescan.institution.models import (
 from safescan.institution.server import open_institution
 from safescan.institution.service import Institution, _AlreadyStored
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, env, init_db
+from tests.institution.harness import PASSPHRASE, init_db, institution_cli
 from tests.institution.pg import Cluster
 
 
@@ -217,13 +216,7 @@ def test_migrate_upgrades_an_older_schema_that_serve_refuses(
         open_institution(url, tmp_path / "keys", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "safescan.institution", *args, "--db", url],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return institution_cli(*args, "--db", url)
 
     out = cli("migrate")
     assert out.returncode == 0 and "from revision 0001 to 0003" in out.stdout, out.stderr
@@ -239,18 +232,5 @@ def test_migrate_upgrades_an_older_schema_that_serve_refuses(
 
 
 def test_migrate_refuses_a_database_that_was_never_initialised(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "migrate",
-            "--db",
-            f"sqlite:///{tmp_path / 'empty.db'}",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = institution_cli("migrate", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
     assert out.returncode == 2 and "not initialised" in out.stderr

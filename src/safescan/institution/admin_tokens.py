@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from safescan.api.errors import ConfigError, Conflict, NotFound
 from safescan.institution import audit
-from safescan.institution.db import Database, schema_revisions
+from safescan.institution.db import Database, require_current_schema
 from safescan.institution.models import AdminToken
 from safescan.institution.util import token_hash
 
@@ -42,11 +42,9 @@ def insert_token(conn: Connection, token: str, now: int) -> int:
 
 def _require_initialised(db: Database) -> None:
     """Refuse a database that ``institution init`` has not set up (typed, nothing created)."""
-    current, head = schema_revisions(db.engine)
-    if current is None or not db.read(lambda c: c.execute(select(AdminToken.id)).first()):
+    require_current_schema(db.engine)
+    if not db.read(lambda c: c.execute(select(AdminToken.id)).first()):
         raise ConfigError("this database is not initialised: run `safescan institution init`")
-    if current != head:
-        raise ConfigError("the database schema is not current: run `safescan institution migrate`")
 
 
 def create(db: Database, *, actor: str = "operator") -> tuple[int, str]:

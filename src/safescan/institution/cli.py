@@ -49,6 +49,17 @@ def _fail(exc: SafescanError) -> None:
     raise typer.Exit(2)
 
 
+def _with_db(db: str, action: Callable[[Any], T]) -> T:
+    """Run ``action`` on a connection to ``db``, closed afterwards."""
+    from safescan.institution.db import Database
+
+    database = Database(db)
+    try:
+        return action(database)
+    finally:
+        database.dispose()
+
+
 @institution_app.command()
 def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> None:
     """Create the root signing key, the first scheme key and the schema; print the admin token."""
@@ -88,16 +99,16 @@ def migrate(db: DbOpt) -> None:
     from safescan.api.errors import ConfigError
     from safescan.institution import db as dblayer
 
+    def upgrade(database: dblayer.Database) -> tuple[str, str]:
+        current, head = dblayer.schema_revisions(database.engine)
+        if current is None:
+            raise ConfigError("this database is not initialised: run `institution init`")
+        if current != head:
+            dblayer.migrate(database.engine)
+        return current, head
+
     try:
-        database = dblayer.Database(db)
-        try:
-            before, head = dblayer.schema_revisions(database.engine)
-            if before is None:
-                raise ConfigError("this database is not initialised: run `institution init`")
-            if before != head:
-                dblayer.migrate(database.engine)
-        finally:
-            database.dispose()
+        before, head = _with_db(db, upgrade)
     except SafescanError as exc:
         _fail(exc)
         return
@@ -112,16 +123,6 @@ admin_token_app = typer.Typer(
     no_args_is_help=True,
 )
 institution_app.add_typer(admin_token_app, name="admin-token")
-
-
-def _with_db(db: str, action: Callable[[Any], T]) -> T:
-    from safescan.institution.db import Database
-
-    database = Database(db)
-    try:
-        return action(database)
-    finally:
-        database.dispose()
 
 
 @admin_token_app.command("create")
@@ -183,21 +184,15 @@ def root_keys(db: DbOpt) -> None:
     from sqlalchemy import select
 
     from safescan.api.errors import ConfigError
-    from safescan.institution.db import Database
     from safescan.institution.models import InstitutionKey
 
+    query = (
+        select(InstitutionKey.kid, InstitutionKey.public_key)
+        .where(InstitutionKey.purpose == "root")
+        .order_by(InstitutionKey.kid)
+    )
     try:
-        database = Database(db)
-        try:
-            rows = database.read(
-                lambda c: c.execute(
-                    select(InstitutionKey.kid, InstitutionKey.public_key)
-                    .where(InstitutionKey.purpose == "root")
-                    .order_by(InstitutionKey.kid)
-                ).all()
-            )
-        finally:
-            database.dispose()
+        rows = _with_db(db, lambda database: database.read(lambda c: c.execute(query).all()))
         if not rows:
             raise ConfigError("this database holds no institution keys: run `institution init`")
     except SafescanError as exc:

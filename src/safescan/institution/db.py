@@ -146,6 +146,19 @@ def schema_is_current(engine: Engine) -> bool:
     return current is not None and current == head
 
 
+def require_current_schema(engine: Engine) -> None:
+    """Raise :class:`ConfigError` unless the database is initialised and at the newest
+    migration (what the API processes and the operator commands need)."""
+    current, head = schema_revisions(engine)
+    if current is None:
+        raise ConfigError("this database is not initialised: run `safescan institution init`")
+    if current != head:
+        raise ConfigError(
+            "the database schema is not current: run `safescan institution migrate` (or `init`"
+            " for a new database)"
+        )
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Serialization failure / deadlock (PostgreSQL) or a busy database (SQLite)."""
     if isinstance(exc, DBAPIError):

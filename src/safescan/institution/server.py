@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 from safescan.api.errors import ConfigError
+from safescan.code.errors import SafescanError
 from safescan.institution.api import ASGIApp, create_app
 from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING, Tuning
-from safescan.institution.db import Database, schema_is_current
+from safescan.institution.db import Database, require_current_schema
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 from safescan.institution.service import Institution
 from safescan.institution.webhooks import RetryPolicy
@@ -21,12 +22,11 @@ def open_institution(
     passphrase = load_passphrase(passphrase_file)
     keys = KeyStore(keys_dir or default_key_dir(db_url)).load(passphrase)
     db = Database(db_url, pool_size=pool_size)
-    if not schema_is_current(db.engine):
+    try:
+        require_current_schema(db.engine)
+    except SafescanError:
         db.dispose()
-        raise ConfigError(
-            "the database schema is not current: run `safescan institution migrate` (or `init`"
-            " for a new database)"
-        )
+        raise
     return Institution(db, keys)
 
 

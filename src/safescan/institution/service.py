@@ -1485,7 +1485,7 @@ class Institution:
             "i_key": plan.idem_key,
             "i_hash": plan.idem_hash,
             "i_status": plan.result.status,
-            "i_response": canonical_json(plan.result.body),
+            "i_response": None if plan.idem_key is None else canonical_json(plan.result.body),
         }
         try:
             self.db.write_one(lambda conn: sql.run(conn, sql.PAY_ORDER_CALL, params).fetchall())

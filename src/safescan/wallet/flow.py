@@ -384,7 +384,7 @@ class Wallet:
         except BaseException:
             carrier.close()
             raise
-        return Offer(self, carrier, text, contents)
+        return Offer(self, carrier, text, contents, notices=self._notices)
 
     def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
         serial = contents.certificate_serial
@@ -447,11 +447,20 @@ class Offer:
     before :meth:`close`.
     """
 
-    def __init__(self, wallet: Wallet, carrier: CarrierClient, text: str, contents: CodeContents):
+    def __init__(
+        self,
+        wallet: Wallet,
+        carrier: CarrierClient,
+        text: str,
+        contents: CodeContents,
+        *,
+        notices: list[str] | None = None,
+    ) -> None:
         self.wallet = wallet
         self.carrier = carrier
         self.text = text
         self.contents = contents
+        self.notices = list(notices or [])  # about this carrier session, shown as warnings
 
     def __enter__(self) -> Offer:
         return self
@@ -471,7 +480,7 @@ class Offer:
     def describe(self) -> dict[str, Any]:
         """What the customer is shown."""
         doc = describe_contents(self.contents, now=self.wallet.now())
-        doc["warnings"] += self.wallet._notices
+        doc["warnings"] += self.notices
         return doc
 
     def verify_pin(self, pin: str) -> None:
