@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite drives for real, if they are missing:
-# PostgreSQL (the institution's production store), Chromium (browser tests of the POS pages).
-# Needs root (CI runs as root); without root it only reports what is missing, and the tests
-# that need a missing part skip with a reason that says so.
+# Install, as root and only if missing, the Debian packages the test suite drives for real:
+#   - PostgreSQL (the institution's production store; the tests run their own throwaway cluster),
+#   - Chromium (browser tests of the web pages),
+#   - pcscd + vsmartcard-vpcd (the carrier as a smart card behind a real PC/SC stack), with
+#     libpcsclite-dev, swig and pkg-config, which the PC/SC extra (pyscard) builds against,
+#   - opensc and pcsc-tools (PC/SC clients nobody here wrote, used to check the carrier).
+# No system service is left enabled or running: the tests start their own servers.
+# Without root it only reports what is missing; the tests needing a missing part skip with a
+# reason that names it. Idempotent: a second run changes nothing.
 set -euo pipefail
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
+command -v pcscd >/dev/null 2>&1 || [[ -x /usr/sbin/pcscd ]] || missing+=(pcscd)
+ls /usr/lib/pcsc/drivers/serial/libifdvpcd.so* >/dev/null 2>&1 || missing+=(vsmartcard-vpcd)
+[[ -f /usr/include/PCSC/winscard.h ]] || missing+=(libpcsclite-dev)
+command -v swig >/dev/null 2>&1 || missing+=(swig)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v opensc-tool >/dev/null 2>&1 || missing+=(opensc)
+command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools)
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+  if [[ "$(id -u)" != "0" ]]; then
+    echo "note: not root; cannot install ${missing[*]} (tests needing them will skip)" >&2
+    exit 0
+  fi
+  echo "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [[ "$(id -u)" != "0" ]]; then
-  echo "note: not root; cannot install ${missing[*]} (tests needing them will skip)" >&2
-  exit 0
-fi
-echo "installing system packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
 # Debian starts a PostgreSQL cluster on install; the tests run their own throwaway cluster.
 if command -v pg_ctlcluster >/dev/null 2>&1; then
   for conf in /etc/postgresql/*/main; do
     [[ -d "$conf" ]] || continue
     ver="$(basename "$(dirname "$conf")")"
     pg_ctlcluster "$ver" main stop >/dev/null 2>&1 || true
+  done
+fi
+# Debian's pcscd is socket-activated by systemd: no system instance may be left running
+# (the tests run their own pcscd on a private socket).
+if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+  for unit in pcscd.socket pcscd.service; do
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then
+      systemctl stop "$unit" || true
+    fi
   done
 fi

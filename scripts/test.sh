@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv (if needed), then lint, type-check and run the whole test suite.
+# Install the system packages the tests drive (as root, only if missing), then set up .venv
+# with the test tools, then lint, type-check and run the whole test suite.
+# System packages come first: the PC/SC extra (pyscard) builds against libpcsclite-dev.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup-venv.sh
 bash scripts/ensure-system-deps.sh
-bash scripts/pcsc-setup.sh
+bash scripts/setup-venv.sh test
 echo "== ruff"; .venv/bin/ruff check src tests bench fuzz
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/pytest "$@"

@@ -53,7 +53,7 @@ def missing_requirements() -> str | None:
     try:
         import smartcard.scard  # noqa: F401
     except ImportError:
-        missing.append("pyscard (pip install pyscard==2.3.1; needs libpcsclite1)")
+        missing.append("pyscard (pip install 'safescan[pcsc]'; builds against libpcsclite-dev)")
     if not missing:
         return None
     return "missing: " + ", ".join(missing) + " (run scripts/pcsc-setup.sh as root)"

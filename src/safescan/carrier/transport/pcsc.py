@@ -178,7 +178,8 @@ class PcscTransport:
             from smartcard import scard
         except ImportError as exc:
             raise CarrierUnavailable(
-                f"PC/SC support needs pyscard, which cannot be imported ({exc})"
+                "PC/SC support needs the optional pcsc extra: pip install 'safescan[pcsc]' "
+                f"(pyscard builds against libpcsclite-dev and swig; import failed: {exc})"
             ) from None
         self._scard: Any = scard
         self._timeout = timeout
