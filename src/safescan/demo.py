@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -242,8 +242,9 @@ class Stack:
             capture=True,
         )
 
-    def start_institution(self, port: int | None = None) -> str:
-        """Finish init and start ``safescan institution serve`` on 127.0.0.1."""
+    def start_institution(self, port: int | None = None, extra: Sequence[str] = ()) -> str:
+        """Finish init and start ``safescan institution serve`` on 127.0.0.1 (``extra``: more
+        ``serve`` options)."""
         if self._init is None:
             self.begin_institution_init()
         assert self._init is not None and self._init.proc is not None
@@ -276,6 +277,7 @@ class Stack:
                 "1",
                 "--webhook-base-delay",
                 "1",
+                *extra,
             ],
         )
         self.base_url = f"http://127.0.0.1:{port}"

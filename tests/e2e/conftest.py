@@ -61,7 +61,8 @@ def world() -> Iterator[World]:
     stack = Stack(tmp)
     try:
         stack.begin_institution_init()
-        stack.start_institution()
+        # the webhook test's receiver listens on 127.0.0.1 over http: allowed explicitly
+        stack.start_institution(extra=["--webhook-allow", "127.0.0.1", "--webhook-http"])
         pos = stack.onboard_merchant()
         alice = new_party(stack, "alice")
         yield World(stack, pos, tmp / "pos.json", alice)

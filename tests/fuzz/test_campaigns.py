@@ -19,7 +19,7 @@ from fuzz._common import Campaign, campaign, mutate
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzz import fuzz_apdu, fuzz_api, fuzz_code, fuzz_emv
+from fuzz import fuzz_apdu, fuzz_api, fuzz_code, fuzz_emv, fuzz_webhook_url
 
 HYPOTHESIS = settings(
     max_examples=1000,
@@ -129,11 +129,20 @@ def test_api_campaign() -> None:
         assert seen[outcome] > 0, (outcome, seen)
 
 
+def test_webhook_url_campaign() -> None:
+    result = run(fuzz_webhook_url, 40_000)
+    assert result.inputs >= 40_000
+    seen = result.outcomes
+    for outcome in ("ok", "WebhookUrlRefused", "address refused", "address public"):
+        assert seen[outcome] > 0, (outcome, seen)
+
+
 HARNESSES: dict[str, Callable[[bytes], None]] = {
     "code": fuzz_code.TestOneInput,
     "emv": fuzz_emv.TestOneInput,
     "apdu": fuzz_apdu.TestOneInput,
     "api": fuzz_api.TestOneInput,
+    "webhook_url": fuzz_webhook_url.TestOneInput,
 }
 
 

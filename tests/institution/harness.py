@@ -30,6 +30,8 @@ from safescan.code import (
 from tests.institution.pg import free_port
 
 PASSPHRASE = "test-passphrase-123"
+#: the test servers' webhook allow-list: the loopback address the test receivers bind
+LOOPBACK_RECEIVERS = ("127.0.0.1/32",)
 
 
 def env() -> dict[str, str]:
@@ -69,11 +71,22 @@ class ServerProcess:
     """``safescan institution serve`` as a subprocess on 127.0.0.1."""
 
     def __init__(
-        self, db_url: str, keys: Path, *, port: int | None = None, extra: list[str] | None = None
+        self,
+        db_url: str,
+        keys: Path,
+        *,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        webhook_allow: tuple[str, ...] = LOOPBACK_RECEIVERS,
     ) -> None:
         self.db_url, self.keys = db_url, keys
         self.port = port or free_port()
         self.extra = extra or []
+        # test receivers listen on 127.0.0.1 over plain http: allow exactly that, explicitly
+        for net in webhook_allow:
+            self.extra += ["--webhook-allow", net]
+        if webhook_allow:
+            self.extra.append("--webhook-http")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the process lifetime
             prefix="safescan-inst-", suffix=".log", delete=False

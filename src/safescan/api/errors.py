@@ -50,6 +50,12 @@ class BodyTooLarge(InvalidRequest):
     status = 413
 
 
+class WebhookUrlRefused(InvalidRequest):
+    """The webhook URL is malformed or names an address webhooks may not go to (SSRF)."""
+
+    code = "webhook_url_refused"
+
+
 class Unauthenticated(InstitutionError):
     """Missing or invalid credentials or request signature."""
 

@@ -10,6 +10,7 @@ see :mod:`.merchant_auth`) and wallets (enrollment token; carrier-signed authori
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -32,7 +33,7 @@ from safescan.institution import settlement
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution, Stored
 from safescan.institution.util import key32
-from safescan.institution.webhooks import RetryPolicy, WebhookDispatcher
+from safescan.institution.webhook_dispatcher import WebhookDispatcher
 
 log = logging.getLogger("safescan.institution.api")
 
@@ -166,7 +167,7 @@ CurrencyCode = Annotated[
     str, Field(min_length=3, max_length=3, pattern=r"^([A-Za-z]{3}|[0-9]{3})$")
 ]
 Amount = Annotated[int, Field(ge=1, le=10**12 - 1)]
-Url = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^https?://[\x21-\x7e]+$")]
+Url = Annotated[str, Field(min_length=1, max_length=512)]  # rules: institution.webhook_targets
 KeyText = Annotated[str, Field(min_length=40, max_length=88, pattern=r"^[A-Za-z0-9+/=_\-]+$")]
 IdempotencyKey = Annotated[
     str | None,
@@ -306,22 +307,28 @@ def create_app(
     merchant_rate: float = 100.0,
     merchant_burst: float = 200.0,
     background: bool = True,
-    webhook_policy: RetryPolicy | None = None,
+    dispatcher: WebhookDispatcher | None = None,
     maintenance_interval: float = 5.0,
 ) -> ASGIApp:
-    """The ASGI application (wrapped in the body-size limit)."""
+    """The ASGI application (wrapped in the body-size limit).
+
+    With ``background``, runs the maintenance task and, when the institution records webhooks,
+    ``dispatcher`` (by default one with the institution's target rules and default limits)."""
     inst.merchant_rate = (merchant_rate, merchant_burst)  # buckets in the database
     public_limiter = RateLimiter(merchant_rate, merchant_burst)  # per client address
+    if background and inst.webhooks_enabled and dispatcher is None:
+        dispatcher = WebhookDispatcher(
+            inst.db, inst.keys.root, inst.keys.root_kid, targets=inst.webhook_targets
+        )
+    if not (background and inst.webhooks_enabled):
+        dispatcher = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        if background and inst.webhooks_enabled:
-            dispatcher = WebhookDispatcher(
-                inst.db, inst.keys.root, inst.keys.root_kid, policy=webhook_policy
-            )
-            tasks.append(asyncio.create_task(dispatcher.run(stop)))
+        if dispatcher is not None:
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher"))
         if background:
             tasks.append(asyncio.create_task(_maintenance(inst, stop, maintenance_interval)))
         try:
@@ -401,10 +408,13 @@ def create_app(
     # --- public ---
 
     @app.get("/health", tags=["public"])
-    def health() -> dict[str, Any]:
-        """Liveness and database reachability."""
+    def health() -> JSONResponse:
+        """Readiness: the database answers and the webhook dispatcher is alive (else 503)."""
         inst.db.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
-        return {"status": "ok", "time": inst.now()}
+        hooks = "off" if dispatcher is None else str(dispatcher.health()["state"])
+        ok = hooks in ("off", "running")
+        body = {"status": "ok" if ok else "degraded", "time": inst.now(), "webhooks": hooks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/v1/keys", tags=["public"])
     def keys() -> dict[str, Any]:
@@ -448,6 +458,13 @@ def create_app(
         if secret is not None:
             out["api_secret_key"] = secret
         return out
+
+    @app.get("/v1/admin/webhooks/dispatcher", tags=["admin"])
+    def webhook_dispatcher(_: Admin) -> dict[str, Any]:
+        """This process's webhook dispatcher: state, limits and counters."""
+        if dispatcher is None:
+            return {"state": "off", "ok": True}
+        return {**dispatcher.health(), "limits": dataclasses.asdict(dispatcher.limits)}
 
     @app.get("/v1/admin/merchants/{merchant_id}", tags=["admin"])
     def admin_get_merchant(merchant_id: OrderId, _: Admin) -> dict[str, Any]:

@@ -215,13 +215,41 @@ def serve(
     webhook_base_delay: Annotated[float, typer.Option(help="first webhook retry delay, s")] = 5.0,
     maintenance_interval: Annotated[float, typer.Option(help="expiry sweep interval, s")] = 5.0,
     webhooks: Annotated[bool, typer.Option(help="record events for webhook delivery")] = True,
+    webhook_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="network (CIDR) or address webhooks may reach although it is not public"
+            " (loopback, private, link-local...); repeatable"
+        ),
+    ] = None,
+    webhook_http: Annotated[
+        bool, typer.Option(help="accept plain http:// webhook URLs (default: https only)")
+    ] = False,
+    webhook_deadline: Annotated[
+        float, typer.Option(help="total seconds for one webhook delivery attempt")
+    ] = 10.0,
+    webhook_endpoint_concurrency: Annotated[
+        int, typer.Option(help="webhook attempts in flight per merchant endpoint (per process)")
+    ] = 2,
+    webhook_concurrency: Annotated[
+        int, typer.Option(help="webhook attempts in flight per process")
+    ] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools)."""
     import uvicorn
 
     tuning = Tuning(
-        merchant_rate, merchant_burst, webhook_base_delay, maintenance_interval, webhooks
+        merchant_rate,
+        merchant_burst,
+        webhook_base_delay,
+        maintenance_interval,
+        webhooks,
+        webhook_allow=tuple(webhook_allow or ()),
+        webhook_http=webhook_http,
+        webhook_deadline=webhook_deadline,
+        webhook_endpoint_concurrency=webhook_endpoint_concurrency,
+        webhook_concurrency=webhook_concurrency,
     )
     common = {
         "host": host,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +24,28 @@ class Tuning:
     webhook_base_delay: float = 5.0
     maintenance_interval: float = 5.0
     webhooks: bool = True
+    webhook_allow: tuple[str, ...] = ()  # networks webhooks may reach although not public
+    webhook_http: bool = False  # plain http:// webhook URLs accepted
+    webhook_deadline: float = 10.0  # total seconds per delivery attempt
+    webhook_endpoint_concurrency: int = 2  # attempts in flight per merchant endpoint
+    webhook_concurrency: int = 64  # attempts in flight per process
 
     def encode(self) -> str:
-        """For passing to worker processes through the environment."""
-        return ",".join(
-            str(v)
-            for v in (
-                self.merchant_rate,
-                self.merchant_burst,
-                self.webhook_base_delay,
-                self.maintenance_interval,
-                int(self.webhooks),
-            )
-        )
+        """For passing to worker processes through the environment (JSON)."""
+        return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def decode(cls, text: str) -> Tuning:
         """Inverse of :meth:`encode`."""
         try:
-            a, b, c, d, e = text.split(",")
-            return cls(float(a), float(b), float(c), float(d), e == "1")
-        except ValueError:
+            doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise TypeError
+            for name in ("webhook_allow",):
+                if name in doc:
+                    doc[name] = tuple(str(x) for x in doc[name])
+            return cls(**doc)
+        except (ValueError, TypeError):
             raise ConfigError(f"bad {ENV_TUNING}") from None
 
 

@@ -12,6 +12,8 @@ from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING,
 from safescan.institution.db import Database, require_current_schema
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 from safescan.institution.service import Institution
+from safescan.institution.webhook_dispatcher import DeliveryLimits, WebhookDispatcher
+from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import RetryPolicy
 
 
@@ -34,13 +36,27 @@ def build_app(
     db_url: str, keys_dir: Path | None, passphrase_file: Path | None, tuning: Tuning
 ) -> ASGIApp:
     """The ASGI app for one API process."""
+    targets = TargetPolicy(allow=tuning.webhook_allow, allow_http=tuning.webhook_http)
+    limits = DeliveryLimits(
+        deadline=tuning.webhook_deadline,
+        per_endpoint=tuning.webhook_endpoint_concurrency,
+        concurrency=tuning.webhook_concurrency,
+    )
     inst = open_institution(db_url, keys_dir, passphrase_file)
     inst.webhooks_enabled = tuning.webhooks
+    inst.webhook_targets = targets
     return create_app(
         inst,
         merchant_rate=tuning.merchant_rate,
         merchant_burst=tuning.merchant_burst,
-        webhook_policy=RetryPolicy(base_delay=tuning.webhook_base_delay),
+        dispatcher=WebhookDispatcher(
+            inst.db,
+            inst.keys.root,
+            inst.keys.root_kid,
+            policy=RetryPolicy(base_delay=tuning.webhook_base_delay),
+            targets=targets,
+            limits=limits,
+        ),
         maintenance_interval=tuning.maintenance_interval,
     )
 

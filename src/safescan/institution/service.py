@@ -76,6 +76,7 @@ from safescan.institution.models import (
     RequestNonce,
 )
 from safescan.institution.util import canonical_json, new_id
+from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import event_params, new_event
 
 ORDER_ID_CHARS = 12
@@ -190,6 +191,7 @@ class Institution:
         self.issuer = Issuer.institution(keys.root, keys.root_kid)
         self.trust = keys.trust_store()
         self.webhooks_enabled = webhooks_enabled
+        self.webhook_targets = TargetPolicy()  # where webhooks may go (the operator's rules)
         self._carrier_keys: dict[int, tuple[VerifyKey, str]] = {}
         # PostgreSQL payments wait on the network: one thread per pooled connection
         self._pay_executor = ThreadPoolExecutor(
@@ -452,6 +454,8 @@ class Institution:
             api_public_key = SigningKey.from_seed(seed).public_key.raw
             secret_b64 = b64e(seed)
         VerifyKey(api_public_key)
+        if webhook_url is not None:
+            webhook_url = self.webhook_targets.check_registration(webhook_url)
         now = self.now()
         values = {
             "id": mid,
@@ -499,7 +503,9 @@ class Institution:
         return Merchant(row.id, row.name, row.city, row.country, row.mcc)
 
     def set_webhook(self, mid: str, url: str | None) -> dict[str, Any]:
-        """Set (or clear) the merchant's webhook URL."""
+        """Set (or clear) the merchant's webhook URL (checked: see :mod:`.webhook_targets`)."""
+        if url is not None:
+            url = self.webhook_targets.check_registration(url)
         now = self.now()
 
         def tx(conn: Connection) -> None:

@@ -1,0 +1,387 @@
+"""The webhook dispatcher: delivers due outbox events, one merchant never delaying another.
+
+* **Claiming** (safe across processes): due events are leased with an optimistic
+  ``UPDATE ... WHERE next_attempt_ms = <seen>``; the lease outlives an attempt's deadline, so a
+  second process does not take an event that is still in flight.
+* **Isolation**: every attempt is its own task. A merchant's endpoint has at most
+  ``per_endpoint`` attempts in flight in a process; the claim query skips endpoints at their
+  limit and takes at most that many events per endpoint (a window over the due events), so a
+  backlog or a slow receiver occupies only its own slots. The process runs at most
+  ``concurrency`` attempts; the loop claims again as soon as any attempt ends, never waiting for
+  a batch. Other merchants are delayed only if ``concurrency / per_endpoint`` endpoints are all
+  slow at once, and then for at most one ``deadline``.
+* **Bounds per attempt** (:mod:`.webhook_transport`): one total deadline, a byte budget, the
+  address checked on every connection (:mod:`.webhook_targets`), no redirects.
+* **Survival**: an attempt that fails in any way becomes a recorded failure with back-off; an
+  unexpected exception is logged and counted, and the loop goes on. :meth:`health` says whether
+  the loop is alive and turning; ``/health`` answers 503 when it is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpcore
+from sqlalchemy import Connection, func, select, update
+
+from safescan.api.errors import ConfigError, WebhookUrlRefused
+from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
+from safescan.code.errors import SafescanError
+from safescan.code.keys import SigningKey
+from safescan.institution.db import Database
+from safescan.institution.models import Event, MerchantRow
+from safescan.institution.webhook_targets import TargetPolicy
+from safescan.institution.webhook_transport import (
+    Attempt,
+    Counters,
+    GuardedBackend,
+    attempt,
+    open_pool,
+)
+from safescan.institution.webhooks import RetryPolicy
+
+log = logging.getLogger("safescan.institution.webhooks")
+
+USER_AGENT = "safescan-institution-webhooks/1"
+
+
+@dataclass(frozen=True)
+class DeliveryLimits:
+    """Per-process delivery limits."""
+
+    deadline: float = 10.0  # total seconds for one attempt, connect to last byte
+    per_endpoint: int = 2  # attempts in flight per merchant endpoint
+    concurrency: int = 64  # attempts in flight in this process
+    max_bytes: int = 64 * 1024  # bytes read per attempt (headers and body)
+    excerpt: int = 1024  # body bytes kept for the attempt record
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.deadline <= 300:
+            raise ConfigError("the webhook deadline must be between 0.1 and 300 seconds")
+        if not 1 <= self.per_endpoint <= self.concurrency <= 10_000:
+            raise ConfigError("webhook concurrency: 1 <= per endpoint <= per process <= 10000")
+        if not 1024 <= self.max_bytes <= 16 * 1024 * 1024 or not 0 <= self.excerpt <= 65536:
+            raise ConfigError("webhook byte limits out of range")
+
+
+@dataclass(frozen=True)
+class _Due:
+    seq: int
+    id: str
+    merchant_id: str
+    payload: str
+    attempts: int
+    created_at: int
+    url: str
+
+
+@dataclass
+class Stats:
+    """Counters of one dispatcher (this process)."""
+
+    attempts: int = 0
+    delivered: int = 0
+    failed_attempts: int = 0
+    refused: int = 0  # the URL or the address it resolved to was refused
+    gave_up: int = 0
+    internal_errors: int = 0  # an attempt raised something unexpected (logged)
+    loop_errors: int = 0  # the claim loop raised something unexpected (logged)
+    storage_errors: int = 0
+    max_attempt_bytes: int = 0
+    max_endpoint_in_flight: int = 0  # the most attempts one endpoint ever had at once
+
+
+class WebhookDispatcher:
+    """Delivers due outbox events; one per API process, all processes may run it."""
+
+    def __init__(
+        self,
+        db: Database,
+        key: SigningKey,
+        kid: int,
+        *,
+        policy: RetryPolicy | None = None,
+        targets: TargetPolicy | None = None,
+        limits: DeliveryLimits | None = None,
+        poll_interval: float = 0.5,
+        stall_after: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        on_attempt: Callable[[str, Attempt], None] | None = None,
+    ) -> None:
+        self.db, self.key, self.kid = db, key, kid
+        self.policy = policy or RetryPolicy()
+        self.targets = targets or TargetPolicy()
+        self.limits = limits or DeliveryLimits()
+        self.poll_interval = poll_interval
+        self.stall_after = stall_after or max(30.0, 20 * poll_interval)
+        self.lease = max(self.policy.lease, 2 * self.limits.deadline + 5)
+        self.ssl_context = ssl_context
+        self.on_attempt = on_attempt  # called with (event id, attempt) after it is recorded
+        self.stats = Stats()
+        self.counters = Counters()
+        self.in_flight: dict[str, int] = {}
+        self.state = "not started"  # running, stopped, dead
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake: asyncio.Event | None = None
+        self._beat = time.monotonic()
+
+    # --- storage (called in threads) ---
+
+    def claim_due(self, now_ms: int, slots: int, in_flight: Mapping[str, int]) -> list[_Due]:
+        """Lease up to ``slots`` due events, at most what each endpoint has room for."""
+        per = self.limits.per_endpoint
+        busy = sorted(m for m, n in in_flight.items() if n >= per)
+        rank = (
+            func.row_number()
+            .over(partition_by=Event.merchant_id, order_by=(Event.next_attempt_ms, Event.seq))
+            .label("rank")
+        )
+        where = [Event.webhook_state == "pending", Event.next_attempt_ms <= now_ms]
+        if busy:
+            where.append(Event.merchant_id.not_in(busy))
+        due = (
+            select(
+                Event.seq,
+                Event.id,
+                Event.merchant_id,
+                Event.payload,
+                Event.attempts,
+                Event.created_at,
+                Event.next_attempt_ms,
+                rank,
+            )
+            .where(*where)
+            .subquery()
+        )
+        query = (
+            select(due, MerchantRow.webhook_url)
+            .join(MerchantRow, MerchantRow.id == due.c.merchant_id)
+            .where(due.c.rank <= per)
+            .order_by(due.c.next_attempt_ms, due.c.seq)
+            .limit(slots + sum(in_flight.values()))
+        )
+        rows = self.db.read(lambda c: c.execute(query).all())
+        if not rows:
+            return []
+        taken: dict[str, int] = {}
+        chosen: list[Any] = []
+        for r in rows:
+            if len(chosen) >= slots:
+                break
+            if in_flight.get(r.merchant_id, 0) + taken.get(r.merchant_id, 0) >= per:
+                continue
+            taken[r.merchant_id] = taken.get(r.merchant_id, 0) + 1
+            chosen.append(r)
+        lease_until = now_ms + int(self.lease * 1000)
+
+        def claim(conn: Connection) -> list[_Due]:
+            claimed = []
+            for r in chosen:
+                res = conn.execute(
+                    update(Event)
+                    .where(
+                        Event.seq == r.seq,
+                        Event.webhook_state == "pending",
+                        Event.next_attempt_ms == r.next_attempt_ms,
+                    )
+                    .values(next_attempt_ms=lease_until)
+                )
+                if res.rowcount != 1:
+                    continue  # another process took it
+                if r.webhook_url is None:  # the merchant removed its URL: stream only
+                    conn.execute(
+                        update(Event).where(Event.seq == r.seq).values(webhook_state="none")
+                    )
+                    continue
+                claimed.append(
+                    _Due(
+                        r.seq,
+                        r.id,
+                        r.merchant_id,
+                        r.payload,
+                        r.attempts,
+                        r.created_at,
+                        r.webhook_url,
+                    )
+                )
+            return claimed
+
+        return self.db.write(claim)
+
+    def record(self, due: _Due, att: Attempt, now: float) -> bool:
+        """Record the outcome of one attempt; True when the event is now ``failed`` for good."""
+        attempts = due.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_error": att.summary()}
+        gave_up = False
+        if att.ok:
+            values.update(webhook_state="delivered", delivered_at=int(now))
+        elif now - due.created_at >= self.policy.give_up_after:
+            values.update(webhook_state="failed")
+            gave_up = True
+        else:
+            values.update(next_attempt_ms=int((now + self.policy.delay(attempts)) * 1000))
+        self.db.write(
+            lambda c: c.execute(
+                update(Event)
+                .where(Event.seq == due.seq, Event.webhook_state == "pending")
+                .values(**values)
+            )
+        )
+        return gave_up
+
+    # --- delivery ---
+
+    async def _attempt(self, pool: httpcore.AsyncConnectionPool, due: _Due) -> Attempt:
+        try:
+            target = self.targets.parse(due.url)
+        except WebhookUrlRefused as exc:  # stored before the rules (or the rules tightened)
+            return Attempt(
+                due.url[:200], time.time(), error_kind="invalid_url", error=exc.message[:200]
+            )
+        body = due.payload.encode()
+        headers = {
+            "Content-Type": "application/json",
+            H_EVENT_ID: due.id,
+            H_SIGNATURE: sign_webhook(self.key, self.kid, body, timestamp=int(time.time())),
+            "User-Agent": USER_AGENT,
+        }
+        lim = self.limits
+        return await attempt(
+            pool,
+            target,
+            body,
+            headers,
+            deadline=lim.deadline,
+            max_bytes=lim.max_bytes,
+            excerpt=lim.excerpt,
+        )
+
+    def _count(self, att: Attempt) -> None:
+        s = self.stats
+        s.attempts += 1
+        s.max_attempt_bytes = max(s.max_attempt_bytes, att.bytes_received)
+        if att.ok:
+            s.delivered += 1
+            return
+        s.failed_attempts += 1
+        if att.error_kind in ("refused", "invalid_url"):
+            s.refused += 1
+        elif att.error_kind == "internal":
+            s.internal_errors += 1
+
+    async def _deliver(self, pool: httpcore.AsyncConnectionPool, due: _Due) -> None:
+        """One attempt, counted and recorded; never raises (but for cancellation)."""
+        try:
+            try:
+                att = await self._attempt(pool, due)
+            except Exception:
+                log.error("webhook attempt for %s failed unexpectedly", due.id, exc_info=True)
+                att = Attempt(
+                    due.url[:200],
+                    time.time(),
+                    error_kind="internal",
+                    error="internal error (logged)",
+                )
+            self._count(att)
+            if not att.ok:
+                log.info("webhook %s to merchant %s: %s", due.id, due.merchant_id, att.summary())
+            try:
+                if await asyncio.to_thread(self.record, due, att, time.time()):
+                    self.stats.gave_up += 1
+            except SafescanError as exc:  # the lease runs out and the event is tried again
+                self.stats.storage_errors += 1
+                log.warning("webhook outcome not recorded: %s", exc.message)
+            if self.on_attempt is not None:
+                self.on_attempt(due.id, att)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.error("webhook delivery of %s: unexpected error", due.id, exc_info=True)
+        finally:
+            n = self.in_flight.get(due.merchant_id, 1) - 1
+            if n > 0:
+                self.in_flight[due.merchant_id] = n
+            else:
+                self.in_flight.pop(due.merchant_id, None)
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _fill(self, pool: httpcore.AsyncConnectionPool) -> int:
+        """Claim what fits and start an attempt for each; how many were started."""
+        slots = self.limits.concurrency - len(self._tasks)
+        if slots <= 0:
+            return 0
+        due = await asyncio.to_thread(
+            self.claim_due, int(time.time() * 1000), slots, dict(self.in_flight)
+        )
+        for d in due:
+            n = self.in_flight[d.merchant_id] = self.in_flight.get(d.merchant_id, 0) + 1
+            self.stats.max_endpoint_in_flight = max(self.stats.max_endpoint_in_flight, n)
+            task = asyncio.create_task(self._deliver(pool, d), name=f"webhook-{d.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set. Errors are logged and counted; the loop goes on."""
+        self.state = "running"
+        self._beat = time.monotonic()
+        wake = self._wake = asyncio.Event()  # bound to this loop
+        backend = GuardedBackend(self.targets, counters=self.counters)
+        pool = open_pool(
+            backend, max_connections=self.limits.concurrency, ssl_context=self.ssl_context
+        )
+        try:
+            while not stop.is_set():
+                self._beat = time.monotonic()
+                wake.clear()
+                started = 0
+                try:
+                    started = await self._fill(pool)
+                except SafescanError as exc:
+                    self.stats.storage_errors += 1
+                    log.warning("webhook delivery paused: %s", exc.message)
+                except Exception:
+                    self.stats.loop_errors += 1
+                    log.error("webhook dispatcher loop error (continuing)", exc_info=True)
+                if started and len(self._tasks) < self.limits.concurrency:
+                    continue  # there may be more due right now
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await wake.wait()  # an attempt ended: its slot is free
+        finally:
+            self.state = "stopped" if stop.is_set() else "dead"
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await pool.aclose()
+            backend.close()
+            if self.state == "dead":
+                log.critical("the webhook dispatcher stopped unexpectedly")
+
+    # --- readiness ---
+
+    def health(self) -> dict[str, Any]:
+        """``state``: ``running``, ``stalled`` (the loop has not turned for ``stall_after``
+        seconds), ``dead``, ``stopped`` or ``not started``; with counters."""
+        state = self.state
+        age = time.monotonic() - self._beat
+        if state == "running" and age > self.stall_after:
+            state = "stalled"
+        return {
+            "state": state,
+            "ok": state == "running",
+            "loop_age": round(age, 3),
+            "in_flight": len(self._tasks),
+            "endpoints_in_flight": len(self.in_flight),
+            **asdict(self.stats),
+            **asdict(self.counters),
+        }
