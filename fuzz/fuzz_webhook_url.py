@@ -14,11 +14,12 @@ Input layout: ``data[0] % 4`` picks the target:
 
 Properties: only :class:`WebhookUrlRefused` escapes; an accepted URL is printable ASCII, at most
 512 characters, and its normalised form parses again to itself (idempotent), with no ``#`` or
-backslash, no ``@`` before the path, and a host with one reading (an IP literal is canonical; a name has a dot and
-no numeric last label). An address the standard library calls private, loopback, link-local,
-multicast, unspecified, site-local or (IPv4) reserved is always refused unless allow-listed; an
-address accepted without an allow-list is one Python calls global; IPv4-mapped, 6to4 and Teredo
-addresses are refused even when the IPv4 address inside is allow-listed.
+backslash, no ``@`` before the path, and a host with one reading (an IP literal is canonical; a
+name has a dot and no numeric last label). An address the standard library calls private,
+loopback, link-local, multicast, unspecified, site-local or (IPv4) reserved is always refused
+unless allow-listed; an address accepted without an allow-list is one Python calls global;
+IPv4-mapped, 6to4 and Teredo addresses are refused even when the IPv4 address inside is
+allow-listed.
 """
 
 from __future__ import annotations
