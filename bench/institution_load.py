@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import statistics
@@ -31,11 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from tests.institution.harness import PASSPHRASE, ServerProcess, b64, env, init_db  # noqa: E402
+from tests.institution.loadprep import make_payables  # noqa: E402
 from tests.institution.pg import start_cluster  # noqa: E402
 
-from safescan.code import Authorization, Receipt, SigningKey, decode_text, open_code  # noqa: E402
+from safescan.code import Authorization, Receipt, open_code  # noqa: E402
 from safescan.institution.db import Database  # noqa: E402
 from safescan.institution.keystore import KeyStore  # noqa: E402
 from safescan.institution.service import Institution  # noqa: E402
@@ -112,57 +111,10 @@ def prepare(
     """Merchants, customers, carriers, orders and authorizations, made in-process."""
     store = KeyStore(keys)
     inst = Institution(Database(db_url), store.load(PASSPHRASE.encode()))
-    mids = []
-    for i in range(merchants):
-        m, _ = inst.create_merchant(
-            name=f"Bench Shop {i}",
-            city="Berlin",
-            country="DE",
-            mcc=5814,
-            settlement_account="DE89370400440532013000",
-            api_public_key=None,
-            webhook_url=None,
-        )
-        mids.append(m["id"])
-    carriers = []
-    for _ in range(clients):
-        cid = inst.create_customer("Bench customer")["id"]
-        inst.fund_customer(cid, "EUR", 10**11)
-        token = inst.issue_enrollment_token(cid)["token"]
-        key = SigningKey.generate()
-        t = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        serial = inst.enroll_carrier(token, key.public_key.raw, t)["carrier_serial"]
-        carriers.append((serial, key))
-    work: list[list[tuple[str, str]]] = [[] for _ in range(clients)]
-    total = clients * per_client
-    made = 0
-    first: tuple[str, Authorization, Any] | None = None
-    while made < total:
-        batch = min(2000, total - made)
-        mid = mids[(made // 2000) % len(mids)]
-        orders = inst.precreate_orders(
-            mid, [([("Coffee", 1, 100 + (i % 500))], "EUR") for i in range(batch)], 3600
-        )
-        for o in orders:
-            k = made % clients
-            serial, key = carriers[k]
-            counter = len(work[k]) + 1
-            auth = Authorization(
-                code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
-                merchant_id=mid,
-                order_id=o["order_id"],
-                amount=o["total"],
-                currency=o["currency"],
-                counter=counter,
-                carrier_serial=serial,
-                created_at=int(time.time()),
-            ).signed(key)
-            if first is None:
-                first = (o["code"], auth, key.public_key)
-            work[k].append((o["code"], b64(auth.to_bytes())))
-            made += 1
-    assert first is not None
-    bound = crypto_bound(inst, *first)
+    payables = make_payables(inst, clients, per_client, merchants)
+    work = [[(p.code, b64(p.authorization.to_bytes())) for p in items] for items in payables]
+    first = payables[0][0]
+    bound = crypto_bound(inst, first.code, first.authorization, first.carrier_key)
     inst.db.dispose()
     return work, bound
 

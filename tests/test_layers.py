@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"code"},
     "carrier": {"code"},
     "institution": {"code", "api"},
+    "cluster": {"code"},
     "remote": {"code", "api"},
     "merchant": {"code", "api", "remote"},
     "wallet": {"code", "api", "remote", "carrier"},

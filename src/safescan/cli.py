@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from safescan.carrier.cli import carrier_app
+from safescan.cluster.cli import cluster_app
 from safescan.code.cli import code_app, keys_app
 from safescan.demo import demo_command
 from safescan.institution.cli import institution_app
@@ -23,6 +24,7 @@ app.add_typer(carrier_app, name="carrier")
 app.add_typer(institution_app, name="institution")
 app.add_typer(merchant_app, name="pos")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(cluster_app, name="cluster")
 app.command("demo")(demo_command)
 
 

@@ -89,8 +89,10 @@ def _pay(w: World, code: str, auth: bytes, key: str) -> httpx.Response:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_database_outage_gives_typed_503_then_full_service_and_nothing_lost(
-    own_cluster: StoppableCluster,
+    own_cluster: StoppableCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a request waits this long for the database to come back (a failover) before its 503
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", "1")
     with tempfile.TemporaryDirectory(prefix="safescan-dbdown-") as d:
         db = own_cluster.cluster.create_database()
         keys = Path(d) / "keys"

@@ -149,6 +149,13 @@ class StorageError(InstitutionError):
     status = 503
 
 
+class OutcomeUnknown(StorageError):
+    """The database connection was lost while a change was being committed: it may or may not
+    have been applied. Retrying with the same Idempotency-Key returns the real outcome."""
+
+    code = "outcome_unknown"
+
+
 class ConfigError(InstitutionError):
     """The institution is not configured correctly (database URL, keys, passphrase)."""
 

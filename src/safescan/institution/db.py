@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +18,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    OperationalError,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from safescan.api.errors import ConfigError, InvalidRequest, StorageError
+from safescan.api.errors import ConfigError, InvalidRequest, OutcomeUnknown, StorageError
 from safescan.institution import sql
 
 T = TypeVar("T")
@@ -28,6 +35,15 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 DISK_FULL_SQLSTATE = "53100"
+# The statement was refused, so nothing of it committed: a standby or a server starting or
+# stopping answered (what a failover looks like from a client).
+REFUSED_SQLSTATES = frozenset({"25006", "57P03", "08001", "08004"})
+# The connection went away (or the server is stopping) while the statement or COMMIT ran:
+# whether it committed is not known.
+CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "08000", "08003", "08006", "08007"})
+# How long a request waits for the database to come back (a failover) before answering 503:
+# longer than a failover takes, shorter than the clients' timeouts (10 s).
+FAILOVER_WAIT_S = float(os.environ.get("SAFESCAN_DB_FAILOVER_WAIT", "8"))
 
 
 def storage_error(exc: DBAPIError) -> StorageError:
@@ -63,6 +79,35 @@ def normalize_url(url: str) -> str:
     raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def connection_lost(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is a lost or unusable connection (outcome of a statement in flight
+    unknown), as opposed to an error the server answered with."""
+    state = getattr(exc.orig, "sqlstate", None)
+    if state in CONNECTION_LOST_SQLSTATES or exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError) and state is None
+
+
+def statement_refused(exc: DBAPIError) -> bool:
+    """Whether the server refused the statement because it is not (or not yet) a writable
+    primary: nothing of it committed, so it may run again once a primary answers."""
+    return getattr(exc.orig, "sqlstate", None) in REFUSED_SQLSTATES
+
+
+def _pg_checkout(dbapi_conn: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """An idle pooled connection has nothing to read; if it has, the server (or HAProxy
+    during a failover) closed it. Replace it before a statement is sent on it, so a dead
+    connection never makes a commit's outcome look unknown."""
+    try:
+        poller = select.poll()
+        poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        ready = poller.poll(0)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DisconnectionError(f"unusable pooled connection: {exc}") from None
+    if ready:
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
     cur = dbapi_conn.cursor()
@@ -94,14 +139,17 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         norm,
         pool_size=pool_size,
         max_overflow=8,
-        pool_pre_ping=False,
+        pool_pre_ping=False,  # _pg_checkout finds closed connections without a round trip
+        pool_recycle=1800,  # below any idle timeout of a proxy in between (HAProxy: 1 h)
         isolation_level="READ COMMITTED",
-        connect_args={"connect_timeout": 10},
+        connect_args={"connect_timeout": 5},
     )
+    event.listen(engine, "checkout", _pg_checkout)
+    return engine
 
 
 def _alembic_config(connection: Connection) -> Any:
@@ -285,6 +333,16 @@ class GroupCommitter:
             return
 
 
+class _Phase:
+    """Where an attempt got to: once ``committing`` is set, a lost connection leaves the
+    outcome unknown."""
+
+    __slots__ = ("committing",)
+
+    def __init__(self) -> None:
+        self.committing = False
+
+
 class Database:
     """An engine plus the transaction discipline every write goes through."""
 
@@ -303,49 +361,78 @@ class Database:
     def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction; retry with back-off on serialization failures.
 
+        On PostgreSQL a lost connection or a refusing server (a failover) before COMMIT is
+        retried too, for up to ``FAILOVER_WAIT_S``: without COMMIT nothing was committed. A
+        connection lost *during* COMMIT raises :class:`OutcomeUnknown` and is never retried
+        here: only the caller's idempotency key can tell whether it committed.
+
         On SQLite, ``fn`` runs in a savepoint of a group-committed transaction (see
         :class:`GroupCommitter`); it must not call :meth:`write` itself.
         """
         if self.is_sqlite:
             return self.submit(fn).result()
 
-        def attempt() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn)
+        def attempt(phase: _Phase) -> T:
+            with self.engine.connect() as conn, conn.begin():
+                result = fn(conn)
+                phase.committing = True  # leaving the block sends COMMIT
+            return result
 
         return self._retrying(attempt)
 
     def write_one(self, fn: Callable[[Connection], T]) -> T:
         """PostgreSQL: run ``fn``, which issues exactly one statement, as its own transaction
         (autocommit: the statement and its commit are one round trip). Retries and error
-        mapping as :meth:`write`; a statement that raises changes nothing."""
+        mapping as :meth:`write`; a statement that raises changes nothing, and a connection
+        lost while it runs raises :class:`OutcomeUnknown` (it may have committed)."""
         if self.is_sqlite:
             raise StorageError("write_one() is for PostgreSQL; SQLite writes go through write()")
 
-        def attempt() -> T:
+        def attempt(phase: _Phase) -> T:
             with self.engine.connect() as conn:
-                return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+                phase.committing = True  # the statement is its own commit
+                return fn(autocommit)
 
         return self._retrying(attempt)
 
     @staticmethod
-    def _retrying(attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it commits: back-off on serialization failures and deadlocks;
-        plain errors for bad values and an unavailable (or full) database."""
+    def _retrying(attempt: Callable[[_Phase], T]) -> T:
+        """Run ``attempt`` until it commits: back-off on serialization failures and deadlocks,
+        and while a failover makes the database unreachable (only where nothing can have
+        committed); plain errors for bad values and an unavailable (or full) database."""
         delay = 0.002
-        for n in range(MAX_ATTEMPTS):
+        failover_until: float | None = None
+        n = 0
+        while True:
+            phase = _Phase()
             try:
-                return attempt()
+                return attempt(phase)
             except DataError:
                 raise _data_error() from None
             except DBAPIError as exc:
-                if not is_retryable(exc) or n == MAX_ATTEMPTS - 1:
-                    if isinstance(exc, OperationalError):
-                        raise storage_error(exc) from exc
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
-        raise StorageError("the database stayed busy; retry later")  # pragma: no cover
+                n += 1
+                if is_retryable(exc) and n < MAX_ATTEMPTS:
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                lost = connection_lost(exc)
+                if lost and phase.committing:
+                    raise OutcomeUnknown(
+                        "the connection to the database was lost while committing: the"
+                        " outcome is unknown; retry with the same Idempotency-Key to learn it"
+                    ) from exc
+                if lost or statement_refused(exc):
+                    now = time.monotonic()
+                    failover_until = failover_until or now + FAILOVER_WAIT_S
+                    if now < failover_until:
+                        time.sleep(min(delay, 0.25) * (0.5 + random.random()))
+                        delay = min(max(delay * 2, 0.02), 0.25)
+                        continue
+                    raise storage_error(exc) from exc
+                if isinstance(exc, OperationalError):
+                    raise storage_error(exc) from exc
+                raise
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
         """SQLite only: queue ``fn`` for the group committer; returns a future."""
@@ -358,18 +445,31 @@ class Database:
         return committer.enqueue(fn)
 
     def read(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` on a read-only snapshot (no write lock taken)."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(safescan_read=True)
-                try:
-                    return fn(conn)
-                finally:
-                    conn.rollback()
-        except DataError:
-            raise InvalidRequest("a value is out of range or contains invalid characters") from None
-        except OperationalError as exc:
-            raise storage_error(exc) from exc
+        """Run ``fn`` on a read-only snapshot (no write lock taken). A lost connection (a
+        failover) is retried for up to ``FAILOVER_WAIT_S``: reading changes nothing."""
+        failover_until: float | None = None
+        delay = 0.02
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(safescan_read=True)
+                    try:
+                        return fn(conn)
+                    finally:
+                        conn.rollback()
+            except DataError:
+                raise InvalidRequest(
+                    "a value is out of range or contains invalid characters"
+                ) from None
+            except OperationalError as exc:
+                if not self.is_sqlite and (connection_lost(exc) or statement_refused(exc)):
+                    now = time.monotonic()
+                    failover_until = failover_until or now + FAILOVER_WAIT_S
+                    if now < failover_until:
+                        time.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 0.25)
+                        continue
+                raise storage_error(exc) from exc
 
     def dispose(self) -> None:
         """Stop the writer and close all pooled connections."""

@@ -1,0 +1,155 @@
+"""`safescan cluster up | down | status | kill`: the HA cluster on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from safescan.cluster.errors import ClusterError
+
+cluster_app = typer.Typer(
+    help="A PostgreSQL HA cluster on this machine: 3 etcd, 3 Patroni/PostgreSQL (synchronous"
+    " replication), HAProxy, 2 institution API processes. All state in one directory.",
+    no_args_is_help=True,
+)
+
+StateOpt = Annotated[
+    Path, typer.Option("--state", help="the cluster's state directory (created by `up`)")
+]
+DEFAULT_STATE = Path("safescan-cluster")
+
+
+def _fail(exc: ClusterError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
+
+
+@cluster_app.command()
+def up(
+    state: StateOpt = DEFAULT_STATE,
+    base_port: Annotated[
+        int,
+        typer.Option(help="first of the cluster's ports (layout in docs/operations.md)"),
+    ] = 7400,
+    api_processes: Annotated[int, typer.Option(help="institution API processes")] = 2,
+    api_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="extra `institution serve` option for the API processes (repeatable)"),
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Patroni leader key TTL, s")] = 10,
+    loop_wait: Annotated[int, typer.Option(help="Patroni loop period, s")] = 1,
+    retry_timeout: Annotated[int, typer.Option(help="Patroni DCS/PostgreSQL retry, s")] = 3,
+) -> None:
+    """Start the cluster (first run: create it); start again any part that is not running."""
+    from safescan.cluster.spec import ClusterSpec, Tuning, load_or_create
+    from safescan.cluster.supervisor import Cluster
+
+    try:
+        requested = None
+        if not (state / "cluster.json").is_file():
+            requested = ClusterSpec(
+                state_dir=state,
+                base_port=base_port,
+                api_processes=api_processes,
+                api_args=tuple(api_arg or ()),
+                tuning=Tuning(ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout),
+            )
+        cluster = Cluster(load_or_create(state, requested))
+        cluster.up()
+    except ClusterError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"cluster up in {cluster.state}")
+    typer.echo(f"  API          {cluster.api_url}   (through HAProxy)")
+    typer.echo(f"  database     {cluster.db_url}   (PGPASSFILE={cluster.pgpass})")
+    typer.echo(f"  primary      {cluster.leader()}")
+    typer.echo(f"  admin token  in {cluster.secrets_dir / 'admin-token'}")
+
+
+@cluster_app.command()
+def down(
+    state: StateOpt = DEFAULT_STATE,
+    wipe: Annotated[bool, typer.Option(help="also delete the state directory")] = False,
+) -> None:
+    """Stop every process of the cluster (data kept unless --wipe)."""
+    from safescan.cluster.spec import read_spec
+    from safescan.cluster.supervisor import Cluster
+
+    try:
+        Cluster(read_spec(state)).down(wipe=wipe)
+    except ClusterError as exc:
+        _fail(exc)
+        return
+    typer.echo("cluster stopped" + (" and its state deleted" if wipe else ""))
+
+
+@cluster_app.command()
+def status(
+    state: StateOpt = DEFAULT_STATE,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Which parts run, who is primary, which standby is synchronous (exit 1 if any is down)."""
+    from safescan.cluster.spec import read_spec
+    from safescan.cluster.supervisor import Cluster
+
+    try:
+        st = Cluster(read_spec(state)).status()
+    except ClusterError as exc:
+        _fail(exc)
+        return
+    healthy = (
+        all(e["healthy"] for e in st["etcd"])
+        and all(p["running"] and p["postgres_running"] for p in st["patroni"])
+        and st["leader"] is not None
+        and st["haproxy"]["running"]
+        and all(a["healthy"] for a in st["api"])
+    )
+    if as_json:
+        typer.echo(json.dumps(st | {"healthy": healthy}, indent=2))
+    else:
+        for e in st["etcd"]:
+            typer.echo(f"{e['name']:10} {'healthy' if e['healthy'] else 'DOWN'}")
+        roles = {m["name"]: m for m in st["members"]}
+        for i, p in enumerate(st["patroni"]):
+            m = roles.get(f"pg{i}", {})
+            role = f"{m.get('role', '?')} {m.get('state', '')}".strip() if m else "not a member"
+            up_ = "running" if p["running"] else "DOWN"
+            typer.echo(f"pg{i:<8} patroni {up_}, postgres {role}, lag {m.get('lag', '-')}")
+        typer.echo(f"{'haproxy':10} {'running' if st['haproxy']['running'] else 'DOWN'}")
+        for a in st["api"]:
+            typer.echo(f"{a['name']:10} {'healthy' if a['healthy'] else 'DOWN'}")
+        typer.echo(f"primary: {st['leader']}; API {st['api_url']}")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@cluster_app.command()
+def kill(
+    what: Annotated[
+        str,
+        typer.Argument(
+            help="`primary` (SIGKILL the primary's PostgreSQL), or a process: etcd0..2, "
+            "patroni0..2, api0..1, haproxy"
+        ),
+    ],
+    state: StateOpt = DEFAULT_STATE,
+) -> None:
+    """Fault injection: SIGKILL a part of the cluster.
+
+    `up` restarts killed processes; Patroni restarts a killed PostgreSQL as a standby."""
+    from safescan.cluster.spec import read_spec
+    from safescan.cluster.supervisor import Cluster
+
+    try:
+        cluster = Cluster(read_spec(state))
+        if what == "primary":
+            i = cluster.kill_primary()
+            typer.echo(f"killed PostgreSQL of pg{i} (the primary)")
+        else:
+            cluster.kill(what)
+            typer.echo(f"killed {what}")
+    except ClusterError as exc:
+        _fail(exc)

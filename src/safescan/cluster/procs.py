@@ -1,0 +1,201 @@
+"""Background processes recorded in pid files, identified by pid *and* start time (so a reused
+pid is never signalled), plus the small probes the supervisor waits on."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from safescan.cluster.errors import ClusterError
+
+T = TypeVar("T")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # fields from 3 (state) on
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone (or a zombie)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def parent_of(pid: int) -> int | None:
+    """Parent pid, or None."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (scanned from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line, NUL bytes as spaces ('' if gone)."""
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+class ProcessTable:
+    """Processes started detached (own session), one pid file each in ``run_dir``."""
+
+    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+        self.run_dir, self.log_dir = run_dir, log_dir
+        self._popen: dict[str, subprocess.Popen[bytes]] = {}
+
+    def pid(self, name: str) -> int | None:
+        """The recorded pid of ``name`` if that process is still the one we started."""
+        try:
+            pid_s, start_s = (self.run_dir / f"{name}.pid").read_text().split()
+        except (OSError, ValueError):
+            return None
+        pid = int(pid_s)
+        proc = self._popen.get(name)
+        if proc is not None:
+            proc.poll()  # reap our own child if it died
+        return pid if start_time(pid) == int(start_s) else None
+
+    def alive(self, name: str) -> bool:
+        """Whether ``name`` runs."""
+        return self.pid(name) is not None
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        user: str | None = None,
+    ) -> int:
+        """Start ``argv`` detached, output appended to ``logs/NAME.log``; returns its pid."""
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            kwargs: dict[str, Any] = {}
+            if user is not None:
+                pw = pwd.getpwnam(user)
+                kwargs = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                **kwargs,
+            )
+        except OSError as exc:
+            raise ClusterError(f"cannot start {name} ({argv[0]}): {exc}") from None
+        finally:
+            log.close()
+        started = None
+        for _ in range(100):
+            started = start_time(proc.pid)
+            if started is not None:
+                break
+            time.sleep(0.01)
+        if started is None:
+            raise ClusterError(f"{name} exited at once; see {self.log_dir / (name + '.log')}")
+        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid} {started}\n")
+        self._popen[name] = proc
+        return proc.pid
+
+    def send(self, name: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` to ``name`` if it runs; returns whether it did."""
+        pid = self.pid(name)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        return True
+
+    def stop(
+        self, name: str, *, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM
+    ) -> None:
+        """``sig`` (default SIGTERM), then SIGKILL after ``timeout``; waits until it is gone."""
+        if not self.send(name, sig):
+            self.forget(name)
+            return
+        if not wait_until(lambda: not self.alive(name), timeout):
+            self.send(name, signal.SIGKILL)
+            if not wait_until(lambda: not self.alive(name), 10):
+                raise ClusterError(f"{name} does not stop even on SIGKILL")
+        self.forget(name)
+
+    def forget(self, name: str) -> None:
+        """Drop the pid file of a stopped process."""
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        self._popen.pop(name, None)
+
+    def log_tail(self, name: str, chars: int = 1500) -> str:
+        """The end of ``name``'s log."""
+        try:
+            return (self.log_dir / f"{name}.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``check`` until it returns something true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def http_json(url: str, timeout: float = 1.0) -> tuple[int, Any]:
+    """GET ``url``: (status, parsed JSON or None); (0, None) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback URLs
+            body = r.read()
+            status = int(r.status)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, ValueError):
+        return 0, None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (we can bind it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

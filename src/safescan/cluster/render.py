@@ -1,0 +1,229 @@
+"""The configuration files and command lines of each part, rendered from a :class:`ClusterSpec`.
+
+Nothing here starts anything; :mod:`safescan.cluster.supervisor` writes these out and runs them.
+The same settings, with real host addresses instead of 127.0.0.1, are the multi-host
+configuration described in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safescan.cluster.spec import ClusterSpec
+
+HOST = "127.0.0.1"
+SCOPE = "safescan"
+APP_USER = "safescan"
+APP_DB = "safescan"
+PG_BIN_DIRS = (
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Generated once per cluster and kept in ``STATE/secrets/secrets.json`` (mode 0600)."""
+
+    superuser_password: str
+    replication_password: str
+    app_password: str
+    rest_password: str
+    passphrase: str
+    etcd_token: str
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Secrets:
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def node_name(i: int) -> str:
+    """Name of PostgreSQL/Patroni node ``i`` (also its etcd member: ``etcd{i}``)."""
+    return f"pg{i}"
+
+
+def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str]:
+    """Command line of etcd member ``i`` (v3 API; Patroni uses its gRPC gateway)."""
+    p = spec.ports
+    peers = ",".join(f"etcd{k}=http://{HOST}:{p.etcd_peer(k)}" for k in range(spec.nodes))
+    return [
+        "etcd",
+        "--name",
+        f"etcd{i}",
+        "--data-dir",
+        str(data_dir),
+        "--listen-client-urls",
+        f"http://{HOST}:{p.etcd_client(i)}",
+        "--advertise-client-urls",
+        f"http://{HOST}:{p.etcd_client(i)}",
+        "--listen-peer-urls",
+        f"http://{HOST}:{p.etcd_peer(i)}",
+        "--initial-advertise-peer-urls",
+        f"http://{HOST}:{p.etcd_peer(i)}",
+        "--initial-cluster",
+        peers,
+        "--initial-cluster-token",
+        token,
+        "--initial-cluster-state",
+        "new",
+        "--heartbeat-interval",
+        str(spec.tuning.etcd_heartbeat_ms),
+        "--election-timeout",
+        str(spec.tuning.etcd_election_ms),
+        "--logger",
+        "zap",
+        "--log-outputs",
+        "stderr",
+    ]
+
+
+def patroni_config(
+    spec: ClusterSpec, i: int, node_dir: Path, bin_dir: Path, secrets: Secrets
+) -> dict[str, Any]:
+    """Patroni's configuration for node ``i`` (written as JSON, which YAML readers accept).
+
+    Synchronous replication with ``synchronous_mode_strict``: a commit returns only once
+    ``synchronous_node_count`` standbys have flushed it, and with no standby left writes wait
+    rather than being acknowledged on the primary alone. Only a synchronous standby may be
+    promoted, so a failover never loses an acknowledged commit. Data checksums are on (initdb);
+    pg_rewind lets a crashed primary rejoin as a standby.
+    """
+    p, t = spec.ports, spec.tuning
+    return {
+        "scope": SCOPE,
+        "namespace": "/service/",
+        "name": node_name(i),
+        "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
+        "restapi": {
+            "listen": f"{HOST}:{p.patroni(i)}",
+            "connect_address": f"{HOST}:{p.patroni(i)}",
+            "authentication": {"username": "patroni", "password": secrets.rest_password},
+        },
+        "etcd3": {"hosts": [f"{HOST}:{p.etcd_client(k)}" for k in range(spec.nodes)]},
+        "bootstrap": {
+            "dcs": {
+                "ttl": t.ttl,
+                "loop_wait": t.loop_wait,
+                "retry_timeout": t.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "primary_start_timeout": t.primary_start_timeout,
+                "synchronous_mode": True,
+                "synchronous_mode_strict": t.synchronous_mode_strict,
+                "synchronous_node_count": t.synchronous_node_count,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": {
+                        "max_connections": 200,
+                        "shared_buffers": "128MB",
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                        "wal_keep_size": "256MB",
+                        "wal_log_hints": "on",
+                        "synchronous_commit": "on",
+                        "wal_retrieve_retry_interval": "500ms",
+                        "password_encryption": "scram-sha-256",
+                    },
+                },
+            },
+            "initdb": ["data-checksums", {"encoding": "UTF8"}, {"locale": "C.UTF-8"}],
+        },
+        "postgresql": {
+            "listen": f"{HOST}:{p.pg(i)}",
+            "connect_address": f"{HOST}:{p.pg(i)}",
+            "data_dir": str(node_dir / "data"),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(node_dir / "pgpass"),
+            "authentication": {
+                "superuser": {"username": "postgres", "password": secrets.superuser_password},
+                "replication": {
+                    "username": "replicator",
+                    "password": secrets.replication_password,
+                },
+            },
+            "parameters": {"unix_socket_directories": str(node_dir)},
+            "pg_hba": [
+                "local all all peer",
+                f"host replication replicator {HOST}/32 scram-sha-256",
+                f"host all all {HOST}/32 scram-sha-256",
+            ],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+
+
+def haproxy_config(spec: ClusterSpec, run_dir: Path) -> str:
+    """HAProxy: the PostgreSQL frontend leads to whichever node's Patroni answers 200 on
+    ``/primary``; sessions to a node marked down are cut at once, so clients reconnect to the
+    new primary. The API frontend spreads requests over the API processes and moves a
+    request to another process only if it could not connect (never after sending it)."""
+    p, t = spec.ports, spec.tuning
+    inter = t.check_interval_ms
+    lines = [
+        "global",
+        "    maxconn 4000",
+        f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
+        "",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 2s",
+        "    timeout client 1h",
+        "    timeout server 1h",
+        "    timeout check 1s",
+        "",
+        "listen stats",
+        "    mode http",
+        f"    bind {HOST}:{p.stats}",
+        "    stats enable",
+        "    stats uri /",
+        "    timeout client 10s",
+        "    timeout server 10s",
+        "",
+        "listen postgres_primary",
+        f"    bind {HOST}:{p.postgres}",
+        "    option httpchk GET /primary",
+        "    http-check expect status 200",
+        f"    default-server inter {inter}ms fastinter {max(inter // 2, 100)}ms "
+        f"downinter {inter}ms fall 2 rise 1 on-marked-down shutdown-sessions",
+    ]
+    lines += [
+        f"    server {node_name(i)} {HOST}:{p.pg(i)} maxconn 190 check port {p.patroni(i)}"
+        for i in range(spec.nodes)
+    ]
+    lines += [
+        "",
+        "listen api",
+        "    mode http",
+        f"    bind {HOST}:{p.api}",
+        "    balance roundrobin",
+        "    option redispatch 1",
+        "    retries 3",
+        "    retry-on conn-failure",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-keep-alive 10s",
+        f"    default-server inter {inter}ms fall 2 rise 1",
+    ]
+    lines += [
+        f"    server api{i} {HOST}:{p.api_process(i)} check" for i in range(spec.api_processes)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def find_pg_bin() -> Path | None:
+    """The directory holding PostgreSQL's server binaries, or None."""
+    for d in PG_BIN_DIRS:
+        if (Path(d) / "postgres").exists() and (Path(d) / "pg_rewind").exists():
+            return Path(d)
+    return None

@@ -1,0 +1,188 @@
+"""The institution on the HA cluster (Patroni + etcd + HAProxy, 2 API processes), for real:
+the primary's PostgreSQL is SIGKILLed under load, and nothing acknowledged may be lost or
+doubled; with every standby gone a commit is never acknowledged; `down` leaves nothing behind.
+
+Started and stopped through the command line (``python -m safescan.cluster``), as an operator
+would. Bounded: one cluster for the module, a 20 s load run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from safescan.cluster import Cluster, read_spec
+from safescan.cluster.procs import children_of, port_free, start_time
+from safescan.cluster.spec import free_base_port
+from tests.cluster.workload import FaultInjector, prepare, run_load, timeline, verify
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+MISSING = [
+    pkg
+    for tool, pkg in (("patroni", "patroni"), ("etcd", "etcd-server"), ("haproxy", "haproxy"))
+    if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+]
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "safescan.cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if MISSING:
+        pytest.skip(f"HA cluster tests need the Debian packages {', '.join(MISSING)}")
+    with tempfile.TemporaryDirectory(prefix="safescan-cluster-") as d:
+        os.chmod(d, 0o755)
+        state = Path(d) / "state"
+        up = _cli(
+            "up",
+            "--state",
+            str(state),
+            "--base-port",
+            str(free_base_port()),
+            "--api-arg=--no-webhooks",
+            "--api-arg=--merchant-rate",
+            "--api-arg=0",
+        )
+        if up.returncode != 0:
+            pytest.fail(f"cluster up failed: {up.stderr[-3000:]}")
+        c = Cluster(read_spec(state))
+        try:
+            yield c
+        finally:
+            if state.exists():
+                _cli("down", "--state", str(state), "--wipe")
+
+
+def test_status_shows_a_primary_with_a_synchronous_standby_and_checksums(
+    cluster: Cluster,
+) -> None:
+    out = _cli("status", "--state", str(cluster.state), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    st = json.loads(out.stdout)
+    assert st["healthy"] is True
+    roles = sorted(m["role"] for m in st["members"])
+    assert roles == ["leader", "replica", "sync_standby"]
+    up = [
+        k
+        for k, v in st["haproxy"]["servers"].items()
+        if k.startswith("postgres_primary/") and v.startswith("UP")
+    ]
+    assert up == [f"postgres_primary/{st['leader']}"]  # HAProxy leads to the primary only
+    with cluster._superuser_connect() as conn:
+        assert conn.execute("SHOW data_checksums").fetchone() == ("on",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        sync = conn.execute(
+            "SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'"
+        ).fetchall()
+        assert len(sync) == 1
+        assert conn.execute("SHOW synchronous_standby_names").fetchone() == (sync[0][0],)
+
+
+def test_killing_the_primary_under_load_loses_and_doubles_nothing(cluster: Cluster) -> None:
+    work = prepare(cluster, clients=8, per_client=500, merchants=2)
+    ack_log = cluster.state / "acknowledged.jsonl"
+    seconds = 20.0
+    injector = FaultInjector(cluster, [(6.0, "primary")])
+    before = cluster.leader()
+    injector.start()
+    res = run_load(cluster.api_url, work, seconds, ack_log, resolve_s=60)
+    injector.join(90)
+    assert not injector.errors, injector.errors
+    [fault] = injector.faults
+    assert fault.target == before and fault.new_leader not in (None, before)
+    assert cluster.wait_for("replication", 60)
+
+    checked = verify(cluster, work, ack_log)
+    assert checked["acknowledged"] == len(res.acks) > 0
+    assert checked["lost"] == 0, checked
+    assert checked["doubled"] == 0 and res.conflicting_acks == 0, checked
+    assert checked["half_applied"] == 0, checked
+    assert res.unresolved == [] and res.refused == {}, (res.unresolved, res.refused)
+    # every outcome was learned, so nothing is paid that its client does not know of
+    assert checked["paid_not_acknowledged"] == 0, checked
+    assert checked["audit_ok"], checked["audit_problems"]
+    # the API processes survived the failover: payments were acknowledged after it
+    assert any(t > fault.at + 1 for t in res.ack_times)
+    figures = timeline(res, injector.faults, seconds)
+    print("failover test figures:", json.dumps(figures | {"acknowledged": len(res.acks)}))
+
+
+def test_with_every_standby_gone_a_commit_is_never_acknowledged(cluster: Cluster) -> None:
+    """synchronous_mode_strict: the primary does not fall back to acknowledging commits alone."""
+    leader = cluster.leader()
+    assert leader is not None
+    standbys = [i for i in range(cluster.spec.nodes) if f"pg{i}" != leader]
+    frozen = [cluster.procs.pid(f"patroni{i}") for i in standbys]
+    assert all(frozen)
+    done = threading.Event()
+    errors: list[BaseException] = []
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)  # their Patroni cannot restart them for now
+    try:
+        for i in standbys:
+            cluster.kill_postgres(i)
+
+        def commit() -> None:
+            try:
+                with psycopg.connect(
+                    cluster.db_url, passfile=str(cluster.pgpass), autocommit=True
+                ) as conn:
+                    conn.execute("CREATE TABLE IF NOT EXISTS strict_probe (x int)")
+                    done.set()
+            except psycopg.Error as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=commit, daemon=True)
+        writer.start()
+        # several Patroni loops (loop_wait 1 s): a non-strict primary would have gone
+        # asynchronous and acknowledged by now
+        assert not done.wait(6.0), "a commit was acknowledged with no standby"
+        with cluster._superuser_connect() as conn:
+            assert conn.execute("SHOW synchronous_standby_names").fetchone() != ("",)
+    finally:
+        for pid in frozen:
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+    assert done.wait(120), "the commit did not complete once a standby was back"
+    writer.join(10)
+    assert not errors, errors
+    assert cluster.wait_for("replication", 120)
+
+
+def test_down_stops_every_process_and_frees_every_port(cluster: Cluster) -> None:
+    names = cluster.running()
+    assert len(names) == 3 + 3 + 1 + 2 + 3  # etcd, patroni, haproxy, api, postgres
+    pids = [p for n in names if (p := cluster.procs.pid(n))]
+    postmasters = [p for i in range(cluster.spec.nodes) if (p := cluster.postmaster_pid(i))]
+    pids += postmasters + [c for pm in postmasters for c in children_of(pm)]
+    out = _cli("down", "--state", str(cluster.state))
+    assert out.returncode == 0, out.stderr
+    assert cluster.running() == []
+    assert [p for p in pids if start_time(p) is not None] == []  # gone (or a zombie)
+    assert all(port_free(p) for p in cluster.spec.ports.all(cluster.spec.nodes, 2))
+    # data kept: a second `up` brings the same institution back
+    again = _cli("up", "--state", str(cluster.state))
+    assert again.returncode == 0, again.stderr[-2000:]
+    with psycopg.connect(cluster.db_url, passfile=str(cluster.pgpass)) as conn:
+        row = conn.execute("SELECT count(*) FROM payments").fetchone()
+        assert row is not None and row[0] > 0
+    out = _cli("down", "--state", str(cluster.state), "--wipe")
+    assert out.returncode == 0 and not cluster.state.exists()
