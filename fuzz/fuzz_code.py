@@ -1,10 +1,10 @@
 """Fuzz the payment smart code and its companions: open_code, strict CBOR, certificates,
-authorizations, receipts, revocation lists.
+authorizations, receipts, revocation lists, the published scheme key list.
 
     .venv/bin/python fuzz/fuzz_code.py -atheris_runs=100000
     .venv/bin/python fuzz/fuzz_code.py -max_total_time=300 [CORPUS_DIR ...]
 
-Input layout: ``data[0] % 12`` picks the target, ``data[1:]`` is its input. Random bytes never
+Input layout: ``data[0] % 13`` picks the target, ``data[1:]`` is its input. Random bytes never
 get through HPKE, so three targets let the harness do the sealing (and signing) with the real
 keys of a fixed scheme, so that fuzzed plaintexts reach the strict CBOR parser, the issuer and
 certificate checks, the signature check, and fuzzed signed bodies reach the body parser and
@@ -16,6 +16,7 @@ validation:
  3  seal(kind, plaintext) -> open_code    9  Receipt.from_bytes + verify
  4  sign by institution + seal -> open   10  RevocationList.from_bytes
  5  sign by merchant + seal -> open      11  read_header / decode_text
+                                         12  SchemeKeyList.from_bytes + for_sealing
 
 Properties beyond "only typed errors": every object a strict parser accepts re-encodes to the
 exact input bytes, and an accepted code's body re-encodes to the signed body.
@@ -61,6 +62,7 @@ from safescan.code import (
 )
 from safescan.code.errors import SafescanError
 from safescan.code.payment import CodeKind
+from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 
 NOW = 1_790_000_000
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
@@ -73,6 +75,7 @@ RETIRED = SchemeKey.from_seed(2, bytes([102]) * 32, retire_at=NOW - 1)
 KEYRING.add(RETIRED)
 TRUST = TrustStore({1: INSTITUTION.public_key}, revoked_serials=frozenset({1002}))
 MERCHANT_KEY = SigningKey.from_seed(bytes([51]) * 32)
+MERCHANT = Merchant("m_7Qx2", "Café Lumière", "Paris", "FR", 5814)
 CERTIFICATE = issue_certificate(
     INSTITUTION,
     1,
@@ -82,11 +85,11 @@ CERTIFICATE = issue_certificate(
     public_key=MERCHANT_KEY.public_key,
     not_before=NOW - 86400,
     not_after=NOW + 365 * 86400,
+    merchant=MERCHANT,
 )
 CARRIER_KEY = SigningKey.from_seed(bytes([77]) * 32)
 INSTITUTION_ISSUER = Issuer.institution(INSTITUTION, 1)
 MERCHANT_ISSUER = Issuer.merchant(MERCHANT_KEY, CERTIFICATE)
-MERCHANT = Merchant("m_7Qx2", "Café Lumière", "Paris", "FR", 5814)
 
 # cbor2 runs its built-in tag decoders (tag 35 compiles a regular expression) before the strict
 # checks refuse the value; ``re`` then warns about patterns like "[a--b]". Known, reported in
@@ -94,7 +97,7 @@ MERCHANT = Merchant("m_7Qx2", "Café Lumière", "Paris", "FR", 5814)
 warnings.filterwarnings("ignore", message=r"Possible (nested set|set \w+)", category=FutureWarning)
 
 OUTCOMES: Counter[str] = Counter()
-TARGETS = 12
+TARGETS = 13
 TOKENS = (
     b"SS1:",
     b"\x01\x01\x01",
@@ -135,7 +138,11 @@ def _sealed(header: bytes, plaintext: bytes) -> bytes:
 def _check_reencodes(opened: envelope.OpenedCode, signed: bytes) -> None:
     """An accepted code's body must be exactly the deterministic encoding of what it means."""
     body = cbor.strict_loads(signed)[1]
-    assert cbor.dumps(opened.code.to_cbor()) == cbor.dumps(body), (opened.code, body)
+    meant = opened.code.to_cbor()
+    if opened.certificate is not None:  # a merchant-signed body names its certificate's serial
+        assert opened.code.merchant == opened.certificate.merchant, (opened.code, body)
+        meant[0] = opened.certificate.serial
+    assert cbor.dumps(meant) == cbor.dumps(body), (opened.code, body)
 
 
 def _open(data: str | bytes, signed: bytes | None = None) -> None:
@@ -184,6 +191,10 @@ def _target(target: int, payload: bytes) -> None:
     elif target == 10:
         crl = RevocationList.from_bytes(payload, TRUST)
         assert crl.to_bytes() == payload, "a revocation list that does not re-encode exactly"
+    elif target == 12:
+        listed = SchemeKeyList.from_bytes(payload, TRUST)
+        assert listed.to_bytes() == payload, "a scheme key list that does not re-encode exactly"
+        listed.for_sealing(NOW, NOW + 300)
     else:
         read_header(payload)
         decode_text(payload.decode("latin-1"))
@@ -266,6 +277,17 @@ def seeds() -> list[bytes]:
         bytes([6]) + auth.to_bytes(),
         bytes([9]) + receipt.to_bytes(),
         bytes([10]) + crl.to_bytes(),
+        bytes([12])
+        + SchemeKeyList.issue(
+            INSTITUTION,
+            1,
+            issued_at=NOW,
+            current_kid=SCHEME.kid,
+            keys=[
+                PublishedSchemeKey(SCHEME.public, None),
+                PublishedSchemeKey(RETIRED.public, NOW + 60),
+            ],
+        ).to_bytes(),
     ]
     return out
 

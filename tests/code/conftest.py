@@ -50,6 +50,7 @@ def make_scheme(seed: int = 1) -> Scheme:
         public_key=mk.public_key,
         not_before=NOW - 86400,
         not_after=NOW + 365 * 86400,
+        merchant=MERCHANT,
     )
     return Scheme(ik, sk, keyring, trust, Issuer.institution(ik, 1), mk, Issuer.merchant(mk, cert))
 

@@ -154,8 +154,18 @@ def test_certify_and_show(made: Path) -> None:
         "42",
         "--out",
         "m1.cert",
+        "--name",
+        "Bäckerei Müller",
+        "--city",
+        "Köln",
+        "--country",
+        "DE",
+        "--mcc",
+        "5462",
         cwd=made,
     )
     assert r.returncode == 0, r.stderr
     shown = run("keys", "show", "m1.cert", cwd=made)
     assert "42" in shown.stdout and "merchant" in shown.stdout and pk in shown.stdout
+    for shown_field in ("Bäckerei Müller", "Köln", "DE", "5462", "version: 2"):
+        assert shown_field in shown.stdout

@@ -201,6 +201,7 @@ def test_rotation_old_key_opens_until_retired(scheme: Scheme) -> None:
 
 
 # --- merchant certificates -----------------------------------------------------------------
+# (the binding of every identity field to the certificate: tests/code/test_merchant_identity.py)
 
 
 def _merchant_issuer(scheme: Scheme, **changes: object) -> Issuer:
@@ -211,6 +212,7 @@ def _merchant_issuer(scheme: Scheme, **changes: object) -> Issuer:
         public_key=scheme.merchant_key.public_key,
         not_before=NOW - 10,
         not_after=NOW + 1000,
+        merchant=MERCHANT,
     )
     fields.update(changes)
     cert = issue_certificate(scheme.institution_key, 1, **fields)  # type: ignore[arg-type]
@@ -231,31 +233,6 @@ def test_expired_merchant_certificate_refused(scheme: Scheme) -> None:
         open_(scheme, binary)
 
 
-def test_carrier_certificate_cannot_sign_codes(scheme: Scheme) -> None:
-    binary = seal(
-        dynamic_code(), _merchant_issuer(scheme, role=Role.CARRIER), scheme.scheme_key.public
-    )
-    with pytest.raises(CertificateError):
-        open_(scheme, binary)
-
-
-def test_merchant_cannot_sign_for_another_merchant(scheme: Scheme) -> None:
-    issuer = _merchant_issuer(scheme, subject="m_other")
-    with pytest.raises(SignatureInvalid):
-        seal(dynamic_code(), issuer, scheme.scheme_key.public)
-    _header, plaintext = envelope.sign_code(
-        dynamic_code(merchant=Merchant("m_other", "Other", "Paris", "FR", 5814)), issuer, 1
-    )
-    signed = plaintext[64:].replace(b"m_other", b"m_7Qx2\x00").replace(b"\x00", b"")
-    # re-sign honestly with the merchant key but claim the victim merchant id in the body
-    value = cbor.strict_loads(plaintext[64:])
-    value[1][0][0] = "m_7Qx2"
-    signed = cbor.dumps(value)
-    binary = forge(scheme, signed, key=scheme.merchant_key)
-    with pytest.raises(SignatureInvalid, match="signed by"):
-        open_(scheme, binary)
-
-
 def test_forged_certificate_refused(scheme: Scheme) -> None:
     rogue = SigningKey.generate()
     cert = issue_certificate(
@@ -267,6 +244,7 @@ def test_forged_certificate_refused(scheme: Scheme) -> None:
         public_key=scheme.merchant_key.public_key,
         not_before=NOW - 1,
         not_after=NOW + 10,
+        merchant=MERCHANT,
     )
     binary = seal(
         dynamic_code(), Issuer.merchant(scheme.merchant_key, cert), scheme.scheme_key.public

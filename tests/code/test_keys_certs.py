@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.code import (
     Certificate,
+    Merchant,
     ProvisioningBundle,
     RevocationList,
     Role,
@@ -298,6 +299,8 @@ def _cert(**changes: object) -> Certificate:
     issuer = changes.pop("issuer", INSTITUTION)
     kid = changes.pop("issuer_kid", 1)
     fields.update(changes)
+    if fields["role"] is Role.MERCHANT and "merchant" not in fields:
+        fields["merchant"] = Merchant(str(fields["subject"]), "Café Lumière", "Paris", "FR", 5814)
     return issue_certificate(issuer, kid, **fields)  # type: ignore[arg-type]
 
 
@@ -311,11 +314,17 @@ def test_certificate_round_trip() -> None:
 
 
 def test_certificate_size() -> None:
-    # array(1) + version(1) + serial 1001(3) + role(1) + "m_7Qx2"(7) + key(2+32)
-    # + not_before(5) + not_after(5) + issuer kid(1) + signature(2+64) = 124 bytes
-    assert len(_cert().to_bytes()) == 124
-    longest = _cert(serial=2**64 - 1, subject="x" * 64, issuer_kid=0xFFFF)
+    # v1 (carrier): array(1) + version(1) + serial 1001(3) + role(1) + "carrier:4242"(13)
+    # + key(2+32) + not_before(5) + not_after(5) + issuer kid(1) + signature(2+64) = 130 bytes
+    assert len(_cert(role=Role.CARRIER, subject=carrier_subject(4242)).to_bytes()) == 130
+    longest = _cert(role=Role.CARRIER, serial=2**64 - 1, subject="x" * 64, issuer_kid=0xFFFF)
     assert len(longest.to_bytes()) <= 200
+    # v2 (merchant) adds the identity: "Café Lumière"(1+14) + "Paris"(6) + "FR"(3) + 5814(3)
+    assert len(_cert().to_bytes()) == 124 + 27
+    widest = Merchant("x" * 40, "\U0001f600" * 64, "\U0001f600" * 64, "FR", 9999)
+    huge = _cert(serial=2**64 - 1, subject="x" * 40, issuer_kid=0xFFFF, merchant=widest)
+    assert len(huge.to_bytes()) <= 768
+    assert Certificate.from_bytes(huge.to_bytes()) == huge
 
 
 def test_certificate_every_tampered_byte_refused() -> None:
@@ -369,7 +378,7 @@ def test_certificate_unknown_issuer_kid_refused() -> None:
 
 def _cert_fields() -> list[object]:
     value = cbor.strict_loads(_cert().to_bytes(), error=CertificateError)
-    assert isinstance(value, list) and len(value) == 9
+    assert isinstance(value, list) and len(value) == 13  # version 2: a merchant certificate
     return value
 
 
@@ -395,13 +404,14 @@ def test_certificate_indefinite_array_refused() -> None:
 
 def test_certificate_oversize_refused() -> None:
     with pytest.raises(CertificateError, match="too large"):
-        Certificate.from_bytes(b"\x00" * 513)
+        Certificate.from_bytes(b"\x00" * 769)
 
 
 @pytest.mark.parametrize(
     ("index", "bad", "message"),
     [
-        (0, 2, "version"),
+        (0, 3, "version"),
+        (0, 1, "wrong length"),
         (1, -1, "serial"),
         (1, "1001", "serial"),
         (2, 3, "role"),
@@ -415,7 +425,11 @@ def test_certificate_oversize_refused() -> None:
         (5, -5, "not_before"),
         (6, NOW - 86400, "empty"),  # not_after == not_before
         (7, 0x10000, "issuer_kid"),
-        (8, b"\x00" * 63, "signature"),
+        (8, "", "identity"),
+        (9, "Paris\u202e", "identity"),
+        (10, "France", "identity"),
+        (11, -1, "identity"),
+        (12, b"\x00" * 63, "signature"),
     ],
 )
 def test_certificate_bad_field_refused(index: int, bad: object, message: str) -> None:
@@ -425,10 +439,10 @@ def test_certificate_bad_field_refused(index: int, bad: object, message: str) ->
         Certificate.from_bytes(cbor.dumps(value))
 
 
-@pytest.mark.parametrize("length", [8, 10])
+@pytest.mark.parametrize("length", [8, 9, 10, 12, 14])
 def test_certificate_wrong_arity_refused(length: int) -> None:
     value = [*_cert_fields(), 0][:length]
-    with pytest.raises(CertificateError, match="9-element"):
+    with pytest.raises(CertificateError, match="wrong length"):
         Certificate.from_bytes(cbor.dumps(value))
 
 

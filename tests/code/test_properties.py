@@ -6,7 +6,6 @@ loaded 2-core machine. ``deadline=None`` because such a machine is noisy.
 
 from __future__ import annotations
 
-import dataclasses
 import unicodedata
 from typing import Any
 
@@ -24,10 +23,12 @@ from safescan.code import (
     LineItem,
     Merchant,
     Receipt,
+    Role,
     StaticCode,
     cbor,
     encode_text,
     envelope,
+    issue_certificate,
     open_code,
     seal,
 )
@@ -271,11 +272,21 @@ def _static(draw: st.DrawFn) -> StaticCode:
     )
 
 
-def _merchant_signed(code: DynamicCode | StaticCode) -> DynamicCode | StaticCode:
-    merchant = Merchant(
-        "m_7Qx2", code.merchant.name, code.merchant.city, code.merchant.country, code.merchant.mcc
+def _certified(merchant: Merchant) -> Issuer:
+    """The scheme's merchant key, certified (v2) for exactly ``merchant``'s identity."""
+    identity = merchant.validated()
+    cert = issue_certificate(
+        SCHEME.institution_key,
+        1,
+        serial=1001,
+        role=Role.MERCHANT,
+        subject=identity.id,
+        public_key=SCHEME.merchant_key.public_key,
+        not_before=0,
+        not_after=2**33,
+        merchant=identity,
     )
-    return dataclasses.replace(code, merchant=merchant)
+    return Issuer.merchant(SCHEME.merchant_key, cert)
 
 
 @MEDIUM
@@ -283,9 +294,7 @@ def _merchant_signed(code: DynamicCode | StaticCode) -> DynamicCode | StaticCode
 def test_generated_codes_round_trip(
     code: DynamicCode | StaticCode, by_merchant: bool, as_text: bool
 ) -> None:
-    issuer: Issuer = SCHEME.issuer
-    if by_merchant:
-        code, issuer = _merchant_signed(code), SCHEME.merchant_issuer
+    issuer: Issuer = _certified(code.merchant) if by_merchant else SCHEME.issuer
     _header, plaintext = envelope.sign_code(code, issuer, SCHEME.scheme_key.kid)
     size = envelope.HEADER_BYTES + envelope.ENC_BYTES + len(plaintext) + envelope.TAG_BYTES
     if size > envelope.MAX_BINARY_BYTES:
@@ -301,6 +310,30 @@ def test_generated_codes_round_trip(
     assert opened.header.kind == code.kind
     assert opened.issuer == ("merchant" if by_merchant else "institution")
     assert opened.digest == envelope.code_digest(binary)
+
+
+@MEDIUM
+@given(_merchant, _merchant)
+def test_a_certificate_signs_only_its_own_identity(certified: Merchant, shown: Merchant) -> None:
+    """Issue #13.1 as a property: for any two identities, a merchant certified for one cannot
+    sign, nor (signing the raw bytes itself) make an opener show, the other."""
+    issuer = _certified(certified)
+    code = dynamic_code(merchant=shown)
+    if shown.validated() == certified.validated():
+        seal(code, issuer, SCHEME.scheme_key.public)
+        return
+    with pytest.raises(SafescanError) as info:
+        seal(code, issuer, SCHEME.scheme_key.public)
+    assert info.value.code == "signature_invalid"
+    body = code.validated().to_cbor()  # the other identity inline, signed by the merchant key
+    header = bytes([1, 1, SCHEME.scheme_key.kid])
+    signed = cbor.dumps([issuer.signer_field(), body])
+    sig = SCHEME.merchant_key.sign(envelope.SIG_CONTEXT + header + signed)
+    sealed = _SUITE.encrypt(
+        sig + signed, SCHEME.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
+    )
+    with pytest.raises(MalformedCode):
+        _open(header + sealed, now=NOW)
 
 
 def test_largest_valid_order_is_refused_as_oversize() -> None:

@@ -1,4 +1,5 @@
-"""Known-answer tests of the v1 byte layout (vectors in tests/vectors/code_v1.json).
+"""Known-answer tests of the v1 byte layout (vectors in tests/vectors/code_v1.json), with
+version-2 merchant certificates, version-1 carrier certificates and the scheme key list.
 
 Fixed keys (RFC 8032 / RFC 7748 test keys), a fixed clock, nonce and order give fixed bytes:
 any change to the format (header, CBOR layout, signature input, certificate, authorization or
@@ -40,7 +41,9 @@ from safescan.code import (
     read_header,
     verify_certificate,
 )
-from safescan.code.errors import DecryptionFailed, SafescanError
+from safescan.code.errors import CertificateError, DecryptionFailed, SafescanError
+from safescan.code.keys import SchemePublicKey
+from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "code_v1.json").read_text(encoding="utf-8")
@@ -93,15 +96,18 @@ def _code(doc: dict[str, Any]) -> DynamicCode | StaticCode:
 def _certificate(which: str) -> Certificate:
     doc = VECTORS["certificates"][which]
     spec = doc["input"]
+    role = Role(spec["role"])
+    merchant = _code(_vector("dynamic-merchant")["input"]).merchant
     return issue_certificate(
         _key("institution"),
         KEYS["institution_kid"],
         serial=spec["serial"],
-        role=Role(spec["role"]),
+        role=role,
         subject=spec["subject"],
         public_key=_key(doc["subject_key"]).public_key,
         not_before=spec["not_before"],
         not_after=spec["not_after"],
+        merchant=merchant if role is Role.MERCHANT else None,
     )
 
 
@@ -132,9 +138,14 @@ def test_fixed_keys_match_their_rfc_public_keys() -> None:
         assert _key(name).public_key.hex() == KEYS[f"{name}_public"]
 
 
-def test_vectors_cover_the_three_kinds_of_code() -> None:
+def test_vectors_cover_every_kind_of_code() -> None:
     kinds = {(c["issuer"], "items" in c["input"]) for c in VECTORS["codes"]}
-    assert kinds == {("institution", True), ("institution", False), ("merchant", True)}
+    assert kinds == {
+        ("institution", True),
+        ("institution", False),
+        ("merchant", True),
+        ("merchant", False),
+    }
 
 
 # --- deterministic signed plaintext ---------------------------------------------------------
@@ -169,7 +180,12 @@ def test_signed_layout(name: str) -> None:
         assert signer.hex() == VECTORS["certificates"]["merchant"]["bytes"]
     doc = vector["input"]
     m = doc["merchant"]
-    assert body[0] == [m["id"], m["name"], m["city"], m["country"], m["mcc"]]
+    if vector["issuer"] == "institution":
+        assert body[0] == [m["id"], m["name"], m["city"], m["country"], m["mcc"]]
+    else:  # the certified identity, referenced by the certificate's serial
+        assert body[0] == VECTORS["certificates"]["merchant"]["input"]["serial"]
+        identity = cbor.strict_loads(signer)[8:12]
+        assert [m["id"], *identity] == [m["id"], m["name"], m["city"], m["country"], m["mcc"]]
     if "items" in doc:
         assert body[1:] == [
             doc["order_id"],
@@ -240,7 +256,8 @@ def test_sizes_of_the_vectors() -> None:
     assert sizes == {
         "dynamic-institution": (241, 366),
         "static-institution": (166, 253),
-        "dynamic-merchant": (366, 553),
+        "dynamic-merchant": (361, 546),  # v2 certificate (151) + serial reference (3)
+        "static-merchant": (286, 433),
     }
 
 
@@ -255,6 +272,57 @@ def test_certificate_bytes_are_exact(which: str) -> None:
     parsed = Certificate.from_bytes(bytes.fromhex(doc["bytes"]))
     assert parsed == cert
     verify_certificate(parsed, _trust(), role=Role(doc["input"]["role"]), now=NOW)
+
+
+def test_version_1_merchant_certificate_is_readable_but_refused() -> None:
+    doc = VECTORS["certificates"]["merchant_v1"]
+    cert = Certificate.from_bytes(bytes.fromhex(doc["bytes"]))
+    assert cert.version == 1 and cert.merchant is None
+    assert cert.to_bytes().hex() == doc["bytes"]
+    spec = doc["input"]
+    assert (cert.serial, cert.subject, cert.not_before) == (
+        spec["serial"],
+        spec["subject"],
+        spec["not_before"],
+    )
+    _key("institution").public_key.verify(cert.signature, cert.tbs())  # genuinely signed
+    with pytest.raises(CertificateError, match="version 1"):
+        verify_certificate(cert, _trust(), role=Role.MERCHANT, now=NOW)
+
+
+def test_version_2_merchant_certificate_layout() -> None:
+    data = bytes.fromhex(VECTORS["certificates"]["merchant"]["bytes"])
+    fields = cbor.strict_loads(data)
+    spec = VECTORS["certificates"]["merchant"]["input"]
+    m = _vector("dynamic-merchant")["input"]["merchant"]
+    assert fields[:4] == [2, spec["serial"], spec["role"], spec["subject"]]
+    assert fields[4] == _key("merchant").public_key.raw
+    assert fields[5:8] == [spec["not_before"], spec["not_after"], KEYS["institution_kid"]]
+    assert fields[8:12] == [m["name"], m["city"], m["country"], m["mcc"]]
+    _key("institution").public_key.verify(fields[12], b"SS1-CERT" + cbor.dumps(fields[:12]))
+
+
+def test_scheme_key_list_bytes_are_exact() -> None:
+    doc = VECTORS["scheme_key_list"]
+    spec = doc["input"]
+    entries = [PublishedSchemeKey(_scheme_key().public, None)] + [
+        PublishedSchemeKey(SchemePublicKey(kid, bytes.fromhex(raw)), retire)
+        for kid, raw, retire in spec["keys"]
+    ]
+    listed = SchemeKeyList.issue(
+        _key("institution"),
+        KEYS["institution_kid"],
+        issued_at=spec["issued_at"],
+        current_kid=spec["current_kid"],
+        keys=entries,
+    )
+    assert listed.to_bytes().hex() == doc["bytes"]
+    parsed = SchemeKeyList.from_bytes(bytes.fromhex(doc["bytes"]), _trust())
+    assert parsed == listed
+    assert parsed.for_sealing(NOW, NOW + 300) == _scheme_key().public
+    value = cbor.strict_loads(bytes.fromhex(doc["bytes"]))
+    assert value[:3] == [1, spec["issued_at"], spec["current_kid"]]
+    _key("institution").public_key.verify(value[5], b"SS1-SKEYS" + cbor.dumps(value[:5]))
 
 
 def test_authorization_bytes_are_exact() -> None:

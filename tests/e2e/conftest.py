@@ -7,6 +7,8 @@ destroys it) gets its own carrier and wallet from :func:`fresh_wallet`.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import pytest
 
 from safescan.demo import DEMO_PIN, ManagedProcess, Stack
 from safescan.merchant.config import PosConfig
+from safescan.merchant.onboard import AdminApi
 
 PIN = DEMO_PIN
 FUNDS = 50_000
@@ -52,6 +55,60 @@ def new_party(stack: Stack, name: str, fund: int = FUNDS) -> Party:
     cid = stack.customer(name.title(), fund=fund)
     wallet_dir = stack.enroll_wallet(cid, url, name=f"wallet-{name}")
     return Party(cid, proc, url, wallet_dir)
+
+
+def rotate_and_restart(stack: Stack, retire_old_in: int, *serve_args: str) -> None:
+    """``institution rotate-scheme-key --retire-old-in N``, then restart the server on the same
+    address (wallets and POS configurations keep working) with ``serve_args`` added."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "rotate-scheme-key",
+            "--db",
+            stack.db_url,
+            "--keys",
+            str(stack.keys_dir),
+            "--retire-old-in",
+            str(retire_old_in),
+        ],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    [p for p in stack.processes if p.name.startswith("institution")][-1].stop()
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    name = f"institution-{len(stack.processes) + 1}"
+    proc = ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "safescan.institution",
+            "serve",
+            "--db",
+            stack.db_url,
+            "--keys",
+            str(stack.keys_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *serve_args,
+        ],
+        env=stack.env(),
+        log=stack.workdir / f"{name}.log",
+    )
+    stack.processes.append(proc.start())
+    stack.base_url = f"http://127.0.0.1:{port}"
+    proc.wait_http(stack.base_url + "/health", timeout=60)
+    if stack.admin is not None:
+        stack.admin.close()
+    stack.admin = AdminApi(stack.base_url, stack.admin_token)
 
 
 @pytest.fixture(scope="session")

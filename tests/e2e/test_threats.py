@@ -59,7 +59,7 @@ from safescan.code import (
 from safescan.code.authorization import Receipt
 from safescan.code.envelope import HPKE_INFO
 from safescan.code.errors import SignatureInvalid
-from safescan.demo import ManagedProcess, Stack, forged_code
+from safescan.demo import Stack, forged_code
 from safescan.institution.keystore import InstitutionKeys, KeyStore
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.onboard import AdminApi
@@ -67,7 +67,7 @@ from safescan.remote import ReceiptMismatch, verify_receipt
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, ReceiptInvalid
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
-from tests.e2e.conftest import FUNDS, PIN, Party, World, new_party
+from tests.e2e.conftest import FUNDS, PIN, Party, World, new_party, rotate_and_restart
 from tests.institution.harness import Carrier, MerchantClient, ServerProcess, b64
 from tests.institution.harness import World as InstWorld
 from tests.institution.pg import free_port
@@ -1183,6 +1183,7 @@ def test_sql_injection_through_every_text_field_is_inert(world: World) -> None:
 
 # --- 7. a second institution: scheme key rotation, and a merchant flooding the API -----------
 
+
 @dataclass
 class Rotated:
     """An institution that rotated its scheme key (key 1 retired at once, key 2 current), with
@@ -1201,56 +1202,8 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotated]:
         stack.begin_institution_init()
         stack.start_institution()
         rita = new_party(stack, "rita")
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "safescan.institution",
-                "rotate-scheme-key",
-                "--db",
-                stack.db_url,
-                "--keys",
-                str(stack.keys_dir),
-                "--retire-old-in",
-                "0",
-            ],
-            env=stack.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        old = next(p for p in stack.processes if p.name == "institution")
-        old.stop()
-        port = int(stack.base_url.rsplit(":", 1)[1])  # same address: rita's wallet knows it
-        proc = ManagedProcess(
-            "institution-2",
-            [
-                sys.executable,
-                "-m",
-                "safescan.institution",
-                "serve",
-                "--db",
-                stack.db_url,
-                "--keys",
-                str(stack.keys_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--merchant-rate",
-                "2",
-                "--merchant-burst",
-                "5",
-            ],
-            env=stack.env(),
-            log=stack.workdir / "institution-2.log",
-        )
-        stack.processes.append(proc.start())
-        stack.base_url = f"http://127.0.0.1:{port}"
-        proc.wait_http(stack.base_url + "/health", timeout=60)
-        stack.admin = AdminApi(stack.base_url, stack.admin_token)
+        # same address: rita's wallet knows it
+        rotate_and_restart(stack, 0, "--merchant-rate", "2", "--merchant-burst", "5")
         sam = new_party(stack, "sam")
         yield Rotated(stack, rita, sam)
     finally:

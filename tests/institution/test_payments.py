@@ -313,6 +313,7 @@ def test_merchant_signed_code_is_paid_once(world: World, shop: Any) -> None:
         public_key=code_key.public_key,
         not_before=now - 10,
         not_after=now + 1000,
+        merchant=Merchant(m.merchant_id, me["name"], me["city"], me["country"], me["mcc"]),
     )
     bad = encode_text(
         seal(

@@ -11,6 +11,11 @@ must open, with the fixed scheme key at the fixed time, to exactly the expected 
 contents. Regenerating changes only the ``sealed`` / ``text`` / ``digest`` values (and the
 authorization and receipt, which refer to the digest).
 
+Certificates: ``merchant`` is a version-2 merchant certificate (it carries the merchant
+identity; merchant-signed codes reference it by serial), ``carrier`` a version-1 carrier
+certificate, and ``merchant_v1`` a version-1 merchant certificate as issued before: still
+readable, refused as a merchant certificate (it certifies no identity).
+
 ``--check`` regenerates the deterministic parts and compares them with the stored file
 (exit status 1 on any difference) without writing anything.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,8 @@ from safescan.code import (
     issue_certificate,
     seal,
 )
+from safescan.code.keys import SchemePublicKey
+from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "code_v1.json"
@@ -87,7 +95,15 @@ CODES: list[dict[str, Any]] = [
     {"name": "dynamic-institution", "issuer": "institution", "body": DYNAMIC},
     {"name": "static-institution", "issuer": "institution", "body": STATIC},
     {"name": "dynamic-merchant", "issuer": "merchant", "body": DYNAMIC},
+    {"name": "static-merchant", "issuer": "merchant", "body": STATIC},
 ]
+#: The published scheme key list: the fixed scheme key (current) and an older one retiring.
+SCHEME_LIST = {
+    "issued_at": NOW,
+    "current_kid": 1,
+    # RFC 7748 section 6.1, Bob's public key, as an older key retiring in a day
+    "keys": [[0, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f", NOW + 86_400]],
+}
 
 
 # --- building objects from the JSON inputs (the test uses the same functions) ---------------
@@ -129,17 +145,42 @@ def code_from(doc: dict[str, Any]) -> DynamicCode | StaticCode:
     )
 
 
-def certificate_from(keys: dict[str, Any], doc: dict[str, Any], subject_key: str) -> Any:
-    """Issue the certificate described by ``doc`` for the fixed key ``subject_key``."""
-    return issue_certificate(
+def certificate_from(
+    keys: dict[str, Any], doc: dict[str, Any], subject_key: str, *, version: int | None = None
+) -> Any:
+    """Issue the certificate described by ``doc`` for the fixed key ``subject_key`` (a merchant
+    certificate certifies the ``MERCHANT`` identity; ``version=1`` makes the old, identity-less
+    merchant certificate, which :func:`issue_certificate` no longer issues)."""
+    role = Role(doc["role"])
+    cert = issue_certificate(
         signing_key(keys, "institution"),
         keys["institution_kid"],
         serial=doc["serial"],
-        role=Role(doc["role"]),
+        role=role,
         subject=doc["subject"],
         public_key=signing_key(keys, subject_key).public_key,
         not_before=doc["not_before"],
         not_after=doc["not_after"],
+        merchant=merchant_from(MERCHANT) if role is Role.MERCHANT else None,
+    )
+    if version == 1 and cert.merchant is not None:
+        old = replace(cert, merchant=None, signature=b"")
+        cert = replace(old, signature=signing_key(keys, "institution").sign(old.tbs()))
+    return cert
+
+
+def scheme_list_from(keys: dict[str, Any], doc: dict[str, Any]) -> SchemeKeyList:
+    """The signed scheme key list described by ``doc`` (plus the fixed scheme key)."""
+    entries = [PublishedSchemeKey(scheme_key(keys).public, None)] + [
+        PublishedSchemeKey(SchemePublicKey(kid, bytes.fromhex(raw)), retire)
+        for kid, raw, retire in doc["keys"]
+    ]
+    return SchemeKeyList.issue(
+        signing_key(keys, "institution"),
+        keys["institution_kid"],
+        issued_at=doc["issued_at"],
+        current_kid=doc["current_kid"],
+        keys=entries,
     )
 
 
@@ -165,7 +206,8 @@ def receipt_from(doc: dict[str, Any]) -> Receipt:
 
 
 def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """All vectors. With ``previous``, keep its (randomized) sealed codes instead of resealing."""
+    """All vectors. With ``previous``, keep its (randomized) sealed codes whose signed plaintext
+    did not change instead of resealing them."""
     keys = dict(KEYS)
     sk = scheme_key(keys)
     keys["institution_public"] = signing_key(keys, "institution").public_key.hex()
@@ -179,8 +221,9 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
         code = code_from(spec["body"])
         issuer = issuer_from(keys, spec["issuer"], MERCHANT_CERT)
         header, plaintext = envelope.sign_code(code, issuer, sk.kid)
-        if spec["name"] in old_codes:
-            sealed = bytes.fromhex(old_codes[spec["name"]]["sealed"])
+        old = old_codes.get(spec["name"])
+        if old is not None and old["plaintext"] == plaintext.hex():  # unchanged: keep its seal
+            sealed = bytes.fromhex(old["sealed"])
         else:
             sealed = seal(code, issuer, sk.public)
         codes.append(
@@ -241,6 +284,17 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                 "subject_key": "carrier",
                 "bytes": certificate_from(keys, CARRIER_CERT, "carrier").to_bytes().hex(),
             },
+            "merchant_v1": {
+                "input": MERCHANT_CERT,
+                "subject_key": "merchant",
+                "bytes": certificate_from(keys, MERCHANT_CERT, "merchant", version=1)
+                .to_bytes()
+                .hex(),
+            },
+        },
+        "scheme_key_list": {
+            "input": SCHEME_LIST,
+            "bytes": scheme_list_from(keys, SCHEME_LIST).to_bytes().hex(),
         },
         "codes": codes,
         "authorization": {

@@ -149,6 +149,7 @@ class CodeContents:
     warnings: tuple[str, ...]
     digest: bytes
     scheme_kid: int
+    certificate: bytes | None = None  # the merchant certificate (v2) the identity came from
 
     @classmethod
     def from_cbor(cls, data: bytes) -> CodeContents:
@@ -171,6 +172,7 @@ class CodeContents:
                 warnings=tuple(doc[12]),
                 digest=doc[13],
                 scheme_kid=doc[14],
+                certificate=doc.get(15),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WrongData(f"the carrier's code contents are malformed ({exc})") from None

@@ -615,7 +615,11 @@ class Card:
         if opened.issuer_kid is not None:
             doc[4] = opened.issuer_kid
         if opened.certificate is not None:
+            # Merchant-signed: open_code (above, on the card) took every identity field in
+            # doc[2] from this institution-certified certificate (v2), never from the code's
+            # own text. The certificate goes out too, so the wallet can re-check that binding.
             doc[5] = opened.certificate.serial
+            doc[15] = opened.certificate.to_bytes()
         if isinstance(code, DynamicCode):
             doc[6] = code.order_id
             doc[7] = [[i.name, i.quantity, i.unit_price] for i in code.items]

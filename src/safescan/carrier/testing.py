@@ -150,6 +150,7 @@ class LocalInstitution:
             public_key=key.public_key,
             not_before=self.now - 3600,
             not_after=self.now + 365 * 86400,
+            merchant=merchant,
         )
         return Issuer.merchant(key, cert)
 

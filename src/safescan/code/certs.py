@@ -3,9 +3,15 @@
 A certificate binds a subject (a merchant id or a key-carrier serial) and a role to an Ed25519
 public key for a validity period. It is deterministic CBOR (see docs/protocol.md)::
 
-    [version=1, serial, role, subject, public_key(32), not_before, not_after, issuer_kid, sig(64)]
+    v1 (carriers):  [1, serial, role, subject, public_key(32), not_before, not_after,
+                     issuer_kid, sig(64)]
+    v2 (merchants): [2, serial, role=1, subject (merchant id), public_key(32), not_before,
+                     not_after, issuer_kid, name, city, country, mcc, sig(64)]
 
-``sig`` is the institution's Ed25519 signature over ``"SS1-CERT" || CBOR(first eight fields)``.
+``sig`` is the institution's Ed25519 signature over ``"SS1-CERT" || CBOR(all fields but sig)``.
+A version-2 certificate carries the whole merchant identity a customer is shown, so a
+merchant-signed code shows exactly what the institution certified (docs/protocol.md section 3).
+Version-1 merchant certificates still parse but no longer verify as merchant certificates.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from safescan.code.errors import (
     CertificateError,
     CertificateExpired,
     CertificateRevoked,
+    SafescanError,
     SignatureInvalid,
     UnknownKeyId,
 )
 from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.payment import Merchant
 
-CERT_VERSION = 1
+CERT_VERSION = 1  # carrier certificates (and old merchant certificates: refused for codes)
+MERCHANT_CERT_VERSION = 2  # merchant certificates: carry the certified merchant identity
 CERT_CONTEXT = b"SS1-CERT"
 CRL_CONTEXT = b"SS1-CRL"
-MAX_CERT_BYTES = 512
+MAX_CERT_BYTES = 768  # a v2 certificate with two 64-character 4-byte-UTF-8 names is ~680
 MAX_SUBJECT_CHARS = 64
 _U64 = 2**64
 
@@ -46,7 +55,11 @@ def _uint(value: object, name: str, limit: int = _U64) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    """An institution-signed binding of subject + role to an Ed25519 public key."""
+    """An institution-signed binding of subject + role to an Ed25519 public key.
+
+    ``merchant`` is the certified merchant identity (id = ``subject``, name, city, country,
+    category code): present in version-2 (merchant) certificates, None in version 1.
+    """
 
     serial: int
     role: Role
@@ -56,14 +69,20 @@ class Certificate:
     not_after: int
     issuer_kid: int
     signature: bytes = b""
+    merchant: Merchant | None = None
+
+    @property
+    def version(self) -> int:
+        """2 when the certificate carries a merchant identity, else 1."""
+        return MERCHANT_CERT_VERSION if self.merchant is not None else CERT_VERSION
 
     def tbs(self) -> bytes:
         """The bytes the institution signs."""
         return CERT_CONTEXT + cbor.dumps(self._fields())
 
     def _fields(self) -> list[object]:
-        return [
-            CERT_VERSION,
+        fields: list[object] = [
+            self.version,
             self.serial,
             int(self.role),
             self.subject,
@@ -72,6 +91,10 @@ class Certificate:
             self.not_after,
             self.issuer_kid,
         ]
+        if self.merchant is not None:
+            m = self.merchant
+            fields += [m.name, m.city, m.country, m.mcc]
+        return fields
 
     def to_bytes(self) -> bytes:
         """The certificate's deterministic CBOR encoding."""
@@ -83,10 +106,17 @@ class Certificate:
         if not isinstance(data, bytes) or len(data) > MAX_CERT_BYTES:
             raise CertificateError("certificate is too large")
         value = cbor.strict_loads(data, error=CertificateError)
-        if not isinstance(value, list) or len(value) != 9:
-            raise CertificateError("a certificate is a 9-element array")
-        version, serial, role, subject, pk, nb, na, ikid, sig = value
-        if version != CERT_VERSION:
+        if not isinstance(value, list) or not value:
+            raise CertificateError("a certificate is a CBOR array")
+        version = value[0]
+        if version == CERT_VERSION and len(value) == 9:
+            version, serial, role, subject, pk, nb, na, ikid, sig = value
+            identity: list[object] | None = None
+        elif version == MERCHANT_CERT_VERSION and len(value) == 13:
+            version, serial, role, subject, pk, nb, na, ikid, *identity, sig = value
+        elif version in (CERT_VERSION, MERCHANT_CERT_VERSION):
+            raise CertificateError(f"a version-{version} certificate has the wrong length")
+        else:
             raise CertificateError(f"unsupported certificate version {version!r}")
         try:
             role_ = Role(_uint(role, "role"))
@@ -112,7 +142,18 @@ class Certificate:
             not_after=na_,
             issuer_kid=_uint(ikid, "issuer_kid", 0x10000),
             signature=sig,
+            merchant=None if identity is None else _identity(role_, subject, identity),
         )
+
+
+def _identity(role: Role, subject: str, fields: list[object]) -> Merchant:
+    """The merchant identity of a version-2 certificate, checked by the code's own rules."""
+    if role is not Role.MERCHANT:
+        raise CertificateError("only merchant certificates carry a merchant identity")
+    try:
+        return Merchant.from_cbor([subject, *fields])
+    except SafescanError as exc:
+        raise CertificateError(f"certified merchant identity: {exc.message}") from None
 
 
 def issue_certificate(
@@ -125,8 +166,22 @@ def issue_certificate(
     public_key: VerifyKey,
     not_before: int,
     not_after: int,
+    merchant: Merchant | None = None,
 ) -> Certificate:
-    """Issue a certificate signed by the institution key ``issuer`` (id ``issuer_kid``)."""
+    """Issue a certificate signed by the institution key ``issuer`` (id ``issuer_kid``).
+
+    A merchant certificate must name the ``merchant`` identity it certifies (version 2; its
+    id is the subject); a carrier certificate names none (version 1).
+    """
+    if (role is Role.MERCHANT) != (merchant is not None):
+        raise CertificateError("a merchant certificate (and only one) certifies an identity")
+    if merchant is not None:
+        try:
+            merchant = merchant.validated()
+        except SafescanError as exc:
+            raise CertificateError(f"merchant identity: {exc.message}") from None
+        if merchant.id != subject:
+            raise CertificateError("a merchant certificate's subject is the merchant id")
     unsigned = Certificate(
         serial=serial,
         role=role,
@@ -135,6 +190,7 @@ def issue_certificate(
         not_before=not_before,
         not_after=not_after,
         issuer_kid=issuer_kid,
+        merchant=merchant,
     )
     cert = replace(unsigned, signature=issuer.sign(unsigned.tbs()))
     # Round-trip through the strict parser so we never issue something we would refuse.
@@ -246,7 +302,27 @@ def verify_certificate(cert: Certificate, trust: TrustStore, *, role: Role, now:
             f"certificate {cert.serial} is for a {cert.role.name.lower()},"
             f" not a {role.name.lower()}"
         )
+    if role is Role.MERCHANT and cert.merchant is None:
+        raise CertificateError(
+            f"certificate {cert.serial} is version 1: it certifies no merchant name, city,"
+            " country or category; merchant-signed codes need a version-2 certificate"
+        )
     if not cert.not_before <= now < cert.not_after:
         raise CertificateExpired(f"certificate {cert.serial} is not valid at this time")
     if cert.serial in trust.revoked_serials:
         raise CertificateRevoked(f"certificate {cert.serial} ({cert.subject}) has been revoked")
+
+
+def verify_certified_merchant(
+    data: bytes, merchant: Merchant, trust: TrustStore, *, now: int
+) -> Certificate:
+    """For a verifier that did not open the code itself (the wallet, given what the key
+    carrier decrypted): the merchant certificate verifies offline under ``trust`` and certifies
+    exactly the identity ``merchant`` the customer is about to be shown."""
+    cert = Certificate.from_bytes(data)
+    verify_certificate(cert, trust, role=Role.MERCHANT, now=now)
+    if cert.merchant != merchant:
+        raise SignatureInvalid(
+            f"the merchant shown is not the identity certificate {cert.serial} certifies"
+        )
+    return cert

@@ -20,9 +20,10 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.inspect import inspect_text
-from safescan.code.keys import SchemeKey, SchemeKeyring, SigningKey, VerifyKey
-from safescan.code.keystore import KeyDirectory, load_trust_file
+from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
+from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
+from safescan.code.schemelist import SchemeKeyList
 
 keys_app = typer.Typer(help="Generate and inspect keys and certificates.", no_args_is_help=True)
 code_app = typer.Typer(help="Make and inspect payment codes.", no_args_is_help=True)
@@ -126,15 +127,30 @@ def keys_certify(
     serial: Annotated[int | None, typer.Option(help="Serial (default: random)")] = None,
     days: Annotated[int, typer.Option(help="Validity in days")] = 365,
     kid: Annotated[int, typer.Option(help="Institution key id")] = 1,
+    name: Annotated[str | None, typer.Option(help="Merchant name (merchant role)")] = None,
+    city: Annotated[str | None, typer.Option(help="Merchant city (merchant role)")] = None,
+    country: Annotated[str | None, typer.Option(help="ISO 3166 country (merchant role)")] = None,
+    mcc: Annotated[int | None, typer.Option(help="Category code (merchant role)")] = None,
     passphrase_file: PassphraseFile = None,
 ) -> None:
-    """Issue an institution-signed certificate for a merchant or key-carrier key."""
+    """Issue an institution-signed certificate for a merchant or key-carrier key.
+
+    A merchant certificate certifies the whole identity customers are shown: give --name,
+    --city, --country and --mcc (the subject is the merchant id).
+    """
     try:
         try:
             role_ = Role[role.upper()]
             pk = VerifyKey(bytes.fromhex(public_key))
         except (KeyError, ValueError):
             raise KeyFileError("role must be merchant or carrier; key must be 64 hex") from None
+        identity: Merchant | None = None
+        if role_ is Role.MERCHANT:
+            if name is None or city is None or country is None or mcc is None:
+                raise KeyFileError("a merchant certificate needs --name, --city, --country, --mcc")
+            identity = Merchant(subject, name, city, country, mcc)
+        elif (name, city, country, mcc) != (None, None, None, None):
+            raise KeyFileError("only a merchant certificate certifies a name, city, country, mcc")
         kd = KeyDirectory.load(keys)
         ik = kd.institution_key(kid, read_passphrase(passphrase_file))
         now = int(time.time())
@@ -147,6 +163,7 @@ def keys_certify(
             public_key=pk,
             not_before=now - 60,
             not_after=now + days * 86400,
+            merchant=identity,
         )
         out.write_bytes(cert.to_bytes())
     except SafescanError as exc:
@@ -172,10 +189,22 @@ def keys_show(path: Path) -> None:
         raise fail(KeyFileError(f"cannot read {path}: {exc.strerror}")) from None
     except SafescanError as exc:
         raise fail(exc) from None
+    identity = cert.merchant
     for label, value in (
+        ("version", cert.version),
         ("serial", cert.serial),
         ("role", cert.role.name.lower()),
         ("subject", cert.subject),
+        *(
+            (
+                ("name", identity.name),
+                ("city", identity.city),
+                ("country", identity.country),
+                ("mcc", f"{identity.mcc:04d}"),
+            )
+            if identity is not None
+            else ()
+        ),
         ("public key", cert.public_key.hex()),
         ("not before", _ts(cert.not_before)),
         ("not after", _ts(cert.not_after)),
@@ -225,32 +254,58 @@ def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
 @code_app.command("make")
 def code_make(
     order: Annotated[Path, typer.Argument(help="Order JSON file")],
-    keys: Annotated[Path, typer.Option(help="Institution key directory")],
     out: Annotated[Path, typer.Option(help="Output prefix: writes PREFIX.txt, .png, .svg")],
+    keys: Annotated[
+        Path | None, typer.Option(help="Institution key directory (institution-signed codes)")
+    ] = None,
     kid: Annotated[int, typer.Option(help="Institution signing key id")] = 1,
     merchant_key: Annotated[
         Path | None, typer.Option(help="Sign as the merchant with this key (needs --merchant-cert)")
     ] = None,
     merchant_cert: Annotated[Path | None, typer.Option(help="The merchant's certificate")] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(help="Public trust.json: institution and scheme public keys (merchant)"),
+    ] = None,
+    scheme_keys: Annotated[
+        Path | None,
+        typer.Option(help="Signed scheme key list (CBOR, as published by GET /v1/keys)"),
+    ] = None,
     passphrase_file: PassphraseFile = None,
 ) -> None:
-    """Build, sign and seal a dynamic or static code; write text, PNG and SVG."""
+    """Build, sign and seal a dynamic or static code; write text, PNG and SVG.
+
+    Institution-signed: --keys. Merchant-signed: --merchant-key and --merchant-cert with the
+    public scheme key(s) only (--trust, optionally --scheme-keys): no institution secret.
+    The order's merchant block may be left out for a merchant-signed code: the certificate's
+    identity is the code's.
+    """
     now = int(time.time())
     try:
         doc = json.loads(order.read_text())
-        code = order_from_json(doc, now)
-        kd = KeyDirectory.load(keys)
         pw = read_passphrase(passphrase_file)
-        ring = SchemeKeyring({k: v for k, v in kd.keyring(pw).keys.items()})
-        scheme_pub = ring.current(now).public
         if merchant_key is not None:
             if merchant_cert is None:
                 raise KeyFileError("--merchant-key needs --merchant-cert")
-            issuer = Issuer.merchant(
-                SigningKey.load(merchant_key, pw),
-                Certificate.from_bytes(merchant_cert.read_bytes()),
-            )
+            cert = Certificate.from_bytes(merchant_cert.read_bytes())
+            if "merchant" not in doc and cert.merchant is not None:
+                m = cert.merchant
+                doc["merchant"] = {
+                    "id": m.id,
+                    "name": m.name,
+                    "city": m.city,
+                    "country": m.country,
+                    "mcc": m.mcc,
+                }
+            code = order_from_json(doc, now)
+            issuer = Issuer.merchant(SigningKey.load(merchant_key, pw), cert)
+            scheme_pub = _public_scheme_key(trust, keys, scheme_keys, now, code.expires_at)
         else:
+            if keys is None:
+                raise KeyFileError("an institution-signed code needs --keys (or --merchant-key)")
+            code = order_from_json(doc, now)
+            kd = KeyDirectory.load(keys)
+            scheme_pub = kd.keyring(pw).current(now).public
             issuer = Issuer.institution(kd.institution_key(kid, pw), kid)
         binary = seal(code, issuer, scheme_pub)
         text = encode_text(binary)
@@ -268,6 +323,26 @@ def code_make(
         f"{code.kind.name.lower()} code: {len(binary)} bytes, {len(text)} characters,"
         f" QR version {qr.qr_version(text)} (level M) -> {out}.txt/.png/.svg"
     )
+
+
+def _public_scheme_key(
+    trust: Path | None, keys: Path | None, listed: Path | None, now: int, expires_at: int
+) -> SchemePublicKey:
+    """The scheme public key to seal to, from public files only (never a private key)."""
+    if trust is None and keys is not None:
+        trust = keys / TRUST_FILE
+    if trust is None:
+        raise KeyFileError("a merchant-signed code needs --trust (the public trust.json)")
+    store, published = load_trust_file(trust)
+    if listed is not None:
+        try:
+            data = listed.read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"cannot read {listed}: {exc.strerror}") from None
+        return SchemeKeyList.from_bytes(data, store).for_sealing(now, expires_at)
+    if not published:
+        raise KeyFileError(f"{trust} names no scheme key; give --scheme-keys")
+    return published[max(published)]
 
 
 @code_app.command("inspect")

@@ -6,6 +6,8 @@ Byte layout (version 1; see docs/protocol.md for the full description and byte b
     header   = version(1)=0x01 || kind(1) || scheme key id(1)
     plaintext= signature(64) || signed
     signed   = CBOR [ signer: uint (institution key id) / bstr (merchant certificate), body ]
+               (a merchant-signed body names its merchant by the certificate's serial: the
+               identity shown is the one the institution certified, never the merchant's text)
     signature= Ed25519 over "SS1-SIG" || header || signed
     HPKE     = RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,
                info = "safescan code v1" || header   (binds the clear header)
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives import hpke
 from safescan.code import cbor
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
 from safescan.code.errors import (
+    CertificateError,
     CodeExpired,
     CodeNotYetValid,
     DecryptionFailed,
@@ -180,10 +183,21 @@ def sign_code(code: PaymentCode, issuer: Issuer, kid: int) -> tuple[bytes, bytes
     Deterministic (Ed25519 is): fixed inputs give fixed bytes, which the test vectors use.
     """
     code = code.validated()
-    if issuer.certificate is not None and issuer.certificate.subject != code.merchant.id:
-        raise SignatureInvalid("a merchant may only sign codes for its own merchant id")
+    body = code.to_cbor()
+    cert = issuer.certificate
+    if cert is not None:
+        if cert.merchant is None:
+            raise CertificateError(
+                "a version-1 merchant certificate certifies no identity: get a version-2 one"
+            )
+        if code.merchant != cert.merchant:
+            raise SignatureInvalid(
+                "a merchant may only sign codes for the identity its certificate names"
+                " (id, name, city, country and category code)"
+            )
+        body[0] = cert.serial  # the identity is the certificate's: referenced, not repeated
     header = Header(VERSION, code.kind, kid).to_bytes()
-    signed = cbor.dumps([issuer.signer_field(), code.to_cbor()])
+    signed = cbor.dumps([issuer.signer_field(), body])
     signature = issuer.key.sign(SIG_CONTEXT + header + signed)
     return header, signature + signed
 
@@ -228,15 +242,13 @@ def open_code(
     signer, body_value = outer
     verify_key, certificate, issuer_kid = _issuer_key(signer, trust, now)
     verify_key.verify(signature, SIG_CONTEXT + header_bytes + signed, what="code signature")
+    if certificate is not None:
+        body_value = certified_body(body_value, certificate)
     code: PaymentCode
     if header.kind is CodeKind.DYNAMIC:
         code = DynamicCode.from_cbor(body_value)
     else:
         code = StaticCode.from_cbor(body_value)
-    if certificate is not None and certificate.subject != code.merchant.id:
-        raise SignatureInvalid(
-            f"the code names merchant {code.merchant.id!r} but is signed by {certificate.subject!r}"
-        )
     if now + clock_skew < code.issued_at:
         raise CodeNotYetValid("the payment code is not valid yet (check the device clock)")
     if now >= code.expires_at:
@@ -250,6 +262,27 @@ def open_code(
         certificate=certificate,
         warnings=tuple(code.warnings()),
     )
+
+
+def certified_body(body: object, certificate: Certificate) -> list[object]:
+    """A merchant-signed body with its merchant reference replaced by the certified identity.
+
+    The body's first field must be the signer certificate's serial (an inline identity, which
+    the merchant could write freely, is refused): every identity field the customer is shown
+    is then the one the institution certified.
+    """
+    if not isinstance(body, list) or not body:
+        raise MalformedCode("the code's body must be a non-empty array")
+    ref = body[0]
+    if isinstance(ref, bool) or not isinstance(ref, int) or ref < 0:
+        raise MalformedCode(
+            "a merchant-signed code names its merchant by its certificate serial, not inline"
+        )
+    if ref != certificate.serial or certificate.merchant is None:
+        raise SignatureInvalid(
+            f"the code refers to certificate {ref} but carries certificate {certificate.serial}"
+        )
+    return [certificate.merchant.to_cbor(), *body[1:]]
 
 
 def _issuer_key(

@@ -59,6 +59,7 @@ from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal
 from safescan.institution import admin_tokens, audit, ledger, sql
 from safescan.institution.db import Database
 from safescan.institution.keystore import InstitutionKeys
+from safescan.institution.merchant_sealing import certificate_problem, scheme_key_list
 from safescan.institution.models import (
     AdminToken,
     CarrierRow,
@@ -277,6 +278,7 @@ class Institution:
         """Public trust anchors: root signing keys and current scheme public keys."""
         now = self.now()
         current = self.keys.scheme.current(now).kid
+        signed = scheme_key_list(self.keys.scheme, self.keys.root, self.keys.root_kid, now)
         return {
             "root_keys": [
                 {"kid": k, "public_key": b64e(v.raw)}
@@ -292,6 +294,8 @@ class Institution:
                 for k in sorted(self.keys.scheme.keys.values(), key=lambda k: k.kid)
                 if not k.is_retired(now)
             ],
+            # the same keys signed under the root key: terminals cache it to seal offline
+            "scheme_key_list": b64e(signed.to_bytes()),
         }
 
     # --- authentication ---------------------------------------------------------------------
@@ -577,8 +581,12 @@ class Institution:
         key = VerifyKey(public_key)
 
         def tx(conn: Connection) -> Certificate:
-            self._merchant_identity(conn, mid)
-            cert = self._certify(conn, Role.MERCHANT, lambda _serial: mid, key, now, valid_days)
+            # the identity the customer will be shown comes from the merchant's record here,
+            # never from the request: the certificate (v2) carries it
+            identity = self._merchant_identity(conn, mid)
+            cert = self._certify(
+                conn, Role.MERCHANT, lambda _serial: mid, key, now, valid_days, identity
+            )
             serial = cert.serial
             audit.append(
                 conn,
@@ -600,9 +608,11 @@ class Institution:
         key: VerifyKey,
         now: int,
         days: int,
+        merchant: Merchant | None = None,
     ) -> Certificate:
         """Allocate a serial (a certificate row), issue the certificate under the root key and
-        store it; ``subject_for(serial)`` names the subject (a carrier's depends on its serial)."""
+        store it; ``subject_for(serial)`` names the subject (a carrier's depends on its serial);
+        a merchant certificate certifies the ``merchant`` identity."""
         not_before, not_after = now - 60, now + days * 86400
         serial = int(
             conn.execute(
@@ -628,6 +638,7 @@ class Institution:
             public_key=key,
             not_before=not_before,
             not_after=not_after,
+            merchant=merchant,
         )
         conn.execute(
             update(CertificateRow)
@@ -1208,14 +1219,8 @@ class Institution:
                 select(MerchantRow.status).where(MerchantRow.id == mid)
             ).scalar_one_or_none()
             merchant_status = "active" if status == "active" else "revoked"
-            if opened.certificate is not None:
-                revoked = conn.execute(
-                    select(CertificateRow.revoked_at).where(
-                        CertificateRow.serial == opened.certificate.serial
-                    )
-                ).first()
-                if revoked is None or revoked.revoked_at is not None:
-                    merchant_status = "revoked"
+            if opened.certificate is not None and certificate_problem(conn, opened.certificate):
+                merchant_status = "revoked"
             out: dict[str, Any] = {
                 "state": "payable",
                 "merchant_status": merchant_status,
@@ -1544,13 +1549,9 @@ class Institution:
 
         def tx(conn: Connection) -> Stored:
             if opened.certificate is not None:
-                revoked = conn.execute(
-                    select(CertificateRow.revoked_at).where(
-                        CertificateRow.serial == opened.certificate.serial
-                    )
-                ).first()
-                if revoked is None or revoked.revoked_at is not None:
-                    raise Forbidden("the merchant's code certificate is revoked", param="code")
+                problem = certificate_problem(conn, opened.certificate)
+                if problem is not None:
+                    raise Forbidden(problem, param="code")
             order_pk: int | None = None
             if not fast:  # merchant-signed or static: the order row is born PAID
                 order_pk = self._insert_paid_order(

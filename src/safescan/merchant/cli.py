@@ -2,6 +2,7 @@
 
     safescan pos onboard --institution URL --admin-token T --name "Café Lumière" ...
     safescan pos order --item "Flat white:2:350" --item "Croissant:1:180"
+    safescan pos seal-setup                 # then: safescan pos order --seal-here ... (offline)
     safescan pos orders
     safescan pos refund ORDER [--amount 350]
     safescan pos serve [--port 8090]
@@ -25,7 +26,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from safescan.api.errors import NotFound
 from safescan.code import qr
+from safescan.code.cli import PassphraseFile, read_passphrase
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.merchant.client import (
@@ -39,6 +42,8 @@ from safescan.merchant.client import (
 from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
 from safescan.merchant.onboard import AdminApi, onboard_merchant
+from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
+from safescan.remote import InstitutionUnreachable
 
 merchant_app = typer.Typer(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
@@ -128,6 +133,35 @@ def _print_order(order: Order, png: Path, svg: Path | None) -> None:
     )
 
 
+@merchant_app.command("seal-setup")
+def seal_setup(
+    days: Annotated[int, typer.Option(help="certificate validity, days")] = CERT_DAYS,
+    passphrase_file: PassphraseFile = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Set up local sealing (online, once): a code-signing key, its certificate, the scheme
+    keys. Afterwards `pos order --seal-here` works without the institution."""
+    cfg = _load(config)
+    try:
+        new_key = not LocalSealer.for_config(cfg, b"").has_key()
+        sealer = LocalSealer.for_config(cfg, read_passphrase(passphrase_file, confirm=new_key))
+        with MerchantApi(cfg) as api:
+            doc = sealer.setup(api, days=days)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print(json.dumps(doc))
+        return
+    cert, scheme = doc["certificate"], doc["scheme_key"]
+    console.print(
+        f"local sealing ready in {doc['directory']}: certificate {cert['serial']} for"
+        f" {', '.join(str(x) for x in cert['merchant'])} until {_when(cert['not_after'])};"
+        f" scheme key {scheme['kid']}"
+        + (f" (retires {_when(scheme['retire_at'])})" if scheme["retire_at"] else "")
+    )
+
+
 @merchant_app.command()
 def order(
     item: Annotated[
@@ -139,6 +173,11 @@ def order(
     png: Annotated[Path | None, typer.Option(help="write the QR code here (PNG)")] = None,
     svg: Annotated[Path | None, typer.Option(help="also write an SVG here")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the payment on the live stream")] = True,
+    seal_here: Annotated[
+        bool,
+        typer.Option(help="seal the code on this terminal (works offline; see seal-setup)"),
+    ] = False,
+    passphrase_file: PassphraseFile = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -148,24 +187,48 @@ def order(
     try:
         items = [parse_item(spec) for spec in item]
         with MerchantApi(cfg) as api:
-            new = api.create_order(
-                items, currency=currency, expires_in=expires_in, reference=reference
-            )
+            if seal_here:
+                if reference:
+                    raise SealingError(
+                        "--reference is kept by the institution with a precreated order;"
+                        " a code sealed here has none (leave out --seal-here or --reference)"
+                    )
+                sealer = LocalSealer.for_config(cfg, read_passphrase(passphrase_file))
+                sealer.refresh_if_due(api)  # online: fresh keys; offline: the cache
+                new = sealer.make_order(items, currency=currency, expires_in=expires_in)
+            else:
+                new = api.create_order(
+                    items, currency=currency, expires_in=expires_in, reference=reference
+                )
             journal.add(new)
             png_path = png or Path(f"order-{new.order_id}.png")
             qr.save_png(new.code, png_path)
             if svg is not None:
                 qr.save_svg(new.code, svg)
             if as_json:
-                print(
-                    json.dumps({"event": "order", "png": str(png_path), **order_summary(new)}),
-                    flush=True,
-                )
+                doc = {"event": "order", "png": str(png_path), **order_summary(new)}
+                print(json.dumps({**doc, "code": new.code}), flush=True)
             else:
                 _print_order(new, png_path, svg)
             if not wait:
                 return
-            receipt_doc = _wait(api, new, journal, quiet=as_json)
+            try:
+                receipt_doc = _wait(api, new, journal, quiet=as_json)
+            except InstitutionUnreachable as exc:
+                if not new.sealed_here:
+                    raise
+                # The code is valid and payable without us; only watching for it needs the
+                # institution. Say exactly that, never "not paid".
+                msg = (
+                    f"{exc.message}: this terminal cannot see the payment now; the code stays"
+                    f" payable until {_when(new.expires_at)} and `safescan pos orders` shows"
+                    " its payment once the institution is reachable"
+                )
+                if as_json:
+                    print(json.dumps({"event": "unwatched", "message": msg}), flush=True)
+                else:
+                    err_console.print(f"[yellow]{msg}[/]")
+                raise typer.Exit(3) from None
     except SafescanError as exc:
         raise _fail(exc) from None
     finally:
@@ -203,6 +266,12 @@ def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dic
                     thread.join(0.25)
     except KeyboardInterrupt:
         stop.set()
+        if new.sealed_here:
+            err_console.print(
+                "[yellow]stopped waiting. A code sealed on this terminal cannot be withdrawn:"
+                f" it stays payable until {_when(new.expires_at)}[/]"
+            )
+            raise typer.Exit(130) from None
         try:
             api.close_order(new.order_id)
             err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
@@ -242,6 +311,10 @@ def orders(
                 if row["state"] in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
                     try:
                         doc = api.get_order(row["order_id"])
+                    except NotFound:
+                        if not is_local(row["order_id"]):
+                            row["error"] = "the institution does not know this order"
+                        continue  # sealed here and not paid yet: the institution learns at payment
                     except SafescanError as exc:
                         row["error"] = exc.message
                         continue

@@ -8,6 +8,7 @@ payment is only reported once its signed receipt verifies and matches the order.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import secrets
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from safescan.api.errors import NotFound
 from safescan.api.merchant_auth import sign_request
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
@@ -58,6 +60,7 @@ class Order:
     expires_at: int
     code_bytes: int
     items: tuple[LineItem, ...]
+    sealed_here: bool = False  # merchant-signed by this terminal (safescan.merchant.sealing)
 
     @property
     def digest(self) -> bytes:
@@ -227,6 +230,28 @@ class MerchantApi:
             raise InstitutionProtocolError("the institution returned an order we did not ask for")
         return order
 
+    # --- merchant-side sealing (safescan.merchant.sealing) -------------------------------------
+
+    def certify_code_key(self, public_key: bytes, valid_days: int) -> bytes:
+        """Have the institution certify a code-signing key; returns the certificate (CBOR)."""
+        doc = self._call(
+            "POST",
+            "/v1/merchant/certificates",
+            {"public_key": base64.b64encode(public_key).decode(), "valid_days": valid_days},
+        )
+        return _b64(doc, "certificate")
+
+    def scheme_key_list(self) -> bytes:
+        """The institution-signed scheme key list (CBOR; verify before use)."""
+        return _b64(decode_answer(self.remote.send("GET", "/v1/keys")), "scheme_key_list")
+
+    def revocation_list(self) -> bytes:
+        """The institution-signed revocation list (CBOR; verify before use)."""
+        resp = self.remote.send("GET", "/v1/revocation-list?format=cbor")
+        if resp.status_code != 200:
+            raise error_from_response(resp)
+        return resp.content
+
     def get_order(self, order_id: str) -> dict[str, Any]:
         """The order's current state (``CREATED``, ``PAID``, ``REFUNDED`` ...)."""
         return dict(self._call("GET", f"/v1/merchant/orders/{order_id}"))
@@ -270,20 +295,31 @@ class MerchantApi:
 
     # --- the live event stream ----------------------------------------------------------------
 
-    def open_events(self, *, after: int | None = None, read_timeout: float = 20.0) -> EventStream:
+    def open_events(
+        self, *, after: int | None = None, read_timeout: float = 20.0, until: float | None = None
+    ) -> EventStream:
         """Open the live stream (use as a context manager, then iterate).
 
         Without ``after`` the stream starts at the newest event: whatever happens after the
-        ``with`` block is entered is delivered.
+        ``with`` block is entered is delivered. With ``until`` (unix time) iteration ends
+        at that time even if only keep-alives arrive.
         """
-        return EventStream(self, after=after, read_timeout=read_timeout)
+        return EventStream(self, after=after, read_timeout=read_timeout, until=until)
 
 
 class EventStream:
     """An open ``text/event-stream`` response yielding only verified events."""
 
-    def __init__(self, api: MerchantApi, *, after: int | None, read_timeout: float) -> None:
+    def __init__(
+        self,
+        api: MerchantApi,
+        *,
+        after: int | None,
+        read_timeout: float,
+        until: float | None = None,
+    ) -> None:
         self.api = api
+        self.until = until
         self.path = EVENTS_PATH if after is None else f"{EVENTS_PATH}?after={after}"
         self.timeout = httpx.Timeout(10.0, read=read_timeout)
         self.rejected: list[str] = []
@@ -326,6 +362,8 @@ class EventStream:
         parser = SseParser()
         try:
             for line in self._resp.iter_lines():
+                if self.until is not None and time.time() >= self.until:
+                    return
                 got = parser.feed(line)
                 if got is None:
                     continue
@@ -378,8 +416,25 @@ class AsyncEventStream:
             ) from None
 
 
+def _b64(doc: object, name: str) -> bytes:
+    try:
+        return base64.b64decode(str(doc[name]), validate=True)  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise InstitutionProtocolError(
+            f"the institution's {name} is missing or not base64"
+        ) from None
+
+
 def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receipt] | None:
-    state = api.get_order(order.order_id)
+    try:
+        state = api.get_order(order.order_id)
+    except NotFound:
+        if not order.sealed_here:
+            raise
+        # sealed by this terminal: the institution records the order only when it is paid
+        if time.time() >= order.expires_at:
+            raise OrderNotPaid("the code expired without payment") from None
+        return None
     if state.get("payment_id"):
         receipt = api.verified_receipt(str(state["payment_id"]), order)
         data = {
@@ -413,7 +468,8 @@ def wait_for_payment(
     """
     after: int | None = None
     while stop is None or not stop.is_set():
-        with api.open_events(after=after, read_timeout=read_timeout) as stream:
+        until = order.expires_at + 1 if order.sealed_here else None
+        with api.open_events(after=after, read_timeout=read_timeout, until=until) as stream:
             done = _paid_already(api, order)
             if done is not None:
                 return done
@@ -462,6 +518,7 @@ def order_summary(order: Order) -> dict[str, Any]:
         "currency": cur.alpha,
         "expires_at": order.expires_at,
         "code_bytes": order.code_bytes,
+        "sealed_here": order.sealed_here,
     }
 
 

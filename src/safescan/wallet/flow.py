@@ -53,6 +53,7 @@ from safescan.remote import (
     fetch_trust,
     verify_receipt,
 )
+from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
     EnrollmentFailed,
@@ -387,6 +388,7 @@ class Wallet:
         return Offer(self, carrier, text, contents, notices=self._notices)
 
     def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
+        check_certified_merchant(contents, trust, now=self.now())
         serial = contents.certificate_serial
         if serial is not None and serial in trust.revoked_serials:
             raise CodeRefusedByWallet(

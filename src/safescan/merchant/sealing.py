@@ -1,0 +1,299 @@
+"""Merchant-side sealing (issue #14): the terminal seals merchant-signed dynamic codes itself.
+
+With its certified code-signing key and the institution's *published* scheme public key only
+(no institution secret), the terminal makes the same sealed code the institution would, and the
+institution pays it once (the order is recorded when it is paid). When the institution is
+reachable the terminal fetches and caches what it needs; when it is not, it keeps sealing from
+the cache until the cached certificate or scheme key would expire under a new code.
+
+Files, next to the POS configuration (``pos.json`` -> ``pos-seal/``), all written atomically::
+
+    code-signing.key   the merchant's Ed25519 code-signing key: encrypted PKCS#8 (mode 0600)
+    certificate.cbor   its institution certificate (version 2: the certified identity)
+    scheme-keys.cbor   the institution-signed scheme key list (``GET /v1/keys``)
+    revocations.cbor   the newest institution-signed revocation list seen
+    checked_at         when the cache was last refreshed from the institution
+
+Everything cached is verified under the institution keys pinned in the POS configuration,
+every time it is used: a tampered cache is refused, never sealed with.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from safescan.api.errors import NotFound
+from safescan.code.certs import (
+    Certificate,
+    RevocationList,
+    Role,
+    TrustStore,
+    verify_certificate,
+)
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import Issuer, encode_text, seal
+from safescan.code.errors import CertificateExpired, SafescanError
+from safescan.code.keys import SigningKey, write_private_file
+from safescan.code.payment import NONCE_BYTES, DynamicCode, LineItem
+from safescan.code.schemelist import SchemeKeyList
+from safescan.merchant.client import MerchantApi, Order
+from safescan.merchant.config import PosConfig, default_path
+from safescan.remote import InstitutionUnreachable
+
+#: Order ids of codes sealed by the terminal itself start with this (the institution's own
+#: order ids never do), so the terminal knows the institution learns of them only when paid.
+LOCAL_PREFIX = "L-"
+REFRESH_AFTER = 600  # seconds between refreshes of the cache while the institution is reachable
+RENEW_BEFORE = 7 * 86400  # renew the certificate when less validity than this is left
+CERT_DAYS = 90
+
+
+class SealingError(SafescanError):
+    """Local sealing is not set up, or its cached material cannot be used."""
+
+    code = "pos_sealing_error"
+
+
+def sealing_dir(config: PosConfig) -> Path:
+    """``pos.json`` -> ``pos-seal/`` next to it."""
+    base = config.path if config.path is not None else default_path()
+    return base.with_name(base.stem + "-seal")
+
+
+def is_local(order_id: str) -> bool:
+    """Whether an order's code was sealed by the terminal (not precreated at the institution)."""
+    return order_id.startswith(LOCAL_PREFIX)
+
+
+class LocalSealer:
+    """Seal merchant-signed dynamic codes on the terminal (see the module docstring)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        merchant_id: str,
+        trust: TrustStore,
+        passphrase: bytes,
+        currency: str = "EUR",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dir = directory
+        self.merchant_id = merchant_id
+        self.pinned = TrustStore(dict(trust.institution_keys))  # the root keys, nothing else
+        self.currency = currency
+        self._passphrase = passphrase
+        self.clock = clock
+        self._key: SigningKey | None = None
+
+    @classmethod
+    def for_config(
+        cls, config: PosConfig, passphrase: bytes, *, clock: Callable[[], float] = time.time
+    ) -> LocalSealer:
+        """The sealer of the terminal configured by ``config`` (its files in ``pos-seal/``)."""
+        return cls(
+            sealing_dir(config),
+            merchant_id=config.merchant_id,
+            trust=config.trust,
+            passphrase=passphrase,
+            currency=config.currency,
+            clock=clock,
+        )
+
+    def now(self) -> int:
+        """Unix seconds."""
+        return int(self.clock())
+
+    def _path(self, name: str) -> Path:
+        return self.dir / name
+
+    # --- online: set up and refresh ------------------------------------------------------
+
+    def has_key(self) -> bool:
+        """Whether the code-signing key exists (``setup`` creates it)."""
+        return self._path("code-signing.key").exists()
+
+    def setup(self, api: MerchantApi, *, days: int = CERT_DAYS) -> dict[str, Any]:
+        """Create the code-signing key if there is none, then refresh: certify it (unless a
+        valid certificate for it is cached) and fetch the scheme keys and revocation list."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.has_key():
+            SigningKey.generate().save(self._path("code-signing.key"), self._passphrase)
+        self.refresh(api, days=days)
+        return self.status()
+
+    def _signing_key(self) -> SigningKey:
+        if self._key is None:
+            path = self._path("code-signing.key")
+            if not path.exists():
+                raise SealingError(
+                    "local sealing is not set up: run `safescan pos seal-setup` while online"
+                )
+            self._key = SigningKey.load(path, self._passphrase)
+        return self._key
+
+    def _certify(self, api: MerchantApi, days: int) -> Certificate:
+        key = self._signing_key()
+        doc = api.certify_code_key(key.public_key.raw, days)
+        cert = self._check_certificate(doc, key)
+        write_private_file(self._path("certificate.cbor"), cert.to_bytes())
+        return cert
+
+    def _check_certificate(self, data: bytes, key: SigningKey) -> Certificate:
+        cert = Certificate.from_bytes(data)
+        verify_certificate(cert, self._trust(), role=Role.MERCHANT, now=self.now())
+        if cert.public_key != key.public_key or cert.subject != self.merchant_id:
+            raise SealingError("the certificate is not for this terminal's key and merchant")
+        return cert
+
+    def refresh(self, api: MerchantApi, *, days: int = CERT_DAYS) -> None:
+        """Fetch the scheme key list and revocation list; (re)certify the key when there is no
+        usable certificate for it: none, revoked, about to expire, or not this key's."""
+        trust = self._trust()
+        listed = api.scheme_key_list()
+        newest = SchemeKeyList.from_bytes(listed, trust)  # verified before it is cached
+        cached = self._cached_list(trust, required=False)
+        if cached is None or newest.issued_at >= cached.issued_at:  # never roll back
+            write_private_file(self._path("scheme-keys.cbor"), listed)
+        crl = api.revocation_list()
+        fresh = RevocationList.from_bytes(crl, trust)
+        if fresh.sequence > trust.crl_sequence:
+            write_private_file(self._path("revocations.cbor"), crl)
+        cert = self._certificate(required=False)
+        now = self.now()
+        if (
+            cert is None
+            or cert.serial in fresh.serials
+            or cert.not_after - now < RENEW_BEFORE
+            or cert.merchant is None
+            or cert.public_key != self._signing_key().public_key
+            or cert.subject != self.merchant_id
+        ):
+            self._certify(api, days)
+        write_private_file(self._path("checked_at"), str(now).encode())
+
+    def refresh_if_due(self, api: MerchantApi) -> bool:
+        """Refresh when the cache is older than :data:`REFRESH_AFTER`; an unreachable
+        institution is not an error here (the terminal works offline). True if refreshed."""
+        try:
+            checked = int(self._path("checked_at").read_text())
+        except (OSError, ValueError):
+            checked = 0
+        if self.now() - checked < REFRESH_AFTER:
+            return False
+        try:
+            self.refresh(api)
+        except InstitutionUnreachable:
+            return False
+        return True
+
+    # --- offline: seal -------------------------------------------------------------------
+
+    def _trust(self) -> TrustStore:
+        trust = TrustStore(dict(self.pinned.institution_keys))
+        path = self._path("revocations.cbor")
+        if path.exists():
+            trust.apply_revocations(RevocationList.from_bytes(path.read_bytes(), trust))
+        return trust
+
+    def _cached_list(self, trust: TrustStore, *, required: bool = True) -> SchemeKeyList | None:
+        path = self._path("scheme-keys.cbor")
+        if not path.exists():
+            if required:
+                raise SealingError("no scheme key list cached: run `safescan pos seal-setup`")
+            return None
+        return SchemeKeyList.from_bytes(path.read_bytes(), trust)
+
+    def _certificate(self, *, required: bool = True) -> Certificate | None:
+        path = self._path("certificate.cbor")
+        if not path.exists():
+            if required:
+                raise SealingError("no certificate cached: run `safescan pos seal-setup`")
+            return None
+        return Certificate.from_bytes(path.read_bytes())
+
+    def make_order(
+        self,
+        items: Sequence[LineItem],
+        *,
+        currency: str | None = None,
+        expires_in: int = 300,
+    ) -> Order:
+        """Seal a dynamic code for ``items`` here, without the institution (offline)."""
+        trust = self._trust()
+        key = self._signing_key()
+        cert = self._certificate()
+        assert cert is not None
+        now = self.now()
+        verify_certificate(cert, trust, role=Role.MERCHANT, now=now)  # revoked, expired...
+        if cert.public_key != key.public_key or cert.merchant is None:
+            raise SealingError("the cached certificate is not for this terminal's key")
+        if cert.merchant.id != self.merchant_id:
+            raise SealingError("the cached certificate is for another merchant")
+        expires_at = now + expires_in
+        if expires_at > cert.not_after:
+            raise CertificateExpired(
+                "the code-signing certificate expires before this code would: renew it online"
+                " (`safescan pos seal-setup`)"
+            )
+        listed = self._cached_list(trust)
+        assert listed is not None
+        scheme = listed.for_sealing(now, expires_at)
+        cur = lookup_currency(currency or self.currency)
+        code = DynamicCode(
+            merchant=cert.merchant,
+            order_id=LOCAL_PREFIX + secrets.token_hex(8),
+            items=tuple(items),
+            total=sum(i.amount for i in items),
+            currency=cur.numeric,
+            issued_at=now,
+            expires_at=expires_at,
+            nonce=secrets.token_bytes(NONCE_BYTES),
+        ).validated()
+        binary = seal(code, Issuer.merchant(key, cert), scheme)
+        return Order(
+            order_id=code.order_id,
+            merchant_id=code.merchant.id,
+            code=encode_text(binary),
+            total=code.total,
+            currency=code.currency,
+            expires_at=code.expires_at,
+            code_bytes=len(binary),
+            items=code.items,
+            sealed_here=True,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What the terminal can seal with, and until when (JSON-ready)."""
+        trust = self._trust()
+        cert = self._certificate(required=False)
+        listed = self._cached_list(trust, required=False)
+        try:
+            checked: int | None = int(self._path("checked_at").read_text())
+        except (OSError, ValueError):
+            checked = None
+        doc: dict[str, Any] = {"directory": str(self.dir), "checked_at": checked}
+        if cert is not None:
+            doc["certificate"] = {
+                "serial": cert.serial,
+                "not_after": cert.not_after,
+                "revoked": cert.serial in trust.revoked_serials,
+                "merchant": None if cert.merchant is None else cert.merchant.to_cbor(),
+            }
+        if listed is not None:
+            current = next(k for k in listed.keys if k.key.kid == listed.current_kid)
+            doc["scheme_key"] = {"kid": current.key.kid, "retire_at": current.retire_at}
+        return doc
+
+
+def sealed_order_state(api: MerchantApi, order: Order) -> dict[str, Any] | None:
+    """The institution's view of a terminal-sealed order: None while it is unpaid (the
+    institution records such an order only when it is paid)."""
+    try:
+        return api.get_order(order.order_id)
+    except NotFound:
+        return None

@@ -1,0 +1,234 @@
+"""The terminal's sealing cache (safescan.merchant.sealing) against a local institution.
+
+The institution here is :class:`LocalInstitution` behind a stand-in for the three calls the
+sealer makes (certify, scheme key list, revocation list): these tests are about what the
+terminal does with what it receives and caches. The real HTTP path is attacked end to end in
+tests/e2e/test_merchant_sealing.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from safescan.carrier.testing import DEFAULT_MERCHANT, LocalInstitution
+from safescan.code import (
+    Certificate,
+    Role,
+    SchemeKey,
+    SigningKey,
+    VerifyKey,
+    issue_certificate,
+    open_code,
+)
+from safescan.code.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    KeyRetired,
+    SafescanError,
+    SignatureInvalid,
+)
+from safescan.code.payment import LineItem
+from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
+from safescan.merchant.sealing import LOCAL_PREFIX, REFRESH_AFTER, LocalSealer, SealingError
+from safescan.remote import InstitutionUnreachable
+
+PASS = b"terminal-passphrase"
+ITEMS = [LineItem("Tea", 2, 300)]
+
+
+@dataclass
+class FakeApi:
+    """The institution's three answers the sealer needs (or unreachable)."""
+
+    inst: LocalInstitution
+    retire_at: int | None = None
+    revoked: set[int] = field(default_factory=set)
+    sequence: int = 1
+    reachable: bool = True
+    valid_days: int = 90
+    issued: list[Certificate] = field(default_factory=list)
+
+    def _up(self) -> None:
+        if not self.reachable:
+            raise InstitutionUnreachable("the institution cannot be reached")
+
+    def certify_code_key(self, public_key: bytes, valid_days: int) -> bytes:
+        self._up()
+        cert = issue_certificate(
+            self.inst.key,
+            self.inst.kid,
+            serial=5000 + len(self.issued),
+            role=Role.MERCHANT,
+            subject=DEFAULT_MERCHANT.id,
+            public_key=VerifyKey(public_key),
+            not_before=self.inst.now - 60,
+            not_after=self.inst.now + self.valid_days * 86400,
+            merchant=DEFAULT_MERCHANT,
+        )
+        self.issued.append(cert)
+        return cert.to_bytes()
+
+    def scheme_key_list(self) -> bytes:
+        self._up()
+        return SchemeKeyList.issue(
+            self.inst.key,
+            self.inst.kid,
+            issued_at=self.inst.now,
+            current_kid=self.inst.scheme.kid,
+            keys=[PublishedSchemeKey(self.inst.scheme.public, self.retire_at)],
+        ).to_bytes()
+
+    def revocation_list(self) -> bytes:
+        self._up()
+        return self.inst.revocation_list(self.revoked, sequence=self.sequence)
+
+
+@pytest.fixture
+def inst() -> LocalInstitution:
+    return LocalInstitution.create()
+
+
+def _sealer(inst: LocalInstitution, tmp_path: Path, *, at: int | None = None) -> LocalSealer:
+    now = inst.now if at is None else at
+    return LocalSealer(
+        tmp_path / "pos-seal",
+        merchant_id=DEFAULT_MERCHANT.id,
+        trust=inst.trust,
+        passphrase=PASS,
+        clock=lambda: now,
+    )
+
+
+def _ready(inst: LocalInstitution, tmp_path: Path, api: FakeApi | None = None) -> LocalSealer:
+    sealer = _sealer(inst, tmp_path)
+    sealer.setup(api or FakeApi(inst))  # type: ignore[arg-type]
+    return sealer
+
+
+def test_sealed_code_opens_with_the_certified_identity(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    order = _ready(inst, tmp_path).make_order(ITEMS, currency="EUR", expires_in=300)
+    assert order.sealed_here and order.order_id.startswith(LOCAL_PREFIX)
+    opened = open_code(order.code, inst.keyring, inst.trust, now=inst.now)
+    assert opened.issuer == "merchant" and opened.code.merchant == DEFAULT_MERCHANT
+    assert opened.code.total == 600 and opened.code.expires_at == inst.now + 300
+
+
+def test_files_are_private_and_the_key_is_encrypted(inst: LocalInstitution, tmp_path: Path) -> None:
+    sealer = _ready(inst, tmp_path)
+    for path in sealer.dir.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+    key_file = (sealer.dir / "code-signing.key").read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in key_file
+    with pytest.raises(SafescanError):
+        SigningKey.load(sealer.dir / "code-signing.key", b"wrong passphrase")
+
+
+def test_not_set_up_is_a_clear_error(inst: LocalInstitution, tmp_path: Path) -> None:
+    with pytest.raises(SealingError, match="seal-setup"):
+        _sealer(inst, tmp_path).make_order(ITEMS)
+
+
+def test_offline_sealing_until_the_certificate_would_expire(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    api = FakeApi(inst, valid_days=1)
+    _ready(inst, tmp_path, api)
+    api.reachable = False
+    later = _sealer(inst, tmp_path, at=inst.now + 86400 - 400)
+    assert later.refresh_if_due(api) is False  # unreachable: keeps the cache
+    later.make_order(ITEMS, expires_in=300)
+    with pytest.raises(CertificateExpired):
+        later.make_order(ITEMS, expires_in=600)  # the code would outlive the certificate
+    with pytest.raises(CertificateExpired):
+        _sealer(inst, tmp_path, at=inst.now + 86400).make_order(ITEMS, expires_in=60)
+
+
+def test_offline_sealing_until_the_scheme_key_would_retire(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    _ready(inst, tmp_path, FakeApi(inst, retire_at=inst.now + 3600))
+    _sealer(inst, tmp_path, at=inst.now + 3000).make_order(ITEMS, expires_in=300)
+    with pytest.raises(KeyRetired):
+        _sealer(inst, tmp_path, at=inst.now + 3400).make_order(ITEMS, expires_in=300)
+
+
+def test_a_revoked_certificate_stops_sealing_and_is_replaced_when_possible(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    api = FakeApi(inst)
+    sealer = _ready(inst, tmp_path, api)
+    first = api.issued[-1].serial
+    api.revoked, api.sequence = {first}, 2
+    api.reachable = False
+    sealer.refresh_if_due(api)
+    sealer.make_order(ITEMS)  # offline, it cannot know yet
+    api.reachable = True
+    later = _sealer(inst, tmp_path, at=inst.now + REFRESH_AFTER)
+    assert later.refresh_if_due(api) is True
+    assert api.issued[-1].serial != first  # a new certificate replaced the revoked one
+    order = later.make_order(ITEMS)
+    assert open_code(order.code, inst.keyring, inst.trust, now=later.now()).certificate
+    # the list says revoked and the institution will not certify again: no more codes
+    api.revoked, api.sequence = {first, api.issued[-1].serial}, 3
+
+    def refuse(public_key: bytes, valid_days: int) -> bytes:
+        raise SealingError("this merchant has been revoked")
+
+    api.certify_code_key = refuse  # type: ignore[method-assign]
+    last = _sealer(inst, tmp_path, at=inst.now + 2 * REFRESH_AFTER)
+    with pytest.raises(SealingError):
+        last.refresh_if_due(api)
+    with pytest.raises(CertificateRevoked):
+        last.make_order(ITEMS)
+
+
+def test_tampered_cache_is_refused_never_used(inst: LocalInstitution, tmp_path: Path) -> None:
+    sealer = _ready(inst, tmp_path)
+    listed = sealer.dir / "scheme-keys.cbor"
+    good = listed.read_bytes()
+    attacker_key = SchemeKey.generate(inst.scheme.kid)
+    forged = SchemeKeyList.issue(
+        SigningKey.generate(),
+        inst.kid,
+        issued_at=inst.now + 1,
+        current_kid=attacker_key.kid,
+        keys=[PublishedSchemeKey(attacker_key.public, None)],
+    )
+    listed.write_bytes(forged.to_bytes())
+    with pytest.raises(SignatureInvalid):
+        sealer.make_order(ITEMS)
+    listed.write_bytes(good)
+    cert_path = sealer.dir / "certificate.cbor"
+    other = FakeApi(inst).certify_code_key(SigningKey.generate().public_key.raw, 30)
+    cert_path.write_bytes(other)  # a genuine certificate, for another key
+    with pytest.raises(SealingError, match="key"):
+        sealer.make_order(ITEMS)
+
+
+def test_an_older_scheme_key_list_never_replaces_a_newer_one(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    api = FakeApi(inst)
+    sealer = _ready(inst, tmp_path, api)
+    newer = (sealer.dir / "scheme-keys.cbor").read_bytes()
+    old_inst = LocalInstitution(inst.key, inst.kid, SchemeKey.generate(3), inst.now - 100)
+    sealer.refresh(FakeApi(old_inst))  # type: ignore[arg-type]
+    assert (sealer.dir / "scheme-keys.cbor").read_bytes() == newer
+
+
+def test_setting_up_again_reuses_a_valid_certificate(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    api = FakeApi(inst)
+    sealer = _ready(inst, tmp_path, api)
+    sealer.setup(api)  # type: ignore[arg-type]
+    assert len(api.issued) == 1  # no second live certificate for the same key
+    (sealer.dir / "code-signing.key").unlink()  # a new key: it needs its own certificate
+    _sealer(inst, tmp_path).setup(api)  # type: ignore[arg-type]
+    assert len(api.issued) == 2
+    _sealer(inst, tmp_path).make_order(ITEMS)
