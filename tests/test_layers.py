@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "remote": {"code", "api"},
     "merchant": {"code", "api", "remote"},
     "wallet": {"code", "api", "remote", "carrier"},
+    "admin": {"code", "api", "remote"},
 }
 
 

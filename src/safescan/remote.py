@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from safescan.api import errors as inst_errors
 from safescan.api.encoding import b64d
+from safescan.api.errors import Unauthenticated
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
@@ -220,3 +223,93 @@ def verify_receipt(
         if want is not None and got != want:
             raise ReceiptMismatch(f"the receipt's {what} does not match the order")
     return receipt
+
+
+class AdminApi:
+    """The institution's administrator API."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+        self.remote = InstitutionHttp(base_url, timeout=timeout)
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    def close(self) -> None:
+        """Close connections."""
+        self.remote.close()
+
+    def __enter__(self) -> AdminApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
+        """One administrator request."""
+        return dict(self.remote.call(method, path, payload, headers=self._auth))
+
+    def create_customer(self, name: str) -> str:
+        """Open a customer; returns its id."""
+        return str(self.call("POST", "/v1/admin/customers", {"name": name})["id"])
+
+    def fund(self, customer_id: str, currency: str, amount: int) -> dict[str, Any]:
+        """Credit a customer."""
+        return self.call(
+            "POST",
+            f"/v1/admin/customers/{customer_id}/fund",
+            {"currency": currency, "amount": amount},
+        )
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """A customer with balances and carriers."""
+        return self.call("GET", f"/v1/admin/customers/{customer_id}")
+
+    def balance(self, customer_id: str, currency: str) -> int:
+        """A customer's balance in one currency (minor units)."""
+        for b in self.customer(customer_id).get("balances", []):
+            if b.get("currency") == currency:
+                return int(b["amount"])
+        return 0
+
+    def enrollment_token(self, customer_id: str) -> str:
+        """A single-use token for enrolling one key carrier."""
+        return str(self.issue_enrollment_token(customer_id)["token"])
+
+    def issue_enrollment_token(
+        self, customer_id: str, ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """A single-use enrollment token with its expiry (``token``, ``expires_at``)."""
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return self.call("POST", f"/v1/admin/customers/{customer_id}/enrollment-tokens", body)
+
+    def list_customers(self, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        """Customers with balances (``customers``, ``has_more``)."""
+        query = f"?limit={limit}" + (f"&after={after}" if after else "")
+        return self.call("GET", f"/v1/admin/customers{query}")
+
+    def revoke_merchant(self, merchant_id: str) -> dict[str, Any]:
+        """Revoke a merchant and its code certificates."""
+        return self.call("POST", f"/v1/admin/merchants/{merchant_id}/revoke", {})
+
+    def settlement(self, date: str) -> list[dict[str, Any]]:
+        """Settlement rows of every merchant for one UTC day (YYYY-MM-DD)."""
+        return list(self.call("GET", f"/v1/admin/settlement?date={date}")["rows"])
+
+
+ENV_ADMIN_TOKEN = "SAFESCAN_ADMIN_TOKEN"  # noqa: S105 - a variable name
+
+
+def read_admin_token(path: Path | None) -> str:
+    """The administrator token from a file (first line) or ``$SAFESCAN_ADMIN_TOKEN``."""
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise Unauthenticated(f"cannot read the token file {path}: {exc.strerror}") from None
+        token = lines[0].strip() if lines else ""
+    else:
+        token = os.environ.get(ENV_ADMIN_TOKEN, "").strip()
+    if not token:
+        raise Unauthenticated(
+            f"give the administrator token with --admin-token-file FILE or ${ENV_ADMIN_TOKEN}"
+            " (`safescan institution init` printed it)"
+        )
+    return token

@@ -52,8 +52,12 @@ class World:
 def new_party(stack: Stack, name: str, fund: int = FUNDS) -> Party:
     """A funded customer with a fresh carrier process, enrolled."""
     proc, url = stack.start_carrier(f"carrier-{name}")
-    cid = stack.customer(name.title(), fund=fund)
-    wallet_dir = stack.enroll_wallet(cid, url, name=f"wallet-{name}")
+    try:
+        cid = stack.customer(name.title(), fund=fund)
+        wallet_dir = stack.enroll_wallet(cid, url, name=f"wallet-{name}")
+    except BaseException:
+        proc.stop()  # a carrier left running would hold its state file
+        raise
     return Party(cid, proc, url, wallet_dir)
 
 

@@ -40,6 +40,10 @@ def test_demo_json_reports_a_verified_payment_and_refused_attacks() -> None:
     assert doc["amount"] == 1300 and doc["currency"] == "EUR"
     assert 1 <= doc["qr_version"] <= 40 and doc["qr_version"] <= 13
     assert 100 < doc["code_bytes"] < 400
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    stated = re.search(r"(\d+) bytes, QR version (\d+) at level M,\s+for the demo's order", readme)
+    assert stated, "README states the demo's code size and QR version"
+    assert (int(stated[1]), int(stated[2])) == (doc["code_bytes"], doc["qr_version"])
     assert {a["name"] for a in doc["attacks"]} == NAMES
     for attack in doc["attacks"]:
         assert attack["refused"] is True, attack

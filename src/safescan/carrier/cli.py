@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from safescan.code.output import emit_json, fail
 
 carrier_app = typer.Typer(help="The key carrier (emulated security token).", no_args_is_help=True)
 
@@ -82,10 +82,9 @@ def info(
     except CarrierBlocked:
         doc = {"lifecycle": "destroyed"}
     except CarrierError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc, as_json=as_json, status=1) from None
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
+        emit_json(doc)
         return
     for key, value in doc.items():
         typer.echo(f"{key:28} {value}")
@@ -97,18 +96,21 @@ def tamper(
         ..., help="tcp://HOST:PORT, serial:///DEVICE, pcsc://READER or audio://HOST:PORT"
     ),
     yes: bool = typer.Option(False, "--yes", help="Really destroy the carrier's keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fire the tamper sensor: the carrier destroys its keys for good."""
     from safescan.carrier.client import CarrierClient
     from safescan.carrier.errors import CarrierError
 
     if not yes:
-        typer.echo("this destroys the carrier's keys for ever; add --yes", err=True)
-        raise typer.Exit(2)
+        refusal = CarrierError("this destroys the carrier's keys for ever; add --yes")
+        raise fail(refusal, as_json=as_json, status=2)
     try:
         with CarrierClient.connect(url) as client:
             client.tamper()
     except CarrierError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc, as_json=as_json, status=1) from None
+    if as_json:
+        emit_json({"lifecycle": "destroyed"})
+        return
     typer.echo("carrier destroyed")

@@ -28,6 +28,7 @@ from safescan.carrier.apdu import StatusWord
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import FileStorage
 from safescan.carrier.errors import CarrierError, TransportError
+from safescan.carrier.statelock import StateLock
 from safescan.carrier.transport import Control, parse_tcp_url
 from safescan.carrier.transport.tcp import recv_frame, send_frame
 from safescan.code.errors import KeyFileError
@@ -195,7 +196,27 @@ def run(
     ready: Callable[[str], None] | None = None,
     institution_keys: dict[int, bytes] | None = None,
 ) -> None:
-    """Power the card and serve it forever on one transport."""
+    """Power the card and serve it forever on one transport.
+
+    The state file is locked first (:class:`StateLock`): a second process on the same file
+    is refused with :class:`StateInUse` before it reads the image.
+    """
+    lock = StateLock(state).acquire()  # held for the life of the process
+    try:
+        _serve(state, listen, serial, vpcd, audio, ready, institution_keys)
+    finally:
+        lock.release()
+
+
+def _serve(
+    state: str,
+    listen: str | None,
+    serial: str | None,
+    vpcd: str | None,
+    audio: str | None,
+    ready: Callable[[str], None] | None,
+    institution_keys: dict[int, bytes] | None,
+) -> None:
     card = Card(FileStorage(state))
     card.power_on()
     if institution_keys and card.install_trust_anchor(institution_keys):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from safescan.code import qr
@@ -19,11 +20,13 @@ from safescan.code.certs import Certificate, Role, issue_certificate
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
-from safescan.code.inspect import inspect_text
+from safescan.code.inspect import EMV_SUMMARY_LABELS, inspect_text
 from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
 from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file
+from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
 from safescan.code.schemelist import SchemeKeyList
+from safescan.code.source import read_source
 
 keys_app = typer.Typer(help="Generate and inspect keys and certificates.", no_args_is_help=True)
 code_app = typer.Typer(help="Make and inspect payment codes.", no_args_is_help=True)
@@ -52,9 +55,15 @@ def read_passphrase(path: Path | None, *, confirm: bool = False) -> bytes:
     return value.encode()
 
 
-def fail(exc: SafescanError) -> typer.Exit:
-    """Print a typed error and return the exit to raise."""
-    err_console.print(f"[bold red]{exc.type}[/]: {exc.message}")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
+
+
+def fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
+    """Print a typed error (JSON on stdout with ``--json``) and return the exit to raise."""
+    if as_json:
+        emit_json(error_doc(exc))
+    else:
+        err_console.print(f"[bold red]{exc.type}[/]: {escape(exc.message)}")
     return typer.Exit(2)
 
 
@@ -66,24 +75,33 @@ def keys_init(
     directory: Path,
     kid: Annotated[int, typer.Option(help="Key id of the first keys")] = 1,
     passphrase_file: PassphraseFile = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create an institution key directory: signing key, scheme code key, trust.json."""
     try:
         pw = read_passphrase(passphrase_file, confirm=True)
         kd = KeyDirectory.create(directory, pw, kid=kid)
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit_json({"directory": str(kd.path), "institution_kid": kid, "scheme_kid": kid})
+        return
     console.print(f"keys written to [bold]{kd.path}[/] (institution key {kid}, scheme key {kid})")
 
 
 @keys_app.command("signing")
-def keys_signing(out: Path, passphrase_file: PassphraseFile = None) -> None:
+def keys_signing(
+    out: Path, passphrase_file: PassphraseFile = None, as_json: JsonOpt = False
+) -> None:
     """Generate an Ed25519 signing key (e.g. a merchant's), stored encrypted."""
     try:
         key = SigningKey.generate()
         key.save(out, read_passphrase(passphrase_file, confirm=True))
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit_json({"path": str(out), "public_key": key.public_key.hex()})
+        return
     console.print(f"signing key written to {out}; public key {key.public_key.hex()}")
 
 
@@ -95,6 +113,7 @@ def keys_scheme(
         int | None, typer.Option(help="Retire the previous scheme keys this many seconds from now")
     ] = None,
     passphrase_file: PassphraseFile = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rotate: add a new scheme code key to a key directory (optionally retiring old ones)."""
     try:
@@ -113,7 +132,10 @@ def keys_scheme(
         doc["scheme_keys"][str(kid)] = new.public.raw.hex()
         (directory / "trust.json").write_text(json.dumps(doc, indent=2) + "\n")
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit_json({"directory": str(directory), "scheme_kid": kid})
+        return
     console.print(f"scheme key {kid} added to {directory}")
 
 
@@ -132,6 +154,7 @@ def keys_certify(
     country: Annotated[str | None, typer.Option(help="ISO 3166 country (merchant role)")] = None,
     mcc: Annotated[int | None, typer.Option(help="Category code (merchant role)")] = None,
     passphrase_file: PassphraseFile = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Issue an institution-signed certificate for a merchant or key-carrier key.
 
@@ -167,16 +190,31 @@ def keys_certify(
         )
         out.write_bytes(cert.to_bytes())
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
+    except OSError as exc:
+        raise fail(KeyFileError(f"cannot write {out}: {exc.strerror}"), as_json) from None
+    if as_json:
+        emit_json({"serial": cert.serial, "bytes": len(cert.to_bytes()), "path": str(out)})
+        return
     console.print(f"certificate {cert.serial} ({len(cert.to_bytes())} bytes) written to {out}")
 
 
 @keys_app.command("show")
-def keys_show(path: Path) -> None:
+def keys_show(path: Path, as_json: JsonOpt = False) -> None:
     """Show the public facts of a trust file or certificate (never private key material)."""
     try:
         if path.suffix == ".json":
             trust, scheme = load_trust_file(path)
+            if as_json:
+                emit_json(
+                    {
+                        "institution_keys": {
+                            str(k): v.hex() for k, v in sorted(trust.institution_keys.items())
+                        },
+                        "scheme_keys": {str(k): v.raw.hex() for k, v in sorted(scheme.items())},
+                    }
+                )
+                return
             table = Table("what", "key id", "public key")
             for kid, key in sorted(trust.institution_keys.items()):
                 table.add_row("institution signing key", str(kid), key.hex())
@@ -186,10 +224,32 @@ def keys_show(path: Path) -> None:
             return
         cert = Certificate.from_bytes(path.read_bytes())
     except OSError as exc:
-        raise fail(KeyFileError(f"cannot read {path}: {exc.strerror}")) from None
+        raise fail(KeyFileError(f"cannot read {path}: {exc.strerror}"), as_json) from None
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
     identity = cert.merchant
+    if as_json:
+        emit_json(
+            {
+                "version": cert.version,
+                "serial": cert.serial,
+                "role": cert.role.name.lower(),
+                "subject": cert.subject,
+                "merchant": None
+                if identity is None
+                else {
+                    "name": identity.name,
+                    "city": identity.city,
+                    "country": identity.country,
+                    "mcc": f"{identity.mcc:04d}",
+                },
+                "public_key": cert.public_key.hex(),
+                "not_before": cert.not_before,
+                "not_after": cert.not_after,
+                "issuer_kid": cert.issuer_kid,
+            }
+        )
+        return
     for label, value in (
         ("version", cert.version),
         ("serial", cert.serial),
@@ -272,6 +332,7 @@ def code_make(
         typer.Option(help="Signed scheme key list (CBOR, as published by GET /v1/keys)"),
     ] = None,
     passphrase_file: PassphraseFile = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build, sign and seal a dynamic or static code; write text, PNG and SVG.
 
@@ -314,11 +375,22 @@ def code_make(
         qr.save_png(text, Path(f"{out}.png"))
         qr.save_svg(text, Path(f"{out}.svg"))
     except OSError as exc:
-        raise fail(KeyFileError(f"file error: {exc}")) from None
+        raise fail(KeyFileError(f"file error: {exc}"), as_json) from None
     except ValueError as exc:
-        raise fail(KeyFileError(f"the order file is not valid JSON: {exc}")) from None
+        raise fail(KeyFileError(f"the order file is not valid JSON: {exc}"), as_json) from None
     except SafescanError as exc:
-        raise fail(exc) from None
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit_json(
+            {
+                "kind": code.kind.name.lower(),
+                "code_bytes": len(binary),
+                "characters": len(text),
+                "qr_version": qr.qr_version(text),
+                "files": [f"{out}.txt", f"{out}.png", f"{out}.svg"],
+            }
+        )
+        return
     console.print(
         f"{code.kind.name.lower()} code: {len(binary)} bytes, {len(text)} characters,"
         f" QR version {qr.qr_version(text)} (level M) -> {out}.txt/.png/.svg"
@@ -358,7 +430,7 @@ def code_inspect(
     """Say what an input is, without acting on it. Exit 0 when valid, 2 when not."""
     now = int(time.time())
     try:
-        text = _read_source(source)
+        text = read_source(source)
         keyring, trust = _load_keys(key or [], passphrase_file)
     except SafescanError as exc:
         result: dict[str, Any] = {"kind": "unknown", "valid": False, "error": exc.to_dict()}
@@ -369,22 +441,6 @@ def code_inspect(
     else:
         _print_inspection(result)
     raise typer.Exit(0 if result.get("valid") else 2)
-
-
-def _read_source(source: str) -> str:
-    path = Path(source)
-    try:
-        is_file = len(source) < 1024 and "\n" not in source and path.is_file()
-    except (OSError, ValueError):  # not a usable path: it is payload text
-        is_file = False
-    if is_file:
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}:
-            return qr.decode_image(path)
-        try:
-            return path.read_text().strip()
-        except (OSError, UnicodeError) as exc:
-            raise KeyFileError(f"cannot read {path}: {exc}") from None
-    return source
 
 
 def _load_keys(paths: list[Path], passphrase_file: Path | None) -> tuple[SchemeKeyring | None, Any]:
@@ -413,13 +469,28 @@ def _load_keys(paths: list[Path], passphrase_file: Path | None) -> tuple[SchemeK
 def _print_inspection(result: dict[str, Any]) -> None:
     kind = result["kind"]
     if kind == "unknown":
-        console.print("[bold yellow]not a payment code[/]: nothing was opened or followed")
+        if result.get("error", {}).get("code") == "not_a_payment_code":
+            console.print("[bold yellow]not a payment code[/]: nothing was opened or followed")
         if result.get("looks_like") == "url":
-            console.print(f"it is a link: [dim]{result.get('text')}[/]")
+            console.print(f"it is a link: [dim]{escape(str(result.get('text')))}[/]")
     elif kind == "emv":
         console.print("[bold yellow]EMVCo QR code: UNVERIFIED[/] (no signature; not payable here)")
+        summary = result.get("summary", {})
+        for label, key in EMV_SUMMARY_LABELS:
+            if key in summary:
+                value = summary[key]
+                shown = ", ".join(value) if isinstance(value, list) else value
+                console.print(f"  {label:>9}: {escape(str(shown))}")
+        console.print(f"  {'CRC':>9}: {'ok' if result.get('crc_valid') else '[red]wrong[/]'}")
         for fid, value in result.get("fields", {}).items():
-            console.print(f"  {fid}: {value}")
+            if isinstance(value, dict):
+                console.print(f"  {fid}:")
+                for sub, sub_value in value.items():
+                    console.print(f"    {sub}: {escape(str(sub_value))}")
+            else:
+                console.print(f"  {fid}: {escape(str(value))}")
+        for w in result.get("warnings", []):
+            console.print(f"[yellow]deviation[/]: {escape(w)}")
     else:
         hdr = result.get("header")
         console.print(f"[bold]safescan payment code[/] header: {hdr}")
@@ -430,7 +501,7 @@ def _print_inspection(result: dict[str, Any]) -> None:
                 f"[green]verified[/] merchant: {mer['name']}, {mer['city']} ({mer['id']})"
             )
             for item in contents.get("items", []):
-                console.print(f"  {item['quantity']} x {item['name']}  {item['amount']}")
+                console.print(f"  {item['quantity']} x {escape(item['name'])}  {item['display']}")
             if "total_display" in contents:
                 console.print(f"  total: [bold]{contents['total_display']}[/]")
             for w in contents["warnings"]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
+from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import (
     EmvCrcError,
     EmvDuplicateId,
@@ -31,6 +32,7 @@ from safescan.code.errors import (
     EmvLengthError,
     EmvMissingField,
     OversizeInput,
+    UnknownCurrency,
 )
 
 __all__ = [
@@ -40,10 +42,12 @@ __all__ = [
     "EmvPayload",
     "build_emv",
     "crc16_ccitt_false",
+    "crc_matches",
     "emv_to_json",
     "is_template_id",
     "looks_like_emv",
     "parse_emv",
+    "read_emv",
 ]
 
 #: EMVCo MPM: a payload holds at most 512 characters. Anything longer is refused unread.
@@ -93,6 +97,7 @@ _NAMES: dict[str, str] = {
 _AMOUNT_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)\Z")
 _HEX4_RE = re.compile(r"[0-9A-Fa-f]{4}\Z")
 _COUNTRY_RE = re.compile(r"[A-Z]{2}\Z")
+_SNIFF_RE = re.compile(r"0002[0-9]{2}")
 
 
 def is_template_id(field_id: str) -> bool:
@@ -177,83 +182,149 @@ def _parse_objects(text: str, start: int, end: int, where: str) -> dict[str, str
     return out
 
 
-def _check_numeric(fields: Mapping[str, Any], field_id: str, size: int) -> None:
+def _numeric_problem(fields: Mapping[str, Any], field_id: str, size: int) -> EmvError | None:
     value = fields.get(field_id)
     if value is None:
-        raise EmvMissingField(f"mandatory {_label(field_id)} is missing")
-    if len(value) != size or not (value.isascii() and value.isdigit()):
-        raise EmvFormatError(f"{_label(field_id)} must be {size} digits, got {value!r}")
+        return EmvMissingField(f"mandatory {_label(field_id)} is missing")
+    if (
+        not isinstance(value, str)
+        or len(value) != size
+        or not (value.isascii() and value.isdigit())
+    ):
+        return EmvFormatError(f"{_label(field_id)} must be {size} digits, got {value!r}")
+    return None
 
 
-def _check_amount(field_id: str, value: str, max_len: int) -> None:
-    if len(value) > max_len or _AMOUNT_RE.match(value) is None:
-        raise EmvFormatError(
+def _amount_problem(field_id: str, value: Any, max_len: int) -> EmvError | None:
+    if not isinstance(value, str) or len(value) > max_len or _AMOUNT_RE.match(value) is None:
+        return EmvFormatError(
             f"{_label(field_id)} must be up to {max_len} characters of digits with at most "
             f"one '.', got {value!r}"
         )
+    return None
 
 
-def _validate(fields: Mapping[str, Any]) -> None:
-    """Semantic checks on a parsed top level (templates already split)."""
+def _deviations(fields: Mapping[str, Any]) -> list[EmvError]:
+    """Every way a parsed top level (templates already split) departs from EMVCo MPM, in the
+    order the strict parser reports them. Real national codes often have some (a missing MCC,
+    name or city; payload format "02"): :func:`read_emv` reports them as warnings."""
+    out: list[EmvError] = []
     first = next(iter(fields))
     if first != "00":
         if "00" in fields:
-            raise EmvFormatError("payload format indicator (ID 00) must be the first data object")
-        raise EmvMissingField("mandatory payload format indicator (ID 00) is missing")
-    if fields["00"] != "01":
-        raise EmvFormatError(f"payload format indicator (ID 00) must be '01', got {fields['00']!r}")
+            out.append(
+                EmvFormatError("payload format indicator (ID 00) must be the first data object")
+            )
+        else:
+            out.append(EmvMissingField("mandatory payload format indicator (ID 00) is missing"))
+    pfi = fields.get("00")
+    if pfi is not None and pfi != "01":
+        out.append(EmvFormatError(f"payload format indicator (ID 00) must be '01', got {pfi!r}"))
     poi = fields.get("01")
     if poi is not None and poi not in ("11", "12"):
-        raise EmvFormatError(
-            "point of initiation method (ID 01) must be '11' (static) or '12' (dynamic), "
-            f"got {poi!r}"
+        out.append(
+            EmvFormatError(
+                "point of initiation method (ID 01) must be '11' (static) or '12' (dynamic), "
+                f"got {poi!r}"
+            )
         )
     if _MERCHANT_ACCOUNT_IDS.isdisjoint(fields):
-        raise EmvMissingField("no merchant account information (IDs 02-51): nobody to pay")
+        out.append(EmvMissingField("no merchant account information (IDs 02-51): nobody to pay"))
     for field_id, value in fields.items():
-        if "26" <= field_id <= "51" and "00" not in value:
-            raise EmvMissingField(
-                f"{_label(field_id)} lacks its globally unique identifier (sub-ID 00)"
+        if "26" <= field_id <= "51" and isinstance(value, Mapping) and "00" not in value:
+            out.append(
+                EmvMissingField(
+                    f"{_label(field_id)} lacks its globally unique identifier (sub-ID 00)"
+                )
             )
-    _check_numeric(fields, "52", 4)
-    _check_numeric(fields, "53", 3)
+    for field_id, size in (("52", 4), ("53", 3)):
+        problem = _numeric_problem(fields, field_id, size)
+        if problem is not None:
+            out.append(problem)
     amount = fields.get("54")
-    if amount is not None:
-        _check_amount("54", amount, 13)
+    if amount is not None and (problem := _amount_problem("54", amount, 13)) is not None:
+        out.append(problem)
     tip = fields.get("55")
     if tip is not None and tip not in ("01", "02", "03"):
-        raise EmvFormatError(
-            f"tip or convenience indicator (ID 55) must be 01, 02 or 03, got {tip!r}"
+        out.append(
+            EmvFormatError(
+                f"tip or convenience indicator (ID 55) must be 01, 02 or 03, got {tip!r}"
+            )
         )
     for fee_id, needs, max_len in (("56", "02", 13), ("57", "03", 5)):
         fee = fields.get(fee_id)
         if tip == needs and fee is None:
-            raise EmvMissingField(f"{_label(fee_id)} is missing although ID 55 is {needs!r}")
+            out.append(EmvMissingField(f"{_label(fee_id)} is missing although ID 55 is {needs!r}"))
         if fee is not None:
             if tip != needs:
-                raise EmvFormatError(f"{_label(fee_id)} is present but ID 55 is not {needs!r}")
-            _check_amount(fee_id, fee, max_len)
+                out.append(
+                    EmvFormatError(f"{_label(fee_id)} is present but ID 55 is not {needs!r}")
+                )
+            elif (problem := _amount_problem(fee_id, fee, max_len)) is not None:
+                out.append(problem)
     country = fields.get("58")
     if country is None:
-        raise EmvMissingField("mandatory country code (ID 58) is missing")
-    if _COUNTRY_RE.match(country) is None:
-        raise EmvFormatError(f"country code (ID 58) must be 2 letters A-Z, got {country!r}")
+        out.append(EmvMissingField("mandatory country code (ID 58) is missing"))
+    elif not isinstance(country, str) or _COUNTRY_RE.match(country) is None:
+        out.append(EmvFormatError(f"country code (ID 58) must be 2 letters A-Z, got {country!r}"))
     for field_id in ("59", "60"):
         if field_id not in fields:
-            raise EmvMissingField(f"mandatory {_label(field_id)} is missing")
+            out.append(EmvMissingField(f"mandatory {_label(field_id)} is missing"))
     language = fields.get("64")
-    if language is not None:
+    if isinstance(language, Mapping):
         for sub_id in ("00", "01"):
             if sub_id not in language:
-                raise EmvMissingField(f"{_label('64')} lacks mandatory sub-ID {sub_id}")
-        if len(language["00"]) != 2:
-            raise EmvFormatError(
-                "language preference (ID 64, sub-ID 00) must be 2 characters, "
-                f"got {language['00']!r}"
+                out.append(EmvMissingField(f"{_label('64')} lacks mandatory sub-ID {sub_id}"))
+        if "00" in language and len(language["00"]) != 2:
+            out.append(
+                EmvFormatError(
+                    "language preference (ID 64, sub-ID 00) must be 2 characters, "
+                    f"got {language['00']!r}"
+                )
             )
+    return out
 
 
-def _parse(text: str, verify_crc: bool) -> tuple[dict[str, str | Mapping[str, str]], bool]:
+def _advisories(fields: Mapping[str, Any]) -> list[str]:
+    """Softer notes the strict parser does not enforce: field lengths, amount decimals."""
+    notes: list[str] = []
+    for field_id, limit in (("59", 25), ("60", 15), ("61", 10)):
+        value = fields.get(field_id)
+        if isinstance(value, str) and len(value) > limit:
+            notes.append(f"{_label(field_id)} has {len(value)} characters; EMVCo allows {limit}")
+    code = fields.get("53")
+    amount = fields.get("54")
+    if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) == 3:
+        try:
+            cur = lookup_currency(code)
+        except UnknownCurrency:
+            notes.append(f"transaction currency (ID 53) {code!r} is not an ISO 4217 currency")
+        else:
+            if isinstance(amount, str) and _AMOUNT_RE.match(amount) is not None:
+                decimals = len(amount.partition(".")[2])
+                if decimals > cur.minor_units:
+                    notes.append(
+                        f"transaction amount (ID 54) {amount!r} has {decimals} decimals;"
+                        f" {cur.alpha} has {cur.minor_units}"
+                    )
+    return notes
+
+
+def _validate(fields: Mapping[str, Any]) -> None:
+    """Strict semantic checks on a parsed top level: the first deviation is raised."""
+    problems = _deviations(fields)
+    if problems:
+        raise problems[0]
+
+
+def _structure(
+    text: str, *, lenient: bool
+) -> tuple[dict[str, str | Mapping[str, str]], bool, list[str]]:
+    """Split ``text`` into data objects and check the CRC object's place and form.
+
+    Raises for a broken TLV (and a missing, misplaced or malformed CRC object). Returns the
+    fields, whether the CRC matches, and (``lenient``) the templates that did not split.
+    """
     if not isinstance(text, str):
         raise EmvFormatError(f"an EMV payload is text, got {type(text).__name__}")
     size = len(text)
@@ -273,21 +344,38 @@ def _parse(text: str, verify_crc: bool) -> tuple[dict[str, str | Mapping[str, st
         raise EmvLengthError(f"CRC (ID 63) must have length 04, got {len(stated):02d}")
     if _HEX4_RE.match(stated) is None:
         raise EmvFormatError(f"CRC (ID 63) must be 4 hexadecimal digits, got {stated!r}")
-    computed = _crc_hex(text[:-4])
-    crc_valid = computed == stated.upper()
-    if verify_crc and not crc_valid:
-        raise EmvCrcError(f"CRC mismatch: payload says {stated}, computed {computed}")
+    crc_valid = _crc_hex(text[:-4]) == stated.upper()
     fields: dict[str, str | Mapping[str, str]] = {}
+    notes: list[str] = []
     pos = 0
     for field_id, value in flat.items():
         length = len(value)
         if field_id in _TEMPLATE_IDS:
-            fields[field_id] = MappingProxyType(
-                _parse_objects(text, pos + 4, pos + 4 + length, f" in template {field_id}")
-            )
+            where = f" in template {field_id}"
+            try:
+                fields[field_id] = MappingProxyType(
+                    _parse_objects(text, pos + 4, pos + 4 + length, where)
+                )
+            except EmvError as exc:
+                if not lenient:
+                    raise
+                fields[field_id] = value
+                notes.append(
+                    f"{_label(field_id)} should hold data objects but does not ({exc.message});"
+                    " shown as text"
+                )
         else:
             fields[field_id] = value
         pos += 4 + length
+    return fields, crc_valid, notes
+
+
+def _parse(text: str, verify_crc: bool) -> tuple[dict[str, str | Mapping[str, str]], bool]:
+    fields, crc_valid, _ = _structure(text, lenient=False)
+    if verify_crc and not crc_valid:
+        raise EmvCrcError(
+            f"CRC mismatch: payload says {fields['63']}, computed {_crc_hex(text[:-4])}"
+        )
     _validate(fields)
     return fields, crc_valid
 
@@ -381,9 +469,41 @@ def parse_emv(text: str, *, verify_crc: bool = True) -> EmvPayload:
     return EmvPayload(MappingProxyType(fields), text, crc_valid)
 
 
+def read_emv(text: str) -> tuple[EmvPayload, list[str]]:
+    """Read an EMV MPM payload the way wallets read real national codes: leniently.
+
+    Raises an :class:`EmvError` only for what makes the payload unreadable: a broken TLV
+    (truncated object, non-digit ID or length, duplicate ID), a missing, misplaced or
+    malformed CRC object, or oversize input. Everything else (a missing merchant category
+    code, name or city, payload format "02", a template that does not split, ...) comes back
+    as a list of warnings. A CRC that does not match is *not* raised: see ``crc_valid``.
+    """
+    fields, crc_valid, notes = _structure(text, lenient=True)
+    warnings = [problem.message for problem in _deviations(fields)]
+    warnings += notes + _advisories(fields)
+    return EmvPayload(MappingProxyType(fields), text, crc_valid), warnings
+
+
+def crc_matches(text: object) -> bool:
+    """The CRC alone: does ``text`` end in ``6304`` + the CRC-16 of everything before it?
+
+    Independent of every other rule (a payload whose TLV is broken can still carry a
+    correct CRC); False when there is no such ending.
+    """
+    if not isinstance(text, str) or len(text) < 8 or len(text) > MAX_PAYLOAD_CHARS:
+        return False
+    if text[-8:-4] != "6304" or _HEX4_RE.match(text[-4:]) is None:
+        return False
+    try:
+        return _crc_hex(text[:-4]) == text[-4:].upper()
+    except EmvFormatError:
+        return False
+
+
 def looks_like_emv(text: object) -> bool:
-    """Cheap sniff: does ``text`` start like an EMV MPM payload (``"000201"``)? No validation."""
-    return isinstance(text, str) and text.startswith("000201")
+    """Cheap sniff: does ``text`` start like an EMV MPM payload (``"0002"`` + two digits, e.g.
+    ``"000201"``, or DuitNow's ``"000202"``)? No validation."""
+    return isinstance(text, str) and _SNIFF_RE.match(text) is not None
 
 
 def _encode_object(field_id: str, value: str, where: str) -> str:

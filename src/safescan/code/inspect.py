@@ -7,6 +7,7 @@ text, reported as "not a payment code" and never opened or followed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from safescan.code import emv
@@ -46,7 +47,13 @@ def describe_opened(opened: OpenedCode) -> dict[str, Any]:
         c = lookup_currency(code.currency)
         out["order_id"] = code.order_id
         out["items"] = [
-            {"name": i.name, "quantity": i.quantity, "unit_price": i.unit_price, "amount": i.amount}
+            {
+                "name": i.name,
+                "quantity": i.quantity,
+                "unit_price": i.unit_price,
+                "amount": i.amount,
+                "display": c.format(i.amount),
+            }
             for i in code.items
         ]
         out["total"] = code.total
@@ -121,22 +128,74 @@ def _inspect_safescan(
 
 
 def _inspect_emv(text: str) -> dict[str, Any]:
+    """Every field of an EMV payload, read leniently (see :func:`emv.read_emv`).
+
+    ``crc_valid`` is the CRC alone; ``warnings`` lists departures from the EMVCo book (real
+    national codes have them, and wallets still read them); ``valid`` means a well-formed TLV
+    with a matching CRC. Only a broken TLV or a wrong CRC is an ``error``.
+    """
     out: dict[str, Any] = {
         "kind": "emv",
         "verified": False,
         "note": "EMVCo QR: unverified (no signature), not payable here",
+        "crc_valid": emv.crc_matches(text),
     }
     try:
-        payload = emv.parse_emv(text, verify_crc=False)
+        payload, warnings = emv.read_emv(text)
     except SafescanError as exc:
-        return {**out, "valid": False, "crc_valid": False, "error": exc.to_dict()}
-    doc = emv.emv_to_json(payload)
-    out.update(doc)
-    out["valid"] = bool(doc.get("crc_valid"))
-    if not out["valid"]:
+        return {**out, "valid": False, "error": exc.to_dict()}
+    out.update(emv.emv_to_json(payload))
+    out["warnings"] = warnings
+    out["summary"] = emv_summary(payload)
+    out["valid"] = payload.crc_valid
+    if not payload.crc_valid:
         out["error"] = {
             "type": "EmvCrcError",
             "code": "emv_crc_error",
             "message": "the EMV payload's CRC does not match: altered or misread",
         }
     return out
+
+
+#: The summary's fields as a person reads them: (label, key), in display order.
+EMV_SUMMARY_LABELS = (
+    ("merchant", "merchant_name"),
+    ("city", "merchant_city"),
+    ("country", "country"),
+    ("amount", "amount_display"),
+    ("currency", "currency"),
+    ("schemes", "schemes"),
+)
+
+
+def emv_summary(payload: emv.EmvPayload) -> dict[str, Any]:
+    """What a person wants to know of an EMV code: who, where, how much (all unverified)."""
+    summary: dict[str, Any] = {}
+    for key, value in (
+        ("merchant_name", payload.merchant_name),
+        ("merchant_city", payload.merchant_city),
+        ("country", payload.country),
+        ("mcc", payload.mcc),
+        ("amount", payload.amount),
+        ("point_of_initiation", payload.point_of_initiation),
+    ):
+        if value:
+            summary[key] = value
+    numeric = payload.currency
+    if numeric:
+        try:
+            summary["currency"] = lookup_currency(numeric).alpha
+        except UnknownCurrency:
+            summary["currency"] = numeric
+    if "amount" in summary:
+        summary["amount_display"] = (
+            f"{summary['amount']} {summary.get('currency', '(no currency)')}"
+        )
+    schemes = [
+        str(value["00"])
+        for value in payload.merchant_accounts.values()
+        if isinstance(value, Mapping) and "00" in value
+    ]
+    if schemes:
+        summary["schemes"] = schemes
+    return summary

@@ -7,11 +7,12 @@ Amounts are integers in minor units; currencies are ISO 4217 numeric codes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from safescan.code.currency import currency as lookup_currency
-from safescan.code.errors import InvalidAmount, MalformedCode, TotalMismatch
+from safescan.code.errors import InvalidAmount, MalformedCode, TotalMismatch, UnknownCurrency
 from safescan.code.text import check_stored_name, clean_name, lookalike_warning
 
 MAX_AMOUNT = 10**12 - 1  # minor units; the largest amount EMV field 54 can also carry
@@ -192,8 +193,10 @@ class DynamicCode:
         items = tuple(i.validated(clean=clean) for i in self.items)
         total = check_amount(self.total, "total")
         if sum(i.amount for i in items) != total:
+            shown = _money_formatter(self.currency)
             raise TotalMismatch(
-                f"the line items add up to {sum(i.amount for i in items)}, not the total {total}"
+                f"the line items add up to {shown(sum(i.amount for i in items))},"
+                f" not the total {shown(total)}"
             )
         issued, expires = (
             check_time(self.issued_at, "issue time"),
@@ -317,3 +320,14 @@ class StaticCode:
 
 
 PaymentCode = DynamicCode | StaticCode
+
+
+def _money_formatter(currency_code: object) -> Callable[[int], str]:
+    """Format amounts in ``currency_code`` for an error message (raw if it is not known)."""
+    if not isinstance(currency_code, int | str):
+        return str
+    try:
+        cur = lookup_currency(currency_code)
+    except UnknownCurrency:
+        return str
+    return cur.format

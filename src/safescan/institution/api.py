@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -340,7 +341,8 @@ def create_app(
                     await asyncio.wait_for(t, 5)
             inst.db.dispose()
 
-    app = FastAPI(
+    # the /docs and /redoc pages load their scripts from this server, never from a CDN
+    app = FastAPIOffline(
         title="safescan payment institution",
         version="1",
         description="Sealed, signed payment codes, carrier-signed authorizations, a ledger.",
@@ -654,6 +656,12 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    from safescan.institution.customer_api import add_customer_routes
+    from safescan.institution.docs_pages import keep_docs_offline
+
+    add_customer_routes(app, inst, admin=admin, limiter=public_limiter)
+    keep_docs_offline(app)
 
     idem_re = re.compile(r"[\x21-\x7e]{1,255}")
 

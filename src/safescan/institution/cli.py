@@ -3,7 +3,7 @@ rotate-scheme-key, root-keys, admin-token."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json, fail
 from safescan.institution.config import (
     ENV_DB,
     ENV_PASSPHRASE_FILE,
@@ -30,7 +31,22 @@ institution_app = typer.Typer(
     help="The payment institution: API server, ledger, audit.", no_args_is_help=True
 )
 
-DbOpt = Annotated[str, typer.Option("--db", help="sqlite:///path or postgresql://...")]
+
+def _check_db_url(value: str) -> str:
+    """A bare file name is the commonest first mistake: say which URL was meant."""
+    if value and "://" not in value:
+        raise typer.BadParameter(
+            f"{value!r} is not a database URL; did you mean sqlite:///{value} (a SQLite file"
+            " relative to this directory) or postgresql://USER@HOST/DB?"
+        )
+    return value
+
+
+DbOpt = Annotated[
+    str,
+    typer.Option("--db", help="sqlite:///path or postgresql://...", callback=_check_db_url),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 KeysOpt = Annotated[
     Path | None,
     typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
@@ -44,9 +60,8 @@ PassOpt = Annotated[
 ]
 
 
-def _fail(exc: SafescanError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(2)
+def _fail(exc: SafescanError, as_json: bool = False) -> None:
+    raise fail(exc, as_json=as_json, status=2)
 
 
 def _with_db(db: str, action: Callable[[Any], T]) -> T:
@@ -61,7 +76,9 @@ def _with_db(db: str, action: Callable[[Any], T]) -> T:
 
 
 @institution_app.command()
-def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> None:
+def init(
+    db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None, as_json: JsonOpt = False
+) -> None:
     """Create the root signing key, the first scheme key and the schema; print the admin token."""
     from sqlalchemy import select
 
@@ -85,7 +102,10 @@ def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> No
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"keys": str(store.path), "admin_token": token})
         return
     typer.echo(f"institution initialised; keys in {store.path}")
     typer.echo("administrator token (shown once, store it safely):")
@@ -93,7 +113,7 @@ def init(db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None) -> No
 
 
 @institution_app.command()
-def migrate(db: DbOpt) -> None:
+def migrate(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Upgrade an initialised database's schema to the newest migration (run before serving a
     new release; API processes refuse an older schema)."""
     from safescan.api.errors import ConfigError
@@ -110,9 +130,11 @@ def migrate(db: DbOpt) -> None:
     try:
         before, head = _with_db(db, upgrade)
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
         return
-    if before == head:
+    if as_json:
+        emit_json({"from": before, "to": head, "migrated": before != head})
+    elif before == head:
         typer.echo(f"schema already at the newest revision {head}")
     else:
         typer.echo(f"schema migrated from revision {before} to {head}")
@@ -126,14 +148,17 @@ institution_app.add_typer(admin_token_app, name="admin-token")
 
 
 @admin_token_app.command("create")
-def admin_token_create(db: DbOpt) -> None:
+def admin_token_create(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Create another administrator token and print it once (only its hash is stored)."""
     from safescan.institution import admin_tokens
 
     try:
         token_id, token = _with_db(db, admin_tokens.create)
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"id": token_id, "token": token})
         return
     typer.echo(f"administrator token {token_id} created (shown once, store it safely):")
     typer.echo(token)
@@ -152,10 +177,10 @@ def admin_token_list(
     try:
         rows = _with_db(db, admin_tokens.list_tokens)
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
         return
     if as_json:
-        typer.echo(json.dumps(rows))
+        emit_json(rows)
         return
     for row in rows:
         created = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M")
@@ -164,7 +189,9 @@ def admin_token_list(
 
 @admin_token_app.command("revoke")
 def admin_token_revoke(
-    db: DbOpt, token_id: Annotated[int, typer.Argument(help="the token's id (see list)")]
+    db: DbOpt,
+    token_id: Annotated[int, typer.Argument(help="the token's id (see list)")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke an administrator token at once (the last live one cannot be revoked)."""
     from safescan.institution import admin_tokens
@@ -172,13 +199,16 @@ def admin_token_revoke(
     try:
         _with_db(db, lambda database: admin_tokens.revoke(database, token_id))
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"id": token_id, "revoked": True})
         return
     typer.echo(f"administrator token {token_id} revoked")
 
 
 @institution_app.command("root-keys")
-def root_keys(db: DbOpt) -> None:
+def root_keys(db: DbOpt, as_json: JsonOpt = False) -> None:
     """Print the institution's root public keys as KID:HEX lines: the form `carrier serve
     --institution-key` (factory anchor) and `wallet enroll --institution-key` (pinning) take."""
     from sqlalchemy import select
@@ -196,7 +226,10 @@ def root_keys(db: DbOpt) -> None:
         if not rows:
             raise ConfigError("this database holds no institution keys: run `institution init`")
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"root_keys": [f"{kid}:{public_key.hex()}" for kid, public_key in rows]})
         return
     for kid, public_key in rows:
         typer.echo(f"{kid}:{public_key.hex()}")
@@ -235,8 +268,12 @@ def serve(
         int, typer.Option(help="webhook attempts in flight per process")
     ] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    access_log: Annotated[
+        bool, typer.Option(help="one line per request on stderr (address, method, path, status)")
+    ] = True,
 ) -> None:
-    """Run the API server (uvicorn, uvloop, httptools)."""
+    """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
+    line per request on stderr (no query strings, headers or bodies)."""
     import uvicorn
 
     tuning = Tuning(
@@ -263,11 +300,20 @@ def serve(
     }
     try:
         if workers <= 1:
+            from safescan.institution.access_log import AccessLog, AnnouncingServer
             from safescan.institution.server import build_app
 
             app = build_app(db, keys, passphrase_file, tuning)
-            uvicorn.run(app, **common)  # type: ignore[arg-type]
+            server = AnnouncingServer(
+                uvicorn.Config(AccessLog(app) if access_log else app, **common)  # type: ignore[arg-type]
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
             return
+        from safescan.institution.access_log import ENV_ACCESS_LOG, announce
+
+        os.environ[ENV_ACCESS_LOG] = "1" if access_log else "0"
+        announce(f"http://{host}:{port}", workers)
         os.environ[ENV_DB] = db
         os.environ[ENV_TUNING] = tuning.encode()
         if keys is not None:
@@ -304,10 +350,10 @@ def audit(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
         return
     if as_json:
-        typer.echo(json.dumps({"ok": not problems, "problems": problems}))
+        emit_json({"ok": not problems, "problems": problems})
     else:
         for p in problems:
             typer.echo(f"VIOLATION: {p}")
@@ -358,14 +404,17 @@ def settlement(
     date: Annotated[str, typer.Option(help="UTC day, YYYY-MM-DD")],
     merchant: Annotated[str | None, typer.Option(help="only this merchant")] = None,
     format: Annotated[str, typer.Option(help="csv or json")] = "csv",
+    as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
 ) -> None:
     """Print the per-merchant settlement report for one day."""
+    from safescan.api.errors import InvalidRequest
     from safescan.institution import settlement as settlement_mod
     from safescan.institution.db import Database
 
+    if as_json:
+        format = "json"
     if format not in ("csv", "json"):
-        typer.echo("error: --format is csv or json", err=True)
-        raise typer.Exit(2)
+        _fail(InvalidRequest("--format is csv or json", param="format"))
     try:
         database = Database(db)
         try:
@@ -373,12 +422,12 @@ def settlement(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, format == "json")
         return
     if format == "csv":
         sys.stdout.write(settlement_mod.to_csv(rows))
     else:
-        typer.echo(json.dumps({"rows": rows}, indent=2))
+        emit_json({"rows": rows})
 
 
 @institution_app.command("rotate-scheme-key")
@@ -389,6 +438,7 @@ def rotate_scheme_key(
     retire_old_in: Annotated[
         int | None, typer.Option(help="retire the older keys this many seconds from now")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add a new scheme code key; new codes are sealed to it after the servers restart."""
     import time
@@ -409,6 +459,9 @@ def rotate_scheme_key(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"scheme_kid": new.kid, "restart_needed": True})
         return
     typer.echo(f"new scheme key {new.kid}; restart the API processes to use it")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
+from safescan.institution.access_log import ENV_ACCESS_LOG, AccessLog
 from safescan.institution.api import ASGIApp, create_app
 from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING, Tuning
 from safescan.institution.db import Database, require_current_schema
@@ -68,9 +69,10 @@ def app_from_env() -> ASGIApp:
         raise ConfigError(f"{ENV_DB} is not set")
     pf = os.environ.get(ENV_PASSPHRASE_FILE)
     keys = os.environ.get("SAFESCAN_INSTITUTION_KEYS")
-    return build_app(
+    app = build_app(
         db_url,
         Path(keys) if keys else None,
         Path(pf) if pf else None,
         Tuning.decode(os.environ.get(ENV_TUNING, Tuning().encode())),
     )
+    return AccessLog(app) if os.environ.get(ENV_ACCESS_LOG) == "1" else app

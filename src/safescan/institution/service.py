@@ -1773,9 +1773,11 @@ class Institution:
                 .returning(OrderRow.state, OrderRow.refunded_amount, OrderRow.paid_amount)
             ).first()
             if row is None:
-                left = o.paid_amount - o.refunded_amount
+                cur = lookup_currency(o.currency)
+                left = cur.format(o.paid_amount - o.refunded_amount)
                 raise OrderNotRefundable(
-                    f"the refund of {amt} exceeds the {left} left to refund", param="amount"
+                    f"the refund of {cur.format(amt)} exceeds the {left} left to refund",
+                    param="amount",
                 )
             p = conn.execute(
                 select(Payment.id, Payment.customer_id, Payment.currency).where(

@@ -1,10 +1,11 @@
 """``safescan pos ...``: the merchant terminal on the command line.
 
-    safescan pos onboard --institution URL --admin-token T --name "Café Lumière" ...
+    safescan pos onboard --institution URL --admin-token-file F --name "Café Lumière" \
+        --city Paris --country FR --mcc 5814 --settlement-account FR76...
     safescan pos order --item "Flat white:2:350" --item "Croissant:1:180"
     safescan pos seal-setup                 # then: safescan pos order --seal-here ... (offline)
     safescan pos orders
-    safescan pos refund ORDER [--amount 350]
+    safescan pos refund ORDER [--amount 350] [--idempotency-key K]
     safescan pos serve [--port 8090]
 
 The configuration (institution URL, merchant id, API key, pinned institution keys) is read
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -23,14 +24,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from safescan.api.errors import NotFound
+from safescan.api.errors import InvalidRequest, NotFound
 from safescan.code import qr
 from safescan.code.cli import PassphraseFile, read_passphrase
+from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json, fail
 from safescan.merchant.client import (
     MerchantApi,
     Order,
@@ -41,9 +45,9 @@ from safescan.merchant.client import (
 )
 from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
-from safescan.merchant.onboard import AdminApi, onboard_merchant
+from safescan.merchant.onboard import AdminApi, check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
-from safescan.remote import InstitutionUnreachable
+from safescan.remote import InstitutionUnreachable, read_admin_token
 
 merchant_app = typer.Typer(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
@@ -57,11 +61,12 @@ ConfigOpt = Annotated[
     typer.Option("--config", help="POS config file (default: $SAFESCAN_POS_CONFIG)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+EXIT_STALE = 3  # `pos orders`: shown, but some states could not be checked
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def _fail(exc: SafescanError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc.message} [dim]({exc.code})[/]")
-    return typer.Exit(2)
+def _fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
+    return fail(exc, as_json=as_json, status=2)
 
 
 def _when(ts: int | None) -> str:
@@ -75,44 +80,53 @@ def onboard(
     institution: Annotated[str, typer.Option(help="institution base URL")],
     name: Annotated[str, typer.Option(help="merchant name shown to customers")],
     city: Annotated[str, typer.Option(help="merchant city")],
-    country: Annotated[str, typer.Option(help="ISO 3166 two-letter country")] = "FR",
-    mcc: Annotated[int, typer.Option(help="merchant category code")] = 5814,
+    country: Annotated[str, typer.Option(help="ISO 3166 two-letter country, e.g. FR")],
+    mcc: Annotated[int, typer.Option(help="ISO 18245 merchant category code, e.g. 5814")],
     settlement_account: Annotated[
-        str, typer.Option(help="IBAN or account")
-    ] = "FR7630006000011234567890189",
-    currency: Annotated[str, typer.Option(help="default currency")] = "EUR",
+        str, typer.Option(help="IBAN the institution settles to (mod-97 checked)")
+    ],
+    currency: Annotated[str, typer.Option(help="default currency of orders")] = "EUR",
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the administrator token (default: $SAFESCAN_ADMIN_TOKEN)"),
+    ] = None,
     admin_token: Annotated[
-        str | None, typer.Option(help="administrator token (default: $SAFESCAN_ADMIN_TOKEN)")
+        str | None,
+        typer.Option(help="the token itself (visible to other users: prefer --admin-token-file)"),
     ] = None,
     config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Onboard a merchant (administrator) and write this terminal's configuration."""
-    token = admin_token or os.environ.get("SAFESCAN_ADMIN_TOKEN", "")
-    if not token:
-        err_console.print("[red]error:[/] give --admin-token or set SAFESCAN_ADMIN_TOKEN")
-        raise typer.Exit(2)
+    """Onboard a merchant (administrator) and write this terminal's configuration.
+
+    Country, MCC and settlement account are required: nothing is filled in for you. The
+    IBAN is checked (format and mod-97 check digits) before anything is sent.
+    """
     try:
+        details = check_merchant_details(
+            country=country, mcc=mcc, settlement_account=settlement_account, currency=currency
+        )
+        token = admin_token or read_admin_token(admin_token_file)
         with AdminApi(institution, token) as admin:
-            cfg = onboard_merchant(
-                admin,
-                name=name,
-                city=city,
-                country=country,
-                mcc=mcc,
-                settlement_account=settlement_account,
-                currency=currency,
-            )
+            cfg = onboard_merchant(admin, name=name, city=city, **details)
         path = cfg.save(config)
     except SafescanError as exc:
-        raise _fail(exc) from None
-    console.print(f"merchant [bold]{cfg.merchant_id}[/] onboarded; configuration in {path}")
+        raise _fail(exc, as_json) from None
+    if as_json:
+        emit_json({"merchant_id": cfg.merchant_id, "config": str(path), **details})
+        return
+    console.print(
+        f"merchant [bold]{cfg.merchant_id}[/] onboarded (settles to"
+        f" {details['settlement_account']}, default currency {cfg.currency});"
+        f" configuration in {path}"
+    )
 
 
-def _load(config: Path | None) -> PosConfig:
+def _load(config: Path | None, as_json: bool = False) -> PosConfig:
     try:
         return PosConfig.load(config)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
 
 
 def _print_order(order: Order, png: Path, svg: Path | None) -> None:
@@ -182,7 +196,7 @@ def order(
     config: ConfigOpt = None,
 ) -> None:
     """Create an order, show its QR code, wait for the payment and print the verified receipt."""
-    cfg = _load(config)
+    cfg = _load(config, as_json)
     journal = Journal(cfg.journal_path)
     try:
         items = [parse_item(spec) for spec in item]
@@ -230,7 +244,7 @@ def order(
                     err_console.print(f"[yellow]{msg}[/]")
                 raise typer.Exit(3) from None
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
     finally:
         journal.close()
     if as_json:
@@ -301,36 +315,49 @@ def orders(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """This terminal's recent orders, with their current state at the institution."""
-    cfg = _load(config)
+    """This terminal's recent orders, with their current state at the institution.
+
+    Orders whose state could not be asked (the institution is down, or refused) are shown
+    from the local journal and marked "may be stale"; the exit status is then 3.
+    """
+    cfg = _load(config, as_json)
     journal = Journal(cfg.journal_path)
+    stale: list[str] = []
+    problem: str | None = None
     try:
         rows = journal.recent(limit)
         with MerchantApi(cfg) as api:
             for row in rows:
-                if row["state"] in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
-                    try:
-                        doc = api.get_order(row["order_id"])
-                    except NotFound:
-                        if not is_local(row["order_id"]):
-                            row["error"] = "the institution does not know this order"
-                        continue  # sealed here and not paid yet: the institution learns at payment
-                    except SafescanError as exc:
-                        row["error"] = exc.message
-                        continue
-                    journal.update(row["order_id"], doc)
-                    row.update(
-                        state=doc.get("state"),
-                        payment_id=doc.get("payment_id"),
-                        refunded=doc.get("refunded_amount", 0),
-                        paid_at=doc.get("paid_at"),
-                    )
+                row["stale"] = False
+                if row["state"] not in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
+                    continue  # final states do not change
+                try:
+                    doc = api.get_order(row["order_id"])
+                except NotFound:
+                    if not is_local(row["order_id"]):
+                        row["error"] = "the institution does not know this order"
+                    continue  # sealed here and not paid yet: the institution learns at payment
+                except SafescanError as exc:
+                    row["stale"] = True
+                    row["error"] = exc.message
+                    stale.append(row["order_id"])
+                    problem = problem or exc.message
+                    continue
+                journal.update(row["order_id"], doc)
+                row.update(
+                    state=doc.get("state"),
+                    payment_id=doc.get("payment_id"),
+                    refunded=doc.get("refunded_amount", 0),
+                    paid_at=doc.get("paid_at"),
+                )
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
     finally:
         journal.close()
     if as_json:
-        print(json.dumps({"orders": rows}))
+        emit_json({"orders": rows, "stale": stale, **({"error": problem} if problem else {})})
+        if stale:
+            raise typer.Exit(EXIT_STALE)
         return
     table = Table(show_edge=False)
     for col in ("order", "created", "total", "state", "payment", "refunded"):
@@ -344,35 +371,61 @@ def orders(
             r["order_id"],
             _when(r["created_at"]),
             cur.format(r["total"]),
-            f"[{colour}]{r['state']}[/]",
+            f"[{colour}]{r['state']}[/]" + (" [yellow](may be stale)[/]" if r["stale"] else ""),
             r["payment_id"] or "-",
             cur.format(r["refunded"]) if r["refunded"] else "-",
         )
     console.print(table if rows else "no orders yet")
+    if stale:
+        err_console.print(
+            f"[yellow]warning:[/] {len(stale)} order state(s) could not be checked and may be"
+            f" stale ({escape(problem or '')}); shown as last known on this terminal"
+        )
+        raise typer.Exit(EXIT_STALE)
 
 
 @merchant_app.command()
 def refund(
     order_id: Annotated[str, typer.Argument(help="the order to refund")],
-    amount: Annotated[int | None, typer.Option(help="minor units (default: all)")] = None,
+    amount: Annotated[
+        int | None, typer.Option(help="minor units (default: all)", parser=minor_units)
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="shown in reports")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="retrying with the same key gives the same refund, never a second one"
+            " (default: a new key)"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Refund an order fully or partly."""
-    cfg = _load(config)
+    """Refund an order fully or partly.
+
+    If the answer is lost (network, timeout), run the same command again with the same
+    --idempotency-key: the institution answers with the refund it already made.
+    """
+    cfg = _load(config, as_json)
     try:
+        if amount is not None and amount <= 0:
+            raise InvalidRequest("the amount must be positive (minor units)", param="amount")
+        if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
+            raise InvalidRequest(
+                "the idempotency key is 1-255 printable ASCII characters without spaces",
+                param="idempotency_key",
+            )
         with MerchantApi(cfg) as api:
-            doc = api.refund(order_id, amount, reason=reason)
+            doc = api.refund(order_id, amount, reason=reason, idempotency_key=idempotency_key)
         journal = Journal(cfg.journal_path)
         try:
             journal.update(order_id, {"state": doc.get("order_state"), **doc})
         finally:
             journal.close()
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
     if as_json:
-        print(json.dumps(doc))
+        emit_json(doc)
         return
     cur = lookup_currency(int(doc["currency"]))
     console.print(

@@ -24,6 +24,7 @@ from safescan.api.errors import NotFound
 from safescan.api.merchant_auth import sign_request
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
+from safescan.code.cli_input import whole_number
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import decode_text
 from safescan.code.errors import MalformedCode, SafescanError
@@ -89,11 +90,13 @@ def parse_item(spec: str) -> LineItem:
     name2, sep2, qty = name.rpartition(":")
     if not sep or not sep2 or not name2.strip():
         raise MalformedCode(f"item {spec!r} must be NAME:QUANTITY:UNIT_PRICE (minor units)")
-    try:
-        item = LineItem(name2.strip(), int(qty), int(rest))
-    except ValueError:
-        raise MalformedCode(f"item {spec!r}: quantity and price must be whole numbers") from None
-    return item.validated()
+    quantity, price = whole_number(qty.strip()), whole_number(rest.strip())
+    if quantity is None or price is None:
+        raise MalformedCode(
+            f"item {spec!r}: quantity and price must be whole numbers (the price in minor"
+            " units: 350 = 3.50)"
+        )
+    return LineItem(name2.strip(), quantity, price).validated()
 
 
 class SseParser:
@@ -261,15 +264,21 @@ class MerchantApi:
         return dict(self._call("POST", f"/v1/merchant/orders/{order_id}/close", {}))
 
     def refund(
-        self, order_id: str, amount: int | None = None, *, reason: str | None = None
+        self,
+        order_id: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Refund an order fully (``amount`` None) or partly."""
+        """Refund an order fully (``amount`` None) or partly. A retry with the same
+        ``idempotency_key`` gets the same refund back (default: a fresh key)."""
         payload: dict[str, Any] = {}
         if amount is not None:
             payload["amount"] = amount
         if reason:
             payload["reason"] = reason
-        key = "ref-" + secrets.token_urlsafe(16)
+        key = idempotency_key or "ref-" + secrets.token_urlsafe(16)
         return dict(
             self._call(
                 "POST", f"/v1/merchant/orders/{order_id}/refunds", payload, idempotency_key=key

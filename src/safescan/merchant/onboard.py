@@ -1,6 +1,7 @@
 """Administrator calls used to set a terminal (and, in demos, a customer) up.
 
-``AdminApi`` wraps the institution's ``/v1/admin/*`` routes (bearer token);
+``AdminApi`` (in :mod:`safescan.remote`) wraps the institution's ``/v1/admin/*`` routes;
+:func:`check_merchant_details` checks the country, MCC and IBAN before anything is sent;
 :func:`onboard_merchant` makes a merchant with an API key generated *here* (only its public
 half is sent) and returns a ready :class:`~safescan.merchant.config.PosConfig`.
 """
@@ -8,70 +9,66 @@ half is sent) and returns a ready :class:`~safescan.merchant.config.PosConfig`.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from typing import Any
 
+from stdnum import iban
+from stdnum.exceptions import InvalidChecksum, ValidationError
+
+from safescan.api.errors import InvalidRequest
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.merchant.config import PosConfig
-from safescan.remote import InstitutionHttp, fetch_trust
+from safescan.remote import AdminApi, fetch_trust
+
+__all__ = ["AdminApi", "check_merchant_details", "onboard_merchant"]
+
+_COUNTRY_RE = re.compile(r"[A-Z]{2}")
+_IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
 
 
-class AdminApi:
-    """The institution's administrator API."""
+def check_merchant_details(
+    *, country: str, mcc: int, settlement_account: str, currency: str
+) -> dict[str, Any]:
+    """Check what a merchant is onboarded with, before anything is sent; returns the values
+    in the form the institution takes (IBAN without spaces, country and currency upper case).
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
-        self.remote = InstitutionHttp(base_url, timeout=timeout)
-        self._auth = {"Authorization": f"Bearer {token}"}
-
-    def close(self) -> None:
-        """Close connections."""
-        self.remote.close()
-
-    def __enter__(self) -> AdminApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
-        """One administrator request."""
-        return dict(self.remote.call(method, path, payload, headers=self._auth))
-
-    def create_customer(self, name: str) -> str:
-        """Open a customer; returns its id."""
-        return str(self.call("POST", "/v1/admin/customers", {"name": name})["id"])
-
-    def fund(self, customer_id: str, currency: str, amount: int) -> dict[str, Any]:
-        """Credit a customer."""
-        return self.call(
-            "POST",
-            f"/v1/admin/customers/{customer_id}/fund",
-            {"currency": currency, "amount": amount},
+    The settlement account must be an IBAN whose format and mod-97 check digits are right
+    (``python-stdnum``); the country an ISO 3166 alpha-2 code; the MCC 0-9999.
+    """
+    code = country.strip().upper()
+    if not _COUNTRY_RE.fullmatch(code):
+        raise InvalidRequest(
+            f"the country must be an ISO 3166 two-letter code such as FR, got {country!r}",
+            param="country",
         )
-
-    def customer(self, customer_id: str) -> dict[str, Any]:
-        """A customer with balances and carriers."""
-        return self.call("GET", f"/v1/admin/customers/{customer_id}")
-
-    def balance(self, customer_id: str, currency: str) -> int:
-        """A customer's balance in one currency (minor units)."""
-        for b in self.customer(customer_id).get("balances", []):
-            if b.get("currency") == currency:
-                return int(b["amount"])
-        return 0
-
-    def enrollment_token(self, customer_id: str) -> str:
-        """A single-use token for enrolling one key carrier."""
-        doc = self.call("POST", f"/v1/admin/customers/{customer_id}/enrollment-tokens", {})
-        return str(doc["token"])
-
-    def revoke_merchant(self, merchant_id: str) -> dict[str, Any]:
-        """Revoke a merchant and its code certificates."""
-        return self.call("POST", f"/v1/admin/merchants/{merchant_id}/revoke", {})
-
-    def settlement(self, date: str) -> list[dict[str, Any]]:
-        """Settlement rows of every merchant for one UTC day (YYYY-MM-DD)."""
-        return list(self.call("GET", f"/v1/admin/settlement?date={date}")["rows"])
+    if not 0 <= mcc <= 9999:
+        raise InvalidRequest(f"the MCC is 4 digits (0000-9999), got {mcc}", param="mcc")
+    if not _IBAN_SHAPE.fullmatch(iban.compact(settlement_account)):
+        raise InvalidRequest(
+            f"the settlement account {settlement_account!r} is not a valid IBAN (two letters,"
+            " two check digits, then up to 30 letters and digits)",
+            param="settlement_account",
+        )
+    try:
+        account = iban.validate(settlement_account)
+    except InvalidChecksum:
+        raise InvalidRequest(
+            f"the IBAN {settlement_account!r} has wrong check digits (mod 97): mistyped?",
+            param="settlement_account",
+        ) from None
+    except ValidationError as exc:
+        raise InvalidRequest(
+            f"the settlement account {settlement_account!r} is not a valid IBAN ({exc})",
+            param="settlement_account",
+        ) from None
+    try:
+        alpha = lookup_currency(currency).alpha
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param="currency") from None
+    return {"country": code, "mcc": mcc, "settlement_account": account, "currency": alpha}
 
 
 def onboard_merchant(

@@ -3,7 +3,9 @@
     safescan wallet enroll --institution URL --carrier tcp://127.0.0.1:9000 --token enr_...
     safescan wallet scan code.png            (or the payload text itself)
     safescan wallet scan code.png --yes --pin-file pin.txt      (for scripts)
-    safescan wallet history
+    safescan wallet history        (verified receipts, with the refunds the institution made)
+    safescan wallet balance        (balances, payments and refunds, read with the key carrier)
+    safescan wallet change-pin
     safescan wallet status         (institution keys, revocation list, the carrier's counters)
 
 Exit status of ``scan``: 0 paid, 1 declined by you, 2 error (nothing paid), 3 not a safescan
@@ -20,16 +22,23 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from safescan.carrier import rom
 from safescan.carrier.errors import RestartRequired, WrongPin
+from safescan.carrier.pin import PinFormatError, check_pin
 from safescan.code.certs import TrustStore
+from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
+from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
-from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade
+from safescan.code.output import emit_json, fail
+from safescan.wallet.account import change_pin, read_statement
+from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, WalletError
 from safescan.wallet.flow import Offer, Scan, Wallet, enroll
 from safescan.wallet.store import History, WalletConfig, default_dir
 
@@ -49,18 +58,32 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 EXIT_DECLINED, EXIT_ERROR, EXIT_NOT_PAYABLE, EXIT_REFUSED = 1, 2, 3, 4
 
 
-def _fail(exc: SafescanError, status: int = EXIT_ERROR) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc.message} [dim]({exc.code})[/]")
-    return typer.Exit(status)
+def _fail(exc: SafescanError, status: int = EXIT_ERROR, *, as_json: bool = False) -> typer.Exit:
+    return fail(exc, as_json=as_json, status=status)
 
 
-def _read_pin_file(path: Path) -> str:
+def _read_pin_file(path: Path, *, as_json: bool = False) -> str:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        err_console.print(f"[red]error:[/] cannot read the PIN file: {exc.strerror}")
-        raise typer.Exit(EXIT_ERROR) from None
+        error = WalletError(f"cannot read the PIN file: {exc.strerror}")
+        raise _fail(error, as_json=as_json) from None
     return lines[0].strip() if lines else ""
+
+
+def _new_pin(pin_file: Path | None, *, as_json: bool, prompt: str = "Choose a PIN") -> str:
+    """A new PIN from a file or asked twice; its form is checked before anything else."""
+    if pin_file is not None:
+        pin = _read_pin_file(pin_file, as_json=as_json)
+    else:
+        pin = getpass.getpass(f"{prompt} ({rom.PIN_MIN}-{rom.PIN_MAX} digits): ")
+    try:
+        check_pin(pin)
+    except PinFormatError as exc:
+        raise _fail(WalletError(f"the PIN is not valid: {exc}"), as_json=as_json) from None
+    if pin_file is None and getpass.getpass("Repeat the PIN: ") != pin:
+        raise _fail(WalletError("the PINs differ"), as_json=as_json)
+    return pin
 
 
 def _when(ts: int) -> str:
@@ -86,20 +109,19 @@ def enroll_command(
         ),
     ] = None,
     wallet_dir: DirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Register your key carrier with the institution and set its PIN."""
+    """Register your key carrier with the institution and set its PIN.
+
+    Every input is checked on this machine first (PIN form, retry limit, token, addresses,
+    wallet directory): a mistake is refused before the single-use token is spent.
+    """
     try:
         pinned = TrustStore(parse_pinned_keys(institution_key)) if institution_key else None
     except SafescanError as exc:
-        raise _fail(exc) from None
-    if pin_file is not None:
-        pin = _read_pin_file(pin_file)
-    else:
-        pin = getpass.getpass("Choose a PIN (4-16 digits): ")
-        if getpass.getpass("Repeat the PIN: ") != pin:
-            err_console.print("[red]error:[/] the PINs differ")
-            raise typer.Exit(EXIT_ERROR)
+        raise _fail(exc, as_json=as_json) from None
     directory = wallet_dir or default_dir()
+    pin = _new_pin(pin_file, as_json=as_json)
     try:
         with console.status("Personalising the key carrier…"):
             cfg = enroll(
@@ -113,7 +135,17 @@ def enroll_command(
                 trust=pinned,
             )
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json(
+            {
+                "enrolled": True,
+                "carrier_serial": cfg.carrier_serial,
+                "customer_id": cfg.customer_id,
+                "wallet_dir": str(directory),
+            }
+        )
+        return
     console.print(
         f"[green]enrolled[/]: key carrier {cfg.carrier_serial} is personalised; wallet in"
         f" {directory}"
@@ -124,12 +156,19 @@ def _show_other(scan: Scan) -> None:
     info = scan.info
     if scan.kind == "emv":
         table = Table(show_header=False, show_edge=False)
-        for label, key in (("merchant", "merchant_name"), ("city", "merchant_city")):
-            if info.get(key):
-                table.add_row(label, str(info[key]))
-        if info.get("amount"):
-            table.add_row("amount", f"{info['amount']} ({info.get('currency', '?')})")
+        summary = info.get("summary", {})
+        for label, key in EMV_SUMMARY_LABELS:
+            value = summary.get(key)
+            if value:
+                shown = ", ".join(value) if isinstance(value, list) else str(value)
+                table.add_row(label, Text(shown))
+        if "amount" not in summary:
+            table.add_row("amount", "not in the code (the payer would enter it)")
         table.add_row("CRC", "ok" if info.get("crc_valid") else "[red]does not match[/]")
+        for warning in info.get("warnings", []):
+            table.add_row("[yellow]deviation[/]", Text(warning))
+        if info.get("error"):
+            table.add_row("[red]error[/]", Text(str(info["error"].get("message"))))
         console.print(
             Panel(
                 table,
@@ -208,7 +247,8 @@ def scan(
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
     pin_file: Annotated[Path | None, typer.Option(help="read the PIN from this file")] = None,
     amount: Annotated[
-        int | None, typer.Option(help="amount for a static code (minor units)")
+        int | None,
+        typer.Option(help="amount for a static code (minor units)", parser=minor_units),
     ] = None,
     as_json: JsonOpt = False,
     wallet_dir: DirOpt = None,
@@ -217,7 +257,7 @@ def scan(
     try:
         wallet = Wallet.load(wallet_dir)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     try:
         _scan(wallet, source, yes=yes, pin_file=pin_file, amount=amount, as_json=as_json)
     finally:
@@ -226,6 +266,14 @@ def scan(
 
 def _emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc, ensure_ascii=False), flush=True)
+
+
+def _scan_fail(exc: SafescanError, as_json: bool) -> typer.Exit:
+    """``scan --json`` prints one object per step; a failure is ``{"result": "error", ...}``."""
+    if as_json:
+        _emit({"result": "error", "error": exc.to_dict()})
+        return typer.Exit(EXIT_ERROR)
+    return _fail(exc)
 
 
 def _scan(
@@ -240,9 +288,7 @@ def _scan(
     try:
         scanned = wallet.scan(source)
     except SafescanError as exc:
-        if as_json:
-            _emit({"result": "error", "error": exc.to_dict()})
-        raise _fail(exc) from None
+        raise _scan_fail(exc, as_json) from None
     if not scanned.payable:
         if as_json:
             _emit({"result": "not_payable", "kind": scanned.kind, "info": scanned.info})
@@ -265,9 +311,7 @@ def _scan(
             )
         raise typer.Exit(EXIT_REFUSED) from None
     except SafescanError as exc:  # NotPayable, PaymentNotMade (carrier unusable) ...
-        if as_json:
-            _emit({"result": "error", "error": exc.to_dict()})
-        raise _fail(exc) from None
+        raise _scan_fail(exc, as_json) from None
     with offer:
         doc = offer.describe()
         if as_json:
@@ -277,8 +321,11 @@ def _scan(
         pay_amount = amount
         if doc["kind"] == "static" and pay_amount is None:
             if yes:
-                raise _fail(PaymentNotMade("a static code needs --amount", cause="amount"))
-            pay_amount = typer.prompt("Amount to pay (minor units, e.g. 350 for 3.50)", type=int)
+                missing = PaymentNotMade("a static code needs --amount", cause="amount")
+                raise _scan_fail(missing, as_json)
+            pay_amount = typer.prompt(
+                "Amount to pay (minor units, e.g. 350 for 3.50)", value_proc=minor_units
+            )
         shown = doc["total_display"] or (
             lookup_currency(doc["currency"]).format(pay_amount or 0) if doc["currency"] else ""
         )
@@ -290,9 +337,7 @@ def _scan(
             with console.status("Signing on the key carrier and paying…"):
                 paid = offer.pay(None, amount=pay_amount if doc["kind"] == "static" else None)
         except SafescanError as exc:
-            if as_json:
-                _emit({"result": "error", "error": exc.to_dict()})
-            raise _fail(exc) from None
+            raise _scan_fail(exc, as_json) from None
     out = paid.to_json()
     if as_json:
         _emit({"result": "paid", "payment": out})
@@ -320,10 +365,10 @@ def status(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
         with Wallet.load(wallet_dir) as wallet:
             doc = wallet.status()
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     card = doc["carrier"]
     if as_json:
-        print(json.dumps(doc, ensure_ascii=False))
+        emit_json(doc)
     else:
         crl = doc["revocation_list"]
         table = Table(show_header=False, show_edge=False)
@@ -352,38 +397,154 @@ def status(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
 
 
 @wallet_app.command()
+def balance(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
+    """Your balances and recent payments with their refunds, from the institution.
+
+    The wallet proves it holds your key carrier (the carrier signs the institution's
+    challenge; no PIN needed) and the answer is sealed to this request alone.
+    """
+    try:
+        with Wallet.load(wallet_dir) as wallet:
+            doc = read_statement(wallet)
+    except SafescanError as exc:
+        raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(show_header=False, show_edge=False)
+    for b in doc.get("balances", []) or [{"display": "0 (no account yet)"}]:
+        table.add_row("balance", f"[bold]{b['display']}[/]")
+    console.print(table)
+    _print_statement_payments(doc.get("payments", []))
+
+
+def _print_statement_payments(payments: list[dict[str, Any]]) -> None:
+    if not payments:
+        console.print("no payments yet")
+        return
+    table = Table(show_edge=False)
+    for col in ("when", "merchant", "amount", "refunded", "payment"):
+        table.add_column(col, justify="right" if col in ("amount", "refunded") else "left")
+    for p in payments:
+        table.add_row(
+            _when(p["paid_at"]),
+            Text(f"{p['merchant_name']}, {p['merchant_city']}"),
+            p["display"],
+            p["refunded_display"] if p["refunded"] else "-",
+            p["payment_id"],
+        )
+    console.print(table)
+
+
+@wallet_app.command()
 def history(
-    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    limit: Annotated[int, typer.Option(help="how many", min=1, max=1000)] = 20,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="do not ask the institution about refunds")
+    ] = False,
     as_json: JsonOpt = False,
     wallet_dir: DirOpt = None,
 ) -> None:
-    """Your payments (verified receipts)."""
+    """Your payments (verified receipts), with the refunds the institution made on them.
+
+    Refunds are asked from the institution with the key carrier (as ``balance``); when that
+    is not possible the receipts are shown alone, marked "refunds not checked".
+    """
     try:
         cfg = WalletConfig.load(wallet_dir)
         store = History(cfg.history_path)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     try:
         rows = store.recent(limit)
     finally:
         store.close()
+    refunds_error: str | None = "not asked (--offline)" if offline else None
+    by_payment: dict[str, dict[str, Any]] = {}
+    if rows and not offline:
+        try:
+            with Wallet(cfg) as wallet:
+                statement = read_statement(wallet)
+            by_payment = {p["payment_id"]: p for p in statement.get("payments", [])}
+        except SafescanError as exc:
+            refunds_error = exc.message
+    for r in rows:
+        known = by_payment.get(r["payment_id"])
+        r["refunds"] = known["refunds"] if known else []
+        r["refunded"] = known["refunded"] if known else 0
+        r["amount_display"] = lookup_currency(r["currency"]).format(r["amount"])
     if as_json:
-        print(json.dumps({"payments": rows}, ensure_ascii=False))
+        emit_json(
+            {
+                "payments": rows,
+                "refunds_checked": refunds_error is None,
+                **({"refunds_error": refunds_error} if refunds_error else {}),
+            }
+        )
         return
     if not rows:
         console.print("no payments yet")
         return
     table = Table(show_edge=False)
-    for col in ("when", "merchant", "items", "amount", "payment"):
-        table.add_column(col, justify="right" if col == "amount" else "left")
+    for col in ("when", "merchant", "items", "amount", "refunded", "payment"):
+        table.add_column(col, justify="right" if col in ("amount", "refunded") else "left")
     for r in rows:
         cur = lookup_currency(r["currency"])
         items = ", ".join(f"{q}× {n}" for n, q, _ in r["items"]) or "-"
+        refunded = "?" if refunds_error else (cur.format(r["refunded"]) if r["refunded"] else "-")
         table.add_row(
             _when(r["paid_at"]),
-            f"{r['merchant_name']}, {r['merchant_city']}",
-            items,
+            Text(f"{r['merchant_name']}, {r['merchant_city']}"),
+            Text(items),
             cur.format(r["amount"]),
+            refunded,
             r["payment_id"],
         )
     console.print(table)
+    for r in rows:
+        for refund in r["refunds"]:
+            console.print(
+                f"[magenta]refund[/] {refund['display']} on payment {r['payment_id']}"
+                f" ({_when(refund['created_at'])})"
+            )
+    if refunds_error:
+        console.print(f"[yellow]refunds not checked[/]: {escape(refunds_error)}")
+
+
+@wallet_app.command("change-pin")
+def change_pin_command(
+    old_pin_file: Annotated[
+        Path | None, typer.Option(help="read the current PIN from this file (scripts)")
+    ] = None,
+    new_pin_file: Annotated[
+        Path | None, typer.Option(help="read the new PIN from this file (scripts)")
+    ] = None,
+    as_json: JsonOpt = False,
+    wallet_dir: DirOpt = None,
+) -> None:
+    """Change the key carrier's PIN (the current PIN is checked by the carrier: a wrong one
+    spends a try, like any PIN entry)."""
+    try:
+        wallet = Wallet.load(wallet_dir)
+    except SafescanError as exc:
+        raise _fail(exc, as_json=as_json) from None
+    with wallet:
+        if old_pin_file is not None:
+            old = _read_pin_file(old_pin_file, as_json=as_json)
+        else:
+            old = getpass.getpass("Current PIN: ")
+        new = _new_pin(new_pin_file, as_json=as_json, prompt="New PIN")
+        try:
+            change_pin(wallet, old, new)
+        except WrongPin as exc:
+            error = WalletError(
+                f"wrong PIN: {exc.retries_left} tries left before the carrier wipes;"
+                " the PIN was not changed"
+            )
+            raise _fail(error, as_json=as_json) from None
+        except SafescanError as exc:
+            raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json({"pin_changed": True})
+        return
+    console.print("[green]PIN changed[/] on the key carrier")

@@ -40,13 +40,13 @@ from safescan.carrier.errors import (
     WrongPin,
 )
 from safescan.carrier.provision import personalize
-from safescan.code import qr
 from safescan.code.authorization import Receipt
 from safescan.code.certs import Certificate, RevocationList, Role, TrustStore, verify_certificate
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import inspect_text
 from safescan.code.payment import CodeKind
+from safescan.code.source import read_source
 from safescan.remote import (
     InstitutionHttp,
     InstitutionUnreachable,
@@ -54,6 +54,7 @@ from safescan.remote import (
     verify_receipt,
 )
 from safescan.wallet.certified import check_certified_merchant
+from safescan.wallet.enroll_checks import check_inputs
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
     EnrollmentFailed,
@@ -120,19 +121,12 @@ class Payment:
 
 
 def read_input(source: str | Path) -> str:
-    """An image file is decoded (QR); anything else is taken as the payload text itself."""
+    """An image file is decoded (QR), a text file read; a path with no file is
+    ``InputNotFound``; anything else is taken as the payload text itself."""
     text = str(source)
-    looks_like_path = isinstance(source, Path) or (len(text) < 4096 and "\n" not in text)
-    if looks_like_path:
-        try:
-            is_file = Path(source).is_file()
-        except (OSError, ValueError):
-            is_file = False
-        if is_file:
-            return qr.decode_image(Path(source))
-    if len(text) > MAX_TEXT_INPUT:
+    if not isinstance(source, Path) and len(text) > MAX_TEXT_INPUT:
         raise NotPayable(f"the input is {len(text)} characters: too large to be a payment code")
-    return text.strip()
+    return read_source(source)
 
 
 def classify(text: str, *, now: int | None = None) -> Scan:
@@ -416,7 +410,7 @@ class Wallet:
         """The institution's view of a code, if it offers ``POST /v1/codes/status``.
 
         Returns None when the institution has no such endpoint or cannot be reached (the
-        payment itself then settles it). See docs/NEEDS-wallet.md.
+        payment itself then settles it). See docs/institution.md.
         """
         try:
             doc = self.remote.call("POST", "/v1/codes/status", {"code": text})
@@ -633,11 +627,22 @@ def enroll(
     -> the certificate is checked (institution key, role, the carrier's own key) ->
     PERSONALIZE with the bundle and the PIN -> a fresh session proves the certified key.
     ``trust`` pins the institution keys; without it they are fetched (trust on first use).
+    Every local input is checked first (:func:`.enroll_checks.check_inputs`).
     """
+    check_inputs(
+        directory=directory,
+        institution_url=institution_url,
+        carrier_url=carrier_url,
+        token=token,
+        pin=pin,
+        retry_limit=retry_limit,
+        customer_id=customer_id,
+    )
     remote = InstitutionHttp(institution_url)
     try:
         pinned = trust or fetch_trust(remote)
         serial_box: list[int] = []
+        customer_box: list[str] = []
 
         def make_bundle(keys: Any) -> bytes:
             doc = remote.call(
@@ -659,6 +664,8 @@ def enroll(
             if cert.public_key != keys.signing_public or cert.serial != serial:
                 raise EnrollmentFailed("the institution certified another key than the carrier's")
             serial_box.append(serial)
+            if isinstance(doc.get("customer_id"), str):
+                customer_box.append(doc["customer_id"])
             return bundle
 
         try:
@@ -674,7 +681,7 @@ def enroll(
             carrier_url=carrier_url,
             trust=pinned,
             carrier_serial=serial_box[0],
-            customer_id=customer_id,
+            customer_id=customer_id or (customer_box[0] if customer_box else None),
             directory=directory,
         )
         config.save()

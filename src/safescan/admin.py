@@ -1,0 +1,206 @@
+"""``safescan institution customer ...`` and ``safescan institution enrollment-token``: the
+administrator's customer desk, over the institution's HTTP API (bearer token).
+
+    safescan institution customer create --name "Alice Martin"
+    safescan institution customer fund C... --amount 10000 --currency EUR    (100.00 EUR)
+    safescan institution customer list
+    safescan institution enrollment-token C...
+
+The institution is ``--institution URL`` (else ``$SAFESCAN_INSTITUTION_URL``, else
+``http://127.0.0.1:8080``); the administrator token is read from ``--admin-token-file`` (else
+``$SAFESCAN_ADMIN_TOKEN``), never from the command line, where other users could see it.
+These commands talk to a running institution, so they are part of the ``safescan`` command
+(``python -m safescan.institution`` holds the database-side commands only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from safescan.api.errors import InvalidRequest
+from safescan.code.cli_input import minor_units
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json, fail
+from safescan.remote import ENV_ADMIN_TOKEN as ENV_TOKEN
+from safescan.remote import AdminApi, read_admin_token
+
+ENV_URL = "SAFESCAN_INSTITUTION_URL"
+DEFAULT_URL = "http://127.0.0.1:8080"
+MAX_AMOUNT = 10**12 - 1
+
+customer_app = typer.Typer(
+    help="Customers: create, fund, list (administrator, over the HTTP API).",
+    no_args_is_help=True,
+)
+console = Console()
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--institution", help=f"institution base URL (default: ${ENV_URL}, {DEFAULT_URL})"
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-token-file", help=f"file holding the administrator token (default: ${ENV_TOKEN})"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _ask(
+    url: str | None, token_file: Path | None, as_json: bool, call: Callable[[AdminApi], Any]
+) -> Any:
+    """Run ``call`` with an administrator client; a failure is reported and exits."""
+    base = url or os.environ.get(ENV_URL) or DEFAULT_URL
+    try:
+        with AdminApi(base, read_admin_token(token_file)) as admin:
+            return call(admin)
+    except SafescanError as exc:
+        raise fail(exc, as_json=as_json) from None
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _balances(doc: dict[str, Any]) -> str:
+    shown = [lookup_currency(b["currency"]).format(int(b["amount"])) for b in doc["balances"]]
+    return ", ".join(shown) or "0"
+
+
+@customer_app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="the customer's name")],
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a customer; prints its id (give it to `customer fund` and `enrollment-token`)."""
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.call("POST", "/v1/admin/customers", {"name": name}),
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"customer [bold]{doc['id']}[/] ({escape(doc['name'])}) created")
+
+
+@customer_app.command("fund")
+def fund(
+    customer_id: Annotated[str, typer.Argument(help="the customer's id (C...)")],
+    amount: Annotated[
+        int,
+        typer.Option(
+            help="in minor units of the currency: 10000 = 100.00 EUR", parser=minor_units
+        ),
+    ],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, e.g. EUR")] = "EUR",
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Credit a customer's account from the institution's funding account."""
+    try:
+        cur = lookup_currency(currency)
+        if not 1 <= amount <= MAX_AMOUNT:
+            raise InvalidRequest(
+                f"the amount must be 1 to {MAX_AMOUNT} minor units, got {amount}", param="amount"
+            )
+    except SafescanError as exc:
+        raise fail(exc, as_json=as_json) from None
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.fund(customer_id, cur.alpha, amount),
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(
+        f"credited {cur.format(amount)} to {doc['id']} ({escape(doc['name'])});"
+        f" balance now {_balances(doc)}"
+    )
+
+
+@customer_app.command("list")
+def list_command(
+    limit: Annotated[int, typer.Option(help="how many", min=1, max=500)] = 100,
+    after: Annotated[str | None, typer.Option(help="start after this customer id")] = None,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Customers with their balances and number of key carriers."""
+    doc = _ask(
+        institution, admin_token_file, as_json, lambda admin: admin.list_customers(limit, after)
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    rows = doc["customers"]
+    if not rows:
+        console.print("no customers yet: `safescan institution customer create --name ...`")
+        return
+    table = Table(show_edge=False)
+    for col in ("id", "name", "status", "created", "balance", "carriers"):
+        table.add_column(col, justify="right" if col in ("balance", "carriers") else "left")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            Text(r["name"]),
+            r["status"],
+            _when(r["created_at"]),
+            _balances(r),
+            str(r["carriers"]),
+        )
+    console.print(table)
+    if doc.get("has_more"):
+        console.print(f"more: --after {rows[-1]['id']}")
+
+
+def enrollment_token_command(
+    customer_id: Annotated[str, typer.Argument(help="the customer's id (C...)")],
+    valid_days: Annotated[int, typer.Option(help="days the token stays valid", min=1, max=30)] = 7,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A single-use token with which the customer's wallet enrolls one key carrier."""
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.issue_enrollment_token(customer_id, valid_days * 86400),
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(
+        f"enrollment token for {doc['customer_id']} (single use, valid until"
+        f" {_when(int(doc['expires_at']))}); give it to the customer with the institution's"
+        " root keys (`safescan institution root-keys --db ...`):"
+    )
+    console.print(doc["token"], soft_wrap=True, highlight=False)
+
+
+def register(institution_app: typer.Typer) -> None:
+    """Attach these commands to ``safescan institution``."""
+    institution_app.add_typer(customer_app, name="customer")
+    institution_app.command("enrollment-token")(enrollment_token_command)

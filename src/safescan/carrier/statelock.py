@@ -1,0 +1,85 @@
+"""One process per carrier state file: two processes on one EEPROM image would be two live
+copies of one card (two PIN counters, two signature counters).
+
+The lock is ``fcntl.flock`` on ``STATE.lock`` beside the image (the image itself is replaced
+atomically on every write, so its inode changes and cannot carry the lock). The kernel drops
+the lock when the process dies, however it dies, so a crash never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from safescan.carrier.errors import CarrierError
+
+
+class StateInUse(CarrierError):
+    """Another carrier process already serves this state file."""
+
+    code = "carrier_state_in_use"
+
+
+class StateLock:
+    """An exclusive, non-blocking lock on a carrier state file, held until :meth:`release`."""
+
+    def __init__(self, state: str | os.PathLike[str]) -> None:
+        self.state = Path(state)
+        real = self.state.resolve()  # a symlink or another spelling locks the same file
+        self.path = real.with_name(real.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        """Take the lock or raise :class:`StateInUse` at once (never waits)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CarrierError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f" (process {holder})" if holder else ""
+            raise StateInUse(
+                f"another carrier process{who} already serves {self.state}: one state file is"
+                " one card, and two live copies of a card are refused"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise CarrierError(f"cannot lock {self.path}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):  # the holder's pid, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (also dropped by the kernel when the process ends)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

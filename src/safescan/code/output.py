@@ -1,0 +1,67 @@
+"""How every ``safescan`` command reports: for people (rich text) or as one JSON object.
+
+With ``--json`` a command prints exactly one JSON object on stdout: its result, or on failure
+``{"error": {"type", "code", "message", ...}}`` with a non-zero exit status. Command-line
+mistakes (an unknown option, a missing argument) follow the same rule when ``--json`` is on
+the command line (:func:`run_app`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from safescan.code.errors import SafescanError
+
+_err_console = Console(stderr=True)
+
+
+def emit_json(doc: Any) -> None:
+    """Print ``doc`` as one line of JSON on stdout."""
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def error_doc(exc: SafescanError) -> dict[str, Any]:
+    """The JSON object for a failed command."""
+    return {"error": exc.to_dict()}
+
+
+def fail(exc: SafescanError, *, as_json: bool, status: int = 2) -> typer.Exit:
+    """Report ``exc`` (JSON on stdout, or a red line on stderr); return the exit to raise."""
+    if as_json:
+        emit_json(error_doc(exc))
+    else:
+        _err_console.print(f"[bold red]error:[/] {escape(exc.message)} [dim]({exc.code})[/]")
+    return typer.Exit(status)
+
+
+def run_app(app: typer.Typer, *, prog_name: str, argv: Sequence[str] | None = None) -> None:
+    """Run a Typer app; with ``--json`` among the arguments, usage errors are JSON too."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--json" not in args:
+        app(args=args, prog_name=prog_name)
+        return
+    try:
+        status = app(args=args, prog_name=prog_name, standalone_mode=False)
+    except typer.TyperException as exc:
+        emit_json(
+            {
+                "error": {
+                    "type": "UsageError",
+                    "code": "usage_error",
+                    "message": exc.format_message(),
+                }
+            }
+        )
+        sys.exit(exc.exit_code or 2)
+    except typer.Abort:
+        emit_json({"error": {"type": "Aborted", "code": "aborted", "message": "aborted"}})
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

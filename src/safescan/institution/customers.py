@@ -1,0 +1,184 @@
+"""Customer views: the administrator's list, and the statement a customer reads with its key
+carrier (balances, payments, refunds; see :mod:`safescan.api.account` for the protocol)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from safescan.api import account
+from safescan.api.errors import Forbidden, Unauthenticated
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.errors import UnknownCurrency
+from safescan.code.keys import VerifyKey
+from safescan.institution import ledger
+from safescan.institution.db import Database
+from safescan.institution.models import (
+    CarrierRow,
+    CertificateRow,
+    CustomerRow,
+    MerchantRow,
+    Payment,
+    Refund,
+)
+
+STATEMENT_PAYMENTS = 50  # the newest payments a statement lists
+
+
+def _money(currency: int, amount: int) -> dict[str, Any]:
+    try:
+        cur = lookup_currency(currency)
+    except UnknownCurrency:
+        return {"currency": str(currency), "amount": amount, "display": f"{amount} ({currency})"}
+    return {"currency": cur.alpha, "amount": amount, "display": cur.format(amount)}
+
+
+def list_customers(db: Database, *, limit: int, after: str | None) -> dict[str, Any]:
+    """Customers in id order (page with ``after``), each with balances and carrier count."""
+
+    def q(conn: Connection) -> dict[str, Any]:
+        query = select(CustomerRow).order_by(CustomerRow.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(CustomerRow.id > after)
+        rows = conn.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        carriers = dict(
+            conn.execute(
+                select(CarrierRow.customer_id, func.count())
+                .where(CarrierRow.customer_id.in_([r.id for r in rows]))
+                .group_by(CarrierRow.customer_id)
+            ).all()
+        )
+        out = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "status": r.status,
+                "created_at": r.created_at,
+                "balances": [
+                    _money(c, a)
+                    for c, a in sorted(ledger.balances(conn, ledger.CUSTOMER, r.id).items())
+                ],
+                "carriers": int(carriers.get(r.id, 0)),
+            }
+            for r in rows
+        ]
+        return {"customers": out, "has_more": more}
+
+    return db.read(q)
+
+
+def carrier_identity(db: Database, serial: int) -> tuple[str, VerifyKey, bytes]:
+    """An active carrier's customer, signing key and certificate bytes (for the proof)."""
+
+    def q(conn: Connection) -> Any:
+        return conn.execute(
+            select(
+                CarrierRow.customer_id,
+                CarrierRow.signing_public_key,
+                CarrierRow.status,
+                CertificateRow.cert,
+                CustomerRow.status.label("customer_status"),
+            )
+            .join(CertificateRow, CertificateRow.serial == CarrierRow.serial)
+            .join(CustomerRow, CustomerRow.id == CarrierRow.customer_id)
+            .where(CarrierRow.serial == serial)
+        ).one_or_none()
+
+    row = db.read(q)
+    if row is None or row.cert is None:
+        raise Unauthenticated("no such key carrier", param="carrier_serial")
+    if row.status != "active":
+        raise Forbidden("this key carrier is revoked", param="carrier_serial")
+    if row.customer_status != "active":
+        raise Forbidden("this customer's account is not active", param="carrier_serial")
+    return row.customer_id, VerifyKey(row.signing_public_key), bytes(row.cert)
+
+
+def statement(db: Database, customer_id: str, serial: int, *, now: int) -> dict[str, Any]:
+    """Balances and the newest payments with their refunds."""
+
+    def q(conn: Connection) -> dict[str, Any]:
+        bal = ledger.balances(conn, ledger.CUSTOMER, customer_id)
+        payments = conn.execute(
+            select(
+                Payment.id,
+                Payment.merchant_id,
+                Payment.amount,
+                Payment.currency,
+                Payment.created_at,
+                Payment.carrier_serial,
+                MerchantRow.name,
+                MerchantRow.city,
+            )
+            .join(MerchantRow, MerchantRow.id == Payment.merchant_id)
+            .where(Payment.customer_id == customer_id)
+            .order_by(Payment.created_at.desc(), Payment.id)
+            .limit(STATEMENT_PAYMENTS)
+        ).all()
+        refunds: dict[str, list[dict[str, Any]]] = {}
+        if payments:
+            for r in conn.execute(
+                select(
+                    Refund.id, Refund.payment_id, Refund.amount, Refund.currency, Refund.created_at
+                )
+                .where(Refund.payment_id.in_([p.id for p in payments]))
+                .order_by(Refund.created_at, Refund.id)
+            ):
+                refunds.setdefault(r.payment_id, []).append(
+                    {"refund_id": r.id, "created_at": r.created_at, **_money(r.currency, r.amount)}
+                )
+        listed = []
+        for p in payments:
+            money = _money(p.currency, p.amount)
+            mine = refunds.get(p.id, [])
+            refunded = sum(e["amount"] for e in mine)
+            listed.append(
+                {
+                    "payment_id": p.id,
+                    "merchant_id": p.merchant_id,
+                    "merchant_name": p.name,
+                    "merchant_city": p.city,
+                    "paid_at": p.created_at,
+                    "carrier_serial": p.carrier_serial,
+                    **money,
+                    "refunded": refunded,
+                    "refunded_display": _money(p.currency, refunded)["display"],
+                    "refunds": mine,
+                }
+            )
+        return {
+            "customer_id": customer_id,
+            "carrier_serial": serial,
+            "as_of": now,
+            "balances": [_money(c, a) for c, a in sorted(bal.items())],
+            "payments": listed,
+        }
+
+    return db.read(q)
+
+
+def read_statement(
+    db: Database,
+    key: bytes,
+    *,
+    serial: int,
+    wallet_key: bytes,
+    expires_at: int,
+    response: bytes,
+    now: int | None = None,
+) -> bytes:
+    """Check the carrier's proof for a challenge and return the statement sealed to the wallet."""
+    now = int(time.time()) if now is None else now
+    if expires_at < now:
+        raise Unauthenticated("the challenge has expired: ask for a new one", param="expires_at")
+    if expires_at > now + account.CHALLENGE_TTL:
+        raise Unauthenticated("the challenge's expiry is not one we issued", param="expires_at")
+    challenge = account.make_challenge(key, serial, expires_at, wallet_key)
+    customer_id, signing_key, certificate = carrier_identity(db, serial)
+    account.verify_presence(signing_key, certificate, challenge, response)
+    doc = statement(db, customer_id, serial, now=now)
+    return account.seal_statement(doc, wallet_key, serial, expires_at)

@@ -1,0 +1,118 @@
+"""The wallet's view of the customer's account, and the carrier's PIN.
+
+:func:`read_statement` asks the institution for the balances, payments and refunds, proving
+possession of the key carrier (protocol: :mod:`safescan.api.account`); the answer is sealed to
+a key this call makes and forgets. :func:`change_pin` runs CHANGE PIN on the carrier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from safescan.api import account
+from safescan.api.encoding import b64d, b64e
+from safescan.carrier import rom
+from safescan.carrier.apdu import CommandApdu, Ins, StatusWord
+from safescan.carrier.client import EXTENDED_NE
+from safescan.carrier.errors import (
+    CarrierBlocked,
+    CarrierError,
+    RestartRequired,
+    WrongPin,
+    error_for_status,
+)
+from safescan.carrier.pin import PinFormatError, check_pin
+from safescan.code.errors import SafescanError
+from safescan.remote import InstitutionProtocolError
+from safescan.wallet.errors import PaymentNotMade, WalletError
+from safescan.wallet.flow import Wallet
+
+
+class PinNotChanged(WalletError):
+    """The PIN was not changed (wrong old PIN, bad new PIN, carrier unusable)."""
+
+    code = "pin_not_changed"
+
+
+def read_statement(wallet: Wallet) -> dict[str, Any]:
+    """The customer's balances, payments and refunds, as the institution has them now."""
+    serial = wallet.config.carrier_serial
+    private = X25519PrivateKey.generate()
+    wallet_key = private.public_key().public_bytes_raw()
+    answer = wallet.remote.call(
+        "POST",
+        "/v1/account/challenge",
+        {"carrier_serial": serial, "wallet_key": b64e(wallet_key)},
+    )
+    try:
+        challenge = b64d(str(answer["challenge"]), param="challenge", max_bytes=32)
+        expires_at = int(answer["expires_at"])
+    except (KeyError, TypeError, ValueError):
+        raise InstitutionProtocolError("the institution's challenge is malformed") from None
+    if len(challenge) != 32:
+        raise InstitutionProtocolError("the institution's challenge is not 32 bytes")
+    trust, _ = wallet.trust()
+    carrier = wallet.connect_carrier(trust)  # this wallet's carrier, authenticated
+    try:
+        carrier.select()  # ends the session; the proof runs in clear, like any handshake
+        resp = carrier.transmit(
+            CommandApdu(
+                rom.CLA_PROPRIETARY, Ins.OPEN_SECURE_CHANNEL, 0, 0, challenge, ne=EXTENDED_NE
+            )
+        )
+        if resp.sw != StatusWord.SUCCESS:
+            reason, message = resp.reason()
+            raise error_for_status(resp.sw, int(reason), message)
+    except CarrierError as exc:
+        raise PaymentNotMade(
+            f"the key carrier did not answer the institution's challenge: {exc.message}",
+            cause=exc.code,
+        ) from None
+    finally:
+        carrier.close()
+    sealed = wallet.remote.call(
+        "POST",
+        "/v1/account",
+        {
+            "carrier_serial": serial,
+            "wallet_key": b64e(wallet_key),
+            "expires_at": expires_at,
+            "response": b64e(resp.data),
+        },
+    )
+    try:
+        blob = b64d(str(sealed["sealed"]), param="sealed", max_bytes=1 << 20)
+    except (KeyError, TypeError):
+        raise InstitutionProtocolError("the institution's statement is malformed") from None
+    doc = account.open_statement(blob, private, serial, expires_at)
+    if doc.get("carrier_serial") != serial:
+        raise InstitutionProtocolError("the statement is for another key carrier")
+    return doc
+
+
+def change_pin(wallet: Wallet, old: str, new: str) -> None:
+    """CHANGE PIN on this wallet's carrier: the new PIN's format is checked here first; the
+    old PIN is checked by the carrier like any PIN entry (a wrong one spends a try)."""
+    for label, value in (("current", old), ("new", new)):
+        try:
+            check_pin(value)
+        except PinFormatError as exc:
+            raise PinNotChanged(f"the {label} PIN is not valid: {exc}") from None
+    if new == old:
+        raise PinNotChanged("the new PIN is the same as the old one")
+    trust, _ = wallet.trust()
+    carrier = wallet.connect_carrier(trust)
+    try:
+        carrier.change_pin(old, new)
+    except (WrongPin, RestartRequired):
+        raise
+    except CarrierBlocked:
+        raise PinNotChanged(
+            "wrong PIN too many times: the key carrier has destroyed its keys"
+        ) from None
+    except SafescanError as exc:
+        raise PinNotChanged(f"the key carrier refused: {exc.message}") from None
+    finally:
+        carrier.close()

@@ -1,0 +1,102 @@
+"""One carrier process per state file: a second ``carrier serve`` on the same EEPROM image
+(two live copies of one card) is refused with a clear error, and the first keeps serving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safescan.carrier.client import CarrierClient
+from safescan.carrier.errors import CarrierUnavailable
+from safescan.carrier.provision import personalize
+from safescan.carrier.statelock import StateInUse, StateLock
+from safescan.carrier.testing import CarrierProcess, LocalInstitution
+
+from .conftest import PIN
+
+
+def _serve(state: Path | str, *, cli: bool, cwd: Path | None = None) -> subprocess.Popen[str]:
+    module = ["safescan", "carrier", "serve"] if cli else ["safescan.carrier.server"]
+    return subprocess.Popen(
+        [sys.executable, "-m", *module, "--state", str(state), "--listen", "tcp://127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def _refused(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the second carrier process kept running on a locked state file")
+    assert "READY" not in out
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("cli", [False, True], ids=["python -m server", "safescan carrier serve"])
+def test_second_process_on_one_state_file_is_refused(
+    tmp_path: Path, institution: LocalInstitution, cli: bool
+) -> None:
+    state = tmp_path / "card.eeprom"
+    with CarrierProcess(state) as first:
+        with CarrierClient.connect(first.url) as client:
+            personalize(client, institution.make_bundle, PIN, 5)
+        status, err = _refused(_serve(state, cli=cli))
+        assert status != 0
+        assert "already serves" in err and str(first.pid) in err
+        assert "Traceback" not in err
+        with CarrierClient.connect(first.url) as client:  # the first one still serves
+            client.open_session(institution.trust)
+            client.verify_pin(PIN)
+
+
+def test_other_spellings_of_the_path_are_the_same_file(tmp_path: Path) -> None:
+    state = tmp_path / "card.eeprom"
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "alias.eeprom"
+    with CarrierProcess(state):
+        link.symlink_to(state)
+        for spelling, cwd in (
+            (link, None),  # a symlink
+            (Path("..") / "card.eeprom", tmp_path / "sub"),  # relative, another directory
+            (tmp_path / "sub" / ".." / "card.eeprom", None),
+        ):
+            status, err = _refused(_serve(spelling, cli=False, cwd=cwd))
+            assert status != 0 and "already serves" in err, spelling
+
+
+def test_lock_is_released_when_the_holder_dies_even_by_sigkill(tmp_path: Path) -> None:
+    state = tmp_path / "card.eeprom"
+    first = CarrierProcess(state)
+    first.start()
+    first.kill()  # no clean-up ran: the kernel drops the lock
+    with CarrierProcess(state) as again, CarrierClient.connect(again.url) as client:
+        assert client.get_info().lifecycle.name == "BLANK"
+
+
+def test_two_state_files_in_one_directory_both_run(tmp_path: Path) -> None:
+    with CarrierProcess(tmp_path / "a.eeprom") as a, CarrierProcess(tmp_path / "b.eeprom") as b:
+        assert a.url != b.url
+
+
+def test_carrier_process_helper_reports_the_refusal(tmp_path: Path) -> None:
+    state = tmp_path / "card.eeprom"
+    with CarrierProcess(state), pytest.raises(CarrierUnavailable, match="exited at start-up"):
+        CarrierProcess(state).start(timeout=30)
+
+
+def test_state_lock_in_process(tmp_path: Path) -> None:
+    state = tmp_path / "card.eeprom"
+    with StateLock(state), pytest.raises(StateInUse, match=f"process {os.getpid()}"):
+        StateLock(state).acquire()
+    with StateLock(state):  # released: can be taken again
+        pass
