@@ -45,3 +45,28 @@ def test_readme_command_table_matches_the_cli() -> None:
         )  # fmt: skip
         for name in re.findall(r"[a-z][a-z-]+", commands):
             assert f" {name} " in out.stdout, f"README lists `safescan {group} {name}`"
+
+
+LONG_RUNNING = {"carrier serve", "institution serve", "pos serve"}
+
+
+def test_every_command_that_prints_a_result_takes_json() -> None:
+    import typer.main
+
+    from safescan.cli import app
+
+    def leaves(command: object, path: str) -> list[tuple[str, object]]:
+        sub = getattr(command, "commands", None)
+        if not sub:
+            return [(path.strip(), command)]
+        return [leaf for name, c in sub.items() for leaf in leaves(c, f"{path} {name}")]
+
+    found = leaves(typer.main.get_command(app), "")
+    assert len(found) > 30
+    without = [
+        path
+        for path, command in found
+        if path not in LONG_RUNNING
+        and not any("--json" in p.opts for p in command.params)  # type: ignore[attr-defined]
+    ]
+    assert without == []
