@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from safescan.carrier import rom
 from safescan.carrier.errors import CarrierAuthenticationError, ChannelError
+from safescan.code.errors import KeyMaterialError
+from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
 
 TRANSCRIPT_CONTEXT = b"SS1-SC"
 CHANNEL_INFO = b"safescan carrier channel v1"
@@ -157,6 +159,10 @@ def card_handshake(
     """Card: answer a host's ephemeral key; returns the response data and the session."""
     if len(host_public) != PUBLIC_BYTES:
         raise ChannelError("the host's ephemeral key must be 32 bytes")
+    try:
+        check_x25519_public(host_public, what="the host's ephemeral key")
+    except KeyMaterialError as exc:
+        raise ChannelError(exc.message) from None
     eph = X25519PrivateKey.generate()
     card_public = _raw_public(eph)
     try:
@@ -196,6 +202,11 @@ class HostHandshake:
             )
         signature = response[PUBLIC_BYTES + 1 :]
         t = transcript(kind, identity, self.public, card_public)
+        try:
+            check_ed25519_public(card_key, what="the carrier's certified key")
+            check_x25519_public(card_public, what="the carrier's ephemeral key")
+        except KeyMaterialError as exc:
+            raise CarrierAuthenticationError(exc.message) from None
         try:
             Ed25519PublicKey.from_public_bytes(card_key).verify(signature, t)
             shared = self._eph.exchange(X25519PublicKey.from_public_bytes(card_public))

@@ -24,6 +24,7 @@ from safescan.code.errors import (
     CertificateError,
     CertificateExpired,
     CertificateRevoked,
+    KeyMaterialError,
     SafescanError,
     SignatureInvalid,
     UnknownKeyId,
@@ -133,11 +134,15 @@ class Certificate:
         nb_, na_ = _uint(nb, "not_before"), _uint(na, "not_after")
         if na_ <= nb_:
             raise CertificateError("certificate validity period is empty")
+        try:
+            public_key = VerifyKey(pk)
+        except KeyMaterialError as exc:
+            raise CertificateError(f"certificate public key: {exc.message}") from None
         return cls(
             serial=_uint(serial, "serial"),
             role=role_,
             subject=subject,
-            public_key=VerifyKey(pk),
+            public_key=public_key,
             not_before=nb_,
             not_after=na_,
             issuer_kid=_uint(ikid, "issuer_kid", 0x10000),

@@ -23,6 +23,7 @@ from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS, inspect_text
 from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
 from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file
+from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
 from safescan.code.schemelist import SchemeKeyList
@@ -284,7 +285,7 @@ def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
     """Build a code from an order document (see docs/operations.md for its shape)."""
     try:
         m = doc["merchant"]
-        merchant = Merchant(m["id"], m["name"], m["city"], m["country"], int(m["mcc"]))
+        merchant = Merchant(m["id"], m["name"], m["city"], m["country"], m["mcc"])
         kind = doc.get("kind", "dynamic")
         cur = doc.get("currency")
         if kind == "static":
@@ -292,19 +293,26 @@ def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
                 merchant,
                 None if cur is None else lookup_currency(cur).numeric,
                 now,
-                now + int(doc.get("expires_in", 365 * 86400)),
+                now
+                + json_int(doc.get("expires_in", 365 * 86400), field="expires_in", maximum=2**40),
             )
         items = tuple(
-            LineItem(i["name"], int(i["quantity"]), int(i["unit_price"])) for i in doc["items"]
+            LineItem(
+                i["name"],
+                json_int(i["quantity"], field="quantity", maximum=MAX_QUANTITY),
+                json_int(i["unit_price"], field="unit_price"),
+            )
+            for i in doc["items"]
         )
         return DynamicCode(
             merchant=merchant,
             order_id=doc.get("order_id") or "o_" + secrets.token_hex(5),
             items=items,
-            total=int(doc.get("total", sum(i.amount for i in items))),
+            total=json_int(doc.get("total", sum(i.amount for i in items)), field="total"),
             currency=lookup_currency(str(cur)).numeric,
             issued_at=now,
-            expires_at=now + int(doc.get("expires_in", 300)),
+            expires_at=now
+            + json_int(doc.get("expires_in", 300), field="expires_in", maximum=2**40),
             nonce=secrets.token_bytes(8),
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -104,6 +104,13 @@ class TotalMismatch(InvalidAmount):
     code = "total_mismatch"
 
 
+class InvalidNumber(InvalidAmount):
+    """A money amount or quantity is not a whole number: a JSON boolean, string or decimal,
+    or text that is not plain ASCII digits (``"1_0"``, ``"+5"``, ``"1e2"``)."""
+
+    code = "invalid_number"
+
+
 class UnknownCurrency(CodeError):
     """The currency is not an active ISO 4217 currency."""
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
+from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
 
 SCHEME_KID_MAX = 0xFF  # scheme key ids fit the code header's one byte
 
@@ -82,6 +83,7 @@ class VerifyKey:
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != 32:
             raise KeyFileError("an Ed25519 public key is 32 bytes")
+        check_ed25519_public(self.raw)  # small order, non-canonical, off the curve: refused
 
     def verify(self, signature: bytes, message: bytes, *, what: str = "signature") -> None:
         """Verify ``signature`` over ``message``; raise :class:`SignatureInvalid` if it fails."""
@@ -182,6 +184,9 @@ class SchemePublicKey:
 
     kid: int
     raw: bytes
+
+    def __post_init__(self) -> None:
+        check_x25519_public(self.raw, what=f"scheme public key {self.kid}")
 
     def x25519(self) -> X25519PublicKey:
         """The key as a ``cryptography`` object."""

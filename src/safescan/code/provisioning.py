@@ -32,6 +32,7 @@ from safescan.code import cbor
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
 from safescan.code.errors import DecryptionFailed, MalformedCode, OversizeInput
 from safescan.code.keys import SchemeKey, SigningKey, VerifyKey
+from safescan.code.pubkeys import check_x25519_public
 
 PROV_CONTEXT = b"SS1-PROV"
 PROV_INFO = b"safescan provisioning v1"
@@ -74,6 +75,7 @@ def seal_bundle(bundle: ProvisioningBundle, issuer: SigningKey, issuer_kid: int)
         ]
     )
     plaintext = issuer.sign(PROV_CONTEXT + signed) + signed
+    check_x25519_public(bundle.transport_public, what="the carrier's transport key")
     recipient = X25519PublicKey.from_public_bytes(bundle.transport_public)
     return _SUITE.encrypt(plaintext, recipient, info=PROV_INFO)
 

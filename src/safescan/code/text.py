@@ -37,25 +37,52 @@ def _describe(ch: str) -> str:
     return f"U+{ord(ch):04X} {name}"
 
 
-def clean_name(value: str, *, field: str, max_chars: int = 64) -> str:
-    """Validate a display name and return it NFC-normalised.
+def forbidden_char(text: str) -> str | None:
+    """The first character of ``text`` no stored text may hold (described), else None.
 
-    Raises :class:`UnsafeText` for empty or over-long names, leading/trailing or doubled
-    spaces, control / format (bidi, zero-width) / private-use / unassigned / invisible
-    characters.
+    Refused: every control (C0, DEL, C1), format character (bidi overrides, embeddings and
+    isolates, zero-width spaces and joiners, BOM, soft hyphen...), surrogate, private-use and
+    unassigned code point, line and paragraph separators, invisible fillers, and every space
+    but U+0020.
+    """
+    for ch in text:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES or ord(ch) in _INVISIBLE:
+            return f"a forbidden character ({_describe(ch)})"
+        if ch.isspace() and ch != " ":
+            return f"a non-standard space ({_describe(ch)})"
+    return None
+
+
+def clean_text(value: object, *, field: str, max_chars: int = 64) -> str:
+    """Validate any text that is stored or shown to a person; return it NFC-normalised.
+
+    The one validator for names, cities, settlement accounts, order references, refund
+    reasons and labels, wherever they enter (API, web POS, CLI, codes). Raises
+    :class:`UnsafeText` for non-text, empty or over-long values and any
+    :func:`forbidden_char`.
     """
     if not isinstance(value, str):
         raise UnsafeText(f"{field} must be text")
-    text = unicodedata.normalize("NFC", value)
+    try:
+        text = unicodedata.normalize("NFC", value)
+    except UnicodeError:  # pragma: no cover - normalize takes any str
+        raise UnsafeText(f"{field} is not valid Unicode") from None
     if not text:
         raise UnsafeText(f"{field} is empty")
     if len(text) > max_chars:
         raise UnsafeText(f"{field} is longer than {max_chars} characters")
-    for ch in text:
-        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES or ord(ch) in _INVISIBLE:
-            raise UnsafeText(f"{field} contains a forbidden character ({_describe(ch)})")
-        if ch.isspace() and ch != " ":
-            raise UnsafeText(f"{field} contains a non-standard space ({_describe(ch)})")
+    problem = forbidden_char(text)
+    if problem is not None:
+        raise UnsafeText(f"{field} contains {problem}")
+    return text
+
+
+def clean_name(value: str, *, field: str, max_chars: int = 64) -> str:
+    """Validate a display name and return it NFC-normalised.
+
+    :func:`clean_text`, and no leading, trailing or doubled spaces.
+    """
+    text = clean_text(value, field=field, max_chars=max_chars)
     if text != text.strip(" ") or "  " in text:
         raise UnsafeText(f"{field} has leading, trailing or doubled spaces")
     return text

@@ -22,12 +22,21 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from safescan.api.encoding import b64d, b64e
 from safescan.api.errors import InvalidRequest, Unauthenticated, http_status
 from safescan.api.events import sign_event
+from safescan.api.fields import (
+    Amount,
+    LongText,
+    Name,
+    Quantity,
+    ShortText,
+    StrictModel,
+    validation_error,
+)
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import settlement
@@ -141,14 +150,6 @@ async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _validation_exception(errors: list[Any]) -> InvalidRequest:
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    param = ".".join(loc) or None
-    msg = str(first.get("msg", "invalid request"))
-    return InvalidRequest(f"{param}: {msg}" if param else msg, param=param)
-
-
 async def _noop_receive() -> Message:
     return {"type": "http.disconnect"}
 
@@ -156,18 +157,12 @@ async def _noop_receive() -> Message:
 # --- request and response models --------------------------------------------------------------
 
 
-class Strict(BaseModel):
-    """Base of every request model: unknown fields are refused."""
+class Strict(StrictModel):
+    """Base of every request model: unknown fields refused, JSON integers only (strict)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-
-_TEXT = r"^[^\x00-\x1f\x7f]+$"  # no control characters (NUL included)
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)]
 CurrencyCode = Annotated[
     str, Field(min_length=3, max_length=3, pattern=r"^([A-Za-z]{3}|[0-9]{3})$")
 ]
-Amount = Annotated[int, Field(ge=1, le=10**12 - 1)]
 Url = Annotated[str, Field(min_length=1, max_length=512)]  # rules: institution.webhook_targets
 KeyText = Annotated[str, Field(min_length=40, max_length=88, pattern=r"^[A-Za-z0-9+/=_\-]+$")]
 IdempotencyKey = Annotated[
@@ -184,7 +179,7 @@ class MerchantCreate(Strict):
     city: Name
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
     mcc: Annotated[int, Field(ge=0, le=9999)]
-    settlement_account: Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)]
+    settlement_account: ShortText
     api_public_key: KeyText | None = None
     webhook_url: Url | None = None
 
@@ -233,7 +228,7 @@ class Item(Strict):
     """One order line."""
 
     name: Name
-    quantity: Annotated[int, Field(ge=1, le=9999)]
+    quantity: Quantity
     unit_price: Amount
 
 
@@ -243,7 +238,7 @@ class OrderCreate(Strict):
     items: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]
     currency: CurrencyCode
     expires_in: Annotated[int, Field(ge=5, le=7 * 86400)] = 900
-    reference: Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)] | None = None
+    reference: ShortText | None = None
 
 
 class StaticCodeCreate(Strict):
@@ -272,7 +267,7 @@ class RefundCreate(Strict):
     """Refund an order fully (no amount) or partially."""
 
     amount: Amount | None = None
-    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=_TEXT)] | None = None
+    reason: LongText | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -356,12 +351,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        param = ".".join(loc) or None
-        msg = str(first.get("msg", "invalid request"))
-        return _error_response(InvalidRequest(f"{param}: {msg}" if param else msg, param=param))
+        return _error_response(validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -685,7 +675,7 @@ def create_app(
             try:
                 req = PaymentCreate.model_validate_json(body)
             except ValidationError as exc:
-                raise _validation_exception(exc.errors()) from None
+                raise validation_error(exc.errors()) from None
             auth = b64d(req.authorization, param="authorization", max_bytes=1024)
             stored = await inst.pay_async(req.code, auth, key)
             await _send_json(send, stored.status, json.dumps(stored.body).encode())

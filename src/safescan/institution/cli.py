@@ -271,10 +271,20 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="one line per request on stderr (address, method, path, status)")
     ] = True,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="address or network of a reverse proxy whose X-Forwarded-For/-Proto headers"
+            " are believed (repeatable; default: none, the peer address is the client)",
+        ),
+    ] = None,
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
     line per request on stderr (no query strings, headers or bodies)."""
     import uvicorn
+
+    from safescan.institution.proxies import uvicorn_proxy_settings
 
     tuning = Tuning(
         merchant_rate,
@@ -299,6 +309,7 @@ def serve(
         "timeout_graceful_shutdown": 5,
     }
     try:
+        common.update(uvicorn_proxy_settings(trusted_proxy or []))
         if workers <= 1:
             from safescan.institution.access_log import AccessLog, AnnouncingServer
             from safescan.institution.server import build_app

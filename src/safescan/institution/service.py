@@ -56,7 +56,8 @@ from safescan.code.payment import (
     StaticCode,
 )
 from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
-from safescan.institution import admin_tokens, audit, ledger, sql
+from safescan.code.pubkeys import check_x25519_public
+from safescan.institution import admin_tokens, audit, guards, ledger, sql
 from safescan.institution.db import Database
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.merchant_sealing import certificate_problem, scheme_key_list
@@ -448,6 +449,7 @@ class Institution:
         """Onboard a merchant. Without ``api_public_key`` a key pair is generated and the private
         seed is returned **once** (base64); the institution keeps only the public key."""
         mid = new_id("M", 9)
+        settlement_account = guards.text(settlement_account, param="settlement_account")
         try:
             ident = Merchant(mid, name, city, country, mcc).validated()
         except SafescanError as exc:
@@ -457,7 +459,7 @@ class Institution:
             seed = secrets.token_bytes(32)
             api_public_key = SigningKey.from_seed(seed).public_key.raw
             secret_b64 = b64e(seed)
-        VerifyKey(api_public_key)
+        guards.public_key(api_public_key, param="api_public_key")
         if webhook_url is not None:
             webhook_url = self.webhook_targets.check_registration(webhook_url)
         now = self.now()
@@ -578,7 +580,7 @@ class Institution:
     def certify_merchant_key(self, mid: str, public_key: bytes, valid_days: int) -> Certificate:
         """Issue a merchant code-signing certificate (for merchant-signed codes)."""
         now = self.now()
-        key = VerifyKey(public_key)
+        key = guards.public_key(public_key, param="public_key")
 
         def tx(conn: Connection) -> Certificate:
             # the identity the customer will be shown comes from the merchant's record here,
@@ -651,6 +653,7 @@ class Institution:
 
     def create_customer(self, name: str) -> dict[str, Any]:
         """Open a customer account holder."""
+        name = guards.name(name, param="name")
         cid = new_id("C", 11)
         now = self.now()
 
@@ -707,8 +710,7 @@ class Institution:
             cur = lookup_currency(currency_code).numeric
         except SafescanError as exc:
             raise InvalidRequest(exc.message, param="currency") from None
-        if amount <= 0:
-            raise InvalidRequest("amount must be positive", param="amount")
+        amount = guards.amount(amount)
         now = self.now()
         ref = new_id("fund_", 16)
 
@@ -770,14 +772,23 @@ class Institution:
     def enroll_carrier(
         self, token: str, signing_public_key: bytes, transport_public_key: bytes
     ) -> dict[str, Any]:
-        """Register a key carrier: certify its signing key, seal its provisioning bundle."""
-        signing = VerifyKey(signing_public_key)
-        if len(transport_public_key) != 32:
-            raise InvalidRequest(
-                "transport_public_key must be 32 bytes", param="transport_public_key"
-            )
+        """Register a key carrier: certify its signing key, seal its provisioning bundle.
+
+        All or nothing: every input is checked before the token is touched, and the token,
+        the certificate, the carrier row, the audit entry *and* the sealed bundle are made in
+        one transaction, so a refusal at any step leaves no carrier and an unspent token.
+        """
+        try:
+            signing = VerifyKey(signing_public_key)
+        except SafescanError as exc:
+            raise InvalidRequest(exc.message, param="signing_public_key") from None
+        try:
+            check_x25519_public(transport_public_key, what="transport_public_key")
+        except SafescanError as exc:
+            raise InvalidRequest(exc.message, param="transport_public_key") from None
         now = self.now()
         digest = self.keys.token_hash(token)
+        scheme_keys = tuple(k for k in self.keys.scheme.keys.values() if not k.is_retired(now))
 
         def tx(conn: Connection) -> dict[str, Any]:
             res = conn.execute(
@@ -810,6 +821,20 @@ class Institution:
                     created_at=now,
                 )
             )
+            bundle = ProvisioningBundle(
+                carrier_serial=serial,
+                certificate=cert,
+                institution_keys=dict(self.trust.institution_keys),
+                scheme_keys=scheme_keys,
+                issued_at=now,
+                transport_public=transport_public_key,
+            )
+            try:  # inside the transaction: a bundle that cannot be sealed undoes everything
+                sealed = seal_bundle(bundle, self.keys.root, self.keys.root_kid)
+            except ValueError:
+                raise InvalidRequest(
+                    "transport_public_key is not a valid X25519 key", param="transport_public_key"
+                ) from None
             audit.append(
                 conn,
                 at=now,
@@ -818,30 +843,14 @@ class Institution:
                 entity=f"carrier:{serial}",
                 data={"customer_id": cid, "serial": serial},
             )
-            return {"serial": serial, "cert": cert, "customer_id": cid}
+            return {
+                "carrier_serial": serial,
+                "customer_id": cid,
+                "certificate": b64e(cert.to_bytes()),
+                "bundle": b64e(sealed),
+            }
 
-        out = self.db.write(tx)
-        cert: Certificate = out["cert"]
-        bundle = ProvisioningBundle(
-            carrier_serial=out["serial"],
-            certificate=cert,
-            institution_keys=dict(self.trust.institution_keys),
-            scheme_keys=tuple(k for k in self.keys.scheme.keys.values() if not k.is_retired(now)),
-            issued_at=now,
-            transport_public=transport_public_key,
-        )
-        try:
-            sealed = seal_bundle(bundle, self.keys.root, self.keys.root_kid)
-        except ValueError:
-            raise InvalidRequest(
-                "transport_public_key is not a valid X25519 key", param="transport_public_key"
-            ) from None
-        return {
-            "carrier_serial": out["serial"],
-            "customer_id": out["customer_id"],
-            "certificate": b64e(cert.to_bytes()),
-            "bundle": b64e(sealed),
-        }
+        return self.db.write(tx)
 
     def revoke_carrier(self, serial: int) -> dict[str, Any]:
         """Revoke a key carrier: its authorizations are refused from now on."""
@@ -915,6 +924,8 @@ class Institution:
         idempotency_key: str | None,
     ) -> Stored:
         """Precreate an order and seal its dynamic code (institution-signed)."""
+        items = guards.items(items)
+        reference = guards.optional_text(reference, param="reference")
         try:
             cur = lookup_currency(currency_code).numeric
         except SafescanError as exc:
@@ -1742,8 +1753,8 @@ class Institution:
         idempotency_key: str | None,
     ) -> Stored:
         """Refund all (``amount`` None) or part of a paid order; never more than was paid."""
-        if amount is not None and amount <= 0:
-            raise InvalidRequest("amount must be positive", param="amount")
+        amount = None if amount is None else guards.amount(amount)
+        reason = guards.optional_text(reason, param="reason", max_chars=200)
         scope = f"refund:{mid}"
         req_h = request_hash({"order_id": order_id, "amount": amount, "reason": reason})
         now = self.now()

@@ -1,0 +1,71 @@
+"""Money amounts and quantities as they enter from outside: whole numbers only.
+
+Python is generous with what it calls an integer (``True``, ``int("1_0")``, ``int(" +5 ")``,
+``int(1.0)``); money must not be. :func:`json_int` takes a decoded JSON value and accepts only
+an ``int`` that is not a ``bool``; :func:`parse_int` takes text (a CLI argument, a form field)
+and accepts only plain ASCII digits. Both check the range and raise :class:`InvalidNumber`
+(or :class:`InvalidAmount` when out of range), naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from safescan.code.errors import InvalidAmount, InvalidNumber
+
+#: The largest amount in minor units anything accepts (fits the ledger's and the codes' limits).
+MAX_AMOUNT = 10**12 - 1
+#: The largest quantity of one order line.
+MAX_QUANTITY = 9999
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def json_int(value: object, *, field: str, minimum: int = 1, maximum: int = MAX_AMOUNT) -> int:
+    """``value`` if it is a JSON integer in ``[minimum, maximum]``; else a typed error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidNumber(
+            f"{field} must be a whole number written as a JSON integer (not {_kind(value)})"
+        )
+    if not minimum <= value <= maximum:
+        raise InvalidAmount(f"{field} must be from {minimum} to {maximum}")
+    return value
+
+
+def parse_int(text: str, *, field: str, minimum: int = 1, maximum: int = MAX_AMOUNT) -> int:
+    """The whole number ``text`` spells in plain ASCII digits; else a typed error."""
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        raise InvalidNumber(
+            f"{field} must be a whole number in plain digits (0-9), not {str(text)[:24]!r}"
+        )
+    return json_int(int(text), field=field, minimum=minimum, maximum=maximum)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def cli_parser(field: str, *, minimum: int = 1, maximum: int = MAX_AMOUNT) -> Callable[[str], int]:
+    """A command-line option parser for a whole number (``typer.Option(parser=...)``):
+    plain ASCII digits only, where click's own ``int`` would take ``1_0``, ``+5`` or `` 5``."""
+
+    def parse(value: str) -> int:
+        import typer
+
+        if isinstance(value, int) and not isinstance(value, bool):  # a default value
+            return value
+        try:
+            return parse_int(value, field=field, minimum=minimum, maximum=maximum)
+        except InvalidAmount as exc:
+            raise typer.BadParameter(exc.message) from None
+
+    return parse

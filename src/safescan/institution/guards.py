@@ -1,0 +1,64 @@
+"""Input checks at the service boundary, whoever calls (HTTP API, CLI, tests, bench).
+
+The HTTP models (:mod:`safescan.api.fields`) refuse the same inputs first; these make the
+service itself refuse them too, as the API's typed :class:`InvalidRequest` naming the field.
+"""
+
+from __future__ import annotations
+
+from safescan.api.errors import InvalidRequest
+from safescan.code.errors import SafescanError
+from safescan.code.keys import VerifyKey
+from safescan.code.numbers import MAX_AMOUNT, MAX_QUANTITY, json_int
+from safescan.code.text import clean_name, clean_text
+
+
+def text(value: str, *, param: str, max_chars: int = 64) -> str:
+    """A stored free text (:func:`clean_text`), NFC-normalised."""
+    try:
+        return clean_text(value, field=param, max_chars=max_chars)
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param=param) from None
+
+
+def optional_text(value: str | None, *, param: str, max_chars: int = 64) -> str | None:
+    """:func:`text` unless ``value`` is None."""
+    return None if value is None else text(value, param=param, max_chars=max_chars)
+
+
+def name(value: str, *, param: str) -> str:
+    """A display name (:func:`clean_name`), NFC-normalised."""
+    try:
+        return clean_name(value, field=param)
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param=param) from None
+
+
+def amount(value: object, *, param: str = "amount") -> int:
+    """Money in minor units: an ``int`` (never a bool) from 1 to MAX_AMOUNT."""
+    try:
+        return json_int(value, field=param, maximum=MAX_AMOUNT)
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param=param) from None
+
+
+def items(values: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Order lines: (name, quantity, unit price), each checked."""
+    out = []
+    for i, (n, q, p) in enumerate(values):
+        try:
+            qty = json_int(q, field=f"items.{i}.quantity", maximum=MAX_QUANTITY)
+        except SafescanError as exc:
+            raise InvalidRequest(exc.message, param=f"items.{i}.quantity") from None
+        out.append(
+            (name(n, param=f"items.{i}.name"), qty, amount(p, param=f"items.{i}.unit_price"))
+        )
+    return out
+
+
+def public_key(raw: bytes, *, param: str) -> VerifyKey:
+    """An Ed25519 public key that is canonical, on the curve and not of small order."""
+    try:
+        return VerifyKey(raw)
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param=param) from None

@@ -1,0 +1,170 @@
+"""Every state-changing operation is all or nothing (issue #13 item 3), in process.
+
+For each operation of :class:`Institution` a refusal is injected at each step inside its
+transaction (the certificate issuer, the ledger transfer, the bundle sealer, the audit log:
+whatever the operation reaches), and the whole database must be exactly as before, on SQLite
+and PostgreSQL. The HTTP-level refusals (bad keys, spent tokens) are attacked against a real
+server in ``test_hardening.py``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from safescan.code import SigningKey
+from safescan.code.errors import SafescanError
+from safescan.institution import audit, ledger
+from safescan.institution import service as service_module
+from safescan.institution.db import Database
+from safescan.institution.keystore import KeyStore
+from safescan.institution.service import Institution
+from tests.institution.conftest import BACKENDS, make_db
+from tests.institution.harness import PASSPHRASE, init_db
+from tests.institution.snapshot import diff, snapshot
+
+
+class Injected(SafescanError):
+    """The refusal injected into an operation."""
+
+    code = "injected"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def inst(request: pytest.FixtureRequest) -> Iterator[Institution]:
+    with tempfile.TemporaryDirectory(prefix="safescan-aon-") as d:
+        url = make_db(request.param, request, Path(d))
+        init_db(url, Path(d) / "keys")
+        institution = Institution(
+            Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
+        )
+        institution.db_url = url  # type: ignore[attr-defined]
+        try:
+            yield institution
+        finally:
+            institution.db.dispose()
+
+
+class Setup:
+    """A merchant, a funded customer with a carrier token, a paid... enough to call every
+    operation."""
+
+    def __init__(self, inst: Institution) -> None:
+        m, _ = inst.create_merchant(
+            name="Atomic Shop",
+            city="Berlin",
+            country="DE",
+            mcc=5814,
+            settlement_account="DE89370400440532013000",
+            api_public_key=None,
+            webhook_url=None,
+        )
+        self.mid = str(m["id"])
+        self.cid = str(inst.create_customer("Atomic Customer")["id"])
+        inst.fund_customer(self.cid, "EUR", 10_000)
+        self.token = str(inst.issue_enrollment_token(self.cid)["token"])
+        self.order = inst.create_order(
+            self.mid,
+            items=[("Tea", 1, 300)],
+            currency_code="EUR",
+            expires_in=900,
+            reference=None,
+            idempotency_key=None,
+        ).body
+        enrolled = inst.enroll_carrier(
+            str(inst.issue_enrollment_token(self.cid)["token"]),
+            SigningKey.generate().public_key.raw,
+            X25519PrivateKey.generate().public_key().public_bytes_raw(),
+        )
+        self.serial = int(enrolled["carrier_serial"])
+
+
+def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
+    """Every state-changing call, with valid arguments."""
+    key = SigningKey.generate().public_key.raw
+    transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return {
+        "create_merchant": lambda i: i.create_merchant(
+            name="Other Shop",
+            city="Paris",
+            country="FR",
+            mcc=5411,
+            settlement_account="FR7630006000011234567890189",
+            api_public_key=key,
+            webhook_url=None,
+        ),
+        "set_webhook": lambda i: i.set_webhook(s.mid, "https://shop.example/hook"),
+        "certify_merchant_key": lambda i: i.certify_merchant_key(s.mid, key, 30),
+        "create_customer": lambda i: i.create_customer("Bob"),
+        "fund_customer": lambda i: i.fund_customer(s.cid, "EUR", 500),
+        "issue_enrollment_token": lambda i: i.issue_enrollment_token(s.cid),
+        "enroll_carrier": lambda i: i.enroll_carrier(s.token, key, transport),
+        "create_order": lambda i: i.create_order(
+            s.mid,
+            items=[("Cake", 2, 250)],
+            currency_code="EUR",
+            expires_in=900,
+            reference="r-1",
+            idempotency_key="idem-aon-1",
+        ),
+        "close_order": lambda i: i.close_order(s.mid, str(s.order["order_id"])),
+        "revoke_carrier": lambda i: i.revoke_carrier(s.serial),
+        "revoke_merchant": lambda i: i.revoke_merchant(s.mid),
+    }
+
+
+#: Where a refusal can be injected: (module, attribute) of the steps operations reach.
+STEPS = {
+    "audit": (audit, "append"),
+    "ledger_transfer": (ledger, "post_transfer"),
+    "ledger_account": (ledger, "ensure_account"),
+    "certificate": (service_module, "issue_certificate"),
+    "bundle": (service_module, "seal_bundle"),
+}
+
+
+def test_a_refusal_at_any_step_of_any_operation_changes_nothing(
+    inst: Institution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Setup(inst)
+    url = inst.db_url  # type: ignore[attr-defined]
+    reached: dict[str, list[str]] = {}
+    for name, op in operations(s).items():
+        for step, (module, attr) in STEPS.items():
+            calls = {"n": 0}
+            original = getattr(module, attr)
+
+            def boom(
+                *args: Any, _calls: dict[str, int] = calls, _step: str = step, **kwargs: Any
+            ) -> Any:
+                _calls["n"] += 1
+                raise Injected(f"refused at {_step}")
+
+            def backstop(*args: Any, **kwargs: Any) -> Any:
+                raise Injected("refused at the audit entry (backstop)")
+
+            before = snapshot(url)
+            with monkeypatch.context() as mp:
+                if step != "audit":  # whatever the step, the operation is refused at the end
+                    mp.setattr(audit, "append", backstop)
+                mp.setattr(module, attr, boom)
+                with pytest.raises(Injected):
+                    op(inst)
+            assert getattr(module, attr) is original
+            assert diff(before, snapshot(url)) == {}, f"{name} refused at {step} left changes"
+            if calls["n"]:
+                reached.setdefault(name, []).append(step)
+        # and without any injected refusal the operation does change the database
+        before = snapshot(url)
+        op(inst)
+        assert diff(before, snapshot(url)) != {}, name
+    # every operation wrote an audit entry, so every one was refused at least there
+    assert set(reached) == set(operations(s)), reached
+    assert {"audit", "certificate", "bundle"} <= set(reached["enroll_carrier"])
+    assert "ledger_transfer" in reached["fund_customer"]
+    assert "certificate" in reached["certify_merchant_key"]
