@@ -30,6 +30,7 @@ from rich.text import Text
 from safescan.api.errors import InvalidRequest
 from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
+from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.remote import ENV_ADMIN_TOKEN as ENV_TOKEN
@@ -98,7 +99,7 @@ def create(
     if as_json:
         emit_json(doc)
         return
-    console.print(f"customer [bold]{doc['id']}[/] ({escape(doc['name'])}) created")
+    console.print(f"customer [bold]{term(doc['id'])}[/] ({escape(doc['name'])}) created")
 
 
 @customer_app.command("fund")
@@ -106,9 +107,7 @@ def fund(
     customer_id: Annotated[str, typer.Argument(help="the customer's id (C...)")],
     amount: Annotated[
         int,
-        typer.Option(
-            help="in minor units of the currency: 10000 = 100.00 EUR", parser=minor_units
-        ),
+        typer.Option(help="in minor units of the currency: 10000 = 100.00 EUR", parser=minor_units),
     ],
     currency: Annotated[str, typer.Option(help="ISO 4217 code, e.g. EUR")] = "EUR",
     institution: UrlOpt = None,
@@ -134,8 +133,8 @@ def fund(
         emit_json(doc)
         return
     console.print(
-        f"credited {cur.format(amount)} to {doc['id']} ({escape(doc['name'])});"
-        f" balance now {_balances(doc)}"
+        f"credited {term(cur.format(amount))} to {term(doc['id'])} ({escape(doc['name'])});"
+        f" balance now {term(_balances(doc))}"
     )
 
 
@@ -163,16 +162,16 @@ def list_command(
         table.add_column(col, justify="right" if col in ("balance", "carriers") else "left")
     for r in rows:
         table.add_row(
-            r["id"],
-            Text(r["name"]),
-            r["status"],
+            term(r["id"]),
+            Text(visible(r["name"])),
+            term(r["status"]),
             _when(r["created_at"]),
-            _balances(r),
-            str(r["carriers"]),
+            term(_balances(r)),
+            term(str(r["carriers"])),
         )
     console.print(table)
     if doc.get("has_more"):
-        console.print(f"more: --after {rows[-1]['id']}")
+        console.print(f"more: --after {term(rows[-1]['id'])}")
 
 
 def enrollment_token_command(
@@ -193,11 +192,11 @@ def enrollment_token_command(
         emit_json(doc)
         return
     console.print(
-        f"enrollment token for {doc['customer_id']} (single use, valid until"
+        f"enrollment token for {term(doc['customer_id'])} (single use, valid until"
         f" {_when(int(doc['expires_at']))}); give it to the customer with the institution's"
         " root keys (`safescan institution root-keys --db ...`):"
     )
-    console.print(doc["token"], soft_wrap=True, highlight=False)
+    console.print(term(doc["token"]), soft_wrap=True, highlight=False)
 
 
 def register(institution_app: typer.Typer) -> None:

@@ -55,16 +55,20 @@ from safescan.code import (
     qr,
     seal,
 )
+from safescan.code.display import term
 from safescan.code.keys import parse_pinned_keys
 from safescan.merchant.client import MerchantApi, Order, wait_for_payment
+from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.merchant.onboard import AdminApi, onboard_merchant
+from safescan.merchant.staff import StaffStore
 from safescan.remote import InstitutionHttp
 from safescan.wallet.errors import CodeRefusedByWallet
 from safescan.wallet.flow import Payment, Wallet, enroll
 
 DEMO_PIN = "482916"
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
+POS_PASSPHRASE_ENV = ENV_POS_PASSPHRASE
 
 
 class DemoError(SafescanError):
@@ -196,6 +200,8 @@ class Stack:
     admin_token: str = ""
     admin: AdminApi | None = None
     _init: ManagedProcess | None = None
+    staff_name: str = "cashier"
+    staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     _root_keys: list[str] | None = None
 
     @property
@@ -212,6 +218,7 @@ class Stack:
         """Environment for children (the institution's passphrase, never on a command line)."""
         env = dict(os.environ)
         env[PASSPHRASE_ENV] = self.passphrase
+        env[POS_PASSPHRASE_ENV] = self.passphrase  # the POS's encrypted API key (demo only)
         env.pop("SAFESCAN_INSTITUTION_KEYS", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -367,7 +374,7 @@ class Stack:
             mcc=5814,
             settlement_account="FR7630006000011234567890189",
         )
-        cfg.save(self.workdir / config_name)
+        cfg.save(self.workdir / config_name, passphrase=self.passphrase.encode())
         return cfg
 
     def customer(self, name: str = "Alice Martin", fund: int = 10_000) -> str:
@@ -396,7 +403,9 @@ class Stack:
         return directory
 
     def start_pos_server(self, config: Path, name: str = "pos") -> tuple[ManagedProcess, str]:
-        """``safescan pos serve`` on a free port; returns it and its base URL."""
+        """``safescan pos serve`` on a free port; returns it and its base URL. A staff account
+        (:attr:`staff_name` / :attr:`staff_password`) is made first: the POS needs one."""
+        StaffStore.for_config(config).add(self.staff_name, self.staff_password)
         proc = self._spawn(
             name,
             [
@@ -624,9 +633,11 @@ class DemoRun:
         self.result["running"] = {"institution": stack.base_url, "pos": pos_url}
         self.console.print(
             "[bold]still running[/] (`--keep-running`):\n"
-            f"  payment institution  {stack.base_url}  (OpenAPI: {stack.base_url}/docs)\n"
-            f"  web POS              {pos_url}\n"
-            f"  work directory       {stack.workdir}\n"
+            f"  payment institution  {term(stack.base_url)}"
+            f"  (OpenAPI: {term(stack.base_url)}/docs)\n"
+            f"  web POS              {term(pos_url)}  (staff sign-in: {term(stack.staff_name)}"
+            f" / {term(stack.staff_password)}; customers: {term(pos_url)}/shop)\n"
+            f"  work directory       {term(stack.workdir)}\n"
             "press Ctrl-C to stop everything"
         )
         while True:
@@ -634,7 +645,7 @@ class DemoRun:
 
     def step(self, text: str) -> None:
         """Print a step with the elapsed time."""
-        self.console.print(f"[dim]{time.monotonic() - self.started:5.1f}s[/] {text}")
+        self.console.print(f"[dim]{term(time.monotonic() - self.started):5.1f}s[/] {term(text)}")
 
     def run(self) -> dict[str, Any]:
         """Set up, pay, attack; returns the result document."""
@@ -750,12 +761,16 @@ class DemoRun:
         who = f"signed by the institution (key {doc['issuer_kid']})"
         table.add_row(
             "merchant",
-            f"[bold]{m['name']}[/], {m['city']} {m['country']} ([green]verified[/], {who})",
+            f"[bold]{term(m['name'])}[/], {term(m['city'])} {term(m['country'])}"
+            f" ([green]verified[/], {term(who)})",
         )
         for i in doc["items"]:
-            table.add_row("", f"{i['quantity']} x {i['name']:<14} {i['display']:>10}")
+            table.add_row(
+                "", f"{term(i['quantity'])} x {term(i['name']):<14} {term(i['display']):>10}"
+            )
         table.add_row(
-            "total", f"[bold]{doc['total_display']}[/]   expires in {doc['expires_in'] // 60} min"
+            "total",
+            f"[bold]{term(doc['total_display'])}[/]   expires in {doc['expires_in'] // 60} min",
         )
         self.console.print(
             Panel(
@@ -773,13 +788,17 @@ class DemoRun:
         t.add_column("customer's wallet")
         t.add_column("merchant's POS")
         pr = pos_receipt
-        t.add_row("payment", r.payment_id, pr.payment_id if pr else "-")
-        t.add_row("amount", paid.amount_display, f"{pr.amount / 100:.2f} EUR" if pr else "-")
+        t.add_row("payment", term(r.payment_id), term(pr.payment_id if pr else "-"))
         t.add_row(
-            "merchant", f"{paid.merchant_name} ({r.merchant_id})", pr.merchant_id if pr else "-"
+            "amount", term(paid.amount_display), term(f"{pr.amount / 100:.2f} EUR" if pr else "-")
         )
-        t.add_row("payer", r.payer_pseudonym, pr.payer_pseudonym if pr else "-")
-        t.add_row("order", r.order_id, pr.order_id if pr else "-")
+        t.add_row(
+            "merchant",
+            f"{term(paid.merchant_name)} ({term(r.merchant_id)})",
+            term(pr.merchant_id if pr else "-"),
+        )
+        t.add_row("payer", term(r.payer_pseudonym), term(pr.payer_pseudonym if pr else "-"))
+        t.add_row("order", term(r.order_id), term(pr.order_id if pr else "-"))
         self.console.print(t)
 
     @staticmethod
@@ -794,7 +813,7 @@ class DemoRun:
         refused, reason = outcome
         self.result["attacks"].append(Attack(name, title, refused, reason).to_json())
         mark = "[bold green]REFUSED[/]" if refused else "[bold red]NOT REFUSED[/]"
-        self.console.print(f"  {mark} {title}\n      [dim]{reason}[/]")
+        self.console.print(f"  {term(mark)} {term(title)}\n      [dim]{term(reason)}[/]")
 
     def _attacks(
         self, wallet: Wallet, order: Order, paid: Payment, carrier_url: str, base: str
@@ -806,7 +825,9 @@ class DemoRun:
             "a sticker over the merchant's code: same merchant and goods, another issuer key",
             refused_by_wallet(wallet, forged_code(base, order, merchant, kid)),
         )
-        with MerchantApi(PosConfig.load(self.stack.workdir / "pos.json")) as api:
+        with MerchantApi(PosConfig.load(
+                self.stack.workdir / "pos.json", passphrase=self.stack.passphrase.encode()
+            )) as api:
             fresh = api.create_order(list(ITEMS), currency="EUR", reference="demo-2")
         self._attack(
             "altered_amount",
@@ -836,7 +857,7 @@ class DemoRun:
                 carrier_url,
                 trust,
                 real_pin=DEMO_PIN,
-                say=lambda s: self.console.print(f"      [dim]{s}[/]"),
+                say=lambda s: self.console.print(f"      [dim]{term(s)}[/]"),
             ),
         )
 
@@ -875,7 +896,7 @@ def demo_command(
                 status = 130
             result = run.result
         except SafescanError as exc:
-            console.print(f"[bold red]demo failed:[/] {exc.message}")
+            console.print(f"[bold red]demo failed:[/] {term(exc.message)}")
             result = {**run.result, "error": exc.to_dict()}
             status = 1
         finally:

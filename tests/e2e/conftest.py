@@ -6,6 +6,7 @@ destroys it) gets its own carrier and wallet from :func:`fresh_wallet`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from safescan.demo import DEMO_PIN, ManagedProcess, Stack
+from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.merchant.onboard import AdminApi
 
@@ -120,6 +122,9 @@ def world() -> Iterator[World]:
     """Institution + merchant + Alice (funded, enrolled), stopped at the end of the session."""
     tmp = Path(tempfile.mkdtemp(prefix="safescan-e2e-"))
     stack = Stack(tmp)
+    # the POS command lines the tests run decrypt the POS key with the stack's passphrase
+    saved = os.environ.get(ENV_POS_PASSPHRASE)
+    os.environ[ENV_POS_PASSPHRASE] = stack.passphrase
     try:
         stack.begin_institution_init()
         # the webhook test's receiver listens on 127.0.0.1 over http: allowed explicitly
@@ -130,6 +135,10 @@ def world() -> Iterator[World]:
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop(ENV_POS_PASSPHRASE, None)
+        else:
+            os.environ[ENV_POS_PASSPHRASE] = saved
 
 
 @pytest.fixture

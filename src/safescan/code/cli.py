@@ -18,6 +18,7 @@ from rich.table import Table
 from safescan.code import qr
 from safescan.code.certs import Certificate, Role, issue_certificate
 from safescan.code.currency import currency as lookup_currency
+from safescan.code.display import term
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS, inspect_text
@@ -64,7 +65,7 @@ def fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
     if as_json:
         emit_json(error_doc(exc))
     else:
-        err_console.print(f"[bold red]{exc.type}[/]: {escape(exc.message)}")
+        err_console.print(f"[bold red]{term(exc.type)}[/]: {escape(exc.message)}")
     return typer.Exit(2)
 
 
@@ -87,7 +88,10 @@ def keys_init(
     if as_json:
         emit_json({"directory": str(kd.path), "institution_kid": kid, "scheme_kid": kid})
         return
-    console.print(f"keys written to [bold]{kd.path}[/] (institution key {kid}, scheme key {kid})")
+    console.print(
+        f"keys written to [bold]{term(kd.path)}[/]"
+        f" (institution key {term(kid)}, scheme key {term(kid)})"
+    )
 
 
 @keys_app.command("signing")
@@ -103,7 +107,7 @@ def keys_signing(
     if as_json:
         emit_json({"path": str(out), "public_key": key.public_key.hex()})
         return
-    console.print(f"signing key written to {out}; public key {key.public_key.hex()}")
+    console.print(f"signing key written to {term(out)}; public key {term(key.public_key.hex())}")
 
 
 @keys_app.command("scheme")
@@ -137,7 +141,7 @@ def keys_scheme(
     if as_json:
         emit_json({"directory": str(directory), "scheme_kid": kid})
         return
-    console.print(f"scheme key {kid} added to {directory}")
+    console.print(f"scheme key {term(kid)} added to {term(directory)}")
 
 
 @keys_app.command("certify")
@@ -197,7 +201,9 @@ def keys_certify(
     if as_json:
         emit_json({"serial": cert.serial, "bytes": len(cert.to_bytes()), "path": str(out)})
         return
-    console.print(f"certificate {cert.serial} ({len(cert.to_bytes())} bytes) written to {out}")
+    console.print(
+        f"certificate {term(cert.serial)} ({len(cert.to_bytes())} bytes) written to {term(out)}"
+    )
 
 
 @keys_app.command("show")
@@ -218,9 +224,9 @@ def keys_show(path: Path, as_json: JsonOpt = False) -> None:
                 return
             table = Table("what", "key id", "public key")
             for kid, key in sorted(trust.institution_keys.items()):
-                table.add_row("institution signing key", str(kid), key.hex())
+                table.add_row("institution signing key", term(str(kid)), term(key.hex()))
             for kid, sk in sorted(scheme.items()):
-                table.add_row("scheme code key", str(kid), sk.raw.hex())
+                table.add_row("scheme code key", term(str(kid)), term(sk.raw.hex()))
             console.print(table)
             return
         cert = Certificate.from_bytes(path.read_bytes())
@@ -271,7 +277,7 @@ def keys_show(path: Path, as_json: JsonOpt = False) -> None:
         ("not after", _ts(cert.not_after)),
         ("issuer key id", cert.issuer_kid),
     ):
-        console.print(f"{label:>14}: {value}")
+        console.print(f"{term(label):>14}: {term(value)}")
 
 
 def _ts(t: int) -> str:
@@ -400,8 +406,8 @@ def code_make(
         )
         return
     console.print(
-        f"{code.kind.name.lower()} code: {len(binary)} bytes, {len(text)} characters,"
-        f" QR version {qr.qr_version(text)} (level M) -> {out}.txt/.png/.svg"
+        f"{term(code.kind.name.lower())} code: {len(binary)} bytes, {len(text)} characters,"
+        f" QR version {term(qr.qr_version(text))} (level M) -> {term(out)}.txt/.png/.svg"
     )
 
 
@@ -488,32 +494,35 @@ def _print_inspection(result: dict[str, Any]) -> None:
             if key in summary:
                 value = summary[key]
                 shown = ", ".join(value) if isinstance(value, list) else value
-                console.print(f"  {label:>9}: {escape(str(shown))}")
+                console.print(f"  {term(label):>9}: {escape(str(shown))}")
         console.print(f"  {'CRC':>9}: {'ok' if result.get('crc_valid') else '[red]wrong[/]'}")
         for fid, value in result.get("fields", {}).items():
             if isinstance(value, dict):
-                console.print(f"  {fid}:")
+                console.print(f"  {term(fid)}:")
                 for sub, sub_value in value.items():
-                    console.print(f"    {sub}: {escape(str(sub_value))}")
+                    console.print(f"    {term(sub)}: {escape(str(sub_value))}")
             else:
-                console.print(f"  {fid}: {escape(str(value))}")
+                console.print(f"  {term(fid)}: {escape(str(value))}")
         for w in result.get("warnings", []):
             console.print(f"[yellow]deviation[/]: {escape(w)}")
     else:
         hdr = result.get("header")
-        console.print(f"[bold]safescan payment code[/] header: {hdr}")
+        console.print(f"[bold]safescan payment code[/] header: {term(hdr)}")
         contents = result.get("contents")
         if contents:
             mer = contents["merchant"]
             console.print(
-                f"[green]verified[/] merchant: {mer['name']}, {mer['city']} ({mer['id']})"
+                f"[green]verified[/] merchant: {term(mer['name'])}, {term(mer['city'])}"
+                f" ({term(mer['id'])})"
             )
             for item in contents.get("items", []):
-                console.print(f"  {item['quantity']} x {escape(item['name'])}  {item['display']}")
+                console.print(
+                    f"  {term(item['quantity'])} x {escape(item['name'])}  {term(item['display'])}"
+                )
             if "total_display" in contents:
-                console.print(f"  total: [bold]{contents['total_display']}[/]")
+                console.print(f"  total: [bold]{term(contents['total_display'])}[/]")
             for w in contents["warnings"]:
-                console.print(f"[bold red]warning[/]: {w}")
+                console.print(f"[bold red]warning[/]: {term(w)}")
     if not result.get("valid"):
         err = result.get("error", {})
-        console.print(f"[bold red]{err.get('type')}[/]: {err.get('message')}")
+        console.print(f"[bold red]{term(err.get('type'))}[/]: {term(err.get('message'))}")

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from safescan.code.display import term
 from safescan.code.errors import SafescanError
 
 _err_console = Console(stderr=True)
@@ -38,7 +39,7 @@ def fail(exc: SafescanError, *, as_json: bool, status: int = 2) -> typer.Exit:
     if as_json:
         emit_json(error_doc(exc))
     else:
-        _err_console.print(f"[bold red]error:[/] {escape(exc.message)} [dim]({exc.code})[/]")
+        _err_console.print(f"[bold red]error:[/] {escape(exc.message)} [dim]({term(exc.code)})[/]")
     return typer.Exit(status)
 
 

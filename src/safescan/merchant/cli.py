@@ -15,6 +15,7 @@ from ``--config``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import re
 import threading
@@ -33,6 +34,7 @@ from safescan.code import qr
 from safescan.code.cli import PassphraseFile, read_passphrase
 from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
+from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.client import (
@@ -47,6 +49,7 @@ from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
 from safescan.merchant.onboard import AdminApi, check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
+from safescan.merchant.staff import StaffError, StaffStore
 from safescan.remote import InstitutionUnreachable, read_admin_token
 
 merchant_app = typer.Typer(
@@ -116,9 +119,9 @@ def onboard(
         emit_json({"merchant_id": cfg.merchant_id, "config": str(path), **details})
         return
     console.print(
-        f"merchant [bold]{cfg.merchant_id}[/] onboarded (settles to"
-        f" {details['settlement_account']}, default currency {cfg.currency});"
-        f" configuration in {path}"
+        f"merchant [bold]{term(cfg.merchant_id)}[/] onboarded (settles to"
+        f" {term(details['settlement_account'])}, default currency {term(cfg.currency)});"
+        f" configuration in {term(path)}"
     )
 
 
@@ -137,13 +140,20 @@ def _print_order(order: Order, png: Path, svg: Path | None) -> None:
     table.add_column("unit", justify="right")
     table.add_column("amount", justify="right")
     for i in order.items:
-        table.add_row(i.name, str(i.quantity), cur.format(i.unit_price), cur.format(i.amount))
-    table.add_row("[bold]total[/]", "", "", f"[bold]{cur.format(order.total)}[/]")
+        table.add_row(
+            term(i.name),
+            term(str(i.quantity)),
+            term(cur.format(i.unit_price)),
+            term(cur.format(i.amount)),
+        )
+    table.add_row("[bold]total[/]", "", "", f"[bold]{term(cur.format(order.total))}[/]")
     console.print(table)
-    console.print(Text(qr.render_terminal(order.code)), no_wrap=True, crop=False)
+    qr_text = Text(qr.render_terminal(order.code))  # markup-safe: our own QR drawing
+    console.print(qr_text, no_wrap=True, crop=False)
     console.print(
-        f"[dim]sealed code {order.code_bytes} bytes, QR version {qr.qr_version(order.code)};"
-        f" PNG {png}{f', SVG {svg}' if svg else ''}; expires {_when(order.expires_at)}[/]"
+        f"[dim]sealed code {term(order.code_bytes)} bytes,"
+        f" QR version {term(qr.qr_version(order.code))}; PNG {term(png)}"
+        f"{term(f', SVG {svg}' if svg else '')}; expires {_when(order.expires_at)}[/]"
     )
 
 
@@ -169,10 +179,12 @@ def seal_setup(
         return
     cert, scheme = doc["certificate"], doc["scheme_key"]
     console.print(
-        f"local sealing ready in {doc['directory']}: certificate {cert['serial']} for"
-        f" {', '.join(str(x) for x in cert['merchant'])} until {_when(cert['not_after'])};"
-        f" scheme key {scheme['kid']}"
-        + (f" (retires {_when(scheme['retire_at'])})" if scheme["retire_at"] else "")
+        term(
+            f"local sealing ready in {doc['directory']}: certificate {cert['serial']} for"
+            f" {', '.join(str(x) for x in cert['merchant'])} until {_when(cert['not_after'])};"
+            f" scheme key {scheme['kid']}"
+            + (f" (retires {_when(scheme['retire_at'])})" if scheme["retire_at"] else "")
+        )
     )
 
 
@@ -241,7 +253,7 @@ def order(
                 if as_json:
                     print(json.dumps({"event": "unwatched", "message": msg}), flush=True)
                 else:
-                    err_console.print(f"[yellow]{msg}[/]")
+                    err_console.print(f"[yellow]{term(msg)}[/]")
                 raise typer.Exit(3) from None
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
@@ -290,7 +302,9 @@ def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dic
             api.close_order(new.order_id)
             err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
         except SafescanError as exc:
-            err_console.print(f"[yellow]cancelled; closing the order failed: {exc.message}[/]")
+            err_console.print(
+                f"[yellow]cancelled; closing the order failed: {term(exc.message)}[/]"
+            )
         raise typer.Exit(130) from None
     if "error" in result:
         raise result["error"]
@@ -299,12 +313,12 @@ def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dic
     journal.update(new.order_id, {"state": "PAID", **doc})
     if not quiet:
         console.print(
-            f"[bold green]PAID[/] {doc['amount_display']}  payment {doc['payment_id']}"
-            f"  payer {doc['payer_pseudonym']}  at {_when(doc['paid_at'])}"
+            f"[bold green]PAID[/] {term(doc['amount_display'])}  payment {term(doc['payment_id'])}"
+            f"  payer {term(doc['payer_pseudonym'])}  at {_when(doc['paid_at'])}"
         )
         console.print(
             "[green]receipt verified[/]: institution signature (key"
-            f" {receipt.issuer_kid}), merchant, order, amount, currency and code digest match"
+            f" {term(receipt.issuer_kid)}), merchant, order, amount, currency and code digest match"
         )
     return doc
 
@@ -368,12 +382,14 @@ def orders(
             str(r["state"]), "yellow"
         )
         table.add_row(
-            r["order_id"],
+            term(r["order_id"]),
             _when(r["created_at"]),
-            cur.format(r["total"]),
-            f"[{colour}]{r['state']}[/]" + (" [yellow](may be stale)[/]" if r["stale"] else ""),
-            r["payment_id"] or "-",
-            cur.format(r["refunded"]) if r["refunded"] else "-",
+            term(cur.format(r["total"])),
+            term(
+                f"[{colour}]{r['state']}[/]" + (" [yellow](may be stale)[/]" if r["stale"] else "")
+            ),
+            term(r["payment_id"] or "-"),
+            term(cur.format(r["refunded"]) if r["refunded"] else "-"),
         )
     console.print(table if rows else "no orders yet")
     if stale:
@@ -429,8 +445,8 @@ def refund(
         return
     cur = lookup_currency(int(doc["currency"]))
     console.print(
-        f"[magenta]refunded[/] {cur.format(int(doc['amount']))} on order {order_id}"
-        f" (refund {doc['refund_id']}; order now {doc['order_state']})"
+        f"[magenta]refunded[/] {term(cur.format(int(doc['amount'])))} on order {term(order_id)}"
+        f" (refund {term(doc['refund_id'])}; order now {term(doc['order_state'])})"
     )
 
 
@@ -438,13 +454,101 @@ def refund(
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8090,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="another host[:port] the POS answers to (repeatable; default: the loopback"
+            " names, or the bound address); any other Host header is refused",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the web POS (and the online-store checkout page) for this terminal."""
+    """Run the web POS (staff counter page, and the customers' checkout page) for this terminal.
+
+    Staff sign in with the accounts of `safescan pos staff add`; it refuses to start without one.
+    """
     from safescan.merchant.web import run
 
     cfg = _load(config)
     try:
-        run(cfg, host=host, port=port)
+        run(cfg, host=host, port=port, allowed_hosts=allowed_host or [])
     except SafescanError as exc:
         raise _fail(exc) from None
+
+
+staff_app = typer.Typer(help="Staff accounts of the web POS.", no_args_is_help=True)
+merchant_app.add_typer(staff_app, name="staff")
+
+
+def _staff_store(config: Path | None) -> StaffStore:
+    from safescan.merchant.config import default_path
+
+    return StaffStore.for_config(Path(config) if config else default_path())
+
+
+@staff_app.command("add")
+def staff_add(
+    name: Annotated[str, typer.Argument(help="sign-in name (lowercase)")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="read the password from this file's first line")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a staff account (or set a new password); asks for the password twice."""
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _fail(StaffError(f"cannot read the password file: {exc.strerror}")) from None
+        password = lines[0] if lines else ""
+    else:
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise _fail(StaffError("the passwords differ"))
+    store = _staff_store(config)
+    try:
+        store.add(name, password)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    console.print(f"staff account {term(name)} saved in {term(store.path)}")
+
+
+@staff_app.command("remove")
+def staff_remove(
+    name: Annotated[str, typer.Argument(help="sign-in name")], config: ConfigOpt = None
+) -> None:
+    """Remove a staff account; its sessions end at their next request."""
+    try:
+        _staff_store(config).remove(name)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    console.print(f"staff account {term(name)} removed")
+
+
+@staff_app.command("list")
+def staff_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """The staff accounts (names and when they were made; never passwords)."""
+    try:
+        users = _staff_store(config).users()
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    rows = [{"name": n, "created_at": u.get("created_at")} for n, u in sorted(users.items())]
+    if as_json:
+        print(json.dumps({"staff": rows}))
+        return
+    for row in rows:
+        console.print(term(row["name"]))
+
+
+@merchant_app.command("encrypt-key")
+def encrypt_key(config: ConfigOpt = None) -> None:
+    """Encrypt the API key of a configuration written by an older release (it held the key in
+    clear), in place, under the passphrase from $SAFESCAN_POS_PASSPHRASE(_FILE) or a prompt."""
+    from safescan.merchant.config import encrypt_legacy
+
+    try:
+        path = encrypt_legacy(config)
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    console.print(f"the API key in {term(path)} is now encrypted; no clear copy is left")

@@ -1,12 +1,21 @@
 """The POS configuration file: where the institution is, who the merchant is, its API key.
 
-A JSON file (mode 0600, it holds the merchant's private API key)::
+A JSON file (mode 0600)::
 
-    {"institution_url": "http://127.0.0.1:8080",
+    {"format": 2,
+     "institution_url": "http://127.0.0.1:8080",
      "merchant_id": "M...",
-     "api_key": "<64 hex: Ed25519 seed>",
+     "api_key_pkcs12": "<base64: the Ed25519 API key, encrypted>",
+     "api_public_key": "<64 hex>",
      "trust": {"1": "<64 hex: institution root public key>"},
      "currency": "EUR"}
+
+The merchant's API private key is never written in clear: it is a PKCS#12 blob made by
+``cryptography`` (PBES2: PBKDF2-HMAC-SHA256 with 600,000 iterations, AES-256-CBC; HMAC-SHA256
+integrity) under a passphrase from ``$SAFESCAN_POS_PASSPHRASE``, the file named by
+``$SAFESCAN_POS_PASSPHRASE_FILE``, or a prompt on a terminal. Files of the first format hold
+``"api_key": "<64 hex seed>"`` in clear; they are refused until ``safescan pos encrypt-key``
+rewrites them (:func:`encrypt_legacy`).
 
 Found at ``--config PATH``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.json``.
 ``trust`` pins the institution keys the POS accepts event and receipt signatures from.
@@ -14,11 +23,19 @@ Found at ``--config PATH``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safe
 
 from __future__ import annotations
 
+import base64
+import binascii
+import getpass
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
@@ -26,6 +43,11 @@ from safescan.code.keys import SigningKey
 from safescan.remote import trust_from_json, trust_to_json
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
+ENV_PASSPHRASE = "SAFESCAN_POS_PASSPHRASE"  # noqa: S105 - a variable name
+ENV_PASSPHRASE_FILE = "SAFESCAN_POS_PASSPHRASE_FILE"  # noqa: S105 - a variable name
+KDF_ROUNDS = 600_000  # PBKDF2-HMAC-SHA256 iterations (OWASP's figure for SHA-256)
+MIN_PASSPHRASE = 8
+FORMAT = 2
 
 
 class PosConfigError(SafescanError):
@@ -64,48 +86,39 @@ class PosConfig:
         base = self.path if self.path is not None else default_path()
         return base.with_name(base.stem + "-journal.sqlite3")
 
-    def to_json(self) -> dict[str, Any]:
-        """The file's contents."""
+    def to_json(self, passphrase: bytes) -> dict[str, Any]:
+        """The file's contents, the API key encrypted under ``passphrase``."""
         return {
+            "format": FORMAT,
             "institution_url": self.institution_url,
             "merchant_id": self.merchant_id,
-            "api_key": self.api_seed.hex(),
+            "api_key_pkcs12": base64.b64encode(_encrypt_seed(self.api_seed, passphrase)).decode(),
+            "api_public_key": self.api_key.public_key.hex(),
             "trust": trust_to_json(self.trust),
             "currency": self.currency,
         }
 
-    def save(self, path: Path | None = None) -> Path:
-        """Write the file atomically with mode 0600."""
+    def save(self, path: Path | None = None, *, passphrase: bytes | None = None) -> Path:
+        """Write the file atomically with mode 0600 (passphrase: given, or :func:`passphrase`)."""
         target = Path(path or self.path or default_path())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        data = json.dumps(self.to_json(), indent=2).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+        data = json.dumps(self.to_json(passphrase or pos_passphrase()), indent=2).encode()
+        _write_private(target, data)
         self.path = target
         return target
 
     @classmethod
-    def load(cls, path: Path | None = None) -> PosConfig:
-        """Read and check the file."""
+    def load(cls, path: Path | None = None, *, passphrase: bytes | None = None) -> PosConfig:
+        """Read the file and decrypt the API key (passphrase: given, or :func:`passphrase`)."""
         target = Path(path or default_path())
-        try:
-            doc = json.loads(target.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        doc = _read(target)
+        if "api_key" in doc:
             raise PosConfigError(
-                f"no POS configuration at {target}: run `safescan pos onboard` or give --config"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise PosConfigError(f"cannot read the POS configuration {target}: {exc}") from None
-        if not isinstance(doc, dict):
-            raise PosConfigError(f"{target} is not a JSON object")
+                f"{target} holds the merchant's API key in clear (first format): encrypt it"
+                f" with `safescan pos encrypt-key --config {target}`"
+            )
         try:
-            seed = bytes.fromhex(str(doc["api_key"]))
-            SigningKey.from_seed(seed)
+            blob = base64.b64decode(str(doc["api_key_pkcs12"]), validate=True)
+            seed = _decrypt_seed(blob, passphrase or pos_passphrase(), target)
             return cls(
                 institution_url=str(doc["institution_url"]),
                 merchant_id=str(doc["merchant_id"]),
@@ -116,5 +129,110 @@ class PosConfig:
             )
         except KeyError as exc:
             raise PosConfigError(f"{target} lacks the field {exc.args[0]!r}") from None
-        except (ValueError, SafescanError):
-            raise PosConfigError(f"{target}: api_key must be a 32-byte hex seed") from None
+        except binascii.Error:
+            raise PosConfigError(f"{target}: api_key_pkcs12 is not base64") from None
+
+
+def encrypt_legacy(path: Path | None = None, *, passphrase: bytes | None = None) -> Path:
+    """Migrate a first-format file (API key in clear) to an encrypted one, in place.
+
+    The new file replaces the old atomically (same name, mode 0600): no copy of the clear key
+    is left next to it. Raises :class:`PosConfigError` if the file is not of the first format.
+    """
+    target = Path(path or default_path())
+    doc = _read(target)
+    if "api_key" not in doc:
+        raise PosConfigError(f"{target} does not hold a clear API key: nothing to encrypt")
+    try:
+        seed = bytes.fromhex(str(doc["api_key"]))
+        SigningKey.from_seed(seed)
+        cfg = PosConfig(
+            institution_url=str(doc["institution_url"]),
+            merchant_id=str(doc["merchant_id"]),
+            api_seed=seed,
+            trust=trust_from_json(doc["trust"]),
+            currency=str(doc.get("currency", "EUR")),
+        )
+    except KeyError as exc:
+        raise PosConfigError(f"{target} lacks the field {exc.args[0]!r}") from None
+    except (ValueError, SafescanError):
+        raise PosConfigError(f"{target}: api_key must be a 32-byte hex seed") from None
+    return cfg.save(target, passphrase=passphrase)
+
+
+def pos_passphrase() -> bytes:
+    """The passphrase of the POS key: ``$SAFESCAN_POS_PASSPHRASE``, the file named by
+    ``$SAFESCAN_POS_PASSPHRASE_FILE``, or a prompt when a person is at a terminal."""
+    value = os.environ.get(ENV_PASSPHRASE)
+    if value is None and os.environ.get(ENV_PASSPHRASE_FILE):
+        try:
+            lines = Path(os.environ[ENV_PASSPHRASE_FILE]).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise PosConfigError(f"cannot read {ENV_PASSPHRASE_FILE}: {exc.strerror}") from None
+        value = lines[0] if lines else ""
+    if value is None and sys.stdin.isatty():
+        value = getpass.getpass("POS key passphrase: ")
+    if value is None:
+        raise PosConfigError(
+            f"the POS key is encrypted: set {ENV_PASSPHRASE} or {ENV_PASSPHRASE_FILE}"
+        )
+    if len(value.encode()) < MIN_PASSPHRASE:
+        raise PosConfigError(f"the POS key passphrase must have at least {MIN_PASSPHRASE} bytes")
+    return value.encode()
+
+
+def _encrypt_seed(seed: bytes, passphrase: bytes) -> bytes:
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise PosConfigError(f"the POS key passphrase must have at least {MIN_PASSPHRASE} bytes")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(passphrase)
+    )
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return pkcs12.serialize_key_and_certificates(
+        b"safescan-pos-api-key", key, None, None, encryption
+    )
+
+
+def _decrypt_seed(blob: bytes, passphrase: bytes, target: Path) -> bytes:
+    try:
+        key, _cert, _cas = pkcs12.load_key_and_certificates(blob, passphrase)
+    except ValueError:
+        raise PosConfigError(
+            f"cannot decrypt the API key in {target}: wrong passphrase or corrupt file"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PosConfigError(f"{target} does not hold an Ed25519 API key")
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def _read(target: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(target.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PosConfigError(
+            f"no POS configuration at {target}: run `safescan pos onboard` or give --config"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise PosConfigError(f"cannot read the POS configuration {target}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise PosConfigError(f"{target} is not a JSON object")
+    return doc
+
+
+def _write_private(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)

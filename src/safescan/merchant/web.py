@@ -1,32 +1,34 @@
 """The web POS (``safescan pos serve``): a Starlette app that holds the merchant's credentials.
 
-The browser never sees the API key. It talks only to this server:
+The browser never sees the API key. Two kinds of visitor, kept apart:
 
-- ``GET /``: the counter page (enter items, show the QR code, live status, refund button);
-- ``GET /shop`` and ``GET /checkout/{order}``: an online-store checkout (summary, QR, status);
-- ``POST /api/orders``, ``GET /api/orders/{id}`` (+ ``/qr.svg``, ``/qr.png``, ``/events``),
-  ``POST /api/orders/{id}/refund``, ``POST /api/orders/{id}/close``.
+- **staff** sign in (``GET/POST /login``, ``POST /logout``) and then use the counter page
+  ``GET /`` and its API: ``POST /api/orders``, ``GET /api/orders/{id}`` (+ ``/qr.svg``,
+  ``/qr.png``, ``/events``), ``POST /api/orders/{id}/close``, and refunds in two steps,
+  ``POST /api/orders/{id}/refunds/preview`` (amount, reason: what will happen) then
+  ``POST /api/orders/{id}/refunds`` with the preview's single-use confirmation;
+- **customers** see the online store ``GET /shop``, start a checkout ``POST /shop/checkout``
+  and follow their own order at ``/shop/checkout/{token}`` (+ ``/state``, ``/qr.svg``,
+  ``/qr.png``, ``/events``): the token is a capability for that one order's status, and no
+  staff route accepts it.
 
-One background task follows the institution's live event stream. An order is shown as paid
-only after (1) the event's institution signature verifies and (2) the payment's signed receipt
-verifies and matches the order (merchant, order id, amount, currency, code digest). Pages get
-updates over server-sent events. Every state-changing request must carry this server's
-anti-CSRF token (embedded in its pages), so other web sites cannot drive the terminal.
+Every request passes the Host allow-list and every state-changing one the Origin check
+(:mod:`.websec`); staff requests need a live session, and the changing ones its CSRF token.
+One background task follows the institution's live event stream; an order is shown as paid
+only once the event's signature and the payment's signed receipt verify and match the order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import socket
 import sys
 import time
-import urllib.parse
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,161 +43,103 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
-from safescan.code.errors import MalformedCode, SafescanError
+from safescan.code.errors import SafescanError
+from safescan.code.numbers import json_int
 from safescan.code.payment import LineItem
-from safescan.merchant import pages
+from safescan.code.text import clean_text
+from safescan.merchant import assets, pages
 from safescan.merchant.client import (
     AsyncEventStream,
     MerchantApi,
-    Order,
-    order_summary,
     receipt_summary,
 )
 from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
-from safescan.remote import InstitutionUnreachable
+from safescan.merchant.staff import StaffStore
+from safescan.merchant.webparts import (
+    REFUND_OFFER_SECONDS,
+    SECURITY_HEADERS,
+    SHOP_PRODUCTS,
+    Guard,
+    OrderView,
+    PosState,
+    RefundOffer,
+    _form,
+    _html_error,
+    _json_body,
+    _json_error,
+    _sse,
+    _status_for,
+    items_from_json,
+)
+from safescan.merchant.websec import (
+    CSRF_HEADER,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    HostPolicy,
+    Session,
+    WebRequestRefused,
+    check_csrf,
+    cleared_cookie,
+    default_hosts,
+    login_cookie,
+    session_cookie,
+)
 
 log = logging.getLogger("safescan.merchant.web")
 
-MAX_BODY = 16 * 1024
-CSRF_HEADER = "X-CSRF-Token"
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
-        " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-SHOP_PRODUCTS = (
-    LineItem("Flat white", 2, 350),
-    LineItem("Croissant", 1, 180),
-    LineItem("Orange juice", 1, 420),
-)
-
-
-@dataclass
-class OrderView:
-    """What the pages know about one order."""
-
-    order: Order
-    state: str = "CREATED"
-    receipt: dict[str, Any] | None = None
-    refunded: int = 0
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON for the pages (``qr_px``: a whole number of pixels per module, crisp edges)."""
-        cur = lookup_currency(self.order.currency)
-        modules = qr.make_qr(self.order.code).size_with_quiet_zone
-        return {
-            "qr_px": modules * max(1, 300 // modules),
-            **order_summary(self.order),
-            "state": self.state,
-            "receipt": self.receipt,
-            "refunded": self.refunded,
-            "refunded_display": cur.format(self.refunded) if self.refunded else "",
-            "message": self.message,
-            "qr_svg": f"/api/orders/{self.order.order_id}/qr.svg",
-            "qr_png": f"/api/orders/{self.order.order_id}/qr.png",
-            "checkout_url": f"/checkout/{self.order.order_id}",
-        }
-
-
-@dataclass
-class PosState:
-    """The server's state: credentials, known orders, page subscribers, stream health."""
-
-    config: PosConfig
-    api: MerchantApi
-    journal: Journal
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    orders: dict[str, OrderView] = field(default_factory=dict)
-    listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
-    stream_up: bool = False
-    rejected_events: int = 0
-
-    def publish(self, view: OrderView) -> None:
-        """Send the order's new state to every page watching it."""
-        doc = view.to_json()
-        for q in self.listeners.get(view.order.order_id, set()):
-            q.put_nowait(doc)
-
-
-def _json_error(exc: SafescanError, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=status, headers=SECURITY_HEADERS)
-
-
-def _status_for(exc: SafescanError) -> int:
-    if isinstance(exc, InstitutionUnreachable):
-        return 502
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) and 400 <= status < 600 else 400
-
-
-async def _body(request: Request) -> bytes:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise MalformedCode("the request is too large")
-    return data
-
-
-def _check_csrf(request: Request, state: PosState, form: dict[str, str] | None = None) -> None:
-    token = request.headers.get(CSRF_HEADER) or (form or {}).get("csrf", "")
-    if not secrets.compare_digest(token.encode(), state.csrf.encode()):
-        raise PosRequestRefused("this request did not come from this terminal's pages")
-
-
-class PosRequestRefused(SafescanError):
-    """A page request was refused (missing anti-CSRF token, unknown order, bad input)."""
-
-    code = "pos_request_refused"
-
 
 class PosServeError(SafescanError):
-    """The web POS cannot start (for example, the port is taken)."""
+    """The web POS cannot start (for example, the port is taken, or no staff account)."""
 
     code = "pos_serve_error"
 
 
-def _items_from_json(doc: object) -> list[LineItem]:
-    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) or not doc["items"]:
-        raise MalformedCode('send {"items": [{"name", "quantity", "unit_price"}, ...]}')
-    items = []
-    for raw in doc["items"]:
-        if not isinstance(raw, dict):
-            raise MalformedCode("each item is an object")
-        name, qty, price = raw.get("name"), raw.get("quantity"), raw.get("unit_price")
-        if not isinstance(name, str) or not isinstance(qty, int) or not isinstance(price, int):
-            raise MalformedCode("an item needs a name, a whole quantity and a unit price")
-        items.append(LineItem(name.strip(), qty, price).validated())
-    return items
+PosRequestRefused = WebRequestRefused  # the name earlier releases used
 
 
-def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlette:
+def create_app(
+    config: PosConfig,
+    *,
+    journal: Journal | None = None,
+    staff: StaffStore | None = None,
+    hosts: HostPolicy | None = None,
+) -> ASGIApp:
     """The web POS application for one merchant configuration."""
-    state = PosState(config, MerchantApi(config), journal or Journal(config.journal_path))
+    base = config.path if config.path is not None else Path("pos.json")
+    state = PosState(
+        config,
+        MerchantApi(config),
+        journal or Journal(config.journal_path),
+        staff or StaffStore.for_config(base),
+        hosts or HostPolicy(default_hosts("127.0.0.1")),
+    )
 
-    def view(order_id: str) -> OrderView:
+    def known(order_id: str) -> OrderView:
         found = state.orders.get(order_id)
         if found is None:
-            raise PosRequestRefused(f"order {order_id} was not made on this terminal")
+            raise WebRequestRefused(f"order {order_id} was not made on this terminal")
         return found
 
-    async def refresh(v: OrderView) -> None:
-        """Ask the institution (used after a stream reconnect)."""
-        doc = await asyncio.to_thread(state.api.get_order, v.order.order_id)
-        if doc.get("payment_id") and v.receipt is None:
-            await mark_paid(v, str(doc["payment_id"]))
-        elif doc.get("state") != v.state and doc.get("state") in ("CLOSED", "EXPIRED"):
-            v.state = str(doc["state"])
-            state.publish(v)
+    def customer_view(token: str) -> OrderView:
+        order_id = state.checkouts.get(token)
+        if order_id is None:
+            raise WebRequestRefused("no such checkout")
+        return state.orders[order_id]
+
+    def staff_session(request: Request) -> tuple[str, Session]:
+        sid = request.cookies.get(SESSION_COOKIE, "")
+        users = state.staff.users()
+        return sid, state.sessions.get(sid, lambda user: user in users)
+
+    def changing(request: Request, form: dict[str, str] | None = None) -> tuple[str, Session]:
+        sid, session = staff_session(request)
+        check_csrf(session, request.headers.get(CSRF_HEADER) or (form or {}).get("csrf"))
+        return sid, session
 
     async def mark_paid(v: OrderView, payment_id: str) -> None:
         try:
@@ -211,43 +155,13 @@ def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlett
         )
         state.publish(v)
 
-    def on_rejected(reason: str) -> None:
-        state.rejected_events += 1
-        log.warning("an event was refused: %s", reason)
-
-    async def follow_stream() -> None:
-        streamer = AsyncEventStream(config)
-        after: int | None = None
-        timeout = httpx.Timeout(10.0, read=30.0)
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Task[None]] = set()
-
-        async def refresh_open_orders() -> None:
-            for v in list(state.orders.values()):
-                if v.state == "CREATED":
-                    with contextlib.suppress(SafescanError):
-                        await refresh(v)
-
-        def opened() -> None:
-            # Whatever happens from now on is on the stream; catch up on what came before.
-            state.stream_up = True
-            task = loop.create_task(refresh_open_orders())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            while True:
-                try:
-                    stream = streamer.events(
-                        client, after=after, on_rejected=on_rejected, on_open=opened
-                    )
-                    async for event in stream:
-                        after = event.seq or after
-                        await handle(event.type, event.data)
-                except SafescanError as exc:
-                    log.warning("event stream: %s", exc.message)
-                state.stream_up = False
-                await asyncio.sleep(1.0)
+    async def refresh(v: OrderView) -> None:
+        doc = await asyncio.to_thread(state.api.get_order, v.order.order_id)
+        if doc.get("payment_id") and v.receipt is None:
+            await mark_paid(v, str(doc["payment_id"]))
+        elif doc.get("state") != v.state and doc.get("state") in ("CLOSED", "EXPIRED"):
+            v.state = str(doc["state"])
+            state.publish(v)
 
     async def handle(kind: str, data: dict[str, Any]) -> None:
         v = state.orders.get(str(data.get("order_id")))
@@ -262,6 +176,42 @@ def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlett
         elif kind in ("order.closed", "order.expired") and v.state == "CREATED":
             v.state = "CLOSED" if kind == "order.closed" else "EXPIRED"
             state.publish(v)
+
+    async def follow_stream() -> None:
+        streamer = AsyncEventStream(config)
+        after: int | None = None
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def refresh_open_orders() -> None:
+            for v in list(state.orders.values()):
+                if v.state == "CREATED":
+                    with contextlib.suppress(SafescanError):
+                        await refresh(v)
+
+        def opened() -> None:
+            state.stream_up = True
+            task = loop.create_task(refresh_open_orders())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        def rejected(reason: str) -> None:
+            state.rejected_events += 1
+            log.warning("an event was refused: %s", reason)
+
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=30.0)) as client:
+            while True:
+                try:
+                    stream = streamer.events(
+                        client, after=after, on_rejected=rejected, on_open=opened
+                    )
+                    async for event in stream:
+                        after = event.seq or after
+                        await handle(event.type, event.data)
+                except SafescanError as exc:
+                    log.warning("event stream: %s", exc.message)
+                state.stream_up = False
+                await asyncio.sleep(1.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -280,27 +230,181 @@ def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlett
             state.api.create_order, items, reference=reference, expires_in=600
         )
         await asyncio.to_thread(state.journal.add, new)
-        v = OrderView(new)
+        v = OrderView(new, secrets.token_urlsafe(24))
         state.orders[new.order_id] = v
+        state.checkouts[v.checkout] = new.order_id
         return v
 
-    # --- pages -----------------------------------------------------------------------------
-
-    def page(body: str, title: str, script: str) -> HTMLResponse:
+    def page(body: str, title: str, script: str, csrf: str = "") -> HTMLResponse:
         return HTMLResponse(
-            pages.layout(title=title, body=body, csrf=state.csrf, script=script),
-            headers=SECURITY_HEADERS,
+            pages.layout(title=title, body=body, csrf=csrf, script=script), headers=SECURITY_HEADERS
         )
 
-    async def index(_request: Request) -> Response:
+    def secure(request: Request) -> bool:
+        return request.url.scheme == "https"
+
+    # --- staff: sign in and out -------------------------------------------------------------
+
+    async def login_form(request: Request, error: str = "", status: int = 200) -> Response:
+        nonce = secrets.token_urlsafe(24)
+        resp = page(pages.login_body(nonce, error), "Staff sign-in", "/static/pos.js")
+        resp.status_code = status
+        resp.headers.append("Set-Cookie", login_cookie(nonce, secure=secure(request)))
+        return resp
+
+    async def login_page(request: Request) -> Response:
+        return await login_form(request)
+
+    async def login(request: Request) -> Response:
+        try:
+            form = await _form(request)
+            cookie = request.cookies.get(LOGIN_COOKIE, "")
+            if not cookie or not secrets.compare_digest(
+                cookie.encode(), form.get("nonce", "").encode()
+            ):
+                raise WebRequestRefused("the sign-in form expired: try again")
+            name = form.get("name", "")[:64]
+            address = request.client.host if request.client else "unknown"
+            state.throttle.check(f"name:{name}", f"addr:{address}")
+            ok = await asyncio.to_thread(state.staff.verify, name, form.get("password", ""))
+            if not ok:
+                state.throttle.fail(f"name:{name}", f"addr:{address}")
+                log.warning("failed sign-in from %s", address)
+                return await login_form(request, "Wrong name or password.", 401)
+        except WebRequestRefused as exc:
+            return await login_form(request, exc.message, _status_for(exc))
+        state.throttle.succeed(f"name:{name}")
+        state.sessions.end(request.cookies.get(SESSION_COOKIE))  # no fixation: always a new id
+        sid, _session = state.sessions.create(name)
+        resp = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
+        resp.headers.append("Set-Cookie", session_cookie(sid, secure=secure(request)))
+        resp.headers.append("Set-Cookie", cleared_cookie(LOGIN_COOKIE, secure=secure(request)))
+        return resp
+
+    async def logout(request: Request) -> Response:
+        try:
+            sid, _session = changing(request, await _form(request))
+        except WebRequestRefused as exc:
+            return _html_error(exc)
+        state.sessions.end(sid)
+        resp = RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
+        resp.headers.append("Set-Cookie", cleared_cookie(SESSION_COOKIE, secure=secure(request)))
+        return resp
+
+    # --- staff: the counter page and its API --------------------------------------------------
+
+    async def index(request: Request) -> Response:
+        try:
+            _sid, session = staff_session(request)
+        except WebRequestRefused:
+            return RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
         cur = lookup_currency(config.currency)
-        return page(
-            pages.pos_body(
-                merchant=config.merchant_id, currency=cur.alpha, minor_units=cur.minor_units
-            ),
-            "safescan POS",
-            "/static/pos.js",
+        body = pages.pos_body(
+            merchant=config.merchant_id,
+            currency=cur.alpha,
+            minor_units=cur.minor_units,
+            user=session.user,
+            csrf=session.csrf,
         )
+        return page(body, "safescan POS", "/static/pos.js", session.csrf)
+
+    def staff_api(
+        handler: Callable[[Request, str], Awaitable[Response]], *, changes: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                sid, _session = changing(request) if changes else staff_session(request)
+                return await handler(request, sid)
+            except SafescanError as exc:
+                return _json_error(exc)
+
+        return run
+
+    async def api_create(request: Request, _sid: str) -> Response:
+        v = await make_order(items_from_json(await _json_body(request)))
+        return JSONResponse(v.staff_json(), status_code=201, headers=SECURITY_HEADERS)
+
+    async def api_get(request: Request, _sid: str) -> Response:
+        return JSONResponse(
+            known(request.path_params["order_id"]).staff_json(), headers=SECURITY_HEADERS
+        )
+
+    async def api_close(request: Request, _sid: str) -> Response:
+        v = known(request.path_params["order_id"])
+        doc = await asyncio.to_thread(state.api.close_order, v.order.order_id)
+        v.state = str(doc.get("state", "CLOSED"))
+        state.publish(v)
+        return JSONResponse(v.staff_json(), headers=SECURITY_HEADERS)
+
+    async def refund_preview(request: Request, sid: str) -> Response:
+        v = known(request.path_params["order_id"])
+        doc = await _json_body(request)
+        if set(doc) - {"amount", "reason"}:
+            raise WebRequestRefused("a refund is {amount, reason}")
+        left = v.staff_json()["refundable"]
+        if v.state not in ("PAID", "PARTIALLY_REFUNDED") or left <= 0:
+            raise WebRequestRefused(f"the order is {v.state}: nothing to refund")
+        amount = (
+            left
+            if doc.get("amount") is None
+            else json_int(doc["amount"], field="amount", maximum=left)
+        )
+        reason = doc.get("reason") or None
+        if reason is not None:
+            reason = clean_text(reason, field="reason", max_chars=200)
+        now = time.monotonic()
+        for key in [k for k, o in state.offers.items() if o.expires < now]:
+            del state.offers[key]
+        confirmation = "rfc_" + secrets.token_urlsafe(18)
+        state.offers[confirmation] = RefundOffer(
+            v.order.order_id, amount, reason, sid, now + REFUND_OFFER_SECONDS
+        )
+        cur = lookup_currency(v.order.currency)
+        out = {
+            "confirmation": confirmation,
+            "order_id": v.order.order_id,
+            "amount": amount,
+            "amount_display": cur.format(amount),
+            "refundable_display": cur.format(left),
+            "paid_display": v.receipt["amount_display"] if v.receipt else "",
+            "reason": reason,
+            "expires_in": REFUND_OFFER_SECONDS,
+        }
+        return JSONResponse(out, status_code=201, headers=SECURITY_HEADERS)
+
+    async def refund(request: Request, sid: str) -> Response:
+        v = known(request.path_params["order_id"])
+        doc = await _json_body(request)
+        token = doc.get("confirmation")
+        offer = state.offers.pop(token, None) if isinstance(token, str) else None
+        if (
+            offer is None
+            or offer.sid != sid
+            or offer.order_id != v.order.order_id
+            or offer.expires < time.monotonic()
+        ):
+            raise WebRequestRefused(
+                "confirm a refund previewed in this session (it lasts two minutes)"
+            )
+        out = await asyncio.to_thread(
+            state.api.refund,
+            v.order.order_id,
+            offer.amount,
+            reason=offer.reason,
+            idempotency_key=token,
+        )
+        v.refunded = int(out.get("refunded_amount", v.refunded))
+        v.state = str(out.get("order_state", v.state))
+        state.publish(v)
+        return JSONResponse(v.staff_json(), status_code=201, headers=SECURITY_HEADERS)
+
+    async def staff_qr(request: Request, _sid: str) -> Response:
+        return await qr_response(known(request.path_params["order_id"]), request.path_params["fmt"])
+
+    async def staff_events(request: Request, _sid: str) -> Response:
+        return events_response(known(request.path_params["order_id"]), OrderView.staff_json)
+
+    # --- customers: shop and checkout ---------------------------------------------------------
 
     async def shop(_request: Request) -> Response:
         cur = lookup_currency(config.currency)
@@ -309,95 +413,69 @@ def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlett
             for i in SHOP_PRODUCTS
         ]
         total = cur.format(sum(i.amount for i in SHOP_PRODUCTS))
-        return page(pages.shop_body(rows, total, state.csrf), "Checkout", "/static/pos.js")
+        return page(pages.shop_body(rows, total), "Checkout", "/static/shop.js")
 
     async def start_checkout(request: Request) -> Response:
         try:
-            form = {
-                k: v[0]
-                for k, v in urllib.parse.parse_qs(
-                    (await _body(request)).decode("utf-8", "replace")
-                ).items()
-            }
-            _check_csrf(request, state, form)
+            address = request.client.host if request.client else "unknown"
+            state.throttle.check(f"checkout:{address}")
+            state.throttle.fail(f"checkout:{address}")  # counts every checkout, not failures
             v = await make_order(list(SHOP_PRODUCTS), reference="web-shop")
         except SafescanError as exc:
-            return HTMLResponse(
-                pages.error_page(exc.message),
-                status_code=_status_for(exc),
-                headers=SECURITY_HEADERS,
-            )
-        return RedirectResponse(f"/checkout/{v.order.order_id}", status_code=303)
+            return _html_error(exc)
+        return RedirectResponse(
+            f"/shop/checkout/{v.checkout}", status_code=303, headers=SECURITY_HEADERS
+        )
 
-    async def checkout(request: Request) -> Response:
-        try:
-            v = view(request.path_params["order_id"])
-        except SafescanError as exc:
-            return HTMLResponse(
-                pages.error_page(exc.message), status_code=404, headers=SECURITY_HEADERS
-            )
-        return page(pages.checkout_body(v.to_json()), "Checkout", "/static/pos.js")
-
-    async def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name == "pos.js":
-            return Response(pages.POS_JS, media_type="text/javascript", headers=SECURITY_HEADERS)
-        if name == "pos.css":
-            return Response(pages.POS_CSS, media_type="text/css", headers=SECURITY_HEADERS)
-        return Response("not found", status_code=404)
-
-    # --- API for the pages ------------------------------------------------------------------
-
-    async def api_create(request: Request) -> Response:
-        try:
-            _check_csrf(request, state)
+    def customer(
+        handler: Callable[[Request, OrderView], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
             try:
-                doc = json.loads(await _body(request))
-            except ValueError:
-                raise MalformedCode("the request is not JSON") from None
-            v = await make_order(_items_from_json(doc))
-        except SafescanError as exc:
-            return _json_error(exc, _status_for(exc))
-        return JSONResponse(v.to_json(), status_code=201, headers=SECURITY_HEADERS)
+                return await handler(request, customer_view(request.path_params["token"]))
+            except SafescanError as exc:
+                return _json_error(exc) if request.url.path.count("/") > 3 else _html_error(exc)
 
-    async def api_get(request: Request) -> Response:
-        try:
-            return JSONResponse(
-                view(request.path_params["order_id"]).to_json(), headers=SECURITY_HEADERS
-            )
-        except SafescanError as exc:
-            return _json_error(exc, 404)
+        return run
 
-    async def api_qr(request: Request) -> Response:
-        try:
-            v = view(request.path_params["order_id"])
-        except SafescanError as exc:
-            return _json_error(exc, 404)
-        if request.path_params["fmt"] == "svg":
+    async def checkout_page(_request: Request, v: OrderView) -> Response:
+        return page(pages.checkout_body(v.customer_json()), "Checkout", "/static/shop.js")
+
+    async def checkout_state(_request: Request, v: OrderView) -> Response:
+        return JSONResponse(v.customer_json(), headers=SECURITY_HEADERS)
+
+    async def checkout_qr(request: Request, v: OrderView) -> Response:
+        return await qr_response(v, request.path_params["fmt"])
+
+    async def checkout_events(_request: Request, v: OrderView) -> Response:
+        return events_response(v, OrderView.customer_json)
+
+    # --- shared -----------------------------------------------------------------------------
+
+    async def qr_response(v: OrderView, fmt: str) -> Response:
+        if fmt == "svg":
             svg = await asyncio.to_thread(qr.render_svg, v.order.code, module_size=6)
             return Response(svg, media_type="image/svg+xml", headers=SECURITY_HEADERS)
-        png = await asyncio.to_thread(qr.render_png, v.order.code, module_size=6)
-        return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
+        if fmt == "png":
+            png = await asyncio.to_thread(qr.render_png, v.order.code, module_size=6)
+            return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
+        raise WebRequestRefused("the code comes as qr.svg or qr.png")
 
-    async def api_events(request: Request) -> Response:
-        try:
-            v = view(request.path_params["order_id"])
-        except SafescanError as exc:
-            return _json_error(exc, 404)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def events_response(v: OrderView, view: Callable[[OrderView], dict[str, Any]]) -> Response:
+        queue: asyncio.Queue[OrderView] = asyncio.Queue()
         state.listeners.setdefault(v.order.order_id, set()).add(queue)
 
         async def gen() -> AsyncIterator[bytes]:
             try:
                 yield b"retry: 1000\n\n"
-                yield _sse(v.to_json())
+                yield _sse(view(v))
                 while True:
                     try:
-                        doc = await asyncio.wait_for(queue.get(), 15)
+                        changed = await asyncio.wait_for(queue.get(), 15)
                     except TimeoutError:
                         yield b": keep-alive\n\n"
                         continue
-                    yield _sse(doc)
+                    yield _sse(view(changed))
             finally:
                 state.listeners.get(v.order.order_id, set()).discard(queue)
 
@@ -407,72 +485,70 @@ def create_app(config: PosConfig, *, journal: Journal | None = None) -> Starlett
             headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"},
         )
 
-    async def api_refund(request: Request) -> Response:
-        try:
-            _check_csrf(request, state)
-            v = view(request.path_params["order_id"])
-            raw = await _body(request)
-            try:
-                doc = json.loads(raw) if raw else {}
-            except ValueError:
-                raise MalformedCode("the request is not JSON") from None
-            amount = doc.get("amount") if isinstance(doc, dict) else None
-            if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
-                raise MalformedCode("amount must be whole minor units")
-            out = await asyncio.to_thread(state.api.refund, v.order.order_id, amount)
-        except SafescanError as exc:
-            return _json_error(exc, _status_for(exc))
-        v.refunded = int(out.get("refunded_amount", v.refunded))
-        v.state = str(out.get("order_state", v.state))
-        state.publish(v)
-        return JSONResponse(v.to_json(), status_code=201, headers=SECURITY_HEADERS)
-
-    async def api_close(request: Request) -> Response:
-        try:
-            _check_csrf(request, state)
-            v = view(request.path_params["order_id"])
-            doc = await asyncio.to_thread(state.api.close_order, v.order.order_id)
-        except SafescanError as exc:
-            return _json_error(exc, _status_for(exc))
-        v.state = str(doc.get("state", "CLOSED"))
-        state.publish(v)
-        return JSONResponse(v.to_json(), headers=SECURITY_HEADERS)
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        found = {
+            "pos.js": (assets.POS_JS, "text/javascript"),
+            "shop.js": (assets.SHOP_JS, "text/javascript"),
+            "pos.css": (assets.POS_CSS, "text/css"),
+        }.get(name)
+        if found is None:
+            return Response("not found", status_code=404, headers=SECURITY_HEADERS)
+        return Response(found[0], media_type=found[1], headers=SECURITY_HEADERS)
 
     async def health(_request: Request) -> Response:
         return JSONResponse(
-            {
-                "status": "ok",
-                "stream": state.stream_up,
-                "rejected_events": state.rejected_events,
-                "merchant_id": config.merchant_id,
-            }
+            {"status": "ok", "stream": state.stream_up, "rejected_events": state.rejected_events},
+            headers=SECURITY_HEADERS,
         )
 
+    order = "/api/orders/{order_id}"
+    checkout = "/shop/checkout/{token}"
     routes = [
-        Route("/", index),
-        Route("/shop", shop),
-        Route("/checkout", start_checkout, methods=["POST"]),
-        Route("/checkout/{order_id}", checkout),
-        Route("/static/{name}", static),
-        Route("/health", health),
-        Route("/api/orders", api_create, methods=["POST"]),
-        Route("/api/orders/{order_id}", api_get),
-        Route("/api/orders/{order_id}/qr.{fmt:str}", api_qr),
-        Route("/api/orders/{order_id}/events", api_events),
-        Route("/api/orders/{order_id}/refund", api_refund, methods=["POST"]),
-        Route("/api/orders/{order_id}/close", api_close, methods=["POST"]),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", index, methods=["GET"]),
+        Route("/api/orders", staff_api(api_create, changes=True), methods=["POST"]),
+        Route(order, staff_api(api_get, changes=False), methods=["GET"]),
+        Route(order + "/qr.{fmt:str}", staff_api(staff_qr, changes=False), methods=["GET"]),
+        Route(order + "/events", staff_api(staff_events, changes=False), methods=["GET"]),
+        Route(order + "/close", staff_api(api_close, changes=True), methods=["POST"]),
+        Route(
+            order + "/refunds/preview", staff_api(refund_preview, changes=True), methods=["POST"]
+        ),
+        Route(order + "/refunds", staff_api(refund, changes=True), methods=["POST"]),
+        Route("/shop", shop, methods=["GET"]),
+        Route("/shop/checkout", start_checkout, methods=["POST"]),
+        Route(checkout, customer(checkout_page), methods=["GET"]),
+        Route(checkout + "/state", customer(checkout_state), methods=["GET"]),
+        Route(checkout + "/qr.{fmt:str}", customer(checkout_qr), methods=["GET"]),
+        Route(checkout + "/events", customer(checkout_events), methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.pos = state
-    return app
+    return Guard(app, state.hosts)
 
 
-def _sse(doc: dict[str, Any]) -> bytes:
-    return f"event: order\ndata: {json.dumps(doc, separators=(',', ':'))}\n\n".encode()
+def run(
+    config: PosConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    allowed_hosts: list[str] | None = None,
+) -> None:
+    """Serve the web POS; prints ``READY http://HOST:PORT`` once listening.
 
-
-def run(config: PosConfig, *, host: str = "127.0.0.1", port: int = 8090) -> None:
-    """Serve the web POS; prints ``READY http://HOST:PORT`` once listening."""
+    Refuses to start without a staff account. ``allowed_hosts`` adds names the POS answers to
+    (``pos.example:443``) to the defaults (:func:`~.websec.default_hosts`).
+    """
+    staff = StaffStore.for_config(config.path if config.path is not None else Path("pos.json"))
+    if not staff.users():
+        raise PosServeError(
+            f"no staff account in {staff.path}: add one with `safescan pos staff add NAME`"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -483,17 +559,23 @@ def run(config: PosConfig, *, host: str = "127.0.0.1", port: int = 8090) -> None
         sock.close()
         raise PosServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
-    app = create_app(config)
+    hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound)
+    app = create_app(config, staff=staff, hosts=hosts)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            proxy_headers=False,  # the peer is the client: no forwarded header is believed
         )
     )
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"READY http://{shown}:{bound}", flush=True)
     print(
         f"web POS for merchant {config.merchant_id} on http://{shown}:{bound}/"
-        f"  (checkout page: /shop)",
+        f"  (staff sign-in: /login; customers' checkout page: /shop)",
         file=sys.stderr,
         flush=True,
     )

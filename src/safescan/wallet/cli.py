@@ -33,6 +33,7 @@ from safescan.carrier.pin import PinFormatError, check_pin
 from safescan.code.certs import TrustStore
 from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
+from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
@@ -147,8 +148,8 @@ def enroll_command(
         )
         return
     console.print(
-        f"[green]enrolled[/]: key carrier {cfg.carrier_serial} is personalised; wallet in"
-        f" {directory}"
+        f"[green]enrolled[/]: key carrier {term(cfg.carrier_serial)} is personalised; wallet in"
+        f" {term(directory)}"
     )
 
 
@@ -161,14 +162,14 @@ def _show_other(scan: Scan) -> None:
             value = summary.get(key)
             if value:
                 shown = ", ".join(value) if isinstance(value, list) else str(value)
-                table.add_row(label, Text(shown))
+                table.add_row(term(label), Text(visible(shown)))
         if "amount" not in summary:
             table.add_row("amount", "not in the code (the payer would enter it)")
         table.add_row("CRC", "ok" if info.get("crc_valid") else "[red]does not match[/]")
         for warning in info.get("warnings", []):
-            table.add_row("[yellow]deviation[/]", Text(warning))
+            table.add_row("[yellow]deviation[/]", Text(visible(warning)))
         if info.get("error"):
-            table.add_row("[red]error[/]", Text(str(info["error"].get("message"))))
+            table.add_row("[red]error[/]", Text(visible(str(info["error"].get("message")))))
         console.print(
             Panel(
                 table,
@@ -181,8 +182,8 @@ def _show_other(scan: Scan) -> None:
     label = "a link" if scan.kind == "url" else "text"
     console.print(
         Panel(
-            Text(scan.text[:500]),
-            title=f"[bold]This is {label}, not a payment code[/]",
+            Text(visible(scan.text[:500])),
+            title=f"[bold]This is {term(label)}, not a payment code[/]",
             subtitle="it was not opened or followed",
             border_style="blue",
         )
@@ -193,15 +194,19 @@ def show_offer(doc: dict[str, Any]) -> None:
     """Print what the customer approves: verified merchant, items, total, expiry."""
     m = doc["merchant"]
     head = Table.grid(padding=(0, 2))
-    head.add_row("[bold]Pay[/]", f"[bold]{m['name']}[/], {m['city']} ({m['country']})")
+    head.add_row(
+        "[bold]Pay[/]", f"[bold]{term(m['name'])}[/], {term(m['city'])} ({term(m['country'])})"
+    )
     who = (
         f"merchant certificate serial {doc['certificate_serial']}"
         if doc["certificate_serial"] is not None
         else f"signed by the payment institution (key {doc['issuer_kid']})"
     )
-    head.add_row("verified", f"[green]✓[/] {who}; merchant id {m['id']}, MCC {m['mcc']}")
+    head.add_row(
+        "verified", f"[green]✓[/] {term(who)}; merchant id {term(m['id'])}, MCC {term(m['mcc'])}"
+    )
     if doc["order_id"]:
-        head.add_row("order", doc["order_id"])
+        head.add_row("order", term(doc["order_id"]))
     left = doc["expires_in"]
     head.add_row("expires", f"in {left // 60} min {left % 60:02d} s")
     items = Table(show_edge=False, box=None)
@@ -209,9 +214,9 @@ def show_offer(doc: dict[str, Any]) -> None:
     items.add_column("qty", justify="right")
     items.add_column("amount", justify="right")
     for i in doc["items"]:
-        items.add_row(i["name"], str(i["quantity"]), i["display"])
+        items.add_row(term(i["name"]), term(str(i["quantity"])), term(i["display"]))
     if doc["total_display"]:
-        items.add_row("[bold]total[/]", "", f"[bold]{doc['total_display']}[/]")
+        items.add_row("[bold]total[/]", "", f"[bold]{term(doc['total_display'])}[/]")
     body = Table.grid()
     body.add_row(head)
     if doc["items"]:
@@ -220,7 +225,7 @@ def show_offer(doc: dict[str, Any]) -> None:
     else:
         body.add_row("[yellow]static code: you enter the amount[/]")
     for w in doc["warnings"]:
-        body.add_row(f"[bold yellow]warning:[/] {w}")
+        body.add_row(f"[bold yellow]warning:[/] {term(w)}")
     console.print(Panel(body, title="[bold green]Verified payment code[/]", border_style="green"))
 
 
@@ -233,7 +238,7 @@ def _ask_pin(offer: Offer, pin_file: Path | None) -> None:
             return
         except WrongPin as exc:
             err_console.print(
-                f"[red]wrong PIN[/]: {exc.retries_left} tries left before the carrier wipes"
+                f"[red]wrong PIN[/]: {term(exc.retries_left)} tries left before the carrier wipes"
             )
             if pin_file is not None or exc.retries_left == 0:
                 raise
@@ -303,8 +308,8 @@ def _scan(
         else:
             console.print(
                 Panel(
-                    Text(exc.message),
-                    title=f"[bold red]REFUSED: {exc.reason.replace('_', ' ')}[/]",
+                    Text(visible(exc.message)),
+                    title=f"[bold red]REFUSED: {term(exc.reason.replace('_', ' '))}[/]",
                     subtitle="nothing was paid; you were not asked anything",
                     border_style="red",
                 )
@@ -344,11 +349,12 @@ def _scan(
         return
     console.print(
         Panel(
-            f"[bold green]PAID[/] {out['amount_display']} to {out['merchant_name']},"
-            f" {out['merchant_city']}\n"
-            f"payment {out['payment_id']} · order {out['order_id'] or '-'} ·"
+            f"[bold green]PAID[/] {term(out['amount_display'])} to {term(out['merchant_name'])},"
+            f" {term(out['merchant_city'])}\n"
+            f"payment {term(out['payment_id'])} · order {term(out['order_id'] or '-')} ·"
             f" {_when(out['paid_at'])}\n"
-            f"[green]receipt verified[/]: signed by the institution (key {out['issuer_kid']}),"
+            "[green]receipt verified[/]: signed by the institution"
+            f" (key {term(out['issuer_kid'])}),"
             " matches this code, merchant, amount and currency",
             border_style="green",
         )
@@ -372,25 +378,29 @@ def status(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
     else:
         crl = doc["revocation_list"]
         table = Table(show_header=False, show_edge=False)
-        table.add_row("institution", doc["institution_url"])
+        table.add_row("institution", term(doc["institution_url"]))
         for kid, key in doc["institution_keys"].items():
-            table.add_row(f"root key {kid}", key)
+            table.add_row(f"root key {term(kid)}", term(key))
         table.add_row(
             "revocation list",
-            f"{crl['sequence']} ({crl['revoked_serials']} revoked, from {crl['source']})",
+            f"{term(crl['sequence'])} ({term(crl['revoked_serials'])} revoked,"
+            f" from {term(crl['source'])})",
         )
-        table.add_row("key carrier", f"{doc['carrier_serial']} at {doc['carrier_url']}")
+        table.add_row("key carrier", f"{term(doc['carrier_serial'])} at {term(doc['carrier_url'])}")
         if card["reachable"]:
-            table.add_row("  lifecycle", f"{card['lifecycle']} (firmware {card['version']})")
-            table.add_row("  payments signed", str(card["signature_counter"]))
             table.add_row(
-                "  PIN tries left", f"{card['pin_retries_left']} of {card['pin_retry_limit']}"
+                "  lifecycle", f"{term(card['lifecycle'])} (firmware {term(card['version'])})"
             )
-            table.add_row("  its revocation list", str(card["revocations_sequence"]))
+            table.add_row("  payments signed", term(str(card["signature_counter"])))
+            table.add_row(
+                "  PIN tries left",
+                f"{term(card['pin_retries_left'])} of {term(card['pin_retry_limit'])}",
+            )
+            table.add_row("  its revocation list", term(str(card["revocations_sequence"])))
             for notice in card["notices"]:
-                table.add_row("  [yellow]notice[/]", notice)
+                table.add_row("  [yellow]notice[/]", term(notice))
         else:
-            table.add_row("  [red]unreachable[/]", card["error"])
+            table.add_row("  [red]unreachable[/]", term(card["error"]))
         console.print(table)
     if not card["reachable"]:
         raise typer.Exit(EXIT_ERROR)
@@ -413,7 +423,7 @@ def balance(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
         return
     table = Table(show_header=False, show_edge=False)
     for b in doc.get("balances", []) or [{"display": "0 (no account yet)"}]:
-        table.add_row("balance", f"[bold]{b['display']}[/]")
+        table.add_row("balance", f"[bold]{term(b['display'])}[/]")
     console.print(table)
     _print_statement_payments(doc.get("payments", []))
 
@@ -428,10 +438,10 @@ def _print_statement_payments(payments: list[dict[str, Any]]) -> None:
     for p in payments:
         table.add_row(
             _when(p["paid_at"]),
-            Text(f"{p['merchant_name']}, {p['merchant_city']}"),
-            p["display"],
-            p["refunded_display"] if p["refunded"] else "-",
-            p["payment_id"],
+            Text(visible(f"{p['merchant_name']}, {p['merchant_city']}")),
+            term(p["display"]),
+            term(p["refunded_display"] if p["refunded"] else "-"),
+            term(p["payment_id"]),
         )
     console.print(table)
 
@@ -494,17 +504,17 @@ def history(
         refunded = "?" if refunds_error else (cur.format(r["refunded"]) if r["refunded"] else "-")
         table.add_row(
             _when(r["paid_at"]),
-            Text(f"{r['merchant_name']}, {r['merchant_city']}"),
-            Text(items),
-            cur.format(r["amount"]),
-            refunded,
-            r["payment_id"],
+            Text(visible(f"{r['merchant_name']}, {r['merchant_city']}")),
+            Text(visible(items)),
+            term(cur.format(r["amount"])),
+            term(refunded),
+            term(r["payment_id"]),
         )
     console.print(table)
     for r in rows:
         for refund in r["refunds"]:
             console.print(
-                f"[magenta]refund[/] {refund['display']} on payment {r['payment_id']}"
+                f"[magenta]refund[/] {term(refund['display'])} on payment {term(r['payment_id'])}"
                 f" ({_when(refund['created_at'])})"
             )
     if refunds_error:
