@@ -917,8 +917,9 @@ UNSAFE_NAMES = [
 
 def test_lookalike_merchant_names(world: World) -> None:
     """Invisible and direction-changing characters are refused at onboarding and in items;
-    a mixed-script look-alike, and a whole-script one ("Сахар" reads "Caxap") outside the
-    countries that write that script, are allowed but flagged to the customer before the PIN."""
+    a look-alike of a protected name is refused; another mixed-script name, and a whole-script
+    one ("Сахар" reads "Caxap") outside the countries that write that script, are allowed but
+    flagged to the customer before the PIN."""
     with institution(world) as w:
         for name in UNSAFE_NAMES:
             r = w.admin(
@@ -933,7 +934,21 @@ def test_lookalike_merchant_names(world: World) -> None:
                 },
             )
             assert r.status_code == 400, (name, r.text)
-        m = w.merchant("PаyPal")  # Cyrillic а
+        # a look-alike of a protected name is refused outright (issue #13 item 5) ...
+        r = w.admin(
+            "POST",
+            "/v1/admin/merchants",
+            {
+                "name": "PаyPal",  # Cyrillic а
+                "city": "Paris",
+                "country": "FR",
+                "mcc": 5814,
+                "settlement_account": "FR7630006000011234567890189",
+            },
+        )
+        assert r.status_code == 409 and r.json()["error"]["code"] == "lookalike_name", r.text
+        # ... other mixed-script names are allowed but flagged
+        m = w.merchant("Kаfe Lumen")  # Cyrillic а
         before = _orders(m)
         for name in UNSAFE_NAMES:
             r = m.request(
@@ -960,7 +975,7 @@ def test_lookalike_merchant_names(world: World) -> None:
     with Wallet.load(world.alice.wallet_dir) as wallet:
         with wallet.open(code) as offer:
             doc = offer.describe()
-        assert doc["merchant"]["name"] == "PаyPal"
+        assert doc["merchant"]["name"] == "Kаfe Lumen"
         assert doc["warnings"], "a mixed-script look-alike must be flagged to the customer"
         with wallet.open(whole["DE"]) as offer:
             warnings = offer.describe()["warnings"]

@@ -406,3 +406,73 @@ def test_base64_of_keys_in_other_forms_is_refused_consistently(world: World) -> 
             },
         )
         assert_refused(r, "api_public_key")
+
+
+# --- 5: look-alike names at onboarding --------------------------------------------------------
+
+
+def _onboard(world: World, name: str, **extra: Any) -> Any:
+    return world.admin(
+        "POST",
+        "/v1/admin/merchants",
+        {
+            "name": name,
+            "city": "Lyon",
+            "country": "FR",
+            "mcc": 5814,
+            "settlement_account": "FR7630006000011234567890189",
+            **extra,
+        },
+    )
+
+
+LOOKALIKES = {
+    "𝐏𝐚𝐲𝐏𝐚𝐥": "compat",  # mathematical bold
+    "ＰａｙＰａｌ": "compat",  # fullwidth
+    "ℊoogle": "compat",  # script small g
+    "Ⅿicrosoft": "compat",  # Roman numeral one thousand
+    "𝔄pple": "compat",  # fraktur
+    "PаyPal": "lookalike",  # Cyrillic а
+    "Арр1е": "lookalike",  # Cyrillic and a digit
+    "PaypaI": "lookalike",  # capital I for l
+    "rnicrosoft": "lookalike",  # rn for m
+    "G00gle": "lookalike",
+    "PAY-PAL": "lookalike",
+    "Microſoft": "compat",  # long s (NFKC: s)
+}
+
+
+def test_lookalike_names_are_refused_at_onboarding(world: World, shop: MerchantClient) -> None:
+    before = snapshot(world.db_url)  # type: ignore[attr-defined]
+    for name, kind in LOOKALIKES.items():
+        r = _onboard(world, name)
+        if kind == "compat":
+            err = assert_refused(r)
+            assert "look-alike forms of letters" in err["message"], err
+        else:
+            err = assert_refused(r, "name", status=409)
+            assert err["code"] == "lookalike_name"
+        # the administrator's "this is the brand owner" flag does not let a look-alike through
+        assert _onboard(world, name, allow_protected_name=True).status_code in (400, 409)
+    # another merchant's name, imitated
+    for fake in ("Hardening Sh0p", "HARDENING SHOP", "Hardening-Shop", "Ηardening Shop"):
+        assert_refused(_onboard(world, fake), "name", status=409)
+    # look-alike city
+    r = world.admin(
+        "POST",
+        "/v1/admin/merchants",
+        {
+            "name": "Plain",
+            "city": "Ｐaris",
+            "country": "FR",
+            "mcc": 5814,
+            "settlement_account": "FR76",
+        },
+    )
+    assert_refused(r)
+    # a protected name itself: only with the flag
+    assert_refused(_onboard(world, "Google"), "name", status=409)
+    assert diff(before, snapshot(world.db_url)) == {}  # type: ignore[attr-defined]
+    assert _onboard(world, "Google", allow_protected_name=True).status_code == 201
+    # the same name twice is not a look-alike (two cafés may share a name)
+    assert _onboard(world, "Hardening Shop").status_code == 201

@@ -13,6 +13,7 @@ from enum import IntEnum
 
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import InvalidAmount, MalformedCode, TotalMismatch, UnknownCurrency
+from safescan.code.lookalike import check_identity_letters
 from safescan.code.text import check_stored_name, clean_name, lookalike_warning
 
 MAX_AMOUNT = 10**12 - 1  # minor units; the largest amount EMV field 54 can also carry
@@ -77,6 +78,8 @@ class Merchant:
             raise MalformedCode("merchant category code must be 0000-9999")
         if not isinstance(self.country, str) or not _COUNTRY_RE.fullmatch(self.country):
             raise MalformedCode("merchant country must be an ISO 3166 two-letter code")
+        for value, what in ((self.name, "merchant name"), (self.city, "merchant city")):
+            check_identity_letters(str(value), field=what)  # no 𝐏, ｐ, ℊ, Ⅿ in identities
         return Merchant(
             id=check_identifier(self.id, "merchant id"),
             name=clean_name(self.name, field="merchant name", max_chars=MAX_NAME_CHARS)

@@ -15,6 +15,7 @@ import unicodedata
 from confusable_homoglyphs import confusables
 
 from safescan.code.errors import UnsafeText
+from safescan.code.lookalike import protected_match, protected_names
 
 # Characters that render as nothing (or as blank) though they are not ordinary spaces.
 _INVISIBLE = frozenset(
@@ -105,6 +106,13 @@ def lookalike_warning(value: str, *, field: str, country: str | None = None) -> 
     The second is not flagged for a merchant in a ``country`` that writes that script
     (a Cyrillic name in Bulgaria is just a name).
     """
+    protected = protected_match(value, protected_names())
+    if protected is not None:
+        written = sorted(a for a in _scripts(value) if a not in {"COMMON", "INHERITED"})
+        return (
+            f"{field} {value!r} looks like {protected!r} (Unicode confusables) but is not it"
+            f" (letters: {', '.join(written) or 'none'}); check it is the merchant you expect"
+        )
     if value.isascii():
         return None
     scripts = sorted(a for a in _scripts(value) if a not in {"COMMON", "INHERITED"})

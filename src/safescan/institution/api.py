@@ -182,6 +182,7 @@ class MerchantCreate(Strict):
     settlement_account: ShortText
     api_public_key: KeyText | None = None
     webhook_url: Url | None = None
+    allow_protected_name: bool = False
 
 
 class WebhookSet(Strict):
@@ -446,6 +447,7 @@ def create_app(
             settlement_account=body.settlement_account,
             api_public_key=pk,
             webhook_url=body.webhook_url,
+            allow_protected_name=body.allow_protected_name,
         )
         if secret is not None:
             out["api_secret_key"] = secret

@@ -9,6 +9,7 @@ from __future__ import annotations
 from safescan.api.errors import InvalidRequest
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
+from safescan.code.lookalike import protected_match, protected_names
 from safescan.code.numbers import MAX_AMOUNT, MAX_QUANTITY, json_int
 from safescan.code.text import clean_name, clean_text
 
@@ -62,3 +63,28 @@ def public_key(raw: bytes, *, param: str) -> VerifyKey:
         return VerifyKey(raw)
     except SafescanError as exc:
         raise InvalidRequest(exc.message, param=param) from None
+
+
+class LookalikeName(InvalidRequest):
+    """A merchant name that passes for a protected brand or another merchant's name."""
+
+    code = "lookalike_name"
+    status = 409
+
+
+def merchant_name(name: str, others: list[str], *, allow_protected: bool) -> None:
+    """Refuse a name that looks like a protected name or another merchant's (UTS #39
+    skeletons after NFKC); a protected name itself only with ``allow_protected`` (the brand's
+    owner, onboarded by an administrator who checked it)."""
+    protected = protected_names()
+    like = protected_match(name, [*protected, *others])
+    if like is not None:
+        raise LookalikeName(
+            f"the name {name!r} looks like {like!r}: refused (look-alike names)", param="name"
+        )
+    if name in protected and not allow_protected:
+        raise LookalikeName(
+            f"{name!r} is a protected name: onboard it with allow_protected_name once the"
+            " merchant is known to be its owner",
+            param="name",
+        )

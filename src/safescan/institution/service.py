@@ -445,6 +445,7 @@ class Institution:
         settlement_account: str,
         api_public_key: bytes | None,
         webhook_url: str | None,
+        allow_protected_name: bool = False,
     ) -> tuple[dict[str, Any], str | None]:
         """Onboard a merchant. Without ``api_public_key`` a key pair is generated and the private
         seed is returned **once** (base64); the institution keeps only the public key."""
@@ -454,6 +455,10 @@ class Institution:
             ident = Merchant(mid, name, city, country, mcc).validated()
         except SafescanError as exc:
             raise InvalidRequest(exc.message) from None
+        others = self.db.read(
+            lambda c: [str(n) for n in c.execute(select(MerchantRow.name)).scalars()]
+        )
+        guards.merchant_name(ident.name, others, allow_protected=allow_protected_name)
         secret_b64: str | None = None
         if api_public_key is None:
             seed = secrets.token_bytes(32)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +45,7 @@ from safescan.code.certs import Certificate, RevocationList, Role, TrustStore, v
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import inspect_text
+from safescan.code.lookalike import protected_match, protected_names
 from safescan.code.payment import CodeKind
 from safescan.code.source import read_source
 from safescan.remote import (
@@ -138,6 +139,18 @@ def classify(text: str, *, now: int | None = None) -> Scan:
     return Scan(kind=kind, text=text, info=info)
 
 
+def _protected_name_warnings(name: str, already: Sequence[str]) -> list[str]:
+    """The wallet's own look-alike check, with the names *it* protects
+    (``$SAFESCAN_PROTECTED_NAMES``): the card's warnings use the card's list."""
+    like = protected_match(name, protected_names())
+    if like is None or any(repr(like) in w for w in already):
+        return []
+    return [
+        f"merchant name {name!r} looks like {like!r} (Unicode confusables) but is not it;"
+        " check it is the merchant you expect"
+    ]
+
+
 def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict[str, Any]:
     """What the customer is shown about a verified code."""
     now = int(time.time()) if now is None else now
@@ -174,7 +187,7 @@ def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict
         "issued_at": contents.issued_at,
         "expires_at": contents.expires_at,
         "expires_in": max(0, contents.expires_at - now),
-        "warnings": list(contents.warnings),
+        "warnings": [*contents.warnings, *_protected_name_warnings(m.name, contents.warnings)],
         "digest": contents.digest.hex(),
     }
     return doc
