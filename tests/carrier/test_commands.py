@@ -502,10 +502,6 @@ def test_update_revocations_makes_the_card_itself_refuse_a_revoked_merchant(
         carrier.update_revocations(forger.revocation_list(set(), sequence=9))
     with pytest.raises(WrongData, match="revocation list"):
         carrier.update_revocations(b"\xa0not a list")
-    too_many = set(range(1, rom.MAX_REVOKED_SERIALS + 2))
-    with pytest.raises(WrongData) as oversize:
-        carrier.update_revocations(institution.revocation_list(too_many, sequence=10))
-    assert oversize.value.reason == Reason.OVERSIZE_INPUT
     for huge in ({2**63}, {2**64 - 1}):  # signed, but more than the EEPROM image can hold
         with pytest.raises(WrongData, match="too large"):
             carrier.update_revocations(institution.revocation_list(huge, sequence=11))
@@ -526,6 +522,41 @@ def test_update_revocations_makes_the_card_itself_refuse_a_revoked_merchant(
     fresh = Card(card.eeprom.storage, clock=clock)
     fresh.power_on()
     assert fresh.image is not None and fresh.image.crl_sequence == 4
+
+    # a genuine list the card cannot keep: it fails closed (issue #13 item 8), it does not go
+    # on with its older list as if merchant certificates were checked
+    too_many = set(range(1, rom.MAX_REVOKED_SERIALS + 2))
+    with pytest.raises(WrongData) as oversize:
+        carrier.update_revocations(institution.revocation_list(too_many, sequence=10))
+    assert oversize.value.reason == Reason.OVERSIZE_INPUT
+    with pytest.raises(ConditionsNotSatisfied) as stale:
+        carrier.open_code(code)
+    assert stale.value.reason == Reason.REVOCATIONS_STALE
+    carrier.power_cycle()  # it is remembered in the EEPROM
+    carrier.open_session(institution.trust)
+    with pytest.raises(ConditionsNotSatisfied):
+        carrier.open_code(code)
+    assert carrier.open_code(institution.dynamic_code()).issuer == "institution"
+    # too many subjects count like too many serials; a forged list cannot lift it
+    subjects = {f"m{i:x}" for i in range(rom.MAX_REVOKED_SERIALS)}
+    with pytest.raises(WrongData):
+        carrier.update_revocations(institution.revocation_list({1}, sequence=11, subjects=subjects))
+    with pytest.raises(WrongData):
+        carrier.update_revocations(forger.revocation_list(set(), sequence=12))
+    with pytest.raises(ConditionsNotSatisfied):
+        carrier.open_code(code)
+    # a newer list that fits lifts it; one revoking the merchant as a whole refuses its codes
+    assert carrier.update_revocations(institution.revocation_list(set(), sequence=12)) == 12
+    assert carrier.open_code(code).issuer == "merchant"
+    assert (
+        carrier.update_revocations(
+            institution.revocation_list(set(), sequence=13, subjects={issuer.certificate.subject})
+        )
+        == 13
+    )
+    with pytest.raises(CodeRefused) as by_subject:
+        carrier.open_code(code)
+    assert by_subject.value.reason == Reason.CERTIFICATE_REVOKED
 
 
 def test_update_revocations_needs_a_personalised_card(blank: CarrierClient) -> None:

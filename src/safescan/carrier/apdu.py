@@ -94,6 +94,8 @@ class Reason(IntEnum):
     DESTROYED = 0x2B
     COUNTER_EXHAUSTED = 0x2C
     REVOCATIONS_NOT_NEWER = 0x2D
+    #: the card could not keep the newest revocation list: merchant-signed codes are refused
+    REVOCATIONS_STALE = 0x3E
     # bad input
     BAD_LENGTH = 0x40
     BAD_DATA = 0x41

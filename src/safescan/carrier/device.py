@@ -539,6 +539,7 @@ class Card:
             self.keys.extra["keyring"] = ring
             trust = TrustStore({kid: VerifyKey(raw) for kid, raw in image.institution_keys})
             trust.revoked_serials = frozenset(image.revoked_serials)
+            trust.revoked_subjects = frozenset(image.revoked_subjects)
             trust.crl_sequence = image.crl_sequence
             self.keys.extra["trust"] = trust
         return self.keys.extra["keyring"], self.keys.extra["trust"]
@@ -568,18 +569,26 @@ class Card:
                 Reason.REVOCATIONS_NOT_NEWER,
                 f"revocation list {crl.sequence} is not newer than {image.crl_sequence}",
             )
-        if len(crl.serials) > rom.MAX_REVOKED_SERIALS:
+        if crl.entries > rom.MAX_REVOKED_SERIALS:
+            # a genuine list the card cannot keep: never carry on as if unchecked. The card
+            # remembers it is behind and refuses merchant-signed codes until a list fits.
+            image.crl_stale = crl.sequence
+            self.eeprom.write(image)
             raise _refuse(
                 StatusWord.WRONG_DATA,
                 Reason.OVERSIZE_INPUT,
-                f"the card keeps at most {rom.MAX_REVOKED_SERIALS} revoked serials",
+                f"the card keeps at most {rom.MAX_REVOKED_SERIALS} revocation entries; it"
+                " refuses merchant-signed codes until it gets a list it can keep",
             )
         image.crl_sequence = crl.sequence
         image.revoked_serials = sorted(crl.serials)
+        image.revoked_subjects = sorted(crl.subjects)
+        image.crl_stale = 0
         self.eeprom.write(image)
         trust.revoked_serials = frozenset(crl.serials)
+        trust.revoked_subjects = frozenset(crl.subjects)
         trust.crl_sequence = crl.sequence
-        return cbor2.dumps({1: crl.sequence, 2: len(crl.serials)}, canonical=True)
+        return cbor2.dumps({1: crl.sequence, 2: crl.entries}, canonical=True)
 
     def _open_code(self, command: CommandApdu) -> bytes:
         from safescan.code.envelope import PREFIX, open_code
@@ -600,6 +609,13 @@ class Card:
         except SafescanError as exc:
             reason = _CODE_REASONS.get(exc.code, Reason.MALFORMED_CODE)
             raise _refuse(StatusWord.WRONG_DATA, reason, exc.message) from None
+        if opened.certificate is not None and self.image is not None and self.image.crl_stale:
+            raise _refuse(
+                StatusWord.CONDITIONS_NOT_SATISFIED,
+                Reason.REVOCATIONS_STALE,
+                "this card could not keep the newest revocation list: it refuses"
+                " merchant-signed codes until it gets one it can keep",
+            )
         code = opened.code
         m = code.merchant
         doc: dict[int, Any] = {

@@ -79,6 +79,8 @@ class Image:
     personalized_at: int = 0
     crl_sequence: int = 0  # the newest verified revocation list taken (UPDATE REVOCATIONS)
     revoked_serials: list[int] = field(default_factory=list)
+    revoked_subjects: list[str] = field(default_factory=list)  # whole merchants revoked
+    crl_stale: int = 0  # sequence of a genuine list too large to keep (0: none): fail closed
 
     @classmethod
     def manufacture(cls) -> Image:
@@ -133,7 +135,12 @@ class Image:
             15: self.generation,
             16: self.destroyed_reason,
             17: self.personalized_at,
-            18: [self.crl_sequence, list(self.revoked_serials)],
+            18: [
+                self.crl_sequence,
+                list(self.revoked_serials),
+                list(self.revoked_subjects),
+                self.crl_stale,
+            ],
         }
         return cbor2.dumps(doc, canonical=True)
 
@@ -145,7 +152,12 @@ class Image:
             # field 18 (revocation list) came with firmware 1.1; 1.0 images have 1-17
             if not isinstance(doc, dict) or sorted(doc) not in (_FIELDS_1_0, _FIELDS_1_1):
                 raise ImageError("the EEPROM image has the wrong fields")
-            crl_sequence, revoked = doc.get(18, [0, []])
+            crl_field = doc.get(18, [0, []])
+            if len(crl_field) == 2:  # firmware 1.1: serials only
+                crl_field = [*crl_field, [], 0]
+            crl_sequence, revoked, subjects, stale = crl_field
+            if not all(isinstance(x, str) and 0 < len(x) <= 64 for x in subjects):
+                raise ImageError("the EEPROM image's revoked subjects are malformed")
             image = cls(
                 lifecycle=Lifecycle(doc[1]),
                 device_id=_bytes(doc[2], 8),
@@ -169,6 +181,8 @@ class Image:
                 personalized_at=_uint(doc[17]),
                 crl_sequence=_uint(crl_sequence),
                 revoked_serials=[_uint(serial) for serial in revoked],
+                revoked_subjects=list(subjects),
+                crl_stale=_uint(stale),
             )
         except ImageError:
             raise

@@ -132,10 +132,17 @@ class LocalInstitution:
         )
         return seal_bundle(bundle, self.key, self.kid)
 
-    def revocation_list(self, serials: set[int], *, sequence: int) -> bytes:
-        """A signed revocation list (CBOR bytes)."""
+    def revocation_list(
+        self, serials: set[int], *, sequence: int, subjects: set[str] | None = None
+    ) -> bytes:
+        """A signed revocation list (CBOR bytes); ``subjects`` revoke whole merchants."""
         return RevocationList.issue(
-            self.key, self.kid, sequence=sequence, issued_at=self.now, serials=serials
+            self.key,
+            self.kid,
+            sequence=sequence,
+            issued_at=self.now,
+            serials=serials,
+            subjects=frozenset(subjects or ()),
         ).to_bytes()
 
     def merchant_issuer(self, merchant: Merchant = DEFAULT_MERCHANT) -> Issuer:

@@ -202,10 +202,31 @@ def issue_certificate(
     return Certificate.from_bytes(cert.to_bytes())
 
 
+#: The most entries (revoked serials + revoked subjects) a revocation list may hold.
+MAX_CRL_ENTRIES = 100_000
+
+
+def _check_subjects(values: object) -> frozenset[str]:
+    if not isinstance(values, list) or not all(
+        isinstance(x, str) and 0 < len(x) <= MAX_SUBJECT_CHARS and x.isascii() and x.isprintable()
+        for x in values
+    ):
+        raise CertificateError("revocation list subjects must be 1-64 printable ASCII characters")
+    if values != sorted(set(values)):
+        raise CertificateError("revocation list subjects must be sorted and unique")
+    return frozenset(values)
+
+
 @dataclass(frozen=True, slots=True)
 class RevocationList:
-    """An institution-signed list of revoked certificate serials.
+    """An institution-signed list of revoked certificate serials and revoked *subjects*.
 
+    A revoked subject (a merchant id, a carrier's subject) revokes every certificate issued to
+    it, past or future: one entry, however many certificates. Version 2 (with subjects)::
+
+        [2, sequence, issued_at, serials, subjects, issuer_kid, sig]
+
+    Version 1 lists (``[1, sequence, issued_at, serials, issuer_kid, sig]``) still parse.
     ``sequence`` only ever grows: a holder refuses a list older than the one it has.
     """
 
@@ -214,13 +235,28 @@ class RevocationList:
     serials: frozenset[int]
     issuer_kid: int
     signature: bytes = b""
+    subjects: frozenset[str] = frozenset()
+
+    @property
+    def entries(self) -> int:
+        """How many entries a holder must keep: serials plus subjects."""
+        return len(self.serials) + len(self.subjects)
 
     def tbs(self) -> bytes:
         """The bytes the institution signs."""
         return CRL_CONTEXT + cbor.dumps(self._fields())
 
     def _fields(self) -> list[object]:
-        return [1, self.sequence, self.issued_at, sorted(self.serials), self.issuer_kid]
+        if not self.subjects:
+            return [1, self.sequence, self.issued_at, sorted(self.serials), self.issuer_kid]
+        return [
+            2,
+            self.sequence,
+            self.issued_at,
+            sorted(self.serials),
+            sorted(self.subjects),
+            self.issuer_kid,
+        ]
 
     def to_bytes(self) -> bytes:
         """Deterministic CBOR encoding."""
@@ -235,32 +271,52 @@ class RevocationList:
         sequence: int,
         issued_at: int,
         serials: frozenset[int] | set[int],
+        subjects: frozenset[str] | set[str] = frozenset(),
     ) -> RevocationList:
         """Sign a new list."""
-        unsigned = cls(sequence, issued_at, frozenset(serials), issuer_kid)
-        return cls(sequence, issued_at, frozenset(serials), issuer_kid, issuer.sign(unsigned.tbs()))
+        unsigned = cls(
+            sequence, issued_at, frozenset(serials), issuer_kid, b"", frozenset(subjects)
+        )
+        return cls(
+            sequence,
+            issued_at,
+            frozenset(serials),
+            issuer_kid,
+            issuer.sign(unsigned.tbs()),
+            frozenset(subjects),
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes, trust: TrustStore) -> RevocationList:
         """Parse strictly and verify the institution's signature."""
-        if not isinstance(data, bytes) or len(data) > 1 << 20:
+        if not isinstance(data, bytes) or len(data) > 1 << 22:
             raise CertificateError("revocation list is too large")
         value = cbor.strict_loads(data, error=CertificateError, max_depth=3)
-        if not isinstance(value, list) or len(value) != 6 or value[0] != 1:
-            raise CertificateError("not a version-1 revocation list")
-        _, seq, issued_at, serials, ikid, sig = value
+        if isinstance(value, list) and len(value) == 6 and value[0] == 1:
+            _, seq, issued_at, serials, ikid, sig = value
+            subjects: frozenset[str] = frozenset()
+        elif isinstance(value, list) and len(value) == 7 and value[0] == 2:
+            _, seq, issued_at, serials, raw_subjects, ikid, sig = value
+            subjects = _check_subjects(raw_subjects)
+            if not subjects:
+                raise CertificateError("a version-2 revocation list names at least one subject")
+        else:
+            raise CertificateError("not a version-1 or version-2 revocation list")
         if not isinstance(serials, list) or not all(
             isinstance(x, int) and not isinstance(x, bool) for x in serials
         ):
             raise CertificateError("revocation list serials must be unsigned integers")
         if serials != sorted(set(serials)):
             raise CertificateError("revocation list serials must be sorted and unique")
+        if len(serials) + len(subjects) > MAX_CRL_ENTRIES:
+            raise CertificateError("revocation list has too many entries")
         crl = cls(
             _uint(seq, "sequence"),
             _uint(issued_at, "issued_at"),
             frozenset(_uint(s, "serial") for s in serials),
             _uint(ikid, "issuer_kid", 0x10000),
             sig if isinstance(sig, bytes) else b"",
+            subjects,
         )
         trust.institution_key(crl.issuer_kid).verify(
             crl.signature, crl.tbs(), what="revocation list signature"
@@ -275,6 +331,7 @@ class TrustStore:
     institution_keys: dict[int, VerifyKey] = field(default_factory=dict)
     revoked_serials: frozenset[int] = frozenset()
     crl_sequence: int = -1
+    revoked_subjects: frozenset[str] = frozenset()
 
     def institution_key(self, kid: int) -> VerifyKey:
         """The institution key with id ``kid``."""
@@ -292,6 +349,7 @@ class TrustStore:
                 f"revocation list {crl.sequence} is not newer than {self.crl_sequence}"
             )
         self.revoked_serials = crl.serials
+        self.revoked_subjects = crl.subjects
         self.crl_sequence = crl.sequence
 
 
@@ -316,6 +374,10 @@ def verify_certificate(cert: Certificate, trust: TrustStore, *, role: Role, now:
         raise CertificateExpired(f"certificate {cert.serial} is not valid at this time")
     if cert.serial in trust.revoked_serials:
         raise CertificateRevoked(f"certificate {cert.serial} ({cert.subject}) has been revoked")
+    if cert.subject in trust.revoked_subjects:
+        raise CertificateRevoked(
+            f"certificate {cert.serial}: every certificate of {cert.subject} has been revoked"
+        )
 
 
 def verify_certified_merchant(

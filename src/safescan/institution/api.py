@@ -195,7 +195,7 @@ class CertifyKey(Strict):
     """Certify a merchant code-signing key."""
 
     public_key: KeyText
-    valid_days: Annotated[int, Field(ge=1, le=3660)] = 365
+    valid_days: Annotated[int, Field(ge=1, le=366)] = 365
 
 
 class CustomerCreate(Strict):
@@ -417,9 +417,11 @@ def create_app(
     @app.get("/v1/revocation-list", tags=["public"])
     def revocation_list(
         format: Annotated[Literal["json", "cbor"], Query()] = "json",
+        scope: Annotated[Literal["all", "merchant"], Query()] = "all",
     ) -> Response:
-        """The signed revocation list (``format=cbor`` for the raw signed bytes)."""
-        crl = inst.revocation_list()
+        """The signed revocation list (``format=cbor`` for the raw signed bytes;
+        ``scope=merchant``: merchant entries only, the list key carriers keep)."""
+        crl = inst.revocation_list(scope)
         raw = crl.to_bytes()
         if format == "cbor":
             return Response(raw, media_type="application/cbor")
@@ -428,6 +430,7 @@ def create_app(
                 "sequence": crl.sequence,
                 "issued_at": crl.issued_at,
                 "serials": sorted(crl.serials),
+                "subjects": sorted(crl.subjects),
                 "issuer_kid": crl.issuer_kid,
                 "signed": b64e(raw),
             }

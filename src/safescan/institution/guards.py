@@ -88,3 +88,10 @@ def merchant_name(name: str, others: list[str], *, allow_protected: bool) -> Non
             " merchant is known to be its owner",
             param="name",
         )
+
+
+class CertificateLimit(InvalidRequest):
+    """A merchant asked for more live code-signing certificates than it may hold."""
+
+    code = "certificate_limit"
+    status = 409

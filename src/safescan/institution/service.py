@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, case, delete, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -59,6 +59,7 @@ from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal
 from safescan.code.pubkeys import check_x25519_public
 from safescan.institution import admin_tokens, audit, guards, ledger, sql
 from safescan.institution.db import Database
+from safescan.institution.guards import CertificateLimit
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.merchant_sealing import certificate_problem, scheme_key_list
 from safescan.institution.models import (
@@ -88,6 +89,8 @@ ENROLLMENT_TTL = 7 * 24 * 3600
 CRL_COUNTER = "crl_sequence"
 PAID_STATES = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")
 MAX_SERIAL = 2**31 - 1  # certificate serials are 32-bit database integers
+MAX_LIVE_MERCHANT_CERTS = 4  # unexpired, unrevoked code-signing certificates per merchant
+MAX_MERCHANT_CERT_DAYS = 366
 PAYMENT_ACTION = "payment.create"
 
 
@@ -200,7 +203,7 @@ class Institution:
             max_workers=int(os.environ.get("SAFESCAN_PAY_THREADS", "4")),
             thread_name_prefix="safescan-pay",
         )
-        self._crl_cache: RevocationList | None = None
+        self._crl_cache: dict[str, RevocationList] = {}
         # merchant requests per second and burst, one bucket per merchant in the database
         # (shared by every API process); rate 0 = no limit
         self.merchant_rate: tuple[float, float] = (100.0, 200.0)
@@ -587,10 +590,29 @@ class Institution:
         now = self.now()
         key = guards.public_key(public_key, param="public_key")
 
+        if not 1 <= valid_days <= MAX_MERCHANT_CERT_DAYS:
+            raise InvalidRequest(
+                f"valid_days must be 1-{MAX_MERCHANT_CERT_DAYS}", param="valid_days"
+            )
+
         def tx(conn: Connection) -> Certificate:
             # the identity the customer will be shown comes from the merchant's record here,
             # never from the request: the certificate (v2) carries it
             identity = self._merchant_identity(conn, mid)
+            live = conn.execute(
+                select(func.count()).where(
+                    CertificateRow.role == int(Role.MERCHANT),
+                    CertificateRow.subject == mid,
+                    CertificateRow.revoked_at.is_(None),
+                    CertificateRow.not_after > now,
+                )
+            ).scalar_one()
+            if live >= MAX_LIVE_MERCHANT_CERTS:
+                raise CertificateLimit(
+                    f"a merchant holds at most {MAX_LIVE_MERCHANT_CERTS} live code-signing"
+                    " certificates; let one expire first",
+                    param="public_key",
+                )
             cert = self._certify(
                 conn, Role.MERCHANT, lambda _serial: mid, key, now, valid_days, identity
             )
@@ -888,32 +910,54 @@ class Institution:
         self._carrier_keys.pop(serial, None)
         return {"serial": serial, "status": "revoked"}
 
-    def revocation_list(self) -> RevocationList:
-        """The current signed revocation list (re-signed only when it changes)."""
+    def revocation_list(self, scope: str = "all") -> RevocationList:
+        """The current signed revocation list (re-signed only when it changes).
 
-        def q(conn: Connection) -> tuple[int, list[int]]:
+        A revoked merchant is one *subject* entry (its id), covering every certificate it was
+        ever given; other revoked certificates (carriers') are listed by serial. Entries stay
+        until the certificates they cover have all expired. ``scope="merchant"`` is the list
+        for key carriers: merchant entries only (cards check merchant certificates, not
+        carriers), so other parties' revocations cannot fill a card.
+        """
+        if scope not in ("all", "merchant"):
+            raise InvalidRequest("scope is all or merchant", param="scope")
+        now = self.now()
+
+        def q(conn: Connection) -> tuple[int, list[str], list[int]]:
             seq = conn.execute(
                 select(Counter.value).where(Counter.name == CRL_COUNTER)
             ).scalar_one()
-            serials = conn.execute(
-                select(CertificateRow.serial).where(
-                    CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > self.now()
+            revoked_merchants = set(
+                conn.execute(
+                    select(MerchantRow.id).where(MerchantRow.status != "active")
+                ).scalars()
+            )
+            rows = conn.execute(
+                select(CertificateRow.serial, CertificateRow.role, CertificateRow.subject).where(
+                    CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > now
                 )
-            ).scalars()
-            return int(seq), list(serials)
+            ).all()
+            subjects, serials = set(), []
+            for serial, role, subject in rows:
+                if role == int(Role.MERCHANT) and subject in revoked_merchants:
+                    subjects.add(str(subject))  # one entry covers all of them
+                elif scope == "all" or role == int(Role.MERCHANT):
+                    serials.append(int(serial))
+            return int(seq), sorted(subjects), serials
 
-        seq, serials = self.db.read(q)
-        cached = self._crl_cache
+        seq, subjects, serials = self.db.read(q)
+        cached = self._crl_cache.get(scope)
         if cached is not None and cached.sequence == seq:
             return cached
         crl = RevocationList.issue(
             self.keys.root,
             self.keys.root_kid,
             sequence=seq,
-            issued_at=self.now(),
+            issued_at=now,
             serials=frozenset(serials),
+            subjects=frozenset(subjects),
         )
-        self._crl_cache = crl
+        self._crl_cache[scope] = crl
         return crl
 
     # --- orders and codes --------------------------------------------------------------------

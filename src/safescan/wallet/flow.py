@@ -28,10 +28,8 @@ from typing import Any
 
 from safescan.api.encoding import b64d
 from safescan.api.errors import NotFound
-from safescan.carrier import rom
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
-    CardStatusError,
     CarrierBlocked,
     CarrierError,
     CodeRefused,
@@ -64,6 +62,7 @@ from safescan.wallet.errors import (
     ReceiptInvalid,
     WalletError,
 )
+from safescan.wallet.revocations import update_card
 from safescan.wallet.store import History, WalletConfig
 
 MAX_TEXT_INPUT = 8192
@@ -202,6 +201,7 @@ class Wallet:
         self.history = History(config.history_path)
         self.remote = InstitutionHttp(config.institution_url, timeout=10.0)
         self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
+        self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
 
     @classmethod
@@ -294,27 +294,9 @@ class Wallet:
                 f" ({self.config.carrier_serial})",
                 cause="wrong_carrier",
             )
-        self._notices = []
-        if self._crl is not None and trust.crl_sequence > info.revocations_sequence:
-            # the card checks merchant certificates against its own copy, offline
-            refusal: str | None = None
-            if len(trust.revoked_serials) > rom.MAX_REVOKED_SERIALS:
-                refusal = f"the list names more than the {rom.MAX_REVOKED_SERIALS} it can keep"
-            else:
-                try:
-                    carrier.update_revocations(self._crl)
-                except CardStatusError as exc:  # refused; the session goes on
-                    refusal = exc.message
-                except CarrierError as exc:
-                    carrier.close()
-                    raise PaymentNotMade(
-                        f"the key carrier stopped answering: {exc.message}", cause=exc.code
-                    ) from None
-            if refusal is not None:
-                self._notices.append(
-                    f"the key carrier kept its older revocation list ({refusal});"
-                    " this wallet still checks the newest one"
-                )
+        card = update_card(self.remote, trust, carrier, info.revocations_sequence)
+        self._notices = list(card.notices)
+        self._card_stale = card.stale
         return carrier
 
     def status(self) -> dict[str, Any]:
@@ -397,10 +379,18 @@ class Wallet:
     def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
         check_certified_merchant(contents, trust, now=self.now())
         serial = contents.certificate_serial
-        if serial is not None and serial in trust.revoked_serials:
+        if serial is not None and (
+            serial in trust.revoked_serials or contents.merchant.id in trust.revoked_subjects
+        ):
             raise CodeRefusedByWallet(
                 f"the merchant's certificate {serial} has been revoked: do not pay this code",
                 reason="certificate_revoked",
+            )
+        if serial is not None and self._card_stale:
+            raise CodeRefusedByWallet(
+                "the key carrier could not take the newest revocation list, so it cannot check"
+                " this merchant-signed code: refused until it can",
+                reason="revocations_stale",
             )
         paid = self.history.paid_code(contents.digest)
         if paid is not None:
