@@ -19,7 +19,7 @@ from fuzz._common import Campaign, campaign, mutate
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzz import fuzz_apdu, fuzz_api, fuzz_code, fuzz_emv, fuzz_webhook_url
+from fuzz import fuzz_apdu, fuzz_api, fuzz_code, fuzz_emv, fuzz_validation, fuzz_webhook_url
 
 HYPOTHESIS = settings(
     max_examples=1000,
@@ -137,12 +137,23 @@ def test_webhook_url_campaign() -> None:
         assert seen[outcome] > 0, (outcome, seen)
 
 
+def test_validation_campaign() -> None:
+    """The input checks of issue #13: every target reached, accepted and refused inputs both."""
+    result = run(fuzz_validation, 20_000)
+    assert result.inputs > 1000
+    seen = set(result.outcomes)
+    assert "ok" in seen
+    assert {"UnsafeText", "InvalidNumber", "WeakPublicKey", "CertificateError"} <= seen, seen
+    assert {"HostNotAllowed", "WebRequestRefused"} & seen, seen
+
+
 HARNESSES: dict[str, Callable[[bytes], None]] = {
     "code": fuzz_code.TestOneInput,
     "emv": fuzz_emv.TestOneInput,
     "apdu": fuzz_apdu.TestOneInput,
     "api": fuzz_api.TestOneInput,
     "webhook_url": fuzz_webhook_url.TestOneInput,
+    "validation": fuzz_validation.TestOneInput,
 }
 
 
