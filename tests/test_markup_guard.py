@@ -15,7 +15,7 @@ import contextvars
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "safescan"
-SINKS_ATTR = {"print", "add_row", "status", "log", "rule", "from_markup"}
+SINKS_ATTR = {"print", "add_row", "status", "log", "rule", "from_markup", "step"}
 SINKS_NAME = {"Panel", "Text"}
 _RENDERABLES: contextvars.ContextVar[set[str]] = contextvars.ContextVar("renderables")
 SAFE_CALLS = {"term", "visible", "len", "int", "Table", "Panel", "Text", "escape", "_when"}

@@ -645,7 +645,9 @@ class DemoRun:
 
     def step(self, text: str) -> None:
         """Print a step with the elapsed time."""
-        self.console.print(f"[dim]{term(time.monotonic() - self.started):5.1f}s[/] {term(text)}")
+        elapsed = time.monotonic() - self.started
+        # callers escape every value they put into ``text`` (the markup guard checks step())
+        self.console.print(f"[dim]{elapsed:5.1f}s[/] " + text)  # markup-safe: see above
 
     def run(self) -> dict[str, Any]:
         """Set up, pay, attack; returns the result document."""
@@ -653,17 +655,17 @@ class DemoRun:
         c.rule("[bold]safescan[/]: safe code-scanning payment, end to end")
         stack.begin_institution_init()
         _carrier_proc, carrier_url = stack.start_carrier("carrier")
-        self.step(f"key carrier process up (blank), at [cyan]{carrier_url}[/]")
+        self.step(f"key carrier process up (blank), at [cyan]{term(carrier_url)}[/]")
         base = stack.start_institution()
-        self.step(f"payment institution up (SQLite) at [cyan]{base}[/]")
+        self.step(f"payment institution up (SQLite) at [cyan]{term(base)}[/]")
         pos_cfg = stack.onboard_merchant()
-        self.step(f"merchant [bold]Café Lumière[/] onboarded as {pos_cfg.merchant_id}")
+        self.step(f"merchant [bold]Café Lumière[/] onboarded as {term(pos_cfg.merchant_id)}")
         customer = stack.customer()
         wallet_dir = stack.enroll_wallet(customer, carrier_url)
         admin = stack.need_admin()
         before = admin.balance(customer, "EUR")
         self.step(
-            f"customer {customer} funded with 100.00 EUR; key carrier enrolled and"
+            f"customer {term(customer)} funded with 100.00 EUR; key carrier enrolled and"
             " personalised with a PIN"
         )
 
@@ -680,8 +682,9 @@ class DemoRun:
                 code_bytes=order.code_bytes,
             )
             self.step(
-                f"POS created order {order.order_id}: {order.total_display()}, sealed code"
-                f" {order.code_bytes} bytes -> QR version {version} -> {png.name}"
+                f"POS created order {term(order.order_id)}: {term(order.total_display())},"
+                f" sealed code {term(order.code_bytes)} bytes -> QR version {term(version)}"
+                f" -> {term(png.name)}"
             )
 
             pos_seen: dict[str, Any] = {}
@@ -699,7 +702,8 @@ class DemoRun:
 
             scan = wallet.scan(png)
             self.step(
-                f"wallet scanned the PNG: a [bold]{scan.kind}[/] code ({len(scan.text)} characters)"
+                f"wallet scanned the PNG: a [bold]{term(scan.kind)}[/] code"
+                f" ({len(scan.text)} characters)"
             )
             with wallet.open(scan.text) as offer:
                 doc = offer.describe()
@@ -709,7 +713,7 @@ class DemoRun:
             self.result["receipt_verified"] = True
             self.result["payment_id"] = paid.receipt.payment_id
             self.step(
-                f"[green]paid[/] {paid.amount_display}: the carrier signed (counter bound),"
+                f"[green]paid[/] {term(paid.amount_display)}: the carrier signed (counter bound),"
                 " the institution settled and signed the receipt; the wallet verified it"
             )
 
@@ -719,12 +723,12 @@ class DemoRun:
                 self.result["merchant_notified"] = True
                 ev = pos_seen["event"]
                 self.step(
-                    f"POS received [bold]{ev.type}[/] on its live stream"
+                    f"POS received [bold]{term(ev.type)}[/] on its live stream"
                     f"{'' if ev.seq else ' (order query)'}; event signature and receipt"
                     " verified"
                 )
             else:
-                self.step(f"[red]POS was not notified[/]: {pos_seen.get('error', 'timeout')}")
+                self.step(f"[red]POS was not notified[/]: {term(pos_seen.get('error', 'timeout'))}")
             self._receipts(paid, pos_seen.get("receipt"))
             after = admin.balance(customer, "EUR")
             merchant_net = self._merchant_net(admin, pos_cfg.merchant_id)
@@ -742,7 +746,7 @@ class DemoRun:
             self.result["audit_problems"] = audit.get("problems", [])
             self.step(
                 "ledger audit (double entry, hash-chained log, receipts): "
-                + ("[green]passed[/]" if audit.get("ok") else f"[red]FAILED[/] {audit}")
+                + ("[green]passed[/]" if audit.get("ok") else f"[red]FAILED[/] {term(audit)}")
             )
 
             c.rule("[bold]attacks[/]")
@@ -825,9 +829,11 @@ class DemoRun:
             "a sticker over the merchant's code: same merchant and goods, another issuer key",
             refused_by_wallet(wallet, forged_code(base, order, merchant, kid)),
         )
-        with MerchantApi(PosConfig.load(
+        with MerchantApi(
+            PosConfig.load(
                 self.stack.workdir / "pos.json", passphrase=self.stack.passphrase.encode()
-            )) as api:
+            )
+        ) as api:
             fresh = api.create_order(list(ITEMS), currency="EUR", reference="demo-2")
         self._attack(
             "altered_amount",
