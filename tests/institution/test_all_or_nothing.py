@@ -24,6 +24,7 @@ from safescan.institution import service as service_module
 from safescan.institution.db import Database
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
+from safescan.institution.webhook_targets import TargetPolicy
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import PASSPHRASE, init_db
 from tests.institution.snapshot import diff, snapshot
@@ -44,6 +45,8 @@ def inst(request: pytest.FixtureRequest) -> Iterator[Institution]:
             Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
         )
         institution.db_url = url  # type: ignore[attr-defined]
+        # the webhook operation needs a target the operator allows (nothing is delivered here)
+        institution.webhook_targets = TargetPolicy(allow=["127.0.0.1/32"])
         try:
             yield institution
         finally:
@@ -98,7 +101,7 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
             api_public_key=key,
             webhook_url=None,
         ),
-        "set_webhook": lambda i: i.set_webhook(s.mid, "https://shop.example/hook"),
+        "set_webhook": lambda i: i.set_webhook(s.mid, "https://127.0.0.1:9443/hook"),
         "certify_merchant_key": lambda i: i.certify_merchant_key(s.mid, key, 30),
         "create_customer": lambda i: i.create_customer("Bob"),
         "fund_customer": lambda i: i.fund_customer(s.cid, "EUR", 500),
