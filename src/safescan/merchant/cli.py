@@ -494,6 +494,7 @@ def staff_add(
         Path | None, typer.Option(help="read the password from this file's first line")
     ] = None,
     config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add a staff account (or set a new password); asks for the password twice."""
     if password_file is not None:
@@ -510,19 +511,27 @@ def staff_add(
     try:
         store.add(name, password)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
+    if as_json:
+        print(json.dumps({"staff": name, "file": str(store.path)}))
+        return
     console.print(f"staff account {term(name)} saved in {term(store.path)}")
 
 
 @staff_app.command("remove")
 def staff_remove(
-    name: Annotated[str, typer.Argument(help="sign-in name")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="sign-in name")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a staff account; its sessions end at their next request."""
     try:
         _staff_store(config).remove(name)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
+    if as_json:
+        print(json.dumps({"removed": name}))
+        return
     console.print(f"staff account {term(name)} removed")
 
 
@@ -542,7 +551,7 @@ def staff_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
 
 
 @merchant_app.command("encrypt-key")
-def encrypt_key(config: ConfigOpt = None) -> None:
+def encrypt_key(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Encrypt the API key of a configuration written by an older release (it held the key in
     clear), in place, under the passphrase from $SAFESCAN_POS_PASSPHRASE(_FILE) or a prompt."""
     from safescan.merchant.config import encrypt_legacy
@@ -550,5 +559,8 @@ def encrypt_key(config: ConfigOpt = None) -> None:
     try:
         path = encrypt_legacy(config)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
+    if as_json:
+        print(json.dumps({"encrypted": str(path)}))
+        return
     console.print(f"the API key in {term(path)} is now encrypted; no clear copy is left")
