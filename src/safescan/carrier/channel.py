@@ -160,7 +160,7 @@ def card_handshake(
     if len(host_public) != PUBLIC_BYTES:
         raise ChannelError("the host's ephemeral key must be 32 bytes")
     try:
-        check_x25519_public(host_public, what="the host's ephemeral key")
+        check_x25519_public(host_public, what="the host's ephemeral key", canonical=False)
     except KeyMaterialError as exc:
         raise ChannelError(exc.message) from None
     eph = X25519PrivateKey.generate()

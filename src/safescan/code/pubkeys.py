@@ -98,11 +98,16 @@ def check_ed25519_public(raw: object, *, what: str = "an Ed25519 public key") ->
     return key
 
 
-def check_x25519_public(raw: object, *, what: str = "an X25519 public key") -> bytes:
-    """``raw`` if it is a canonical X25519 u-coordinate that is not of small order."""
+def check_x25519_public(
+    raw: object, *, what: str = "an X25519 public key", canonical: bool = True
+) -> bytes:
+    """``raw`` if it is an X25519 u-coordinate that is not of small order and, with
+    ``canonical`` (keys that are stored or certified), canonically encoded. A one-time
+    Diffie-Hellman input (the secure channel's host key, which a challenge may also fill)
+    takes ``canonical=False``: RFC 7748 has the top bit masked and u >= p reduced."""
     key = _raw32(raw, what)
     if key in X25519_SMALL_ORDER:
         raise WeakPublicKey(f"{what} is a point of small order (it forces a known secret)")
-    if key[31] & 0x80 or int.from_bytes(key, "little") >= P:
+    if canonical and (key[31] & 0x80 or int.from_bytes(key, "little") >= P):
         raise WeakPublicKey(f"{what} is not canonically encoded (u >= p or top bit set)")
     return key
