@@ -518,7 +518,11 @@ def test_code_sealed_to_an_old_scheme_key_pays_until_that_key_retires(rotating: 
         mallory = w.customer({"EUR": 5_000})
         soft = attacker_carrier(w, mallory)
         auth = authorization(
-            soft, stale, merchant_id=PosConfig.load(config).merchant_id, order_id="x", amount=450
+            soft,
+            stale,
+            merchant_id=PosConfig.load(config, passphrase=stack.passphrase.encode()).merchant_id,
+            order_id="x",
+            amount=450,
         )
         r = w.pay(stale, auth)
         assert r.status_code in (400, 422) and r.json()["error"]["code"] == "key_retired"
