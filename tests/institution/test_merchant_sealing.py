@@ -101,6 +101,17 @@ def setup(world: World) -> tuple[MerchantClient, MerchantClient, str, Carrier]:
     return attacker, victim, cid, world.carrier(cid)
 
 
+@pytest.fixture(scope="module")
+def attacker_cert(setup: Any) -> tuple[SigningKey, Certificate]:
+    """One code-signing certificate of the attacker, shared by the forgery tests (a merchant
+    holds at most MAX_LIVE_MERCHANT_CERTS live certificates)."""
+    attacker = setup[0]
+    key = SigningKey.generate()
+    r = _certify(attacker, key)
+    assert r.status_code == 201, r.text
+    return key, Certificate.from_bytes(base64.b64decode(r.json()["certificate"]))
+
+
 def test_certificate_carries_the_registered_identity(world: World, setup: Any) -> None:
     attacker, _, _, _ = setup
     key = SigningKey.generate()
@@ -181,10 +192,11 @@ def test_merchant_sealed_code_with_public_keys_only_pays_exactly_once(
         )
     ),
 )
-def test_identity_swaps_are_refused_by_the_institution(world: World, setup: Any, swap: str) -> None:
+def test_identity_swaps_are_refused_by_the_institution(
+    world: World, setup: Any, attacker_cert: tuple[SigningKey, Certificate], swap: str
+) -> None:
     attacker, victim, cid, carrier = setup
-    key = SigningKey.generate()
-    cert = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    key, cert = attacker_cert
     shown = identity_swaps(_identity(attacker), _identity(victim))[swap]
     now = int(time.time())
     scheme = _published(world).for_sealing(now, now + 300)
@@ -200,14 +212,15 @@ def test_identity_swaps_are_refused_by_the_institution(world: World, setup: Any,
     assert _balance(world, cid) == before
 
 
-def test_certificates_the_institution_did_not_issue_are_refused(world: World, setup: Any) -> None:
+def test_certificates_the_institution_did_not_issue_are_refused(
+    world: World, setup: Any, attacker_cert: tuple[SigningKey, Certificate]
+) -> None:
     """Signed by the real root key (a leaked signing step, the offline `keys certify` tool) but
     not what the institution recorded: another identity or key under an issued serial, or a
     serial it never issued."""
-    attacker, victim, cid, carrier = setup
+    _attacker, victim, cid, carrier = setup
     keys = KeyStore(world.tmp / "keys").load(PASSPHRASE.encode())  # type: ignore[attr-defined]
-    key = SigningKey.generate()
-    real = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    key, real = attacker_cert
     assert real.merchant is not None
     variants = {
         "victim identity, attacker serial": replace(real.merchant, name=_identity(victim).name),
