@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -404,6 +405,44 @@ def test_pos_seals_offline_and_the_code_pays_exactly_once(
     orders = _json_lines(_pos(world.stack, "orders", "--json", config=kiosk.config))[0]["orders"]
     row = next(o for o in orders if o["order_id"] == order["order_id"])
     assert row["state"] == "PAID" and row["payment_id"] == paid.receipt.payment_id
+
+
+def test_ctrl_c_withdraws_a_terminal_sealed_code(world: World, kiosk: Kiosk) -> None:
+    """Online, Ctrl-C on `pos order --seal-here` closes the order at the institution (with the
+    code, the only way it knows the order): the code is then refused before any question."""
+    env = {**world.stack.env(), "SAFESCAN_PASSPHRASE": PASSPHRASE}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "safescan",
+            "pos",
+            "order",
+            "--seal-here",
+            "--item",
+            "Tea:1:300",
+            "--json",
+            "--png",
+            str(world.stack.workdir / "cancel.png"),
+            "--config",
+            str(kiosk.config),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        order = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "cancelled" in err, err
+    assert _wallet_refuses(world.alice.wallet_dir, order["code"]) == "order_closed"
 
 
 def test_code_make_with_a_merchant_key_needs_no_institution_key_directory(

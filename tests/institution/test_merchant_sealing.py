@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from safescan.code import (
     decode_text,
     encode_text,
     issue_certificate,
+    open_code,
     seal,
 )
 from safescan.code.keys import VerifyKey
@@ -58,6 +60,14 @@ def _sealed(world: World, cert: Certificate, key: SigningKey) -> str:
     now = int(time.time())
     scheme = _published(world).for_sealing(now, now + 300)
     return encode_text(forge(cert.to_bytes(), dynamic_body(cert, now=now), key, scheme))
+
+
+def _order_id(code: str, world: World) -> str:
+    """The order id inside a code (opened with the institution's own keys)."""
+    keys = KeyStore(world.tmp / "keys").load(PASSPHRASE.encode())  # type: ignore[attr-defined]
+    opened = open_code(code, keys.scheme, _trust(world), now=int(time.time()))
+    assert isinstance(opened.code, DynamicCode)
+    return opened.code.order_id
 
 
 def _certify(m: MerchantClient, key: SigningKey, **extra: Any) -> httpx.Response:
@@ -272,3 +282,57 @@ def test_certificate_is_refused_once_the_merchant_identity_changes(
     r = world.pay(code, carrier.authorize(code))
     assert r.status_code == 403 and "identity" in r.json()["error"]["message"]
     assert _balance(world, cid) == before
+
+
+def _close(m: MerchantClient, order_id: str, code: str | None) -> httpx.Response:
+    body = {} if code is None else {"code": code}
+    return m.request("POST", f"/v1/merchant/orders/{order_id}/close", body)
+
+
+def test_a_terminal_sealed_code_can_be_withdrawn_before_it_is_paid(
+    world: World, setup: Any
+) -> None:
+    attacker, victim, cid, carrier = setup
+    key = SigningKey.generate()
+    cert = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    code = _sealed(world, cert, key)
+    order_id = _order_id(code, world)
+    # only with the code, only by its merchant, only for its own order id
+    assert _close(attacker, order_id, None).status_code == 404
+    assert _close(victim, order_id, code).status_code == 403
+    assert _close(attacker, "L-other", code).status_code == 400
+    assert world.http.post("/v1/codes/status", json={"code": code}).json()["state"] == "payable"
+    r = _close(attacker, order_id, code)
+    assert r.status_code == 200 and r.json()["state"] == "CLOSED", r.text
+    assert world.http.post("/v1/codes/status", json={"code": code}).json()["state"] == "closed"
+    before = _balance(world, cid)
+    paid = world.pay(code, carrier.authorize(code))
+    assert paid.status_code == 409 and paid.json()["error"]["code"] == "order_not_payable"
+    assert "CLOSED" in paid.json()["error"]["message"]
+    assert _balance(world, cid) == before
+    assert _close(attacker, order_id, code).status_code == 409  # closed already
+    # once paid, a sealed code cannot be withdrawn any more
+    other = _sealed(world, cert, key)
+    assert world.pay(other, carrier.authorize(other)).status_code == 201
+    late = _close(attacker, _order_id(other, world), other)
+    assert late.status_code == 409 and "PAID" in late.json()["error"]["message"]
+
+
+def test_withdrawal_racing_payment_has_one_winner(world: World, setup: Any) -> None:
+    attacker, _, cid, carrier = setup
+    key = SigningKey.generate()
+    cert = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    codes = [_sealed(world, cert, key) for _ in range(8)]
+    auths = [carrier.authorize(c) for c in codes]
+    before = _balance(world, cid)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pays = [pool.submit(world.pay, c, a) for c, a in zip(codes, auths, strict=True)]
+        closes = [pool.submit(_close, attacker, _order_id(c, world), c) for c in codes]
+        outcomes = [
+            (p.result().status_code, c.result().status_code)
+            for p, c in zip(pays, closes, strict=True)
+        ]
+    paid = sum(1 for p, _ in outcomes if p == 201)
+    for pay_status, close_status in outcomes:
+        assert (pay_status, close_status) in ((201, 409), (409, 200)), outcomes
+    assert _balance(world, cid) == before - 650 * paid

@@ -264,6 +264,14 @@ class CodeStatusRequest(Strict):
     code: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[\x20-\x7e]+$")]
 
 
+class OrderClose(Strict):
+    """Close an order; ``code`` withdraws a code the merchant's terminal sealed itself."""
+
+    code: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[\x20-\x7e]+$")] | None = (
+        None
+    )
+
+
 class RefundCreate(Strict):
     """Refund an order fully (no amount) or partially."""
 
@@ -592,9 +600,11 @@ def create_app(
         return inst.get_order(mid, order_id)
 
     @app.post("/v1/merchant/orders/{order_id}/close", tags=["merchant"])
-    def close_order(order_id: OrderId, mid: MerchantId) -> dict[str, Any]:
-        """Close an unpaid order."""
-        return inst.close_order(mid, order_id)
+    def close_order(
+        order_id: OrderId, mid: MerchantId, body: OrderClose | None = None
+    ) -> dict[str, Any]:
+        """Close an unpaid order (with ``code``: withdraw a code the terminal sealed itself)."""
+        return inst.close_order(mid, order_id, body.code if body is not None else None)
 
     @app.post("/v1/merchant/orders/{order_id}/refunds", status_code=201, tags=["merchant"])
     def refund(

@@ -1,6 +1,6 @@
 """What merchant-side sealing needs from the institution: the signed scheme key list a
-terminal seals to, and the institution's own check of a merchant-signed code against the
-certificate it issued.
+terminal seals to, the institution's own check of a merchant-signed code against the
+certificate it issued, and the withdrawal of a terminal-sealed code before it is paid.
 
 :func:`safescan.code.envelope.open_code` already proved, offline, that the code's certificate
 is signed by a trusted institution key, valid, not on the revocation list, and that every
@@ -11,12 +11,18 @@ revoked (whatever list a verifier has), and the identity it certifies is still t
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, select
 
+from safescan.api.errors import Forbidden, InvalidRequest
 from safescan.code.certs import Certificate
+from safescan.code.envelope import OpenedCode
 from safescan.code.keys import SchemeKeyring, SigningKey
+from safescan.code.payment import DynamicCode
 from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 from safescan.institution.models import CertificateRow, MerchantRow
+from safescan.institution.util import canonical_json
 
 
 def scheme_key_list(
@@ -60,3 +66,30 @@ def certificate_problem(conn: Connection, cert: Certificate) -> str | None:
     ):
         return "the certificate's merchant identity is no longer the merchant's"
     return None
+
+
+def withdrawn_order(opened: OpenedCode, mid: str, order_id: str, now: int) -> dict[str, Any]:
+    """The order row that withdraws a terminal-sealed code nobody has paid yet: the order is
+    recorded CLOSED, so a later payment of the code finds it closed (the row is unique per
+    merchant and order id, whichever of the two comes first)."""
+    code, cert = opened.code, opened.certificate
+    if cert is None or cert.subject != mid:
+        raise Forbidden("only the merchant that sealed a code can withdraw it", param="code")
+    if not isinstance(code, DynamicCode):
+        raise InvalidRequest("only a dynamic code has an order to close", param="code")
+    if code.order_id != order_id:
+        raise InvalidRequest("the code is for another order", param="code")
+    return {
+        "merchant_id": mid,
+        "order_id": order_id,
+        "kind": "dynamic",
+        "state": "CLOSED",
+        "currency": code.currency,
+        "total": code.total,
+        "items": canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items]),
+        "code_digest": opened.digest,
+        "created_at": now,
+        "expires_at": code.expires_at,
+        "paid_amount": 0,
+        "refunded_amount": 0,
+    }

@@ -61,7 +61,11 @@ from safescan.institution import admin_tokens, audit, guards, ledger, sql
 from safescan.institution.db import Database
 from safescan.institution.guards import CertificateLimit
 from safescan.institution.keystore import InstitutionKeys
-from safescan.institution.merchant_sealing import certificate_problem, scheme_key_list
+from safescan.institution.merchant_sealing import (
+    certificate_problem,
+    scheme_key_list,
+    withdrawn_order,
+)
 from safescan.institution.models import (
     AdminToken,
     CarrierRow,
@@ -1157,6 +1161,13 @@ class Institution:
         return _order_dict(row)
 
     @staticmethod
+    def _order_pk(conn: Connection, mid: str, order_id: str) -> int | None:
+        pk: int | None = conn.execute(
+            select(OrderRow.pk).where(OrderRow.merchant_id == mid, OrderRow.order_id == order_id)
+        ).scalar_one_or_none()
+        return pk
+
+    @staticmethod
     def _order_row(conn: Connection, mid: str, order_id: str) -> Any:
         row = conn.execute(
             select(OrderRow).where(OrderRow.merchant_id == mid, OrderRow.order_id == order_id)
@@ -1165,9 +1176,12 @@ class Institution:
             raise NotFound(f"no order {order_id} for this merchant", param="order_id")
         return row
 
-    def close_order(self, mid: str, order_id: str) -> dict[str, Any]:
-        """Close an unpaid order: its code can no longer be paid."""
+    def close_order(self, mid: str, order_id: str, code: str | None = None) -> dict[str, Any]:
+        """Close an unpaid order: its code can no longer be paid. ``code``: a code the merchant's
+        terminal sealed itself, unknown here until paid, is withdrawn by recording its order
+        closed (``merchant_sealing.withdrawn_order``)."""
         now = self.now()
+        opened = None if code is None else open_code(code, self.keys.scheme, self.trust, now=now)
 
         def tx(conn: Connection) -> None:
             res = conn.execute(
@@ -1180,7 +1194,19 @@ class Institution:
                 )
                 .values(state="CLOSED")
             )
-            if res.rowcount != 1:
+            closed = res.rowcount == 1
+            if not closed and opened is not None and self._order_pk(conn, mid, order_id) is None:
+                insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                closed = (
+                    conn.execute(
+                        insert_(OrderRow)
+                        .values(**withdrawn_order(opened, mid, order_id, now))
+                        .on_conflict_do_nothing()
+                        .returning(OrderRow.pk)
+                    ).scalar()
+                    is not None
+                )
+            if not closed:
                 row = self._order_row(conn, mid, order_id)
                 state = "EXPIRED" if row.state == "CREATED" else row.state
                 raise Conflict(f"the order is {state} and cannot be closed", param="order_id")
@@ -1745,8 +1771,8 @@ class Institution:
             .on_conflict_do_nothing()
             .returning(OrderRow.pk)
         ).scalar()
-        if order_pk is None:
-            raise OrderNotPayable("this order has already been paid", param="code")
+        if order_pk is None:  # paid already, or withdrawn by the merchant
+            Institution._explain_unpayable(conn, code.merchant.id, order_id, now)
         return int(order_pk)
 
     @staticmethod

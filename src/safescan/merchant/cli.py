@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -227,34 +227,14 @@ def order(
                     items, currency=currency, expires_in=expires_in, reference=reference
                 )
             journal.add(new)
-            png_path = png or Path(f"order-{new.order_id}.png")
-            qr.save_png(new.code, png_path)
-            if svg is not None:
-                qr.save_svg(new.code, svg)
-            if as_json:
-                doc = {"event": "order", "png": str(png_path), **order_summary(new)}
-                print(json.dumps({**doc, "code": new.code}), flush=True)
-            else:
-                _print_order(new, png_path, svg)
-            if not wait:
-                return
-            try:
-                receipt_doc = _wait(api, new, journal, quiet=as_json)
-            except InstitutionUnreachable as exc:
-                if not new.sealed_here:
-                    raise
-                # The code is valid and payable without us; only watching for it needs the
-                # institution. Say exactly that, never "not paid".
-                msg = (
-                    f"{exc.message}: this terminal cannot see the payment now; the code stays"
-                    f" payable until {_when(new.expires_at)} and `safescan pos orders` shows"
-                    " its payment once the institution is reachable"
+            try:  # from the moment the code exists, Ctrl-C closes its order
+                receipt_doc = _show_and_wait(
+                    api, new, journal, png=png, svg=svg, as_json=as_json, wait=wait
                 )
-                if as_json:
-                    print(json.dumps({"event": "unwatched", "message": msg}), flush=True)
-                else:
-                    err_console.print(f"[yellow]{term(msg)}[/]")
-                raise typer.Exit(3) from None
+            except KeyboardInterrupt:
+                _cancel(api, new)
+            if receipt_doc is None:
+                return
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
     finally:
@@ -263,8 +243,69 @@ def order(
         print(json.dumps({"event": "paid", "receipt": receipt_doc}), flush=True)
 
 
+def _show_and_wait(
+    api: MerchantApi,
+    new: Order,
+    journal: Journal,
+    *,
+    png: Path | None,
+    svg: Path | None,
+    as_json: bool,
+    wait: bool,
+) -> dict[str, Any] | None:
+    """Show the order's code (terminal, PNG, SVG or JSON), then wait for its payment (None
+    without ``wait``)."""
+    png_path = png or Path(f"order-{new.order_id}.png")
+    qr.save_png(new.code, png_path)
+    if svg is not None:
+        qr.save_svg(new.code, svg)
+    if as_json:
+        doc = {"event": "order", "png": str(png_path), **order_summary(new)}
+        print(json.dumps({**doc, "code": new.code}), flush=True)
+    else:
+        _print_order(new, png_path, svg)
+    if not wait:
+        return None
+    try:
+        return _wait(api, new, journal, quiet=as_json)
+    except InstitutionUnreachable as exc:
+        if not new.sealed_here:
+            raise
+        # The code is valid and payable without us; only watching for it needs the
+        # institution. Say exactly that, never "not paid".
+        msg = (
+            f"{exc.message}: this terminal cannot see the payment now; the code stays"
+            f" payable until {_when(new.expires_at)} and `safescan pos orders` shows"
+            " its payment once the institution is reachable"
+        )
+        if as_json:
+            print(json.dumps({"event": "unwatched", "message": msg}), flush=True)
+        else:
+            err_console.print(f"[yellow]{term(msg)}[/]")
+        raise typer.Exit(3) from None
+
+
+def _cancel(api: MerchantApi, new: Order) -> NoReturn:
+    """Ctrl-C: close the order (a terminal-sealed code is withdrawn with the code itself) and
+    say what is known: closed, or not closed and until when the code stays payable."""
+    try:
+        api.close_order(new.order_id, code=new.code if new.sealed_here else None)
+        err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
+    except SafescanError as exc:
+        err_console.print(
+            f"[yellow]stopped waiting, but the order could not be closed: {term(exc.message)}"
+            + (
+                f"; the code stays payable until {_when(new.expires_at)}"
+                if isinstance(exc, InstitutionUnreachable)
+                else ""
+            )
+            + "[/]"
+        )
+    raise typer.Exit(130)
+
+
 def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dict[str, Any]:
-    """Wait for the payment with a spinner; Ctrl-C closes the order."""
+    """Wait for the payment with a spinner (Ctrl-C stops the wait and propagates)."""
     stop = threading.Event()
     result: dict[str, Any] = {}
 
@@ -292,20 +333,7 @@ def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dic
                     thread.join(0.25)
     except KeyboardInterrupt:
         stop.set()
-        if new.sealed_here:
-            err_console.print(
-                "[yellow]stopped waiting. A code sealed on this terminal cannot be withdrawn:"
-                f" it stays payable until {_when(new.expires_at)}[/]"
-            )
-            raise typer.Exit(130) from None
-        try:
-            api.close_order(new.order_id)
-            err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
-        except SafescanError as exc:
-            err_console.print(
-                f"[yellow]cancelled; closing the order failed: {term(exc.message)}[/]"
-            )
-        raise typer.Exit(130) from None
+        raise
     if "error" in result:
         raise result["error"]
     receipt = result["receipt"]

@@ -259,9 +259,11 @@ class MerchantApi:
         """The order's current state (``CREATED``, ``PAID``, ``REFUNDED`` ...)."""
         return dict(self._call("GET", f"/v1/merchant/orders/{order_id}"))
 
-    def close_order(self, order_id: str) -> dict[str, Any]:
-        """Close an unpaid order so its code can no longer be paid."""
-        return dict(self._call("POST", f"/v1/merchant/orders/{order_id}/close", {}))
+    def close_order(self, order_id: str, *, code: str | None = None) -> dict[str, Any]:
+        """Close an unpaid order so its code can no longer be paid (``code``: withdraw a code
+        this terminal sealed itself, which the institution knows only from the code)."""
+        payload = {} if code is None else {"code": code}
+        return dict(self._call("POST", f"/v1/merchant/orders/{order_id}/close", payload))
 
     def refund(
         self,
