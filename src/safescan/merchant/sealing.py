@@ -168,6 +168,7 @@ class LocalSealer:
         if (
             cert is None
             or cert.serial in fresh.serials
+            or cert.subject in fresh.subjects
             or cert.not_after - now < RENEW_BEFORE
             or cert.merchant is None
             or cert.public_key != self._signing_key().public_key
