@@ -290,11 +290,10 @@ def _close(m: MerchantClient, order_id: str, code: str | None) -> httpx.Response
 
 
 def test_a_terminal_sealed_code_can_be_withdrawn_before_it_is_paid(
-    world: World, setup: Any
+    world: World, setup: Any, attacker_cert: tuple[SigningKey, Certificate]
 ) -> None:
     attacker, victim, cid, carrier = setup
-    key = SigningKey.generate()
-    cert = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    key, cert = attacker_cert
     code = _sealed(world, cert, key)
     order_id = _order_id(code, world)
     # only with the code, only by its merchant, only for its own order id
@@ -318,10 +317,11 @@ def test_a_terminal_sealed_code_can_be_withdrawn_before_it_is_paid(
     assert late.status_code == 409 and "PAID" in late.json()["error"]["message"]
 
 
-def test_withdrawal_racing_payment_has_one_winner(world: World, setup: Any) -> None:
+def test_withdrawal_racing_payment_has_one_winner(
+    world: World, setup: Any, attacker_cert: tuple[SigningKey, Certificate]
+) -> None:
     attacker, _, cid, carrier = setup
-    key = SigningKey.generate()
-    cert = Certificate.from_bytes(base64.b64decode(_certify(attacker, key).json()["certificate"]))
+    key, cert = attacker_cert
     codes = [_sealed(world, cert, key) for _ in range(8)]
     auths = [carrier.authorize(c) for c in codes]
     before = _balance(world, cid)
