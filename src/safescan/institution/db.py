@@ -94,10 +94,14 @@ def statement_refused(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in REFUSED_SQLSTATES
 
 
-def _pg_checkout(dbapi_conn: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+def _pg_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
     """An idle pooled connection has nothing to read; if it has, the server (or HAProxy
     during a failover) closed it. Replace it before a statement is sent on it, so a dead
-    connection never makes a commit's outcome look unknown."""
+    connection never makes a commit's outcome look unknown. (A connection's first checkout is
+    not polled: it was just made, and its replacement must not be refused in turn.)"""
+    if not record.info.get("safescan_used"):
+        record.info["safescan_used"] = True
+        return
     try:
         poller = select.poll()
         poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
