@@ -45,7 +45,7 @@ def up(
 ) -> None:
     """Start the cluster (first run: create it); start again any part that is not running."""
     from safescan.cluster.spec import ClusterSpec, Tuning, load_or_create
-    from safescan.cluster.supervisor import Cluster
+    from safescan.cluster.supervisor import Cluster, preflight
 
     try:
         requested = None
@@ -57,6 +57,8 @@ def up(
                 api_args=tuple(api_arg or ()),
                 tuning=Tuning(ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout),
             )
+            requested.validate()
+            preflight(state)  # both before anything is written
         cluster = Cluster(load_or_create(state, requested))
         cluster.up()
     except ClusterError as exc:

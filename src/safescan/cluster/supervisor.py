@@ -49,7 +49,7 @@ class Cluster:
         self.spec = spec
         self.state = spec.state_dir
         self.procs = ProcessTable(self.state / "run", self.state / "logs")
-        self.user = SERVICE_USER if os.geteuid() == 0 else None
+        self.user = service_user()
 
     # --- paths and addresses ------------------------------------------------------------------
 
@@ -123,21 +123,7 @@ class Cluster:
     def up(self) -> None:
         """Start every part that is not running (the first call also creates everything);
         returns once the API answers through HAProxy. On failure, stops what it started."""
-        bin_dir = render.find_pg_bin()
-        if bin_dir is None:
-            raise ClusterError("PostgreSQL server binaries not found (Debian: postgresql)")
-        for tool, package in (
-            ("etcd", "etcd-server"),
-            ("patroni", "patroni"),
-            ("haproxy", "haproxy"),
-        ):
-            if shutil.which(tool) is None:
-                raise ClusterError(f"`{tool}` not found: install the Debian package {package}")
-        if self.user is not None:
-            try:
-                pwd.getpwnam(self.user)
-            except KeyError:
-                raise ClusterError(f"no `{self.user}` user (it comes with PostgreSQL)") from None
+        bin_dir = preflight(self.state)
         self._prepare(bin_dir)
         try:
             self.ensure_running()
@@ -157,7 +143,6 @@ class Cluster:
         self._start_apis()
 
     def _prepare(self, bin_dir: Path) -> None:
-        self._check_reachable()
         for d in ("run", "logs", "etcd", "pg", "haproxy"):
             (self.state / d).mkdir(parents=True, exist_ok=True)
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -197,24 +182,6 @@ class Cluster:
                     f"{what} ({why}); end of logs/{culprit}.log:\n{self.procs.log_tail(culprit)}"
                 )
             time.sleep(0.2)
-
-    def _check_reachable(self) -> None:
-        """The service user must be able to reach the state directory."""
-        if self.user is None:
-            return
-        pw = pwd.getpwnam(self.user)
-        for d in [self.state, *self.state.parents]:
-            st = d.stat()
-            if (
-                st.st_uid == pw.pw_uid
-                or st.st_mode & 0o001
-                or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
-            ):
-                continue
-            raise ClusterError(
-                f"the `{self.user}` user cannot enter {d} (mode {st.st_mode & 0o777:o}); put the"
-                " state directory where it can (e.g. chmod o+x, or another --state)"
-            )
 
     def _service_env(self, home: Path) -> dict[str, str]:
         return {
@@ -577,6 +544,46 @@ class Cluster:
         if what == "api":
             return wait_until(partial(_answers, self.api_url + "/health"), timeout)
         raise ClusterError(f"unknown condition {what!r}")
+
+
+def service_user() -> str | None:
+    """The user etcd, Patroni, PostgreSQL and HAProxy run as: ``postgres`` when started as
+    root (PostgreSQL refuses root), else the caller."""
+    return SERVICE_USER if os.geteuid() == 0 else None
+
+
+def preflight(state_dir: Path) -> Path:
+    """Check, before anything is created, that a cluster can run here: the Debian packages,
+    the service user, and that it can enter ``state_dir`` (or the nearest existing parent).
+    Returns PostgreSQL's binary directory."""
+    bin_dir = render.find_pg_bin()
+    if bin_dir is None:
+        raise ClusterError("PostgreSQL server binaries not found (Debian: postgresql)")
+    for tool, package in (("etcd", "etcd-server"), ("patroni", "patroni"), ("haproxy", "haproxy")):
+        if shutil.which(tool) is None:
+            raise ClusterError(f"`{tool}` not found: install the Debian package {package}")
+    user = service_user()
+    if user is None:
+        return bin_dir
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise ClusterError(f"no `{user}` user (it comes with PostgreSQL)") from None
+    for d in [state_dir.resolve(), *state_dir.resolve().parents]:
+        if not d.exists():
+            continue
+        st = d.stat()
+        if (
+            st.st_uid == pw.pw_uid
+            or st.st_mode & 0o001
+            or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
+        ):
+            continue
+        raise ClusterError(
+            f"the `{user}` user cannot enter {d} (mode {st.st_mode & 0o777:o}); put the state"
+            " directory where it can (e.g. chmod o+x, or another --state)"
+        )
+    return bin_dir
 
 
 def _answers(url: str) -> bool:

@@ -1,0 +1,118 @@
+"""`safescan cluster` refuses bad input with a clear error and changes nothing (no cluster is
+started by these tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safescan.cluster import ClusterError, ClusterSpec, Tuning
+from safescan.cluster.render import haproxy_config, patroni_config
+from safescan.cluster.spec import SPEC_FILE, load_or_create
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "safescan.cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--ttl", "5", "--loop-wait", "1", "--retry-timeout", "3"],
+            "loop_wait + 2 * retry_timeout",
+        ),
+        (["--ttl", "0"], "must be positive"),
+        (["--base-port", "80"], "base port"),
+        (["--base-port", "65500"], "base port"),
+        (["--api-processes", "0"], "API processes"),
+        (["--api-processes", "12"], "API processes"),
+    ],
+)
+def test_up_refuses_settings_that_cannot_work_and_creates_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    state = tmp_path / "state"
+    out = _cli("up", "--state", str(state), *args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("command", [["down"], ["status"], ["kill", "primary"], ["kill", "etcd0"]])
+def test_commands_on_a_directory_without_a_cluster_say_so(
+    tmp_path: Path, command: list[str]
+) -> None:
+    out = _cli(*command, "--state", str(tmp_path))
+    assert out.returncode == 2
+    assert "no cluster in" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_corrupt_spec_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / SPEC_FILE).write_text("{not json")
+    out = _cli("status", "--state", str(tmp_path))
+    assert out.returncode == 2 and "is not a cluster spec" in out.stderr
+
+
+def test_settings_of_an_existing_cluster_cannot_change_under_it(tmp_path: Path) -> None:
+    spec = load_or_create(tmp_path, ClusterSpec(state_dir=tmp_path, base_port=30000))
+    assert json.loads((tmp_path / SPEC_FILE).read_text())["base_port"] == 30000
+    with pytest.raises(ClusterError, match="other settings"):
+        load_or_create(tmp_path, ClusterSpec(state_dir=tmp_path, base_port=31000))
+    assert load_or_create(tmp_path, None) == spec
+
+
+def test_kill_of_a_process_that_does_not_run_is_refused(tmp_path: Path) -> None:
+    load_or_create(tmp_path, ClusterSpec(state_dir=tmp_path, base_port=30000))
+    for name in ("api0", "etcd1", "nonsense"):
+        out = _cli("kill", name, "--state", str(tmp_path))
+        assert out.returncode == 2 and "is not running" in out.stderr, out.stderr
+    out = _cli("kill", "primary", "--state", str(tmp_path))
+    assert out.returncode == 2 and "no running primary" in out.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (the state's parents are checked for postgres)"
+)
+def test_a_state_directory_postgres_cannot_enter_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    out = _cli("up", "--state", str(locked / "state"), "--base-port", "30000")
+    assert out.returncode == 2, out.stderr
+    assert "cannot enter" in out.stderr
+    assert not (locked / "state").exists()
+
+
+def test_rendered_configuration_keeps_the_guarantees() -> None:
+    """The settings the guarantees rest on (docs/operations.md) are the ones rendered."""
+    spec = ClusterSpec(state_dir=Path("/x"), base_port=30000, tuning=Tuning())
+    from safescan.cluster.render import Secrets
+
+    s = Secrets("a", "b", "c", "d", "e", "f")
+    cfg = patroni_config(spec, 0, Path("/x/pg/pg0"), Path("/usr/lib/postgresql/15/bin"), s)
+    dcs = cfg["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True and dcs["synchronous_mode_strict"] is True
+    assert dcs["synchronous_node_count"] == 1 and dcs["primary_start_timeout"] == 0
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert dcs["postgresql"]["parameters"]["synchronous_commit"] == "on"
+    assert "data-checksums" in cfg["bootstrap"]["initdb"]
+    assert all(
+        "127.0.0.1" in line or line.startswith("local") for line in cfg["postgresql"]["pg_hba"]
+    )
+    assert not any(" trust" in line for line in cfg["postgresql"]["pg_hba"])
+    text = haproxy_config(spec, Path("/x/haproxy"))
+    assert "option httpchk GET /primary" in text and "on-marked-down shutdown-sessions" in text
+    assert "retry-on conn-failure" in text
+    assert "0.0.0.0" not in text and "*:" not in text
