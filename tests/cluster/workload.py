@@ -110,8 +110,11 @@ async def _load(
     ack_log: Path,
     resolve_s: float,
     res: LoadResult,
+    max_rate: float | None,
 ) -> None:
     res.started = time.monotonic()
+    # each client at most max_rate / clients payments per second (None: as fast as answered)
+    interval = len(work) / max_rate if max_rate else 0.0
     stop_new = res.started + seconds
     give_up = stop_new + resolve_s
     log = ack_log.open("a", buffering=1)
@@ -171,10 +174,16 @@ async def _load(
                 delay = min(delay * 2, 1.0)
 
         async def client(items: list[Work]) -> None:
+            next_at = time.monotonic()
             for w in items:
                 if time.monotonic() >= stop_new:
                     return
                 await pay(w)
+                next_at += interval
+                if next_at > time.monotonic():
+                    await asyncio.sleep(next_at - time.monotonic())
+                else:
+                    next_at = time.monotonic()  # no catching up after a failover
             res.work_exhausted = True
 
         await asyncio.gather(*(client(w) for w in work))
@@ -183,12 +192,18 @@ async def _load(
 
 
 def run_load(
-    base_url: str, work: list[list[Work]], seconds: float, ack_log: Path, resolve_s: float = 90
+    base_url: str,
+    work: list[list[Work]],
+    seconds: float,
+    ack_log: Path,
+    resolve_s: float = 90,
+    max_rate: float | None = None,
 ) -> LoadResult:
-    """Closed-loop clients for ``seconds``; payments in flight at the end are retried (same
-    key) for up to ``resolve_s`` more until their outcome is known."""
+    """Closed-loop clients for ``seconds`` (paced to ``max_rate`` payments/s in all, if
+    given); payments in flight at the end are retried (same key) for up to ``resolve_s`` more
+    until their outcome is known."""
     res = LoadResult()
-    asyncio.run(_load(base_url, work, seconds, ack_log, resolve_s, res))
+    asyncio.run(_load(base_url, work, seconds, ack_log, resolve_s, res, max_rate))
     return res
 
 
