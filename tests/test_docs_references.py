@@ -48,8 +48,6 @@ def test_readme_command_table_matches_the_cli() -> None:
 
 
 LONG_RUNNING = {"carrier serve", "institution serve", "pos serve"}
-# the HA cluster's operator commands (landed with their own output conventions): not yet --json
-NOT_YET = {"cluster up", "cluster down", "cluster kill"}
 
 
 def test_every_command_that_prints_a_result_takes_json() -> None:
@@ -68,7 +66,7 @@ def test_every_command_that_prints_a_result_takes_json() -> None:
     without = [
         path
         for path, command in found
-        if path not in LONG_RUNNING | NOT_YET
+        if path not in LONG_RUNNING
         and not any("--json" in p.opts for p in command.params)  # type: ignore[attr-defined]
     ]
     assert without == []

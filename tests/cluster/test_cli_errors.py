@@ -18,11 +18,20 @@ from safescan.cluster.spec import SPEC_FILE, load_or_create
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "safescan.cluster", *args],
+        [sys.executable, "-m", "safescan.cluster", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def _error(out: subprocess.CompletedProcess[str]) -> str:
+    """The error message of a failed command (its one JSON object), after checking its form."""
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    err = json.loads(out.stdout)["error"]
+    assert err["type"] == "ClusterError" and err["code"] == "cluster_error"
+    return str(err["message"])
 
 
 @pytest.mark.parametrize(
@@ -43,9 +52,7 @@ def test_up_refuses_settings_that_cannot_work_and_creates_nothing(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     state = tmp_path / "state"
-    out = _cli("up", "--state", str(state), *args)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert message in out.stderr and "Traceback" not in out.stderr
+    assert message in _error(_cli("up", "--state", str(state), *args))
     assert not state.exists()
 
 
@@ -53,15 +60,12 @@ def test_up_refuses_settings_that_cannot_work_and_creates_nothing(
 def test_commands_on_a_directory_without_a_cluster_say_so(
     tmp_path: Path, command: list[str]
 ) -> None:
-    out = _cli(*command, "--state", str(tmp_path))
-    assert out.returncode == 2
-    assert "no cluster in" in out.stderr and "Traceback" not in out.stderr
+    assert "no cluster in" in _error(_cli(*command, "--state", str(tmp_path)))
 
 
 def test_a_corrupt_spec_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / SPEC_FILE).write_text("{not json")
-    out = _cli("status", "--state", str(tmp_path))
-    assert out.returncode == 2 and "is not a cluster spec" in out.stderr
+    assert "is not a cluster spec" in _error(_cli("status", "--state", str(tmp_path)))
 
 
 def test_settings_of_an_existing_cluster_cannot_change_under_it(tmp_path: Path) -> None:
@@ -74,11 +78,11 @@ def test_settings_of_an_existing_cluster_cannot_change_under_it(tmp_path: Path) 
 
 def test_kill_of_a_process_that_does_not_run_is_refused(tmp_path: Path) -> None:
     load_or_create(tmp_path, ClusterSpec(state_dir=tmp_path, base_port=30000))
-    for name in ("api0", "etcd1", "nonsense"):
-        out = _cli("kill", name, "--state", str(tmp_path))
-        assert out.returncode == 2 and "is not running" in out.stderr, out.stderr
-    out = _cli("kill", "primary", "--state", str(tmp_path))
-    assert out.returncode == 2 and "no running primary" in out.stderr
+    for name in ("api0", "etcd1", "patroni2", "haproxy"):
+        assert "is not running" in _error(_cli("kill", name, "--state", str(tmp_path)))
+    for name in ("nonsense", "api2", "etcd3", "postgres", "../run/api0"):
+        assert "no process" in _error(_cli("kill", name, "--state", str(tmp_path)))
+    assert "no running primary" in _error(_cli("kill", "primary", "--state", str(tmp_path)))
 
 
 @pytest.mark.skipif(
@@ -90,8 +94,7 @@ def test_a_state_directory_postgres_cannot_enter_is_refused_before_anything_star
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     out = _cli("up", "--state", str(locked / "state"), "--base-port", "30000")
-    assert out.returncode == 2, out.stderr
-    assert "cannot enter" in out.stderr
+    assert "cannot enter" in _error(out)
     assert not (locked / "state").exists()
 
 

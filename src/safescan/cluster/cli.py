@@ -1,14 +1,18 @@
-"""`safescan cluster up | down | status | kill`: the HA cluster on loopback."""
+"""`safescan cluster up | down | status | kill`: the HA cluster on loopback.
+
+Every command takes ``--json`` (one JSON object on stdout; on failure
+``{"error": {"type", "code", "message"}}`` and exit status 2).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.output import emit_json, fail
 
 cluster_app = typer.Typer(
     help="A PostgreSQL HA cluster on this machine: 3 etcd, 3 Patroni/PostgreSQL (synchronous"
@@ -19,12 +23,24 @@ cluster_app = typer.Typer(
 StateOpt = Annotated[
     Path, typer.Option("--state", help="the cluster's state directory (created by `up`)")
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 DEFAULT_STATE = Path("safescan-cluster")
 
 
-def _fail(exc: ClusterError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(2)
+def _summary(cluster: Any) -> dict[str, Any]:
+    return {
+        "state_dir": str(cluster.state),
+        "api_url": cluster.api_url,
+        "db_url": cluster.db_url,
+        "pgpassfile": str(cluster.pgpass),
+        "admin_token_file": str(cluster.secrets_dir / "admin-token"),
+        "primary": cluster.leader(),
+        "ports": {
+            "api": cluster.spec.ports.api,
+            "postgres": cluster.spec.ports.postgres,
+            "haproxy_stats": cluster.spec.ports.stats,
+        },
+    }
 
 
 @cluster_app.command()
@@ -42,6 +58,7 @@ def up(
     ttl: Annotated[int, typer.Option(help="Patroni leader key TTL, s")] = 10,
     loop_wait: Annotated[int, typer.Option(help="Patroni loop period, s")] = 1,
     retry_timeout: Annotated[int, typer.Option(help="Patroni DCS/PostgreSQL retry, s")] = 3,
+    as_json: JsonOpt = False,
 ) -> None:
     """Start the cluster (first run: create it); start again any part that is not running."""
     from safescan.cluster.spec import ClusterSpec, Tuning, load_or_create
@@ -61,38 +78,42 @@ def up(
             preflight(state)  # both before anything is written
         cluster = Cluster(load_or_create(state, requested))
         cluster.up()
+        summary = _summary(cluster)
     except ClusterError as exc:
-        _fail(exc)
+        raise fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json(summary)
         return
-    typer.echo(f"cluster up in {cluster.state}")
-    typer.echo(f"  API          {cluster.api_url}   (through HAProxy)")
-    typer.echo(f"  database     {cluster.db_url}   (PGPASSFILE={cluster.pgpass})")
-    typer.echo(f"  primary      {cluster.leader()}")
-    typer.echo(f"  admin token  in {cluster.secrets_dir / 'admin-token'}")
+    typer.echo(f"cluster up in {summary['state_dir']}")
+    typer.echo(f"  API          {summary['api_url']}   (through HAProxy)")
+    typer.echo(f"  database     {summary['db_url']}   (PGPASSFILE={summary['pgpassfile']})")
+    typer.echo(f"  primary      {summary['primary']}")
+    typer.echo(f"  admin token  in {summary['admin_token_file']}")
 
 
 @cluster_app.command()
 def down(
     state: StateOpt = DEFAULT_STATE,
     wipe: Annotated[bool, typer.Option(help="also delete the state directory")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop every process of the cluster (data kept unless --wipe)."""
     from safescan.cluster.spec import read_spec
     from safescan.cluster.supervisor import Cluster
 
     try:
-        Cluster(read_spec(state)).down(wipe=wipe)
+        cluster = Cluster(read_spec(state))
+        cluster.down(wipe=wipe)
     except ClusterError as exc:
-        _fail(exc)
+        raise fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json({"stopped": True, "wiped": wipe, "state_dir": str(cluster.state)})
         return
     typer.echo("cluster stopped" + (" and its state deleted" if wipe else ""))
 
 
 @cluster_app.command()
-def status(
-    state: StateOpt = DEFAULT_STATE,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-) -> None:
+def status(state: StateOpt = DEFAULT_STATE, as_json: JsonOpt = False) -> None:
     """Which parts run, who is primary, which standby is synchronous (exit 1 if any is down)."""
     from safescan.cluster.spec import read_spec
     from safescan.cluster.supervisor import Cluster
@@ -100,8 +121,7 @@ def status(
     try:
         st = Cluster(read_spec(state)).status()
     except ClusterError as exc:
-        _fail(exc)
-        return
+        raise fail(exc, as_json=as_json) from None
     healthy = (
         all(e["healthy"] for e in st["etcd"])
         and all(p["running"] and p["postgres_running"] for p in st["patroni"])
@@ -110,7 +130,7 @@ def status(
         and all(a["healthy"] for a in st["api"])
     )
     if as_json:
-        typer.echo(json.dumps(st | {"healthy": healthy}, indent=2))
+        emit_json(st | {"healthy": healthy})
     else:
         for e in st["etcd"]:
             typer.echo(f"{e['name']:10} {'healthy' if e['healthy'] else 'DOWN'}")
@@ -138,6 +158,7 @@ def kill(
         ),
     ],
     state: StateOpt = DEFAULT_STATE,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fault injection: SIGKILL a part of the cluster.
 
@@ -148,10 +169,13 @@ def kill(
     try:
         cluster = Cluster(read_spec(state))
         if what == "primary":
-            i = cluster.kill_primary()
-            typer.echo(f"killed PostgreSQL of pg{i} (the primary)")
+            killed = f"postgres of pg{cluster.kill_primary()} (the primary)"
         else:
             cluster.kill(what)
-            typer.echo(f"killed {what}")
+            killed = what
     except ClusterError as exc:
-        _fail(exc)
+        raise fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json({"killed": killed})
+    else:
+        typer.echo(f"killed {killed}")

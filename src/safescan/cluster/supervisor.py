@@ -454,6 +454,9 @@ class Cluster:
     def kill(self, name: str) -> None:
         """SIGKILL one process of the cluster by name (``etcd1``, ``api0``, ``patroni2``...).
         ``up`` starts it again."""
+        known = self.process_names()
+        if name not in known:
+            raise ClusterError(f"no process {name!r} in this cluster (one of {', '.join(known)})")
         if not self.procs.send(name, signal.SIGKILL):
             raise ClusterError(f"{name} is not running")
         wait_until(lambda: not self.procs.alive(name), 10)
@@ -528,12 +531,15 @@ class Cluster:
                     os.kill(pid, signal.SIGKILL)
             wait_until(lambda: self.postmaster_pid(i) is None, 10)
 
-    def running(self) -> list[str]:
-        """Names of the cluster's processes that run (for checks that nothing is left)."""
+    def process_names(self) -> list[str]:
+        """Every process the cluster runs (PostgreSQL aside: Patroni runs it)."""
         names = [f"etcd{i}" for i in range(self.spec.nodes)]
         names += [f"patroni{i}" for i in range(self.spec.nodes)]
-        names += ["haproxy"] + [f"api{i}" for i in range(self.spec.api_processes)]
-        out = [n for n in names if self.procs.alive(n)]
+        return names + ["haproxy"] + [f"api{i}" for i in range(self.spec.api_processes)]
+
+    def running(self) -> list[str]:
+        """Names of the cluster's processes that run (for checks that nothing is left)."""
+        out = [n for n in self.process_names() if self.procs.alive(n)]
         out += [f"postgres{i}" for i in range(self.spec.nodes) if self.postmaster_pid(i)]
         return out
 
