@@ -174,8 +174,9 @@ def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
-def http_json(url: str, timeout: float = 1.0) -> tuple[int, Any]:
-    """GET ``url``: (status, parsed JSON or None); (0, None) when nothing answers."""
+def http_json(url: str, timeout: float = 3.0) -> tuple[int, Any]:
+    """GET ``url``: (status, parsed JSON or None); (0, None) when nothing answers within
+    ``timeout`` (generous: a loaded machine answers loopback slowly, and a miss reads as "down")."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback URLs
             body = r.read()

@@ -258,6 +258,19 @@ class Cluster:
                 return str(m["name"])
         return None
 
+    def wait_leader(self, timeout: float) -> str | None:
+        """The running primary, waiting up to ``timeout`` seconds for one (during a failover,
+        or when a loaded machine answers late); None if there is still none."""
+        found: list[str] = []
+
+        def check() -> bool:
+            leader = self.leader()
+            if leader is not None:
+                found.append(leader)
+            return leader is not None
+
+        return found[-1] if wait_until(check, timeout, 0.2) else None
+
     def _replication_ready(self) -> bool:
         members = self.members()
         leader = any(
@@ -444,7 +457,7 @@ class Cluster:
 
     def kill_primary(self) -> int:
         """SIGKILL the current primary's PostgreSQL; returns the node index."""
-        leader = self.leader()
+        leader = self.wait_leader(30)
         if leader is None:
             raise ClusterError("there is no running primary to kill")
         i = int(leader.removeprefix("pg"))
@@ -493,7 +506,7 @@ class Cluster:
                 {
                     "name": f"api{i}",
                     "running": self.procs.alive(f"api{i}"),
-                    "healthy": http_json(self.api_process_url(i) + "/health", 2)[0] == 200,
+                    "healthy": http_json(self.api_process_url(i) + "/health")[0] == 200,
                 }
                 for i in range(a)
             ],
