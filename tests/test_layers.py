@@ -21,8 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "institution": {"code", "api"},
     "cluster": {"code"},
     "remote": {"code", "api"},
-    "merchant": {"code", "api", "remote"},
-    "wallet": {"code", "api", "remote", "carrier"},
+    "web": {"code"},
+    "merchant": {"code", "api", "remote", "web"},
+    "wallet": {"code", "api", "remote", "carrier", "web"},
     "admin": {"code", "api", "remote"},
 }
 

@@ -81,6 +81,7 @@ from safescan.merchant.websec import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     HostPolicy,
+    PosRequestRefused,
     Session,
     WebRequestRefused,
     check_csrf,
@@ -97,9 +98,6 @@ class PosServeError(SafescanError):
     """The web POS cannot start (for example, the port is taken, or no staff account)."""
 
     code = "pos_serve_error"
-
-
-PosRequestRefused = WebRequestRefused  # the name earlier releases used
 
 
 def create_app(
@@ -122,13 +120,13 @@ def create_app(
     def known(order_id: str) -> OrderView:
         found = state.orders.get(order_id)
         if found is None:
-            raise WebRequestRefused(f"order {order_id} was not made on this terminal")
+            raise PosRequestRefused(f"order {order_id} was not made on this terminal")
         return found
 
     def customer_view(token: str) -> OrderView:
         order_id = state.checkouts.get(token)
         if order_id is None:
-            raise WebRequestRefused("no such checkout")
+            raise PosRequestRefused("no such checkout")
         return state.orders[order_id]
 
     def staff_session(request: Request) -> tuple[str, Session]:
@@ -262,7 +260,7 @@ def create_app(
             if not cookie or not secrets.compare_digest(
                 cookie.encode(), form.get("nonce", "").encode()
             ):
-                raise WebRequestRefused("the sign-in form expired: try again")
+                raise PosRequestRefused("the sign-in form expired: try again")
             name = form.get("name", "")[:64]
             address = request.client.host if request.client else "unknown"
             state.throttle.check(f"name:{name}", f"addr:{address}")
@@ -340,10 +338,10 @@ def create_app(
         v = known(request.path_params["order_id"])
         doc = await _json_body(request)
         if set(doc) - {"amount", "reason"}:
-            raise WebRequestRefused("a refund is {amount, reason}")
+            raise PosRequestRefused("a refund is {amount, reason}")
         left = v.staff_json()["refundable"]
         if v.state not in ("PAID", "PARTIALLY_REFUNDED") or left <= 0:
-            raise WebRequestRefused(f"the order is {v.state}: nothing to refund")
+            raise PosRequestRefused(f"the order is {v.state}: nothing to refund")
         amount = (
             left
             if doc.get("amount") is None
@@ -383,7 +381,7 @@ def create_app(
             or offer.order_id != v.order.order_id
             or offer.expires < time.monotonic()
         ):
-            raise WebRequestRefused(
+            raise PosRequestRefused(
                 "confirm a refund previewed in this session (it lasts two minutes)"
             )
         out = await asyncio.to_thread(
@@ -459,7 +457,7 @@ def create_app(
         if fmt == "png":
             png = await asyncio.to_thread(qr.render_png, v.order.code, module_size=6)
             return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
-        raise WebRequestRefused("the code comes as qr.svg or qr.png")
+        raise PosRequestRefused("the code comes as qr.svg or qr.png")
 
     def events_response(v: OrderView, view: Callable[[OrderView], dict[str, Any]]) -> Response:
         queue: asyncio.Queue[OrderView] = asyncio.Queue()

@@ -23,7 +23,15 @@ from safescan.merchant.client import MerchantApi, Order, order_summary
 from safescan.merchant.config import PosConfig
 from safescan.merchant.journal import Journal
 from safescan.merchant.staff import StaffStore
-from safescan.merchant.websec import HostPolicy, Sessions, Throttle, WebRequestRefused
+from safescan.merchant.websec import (
+    HostPolicy,
+    PosRequestRefused,
+    Sessions,
+    Throttle,
+    WebRequestRefused,
+    sign_in_throttle,
+    staff_sessions,
+)
 from safescan.remote import InstitutionUnreachable
 
 log = logging.getLogger("safescan.merchant.web")
@@ -128,8 +136,8 @@ class PosState:
     journal: Journal
     staff: StaffStore
     hosts: HostPolicy
-    sessions: Sessions = field(default_factory=Sessions)
-    throttle: Throttle = field(default_factory=Throttle)
+    sessions: Sessions = field(default_factory=staff_sessions)
+    throttle: Throttle = field(default_factory=sign_in_throttle)
     orders: dict[str, OrderView] = field(default_factory=dict)
     checkouts: dict[str, str] = field(default_factory=dict)  # token -> order id
     offers: dict[str, RefundOffer] = field(default_factory=dict)
@@ -167,7 +175,7 @@ async def _body(request: Request) -> bytes:
     async for chunk in request.stream():
         data += chunk
         if len(data) > MAX_BODY:
-            raise WebRequestRefused("the request is too large")
+            raise PosRequestRefused("the request is too large")
     return data
 
 
@@ -176,9 +184,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         doc = json.loads(raw or b"{}", parse_constant=_no_constant)
     except ValueError:
-        raise WebRequestRefused("the request is not JSON") from None
+        raise PosRequestRefused("the request is not JSON") from None
     if not isinstance(doc, dict):
-        raise WebRequestRefused("the request is not a JSON object")
+        raise PosRequestRefused("the request is not a JSON object")
     return doc
 
 
@@ -195,11 +203,11 @@ def items_from_json(doc: dict[str, Any]) -> list[LineItem]:
     """Order lines from a page: JSON integers only for quantities and prices."""
     raw_items = doc.get("items")
     if not isinstance(raw_items, list) or not raw_items or len(raw_items) > 50:
-        raise WebRequestRefused('send {"items": [{"name", "quantity", "unit_price"}, ...]}')
+        raise PosRequestRefused('send {"items": [{"name", "quantity", "unit_price"}, ...]}')
     items = []
     for n, raw in enumerate(raw_items):
         if not isinstance(raw, dict) or set(raw) != {"name", "quantity", "unit_price"}:
-            raise WebRequestRefused("each item is {name, quantity, unit_price}")
+            raise PosRequestRefused("each item is {name, quantity, unit_price}")
         qty = json_int(raw["quantity"], field=f"item {n + 1} quantity", maximum=MAX_QUANTITY)
         price = json_int(raw["unit_price"], field=f"item {n + 1} unit price")
         name = raw["name"].strip() if isinstance(raw["name"], str) else raw["name"]

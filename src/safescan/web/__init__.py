@@ -1,0 +1,6 @@
+"""What every local web server of safescan shares: request guards and TLS options.
+
+:mod:`.guard` holds the Host allow-list (DNS rebinding), the Origin check on state-changing
+requests, in-memory sessions and the anti-CSRF check; :mod:`.tls` turns certificate options
+into uvicorn's ``ssl_*`` settings. The wallet app (:mod:`safescan.wallet.web`) uses both.
+"""
