@@ -47,7 +47,7 @@ def test_readme_command_table_matches_the_cli() -> None:
             assert f" {name} " in out.stdout, f"README lists `safescan {group} {name}`"
 
 
-LONG_RUNNING = {"carrier serve", "institution serve", "pos serve"}
+LONG_RUNNING = {"carrier serve", "institution serve", "pos serve", "wallet serve"}
 
 
 def test_every_command_that_prints_a_result_takes_json() -> None:

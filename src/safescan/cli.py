@@ -46,6 +46,8 @@ def _root(
     Every command that prints a result takes --json (one JSON object on stdout; on failure
     {"error": {...}} and a non-zero exit status). Shell completion: --install-completion.
     """
+
+
 app.add_typer(keys_app, name="keys")
 app.add_typer(code_app, name="code")
 app.add_typer(carrier_app, name="carrier")

@@ -349,14 +349,16 @@ def decode_image(source: ImageSource) -> str:
     return texts[0]
 
 
-def decode_all(source: ImageSource) -> list[str]:
+def decode_all(source: ImageSource, *, fast: bool = False) -> list[str]:
     """The texts of all QR codes read in an image, top to bottom then left to right.
 
     Returns an empty list when there is none. Raises :class:`ImageUnreadable` (or its
     subclass :class:`ImageTooLarge`) for input that is not a readable, reasonably sized image.
+    ``fast`` runs the first pass only (camera frames: the next frame is the next try, and a
+    frame without a code costs one pass instead of all of them).
     """
     gray = _load_gray(source)
-    for attempt in _PASSES:
+    for attempt in _PASSES[:1] if fast else _PASSES:
         found = attempt(gray)
         if found:
             found.sort(key=_reading_order)

@@ -2,7 +2,8 @@
 
 :func:`read_statement` asks the institution for the balances, payments and refunds, proving
 possession of the key carrier (protocol: :mod:`safescan.api.account`); the answer is sealed to
-a key this call makes and forgets. :func:`change_pin` runs CHANGE PIN on the carrier.
+a key this call makes and forgets. :func:`history_with_refunds` joins it to the wallet's own
+verified receipts. :func:`change_pin` runs CHANGE PIN on the carrier.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safescan.carrier.errors import (
     error_for_status,
 )
 from safescan.carrier.pin import PinFormatError, check_pin
+from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.remote import InstitutionProtocolError
 from safescan.wallet.errors import PaymentNotMade, WalletError
@@ -89,6 +91,33 @@ def read_statement(wallet: Wallet) -> dict[str, Any]:
     doc = account.open_statement(blob, private, serial, expires_at)
     if doc.get("carrier_serial") != serial:
         raise InstitutionProtocolError("the statement is for another key carrier")
+    return doc
+
+
+def history_with_refunds(wallet: Wallet, limit: int, *, offline: bool = False) -> dict[str, Any]:
+    """The wallet's verified receipts (newest first), each with the refunds the institution
+    made on it (asked with the key carrier, as :func:`read_statement`).
+
+    Returns ``{"payments", "refunds_checked"}`` and, when the refunds could not be asked (or
+    ``offline``), ``refunds_error``: the receipts are then shown alone.
+    """
+    rows = wallet.history.recent(limit)
+    refunds_error: str | None = "not asked (--offline)" if offline else None
+    by_payment: dict[str, dict[str, Any]] = {}
+    if rows and not offline:
+        try:
+            statement = read_statement(wallet)
+            by_payment = {p["payment_id"]: p for p in statement.get("payments", [])}
+        except SafescanError as exc:
+            refunds_error = exc.message
+    for r in rows:
+        known = by_payment.get(r["payment_id"])
+        r["refunds"] = known["refunds"] if known else []
+        r["refunded"] = known["refunded"] if known else 0
+        r["amount_display"] = lookup_currency(r["currency"]).format(r["amount"])
+    doc: dict[str, Any] = {"payments": rows, "refunds_checked": refunds_error is None}
+    if refunds_error:
+        doc["refunds_error"] = refunds_error
     return doc
 
 

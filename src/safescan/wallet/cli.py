@@ -7,6 +7,7 @@
     safescan wallet balance        (balances, payments and refunds, read with the key carrier)
     safescan wallet change-pin
     safescan wallet status         (institution keys, revocation list, the carrier's counters)
+    safescan wallet serve          (the mobile web app: camera scan, PIN pad; safescan.wallet.web)
 
 Exit status of ``scan``: 0 paid, 1 declined by you, 2 error (nothing paid), 3 not a safescan
 payment code (EMV, link, text: shown only), 4 code refused before any question.
@@ -38,15 +39,17 @@ from safescan.code.errors import SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
 from safescan.code.output import emit_json, fail
-from safescan.wallet.account import change_pin, read_statement
+from safescan.wallet.account import change_pin, history_with_refunds, read_statement
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, WalletError
 from safescan.wallet.flow import Offer, Scan, Wallet, enroll
-from safescan.wallet.store import History, WalletConfig, default_dir
+from safescan.wallet.store import default_dir
+from safescan.wallet.web.run import serve_command
 
 wallet_app = typer.Typer(
     help="The customer wallet: enroll a key carrier, scan and pay, history.",
     no_args_is_help=True,
 )
+wallet_app.command("serve")(serve_command)  # the wallet app: safescan.wallet.web
 console = Console()
 err_console = Console(stderr=True)
 
@@ -461,37 +464,14 @@ def history(
     is not possible the receipts are shown alone, marked "refunds not checked".
     """
     try:
-        cfg = WalletConfig.load(wallet_dir)
-        store = History(cfg.history_path)
+        with Wallet.load(wallet_dir) as wallet:
+            doc = history_with_refunds(wallet, limit, offline=offline)
     except SafescanError as exc:
         raise _fail(exc, as_json=as_json) from None
-    try:
-        rows = store.recent(limit)
-    finally:
-        store.close()
-    refunds_error: str | None = "not asked (--offline)" if offline else None
-    by_payment: dict[str, dict[str, Any]] = {}
-    if rows and not offline:
-        try:
-            with Wallet(cfg) as wallet:
-                statement = read_statement(wallet)
-            by_payment = {p["payment_id"]: p for p in statement.get("payments", [])}
-        except SafescanError as exc:
-            refunds_error = exc.message
-    for r in rows:
-        known = by_payment.get(r["payment_id"])
-        r["refunds"] = known["refunds"] if known else []
-        r["refunded"] = known["refunded"] if known else 0
-        r["amount_display"] = lookup_currency(r["currency"]).format(r["amount"])
     if as_json:
-        emit_json(
-            {
-                "payments": rows,
-                "refunds_checked": refunds_error is None,
-                **({"refunds_error": refunds_error} if refunds_error else {}),
-            }
-        )
+        emit_json(doc)
         return
+    rows, refunds_error = doc["payments"], doc.get("refunds_error")
     if not rows:
         console.print("no payments yet")
         return

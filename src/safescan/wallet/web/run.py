@@ -1,0 +1,147 @@
+"""Start the wallet app: ``safescan wallet serve``.
+
+Binds (127.0.0.1 by default), then prints two lines on stdout::
+
+    READY http://127.0.0.1:8091
+    PAIR http://127.0.0.1:8091/#pair=<secret>
+
+Open the PAIR link in the phone's browser (once per browser; again after a restart of the
+service): it makes a session and removes the secret from the address bar. With
+``--tls-cert``/``--tls-key`` the service speaks HTTPS and the links say ``https``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from safescan.code.errors import SafescanError
+from safescan.code.output import fail
+from safescan.wallet.errors import WalletError
+from safescan.wallet.store import default_dir
+from safescan.web.guard import HostPolicy, default_hosts
+from safescan.web.tls import TlsFiles, scheme
+
+log = logging.getLogger("safescan.wallet.web")
+
+
+class WalletServeError(WalletError):
+    """The wallet app cannot start (port taken, address not allowed, TLS files)."""
+
+    code = "wallet_serve_error"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        raise WalletServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def serve(
+    directory: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8091,
+    tls: TlsFiles | None = None,
+    allowed_hosts: list[str] | None = None,
+    institution_url: str | None = None,
+    carrier_url: str | None = None,
+) -> None:
+    """Serve the wallet app for the wallet in ``directory`` until interrupted."""
+    import uvicorn  # the server's imports only when serving: the CLI starts fast
+
+    from safescan.wallet.web.server import create_app
+    from safescan.wallet.web.service import WalletService
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and tls is None:
+        raise WalletServeError(
+            "the wallet app serves plain HTTP on loopback only: give --tls-cert and --tls-key"
+            " to listen on another address"
+        )
+    sock = _listen(host, port)
+    bound = sock.getsockname()[1]
+    policy = HostPolicy((allowed_hosts or []) + default_hosts(host), port=bound, scheme=scheme(tls))
+    service = WalletService(directory, institution_url=institution_url, carrier_url=carrier_url)
+    app, state = create_app(service, policy, pair_secret=secrets.token_urlsafe(32))
+    extra = tls.uvicorn_options() if tls is not None else {}
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,  # request lines never reach a log (nor their bodies: PINs)
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            **extra,
+        )
+    )
+    shown = f"[{host}]" if ":" in host else host
+    base = f"{scheme(tls)}://{shown}:{bound}"
+    print(f"READY {base}", flush=True)
+    print(f"PAIR {base}/#pair={state.pair_secret}", flush=True)
+    print(
+        f"wallet app for {directory} on {base}/ : open the PAIR link above in the browser",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="address to bind (loopback unless TLS)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8091,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="serve HTTPS with this certificate chain (PEM)")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="the certificate's private key (PEM)")
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="another Host name the app answers to (repeatable)"),
+    ] = None,
+    institution: Annotated[
+        str | None, typer.Option(help="institution URL to offer on the enroll screen")
+    ] = None,
+    carrier: Annotated[
+        str | None, typer.Option(help="key carrier URL to offer on the enroll screen")
+    ] = None,
+    wallet_dir: Annotated[
+        Path | None,
+        typer.Option("--wallet-dir", help="wallet directory (default: $SAFESCAN_WALLET_DIR)"),
+    ] = None,
+) -> None:
+    """Run the wallet app (mobile web: camera scan, verified offer, PIN pad, history)."""
+    try:
+        tls = TlsFiles.from_options(tls_cert, tls_key)
+        serve(
+            wallet_dir or default_dir(),
+            host=host,
+            port=port,
+            tls=tls,
+            allowed_hosts=allowed_host,
+            institution_url=institution,
+            carrier_url=carrier,
+        )
+    except SafescanError as exc:
+        raise fail(exc, as_json=False) from None

@@ -1,0 +1,214 @@
+"""Helpers for the wallet app's browser tests and benchmark: the service as a real process,
+Debian's headless Chromium with a fake camera, and axe-core.
+
+Chromium is /usr/bin/chromium through Playwright (never a downloaded browser); each launch has
+a new empty profile (``--user-data-dir``) and plays a Y4M file as the camera.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from safescan.demo import ManagedProcess, Stack
+
+CHROMIUM = "/usr/bin/chromium"
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+PHONE = {"width": 390, "height": 844}
+ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
+SCREEN_TIMEOUT = 60_000
+
+
+@dataclass
+class WalletServer:
+    """``safescan wallet serve`` running as its own process."""
+
+    proc: ManagedProcess
+    url: str
+    pair_url: str
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL)."""
+        self.proc.stop()
+
+
+def start_wallet_server(
+    stack: Stack, wallet_dir: Path, name: str, *extra: str, verify: Path | None = None
+) -> WalletServer:
+    """Start the wallet app on a free loopback port; wait for its READY and PAIR lines and its
+    /health (``verify``: the CA file to trust when it serves HTTPS)."""
+    proc = ManagedProcess(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "safescan",
+            "wallet",
+            "serve",
+            "--wallet-dir",
+            str(wallet_dir),
+            "--port",
+            "0",
+            *extra,
+        ],
+        env=stack.env(),
+        log=stack.workdir / f"{name}.log",
+        capture=True,
+    ).start()
+    stack.processes.append(proc)
+    url = proc.ready_line("READY")
+    pair = proc.ready_line("PAIR")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            trust = ssl.create_default_context(cafile=str(verify)) if verify else True
+            if httpx.get(url + "/health", verify=trust).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not proc.alive():
+            proc.stop()
+            raise AssertionError(f"{name} did not answer: {proc.tail()}")
+        time.sleep(0.05)
+    return WalletServer(proc, url, pair)
+
+
+def chromium_args(video: Path | None) -> list[str]:
+    """Chromium's flags, with ``video`` as the camera (or no camera at all)."""
+    args = list(BASE_ARGS)
+    if video is not None:
+        args += [
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+            "--use-fake-ui-for-media-stream",
+        ]
+    return args
+
+
+@contextmanager
+def phone(pw: Any, video: Path | None, *, viewport: dict[str, int] = PHONE) -> Iterator[Any]:
+    """A Chromium context at phone size, with a fresh empty profile and ``video`` as camera."""
+    profile = Path(tempfile.mkdtemp(prefix="safescan-chromium-"))
+    ctx = pw.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=chromium_args(video),
+        viewport=viewport,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        permissions=["camera"],
+    )
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def record_screens(page: Any) -> None:
+    """Keep every screen the app shows, in order, in ``window.__screens``."""
+    page.add_init_script(
+        """
+        window.__screens = [];
+        new MutationObserver(() => {
+          const s = document.body && document.body.dataset.screen;
+          if (s && window.__screens[window.__screens.length - 1] !== s) window.__screens.push(s);
+        }).observe(document, {attributes: true, subtree: true, attributeFilter: ["data-screen"]});
+        """
+    )
+
+
+def open_paired(ctx: Any, server: WalletServer, path: str = "") -> Any:
+    """A page paired with the service (through its PAIR link), on ``path`` if given."""
+    page = ctx.new_page()
+    record_screens(page)
+    page.goto(server.pair_url)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    if path:
+        page.goto(server.url + path)
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    return page
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now (WCAG 2.x A and AA, best practices)."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = page.evaluate(
+        """async () => {
+          const r = await axe.run(document, {resultTypes: ['violations']});
+          return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                         nodes: v.nodes.map(n => n.target.join(' '))}));
+        }"""
+    )
+    return list(result)
+
+
+def press_pin(page: Any, pin: str) -> None:
+    """Tap the PIN on the pad, then OK."""
+    for digit in pin:
+        page.locator(f".pinpad [data-digit='{digit}']").click()
+    page.locator("#pin-ok").click()
+
+
+def shot(page: Any, name: str) -> None:
+    """A full-page screenshot in artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"wallet-app-{name}.png"), full_page=True)
+
+
+def check_screen(page: Any, name: str) -> None:
+    """No axe-core violation, nothing wider than the phone, every button thumb-sized."""
+    violations = axe_violations(page)
+    assert violations == [], f"{name}: {violations}"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('button, a, input, summary')]
+             .filter(e => e.offsetParent !== null && e.type !== 'hidden')
+             .map(e => [e.id || e.textContent.trim(), e.getBoundingClientRect().height])
+             .filter(([, h]) => h < 48)"""
+    )
+    assert small == [], f"{name}: controls under 48 px: {small}"
+    shot(page, name)
+
+
+def collect_errors(page: Any) -> list[str]:
+    """Script errors and console errors (an HTTP error status the app expects and shows is
+    not one: Chromium logs those as "Failed to load resource")."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    return errors
+
+
+def wait_screen(page: Any, name: str) -> None:
+    """Wait until the app shows screen ``name``."""
+    page.wait_for_selector(f"body[data-screen='{name}']", timeout=SCREEN_TIMEOUT)
