@@ -98,7 +98,7 @@ def test_pos_page_switches_to_paid_live_and_refunds(
     assert status.get_attribute("data-state") == "CREATED"
     assert "Waiting for payment" in status.inner_text()
     assert page.locator("#total").inner_text() == "13.00 EUR"
-    page.wait_for_function("document.getElementById('qr').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('qr').naturalWidth > 0")
     page.screenshot(path=str(ARTIFACTS / "pos-waiting.png"))
 
     payment_id = _pay_from_screen(world, page, tmp_path)
@@ -147,7 +147,7 @@ def test_checkout_page_shows_summary_code_and_live_status(
     page.locator("#qr").wait_for()
     assert page.locator("#total").inner_text() == "13.00 EUR"
     assert "Orange juice" in page.locator("table.summary").inner_text()
-    page.wait_for_function("document.getElementById('qr').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('qr').naturalWidth > 0")
     _pay_from_screen(world, page, tmp_path)
     page.wait_for_selector("#status[data-state='PAID']", timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / "checkout-paid.png"), full_page=True)
