@@ -1,11 +1,12 @@
-"""`safescan keys ...` and `safescan code ...`: keys, certificates, making and inspecting codes."""
+"""`safescan keys ...` and `safescan code make`: keys, certificates, making codes.
+
+The `code` group itself (and `code inspect`) is in :mod:`safescan.code.code_cli`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,49 +16,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from safescan.code import qr
 from safescan.code.certs import Certificate, Role, issue_certificate
+from safescan.code.cli_options import JsonOpt as JsonOpt
+from safescan.code.cli_options import PassphraseFile as PassphraseFile
+from safescan.code.cli_options import read_passphrase as read_passphrase
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
-from safescan.code.inspect import EMV_SUMMARY_LABELS, inspect_text
-from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
+from safescan.code.keys import SchemeKey, SchemePublicKey, SigningKey, VerifyKey
 from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file
 from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
 from safescan.code.schemelist import SchemeKeyList
-from safescan.code.source import read_source
 
 keys_app = typer.Typer(help="Generate and inspect keys and certificates.", no_args_is_help=True)
-code_app = typer.Typer(help="Make and inspect payment codes.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
-
-PassphraseFile = Annotated[
-    Path | None,
-    typer.Option(help="File holding the key passphrase (else $SAFESCAN_PASSPHRASE, else prompt)"),
-]
-
-
-def read_passphrase(path: Path | None, *, confirm: bool = False) -> bytes:
-    """The key passphrase: from a file, the environment, or a hidden prompt."""
-    if path is not None:
-        try:
-            value = path.read_text().rstrip("\n")
-        except OSError as exc:
-            raise KeyFileError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
-    elif os.environ.get("SAFESCAN_PASSPHRASE"):
-        value = os.environ["SAFESCAN_PASSPHRASE"]
-    else:
-        value = typer.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm)
-    if not value:
-        raise KeyFileError("the passphrase is empty")
-    return value.encode()
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
 
 
 def fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
@@ -325,7 +301,6 @@ def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
         raise KeyFileError(f"the order file is missing or has a bad field: {exc}") from None
 
 
-@code_app.command("make")
 def code_make(
     order: Annotated[Path, typer.Argument(help="Order JSON file")],
     out: Annotated[Path, typer.Option(help="Output prefix: writes PREFIX.txt, .png, .svg")],
@@ -355,6 +330,8 @@ def code_make(
     The order's merchant block may be left out for a merchant-signed code: the certificate's
     identity is the code's.
     """
+    from safescan.code import qr  # numpy, Pillow, zxing-cpp: imported only to write images
+
     now = int(time.time())
     try:
         doc = json.loads(order.read_text())
@@ -429,100 +406,3 @@ def _public_scheme_key(
     if not published:
         raise KeyFileError(f"{trust} names no scheme key; give --scheme-keys")
     return published[max(published)]
-
-
-@code_app.command("inspect")
-def code_inspect(
-    source: Annotated[str, typer.Argument(help="Payload text, or a path to an image / text file")],
-    key: Annotated[
-        list[Path] | None,
-        typer.Option("--key", help="A key directory, scheme key file or trust.json (repeatable)"),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
-    passphrase_file: PassphraseFile = None,
-) -> None:
-    """Say what an input is, without acting on it. Exit 0 when valid, 2 when not."""
-    now = int(time.time())
-    try:
-        text = read_source(source)
-        keyring, trust = _load_keys(key or [], passphrase_file)
-    except SafescanError as exc:
-        result: dict[str, Any] = {"kind": "unknown", "valid": False, "error": exc.to_dict()}
-    else:
-        result = inspect_text(text, keyring, trust, now=now)
-    if as_json:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-    else:
-        _print_inspection(result)
-    raise typer.Exit(0 if result.get("valid") else 2)
-
-
-def _load_keys(paths: list[Path], passphrase_file: Path | None) -> tuple[SchemeKeyring | None, Any]:
-    if not paths:
-        return None, None
-    ring = SchemeKeyring()
-    trust = None
-    pw: bytes | None = None
-    for p in paths:
-        if p.is_dir():
-            kd = KeyDirectory.load(p)
-            trust = kd.trust
-            pw = pw or read_passphrase(passphrase_file)
-            for k in kd.keyring(pw).keys.values():
-                ring.add(k)
-        elif p.suffix == ".json" and "safescan-trust" in p.read_text()[:200]:
-            trust, _ = load_trust_file(p)
-        else:
-            pw = pw or read_passphrase(passphrase_file)
-            ring.add(SchemeKey.load(p, pw))
-    if trust is None or not ring.keys:
-        raise KeyFileError("--key needs the scheme key(s) and the trust file (or a key directory)")
-    return ring, trust
-
-
-def _print_inspection(result: dict[str, Any]) -> None:
-    kind = result["kind"]
-    if kind == "unknown":
-        if result.get("error", {}).get("code") == "not_a_payment_code":
-            console.print("[bold yellow]not a payment code[/]: nothing was opened or followed")
-        if result.get("looks_like") == "url":
-            console.print(f"it is a link: [dim]{escape(str(result.get('text')))}[/]")
-    elif kind == "emv":
-        console.print("[bold yellow]EMVCo QR code: UNVERIFIED[/] (no signature; not payable here)")
-        summary = result.get("summary", {})
-        for label, key in EMV_SUMMARY_LABELS:
-            if key in summary:
-                value = summary[key]
-                shown = ", ".join(value) if isinstance(value, list) else value
-                console.print(f"  {term(label):>9}: {escape(str(shown))}")
-        console.print(f"  {'CRC':>9}: {'ok' if result.get('crc_valid') else '[red]wrong[/]'}")
-        for fid, value in result.get("fields", {}).items():
-            if isinstance(value, dict):
-                console.print(f"  {term(fid)}:")
-                for sub, sub_value in value.items():
-                    console.print(f"    {term(sub)}: {escape(str(sub_value))}")
-            else:
-                console.print(f"  {term(fid)}: {escape(str(value))}")
-        for w in result.get("warnings", []):
-            console.print(f"[yellow]deviation[/]: {escape(w)}")
-    else:
-        hdr = result.get("header")
-        console.print(f"[bold]safescan payment code[/] header: {term(hdr)}")
-        contents = result.get("contents")
-        if contents:
-            mer = contents["merchant"]
-            console.print(
-                f"[green]verified[/] merchant: {term(mer['name'])}, {term(mer['city'])}"
-                f" ({term(mer['id'])})"
-            )
-            for item in contents.get("items", []):
-                console.print(
-                    f"  {term(item['quantity'])} x {escape(item['name'])}  {term(item['display'])}"
-                )
-            if "total_display" in contents:
-                console.print(f"  total: [bold]{term(contents['total_display'])}[/]")
-            for w in contents["warnings"]:
-                console.print(f"[bold red]warning[/]: {term(w)}")
-    if not result.get("valid"):
-        err = result.get("error", {})
-        console.print(f"[bold red]{term(err.get('type'))}[/]: {term(err.get('message'))}")

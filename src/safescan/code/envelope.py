@@ -16,7 +16,8 @@ Byte layout (version 1; see docs/protocol.md for the full description and byte b
 Opening checks, in this order: size, prefix, Base45, header (version, kind, key id), key not
 retired, HPKE open (any alteration fails here), CBOR strictness, issuer (institution key, or a
 merchant certificate chained to the institution, unrevoked, for this merchant), signature,
-body strictness and validation, then validity period.
+body strictness and validation, then validity period. The clear parts (text, header) are in
+:mod:`safescan.code.header` (no cryptography: reading a header stays cheap), re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import base45
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 
@@ -38,52 +38,29 @@ from safescan.code.errors import (
     MalformedCode,
     OversizeInput,
     SignatureInvalid,
-    UnsupportedVersion,
 )
+from safescan.code.header import ENC_BYTES as ENC_BYTES
+from safescan.code.header import HEADER_BYTES as HEADER_BYTES
+from safescan.code.header import MAX_BINARY_BYTES as MAX_BINARY_BYTES
+from safescan.code.header import MAX_TEXT_CHARS as MAX_TEXT_CHARS
+from safescan.code.header import PREFIX as PREFIX
+from safescan.code.header import TAG_BYTES as TAG_BYTES
+from safescan.code.header import VERSION as VERSION
+from safescan.code.header import Header as Header
+from safescan.code.header import decode_text as decode_text
+from safescan.code.header import encode_text as encode_text
+from safescan.code.header import looks_like_safescan as looks_like_safescan
+from safescan.code.header import read_header as read_header
+from safescan.code.header import to_binary as _to_binary
 from safescan.code.keys import SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
 from safescan.code.payment import CodeKind, DynamicCode, PaymentCode, StaticCode
 
-VERSION = 1
-PREFIX = "SS1:"
-HEADER_BYTES = 3
 SIGNATURE_BYTES = 64
-ENC_BYTES = 32
-TAG_BYTES = 16
-MAX_BINARY_BYTES = 1024
-MAX_TEXT_CHARS = len(PREFIX) + (MAX_BINARY_BYTES // 2) * 3 + 2
 SIG_CONTEXT = b"SS1-SIG"
 HPKE_INFO = b"safescan code v1"
 DEFAULT_CLOCK_SKEW = 60  # seconds of tolerance for "not yet valid"
 
-_BASE45_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The clear header: readable by anyone, bound to the sealed contents."""
-
-    version: int
-    kind: CodeKind
-    kid: int
-
-    def to_bytes(self) -> bytes:
-        """The 3 header bytes."""
-        return bytes([self.version, int(self.kind), self.kid])
-
-    @classmethod
-    def parse(cls, binary: bytes) -> Header:
-        """Read and check the header at the start of a binary code."""
-        if len(binary) < HEADER_BYTES + ENC_BYTES + TAG_BYTES:
-            raise MalformedCode("too short to be a safescan payment code")
-        version, kind = binary[0], binary[1]
-        if version != VERSION:
-            raise UnsupportedVersion(f"payment code version {version} is not supported")
-        try:
-            kind_ = CodeKind(kind)
-        except ValueError:
-            raise MalformedCode(f"unknown payment code kind {kind}") from None
-        return cls(version, kind_, binary[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,52 +106,6 @@ class OpenedCode:
 def code_digest(binary: bytes) -> bytes:
     """SHA-256 of the binary code."""
     return hashlib.sha256(binary).digest()
-
-
-def encode_text(binary: bytes) -> str:
-    """The QR text: ``SS1:`` + Base45 (alphanumeric mode)."""
-    encoded: bytes = base45.b45encode(binary)
-    return PREFIX + encoded.decode("ascii")
-
-
-def looks_like_safescan(text: str) -> bool:
-    """Cheap check: does this text claim to be a safescan code?"""
-    return isinstance(text, str) and text.startswith(PREFIX)
-
-
-def decode_text(text: str) -> bytes:
-    """Base45-decode a code's text; the size is checked before any decoding work."""
-    if not isinstance(text, str):
-        raise MalformedCode("a payment code's text must be a string")
-    if len(text) > MAX_TEXT_CHARS:
-        raise OversizeInput(f"{len(text)} characters is larger than any valid payment code")
-    if not text.startswith(PREFIX):
-        raise MalformedCode(f"not a safescan payment code (it does not start with {PREFIX!r})")
-    body = text[len(PREFIX) :]
-    if not _BASE45_CHARS.issuperset(body):
-        raise MalformedCode("the payment code's text has characters outside Base45")
-    try:
-        binary = base45.b45decode(body)
-    except (ValueError, TypeError, UnicodeError):
-        raise MalformedCode("the payment code's Base45 text is corrupt") from None
-    if len(binary) > MAX_BINARY_BYTES:
-        raise OversizeInput("larger than any valid payment code")
-    return bytes(binary)
-
-
-def _to_binary(data: str | bytes) -> bytes:
-    if isinstance(data, str):
-        return decode_text(data)
-    if not isinstance(data, bytes):
-        raise MalformedCode("a payment code is text or bytes")
-    if len(data) > MAX_BINARY_BYTES:
-        raise OversizeInput(f"{len(data)} bytes is larger than any valid payment code")
-    return data
-
-
-def read_header(data: str | bytes) -> Header:
-    """The clear header, without any key: all a code reveals to a bystander."""
-    return Header.parse(_to_binary(data))
 
 
 def sign_code(code: PaymentCode, issuer: Issuer, kid: int) -> tuple[bytes, bytes]:

@@ -8,15 +8,18 @@ text, reported as "not a payment code" and never opened or followed).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safescan.code import emv
-from safescan.code.certs import TrustStore
 from safescan.code.currency import currency as lookup_currency
-from safescan.code.envelope import OpenedCode, looks_like_safescan, open_code, read_header
 from safescan.code.errors import SafescanError, UnknownCurrency
-from safescan.code.keys import SchemeKeyring
+from safescan.code.header import looks_like_safescan, read_header
 from safescan.code.payment import DynamicCode
+
+if TYPE_CHECKING:  # opening a code (cryptography) is imported only when there are keys
+    from safescan.code.certs import TrustStore
+    from safescan.code.envelope import OpenedCode
+    from safescan.code.keys import SchemeKeyring
 
 MAX_INPUT_CHARS = 8192
 
@@ -120,6 +123,8 @@ def _inspect_safescan(
         out["valid"] = True
         out["note"] = "sealed payment code; only a key carrier (or the scheme keys) can open it"
         return out
+    from safescan.code.envelope import open_code
+
     try:
         opened = open_code(text, keyring, trust, now=now)
     except SafescanError as exc:

@@ -14,13 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from safescan.code.display import term
 from safescan.code.errors import SafescanError
-
-_err_console = Console(stderr=True)
 
 
 def emit_json(doc: Any) -> None:
@@ -39,7 +34,14 @@ def fail(exc: SafescanError, *, as_json: bool, status: int = 2) -> typer.Exit:
     if as_json:
         emit_json(error_doc(exc))
     else:
-        _err_console.print(f"[bold red]error:[/] {escape(exc.message)} [dim]({term(exc.code)})[/]")
+        from rich.console import Console  # imported when needed: start-up time
+        from rich.markup import escape
+
+        from safescan.code.display import term
+
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {escape(exc.message)} [dim]({term(exc.code)})[/]"
+        )
     return typer.Exit(status)
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from safescan.code import qr
-from safescan.code.envelope import looks_like_safescan
 from safescan.code.errors import SafescanError
+from safescan.code.header import looks_like_safescan
 
 #: Longest argument still considered as a possible path (longer ones are payload text).
 MAX_PATH_CHARS = 1024
@@ -82,6 +81,8 @@ def read_source(source: str | Path) -> str:
 
 def _read_file(path: Path) -> str:
     if path.suffix.lower() in IMAGE_SUFFIXES:
+        from safescan.code import qr  # numpy, Pillow, zxing-cpp: only for an image
+
         return qr.decode_image(path)
     try:
         with path.open("rb") as handle:

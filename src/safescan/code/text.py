@@ -10,9 +10,9 @@ are legal but *flagged*, so that an app can warn the customer.
 
 from __future__ import annotations
 
+import importlib
 import unicodedata
-
-from confusable_homoglyphs import confusables
+from types import ModuleType
 
 from safescan.code.errors import UnsafeText
 from safescan.code.lookalike import protected_match, protected_names
@@ -117,7 +117,7 @@ def lookalike_warning(value: str, *, field: str, country: str | None = None) -> 
         return None
     scripts = sorted(a for a in _scripts(value) if a not in {"COMMON", "INHERITED"})
     # Scripts that mimic each other's letters; Japanese mixing Han and Kana is normal.
-    if len(set(scripts) & _HOMOGLYPH_SCRIPTS) >= 2 and confusables.is_dangerous(value):
+    if len(set(scripts) & _HOMOGLYPH_SCRIPTS) >= 2 and _confusables().is_dangerous(value):
         return (
             f"{field} {value!r} mixes scripts ({', '.join(scripts)}) with look-alike"
             " characters; check it is the merchant you expect"
@@ -155,7 +155,7 @@ def _latin_reading(value: str) -> str | None:
         if not ch.isalpha():
             out.append(ch)
             continue
-        found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True) or []
+        found = _confusables().is_confusable(ch, preferred_aliases=["latin"], greedy=True) or []
         ascii_like = [
             h["c"]
             for entry in found
@@ -169,6 +169,11 @@ def _latin_reading(value: str) -> str | None:
         out.append("I" if best == "l" and ch.isupper() else best)
         letters += 1
     return "".join(out) if letters >= 2 else None
+
+
+def _confusables() -> ModuleType:
+    """confusable_homoglyphs' table, imported on first use (only non-ASCII names need it)."""
+    return importlib.import_module("confusable_homoglyphs.confusables")
 
 
 def _scripts(value: str) -> set[str]:

@@ -1,0 +1,213 @@
+"""The command line imports each part only when one of its commands runs (issue 20).
+
+``safescan --help`` and ``safescan code inspect TEXT`` must not import the institution server,
+the QR imaging stack, the demo or the cryptography; the listings must still show exactly what
+the loaded commands would, and every command must still be reachable. (Start-up *time* is a
+benchmark, bench/bench_cli_startup.py, not a test.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import typer.main
+
+from safescan.code.lazy_cli import LazyCommand, LazyGroup
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+VECTORS = json.loads((ROOT / "tests" / "vectors" / "code_v1.json").read_text())
+CODE_TEXT = VECTORS["codes"][0]["text"]
+
+# what no listing and no header-only inspection may import
+HEAVY = (
+    "safescan.institution",
+    "safescan.demo",
+    "safescan.merchant",
+    "safescan.wallet",
+    "safescan.carrier",
+    "safescan.cluster",
+    "safescan.admin",
+    "numpy",
+    "PIL",
+    "httpx",
+    "sqlalchemy",
+    "fastapi",
+    "zxingcpp",
+)
+NO_CRYPTO = ("cryptography", "safescan.code.keys", "safescan.code.envelope", "safescan.code.certs")
+
+_PROBE = """
+import json, sys
+sys.argv = ["safescan", *json.loads(sys.argv[1])]
+from safescan.cli import main
+try:
+    main()
+except SystemExit as exc:
+    status = exc.code
+else:
+    status = 0
+with open({out!r}, "w") as f:
+    json.dump({{"status": status, "modules": sorted(sys.modules)}}, f)
+"""
+
+
+def imported_by(args: list[str], tmp_path: Path, **env_extra: str) -> tuple[Any, list[str], str]:
+    """Exit status, modules imported and stdout of one ``safescan ARGS`` process."""
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "COLUMNS": "100", **env_extra}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(out=str(out)), json.dumps(args)],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    doc = json.loads(out.read_text())
+    return doc["status"], doc["modules"], proc.stdout
+
+
+def loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)]
+
+
+def test_root_help_lists_every_group_without_importing_one(tmp_path: Path) -> None:
+    status, modules, out = imported_by(["--help"], tmp_path)
+    assert status == 0
+    assert loaded(modules, HEAVY + NO_CRYPTO + ("pydantic", "rich.markdown")) == []
+    for name in ("demo", "keys", "code", "carrier", "institution", "pos", "wallet", "cluster"):
+        assert f"\n  {name} " in out, out
+    assert "--version" in out and "--install-completion" in out
+
+
+def test_no_arguments_shows_the_same_listing(tmp_path: Path) -> None:
+    _, modules, out = imported_by([], tmp_path)
+    assert "Commands:" in out and "  institution " in out
+    assert loaded(modules, HEAVY + NO_CRYPTO) == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]], ids=["text", "json"])
+def test_code_inspect_without_keys_reads_the_header_without_cryptography(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    status, modules, out = imported_by(["code", "inspect", CODE_TEXT, *extra], tmp_path)
+    assert status == 0
+    assert loaded(modules, HEAVY + NO_CRYPTO) == []
+    if extra:
+        assert json.loads(out)["header"]["kind"] == "dynamic"
+    else:
+        assert "safescan payment code" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [CODE_TEXT[:-3], CODE_TEXT + "a", "SS1:", "https://example.org/pay", "SS1:" + "A" * 9000],
+    ids=["truncated", "not-base45", "empty", "url", "oversize"],
+)
+def test_code_inspect_bad_input_is_refused_as_before(tmp_path: Path, text: str) -> None:
+    status, modules, out = imported_by(["code", "inspect", text, "--json"], tmp_path)
+    assert status == 2
+    result = json.loads(out)
+    assert result["valid"] is False and result["error"]["type"]
+    assert loaded(modules, HEAVY) == []
+
+
+def test_version_imports_nothing_of_the_parts(tmp_path: Path) -> None:
+    status, modules, out = imported_by(["--version"], tmp_path)
+    assert status == 0 and out.startswith("safescan ")
+    assert loaded(modules, HEAVY + NO_CRYPTO) == []
+
+
+def test_an_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    status, modules, _ = imported_by(["nosuch"], tmp_path)
+    assert status == 2
+    assert loaded(modules, HEAVY) == []
+    status, _, _ = imported_by(["code", "nosuch"], tmp_path)
+    assert status == 2
+
+
+def test_shell_completion_lists_names_without_importing_the_parts(tmp_path: Path) -> None:
+    _, modules, out = imported_by(
+        [], tmp_path, _SAFESCAN_COMPLETE="complete_bash", COMP_WORDS="safescan c", COMP_CWORD="1"
+    )
+    assert out.split() == ["code", "carrier", "cluster"]
+    assert loaded(modules, HEAVY + NO_CRYPTO) == []
+    _, _, out = imported_by(
+        [], tmp_path, _SAFESCAN_COMPLETE="complete_bash", COMP_WORDS="safescan code i",
+        COMP_CWORD="2",
+    )  # fmt: skip
+    assert out.split() == ["inspect"]
+
+
+def test_a_group_imports_only_its_own_part(tmp_path: Path) -> None:
+    status, modules, out = imported_by(["wallet", "--help"], tmp_path)
+    assert status == 0 and "enroll" in out
+    assert "safescan.wallet.cli" in modules
+    assert loaded(modules, ("safescan.institution", "safescan.demo", "safescan.cluster")) == []
+
+
+def lazy_groups() -> list[tuple[str, type[LazyGroup]]]:
+    from safescan.cli import _Safescan
+    from safescan.code.code_cli import _CodeGroup
+
+    return [("safescan", _Safescan), ("safescan code", _CodeGroup)]
+
+
+def first_paragraph(text: str | None) -> str:
+    return " ".join(inspect.cleandoc(text or "").split("\n\n")[0].split())
+
+
+@pytest.mark.parametrize("path,group", lazy_groups(), ids=lambda v: str(v))
+def test_stored_help_is_exactly_the_loaded_commands_help(path: str, group: type[LazyGroup]) -> None:
+    """The listing's text (kept so as not to import) must not drift from the real help."""
+    for name, spec in group.lazy.items():
+        target = spec.load()
+        if isinstance(target, typer.Typer):
+            command = typer.main.get_group(target)
+        else:
+            command = typer.main.get_command_from_info(
+                typer.models.CommandInfo(name=name, callback=target),
+                pretty_exceptions_short=True,
+                rich_markup_mode="rich",
+            )
+        assert spec.help == first_paragraph(command.help), f"{path} {name}"
+
+
+def test_loading_builds_what_add_typer_would_build() -> None:
+    from safescan.cli import app
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, LazyGroup)
+    code = root.commands["code"]
+    assert isinstance(code, LazyGroup)
+    assert list(code.commands) == ["make", "inspect"]
+    make = code.commands["make"]
+    assert {p.name for p in make.params} >= {"order", "out", "keys", "as_json"}
+    assert root.commands["institution"].commands  # type: ignore[attr-defined]
+    with pytest.raises(KeyError):
+        root.commands["nosuch"]
+
+
+def test_the_command_table_is_a_mapping_in_listing_order() -> None:
+    class Group(LazyGroup):
+        lazy: ClassVar[dict[str, LazyCommand]] = {
+            "b": LazyCommand("B.", lambda: _fail("b must not be imported")),
+            "a": LazyCommand("A.", lambda: _fail("a must not be imported")),
+        }
+
+    group = Group(name="g")
+    assert list(group.commands) == ["b", "a"] and len(group.commands) == 2
+    group.commands["c"] = typer.core.TyperCommand("c")
+    del group.commands["b"]
+    assert list(group.commands) == ["a", "c"]
+    with pytest.raises(KeyError):
+        del group.commands["b"]
+    with pytest.raises(AssertionError, match="a must not be imported"):
+        group.commands["a"]
+
+
+def _fail(message: str) -> Any:
+    raise AssertionError(message)
