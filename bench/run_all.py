@@ -70,6 +70,7 @@ T_EMV_PER_S = 50_000.0
 T_APDU_MS, T_SESSION_MS = 0.5, 10.0
 T_LOAD = {"sqlite": 1000.0, "postgresql": 700.0}
 T_P99_MS, T_RSS_MB = 50.0, 300.0
+T_CRYPTO_RATIO = 0.5  # issue 20: payments/s over the crypto-only bound
 # issue 20: whole `safescan` processes, median wall time
 T_CLI_S = {"safescan --help": 0.15, "safescan code inspect TEXT": 0.25}
 
@@ -757,6 +758,11 @@ def load_section(
         ],
         ["latency p50", *each(lambda r: ms(r["p50_ms"])), ""],
         ["latency p99", *each(lambda r: ms(r["p99_ms"])), f"<= {T_P99_MS:g} ms"],
+        [
+            "latency p99, worst one-second window",
+            *each(lambda r: ms(r["p99_worst_second_ms"]) if "p99_worst_second_ms" in r else "-"),
+            f"<= {T_P99_MS:g} ms",
+        ],
         ["errors", *each(lambda r: f"{r['errors']} {r['error_kinds'] or ''}".strip()), "0"],
         ["server RSS", *each(lambda r: f"{r['server_rss_mb']:.0f} MB"), f"<= {T_RSS_MB:g} MB"],
         ["server CPU per payment", *each(lambda r: ms(r["server_cpu_ms_per_payment"], 3)), ""],
@@ -766,7 +772,11 @@ def load_section(
             "",
         ],
         ["crypto bound (one core)", *each(lambda r: f"{r['crypto_bound_per_s']:,.0f}/s"), ""],
-        ["ratio to the crypto bound", *each(lambda r: f"{r['ratio_to_crypto_bound']:.2f}"), ""],
+        [
+            "ratio to the crypto bound",
+            *each(lambda r: f"{r['ratio_to_crypto_bound']:.2f}"),
+            f">= {T_CRYPTO_RATIO:g}",
+        ],
         [
             "audit after the run",
             *each(lambda r: "passed" if r["audit_ok"] else "**FAILED**"),
@@ -775,7 +785,7 @@ def load_section(
     ]
     if any("postgres_cpu_ms_per_payment" in r for r in res.values()):
         rows.insert(
-            8,
+            9,
             [
                 "PostgreSQL CPU per payment",
                 *each(
@@ -808,6 +818,16 @@ def load_section(
                 lower(r["p99_ms"], T_P99_MS),
             ]
         )
+        if "p99_worst_second_ms" in r:
+            summary.append(
+                [
+                    f"institution ({db})",
+                    "latency p99, worst one-second window",
+                    ms(r["p99_worst_second_ms"]),
+                    f"<= {T_P99_MS:g} ms",
+                    lower(r["p99_worst_second_ms"], T_P99_MS),
+                ]
+            )
         errors = int(r["errors"])
         summary.append(
             [
