@@ -52,10 +52,16 @@ class WalletServer:
 
 
 def start_wallet_server(
-    stack: Stack, wallet_dir: Path, name: str, *extra: str, verify: Path | None = None
+    stack: Stack,
+    wallet_dir: Path,
+    name: str,
+    *extra: str,
+    verify: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> WalletServer:
     """Start the wallet app on a free loopback port; wait for its READY and PAIR lines and its
-    /health (``verify``: the CA file to trust when it serves HTTPS)."""
+    /health (``verify``: the CA file to trust when it serves HTTPS; ``env``: added to the
+    stack's environment)."""
     proc = ManagedProcess(
         name,
         [
@@ -70,7 +76,7 @@ def start_wallet_server(
             "0",
             *extra,
         ],
-        env=stack.env(),
+        env={**stack.env(), **(env or {})},
         log=stack.workdir / f"{name}.log",
         capture=True,
     ).start()
@@ -90,6 +96,15 @@ def start_wallet_server(
             raise AssertionError(f"{name} did not answer: {proc.tail()}")
         time.sleep(0.05)
     return WalletServer(proc, url, pair)
+
+
+def api_headers(server: WalletServer) -> dict[str, str]:
+    """Headers of a new session paired over HTTP (what the page does with the PAIR link)."""
+    origin = {"Origin": server.url}
+    secret = server.pair_url.split("#pair=", 1)[1]
+    r = httpx.post(server.url + "/api/pair", json={"secret": secret}, headers=origin)
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['session']}", **origin}
 
 
 def chromium_args(video: Path | None) -> list[str]:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from safescan.code import LineItem, Merchant
@@ -26,11 +27,13 @@ from tests.e2e.walletapp.browser import (
     CHROMIUM,
     PHONE,
     WalletServer,
+    api_headers,
     check_screen,
     collect_errors,
     open_paired,
     phone,
     press_pin,
+    start_wallet_server,
     wait_screen,
 )
 
@@ -99,6 +102,13 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
         assert screens.index("offer") < screens.index("pin") < screens.index("receipt")
         assert errors == []
         assert not [c for c in consoles if PIN in c]
+        # the page kept the PIN nowhere: address, storage, form fields
+        kept = page.evaluate(
+            """() => JSON.stringify([location.href, Object.entries(localStorage),
+                 Object.entries(sessionStorage),
+                 [...document.querySelectorAll('input')].map(i => i.value)])"""
+        )
+        assert PIN not in kept, kept
     with MerchantApi(world.pos) as api:
         paid = api.get_order(order.order_id)
     assert paid["state"] == "PAID" and paid["payment_id"] == payment_id
@@ -109,12 +119,42 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
     assert requests and all(u.startswith(server.url + "/") for u in requests), requests
 
 
-def _refused_video(world: World, kind: str) -> str:
+def _pay_in_library(wallet_dir: Path, code: str) -> None:
+    with Wallet.load(wallet_dir) as wallet:
+        offer = wallet.open(code)
+        try:
+            offer.verify_pin(PIN)
+            offer.pay(None)
+        finally:
+            offer.close()
+
+
+def _refused_code(world: World, server: WalletServer, kind: str) -> str:
+    """A code the wallet must refuse before any question, made the way ``kind`` says."""
     genuine = _order(world)
     if kind == "swapped_sticker":
         merchant = Merchant(world.pos.merchant_id, "Café Lumière", "Paris", "FR", 5814)
         kid = next(iter(world.pos.trust.institution_keys))
         return forged_code(world.base_url, genuine, merchant, kid)
+    if kind == "paid_here":  # paid in this app a moment ago: the wallet's own history
+        headers = api_headers(server)
+        scan = httpx.post(server.url + "/api/scan", json={"text": genuine.code}, headers=headers)
+        offer_id = scan.json()["offer"]["offer_id"]
+        paid = httpx.post(
+            server.url + f"/api/offers/{offer_id}/pay",
+            json={"pin": PIN},
+            headers=headers,
+            timeout=60,
+        )
+        assert paid.json()["result"] == "paid", paid.text
+        return str(genuine.code)
+    if kind == "paid_elsewhere":  # another customer paid it: the institution's code status
+        _pay_in_library(world.alice.wallet_dir, genuine.code)
+        return str(genuine.code)
+    if kind == "closed":  # the merchant withdrew the order
+        with MerchantApi(world.pos) as api:
+            api.close_order(genuine.order_id)
+        return str(genuine.code)
     offset = {"altered_40": 40, "altered_90": 90, "altered_150": 150}[kind]
     return altered_code(genuine.code, offset)
 
@@ -125,9 +165,12 @@ def _refused_video(world: World, kind: str) -> str:
         ("swapped_sticker", "signature invalid"),
         ("altered_40", "decryption failed"),
         ("altered_150", "decryption failed"),
+        ("paid_here", "already paid"),
+        ("paid_elsewhere", "already paid"),
+        ("closed", "order closed"),
     ],
 )
-def test_a_swapped_or_altered_code_is_refused_before_any_pin(
+def test_a_swapped_altered_or_spent_code_is_refused_before_any_pin(
     world: World,
     party: Party,
     server: WalletServer,
@@ -136,10 +179,12 @@ def test_a_swapped_or_altered_code_is_refused_before_any_pin(
     kind: str,
     reason: str,
 ) -> None:
-    text = _refused_video(world, kind)
+    text = _refused_code(world, server, kind)
     video = fakecam.write_video(tmp_path / f"{kind}.y4m", text)
     before, signed = _balance(world, party.customer_id), _signatures(party)
     with phone(pw, video) as ctx:
+        pays: list[str] = []
+        ctx.on("request", lambda r: pays.append(r.url) if "/pay" in r.url else None)
         page = open_paired(ctx, server, "/#/scan")
         errors = collect_errors(page)
         wait_screen(page, "refused")
@@ -151,9 +196,49 @@ def test_a_swapped_or_altered_code_is_refused_before_any_pin(
         assert "offer" not in screens and "pin" not in screens, screens
         assert page.locator("#pin-ok").is_hidden()
         check_screen(page, f"refused-{kind}")
-        assert errors == []
+        assert errors == [] and pays == []
     assert _balance(world, party.customer_id) == before
     assert _signatures(party) == signed  # the carrier signed nothing
+
+
+def test_a_lookalike_merchant_is_shown_with_its_warning_before_the_pin(
+    world: World, party: Party, pw: Any, tmp_path: Path
+) -> None:
+    """A name that passed the institution's onboarding but imitates one this wallet protects
+    ($SAFESCAN_PROTECTED_NAMES): the offer carries the warning, in an alert, above Pay."""
+    cfg = world.stack.onboard_merchant(name="Lumen F1owers", config_name="lumen-pos.json")
+    with MerchantApi(cfg) as api:
+        order = api.create_order([LineItem("Bouquet", 1, 2500)], currency="EUR")
+    protected = tmp_path / "protected.txt"
+    protected.write_text("Lumen Flowers\n")
+    srv = start_wallet_server(
+        world.stack,
+        party.wallet_dir,
+        "scanandpay-lookalike",
+        env={"SAFESCAN_PROTECTED_NAMES": str(protected)},
+    )
+    try:
+        video = fakecam.write_video(tmp_path / "lookalike.y4m", order.code)
+        with phone(pw, video) as ctx:
+            page = open_paired(ctx, srv, "/#/scan")
+            errors = collect_errors(page)
+            wait_screen(page, "offer")
+            assert page.locator("#offer-merchant").inner_text() == "Lumen F1owers"
+            warnings = page.locator("#offer-warnings")
+            assert warnings.is_visible()
+            assert "looks like 'Lumen Flowers'" in warnings.inner_text()
+            assert warnings.get_attribute("role") == "alert"
+            warned_at, pay_at = warnings.bounding_box(), page.locator("#offer-pay").bounding_box()
+            assert warned_at is not None and pay_at is not None
+            assert warned_at["y"] < pay_at["y"]  # read before the decision
+            check_screen(page, "offer-lookalike")
+            page.locator("#offer-cancel").click()
+            wait_screen(page, "scan")
+            assert errors == []
+    finally:
+        srv.stop()
+    with MerchantApi(cfg) as api:
+        assert api.get_order(order.order_id)["state"] != "PAID"
 
 
 def test_a_video_with_no_code_keeps_scanning_without_error(
