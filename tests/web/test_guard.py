@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from safescan.code.errors import SafescanError
 from safescan.web.guard import (
     CsrfRefused,
     HostNotAllowed,
@@ -17,6 +18,7 @@ from safescan.web.guard import (
     check_csrf,
     default_hosts,
 )
+from safescan.web.listen import listen
 
 POLICY = HostPolicy(default_hosts("127.0.0.1"), port=8091)
 
@@ -197,3 +199,20 @@ def test_the_pos_keeps_its_own_limits_and_message() -> None:
     clock.now += websec.IDLE_SECONDS + 1
     with pytest.raises(NotSignedIn):
         sessions.get(sid, lambda _user: True)
+
+
+class ServeError(SafescanError):
+    code = "serve_error"
+
+
+def test_listen_binds_any_free_port_and_a_taken_one_is_the_callers_error() -> None:
+    first = listen("127.0.0.1", 0, error=ServeError)
+    try:
+        port = first.getsockname()[1]
+        assert port > 0
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port, error=ServeError)
+        with pytest.raises(ServeError):
+            listen("192.0.2.1", 0, error=ServeError)  # not an address of this machine
+    finally:
+        first.close()

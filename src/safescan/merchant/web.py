@@ -90,6 +90,7 @@ from safescan.merchant.websec import (
     login_cookie,
     session_cookie,
 )
+from safescan.web.listen import listen
 
 log = logging.getLogger("safescan.merchant.web")
 
@@ -547,15 +548,7 @@ def run(
         raise PosServeError(
             f"no staff account in {staff.path}: add one with `safescan pos staff add NAME`"
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise PosServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = listen(host, port, error=PosServeError)
     bound = sock.getsockname()[1]
     hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound)
     app = create_app(config, staff=staff, hosts=hosts)
@@ -569,7 +562,7 @@ def run(
             proxy_headers=False,  # the peer is the client: no forwarded header is believed
         )
     )
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(f"READY http://{shown}:{bound}", flush=True)
     print(
         f"web POS for merchant {config.merchant_id} on http://{shown}:{bound}/"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +26,7 @@ from safescan.code.output import fail
 from safescan.wallet.errors import WalletError
 from safescan.wallet.store import default_dir
 from safescan.web.guard import HostPolicy, default_hosts
+from safescan.web.listen import listen
 from safescan.web.tls import TlsFiles, scheme
 
 log = logging.getLogger("safescan.wallet.web")
@@ -36,19 +36,6 @@ class WalletServeError(WalletError):
     """The wallet app cannot start (port taken, address not allowed, TLS files)."""
 
     code = "wallet_serve_error"
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(64)
-    except OSError as exc:
-        sock.close()
-        raise WalletServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
 
 
 def serve(
@@ -76,7 +63,7 @@ def serve(
             "the wallet app serves plain HTTP on loopback only: give --tls-cert and --tls-key"
             " to listen on another address"
         )
-    sock = _listen(host, port)
+    sock = listen(host, port, error=WalletServeError)
     bound = sock.getsockname()[1]
     policy = HostPolicy((allowed_hosts or []) + default_hosts(host), port=bound, scheme=scheme(tls))
     service = WalletService(directory, institution_url=institution_url, carrier_url=carrier_url)
