@@ -97,8 +97,9 @@ class ServerProcess:
         """http://127.0.0.1:port"""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> ServerProcess:
-        """Start and wait until /health answers."""
+    def start(self, timeout: float = 60, *, healthy: bool = True) -> ServerProcess:
+        """Start and wait until /health answers 200 (any answer, with ``healthy=False``: a
+        server refusing a rolled-back database answers 503)."""
         cmd = [
             sys.executable,
             "-m",
@@ -122,7 +123,8 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError(f"server exited: {out}")
             try:
-                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                status = httpx.get(self.base_url + "/health", timeout=2).status_code
+                if status == 200 or not healthy:
                     return self
             except httpx.HTTPError:
                 pass

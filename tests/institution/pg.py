@@ -51,6 +51,7 @@ class Cluster:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.proc, self.tmp = proc, tmp
+        self.cmd: list[str] | None = None  # how the server we started was started
 
     def url(self, dbname: str) -> str:
         """URL of database ``dbname`` on this server."""
@@ -65,6 +66,26 @@ class Cluster:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory of the server we started."""
+        assert self.tmp is not None
+        return Path(self.tmp) / "data"
+
+    def stop_server(self) -> None:
+        """Shut the server we started down cleanly, keeping its files."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    def start_server(self) -> None:
+        """Start the server we started again (after :meth:`stop_server`)."""
+        assert self.cmd is not None
+        self.proc = subprocess.Popen(
+            _as_postgres(self.cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_ready(self)
 
     def stop(self) -> None:
         """Stop the server if we started it, and remove its files."""
@@ -106,6 +127,7 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
                 "postgres",
                 "-E",
                 "UTF8",
+                "--data-checksums",  # damaged pages are recognised (the audit checks it)
                 "--no-sync",
             ]
         ),
@@ -135,19 +157,25 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
     proc = subprocess.Popen(_as_postgres(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     cluster = Cluster(url, proc, tmp)
+    cluster.cmd = cmd
+    _wait_ready(cluster)
+    return cluster
+
+
+def _wait_ready(cluster: Cluster) -> None:
     import psycopg
 
+    assert cluster.proc is not None
     deadline = time.monotonic() + 30
     while True:
         try:
-            with psycopg.connect(url, connect_timeout=2):
-                break
+            with psycopg.connect(cluster.url("postgres"), connect_timeout=2):
+                return
         except psycopg.OperationalError:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if cluster.proc.poll() is not None or time.monotonic() > deadline:
                 cluster.stop()
                 raise RuntimeError("the PostgreSQL test server did not start") from None
             time.sleep(0.2)
-    return cluster
 
 
 @contextlib.contextmanager

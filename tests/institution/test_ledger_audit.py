@@ -177,7 +177,8 @@ def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
     cmd = [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"]
     ok = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert json.loads(ok.stdout) == {"ok": True, "problems": []}
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["problems"] == [], report
     # settlement for today agrees with the ledger
     today = dt.datetime.now(dt.UTC).date().isoformat()
     out = subprocess.run(

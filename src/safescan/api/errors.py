@@ -156,6 +156,13 @@ class OutcomeUnknown(StorageError):
     code = "outcome_unknown"
 
 
+class DatabaseRolledBack(StorageError):
+    """The database is older than what the institution last wrote (restored from an older
+    copy): nothing is served until an operator reconciles it (``institution reconcile``)."""
+
+    code = "database_rolled_back"
+
+
 class ConfigError(InstitutionError):
     """The institution is not configured correctly (database URL, keys, passphrase)."""
 

@@ -60,7 +60,7 @@ def create(db: Database, *, actor: str = "operator") -> tuple[int, str]:
             actor=actor,
             action="admin_token.create",
             entity=f"admin_token:{token_id}",
-            data={"id": token_id},
+            data={"id": token_id, "token_hash": token_hash(token)},
         )
         return token_id
 

@@ -49,6 +49,13 @@ def entry_hash(
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
+def batch_rows_sha256(rows: list[dict[str, Any]]) -> str:
+    """What a bulk order precreation's entry records of its orders (the audit recomputes it)."""
+    fields = ("order_id", "total", "currency", "expires_at", "items")
+    doc = [[*(r[f] for f in fields), r["code_digest"].hex()] for r in rows]
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+
+
 def create_heads(conn: Connection) -> None:
     """Create the empty chains (at init)."""
     existing = {c for (c,) in conn.execute(select(AuditHead.chain))}

@@ -15,6 +15,8 @@ import typer
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.institution.config import (
+    ENV_CHECKPOINT_INTERVAL,
+    ENV_CHECKPOINTS,
     ENV_DB,
     ENV_PASSPHRASE_FILE,
     ENV_TUNING,
@@ -51,6 +53,13 @@ KeysOpt = Annotated[
     Path | None,
     typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
 ]
+CheckpointsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoints",
+        help="checkpoint file (default: <key directory>.checkpoints, beside the key directory)",
+    ),
+]
 PassOpt = Annotated[
     Path | None,
     typer.Option(
@@ -77,28 +86,40 @@ def _with_db(db: str, action: Callable[[Any], T]) -> T:
 
 @institution_app.command()
 def init(
-    db: DbOpt, keys: KeysOpt = None, passphrase_file: PassOpt = None, as_json: JsonOpt = False
+    db: DbOpt,
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
+    checkpoints: CheckpointsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Create the root signing key, the first scheme key and the schema; print the admin token."""
+    """Create the root signing key, the first scheme key, the schema and the checkpoint file;
+    print the admin token."""
     from sqlalchemy import select
 
     from safescan.api.errors import ConfigError
+    from safescan.institution.checkpoints import default_path
     from safescan.institution.db import Database, migrate
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
     from safescan.institution.models import AdminToken
+    from safescan.institution.rollback import RollbackGuard
     from safescan.institution.service import Institution
 
     try:
         passphrase = load_passphrase(passphrase_file)
-        store = KeyStore(keys or default_key_dir(db))
+        key_dir = keys or default_key_dir(db)
+        store = KeyStore(key_dir)
+        cp_path = checkpoints or default_path(key_dir)
         database = Database(db)
         try:
             migrate(database.engine)
             has_admin = database.read(lambda c: c.execute(select(AdminToken.id)).first())
             if has_admin is not None:
                 raise ConfigError("this database is already initialised")
+            if cp_path.exists():
+                raise ConfigError(f"{cp_path} already exists (another institution's checkpoints?)")
             institution_keys = store.create(passphrase)
             token = Institution(database, institution_keys).bootstrap()
+            RollbackGuard(database, institution_keys, cp_path).tick()  # the first checkpoint
         finally:
             database.dispose()
     except SafescanError as exc:
@@ -279,9 +300,14 @@ def serve(
             " are believed (repeatable; default: none, the peer address is the client)",
         ),
     ] = None,
+    checkpoints: CheckpointsOpt = None,
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="seconds between checkpoints of the audit log's head")
+    ] = 1.0,
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
-    line per request on stderr (no query strings, headers or bodies)."""
+    line per request on stderr (no query strings, headers or bodies). It refuses to serve a
+    database older than its checkpoint file (see `institution reconcile`)."""
     import uvicorn
 
     from safescan.institution.proxies import uvicorn_proxy_settings
@@ -314,7 +340,14 @@ def serve(
             from safescan.institution.access_log import AccessLog, AnnouncingServer
             from safescan.institution.server import build_app
 
-            app = build_app(db, keys, passphrase_file, tuning)
+            app = build_app(
+                db,
+                keys,
+                passphrase_file,
+                tuning,
+                checkpoints=checkpoints,
+                checkpoint_interval=checkpoint_interval,
+            )
             server = AnnouncingServer(
                 uvicorn.Config(AccessLog(app) if access_log else app, **common)  # type: ignore[arg-type]
             )
@@ -327,6 +360,9 @@ def serve(
         announce(f"http://{host}:{port}", workers)
         os.environ[ENV_DB] = db
         os.environ[ENV_TUNING] = tuning.encode()
+        os.environ[ENV_CHECKPOINT_INTERVAL] = str(checkpoint_interval)
+        if checkpoints is not None:
+            os.environ[ENV_CHECKPOINTS] = str(checkpoints)
         if keys is not None:
             os.environ["SAFESCAN_INSTITUTION_KEYS"] = str(keys)
         if passphrase_file is not None:
@@ -345,68 +381,93 @@ def serve(
 @institution_app.command()
 def audit(
     db: DbOpt,
+    keys: KeysOpt = None,
+    checkpoints: CheckpointsOpt = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="SQLite quick_check instead of integrity_check")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Check the ledger invariants and the hash-chained audit log; exit 1 on any violation."""
-    from safescan.institution.audit import verify_chains
-    from safescan.institution.db import Database
-    from safescan.institution.ledger import check_invariants
+    """Check the database's integrity, every cross-reference, the ledger, the hash-chained audit
+    log and (with a checkpoint file) that the database was not rolled back; exit 1 on any
+    problem, with one line per problem."""
+    from safescan.institution.auditing import run_audit
+    from safescan.institution.db import normalize_url
 
     try:
-        database = Database(db)
-        try:
-            problems = database.read(check_invariants)
-            problems += database.read(lambda c: list(verify_chains(c)))
-            problems += database.read(_check_receipts)
-        finally:
-            database.dispose()
+        url = normalize_url(db)
+        report = run_audit(
+            url, quick=quick, checkpoint_file=_checkpoint_path(db, keys, checkpoints)
+        )
     except SafescanError as exc:
         _fail(exc, as_json)
         return
     if as_json:
-        emit_json({"ok": not problems, "problems": problems})
+        emit_json(report.to_dict())
     else:
-        for p in problems:
+        for p in report.problems:
             typer.echo(f"VIOLATION: {p}")
-        typer.echo("audit passed" if not problems else f"audit FAILED: {len(problems)} problem(s)")
-    if problems:
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        count = len(report.problems)
+        typer.echo("audit passed" if report.ok else f"audit FAILED: {count} problem(s)")
+    if not report.ok:
         raise typer.Exit(1)
 
 
-def _check_receipts(conn: object) -> list[str]:
-    from sqlalchemy import Connection, select
+def _checkpoint_path(db: str, keys: Path | None, given: Path | None) -> Path | None:
+    """The checkpoint file to check against: given, or beside the key directory if there."""
+    if given is not None:
+        return given
+    from safescan.institution.checkpoints import default_path
+    from safescan.institution.keystore import default_key_dir
 
-    from safescan.code.authorization import Receipt
-    from safescan.code.certs import TrustStore
-    from safescan.code.keys import VerifyKey
-    from safescan.institution.models import InstitutionKey, Payment
+    try:
+        key_dir = keys or default_key_dir(db)
+    except SafescanError:
+        return None
+    return default_path(key_dir)
 
-    assert isinstance(conn, Connection)
-    trust = TrustStore(
-        {
-            r.kid: VerifyKey(r.public_key)
-            for r in conn.execute(select(InstitutionKey).where(InstitutionKey.purpose == "root"))
-        }
-    )
-    problems = []
-    rows = conn.execution_options(yield_per=2000).execute(
-        select(Payment.id, Payment.amount, Payment.currency, Payment.merchant_id, Payment.receipt)
-    )
-    for r in rows:
-        try:
-            receipt = Receipt.from_bytes(r.receipt)
-            receipt.verify(trust)
-        except SafescanError as exc:
-            problems.append(f"payment {r.id}: receipt does not verify ({exc.message})")
-            continue
-        if (receipt.payment_id, receipt.amount, receipt.currency, receipt.merchant_id) != (
-            r.id,
-            r.amount,
-            r.currency,
-            r.merchant_id,
-        ):
-            problems.append(f"payment {r.id}: receipt does not match the payment")
-    return problems
+
+@institution_app.command()
+def reconcile(
+    db: DbOpt,
+    note: Annotated[str, typer.Option(help="why: recorded in the audit log")],
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
+    checkpoints: CheckpointsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accept a database restored from an older copy: re-apply journaled revocations, move
+    serials, the revocation list sequence and event numbers past everything issued before,
+    record it all in the audit log, and let the API processes serve again."""
+    from safescan.institution.checkpoints import default_path
+    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.reconcile import reconcile as run_reconcile
+
+    try:
+        passphrase = load_passphrase(passphrase_file)
+        key_dir = keys or default_key_dir(db)
+        institution_keys = KeyStore(key_dir).load(passphrase)
+        path = checkpoints or default_path(key_dir)
+        out = _with_db(db, lambda d: run_reconcile(d, institution_keys, path, note=note))
+    except SafescanError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(out)
+    elif not out["reconciled"]:
+        typer.echo(f"nothing to reconcile: {out['reason']}")
+    else:
+        typer.echo("reconciled; the audit log records it. What the checkpoints saw and the")
+        typer.echo("database lacks (check the receipts wallets and merchants hold):")
+        for finding in out["findings"]:
+            typer.echo(f"  - {finding}")
+        typer.echo(f"certificate serials continue after {out['certificate_serial']}")
+        typer.echo(f"revocation list sequence is now {out['crl_sequence']}")
+        typer.echo(f"event numbers continue after {out['event_seq']}")
+        if out["reapplied_revocations"]:
+            typer.echo(f"revoked again: certificates {out['reapplied_revocations']}")
 
 
 @institution_app.command()

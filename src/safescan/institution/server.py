@@ -9,9 +9,19 @@ from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
 from safescan.institution.access_log import ENV_ACCESS_LOG, AccessLog
 from safescan.institution.api import ASGIApp, create_app
-from safescan.institution.config import ENV_DB, ENV_PASSPHRASE_FILE, ENV_TUNING, Tuning
+from safescan.institution.checkpoints import CheckpointFile, default_path
+from safescan.institution.config import (
+    ENV_CHECKPOINT_INTERVAL,
+    ENV_CHECKPOINTS,
+    ENV_DB,
+    ENV_PASSPHRASE_FILE,
+    ENV_TUNING,
+    Tuning,
+)
 from safescan.institution.db import Database, require_current_schema
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+from safescan.institution.reservations import Journal
+from safescan.institution.rollback import GuardedApp, RollbackGuard
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits, WebhookDispatcher
 from safescan.institution.webhook_targets import TargetPolicy
@@ -19,34 +29,52 @@ from safescan.institution.webhooks import RetryPolicy
 
 
 def open_institution(
-    db_url: str, keys_dir: Path | None, passphrase_file: Path | None, *, pool_size: int = 16
+    db_url: str,
+    keys_dir: Path | None,
+    passphrase_file: Path | None,
+    *,
+    pool_size: int = 16,
+    checkpoints: Path | None = None,
 ) -> Institution:
-    """Load keys and connect; refuses a database that is not migrated to the newest schema."""
+    """Load keys and connect; refuses a database that is not migrated to the newest schema.
+    Serials are reserved in the checkpoint file (``checkpoints``, default beside the keys)."""
     passphrase = load_passphrase(passphrase_file)
-    keys = KeyStore(keys_dir or default_key_dir(db_url)).load(passphrase)
+    key_dir = keys_dir or default_key_dir(db_url)
+    keys = KeyStore(key_dir).load(passphrase)
     db = Database(db_url, pool_size=pool_size)
     try:
         require_current_schema(db.engine)
     except SafescanError:
         db.dispose()
         raise
-    return Institution(db, keys)
+    inst = Institution(db, keys)
+    inst.journal = Journal(CheckpointFile(checkpoints or default_path(key_dir)), keys)
+    return inst
 
 
 def build_app(
-    db_url: str, keys_dir: Path | None, passphrase_file: Path | None, tuning: Tuning
+    db_url: str,
+    keys_dir: Path | None,
+    passphrase_file: Path | None,
+    tuning: Tuning,
+    *,
+    checkpoints: Path | None = None,
+    checkpoint_interval: float = 1.0,
 ) -> ASGIApp:
-    """The ASGI app for one API process."""
+    """The ASGI app for one API process, refusing to serve a rolled-back database."""
     targets = TargetPolicy(allow=tuning.webhook_allow, allow_http=tuning.webhook_http)
     limits = DeliveryLimits(
         deadline=tuning.webhook_deadline,
         per_endpoint=tuning.webhook_endpoint_concurrency,
         concurrency=tuning.webhook_concurrency,
     )
-    inst = open_institution(db_url, keys_dir, passphrase_file)
+    inst = open_institution(db_url, keys_dir, passphrase_file, checkpoints=checkpoints)
+    assert inst.journal is not None
+    guard = RollbackGuard(inst.db, inst.keys, inst.journal.file.path, interval=checkpoint_interval)
+    guard.check()  # before the first request
     inst.webhooks_enabled = tuning.webhooks
     inst.webhook_targets = targets
-    return create_app(
+    app = create_app(
         inst,
         merchant_rate=tuning.merchant_rate,
         merchant_burst=tuning.merchant_burst,
@@ -60,6 +88,7 @@ def build_app(
         ),
         maintenance_interval=tuning.maintenance_interval,
     )
+    return GuardedApp(app, guard)
 
 
 def app_from_env() -> ASGIApp:
@@ -69,10 +98,13 @@ def app_from_env() -> ASGIApp:
         raise ConfigError(f"{ENV_DB} is not set")
     pf = os.environ.get(ENV_PASSPHRASE_FILE)
     keys = os.environ.get("SAFESCAN_INSTITUTION_KEYS")
+    cp = os.environ.get(ENV_CHECKPOINTS)
     app = build_app(
         db_url,
         Path(keys) if keys else None,
         Path(pf) if pf else None,
         Tuning.decode(os.environ.get(ENV_TUNING, Tuning().encode())),
+        checkpoints=Path(cp) if cp else None,
+        checkpoint_interval=float(os.environ.get(ENV_CHECKPOINT_INTERVAL, "1.0")),
     )
     return AccessLog(app) if os.environ.get(ENV_ACCESS_LOG) == "1" else app

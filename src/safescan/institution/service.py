@@ -82,6 +82,7 @@ from safescan.institution.models import (
     Refund,
     RequestNonce,
 )
+from safescan.institution.reservations import Journal, allocate_serial
 from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import event_params, new_event
@@ -208,6 +209,8 @@ class Institution:
             thread_name_prefix="safescan-pay",
         )
         self._crl_cache: dict[str, RevocationList] = {}
+        # serials and revocations journaled in the checkpoint file (when serving)
+        self.journal: Journal | None = None
         # merchant requests per second and burst, one bucket per merchant in the database
         # (shared by every API process); rate 0 = no limit
         self.merchant_rate: tuple[float, float] = (100.0, 200.0)
@@ -227,14 +230,19 @@ class Institution:
             audit.create_heads(conn)
             _insert_ignore(conn, Counter, {"name": CRL_COUNTER, "value": 0})
             self._register_keys(conn, now)
-            admin_tokens.insert_token(conn, token, now)
+            token_id = admin_tokens.insert_token(conn, token, now)
             audit.append(
                 conn,
                 at=now,
                 actor="system",
                 action="institution.init",
                 entity="institution",
-                data={"root_kid": self.keys.root_kid},
+                data={
+                    "root_kid": self.keys.root_kid,
+                    "root_public_key": b64e(self.keys.root.public_key.raw),
+                    "admin_token_id": token_id,
+                    "admin_token_hash": self.keys.token_hash(token),
+                },
             )
 
         self.db.write(tx)
@@ -279,7 +287,12 @@ class Institution:
                 actor="system",
                 action="key.register",
                 entity="institution",
-                data={"purpose": "scheme", "kid": key.kid, "retire_at": key.retire_at},
+                data={
+                    "purpose": "scheme",
+                    "kid": key.kid,
+                    "retire_at": key.retire_at,
+                    "public_key": b64e(key.public.raw),
+                },
             )
 
     def public_keys(self) -> dict[str, Any]:
@@ -562,7 +575,7 @@ class Institution:
                 actor="admin",
                 action="merchant.revoke",
                 entity=f"merchant:{mid}",
-                data={"revoked_certificates": serials},
+                data={"revoked_certificates": serials, "crl_sequence": self._crl_sequence(conn)},
             )
 
         self.db.write(tx)
@@ -587,7 +600,16 @@ class Institution:
             conn.execute(
                 update(Counter).where(Counter.name == CRL_COUNTER).values(value=Counter.value + 1)
             )
+            if self.journal is not None:  # never a sequence a restored copy already used
+                self.journal.revocation(conn, role, subject, serials)
         return serials
+
+    @staticmethod
+    def _crl_sequence(conn: Connection) -> int:
+        """The revocation list's sequence number, as this transaction leaves it."""
+        return int(
+            conn.execute(select(Counter.value).where(Counter.name == CRL_COUNTER)).scalar_one()
+        )
 
     def certify_merchant_key(self, mid: str, public_key: bytes, valid_days: int) -> Certificate:
         """Issue a merchant code-signing certificate (for merchant-signed codes)."""
@@ -647,19 +669,19 @@ class Institution:
         store it; ``subject_for(serial)`` names the subject (a carrier's depends on its serial);
         a merchant certificate certifies the ``merchant`` identity."""
         not_before, not_after = now - 60, now + days * 86400
-        serial = int(
-            conn.execute(
-                insert(CertificateRow)
-                .values(
-                    role=int(role),
-                    subject="pending",
-                    public_key=key.raw,
-                    not_before=not_before,
-                    not_after=not_after,
-                    created_at=now,
-                )
-                .returning(CertificateRow.serial)
-            ).scalar_one()
+        serial = allocate_serial(conn, self.journal, role, subject_for)
+        if serial > MAX_SERIAL:
+            raise Conflict("no certificate serials left")
+        conn.execute(
+            insert(CertificateRow).values(
+                serial=serial,
+                role=int(role),
+                subject="pending",
+                public_key=key.raw,
+                not_before=not_before,
+                not_after=not_after,
+                created_at=now,
+            )
         )
         subject = subject_for(serial)
         cert = issue_certificate(
@@ -794,7 +816,7 @@ class Institution:
                 actor="admin",
                 action="enrollment.token",
                 entity=f"customer:{cid}",
-                data={"expires_at": now + ttl},
+                data={"expires_at": now + ttl, "token_hash": self.keys.token_hash(token)},
             )
 
         self.db.write(tx)
@@ -872,7 +894,12 @@ class Institution:
                 actor=f"customer:{cid}",
                 action="carrier.enroll",
                 entity=f"carrier:{serial}",
-                data={"customer_id": cid, "serial": serial},
+                data={
+                    "customer_id": cid,
+                    "serial": serial,
+                    "token_hash": digest,
+                    "transport_public_key": b64e(transport_public_key),
+                },
             )
             return {
                 "carrier_serial": serial,
@@ -907,7 +934,7 @@ class Institution:
                 actor="admin",
                 action="carrier.revoke",
                 entity=f"carrier:{serial}",
-                data={"revoked_certificates": serials},
+                data={"revoked_certificates": serials, "crl_sequence": self._crl_sequence(conn)},
             )
 
         self.db.write(tx)
@@ -1037,7 +1064,14 @@ class Institution:
                 actor=f"merchant:{mid}",
                 action="order.create",
                 entity=f"order:{mid}:{order_id}",
-                data={"total": code.total, "currency": cur, "expires_at": code.expires_at},
+                data={
+                    "total": code.total,
+                    "currency": cur,
+                    "expires_at": code.expires_at,
+                    "reference": reference,
+                    "code_digest": digest.hex(),
+                    "items_sha256": hashlib.sha256(items_json.encode()).hexdigest(),
+                },
             )
             body = {
                 "order_id": order_id,
@@ -1122,6 +1156,7 @@ class Institution:
                 data={
                     "count": len(ids),
                     "orders_sha256": hashlib.sha256(",".join(ids).encode()).hexdigest(),
+                    "rows_sha256": audit.batch_rows_sha256(rows),
                 },
             )
 
@@ -1918,7 +1953,7 @@ class Institution:
                 actor=f"merchant:{mid}",
                 action="refund.create",
                 entity=f"order:{mid}:{order_id}",
-                data=data,
+                data=data | {"reason": reason},
             )
             result = Stored(201, data | {"status": "succeeded", "created_at": now})
             self._idem_store(conn, scope, idempotency_key, req_h, result, now)

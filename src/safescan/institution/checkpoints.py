@@ -1,0 +1,472 @@
+"""Signed checkpoints of the audit log's head, kept outside the database, to recognise a
+database restored from an older copy (a rollback) and to keep serials from ever repeating.
+
+The checkpoint file (default: ``<key directory>.checkpoints``, beside the key directory, never
+inside a database backup) is append-only JSON lines, each one record signed by the institution's
+root key (``Ed25519(root, "SS1-CKPT\\n" + canonical JSON of the record without "sig")``),
+written with ``O_APPEND`` and ``fsync`` under an ``flock``. Record types:
+
+``checkpoint``  the 16 audit chains' head sequence numbers and a digest of their hashes, and
+                high-water marks (certificate serial, revocation list sequence, event seq);
+                written by every API process at most once per interval while the log grows.
+``issue``       a certificate serial is being issued (role, subject): written and fsync'd
+                before its transaction commits; a serial is never issued twice, even by a
+                restored database (:mod:`.reservations`).
+``revoke``      a revocation (serials, revocation list sequence), written before it commits.
+``reconcile``   an operator accepted the database as it is (``safescan institution
+                reconcile``); only records after the newest one are compared with the database.
+
+Every record names the database (``db``: the hash of its ``institution.init`` audit entry). A
+database is *rolled back* when it does not contain the newest checkpointed head (an entry is
+missing or its hash differs). A journaled revocation the database lacks is reported apart
+(its transaction may have failed, or the database was restored): ``reconcile`` applies it.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, select, tuple_
+
+from safescan.api.errors import ConfigError
+from safescan.code.certs import TrustStore
+from safescan.code.errors import SafescanError
+from safescan.code.keys import SigningKey
+from safescan.institution.audit import CHAINS, GENESIS
+from safescan.institution.models import AuditEntry, AuditHead, CertificateRow, Counter, Event
+from safescan.institution.util import canonical_json
+
+log = logging.getLogger("safescan.institution.checkpoints")
+CONTEXT = b"SS1-CKPT\n"
+VERSION = 1
+TYPES = ("checkpoint", "issue", "revoke", "reconcile")
+MAX_BYTES = 8 << 20  # the file is compacted beyond this size
+
+
+class CheckpointError(ConfigError):
+    """The checkpoint file is unreadable, forged, or belongs to another database."""
+
+    code = "checkpoint_error"
+
+
+def default_path(key_dir: Path) -> Path:
+    """``<key directory>.checkpoints``: beside the key directory, not inside it."""
+    key_dir = Path(key_dir)
+    return key_dir.with_name(key_dir.name + ".checkpoints")
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def when(at: object) -> str:
+    """A record's time for people: ISO 8601 UTC."""
+    import datetime as dt
+
+    if isinstance(at, int) and not isinstance(at, bool):
+        return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return repr(at)
+
+
+def heads_digest(heads: list[tuple[int, str]]) -> str:
+    """SHA-256 of the chains' (seq, hash) pairs, chain 0 first."""
+    return hashlib.sha256(canonical_json([[s, h] for s, h in heads]).encode()).hexdigest()
+
+
+def sign(key: SigningKey, kid: int, body: dict[str, Any]) -> str:
+    """One signed record as a line (no newline)."""
+    doc = {"v": VERSION, "kid": kid, **body}
+    sig = key.sign(CONTEXT + canonical_json(doc).encode())
+    return canonical_json({**doc, "sig": base64.b64encode(sig).decode()})
+
+
+def parse(line: str, trust: TrustStore) -> dict[str, Any]:
+    """Verify and decode one record; raises :class:`CheckpointError`."""
+    try:
+        doc = json.loads(line)
+        sig = base64.b64decode(doc.pop("sig"), validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError("a checkpoint record is not a signed JSON object") from None
+    if not isinstance(doc, dict) or doc.get("v") != VERSION or doc.get("type") not in TYPES:
+        raise CheckpointError("a checkpoint record has an unknown version or type")
+    try:
+        trust.institution_key(doc.get("kid", -1)).verify(
+            sig, CONTEXT + canonical_json(doc).encode(), what="checkpoint signature"
+        )
+    except SafescanError as exc:
+        raise CheckpointError(f"a checkpoint record does not verify: {exc.message}") from None
+    return doc
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+class CheckpointFile:
+    """The append-only file, with its lock file (``<path>.lock``, so compaction can rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def exists(self) -> bool:
+        """Whether the file exists."""
+        return self.path.exists()
+
+    def lines(self) -> list[str]:
+        """Every complete line (a torn last line, from a crash mid-write, is left out)."""
+        try:
+            with self._locked(False):
+                return self._read_lines()
+        except OSError as exc:
+            raise CheckpointError(f"cannot read the checkpoint file: {exc.strerror}") from None
+
+    def _read_lines(self) -> list[str]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        text = data.decode("utf-8", "replace")
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        return [line for line in complete.splitlines() if line.strip()]
+
+    def append(self, lines: Iterable[str]) -> None:
+        """Append records and fsync them (and the directory, when the file is new)."""
+        data = "".join(line + "\n" for line in lines).encode()
+        try:
+            with self._locked(True):
+                new = not self.path.exists()
+                _write(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, data)
+                if new:
+                    _fsync_dir(self.path.parent)
+        except OSError as exc:
+            log.error("cannot append to the checkpoint file %s: %s", self.path, exc.strerror)
+            raise CheckpointError(
+                f"the checkpoint file cannot be written ({exc.strerror}); retry later"
+            ) from None
+
+    def compact(self, keep: Callable[[list[str]], list[str]]) -> None:
+        """Atomically replace the file with ``keep(its lines)``, all under the exclusive lock
+        (so no record appended meanwhile is lost)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self._locked(True):
+            kept = keep(self._read_lines())
+            data = "".join(line + "\n" for line in kept).encode()
+            _write(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, data)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+
+    def size(self) -> int:
+        """Bytes in the file (0 if none)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def _write(path: Path, flags: int, data: bytes) -> None:
+    """Write all of ``data`` and fsync it."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the database's side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DbState:
+    """What a checkpoint records about the database."""
+
+    db: str
+    heads: list[tuple[int, str]]
+    serial: int
+    crl: int
+    event: int
+
+    def body(self, at: int) -> dict[str, Any]:
+        """The ``checkpoint`` record's fields."""
+        return {
+            "type": "checkpoint",
+            "db": self.db,
+            "at": at,
+            "seqs": [s for s, _ in self.heads],
+            "digest": heads_digest(self.heads),
+            "marks": {"serial": self.serial, "crl": self.crl, "event": self.event},
+        }
+
+
+def database_id(conn: Connection) -> str | None:
+    """The hash of the database's ``institution.init`` entry (None before init)."""
+    return conn.execute(
+        select(AuditEntry.hash).where(AuditEntry.action == "institution.init").limit(1)
+    ).scalar_one_or_none()
+
+
+def read_state(conn: Connection) -> DbState | None:
+    """The committed heads and high-water marks (None for an uninitialised database)."""
+    db = database_id(conn)
+    if db is None:
+        return None
+    # one statement: on PostgreSQL (READ COMMITTED) two would see different commits
+    rows = conn.execute(select(AuditHead.chain, AuditHead.seq, AuditHead.hash)).all()
+    heads = {int(c): int(s) for c, s, _ in rows}
+    hashes = {int(c): str(h) for c, _, h in rows}
+    counters = dict(conn.execute(select(Counter.name, Counter.value)).all())
+    serial = conn.execute(select(func.coalesce(func.max(CertificateRow.serial), 0))).scalar_one()
+    event = conn.execute(select(func.coalesce(func.max(Event.seq), 0))).scalar_one()
+    return DbState(
+        db=db,
+        heads=[(int(heads.get(c, 0)), str(hashes.get(c, ""))) for c in range(CHAINS)],
+        serial=max(int(serial), int(counters.get("certificate_serial", 0))),
+        crl=int(counters.get("crl_sequence", 0)),
+        event=int(event),
+    )
+
+
+# --- rollback detection -------------------------------------------------------------------
+
+
+@dataclass
+class Lookup:
+    """How the detector sees the database: entry hashes by (chain, seq), revoked serials."""
+
+    hash_at: Callable[[list[tuple[int, int]]], dict[tuple[int, int], str]]
+    revoked: Callable[[list[int]], tuple[set[int], set[int]]]  # (existing, revoked) serials
+
+
+@dataclass
+class Verdict:
+    """The comparison of a database with its checkpoint file."""
+
+    rolled_back: list[str] = field(default_factory=list)
+    unapplied: list[int] = field(default_factory=list)  # journaled revocations not in the db
+    notes: list[str] = field(default_factory=list)
+    newest: dict[str, Any] | None = None
+    since_reconcile: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_records(
+    file: CheckpointFile | list[str], trust: TrustStore, db: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The verified records of this database (from the file, or lines read from it), and a
+    problem per record that is not."""
+    records, problems = [], []
+    lines = file.lines() if isinstance(file, CheckpointFile) else file
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = parse(line, trust)
+        except CheckpointError as exc:
+            problems.append(f"checkpoint file line {n}: {exc.message}")
+            continue
+        if db is not None and rec.get("db") != db:
+            problems.append(f"checkpoint file line {n} belongs to another database")
+            continue
+        records.append(rec)
+    return records, problems
+
+
+def detect(records: list[dict[str, Any]], look: Lookup) -> Verdict:
+    """Does the database contain everything the records (since the last reconcile) saw?"""
+    v = Verdict(records=records)
+    start = max((i for i, r in enumerate(records) if r["type"] == "reconcile"), default=-1)
+    v.since_reconcile = records[start + 1 :]
+    checkpoints = [r for r in v.since_reconcile if r["type"] == "checkpoint"]
+    if checkpoints:
+        v.newest = newest = checkpoints[-1]
+        v.rolled_back += _missing_heads(newest, look)
+    revoked = [s for r in v.since_reconcile if r["type"] == "revoke" for s in r["serials"]]
+    if revoked:
+        existing, done = look.revoked(revoked)
+        v.unapplied = sorted(s for s in revoked if s in existing and s not in done)
+    if start >= 0:
+        v.notes.append(f"the database was reconciled at {when(records[start]['at'])}")
+    return v
+
+
+def _missing_heads(cp: dict[str, Any], look: Lookup) -> list[str]:
+    seqs = cp.get("seqs")
+    if not isinstance(seqs, list) or len(seqs) != CHAINS:
+        return ["the newest checkpoint is malformed"]
+    wanted = [(c, s) for c, s in enumerate(seqs) if s > 0]
+    found = look.hash_at(wanted)
+    missing = [(c, s) for c, s in wanted if (c, s) not in found]
+    if missing:
+        chains = ", ".join(f"chain {c} entry {s}" for c, s in missing[:8])
+        return [
+            f"the database lacks audit entries the institution had written (checkpoint of"
+            f" {when(cp['at'])}: {chains}{' ...' if len(missing) > 8 else ''}): it was"
+            " restored from an older copy"
+        ]
+    heads = [(s, found[(c, s)]) if s > 0 else (0, GENESIS) for c, s in enumerate(seqs)]
+    if heads_digest(heads) != cp.get("digest"):
+        return [
+            f"the database's audit log differs from the checkpoint of {when(cp['at'])} (same"
+            " positions, other entries): it is not the database the institution wrote"
+        ]
+    return []
+
+
+def db_lookup(conn: Connection) -> Lookup:
+    """A :class:`Lookup` over a live database connection."""
+
+    def hash_at(wanted: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        if not wanted:
+            return {}
+        rows = conn.execute(
+            select(AuditEntry.chain, AuditEntry.seq, AuditEntry.hash).where(
+                tuple_(AuditEntry.chain, AuditEntry.seq).in_(wanted)
+            )
+        ).all()
+        return {(int(c), int(s)): str(h) for c, s, h in rows}
+
+    def revoked(serials: list[int]) -> tuple[set[int], set[int]]:
+        rows = conn.execute(
+            select(CertificateRow.serial, CertificateRow.revoked_at).where(
+                CertificateRow.serial.in_(serials)
+            )
+        ).all()
+        return {int(s) for s, _ in rows}, {int(s) for s, r in rows if r is not None}
+
+    return Lookup(hash_at, revoked)
+
+
+def essential(kept: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, Any], str]]:
+    """The records that still matter, oldest first: the newest reconcile, and after it every
+    revocation, the highest issued serial and the newest checkpoint (what compaction keeps)."""
+    start = max((i for i, (r, _) in enumerate(kept) if r["type"] == "reconcile"), default=-1)
+    head = [kept[start]] if start >= 0 else []
+    rest = kept[start + 1 :]
+    revokes = [x for x in rest if x[0]["type"] == "revoke"]
+    issues = [x for x in rest if x[0]["type"] == "issue"]
+    checkpoints = [x for x in rest if x[0]["type"] == "checkpoint"]
+    top = [max(issues, key=lambda x: int(x[0]["serial"]))] if issues else []
+    newest = checkpoints[-1:]
+    chosen = {id(x) for x in head + revokes + top + newest}
+    return [x for x in kept if id(x) in chosen]
+
+
+def essential_lines(lines: list[str], trust: TrustStore, db: str) -> list[str]:
+    """The lines of :func:`essential` records (what compaction keeps)."""
+    parsed = []
+    for line in lines:
+        try:
+            rec = parse(line, trust)
+        except CheckpointError:
+            continue
+        if rec.get("db") == db:
+            parsed.append((rec, line))
+    return [line for _, line in essential(parsed)]
+
+
+class Tail:
+    """An incremental reader of the checkpoint file: only new lines are read and verified; the
+    essential records are kept (a compaction, seen as a new inode, starts it over)."""
+
+    def __init__(self, file: CheckpointFile) -> None:
+        self.file = file
+        self.kept: list[tuple[dict[str, Any], str]] = []
+        self.problems: list[str] = []
+        self._ino: int | None = None
+        self._offset = 0
+        self._line = 0
+
+    def refresh(self, trust: TrustStore, db: str) -> list[dict[str, Any]]:
+        """Read what was appended since the last call; returns the essential records."""
+        try:
+            with self.file._locked(False):
+                st = os.stat(self.file.path)
+                if st.st_ino != self._ino or st.st_size < self._offset:
+                    self._ino, self._offset, self._line, self.kept = st.st_ino, 0, 0, []
+                    self.problems = []
+                with open(self.file.path, "rb") as f:
+                    f.seek(self._offset)
+                    data = f.read()
+        except FileNotFoundError:
+            self._ino, self._offset, self._line, self.kept = None, 0, 0, []
+            return []
+        except OSError as exc:
+            raise CheckpointError(f"cannot read the checkpoint file: {exc.strerror}") from None
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for raw in complete.decode("utf-8", "replace").splitlines():
+            self._line += 1
+            if not raw.strip():
+                continue
+            try:
+                rec = parse(raw, trust)
+            except CheckpointError as exc:
+                self.problems.append(f"checkpoint file line {self._line}: {exc.message}")
+                continue
+            if rec.get("db") != db:
+                self.problems.append(
+                    f"checkpoint file line {self._line} belongs to another database"
+                )
+                continue
+            self.kept = essential([*self.kept, (rec, raw)])
+        return [r for r, _ in self.kept]
+
+
+def high_water(records: list[dict[str, Any]]) -> dict[str, int]:
+    """The highest serial, revocation list sequence and event seq any record names."""
+    marks = {"serial": 0, "crl": 0, "event": 0}
+    for r in records:
+        if r["type"] in ("checkpoint", "reconcile"):
+            for k in marks:
+                marks[k] = max(marks[k], int(r.get("marks", {}).get(k, 0)))
+        elif r["type"] == "issue":
+            marks["serial"] = max(marks["serial"], int(r["serial"]))
+        elif r["type"] == "revoke":
+            marks["crl"] = max(marks["crl"], int(r["crl"]))
+    return marks
+
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointFile",
+    "DbState",
+    "Lookup",
+    "Tail",
+    "Verdict",
+    "database_id",
+    "db_lookup",
+    "default_path",
+    "detect",
+    "essential",
+    "heads_digest",
+    "high_water",
+    "parse",
+    "read_records",
+    "read_state",
+    "sign",
+]

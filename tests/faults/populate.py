@@ -1,0 +1,204 @@
+"""A populated institution database: every table holds rows, every kind of state change done.
+
+Used by the audit's fault tests (restores, byte flips, value corruptions) and by
+``bench/audit_campaign.py``. Everything runs in-process through :class:`Institution` (no
+server), with real keys and real carrier-signed authorizations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from safescan.api.merchant_auth import sign_request
+from safescan.code import Authorization, SigningKey, decode_text, open_code
+from safescan.code.envelope import Issuer, encode_text, seal
+from safescan.code.payment import DynamicCode, LineItem, Merchant
+from safescan.institution import admin_tokens
+from safescan.institution.db import Database, migrate
+from safescan.institution.keystore import KeyStore
+from safescan.institution.service import Institution
+from safescan.institution.webhook_targets import TargetPolicy
+from tests.institution.harness import PASSPHRASE
+
+
+class Clock:
+    """A settable clock (so that orders can expire without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Populated:
+    """What :func:`populate` made (ids for tests to aim at)."""
+
+    db_url: str
+    keys: Path
+    inst: Institution
+    clock: Clock
+    merchants: list[str] = field(default_factory=list)
+    customers: list[str] = field(default_factory=list)
+    carriers: list[tuple[int, SigningKey]] = field(default_factory=list)
+    counters: dict[int, int] = field(default_factory=dict)
+    payments: list[str] = field(default_factory=list)
+    merchant_keys: dict[str, SigningKey] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.inst.db.dispose()
+
+
+def _authorize(p: Populated, carrier: int, code: str, amount: int, currency: int) -> bytes:
+    serial, key = p.carriers[carrier]
+    p.counters[serial] = p.counters.get(serial, 0) + 1
+    binary = decode_text(code)
+    c = open_code(code, p.inst.keys.scheme, p.inst.trust, now=int(p.clock()))
+    return (
+        Authorization(
+            code_digest=hashlib.sha256(binary).digest(),
+            merchant_id=c.code.merchant.id,
+            order_id=getattr(c.code, "order_id", ""),
+            amount=amount,
+            currency=currency,
+            counter=p.counters[serial],
+            carrier_serial=serial,
+            created_at=int(p.clock()),
+        )
+        .signed(key)
+        .to_bytes()
+    )
+
+
+def pay(p: Populated, carrier: int, code: str, amount: int, idem: str | None = None) -> str:
+    """Pay ``code`` with carrier number ``carrier``; returns the payment id."""
+    stored = p.inst.pay(code, _authorize(p, carrier, code, amount, 978), idem)
+    assert stored.status == 201, stored.body
+    pid = str(stored.body["payment_id"])
+    p.payments.append(pid)
+    return pid
+
+
+def order(p: Populated, mid: str, price: int, idem: str | None = None, **kw: Any) -> dict[str, Any]:
+    """Precreate an order of one item; returns its body (order_id, code, ...)."""
+    stored = p.inst.create_order(
+        mid,
+        items=[("Coffee", 1, price)],
+        currency_code="EUR",
+        expires_in=kw.get("expires_in", 600),
+        reference=kw.get("reference"),
+        idempotency_key=idem,
+    )
+    return dict(stored.body)
+
+
+def _enroll(p: Populated, cid: str) -> None:
+    token = p.inst.issue_enrollment_token(cid)["token"]
+    key = SigningKey.generate()
+    transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    out = p.inst.enroll_carrier(token, key.public_key.raw, transport)
+    p.carriers.append((int(out["carrier_serial"]), key))
+
+
+def _signed_request(p: Populated, mid: str) -> None:
+    """One authenticated merchant request (a nonce and a rate bucket row)."""
+    key = p.merchant_keys[mid]
+    headers = sign_request(key, mid, "GET", "/v1/merchant/orders", b"", timestamp=int(p.clock()))
+    p.inst.authenticate_merchant("GET", "/v1/merchant/orders", headers, b"")
+
+
+def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
+    """Create and fill an institution at ``db_url`` (keys in ``keys``)."""
+    store = KeyStore(keys)
+    institution_keys = store.create(PASSPHRASE.encode())
+    database = Database(db_url)
+    migrate(database.engine)
+    clock = Clock()
+    inst = Institution(database, institution_keys, clock=clock)
+    # a fixed answer for the one webhook host (no DNS in tests)
+    inst.webhook_targets = TargetPolicy(resolver=lambda host, port: ["93.184.215.14"])
+    inst.bootstrap()
+    p = Populated(db_url, keys, inst, clock)
+    admin_tokens.create(database)
+    for i, hook in enumerate(["https://shop.example/hook", None, None]):
+        mkey = SigningKey.generate()
+        m, _ = inst.create_merchant(
+            name=f"Shop {i}",
+            city="Berlin",
+            country="DE",
+            mcc=5814,
+            settlement_account=f"DE8937040044053201300{i}",
+            api_public_key=mkey.public_key.raw,
+            webhook_url=hook,
+        )
+        p.merchants.append(m["id"])
+        p.merchant_keys[m["id"]] = mkey
+    for i in range(4):
+        cid = inst.create_customer(f"Customer {i}")["id"]
+        inst.fund_customer(cid, "EUR", 100_000)
+        p.customers.append(cid)
+    inst.fund_customer(p.customers[0], "USD", 5_000)
+    for cid in p.customers[:3]:
+        _enroll(p, cid)
+    inst.issue_enrollment_token(p.customers[3])  # never used
+    m0, m1, m2 = p.merchants
+    for _ in range(2):
+        _signed_request(p, m0)
+    _signed_request(p, m1)
+    # institution-issued dynamic codes, some with Idempotency-Keys
+    paid: list[str] = []
+    for n in range(payments):
+        mid = (m0, m1)[n % 2]
+        o = order(p, mid, 250 + 10 * n, idem=f"order-{n}" if n % 3 == 0 else None)
+        pay(p, n % 3, o["code"], o["total"], idem=f"pay-{n}" if n % 2 == 0 else None)
+        paid.append(o["order_id"])
+    # refunds: partial, full, with and without key
+    inst.refund(m0, paid[0], amount=100, reason="damaged", idempotency_key="refund-0")
+    inst.refund(m1, paid[1], amount=None, reason=None, idempotency_key=None)
+    inst.refund(m0, paid[2], amount=50, reason=None, idempotency_key=None)
+    # a static code paid with a customer-chosen amount
+    static = inst.create_static_code(m1, currency_code="EUR", valid_days=30)
+    pay(p, 1, static["code"], 777)
+    # a merchant-signed code (certified merchant key)
+    mkey = SigningKey.generate()
+    cert = inst.certify_merchant_key(m2, mkey.public_key.raw, 30)
+    now = int(clock())
+    code = DynamicCode(
+        merchant=Merchant(m2, "Shop 2", "Berlin", "DE", 5814),
+        order_id="MSIGNED00001",
+        items=(LineItem("Tea", 2, 180),),
+        total=360,
+        currency=978,
+        issued_at=now,
+        expires_at=now + 600,
+        nonce=b"\x01" * 8,
+    ).validated()
+    text = encode_text(
+        seal(code, Issuer.merchant(mkey, cert), inst.keys.scheme.current(now).public)
+    )
+    pay(p, 2, text, 360)
+    # a closed and an expired order, and a batch of precreated ones
+    closed = order(p, m0, 990, reference="to-close")
+    inst.close_order(m0, closed["order_id"])
+    order(p, m1, 555, expires_in=5)
+    clock.now += 10
+    inst.expire_orders()
+    inst.precreate_orders(m0, [([("Bagel", 1, 300)], "EUR"), ([("Juice", 2, 200)], "EUR")], 600)
+    order(p, m0, 123)  # stays CREATED
+    # a revoked carrier, a revoked merchant (and its certificate), a static code left unpaid
+    _enroll(p, p.customers[3])
+    inst.revoke_carrier(p.carriers[-1][0])
+    inst.revoke_merchant(m2)
+    inst.create_static_code(m0, currency_code=None, valid_days=1)
+    return p
+
+
+__all__ = ["Clock", "Populated", "order", "pay", "populate"]
