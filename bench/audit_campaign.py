@@ -111,7 +111,7 @@ def flip_campaign(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "spots": spots,
             "effective": effective,
             "visible": effective and not hidden,
-            "changed": sorted(what) if what else what,
+            "changed": None if what is None else sorted(what),
             **verdict,
         }
 
@@ -215,7 +215,14 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["seconds"] = round(time.monotonic() - started, 1)
-    print(json.dumps(report, indent=None if args.json else 2))
+    print(json.dumps(report, indent=None if args.json else 2, default=_jsonable))
+
+
+def _jsonable(value: object) -> object:
+    """Sets and tuples as sorted lists (the report never fails to print)."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
 
 
 if __name__ == "__main__":
