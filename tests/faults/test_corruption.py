@@ -148,9 +148,16 @@ def test_many_corruptions_and_damaged_files_give_a_report_not_a_traceback() -> N
             assert "Traceback" not in out.stderr, (name, out.stderr[-2000:])
             report = json.loads(out.stdout)
             assert out.returncode == 1 and report["ok"] is False and report["problems"], name
+        # nothing to audit is a usage error (exit 2, the typed JSON error), not a finding
         missing = _audit_cli(d / "missing.db")
-        assert missing.returncode == 1 and "Traceback" not in missing.stderr
+        assert missing.returncode == 2 and "Traceback" not in missing.stderr
+        assert json.loads(missing.stdout)["error"]["code"] == "config_error"
         assert not (d / "missing.db").exists()  # the audit never creates a database
+        empty_dir = d / "a-directory.db"
+        empty_dir.mkdir()
+        not_a_file = _audit_cli(empty_dir)
+        assert not_a_file.returncode == 2 and "Traceback" not in not_a_file.stderr
+        assert json.loads(not_a_file.stdout)["error"]["code"] == "config_error"
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

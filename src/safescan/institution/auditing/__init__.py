@@ -88,7 +88,10 @@ def run_audit(
 ) -> Report:
     """Audit the database at ``url`` (and, with ``checkpoint_file``, check for a rollback).
     ``storage_checks=False`` leaves out the storage engine's page checks (tests that only
-    change values through SQL)."""
+    change values through SQL). A database that is not there (no SQLite file, a server that
+    does not answer) raises a typed :class:`~safescan.code.errors.SafescanError`: there is
+    nothing to report on."""
+    storage.require_reachable(url)
     report = Report()
     now = int(time.time()) if now is None else now
     lines: list[str] | None = None

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
+from safescan.api.errors import ConfigError, StorageError
 from safescan.institution.auditing.snapshot import schema_tables
 
 MAX_MESSAGES = 100
@@ -125,6 +127,26 @@ def _line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def require_reachable(url: str) -> None:
+    """Refuse, with a typed error, a database that is not there to audit (a missing SQLite
+    file, an unreachable server): that is a usage error, not a finding about the data."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:":
+            raise ConfigError("the audit needs a SQLite database file, not an in-memory one")
+        if not Path(path).is_file():
+            raise ConfigError(f"there is no SQLite database file at {path}")
+        return
+    import psycopg
+
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"cannot connect to the database: {_line(exc)}") from None
+
+
 def check(url: str, *, quick: bool = False) -> StorageReport:
     """The storage engine's checks for the database at ``url``."""
     parsed = make_url(url)
@@ -133,4 +155,4 @@ def check(url: str, *, quick: bool = False) -> StorageReport:
     return check_postgresql(url)
 
 
-__all__ = ["StorageReport", "check"]
+__all__ = ["StorageReport", "check", "require_reachable"]
