@@ -177,3 +177,26 @@ def readable_frames(text: str | None, scene: Scene = Scene()) -> list[int]:
         if text is not None and text in qr.decode_all(Image.fromarray(frame)):
             found.append(i)
     return found
+
+
+def side_by_side(left: str, right: str, scene: Scene) -> Iterator[Gray]:
+    """Two codes held side by side (a sticker put next to the merchant's own), in the same dim,
+    noisy, glary light, shaking a little: ``scene.frames`` frames."""
+    rng = np.random.default_rng(scene.seed)
+    back = _background(scene, rng)
+    h, w = scene.height, scene.width
+    side = int(min(h * scene.code_side, w * 0.44))
+    cards = [_card(left, side), _card(right, side)]
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(scene.frames):
+        frame = Image.fromarray(back.astype(np.uint8))
+        for n, card in enumerate(cards):
+            x = int(w * (0.26 + 0.48 * n) - side / 2 + rng.normal(0, 1.5))
+            y = int(h / 2 - side / 2 + rng.normal(0, 1.5))
+            frame.paste(card, (x, y))
+        arr = np.asarray(frame.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float64)
+        gx, gy = w * 0.3 + 10 * np.sin(i / 5), h * 0.35
+        glare = np.exp(-(((xx - gx) / (side * 0.22)) ** 2 + ((yy - gy) / (side * 0.12)) ** 2))
+        arr = arr + scene.glare * 0.5 * glare * (255 - arr)
+        arr = arr * max(scene.light, 0.8) + 12 + rng.normal(0, scene.noise * 0.5, arr.shape)
+        yield np.clip(arr, 0, 255).astype(np.uint8)

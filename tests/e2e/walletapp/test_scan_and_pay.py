@@ -260,3 +260,34 @@ def test_a_video_with_no_code_keeps_scanning_without_error(
         assert page.locator("#scan-hint").inner_text() == ""
         check_screen(page, "scan")
         assert scans == [] and errors == []
+
+
+@pytest.mark.parametrize("decoder", ["wasm", "server"])
+def test_a_sticker_next_to_the_code_is_not_picked_either(
+    world: World, party: Party, server: WalletServer, pw: Any, tmp_path: Path, decoder: str
+) -> None:
+    """Two codes in view (the merchant's and a sticker put beside it): the app opens neither
+    and asks for only the one to pay; it never guesses which."""
+    genuine = _order(world)
+    sticker = _refused_code(world, server, "swapped_sticker")
+    scene = fakecam.Scene(width=960, height=540, hand_frames=0, settle_frames=20)
+    video = fakecam.write_y4m(
+        tmp_path / "two.y4m", fakecam.side_by_side(genuine.code, sticker, scene), scene
+    )
+    before = _balance(world, party.customer_id)
+    with phone(pw, video) as ctx:
+        scans: list[str] = []
+        ctx.on("request", lambda r: scans.append(r.url) if r.url.endswith("/api/scan") else None)
+        page = open_paired(ctx, server, f"/?decoder={decoder}#/scan")
+        errors = collect_errors(page)
+        page.wait_for_function(
+            "() => document.getElementById('scan-hint').textContent.startsWith('More than one')"
+            " && Number(document.getElementById('camera').dataset.frames || 0) >= 10",
+            timeout=120_000,
+        )
+        assert page.evaluate("document.body.dataset.screen") == "scan"
+        check_screen(page, f"two-codes-{decoder}")
+        assert scans == [] and errors == []
+    assert _balance(world, party.customer_id) == before
+    with MerchantApi(world.pos) as api:
+        assert api.get_order(genuine.order_id)["state"] == "CREATED"
