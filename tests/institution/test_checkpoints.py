@@ -245,3 +245,24 @@ def test_the_guard_refuses_forged_and_foreign_checkpoint_files(populated: Popula
     guard = RollbackGuard(p.inst.db, p.inst.keys, path)
     guard.tick()
     assert guard.refusal is None
+
+
+def test_a_missing_checkpoint_file_is_started_with_a_warning(
+    populated: Populated, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No file (moved, or never made): the process starts one and says loudly that a restore
+    made before now cannot be recognised; a file that is there draws no warning."""
+    p = populated
+    path = p.keys.with_name("moved.checkpoints")
+    assert not path.exists()
+    with caplog.at_level("WARNING", logger="safescan.institution.rollback"):
+        guard = RollbackGuard(p.inst.db, p.inst.keys, path)
+        guard.tick()
+        guard.tick()
+    warnings = [r.getMessage() for r in caplog.records if "no checkpoint file" in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    assert guard.refusal is None and path.exists()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="safescan.institution.rollback"):
+        RollbackGuard(p.inst.db, p.inst.keys, path).tick()
+    assert not [r for r in caplog.records if "no checkpoint file" in r.getMessage()]

@@ -57,6 +57,7 @@ class RollbackGuard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._warned_missing = False
 
     def tick(self) -> None:
         """Compare the database with the file; append a checkpoint if the log grew."""
@@ -64,6 +65,14 @@ class RollbackGuard:
             state = self.db.read(read_state)
             if state is None:
                 return
+            if not self._warned_missing and not self.file.exists():
+                self._warned_missing = True
+                log.warning(
+                    "no checkpoint file at %s: starting one now; a restore made before now"
+                    " cannot be recognised (if the file was moved, stop and point --checkpoints"
+                    " at it)",
+                    self.file.path,
+                )
             try:
                 records = self.tail.refresh(self.keys.trust_store(), state.db)
             except CheckpointError as exc:
