@@ -227,6 +227,38 @@ def test_bad_bodies_are_refused_with_typed_errors(server: WalletServer) -> None:
         assert r.json()["error"]["code"] == "wallet_request_invalid"
 
 
+def test_numbers_in_plain_digits_only_and_a_refusal_changes_nothing(
+    world: World, party: Party, server: WalletServer
+) -> None:
+    sid = _session(server)
+    headers = _auth(server, sid)
+    for limit in ("1_0", "+5", " 5", "5.0", "0", "1001", "-1", "1e2", ""):
+        r = httpx.get(server.url + "/api/history", params={"limit": limit}, headers=headers)
+        assert r.status_code == 400, (limit, r.text)
+        assert r.json()["error"]["code"] == "wallet_request_invalid"
+    with MerchantApi(world.pos) as api:
+        order = api.create_order([LineItem("Tea", 1, 250)], currency="EUR")
+    offer = httpx.post(server.url + "/api/scan", json={"text": order.code}, headers=headers)
+    offer_id = offer.json()["offer"]["offer_id"]
+    before = _balance(world, party.customer_id)
+    for amount in (0, -250, 10**30, True, "250", 2.5):
+        r = httpx.post(
+            server.url + f"/api/offers/{offer_id}/pay",
+            json={"pin": PIN, "amount": amount},
+            headers=headers,
+            timeout=30,
+        )
+        assert r.status_code == 400, (amount, r.text)
+        assert r.json()["error"]["code"] == "wallet_request_invalid"
+    assert _balance(world, party.customer_id) == before
+    # the offer is still open and pays as it should
+    paid = httpx.post(
+        server.url + f"/api/offers/{offer_id}/pay", json={"pin": PIN}, headers=headers, timeout=60
+    )
+    assert paid.json()["result"] == "paid", paid.text
+    assert _balance(world, party.customer_id) == before - 250
+
+
 def test_frame_decoding_checks_sizes_and_reads_codes(server: WalletServer) -> None:
     sid = _session(server)
     headers = {**_auth(server, sid), "Content-Type": "application/octet-stream"}
@@ -240,6 +272,10 @@ def test_frame_decoding_checks_sizes_and_reads_codes(server: WalletServer) -> No
         ("2000", "2001", 10),
         ("10", "10", 99),
         ("10", "10", 101),
+        ("1_0", "10", 100),  # what int() would take: not plain digits
+        ("+10", "10", 100),
+        ("10.0", "10", 100),
+        ("0x0a", "10", 100),
     ]:
         r = httpx.post(
             url, content=b"\0" * size, headers={**headers, "X-Frame-Width": w, "X-Frame-Height": h}

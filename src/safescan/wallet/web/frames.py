@@ -12,6 +12,8 @@ from __future__ import annotations
 from PIL import Image
 
 from safescan.code import qr
+from safescan.code.errors import InvalidAmount
+from safescan.code.numbers import parse_int
 from safescan.wallet.web.service import WalletRequestInvalid
 
 MAX_SIDE = 4096
@@ -23,10 +25,13 @@ def parse_size(width: str | None, height: str | None) -> tuple[int, int]:
     """The frame's size from its headers; :class:`WalletRequestInvalid` unless both are
     whole numbers in 1..MAX_SIDE and the frame is at most MAX_PIXELS."""
     try:
-        w, h = int(width or ""), int(height or "")
-    except ValueError:
-        raise WalletRequestInvalid("a frame needs its width and height") from None
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        w = parse_int(width or "", field="the frame's width", maximum=MAX_SIDE)
+        h = parse_int(height or "", field="the frame's height", maximum=MAX_SIDE)
+    except InvalidAmount:
+        raise WalletRequestInvalid(
+            f"a frame needs its width and height: whole numbers 1 to {MAX_SIDE}"
+        ) from None
+    if w * h > MAX_PIXELS:
         raise WalletRequestInvalid(
             f"a frame is 1 to {MAX_SIDE} pixels a side and at most {MAX_PIXELS} pixels"
         )

@@ -34,7 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from safescan.code.errors import QrError, SafescanError
+from safescan.code.errors import InvalidAmount, QrError, SafescanError
+from safescan.code.numbers import parse_int
 from safescan.remote import InstitutionUnreachable
 from safescan.wallet.enroll_checks import EnrollmentInputError
 from safescan.wallet.web import frames
@@ -284,11 +285,9 @@ def create_app(
 
     async def get_history(request: Request) -> Any:
         try:
-            limit = int(request.query_params.get("limit", "50"))
-        except ValueError:
-            raise WalletRequestInvalid("limit is a whole number") from None
-        if not 1 <= limit <= 1000:
-            raise WalletRequestInvalid("limit is 1 to 1000")
+            limit = parse_int(request.query_params.get("limit", "50"), field="limit", maximum=1000)
+        except InvalidAmount as exc:
+            raise WalletRequestInvalid(exc.message) from None
         return await service.run(service.history, limit)
 
     async def get_balance(_request: Request) -> Any:

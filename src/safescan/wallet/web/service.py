@@ -34,8 +34,9 @@ from safescan.carrier import rom
 from safescan.carrier.errors import RestartRequired, WrongPin
 from safescan.code.certs import TrustStore
 from safescan.code.currency import currency as lookup_currency
-from safescan.code.errors import SafescanError
+from safescan.code.errors import InvalidAmount, SafescanError
 from safescan.code.keys import parse_pinned_keys
+from safescan.code.numbers import json_int
 from safescan.wallet.account import change_pin, history_with_refunds, read_statement
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
@@ -253,6 +254,11 @@ class WalletService:
         pending = self._take_pending(offer_id)
         pin = _required(doc, "pin", str)
         amount = _optional(doc, "amount", int)
+        if amount is not None:
+            try:
+                amount = json_int(amount, field="the amount")
+            except InvalidAmount as exc:
+                raise WalletRequestInvalid(exc.message) from None
         offer = pending.offer
         try:
             offer.verify_pin(pin)
