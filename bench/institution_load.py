@@ -314,12 +314,14 @@ def main() -> None:
                 result["postgres_cpu_ms_per_payment"] = round((db1 - db0) * 1000 / n, 3)
             server.stop()
             server = None
+            audit_t0 = time.monotonic()
             audit = subprocess.run(
                 [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"],
                 env=env(),
                 capture_output=True,
                 text=True,
             )
+            audit_s = time.monotonic() - audit_t0
             result.update(
                 db=args.db,
                 seconds=args.seconds,
@@ -328,6 +330,7 @@ def main() -> None:
                 crypto_bound_per_s=round(bound, 1),
                 ratio_to_crypto_bound=round(result["payments_per_s"] / bound, 3),
                 audit_ok=audit.returncode == 0,
+                audit_s=round(audit_s, 1),
                 setup_s=round(setup_s, 1),
                 pg_fsync=args.pg_fsync if args.db == "postgresql" else None,
             )
@@ -356,7 +359,8 @@ def main() -> None:
         f"  crypto bound      {result['crypto_bound_per_s']} payments/s on one core"
         f" (ratio {result['ratio_to_crypto_bound']})"
     )
-    print(f"  audit after run   {'passed' if result['audit_ok'] else 'FAILED'}")
+    verdict = "passed" if result["audit_ok"] else "FAILED"
+    print(f"  audit after run   {verdict} ({result['audit_s']} s)")
 
 
 if __name__ == "__main__":
