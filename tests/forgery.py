@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives import hpke
 
-from safescan.code import Certificate, Merchant, SigningKey, cbor, envelope
+from safescan.code import Certificate, Merchant, SigningKey, envelope
 from safescan.code.keys import SchemePublicKey
 from safescan.code.payment import DynamicCode, LineItem
 
@@ -70,9 +70,10 @@ def forge(
     *,
     kind: int = 1,
 ) -> bytes:
-    """``[signer, body]`` signed by ``key`` and sealed to ``scheme``: a binary code."""
+    """``[signer, *body]`` signed by ``key`` and sealed to ``scheme``: a binary code (in the
+    envelope version the library writes)."""
     header = bytes([envelope.VERSION, kind, scheme.kid])
-    signed = cbor.dumps([signer, body])
+    signed = envelope.signed_content(signer, body)
     signature = key.sign(envelope.SIG_CONTEXT + header + signed)
     sealed = _SUITE.encrypt(signature + signed, scheme.x25519(), info=envelope.HPKE_INFO + header)
     return header + sealed

@@ -52,7 +52,7 @@ def forge(
     signed: bytes,
     *,
     kind: int = 1,
-    version: int = 1,
+    version: int = envelope.VERSION,
     key: SigningKey | None = None,
     scheme_key: SchemeKey | None = None,
 ) -> bytes:
@@ -67,6 +67,31 @@ def forge(
 
 def open_(scheme: Scheme, data: str | bytes, now: int = NOW) -> object:
     return open_code(data, scheme.keyring, scheme.trust, now=now)
+
+
+#: The dynamic body's fields, by position, in each envelope version (docs/protocol.md 1.4).
+FIELDS = {
+    2: ["merchant", "order_id", "items", "currency", "issued_at", "lifetime", "nonce"],
+    1: ["merchant", "order_id", "items", "total", "currency", "issued_at", "lifetime", "nonce"],
+}
+
+
+@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
+def version(request: pytest.FixtureRequest) -> int:
+    """Both envelope versions: 2 is written, 1 is still read; the strict rules hold for both."""
+    return int(request.param)
+
+
+def _parts(scheme: Scheme, version: int) -> tuple[object, list[object]]:
+    """The authentic ``(signer, body fields)`` of the typical dynamic code."""
+    _, plaintext = envelope.sign_code(dynamic_code(), scheme.issuer, 1, version=version)
+    return envelope.split_signed(plaintext[64:], version)
+
+
+def _reforge(scheme: Scheme, signer: object, body: list[object], version: int) -> bytes:
+    """``body`` (edited) re-framed for ``version``, signed with the real key and sealed."""
+    signed = envelope.signed_content(signer, body, version)  # type: ignore[arg-type]
+    return forge(scheme, signed, version=version)
 
 
 # --- round trips ---------------------------------------------------------------------------
@@ -108,7 +133,7 @@ def test_each_seal_is_fresh_ciphertext(scheme: Scheme) -> None:
 def test_header_reveals_only_kind_and_key(scheme: Scheme) -> None:
     text = encode_text(seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public))
     header = read_header(text)
-    assert (header.version, int(header.kind), header.kid) == (1, 1, 1)
+    assert (header.version, int(header.kind), header.kid) == (2, 1, 1)
     raw = decode_text(text)
     for secret in (b"Lumi", b"Croissant", b"m_7Qx2", b"o_2026"):
         assert secret not in raw
@@ -154,10 +179,19 @@ def test_reencrypted_with_forged_signature_refused(scheme: Scheme) -> None:
         open_(scheme, binary)
 
 
-def test_altered_amount_with_original_signature_refused(scheme: Scheme) -> None:
-    header, plaintext = envelope.sign_code(dynamic_code(), scheme.issuer, 1)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(350, 351), (180, 18), (420, 4200), (2, 3), (1300, 1301)],
+    ids=["unit price", "unit price 2", "unit price 3", "quantity", "total (v1)"],
+)
+def test_altered_amount_with_original_signature_refused(
+    scheme: Scheme, version: int, old: int, new: int
+) -> None:
+    header, plaintext = envelope.sign_code(dynamic_code(), scheme.issuer, 1, version=version)
     sig, signed = plaintext[:64], plaintext[64:]
-    altered = signed.replace(cbor.dumps(1300), cbor.dumps(1301))
+    if old == 1300 and version != 1:
+        pytest.skip("version 2 carries no total: the items' sum is the amount")
+    altered = signed.replace(cbor.dumps(old), cbor.dumps(new), 1)
     assert altered != signed
     sealed = _SUITE.encrypt(
         sig + altered, scheme.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
@@ -166,11 +200,67 @@ def test_altered_amount_with_original_signature_refused(scheme: Scheme) -> None:
         open_(scheme, header + sealed)
 
 
-def test_unsupported_version_refused(scheme: Scheme) -> None:
+@pytest.mark.parametrize("claimed", [0, 3, 0x21, 255])
+def test_unsupported_version_refused(scheme: Scheme, claimed: int) -> None:
     binary = bytearray(seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public))
-    binary[0] = 2
+    binary[0] = claimed
     with pytest.raises(UnsupportedVersion):
         open_(scheme, bytes(binary))
+
+
+def test_sealing_an_unknown_version_is_refused(scheme: Scheme) -> None:
+    for version in (0, 3):
+        with pytest.raises(UnsupportedVersion):
+            seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public, version=version)
+
+
+@pytest.mark.parametrize("code", [dynamic_code(), static_code()], ids=["dynamic", "static"])
+def test_version_1_codes_still_open_to_the_same_contents(scheme: Scheme, code: object) -> None:
+    opened = {}
+    for version in (1, 2):
+        binary = seal(code, scheme.issuer, scheme.scheme_key.public, version=version)  # type: ignore[arg-type]
+        result = open_code(binary, scheme.keyring, scheme.trust, now=NOW)
+        assert result.header.version == version
+        opened[version] = result.code
+    assert opened[1] == opened[2] == code.validated()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("relabel", [(1, 2), (2, 1)], ids=["v1 as v2", "v2 as v1"])
+def test_a_code_cannot_be_relabelled_as_the_other_version(
+    scheme: Scheme, relabel: tuple[int, int]
+) -> None:
+    made, claimed = relabel
+    binary = bytearray(seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public, version=made))
+    binary[0] = claimed  # the version byte is in the HPKE info: the keys differ
+    with pytest.raises(DecryptionFailed):
+        open_(scheme, bytes(binary))
+
+
+@pytest.mark.parametrize("relabel", [(1, 2), (2, 1)], ids=["v1 as v2", "v2 as v1"])
+def test_authentic_contents_under_the_other_version_refused(
+    scheme: Scheme, relabel: tuple[int, int]
+) -> None:
+    # one layout's signed bytes, genuinely signed and sealed under the other version's header
+    made, claimed = relabel
+    _, plaintext = envelope.sign_code(dynamic_code(), scheme.issuer, 1, version=made)
+    with pytest.raises(MalformedCode):
+        open_(scheme, forge(scheme, plaintext[64:], version=claimed))
+    # and the other version's signature does not carry over (the header is signed)
+    header = bytes([claimed, 1, 1])
+    sealed = _SUITE.encrypt(
+        plaintext, scheme.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
+    )
+    with pytest.raises((SignatureInvalid, MalformedCode)):
+        open_(scheme, header + sealed)
+
+
+def test_version_2_is_smaller_by_the_total_and_two_array_heads_per_item(scheme: Scheme) -> None:
+    sizes = {
+        v: len(seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public, version=v))
+        for v in (1, 2)
+    }
+    # total 1300 (3 bytes), the body's array head (1), one array head per item (3 items)
+    assert sizes[1] - sizes[2] == 3 + 1 + 3
 
 
 def test_unknown_key_id_refused(scheme: Scheme) -> None:
@@ -273,80 +363,133 @@ def test_not_yet_valid_code_refused(scheme: Scheme) -> None:
 # --- strict parsing of the (authentic) contents ---------------------------------------------
 
 
-def _signed_value(scheme: Scheme) -> list[object]:
-    _, plaintext = envelope.sign_code(dynamic_code(), scheme.issuer, 1)
-    value = cbor.strict_loads(plaintext[64:])
-    assert isinstance(value, list)
-    return value
+def _signed(scheme: Scheme, version: int) -> bytes:
+    signer, body = _parts(scheme, version)
+    return envelope.signed_content(signer, body, version)  # type: ignore[arg-type]
 
 
-def test_trailing_bytes_refused(scheme: Scheme) -> None:
-    signed = cbor.dumps(_signed_value(scheme)) + b"\x00"
+def test_trailing_bytes_refused(scheme: Scheme, version: int) -> None:
+    signed = _signed(scheme, version) + b"\x00"
     with pytest.raises(MalformedCode, match=r"trailing|deterministic"):
-        open_(scheme, forge(scheme, signed))
+        open_(scheme, forge(scheme, signed, version=version))
 
 
-def test_non_canonical_integer_refused(scheme: Scheme) -> None:
-    signed = cbor.dumps(_signed_value(scheme))
+def test_non_canonical_integer_refused(scheme: Scheme, version: int) -> None:
+    signed = _signed(scheme, version)
     # institution key id 1 encoded in two bytes (0x18 0x01) instead of one (0x01)
     assert signed[1] == 0x01
     bad = signed[:1] + b"\x18\x01" + signed[2:]
     with pytest.raises(MalformedCode, match="deterministic"):
-        open_(scheme, forge(scheme, bad))
+        open_(scheme, forge(scheme, bad, version=version))
 
 
-def test_indefinite_length_refused(scheme: Scheme) -> None:
-    signed = cbor.dumps(_signed_value(scheme))
+def test_indefinite_length_refused(scheme: Scheme, version: int) -> None:
+    signed = _signed(scheme, version)
     bad = b"\x9f" + signed[1:] + b"\xff"  # same array, indefinite length
     with pytest.raises(MalformedCode):
-        open_(scheme, forge(scheme, bad))
+        open_(scheme, forge(scheme, bad, version=version))
 
 
-def test_duplicate_map_keys_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    bad = cbor.dumps([value[0], 0]).replace(b"\x00", b"\xa2\x01\x01\x01\x02", 1)
+def test_duplicate_map_keys_refused(scheme: Scheme, version: int) -> None:
+    signer, _ = _parts(scheme, version)
+    bad = cbor.dumps([signer, 0]).replace(b"\x00", b"\xa2\x01\x01\x01\x02", 1)
     with pytest.raises(MalformedCode):
-        open_(scheme, forge(scheme, bad[:2] + b"\xa2\x01\x01\x01\x02"))
+        open_(scheme, forge(scheme, bad[:2] + b"\xa2\x01\x01\x01\x02", version=version))
 
 
-def test_unknown_extra_field_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    value[1].append(7)  # type: ignore[attr-defined]
-    with pytest.raises(MalformedCode, match="exactly 8"):
-        open_(scheme, forge(scheme, cbor.dumps(value)))
-
-
-def test_map_instead_of_array_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    body = value[1]
-    value[1] = {i: v for i, v in enumerate(body)}  # type: ignore[arg-type]
+@pytest.mark.parametrize("where", ["end", "start", "after items"])
+def test_unknown_extra_field_refused(scheme: Scheme, version: int, where: str) -> None:
+    signer, body = _parts(scheme, version)
+    position = {"end": len(body), "start": 0, "after items": 3}[where]
+    body.insert(position, 7)
     with pytest.raises(MalformedCode):
-        open_(scheme, forge(scheme, cbor.dumps(value)))
+        open_(scheme, _reforge(scheme, signer, body, version))
+
+
+def test_missing_field_refused(scheme: Scheme, version: int) -> None:
+    signer, body = _parts(scheme, version)
+    for index in range(len(body)):
+        fewer = body[:index] + body[index + 1 :]
+        with pytest.raises((MalformedCode, InvalidAmount, UnknownCurrency)):
+            open_(scheme, _reforge(scheme, signer, fewer, version))
+
+
+def test_map_instead_of_array_refused(scheme: Scheme, version: int) -> None:
+    signer, body = _parts(scheme, version)
+    as_map = {i: v for i, v in enumerate(body)}
+    signed = cbor.dumps([signer, as_map])  # the body (v1) / the fields after the signer (v2)
+    with pytest.raises(MalformedCode):
+        open_(scheme, forge(scheme, signed, version=version))
+    whole = cbor.dumps({0: signer, 1: body})
+    with pytest.raises(MalformedCode):
+        open_(scheme, forge(scheme, whole, version=version))
+    merchant = list(body)
+    merchant[0] = dict(enumerate(body[0]))  # type: ignore[arg-type]
+    with pytest.raises(MalformedCode):
+        open_(scheme, _reforge(scheme, signer, merchant, version))
 
 
 @pytest.mark.parametrize(
-    ("index", "bad"),
-    [(1, 42), (3, "1300"), (4, "EUR"), (5, -1), (6, "300"), (7, "nonce"), (0, "merchant")],
+    ("field", "bad"),
+    [
+        ("order_id", 42),
+        ("total", "1300"),
+        ("currency", "EUR"),
+        ("issued_at", -1),
+        ("lifetime", "300"),
+        ("nonce", "nonce"),
+        ("merchant", "merchant"),
+        ("items", "Croissant"),
+        ("items", []),
+        ("items", [["Croissant", 1, 180]]),  # a version-1 item inside a version-2 code
+        ("items", ["Croissant", 1]),
+        ("items", ["Croissant", 1, 180, "Tea"]),
+        ("items", ["Croissant", "1", 180]),
+        ("items", ["Croissant", 1, 0]),
+        ("items", [["Croissant", 1, 180], ["Tea", 1, 100], 2]),
+    ],
 )
-def test_wrong_types_refused(scheme: Scheme, index: int, bad: object) -> None:
-    value = _signed_value(scheme)
-    value[1][index] = bad  # type: ignore[index]
+def test_wrong_types_refused(scheme: Scheme, version: int, field: str, bad: object) -> None:
+    if field not in FIELDS[version]:
+        pytest.skip(f"version {version} has no {field}")
+    signer, body = _parts(scheme, version)
+    body[FIELDS[version].index(field)] = bad
     with pytest.raises((MalformedCode, InvalidAmount, UnknownCurrency)):
-        open_(scheme, forge(scheme, cbor.dumps(value)))
+        open_(scheme, _reforge(scheme, signer, body, version))
 
 
-def test_tagged_value_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    signed = cbor.dumps(value)
+def test_too_many_items_refused(scheme: Scheme, version: int) -> None:
+    signer, body = _parts(scheme, version)
+    index = FIELDS[version].index("items")
+    if version == 1:
+        body[index] = [["Tea", 1, 100]] * 33
+        body[FIELDS[1].index("total")] = 3300
+    else:
+        body[index] = ["Tea", 1, 100] * 33
+    with pytest.raises(MalformedCode, match="1-32 line items"):
+        open_(scheme, _reforge(scheme, signer, body, version))
+
+
+def test_items_summing_past_the_largest_amount_refused(scheme: Scheme) -> None:
+    # version 2 carries no total: the sum of the (each valid) items is checked like one
+    signer, body = _parts(scheme, 2)
+    body[FIELDS[2].index("items")] = ["Gold", 9999, 10**12 - 1]
+    with pytest.raises(InvalidAmount):
+        open_(scheme, _reforge(scheme, signer, body, 2))
+
+
+def test_tagged_value_refused(scheme: Scheme, version: int) -> None:
+    signed = _signed(scheme, version)
     bad = signed.replace(cbor.dumps(NOW), b"\xc1" + cbor.dumps(NOW), 1)  # tag 1 (epoch time)
+    assert bad != signed
     with pytest.raises(MalformedCode):
-        open_(scheme, forge(scheme, bad))
+        open_(scheme, forge(scheme, bad, version=version))
 
 
-def test_kind_mismatch_refused(scheme: Scheme) -> None:
+def test_kind_mismatch_refused(scheme: Scheme, version: int) -> None:
     # a dynamic body under a header that says static (both authentic)
     with pytest.raises(MalformedCode):
-        open_(scheme, forge(scheme, cbor.dumps(_signed_value(scheme)), kind=2))
+        open_(scheme, forge(scheme, _signed(scheme, version), kind=2, version=version))
 
 
 # --- amounts, currency, names --------------------------------------------------------------
@@ -358,10 +501,12 @@ def test_items_not_adding_up_refused() -> None:
 
 
 def test_items_not_adding_up_in_signed_code_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    value[1][3] = 1299  # type: ignore[index]
-    with pytest.raises(TotalMismatch):
-        open_(scheme, forge(scheme, cbor.dumps(value)))
+    # version 1 states the total beside the items (version 2 derives it from them)
+    signer, body = _parts(scheme, 1)
+    for total in (1299, 1301, 2600):
+        body[FIELDS[1].index("total")] = total
+        with pytest.raises(TotalMismatch):
+            open_(scheme, _reforge(scheme, signer, body, 1))
 
 
 @pytest.mark.parametrize("amount", [0, -5])
@@ -405,11 +550,11 @@ def test_names_are_nfc_normalised() -> None:
     assert code.merchant.name == "Caf\u00e9"
 
 
-def test_non_nfc_name_inside_code_refused(scheme: Scheme) -> None:
-    value = _signed_value(scheme)
-    value[1][0][1] = "Cafe\u0301 Lumiere"  # type: ignore[index]
+def test_non_nfc_name_inside_code_refused(scheme: Scheme, version: int) -> None:
+    signer, body = _parts(scheme, version)
+    body[0][1] = "Cafe\u0301 Lumiere"  # type: ignore[index]
     with pytest.raises(UnsafeText, match="normal form"):
-        open_(scheme, forge(scheme, cbor.dumps(value)))
+        open_(scheme, _reforge(scheme, signer, body, version))
 
 
 def test_lookalike_merchant_name_is_flagged(scheme: Scheme) -> None:
@@ -495,8 +640,8 @@ def test_truncated_code_refused(scheme: Scheme) -> None:
 
 def test_sizes_fit_the_byte_budget(scheme: Scheme) -> None:
     dyn = seal(dynamic_code(), scheme.issuer, scheme.scheme_key.public)
-    assert len(dyn) <= 242  # 366 Base45 characters + prefix: QR version 11 at level M
-    assert len(encode_text(dyn)) <= 366
+    assert len(dyn) == 234  # docs/protocol.md section 8
+    assert len(encode_text(dyn)) <= 366  # QR version 11 at level M holds 366 characters
 
 
 def test_dataclass_defaults_are_not_shared() -> None:

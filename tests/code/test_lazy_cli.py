@@ -104,8 +104,15 @@ def test_code_inspect_without_keys_reads_the_header_without_cryptography(
 
 @pytest.mark.parametrize(
     "text",
-    [CODE_TEXT[:-3], CODE_TEXT + "a", "SS1:", "https://example.org/pay", "SS1:" + "A" * 9000],
-    ids=["truncated", "not-base45", "empty", "url", "oversize"],
+    [
+        CODE_TEXT[: 4 + len(CODE_TEXT[4:]) // 3 * 3 - 2],  # cut to a length Base45 cannot have
+        CODE_TEXT + "a",
+        "SS1:",
+        "SS1:" + CODE_TEXT[4:10],  # shorter than any code's header, key and tag
+        "https://example.org/pay",
+        "SS1:" + "A" * 9000,
+    ],
+    ids=["cut", "not-base45", "empty", "too-short", "url", "oversize"],
 )
 def test_code_inspect_bad_input_is_refused_as_before(tmp_path: Path, text: str) -> None:
     status, modules, out = imported_by(["code", "inspect", text, "--json"], tmp_path)

@@ -82,12 +82,12 @@ def _v1_merchant_cert(scheme: Scheme) -> bytes:
 def _forged(scheme: Scheme, signer: bytes, body: list[object], *, kind: int = 1) -> bytes:
     """``[signer, body]`` signed with the certified merchant key and sealed: passes every
     cryptographic check."""
-    return forge(scheme, cbor.dumps([signer, body]), kind=kind, key=scheme.merchant_key)
+    return forge(scheme, envelope.signed_content(signer, body), kind=kind, key=scheme.merchant_key)
 
 
 def _body(scheme: Scheme) -> list[object]:
     _, plaintext = envelope.sign_code(dynamic_code(), scheme.merchant_issuer, 1)
-    body = cbor.strict_loads(plaintext[64:])[1]
+    body = envelope.split_signed(plaintext[64:], envelope.VERSION)[1]
     assert isinstance(body, list)
     return body
 
@@ -104,7 +104,7 @@ def test_merchant_signed_code_references_its_certificate_and_shows_its_identity(
 ) -> None:
     for code in (dynamic_code(), static_code()):
         _, plaintext = envelope.sign_code(code, scheme.merchant_issuer, 1)
-        signer, body = cbor.strict_loads(plaintext[64:])
+        signer, body = envelope.split_signed(plaintext[64:], envelope.VERSION)
         cert = Certificate.from_bytes(signer)
         assert cert.version == 2 and cert.merchant == MERCHANT
         assert body[0] == 1001  # the certificate's serial: no name, city... in the body
@@ -123,7 +123,7 @@ def test_merchant_signed_code_references_its_certificate_and_shows_its_identity(
 def test_merchant_signed_code_is_smaller_than_repeating_the_identity(scheme: Scheme) -> None:
     inline = len(cbor.dumps(MERCHANT.to_cbor()))
     _, plaintext = envelope.sign_code(dynamic_code(), scheme.merchant_issuer, 1)
-    _, body = cbor.strict_loads(plaintext[64:])
+    _, body = envelope.split_signed(plaintext[64:], envelope.VERSION)
     assert len(cbor.dumps(body[0])) == 3 < inline  # uint 1001
 
 
@@ -183,14 +183,14 @@ def test_reference_of_the_wrong_type_is_refused(scheme: Scheme, ref: object) -> 
 
 def test_institution_signed_code_cannot_reference_a_certificate(scheme: Scheme) -> None:
     body = _body(scheme)  # body[0] is a serial
-    binary = forge(scheme, cbor.dumps([1, body]))  # signed by the institution key id 1
+    binary = forge(scheme, envelope.signed_content(1, body))  # signed by the institution key id 1
     with pytest.raises(MalformedCode):
         _open(scheme, binary)
 
 
 def test_static_code_binding(scheme: Scheme) -> None:
     _, plaintext = envelope.sign_code(static_code(), scheme.merchant_issuer, 1)
-    body = cbor.strict_loads(plaintext[64:])[1]
+    body = envelope.split_signed(plaintext[64:], envelope.VERSION)[1]
     body[0] = VICTIM.to_cbor()
     signer = scheme.merchant_issuer.signer_field()
     with pytest.raises(MalformedCode):
@@ -204,14 +204,14 @@ def test_certificate_of_merchant_a_with_a_code_signed_by_merchant_b(scheme: Sche
     a_cert = scheme.merchant_issuer.signer_field()  # public: it is inside every code of A
     b_key = SigningKey.from_seed(b"\x42" * 32)
     body = _body(scheme)
-    binary = forge(scheme, cbor.dumps([a_cert, body]), key=b_key)
+    binary = forge(scheme, envelope.signed_content(a_cert, body), key=b_key)
     with pytest.raises(SignatureInvalid):
         _open(scheme, binary)
     # B's own certificate with A's serial referenced: the serial does not match B's
     b_cert = _cert(scheme, serial=1002, subject=VICTIM.id, merchant=VICTIM)
     b_cert = replace(b_cert, public_key=b_key.public_key)
     b_bytes = _signed_anyway(scheme, b_cert)
-    binary = forge(scheme, cbor.dumps([b_bytes, body]), key=b_key)
+    binary = forge(scheme, envelope.signed_content(b_bytes, body), key=b_key)
     with pytest.raises(SignatureInvalid, match="refers to certificate 1001"):
         _open(scheme, binary)
 

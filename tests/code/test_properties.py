@@ -113,16 +113,18 @@ _cbor_values = _nested(3)
 
 
 @MEDIUM
-@given(_cbor_values, st.sampled_from([1, 2]), st.booleans())
+@given(_cbor_values, st.sampled_from([1, 2]), st.booleans(), st.sampled_from([1, 2]))
 def test_authentic_arbitrary_contents_raise_only_typed_errors(
-    body: object, kind: int, merchant: bool
+    body: object, kind: int, merchant: bool, version: int
 ) -> None:
     """Contents that pass every cryptographic check (anyone can seal to the public scheme key;
-    here even the institution signs) still only ever raise typed errors."""
+    here even the institution signs) still only ever raise typed errors, in both envelope
+    versions' layouts (``[signer, body]`` and ``[signer, *body]``)."""
     signer: object = SCHEME.merchant_issuer.signer_field() if merchant else 1
     key = SCHEME.merchant_key if merchant else SCHEME.institution_key
-    for signed in (cbor.dumps([signer, body]), cbor.dumps(body)):
-        header = bytes([1, kind, 1])
+    flat = [signer, *body] if isinstance(body, list) else [signer, body]
+    for signed in (cbor.dumps([signer, body]), cbor.dumps(flat), cbor.dumps(body)):
+        header = bytes([version, kind, 1])
         sig = key.sign(envelope.SIG_CONTEXT + header + signed)
         sealed = _SUITE.encrypt(
             sig + signed, SCHEME.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
@@ -150,26 +152,30 @@ def _replace_leaf(value: object, path: list[int], new: object) -> object:
     return copy
 
 
-_VALID_SIGNED = {
-    1: cbor.strict_loads(envelope.sign_code(dynamic_code(), SCHEME.issuer, 1)[1][64:]),
-    2: cbor.strict_loads(envelope.sign_code(static_code(), SCHEME.issuer, 1)[1][64:]),
+_VALID_SIGNED = {  # (kind, envelope version): the signed CBOR value
+    (kind, version): cbor.strict_loads(
+        envelope.sign_code(code, SCHEME.issuer, 1, version=version)[1][64:]
+    )
+    for kind, code in ((1, dynamic_code()), (2, static_code()))
+    for version in sorted(envelope.VERSIONS)
 }
 
 
 @MEDIUM
 @given(
     st.sampled_from([1, 2]),
+    st.sampled_from(sorted(envelope.VERSIONS)),
     st.lists(st.integers(0, 40), min_size=1, max_size=4),
     _cbor_values,
 )
 def test_authentic_near_valid_contents_raise_only_typed_errors(
-    kind: int, path: list[int], new: object
+    kind: int, version: int, path: list[int], new: object
 ) -> None:
-    """One field (at any depth) of an authentic, institution-signed code replaced by an
-    arbitrary value: the strict body parser refuses it with a typed error, or accepts a
-    code that is still fully valid."""
-    signed = cbor.dumps(_replace_leaf(_VALID_SIGNED[kind], path, new))
-    header = bytes([1, kind, 1])
+    """One field (at any depth) of an authentic, institution-signed code (in each envelope
+    version still read) replaced by an arbitrary value: the strict body parser refuses it with
+    a typed error, or accepts a code that is still fully valid."""
+    signed = cbor.dumps(_replace_leaf(_VALID_SIGNED[kind, version], path, new))
+    header = bytes([version, kind, 1])
     sig = SCHEME.institution_key.sign(envelope.SIG_CONTEXT + header + signed)
     binary = header + _SUITE.encrypt(
         sig + signed, SCHEME.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
@@ -181,7 +187,9 @@ def test_authentic_near_valid_contents_raise_only_typed_errors(
         return
     event("still valid")
     assert opened.code == opened.code.validated()
-    assert cbor.dumps([1, opened.code.to_cbor()]) == signed
+    code = opened.code
+    body = code.to_cbor(version) if isinstance(code, DynamicCode) else code.to_cbor()
+    assert envelope.signed_content(1, body, version) == signed
 
 
 # --- (b) mutations of a valid sealed code ---------------------------------------------------
@@ -325,15 +333,17 @@ def test_a_certificate_signs_only_its_own_identity(certified: Merchant, shown: M
     with pytest.raises(SafescanError) as info:
         seal(code, issuer, SCHEME.scheme_key.public)
     assert info.value.code == "signature_invalid"
-    body = code.validated().to_cbor()  # the other identity inline, signed by the merchant key
-    header = bytes([1, 1, SCHEME.scheme_key.kid])
-    signed = cbor.dumps([issuer.signer_field(), body])
-    sig = SCHEME.merchant_key.sign(envelope.SIG_CONTEXT + header + signed)
-    sealed = _SUITE.encrypt(
-        sig + signed, SCHEME.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
-    )
-    with pytest.raises(MalformedCode):
-        _open(header + sealed, now=NOW)
+    for version in sorted(envelope.VERSIONS):
+        # the other identity inline, signed by the merchant key
+        body = code.validated().to_cbor(version)
+        header = bytes([version, 1, SCHEME.scheme_key.kid])
+        signed = envelope.signed_content(issuer.signer_field(), body, version)
+        sig = SCHEME.merchant_key.sign(envelope.SIG_CONTEXT + header + signed)
+        sealed = _SUITE.encrypt(
+            sig + signed, SCHEME.scheme_key.public.x25519(), info=envelope.HPKE_INFO + header
+        )
+        with pytest.raises(MalformedCode, match="certificate"):
+            _open(header + sealed, now=NOW)
 
 
 def test_largest_valid_order_is_refused_as_oversize() -> None:

@@ -1,5 +1,7 @@
-"""Known-answer tests of the v1 byte layout (vectors in tests/vectors/code_v1.json), with
-version-2 merchant certificates, version-1 carrier certificates and the scheme key list.
+"""Known-answer tests of the SS1 byte layouts (vectors in tests/vectors/code_v1.json): payment
+codes in envelope version 2 (what is written) and version 1 (still read; the sealed version-1
+vectors are the bytes the version-1 implementation made), version-2 merchant certificates,
+version-1 carrier certificates and the scheme key list.
 
 Fixed keys (RFC 8032 / RFC 7748 test keys), a fixed clock, nonce and order give fixed bytes:
 any change to the format (header, CBOR layout, signature input, certificate, authorization or
@@ -51,7 +53,9 @@ VECTORS: dict[str, Any] = json.loads(
 KEYS = VECTORS["keys"]
 NOW: int = VECTORS["now"]
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
-CODE_NAMES = [c["name"] for c in VECTORS["codes"]]
+#: (vector set, code name): every code in the version written (2) and the version still read (1)
+CASES = [(group, c["name"]) for group in ("codes", "codes_v1") for c in VECTORS[group]]
+CASE_IDS = [f"{name}-v{2 if group == 'codes' else 1}" for group, name in CASES]
 
 
 def _key(name: str) -> SigningKey:
@@ -72,8 +76,8 @@ def _keyring() -> SchemeKeyring:
     return ring
 
 
-def _vector(name: str) -> dict[str, Any]:
-    return next(c for c in VECTORS["codes"] if c["name"] == name)
+def _vector(name: str, group: str = "codes") -> dict[str, Any]:
+    return next(c for c in VECTORS[group] if c["name"] == name)
 
 
 def _code(doc: dict[str, Any]) -> DynamicCode | StaticCode:
@@ -138,42 +142,53 @@ def test_fixed_keys_match_their_rfc_public_keys() -> None:
         assert _key(name).public_key.hex() == KEYS[f"{name}_public"]
 
 
-def test_vectors_cover_every_kind_of_code() -> None:
-    kinds = {(c["issuer"], "items" in c["input"]) for c in VECTORS["codes"]}
+@pytest.mark.parametrize("group", ["codes", "codes_v1"])
+def test_vectors_cover_every_kind_of_code(group: str) -> None:
+    kinds = {(c["issuer"], "items" in c["input"]) for c in VECTORS[group]}
     assert kinds == {
         ("institution", True),
         ("institution", False),
         ("merchant", True),
         ("merchant", False),
     }
+    assert {c["version"] for c in VECTORS[group]} == {2 if group == "codes" else 1}
 
 
 # --- deterministic signed plaintext ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_header_and_signed_plaintext_are_exact(name: str) -> None:
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_header_and_signed_plaintext_are_exact(group: str, name: str) -> None:
+    vector = _vector(name, group)
     code = _code(vector["input"])
-    header, plaintext = envelope.sign_code(code, _issuer(vector["issuer"]), KEYS["scheme_kid"])
+    header, plaintext = envelope.sign_code(
+        code, _issuer(vector["issuer"]), KEYS["scheme_kid"], version=vector["version"]
+    )
     assert header.hex() == vector["header"]
     assert plaintext.hex() == vector["plaintext"]
     assert vector["plaintext"] == vector["signature"] + vector["signed"]
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_header_layout(name: str) -> None:
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_header_layout(group: str, name: str) -> None:
+    vector = _vector(name, group)
     kind = 1 if "items" in vector["input"] else 2
-    assert bytes.fromhex(vector["header"]) == bytes([1, kind, KEYS["scheme_kid"]])
+    version = 2 if group == "codes" else 1
+    assert bytes.fromhex(vector["header"]) == bytes([version, kind, KEYS["scheme_kid"]])
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_signed_layout(name: str) -> None:
-    """The signed CBOR is [signer, body] with the documented positional body."""
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_signed_layout(group: str, name: str) -> None:
+    """The signed CBOR is [signer, *body] (version 2) or [signer, body] (version 1), with the
+    documented positional body."""
+    vector = _vector(name, group)
     signed = bytes.fromhex(vector["signed"])
-    signer, body = cbor.strict_loads(signed)
+    outer = cbor.strict_loads(signed)
+    if group == "codes":
+        signer, body = outer[0], outer[1:]
+    else:
+        assert len(outer) == 2
+        signer, body = outer
     if vector["issuer"] == "institution":
         assert signer == KEYS["institution_kid"]
     else:
@@ -186,7 +201,17 @@ def test_signed_layout(name: str) -> None:
         assert body[0] == VECTORS["certificates"]["merchant"]["input"]["serial"]
         identity = cbor.strict_loads(signer)[8:12]
         assert [m["id"], *identity] == [m["id"], m["name"], m["city"], m["country"], m["mcc"]]
-    if "items" in doc:
+    if "items" in doc and group == "codes":  # no total; the items as one flat array
+        assert body[1:] == [
+            doc["order_id"],
+            [field for item in doc["items"] for field in item],
+            doc["currency"],
+            doc["issued_at"],
+            doc["expires_at"] - doc["issued_at"],
+            bytes.fromhex(doc["nonce"]),
+        ]
+        assert sum(q * p for _, q, p in doc["items"]) == doc["total"]
+    elif "items" in doc:
         assert body[1:] == [
             doc["order_id"],
             doc["items"],
@@ -206,9 +231,9 @@ def test_signed_layout(name: str) -> None:
 # --- sealed codes: decryption known answers -------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_sealed_vector_decrypts_to_the_plaintext(name: str) -> None:
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_sealed_vector_decrypts_to_the_plaintext(group: str, name: str) -> None:
+    vector = _vector(name, group)
     sealed = bytes.fromhex(vector["sealed"])
     header = bytes.fromhex(vector["header"])
     plaintext = bytes.fromhex(vector["plaintext"])
@@ -220,23 +245,24 @@ def test_sealed_vector_decrypts_to_the_plaintext(name: str) -> None:
     assert opened == plaintext
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_sealed_vector_opens_to_the_expected_contents(name: str) -> None:
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_sealed_vector_opens_to_the_expected_contents(group: str, name: str) -> None:
+    vector = _vector(name, group)
     sealed = bytes.fromhex(vector["sealed"])
     expected = _code(vector["input"]).validated()
     for data in (sealed, vector["text"]):
         opened = open_code(data, _keyring(), _trust(), now=NOW)
         assert opened.code == expected
+        assert opened.header.version == vector["version"]
         assert opened.issuer == vector["issuer"]
         assert opened.digest.hex() == vector["digest"]
         assert opened.warnings == ()
     assert hashlib.sha256(sealed).hexdigest() == vector["digest"]
 
 
-@pytest.mark.parametrize("name", CODE_NAMES)
-def test_text_is_prefix_and_base45_of_the_binary(name: str) -> None:
-    vector = _vector(name)
+@pytest.mark.parametrize(("group", "name"), CASES, ids=CASE_IDS)
+def test_text_is_prefix_and_base45_of_the_binary(group: str, name: str) -> None:
+    vector = _vector(name, group)
     sealed = bytes.fromhex(vector["sealed"])
     assert vector["text"].startswith("SS1:")
     assert encode_text(sealed) == vector["text"]
@@ -253,10 +279,17 @@ def test_sealed_vector_needs_the_scheme_key() -> None:
 
 def test_sizes_of_the_vectors() -> None:
     sizes = {c["name"]: (len(c["sealed"]) // 2, len(c["text"])) for c in VECTORS["codes"]}
-    assert sizes == {
+    assert sizes == {  # docs/protocol.md section 8
+        "dynamic-institution": (234, 355),  # QR version 11 at level M holds 366 characters
+        "static-institution": (165, 252),
+        "dynamic-merchant": (354, 535),  # v2 certificate (151) + serial reference (3)
+        "static-merchant": (285, 432),
+    }
+    old = {c["name"]: (len(c["sealed"]) // 2, len(c["text"])) for c in VECTORS["codes_v1"]}
+    assert old == {
         "dynamic-institution": (241, 366),
         "static-institution": (166, 253),
-        "dynamic-merchant": (361, 546),  # v2 certificate (151) + serial reference (3)
+        "dynamic-merchant": (361, 546),
         "static-merchant": (286, 433),
     }
 

@@ -54,6 +54,7 @@ from safescan.code import (
     cbor,
     decode_text,
     encode_text,
+    envelope,
     seal,
 )
 from safescan.code.authorization import Receipt
@@ -208,16 +209,17 @@ def cafe(world: World) -> Merchant:
 
 
 def _alter(body: list[Any], field: str, other_merchant: str) -> None:
-    """Change one field of a dynamic code body in place, keeping it otherwise well formed."""
+    """Change one field of a dynamic code body (envelope version 2: ``[merchant, order_id,
+    items as flat (name, quantity, price) triples, currency, issued_at, lifetime, nonce]``, the
+    amount being the items' sum) in place, keeping it otherwise well formed."""
     if field == "amount":
-        body[2] = [["Flat white", 1, 1]]
-        body[3] = 1
+        body[2] = ["Flat white", 1, 1]
     elif field == "currency":
-        body[4] = 840  # USD
+        body[3] = 840  # USD
     elif field == "merchant":
         body[0] = [other_merchant, *body[0][1:]]
     elif field == "items":
-        body[2] = [[f"{name}!", q, p] for name, q, p in body[2]]
+        body[2] = [f"{v}!" if i % 3 == 0 else v for i, v in enumerate(body[2])]
     else:  # pragma: no cover - test table
         raise AssertionError(field)
 
@@ -241,9 +243,10 @@ def test_altered_field_resealed_to_the_real_scheme_key_is_refused(
         scheme = keys.scheme.for_opening(header[2], int(time.time()))
         plaintext = SUITE.decrypt(binary[3:], scheme.private_key(), info=HPKE_INFO + header)
         sig, signed = plaintext[:64], plaintext[64:]
-        signer, body = cbor.strict_loads(signed)
+        assert header[0] == envelope.VERSION
+        signer, body = envelope.split_signed(signed, header[0])
         _alter(body, field, fraudster.merchant_id)
-        altered = cbor.dumps([signer, body])
+        altered = envelope.signed_content(signer, body)  # type: ignore[arg-type]
         assert altered != signed
         if signature == "forged":
             sig = SigningKey.generate().sign(b"SS1-SIG" + header + altered)
@@ -266,8 +269,8 @@ def test_altered_field_resealed_to_the_real_scheme_key_is_refused(
                 fake,
                 merchant_id=body[0][0],
                 order_id=body[1],
-                amount=body[3],
-                currency=body[4],
+                amount=sum(q * p for q, p in zip(body[2][1::3], body[2][2::3], strict=True)),
+                currency=body[3],
             ),
         )
         assert r.status_code == 422 and error_code(r) == "signature_invalid", r.text

@@ -8,8 +8,13 @@ a fixed clock, nonce and order. Signing is deterministic (Ed25519), so headers, 
 plaintexts, certificates, authorizations and receipts are exact byte vectors. HPKE sealing is
 randomized (fresh ephemeral key), so each ``sealed`` vector is a *decryption* known answer: it
 must open, with the fixed scheme key at the fixed time, to exactly the expected plaintext and
-contents. Regenerating changes only the ``sealed`` / ``text`` / ``digest`` values (and the
-authorization and receipt, which refer to the digest).
+contents. Regenerating keeps every sealed code whose signed plaintext did not change (unless
+``--reseal``), so only a format change moves the ``sealed`` / ``text`` / ``digest`` values (and
+the authorization and receipt, which refer to the dynamic code's digest).
+
+``codes`` are in the envelope version the library writes (2); ``codes_v1`` are the same codes in
+the version-1 layout, which the library still reads (printed static codes live for years): their
+sealed bytes are the ones the version-1 implementation made.
 
 Certificates: ``merchant`` is a version-2 merchant certificate (it carries the merchant
 identity; merchant-signed codes reference it by serial), ``carrier`` a version-1 carrier
@@ -214,32 +219,39 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     keys["merchant_public"] = signing_key(keys, "merchant").public_key.hex()
     keys["carrier_public"] = signing_key(keys, "carrier").public_key.hex()
     keys["scheme_public"] = sk.public.raw.hex()
-    old_codes = {c["name"]: c for c in (previous or {}).get("codes", [])}
+    before = [*(previous or {}).get("codes", []), *(previous or {}).get("codes_v1", [])]
+    old_codes = {c["plaintext"]: c for c in before}  # a sealed code, by what it opens to
 
-    codes = []
-    for spec in CODES:
-        code = code_from(spec["body"])
-        issuer = issuer_from(keys, spec["issuer"], MERCHANT_CERT)
-        header, plaintext = envelope.sign_code(code, issuer, sk.kid)
-        old = old_codes.get(spec["name"])
-        if old is not None and old["plaintext"] == plaintext.hex():  # unchanged: keep its seal
-            sealed = bytes.fromhex(old["sealed"])
-        else:
-            sealed = seal(code, issuer, sk.public)
-        codes.append(
-            {
-                "name": spec["name"],
-                "issuer": spec["issuer"],
-                "input": spec["body"],
-                "header": header.hex(),
-                "signature": plaintext[: envelope.SIGNATURE_BYTES].hex(),
-                "signed": plaintext[envelope.SIGNATURE_BYTES :].hex(),
-                "plaintext": plaintext.hex(),
-                "sealed": sealed.hex(),
-                "text": encode_text(sealed),
-                "digest": code_digest(sealed).hex(),
-            }
-        )
+    def sealed_codes(version: int) -> list[dict[str, Any]]:
+        out = []
+        for spec in CODES:
+            code = code_from(spec["body"])
+            issuer = issuer_from(keys, spec["issuer"], MERCHANT_CERT)
+            header, plaintext = envelope.sign_code(code, issuer, sk.kid, version=version)
+            old = old_codes.get(plaintext.hex())
+            if old is not None and old["header"] == header.hex():  # unchanged: keep its seal
+                sealed = bytes.fromhex(old["sealed"])
+            else:
+                sealed = seal(code, issuer, sk.public, version=version)
+            out.append(
+                {
+                    "name": spec["name"],
+                    "issuer": spec["issuer"],
+                    "version": version,
+                    "input": spec["body"],
+                    "header": header.hex(),
+                    "signature": plaintext[: envelope.SIGNATURE_BYTES].hex(),
+                    "signed": plaintext[envelope.SIGNATURE_BYTES :].hex(),
+                    "plaintext": plaintext.hex(),
+                    "sealed": sealed.hex(),
+                    "text": encode_text(sealed),
+                    "digest": code_digest(sealed).hex(),
+                }
+            )
+        return out
+
+    codes = sealed_codes(envelope.VERSION)
+    codes_v1 = sealed_codes(1)
 
     digest = codes[0]["digest"]
     auth_in = {
@@ -267,7 +279,8 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     receipt = receipt_from(receipt_in).signed(signing_key(keys, "institution"))
     return {
         "description": (
-            "safescan payment code v1 known-answer vectors; regenerate with "
+            "safescan protocol 1 (SS1) known-answer vectors: payment codes in envelope version"
+            " 2 (codes, what is written) and 1 (codes_v1, still read); regenerate with "
             "tests/vectors/make_vectors.py. Sealed codes are decryption vectors (HPKE is "
             "randomized); everything else is exact bytes."
         ),
@@ -297,6 +310,7 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
             "bytes": scheme_list_from(keys, SCHEME_LIST).to_bytes().hex(),
         },
         "codes": codes,
+        "codes_v1": codes_v1,
         "authorization": {
             "input": auth_in,
             "tbs": auth.tbs().hex(),

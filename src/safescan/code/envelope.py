@@ -1,17 +1,22 @@
 """The payment smart code envelope: sign (Ed25519), seal (HPKE), and Base45 text for QR codes.
 
-Byte layout (version 1; see docs/protocol.md for the full description and byte budget)::
+Byte layout (version 2; see docs/protocol.md for the full description and byte budget)::
 
     binary   = header(3) || enc(32) || ciphertext(len(plaintext) + 16)
-    header   = version(1)=0x01 || kind(1) || scheme key id(1)
+    header   = version(1)=0x02 || kind(1) || scheme key id(1)
     plaintext= signature(64) || signed
-    signed   = CBOR [ signer: uint (institution key id) / bstr (merchant certificate), body ]
+    signed   = CBOR [ signer: uint (institution key id) / bstr (merchant certificate),
+                      body fields... ]               (version 1: CBOR [ signer, [ body ] ])
                (a merchant-signed body names its merchant by the certificate's serial: the
                identity shown is the one the institution certified, never the merchant's text)
     signature= Ed25519 over "SS1-SIG" || header || signed
     HPKE     = RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM,
                info = "safescan code v1" || header   (binds the clear header)
     text     = "SS1:" || Base45(binary)               (QR alphanumeric mode)
+
+Codes are written in version 2 and read in versions 1 and 2 (a printed static code lives for
+years). The version byte is bound by the HPKE ``info`` and the signature, so a code cannot be
+re-labelled as the other version.
 
 Opening checks, in this order: size, prefix, Base45, header (version, kind, key id), key not
 retired, HPKE open (any alteration fails here), CBOR strictness, issuer (institution key, or a
@@ -38,6 +43,7 @@ from safescan.code.errors import (
     MalformedCode,
     OversizeInput,
     SignatureInvalid,
+    UnsupportedVersion,
 )
 from safescan.code.header import ENC_BYTES as ENC_BYTES
 from safescan.code.header import HEADER_BYTES as HEADER_BYTES
@@ -46,6 +52,7 @@ from safescan.code.header import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from safescan.code.header import PREFIX as PREFIX
 from safescan.code.header import TAG_BYTES as TAG_BYTES
 from safescan.code.header import VERSION as VERSION
+from safescan.code.header import VERSIONS as VERSIONS
 from safescan.code.header import Header as Header
 from safescan.code.header import decode_text as decode_text
 from safescan.code.header import encode_text as encode_text
@@ -108,13 +115,39 @@ def code_digest(binary: bytes) -> bytes:
     return hashlib.sha256(binary).digest()
 
 
-def sign_code(code: PaymentCode, issuer: Issuer, kid: int) -> tuple[bytes, bytes]:
+def signed_content(signer: int | bytes, body: list[object], version: int = VERSION) -> bytes:
+    """The CBOR ``signed`` part: ``[signer, *body]`` (version 2) or ``[signer, body]`` (1)."""
+    return cbor.dumps([signer, body] if version == 1 else [signer, *body])
+
+
+def split_signed(signed: bytes, version: int) -> tuple[object, list[object]]:
+    """``(signer, body fields)`` of a ``signed`` part, strictly (inverse of
+    :func:`signed_content`); raises :class:`MalformedCode`."""
+    outer = cbor.strict_loads(signed)
+    if version == 1:
+        if not isinstance(outer, list) or len(outer) != 2:
+            raise MalformedCode("the signed contents must be a 2-element array")
+        signer, body = outer
+        if not isinstance(body, list) or not body:
+            raise MalformedCode("the code's body must be a non-empty array")
+        return signer, body
+    if not isinstance(outer, list) or len(outer) < 2:
+        raise MalformedCode("the signed contents must be an array: the signer, then the body")
+    return outer[0], outer[1:]
+
+
+def sign_code(
+    code: PaymentCode, issuer: Issuer, kid: int, *, version: int = VERSION
+) -> tuple[bytes, bytes]:
     """Validate and sign ``code`` for scheme key ``kid``; returns ``(header, plaintext)``.
 
     Deterministic (Ed25519 is): fixed inputs give fixed bytes, which the test vectors use.
+    ``version`` 1 writes the older layout (for the tests that check it is still read).
     """
+    if version not in VERSIONS:
+        raise UnsupportedVersion(f"payment code version {version} is not supported")
     code = code.validated()
-    body = code.to_cbor()
+    body = code.to_cbor(version) if isinstance(code, DynamicCode) else code.to_cbor()
     cert = issuer.certificate
     if cert is not None:
         if cert.merchant is None:
@@ -127,15 +160,17 @@ def sign_code(code: PaymentCode, issuer: Issuer, kid: int) -> tuple[bytes, bytes
                 " (id, name, city, country and category code)"
             )
         body[0] = cert.serial  # the identity is the certificate's: referenced, not repeated
-    header = Header(VERSION, code.kind, kid).to_bytes()
-    signed = cbor.dumps([issuer.signer_field(), body])
+    header = Header(version, code.kind, kid).to_bytes()
+    signed = signed_content(issuer.signer_field(), body, version)
     signature = issuer.key.sign(SIG_CONTEXT + header + signed)
     return header, signature + signed
 
 
-def seal(code: PaymentCode, issuer: Issuer, scheme_key: SchemePublicKey) -> bytes:
+def seal(
+    code: PaymentCode, issuer: Issuer, scheme_key: SchemePublicKey, *, version: int = VERSION
+) -> bytes:
     """Validate, sign and seal ``code``; returns the binary code (see :func:`encode_text`)."""
-    header, plaintext = sign_code(code, issuer, scheme_key.kid)
+    header, plaintext = sign_code(code, issuer, scheme_key.kid, version=version)
     sealed = _SUITE.encrypt(plaintext, scheme_key.x25519(), info=HPKE_INFO + header)
     binary = header + sealed
     if len(binary) > MAX_BINARY_BYTES:
@@ -167,17 +202,14 @@ def open_code(
             "the sealed payment code could not be opened: it was altered, or sealed to another key"
         ) from None
     signature, signed = plaintext[:SIGNATURE_BYTES], plaintext[SIGNATURE_BYTES:]
-    outer = cbor.strict_loads(signed)
-    if not isinstance(outer, list) or len(outer) != 2:
-        raise MalformedCode("the signed contents must be a 2-element array")
-    signer, body_value = outer
+    signer, body_value = split_signed(signed, header.version)
     verify_key, certificate, issuer_kid = _issuer_key(signer, trust, now)
     verify_key.verify(signature, SIG_CONTEXT + header_bytes + signed, what="code signature")
     if certificate is not None:
         body_value = certified_body(body_value, certificate)
     code: PaymentCode
     if header.kind is CodeKind.DYNAMIC:
-        code = DynamicCode.from_cbor(body_value)
+        code = DynamicCode.from_cbor(body_value, header.version)
     else:
         code = StaticCode.from_cbor(body_value)
     if now + clock_skew < code.issued_at:
@@ -195,15 +227,13 @@ def open_code(
     )
 
 
-def certified_body(body: object, certificate: Certificate) -> list[object]:
+def certified_body(body: list[object], certificate: Certificate) -> list[object]:
     """A merchant-signed body with its merchant reference replaced by the certified identity.
 
     The body's first field must be the signer certificate's serial (an inline identity, which
     the merchant could write freely, is refused): every identity field the customer is shown
     is then the one the institution certified.
     """
-    if not isinstance(body, list) or not body:
-        raise MalformedCode("the code's body must be a non-empty array")
     ref = body[0]
     if isinstance(ref, bool) or not isinstance(ref, int) or ref < 0:
         raise MalformedCode(

@@ -3,7 +3,7 @@
 This is all of a code that anyone can read without a key (``safescan code inspect`` without
 keys, a wallet deciding whether a scan is a safescan code). It imports no cryptography, so that
 reading a header stays cheap; :mod:`safescan.code.envelope` seals and opens the rest (see there,
-and docs/protocol.md, for the byte layout).
+and docs/protocol.md, for the byte layout). Envelope version 2 is written; 1 and 2 are read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import base45
 from safescan.code.errors import MalformedCode, OversizeInput, UnsupportedVersion
 from safescan.code.payment import CodeKind
 
-VERSION = 1
+VERSION = 2  # what seal() writes
+VERSIONS = frozenset({1, 2})  # what open_code() reads
 PREFIX = "SS1:"
 HEADER_BYTES = 3
 ENC_BYTES = 32
@@ -44,7 +45,7 @@ class Header:
         if len(binary) < HEADER_BYTES + ENC_BYTES + TAG_BYTES:
             raise MalformedCode("too short to be a safescan payment code")
         version, kind = binary[0], binary[1]
-        if version != VERSION:
+        if version not in VERSIONS:
             raise UnsupportedVersion(f"payment code version {version} is not supported")
         try:
             kind_ = CodeKind(kind)

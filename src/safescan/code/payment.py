@@ -24,6 +24,7 @@ MAX_ID_CHARS = 40
 MAX_DYNAMIC_VALIDITY = 7 * 24 * 3600  # seconds
 MAX_STATIC_VALIDITY = 10 * 366 * 24 * 3600
 NONCE_BYTES = 8
+BODY_VERSION = 2  # the newest body layout (docs/protocol.md 1.4); version 1 is still read
 _ID_RE = re.compile(r"[A-Za-z0-9._:\-]+")
 _COUNTRY_RE = re.compile(r"[A-Z]{2}")
 
@@ -161,6 +162,15 @@ class LineItem:
         return cls(name, qty, price).validated(clean=False)
 
 
+def _flat_items(value: object) -> tuple[LineItem, ...]:
+    """Line items from one flat array of (name, quantity, unit price) triples (version 2)."""
+    if not isinstance(value, list) or not value or len(value) % 3:
+        raise MalformedCode("line items must be a flat array of (name, quantity, price) triples")
+    if len(value) > 3 * MAX_ITEMS:
+        raise MalformedCode(f"an order has 1-{MAX_ITEMS} line items")
+    return tuple(LineItem.from_cbor(value[i : i + 3]) for i in range(0, len(value), 3))
+
+
 def _check_currency(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedCode("currency must be an ISO 4217 numeric code")
@@ -219,34 +229,46 @@ class DynamicCode:
             nonce=self.nonce,
         )
 
-    def to_cbor(self) -> list[object]:
-        """The CBOR array form (positional; see docs/protocol.md)."""
-        return [
-            self.merchant.to_cbor(),
-            self.order_id,
-            [i.to_cbor() for i in self.items],
-            self.total,
-            self.currency,
-            self.issued_at,
-            self.expires_at - self.issued_at,
-            self.nonce,
-        ]
+    def to_cbor(self, version: int = BODY_VERSION) -> list[object]:
+        """The body's fields, positional (docs/protocol.md 1.4).
+
+        Version 2: ``[merchant, order_id, items, currency, issued_at, lifetime, nonce]`` with
+        ``items`` one flat array of (name, quantity, unit price) triples and no total (it is
+        the items' sum, which the signature already binds). Version 1 (still read): ``[merchant,
+        order_id, [[name, quantity, unit_price], ...], total, currency, issued_at, lifetime,
+        nonce]``.
+        """
+        lifetime = self.expires_at - self.issued_at
+        if version == 1:
+            items: list[object] = [i.to_cbor() for i in self.items]
+            return [self.merchant.to_cbor(), self.order_id, items, self.total, self.currency,
+                    self.issued_at, lifetime, self.nonce]  # fmt: skip
+        flat = [field for i in self.items for field in i.to_cbor()]
+        return [self.merchant.to_cbor(), self.order_id, flat, self.currency, self.issued_at,
+                lifetime, self.nonce]  # fmt: skip
 
     @classmethod
-    def from_cbor(cls, value: object) -> DynamicCode:
-        """Parse and validate the CBOR array form strictly."""
-        if not isinstance(value, list) or len(value) != 8:
-            raise MalformedCode("a dynamic code body must be an array of exactly 8 fields")
-        merchant, order_id, items, total, cur, issued, lifetime, nonce = value
-        if not isinstance(items, list):
-            raise MalformedCode("line items must be an array")
+    def from_cbor(cls, value: object, version: int = BODY_VERSION) -> DynamicCode:
+        """Parse and validate the body's fields strictly (see :meth:`to_cbor`)."""
+        fields = 8 if version == 1 else 7
+        if not isinstance(value, list) or len(value) != fields:
+            raise MalformedCode(f"a dynamic code body must have exactly {fields} fields")
+        if version == 1:
+            merchant, order_id, items, total, cur, issued, lifetime, nonce = value
+            if not isinstance(items, list):
+                raise MalformedCode("line items must be an array")
+            lines = tuple(LineItem.from_cbor(i) for i in items)
+        else:
+            merchant, order_id, items, cur, issued, lifetime, nonce = value
+            lines = _flat_items(items)
+            total = sum(i.amount for i in lines)
         issued = check_time(issued, "issue time")
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise MalformedCode("the code's lifetime must be a positive number of seconds")
         code = cls(
             merchant=Merchant.from_cbor(merchant),
             order_id=order_id,
-            items=tuple(LineItem.from_cbor(i) for i in items),
+            items=lines,
             total=total,
             currency=cur,
             issued_at=issued,
