@@ -1,0 +1,375 @@
+"""Bare-path yardstick for the payment institution (issue 20), and institution / yardstick runs.
+
+    .venv/bin/python bench/bare_path.py [--seconds 20] [--json]             # the yardstick alone
+    .venv/bin/python bench/bare_path.py --alternate 3 [--seconds 20] [--json]
+
+The yardstick is a payment server that does the **same work per payment as the institution's
+``POST /v1/payments``, nothing more and nothing less**, written as plainly as Python allows:
+the same database (made by ``safescan institution init``, filled by bench/institution_load.py's
+``prepare``: same merchants, customers, carriers, orders and authorizations), the same load
+generator (bench/institution_load.py's ``load``), the same HTTP server (uvicorn, its defaults,
+no access log) and one process. Per payment it:
+
+1. reads the JSON body, Base64-decodes the authorization, Base45-decodes the code;
+2. opens the code: HPKE (X25519, HKDF-SHA256, AES-128-GCM, ``info`` = context + header),
+   ``cbor2.loads`` of the signed part (envelope version 2 layout), Ed25519 verification of the
+   code signature with the institution key it names, SHA-256 of the binary (the digest);
+3. reads the authorization (``cbor2.loads``) and verifies its Ed25519 signature with the
+   carrier's key (looked up once per carrier and cached, as the institution does);
+4. checks what ties them together: digest, merchant, order, amount (the items' sum), currency,
+   and that the code has not expired;
+5. makes the records: HMAC-SHA256 payer pseudonym, the receipt (CBOR, Ed25519 signature), the
+   outbox event and audit data (canonical JSON);
+6. in one group-committed SQLite transaction (one writer thread; each payment in its own
+   SAVEPOINT inside one ``BEGIN IMMEDIATE`` per group, as the institution's GroupCommitter),
+   runs the institution's own statements (``safescan.institution.sql``): 1 read (merchant
+   status), 6 updates (order CREATED -> PAID, carrier counter, customer debit, merchant credit,
+   audit head reserve and hash) and 4 inserts (transfer, payment, event, audit entry with its
+   SHA-256 chain hash), through the raw ``sqlite3`` driver; answers 201 only after the commit,
+   with the same JSON fields.
+
+It does not do what the institution does beyond that: strict CBOR (re-encoding) checks, the
+body and text rules (names, look-alikes, ranges), idempotency (the load sends no key), rate
+limiting, request models, middleware. A refusal is a 422 with a reason; the load has none.
+After each run the institution's own audit (``safescan institution audit``) checks the database,
+so the yardstick's ledger and audit chain are verified, not assumed.
+
+``--alternate N`` runs the institution (bench/institution_load.py's server and settings) and
+the yardstick N times each, alternating, each on a fresh database, under the same load, and
+prints each run's payments/s and the median of the N ratios institution / yardstick (issue 20's
+target: >= 0.9). ``--serve`` is internal (the yardstick server process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for entry in (REPO, REPO / "src", HERE):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+import base45  # noqa: E402
+import cbor2  # noqa: E402
+import httpx  # noqa: E402
+from cryptography.hazmat.primitives import hpke  # noqa: E402
+from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db  # noqa: E402
+from tests.institution.pg import free_port  # noqa: E402
+
+import institution_load  # noqa: E402
+from safescan.code import cbor  # noqa: E402
+from safescan.code.authorization import AUTH_CONTEXT, RECEIPT_CONTEXT  # noqa: E402
+from safescan.code.envelope import HPKE_INFO, PREFIX, SIG_CONTEXT  # noqa: E402
+from safescan.code.keys import VerifyKey  # noqa: E402
+from safescan.institution import audit, sql  # noqa: E402
+from safescan.institution.keystore import KeyStore  # noqa: E402
+
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+ACTION = "payment.create"  # the institution's PAYMENT_ACTION
+
+
+class Refused(Exception):
+    """A payment the yardstick will not make (422)."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Writer:
+    """One thread, one raw sqlite3 connection: group commit, a SAVEPOINT per payment."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.cond = threading.Condition()
+        self.pending: list[tuple[dict[str, Any], Future[None]]] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def submit(self, p: dict[str, Any]) -> Future[None]:
+        fut: Future[None] = Future()
+        with self.cond:
+            self.pending.append((p, fut))
+            self.cond.notify()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending:
+                    self.cond.wait()
+                batch, self.pending = self.pending[:128], self.pending[128:]
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            done: list[tuple[Future[None], BaseException | None]] = []
+            for p, fut in batch:
+                c.execute("SAVEPOINT bare")
+                try:
+                    self._pay(c, p)
+                except Refused as exc:
+                    c.execute("ROLLBACK TO bare")
+                    done.append((fut, exc))
+                else:
+                    done.append((fut, None))
+                c.execute("RELEASE bare")
+            c.execute("COMMIT")
+            for fut, exc in done:
+                fut.set_exception(exc) if exc else fut.set_result(None)
+
+    @staticmethod
+    def _pay(c: sqlite3.Connection, p: dict[str, Any]) -> None:
+        status = c.execute(sql.MERCHANT_STATUS, p).fetchall()
+        if not status or status[0][0] != "active":
+            raise Refused("merchant not active")
+        order = c.execute(sql.PAY_ORDER, p).fetchall()
+        if not order:
+            raise Refused("order not payable")
+        if c.execute(sql.ADVANCE_COUNTER, p).rowcount != 1:
+            raise Refused("carrier revoked or counter replayed")
+        debited = c.execute(sql.DEBIT_CUSTOMER, p).fetchall()
+        if not debited:
+            raise Refused("insufficient funds")
+        credited = c.execute(sql.CREDIT_MERCHANT, p).fetchall()
+        if not credited:  # the merchant's first payment in this currency: open its account
+            c.execute(
+                "INSERT OR IGNORE INTO accounts (kind, owner_id, currency, balance,"
+                " allow_negative, created_at) VALUES ('merchant', :mid, :currency, 0, 1, :now)",
+                p,
+            )
+            credited = c.execute(sql.CREDIT_MERCHANT, p).fetchall()
+        seq, prev_hash = c.execute(sql.AUDIT_RESERVE, p).fetchall()[0]
+        p |= {"t_debit": debited[0][0], "t_credit": credited[0][0], "p_order_pk": order[0][0]}
+        p |= {"a_seq": seq, "a_prev_hash": prev_hash}
+        p["a_hash"] = audit.entry_hash(
+            prev_hash, p["a_chain"], seq, p["now"], p["a_actor"], ACTION, p["a_entity"], p["a_data"]
+        )
+        for statement in sql.RECORD_PAYMENT:
+            c.execute(statement, p)
+
+
+class BareApp:
+    """The yardstick's ASGI application: ``GET /health`` and ``POST /v1/payments``."""
+
+    def __init__(self, db_path: str, keys_dir: Path) -> None:
+        keys = KeyStore(keys_dir).load(PASSPHRASE.encode())
+        self.scheme = {kid: k.private_key() for kid, k in keys.scheme.keys.items()}
+        self.roots = keys.trust_store().institution_keys
+        self.root, self.root_kid, self.secret = keys.root, keys.root_kid, keys.secret
+        self.db_path = db_path
+        self.carriers: dict[int, tuple[VerifyKey, str]] = {}
+        self.writer = Writer(db_path)
+
+    def carrier(self, serial: int) -> tuple[VerifyKey, str]:
+        found = self.carriers.get(serial)
+        if found is None:
+            with sqlite3.connect(self.db_path) as c:
+                row = c.execute(
+                    "SELECT signing_public_key, customer_id, status FROM carriers WHERE serial = ?",
+                    (serial,),
+                ).fetchone()
+            if row is None or row[2] != "active":
+                raise Refused("unknown or revoked carrier")
+            found = self.carriers[serial] = (VerifyKey(bytes(row[0])), row[1])
+        return found
+
+    def prepare(self, body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Steps 1-5: the statement parameters and the answer."""
+        doc = json.loads(body)
+        code_text, auth_bytes = doc["code"], base64.b64decode(doc["authorization"])
+        if not code_text.startswith(PREFIX):
+            raise Refused("not a payment code")
+        binary = bytes(base45.b45decode(code_text[len(PREFIX) :]))
+        header = binary[:3]
+        if header[0] != 2 or header[1] != 1:
+            raise Refused("not a version-2 dynamic code")
+        plain = SUITE.decrypt(binary[3:], self.scheme[header[2]], info=HPKE_INFO + header)
+        signature, signed = plain[:64], plain[64:]
+        kid, merchant, order_id, items, cur, issued, lifetime, _nonce = cbor2.loads(signed)
+        self.roots[kid].verify(signature, SIG_CONTEXT + header + signed)
+        digest = hashlib.sha256(binary).digest()
+        a = cbor2.loads(auth_bytes)
+        key, cid = self.carrier(a[7])
+        key.verify(a[9], AUTH_CONTEXT + cbor.dumps(a[:9]))
+        mid, now = merchant[0], int(time.time())
+        amount = sum(items[i + 1] * items[i + 2] for i in range(0, len(items), 3))
+        if (a[1], a[2], a[3], a[4], a[5]) != (digest, mid, order_id, amount, cur):
+            raise Refused("the authorization is for another payment")
+        if now >= issued + lifetime:
+            raise Refused("code expired")
+        mac = hmac.new(self.secret, b"pseudonym\0" + mid.encode() + b"\0", "sha256")
+        mac.update(cid.encode())
+        pseudonym = "p_" + mac.hexdigest()[:24]
+        payment_id = "pay_" + secrets.token_hex(8)
+        fields = [1, payment_id, order_id, mid, amount, cur, pseudonym, now, digest, self.root_kid]
+        receipt = cbor.dumps([*fields, self.root.sign(RECEIPT_CONTEXT + cbor.dumps(fields))])
+        data = {"payment_id": payment_id, "order_id": order_id, "amount": amount}
+        data |= {"currency": cur, "payer_pseudonym": pseudonym, "paid_at": now}
+        event_id = "evt_" + secrets.token_hex(10)
+        entity = f"order:{mid}:{order_id}"
+        answer = {"payment_id": payment_id, "status": "succeeded", "merchant_id": mid}
+        answer |= {k: data[k] for k in ("order_id", "amount", "currency", "payer_pseudonym")}
+        answer |= {"paid_at": now, "receipt": base64.b64encode(receipt).decode()}
+        params = {
+            "mid": mid, "order_id": order_id, "now": now, "amount": amount, "currency": cur,
+            "payment_id": payment_id, "digest": digest, "counter": a[6], "serial": a[7],
+            "cid": cid, "t_ref": payment_id, "p_id": payment_id, "p_mid": mid, "p_cid": cid,
+            "p_serial": a[7], "p_counter": a[6], "p_pseudonym": pseudonym, "p_receipt": receipt,
+            "e_id": event_id, "e_mid": mid, "e_type": "payment.succeeded", "e_created": now,
+            "e_payload": _json({"id": event_id, "type": "payment.succeeded", "created": now,
+                                "merchant_id": mid, "data": data}),
+            "e_state": "none", "e_next_ms": now * 1000,
+            "chain": audit.chain_for(entity), "a_chain": audit.chain_for(entity),
+            "a_at": now, "a_actor": f"carrier:{a[7]}", "a_action": ACTION, "a_entity": entity,
+            "a_data": _json(data | {"customer_id": cid, "counter": a[6]}),
+        }  # fmt: skip
+        return params, answer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, answer = 404, {"error": "not found"}
+        if scope["path"] == "/health":
+            status, answer = 200, {"ok": True}
+        elif scope["path"] == "/v1/payments" and scope["method"] == "POST":
+            try:
+                params, answer = self.prepare(body)
+                await asyncio.wrap_future(self.writer.submit(params))
+                status = 201
+            except Refused as exc:
+                status, answer = 422, {"error": str(exc)}
+        out = json.dumps(answer).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+
+class BareServer:
+    """The yardstick as its own process on 127.0.0.1 (``--serve``), like ServerProcess."""
+
+    def __init__(self, db_url: str, keys: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        path = db_url.removeprefix("sqlite:///")
+        cmd = [sys.executable, __file__, "--serve", path, str(keys), str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=env())
+        for _ in range(600):
+            try:
+                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the yardstick server did not come up")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One load run against a fresh SQLite database: ``institution`` or ``bare``."""
+    with tempfile.TemporaryDirectory(prefix=f"safescan-{kind}-") as d:
+        db_url, keys = f"sqlite:///{Path(d) / 'bench.db'}", Path(d) / "keys"
+        init_db(db_url, keys)
+        per_client = int(args.max_rate * args.seconds / args.concurrency) + 1
+        work, _ = institution_load.prepare(
+            db_url, keys, args.concurrency, per_client, args.merchants
+        )
+        if kind == "institution":
+            extra = ["--workers", "1", "--no-webhooks", "--merchant-rate", "0"]
+            server: Any = ServerProcess(db_url, keys, extra=extra).start()
+        else:
+            server = BareServer(db_url, keys)
+        try:
+            result = asyncio.run(institution_load.load(server.base_url, work, args.seconds))
+        finally:
+            server.stop()
+        checked = subprocess.run(
+            [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"],
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
+        result |= {"server": kind, "audit_ok": checked.returncode == 0}
+        result["loadavg"] = os.getloadavg()[0]
+        return result
+
+
+def main() -> None:
+    """Run the yardstick, or alternate it with the institution; print the figures."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--alternate", type=int, default=0, help="institution/yardstick pairs")
+    ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients")
+    ap.add_argument("--merchants", type=int, default=8)
+    ap.add_argument("--max-rate", type=float, default=2500, help="orders per second of run")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--serve", nargs=3, metavar=("DB", "KEYS", "PORT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        import uvicorn
+
+        db, keys, port = args.serve
+        app = BareApp(db, Path(keys))
+        uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+        return
+    keep = ("payments_per_s", "p50_ms", "p99_ms", "p99_worst_second_ms", "errors")
+    runs: list[dict[str, Any]] = []
+    if args.alternate:
+        for _ in range(args.alternate):
+            for kind in ("institution", "bare"):
+                runs.append(one_run(kind, args))
+    else:
+        runs.append(one_run("bare", args))
+    out: dict[str, Any] = {"seconds": args.seconds, "concurrency": args.concurrency}
+    out["runs"] = [{k: r[k] for k in ("server", *keep, "audit_ok", "loadavg")} for r in runs]
+    if args.alternate:
+        inst = [r["payments_per_s"] for r in runs if r["server"] == "institution"]
+        bare = [r["payments_per_s"] for r in runs if r["server"] == "bare"]
+        out["ratios"] = [round(i / b, 3) for i, b in zip(inst, bare, strict=True)]
+        out["median_ratio"] = round(statistics.median(out["ratios"]), 3)
+    if args.json:
+        print(json.dumps(out))
+        return
+    for r in out["runs"]:
+        print(
+            f"{r['server']:>11}: {r['payments_per_s']:8.1f} payments/s, p99 {r['p99_ms']} ms"
+            f" (worst second {r['p99_worst_second_ms']} ms), errors {r['errors']},"
+            f" audit {'passed' if r['audit_ok'] else 'FAILED'}, load {r['loadavg']:.1f}"
+        )
+    if args.alternate:
+        print(f"institution / yardstick: {out['ratios']}, median {out['median_ratio']}")
+
+
+if __name__ == "__main__":
+    main()
