@@ -319,6 +319,8 @@ def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             text=True,
         )
         result |= {"server": kind, "audit_ok": checked.returncode == 0}
+        if checked.returncode != 0:
+            result["audit_output"] = (checked.stdout[-3000:] + checked.stderr[-1000:]).strip()
         result["loadavg"] = os.getloadavg()[0]
         return result
 
@@ -352,7 +354,8 @@ def main() -> None:
     else:
         runs.append(one_run("bare", args))
     out: dict[str, Any] = {"seconds": args.seconds, "concurrency": args.concurrency}
-    out["runs"] = [{k: r[k] for k in ("server", *keep, "audit_ok", "loadavg")} for r in runs]
+    shown = ("server", *keep, "audit_ok", "audit_output", "loadavg")
+    out["runs"] = [{k: r[k] for k in shown if k in r} for r in runs]
     if args.alternate:
         inst = [r["payments_per_s"] for r in runs if r["server"] == "institution"]
         bare = [r["payments_per_s"] for r in runs if r["server"] == "bare"]
@@ -367,6 +370,8 @@ def main() -> None:
             f" (worst second {r['p99_worst_second_ms']} ms), errors {r['errors']},"
             f" audit {'passed' if r['audit_ok'] else 'FAILED'}, load {r['loadavg']:.1f}"
         )
+        if "audit_output" in r:
+            print(r["audit_output"])
     if args.alternate:
         print(f"institution / yardstick: {out['ratios']}, median {out['median_ratio']}")
 
