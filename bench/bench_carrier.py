@@ -74,6 +74,7 @@ def measure(rounds: int, sessions: int) -> dict[str, Any]:
             started = time.perf_counter() - t
             out["startup_ms"] = started * 1e3
             with CarrierClient.connect(proc.url) as client:
+                inst.manufacture(client)
                 personalize(client, inst.make_bundle, PIN, 16)
                 round_trips(client, 100)  # warm-up
                 print(f"carrier process start-up (to READY):     {started * 1e3:.0f} ms")
@@ -87,6 +88,7 @@ def measure(rounds: int, sessions: int) -> dict[str, Any]:
                 )
         serial = CarrierProcess(Path(tmp) / "serial.state", serial=True)
         with serial as proc, CarrierClient.connect(proc.url) as client:
+            inst.manufacture(client)
             personalize(client, inst.make_bundle, PIN, 16)
             round_trips(client, 100)
             out["serial_apdu"] = _stats(round_trips(client, rounds))

@@ -9,6 +9,10 @@ with extended Le, ~150-byte answer), as in bench_carrier.py; "payment" is one wh
 
 Audio: both ends are software, so PCM is not paced in real time; "air" is the audio time the
 same exchange occupies on a real headset jack (samples sent + received / 44.1 kHz).
+
+KEY UPDATE (scheme-key epochs) is measured the way the wallet delivers it, inside the secure
+session, with 1 new epoch (the daily update) and 8 (a carrier catching up); it includes the
+card's EEPROM write.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def measure(
     client: CarrierClient, inst: LocalInstitution, rounds: int, sessions: int
 ) -> dict[str, float]:
     """APDU round trips and whole payment sessions on a connected client."""
+    inst.manufacture(client)
     personalize(client, inst.make_bundle, PIN, 5)
     client.select()
     get_info = CommandApdu(0x80, 0xCA, ne=65536)
@@ -69,13 +74,47 @@ def measure(
         client.authorize(merchant_id=contents.merchant.id, amount=335, currency=978)
         pays.append(time.perf_counter() - t)
     median, p99 = _stats(rtts)
-    return {
+    row = {
         "n": rounds,
         "median": median,
         "p99": p99,
         "air": air_apdu * 1e3,
         "pay": statistics.median(pays) * 1e3,
     }
+    updates = max(3, rounds // 10)
+    for keys in (1, 8):
+        stats = key_updates(client, inst, updates, keys)
+        row.update({f"ku{keys}_{name}": value for name, value in stats.items()})
+    return row
+
+
+def key_updates(
+    client: CarrierClient, inst: LocalInstitution, count: int, keys: int
+) -> dict[str, float]:
+    """KEY UPDATE inside the secure session, as the wallet delivers it: ``keys`` new epochs per
+    update (1: the daily update; 8: a carrier catching up after 8 epochs offline). The time
+    includes the card's EEPROM write (fsync) of the new epoch keys."""
+    client.open_session(inst.trust)
+    info = client.get_info()
+    assert info.carrier_serial is not None
+    epoch = info.key_epoch
+    if inst.epochs and inst.epochs[-1].epoch > epoch:  # catch up first (not measured)
+        epoch = client.key_update(inst.key_update(info.carrier_serial, epoch))
+    transport = client.transport
+    audio = transport if isinstance(transport, AudioTransport) else None
+    times, sizes, air = [], [], 0.0
+    for _ in range(count):
+        for _ in range(keys):
+            inst.rotate()
+        update = inst.key_update(info.carrier_serial, epoch)
+        before = air_time(audio.link.stats) if audio else 0.0
+        t = time.perf_counter()
+        epoch = client.key_update(update)
+        times.append(time.perf_counter() - t)
+        air += (air_time(audio.link.stats) - before) if audio else 0.0
+        sizes.append(len(update))
+    median, p99 = _stats(times)
+    return {"median": median, "p99": p99, "bytes": max(sizes), "air": air / count * 1e3}
 
 
 @contextmanager
@@ -153,6 +192,19 @@ def run_all(args: argparse.Namespace) -> list[tuple[str, dict[str, float] | str]
             f"{row['pay']:11.1f}"
         )
     print("air = audio time of one APDU exchange on a real headset jack (not paced here)")
+    print()
+    print(f"{'KEY UPDATE (in session)':24} {'epochs':>6} {'bytes':>6} {'median ms':>10}", end="")
+    print(f" {'p99 ms':>9} {'air ms':>8}")
+    for label, row in rows:
+        if isinstance(row, str):
+            continue
+        for keys in (1, 8):
+            air = row[f"ku{keys}_air"]
+            shown = f"{air:8.0f}" if air else f"{'-':>8}"
+            print(
+                f"{label:24} {keys:6d} {row[f'ku{keys}_bytes']:6.0f}"
+                f" {row[f'ku{keys}_median']:10.3f} {row[f'ku{keys}_p99']:9.3f} {shown}"
+            )
     return rows
 
 

@@ -114,10 +114,10 @@ def crypto_bound(
     The idempotency request hash is bookkeeping, not counted either.
     """
     now = int(time.time())
-    opened = open_code(code, inst.keys.scheme, inst.trust, now=now)  # once: the real inputs
+    opened = open_code(code, inst.scheme_keys, inst.trust, now=now)  # once: the real inputs
     binary = decode_text(code)
     header, sealed = binary[: envelope.HEADER_BYTES], binary[envelope.HEADER_BYTES :]
-    scheme_key = inst.keys.scheme.for_opening(header[2], now).private_key()
+    scheme_key = inst.scheme_keys.for_opening(header[2], now).private_key()
     info = envelope.HPKE_INFO + header
     plaintext = HPKE.decrypt(sealed, scheme_key, info=info)
     signature = plaintext[: envelope.SIGNATURE_BYTES]

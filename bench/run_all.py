@@ -596,9 +596,27 @@ def carrier_section(o: Outcome | None, summary: Summary) -> dict[str, str]:
 def transports_section(o: Outcome | None) -> dict[str, str]:
     """Every transport's APDU round trip and payment session."""
     if o is None or o.figures is None:
-        return {"transports_table": not_measured(o), "cmd_transports": "-"}
+        return {
+            "transports_table": not_measured(o),
+            "key_update_table": not_measured(o),
+            "cmd_transports": "-",
+        }
     rows = []
+    updates = []
     for row in o.figures["rows"]:
+        if "skipped" not in row and "ku1_median" in row:
+            for keys in (1, 8):
+                air = row[f"ku{keys}_air"]
+                updates.append(
+                    [
+                        row["transport"],
+                        str(keys),
+                        f"{row[f'ku{keys}_bytes']:.0f}",
+                        ms(row[f"ku{keys}_median"], 3),
+                        ms(row[f"ku{keys}_p99"], 3),
+                        f"{air:.0f} ms" if air else "-",
+                    ]
+                )
         if "skipped" in row:
             rows.append([row["transport"], "-", "-", "-", "-", f"skipped: {row['skipped']}"])
             continue
@@ -619,6 +637,9 @@ def transports_section(o: Outcome | None) -> dict[str, str]:
             ["transport", "APDUs", "median", "p99", "air per APDU", "payment (median)"],
             rows,
             "lrrrrr",
+        ),
+        "key_update_table": table(
+            ["transport", "new epochs", "bytes", "median", "p99", "air"], updates, "lrrrrr"
         ),
     }
 

@@ -8,7 +8,7 @@ loaded) is made once and restored from its snapshot whenever an input has change
 tries used, destroyed, ...). Input layout: ``data[0] % 9`` picks the target:
 
  0  CommandApdu.from_bytes (+ exact re-encoding)      5  serial FrameDecoder.feed, split in two
- 1  ResponseApdu.from_bytes + reason()                6  EEPROM image: decode / Image.from_cbor
+ 1  ResponseApdu.from_bytes                          6  EEPROM image: decode / Image.from_cbor
  2  card.transmit(raw), card as it is                 7  secure-channel frame with fuzzed bytes
  3  SELECT, then card.transmit(raw)                   8  host handshake / open_response on a
  4  a command sealed inside a live secure channel        fuzzed card answer (a malicious card)
@@ -87,6 +87,7 @@ class Fixture:
         card.power_on()
         client = CarrierClient(LoopbackTransport(card))
         client.power_on()
+        self.institution.manufacture(client)
         personalize(client, self.institution.make_bundle, PIN, 16)
         assert storage.image is not None and storage.device_key is not None
         self.snapshot = (storage.image, storage.device_key)
@@ -189,7 +190,6 @@ def _target(target: int, payload: bytes) -> None:
     if target == 1:
         resp = ResponseApdu.from_bytes(payload)
         assert resp.to_bytes() == payload
-        resp.reason()
         return
     if target == 5:
         cut = payload[0] if payload else 0
@@ -277,7 +277,7 @@ def seeds() -> list[bytes]:
         CommandApdu(0x80, Ins.GENERATE_KEYS).to_bytes(),
         CommandApdu(0x80, Ins.PERSONALIZE, data=bytes(100), ne=256).to_bytes(),
         CommandApdu(0x80, Ins.OPEN_CODE, data=fx.code, extended=True).to_bytes(),
-        CommandApdu(0x80, Ins.TAMPER).to_bytes(),
+        CommandApdu(0x80, Ins.GET_DATA, 1, 1).to_bytes(),  # last error
         CommandApdu(0x00, 0xB0, 0, 0, ne=256).to_bytes(),
     ]
     pin_block = PIN.encode() + b"\xff" * (16 - len(PIN))

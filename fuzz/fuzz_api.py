@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tests.institution.harness import attest
 
 from fuzz._common import main
 from safescan.api.merchant_auth import sign_request
@@ -125,7 +126,12 @@ class Api:
         token = self.inst.issue_enrollment_token(self.customer_id)["token"]
         self.carrier_key = SigningKey.generate()
         transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        enrolled = self.inst.enroll_carrier(token, self.carrier_key.public_key.raw, transport)
+        enrolled = self.inst.enroll_carrier(
+            token,
+            self.carrier_key.public_key.raw,
+            transport,
+            attest(self.inst, token, self.carrier_key.public_key.raw, transport),
+        )
         self.carrier_serial: int = enrolled["carrier_serial"]
         self.counter = 0
         app = create_app(self.inst, merchant_rate=1e9, merchant_burst=1e9, background=False)

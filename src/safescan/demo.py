@@ -40,7 +40,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from safescan.carrier.client import CarrierClient
+from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import CarrierBlocked, CarrierError, RestartRequired, WrongPin
+from safescan.carrier.factory import Factory
 from safescan.code import (
     DynamicCode,
     Issuer,
@@ -203,6 +205,9 @@ class Stack:
     staff_name: str = "cashier"
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     _root_keys: list[str] | None = None
+    # the token factory: certifies each carrier chip's attestation key (the institution
+    # trusts its key and enrolls only attested carriers)
+    factory: Factory = field(default_factory=Factory.generate)
 
     @property
     def db_url(self) -> str:
@@ -288,6 +293,7 @@ class Stack:
             ],
         )
         self.base_url = f"http://127.0.0.1:{port}"
+        self.trust_factory()
         proc.wait_http(self.base_url + "/health", timeout=60)
         self.admin = AdminApi(self.base_url, self.admin_token)
         return self.base_url
@@ -328,7 +334,34 @@ class Stack:
             self._root_keys = out.stdout.split()
         return self._root_keys
 
-    def start_carrier(self, name: str = "carrier") -> tuple[ManagedProcess, str]:
+    def trust_factory(self) -> None:
+        """``safescan institution manufacturer add``: the institution trusts the demo's token
+        factory (the key its carriers' attestation certificates are issued under)."""
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "safescan.institution",
+                "manufacturer",
+                "add",
+                "--db",
+                self.db_url,
+                self.factory.pin(),
+                "--name",
+                "demo token factory",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env(),
+            check=False,
+        )
+        if out.returncode != 0:
+            raise DemoError(f"cannot register the token factory: {out.stderr.strip()}")
+
+    def start_carrier(
+        self, name: str = "carrier", *, model: str = "plain"
+    ) -> tuple[ManagedProcess, str]:
         """A blank key carrier process on a free port; returns it and its URL.
 
         Once the institution runs, the carrier is "manufactured" with its root key(s) as trust
@@ -348,11 +381,23 @@ class Stack:
                 str(self.workdir / f"{name}.eeprom"),
                 "--listen",
                 "tcp://127.0.0.1:0",
+                "--model",
+                model,
                 *anchor,
             ],
             capture=True,
         )
-        return proc, proc.ready_line("READY")
+        url = proc.ready_line("READY")
+        try:  # the factory step: a blank chip gets its attestation certificate once
+            with CarrierClient.connect(url) as chip:
+                info = chip.get_info()
+                if info.lifecycle is Lifecycle.BLANK and info.attestation_certificate is None:
+                    self.factory.attest(chip)
+        except CarrierBlocked:
+            pass  # a destroyed chip (a test restarting it) stays what it is
+        except CarrierError as exc:
+            raise DemoError(f"cannot attest the key carrier {name}: {exc.message}") from None
+        return proc, url
 
     # --- parties ---
 

@@ -43,9 +43,13 @@ def storage() -> MemoryStorage:
 
 
 @pytest.fixture
-def card(storage: MemoryStorage, clock: Clock) -> Card:
+def card(storage: MemoryStorage, clock: Clock, institution: LocalInstitution) -> Card:
+    """A blank card, attested at the factory (the manufacturing step)."""
     card = Card(storage, clock=clock)
     card.power_on()
+    factory = connect(card)
+    institution.manufacture(factory)
+    factory.power_off()
     return card
 
 

@@ -123,7 +123,9 @@ def test_card_closes_session_and_wipes_ram_on_bad_frame(carrier: CarrierClient, 
     resp = ResponseApdu.from_bytes(
         card.transmit(CommandApdu.from_bytes(header + bytes([len(bad)]) + bad).to_bytes())
     )
-    assert resp.sw == StatusWord.SM_DATA_INCORRECT and resp.reason()[0] is Reason.CHANNEL_FAILURE
+    assert resp.sw == StatusWord.SM_DATA_INCORRECT and resp.data == b""  # ISO: no data
+    last = carrier.last_error(secure=False)  # the session is gone: the reason is in clear
+    assert last is not None and last.reason == Reason.CHANNEL_FAILURE
     assert card.ram.session is None and not card.ram.pin_verified
     # the genuine frame is refused too: the session is gone
     resp = ResponseApdu.from_bytes(card.transmit(header + bytes([len(frame)]) + frame))

@@ -60,8 +60,9 @@ def test_unknown_applet(blank: CarrierClient) -> None:
 
 def test_commands_need_select(blank: CarrierClient) -> None:
     resp = blank.transmit(CommandApdu(0x80, Ins.GET_INFO))
-    assert resp.sw == StatusWord.CONDITIONS_NOT_SATISFIED
-    assert resp.reason()[0] is Reason.NOT_SELECTED
+    assert resp.sw == StatusWord.CONDITIONS_NOT_SATISFIED and resp.data == b""
+    last = blank.last_error()
+    assert last is not None and last.reason == Reason.NOT_SELECTED
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,8 @@ def test_commands_need_select(blank: CarrierClient) -> None:
         (0x90, Ins.GET_INFO, 0, StatusWord.CLA_NOT_SUPPORTED),
         (0x80, 0x99, 0, StatusWord.INS_NOT_SUPPORTED),
         (0x00, Ins.GET_INFO, 0, StatusWord.INS_NOT_SUPPORTED),
-        (0x80, Ins.GET_INFO, 1, StatusWord.INCORRECT_P1P2),
+        (0x80, Ins.GET_DATA, 1, StatusWord.REFERENCED_DATA_NOT_FOUND),  # no object 0100
+        (0x80, Ins.OPEN_SECURE_CHANNEL, 1, StatusWord.INCORRECT_P1P2),
         (0x80, Ins.VERIFY_PIN, 0, StatusWord.SECURITY_STATUS_NOT_SATISFIED),
         (0x84, Ins.VERIFY_PIN, 0, StatusWord.SM_DATA_MISSING),
     ],
@@ -124,6 +126,7 @@ def test_personalize_rejects_foreign_bundle(
     blank: CarrierClient, institution: LocalInstitution, card: Card
 ) -> None:
     other = connect(Card(type(card.eeprom.storage)(), clock=card.clock))  # another blank card
+    institution.manufacture(other)
     other.open_session()
     other_keys = other.generate_keys()
     blank.open_session()
@@ -372,7 +375,7 @@ def test_code_commands_need_channel_and_personalisation(
 
 
 def test_tamper_destroys(carrier: CarrierClient, card: Card) -> None:
-    carrier.tamper()
+    card.tamper()  # the physical sensor (the carrier process wires it to its control socket)
     assert card.lifecycle is Lifecycle.DESTROYED
     with pytest.raises(CarrierBlocked):
         carrier.get_info()
@@ -383,15 +386,8 @@ def test_tamper_destroys(carrier: CarrierClient, card: Card) -> None:
     assert card.image.scheme_keys == [] and card.image.pin_verifier is None
 
 
-def test_tamper_inside_channel(carrier: CarrierClient, card: Card) -> None:
-    resp = carrier._secure
-    with pytest.raises(CarrierBlocked):
-        resp(Ins.TAMPER)
-    assert card.lifecycle is Lifecycle.DESTROYED and not carrier.has_session
-
-
 def test_destroyed_answers_6983_to_everything(carrier: CarrierClient, card: Card) -> None:
-    carrier.tamper()
+    card.tamper()
     for ins in range(256):
         for cla in (0x00, 0x80, 0x84):
             assert carrier.transmit(CommandApdu(cla, ins)).sw == StatusWord.AUTH_METHOD_BLOCKED
@@ -450,18 +446,20 @@ def test_verify_key_of_authorization_is_certified(
 
 def test_not_found_applet_error_type(blank: CarrierClient) -> None:
     resp = blank.transmit(CommandApdu(0x00, Ins.SELECT, 4, 0x0C, b"nope"))
-    assert resp.sw == StatusWord.APPLET_NOT_FOUND
-    from safescan.carrier.client import _check
+    assert resp.sw == StatusWord.APPLET_NOT_FOUND and resp.data == b""
+    with pytest.raises(NotFound) as exc:
+        blank._clear(Ins.SELECT, b"nope", p1=4, p2=0x0C)
+    assert exc.value.reason == Reason.UNKNOWN_AID and "no such applet" in exc.value.message
 
-    with pytest.raises(NotFound):
-        _check(resp)
 
-
-def test_code_sealed_to_a_scheme_key_opens_until_the_key_retires(card: Card, clock: Clock) -> None:
+def test_code_sealed_to_a_scheme_key_opens_until_the_key_retires(
+    card: Card, clock: Clock, institution: LocalInstitution
+) -> None:
     """The card's own keyring refuses a retired scheme key (its clock, not the host's)."""
     inst = LocalInstitution(
         SigningKey.generate(), 1, SchemeKey.generate(7, retire_at=clock.now + 100), clock.now
     )
+    inst.factory = institution.factory  # the card was attested by the session's factory
     client = connect(card)
     personalize(client, inst.make_bundle, PIN, 5)
     client.open_session(inst.trust)

@@ -21,7 +21,9 @@ def personalised_file(tmp_path: Path, institution: LocalInstitution, clock: Cloc
     state = tmp_path / "card.state"
     card = Card(FileStorage(state), clock=clock)
     card.power_on()
-    personalize(connect(card), institution.make_bundle, PIN, 5)
+    client = connect(card)
+    institution.manufacture(client)
+    personalize(client, institution.make_bundle, PIN, 5)
     card.power_off()
     return state
 
@@ -145,25 +147,57 @@ def test_firmware_1_0_images_load_and_revocation_fields_are_strict() -> None:
     image.crl_sequence, image.revoked_serials = 7, [1001, 1005]
     assert Image.from_cbor(image.to_cbor()) == image
     doc = cbor2.loads(image.to_cbor())
-    del doc[18]
+    for field in (18, 19, 20, 21, 22):  # a firmware 1.0 image
+        del doc[field]
     old = Image.from_cbor(cbor2.dumps(doc))
     assert old.crl_sequence == 0 and old.revoked_serials == []
     for bad in ([7], [7, [-1]], [7, "x"], ["7", []], 7):
-        doc[18] = bad
+        doc[18] = bad  # a firmware 1.1 image with a malformed list
         with pytest.raises(ImageError):
             Image.from_cbor(cbor2.dumps(doc))
-    doc[19] = 0  # an unknown field
     doc[18] = [0, []]
+    assert Image.from_cbor(cbor2.dumps(doc)).key_epoch == 0  # 1.1 loads
+    doc[19] = None  # 1.1 + one 2.0 field: not a known field set
     with pytest.raises(ImageError):
         Image.from_cbor(cbor2.dumps(doc))
+    doc[23] = 0  # an unknown field
+    with pytest.raises(ImageError):
+        Image.from_cbor(cbor2.dumps(doc))
+
+
+def test_firmware_2_0_fields_round_trip_and_are_strict() -> None:
+    import cbor2
+
+    image = Image.manufacture(model=2)
+    image.attestation_certificate = b"\x89" + bytes(40)
+    image.key_epoch = 12
+    image.epoch_keys = [(11, bytearray(b"\x01" * 32), 5000), (12, bytearray(b"\x02" * 32), 6000)]
+    assert Image.from_cbor(image.to_cbor()) == image
+    doc = cbor2.loads(image.to_cbor())
+    for field, bad in (
+        (19, 5),
+        (20, 3),  # no such model
+        (20, -1),
+        (21, "1"),
+        (22, [[1, b"\x01" * 31, 0]]),
+        (22, [[1, b"\x01" * 32]]),
+        (22, [[-1, b"\x01" * 32, 0]]),
+    ):
+        broken = dict(doc)
+        broken[field] = bad
+        with pytest.raises(ImageError):
+            Image.from_cbor(cbor2.dumps(broken))
 
 
 def test_zeroise_overwrites_in_place() -> None:
     image = Image.manufacture()
     seed = image.attestation_seed
     assert seed is not None and any(seed)
+    epoch_key = bytearray(b"\x07" * 32)
+    image.epoch_keys = [(3, epoch_key, 0)]
     image.zeroise(1)
     assert seed == bytearray(32) and image.attestation_seed is None
+    assert epoch_key == bytearray(32) and image.epoch_keys == []
     assert image.lifecycle is Lifecycle.DESTROYED
 
 
@@ -179,7 +213,7 @@ def test_self_destruct_wipes_old_bytes(personalised_file: Path, clock: Clock) ->
         real_write(data)
 
     storage.write_image = record  # type: ignore[method-assign]
-    card.transmit(bytes.fromhex("807A0000"))  # TAMPER
+    card.tamper()
     assert card.lifecycle is Lifecycle.DESTROYED
     assert wiped and set(wiped[-1]) == {0}  # old image zero-filled before the new one lands
     assert Eeprom(FileStorage(personalised_file)).load().lifecycle is Lifecycle.DESTROYED

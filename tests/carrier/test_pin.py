@@ -80,6 +80,7 @@ def test_power_cut_mid_check_grants_no_free_try(institution: LocalInstitution) -
     clock = Clock(institution.now)
     card = Card(storage, clock=clock)
     client = connect(card)
+    institution.manufacture(client)
     personalize(client, institution.make_bundle, PIN, 5)
     for expected in (4, 3, 2):
         client.open_session(institution.trust)

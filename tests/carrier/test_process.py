@@ -44,6 +44,7 @@ def pay(client: CarrierClient, institution: LocalInstitution) -> int:
 def test_tcp_full_flow_and_restart(process: CarrierProcess, institution: LocalInstitution) -> None:
     with CarrierClient.connect(process.url) as client:
         assert client.atr == rom.ATR
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN, 5)
         assert pay(client, institution) == 1
     process.stop()
@@ -56,6 +57,7 @@ def test_tcp_full_flow_and_restart(process: CarrierProcess, institution: LocalIn
 
 def test_power_cycle_mid_session(process: CarrierProcess, institution: LocalInstitution) -> None:
     with CarrierClient.connect(process.url) as client:
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN)
         client.open_session(institution.trust)
         client.open_code(institution.dynamic_code())
@@ -77,6 +79,7 @@ def test_vpcd_power_off_and_reset_lose_ram(
     process: CarrierProcess, institution: LocalInstitution
 ) -> None:
     with CarrierClient.connect(process.url) as client:
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN)
         for cycle in (client.power_cycle, lambda: client.power_on()):
             client.open_session(institution.trust)
@@ -88,6 +91,7 @@ def test_vpcd_power_off_and_reset_lose_ram(
 
 def test_disconnect_is_power_off(process: CarrierProcess, institution: LocalInstitution) -> None:
     with CarrierClient.connect(process.url) as client:
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN)
         client.open_session(institution.trust)
         client.verify_pin(PIN)
@@ -146,6 +150,7 @@ def test_corrupt_state_file_destroys_at_start(
 ) -> None:
     state = tmp_path / "c.state"
     with CarrierProcess(state) as proc, CarrierClient.connect(proc.url) as client:
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN)
     data = bytearray(state.read_bytes())
     data[-5] ^= 0x10
@@ -163,6 +168,7 @@ def test_serial_pty(tmp_path: Path, institution: LocalInstitution) -> None:
         assert proc.url.startswith("serial:///dev/")
         with CarrierClient.connect(proc.url, timeout=3) as client:
             assert client.atr == rom.ATR
+            institution.manufacture(client)
             personalize(client, institution.make_bundle, PIN)
             assert pay(client, institution) == 1
             client.power_cycle()
@@ -226,6 +232,8 @@ def test_factory_trust_anchor_refuses_a_rogue_institutions_bundle(tmp_path: Path
     try:
         proc.start()
         with CarrierClient.connect(proc.url) as client:
+            genuine.manufacture(client)  # one factory; the rogue trusts it too
+            rogue.factory = genuine.factory
             with pytest.raises(CarrierError, match=r"(?i)bundle|institution key"):
                 personalize(client, rogue.make_bundle, PIN)
             assert client.get_info().lifecycle is Lifecycle.BLANK

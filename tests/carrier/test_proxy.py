@@ -39,6 +39,7 @@ def card_url(
         proxy = AttackerProxy(proc.url)  # personalise through the attacker, too
         try:
             with CarrierClient.connect(proxy.url) as client:
+                institution.manufacture(client)
                 personalize(client, institution.make_bundle, PIN, 5)
             assert_clean(proxy.captured(), [])
         finally:

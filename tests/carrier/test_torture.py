@@ -83,6 +83,7 @@ def test_sigkill_during_pin_checks_and_signatures(
     try:
         proc.start()
         with CarrierClient.connect(proc.url) as client:
+            institution.manufacture(client)
             personalize(client, institution.make_bundle, PIN, LIMIT)
         proc.stop()
         last_retries, last_counter = LIMIT, 0
@@ -145,6 +146,8 @@ def test_sigkill_during_pin_checks_and_signatures(
             if worker.retries is not None:
                 last_retries = worker.retries
             in_flight = worker.in_flight
-        assert len(returned) >= KILLS // 2  # the test really exercised signatures
+        # the test really exercised signatures: every other life waits for one (unless the worker
+        # stopped first, e.g. RESTART_REQUIRED after three wrong PINs in that power cycle)
+        assert len(returned) >= KILLS // 4
     finally:
         proc.stop()

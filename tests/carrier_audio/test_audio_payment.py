@@ -51,6 +51,7 @@ def test_whole_payment_over_audio_at_20_db(audio_card: CarrierProcess) -> None:
         assert isinstance(transport.link.port, ChannelPcmPort)
         assert transport.link.port.channel.snr_db == 20
         assert client.atr == rom.ATR
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN, 5)
         info = client.open_session(institution.trust)  # secure channel over tones
         assert info.lifecycle is Lifecycle.PERSONALIZED and info.certificate is not None
@@ -72,6 +73,7 @@ def test_whole_payment_over_audio_at_20_db(audio_card: CarrierProcess) -> None:
 def test_power_cycle_over_audio_loses_the_session(audio_card: CarrierProcess) -> None:
     institution = LocalInstitution.create()
     with CarrierClient.connect(audio_card.url, timeout=10) as client:  # clean line
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN, 5)
         client.open_session(institution.trust)
         client.verify_pin(PIN)

@@ -28,7 +28,7 @@ from safescan.carrier.errors import (
     SecurityStatusNotSatisfied,
     TransportError,
 )
-from safescan.carrier.pcscd import PcscDaemon, missing_requirements
+from safescan.carrier.pcscd import PcscDaemon
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
 from safescan.carrier.transport import Control
@@ -58,15 +58,6 @@ def _listeners() -> set[tuple[str, str]]:
 def _is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0].strip("[]")
     return host.startswith("127.") or host == "::1"
-
-
-@pytest.fixture(scope="module")
-def pcscd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One socket path for the module: the PC/SC client library reads it once per process."""
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(f"PC/SC path not testable on this machine: {reason}")
-    return tmp_path_factory.mktemp("pcscd")
 
 
 @pytest.fixture
@@ -123,6 +114,7 @@ def test_whole_payment_through_pcscd(
     institution = LocalInstitution.create()
     with CarrierClient.connect(_url(daemon), timeout=5) as client:
         assert client.atr == rom.ATR  # the card's own ATR, as pcscd read it
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN, 5)
         info = client.open_session(institution.trust)
         assert info.lifecycle is Lifecycle.PERSONALIZED
@@ -157,6 +149,7 @@ def test_whole_payment_through_pcscd(
 def test_power_cycle_and_reset_lose_the_session(daemon: PcscDaemon, card: CarrierProcess) -> None:
     institution = LocalInstitution.create()
     with CarrierClient.connect(_url(daemon), timeout=5) as client:
+        institution.manufacture(client)
         personalize(client, institution.make_bundle, PIN, 5)
         for cycle in (client.power_cycle, lambda: client.transport.control(Control.RESET)):
             client.open_session(institution.trust)

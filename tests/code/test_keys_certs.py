@@ -414,7 +414,7 @@ def test_certificate_oversize_refused() -> None:
         (0, 1, "wrong length"),
         (1, -1, "serial"),
         (1, "1001", "serial"),
-        (2, 3, "role"),
+        (2, 4, "role"),  # 1 merchant, 2 carrier, 3 attestation
         (2, 0, "role"),
         (3, "", "subject"),
         (3, "x" * 65, "subject"),

@@ -61,6 +61,8 @@ from safescan.code.authorization import Receipt
 from safescan.code.envelope import HPKE_INFO
 from safescan.code.errors import SignatureInvalid
 from safescan.demo import Stack, forged_code
+from safescan.institution.db import Database
+from safescan.institution.epochs import EpochKeyring
 from safescan.institution.keystore import InstitutionKeys, KeyStore
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.onboard import AdminApi
@@ -85,7 +87,9 @@ def inst(world: World | Stack) -> InstWorld:
     """The institution test client (admin + merchant + attacker-carrier helpers) on ``world``."""
     stack = world.stack if isinstance(world, World) else world
     server = cast(ServerProcess, SimpleNamespace(base_url=stack.base_url))
-    return InstWorld(server, stack.admin_token)
+    # the attacker carriers present attestations from the stack's (trusted) token factory:
+    # they model a customer who physically extracted a genuine chip (docs/threat-model.md)
+    return InstWorld(server, stack.admin_token, factory=stack.factory)
 
 
 @contextlib.contextmanager
@@ -101,6 +105,12 @@ def institution(world: World | Stack) -> Iterator[InstWorld]:
 def keys_of(stack: Stack) -> InstitutionKeys:
     """The institution's keys (the strongest attacker: one who stole the scheme private key)."""
     return KeyStore(stack.keys_dir).load(stack.passphrase.encode())
+
+
+def scheme_keys(stack: Stack, keys: InstitutionKeys) -> EpochKeyring:
+    """Every scheme key that opens codes: the static ones and the epochs' (derived from the
+    server secret, as the institution does)."""
+    return EpochKeyring(Database(stack.db_url), keys.scheme, keys.secret)
 
 
 def balance(world: World | Stack, customer: str) -> int:
@@ -129,7 +139,8 @@ def refused(wallet: Wallet, text: str) -> CodeRefusedByWallet:
 
 
 def attacker_carrier(w: InstWorld, customer: str) -> Carrier:
-    """A software carrier enrolled at the real institution (its key is the attacker's)."""
+    """A software carrier enrolled at the real institution (its key is the attacker's; its
+    attestation is that of a chip the attacker extracted: attestation cannot tell)."""
     return w.carrier(customer)
 
 
@@ -240,7 +251,7 @@ def test_altered_field_resealed_to_the_real_scheme_key_is_refused(
         order = api.create_order(ITEMS, currency="EUR")
         binary = decode_text(order.code)
         header = binary[:3]
-        scheme = keys.scheme.for_opening(header[2], int(time.time()))
+        scheme = scheme_keys(stack, keys).for_opening(header[2], int(time.time()))
         plaintext = SUITE.decrypt(binary[3:], scheme.private_key(), info=HPKE_INFO + header)
         sig, signed = plaintext[:64], plaintext[64:]
         assert header[0] == envelope.VERSION
@@ -502,8 +513,10 @@ def test_tamper_signal_destroys_the_carrier_for_good(
     world: World, fresh_party: Callable[[str], Party]
 ) -> None:
     hugo = fresh_party("hugo")
+    state = str(world.stack.workdir / "carrier-hugo.eeprom")
+    # the sensor is physical: the carrier process's owner-only control socket, not an APDU
     out = subprocess.run(
-        [sys.executable, "-m", "safescan", "carrier", "tamper", hugo.carrier_url, "--yes"],
+        [sys.executable, "-m", "safescan", "carrier", "tamper", "--state", state, "--yes"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -1255,7 +1268,7 @@ def test_code_sealed_to_a_retired_scheme_key_is_refused(rotated: Rotated) -> Non
         assert r.status_code in (400, 422) and error_code(r) == "key_retired", r.text
         assert balance(stack, mallory) == 5_000
     assert balance(stack, rita.customer_id) == before
-    # new codes are sealed to the new key and still pay
+    # new static codes are sealed to the new static key; dynamic ones to the epoch; they pay
     with institution(stack) as w:
         m2 = w.merchant("New Key Cafe")
         r = m2.request(
@@ -1264,7 +1277,9 @@ def test_code_sealed_to_a_retired_scheme_key_is_refused(rotated: Rotated) -> Non
             {"items": [{"name": "Tea", "quantity": 1, "unit_price": 300}], "currency": "EUR"},
         )
         new_code = r.json()["code"]
-    assert decode_text(new_code)[2] == 2
+        static = m2.request("POST", "/v1/merchant/static-codes", {"currency": "EUR"})
+    assert decode_text(static.json()["code"])[2] == 2  # printed codes: the new static key
+    assert decode_text(new_code)[2] >= 0x80  # dynamic codes: the current scheme-key epoch
     sam_before = balance(stack, sam.customer_id)
     with Wallet.load(sam.wallet_dir) as wallet, wallet.open(new_code) as offer:
         offer.pay(PIN)

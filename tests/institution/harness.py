@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -18,6 +19,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.api.merchant_auth import sign_request
+from safescan.carrier.factory import Factory
+from safescan.carrier.testing import software_attestation
 from safescan.code import (
     Authorization,
     ProvisioningBundle,
@@ -27,11 +30,16 @@ from safescan.code import (
     open_bundle,
     open_code,
 )
+from safescan.code.attestation import enrollment_challenge
+from safescan.code.keyupdate import EpochKey, open_key_update
 from tests.institution.pg import free_port
 
 PASSPHRASE = "test-passphrase-123"
 #: the test servers' webhook allow-list: the loopback address the test receivers bind
 LOOPBACK_RECEIVERS = ("127.0.0.1/32",)
+#: The token factory the test institutions trust (registered by :func:`init_db`): the harness's
+#: software carriers stand in for chips it attested.
+FACTORY = Factory.generate(kid=77)
 
 
 def env() -> dict[str, str]:
@@ -64,7 +72,11 @@ def init_db(db_url: str, keys: Path) -> str:
     )
     if out.returncode != 0:
         raise RuntimeError(f"init failed: {out.stderr}")
-    return out.stdout.strip().splitlines()[-1]
+    token = out.stdout.strip().splitlines()[-1]
+    trusted = institution_cli("manufacturer", "add", "--db", db_url, FACTORY.pin())
+    if trusted.returncode != 0:
+        raise RuntimeError(f"manufacturer add failed: {trusted.stderr}")
+    return token
 
 
 class ServerProcess:
@@ -201,14 +213,28 @@ class Carrier:
     certificate: bytes = b""
     transport: X25519PrivateKey | None = None
     provisioned: ProvisioningBundle | None = None
+    epoch_keys: tuple[EpochKey, ...] = ()  # from the enrollment's first key update
+    epoch: int = 0
 
     def open(self, code: str) -> Any:
-        """Open a code with the scheme keys from the provisioning bundle (as the carrier does)."""
+        """Open a code with the static keys from the provisioning bundle and the epoch keys
+        from its key updates (as the carrier does)."""
         assert self.provisioned is not None
         ring = SchemeKeyring()
         for k in self.provisioned.scheme_keys:
             ring.add(k)
+        for e in self.epoch_keys:
+            ring.add(e.key)
         return open_code(code, ring, self.provisioned.trust_store(), now=int(time.time())).code
+
+    def take_key_update(self, data: bytes) -> None:
+        """Apply a KEY UPDATE (verified as the card does; no sequence check here)."""
+        assert self.transport is not None and self.provisioned is not None
+        update = open_key_update(
+            data, self.transport, self.provisioned.trust_store(), carrier_serial=self.serial
+        )
+        self.epoch_keys = (*self.epoch_keys, *update.keys)
+        self.epoch = update.to_epoch
 
     def authorize(
         self,
@@ -249,6 +275,7 @@ class World:
     server: ServerProcess
     admin_token: str
     http: httpx.Client = field(init=False)
+    factory: Factory = field(default_factory=lambda: FACTORY)  # whose attestation they present
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.server.base_url, timeout=30)
@@ -296,12 +323,18 @@ class World:
         assert t.status_code == 201, t.text
         key = SigningKey.generate()
         transport = X25519PrivateKey.generate()
+        token = t.json()["token"]
+        transport_public = transport.public_key().public_bytes_raw()
+        attestation = software_attestation(
+            self.factory, key.public_key.raw, transport_public, enrollment_challenge(token)
+        )
         r = self.http.post(
             "/v1/carriers/enroll",
             json={
-                "token": t.json()["token"],
+                "token": token,
                 "signing_public_key": b64(key.public_key.raw),
-                "transport_public_key": b64(transport.public_key().public_bytes_raw()),
+                "transport_public_key": b64(transport_public),
+                "attestation": b64(attestation),
             },
         )
         assert r.status_code == 201, r.text
@@ -311,9 +344,11 @@ class World:
         prov = open_bundle(
             bundle, transport, carrier_signing_key=key.public_key, now=int(time.time())
         )
-        return Carrier(
+        carrier = Carrier(
             j["carrier_serial"], key, 0, bundle, base64.b64decode(j["certificate"]), transport, prov
         )
+        carrier.take_key_update(base64.b64decode(j["key_update"]))
+        return carrier
 
     def pay(self, code: str, auth: Authorization, idem: str | None = None) -> httpx.Response:
         """POST /v1/payments."""
@@ -327,3 +362,16 @@ class World:
     def close(self) -> None:
         """Close the HTTP client."""
         self.http.close()
+
+
+def attest(inst: Any, token: str, signing_public: bytes, transport_public: bytes) -> bytes:
+    """For in-process institutions: trust :data:`FACTORY` (once) and return a software
+    carrier's attestation of these keys for this enrollment token."""
+    from safescan.api.errors import Conflict
+    from safescan.institution.enrollment import add_manufacturer
+
+    with contextlib.suppress(Conflict):  # already trusted
+        add_manufacturer(inst.db, FACTORY.kid, FACTORY.public_key.raw, "test factory", inst.now())
+    return software_attestation(
+        FACTORY, signing_public, transport_public, enrollment_challenge(token)
+    )

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.code import Authorization, SigningKey, VerifyKey, decode_text
 from safescan.institution.service import Institution
+from tests.institution.harness import attest
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def make_payables(
         token = inst.issue_enrollment_token(cid)["token"]
         key = SigningKey.generate()
         t = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        serial = inst.enroll_carrier(token, key.public_key.raw, t)["carrier_serial"]
+        serial = inst.enroll_carrier(
+            token, key.public_key.raw, t, attest(inst, token, key.public_key.raw, t)
+        )["carrier_serial"]
         carriers.append((serial, key, cid))
     work: list[list[Payable]] = [[] for _ in range(clients)]
     total, made = clients * per_client, 0

@@ -11,10 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.api.merchant_auth import sign_request
+from safescan.carrier.testing import software_attestation
 from safescan.code import RevocationList, Role, SigningKey, TrustStore
+from safescan.code.attestation import enrollment_challenge
 from safescan.code.keys import VerifyKey
 from tests.institution.conftest import make_db
-from tests.institution.harness import MerchantClient, ServerProcess, World, b64, init_db
+from tests.institution.harness import FACTORY, MerchantClient, ServerProcess, World, b64, init_db
 
 
 def test_admin_endpoints_need_the_token(world: World) -> None:
@@ -101,11 +103,17 @@ def test_enrollment_token_is_single_use_and_bundle_opens(world: World) -> None:
     assert carrier.provisioned.certificate.role is Role.CARRIER
     assert carrier.provisioned.certificate.subject == f"carrier:{carrier.serial}"
     assert carrier.provisioned.scheme_keys
+    assert carrier.epoch_keys and carrier.epoch >= 1  # the first key update came along
     t = world.admin("POST", f"/v1/admin/customers/{cid}/enrollment-tokens", {}).json()["token"]
+    signing = SigningKey.generate().public_key.raw
+    transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
     body = {
         "token": t,
-        "signing_public_key": b64(SigningKey.generate().public_key.raw),
-        "transport_public_key": b64(X25519PrivateKey.generate().public_key().public_bytes_raw()),
+        "signing_public_key": b64(signing),
+        "transport_public_key": b64(transport),
+        "attestation": b64(
+            software_attestation(FACTORY, signing, transport, enrollment_challenge(t))
+        ),
     }
     assert world.http.post("/v1/carriers/enroll", json=body).status_code == 201
     again = world.http.post("/v1/carriers/enroll", json=body)

@@ -41,7 +41,7 @@ from safescan.institution.models import (
 from safescan.institution.server import open_institution
 from safescan.institution.service import Institution, _AlreadyStored
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, init_db, institution_cli
+from tests.institution.harness import PASSPHRASE, attest, init_db, institution_cli
 from tests.institution.pg import Cluster
 
 
@@ -79,9 +79,12 @@ class Payer:
         token = inst.issue_enrollment_token(self.cid)["token"]
         self.key = SigningKey.generate()
         transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        self.serial = inst.enroll_carrier(token, self.key.public_key.raw, transport)[
-            "carrier_serial"
-        ]
+        self.serial = inst.enroll_carrier(
+            token,
+            self.key.public_key.raw,
+            transport,
+            attest(inst, token, self.key.public_key.raw, transport),
+        )["carrier_serial"]
         self.counter = 0
 
     def order(self, price: int) -> dict[str, Any]:

@@ -214,7 +214,12 @@ def test_revoked_carrier_is_refused(world: World) -> None:
 def test_unknown_carrier_is_refused(world: World, shop: Any) -> None:
     m, _, carrier = shop
     o = m.order([("X", 1, 100)])
-    fake = Carrier(999_999, SigningKey.generate(), provisioned=carrier.provisioned)
+    fake = Carrier(
+        999_999,
+        SigningKey.generate(),
+        provisioned=carrier.provisioned,
+        epoch_keys=carrier.epoch_keys,  # it can open the code; only its key is unknown
+    )
     r = world.pay(o["code"], fake.authorize(o["code"]))
     assert r.status_code == 403 and err(r)["code"] == "carrier_revoked"
 

@@ -76,6 +76,13 @@ class Forbidden(InstitutionError):
     status = 403
 
 
+class AttestationRefused(Forbidden):
+    """Enrollment refused: the keys do not come with a valid attestation of a genuine carrier
+    (missing, self-signed, another chip's, replayed, or an untrusted or revoked manufacturer)."""
+
+    code = "attestation_refused"
+
+
 class NotFound(InstitutionError):
     """No such object (or not visible to the caller)."""
 

@@ -23,6 +23,7 @@ class StatusWord(IntEnum):
 
     SUCCESS = 0x9000
     VERIFY_FAILED = 0x63C0  # 0x63C0 | retries left
+    MEMORY_FAILURE = 0x6581  # the EEPROM write failed
     WRONG_LENGTH = 0x6700
     SECURITY_STATUS_NOT_SATISFIED = 0x6982
     AUTH_METHOD_BLOCKED = 0x6983
@@ -31,6 +32,7 @@ class StatusWord(IntEnum):
     SM_DATA_INCORRECT = 0x6988
     WRONG_DATA = 0x6A80
     APPLET_NOT_FOUND = 0x6A82
+    NOT_ENOUGH_MEMORY = 0x6A84  # more than the card can keep
     INCORRECT_P1P2 = 0x6A86
     REFERENCED_DATA_NOT_FOUND = 0x6A88
     INS_NOT_SUPPORTED = 0x6D00
@@ -42,7 +44,8 @@ class Ins(IntEnum):
     """Instruction bytes (see docs/carrier.md for the command table)."""
 
     SELECT = 0xA4
-    GET_INFO = 0xCA
+    GET_DATA = 0xCA  # P1P2 names the data object: 0000 card info, 0101 last error
+    GET_INFO = 0xCA  # (alias) GET DATA of the card info object
     GENERATE_KEYS = 0x46
     OPEN_SECURE_CHANNEL = 0x50
     VERIFY_PIN = 0x20
@@ -51,14 +54,16 @@ class Ins(IntEnum):
     OPEN_CODE = 0x30
     AUTHORIZE_PAYMENT = 0x32
     UPDATE_REVOCATIONS = 0x36
-    TAMPER = 0x7A
+    PUT_DATA = 0xDA  # factory: P1P2 0102 = the attestation certificate
+    KEY_UPDATE = 0x38  # scheme-key epochs (safescan.code.keyupdate)
+    # 0x7A (TAMPER, firmware 1.x) is gone: the tamper sensor is physical, not an APDU
 
 
 class Reason(IntEnum):
-    """Why a command was refused: the first byte of an error response's data.
+    """Why a command was refused: field 3 of the GET DATA "last error" object.
 
-    An error response's data is ``reason(1) || UTF-8 message``; the message is for people,
-    the reason code is for programs.
+    Error answers carry no data (ISO/IEC 7816-4); the status word says what kind of refusal
+    it is, the last-error object (reason code for programs, message for people) says why.
     """
 
     NONE = 0x00
@@ -96,6 +101,12 @@ class Reason(IntEnum):
     REVOCATIONS_NOT_NEWER = 0x2D
     #: the card could not keep the newest revocation list: merchant-signed codes are refused
     REVOCATIONS_STALE = 0x3E
+    TAMPERED = 0x2E  # why a card was destroyed (EEPROM field 16): its tamper sensor fired
+    NOT_ATTESTED = 0x2F  # no manufacturer certificate for the attestation key yet
+    ALREADY_ATTESTED = 0x30
+    KEY_UPDATE_OUT_OF_ORDER = 0x31  # a replayed, reordered or stale KEY UPDATE
+    CONFIRMATION_PENDING = 0x32  # display model: waiting for the button (poll again)
+    CONFIRMATION_DECLINED = 0x33  # display model: Cancel was pressed
     # bad input
     BAD_LENGTH = 0x40
     BAD_DATA = 0x41
@@ -106,6 +117,9 @@ class Reason(IntEnum):
     UNKNOWN_INS = 0x46
     UNKNOWN_CLA = 0x47
     UNKNOWN_AID = 0x48
+    UNKNOWN_OBJECT = 0x49  # GET DATA of a data object the card does not have
+    BAD_ATTESTATION = 0x4A  # PUT DATA: not a certificate of this chip's attestation key
+    BAD_KEY_UPDATE = 0x4B  # not sealed to this card, not signed, not for its serial, malformed
     INTERNAL = 0x7F
 
 
@@ -241,14 +255,3 @@ class ResponseApdu:
         if len(raw) < 2:
             raise ApduError("a response APDU has at least the 2 status bytes")
         return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))
-
-    def reason(self) -> tuple[Reason | int, str]:
-        """For an error response: its reason code and message (see :class:`Reason`)."""
-        if not self.data:
-            return Reason.NONE, ""
-        code = self.data[0]
-        message = self.data[1:].decode("utf-8", "replace")
-        try:
-            return Reason(code), message
-        except ValueError:
-            return code, message

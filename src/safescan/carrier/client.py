@@ -16,23 +16,33 @@ inside the secure channel closes the session; open a new one.
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from safescan.carrier import pin as pinmod
 from safescan.carrier import rom
-from safescan.carrier.apdu import CommandApdu, Ins, Reason, ResponseApdu, StatusWord
+from safescan.carrier.apdu import (
+    CommandApdu,
+    Ins,
+    Reason,
+    ResponseApdu,
+    StatusWord,
+    is_retries_status,
+)
 from safescan.carrier.channel import HostHandshake, KeyKind, Session
-from safescan.carrier.device import KEYGEN_CONTEXT
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import (
     ApduError,
+    CardStatusError,
     CarrierAuthenticationError,
     CarrierError,
     ChannelError,
     ConditionsNotSatisfied,
+    ConfirmationPending,
     TransportError,
     WrongData,
     WrongLength,
@@ -40,6 +50,7 @@ from safescan.carrier.errors import (
 )
 from safescan.carrier.transport import Control, Transport, open_transport
 from safescan.code import cbor
+from safescan.code.attestation import AttestationError, AttestationStatement, CarrierModel
 from safescan.code.authorization import Authorization
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
 from safescan.code.errors import SafescanError
@@ -68,6 +79,9 @@ class CarrierInfo:
     pin_tries_this_power_cycle: int
     algorithms: tuple[str, ...]
     revocations_sequence: int = 0  # the newest revocation list the card took (0: none)
+    model: CarrierModel = CarrierModel.PLAIN  # hardware: PLAIN or DISPLAY (firmware 2.0)
+    attestation_certificate: Certificate | None = None  # the manufacturer's (not verified)
+    key_epoch: int = 0  # the newest scheme-key epoch the card holds (0: none)
 
     @classmethod
     def from_cbor(cls, data: bytes) -> CarrierInfo:
@@ -90,8 +104,11 @@ class CarrierInfo:
                 pin_tries_this_power_cycle=doc[12],
                 algorithms=tuple(doc[13]),
                 revocations_sequence=int(doc.get(14, 0)),
+                model=CarrierModel(doc.get(15, 1)),
+                attestation_certificate=Certificate.from_bytes(doc[16]) if 16 in doc else None,
+                key_epoch=int(doc.get(17, 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, SafescanError) as exc:
             raise WrongData(f"the carrier's info is malformed ({type(exc).__name__})") from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,24 +127,77 @@ class CarrierInfo:
             "pin_tries_this_power_cycle": self.pin_tries_this_power_cycle,
             "algorithms": list(self.algorithms),
             "revocations_sequence": self.revocations_sequence,
+            "model": self.model.name.lower(),
+            "attested": self.attestation_certificate is not None,
+            "key_epoch": self.key_epoch,
         }
 
 
 @dataclass(frozen=True)
-class GeneratedKeys:
-    """The public halves of keys the carrier generated on the device, with attestation."""
+class LastError:
+    """GET DATA "last error": the refused command, its status word, reason and message."""
 
-    device_id: bytes
-    signing_public: VerifyKey
-    transport_public: bytes
-    attestation_signature: bytes
+    sw: int
+    ins: int
+    reason: int
+    message: str
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> LastError:
+        """Parse the card's last-error object."""
+        doc = _load_map(data, "last error")
+        try:
+            sw, ins, reason, message = doc[1], doc[2], doc[3], doc[4]
+        except KeyError:
+            raise WrongData("the carrier's last-error object is incomplete") from None
+        if not (
+            isinstance(sw, int)
+            and isinstance(ins, int)
+            and isinstance(reason, int)
+            and isinstance(message, str)
+        ):
+            raise WrongData("the carrier's last-error object is malformed")
+        return cls(sw, ins, reason, message)
+
+    @property
+    def reason_name(self) -> str:
+        """The reason code's name, e.g. ``"code_expired"``."""
+        try:
+            return Reason(self.reason).name.lower()
+        except ValueError:
+            return f"reason_{self.reason:#04x}"
+
+
+@dataclass(frozen=True)
+class GeneratedKeys:
+    """The public halves of keys the carrier generated on the device, with its attestation
+    statement (what the institution checks before it certifies anything)."""
+
+    statement: AttestationStatement
+
+    @property
+    def device_id(self) -> bytes:
+        """The chip's device id."""
+        return self.statement.device_id
+
+    @property
+    def signing_public(self) -> VerifyKey:
+        """The carrier signing key (to be certified)."""
+        return self.statement.signing_public
+
+    @property
+    def transport_public(self) -> bytes:
+        """The X25519 transport key (bundles and key updates are sealed to it)."""
+        return self.statement.transport_public
 
     def verify(self, attestation_key: VerifyKey) -> None:
-        """Check the device attested these keys; raises ``SignatureInvalid``."""
+        """Check these keys were attested by ``attestation_key`` (and its certificate is for
+        it); raises ``SignatureInvalid`` / ``AttestationError``. The manufacturer chain is the
+        institution's check (:meth:`AttestationStatement.verify`)."""
+        if self.statement.certificate.public_key != attestation_key:
+            raise AttestationError("the attestation certificate is for another attestation key")
         attestation_key.verify(
-            self.attestation_signature,
-            KEYGEN_CONTEXT + self.device_id + self.signing_public.raw + self.transport_public,
-            what="key generation attestation",
+            self.statement.signature, self.statement.message(), what="key generation attestation"
         )
 
 
@@ -266,9 +336,13 @@ class CarrierClient:
     def _clear(self, ins: int, data: bytes = b"", p1: int = 0, p2: int = 0) -> bytes:
         cla = rom.CLA_ISO if ins == Ins.SELECT else rom.CLA_PROPRIETARY
         resp = self.transmit(CommandApdu(cla, ins, p1, p2, data, ne=EXTENDED_NE))
-        return _check(resp)
+        if resp.sw != StatusWord.SUCCESS:
+            self._refused(resp.sw, ins, secure=False)
+        return resp.data
 
-    def _secure(self, ins: int, data: bytes = b"") -> bytes:
+    def _secure(
+        self, ins: int, data: bytes = b"", p1: int = 0, p2: int = 0, *, explain: bool = True
+    ) -> bytes:
         session = self._session
         if session is None:
             raise ConditionsNotSatisfied("open a secure session with the carrier first")
@@ -279,24 +353,66 @@ class CarrierClient:
                 sw=StatusWord.WRONG_LENGTH,
                 reason=Reason.BAD_LENGTH,
             )
-        header = bytes((rom.CLA_SECURE, ins, 0, 0))
+        header = bytes((rom.CLA_SECURE, ins, p1, p2))
         try:
             frame = session.seal_command(header, data)
-            resp = self.transmit(CommandApdu(rom.CLA_SECURE, ins, 0, 0, frame, ne=EXTENDED_NE))
+            resp = self.transmit(CommandApdu(rom.CLA_SECURE, ins, p1, p2, frame, ne=EXTENDED_NE))
         except (TransportError, ApduError):  # the channel's sequence moved on: it is over
             self._forget_session()
             raise
         if resp.sw != StatusWord.SUCCESS:
-            self._forget_session()
-            _check(resp)
+            self._forget_session()  # the card closed the session (or never had one)
+            self._refused(resp.sw, ins, secure=False)
         try:
             inner = ResponseApdu.from_bytes(session.open_response(header, resp.data))
         except ChannelError:
             self._forget_session()
             raise
-        if inner.sw == StatusWord.SUCCESS and ins == Ins.PERSONALIZE:
+        if inner.sw != StatusWord.SUCCESS:
+            if not explain:
+                raise error_for_status(inner.sw, 0, "")
+            self._refused(inner.sw, ins, secure=True)
+        if ins == Ins.PERSONALIZE:
             self._forget_session()  # the card ends the attested session after personalising
-        return _check(inner)
+        return inner.data
+
+    def last_error(self, *, secure: bool | None = None) -> LastError | None:
+        """GET DATA "last error": why the carrier refused the last command (None if nothing is
+        recorded at this level). ``secure`` defaults to "inside the session if one is open"."""
+        inside = self._session is not None if secure is None else secure
+        p1, p2 = divmod(rom.DO_LAST_ERROR, 256)
+        try:
+            if inside:
+                raw = self._secure(Ins.GET_DATA, p1=p1, p2=p2, explain=False)
+            else:
+                cmd = CommandApdu(rom.CLA_PROPRIETARY, Ins.GET_DATA, p1, p2, ne=EXTENDED_NE)
+                resp = self.transmit(cmd)
+                if resp.sw != StatusWord.SUCCESS:
+                    return None
+                raw = resp.data
+        except CardStatusError:
+            return None
+        return LastError.from_cbor(raw)
+
+    def check(self, resp: ResponseApdu, ins: int) -> bytes:
+        """For an APDU sent in clear with :meth:`transmit`: its data, or the typed error (with
+        the card's reason, from GET DATA "last error")."""
+        if resp.sw != StatusWord.SUCCESS:
+            self._refused(resp.sw, ins, secure=False)
+        return resp.data
+
+    def _refused(self, sw: int, ins: int, *, secure: bool) -> NoReturn:
+        """Raise the typed error for a refusal; its reason comes from GET DATA "last error"
+        (not for ``63Cx`` and ``6983``, which say everything: nothing else is answered)."""
+        reason, message = 0, ""
+        if not is_retries_status(sw) and sw != StatusWord.AUTH_METHOD_BLOCKED:
+            try:
+                last = self.last_error(secure=secure and self._session is not None)
+            except ChannelError:  # the session broke while asking: the refusal stands
+                last = None
+            if last is not None and last.sw == sw and last.ins == ins:
+                reason, message = last.reason, last.message
+        raise error_for_status(sw, reason, message)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -367,13 +483,26 @@ class CarrierClient:
         """Forget the session on this side (the card drops it at the next open or power off)."""
         self._forget_session()
 
-    def generate_keys(self) -> GeneratedKeys:
-        """BLANK carrier: create the signing and transport keys on the device."""
-        doc = _load_map(self._secure(Ins.GENERATE_KEYS), "generated keys")
+    def put_attestation(self, certificate: bytes) -> None:
+        """Factory step (in clear, BLANK, once): fuse the manufacturer's certificate for the
+        chip's attestation key (see :mod:`safescan.carrier.factory`)."""
+        self._ensure_selected()
+        p1, p2 = divmod(rom.DO_ATTESTATION_CERT, 256)
+        self._clear(Ins.PUT_DATA, certificate, p1=p1, p2=p2)
+
+    def generate_keys(self, challenge: bytes | None = None) -> GeneratedKeys:
+        """BLANK carrier: create the signing and transport keys on the device; the answer is
+        the attestation statement over them and ``challenge`` (32 bytes; the institution's
+        :func:`~safescan.code.attestation.enrollment_challenge`, random if not given)."""
+        if challenge is None:
+            challenge = secrets.token_bytes(rom.CHALLENGE_BYTES)
+        raw = self._secure(Ins.GENERATE_KEYS, challenge)
         try:
-            keys = GeneratedKeys(doc[3], VerifyKey(doc[1]), doc[2], doc[4])
-        except (KeyError, TypeError, SafescanError) as exc:
-            raise WrongData(f"the carrier's generated keys are malformed ({exc})") from None
+            keys = GeneratedKeys(AttestationStatement.from_bytes(raw))
+        except SafescanError as exc:
+            raise WrongData(f"the carrier's attestation statement is malformed: {exc}") from None
+        if keys.statement.challenge != challenge:
+            raise CarrierAuthenticationError("the carrier attested another challenge")
         if self._card_key is not None:
             keys.verify(self._card_key)  # the attestation key that authenticated this session
         return keys
@@ -414,15 +543,59 @@ class CarrierClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise WrongData(f"the carrier's answer is malformed ({type(exc).__name__})") from None
 
+    def key_update(self, update: bytes) -> int:
+        """KEY UPDATE: hand the card the institution's sealed update of its scheme-key epochs
+        (:mod:`safescan.code.keyupdate`). Returns the card's epoch afterwards. Refused if it
+        is not for this card, not signed, or does not start at the card's own epoch (typed
+        errors; the card keeps what it had)."""
+        self._ensure_selected()
+        if self._session is not None:
+            raw = self._secure(Ins.KEY_UPDATE, update)
+        else:
+            raw = self._clear(Ins.KEY_UPDATE, update)
+        doc = _load_map(raw, "key update answer")
+        try:
+            return int(doc[1])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WrongData(f"the carrier's answer is malformed ({type(exc).__name__})") from None
+
     def open_code(self, code: str | bytes) -> CodeContents:
         """Have the carrier open and verify a code (QR text or binary); ``CodeRefused`` if bad."""
         data = code.encode("ascii", "replace") if isinstance(code, str) else code
         return CodeContents.from_cbor(self._secure(Ins.OPEN_CODE, data))
 
-    def authorize(self, *, merchant_id: str, amount: int, currency: int) -> Authorization:
+    def authorize(
+        self,
+        *,
+        merchant_id: str,
+        amount: int,
+        currency: int,
+        confirm_timeout: float = 0.0,
+        poll: float = 0.2,
+        on_pending: Callable[[], None] | None = None,
+    ) -> Authorization:
         """Confirm the pending code's exact merchant, amount and currency; returns the
-        carrier's signed authorization (verified here against the carrier's key)."""
-        raw = self._secure(Ins.AUTHORIZE_PAYMENT, cbor.dumps([merchant_id, amount, currency]))
+        carrier's signed authorization (verified here against the carrier's key).
+
+        A display carrier first shows the payment on its own screen and signs only after its
+        OK button: it answers ``ConfirmationPending`` meanwhile. This repeats the request every
+        ``poll`` seconds for up to ``confirm_timeout`` seconds (``on_pending`` is called once,
+        to tell the customer to look at the carrier), then raises ``ConfirmationPending``;
+        Cancel on the device raises ``ConfirmationDeclined``."""
+        payload = cbor.dumps([merchant_id, amount, currency])
+        deadline = time.monotonic() + confirm_timeout
+        told = False
+        while True:
+            try:
+                raw = self._secure(Ins.AUTHORIZE_PAYMENT, payload)
+                break
+            except ConfirmationPending:
+                if not told and on_pending is not None:
+                    on_pending()
+                told = True
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
         auth = Authorization.from_bytes(raw)
         if self._card_key is None:
             raise CarrierAuthenticationError("no carrier key to verify the authorization")
@@ -431,21 +604,9 @@ class CarrierClient:
             raise CarrierAuthenticationError("the carrier signed something other than confirmed")
         return auth
 
-    def tamper(self) -> None:
-        """Fire the tamper sensor: the carrier destroys its keys immediately."""
-        self._forget_session()
-        self._clear(Ins.TAMPER)
-
 
 def _pin_block(pin: str) -> bytes:
     try:
         return pinmod.pad_pin(pin)
     except pinmod.PinFormatError as exc:
         raise WrongData(str(exc)) from None
-
-
-def _check(resp: ResponseApdu) -> bytes:
-    if resp.sw == StatusWord.SUCCESS:
-        return resp.data
-    reason, message = resp.reason()
-    raise error_for_status(resp.sw, int(reason), message)

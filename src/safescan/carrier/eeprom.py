@@ -81,14 +81,20 @@ class Image:
     revoked_serials: list[int] = field(default_factory=list)
     revoked_subjects: list[str] = field(default_factory=list)  # whole merchants revoked
     crl_stale: int = 0  # sequence of a genuine list too large to keep (0: none): fail closed
+    # firmware 2.0
+    attestation_certificate: bytes | None = None  # the manufacturer's, for the attestation key
+    model: int = 1  # 1 plain, 2 display (safescan.code.attestation.CarrierModel): hardware
+    key_epoch: int = 0  # the newest scheme-key epoch taken (KEY UPDATE); 0: none yet
+    epoch_keys: list[tuple[int, bytearray, int]] = field(default_factory=list)  # epoch, key, retire
 
     @classmethod
-    def manufacture(cls) -> Image:
+    def manufacture(cls, model: int = 1) -> Image:
         """A blank image with a fresh device id and attestation key seed."""
         return cls(
             lifecycle=Lifecycle.BLANK,
             device_id=secrets.token_bytes(8),
             attestation_seed=bytearray(secrets.token_bytes(32)),
+            model=model,
         )
 
     def zeroise(self, reason: int) -> None:
@@ -100,6 +106,7 @@ class Image:
             self.pin_verifier,
         ]
         secrets_ += [raw for _, raw, _ in self.scheme_keys]
+        secrets_ += [raw for _, raw, _ in self.epoch_keys]
         for buf in secrets_:
             if buf is not None:
                 buf[:] = bytes(len(buf))
@@ -107,6 +114,7 @@ class Image:
         self.pin_verifier = None
         self.pin_salt = None
         self.scheme_keys = []
+        self.epoch_keys = []
         self.lifecycle = Lifecycle.DESTROYED
         self.destroyed_reason = reason
         self.retries_left = 0
@@ -141,6 +149,10 @@ class Image:
                 list(self.revoked_subjects),
                 self.crl_stale,
             ],
+            19: self.attestation_certificate,
+            20: self.model,
+            21: self.key_epoch,
+            22: [[epoch, bytes(raw), retire] for epoch, raw, retire in self.epoch_keys],
         }
         return cbor2.dumps(doc, canonical=True)
 
@@ -149,8 +161,9 @@ class Image:
         """Parse an image; raises :class:`ImageError` on any deviation."""
         try:
             doc = cbor2.loads(data)
-            # field 18 (revocation list) came with firmware 1.1; 1.0 images have 1-17
-            if not isinstance(doc, dict) or sorted(doc) not in (_FIELDS_1_0, _FIELDS_1_1):
+            # field 18 (revocation list) came with firmware 1.1, 19-22 with 2.0 (attestation
+            # certificate, model, scheme-key epoch and epoch keys); older images load without
+            if not isinstance(doc, dict) or sorted(doc) not in _FIELD_SETS:
                 raise ImageError("the EEPROM image has the wrong fields")
             crl_field = doc.get(18, [0, []])
             if len(crl_field) == 2:  # firmware 1.1: serials only
@@ -158,6 +171,8 @@ class Image:
             crl_sequence, revoked, subjects, stale = crl_field
             if not all(isinstance(x, str) and 0 < len(x) <= 64 for x in subjects):
                 raise ImageError("the EEPROM image's revoked subjects are malformed")
+            attestation_cert = doc.get(19)
+            model = doc.get(20, 1)
             image = cls(
                 lifecycle=Lifecycle(doc[1]),
                 device_id=_bytes(doc[2], 8),
@@ -183,11 +198,22 @@ class Image:
                 revoked_serials=[_uint(serial) for serial in revoked],
                 revoked_subjects=list(subjects),
                 crl_stale=_uint(stale),
+                attestation_certificate=None
+                if attestation_cert is None
+                else _bytes(attestation_cert),
+                model=_uint(model),
+                key_epoch=_uint(doc.get(21, 0)),
+                epoch_keys=[
+                    (_uint(epoch), bytearray(_bytes(raw, 32)), _uint(retire))
+                    for epoch, raw, retire in doc.get(22, [])
+                ],
             )
         except ImageError:
             raise
         except (cbor2.CBORError, ValueError, TypeError, KeyError, RecursionError) as exc:
             raise ImageError(f"the EEPROM image does not parse ({type(exc).__name__})") from None
+        if image.model not in (1, 2):
+            raise ImageError("the EEPROM image names an unknown carrier model")
         if image.retries_left > image.retry_limit:
             raise ImageError("the EEPROM image's retry counter is out of range")
         if image.lifecycle is Lifecycle.PERSONALIZED and (
@@ -201,8 +227,7 @@ class Image:
         return image
 
 
-_FIELDS_1_0 = list(range(1, 18))
-_FIELDS_1_1 = list(range(1, 19))
+_FIELD_SETS = (list(range(1, 18)), list(range(1, 19)), list(range(1, 23)))  # 1.0, 1.1, 2.0
 
 
 def _uint(value: object) -> int:
@@ -360,15 +385,16 @@ class Eeprom:
         self._image_key = AESGCM(derive_key(key, b"safescan eeprom v1"))
         self.pin_key = derive_key(key, b"safescan pin verifier v1")
 
-    def load(self) -> Image:
-        """Power-on read. Manufactures a blank image on a virgin chip; raises ImageError."""
+    def load(self, model: int = 1) -> Image:
+        """Power-on read. Manufactures a blank image (of ``model``) on a virgin chip; raises
+        ImageError."""
         key = self.storage.read_device_key()
         data = self.storage.read_image()
         if key is None and data is None:
             key = secrets.token_bytes(DEVICE_KEY_BYTES)
             self.storage.write_device_key(key)
             self._use_device_key(key)
-            image = Image.manufacture()
+            image = Image.manufacture(model)
             self.write(image)
             return image
         if key is None or len(key) != DEVICE_KEY_BYTES:

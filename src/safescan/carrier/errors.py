@@ -131,6 +131,18 @@ class ConditionsNotSatisfied(CardStatusError):
     code = "conditions_not_satisfied"
 
 
+class ConfirmationPending(ConditionsNotSatisfied):
+    """``6985``: a display carrier waits for the customer to press OK on its own screen."""
+
+    code = "confirmation_pending"
+
+
+class ConfirmationDeclined(ConditionsNotSatisfied):
+    """``6985``: the customer pressed Cancel on the display carrier: nothing was signed."""
+
+    code = "confirmation_declined"
+
+
 class RestartRequired(ConditionsNotSatisfied):
     """``6985``: too many wrong PINs in this power cycle: unplug and replug the carrier."""
 
@@ -198,11 +210,35 @@ class ClaNotSupported(CardStatusError):
     code = "cla_not_supported"
 
 
+#: What a status word means when the card gave no reason (ISO/IEC 7816-4 wording).
+_SW_TEXT = {
+    0x6581: "the carrier's memory failed",
+    0x6700: "wrong length",
+    0x6982: "security status not satisfied (secure channel or PIN needed)",
+    0x6983: "the carrier has destroyed its keys and is permanently blocked",
+    0x6985: "conditions of use not satisfied",
+    0x6987: "no secure channel is open",
+    0x6988: "the secure-channel frame was altered, replayed or out of order",
+    0x6A80: "incorrect data",
+    0x6A82: "no such applet",
+    0x6A84: "more data than the carrier can keep",
+    0x6A86: "incorrect P1/P2",
+    0x6A88: "referenced data not found",
+    0x6D00: "instruction not supported",
+    0x6E00: "class not supported",
+}
+
+
 def error_for_status(sw: int, reason: int, message: str) -> CardStatusError:
-    """The typed host-side error for a refusal status word (and reason code)."""
+    """The typed host-side error for a refusal status word and (if the card gave one through
+    GET DATA "last error") its reason code and message."""
     from safescan.carrier.apdu import Reason
 
-    text = message or f"the carrier refused the command (status {sw:04X})"
+    text = message or (
+        f"the carrier refused the command: {_SW_TEXT[sw]} (status {sw:04X})"
+        if sw in _SW_TEXT
+        else f"the carrier refused the command (status {sw:04X})"
+    )
     cls: type[CardStatusError]
     if sw & 0xFFF0 == 0x63C0:
         cls = WrongPin
@@ -214,10 +250,15 @@ def error_for_status(sw: int, reason: int, message: str) -> CardStatusError:
     elif sw == 0x6983:
         cls = CarrierBlocked
     elif sw == 0x6985:
-        cls = RestartRequired if reason == Reason.RESTART_REQUIRED else ConditionsNotSatisfied
+        by_reason: dict[int, type[CardStatusError]] = {
+            Reason.RESTART_REQUIRED: RestartRequired,
+            Reason.CONFIRMATION_PENDING: ConfirmationPending,
+            Reason.CONFIRMATION_DECLINED: ConfirmationDeclined,
+        }
+        cls = by_reason.get(reason, ConditionsNotSatisfied)
     elif sw in (0x6987, 0x6988):
         cls = SecureMessagingError
-    elif sw == 0x6A80:
+    elif sw in (0x6A80, 0x6A84):
         if 0 < reason < 0x20:
             cls = CodeRefused
         elif reason == Reason.CONFIRMATION_MISMATCH:

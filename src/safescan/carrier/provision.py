@@ -1,9 +1,11 @@
 """Host-side personalisation: the flow a wallet or an institution desk runs on a BLANK carrier.
 
 1. open the secure channel (authenticated by the carrier's attestation key, optionally pinned);
-2. GENERATE KEYS on the device (signing + transport keys; attested public halves come back);
-3. ``make_bundle(keys)``: the institution certifies the signing key and seals a provisioning
-   bundle to the transport key (see :func:`safescan.code.seal_bundle`);
+2. GENERATE KEYS on the device (signing + transport keys): the attestation statement over them
+   and the enrollment challenge comes back (the chip must have been attested at the factory);
+3. ``make_bundle(keys)``: the institution checks the attestation chain, certifies the signing
+   key and seals a provisioning bundle to the transport key (see
+   :func:`safescan.code.seal_bundle`);
 4. PERSONALIZE with the bundle, the customer's PIN and the retry limit; the carrier locks.
 """
 
@@ -28,13 +30,17 @@ def personalize(
     retry_limit: int = rom.RETRY_LIMIT_DEFAULT,
     *,
     attestation_key: VerifyKey | None = None,
+    challenge: bytes | None = None,
 ) -> CarrierInfo:
-    """Personalise a BLANK carrier end to end; returns its info afterwards (PERSONALIZED)."""
+    """Personalise a BLANK carrier end to end; returns its info afterwards (PERSONALIZED).
+
+    ``challenge`` is what the institution wants attested (e.g.
+    :func:`safescan.code.attestation.enrollment_challenge` of the enrollment token)."""
     client.select()
     if client.get_info().lifecycle is not Lifecycle.BLANK:
         raise ConditionsNotSatisfied("the carrier is already personalised")
     client.open_session(attestation_key=attestation_key)
-    keys = client.generate_keys()
+    keys = client.generate_keys(challenge)
     bundle = make_bundle(keys)
     client.personalize(bundle, pin, retry_limit)
     return client.get_info()

@@ -10,8 +10,8 @@ from typing import Final
 #: Applet identifier: proprietary RID category ``F`` + ``SAFESCAN`` + applet version 1.
 AID: Final = bytes.fromhex("F0") + b"SAFESCAN" + b"\x01"
 
-#: Firmware version (major, minor, patch).
-VERSION: Final = (1, 1, 0)  # 1.1: UPDATE REVOCATIONS
+#: Firmware version (major, minor, patch). History in docs/carrier.md.
+VERSION: Final = (2, 0, 0)  # 2.0: ISO error answers + GET DATA last error; no TAMPER APDU
 
 #: What the card implements, reported by GET INFO.
 ALGORITHMS: Final = (
@@ -21,6 +21,13 @@ ALGORITHMS: Final = (
     "aes-256-gcm",  # secure channel, EEPROM image
     "hpke-x25519-sha256-aes128gcm",  # payment codes, provisioning bundles
 )
+
+#: GET DATA objects (P1P2; 0100-01FF is the proprietary range of ISO/IEC 7816-4).
+DO_CARD_INFO: Final = 0x0000  # the GET INFO map (firmware 1.x used P1P2 = 0000 too)
+DO_LAST_ERROR: Final = 0x0101  # the last refused command: {1: SW, 2: INS, 3: reason, 4: text}
+DO_ATTESTATION_CERT: Final = 0x0102  # PUT DATA at the factory: the attestation certificate
+#: GENERATE KEYS signs the host's 32-byte challenge into the attestation statement.
+CHALLENGE_BYTES: Final = 32
 
 #: Class bytes the card accepts.
 CLA_ISO: Final = 0x00  # interindustry (SELECT)

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import tty
 from collections.abc import Callable, Sequence
 
 from safescan.carrier.apdu import StatusWord
 from safescan.carrier.device import Card
-from safescan.carrier.eeprom import FileStorage
+from safescan.carrier.eeprom import FileStorage, Lifecycle
 from safescan.carrier.errors import CarrierError, TransportError
 from safescan.carrier.statelock import StateLock
 from safescan.carrier.transport import Control, parse_tcp_url
@@ -38,33 +41,57 @@ log = logging.getLogger("safescan.carrier")
 
 
 class CardLink:
-    """Adapts a :class:`Card` to what transports deliver: APDUs and control bytes."""
+    """Adapts a :class:`Card` to what transports deliver (APDUs and reader control bytes)
+    and to its physical side (the control socket); one lock serialises them."""
 
     def __init__(self, card: Card) -> None:
         self.card = card
+        self.lock = threading.Lock()
 
     def apdu(self, command: bytes) -> bytes:
         """Run one APDU. A firmware fault answers ``6F00`` instead of killing the card."""
-        try:
-            return self.card.transmit(command)
-        except Exception:  # the card must answer whatever happens inside it
-            log.exception("internal error while processing a command")
-            return StatusWord.UNKNOWN.to_bytes(2, "big")
+        with self.lock:
+            try:
+                return self.card.transmit(command)
+            except Exception:  # the card must answer whatever happens inside it
+                log.exception("internal error while processing a command")
+                return StatusWord.UNKNOWN.to_bytes(2, "big")
 
     def control(self, message: int) -> bytes:
         """Apply a reader control message; returns the ATR where one is due."""
-        if message == Control.POWER_OFF:
-            self.card.power_off()
-            return b""
-        if message == Control.POWER_ON:
-            return self.card.power_on()
-        if message == Control.RESET:
-            return self.card.reset()
-        if message == Control.GET_ATR:
-            from safescan.carrier import rom
+        with self.lock:
+            if message == Control.POWER_OFF:
+                self.card.power_off()
+                return b""
+            if message == Control.POWER_ON:
+                return self.card.power_on()
+            if message == Control.RESET:
+                return self.card.reset()
+            if message == Control.GET_ATR:
+                from safescan.carrier import rom
 
-            return rom.ATR
-        return b""
+                return rom.ATR
+            return b""
+
+    def power_off(self) -> None:
+        """The host hung up: the card loses power."""
+        with self.lock:
+            self.card.power_off()
+
+    def physical(self, line: str) -> str:
+        """One command of the control socket (:mod:`safescan.carrier.control`)."""
+        with self.lock:
+            if line == "TAMPER":
+                self.card.tamper()
+                log.warning("tamper sensor fired: the carrier destroyed its keys")
+                return "OK destroyed"
+            if line == "STATUS":
+                return f"OK {self.card.lifecycle.name.lower()}"
+            if line == "SCREEN":
+                return "OK " + json.dumps(self.card.screen, ensure_ascii=False, sort_keys=True)
+            if line in ("PRESS OK", "PRESS CANCEL"):
+                return f"OK {self.card.press(line == 'PRESS OK')}"
+            return "ERR unknown control command"
 
 
 def _quick_ack(sock: socket.socket) -> None:
@@ -98,7 +125,7 @@ def serve_connection(sock: socket.socket, link: CardLink) -> None:
     except (OSError, CarrierError) as exc:
         log.info("link closed: %s", exc)
     finally:
-        link.card.power_off()
+        link.power_off()
         sock.close()
 
 
@@ -155,7 +182,36 @@ def serve_audio_port(link: CardLink, url: str, ready: Callable[[str], None]) -> 
     from safescan.carrier.transport.audio import parse_audio_url, serve_audio
 
     host, port, channel = parse_audio_url(url, scheme="tcp")
-    serve_audio(link.apdu, link.control, host, port, channel, ready, link.card.power_off)
+    serve_audio(link.apdu, link.control, host, port, channel, ready, link.power_off)
+
+
+def _render(screen: dict[str, object]) -> None:
+    """The display model's terminal view: the screen, on the carrier process's stderr."""
+    lines = [f"[carrier display] {screen.get('state', '')}"]
+    if screen.get("merchant"):
+        lines.append(
+            f"  {screen['merchant']} ({screen.get('city', '')}, {screen.get('country', '')})"
+        )
+    for entry in screen.get("items") or []:  # type: ignore[attr-defined]
+        name, quantity, amount = entry
+        lines.append(f"  {quantity} x {name}  {amount}")
+    if screen.get("total"):
+        lines.append(f"  total {screen['total']}")
+    if screen.get("prompt"):
+        lines.append(f"  >>> {screen['prompt']}  [y = OK, n = Cancel]")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _buttons_on_terminal(link: CardLink) -> None:
+    """Run interactively, the carrier's own terminal is its buttons: ``y`` OK, ``n`` Cancel."""
+
+    def read() -> None:
+        for raw in sys.stdin:
+            key = raw.strip().lower()
+            if key in ("y", "n"):
+                link.physical("PRESS OK" if key == "y" else "PRESS CANCEL")
+
+    threading.Thread(target=read, name="carrier-buttons", daemon=True).start()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--vpcd", metavar="URL", help="tcp://HOST:PORT of a vpcd reader")
     where.add_argument(
         "--audio", metavar="URL", help="tcp://HOST:PORT[?snr=..] to serve the audio port on"
+    )
+    parser.add_argument(
+        "--model",
+        choices=("plain", "display"),
+        help="hardware of a virgin chip (default plain); an existing chip must match",
+    )
+    parser.add_argument(
+        "--control",
+        metavar="PATH",
+        help="the owner-only control socket (tamper sensor, buttons); default STATE.ctl",
     )
     parser.add_argument(
         "--institution-key",
@@ -195,20 +261,24 @@ def run(
     audio: str | None = None,
     ready: Callable[[str], None] | None = None,
     institution_keys: dict[int, bytes] | None = None,
+    control: str | None = None,
+    model: str | None = None,
 ) -> None:
-    """Power the card and serve it forever on one transport.
+    """Power the card and serve it forever on one transport (and its control socket).
 
     The state file is locked first (:class:`StateLock`): a second process on the same file
     is refused with :class:`StateInUse` before it reads the image.
     """
     lock = StateLock(state).acquire()  # held for the life of the process
     try:
-        _serve(state, listen, serial, vpcd, audio, ready, institution_keys)
+        _power_and_serve(
+            state, listen, serial, vpcd, audio, ready, institution_keys, control, model
+        )
     finally:
         lock.release()
 
 
-def _serve(
+def _power_and_serve(
     state: str,
     listen: str | None,
     serial: str | None,
@@ -216,13 +286,42 @@ def _serve(
     audio: str | None,
     ready: Callable[[str], None] | None,
     institution_keys: dict[int, bytes] | None,
+    control: str | None,
+    model: str | None,
 ) -> None:
-    card = Card(FileStorage(state))
+    from safescan.carrier.control import ControlServer, default_control_path
+
+    wanted = {"plain": 1, "display": 2}.get(model or "plain", 1)
+    card = Card(FileStorage(state), model=wanted)
     card.power_on()
+    if model is not None and card.lifecycle is not Lifecycle.DESTROYED and card.model != wanted:
+        other = "display" if card.model == 2 else "plain"
+        raise TransportError(f"this chip is a {other} carrier (fixed at manufacture)")
     if institution_keys and card.install_trust_anchor(institution_keys):
         log.info("trust anchor installed: institution key ids %s", sorted(institution_keys))
     log.info("carrier on %s: %s", state, card.lifecycle.name)
     link = CardLink(card)
+    if card.model == 2:
+        card.on_screen = _render
+        if sys.stdin is not None and sys.stdin.isatty():
+            _buttons_on_terminal(link)
+    physical = ControlServer(control or default_control_path(state), link.physical)
+    physical.start()
+    try:
+        _serve(link, listen=listen, serial=serial, vpcd=vpcd, audio=audio, ready=ready)
+    finally:
+        physical.close()
+
+
+def _serve(
+    link: CardLink,
+    *,
+    listen: str | None,
+    serial: str | None,
+    vpcd: str | None,
+    audio: str | None,
+    ready: Callable[[str], None] | None,
+) -> None:
 
     def announce(url: str) -> None:
         print(f"READY {url}", flush=True)
@@ -242,9 +341,15 @@ def _serve(
         raise TransportError("give --listen, --serial, --vpcd or --audio")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Process entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the control socket file is removed on the way out
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s", stream=sys.stderr)
     try:
         anchor = parse_anchor(args.institution_key)
@@ -259,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             vpcd=args.vpcd,
             audio=args.audio,
             institution_keys=anchor,
+            control=args.control,
+            model=args.model,
         )
     except KeyboardInterrupt:
         return 0

@@ -22,8 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from safescan.carrier.client import GeneratedKeys
+from safescan.carrier.client import CarrierClient, GeneratedKeys
 from safescan.carrier.errors import CarrierUnavailable
+from safescan.carrier.factory import Factory
 from safescan.code import (
     DynamicCode,
     Issuer,
@@ -34,14 +35,24 @@ from safescan.code import (
     Role,
     SchemeKey,
     SchemeKeyring,
+    SchemePublicKey,
     SigningKey,
     StaticCode,
     TrustStore,
+    VerifyKey,
     carrier_subject,
     encode_text,
     issue_certificate,
     seal,
     seal_bundle,
+)
+from safescan.code.attestation import AttestationStatement, CarrierModel, statement_message
+from safescan.code.keyupdate import (
+    MAX_LIVE_EPOCHS,
+    EpochKey,
+    KeyUpdate,
+    epoch_kid,
+    seal_key_update,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +75,7 @@ def secrets_of(card: Card) -> list[bytes]:
         if value is not None:
             found.append(bytes(value))
     found += [bytes(raw) for _, raw, _ in image.scheme_keys]
+    found += [bytes(raw) for _, raw, _ in image.epoch_keys]
     if image.pin_verifier is not None:
         found.append(bytes(image.pin_verifier))
     storage = card.eeprom.storage
@@ -75,6 +87,33 @@ def secrets_of(card: Card) -> list[bytes]:
 def leaks(data: bytes, secret_list: list[bytes]) -> bool:
     """Whether ``data`` contains any secret, or either half of one."""
     return any(s in data or s[:16] in data or s[16:] in data for s in secret_list)
+
+
+def software_attestation(
+    factory: Factory,
+    signing_public: bytes,
+    transport_public: bytes,
+    challenge: bytes,
+    *,
+    model: CarrierModel = CarrierModel.PLAIN,
+) -> bytes:
+    """An attestation statement for keys made in software, by a fresh attestation key that
+    ``factory`` certifies: a stand-in for a genuine chip in institution tests, benchmarks and
+    fuzzers whose factory the institution trusts. (Made by anyone else, it is exactly what
+    enrollment refuses.)"""
+    attestation_key = SigningKey.generate()
+    device_id = secrets.token_bytes(8)
+    cert = factory.certify(device_id, model, attestation_key.public_key)
+    message = statement_message(device_id, model, challenge, signing_public, transport_public)
+    return AttestationStatement(
+        device_id=device_id,
+        model=model,
+        challenge=challenge,
+        signing_public=VerifyKey(signing_public),
+        transport_public=transport_public,
+        signature=attestation_key.sign(message),
+        certificate=cert,
+    ).to_bytes()
 
 
 DEFAULT_MERCHANT = Merchant("m-1001", "Corner Bakery", "Lyon", "FR", 5462)
@@ -89,6 +128,9 @@ class LocalInstitution:
     scheme: SchemeKey
     now: int
     _serials: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+    factory: Factory = field(default_factory=Factory.generate)
+    epochs: list[EpochKey] = field(default_factory=list)  # scheme-key epochs, oldest first
+    carriers: dict[int, bytes] = field(default_factory=dict)  # serial -> transport public key
 
     @classmethod
     def create(
@@ -109,9 +151,23 @@ class LocalInstitution:
         """The scheme keys (the institution's own copy)."""
         return SchemeKeyring({self.scheme.kid: self.scheme})
 
+    @property
+    def manufacturers(self) -> TrustStore:
+        """The manufacturer keys this institution trusts (its factory's)."""
+        return TrustStore({self.factory.kid: self.factory.public_key})
+
+    def manufacture(self, client: CarrierClient) -> None:
+        """The factory step on a blank chip: certify its attestation key (see
+        :class:`safescan.carrier.factory.Factory`)."""
+        self.factory.attest(client, now=self.now)
+
     def make_bundle(self, keys: GeneratedKeys, *, serial: int | None = None) -> bytes:
-        """Certify the carrier's signing key and seal a bundle to its transport key."""
+        """Check the carrier's attestation (as the real institution does), certify its
+        signing key and seal a bundle to its transport key."""
+        statement = keys.statement
+        statement.verify(self.manufacturers, challenge=statement.challenge, now=self.now)
         serial = next(self._serials) if serial is None else serial
+        self.carriers[serial] = keys.transport_public
         cert = issue_certificate(
             self.key,
             self.kid,
@@ -131,6 +187,35 @@ class LocalInstitution:
             transport_public=keys.transport_public,
         )
         return seal_bundle(bundle, self.key, self.kid)
+
+    def rotate(self, *, retire_in: int = 8 * 86400) -> EpochKey:
+        """Start the next scheme-key epoch (codes are sealed to it from now on)."""
+        epoch = self.epochs[-1].epoch + 1 if self.epochs else 1
+        key = EpochKey(epoch, SchemeKey.generate(epoch_kid(epoch), self.now + retire_in))
+        self.epochs.append(key)
+        return key
+
+    def key_update(
+        self,
+        serial: int,
+        from_epoch: int,
+        *,
+        to_epoch: int | None = None,
+        transport_public: bytes | None = None,
+    ) -> bytes:
+        """A KEY UPDATE for carrier ``serial``: the epochs after ``from_epoch`` (up to
+        ``to_epoch``, default the newest), sealed to its transport key."""
+        to = self.epochs[-1].epoch if to_epoch is None else to_epoch
+        live = [k for k in self.epochs if from_epoch < k.epoch <= to and k.retire_at > self.now]
+        update = KeyUpdate(
+            carrier_serial=serial,
+            from_epoch=from_epoch,
+            to_epoch=to,
+            issued_at=self.now,
+            keys=tuple(live[-MAX_LIVE_EPOCHS:]),  # what a carrier keeps, newest first
+        )
+        target = self.carriers[serial] if transport_public is None else transport_public
+        return seal_key_update(update, self.key, self.kid, target)
 
     def revocation_list(
         self, serials: set[int], *, sequence: int, subjects: set[str] | None = None
@@ -172,8 +257,10 @@ class LocalInstitution:
         lifetime: int = 600,
         issuer: Issuer | None = None,
         text: bool = True,
+        scheme: SchemePublicKey | None = None,
     ) -> str | bytes:
-        """A sealed dynamic code (QR text by default, else binary)."""
+        """A sealed dynamic code (QR text by default, else binary), sealed to ``scheme``
+        (default: the static scheme key this institution put in its bundles)."""
         issued = self.now if issued_at is None else issued_at
         code = DynamicCode(
             merchant=merchant,
@@ -185,7 +272,8 @@ class LocalInstitution:
             expires_at=issued + lifetime,
             nonce=secrets.token_bytes(8),
         )
-        binary = seal(code, issuer or Issuer.institution(self.key, self.kid), self.scheme.public)
+        to = scheme if scheme is not None else self.scheme.public
+        binary = seal(code, issuer or Issuer.institution(self.key, self.kid), to)
         return encode_text(binary) if text else binary
 
     def static_code(

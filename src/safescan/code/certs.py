@@ -46,6 +46,7 @@ class Role(IntEnum):
 
     MERCHANT = 1  # signs merchant-issued payment codes
     CARRIER = 2  # signs payment authorizations; authenticates the carrier's secure channel
+    ATTESTATION = 3  # a carrier chip's attestation key, certified by its manufacturer
 
 
 def _uint(value: object, name: str, limit: int = _U64) -> int:

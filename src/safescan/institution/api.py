@@ -40,6 +40,7 @@ from safescan.api.fields import (
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import settlement
+from safescan.institution.api_carriers import register_carrier_routes
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution, Stored
 from safescan.institution.util import key32
@@ -160,6 +161,7 @@ async def _noop_receive() -> Message:
 class Strict(StrictModel):
     """Base of every request model: unknown fields refused, JSON integers only (strict)."""
 
+
 CurrencyCode = Annotated[
     str, Field(min_length=3, max_length=3, pattern=r"^([A-Za-z]{3}|[0-9]{3})$")
 ]
@@ -215,14 +217,6 @@ class TokenRequest(Strict):
     """Issue an enrollment token."""
 
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 7 * 86400
-
-
-class Enrollment(Strict):
-    """A wallet enrolls its key carrier."""
-
-    token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
-    signing_public_key: KeyText
-    transport_public_key: KeyText
 
 
 class Item(Strict):
@@ -522,14 +516,7 @@ def create_app(
 
     # --- wallets ---
 
-    @app.post("/v1/carriers/enroll", status_code=201, tags=["wallet"])
-    def enroll(body: Enrollment) -> dict[str, Any]:
-        """Register a key carrier: returns its certificate and sealed provisioning bundle."""
-        return inst.enroll_carrier(
-            body.token,
-            key32(body.signing_public_key, param="signing_public_key"),
-            key32(body.transport_public_key, param="transport_public_key"),
-        )
+    register_carrier_routes(app, inst, Admin, public_limiter)  # enrollment, key updates, epochs
 
     @app.post("/v1/payments", status_code=201, tags=["wallet"])
     async def pay(body: PaymentCreate, idempotency_key: IdempotencyKey = None) -> JSONResponse:

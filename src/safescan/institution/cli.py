@@ -1,5 +1,5 @@
 """`safescan institution ...` commands: init, migrate, serve, audit, settlement,
-rotate-scheme-key, root-keys, admin-token."""
+rotate-scheme-key, rotate-epoch, root-keys, admin-token, manufacturer."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+from safescan.institution.cli_carriers import manufacturer_app, rotate_epoch
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
     ENV_CHECKPOINTS,
@@ -166,6 +167,8 @@ admin_token_app = typer.Typer(
     no_args_is_help=True,
 )
 institution_app.add_typer(admin_token_app, name="admin-token")
+institution_app.add_typer(manufacturer_app, name="manufacturer")
+institution_app.command("rotate-epoch")(rotate_epoch)
 
 
 @admin_token_app.command("create")

@@ -143,8 +143,8 @@ class KeyStore:
             SchemeKey.load(self.path / f"scheme-{k}.json", passphrase) for k in index["scheme_kids"]
         ]
         new_kid = max(k.kid for k in keys) + 1
-        if new_kid > 0xFF:
-            raise ConfigError("no scheme key ids left")
+        if new_kid >= 0x80:  # 0x80-0xFF are the scheme-key epochs' (safescan.code.keyupdate)
+            raise ConfigError("no static scheme key ids left (0-127)")
         for key in keys:
             if retire_old_at is not None and key.retire_at is None:
                 SchemeKey(key.kid, key.private_key(), retire_old_at).save(

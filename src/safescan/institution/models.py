@@ -311,3 +311,42 @@ class AuditHead(Base):
     chain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class ManufacturerKey(Base):
+    """A carrier manufacturer's key the institution trusts to certify attestation keys."""
+
+    __tablename__ = "manufacturer_keys"
+    kid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # active / revoked
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CarrierDevice(Base):
+    """The attested chip behind an enrolled carrier (at most one active carrier per chip)."""
+
+    __tablename__ = "carrier_devices"
+    serial: Mapped[int] = mapped_column(
+        ForeignKey("carriers.serial"), primary_key=True, autoincrement=False
+    )
+    device_id: Mapped[bytes] = mapped_column(LargeBinary(8), nullable=False, index=True)
+    model: Mapped[int] = mapped_column(Integer, nullable=False)  # 1 plain, 2 display
+    manufacturer_kid: Mapped[int] = mapped_column(Integer, nullable=False)
+    attestation_serial: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    statement: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    enrolled_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SchemeEpoch(Base):
+    """A scheme-key epoch; its private key is derived from the server secret, never stored."""
+
+    __tablename__ = "scheme_epochs"
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kid: Mapped[int] = mapped_column(Integer, nullable=False)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
+    started_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    retire_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule / demand

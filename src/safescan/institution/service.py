@@ -46,6 +46,7 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import Issuer, OpenedCode, encode_text, open_code, seal
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keyupdate import is_epoch_kid
 from safescan.code.payment import (
     MAX_DYNAMIC_VALIDITY,
     MAX_STATIC_VALIDITY,
@@ -55,10 +56,10 @@ from safescan.code.payment import (
     Merchant,
     StaticCode,
 )
-from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
-from safescan.code.pubkeys import check_x25519_public
-from safescan.institution import admin_tokens, audit, guards, ledger, sql
+from safescan.code.provisioning import carrier_subject
+from safescan.institution import admin_tokens, audit, enrollment, guards, ledger, sql
 from safescan.institution.db import Database
+from safescan.institution.epochs import EpochKeyring
 from safescan.institution.guards import CertificateLimit
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.merchant_sealing import (
@@ -83,13 +84,13 @@ from safescan.institution.models import (
     RequestNonce,
 )
 from safescan.institution.reservations import Journal, allocate_serial
+from safescan.institution.sql import insert_ignore as _insert_ignore
 from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import event_params, new_event
 
 ORDER_ID_CHARS = 12
 DEFAULT_ORDER_TTL = 900
-CARRIER_CERT_DAYS = 4 * 365
 ENROLLMENT_TTL = 7 * 24 * 3600
 CRL_COUNTER = "crl_sequence"
 PAID_STATES = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")
@@ -139,15 +140,6 @@ class _AlreadyStored(Exception):
 def request_hash(value: Any) -> str:
     """Hash of a request's canonical JSON form (what an Idempotency-Key is bound to)."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def _insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1)
 
 
 def _merchant_dict(r: Any) -> dict[str, Any]:
@@ -200,6 +192,8 @@ class Institution:
         self.clock = clock
         self.issuer = Issuer.institution(keys.root, keys.root_kid)
         self.trust = keys.trust_store()
+        # static-code keys (key directory) + scheme-key epochs for dynamic codes (.epochs)
+        self.scheme_keys = EpochKeyring(db, keys.scheme, keys.secret, clock=clock)
         self.webhooks_enabled = webhooks_enabled
         self.webhook_targets = TargetPolicy()  # where webhooks may go (the operator's rules)
         self._carrier_keys: dict[int, tuple[VerifyKey, str]] = {}
@@ -298,25 +292,32 @@ class Institution:
     def public_keys(self) -> dict[str, Any]:
         """Public trust anchors: root signing keys and current scheme public keys."""
         now = self.now()
-        current = self.keys.scheme.current(now).kid
-        signed = scheme_key_list(self.keys.scheme, self.keys.root, self.keys.root_kid, now)
+        current = self.scheme_keys.current_epoch(now)
+        static = self.keys.scheme.current(now).kid
+        # static and live epoch keys, current = the epoch's: terminals seal dynamic codes to it
+        signed = scheme_key_list(self.scheme_keys, self.keys.root, self.keys.root_kid, now)
         return {
             "root_keys": [
                 {"kid": k, "public_key": b64e(v.raw)}
                 for k, v in self.trust.institution_keys.items()
             ],
+            # dynamic codes are sealed to the "current" key (the current epoch's); static codes
+            # to the "static" one; every live key still opens codes until its retire_at
             "scheme_keys": [
                 {
                     "kid": k.kid,
                     "public_key": b64e(k.public.raw),
                     "retire_at": k.retire_at,
-                    "current": k.kid == current,
+                    "current": k.kid == current.key.kid,
+                    "use": "dynamic" if is_epoch_kid(k.kid) else "static",
+                    "current_static": k.kid == static,
                 }
-                for k in sorted(self.keys.scheme.keys.values(), key=lambda k: k.kid)
+                for k in sorted(self.scheme_keys.keys.values(), key=lambda k: k.kid)
                 if not k.is_retired(now)
             ],
             # the same keys signed under the root key: terminals cache it to seal offline
             "scheme_key_list": b64e(signed.to_bytes()),
+            "epoch": current.epoch,
         }
 
     # --- authentication ---------------------------------------------------------------------
@@ -823,92 +824,23 @@ class Institution:
         return {"token": token, "customer_id": cid, "expires_at": now + ttl}
 
     def enroll_carrier(
-        self, token: str, signing_public_key: bytes, transport_public_key: bytes
+        self,
+        token: str,
+        signing_public_key: bytes,
+        transport_public_key: bytes,
+        attestation: bytes | None = None,
     ) -> dict[str, Any]:
-        """Register a key carrier: certify its signing key, seal its provisioning bundle.
+        """Register an attested key carrier (see :mod:`.enrollment`): certificate, sealed
+        provisioning bundle and first key update; refused without a valid attestation."""
+        return enrollment.enroll(self, token, signing_public_key, transport_public_key, attestation)
 
-        All or nothing: every input is checked before the token is touched, and the token,
-        the certificate, the carrier row, the audit entry *and* the sealed bundle are made in
-        one transaction, so a refusal at any step leaves no carrier and an unspent token.
-        """
-        try:
-            signing = VerifyKey(signing_public_key)
-        except SafescanError as exc:
-            raise InvalidRequest(exc.message, param="signing_public_key") from None
-        try:
-            check_x25519_public(transport_public_key, what="transport_public_key")
-        except SafescanError as exc:
-            raise InvalidRequest(exc.message, param="transport_public_key") from None
-        now = self.now()
-        digest = self.keys.token_hash(token)
-        scheme_keys = tuple(k for k in self.keys.scheme.keys.values() if not k.is_retired(now))
+    def forget_carriers(self) -> None:
+        """Drop the cached carrier keys (after carriers were revoked outside revoke_carrier)."""
+        self._carrier_keys.clear()
 
-        def tx(conn: Connection) -> dict[str, Any]:
-            res = conn.execute(
-                update(EnrollmentToken)
-                .where(
-                    EnrollmentToken.token_hash == digest,
-                    EnrollmentToken.used_at.is_(None),
-                    EnrollmentToken.expires_at > now,
-                )
-                .values(used_at=now)
-                .returning(EnrollmentToken.customer_id)
-            ).first()
-            if res is None:
-                raise Unauthenticated(
-                    "the enrollment token is unknown, used or expired", param="token"
-                )
-            cid = res.customer_id
-            cert = self._certify(
-                conn, Role.CARRIER, carrier_subject, signing, now, CARRIER_CERT_DAYS
-            )
-            serial = cert.serial
-            conn.execute(
-                insert(CarrierRow).values(
-                    serial=serial,
-                    customer_id=cid,
-                    signing_public_key=signing.raw,
-                    transport_public_key=transport_public_key,
-                    last_counter=-1,
-                    status="active",
-                    created_at=now,
-                )
-            )
-            bundle = ProvisioningBundle(
-                carrier_serial=serial,
-                certificate=cert,
-                institution_keys=dict(self.trust.institution_keys),
-                scheme_keys=scheme_keys,
-                issued_at=now,
-                transport_public=transport_public_key,
-            )
-            try:  # inside the transaction: a bundle that cannot be sealed undoes everything
-                sealed = seal_bundle(bundle, self.keys.root, self.keys.root_kid)
-            except ValueError:
-                raise InvalidRequest(
-                    "transport_public_key is not a valid X25519 key", param="transport_public_key"
-                ) from None
-            audit.append(
-                conn,
-                at=now,
-                actor=f"customer:{cid}",
-                action="carrier.enroll",
-                entity=f"carrier:{serial}",
-                data={
-                    "customer_id": cid,
-                    "serial": serial,
-                    "token_hash": digest,
-                    "transport_public_key": b64e(transport_public_key),
-                },
-            )
-            return {
-                "carrier_serial": serial,
-                "customer_id": cid,
-                "certificate": b64e(cert.to_bytes()),
-                "bundle": b64e(sealed),
-            }
-
-        return self.db.write(tx)
+    def carrier_key_update(self, serial: int, from_epoch: int) -> dict[str, Any]:
+        """The KEY UPDATE bringing a carrier to the current scheme-key epoch (or None)."""
+        return enrollment.issue_key_update(self, serial, from_epoch)
 
     def revoke_carrier(self, serial: int) -> dict[str, Any]:
         """Revoke a key carrier: its authorizations are refused from now on."""
@@ -959,9 +891,7 @@ class Institution:
                 select(Counter.value).where(Counter.name == CRL_COUNTER)
             ).scalar_one()
             revoked_merchants = set(
-                conn.execute(
-                    select(MerchantRow.id).where(MerchantRow.status != "active")
-                ).scalars()
+                conn.execute(select(MerchantRow.id).where(MerchantRow.status != "active")).scalars()
             )
             rows = conn.execute(
                 select(CertificateRow.serial, CertificateRow.role, CertificateRow.subject).where(
@@ -1033,7 +963,7 @@ class Institution:
             ).validated()
         except SafescanError as exc:
             raise InvalidRequest(exc.message, param="items") from None
-        binary = seal(code, self.issuer, self.keys.scheme.current(now).public)
+        binary = seal(code, self.issuer, self.scheme_keys.current(now).public)
         text = encode_text(binary)
         digest = hashlib.sha256(binary).digest()
         items_json = canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items])
@@ -1097,7 +1027,7 @@ class Institution:
         and merchants that print batches of codes. Returns order id, code and total per order."""
         now = self.now()
         merchant = self.db.read(lambda c: self._merchant_identity(c, mid))
-        scheme = self.keys.scheme.current(now).public
+        scheme = self.scheme_keys.current(now).public
         rows: list[dict[str, Any]] = []
         out: list[dict[str, Any]] = []
         for items, currency_code in orders:
@@ -1178,6 +1108,7 @@ class Institution:
         now = self.now()
         merchant = self.db.read(lambda c: self._merchant_identity(c, mid))
         code = StaticCode(merchant, cur, now, now + valid_days * 86400)
+        # printed codes live for years: sealed to the long-lived static-code key, not an epoch
         binary = seal(code, self.issuer, self.keys.scheme.current(now).public)
         return {
             "merchant_id": mid,
@@ -1331,7 +1262,7 @@ class Institution:
         """What a wallet may learn before asking the customer anything: is this exact code
         still payable? (Only the state of the code the caller holds; no amounts, no payer.)"""
         now = self.now()
-        opened = open_code(code_text, self.keys.scheme, self.trust, now=now)
+        opened = open_code(code_text, self.scheme_keys, self.trust, now=now)
         code = opened.code
         mid = code.merchant.id
 
@@ -1414,7 +1345,7 @@ class Institution:
             if stored is not None:
                 return stored, None, scope, req_h
         now = self.now()
-        opened = open_code(code_text, self.keys.scheme, self.trust, now=now)
+        opened = open_code(code_text, self.scheme_keys, self.trust, now=now)
         carrier_key, customer_id = self._carrier_key(auth.carrier_serial)
         auth.verify(carrier_key)
         self._match(opened, auth)

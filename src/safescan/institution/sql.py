@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 _PARAM = re.compile(r"(?<!:):([a-z_]+)")
@@ -183,3 +184,12 @@ TAKE_TOKEN = (
     " updated_ms = CASE WHEN :now_ms > updated_ms THEN :now_ms ELSE updated_ms END"
     f" WHERE merchant_id = :mid AND {_REFILLED} >= 1000"
 )
+
+
+def insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    return bool(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1)

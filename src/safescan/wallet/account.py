@@ -15,14 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from safescan.api import account
 from safescan.api.encoding import b64d, b64e
 from safescan.carrier import rom
-from safescan.carrier.apdu import CommandApdu, Ins, StatusWord
+from safescan.carrier.apdu import CommandApdu, Ins
 from safescan.carrier.client import EXTENDED_NE
 from safescan.carrier.errors import (
     CarrierBlocked,
     CarrierError,
     RestartRequired,
     WrongPin,
-    error_for_status,
 )
 from safescan.carrier.pin import PinFormatError, check_pin
 from safescan.code.currency import currency as lookup_currency
@@ -64,9 +63,7 @@ def read_statement(wallet: Wallet) -> dict[str, Any]:
                 rom.CLA_PROPRIETARY, Ins.OPEN_SECURE_CHANNEL, 0, 0, challenge, ne=EXTENDED_NE
             )
         )
-        if resp.sw != StatusWord.SUCCESS:
-            reason, message = resp.reason()
-            raise error_for_status(resp.sw, int(reason), message)
+        carrier.check(resp, Ins.OPEN_SECURE_CHANNEL)  # typed error, with the card's reason
     except CarrierError as exc:
         raise PaymentNotMade(
             f"the key carrier did not answer the institution's challenge: {exc.message}",

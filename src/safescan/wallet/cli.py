@@ -342,8 +342,19 @@ def _scan(
             raise typer.Exit(EXIT_DECLINED)
         try:
             _ask_pin(offer, pin_file)
-            with console.status("Signing on the key carrier and paying…"):
-                paid = offer.pay(None, amount=pay_amount if doc["kind"] == "static" else None)
+            with console.status("Signing on the key carrier and paying…") as status:
+
+                def look_at_the_carrier() -> None:  # a display carrier asks its own question
+                    status.update(
+                        "Check merchant and amount on your key carrier's own screen, then press"
+                        " OK there (Cancel if they are not what you expect)…"
+                    )
+
+                paid = offer.pay(
+                    None,
+                    amount=pay_amount if doc["kind"] == "static" else None,
+                    on_confirm=look_at_the_carrier,
+                )
         except SafescanError as exc:
             raise _scan_fail(exc, as_json) from None
     out = paid.to_json()

@@ -30,16 +30,19 @@ from safescan.api.encoding import b64d
 from safescan.api.errors import NotFound
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
+    CardStatusError,
     CarrierBlocked,
     CarrierError,
     CodeRefused,
+    ConfirmationDeclined,
+    ConfirmationPending,
     RestartRequired,
     TransportError,
     WrongPin,
 )
-from safescan.carrier.provision import personalize
+from safescan.code.attestation import CarrierModel
 from safescan.code.authorization import Receipt
-from safescan.code.certs import Certificate, RevocationList, Role, TrustStore, verify_certificate
+from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import inspect_text
@@ -49,14 +52,11 @@ from safescan.code.source import read_source
 from safescan.remote import (
     InstitutionHttp,
     InstitutionUnreachable,
-    fetch_trust,
     verify_receipt,
 )
 from safescan.wallet.certified import check_certified_merchant
-from safescan.wallet.enroll_checks import check_inputs
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
-    EnrollmentFailed,
     NotPayable,
     PaymentNotMade,
     ReceiptInvalid,
@@ -203,6 +203,7 @@ class Wallet:
         self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
         self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
+        self._model = CarrierModel.PLAIN  # of the carrier last connected
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Wallet:
@@ -297,7 +298,38 @@ class Wallet:
         card = update_card(self.remote, trust, carrier, info.revocations_sequence)
         self._notices = list(card.notices)
         self._card_stale = card.stale
+        self._model = info.model
+        self._sync_epochs(carrier, info.key_epoch)
         return carrier
+
+    def _sync_epochs(self, carrier: CarrierClient, epoch: int) -> None:
+        """Whenever online: fetch the carrier's KEY UPDATE (sealed to the carrier, so the phone
+        learns nothing from it) and deliver it, so the carrier opens codes of the current
+        scheme-key epoch; a carrier offline for several epochs catches up in one update."""
+        serial = self.config.carrier_serial
+        try:
+            doc = self.remote.call(
+                "POST", f"/v1/carriers/{serial}/key-update", {"from_epoch": epoch}
+            )
+        except InstitutionUnreachable:
+            return  # offline: the carrier keeps the epochs it has
+        except SafescanError as exc:
+            self._notices.append(
+                f"the institution sends this key carrier no new keys: {exc.message}"
+            )
+            return
+        raw = doc.get("key_update") if isinstance(doc, dict) else None
+        if not raw:
+            return
+        try:
+            carrier.key_update(b64d(str(raw), param="key_update", max_bytes=4096))
+        except CardStatusError as exc:
+            self._notices.append(f"the key carrier refused its key update: {exc.message}")
+        except SafescanError as exc:
+            carrier.close()
+            raise PaymentNotMade(
+                f"the key carrier stopped answering: {exc.message}", cause=exc.code
+            ) from None
 
     def status(self) -> dict[str, Any]:
         """The wallet and its key carrier at a glance (JSON-ready). Connecting brings the
@@ -374,7 +406,9 @@ class Wallet:
         except BaseException:
             carrier.close()
             raise
-        return Offer(self, carrier, text, contents, notices=self._notices)
+        return Offer(
+            self, carrier, text, contents, notices=self._notices, carrier_model=self._model
+        )
 
     def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
         check_certified_merchant(contents, trust, now=self.now())
@@ -454,12 +488,14 @@ class Offer:
         contents: CodeContents,
         *,
         notices: list[str] | None = None,
+        carrier_model: CarrierModel = CarrierModel.PLAIN,
     ) -> None:
         self.wallet = wallet
         self.carrier = carrier
         self.text = text
         self.contents = contents
-        self.notices = list(notices or [])  # about this carrier session, shown as warnings
+        self.notices = list(notices or [])
+        self.carrier_model = carrier_model  # about this carrier session, shown as warnings
 
     def __enter__(self) -> Offer:
         return self
@@ -480,6 +516,8 @@ class Offer:
         """What the customer is shown."""
         doc = describe_contents(self.contents, now=self.wallet.now())
         doc["warnings"] += self.notices
+        # a display carrier shows the payment itself: the customer checks it there
+        doc["carrier_display"] = self.carrier_model is CarrierModel.DISPLAY
         return doc
 
     def verify_pin(self, pin: str) -> None:
@@ -509,10 +547,14 @@ class Offer:
         *,
         amount: int | None = None,
         currency: int | None = None,
+        confirm_timeout: float = 120.0,
+        on_confirm: Callable[[], None] | None = None,
     ) -> Payment:
         """Verify the PIN (unless already done), sign on the carrier, pay, verify the receipt.
 
-        ``amount`` (and ``currency`` if the code fixes none) are for static codes only.
+        ``amount`` (and ``currency`` if the code fixes none) are for static codes only. A
+        display carrier shows the payment on its own screen and signs only after its OK button:
+        ``on_confirm`` is called once to tell the customer, who has ``confirm_timeout`` seconds.
         """
         c = self.contents
         if c.kind is CodeKind.DYNAMIC:
@@ -532,8 +574,22 @@ class Offer:
             self.verify_pin(pin)
         try:
             auth = self.carrier.authorize(
-                merchant_id=c.merchant.id, amount=pay_amount, currency=pay_currency
+                merchant_id=c.merchant.id,
+                amount=pay_amount,
+                currency=pay_currency,
+                confirm_timeout=confirm_timeout,
+                on_pending=on_confirm,
             )
+        except ConfirmationDeclined:
+            raise PaymentNotMade(
+                "you declined the payment on your key carrier; nothing was charged",
+                cause="confirmation_declined",
+            ) from None
+        except ConfirmationPending:
+            raise PaymentNotMade(
+                "the payment was not confirmed on the key carrier in time; nothing was charged",
+                cause="confirmation_timeout",
+            ) from None
         except TransportError as exc:
             raise PaymentNotMade(
                 f"the key carrier stopped answering before it signed: {exc.message};"
@@ -610,84 +666,6 @@ def _refusal_message(reason: str, detail: str) -> str:
     return f"{text} ({detail})" if text else detail
 
 
-# --- enrollment -------------------------------------------------------------------------------
+from safescan.wallet.enroll import enroll  # noqa: E402 - re-exported (the public API)
 
-
-def enroll(
-    *,
-    directory: Path,
-    institution_url: str,
-    carrier_url: str,
-    token: str,
-    pin: str,
-    retry_limit: int = 5,
-    customer_id: str | None = None,
-    trust: TrustStore | None = None,
-) -> WalletConfig:
-    """Register a blank key carrier with an enrollment token and personalise it with ``pin``.
-
-    GENERATE KEYS on the carrier -> ``POST /v1/carriers/enroll`` (certificate + sealed bundle)
-    -> the certificate is checked (institution key, role, the carrier's own key) ->
-    PERSONALIZE with the bundle and the PIN -> a fresh session proves the certified key.
-    ``trust`` pins the institution keys; without it they are fetched (trust on first use).
-    Every local input is checked first (:func:`.enroll_checks.check_inputs`).
-    """
-    check_inputs(
-        directory=directory,
-        institution_url=institution_url,
-        carrier_url=carrier_url,
-        token=token,
-        pin=pin,
-        retry_limit=retry_limit,
-        customer_id=customer_id,
-    )
-    remote = InstitutionHttp(institution_url)
-    try:
-        pinned = trust or fetch_trust(remote)
-        serial_box: list[int] = []
-        customer_box: list[str] = []
-
-        def make_bundle(keys: Any) -> bytes:
-            doc = remote.call(
-                "POST",
-                "/v1/carriers/enroll",
-                {
-                    "token": token,
-                    "signing_public_key": base64.b64encode(keys.signing_public.raw).decode(),
-                    "transport_public_key": base64.b64encode(keys.transport_public).decode(),
-                },
-            )
-            try:
-                cert = Certificate.from_bytes(b64d(str(doc["certificate"]), param="certificate"))
-                bundle = b64d(str(doc["bundle"]), param="bundle", max_bytes=8192)
-                serial = int(doc["carrier_serial"])
-            except (KeyError, TypeError, ValueError):
-                raise EnrollmentFailed("the institution's enrollment answer is malformed") from None
-            verify_certificate(cert, pinned, role=Role.CARRIER, now=int(time.time()))
-            if cert.public_key != keys.signing_public or cert.serial != serial:
-                raise EnrollmentFailed("the institution certified another key than the carrier's")
-            serial_box.append(serial)
-            if isinstance(doc.get("customer_id"), str):
-                customer_box.append(doc["customer_id"])
-            return bundle
-
-        try:
-            with CarrierClient.connect(carrier_url) as carrier:
-                personalize(carrier, make_bundle, pin, retry_limit)
-                info = carrier.open_session(pinned)
-        except CarrierError as exc:
-            raise EnrollmentFailed(f"the key carrier: {exc.message}") from None
-        if not serial_box or info.carrier_serial != serial_box[0]:
-            raise EnrollmentFailed("the carrier did not take the institution's certificate")
-        config = WalletConfig(
-            institution_url=institution_url,
-            carrier_url=carrier_url,
-            trust=pinned,
-            carrier_serial=serial_box[0],
-            customer_id=customer_id or (customer_box[0] if customer_box else None),
-            directory=directory,
-        )
-        config.save()
-        return config
-    finally:
-        remote.close()
+__all__ = ["Offer", "Payment", "Scan", "Wallet", "enroll"]

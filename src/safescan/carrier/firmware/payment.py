@@ -1,0 +1,153 @@
+"""OPEN CODE and AUTHORIZE PAYMENT: the card opens a code itself and signs only that code."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
+from safescan.carrier.firmware import display
+from safescan.carrier.firmware.common import CODE_REASONS, MAX_COUNTER, Pending, refuse
+from safescan.carrier.firmware.keys import scheme
+from safescan.code.errors import SafescanError
+
+if TYPE_CHECKING:
+    from safescan.carrier.device import Card
+
+
+def open_code(card: Card, command: CommandApdu) -> bytes:
+    """OPEN CODE: decrypt and verify a payment code; it becomes the pending payment."""
+    from safescan.code.envelope import PREFIX
+    from safescan.code.envelope import open_code as open_envelope
+    from safescan.code.payment import DynamicCode
+
+    card.ram.pending = None
+    data: str | bytes = command.data
+    if command.data.startswith(PREFIX.encode("ascii")):
+        try:
+            data = command.data.decode("ascii")
+        except UnicodeDecodeError:
+            raise refuse(
+                StatusWord.WRONG_DATA, Reason.MALFORMED_CODE, "the code text is not ASCII"
+            ) from None
+    keyring, trust = scheme(card)
+    try:
+        opened = open_envelope(data, keyring, trust, now=card.clock())
+    except SafescanError as exc:
+        reason = CODE_REASONS.get(exc.code, Reason.MALFORMED_CODE)
+        raise refuse(StatusWord.WRONG_DATA, reason, exc.message) from None
+    if opened.certificate is not None and card.image is not None and card.image.crl_stale:
+        raise refuse(
+            StatusWord.CONDITIONS_NOT_SATISFIED,
+            Reason.REVOCATIONS_STALE,
+            "this card could not keep the newest revocation list: it refuses"
+            " merchant-signed codes until it gets one it can keep",
+        )
+    code = opened.code
+    m = code.merchant
+    doc: dict[int, Any] = {
+        1: int(code.kind),
+        2: [m.id, m.name, m.city, m.country, m.mcc],
+        3: opened.issuer,
+        10: code.issued_at,
+        11: code.expires_at,
+        12: list(opened.warnings),
+        13: opened.digest,
+        14: opened.header.kid,
+    }
+    if opened.issuer_kid is not None:
+        doc[4] = opened.issuer_kid
+    if opened.certificate is not None:
+        # Merchant-signed: open_code (above, on the card) took every identity field in
+        # doc[2] from this institution-certified certificate (v2), never from the code's
+        # own text. The certificate goes out too, so the wallet can re-check that binding.
+        doc[5] = opened.certificate.serial
+        doc[15] = opened.certificate.to_bytes()
+    if isinstance(code, DynamicCode):
+        doc[6] = code.order_id
+        doc[7] = [[i.name, i.quantity, i.unit_price] for i in code.items]
+        doc[8] = code.total
+        doc[9] = code.currency
+        card.ram.pending = Pending(opened.digest, m.id, code.order_id, code.total, code.currency)
+    else:
+        if code.currency is not None:
+            doc[9] = code.currency
+        card.ram.pending = Pending(opened.digest, m.id, "", None, code.currency)
+    display.show_code(card, opened)  # the display model shows what it decrypted itself
+    return cbor2.dumps(doc, canonical=True)
+
+
+def authorize(card: Card, command: CommandApdu) -> bytes:
+    """AUTHORIZE PAYMENT: ``[merchant id, amount, currency]`` must equal the pending code."""
+    from safescan.code.authorization import Authorization
+    from safescan.code.currency import currency as lookup_currency
+    from safescan.code.keys import SigningKey
+    from safescan.code.payment import check_amount
+
+    pending, card.ram.pending = card.ram.pending, None  # consumed, whatever happens
+    if pending is None:
+        raise refuse(
+            StatusWord.CONDITIONS_NOT_SATISFIED, Reason.NO_PENDING_CODE, "open a code first"
+        )
+    try:
+        value = cbor2.loads(command.data)
+    except (cbor2.CBORError, ValueError, TypeError, RecursionError):
+        raise refuse(StatusWord.WRONG_DATA, Reason.BAD_DATA, "not CBOR") from None
+    if not isinstance(value, list) or len(value) != 3:
+        raise refuse(
+            StatusWord.WRONG_DATA, Reason.BAD_DATA, "expected [merchant id, amount, currency]"
+        )
+    merchant_id, amount, currency = value
+    mismatch = refuse(
+        StatusWord.WRONG_DATA,
+        Reason.CONFIRMATION_MISMATCH,
+        "the confirmed merchant, amount or currency is not the code's",
+    )
+    if not isinstance(merchant_id, str) or merchant_id != pending.merchant_id:
+        raise mismatch
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise mismatch
+    if isinstance(currency, bool) or not isinstance(currency, int):
+        raise mismatch
+    if pending.amount is not None and amount != pending.amount:
+        raise mismatch
+    if pending.currency is not None and currency != pending.currency:
+        raise mismatch
+    try:
+        check_amount(amount)
+        lookup_currency(currency)
+    except SafescanError as exc:
+        reason = CODE_REASONS.get(exc.code, Reason.BAD_DATA)
+        raise refuse(StatusWord.WRONG_DATA, reason, exc.message) from None
+    # the display model signs only after its own screen showed this and its button approved it
+    display.gate(card, pending, amount, currency)
+    image = card.image
+    assert image is not None and card.keys.signing is not None
+    assert image.carrier_serial is not None
+    if image.signature_counter >= MAX_COUNTER:
+        raise refuse(
+            StatusWord.CONDITIONS_NOT_SATISFIED,
+            Reason.COUNTER_EXHAUSTED,
+            "the signature counter is exhausted",
+        )
+    card.ram.pin_verified = False  # one PIN verification, one payment
+    image.signature_counter += 1
+    card.eeprom.write(image)  # persisted before the signature exists
+    auth = Authorization(
+        code_digest=pending.digest,
+        merchant_id=pending.merchant_id,
+        order_id=pending.order_id,
+        amount=amount,
+        currency=currency,
+        counter=image.signature_counter,
+        carrier_serial=image.carrier_serial,
+        created_at=card.clock(),
+    )
+    key = SigningKey(card.keys.signing)
+    try:
+        signed = auth.signed(key).to_bytes()
+    except SafescanError as exc:
+        raise refuse(StatusWord.WRONG_DATA, Reason.BAD_DATA, exc.message) from None
+    display.signed(card, image.signature_counter)
+    return signed

@@ -1,0 +1,132 @@
+"""`safescan institution manufacturer ...` and `safescan institution rotate-epoch`: the carrier
+lifecycle's administration (needs the database only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from safescan.code.errors import SafescanError
+
+manufacturer_app = typer.Typer(
+    help="Carrier manufacturer keys the institution trusts for attestation (database only).",
+    no_args_is_help=True,
+)
+
+DbOpt = Annotated[str, typer.Option("--db", help="sqlite:///path or postgresql://...")]
+
+
+def _fail(exc: SafescanError) -> None:
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
+
+
+@manufacturer_app.command("add")
+def manufacturer_add(
+    db: DbOpt,
+    key: Annotated[
+        str, typer.Argument(help="KID:HEX (what `safescan carrier factory init` prints)")
+    ],
+    name: Annotated[str, typer.Option(help="who makes the tokens")] = "manufacturer",
+) -> None:
+    """Trust a manufacturer key: carriers it attested can enroll from now on."""
+    from safescan.code.keys import parse_pinned_keys
+    from safescan.institution.db import Database
+    from safescan.institution.enrollment import add_manufacturer
+
+    try:
+        ((kid, public),) = parse_pinned_keys([key]).items()
+        database = Database(db)
+        try:
+            add_manufacturer(database, kid, public.raw, name, int(time.time()))
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"manufacturer key {kid} ({name}) trusted")
+
+
+@manufacturer_app.command("revoke")
+def manufacturer_revoke(
+    db: DbOpt, kid: Annotated[int, typer.Argument(help="the manufacturer key id")]
+) -> None:
+    """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
+    from safescan.institution.db import Database
+    from safescan.institution.enrollment import revoke_manufacturer
+
+    try:
+        database = Database(db)
+        try:
+            revoke_manufacturer(database, kid, int(time.time()))
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"manufacturer key {kid} revoked")
+
+
+@manufacturer_app.command("list")
+def manufacturer_list(
+    db: DbOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """The registered manufacturer keys."""
+    from safescan.institution.db import Database
+    from safescan.institution.enrollment import list_manufacturers
+
+    try:
+        database = Database(db)
+        try:
+            rows = list_manufacturers(database)
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(f"{row['kid']}:{row['public_key']}  {row['status']:8} {row['name']}")
+
+
+def rotate_epoch(
+    db: DbOpt,
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="file holding the key passphrase (default: $SAFESCAN_INSTITUTION_PASSPHRASE)",
+        ),
+    ] = None,
+) -> None:
+    """Start a new scheme-key epoch now (e.g. right after revoking a leaked carrier): new
+    dynamic codes are sealed to it and only carriers that receive its KEY UPDATE open them.
+    Running API processes pick it up within seconds; epochs also start by themselves on the
+    schedule ($SAFESCAN_EPOCH_SECONDS, default a day)."""
+    from safescan.institution.db import Database
+    from safescan.institution.epochs import EpochKeyring
+    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+
+    try:
+        passphrase = load_passphrase(passphrase_file)
+        loaded = KeyStore(keys or default_key_dir(db)).load(passphrase)
+        database = Database(db)
+        try:
+            epoch = EpochKeyring(database, loaded.scheme, loaded.secret).rotate(int(time.time()))
+        finally:
+            database.dispose()
+    except SafescanError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"scheme-key epoch {epoch.epoch} started (key id {epoch.key.kid})")
