@@ -27,8 +27,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def institution() -> LocalInstitution:
+    """A fresh offline institution per test: its ``now`` is the test's start, so codes it
+    issues are valid for carrier processes (real clock) however long the suite has run."""
     return LocalInstitution.create()
 
 

@@ -30,6 +30,12 @@ SECRET_TEXTS = [
 
 
 @pytest.fixture(scope="module")
+def institution() -> LocalInstitution:
+    """One institution for the module's one card (it personalised it)."""
+    return LocalInstitution.create()
+
+
+@pytest.fixture(scope="module")
 def card_url(
     tmp_path_factory: pytest.TempPathFactory, institution: LocalInstitution
 ) -> Iterator[str]:
