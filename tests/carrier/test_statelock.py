@@ -49,6 +49,7 @@ def test_second_process_on_one_state_file_is_refused(
     state = tmp_path / "card.eeprom"
     with CarrierProcess(state) as first:
         with CarrierClient.connect(first.url) as client:
+            institution.manufacture(client)
             personalize(client, institution.make_bundle, PIN, 5)
         status, err = _refused(_serve(state, cli=cli))
         assert status != 0

@@ -17,6 +17,7 @@ token still unspent, so the genuine carrier can enroll with it afterwards):
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 from typing import Any
 
@@ -255,16 +256,18 @@ def test_untrusted_revoked_expired_or_wrong_role_certificates_are_refused(
     assert added.returncode == 0, added.stderr
     assert enroll(world, token, signing, transport, attempt).status_code == 201
     # revoked: refused from now on
-    revoked = institution_cli("manufacturer", "revoke", "--db", url, str(other.kid))
+    revoked = institution_cli("manufacturer", "revoke", "--db", url, str(other.kid), "--json")
     assert revoked.returncode == 0, revoked.stderr
+    assert json.loads(revoked.stdout) == {"kid": other.kid, "status": "revoked"}
     listed = institution_cli("manufacturer", "list", "--db", url, "--json")
     assert f'"kid": {other.kid}' in listed.stdout and '"revoked"' in listed.stdout
     token = token_for(world, cid)
     signing, transport = software_keys()
     attempt = software_attestation(other, signing, transport, enrollment_challenge(token))
     refused(enroll(world, token, signing, transport, attempt), "not trusted")
-    readd = institution_cli("manufacturer", "add", "--db", url, other.pin())
-    assert readd.returncode == 2 and "not reused" in readd.stderr  # a revoked id stays revoked
+    readd = institution_cli("manufacturer", "add", "--db", url, other.pin(), "--json")
+    assert readd.returncode == 2  # a revoked id stays revoked
+    assert "not reused" in json.loads(readd.stdout)["error"]["message"]
     # an expired attestation certificate from the trusted factory
     challenge = enrollment_challenge(token)
     key = SigningKey.generate()

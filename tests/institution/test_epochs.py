@@ -9,6 +9,7 @@ opening until they retire; a carrier that missed several epochs catches up in on
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,9 @@ def test_cli_rotation_and_the_live_epoch_cap(world: World) -> None:
     out = institution_cli("rotate-epoch", "--db", url, "--keys", str(keys))
     assert out.returncode == 0 and f"epoch {before + 1} started" in out.stdout, out.stderr
     assert current_epoch(world) == before + 1  # the API process seals to it at once
+    out = institution_cli("rotate-epoch", "--db", url, "--keys", str(keys), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["epoch"] == before + 2, out.stderr
+    assert current_epoch(world) == before + 2
     # on-demand rotations stop before carriers would have to keep more keys than they can
     codes = []
     for _ in range(MAX_LIVE_EPOCHS + 2):

@@ -3,7 +3,6 @@ lifecycle's administration (needs the database only)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json, fail
 
 manufacturer_app = typer.Typer(
     help="Carrier manufacturer keys the institution trusts for attestation (database only).",
@@ -18,11 +18,11 @@ manufacturer_app = typer.Typer(
 )
 
 DbOpt = Annotated[str, typer.Option("--db", help="sqlite:///path or postgresql://...")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _fail(exc: SafescanError) -> None:
-    typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(2)
+def _fail(exc: SafescanError, as_json: bool) -> None:
+    raise fail(exc, as_json=as_json, status=2)
 
 
 @manufacturer_app.command("add")
@@ -32,6 +32,7 @@ def manufacturer_add(
         str, typer.Argument(help="KID:HEX (what `safescan carrier factory init` prints)")
     ],
     name: Annotated[str, typer.Option(help="who makes the tokens")] = "manufacturer",
+    as_json: JsonOpt = False,
 ) -> None:
     """Trust a manufacturer key: carriers it attested can enroll from now on."""
     from safescan.code.keys import parse_pinned_keys
@@ -46,14 +47,19 @@ def manufacturer_add(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"kid": kid, "name": name, "status": "trusted"})
         return
     typer.echo(f"manufacturer key {kid} ({name}) trusted")
 
 
 @manufacturer_app.command("revoke")
 def manufacturer_revoke(
-    db: DbOpt, kid: Annotated[int, typer.Argument(help="the manufacturer key id")]
+    db: DbOpt,
+    kid: Annotated[int, typer.Argument(help="the manufacturer key id")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
     from safescan.institution.db import Database
@@ -66,7 +72,10 @@ def manufacturer_revoke(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"kid": kid, "status": "revoked"})
         return
     typer.echo(f"manufacturer key {kid} revoked")
 
@@ -74,7 +83,7 @@ def manufacturer_revoke(
 @manufacturer_app.command("list")
 def manufacturer_list(
     db: DbOpt,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The registered manufacturer keys."""
     from safescan.institution.db import Database
@@ -87,10 +96,10 @@ def manufacturer_list(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
         return
     if as_json:
-        typer.echo(json.dumps(rows))
+        emit_json(rows)
         return
     for row in rows:
         typer.echo(f"{row['kid']}:{row['public_key']}  {row['status']:8} {row['name']}")
@@ -109,6 +118,7 @@ def rotate_epoch(
             help="file holding the key passphrase (default: $SAFESCAN_INSTITUTION_PASSPHRASE)",
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Start a new scheme-key epoch now (e.g. right after revoking a leaked carrier): new
     dynamic codes are sealed to it and only carriers that receive its KEY UPDATE open them.
@@ -127,6 +137,9 @@ def rotate_epoch(
         finally:
             database.dispose()
     except SafescanError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json({"epoch": epoch.epoch, "kid": epoch.key.kid})
         return
     typer.echo(f"scheme-key epoch {epoch.epoch} started (key id {epoch.key.kid})")
