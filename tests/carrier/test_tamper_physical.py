@@ -26,15 +26,16 @@ from safescan.carrier.cli import carrier_app
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.control import default_control_path, send_control
 from safescan.carrier.device import Card
-from safescan.carrier.eeprom import Lifecycle
+from safescan.carrier.eeprom import Eeprom, FileStorage, Lifecycle
 from safescan.carrier.errors import (
     CarrierBlocked,
     CarrierUnavailable,
+    ConfirmationPending,
     InsNotSupported,
     TransportError,
 )
 from safescan.carrier.provision import personalize
-from safescan.carrier.testing import CarrierProcess, LocalInstitution
+from safescan.carrier.testing import DEFAULT_MERCHANT, CarrierProcess, LocalInstitution
 
 from .conftest import PIN
 
@@ -221,3 +222,64 @@ def test_another_user_cannot_fire_the_sensor(tmp_path: Path) -> None:
         assert send_control(ctl, "STATUS") == "blank"  # nothing happened
         assert proc.proc is not None
     assert not ctl.exists()
+
+
+def _wiped(state: Path, before: bytes) -> None:
+    """What the sensor left on the chip: the DESTROYED image (authentic, so a restart cannot
+    resurrect the card), with no secret in it, and none of the old image's bytes."""
+    image = Eeprom(FileStorage(state)).load()
+    assert image.lifecycle is Lifecycle.DESTROYED and image.destroyed_reason != 0
+    assert image.attestation_seed is None and image.signing_seed is None
+    assert image.transport_seed is None and image.pin_verifier is None
+    assert image.scheme_keys == [] and image.epoch_keys == []
+    after = state.read_bytes()
+    assert after != before and before[-64:] not in after  # the old ciphertext is gone
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["blank", "attested", "personalised", "session open", "PIN verified", "display prompt"],
+)
+def test_the_sensor_wipes_the_chip_at_any_moment(
+    tmp_path: Path, institution: LocalInstitution, moment: str
+) -> None:
+    """The sensor fires at every stage of a card's life and of a payment (the attacker opens
+    the case whenever they like): each time the chip zeroises every secret and persists the
+    DESTROYED image at once; the session in progress cannot finish, and a restarted process
+    (a power cycle) still answers 6983 to everything."""
+    state = tmp_path / "c.state"
+    model = "display" if moment == "display prompt" else "plain"
+    where = ["--listen", "tcp://127.0.0.1:0", "--model", model]
+    with CarrierProcess(state, where=where) as proc, CarrierClient.connect(proc.url) as client:
+        steps = ["blank", "attested", "personalised", "session open", "PIN verified"]
+        reached = steps[: steps.index(moment) + 1] if moment in steps else steps
+        if "attested" in reached:
+            institution.manufacture(client)
+        if "personalised" in reached:
+            personalize(client, institution.make_bundle, PIN, 5)
+        if "session open" in reached:
+            client.open_session(institution.trust)
+            client.open_code(institution.dynamic_code(order_id="mid-tamper"))
+        if "PIN verified" in reached:
+            client.verify_pin(PIN)
+        if moment == "display prompt":
+            with pytest.raises(ConfirmationPending):  # the screen asks; nobody pressed OK yet
+                client.authorize(merchant_id=DEFAULT_MERCHANT.id, amount=335, currency=978)
+        before = state.read_bytes()
+        assert send_control(default_control_path(state), "TAMPER") == "destroyed"
+        _wiped(state, before)
+        if "session open" in reached:  # the payment in progress cannot be signed
+            with pytest.raises(CarrierBlocked):
+                client.authorize(merchant_id=DEFAULT_MERCHANT.id, amount=335, currency=978)
+        with pytest.raises(CarrierBlocked):
+            client.get_info()
+        if moment == "display prompt":  # its OK button approves nothing any more
+            assert send_control(default_control_path(state), "PRESS OK") == "destroyed"
+            with pytest.raises(CarrierBlocked):  # no session to sign in, ever again
+                client.open_session(institution.trust)
+    with CarrierProcess(state, where=where) as again, CarrierClient.connect(again.url) as client:
+        with pytest.raises(CarrierBlocked):
+            client.select()
+        with pytest.raises(CarrierBlocked):
+            client.open_session(institution.trust)
+    _wiped(state, before)

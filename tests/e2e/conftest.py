@@ -63,21 +63,26 @@ def new_party(stack: Stack, name: str, fund: int = FUNDS) -> Party:
     return Party(cid, proc, url, wallet_dir)
 
 
-def rotate_and_restart(stack: Stack, retire_old_in: int, *serve_args: str) -> None:
-    """``institution rotate-scheme-key --retire-old-in N``, then restart the server on the same
-    address (wallets and POS configurations keep working) with ``serve_args`` added."""
+def rotate_and_restart(
+    stack: Stack, retire_old_in: int, *serve_args: str, epoch: bool = False
+) -> None:
+    """``institution rotate-scheme-key --retire-old-in N`` (the static-code key), or with
+    ``epoch`` ``institution rotate-epoch`` (the dynamic codes' scheme-key epoch, #14), then
+    restart the server on the same address (wallets and POS configurations keep working) with
+    ``serve_args`` added."""
+    rotate = (
+        ["rotate-epoch"] if epoch else ["rotate-scheme-key", "--retire-old-in", str(retire_old_in)]
+    )
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "safescan.institution",
-            "rotate-scheme-key",
+            *rotate,
             "--db",
             stack.db_url,
             "--keys",
             str(stack.keys_dir),
-            "--retire-old-in",
-            str(retire_old_in),
         ],
         env=stack.env(),
         capture_output=True,

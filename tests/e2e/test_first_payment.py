@@ -30,6 +30,8 @@ CAPTURES = {
     "CUSTOMER_ID": re.compile(r"customer (C[0-9A-Z]{6,}) \(.*\) created"),
     "TOKEN": re.compile(r"^(enr_[A-Za-z0-9_\-]+)$", re.M),
     "ROOT_KEY": re.compile(r"^(\d+:[0-9a-f]{64})$", re.M),
+    # the same shape: `carrier factory init` prints it (used at once), `root-keys` later
+    "FACTORY_KEY": re.compile(r"^(\d+:[0-9a-f]{64})$", re.M),
     "ORDER_ID": re.compile(r"Order ([0-9A-Z]{8,})"),
 }
 TYPED = {  # command start -> what the person types at its prompts

@@ -32,6 +32,7 @@ from safescan.carrier.errors import CodeRefused
 from safescan.carrier.testing import DEFAULT_MERCHANT, LocalInstitution
 from safescan.code import Certificate, Merchant, SigningKey, decode_text
 from safescan.code.certs import TrustStore
+from safescan.code.keyupdate import is_epoch_kid
 from safescan.code.schemelist import SchemeKeyList
 from safescan.demo import Stack
 from safescan.merchant.client import MerchantApi
@@ -530,47 +531,47 @@ def rotating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotating]:
         stack.stop()
 
 
+def _cached_kid(stack: Stack, config: Path) -> int:
+    """``pos seal-setup --json``: the scheme key the terminal now seals dynamic codes to."""
+    kid = _json_lines(_pos(stack, "seal-setup", "--json", config=config))[0]["scheme_key"]["kid"]
+    assert isinstance(kid, int)
+    return kid
+
+
 def test_code_sealed_to_an_old_scheme_key_pays_until_that_key_retires(rotating: Rotating) -> None:
+    """Since #14 terminals seal dynamic codes to the current scheme-key epoch. Codes a terminal
+    sealed offline to an older epoch's key pay: epochs retire on schedule, at least 7 days +
+    1 h after they end, later than any dynamic code expires (a terminal never seals to a key
+    that would retire under its code, and a retired key's codes are refused: unit tests in
+    threat row 46). Rotating the static-code key changes nothing for dynamic codes."""
     stack, ola, config = rotating.stack, rotating.party, rotating.config
-    rotate_and_restart(stack, 86400)  # key 2 current, key 1 retires in a day
+    first = _cached_kid(stack, config)
+    assert is_epoch_kid(first)
+    rotate_and_restart(stack, 86400)  # the static-code key: not what dynamic codes use
+    assert _cached_kid(stack, config) == first
+    rotate_and_restart(stack, 0, epoch=True)  # the next epoch starts
     with _offline(config) as offline:
         codes = [_seal_here(stack, offline, stack.workdir / f"old-{n}.png") for n in range(2)]
-    assert [decode_text(c)[2] for c in codes] == [1, 1]  # the cached key, not the newest
+    assert [decode_text(c)[2] for c in codes] == [first, first]  # the cached key, not the newest
     before = balance(stack, ola.customer_id)
     with Wallet.load(ola.wallet_dir) as wallet, wallet.open(codes[0]) as offer:
         assert offer.pay(PIN).receipt.amount == 450
     assert balance(stack, ola.customer_id) == before - 450
-    # online again, the POS refreshes and seals to the new key from now on
-    refreshed = _pos(stack, "seal-setup", "--json", config=config)
-    assert _json_lines(refreshed)[0]["scheme_key"]["kid"] == 2
-    assert decode_text(_seal_here(stack, config, stack.workdir / "new.png"))[2] == 2
-    # key 2 retires now (key 3 current; key 1 keeps its announced retirement, a day away):
-    # an offline terminal still sealing to its cached key 2 makes codes that never pay
-    rotate_and_restart(stack, 0)
+    # online again, the POS refreshes and seals to the new epoch from now on
+    second = _cached_kid(stack, config)
+    assert is_epoch_kid(second) and second != first
+    assert decode_text(_seal_here(stack, config, stack.workdir / "new.png"))[2] == second
+    # another epoch: a terminal still offline on its cached key makes codes that still pay
+    rotate_and_restart(stack, 0, epoch=True)
     with _offline(config) as offline:
-        stale = _seal_here(stack, offline, stack.workdir / "stale.png")
-    assert decode_text(stale)[2] == 2
-    assert _wallet_refuses(ola.wallet_dir, stale) in ("unknown_key_id", "key_retired")
-    with institution(stack) as w:
-        r = w.http.post("/v1/codes/status", json={"code": stale})
-        assert r.status_code in (400, 422) and r.json()["error"]["code"] == "key_retired"
-        mallory = w.customer({"EUR": 5_000})
-        soft = attacker_carrier(w, mallory)
-        auth = authorization(
-            soft,
-            stale,
-            merchant_id=PosConfig.load(config, passphrase=stack.passphrase.encode()).merchant_id,
-            order_id="x",
-            amount=450,
-        )
-        r = w.pay(stale, auth)
-        assert r.status_code in (400, 422) and r.json()["error"]["code"] == "key_retired"
-        assert balance(stack, mallory) == 5_000
-    # the key-1 code sealed offline still pays: key 1 has not reached its retirement
+        older = _seal_here(stack, offline, stack.workdir / "older.png")
+    assert decode_text(older)[2] == second
+    with Wallet.load(ola.wallet_dir) as wallet, wallet.open(older) as offer:
+        assert offer.pay(PIN).receipt.amount == 450
+    # the code sealed to the first epoch's key, two epochs ago, still pays too
     with Wallet.load(ola.wallet_dir) as wallet, wallet.open(codes[1]) as offer:
         assert offer.pay(PIN).receipt.amount == 450
-    assert balance(stack, ola.customer_id) == before - 900
-    # back online, the terminal learns of key 3 and seals to it
-    assert (
-        _json_lines(_pos(stack, "seal-setup", "--json", config=config))[0]["scheme_key"]["kid"] == 3
-    )
+    assert balance(stack, ola.customer_id) == before - 1350
+    # back online, the terminal learns of the third epoch and seals to it
+    third = _cached_kid(stack, config)
+    assert is_epoch_kid(third) and third not in (first, second)

@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.code import SigningKey
 from safescan.code.errors import SafescanError
-from safescan.institution import audit, ledger
+from safescan.institution import audit, enrollment, ledger
 from safescan.institution import service as service_module
 from safescan.institution.db import Database
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from safescan.institution.webhook_targets import TargetPolicy
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, init_db
+from tests.institution.harness import PASSPHRASE, attest, init_db
 from tests.institution.snapshot import diff, snapshot
 
 
@@ -58,6 +58,7 @@ class Setup:
     operation."""
 
     def __init__(self, inst: Institution) -> None:
+        self.inst = inst
         m, _ = inst.create_merchant(
             name="Atomic Shop",
             city="Berlin",
@@ -79,10 +80,11 @@ class Setup:
             reference=None,
             idempotency_key=None,
         ).body
+        token = str(inst.issue_enrollment_token(self.cid)["token"])
+        signing = SigningKey.generate().public_key.raw
+        transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
         enrolled = inst.enroll_carrier(
-            str(inst.issue_enrollment_token(self.cid)["token"]),
-            SigningKey.generate().public_key.raw,
-            X25519PrivateKey.generate().public_key().public_bytes_raw(),
+            token, signing, transport, attest(inst, token, signing, transport)
         )
         self.serial = int(enrolled["carrier_serial"])
 
@@ -91,6 +93,7 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
     """Every state-changing call, with valid arguments."""
     key = SigningKey.generate().public_key.raw
     transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    attestation = attest(s.inst, s.token, key, transport)  # a genuine carrier's keys
     return {
         "create_merchant": lambda i: i.create_merchant(
             name="Other Shop",
@@ -106,7 +109,7 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
         "create_customer": lambda i: i.create_customer("Bob"),
         "fund_customer": lambda i: i.fund_customer(s.cid, "EUR", 500),
         "issue_enrollment_token": lambda i: i.issue_enrollment_token(s.cid),
-        "enroll_carrier": lambda i: i.enroll_carrier(s.token, key, transport),
+        "enroll_carrier": lambda i: i.enroll_carrier(s.token, key, transport, attestation),
         "create_order": lambda i: i.create_order(
             s.mid,
             items=[("Cake", 2, 250)],
@@ -127,7 +130,8 @@ STEPS = {
     "ledger_transfer": (ledger, "post_transfer"),
     "ledger_account": (ledger, "ensure_account"),
     "certificate": (service_module, "issue_certificate"),
-    "bundle": (service_module, "seal_bundle"),
+    "bundle": (enrollment, "seal_bundle"),
+    "key_update": (enrollment, "seal_key_update"),
 }
 
 
@@ -168,6 +172,6 @@ def test_a_refusal_at_any_step_of_any_operation_changes_nothing(
         assert diff(before, snapshot(url)) != {}, name
     # every operation wrote an audit entry, so every one was refused at least there
     assert set(reached) == set(operations(s)), reached
-    assert {"audit", "certificate", "bundle"} <= set(reached["enroll_carrier"])
+    assert {"audit", "certificate", "bundle", "key_update"} <= set(reached["enroll_carrier"])
     assert "ledger_transfer" in reached["fund_customer"]
     assert "certificate" in reached["certify_merchant_key"]

@@ -17,7 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.api.merchant_auth import sign_request
+from safescan.carrier.testing import software_attestation
 from safescan.code import SigningKey
+from safescan.code.attestation import enrollment_challenge
+from safescan.code.errors import SafescanError
 from safescan.code.pubkeys import ED25519_SMALL_ORDER, X25519_SMALL_ORDER, P
 from tests.institution.harness import MerchantClient, World, b64
 from tests.institution.snapshot import diff, snapshot
@@ -293,14 +296,21 @@ def test_identity_key_merchant_cannot_exist_so_trivial_signatures_never_authenti
 
 
 def _enroll(world: World, token: str, signing: bytes, transport: bytes) -> Any:
-    return world.http.post(
-        "/v1/carriers/enroll",
-        json={
-            "token": token,
-            "signing_public_key": b64(signing),
-            "transport_public_key": b64(transport),
-        },
-    )
+    """Enroll these keys with a genuine (trusted factory's) attestation of them, so that a
+    refusal is the keys' own fault; a small-order signing key cannot even be put in a
+    statement, so that request goes without one (the key is checked first)."""
+    body = {
+        "token": token,
+        "signing_public_key": b64(signing),
+        "transport_public_key": b64(transport),
+    }
+    try:
+        challenge = enrollment_challenge(token)
+        statement = software_attestation(world.factory, signing, transport, challenge)
+        body["attestation"] = b64(statement)
+    except SafescanError:
+        pass
+    return world.http.post("/v1/carriers/enroll", json=body)
 
 
 # --- 3 + 7: a refused enrollment changes nothing and leaves the token unspent ---------------

@@ -171,10 +171,6 @@ def _statement(
         raise AttestationRefused(
             "the attestation is for other keys than the ones being enrolled", param="attestation"
         )
-    try:
-        check_x25519_public(transport_public_key, what="transport_public_key")
-    except SafescanError as exc:
-        raise InvalidRequest(exc.message, param="transport_public_key") from None
     return statement
 
 
@@ -191,6 +187,10 @@ def enroll(
         signing = VerifyKey(signing_public_key)
     except SafescanError as exc:
         raise InvalidRequest(exc.message, param="signing_public_key") from None
+    try:  # the request's own fields first (400), then the attestation (403)
+        check_x25519_public(transport_public_key, what="transport_public_key")
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param="transport_public_key") from None
     statement = _statement(attestation, signing_public_key, transport_public_key)
     now = inst.now()
     digest = inst.keys.token_hash(token)

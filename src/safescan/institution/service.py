@@ -1147,7 +1147,7 @@ class Institution:
         terminal sealed itself, unknown here until paid, is withdrawn by recording its order
         closed (``merchant_sealing.withdrawn_order``)."""
         now = self.now()
-        opened = None if code is None else open_code(code, self.keys.scheme, self.trust, now=now)
+        opened = None if code is None else open_code(code, self.scheme_keys, self.trust, now=now)
 
         def tx(conn: Connection) -> None:
             res = conn.execute(
