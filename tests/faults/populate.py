@@ -24,7 +24,7 @@ from safescan.institution.db import Database, migrate
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from safescan.institution.webhook_targets import TargetPolicy
-from tests.institution.harness import PASSPHRASE
+from tests.institution.harness import PASSPHRASE, attest
 
 
 class Clock:
@@ -61,7 +61,7 @@ def _authorize(p: Populated, carrier: int, code: str, amount: int, currency: int
     serial, key = p.carriers[carrier]
     p.counters[serial] = p.counters.get(serial, 0) + 1
     binary = decode_text(code)
-    c = open_code(code, p.inst.keys.scheme, p.inst.trust, now=int(p.clock()))
+    c = open_code(code, p.inst.scheme_keys, p.inst.trust, now=int(p.clock()))
     return (
         Authorization(
             code_digest=hashlib.sha256(binary).digest(),
@@ -104,7 +104,8 @@ def _enroll(p: Populated, cid: str) -> None:
     token = p.inst.issue_enrollment_token(cid)["token"]
     key = SigningKey.generate()
     transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-    out = p.inst.enroll_carrier(token, key.public_key.raw, transport)
+    statement = attest(p.inst, token, key.public_key.raw, transport)  # a genuine chip's
+    out = p.inst.enroll_carrier(token, key.public_key.raw, transport, statement)
     p.carriers.append((int(out["carrier_serial"]), key))
 
 

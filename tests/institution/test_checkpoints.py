@@ -7,6 +7,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,10 @@ from safescan.institution.checkpoints import (
 )
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import RollbackGuard
+from safescan.institution.service import Institution
 from tests.faults.populate import Populated, populate
 from tests.institution.conftest import BACKENDS, make_db
+from tests.institution.harness import attest
 
 KEY = SigningKey.generate()
 
@@ -37,6 +40,13 @@ def _x25519() -> bytes:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     return X25519PrivateKey.generate().public_key().public_bytes_raw()
+
+
+def _enroll(inst: Institution, token: str) -> dict[str, Any]:
+    """Enroll a carrier with a genuine (trusted test factory's) attestation."""
+    signing, transport = SigningKey.generate().public_key.raw, _x25519()
+    statement = attest(inst, token, signing, transport)
+    return inst.enroll_carrier(token, signing, transport, statement)
 
 
 TRUST = TrustStore({1: KEY.public_key})
@@ -194,7 +204,7 @@ def test_serials_and_revocation_sequences_skip_everything_journaled(populated: P
     p.inst.journal = Journal(f, p.inst.keys)
     RollbackGuard(p.inst.db, p.inst.keys, f.path).tick()
     token = p.inst.issue_enrollment_token(p.customers[0])["token"]
-    first = p.inst.enroll_carrier(token, SigningKey.generate().public_key.raw, _x25519())
+    first = _enroll(p.inst, token)
     serial = first["carrier_serial"]
     # a restored copy's counters are behind: simulate by winding them back
     from sqlalchemy import update
@@ -203,7 +213,7 @@ def test_serials_and_revocation_sequences_skip_everything_journaled(populated: P
 
     p.inst.db.write(lambda c: c.execute(update(Counter).values(value=1)))
     token = p.inst.issue_enrollment_token(p.customers[0])["token"]
-    second = p.inst.enroll_carrier(token, SigningKey.generate().public_key.raw, _x25519())
+    second = _enroll(p.inst, token)
     assert second["carrier_serial"] == serial + 1
     issued = [r for r in read_records(f, p.inst.trust, None)[0] if r["type"] == "issue"]
     assert [r["serial"] for r in issued] == [serial, serial + 1]
