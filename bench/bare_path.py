@@ -294,6 +294,17 @@ class BareServer:
         self.proc.wait(15)
 
 
+def _audit_summary(output: str) -> str:
+    """The failing checks of ``safescan institution audit --json`` and its first findings."""
+    try:
+        doc = json.loads(output.strip().splitlines()[-1])
+        failing = {k: v for k, v in doc["checks"].items() if v}
+        findings = next((v for k, v in doc.items() if isinstance(v, list) and v), [])
+    except (ValueError, KeyError, IndexError, AttributeError):
+        return output[-1000:].strip()
+    return f"failing checks {failing}; first findings {findings[:2]}"
+
+
 def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """One load run against a fresh SQLite database: ``institution`` or ``bare``."""
     with tempfile.TemporaryDirectory(prefix=f"safescan-{kind}-") as d:
@@ -320,7 +331,7 @@ def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         result |= {"server": kind, "audit_ok": checked.returncode == 0}
         if checked.returncode != 0:
-            result["audit_output"] = (checked.stdout[-3000:] + checked.stderr[-1000:]).strip()
+            result["audit_output"] = _audit_summary(checked.stdout + checked.stderr)
         result["loadavg"] = os.getloadavg()[0]
         return result
 
