@@ -52,7 +52,8 @@ def node_name(i: int) -> str:
 
 
 def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str]:
-    """Command line of etcd member ``i`` (v3 API; Patroni uses its gRPC gateway)."""
+    """Command line of etcd member ``i`` (with the v2 API, the one Patroni uses: see
+    :func:`patroni_config`)."""
     p = spec.ports
     peers = ",".join(f"etcd{k}=http://{HOST}:{p.etcd_peer(k)}" for k in range(spec.nodes))
     return [
@@ -79,6 +80,7 @@ def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str
         str(spec.tuning.etcd_heartbeat_ms),
         "--election-timeout",
         str(spec.tuning.etcd_election_ms),
+        "--enable-v2=true",
         "--logger",
         "zap",
         "--log-outputs",
@@ -108,7 +110,12 @@ def patroni_config(
             "connect_address": f"{HOST}:{p.patroni(i)}",
             "authentication": {"username": "patroni", "password": secrets.rest_password},
         },
-        "etcd3": {"hosts": [f"{HOST}:{p.etcd_client(k)}" for k in range(spec.nodes)]},
+        # etcd's v2 API on purpose: Patroni 3.0.2 (Debian 12) renews the leader key over the v3
+        # API with an unconditional put when its lease has expired, so a primary whose Patroni
+        # stalled past ttl takes the key back from the promoted standby on waking (split brain,
+        # acknowledged commits rewound; fixed upstream in 3.0.3, patroni/patroni#2689). Over
+        # v2 the renewal is a compare-and-swap on the key's value, which then fails.
+        "etcd": {"hosts": [f"{HOST}:{p.etcd_client(k)}" for k in range(spec.nodes)]},
         "bootstrap": {
             "dcs": {
                 "ttl": t.ttl,
