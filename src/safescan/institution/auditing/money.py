@@ -211,9 +211,10 @@ def _expected_order(ctx: Context, o: Row, pay: Row | None) -> Iterator[str]:
         for name in ("reference", "code_digest", "items_sha256"):  # logged since 0004
             if name in d:
                 expect[name] = d[name]
-    elif not _in_batch(ctx, o) and not any(e.action == "payment.create" for e in entries):
+    batch = created is None and _in_batch(ctx, o)
+    if created is None and not batch and not any(e.action == "payment.create" for e in entries):
         yield f"{what} has no creation entry in the audit log"
-    else:  # precreated in bulk, or born paid: never with a reference
+    elif created is None:  # precreated in bulk, or born paid: never with a reference
         expect["reference"] = None
     for e in entries:
         d = e.data
@@ -224,7 +225,7 @@ def _expected_order(ctx: Context, o: Row, pay: Row | None) -> Iterator[str]:
                 "paid_amount": d.get("amount"),
                 "payment_id": d.get("payment_id"),
             }
-            if created is None:  # born paid: a static or merchant-signed code
+            if created is None and not batch:  # born paid: a static or merchant-signed code
                 expect |= {
                     "created_at": e.at,
                     "total": d.get("amount"),
@@ -255,32 +256,63 @@ def _in_batch(ctx: Context, o: Row) -> bool:
 
 def _batch_members(ctx: Context) -> set[int]:
     """Orders (pks) that a logged bulk precreation names exactly (count, ids, and since 0004
-    every order's fields)."""
+    every order's fields).
+
+    A batch's orders share its merchant and second and are one INSERT, so they are contiguous
+    in pk order among that merchant's orders of that second that were not created one by one
+    (``order.create``). Those may also hold several batches, and orders born paid (static or
+    merchant-signed codes; batch orders paid since look alike): the rows are walked in pk
+    order and each batch entry is tried where it could start."""
     members: set[int] = set()
     by_key = group(ctx.rows("orders"), lambda r: (r["merchant_id"], r["created_at"]))
-    for e in ctx.journal.of("order.create_batch"):
-        mid = e.entity.partition(":")[2]
-        rows = [
-            r
-            for r in by_key.get((mid, e.at), [])
-            if not any(
-                x.action in ("order.create", "payment.create")
-                for x in ctx.journal.about(f"order:{mid}:{r['order_id']}")
+    batches = group(
+        ctx.journal.of("order.create_batch"), lambda e: (e.entity.partition(":")[2], e.at)
+    )
+    for (mid, at), entries in batches.items():
+        rows = sorted(
+            (
+                r
+                for r in by_key.get((mid, at), [])
+                if not any(
+                    x.action == "order.create"
+                    for x in ctx.journal.about(f"order:{mid}:{r['order_id']}")
+                )
+            ),
+            key=lambda r: r["pk"],
+        )
+        left, i = list(entries), 0
+        while left and i < len(rows):
+            found = next(
+                (
+                    e
+                    for e in left
+                    if isinstance(n := e.data.get("count"), int)
+                    and _is_the_batch(e.data, rows[i : i + n])
+                ),
+                None,
             )
-        ]
-        rows.sort(key=lambda r: r["pk"])
-        ids = ",".join(r["order_id"] for r in rows)
-        if len(rows) != e.data.get("count") or (
-            hashlib.sha256(ids.encode()).hexdigest() != e.data.get("orders_sha256")
-        ):
-            continue
-        if "rows_sha256" in e.data and (
-            any(r["code_digest"] is None for r in rows)
-            or batch_rows_sha256(rows) != e.data["rows_sha256"]
-        ):
-            continue  # a field of one of the batch's orders is not what was logged
-        members.update(r["pk"] for r in rows)
+            if found is None:
+                i += 1  # not the start of a batch (an order born paid)
+                continue
+            n = int(found.data["count"])
+            members.update(r["pk"] for r in rows[i : i + n])
+            left.remove(found)
+            i += n
     return members
+
+
+def _is_the_batch(logged: dict[str, Any], rows: list[Row]) -> bool:
+    """Whether ``rows`` (by pk) are exactly the orders a batch entry names (count, ids and,
+    since 0004, every order's fixed fields)."""
+    ids = ",".join(r["order_id"] for r in rows)
+    if len(rows) != logged.get("count") or (
+        hashlib.sha256(ids.encode()).hexdigest() != logged.get("orders_sha256")
+    ):
+        return False
+    return "rows_sha256" not in logged or (
+        all(r["code_digest"] is not None for r in rows)
+        and batch_rows_sha256(rows) == logged["rows_sha256"]
+    )
 
 
 def check_orders(ctx: Context) -> Iterator[str]:
