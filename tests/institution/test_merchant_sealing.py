@@ -37,6 +37,7 @@ from safescan.code.keys import VerifyKey
 from safescan.code.payment import DynamicCode, LineItem
 from safescan.code.schemelist import SchemeKeyList
 from safescan.institution.db import Database
+from safescan.institution.epochs import EpochKeyring
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import MerchantRow
 from tests.forgery import dynamic_body, forge, identity_swaps, inline_identity
@@ -65,7 +66,12 @@ def _sealed(world: World, cert: Certificate, key: SigningKey) -> str:
 def _order_id(code: str, world: World) -> str:
     """The order id inside a code (opened with the institution's own keys)."""
     keys = KeyStore(world.tmp / "keys").load(PASSPHRASE.encode())  # type: ignore[attr-defined]
-    opened = open_code(code, keys.scheme, _trust(world), now=int(time.time()))
+    database = Database(world.db_url)  # type: ignore[attr-defined]
+    try:  # dynamic codes are sealed to the scheme-key epochs (#14): static + epoch keys
+        keyring = EpochKeyring(database, keys.scheme, keys.secret)
+        opened = open_code(code, keyring, _trust(world), now=int(time.time()))
+    finally:
+        database.dispose()
     assert isinstance(opened.code, DynamicCode)
     return opened.code.order_id
 
