@@ -248,6 +248,14 @@ async def load(base_url: str, work: list[list[tuple[str, str]]], seconds: float)
     }
 
 
+def _problems(stdout: str) -> list[str]:
+    """The audit's problems from its --json output (the raw tail when it is not JSON)."""
+    try:
+        return [str(p) for p in json.loads(stdout.strip().splitlines()[-1])["problems"]]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return [stdout[-300:]] if stdout.strip() else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -331,6 +339,7 @@ def main() -> None:
                 ratio_to_crypto_bound=round(result["payments_per_s"] / bound, 3),
                 audit_ok=audit.returncode == 0,
                 audit_s=round(audit_s, 1),
+                audit_problems=_problems(audit.stdout)[:5],
                 setup_s=round(setup_s, 1),
                 pg_fsync=args.pg_fsync if args.db == "postgresql" else None,
             )

@@ -192,7 +192,11 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     order(p, m1, 555, expires_in=5)
     clock.now += 10
     inst.expire_orders()
-    inst.precreate_orders(m0, [([("Bagel", 1, 300)], "EUR"), ([("Juice", 2, 200)], "EUR")], 600)
+    batch = inst.precreate_orders(
+        m0, [([("Bagel", 1, 300)], "EUR"), ([("Juice", 2, 200)], "EUR")], 600
+    )
+    clock.now += 5
+    pay(p, 0, batch[0]["code"], batch[0]["total"])  # a precreated order paid later
     order(p, m0, 123)  # stays CREATED
     # a revoked carrier, a revoked merchant (and its certificate), a static code left unpaid
     _enroll(p, p.customers[3])

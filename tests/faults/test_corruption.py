@@ -61,6 +61,41 @@ def test_a_changed_value_in_any_column_of_any_table_is_found(populated: Populate
     assert run_audit(url).ok  # every corruption was undone
 
 
+def test_precreated_orders_paid_later_pass_and_their_fields_are_checked(
+    populated: Populated,
+) -> None:
+    """Orders precreated in bulk and paid later (the load benchmark's workload) are the batch's
+    orders, not orders born paid: the audit passes, and a changed creation time, total or
+    expiry of such an order is found."""
+    url = normalize_url(populated.db_url)
+    assert run_audit(url, storage_checks=False).ok
+    db = Database(populated.db_url)
+    try:
+        pk, created_at = db.read(
+            lambda c: c.exec_driver_sql(
+                "SELECT o.pk, o.created_at FROM orders o JOIN payments p ON p.order_pk = o.pk"
+                " WHERE o.reference IS NULL AND o.code_digest IS NOT NULL"
+                " AND p.created_at > o.created_at ORDER BY o.pk"
+            ).all()
+        )[-1]
+        for column, value in (("created_at", created_at - 1), ("total", 1), ("expires_at", 1)):
+            original = db.read(
+                lambda c, col=column: c.exec_driver_sql(
+                    f"SELECT {col} FROM orders WHERE pk = {int(pk)}"
+                ).scalar_one()
+            )
+            for v in (value, original):
+                db.write(
+                    lambda c, col=column, v=v: c.exec_driver_sql(
+                        f"UPDATE orders SET {col} = {int(v)} WHERE pk = {int(pk)}"
+                    )
+                )
+                report = run_audit(url, storage_checks=False)
+                assert report.ok is (v == original), (column, report.problems)
+    finally:
+        db.dispose()
+
+
 def _template() -> tuple[Path, Path]:
     d = Path(tempfile.mkdtemp(prefix="safescan-flips-"))
     p = populate(f"sqlite:///{d / 'template.db'}", d / "keys", payments=6)
