@@ -43,12 +43,6 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("accounts", "id"): "an internal row number",
     # the carrier lifecycle's tables (#14) are not cross-checked by the audit yet (its owner's
     # work): each change is logged (manufacturer.add/revoke, carrier.enroll, scheme.epoch)
-    ("manufacturer_keys", "kid"): "carrier lifecycle (#14): not yet audited",
-    ("manufacturer_keys", "public_key"): "carrier lifecycle (#14): not yet audited",
-    ("manufacturer_keys", "name"): "carrier lifecycle (#14): not yet audited",
-    ("manufacturer_keys", "status"): "carrier lifecycle (#14): not yet audited",
-    ("manufacturer_keys", "created_at"): "carrier lifecycle (#14): not yet audited",
-    ("manufacturer_keys", "revoked_at"): "carrier lifecycle (#14): not yet audited",
     ("carrier_devices", "serial"): "carrier lifecycle (#14): not yet audited",
     ("carrier_devices", "device_id"): "carrier lifecycle (#14): not yet audited",
     ("carrier_devices", "model"): "carrier lifecycle (#14): not yet audited",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safescan.institution.auditing import identity, money, outputs, snapshot, storage
+from safescan.institution.auditing import identity, lifecycle, money, outputs, snapshot, storage
 from safescan.institution.auditing.context import Context, make_context
 from safescan.institution.auditing.journal import Journal, read_journal
 from safescan.institution.auditing.rollback import audit_findings, read_lines
@@ -73,6 +73,7 @@ def _guarded(name: str, fn: Callable[[], Iterable[str]]) -> list[str]:
 
 CROSS_CHECKS: tuple[Callable[[Context], Iterator[str]], ...] = (
     *identity.CHECKS,
+    *lifecycle.CHECKS,
     *money.CHECKS,
     *outputs.CHECKS,
 )
