@@ -6,7 +6,8 @@
 #     libpcsclite-dev, swig and pkg-config, which the PC/SC extra (pyscard) builds against,
 #   - opensc and pcsc-tools (PC/SC clients nobody here wrote, used to check the carrier),
 #   - patroni, etcd-server and haproxy (the institution's HA cluster: scripts/cluster.sh and
-#     tests/cluster run their own instances on loopback).
+#     tests/cluster run their own instances on loopback),
+#   - faketime (libfaketime: the fault tests jump a real server's wall clock).
 # No system service is left enabled or running: the tests start their own servers.
 # Without root it only reports what is missing; the tests needing a missing part skip with a
 # reason that names it. Idempotent: a second run changes nothing.
@@ -24,6 +25,7 @@ command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools)
 command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ "$(id -u)" != "0" ]]; then

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -40,9 +42,19 @@ class RemoteError(SafescanError):
 
 
 class InstitutionUnreachable(SafescanError):
-    """The institution could not be reached (down, wrong address, network failure)."""
+    """The institution could not be reached or did not answer (down, wrong address, network
+    failure, timeout).
+
+    ``maybe_delivered`` is False only when the request certainly never left this client (the
+    connection could not even be opened); otherwise the institution may have received it and
+    acted on it, and only asking (the request's status lookup) tells.
+    """
 
     code = "institution_unreachable"
+
+    def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
 
 
 class InstitutionProtocolError(SafescanError):
@@ -51,17 +63,100 @@ class InstitutionProtocolError(SafescanError):
     code = "institution_protocol_error"
 
 
-def _error_classes() -> dict[str, type[inst_errors.InstitutionError]]:
-    table: dict[str, type[inst_errors.InstitutionError]] = {}
-    stack: list[type[inst_errors.InstitutionError]] = [inst_errors.InstitutionError]
-    while stack:
-        cls = stack.pop()
-        table.setdefault(cls.code, cls)
-        stack.extend(cls.__subclasses__())
-    return table
+# A state-changing request got no definite answer (timeouts, connection cut, "in progress", a
+# server error) and its status lookup could not be done either: it may or may not have been
+# done (the same error the institution answers when a COMMIT's outcome is lost).
+OutcomeUnknown = inst_errors.OutcomeUnknown
 
 
-_BY_CODE = _error_classes()
+class RequestNotProcessed(SafescanError):
+    """The status lookup found the request was never processed and withdrew it: it was not done
+    and never will be (certain)."""
+
+    code = "request_not_processed"
+
+
+Outcome = Literal["refused", "not_sent", "unknown"]
+
+
+def error_outcome(exc: SafescanError) -> Outcome:
+    """What an error answer to a state-changing request says about the request:
+    ``"refused"`` (a definite refusal: it was not done), ``"not_sent"`` (it certainly had no
+    effect, but a retry may succeed: never delivered, rate-limited) or ``"unknown"`` (it may
+    have been done: a timeout after sending, a cut connection, "in progress", a server-side
+    error)."""
+    if isinstance(exc, InstitutionUnreachable):
+        return "unknown" if exc.maybe_delivered else "not_sent"
+    if isinstance(exc, inst_errors.RateLimited):
+        return "not_sent"  # refused at authentication, before anything ran
+    if isinstance(exc, inst_errors.RequestInProgress | inst_errors.StorageError):
+        return "unknown"
+    if isinstance(exc, RemoteError):
+        return "refused" if 400 <= exc.status < 500 else "unknown"
+    if isinstance(exc, inst_errors.InstitutionError):
+        return "refused" if 400 <= exc.status < 500 else "unknown"
+    return "unknown"  # a malformed answer, anything else
+
+
+def send_until_known(
+    attempt: Callable[[], Any],
+    lookup: Callable[[], Any],
+    what: str,
+    *,
+    tries: int = 3,
+    lookups: int = 3,
+    backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Send a state-changing request (every ``attempt()`` sends it with the same
+    Idempotency-Key) until its outcome is known, and never guess it.
+
+    Returns the success answer. Raises the institution's typed refusal (certain: not done);
+    :class:`InstitutionUnreachable` when no attempt ever left this client (certain: not done);
+    :class:`RequestNotProcessed` when the status lookup (``lookup()``, the endpoint's lookup
+    twin, which settles the request) says it was never processed (certain: not done, and never
+    will be); and :class:`OutcomeUnknown` when neither the request nor its lookup got a definite
+    answer. ``what`` names the answer's field in the lookup's ``succeeded`` document.
+    """
+    maybe_done = False
+    last: SafescanError | None = None
+    for n in range(tries):
+        try:
+            return attempt()
+        except SafescanError as exc:
+            kind = error_outcome(exc)
+            if kind == "refused":
+                raise
+            maybe_done = maybe_done or kind == "unknown"
+            last = exc
+        if n < tries - 1:
+            sleep(backoff * 2**n)
+    if not maybe_done:
+        assert last is not None
+        raise last  # it never reached the institution (or was refused before running)
+    for n in range(lookups):
+        try:
+            doc = lookup()
+        except SafescanError as exc:
+            last = exc
+        else:
+            state = doc.get("outcome") if isinstance(doc, dict) else None
+            if state == "succeeded" and isinstance(doc.get(what), dict):
+                return doc[what]
+            if state == "refused":
+                raise inst_errors.error_from_dict(doc.get("error"), int(doc.get("status", 400)))
+            if state == "not_processed":
+                raise RequestNotProcessed(
+                    str(doc.get("message", f"the {what} was never processed: nothing was done"))
+                )
+            last = InstitutionProtocolError("the institution's lookup answer is malformed")
+        if n < lookups - 1:
+            sleep(backoff * 2**n)
+    detail = last.message if last is not None else "no answer"
+    raise OutcomeUnknown(
+        f"the institution did not confirm the {what} and could not be asked what happened"
+        f" ({detail}): it may or may not have been done"
+    )
 
 
 def error_from_response(resp: httpx.Response) -> SafescanError:
@@ -76,7 +171,7 @@ def error_from_response(resp: httpx.Response) -> SafescanError:
             f"the institution answered HTTP {resp.status_code} without an error description",
             status=resp.status_code,
         )
-    cls = _BY_CODE.get(code)
+    cls = inst_errors.error_class(code)
     if cls is not None:
         exc: SafescanError = cls(message, param=param if isinstance(param, str) else None)
     else:
@@ -113,13 +208,20 @@ class InstitutionHttp:
         """Send one request; raises :class:`InstitutionUnreachable` on network failure."""
         try:
             return self.http.request(method, path, content=body or None, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # no connection: the request never left
+            raise InstitutionUnreachable(
+                f"the institution at {self.base_url} cannot be reached ({type(exc).__name__})",
+                maybe_delivered=False,
+            ) from None
         except httpx.TimeoutException:
             raise InstitutionUnreachable(
                 f"the institution at {self.base_url} did not answer in time"
             ) from None
         except httpx.HTTPError as exc:
             raise InstitutionUnreachable(
-                f"the institution at {self.base_url} cannot be reached ({type(exc).__name__})"
+                f"the connection to the institution at {self.base_url} failed"
+                f" ({type(exc).__name__})"
             ) from None
 
     def call(

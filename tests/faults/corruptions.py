@@ -28,6 +28,10 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("events", "delivered_at"): "webhook delivery bookkeeping",
     ("request_nonces", "nonce"): "random anti-replay nonces, recorded nowhere else",
     ("request_nonces", "seen_at"): "kept only for the replay window",
+    ("request_nonces", "seen_ms"): "kept only for the replay window (elapsed clock)",
+    ("request_nonces", "ts"): "kept only for the replay window (signed timestamp)",
+    ("nonce_floors", "ts"): "anti-replay floor, recorded nowhere else",
+    ("elapsed_clock", "value"): "the elapsed clock (processes run ahead of it between sweeps)",
     ("merchant_rate", "tokens_milli"): "rate-limit bucket",
     ("merchant_rate", "updated_ms"): "rate-limit bucket",
     ("idempotency_keys", "key"): "the client's own key, recorded nowhere else",
@@ -58,6 +62,13 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("scheme_epochs", "reason"): "carrier lifecycle (#14): not yet audited",
 }
 
+#: Columns of a stored refusal or "withdrawn" answer (an ``idempotency_keys`` row whose status is
+#: not 201): it answers no row, so only its form is checked (its status against its error code).
+UNDETECTABLE_IN_REFUSALS: dict[tuple[str, str], str] = {
+    ("idempotency_keys", "created_at"): "a refusal answers no row to compare with",
+    ("idempotency_keys", "response"): "a refusal's message and parameter are free text",
+}
+
 
 @dataclass(frozen=True)
 class Corruption:
@@ -68,11 +79,13 @@ class Corruption:
     where: dict[str, Any]
     old: Any
     new: Any
+    refusal: bool = False  # the row is a stored refusal (see UNDETECTABLE_IN_REFUSALS)
 
     @property
     def known_undetectable(self) -> bool:
         """Whether the audit cannot see this column by design (see UNDETECTABLE)."""
-        return (self.table, self.column) in UNDETECTABLE
+        where = (self.table, self.column)
+        return where in UNDETECTABLE or (self.refusal and where in UNDETECTABLE_IN_REFUSALS)
 
     def __str__(self) -> str:
         return f"{self.table}.{self.column} {self.where}: {self.old!r} -> {self.new!r}"
@@ -125,6 +138,7 @@ def plan(db: Database, *, per_column: int = 1, seed: int = 1) -> list[Corruption
                             where,
                             row[col.name],
                             _changed(row[col.name], col, rng),
+                            refusal=table.name == "idempotency_keys" and row["status_code"] != 201,
                         )
                     )
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safescan.api.errors import OrderNotPayable
 from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text, open_code
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.payment import DynamicCode, LineItem, Merchant
-from safescan.institution import admin_tokens
+from safescan.institution import admin_tokens, nonces, outcomes
 from safescan.institution.db import Database, migrate
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
@@ -124,6 +125,8 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     migrate(database.engine)
     clock = Clock()
     inst = Institution(database, institution_keys, clock=clock)
+    ahead = [0.0]  # the elapsed clock runs ahead by this much (to forget nonces at once)
+    inst.elapsed = nonces.ElapsedClock(lambda: time.monotonic() + ahead[0])
     # a fixed answer for the one webhook host (no DNS in tests)
     inst.webhook_targets = TargetPolicy(resolver=lambda host, port: ["93.184.215.14"])
     inst.bootstrap()
@@ -154,6 +157,11 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     for _ in range(2):
         _signed_request(p, m0)
     _signed_request(p, m1)
+    # the replay window passes: those nonces are forgotten, their merchants get floors
+    ahead[0] += nonces.RETENTION + 1
+    assert inst.purge_nonces() == 3
+    clock.now += 1
+    _signed_request(p, m0)
     # institution-issued dynamic codes, some with Idempotency-Keys
     paid: list[str] = []
     for n in range(payments):
@@ -197,7 +205,18 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     )
     clock.now += 5
     pay(p, 0, batch[0]["code"], batch[0]["total"])  # a precreated order paid later
-    order(p, m0, 123)  # stays CREATED
+    unpaid = order(p, m0, 123)  # stays CREATED
+    # a refusal stored as its key's answer (the order is paid already)
+    try:
+        p.inst.pay(text, _authorize(p, 0, text, 360, 978), "pay-late")
+    except OrderNotPayable:
+        pass
+    else:  # pragma: no cover - populate's own check
+        raise AssertionError("a paid code was paid again")
+    # a status lookup that withdrew an authorization never sent (its counter fenced, logged)
+    auth = _authorize(p, 1, unpaid["code"], 123, 978)
+    looked = outcomes.lookup_payment(inst, unpaid["code"], auth, "pay-lost")
+    assert looked["outcome"] == "not_processed", looked
     # a revoked carrier, a revoked merchant (and its certificate), a static code left unpaid
     _enroll(p, p.customers[3])
     inst.revoke_carrier(p.carriers[-1][0])

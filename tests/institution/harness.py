@@ -178,9 +178,10 @@ class MerchantClient:
     def request(
         self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
-        """A signed request."""
+        """A signed request (an ``Idempotency-Key`` among ``headers`` is signed too)."""
         body = b"" if json_body is None else httpx.Request("POST", "/", json=json_body).content
-        h = sign_request(self.key, self.merchant_id, method, path, body)
+        key = (headers or {}).get("Idempotency-Key")
+        h = sign_request(self.key, self.merchant_id, method, path, body, idempotency_key=key)
         h["Content-Type"] = "application/json"
         h.update(headers or {})
         return self.http.request(method, path, content=body, headers=h)

@@ -1,7 +1,9 @@
 """Whole-database snapshots: "a refusal changed nothing" as a diff of every table's rows.
 
-Only the anti-replay nonces and the rate-limit buckets are left out: a refused merchant request
-with a valid signature still spends its nonce and a token of its bucket, on purpose.
+Only the anti-replay nonces (with their floors), the rate-limit buckets and the elapsed clock are
+left out: a refused merchant request with a valid signature still spends its nonce and a token of
+its bucket, on purpose, and the maintenance sweep advances the elapsed clock
+(table ``elapsed_clock``) and the floors as real time passes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from sqlalchemy import MetaData, select
 
 from safescan.institution.db import Database
 
-VOLATILE = frozenset({"request_nonces", "merchant_rate"})
+VOLATILE = frozenset({"request_nonces", "nonce_floors", "elapsed_clock", "merchant_rate"})
 #: Webhook delivery bookkeeping the background dispatcher updates on its own schedule.
 DELIVERY_COLUMNS = frozenset(
     {"webhook_state", "attempts", "next_attempt_ms", "delivered_at", "last_error"}

@@ -9,6 +9,7 @@ writes leaves nothing behind, and that the audit hashes it computes in SQL verif
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from sqlalchemy import func, insert, select
 from safescan.api.encoding import b64e
 from safescan.api.errors import ConfigError, InsufficientFunds, OrderNotPayable
 from safescan.code import Authorization, SigningKey, decode_text
-from safescan.institution import audit, ledger
+from safescan.institution import audit, idempotency, ledger
 from safescan.institution.db import Database, _alembic_config, schema_revisions
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import (
@@ -39,7 +40,7 @@ from safescan.institution.models import (
     Transfer,
 )
 from safescan.institution.server import open_institution
-from safescan.institution.service import Institution, _AlreadyStored
+from safescan.institution.service import Institution
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import PASSPHRASE, attest, init_db, institution_cli
 from tests.institution.pg import Cluster
@@ -160,31 +161,39 @@ def test_institution_orders_are_paid_by_one_autocommitted_statement(
     assert inst.db.read(ledger.check_invariants) == []
 
 
-def test_refusal_after_the_writes_rolls_everything_back(inst: Institution) -> None:
-    """The Idempotency-Key check is the function's last step: when a concurrent request with
-    the same key has committed in between, the order, balances, counter, ledger, outbox and
-    audit chain must all be as before."""
+def test_a_key_answered_in_between_stops_the_function_at_its_first_step(
+    inst: Institution,
+) -> None:
+    """The Idempotency-Key is the function's first step: when a concurrent request with the
+    same key has committed its answer in between, the function changes nothing (order,
+    balances, counter, ledger, outbox, audit chain as before) and that answer is returned."""
     payer = Payer(inst, 10_000)
     o = payer.order(700)
-    stored, plan, scope, req_h = inst._prepare_payment(o["code"], payer.authorize(o), "key-1")
-    assert stored is None and plan is not None
+    stored, plan = inst._prepare_payment(o["code"], payer.authorize(o), "key-1")
+    assert stored is None and plan is not None and plan.idem is not None
     # the concurrent request commits its answer for the same key first
+    theirs = {"payment_id": "pay_THEIRS", "status": "succeeded"}
     inst.db.write(
         lambda c: c.execute(
             insert(IdempotencyRecord).values(
-                scope=scope,
+                scope=plan.idem.scope,
                 key="key-1",
-                request_hash=req_h,
+                request_hash=plan.idem.request_hash,
                 status_code=201,
-                response="{}",
+                response=json.dumps(theirs),
                 created_at=0,
             )
         )
     )
     before = snapshot(inst)
-    with pytest.raises(_AlreadyStored):
+    with pytest.raises(idempotency.Answered):
         inst._pay_order_in_one_statement(plan)
     assert snapshot(inst) == before
+    # through the public path the caller gets the other request's answer
+    answer = idempotency.finish(
+        inst.db, plan.idem, plan.now, lambda: inst._pay_order_in_one_statement(plan)
+    )
+    assert answer.body == theirs and snapshot(inst) == before
 
 
 def test_insufficient_funds_inside_the_function_changes_nothing(inst: Institution) -> None:

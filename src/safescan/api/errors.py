@@ -103,6 +103,21 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
+class RequestInProgress(Conflict):
+    """A request with this Idempotency-Key is still being processed (or a write is still
+    running): its outcome is not known yet. Retry with the same key after ``Retry-After``
+    seconds; never a final answer."""
+
+    code = "request_in_progress"
+
+
+class RequestWithdrawn(Conflict):
+    """The request's outcome was looked up before it was processed, which withdrew it: it was
+    not done, and never will be (the answer its Idempotency-Key keeps)."""
+
+    code = "request_withdrawn"
+
+
 class OrderNotPayable(Conflict):
     """The order is already paid, closed or expired."""
 
@@ -182,6 +197,43 @@ class AuditFailure(InstitutionError):
 
     code = "audit_failure"
     status = 500
+
+
+def _error_classes() -> dict[str, type[InstitutionError]]:
+    table: dict[str, type[InstitutionError]] = {}
+    stack: list[type[InstitutionError]] = [InstitutionError]
+    while stack:
+        cls = stack.pop()
+        table.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return table
+
+
+def error_class(code: str) -> type[InstitutionError] | None:
+    """The error type with this ``code`` (None for a code this vocabulary does not have)."""
+    return _error_classes().get(code)
+
+
+def error_from_dict(err: Any, status: int) -> InstitutionError:
+    """Rebuild the typed error from its JSON object (``{"code", "message", "param"?}``); an
+    unknown code becomes a plain :class:`InstitutionError` with that code and ``status``."""
+    doc = err if isinstance(err, dict) else {}
+    code, message = str(doc.get("code", "")), str(doc.get("message", "an error"))
+    param = doc.get("param")
+    cls = error_class(code)
+    exc = (cls or InstitutionError)(message, param=param if isinstance(param, str) else None)
+    if cls is None:
+        exc.code, exc.status = code or InstitutionError.code, status
+    return exc
+
+
+def retry_after(exc: SafescanError) -> int | None:
+    """Seconds a client should wait before retrying (the ``Retry-After`` header), for the
+    errors that mean "not now" rather than "no": rate limits, a request still in progress, an
+    unavailable database."""
+    if isinstance(exc, RateLimited | RequestInProgress | StorageError):
+        return 1
+    return None
 
 
 def http_status(exc: SafescanError) -> int:

@@ -180,3 +180,10 @@ def _scripts(value: str) -> set[str]:
     from confusable_homoglyphs import categories
 
     return set(categories.unique_aliases(value))
+
+
+def preload() -> None:
+    """Load now what the checks above load on first use (ICU's spoof checker, the Unicode script
+    tables): a server calls it before serving, so no request opens a file for them (a request
+    that did would fail when the process is out of file descriptors)."""
+    lookalike_warning("PaypaI", field="preload")  # a look-alike: runs every lazy path

@@ -14,8 +14,7 @@ import dataclasses
 import json
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -26,8 +25,12 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from safescan.api.encoding import b64d, b64e
-from safescan.api.errors import InvalidRequest, Unauthenticated, http_status
-from safescan.api.events import sign_event
+from safescan.api.errors import (
+    InvalidRequest,
+    Unauthenticated,
+    http_status,
+    retry_after,
+)
 from safescan.api.fields import (
     Amount,
     LongText,
@@ -39,120 +42,42 @@ from safescan.api.fields import (
 )
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
-from safescan.institution import settlement
+from safescan.code.text import preload
+from safescan.institution import outcomes, settlement
 from safescan.institution.api_carriers import register_carrier_routes
+from safescan.institution.asgi import (
+    BODY_KEY,
+    INTERNAL_ERROR,
+    ASGIApp,
+    BodyLimit,
+    Scope,
+    Send,
+    error_body,
+    send_json,
+    unexpected_error,
+)
+from safescan.institution.background import maintenance_loop
+from safescan.institution.health import (
+    Heartbeat,
+    Readiness,
+    add_health_routes,
+    database_check,
+    writer_check,
+)
+from safescan.institution.netguard import Limits, connection_status
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution, Stored
-from safescan.institution.util import key32
+from safescan.institution.stream import event_stream, max_seq
+from safescan.institution.util import currency_numeric, key32
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
 
 log = logging.getLogger("safescan.institution.api")
 
-MAX_BODY = 64 * 1024
-BODY_KEY = "safescan.body"
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-FastHandler = Callable[[Scope, bytes, Send], Awaitable[None]]
-
-
-def error_body(exc: SafescanError) -> dict[str, Any]:
-    """The JSON error object for ``exc``."""
-    return {"error": exc.to_dict()}
-
 
 def _error_response(exc: SafescanError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if http_status(exc) == 429 else None
+    wait = retry_after(exc)
+    headers = {"Retry-After": str(wait)} if wait is not None else None
     return JSONResponse(error_body(exc), status_code=http_status(exc), headers=headers)
-
-
-class BodyLimit:
-    """ASGI middleware: buffer the body up to ``limit`` bytes (413 beyond), then replay it.
-
-    ``fast_routes`` maps (method, path) to a handler that answers from the buffered body
-    directly (the payment hot path); everything else goes on to the FastAPI app.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limit: int = MAX_BODY,
-        fast_routes: dict[tuple[str, str], FastHandler] | None = None,
-    ) -> None:
-        self.app, self.limit = app, limit
-        self.fast_routes = fast_routes or {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = None
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                declared = value
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._too_large(scope, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        scope[BODY_KEY] = body
-        fast = self.fast_routes.get((scope["method"], scope["path"]))
-        if fast is not None:
-            await fast(scope, body, send)
-            return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, send: Send) -> None:
-        exc = InvalidRequest(f"the request body is larger than {self.limit} bytes")
-        exc.status = 413
-        resp = JSONResponse(
-            {"error": {**exc.to_dict(), "code": "body_too_large", "type": "BodyTooLarge"}},
-            status_code=413,
-        )
-        await resp(scope, _noop_receive, send)
-
-
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _noop_receive() -> Message:
-    return {"type": "http.disconnect"}
 
 
 # --- request and response models --------------------------------------------------------------
@@ -313,6 +238,7 @@ def create_app(
 
     With ``background``, runs the maintenance task and, when the institution records webhooks,
     ``dispatcher`` (by default one with the institution's target rules and default limits)."""
+    preload()  # what requests would load on first use: none opens a file for it
     inst.merchant_rate = (merchant_rate, merchant_burst)  # buckets in the database
     public_limiter = RateLimiter(merchant_rate, merchant_burst)  # per client address
     if background and inst.webhooks_enabled and dispatcher is None:
@@ -321,6 +247,19 @@ def create_app(
         )
     if not (background and inst.webhooks_enabled):
         dispatcher = None
+    readiness = Readiness()
+    readiness.add("database", database_check(inst.db))
+    readiness.add("writer", writer_check(inst.db))
+    readiness.add("connections", connection_status)
+    maintenance_beat = Heartbeat(maintenance_interval)
+    if background:
+        readiness.add("maintenance", maintenance_beat.check)
+    if dispatcher is not None:
+        readiness.add("webhooks", dispatcher.health)
+    hooks = dispatcher
+
+    def webhooks_state() -> str:
+        return "off" if hooks is None else str(hooks.health()["state"])
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -329,7 +268,11 @@ def create_app(
         if dispatcher is not None:
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher"))
         if background:
-            tasks.append(asyncio.create_task(_maintenance(inst, stop, maintenance_interval)))
+            tasks.append(
+                asyncio.create_task(
+                    maintenance_loop(inst, stop, maintenance_interval, maintenance_beat)
+                )
+            )
         try:
             yield
         finally:
@@ -368,17 +311,14 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _internal(_req: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error: %s", type(exc).__name__, exc_info=exc)
-        return JSONResponse(
-            {
-                "error": {
-                    "type": "InternalError",
-                    "code": "internal_error",
-                    "message": "an internal error occurred; nothing was changed",
-                }
-            },
-            status_code=500,
-        )
+        typed = unexpected_error(exc)
+        if typed is not None:
+            return _error_response(typed)
+        return JSONResponse(INTERNAL_ERROR, status_code=500)
+
+    # OSError too: answered here, the connection stays usable (what is registered for Exception
+    # answers, then the exception goes on and the server closes the connection)
+    app.add_exception_handler(OSError, _internal)
 
     # --- callers ---
 
@@ -402,14 +342,7 @@ def create_app(
 
     # --- public ---
 
-    @app.get("/health", tags=["public"])
-    def health() -> JSONResponse:
-        """Readiness: the database answers and the webhook dispatcher is alive (else 503)."""
-        inst.db.read(lambda c: c.exec_driver_sql("SELECT 1").scalar())
-        hooks = "off" if dispatcher is None else str(dispatcher.health()["state"])
-        ok = hooks in ("off", "running")
-        body = {"status": "ok" if ok else "degraded", "time": inst.now(), "webhooks": hooks}
-        return JSONResponse(body, status_code=200 if ok else 503)
+    add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state)
 
     @app.get("/v1/keys", tags=["public"])
     def keys() -> dict[str, Any]:
@@ -524,6 +457,17 @@ def create_app(
         auth = b64d(body.authorization, param="authorization", max_bytes=1024)
         return _json(await inst.pay_async(body.code, auth, idempotency_key))
 
+    @app.post("/v1/payments/lookup", tags=["wallet"])
+    def payment_lookup(
+        body: PaymentCreate, request: Request, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What a payment request whose answer was lost did (the same body and key as the
+        payment; authenticated by the carrier's signature). Never pays; settles: after
+        ``not_processed`` the authorization can never be paid."""
+        public_limiter.check(request.client.host if request.client else "unknown")
+        auth = b64d(body.authorization, param="authorization", max_bytes=1024)
+        return outcomes.lookup_payment(inst, body.code, auth, idempotency_key)
+
     @app.post("/v1/codes/status", tags=["wallet"])
     def code_status(body: CodeStatusRequest, request: Request) -> dict[str, Any]:
         """Is this exact code still payable? For wallets, before asking the customer anything."""
@@ -581,6 +525,21 @@ def create_app(
             )
         )
 
+    @app.post("/v1/merchant/orders/lookup", tags=["merchant"])
+    def order_lookup(
+        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What an order creation whose answer was lost did (same body, same key); settles it."""
+        return outcomes.lookup_order(
+            inst,
+            mid,
+            idempotency_key,
+            items=[(i.name, i.quantity, i.unit_price) for i in body.items],
+            currency=currency_numeric(body.currency),
+            expires_in=body.expires_in,
+            reference=body.reference,
+        )
+
     @app.get("/v1/merchant/orders/{order_id}", tags=["merchant"])
     def get_order(order_id: OrderId, mid: MerchantId) -> dict[str, Any]:
         """Query an order."""
@@ -592,6 +551,18 @@ def create_app(
     ) -> dict[str, Any]:
         """Close an unpaid order (with ``code``: withdraw a code the terminal sealed itself)."""
         return inst.close_order(mid, order_id, body.code if body is not None else None)
+
+    @app.post("/v1/merchant/orders/{order_id}/refunds/lookup", tags=["merchant"])
+    def refund_lookup(
+        order_id: OrderId,
+        body: RefundCreate,
+        mid: MerchantId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        """What a refund request whose answer was lost did (same body, same key); settles it."""
+        return outcomes.lookup_refund(
+            inst, mid, order_id, idempotency_key, amount=body.amount, reason=body.reason
+        )
 
     @app.post("/v1/merchant/orders/{order_id}/refunds", status_code=201, tags=["merchant"])
     def refund(
@@ -642,9 +613,9 @@ def create_app(
         if after is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 10:
             after = int(last_event_id)
         if after is None:
-            after = await asyncio.to_thread(_max_seq, inst, mid)  # only new events
+            after = await asyncio.to_thread(max_seq, inst, mid)  # only new events
         return StreamingResponse(
-            _stream(inst, request, mid, after),
+            event_stream(inst, request, mid, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -680,80 +651,30 @@ def create_app(
                 raise validation_error(exc.errors()) from None
             auth = b64d(req.authorization, param="authorization", max_bytes=1024)
             stored = await inst.pay_async(req.code, auth, key)
-            await _send_json(send, stored.status, json.dumps(stored.body).encode())
+            await send_json(send, stored.status, json.dumps(stored.body).encode())
         except SafescanError as exc:
-            await _send_json(send, http_status(exc), json.dumps(error_body(exc)).encode())
-        except Exception as exc:  # never leak a traceback to a client
-            log.error("internal error: %s", type(exc).__name__, exc_info=exc)
-            await _send_json(send, 500, json.dumps(_INTERNAL).encode())
-
-    return BodyLimit(app, fast_routes={("POST", "/v1/payments"): fast_pay})
-
-
-_INTERNAL = {
-    "error": {
-        "type": "InternalError",
-        "code": "internal_error",
-        "message": "an internal error occurred; nothing was changed",
-    }
-}
-
-
-def _max_seq(inst: Institution, mid: str) -> int:
-    from sqlalchemy import func, select
-
-    from safescan.institution.models import Event
-
-    return int(
-        inst.db.read(
-            lambda c: c.execute(
-                select(func.coalesce(func.max(Event.seq), 0)).where(Event.merchant_id == mid)
-            ).scalar_one()
-        )
-    )
-
-
-async def _stream(
-    inst: Institution, request: Request, mid: str, after: int
-) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
-    last_beat = time.monotonic()
-    while not await request.is_disconnected():
-        try:
-            batch = await asyncio.to_thread(inst.events_after, mid, after)
-        except SafescanError:
-            batch = []
-        for e in batch:
-            after = e["seq"]
-            data = json.dumps(
-                {
-                    "payload": e["payload"],
-                    "signature": sign_event(inst.keys.root, e["payload"]),
-                    "kid": inst.keys.root_kid,
-                },
-                separators=(",", ":"),
+            await send_json(
+                send,
+                http_status(exc),
+                json.dumps(error_body(exc)).encode(),
+                retry_after_s=retry_after(exc),
             )
-            yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {data}\n\n".encode()
-        if not batch:
-            if time.monotonic() - last_beat > 15:
-                last_beat = time.monotonic()
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001 - logged; never leak a traceback to a client
+            typed = unexpected_error(exc)
+            if typed is None:
+                await send_json(send, 500, json.dumps(INTERNAL_ERROR).encode())
+            else:
+                body = json.dumps(error_body(typed)).encode()
+                await send_json(send, http_status(typed), body, retry_after_s=retry_after(typed))
+
+    return BodyLimit(
+        app,
+        fast_routes={("POST", "/v1/payments"): fast_pay},
+        body_timeout=Limits.from_env().head_timeout,
+    )
 
 
 def _report(rows: list[dict[str, Any]], format: str) -> Response:
     if format == "csv":
         return PlainTextResponse(settlement.to_csv(rows), media_type="text/csv")
     return JSONResponse({"rows": rows})
-
-
-async def _maintenance(inst: Institution, stop: asyncio.Event, interval: float) -> None:
-    """Expire unpaid orders and forget old nonces, periodically."""
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(inst.expire_orders)
-            await asyncio.to_thread(inst.purge_nonces)
-        except SafescanError as exc:
-            log.warning("maintenance paused: %s", exc.message)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)

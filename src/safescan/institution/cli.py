@@ -307,12 +307,22 @@ def serve(
     checkpoint_interval: Annotated[
         float, typer.Option(help="seconds between checkpoints of the audit log's head")
     ] = 1.0,
+    max_connections: Annotated[
+        int, typer.Option(help="open client connections per process (kept below RLIMIT_NOFILE)")
+    ] = 1000,
+    head_timeout: Annotated[
+        float, typer.Option(help="seconds a connection has to send a request head")
+    ] = 10.0,
+    write_deadline: Annotated[
+        float, typer.Option(help="seconds a request waits for the SQLite writer")
+    ] = 15.0,
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
     line per request on stderr (no query strings, headers or bodies). It refuses to serve a
     database older than its checkpoint file (see `institution reconcile`)."""
     import uvicorn
 
+    from safescan.institution.netguard import GuardedHttpToolsProtocol, Limits, configure
     from safescan.institution.proxies import uvicorn_proxy_settings
 
     tuning = Tuning(
@@ -326,12 +336,14 @@ def serve(
         webhook_deadline=webhook_deadline,
         webhook_endpoint_concurrency=webhook_endpoint_concurrency,
         webhook_concurrency=webhook_concurrency,
+        write_deadline=write_deadline,
     )
+    configure(Limits(max_connections, head_timeout))  # read by every worker's protocol
     common = {
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedHttpToolsProtocol,
         "log_level": log_level,
         "access_log": False,
         "lifespan": "on",

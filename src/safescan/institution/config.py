@@ -31,6 +31,7 @@ class Tuning:
     webhook_deadline: float = 10.0  # total seconds per delivery attempt
     webhook_endpoint_concurrency: int = 2  # attempts in flight per merchant endpoint
     webhook_concurrency: int = 64  # attempts in flight per process
+    write_deadline: float = 15.0  # seconds a request waits for the SQLite writer
 
     def encode(self) -> str:
         """For passing to worker processes through the environment (JSON)."""

@@ -4,17 +4,18 @@ and transactions that retry on serialization failures.
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
+import logging
 import os
 import random
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -27,10 +28,20 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from safescan.api.errors import ConfigError, InvalidRequest, OutcomeUnknown, StorageError
-from safescan.institution import sql
+from safescan.api.errors import (
+    ConfigError,
+    InvalidRequest,
+    OutcomeUnknown,
+    RequestInProgress,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from safescan.institution.writer import GroupCommitter
 
 T = TypeVar("T")
+log = logging.getLogger("safescan.institution.db")
+DEFAULT_WRITE_DEADLINE = 15.0  # seconds a caller waits for the SQLite writer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
@@ -44,6 +55,10 @@ CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "08000", "08003", "0800
 # How long a request waits for the database to come back (a failover) before answering 503:
 # longer than a failover takes, shorter than the clients' timeouts (10 s).
 FAILOVER_WAIT_S = float(os.environ.get("SAFESCAN_DB_FAILOVER_WAIT", "8"))
+LOCK_TIMEOUT_SQLSTATE = "55P03"  # lock_not_available: a bounded lock wait ran out
+# PostgreSQL ends a transaction left idle this long (a stopped or hung API process), releasing
+# its locks and its Idempotency-Key claims
+STALLED_TX_TIMEOUT_MS = 30_000
 
 
 def storage_error(exc: DBAPIError) -> StorageError:
@@ -150,7 +165,10 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         pool_pre_ping=False,  # _pg_checkout finds closed connections without a round trip
         pool_recycle=1800,  # below any idle timeout of a proxy in between (HAProxy: 1 h)
         isolation_level="READ COMMITTED",
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={STALLED_TX_TIMEOUT_MS}",
+        },
     )
     event.listen(engine, "checkout", _pg_checkout)
     return engine
@@ -223,118 +241,9 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
-def _data_error() -> InvalidRequest:
+def data_error() -> InvalidRequest:
+    """The typed error for a value the database refuses to store."""
     return InvalidRequest("a value cannot be stored (out of range or contains invalid characters)")
-
-
-_SAVEPOINT = "SAVEPOINT safescan_write"
-_RELEASE = "RELEASE safescan_write"
-
-
-def _rollback_to_savepoint(conn: Connection) -> None:
-    """Undo one write function's statements; the group's other writes stay."""
-    sql.run(conn, "ROLLBACK TO safescan_write", {})
-    sql.run(conn, _RELEASE, {})
-
-
-class GroupCommitter:
-    """SQLite's single writer, with group commit.
-
-    SQLite has one writer at a time, and a commit costs more than a payment's statements. One
-    thread per process runs every write: it takes all waiting write functions, runs each in its
-    own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction (a failing function rolls back only
-    its savepoint and gets its exception), commits once, and only then answers each caller. So
-    nothing is acknowledged before it is committed, and a burst of N payments costs one commit.
-    """
-
-    def __init__(self, engine: Engine, max_batch: int = 128) -> None:
-        self.engine, self.max_batch = engine, max_batch
-        # Writers of several processes queue on an flock (woken at once on release) instead of
-        # SQLite's busy handler, which sleeps in growing steps.
-        database = engine.url.database
-        self._lock_path = f"{database}.writer-lock" if database else None
-        self._cond = threading.Condition()
-        self._pending: list[tuple[Callable[[Connection], Any], Future[Any]]] = []
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="safescan-writer", daemon=True)
-        self._thread.start()
-
-    def enqueue(self, fn: Callable[[Connection], T]) -> Future[T]:
-        """Queue ``fn`` for the next group; the future resolves once the group is committed."""
-        fut: Future[T] = Future()
-        with self._cond:
-            if self._closed:
-                raise StorageError("the database is closed")
-            self._pending.append((fn, fut))
-            self._cond.notify()
-        return fut
-
-    def close(self) -> None:
-        """Finish the queued work and stop the writer thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending and self._closed:
-                    return
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-            self._run_batch(batch)
-
-    @contextmanager
-    def _process_lock(self) -> Iterator[None]:
-        if self._lock_path is None:
-            yield
-            return
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _run_batch(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
-        delay = 0.002
-        for attempt in range(MAX_ATTEMPTS):
-            outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
-            try:
-                with self._process_lock(), self.engine.begin() as conn:
-                    for fn, fut in batch:
-                        # plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles
-                        # a savepoint clause per call, which cost more than a payment's SQL
-                        sql.run(conn, _SAVEPOINT, {})
-                        try:
-                            result = fn(conn)
-                        except DataError:
-                            _rollback_to_savepoint(conn)
-                            outcomes.append((fut, None, _data_error()))
-                        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                            _rollback_to_savepoint(conn)
-                            outcomes.append((fut, None, exc))
-                        else:
-                            sql.run(conn, _RELEASE, {})
-                            outcomes.append((fut, result, None))
-            except DBAPIError as exc:
-                if is_retryable(exc) and attempt < MAX_ATTEMPTS - 1:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                err = storage_error(exc)
-                for _, fut in batch:
-                    fut.set_exception(err)
-                return
-            for fut, result, error in outcomes:
-                if error is not None:
-                    fut.set_exception(error)
-                else:
-                    fut.set_result(result)
-            return
 
 
 class _Phase:
@@ -350,12 +259,17 @@ class _Phase:
 class Database:
     """An engine plus the transaction discipline every write goes through."""
 
-    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 16, write_deadline: float = DEFAULT_WRITE_DEADLINE
+    ) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        self.write_deadline = write_deadline
         self._write_lock = threading.Lock()
         self._committer: GroupCommitter | None = None
+        self.writer_restarts = 0
+        self.writer_last_crash: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -371,10 +285,15 @@ class Database:
         here: only the caller's idempotency key can tell whether it committed.
 
         On SQLite, ``fn`` runs in a savepoint of a group-committed transaction (see
-        :class:`GroupCommitter`); it must not call :meth:`write` itself.
+        :class:`~safescan.institution.writer.GroupCommitter`); it must not call :meth:`write`
+        itself. A caller waits at most :attr:`write_deadline` seconds (see :meth:`_overdue`).
         """
         if self.is_sqlite:
-            return self.submit(fn).result()
+            fut = self.submit(fn)
+            try:
+                return fut.result(timeout=self.write_deadline)
+            except FutureTimeout:
+                raise self._overdue(fut) from None
 
         def attempt(phase: _Phase) -> T:
             with self.engine.connect() as conn, conn.begin():
@@ -383,6 +302,29 @@ class Database:
             return result
 
         return self._retrying(attempt)
+
+    async def write_async(self, fn: Callable[[Connection], T]) -> T:
+        """SQLite: :meth:`write` for an event loop (the loop is not blocked while waiting)."""
+        fut = self.submit(fn)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(fut)), self.write_deadline
+            )
+        except TimeoutError:
+            raise self._overdue(fut) from None
+
+    def _overdue(self, fut: Future[Any]) -> Exception:
+        """A write waited past the deadline: withdrawn if it had not started (nothing was
+        done), else still running (its outcome is not known yet)."""
+        if fut.cancel():
+            return StorageError(
+                f"the database did not take the write within {self.write_deadline:g} s; it was"
+                " withdrawn and nothing was recorded; retry"
+            )
+        return RequestInProgress(
+            "the request is still being processed; its outcome is not known yet: retry with"
+            " the same Idempotency-Key"
+        )
 
     def write_one(self, fn: Callable[[Connection], T]) -> T:
         """PostgreSQL: run ``fn``, which issues exactly one statement, as its own transaction
@@ -413,8 +355,13 @@ class Database:
             try:
                 return attempt(phase)
             except DataError:
-                raise _data_error() from None
+                raise data_error() from None
             except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE:
+                    raise RequestInProgress(
+                        "a request with this Idempotency-Key is still being processed; retry"
+                        " with the same key to get its answer"
+                    ) from None
                 n += 1
                 if is_retryable(exc) and n < MAX_ATTEMPTS:
                     time.sleep(delay * (0.5 + random.random()))
@@ -439,14 +386,37 @@ class Database:
                 raise
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
-        """SQLite only: queue ``fn`` for the group committer; returns a future."""
+        """SQLite only: queue ``fn`` for the group committer; returns a future. A writer
+        thread that has died is replaced (and counted: see :meth:`writer_status`)."""
         if not self.is_sqlite:
             raise StorageError("submit() is for the embedded SQLite store")
+        return self._writer().enqueue(fn)
+
+    def _writer(self) -> GroupCommitter:
+        from safescan.institution.writer import GroupCommitter
+
         with self._write_lock:
-            if self._committer is None:
-                self._committer = GroupCommitter(self.engine)
             committer = self._committer
-        return committer.enqueue(fn)
+            if committer is not None and not committer.alive:
+                self.writer_restarts += 1
+                self.writer_last_crash = committer.crashed or "ended"
+                log.error("restarting the database writer (%s)", self.writer_last_crash)
+                committer = None
+            if committer is None:
+                committer = self._committer = GroupCommitter(self.engine)
+            return committer
+
+    def writer_status(self) -> dict[str, Any]:
+        """The SQLite writer for health checks: ``{"alive": ..., "queued": ...}``; on
+        PostgreSQL there is none (``{"alive": True, "kind": "none"}``)."""
+        if not self.is_sqlite:
+            return {"alive": True, "kind": "none"}
+        committer = self._committer
+        if committer is None:
+            doc: dict[str, Any] = {"alive": True, "started": False}
+        else:
+            doc = committer.status() | {"started": True}
+        return doc | {"restarts": self.writer_restarts, "last_crash": self.writer_last_crash}
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a read-only snapshot (no write lock taken). A lost connection (a

@@ -201,6 +201,8 @@ class Payment(Base):
     """A successful payment (one per paid order)."""
 
     __tablename__ = "payments"
+    # the payment an authorization made, by its carrier and counter (status lookups)
+    __table_args__ = (Index("ix_payments_carrier_counter", "carrier_serial", "counter"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     order_pk: Mapped[int] = mapped_column(ForeignKey("orders.pk"), nullable=False, unique=True)
     merchant_id: Mapped[str] = mapped_column(String(40), nullable=False)
@@ -251,12 +253,35 @@ class MerchantRate(Base):
 
 
 class RequestNonce(Base):
-    """Nonces of signed merchant requests, kept for the timestamp tolerance (anti-replay)."""
+    """Nonces of signed merchant requests (anti-replay), kept for :data:`~safescan.institution.
+    nonces.RETENTION` seconds of the elapsed clock (``seen_ms``), never of the wall clock."""
 
     __tablename__ = "request_nonces"
     merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seen_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    seen_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # wall clock, for people
+    seen_ms: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, index=True, server_default=text("0")
+    )  # the elapsed clock when recorded
+    ts: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+class ElapsedClockRow(Base):
+    """The institution's elapsed clock (``name`` ``elapsed_ms``): ms of real time shared by every
+    API process, never going back (safescan.institution.nonces)."""
+
+    __tablename__ = "elapsed_clock"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class NonceFloor(Base):
+    """Per merchant, the newest signed timestamp among forgotten nonces: a request not newer
+    than it is refused (its nonce may be forgotten), whatever the wall clock says."""
+
+    __tablename__ = "nonce_floors"
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class Event(Base):

@@ -8,7 +8,8 @@ from pathlib import Path
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
 from safescan.institution.access_log import ENV_ACCESS_LOG, AccessLog
-from safescan.institution.api import ASGIApp, create_app
+from safescan.institution.api import create_app
+from safescan.institution.asgi import ASGIApp
 from safescan.institution.checkpoints import CheckpointFile, default_path
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -18,7 +19,7 @@ from safescan.institution.config import (
     ENV_TUNING,
     Tuning,
 )
-from safescan.institution.db import Database, require_current_schema
+from safescan.institution.db import DEFAULT_WRITE_DEADLINE, Database, require_current_schema
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import GuardedApp, RollbackGuard
@@ -35,13 +36,14 @@ def open_institution(
     *,
     pool_size: int = 16,
     checkpoints: Path | None = None,
+    write_deadline: float = DEFAULT_WRITE_DEADLINE,
 ) -> Institution:
     """Load keys and connect; refuses a database that is not migrated to the newest schema.
     Serials are reserved in the checkpoint file (``checkpoints``, default beside the keys)."""
     passphrase = load_passphrase(passphrase_file)
     key_dir = keys_dir or default_key_dir(db_url)
     keys = KeyStore(key_dir).load(passphrase)
-    db = Database(db_url, pool_size=pool_size)
+    db = Database(db_url, pool_size=pool_size, write_deadline=write_deadline)
     try:
         require_current_schema(db.engine)
     except SafescanError:
@@ -68,7 +70,13 @@ def build_app(
         per_endpoint=tuning.webhook_endpoint_concurrency,
         concurrency=tuning.webhook_concurrency,
     )
-    inst = open_institution(db_url, keys_dir, passphrase_file, checkpoints=checkpoints)
+    inst = open_institution(
+        db_url,
+        keys_dir,
+        passphrase_file,
+        checkpoints=checkpoints,
+        write_deadline=tuning.write_deadline,
+    )
     assert inst.journal is not None
     guard = RollbackGuard(inst.db, inst.keys, inst.journal.file.path, interval=checkpoint_interval)
     guard.check()  # before the first request

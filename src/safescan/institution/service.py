@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, case, delete, func, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -29,7 +29,6 @@ from safescan.api.errors import (
     Conflict,
     CounterReplay,
     Forbidden,
-    IdempotencyConflict,
     InsufficientFunds,
     InvalidRequest,
     NotFound,
@@ -57,10 +56,27 @@ from safescan.code.payment import (
     StaticCode,
 )
 from safescan.code.provisioning import carrier_subject
-from safescan.institution import admin_tokens, audit, enrollment, guards, ledger, sql
+from safescan.institution import (
+    admin_tokens,
+    audit,
+    enrollment,
+    guards,
+    idempotency,
+    ledger,
+    nonces,
+    sql,
+)
 from safescan.institution.db import Database
 from safescan.institution.epochs import EpochKeyring
 from safescan.institution.guards import CertificateLimit
+from safescan.institution.idempotency import (
+    Request,
+    Stored,
+    order_request,
+    payment_request,
+    refund_request,
+    request_hash,
+)
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.merchant_sealing import (
     certificate_problem,
@@ -75,13 +91,11 @@ from safescan.institution.models import (
     CustomerRow,
     EnrollmentToken,
     Event,
-    IdempotencyRecord,
     InstitutionKey,
     MerchantRow,
     OrderRow,
     Payment,
     Refund,
-    RequestNonce,
 )
 from safescan.institution.reservations import Journal, allocate_serial
 from safescan.institution.sql import insert_ignore as _insert_ignore
@@ -98,14 +112,6 @@ MAX_SERIAL = 2**31 - 1  # certificate serials are 32-bit database integers
 MAX_LIVE_MERCHANT_CERTS = 4  # unexpired, unrevoked code-signing certificates per merchant
 MAX_MERCHANT_CERT_DAYS = 366
 PAYMENT_ACTION = "payment.create"
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A response to return: HTTP status and JSON body."""
-
-    status: int
-    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +133,10 @@ class _PaymentPlan:
     event: dict[str, Any]
     audit_actor: str
     audit_data: dict[str, Any]
-    idem_scope: str
-    idem_key: str | None
-    idem_hash: str
+    idem: Request | None
     result: Stored
 
 
-class _AlreadyStored(Exception):
-    """Internal: a concurrent request with the same Idempotency-Key committed first."""
-
-
-def request_hash(value: Any) -> str:
-    """Hash of a request's canonical JSON form (what an Idempotency-Key is bound to)."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def _merchant_dict(r: Any) -> dict[str, Any]:
@@ -185,11 +182,13 @@ class Institution:
         keys: InstitutionKeys,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         webhooks_enabled: bool = True,
     ) -> None:
         self.db = db
         self.keys = keys
-        self.clock = clock
+        self.clock = clock  # the wall clock: timestamps, expiry
+        self.elapsed = nonces.ElapsedClock(monotonic)  # how long nonces are kept
         self.issuer = Issuer.institution(keys.root, keys.root_kid)
         self.trust = keys.trust_store()
         # static-code keys (key directory) + scheme-key epochs for dynamic codes (.epochs)
@@ -338,9 +337,11 @@ class Institution:
     def authenticate_merchant(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> str:
-        """Verify a merchant's request signature and record its nonce; returns the merchant id."""
+        """Verify a merchant's request signature (over its Idempotency-Key too) and record its
+        nonce (see :mod:`.nonces`); returns the merchant id."""
         now = self.now()
         mid, ts, nonce, sig = merchant_auth.parse_headers(headers, now=now)
+        idem_key = merchant_auth.idempotency_key(headers)
         row = self.db.read(
             lambda c: c.execute(
                 select(MerchantRow.api_public_key, MerchantRow.status).where(MerchantRow.id == mid)
@@ -349,7 +350,7 @@ class Institution:
         if row is None:
             raise Unauthenticated("unknown merchant")
         merchant_auth.verify_signature(
-            VerifyKey(row.api_public_key), mid, method, path, ts, nonce, sig, body
+            VerifyKey(row.api_public_key), mid, method, path, ts, nonce, sig, body, idem_key
         )
         if row.status != "active":
             raise Forbidden("this merchant has been revoked")
@@ -358,9 +359,7 @@ class Institution:
         now_ms = int(self.clock() * 1000)
 
         def tx(conn: Connection) -> tuple[bool, bool]:
-            fresh = _insert_ignore(
-                conn, RequestNonce, {"merchant_id": mid, "nonce": nonce, "seen_at": now}
-            )
+            fresh = nonces.record(conn, self.elapsed, mid, nonce, int(ts), now)
             if not fresh or rate <= 0:
                 return fresh, True
             bucket = {
@@ -384,75 +383,9 @@ class Institution:
         return mid
 
     def purge_nonces(self) -> int:
-        """Forget nonces older than twice the timestamp tolerance."""
-        cutoff = self.now() - 2 * merchant_auth.TOLERANCE
-        return int(
-            self.db.write(
-                lambda c: (
-                    c.execute(delete(RequestNonce).where(RequestNonce.seen_at < cutoff)).rowcount
-                )
-            )
-        )
-
-    # --- idempotency -------------------------------------------------------------------------
-
-    def _idem_lookup(self, scope: str, key: str, req_hash: str) -> Stored | None:
-        row = self.db.read(
-            lambda c: c.execute(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
-                )
-            ).one_or_none()
-        )
-        if row is None:
-            return None
-        if row.request_hash != req_hash:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was already used with a different request",
-                param="Idempotency-Key",
-            )
-        return Stored(row.status_code, json.loads(row.response))
-
-    @staticmethod
-    def _idem_store(
-        conn: Connection, scope: str, key: str | None, req_hash: str, result: Stored, now: int
-    ) -> None:
-        if key is None:
-            return
-        inserted = _insert_ignore(
-            conn,
-            IdempotencyRecord,
-            {
-                "scope": scope,
-                "key": key,
-                "request_hash": req_hash,
-                "status_code": result.status,
-                "response": canonical_json(result.body),
-                "created_at": now,
-            },
-        )
-        if not inserted:
-            raise _AlreadyStored
-
-    def _idempotent(
-        self,
-        scope: str,
-        key: str | None,
-        req_hash: str,
-        tx: Callable[[Connection], Stored],
-    ) -> Stored:
-        if key is not None:
-            stored = self._idem_lookup(scope, key, req_hash)
-            if stored is not None:
-                return stored
-        try:
-            return self.db.write(tx)
-        except _AlreadyStored:
-            assert key is not None
-            stored = self._idem_lookup(scope, key, req_hash)
-            if stored is None:  # pragma: no cover - the row was committed by the other request
-                raise Conflict("a concurrent request with this Idempotency-Key failed") from None
-            return stored
+        """Forget nonces kept for the whole replay window on the elapsed clock (never on the
+        wall clock), raising each merchant's floor (see :mod:`.nonces`)."""
+        return self.db.write(lambda c: nonces.purge(c, self.elapsed))
 
     # --- merchants ---------------------------------------------------------------------------
 
@@ -944,9 +877,7 @@ class Institution:
             raise InvalidRequest(
                 f"expires_in must be 1-{MAX_DYNAMIC_VALIDITY} seconds", param="expires_in"
             )
-        req = {"items": items, "currency": cur, "expires_in": expires_in, "reference": reference}
-        req_h = request_hash(req)
-        scope = f"order:{mid}"
+        req = order_request(mid, idempotency_key, items, cur, expires_in, reference)
         now = self.now()
         order_id = new_id("", ORDER_ID_CHARS)
         merchant = self.db.read(lambda c: self._merchant_identity(c, mid))
@@ -967,6 +898,19 @@ class Institution:
         text = encode_text(binary)
         digest = hashlib.sha256(binary).digest()
         items_json = canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items])
+
+        body = {
+            "order_id": order_id,
+            "merchant_id": mid,
+            "state": "CREATED",
+            "total": code.total,
+            "currency": cur,
+            "expires_at": code.expires_at,
+            "reference": reference,
+            "code": text,
+            "code_bytes": len(binary),
+        }
+        result = Stored(201, body)
 
         def tx(conn: Connection) -> Stored:
             self._merchant_identity(conn, mid)
@@ -1003,22 +947,9 @@ class Institution:
                     "items_sha256": hashlib.sha256(items_json.encode()).hexdigest(),
                 },
             )
-            body = {
-                "order_id": order_id,
-                "merchant_id": mid,
-                "state": "CREATED",
-                "total": code.total,
-                "currency": cur,
-                "expires_at": code.expires_at,
-                "reference": reference,
-                "code": text,
-                "code_bytes": len(binary),
-            }
-            result = Stored(201, body)
-            self._idem_store(conn, scope, idempotency_key, req_h, result, now)
             return result
 
-        return self._idempotent(scope, idempotency_key, req_h, tx)
+        return idempotency.execute(self.db, req, now, tx, answer=result)
 
     def precreate_orders(
         self, mid: str, orders: list[tuple[list[tuple[str, int, int]], str | int]], expires_in: int
@@ -1334,49 +1265,35 @@ class Institution:
 
     def _prepare_payment(
         self, code_text: str, authorization: bytes, key: str | None
-    ) -> tuple[Stored | None, _PaymentPlan | None, str, str]:
-        """Everything before the transaction: parse, replay lookup, open and verify, match,
-        and the payment's records (receipt signed, event and audit entry written out)."""
+    ) -> tuple[Stored | None, _PaymentPlan | None]:
+        """Everything before the transaction: parse, the key's stored answer, open and verify,
+        match, and the payment's records (receipt signed, event and audit entry written out)."""
         auth = Authorization.from_bytes(authorization)
-        scope = f"pay:{auth.carrier_serial}"
-        req_h = request_hash({"code": code_text, "authorization": b64e(authorization)})
-        if key is not None:
-            stored = self._idem_lookup(scope, key, req_h)
+        req = payment_request(auth.carrier_serial, code_text, authorization, key)
+        if req is not None:
+            stored = self.db.read(lambda c: idempotency.lookup(c, req))
             if stored is not None:
-                return stored, None, scope, req_h
+                return idempotency.replay(stored), None
         now = self.now()
         opened = open_code(code_text, self.scheme_keys, self.trust, now=now)
         carrier_key, customer_id = self._carrier_key(auth.carrier_serial)
         auth.verify(carrier_key)
         self._match(opened, auth)
-        return (
-            None,
-            self._plan_payment(opened, auth, customer_id, key, scope, req_h, now),
-            scope,
-            req_h,
-        )
-
-    def _replay(self, scope: str, key: str | None, req_h: str) -> Stored:
-        assert key is not None
-        stored = self._idem_lookup(scope, key, req_h)
-        if stored is None:  # pragma: no cover - the row was committed by the other request
-            raise Conflict("a concurrent request with this Idempotency-Key failed")
-        return stored
+        return None, self._plan_payment(opened, auth, customer_id, req, now)
 
     def pay(self, code_text: str, authorization: bytes, idempotency_key: str | None) -> Stored:
-        """Verify a carrier-signed authorization for a code and, in one transaction, pay."""
-        stored, plan, scope, req_h = self._prepare_payment(
-            code_text, authorization, idempotency_key
-        )
+        """Verify a carrier-signed authorization for a code and, in one transaction, pay.
+        With an Idempotency-Key, every retry gets this payment's answer (or "in progress")."""
+        stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
             return stored
         assert plan is not None
-        try:
-            if plan.fast and not self.db.is_sqlite:
-                return self._pay_order_in_one_statement(plan)
-            return self.db.write(self._payment_tx(plan))
-        except _AlreadyStored:
-            return self._replay(scope, idempotency_key, req_h)
+        if plan.fast and not self.db.is_sqlite:
+            return idempotency.finish(
+                self.db, plan.idem, plan.now, lambda: self._pay_order_in_one_statement(plan)
+            )
+        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.result)
+        return idempotency.finish(self.db, plan.idem, plan.now, lambda: self.db.write(work))
 
     async def pay_async(
         self, code_text: str, authorization: bytes, idempotency_key: str | None
@@ -1388,16 +1305,14 @@ class Institution:
             return await loop.run_in_executor(
                 self._pay_executor, self.pay, code_text, authorization, idempotency_key
             )
-        stored, plan, scope, req_h = self._prepare_payment(
-            code_text, authorization, idempotency_key
-        )
+        stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
             return stored
         assert plan is not None
-        try:
-            return await asyncio.wrap_future(self.db.submit(self._payment_tx(plan)))
-        except _AlreadyStored:
-            return self._replay(scope, idempotency_key, req_h)
+        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.result)
+        return await idempotency.finish_async(
+            self.db, plan.idem, plan.now, self.db.write_async(work)
+        )
 
     @staticmethod
     def _match(opened: OpenedCode, auth: Authorization) -> None:
@@ -1435,9 +1350,7 @@ class Institution:
         opened: OpenedCode,
         auth: Authorization,
         customer_id: str,
-        idem_key: str | None,
-        scope: str,
-        req_h: str,
+        idem: Request | None,
         now: int,
     ) -> _PaymentPlan:
         """Everything a payment writes that does not depend on the database: ids, the signed
@@ -1507,9 +1420,7 @@ class Institution:
             ),
             audit_actor=f"carrier:{auth.carrier_serial}",
             audit_data=data | {"customer_id": customer_id, "counter": auth.counter},
-            idem_scope=scope,
-            idem_key=idem_key,
-            idem_hash=req_h,
+            idem=idem,
             result=result,
         )
 
@@ -1544,11 +1455,11 @@ class Institution:
             "a_tail": audit.entry_tail(
                 plan.now, plan.audit_actor, PAYMENT_ACTION, plan.entity, data_text
             ),
-            "i_scope": plan.idem_scope,
-            "i_key": plan.idem_key,
-            "i_hash": plan.idem_hash,
+            "i_scope": plan.idem.scope if plan.idem else "",
+            "i_key": plan.idem.key if plan.idem else None,
+            "i_hash": plan.idem.request_hash if plan.idem else "",
             "i_status": plan.result.status,
-            "i_response": None if plan.idem_key is None else canonical_json(plan.result.body),
+            "i_response": None if plan.idem is None else canonical_json(plan.result.body),
         }
         try:
             self.db.write_one(lambda conn: sql.run(conn, sql.PAY_ORDER_CALL, params).fetchall())
@@ -1567,7 +1478,7 @@ class Institution:
                     "the customer's balance is too low for this payment"
                 ) from None
             if state == sql.PAY_IDEMPOTENCY_TAKEN:
-                raise _AlreadyStored from None
+                raise idempotency.Answered(None) from None
             raise
         return plan.result
 
@@ -1693,7 +1604,6 @@ class Institution:
                     ),
                 },
             )
-            self._idem_store(conn, plan.idem_scope, plan.idem_key, plan.idem_hash, plan.result, now)
             return plan.result
 
         return tx
@@ -1796,8 +1706,7 @@ class Institution:
         """Refund all (``amount`` None) or part of a paid order; never more than was paid."""
         amount = None if amount is None else guards.amount(amount)
         reason = guards.optional_text(reason, param="reason", max_chars=200)
-        scope = f"refund:{mid}"
-        req_h = request_hash({"order_id": order_id, "amount": amount, "reason": reason})
+        req = refund_request(mid, idempotency_key, order_id, amount, reason)
         now = self.now()
         refund_id = new_id("re_", 16)
 
@@ -1886,11 +1795,9 @@ class Institution:
                 entity=f"order:{mid}:{order_id}",
                 data=data | {"reason": reason},
             )
-            result = Stored(201, data | {"status": "succeeded", "created_at": now})
-            self._idem_store(conn, scope, idempotency_key, req_h, result, now)
-            return result
+            return Stored(201, data | {"status": "succeeded", "created_at": now})
 
-        return self._idempotent(scope, idempotency_key, req_h, tx)
+        return idempotency.execute(self.db, req, now, tx)
 
     # --- events ------------------------------------------------------------------------------
 

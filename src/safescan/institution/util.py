@@ -41,3 +41,15 @@ def key32(text: str, *, param: str) -> bytes:
     if len(raw) != 32:
         raise InvalidRequest(f"{param} must be a 32-byte key (base64 or hex)", param=param)
     return raw
+
+
+def currency_numeric(code: str | int) -> int:
+    """The ISO 4217 numeric code of ``code`` (alpha or numeric); :class:`InvalidRequest`
+    (``param="currency"``) for a currency this institution does not know."""
+    from safescan.code.currency import currency
+    from safescan.code.errors import SafescanError
+
+    try:
+        return currency(code).numeric
+    except SafescanError as exc:
+        raise InvalidRequest(exc.message, param="currency") from None

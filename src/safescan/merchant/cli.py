@@ -10,6 +10,8 @@
 
 The configuration (institution URL, merchant id, API key, pinned institution keys) is read
 from ``--config``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.json``.
+Exit status: 0 done, 2 error (nothing done), 5 sent but the outcome is not known yet (``refund``
+prints the Idempotency-Key to learn it with).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 import getpass
 import json
 import re
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -50,7 +53,7 @@ from safescan.merchant.journal import Journal
 from safescan.merchant.onboard import AdminApi, check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.staff import StaffError, StaffStore
-from safescan.remote import InstitutionUnreachable, read_admin_token
+from safescan.remote import InstitutionUnreachable, OutcomeUnknown, read_admin_token
 
 merchant_app = typer.Typer(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
@@ -66,6 +69,7 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 EXIT_STALE = 3  # `pos orders`: shown, but some states could not be checked
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+EXIT_UNKNOWN = 5  # `refund`: sent, the outcome is not known yet (the key is printed)
 
 
 def _fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
@@ -438,19 +442,21 @@ def refund(
     idempotency_key: Annotated[
         str | None,
         typer.Option(
-            help="retrying with the same key gives the same refund, never a second one"
-            " (default: a new key)"
+            help="retrying with the same key gives the same refund, never a second one; the key"
+            " of a refund whose outcome was not known learns it (default: a new key)"
         ),
     ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Refund an order fully or partly.
+    """Refund an order fully or partly, never twice: one Idempotency-Key, retried and looked
+    up until the outcome is known.
 
-    If the answer is lost (network, timeout), run the same command again with the same
-    --idempotency-key: the institution answers with the refund it already made.
+    If the outcome is still not known (exit status 5), run the same command again with the
+    printed --idempotency-key: the institution answers with the refund it made, or with none.
     """
     cfg = _load(config, as_json)
+    key = idempotency_key or "ref-" + secrets.token_urlsafe(16)
     try:
         if amount is not None and amount <= 0:
             raise InvalidRequest("the amount must be positive (minor units)", param="amount")
@@ -460,12 +466,21 @@ def refund(
                 param="idempotency_key",
             )
         with MerchantApi(cfg) as api:
-            doc = api.refund(order_id, amount, reason=reason, idempotency_key=idempotency_key)
+            doc = api.refund(order_id, amount, reason=reason, idempotency_key=key)
         journal = Journal(cfg.journal_path)
         try:
             journal.update(order_id, {"state": doc.get("order_state"), **doc})
         finally:
             journal.close()
+    except OutcomeUnknown as exc:
+        if as_json:
+            emit_json({"error": exc.to_dict() | {"idempotency_key": key}})
+        else:
+            err_console.print(
+                f"[yellow]refund outcome not known yet[/]: {exc.message}. Run the same command"
+                f" with --idempotency-key {key} to learn it (it will never refund twice)"
+            )
+        raise typer.Exit(EXIT_UNKNOWN) from None
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
     if as_json:

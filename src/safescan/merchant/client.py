@@ -37,6 +37,7 @@ from safescan.remote import (
     decode_answer,
     encode_json,
     error_from_response,
+    send_until_known,
     verify_receipt,
 )
 
@@ -154,10 +155,13 @@ def _verified(
 class MerchantApi:
     """Signed calls to the institution's merchant API, for one merchant."""
 
-    def __init__(self, config: PosConfig, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, config: PosConfig, *, timeout: float = 10.0, tries: int = 3, lookups: int = 3
+    ) -> None:
         self.config = config
         self.key = config.api_key
         self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
+        self.tries, self.lookups = tries, lookups  # see _until_known
 
     def close(self) -> None:
         """Close connections."""
@@ -174,18 +178,20 @@ class MerchantApi:
         """The merchant this terminal belongs to."""
         return self.config.merchant_id
 
-    def signed_headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
-        """Authentication headers for one request."""
-        return sign_request(self.key, self.merchant_id, method, path, body)
+    def signed_headers(
+        self, method: str, path: str, body: bytes = b"", *, idempotency_key: str | None = None
+    ) -> dict[str, str]:
+        """Authentication headers for one request (the Idempotency-Key signed among them)."""
+        return sign_request(
+            self.key, self.merchant_id, method, path, body, idempotency_key=idempotency_key
+        )
 
     def _call(
         self, method: str, path: str, payload: Any = None, *, idempotency_key: str | None = None
     ) -> Any:
         body = b"" if payload is None else encode_json(payload)
-        headers = self.signed_headers(method, path, body)
+        headers = self.signed_headers(method, path, body, idempotency_key=idempotency_key)
         headers["Content-Type"] = "application/json"
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
         return decode_answer(self.remote.send(method, path, body=body, headers=headers))
 
     # --- orders -------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ class MerchantApi:
         if reference:
             payload["reference"] = reference
         key = idempotency_key or "ord-" + secrets.token_urlsafe(16)
-        doc = self._call("POST", "/v1/merchant/orders", payload, idempotency_key=key)
+        doc = self._until_known("/v1/merchant/orders", payload, key, "order")
         try:
             order = Order(
                 order_id=str(doc["order_id"]),
@@ -273,18 +279,48 @@ class MerchantApi:
         reason: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Refund an order fully (``amount`` None) or partly. A retry with the same
-        ``idempotency_key`` gets the same refund back (default: a fresh key)."""
+        """Refund an order fully (``amount`` None) or partly.
+
+        Sent with one Idempotency-Key until its outcome is known (retried on timeouts, then
+        looked up: see :func:`safescan.remote.send_until_known`). Raises the institution's
+        typed refusal or :class:`~safescan.remote.RequestNotProcessed` when it is certain that
+        no refund was made, and :class:`~safescan.remote.OutcomeUnknown` (with the key, to look
+        it up later with :meth:`refund_outcome`) when it is not known."""
         payload: dict[str, Any] = {}
         if amount is not None:
             payload["amount"] = amount
         if reason:
             payload["reason"] = reason
         key = idempotency_key or "ref-" + secrets.token_urlsafe(16)
-        return dict(
-            self._call(
-                "POST", f"/v1/merchant/orders/{order_id}/refunds", payload, idempotency_key=key
-            )
+        path = f"/v1/merchant/orders/{order_id}/refunds"
+        return dict(self._until_known(path, payload, key, "refund"))
+
+    def refund_outcome(
+        self,
+        order_id: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """What a refund whose answer was lost did (the same arguments and key): its lookup,
+        which also settles it. ``{"outcome": "succeeded" | "refused" | "not_processed"}``."""
+        payload: dict[str, Any] = {}
+        if amount is not None:
+            payload["amount"] = amount
+        if reason:
+            payload["reason"] = reason
+        path = f"/v1/merchant/orders/{order_id}/refunds/lookup"
+        return dict(self._call("POST", path, payload, idempotency_key=idempotency_key))
+
+    def _until_known(self, path: str, payload: Any, key: str, what: str) -> Any:
+        """POST with ``key`` until the outcome is known (each attempt signed afresh)."""
+        return send_until_known(
+            lambda: self._call("POST", path, payload, idempotency_key=key),
+            lambda: self._call("POST", path + "/lookup", payload, idempotency_key=key),
+            what,
+            tries=self.tries,
+            lookups=self.lookups,
         )
 
     def payment(self, payment_id: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from safescan.merchant.websec import (
     sign_in_throttle,
     staff_sessions,
 )
-from safescan.remote import InstitutionUnreachable
+from safescan.remote import InstitutionUnreachable, OutcomeUnknown
 
 log = logging.getLogger("safescan.merchant.web")
 
@@ -152,6 +152,8 @@ class PosState:
 
 
 def _status_for(exc: SafescanError) -> int:
+    if isinstance(exc, OutcomeUnknown):
+        return 504  # sent, outcome not known: the page says so, never "not refunded"
     if isinstance(exc, InstitutionUnreachable):
         return 502
     status = getattr(exc, "status", None)

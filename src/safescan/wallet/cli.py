@@ -6,11 +6,13 @@
     safescan wallet history        (verified receipts, with the refunds the institution made)
     safescan wallet balance        (balances, payments and refunds, read with the key carrier)
     safescan wallet change-pin
+    safescan wallet pending        (payments whose outcome is not known yet: ask again)
     safescan wallet status         (institution keys, revocation list, the carrier's counters)
     safescan wallet serve          (the mobile web app: camera scan, PIN pad; safescan.wallet.web)
 
 Exit status of ``scan``: 0 paid, 1 declined by you, 2 error (nothing paid), 3 not a safescan
-payment code (EMV, link, text: shown only), 4 code refused before any question.
+payment code (EMV, link, text: shown only), 4 code refused before any question, 5 sent but the
+outcome is not known yet (the wallet keeps it: ``safescan wallet pending``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
 from safescan.code.output import emit_json, fail
 from safescan.wallet.account import change_pin, history_with_refunds, read_statement
-from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, WalletError
+from safescan.wallet.errors import (
+    CodeRefusedByWallet,
+    PaymentNotMade,
+    PaymentOutcomeUnknown,
+    WalletError,
+)
 from safescan.wallet.flow import Offer, Scan, Wallet, enroll
 from safescan.wallet.store import default_dir
 from safescan.wallet.web.run import serve_command
@@ -59,7 +66,7 @@ DirOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
-EXIT_DECLINED, EXIT_ERROR, EXIT_NOT_PAYABLE, EXIT_REFUSED = 1, 2, 3, 4
+EXIT_DECLINED, EXIT_ERROR, EXIT_NOT_PAYABLE, EXIT_REFUSED, EXIT_UNKNOWN = 1, 2, 3, 4, 5
 
 
 def _fail(exc: SafescanError, status: int = EXIT_ERROR, *, as_json: bool = False) -> typer.Exit:
@@ -313,7 +320,12 @@ def _scan(
                 Panel(
                     Text(visible(exc.message)),
                     title=f"[bold red]REFUSED: {term(exc.reason.replace('_', ' '))}[/]",
-                    subtitle="nothing was paid; you were not asked anything",
+                    subtitle=(
+                        "an earlier payment of this code is not confirmed yet:"
+                        " safescan wallet pending"
+                        if exc.reason == "outcome_unknown"
+                        else "nothing was paid; you were not asked anything"
+                    ),
                     border_style="red",
                 )
             )
@@ -355,6 +367,19 @@ def _scan(
                     amount=pay_amount if doc["kind"] == "static" else None,
                     on_confirm=look_at_the_carrier,
                 )
+        except PaymentOutcomeUnknown as exc:
+            if as_json:
+                _emit({"result": "unknown", "error": exc.to_dict()})
+            else:
+                console.print(
+                    Panel(
+                        Text(exc.message),
+                        title="[bold yellow]OUTCOME NOT KNOWN YET[/]",
+                        subtitle="do not pay again: run `safescan wallet pending`",
+                        border_style="yellow",
+                    )
+                )
+            raise typer.Exit(EXIT_UNKNOWN) from None
         except SafescanError as exc:
             raise _scan_fail(exc, as_json) from None
     out = paid.to_json()
@@ -458,6 +483,37 @@ def _print_statement_payments(payments: list[dict[str, Any]]) -> None:
             term(p["payment_id"]),
         )
     console.print(table)
+
+
+@wallet_app.command()
+def pending(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
+    """Payments sent whose outcome is not known yet: ask the institution again.
+
+    Each is reported ``paid`` (its verified receipt is now in the history), ``not_charged``
+    (certain: the institution never processed it, or refused it) or still ``unknown``. Exit
+    status 0 when every outcome is known, 5 while one is still unknown.
+    """
+    try:
+        with Wallet.load(wallet_dir) as wallet:
+            results = wallet.resolve_pending()
+    except SafescanError as exc:
+        raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json({"pending": results})
+    elif not results:
+        console.print("no payment with an unknown outcome")
+    for r in results if not as_json else []:
+        p = r["pending"]
+        cur = lookup_currency(p["currency"])
+        what = f"{cur.format(p['amount'])} to {p['merchant_name']} ({_when(p['created_at'])})"
+        if r["outcome"] == "paid":
+            console.print(f"[green]paid[/] {what}: payment {r['payment']['payment_id']}")
+        elif r["outcome"] == "not_charged":
+            console.print(f"[cyan]not charged[/] {what}: {r['message']}")
+        else:
+            console.print(f"[yellow]still unknown[/] {what}: {r['message']}")
+    if any(r["outcome"] == "unknown" for r in results):
+        raise typer.Exit(EXIT_UNKNOWN)
 
 
 @wallet_app.command()

@@ -61,3 +61,15 @@ class ReceiptInvalid(WalletError):
     """The institution's receipt does not verify or does not match what was approved."""
 
     code = "receipt_invalid"
+
+
+class PaymentOutcomeUnknown(WalletError):
+    """The payment was sent but its outcome is not known: the institution did not answer and
+    could not be asked. It may or may not have been charged; the wallet keeps it pending and
+    finds out later (``Wallet.resolve_pending``, ``safescan wallet pending``)."""
+
+    code = "payment_outcome_unknown"
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key

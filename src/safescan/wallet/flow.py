@@ -17,8 +17,6 @@ institution says is paid, closed or expired.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,8 +50,8 @@ from safescan.code.source import read_source
 from safescan.remote import (
     InstitutionHttp,
     InstitutionUnreachable,
-    verify_receipt,
 )
+from safescan.wallet import pending
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
@@ -63,7 +61,7 @@ from safescan.wallet.errors import (
     WalletError,
 )
 from safescan.wallet.revocations import update_card
-from safescan.wallet.store import History, WalletConfig
+from safescan.wallet.store import History, PendingPayment, WalletConfig
 
 MAX_TEXT_INPUT = 8192
 
@@ -195,20 +193,31 @@ def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict
 class Wallet:
     """One customer's wallet: configuration, history, and the way to the carrier."""
 
-    def __init__(self, config: WalletConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: WalletConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+        tries: int = 3,
+        lookups: int = 3,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.history = History(config.history_path)
-        self.remote = InstitutionHttp(config.institution_url, timeout=10.0)
+        self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
+        # a payment is sent up to `tries` times, then looked up up to `lookups` times, before
+        # the wallet says its outcome is not known (see safescan.wallet.pending)
+        self.tries, self.lookups = tries, lookups
         self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
         self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
         self._model = CarrierModel.PLAIN  # of the carrier last connected
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> Wallet:
-        """Open the wallet stored in ``directory``."""
-        return cls(WalletConfig.load(directory))
+    def load(cls, directory: Path | None = None, **options: Any) -> Wallet:
+        """Open the wallet stored in ``directory`` (``options``: see :class:`Wallet`)."""
+        return cls(WalletConfig.load(directory), **options)
 
     def close(self) -> None:
         """Close files and connections."""
@@ -426,6 +435,16 @@ class Wallet:
                 " this merchant-signed code: refused until it can",
                 reason="revocations_stale",
             )
+        for p in self.history.pending(contents.digest):  # sent before, outcome not known
+            if self._resolve(p)["outcome"] in ("paid", "unknown"):
+                break
+        if self.history.pending(contents.digest):
+            raise CodeRefusedByWallet(
+                "a payment of this exact code was sent and is not confirmed yet: this wallet"
+                " is finding out whether it went through (safescan wallet pending); do not pay"
+                " again until it knows",
+                reason="outcome_unknown",
+            )
         paid = self.history.paid_code(contents.digest)
         if paid is not None:
             raise CodeRefusedByWallet(
@@ -461,16 +480,58 @@ class Wallet:
             ) from None
         return doc if isinstance(doc, dict) else None
 
-    def pay_authorization(self, text: str, authorization: bytes) -> dict[str, Any]:
-        """POST the code and the carrier's authorization; one retry with the same key."""
-        key = "pay-" + hashlib.sha256(authorization).hexdigest()[:40]
-        payload = {"code": text, "authorization": base64.b64encode(authorization).decode()}
-        headers = {"Idempotency-Key": key}
+    def pay_authorization(self, p: PendingPayment) -> dict[str, Any]:
+        """Send a remembered payment until its outcome is known (see
+        :func:`safescan.wallet.pending.submit`); returns the success answer."""
+        return pending.submit(self.remote, p, tries=self.tries, lookups=self.lookups)
+
+    def resolve_pending(self) -> list[dict[str, Any]]:
+        """Ask the institution about every payment whose outcome is not known (its status
+        lookup, which also makes sure a payment it never processed never will be); keep the
+        receipt of each that went through. One entry per payment: ``outcome`` is ``paid``
+        (with ``payment``), ``not_charged`` (with ``message``) or ``unknown`` (still)."""
+        return [self._resolve(p) for p in self.history.pending()]
+
+    def _resolve(self, p: PendingPayment) -> dict[str, Any]:
+        out: dict[str, Any] = {"pending": p.to_json()}
         try:
-            return dict(self.remote.call("POST", "/v1/payments", payload, headers=headers))
-        except InstitutionUnreachable:
-            time.sleep(0.3)
-            return dict(self.remote.call("POST", "/v1/payments", payload, headers=headers))
+            doc = pending.lookup_once(self.remote, p)
+        except SafescanError as exc:
+            return out | {"outcome": "unknown", "message": exc.message}
+        state = doc.get("outcome")
+        if state == "succeeded" and isinstance(doc.get("payment"), dict):
+            try:
+                paid = self._keep(p, doc["payment"])
+            except ReceiptInvalid as exc:
+                return out | {"outcome": "unknown", "message": exc.message}
+            return out | {"outcome": "paid", "payment": paid.to_json()}
+        if state in ("refused", "not_processed"):
+            self.history.drop_pending(p.idempotency_key)
+            error = doc.get("error")
+            detail = error.get("message") if isinstance(error, dict) else None
+            message = str(detail or doc.get("message") or state)
+            return out | {"outcome": "not_charged", "message": message}
+        return out | {"outcome": "unknown", "message": "the institution's answer is malformed"}
+
+    def _keep(self, p: PendingPayment, answer: dict[str, Any]) -> Payment:
+        """Verify the answer's receipt against what was approved, and keep it."""
+        try:
+            receipt = pending.check_receipt(answer, p, self.config.trust)
+        except SafescanError as exc:
+            raise ReceiptInvalid(
+                f"the institution's receipt does not verify: {exc.message}"
+            ) from None
+        self.history.add(
+            receipt,
+            merchant_name=p.merchant_name,
+            merchant_city=p.merchant_city,
+            items=p.items,
+            pending_key=p.idempotency_key,
+        )
+        cur = lookup_currency(receipt.currency)
+        return Payment(
+            receipt, p.merchant_name, p.merchant_city, cur.format(receipt.amount), p.authorization
+        )
 
 
 class Offer:
@@ -601,43 +662,28 @@ class Offer:
                 f"the key carrier did not sign: {exc.message}; no payment was made",
                 cause=exc.code,
             ) from None
-        try:
-            answer = self.wallet.pay_authorization(self.text, auth.to_bytes())
-        except InstitutionUnreachable as exc:
-            raise PaymentNotMade(
-                f"{exc.message}; no payment was made (nothing was charged)",
-                cause=exc.code,
-            ) from None
-        except SafescanError as exc:
-            raise PaymentNotMade(
-                f"the institution refused the payment: {exc.message}", cause=exc.code
-            ) from None
-        try:
-            receipt = verify_receipt(
-                str(answer.get("receipt", "")),
-                self.wallet.config.trust,
-                merchant_id=c.merchant.id,
-                order_id=c.order_id or None,
-                amount=pay_amount,
-                currency=pay_currency,
-                code_digest=c.digest,
-            )
-        except SafescanError as exc:
-            raise ReceiptInvalid(
-                f"the institution's receipt does not verify: {exc.message}"
-            ) from None
-        if receipt.payment_id != answer.get("payment_id"):
-            raise ReceiptInvalid("the receipt is for another payment")
-        cur = lookup_currency(receipt.currency)
-        self.wallet.history.add(
-            receipt,
+        raw = auth.to_bytes()
+        p = PendingPayment(
+            idempotency_key=pending.idempotency_key(raw),
+            created_at=self.wallet.now(),
+            code_text=self.text,
+            authorization=raw,
+            merchant_id=c.merchant.id,
             merchant_name=c.merchant.name,
             merchant_city=c.merchant.city,
+            order_id=c.order_id or "",
+            amount=pay_amount,
+            currency=pay_currency,
             items=[[i.name, i.quantity, i.unit_price] for i in c.items],
+            code_digest=c.digest,
         )
-        return Payment(
-            receipt, c.merchant.name, c.merchant.city, cur.format(receipt.amount), auth.to_bytes()
-        )
+        self.wallet.history.add_pending(p)  # before sending: a lost answer can be looked up
+        try:
+            answer = self.wallet.pay_authorization(p)
+        except PaymentNotMade:
+            self.wallet.history.drop_pending(p.idempotency_key)  # certain: nothing charged
+            raise
+        return self.wallet._keep(p, answer)
 
 
 def _not_payable_message(scan: Scan) -> str:
@@ -668,4 +714,13 @@ def _refusal_message(reason: str, detail: str) -> str:
 
 from safescan.wallet.enroll import enroll  # noqa: E402 - re-exported (the public API)
 
-__all__ = ["Offer", "Payment", "Scan", "Wallet", "enroll"]
+__all__ = [
+    "Offer",
+    "Payment",
+    "Scan",
+    "Wallet",
+    "classify",
+    "describe_contents",
+    "enroll",
+    "read_input",
+]

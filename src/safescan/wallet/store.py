@@ -6,7 +6,8 @@ A wallet directory (``--wallet-dir``, else ``$SAFESCAN_WALLET_DIR``, else
     wallet.json        institution URL, carrier URL, pinned institution keys, customer id,
                        carrier serial (no secrets: the keys live in the key carrier)
     crl.cbor           the last signed revocation list fetched (used when offline)
-    history.sqlite3    verified receipts of the payments made
+    history.sqlite3    verified receipts of the payments made, and the payments whose outcome
+                       is not known yet (sent, unanswered: kept until the institution says)
 """
 
 from __future__ import annotations
@@ -112,7 +113,53 @@ CREATE TABLE IF NOT EXISTS payments (
     receipt       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS payments_digest ON payments (code_digest);
+CREATE TABLE IF NOT EXISTS pending (
+    idempotency_key TEXT PRIMARY KEY,
+    created_at      INTEGER NOT NULL,
+    code_text       TEXT NOT NULL,
+    authorization   TEXT NOT NULL,
+    merchant_id     TEXT NOT NULL,
+    merchant_name   TEXT NOT NULL,
+    merchant_city   TEXT NOT NULL,
+    order_id        TEXT NOT NULL,
+    amount          INTEGER NOT NULL,
+    currency        INTEGER NOT NULL,
+    items           TEXT NOT NULL,
+    code_digest     TEXT NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class PendingPayment:
+    """A payment sent (or about to be) whose outcome the wallet does not know yet: what is
+    needed to ask the institution (the code, the carrier's authorization, the key) and to check
+    the receipt it may answer with (merchant, order, amount, currency, code digest)."""
+
+    idempotency_key: str
+    created_at: int
+    code_text: str
+    authorization: bytes
+    merchant_id: str
+    merchant_name: str
+    merchant_city: str
+    order_id: str
+    amount: int
+    currency: int
+    items: list[list[Any]]
+    code_digest: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (without the authorization)."""
+        return {
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at,
+            "merchant_id": self.merchant_id,
+            "merchant_name": self.merchant_name,
+            "order_id": self.order_id,
+            "amount": self.amount,
+            "currency": self.currency,
+        }
 
 
 class History:
@@ -137,10 +184,13 @@ class History:
         merchant_name: str,
         merchant_city: str,
         items: list[list[Any]],
+        pending_key: str | None = None,
     ) -> None:
-        """Store a verified receipt."""
+        """Store a verified receipt (and forget the pending payment it settles, atomically)."""
         try:
             with self.db:
+                if pending_key is not None:
+                    self.db.execute("DELETE FROM pending WHERE idempotency_key = ?", (pending_key,))
                 self.db.execute(
                     "INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -159,6 +209,65 @@ class History:
                 )
         except sqlite3.Error as exc:
             raise WalletError(f"cannot write the payment history: {exc}") from None
+
+    def add_pending(self, p: PendingPayment) -> None:
+        """Remember a payment before it is sent (so a lost answer can be looked up later)."""
+        try:
+            with self.db:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        p.idempotency_key,
+                        p.created_at,
+                        p.code_text,
+                        base64.b64encode(p.authorization).decode("ascii"),
+                        p.merchant_id,
+                        p.merchant_name,
+                        p.merchant_city,
+                        p.order_id,
+                        p.amount,
+                        p.currency,
+                        json.dumps(p.items, ensure_ascii=False),
+                        p.code_digest.hex(),
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise WalletError(f"cannot write the payment history: {exc}") from None
+
+    def drop_pending(self, key: str) -> None:
+        """Forget a pending payment whose outcome is now known (not charged)."""
+        try:
+            with self.db:
+                self.db.execute("DELETE FROM pending WHERE idempotency_key = ?", (key,))
+        except sqlite3.Error as exc:
+            raise WalletError(f"cannot write the payment history: {exc}") from None
+
+    def pending(self, digest: bytes | None = None) -> list[PendingPayment]:
+        """Payments whose outcome is not known yet (of one code, with ``digest``), oldest
+        first."""
+        query = "SELECT * FROM pending"
+        args: tuple[Any, ...] = ()
+        if digest is not None:
+            query += " WHERE code_digest = ?"
+            args = (digest.hex(),)
+        rows = self.db.execute(query + " ORDER BY created_at, idempotency_key", args).fetchall()
+        return [
+            PendingPayment(
+                idempotency_key=r[0],
+                created_at=int(r[1]),
+                code_text=r[2],
+                authorization=base64.b64decode(r[3]),
+                merchant_id=r[4],
+                merchant_name=r[5],
+                merchant_city=r[6],
+                order_id=r[7],
+                amount=int(r[8]),
+                currency=int(r[9]),
+                items=json.loads(r[10]),
+                code_digest=bytes.fromhex(r[11]),
+            )
+            for r in rows
+        ]
 
     def paid_code(self, digest: bytes) -> str | None:
         """The payment id if this exact code was already paid from this wallet."""

@@ -257,7 +257,8 @@ def _check_cert_bytes(ctx: Context, r: Row) -> Iterator[str]:
 
 def check_carriers(ctx: Context) -> Iterator[str]:
     """Every key carrier: enrolled as logged, its certificate's key, its status, and its counter
-    equal to the highest counter of its payments (the authorizations it signed)."""
+    equal to the highest counter of its payments (the authorizations it signed) and of the
+    authorizations a status lookup withdrew (logged ``payment.withdrawn``)."""
     enrolls = {e.data.get("serial"): e for e in ctx.journal.of("carrier.enroll")}
     revoked = {e.entity for e in ctx.journal.of("carrier.revoke")}
     certs = ctx.by_pk("certificates", "serial")
@@ -265,6 +266,10 @@ def check_carriers(ctx: Context) -> Iterator[str]:
     counters: dict[int, int] = {}
     for p in ctx.rows("payments"):
         counters[p["carrier_serial"]] = max(counters.get(p["carrier_serial"], -1), p["counter"])
+    for w in ctx.journal.of("payment.withdrawn"):  # a status lookup fenced the counter
+        serial, counter = w.data.get("carrier_serial"), w.data.get("counter")
+        if isinstance(serial, int) and isinstance(counter, int):
+            counters[serial] = max(counters.get(serial, -1), counter)
     for r in ctx.rows("carriers"):
         serial = r["serial"]
         what = f"carrier {serial}"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from safescan.api.encoding import b64e
+from safescan.api.errors import error_class
 from safescan.code.envelope import decode_text
 from safescan.code.errors import SafescanError
 from safescan.institution.auditing.context import SKEW, Context, Row, differs, index
@@ -19,6 +20,10 @@ EVENT_KEYS = {"id", "type", "created", "merchant_id", "data"}
 WEBHOOK_STATES = ("pending", "delivered", "failed", "none")
 NONCE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
+#: errors that are never a key's answer (a retry runs the request again)
+NEVER_STORED = frozenset(
+    {"request_in_progress", "rate_limited", "unauthenticated", "replayed_request"}
+)
 PAYMENT_FIELDS = ("payment_id", "order_id", "amount", "currency", "payer_pseudonym", "paid_at")
 
 
@@ -162,7 +167,8 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
             continue
         kind, _, owner = rec["scope"].partition(":")
         if rec["status_code"] != 201:
-            yield f"{what}: status {rec['status_code']} (only created answers are stored)"
+            yield from _stored_refusal(what, rec["status_code"], body)
+            continue
         if kind == "order":
             o = orders.get((owner, body.get("order_id")))
             if o is None:
@@ -244,6 +250,18 @@ def _code_matches(what: str, body: dict[str, Any], o: Row) -> Iterator[str]:
         yield f"{what}: the stored code is not the order's code"
 
 
+def _stored_refusal(what: str, status: int, body: dict[str, Any]) -> Iterator[str]:
+    """A stored answer that is not a success: a final refusal of the request, or "withdrawn"
+    (a status lookup settled it first); it answers no row, so it must be a well-formed error
+    of a final kind with its own status."""
+    err = body.get("error")
+    cls = error_class(err.get("code", "")) if isinstance(err, dict) else None
+    if cls is None or set(body) != {"error"}:
+        yield f"{what}: status {status} with an answer that is not a known error"
+    elif cls.status != status or not (400 <= status < 500) or cls.code in NEVER_STORED:
+        yield f"{what}: status {status} for {cls.code!r}, which is never a stored answer"
+
+
 def check_nonces_and_rates(ctx: Context) -> Iterator[str]:
     """Request nonces and rate buckets belong to real merchants and hold plausible values (they
     are short-lived anti-replay and rate state: see docs/reliability.md, "Audit")."""
@@ -258,6 +276,12 @@ def check_nonces_and_rates(ctx: Context) -> Iterator[str]:
                 yield f"{what}: the merchant does not exist"
         elif not m["created_at"] <= n["seen_at"] <= ctx.now + SKEW:
             yield f"{what}: seen at {n['seen_at']}, outside the merchant's lifetime"
+    for f in ctx.rows("nonce_floors"):
+        if f["merchant_id"] not in merchants and ctx.readable("merchants"):
+            yield f"nonce floor of {f['merchant_id']}: the merchant does not exist"
+    clock = {r["name"]: r["value"] for r in ctx.rows("elapsed_clock")}
+    if ctx.readable("elapsed_clock") and set(clock) != {"elapsed_ms"}:
+        yield f"elapsed clock: rows {sorted(clock)}, expected exactly 'elapsed_ms'"
     for b in ctx.rows("merchant_rate"):
         what = f"rate bucket of {b['merchant_id']}"
         m = merchants.get(b["merchant_id"])

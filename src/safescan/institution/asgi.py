@@ -1,0 +1,167 @@
+"""ASGI plumbing of the institution's API: the body limit that buffers every request body
+(413 beyond the limit, before any parsing), the framework-free fast routes, and the answers
+to exceptions no handler expected (out of file descriptors: a typed 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from safescan.api.errors import InvalidRequest, OutcomeUnknown
+from safescan.code.errors import SafescanError
+
+log = logging.getLogger("safescan.institution.api")
+
+MAX_BODY = 64 * 1024
+BODY_KEY = "safescan.body"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+FastHandler = Callable[[Scope, bytes, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: buffer the body up to ``limit`` bytes (413 beyond), within
+    ``body_timeout`` seconds (408 and close beyond: a client that stalls half-way through its
+    body cannot hold a connection), then replay it.
+
+    ``fast_routes`` maps (method, path) to a handler that answers from the buffered body
+    directly (the payment hot path); everything else goes on to the FastAPI app.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY,
+        fast_routes: dict[tuple[str, str], FastHandler] | None = None,
+        body_timeout: float = 10.0,
+    ) -> None:
+        self.app, self.limit = app, limit
+        self.fast_routes = fast_routes or {}
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                declared = value
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        while more:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.0))
+            except TimeoutError:
+                await self._too_slow(scope, send)
+                return
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(scope, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        scope[BODY_KEY] = body
+        fast = self.fast_routes.get((scope["method"], scope["path"]))
+        if fast is not None:
+            await fast(scope, body, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_slow(self, scope: Scope, send: Send) -> None:
+        resp = JSONResponse(
+            {
+                "error": {
+                    "type": "RequestTimeout",
+                    "code": "request_timeout",
+                    "message": f"the request body did not arrive within {self.body_timeout:g} s",
+                }
+            },
+            status_code=408,
+            headers={"Connection": "close"},
+        )
+        await resp(scope, _noop_receive, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        exc = InvalidRequest(f"the request body is larger than {self.limit} bytes")
+        exc.status = 413
+        resp = JSONResponse(
+            {"error": {**exc.to_dict(), "code": "body_too_large", "type": "BodyTooLarge"}},
+            status_code=413,
+        )
+        await resp(scope, _noop_receive, send)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, *, retry_after_s: int | None = None
+) -> None:
+    """Send one JSON response (``Retry-After`` when given)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _noop_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def error_body(exc: SafescanError) -> dict[str, Any]:
+    """The JSON error object for ``exc``."""
+    return {"error": exc.to_dict()}
+
+
+INTERNAL_MESSAGE = (
+    "an internal error occurred; if this was a change, its outcome is not known: retry with the"
+    " same Idempotency-Key to learn it"
+)
+INTERNAL_ERROR = {
+    "error": {"type": "InternalError", "code": "internal_error", "message": INTERNAL_MESSAGE}
+}
+
+
+def unexpected_error(exc: Exception) -> SafescanError | None:
+    """An exception no handler expected, logged: the typed error for the ones a client can
+    act on (the process is out of file descriptors: ``503 outcome_unknown``, retry shortly with
+    the same Idempotency-Key), None for an internal error (500)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        log.error("out of file descriptors: %s", exc.strerror)
+        return OutcomeUnknown(
+            "the institution has run out of file descriptors; if this was a change, its outcome"
+            " is not known: retry shortly with the same Idempotency-Key to learn it"
+        )
+    log.error("internal error: %s", type(exc).__name__, exc_info=exc)
+    return None

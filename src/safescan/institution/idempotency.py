@@ -1,0 +1,366 @@
+"""Idempotency keys: a retry with the same key gets the first request's answer, or "in progress".
+
+Every idempotent endpoint (``POST /v1/payments``, ``POST /v1/merchant/orders``, ``POST
+/v1/merchant/orders/{id}/refunds``) runs through :func:`execute`. A key's record (table
+``idempotency_keys``: scope, key, request hash, status, answer) goes through these states:
+
+* **claimed** - the first statement of the transaction that does the work inserts the record
+  (``INSERT ... ON CONFLICT DO NOTHING``) before any business check runs. The claim is the
+  in-flight state: on PostgreSQL the uncommitted row is locked, so a concurrent request with the
+  same key waits for it (at most :data:`CLAIM_WAIT`; then ``409 request_in_progress`` with
+  ``Retry-After``); on SQLite every write runs on the one writer thread, so a second request's
+  claim runs after the first has committed (or rolled back). A claim is never visible as a
+  half-done request: it commits together with the effect and its answer, in one transaction.
+* **answered** - committed with the effect: the success answer, stored in the same transaction
+  as the payment, order or refund it reports. Every later request with the key gets it back.
+* **refused** - the work raised a final business refusal (insufficient funds, already paid,
+  nothing left to refund...): the transaction rolled back, then the refusal is stored as the
+  key's answer in its own transaction (unless another request answered the key in between, whose
+  answer then counts). Retries get the same refusal, even if the state changed since.
+* **withdrawn** - a status lookup (:func:`settle`) found no answer: it stores "withdrawn" as the
+  key's answer, so the original request, should it still arrive, is answered "withdrawn" and does
+  nothing. That is what lets a client that lost the answer learn the outcome for certain.
+
+Crash recovery needs nothing: a claim only exists inside its transaction, so a crashed or killed
+process leaves no claim behind (the database rolls its transaction back); a stalled one (a
+stopped process holding a PostgreSQL transaction) is cut off by the server's
+``idle_in_transaction_session_timeout`` (:data:`~safescan.institution.db.STALLED_TX_TIMEOUT_MS`),
+and until then its key answers "in progress". Errors that are not final (an unavailable
+database, a request still in progress) are never stored: a retry runs the request again.
+
+Requests without a key are not recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from safescan.api.encoding import b64e
+from safescan.api.errors import (
+    IdempotencyConflict,
+    InstitutionError,
+    RateLimited,
+    RequestInProgress,
+    RequestWithdrawn,
+    Unauthenticated,
+    error_from_dict,
+)
+from safescan.institution import sql
+from safescan.institution.db import Database
+from safescan.institution.util import canonical_json
+
+CLAIM_WAIT = "1s"  # PostgreSQL: how long a request waits for another holding its key
+
+_SELECT = (
+    "SELECT request_hash, status_code, response FROM idempotency_keys"
+    " WHERE scope = :scope AND key = :key"
+)
+_CLAIM = (
+    "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response, created_at)"
+    " VALUES (:scope, :key, :hash, :status, :response, :now) ON CONFLICT DO NOTHING"
+)
+_COMPLETE = (
+    "UPDATE idempotency_keys SET status_code = :status, response = :response"
+    " WHERE scope = :scope AND key = :key"
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A response to return: HTTP status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One keyed request: who may use the key (``scope``), the key, the request's hash."""
+
+    scope: str
+    key: str
+    request_hash: str
+
+
+class Answered(Exception):
+    """Internal: the key already has an answer (raised to roll the transaction back)."""
+
+    def __init__(self, stored: Stored | None) -> None:
+        super().__init__("already answered")
+        self.stored = stored
+
+
+def request_hash(value: Any) -> str:
+    """Hash of a request's canonical JSON form (what an Idempotency-Key is bound to)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def payment_request(
+    serial: int, code: str, authorization: bytes, key: str | None
+) -> Request | None:
+    """A payment's Idempotency-Key request (scope: the carrier that signed it)."""
+    if key is None:
+        return None
+    body = {"code": code, "authorization": b64e(authorization)}
+    return Request(f"pay:{serial}", key, request_hash(body))
+
+
+def order_request(
+    mid: str,
+    key: str | None,
+    items: list[tuple[str, int, int]],
+    currency: int,
+    expires_in: int,
+    reference: str | None,
+) -> Request | None:
+    """An order creation's Idempotency-Key request (scope: the merchant)."""
+    if key is None:
+        return None
+    body = {"items": items, "currency": currency, "expires_in": expires_in, "reference": reference}
+    return Request(f"order:{mid}", key, request_hash(body))
+
+
+def refund_request(
+    mid: str, key: str | None, order_id: str, amount: int | None, reason: str | None
+) -> Request | None:
+    """A refund's Idempotency-Key request (scope: the merchant)."""
+    if key is None:
+        return None
+    body = {"order_id": order_id, "amount": amount, "reason": reason}
+    return Request(f"refund:{mid}", key, request_hash(body))
+
+
+def is_final(exc: BaseException) -> bool:
+    """A refusal that is the request's answer (stored for its key): a 4xx business error,
+    not "in progress", "slow down" or an authentication failure."""
+    return (
+        isinstance(exc, InstitutionError)
+        and 400 <= exc.status < 500
+        and not isinstance(exc, RequestInProgress | RateLimited | Unauthenticated)
+    )
+
+
+def lookup(conn: Connection, req: Request) -> Stored | None:
+    """The key's answer, None if it has none; :class:`IdempotencyConflict` if the key was used
+    for another request."""
+    row = sql.run(conn, _SELECT, {"scope": req.scope, "key": req.key}).fetchone()
+    if row is None:
+        return None
+    if row[0] != req.request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request",
+            param="Idempotency-Key",
+        )
+    return Stored(int(row[1]), json.loads(row[2]))
+
+
+def claim(conn: Connection, req: Request, now: int, answer: Stored | None = None) -> None:
+    """Take the key (first statement of the write transaction). With ``answer`` (the work's
+    answer, when it is known in advance) the record is stored answered at once; otherwise call
+    :func:`complete` before the transaction ends. Raises :class:`Answered` if the key already
+    has an answer; on PostgreSQL waits at most :data:`CLAIM_WAIT` for a request holding it."""
+    params = {
+        "scope": req.scope,
+        "key": req.key,
+        "hash": req.request_hash,
+        "status": answer.status if answer is not None else 0,
+        "response": canonical_json(answer.body) if answer is not None else "",
+        "now": now,
+    }
+    if conn.dialect.name == "postgresql":
+        results = sql.run_batch(
+            conn,
+            [
+                (f"SET LOCAL lock_timeout = '{CLAIM_WAIT}'", {}),
+                (_CLAIM, params),
+                ("SET LOCAL lock_timeout = DEFAULT", {}),
+            ],
+        )
+        inserted = results[1][1] == 1
+    else:
+        inserted = sql.run(conn, _CLAIM, params).rowcount == 1
+    if not inserted:
+        raise Answered(lookup(conn, req))
+
+
+def complete(conn: Connection, req: Request, answer: Stored) -> None:
+    """Store the answer of a claimed key (same transaction as the work)."""
+    sql.run(
+        conn,
+        _COMPLETE,
+        {
+            "scope": req.scope,
+            "key": req.key,
+            "status": answer.status,
+            "response": canonical_json(answer.body),
+        },
+    )
+
+
+def replay(stored: Stored) -> Stored:
+    """A stored answer as the caller gets it: the success, or the stored refusal raised."""
+    if stored.status >= 400:
+        raise error_from_dict(stored.body.get("error"), stored.status)
+    return stored
+
+
+def refusal(exc: InstitutionError) -> Stored:
+    """A final refusal as a stored answer."""
+    return Stored(exc.status, {"error": exc.to_dict()})
+
+
+def _store_refusal(db: Database, req: Request, exc: InstitutionError, now: int) -> Stored:
+    """Store a final refusal as the key's answer (in its own transaction); returns the key's
+    answer, which is another request's if that one answered the key first."""
+
+    def tx(conn: Connection) -> Stored:
+        try:
+            claim(conn, req, now, refusal(exc))
+        except Answered as a:
+            if a.stored is None:  # pragma: no cover - the row was just seen
+                raise RequestInProgress("a request with this Idempotency-Key is running") from None
+            return a.stored
+        return refusal(exc)
+
+    return db.write(tx)
+
+
+def transaction(
+    req: Request | None, now: int, work: Callable[[Connection], Stored], answer: Stored | None
+) -> Callable[[Connection], Stored]:
+    """``work`` wrapped for one write transaction: the key claimed first, the answer stored
+    with the effect (at the claim when ``answer`` is known in advance)."""
+
+    def tx(conn: Connection) -> Stored:
+        if req is not None:
+            claim(conn, req, now, answer)
+        result = work(conn)
+        if req is not None and answer is None:
+            complete(conn, req, result)
+        return result
+
+    return tx
+
+
+def execute(
+    db: Database,
+    req: Request | None,
+    now: int,
+    work: Callable[[Connection], Stored],
+    *,
+    answer: Stored | None = None,
+) -> Stored:
+    """Run ``work`` in one transaction, once per key (see the module docstring). ``answer``:
+    the work's answer when it is known before the transaction (stored with the claim)."""
+    if req is not None:
+        stored = db.read(lambda c: lookup(c, req))
+        if stored is not None:
+            return replay(stored)
+    return finish(db, req, now, lambda: db.write(transaction(req, now, work, answer)))
+
+
+def finish(db: Database, req: Request | None, now: int, attempt: Callable[[], Stored]) -> Stored:
+    """Run ``attempt`` (a write that claims ``req`` first) and turn what it raises into the
+    key's answer: the answer another request stored, or a final refusal, stored."""
+    try:
+        return attempt()
+    except Answered as a:
+        return answered(db, req, a)
+    except InstitutionError as exc:
+        if req is None or not is_final(exc):
+            raise
+        return replay(_store_refusal(db, req, exc, now))
+
+
+async def finish_async(
+    db: Database, req: Request | None, now: int, attempt: Awaitable[Stored]
+) -> Stored:
+    """:func:`finish` for an awaitable write (SQLite's writer, from an event loop)."""
+    try:
+        return await attempt
+    except Answered as a:
+        return answered(db, req, a)
+    except InstitutionError as exc:
+        if req is None or not is_final(exc):
+            raise
+        return replay(_store_refusal(db, req, exc, now))
+
+
+def answered(db: Database, req: Request | None, a: Answered) -> Stored:
+    """The answer of a key another request answered first."""
+    stored = a.stored
+    if stored is None and req is not None:
+        stored = db.read(lambda c: lookup(c, req))
+    if stored is None:  # pragma: no cover - the row was committed by the other request
+        raise RequestInProgress(
+            "a request with this Idempotency-Key is still being processed; retry"
+        )
+    return replay(stored)
+
+
+def withdrawn() -> Stored:
+    """The answer a key gets when its outcome was looked up before it was processed."""
+    return refusal(
+        RequestWithdrawn(
+            "this request's outcome was looked up before it was processed, so it never will"
+            " be: nothing was done",
+            param="Idempotency-Key",
+        )
+    )
+
+
+def settle(conn: Connection, req: Request, now: int) -> Stored | None:
+    """For a status lookup: the key's answer, or None after recording "withdrawn" as its
+    answer (the request, should it still arrive, will do nothing)."""
+    try:
+        claim(conn, req, now, withdrawn())
+    except Answered as a:
+        return a.stored
+    return None
+
+
+def outcome(stored: Stored | None, what: str) -> dict[str, Any]:
+    """A lookup's JSON answer from the key's answer (None: nothing was done, and never will
+    be)."""
+    if stored is None or (
+        stored.status >= 400 and stored.body.get("error", {}).get("code") == RequestWithdrawn.code
+    ):
+        return {
+            "outcome": "not_processed",
+            "message": f"the {what} was never processed and never will be: nothing was done",
+        }
+    if stored.status >= 400:
+        return {"outcome": "refused", "status": stored.status, "error": stored.body.get("error")}
+    return {"outcome": "succeeded", "status": stored.status, what: stored.body}
+
+
+__all__ = [
+    "CLAIM_WAIT",
+    "Answered",
+    "Request",
+    "Stored",
+    "answered",
+    "claim",
+    "complete",
+    "execute",
+    "finish",
+    "finish_async",
+    "is_final",
+    "lookup",
+    "order_request",
+    "outcome",
+    "payment_request",
+    "refund_request",
+    "refusal",
+    "replay",
+    "request_hash",
+    "settle",
+    "transaction",
+    "withdrawn",
+]

@@ -1,0 +1,286 @@
+"""SQLite's single writer thread, with group commit, that survives any error of one batch.
+
+SQLite has one writer at a time, and a commit costs more than a payment's statements. One
+thread per process runs every write: it takes all waiting write functions, runs each in its own
+SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction (a failing function rolls back only its
+savepoint and gets its exception), commits once, and only then answers each caller. So nothing
+is acknowledged before it is committed, and a burst of N payments costs one commit.
+
+Failure rules (docs/reliability.md, "The SQLite writer"):
+
+* An error of one batch fails only that batch's futures, with a typed
+  :class:`~safescan.api.errors.StorageError`, and the thread goes on with the next batch, whatever
+  the error is (a database error, ``OSError`` such as ``EMFILE``, anything else).
+* The message says "nothing was recorded" only when the error came before the commit; an error
+  *during* the commit says the outcome is not known (retry with the same Idempotency-Key).
+* A queued write that has not started can be cancelled by a caller that gave up waiting (it
+  then never runs); once its batch holds the write lock it runs to the end.
+* :meth:`GroupCommitter.status` tells health and readiness checks whether the thread is alive,
+  how long the oldest write has waited and what the last batch error was.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+
+from safescan.api.errors import StorageError
+from safescan.institution import sql
+from safescan.institution.db import MAX_ATTEMPTS, data_error, is_retryable, storage_error
+
+T = TypeVar("T")
+log = logging.getLogger("safescan.institution.writer")
+
+_SAVEPOINT = "SAVEPOINT safescan_write"
+_RELEASE = "RELEASE safescan_write"
+
+Work = tuple[Callable[[Connection], Any], Future[Any], float]
+
+
+def _rollback_to_savepoint(conn: Connection) -> None:
+    """Undo one write function's statements; the group's other writes stay."""
+    sql.run(conn, "ROLLBACK TO safescan_write", {})
+    sql.run(conn, _RELEASE, {})
+
+
+def batch_error(exc: BaseException, *, committing: bool) -> StorageError:
+    """The typed error every caller of a failed batch gets."""
+    if isinstance(exc, DBAPIError):
+        err = storage_error(exc)
+    elif isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        err = StorageError(
+            "the institution has run out of file descriptors: nothing was recorded; retry shortly"
+        )
+    elif isinstance(exc, OSError):
+        err = StorageError(
+            f"the database writer hit an operating-system error ({exc.strerror or exc}):"
+            " nothing was recorded; retry shortly"
+        )
+    else:
+        err = StorageError(
+            f"the database writer failed ({type(exc).__name__}): nothing was recorded; retry"
+        )
+    if committing:
+        err = StorageError(
+            "the database failed while committing: the outcome is not known; retry with the"
+            " same Idempotency-Key to learn it"
+        )
+    return err
+
+
+class GroupCommitter:
+    """SQLite's single writer, with group commit (see the module docstring)."""
+
+    def __init__(self, engine: Engine, max_batch: int = 128) -> None:
+        self.engine, self.max_batch = engine, max_batch
+        # Writers of several processes queue on an flock (woken at once on release) instead of
+        # SQLite's busy handler, which sleeps in growing steps. The lock file stays open: a
+        # writer must not need a new descriptor for every batch.
+        database = engine.url.database
+        self._lock_path = f"{database}.writer-lock" if database else None
+        self._lock_fd: int | None = None
+        self._cond = threading.Condition()
+        self._pending: list[Work] = []
+        self._closed = False
+        self.batches = 0
+        self.failed_batches = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.crashed: str | None = None  # why the thread ended, if it ended on its own
+        self._thread = threading.Thread(target=self._run, name="safescan-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs."""
+        return self._thread.is_alive()
+
+    def enqueue(self, fn: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``fn`` for the next group; the future resolves once the group is committed."""
+        fut: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise StorageError("the database is closed")
+            if not self._thread.is_alive():
+                raise StorageError("the database writer has stopped; nothing was recorded")
+            self._pending.append((fn, fut, time.monotonic()))
+            self._cond.notify()
+        return fut
+
+    def status(self) -> dict[str, Any]:
+        """For health and readiness: alive, queue length, oldest wait (s), last error."""
+        with self._cond:
+            oldest = min((t for _, f, t in self._pending if not f.done()), default=None)
+            queued = len(self._pending)
+        return {
+            "alive": self.alive,
+            "queued": queued,
+            "oldest_wait_s": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
+            "batches": self.batches,
+            "failed_batches": self.failed_batches,
+            "last_error": self.last_error,
+            "last_error_age_s": (
+                round(time.monotonic() - self.last_error_at, 1)
+                if self.last_error_at is not None
+                else None
+            ),
+            "crashed": self.crashed,
+        }
+
+    def close(self) -> None:
+        """Finish the queued work and stop the writer thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(10)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _run(self) -> None:
+        batch: list[Work] = []
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closed:
+                        self._cond.wait()
+                    if not self._pending and self._closed:
+                        return
+                    batch = self._pending[: self.max_batch]
+                    del self._pending[: self.max_batch]
+                self._run_batch(batch)
+                batch = []
+        except BaseException as exc:  # noqa: BLE001 - recorded; health reports a dead writer
+            self.crashed = f"{type(exc).__name__}: {exc}"[:200]
+            log.critical("the database writer thread stopped: %s", type(exc).__name__)
+            with self._cond:
+                failed, self._pending = batch + self._pending, []
+            for _, fut, _ in failed:
+                if fut.done():
+                    continue
+                if fut.running() or fut.set_running_or_notify_cancel():
+                    fut.set_exception(StorageError("the database writer stopped; retry"))
+
+    def _lock(self) -> int | None:
+        """The cross-process write lock's descriptor (opened once), locked."""
+        if self._lock_path is None:
+            return None
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return self._lock_fd
+
+    def _run_batch(self, batch: list[Work]) -> None:
+        """Run one batch; whatever goes wrong fails only this batch's futures."""
+        self.batches += 1
+        started = False
+        committing = False
+        try:
+            fd = self._lock()
+            try:
+                # from here the batch runs: callers can no longer withdraw their writes
+                batch = [w for w in batch if w[1].set_running_or_notify_cancel()]
+                started = True
+                if not batch:
+                    return
+                outcomes = self._attempts(batch)
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        except _Committing as exc:
+            committing = True
+            self._fail(batch, exc.cause, committing=True, started=started)
+            return
+        except Exception as exc:  # noqa: BLE001 - any error of one batch: typed, and go on
+            self._fail(batch, exc, committing=committing, started=started)
+            return
+        for fut, result, error in outcomes:
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    def _fail(
+        self, batch: list[Work], exc: BaseException, *, committing: bool, started: bool
+    ) -> None:
+        self.failed_batches += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        self.last_error_at = time.monotonic()
+        log.error("a database write batch failed (%d writes): %s", len(batch), self.last_error)
+        err = batch_error(exc, committing=committing)
+        for _, fut, _ in batch:
+            if not started and not fut.set_running_or_notify_cancel():
+                continue  # withdrawn by its caller
+            fut.set_exception(err)
+
+    def _attempts(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        """Run the batch, retrying it while SQLite is busy; returns each write's outcome."""
+        delay = 0.002
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return self._once(batch)
+            except DBAPIError as exc:
+                if is_retryable(exc) and attempt < MAX_ATTEMPTS - 1:
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise
+        raise StorageError("the database stayed busy; retry later")  # pragma: no cover
+
+    def _once(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        with self.engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                for fn, fut, _ in batch:
+                    # plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles
+                    # a savepoint clause per call, which cost more than a payment's SQL
+                    sql.run(conn, _SAVEPOINT, {})
+                    try:
+                        result = fn(conn)
+                    except DataError:
+                        _rollback_to_savepoint(conn)
+                        outcomes.append((fut, None, data_error()))
+                    except OperationalError as exc:  # e.g. SQLite cannot open a journal file
+                        _rollback_to_savepoint(conn)
+                        outcomes.append((fut, None, storage_error(exc)))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        _rollback_to_savepoint(conn)
+                        outcomes.append((fut, None, exc))
+                    else:
+                        sql.run(conn, _RELEASE, {})
+                        outcomes.append((fut, result, None))
+            except BaseException:
+                trans.rollback()
+                raise
+            try:
+                trans.commit()
+            except DBAPIError:
+                # a COMMIT SQLite refuses commits nothing (the transaction is rolled back when
+                # the connection goes back to the pool): retried if busy, else typed
+                raise
+            except Exception as exc:
+                raise _Committing(exc) from exc
+        return outcomes
+
+
+class _Committing(Exception):
+    """Internal: the commit itself failed (the outcome is not known)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+__all__ = ["GroupCommitter", "batch_error"]

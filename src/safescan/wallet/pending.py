@@ -1,0 +1,122 @@
+"""Sending a payment so that the wallet never tells the customer an outcome it does not know.
+
+A payment is remembered (:class:`~safescan.wallet.store.PendingPayment`) *before* it is sent,
+with the Idempotency-Key derived from the carrier's authorization. Then:
+
+* a success answer (a verified receipt) settles it: the receipt is kept, the pending entry goes;
+* a definite refusal (the institution's typed 4xx answer, "never processed" from the status
+  lookup, or no attempt ever left the phone) settles it too: nothing was charged;
+* anything else (timeouts after sending, a cut connection, "in progress", a server error, and
+  the status lookup unanswered as well) leaves the outcome unknown: the wallet says so
+  (:class:`~safescan.wallet.errors.PaymentOutcomeUnknown`), keeps the entry, and resolves it
+  later with the status lookup (``POST /v1/payments/lookup``), which also makes sure that a
+  payment the institution never processed never will be.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from safescan.code.authorization import Receipt
+from safescan.code.certs import TrustStore
+from safescan.code.errors import SafescanError
+from safescan.remote import (
+    InstitutionHttp,
+    InstitutionUnreachable,
+    OutcomeUnknown,
+    RequestNotProcessed,
+    send_until_known,
+    verify_receipt,
+)
+from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
+from safescan.wallet.store import PendingPayment
+
+PAY = "/v1/payments"
+LOOKUP = "/v1/payments/lookup"
+
+
+def idempotency_key(authorization: bytes) -> str:
+    """The key of a payment: bound to the carrier's authorization (one key per signature)."""
+    return "pay-" + hashlib.sha256(authorization).hexdigest()[:40]
+
+
+def _payload(p: PendingPayment) -> dict[str, str]:
+    return {"code": p.code_text, "authorization": base64.b64encode(p.authorization).decode()}
+
+
+def submit(
+    remote: InstitutionHttp,
+    p: PendingPayment,
+    *,
+    tries: int = 3,
+    lookups: int = 3,
+    backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Send the payment until its outcome is known; returns the success answer.
+
+    Raises :class:`PaymentNotMade` when it is certain nothing was charged and
+    :class:`PaymentOutcomeUnknown` when it is not known.
+    """
+    headers = {"Idempotency-Key": p.idempotency_key}
+    try:
+        answer = send_until_known(
+            lambda: remote.call("POST", PAY, _payload(p), headers=headers),
+            lambda: remote.call("POST", LOOKUP, _payload(p), headers=headers),
+            "payment",
+            tries=tries,
+            lookups=lookups,
+            backoff=backoff,
+            sleep=sleep,
+        )
+    except OutcomeUnknown as exc:
+        raise PaymentOutcomeUnknown(
+            f"{exc.message}. You may or may not have been charged: this wallet keeps the payment"
+            " and finds out as soon as the institution answers (safescan wallet pending)",
+            key=p.idempotency_key,
+        ) from None
+    except RequestNotProcessed as exc:
+        raise PaymentNotMade(
+            f"the institution confirms it never processed this payment ({exc.message});"
+            " nothing was charged",
+            cause=exc.code,
+        ) from None
+    except InstitutionUnreachable as exc:  # never left the phone
+        raise PaymentNotMade(
+            f"{exc.message}; no payment was made (nothing was charged)", cause=exc.code
+        ) from None
+    except SafescanError as exc:
+        raise PaymentNotMade(
+            f"the institution refused the payment: {exc.message}", cause=exc.code
+        ) from None
+    return dict(answer)
+
+
+def check_receipt(answer: dict[str, Any], p: PendingPayment, trust: TrustStore) -> Receipt:
+    """The answer's receipt, verified: signed by the institution, for this very payment
+    (merchant, order, amount, currency, code)."""
+    receipt = verify_receipt(
+        str(answer.get("receipt", "")),
+        trust,
+        merchant_id=p.merchant_id,
+        order_id=p.order_id or None,
+        amount=p.amount,
+        currency=p.currency,
+        code_digest=p.code_digest,
+    )
+    if receipt.payment_id != answer.get("payment_id"):
+        raise SafescanError("the receipt is for another payment")
+    return receipt
+
+
+def lookup_once(remote: InstitutionHttp, p: PendingPayment) -> dict[str, Any]:
+    """One status lookup of a pending payment (settles it at the institution)."""
+    doc = remote.call("POST", LOOKUP, _payload(p), headers={"Idempotency-Key": p.idempotency_key})
+    return dict(doc) if isinstance(doc, dict) else {}
+
+
+__all__ = ["check_receipt", "idempotency_key", "lookup_once", "submit"]

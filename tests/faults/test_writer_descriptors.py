@@ -1,0 +1,550 @@
+"""The SQLite writer thread under faults, and descriptor exhaustion of a real server.
+
+* Injected exceptions of every kind in one batch (``OSError`` EMFILE, a plain ``RuntimeError``,
+  a database error, a failing commit) fail only that batch's writes, with a typed
+  ``StorageError``, and the next batch commits; a writer thread that dies anyway is reported
+  by ``/health`` and replaced at the next write.
+* A write that waits past the deadline is withdrawn if it has not started (it then never runs)
+  or answered "still in progress" if it has.
+* A real server with ``RLIMIT_NOFILE`` 160 and hundreds of idle connections keeps serving
+  writes (idle connections are evicted and timed out; the number of connections stays
+  bounded); a server whose descriptor limit is lowered under it (``prlimit``) answers writes
+  with a typed 503 at once, keeps its writer, and serves again when descriptors are back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import OperationalError
+
+from safescan.api.errors import RequestInProgress, StorageError
+from safescan.institution.db import Database, migrate
+from safescan.institution.models import Counter
+from safescan.institution.writer import GroupCommitter
+from tests.faults.common import audit
+from tests.institution.harness import ServerProcess, World, b64, init_db
+
+# --- in-process: injected exceptions ----------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = Database(f"sqlite:///{tmp_path / 'w.db'}", write_deadline=5)
+    migrate(d.engine)
+    try:
+        yield d
+    finally:
+        d.dispose()
+
+
+def _put(name: str) -> Callable[[Connection], str]:
+    def tx(conn: Connection) -> str:
+        conn.execute(insert(Counter).values(name=name, value=1))
+        return name
+
+    return tx
+
+
+def _names(db: Database) -> set[str]:
+    """The counters the test wrote (not the ones migrations make)."""
+    names = set(db.read(lambda c: c.execute(select(Counter.name)).scalars().all()))
+    return names - {"crl_sequence", "certificate_serial"}
+
+
+class _Once:
+    """Make ``target.attr`` raise ``exc`` on its next call only."""
+
+    def __init__(self, target: Any, attr: str, exc: BaseException) -> None:
+        self.target, self.attr, self.exc = target, attr, exc
+        self.real = getattr(target, attr)
+
+    def __enter__(self) -> _Once:
+        def failing(*a: Any, **k: Any) -> Any:
+            setattr(self.target, self.attr, self.real)
+            raise self.exc
+
+        setattr(self.target, self.attr, failing)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(self.target, self.attr, self.real)
+
+
+INJECTED = [
+    pytest.param(OSError(errno.EMFILE, "Too many open files"), "file descriptors", id="EMFILE"),
+    pytest.param(OSError(errno.ENFILE, "File table overflow"), "file descriptors", id="ENFILE"),
+    pytest.param(OSError(errno.EIO, "Input/output error"), "operating-system", id="EIO"),
+    pytest.param(RuntimeError("a bug"), "RuntimeError", id="RuntimeError"),
+    pytest.param(MemoryError(), "MemoryError", id="MemoryError"),
+    pytest.param(
+        OperationalError("BEGIN", {}, Exception("unable to open database file")),
+        "database",
+        id="database-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("exc", "says"), INJECTED)
+@pytest.mark.parametrize("where", ["lock", "connect"])
+def test_any_error_of_one_batch_fails_only_that_batch(
+    db: Database, exc: BaseException, says: str, where: str
+) -> None:
+    assert db.write(_put("warm")) == "warm"  # the writer runs
+    committer = db._writer()
+    target, attr = (committer, "_lock") if where == "lock" else (db.engine, "connect")
+    with _Once(target, attr, exc):
+        futures = [db.submit(_put(f"lost{i}")) for i in range(3)]
+        for fut in futures:
+            with pytest.raises(StorageError) as info:
+                fut.result(10)
+            assert says in info.value.message
+            assert "nothing was recorded" in info.value.message or says == "database"
+    # the same thread goes on: the next batch commits
+    assert db.write(_put("after")) == "after"
+    assert committer.alive and db._writer() is committer
+    assert _names(db) == {"warm", "after"}
+    status = db.writer_status()
+    assert status["failed_batches"] == 1 and status["restarts"] == 0
+    assert status["last_error"] and type(exc).__name__ in status["last_error"]
+
+
+def test_a_failing_commit_says_the_outcome_is_unknown(db: Database) -> None:
+    db.write(_put("warm"))
+
+    class Boom(Exception):
+        pass
+
+    real_connect = db.engine.connect
+
+    def connect() -> Any:
+        conn = real_connect()
+        real_begin = conn.begin
+
+        class Trans:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def commit(self) -> None:
+                self.inner.commit()  # it did commit: the caller must not be told "nothing"
+                raise Boom("after the commit")
+
+            def rollback(self) -> None:
+                self.inner.rollback()
+
+        def begin() -> Any:
+            return Trans(real_begin())
+
+        conn.begin = begin  # type: ignore[method-assign]
+        return conn
+
+    db.engine.connect = connect  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StorageError) as info:
+            db.write(_put("maybe"))
+    finally:
+        del db.engine.connect
+    assert "not known" in info.value.message and "nothing was recorded" not in info.value.message
+    assert "maybe" in _names(db)  # indeed it was recorded
+    assert db.write(_put("next")) == "next"
+
+
+def test_a_write_error_is_handed_to_its_caller_and_the_rest_commit(db: Database) -> None:
+    def bad(conn: Connection) -> None:
+        conn.execute(insert(Counter).values(name="half", value=1))
+        raise KeyError("only this write")
+
+    futs = [db.submit(_put("a")), db.submit(bad), db.submit(_put("b"))]
+    assert futs[0].result(10) == "a" and futs[2].result(10) == "b"
+    with pytest.raises(KeyError):
+        futs[1].result(10)
+    assert _names(db) == {"a", "b"}
+    assert db.writer_status()["failed_batches"] == 0
+
+
+@pytest.mark.parametrize("kill", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_dead_writer_is_reported_and_replaced(db: Database, kill: type[BaseException]) -> None:
+    db.write(_put("before"))
+    committer = db._writer()
+    with _Once(committer, "_run_batch", kill()):
+        fut = db.submit(_put("lost"))
+        with pytest.raises(StorageError):
+            fut.result(10)
+        committer._thread.join(10)
+    assert not committer.alive
+    status = db.writer_status()
+    assert status["alive"] is False and status["crashed"].startswith(kill.__name__)
+    # the next write gets a new writer, and the restart is counted
+    assert db.write(_put("after")) == "after"
+    status = db.writer_status()
+    assert status["alive"] is True and status["restarts"] == 1
+    assert status["last_crash"].startswith(kill.__name__)
+    assert _names(db) == {"before", "after"}
+
+
+def test_a_write_waiting_past_the_deadline_is_withdrawn_or_in_progress(db: Database) -> None:
+    db.write(_put("warm"))
+    db.write_deadline = 0.3
+    committer = db._writer()
+    hold, entered = threading.Event(), threading.Event()
+    real_lock = committer._lock
+
+    def stuck_lock() -> Any:  # another process holds the write lock
+        entered.set()
+        hold.wait(30)
+        return real_lock()
+
+    committer._lock = stuck_lock  # type: ignore[method-assign]
+    try:
+        first = db.submit(_put("queued-first"))  # its batch waits for the lock
+        assert entered.wait(10)
+        with pytest.raises(StorageError) as info:
+            db.write(_put("withdrawn"))  # queued behind: withdrawn at the deadline
+        assert "withdrawn" in info.value.message and "nothing was recorded" in info.value.message
+    finally:
+        committer._lock = real_lock  # type: ignore[method-assign]
+        hold.set()
+    assert first.result(10) == "queued-first"
+    # a write whose batch already runs is "in progress", never "nothing was done"
+    release = threading.Event()
+
+    def slow(conn: Connection) -> str:
+        conn.execute(insert(Counter).values(name="slow", value=1))
+        release.wait(30)
+        return "slow"
+
+    out: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            db.write(slow)  # its batch runs past the deadline
+        except RequestInProgress as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join(10)
+    release.set()
+    assert out and "not known yet" in out[0].message  # never "nothing was done"
+    deadline = time.monotonic() + 10
+    while "slow" not in _names(db):  # and it does complete
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "withdrawn" not in _names(db) and "queued-first" in _names(db)
+
+
+def test_withdrawn_writes_never_run(db: Database) -> None:
+    db.write(_put("warm"))
+    committer = db._writer()
+    hold = threading.Event()
+    real_lock = committer._lock
+    committer._lock = lambda: (hold.wait(30), real_lock())[1]  # type: ignore[method-assign]
+    try:
+        futs = [db.submit(_put(f"w{i}")) for i in range(5)]
+        time.sleep(0.1)
+        cancelled = [f.cancel() for f in futs[1:]]
+    finally:
+        committer._lock = real_lock  # type: ignore[method-assign]
+        hold.set()
+    assert all(cancelled)
+    assert futs[0].result(10) == "w0"
+    for f in futs[1:]:
+        with pytest.raises(CancelledError):
+            f.result(1)
+    assert _names(db) == {"warm", "w0"}
+
+
+def test_the_lock_file_is_opened_once(db: Database) -> None:
+    for i in range(5):
+        db.write(_put(f"x{i}"))
+    committer: GroupCommitter = db._writer()
+    fd = committer._lock_fd
+    assert fd is not None
+    for i in range(5):
+        db.write(_put(f"y{i}"))
+    assert committer._lock_fd == fd
+
+
+# --- real servers: descriptor exhaustion ------------------------------------------------------
+
+LIMIT = 160
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _serve_with_limit(db: str, keys: Path, limit: int, extra: list[str]) -> ServerProcess:
+    real = subprocess.Popen
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    def popen(*a: Any, **k: Any) -> Any:
+        k["preexec_fn"] = lower
+        return real(*a, **k)
+
+    server = ServerProcess(db, keys, extra=extra)
+    subprocess.Popen = popen  # type: ignore[misc]
+    try:
+        return server.start()
+    finally:
+        subprocess.Popen = real  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _limited_server(orders: int) -> Iterator[tuple[ServerProcess, Any, list[dict[str, Any]], str]]:
+    """A server with RLIMIT_NOFILE :data:`LIMIT` and a 2 s head timeout, a funded carrier and
+    ``orders`` orders; yields (server, carrier, orders, database URL); audits at the end."""
+    with tempfile.TemporaryDirectory(prefix="safescan-fd-") as d:
+        db = f"sqlite:///{Path(d) / 'inst.db'}"
+        token = init_db(db, Path(d) / "keys")
+        server = _serve_with_limit(db, Path(d) / "keys", LIMIT, ["--head-timeout", "2"])
+        w = World(server, token)
+        try:
+            _m, carrier, made = _setup(w, orders)
+            yield server, carrier, made, db
+        finally:
+            w.close()
+            server.stop()
+        assert audit(db)["ok"]
+
+
+def _setup(w: World, n: int) -> tuple[Any, Any, list[dict[str, Any]]]:
+    m = w.merchant("Fd Cafe")
+    cid = w.customer({"EUR": 1_000_000})
+    carrier = w.carrier(cid)
+    return m, carrier, [m.order([("Fd", 1, 100 + i)]) for i in range(n)]
+
+
+def _pay(base_url: str, carrier: Any, o: dict[str, Any], key: str) -> httpx.Response:
+    auth = carrier.authorize(o["code"])
+    with httpx.Client(base_url=base_url, timeout=20) as c:
+        return c.post(
+            "/v1/payments",
+            json={"code": o["code"], "authorization": b64(auth.to_bytes())},
+            headers={"Idempotency-Key": key},
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crowd", ["idle", "slowloris", "after-a-request"])
+def test_idle_connections_cannot_starve_a_server_of_descriptors(crowd: str) -> None:
+    socks: list[socket.socket] = []
+    with _limited_server(8) as (server, carrier, orders, _db):
+        try:
+            assert server.proc is not None
+            pid = server.proc.pid
+            baseline = _open_fds(pid)
+            for i in range(300):  # far more connections than descriptors
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                if crowd == "slowloris":
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+                elif crowd == "after-a-request":  # keep-alive connections left open
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                socks.append(s)
+                if i % 50 == 0:
+                    assert _open_fds(pid) < LIMIT - 16, "connections ate the reserve"
+            ready = httpx.get(server.base_url + "/ready", timeout=10).json()
+            bound = ready["checks"]["connections"]["max_connections"]
+            assert bound <= LIMIT - 100, ready
+            assert _open_fds(pid) < LIMIT - 16
+            # writes go through while the crowd is there
+            for i, o in enumerate(orders[:4]):
+                r = _pay(server.base_url, carrier, o, f"crowd-{crowd}-{i}")
+                assert r.status_code == 201, r.text
+            # idle connections are closed by the server after the head timeout
+            deadline = time.monotonic() + 20
+            while _open_fds(pid) > baseline + 4:
+                assert time.monotonic() < deadline, _open_fds(pid)
+                time.sleep(0.2)
+            for i, o in enumerate(orders[4:]):
+                assert _pay(server.base_url, carrier, o, f"after-{crowd}-{i}").status_code == 201
+            health = httpx.get(server.base_url + "/health", timeout=10)
+            assert health.status_code == 200 and health.json()["writer"]["failed_batches"] == 0
+            stats = httpx.get(server.base_url + "/ready", timeout=10).json()["checks"]
+            assert stats["connections"]["evicted"] + stats["connections"]["timed_out"] >= 100
+        finally:
+            for s in socks:
+                s.close()
+
+
+#: Requests sent while the server has no descriptor left (besides the payments): public reads,
+#: requests the validation refuses, an unknown path (and a payment lookup, built in the test).
+EXHAUSTED_REQUESTS: list[tuple[str, str, Any]] = [
+    ("GET", "/v1/keys", None),
+    ("GET", "/v1/revocation-list", None),
+    ("POST", "/v1/codes/status", {"code": "x"}),
+    ("POST", "/v1/payments", {"code": 1}),
+    ("GET", "/v1/nothing-here", None),
+    ("GET", "/ready", None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writes", [1, 5])
+def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="safescan-fd-") as d:
+        db = f"sqlite:///{Path(d) / 'inst.db'}"
+        keys = Path(d) / "keys"
+        token = init_db(db, keys)
+        setup = ServerProcess(db, keys, extra=["--merchant-rate", "0"]).start()
+        w = World(setup, token)
+        try:
+            _m, carrier, orders = _setup(w, 2 * writes + 1)
+        finally:
+            w.close()
+            setup.stop()
+        # a fresh process: its writer has not opened anything yet
+        server = ServerProcess(db, keys, extra=["--merchant-rate", "0"]).start()
+        assert server.proc is not None
+        pid = server.proc.pid
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=20) as http:
+                assert http.get("/health").status_code == 200  # a pooled connection, kept alive
+                soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_open_fds(pid), hard))
+                try:
+                    for i in range(writes):
+                        o = orders[i]
+                        auth = carrier.authorize(o["code"])
+                        r = http.post(
+                            "/v1/payments",
+                            json={"code": o["code"], "authorization": b64(auth.to_bytes())},
+                            headers={"Idempotency-Key": f"emfile-{i}"},
+                        )
+                        assert r.status_code == 503, r.text
+                        err = r.json()["error"]
+                        assert err["code"] == "storage_error", err
+                        assert r.headers.get("retry-after") == "1"
+                    # every other request is answered, typed: never a 500 or a hang
+                    last = orders[-1]["code"]
+                    signed = b64(carrier.authorize(last).to_bytes())
+                    lookup = {"code": last, "authorization": signed}
+                    for method, path, body in [
+                        *EXHAUSTED_REQUESTS,
+                        ("POST", "/v1/payments/lookup", lookup),
+                    ]:
+                        r = http.request(method, path, json=body)
+                        assert r.status_code != 500, (path, r.text)
+                        if r.status_code >= 500:
+                            err = r.json()["error"]
+                            assert err["code"] in ("storage_error", "outcome_unknown"), err
+                            assert r.headers.get("retry-after") == "1", path
+                    health = http.get("/health")  # the writer is alive, it says what happened
+                    assert health.status_code == 200, health.text
+                    writer = health.json()["writer"]
+                    assert writer["alive"] and writer["restarts"] == 0, writer
+                finally:
+                    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+                # descriptors are back: the same writer serves again, the refused payment too
+                for i in range(writes, 2 * writes + 1):
+                    o = orders[i]
+                    auth = carrier.authorize(o["code"])
+                    r = http.post(
+                        "/v1/payments",
+                        json={"code": o["code"], "authorization": b64(auth.to_bytes())},
+                    )
+                    assert r.status_code == 201, r.text
+                ready = http.get("/ready").json()
+                assert ready["ready"] is True, ready
+                assert ready["checks"]["writer"]["restarts"] == 0
+        finally:
+            server.stop()
+        assert audit(db)["ok"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [0, 10, 999])
+def test_a_stalled_body_is_cut_at_the_deadline(sent: int) -> None:
+    """A client that stops half-way through its body holds its connection only until the
+    deadline: then a typed 408 and the connection closes; the server serves on."""
+    socks: list[socket.socket] = []
+    with _limited_server(2) as (server, carrier, orders, _db):
+        try:
+            for _ in range(10):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                s.sendall(
+                    b"POST /v1/payments HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b"{" * sent
+                )
+                socks.append(s)
+            for s in socks:  # each is answered 408 within the deadline, then closed
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+                assert b'"code":"request_timeout"' in answer
+            for i, o in enumerate(orders):
+                assert _pay(server.base_url, carrier, o, f"stall-{sent}-{i}").status_code == 201
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None:
+    """The API (uvicorn on 127.0.0.1, in a thread) while its writer thread is dead: /health and
+    /ready answer 503 naming the writer; the next write starts a new one; both are 200 again."""
+    import uvicorn
+
+    from safescan.institution.api import create_app
+    from safescan.institution.keystore import KeyStore
+    from safescan.institution.service import Institution
+    from tests.institution.harness import PASSPHRASE
+    from tests.institution.pg import free_port
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    init_db(url, tmp_path / "keys")
+    inst = Institution(Database(url), KeyStore(tmp_path / "keys").load(PASSPHRASE.encode()))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(inst, background=False), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            inst.create_customer("Before")  # the writer runs
+            assert http.get("/health").status_code == 200
+            committer = inst.db._writer()
+            with _Once(committer, "_run_batch", SystemExit()):
+                with pytest.raises(StorageError):
+                    inst.db.submit(_put("lost")).result(10)
+                committer._thread.join(10)
+            health = http.get("/health")
+            assert health.status_code == 503, health.text
+            doc = health.json()
+            assert doc["status"] == "degraded" and doc["writer"]["alive"] is False
+            assert doc["writer"]["crashed"].startswith("SystemExit")
+            assert doc["error"]["code"] == "storage_error"
+            ready = http.get("/ready")
+            assert ready.status_code == 503 and ready.json()["checks"]["writer"]["ok"] is False
+            inst.create_customer("After")  # a new writer
+            assert http.get("/health").status_code == 200
+            checks = http.get("/ready").json()["checks"]
+            assert checks["writer"]["ok"] and checks["writer"]["restarts"] == 1
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        inst.db.dispose()
