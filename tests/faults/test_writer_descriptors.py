@@ -430,7 +430,8 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
                         )
                         assert r.status_code == 503, r.text
                         err = r.json()["error"]
-                        assert err["code"] == "storage_error", err
+                        # at the writer ("nothing was recorded"), or before it ("not known")
+                        assert err["code"] in ("storage_error", "outcome_unknown"), err
                         assert r.headers.get("retry-after") == "1"
                     # every other request is answered, typed: never a 500 or a hang
                     last = orders[-1]["code"]

@@ -154,6 +154,8 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
     orders_pk = ctx.by_pk("orders", "pk")
     payments, refunds = ctx.by_pk("payments", "id"), ctx.by_pk("refunds", "id")
     refund_log = {e.data.get("refund_id"): e for e in ctx.journal.of("refund.create")}
+    carriers = {str(s) for s in ctx.by_pk("carriers", "serial")}
+    merchants = set(ctx.by_pk("merchants", "id"))
     for rec in ctx.rows("idempotency_keys"):
         what = f"idempotency record {rec['scope']}/{rec['key']}"
         if not HEX64.fullmatch(rec["request_hash"]):
@@ -168,6 +170,10 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
         kind, _, owner = rec["scope"].partition(":")
         if rec["status_code"] != 201:
             yield from _stored_refusal(what, rec["status_code"], body)
+            owners = carriers if kind == "pay" else merchants
+            known = owner in owners if kind in ("pay", "order", "refund") else False
+            if not known and ctx.readable("carriers") and ctx.readable("merchants"):
+                yield f"{what}: its scope names no carrier or merchant"
             continue
         if kind == "order":
             o = orders.get((owner, body.get("order_id")))
