@@ -36,6 +36,7 @@ from safescan.code import (
 from safescan.code.keys import VerifyKey
 from safescan.code.payment import DynamicCode, LineItem
 from safescan.code.schemelist import SchemeKeyList
+from safescan.institution.auditing import run_audit
 from safescan.institution.db import Database
 from safescan.institution.epochs import EpochKeyring
 from safescan.institution.keystore import KeyStore
@@ -321,6 +322,9 @@ def test_a_terminal_sealed_code_can_be_withdrawn_before_it_is_paid(
     assert world.pay(other, carrier.authorize(other)).status_code == 201
     late = _close(attacker, _order_id(other, world), other)
     assert late.status_code == 409 and "PAID" in late.json()["error"]["message"]
+    # the withdrawn order was recorded with its creation: the audit finds it as the log says
+    report = run_audit(world.server.db_url, quick=True, checkpoint_file=None)
+    assert not [p for p in report.problems if order_id in p], report.problems
 
 
 def test_withdrawal_racing_payment_has_one_winner(

@@ -1094,15 +1094,33 @@ class Institution:
             closed = res.rowcount == 1
             if not closed and opened is not None and self._order_pk(conn, mid, order_id) is None:
                 insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                row = withdrawn_order(opened, mid, order_id, now)
                 closed = (
                     conn.execute(
                         insert_(OrderRow)
-                        .values(**withdrawn_order(opened, mid, order_id, now))
+                        .values(**row)
                         .on_conflict_do_nothing()
                         .returning(OrderRow.pk)
                     ).scalar()
                     is not None
                 )
+                if closed:  # the order is recorded here for the first time: log its creation
+                    audit.append(
+                        conn,
+                        at=now,
+                        actor=f"merchant:{mid}",
+                        action="order.create",
+                        entity=f"order:{mid}:{order_id}",
+                        data={
+                            "total": row["total"],
+                            "currency": row["currency"],
+                            "expires_at": row["expires_at"],
+                            "reference": None,
+                            "code_digest": row["code_digest"].hex(),
+                            "items_sha256": hashlib.sha256(row["items"].encode()).hexdigest(),
+                            "withdrawn": True,
+                        },
+                    )
             if not closed:
                 row = self._order_row(conn, mid, order_id)
                 state = "EXPIRED" if row.state == "CREATED" else row.state
