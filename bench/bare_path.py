@@ -80,6 +80,7 @@ from safescan.code.authorization import AUTH_CONTEXT, RECEIPT_CONTEXT  # noqa: E
 from safescan.code.envelope import HPKE_INFO, PREFIX, SIG_CONTEXT  # noqa: E402
 from safescan.code.keys import VerifyKey  # noqa: E402
 from safescan.institution import audit, sql  # noqa: E402
+from safescan.institution.epochs import derive_epoch_key  # noqa: E402
 from safescan.institution.keystore import KeyStore  # noqa: E402
 
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
@@ -172,6 +173,14 @@ class BareApp:
     def __init__(self, db_path: str, keys_dir: Path) -> None:
         keys = KeyStore(keys_dir).load(PASSPHRASE.encode())
         self.scheme = {kid: k.private_key() for kid, k in keys.scheme.keys.items()}
+        with sqlite3.connect(db_path) as c:  # the live scheme-key epochs, read once (#14)
+            live = c.execute(
+                "SELECT epoch, retire_at FROM scheme_epochs WHERE retire_at > ?",
+                (int(time.time()),),
+            ).fetchall()
+        for epoch, retire_at in live:
+            key = derive_epoch_key(keys.secret, epoch, retire_at)
+            self.scheme[key.kid] = key.private_key()
         self.roots = keys.trust_store().institution_keys
         self.root, self.root_kid, self.secret = keys.root, keys.root_kid, keys.secret
         self.db_path = db_path
