@@ -45,21 +45,6 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("events", "seq"): "an internal row number (the stream cursor)",
     ("audit_log", "id"): "an internal row number (entries are named by chain and seq)",
     ("accounts", "id"): "an internal row number",
-    # the carrier lifecycle's tables (#14) are not cross-checked by the audit yet (its owner's
-    # work): each change is logged (manufacturer.add/revoke, carrier.enroll, scheme.epoch)
-    ("carrier_devices", "serial"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "device_id"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "model"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "manufacturer_kid"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "attestation_serial"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "statement"): "carrier lifecycle (#14): not yet audited",
-    ("carrier_devices", "enrolled_at"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "epoch"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "kid"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "public_key"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "started_at"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "retire_at"): "carrier lifecycle (#14): not yet audited",
-    ("scheme_epochs", "reason"): "carrier lifecycle (#14): not yet audited",
 }
 
 #: Columns of a stored refusal or "withdrawn" answer (an ``idempotency_keys`` row whose status is

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, func, select
 
+from safescan.api.encoding import b64e
 from safescan.api.errors import ConfigError, Conflict
 from safescan.code.errors import KeyRetired, UnknownKeyId
 from safescan.code.keys import SchemeKey, SchemeKeyring
@@ -218,7 +219,13 @@ class EpochKeyring(SchemeKeyring):
                     actor="system" if reason == "schedule" else "admin",
                     action="scheme.epoch",
                     entity="institution",
-                    data={"epoch": epoch, "kid": key.kid, "reason": reason},
+                    data={
+                        "epoch": epoch,
+                        "kid": key.kid,
+                        "reason": reason,
+                        "public_key": b64e(key.public.raw),
+                        "retire_at": key.retire_at,
+                    },
                 )
 
         self.db.write(tx)
