@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,29 +99,91 @@ def error_outcome(exc: SafescanError) -> Outcome:
     return "unknown"  # a malformed answer, anything else
 
 
+ENV_RETRY_SECONDS = "SAFESCAN_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 30.0  # longer than a cluster failover (about 5-8 s, docs/operations.md)
+BACKOFF_CAP = 4.0  # the longest pause between two attempts (seconds), unless Retry-After says more
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+
+
+class RetrySettingInvalid(SafescanError):
+    """``$SAFESCAN_RETRY_SECONDS`` is not a number of seconds from 0 to 3600."""
+
+    code = "retry_setting_invalid"
+
+
+def retry_budget(value: float | None = None) -> float:
+    """How long (seconds) a state-changing request is retried before its status is looked up:
+    ``value``, else ``$SAFESCAN_RETRY_SECONDS``, else 30 s (long enough to ride through a
+    failover). A malformed setting is refused, never silently replaced."""
+    if value is None:
+        raw = os.environ.get(ENV_RETRY_SECONDS, "").strip()
+        if not raw:
+            return DEFAULT_RETRY_SECONDS
+        try:
+            value = float(raw)
+        except ValueError:
+            raise RetrySettingInvalid(
+                f"${ENV_RETRY_SECONDS} must be a number of seconds (0-3600), not {raw[:40]!r}"
+            ) from None
+    if not 0 <= value <= 3600:  # also refuses NaN
+        raise RetrySettingInvalid(f"the retry budget must be 0-3600 seconds, not {value}")
+    return float(value)
+
+
+def _retry_after(exc: SafescanError) -> float | None:
+    """The ``Retry-After`` seconds the institution (or a proxy) sent with this error, if any."""
+    wait = getattr(exc, "retry_after_s", None)
+    return float(wait) if isinstance(wait, int | float) else None
+
+
+def _worth_retrying(exc: SafescanError) -> bool:
+    """Errors a failover produces (no connection, a cut connection, a timeout, 502/503/504, a
+    lost COMMIT, "still in progress", a rate limit): the same request may succeed soon."""
+    if isinstance(exc, InstitutionUnreachable | inst_errors.RateLimited):
+        return True
+    if isinstance(exc, inst_errors.RequestInProgress | inst_errors.StorageError):
+        return True
+    status = getattr(exc, "status", 0)
+    return isinstance(status, int) and status in RETRYABLE_STATUSES
+
+
 def send_until_known(
     attempt: Callable[[], Any],
     lookup: Callable[[], Any],
     what: str,
     *,
-    tries: int = 3,
+    budget: float | None = None,
+    tries: int | None = None,
     lookups: int = 3,
     backoff: float = 0.5,
+    cap: float = BACKOFF_CAP,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,
 ) -> Any:
     """Send a state-changing request (every ``attempt()`` sends it with the same
     Idempotency-Key) until its outcome is known, and never guess it.
 
+    Attempts are repeated on the errors a failover produces (see :func:`_worth_retrying`)
+    with capped exponential back-off and jitter, or after the ``Retry-After`` the answer
+    asked for, for at most ``budget`` seconds (:func:`retry_budget`: ``$SAFESCAN_RETRY_SECONDS``,
+    30 s by default) and, when given, at most ``tries`` attempts. A definite refusal (a 4xx)
+    is never retried. Then, if an attempt may have been delivered, the outcome is asked
+    (``lookup()``, the endpoint's lookup twin, which settles the request) up to ``lookups``
+    times.
+
     Returns the success answer. Raises the institution's typed refusal (certain: not done);
     :class:`InstitutionUnreachable` when no attempt ever left this client (certain: not done);
-    :class:`RequestNotProcessed` when the status lookup (``lookup()``, the endpoint's lookup
-    twin, which settles the request) says it was never processed (certain: not done, and never
-    will be); and :class:`OutcomeUnknown` when neither the request nor its lookup got a definite
-    answer. ``what`` names the answer's field in the lookup's ``succeeded`` document.
+    :class:`RequestNotProcessed` when the status lookup says it was never processed (certain:
+    not done, and never will be); and :class:`OutcomeUnknown` when neither the request nor its
+    lookup got a definite answer. ``what`` names the answer's field in the lookup's
+    ``succeeded`` document.
     """
+    deadline = clock() + retry_budget(budget)
     maybe_done = False
     last: SafescanError | None = None
-    for n in range(tries):
+    n = 0
+    while True:
         try:
             return attempt()
         except SafescanError as exc:
@@ -129,12 +192,21 @@ def send_until_known(
                 raise
             maybe_done = maybe_done or kind == "unknown"
             last = exc
-        if n < tries - 1:
-            sleep(backoff * 2**n)
+            retry = _worth_retrying(exc)
+        n += 1
+        if not retry or (tries is not None and n >= tries):
+            break
+        pause = min(cap, backoff * 2 ** min(n - 1, 16)) * (0.5 + 0.5 * jitter())
+        asked = _retry_after(last)
+        if asked is not None:
+            pause = max(pause, min(asked, 60.0))
+        if clock() + pause > deadline:
+            break
+        sleep(pause)
+    assert last is not None
     if not maybe_done:
-        assert last is not None
         raise last  # it never reached the institution (or was refused before running)
-    for n in range(lookups):
+    for k in range(max(1, lookups)):
         try:
             doc = lookup()
         except SafescanError as exc:
@@ -150,9 +222,9 @@ def send_until_known(
                     str(doc.get("message", f"the {what} was never processed: nothing was done"))
                 )
             last = InstitutionProtocolError("the institution's lookup answer is malformed")
-        if n < lookups - 1:
-            sleep(backoff * 2**n)
-    detail = last.message if last is not None else "no answer"
+        if k < lookups - 1:
+            sleep(min(cap, backoff * 2**k))
+    detail = last.message
     raise OutcomeUnknown(
         f"the institution did not confirm the {what} and could not be asked what happened"
         f" ({detail}): it may or may not have been done"
@@ -167,9 +239,12 @@ def error_from_response(resp: httpx.Response) -> SafescanError:
         code, message = str(err["code"]), str(err["message"])
         param = err.get("param")
     except (ValueError, KeyError, TypeError):
-        return RemoteError(
-            f"the institution answered HTTP {resp.status_code} without an error description",
-            status=resp.status_code,
+        return _with_retry_after(
+            RemoteError(
+                f"the institution answered HTTP {resp.status_code} without an error description",
+                status=resp.status_code,
+            ),
+            resp,
         )
     cls = inst_errors.error_class(code)
     if cls is not None:
@@ -177,6 +252,14 @@ def error_from_response(resp: httpx.Response) -> SafescanError:
     else:
         exc = RemoteError(message, status=resp.status_code, remote_code=code)
         exc.code = code
+    return _with_retry_after(exc, resp)
+
+
+def _with_retry_after(exc: SafescanError, resp: httpx.Response) -> SafescanError:
+    """Remember the answer's ``Retry-After`` (delay-seconds form, 0-3600) on the error."""
+    raw = resp.headers.get("retry-after", "").strip()
+    if raw.isdigit() and int(raw) <= 3600:
+        exc.retry_after_s = int(raw)  # type: ignore[attr-defined]
     return exc
 
 

@@ -58,7 +58,7 @@ def test_institution_unreachable(
     cfg = WalletConfig.load(offline)
     cfg.institution_url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     cfg.save()
-    with MerchantApi(world.pos) as api, Wallet.load(offline) as wallet:
+    with MerchantApi(world.pos) as api, Wallet.load(offline, retry_seconds=1) as wallet:
         order = api.create_order(ITEMS, currency="EUR")
         with wallet.open(order.code) as offer:  # the carrier works offline
             assert offer.describe()["total"] == 350

@@ -34,9 +34,11 @@ from safescan.remote import (
     InstitutionHttp,
     InstitutionProtocolError,
     InstitutionUnreachable,
+    OutcomeUnknown,
     decode_answer,
     encode_json,
     error_from_response,
+    retry_budget,
     send_until_known,
     verify_receipt,
 )
@@ -156,12 +158,21 @@ class MerchantApi:
     """Signed calls to the institution's merchant API, for one merchant."""
 
     def __init__(
-        self, config: PosConfig, *, timeout: float = 10.0, tries: int = 3, lookups: int = 3
+        self,
+        config: PosConfig,
+        *,
+        timeout: float = 10.0,
+        tries: int | None = None,
+        lookups: int = 3,
+        retry_seconds: float | None = None,
     ) -> None:
         self.config = config
         self.key = config.api_key
         self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
-        self.tries, self.lookups = tries, lookups  # see _until_known
+        # state-changing calls ride through a failover: retried for `retry_seconds`
+        # ($SAFESCAN_RETRY_SECONDS, 30 s), at most `tries` times when given (see _until_known)
+        self.tries, self.lookups = tries, lookups
+        self.retry_seconds = retry_budget(retry_seconds)
 
     def close(self) -> None:
         """Close connections."""
@@ -314,14 +325,22 @@ class MerchantApi:
         return dict(self._call("POST", path, payload, idempotency_key=idempotency_key))
 
     def _until_known(self, path: str, payload: Any, key: str, what: str) -> Any:
-        """POST with ``key`` until the outcome is known (each attempt signed afresh)."""
-        return send_until_known(
-            lambda: self._call("POST", path, payload, idempotency_key=key),
-            lambda: self._call("POST", path + "/lookup", payload, idempotency_key=key),
-            what,
-            tries=self.tries,
-            lookups=self.lookups,
-        )
+        """POST with ``key`` until the outcome is known (each attempt signed afresh): it
+        rides through a failover (:func:`safescan.remote.send_until_known`)."""
+        try:
+            return send_until_known(
+                lambda: self._call("POST", path, payload, idempotency_key=key),
+                lambda: self._call("POST", path + "/lookup", payload, idempotency_key=key),
+                what,
+                budget=self.retry_seconds,
+                tries=self.tries,
+                lookups=self.lookups,
+            )
+        except OutcomeUnknown as exc:
+            raise OutcomeUnknown(
+                f"{exc.message}; check with the same request and Idempotency-Key {key}"
+                f" (or its lookup, POST {path}/lookup): it is never done twice"
+            ) from None
 
     def payment(self, payment_id: str) -> dict[str, Any]:
         """A payment (with the payer pseudonym and the signed receipt)."""

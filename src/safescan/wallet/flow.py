@@ -50,6 +50,7 @@ from safescan.code.source import read_source
 from safescan.remote import (
     InstitutionHttp,
     InstitutionUnreachable,
+    retry_budget,
 )
 from safescan.wallet import pending
 from safescan.wallet.certified import check_certified_merchant
@@ -199,16 +200,19 @@ class Wallet:
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = 10.0,
-        tries: int = 3,
+        tries: int | None = None,
         lookups: int = 3,
+        retry_seconds: float | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.history = History(config.history_path)
         self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
-        # a payment is sent up to `tries` times, then looked up up to `lookups` times, before
-        # the wallet says its outcome is not known (see safescan.wallet.pending)
+        # a payment is retried for `retry_seconds` ($SAFESCAN_RETRY_SECONDS, 30 s: longer than
+        # a failover; at most `tries` times when given), then looked up up to `lookups` times,
+        # before the wallet says its outcome is not known (see safescan.wallet.pending)
         self.tries, self.lookups = tries, lookups
+        self.retry_seconds = retry_budget(retry_seconds)
         self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
         self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
@@ -483,7 +487,9 @@ class Wallet:
     def pay_authorization(self, p: PendingPayment) -> dict[str, Any]:
         """Send a remembered payment until its outcome is known (see
         :func:`safescan.wallet.pending.submit`); returns the success answer."""
-        return pending.submit(self.remote, p, tries=self.tries, lookups=self.lookups)
+        return pending.submit(
+            self.remote, p, budget=self.retry_seconds, tries=self.tries, lookups=self.lookups
+        )
 
     def resolve_pending(self) -> list[dict[str, Any]]:
         """Ask the institution about every payment whose outcome is not known (its status

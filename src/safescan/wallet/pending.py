@@ -52,12 +52,17 @@ def submit(
     remote: InstitutionHttp,
     p: PendingPayment,
     *,
-    tries: int = 3,
+    budget: float | None = None,
+    tries: int | None = None,
     lookups: int = 3,
     backoff: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Send the payment until its outcome is known; returns the success answer.
+
+    It rides through a failover: retried with the same Idempotency-Key for up to ``budget``
+    seconds (``$SAFESCAN_RETRY_SECONDS``, 30 s by default; see
+    :func:`safescan.remote.send_until_known`), then looked up.
 
     Raises :class:`PaymentNotMade` when it is certain nothing was charged and
     :class:`PaymentOutcomeUnknown` when it is not known.
@@ -68,6 +73,7 @@ def submit(
             lambda: remote.call("POST", PAY, _payload(p), headers=headers),
             lambda: remote.call("POST", LOOKUP, _payload(p), headers=headers),
             "payment",
+            budget=budget,
             tries=tries,
             lookups=lookups,
             backoff=backoff,
@@ -76,7 +82,8 @@ def submit(
     except OutcomeUnknown as exc:
         raise PaymentOutcomeUnknown(
             f"{exc.message}. You may or may not have been charged: this wallet keeps the payment"
-            " and finds out as soon as the institution answers (safescan wallet pending)",
+            " and finds out as soon as the institution answers (check with"
+            " `safescan wallet pending`)",
             key=p.idempotency_key,
         ) from None
     except RequestNotProcessed as exc:
