@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -134,6 +135,85 @@ def test_killing_the_primary_under_load_loses_and_doubles_nothing(cluster: Clust
     assert any(t > fault.at + 1 for t in res.ack_times)
     figures = timeline(res, injector.faults, seconds)
     print("failover test figures:", json.dumps(figures | {"acknowledged": len(res.acks)}))
+
+
+def test_the_wallet_client_rides_through_a_primary_failover(cluster: Cluster) -> None:
+    """The wallet's own payment logic (``safescan.wallet.pending.submit``: same key, back-off,
+    Retry-After, then the status lookup) pays through HAProxy while the primary's PostgreSQL is
+    SIGKILLed: every payment ends with a known outcome (no ``PaymentOutcomeUnknown``, no false
+    "nothing was charged"), each acknowledged payment is in the ledger exactly once, nothing else
+    is paid, and the audit passes. Bounded: 2 clients, 300 payments each at most."""
+    import base64
+    import time
+
+    from safescan.code.errors import SafescanError
+    from safescan.remote import InstitutionHttp
+    from safescan.wallet.pending import submit
+    from safescan.wallet.store import PendingPayment
+
+    work = prepare(cluster, clients=2, per_client=300, merchants=1)
+    ack_log = cluster.state / "wallet-acknowledged.jsonl"
+    assert cluster.wait_for("replication", 300)
+    before = cluster.wait_leader(120)
+    injector = FaultInjector(cluster, [(2.0, "primary")])
+    errors: list[str] = []
+    ack_times: list[float] = []
+    lock = threading.Lock()
+
+    def after_the_failover() -> bool:
+        faults = list(injector.faults)
+        return bool(faults) and any(t > faults[0].at + 1 for t in ack_times)
+
+    def client(items: list[Any]) -> None:
+        with InstitutionHttp(cluster.api_url, timeout=10) as remote:
+            for w in items:
+                if after_the_failover():
+                    return  # paid across the failover and after it: enough
+                time.sleep(0.1)  # paced, so that the payments span the failover
+                p = PendingPayment(
+                    w.key, int(time.time()), w.code, base64.b64decode(w.auth), "", "", "",
+                    w.order_id, w.amount, 978, [], b"",
+                )  # fmt: skip
+                try:
+                    answer = submit(remote, p, budget=90)
+                except SafescanError as exc:
+                    with lock:
+                        errors.append(f"{w.order_id}: {exc.code}: {exc.message}")
+                    continue
+                with lock:
+                    ack_times.append(time.monotonic())
+                    with ack_log.open("a") as f:
+                        f.write(
+                            json.dumps(
+                                {
+                                    "order_id": w.order_id,
+                                    "payment_id": answer["payment_id"],
+                                    "amount": w.amount,
+                                }
+                            )
+                            + "\n"
+                        )
+
+    injector.start()
+    threads = [threading.Thread(target=client, args=(items,)) for items in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    injector.join(300)
+    assert not any(t.is_alive() for t in threads)
+    assert not injector.errors, injector.errors
+    assert errors == [], errors  # every outcome known, none refused
+    [fault] = injector.faults
+    assert fault.target == before and fault.new_leader not in (None, before)
+    assert any(t > fault.at for t in ack_times)  # payments made after the primary died
+    assert cluster.wait_for("replication", 300)
+    checked = verify(cluster, work, ack_log)
+    assert checked["acknowledged"] == len(ack_times) > 0
+    assert checked["lost"] == 0 and checked["doubled"] == 0, checked
+    assert checked["half_applied"] == 0 and checked["paid_not_acknowledged"] == 0, checked
+    assert checked["audit_ok"], checked["audit_problems"]
+    print("wallet across a failover:", json.dumps(checked | {"healed_s": fault.healed_s}))
 
 
 def test_with_every_standby_gone_a_commit_is_never_acknowledged(cluster: Cluster) -> None:
