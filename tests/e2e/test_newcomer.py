@@ -387,8 +387,14 @@ def test_version_and_shell_completion() -> None:
     assert run(env=env).stdout.split() == ["change-pin"]
     env["COMP_WORDS"], env["COMP_CWORD"] = "safescan institution cu", "2"
     assert run(env=env).stdout.split() == ["customer"]
-    script = run("--show-completion", "bash", env={"SHELL": "/bin/bash"})
-    assert script.returncode == 0 and "_SAFESCAN_COMPLETE" in script.stdout
+    # as a user would: from a shell (Typer finds the shell among the parent processes; "; true"
+    # keeps bash from replacing itself with the command)
+    script = subprocess.run(
+        ["/bin/bash", "-c", f"{SAFESCAN} --show-completion; true"],
+        capture_output=True, text=True, timeout=90, check=False, start_new_session=True,
+        env={**os.environ, "SHELL": "/bin/bash"},
+    )  # fmt: skip
+    assert "_SAFESCAN_COMPLETE" in script.stdout and "complete " in script.stdout, script.stderr
 
 
 @pytest.mark.parametrize(
