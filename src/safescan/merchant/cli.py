@@ -477,8 +477,9 @@ def refund(
             emit_json({"error": exc.to_dict() | {"idempotency_key": key}})
         else:
             err_console.print(
-                f"[yellow]refund outcome not known yet[/]: {exc.message}. Run the same command"
-                f" with --idempotency-key {key} to learn it (it will never refund twice)"
+                f"[yellow]refund outcome not known yet[/]: {term(exc.message)}. Run the same"
+                f" command with --idempotency-key {term(key)} to learn it (it will never refund"
+                " twice)"
             )
         raise typer.Exit(EXIT_UNKNOWN) from None
     except SafescanError as exc:

@@ -373,7 +373,7 @@ def _scan(
             else:
                 console.print(
                     Panel(
-                        Text(exc.message),
+                        Text(visible(exc.message)),
                         title="[bold yellow]OUTCOME NOT KNOWN YET[/]",
                         subtitle="do not pay again: run `safescan wallet pending`",
                         border_style="yellow",
@@ -507,11 +507,12 @@ def pending(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
         cur = lookup_currency(p["currency"])
         what = f"{cur.format(p['amount'])} to {p['merchant_name']} ({_when(p['created_at'])})"
         if r["outcome"] == "paid":
-            console.print(f"[green]paid[/] {what}: payment {r['payment']['payment_id']}")
+            paid_id = r["payment"]["payment_id"]
+            console.print(f"[green]paid[/] {term(what)}: payment {term(paid_id)}")
         elif r["outcome"] == "not_charged":
-            console.print(f"[cyan]not charged[/] {what}: {r['message']}")
+            console.print(f"[cyan]not charged[/] {term(what)}: {term(r['message'])}")
         else:
-            console.print(f"[yellow]still unknown[/] {what}: {r['message']}")
+            console.print(f"[yellow]still unknown[/] {term(what)}: {term(r['message'])}")
     if any(r["outcome"] == "unknown" for r in results):
         raise typer.Exit(EXIT_UNKNOWN)
 
