@@ -6,15 +6,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json, fail
+from safescan.code.output import emit_json
 from safescan.institution.cli_carriers import manufacturer_app, rotate_epoch
+from safescan.institution.cli_options import (
+    CheckpointsOpt,
+    DbOpt,
+    JsonOpt,
+    KeysOpt,
+    PassOpt,
+)
+from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import with_db as _with_db
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
     ENV_CHECKPOINTS,
@@ -28,61 +36,11 @@ from safescan.institution.config import (
 # Heavy modules (SQLAlchemy, FastAPI, Alembic) are imported inside the commands, so that the
 # uvicorn supervisor of `serve --workers N` stays small.
 
-T = TypeVar("T")
 
 institution_app = typer.Typer(
     help="The payment institution: API server, ledger, audit.", no_args_is_help=True
 )
 
-
-def _check_db_url(value: str) -> str:
-    """A bare file name is the commonest first mistake: say which URL was meant."""
-    if value and "://" not in value:
-        raise typer.BadParameter(
-            f"{value!r} is not a database URL; did you mean sqlite:///{value} (a SQLite file"
-            " relative to this directory) or postgresql://USER@HOST/DB?"
-        )
-    return value
-
-
-DbOpt = Annotated[
-    str,
-    typer.Option("--db", help="sqlite:///path or postgresql://...", callback=_check_db_url),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-KeysOpt = Annotated[
-    Path | None,
-    typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
-]
-CheckpointsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--checkpoints",
-        help="checkpoint file (default: <key directory>.checkpoints, beside the key directory)",
-    ),
-]
-PassOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--passphrase-file",
-        help="file holding the key passphrase (default: $SAFESCAN_INSTITUTION_PASSPHRASE)",
-    ),
-]
-
-
-def _fail(exc: SafescanError, as_json: bool = False) -> None:
-    raise fail(exc, as_json=as_json, status=2)
-
-
-def _with_db(db: str, action: Callable[[Any], T]) -> T:
-    """Run ``action`` on a connection to ``db``, closed afterwards."""
-    from safescan.institution.db import Database
-
-    database = Database(db)
-    try:
-        return action(database)
-    finally:
-        database.dispose()
 
 
 @institution_app.command()

@@ -4,26 +4,19 @@ lifecycle's administration (needs the database only)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json, fail
+from safescan.code.output import emit_json
+from safescan.institution.cli_options import DbOpt, JsonOpt, KeysOpt, PassOpt, with_db
+from safescan.institution.cli_options import fail_cli as _fail
 
 manufacturer_app = typer.Typer(
     help="Carrier manufacturer keys the institution trusts for attestation (database only).",
     no_args_is_help=True,
 )
-
-DbOpt = Annotated[str, typer.Option("--db", help="sqlite:///path or postgresql://...")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _fail(exc: SafescanError, as_json: bool) -> None:
-    raise fail(exc, as_json=as_json, status=2)
-
 
 @manufacturer_app.command("add")
 def manufacturer_add(
@@ -36,16 +29,11 @@ def manufacturer_add(
 ) -> None:
     """Trust a manufacturer key: carriers it attested can enroll from now on."""
     from safescan.code.keys import parse_pinned_keys
-    from safescan.institution.db import Database
     from safescan.institution.enrollment import add_manufacturer
 
     try:
         ((kid, public),) = parse_pinned_keys([key]).items()
-        database = Database(db)
-        try:
-            add_manufacturer(database, kid, public.raw, name, int(time.time()))
-        finally:
-            database.dispose()
+        with_db(db, lambda d: add_manufacturer(d, kid, public.raw, name, int(time.time())))
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -62,15 +50,10 @@ def manufacturer_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
-    from safescan.institution.db import Database
     from safescan.institution.enrollment import revoke_manufacturer
 
     try:
-        database = Database(db)
-        try:
-            revoke_manufacturer(database, kid, int(time.time()))
-        finally:
-            database.dispose()
+        with_db(db, lambda d: revoke_manufacturer(d, kid, int(time.time())))
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -86,15 +69,10 @@ def manufacturer_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The registered manufacturer keys."""
-    from safescan.institution.db import Database
     from safescan.institution.enrollment import list_manufacturers
 
     try:
-        database = Database(db)
-        try:
-            rows = list_manufacturers(database)
-        finally:
-            database.dispose()
+        rows = with_db(db, list_manufacturers)
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -107,35 +85,23 @@ def manufacturer_list(
 
 def rotate_epoch(
     db: DbOpt,
-    keys: Annotated[
-        Path | None,
-        typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),
-    ] = None,
-    passphrase_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--passphrase-file",
-            help="file holding the key passphrase (default: $SAFESCAN_INSTITUTION_PASSPHRASE)",
-        ),
-    ] = None,
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a new scheme-key epoch now (e.g. right after revoking a leaked carrier): new
     dynamic codes are sealed to it and only carriers that receive its KEY UPDATE open them.
     Running API processes pick it up within seconds; epochs also start by themselves on the
     schedule ($SAFESCAN_EPOCH_SECONDS, default a day)."""
-    from safescan.institution.db import Database
     from safescan.institution.epochs import EpochKeyring
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 
     try:
         passphrase = load_passphrase(passphrase_file)
         loaded = KeyStore(keys or default_key_dir(db)).load(passphrase)
-        database = Database(db)
-        try:
-            epoch = EpochKeyring(database, loaded.scheme, loaded.secret).rotate(int(time.time()))
-        finally:
-            database.dispose()
+        epoch = with_db(
+            db, lambda d: EpochKeyring(d, loaded.scheme, loaded.secret).rotate(int(time.time()))
+        )
     except SafescanError as exc:
         _fail(exc, as_json)
         return
