@@ -7,7 +7,8 @@
 #   - opensc and pcsc-tools (PC/SC clients nobody here wrote, used to check the carrier),
 #   - patroni, etcd-server and haproxy (the institution's HA cluster: scripts/cluster.sh and
 #     tests/cluster run their own instances on loopback),
-#   - faketime (libfaketime: the fault tests jump a real server's wall clock).
+#   - faketime (libfaketime: the fault tests jump a real server's wall clock),
+#   - softhsm2 (a PKCS#11 token in software: the institution's signing keys in an HSM).
 # No system service is left enabled or running: the tests start their own servers.
 # Without root it only reports what is missing; the tests needing a missing part skip with a
 # reason that names it. Idempotent: a second run changes nothing.
@@ -26,6 +27,7 @@ command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ "$(id -u)" != "0" ]]; then
