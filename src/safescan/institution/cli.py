@@ -1,5 +1,8 @@
 """`safescan institution ...` commands: init, migrate, serve, audit, settlement,
-rotate-scheme-key, rotate-epoch, root-keys, admin-token, manufacturer."""
+rotate-scheme-key, rotate-epoch, root-keys, admin-token, manufacturer, config.
+
+Each reads its settings through :func:`cli_options.settings_for` (options > environment >
+``--config`` file > defaults; :mod:`safescan.institution.settings`)."""
 
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import typer
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
 from safescan.institution.cli_carriers import manufacturer_app, rotate_epoch
+from safescan.institution.cli_config import config_app
 from safescan.institution.cli_options import (
     CheckpointsOpt,
+    ConfigOpt,
     DbOpt,
     JsonOpt,
     KeysOpt,
     PassOpt,
 )
 from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import settings_for as _settings
 from safescan.institution.cli_options import with_db as _with_db
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -29,7 +35,6 @@ from safescan.institution.config import (
     ENV_DB,
     ENV_PASSPHRASE_FILE,
     ENV_TUNING,
-    Tuning,
     check_passphrase_given,
 )
 
@@ -42,13 +47,13 @@ institution_app = typer.Typer(
 )
 
 
-
 @institution_app.command()
 def init(
-    db: DbOpt,
+    db: DbOpt = None,
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create the root signing key, the first scheme key, the schema and the checkpoint file;
@@ -63,11 +68,15 @@ def init(
     from safescan.institution.rollback import RollbackGuard
     from safescan.institution.service import Institution
 
+    site = _settings(
+        config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, checkpoints=checkpoints
+    )
     try:
-        passphrase = load_passphrase(passphrase_file)
-        key_dir = keys or default_key_dir(db)
+        db = site.db_url()
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        key_dir = site.keystore.dir or default_key_dir(db)
         store = KeyStore(key_dir)
-        cp_path = checkpoints or default_path(key_dir)
+        cp_path = site.keystore.checkpoints or default_path(key_dir)
         database = Database(db)
         try:
             migrate(database.engine)
@@ -93,7 +102,7 @@ def init(
 
 
 @institution_app.command()
-def migrate(db: DbOpt, as_json: JsonOpt = False) -> None:
+def migrate(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Upgrade an initialised database's schema to the newest migration (run before serving a
     new release; API processes refuse an older schema)."""
     from safescan.api.errors import ConfigError
@@ -107,8 +116,9 @@ def migrate(db: DbOpt, as_json: JsonOpt = False) -> None:
             dblayer.migrate(database.engine)
         return current, head
 
+    site = _settings(config, as_json, db=db)
     try:
-        before, head = _with_db(db, upgrade)
+        before, head = _with_db(site.db_url(), upgrade)
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -126,16 +136,20 @@ admin_token_app = typer.Typer(
 )
 institution_app.add_typer(admin_token_app, name="admin-token")
 institution_app.add_typer(manufacturer_app, name="manufacturer")
+institution_app.add_typer(config_app, name="config")
 institution_app.command("rotate-epoch")(rotate_epoch)
 
 
 @admin_token_app.command("create")
-def admin_token_create(db: DbOpt, as_json: JsonOpt = False) -> None:
+def admin_token_create(
+    db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Create another administrator token and print it once (only its hash is stored)."""
     from safescan.institution import admin_tokens
 
+    site = _settings(config, as_json, db=db)
     try:
-        token_id, token = _with_db(db, admin_tokens.create)
+        token_id, token = _with_db(site.db_url(), admin_tokens.create)
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -148,7 +162,8 @@ def admin_token_create(db: DbOpt, as_json: JsonOpt = False) -> None:
 
 @admin_token_app.command("list")
 def admin_token_list(
-    db: DbOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """The live administrator tokens: id and creation time (never the tokens)."""
@@ -156,8 +171,9 @@ def admin_token_list(
 
     from safescan.institution import admin_tokens
 
+    site = _settings(config, as_json, db=db)
     try:
-        rows = _with_db(db, admin_tokens.list_tokens)
+        rows = _with_db(site.db_url(), admin_tokens.list_tokens)
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -171,15 +187,17 @@ def admin_token_list(
 
 @admin_token_app.command("revoke")
 def admin_token_revoke(
-    db: DbOpt,
     token_id: Annotated[int, typer.Argument(help="the token's id (see list)")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke an administrator token at once (the last live one cannot be revoked)."""
     from safescan.institution import admin_tokens
 
+    site = _settings(config, as_json, db=db)
     try:
-        _with_db(db, lambda database: admin_tokens.revoke(database, token_id))
+        _with_db(site.db_url(), lambda database: admin_tokens.revoke(database, token_id))
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -190,7 +208,7 @@ def admin_token_revoke(
 
 
 @institution_app.command("root-keys")
-def root_keys(db: DbOpt, as_json: JsonOpt = False) -> None:
+def root_keys(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Print the institution's root public keys as KID:HEX lines: the form `carrier serve
     --institution-key` (factory anchor) and `wallet enroll --institution-key` (pinning) take."""
     from sqlalchemy import select
@@ -203,8 +221,11 @@ def root_keys(db: DbOpt, as_json: JsonOpt = False) -> None:
         .where(InstitutionKey.purpose == "root")
         .order_by(InstitutionKey.kid)
     )
+    site = _settings(config, as_json, db=db)
     try:
-        rows = _with_db(db, lambda database: database.read(lambda c: c.execute(query).all()))
+        rows = _with_db(
+            site.db_url(), lambda database: database.read(lambda c: c.execute(query).all())
+        )
         if not rows:
             raise ConfigError("this database holds no institution keys: run `institution init`")
     except SafescanError as exc:
@@ -219,17 +240,26 @@ def root_keys(db: DbOpt, as_json: JsonOpt = False) -> None:
 
 @institution_app.command()
 def serve(
-    db: DbOpt,
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to bind [127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [8080]")] = None,
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
-    workers: Annotated[int, typer.Option(help="API processes")] = 1,
-    merchant_rate: Annotated[float, typer.Option(help="merchant requests/s (per process)")] = 100.0,
-    merchant_burst: Annotated[float, typer.Option(help="merchant burst size")] = 200.0,
-    webhook_base_delay: Annotated[float, typer.Option(help="first webhook retry delay, s")] = 5.0,
-    maintenance_interval: Annotated[float, typer.Option(help="expiry sweep interval, s")] = 5.0,
-    webhooks: Annotated[bool, typer.Option(help="record events for webhook delivery")] = True,
+    workers: Annotated[int | None, typer.Option(help="API processes [1]")] = None,
+    merchant_rate: Annotated[
+        float | None, typer.Option(help="merchant requests/s (per process) [100]")
+    ] = None,
+    merchant_burst: Annotated[float | None, typer.Option(help="merchant burst size [200]")] = None,
+    webhook_base_delay: Annotated[
+        float | None, typer.Option(help="first webhook retry delay, s [5]")
+    ] = None,
+    maintenance_interval: Annotated[
+        float | None, typer.Option(help="expiry sweep interval, s [5]")
+    ] = None,
+    webhooks: Annotated[
+        bool | None, typer.Option(help="record events for webhook delivery [on]")
+    ] = None,
     webhook_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -238,21 +268,24 @@ def serve(
         ),
     ] = None,
     webhook_http: Annotated[
-        bool, typer.Option(help="accept plain http:// webhook URLs (default: https only)")
-    ] = False,
+        bool | None,
+        typer.Option(help="accept plain http:// webhook URLs (default: https only)"),
+    ] = None,
     webhook_deadline: Annotated[
-        float, typer.Option(help="total seconds for one webhook delivery attempt")
-    ] = 10.0,
+        float | None, typer.Option(help="total seconds for one webhook delivery attempt [10]")
+    ] = None,
     webhook_endpoint_concurrency: Annotated[
-        int, typer.Option(help="webhook attempts in flight per merchant endpoint (per process)")
-    ] = 2,
+        int | None,
+        typer.Option(help="webhook attempts in flight per merchant endpoint (per process) [2]"),
+    ] = None,
     webhook_concurrency: Annotated[
-        int, typer.Option(help="webhook attempts in flight per process")
-    ] = 64,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+        int | None, typer.Option(help="webhook attempts in flight per process [64]")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="uvicorn log level [warning]")] = None,
     access_log: Annotated[
-        bool, typer.Option(help="one line per request on stderr (address, method, path, status)")
-    ] = True,
+        bool | None,
+        typer.Option(help="one line per request on stderr (address, method, path, status) [on]"),
+    ] = None,
     trusted_proxy: Annotated[
         list[str] | None,
         typer.Option(
@@ -263,88 +296,110 @@ def serve(
     ] = None,
     checkpoints: CheckpointsOpt = None,
     checkpoint_interval: Annotated[
-        float, typer.Option(help="seconds between checkpoints of the audit log's head")
-    ] = 1.0,
+        float | None, typer.Option(help="seconds between checkpoints of the audit log's head [1]")
+    ] = None,
     max_connections: Annotated[
-        int, typer.Option(help="open client connections per process (kept below RLIMIT_NOFILE)")
-    ] = 1000,
+        int | None,
+        typer.Option(help="open client connections per process (kept below RLIMIT_NOFILE) [1000]"),
+    ] = None,
     head_timeout: Annotated[
-        float, typer.Option(help="seconds a connection has to send a request head")
-    ] = 10.0,
+        float | None, typer.Option(help="seconds a connection has to send a request head [10]")
+    ] = None,
     write_deadline: Annotated[
-        float, typer.Option(help="seconds a request waits for the SQLite writer")
-    ] = 15.0,
+        float | None, typer.Option(help="seconds a request waits for the SQLite writer [15]")
+    ] = None,
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
     line per request on stderr (no query strings, headers or bodies). It refuses to serve a
-    database older than its checkpoint file (see `institution reconcile`)."""
+    database older than its checkpoint file (see `institution reconcile`). Every option can be
+    set once in the --config file or the environment instead (docs/operations.md)."""
     import uvicorn
 
     from safescan.institution.netguard import GuardedHttpToolsProtocol, Limits, configure
     from safescan.institution.proxies import uvicorn_proxy_settings
 
-    tuning = Tuning(
-        merchant_rate,
-        merchant_burst,
-        webhook_base_delay,
-        maintenance_interval,
-        webhooks,
-        webhook_allow=tuple(webhook_allow or ()),
-        webhook_http=webhook_http,
-        webhook_deadline=webhook_deadline,
-        webhook_endpoint_concurrency=webhook_endpoint_concurrency,
-        webhook_concurrency=webhook_concurrency,
-        write_deadline=write_deadline,
+    site = _settings(
+        config,
+        db=db,
+        keys=keys,
+        passphrase_file=passphrase_file,
+        checkpoints=checkpoints,
+        server={
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "log_level": log_level,
+            "access_log": access_log,
+            "trusted_proxies": trusted_proxy,
+            "max_connections": max_connections,
+            "head_timeout": head_timeout,
+            "write_deadline": write_deadline,
+            "checkpoint_interval": checkpoint_interval,
+            "maintenance_interval": maintenance_interval,
+        },
+        rate_limits={"merchant_rate": merchant_rate, "merchant_burst": merchant_burst},
+        webhooks={
+            "enabled": webhooks,
+            "base_delay": webhook_base_delay,
+            "allow": webhook_allow,
+            "allow_http": webhook_http,
+            "deadline": webhook_deadline,
+            "endpoint_concurrency": webhook_endpoint_concurrency,
+            "concurrency": webhook_concurrency,
+        },
     )
-    configure(Limits(max_connections, head_timeout))  # read by every worker's protocol
+    srv, store = site.server, site.keystore
+    tuning = site.tuning()
+    configure(Limits(srv.max_connections, srv.head_timeout))  # read by every worker's protocol
     common = {
-        "host": host,
-        "port": port,
+        "host": srv.host,
+        "port": srv.port,
         "loop": "uvloop",
         "http": GuardedHttpToolsProtocol,
-        "log_level": log_level,
+        "log_level": srv.log_level,
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
     }
     try:
-        common.update(uvicorn_proxy_settings(trusted_proxy or []))
-        if workers <= 1:
+        db = site.db_url()
+        common.update(uvicorn_proxy_settings(list(srv.trusted_proxies)))
+        if srv.workers <= 1:
             from safescan.institution.access_log import AccessLog, AnnouncingServer
             from safescan.institution.server import build_app
 
             app = build_app(
                 db,
-                keys,
-                passphrase_file,
+                store.dir,
+                store.passphrase_file,
                 tuning,
-                checkpoints=checkpoints,
-                checkpoint_interval=checkpoint_interval,
+                checkpoints=store.checkpoints,
+                checkpoint_interval=srv.checkpoint_interval,
             )
             server = AnnouncingServer(
-                uvicorn.Config(AccessLog(app) if access_log else app, **common)  # type: ignore[arg-type]
+                uvicorn.Config(AccessLog(app) if srv.access_log else app, **common)  # type: ignore[arg-type]
             )
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
             return
         from safescan.institution.access_log import ENV_ACCESS_LOG, announce
 
-        os.environ[ENV_ACCESS_LOG] = "1" if access_log else "0"
-        announce(f"http://{host}:{port}", workers)
+        os.environ[ENV_ACCESS_LOG] = "1" if srv.access_log else "0"
+        announce(f"http://{srv.host}:{srv.port}", srv.workers)
         os.environ[ENV_DB] = db
         os.environ[ENV_TUNING] = tuning.encode()
-        os.environ[ENV_CHECKPOINT_INTERVAL] = str(checkpoint_interval)
-        if checkpoints is not None:
-            os.environ[ENV_CHECKPOINTS] = str(checkpoints)
-        if keys is not None:
-            os.environ["SAFESCAN_INSTITUTION_KEYS"] = str(keys)
-        if passphrase_file is not None:
-            os.environ[ENV_PASSPHRASE_FILE] = str(passphrase_file)
-        check_passphrase_given(passphrase_file)  # fail early, in the parent
+        os.environ[ENV_CHECKPOINT_INTERVAL] = str(srv.checkpoint_interval)
+        if store.checkpoints is not None:
+            os.environ[ENV_CHECKPOINTS] = str(store.checkpoints)
+        if store.dir is not None:
+            os.environ["SAFESCAN_INSTITUTION_KEYS"] = str(store.dir)
+        if store.passphrase_file is not None:
+            os.environ[ENV_PASSPHRASE_FILE] = str(store.passphrase_file)
+        check_passphrase_given(store.passphrase_file)  # fail early, in the parent
         uvicorn.run(
             "safescan.institution.server:app_from_env",
             factory=True,
-            workers=workers,
+            workers=srv.workers,
             **common,  # type: ignore[arg-type]
         )
     except SafescanError as exc:
@@ -353,7 +408,8 @@ def serve(
 
 @institution_app.command()
 def audit(
-    db: DbOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     keys: KeysOpt = None,
     checkpoints: CheckpointsOpt = None,
     quick: Annotated[
@@ -367,10 +423,14 @@ def audit(
     from safescan.institution.auditing import run_audit
     from safescan.institution.db import normalize_url
 
+    site = _settings(config, as_json, db=db, keys=keys, checkpoints=checkpoints)
     try:
+        db = site.db_url()
         url = normalize_url(db)
         report = run_audit(
-            url, quick=quick, checkpoint_file=_checkpoint_path(db, keys, checkpoints)
+            url,
+            quick=quick,
+            checkpoint_file=_checkpoint_path(db, site.keystore.dir, site.keystore.checkpoints),
         )
     except SafescanError as exc:
         _fail(exc, as_json)
@@ -404,8 +464,9 @@ def _checkpoint_path(db: str, keys: Path | None, given: Path | None) -> Path | N
 
 @institution_app.command()
 def reconcile(
-    db: DbOpt,
     note: Annotated[str, typer.Option(help="why: recorded in the audit log")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
@@ -418,11 +479,15 @@ def reconcile(
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
     from safescan.institution.reconcile import reconcile as run_reconcile
 
+    site = _settings(
+        config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, checkpoints=checkpoints
+    )
     try:
-        passphrase = load_passphrase(passphrase_file)
-        key_dir = keys or default_key_dir(db)
+        db = site.db_url()
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        key_dir = site.keystore.dir or default_key_dir(db)
         institution_keys = KeyStore(key_dir).load(passphrase)
-        path = checkpoints or default_path(key_dir)
+        path = site.keystore.checkpoints or default_path(key_dir)
         out = _with_db(db, lambda d: run_reconcile(d, institution_keys, path, note=note))
     except SafescanError as exc:
         _fail(exc, as_json)
@@ -445,8 +510,9 @@ def reconcile(
 
 @institution_app.command()
 def settlement(
-    db: DbOpt,
     date: Annotated[str, typer.Option(help="UTC day, YYYY-MM-DD")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     merchant: Annotated[str | None, typer.Option(help="only this merchant")] = None,
     format: Annotated[str, typer.Option(help="csv or json")] = "csv",
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
@@ -460,8 +526,9 @@ def settlement(
         format = "json"
     if format not in ("csv", "json"):
         _fail(InvalidRequest("--format is csv or json", param="format"))
+    site = _settings(config, format == "json", db=db)
     try:
-        database = Database(db)
+        database = Database(site.db_url())
         try:
             rows = database.read(lambda c: settlement_mod.report(c, date, merchant))
         finally:
@@ -477,7 +544,8 @@ def settlement(
 
 @institution_app.command("rotate-scheme-key")
 def rotate_scheme_key(
-    db: DbOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     retire_old_in: Annotated[
@@ -492,9 +560,11 @@ def rotate_scheme_key(
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
     from safescan.institution.service import Institution
 
+    site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
-        passphrase = load_passphrase(passphrase_file)
-        store = KeyStore(keys or default_key_dir(db))
+        db = site.db_url()
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        store = KeyStore(site.keystore.dir or default_key_dir(db))
         retire = None if retire_old_in is None else int(time.time()) + retire_old_in
         new = store.add_scheme_key(passphrase, retire_old_at=retire)
         database = Database(db)

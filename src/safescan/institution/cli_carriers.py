@@ -10,20 +10,23 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
-from safescan.institution.cli_options import DbOpt, JsonOpt, KeysOpt, PassOpt, with_db
+from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt, PassOpt, with_db
 from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import settings_for as _settings
 
 manufacturer_app = typer.Typer(
     help="Carrier manufacturer keys the institution trusts for attestation (database only).",
     no_args_is_help=True,
 )
 
+
 @manufacturer_app.command("add")
 def manufacturer_add(
-    db: DbOpt,
     key: Annotated[
         str, typer.Argument(help="KID:HEX (what `safescan carrier factory init` prints)")
     ],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option(help="who makes the tokens")] = "manufacturer",
     as_json: JsonOpt = False,
 ) -> None:
@@ -31,9 +34,12 @@ def manufacturer_add(
     from safescan.code.keys import parse_pinned_keys
     from safescan.institution.enrollment import add_manufacturer
 
+    site = _settings(config, as_json, db=db)
     try:
         ((kid, public),) = parse_pinned_keys([key]).items()
-        with_db(db, lambda d: add_manufacturer(d, kid, public.raw, name, int(time.time())))
+        with_db(
+            site.db_url(), lambda d: add_manufacturer(d, kid, public.raw, name, int(time.time()))
+        )
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -45,15 +51,17 @@ def manufacturer_add(
 
 @manufacturer_app.command("revoke")
 def manufacturer_revoke(
-    db: DbOpt,
     kid: Annotated[int, typer.Argument(help="the manufacturer key id")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
     from safescan.institution.enrollment import revoke_manufacturer
 
+    site = _settings(config, as_json, db=db)
     try:
-        with_db(db, lambda d: revoke_manufacturer(d, kid, int(time.time())))
+        with_db(site.db_url(), lambda d: revoke_manufacturer(d, kid, int(time.time())))
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -65,14 +73,16 @@ def manufacturer_revoke(
 
 @manufacturer_app.command("list")
 def manufacturer_list(
-    db: DbOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The registered manufacturer keys."""
     from safescan.institution.enrollment import list_manufacturers
 
+    site = _settings(config, as_json, db=db)
     try:
-        rows = with_db(db, list_manufacturers)
+        rows = with_db(site.db_url(), list_manufacturers)
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -84,7 +94,8 @@ def manufacturer_list(
 
 
 def rotate_epoch(
-    db: DbOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     as_json: JsonOpt = False,
@@ -96,9 +107,11 @@ def rotate_epoch(
     from safescan.institution.epochs import EpochKeyring
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 
+    site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
-        passphrase = load_passphrase(passphrase_file)
-        loaded = KeyStore(keys or default_key_dir(db)).load(passphrase)
+        db = site.db_url()
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        loaded = KeyStore(site.keystore.dir or default_key_dir(db)).load(passphrase)
         epoch = with_db(
             db, lambda d: EpochKeyring(d, loaded.scheme, loaded.secret).rotate(int(time.time()))
         )

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import fail
 
+if TYPE_CHECKING:
+    from safescan.institution.settings import Settings
+
 T = TypeVar("T")
 
 
-def check_db_url(value: str) -> str:
+def check_db_url(value: str | None) -> str | None:
     """A bare file name is the commonest first mistake: say which URL was meant."""
     if value and "://" not in value:
         raise typer.BadParameter(
@@ -25,8 +28,22 @@ def check_db_url(value: str) -> str:
 
 
 DbOpt = Annotated[
-    str,
-    typer.Option("--db", help="sqlite:///path or postgresql://...", callback=check_db_url),
+    str | None,
+    typer.Option(
+        "--db",
+        help="sqlite:///path or postgresql://... (default: database.url of the settings)",
+        callback=check_db_url,
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="settings file (TOML; default: $SAFESCAN_INSTITUTION_CONFIG); options and"
+        " SAFESCAN_INSTITUTION_<SECTION>__<FIELD> variables override it",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 KeysOpt = Annotated[
@@ -52,6 +69,32 @@ PassOpt = Annotated[
 def fail_cli(exc: SafescanError, as_json: bool = False) -> None:
     """Exit 2 with ``exc`` as a typed error (a JSON object on stdout with ``--json``)."""
     raise fail(exc, as_json=as_json, status=2)
+
+
+def settings_for(
+    config: Path | None,
+    as_json: bool = False,
+    *,
+    db: str | None = None,
+    keys: Path | None = None,
+    passphrase_file: Path | None = None,
+    checkpoints: Path | None = None,
+    **sections: dict[str, Any],
+) -> Settings:
+    """The effective settings of a command (its options > environment > ``config`` > defaults);
+    exit 2 with a typed error when they are bad."""
+    from safescan.institution.settings import load_settings
+
+    overrides: dict[str, dict[str, Any]] = {
+        "database": {"url": db},
+        "keystore": {"dir": keys, "passphrase_file": passphrase_file, "checkpoints": checkpoints},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    try:
+        return load_settings(config, overrides)
+    except SafescanError as exc:
+        raise fail(exc, as_json=as_json, status=2) from None
 
 
 def with_db(db: str, action: Callable[[Any], T]) -> T:
