@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from safescan.code import SigningKey
 from safescan.code.errors import SafescanError
 from safescan.institution import audit, enrollment, ledger
-from safescan.institution import service as service_module
 from safescan.institution.db import Database
+from safescan.institution.domain import certificates as certificates_module
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from safescan.institution.webhook_targets import TargetPolicy
@@ -129,7 +129,7 @@ STEPS = {
     "audit": (audit, "append"),
     "ledger_transfer": (ledger, "post_transfer"),
     "ledger_account": (ledger, "ensure_account"),
-    "certificate": (service_module, "issue_certificate"),
+    "certificate": (certificates_module, "issue_certificate"),
     "bundle": (enrollment, "seal_bundle"),
     "key_update": (enrollment, "seal_key_update"),
 }

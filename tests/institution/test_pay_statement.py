@@ -169,7 +169,7 @@ def test_a_key_answered_in_between_stops_the_function_at_its_first_step(
     balances, counter, ledger, outbox, audit chain as before) and that answer is returned."""
     payer = Payer(inst, 10_000)
     o = payer.order(700)
-    stored, plan = inst._prepare_payment(o["code"], payer.authorize(o), "key-1")
+    stored, plan = inst.payments._prepare_payment(o["code"], payer.authorize(o), "key-1")
     assert stored is None and plan is not None and plan.idem is not None
     # the concurrent request commits its answer for the same key first
     theirs = {"payment_id": "pay_THEIRS", "status": "succeeded"}
@@ -187,11 +187,11 @@ def test_a_key_answered_in_between_stops_the_function_at_its_first_step(
     )
     before = snapshot(inst)
     with pytest.raises(idempotency.Answered):
-        inst._pay_order_in_one_statement(plan)
+        inst.payments._pay_order_in_one_statement(plan)
     assert snapshot(inst) == before
     # through the public path the caller gets the other request's answer
     answer = idempotency.finish(
-        inst.db, plan.idem, plan.now, lambda: inst._pay_order_in_one_statement(plan)
+        inst.db, plan.idem, plan.now, lambda: inst.payments._pay_order_in_one_statement(plan)
     )
     assert answer.body == theirs and snapshot(inst) == before
 

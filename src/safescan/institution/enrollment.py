@@ -16,7 +16,7 @@ of any epoch started after its last update.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -37,15 +37,14 @@ from safescan.code.keyupdate import MAX_LIVE_EPOCHS, EpochKey, KeyUpdate, seal_k
 from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
 from safescan.code.pubkeys import check_x25519_public
 from safescan.institution import audit
+from safescan.institution.domain.certificates import Certificates, crl_sequence
+from safescan.institution.domain.core import Core
 from safescan.institution.models import (
     CarrierDevice,
     CarrierRow,
     EnrollmentToken,
     ManufacturerKey,
 )
-
-if TYPE_CHECKING:
-    from safescan.institution.service import Institution
 
 CARRIER_CERT_DAYS = 4 * 365
 
@@ -175,7 +174,8 @@ def _statement(
 
 
 def enroll(
-    inst: Institution,
+    inst: Core,
+    certificates: Certificates,
     token: str,
     signing_public_key: bytes,
     transport_public_key: bytes,
@@ -219,8 +219,10 @@ def enroll(
                 f"the carrier's attestation does not verify: {exc.message}", param="attestation"
             ) from None
         cid = res.customer_id
-        superseded = _supersede(inst, conn, statement.device_id, cid, now)
-        cert = inst._certify(conn, Role.CARRIER, carrier_subject, signing, now, CARRIER_CERT_DAYS)
+        superseded = _supersede(certificates, conn, statement.device_id, cid, now)
+        cert = certificates.certify(
+            conn, Role.CARRIER, carrier_subject, signing, now, CARRIER_CERT_DAYS
+        )
         serial = cert.serial
         conn.execute(
             insert(CarrierRow).values(
@@ -282,13 +284,11 @@ def enroll(
             "key_update": b64e(first),
         }
 
-    out = dict(inst.db.write(tx))
-    inst.forget_carriers()  # a superseded carrier's key must not stay cached
-    return out
+    return dict(inst.db.write(tx))
 
 
 def _supersede(
-    inst: Institution, conn: Connection, device_id: bytes, cid: str, now: int
+    certificates: Certificates, conn: Connection, device_id: bytes, cid: str, now: int
 ) -> list[int]:
     """A chip enrolls again (e.g. an enrollment whose bundle never reached it): its earlier
     carriers are revoked, so one chip, even one whose attestation key was extracted, never has
@@ -302,7 +302,7 @@ def _supersede(
     )
     for serial in previous:
         conn.execute(update(CarrierRow).where(CarrierRow.serial == serial).values(status="revoked"))
-        revoked = inst._revoke_certs(conn, Role.CARRIER, carrier_subject(serial), now)
+        revoked = certificates.revoke_subject(conn, Role.CARRIER, carrier_subject(serial), now)
         audit.append(
             conn,
             at=now,
@@ -311,7 +311,7 @@ def _supersede(
             entity=f"carrier:{serial}",
             data={
                 "revoked_certificates": revoked,
-                "crl_sequence": inst._crl_sequence(conn),
+                "crl_sequence": crl_sequence(conn),
                 "reason": "the chip enrolled again",
             },
         )
@@ -319,7 +319,7 @@ def _supersede(
 
 
 def _seal_update(
-    inst: Institution,
+    inst: Core,
     serial: int,
     transport_public: bytes,
     from_epoch: int,
@@ -335,7 +335,7 @@ def _seal_update(
 # --- key updates ------------------------------------------------------------------------------
 
 
-def issue_key_update(inst: Institution, serial: int, from_epoch: int) -> dict[str, Any]:
+def issue_key_update(inst: Core, serial: int, from_epoch: int) -> dict[str, Any]:
     """The KEY UPDATE that brings carrier ``serial`` from ``from_epoch`` (the epoch it reports)
     to the current one; ``key_update`` is None when it is up to date. A revoked carrier gets
     nothing (403 ``carrier_revoked``)."""

@@ -1,0 +1,91 @@
+"""Who may call: administrator bearer tokens, merchant request signatures (with their
+single-use nonces and per-merchant rate buckets)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Connection, select
+
+from safescan.api import merchant_auth
+from safescan.api.errors import Forbidden, RateLimited, ReplayedRequest, Unauthenticated
+from safescan.code.keys import VerifyKey
+from safescan.institution import nonces, sql
+from safescan.institution.domain.core import Core
+from safescan.institution.models import AdminToken, MerchantRow
+
+
+class Access:
+    """Authentication of administrators and merchants around the :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def check_admin(self, token: str | None) -> None:
+        """Accept a valid administrator bearer token; raise :class:`Unauthenticated` otherwise."""
+        if not token:
+            raise Unauthenticated("an administrator token is required (Authorization: Bearer ...)")
+        digest = self.core.keys.token_hash(token)
+        found = self.core.db.read(
+            lambda c: c.execute(
+                select(AdminToken.id).where(AdminToken.token_hash == digest)
+            ).scalar_one_or_none()
+        )
+        if found is None:
+            raise Unauthenticated("the administrator token is not valid")
+
+    def authenticate_merchant(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> str:
+        """Verify a merchant's request signature (over its Idempotency-Key too) and record its
+        nonce (see :mod:`.nonces`); returns the merchant id."""
+        now = self.core.now()
+        mid, ts, nonce, sig = merchant_auth.parse_headers(headers, now=now)
+        idem_key = merchant_auth.idempotency_key(headers)
+        row = self.core.db.read(
+            lambda c: c.execute(
+                select(MerchantRow.api_public_key, MerchantRow.status).where(MerchantRow.id == mid)
+            ).one_or_none()
+        )
+        if row is None:
+            raise Unauthenticated("unknown merchant")
+        merchant_auth.verify_signature(
+            VerifyKey(row.api_public_key), mid, method, path, ts, nonce, sig, body, idem_key
+        )
+        if row.status != "active":
+            raise Forbidden("this merchant has been revoked")
+
+        rate, burst = self.core.merchant_rate
+        now_ms = int(self.core.clock() * 1000)
+
+        def tx(conn: Connection) -> tuple[bool, bool]:
+            fresh = nonces.record(conn, self.core.elapsed, mid, nonce, int(ts), now)
+            if not fresh or rate <= 0:
+                return fresh, True
+            bucket = {
+                "mid": mid,
+                "now_ms": now_ms,
+                "rate_milli": max(1, round(rate * 1000)),
+                "burst_milli": max(1000, round(burst * 1000)),
+            }
+            sql.run(conn, sql.RATE_BUCKET_CREATE, bucket)
+            return True, sql.run(conn, sql.TAKE_TOKEN, bucket).rowcount == 1
+
+        # the nonce is recorded even when the request is then refused for its rate: a
+        # refused request can never be replayed into an accepted one
+        fresh, within_rate = self.core.db.write(tx)
+        if not fresh:
+            raise ReplayedRequest("this request nonce was already used (replay)")
+        if not within_rate:
+            raise RateLimited(
+                f"more than {rate:g} requests per second for this merchant; slow down"
+            )
+        return mid
+
+    def purge_nonces(self) -> int:
+        """Forget nonces kept for the whole replay window on the elapsed clock (never on the
+        wall clock), raising each merchant's floor (see :mod:`.nonces`)."""
+        return self.core.db.write(lambda c: nonces.purge(c, self.core.elapsed))
+
+
+__all__ = ["Access"]

@@ -1,0 +1,111 @@
+"""Key carriers: attested enrollment and key updates (:mod:`..enrollment`), revocation, and the
+signing keys payments verify authorizations with (cached per serial)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from safescan.api.errors import CarrierRevoked, Conflict, NotFound
+from safescan.code.certs import Role
+from safescan.code.keys import VerifyKey
+from safescan.code.provisioning import carrier_subject
+from safescan.institution import audit, enrollment
+from safescan.institution.domain.certificates import MAX_SERIAL, Certificates, crl_sequence
+from safescan.institution.domain.core import Core
+from safescan.institution.models import CarrierRow
+
+
+class Carriers:
+    """The customers' key carriers around the :class:`Core`."""
+
+    def __init__(self, core: Core, certificates: Certificates) -> None:
+        self.core = core
+        self.certificates = certificates
+        self._carrier_keys: dict[int, tuple[VerifyKey, str]] = {}
+
+    def enroll(
+        self,
+        token: str,
+        signing_public_key: bytes,
+        transport_public_key: bytes,
+        attestation: bytes | None = None,
+    ) -> dict[str, Any]:
+        """Register an attested key carrier (see :mod:`.enrollment`): certificate, sealed
+        provisioning bundle and first key update; refused without a valid attestation."""
+        out = enrollment.enroll(
+            self.core,
+            self.certificates,
+            token,
+            signing_public_key,
+            transport_public_key,
+            attestation,
+        )
+        self.forget()  # a superseded carrier's key must not stay cached
+        return out
+
+    def forget(self) -> None:
+        """Drop the cached carrier keys (after carriers were revoked outside :meth:`revoke`)."""
+        self._carrier_keys.clear()
+
+    def key_update(self, serial: int, from_epoch: int) -> dict[str, Any]:
+        """The KEY UPDATE bringing a carrier to the current scheme-key epoch (or None)."""
+        return enrollment.issue_key_update(self.core, serial, from_epoch)
+
+    def revoke(self, serial: int) -> dict[str, Any]:
+        """Revoke a key carrier: its authorizations are refused from now on."""
+        now = self.core.now()
+
+        def tx(conn: Connection) -> None:
+            res = conn.execute(
+                update(CarrierRow)
+                .where(CarrierRow.serial == serial, CarrierRow.status == "active")
+                .values(status="revoked")
+            )
+            if res.rowcount != 1:
+                exists = conn.execute(
+                    select(CarrierRow.serial).where(CarrierRow.serial == serial)
+                ).first()
+                if exists is None:
+                    raise NotFound(f"no carrier {serial}", param="serial")
+                raise Conflict("the carrier is already revoked")
+            serials = self.certificates.revoke_subject(
+                conn, Role.CARRIER, carrier_subject(serial), now
+            )
+            audit.append(
+                conn,
+                at=now,
+                actor="admin",
+                action="carrier.revoke",
+                entity=f"carrier:{serial}",
+                data={"revoked_certificates": serials, "crl_sequence": crl_sequence(conn)},
+            )
+
+        self.core.db.write(tx)
+        self._carrier_keys.pop(serial, None)
+        return {"serial": serial, "status": "revoked"}
+
+    def key(self, serial: int) -> tuple[VerifyKey, str]:
+        cached = self._carrier_keys.get(serial)
+        if cached is not None:
+            return cached
+        if serial > MAX_SERIAL:
+            raise CarrierRevoked(f"key carrier {serial} is not registered here")
+        row = self.core.db.read(
+            lambda c: c.execute(
+                select(
+                    CarrierRow.signing_public_key, CarrierRow.customer_id, CarrierRow.status
+                ).where(CarrierRow.serial == serial)
+            ).first()
+        )
+        if row is None:
+            raise CarrierRevoked(f"key carrier {serial} is not registered here")
+        if row.status != "active":
+            raise CarrierRevoked(f"key carrier {serial} has been revoked")
+        value = (VerifyKey(row.signing_public_key), row.customer_id)
+        self._carrier_keys[serial] = value  # immutable per serial; status is re-checked in the tx
+        return value
+
+
+__all__ = ["Carriers"]

@@ -1,0 +1,472 @@
+"""Orders and codes: institution-sealed dynamic codes (one order each), static (printed) codes,
+closing, expiry, listing, and what a wallet may learn of a code before paying it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from safescan.api.errors import Conflict, InvalidRequest, NotFound
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import encode_text, open_code, seal
+from safescan.code.errors import SafescanError
+from safescan.code.payment import (
+    MAX_DYNAMIC_VALIDITY,
+    MAX_STATIC_VALIDITY,
+    DynamicCode,
+    LineItem,
+    StaticCode,
+)
+from safescan.institution import audit, guards, idempotency, ledger
+from safescan.institution.domain.core import Core
+from safescan.institution.domain.merchants import merchant_identity
+from safescan.institution.idempotency import Stored, order_request
+from safescan.institution.merchant_sealing import certificate_problem, withdrawn_order
+from safescan.institution.models import MerchantRow, OrderRow
+from safescan.institution.util import canonical_json, new_id
+from safescan.institution.webhooks import new_event
+
+ORDER_ID_CHARS = 12
+DEFAULT_ORDER_TTL = 900
+
+
+def _order_dict(r: Any) -> dict[str, Any]:
+    return {
+        "order_id": r.order_id,
+        "merchant_id": r.merchant_id,
+        "kind": r.kind,
+        "state": r.state,
+        "reference": r.reference,
+        "currency": r.currency,
+        "total": r.total,
+        "items": json.loads(r.items),
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "paid_at": r.paid_at,
+        "paid_amount": r.paid_amount,
+        "refunded_amount": r.refunded_amount,
+        "payment_id": r.payment_id,
+    }
+
+
+def order_pk(conn: Connection, mid: str, order_id: str) -> int | None:
+    """A merchant's order's primary key, None if it has none by that id."""
+    pk: int | None = conn.execute(
+        select(OrderRow.pk).where(OrderRow.merchant_id == mid, OrderRow.order_id == order_id)
+    ).scalar_one_or_none()
+    return pk
+
+
+def order_row(conn: Connection, mid: str, order_id: str) -> Any:
+    """A merchant's order row (:class:`NotFound` if it has none by that id)."""
+    row = conn.execute(
+        select(OrderRow).where(OrderRow.merchant_id == mid, OrderRow.order_id == order_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no order {order_id} for this merchant", param="order_id")
+    return row
+
+
+class Orders:
+    """A merchant's orders and codes around the :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def create(
+        self,
+        mid: str,
+        *,
+        items: list[tuple[str, int, int]],
+        currency_code: str | int,
+        expires_in: int,
+        reference: str | None,
+        idempotency_key: str | None,
+    ) -> Stored:
+        """Precreate an order and seal its dynamic code (institution-signed)."""
+        items = guards.items(items)
+        reference = guards.optional_text(reference, param="reference")
+        try:
+            cur = lookup_currency(currency_code).numeric
+        except SafescanError as exc:
+            raise InvalidRequest(exc.message, param="currency") from None
+        if not 1 <= expires_in <= MAX_DYNAMIC_VALIDITY:
+            raise InvalidRequest(
+                f"expires_in must be 1-{MAX_DYNAMIC_VALIDITY} seconds", param="expires_in"
+            )
+        req = order_request(mid, idempotency_key, items, cur, expires_in, reference)
+        now = self.core.now()
+        order_id = new_id("", ORDER_ID_CHARS)
+        merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
+        try:
+            code = DynamicCode(
+                merchant=merchant,
+                order_id=order_id,
+                items=tuple(LineItem(n, q, p) for n, q, p in items),
+                total=sum(q * p for _, q, p in items),
+                currency=cur,
+                issued_at=now,
+                expires_at=now + expires_in,
+                nonce=secrets.token_bytes(8),
+            ).validated()
+        except SafescanError as exc:
+            raise InvalidRequest(exc.message, param="items") from None
+        binary = seal(code, self.core.issuer, self.core.scheme_keys.current(now).public)
+        text = encode_text(binary)
+        digest = hashlib.sha256(binary).digest()
+        items_json = canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items])
+
+        body = {
+            "order_id": order_id,
+            "merchant_id": mid,
+            "state": "CREATED",
+            "total": code.total,
+            "currency": cur,
+            "expires_at": code.expires_at,
+            "reference": reference,
+            "code": text,
+            "code_bytes": len(binary),
+        }
+        result = Stored(201, body)
+
+        def tx(conn: Connection) -> Stored:
+            merchant_identity(conn, mid)
+            ledger.ensure_account(conn, ledger.MERCHANT, mid, cur, now)
+            conn.execute(
+                insert(OrderRow).values(
+                    merchant_id=mid,
+                    order_id=order_id,
+                    kind="dynamic",
+                    state="CREATED",
+                    reference=reference,
+                    currency=cur,
+                    total=code.total,
+                    items=items_json,
+                    code_digest=digest,
+                    created_at=now,
+                    expires_at=code.expires_at,
+                    paid_amount=0,
+                    refunded_amount=0,
+                )
+            )
+            audit.append(
+                conn,
+                at=now,
+                actor=f"merchant:{mid}",
+                action="order.create",
+                entity=f"order:{mid}:{order_id}",
+                data={
+                    "total": code.total,
+                    "currency": cur,
+                    "expires_at": code.expires_at,
+                    "reference": reference,
+                    "code_digest": digest.hex(),
+                    "items_sha256": hashlib.sha256(items_json.encode()).hexdigest(),
+                },
+            )
+            return result
+
+        return idempotency.execute(self.core.db, req, now, tx, answer=result)
+
+    def precreate(
+        self, mid: str, orders: list[tuple[list[tuple[str, int, int]], str | int]], expires_in: int
+    ) -> list[dict[str, Any]]:
+        """Bulk precreation (one transaction, one audit entry naming every order): for load tests
+        and merchants that print batches of codes. Returns order id, code and total per order."""
+        now = self.core.now()
+        merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
+        scheme = self.core.scheme_keys.current(now).public
+        rows: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
+        for items, currency_code in orders:
+            cur = lookup_currency(currency_code).numeric
+            order_id = new_id("", ORDER_ID_CHARS)
+            code = DynamicCode(
+                merchant=merchant,
+                order_id=order_id,
+                items=tuple(LineItem(n, q, p) for n, q, p in items),
+                total=sum(q * p for _, q, p in items),
+                currency=cur,
+                issued_at=now,
+                expires_at=now + expires_in,
+                nonce=secrets.token_bytes(8),
+            ).validated()
+            binary = seal(code, self.core.issuer, scheme)
+            rows.append(
+                {
+                    "merchant_id": mid,
+                    "order_id": order_id,
+                    "kind": "dynamic",
+                    "state": "CREATED",
+                    "reference": None,
+                    "currency": cur,
+                    "total": code.total,
+                    "items": canonical_json(
+                        [[i.name, i.quantity, i.unit_price] for i in code.items]
+                    ),
+                    "code_digest": hashlib.sha256(binary).digest(),
+                    "created_at": now,
+                    "expires_at": code.expires_at,
+                    "paid_amount": 0,
+                    "refunded_amount": 0,
+                }
+            )
+            out.append(
+                {
+                    "order_id": order_id,
+                    "code": encode_text(binary),
+                    "total": code.total,
+                    "currency": cur,
+                }
+            )
+
+        def tx(conn: Connection) -> None:
+            for cur in {r["currency"] for r in rows}:
+                ledger.ensure_account(conn, ledger.MERCHANT, mid, cur, now)
+            conn.execute(insert(OrderRow), rows)
+            ids = [r["order_id"] for r in rows]
+            audit.append(
+                conn,
+                at=now,
+                actor=f"merchant:{mid}",
+                action="order.create_batch",
+                entity=f"merchant:{mid}",
+                data={
+                    "count": len(ids),
+                    "orders_sha256": hashlib.sha256(",".join(ids).encode()).hexdigest(),
+                    "rows_sha256": audit.batch_rows_sha256(rows),
+                },
+            )
+
+        self.core.db.write(tx)
+        return out
+
+    def static_code(
+        self, mid: str, *, currency_code: str | int | None, valid_days: int
+    ) -> dict[str, Any]:
+        """Seal a static (printed) merchant code; the customer enters the amount."""
+        cur: int | None = None
+        if currency_code is not None:
+            try:
+                cur = lookup_currency(currency_code).numeric
+            except SafescanError as exc:
+                raise InvalidRequest(exc.message, param="currency") from None
+        if not 1 <= valid_days * 86400 <= MAX_STATIC_VALIDITY:
+            raise InvalidRequest("valid_days is out of range", param="valid_days")
+        now = self.core.now()
+        merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
+        code = StaticCode(merchant, cur, now, now + valid_days * 86400)
+        # printed codes live for years: sealed to the long-lived static-code key, not an epoch
+        binary = seal(code, self.core.issuer, self.core.keys.scheme.current(now).public)
+        return {
+            "merchant_id": mid,
+            "currency": cur,
+            "expires_at": code.expires_at,
+            "code": encode_text(binary),
+            "code_bytes": len(binary),
+        }
+
+    def get(self, mid: str, order_id: str) -> dict[str, Any]:
+        """An order (an unpaid order past its expiry is moved to EXPIRED first)."""
+        row = self.core.db.read(lambda c: order_row(c, mid, order_id))
+        if row.state == "CREATED" and self.core.now() >= row.expires_at:
+            self.expire(only=(mid, order_id))
+            row = self.core.db.read(lambda c: order_row(c, mid, order_id))
+        return _order_dict(row)
+
+    def close(self, mid: str, order_id: str, code: str | None = None) -> dict[str, Any]:
+        """Close an unpaid order: its code can no longer be paid. ``code``: a code the merchant's
+        terminal sealed itself, unknown here until paid, is withdrawn by recording its order
+        closed (``merchant_sealing.withdrawn_order``)."""
+        now = self.core.now()
+        opened = (
+            None
+            if code is None
+            else open_code(code, self.core.scheme_keys, self.core.trust, now=now)
+        )
+
+        def tx(conn: Connection) -> None:
+            res = conn.execute(
+                update(OrderRow)
+                .where(
+                    OrderRow.merchant_id == mid,
+                    OrderRow.order_id == order_id,
+                    OrderRow.state == "CREATED",
+                    OrderRow.expires_at > now,
+                )
+                .values(state="CLOSED")
+            )
+            closed = res.rowcount == 1
+            if not closed and opened is not None and order_pk(conn, mid, order_id) is None:
+                insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                row = withdrawn_order(opened, mid, order_id, now)
+                closed = (
+                    conn.execute(
+                        insert_(OrderRow)
+                        .values(**row)
+                        .on_conflict_do_nothing()
+                        .returning(OrderRow.pk)
+                    ).scalar()
+                    is not None
+                )
+                if closed:  # the order is recorded here for the first time: log its creation
+                    audit.append(
+                        conn,
+                        at=now,
+                        actor=f"merchant:{mid}",
+                        action="order.create",
+                        entity=f"order:{mid}:{order_id}",
+                        data={
+                            "total": row["total"],
+                            "currency": row["currency"],
+                            "expires_at": row["expires_at"],
+                            "reference": None,
+                            "code_digest": row["code_digest"].hex(),
+                            "items_sha256": hashlib.sha256(row["items"].encode()).hexdigest(),
+                            "withdrawn": True,
+                        },
+                    )
+            if not closed:
+                row = order_row(conn, mid, order_id)
+                state = "EXPIRED" if row.state == "CREATED" else row.state
+                raise Conflict(f"the order is {state} and cannot be closed", param="order_id")
+            audit.append(
+                conn,
+                at=now,
+                actor=f"merchant:{mid}",
+                action="order.close",
+                entity=f"order:{mid}:{order_id}",
+                data={"state": "CLOSED"},
+            )
+            new_event(
+                conn,
+                merchant_id=mid,
+                type_="order.closed",
+                data={"order_id": order_id},
+                now=now,
+                webhook=self.core.webhooks_enabled,
+            )
+
+        self.core.db.write(tx)
+        return self.get(mid, order_id)
+
+    def expire(self, *, only: tuple[str, str] | None = None, limit: int = 500) -> int:
+        """Move unpaid orders past their expiry to EXPIRED (with audit entries and events)."""
+        now = self.core.now()
+
+        def tx(conn: Connection) -> int:
+            q = select(OrderRow.pk, OrderRow.merchant_id, OrderRow.order_id).where(
+                OrderRow.state == "CREATED", OrderRow.expires_at <= now
+            )
+            if only is not None:
+                q = q.where(OrderRow.merchant_id == only[0], OrderRow.order_id == only[1])
+            n = 0
+            for pk, mid, oid in conn.execute(q.limit(limit)).all():
+                res = conn.execute(
+                    update(OrderRow)
+                    .where(OrderRow.pk == pk, OrderRow.state == "CREATED")
+                    .values(state="EXPIRED")
+                )
+                if res.rowcount == 1:
+                    n += 1
+                    audit.append(
+                        conn,
+                        at=now,
+                        actor="system",
+                        action="order.expire",
+                        entity=f"order:{mid}:{oid}",
+                        data={"state": "EXPIRED"},
+                    )
+                    new_event(
+                        conn,
+                        merchant_id=mid,
+                        type_="order.expired",
+                        data={"order_id": oid},
+                        now=now,
+                        webhook=self.core.webhooks_enabled,
+                    )
+            return n
+
+        return self.core.db.write(tx)
+
+    def page(self, mid: str, *, limit: int, after: str | None) -> dict[str, Any]:
+        """The merchant's orders, newest first; ``after`` is the last order id of the previous
+        page."""
+
+        def q(conn: Connection) -> dict[str, Any]:
+            stmt = select(OrderRow).where(OrderRow.merchant_id == mid)
+            if after is not None:
+                pivot = conn.execute(
+                    select(OrderRow.pk).where(
+                        OrderRow.merchant_id == mid, OrderRow.order_id == after
+                    )
+                ).scalar_one_or_none()
+                if pivot is None:
+                    raise NotFound(f"no order {after} for this merchant", param="after")
+                stmt = stmt.where(OrderRow.pk < pivot)
+            rows = conn.execute(stmt.order_by(OrderRow.pk.desc()).limit(limit + 1)).all()
+            return {
+                "orders": [_order_dict(r) for r in rows[:limit]],
+                "has_more": len(rows) > limit,
+            }
+
+        return self.core.db.read(q)
+
+    def code_status(self, code_text: str) -> dict[str, Any]:
+        """What a wallet may learn before asking the customer anything: is this exact code
+        still payable? (Only the state of the code the caller holds; no amounts, no payer.)"""
+        now = self.core.now()
+        opened = open_code(code_text, self.core.scheme_keys, self.core.trust, now=now)
+        code = opened.code
+        mid = code.merchant.id
+
+        def q(conn: Connection) -> dict[str, Any]:
+            status = conn.execute(
+                select(MerchantRow.status).where(MerchantRow.id == mid)
+            ).scalar_one_or_none()
+            merchant_status = "active" if status == "active" else "revoked"
+            if opened.certificate is not None and certificate_problem(conn, opened.certificate):
+                merchant_status = "revoked"
+            out: dict[str, Any] = {
+                "state": "payable",
+                "merchant_status": merchant_status,
+                "order_state": None,
+                "expires_at": code.expires_at,
+            }
+            if merchant_status != "active" or status is None:
+                out["state"] = "unknown" if status is None else "revoked"
+                return out
+            if not isinstance(code, DynamicCode):
+                return out
+            row = conn.execute(
+                select(OrderRow.state, OrderRow.expires_at, OrderRow.code_digest).where(
+                    OrderRow.merchant_id == mid, OrderRow.order_id == code.order_id
+                )
+            ).first()
+            if row is None or row.code_digest != opened.digest:
+                out["state"] = "unknown" if opened.issuer == "institution" else "payable"
+                return out
+            state = row.state
+            if state == "CREATED" and row.expires_at <= now:
+                state = "EXPIRED"
+            out["order_state"] = state
+            out["expires_at"] = row.expires_at
+            out["state"] = {
+                "CREATED": "payable",
+                "PAID": "paid",
+                "PARTIALLY_REFUNDED": "paid",
+                "REFUNDED": "refunded",
+                "CLOSED": "closed",
+                "EXPIRED": "expired",
+            }[state]
+            return out
+
+        return self.core.db.read(q)
+
+
+__all__ = ["DEFAULT_ORDER_TTL", "ORDER_ID_CHARS", "Orders", "order_pk", "order_row"]

@@ -1,0 +1,130 @@
+"""Refunds: all or part of a paid order back to its payer, never more than was paid."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, case, insert, select, update
+
+from safescan.api.errors import OrderNotRefundable
+from safescan.code.currency import currency as lookup_currency
+from safescan.institution import audit, guards, idempotency, ledger
+from safescan.institution.domain.core import Core
+from safescan.institution.domain.orders import order_row
+from safescan.institution.idempotency import Stored, refund_request
+from safescan.institution.models import OrderRow, Payment, Refund
+from safescan.institution.util import new_id
+from safescan.institution.webhooks import new_event
+
+
+class Refunds:
+    """Refunds of paid orders around the :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def refund(
+        self,
+        mid: str,
+        order_id: str,
+        *,
+        amount: int | None,
+        reason: str | None,
+        idempotency_key: str | None,
+    ) -> Stored:
+        """Refund all (``amount`` None) or part of a paid order; never more than was paid."""
+        amount = None if amount is None else guards.amount(amount)
+        reason = guards.optional_text(reason, param="reason", max_chars=200)
+        req = refund_request(mid, idempotency_key, order_id, amount, reason)
+        now = self.core.now()
+        refund_id = new_id("re_", 16)
+
+        def tx(conn: Connection) -> Stored:
+            o = order_row(conn, mid, order_id)
+            if o.state not in ("PAID", "PARTIALLY_REFUNDED"):
+                raise OrderNotRefundable(
+                    f"the order is {o.state}; nothing to refund", param="order_id"
+                )
+            amt = o.paid_amount - o.refunded_amount if amount is None else amount
+            row = conn.execute(
+                update(OrderRow)
+                .where(
+                    OrderRow.pk == o.pk,
+                    OrderRow.state.in_(("PAID", "PARTIALLY_REFUNDED")),
+                    OrderRow.refunded_amount + amt <= OrderRow.paid_amount,
+                )
+                .values(
+                    refunded_amount=OrderRow.refunded_amount + amt,
+                    state=case(
+                        (OrderRow.refunded_amount + amt == OrderRow.paid_amount, "REFUNDED"),
+                        else_="PARTIALLY_REFUNDED",
+                    ),
+                )
+                .returning(OrderRow.state, OrderRow.refunded_amount, OrderRow.paid_amount)
+            ).first()
+            if row is None:
+                cur = lookup_currency(o.currency)
+                left = cur.format(o.paid_amount - o.refunded_amount)
+                raise OrderNotRefundable(
+                    f"the refund of {cur.format(amt)} exceeds the {left} left to refund",
+                    param="amount",
+                )
+            p = conn.execute(
+                select(Payment.id, Payment.customer_id, Payment.currency).where(
+                    Payment.order_pk == o.pk
+                )
+            ).one()
+            cust = ledger.ensure_account(conn, ledger.CUSTOMER, p.customer_id, p.currency, now)
+            merch = ledger.ensure_account(conn, ledger.MERCHANT, mid, p.currency, now)
+            ledger.post_transfer(
+                conn,
+                debit=merch,
+                credit=cust,
+                amount=amt,
+                currency=p.currency,
+                kind="refund",
+                ref=refund_id,
+                now=now,
+                checked=frozenset({cust}),
+            )
+            conn.execute(
+                insert(Refund).values(
+                    id=refund_id,
+                    payment_id=p.id,
+                    order_pk=o.pk,
+                    merchant_id=mid,
+                    amount=amt,
+                    currency=p.currency,
+                    reason=reason,
+                    created_at=now,
+                )
+            )
+            data = {
+                "refund_id": refund_id,
+                "payment_id": p.id,
+                "order_id": order_id,
+                "amount": amt,
+                "currency": p.currency,
+                "order_state": row.state,
+                "refunded_amount": row.refunded_amount,
+            }
+            new_event(
+                conn,
+                merchant_id=mid,
+                type_="refund.succeeded",
+                data=data,
+                now=now,
+                webhook=self.core.webhooks_enabled,
+            )
+            audit.append(
+                conn,
+                at=now,
+                actor=f"merchant:{mid}",
+                action="refund.create",
+                entity=f"order:{mid}:{order_id}",
+                data=data | {"reason": reason},
+            )
+            return Stored(201, data | {"status": "succeeded", "created_at": now})
+
+        return idempotency.execute(self.core.db, req, now, tx)
+
+
+__all__ = ["Refunds"]
