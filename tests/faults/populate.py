@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import select, update
 
 from safescan.api.errors import OrderNotPayable
 from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text, open_code
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.payment import DynamicCode, LineItem, Merchant
-from safescan.institution import admin_tokens, nonces, outcomes
+from safescan.institution import admin_tokens, nonces, outcomes, webhook_log
 from safescan.institution.db import Database, migrate
 from safescan.institution.keystore import KeyStore
+from safescan.institution.models import Event
 from safescan.institution.service import Institution
+from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
+from safescan.institution.webhook_transport import Attempt
 from tests.institution.harness import PASSPHRASE, attest
 
 
@@ -222,7 +226,37 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     inst.revoke_carrier(p.carriers[-1][0])
     inst.revoke_merchant(m2)
     inst.create_static_code(m0, currency_code=None, valid_days=1)
+    _webhook_operations(p, m0)
     return p
+
+
+def _webhook_operations(p: Populated, mid: str) -> None:
+    """An endpoint secret rotated with overlap, a logged attempt and a resent event."""
+    secrets = EndpointSecrets(p.inst.keys.secret)
+    db, now = p.inst.db, int(p.clock())
+    db.write(lambda c: secrets.rotate(c, mid, now=now, overlap=0))
+    db.write(lambda c: secrets.rotate(c, mid, now=now + 1, overlap=3600))
+    eid = db.read(
+        lambda c: c.execute(select(Event.id).where(Event.merchant_id == mid).limit(1)).scalar()
+    )
+    assert eid is not None
+    db.write(
+        lambda c: c.execute(update(Event).where(Event.id == eid).values(webhook_state="failed"))
+    )
+    att = Attempt("https://shop.example/hook", now, 0.05, 500, "http_status", "HTTP 500")
+    db.write(
+        lambda c: webhook_log.record_attempt(
+            c,
+            merchant_id=mid,
+            event_id=eid,
+            kind="event",
+            attempt=1,
+            att=att,
+            state="failed",
+            next_retry_ms=None,
+        )
+    )
+    assert db.write(lambda c: webhook_log.resend(c, mid, eid, now + 2))["requeued"]
 
 
 __all__ = ["Clock", "Populated", "order", "pay", "populate"]

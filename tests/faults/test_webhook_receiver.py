@@ -49,7 +49,10 @@ class FlakyReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 try:
-                    event = verify_webhook(body, self.headers["Safescan-Signature"], outer.trust)
+                    # the request's headers: the Standard Webhooks v1a signature is checked
+                    headers = {k: str(v) for k, v in self.headers.items()}
+                    event = verify_webhook(body, headers, outer.trust)
+                    assert event["id"] == headers["webhook-id"]
                 except WebhookVerificationError:
                     outer.rejected += 1
                     self.send_response(400)

@@ -7,6 +7,9 @@
   ``"SS1-WEBHOOK\\n" + t + "\\n" + body``; check with :func:`verify_webhook`, which also refuses
   a timestamp older than the tolerance (replay). ``Safescan-Event-Id`` carries the event id:
   receivers de-duplicate on it (delivery is at least once).
+* **Standard Webhooks** (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), sent
+  with every delivery too: :mod:`safescan.api.standard_webhooks`; :func:`verify_webhook` given
+  the request's headers checks that format.
 """
 
 from __future__ import annotations
@@ -89,13 +92,24 @@ def sign_webhook(key: SigningKey, kid: int, body: bytes, *, timestamp: int) -> s
 
 def verify_webhook(
     body: bytes,
-    signature_header: str,
+    signature_header: str | Mapping[str, str],
     trust: TrustStore | VerifyKey,
     *,
     tolerance: int = TOLERANCE,
     now: int | None = None,
 ) -> dict[str, Any]:
-    """Merchant side: verify a webhook's signature and freshness; returns the event object."""
+    """Merchant side: verify a webhook's signature and freshness; returns the event object.
+
+    ``signature_header`` is the ``Safescan-Signature`` value, or the request's headers: then
+    the Standard Webhooks ``v1a`` signature is checked when present
+    (:func:`safescan.api.standard_webhooks.verify`), else ``Safescan-Signature``."""
+    if not isinstance(signature_header, str):
+        low = {k.lower(): v for k, v in signature_header.items()}
+        if "webhook-signature" in low:
+            from safescan.api.standard_webhooks import verify  # imports this module
+
+            return verify(body, low, trust=trust, tolerance=tolerance, now=now)
+        signature_header = low.get(H_SIGNATURE.lower(), "")
     parts: dict[str, str] = {}
     for item in (signature_header or "").split(","):
         name, sep, value = item.strip().partition("=")

@@ -45,6 +45,7 @@ from safescan.code.payment import MAX_ITEMS
 from safescan.code.text import preload
 from safescan.institution import outcomes, settlement
 from safescan.institution.api_carriers import register_carrier_routes
+from safescan.institution.api_webhooks import webhook_routes
 from safescan.institution.asgi import (
     BODY_KEY,
     INTERNAL_ERROR,
@@ -339,6 +340,8 @@ def create_app(
 
     Admin = Annotated[None, Depends(admin)]  # noqa: N806 - a type alias
     MerchantId = Annotated[str, Depends(merchant)]  # noqa: N806 - a type alias
+
+    app.include_router(webhook_routes(inst, dispatcher, MerchantId))  # pos webhook ...
 
     # --- public ---
 

@@ -310,6 +310,47 @@ class Event(Base):
     next_attempt_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
     delivered_at: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(String(200))
+    # when the merchant last asked for it to be sent again (the retry window restarts there)
+    requeued_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    """A merchant endpoint's signing secret(s) for ``v1`` signatures (``webhook_secrets``):
+    sealed with AES-GCM under a key derived from the server secret; during a rotation's
+    overlap the previous secret stays usable until ``previous_until``."""
+
+    __tablename__ = "webhook_endpoints"
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    secret_box: Mapped[bytes] = mapped_column(LargeBinary(128), nullable=False)
+    previous_box: Mapped[bytes | None] = mapped_column(LargeBinary(128))
+    previous_until: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    rotated_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class WebhookDelivery(Base):
+    """One webhook delivery attempt (the delivery log; bounded, see ``webhook_log``)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_merchant_id", "merchant_id", "id"),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index("ix_webhook_deliveries_at_ms", "at_ms"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)  # event, test
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    at_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    url: Mapped[str] = mapped_column(String(512), nullable=False)
+    status: Mapped[int | None] = mapped_column(Integer)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_retry_ms: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # delivered, retrying, failed
 
 
 class AuditEntry(Base):

@@ -12,6 +12,10 @@
   slow at once, and then for at most one ``deadline``.
 * **Bounds per attempt** (:mod:`.webhook_transport`): one total deadline, a byte budget, the
   address checked on every connection (:mod:`.webhook_targets`), no redirects.
+* **Signatures** (:mod:`safescan.api.standard_webhooks`): the Standard Webhooks headers
+  (``v1a`` Ed25519 with the root key, ``v1`` HMAC with each live endpoint secret) and the
+  original ``Safescan-Signature``.
+* **Delivery log** (:mod:`.webhook_log`): every attempt's outcome is recorded with it.
 * **Survival**: an attempt that fails in any way becomes a recorded failure with back-off; an
   unexpected exception is logged and counted, and the loop goes on. :meth:`health` says whether
   the loop is alive and turning; ``/health`` answers 503 when it is not.
@@ -31,12 +35,15 @@ from typing import Any
 import httpcore
 from sqlalchemy import Connection, func, select, update
 
+from safescan.api import standard_webhooks
 from safescan.api.errors import ConfigError, WebhookUrlRefused
 from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.institution.db import Database
-from safescan.institution.models import Event, MerchantRow
+from safescan.institution.models import Event, MerchantRow, WebhookEndpoint
+from safescan.institution.webhook_log import record_attempt
+from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhook_transport import (
     Attempt,
@@ -80,6 +87,9 @@ class _Due:
     attempts: int
     created_at: int
     url: str
+    requeued_at: int | None = None
+    secrets: tuple[str, ...] = ()  # the endpoint's live whsec_ secrets (v1 signatures)
+    secret_error: str | None = None  # the sealed secret did not open: nothing is sent
 
 
 @dataclass
@@ -98,6 +108,20 @@ class Stats:
     max_endpoint_in_flight: int = 0  # the most attempts one endpoint ever had at once
 
 
+def signed_headers(
+    key: SigningKey, kid: int, event_id: str, body: bytes, secrets: tuple[str, ...]
+) -> dict[str, str]:
+    """Every header of one attempt, signed now: Standard Webhooks and ``Safescan-Signature``."""
+    now = int(time.time())
+    return {
+        "Content-Type": "application/json",
+        **standard_webhooks.headers(key, event_id, body, timestamp=now, secrets=secrets),
+        H_EVENT_ID: event_id,
+        H_SIGNATURE: sign_webhook(key, kid, body, timestamp=now),
+        "User-Agent": USER_AGENT,
+    }
+
+
 class WebhookDispatcher:
     """Delivers due outbox events; one per API process, all processes may run it."""
 
@@ -114,8 +138,10 @@ class WebhookDispatcher:
         stall_after: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_attempt: Callable[[str, Attempt], None] | None = None,
+        secrets: EndpointSecrets | None = None,
     ) -> None:
         self.db, self.key, self.kid = db, key, kid
+        self.secrets = secrets  # None: v1a (Ed25519) and Safescan-Signature only
         self.policy = policy or RetryPolicy()
         self.targets = targets or TargetPolicy()
         self.limits = limits or DeliveryLimits()
@@ -154,6 +180,7 @@ class WebhookDispatcher:
                 Event.payload,
                 Event.attempts,
                 Event.created_at,
+                Event.requeued_at,
                 Event.next_attempt_ms,
                 rank,
             )
@@ -161,8 +188,15 @@ class WebhookDispatcher:
             .subquery()
         )
         query = (
-            select(due, MerchantRow.webhook_url)
+            select(
+                due,
+                MerchantRow.webhook_url,
+                WebhookEndpoint.secret_box,
+                WebhookEndpoint.previous_box,
+                WebhookEndpoint.previous_until,
+            )
             .join(MerchantRow, MerchantRow.id == due.c.merchant_id)
+            .outerjoin(WebhookEndpoint, WebhookEndpoint.merchant_id == due.c.merchant_id)
             .where(due.c.rank <= per)
             .order_by(due.c.next_attempt_ms, due.c.seq)
             .limit(slots + sum(in_flight.values()))
@@ -200,6 +234,7 @@ class WebhookDispatcher:
                         update(Event).where(Event.seq == r.seq).values(webhook_state="none")
                     )
                     continue
+                live, problem = self._live_secrets(r, now_ms // 1000)
                 claimed.append(
                     _Due(
                         r.seq,
@@ -209,31 +244,61 @@ class WebhookDispatcher:
                         r.attempts,
                         r.created_at,
                         r.webhook_url,
+                        r.requeued_at,
+                        live,
+                        problem,
                     )
                 )
             return claimed
 
         return self.db.write(claim)
 
+    def _live_secrets(self, row: Any, now: int) -> tuple[tuple[str, ...], str | None]:
+        if self.secrets is None or row.secret_box is None:
+            return (), None
+        try:
+            return self.secrets.live(row.merchant_id, row, now), None
+        except SafescanError as exc:
+            log.error("webhook %s not sent: %s", row.id, exc.message)
+            return (), "the endpoint's signing secret does not open (logged)"
+
     def record(self, due: _Due, att: Attempt, now: float) -> bool:
-        """Record the outcome of one attempt; True when the event is now ``failed`` for good."""
+        """Record the outcome of one attempt (the event and the delivery log, in one
+        transaction); True when the event is now ``failed`` for good."""
         attempts = due.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_error": att.summary()}
         gave_up = False
+        next_ms: int | None = None
+        since = max(due.created_at, due.requeued_at or 0)  # a resend restarts the window
         if att.ok:
             values.update(webhook_state="delivered", delivered_at=int(now))
-        elif now - due.created_at >= self.policy.give_up_after:
+            state = "delivered"
+        elif now - since >= self.policy.give_up_after:
             values.update(webhook_state="failed")
-            gave_up = True
+            gave_up, state = True, "failed"
         else:
-            values.update(next_attempt_ms=int((now + self.policy.delay(attempts)) * 1000))
-        self.db.write(
-            lambda c: c.execute(
+            next_ms = int((now + self.policy.delay(attempts)) * 1000)
+            values.update(next_attempt_ms=next_ms)
+            state = "retrying"
+
+        def tx(c: Connection) -> None:
+            c.execute(
                 update(Event)
                 .where(Event.seq == due.seq, Event.webhook_state == "pending")
                 .values(**values)
             )
-        )
+            record_attempt(
+                c,
+                merchant_id=due.merchant_id,
+                event_id=due.id,
+                kind="event",
+                attempt=attempts,
+                att=att,
+                state=state,
+                next_retry_ms=next_ms,
+            )
+
+        self.db.write(tx)
         return gave_up
 
     # --- delivery ---
@@ -245,13 +310,12 @@ class WebhookDispatcher:
             return Attempt(
                 due.url[:200], time.time(), error_kind="invalid_url", error=exc.message[:200]
             )
+        if due.secret_error is not None:
+            return Attempt(
+                due.url[:200], time.time(), error_kind="internal", error=due.secret_error
+            )
         body = due.payload.encode()
-        headers = {
-            "Content-Type": "application/json",
-            H_EVENT_ID: due.id,
-            H_SIGNATURE: sign_webhook(self.key, self.kid, body, timestamp=int(time.time())),
-            "User-Agent": USER_AGENT,
-        }
+        headers = signed_headers(self.key, self.kid, due.id, body, due.secrets)
         lim = self.limits
         return await attempt(
             pool,

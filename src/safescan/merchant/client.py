@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 
-from safescan.api.errors import NotFound
+from safescan.api.errors import InvalidRequest, NotFound
 from safescan.api.merchant_auth import sign_request
+from safescan.api.standard_webhooks import ID_PATTERN
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.cli_input import whole_number
@@ -154,6 +155,15 @@ def _verified(
     )
 
 
+def _event_id(text: str) -> str:
+    """An event id as the institution makes them (``evt_...``), or InvalidRequest."""
+    if not ID_PATTERN.match(text):
+        raise InvalidRequest(
+            f"not an event id: {text!r} (they look like evt_...)", param="event_id"
+        )
+    return text
+
+
 class MerchantApi:
     """Signed calls to the institution's merchant API, for one merchant."""
 
@@ -210,6 +220,43 @@ class MerchantApi:
     def profile(self) -> dict[str, Any]:
         """The merchant's profile as the institution knows it."""
         return dict(self._call("GET", "/v1/merchant"))
+
+    # --- webhook endpoint (safescan pos webhook ...) ---------------------------------------
+
+    def webhook_endpoint(self) -> dict[str, Any]:
+        """The webhook URL, the ``v1a`` public key, the secret's version and dates (never the
+        secret) and the delivery log's retention."""
+        return dict(self._call("GET", "/v1/merchant/webhook"))
+
+    def set_webhook(self, url: str | None) -> dict[str, Any]:
+        """Set (or clear, with None) the webhook URL; the institution checks it."""
+        return dict(self._call("PUT", "/v1/merchant/webhook", {"url": url}))
+
+    def rotate_webhook_secret(self, overlap_seconds: int) -> dict[str, Any]:
+        """A new ``whsec_`` secret (the first, or a replacement; the previous one keeps
+        signing for ``overlap_seconds``). Shown in this answer only."""
+        return dict(
+            self._call("POST", "/v1/merchant/webhook/secret", {"overlap_seconds": overlap_seconds})
+        )
+
+    def test_webhook(self) -> dict[str, Any]:
+        """Send a signed ``webhook.test`` event now; the attempt's outcome."""
+        return dict(self._call("POST", "/v1/merchant/webhook/test"))
+
+    def webhook_deliveries(
+        self, *, limit: int = 50, before: int | None = None, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """The delivery log, newest first."""
+        query = [f"limit={int(limit)}"]
+        if before is not None:
+            query.append(f"before={int(before)}")
+        if event_id is not None:
+            query.append(f"event_id={_event_id(event_id)}")
+        return dict(self._call("GET", "/v1/merchant/webhook/deliveries?" + "&".join(query)))
+
+    def resend_event(self, event_id: str) -> dict[str, Any]:
+        """Queue one of this merchant's events for delivery again (idempotent)."""
+        return dict(self._call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend"))
 
     def create_order(
         self,

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safescan.institution.auditing import identity, lifecycle, money, outputs, snapshot, storage
+from safescan.institution.auditing import (
+    identity,
+    lifecycle,
+    money,
+    outputs,
+    snapshot,
+    storage,
+    webhooks,
+)
 from safescan.institution.auditing.context import Context, make_context
 from safescan.institution.auditing.journal import Journal, read_journal
 from safescan.institution.auditing.rollback import audit_findings, read_lines
@@ -76,6 +84,7 @@ CROSS_CHECKS: tuple[Callable[[Context], Iterator[str]], ...] = (
     *lifecycle.CHECKS,
     *money.CHECKS,
     *outputs.CHECKS,
+    *webhooks.CHECKS,
 )
 
 

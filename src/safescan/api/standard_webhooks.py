@@ -1,0 +1,187 @@
+"""Standard Webhooks (https://www.standardwebhooks.com): how a delivery is signed and checked.
+
+Every delivery carries three headers::
+
+    webhook-id:        the event id (the same on every attempt and on a resend: de-duplicate on it)
+    webhook-timestamp: unix seconds when this attempt was signed
+    webhook-signature: space-separated "<version>,<base64 signature>" entries
+
+over the signed content ``webhook-id + "." + webhook-timestamp + "." + body`` (the body's exact
+bytes). Two versions are sent:
+
+* ``v1a``: Ed25519 with the institution's root key (its public key as ``whpk_<base64>`` or in
+  ``GET /v1/keys``), always present;
+* ``v1``: HMAC-SHA256 with the endpoint's own secret ``whsec_<base64>`` (shown once to the
+  merchant when created or rotated), present once the merchant has a secret; during a rotation's
+  overlap window one ``v1`` entry per live secret.
+
+A receiver accepts the delivery when one entry it can check verifies and the timestamp is within
+``TOLERANCE`` seconds of its clock. :func:`verify` checks both versions; the ``standardwebhooks``
+package's ``Webhook(secret).verify`` checks ``v1`` (it ignores ``v1a`` entries).
+
+The root key signs nothing else without an ``SS1-`` context prefix, and the signed content here
+always starts with an event id (``evt_``), so a webhook signature is never a valid signature on
+anything else the root key signs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook
+
+from safescan.api.events import WebhookVerificationError
+from safescan.code.certs import TrustStore
+from safescan.code.errors import SignatureInvalid
+from safescan.code.keys import SigningKey, VerifyKey
+
+H_ID = "webhook-id"
+H_TIMESTAMP = "webhook-timestamp"
+H_SIGNATURE = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+PUBLIC_KEY_PREFIX = "whpk_"
+SECRET_BYTES = 32
+TOLERANCE = 300
+MAX_SIGNATURES = 8  # entries a receiver looks at (more is a malformed header)
+#: what a webhook id may be: the signed content must start with it (see the module docstring)
+ID_PATTERN = re.compile(r"^evt_[A-Za-z0-9_]{1,60}$")
+
+
+def new_secret() -> str:
+    """A fresh endpoint secret, ``whsec_`` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def secret_bytes(secret: str) -> bytes:
+    """The key bytes of a ``whsec_`` secret (raises :class:`WebhookVerificationError`)."""
+    text = secret.removeprefix(SECRET_PREFIX)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookVerificationError("the webhook secret is not whsec_<base64>") from None
+    if len(raw) < 24:
+        raise WebhookVerificationError("the webhook secret is too short")
+    return raw
+
+
+def public_key_text(key: VerifyKey) -> str:
+    """The Standard Webhooks form of an Ed25519 public key: ``whpk_<base64>``."""
+    return PUBLIC_KEY_PREFIX + base64.b64encode(key.raw).decode("ascii")
+
+
+def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """The bytes every signature covers: ``id.timestamp.body``."""
+    if not ID_PATTERN.match(msg_id):
+        raise ValueError(f"not a webhook id: {msg_id!r}")
+    return f"{msg_id}.{timestamp}.".encode() + body
+
+
+def sign_v1a(key: SigningKey, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``v1a`` (Ed25519) entry."""
+    sig = key.sign(signed_content(msg_id, timestamp, body))
+    return "v1a," + base64.b64encode(sig).decode("ascii")
+
+
+def sign_v1(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``v1`` (HMAC-SHA256) entry, made by the ``standardwebhooks`` package."""
+    signed_content(msg_id, timestamp, body)  # the id rule
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Webhook(secret_bytes(secret)).sign(msg_id, when, body.decode("utf-8"))
+
+
+def headers(
+    key: SigningKey, msg_id: str, body: bytes, *, timestamp: int, secrets: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The three Standard Webhooks headers of one attempt: ``v1a`` plus one ``v1`` per secret."""
+    entries = [sign_v1a(key, msg_id, timestamp, body)]
+    entries += [sign_v1(s, msg_id, timestamp, body) for s in secrets]
+    return {H_ID: msg_id, H_TIMESTAMP: str(timestamp), H_SIGNATURE: " ".join(entries)}
+
+
+def _entries(value: str) -> list[tuple[str, bytes]]:
+    out = []
+    items = value.split(" ")
+    if len(items) > MAX_SIGNATURES:
+        raise WebhookVerificationError(f"more than {MAX_SIGNATURES} webhook signatures")
+    for item in items:
+        version, sep, sig = item.partition(",")
+        if not sep:
+            continue
+        try:
+            out.append((version, base64.b64decode(sig, validate=True)))
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def verify(
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    trust: TrustStore | VerifyKey | None = None,
+    secret: str | None = None,
+    tolerance: int = TOLERANCE,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """Merchant side: verify a Standard Webhooks delivery; returns the event object.
+
+    ``trust`` (the institution's keys) checks ``v1a``; ``secret`` (the endpoint's ``whsec_``)
+    checks ``v1``; one verifying entry suffices. The timestamp must be within ``tolerance``
+    seconds (replay), and the body's ``id`` must be the ``webhook-id``."""
+    if trust is None and secret is None:
+        raise ValueError("give the institution's keys, the endpoint secret or both")
+    low = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts, sig = low.get(H_ID, ""), low.get(H_TIMESTAMP, ""), low.get(H_SIGNATURE, "")
+    if not (msg_id and ts and sig):
+        raise WebhookVerificationError(
+            "the webhook-id, webhook-timestamp and webhook-signature headers are required"
+        )
+    if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not ID_PATTERN.match(msg_id):
+        raise WebhookVerificationError("malformed webhook-id or webhook-timestamp header")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookVerificationError("the event is not UTF-8 JSON") from None
+    now = int(time.time()) if now is None else now
+    if abs(now - int(ts)) > tolerance:
+        raise WebhookVerificationError("the webhook timestamp is too old or too new (replayed?)")
+    content = signed_content(msg_id, int(ts), body)
+    keys: list[VerifyKey] = []
+    if isinstance(trust, VerifyKey):
+        keys = [trust]
+    elif trust is not None:
+        keys = list(trust.institution_keys.values())
+    mac = None
+    if secret is not None:  # what the standardwebhooks package computes for this content
+        mac = base64.b64decode(sign_v1(secret, msg_id, int(ts), body).partition(",")[2])
+    ok = False
+    for version, raw in _entries(sig):
+        if version == "v1" and mac is not None and hmac.compare_digest(mac, raw):
+            ok = True
+        elif version == "v1a" and len(raw) == 64:
+            for k in keys:
+                try:
+                    k.verify(raw, content, what="webhook signature")
+                except SignatureInvalid:
+                    continue
+                ok = True
+        if ok:
+            break
+    if not ok:
+        raise WebhookVerificationError("no webhook signature verifies with the keys given")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeError):
+        raise WebhookVerificationError("the event is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("id") != msg_id:
+        raise WebhookVerificationError("the event's id is not the webhook-id")
+    return doc
