@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from safescan.api import standard_webhooks as sw
+from safescan.api.errors import ConfigError
 from safescan.institution import webhook_log
+from safescan.institution.config import Tuning
 from safescan.institution.models import WebhookDelivery, WebhookEndpoint
 from safescan.institution.service import Institution
+from safescan.institution.settings import load_settings
 from safescan.institution.webhook_ops import WebhookOps
 from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
@@ -178,5 +183,57 @@ def test_the_delivery_log_is_bounded_per_merchant_and_by_age(tmp_path: Path) -> 
         log_b = inst.db.read(lambda c: webhook_log.list_deliveries(c, b, limit=100))
         assert len(log_b["deliveries"]) == 4
         assert json.dumps(log_a)  # plain JSON
+    finally:
+        inst.db.dispose()
+
+
+def test_retention_is_a_setting_and_the_dispatcher_applies_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "inst.toml"
+    cfg.write_text("[webhooks]\nlog_per_endpoint = 20\nlog_max_days = 2\n")
+    tuning = load_settings(cfg).tuning()
+    assert (tuning.webhook_log_per_endpoint, tuning.webhook_log_max_days) == (20, 2)
+    assert Tuning.decode(tuning.encode()) == tuning  # what worker processes receive
+    monkeypatch.setenv("SAFESCAN_INSTITUTION_WEBHOOKS__LOG_MAX_DAYS", "7")
+    assert load_settings(cfg).tuning().webhook_log_max_days == 7  # env over file
+    monkeypatch.delenv("SAFESCAN_INSTITUTION_WEBHOOKS__LOG_MAX_DAYS")
+    for bad in ("log_per_endpoint = 0", "log_per_endpoint = 1000000", "log_max_days = 0"):
+        cfg.write_text(f"[webhooks]\n{bad}\n")
+        with pytest.raises(ConfigError):
+            load_settings(cfg)
+    # the dispatcher's sweep: rows past max_age go, the rest stay; ended overlaps are cleared
+    inst = make_institution(tmp_path)
+    try:
+        mid = merchant(inst, "A")
+        ops_for(inst, TargetPolicy()).rotate(mid, 0)
+        ops_for(inst, TargetPolicy()).rotate(mid, 1)
+        now = int(time.time())
+        for at in (now - 3 * 86400, now - 86400, now):
+            att = Attempt("https://x.example/", at, 0.01, 500, "http_status", "HTTP 500")
+            inst.db.write(
+                lambda c, att=att: webhook_log.record_attempt(
+                    c,
+                    merchant_id=mid,
+                    event_id="evt_x",
+                    kind="event",
+                    attempt=1,
+                    att=att,
+                    state="retrying",
+                    next_retry_ms=None,
+                )
+            )
+        d = Dispatch(inst, TargetPolicy())
+        d.dispatcher.retention = webhook_log.Retention(per_endpoint=20, max_age=2 * 86400)
+        time.sleep(1.1)  # the 1 s overlap ends
+        assert d.dispatcher.prune_log() == 1
+        left = inst.db.read(lambda c: webhook_log.list_deliveries(c, mid, limit=10))
+        assert len(left["deliveries"]) == 2
+        row = inst.db.read(
+            lambda c: c.execute(
+                select(WebhookEndpoint.previous_box, WebhookEndpoint.previous_until)
+            ).one()
+        )
+        assert tuple(row) == (None, None)
     finally:
         inst.db.dispose()

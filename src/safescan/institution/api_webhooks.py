@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
+from safescan.institution.webhook_log import RETENTION
 from safescan.institution.webhook_ops import WebhookOps
 from safescan.institution.webhook_secrets import DEFAULT_OVERLAP, MAX_OVERLAP, EndpointSecrets
 
@@ -44,6 +45,7 @@ def webhook_routes(
         clock=inst.clock,
         limits=dispatcher.limits if dispatcher is not None else None,
         ssl_context=dispatcher.ssl_context if dispatcher is not None else None,
+        retention=dispatcher.retention if dispatcher is not None else RETENTION,
     )
     return webhook_router(ops, merchant)
 

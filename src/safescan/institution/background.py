@@ -1,16 +1,13 @@
-"""Background loops of an API process that are not webhook deliveries: the maintenance sweep
-(order expiry, nonce purge, the webhook delivery log's retention)."""
+"""Background loops of an API process that are not webhooks: the maintenance sweep."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from functools import partial
 from typing import TYPE_CHECKING
 
 from safescan.code.errors import SafescanError
-from safescan.institution import webhook_log
 from safescan.institution.health import Heartbeat
 
 if TYPE_CHECKING:
@@ -28,7 +25,6 @@ async def maintenance_loop(
         try:
             await asyncio.to_thread(inst.expire_orders)
             await asyncio.to_thread(inst.purge_nonces)
-            await asyncio.to_thread(inst.db.write, partial(webhook_log.prune, now=inst.now()))
         except SafescanError as exc:
             log.warning("maintenance paused: %s", exc.message)
         except Exception as exc:

@@ -31,6 +31,8 @@ class Tuning:
     webhook_deadline: float = 10.0  # total seconds per delivery attempt
     webhook_endpoint_concurrency: int = 2  # attempts in flight per merchant endpoint
     webhook_concurrency: int = 64  # attempts in flight per process
+    webhook_log_per_endpoint: int = 1000  # delivery-log rows kept per merchant
+    webhook_log_max_days: int = 30  # delivery-log rows older than this are deleted
     write_deadline: float = 15.0  # seconds a request waits for the SQLite writer
 
     def encode(self) -> str:

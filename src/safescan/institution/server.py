@@ -25,6 +25,7 @@ from safescan.institution.reservations import Journal
 from safescan.institution.rollback import GuardedApp, RollbackGuard
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits, WebhookDispatcher
+from safescan.institution.webhook_log import Retention
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import RetryPolicy
 
@@ -93,6 +94,10 @@ def build_app(
             policy=RetryPolicy(base_delay=tuning.webhook_base_delay),
             targets=targets,
             limits=limits,
+            retention=Retention(
+                per_endpoint=tuning.webhook_log_per_endpoint,
+                max_age=tuning.webhook_log_max_days * 86400,
+            ),
         ),
         maintenance_interval=tuning.maintenance_interval,
     )

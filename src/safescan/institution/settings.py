@@ -144,6 +144,12 @@ class WebhookSettings(_Section):
         default=2, ge=1, description="attempts in flight per endpoint"
     )
     concurrency: int = Field(default=64, ge=1, description="attempts in flight per process")
+    log_per_endpoint: int = Field(
+        default=1000, ge=10, le=100_000, description="delivery-log attempts kept per merchant"
+    )
+    log_max_days: int = Field(
+        default=30, ge=1, le=3650, description="delivery-log attempts older than this are deleted"
+    )
 
 
 class RateLimitSettings(_Section):
@@ -210,6 +216,8 @@ class Settings(BaseSettings):
             webhook_deadline=hooks.deadline,
             webhook_endpoint_concurrency=hooks.endpoint_concurrency,
             webhook_concurrency=hooks.concurrency,
+            webhook_log_per_endpoint=hooks.log_per_endpoint,
+            webhook_log_max_days=hooks.log_max_days,
             write_deadline=self.server.write_deadline,
         )
 

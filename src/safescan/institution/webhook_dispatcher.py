@@ -42,7 +42,7 @@ from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.institution.db import Database
 from safescan.institution.models import Event, MerchantRow, WebhookEndpoint
-from safescan.institution.webhook_log import record_attempt
+from safescan.institution.webhook_log import RETENTION, Retention, prune, record_attempt
 from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhook_transport import (
@@ -57,6 +57,7 @@ from safescan.institution.webhooks import RetryPolicy
 log = logging.getLogger("safescan.institution.webhooks")
 
 USER_AGENT = "safescan-institution-webhooks/1"
+PRUNE_EVERY = 60.0  # seconds between sweeps of the delivery log's retention
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,12 @@ class WebhookDispatcher:
         ssl_context: ssl.SSLContext | None = None,
         on_attempt: Callable[[str, Attempt], None] | None = None,
         secrets: EndpointSecrets | None = None,
+        retention: Retention = RETENTION,
     ) -> None:
         self.db, self.key, self.kid = db, key, kid
         self.secrets = secrets  # None: v1a (Ed25519) and Safescan-Signature only
+        self.retention = retention  # of the delivery log, swept every PRUNE_EVERY seconds
+        self._pruned = 0.0
         self.policy = policy or RetryPolicy()
         self.targets = targets or TargetPolicy()
         self.limits = limits or DeliveryLimits()
@@ -296,10 +300,16 @@ class WebhookDispatcher:
                 att=att,
                 state=state,
                 next_retry_ms=next_ms,
+                retention=self.retention,
             )
 
         self.db.write(tx)
         return gave_up
+
+    def prune_log(self) -> int:
+        """Apply the delivery log's retention (and end past secret overlaps); rows deleted."""
+        now = int(time.time())
+        return self.db.write(lambda c: prune(c, now=now, retention=self.retention))
 
     # --- delivery ---
 
@@ -407,6 +417,9 @@ class WebhookDispatcher:
                 wake.clear()
                 started = 0
                 try:
+                    if time.monotonic() - self._pruned >= PRUNE_EVERY:
+                        self._pruned = time.monotonic()
+                        await asyncio.to_thread(self.prune_log)
                     started = await self._fill(pool)
                 except SafescanError as exc:
                     self.stats.storage_errors += 1

@@ -7,7 +7,9 @@ retry time and the state after it (``delivered``, ``retrying``, ``failed``).
 
 **Retention** (bounded): at most :data:`Retention.per_endpoint` rows per merchant (the oldest
 go when a new one is written) and none older than :data:`Retention.max_age` seconds (swept by
-the maintenance loop). The outbox (``events``) keeps each event's final state regardless.
+the dispatcher every minute). Both are settings (``[webhooks] log_per_endpoint``,
+``log_max_days``; defaults 1,000 and 30 days). The outbox (``events``) keeps each event's
+final state regardless.
 
 **Resend**: a merchant's own event, whatever its state, goes back to ``pending`` with its retry
 window restarted; an event already pending is left as it is (a second resend adds nothing).
@@ -32,6 +34,10 @@ class Retention:
 
     per_endpoint: int = 1000
     max_age: int = 30 * 24 * 3600
+
+    def to_dict(self) -> dict[str, int]:
+        """As shown to merchants."""
+        return {"per_endpoint": self.per_endpoint, "max_age": self.max_age}
 
 
 RETENTION = Retention()
@@ -106,6 +112,7 @@ def list_deliveries(
     limit: int = 50,
     before: int | None = None,
     event_id: str | None = None,
+    retention: Retention = RETENTION,
 ) -> dict[str, Any]:
     """The merchant's attempts, newest first (page with ``before=<last id>``)."""
     q = select(*WebhookDelivery.__table__.columns).where(WebhookDelivery.merchant_id == merchant_id)
@@ -116,7 +123,7 @@ def list_deliveries(
     rows = conn.execute(q.order_by(WebhookDelivery.id.desc()).limit(limit)).all()
     return {
         "deliveries": [_row(r) for r in rows],
-        "retention": {"per_endpoint": RETENTION.per_endpoint, "max_age": RETENTION.max_age},
+        "retention": retention.to_dict(),
     }
 
 

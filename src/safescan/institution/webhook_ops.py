@@ -49,12 +49,14 @@ class WebhookOps:
         clock: Callable[[], float] = time.time,
         limits: DeliveryLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        retention: webhook_log.Retention = webhook_log.RETENTION,
     ) -> None:
         self.db, self.key, self.kid, self.secrets = db, key, kid, secrets
         self.targets = targets  # read at each call: the operator's rules may be set after
         self.clock = clock
         self.limits = limits or DeliveryLimits()
         self.ssl_context = ssl_context
+        self.retention = retention
 
     def now(self) -> int:
         """Server time, unix seconds."""
@@ -74,10 +76,7 @@ class WebhookOps:
             **info,
             "public_key": public_key_text(self.key.public_key),
             "kid": self.kid,
-            "retention": {
-                "per_endpoint": webhook_log.RETENTION.per_endpoint,
-                "max_age": webhook_log.RETENTION.max_age,
-            },
+            "retention": self.retention.to_dict(),
         }
 
     def rotate(self, mid: str, overlap: int = DEFAULT_OVERLAP) -> dict[str, Any]:
@@ -94,7 +93,7 @@ class WebhookOps:
         """The delivery log of the merchant's endpoint, newest first."""
         return self.db.read(
             lambda c: webhook_log.list_deliveries(
-                c, mid, limit=limit, before=before, event_id=event_id
+                c, mid, limit=limit, before=before, event_id=event_id, retention=self.retention
             )
         )
 
@@ -171,6 +170,7 @@ class WebhookOps:
                 att=att,
                 state=state,
                 next_retry_ms=None,
+                retention=self.retention,
             )
 
         await asyncio.to_thread(self.db.write, record)
