@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import select, update
 
 from safescan.api import standard_webhooks as sw
-from safescan.api.errors import ConfigError
+from safescan.api.errors import ConfigError, RateLimited
 from safescan.institution import webhook_log
 from safescan.institution.config import Tuning
 from safescan.institution.models import WebhookDelivery, WebhookEndpoint
 from safescan.institution.service import Institution
 from safescan.institution.settings import load_settings
+from safescan.institution.webhook_dispatcher import DeliveryLimits
 from safescan.institution.webhook_ops import WebhookOps
 from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
@@ -33,7 +34,7 @@ from tests.institution.dispatch import (
     store_url,
     trust,
 )
-from tests.institution.receivers import Listener, answer
+from tests.institution.receivers import Listener, answer, silent
 
 
 def ops_for(inst: Institution, policy: TargetPolicy) -> WebhookOps:
@@ -236,4 +237,41 @@ def test_retention_is_a_setting_and_the_dispatcher_applies_it(
         )
         assert tuple(row) == (None, None)
     finally:
+        inst.db.dispose()
+
+
+def test_test_deliveries_are_limited_per_merchant(tmp_path: Path) -> None:
+    """A merchant cannot turn ``webhook test`` into a request cannon: one at a time, a burst of
+    5 then one per 10 s; another merchant is not held back by it."""
+    inst = make_institution(tmp_path)
+    slow, fast = Listener(silent), Listener(answer(204))
+    try:
+        policy = TargetPolicy(allow=["127.0.0.1"], allow_http=True)
+        inst.webhook_targets = policy
+        ops = WebhookOps(
+            inst.db,
+            inst.keys.root,
+            inst.keys.root_kid,
+            EndpointSecrets(inst.keys.secret),
+            lambda: policy,
+            limits=DeliveryLimits(deadline=1.0),
+        )
+        mid, other = merchant(inst, "Cannon", slow.url), merchant(inst, "Other", fast.url)
+
+        async def two() -> list[object]:
+            return list(await asyncio.gather(ops.test(mid), ops.test(mid), return_exceptions=True))
+
+        res = asyncio.run(two())
+        assert sum(isinstance(r, RateLimited) for r in res) == 1, res
+        assert [r["error_kind"] for r in res if isinstance(r, dict)] == ["deadline"]
+        store_url(inst, mid, fast.url)
+        for _ in range(3):  # 2 of the burst of 5 are spent
+            assert asyncio.run(ops.test(mid))["state"] == "delivered"
+        with pytest.raises(RateLimited):
+            asyncio.run(ops.test(mid))
+        assert len(fast.requests) == 3
+        assert asyncio.run(ops.test(other))["state"] == "delivered"
+    finally:
+        slow.close()
+        fast.close()
         inst.db.dispose()

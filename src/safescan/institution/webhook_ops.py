@@ -16,12 +16,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from safescan.api.errors import Conflict, WebhookUrlRefused
+from safescan.api.errors import Conflict, RateLimited, WebhookUrlRefused
 from safescan.api.standard_webhooks import public_key_text
 from safescan.code.keys import SigningKey
 from safescan.institution import webhook_log
 from safescan.institution.db import Database
 from safescan.institution.models import MerchantRow, WebhookEndpoint
+from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhook_dispatcher import DeliveryLimits, signed_headers
 from safescan.institution.webhook_secrets import (
@@ -33,6 +34,10 @@ from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhook_transport import Attempt, GuardedBackend, attempt, open_pool
 
 TEST_EVENT = "webhook.test"
+#: test deliveries per merchant and API process: a burst of 5, then one every 10 s, one at a
+#: time (the merchant-request rate limit alone would let one merchant make the institution
+#: send up to ~100 requests a second to a URL of its choosing)
+TEST_RATE, TEST_BURST = 0.1, 5.0
 
 
 class WebhookOps:
@@ -57,6 +62,8 @@ class WebhookOps:
         self.limits = limits or DeliveryLimits()
         self.ssl_context = ssl_context
         self.retention = retention
+        self._test_limiter = RateLimiter(TEST_RATE, TEST_BURST)
+        self._testing: set[str] = set()  # merchants with a test delivery in flight
 
     def now(self) -> int:
         """Server time, unix seconds."""
@@ -123,7 +130,18 @@ class WebhookOps:
 
     async def test(self, mid: str) -> dict[str, Any]:
         """Send a signed ``webhook.test`` event to the merchant's URL now, once, with the
-        dispatcher's bounds and address checks; the attempt is recorded and returned."""
+        dispatcher's bounds and address checks; the attempt is recorded and returned.
+        Limited per merchant (:data:`TEST_RATE`, one at a time): ``RateLimited`` beyond."""
+        self._test_limiter.check(mid)
+        if mid in self._testing:
+            raise RateLimited("a test delivery for this endpoint is still running; wait for it")
+        self._testing.add(mid)
+        try:
+            return await self._test(mid)
+        finally:
+            self._testing.discard(mid)
+
+    async def _test(self, mid: str) -> dict[str, Any]:
         url, live = await asyncio.to_thread(self._target, mid)
         now = self.now()
         event_id = new_id("evt_test_", 20)
