@@ -203,6 +203,8 @@ def deliveries(
             f"[{colours.get(d['state'], 'white')}]{term(d['state'])}[/]",
         )
     console.print(table)
+    if len(rows) == limit:
+        console.print(f"older attempts: --before {rows[-1]['id']}")
     kept = page.get("retention", {})
     if kept:
         console.print(
