@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from safescan.demo import DEMO_PIN, ManagedProcess, Stack
+from safescan.demo import DEMO_PIN, Stack
 from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.merchant.onboard import AdminApi
+from safescan.procs import ManagedProcess
 
 PIN = DEMO_PIN
 FUNDS = 50_000

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from safescan.demo import ManagedProcess
+from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from safescan.code import LineItem
-from safescan.demo import free_port
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.onboard import AdminApi
+from safescan.procs import free_port
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safescan.demo import free_port
+from safescan.procs import free_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "first-payment.md"
 PIN = "482916"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from safescan.code import LineItem, qr
-from safescan.demo import free_port
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.onboard import AdminApi
+from safescan.procs import free_port
 from tests.e2e.conftest import PIN, Party, World
 
 SAFESCAN = str(Path(sys.executable).with_name("safescan"))

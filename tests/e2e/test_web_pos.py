@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from safescan.code import qr
-from safescan.demo import ManagedProcess
 from safescan.merchant.client import MerchantApi, parse_item
+from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 

@@ -31,9 +31,10 @@ from safescan.carrier.testing import FrameRelay
 from safescan.carrier.transport import parse_tcp_url
 from safescan.carrier.transport.tcp import recv_frame, send_frame
 from safescan.code import Authorization, LineItem
-from safescan.demo import DEMO_PIN, ManagedProcess, Stack
+from safescan.demo import DEMO_PIN, Stack
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.config import PosConfig
+from safescan.procs import ManagedProcess
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig

@@ -7,6 +7,7 @@ All derive from :class:`safescan.code.errors.SafescanError`.
 
 from __future__ import annotations
 
+from safescan.carrier.codes import Reason
 from safescan.code.errors import SafescanError
 
 
@@ -172,8 +173,6 @@ class CodeRefused(WrongData):
     @property
     def error_code(self) -> str:
         """The :mod:`safescan.code.errors` code of the refusal, e.g. ``"code_expired"``."""
-        from safescan.carrier.apdu import Reason
-
         try:
             return Reason(self.reason).name.lower()
         except ValueError:
@@ -232,8 +231,6 @@ _SW_TEXT = {
 def error_for_status(sw: int, reason: int, message: str) -> CardStatusError:
     """The typed host-side error for a refusal status word and (if the card gave one through
     GET DATA "last error") its reason code and message."""
-    from safescan.carrier.apdu import Reason
-
     text = message or (
         f"the carrier refused the command: {_SW_TEXT[sw]} (status {sw:04X})"
         if sw in _SW_TEXT

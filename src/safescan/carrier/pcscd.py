@@ -1,6 +1,7 @@
 """A private ``pcscd`` with a vsmartcard ``vpcd`` reader, for tests, benchmarks and demos.
 
-:class:`PcscDaemon` starts ``pcscd --foreground`` as a child process, with its own reader
+:class:`PcscDaemon` starts ``pcscd --foreground`` as a child process (supervised by
+:mod:`safescan.procs`: own process group, log file, SIGTERM then SIGKILL), with its own reader
 configuration directory (``-c``) holding one ``vpcd`` reader, and stops it at the end: no
 system service is used or left running. Prepare the machine with ``scripts/pcsc-setup.sh``.
 
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
 from safescan.carrier.errors import CarrierTimeout, CarrierUnavailable
+from safescan.procs import ManagedProcess, ProcessError, ProcessNotReady
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 VPCD_PORT = 0x8C7B  # 35963; slot 1 is port + 1
@@ -72,7 +72,7 @@ class PcscDaemon:
     def __init__(self, workdir: str | os.PathLike[str], *, debug: bool = False) -> None:
         self.workdir = Path(workdir)
         self.debug = debug
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ManagedProcess | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -127,37 +127,22 @@ class PcscDaemon:
             f"CHANNELID    0x{VPCD_PORT:X}\n"
         )
         level = "--debug" if self.debug else "--error"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "unshare",
-                    "--net",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    _START,
-                    "sh",
-                    str(run),
-                    pcscd,
-                    level,
-                    str(conf),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + timeout
-        while not self.socket_path.exists():
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-400:]
-                self.proc = None
-                raise CarrierUnavailable(f"pcscd exited at start-up: {tail.strip()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise CarrierTimeout("pcscd did not create its socket in time")
-            time.sleep(0.02)
+        # pcscd writes its own messages to stdout: into the log with stderr
+        proc = ManagedProcess(
+            "pcscd",
+            [
+                *("unshare", "--net", "--mount", "--propagation", "private"),
+                *("sh", "-c", _START, "sh", str(run), pcscd, level, str(conf)),
+            ],
+            log=self.log_path,
+        )
+        try:
+            proc.start().wait_until(self.socket_path.exists, timeout, what="create its socket")
+        except ProcessNotReady:
+            raise CarrierTimeout("pcscd did not create its socket in time") from None
+        except ProcessError as exc:
+            raise CarrierUnavailable(f"pcscd exited at start-up: {exc.log_tail}") from None
+        self.proc = proc
 
     def wait_for_card(self, present: bool = True, timeout: float = 10.0) -> None:
         """Block until pcscd sees a card in :attr:`reader` (or none, ``present=False``)."""
@@ -194,15 +179,8 @@ class PcscDaemon:
     def stop(self) -> None:
         """SIGTERM pcscd (it removes its socket), SIGKILL if it lingers; reap it."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            proc.stop(grace=5.0)
 
     def __enter__(self) -> PcscDaemon:
         self.start()

@@ -2,8 +2,8 @@
 
 :class:`LocalInstitution` plays the payment institution offline (institution key, scheme key,
 carrier certificates, sealed provisioning bundles, sealed payment codes).
-:class:`CarrierProcess` runs ``python -m safescan.carrier.server`` on 127.0.0.1 and always
-stops it. Not used by production code.
+:class:`CarrierProcess` runs ``python -m safescan.carrier.server`` on 127.0.0.1 under the
+process supervisor (:mod:`safescan.procs`) and always stops it. Not used by production code.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import selectors
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +51,7 @@ from safescan.code.keyupdate import (
     epoch_kid,
     seal_key_update,
 )
+from safescan.procs import ManagedProcess, ProcessError
 
 if TYPE_CHECKING:
     import socket
@@ -291,7 +289,9 @@ class LocalInstitution:
 
 
 class CarrierProcess:
-    """``python -m safescan.carrier.server`` bound to 127.0.0.1 (or a pty); always stoppable."""
+    """``python -m safescan.carrier.server`` bound to 127.0.0.1 (or a pty), supervised by
+    :class:`safescan.procs.ManagedProcess`: ready when it prints ``READY URL``, stderr in
+    ``STATE.log``, always stoppable (its whole process group)."""
 
     def __init__(
         self,
@@ -307,83 +307,55 @@ class CarrierProcess:
         self.serial = serial
         self.where = list(where) if where is not None else None
         self.prefix = list(prefix)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ManagedProcess | None = None
         self.url = ""
 
     def start(self, timeout: float = 20.0) -> str:
-        """Start the process; returns the URL it announced."""
+        """Start the process; returns the URL it announced. :class:`CarrierUnavailable` when
+        it exits or does not announce itself in time."""
         if self.where is not None:
             where = self.where
         else:
             where = ["--serial", "pty"] if self.serial else ["--listen", "tcp://127.0.0.1:0"]
-        log = open(self.state.with_name(self.state.name + ".log"), "ab")  # noqa: SIM115
+        self.proc = ManagedProcess(
+            "carrier",
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "safescan.carrier.server",
+                "--state",
+                str(self.state),
+                *where,
+            ],
+            log=self.state.with_name(self.state.name + ".log"),
+            capture=True,
+        )
         try:
-            self.proc = subprocess.Popen(
-                [
-                    *self.prefix,
-                    sys.executable,
-                    "-m",
-                    "safescan.carrier.server",
-                    "--state",
-                    str(self.state),
-                    *where,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
-        assert self.proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while not line.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.kill()
-                    raise CarrierUnavailable("the carrier process did not start in time")
-                chunk = os.read(self.proc.stdout.fileno(), 256)
-                if not chunk:
-                    self.kill()
-                    raise CarrierUnavailable("the carrier process exited at start-up")
-                line += chunk
-        text = line.decode().strip()
-        if not text.startswith("READY "):
-            self.kill()
-            raise CarrierUnavailable(f"unexpected start-up line {text!r}")
-        self.url = text.split(" ", 1)[1]
+            self.url = self.proc.start().ready_line("READY", timeout)
+        except ProcessError as exc:
+            self.proc = None
+            raise CarrierUnavailable(f"the carrier process did not start: {exc.message}") from None
         return self.url
 
     @property
     def pid(self) -> int:
         """The process id."""
-        assert self.proc is not None
+        if self.proc is None:
+            raise CarrierUnavailable("the carrier process is not running")
         return self.proc.pid
 
     def kill(self) -> None:
         """SIGKILL (pull the plug) and reap."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self._reap()
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self.proc is not None:
-            self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self.proc = None
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.stop(grace=5.0)
 
     def __enter__(self) -> CarrierProcess:
         self.start()

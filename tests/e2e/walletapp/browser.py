@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from safescan.demo import ManagedProcess, Stack
+from safescan.demo import Stack
+from safescan.procs import ManagedProcess
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"

@@ -11,55 +11,10 @@ and delivers the reader's control messages (power off / on / reset / get ATR). U
 
 from __future__ import annotations
 
-from enum import IntEnum
-from typing import Protocol
-from urllib.parse import urlsplit
-
 from safescan.carrier.errors import TransportError
+from safescan.carrier.transport.base import Control, Transport, parse_tcp_url, serial_path
 
-
-class Control(IntEnum):
-    """vpcd control messages (one byte)."""
-
-    POWER_OFF = 0x00
-    POWER_ON = 0x01
-    RESET = 0x02
-    GET_ATR = 0x04
-
-
-class Transport(Protocol):
-    """A host-side link to one card."""
-
-    url: str
-
-    def transmit(self, apdu: bytes) -> bytes:
-        """Send a command APDU, return the response APDU."""
-
-    def control(self, message: Control) -> bytes:
-        """Send a reader control message; returns the ATR for GET_ATR (else b"")."""
-
-    def close(self) -> None:
-        """Close the link."""
-
-
-def parse_tcp_url(url: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` -> (host, port); raises :class:`TransportError`."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "tcp" or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise TransportError(f"not a tcp://HOST:PORT address: {url!r}")
-    return parts.hostname, port
-
-
-def serial_path(url: str) -> str:
-    """``serial:///dev/pts/3`` -> ``/dev/pts/3``; raises :class:`TransportError`."""
-    parts = urlsplit(url)
-    if parts.scheme != "serial" or parts.netloc or not parts.path.startswith("/"):
-        raise TransportError(f"not a serial:///DEVICE address: {url!r}")
-    return parts.path
+__all__ = ["Control", "Transport", "open_transport", "parse_tcp_url", "serial_path"]
 
 
 def open_transport(url: str, *, timeout: float = 5.0) -> Transport:

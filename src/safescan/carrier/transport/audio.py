@@ -34,7 +34,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport import Control
+from safescan.carrier.transport.base import Control
 
 if TYPE_CHECKING:
     from safescan.carrier.audio import AudioLink, ChannelModel, LinkStats

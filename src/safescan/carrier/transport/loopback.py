@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from safescan.carrier.device import Card
 from safescan.carrier.errors import CarrierDisconnected
-from safescan.carrier.transport import Control
+from safescan.carrier.transport.base import Control
 
 
 class LoopbackTransport:

@@ -36,7 +36,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport import Control
+from safescan.carrier.transport.base import Control
 
 #: PC/SC return codes (winscard.h); kept here so that mapping errors needs no pyscard.
 SCARD_S_SUCCESS = 0

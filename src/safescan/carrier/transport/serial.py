@@ -27,7 +27,7 @@ from safescan.carrier.errors import (
     CarrierUnavailable,
     FramingError,
 )
-from safescan.carrier.transport import Control
+from safescan.carrier.transport.base import Control
 
 SOF = 0xA5
 T_APDU = 0x01

@@ -19,7 +19,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport import Control
+from safescan.carrier.transport.base import Control
 
 MAX_FRAME = 0xFFFF
 

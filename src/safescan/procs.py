@@ -1,0 +1,390 @@
+"""One supervisor for the child processes safescan starts: the demo's institution, key carrier
+and POS, the carrier's test process, the private ``pcscd``.
+
+:class:`ManagedProcess` is one child. It runs in its own process group (session); its stderr,
+and its stdout unless the parent reads it, go to a log file. Readiness is waited for in one of
+three ways: a first stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
+(:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`). A
+child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
+and raises :class:`ProcessNotReady`, both with the end of its log. :meth:`~ManagedProcess.stop`
+sends SIGTERM to the group, SIGKILL after a grace period, SIGKILL again to whatever the child
+left in its group, and reaps it. :class:`Supervisor` holds several children and stops them
+newest first. :func:`terminating_on_signals` turns SIGINT/SIGTERM/SIGHUP into
+``KeyboardInterrupt`` so the ``finally`` that stops everything runs.
+
+This module imports nothing of safescan but the error base class: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from safescan.code.errors import SafescanError
+
+__all__ = [
+    "ManagedProcess",
+    "ProcessError",
+    "ProcessExited",
+    "ProcessNotReady",
+    "Supervisor",
+    "free_port",
+    "terminating_on_signals",
+]
+
+
+class ProcessError(SafescanError):
+    """A child process failed: it could not start, exited, or never became ready."""
+
+    code = "process_error"
+
+    def __init__(self, message: str, *, name: str = "", log_tail: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.log_tail = log_tail
+
+
+class ProcessExited(ProcessError):
+    """The child exited (or could not be started) while it was expected to run."""
+
+    code = "process_exited"
+
+    def __init__(
+        self, message: str, *, name: str = "", log_tail: str = "", returncode: int | None = None
+    ) -> None:
+        super().__init__(message, name=name, log_tail=log_tail)
+        self.returncode = returncode
+
+
+class ProcessNotReady(ProcessError):
+    """The child runs but did not become ready in time (it has been stopped)."""
+
+    code = "process_not_ready"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ManagedProcess:
+    """A child process in its own process group; :meth:`stop` always ends the whole group.
+
+    ``capture``: stdout is a pipe the parent reads (a ready line, or :meth:`output`); otherwise
+    it goes to the log with stderr. ``env`` None inherits the parent's environment.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log: Path,
+        capture: bool = False,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.log = Path(log)
+        self.capture = capture
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stdout = b""  # read ahead of the next ready line
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else "stopped"
+        return f"<ManagedProcess {self.name} {state}>"
+
+    # --- start and readiness ---
+
+    def start(self) -> ManagedProcess:
+        """Start the process (stdout piped when ``capture``, else to the log; stderr to the
+        log). Starting a stopped process again starts a fresh one."""
+        if self.alive():
+            raise ProcessError(f"{self.name} is already running", name=self.name)
+        self._reap()  # the previous run, if it exited on its own
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if self.capture else log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+                self._stdout = b""
+            except OSError as exc:
+                self.proc = None
+                raise ProcessExited(
+                    f"cannot start {self.name} ({self.argv[0]}): {exc.strerror or exc}",
+                    name=self.name,
+                ) from None
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The process id (= its process group id)."""
+        if self.proc is None:
+            raise ProcessError(f"{self.name} is not running", name=self.name)
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it was stopped and reaped (negative: killed by that signal),
+        else None."""
+        return None if self.proc is None else self.proc.returncode
+
+    def alive(self) -> bool:
+        """Whether it still runs. An exited child is not reaped here: until :meth:`stop`
+        reaps it, its pid (= its process group id) cannot name another process, so signalling
+        the group stays safe."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped behind our back (cannot signal it any more)
+            return False
+        return info is None
+
+    def _wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the child to exit (not reaping it)."""
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def ready_line(self, prefix: str, timeout: float = 30.0) -> str:
+        """Wait for the next stdout line, which must start with ``prefix``; returns the rest
+        of the line. Call again for a second announced line. What a child prints on stdout is
+        not logged (it may hold a secret, e.g. a pairing link)."""
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            raise ProcessError(f"{self.name}: no output to wait on", name=self.name)
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._stdout:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.stop()
+                    raise self._not_ready(f"did not announce itself ({prefix}) in time")
+                chunk = os.read(fd, 4096)
+                if not chunk:  # stdout closed: it exited (or is about to)
+                    self._wait_exit(2.0)
+                    self.stop()
+                    raise self._exited("exited at start-up")
+                self._stdout += chunk
+        line, self._stdout = self._stdout.split(b"\n", 1)
+        text = line.decode(errors="replace").strip()
+        if not text.startswith(prefix):
+            self.stop()
+            raise self._not_ready(f"unexpected start-up line {text!r}")
+        return text[len(prefix) :].strip()
+
+    def wait_http(self, url: str, timeout: float = 30.0) -> None:
+        """Wait until ``GET url`` answers 200 (loopback URLs)."""
+        import httpx  # only the callers that wait on HTTP pay for the import
+
+        def answers() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url, timeout=1.0).status_code == 200
+            return False
+
+        self.wait_until(answers, timeout, what=f"answer at {url}")
+
+    def wait_until(
+        self, check: Callable[[], object], timeout: float, *, what: str, interval: float = 0.02
+    ) -> None:
+        """Poll ``check`` until it is true; :class:`ProcessExited` if the child exits first,
+        :class:`ProcessNotReady` (child stopped) after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                self.stop()  # reap it (and anything it left in its group)
+                raise self._exited(f"exited before it would {what}")
+            if check():
+                return
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise self._not_ready(f"did not {what} in time")
+            time.sleep(interval)
+
+    def output(self, timeout: float = 60.0) -> str:
+        """Wait for a ``capture`` child to finish; its stdout. :class:`ProcessExited` when it
+        fails (exit status not 0), :class:`ProcessNotReady` (stopped) after ``timeout``.
+        The output is not logged (it may hold a secret, e.g. a first admin token)."""
+        proc = self.proc
+        if proc is None:
+            raise ProcessError(f"{self.name} is not running", name=self.name)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise self._not_ready("did not finish in time") from None
+        if proc.returncode != 0:
+            raise self._exited("failed")
+        return (out or b"").decode(errors="replace")
+
+    # --- logs ---
+
+    def tail(self, chars: int = 600) -> str:
+        """The end of its log."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:].strip()
+        except OSError:
+            return ""
+
+    def _exited(self, what: str) -> ProcessExited:
+        tail = self.tail()
+        return ProcessExited(
+            f"{self.name} {what}: {tail or 'no output'}",
+            name=self.name,
+            log_tail=tail,
+            returncode=self.returncode,
+        )
+
+    def _not_ready(self, what: str) -> ProcessNotReady:
+        tail = self.tail()
+        message = f"{self.name} {what}" + (f": {tail}" if tail else "")
+        return ProcessNotReady(message, name=self.name, log_tail=tail)
+
+    # --- stop ---
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the whole group (if the child runs)."""
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the group (a crash, a pulled plug) and reap."""
+        self.signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM the group, SIGKILL after ``grace`` seconds, SIGKILL whatever the child left
+        in its group, reap. Safe to call twice or on a child that never started."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            if not self._wait_exit(grace):
+                self.signal(signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return  # never started, or reaped: its pid may be another process's by now
+        self._wait_exit(5.0)  # a SIGKILL just sent takes a moment
+        # the leader has exited but is not reaped yet: its pid still names our group only
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the child left behind
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> ManagedProcess:
+        return self if self.alive() else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Supervisor:
+    """Children started together, stopped together (newest first); logs in ``log_dir``."""
+
+    def __init__(self, log_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.env = dict(env) if env is not None else None
+        self.children: list[ManagedProcess] = []
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        capture: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ManagedProcess:
+        """Start ``argv`` as ``name`` (log ``log_dir/NAME.log``); it is stopped with the rest."""
+        child = ManagedProcess(
+            name,
+            argv,
+            env=env if env is not None else self.env,
+            log=self.log_dir / f"{name}.log",
+            capture=capture,
+        )
+        self.children.append(child)
+        return child.start()
+
+    def stop(self) -> None:
+        """Stop every child, newest first (each one even if another one's stop fails)."""
+        children, self.children = self.children, []
+        errors: list[OSError] = []
+        for child in reversed(children):
+            try:
+                child.stop()
+            except OSError as exc:  # stop the others, re-raise below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def terminating_on_signals() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up.
+
+    SIGINT is installed explicitly too: a parent that started us in the background leaves it
+    ignored, and Python then installs no Ctrl-C handler of its own; ``kill -INT`` must still
+    stop everything that was started.
+    """
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig_, old in previous.items():
+            signal.signal(sig_, old)
