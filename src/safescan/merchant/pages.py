@@ -1,6 +1,7 @@
-# ruff: noqa: E501  (HTML, CSS and JavaScript assets: long lines read better here)
-"""HTML of the web POS (no template engine, no third-party assets; CSS and JavaScript are in
-:mod:`.assets`, served from ``/static`` under a strict Content-Security-Policy).
+# ruff: noqa: E501  (HTML: long lines read better here)
+"""HTML of the web POS (no template engine, no third-party assets; CSS and JavaScript are
+files in ``static/`` (:mod:`.assets`), served from ``/static`` under a strict
+Content-Security-Policy).
 
 Everything dynamic is escaped with :func:`safescan.code.display.html_text` (HTML escaping,
 quotes included, and invisible or control characters made visible) on the server, and set
@@ -29,6 +30,7 @@ def layout(*, title: str, body: str, csrf: str, script: str) -> str:
 <meta name="csrf" content="{_e(csrf)}">
 <title>{_e(title)}</title>
 <link rel="stylesheet" href="/static/pos.css">
+<script src="/static/order.js" defer></script>
 <script src="{_e(script)}" defer></script>
 </head>
 <body>

@@ -486,14 +486,10 @@ def create_app(
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        found = {
-            "pos.js": (assets.POS_JS, "text/javascript"),
-            "shop.js": (assets.SHOP_JS, "text/javascript"),
-            "pos.css": (assets.POS_CSS, "text/css"),
-        }.get(name)
-        if found is None:
+        media_type = assets.MEDIA_TYPES.get(name)
+        if media_type is None:
             return Response("not found", status_code=404, headers=SECURITY_HEADERS)
-        return Response(found[0], media_type=found[1], headers=SECURITY_HEADERS)
+        return Response(assets.asset(name), media_type=media_type, headers=SECURITY_HEADERS)
 
     async def health(_request: Request) -> Response:
         return JSONResponse(

@@ -1,0 +1,19 @@
+"use strict";
+(function () {
+  const {$, showState, showReceipt} = window.safescanOrder;  // order.js
+
+  function render(doc) {
+    if (!showState(doc)) return;
+    if (doc.paid) {
+      showReceipt("Paid: the institution's signed receipt verified",
+        [["Amount", doc.paid.amount_display], ["Payment", doc.paid.payment_id]]);
+    }
+  }
+
+  const checkout = $("checkout");
+  if (!checkout) return;
+  const first = JSON.parse(checkout.dataset.order);
+  render(first);
+  const stream = new EventSource(first.events);
+  stream.addEventListener("order", (ev) => render(JSON.parse(ev.data)));
+})();
