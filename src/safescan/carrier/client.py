@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
 
+from safescan.carrier import messages, rom
 from safescan.carrier import pin as pinmod
-from safescan.carrier import rom
 from safescan.carrier.apdu import (
     CommandApdu,
     Ins,
@@ -85,31 +85,32 @@ class CarrierInfo:
 
     @classmethod
     def from_cbor(cls, data: bytes) -> CarrierInfo:
-        """Parse GET INFO's answer."""
-        doc = _load_map(data, "carrier info")
+        """Parse GET INFO's answer (:class:`safescan.carrier.messages.CardInfo`)."""
+        m = messages.CardInfo.from_cbor(data)
         try:
-            cert = doc.get(6)
             return cls(
-                version=tuple(doc[1]),
-                lifecycle=Lifecycle(doc[2]),
-                device_id=doc[3],
-                attestation_key=VerifyKey(doc[4]) if 4 in doc else None,
-                carrier_serial=doc.get(5),
-                certificate=Certificate.from_bytes(cert) if cert is not None else None,
-                retries_left=doc.get(7),
-                retry_limit=doc.get(8),
-                signature_counter=doc[9],
-                signing_key=VerifyKey(doc[10]) if 10 in doc else None,
-                transport_key=doc.get(11),
-                pin_tries_this_power_cycle=doc[12],
-                algorithms=tuple(doc[13]),
-                revocations_sequence=int(doc.get(14, 0)),
-                model=CarrierModel(doc.get(15, 1)),
-                attestation_certificate=Certificate.from_bytes(doc[16]) if 16 in doc else None,
-                key_epoch=int(doc.get(17, 0)),
+                version=m.version,
+                lifecycle=Lifecycle(m.lifecycle),
+                device_id=m.device_id,
+                attestation_key=_key(m.attestation_key),
+                carrier_serial=m.carrier_serial,
+                certificate=_certificate(m.certificate),
+                retries_left=m.retries_left,
+                retry_limit=m.retry_limit,
+                signature_counter=m.signature_counter,
+                signing_key=_key(m.signing_key),
+                transport_key=m.transport_key,
+                pin_tries_this_power_cycle=m.pin_tries_this_power_cycle,
+                algorithms=m.algorithms,
+                revocations_sequence=m.crl_sequence or 0,
+                model=CarrierModel(m.model),
+                attestation_certificate=_certificate(m.attestation_certificate),
+                key_epoch=m.key_epoch or 0,
             )
-        except (KeyError, TypeError, ValueError, SafescanError) as exc:
-            raise WrongData(f"the carrier's info is malformed ({type(exc).__name__})") from None
+        except (ValueError, SafescanError) as exc:
+            raise messages.MalformedMessage(
+                f"the carrier's info is malformed ({type(exc).__name__})"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -144,20 +145,9 @@ class LastError:
 
     @classmethod
     def from_cbor(cls, data: bytes) -> LastError:
-        """Parse the card's last-error object."""
-        doc = _load_map(data, "last error")
-        try:
-            sw, ins, reason, message = doc[1], doc[2], doc[3], doc[4]
-        except KeyError:
-            raise WrongData("the carrier's last-error object is incomplete") from None
-        if not (
-            isinstance(sw, int)
-            and isinstance(ins, int)
-            and isinstance(reason, int)
-            and isinstance(message, str)
-        ):
-            raise WrongData("the carrier's last-error object is malformed")
-        return cls(sw, ins, reason, message)
+        """Parse the card's last-error object (:class:`safescan.carrier.messages.LastError`)."""
+        m = messages.LastError.from_cbor(data)
+        return cls(m.sw, m.ins, m.reason, m.message)
 
     @property
     def reason_name(self) -> str:
@@ -223,39 +213,38 @@ class CodeContents:
 
     @classmethod
     def from_cbor(cls, data: bytes) -> CodeContents:
-        """Parse OPEN CODE's answer."""
-        doc = _load_map(data, "code contents")
+        """Parse OPEN CODE's answer (:class:`safescan.carrier.messages.OpenedCode`)."""
+        m = messages.OpenedCode.from_cbor(data)
         try:
-            mid, name, city, country, mcc = doc[2]
             return cls(
-                kind=CodeKind(doc[1]),
-                merchant=Merchant(mid, name, city, country, mcc),
-                issuer=doc[3],
-                issuer_kid=doc.get(4),
-                certificate_serial=doc.get(5),
-                order_id=doc.get(6),
-                items=tuple(LineItem(n, q, p) for n, q, p in doc.get(7, [])),
-                total=doc.get(8),
-                currency=doc.get(9),
-                issued_at=doc[10],
-                expires_at=doc[11],
-                warnings=tuple(doc[12]),
-                digest=doc[13],
-                scheme_kid=doc[14],
-                certificate=doc.get(15),
+                kind=CodeKind(m.kind),
+                merchant=Merchant(*m.merchant),
+                issuer=m.issuer,
+                issuer_kid=m.issuer_kid,
+                certificate_serial=m.certificate_serial,
+                order_id=m.order_id,
+                items=tuple(LineItem(*item) for item in m.items or ()),
+                total=m.total,
+                currency=m.currency,
+                issued_at=m.issued_at,
+                expires_at=m.expires_at,
+                warnings=m.warnings,
+                digest=m.digest,
+                scheme_kid=m.scheme_kid,
+                certificate=m.certificate,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WrongData(f"the carrier's code contents are malformed ({exc})") from None
+        except ValueError as exc:
+            raise messages.MalformedMessage(
+                f"the carrier's code contents are malformed ({exc})"
+            ) from None
 
 
-def _load_map(data: bytes, what: str) -> dict[int, Any]:
-    try:
-        doc = cbor.strict_loads(data, error=WrongData)
-    except SafescanError as exc:
-        raise WrongData(f"the carrier's {what} is not valid CBOR: {exc.message}") from None
-    if not isinstance(doc, dict):
-        raise WrongData(f"the carrier's {what} is not a map")
-    return doc
+def _key(raw: bytes | None) -> VerifyKey | None:
+    return None if raw is None else VerifyKey(raw)
+
+
+def _certificate(raw: bytes | None) -> Certificate | None:
+    return None if raw is None else Certificate.from_bytes(raw)
 
 
 class CarrierClient:
@@ -537,11 +526,8 @@ class CarrierClient:
         bytes); from then on it refuses codes under the revoked merchant certificates itself.
         Returns the list's sequence number. Refused (typed error) if it is not newer than the
         card's, does not verify, or is longer than the card keeps."""
-        doc = _load_map(self._secure(Ins.UPDATE_REVOCATIONS, crl), "revocation answer")
-        try:
-            return int(doc[1])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WrongData(f"the carrier's answer is malformed ({type(exc).__name__})") from None
+        answer = self._secure(Ins.UPDATE_REVOCATIONS, crl)
+        return messages.RevocationsTaken.from_cbor(answer).sequence
 
     def key_update(self, update: bytes) -> int:
         """KEY UPDATE: hand the card the institution's sealed update of its scheme-key epochs
@@ -553,11 +539,7 @@ class CarrierClient:
             raw = self._secure(Ins.KEY_UPDATE, update)
         else:
             raw = self._clear(Ins.KEY_UPDATE, update)
-        doc = _load_map(raw, "key update answer")
-        try:
-            return int(doc[1])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WrongData(f"the carrier's answer is malformed ({type(exc).__name__})") from None
+        return messages.KeysUpdated.from_cbor(raw).epoch
 
     def open_code(self, code: str | bytes) -> CodeContents:
         """Have the carrier open and verify a code (QR text or binary); ``CodeRefused`` if bad."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import cbor2
+from typing import TYPE_CHECKING
 
 from safescan.carrier import rom
 from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
@@ -12,8 +10,12 @@ from safescan.carrier.channel import KeyKind, card_handshake
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import ChannelError
 from safescan.carrier.firmware.common import no_data, refuse
+from safescan.carrier.messages import CardInfo, LastError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     from safescan.carrier.device import Card
 
 
@@ -29,35 +31,36 @@ def select(card: Card, command: CommandApdu) -> bytes:
 
 
 def get_info(card: Card, command: CommandApdu) -> bytes:
-    """GET INFO: the card's public information as a CBOR map (docs/carrier.md)."""
+    """GET INFO: the card's public information (:class:`~safescan.carrier.messages.CardInfo`,
+    docs/carrier.md)."""
     no_data(command)
     image = card.image
     assert image is not None
-    doc: dict[int, Any] = {
-        1: list(rom.VERSION),
-        2: int(image.lifecycle),
-        3: image.device_id,
-        9: image.signature_counter,
-        12: rom.WRONG_PINS_PER_POWER_CYCLE - card.ram.wrong_pins,
-        13: list(rom.ALGORITHMS),
-        15: image.model,
-    }
-    if image.attestation_certificate is not None:
-        doc[16] = image.attestation_certificate
-    if card.keys.attestation is not None:
-        doc[4] = card.keys.attestation.public_key().public_bytes_raw()
-    if image.lifecycle is Lifecycle.PERSONALIZED:
-        doc[5] = image.carrier_serial
-        doc[6] = image.certificate
-        doc[7] = image.retries_left
-        doc[8] = image.retry_limit
-        doc[14] = image.crl_sequence
-        doc[17] = image.key_epoch
-    if card.keys.signing is not None:
-        doc[10] = card.keys.signing.public_key().public_bytes_raw()
-    if card.keys.transport is not None:
-        doc[11] = card.keys.transport.public_key().public_bytes_raw()
-    return cbor2.dumps(doc, canonical=True)
+    personalized = image.lifecycle is Lifecycle.PERSONALIZED
+    keys = card.keys
+    return CardInfo(
+        version=tuple(rom.VERSION),
+        lifecycle=int(image.lifecycle),
+        device_id=image.device_id,
+        attestation_key=_raw(keys.attestation),
+        carrier_serial=image.carrier_serial if personalized else None,
+        certificate=image.certificate if personalized else None,
+        retries_left=image.retries_left if personalized else None,
+        retry_limit=image.retry_limit if personalized else None,
+        signature_counter=image.signature_counter,
+        signing_key=_raw(keys.signing),
+        transport_key=_raw(keys.transport),
+        pin_tries_this_power_cycle=rom.WRONG_PINS_PER_POWER_CYCLE - card.ram.wrong_pins,
+        algorithms=tuple(rom.ALGORITHMS),
+        crl_sequence=image.crl_sequence if personalized else None,
+        model=int(image.model),
+        attestation_certificate=image.attestation_certificate,
+        key_epoch=image.key_epoch if personalized else None,
+    ).to_cbor()
+
+
+def _raw(key: Ed25519PrivateKey | X25519PrivateKey | None) -> bytes | None:
+    return None if key is None else key.public_key().public_bytes_raw()
 
 
 def open_channel(card: Card, command: CommandApdu) -> bytes:
@@ -84,9 +87,8 @@ def open_channel(card: Card, command: CommandApdu) -> bytes:
 
 
 def last_error(card: Card, command: CommandApdu) -> bytes:
-    """GET DATA "last error": why the last refused command was refused.
-
-    ``{1: SW, 2: INS, 3: reason, 4: message}`` (CBOR). A refusal answered inside a secure
+    """GET DATA "last error": why the last refused command was refused
+    (:class:`~safescan.carrier.messages.LastError`). A refusal answered inside a secure
     session is only readable inside that session, one answered in clear only in clear;
     otherwise (or if the last command succeeded) ``6A88``.
     """
@@ -96,5 +98,6 @@ def last_error(card: Card, command: CommandApdu) -> bytes:
         raise refuse(
             StatusWord.REFERENCED_DATA_NOT_FOUND, Reason.UNKNOWN_OBJECT, "no error recorded"
         )
-    doc = {1: last.sw, 2: last.ins, 3: int(last.reason), 4: last.message}
-    return cbor2.dumps(doc, canonical=True)
+    return LastError(
+        sw=last.sw, ins=last.ins, reason=int(last.reason), message=last.message
+    ).to_cbor()

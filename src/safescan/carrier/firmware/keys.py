@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import cbor2
-
 from safescan.carrier import rom
 from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
 from safescan.carrier.firmware.common import MAX_COUNTER, refuse
+from safescan.carrier.messages import KeysUpdated, RevocationsTaken
 from safescan.code.errors import SafescanError
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ def update_revocations(card: Card, command: CommandApdu) -> bytes:
     trust.revoked_serials = frozenset(crl.serials)
     trust.revoked_subjects = frozenset(crl.subjects)
     trust.crl_sequence = crl.sequence
-    return cbor2.dumps({1: crl.sequence, 2: crl.entries}, canonical=True)
+    return RevocationsTaken(sequence=crl.sequence, entries=crl.entries).to_cbor()
 
 
 def key_update(card: Card, command: CommandApdu) -> bytes:
@@ -141,4 +140,4 @@ def key_update(card: Card, command: CommandApdu) -> bytes:
     for raw in dropped:  # the image without them is durable: overwrite the old bytes
         raw[:] = bytes(len(raw))
     card.keys.extra.clear()  # rebuild the keyring with the new epochs
-    return cbor2.dumps({1: image.key_epoch, 2: [e for e, _, _ in kept]}, canonical=True)
+    return KeysUpdated(epoch=image.key_epoch, epochs=tuple(e for e, _, _ in kept)).to_cbor()

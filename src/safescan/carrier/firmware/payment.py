@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cbor2
 
@@ -10,6 +10,7 @@ from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
 from safescan.carrier.firmware import display
 from safescan.carrier.firmware.common import CODE_REASONS, MAX_COUNTER, Pending, refuse
 from safescan.carrier.firmware.keys import scheme
+from safescan.carrier.messages import OpenedCode
 from safescan.code.errors import SafescanError
 
 if TYPE_CHECKING:
@@ -46,36 +47,39 @@ def open_code(card: Card, command: CommandApdu) -> bytes:
         )
     code = opened.code
     m = code.merchant
-    doc: dict[int, Any] = {
-        1: int(code.kind),
-        2: [m.id, m.name, m.city, m.country, m.mcc],
-        3: opened.issuer,
-        10: code.issued_at,
-        11: code.expires_at,
-        12: list(opened.warnings),
-        13: opened.digest,
-        14: opened.header.kid,
-    }
-    if opened.issuer_kid is not None:
-        doc[4] = opened.issuer_kid
-    if opened.certificate is not None:
-        # Merchant-signed: open_code (above, on the card) took every identity field in
-        # doc[2] from this institution-certified certificate (v2), never from the code's
-        # own text. The certificate goes out too, so the wallet can re-check that binding.
-        doc[5] = opened.certificate.serial
-        doc[15] = opened.certificate.to_bytes()
-    if isinstance(code, DynamicCode):
-        doc[6] = code.order_id
-        doc[7] = [[i.name, i.quantity, i.unit_price] for i in code.items]
-        doc[8] = code.total
-        doc[9] = code.currency
-        card.ram.pending = Pending(opened.digest, m.id, code.order_id, code.total, code.currency)
+    cert = opened.certificate
+    dynamic = code if isinstance(code, DynamicCode) else None
+    answer = OpenedCode(
+        kind=int(code.kind),
+        merchant=(m.id, m.name, m.city, m.country, m.mcc),
+        issuer=opened.issuer,
+        issuer_kid=opened.issuer_kid,
+        # Merchant-signed: open_code (above, on the card) took every identity field of
+        # ``merchant`` from this institution-certified certificate (v2), never from the
+        # code's own text. The certificate goes out too, so the wallet can re-check that
+        # binding.
+        certificate_serial=None if cert is None else cert.serial,
+        certificate=None if cert is None else cert.to_bytes(),
+        order_id=None if dynamic is None else dynamic.order_id,
+        items=None
+        if dynamic is None
+        else tuple((i.name, i.quantity, i.unit_price) for i in dynamic.items),
+        total=None if dynamic is None else dynamic.total,
+        currency=code.currency,
+        issued_at=code.issued_at,
+        expires_at=code.expires_at,
+        warnings=tuple(opened.warnings),
+        digest=opened.digest,
+        scheme_kid=opened.header.kid,
+    )
+    if dynamic is not None:
+        card.ram.pending = Pending(
+            opened.digest, m.id, dynamic.order_id, dynamic.total, code.currency
+        )
     else:
-        if code.currency is not None:
-            doc[9] = code.currency
         card.ram.pending = Pending(opened.digest, m.id, "", None, code.currency)
     display.show_code(card, opened)  # the display model shows what it decrypted itself
-    return cbor2.dumps(doc, canonical=True)
+    return answer.to_cbor()
 
 
 def authorize(card: Card, command: CommandApdu) -> bytes:
