@@ -2,6 +2,7 @@
 
     python bench/institution_load.py --db sqlite --seconds 60 [--json]
     python bench/institution_load.py --db postgresql --seconds 60 [--pg-url URL] [--json]
+    python bench/institution_load.py --keys-backend pkcs11 ...   # root key in a SoftHSM2 token
 
 Starts everything it needs on 127.0.0.1 (a throwaway PostgreSQL cluster unless --pg-url is
 given), precreates orders and precomputes one carrier-signed authorization per order (outside
@@ -278,6 +279,12 @@ def main() -> None:
         "--pg-url", default=None, help="use this PostgreSQL server instead of a throwaway one"
     )
     ap.add_argument("--pg-fsync", choices=["on", "off"], default="on")
+    ap.add_argument(
+        "--keys-backend",
+        choices=["file", "pkcs11"],
+        default="file",
+        help="root signing key in the key directory or in a throwaway SoftHSM2 token",
+    )
     args = ap.parse_args()
     # One API process is fastest here for both stores: on 2 cores shared with PostgreSQL and
     # the load generator, a second process adds contention and memory, not throughput
@@ -296,6 +303,13 @@ def main() -> None:
             db_url = cluster.create_database()
         server = None
         try:
+            if args.keys_backend == "pkcs11":
+                from tests.institution import softhsm
+
+                reason = softhsm.missing()
+                if reason is not None:
+                    raise SystemExit(f"--keys-backend pkcs11: {reason}")
+                os.environ.update(softhsm.make(tmp / "softhsm").env())  # every process started
             keys = tmp / "keys"
             init_db(db_url, keys)
             per_client = int(args.max_rate * args.seconds / args.concurrency) + 1
@@ -342,6 +356,7 @@ def main() -> None:
                 audit_problems=_problems(audit.stdout)[:5],
                 setup_s=round(setup_s, 1),
                 pg_fsync=args.pg_fsync if args.db == "postgresql" else None,
+                keys_backend=args.keys_backend,
             )
         finally:
             if server is not None:
@@ -353,7 +368,7 @@ def main() -> None:
         return
     print(
         f"institution load: {args.db}, {args.seconds:g} s, {args.concurrency} clients,"
-        f" {workers} server process(es)"
+        f" {workers} server process(es), root key: {args.keys_backend}"
     )
     print(f"  payments/s        {result['payments_per_s']}")
     print(f"  latency p50 / p99 {result['p50_ms']} ms / {result['p99_ms']} ms")

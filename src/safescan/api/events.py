@@ -25,7 +25,7 @@ from safescan.api.encoding import b64e
 from safescan.api.errors import InstitutionError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError, SignatureInvalid
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import Signer, VerifyKey
 
 EVENT_CONTEXT = b"SS1-EVENT\n"
 WEBHOOK_CONTEXT = b"SS1-WEBHOOK\n"
@@ -41,7 +41,7 @@ class WebhookVerificationError(InstitutionError):
     status = 400
 
 
-def sign_event(key: SigningKey, payload: str) -> str:
+def sign_event(key: Signer, payload: str) -> str:
     """The stream signature of an event payload (base64)."""
     return b64e(key.sign(EVENT_CONTEXT + payload.encode()))
 
@@ -84,7 +84,7 @@ def verify_event(message: str | Mapping[str, Any], trust: TrustStore | VerifyKey
     return _parse_payload(payload)
 
 
-def sign_webhook(key: SigningKey, kid: int, body: bytes, *, timestamp: int) -> str:
+def sign_webhook(key: Signer, kid: int, body: bytes, *, timestamp: int) -> str:
     """The ``Safescan-Signature`` header value for ``body`` at ``timestamp``."""
     sig = key.sign(WEBHOOK_CONTEXT + str(timestamp).encode() + b"\n" + body)
     return f"t={timestamp},kid={kid},v1={b64e(sig)}"

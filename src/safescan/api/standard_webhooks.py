@@ -42,7 +42,7 @@ from standardwebhooks.webhooks import Webhook
 from safescan.api.events import WebhookVerificationError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SignatureInvalid
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import Signer, VerifyKey
 
 H_ID = "webhook-id"
 H_TIMESTAMP = "webhook-timestamp"
@@ -85,7 +85,7 @@ def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode() + body
 
 
-def sign_v1a(key: SigningKey, msg_id: str, timestamp: int, body: bytes) -> str:
+def sign_v1a(key: Signer, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``v1a`` (Ed25519) entry."""
     sig = key.sign(signed_content(msg_id, timestamp, body))
     return "v1a," + base64.b64encode(sig).decode("ascii")
@@ -99,7 +99,7 @@ def sign_v1(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def headers(
-    key: SigningKey, msg_id: str, body: bytes, *, timestamp: int, secrets: tuple[str, ...] = ()
+    key: Signer, msg_id: str, body: bytes, *, timestamp: int, secrets: tuple[str, ...] = ()
 ) -> dict[str, str]:
     """The three Standard Webhooks headers of one attempt: ``v1a`` plus one ``v1`` per secret."""
     entries = [sign_v1a(key, msg_id, timestamp, body)]

@@ -26,7 +26,7 @@ from safescan.code import cbor
 from safescan.code.certs import TrustStore
 from safescan.code.currency import currency
 from safescan.code.errors import MalformedCode
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import Signer, SigningKey, VerifyKey
 from safescan.code.payment import check_amount, check_identifier, check_time
 
 AUTH_CONTEXT = b"SS1-AUTH"
@@ -161,7 +161,7 @@ class Receipt:
         """The bytes the institution signs."""
         return RECEIPT_CONTEXT + cbor.dumps(self._fields())
 
-    def signed(self, key: SigningKey) -> Receipt:
+    def signed(self, key: Signer) -> Receipt:
         """A copy carrying the institution key's signature."""
         self.validated()
         return replace(self, signature=key.sign(self.tbs()))

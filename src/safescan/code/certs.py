@@ -29,7 +29,7 @@ from safescan.code.errors import (
     SignatureInvalid,
     UnknownKeyId,
 )
-from safescan.code.keys import SigningKey, VerifyKey
+from safescan.code.keys import Signer, VerifyKey
 from safescan.code.payment import Merchant
 
 CERT_VERSION = 1  # carrier certificates (and old merchant certificates: refused for codes)
@@ -163,7 +163,7 @@ def _identity(role: Role, subject: str, fields: list[object]) -> Merchant:
 
 
 def issue_certificate(
-    issuer: SigningKey,
+    issuer: Signer,
     issuer_kid: int,
     *,
     serial: int,
@@ -266,7 +266,7 @@ class RevocationList:
     @classmethod
     def issue(
         cls,
-        issuer: SigningKey,
+        issuer: Signer,
         issuer_kid: int,
         *,
         sequence: int,

@@ -59,7 +59,7 @@ from safescan.code.header import encode_text as encode_text
 from safescan.code.header import looks_like_safescan as looks_like_safescan
 from safescan.code.header import read_header as read_header
 from safescan.code.header import to_binary as _to_binary
-from safescan.code.keys import SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
+from safescan.code.keys import SchemeKeyring, SchemePublicKey, Signer, VerifyKey
 from safescan.code.payment import CodeKind, DynamicCode, PaymentCode, StaticCode
 
 SIGNATURE_BYTES = 64
@@ -74,17 +74,17 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM
 class Issuer:
     """Who signs a code: the institution (by key id) or a certified merchant."""
 
-    key: SigningKey
+    key: Signer
     institution_kid: int | None = None
     certificate: Certificate | None = None
 
     @classmethod
-    def institution(cls, key: SigningKey, kid: int) -> Issuer:
+    def institution(cls, key: Signer, kid: int) -> Issuer:
         """The institution signs with its key ``kid``."""
         return cls(key=key, institution_kid=kid)
 
     @classmethod
-    def merchant(cls, key: SigningKey, certificate: Certificate) -> Issuer:
+    def merchant(cls, key: Signer, certificate: Certificate) -> Issuer:
         """A merchant signs, carrying its institution-issued certificate."""
         return cls(key=key, certificate=certificate)
 

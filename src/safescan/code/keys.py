@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -118,6 +119,23 @@ def parse_pinned_keys(values: Sequence[str]) -> dict[int, VerifyKey]:
             )
         keys[int(kid)] = VerifyKey(raw)
     return keys
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Anything that makes Ed25519 signatures: a :class:`SigningKey` in memory, or a key that
+    never leaves a PKCS#11 token (``safescan.institution.hsm.TokenKey``). Everything that signs
+    on the institution's behalf (certificates, codes, receipts, lists, webhooks, events,
+    checkpoints) takes a ``Signer``."""
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message``."""
+        ...
+
+    @property
+    def public_key(self) -> VerifyKey:
+        """The matching public key."""
+        ...
 
 
 class SigningKey:

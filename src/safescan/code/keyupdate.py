@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
 from safescan.code.errors import DecryptionFailed, MalformedCode, OversizeInput
-from safescan.code.keys import SchemeKey, SigningKey
+from safescan.code.keys import SchemeKey, Signer
 
 KEY_UPDATE_CONTEXT = b"SS1-KUPD"
 KEY_UPDATE_INFO = b"safescan key update v1"
@@ -100,7 +100,7 @@ class KeyUpdate:
 
 
 def seal_key_update(
-    update: KeyUpdate, issuer: SigningKey, issuer_kid: int, transport_public: bytes
+    update: KeyUpdate, issuer: Signer, issuer_kid: int, transport_public: bytes
 ) -> bytes:
     """Sign the update with the institution key and seal it to the carrier's transport key."""
     update.check()

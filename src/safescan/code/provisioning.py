@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from safescan.code import cbor
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
 from safescan.code.errors import DecryptionFailed, MalformedCode, OversizeInput
-from safescan.code.keys import SchemeKey, SigningKey, VerifyKey
+from safescan.code.keys import SchemeKey, Signer, VerifyKey
 from safescan.code.pubkeys import check_x25519_public
 
 PROV_CONTEXT = b"SS1-PROV"
@@ -56,7 +56,7 @@ class ProvisioningBundle:
         return TrustStore(dict(self.institution_keys))
 
 
-def seal_bundle(bundle: ProvisioningBundle, issuer: SigningKey, issuer_kid: int) -> bytes:
+def seal_bundle(bundle: ProvisioningBundle, issuer: Signer, issuer_kid: int) -> bytes:
     """Sign the bundle with the institution key and seal it to the carrier's transport key."""
     signed = cbor.dumps(
         [

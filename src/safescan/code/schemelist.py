@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
 from safescan.code.errors import KeyRetired, MalformedCode, UnknownKeyId
-from safescan.code.keys import SchemePublicKey, SigningKey
+from safescan.code.keys import SchemePublicKey, Signer
 
 LIST_VERSION = 1
 LIST_CONTEXT = b"SS1-SKEYS"
@@ -78,7 +78,7 @@ class SchemeKeyList:
     @classmethod
     def issue(
         cls,
-        issuer: SigningKey,
+        issuer: Signer,
         issuer_kid: int,
         *,
         issued_at: int,

@@ -41,7 +41,7 @@ from sqlalchemy import Connection, func, select, tuple_
 from safescan.api.errors import ConfigError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.code.keys import SigningKey
+from safescan.code.keys import Signer
 from safescan.institution.audit import CHAINS, GENESIS
 from safescan.institution.models import AuditEntry, AuditHead, CertificateRow, Counter, Event
 from safescan.institution.util import canonical_json
@@ -82,7 +82,7 @@ def heads_digest(heads: list[tuple[int, str]]) -> str:
     return hashlib.sha256(canonical_json([[s, h] for s, h in heads]).encode()).hexdigest()
 
 
-def sign(key: SigningKey, kid: int, body: dict[str, Any]) -> str:
+def sign(key: Signer, kid: int, body: dict[str, Any]) -> str:
     """One signed record as a line (no newline)."""
     doc = {"v": VERSION, "kid": kid, **body}
     sig = key.sign(CONTEXT + canonical_json(doc).encode())

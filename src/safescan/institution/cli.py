@@ -56,13 +56,14 @@ def init(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create the root signing key, the first scheme key, the schema and the checkpoint file;
-    print the admin token."""
+    """Create the root signing key (in the PKCS#11 token when the keys' backend is pkcs11), the
+    first scheme key, the schema and the checkpoint file; print the admin token."""
     from sqlalchemy import select
 
     from safescan.api.errors import ConfigError
     from safescan.institution.checkpoints import default_path
     from safescan.institution.db import Database, migrate
+    from safescan.institution.hsm import Token, configured_token
     from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
     from safescan.institution.models import AdminToken
     from safescan.institution.rollback import RollbackGuard
@@ -77,6 +78,9 @@ def init(
         key_dir = site.keystore.dir or default_key_dir(db)
         store = KeyStore(key_dir)
         cp_path = site.keystore.checkpoints or default_path(key_dir)
+        hsm_token = configured_token()
+        if hsm_token is not None:
+            Token(hsm_token)  # the token is there and takes the PIN, before anything is written
         database = Database(db)
         try:
             migrate(database.engine)
@@ -85,7 +89,7 @@ def init(
                 raise ConfigError("this database is already initialised")
             if cp_path.exists():
                 raise ConfigError(f"{cp_path} already exists (another institution's checkpoints?)")
-            institution_keys = store.create(passphrase)
+            institution_keys = store.create(passphrase, token=hsm_token)
             token = Institution(database, institution_keys).bootstrap()
             RollbackGuard(database, institution_keys, cp_path).tick()  # the first checkpoint
         finally:

@@ -92,9 +92,11 @@ def settings_for(
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     try:
-        return load_settings(config, overrides)
+        settings = load_settings(config, overrides)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json, status=2) from None
+    settings.keystore.export_token()
+    return settings
 
 
 def with_db(db: str, action: Callable[[Any], T]) -> T:

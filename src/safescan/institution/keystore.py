@@ -3,7 +3,9 @@
 Layout of the key directory (mode 0700; every file 0600, written atomically)::
 
     keys.json          index: root key id, scheme key ids (no secrets)
-    root-<kid>.pem     Ed25519 root signing key (encrypted PKCS#8)
+    root-<kid>.pem     Ed25519 root signing key (encrypted PKCS#8), unless it lives in a
+                       PKCS#11 token (``keys.json`` then says which, with its public key;
+                       :mod:`.hsm`)
     scheme-<kid>.json  X25519 scheme code key with id and retirement time (encrypted PKCS#8)
     secret.json        32-byte server secret (AES-256-GCM under a scrypt-derived key)
 
@@ -20,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,11 +34,15 @@ from safescan.code.errors import KeyFileError
 from safescan.code.keys import (
     SchemeKey,
     SchemeKeyring,
+    Signer,
     SigningKey,
     VerifyKey,
 )
 from safescan.code.keys import write_private_file as _write_private
 from safescan.institution.util import token_hash
+
+if TYPE_CHECKING:
+    from safescan.institution.hsm import TokenSettings
 
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
 KEYS_ENV = "SAFESCAN_INSTITUTION_KEYS"
@@ -85,7 +91,7 @@ class InstitutionKeys:
     """The loaded keys: root signing key(s), scheme keyring, server secret."""
 
     root_kid: int
-    root: SigningKey
+    root: Signer
     scheme: SchemeKeyring
     secret: bytes
     extra_roots: dict[int, VerifyKey] = field(default_factory=dict)
@@ -118,23 +124,46 @@ class KeyStore:
         return (self.path / "keys.json").is_file()
 
     def create(
-        self, passphrase: bytes, *, root_kid: int = 1, scheme_kid: int = 1
+        self,
+        passphrase: bytes,
+        *,
+        root_kid: int = 1,
+        scheme_kid: int = 1,
+        token: TokenSettings | None = None,
     ) -> InstitutionKeys:
-        """Generate a fresh root key, first scheme key and server secret; refuse to overwrite."""
+        """Generate a fresh root key (in the PKCS#11 ``token`` when given, never leaving it),
+        first scheme key and server secret; refuse to overwrite."""
         if self.exists():
             raise ConfigError(f"{self.path} already holds institution keys; refusing to overwrite")
+        root: Signer
+        index: dict[str, Any] = {"root_kid": root_kid, "scheme_kids": [scheme_kid]}
+        if token is not None:
+            from safescan.institution.hsm import Token
+
+            root = Token(token).generate(root_kid)  # before anything is written here
+            index["root"] = {
+                "store": "pkcs11",
+                "token": token.token_label,
+                "public": root.public_key.hex(),
+            }
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
-        root = SigningKey.generate()
+        if token is None:
+            file_root = SigningKey.generate()
+            file_root.save(self.path / f"root-{root_kid}.pem", passphrase)
+            root = file_root
         scheme = SchemeKey.generate(scheme_kid)
         secret = os.urandom(32)
-        root.save(self.path / f"root-{root_kid}.pem", passphrase)
         scheme.save(self.path / f"scheme-{scheme_kid}.json", passphrase)
         self._save_secret(secret, passphrase)
-        self._write_index({"root_kid": root_kid, "scheme_kids": [scheme_kid]})
+        self._write_index(index)
         ring = SchemeKeyring()
         ring.add(scheme)
         return InstitutionKeys(root_kid, root, ring, secret)
+
+    def root_store(self) -> str:
+        """Where the root key lives: ``file`` or ``pkcs11``."""
+        return str(self._index().get("root", {}).get("store", "file"))
 
     def add_scheme_key(self, passphrase: bytes, *, retire_old_at: int | None) -> SchemeKey:
         """Rotate: add a new scheme key (next id); optionally schedule the old ones' retirement."""
@@ -156,15 +185,49 @@ class KeyStore:
         self._write_index(index)
         return new
 
-    def load(self, passphrase: bytes) -> InstitutionKeys:
-        """Load and decrypt every key (raises :class:`KeyFileError` on a wrong passphrase)."""
+    def load(self, passphrase: bytes, *, token: TokenSettings | None = None) -> InstitutionKeys:
+        """Load and decrypt every key (raises :class:`KeyFileError` on a wrong passphrase).
+        A root key in a PKCS#11 token is opened with ``token`` (default: the configured one,
+        :func:`.hsm.configured_token`) and checked against the recorded public key."""
         index = self._index()
         root_kid = int(index["root_kid"])
-        root = SigningKey.load(self.path / f"root-{root_kid}.pem", passphrase)
+        if token is None:
+            from safescan.institution.hsm import configured_token
+
+            token = configured_token()
+        root = self._load_root(index, root_kid, passphrase, token)
         ring = SchemeKeyring()
         for kid in index["scheme_kids"]:
             ring.add(SchemeKey.load(self.path / f"scheme-{int(kid)}.json", passphrase))
         return InstitutionKeys(root_kid, root, ring, self._load_secret(passphrase))
+
+    def _load_root(
+        self, index: dict[str, Any], kid: int, passphrase: bytes, token: TokenSettings | None
+    ) -> Signer:
+        where = index.get("root", {"store": "file"})
+        store = where.get("store") if isinstance(where, dict) else None
+        if store == "file":
+            if token is not None:
+                raise ConfigError(
+                    f"the configuration puts the keys in a PKCS#11 token, but the root key in"
+                    f' {self.path} is a file: keep `backend = "file"` for this institution'
+                )
+            return SigningKey.load(self.path / f"root-{kid}.pem", passphrase)
+        if store != "pkcs11":
+            raise ConfigError(f"{self.path}/keys.json is corrupt (root key store)")
+        from safescan.institution.hsm import HsmKeyError, Token, TokenSettings
+
+        settings = token if token is not None else TokenSettings.from_env()
+        if settings.token_label != where.get("token"):
+            raise HsmKeyError(
+                f"the root key was generated in the token {where.get('token')!r}, but the"
+                f" configuration names the token {settings.token_label!r}"
+            )
+        try:
+            public = VerifyKey(bytes.fromhex(str(where.get("public"))))
+        except (ValueError, KeyFileError):
+            raise ConfigError(f"{self.path}/keys.json is corrupt (root public key)") from None
+        return Token(settings).load(kid, public)
 
     def _index(self) -> dict[str, Any]:
         try:

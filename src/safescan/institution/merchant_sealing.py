@@ -18,16 +18,14 @@ from sqlalchemy import Connection, select
 from safescan.api.errors import Forbidden, InvalidRequest
 from safescan.code.certs import Certificate
 from safescan.code.envelope import OpenedCode
-from safescan.code.keys import SchemeKeyring, SigningKey
+from safescan.code.keys import SchemeKeyring, Signer
 from safescan.code.payment import DynamicCode
 from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 from safescan.institution.models import CertificateRow, MerchantRow
 from safescan.institution.util import canonical_json
 
 
-def scheme_key_list(
-    ring: SchemeKeyring, root: SigningKey, root_kid: int, now: int
-) -> SchemeKeyList:
+def scheme_key_list(ring: SchemeKeyring, root: Signer, root_kid: int, now: int) -> SchemeKeyList:
     """The live scheme public keys, signed under the root key (for ``GET /v1/keys``)."""
     live = [k for k in ring.keys.values() if not k.is_retired(now)]
     return SchemeKeyList.issue(

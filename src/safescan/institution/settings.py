@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -41,7 +41,13 @@ from pydantic_settings import (
 )
 
 from safescan.api.errors import ConfigError
-from safescan.institution.config import Tuning
+from safescan.institution.config import (
+    ENV_HSM_MODULE,
+    ENV_HSM_PIN_FILE,
+    ENV_HSM_TOKEN,
+    ENV_KEY_BACKEND,
+    Tuning,
+)
 
 ENV_PREFIX = "SAFESCAN_INSTITUTION_"
 ENV_CONFIG = "SAFESCAN_INSTITUTION_CONFIG"
@@ -87,6 +93,33 @@ class KeystoreSettings(_Section):
     checkpoints: Path | None = Field(
         default=None, description="checkpoint file (default: <key directory>.checkpoints)"
     )
+    backend: Literal["file", "pkcs11"] | None = Field(
+        default=None,
+        description="where the root signing key lives: file (encrypted in the key directory) or"
+        " pkcs11 (generated in a token, never exported); default: what the key directory"
+        " records (file for a new one)",
+    )
+    pkcs11_module: Path | None = Field(
+        default=None, description="PKCS#11 module (default: Debian's SoftHSM2 libsofthsm2.so)"
+    )
+    token_label: str | None = Field(default=None, description="label of the PKCS#11 token")
+    pin_file: Path | None = Field(
+        default=None,
+        description="file holding the token's user PIN (else $SAFESCAN_HSM_PIN); the PIN itself"
+        " is never a setting",
+    )
+
+    def export_token(self) -> None:
+        """Hand the PKCS#11 settings to this process and the API processes it starts (through
+        the internal ``SAFESCAN_KEY_BACKEND``/``SAFESCAN_HSM_*`` variables; never the PIN)."""
+        for name, value in (
+            (ENV_KEY_BACKEND, self.backend),
+            (ENV_HSM_MODULE, self.pkcs11_module),
+            (ENV_HSM_TOKEN, self.token_label),
+            (ENV_HSM_PIN_FILE, self.pin_file),
+        ):
+            if value is not None:
+                os.environ[name] = str(value)
 
 
 class ServerSettings(_Section):
@@ -155,7 +188,9 @@ class WebhookSettings(_Section):
 class RateLimitSettings(_Section):
     """``[rate_limits]``: per merchant, per API process."""
 
-    merchant_rate: float = Field(default=100.0, gt=0, description="merchant requests per second")
+    merchant_rate: float = Field(
+        default=100.0, ge=0, description="merchant requests per second (0: no limit)"
+    )
     merchant_burst: float = Field(default=200.0, gt=0, description="merchant burst size")
 
 

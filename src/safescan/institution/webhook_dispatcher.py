@@ -39,7 +39,7 @@ from safescan.api import standard_webhooks
 from safescan.api.errors import ConfigError, WebhookUrlRefused
 from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
 from safescan.code.errors import SafescanError
-from safescan.code.keys import SigningKey
+from safescan.code.keys import Signer
 from safescan.institution.db import Database
 from safescan.institution.models import Event, MerchantRow, WebhookEndpoint
 from safescan.institution.webhook_log import RETENTION, Retention, prune, record_attempt
@@ -110,7 +110,7 @@ class Stats:
 
 
 def signed_headers(
-    key: SigningKey, kid: int, event_id: str, body: bytes, secrets: tuple[str, ...]
+    key: Signer, kid: int, event_id: str, body: bytes, secrets: tuple[str, ...]
 ) -> dict[str, str]:
     """Every header of one attempt, signed now: Standard Webhooks and ``Safescan-Signature``."""
     now = int(time.time())
@@ -129,7 +129,7 @@ class WebhookDispatcher:
     def __init__(
         self,
         db: Database,
-        key: SigningKey,
+        key: Signer,
         kid: int,
         *,
         policy: RetryPolicy | None = None,

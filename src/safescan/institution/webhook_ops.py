@@ -18,7 +18,7 @@ from sqlalchemy import Connection, select
 
 from safescan.api.errors import Conflict, RateLimited, WebhookUrlRefused
 from safescan.api.standard_webhooks import public_key_text
-from safescan.code.keys import SigningKey
+from safescan.code.keys import Signer
 from safescan.institution import webhook_log
 from safescan.institution.db import Database
 from safescan.institution.models import MerchantRow, WebhookEndpoint
@@ -46,7 +46,7 @@ class WebhookOps:
     def __init__(
         self,
         db: Database,
-        key: SigningKey,
+        key: Signer,
         kid: int,
         secrets: EndpointSecrets,
         targets: Callable[[], TargetPolicy],
