@@ -156,9 +156,9 @@ def wallet_stop(rounds: int = 3, timeout: float = 2.0) -> dict[str, Any]:
     """SIGSTOP the institution under a real wallet payment; SIGCONT after the wallet answered."""
     from rich.console import Console  # noqa: F401 - the demo's dependency
 
+    from safescan.client.wallet import WalletClient
     from safescan.demo import DEMO_PIN, Stack
     from safescan.merchant.client import MerchantApi
-    from safescan.remote import InstitutionHttp
     from safescan.wallet.flow import Wallet
 
     tmp = Path(tempfile.mkdtemp(prefix="probe-wallet-"))
@@ -180,10 +180,10 @@ def wallet_stop(rounds: int = 3, timeout: float = 2.0) -> dict[str, Any]:
         with MerchantApi(pos) as api:
             for _ in range(rounds):
                 wallet = Wallet.load(wallet_dir)
-                wallet.remote.close()
-                wallet.remote = InstitutionHttp(stack.base_url, timeout=timeout)
+                wallet.api.close()
+                wallet.api = WalletClient(stack.base_url, timeout=timeout)
                 order = api.create_order([LineItem("Tea", 1, 250)], currency="EUR")
-                before = stack.need_admin().balance(cid, "EUR")
+                before = stack.need_admin().customers.balance(cid, "EUR")
                 offer = wallet.open(order.code)
                 message = ""
                 try:
@@ -200,7 +200,7 @@ def wallet_stop(rounds: int = 3, timeout: float = 2.0) -> dict[str, Any]:
                 time.sleep(1.5)
                 if hasattr(wallet, "resolve_pending"):  # a wallet that finds out afterwards
                     wallet.resolve_pending()
-                charged = stack.need_admin().balance(cid, "EUR") != before
+                charged = stack.need_admin().customers.balance(cid, "EUR") != before
                 receipts = len(wallet.history.recent())
                 charged_count += int(charged)
                 said.append(message[:160])

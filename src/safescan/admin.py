@@ -28,13 +28,13 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.api.errors import InvalidRequest
+from safescan.client.admin import ENV_ADMIN_TOKEN as ENV_TOKEN
+from safescan.client.admin import AdminClient, read_admin_token
 from safescan.code.cli_input import minor_units
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
-from safescan.remote import ENV_ADMIN_TOKEN as ENV_TOKEN
-from safescan.remote import AdminApi, read_admin_token
 
 ENV_URL = "SAFESCAN_INSTITUTION_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -62,12 +62,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def _ask(
-    url: str | None, token_file: Path | None, as_json: bool, call: Callable[[AdminApi], Any]
+    url: str | None, token_file: Path | None, as_json: bool, call: Callable[[AdminClient], Any]
 ) -> Any:
     """Run ``call`` with an administrator client; a failure is reported and exits."""
     base = url or os.environ.get(ENV_URL) or DEFAULT_URL
     try:
-        with AdminApi(base, read_admin_token(token_file)) as admin:
+        with AdminClient(base, read_admin_token(token_file)) as admin:
             return call(admin)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json) from None
@@ -94,7 +94,7 @@ def create(
         institution,
         admin_token_file,
         as_json,
-        lambda admin: admin.call("POST", "/v1/admin/customers", {"name": name}),
+        lambda admin: admin.customers.create(name).to_json(),
     )
     if as_json:
         emit_json(doc)
@@ -127,7 +127,7 @@ def fund(
         institution,
         admin_token_file,
         as_json,
-        lambda admin: admin.fund(customer_id, cur.alpha, amount),
+        lambda admin: admin.customers.fund(customer_id, cur.alpha, amount).to_json(),
     )
     if as_json:
         emit_json(doc)
@@ -148,7 +148,10 @@ def list_command(
 ) -> None:
     """Customers with their balances and number of key carriers."""
     doc = _ask(
-        institution, admin_token_file, as_json, lambda admin: admin.list_customers(limit, after)
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.customers.list(limit, after).to_json(),
     )
     if as_json:
         emit_json(doc)
@@ -186,7 +189,7 @@ def enrollment_token_command(
         institution,
         admin_token_file,
         as_json,
-        lambda admin: admin.issue_enrollment_token(customer_id, valid_days * 86400),
+        lambda admin: admin.enrollment_tokens.issue(customer_id, valid_days * 86400).to_json(),
     )
     if as_json:
         emit_json(doc)

@@ -146,8 +146,8 @@ def test_the_wallet_client_rides_through_a_primary_failover(cluster: Cluster) ->
     import base64
     import time
 
+    from safescan.client.wallet import WalletClient
     from safescan.code.errors import SafescanError
-    from safescan.remote import InstitutionHttp
     from safescan.wallet.pending import submit
     from safescan.wallet.store import PendingPayment
 
@@ -165,7 +165,7 @@ def test_the_wallet_client_rides_through_a_primary_failover(cluster: Cluster) ->
         return bool(faults) and any(t > faults[0].at + 1 for t in ack_times)
 
     def client(items: list[Any]) -> None:
-        with InstitutionHttp(cluster.api_url, timeout=10) as remote:
+        with WalletClient(cluster.api_url, timeout=10) as remote:
             for w in items:
                 if after_the_failover():
                     return  # paid across the failover and after it: enough

@@ -20,8 +20,8 @@ import pytest
 from safescan.demo import DEMO_PIN, Stack
 from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
-from safescan.merchant.onboard import AdminApi
 from safescan.procs import ManagedProcess
+from safescan.remote import AdminApi  # the demo Stack's type, until the demo uses AdminClient
 
 PIN = DEMO_PIN
 FUNDS = 50_000

@@ -7,7 +7,6 @@ offer is printed.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import secrets
@@ -22,6 +21,7 @@ import pytest
 from safescan.carrier.apdu import Reason
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CarrierBlocked, CodeRefused, WrongData
+from safescan.client import AdminClient
 from safescan.code import DynamicCode, Issuer, LineItem, Merchant, SigningKey, encode_text, seal
 from safescan.code.certs import Certificate, TrustStore
 from safescan.demo import (
@@ -33,7 +33,6 @@ from safescan.demo import (
 )
 from safescan.institution.keystore import KeyStore
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.onboard import AdminApi
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade
 from safescan.wallet.flow import Payment, Wallet
 from tests.e2e.conftest import PIN, Party, World
@@ -59,8 +58,8 @@ def _paid_order(world: World) -> tuple[str, Payment]:
 
 
 def _balance(world: World, customer: str) -> int:
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        return admin.balance(customer, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        return admin.customers.balance(customer, "EUR")
 
 
 def test_swapped_sticker_is_refused_as_not_signed_by_the_institution(world: World) -> None:
@@ -156,12 +155,7 @@ def test_code_of_a_revoked_merchant_certificate_is_refused(world: World) -> None
     cfg = world.stack.onboard_merchant("Kiosk Nord", "Lille", config_name="kiosk.json")
     signing = SigningKey.generate()
     with MerchantApi(cfg) as api:
-        cert_doc = api._call(
-            "POST",
-            "/v1/merchant/certificates",
-            {"public_key": base64.b64encode(signing.public_key.raw).decode()},
-        )
-    cert = Certificate.from_bytes(base64.b64decode(cert_doc["certificate"]))
+        cert = Certificate.from_bytes(api.certificates.create(signing.public_key.raw))
     keys = KeyStore(world.stack.keys_dir).load(world.stack.passphrase.encode())
     now = int(time.time())
     code = DynamicCode(
@@ -178,8 +172,8 @@ def test_code_of_a_revoked_merchant_certificate_is_refused(world: World) -> None
     with Wallet.load(world.alice.wallet_dir) as wallet:
         with wallet.open(text) as offer:  # valid until revoked
             assert offer.describe()["certificate_serial"] == cert.serial
-        with AdminApi(world.base_url, world.stack.admin_token) as admin:
-            admin.revoke_merchant(cfg.merchant_id)
+        with AdminClient(world.base_url, world.stack.admin_token) as admin:
+            admin.merchants.revoke(cfg.merchant_id)
         exc = _refusal(wallet, text)
         pinned = TrustStore(dict(wallet.config.trust.institution_keys))
     assert exc.reason in ("certificate_revoked", "merchant_revoked")

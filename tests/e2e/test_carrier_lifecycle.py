@@ -76,7 +76,7 @@ def test_unattested_and_untrusted_chips_are_not_enrolled(world: World) -> None:
                 directory=stack.workdir / "wallet-una",
                 institution_url=stack.base_url,
                 carrier_url=url,
-                token=stack.need_admin().enrollment_token(cid),
+                token=stack.need_admin().enrollment_tokens.issue(cid).token,
                 pin=PIN,
                 trust=pins,
             )
@@ -88,7 +88,7 @@ def test_unattested_and_untrusted_chips_are_not_enrolled(world: World) -> None:
                 directory=stack.workdir / "wallet-una",
                 institution_url=stack.base_url,
                 carrier_url=url,
-                token=stack.need_admin().enrollment_token(cid),
+                token=stack.need_admin().enrollment_tokens.issue(cid).token,
                 pin=PIN,
                 trust=pins,
             )

@@ -30,7 +30,7 @@ def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Pat
     try:
         admin = world.stack.need_admin()
         cid = world.stack.customer("Erin", fund=5_000)
-        token = admin.enrollment_token(cid)
+        token = admin.enrollment_tokens.issue(cid).token
         pin_file = tmp_path / "pin"
         pin_file.write_text(PIN)
         wallet_dir = tmp_path / "wallet"
@@ -70,7 +70,7 @@ def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Pat
         )
         assert paid.returncode == 0, paid.stderr
         assert json.loads(paid.stdout.splitlines()[-1])["result"] == "paid"
-        assert admin.balance(cid, "EUR") == 4_800
+        assert admin.customers.balance(cid, "EUR") == 4_800
 
         status = _wallet("status", "--json", "--wallet-dir", str(wallet_dir))
         assert status.returncode == 0, status.stderr
@@ -127,7 +127,7 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
                 "--carrier",
                 carrier_url,
                 "--token",
-                admin.enrollment_token(cid),
+                admin.enrollment_tokens.issue(cid).token,
                 "--institution-key",
                 pin,
                 "--pin-file",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from safescan.client import AdminClient
 from safescan.code import LineItem
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.onboard import AdminApi
 from safescan.procs import free_port
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
@@ -21,8 +21,8 @@ ITEMS = [LineItem("Flat white", 1, 350)]
 
 
 def _balance(world: World, customer: str) -> int:
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        return admin.balance(customer, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        return admin.customers.balance(customer, "EUR")
 
 
 def test_carrier_dies_mid_payment(world: World, fresh_party: Callable[[str], Party]) -> None:
@@ -44,7 +44,7 @@ def test_carrier_dies_mid_payment(world: World, fresh_party: Callable[[str], Par
             "transport_error",
             "carrier_timeout",
         )
-        assert api.get_order(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id)["state"] == "CREATED"
         assert wallet.history.recent() == []
     assert _balance(world, carol.customer_id) == FUNDS
 
@@ -68,6 +68,6 @@ def test_institution_unreachable(
         assert "cannot be reached" in info.value.message
         assert "no payment was made" in info.value.message
         assert wallet.history.recent() == []
-        assert api.get_order(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id)["state"] == "CREATED"
     assert _balance(world, dave.customer_id) == FUNDS
     assert world.stack.audit()["ok"]

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from safescan.merchant.client import MerchantApi, parse_item
+from safescan.merchant.client import MerchantApi
+from safescan.merchant.input import parse_item
 from tests.e2e.conftest import World
 
 

@@ -30,6 +30,7 @@ import pytest
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import CodeRefused
 from safescan.carrier.testing import DEFAULT_MERCHANT, LocalInstitution
+from safescan.client import AdminClient
 from safescan.code import Certificate, Merchant, SigningKey, decode_text
 from safescan.code.certs import TrustStore
 from safescan.code.keyupdate import is_epoch_kid
@@ -37,7 +38,6 @@ from safescan.code.schemelist import SchemeKeyList
 from safescan.demo import Stack
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.config import PosConfig
-from safescan.merchant.onboard import AdminApi
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import CodeRefusedByWallet
 from safescan.wallet.flow import Wallet
@@ -201,7 +201,7 @@ def test_referencing_the_victims_certificate_or_signing_with_anothers_key_is_ref
     """A cert of merchant A with a code of merchant B, both ways round."""
     victim_key = SigningKey.generate()
     with MerchantApi(world.pos) as api:
-        victim_cert = Certificate.from_bytes(api.certify_code_key(victim_key.public_key.raw, 30))
+        victim_cert = Certificate.from_bytes(api.certificates.create(victim_key.public_key.raw, 30))
     now = int(time.time())
     scheme = _published(world.base_url, world.pos.trust).for_sealing(now, now + 300)
     # the kiosk's certificate, the body pointing at the victim's certificate serial
@@ -236,8 +236,8 @@ def test_revoked_merchant_cannot_seal_and_its_codes_are_refused(world: World) ->
     )
     code = _json_lines(made)[0]["code"]
     pos = PosConfig.load(config)
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        admin.revoke_merchant(pos.merchant_id)
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        admin.merchants.revoke(pos.merchant_id)
     assert _wallet_refuses(world.alice.wallet_dir, code) == "certificate_revoked"
     with institution(world) as w:
         status = w.http.post("/v1/codes/status", json={"code": code}).json()

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from safescan.client import AdminClient
 from safescan.code import LineItem, qr
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.onboard import AdminApi
 from safescan.procs import free_port
 from tests.e2e.conftest import PIN, Party, World
 
@@ -104,14 +104,14 @@ def test_customer_desk_refuses_bad_input_with_a_json_error(
     world: World, admin_env: dict[str, str], args: list[str], error_type: str
 ) -> None:
     cid = world.alice.customer_id
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        before = admin.customer(cid)["balances"]
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        before = admin.customers.get(cid).balances
     argv = [a.replace("{cid}", cid) for a in args]
     code, doc = jrun("institution", *argv, "--admin-token-file", admin_env["TOKEN_FILE"],
                      env=admin_env)  # fmt: skip
     assert code != 0 and doc["error"]["type"] == error_type, doc
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        assert admin.customer(cid)["balances"] == before  # nothing changed
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        assert admin.customers.get(cid).balances == before  # nothing changed
 
 
 def test_customer_desk_needs_a_valid_admin_token(world: World, tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_enroll_refuses_bad_local_input_before_spending_the_token(
     try:
         admin = world.stack.need_admin()
         cid = world.stack.customer("Olga", fund=1_000)
-        token = admin.enrollment_token(cid)
+        token = admin.enrollment_tokens.issue(cid).token
         root = world.stack.root_keys()[0]
         good_pin = tmp_path / "good.pin"
         good_pin.write_text(PIN)
@@ -179,10 +179,10 @@ def test_enroll_refuses_bad_local_input_before_spending_the_token(
             assert code == 2, (needle, doc)
             assert needle in doc["error"]["message"], (needle, doc)
             assert "nothing was sent" in doc["error"]["message"] or needle == "PIN"
-        assert admin.customer(cid)["carriers"] == []  # the institution saw nothing
+        assert admin.customers.get(cid).carriers == ()  # the institution saw nothing
         code, doc = enroll(wallet=tmp_path / "good")  # the same token still works
         assert code == 0 and doc["enrolled"] is True and doc["customer_id"] == cid
-        assert len(admin.customer(cid)["carriers"]) == 1
+        assert len(admin.customers.get(cid).carriers) == 1
     finally:
         proc.stop()
 
@@ -296,8 +296,8 @@ def test_pos_onboard_requires_country_mcc_and_a_valid_iban(world: World, tmp_pat
             .items() for x in (k, v)]  # fmt: skip
     code, doc = jrun(*base, *argv, "--config", str(tmp_path / "pos.json"), env=env)
     assert code == 0 and doc["settlement_account"] == "FR7630006000011234567890189"
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        merchant = admin.call("GET", f"/v1/admin/merchants/{doc['merchant_id']}")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        merchant = admin.merchants.get(doc["merchant_id"])
     assert (merchant["country"], merchant["mcc"]) == ("FR", 5814)
 
 
@@ -334,8 +334,8 @@ def test_pos_refund_idempotency_key_makes_a_retry_the_same_refund(
     first = jrun("pos", "refund", order_id, "--amount", "300", "--idempotency-key", key, *cfg)
     again = jrun("pos", "refund", order_id, "--amount", "300", "--idempotency-key", key, *cfg)
     assert first[0] == again[0] == 0 and first[1]["refund_id"] == again[1]["refund_id"]
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        assert admin.balance(rita.customer_id, "EUR") == 50_000 - 800 + 300
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        assert admin.customers.balance(rita.customer_id, "EUR") == 50_000 - 800 + 300
     code, doc = jrun("pos", "refund", order_id, "--amount", "200", "--idempotency-key", key, *cfg)
     assert code == 2 and doc["error"]["code"] == "idempotency_conflict"
     code, doc = jrun("pos", "refund", order_id, "--amount", "900", *cfg)

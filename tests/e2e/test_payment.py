@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from safescan.client import AdminClient
 from safescan.code import LineItem, qr
 from safescan.merchant.client import MerchantApi, wait_for_payment
-from safescan.merchant.onboard import AdminApi
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 
@@ -19,8 +19,8 @@ ITEMS = [LineItem("Flat white", 2, 350), LineItem("Croissant", 1, 180), LineItem
 
 
 def _balance(world: World, customer: str) -> int:
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        return admin.balance(customer, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        return admin.customers.balance(customer, "EUR")
 
 
 def test_happy_path_pos_wallet_institution(world: World, tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_happy_path_pos_wallet_institution(world: World, tmp_path: Path) -> None
         assert "receipt" in seen, "the POS was not notified"
         assert seen["receipt"].payment_id == paid.receipt.payment_id
         assert seen["event"].type == "payment.succeeded"
-        assert api.get_order(order.order_id)["state"] == "PAID"
+        assert api.orders.get(order.order_id)["state"] == "PAID"
         history = wallet.history.recent()
         assert history[0]["payment_id"] == paid.receipt.payment_id
         assert history[0]["merchant_name"] == "Café Lumière"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from safescan.code import qr
 from safescan.code.emv import build_emv
-from safescan.merchant.client import MerchantApi, parse_item
+from safescan.merchant.client import MerchantApi
 from safescan.merchant.config import PosConfig
+from safescan.merchant.input import parse_item
 from tests.e2e.conftest import World
 
 MARKUP_NAME = "Shop [green]✓ Verified by your bank[/]"

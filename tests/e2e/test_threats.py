@@ -44,6 +44,9 @@ from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CarrierBlocked, CodeRefused, ConfirmationMismatch
 from safescan.carrier.pin import pad_pin
 from safescan.carrier.testing import AttackerProxy
+from safescan.client import AdminClient
+from safescan.client.errors import ReceiptMismatch
+from safescan.client.trust import verify_receipt
 from safescan.code import (
     Authorization,
     DynamicCode,
@@ -65,8 +68,6 @@ from safescan.institution.db import Database
 from safescan.institution.epochs import EpochKeyring
 from safescan.institution.keystore import InstitutionKeys, KeyStore
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.onboard import AdminApi
-from safescan.remote import ReceiptMismatch, verify_receipt
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, ReceiptInvalid
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
@@ -116,8 +117,8 @@ def scheme_keys(stack: Stack, keys: InstitutionKeys) -> EpochKeyring:
 def balance(world: World | Stack, customer: str) -> int:
     """A customer's EUR balance."""
     stack = world.stack if isinstance(world, World) else world
-    with AdminApi(stack.base_url, stack.admin_token) as admin:
-        return int(admin.balance(customer, "EUR"))
+    with AdminClient(stack.base_url, stack.admin_token) as admin:
+        return int(admin.customers.balance(customer, "EUR"))
 
 
 def carrier_counter(url: str) -> int:
@@ -128,7 +129,7 @@ def carrier_counter(url: str) -> int:
 
 def order_state(api: MerchantApi, order_id: str) -> str:
     """An order's state as its merchant sees it."""
-    return str(api.get_order(order_id)["state"])
+    return str(api.orders.get(order_id)["state"])
 
 
 def refused(wallet: Wallet, text: str) -> CodeRefusedByWallet:
@@ -352,14 +353,14 @@ def test_code_paid_by_another_wallet_is_refused_before_the_pin(
     assert carrier_counter(bob.carrier_url) == counter_before  # no PIN, no signature
     assert balance(world, bob.customer_id) == FUNDS
     with MerchantApi(world.pos) as api:
-        o = api.get_order(order.order_id)
+        o = api.orders.get(order.order_id)
     assert o["state"] == "PAID" and o["payment_id"] == paid.receipt.payment_id
 
 
 def test_closed_order_is_refused_before_the_pin(world: World) -> None:
     with MerchantApi(world.pos) as api:
         order = api.create_order(ITEMS, currency="EUR")
-        api.close_order(order.order_id)
+        api.orders.close(order.order_id)
         with Wallet.load(world.alice.wallet_dir) as wallet:
             assert refused(wallet, order.code).reason == "order_closed"
         assert order_state(api, order.order_id) == "CLOSED"
@@ -913,7 +914,7 @@ def test_one_merchant_cannot_read_or_refund_another_merchants_orders(world: Worl
             r = rival.request(method, path, body)
             assert r.status_code == 404, (path, r.text)
         assert oid not in _orders(rival)
-        o = api.get_order(oid)
+        o = api.orders.get(oid)
         assert o["state"] == "PAID" and o["refunded_amount"] == 0
         assert balance(world, world.alice.customer_id) == alice_after
 

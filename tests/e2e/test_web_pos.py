@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from safescan.code import qr
-from safescan.merchant.client import MerchantApi, parse_item
+from safescan.merchant.client import MerchantApi
+from safescan.merchant.input import parse_item
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
@@ -76,7 +77,7 @@ class Staff:
 
 def _institution_state(world: World) -> list[tuple[str, str, int]]:
     with MerchantApi(world.pos) as api:
-        doc = api._call("GET", "/v1/merchant/orders?limit=100")
+        doc = api.orders.list(limit=100)
     return sorted((o["order_id"], o["state"], o.get("refunded_amount", 0)) for o in doc["orders"])
 
 

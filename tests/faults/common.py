@@ -30,8 +30,7 @@ def audit(db_url: str) -> dict[str, Any]:
 
 def customer_balance(w: World, customer: str, currency: str = "EUR") -> int:
     """A customer's balance in ``currency`` (0 when it has no account there)."""
-    doc = w.admin("GET", f"/v1/admin/customers/{customer}").json()
-    return sum(int(b["amount"]) for b in doc["balances"] if b["currency"] in (currency, 978))
+    return w.admin_api.customers.balance(customer, currency)
 
 
 def order(m: MerchantClient, order_id: str) -> dict[str, Any]:

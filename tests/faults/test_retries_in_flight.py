@@ -36,9 +36,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from safescan.api.errors import IdempotencyConflict, InsufficientFunds
+from safescan.api.wire import PaymentRequest
+from safescan.client.wallet import WalletClient
 from safescan.code import SigningKey, decode_text
 from safescan.institution.db import normalize_url
-from safescan.remote import InstitutionHttp
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.pending import idempotency_key, submit
 from safescan.wallet.store import PendingPayment
@@ -445,7 +446,7 @@ def test_a_client_never_claims_nothing_was_charged_when_it_does_not_know(
             o = s.m.order([("Stopped", 1, 300 + round_)])
             p = _pending(s.carrier, o)
             before = customer_balance(s.w, s.cid)
-            remote = InstitutionHttp(s.server.base_url, timeout=0.5)
+            remote = WalletClient(s.server.base_url, timeout=0.5)
             os.kill(pid, signal.SIGSTOP)
             resume = threading.Timer(stopped_for, os.kill, (pid, signal.SIGCONT))
             resume.start()
@@ -469,12 +470,10 @@ def test_a_client_never_claims_nothing_was_charged_when_it_does_not_know(
             elif told[-1] == "not charged":
                 assert charged == 0  # never a false "nothing was charged"
             else:  # unknown: find out now, as the wallet does later
-                with InstitutionHttp(s.server.base_url, timeout=10) as later:
-                    doc = later.call(
-                        "POST",
-                        "/v1/payments/lookup",
-                        {"code": p.code_text, "authorization": b64(p.authorization)},
-                        headers={"Idempotency-Key": p.idempotency_key},
+                with WalletClient(s.server.base_url, timeout=10) as later:
+                    doc = later.payments.lookup(
+                        PaymentRequest(p.code_text, p.authorization),
+                        idempotency_key=p.idempotency_key,
                     )
                 assert doc["outcome"] in ("succeeded", "not_processed"), doc
                 assert charged == (o["total"] if doc["outcome"] == "succeeded" else 0)
@@ -516,7 +515,7 @@ def test_the_wallet_says_the_outcome_is_unknown_then_keeps_the_receipt() -> None
         with MerchantApi(pos) as api:
             for round_ in range(2):
                 order_ = api.create_order([LineItem("Tea", 1, 250 + round_)], currency="EUR")
-                before = admin.balance(cid, "EUR")
+                before = admin.customers.balance(cid, "EUR")
                 with Wallet.load(wallet_dir, timeout=0.5, tries=2, lookups=2) as wallet:
                     offer = wallet.open(order_.code)
                     try:
@@ -561,7 +560,7 @@ def test_the_wallet_says_the_outcome_is_unknown_then_keeps_the_receipt() -> None
                     results = json.loads(out.stdout)["pending"]
                 assert [r["outcome"] for r in results] in (["paid"], ["not_charged"])
                 with Wallet.load(wallet_dir) as wallet:
-                    charged = before - admin.balance(cid, "EUR")
+                    charged = before - admin.customers.balance(cid, "EUR")
                     if results[0]["outcome"] == "paid":
                         assert charged == 250 + round_
                         assert wallet.history.paid_code(order_.digest) is not None  # receipt kept
@@ -583,9 +582,10 @@ def test_the_wallet_says_the_outcome_is_unknown_then_keeps_the_receipt() -> None
 def test_the_pos_never_refunds_twice_and_says_when_it_does_not_know(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
+    from safescan.client.errors import OutcomeUnknown
+    from safescan.client.trust import trust_from_json
     from safescan.merchant.client import MerchantApi
     from safescan.merchant.config import PosConfig
-    from safescan.remote import OutcomeUnknown, trust_from_json
 
     with site(backend, request) as s:
         assert s.server.proc is not None
@@ -620,19 +620,19 @@ def test_the_pos_never_refunds_twice_and_says_when_it_does_not_know(
             os.kill(pid, signal.SIGSTOP)
             try:
                 with pytest.raises(OutcomeUnknown) as info:
-                    api.refund(o["order_id"], 500, idempotency_key="pos-ref-1")
+                    api.refunds.create(o["order_id"], 500, idempotency_key="pos-ref-1")
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert "may or may not" in info.value.message
             time.sleep(1.0)
         with MerchantApi(cfg) as api:
-            doc = api.refund_outcome(o["order_id"], "pos-ref-1", 500)
+            doc = api.refunds.lookup(o["order_id"], "pos-ref-1", 500)
             refunded = order(m, o["order_id"])["refunded_amount"]
             assert refunded == (500 if doc["outcome"] == "succeeded" else 0), doc
             # the operator runs the refund again with the same key: never a second refund
             for _ in range(2):
                 try:
-                    again = api.refund(o["order_id"], 500, idempotency_key="pos-ref-1")
+                    again = api.refunds.create(o["order_id"], 500, idempotency_key="pos-ref-1")
                     assert doc["outcome"] == "succeeded" and again == doc["refund"]
                 except Exception as exc:  # noqa: BLE001 - the withdrawn key's answer
                     assert doc["outcome"] == "not_processed", exc

@@ -31,14 +31,12 @@ from typing import Any
 import httpx
 import pytest
 
+from safescan.api.wire import PaymentRequest
+from safescan.client.errors import OutcomeUnknown, RetrySettingInvalid
+from safescan.client.retry import retry_budget
+from safescan.client.trust import trust_from_json
+from safescan.client.wallet import WalletClient
 from safescan.code import SigningKey, decode_text
-from safescan.remote import (
-    InstitutionHttp,
-    OutcomeUnknown,
-    RetrySettingInvalid,
-    retry_budget,
-    trust_from_json,
-)
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.pending import idempotency_key, submit
 from safescan.wallet.store import PendingPayment
@@ -235,7 +233,7 @@ def test_a_payment_rides_through_lost_answers_and_503s(plan: list[str]) -> None:
         try:
             o = s.m.order([("Ride", 1, 700)])
             p = _pending(s.carrier, o)
-            with InstitutionHttp(proxy.url, timeout=10) as remote:
+            with WalletClient(proxy.url, timeout=10) as remote:
                 answer = submit(remote, p, budget=BUDGET)
             assert answer["order_id"] == o["order_id"] and answer["amount"] == 700
             # every attempt carried the same key, and the last one got the answer
@@ -266,7 +264,7 @@ def test_a_payment_rides_through_the_institution_stopped_and_started_again(
         result: dict[str, Any] = {}
 
         def pay() -> None:
-            with InstitutionHttp(f"http://127.0.0.1:{port}", timeout=10) as remote:
+            with WalletClient(f"http://127.0.0.1:{port}", timeout=10) as remote:
                 try:
                     result["answer"] = submit(remote, p, budget=BUDGET + 40)
                 except Exception as exc:  # noqa: BLE001 - reported below
@@ -307,7 +305,7 @@ def test_a_payment_stopped_mid_request_then_restarted_is_paid_once() -> None:
         t = threading.Thread(target=restart_after_first_attempt)
         t.start()
         try:
-            with InstitutionHttp(proxy.url, timeout=10) as remote:
+            with WalletClient(proxy.url, timeout=10) as remote:
                 answer = submit(remote, p, budget=BUDGET + 40)
         finally:
             t.join(120)
@@ -334,7 +332,7 @@ def test_a_budget_that_runs_out_says_unknown_and_the_lookup_tells(forwarded: boo
         )
         try:
             with (
-                InstitutionHttp(proxy.url, timeout=10) as remote,
+                WalletClient(proxy.url, timeout=10) as remote,
                 pytest.raises(PaymentOutcomeUnknown) as info,
             ):
                 submit(remote, p, budget=1.0, lookups=2, backoff=0.2)
@@ -343,12 +341,9 @@ def test_a_budget_that_runs_out_says_unknown_and_the_lookup_tells(forwarded: boo
         msg = info.value.message
         assert "may or may not" in msg and "nothing was charged" not in msg
         assert "safescan wallet pending" in msg
-        with InstitutionHttp(s.server.base_url, timeout=10) as later:
-            doc = later.call(
-                "POST",
-                "/v1/payments/lookup",
-                {"code": p.code_text, "authorization": b64(p.authorization)},
-                headers={"Idempotency-Key": p.idempotency_key},
+        with WalletClient(s.server.base_url, timeout=10) as later:
+            doc = later.payments.lookup(
+                PaymentRequest(p.code_text, p.authorization), idempotency_key=p.idempotency_key
             )
         charged = balance0 - _balance(s)
         if forwarded:
@@ -371,7 +366,7 @@ def test_a_definite_refusal_is_never_retried() -> None:
         )
         try:
             with (
-                InstitutionHttp(proxy.url, timeout=10) as remote,
+                WalletClient(proxy.url, timeout=10) as remote,
                 pytest.raises(PaymentNotMade) as info,
             ):
                 submit(remote, p, budget=BUDGET)
@@ -423,7 +418,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
                 assert proxy.actions("/v1/merchant/orders")[:3] == [LOST_COMMIT, CUT, NO_BACKEND]
                 assert s.w.pay(o.code, s.carrier.authorize(o.code), "pos-pay").status_code == 201
                 proxy.plan[:] = [CUT, LOST_COMMIT, UNAVAILABLE, CUT]
-                doc = api.refund(o.order_id, 500, idempotency_key="pos-ride-1")
+                doc = api.refunds.create(o.order_id, 500, idempotency_key="pos-ride-1")
                 assert doc["amount"] == 500
                 assert order(m, o.order_id)["refunded_amount"] == 500  # exactly one refund
                 # orders: the lost ones were one order, not three
@@ -436,7 +431,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
                 MerchantApi(cfg, retry_seconds=1.0, lookups=2) as api,
                 pytest.raises(OutcomeUnknown) as info,
             ):
-                api.refund(o.order_id, 300, idempotency_key="pos-ride-2")
+                api.refunds.create(o.order_id, 300, idempotency_key="pos-ride-2")
             assert "pos-ride-2" in info.value.message and "may or may not" in info.value.message
         finally:
             proxy.close()
@@ -448,7 +443,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
                 trust=cfg.trust,
             )
         ) as api:
-            doc2 = api.refund_outcome(o.order_id, "pos-ride-2", 300)
+            doc2 = api.refunds.lookup(o.order_id, "pos-ride-2", 300)
         assert doc2["outcome"] == "succeeded"  # the lost COMMIT had committed: once
         assert order(m, o.order_id)["refunded_amount"] == 800
 
@@ -491,7 +486,8 @@ def _busy(retry_after: int | None = None) -> Exception:
 
 def test_the_retry_policy_honours_retry_after_caps_back_off_and_stops_at_the_budget() -> None:
     from safescan.api.errors import InsufficientFunds
-    from safescan.remote import InstitutionUnreachable, RemoteError, send_until_known
+    from safescan.client.errors import InstitutionUnreachable, RemoteError
+    from safescan.client.retry import send_until_known
 
     # Retry-After is honoured (never sooner), the answer comes on the 4th attempt
     t = _FakeTime()

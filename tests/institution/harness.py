@@ -19,10 +19,14 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.api.merchant_auth import sign_request
+from safescan.api.wire import PaymentRequest
 from safescan.carrier.factory import Factory
 from safescan.carrier.testing import software_attestation
+from safescan.client.admin import AdminClient
+from safescan.client.wallet import CarrierKeys, WalletClient
 from safescan.code import (
     Authorization,
+    LineItem,
     ProvisioningBundle,
     SchemeKeyring,
     SigningKey,
@@ -193,11 +197,7 @@ class MerchantClient:
         r = self.request(
             "POST",
             "/v1/merchant/orders",
-            {
-                "items": [{"name": n, "quantity": q, "unit_price": p} for n, q, p in items],
-                "currency": currency,
-                **extra,
-            },
+            {"items": [LineItem(*i).to_json() for i in items], "currency": currency, **extra},
         )
         assert r.status_code == 201, r.text
         return dict(r.json())
@@ -275,11 +275,15 @@ class World:
 
     server: ServerProcess
     admin_token: str
-    http: httpx.Client = field(init=False)
+    http: httpx.Client = field(init=False)  # raw requests, for the tests that attack
     factory: Factory = field(default_factory=lambda: FACTORY)  # whose attestation they present
+    admin_api: AdminClient = field(init=False)  # the normal flows go through the client
+    wallet_api: WalletClient = field(init=False)
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.server.base_url, timeout=30)
+        self.admin_api = AdminClient(self.server.base_url, self.admin_token, timeout=30)
+        self.wallet_api = WalletClient(self.server.base_url, timeout=30)
 
     def admin(self, method: str, path: str, json_body: Any = None) -> httpx.Response:
         """An administrator request."""
@@ -292,77 +296,57 @@ class World:
     ) -> MerchantClient:
         """Onboard a merchant with its own API key."""
         key = SigningKey.generate()
-        body: dict[str, Any] = {
-            "name": name,
-            "city": "Berlin",
-            "country": country,
-            "mcc": 5814,
-            "settlement_account": "DE89370400440532013000",
-            "api_public_key": b64(key.public_key.raw),
-        }
-        if webhook_url:
-            body["webhook_url"] = webhook_url
-        r = self.admin("POST", "/v1/admin/merchants", body)
-        assert r.status_code == 201, r.text
-        return MerchantClient(self.http, r.json()["id"], key)
+        created = self.admin_api.merchants.create(
+            name=name,
+            city="Berlin",
+            country=country,
+            mcc=5814,
+            settlement_account="DE89370400440532013000",
+            api_public_key=key.public_key,
+            webhook_url=webhook_url,
+        )
+        return MerchantClient(self.http, created.id, key)
 
     def customer(self, fund: dict[str, int] | None = None) -> str:
         """A customer, funded (currency alpha -> minor units)."""
-        r = self.admin("POST", "/v1/admin/customers", {"name": "Alice"})
-        assert r.status_code == 201, r.text
-        cid = str(r.json()["id"])
+        cid = self.admin_api.customers.create("Alice").id
         for cur, amount in (fund or {}).items():
-            f = self.admin(
-                "POST", f"/v1/admin/customers/{cid}/fund", {"currency": cur, "amount": amount}
-            )
-            assert f.status_code == 200, f.text
+            self.admin_api.customers.fund(cid, cur, amount)
         return cid
 
     def carrier(self, customer_id: str) -> Carrier:
         """Enroll a key carrier for the customer (as a wallet does)."""
-        t = self.admin("POST", f"/v1/admin/customers/{customer_id}/enrollment-tokens", {})
-        assert t.status_code == 201, t.text
+        token = self.admin_api.enrollment_tokens.issue(customer_id).token
         key = SigningKey.generate()
         transport = X25519PrivateKey.generate()
-        token = t.json()["token"]
         transport_public = transport.public_key().public_bytes_raw()
         attestation = software_attestation(
             self.factory, key.public_key.raw, transport_public, enrollment_challenge(token)
         )
-        r = self.http.post(
-            "/v1/carriers/enroll",
-            json={
-                "token": token,
-                "signing_public_key": b64(key.public_key.raw),
-                "transport_public_key": b64(transport_public),
-                "attestation": b64(attestation),
-            },
+        done = self.wallet_api.carriers.enroll(
+            token, CarrierKeys(key.public_key.raw, transport_public, attestation)
         )
-        assert r.status_code == 201, r.text
-        j = r.json()
-        assert j["customer_id"] == customer_id
-        bundle = base64.b64decode(j["bundle"])
+        assert done.customer_id == customer_id and done.key_update is not None
         prov = open_bundle(
-            bundle, transport, carrier_signing_key=key.public_key, now=int(time.time())
+            done.bundle, transport, carrier_signing_key=key.public_key, now=int(time.time())
         )
         carrier = Carrier(
-            j["carrier_serial"], key, 0, bundle, base64.b64decode(j["certificate"]), transport, prov
+            done.carrier_serial, key, 0, done.bundle, done.certificate, transport, prov
         )
-        carrier.take_key_update(base64.b64decode(j["key_update"]))
+        carrier.take_key_update(done.key_update)
         return carrier
 
     def pay(self, code: str, auth: Authorization, idem: str | None = None) -> httpx.Response:
-        """POST /v1/payments."""
+        """POST /v1/payments, raw (tests assert the refusals' status codes)."""
         headers = {"Idempotency-Key": idem} if idem else {}
-        return self.http.post(
-            "/v1/payments",
-            json={"code": code, "authorization": b64(auth.to_bytes())},
-            headers=headers,
-        )
+        body = PaymentRequest(code, auth.to_bytes()).to_json()
+        return self.http.post("/v1/payments", json=body, headers=headers)
 
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP clients."""
         self.http.close()
+        self.admin_api.close()
+        self.wallet_api.close()
 
 
 def attest(inst: Any, token: str, signing_public: bytes, transport_public: bytes) -> bytes:

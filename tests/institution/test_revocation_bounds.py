@@ -10,7 +10,6 @@ merchant-signed codes (the card's own refusal is in ``tests/carrier/test_command
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from safescan.carrier import rom
@@ -86,19 +85,20 @@ def test_other_parties_revocations_never_reach_the_card_list(world: World) -> No
     assert len(card.to_bytes()) < rom.MAX_COMMAND_DATA
 
 
-@dataclass
-class _Answer:
-    status_code: int
-    content: bytes
-
-
-class _Remote:
+class _Revocations:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
 
-    def send(self, method: str, path: str, *args: Any, **kwargs: Any) -> _Answer:
-        assert "scope=merchant" in path
-        return _Answer(200, self.raw)
+    def signed(self, scope: str = "all") -> bytes:
+        assert scope == "merchant"  # the card gets the merchant-scoped list only
+        return self.raw
+
+
+class _Remote:
+    """The wallet client's ``revocations`` service, answering one list."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.revocations = _Revocations(raw)
 
 
 class _Card:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from safescan.carrier.testing import DEFAULT_MERCHANT, LocalInstitution
+from safescan.client.errors import InstitutionUnreachable
 from safescan.code import (
     Certificate,
     Role,
@@ -33,7 +36,6 @@ from safescan.code.errors import (
 from safescan.code.payment import LineItem
 from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
 from safescan.merchant.sealing import LOCAL_PREFIX, REFRESH_AFTER, LocalSealer, SealingError
-from safescan.remote import InstitutionUnreachable
 
 PASS = b"terminal-passphrase"
 ITEMS = [LineItem("Tea", 2, 300)]
@@ -84,6 +86,19 @@ class FakeApi:
     def revocation_list(self) -> bytes:
         self._up()
         return self.inst.revocation_list(self.revoked, sequence=self.sequence)
+
+    # the merchant client's services, as the sealer calls them
+    @property
+    def certificates(self) -> Any:
+        return SimpleNamespace(create=self.certify_code_key)
+
+    @property
+    def keys(self) -> Any:
+        return SimpleNamespace(scheme_key_list=self.scheme_key_list)
+
+    @property
+    def revocations(self) -> Any:
+        return SimpleNamespace(signed=lambda scope="all": self.revocation_list())
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 What both sides of the wire must agree on, and nothing else: the error vocabulary
 (:mod:`.errors`: every error's ``type``/``code`` and HTTP status), merchant request signatures
-(:mod:`.merchant_auth`), event and webhook signatures (:mod:`.events`) and the base64 forms
-(:mod:`.encoding`). The institution (server) and ``safescan.remote``, the POS and the wallet
-(clients) depend on this package; it depends only on ``safescan.code``.
+(:mod:`.merchant_auth`), event and webhook signatures (:mod:`.events`), the base64 forms
+(:mod:`.encoding`) and the JSON forms of the signed wire objects (:mod:`.wire`). The
+institution (server) and ``safescan.client`` (used by the POS and the wallet) depend on this
+package; it depends only on ``safescan.code``.
 """

@@ -49,16 +49,7 @@ def describe_opened(opened: OpenedCode) -> dict[str, Any]:
     if isinstance(code, DynamicCode):
         c = lookup_currency(code.currency)
         out["order_id"] = code.order_id
-        out["items"] = [
-            {
-                "name": i.name,
-                "quantity": i.quantity,
-                "unit_price": i.unit_price,
-                "amount": i.amount,
-                "display": c.format(i.amount),
-            }
-            for i in code.items
-        ]
+        out["items"] = [i.display_json(code.currency) for i in code.items]
         out["total"] = code.total
         out["total_display"] = c.format(code.total)
     return out

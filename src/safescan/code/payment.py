@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import InvalidAmount, MalformedCode, TotalMismatch, UnknownCurrency
@@ -122,7 +123,16 @@ class Merchant:
 
 @dataclass(frozen=True, slots=True)
 class LineItem:
-    """One line of an order: what, how many, at what unit price (minor units)."""
+    """One line of an order: what, how many, at what unit price (minor units).
+
+    The one declaration of an order line on every wire: the CBOR array form
+    ``[name, quantity, unit_price]`` (in codes, and as stored by the institution, the POS
+    journal and the wallet: :meth:`to_cbor` / :meth:`from_cbor`) and the JSON object form
+    ``{"name", "quantity", "unit_price"}`` of the HTTP APIs (:meth:`to_json`,
+    :data:`JSON_FIELDS`); :meth:`display_json` adds the amount and how it is shown.
+    """
+
+    JSON_FIELDS: ClassVar[tuple[str, str, str]] = ("name", "quantity", "unit_price")
 
     name: str
     quantity: int
@@ -147,8 +157,18 @@ class LineItem:
         )
 
     def to_cbor(self) -> list[object]:
-        """The CBOR array form."""
+        """The array form ``[name, quantity, unit_price]`` (CBOR, and stored JSON)."""
         return [self.name, self.quantity, self.unit_price]
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON object form of the HTTP APIs: ``{"name", "quantity", "unit_price"}``."""
+        return {"name": self.name, "quantity": self.quantity, "unit_price": self.unit_price}
+
+    def display_json(self, currency: int | None) -> dict[str, object]:
+        """:meth:`to_json` with the line's ``amount`` and its ``display`` in ``currency``
+        (ISO 4217 numeric; None: the bare amount)."""
+        shown = lookup_currency(currency).format(self.amount) if currency else str(self.amount)
+        return {**self.to_json(), "amount": self.amount, "display": shown}
 
     @classmethod
     def from_cbor(cls, value: object) -> LineItem:

@@ -34,6 +34,8 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.api.errors import InvalidRequest, NotFound
+from safescan.client.admin import AdminClient, read_admin_token
+from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
 from safescan.code import qr
 from safescan.code.cli import PassphraseFile, read_passphrase
 from safescan.code.cli_input import minor_units
@@ -46,16 +48,15 @@ from safescan.merchant.client import (
     MerchantApi,
     Order,
     order_summary,
-    parse_item,
     receipt_summary,
     wait_for_payment,
 )
 from safescan.merchant.config import PosConfig
+from safescan.merchant.input import parse_item
 from safescan.merchant.journal import Journal
-from safescan.merchant.onboard import AdminApi, check_merchant_details, onboard_merchant
+from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.staff import StaffError, StaffStore
-from safescan.remote import InstitutionUnreachable, OutcomeUnknown, read_admin_token
 
 merchant_app = typer.Typer(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
@@ -116,7 +117,7 @@ def onboard(
             country=country, mcc=mcc, settlement_account=settlement_account, currency=currency
         )
         token = admin_token or read_admin_token(admin_token_file)
-        with AdminApi(institution, token) as admin:
+        with AdminClient(institution, token) as admin:
             cfg = onboard_merchant(admin, name=name, city=city, **details)
         path = cfg.save(config)
     except SafescanError as exc:
@@ -295,7 +296,7 @@ def _cancel(api: MerchantApi, new: Order) -> NoReturn:
     """Ctrl-C: close the order (a terminal-sealed code is withdrawn with the code itself) and
     say what is known: closed, or not closed and until when the code stays payable."""
     try:
-        api.close_order(new.order_id, code=new.code if new.sealed_here else None)
+        api.orders.close(new.order_id, code=new.code if new.sealed_here else None)
         err_console.print("[yellow]cancelled: the order is closed and cannot be paid[/]")
     except SafescanError as exc:
         err_console.print(
@@ -380,7 +381,7 @@ def orders(
                 if row["state"] not in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
                     continue  # final states do not change
                 try:
-                    doc = api.get_order(row["order_id"])
+                    doc = api.orders.get(row["order_id"])
                 except NotFound:
                     if not is_local(row["order_id"]):
                         row["error"] = "the institution does not know this order"
@@ -468,7 +469,7 @@ def refund(
                 param="idempotency_key",
             )
         with MerchantApi(cfg) as api:
-            doc = api.refund(order_id, amount, reason=reason, idempotency_key=key)
+            doc = api.refunds.create(order_id, amount, reason=reason, idempotency_key=key)
         journal = Journal(cfg.journal_path)
         try:
             journal.update(order_id, {"state": doc.get("order_state"), **doc})

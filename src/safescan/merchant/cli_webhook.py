@@ -79,11 +79,11 @@ def set_url(
     printed once (``v1`` signatures; the ``v1a`` Ed25519 signature is always sent)."""
     with _api(config, as_json) as api:
         try:
-            api.set_webhook(url)
-            endpoint = api.webhook_endpoint()
+            api.webhook.set(url)
+            endpoint = api.webhook.get()
             secret = None
             if endpoint.get("secret") is None and not no_secret:
-                secret = api.rotate_webhook_secret(0)
+                secret = api.webhook.rotate_secret(0)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
@@ -102,7 +102,7 @@ def clear(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Stop webhook deliveries (events stay on the stream)."""
     with _api(config, as_json) as api:
         try:
-            api.set_webhook(None)
+            api.webhook.set(None)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
@@ -116,7 +116,7 @@ def show(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """The URL, the institution's key, the secret's version and dates (never the secret)."""
     with _api(config, as_json) as api:
         try:
-            endpoint = api.webhook_endpoint()
+            endpoint = api.webhook.get()
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
@@ -144,7 +144,7 @@ def test(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     when the receiver did not acknowledge it with a 2xx)."""
     with _api(config, as_json) as api:
         try:
-            result = api.test_webhook()
+            result = api.webhook.test()
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     ok = result["state"] == "delivered"
@@ -176,7 +176,7 @@ def deliveries(
     next retry and state."""
     with _api(config, as_json) as api:
         try:
-            page = api.webhook_deliveries(limit=limit, before=before, event_id=event)
+            page = api.webhook.deliveries(limit=limit, before=before, event_id=event)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     rows = page["deliveries"]
@@ -222,7 +222,7 @@ def resend(
     is queued)."""
     with _api(config, as_json) as api:
         try:
-            result = api.resend_event(event_id)
+            result = api.webhook.resend(event_id)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
@@ -248,7 +248,7 @@ def rotate(
     signature with each secret, so receivers can switch without losing an event."""
     with _api(config, as_json) as api:
         try:
-            secret = api.rotate_webhook_secret(overlap)
+            secret = api.webhook.rotate_secret(overlap)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:

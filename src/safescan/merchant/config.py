@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from safescan.client.trust import trust_from_json, trust_to_json
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
-from safescan.remote import trust_from_json, trust_to_json
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
 ENV_PASSPHRASE = "SAFESCAN_POS_PASSPHRASE"  # noqa: S105 - a variable name

@@ -65,7 +65,7 @@ class Journal:
 
     def add(self, order: Order) -> None:
         """Record a new order."""
-        items = json.dumps([[i.name, i.quantity, i.unit_price] for i in order.items])
+        items = json.dumps([i.to_cbor() for i in order.items])
         now = int(time.time())
         self._write(
             "INSERT OR IGNORE INTO orders (order_id, created_at, total, currency, items, state,"

@@ -1,6 +1,6 @@
 """Administrator calls used to set a terminal (and, in demos, a customer) up.
 
-``AdminApi`` (in :mod:`safescan.remote`) wraps the institution's ``/v1/admin/*`` routes;
+:class:`~safescan.client.AdminClient` wraps the institution's administrator API;
 :func:`check_merchant_details` checks the country, MCC and IBAN before anything is sent;
 :func:`onboard_merchant` makes a merchant with an API key generated *here* (only its public
 half is sent) and returns a ready :class:`~safescan.merchant.config.PosConfig`.
@@ -8,7 +8,6 @@ half is sent) and returns a ready :class:`~safescan.merchant.config.PosConfig`.
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from typing import Any
@@ -17,11 +16,12 @@ from stdnum import iban
 from stdnum.exceptions import InvalidChecksum, ValidationError
 
 from safescan.api.errors import InvalidRequest
+from safescan.client.admin import AdminClient
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.merchant.config import PosConfig
-from safescan.remote import AdminApi, fetch_trust
+from safescan.remote import AdminApi  # the demo's import, until it uses AdminClient
 
 __all__ = ["AdminApi", "check_merchant_details", "onboard_merchant"]
 
@@ -72,7 +72,7 @@ def check_merchant_details(
 
 
 def onboard_merchant(
-    admin: AdminApi,
+    admin: AdminClient,
     *,
     name: str,
     city: str,
@@ -84,22 +84,18 @@ def onboard_merchant(
     """Create a merchant whose API key is generated locally; returns the POS configuration."""
     seed = secrets.token_bytes(32)
     public = SigningKey.from_seed(seed).public_key
-    doc = admin.call(
-        "POST",
-        "/v1/admin/merchants",
-        {
-            "name": name,
-            "city": city,
-            "country": country,
-            "mcc": mcc,
-            "settlement_account": settlement_account,
-            "api_public_key": base64.b64encode(public.raw).decode("ascii"),
-        },
+    created = admin.merchants.create(
+        name=name,
+        city=city,
+        country=country,
+        mcc=mcc,
+        settlement_account=settlement_account,
+        api_public_key=public,
     )
     return PosConfig(
-        institution_url=admin.remote.base_url,
-        merchant_id=str(doc["id"]),
+        institution_url=admin.base_url,
+        merchant_id=created.id,
         api_seed=seed,
-        trust=fetch_trust(admin.remote),
+        trust=admin.keys.root_keys(),
         currency=currency,
     )

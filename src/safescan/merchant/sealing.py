@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import NotFound
+from safescan.client.errors import InstitutionUnreachable
 from safescan.code.certs import (
     Certificate,
     RevocationList,
@@ -42,7 +43,6 @@ from safescan.code.payment import NONCE_BYTES, DynamicCode, LineItem
 from safescan.code.schemelist import SchemeKeyList
 from safescan.merchant.client import MerchantApi, Order
 from safescan.merchant.config import PosConfig, default_path
-from safescan.remote import InstitutionUnreachable
 
 #: Order ids of codes sealed by the terminal itself start with this (the institution's own
 #: order ids never do), so the terminal knows the institution learns of them only when paid.
@@ -138,7 +138,7 @@ class LocalSealer:
 
     def _certify(self, api: MerchantApi, days: int) -> Certificate:
         key = self._signing_key()
-        doc = api.certify_code_key(key.public_key.raw, days)
+        doc = api.certificates.create(key.public_key.raw, days)
         cert = self._check_certificate(doc, key)
         write_private_file(self._path("certificate.cbor"), cert.to_bytes())
         return cert
@@ -154,12 +154,12 @@ class LocalSealer:
         """Fetch the scheme key list and revocation list; (re)certify the key when there is no
         usable certificate for it: none, revoked, about to expire, or not this key's."""
         trust = self._trust()
-        listed = api.scheme_key_list()
+        listed = api.keys.scheme_key_list()
         newest = SchemeKeyList.from_bytes(listed, trust)  # verified before it is cached
         cached = self._cached_list(trust, required=False)
         if cached is None or newest.issued_at >= cached.issued_at:  # never roll back
             write_private_file(self._path("scheme-keys.cbor"), listed)
-        crl = api.revocation_list()
+        crl = api.revocations.signed()
         fresh = RevocationList.from_bytes(crl, trust)
         if fresh.sequence > trust.crl_sequence:
             write_private_file(self._path("revocations.cbor"), crl)
@@ -295,6 +295,6 @@ def sealed_order_state(api: MerchantApi, order: Order) -> dict[str, Any] | None:
     """The institution's view of a terminal-sealed order: None while it is unpaid (the
     institution records such an order only when it is paid)."""
     try:
-        return api.get_order(order.order_id)
+        return api.orders.get(order.order_id)
     except NotFound:
         return None

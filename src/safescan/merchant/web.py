@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,19 +44,15 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from safescan.client.events import AsyncEventStream
 from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
-from safescan.code.numbers import json_int
 from safescan.code.payment import LineItem
-from safescan.code.text import clean_text
 from safescan.merchant import assets, pages
-from safescan.merchant.client import (
-    AsyncEventStream,
-    MerchantApi,
-    receipt_summary,
-)
+from safescan.merchant.client import MerchantApi, receipt_summary
 from safescan.merchant.config import PosConfig
+from safescan.merchant.input import items_from_json, refund_amount, refund_reason
 from safescan.merchant.journal import Journal
 from safescan.merchant.staff import StaffStore
 from safescan.merchant.webparts import (
@@ -74,7 +69,6 @@ from safescan.merchant.webparts import (
     _json_error,
     _sse,
     _status_for,
-    items_from_json,
 )
 from safescan.merchant.websec import (
     CSRF_HEADER,
@@ -142,7 +136,9 @@ def create_app(
 
     async def mark_paid(v: OrderView, payment_id: str) -> None:
         try:
-            receipt = await asyncio.to_thread(state.api.verified_receipt, payment_id, v.order)
+            receipt = await asyncio.to_thread(
+                state.api.payments.verified_receipt, payment_id, v.order
+            )
         except SafescanError as exc:
             log.warning("payment %s refused: %s", payment_id, exc.message)
             v.message = f"a payment notice was refused: {exc.message}"
@@ -155,7 +151,7 @@ def create_app(
         state.publish(v)
 
     async def refresh(v: OrderView) -> None:
-        doc = await asyncio.to_thread(state.api.get_order, v.order.order_id)
+        doc = await asyncio.to_thread(state.api.orders.get, v.order.order_id)
         if doc.get("payment_id") and v.receipt is None:
             await mark_paid(v, str(doc["payment_id"]))
         elif doc.get("state") != v.state and doc.get("state") in ("CLOSED", "EXPIRED"):
@@ -177,7 +173,6 @@ def create_app(
             state.publish(v)
 
     async def follow_stream() -> None:
-        streamer = AsyncEventStream(config)
         after: int | None = None
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Task[None]] = set()
@@ -198,12 +193,13 @@ def create_app(
             state.rejected_events += 1
             log.warning("an event was refused: %s", reason)
 
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=30.0)) as client:
+        streamer = AsyncEventStream(
+            config.institution_url, config.merchant_id, config.api_key, config.trust
+        )
+        async with streamer:
             while True:
                 try:
-                    stream = streamer.events(
-                        client, after=after, on_rejected=rejected, on_open=opened
-                    )
+                    stream = streamer.events(after=after, on_rejected=rejected, on_open=opened)
                     async for event in stream:
                         after = event.seq or after
                         await handle(event.type, event.data)
@@ -330,7 +326,7 @@ def create_app(
 
     async def api_close(request: Request, _sid: str) -> Response:
         v = known(request.path_params["order_id"])
-        doc = await asyncio.to_thread(state.api.close_order, v.order.order_id)
+        doc = await asyncio.to_thread(state.api.orders.close, v.order.order_id)
         v.state = str(doc.get("state", "CLOSED"))
         state.publish(v)
         return JSONResponse(v.staff_json(), headers=SECURITY_HEADERS)
@@ -343,14 +339,8 @@ def create_app(
         left = v.staff_json()["refundable"]
         if v.state not in ("PAID", "PARTIALLY_REFUNDED") or left <= 0:
             raise PosRequestRefused(f"the order is {v.state}: nothing to refund")
-        amount = (
-            left
-            if doc.get("amount") is None
-            else json_int(doc["amount"], field="amount", maximum=left)
-        )
-        reason = doc.get("reason") or None
-        if reason is not None:
-            reason = clean_text(reason, field="reason", max_chars=200)
+        amount = left if doc.get("amount") is None else refund_amount(doc["amount"], left=left)
+        reason = refund_reason(doc.get("reason") or None)
         now = time.monotonic()
         for key in [k for k, o in state.offers.items() if o.expires < now]:
             del state.offers[key]
@@ -386,7 +376,7 @@ def create_app(
                 "confirm a refund previewed in this session (it lasts two minutes)"
             )
         out = await asyncio.to_thread(
-            state.api.refund,
+            state.api.refunds.create,
             v.order.order_id,
             offer.amount,
             reason=offer.reason,

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
 from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
-from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.payment import LineItem
 from safescan.merchant import pages
 from safescan.merchant.client import MerchantApi, Order, order_summary
@@ -32,7 +32,6 @@ from safescan.merchant.websec import (
     sign_in_throttle,
     staff_sessions,
 )
-from safescan.remote import InstitutionUnreachable, OutcomeUnknown
 
 log = logging.getLogger("safescan.merchant.web")
 
@@ -199,22 +198,6 @@ def _no_constant(name: str) -> None:
 async def _form(request: Request) -> dict[str, str]:
     raw = (await _body(request)).decode("utf-8", "replace")
     return {k: v[0] for k, v in urllib.parse.parse_qs(raw, max_num_fields=20).items()}
-
-
-def items_from_json(doc: dict[str, Any]) -> list[LineItem]:
-    """Order lines from a page: JSON integers only for quantities and prices."""
-    raw_items = doc.get("items")
-    if not isinstance(raw_items, list) or not raw_items or len(raw_items) > 50:
-        raise PosRequestRefused('send {"items": [{"name", "quantity", "unit_price"}, ...]}')
-    items = []
-    for n, raw in enumerate(raw_items):
-        if not isinstance(raw, dict) or set(raw) != {"name", "quantity", "unit_price"}:
-            raise PosRequestRefused("each item is {name, quantity, unit_price}")
-        qty = json_int(raw["quantity"], field=f"item {n + 1} quantity", maximum=MAX_QUANTITY)
-        price = json_int(raw["unit_price"], field=f"item {n + 1} unit price")
-        name = raw["name"].strip() if isinstance(raw["name"], str) else raw["name"]
-        items.append(LineItem(name, qty, price).validated())
-    return items
 
 
 class Guard:

@@ -13,7 +13,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.api import account
-from safescan.api.encoding import b64d, b64e
 from safescan.carrier import rom
 from safescan.carrier.apdu import CommandApdu, Ins
 from safescan.carrier.client import EXTENDED_NE
@@ -24,9 +23,9 @@ from safescan.carrier.errors import (
     WrongPin,
 )
 from safescan.carrier.pin import PinFormatError, check_pin
+from safescan.client.errors import InstitutionProtocolError
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
-from safescan.remote import InstitutionProtocolError
 from safescan.wallet.errors import PaymentNotMade, WalletError
 from safescan.wallet.flow import Wallet
 
@@ -42,18 +41,8 @@ def read_statement(wallet: Wallet) -> dict[str, Any]:
     serial = wallet.config.carrier_serial
     private = X25519PrivateKey.generate()
     wallet_key = private.public_key().public_bytes_raw()
-    answer = wallet.remote.call(
-        "POST",
-        "/v1/account/challenge",
-        {"carrier_serial": serial, "wallet_key": b64e(wallet_key)},
-    )
-    try:
-        challenge = b64d(str(answer["challenge"]), param="challenge", max_bytes=32)
-        expires_at = int(answer["expires_at"])
-    except (KeyError, TypeError, ValueError):
-        raise InstitutionProtocolError("the institution's challenge is malformed") from None
-    if len(challenge) != 32:
-        raise InstitutionProtocolError("the institution's challenge is not 32 bytes")
+    asked = wallet.api.account.challenge(serial, wallet_key)
+    challenge, expires_at = asked.challenge, asked.expires_at
     trust, _ = wallet.trust()
     carrier = wallet.connect_carrier(trust)  # this wallet's carrier, authenticated
     try:
@@ -71,20 +60,7 @@ def read_statement(wallet: Wallet) -> dict[str, Any]:
         ) from None
     finally:
         carrier.close()
-    sealed = wallet.remote.call(
-        "POST",
-        "/v1/account",
-        {
-            "carrier_serial": serial,
-            "wallet_key": b64e(wallet_key),
-            "expires_at": expires_at,
-            "response": b64e(resp.data),
-        },
-    )
-    try:
-        blob = b64d(str(sealed["sealed"]), param="sealed", max_bytes=1 << 20)
-    except (KeyError, TypeError):
-        raise InstitutionProtocolError("the institution's statement is malformed") from None
+    blob = wallet.api.account.statement(serial, wallet_key, expires_at, resp.data)
     doc = account.open_statement(blob, private, serial, expires_at)
     if doc.get("carrier_serial") != serial:
         raise InstitutionProtocolError("the statement is for another key carrier")

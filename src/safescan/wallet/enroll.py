@@ -8,18 +8,17 @@ the PIN -> a fresh session proves the certified key -> the first KEY UPDATE is d
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 from typing import Any
 
-from safescan.api.encoding import b64d
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CarrierError
 from safescan.carrier.provision import personalize
+from safescan.client.errors import InstitutionProtocolError
+from safescan.client.wallet import CarrierKeys, Enrolled, WalletClient
 from safescan.code.attestation import enrollment_challenge
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
-from safescan.remote import InstitutionHttp, fetch_trust
 from safescan.wallet.enroll_checks import check_inputs
 from safescan.wallet.errors import EnrollmentFailed
 from safescan.wallet.store import WalletConfig
@@ -53,39 +52,30 @@ def enroll(
         retry_limit=retry_limit,
         customer_id=customer_id,
     )
-    remote = InstitutionHttp(institution_url)
+    api = WalletClient(institution_url)
     try:
-        pinned = trust or fetch_trust(remote)
-        serial_box: list[int] = []
-        customer_box: list[str] = []
-        answer: dict[str, Any] = {}
+        pinned = trust or api.keys.root_keys()
+        answers: list[Enrolled] = []
 
         def make_bundle(keys: Any) -> bytes:
-            doc = remote.call(
-                "POST",
-                "/v1/carriers/enroll",
-                {
-                    "token": token,
-                    "signing_public_key": base64.b64encode(keys.signing_public.raw).decode(),
-                    "transport_public_key": base64.b64encode(keys.transport_public).decode(),
-                    # the carrier's proof that a genuine chip made these keys, for this token
-                    "attestation": base64.b64encode(keys.statement.to_bytes()).decode(),
-                },
-            )
-            answer.update(doc if isinstance(doc, dict) else {})
             try:
-                cert = Certificate.from_bytes(b64d(str(doc["certificate"]), param="certificate"))
-                bundle = b64d(str(doc["bundle"]), param="bundle", max_bytes=8192)
-                serial = int(doc["carrier_serial"])
-            except (KeyError, TypeError, ValueError):
+                done = api.carriers.enroll(
+                    token,
+                    CarrierKeys(
+                        signing_public_key=keys.signing_public.raw,
+                        transport_public_key=keys.transport_public,
+                        # the carrier's proof that a genuine chip made these keys, for this token
+                        attestation=keys.statement.to_bytes(),
+                    ),
+                )
+            except InstitutionProtocolError:
                 raise EnrollmentFailed("the institution's enrollment answer is malformed") from None
+            cert = Certificate.from_bytes(done.certificate)
             verify_certificate(cert, pinned, role=Role.CARRIER, now=int(time.time()))
-            if cert.public_key != keys.signing_public or cert.serial != serial:
+            if cert.public_key != keys.signing_public or cert.serial != done.carrier_serial:
                 raise EnrollmentFailed("the institution certified another key than the carrier's")
-            serial_box.append(serial)
-            if isinstance(doc.get("customer_id"), str):
-                customer_box.append(doc["customer_id"])
-            return bundle
+            answers.append(done)
+            return done.bundle
 
         try:
             with CarrierClient.connect(carrier_url) as carrier:
@@ -93,22 +83,22 @@ def enroll(
                     carrier, make_bundle, pin, retry_limit, challenge=enrollment_challenge(token)
                 )
                 info = carrier.open_session(pinned)
-                first = answer.get("key_update")
+                first = answers[0].key_update if answers else None
                 if first:  # the current scheme-key epochs, sealed to this carrier
-                    carrier.key_update(b64d(str(first), param="key_update", max_bytes=4096))
+                    carrier.key_update(first)
         except CarrierError as exc:
             raise EnrollmentFailed(f"the key carrier: {exc.message}") from None
-        if not serial_box or info.carrier_serial != serial_box[0]:
+        if not answers or info.carrier_serial != answers[0].carrier_serial:
             raise EnrollmentFailed("the carrier did not take the institution's certificate")
         config = WalletConfig(
             institution_url=institution_url,
             carrier_url=carrier_url,
             trust=pinned,
-            carrier_serial=serial_box[0],
-            customer_id=customer_id or (customer_box[0] if customer_box else None),
+            carrier_serial=answers[0].carrier_serial,
+            customer_id=customer_id or answers[0].customer_id,
             directory=directory,
         )
         config.save()
         return config
     finally:
-        remote.close()
+        api.close()

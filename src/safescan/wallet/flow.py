@@ -1,6 +1,9 @@
 """The wallet's flows as a library: enroll a key carrier, scan, open, pay, verify, remember.
 
 The command line (:mod:`safescan.wallet.cli`), the demo and the tests all call these.
+:class:`Wallet` is the session (configuration, history, the institution through its
+:class:`~safescan.client.WalletClient`, the carrier); :mod:`.scan` classifies inputs and
+describes codes without acting on them; :mod:`.offer` is the customer's decision and payment.
 
     wallet = Wallet.load(directory)
     scan = wallet.scan("code.png")                    # decode + classify; never acts on text
@@ -18,40 +21,25 @@ institution says is paid, closed or expired.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from safescan.api.encoding import b64d
-from safescan.api.errors import NotFound
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
     CardStatusError,
     CarrierBlocked,
     CarrierError,
     CodeRefused,
-    ConfirmationDeclined,
-    ConfirmationPending,
-    RestartRequired,
     TransportError,
-    WrongPin,
 )
+from safescan.client.errors import InstitutionUnreachable
+from safescan.client.retry import retry_budget
+from safescan.client.wallet import WalletClient
 from safescan.code.attestation import CarrierModel
-from safescan.code.authorization import Receipt
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
-from safescan.code.inspect import inspect_text
-from safescan.code.lookalike import protected_match, protected_names
-from safescan.code.payment import CodeKind
-from safescan.code.source import read_source
-from safescan.remote import (
-    InstitutionHttp,
-    InstitutionUnreachable,
-    retry_budget,
-)
 from safescan.wallet import pending
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import (
@@ -59,12 +47,17 @@ from safescan.wallet.errors import (
     NotPayable,
     PaymentNotMade,
     ReceiptInvalid,
-    WalletError,
 )
+from safescan.wallet.offer import Offer, Payment
 from safescan.wallet.revocations import update_card
+from safescan.wallet.scan import (
+    Scan,
+    classify,
+    describe_contents,
+    not_payable_message,
+    read_input,
+)
 from safescan.wallet.store import History, PendingPayment, WalletConfig
-
-MAX_TEXT_INPUT = 8192
 
 #: Institution answers (error codes) that mean "this code cannot be paid", shown as refusals.
 _STATUS_REFUSALS = {
@@ -74,121 +67,6 @@ _STATUS_REFUSALS = {
     "expired": ("code_expired", "this code has expired; ask the merchant for a new one"),
     "unknown": ("unknown_order", "the institution does not know this code's order"),
 }
-
-
-@dataclass(frozen=True)
-class Scan:
-    """What an input holds, classified without acting on it."""
-
-    kind: str  # "safescan", "emv", "url" or "text"
-    text: str
-    info: dict[str, Any]
-
-    @property
-    def payable(self) -> bool:
-        """Only safescan codes can be paid here."""
-        return self.kind == "safescan"
-
-
-@dataclass(frozen=True)
-class Payment:
-    """A completed payment with its verified receipt."""
-
-    receipt: Receipt
-    merchant_name: str
-    merchant_city: str
-    amount_display: str
-    authorization: bytes = b""  # what went over the wire (public once submitted)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready."""
-        r = self.receipt
-        return {
-            "payment_id": r.payment_id,
-            "order_id": r.order_id,
-            "merchant_id": r.merchant_id,
-            "merchant_name": self.merchant_name,
-            "merchant_city": self.merchant_city,
-            "amount": r.amount,
-            "currency": lookup_currency(r.currency).alpha,
-            "amount_display": self.amount_display,
-            "paid_at": r.paid_at,
-            "payer_pseudonym": r.payer_pseudonym,
-            "receipt_verified": True,
-            "issuer_kid": r.issuer_kid,
-        }
-
-
-def read_input(source: str | Path) -> str:
-    """An image file is decoded (QR), a text file read; a path with no file is
-    ``InputNotFound``; anything else is taken as the payload text itself."""
-    text = str(source)
-    if not isinstance(source, Path) and len(text) > MAX_TEXT_INPUT:
-        raise NotPayable(f"the input is {len(text)} characters: too large to be a payment code")
-    return read_source(source)
-
-
-def classify(text: str, *, now: int | None = None) -> Scan:
-    """Say what ``text`` is (safescan code, EMV code, link, text); never opens or follows it."""
-    info = inspect_text(text, now=int(time.time()) if now is None else now)
-    kind = str(info.get("kind"))
-    if kind == "unknown":
-        kind = "url" if info.get("looks_like") == "url" else "text"
-    return Scan(kind=kind, text=text, info=info)
-
-
-def _protected_name_warnings(name: str, already: Sequence[str]) -> list[str]:
-    """The wallet's own look-alike check, with the names *it* protects
-    (``$SAFESCAN_PROTECTED_NAMES``): the card's warnings use the card's list."""
-    like = protected_match(name, protected_names())
-    if like is None or any(repr(like) in w for w in already):
-        return []
-    return [
-        f"merchant name {name!r} looks like {like!r} (Unicode confusables) but is not it;"
-        " check it is the merchant you expect"
-    ]
-
-
-def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict[str, Any]:
-    """What the customer is shown about a verified code."""
-    now = int(time.time()) if now is None else now
-    m = contents.merchant
-    cur = lookup_currency(contents.currency) if contents.currency is not None else None
-    doc: dict[str, Any] = {
-        "kind": "dynamic" if contents.kind is CodeKind.DYNAMIC else "static",
-        "merchant": {
-            "id": m.id,
-            "name": m.name,
-            "city": m.city,
-            "country": m.country,
-            "mcc": f"{m.mcc:04d}",
-        },
-        "issuer": contents.issuer,
-        "issuer_kid": contents.issuer_kid,
-        "certificate_serial": contents.certificate_serial,
-        "order_id": contents.order_id,
-        "items": [
-            {
-                "name": i.name,
-                "quantity": i.quantity,
-                "unit_price": i.unit_price,
-                "amount": i.amount,
-                "display": cur.format(i.amount) if cur else str(i.amount),
-            }
-            for i in contents.items
-        ],
-        "total": contents.total,
-        "currency": cur.alpha if cur else None,
-        "total_display": cur.format(contents.total)
-        if cur is not None and contents.total is not None
-        else None,
-        "issued_at": contents.issued_at,
-        "expires_at": contents.expires_at,
-        "expires_in": max(0, contents.expires_at - now),
-        "warnings": [*contents.warnings, *_protected_name_warnings(m.name, contents.warnings)],
-        "digest": contents.digest.hex(),
-    }
-    return doc
 
 
 class Wallet:
@@ -207,7 +85,7 @@ class Wallet:
         self.config = config
         self.clock = clock
         self.history = History(config.history_path)
-        self.remote = InstitutionHttp(config.institution_url, timeout=timeout)
+        self.api = WalletClient(config.institution_url, timeout=timeout)
         # a payment is retried for `retry_seconds` ($SAFESCAN_RETRY_SECONDS, 30 s: longer than
         # a failover; at most `tries` times when given), then looked up up to `lookups` times,
         # before the wallet says its outcome is not known (see safescan.wallet.pending)
@@ -226,7 +104,7 @@ class Wallet:
     def close(self) -> None:
         """Close files and connections."""
         self.history.close()
-        self.remote.close()
+        self.api.close()
 
     def __enter__(self) -> Wallet:
         return self
@@ -254,10 +132,8 @@ class Wallet:
         source = "none"
         raw: bytes | None = None
         try:
-            resp = self.remote.send("GET", "/v1/revocation-list?format=cbor")
-            if resp.status_code == 200:
-                raw, source = resp.content, "institution"
-        except InstitutionUnreachable:
+            raw, source = self.api.revocations.signed(), "institution"
+        except SafescanError:  # unreachable, or no list to give: the cached one, if any
             raw = None
         if raw is None:
             try:
@@ -308,7 +184,7 @@ class Wallet:
                 f" ({self.config.carrier_serial})",
                 cause="wrong_carrier",
             )
-        card = update_card(self.remote, trust, carrier, info.revocations_sequence)
+        card = update_card(self.api, trust, carrier, info.revocations_sequence)
         self._notices = list(card.notices)
         self._card_stale = card.stale
         self._model = info.model
@@ -321,9 +197,7 @@ class Wallet:
         scheme-key epoch; a carrier offline for several epochs catches up in one update."""
         serial = self.config.carrier_serial
         try:
-            doc = self.remote.call(
-                "POST", f"/v1/carriers/{serial}/key-update", {"from_epoch": epoch}
-            )
+            update = self.api.carriers.key_update(serial, from_epoch=epoch)
         except InstitutionUnreachable:
             return  # offline: the carrier keeps the epochs it has
         except SafescanError as exc:
@@ -331,11 +205,10 @@ class Wallet:
                 f"the institution sends this key carrier no new keys: {exc.message}"
             )
             return
-        raw = doc.get("key_update") if isinstance(doc, dict) else None
-        if not raw:
+        if update is None:
             return
         try:
-            carrier.key_update(b64d(str(raw), param="key_update", max_bytes=4096))
+            carrier.key_update(update)
         except CardStatusError as exc:
             self._notices.append(f"the key carrier refused its key update: {exc.message}")
         except SafescanError as exc:
@@ -397,7 +270,7 @@ class Wallet:
         """
         scan = classify(text, now=self.now())
         if not scan.payable:
-            raise NotPayable(_not_payable_message(scan))
+            raise NotPayable(not_payable_message(scan))
         trust, _ = self.trust()
         carrier = self.connect_carrier(trust)
         try:
@@ -473,22 +346,19 @@ class Wallet:
         payment itself then settles it). See docs/institution.md.
         """
         try:
-            doc = self.remote.call("POST", "/v1/codes/status", {"code": text})
-        except NotFound:
-            return None
+            return self.api.codes.status(text)
         except InstitutionUnreachable:
             return None
         except SafescanError as exc:
             raise CodeRefusedByWallet(
                 f"the institution refuses this code: {exc.message}", reason=exc.code
             ) from None
-        return doc if isinstance(doc, dict) else None
 
     def pay_authorization(self, p: PendingPayment) -> dict[str, Any]:
         """Send a remembered payment until its outcome is known (see
         :func:`safescan.wallet.pending.submit`); returns the success answer."""
         return pending.submit(
-            self.remote, p, budget=self.retry_seconds, tries=self.tries, lookups=self.lookups
+            self.api, p, budget=self.retry_seconds, tries=self.tries, lookups=self.lookups
         )
 
     def resolve_pending(self) -> list[dict[str, Any]]:
@@ -501,7 +371,7 @@ class Wallet:
     def _resolve(self, p: PendingPayment) -> dict[str, Any]:
         out: dict[str, Any] = {"pending": p.to_json()}
         try:
-            doc = pending.lookup_once(self.remote, p)
+            doc = pending.lookup_once(self.api, p)
         except SafescanError as exc:
             return out | {"outcome": "unknown", "message": exc.message}
         state = doc.get("outcome")
@@ -538,166 +408,6 @@ class Wallet:
         return Payment(
             receipt, p.merchant_name, p.merchant_city, cur.format(receipt.amount), p.authorization
         )
-
-
-class Offer:
-    """A code the carrier opened and every check passed: ready for the customer's decision.
-
-    The carrier keeps the code pending in its RAM, on this open session; :meth:`pay` must run
-    before :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        wallet: Wallet,
-        carrier: CarrierClient,
-        text: str,
-        contents: CodeContents,
-        *,
-        notices: list[str] | None = None,
-        carrier_model: CarrierModel = CarrierModel.PLAIN,
-    ) -> None:
-        self.wallet = wallet
-        self.carrier = carrier
-        self.text = text
-        self.contents = contents
-        self.notices = list(notices or [])
-        self.carrier_model = carrier_model  # about this carrier session, shown as warnings
-
-    def __enter__(self) -> Offer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the carrier session (a pending code is forgotten)."""
-        self.carrier.close()
-
-    def describe(self) -> dict[str, Any]:
-        """What the customer is shown."""
-        doc = describe_contents(self.contents, now=self.wallet.now())
-        doc["warnings"] += self.notices
-        # a display carrier shows the payment itself: the customer checks it there
-        doc["carrier_display"] = self.carrier_model is CarrierModel.DISPLAY
-        return doc
-
-    def verify_pin(self, pin: str) -> None:
-        """Check the PIN on the carrier (``WrongPin`` with ``retries_left``, ``CarrierBlocked``)."""
-        try:
-            self.carrier.verify_pin(pin)
-        except (WrongPin, RestartRequired):
-            raise
-        except CarrierBlocked:
-            raise PaymentNotMade(
-                "wrong PIN too many times: the key carrier has destroyed its keys",
-                cause="carrier_blocked",
-            ) from None
-        except TransportError as exc:
-            raise PaymentNotMade(
-                f"the key carrier stopped answering: {exc.message}; no payment was made",
-                cause=exc.code,
-            ) from None
-        except CarrierError as exc:
-            raise PaymentNotMade(
-                f"the key carrier refused the PIN: {exc.message}", cause=exc.code
-            ) from None
-
-    def pay(
-        self,
-        pin: str | None,
-        *,
-        amount: int | None = None,
-        currency: int | None = None,
-        confirm_timeout: float = 120.0,
-        on_confirm: Callable[[], None] | None = None,
-    ) -> Payment:
-        """Verify the PIN (unless already done), sign on the carrier, pay, verify the receipt.
-
-        ``amount`` (and ``currency`` if the code fixes none) are for static codes only. A
-        display carrier shows the payment on its own screen and signs only after its OK button:
-        ``on_confirm`` is called once to tell the customer, who has ``confirm_timeout`` seconds.
-        """
-        c = self.contents
-        if c.kind is CodeKind.DYNAMIC:
-            if amount is not None and amount != c.total:
-                raise WalletError("a dynamic code's amount is fixed by the merchant")
-            pay_amount, pay_currency = c.total, c.currency
-        else:
-            if amount is None:
-                raise WalletError("this is a static code: enter the amount to pay")
-            pay_amount = amount
-            pay_currency = c.currency if c.currency is not None else currency
-            if c.currency is not None and currency is not None and currency != c.currency:
-                raise WalletError("this code fixes the currency")
-        if pay_amount is None or pay_currency is None:
-            raise WalletError("the amount and currency to pay are not known")
-        if pin is not None:
-            self.verify_pin(pin)
-        try:
-            auth = self.carrier.authorize(
-                merchant_id=c.merchant.id,
-                amount=pay_amount,
-                currency=pay_currency,
-                confirm_timeout=confirm_timeout,
-                on_pending=on_confirm,
-            )
-        except ConfirmationDeclined:
-            raise PaymentNotMade(
-                "you declined the payment on your key carrier; nothing was charged",
-                cause="confirmation_declined",
-            ) from None
-        except ConfirmationPending:
-            raise PaymentNotMade(
-                "the payment was not confirmed on the key carrier in time; nothing was charged",
-                cause="confirmation_timeout",
-            ) from None
-        except TransportError as exc:
-            raise PaymentNotMade(
-                f"the key carrier stopped answering before it signed: {exc.message};"
-                " no payment was made",
-                cause=exc.code,
-            ) from None
-        except CarrierError as exc:
-            raise PaymentNotMade(
-                f"the key carrier did not sign: {exc.message}; no payment was made",
-                cause=exc.code,
-            ) from None
-        raw = auth.to_bytes()
-        p = PendingPayment(
-            idempotency_key=pending.idempotency_key(raw),
-            created_at=self.wallet.now(),
-            code_text=self.text,
-            authorization=raw,
-            merchant_id=c.merchant.id,
-            merchant_name=c.merchant.name,
-            merchant_city=c.merchant.city,
-            order_id=c.order_id or "",
-            amount=pay_amount,
-            currency=pay_currency,
-            items=[[i.name, i.quantity, i.unit_price] for i in c.items],
-            code_digest=c.digest,
-        )
-        self.wallet.history.add_pending(p)  # before sending: a lost answer can be looked up
-        try:
-            answer = self.wallet.pay_authorization(p)
-        except PaymentNotMade:
-            self.wallet.history.drop_pending(p.idempotency_key)  # certain: nothing charged
-            raise
-        return self.wallet._keep(p, answer)
-
-
-def _not_payable_message(scan: Scan) -> str:
-    if scan.kind == "emv":
-        return "an EMVCo QR code: unverified (no signature), not payable here"
-    if scan.kind == "url":
-        return "a link, not a payment code; it was not opened"
-    return "not a payment code; it was shown as text only"
 
 
 _REFUSAL_TEXT = {

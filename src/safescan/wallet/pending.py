@@ -15,28 +15,21 @@ with the Idempotency-Key derived from the carrier's authorization. Then:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+from safescan.api.wire import PaymentRequest
+from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown, RequestNotProcessed
+from safescan.client.retry import send_until_known
+from safescan.client.trust import verify_receipt
+from safescan.client.wallet import WalletClient
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.remote import (
-    InstitutionHttp,
-    InstitutionUnreachable,
-    OutcomeUnknown,
-    RequestNotProcessed,
-    send_until_known,
-    verify_receipt,
-)
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.store import PendingPayment
-
-PAY = "/v1/payments"
-LOOKUP = "/v1/payments/lookup"
 
 
 def idempotency_key(authorization: bytes) -> str:
@@ -44,12 +37,12 @@ def idempotency_key(authorization: bytes) -> str:
     return "pay-" + hashlib.sha256(authorization).hexdigest()[:40]
 
 
-def _payload(p: PendingPayment) -> dict[str, str]:
-    return {"code": p.code_text, "authorization": base64.b64encode(p.authorization).decode()}
+def _request(p: PendingPayment) -> PaymentRequest:
+    return PaymentRequest(p.code_text, p.authorization)
 
 
 def submit(
-    remote: InstitutionHttp,
+    api: WalletClient,
     p: PendingPayment,
     *,
     budget: float | None = None,
@@ -62,16 +55,16 @@ def submit(
 
     It rides through a failover: retried with the same Idempotency-Key for up to ``budget``
     seconds (``$SAFESCAN_RETRY_SECONDS``, 30 s by default; see
-    :func:`safescan.remote.send_until_known`), then looked up.
+    :func:`safescan.client.retry.send_until_known`), then looked up.
 
     Raises :class:`PaymentNotMade` when it is certain nothing was charged and
     :class:`PaymentOutcomeUnknown` when it is not known.
     """
-    headers = {"Idempotency-Key": p.idempotency_key}
+    key = p.idempotency_key
     try:
         answer = send_until_known(
-            lambda: remote.call("POST", PAY, _payload(p), headers=headers),
-            lambda: remote.call("POST", LOOKUP, _payload(p), headers=headers),
+            lambda: api.payments.create(_request(p), idempotency_key=key),
+            lambda: api.payments.lookup(_request(p), idempotency_key=key),
             "payment",
             budget=budget,
             tries=tries,
@@ -120,10 +113,9 @@ def check_receipt(answer: dict[str, Any], p: PendingPayment, trust: TrustStore) 
     return receipt
 
 
-def lookup_once(remote: InstitutionHttp, p: PendingPayment) -> dict[str, Any]:
+def lookup_once(api: WalletClient, p: PendingPayment) -> dict[str, Any]:
     """One status lookup of a pending payment (settles it at the institution)."""
-    doc = remote.call("POST", LOOKUP, _payload(p), headers={"Idempotency-Key": p.idempotency_key})
-    return dict(doc) if isinstance(doc, dict) else {}
+    return api.payments.lookup(_request(p), idempotency_key=p.idempotency_key)
 
 
 __all__ = ["check_receipt", "idempotency_key", "lookup_once", "submit"]

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from safescan.carrier import rom
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CardStatusError, CarrierError
+from safescan.client.wallet import WalletClient
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.errors import SafescanError
-from safescan.remote import InstitutionHttp, InstitutionUnreachable
 from safescan.wallet.errors import PaymentNotMade
-
-SCOPED_PATH = "/v1/revocation-list?format=cbor&scope=merchant"
 
 
 @dataclass
@@ -33,7 +31,7 @@ class CardRevocations:
 
 
 def update_card(
-    remote: InstitutionHttp, trust: TrustStore, carrier: CarrierClient, card_sequence: int
+    api: WalletClient, trust: TrustStore, carrier: CarrierClient, card_sequence: int
 ) -> CardRevocations:
     """Give the card the newest merchant-scoped list it does not have yet."""
     out = CardRevocations()
@@ -41,10 +39,8 @@ def update_card(
         return out
     raw: bytes | None = None
     try:
-        resp = remote.send("GET", SCOPED_PATH)
-        if resp.status_code == 200:
-            raw = resp.content
-    except InstitutionUnreachable:
+        raw = api.revocations.signed("merchant")
+    except SafescanError:  # unreachable or refused: reported below, the card marked stale
         raw = None
     refusal: str | None = None
     crl: RevocationList | None = None

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safescan.client.trust import trust_from_json, trust_to_json
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.remote import trust_from_json, trust_to_json
 from safescan.wallet.errors import WalletError, WalletNotEnrolled
 
 ENV_WALLET_DIR = "SAFESCAN_WALLET_DIR"

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from safescan.client import AdminClient
 from safescan.code import LineItem, qr
 from safescan.merchant.client import MerchantApi
-from safescan.remote import AdminApi
 from tests.e2e.conftest import PIN, Party, World
 from tests.e2e.walletapp.browser import WalletServer, start_wallet_server
 
@@ -56,8 +56,8 @@ def _code(r: httpx.Response) -> str:
 
 
 def _balance(world: World, customer: str) -> int:
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        return admin.balance(customer, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        return admin.customers.balance(customer, "EUR")
 
 
 def test_dns_rebinding_hosts_are_refused_on_every_route(server: WalletServer) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from safescan.client import AdminClient
 from safescan.code import LineItem, Merchant
 from safescan.demo import altered_code, forged_code
 from safescan.merchant.client import MerchantApi
-from safescan.remote import AdminApi
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, Party, World
 from tests.e2e.walletapp import fakecam
@@ -50,8 +50,8 @@ def _order(world: World, items: list[LineItem] = ITEMS) -> Any:
 
 
 def _balance(world: World, customer: str) -> int:
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        return admin.balance(customer, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        return admin.customers.balance(customer, "EUR")
 
 
 def _signatures(party: Party) -> int:
@@ -110,7 +110,7 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
         )
         assert PIN not in kept, kept
     with MerchantApi(world.pos) as api:
-        paid = api.get_order(order.order_id)
+        paid = api.orders.get(order.order_id)
     assert paid["state"] == "PAID" and paid["payment_id"] == payment_id
     assert _balance(world, party.customer_id) == before - 1300
     with Wallet.load(party.wallet_dir) as wallet:
@@ -153,7 +153,7 @@ def _refused_code(world: World, server: WalletServer, kind: str) -> str:
         return str(genuine.code)
     if kind == "closed":  # the merchant withdrew the order
         with MerchantApi(world.pos) as api:
-            api.close_order(genuine.order_id)
+            api.orders.close(genuine.order_id)
         return str(genuine.code)
     offset = {"altered_40": 40, "altered_90": 90, "altered_150": 150}[kind]
     return altered_code(genuine.code, offset)
@@ -238,7 +238,7 @@ def test_a_lookalike_merchant_is_shown_with_its_warning_before_the_pin(
     finally:
         srv.stop()
     with MerchantApi(cfg) as api:
-        assert api.get_order(order.order_id)["state"] != "PAID"
+        assert api.orders.get(order.order_id)["state"] != "PAID"
 
 
 def test_a_video_with_no_code_keeps_scanning_without_error(
@@ -290,4 +290,4 @@ def test_a_sticker_next_to_the_code_is_not_picked_either(
         assert scans == [] and errors == []
     assert _balance(world, party.customer_id) == before
     with MerchantApi(world.pos) as api:
-        assert api.get_order(genuine.order_id)["state"] == "CREATED"
+        assert api.orders.get(genuine.order_id)["state"] == "CREATED"

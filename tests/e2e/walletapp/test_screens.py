@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from safescan.client import AdminClient
 from safescan.code import LineItem
 from safescan.merchant.client import MerchantApi
-from safescan.remote import AdminApi
 from safescan.wallet.account import change_pin
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, Party, World
@@ -68,8 +68,8 @@ def test_enroll_in_the_app_then_change_pin(world: World, pw: Any, tmp_path: Path
     )  # fmt: skip
     try:
         cid = stack.customer("Enrola Appuser", fund=5_000)
-        with AdminApi(stack.base_url, stack.admin_token) as admin:
-            token = admin.enrollment_token(cid)
+        with AdminClient(stack.base_url, stack.admin_token) as admin:
+            token = admin.enrollment_tokens.issue(cid).token
         with phone(pw, None) as ctx:
             page = open_paired(ctx, srv)
             errors = collect_errors(page)
@@ -138,10 +138,10 @@ def test_history_balance_and_carrier_show_refunds(
         )
         with wallet.open(order.code) as offer:
             paid = offer.pay(PIN)
-        api.refund(order.order_id, 300, reason="one tea was cold")
+        api.refunds.create(order.order_id, 300, reason="one tea was cold")
     payment_id = paid.receipt.payment_id
-    with AdminApi(world.base_url, world.stack.admin_token) as admin:
-        balance = admin.balance(party.customer_id, "EUR")
+    with AdminClient(world.base_url, world.stack.admin_token) as admin:
+        balance = admin.customers.balance(party.customer_id, "EUR")
     with phone(pw, None) as ctx:
         page = open_paired(ctx, server, "/#/history")
         errors = collect_errors(page)
@@ -219,7 +219,7 @@ def test_a_payment_the_institution_refuses_is_shown_as_not_paid(
             page = open_paired(ctx, server, "/#/scan")
             _paste(page, order.code)
             wait_screen(page, "offer")
-            api.close_order(order.order_id)  # the merchant cancels while the customer reads
+            api.orders.close(order.order_id)  # the merchant cancels while the customer reads
             page.locator("#offer-pay").click()
             press_pin(page, PIN)
             wait_screen(page, "failed")
@@ -227,7 +227,7 @@ def test_a_payment_the_institution_refuses_is_shown_as_not_paid(
             assert page.locator("#screen-failed").get_attribute("data-outcome") == "not_paid"
             assert "refused" in page.locator("#failed-message").inner_text()
             check_screen(page, "failed")
-        assert api.get_order(order.order_id)["state"] == "CLOSED"
+        assert api.orders.get(order.order_id)["state"] == "CLOSED"
 
 
 def test_cancel_on_the_offer_pays_nothing(
@@ -244,7 +244,7 @@ def test_cancel_on_the_offer_pays_nothing(
         wait_screen(page, "scan")
         assert page.locator("#announcer").inner_text() in ("", "Cancelled: nothing was paid")
     with MerchantApi(world.pos) as api:
-        assert api.get_order(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id)["state"] == "CREATED"
 
 
 def test_an_unpaired_browser_gets_nothing_but_the_pair_screen(

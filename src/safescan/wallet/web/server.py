@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from safescan.client.errors import InstitutionUnreachable
 from safescan.code.errors import InvalidAmount, QrError, SafescanError
 from safescan.code.numbers import parse_int
-from safescan.remote import InstitutionUnreachable
 from safescan.wallet.enroll_checks import EnrollmentInputError
 from safescan.wallet.web import frames
 from safescan.wallet.web.service import WalletRequestInvalid, WalletService

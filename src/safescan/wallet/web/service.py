@@ -44,7 +44,8 @@ from safescan.wallet.errors import (
     WalletError,
     WalletNotEnrolled,
 )
-from safescan.wallet.flow import MAX_TEXT_INPUT, Offer, Wallet, classify, enroll
+from safescan.wallet.flow import Offer, Wallet, classify, enroll
+from safescan.wallet.scan import MAX_TEXT_INPUT
 
 T = TypeVar("T")
 

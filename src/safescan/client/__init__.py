@@ -1,0 +1,46 @@
+"""The typed client of the institution's HTTP API, used by the POS, the wallet, the
+administrator commands, the demo and the tests. No other module builds a ``/v1/...`` path or a
+request body by hand (tests/test_layers.py checks it).
+
+* :class:`AdminClient` (bearer token): ``customers``, ``enrollment_tokens``, ``merchants``,
+  ``carriers``, ``settlements``;
+* :class:`MerchantClient` (signed requests): ``orders``, ``refunds``, ``payments``,
+  ``certificates``, ``events``, ``webhook``;
+* :class:`WalletClient`: ``payments``, ``codes``, ``carriers``, ``account``;
+* each also has the public ``keys`` and ``revocations``.
+
+Underneath: :mod:`.http` (the one place an ``httpx`` client is made; every failure a typed
+error from :mod:`.errors`), :mod:`.retry` (state-changing requests ride through a failover
+with one Idempotency-Key until their outcome is known), :mod:`.trust` (pinned keys, receipts).
+See docs/apps.md, "The API client".
+"""
+
+from __future__ import annotations
+
+from safescan.client.admin import AdminClient, read_admin_token
+from safescan.client.errors import (
+    InstitutionProtocolError,
+    InstitutionUnreachable,
+    OutcomeUnknown,
+    ReceiptMismatch,
+    RemoteError,
+    RequestNotProcessed,
+)
+from safescan.client.http import InstitutionHttp
+from safescan.client.merchant import MerchantClient, Order
+from safescan.client.wallet import WalletClient
+
+__all__ = [
+    "AdminClient",
+    "InstitutionHttp",
+    "InstitutionProtocolError",
+    "InstitutionUnreachable",
+    "MerchantClient",
+    "Order",
+    "OutcomeUnknown",
+    "ReceiptMismatch",
+    "RemoteError",
+    "RequestNotProcessed",
+    "WalletClient",
+    "read_admin_token",
+]

@@ -1,0 +1,397 @@
+"""The institution's merchant API: every request signed with the merchant's API key
+(:func:`safescan.api.merchant_auth.sign_request`). One service per resource:
+
+    api = MerchantClient(url, merchant_id, api_key, trust)
+    order = api.orders.create([LineItem("Tea", 1, 250)], currency="EUR")
+    api.orders.get(order.order_id)["state"]          # "CREATED", "PAID", ...
+    api.refunds.create(order.order_id, amount=100)   # rides through a failover
+    with api.events.open() as stream: ...            # verified events only
+
+State-changing calls (orders, refunds) are sent with one Idempotency-Key until their outcome
+is known (:func:`safescan.client.retry.send_until_known`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from safescan.api.errors import InvalidRequest
+from safescan.api.merchant_auth import sign_request
+from safescan.api.standard_webhooks import ID_PATTERN
+from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
+from safescan.client.events import EventStream
+from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
+from safescan.client.http import encode_json as encode_json
+from safescan.client.public import KeyService, RevocationService, b64_field
+from safescan.client.retry import retry_budget, send_until_known
+from safescan.client.trust import verify_receipt
+from safescan.code.authorization import Receipt
+from safescan.code.certs import TrustStore
+from safescan.code.currency import currency as lookup_currency
+from safescan.code.envelope import decode_text
+from safescan.code.keys import SigningKey
+from safescan.code.payment import LineItem
+
+_ORDERS = "/v1/merchant/orders"
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order the institution created, with its sealed dynamic code."""
+
+    order_id: str
+    merchant_id: str
+    code: str
+    total: int
+    currency: int
+    expires_at: int
+    code_bytes: int
+    items: tuple[LineItem, ...]
+    sealed_here: bool = False  # merchant-signed by this terminal (safescan.merchant.sealing)
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the binary code (what receipts refer to)."""
+        return hashlib.sha256(decode_text(self.code)).digest()
+
+    def total_display(self) -> str:
+        """``12.50 EUR``."""
+        return lookup_currency(self.currency).format(self.total)
+
+
+class _Signed:
+    """Signed JSON calls for one merchant (shared by the services)."""
+
+    def __init__(
+        self,
+        http: InstitutionHttp,
+        merchant_id: str,
+        api_key: SigningKey,
+        *,
+        tries: int | None,
+        lookups: int,
+        retry_seconds: float,
+    ) -> None:
+        self.http, self.merchant_id, self.key = http, merchant_id, api_key
+        self.tries, self.lookups, self.retry_seconds = tries, lookups, retry_seconds
+
+    def headers(
+        self, method: str, path: str, body: bytes = b"", *, idempotency_key: str | None = None
+    ) -> dict[str, str]:
+        """Authentication headers for one request (the Idempotency-Key signed among them)."""
+        return sign_request(
+            self.key, self.merchant_id, method, path, body, idempotency_key=idempotency_key
+        )
+
+    def call(
+        self, method: str, path: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> JsonDoc:
+        body = b"" if payload is None else encode_json(payload)
+        headers = self.headers(method, path, body, idempotency_key=idempotency_key)
+        headers["Content-Type"] = "application/json"
+        return decode_object(self.http.send(method, path, body=body, headers=headers))
+
+    def until_known(self, path: str, payload: Any, key: str, what: str) -> JsonDoc:
+        """POST with ``key`` until the outcome is known (each attempt signed afresh): it
+        rides through a failover (:func:`safescan.client.retry.send_until_known`)."""
+        try:
+            doc = send_until_known(
+                lambda: self.call("POST", path, payload, idempotency_key=key),
+                lambda: self.call("POST", path + "/lookup", payload, idempotency_key=key),
+                what,
+                budget=self.retry_seconds,
+                tries=self.tries,
+                lookups=self.lookups,
+            )
+        except OutcomeUnknown as exc:
+            raise OutcomeUnknown(
+                f"{exc.message}; check with the same request and Idempotency-Key {key}"
+                f" (or its lookup, POST {path}/lookup): it is never done twice"
+            ) from None
+        if not isinstance(doc, dict):
+            raise InstitutionProtocolError(f"the institution's {what} answer is malformed")
+        return doc
+
+
+class OrderService:
+    """``/v1/merchant/orders``."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(
+        self,
+        items: Sequence[LineItem],
+        *,
+        currency: str,
+        expires_in: int = 300,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Order:
+        """Precreate an order; returns it with its sealed code (retries are idempotent)."""
+        cur = lookup_currency(currency)
+        payload: dict[str, Any] = {
+            "items": [i.to_json() for i in items],
+            "currency": cur.alpha,
+            "expires_in": expires_in,
+        }
+        if reference:
+            payload["reference"] = reference
+        key = idempotency_key or "ord-" + secrets.token_urlsafe(16)
+        doc = self._s.until_known(_ORDERS, payload, key, "order")
+        try:
+            order = Order(
+                order_id=str(doc["order_id"]),
+                merchant_id=str(doc["merchant_id"]),
+                code=str(doc["code"]),
+                total=int(doc["total"]),
+                currency=int(doc["currency"]),
+                expires_at=int(doc["expires_at"]),
+                code_bytes=int(doc["code_bytes"]),
+                items=tuple(items),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InstitutionProtocolError("the institution's order answer is malformed") from None
+        if order.merchant_id != self._s.merchant_id or order.total != sum(i.amount for i in items):
+            raise InstitutionProtocolError("the institution returned an order we did not ask for")
+        return order
+
+    def list(self, limit: int = 20, after: str | None = None) -> JsonDoc:
+        """The merchant's orders, newest first (``orders``; page on with ``after``, the last
+        order id)."""
+        query: dict[str, str | int] = {"limit": limit}
+        if after:
+            query["after"] = after
+        return self._s.call("GET", f"{_ORDERS}?{urlencode(query)}")
+
+    def get(self, order_id: str) -> JsonDoc:
+        """The order's current state (``state``: ``CREATED``, ``PAID``, ``REFUNDED`` ...;
+        ``payment_id`` once paid)."""
+        return self._s.call("GET", f"{_ORDERS}/{order_id}")
+
+    def close(self, order_id: str, *, code: str | None = None) -> JsonDoc:
+        """Close an unpaid order so its code can no longer be paid (``code``: withdraw a code
+        this terminal sealed itself, which the institution knows only from the code)."""
+        payload = {} if code is None else {"code": code}
+        return self._s.call("POST", f"{_ORDERS}/{order_id}/close", payload)
+
+
+def _refund_payload(amount: int | None, reason: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if amount is not None:
+        payload["amount"] = amount
+    if reason:
+        payload["reason"] = reason
+    return payload
+
+
+class RefundService:
+    """``/v1/merchant/orders/{id}/refunds``."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(
+        self,
+        order_id: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JsonDoc:
+        """Refund an order fully (``amount`` None) or partly.
+
+        Sent with one Idempotency-Key until its outcome is known (retried on timeouts, then
+        looked up). Raises the institution's typed refusal or
+        :class:`~safescan.client.errors.RequestNotProcessed` when it is certain that no refund
+        was made, and :class:`~safescan.client.errors.OutcomeUnknown` (with the key, to look it
+        up later with :meth:`lookup`) when it is not known."""
+        key = idempotency_key or "ref-" + secrets.token_urlsafe(16)
+        path = f"{_ORDERS}/{order_id}/refunds"
+        return self._s.until_known(path, _refund_payload(amount, reason), key, "refund")
+
+    def lookup(
+        self,
+        order_id: str,
+        idempotency_key: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+    ) -> JsonDoc:
+        """What a refund whose answer was lost did (the same arguments and key): its lookup,
+        which also settles it. ``{"outcome": "succeeded" | "refused" | "not_processed"}``."""
+        path = f"{_ORDERS}/{order_id}/refunds/lookup"
+        payload = _refund_payload(amount, reason)
+        return self._s.call("POST", path, payload, idempotency_key=idempotency_key)
+
+
+class PaymentService:
+    """``/v1/merchant/payments``."""
+
+    def __init__(self, signed: _Signed, trust: TrustStore) -> None:
+        self._s, self._trust = signed, trust
+
+    def get(self, payment_id: str) -> JsonDoc:
+        """A payment (with the payer pseudonym and the signed receipt)."""
+        return self._s.call("GET", f"/v1/merchant/payments/{payment_id}")
+
+    def verified_receipt(self, payment_id: str, order: Order | None = None) -> Receipt:
+        """Fetch a payment's receipt and verify it (signature, merchant, and the order)."""
+        doc = self.get(payment_id)
+        return verify_receipt(
+            str(doc.get("receipt", "")),
+            self._trust,
+            merchant_id=self._s.merchant_id,
+            order_id=order.order_id if order else None,
+            amount=order.total if order else None,
+            currency=order.currency if order else None,
+            code_digest=order.digest if order else None,
+        )
+
+
+class CertificateService:
+    """``/v1/merchant/certificates``: code-signing keys for merchant-side sealing."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(self, public_key: bytes, valid_days: int | None = None) -> bytes:
+        """Have the institution certify a code-signing key for ``valid_days`` (None: the
+        institution's default); returns the certificate (CBOR)."""
+        payload: dict[str, Any] = {"public_key": base64.b64encode(public_key).decode()}
+        if valid_days is not None:
+            payload["valid_days"] = valid_days
+        doc = self._s.call("POST", "/v1/merchant/certificates", payload)
+        return b64_field(doc, "certificate")
+
+
+def _event_id(text: str) -> str:
+    """An event id as the institution makes them (``evt_...``), or InvalidRequest."""
+    if not ID_PATTERN.match(text):
+        raise InvalidRequest(f"not an event id: {text!r} (they look like evt_...)", param="event_id")
+    return text
+
+
+class WebhookService:
+    """``/v1/merchant/webhook``: the merchant's webhook endpoint, its secret, its delivery log
+    (``safescan pos webhook ...``)."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def get(self) -> JsonDoc:
+        """The webhook URL, the ``v1a`` public key, the secret's version and dates (never the
+        secret) and the delivery log's retention."""
+        return self._s.call("GET", "/v1/merchant/webhook")
+
+    def set(self, url: str | None) -> JsonDoc:
+        """Set (or clear, with None) the webhook URL; the institution checks it."""
+        return self._s.call("PUT", "/v1/merchant/webhook", {"url": url})
+
+    def rotate_secret(self, overlap_seconds: int) -> JsonDoc:
+        """A new ``whsec_`` secret (the first, or a replacement; the previous one keeps
+        signing for ``overlap_seconds``). Shown in this answer only."""
+        payload = {"overlap_seconds": overlap_seconds}
+        return self._s.call("POST", "/v1/merchant/webhook/secret", payload)
+
+    def test(self) -> JsonDoc:
+        """Send a signed ``webhook.test`` event now; the attempt's outcome."""
+        return self._s.call("POST", "/v1/merchant/webhook/test")
+
+    def deliveries(
+        self, *, limit: int = 50, before: int | None = None, event_id: str | None = None
+    ) -> JsonDoc:
+        """The delivery log, newest first."""
+        query: dict[str, str | int] = {"limit": int(limit)}
+        if before is not None:
+            query["before"] = int(before)
+        if event_id is not None:
+            query["event_id"] = _event_id(event_id)
+        return self._s.call("GET", f"/v1/merchant/webhook/deliveries?{urlencode(query)}")
+
+    def resend(self, event_id: str) -> JsonDoc:
+        """Queue one of this merchant's events for delivery again (idempotent)."""
+        return self._s.call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend")
+
+
+class EventService:
+    """``/v1/merchant/events``: the live, verified event stream."""
+
+    def __init__(self, signed: _Signed, trust: TrustStore) -> None:
+        self._s, self._trust = signed, trust
+
+    def open(
+        self, *, after: int | None = None, read_timeout: float = 20.0, until: float | None = None
+    ) -> EventStream:
+        """Open the live stream (use as a context manager, then iterate).
+
+        Without ``after`` the stream starts at the newest event: whatever happens after the
+        ``with`` block is entered is delivered. With ``until`` (unix time) iteration ends
+        at that time even if only keep-alives arrive.
+        """
+        return EventStream(
+            self._s.http,
+            lambda method, path: self._s.headers(method, path),
+            self._trust,
+            after=after,
+            read_timeout=read_timeout,
+            until=until,
+        )
+
+
+class MerchantClient(ApiClient):
+    """Signed calls to the institution's merchant API, for one merchant."""
+
+    def __init__(
+        self,
+        base_url: str,
+        merchant_id: str,
+        api_key: SigningKey,
+        trust: TrustStore,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        tries: int | None = None,
+        lookups: int = 3,
+        retry_seconds: float | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        # state-changing calls ride through a failover: retried for `retry_seconds`
+        # ($SAFESCAN_RETRY_SECONDS, 30 s), at most `tries` times when given
+        self._signed = _Signed(
+            self.http,
+            merchant_id,
+            api_key,
+            tries=tries,
+            lookups=lookups,
+            retry_seconds=retry_budget(retry_seconds),
+        )
+        self.trust = trust
+        self.orders = OrderService(self._signed)
+        self.refunds = RefundService(self._signed)
+        self.payments = PaymentService(self._signed, trust)
+        self.certificates = CertificateService(self._signed)
+        self.events = EventService(self._signed, trust)
+        self.webhook = WebhookService(self._signed)
+        self.keys = KeyService(self.http)
+        self.revocations = RevocationService(self.http)
+
+    @property
+    def merchant_id(self) -> str:
+        """The merchant this client speaks for."""
+        return self._signed.merchant_id
+
+    def profile(self) -> JsonDoc:
+        """The merchant's profile as the institution knows it (``GET /v1/merchant``)."""
+        return self._signed.call("GET", "/v1/merchant")
+
+    def signed_headers(
+        self, method: str, path: str, body: bytes = b"", *, idempotency_key: str | None = None
+    ) -> dict[str, str]:
+        """Authentication headers for one request (the Idempotency-Key signed among them)."""
+        return self._signed.headers(method, path, body, idempotency_key=idempotency_key)

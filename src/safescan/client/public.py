@@ -1,0 +1,75 @@
+"""The institution's public documents, shared by every caller: its root keys, the signed
+scheme key list and the signed revocation lists."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from safescan.client.errors import InstitutionProtocolError
+from safescan.client.http import InstitutionHttp, JsonDoc
+from safescan.code.certs import TrustStore
+from safescan.code.errors import SafescanError
+from safescan.code.keys import VerifyKey
+
+KEYS = "/v1/keys"
+REVOCATION_LIST = "/v1/revocation-list"
+
+RevocationScope = Literal["all", "merchant"]
+
+
+def b64_field(doc: object, name: str) -> bytes:
+    """A base64 field of an answer (a protocol error when missing or not base64)."""
+    try:
+        return base64.b64decode(str(doc[name]), validate=True)  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise InstitutionProtocolError(
+            f"the institution's {name} is missing or not base64"
+        ) from None
+
+
+class KeyService:
+    """``GET /v1/keys``: the institution's published keys."""
+
+    def __init__(self, http: InstitutionHttp) -> None:
+        self._http = http
+
+    def document(self) -> JsonDoc:
+        """The key document as published (root keys, scheme key list ...)."""
+        return self._http.call_object("GET", KEYS)
+
+    def root_keys(self) -> TrustStore:
+        """The institution's root keys (trust on first use; pin them after)."""
+        doc = self.document()
+        try:
+            keys = {
+                int(k["kid"]): VerifyKey(base64.b64decode(k["public_key"]))
+                for k in doc["root_keys"]
+            }
+        except (KeyError, TypeError, ValueError, SafescanError):
+            raise InstitutionProtocolError("the institution's key list is malformed") from None
+        if not keys:
+            raise InstitutionProtocolError("the institution published no root key")
+        return TrustStore(keys)
+
+    def scheme_key_list(self) -> bytes:
+        """The institution-signed scheme key list (CBOR; verify before use)."""
+        return b64_field(self.document(), "scheme_key_list")
+
+
+class RevocationService:
+    """``GET /v1/revocation-list``: the signed revocation list (CBOR; verify before use)."""
+
+    def __init__(self, http: InstitutionHttp) -> None:
+        self._http = http
+
+    def signed(self, scope: RevocationScope = "all") -> bytes:
+        """The signed list: every revocation, or (``scope="merchant"``) the merchant-scoped list
+        key carriers keep. A typed error for any non-200 answer."""
+        query = "?format=cbor" + ("&scope=merchant" if scope == "merchant" else "")
+        return self._http.get_bytes(REVOCATION_LIST + query)
+
+
+def fetch_trust(http: InstitutionHttp) -> TrustStore:
+    """The institution's root keys (``GET /v1/keys``; trust on first use)."""
+    return KeyService(http).root_keys()
