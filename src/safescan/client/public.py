@@ -52,6 +52,16 @@ class KeyService:
             raise InstitutionProtocolError("the institution published no root key")
         return TrustStore(keys)
 
+    def current_scheme_key(self) -> tuple[int, bytes]:
+        """The current scheme key (key id, X25519 public key): codes are sealed to it."""
+        try:
+            for k in self.document()["scheme_keys"]:
+                if k.get("current"):
+                    return int(k["kid"]), base64.b64decode(k["public_key"], validate=True)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InstitutionProtocolError("the institution's scheme keys are malformed") from None
+        raise InstitutionProtocolError("the institution publishes no current scheme key")
+
     def scheme_key_list(self) -> bytes:
         """The institution-signed scheme key list (CBOR; verify before use)."""
         return b64_field(self.document(), "scheme_key_list")

@@ -35,11 +35,11 @@ class PaymentService:
     def __init__(self, http: InstitutionHttp) -> None:
         self._http = http
 
-    def create(self, request: PaymentRequest, *, idempotency_key: str) -> JsonDoc:
+    def create(self, request: PaymentRequest, *, idempotency_key: str | None = None) -> JsonDoc:
         """Send the payment once (retry with the same key: see
-        :func:`safescan.client.retry.send_until_known`); the success answer carries the
-        signed ``receipt`` and the ``payment_id``."""
-        headers = {"Idempotency-Key": idempotency_key}
+        :func:`safescan.client.retry.send_until_known`; without a key it cannot be retried
+        safely); the success answer carries the signed ``receipt`` and the ``payment_id``."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._http.call_object("POST", "/v1/payments", request.to_json(), headers=headers)
 
     def lookup(self, request: PaymentRequest, *, idempotency_key: str) -> JsonDoc:
