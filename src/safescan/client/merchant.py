@@ -274,7 +274,9 @@ class CertificateService:
 def _event_id(text: str) -> str:
     """An event id as the institution makes them (``evt_...``), or InvalidRequest."""
     if not ID_PATTERN.match(text):
-        raise InvalidRequest(f"not an event id: {text!r} (they look like evt_...)", param="event_id")
+        raise InvalidRequest(
+            f"not an event id: {text!r} (they look like evt_...)", param="event_id"
+        )
     return text
 
 

@@ -84,7 +84,7 @@ def withdrawn_order(opened: OpenedCode, mid: str, order_id: str, now: int) -> di
         "state": "CLOSED",
         "currency": code.currency,
         "total": code.total,
-        "items": canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items]),
+        "items": canonical_json([i.to_cbor() for i in code.items]),
         "code_digest": opened.digest,
         "created_at": now,
         "expires_at": code.expires_at,

@@ -119,7 +119,7 @@ class Orders:
         binary = seal(code, self.core.issuer, self.core.scheme_keys.current(now).public)
         text = encode_text(binary)
         digest = hashlib.sha256(binary).digest()
-        items_json = canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items])
+        items_json = canonical_json([i.to_cbor() for i in code.items])
 
         body = {
             "order_id": order_id,
@@ -206,9 +206,7 @@ class Orders:
                     "reference": None,
                     "currency": cur,
                     "total": code.total,
-                    "items": canonical_json(
-                        [[i.name, i.quantity, i.unit_price] for i in code.items]
-                    ),
+                    "items": canonical_json([i.to_cbor() for i in code.items]),
                     "code_digest": hashlib.sha256(binary).digest(),
                     "created_at": now,
                     "expires_at": code.expires_at,

@@ -448,7 +448,7 @@ class Payments:
         """Merchant-signed or static code: insert the order already PAID, at most once."""
         if isinstance(code, DynamicCode):
             kind = "dynamic"
-            items = canonical_json([[i.name, i.quantity, i.unit_price] for i in code.items])
+            items = canonical_json([i.to_cbor() for i in code.items])
         else:
             kind, items = "static", "[]"
         insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
