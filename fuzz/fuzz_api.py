@@ -3,7 +3,7 @@
     .venv/bin/python fuzz/fuzz_api.py -atheris_runs=20000
     .venv/bin/python fuzz/fuzz_api.py -max_total_time=300 [CORPUS_DIR ...]
 
-The real application (``safescan.institution.api.create_app``) runs in process over a
+The real application (``safescan.institution.http.create_app``) runs in process over a
 temporary SQLite database initialised like ``safescan institution init`` does, and is called
 through ``httpx.ASGITransport`` on one persistent event loop. Requests carry valid credentials
 (the administrator token; merchant requests signed over the exact fuzzed bytes) so the fuzzer
@@ -42,9 +42,10 @@ from tests.institution.harness import attest
 from fuzz._common import main
 from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text
-from safescan.institution.api import create_app
 from safescan.institution.db import Database, migrate
+from safescan.institution.http import create_app
 from safescan.institution.keystore import KeyStore
+from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 
 OUTCOMES: Counter[str] = Counter()
@@ -109,6 +110,7 @@ class Api:
         migrate(database.engine)
         keys = KeyStore(base / "keys").create(PASSPHRASE)
         self.inst = Institution(database, keys)
+        self.inst.merchant_rate = (1e9, 1e9)  # the merchant rate limit lifted
         self.admin_token = self.inst.bootstrap()
         self.merchant_key = SigningKey.from_seed(bytes([9]) * 32)
         merchant, _ = self.inst.create_merchant(
@@ -134,7 +136,7 @@ class Api:
         )
         self.carrier_serial: int = enrolled["carrier_serial"]
         self.counter = 0
-        app = create_app(self.inst, merchant_rate=1e9, merchant_burst=1e9, background=False)
+        app = create_app(self.inst, public_limiter=RateLimiter(1e9, 1e9), background=False)
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://fuzz.invalid"

@@ -9,6 +9,7 @@ source file grows past 700 lines.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,6 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 # Import cycles that exist today, each to be broken (issue #15); this list only shrinks.
 KNOWN_CYCLES: list[list[str]] = [
     ["safescan.api.events", "safescan.api.standard_webhooks"],
-    ["safescan.institution.api", "safescan.institution.customer_api"],
     ["safescan.institution.db", "safescan.institution.writer"],
 ]
 
@@ -275,3 +275,74 @@ def test_no_source_file_over_700_lines() -> None:
     assert not over - OVERSIZE, {n: sizes[n] for n in sorted(over - OVERSIZE)}
     shrunk = OVERSIZE - over
     assert not shrunk, f"now under {MAX_LINES} lines, remove from OVERSIZE: {sorted(shrunk)}"
+
+
+# --- the HTTP layer only speaks HTTP ------------------------------------------------------------
+
+HTTP_LAYER = SRC / "institution" / "http"
+# the database stack, and the institution's modules that are nothing but it
+DATABASE = {"sqlalchemy", "alembic", "psycopg", "psycopg_pool"}
+DATABASE_MODULES = {
+    "safescan.institution.db",
+    "safescan.institution.models",
+    "safescan.institution.sql",
+    "safescan.institution.writer",
+}
+# what only code that queries does: call these on anything, or reach into ``<x>.db``
+QUERYING = {"execute", "exec_driver_sql", "scalar", "scalars", "begin", "connect"}
+SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s", re.IGNORECASE)
+
+
+def http_layer_shortcuts(path: Path) -> list[str]:
+    """Where a module of the HTTP layer reaches the database itself."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in names:
+            if name.split(".")[0] in DATABASE or name in DATABASE_MODULES:
+                found.append(f"line {node.lineno}: imports {name}")
+        if isinstance(node, ast.Attribute):
+            if node.attr in QUERYING:
+                found.append(f"line {node.lineno}: calls .{node.attr}")
+            on_db = isinstance(node.value, ast.Attribute) and node.value.attr == "db"
+            if on_db and node.attr != "dispose":  # closing the pool at shutdown: the app's job
+                found.append(f"line {node.lineno}: uses .db.{node.attr}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
+            found.append(f"line {node.lineno}: SQL text")
+    return found
+
+
+def test_the_http_layer_runs_no_sql() -> None:
+    """No module of ``safescan.institution.http`` imports the database stack or the modules
+    that are only it, queries, or touches the database handle: the domain does that."""
+    modules = sorted(HTTP_LAYER.rglob("*.py"))
+    assert len(modules) >= 5, modules
+    wrong = {
+        f"{path.relative_to(SRC)} {what}" for path in modules for what in http_layer_shortcuts(path)
+    }
+    assert not wrong, sorted(wrong)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import sqlalchemy\n",
+        "from sqlalchemy.orm import Session\n",
+        "def f():\n    from safescan.institution import db\n",
+        "from safescan.institution.db import Database\n",
+        "from safescan.institution.models import Event\n",
+        "def f(inst):\n    return inst.db.read(lambda c: 1)\n",
+        "def f(conn):\n    return conn.execute(q)\n",
+        "def f(c):\n    return c.exec_driver_sql('x')\n",
+        "Q = 'SELECT 1 FROM events'\n",
+    ],
+)
+def test_the_http_layer_check_finds_each_shortcut(tmp_path: Path, source: str) -> None:
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text(source)
+    assert http_layer_shortcuts(sneaky), source

@@ -513,7 +513,7 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
     /ready answer 503 naming the writer; the next write starts a new one; both are 200 again."""
     import uvicorn
 
-    from safescan.institution.api import create_app
+    from safescan.institution.http import create_app
     from safescan.institution.keystore import KeyStore
     from safescan.institution.service import Institution
     from tests.institution.harness import PASSPHRASE

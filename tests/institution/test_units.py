@@ -29,7 +29,7 @@ from safescan.institution.keystore import KeyStore
 from safescan.institution.models import Counter
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.server import open_institution
-from safescan.institution.settlement import to_csv
+from safescan.institution.settlement import SettlementRow, to_csv
 from tests.institution.harness import PASSPHRASE, env, init_db
 
 
@@ -107,18 +107,18 @@ def test_request_signature_helpers() -> None:
 
 
 def test_csv_cells_cannot_carry_formulas() -> None:
-    row = {
-        "date": "d",
-        "merchant_id": "M",
-        "merchant_name": "=HYPERLINK(1)",
-        "settlement_account": "x",
-        "currency": "EUR",
-        "payments": 1,
-        "gross": 1,
-        "refunds": 0,
-        "refunded": 0,
-        "net": 1,
-    }
+    row = SettlementRow(
+        date="d",
+        merchant_id="M",
+        merchant_name="=HYPERLINK(1)",
+        settlement_account="x",
+        currency="EUR",
+        payments=1,
+        gross=1,
+        refunds=0,
+        refunded=0,
+        net=1,
+    )
     assert ",'=HYPERLINK(1)," in to_csv([row])
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from safescan.institution.api import create_app
+from safescan.institution.http import create_app
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits
 from safescan.institution.webhook_targets import TargetPolicy

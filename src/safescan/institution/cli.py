@@ -543,7 +543,7 @@ def settlement(
     if format == "csv":
         sys.stdout.write(settlement_mod.to_csv(rows))
     else:
-        emit_json({"rows": rows})
+        emit_json({"rows": [r.to_dict() for r in rows]})
 
 
 @institution_app.command("rotate-scheme-key")

@@ -4,6 +4,8 @@ carrier (balances, payments, refunds; see :mod:`safescan.api.account` for the pr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -182,3 +184,47 @@ def read_statement(
     account.verify_presence(signing_key, certificate, challenge, response)
     doc = statement(db, customer_id, serial, now=now)
     return account.seal_statement(doc, wallet_key, serial, expires_at)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A one-time account challenge for a key carrier to sign."""
+
+    value: bytes  # 32 bytes
+    expires_at: int  # unix seconds
+
+
+class Accounts:
+    """Customer accounts as their readers see them: the administrator's list and the statement
+    a wallet reads with its key carrier (challenge, then the carrier's answer)."""
+
+    def __init__(self, db: Database, server_secret: bytes, now: Callable[[], int]) -> None:
+        self.db = db
+        self.key = account.challenge_key(server_secret)
+        self.now = now
+
+    def page(self, *, limit: int, after: str | None) -> dict[str, Any]:
+        """Customers in id order (page with ``after``): :func:`list_customers`."""
+        return list_customers(self.db, limit=limit, after=after)
+
+    def challenge(self, serial: int, wallet_key: bytes) -> Challenge:
+        """A challenge for carrier ``serial`` to answer, bound to ``wallet_key``."""
+        expires_at = self.now() + account.CHALLENGE_TTL
+        return Challenge(
+            account.make_challenge(self.key, serial, expires_at, wallet_key), expires_at
+        )
+
+    def sealed_statement(
+        self, *, serial: int, wallet_key: bytes, expires_at: int, response: bytes
+    ) -> bytes:
+        """The statement sealed to ``wallet_key``, for a carrier that answered the challenge:
+        :func:`read_statement`."""
+        return read_statement(
+            self.db,
+            self.key,
+            serial=serial,
+            wallet_key=wallet_key,
+            expires_at=expires_at,
+            response=response,
+            now=self.now(),
+        )

@@ -8,8 +8,6 @@ from pathlib import Path
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
 from safescan.institution.access_log import ENV_ACCESS_LOG, AccessLog
-from safescan.institution.api import create_app
-from safescan.institution.asgi import ASGIApp
 from safescan.institution.checkpoints import CheckpointFile, default_path
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -20,12 +18,16 @@ from safescan.institution.config import (
     Tuning,
 )
 from safescan.institution.db import DEFAULT_WRITE_DEADLINE, Database, require_current_schema
+from safescan.institution.http import create_app
+from safescan.institution.http.asgi import ASGIApp
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import GuardedApp, RollbackGuard
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits, WebhookDispatcher
 from safescan.institution.webhook_log import Retention
+from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhooks import RetryPolicy
 
@@ -38,9 +40,11 @@ def open_institution(
     pool_size: int = 16,
     checkpoints: Path | None = None,
     write_deadline: float = DEFAULT_WRITE_DEADLINE,
+    tuning: Tuning | None = None,
 ) -> Institution:
     """Load keys and connect; refuses a database that is not migrated to the newest schema.
-    Serials are reserved in the checkpoint file (``checkpoints``, default beside the keys)."""
+    Serials are reserved in the checkpoint file (``checkpoints``, default beside the keys).
+    ``tuning`` sets the merchant rate limit and the webhook rules (defaults otherwise)."""
     passphrase = load_passphrase(passphrase_file)
     key_dir = keys_dir or default_key_dir(db_url)
     keys = KeyStore(key_dir).load(passphrase)
@@ -52,7 +56,16 @@ def open_institution(
         raise
     inst = Institution(db, keys)
     inst.journal = Journal(CheckpointFile(checkpoints or default_path(key_dir)), keys)
+    if tuning is not None:
+        inst.merchant_rate = (tuning.merchant_rate, tuning.merchant_burst)
+        inst.webhooks_enabled = tuning.webhooks
+        inst.webhook_targets = webhook_targets(tuning)
     return inst
+
+
+def webhook_targets(tuning: Tuning) -> TargetPolicy:
+    """Where webhooks may go, from the operator's tuning."""
+    return TargetPolicy(allow=tuning.webhook_allow, allow_http=tuning.webhook_http)
 
 
 def build_app(
@@ -65,40 +78,40 @@ def build_app(
     checkpoint_interval: float = 1.0,
 ) -> ASGIApp:
     """The ASGI app for one API process, refusing to serve a rolled-back database."""
-    targets = TargetPolicy(allow=tuning.webhook_allow, allow_http=tuning.webhook_http)
-    limits = DeliveryLimits(
-        deadline=tuning.webhook_deadline,
-        per_endpoint=tuning.webhook_endpoint_concurrency,
-        concurrency=tuning.webhook_concurrency,
-    )
     inst = open_institution(
         db_url,
         keys_dir,
         passphrase_file,
         checkpoints=checkpoints,
         write_deadline=tuning.write_deadline,
+        tuning=tuning,
     )
     assert inst.journal is not None
     guard = RollbackGuard(inst.db, inst.keys, inst.journal.file.path, interval=checkpoint_interval)
     guard.check()  # before the first request
-    inst.webhooks_enabled = tuning.webhooks
-    inst.webhook_targets = targets
-    app = create_app(
-        inst,
-        merchant_rate=tuning.merchant_rate,
-        merchant_burst=tuning.merchant_burst,
-        dispatcher=WebhookDispatcher(
+    dispatcher = None
+    if tuning.webhooks:
+        dispatcher = WebhookDispatcher(
             inst.db,
             inst.keys.root,
             inst.keys.root_kid,
             policy=RetryPolicy(base_delay=tuning.webhook_base_delay),
-            targets=targets,
-            limits=limits,
+            targets=inst.webhook_targets,
+            limits=DeliveryLimits(
+                deadline=tuning.webhook_deadline,
+                per_endpoint=tuning.webhook_endpoint_concurrency,
+                concurrency=tuning.webhook_concurrency,
+            ),
             retention=Retention(
                 per_endpoint=tuning.webhook_log_per_endpoint,
                 max_age=tuning.webhook_log_max_days * 86400,
             ),
-        ),
+            secrets=EndpointSecrets(inst.keys.secret),
+        )
+    app = create_app(
+        inst,
+        dispatcher=dispatcher,
+        public_limiter=RateLimiter(tuning.merchant_rate, tuning.merchant_burst),
         maintenance_interval=tuning.maintenance_interval,
     )
     return GuardedApp(app, guard)

@@ -1,14 +1,18 @@
 """Settlement reports: per merchant, per day (UTC), per currency: payments, refunds, net.
 
 Computed from the ledger's immutable transfers (``payment`` transfers credit the merchant,
-``refund`` transfers debit it), so the report always agrees with the ledger.
+``refund`` transfers debit it), so the report always agrees with the ledger. :class:`Settlement`
+answers the API and the command line; each row is a frozen :class:`SettlementRow`.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -16,21 +20,32 @@ from sqlalchemy.orm import aliased
 
 from safescan.api.errors import InvalidRequest
 from safescan.code.currency import currency as lookup_currency
+from safescan.institution.db import Database
 from safescan.institution.ledger import MERCHANT
 from safescan.institution.models import Account, MerchantRow, Transfer
 
-COLUMNS = [
-    "date",
-    "merchant_id",
-    "merchant_name",
-    "settlement_account",
-    "currency",
-    "payments",
-    "gross",
-    "refunds",
-    "refunded",
-    "net",
-]
+
+@dataclass(frozen=True)
+class SettlementRow:
+    """One merchant's day in one currency (amounts in minor units)."""
+
+    date: str
+    merchant_id: str
+    merchant_name: str
+    settlement_account: str
+    currency: str
+    payments: int  # how many
+    gross: int
+    refunds: int  # how many
+    refunded: int
+    net: int  # gross - refunded
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the columns in order)."""
+        return dataclasses.asdict(self)
+
+
+COLUMNS = [f.name for f in dataclasses.fields(SettlementRow)]
 
 
 def day_bounds(day: str) -> tuple[int, int]:
@@ -43,7 +58,18 @@ def day_bounds(day: str) -> tuple[int, int]:
     return start, start + 86400
 
 
-def report(conn: Connection, day: str, merchant_id: str | None = None) -> list[dict[str, Any]]:
+class Settlement:
+    """Settlement reports over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def report(self, day: str, merchant_id: str | None = None) -> list[SettlementRow]:
+        """Every merchant's rows for ``day`` (YYYY-MM-DD, UTC), or only ``merchant_id``'s."""
+        return self.db.read(lambda c: report(c, day, merchant_id))
+
+
+def report(conn: Connection, day: str, merchant_id: str | None = None) -> list[SettlementRow]:
     """The settlement rows for ``day`` (one per merchant and currency with activity)."""
     start, end = day_bounds(day)
     acct = aliased(Account)
@@ -86,15 +112,15 @@ def report(conn: Connection, day: str, merchant_id: str | None = None) -> list[d
     for (owner, cur), r in sorted(rows.items()):
         m = names.get(owner)
         out.append(
-            {
-                "date": day,
-                "merchant_id": owner,
-                "merchant_name": m.name if m else "",
-                "settlement_account": m.settlement_account if m else "",
-                "currency": lookup_currency(cur).alpha,
+            SettlementRow(
+                date=day,
+                merchant_id=owner,
+                merchant_name=m.name if m else "",
+                settlement_account=m.settlement_account if m else "",
+                currency=lookup_currency(cur).alpha,
                 **r,
-                "net": r["gross"] - r["refunded"],
-            }
+                net=r["gross"] - r["refunded"],
+            )
         )
     return out
 
@@ -106,11 +132,11 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: Sequence[SettlementRow]) -> str:
     """The report as CSV with a header line."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _cell(r[k]) for k in COLUMNS})
+        writer.writerow({k: _cell(v) for k, v in r.to_dict().items()})
     return buf.getvalue()

@@ -1,7 +1,7 @@
 """What a merchant can do with its webhook endpoint: see it, rotate its secret, send a test
 event, read the delivery log, resend an event. Every call is scoped to the calling merchant.
 
-The HTTP routes are in :mod:`.api_webhooks`; the storage in :mod:`.webhook_log` and
+The HTTP routes are in :mod:`.http.webhooks`; the storage in :mod:`.webhook_log` and
 :mod:`.webhook_secrets`; the signing and the attempt are the dispatcher's
 (:func:`.webhook_dispatcher.signed_headers`, :func:`.webhook_transport.attempt`).
 """

@@ -1,22 +1,17 @@
 """ASGI plumbing of the institution's API: the body limit that buffers every request body
-(413 beyond the limit, before any parsing), the framework-free fast routes, and the answers
-to exceptions no handler expected (out of file descriptors: a typed 503).
+(413 beyond the limit, before any parsing, 408 when it is too slow) and hands the framework-free
+fast routes (the payment hot path) their buffered body.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from safescan.api.errors import InvalidRequest, OutcomeUnknown
-from safescan.code.errors import SafescanError
-
-log = logging.getLogger("safescan.institution.api")
+from safescan.api.errors import InvalidRequest
 
 MAX_BODY = 64 * 1024
 BODY_KEY = "safescan.body"
@@ -137,31 +132,3 @@ async def send_json(
 
 async def _noop_receive() -> Message:
     return {"type": "http.disconnect"}
-
-
-def error_body(exc: SafescanError) -> dict[str, Any]:
-    """The JSON error object for ``exc``."""
-    return {"error": exc.to_dict()}
-
-
-INTERNAL_MESSAGE = (
-    "an internal error occurred; if this was a change, its outcome is not known: retry with the"
-    " same Idempotency-Key to learn it"
-)
-INTERNAL_ERROR = {
-    "error": {"type": "InternalError", "code": "internal_error", "message": INTERNAL_MESSAGE}
-}
-
-
-def unexpected_error(exc: Exception) -> SafescanError | None:
-    """An exception no handler expected, logged: the typed error for the ones a client can
-    act on (the process is out of file descriptors: ``503 outcome_unknown``, retry shortly with
-    the same Idempotency-Key), None for an internal error (500)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-        log.error("out of file descriptors: %s", exc.strerror)
-        return OutcomeUnknown(
-            "the institution has run out of file descriptors; if this was a change, its outcome"
-            " is not known: retry shortly with the same Idempotency-Key to learn it"
-        )
-    log.error("internal error: %s", type(exc).__name__, exc_info=exc)
-    return None

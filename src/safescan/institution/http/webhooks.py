@@ -1,7 +1,7 @@
 """HTTP routes of a merchant's webhook operations (``safescan pos webhook ...``).
 
-One router, mounted by the app assembly (:func:`.api.create_app`) with the merchant
-authentication dependency; the decisions are in :mod:`.webhook_ops`. ``PUT
+One router, mounted by the app assembly (:func:`.app.create_app`) with the merchant
+authentication dependency; the decisions are in :mod:`safescan.institution.webhook_ops`. ``PUT
 /v1/merchant/webhook`` (set or clear the URL) stays with the other merchant routes.
 """
 
@@ -31,11 +31,11 @@ class SecretRotation(BaseModel):
 def webhook_routes(
     inst: Institution, dispatcher: WebhookDispatcher | None, merchant: Any
 ) -> APIRouter:
-    """The operations over ``inst`` (the test delivery with ``dispatcher``'s limits and TLS
-    context), routed; gives the dispatcher the endpoint secrets for ``v1`` signatures."""
+    """The operations over ``inst`` (the test delivery with ``dispatcher``'s limits, TLS
+    context and endpoint secrets), routed."""
     secrets = EndpointSecrets(inst.keys.secret)
-    if dispatcher is not None and dispatcher.secrets is None:
-        dispatcher.secrets = secrets
+    if dispatcher is not None and dispatcher.secrets is not None:
+        secrets = dispatcher.secrets
     ops = WebhookOps(
         inst.db,
         inst.keys.root,

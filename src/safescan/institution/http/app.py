@@ -1,0 +1,135 @@
+"""The institution's ASGI app: one router per caller, one handler per error type, the body
+limit around it all.
+
+::
+
+    BodyLimit                      body buffered (413 / 408), POST /v1/payments -> fast_pay
+      FastAPI                      exception_handlers = errors.HANDLERS
+        health routes              /health, /ready
+        wallet.wallet_router       public + wallet (no credentials)
+        admin.admin_router         Authorization: Bearer (checked for the whole router)
+        merchant.merchant_router   signed requests (checked for the whole router)
+        webhooks.webhook_routes    the merchant's webhook operations (signed requests)
+
+The app configures nothing in the domain: the institution (and the webhook dispatcher) come
+built, configured by their builder (:mod:`safescan.institution.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from safescan.code.text import preload
+from safescan.institution.background import maintenance_loop
+from safescan.institution.customers import Accounts
+from safescan.institution.event_feed import EventFeed
+from safescan.institution.health import (
+    Heartbeat,
+    Readiness,
+    add_health_routes,
+    database_check,
+    writer_check,
+)
+from safescan.institution.http import errors
+from safescan.institution.http.admin import admin_router
+from safescan.institution.http.asgi import ASGIApp, BodyLimit
+from safescan.institution.http.docs_pages import keep_docs_offline
+from safescan.institution.http.merchant import merchant_router, signed_merchant
+from safescan.institution.http.wallet import fast_pay, wallet_router
+from safescan.institution.http.webhooks import webhook_routes
+from safescan.institution.netguard import Limits, connection_status
+from safescan.institution.ratelimit import RateLimiter
+from safescan.institution.service import Institution
+from safescan.institution.settlement import Settlement
+from safescan.institution.webhook_dispatcher import WebhookDispatcher
+
+PUBLIC_RATE = (100.0, 200.0)  # per client address: requests per second, burst
+
+
+def create_app(
+    inst: Institution,
+    *,
+    dispatcher: WebhookDispatcher | None = None,
+    public_limiter: RateLimiter | None = None,
+    background: bool = True,
+    maintenance_interval: float = 5.0,
+) -> ASGIApp:
+    """The ASGI application over ``inst`` (wrapped in the body-size limit).
+
+    With ``background``, runs the maintenance task and, when the institution records webhooks,
+    ``dispatcher``. ``public_limiter`` limits the public endpoints per client address (default
+    :data:`PUBLIC_RATE`)."""
+    preload()  # what requests would load on first use: none opens a file for it
+    limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
+    if not (background and inst.webhooks_enabled):
+        dispatcher = None
+    accounts = Accounts(inst.db, inst.keys.secret, inst.now)
+    reports = Settlement(inst.db)
+    readiness = Readiness()
+    readiness.add("database", database_check(inst.db))
+    readiness.add("writer", writer_check(inst.db))
+    readiness.add("connections", connection_status)
+    maintenance_beat = Heartbeat(maintenance_interval)
+    if background:
+        readiness.add("maintenance", maintenance_beat.check)
+    if dispatcher is not None:
+        readiness.add("webhooks", dispatcher.health)
+    hooks = dispatcher
+
+    def webhooks_state() -> str:
+        return "off" if hooks is None else str(hooks.health()["state"])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if dispatcher is not None:
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher"))
+        if background:
+            tasks.append(
+                asyncio.create_task(
+                    maintenance_loop(inst, stop, maintenance_interval, maintenance_beat)
+                )
+            )
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(t, 5)
+            inst.db.dispose()
+
+    # the /docs and /redoc pages load their scripts from this server, never from a CDN
+    app = FastAPIOffline(
+        title="safescan payment institution",
+        version="1",
+        description="Sealed, signed payment codes, carrier-signed authorizations, a ledger.",
+        lifespan=lifespan,
+        responses=errors.RESPONSES,
+        exception_handlers=errors.HANDLERS,
+    )
+    add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state)
+    app.include_router(wallet_router(inst, accounts=accounts, limiter=limiter))
+    app.include_router(
+        admin_router(inst, accounts=accounts, reports=reports, dispatcher=dispatcher)
+    )
+    signed = signed_merchant(inst)
+    feed = EventFeed(inst.db, inst.keys)
+    app.include_router(merchant_router(inst, reports=reports, feed=feed, signed=signed))
+    app.include_router(webhook_routes(inst, dispatcher, Annotated[str, signed]))
+    keep_docs_offline(app)
+    return BodyLimit(
+        app,
+        fast_routes={("POST", "/v1/payments"): fast_pay(inst)},
+        body_timeout=Limits.from_env().head_timeout,
+    )
+
+
+__all__ = ["PUBLIC_RATE", "create_app"]

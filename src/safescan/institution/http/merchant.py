@@ -1,0 +1,251 @@
+"""The merchant terminal's routes (``/v1/merchant/...``): every request signed
+(:mod:`safescan.api.merchant_auth`), checked once for the whole router (:func:`signed_merchant`)."""
+
+# No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
+
+from safescan.api.encoding import b64e
+from safescan.api.fields import Amount, LongText, Name, Quantity, ShortText
+from safescan.code.payment import MAX_ITEMS
+from safescan.institution import outcomes
+from safescan.institution.event_feed import EventFeed
+from safescan.institution.http.asgi import BODY_KEY
+from safescan.institution.http.common import (
+    CodeText,
+    CurrencyCode,
+    Day,
+    IdempotencyKey,
+    KeyText,
+    ObjectId,
+    PageAfter,
+    Strict,
+    Url,
+    settlement_report,
+)
+from safescan.institution.http.stream import event_stream
+from safescan.institution.service import Institution
+from safescan.institution.settlement import Settlement
+from safescan.institution.util import currency_numeric, key32
+
+
+class WebhookSet(Strict):
+    """Set or clear the webhook URL."""
+
+    url: Url | None
+
+
+class CertifyKey(Strict):
+    """Certify a merchant code-signing key."""
+
+    public_key: KeyText
+    valid_days: Annotated[int, Field(ge=1, le=366)] = 365
+
+
+class Item(Strict):
+    """One order line."""
+
+    name: Name
+    quantity: Quantity
+    unit_price: Amount
+
+
+class OrderCreate(Strict):
+    """Precreate an order (returns its sealed dynamic code)."""
+
+    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]
+    currency: CurrencyCode
+    expires_in: Annotated[int, Field(ge=5, le=7 * 86400)] = 900
+    reference: ShortText | None = None
+
+    def lines(self) -> list[tuple[str, int, int]]:
+        """The order lines as (name, quantity, unit price)."""
+        return [(i.name, i.quantity, i.unit_price) for i in self.items]
+
+
+class StaticCodeCreate(Strict):
+    """Make a static (printed) code."""
+
+    currency: CurrencyCode | None = None
+    valid_days: Annotated[int, Field(ge=1, le=3650)] = 365
+
+
+class OrderClose(Strict):
+    """Close an order; ``code`` withdraws a code the merchant's terminal sealed itself."""
+
+    code: CodeText | None = None
+
+
+class RefundCreate(Strict):
+    """Refund an order fully (no amount) or partially."""
+
+    amount: Amount | None = None
+    reason: LongText | None = None
+
+
+def signed_merchant(inst: Institution) -> Any:
+    """The dependency that authenticates a merchant's signed request and yields the merchant
+    id; a route takes it as ``mid: Annotated[str, signed]``. FastAPI runs it once per request
+    however many times the route and its router name it (the nonce is spent once)."""
+
+    def merchant(request: Request) -> str:
+        scope = request.scope
+        path = scope["path"]
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        return inst.authenticate_merchant(
+            request.method, path, request.headers, scope.get(BODY_KEY, b"")
+        )
+
+    return Depends(merchant)
+
+
+def merchant_router(
+    inst: Institution, *, reports: Settlement, feed: EventFeed, signed: Any
+) -> APIRouter:
+    """The merchant's routes over ``inst``; ``signed`` is :func:`signed_merchant`'s dependency,
+    required by the whole router."""
+    MerchantId = Annotated[str, signed]  # noqa: N806 - a type alias
+    router = APIRouter(tags=["merchant"], dependencies=[signed])
+
+    @router.get("/v1/merchant/orders")
+    def list_orders(
+        mid: MerchantId,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
+    ) -> dict[str, Any]:
+        """The calling merchant's orders, newest first (page with ``after=<last order id>``)."""
+        return inst.list_orders(mid, limit=limit, after=after)
+
+    @router.get("/v1/merchant")
+    def me(mid: MerchantId) -> dict[str, Any]:
+        """The calling merchant's profile."""
+        return inst.get_merchant(mid)
+
+    @router.put("/v1/merchant/webhook")
+    def set_webhook(body: WebhookSet, mid: MerchantId) -> dict[str, Any]:
+        """Set or clear the webhook URL."""
+        return inst.set_webhook(mid, body.url)
+
+    @router.post("/v1/merchant/certificates", status_code=201)
+    def certify(body: CertifyKey, mid: MerchantId) -> dict[str, Any]:
+        """Certify a code-signing key (for merchant-signed codes)."""
+        cert = inst.certify_merchant_key(
+            mid, key32(body.public_key, param="public_key"), body.valid_days
+        )
+        return {
+            "serial": cert.serial,
+            "not_after": cert.not_after,
+            "certificate": b64e(cert.to_bytes()),
+        }
+
+    @router.post("/v1/merchant/orders", status_code=201)
+    def create_order(
+        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        """Precreate an order; returns the sealed dynamic code to show as a QR code."""
+        stored = inst.create_order(
+            mid,
+            items=body.lines(),
+            currency_code=body.currency,
+            expires_in=body.expires_in,
+            reference=body.reference,
+            idempotency_key=idempotency_key,
+        )
+        return JSONResponse(stored.body, status_code=stored.status)
+
+    @router.post("/v1/merchant/orders/lookup")
+    def order_lookup(
+        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What an order creation whose answer was lost did (same body, same key); settles it."""
+        return outcomes.lookup_order(
+            inst,
+            mid,
+            idempotency_key,
+            items=body.lines(),
+            currency=currency_numeric(body.currency),
+            expires_in=body.expires_in,
+            reference=body.reference,
+        )
+
+    @router.get("/v1/merchant/orders/{order_id}")
+    def get_order(order_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
+        """Query an order."""
+        return inst.get_order(mid, order_id)
+
+    @router.post("/v1/merchant/orders/{order_id}/close")
+    def close_order(
+        order_id: ObjectId, mid: MerchantId, body: OrderClose | None = None
+    ) -> dict[str, Any]:
+        """Close an unpaid order (with ``code``: withdraw a code the terminal sealed itself)."""
+        return inst.close_order(mid, order_id, body.code if body is not None else None)
+
+    @router.post("/v1/merchant/orders/{order_id}/refunds/lookup")
+    def refund_lookup(
+        order_id: ObjectId,
+        body: RefundCreate,
+        mid: MerchantId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        """What a refund request whose answer was lost did (same body, same key); settles it."""
+        return outcomes.lookup_refund(
+            inst, mid, order_id, idempotency_key, amount=body.amount, reason=body.reason
+        )
+
+    @router.post("/v1/merchant/orders/{order_id}/refunds", status_code=201)
+    def refund(
+        order_id: ObjectId,
+        body: RefundCreate,
+        mid: MerchantId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Refund a paid order fully or partly."""
+        stored = inst.refund(
+            mid, order_id, amount=body.amount, reason=body.reason, idempotency_key=idempotency_key
+        )
+        return JSONResponse(stored.body, status_code=stored.status)
+
+    @router.get("/v1/merchant/payments/{payment_id}")
+    def get_payment(payment_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
+        """A payment (with the payer pseudonym and the signed receipt)."""
+        return inst.get_payment(mid, payment_id)
+
+    @router.post("/v1/merchant/static-codes", status_code=201)
+    def static_code(body: StaticCodeCreate, mid: MerchantId) -> dict[str, Any]:
+        """A sealed static code to print; the customer enters the amount."""
+        return inst.create_static_code(mid, currency_code=body.currency, valid_days=body.valid_days)
+
+    @router.get("/v1/merchant/settlement", response_model=None)
+    def merchant_settlement(
+        mid: MerchantId,
+        date: Annotated[str, Query(pattern=Day)],
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
+    ) -> Response:
+        """The calling merchant's settlement report for one UTC day."""
+        return settlement_report(reports.report(date, mid), format)
+
+    @router.get("/v1/merchant/events", response_class=StreamingResponse)
+    async def events(
+        request: Request,
+        mid: MerchantId,
+        after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events for the POS: every event signed (see ``verify_event``)."""
+        if after is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 10:
+            after = int(last_event_id)
+        if after is None:
+            after = await asyncio.to_thread(feed.latest, mid)  # only new events
+        return StreamingResponse(
+            event_stream(feed, request, mid, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router

@@ -1,0 +1,239 @@
+"""The wallet's and everyone's routes: the published keys and revocation list, code status,
+paying (and its framework-free fast path), carrier enrollment and key updates, the account
+statement. No credentials: the carrier's signatures authenticate what needs it.
+
+A payment's path: ``POST /v1/payments`` -> :func:`fast_pay` (the hot path: no framework) or
+:func:`wallet_router`'s ``pay`` (the same validation, for the OpenAPI document and in-process
+callers) -> ``Institution.pay_async`` (:mod:`safescan.institution.service`): the code is opened,
+the carrier's authorization checked, and the ledger transfer, the order's state, the receipt,
+the outbox event and the audit entry are written in one transaction.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field, ValidationError
+
+from safescan.api import account
+from safescan.api.encoding import b64d, b64e
+from safescan.api.errors import InvalidRequest
+from safescan.api.fields import validation_error
+from safescan.institution import outcomes
+from safescan.institution.customers import Accounts
+from safescan.institution.http.asgi import FastHandler, Scope, Send, send_json
+from safescan.institution.http.common import (
+    Closed,
+    CodeText,
+    IdempotencyKey,
+    KeyText,
+    Serial,
+    Strict,
+    client_address,
+)
+from safescan.institution.http.errors import answer
+from safescan.institution.ratelimit import RateLimiter
+from safescan.institution.service import Institution
+from safescan.institution.util import key32
+
+Base64 = r"^[A-Za-z0-9+/=_\-]+$"
+CarrierSerial = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
+WalletKey = Annotated[str, Field(min_length=40, max_length=48, pattern=Base64)]
+
+
+class PaymentCreate(Strict):
+    """A wallet pays: the code's text and the carrier's authorization (base64 CBOR)."""
+
+    code: CodeText
+    authorization: Annotated[str, Field(min_length=1, max_length=2000, pattern=Base64)]
+
+
+class CodeStatusRequest(Strict):
+    """Ask whether a code is still payable."""
+
+    code: CodeText
+
+
+class Enrollment(Closed):
+    """A wallet enrolls its key carrier: the keys it generated and its attestation of them."""
+
+    token: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+    signing_public_key: KeyText
+    transport_public_key: KeyText
+    # base64 CBOR (safescan.code.attestation); required, but an absent one is refused by the
+    # service with a clear 403 attestation_refused rather than a schema error
+    attestation: Annotated[str, Field(min_length=1, max_length=1400, pattern=Base64)] | None = None
+
+
+class KeyUpdateRequest(Closed):
+    """A wallet asks for its carrier's scheme keys newer than the epoch the carrier holds."""
+
+    from_epoch: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)]  # JSON integers only
+
+
+class ChallengeRequest(Strict):
+    """Ask for a challenge the key carrier will answer."""
+
+    carrier_serial: CarrierSerial
+    wallet_key: WalletKey
+
+
+class StatementRequest(Strict):
+    """The carrier's answer to the challenge."""
+
+    carrier_serial: CarrierSerial
+    wallet_key: WalletKey
+    expires_at: Annotated[int, Field(ge=0, le=2**62, strict=True)]
+    response: Annotated[str, Field(min_length=1, max_length=200, pattern=Base64)]
+
+
+def _authorization(body: PaymentCreate) -> bytes:
+    return b64d(body.authorization, param="authorization", max_bytes=1024)
+
+
+def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter) -> APIRouter:
+    """The public and wallet routes over ``inst``; ``limiter`` limits the public endpoints that
+    cost work per client address."""
+    router = APIRouter()
+
+    def limited(request: Request) -> None:
+        limiter.check(client_address(request))
+
+    @router.get("/v1/keys", tags=["public"])
+    def keys() -> dict[str, Any]:
+        """The institution's public keys (trust anchors for wallets and merchants)."""
+        return inst.public_keys()
+
+    @router.get("/v1/revocation-list", tags=["public"])
+    def revocation_list(
+        format: Annotated[Literal["json", "cbor"], Query()] = "json",
+        scope: Annotated[Literal["all", "merchant"], Query()] = "all",
+    ) -> Response:
+        """The signed revocation list (``format=cbor`` for the raw signed bytes;
+        ``scope=merchant``: merchant entries only, the list key carriers keep)."""
+        crl = inst.revocation_list(scope)
+        raw = crl.to_bytes()
+        if format == "cbor":
+            return Response(raw, media_type="application/cbor")
+        return JSONResponse(
+            {
+                "sequence": crl.sequence,
+                "issued_at": crl.issued_at,
+                "serials": sorted(crl.serials),
+                "subjects": sorted(crl.subjects),
+                "issuer_kid": crl.issuer_kid,
+                "signed": b64e(raw),
+            }
+        )
+
+    @router.post("/v1/carriers/enroll", status_code=201, tags=["wallet"])
+    def enroll(body: Enrollment) -> dict[str, Any]:
+        """Register an attested key carrier: certificate, sealed provisioning bundle and the
+        first sealed key update (403 ``attestation_refused`` without a valid attestation)."""
+        attestation = (
+            b64d(body.attestation, param="attestation", max_bytes=1024)
+            if body.attestation is not None
+            else None
+        )
+        return inst.enroll_carrier(
+            body.token,
+            key32(body.signing_public_key, param="signing_public_key"),
+            key32(body.transport_public_key, param="transport_public_key"),
+            attestation,
+        )
+
+    @router.post("/v1/carriers/{serial}/key-update", tags=["wallet"])
+    def key_update(serial: Serial, body: KeyUpdateRequest, request: Request) -> dict[str, Any]:
+        """The KEY UPDATE (sealed to the carrier's own transport key, so useless to anyone
+        else) from the epoch the carrier reports to the current one; ``key_update`` is null
+        when it is up to date. A revoked carrier gets 403 ``carrier_revoked``. Rate-limited
+        per client address (each update issued is an audit entry)."""
+        limited(request)
+        return inst.carrier_key_update(serial, body.from_epoch)
+
+    @router.post("/v1/payments", status_code=201, tags=["wallet"])
+    async def pay(body: PaymentCreate, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+        """Pay a code with a carrier-signed authorization; answers with a signed receipt."""
+        stored = await inst.pay_async(body.code, _authorization(body), idempotency_key)
+        return JSONResponse(stored.body, status_code=stored.status)
+
+    @router.post("/v1/payments/lookup", tags=["wallet"])
+    def payment_lookup(
+        body: PaymentCreate, request: Request, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What a payment request whose answer was lost did (the same body and key as the
+        payment; authenticated by the carrier's signature). Never pays; settles: after
+        ``not_processed`` the authorization can never be paid."""
+        limited(request)
+        return outcomes.lookup_payment(inst, body.code, _authorization(body), idempotency_key)
+
+    @router.post("/v1/codes/status", tags=["wallet"])
+    def code_status(body: CodeStatusRequest, request: Request) -> dict[str, Any]:
+        """Is this exact code still payable? For wallets, before asking the customer anything."""
+        limited(request)
+        return inst.code_status(body.code)
+
+    @router.post("/v1/account/challenge", tags=["wallet"])
+    def challenge(body: ChallengeRequest, request: Request) -> dict[str, Any]:
+        """A one-time challenge for the key carrier to sign (see safescan.api.account)."""
+        limited(request)
+        wallet_key = b64d(body.wallet_key, param="wallet_key", max_bytes=32)
+        issued = accounts.challenge(body.carrier_serial, wallet_key)
+        return {"challenge": b64e(issued.value), "expires_at": issued.expires_at}
+
+    @router.post("/v1/account", tags=["wallet"])
+    def statement(body: StatementRequest, request: Request) -> dict[str, Any]:
+        """The customer's balances, payments and refunds, sealed to the wallet's key, for a
+        carrier that answered the challenge."""
+        limited(request)
+        sealed = accounts.sealed_statement(
+            serial=body.carrier_serial,
+            wallet_key=b64d(body.wallet_key, param="wallet_key", max_bytes=32),
+            expires_at=body.expires_at,
+            response=b64d(body.response, param="response", max_bytes=account.RESPONSE_BYTES),
+        )
+        return {"sealed": b64e(sealed)}
+
+    return router
+
+
+_IDEMPOTENCY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def fast_pay(inst: Institution) -> FastHandler:
+    """``POST /v1/payments`` without the framework (the same validation and the same answers
+    as the routed ``pay``; errors through :func:`.errors.answer`, the app's handler table)."""
+
+    async def handle(scope: Scope, body: bytes, send: Send) -> None:
+        try:
+            ctype = b""
+            key: str | None = None
+            for name, value in scope.get("headers", []):
+                if name == b"content-type":
+                    ctype = value
+                elif name == b"idempotency-key":
+                    key = value.decode("latin-1")
+            if not ctype.startswith(b"application/json"):
+                raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
+            if key is not None and not _IDEMPOTENCY.fullmatch(key):
+                raise InvalidRequest(
+                    "Idempotency-Key must be 1-255 printable ASCII characters",
+                    param="Idempotency-Key",
+                )
+            try:
+                req = PaymentCreate.model_validate_json(body)
+            except ValidationError as exc:
+                raise validation_error(exc.errors()) from None
+            stored = await inst.pay_async(req.code, _authorization(req), key)
+            await send_json(send, stored.status, json.dumps(stored.body).encode())
+        except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
+            err = answer(exc)
+            await send_json(
+                send, err.status, json.dumps(err.body).encode(), retry_after_s=err.retry_after
+            )
+
+    return handle
