@@ -6,6 +6,7 @@ typed errors to answers) and runs no SQL; the decisions are the domain's.
   wallet.py      public and wallet routes, and the payment fast path
   admin.py       administrator routes (bearer token)
   merchant.py    merchant routes (signed requests), the event stream (stream.py)
+  webhooks.py    the merchant's webhook operations (signed requests)
   common.py      shared request types; asgi.py the body limit; docs_pages.py offline /docs
 """
 
