@@ -25,12 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "institution": {"code", "api"},
     "cluster": {"code"},
     "client": {"code", "api"},
-    "remote": {"code", "api", "client"},  # moved to client; kept for the demo until migrated
     "web": {"code"},
-    "merchant": {"code", "api", "client", "remote", "web"},
+    "merchant": {"code", "api", "client", "web"},
     "wallet": {"code", "api", "client", "carrier", "web"},
     "admin": {"code", "api", "client"},
-    "demo": {"code", "api", "client", "remote", "carrier", "merchant", "wallet", "procs"},
+    "demo": {"code", "api", "client", "carrier", "merchant", "wallet", "procs"},
 }
 
 
@@ -83,7 +82,7 @@ def test_every_package_is_placed_in_a_layer() -> None:
 
 # the programs that stand where a merchant, a customer or an operator stands: they talk to the
 # institution over its HTTP API (the demo also runs its command line, as an operator does)
-OVER_HTTP = ("demo", "merchant", "wallet", "admin", "client", "remote")
+OVER_HTTP = ("demo", "merchant", "wallet", "admin", "client")
 # the institution's database stack: a shortcut to its database is as wrong as importing it
 # importing it
 SERVER_ONLY = {"sqlalchemy", "alembic", "psycopg", "psycopg_pool"}

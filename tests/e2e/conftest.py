@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from safescan.client.admin import AdminClient
 from safescan.demo import DEMO_PIN, Stack
 from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.procs import ManagedProcess
-from safescan.remote import AdminApi  # the demo Stack's type, until the demo uses AdminClient
 
 PIN = DEMO_PIN
 FUNDS = 50_000
@@ -120,7 +120,7 @@ def rotate_and_restart(
     proc.wait_http(stack.base_url + "/health", timeout=60)
     if stack.admin is not None:
         stack.admin.close()
-    stack.admin = AdminApi(stack.base_url, stack.admin_token)
+    stack.admin = AdminClient(stack.base_url, stack.admin_token)
 
 
 @pytest.fixture(scope="session")

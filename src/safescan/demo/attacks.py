@@ -4,15 +4,16 @@ end-to-end tests."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from safescan.api.wire import PaymentRequest
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import CarrierBlocked, CarrierError, RestartRequired, WrongPin
+from safescan.client.wallet import WalletClient
 from safescan.code import (
     DynamicCode,
     Issuer,
@@ -24,9 +25,7 @@ from safescan.code import (
     encode_text,
     seal,
 )
-from safescan.demo.stack import DemoError
 from safescan.merchant.client import Order
-from safescan.remote import InstitutionHttp
 from safescan.wallet.errors import CodeRefusedByWallet
 from safescan.wallet.flow import Wallet
 
@@ -52,12 +51,9 @@ class Attack:
 
 def scheme_public_key(base_url: str) -> SchemePublicKey:
     """The institution's current scheme key (public: anyone can seal a code to it)."""
-    with InstitutionHttp(base_url) as remote:
-        doc = remote.call("GET", "/v1/keys")
-    for k in doc["scheme_keys"]:
-        if k.get("current"):
-            return SchemePublicKey(int(k["kid"]), base64.b64decode(k["public_key"]))
-    raise DemoError("the institution publishes no current scheme key")
+    with WalletClient(base_url) as api:
+        kid, public = api.keys.current_scheme_key()
+    return SchemePublicKey(kid, public)
 
 
 def forged_code(base_url: str, like: Order, merchant: Merchant, kid: int) -> str:
@@ -110,12 +106,8 @@ def institution_refuses_resubmission(wallet: Wallet, text: str, pin: str) -> tup
     finally:
         carrier.close()
     try:
-        with InstitutionHttp(wallet.config.institution_url) as remote:
-            remote.call(
-                "POST",
-                "/v1/payments",
-                {"code": text, "authorization": base64.b64encode(auth.to_bytes()).decode()},
-            )
+        with WalletClient(wallet.config.institution_url) as api:
+            api.payments.create(PaymentRequest(text, auth.to_bytes()))
     except SafescanError as exc:
         return True, f"{exc.code}: {exc.message}"
     return False, "the institution accepted a second payment"
@@ -124,12 +116,8 @@ def institution_refuses_resubmission(wallet: Wallet, text: str, pin: str) -> tup
 def replay_authorization(base_url: str, text: str, authorization: bytes) -> tuple[bool, str]:
     """Send a captured authorization again (new request, no idempotency key)."""
     try:
-        with InstitutionHttp(base_url) as remote:
-            remote.call(
-                "POST",
-                "/v1/payments",
-                {"code": text, "authorization": base64.b64encode(authorization).decode()},
-            )
+        with WalletClient(base_url) as api:
+            api.payments.create(PaymentRequest(text, authorization))
     except SafescanError as exc:
         return True, f"{exc.code}: {exc.message}"
     return False, "the institution accepted the replayed authorization"

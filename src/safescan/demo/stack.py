@@ -23,11 +23,12 @@ from safescan.carrier.client import CarrierClient
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import CarrierBlocked, CarrierError
 from safescan.carrier.factory import Factory
+from safescan.client.admin import AdminClient
 from safescan.code import SafescanError, TrustStore
 from safescan.code.keys import parse_pinned_keys
 from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
-from safescan.merchant.onboard import AdminApi, onboard_merchant
+from safescan.merchant.onboard import onboard_merchant
 from safescan.merchant.staff import StaffStore
 from safescan.procs import ManagedProcess, Supervisor, free_port
 from safescan.wallet.flow import enroll
@@ -51,7 +52,7 @@ class Stack:
     passphrase: str = field(default_factory=lambda: "demo-" + secrets.token_urlsafe(12))
     base_url: str = ""
     admin_token: str = ""
-    admin: AdminApi | None = None
+    admin: AdminClient | None = None
     _init: ManagedProcess | None = None
     staff_name: str = "cashier"
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -145,7 +146,7 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{port}"
         self.trust_factory()
         proc.wait_http(self.base_url + "/health", timeout=60)
-        self.admin = AdminApi(self.base_url, self.admin_token)
+        self.admin = AdminClient(self.base_url, self.admin_token)
         return self.base_url
 
     def audit(self) -> dict[str, Any]:
@@ -251,7 +252,7 @@ class Stack:
 
     # --- parties ---
 
-    def need_admin(self) -> AdminApi:
+    def need_admin(self) -> AdminClient:
         """The administrator client (after :meth:`start_institution`)."""
         if self.admin is None:
             raise DemoError("the institution is not running")
@@ -275,16 +276,16 @@ class Stack:
     def customer(self, name: str = "Alice Martin", fund: int = 10_000) -> str:
         """A customer funded with ``fund`` EUR cents."""
         admin = self.need_admin()
-        cid = admin.create_customer(name)
+        cid = admin.customers.create(name).id
         if fund:
-            admin.fund(cid, "EUR", fund)
+            admin.customers.fund(cid, "EUR", fund)
         return cid
 
     def enroll_wallet(
         self, customer_id: str, carrier_url: str, *, pin: str = DEMO_PIN, name: str = "wallet"
     ) -> Path:
         """Enroll a carrier for the customer; returns the wallet directory."""
-        token = self.need_admin().enrollment_token(customer_id)
+        token = self.need_admin().enrollment_tokens.issue(customer_id).token
         directory = self.workdir / name
         enroll(
             directory=directory,

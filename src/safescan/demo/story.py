@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from safescan.client.admin import AdminClient
 from safescan.code import LineItem, Merchant, SafescanError, qr
 from safescan.code.display import term
 from safescan.demo.attacks import (
@@ -42,7 +43,6 @@ from safescan.demo.attacks import (
 from safescan.demo.stack import DEMO_PIN, Stack
 from safescan.merchant.client import MerchantApi, Order, wait_for_payment
 from safescan.merchant.config import PosConfig
-from safescan.merchant.onboard import AdminApi
 from safescan.procs import terminating_on_signals
 from safescan.wallet.flow import Payment, Wallet
 
@@ -105,7 +105,7 @@ class DemoRun:
         customer = stack.customer()
         wallet_dir = stack.enroll_wallet(customer, carrier_url)
         admin = stack.need_admin()
-        before = admin.balance(customer, "EUR")
+        before = admin.customers.balance(customer, "EUR")
         self.step(
             f"customer {term(customer)} funded with 100.00 EUR; key carrier enrolled and"
             " personalised with a PIN"
@@ -172,7 +172,7 @@ class DemoRun:
             else:
                 self.step(f"[red]POS was not notified[/]: {term(pos_seen.get('error', 'timeout'))}")
             self._receipts(paid, pos_seen.get("receipt"))
-            after = admin.balance(customer, "EUR")
+            after = admin.customers.balance(customer, "EUR")
             merchant_net = self._merchant_net(admin, pos_cfg.merchant_id)
             self.result["balances"] = {
                 "customer_before": before,
@@ -193,7 +193,7 @@ class DemoRun:
 
             c.rule("[bold]attacks[/]")
             self._attacks(wallet, order, paid, carrier_url, base)
-            final = admin.balance(customer, "EUR")
+            final = admin.customers.balance(customer, "EUR")
             self.result["balances"]["customer_after_attacks"] = final
             self.step(
                 f"customer balance after the attacks: {final / 100:.2f} EUR"
@@ -248,9 +248,9 @@ class DemoRun:
         self.console.print(t)
 
     @staticmethod
-    def _merchant_net(admin: AdminApi, merchant_id: str) -> int:
+    def _merchant_net(admin: AdminClient, merchant_id: str) -> int:
         today = dt.datetime.now(dt.UTC).date().isoformat()
-        for row in admin.settlement(today):
+        for row in admin.settlements.rows(today):
             if row.get("merchant_id") == merchant_id:
                 return int(row.get("net", 0))
         return 0

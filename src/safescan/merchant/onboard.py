@@ -21,9 +21,8 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.merchant.config import PosConfig
-from safescan.remote import AdminApi  # the demo's import, until it uses AdminClient
 
-__all__ = ["AdminApi", "check_merchant_details", "onboard_merchant"]
+__all__ = ["check_merchant_details", "onboard_merchant"]
 
 _COUNTRY_RE = re.compile(r"[A-Z]{2}")
 _IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
