@@ -84,10 +84,49 @@ class AttestationRefused(Forbidden):
 
 
 class NotFound(InstitutionError):
-    """No such object (or not visible to the caller)."""
+    """No such object (or not visible to the caller).
+
+    Each meaning is its own subclass (:class:`UnknownMerchant`, :class:`UnknownOrder` ...), so
+    code catches and maps exactly the one it means. On the wire they all keep this class's
+    ``type`` and ``code`` (``NotFound``, ``not_found``; ``param`` names the field): clients and
+    the refusals stored for Idempotency-Keys read exactly as before.
+    """
 
     code = "not_found"
     status = 404
+
+    @property
+    def type(self) -> str:
+        """``NotFound`` for every subclass (the wire name)."""
+        return "NotFound"
+
+
+class UnknownMerchant(NotFound):
+    """No merchant by this id."""
+
+
+class UnknownCustomer(NotFound):
+    """No customer by this id."""
+
+
+class UnknownCarrier(NotFound):
+    """No key carrier by this serial."""
+
+
+class UnknownOrder(NotFound):
+    """No order by this id for this merchant (another merchant's order is not visible)."""
+
+
+class UnknownPayment(NotFound):
+    """No payment by this id for this merchant (another merchant's payment is not visible)."""
+
+
+class UnknownManufacturerKey(NotFound):
+    """No carrier-manufacturer key by this key id."""
+
+
+class UnknownAdminToken(NotFound):
+    """No live administrator token by this id."""
 
 
 class Conflict(InstitutionError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
-from safescan.api.errors import ConfigError, Conflict, NotFound
+from safescan.api.errors import ConfigError, Conflict, UnknownAdminToken
 from safescan.institution import audit
 from safescan.institution.db import Database, require_current_schema
 from safescan.institution.models import AdminToken
@@ -88,7 +88,7 @@ def revoke(db: Database, token_id: int, *, actor: str = "operator") -> None:
         # both see a second live token and leave none
         live = set(conn.execute(select(AdminToken.id).with_for_update()).scalars())
         if token_id not in live:
-            raise NotFound(f"no live administrator token {token_id}")
+            raise UnknownAdminToken(f"no live administrator token {token_id}")
         if len(live) <= 1:
             raise Conflict("this is the last live administrator token: create another one first")
         conn.execute(delete(AdminToken).where(AdminToken.id == token_id))

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, select
 
 from safescan.api import account
 from safescan.api.errors import Forbidden, Unauthenticated
+from safescan.api.states import Status
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import UnknownCurrency
 from safescan.code.keys import VerifyKey
@@ -93,9 +94,9 @@ def carrier_identity(db: Database, serial: int) -> tuple[str, VerifyKey, bytes]:
     row = db.read(q)
     if row is None or row.cert is None:
         raise Unauthenticated("no such key carrier", param="carrier_serial")
-    if row.status != "active":
+    if row.status != Status.ACTIVE:
         raise Forbidden("this key carrier is revoked", param="carrier_serial")
-    if row.customer_status != "active":
+    if row.customer_status != Status.ACTIVE:
         raise Forbidden("this customer's account is not active", param="carrier_serial")
     return row.customer_id, VerifyKey(row.signing_public_key), bytes(row.cert)
 

@@ -26,9 +26,11 @@ from safescan.api.errors import (
     CarrierRevoked,
     Conflict,
     InvalidRequest,
-    NotFound,
     Unauthenticated,
+    UnknownCarrier,
+    UnknownManufacturerKey,
 )
+from safescan.api.states import Status
 from safescan.code.attestation import AttestationStatement, enrollment_challenge
 from safescan.code.certs import Role, TrustStore
 from safescan.code.errors import SafescanError
@@ -56,7 +58,7 @@ def manufacturer_trust(conn: Connection) -> TrustStore:
     """The active manufacturer keys, as the trust store attestation certificates verify under."""
     rows = conn.execute(
         select(ManufacturerKey.kid, ManufacturerKey.public_key).where(
-            ManufacturerKey.status == "active"
+            ManufacturerKey.status == Status.ACTIVE
         )
     ).all()
     return TrustStore({r.kid: VerifyKey(r.public_key) for r in rows})
@@ -75,7 +77,7 @@ def add_manufacturer(db: Any, kid: int, public_key: bytes, name: str, now: int) 
             raise Conflict(f"manufacturer key {kid} is already registered (ids are not reused)")
         conn.execute(
             insert(ManufacturerKey).values(
-                kid=kid, public_key=key.raw, name=name, status="active", created_at=now
+                kid=kid, public_key=key.raw, name=name, status=Status.ACTIVE, created_at=now
             )
         )
         audit.append(
@@ -88,7 +90,7 @@ def add_manufacturer(db: Any, kid: int, public_key: bytes, name: str, now: int) 
         )
 
     db.write(tx)
-    return {"kid": kid, "name": name, "status": "active"}
+    return {"kid": kid, "name": name, "status": Status.ACTIVE}
 
 
 def revoke_manufacturer(db: Any, kid: int, now: int) -> dict[str, Any]:
@@ -98,13 +100,13 @@ def revoke_manufacturer(db: Any, kid: int, now: int) -> dict[str, Any]:
     def tx(conn: Connection) -> None:
         res = conn.execute(
             update(ManufacturerKey)
-            .where(ManufacturerKey.kid == kid, ManufacturerKey.status == "active")
-            .values(status="revoked", revoked_at=now)
+            .where(ManufacturerKey.kid == kid, ManufacturerKey.status == Status.ACTIVE)
+            .values(status=Status.REVOKED, revoked_at=now)
         )
         if res.rowcount != 1:
             if conn.execute(select(ManufacturerKey.kid).where(ManufacturerKey.kid == kid)).first():
                 raise Conflict(f"manufacturer key {kid} is already revoked")
-            raise NotFound(f"no manufacturer key {kid}", param="kid")
+            raise UnknownManufacturerKey(f"no manufacturer key {kid}", param="kid")
         audit.append(
             conn,
             at=now,
@@ -115,7 +117,7 @@ def revoke_manufacturer(db: Any, kid: int, now: int) -> dict[str, Any]:
         )
 
     db.write(tx)
-    return {"kid": kid, "status": "revoked"}
+    return {"kid": kid, "status": Status.REVOKED}
 
 
 def list_manufacturers(db: Any) -> list[dict[str, Any]]:
@@ -231,7 +233,7 @@ def enroll(
                 signing_public_key=signing.raw,
                 transport_public_key=transport_public_key,
                 last_counter=-1,
-                status="active",
+                status=Status.ACTIVE,
                 created_at=now,
             )
         )
@@ -297,11 +299,13 @@ def _supersede(
         conn.execute(
             select(CarrierDevice.serial)
             .join(CarrierRow, CarrierRow.serial == CarrierDevice.serial)
-            .where(CarrierDevice.device_id == device_id, CarrierRow.status == "active")
+            .where(CarrierDevice.device_id == device_id, CarrierRow.status == Status.ACTIVE)
         ).scalars()
     )
     for serial in previous:
-        conn.execute(update(CarrierRow).where(CarrierRow.serial == serial).values(status="revoked"))
+        conn.execute(
+            update(CarrierRow).where(CarrierRow.serial == serial).values(status=Status.REVOKED)
+        )
         revoked = certificates.revoke_subject(conn, Role.CARRIER, carrier_subject(serial), now)
         audit.append(
             conn,
@@ -348,8 +352,8 @@ def issue_key_update(inst: Core, serial: int, from_epoch: int) -> dict[str, Any]
         ).first()
     )
     if row is None:
-        raise NotFound(f"no carrier {serial}", param="serial")
-    if row.status != "active":
+        raise UnknownCarrier(f"no carrier {serial}", param="serial")
+    if row.status != Status.ACTIVE:
         raise CarrierRevoked(f"carrier {serial} is revoked: it receives no new code keys")
     if row.device_id is None:  # enrolled before attestation existed (firmware 1.x)
         raise AttestationRefused(

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from safescan.api.errors import InsufficientFunds
+from safescan.api.states import PAID_STATES, OrderState
 from safescan.institution import sql
 from safescan.institution.models import Account, OrderRow, Payment, Refund, Transfer
 
@@ -211,7 +212,7 @@ def _check_orders(conn: Connection) -> list[str]:
         )
     ):
         p = payments.get(o.pk)
-        if o.state in ("PAID", "PARTIALLY_REFUNDED", "REFUNDED"):
+        if o.state in PAID_STATES:
             if p is None or p.id != o.payment_id:
                 problems.append(f"order {o.order_id} is {o.state} without its payment")
             elif paid.get(p.id) != 1:
@@ -223,7 +224,9 @@ def _check_orders(conn: Connection) -> list[str]:
             if o.refunded_amount > o.paid_amount:
                 problems.append(f"order {o.order_id}: refunded more than was paid")
             full = o.refunded_amount == o.paid_amount
-            if (o.state == "REFUNDED") != full or (o.state == "PAID" and o.refunded_amount):
+            if (o.state == OrderState.REFUNDED) != full or (
+                o.state == OrderState.PAID and o.refunded_amount
+            ):
                 problems.append(f"order {o.order_id}: state {o.state} does not match its refunds")
         elif p is not None:
             problems.append(f"order {o.order_id} is {o.state} but has a payment")

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from safescan.api.errors import Forbidden, InvalidRequest
+from safescan.api.states import OrderState
 from safescan.code.certs import Certificate
 from safescan.code.envelope import OpenedCode
 from safescan.code.keys import SchemeKeyring, Signer
@@ -81,7 +82,7 @@ def withdrawn_order(opened: OpenedCode, mid: str, order_id: str, now: int) -> di
         "merchant_id": mid,
         "order_id": order_id,
         "kind": "dynamic",
-        "state": "CLOSED",
+        "state": OrderState.CLOSED,
         "currency": code.currency,
         "total": code.total,
         "items": canonical_json([i.to_cbor() for i in code.items]),

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from safescan.api.errors import ConfigError
+from safescan.api.states import Status
 from safescan.institution import audit
 from safescan.institution.checkpoints import (
     CheckpointFile,
@@ -73,12 +74,12 @@ def _reapply(conn: Connection, revokes: list[dict[str, Any]], now: int, crl: int
         if rec["role"] == "carrier":
             serial = int(subject.partition(":")[2])
             conn.execute(
-                update(CarrierRow).where(CarrierRow.serial == serial).values(status="revoked")
+                update(CarrierRow).where(CarrierRow.serial == serial).values(status=Status.REVOKED)
             )
             entity, action = f"carrier:{serial}", "carrier.revoke"
         else:
             conn.execute(
-                update(MerchantRow).where(MerchantRow.id == subject).values(status="revoked")
+                update(MerchantRow).where(MerchantRow.id == subject).values(status=Status.REVOKED)
             )
             entity, action = f"merchant:{subject}", "merchant.revoke"
         audit.append(

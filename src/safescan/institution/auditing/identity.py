@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from safescan.api.states import Status
 from safescan.code.certs import Certificate, Role
 from safescan.code.errors import SafescanError
 from safescan.code.provisioning import carrier_subject
@@ -137,7 +138,7 @@ def check_merchants(ctx: Context) -> Iterator[str]:
             if later.action == "merchant.webhook":
                 expect["webhook_url"] = later.data.get("webhook_url")
             elif later.action == "merchant.revoke":
-                expect["status"] = "revoked"
+                expect["status"] = Status.REVOKED
         stored = dict(r) | {"api_public_key": b64(r["api_public_key"])}
         yield from differs(f"merchant {mid}", {k: (stored.get(k), v) for k, v in expect.items()})
     for mid in rows:
@@ -162,7 +163,7 @@ def check_customers(ctx: Context) -> Iterator[str]:
             {
                 "name": (r["name"], e.data.get("name")),
                 "created_at": (r["created_at"], e.at),
-                "status": (r["status"], "active"),
+                "status": (r["status"], Status.ACTIVE),
             },
         )
     for cid in rows:
@@ -284,7 +285,10 @@ def check_carriers(ctx: Context) -> Iterator[str]:
                 b64(r["transport_public_key"]),
                 _logged(e.data, "transport_public_key", b64(r["transport_public_key"])),
             ),
-            "status": (r["status"], "revoked" if f"carrier:{serial}" in revoked else "active"),
+            "status": (
+                r["status"],
+                Status.REVOKED if f"carrier:{serial}" in revoked else Status.ACTIVE,
+            ),
         }
         if ctx.readable("payments"):
             fields["last_counter"] = (r["last_counter"], counters.get(serial, -1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from safescan.api.states import Status
 from safescan.code.attestation import AttestationStatement, CarrierModel, device_subject
 from safescan.code.certs import Role, TrustStore, verify_certificate
 from safescan.code.errors import SafescanError
@@ -44,7 +45,7 @@ def check_manufacturers(ctx: Context) -> Iterator[str]:
                 "public_key": (r["public_key"].hex(), e.data.get("public_key")),
                 "name": (r["name"], e.data.get("name")),
                 "created_at": (r["created_at"], e.at),
-                "status": (r["status"], "active" if at is None else "revoked"),
+                "status": (r["status"], Status.ACTIVE if at is None else Status.REVOKED),
                 "revoked_at": (r["revoked_at"], at),
             },
         )

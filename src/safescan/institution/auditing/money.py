@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from safescan.api.states import PAID_STATES, OrderState
 from safescan.code.authorization import Receipt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
@@ -15,8 +16,7 @@ from safescan.institution.audit import batch_rows_sha256
 from safescan.institution.auditing.context import SKEW, Context, Row, differs, group, index
 
 ACCOUNT_KINDS = ("customer", "merchant", "funding")
-ORDER_STATES = ("CREATED", "PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CLOSED", "EXPIRED")
-PAID_STATES = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")
+ORDER_STATES = tuple(OrderState)
 
 
 def ledger_rules(accounts: list[Row], transfers: list[Row]) -> list[str]:
@@ -193,7 +193,7 @@ def _expected_order(ctx: Context, o: Row, pay: Row | None) -> Iterator[str]:
     entries = ctx.journal.about(f"order:{o['merchant_id']}:{o['order_id']}")
     created = next((e for e in entries if e.action == "order.create"), None)
     expect: dict[str, Any] = {
-        "state": "CREATED",
+        "state": OrderState.CREATED,
         "paid_at": None,
         "paid_amount": 0,
         "refunded_amount": 0,
@@ -220,7 +220,7 @@ def _expected_order(ctx: Context, o: Row, pay: Row | None) -> Iterator[str]:
         d = e.data
         if e.action == "payment.create":
             expect |= {
-                "state": "PAID",
+                "state": OrderState.PAID,
                 "paid_at": e.at,
                 "paid_amount": d.get("amount"),
                 "payment_id": d.get("payment_id"),

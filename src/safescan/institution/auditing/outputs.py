@@ -11,6 +11,7 @@ from typing import Any
 
 from safescan.api.encoding import b64e
 from safescan.api.errors import error_class
+from safescan.api.states import EventType, OrderState
 from safescan.code.envelope import decode_text
 from safescan.code.errors import SafescanError
 from safescan.institution.auditing.context import SKEW, Context, Row, differs, index
@@ -82,7 +83,7 @@ def check_events(ctx: Context) -> Iterator[str]:
             },
         )
         data, kind = doc["data"], ev["type"]
-        if kind == "payment.succeeded":
+        if kind == EventType.PAYMENT_SUCCEEDED:
             p = payments.get(data.get("payment_id"))
             if p is None:
                 yield f"{what} announces payment {data.get('payment_id')}, which does not exist"
@@ -97,7 +98,7 @@ def check_events(ctx: Context) -> Iterator[str]:
                     "created": (ev["created_at"], p["created_at"]),
                 },
             )
-        elif kind == "refund.succeeded":
+        elif kind == EventType.REFUND_SUCCEEDED:
             r, e = refunds.get(data.get("refund_id")), refund_log.get(data.get("refund_id"))
             if r is None or e is None:
                 yield f"{what} announces refund {data.get('refund_id')}, which does not exist"
@@ -112,9 +113,9 @@ def check_events(ctx: Context) -> Iterator[str]:
                     "created": (ev["created_at"], r["created_at"]),
                 },
             )
-        elif kind in ("order.closed", "order.expired"):
+        elif kind in (EventType.ORDER_CLOSED, EventType.ORDER_EXPIRED):
             o = by_oid.get((ev["merchant_id"], data.get("order_id")))
-            state = "CLOSED" if kind == "order.closed" else "EXPIRED"
+            state = OrderState.CLOSED if kind == EventType.ORDER_CLOSED else OrderState.EXPIRED
             if o is None or o["state"] != state or set(data) != {"order_id"}:
                 yield f"{what} announces an order that is not {state}"
                 continue
@@ -133,10 +134,14 @@ def check_events(ctx: Context) -> Iterator[str]:
         return
     expected = [("payment", p) for p in payments] + [("refund", r) for r in refunds]
     expected += [
-        ("order.closed", str(o["pk"])) for o in ctx.rows("orders") if o["state"] == "CLOSED"
+        (EventType.ORDER_CLOSED, str(o["pk"]))
+        for o in ctx.rows("orders")
+        if o["state"] == OrderState.CLOSED
     ]
     expected += [
-        ("order.expired", str(o["pk"])) for o in ctx.rows("orders") if o["state"] == "EXPIRED"
+        (EventType.ORDER_EXPIRED, str(o["pk"]))
+        for o in ctx.rows("orders")
+        if o["state"] == OrderState.EXPIRED
     ]
     for key in expected:
         if announced.get(key, 0) != 1:
@@ -184,7 +189,7 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
                 what,
                 {
                     "merchant_id": (body.get("merchant_id"), owner),
-                    "state": (body.get("state"), "CREATED"),
+                    "state": (body.get("state"), OrderState.CREATED),
                     "total": (body.get("total"), o["total"]),
                     "currency": (body.get("currency"), o["currency"]),
                     "expires_at": (body.get("expires_at"), o["expires_at"]),

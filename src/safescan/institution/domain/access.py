@@ -9,6 +9,7 @@ from sqlalchemy import Connection, select
 
 from safescan.api import merchant_auth
 from safescan.api.errors import Forbidden, RateLimited, ReplayedRequest, Unauthenticated
+from safescan.api.states import Status
 from safescan.code.keys import VerifyKey
 from safescan.institution import nonces, sql
 from safescan.institution.domain.core import Core
@@ -52,7 +53,7 @@ class Access:
         merchant_auth.verify_signature(
             VerifyKey(row.api_public_key), mid, method, path, ts, nonce, sig, body, idem_key
         )
-        if row.status != "active":
+        if row.status != Status.ACTIVE:
             raise Forbidden("this merchant has been revoked")
 
         rate, burst = self.core.merchant_rate

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from safescan.api.errors import CarrierRevoked, Conflict, NotFound
+from safescan.api.errors import CarrierRevoked, Conflict, UnknownCarrier
+from safescan.api.states import Status
 from safescan.code.certs import Role
 from safescan.code.keys import VerifyKey
 from safescan.code.provisioning import carrier_subject
@@ -60,15 +61,15 @@ class Carriers:
         def tx(conn: Connection) -> None:
             res = conn.execute(
                 update(CarrierRow)
-                .where(CarrierRow.serial == serial, CarrierRow.status == "active")
-                .values(status="revoked")
+                .where(CarrierRow.serial == serial, CarrierRow.status == Status.ACTIVE)
+                .values(status=Status.REVOKED)
             )
             if res.rowcount != 1:
                 exists = conn.execute(
                     select(CarrierRow.serial).where(CarrierRow.serial == serial)
                 ).first()
                 if exists is None:
-                    raise NotFound(f"no carrier {serial}", param="serial")
+                    raise UnknownCarrier(f"no carrier {serial}", param="serial")
                 raise Conflict("the carrier is already revoked")
             serials = self.certificates.revoke_subject(
                 conn, Role.CARRIER, carrier_subject(serial), now
@@ -84,7 +85,7 @@ class Carriers:
 
         self.core.db.write(tx)
         self._carrier_keys.pop(serial, None)
-        return {"serial": serial, "status": "revoked"}
+        return {"serial": serial, "status": Status.REVOKED}
 
     def key(self, serial: int) -> tuple[VerifyKey, str]:
         cached = self._carrier_keys.get(serial)
@@ -101,7 +102,7 @@ class Carriers:
         )
         if row is None:
             raise CarrierRevoked(f"key carrier {serial} is not registered here")
-        if row.status != "active":
+        if row.status != Status.ACTIVE:
             raise CarrierRevoked(f"key carrier {serial} has been revoked")
         value = (VerifyKey(row.signing_public_key), row.customer_id)
         self._carrier_keys[serial] = value  # immutable per serial; status is re-checked in the tx

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, insert, select, update
 
 from safescan.api.errors import Conflict, InvalidRequest
+from safescan.api.states import Status
 from safescan.code.certs import Certificate, RevocationList, Role, issue_certificate
 from safescan.code.keys import VerifyKey
 from safescan.code.payment import Merchant
@@ -120,7 +121,9 @@ class Certificates:
                 select(Counter.value).where(Counter.name == CRL_COUNTER)
             ).scalar_one()
             revoked_merchants = set(
-                conn.execute(select(MerchantRow.id).where(MerchantRow.status != "active")).scalars()
+                conn.execute(
+                    select(MerchantRow.id).where(MerchantRow.status != Status.ACTIVE)
+                ).scalars()
             )
             rows = conn.execute(
                 select(CertificateRow.serial, CertificateRow.role, CertificateRow.subject).where(

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from safescan.api.errors import InvalidRequest, NotFound
+from safescan.api.errors import InvalidRequest, UnknownCustomer
+from safescan.api.states import Status
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.institution import audit, guards, ledger
@@ -32,7 +33,7 @@ class Customers:
 
         def tx(conn: Connection) -> None:
             conn.execute(
-                insert(CustomerRow).values(id=cid, name=name, status="active", created_at=now)
+                insert(CustomerRow).values(id=cid, name=name, status=Status.ACTIVE, created_at=now)
             )
             audit.append(
                 conn,
@@ -52,7 +53,7 @@ class Customers:
         def q(conn: Connection) -> dict[str, Any]:
             row = conn.execute(select(CustomerRow).where(CustomerRow.id == cid)).one_or_none()
             if row is None:
-                raise NotFound(f"no customer {cid}", param="customer_id")
+                raise UnknownCustomer(f"no customer {cid}", param="customer_id")
             bal = ledger.balances(conn, ledger.CUSTOMER, cid)
             carriers = conn.execute(
                 select(CarrierRow.serial, CarrierRow.status, CarrierRow.last_counter).where(
@@ -90,7 +91,7 @@ class Customers:
         def tx(conn: Connection) -> None:
             exists = conn.execute(select(CustomerRow.id).where(CustomerRow.id == cid)).first()
             if exists is None:
-                raise NotFound(f"no customer {cid}", param="customer_id")
+                raise UnknownCustomer(f"no customer {cid}", param="customer_id")
             cust = ledger.ensure_account(conn, ledger.CUSTOMER, cid, cur, now)
             fund = ledger.ensure_account(conn, ledger.FUNDING, ledger.INSTITUTION, cur, now)
             ledger.post_transfer(
@@ -124,7 +125,7 @@ class Customers:
         def tx(conn: Connection) -> None:
             row = conn.execute(select(CustomerRow.status).where(CustomerRow.id == cid)).first()
             if row is None:
-                raise NotFound(f"no customer {cid}", param="customer_id")
+                raise UnknownCustomer(f"no customer {cid}", param="customer_id")
             conn.execute(
                 insert(EnrollmentToken).values(
                     token_hash=self.core.keys.token_hash(token),

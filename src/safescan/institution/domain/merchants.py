@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from safescan.api.encoding import b64e
-from safescan.api.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from safescan.api.errors import Conflict, Forbidden, InvalidRequest, UnknownMerchant
+from safescan.api.states import Status
 from safescan.code.certs import Certificate, Role
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
@@ -45,8 +46,8 @@ def merchant_identity(conn: Connection, mid: str) -> Merchant:
     """The identity an active merchant's codes show (refused for an unknown or revoked one)."""
     row = conn.execute(select(MerchantRow).where(MerchantRow.id == mid)).one_or_none()
     if row is None:
-        raise NotFound(f"no merchant {mid}")
-    if row.status != "active":
+        raise UnknownMerchant(f"no merchant {mid}")
+    if row.status != Status.ACTIVE:
         raise Forbidden("this merchant has been revoked")
     return Merchant(row.id, row.name, row.city, row.country, row.mcc)
 
@@ -101,7 +102,7 @@ class Merchants:
             "settlement_account": settlement_account,
             "api_public_key": api_public_key,
             "webhook_url": webhook_url,
-            "status": "active",
+            "status": Status.ACTIVE,
             "created_at": now,
         }
 
@@ -126,7 +127,7 @@ class Merchants:
             lambda c: c.execute(select(MerchantRow).where(MerchantRow.id == mid)).one_or_none()
         )
         if row is None:
-            raise NotFound(f"no merchant {mid}", param="merchant_id")
+            raise UnknownMerchant(f"no merchant {mid}", param="merchant_id")
         return _merchant_dict(row)
 
     def set_webhook(self, mid: str, url: str | None) -> dict[str, Any]:
@@ -156,13 +157,13 @@ class Merchants:
         def tx(conn: Connection) -> None:
             res = conn.execute(
                 update(MerchantRow)
-                .where(MerchantRow.id == mid, MerchantRow.status == "active")
-                .values(status="revoked")
+                .where(MerchantRow.id == mid, MerchantRow.status == Status.ACTIVE)
+                .values(status=Status.REVOKED)
             )
             if res.rowcount != 1:
                 exists = conn.execute(select(MerchantRow.id).where(MerchantRow.id == mid)).first()
                 if exists is None:
-                    raise NotFound(f"no merchant {mid}", param="merchant_id")
+                    raise UnknownMerchant(f"no merchant {mid}", param="merchant_id")
                 raise Conflict("the merchant is already revoked")
             serials = self.certificates.revoke_subject(conn, Role.MERCHANT, mid, now)
             audit.append(

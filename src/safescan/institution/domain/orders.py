@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from safescan.api.errors import Conflict, InvalidRequest, NotFound
+from safescan.api.errors import Conflict, InvalidRequest, UnknownOrder
+from safescan.api.states import CodeState, EventType, OrderState, Status
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import encode_text, open_code, seal
 from safescan.code.errors import SafescanError
@@ -33,6 +34,15 @@ from safescan.institution.webhooks import new_event
 
 ORDER_ID_CHARS = 12
 DEFAULT_ORDER_TTL = 900
+#: what a wallet is told of a code whose order is in this state
+CODE_STATE = {
+    OrderState.CREATED: CodeState.PAYABLE,
+    OrderState.PAID: CodeState.PAID,
+    OrderState.PARTIALLY_REFUNDED: CodeState.PAID,
+    OrderState.REFUNDED: CodeState.REFUNDED,
+    OrderState.CLOSED: CodeState.CLOSED,
+    OrderState.EXPIRED: CodeState.EXPIRED,
+}
 
 
 def _order_dict(r: Any) -> dict[str, Any]:
@@ -63,12 +73,12 @@ def order_pk(conn: Connection, mid: str, order_id: str) -> int | None:
 
 
 def order_row(conn: Connection, mid: str, order_id: str) -> Any:
-    """A merchant's order row (:class:`NotFound` if it has none by that id)."""
+    """A merchant's order row (:class:`UnknownOrder` if it has none by that id)."""
     row = conn.execute(
         select(OrderRow).where(OrderRow.merchant_id == mid, OrderRow.order_id == order_id)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"no order {order_id} for this merchant", param="order_id")
+        raise UnknownOrder(f"no order {order_id} for this merchant", param="order_id")
     return row
 
 
@@ -124,7 +134,7 @@ class Orders:
         body = {
             "order_id": order_id,
             "merchant_id": mid,
-            "state": "CREATED",
+            "state": OrderState.CREATED,
             "total": code.total,
             "currency": cur,
             "expires_at": code.expires_at,
@@ -142,7 +152,7 @@ class Orders:
                     merchant_id=mid,
                     order_id=order_id,
                     kind="dynamic",
-                    state="CREATED",
+                    state=OrderState.CREATED,
                     reference=reference,
                     currency=cur,
                     total=code.total,
@@ -202,7 +212,7 @@ class Orders:
                     "merchant_id": mid,
                     "order_id": order_id,
                     "kind": "dynamic",
-                    "state": "CREATED",
+                    "state": OrderState.CREATED,
                     "reference": None,
                     "currency": cur,
                     "total": code.total,
@@ -272,7 +282,7 @@ class Orders:
     def get(self, mid: str, order_id: str) -> dict[str, Any]:
         """An order (an unpaid order past its expiry is moved to EXPIRED first)."""
         row = self.core.db.read(lambda c: order_row(c, mid, order_id))
-        if row.state == "CREATED" and self.core.now() >= row.expires_at:
+        if row.state == OrderState.CREATED and self.core.now() >= row.expires_at:
             self.expire(only=(mid, order_id))
             row = self.core.db.read(lambda c: order_row(c, mid, order_id))
         return _order_dict(row)
@@ -294,10 +304,10 @@ class Orders:
                 .where(
                     OrderRow.merchant_id == mid,
                     OrderRow.order_id == order_id,
-                    OrderRow.state == "CREATED",
+                    OrderRow.state == OrderState.CREATED,
                     OrderRow.expires_at > now,
                 )
-                .values(state="CLOSED")
+                .values(state=OrderState.CLOSED)
             )
             closed = res.rowcount == 1
             if not closed and opened is not None and order_pk(conn, mid, order_id) is None:
@@ -331,7 +341,7 @@ class Orders:
                     )
             if not closed:
                 row = order_row(conn, mid, order_id)
-                state = "EXPIRED" if row.state == "CREATED" else row.state
+                state = OrderState.EXPIRED if row.state == OrderState.CREATED else row.state
                 raise Conflict(f"the order is {state} and cannot be closed", param="order_id")
             audit.append(
                 conn,
@@ -339,12 +349,12 @@ class Orders:
                 actor=f"merchant:{mid}",
                 action="order.close",
                 entity=f"order:{mid}:{order_id}",
-                data={"state": "CLOSED"},
+                data={"state": OrderState.CLOSED},
             )
             new_event(
                 conn,
                 merchant_id=mid,
-                type_="order.closed",
+                type_=EventType.ORDER_CLOSED,
                 data={"order_id": order_id},
                 now=now,
                 webhook=self.core.webhooks_enabled,
@@ -359,7 +369,7 @@ class Orders:
 
         def tx(conn: Connection) -> int:
             q = select(OrderRow.pk, OrderRow.merchant_id, OrderRow.order_id).where(
-                OrderRow.state == "CREATED", OrderRow.expires_at <= now
+                OrderRow.state == OrderState.CREATED, OrderRow.expires_at <= now
             )
             if only is not None:
                 q = q.where(OrderRow.merchant_id == only[0], OrderRow.order_id == only[1])
@@ -367,8 +377,8 @@ class Orders:
             for pk, mid, oid in conn.execute(q.limit(limit)).all():
                 res = conn.execute(
                     update(OrderRow)
-                    .where(OrderRow.pk == pk, OrderRow.state == "CREATED")
-                    .values(state="EXPIRED")
+                    .where(OrderRow.pk == pk, OrderRow.state == OrderState.CREATED)
+                    .values(state=OrderState.EXPIRED)
                 )
                 if res.rowcount == 1:
                     n += 1
@@ -378,12 +388,12 @@ class Orders:
                         actor="system",
                         action="order.expire",
                         entity=f"order:{mid}:{oid}",
-                        data={"state": "EXPIRED"},
+                        data={"state": OrderState.EXPIRED},
                     )
                     new_event(
                         conn,
                         merchant_id=mid,
-                        type_="order.expired",
+                        type_=EventType.ORDER_EXPIRED,
                         data={"order_id": oid},
                         now=now,
                         webhook=self.core.webhooks_enabled,
@@ -405,7 +415,7 @@ class Orders:
                     )
                 ).scalar_one_or_none()
                 if pivot is None:
-                    raise NotFound(f"no order {after} for this merchant", param="after")
+                    raise UnknownOrder(f"no order {after} for this merchant", param="after")
                 stmt = stmt.where(OrderRow.pk < pivot)
             rows = conn.execute(stmt.order_by(OrderRow.pk.desc()).limit(limit + 1)).all()
             return {
@@ -427,17 +437,17 @@ class Orders:
             status = conn.execute(
                 select(MerchantRow.status).where(MerchantRow.id == mid)
             ).scalar_one_or_none()
-            merchant_status = "active" if status == "active" else "revoked"
+            merchant_status = Status.ACTIVE if status == Status.ACTIVE else Status.REVOKED
             if opened.certificate is not None and certificate_problem(conn, opened.certificate):
-                merchant_status = "revoked"
+                merchant_status = Status.REVOKED
             out: dict[str, Any] = {
-                "state": "payable",
+                "state": CodeState.PAYABLE,
                 "merchant_status": merchant_status,
                 "order_state": None,
                 "expires_at": code.expires_at,
             }
-            if merchant_status != "active" or status is None:
-                out["state"] = "unknown" if status is None else "revoked"
+            if merchant_status != Status.ACTIVE or status is None:
+                out["state"] = CodeState.UNKNOWN if status is None else CodeState.REVOKED
                 return out
             if not isinstance(code, DynamicCode):
                 return out
@@ -447,21 +457,16 @@ class Orders:
                 )
             ).first()
             if row is None or row.code_digest != opened.digest:
-                out["state"] = "unknown" if opened.issuer == "institution" else "payable"
+                out["state"] = (
+                    CodeState.UNKNOWN if opened.issuer == "institution" else CodeState.PAYABLE
+                )
                 return out
             state = row.state
-            if state == "CREATED" and row.expires_at <= now:
-                state = "EXPIRED"
+            if state == OrderState.CREATED and row.expires_at <= now:
+                state = OrderState.EXPIRED
             out["order_state"] = state
             out["expires_at"] = row.expires_at
-            out["state"] = {
-                "CREATED": "payable",
-                "PAID": "paid",
-                "PARTIALLY_REFUNDED": "paid",
-                "REFUNDED": "refunded",
-                "CLOSED": "closed",
-                "EXPIRED": "expired",
-            }[state]
+            out["state"] = CODE_STATE[OrderState(state)]
             return out
 
         return self.core.db.read(q)

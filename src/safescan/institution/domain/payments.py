@@ -27,10 +27,11 @@ from safescan.api.errors import (
     CounterReplay,
     Forbidden,
     InsufficientFunds,
-    NotFound,
     OrderNotPayable,
     PaymentRefused,
+    UnknownPayment,
 )
+from safescan.api.states import PAID_STATES, EventType, OrderState, Status
 from safescan.code.authorization import Authorization, Receipt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
@@ -46,7 +47,6 @@ from safescan.institution.models import CarrierRow, OrderRow, Payment
 from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhooks import event_params
 
-PAID_STATES = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")
 PAYMENT_ACTION = "payment.create"
 
 
@@ -240,7 +240,12 @@ class Payments:
             chain=audit.chain_for(entity),
             receipt=receipt_bytes,
             event=event_params(
-                new_id("evt_", 20), mid, "payment.succeeded", data, now, self.core.webhooks_enabled
+                new_id("evt_", 20),
+                mid,
+                EventType.PAYMENT_SUCCEEDED,
+                data,
+                now,
+                self.core.webhooks_enabled,
             ),
             audit_actor=f"carrier:{auth.carrier_serial}",
             audit_data=data | {"customer_id": customer_id, "counter": auth.counter},
@@ -316,7 +321,7 @@ class Payments:
                 CarrierRow.serial == auth.carrier_serial
             )
         ).first()
-        if st is None or st.status != "active":
+        if st is None or st.status != Status.ACTIVE:
             raise CarrierRevoked(f"key carrier {auth.carrier_serial} has been revoked")
         raise CounterReplay(
             f"the carrier counter {auth.counter} is not greater than {st.last_counter}"
@@ -373,7 +378,7 @@ class Payments:
             results = iter(sql.run_batch(conn, batch))
             # 0. the merchant is live
             status, _ = next(results)
-            if not status or status[0][0] != "active":
+            if not status or status[0][0] != Status.ACTIVE:
                 raise Forbidden("the merchant is not active", param="code")
             # 1. the order: CREATED -> PAID, exactly once
             if fast:
@@ -458,7 +463,7 @@ class Payments:
                 merchant_id=code.merchant.id,
                 order_id=order_id,
                 kind=kind,
-                state="PAID",
+                state=OrderState.PAID,
                 currency=currency,
                 total=amount,
                 items=items,
@@ -486,9 +491,9 @@ class Payments:
         ).first()
         if row is None:
             raise OrderNotPayable("the code's order is unknown here", param="code")
-        if row.state == "CREATED" and row.expires_at <= now:
+        if row.state == OrderState.CREATED and row.expires_at <= now:
             raise OrderNotPayable("the order has expired", param="code")
-        if row.state == "CREATED":
+        if row.state == OrderState.CREATED:
             raise PaymentRefused("the code does not match its order", param="code")
         if row.state in PAID_STATES:
             raise OrderNotPayable("this order has already been paid", param="code")
@@ -504,7 +509,7 @@ class Payments:
             ).first()
         )
         if row is None:
-            raise NotFound(f"no payment {payment_id} for this merchant", param="payment_id")
+            raise UnknownPayment(f"no payment {payment_id} for this merchant", param="payment_id")
         p = row
         return {
             "payment_id": p.id,
@@ -519,4 +524,4 @@ class Payments:
         }
 
 
-__all__ = ["PAID_STATES", "PAYMENT_ACTION", "Payments"]
+__all__ = ["PAYMENT_ACTION", "Payments"]

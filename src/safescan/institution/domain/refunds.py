@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, case, insert, select, update
 
 from safescan.api.errors import OrderNotRefundable
+from safescan.api.states import REFUNDABLE_STATES, EventType, OrderState
 from safescan.code.currency import currency as lookup_currency
 from safescan.institution import audit, guards, idempotency, ledger
 from safescan.institution.domain.core import Core
@@ -39,7 +40,7 @@ class Refunds:
 
         def tx(conn: Connection) -> Stored:
             o = order_row(conn, mid, order_id)
-            if o.state not in ("PAID", "PARTIALLY_REFUNDED"):
+            if o.state not in REFUNDABLE_STATES:
                 raise OrderNotRefundable(
                     f"the order is {o.state}; nothing to refund", param="order_id"
                 )
@@ -48,14 +49,17 @@ class Refunds:
                 update(OrderRow)
                 .where(
                     OrderRow.pk == o.pk,
-                    OrderRow.state.in_(("PAID", "PARTIALLY_REFUNDED")),
+                    OrderRow.state.in_((OrderState.PAID, OrderState.PARTIALLY_REFUNDED)),
                     OrderRow.refunded_amount + amt <= OrderRow.paid_amount,
                 )
                 .values(
                     refunded_amount=OrderRow.refunded_amount + amt,
                     state=case(
-                        (OrderRow.refunded_amount + amt == OrderRow.paid_amount, "REFUNDED"),
-                        else_="PARTIALLY_REFUNDED",
+                        (
+                            OrderRow.refunded_amount + amt == OrderRow.paid_amount,
+                            OrderState.REFUNDED,
+                        ),
+                        else_=OrderState.PARTIALLY_REFUNDED,
                     ),
                 )
                 .returning(OrderRow.state, OrderRow.refunded_amount, OrderRow.paid_amount)
@@ -109,7 +113,7 @@ class Refunds:
             new_event(
                 conn,
                 merchant_id=mid,
-                type_="refund.succeeded",
+                type_=EventType.REFUND_SUCCEEDED,
                 data=data,
                 now=now,
                 webhook=self.core.webhooks_enabled,

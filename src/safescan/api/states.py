@@ -1,0 +1,79 @@
+"""The institution's state and event vocabulary, as the wire and the database spell it.
+
+``str``-valued enums: ``OrderState.PAID == "PAID"`` and JSON-encodes as ``"PAID"``, so the API,
+the stored rows and the audit entries are unchanged; code compares with the members, never with
+string literals. Shared by the server and its clients (merchant terminals, wallets).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+
+@unique
+class OrderState(StrEnum):
+    """An order's life (docs/institution.md, "State machines")."""
+
+    CREATED = "CREATED"  # payable until it expires
+    PAID = "PAID"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    CLOSED = "CLOSED"  # withdrawn by its merchant before it was paid
+    EXPIRED = "EXPIRED"  # not paid in time
+
+    @property
+    def is_paid(self) -> bool:
+        """Paid (and perhaps refunded since): the order's code can no longer be paid."""
+        return self in PAID_STATES
+
+    @property
+    def is_refundable(self) -> bool:
+        """Money is left to refund (if the refunds so far did not take it all)."""
+        return self in REFUNDABLE_STATES
+
+
+#: the states of an order that was paid
+PAID_STATES = frozenset({OrderState.PAID, OrderState.PARTIALLY_REFUNDED, OrderState.REFUNDED})
+#: the states a refund may start from
+REFUNDABLE_STATES = frozenset({OrderState.PAID, OrderState.PARTIALLY_REFUNDED})
+
+
+@unique
+class EventType(StrEnum):
+    """A merchant event's ``type`` (the signed event stream and webhooks)."""
+
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    REFUND_SUCCEEDED = "refund.succeeded"
+    ORDER_CLOSED = "order.closed"
+    ORDER_EXPIRED = "order.expired"
+
+
+@unique
+class CodeState(StrEnum):
+    """What ``POST /v1/codes/status`` says of a code a wallet holds."""
+
+    PAYABLE = "payable"
+    PAID = "paid"
+    REFUNDED = "refunded"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+    REVOKED = "revoked"  # its merchant (or the merchant's certificate) was revoked
+    UNKNOWN = "unknown"  # no such merchant, or an institution-issued code without its order
+
+
+@unique
+class Status(StrEnum):
+    """A merchant's, customer's or key carrier's status."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+__all__ = [
+    "PAID_STATES",
+    "REFUNDABLE_STATES",
+    "CodeState",
+    "EventType",
+    "OrderState",
+    "Status",
+]
