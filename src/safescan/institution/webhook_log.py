@@ -13,7 +13,8 @@ final state regardless.
 
 **Resend**: a merchant's own event, whatever its state, goes back to ``pending`` with its retry
 window restarted; an event already pending is left as it is (a second resend adds nothing).
-Another merchant's event id, or an unknown one, is ``NotFound`` and changes nothing.
+Another merchant's event id, or an unknown one, is ``UnknownEvent`` (a ``NotFound``) and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from safescan.api.errors import Conflict, NotFound
+from safescan.api.errors import Conflict, UnknownEvent
 from safescan.institution.models import Event, MerchantRow, WebhookDelivery, WebhookEndpoint
 from safescan.institution.webhook_transport import Attempt
 
@@ -135,7 +136,7 @@ def resend(conn: Connection, merchant_id: str, event_id: str, now: int) -> dict[
         )
     ).one_or_none()
     if ev is None or merchant_id == "":
-        raise NotFound(f"no event {event_id}", param="event_id")
+        raise UnknownEvent(f"no event {event_id}", param="event_id")
     url = conn.execute(
         select(MerchantRow.webhook_url).where(MerchantRow.id == merchant_id)
     ).scalar()
