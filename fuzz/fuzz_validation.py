@@ -50,7 +50,7 @@ from safescan.code.pubkeys import (
     check_x25519_public,
 )
 from safescan.code.text import clean_text, forbidden_char
-from safescan.merchant.webparts import items_from_json
+from safescan.merchant.input import items_from_json
 from safescan.merchant.websec import HostPolicy
 
 OUTCOMES: Counter[str] = Counter()
