@@ -174,6 +174,7 @@ def verify(
                 except SignatureInvalid:
                     continue
                 ok = True
+                break
         if ok:
             break
     if not ok:
