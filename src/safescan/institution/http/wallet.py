@@ -23,6 +23,7 @@ from safescan.api import account
 from safescan.api.encoding import b64d, b64e
 from safescan.api.errors import InvalidRequest
 from safescan.api.fields import validation_error
+from safescan.api.wire import authorization_from_wire
 from safescan.institution import outcomes
 from safescan.institution.customers import Accounts
 from safescan.institution.http.asgi import FastHandler, Scope, Send, send_json
@@ -92,7 +93,7 @@ class StatementRequest(Strict):
 
 
 def _authorization(body: PaymentCreate) -> bytes:
-    return b64d(body.authorization, param="authorization", max_bytes=1024)
+    return authorization_from_wire(body.authorization)  # the one JSON form (api.wire)
 
 
 def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter) -> APIRouter:
