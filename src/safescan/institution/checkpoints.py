@@ -14,7 +14,9 @@ written with ``O_APPEND`` and ``fsync`` under an ``flock``. Record types:
                 restored database (:mod:`.reservations`).
 ``revoke``      a revocation (serials, revocation list sequence), written before it commits.
 ``reconcile``   an operator accepted the database as it is (``safescan institution
-                reconcile``); only records after the newest one are compared with the database.
+                reconcile``, or ``restore`` of a backup: then with ``"restore": {backup
+                digest, time taken, reason}``, an *acknowledged restore*); only records after
+                the newest one are compared with the database.
 
 Every record names the database (``db``: the hash of its ``institution.init`` audit entry). A
 database is *rolled back* when it does not contain the newest checkpointed head (an entry is
@@ -310,7 +312,16 @@ def detect(records: list[dict[str, Any]], look: Lookup) -> Verdict:
         existing, done = look.revoked(revoked)
         v.unapplied = sorted(s for s in revoked if s in existing and s not in done)
     if start >= 0:
-        v.notes.append(f"the database was reconciled at {when(records[start]['at'])}")
+        rec = records[start]
+        restore = rec.get("restore")
+        if isinstance(restore, dict):
+            v.notes.append(
+                f"acknowledged restore at {when(rec['at'])} of the backup taken at"
+                f" {when(restore.get('taken_at'))} (sha256 {str(restore.get('backup_sha256'))[:16]}"
+                f"...): {restore.get('reason')!r}"
+            )
+        else:
+            v.notes.append(f"the database was reconciled at {when(rec['at'])}")
     return v
 
 

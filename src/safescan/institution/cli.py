@@ -16,6 +16,7 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
+from safescan.institution.cli_backup import backup, restore
 from safescan.institution.cli_carriers import manufacturer_app, rotate_epoch
 from safescan.institution.cli_config import config_app
 from safescan.institution.cli_options import (
@@ -142,6 +143,8 @@ institution_app.add_typer(admin_token_app, name="admin-token")
 institution_app.add_typer(manufacturer_app, name="manufacturer")
 institution_app.add_typer(config_app, name="config")
 institution_app.command("rotate-epoch")(rotate_epoch)
+institution_app.command()(backup)
+institution_app.command()(restore)
 
 
 @admin_token_app.command("create")

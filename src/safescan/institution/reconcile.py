@@ -125,10 +125,18 @@ def _event_floor(conn: Connection, floor: int, now: int) -> None:
 
 
 def reconcile(
-    db: Database, keys: InstitutionKeys, path: Path, *, note: str, now: int | None = None
+    db: Database,
+    keys: InstitutionKeys,
+    path: Path,
+    *,
+    note: str,
+    now: int | None = None,
+    restore: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Reconcile the database with its checkpoint file; returns what was done (``reconciled``
-    is False when the database already matches: then nothing is changed)."""
+    is False when the database already matches: then nothing is changed). With ``restore``
+    (an operator's restore of a backup, :mod:`.backup`) it is always recorded, the restore's
+    description in the audit entry and in the signed ``reconcile`` record."""
     now = int(time.time()) if now is None else now
     file = CheckpointFile(path)
     state = db.read(read_state)
@@ -140,7 +148,7 @@ def reconcile(
             "the checkpoint file holds records that do not verify: " + "; ".join(problems[:3])
         )
     verdict = db.read(lambda c: detect(records, db_lookup(c)))
-    if not verdict.rolled_back and not verdict.unapplied:
+    if not verdict.rolled_back and not verdict.unapplied and restore is None:
         return {"reconciled": False, "reason": "the database matches its checkpoint file"}
     marks = high_water(records)
     revokes = [r for r in verdict.since_reconcile if r["type"] == "revoke"]
@@ -175,6 +183,8 @@ def reconcile(
             "reapplied_revocations": reapplied,
             "note": note,
         }
+        if restore is not None:
+            summary["restore"] = restore
         audit.append(
             conn,
             at=now,
@@ -199,6 +209,8 @@ def reconcile(
             "event": summary["event_seq"],
         },
     }
+    if restore is not None:
+        record["restore"] = restore
     file.append(
         [sign(keys.root, keys.root_kid, record), sign(keys.root, keys.root_kid, after.body(now))]
     )

@@ -1,0 +1,322 @@
+"""The documented backup and restore procedure (`safescan institution backup` / `restore`),
+SQLite and PostgreSQL, under a real server: an online backup of a populated institution,
+payments after it, a restore into a fresh place; the audit passes and names the
+acknowledged restore, and payments work on the restored database. A database put back any
+other way (a file copy, a manual pg_restore, a forged acknowledgement) is still caught.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from safescan.code import SigningKey
+from safescan.institution.checkpoints import CheckpointFile, default_path, sign
+from safescan.institution.db import Database
+from tests.faults.test_restore import FAST, pay, wait_checkpointed
+from tests.institution.conftest import BACKENDS, make_db
+from tests.institution.harness import ServerProcess, World, init_db, institution_cli
+from tests.institution.pg import Cluster, find_pg_bin
+
+
+@dataclass
+class Place:
+    backend: str
+    db_url: str
+    keys: Path
+    tmp: Path
+    cluster: Cluster | None
+
+    @property
+    def checkpoints(self) -> Path:
+        return default_path(self.keys)
+
+    def read(self, fn: Any) -> Any:
+        database = Database(self.db_url)
+        try:
+            return database.read(fn)
+        finally:
+            database.dispose()
+
+    def fresh_url(self) -> str:
+        """An empty place to restore into (a new SQLite path, a new empty database)."""
+        if self.cluster is None:
+            return f"sqlite:///{self.tmp / f'restored-{time.monotonic_ns()}.db'}"
+        return self.cluster.create_database()
+
+    def silent_restore(self, backup: Path) -> None:
+        """Put the backup back over the live database without the restore command."""
+        if self.backend == "sqlite":
+            path = Path(self.db_url.removeprefix("sqlite:///"))
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            shutil.copy(backup, path)
+            return
+        assert self.cluster is not None
+        name = self.db_url.rsplit("/", 1)[1]
+        with psycopg.connect(self.cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        bindir = find_pg_bin()
+        assert bindir is not None
+        subprocess.run(
+            [str(bindir / "pg_restore"), "--no-owner", "--dbname", self.db_url, str(backup)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+
+@pytest.fixture(params=BACKENDS)
+def place(request: pytest.FixtureRequest) -> Iterator[Place]:
+    with tempfile.TemporaryDirectory(prefix="safescan-backup-") as d:
+        tmp = Path(d)
+        url = make_db(request.param, request, tmp)
+        cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
+        yield Place(request.param, url, tmp / "keys", tmp, cluster)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return institution_cli(*args)
+
+
+def audit(url: str, keys: Path) -> tuple[int, dict[str, Any]]:
+    out = cli("audit", "--db", url, "--keys", str(keys), "--json")
+    return out.returncode, json.loads(out.stdout)
+
+
+def backup(url: str, out: Path) -> dict[str, Any]:
+    done = cli("backup", "--db", url, "--out", str(out), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def restore(p: Place, source: Path, url: str, reason: str = "disk lost") -> Any:
+    return cli("restore", "--from", str(source), "--db", url, "--keys", str(p.keys),
+               "--reason", reason, "--json")  # fmt: skip
+
+
+def test_backup_restore_into_a_fresh_place_passes_the_audit_and_pays(place: Place) -> None:
+    token = init_db(place.db_url, place.keys)
+    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
+    w = World(server, token)
+    try:
+        m = w.merchant()
+        cid = w.customer({"EUR": 100_000})
+        carrier, stolen = w.carrier(cid), w.carrier(cid)
+        assert pay(w, m, carrier, 500).status_code == 201
+        wait_checkpointed(place)
+        # online: the server serves payments while the backup is taken
+        manifest = backup(place.db_url, place.tmp / "inst.bak")
+        assert manifest["backend"] == place.backend and len(manifest["sha256"]) == 64
+        assert (place.tmp / "inst.bak").stat().st_mode & 0o077 == 0
+        # after the backup: a payment and a revocation the backup lacks
+        assert pay(w, m, carrier, 700).status_code == 201
+        assert w.admin("POST", f"/v1/admin/carriers/{stolen.serial}/revoke").status_code == 200
+        wait_checkpointed(place)
+        server.stop()
+
+        fresh = place.fresh_url()
+        out = restore(place, place.tmp / "inst.bak", fresh, "restored the 03:00 backup")
+        assert out.returncode == 0, out.stdout + out.stderr
+        done = json.loads(out.stdout)
+        assert done["restored"] and done["reapplied_revocations"]  # the lost revocation is back
+        assert any("restored from an older copy" in f for f in done["findings"])
+        status, report = audit(fresh, place.keys)
+        assert status == 0, report
+        notes = " ".join(report["notes"])
+        assert "acknowledged restore" in notes and "restored the 03:00 backup" in notes
+
+        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
+        w.server = server
+        assert w.http.get("/health").status_code == 200
+        r = pay(w, m, carrier, 300)  # its counter moved on since the backup: still accepted
+        assert r.status_code == 201, r.text
+        r = pay(w, m, stolen, 300)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "carrier_revoked"
+        assert pay(w, m, w.carrier(cid), 200).status_code == 201
+        wait_checkpointed(Place(place.backend, fresh, place.keys, place.tmp, place.cluster))
+        server.stop()
+        status, report = audit(fresh, place.keys)
+        assert status == 0, report
+    finally:
+        w.close()
+        server.stop()
+
+
+def test_a_silent_restore_is_still_caught(place: Place) -> None:
+    """Put back without the command: the file copy / manual pg_restore of the same backup, of
+    it again after an acknowledged restore, and with a forged acknowledgement appended."""
+    token = init_db(place.db_url, place.keys)
+    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
+    w = World(server, token)
+    try:
+        m = w.merchant()
+        cid = w.customer({"EUR": 100_000})
+        carrier = w.carrier(cid)
+        assert pay(w, m, carrier, 500).status_code == 201
+        wait_checkpointed(place)
+        bak = place.tmp / "silent.bak"
+        backup(place.db_url, bak)
+        assert pay(w, m, carrier, 700).status_code == 201
+        wait_checkpointed(place)
+        server.stop()
+
+        # 1. the same backup put back by hand over the live database
+        place.silent_restore(bak)
+        status, report = audit(place.db_url, place.keys)
+        assert status == 1
+        assert any("restored from an older copy" in p for p in report["problems"])
+        assert not any("acknowledged restore" in n for n in report["notes"])
+
+        # 2. a forged acknowledgement (signed by a key that is not the institution's)
+        lines = CheckpointFile(place.checkpoints).lines()
+        last = json.loads(lines[-1])
+        forged = {k: v for k, v in last.items() if k not in ("sig", "v", "kid")}
+        forged.update(type="reconcile", restore={"reason": "trust me", "taken_at": 0})
+        CheckpointFile(place.checkpoints).append([sign(SigningKey.generate(), 1, forged)])
+        status, report = audit(place.db_url, place.keys)
+        assert status == 1
+        assert any("does not verify" in p for p in report["problems"])
+        assert any("restored from an older copy" in p for p in report["problems"])
+        server = ServerProcess(place.db_url, place.keys, port=server.port, extra=FAST)
+        w.server = server.start(healthy=False)
+        assert w.http.get("/health").status_code == 503
+        server.stop()
+    finally:
+        w.close()
+        server.stop()
+
+
+def test_a_silent_restore_after_an_acknowledged_one_is_caught(place: Place) -> None:
+    token = init_db(place.db_url, place.keys)
+    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
+    w = World(server, token)
+    fresh = place.fresh_url()
+    try:
+        m = w.merchant()
+        cid = w.customer({"EUR": 100_000})
+        carrier = w.carrier(cid)
+        assert pay(w, m, carrier, 500).status_code == 201
+        wait_checkpointed(place)
+        bak = place.tmp / "twice.bak"
+        backup(place.db_url, bak)
+        server.stop()
+        assert restore(place, bak, fresh, "moved to new disk").returncode == 0
+        moved = Place(place.backend, fresh, place.keys, place.tmp, place.cluster)
+        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
+        w.server = server
+        assert pay(w, m, carrier, 700).status_code == 201
+        wait_checkpointed(moved)
+        server.stop()
+        assert audit(fresh, place.keys)[0] == 0
+        moved.silent_restore(bak)  # the acknowledged backup again, by hand, after new payments
+        status, report = audit(fresh, place.keys)
+        assert status == 1
+        assert any("restored from an older copy" in p for p in report["problems"])
+    finally:
+        w.close()
+        server.stop()
+
+
+def test_restore_refuses_bad_input_and_changes_nothing(place: Place) -> None:
+    init_db(place.db_url, place.keys)
+    bak = place.tmp / "good.bak"
+    manifest = backup(place.db_url, bak)
+    cp_before = CheckpointFile(place.checkpoints).lines()
+
+    def refused(source: Path, url: str, reason: str = "test", code: str = "backup_error") -> None:
+        out = restore(place, source, url, reason)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert json.loads(out.stdout)["error"]["code"] == code, out.stdout
+        assert CheckpointFile(place.checkpoints).lines() == cp_before
+        if url == fresh and url.startswith("sqlite:///"):
+            assert not Path(url.removeprefix("sqlite:///")).exists()
+
+    def variant(name: str, data: bytes, doc: dict[str, Any] | None = None) -> Path:
+        path = place.tmp / name
+        path.write_bytes(data)
+        Path(f"{path}.manifest.json").write_text(json.dumps(doc or manifest))
+        return path
+
+    good = bak.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01
+    fresh = place.fresh_url()
+    refused(variant("flipped.bak", bytes(flipped)), fresh)  # one bit changed
+    refused(variant("short.bak", good[: len(good) // 2]), fresh)  # truncated
+    refused(variant("empty.bak", b""), fresh)
+    # the manifest lies about the backend, or is not a manifest
+    refused(variant("other.bak", good, {**manifest, "backend": "other"}), fresh)
+    refused(variant("notmf.bak", good, {"type": "something"}), fresh)
+    no_manifest = place.tmp / "alone.bak"
+    no_manifest.write_bytes(good)
+    refused(no_manifest, fresh)
+    refused(bak, fresh, reason="   ")  # no reason given
+    # a backup of another institution (the checkpoint file names another database)
+    other_keys = place.tmp / "other-keys"
+    other_url = place.fresh_url()
+    init_db(other_url, other_keys)
+    foreign = place.tmp / "foreign.bak"
+    backup(other_url, foreign)
+    refused(foreign, fresh)
+    # the target is not empty: the live database itself
+    refused(bak, place.db_url)
+    # the right backup restores after all that
+    out = restore(place, bak, fresh, "after the refusals")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sqlite_backup_taken_under_concurrent_payments_is_consistent(tmp_path: Path) -> None:
+    """The online backup API, not a file copy: backups taken while payments commit (WAL) are
+    each one consistent snapshot: integrity check and the whole audit pass on every copy."""
+    import threading
+
+    from safescan.institution.backup import backup as take_backup
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    keys = tmp_path / "keys"
+    token = init_db(url, keys)
+    server = ServerProcess(url, keys, extra=[*FAST, "--merchant-rate", "0"]).start()
+    w = World(server, token)
+    try:
+        m = w.merchant()
+        cid = w.customer({"EUR": 1_000_000})
+        carrier = w.carrier(cid)
+        orders = [m.order([("Tea", 1, 100 + i)]) for i in range(60)]
+        statuses: list[int] = []
+
+        def payer() -> None:
+            for o in orders:
+                auth = carrier.authorize(o["code"])
+                statuses.append(w.pay(o["code"], auth, idem=f"k-{o['order_id']}").status_code)
+
+        thread = threading.Thread(target=payer)
+        thread.start()
+        copies, during = [], []
+        while thread.is_alive() or not copies:
+            copies.append(tmp_path / f"hot-{len(copies)}.bak")
+            take_backup(url, copies[-1])  # in-process: many backups while payments commit
+            during.append(len(statuses))
+        thread.join()
+        assert statuses == [201] * len(orders)
+        assert len(set(during)) >= 2, during  # taken at different points of the payments
+        for copy in copies:  # every copy is one file that passes SQLite's integrity check
+            assert not Path(f"{copy}-wal").exists()
+            with sqlite3.connect(copy) as conn:
+                assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        for copy in {copies[0], copies[len(copies) // 2], copies[-1]}:  # and the whole audit
+            out = cli("audit", "--db", f"sqlite:///{copy}", "--json")
+            assert out.returncode == 0, (copy.name, out.stdout)
+    finally:
+        w.close()
+        server.stop()
