@@ -236,3 +236,21 @@ def test_a_reaped_child_is_never_signalled_again(
     assert sent == [(exited.pid, signal.SIGKILL)]
     exited.stop()
     assert len(sent) == 1
+
+
+def test_the_supervisor_names_the_child_that_died(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path)
+    with sup:
+        init = sup.spawn("init", [sys.executable, "-c", "print('token')"], capture=True)
+        assert init.output(timeout=30).strip() == "token"  # a one-shot command, done: not "died"
+        sup.spawn("server", [sys.executable, "-c", "import time; time.sleep(60)"])
+        crash = "import sys,time; time.sleep(0.2); sys.stderr.write('disk full\\n'); sys.exit(4)"
+        victim = sup.spawn("worker", [sys.executable, "-c", crash])
+        while victim.alive():
+            time.sleep(0.02)
+        died = sup.died()
+        assert isinstance(died, ProcessExited)
+        assert died.name == "worker" and "disk full" in died.message
+        victim.stop()  # reaped: it is no longer "died", it was dealt with
+        sup.children[1].stop()  # a child stopped on purpose has not died either
+        assert sup.died() is None

@@ -3,14 +3,15 @@ and POS, the carrier's test process, the private ``pcscd``.
 
 :class:`ManagedProcess` is one child. It runs in its own process group (session); its stderr,
 and its stdout unless the parent reads it, go to a log file. Readiness is waited for in one of
-three ways: a first stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
+three ways: an announced stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
 (:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`). A
 child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
 and raises :class:`ProcessNotReady`, both with the end of its log. :meth:`~ManagedProcess.stop`
 sends SIGTERM to the group, SIGKILL after a grace period, SIGKILL again to whatever the child
-left in its group, and reaps it. :class:`Supervisor` holds several children and stops them
-newest first. :func:`terminating_on_signals` turns SIGINT/SIGTERM/SIGHUP into
-``KeyboardInterrupt`` so the ``finally`` that stops everything runs.
+left in its group, and reaps it. :class:`Supervisor` holds several children, names the one
+that died (:meth:`~Supervisor.died`) and stops them newest first.
+:func:`terminating_on_signals` turns SIGINT/SIGTERM/SIGHUP into ``KeyboardInterrupt`` so the
+``finally`` that stops everything runs.
 
 This module imports nothing of safescan but the error base class: every layer may use it.
 """
@@ -342,6 +343,15 @@ class Supervisor:
         )
         self.children.append(child)
         return child.start()
+
+    def died(self) -> ProcessExited | None:
+        """The first child that exited on its own (not stopped, not a one-shot command whose
+        output was read), as the error to report; None if every child still runs. A failure
+        further along (a refused connection) is best explained by this."""
+        for child in self.children:
+            if child.proc is not None and child.proc.returncode is None and not child.alive():
+                return child._exited("exited")
+        return None
 
     def stop(self) -> None:
         """Stop every child, newest first (each one even if another one's stop fails)."""

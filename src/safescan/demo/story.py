@@ -343,7 +343,8 @@ def demo_command(
                 console.print("[yellow]interrupted: stopping everything[/]")
                 status = 130
             result = run.result
-        except SafescanError as exc:
+        except SafescanError as failure:
+            exc = run.stack.supervisor.died() or failure  # a child that died explains it best
             console.print(f"[bold red]demo failed:[/] {term(exc.message)}")
             result = {**run.result, "error": exc.to_dict()}
             status = 1
