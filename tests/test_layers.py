@@ -121,6 +121,33 @@ def test_demo_and_apps_reach_the_institution_only_over_http(package: str) -> Non
     assert not wrong, wrong
 
 
+def test_loading_the_demo_and_the_apps_loads_nothing_of_the_institution() -> None:
+    """The same, at run time: everything the demo, the POS, the wallet (and its web app) and
+    the admin commands import, transitively, leaves the institution and its database stack
+    unloaded."""
+    import subprocess
+    import sys
+
+    modules = [
+        "safescan.demo",
+        "safescan.merchant.web",
+        "safescan.merchant.cli",
+        "safescan.wallet.cli",
+        "safescan.wallet.web.server",
+        "safescan.admin",
+    ]
+    probe = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('safescan.institution')"
+        f" or m.split('.')[0] in {sorted(SERVER_ONLY)!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_the_http_check_finds_a_shortcut(tmp_path: Path) -> None:
     """The checks above see an import inside a function, a server library and a module
     named by string."""
