@@ -18,11 +18,13 @@ from safescan.carrier.device import Card
 from safescan.carrier.errors import CodeRefused, WrongData
 from safescan.carrier.messages import (
     MESSAGES,
+    Authorize,
     CardInfo,
     CborMessage,
     KeysUpdated,
     MalformedMessage,
     OpenedCode,
+    Personalize,
     RevocationsTaken,
 )
 from safescan.carrier.testing import LocalInstitution
@@ -294,3 +296,70 @@ def test_building_a_message_without_a_required_field_fails() -> None:
     broken = dataclasses.replace(SAMPLES[5], sequence=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="sequence"):
         broken.to_cbor()
+
+
+# --- the requests (host -> card) ------------------------------------------------------------------
+
+
+def test_requests_are_the_arrays_the_card_always_took() -> None:
+    p = Personalize(bundle=b"sealed", pin_block=b"\x24\x68\x10\xff", retry_limit=5)
+    assert p.to_cbor() == cbor2.dumps([b"sealed", b"\x24\x68\x10\xff", 5], canonical=True)
+    assert Personalize.from_value(cbor2.loads(p.to_cbor())) == p
+    a = Authorize(merchant_id="m-1", amount=650, currency=978)
+    assert a.to_cbor() == cbor2.dumps(["m-1", 650, 978], canonical=True)
+    assert Authorize.from_value(cbor2.loads(a.to_cbor())) == a
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: b"x"},
+        [b"b", b"p"],
+        [b"b", b"p", 5, 6],
+        ["b", b"p", 5],
+        [b"b", "p", 5],
+        [b"b", b"p", "5"],
+        [b"b", b"p", True],
+        [b"b", b"p", None],
+    ],
+)
+def test_a_personalize_request_off_its_schema_is_refused(value: Any) -> None:
+    with pytest.raises(MalformedMessage):
+        Personalize.from_value(value)
+
+
+def test_the_card_refuses_requests_off_their_schema(
+    card: Card, institution: LocalInstitution
+) -> None:
+    """Sent to a real card: a PERSONALIZE body of the wrong shape is BAD_DATA and leaves the
+    card blank; an AUTHORIZE body of three values of the wrong types confirms nothing
+    (CONFIRMATION_MISMATCH) and signs nothing."""
+    from safescan.carrier.codes import Reason
+    from safescan.carrier.eeprom import Lifecycle
+    from safescan.carrier.errors import ConfirmationMismatch
+
+    from .conftest import PIN
+
+    client = connect(card)
+    client.open_session()
+    bundle = institution.make_bundle(client.generate_keys())
+    for body in ([bundle, b"\x24", "5"], [bundle, 5], ["x", b"\x24", 5], {0: bundle}):
+        with pytest.raises(WrongData) as info:
+            client._secure(Ins.PERSONALIZE, cbor2.dumps(body))
+        assert info.value.reason == Reason.BAD_DATA
+        assert client.get_info().lifecycle is Lifecycle.BLANK
+        client.open_session()  # a refusal inside the channel closes it
+    client.personalize(bundle, PIN, 5)
+    client.open_session(institution.trust)
+    for body in (["m-1001", "335", 978], [1001, 335, 978], ["m-1001", 335, True]):
+        client.verify_pin(PIN)
+        client.open_code(institution.dynamic_code())
+        counter = client.get_info().signature_counter
+        with pytest.raises(ConfirmationMismatch):
+            client._secure(Ins.AUTHORIZE_PAYMENT, cbor2.dumps(body))
+        client.open_session(institution.trust)
+        assert client.get_info().signature_counter == counter
+    client.verify_pin(PIN)  # and the well-formed request still signs
+    client.open_code(institution.dynamic_code())
+    auth = client.authorize(merchant_id="m-1001", amount=335, currency=978)
+    assert auth.amount == 335

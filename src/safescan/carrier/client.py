@@ -49,7 +49,6 @@ from safescan.carrier.errors import (
     error_for_status,
 )
 from safescan.carrier.transport import Control, Transport, open_transport
-from safescan.code import cbor
 from safescan.code.attestation import AttestationError, AttestationStatement, CarrierModel
 from safescan.code.authorization import Authorization
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
@@ -501,7 +500,8 @@ class CarrierClient:
     ) -> None:
         """Load the institution's sealed bundle, set the PIN and retry limit; then locked."""
         block = _pin_block(pin)
-        self._secure(Ins.PERSONALIZE, cbor.dumps([bundle, block, retry_limit]))
+        request = messages.Personalize(bundle=bundle, pin_block=block, retry_limit=retry_limit)
+        self._secure(Ins.PERSONALIZE, request.to_cbor())
 
     def verify_pin(self, pin: str) -> None:
         """VERIFY PIN; raises ``WrongPin`` (``retries_left``), ``RestartRequired``, ..."""
@@ -564,7 +564,9 @@ class CarrierClient:
         ``poll`` seconds for up to ``confirm_timeout`` seconds (``on_pending`` is called once,
         to tell the customer to look at the carrier), then raises ``ConfirmationPending``;
         Cancel on the device raises ``ConfirmationDeclined``."""
-        payload = cbor.dumps([merchant_id, amount, currency])
+        payload = messages.Authorize(
+            merchant_id=merchant_id, amount=amount, currency=currency
+        ).to_cbor()
         deadline = time.monotonic() + confirm_timeout
         told = False
         while True:

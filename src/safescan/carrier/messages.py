@@ -238,6 +238,63 @@ class KeysUpdated(CborMessage):
     epochs: tuple[int, ...]  # 2: every epoch it holds, oldest first
 
 
+# --- the requests (host -> card): CBOR arrays, a field's position is its index ---------------
+
+
+class CborArray:
+    """Base of the command bodies that are CBOR arrays (frozen dataclasses; field *n* is
+    element *n*, all required). The card keeps its own lenient CBOR decoding of command data
+    and checks the decoded value with :meth:`from_value`."""
+
+    TITLE: ClassVar[str] = "request"
+
+    @classmethod
+    @cache
+    def schema(cls) -> tuple[_Field, ...]:
+        """The elements in order: (index, name, wire type, optional=False)."""
+        hints = typing.get_type_hints(cls)
+        return tuple(
+            _Field(i, f.name, hints[f.name], False)
+            for i, f in enumerate(dataclasses.fields(cls))  # type: ignore[arg-type]
+        )
+
+    def to_cbor(self) -> bytes:
+        """Deterministic CBOR (the command data)."""
+        return cbor.dumps([_wire(getattr(self, f.name)) for f in self.schema()])
+
+    @classmethod
+    def from_value(cls, value: Any) -> Self:
+        """Check a decoded value: an array of exactly the fields' types, else
+        :class:`MalformedMessage`."""
+        fields = cls.schema()
+        if not isinstance(value, list) or len(value) != len(fields):
+            raise MalformedMessage(f"{cls.TITLE}: expected an array of {len(fields)} values")
+        pairs = zip(fields, value, strict=True)
+        return cls(**{f.name: _check(v, f.kind, f"{cls.TITLE}[{f.key}]") for f, v in pairs})
+
+
+@dataclasses.dataclass(frozen=True)
+class Personalize(CborArray):
+    """PERSONALIZE's command data."""
+
+    TITLE: ClassVar[str] = "[bundle, PIN block, retry limit]"
+
+    bundle: bytes  # 0: the institution's sealed provisioning bundle
+    pin_block: bytes  # 1: the padded PIN (safescan.carrier.pin)
+    retry_limit: int  # 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Authorize(CborArray):
+    """AUTHORIZE PAYMENT's command data: what the customer confirmed."""
+
+    TITLE: ClassVar[str] = "[merchant id, amount, currency]"
+
+    merchant_id: str  # 0
+    amount: int  # 1: minor units
+    currency: int  # 2: ISO 4217 number
+
+
 MESSAGES: tuple[type[CborMessage], ...] = (
     CardInfo,
     LastError,

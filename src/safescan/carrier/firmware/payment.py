@@ -10,7 +10,7 @@ from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
 from safescan.carrier.firmware import display
 from safescan.carrier.firmware.common import CODE_REASONS, MAX_COUNTER, Pending, refuse
 from safescan.carrier.firmware.keys import scheme
-from safescan.carrier.messages import OpenedCode
+from safescan.carrier.messages import Authorize, MalformedMessage, OpenedCode
 from safescan.code.errors import SafescanError
 
 if TYPE_CHECKING:
@@ -102,17 +102,17 @@ def authorize(card: Card, command: CommandApdu) -> bytes:
         raise refuse(
             StatusWord.WRONG_DATA, Reason.BAD_DATA, "expected [merchant id, amount, currency]"
         )
-    merchant_id, amount, currency = value
     mismatch = refuse(
         StatusWord.WRONG_DATA,
         Reason.CONFIRMATION_MISMATCH,
         "the confirmed merchant, amount or currency is not the code's",
     )
-    if not isinstance(merchant_id, str) or merchant_id != pending.merchant_id:
-        raise mismatch
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise mismatch
-    if isinstance(currency, bool) or not isinstance(currency, int):
+    try:  # three values of another type confirm nothing the card showed
+        request = Authorize.from_value(value)
+    except MalformedMessage:
+        raise mismatch from None
+    merchant_id, amount, currency = request.merchant_id, request.amount, request.currency
+    if merchant_id != pending.merchant_id:
         raise mismatch
     if pending.amount is not None and amount != pending.amount:
         raise mismatch

@@ -12,6 +12,7 @@ from safescan.carrier import rom
 from safescan.carrier.apdu import CommandApdu, Reason, StatusWord
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.firmware.common import refuse
+from safescan.carrier.messages import MalformedMessage, Personalize
 from safescan.code.errors import SafescanError
 
 if TYPE_CHECKING:
@@ -107,18 +108,13 @@ def personalize(card: Card, command: CommandApdu) -> bytes:
         value = cbor2.loads(command.data)
     except (cbor2.CBORError, ValueError, TypeError, RecursionError):
         raise refuse(StatusWord.WRONG_DATA, Reason.BAD_DATA, "not CBOR") from None
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or not isinstance(value[0], bytes)
-        or not isinstance(value[1], bytes)
-        or isinstance(value[2], bool)
-        or not isinstance(value[2], int)
-    ):
+    try:
+        request = Personalize.from_value(value)
+    except MalformedMessage:
         raise refuse(
             StatusWord.WRONG_DATA, Reason.BAD_DATA, "expected [bundle, PIN block, retry limit]"
-        )
-    bundle_bytes, block, limit = value
+        ) from None
+    bundle_bytes, block, limit = request.bundle, request.pin_block, request.retry_limit
     if not rom.RETRY_LIMIT_MIN <= limit <= rom.RETRY_LIMIT_MAX:
         raise refuse(
             StatusWord.WRONG_DATA,
