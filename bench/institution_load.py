@@ -105,7 +105,7 @@ def crypto_bound(
     """Payments/s one core could do if a payment were only its cryptography.
 
     Exactly the primitives ``POST /v1/payments`` runs for an institution-signed dynamic code
-    (service.Institution.pay): HPKE open of the code (X25519, HKDF-SHA256, AES-128-GCM), Ed25519
+    (Payments.pay): HPKE open of the code (X25519, HKDF-SHA256, AES-128-GCM), Ed25519
     verification of the code's signature, SHA-256 of the binary code (its digest), Ed25519
     verification of the carrier's authorization, HMAC-SHA256 payer pseudonym, Ed25519 signature
     of the receipt and SHA-256 of the payment's audit entry. Each is called the way the payment

@@ -85,7 +85,7 @@ def _changes(p: Populated, rng: random.Random) -> tuple[list[str], list[int]]:
     def refund() -> None:
         o = order(p, m0, 500)
         pay(p, 1, o["code"], o["total"])
-        p.inst.refund(m0, o["order_id"], amount=200, reason=None, idempotency_key=None)
+        p.inst.refunds.refund(m0, o["order_id"], amount=200, reason=None, idempotency_key=None)
 
     def enroll() -> None:
         _enroll(p, p.customers[1])
@@ -94,7 +94,7 @@ def _changes(p: Populated, rng: random.Random) -> tuple[list[str], list[int]]:
     def revoke() -> None:
         _enroll(p, p.customers[2])
         serials.append(p.carriers[-1][0])
-        p.inst.revoke_carrier(p.carriers[-1][0])
+        p.inst.carriers.revoke(p.carriers[-1][0])
 
     actions.update(payment=payment, refund=refund, enroll=enroll, revoke=revoke)
     guard = RollbackGuard(p.inst.db, p.inst.keys, default_path(p.keys))

@@ -21,8 +21,10 @@ from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text, open_code
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.payment import DynamicCode, LineItem, Merchant
-from safescan.institution import admin_tokens, nonces, outcomes, webhook_log
+from safescan.institution import admin_tokens, nonces, outcomes, webhook_log, wire
 from safescan.institution.db import Database, migrate
+from safescan.institution.domain.results import PaymentMade
+from safescan.institution.idempotency import Stored
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import Event
 from safescan.institution.service import Institution
@@ -85,16 +87,16 @@ def _authorize(p: Populated, carrier: int, code: str, amount: int, currency: int
 
 def pay(p: Populated, carrier: int, code: str, amount: int, idem: str | None = None) -> str:
     """Pay ``code`` with carrier number ``carrier``; returns the payment id."""
-    stored = p.inst.pay(code, _authorize(p, carrier, code, amount, 978), idem)
-    assert stored.status == 201, stored.body
-    pid = str(stored.body["payment_id"])
+    made = p.inst.payments.pay(code, _authorize(p, carrier, code, amount, 978), idem)
+    assert isinstance(made, PaymentMade), made
+    pid = made.payment_id
     p.payments.append(pid)
     return pid
 
 
 def order(p: Populated, mid: str, price: int, idem: str | None = None, **kw: Any) -> dict[str, Any]:
     """Precreate an order of one item; returns its body (order_id, code, ...)."""
-    stored = p.inst.create_order(
+    result = p.inst.orders.create(
         mid,
         items=[("Coffee", 1, price)],
         currency_code="EUR",
@@ -102,23 +104,23 @@ def order(p: Populated, mid: str, price: int, idem: str | None = None, **kw: Any
         reference=kw.get("reference"),
         idempotency_key=idem,
     )
-    return dict(stored.body)
+    return dict(result.body) if isinstance(result, Stored) else wire.order_created(result)
 
 
 def _enroll(p: Populated, cid: str) -> None:
-    token = p.inst.issue_enrollment_token(cid)["token"]
+    token = p.inst.customers.issue_enrollment_token(cid).token
     key = SigningKey.generate()
     transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
     statement = attest(p.inst, token, key.public_key.raw, transport)  # a genuine chip's
-    out = p.inst.enroll_carrier(token, key.public_key.raw, transport, statement)
-    p.carriers.append((int(out["carrier_serial"]), key))
+    out = p.inst.carriers.enroll(token, key.public_key.raw, transport, statement)
+    p.carriers.append((out.carrier_serial, key))
 
 
 def _signed_request(p: Populated, mid: str) -> None:
     """One authenticated merchant request (a nonce and a rate bucket row)."""
     key = p.merchant_keys[mid]
     headers = sign_request(key, mid, "GET", "/v1/merchant/orders", b"", timestamp=int(p.clock()))
-    p.inst.authenticate_merchant("GET", "/v1/merchant/orders", headers, b"")
+    p.inst.access.authenticate_merchant("GET", "/v1/merchant/orders", headers, b"")
 
 
 def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
@@ -133,12 +135,12 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     inst.elapsed = nonces.ElapsedClock(lambda: time.monotonic() + ahead[0])
     # a fixed answer for the one webhook host (no DNS in tests)
     inst.webhook_targets = TargetPolicy(resolver=lambda host, port: ["93.184.215.14"])
-    inst.bootstrap()
+    inst.setup.bootstrap()
     p = Populated(db_url, keys, inst, clock)
     admin_tokens.create(database)
     for i, hook in enumerate(["https://shop.example/hook", None, None]):
         mkey = SigningKey.generate()
-        m, _ = inst.create_merchant(
+        m = inst.merchants.create(
             name=f"Shop {i}",
             city="Berlin",
             country="DE",
@@ -147,23 +149,23 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
             api_public_key=mkey.public_key.raw,
             webhook_url=hook,
         )
-        p.merchants.append(m["id"])
-        p.merchant_keys[m["id"]] = mkey
+        p.merchants.append(m.merchant.id)
+        p.merchant_keys[m.merchant.id] = mkey
     for i in range(4):
-        cid = inst.create_customer(f"Customer {i}")["id"]
-        inst.fund_customer(cid, "EUR", 100_000)
+        cid = inst.customers.create(f"Customer {i}").id
+        inst.customers.fund(cid, "EUR", 100_000)
         p.customers.append(cid)
-    inst.fund_customer(p.customers[0], "USD", 5_000)
+    inst.customers.fund(p.customers[0], "USD", 5_000)
     for cid in p.customers[:3]:
         _enroll(p, cid)
-    inst.issue_enrollment_token(p.customers[3])  # never used
+    inst.customers.issue_enrollment_token(p.customers[3])  # never used
     m0, m1, m2 = p.merchants
     for _ in range(2):
         _signed_request(p, m0)
     _signed_request(p, m1)
     # the replay window passes: those nonces are forgotten, their merchants get floors
     ahead[0] += nonces.RETENTION + 1
-    assert inst.purge_nonces() == 3
+    assert inst.access.purge_nonces() == 3
     clock.now += 1
     _signed_request(p, m0)
     # institution-issued dynamic codes, some with Idempotency-Keys
@@ -174,15 +176,15 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
         pay(p, n % 3, o["code"], o["total"], idem=f"pay-{n}" if n % 2 == 0 else None)
         paid.append(o["order_id"])
     # refunds: partial, full, with and without key
-    inst.refund(m0, paid[0], amount=100, reason="damaged", idempotency_key="refund-0")
-    inst.refund(m1, paid[1], amount=None, reason=None, idempotency_key=None)
-    inst.refund(m0, paid[2], amount=50, reason=None, idempotency_key=None)
+    inst.refunds.refund(m0, paid[0], amount=100, reason="damaged", idempotency_key="refund-0")
+    inst.refunds.refund(m1, paid[1], amount=None, reason=None, idempotency_key=None)
+    inst.refunds.refund(m0, paid[2], amount=50, reason=None, idempotency_key=None)
     # a static code paid with a customer-chosen amount
-    static = inst.create_static_code(m1, currency_code="EUR", valid_days=30)
-    pay(p, 1, static["code"], 777)
+    static = inst.orders.static_code(m1, currency_code="EUR", valid_days=30)
+    pay(p, 1, static.code, 777)
     # a merchant-signed code (certified merchant key)
     mkey = SigningKey.generate()
-    cert = inst.certify_merchant_key(m2, mkey.public_key.raw, 30)
+    cert = inst.merchants.certify_key(m2, mkey.public_key.raw, 30)
     now = int(clock())
     code = DynamicCode(
         merchant=Merchant(m2, "Shop 2", "Berlin", "DE", 5814),
@@ -200,19 +202,19 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     pay(p, 2, text, 360)
     # a closed and an expired order, and a batch of precreated ones
     closed = order(p, m0, 990, reference="to-close")
-    inst.close_order(m0, closed["order_id"])
+    inst.orders.close(m0, closed["order_id"])
     order(p, m1, 555, expires_in=5)
     clock.now += 10
-    inst.expire_orders()
-    batch = inst.precreate_orders(
+    inst.orders.expire()
+    batch = inst.orders.precreate(
         m0, [([("Bagel", 1, 300)], "EUR"), ([("Juice", 2, 200)], "EUR")], 600
     )
     clock.now += 5
-    pay(p, 0, batch[0]["code"], batch[0]["total"])  # a precreated order paid later
+    pay(p, 0, batch[0].code, batch[0].total)  # a precreated order paid later
     unpaid = order(p, m0, 123)  # stays CREATED
     # a refusal stored as its key's answer (the order is paid already)
     try:
-        p.inst.pay(text, _authorize(p, 0, text, 360, 978), "pay-late")
+        p.inst.payments.pay(text, _authorize(p, 0, text, 360, 978), "pay-late")
     except OrderNotPayable:
         pass
     else:  # pragma: no cover - populate's own check
@@ -223,9 +225,9 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     assert looked["outcome"] == "not_processed", looked
     # a revoked carrier, a revoked merchant (and its certificate), a static code left unpaid
     _enroll(p, p.customers[3])
-    inst.revoke_carrier(p.carriers[-1][0])
-    inst.revoke_merchant(m2)
-    inst.create_static_code(m0, currency_code=None, valid_days=1)
+    inst.carriers.revoke(p.carriers[-1][0])
+    inst.merchants.revoke(m2)
+    inst.orders.static_code(m0, currency_code=None, valid_days=1)
     _webhook_operations(p, m0)
     return p
 

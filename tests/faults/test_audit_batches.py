@@ -26,7 +26,7 @@ def paid_batch() -> Iterator[tuple[Populated, list[dict[str, object]]]]:
     with tempfile.TemporaryDirectory(prefix="safescan-batch-") as d:
         p = populate(f"sqlite:///{Path(d) / 'db.sqlite'}", Path(d) / "keys", payments=4)
         m0 = p.merchants[0]
-        batch = p.inst.precreate_orders(m0, [([("Tea", 1, 250 + k)], "EUR") for k in range(4)], 600)
+        batch = p.inst.orders.precreate(m0, [([("Tea", 1, 250 + k)], "EUR") for k in range(4)], 600)
         p.clock.now += 5  # paid later than created
         for o in batch[:2]:
             pay(p, 0, str(o["code"]), int(str(o["total"])))

@@ -106,7 +106,7 @@ class Merchant:
 
 def new_merchant(inst: Institution) -> Merchant:
     key = SigningKey.generate()
-    m, _ = inst.create_merchant(
+    m = inst.merchants.create(
         name="Clock Shop",
         city="Berlin",
         country="DE",
@@ -115,13 +115,13 @@ def new_merchant(inst: Institution) -> Merchant:
         api_public_key=key.public_key.raw,
         webhook_url=None,
     )
-    return Merchant(m["id"], key)
+    return Merchant(m.merchant.id, key)
 
 
 def accepted(inst: Institution, headers: dict[str, str], body: bytes = b"") -> bool:
     """Whether the institution accepts this request (a refusal must be a replay refusal)."""
     try:
-        inst.authenticate_merchant("GET", PATH, headers, body)
+        inst.access.authenticate_merchant("GET", PATH, headers, body)
     except ReplayedRequest:
         return False
     return True
@@ -133,7 +133,7 @@ def sweep(inst: Institution, clocks: Clocks, seconds: float, step: float = 30.0)
     while seconds > 0:
         clocks.advance(min(step, seconds))
         seconds -= step
-        forgotten += inst.purge_nonces()
+        forgotten += inst.access.purge_nonces()
     return forgotten
 
 
@@ -299,12 +299,12 @@ def test_the_signature_covers_the_idempotency_key(
     m = new_merchant(inst)
     h = m.sign(clocks.wall(), idem="refund-key-1")
     with pytest.raises(Unauthenticated) as info:
-        inst.authenticate_merchant("GET", PATH, change(h), b"")
+        inst.access.authenticate_merchant("GET", PATH, change(h), b"")
     assert info.value.code == "unauthenticated"  # a bad signature, not a replay
     # a key added to a request signed without one
     plain = m.sign(clocks.wall())
     with pytest.raises(Unauthenticated):
-        inst.authenticate_merchant("GET", PATH, {**plain, "Idempotency-Key": "k1"}, b"")
+        inst.access.authenticate_merchant("GET", PATH, {**plain, "Idempotency-Key": "k1"}, b"")
     assert accepted(inst, h)  # the request as signed is fine
 
 

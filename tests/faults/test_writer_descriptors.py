@@ -536,7 +536,7 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            inst.create_customer("Before")  # the writer runs
+            inst.customers.create("Before")  # the writer runs
             assert http.get("/health").status_code == 200
             committer = inst.db._writer()
             with _Once(committer, "_run_batch", SystemExit()):
@@ -551,7 +551,7 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
             assert doc["error"]["code"] == "storage_error"
             ready = http.get("/ready")
             assert ready.status_code == 503 and ready.json()["checks"]["writer"]["ok"] is False
-            inst.create_customer("After")  # a new writer
+            inst.customers.create("After")  # a new writer
             assert http.get("/health").status_code == 200
             checks = http.get("/ready").json()["checks"]
             assert checks["writer"]["ok"] and checks["writer"]["restarts"] == 1

@@ -33,7 +33,7 @@ def make_institution(tmp: Path) -> Institution:
     db = Database(f"sqlite:///{tmp / 'hooks.db'}")
     migrate(db.engine)
     inst = Institution(db, KeyStore(tmp / "keys").create(PASSPHRASE))
-    inst.test_admin_token = inst.bootstrap()  # type: ignore[attr-defined]
+    inst.test_admin_token = inst.setup.bootstrap()  # type: ignore[attr-defined]
     return inst
 
 
@@ -44,7 +44,7 @@ def trust(inst: Institution) -> TrustStore:
 
 def merchant(inst: Institution, name: str, url: str | None = None) -> str:
     """Onboard a merchant (its URL goes through the registration check)."""
-    m, _ = inst.create_merchant(
+    m = inst.merchants.create(
         name=name,
         city="Berlin",
         country="DE",
@@ -53,7 +53,7 @@ def merchant(inst: Institution, name: str, url: str | None = None) -> str:
         api_public_key=None,
         webhook_url=url,
     )
-    return str(m["id"])
+    return m.merchant.id
 
 
 def store_url(inst: Institution, mid: str, url: str | None) -> None:

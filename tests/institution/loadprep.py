@@ -34,7 +34,7 @@ def make_payables(
     (counters 1, 2, ...), orders spread over ``merchants`` merchants in batches of 2,000."""
     mids = []
     for i in range(merchants):
-        m, _ = inst.create_merchant(
+        m = inst.merchants.create(
             name=f"{name} Shop {i}",
             city="Berlin",
             country="DE",
@@ -43,39 +43,39 @@ def make_payables(
             api_public_key=None,
             webhook_url=None,
         )
-        mids.append(m["id"])
+        mids.append(m.merchant.id)
     carriers = []
     for _ in range(clients):
-        cid = inst.create_customer(f"{name} customer")["id"]
-        inst.fund_customer(cid, "EUR", 10**11)
-        token = inst.issue_enrollment_token(cid)["token"]
+        cid = inst.customers.create(f"{name} customer").id
+        inst.customers.fund(cid, "EUR", 10**11)
+        token = inst.customers.issue_enrollment_token(cid).token
         key = SigningKey.generate()
         t = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        serial = inst.enroll_carrier(
+        serial = inst.carriers.enroll(
             token, key.public_key.raw, t, attest(inst, token, key.public_key.raw, t)
-        )["carrier_serial"]
+        ).carrier_serial
         carriers.append((serial, key, cid))
     work: list[list[Payable]] = [[] for _ in range(clients)]
     total, made = clients * per_client, 0
     while made < total:
         batch = min(2000, total - made)
         mid = mids[(made // 2000) % len(mids)]
-        orders = inst.precreate_orders(
+        orders = inst.orders.precreate(
             mid, [([("Coffee", 1, 100 + (i % 500))], "EUR") for i in range(batch)], 3600
         )
         for o in orders:
             k = made % clients
             serial, key, cid = carriers[k]
             auth = Authorization(
-                code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
+                code_digest=hashlib.sha256(decode_text(o.code)).digest(),
                 merchant_id=mid,
-                order_id=o["order_id"],
-                amount=o["total"],
-                currency=o["currency"],
+                order_id=o.order_id,
+                amount=o.total,
+                currency=o.currency,
                 counter=len(work[k]) + 1,
                 carrier_serial=serial,
                 created_at=int(time.time()),
             ).signed(key)
-            work[k].append(Payable(o["order_id"], o["code"], auth, o["total"], cid, key.public_key))
+            work[k].append(Payable(o.order_id, o.code, auth, o.total, cid, key.public_key))
             made += 1
     return work

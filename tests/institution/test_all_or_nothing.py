@@ -22,6 +22,7 @@ from safescan.code.errors import SafescanError
 from safescan.institution import audit, enrollment, ledger
 from safescan.institution.db import Database
 from safescan.institution.domain import certificates as certificates_module
+from safescan.institution.domain.results import OrderCreated
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from safescan.institution.webhook_targets import TargetPolicy
@@ -59,7 +60,7 @@ class Setup:
 
     def __init__(self, inst: Institution) -> None:
         self.inst = inst
-        m, _ = inst.create_merchant(
+        m = inst.merchants.create(
             name="Atomic Shop",
             city="Berlin",
             country="DE",
@@ -68,25 +69,27 @@ class Setup:
             api_public_key=None,
             webhook_url=None,
         )
-        self.mid = str(m["id"])
-        self.cid = str(inst.create_customer("Atomic Customer")["id"])
-        inst.fund_customer(self.cid, "EUR", 10_000)
-        self.token = str(inst.issue_enrollment_token(self.cid)["token"])
-        self.order = inst.create_order(
+        self.mid = m.merchant.id
+        self.cid = inst.customers.create("Atomic Customer").id
+        inst.customers.fund(self.cid, "EUR", 10_000)
+        self.token = inst.customers.issue_enrollment_token(self.cid).token
+        order = inst.orders.create(
             self.mid,
             items=[("Tea", 1, 300)],
             currency_code="EUR",
             expires_in=900,
             reference=None,
             idempotency_key=None,
-        ).body
-        token = str(inst.issue_enrollment_token(self.cid)["token"])
+        )
+        assert isinstance(order, OrderCreated)
+        self.order_id = order.order_id
+        token = inst.customers.issue_enrollment_token(self.cid).token
         signing = SigningKey.generate().public_key.raw
         transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        enrolled = inst.enroll_carrier(
+        enrolled = inst.carriers.enroll(
             token, signing, transport, attest(inst, token, signing, transport)
         )
-        self.serial = int(enrolled["carrier_serial"])
+        self.serial = enrolled.carrier_serial
 
 
 def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
@@ -95,7 +98,7 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
     transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
     attestation = attest(s.inst, s.token, key, transport)  # a genuine carrier's keys
     return {
-        "create_merchant": lambda i: i.create_merchant(
+        "create_merchant": lambda i: i.merchants.create(
             name="Other Shop",
             city="Paris",
             country="FR",
@@ -104,13 +107,13 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
             api_public_key=key,
             webhook_url=None,
         ),
-        "set_webhook": lambda i: i.set_webhook(s.mid, "https://127.0.0.1:9443/hook"),
-        "certify_merchant_key": lambda i: i.certify_merchant_key(s.mid, key, 30),
-        "create_customer": lambda i: i.create_customer("Bob"),
-        "fund_customer": lambda i: i.fund_customer(s.cid, "EUR", 500),
-        "issue_enrollment_token": lambda i: i.issue_enrollment_token(s.cid),
-        "enroll_carrier": lambda i: i.enroll_carrier(s.token, key, transport, attestation),
-        "create_order": lambda i: i.create_order(
+        "set_webhook": lambda i: i.merchants.set_webhook(s.mid, "https://127.0.0.1:9443/hook"),
+        "certify_merchant_key": lambda i: i.merchants.certify_key(s.mid, key, 30),
+        "create_customer": lambda i: i.customers.create("Bob"),
+        "fund_customer": lambda i: i.customers.fund(s.cid, "EUR", 500),
+        "issue_enrollment_token": lambda i: i.customers.issue_enrollment_token(s.cid),
+        "enroll_carrier": lambda i: i.carriers.enroll(s.token, key, transport, attestation),
+        "create_order": lambda i: i.orders.create(
             s.mid,
             items=[("Cake", 2, 250)],
             currency_code="EUR",
@@ -118,9 +121,9 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
             reference="r-1",
             idempotency_key="idem-aon-1",
         ),
-        "close_order": lambda i: i.close_order(s.mid, str(s.order["order_id"])),
-        "revoke_carrier": lambda i: i.revoke_carrier(s.serial),
-        "revoke_merchant": lambda i: i.revoke_merchant(s.mid),
+        "close_order": lambda i: i.orders.close(s.mid, s.order_id),
+        "revoke_carrier": lambda i: i.carriers.revoke(s.serial),
+        "revoke_merchant": lambda i: i.merchants.revoke(s.mid),
     }
 
 

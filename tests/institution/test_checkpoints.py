@@ -7,7 +7,6 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from safescan.institution.checkpoints import (
     read_records,
     sign,
 )
+from safescan.institution.domain.results import CarrierEnrolled
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import RollbackGuard
 from safescan.institution.service import Institution
@@ -42,11 +42,11 @@ def _x25519() -> bytes:
     return X25519PrivateKey.generate().public_key().public_bytes_raw()
 
 
-def _enroll(inst: Institution, token: str) -> dict[str, Any]:
+def _enroll(inst: Institution, token: str) -> CarrierEnrolled:
     """Enroll a carrier with a genuine (trusted test factory's) attestation."""
     signing, transport = SigningKey.generate().public_key.raw, _x25519()
     statement = attest(inst, token, signing, transport)
-    return inst.enroll_carrier(token, signing, transport, statement)
+    return inst.carriers.enroll(token, signing, transport, statement)
 
 
 TRUST = TrustStore({1: KEY.public_key})
@@ -203,26 +203,26 @@ def test_serials_and_revocation_sequences_skip_everything_journaled(populated: P
     f = CheckpointFile(p.keys.with_name("keys.checkpoints"))
     p.inst.journal = Journal(f, p.inst.keys)
     RollbackGuard(p.inst.db, p.inst.keys, f.path).tick()
-    token = p.inst.issue_enrollment_token(p.customers[0])["token"]
+    token = p.inst.customers.issue_enrollment_token(p.customers[0]).token
     first = _enroll(p.inst, token)
-    serial = first["carrier_serial"]
+    serial = first.carrier_serial
     # a restored copy's counters are behind: simulate by winding them back
     from sqlalchemy import update
 
     from safescan.institution.models import Counter
 
     p.inst.db.write(lambda c: c.execute(update(Counter).values(value=1)))
-    token = p.inst.issue_enrollment_token(p.customers[0])["token"]
+    token = p.inst.customers.issue_enrollment_token(p.customers[0]).token
     second = _enroll(p.inst, token)
-    assert second["carrier_serial"] == serial + 1
+    assert second.carrier_serial == serial + 1
     issued = [r for r in read_records(f, p.inst.trust, None)[0] if r["type"] == "issue"]
     assert [r["serial"] for r in issued] == [serial, serial + 1]
     assert issued[0]["subject"] == f"carrier:{serial}" and issued[0]["role"] == "carrier"
     # the counter was wound back to 1 (crl 2 was checkpointed): the next sequence is 3, not 2
-    p.inst.revoke_carrier(serial)
+    p.inst.carriers.revoke(serial)
     revokes = [r for r in read_records(f, p.inst.trust, None)[0] if r["type"] == "revoke"]
     assert revokes[-1]["serials"] == [serial] and revokes[-1]["role"] == Role.CARRIER.name.lower()
-    assert revokes[-1]["crl"] == 3 and p.inst.revocation_list().sequence == 3
+    assert revokes[-1]["crl"] == 3 and p.inst.certificates.revocation_list().sequence == 3
 
 
 def test_the_guard_refuses_forged_and_foreign_checkpoint_files(populated: Populated) -> None:

@@ -77,7 +77,8 @@ class Served:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def raising(self, name: str, exc: BaseException) -> None:
-        """Make the institution's method ``name`` raise ``exc``."""
+        """Make the institution's method ``name`` (``module.method``, e.g.
+        ``payments.pay_async``) raise ``exc``."""
 
         def boom(*_args: Any, **_kwargs: Any) -> Any:
             raise exc
@@ -85,7 +86,9 @@ class Served:
         async def boom_async(*_args: Any, **_kwargs: Any) -> Any:
             raise exc
 
-        setattr(self.inst, name, boom_async if name.endswith("_async") else boom)
+        module, method = name.split(".")
+        target = getattr(self.inst, module)
+        setattr(target, method, boom_async if method.endswith("_async") else boom)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +116,8 @@ def _pay(s: Served) -> httpx.Response:
 
 
 ROUTES: dict[str, tuple[str, Callable[[Served], httpx.Response]]] = {
-    "framework route": ("public_keys", _keys),
-    "payment fast path": ("pay_async", _pay),
+    "framework route": ("setup.public_keys", _keys),
+    "payment fast path": ("payments.pay_async", _pay),
 }
 
 
@@ -192,7 +195,7 @@ def test_out_of_descriptors_is_a_retryable_503(served: Served, route: str, numbe
 
 
 def test_a_rate_limit_from_a_route_says_when_to_retry(served: Served) -> None:
-    served.raising("code_status", RateLimited("slow down"))
+    served.raising("orders.code_status", RateLimited("slow down"))
     r = served.http.post("/v1/codes/status", json={"code": "SS1.x"})
     assert (r.status_code, r.headers["retry-after"]) == (429, "1")
     assert r.json()["error"] == {

@@ -22,11 +22,12 @@ from alembic import command
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import func, insert, select
 
-from safescan.api.encoding import b64e
 from safescan.api.errors import ConfigError, InsufficientFunds, OrderNotPayable
 from safescan.code import Authorization, SigningKey, decode_text
 from safescan.institution import audit, idempotency, ledger
 from safescan.institution.db import Database, _alembic_config, schema_revisions
+from safescan.institution.domain.results import PaymentMade, PrecreatedOrder
+from safescan.institution.idempotency import Stored
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import (
     Account,
@@ -65,7 +66,7 @@ class Payer:
 
     def __init__(self, inst: Institution, funds: int) -> None:
         self.inst = inst
-        m, _ = inst.create_merchant(
+        m = inst.merchants.create(
             name="Stmt Shop",
             city="Berlin",
             country="DE",
@@ -74,32 +75,32 @@ class Payer:
             api_public_key=None,
             webhook_url=None,
         )
-        self.mid = m["id"]
-        self.cid = inst.create_customer("Stmt customer")["id"]
-        inst.fund_customer(self.cid, "EUR", funds)
-        token = inst.issue_enrollment_token(self.cid)["token"]
+        self.mid = m.merchant.id
+        self.cid = inst.customers.create("Stmt customer").id
+        inst.customers.fund(self.cid, "EUR", funds)
+        token = inst.customers.issue_enrollment_token(self.cid).token
         self.key = SigningKey.generate()
         transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        self.serial = inst.enroll_carrier(
+        self.serial = inst.carriers.enroll(
             token,
             self.key.public_key.raw,
             transport,
             attest(inst, token, self.key.public_key.raw, transport),
-        )["carrier_serial"]
+        ).carrier_serial
         self.counter = 0
 
-    def order(self, price: int) -> dict[str, Any]:
-        return self.inst.precreate_orders(self.mid, [([("Item", 1, price)], "EUR")], 600)[0]
+    def order(self, price: int) -> PrecreatedOrder:
+        return self.inst.orders.precreate(self.mid, [([("Item", 1, price)], "EUR")], 600)[0]
 
-    def authorize(self, order: dict[str, Any]) -> bytes:
+    def authorize(self, order: PrecreatedOrder) -> bytes:
         self.counter += 1
         return (
             Authorization(
-                code_digest=hashlib.sha256(decode_text(order["code"])).digest(),
+                code_digest=hashlib.sha256(decode_text(order.code)).digest(),
                 merchant_id=self.mid,
-                order_id=order["order_id"],
-                amount=order["total"],
-                currency=order["currency"],
+                order_id=order.order_id,
+                amount=order.total,
+                currency=order.currency,
                 counter=self.counter,
                 carrier_serial=self.serial,
                 created_at=int(time.time()),
@@ -148,14 +149,14 @@ def test_institution_orders_are_paid_by_one_autocommitted_statement(
     auth = payer.authorize(o)
     monkeypatch.setattr(inst.db, "write", counting("write", write))
     monkeypatch.setattr(inst.db, "write_one", counting("write_one", write_one))
-    stored = inst.pay(o["code"], auth, None)
-    assert stored.status == 201 and stored.body["amount"] == 1234
+    made = inst.payments.pay(o.code, auth, None)
+    assert isinstance(made, PaymentMade) and made.amount == 1234
     assert calls == {"write": 0, "write_one": 1}
     balances = inst.db.read(lambda c: ledger.balances(c, ledger.CUSTOMER, payer.cid))
     assert balances == {978: 10_000 - 1234}
     # a second payment of the same code is refused inside the function, with the typed error
     with pytest.raises(OrderNotPayable, match="already been paid"):
-        inst.pay(o["code"], payer.authorize(o), None)
+        inst.payments.pay(o.code, payer.authorize(o), None)
     # the hashes the function computed in SQL are the ones the Python verifier expects
     assert inst.db.read(lambda c: list(audit.verify_chains(c))) == []
     assert inst.db.read(ledger.check_invariants) == []
@@ -169,7 +170,7 @@ def test_a_key_answered_in_between_stops_the_function_at_its_first_step(
     balances, counter, ledger, outbox, audit chain as before) and that answer is returned."""
     payer = Payer(inst, 10_000)
     o = payer.order(700)
-    stored, plan = inst.payments._prepare_payment(o["code"], payer.authorize(o), "key-1")
+    stored, plan = inst.payments._prepare_payment(o.code, payer.authorize(o), "key-1")
     assert stored is None and plan is not None and plan.idem is not None
     # the concurrent request commits its answer for the same key first
     theirs = {"payment_id": "pay_THEIRS", "status": "succeeded"}
@@ -193,7 +194,7 @@ def test_a_key_answered_in_between_stops_the_function_at_its_first_step(
     answer = idempotency.finish(
         inst.db, plan.idem, plan.now, lambda: inst.payments._pay_order_in_one_statement(plan)
     )
-    assert answer.body == theirs and snapshot(inst) == before
+    assert isinstance(answer, Stored) and answer.body == theirs and snapshot(inst) == before
 
 
 def test_insufficient_funds_inside_the_function_changes_nothing(inst: Institution) -> None:
@@ -202,11 +203,12 @@ def test_insufficient_funds_inside_the_function_changes_nothing(inst: Institutio
     auth = payer.authorize(o)
     before = snapshot(inst)
     with pytest.raises(InsufficientFunds):
-        inst.pay(o["code"], auth, None)
+        inst.payments.pay(o.code, auth, None)
     assert snapshot(inst) == before
     # the same authorization pays once the customer is funded (its counter was not consumed)
-    inst.fund_customer(payer.cid, "EUR", 1000)
-    assert inst.pay(o["code"], auth, None).body["receipt"] != b64e(b"")
+    inst.customers.fund(payer.cid, "EUR", 1000)
+    made = inst.payments.pay(o.code, auth, None)
+    assert isinstance(made, PaymentMade) and made.receipt != b""
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -240,7 +242,7 @@ def test_migrate_upgrades_an_older_schema_that_serve_refuses(
     try:
         payer = Payer(inst, 1000)
         o = payer.order(250)
-        assert inst.pay(o["code"], payer.authorize(o), None).status == 201
+        assert isinstance(inst.payments.pay(o.code, payer.authorize(o), None), PaymentMade)
         assert inst.db.read(lambda c: list(audit.verify_chains(c))) == []
     finally:
         inst.db.dispose()

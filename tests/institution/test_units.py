@@ -161,11 +161,11 @@ def test_init_twice_and_scheme_key_rotation() -> None:
             now = int(time.time())
             assert inst.keys.scheme.current(now).kid == 2
             assert inst.keys.scheme.keys[1].retire_at is not None
-            published = inst.public_keys()["scheme_keys"]
-            assert [k["kid"] for k in published if k["use"] == "static"] == [1, 2]
-            assert [k["kid"] for k in published if k["current_static"]] == [2]
-            (current,) = [k for k in published if k["current"]]  # dynamic codes: the epoch's
-            assert current["use"] == "dynamic" and current["kid"] >= 0x80
+            published = inst.setup.public_keys().scheme_keys
+            assert [k.kid for k in published if k.use == "static"] == [1, 2]
+            assert [k.kid for k in published if k.current_static] == [2]
+            (current,) = [k for k in published if k.current]  # dynamic codes: the epoch's
+            assert current.use == "dynamic" and current.kid >= 0x80
         finally:
             inst.db.dispose()
 

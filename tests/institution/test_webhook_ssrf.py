@@ -153,15 +153,15 @@ def test_internal_address_spellings_are_refused_and_change_nothing(
 ) -> None:
     inst.webhook_targets = _policy(Resolver())
     mid = merchant(inst, "Victim Cafe", "http://127.0.0.1:9999/unused")
-    before = inst.get_merchant(mid)["webhook_url"]
+    before = inst.merchants.get(mid).webhook_url
     n = _count_merchants(inst)
     with pytest.raises(WebhookUrlRefused) as info:
         merchant(inst, "Evil Cafe", url)
     assert info.value.code == "webhook_url_refused" and info.value.param == "url", what
     with pytest.raises(WebhookUrlRefused):
-        inst.set_webhook(mid, url)
+        inst.merchants.set_webhook(mid, url)
     assert _count_merchants(inst) == n
-    assert inst.get_merchant(mid)["webhook_url"] == before
+    assert inst.merchants.get(mid).webhook_url == before
 
 
 @pytest.mark.parametrize("url", MALFORMED)
@@ -218,7 +218,7 @@ def test_public_targets_are_accepted_and_normalised(inst: Institution) -> None:
         resolver=Resolver({"hooks.shop.example": ["93.184.215.14", "2606:2800:21f::1"]})
     )
     mid = merchant(inst, "Fine Cafe", "HTTPS://Hooks.Shop.Example:443/a/b?x=1&y=%20")
-    assert inst.get_merchant(mid)["webhook_url"] == "https://hooks.shop.example/a/b?x=1&y=%20"
+    assert inst.merchants.get(mid).webhook_url == "https://hooks.shop.example/a/b?x=1&y=%20"
     for url, stored in (
         ("https://8.8.8.8:8443/h", "https://8.8.8.8:8443/h"),
         ("https://[2606:4700:4700::1111]/h", "https://[2606:4700:4700::1111]/h"),
@@ -226,8 +226,8 @@ def test_public_targets_are_accepted_and_normalised(inst: Institution) -> None:
         ("https://[64:ff9b::808:808]/", "https://[64:ff9b::808:808]/"),  # NAT64 of a public one
         ("https://hooks.shop.example?q=1", "https://hooks.shop.example/?q=1"),
     ):
-        assert inst.set_webhook(mid, url)["webhook_url"] == stored
-    assert inst.set_webhook(mid, None)["webhook_url"] is None
+        assert inst.merchants.set_webhook(mid, url).webhook_url == stored
+    assert inst.merchants.set_webhook(mid, None).webhook_url is None
 
 
 def test_the_allow_list_is_exact(inst: Institution) -> None:

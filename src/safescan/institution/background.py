@@ -23,8 +23,8 @@ async def maintenance_loop(
     and the next round tries again (readiness shows a loop that stopped making rounds)."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(inst.expire_orders)
-            await asyncio.to_thread(inst.purge_nonces)
+            await asyncio.to_thread(inst.orders.expire)
+            await asyncio.to_thread(inst.access.purge_nonces)
         except SafescanError as exc:
             log.warning("maintenance paused: %s", exc.message)
         except Exception as exc:

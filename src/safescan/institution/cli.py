@@ -91,7 +91,7 @@ def init(
             if cp_path.exists():
                 raise ConfigError(f"{cp_path} already exists (another institution's checkpoints?)")
             institution_keys = store.create(passphrase, token=hsm_token)
-            token = Institution(database, institution_keys).bootstrap()
+            token = Institution(database, institution_keys).setup.bootstrap()
             RollbackGuard(database, institution_keys, cp_path).tick()  # the first checkpoint
         finally:
             database.dispose()
@@ -577,7 +577,7 @@ def rotate_scheme_key(
         database = Database(db)
         try:
             inst = Institution(database, store.load(passphrase))
-            inst.register_keys()
+            inst.setup.register_keys()
         finally:
             database.dispose()
     except SafescanError as exc:

@@ -41,6 +41,7 @@ from safescan.code.pubkeys import check_x25519_public
 from safescan.institution import audit
 from safescan.institution.domain.certificates import Certificates, crl_sequence
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.results import CarrierEnrolled, CarrierKeyUpdate
 from safescan.institution.models import (
     CarrierDevice,
     CarrierRow,
@@ -182,7 +183,7 @@ def enroll(
     signing_public_key: bytes,
     transport_public_key: bytes,
     attestation: bytes | None,
-) -> dict[str, Any]:
+) -> CarrierEnrolled:
     """Register an attested key carrier: certify its signing key, seal its provisioning bundle
     (static-code keys) and its first KEY UPDATE (the live epochs); all or nothing."""
     try:
@@ -201,7 +202,7 @@ def enroll(
     current = inst.scheme_keys.current_epoch(now)
     epochs = [k for k in inst.scheme_keys.live(now) if k.epoch <= current.epoch]
 
-    def tx(conn: Connection) -> dict[str, Any]:
+    def tx(conn: Connection) -> CarrierEnrolled:
         res = conn.execute(
             update(EnrollmentToken)
             .where(
@@ -276,17 +277,17 @@ def enroll(
                 "superseded": superseded,
             },
         )
-        return {
-            "carrier_serial": serial,
-            "customer_id": cid,
-            "certificate": b64e(cert.to_bytes()),
-            "bundle": b64e(sealed),
-            "model": statement.model.name.lower(),
-            "epoch": current.epoch,
-            "key_update": b64e(first),
-        }
+        return CarrierEnrolled(
+            carrier_serial=serial,
+            customer_id=cid,
+            certificate=cert.to_bytes(),
+            bundle=sealed,
+            model=statement.model.name.lower(),
+            epoch=current.epoch,
+            key_update=first,
+        )
 
-    return dict(inst.db.write(tx))
+    return inst.db.write(tx)
 
 
 def _supersede(
@@ -339,7 +340,7 @@ def _seal_update(
 # --- key updates ------------------------------------------------------------------------------
 
 
-def issue_key_update(inst: Core, serial: int, from_epoch: int) -> dict[str, Any]:
+def issue_key_update(inst: Core, serial: int, from_epoch: int) -> CarrierKeyUpdate:
     """The KEY UPDATE that brings carrier ``serial`` from ``from_epoch`` (the epoch it reports)
     to the current one; ``key_update`` is None when it is up to date. A revoked carrier gets
     nothing (403 ``carrier_revoked``)."""
@@ -366,9 +367,8 @@ def issue_key_update(inst: Core, serial: int, from_epoch: int) -> dict[str, Any]
             f"the carrier reports epoch {from_epoch}, newer than the current {current.epoch}",
             param="from_epoch",
         )
-    out: dict[str, Any] = {"carrier_serial": serial, "epoch": current.epoch, "key_update": None}
     if from_epoch == current.epoch:
-        return out
+        return CarrierKeyUpdate(serial, current.epoch, None)
     live = inst.scheme_keys.live(now)
     sealed = _seal_update(
         inst, serial, bytes(row.transport_public_key), from_epoch, current, live, now
@@ -385,5 +385,4 @@ def issue_key_update(inst: Core, serial: int, from_epoch: int) -> dict[str, Any]
         )
 
     inst.db.write(tx)
-    out["key_update"] = b64e(sealed)
-    return out
+    return CarrierKeyUpdate(serial, current.epoch, sealed)

@@ -37,7 +37,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -71,9 +71,15 @@ _COMPLETE = (
 )
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Stored:
-    """A response to return: HTTP status and JSON body."""
+    """An Idempotency-Key's recorded answer: the status and JSON body the request was first
+    answered with (:mod:`.wire`). A keyed operation returns its result when it did the work
+    now, or this, the answer stored for the key, when it is a retry: the caller sends it back
+    exactly as recorded."""
 
     status: int
     body: dict[str, Any]
@@ -232,17 +238,24 @@ def _store_refusal(db: Database, req: Request, exc: InstitutionError, now: int) 
 
 
 def transaction(
-    req: Request | None, now: int, work: Callable[[Connection], Stored], answer: Stored | None
-) -> Callable[[Connection], Stored]:
+    req: Request | None,
+    now: int,
+    work: Callable[[Connection], T],
+    answer: Stored | None,
+    record: Callable[[T], Stored] | None = None,
+) -> Callable[[Connection], T]:
     """``work`` wrapped for one write transaction: the key claimed first, the answer stored
-    with the effect (at the claim when ``answer`` is known in advance)."""
+    with the effect: ``answer`` at the claim when it is known in advance, else ``record`` of
+    the work's result before the transaction ends."""
 
-    def tx(conn: Connection) -> Stored:
+    def tx(conn: Connection) -> T:
         if req is not None:
             claim(conn, req, now, answer)
         result = work(conn)
         if req is not None and answer is None:
-            complete(conn, req, result)
+            if record is None:  # pragma: no cover - a programming error
+                raise TypeError("a keyed transaction needs its answer or a record function")
+            complete(conn, req, record(result))
         return result
 
     return tx
@@ -252,20 +265,22 @@ def execute(
     db: Database,
     req: Request | None,
     now: int,
-    work: Callable[[Connection], Stored],
+    work: Callable[[Connection], T],
     *,
     answer: Stored | None = None,
-) -> Stored:
-    """Run ``work`` in one transaction, once per key (see the module docstring). ``answer``:
-    the work's answer when it is known before the transaction (stored with the claim)."""
+    record: Callable[[T], Stored] | None = None,
+) -> T | Stored:
+    """Run ``work`` in one transaction, once per key (see the module docstring): its result,
+    or the key's stored answer. ``answer``: the work's answer when it is known before the
+    transaction (stored with the claim); otherwise ``record`` makes it from the result."""
     if req is not None:
         stored = db.read(lambda c: lookup(c, req))
         if stored is not None:
             return replay(stored)
-    return finish(db, req, now, lambda: db.write(transaction(req, now, work, answer)))
+    return finish(db, req, now, lambda: db.write(transaction(req, now, work, answer, record)))
 
 
-def finish(db: Database, req: Request | None, now: int, attempt: Callable[[], Stored]) -> Stored:
+def finish(db: Database, req: Request | None, now: int, attempt: Callable[[], T]) -> T | Stored:
     """Run ``attempt`` (a write that claims ``req`` first) and turn what it raises into the
     key's answer: the answer another request stored, or a final refusal, stored."""
     try:
@@ -279,8 +294,8 @@ def finish(db: Database, req: Request | None, now: int, attempt: Callable[[], St
 
 
 async def finish_async(
-    db: Database, req: Request | None, now: int, attempt: Awaitable[Stored]
-) -> Stored:
+    db: Database, req: Request | None, now: int, attempt: Awaitable[T]
+) -> T | Stored:
     """:func:`finish` for an awaitable write (SQLite's writer, from an event loop)."""
     try:
         return await attempt

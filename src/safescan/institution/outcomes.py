@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from safescan.api.encoding import b64e
 from safescan.api.errors import CarrierRevoked, InvalidRequest
 from safescan.code.authorization import Authorization
 from safescan.code.keys import VerifyKey
-from safescan.institution import audit, guards, idempotency, sql
+from safescan.institution import audit, guards, idempotency, sql, wire
+from safescan.institution.domain.results import PaymentMade
 from safescan.institution.idempotency import (
     Request,
     Stored,
@@ -62,20 +62,17 @@ def _payment_answer(conn: Connection, auth: Authorization) -> Stored | None:
     if row is None:
         return None
     p = row
-    return Stored(
-        201,
-        {
-            "payment_id": p.id,
-            "status": "succeeded",
-            "order_id": row.order_id,
-            "merchant_id": p.merchant_id,
-            "amount": p.amount,
-            "currency": p.currency,
-            "payer_pseudonym": p.payer_pseudonym,
-            "paid_at": p.created_at,
-            "receipt": b64e(p.receipt),
-        },
+    made = PaymentMade(
+        payment_id=p.id,
+        order_id=row.order_id,
+        merchant_id=p.merchant_id,
+        amount=p.amount,
+        currency=p.currency,
+        payer_pseudonym=p.payer_pseudonym,
+        paid_at=p.created_at,
+        receipt=bytes(p.receipt),
     )
+    return Stored(wire.CREATED, wire.payment_made(made))  # the answer the payment was given
 
 
 def _carrier_key(inst: Institution, serial: int) -> VerifyKey:

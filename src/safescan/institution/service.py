@@ -52,40 +52,6 @@ class Institution(Core):
         self.orders = Orders(self)
         self.payments = Payments(self, self.carriers)
         self.refunds = Refunds(self)
-        # the former one-class interface, while its callers move to the modules above
-        self.bootstrap = self.setup.bootstrap
-        self.register_keys = self.setup.register_keys
-        self.public_keys = self.setup.public_keys
-        self.check_admin = self.access.check_admin
-        self.authenticate_merchant = self.access.authenticate_merchant
-        self.purge_nonces = self.access.purge_nonces
-        self.create_merchant = self.merchants.create
-        self.get_merchant = self.merchants.get
-        self.set_webhook = self.merchants.set_webhook
-        self.revoke_merchant = self.merchants.revoke
-        self.certify_merchant_key = self.merchants.certify_key
-        self.events_after = self.merchants.events_after
-        self.create_customer = self.customers.create
-        self.get_customer = self.customers.get
-        self.fund_customer = self.customers.fund
-        self.issue_enrollment_token = self.customers.issue_enrollment_token
-        self.enroll_carrier = self.carriers.enroll
-        self.forget_carriers = self.carriers.forget
-        self.carrier_key_update = self.carriers.key_update
-        self.revoke_carrier = self.carriers.revoke
-        self.revocation_list = self.certificates.revocation_list
-        self.create_order = self.orders.create
-        self.precreate_orders = self.orders.precreate
-        self.create_static_code = self.orders.static_code
-        self.get_order = self.orders.get
-        self.close_order = self.orders.close
-        self.expire_orders = self.orders.expire
-        self.list_orders = self.orders.page
-        self.code_status = self.orders.code_status
-        self.pay = self.payments.pay
-        self.pay_async = self.payments.pay_async
-        self.get_payment = self.payments.get
-        self.refund = self.refunds.refund
 
 
 __all__ = ["Institution", "Stored", "request_hash"]

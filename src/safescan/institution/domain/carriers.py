@@ -3,8 +3,6 @@ signing keys payments verify authorizations with (cached per serial)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection, select, update
 
 from safescan.api.errors import CarrierRevoked, Conflict, UnknownCarrier
@@ -15,6 +13,7 @@ from safescan.code.provisioning import carrier_subject
 from safescan.institution import audit, enrollment
 from safescan.institution.domain.certificates import MAX_SERIAL, Certificates, crl_sequence
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.results import CarrierEnrolled, CarrierKeyUpdate, CarrierStatus
 from safescan.institution.models import CarrierRow
 
 
@@ -32,7 +31,7 @@ class Carriers:
         signing_public_key: bytes,
         transport_public_key: bytes,
         attestation: bytes | None = None,
-    ) -> dict[str, Any]:
+    ) -> CarrierEnrolled:
         """Register an attested key carrier (see :mod:`.enrollment`): certificate, sealed
         provisioning bundle and first key update; refused without a valid attestation."""
         out = enrollment.enroll(
@@ -50,11 +49,11 @@ class Carriers:
         """Drop the cached carrier keys (after carriers were revoked outside :meth:`revoke`)."""
         self._carrier_keys.clear()
 
-    def key_update(self, serial: int, from_epoch: int) -> dict[str, Any]:
+    def key_update(self, serial: int, from_epoch: int) -> CarrierKeyUpdate:
         """The KEY UPDATE bringing a carrier to the current scheme-key epoch (or None)."""
         return enrollment.issue_key_update(self.core, serial, from_epoch)
 
-    def revoke(self, serial: int) -> dict[str, Any]:
+    def revoke(self, serial: int) -> CarrierStatus:
         """Revoke a key carrier: its authorizations are refused from now on."""
         now = self.core.now()
 
@@ -85,9 +84,10 @@ class Carriers:
 
         self.core.db.write(tx)
         self._carrier_keys.pop(serial, None)
-        return {"serial": serial, "status": Status.REVOKED}
+        return CarrierStatus(serial, Status.REVOKED)
 
     def key(self, serial: int) -> tuple[VerifyKey, str]:
+        """A live carrier's signing key and customer id (cached: immutable per serial)."""
         cached = self._carrier_keys.get(serial)
         if cached is not None:
             return cached

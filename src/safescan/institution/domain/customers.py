@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
@@ -13,6 +12,12 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.institution import audit, guards, ledger
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.results import (
+    Balance,
+    CarrierSummary,
+    CustomerAccount,
+    EnrollmentTokenIssued,
+)
 from safescan.institution.models import CarrierRow, CustomerRow, EnrollmentToken
 from safescan.institution.util import new_id
 
@@ -25,7 +30,7 @@ class Customers:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    def create(self, name: str) -> dict[str, Any]:
+    def create(self, name: str) -> CustomerAccount:
         """Open a customer account holder."""
         name = guards.name(name, param="name")
         cid = new_id("C", 11)
@@ -47,10 +52,10 @@ class Customers:
         self.core.db.write(tx)
         return self.get(cid)
 
-    def get(self, cid: str) -> dict[str, Any]:
+    def get(self, cid: str) -> CustomerAccount:
         """A customer with balances (by ISO 4217 alpha code) and carriers."""
 
-        def q(conn: Connection) -> dict[str, Any]:
+        def q(conn: Connection) -> CustomerAccount:
             row = conn.execute(select(CustomerRow).where(CustomerRow.id == cid)).one_or_none()
             if row is None:
                 raise UnknownCustomer(f"no customer {cid}", param="customer_id")
@@ -60,25 +65,22 @@ class Customers:
                     CarrierRow.customer_id == cid
                 )
             ).all()
-            return {
-                "id": row.id,
-                "name": row.name,
-                "status": row.status,
-                "created_at": row.created_at,
-                "balances": [
-                    {"currency": lookup_currency(c).alpha, "amount": a}
-                    for c, a in sorted(bal.items())
-                ],
-                "carriers": [
-                    {"serial": s, "status": st, "last_counter": lc} for s, st, lc in carriers
-                ],
-            }
+            return CustomerAccount(
+                id=row.id,
+                name=row.name,
+                status=Status(row.status),
+                created_at=row.created_at,
+                balances=tuple(
+                    Balance(lookup_currency(c).alpha, a) for c, a in sorted(bal.items())
+                ),
+                carriers=tuple(CarrierSummary(s, Status(st), lc) for s, st, lc in carriers),
+            )
 
         return self.core.db.read(q)
 
     def fund(
         self, cid: str, currency_code: str | int, amount: int, *, actor: str = "admin"
-    ) -> dict[str, Any]:
+    ) -> CustomerAccount:
         """Credit a customer's account from the institution's funding account."""
         try:
             cur = lookup_currency(currency_code).numeric
@@ -117,7 +119,7 @@ class Customers:
         self.core.db.write(tx)
         return self.get(cid)
 
-    def issue_enrollment_token(self, cid: str, ttl: int = ENROLLMENT_TTL) -> dict[str, Any]:
+    def issue_enrollment_token(self, cid: str, ttl: int = ENROLLMENT_TTL) -> EnrollmentTokenIssued:
         """A single-use token with which the customer's wallet enrolls one key carrier."""
         token = "enr_" + secrets.token_urlsafe(24)
         now = self.core.now()
@@ -143,7 +145,7 @@ class Customers:
             )
 
         self.core.db.write(tx)
-        return {"token": token, "customer_id": cid, "expires_at": now + ttl}
+        return EnrollmentTokenIssued(token, cid, now + ttl)
 
 
 __all__ = ["ENROLLMENT_TTL", "Customers"]

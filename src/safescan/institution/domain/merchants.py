@@ -1,4 +1,4 @@
-"""Merchants: onboarding, profile, webhook URL, revocation, and the events they are sent."""
+"""Merchants: onboarding, profile, webhook URL, revocation, code-signing certificates."""
 
 from __future__ import annotations
 
@@ -22,24 +22,25 @@ from safescan.institution.domain.certificates import (
     crl_sequence,
 )
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.results import MerchantProfile, NewMerchant
 from safescan.institution.guards import CertificateLimit
-from safescan.institution.models import CertificateRow, Event, MerchantRow
+from safescan.institution.models import CertificateRow, MerchantRow
 from safescan.institution.util import new_id
 
 
-def _merchant_dict(r: Any) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "city": r.city,
-        "country": r.country,
-        "mcc": r.mcc,
-        "settlement_account": r.settlement_account,
-        "api_public_key": b64e(r.api_public_key),
-        "webhook_url": r.webhook_url,
-        "status": r.status,
-        "created_at": r.created_at,
-    }
+def _profile(r: Any) -> MerchantProfile:
+    return MerchantProfile(
+        id=r.id,
+        name=r.name,
+        city=r.city,
+        country=r.country,
+        mcc=r.mcc,
+        settlement_account=r.settlement_account,
+        api_public_key=bytes(r.api_public_key),
+        webhook_url=r.webhook_url,
+        status=Status(r.status),
+        created_at=r.created_at,
+    )
 
 
 def merchant_identity(conn: Connection, mid: str) -> Merchant:
@@ -71,9 +72,9 @@ class Merchants:
         api_public_key: bytes | None,
         webhook_url: str | None,
         allow_protected_name: bool = False,
-    ) -> tuple[dict[str, Any], str | None]:
+    ) -> NewMerchant:
         """Onboard a merchant. Without ``api_public_key`` a key pair is generated and the private
-        seed is returned **once** (base64); the institution keeps only the public key."""
+        seed is returned **once**; the institution keeps only the public key."""
         mid = new_id("M", 9)
         settlement_account = guards.text(settlement_account, param="settlement_account")
         try:
@@ -84,11 +85,10 @@ class Merchants:
             lambda c: [str(n) for n in c.execute(select(MerchantRow.name)).scalars()]
         )
         guards.merchant_name(ident.name, others, allow_protected=allow_protected_name)
-        secret_b64: str | None = None
+        seed: bytes | None = None
         if api_public_key is None:
             seed = secrets.token_bytes(32)
             api_public_key = SigningKey.from_seed(seed).public_key.raw
-            secret_b64 = b64e(seed)
         guards.public_key(api_public_key, param="api_public_key")
         if webhook_url is not None:
             webhook_url = self.core.webhook_targets.check_registration(webhook_url)
@@ -119,18 +119,18 @@ class Merchants:
             )
 
         self.core.db.write(tx)
-        return self.get(mid), secret_b64
+        return NewMerchant(self.get(mid), seed)
 
-    def get(self, mid: str) -> dict[str, Any]:
+    def get(self, mid: str) -> MerchantProfile:
         """A merchant's profile."""
         row = self.core.db.read(
             lambda c: c.execute(select(MerchantRow).where(MerchantRow.id == mid)).one_or_none()
         )
         if row is None:
             raise UnknownMerchant(f"no merchant {mid}", param="merchant_id")
-        return _merchant_dict(row)
+        return _profile(row)
 
-    def set_webhook(self, mid: str, url: str | None) -> dict[str, Any]:
+    def set_webhook(self, mid: str, url: str | None) -> MerchantProfile:
         """Set (or clear) the merchant's webhook URL (checked: see :mod:`.webhook_targets`)."""
         if url is not None:
             url = self.core.webhook_targets.check_registration(url)
@@ -150,7 +150,7 @@ class Merchants:
         self.core.db.write(tx)
         return self.get(mid)
 
-    def revoke(self, mid: str) -> dict[str, Any]:
+    def revoke(self, mid: str) -> MerchantProfile:
         """Revoke a merchant: its requests are refused and its code certificates revoked."""
         now = self.core.now()
 
@@ -221,21 +221,6 @@ class Merchants:
             return cert
 
         return self.core.db.write(tx)
-
-    def events_after(self, mid: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
-        """A merchant's events with sequence number greater than ``after`` (for the stream)."""
-        rows = self.core.db.read(
-            lambda c: c.execute(
-                select(Event.seq, Event.type, Event.payload, Event.signature)
-                .where(Event.merchant_id == mid, Event.seq > after)
-                .order_by(Event.seq)
-                .limit(limit)
-            ).all()
-        )
-        return [
-            {"seq": r.seq, "type": r.type, "payload": r.payload, "signature": r.signature}
-            for r in rows
-        ]
 
 
 __all__ = ["Merchants", "merchant_identity"]

@@ -23,9 +23,17 @@ from safescan.code.payment import (
     LineItem,
     StaticCode,
 )
-from safescan.institution import audit, guards, idempotency, ledger
+from safescan.institution import audit, guards, idempotency, ledger, wire
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.merchants import merchant_identity
+from safescan.institution.domain.results import (
+    CodeStatus,
+    OrderCreated,
+    OrderPage,
+    OrderView,
+    PrecreatedOrder,
+    StaticCodeIssued,
+)
 from safescan.institution.idempotency import Stored, order_request
 from safescan.institution.merchant_sealing import certificate_problem, withdrawn_order
 from safescan.institution.models import MerchantRow, OrderRow
@@ -45,23 +53,23 @@ CODE_STATE = {
 }
 
 
-def _order_dict(r: Any) -> dict[str, Any]:
-    return {
-        "order_id": r.order_id,
-        "merchant_id": r.merchant_id,
-        "kind": r.kind,
-        "state": r.state,
-        "reference": r.reference,
-        "currency": r.currency,
-        "total": r.total,
-        "items": json.loads(r.items),
-        "created_at": r.created_at,
-        "expires_at": r.expires_at,
-        "paid_at": r.paid_at,
-        "paid_amount": r.paid_amount,
-        "refunded_amount": r.refunded_amount,
-        "payment_id": r.payment_id,
-    }
+def _view(r: Any) -> OrderView:
+    return OrderView(
+        order_id=r.order_id,
+        merchant_id=r.merchant_id,
+        kind=r.kind,
+        state=OrderState(r.state),
+        reference=r.reference,
+        currency=r.currency,
+        total=r.total,
+        items=tuple(LineItem(n, q, p) for n, q, p in json.loads(r.items)),
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        paid_at=r.paid_at,
+        paid_amount=r.paid_amount,
+        refunded_amount=r.refunded_amount,
+        payment_id=r.payment_id,
+    )
 
 
 def order_pk(conn: Connection, mid: str, order_id: str) -> int | None:
@@ -97,8 +105,9 @@ class Orders:
         expires_in: int,
         reference: str | None,
         idempotency_key: str | None,
-    ) -> Stored:
-        """Precreate an order and seal its dynamic code (institution-signed)."""
+    ) -> OrderCreated | Stored:
+        """Precreate an order and seal its dynamic code (institution-signed); a retry with the
+        same ``idempotency_key`` gets the first answer (:class:`Stored`)."""
         items = guards.items(items)
         reference = guards.optional_text(reference, param="reference")
         try:
@@ -131,20 +140,20 @@ class Orders:
         digest = hashlib.sha256(binary).digest()
         items_json = canonical_json([i.to_cbor() for i in code.items])
 
-        body = {
-            "order_id": order_id,
-            "merchant_id": mid,
-            "state": OrderState.CREATED,
-            "total": code.total,
-            "currency": cur,
-            "expires_at": code.expires_at,
-            "reference": reference,
-            "code": text,
-            "code_bytes": len(binary),
-        }
-        result = Stored(201, body)
+        created = OrderCreated(
+            order_id=order_id,
+            merchant_id=mid,
+            state=OrderState.CREATED,
+            total=code.total,
+            currency=cur,
+            expires_at=code.expires_at,
+            reference=reference,
+            code=text,
+            code_bytes=len(binary),
+        )
+        answer = None if req is None else Stored(wire.CREATED, wire.order_created(created))
 
-        def tx(conn: Connection) -> Stored:
+        def tx(conn: Connection) -> OrderCreated:
             merchant_identity(conn, mid)
             ledger.ensure_account(conn, ledger.MERCHANT, mid, cur, now)
             conn.execute(
@@ -179,20 +188,20 @@ class Orders:
                     "items_sha256": hashlib.sha256(items_json.encode()).hexdigest(),
                 },
             )
-            return result
+            return created
 
-        return idempotency.execute(self.core.db, req, now, tx, answer=result)
+        return idempotency.execute(self.core.db, req, now, tx, answer=answer)
 
     def precreate(
         self, mid: str, orders: list[tuple[list[tuple[str, int, int]], str | int]], expires_in: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[PrecreatedOrder]:
         """Bulk precreation (one transaction, one audit entry naming every order): for load tests
         and merchants that print batches of codes. Returns order id, code and total per order."""
         now = self.core.now()
         merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
         scheme = self.core.scheme_keys.current(now).public
         rows: list[dict[str, Any]] = []
-        out: list[dict[str, Any]] = []
+        out: list[PrecreatedOrder] = []
         for items, currency_code in orders:
             cur = lookup_currency(currency_code).numeric
             order_id = new_id("", ORDER_ID_CHARS)
@@ -224,14 +233,7 @@ class Orders:
                     "refunded_amount": 0,
                 }
             )
-            out.append(
-                {
-                    "order_id": order_id,
-                    "code": encode_text(binary),
-                    "total": code.total,
-                    "currency": cur,
-                }
-            )
+            out.append(PrecreatedOrder(order_id, encode_text(binary), code.total, cur))
 
         def tx(conn: Connection) -> None:
             for cur in {r["currency"] for r in rows}:
@@ -256,7 +258,7 @@ class Orders:
 
     def static_code(
         self, mid: str, *, currency_code: str | int | None, valid_days: int
-    ) -> dict[str, Any]:
+    ) -> StaticCodeIssued:
         """Seal a static (printed) merchant code; the customer enters the amount."""
         cur: int | None = None
         if currency_code is not None:
@@ -271,23 +273,17 @@ class Orders:
         code = StaticCode(merchant, cur, now, now + valid_days * 86400)
         # printed codes live for years: sealed to the long-lived static-code key, not an epoch
         binary = seal(code, self.core.issuer, self.core.keys.scheme.current(now).public)
-        return {
-            "merchant_id": mid,
-            "currency": cur,
-            "expires_at": code.expires_at,
-            "code": encode_text(binary),
-            "code_bytes": len(binary),
-        }
+        return StaticCodeIssued(mid, cur, code.expires_at, encode_text(binary), len(binary))
 
-    def get(self, mid: str, order_id: str) -> dict[str, Any]:
+    def get(self, mid: str, order_id: str) -> OrderView:
         """An order (an unpaid order past its expiry is moved to EXPIRED first)."""
         row = self.core.db.read(lambda c: order_row(c, mid, order_id))
         if row.state == OrderState.CREATED and self.core.now() >= row.expires_at:
             self.expire(only=(mid, order_id))
             row = self.core.db.read(lambda c: order_row(c, mid, order_id))
-        return _order_dict(row)
+        return _view(row)
 
-    def close(self, mid: str, order_id: str, code: str | None = None) -> dict[str, Any]:
+    def close(self, mid: str, order_id: str, code: str | None = None) -> OrderView:
         """Close an unpaid order: its code can no longer be paid. ``code``: a code the merchant's
         terminal sealed itself, unknown here until paid, is withdrawn by recording its order
         closed (``merchant_sealing.withdrawn_order``)."""
@@ -402,11 +398,11 @@ class Orders:
 
         return self.core.db.write(tx)
 
-    def page(self, mid: str, *, limit: int, after: str | None) -> dict[str, Any]:
+    def page(self, mid: str, *, limit: int, after: str | None) -> OrderPage:
         """The merchant's orders, newest first; ``after`` is the last order id of the previous
         page."""
 
-        def q(conn: Connection) -> dict[str, Any]:
+        def q(conn: Connection) -> OrderPage:
             stmt = select(OrderRow).where(OrderRow.merchant_id == mid)
             if after is not None:
                 pivot = conn.execute(
@@ -418,14 +414,11 @@ class Orders:
                     raise UnknownOrder(f"no order {after} for this merchant", param="after")
                 stmt = stmt.where(OrderRow.pk < pivot)
             rows = conn.execute(stmt.order_by(OrderRow.pk.desc()).limit(limit + 1)).all()
-            return {
-                "orders": [_order_dict(r) for r in rows[:limit]],
-                "has_more": len(rows) > limit,
-            }
+            return OrderPage(tuple(_view(r) for r in rows[:limit]), len(rows) > limit)
 
         return self.core.db.read(q)
 
-    def code_status(self, code_text: str) -> dict[str, Any]:
+    def code_status(self, code_text: str) -> CodeStatus:
         """What a wallet may learn before asking the customer anything: is this exact code
         still payable? (Only the state of the code the caller holds; no amounts, no payer.)"""
         now = self.core.now()
@@ -433,41 +426,31 @@ class Orders:
         code = opened.code
         mid = code.merchant.id
 
-        def q(conn: Connection) -> dict[str, Any]:
+        def q(conn: Connection) -> CodeStatus:
             status = conn.execute(
                 select(MerchantRow.status).where(MerchantRow.id == mid)
             ).scalar_one_or_none()
             merchant_status = Status.ACTIVE if status == Status.ACTIVE else Status.REVOKED
             if opened.certificate is not None and certificate_problem(conn, opened.certificate):
                 merchant_status = Status.REVOKED
-            out: dict[str, Any] = {
-                "state": CodeState.PAYABLE,
-                "merchant_status": merchant_status,
-                "order_state": None,
-                "expires_at": code.expires_at,
-            }
             if merchant_status != Status.ACTIVE or status is None:
-                out["state"] = CodeState.UNKNOWN if status is None else CodeState.REVOKED
-                return out
+                state = CodeState.UNKNOWN if status is None else CodeState.REVOKED
+                return CodeStatus(state, merchant_status, None, code.expires_at)
             if not isinstance(code, DynamicCode):
-                return out
+                return CodeStatus(CodeState.PAYABLE, merchant_status, None, code.expires_at)
             row = conn.execute(
                 select(OrderRow.state, OrderRow.expires_at, OrderRow.code_digest).where(
                     OrderRow.merchant_id == mid, OrderRow.order_id == code.order_id
                 )
             ).first()
             if row is None or row.code_digest != opened.digest:
-                out["state"] = (
-                    CodeState.UNKNOWN if opened.issuer == "institution" else CodeState.PAYABLE
-                )
-                return out
-            state = row.state
-            if state == OrderState.CREATED and row.expires_at <= now:
-                state = OrderState.EXPIRED
-            out["order_state"] = state
-            out["expires_at"] = row.expires_at
-            out["state"] = CODE_STATE[OrderState(state)]
-            return out
+                unknown = opened.issuer == "institution"  # its order must be recorded here
+                state = CodeState.UNKNOWN if unknown else CodeState.PAYABLE
+                return CodeStatus(state, merchant_status, None, code.expires_at)
+            order_state = OrderState(row.state)
+            if order_state is OrderState.CREATED and row.expires_at <= now:
+                order_state = OrderState.EXPIRED
+            return CodeStatus(CODE_STATE[order_state], merchant_status, order_state, row.expires_at)
 
         return self.core.db.read(q)
 

@@ -21,7 +21,6 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from safescan.api.encoding import b64e
 from safescan.api.errors import (
     CarrierRevoked,
     CounterReplay,
@@ -37,10 +36,11 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
 from safescan.code.errors import SafescanError
 from safescan.code.payment import CodeKind, DynamicCode
-from safescan.institution import audit, idempotency, ledger, sql
+from safescan.institution import audit, idempotency, ledger, sql, wire
 from safescan.institution.domain.carriers import Carriers
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.orders import ORDER_ID_CHARS
+from safescan.institution.domain.results import PaymentMade, PaymentView
 from safescan.institution.idempotency import Request, Stored, payment_request
 from safescan.institution.merchant_sealing import certificate_problem
 from safescan.institution.models import CarrierRow, OrderRow, Payment
@@ -70,7 +70,8 @@ class _PaymentPlan:
     audit_actor: str
     audit_data: dict[str, Any]
     idem: Request | None
-    result: Stored
+    made: PaymentMade  # the result
+    answer: Stored | None  # with a key: the answer stored for it (with the claim)
 
 
 class Payments:
@@ -103,9 +104,12 @@ class Payments:
         self._match(opened, auth)
         return None, self._plan_payment(opened, auth, customer_id, req, now)
 
-    def pay(self, code_text: str, authorization: bytes, idempotency_key: str | None) -> Stored:
+    def pay(
+        self, code_text: str, authorization: bytes, idempotency_key: str | None
+    ) -> PaymentMade | Stored:
         """Verify a carrier-signed authorization for a code and, in one transaction, pay.
-        With an Idempotency-Key, every retry gets this payment's answer (or "in progress")."""
+        With an Idempotency-Key, every retry gets this payment's answer (:class:`Stored`, or
+        "in progress")."""
         stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
             return stored
@@ -114,14 +118,14 @@ class Payments:
             return idempotency.finish(
                 self.core.db, plan.idem, plan.now, lambda: self._pay_order_in_one_statement(plan)
             )
-        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.result)
+        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.answer)
         return idempotency.finish(
             self.core.db, plan.idem, plan.now, lambda: self.core.db.write(work)
         )
 
     async def pay_async(
         self, code_text: str, authorization: bytes, idempotency_key: str | None
-    ) -> Stored:
+    ) -> PaymentMade | Stored:
         """:meth:`pay` for an event loop: on SQLite the verification runs inline and the
         group-committed transaction is awaited; on PostgreSQL it all runs in a worker thread."""
         if not self.core.db.is_sqlite:
@@ -133,7 +137,7 @@ class Payments:
         if stored is not None:
             return stored
         assert plan is not None
-        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.result)
+        work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.answer)
         return await idempotency.finish_async(
             self.core.db, plan.idem, plan.now, self.core.db.write_async(work)
         )
@@ -212,20 +216,7 @@ class Payments:
             "payer_pseudonym": pseudonym,
             "paid_at": now,
         }
-        result = Stored(
-            201,
-            {
-                "payment_id": payment_id,
-                "status": "succeeded",
-                "order_id": order_id,
-                "merchant_id": mid,
-                "amount": amount,
-                "currency": cur,
-                "payer_pseudonym": pseudonym,
-                "paid_at": now,
-                "receipt": b64e(receipt_bytes),
-            },
-        )
+        made = PaymentMade(payment_id, order_id, mid, amount, cur, pseudonym, now, receipt_bytes)
         return _PaymentPlan(
             opened=opened,
             auth=auth,
@@ -250,10 +241,11 @@ class Payments:
             audit_actor=f"carrier:{auth.carrier_serial}",
             audit_data=data | {"customer_id": customer_id, "counter": auth.counter},
             idem=idem,
-            result=result,
+            made=made,
+            answer=None if idem is None else Stored(wire.CREATED, wire.payment_made(made)),
         )
 
-    def _pay_order_in_one_statement(self, plan: _PaymentPlan) -> Stored:
+    def _pay_order_in_one_statement(self, plan: _PaymentPlan) -> PaymentMade:
         """PostgreSQL, institution-issued order: the whole payment is one call of
         ``safescan_pay_order`` (migration 0002), committed in the same round trip; a refusal
         raised inside it leaves nothing behind and becomes the same typed error as
@@ -287,8 +279,8 @@ class Payments:
             "i_scope": plan.idem.scope if plan.idem else "",
             "i_key": plan.idem.key if plan.idem else None,
             "i_hash": plan.idem.request_hash if plan.idem else "",
-            "i_status": plan.result.status,
-            "i_response": None if plan.idem is None else canonical_json(plan.result.body),
+            "i_status": wire.CREATED,
+            "i_response": None if plan.answer is None else canonical_json(plan.answer.body),
         }
         try:
             self.core.db.write_one(
@@ -311,7 +303,7 @@ class Payments:
             if state == sql.PAY_IDEMPOTENCY_TAKEN:
                 raise idempotency.Answered(None) from None
             raise
-        return plan.result
+        return plan.made
 
     @staticmethod
     def _refuse_carrier(conn: Connection, auth: Authorization) -> NoReturn:
@@ -329,7 +321,7 @@ class Payments:
             param="authorization",
         )
 
-    def _payment_tx(self, plan: _PaymentPlan) -> Callable[[Connection], Stored]:
+    def _payment_tx(self, plan: _PaymentPlan) -> Callable[[Connection], PaymentMade]:
         """The payment as a transaction of several statements (SQLite, and merchant-signed
         or static codes on PostgreSQL): same steps, same lock order as safescan_pay_order."""
         opened, auth, mid, cur, amount = (
@@ -341,7 +333,7 @@ class Payments:
         )
         code, fast, now = opened.code, plan.fast, plan.now
 
-        def tx(conn: Connection) -> Stored:
+        def tx(conn: Connection) -> PaymentMade:
             if opened.certificate is not None:
                 problem = certificate_problem(conn, opened.certificate)
                 if problem is not None:
@@ -435,7 +427,7 @@ class Payments:
                     ),
                 },
             )
-            return plan.result
+            return plan.made
 
         return tx
 
@@ -499,7 +491,7 @@ class Payments:
             raise OrderNotPayable("this order has already been paid", param="code")
         raise OrderNotPayable(f"the order is {row.state}", param="code")
 
-    def get(self, mid: str, payment_id: str) -> dict[str, Any]:
+    def get(self, mid: str, payment_id: str) -> PaymentView:
         """A payment as its merchant sees it (pseudonym, never the account)."""
         row = self.core.db.read(
             lambda c: c.execute(
@@ -511,17 +503,17 @@ class Payments:
         if row is None:
             raise UnknownPayment(f"no payment {payment_id} for this merchant", param="payment_id")
         p = row
-        return {
-            "payment_id": p.id,
-            "order_id": row.order_id,
-            "order_state": row.order_state,
-            "merchant_id": mid,
-            "amount": p.amount,
-            "currency": p.currency,
-            "payer_pseudonym": p.payer_pseudonym,
-            "paid_at": p.created_at,
-            "receipt": b64e(p.receipt),
-        }
+        return PaymentView(
+            payment_id=p.id,
+            order_id=row.order_id,
+            order_state=OrderState(row.order_state),
+            merchant_id=mid,
+            amount=p.amount,
+            currency=p.currency,
+            payer_pseudonym=p.payer_pseudonym,
+            paid_at=p.created_at,
+            receipt=bytes(p.receipt),
+        )
 
 
 __all__ = ["PAYMENT_ACTION", "Payments"]

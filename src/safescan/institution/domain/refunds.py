@@ -7,13 +7,18 @@ from sqlalchemy import Connection, case, insert, select, update
 from safescan.api.errors import OrderNotRefundable
 from safescan.api.states import REFUNDABLE_STATES, EventType, OrderState
 from safescan.code.currency import currency as lookup_currency
-from safescan.institution import audit, guards, idempotency, ledger
+from safescan.institution import audit, guards, idempotency, ledger, wire
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.orders import order_row
+from safescan.institution.domain.results import RefundMade
 from safescan.institution.idempotency import Stored, refund_request
 from safescan.institution.models import OrderRow, Payment, Refund
 from safescan.institution.util import new_id
 from safescan.institution.webhooks import new_event
+
+
+def _answer(made: RefundMade) -> Stored:
+    return Stored(wire.CREATED, wire.refund_made(made))
 
 
 class Refunds:
@@ -30,15 +35,16 @@ class Refunds:
         amount: int | None,
         reason: str | None,
         idempotency_key: str | None,
-    ) -> Stored:
-        """Refund all (``amount`` None) or part of a paid order; never more than was paid."""
+    ) -> RefundMade | Stored:
+        """Refund all (``amount`` None) or part of a paid order; never more than was paid. A
+        retry with the same ``idempotency_key`` gets the first answer (:class:`Stored`)."""
         amount = None if amount is None else guards.amount(amount)
         reason = guards.optional_text(reason, param="reason", max_chars=200)
         req = refund_request(mid, idempotency_key, order_id, amount, reason)
         now = self.core.now()
         refund_id = new_id("re_", 16)
 
-        def tx(conn: Connection) -> Stored:
+        def tx(conn: Connection) -> RefundMade:
             o = order_row(conn, mid, order_id)
             if o.state not in REFUNDABLE_STATES:
                 raise OrderNotRefundable(
@@ -126,9 +132,18 @@ class Refunds:
                 entity=f"order:{mid}:{order_id}",
                 data=data | {"reason": reason},
             )
-            return Stored(201, data | {"status": "succeeded", "created_at": now})
+            return RefundMade(
+                refund_id=refund_id,
+                payment_id=p.id,
+                order_id=order_id,
+                amount=amt,
+                currency=p.currency,
+                order_state=OrderState(row.state),
+                refunded_amount=row.refunded_amount,
+                created_at=now,
+            )
 
-        return idempotency.execute(self.core.db, req, now, tx)
+        return idempotency.execute(self.core.db, req, now, tx, record=_answer)
 
 
 __all__ = ["Refunds"]

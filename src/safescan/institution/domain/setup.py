@@ -3,8 +3,6 @@ public trust anchors (root keys, scheme keys) every terminal and wallet starts f
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection, update
 
 from safescan.api.encoding import b64e
@@ -12,6 +10,7 @@ from safescan.code.keyupdate import is_epoch_kid
 from safescan.institution import admin_tokens, audit
 from safescan.institution.domain.certificates import CRL_COUNTER
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.results import PublicKeys, RootKey, SchemeKeyInfo
 from safescan.institution.merchant_sealing import scheme_key_list
 from safescan.institution.models import Counter, InstitutionKey
 from safescan.institution.sql import insert_ignore as _insert_ignore
@@ -97,7 +96,7 @@ class Setup:
                 },
             )
 
-    def public_keys(self) -> dict[str, Any]:
+    def public_keys(self) -> PublicKeys:
         """Public trust anchors: root signing keys and current scheme public keys."""
         now = self.core.now()
         current = self.core.scheme_keys.current_epoch(now)
@@ -106,29 +105,26 @@ class Setup:
         signed = scheme_key_list(
             self.core.scheme_keys, self.core.keys.root, self.core.keys.root_kid, now
         )
-        return {
-            "root_keys": [
-                {"kid": k, "public_key": b64e(v.raw)}
-                for k, v in self.core.trust.institution_keys.items()
-            ],
+        return PublicKeys(
+            root_keys=tuple(RootKey(k, v.raw) for k, v in self.core.trust.institution_keys.items()),
             # dynamic codes are sealed to the "current" key (the current epoch's); static codes
             # to the "static" one; every live key still opens codes until its retire_at
-            "scheme_keys": [
-                {
-                    "kid": k.kid,
-                    "public_key": b64e(k.public.raw),
-                    "retire_at": k.retire_at,
-                    "current": k.kid == current.key.kid,
-                    "use": "dynamic" if is_epoch_kid(k.kid) else "static",
-                    "current_static": k.kid == static,
-                }
+            scheme_keys=tuple(
+                SchemeKeyInfo(
+                    kid=k.kid,
+                    public_key=k.public.raw,
+                    retire_at=k.retire_at,
+                    current=k.kid == current.key.kid,
+                    use="dynamic" if is_epoch_kid(k.kid) else "static",
+                    current_static=k.kid == static,
+                )
                 for k in sorted(self.core.scheme_keys.keys.values(), key=lambda k: k.kid)
                 if not k.is_retired(now)
-            ],
+            ),
             # the same keys signed under the root key: terminals cache it to seal offline
-            "scheme_key_list": b64e(signed.to_bytes()),
-            "epoch": current.epoch,
-        }
+            scheme_key_list=signed.to_bytes(),
+            epoch=current.epoch,
+        )
 
 
 __all__ = ["Setup"]

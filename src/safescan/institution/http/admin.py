@@ -13,6 +13,7 @@ from pydantic import Field
 from safescan.api.encoding import b64e
 from safescan.api.errors import Unauthenticated
 from safescan.api.fields import Amount, Name, ShortText
+from safescan.institution import wire
 from safescan.institution.customers import Accounts
 from safescan.institution.http.common import (
     CurrencyCode,
@@ -70,7 +71,7 @@ def bearer_token(inst: Institution) -> Any:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("an administrator token is required (Authorization: Bearer ...)")
-        inst.check_admin(token.strip())
+        inst.access.check_admin(token.strip())
 
     return Depends(admin)
 
@@ -90,7 +91,7 @@ def admin_router(
     def create_merchant(body: MerchantCreate) -> dict[str, Any]:
         """Onboard a merchant; without ``api_public_key`` the API key seed is returned once."""
         pk = key32(body.api_public_key, param="api_public_key") if body.api_public_key else None
-        out, secret = inst.create_merchant(
+        made = inst.merchants.create(
             name=body.name,
             city=body.city,
             country=body.country,
@@ -100,9 +101,7 @@ def admin_router(
             webhook_url=body.webhook_url,
             allow_protected_name=body.allow_protected_name,
         )
-        if secret is not None:
-            out["api_secret_key"] = secret
-        return out
+        return wire.new_merchant(made)
 
     @router.get("/v1/admin/webhooks/dispatcher")
     def webhook_dispatcher() -> dict[str, Any]:
@@ -114,17 +113,17 @@ def admin_router(
     @router.get("/v1/admin/merchants/{merchant_id}")
     def admin_get_merchant(merchant_id: ObjectId) -> dict[str, Any]:
         """A merchant."""
-        return inst.get_merchant(merchant_id)
+        return wire.merchant(inst.merchants.get(merchant_id))
 
     @router.post("/v1/admin/merchants/{merchant_id}/revoke")
     def revoke_merchant(merchant_id: ObjectId) -> dict[str, Any]:
         """Revoke a merchant and its code certificates."""
-        return inst.revoke_merchant(merchant_id)
+        return wire.merchant(inst.merchants.revoke(merchant_id))
 
     @router.post("/v1/admin/customers", status_code=201)
     def create_customer(body: CustomerCreate) -> dict[str, Any]:
         """Open a customer."""
-        return inst.create_customer(body.name)
+        return wire.customer(inst.customers.create(body.name))
 
     @router.get("/v1/admin/customers")
     def list_customers(
@@ -137,22 +136,24 @@ def admin_router(
     @router.get("/v1/admin/customers/{customer_id}")
     def get_customer(customer_id: ObjectId) -> dict[str, Any]:
         """A customer with balances and carriers."""
-        return inst.get_customer(customer_id)
+        return wire.customer(inst.customers.get(customer_id))
 
     @router.post("/v1/admin/customers/{customer_id}/fund")
     def fund(customer_id: ObjectId, body: Funding) -> dict[str, Any]:
         """Credit a customer from the institution's funding account."""
-        return inst.fund_customer(customer_id, body.currency, body.amount)
+        return wire.customer(inst.customers.fund(customer_id, body.currency, body.amount))
 
     @router.post("/v1/admin/customers/{customer_id}/enrollment-tokens", status_code=201)
     def enrollment_token(customer_id: ObjectId, body: TokenRequest) -> dict[str, Any]:
         """A single-use token for enrolling one key carrier."""
-        return inst.issue_enrollment_token(customer_id, body.ttl_seconds)
+        return wire.enrollment_token(
+            inst.customers.issue_enrollment_token(customer_id, body.ttl_seconds)
+        )
 
     @router.post("/v1/admin/carriers/{serial}/revoke")
     def revoke_carrier(serial: Serial) -> dict[str, Any]:
         """Revoke a key carrier."""
-        return inst.revoke_carrier(serial)
+        return wire.carrier_status(inst.carriers.revoke(serial))
 
     @router.post("/v1/admin/scheme-epochs", status_code=201)
     def rotate_epoch() -> dict[str, Any]:

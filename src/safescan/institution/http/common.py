@@ -1,10 +1,10 @@
 """What the routers share: the request model bases, field and header types, the client address
-of rate limits, the settlement report's two formats."""
+of rate limits, the settlement report's two formats, the answer of a keyed operation."""
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated aliases.
 
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safescan.api.fields import StrictModel
 from safescan.institution import settlement
+from safescan.institution.idempotency import Stored
 from safescan.institution.settlement import SettlementRow
+from safescan.institution.wire import CREATED
+
+T = TypeVar("T")
 
 
 class Strict(StrictModel):
@@ -53,3 +57,12 @@ def settlement_report(rows: Sequence[SettlementRow], format: str) -> Response:
     if format == "csv":
         return PlainTextResponse(settlement.to_csv(rows), media_type="text/csv")
     return JSONResponse({"rows": [r.to_dict() for r in rows]})
+
+
+def created(result: T | Stored, encode: Callable[[T], dict[str, Any]]) -> JSONResponse:
+    """The answer of a keyed operation (order, payment, refund): its result as created (201,
+    the JSON form of :mod:`safescan.institution.wire`), or on a retry the answer stored for its
+    Idempotency-Key, sent back exactly as recorded."""
+    if isinstance(result, Stored):
+        return JSONResponse(result.body, status_code=result.status)
+    return JSONResponse(encode(result), status_code=CREATED)

@@ -13,7 +13,7 @@ from pydantic import Field
 from safescan.api.encoding import b64e
 from safescan.api.fields import Amount, LongText, Name, Quantity, ShortText
 from safescan.code.payment import MAX_ITEMS
-from safescan.institution import outcomes
+from safescan.institution import outcomes, wire
 from safescan.institution.event_feed import EventFeed
 from safescan.institution.http.asgi import BODY_KEY
 from safescan.institution.http.common import (
@@ -26,6 +26,7 @@ from safescan.institution.http.common import (
     PageAfter,
     Strict,
     Url,
+    created,
     settlement_report,
 )
 from safescan.institution.http.stream import event_stream
@@ -98,7 +99,7 @@ def signed_merchant(inst: Institution) -> Any:
         path = scope["path"]
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        return inst.authenticate_merchant(
+        return inst.access.authenticate_merchant(
             request.method, path, request.headers, scope.get(BODY_KEY, b"")
         )
 
@@ -120,22 +121,22 @@ def merchant_router(
         after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
     ) -> dict[str, Any]:
         """The calling merchant's orders, newest first (page with ``after=<last order id>``)."""
-        return inst.list_orders(mid, limit=limit, after=after)
+        return wire.order_page(inst.orders.page(mid, limit=limit, after=after))
 
     @router.get("/v1/merchant")
     def me(mid: MerchantId) -> dict[str, Any]:
         """The calling merchant's profile."""
-        return inst.get_merchant(mid)
+        return wire.merchant(inst.merchants.get(mid))
 
     @router.put("/v1/merchant/webhook")
     def set_webhook(body: WebhookSet, mid: MerchantId) -> dict[str, Any]:
         """Set or clear the webhook URL."""
-        return inst.set_webhook(mid, body.url)
+        return wire.merchant(inst.merchants.set_webhook(mid, body.url))
 
     @router.post("/v1/merchant/certificates", status_code=201)
     def certify(body: CertifyKey, mid: MerchantId) -> dict[str, Any]:
         """Certify a code-signing key (for merchant-signed codes)."""
-        cert = inst.certify_merchant_key(
+        cert = inst.merchants.certify_key(
             mid, key32(body.public_key, param="public_key"), body.valid_days
         )
         return {
@@ -149,7 +150,7 @@ def merchant_router(
         body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         """Precreate an order; returns the sealed dynamic code to show as a QR code."""
-        stored = inst.create_order(
+        made = inst.orders.create(
             mid,
             items=body.lines(),
             currency_code=body.currency,
@@ -157,7 +158,7 @@ def merchant_router(
             reference=body.reference,
             idempotency_key=idempotency_key,
         )
-        return JSONResponse(stored.body, status_code=stored.status)
+        return created(made, wire.order_created)
 
     @router.post("/v1/merchant/orders/lookup")
     def order_lookup(
@@ -177,14 +178,14 @@ def merchant_router(
     @router.get("/v1/merchant/orders/{order_id}")
     def get_order(order_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
         """Query an order."""
-        return inst.get_order(mid, order_id)
+        return wire.order(inst.orders.get(mid, order_id))
 
     @router.post("/v1/merchant/orders/{order_id}/close")
     def close_order(
         order_id: ObjectId, mid: MerchantId, body: OrderClose | None = None
     ) -> dict[str, Any]:
         """Close an unpaid order (with ``code``: withdraw a code the terminal sealed itself)."""
-        return inst.close_order(mid, order_id, body.code if body is not None else None)
+        return wire.order(inst.orders.close(mid, order_id, body.code if body is not None else None))
 
     @router.post("/v1/merchant/orders/{order_id}/refunds/lookup")
     def refund_lookup(
@@ -206,20 +207,22 @@ def merchant_router(
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Refund a paid order fully or partly."""
-        stored = inst.refund(
+        made = inst.refunds.refund(
             mid, order_id, amount=body.amount, reason=body.reason, idempotency_key=idempotency_key
         )
-        return JSONResponse(stored.body, status_code=stored.status)
+        return created(made, wire.refund_made)
 
     @router.get("/v1/merchant/payments/{payment_id}")
     def get_payment(payment_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
         """A payment (with the payer pseudonym and the signed receipt)."""
-        return inst.get_payment(mid, payment_id)
+        return wire.payment(inst.payments.get(mid, payment_id))
 
     @router.post("/v1/merchant/static-codes", status_code=201)
     def static_code(body: StaticCodeCreate, mid: MerchantId) -> dict[str, Any]:
         """A sealed static code to print; the customer enters the amount."""
-        return inst.create_static_code(mid, currency_code=body.currency, valid_days=body.valid_days)
+        return wire.static_code(
+            inst.orders.static_code(mid, currency_code=body.currency, valid_days=body.valid_days)
+        )
 
     @router.get("/v1/merchant/settlement", response_model=None)
     def merchant_settlement(

@@ -24,7 +24,7 @@ from safescan.api.encoding import b64d, b64e
 from safescan.api.errors import InvalidRequest
 from safescan.api.fields import validation_error
 from safescan.api.wire import authorization_from_wire
-from safescan.institution import outcomes
+from safescan.institution import outcomes, wire
 from safescan.institution.customers import Accounts
 from safescan.institution.http.asgi import FastHandler, Scope, Send, send_json
 from safescan.institution.http.common import (
@@ -35,11 +35,14 @@ from safescan.institution.http.common import (
     Serial,
     Strict,
     client_address,
+    created,
 )
 from safescan.institution.http.errors import answer
+from safescan.institution.idempotency import Stored
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 from safescan.institution.util import key32
+from safescan.institution.wire import CREATED
 
 Base64 = r"^[A-Za-z0-9+/=_\-]+$"
 CarrierSerial = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
@@ -107,7 +110,7 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
     @router.get("/v1/keys", tags=["public"])
     def keys() -> dict[str, Any]:
         """The institution's public keys (trust anchors for wallets and merchants)."""
-        return inst.public_keys()
+        return wire.public_keys(inst.setup.public_keys())
 
     @router.get("/v1/revocation-list", tags=["public"])
     def revocation_list(
@@ -116,7 +119,7 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
     ) -> Response:
         """The signed revocation list (``format=cbor`` for the raw signed bytes;
         ``scope=merchant``: merchant entries only, the list key carriers keep)."""
-        crl = inst.revocation_list(scope)
+        crl = inst.certificates.revocation_list(scope)
         raw = crl.to_bytes()
         if format == "cbor":
             return Response(raw, media_type="application/cbor")
@@ -140,11 +143,13 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
             if body.attestation is not None
             else None
         )
-        return inst.enroll_carrier(
-            body.token,
-            key32(body.signing_public_key, param="signing_public_key"),
-            key32(body.transport_public_key, param="transport_public_key"),
-            attestation,
+        return wire.carrier_enrolled(
+            inst.carriers.enroll(
+                body.token,
+                key32(body.signing_public_key, param="signing_public_key"),
+                key32(body.transport_public_key, param="transport_public_key"),
+                attestation,
+            )
         )
 
     @router.post("/v1/carriers/{serial}/key-update", tags=["wallet"])
@@ -154,13 +159,13 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
         when it is up to date. A revoked carrier gets 403 ``carrier_revoked``. Rate-limited
         per client address (each update issued is an audit entry)."""
         limited(request)
-        return inst.carrier_key_update(serial, body.from_epoch)
+        return wire.carrier_key_update(inst.carriers.key_update(serial, body.from_epoch))
 
     @router.post("/v1/payments", status_code=201, tags=["wallet"])
     async def pay(body: PaymentCreate, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         """Pay a code with a carrier-signed authorization; answers with a signed receipt."""
-        stored = await inst.pay_async(body.code, _authorization(body), idempotency_key)
-        return JSONResponse(stored.body, status_code=stored.status)
+        paid = await inst.payments.pay_async(body.code, _authorization(body), idempotency_key)
+        return created(paid, wire.payment_made)
 
     @router.post("/v1/payments/lookup", tags=["wallet"])
     def payment_lookup(
@@ -176,7 +181,7 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
     def code_status(body: CodeStatusRequest, request: Request) -> dict[str, Any]:
         """Is this exact code still payable? For wallets, before asking the customer anything."""
         limited(request)
-        return inst.code_status(body.code)
+        return wire.code_status(inst.orders.code_status(body.code))
 
     @router.post("/v1/account/challenge", tags=["wallet"])
     def challenge(body: ChallengeRequest, request: Request) -> dict[str, Any]:
@@ -229,8 +234,11 @@ def fast_pay(inst: Institution) -> FastHandler:
                 req = PaymentCreate.model_validate_json(body)
             except ValidationError as exc:
                 raise validation_error(exc.errors()) from None
-            stored = await inst.pay_async(req.code, _authorization(req), key)
-            await send_json(send, stored.status, json.dumps(stored.body).encode())
+            paid = await inst.payments.pay_async(req.code, _authorization(req), key)
+            if isinstance(paid, Stored):  # a retry: the answer recorded for its key
+                await send_json(send, paid.status, json.dumps(paid.body).encode())
+            else:
+                await send_json(send, CREATED, json.dumps(wire.payment_made(paid)).encode())
         except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
             err = answer(exc)
             await send_json(

@@ -1,0 +1,259 @@
+"""The JSON form of the domain's results (:mod:`.domain.results`), declared once.
+
+The HTTP layer answers with these; the Idempotency-Key records (:mod:`.idempotency`) keep the
+same form of the keyed requests' answers, so a retry is answered with the first answer, byte for
+byte. Bytes go out as base64, enums as their values; key order is the documented answers'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safescan.api.encoding import b64e
+from safescan.institution.domain.results import (
+    CarrierEnrolled,
+    CarrierKeyUpdate,
+    CarrierStatus,
+    CodeStatus,
+    CustomerAccount,
+    EnrollmentTokenIssued,
+    MerchantProfile,
+    NewMerchant,
+    OrderCreated,
+    OrderPage,
+    OrderView,
+    PaymentMade,
+    PaymentView,
+    PrecreatedOrder,
+    PublicKeys,
+    RefundMade,
+    StaticCodeIssued,
+)
+
+#: the status a keyed request's success is answered with, and stored with for its key
+#: (every keyed request creates something: an order, a payment, a refund)
+CREATED = 201
+
+
+def merchant(m: MerchantProfile) -> dict[str, Any]:
+    """A merchant's profile."""
+    return {
+        "id": m.id,
+        "name": m.name,
+        "city": m.city,
+        "country": m.country,
+        "mcc": m.mcc,
+        "settlement_account": m.settlement_account,
+        "api_public_key": b64e(m.api_public_key),
+        "webhook_url": m.webhook_url,
+        "status": m.status,
+        "created_at": m.created_at,
+    }
+
+
+def new_merchant(n: NewMerchant) -> dict[str, Any]:
+    """An onboarded merchant, with its generated API key seed when there is one."""
+    out = merchant(n.merchant)
+    if n.api_secret_key is not None:
+        out["api_secret_key"] = b64e(n.api_secret_key)
+    return out
+
+
+def customer(c: CustomerAccount) -> dict[str, Any]:
+    """A customer with balances and carriers."""
+    return {
+        "id": c.id,
+        "name": c.name,
+        "status": c.status,
+        "created_at": c.created_at,
+        "balances": [{"currency": b.currency, "amount": b.amount} for b in c.balances],
+        "carriers": [
+            {"serial": k.serial, "status": k.status, "last_counter": k.last_counter}
+            for k in c.carriers
+        ],
+    }
+
+
+def enrollment_token(t: EnrollmentTokenIssued) -> dict[str, Any]:
+    """A new enrollment token."""
+    return {"token": t.token, "customer_id": t.customer_id, "expires_at": t.expires_at}
+
+
+def carrier_enrolled(e: CarrierEnrolled) -> dict[str, Any]:
+    """An enrolled carrier's certificate, bundle and first key update."""
+    return {
+        "carrier_serial": e.carrier_serial,
+        "customer_id": e.customer_id,
+        "certificate": b64e(e.certificate),
+        "bundle": b64e(e.bundle),
+        "model": e.model,
+        "epoch": e.epoch,
+        "key_update": b64e(e.key_update),
+    }
+
+
+def carrier_key_update(u: CarrierKeyUpdate) -> dict[str, Any]:
+    """A carrier's key update (``key_update`` null: up to date)."""
+    return {
+        "carrier_serial": u.carrier_serial,
+        "epoch": u.epoch,
+        "key_update": None if u.key_update is None else b64e(u.key_update),
+    }
+
+
+def carrier_status(s: CarrierStatus) -> dict[str, Any]:
+    """A carrier's status."""
+    return {"serial": s.serial, "status": s.status}
+
+
+def order_created(o: OrderCreated) -> dict[str, Any]:
+    """A precreated order with its code."""
+    return {
+        "order_id": o.order_id,
+        "merchant_id": o.merchant_id,
+        "state": o.state,
+        "total": o.total,
+        "currency": o.currency,
+        "expires_at": o.expires_at,
+        "reference": o.reference,
+        "code": o.code,
+        "code_bytes": o.code_bytes,
+    }
+
+
+def precreated(o: PrecreatedOrder) -> dict[str, Any]:
+    """One order of a bulk precreation."""
+    return {"order_id": o.order_id, "code": o.code, "total": o.total, "currency": o.currency}
+
+
+def static_code(s: StaticCodeIssued) -> dict[str, Any]:
+    """A static code."""
+    return {
+        "merchant_id": s.merchant_id,
+        "currency": s.currency,
+        "expires_at": s.expires_at,
+        "code": s.code,
+        "code_bytes": s.code_bytes,
+    }
+
+
+def order(o: OrderView) -> dict[str, Any]:
+    """An order (items as ``[name, quantity, unit_price]``)."""
+    return {
+        "order_id": o.order_id,
+        "merchant_id": o.merchant_id,
+        "kind": o.kind,
+        "state": o.state,
+        "reference": o.reference,
+        "currency": o.currency,
+        "total": o.total,
+        "items": [i.to_cbor() for i in o.items],
+        "created_at": o.created_at,
+        "expires_at": o.expires_at,
+        "paid_at": o.paid_at,
+        "paid_amount": o.paid_amount,
+        "refunded_amount": o.refunded_amount,
+        "payment_id": o.payment_id,
+    }
+
+
+def order_page(p: OrderPage) -> dict[str, Any]:
+    """A page of orders."""
+    return {"orders": [order(o) for o in p.orders], "has_more": p.has_more}
+
+
+def code_status(s: CodeStatus) -> dict[str, Any]:
+    """What a wallet learns of a code."""
+    return {
+        "state": s.state,
+        "merchant_status": s.merchant_status,
+        "order_state": s.order_state,
+        "expires_at": s.expires_at,
+    }
+
+
+def payment_made(p: PaymentMade) -> dict[str, Any]:
+    """A payment's answer (``POST /v1/payments``; a lookup's ``payment``)."""
+    return {
+        "payment_id": p.payment_id,
+        "status": "succeeded",
+        "order_id": p.order_id,
+        "merchant_id": p.merchant_id,
+        "amount": p.amount,
+        "currency": p.currency,
+        "payer_pseudonym": p.payer_pseudonym,
+        "paid_at": p.paid_at,
+        "receipt": b64e(p.receipt),
+    }
+
+
+def payment(p: PaymentView) -> dict[str, Any]:
+    """A payment as its merchant reads it."""
+    return {
+        "payment_id": p.payment_id,
+        "order_id": p.order_id,
+        "order_state": p.order_state,
+        "merchant_id": p.merchant_id,
+        "amount": p.amount,
+        "currency": p.currency,
+        "payer_pseudonym": p.payer_pseudonym,
+        "paid_at": p.paid_at,
+        "receipt": b64e(p.receipt),
+    }
+
+
+def refund_made(r: RefundMade) -> dict[str, Any]:
+    """A refund's answer."""
+    return {
+        "refund_id": r.refund_id,
+        "payment_id": r.payment_id,
+        "order_id": r.order_id,
+        "amount": r.amount,
+        "currency": r.currency,
+        "order_state": r.order_state,
+        "refunded_amount": r.refunded_amount,
+        "status": "succeeded",
+        "created_at": r.created_at,
+    }
+
+
+def public_keys(k: PublicKeys) -> dict[str, Any]:
+    """The institution's public keys (``GET /v1/keys``)."""
+    return {
+        "root_keys": [{"kid": r.kid, "public_key": b64e(r.public_key)} for r in k.root_keys],
+        "scheme_keys": [
+            {
+                "kid": s.kid,
+                "public_key": b64e(s.public_key),
+                "retire_at": s.retire_at,
+                "current": s.current,
+                "use": s.use,
+                "current_static": s.current_static,
+            }
+            for s in k.scheme_keys
+        ],
+        "scheme_key_list": b64e(k.scheme_key_list),
+        "epoch": k.epoch,
+    }
+
+
+__all__ = [
+    "CREATED",
+    "carrier_enrolled",
+    "carrier_key_update",
+    "carrier_status",
+    "code_status",
+    "customer",
+    "enrollment_token",
+    "merchant",
+    "new_merchant",
+    "order",
+    "order_created",
+    "order_page",
+    "payment",
+    "payment_made",
+    "precreated",
+    "public_keys",
+    "refund_made",
+    "static_code",
+]
