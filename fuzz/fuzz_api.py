@@ -109,8 +109,7 @@ class Api:
         database = Database(f"sqlite:///{base / 'fuzz.db'}")
         migrate(database.engine)
         keys = KeyStore(base / "keys").create(PASSPHRASE)
-        self.inst = Institution(database, keys)
-        self.inst.merchant_rate = (1e9, 1e9)  # the merchant rate limit lifted
+        self.inst = Institution(database, keys, merchant_rate=(1e9, 1e9))  # no merchant limit
         self.admin_token = self.inst.bootstrap()
         self.merchant_key = SigningKey.from_seed(bytes([9]) * 32)
         merchant, _ = self.inst.create_merchant(

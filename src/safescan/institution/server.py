@@ -54,12 +54,15 @@ def open_institution(
     except SafescanError:
         db.dispose()
         raise
-    inst = Institution(db, keys)
+    tuning = tuning or Tuning()
+    inst = Institution(
+        db,
+        keys,
+        webhooks_enabled=tuning.webhooks,
+        webhook_targets=webhook_targets(tuning),
+        merchant_rate=(tuning.merchant_rate, tuning.merchant_burst),
+    )
     inst.journal = Journal(CheckpointFile(checkpoints or default_path(key_dir)), keys)
-    if tuning is not None:
-        inst.merchant_rate = (tuning.merchant_rate, tuning.merchant_burst)
-        inst.webhooks_enabled = tuning.webhooks
-        inst.webhook_targets = webhook_targets(tuning)
     return inst
 
 

@@ -2,7 +2,7 @@
 modules built around it, one per sub-domain (see docs/institution.md, "Layout").
 
 Every state change runs in one database transaction (:meth:`Database.write`) together with its
-ledger transfer, its outbox event and its audit entry; the HTTP layer (:mod:`.api`) only parses,
+ledger transfer, its outbox event and its audit entry; the HTTP layer (:mod:`.http`) only parses,
 authenticates and formats.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from safescan.institution.customers import Accounts
 from safescan.institution.db import Database
 from safescan.institution.domain.access import Access
 from safescan.institution.domain.carriers import Carriers
@@ -22,14 +23,18 @@ from safescan.institution.domain.orders import Orders
 from safescan.institution.domain.payments import Payments
 from safescan.institution.domain.refunds import Refunds
 from safescan.institution.domain.setup import Setup
+from safescan.institution.event_feed import EventFeed
 from safescan.institution.idempotency import Stored, request_hash
 from safescan.institution.keystore import InstitutionKeys
+from safescan.institution.settlement import Settlement
+from safescan.institution.webhook_targets import TargetPolicy
 
 
 class Institution(Core):
     """The payment institution over one database and one key set: the core plus its domain
     modules (``.merchants``, ``.customers``, ``.carriers``, ``.certificates``, ``.orders``,
-    ``.payments``, ``.refunds``, ``.access``, ``.setup``)."""
+    ``.payments``, ``.refunds``, ``.access``, ``.setup``) and the views the API reads
+    (``.settlement``, ``.event_feed``, ``.accounts``)."""
 
     def __init__(
         self,
@@ -39,9 +44,17 @@ class Institution(Core):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         webhooks_enabled: bool = True,
+        webhook_targets: TargetPolicy | None = None,
+        merchant_rate: tuple[float, float] = (100.0, 200.0),
     ) -> None:
         super().__init__(
-            db, keys, clock=clock, monotonic=monotonic, webhooks_enabled=webhooks_enabled
+            db,
+            keys,
+            clock=clock,
+            monotonic=monotonic,
+            webhooks_enabled=webhooks_enabled,
+            webhook_targets=webhook_targets,
+            merchant_rate=merchant_rate,
         )
         self.setup = Setup(self)
         self.access = Access(self)
@@ -52,6 +65,11 @@ class Institution(Core):
         self.orders = Orders(self)
         self.payments = Payments(self, self.carriers)
         self.refunds = Refunds(self)
+        # what the API reads: settlement reports, merchants' signed event feed, customer
+        # accounts (the administrator's list, the statement a wallet reads)
+        self.settlement = Settlement(db)
+        self.event_feed = EventFeed(db, keys)
+        self.accounts = Accounts(db, keys.secret, self.now)
 
 
 __all__ = ["Institution", "Stored", "request_hash"]

@@ -31,6 +31,8 @@ class Core:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         webhooks_enabled: bool = True,
+        webhook_targets: TargetPolicy | None = None,
+        merchant_rate: tuple[float, float] = (100.0, 200.0),
     ) -> None:
         self.db = db
         self.keys = keys
@@ -41,12 +43,13 @@ class Core:
         # static-code keys (key directory) + scheme-key epochs for dynamic codes (.epochs)
         self.scheme_keys = EpochKeyring(db, keys.scheme, keys.secret, clock=clock)
         self.webhooks_enabled = webhooks_enabled
-        self.webhook_targets = TargetPolicy()  # where webhooks may go (the operator's rules)
+        # where webhooks may go (the operator's rules)
+        self.webhook_targets = webhook_targets or TargetPolicy()
         # serials and revocations journaled in the checkpoint file (when serving)
         self.journal: Journal | None = None
         # merchant requests per second and burst, one bucket per merchant in the database
         # (shared by every API process); rate 0 = no limit
-        self.merchant_rate: tuple[float, float] = (100.0, 200.0)
+        self.merchant_rate: tuple[float, float] = merchant_rate
 
     def now(self) -> int:
         """Server time, unix seconds."""

@@ -14,7 +14,6 @@ from safescan.api.encoding import b64e
 from safescan.api.errors import Unauthenticated
 from safescan.api.fields import Amount, Name, ShortText
 from safescan.institution import wire
-from safescan.institution.customers import Accounts
 from safescan.institution.http.common import (
     CurrencyCode,
     Day,
@@ -27,7 +26,6 @@ from safescan.institution.http.common import (
     settlement_report,
 )
 from safescan.institution.service import Institution
-from safescan.institution.settlement import Settlement
 from safescan.institution.util import key32
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
 
@@ -76,13 +74,7 @@ def bearer_token(inst: Institution) -> Any:
     return Depends(admin)
 
 
-def admin_router(
-    inst: Institution,
-    *,
-    accounts: Accounts,
-    reports: Settlement,
-    dispatcher: WebhookDispatcher | None,
-) -> APIRouter:
+def admin_router(inst: Institution, *, dispatcher: WebhookDispatcher | None) -> APIRouter:
     """The administrator's routes over ``inst``; ``dispatcher`` is this process's webhook
     dispatcher (None: webhooks are off here)."""
     router = APIRouter(tags=["admin"], dependencies=[bearer_token(inst)])
@@ -131,7 +123,7 @@ def admin_router(
         after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
     ) -> dict[str, Any]:
         """Customers in id order with balances (page with ``after=<last id>``)."""
-        return accounts.page(limit=limit, after=after)
+        return inst.accounts.page(limit=limit, after=after)
 
     @router.get("/v1/admin/customers/{customer_id}")
     def get_customer(customer_id: ObjectId) -> dict[str, Any]:
@@ -172,6 +164,6 @@ def admin_router(
         format: Annotated[Literal["json", "csv"], Query()] = "json",
     ) -> Response:
         """Settlement report of every merchant for one UTC day."""
-        return settlement_report(reports.report(date), format)
+        return settlement_report(inst.settlement.report(date), format)
 
     return router

@@ -27,8 +27,6 @@ from fastapi_offline import FastAPIOffline
 
 from safescan.code.text import preload
 from safescan.institution.background import maintenance_loop
-from safescan.institution.customers import Accounts
-from safescan.institution.event_feed import EventFeed
 from safescan.institution.health import (
     Heartbeat,
     Readiness,
@@ -46,7 +44,6 @@ from safescan.institution.http.webhooks import webhook_routes
 from safescan.institution.netguard import Limits, connection_status
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
-from safescan.institution.settlement import Settlement
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
 
 PUBLIC_RATE = (100.0, 200.0)  # per client address: requests per second, burst
@@ -69,8 +66,6 @@ def create_app(
     limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
     if not (background and inst.webhooks_enabled):
         dispatcher = None
-    accounts = Accounts(inst.db, inst.keys.secret, inst.now)
-    reports = Settlement(inst.db)
     readiness = Readiness()
     readiness.add("database", database_check(inst.db))
     readiness.add("writer", writer_check(inst.db))
@@ -116,13 +111,10 @@ def create_app(
         exception_handlers=errors.HANDLERS,
     )
     add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state)
-    app.include_router(wallet_router(inst, accounts=accounts, limiter=limiter))
-    app.include_router(
-        admin_router(inst, accounts=accounts, reports=reports, dispatcher=dispatcher)
-    )
+    app.include_router(wallet_router(inst, limiter=limiter))
+    app.include_router(admin_router(inst, dispatcher=dispatcher))
     signed = signed_merchant(inst)
-    feed = EventFeed(inst.db, inst.keys)
-    app.include_router(merchant_router(inst, reports=reports, feed=feed, signed=signed))
+    app.include_router(merchant_router(inst, signed=signed))
     app.include_router(webhook_routes(inst, dispatcher, Annotated[str, signed]))
     keep_docs_offline(app)
     return BodyLimit(

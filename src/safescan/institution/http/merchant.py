@@ -14,7 +14,6 @@ from safescan.api.encoding import b64e
 from safescan.api.fields import Amount, LongText, Name, Quantity, ShortText
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import outcomes, wire
-from safescan.institution.event_feed import EventFeed
 from safescan.institution.http.asgi import BODY_KEY
 from safescan.institution.http.common import (
     CodeText,
@@ -31,7 +30,6 @@ from safescan.institution.http.common import (
 )
 from safescan.institution.http.stream import event_stream
 from safescan.institution.service import Institution
-from safescan.institution.settlement import Settlement
 from safescan.institution.util import currency_numeric, key32
 
 
@@ -106,9 +104,7 @@ def signed_merchant(inst: Institution) -> Any:
     return Depends(merchant)
 
 
-def merchant_router(
-    inst: Institution, *, reports: Settlement, feed: EventFeed, signed: Any
-) -> APIRouter:
+def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
     """The merchant's routes over ``inst``; ``signed`` is :func:`signed_merchant`'s dependency,
     required by the whole router."""
     MerchantId = Annotated[str, signed]  # noqa: N806 - a type alias
@@ -231,7 +227,7 @@ def merchant_router(
         format: Annotated[Literal["json", "csv"], Query()] = "json",
     ) -> Response:
         """The calling merchant's settlement report for one UTC day."""
-        return settlement_report(reports.report(date, mid), format)
+        return settlement_report(inst.settlement.report(date, mid), format)
 
     @router.get("/v1/merchant/events", response_class=StreamingResponse)
     async def events(
@@ -244,9 +240,9 @@ def merchant_router(
         if after is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 10:
             after = int(last_event_id)
         if after is None:
-            after = await asyncio.to_thread(feed.latest, mid)  # only new events
+            after = await asyncio.to_thread(inst.event_feed.latest, mid)  # only new events
         return StreamingResponse(
-            event_stream(feed, request, mid, after),
+            event_stream(inst.event_feed, request, mid, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -25,7 +25,6 @@ from safescan.api.errors import InvalidRequest
 from safescan.api.fields import validation_error
 from safescan.api.wire import authorization_from_wire
 from safescan.institution import outcomes, wire
-from safescan.institution.customers import Accounts
 from safescan.institution.http.asgi import FastHandler, Scope, Send, send_json
 from safescan.institution.http.common import (
     Closed,
@@ -99,7 +98,7 @@ def _authorization(body: PaymentCreate) -> bytes:
     return authorization_from_wire(body.authorization)  # the one JSON form (api.wire)
 
 
-def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter) -> APIRouter:
+def wallet_router(inst: Institution, *, limiter: RateLimiter) -> APIRouter:
     """The public and wallet routes over ``inst``; ``limiter`` limits the public endpoints that
     cost work per client address."""
     router = APIRouter()
@@ -188,7 +187,7 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
         """A one-time challenge for the key carrier to sign (see safescan.api.account)."""
         limited(request)
         wallet_key = b64d(body.wallet_key, param="wallet_key", max_bytes=32)
-        issued = accounts.challenge(body.carrier_serial, wallet_key)
+        issued = inst.accounts.challenge(body.carrier_serial, wallet_key)
         return {"challenge": b64e(issued.value), "expires_at": issued.expires_at}
 
     @router.post("/v1/account", tags=["wallet"])
@@ -196,7 +195,7 @@ def wallet_router(inst: Institution, *, accounts: Accounts, limiter: RateLimiter
         """The customer's balances, payments and refunds, sealed to the wallet's key, for a
         carrier that answered the challenge."""
         limited(request)
-        sealed = accounts.sealed_statement(
+        sealed = inst.accounts.sealed_statement(
             serial=body.carrier_serial,
             wallet_key=b64d(body.wallet_key, param="wallet_key", max_bytes=32),
             expires_at=body.expires_at,
