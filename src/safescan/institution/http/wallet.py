@@ -4,9 +4,9 @@ statement. No credentials: the carrier's signatures authenticate what needs it.
 
 A payment's path: ``POST /v1/payments`` -> :func:`fast_pay` (the hot path: no framework) or
 :func:`wallet_router`'s ``pay`` (the same validation, for the OpenAPI document and in-process
-callers) -> ``Institution.pay_async`` (:mod:`safescan.institution.service`): the code is opened,
-the carrier's authorization checked, and the ledger transfer, the order's state, the receipt,
-the outbox event and the audit entry are written in one transaction.
+callers) -> ``inst.payments.pay_async`` (:mod:`safescan.institution.domain.payments`): the code
+is opened, the carrier's authorization checked, and the ledger transfer, the order's state, the
+receipt, the outbox event and the audit entry are written in one transaction.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
