@@ -82,6 +82,8 @@ class Server:
         ).stdout
         self.port = free_port()
         extra = ["--webhook-base-delay", "0.5", "--maintenance-interval", "60"]
+        if "--plain-http" in helptext:  # newer versions serve HTTPS unless told otherwise
+            extra.append("--plain-http")
         if "--webhook-allow" in helptext:  # the test receivers listen on 127.0.0.1 over http
             extra += ["--webhook-allow", "127.0.0.1", "--webhook-http"]
         self.log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed in stop()

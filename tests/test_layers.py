@@ -22,14 +22,14 @@ ALLOWED: dict[str, set[str]] = {
     "procs": {"code"},
     "api": {"code"},
     "carrier": {"code", "procs"},
-    "institution": {"code", "api"},
+    "institution": {"code", "api", "web"},
     "cluster": {"code"},
-    "client": {"code", "api"},
+    "client": {"code", "api", "web"},
     "web": {"code"},
     "merchant": {"code", "api", "client", "web"},
     "wallet": {"code", "api", "client", "carrier", "web"},
     "admin": {"code", "api", "client"},
-    "demo": {"code", "api", "client", "carrier", "merchant", "wallet", "procs"},
+    "demo": {"code", "api", "client", "carrier", "merchant", "wallet", "procs", "web"},
 }
 
 

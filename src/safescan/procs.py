@@ -23,6 +23,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -203,13 +204,16 @@ class ManagedProcess:
             raise self._not_ready(f"unexpected start-up line {text!r}")
         return text[len(prefix) :].strip()
 
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        """Wait until ``GET url`` answers 200 (loopback URLs)."""
+    def wait_http(
+        self, url: str, timeout: float = 30.0, *, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """Wait until ``GET url`` answers 200 (loopback URLs; ``verify``: the pinned CA of an
+        ``https://`` one)."""
         import httpx  # only the callers that wait on HTTP pay for the import
 
         def answers() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(url, timeout=1.0).status_code == 200
+                return httpx.get(url, timeout=1.0, verify=verify).status_code == 200
             return False
 
         self.wait_until(answers, timeout, what=f"answer at {url}")

@@ -22,6 +22,7 @@ from safescan.demo import DEMO_PIN, Stack
 from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.procs import ManagedProcess
+from safescan.web import pki
 
 PIN = DEMO_PIN
 FUNDS = 50_000
@@ -110,14 +111,15 @@ def rotate_and_restart(
             "127.0.0.1",
             "--port",
             str(port),
+            *([] if stack.tls else ["--plain-http"]),
             *serve_args,
         ],
         env=stack.env(),
         log=stack.workdir / f"{name}.log",
     )
     stack.processes.append(proc.start())
-    stack.base_url = f"http://127.0.0.1:{port}"
-    proc.wait_http(stack.base_url + "/health", timeout=60)
+    stack.base_url = f"{'https' if stack.tls else 'http'}://127.0.0.1:{port}"
+    proc.wait_http(stack.base_url + "/health", timeout=60, verify=pki.verify_for(stack.base_url))
     if stack.admin is not None:
         stack.admin.close()
     stack.admin = AdminClient(stack.base_url, stack.admin_token)

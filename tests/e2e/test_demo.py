@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from safescan.web.pki import client_context
+
 NAMES = {
     "swapped_sticker",
     "altered_amount",
@@ -50,6 +52,11 @@ def test_demo_json_reports_a_verified_payment_and_refused_attacks() -> None:
         assert attack["reason"], attack
     assert doc["balances"]["customer_after"] == doc["balances"]["customer_before"] - 1300
     assert doc["balances"]["customer_after_attacks"] == doc["balances"]["customer_after"]
+    # every HTTP connection the demo made was HTTPS verified with the pinned CA
+    assert doc["tls"] is True
+    assert doc["http_hops"], "the hops are recorded as they are made"
+    for hop in doc["http_hops"]:
+        assert hop["origin"].startswith("https://127.0.0.1:") and hop["verified"] is True, hop
 
 
 def _demo_children() -> list[int]:
@@ -124,9 +131,12 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
     try:
         seen = _read_until(proc, "press Ctrl-C")
         started = _new_children(before)
-        urls = re.findall(r"(http://127\.0\.0\.1:\d+)", seen.split("still running")[1])
+        urls = re.findall(r"(https?://127\.0\.0\.1:\d+)", seen.split("still running")[1])
         assert len(urls) >= 2, seen
-        assert httpx.get(urls[0] + "/health", timeout=10).status_code == 200  # institution
+        assert urls[0].startswith("https://"), seen  # the institution: HTTPS
+        workdir = Path(re.findall(r"work directory\s+(\S+)", seen)[0])
+        ca = client_context(workdir / "institution-keys.tls" / "ca.pem")
+        assert httpx.get(urls[0] + "/health", timeout=10, verify=ca).status_code == 200
         assert httpx.get(urls[-1] + "/health", timeout=10).status_code == 200  # web POS
         assert len(started) >= 3, "institution, carrier and POS should be running: " + seen
     finally:

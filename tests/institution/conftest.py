@@ -48,6 +48,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
             db_url,
             tmp / "keys",
             extra=["--webhook-base-delay", "0.2", "--maintenance-interval", "0.5"],
+            tls=True,  # HTTPS with the CA `init` made, pinned by the harness's clients
         ).start()
         w = World(server, token)
         w.db_url = db_url  # type: ignore[attr-defined]

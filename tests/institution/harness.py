@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from safescan.code import (
 )
 from safescan.code.attestation import enrollment_challenge
 from safescan.code.keyupdate import EpochKey, open_key_update
+from safescan.web import pki
 from tests.institution.pg import free_port
 
 PASSPHRASE = "test-passphrase-123"
@@ -94,10 +96,14 @@ class ServerProcess:
         port: int | None = None,
         extra: list[str] | None = None,
         webhook_allow: tuple[str, ...] = LOOPBACK_RECEIVERS,
+        tls: bool = False,
     ) -> None:
         self.db_url, self.keys = db_url, keys
         self.port = port or free_port()
-        self.extra = extra or []
+        self.extra = list(extra or [])
+        self.tls = tls
+        if not tls:  # explicitly plain HTTP on loopback (the server refuses it anywhere else)
+            self.extra.append("--plain-http")
         # test receivers listen on 127.0.0.1 over plain http: allow exactly that, explicitly
         for net in webhook_allow:
             self.extra += ["--webhook-allow", net]
@@ -110,12 +116,34 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        """http://127.0.0.1:port"""
-        return f"http://127.0.0.1:{self.port}"
+        """https://127.0.0.1:port (http:// for a plain-HTTP server)"""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60, *, healthy: bool = True) -> ServerProcess:
+    @property
+    def ca(self) -> Path:
+        """The CA `institution init` made (what clients pin)."""
+        return self.keys.with_name(self.keys.name + ".tls") / "ca.pem"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client passes as ``verify``: the pinned CA (never verification off);
+        also pinned for this process's safescan clients of this server."""
+        return pki.pin(self.base_url, self.ca) if self.tls else True
+
+    def client(self, **kw: Any) -> httpx.Client:
+        """An httpx client for this server, verifying it with the pinned CA."""
+        return httpx.Client(base_url=self.base_url, verify=self.verify, **kw)
+
+    def start(
+        self,
+        timeout: float = 60,
+        *,
+        healthy: bool = True,
+        verify: ssl.SSLContext | None = None,
+    ) -> ServerProcess:
         """Start and wait until /health answers 200 (any answer, with ``healthy=False``: a
-        server refusing a rolled-back database answers 503)."""
+        server refusing a rolled-back database answers 503); ``verify``: the CA to check the
+        server with, when it presents another certificate than the one `init` made."""
         cmd = [
             sys.executable,
             "-m",
@@ -139,7 +167,9 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError(f"server exited: {out}")
             try:
-                status = httpx.get(self.base_url + "/health", timeout=2).status_code
+                status = httpx.get(
+                    self.base_url + "/health", timeout=2, verify=verify or self.verify
+                ).status_code
                 if status == 200 or not healthy:
                     return self
             except httpx.HTTPError:
@@ -281,7 +311,8 @@ class World:
     wallet_api: WalletClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.server.base_url, timeout=30)
+        self.http = self.server.client(timeout=30)
+        # the typed clients verify the server with the CA pinned for its origin (start())
         self.admin_api = AdminClient(self.server.base_url, self.admin_token, timeout=30)
         self.wallet_api = WalletClient(self.server.base_url, timeout=30)
 

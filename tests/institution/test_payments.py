@@ -344,7 +344,7 @@ def test_100_concurrent_attempts_pay_one_code_once(world: World) -> None:
     auths = [carriers[i % 4].authorize(o["code"]) for i in range(100)]
     before = balance(world, cid)
     limits = httpx.Limits(max_connections=100)
-    with httpx.Client(base_url=world.server.base_url, timeout=60, limits=limits) as client:
+    with world.server.client(timeout=60, limits=limits) as client:
 
         def attempt(i: int) -> int:
             body = {"code": o["code"], "authorization": b64(auths[i].to_bytes())}

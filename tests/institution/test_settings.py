@@ -14,6 +14,7 @@ import pytest
 
 from safescan.api.errors import ConfigError
 from safescan.institution.settings import MASK, Settings, load_settings, mask_url
+from safescan.web.pki import client_context
 from tests.institution.harness import PASSPHRASE
 from tests.institution.pg import free_port
 
@@ -288,9 +289,10 @@ def test_one_file_configures_init_commands_and_serve(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert f":{port}" in line, line
-        base = line.split()[-1] if "://" in line.split()[-1] else f"http://127.0.0.1:{port}"
-        assert httpx.get(base + "/health", timeout=10).status_code == 200
+        assert f"listening on https://127.0.0.1:{port}" in line, line  # HTTPS by default
+        ca = client_context(tmp_path / "keys.tls" / "ca.pem")  # the CA `init` made
+        r = httpx.get(f"https://127.0.0.1:{port}/health", timeout=10, verify=ca)
+        assert r.status_code == 200
     finally:
         proc.terminate()
         proc.wait(20)

@@ -479,9 +479,13 @@ def test_pos_webhook_commands(
     )
     assert r.status_code == 201, r.text
     m = MerchantClient(world.http, r.json()["id"], key)
-    config = PosConfig(world.server.base_url, m.merchant_id, seed, trust_of(world)).save(
-        tmp_path / "pos.json", passphrase=b"pos-pass"
-    )
+    config = PosConfig(
+        world.server.base_url,
+        m.merchant_id,
+        seed,
+        trust_of(world),
+        tls_ca=world.server.ca.read_text(),  # the CA pinned at onboarding (HTTPS institution)
+    ).save(tmp_path / "pos.json", passphrase=b"pos-pass")
     out = _pos(config, "set", receiver.url, "--json")
     assert out.returncode == 0, out.stderr
     secret = json.loads(out.stdout)["secret"]["secret"]

@@ -134,7 +134,11 @@ def test_sse_stream_delivers_signed_payment_event(world: World) -> None:
     def listen() -> None:
         h = sign_request(m.key, m.merchant_id, "GET", "/v1/merchant/events")
         with httpx.stream(
-            "GET", world.server.base_url + "/v1/merchant/events", headers=h, timeout=30
+            "GET",
+            world.server.base_url + "/v1/merchant/events",
+            headers=h,
+            timeout=30,
+            verify=world.server.verify,
         ) as r:
             assert r.status_code == 200
             ready.set()

@@ -20,19 +20,41 @@ from safescan.client.errors import (
     InstitutionUnreachable,
     error_from_response,
 )
+from safescan.web.pki import record_hop, verify_for
 
 DEFAULT_TIMEOUT = 10.0
 JsonDoc = dict[str, Any]
 
 
 def sync_client(base_url: str, timeout: float | httpx.Timeout) -> httpx.Client:
-    """The synchronous ``httpx`` client for the institution at ``base_url``."""
-    return httpx.Client(base_url=base_url, timeout=timeout)
+    """The synchronous ``httpx`` client for the institution at ``base_url``: HTTPS verified
+    with the CA pinned for it (:func:`safescan.web.pki.verify_for`; never verification off),
+    every request recorded as a hop (:func:`safescan.web.pki.hops`)."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout,
+        verify=verify_for(base_url),
+        event_hooks={"request": [_note_hop]},
+    )
 
 
 def async_client(base_url: str, timeout: float | httpx.Timeout) -> httpx.AsyncClient:
-    """The asyncio ``httpx`` client for the institution at ``base_url`` (the web POS's stream)."""
-    return httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    """The asyncio ``httpx`` client for the institution at ``base_url`` (the web POS's stream),
+    verified like :func:`sync_client`."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        verify=verify_for(base_url),
+        event_hooks={"request": [_note_hop_async]},
+    )
+
+
+def _note_hop(request: httpx.Request) -> None:
+    record_hop(str(request.url))
+
+
+async def _note_hop_async(request: httpx.Request) -> None:
+    record_hop(str(request.url))
 
 
 def encode_json(payload: Any) -> bytes:

@@ -415,6 +415,7 @@ class Cluster:
             render.HOST,
             "--port",
             str(self.spec.ports.api_process(i)),
+            "--plain-http",  # loopback behind HAProxy (docs/operations.md, "TLS")
             *self.spec.api_args,
         ]
 

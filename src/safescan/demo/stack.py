@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from safescan.merchant.onboard import onboard_merchant
 from safescan.merchant.staff import StaffStore
 from safescan.procs import ManagedProcess, Supervisor, free_port
 from safescan.wallet.flow import enroll
+from safescan.web import pki
 
 DEMO_PIN = "482916"
 PASSPHRASE_ENV = "SAFESCAN_INSTITUTION_PASSPHRASE"  # noqa: S105 - a variable name
@@ -53,6 +55,10 @@ class Stack:
     base_url: str = ""
     admin_token: str = ""
     admin: AdminClient | None = None
+    # True: the institution serves HTTPS and every client pins the CA `init` made (the demo);
+    # False: plain HTTP on 127.0.0.1 (--plain-http), for suites whose clients pin no CA yet
+    tls: bool = False
+    tls_ca: Path | None = None
     _init: ManagedProcess | None = None
     staff_name: str = "cashier"
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -86,6 +92,8 @@ class Stack:
         env[PASSPHRASE_ENV] = self.passphrase
         env[POS_PASSPHRASE_ENV] = self.passphrase  # the POS's encrypted API key (demo only)
         env.pop("SAFESCAN_INSTITUTION_KEYS", None)
+        if self.tls_ca is not None:  # children verify the institution with the pinned CA
+            env[pki.ENV_CA] = str(self.tls_ca)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -140,12 +148,20 @@ class Stack:
                 "1",
                 "--webhook-base-delay",
                 "1",
+                *([] if self.tls else ["--plain-http"]),
                 *extra,
             ],
         )
-        self.base_url = f"http://127.0.0.1:{port}"
+        verify: ssl.SSLContext | bool = True
+        if self.tls:  # HTTPS with the certificate `init` made; we and our children pin its CA
+            self.base_url = f"https://127.0.0.1:{port}"
+            self.tls_ca = self.keys_dir.with_name(self.keys_dir.name + ".tls") / "ca.pem"
+            verify = pki.pin(self.base_url, self.tls_ca)
+        else:  # explicitly plain HTTP on loopback
+            self.base_url = f"http://127.0.0.1:{port}"
         self.trust_factory()
-        proc.wait_http(self.base_url + "/health", timeout=60)
+        proc.wait_http(self.base_url + "/health", timeout=60, verify=verify)
+        pki.record_hop(self.base_url)  # that check was itself a hop
         self.admin = AdminClient(self.base_url, self.admin_token)
         return self.base_url
 
@@ -270,6 +286,7 @@ class Stack:
             mcc=5814,
             settlement_account="FR7630006000011234567890189",
         )
+        cfg.tls_ca = self.tls_ca.read_text() if self.tls_ca is not None else None
         cfg.save(self.workdir / config_name, passphrase=self.passphrase.encode())
         return cfg
 
@@ -295,6 +312,7 @@ class Stack:
             pin=pin,
             customer_id=customer_id,
             trust=TrustStore(parse_pinned_keys(self.root_keys())),
+            tls_ca=self.tls_ca.read_text() if self.tls_ca is not None else None,
         )
         return directory
 

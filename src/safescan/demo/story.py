@@ -45,6 +45,7 @@ from safescan.merchant.client import MerchantApi, Order, wait_for_payment
 from safescan.merchant.config import PosConfig
 from safescan.procs import terminating_on_signals
 from safescan.wallet.flow import Payment, Wallet
+from safescan.web import pki
 
 ITEMS = (
     LineItem("Flat white", 2, 350),
@@ -57,7 +58,7 @@ class DemoRun:
     """One run of the demo; ``result`` is the JSON document."""
 
     def __init__(self, workdir: Path, console: Console) -> None:
-        self.stack = Stack(workdir)
+        self.stack = Stack(workdir, tls=True)
         self.console = console
         self.result: dict[str, Any] = {
             "paid": False,
@@ -362,6 +363,10 @@ def demo_command(
         and all(a["refused"] for a in attacks)
     )
     result["ok"] = bool(ok)
+    # every HTTP connection this process made to the institution, recorded as it was made
+    hops = pki.hops()
+    result["http_hops"] = [{"origin": h.origin, "tls": h.tls, "verified": h.verified} for h in hops]
+    result["tls"] = pki.all_verified(hops)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -95,5 +95,6 @@ class AnnouncingServer(uvicorn.Server):
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                announce(f"http://{shown}:{port}")
+                scheme = "https" if self.config.is_ssl else "http"
+                announce(f"{scheme}://{shown}:{port}")
                 return

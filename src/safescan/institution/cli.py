@@ -26,10 +26,13 @@ from safescan.institution.cli_options import (
     JsonOpt,
     KeysOpt,
     PassOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
 )
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 from safescan.institution.cli_options import with_db as _with_db
+from safescan.institution.cli_tls import tls_app
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
     ENV_CHECKPOINTS,
@@ -55,10 +58,22 @@ def init(
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
     config: ConfigOpt = None,
+    tls_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tls-name",
+            help="DNS name or IP address for the server certificate besides localhost,"
+            " 127.0.0.1 and ::1 (repeatable; default: tls.names)",
+        ),
+    ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create the root signing key (in the PKCS#11 token when the keys' backend is pkcs11), the
-    first scheme key, the schema and the checkpoint file; print the admin token."""
+    first scheme key, the schema, the checkpoint file and (unless --tls-cert/--tls-key give the
+    operator's) a private CA and server certificate in <key directory>.tls; print the admin
+    token and the CA clients pin."""
     from sqlalchemy import select
 
     from safescan.api.errors import ConfigError
@@ -69,9 +84,16 @@ def init(
     from safescan.institution.models import AdminToken
     from safescan.institution.rollback import RollbackGuard
     from safescan.institution.service import Institution
+    from safescan.institution.tls_setup import check_init_tls, init_tls
 
     site = _settings(
-        config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, checkpoints=checkpoints
+        config,
+        as_json,
+        db=db,
+        keys=keys,
+        passphrase_file=passphrase_file,
+        checkpoints=checkpoints,
+        tls={"names": tls_name, "cert": tls_cert, "key": tls_key},
     )
     try:
         db = site.db_url()
@@ -82,6 +104,7 @@ def init(
         hsm_token = configured_token()
         if hsm_token is not None:
             Token(hsm_token)  # the token is there and takes the PIN, before anything is written
+        check_init_tls(site, key_dir)
         database = Database(db)
         try:
             migrate(database.engine)
@@ -93,15 +116,18 @@ def init(
             institution_keys = store.create(passphrase, token=hsm_token)
             token = Institution(database, institution_keys).setup.bootstrap()
             RollbackGuard(database, institution_keys, cp_path).tick()  # the first checkpoint
+            tls = init_tls(site, key_dir).describe()
         finally:
             database.dispose()
     except SafescanError as exc:
         _fail(exc, as_json)
         return
     if as_json:
-        emit_json({"keys": str(store.path), "admin_token": token})
+        emit_json({"keys": str(store.path), "admin_token": token, "tls": tls})
         return
     typer.echo(f"institution initialised; keys in {store.path}")
+    if tls["ca"] is not None:
+        typer.echo(f"TLS: clients pin the CA {tls['ca']} (SHA-256 {tls['ca_sha256']})")
     typer.echo("administrator token (shown once, store it safely):")
     typer.echo(token)
 
@@ -142,6 +168,7 @@ admin_token_app = typer.Typer(
 institution_app.add_typer(admin_token_app, name="admin-token")
 institution_app.add_typer(manufacturer_app, name="manufacturer")
 institution_app.add_typer(config_app, name="config")
+institution_app.add_typer(tls_app, name="tls")
 institution_app.command("rotate-epoch")(rotate_epoch)
 institution_app.command()(backup)
 institution_app.command()(restore)
@@ -315,6 +342,15 @@ def serve(
     write_deadline: Annotated[
         float | None, typer.Option(help="seconds a request waits for the SQLite writer [15]")
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    plain_http: Annotated[
+        bool | None,
+        typer.Option(
+            help="serve plain HTTP (loopback addresses only; default: HTTPS with the"
+            " certificate `init` made or tls.cert/tls.key)"
+        ),
+    ] = None,
 ) -> None:
     """Run the API server (uvicorn, uvloop, httptools); prints where it listens, then one
     line per request on stderr (no query strings, headers or bodies). It refuses to serve a
@@ -345,6 +381,7 @@ def serve(
             "maintenance_interval": maintenance_interval,
         },
         rate_limits={"merchant_rate": merchant_rate, "merchant_burst": merchant_burst},
+        tls={"cert": tls_cert, "key": tls_key, "plain_http": plain_http},
         webhooks={
             "enabled": webhooks,
             "base_delay": webhook_base_delay,
@@ -369,8 +406,14 @@ def serve(
         "timeout_graceful_shutdown": 5,
     }
     try:
+        from safescan.institution.keystore import default_key_dir
+        from safescan.institution.tls_setup import server_tls
+
         db = site.db_url()
         common.update(uvicorn_proxy_settings(list(srv.trusted_proxies)))
+        tls = server_tls(site, store.dir or default_key_dir(db))
+        if tls is not None:
+            common.update(tls.files.uvicorn_options())
         if srv.workers <= 1:
             from safescan.institution.access_log import AccessLog, AnnouncingServer
             from safescan.institution.server import build_app
@@ -392,7 +435,7 @@ def serve(
         from safescan.institution.access_log import ENV_ACCESS_LOG, announce
 
         os.environ[ENV_ACCESS_LOG] = "1" if srv.access_log else "0"
-        announce(f"http://{srv.host}:{srv.port}", srv.workers)
+        announce(f"{'http' if tls is None else 'https'}://{srv.host}:{srv.port}", srv.workers)
         os.environ[ENV_DB] = db
         os.environ[ENV_TUNING] = tuning.encode()
         os.environ[ENV_CHECKPOINT_INTERVAL] = str(srv.checkpoint_interval)

@@ -45,6 +45,13 @@ ConfigOpt = Annotated[
         show_default=False,
     ),
 ]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", help="server certificate chain, PEM (default: tls.cert)"),
+]
+TlsKeyOpt = Annotated[
+    Path | None, typer.Option("--tls-key", help="its private key, PEM (default: tls.key)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 KeysOpt = Annotated[
     Path | None,

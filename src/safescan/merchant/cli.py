@@ -105,6 +105,13 @@ def onboard(
         typer.Option(help="the token itself (visible to other users: prefer --admin-token-file)"),
     ] = None,
     config: ConfigOpt = None,
+    institution_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="the institution's CA certificate (PEM; what `institution init` printed):"
+            " pinned in this terminal's configuration for every HTTPS connection"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Onboard a merchant (administrator) and write this terminal's configuration.
@@ -112,13 +119,19 @@ def onboard(
     Country, MCC and settlement account are required: nothing is filled in for you. The
     IBAN is checked (format and mod-97 check digits) before anything is sent.
     """
+    from safescan.web.pki import cert_pem, load_ca, pin_ca
+
     try:
         details = check_merchant_details(
             country=country, mcc=mcc, settlement_account=settlement_account, currency=currency
         )
         token = admin_token or read_admin_token(admin_token_file)
+        ca = load_ca(institution_ca) if institution_ca is not None else None
+        if ca is not None:
+            pin_ca(institution, ca)  # before the first connection
         with AdminClient(institution, token) as admin:
             cfg = onboard_merchant(admin, name=name, city=city, **details)
+        cfg.tls_ca = cert_pem(ca).decode() if ca is not None else None
         path = cfg.save(config)
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
@@ -510,16 +523,25 @@ def serve(
         ),
     ] = None,
     config: ConfigOpt = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="serve HTTPS with this certificate chain (PEM)")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="the certificate's private key (PEM)")
+    ] = None,
 ) -> None:
     """Run the web POS (staff counter page, and the customers' checkout page) for this terminal.
 
     Staff sign in with the accounts of `safescan pos staff add`; it refuses to start without one.
+    HTTPS with --tls-cert/--tls-key (required to listen on a non-loopback address).
     """
     from safescan.merchant.web import run
+    from safescan.web.tls import TlsFiles
 
     cfg = _load(config)
     try:
-        run(cfg, host=host, port=port, allowed_hosts=allowed_host or [])
+        tls = TlsFiles.from_options(tls_cert, tls_key)
+        run(cfg, host=host, port=port, allowed_hosts=allowed_host or [], tls=tls)
     except SafescanError as exc:
         raise _fail(exc) from None
 

@@ -8,7 +8,8 @@ A JSON file (mode 0600)::
      "api_key_pkcs12": "<base64: the Ed25519 API key, encrypted>",
      "api_public_key": "<64 hex>",
      "trust": {"1": "<64 hex: institution root public key>"},
-     "currency": "EUR"}
+     "currency": "EUR",
+     "tls_ca": "-----BEGIN CERTIFICATE-----..."}
 
 The merchant's API private key is never written in clear: it is a PKCS#12 blob made by
 ``cryptography`` (PBES2: PBKDF2-HMAC-SHA256 with 600,000 iterations, AES-256-CBC; HMAC-SHA256
@@ -18,7 +19,10 @@ integrity) under a passphrase from ``$SAFESCAN_POS_PASSPHRASE``, the file named 
 rewrites them (:func:`encrypt_legacy`).
 
 Found at ``--config PATH``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.json``.
-``trust`` pins the institution keys the POS accepts event and receipt signatures from.
+``trust`` pins the institution keys the POS accepts event and receipt signatures from;
+``tls_ca`` (optional: absent, the system's CAs) pins the CA the institution's HTTPS certificate
+must chain to (given at onboarding: ``pos onboard --institution-ca FILE``); loading the file pins
+it for this process (:func:`safescan.web.pki.pin_ca`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from safescan.client.trust import trust_from_json, trust_to_json
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
+from safescan.web.pki import ca_from_pem, pin_ca
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
 ENV_PASSPHRASE = "SAFESCAN_POS_PASSPHRASE"  # noqa: S105 - a variable name
@@ -74,6 +79,12 @@ class PosConfig:
     trust: TrustStore
     currency: str = "EUR"
     path: Path | None = field(default=None, compare=False)
+    tls_ca: str | None = None  # PEM of the CA pinned for the institution's HTTPS
+
+    def pin(self) -> None:
+        """Verify this process's connections to the institution with :attr:`tls_ca` only."""
+        if self.tls_ca is not None:
+            pin_ca(self.institution_url, ca_from_pem(self.tls_ca, "tls_ca"))
 
     @property
     def api_key(self) -> SigningKey:
@@ -96,6 +107,7 @@ class PosConfig:
             "api_public_key": self.api_key.public_key.hex(),
             "trust": trust_to_json(self.trust),
             "currency": self.currency,
+            **({"tls_ca": self.tls_ca} if self.tls_ca is not None else {}),
         }
 
     def save(self, path: Path | None = None, *, passphrase: bytes | None = None) -> Path:
@@ -119,14 +131,18 @@ class PosConfig:
         try:
             blob = base64.b64decode(str(doc["api_key_pkcs12"]), validate=True)
             seed = _decrypt_seed(blob, passphrase or pos_passphrase(), target)
-            return cls(
+            ca = doc.get("tls_ca")
+            cfg = cls(
                 institution_url=str(doc["institution_url"]),
                 merchant_id=str(doc["merchant_id"]),
                 api_seed=seed,
                 trust=trust_from_json(doc["trust"]),
                 currency=str(doc.get("currency", "EUR")),
                 path=target,
+                tls_ca=None if ca is None else str(ca),
             )
+            cfg.pin()
+            return cfg
         except KeyError as exc:
             raise PosConfigError(f"{target} lacks the field {exc.args[0]!r}") from None
         except binascii.Error:

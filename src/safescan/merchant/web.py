@@ -85,6 +85,7 @@ from safescan.merchant.websec import (
     session_cookie,
 )
 from safescan.web.listen import listen
+from safescan.web.tls import TlsFiles, is_loopback, scheme
 
 log = logging.getLogger("safescan.merchant.web")
 
@@ -523,12 +524,19 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8090,
     allowed_hosts: list[str] | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
-    """Serve the web POS; prints ``READY http://HOST:PORT`` once listening.
+    """Serve the web POS; prints ``READY https://HOST:PORT`` once listening (``http`` without
+    ``tls``, which only a loopback address may do).
 
     Refuses to start without a staff account. ``allowed_hosts`` adds names the POS answers to
     (``pos.example:443``) to the defaults (:func:`~.websec.default_hosts`).
     """
+    if tls is None and not is_loopback(host):
+        raise PosServeError(
+            "the web POS serves plain HTTP on loopback only: give --tls-cert and --tls-key"
+            " to listen on another address"
+        )
     staff = StaffStore.for_config(config.path if config.path is not None else Path("pos.json"))
     if not staff.users():
         raise PosServeError(
@@ -536,7 +544,7 @@ def run(
         )
     sock = listen(host, port, error=PosServeError)
     bound = sock.getsockname()[1]
-    hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound)
+    hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound, scheme(tls))
     app = create_app(config, staff=staff, hosts=hosts)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -546,12 +554,13 @@ def run(
             lifespan="on",
             timeout_graceful_shutdown=2,
             proxy_headers=False,  # the peer is the client: no forwarded header is believed
+            **(tls.uvicorn_options() if tls is not None else {}),
         )
     )
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
-    print(f"READY http://{shown}:{bound}", flush=True)
+    print(f"READY {scheme(tls)}://{shown}:{bound}", flush=True)
     print(
-        f"web POS for merchant {config.merchant_id} on http://{shown}:{bound}/"
+        f"web POS for merchant {config.merchant_id} on {scheme(tls)}://{shown}:{bound}/"
         f"  (staff sign-in: /login; customers' checkout page: /shop)",
         file=sys.stderr,
         flush=True,

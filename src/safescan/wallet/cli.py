@@ -120,6 +120,13 @@ def enroll_command(
         ),
     ] = None,
     wallet_dir: DirOpt = None,
+    institution_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="the institution's CA certificate (PEM, from your institution): pinned in the"
+            " wallet for every HTTPS connection"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register your key carrier with the institution and set its PIN.
@@ -127,8 +134,11 @@ def enroll_command(
     Every input is checked on this machine first (PIN form, retry limit, token, addresses,
     wallet directory): a mistake is refused before the single-use token is spent.
     """
+    from safescan.web.pki import cert_pem, load_ca
+
     try:
         pinned = TrustStore(parse_pinned_keys(institution_key)) if institution_key else None
+        ca_pem = cert_pem(load_ca(institution_ca)).decode() if institution_ca else None
     except SafescanError as exc:
         raise _fail(exc, as_json=as_json) from None
     directory = wallet_dir or default_dir()
@@ -144,6 +154,7 @@ def enroll_command(
                 retry_limit=retry_limit,
                 customer_id=customer_id,
                 trust=pinned,
+                tls_ca=ca_pem,
             )
     except SafescanError as exc:
         raise _fail(exc, as_json=as_json) from None

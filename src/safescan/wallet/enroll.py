@@ -22,6 +22,7 @@ from safescan.code.certs import Certificate, Role, TrustStore, verify_certificat
 from safescan.wallet.enroll_checks import check_inputs
 from safescan.wallet.errors import EnrollmentFailed
 from safescan.wallet.store import WalletConfig
+from safescan.web.pki import ca_from_pem, pin_ca
 
 
 def enroll(
@@ -34,6 +35,7 @@ def enroll(
     retry_limit: int = 5,
     customer_id: str | None = None,
     trust: TrustStore | None = None,
+    tls_ca: str | None = None,
 ) -> WalletConfig:
     """Register a blank key carrier with an enrollment token and personalise it with ``pin``.
 
@@ -41,6 +43,7 @@ def enroll(
     -> the certificate is checked (institution key, role, the carrier's own key) ->
     PERSONALIZE with the bundle and the PIN -> a fresh session proves the certified key.
     ``trust`` pins the institution keys; without it they are fetched (trust on first use).
+    ``tls_ca`` (PEM) pins the CA of the institution's HTTPS certificate, from now on.
     Every local input is checked first (:func:`.enroll_checks.check_inputs`).
     """
     check_inputs(
@@ -52,6 +55,8 @@ def enroll(
         retry_limit=retry_limit,
         customer_id=customer_id,
     )
+    if tls_ca is not None:
+        pin_ca(institution_url, ca_from_pem(tls_ca, "the institution's CA"))
     api = WalletClient(institution_url)
     try:
         pinned = trust or api.keys.root_keys()
@@ -97,6 +102,7 @@ def enroll(
             carrier_serial=answers[0].carrier_serial,
             customer_id=customer_id or answers[0].customer_id,
             directory=directory,
+            tls_ca=tls_ca,
         )
         config.save()
         return config

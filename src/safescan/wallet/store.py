@@ -25,6 +25,7 @@ from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.wallet.errors import WalletError, WalletNotEnrolled
+from safescan.web.pki import ca_from_pem, pin_ca
 
 ENV_WALLET_DIR = "SAFESCAN_WALLET_DIR"
 
@@ -45,6 +46,12 @@ class WalletConfig:
     carrier_serial: int
     customer_id: str | None = None
     directory: Path = field(default_factory=default_dir)
+    tls_ca: str | None = None  # PEM of the CA pinned for the institution's HTTPS (enroll)
+
+    def pin(self) -> None:
+        """Verify this process's connections to the institution with :attr:`tls_ca` only."""
+        if self.tls_ca is not None:
+            pin_ca(self.institution_url, ca_from_pem(self.tls_ca, "tls_ca"))
 
     @property
     def history_path(self) -> Path:
@@ -66,6 +73,7 @@ class WalletConfig:
             "trust": trust_to_json(self.trust),
             "carrier_serial": self.carrier_serial,
             "customer_id": self.customer_id,
+            **({"tls_ca": self.tls_ca} if self.tls_ca is not None else {}),
         }
         tmp = target.with_name("wallet.json.tmp")
         tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
@@ -86,14 +94,18 @@ class WalletConfig:
         except (OSError, ValueError) as exc:
             raise WalletError(f"cannot read {path}: {exc}") from None
         try:
-            return cls(
+            ca = doc.get("tls_ca")
+            config = cls(
                 institution_url=str(doc["institution_url"]),
                 carrier_url=str(doc["carrier_url"]),
                 trust=trust_from_json(doc["trust"]),
                 carrier_serial=int(doc["carrier_serial"]),
                 customer_id=doc.get("customer_id"),
                 directory=base,
+                tls_ca=None if ca is None else str(ca),
             )
+            config.pin()
+            return config
         except (KeyError, TypeError, ValueError, SafescanError) as exc:
             raise WalletError(f"{path} is not a valid wallet configuration ({exc})") from None
 

@@ -8,6 +8,7 @@ addresses should do.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,16 @@ class TlsFiles:
             "ssl_keyfile_password": self.key_password,
             "ssl_version": ssl.PROTOCOL_TLS_SERVER,
         }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def scheme(tls: TlsFiles | None) -> str:

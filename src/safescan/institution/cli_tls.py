@@ -1,0 +1,132 @@
+"""`safescan institution tls ...`: the private CA and the server certificate (docs/operations.md,
+"TLS")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json
+from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt
+from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import settings_for as _settings
+
+tls_app = typer.Typer(
+    help="The institution's private CA and HTTPS server certificate.", no_args_is_help=True
+)
+
+NamesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tls-name",
+        help="DNS name or IP address besides localhost, 127.0.0.1 and ::1 (repeatable;"
+        " default: tls.names)",
+    ),
+]
+
+
+def _describe(cert_path: str) -> dict[str, object]:
+    from cryptography import x509
+
+    from safescan.web.pki import fingerprint
+
+    cert = x509.load_pem_x509_certificates(open(cert_path, "rb").read())[0]  # noqa: SIM115
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {
+        "server_cert": cert_path,
+        "names": [str(n.value) for n in sans],
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "sha256": fingerprint(cert),
+    }
+
+
+@tls_app.command("init")
+def tls_init(
+    db: DbOpt = None,
+    keys: KeysOpt = None,
+    config: ConfigOpt = None,
+    tls_name: NamesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the private CA and a server certificate in <key directory>.tls (for an institution
+    initialised without them); refuses if a CA is already there."""
+    from safescan.institution.keystore import default_key_dir
+    from safescan.institution.tls_setup import check_init_tls, init_tls
+
+    site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
+    try:
+        key_dir = site.keystore.dir or default_key_dir(site.db_url())
+        check_init_tls(site, key_dir)
+        made = init_tls(site, key_dir)
+        info = {**made.describe(), **_describe(str(made.files.certfile))}
+    except SafescanError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(info)
+        return
+    typer.echo(f"CA {info['ca']} (SHA-256 {info['ca_sha256']}): pin it in every client")
+    typer.echo(f"server certificate {info['server_cert']} for {', '.join(info['names'])}")  # type: ignore[arg-type]
+
+
+@tls_app.command("issue")
+def tls_issue(
+    db: DbOpt = None,
+    keys: KeysOpt = None,
+    config: ConfigOpt = None,
+    tls_name: NamesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a new server certificate from the private CA (rotation): clients pin the CA, so
+    they accept it unchanged; restart `serve` to present it."""
+    from safescan.institution.keystore import default_key_dir
+    from safescan.institution.tls_setup import default_tls_dir
+    from safescan.web.pki import DEFAULT_NAMES, issue_server_cert
+
+    site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
+    try:
+        target = default_tls_dir(site.keystore.dir or default_key_dir(site.db_url()))
+        issue_server_cert(target, [*DEFAULT_NAMES, *site.tls.names])
+        info = _describe(str(target.server_cert))
+    except SafescanError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(info)
+        return
+    typer.echo(f"new server certificate {info['server_cert']} valid until {info['not_after']};")
+    typer.echo("restart `safescan institution serve` to present it")
+
+
+@tls_app.command("show")
+def tls_show(
+    db: DbOpt = None,
+    keys: KeysOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The CA clients pin (path, SHA-256) and the server certificate `serve` presents."""
+    from safescan.institution.keystore import default_key_dir
+    from safescan.institution.tls_setup import server_tls
+
+    site = _settings(config, as_json, db=db, keys=keys)
+    try:
+        tls = server_tls(site, site.keystore.dir or default_key_dir(site.db_url()))
+        if tls is None:
+            info: dict[str, object] = {"tls": False}
+        else:
+            info = {"tls": True, **tls.describe(), **_describe(str(tls.files.certfile))}
+    except (SafescanError, OSError) as exc:
+        if isinstance(exc, OSError):
+            from safescan.api.errors import ConfigError
+
+            exc = ConfigError(f"cannot read the certificate: {exc.strerror}")
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(info)
+        return
+    for key, value in info.items():
+        typer.echo(f"{key}: {value}")

@@ -1,0 +1,161 @@
+"""The POS and the wallet talk to an HTTPS institution, verifying it with the CA pinned at
+set-up (`pos onboard --institution-ca`, `wallet enroll --institution-ca`), and refuse a server
+their pin does not vouch for. Real `institution serve` and `safescan pos` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from safescan.code.certs import TrustStore
+from safescan.code.errors import SafescanError
+from safescan.code.keys import SigningKey
+from safescan.remote import InstitutionHttp, fetch_trust
+from safescan.wallet.store import WalletConfig
+from safescan.web import pki
+from tests.institution.harness import ServerProcess, init_db
+
+POS_PASS = "pos passphrase 123"
+IBAN = "FR7630006000011234567890189"
+
+
+@pytest.fixture(scope="module")
+def https() -> Iterator[tuple[ServerProcess, str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="safescan-tlsc-") as d:
+        tmp = Path(d)
+        db = f"sqlite:///{tmp / 'i.db'}"
+        token = init_db(db, tmp / "keys")
+        server = ServerProcess(db, tmp / "keys", tls=True).start()
+        try:
+            yield server, token, tmp
+        finally:
+            server.stop()
+
+
+def pos(*args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAFESCAN_POS_PASSPHRASE": POS_PASS, "SAFESCAN_ADMIN_TOKEN": token}
+    env.pop("SAFESCAN_TLS_CA", None)
+    return subprocess.run(
+        [sys.executable, "-m", "safescan", "pos", *args, "--json"],
+        cwd=tempfile.gettempdir(),  # `pos order` writes its QR code (PNG) in the directory
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def onboard(
+    server: ServerProcess, token: str, config: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return pos(
+        "onboard",
+        "--institution",
+        server.base_url,
+        "--name",
+        "TLS Cafe",
+        "--city",
+        "Lyon",
+        "--country",
+        "FR",
+        "--mcc",
+        "5814",
+        "--settlement-account",
+        IBAN,
+        "--config",
+        str(config),
+        *extra,
+        token=token,
+    )
+
+
+def test_pos_onboards_and_orders_over_https_with_the_pinned_ca(
+    https: tuple[ServerProcess, str, Path], tmp_path: Path
+) -> None:
+    server, token, _ = https
+    config = tmp_path / "pos.json"
+    out = onboard(server, token, config, "--institution-ca", str(server.ca))
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(config.read_text())
+    assert doc["institution_url"].startswith("https://")
+    assert pki.fingerprint(pki.ca_from_pem(doc["tls_ca"])) == pki.ca_fingerprint(server.ca)
+    made = pos("order", "--item", "Tea:1:250", "--no-wait", "--config", str(config))
+    assert made.returncode == 0, made.stdout + made.stderr
+    listed = pos("orders", "--config", str(config))
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert len(json.loads(listed.stdout)["orders"]) == 1
+
+
+def test_pos_refuses_an_institution_its_pin_does_not_vouch_for(
+    https: tuple[ServerProcess, str, Path], tmp_path: Path
+) -> None:
+    server, token, _ = https
+    # onboarding without a pin: the system's CAs do not know the private CA -> refused
+    out = onboard(server, token, tmp_path / "a.json")
+    assert out.returncode == 2 and not (tmp_path / "a.json").exists()
+    assert "institution_unreachable" in out.stdout
+    # onboarding with another CA pinned (a man in the middle's, or a mix-up) -> refused
+    other, _ = pki.make_ca()
+    (tmp_path / "other.pem").write_bytes(pki.cert_pem(other))
+    out = onboard(
+        server, token, tmp_path / "b.json", "--institution-ca", str(tmp_path / "other.pem")
+    )
+    assert out.returncode == 2 and not (tmp_path / "b.json").exists()
+    # a leaf certificate is not a CA to pin
+    leaf = server.ca.with_name("server.pem")
+    out = onboard(server, token, tmp_path / "c.json", "--institution-ca", str(leaf))
+    assert out.returncode == 2 and "tls_trust_error" in out.stdout
+    # a terminal set up correctly whose pinned CA is later swapped in its file -> refused
+    good = tmp_path / "good.json"
+    assert onboard(server, token, good, "--institution-ca", str(server.ca)).returncode == 0
+    doc = json.loads(good.read_text())
+    doc["tls_ca"] = pki.cert_pem(other).decode()
+    good.write_text(json.dumps(doc))
+    listed = pos("order", "--item", "Tea:1:250", "--no-wait", "--config", str(good))
+    assert listed.returncode != 0
+    assert "institution_unreachable" in listed.stdout
+
+
+def test_plain_http_url_off_loopback_is_refused_by_clients() -> None:
+    with pytest.raises(pki.InsecureUrl):
+        InstitutionHttp("http://192.0.2.10:8080")
+    with pytest.raises(pki.InsecureUrl):
+        InstitutionHttp("http://pay.example.org")
+
+
+def test_wallet_configuration_pins_the_ca_for_its_institution(
+    https: tuple[ServerProcess, str, Path], tmp_path: Path
+) -> None:
+    server, _, _ = https
+    cfg = WalletConfig(
+        institution_url=server.base_url,
+        carrier_url="tcp://127.0.0.1:9",
+        trust=TrustStore({1: SigningKey.generate().public_key}),
+        carrier_serial=1,
+        directory=tmp_path / "wallet",
+        tls_ca=server.ca.read_text(),
+    )
+    cfg.save()
+    loaded = WalletConfig.load(tmp_path / "wallet")  # pins the CA for its institution
+    assert loaded.tls_ca == server.ca.read_text()
+    with InstitutionHttp(loaded.institution_url) as remote:
+        assert fetch_trust(remote).institution_keys
+    hop = [h for h in pki.hops() if h.origin == pki.origin_of(server.base_url)]
+    assert hop and hop[0].tls and hop[0].verified
+    # the same wallet file with another CA: its institution is refused
+    other, _ = pki.make_ca()
+    doc = json.loads((tmp_path / "wallet" / "wallet.json").read_text())
+    doc["tls_ca"] = pki.cert_pem(other).decode()
+    (tmp_path / "wallet" / "wallet.json").write_text(json.dumps(doc))
+    WalletConfig.load(tmp_path / "wallet")
+    with InstitutionHttp(server.base_url) as remote, pytest.raises(SafescanError) as info:
+        fetch_trust(remote)
+    assert info.value.code == "institution_unreachable"

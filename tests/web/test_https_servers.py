@@ -1,0 +1,101 @@
+"""The web POS over HTTPS (`safescan pos serve --tls-cert --tls-key`), a real process on
+127.0.0.1 checked with the pinned CA; plain HTTP refused off loopback; another CA's client
+refused. (The wallet app's HTTPS: tests/e2e/walletapp/test_guard.py.)"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from safescan.code.certs import TrustStore
+from safescan.code.keys import SigningKey
+from safescan.merchant.config import PosConfig
+from safescan.merchant.staff import StaffStore
+from safescan.web import pki
+
+PASS = "pos passphrase 123"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pki.TlsDir]:
+    d = tmp_path_factory.mktemp("pos-https")
+    cfg = PosConfig(
+        institution_url="https://127.0.0.1:9",
+        merchant_id="M0000000001",
+        api_seed=os.urandom(32),
+        trust=TrustStore({1: SigningKey.generate().public_key}),
+    )
+    path = cfg.save(d / "pos.json", passphrase=PASS.encode())
+    StaffStore.for_config(path).add("alice", "correct horse battery")
+    tls = pki.create_tls_dir(pki.TlsDir(d / "tls"))
+    return path, tls
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "SAFESCAN_POS_PASSPHRASE": PASS}
+
+
+def _serve(config: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "safescan", "pos", "serve", "--config", str(config), *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def https_pos(setup: tuple[Path, pki.TlsDir]) -> Iterator[str]:
+    config, tls = setup
+    proc = _serve(
+        config, "--port", "0", "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("READY https://127.0.0.1:"), line
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_web_pos_serves_https_verified_with_the_pinned_ca(
+    https_pos: str, setup: tuple[Path, pki.TlsDir]
+) -> None:
+    _, tls = setup
+    ctx = pki.client_context(tls.ca_cert)
+    assert httpx.get(https_pos + "/health", verify=ctx, timeout=10).status_code == 200
+    login = httpx.get(https_pos + "/login", verify=ctx, timeout=10)
+    assert login.status_code == 200
+    other, _ = pki.make_ca()
+    other_file = setup[0].parent / "other-ca.pem"
+    other_file.write_bytes(pki.cert_pem(other))
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(https_pos + "/health", verify=pki.client_context(other_file), timeout=10)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(https_pos + "/health", verify=ssl.create_default_context(), timeout=10)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(https_pos.replace("https://", "http://") + "/health", timeout=10)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_web_pos_refuses_plain_http_off_loopback(setup: tuple[Path, pki.TlsDir], host: str) -> None:
+    proc = _serve(setup[0], "--host", host, "--port", "0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    assert "loopback" in err.replace("\n", " ")
+
+
+def test_web_pos_refuses_half_a_tls_configuration(setup: tuple[Path, pki.TlsDir]) -> None:
+    proc = _serve(setup[0], "--port", "0", "--tls-cert", str(setup[1].server_cert))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "tls_config_error" in err.replace("\n", " ")
