@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from safescan.client.http import InstitutionHttp
+from safescan.client.public import fetch_trust
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
-from safescan.remote import InstitutionHttp, fetch_trust
 from safescan.wallet.store import WalletConfig
 from safescan.web import pki
 from tests.institution.harness import ServerProcess, init_db
