@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -304,3 +305,30 @@ def test_settings_model_is_frozen_and_forbids_unknown_fields() -> None:
         s.server.port = 1  # type: ignore[misc]
     with pytest.raises(ValueError, match="server"):
         Settings.model_validate({"server": {"nope": 1}})
+
+
+def test_merchant_rate_zero_means_no_limit_and_negative_is_refused() -> None:
+    """The load benchmark and the fault tests serve with ``--merchant-rate 0`` (no limit)."""
+    assert load_settings(None, {"rate_limits": {"merchant_rate": 0}}).tuning().merchant_rate == 0
+    with pytest.raises(ConfigError, match=r"rate_limits\.merchant_rate"):
+        load_settings(None, {"rate_limits": {"merchant_rate": -1}})
+
+
+def test_observability_settings_reach_the_tuning() -> None:
+    s = load_settings(
+        None,
+        {
+            "server": {"log_level": "debug", "log_format": "console", "access_log": False},
+            "metrics": {"access": "token", "token_file": Path("/etc/safescan/metrics-token")},
+        },
+    )
+    t = s.tuning()
+    assert (t.log_level, t.log_format, t.access_log) == ("debug", "console", False)
+    assert (t.metrics_access, t.metrics_token_file) == ("token", "/etc/safescan/metrics-token")
+    for section, field, bad in (
+        ("server", "log_level", "chatty"),
+        ("server", "log_format", "xml"),
+        ("metrics", "access", "everyone"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(f"{section}.{field}")):
+            load_settings(None, {section: {field: bad}})

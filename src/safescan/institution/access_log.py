@@ -1,82 +1,48 @@
-"""A plain request log for ``safescan institution serve``, and the line saying where it listens.
+"""The institution's request log and the line saying where ``institution serve`` listens.
 
-One line per request on stderr, when its response starts::
+One JSON line per request on stderr when its response ends (:class:`safescan.api.obslog.
+RequestLog`)::
 
-    2026-05-01T09:12:03Z 127.0.0.1 POST /v1/payments 201 3.4ms
+    {"method": "POST", "route": "/v1/payments", "status": 201, "duration_ms": 3.4,
+     "caller": "wallet", "client": "127.0.0.1", "error": null, "logger":
+     "safescan.institution.access", "event": "request", "level": "info",
+     "ts": "2026-05-01T09:12:03.120Z", "request_id": "req_6f1c..."}
 
-Only the client address, method, path (never the query string, headers or body: no tokens,
-signatures or codes), status and time to the first byte. Structured logs come later.
+Only the method, route template (never the raw path, query string, headers or body: no
+tokens, signatures or codes), status, duration, request id, caller kind, client address and,
+for an error answer, its error code. The same middleware feeds the metrics
+(:func:`safescan.institution.metrics.observe`).
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import uvicorn
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from safescan.api.obslog import RequestLog, get_logger
+from safescan.institution import metrics
+from safescan.institution.http.asgi import ASGIApp
 
-ENV_ACCESS_LOG = "SAFESCAN_INSTITUTION_ACCESS_LOG"
-log = logging.getLogger("safescan.institution.access")
+#: paths answered before the router (BodyLimit's fast route, /metrics) and their caller kind
+FAST_ROUTES = {metrics.PAY_ROUTE: "wallet", "/metrics": "operator"}
 
 
-def _configure() -> None:
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
-class AccessLog:
-    """ASGI middleware: log each HTTP request once its response starts."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        _configure()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        client = scope.get("client") or ("-", 0)
-        logged = False
-
-        def line(status: int | str) -> None:
-            ms = (time.perf_counter() - started) * 1000
-            path = scope.get("path", "")[:200]
-            log.info("%s %s %s %s %.1fms", client[0], scope.get("method"), path, status, ms)
-
-        async def logging_send(message: Message) -> None:
-            nonlocal logged
-            if message["type"] == "http.response.start" and not logged:
-                logged = True
-                line(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, logging_send)
-        finally:
-            if not logged:
-                line("-")  # no response (client gone, or an error before any answer)
+def observed(app: ASGIApp, *, access_log: bool = True) -> ASGIApp:
+    """``app`` with request ids, the access log (when ``access_log``) and request metrics."""
+    return RequestLog(
+        app,
+        service="institution",
+        access_log=access_log,
+        observe=metrics.observe,
+        exact_routes=FAST_ROUTES,
+    )
 
 
 def announce(url: str, workers: int = 1) -> None:
     """Tell the person who started the server where it listens (stdout)."""
     extra = f", {workers} worker processes" if workers > 1 else ""
+    get_logger("safescan.institution").info("listening", url=url, workers=workers)
     print(
         f"safescan institution listening on {url}{extra} (API docs: {url}/docs; Ctrl-C stops)",
         flush=True,

@@ -3,6 +3,7 @@
 The log is ``CHAINS`` independent hash chains (an entity always goes to the same chain), so that
 concurrent transactions on different entities do not queue on one lock. Entry ``n`` of a chain
 stores ``hash = SHA-256(canonical JSON [prev_hash, chain, seq, at, actor, action, entity, data])``
+(``data`` holds ``request_id``, the id of the HTTP request that wrote the entry, when there was one)
 and ``prev_hash`` = hash of entry ``n - 1`` (64 zeros for the first); ``audit_heads`` holds each
 chain's last (seq, hash) and is row-locked while appending. Entries are immutable (triggers).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from safescan.api.obslog import current_request_id
 from safescan.institution import sql
 from safescan.institution.models import AuditEntry, AuditHead
 from safescan.institution.util import canonical_json
@@ -74,6 +76,16 @@ def reserve(conn: Connection, entity: str) -> tuple[int, int, str]:
     return chain, int(seq), str(prev_hash)
 
 
+def stamped(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the current request's id (``request_id``), when a request is being
+    served: every entry says which request wrote it (the hash covers it; the audit reads it
+    apart from the checked fields)."""
+    rid = current_request_id()
+    if rid is None or "request_id" in data:
+        return data
+    return {**data, "request_id": rid}
+
+
 def entry_params(
     chain: int,
     seq: int,
@@ -85,8 +97,9 @@ def entry_params(
     entity: str,
     data: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``a_*`` parameters of :data:`sql.INSERT_AUDIT` for one entry (hash included)."""
-    text = canonical_json(data)
+    """The ``a_*`` parameters of :data:`sql.INSERT_AUDIT` for one entry (hash included;
+    ``data`` :func:`stamped` with the request id)."""
+    text = canonical_json(stamped(data))
     return {
         "a_chain": chain,
         "a_seq": seq,

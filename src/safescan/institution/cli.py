@@ -315,10 +315,26 @@ def serve(
     webhook_concurrency: Annotated[
         int | None, typer.Option(help="webhook attempts in flight per process [64]")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="uvicorn log level [warning]")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="log level: debug, info, warning, error [info]")
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="log format: json (one object per line) or console [json]")
+    ] = None,
     access_log: Annotated[
         bool | None,
-        typer.Option(help="one line per request on stderr (address, method, path, status) [on]"),
+        typer.Option(
+            help="one JSON line per request on stderr (method, route, status, duration, request"
+            " id) [on]"
+        ),
+    ] = None,
+    metrics_access: Annotated[
+        str | None,
+        typer.Option("--metrics", help="who may read /metrics: loopback, token, off [loopback]"),
+    ] = None,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the bearer token /metrics asks for (--metrics token)"),
     ] = None,
     trusted_proxy: Annotated[
         list[str] | None,
@@ -356,8 +372,13 @@ def serve(
     line per request on stderr (no query strings, headers or bodies). It refuses to serve a
     database older than its checkpoint file (see `institution reconcile`). Every option can be
     set once in the --config file or the environment instead (docs/operations.md)."""
+    import atexit
+    import shutil
+    import tempfile
+
     import uvicorn
 
+    from safescan.api import obslog
     from safescan.institution.netguard import GuardedHttpToolsProtocol, Limits, configure
     from safescan.institution.proxies import uvicorn_proxy_settings
 
@@ -372,6 +393,7 @@ def serve(
             "port": port,
             "workers": workers,
             "log_level": log_level,
+            "log_format": log_format,
             "access_log": access_log,
             "trusted_proxies": trusted_proxy,
             "max_connections": max_connections,
@@ -391,16 +413,19 @@ def serve(
             "endpoint_concurrency": webhook_endpoint_concurrency,
             "concurrency": webhook_concurrency,
         },
+        metrics={"access": metrics_access, "token_file": metrics_token_file},
     )
     srv, store = site.server, site.keystore
     tuning = site.tuning()
     configure(Limits(srv.max_connections, srv.head_timeout))  # read by every worker's protocol
+    obslog.configure(srv.log_level, srv.log_format)  # JSON lines on stderr (checked settings)
     common = {
         "host": srv.host,
         "port": srv.port,
         "loop": "uvloop",
         "http": GuardedHttpToolsProtocol,
-        "log_level": srv.log_level,
+        "log_config": None,  # uvicorn's records go through safescan.api.obslog (JSON)
+        "log_level": "debug" if srv.log_level == "debug" else "warning",
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
@@ -415,7 +440,7 @@ def serve(
         if tls is not None:
             common.update(tls.files.uvicorn_options())
         if srv.workers <= 1:
-            from safescan.institution.access_log import AccessLog, AnnouncingServer
+            from safescan.institution.access_log import AnnouncingServer
             from safescan.institution.server import build_app
 
             app = build_app(
@@ -427,14 +452,18 @@ def serve(
                 checkpoint_interval=srv.checkpoint_interval,
             )
             server = AnnouncingServer(
-                uvicorn.Config(AccessLog(app) if srv.access_log else app, **common)  # type: ignore[arg-type]
+                uvicorn.Config(app, **common)  # type: ignore[arg-type]
             )
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
             return
-        from safescan.institution.access_log import ENV_ACCESS_LOG, announce
+        from safescan.institution.access_log import announce
+        from safescan.institution.metrics import prepare_multiprocess
 
-        os.environ[ENV_ACCESS_LOG] = "1" if srv.access_log else "0"
+        # the workers' counters, summed by every scrape (prometheus-client multiprocess mode)
+        metrics_dir = Path(tempfile.mkdtemp(prefix="safescan-metrics-"))
+        atexit.register(shutil.rmtree, metrics_dir, True)
+        prepare_multiprocess(metrics_dir)
         announce(f"{'http' if tls is None else 'https'}://{srv.host}:{srv.port}", srv.workers)
         os.environ[ENV_DB] = db
         os.environ[ENV_TUNING] = tuning.encode()

@@ -40,6 +40,11 @@ class Tuning:
     webhook_log_per_endpoint: int = 1000  # delivery-log rows kept per merchant
     webhook_log_max_days: int = 30  # delivery-log rows older than this are deleted
     write_deadline: float = 15.0  # seconds a request waits for the SQLite writer
+    log_level: str = "info"  # debug, info, warning, error (safescan.api.obslog)
+    log_format: str = "json"  # json (one object per line) or console (for people)
+    access_log: bool = True  # one line per request
+    metrics_access: str = "loopback"  # who may read /metrics: loopback, token, off
+    metrics_token_file: str | None = None  # the metrics bearer token (metrics_access token)
 
     def encode(self) -> str:
         """For passing to worker processes through the environment (JSON)."""

@@ -35,6 +35,7 @@ from safescan.api.errors import (
     RequestInProgress,
     StorageError,
 )
+from safescan.api.obslog import current_request_id, reset_request_id, set_request_id
 
 if TYPE_CHECKING:
     from safescan.institution.writer import GroupCommitter
@@ -256,6 +257,17 @@ class _Phase:
         self.committing = False
 
 
+def _carrying_request_id(fn: Callable[[Connection], T], rid: str) -> Callable[[Connection], T]:
+    def run(conn: Connection) -> T:
+        token = set_request_id(rid)
+        try:
+            return fn(conn)
+        finally:
+            reset_request_id(token)
+
+    return run
+
+
 class Database:
     """An engine plus the transaction discipline every write goes through."""
 
@@ -390,6 +402,9 @@ class Database:
         thread that has died is replaced (and counted: see :meth:`writer_status`)."""
         if not self.is_sqlite:
             raise StorageError("submit() is for the embedded SQLite store")
+        rid = current_request_id()
+        if rid is not None:  # the writer thread records the request's id (audit entries)
+            fn = _carrying_request_id(fn, rid)
         return self._writer().enqueue(fn)
 
     def _writer(self) -> GroupCommitter:

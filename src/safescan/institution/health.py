@@ -1,11 +1,18 @@
-"""Liveness (``GET /health``) and readiness (``GET /ready``) of one API process.
+"""Health of one API process: ``GET /healthz`` (alive), ``GET /readyz`` (ready to serve), and
+the older ``GET /health`` and ``GET /ready`` they grew from.
 
-Readiness is a set of named checks, one per part the process needs (the database, the SQLite
-writer thread, the maintenance task, and whatever else registers: the webhook dispatcher, ...).
-Each check returns a JSON-ready dict with at least ``"ok"``; a check that raises counts as
-failed, with the error's type. ``/ready`` answers 503 as soon as one check fails, so a load
-balancer stops sending traffic to a process that cannot serve it; ``/health`` answers 503 when
-the process cannot write at all (database unreachable or writer dead).
+* ``/healthz``: liveness only: the process and its event loop answer (200, no database query),
+  so an orchestrator restarts a process that hangs, not one whose database is down.
+* ``/readyz`` (``/ready`` is the same): a set of named checks, one per part the process needs:
+  the database answers, its schema is at the migration head this release knows, the
+  institution's keys are loaded (the root key signs and matches the public key the database
+  holds), the SQLite writer thread, the maintenance task and whatever else registers (the
+  webhook dispatcher, ...). Each check returns a JSON-ready dict with at least ``"ok"``; a check
+  that raises counts as failed, with the error's type. It answers 503 as soon as one check
+  fails, so a load balancer stops sending traffic to a process that cannot serve it.
+* ``/health`` (kept: the cluster supervisor, the demo and many tests wait on it) answers 503
+  when the process cannot write at all (database unreachable or writer dead) or its webhook
+  dispatcher is not running.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
 from safescan.code.errors import SafescanError
 from safescan.institution.db import Database
+from safescan.institution.keystore import InstitutionKeys
 
 log = logging.getLogger("safescan.institution.health")
 
@@ -101,6 +110,46 @@ def writer_check(db: Database) -> Check:
     return check
 
 
+def schema_check(db: Database) -> Check:
+    """The database's schema is at the migration head of this release (looked up once)."""
+    from safescan.institution.db import schema_revisions
+
+    head = schema_revisions(db.engine)[1]
+
+    def check() -> dict[str, Any]:
+        current = db.read(
+            lambda c: c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        )
+        doc: dict[str, Any] = {"ok": current == head, "revision": current}
+        if current != head:
+            doc["expected"] = head
+        return doc
+
+    return check
+
+
+def keys_check(db: Database, keys: InstitutionKeys) -> Check:
+    """The institution's root key is loaded: it signs, and its public key is the one the
+    database holds for its key id."""
+    probe = b"safescan readiness probe"
+
+    def check() -> dict[str, Any]:
+        keys.root.public_key.verify(keys.root.sign(probe), probe)
+        stored = db.read(
+            lambda c: c.execute(
+                text("SELECT public_key FROM institution_keys WHERE purpose = 'root' AND kid = :k"),
+                {"k": keys.root_kid},
+            ).scalar()
+        )
+        ok = stored is not None and bytes(stored) == keys.root.public_key.raw
+        doc: dict[str, Any] = {"ok": ok, "root_kid": keys.root_kid}
+        if not ok:
+            doc["error"] = "the loaded root key is not the one the database knows"
+        return doc
+
+    return check
+
+
 def add_health_routes(
     app: FastAPI,
     db: Database,
@@ -108,10 +157,20 @@ def add_health_routes(
     readiness: Readiness,
     *,
     webhooks: Callable[[], str] | None = None,
+    keys: InstitutionKeys | None = None,
 ) -> None:
-    """``GET /health`` (liveness) and ``GET /ready`` (readiness) on ``app``. ``webhooks``
+    """``GET /healthz``, ``/readyz`` (and the older ``/health``, ``/ready``) on ``app``;
+    ``readiness`` gains the schema check and, given ``keys``, the keys check. ``webhooks``
     gives the webhook dispatcher's state (``"off"`` when there is none)."""
     writer = writer_check(db)
+    readiness.add("schema", schema_check(db))
+    if keys is not None:
+        readiness.add("keys", keys_check(db, keys))
+
+    @app.get("/healthz", tags=["public"])
+    async def healthz() -> JSONResponse:
+        """Liveness: the process answers (no database query; see ``/readyz``)."""
+        return JSONResponse({"alive": True, "time": now()})
 
     @app.get("/health", tags=["public"])
     def health() -> JSONResponse:
@@ -136,13 +195,16 @@ def add_health_routes(
         headers = None if ok else {"Retry-After": "1"}
         return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
 
-    @app.get("/ready", tags=["public"])
     def ready() -> JSONResponse:
-        """Readiness: every part this process needs, checked (503 when one fails)."""
+        """Readiness: the database answers at the current schema, the keys are loaded and
+        every other part this process needs runs (503 when one fails, naming it)."""
         ok, checks = readiness.report()
         return JSONResponse(
             {"ready": ok, "time": now(), "checks": checks}, status_code=200 if ok else 503
         )
+
+    app.get("/readyz", tags=["public"])(ready)
+    app.get("/ready", tags=["public"])(ready)
 
 
 __all__ = [
@@ -151,5 +213,7 @@ __all__ = [
     "Readiness",
     "add_health_routes",
     "database_check",
+    "keys_check",
+    "schema_check",
     "writer_check",
 ]

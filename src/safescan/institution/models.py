@@ -312,6 +312,8 @@ class Event(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
     # when the merchant last asked for it to be sent again (the retry window restarts there)
     requeued_at: Mapped[int | None] = mapped_column(BigInteger)
+    # the X-Request-Id of the request that wrote it (sent with its webhook deliveries)
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebhookEndpoint(Base):

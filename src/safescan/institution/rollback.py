@@ -167,7 +167,7 @@ class GuardedApp:
             await self.app(scope, lifespan_receive, send)
             return
         error = self.guard.error() if scope["type"] == "http" else None
-        if error is None:
+        if error is None or scope.get("path") == "/healthz":  # alive even while refusing
             await self.app(scope, receive, send)
             return
         if scope.get("path") == "/health":

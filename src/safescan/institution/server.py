@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from safescan.api import obslog
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
-from safescan.institution.access_log import ENV_ACCESS_LOG, AccessLog
+from safescan.institution import metrics
+from safescan.institution.access_log import observed
 from safescan.institution.checkpoints import CheckpointFile, default_path
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -80,7 +82,12 @@ def build_app(
     checkpoints: Path | None = None,
     checkpoint_interval: float = 1.0,
 ) -> ASGIApp:
-    """The ASGI app for one API process, refusing to serve a rolled-back database."""
+    """The ASGI app for one API process, refusing to serve a rolled-back database: request
+    ids, the access log and ``/metrics`` around the API (see :mod:`.metrics`)."""
+    token_file = tuning.metrics_token_file
+    access = metrics.MetricsAccess.load(
+        tuning.metrics_access, Path(token_file) if token_file else None
+    )
     inst = open_institution(
         db_url,
         keys_dir,
@@ -110,6 +117,7 @@ def build_app(
                 max_age=tuning.webhook_log_max_days * 86400,
             ),
             secrets=EndpointSecrets(inst.keys.secret),
+            on_attempt=metrics.webhook_attempt,
         )
     app = create_app(
         inst,
@@ -117,7 +125,9 @@ def build_app(
         public_limiter=RateLimiter(tuning.merchant_rate, tuning.merchant_burst),
         maintenance_interval=tuning.maintenance_interval,
     )
-    return GuardedApp(app, guard)
+    collector = metrics.ProcessCollector(inst.db, dispatcher)
+    served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
+    return observed(served, access_log=tuning.access_log)
 
 
 def app_from_env() -> ASGIApp:
@@ -128,12 +138,13 @@ def app_from_env() -> ASGIApp:
     pf = os.environ.get(ENV_PASSPHRASE_FILE)
     keys = os.environ.get("SAFESCAN_INSTITUTION_KEYS")
     cp = os.environ.get(ENV_CHECKPOINTS)
-    app = build_app(
+    tuning = Tuning.decode(os.environ.get(ENV_TUNING, Tuning().encode()))
+    obslog.configure(tuning.log_level, tuning.log_format)
+    return build_app(
         db_url,
         Path(keys) if keys else None,
         Path(pf) if pf else None,
-        Tuning.decode(os.environ.get(ENV_TUNING, Tuning().encode())),
+        tuning,
         checkpoints=Path(cp) if cp else None,
         checkpoint_interval=float(os.environ.get(ENV_CHECKPOINT_INTERVAL, "1.0")),
     )
-    return AccessLog(app) if os.environ.get(ENV_ACCESS_LOG) == "1" else app

@@ -128,7 +128,12 @@ class ServerSettings(_Section):
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port")
     workers: int = Field(default=1, ge=1, le=256, description="API processes")
-    log_level: str = Field(default="warning", description="uvicorn log level")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="log level (JSON lines on stderr)"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json: one object per line; console: for people"
+    )
     access_log: bool = Field(default=True, description="one line per request on stderr")
     trusted_proxies: tuple[str, ...] = Field(
         default=(), description="reverse proxies whose X-Forwarded-For/-Proto are believed"
@@ -194,6 +199,19 @@ class RateLimitSettings(_Section):
     merchant_burst: float = Field(default=200.0, gt=0, description="merchant burst size")
 
 
+class MetricsSettings(_Section):
+    """``[metrics]``: who may read ``GET /metrics`` (safescan.institution.metrics)."""
+
+    access: Literal["loopback", "token", "off"] = Field(
+        default="loopback",
+        description="loopback: clients on 127.0.0.1/::1 not through a proxy; token: a bearer"
+        " token (token_file); off: no /metrics",
+    )
+    token_file: Path | None = Field(
+        default=None, description="file holding the metrics bearer token (16+ characters)"
+    )
+
+
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("safescan_settings_file", default={})  # noqa: B039 - never mutated
 
 
@@ -214,6 +232,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -254,6 +273,11 @@ class Settings(BaseSettings):
             webhook_log_per_endpoint=hooks.log_per_endpoint,
             webhook_log_max_days=hooks.log_max_days,
             write_deadline=self.server.write_deadline,
+            log_level=self.server.log_level,
+            log_format=self.server.log_format,
+            access_log=self.server.access_log,
+            metrics_access=self.metrics.access,
+            metrics_token_file=str(self.metrics.token_file) if self.metrics.token_file else None,
         )
 
     def public_dict(self) -> dict[str, Any]:

@@ -123,8 +123,8 @@ INSERT_TRANSFER = (
 
 INSERT_EVENT = (
     "INSERT INTO events (id, merchant_id, type, payload, signature, created_at, webhook_state,"
-    " attempts, next_attempt_ms) VALUES (:e_id, :e_mid, :e_type, :e_payload, '', :e_created,"
-    " :e_state, 0, :e_next_ms)"
+    " attempts, next_attempt_ms, request_id) VALUES (:e_id, :e_mid, :e_type, :e_payload, '',"
+    " :e_created, :e_state, 0, :e_next_ms, :e_request_id)"
 )
 
 AUDIT_RESERVE = "UPDATE audit_heads SET seq = seq + 1 WHERE chain = :chain RETURNING seq, hash"
@@ -135,15 +135,15 @@ INSERT_AUDIT = (
 )
 AUDIT_SET_HASH = "UPDATE audit_heads SET hash = :a_hash WHERE chain = :a_chain"
 
-# PostgreSQL: the whole payment of an institution-issued order in one statement (migration
-# 0002); casts pin the argument types, so one prepared statement serves every call.
+# PostgreSQL: the whole payment of an institution-issued order in one statement (migrations
+# 0002, 0007, 0009); casts pin the argument types, so one prepared statement serves every call.
 PAY_ORDER_CALL = (
     "SELECT safescan_pay_order(:mid, :order_id, CAST(:amount AS bigint),"
     " CAST(:currency AS integer), :digest, CAST(:now AS bigint), :payment_id,"
     " CAST(:serial AS integer), CAST(:counter AS bigint), :cid, :pseudonym, :receipt,"
     " :e_id, :e_type, :e_payload, :e_state, CAST(:a_chain AS integer), :a_actor, :a_action,"
     " :a_entity, :a_data, :a_tail, :i_scope, CAST(:i_key AS text), :i_hash,"
-    " CAST(:i_status AS integer), :i_response)"
+    " CAST(:i_status AS integer), :i_response, CAST(:e_request_id AS text))"
 )
 # SQLSTATEs safescan_pay_order raises (its changes are then rolled back)
 PAY_MERCHANT_INACTIVE = "SS001"

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, func, select, update
 from safescan.api import standard_webhooks
 from safescan.api.errors import ConfigError, WebhookUrlRefused
 from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
+from safescan.api.obslog import REQUEST_ID_HEADER
 from safescan.code.errors import SafescanError
 from safescan.code.keys import Signer
 from safescan.institution.db import Database
@@ -91,6 +92,7 @@ class _Due:
     requeued_at: int | None = None
     secrets: tuple[str, ...] = ()  # the endpoint's live whsec_ secrets (v1 signatures)
     secret_error: str | None = None  # the sealed secret did not open: nothing is sent
+    request_id: str | None = None  # the request that caused the event (sent as X-Request-Id)
 
 
 @dataclass
@@ -186,6 +188,7 @@ class WebhookDispatcher:
                 Event.created_at,
                 Event.requeued_at,
                 Event.next_attempt_ms,
+                Event.request_id,
                 rank,
             )
             .where(*where)
@@ -251,6 +254,7 @@ class WebhookDispatcher:
                         r.requeued_at,
                         live,
                         problem,
+                        request_id=r.request_id,
                     )
                 )
             return claimed
@@ -326,6 +330,8 @@ class WebhookDispatcher:
             )
         body = due.payload.encode()
         headers = signed_headers(self.key, self.kid, due.id, body, due.secrets)
+        if due.request_id:  # the request that caused it: the merchant's logs can join on it
+            headers[REQUEST_ID_HEADER] = due.request_id
         lim = self.limits
         return await attempt(
             pool,

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from safescan.api.obslog import current_request_id
 from safescan.institution import sql
 from safescan.institution.util import canonical_json, new_id
 
@@ -38,6 +39,7 @@ def event_params(
         "e_created": now,
         "e_state": "pending" if webhook else "none",
         "e_next_ms": now * 1000,
+        "e_request_id": current_request_id(),  # the request that caused it, if one did
     }
 
 

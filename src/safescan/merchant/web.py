@@ -44,6 +44,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from safescan.api import obslog
 from safescan.client.events import AsyncEventStream
 from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
@@ -546,11 +547,13 @@ def run(
     bound = sock.getsockname()[1]
     hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound, scheme(tls))
     app = create_app(config, staff=staff, hosts=hosts)
+    obslog.configure("info", "json")  # JSON lines on stderr, with the request id
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            obslog.RequestLog(app, service="pos", default_caller="pos"),
+            log_config=None,
             log_level="warning",
-            access_log=False,
+            access_log=False,  # RequestLog writes the access line (route templates, no bodies)
             lifespan="on",
             timeout_graceful_shutdown=2,
             proxy_headers=False,  # the peer is the client: no forwarded header is believed

@@ -27,8 +27,9 @@ class Entry:
     actor: str
     action: str
     entity: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # without request_id (that is below)
     hash: str
+    request_id: str | None = None  # the HTTP request that wrote the entry, if any
 
 
 @dataclass
@@ -108,8 +109,17 @@ def read_journal(snap: Snapshot) -> Journal:
                 f"audit chain {r['chain']} entry {r['seq']}: data is not a canonical JSON object"
             )
             continue
+        rid = data.pop("request_id", None)  # operational, not a fact the checks compare
         e = Entry(
-            r["chain"], r["seq"], r["at"], r["actor"], r["action"], r["entity"], data, r["hash"]
+            r["chain"],
+            r["seq"],
+            r["at"],
+            r["actor"],
+            r["action"],
+            r["entity"],
+            data,
+            r["hash"],
+            rid if isinstance(rid, str) else None,
         )
         j.entries.append(e)
         j.by_action.setdefault(e.action, []).append(e)

@@ -11,6 +11,7 @@ round trip on PostgreSQL) or, for an institution-issued order on PostgreSQL,
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,8 +131,13 @@ class Payments:
         group-committed transaction is awaited; on PostgreSQL it all runs in a worker thread."""
         if not self.core.db.is_sqlite:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pay_executor, self.pay, code_text, authorization, idempotency_key
+            return await loop.run_in_executor(  # in this request's context (its request id)
+                self._pay_executor,
+                contextvars.copy_context().run,
+                self.pay,
+                code_text,
+                authorization,
+                idempotency_key,
             )
         stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
@@ -250,7 +256,7 @@ class Payments:
         ``safescan_pay_order`` (migration 0002), committed in the same round trip; a refusal
         raised inside it leaves nothing behind and becomes the same typed error as
         :meth:`_payment_tx` gives."""
-        auth, data_text = plan.auth, canonical_json(plan.audit_data)
+        auth, data_text = plan.auth, canonical_json(audit.stamped(plan.audit_data))
         params = {
             "mid": plan.mid,
             "order_id": plan.order_id,
@@ -268,6 +274,7 @@ class Payments:
             "e_type": plan.event["e_type"],
             "e_payload": plan.event["e_payload"],
             "e_state": plan.event["e_state"],
+            "e_request_id": plan.event["e_request_id"],
             "a_chain": plan.chain,
             "a_actor": plan.audit_actor,
             "a_action": PAYMENT_ACTION,

@@ -110,7 +110,7 @@ def create_app(
         responses=errors.RESPONSES,
         exception_handlers=errors.HANDLERS,
     )
-    add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state)
+    add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state, keys=inst.keys)
     app.include_router(wallet_router(inst, limiter=limiter))
     app.include_router(admin_router(inst, dispatcher=dispatcher))
     signed = signed_merchant(inst)

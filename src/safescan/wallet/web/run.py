@@ -51,6 +51,7 @@ def serve(
     """Serve the wallet app for the wallet in ``directory`` until interrupted."""
     import uvicorn  # the server's imports only when serving: the CLI starts fast
 
+    from safescan.api import obslog
     from safescan.wallet.web.server import create_app
     from safescan.wallet.web.service import WalletService
 
@@ -69,9 +70,11 @@ def serve(
     service = WalletService(directory, institution_url=institution_url, carrier_url=carrier_url)
     app, state = create_app(service, policy, pair_secret=secrets.token_urlsafe(32))
     extra = tls.uvicorn_options() if tls is not None else {}
+    obslog.configure("info", "json")  # its warnings as JSON lines; still no request lines
     server = uvicorn.Server(
         uvicorn.Config(
             app,
+            log_config=None,
             log_level="warning",
             access_log=False,  # request lines never reach a log (nor their bodies: PINs)
             lifespan="on",

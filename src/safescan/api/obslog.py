@@ -1,0 +1,355 @@
+"""Structured JSON logs (structlog) and the request id, shared by safescan's HTTP services.
+
+One JSON object per line on stderr (``ts``, ``level``, ``logger``, ``event``, ``request_id``
+when a request is being served, then the event's own fields); stdlib ``logging`` records (the
+institution's modules, uvicorn's errors) go through the same renderer, so every line of a
+server's log is JSON. ``configure(fmt="console")`` gives readable lines for people instead.
+
+Request id: :class:`RequestLog` takes a sane ``X-Request-Id`` from the client (8-64 characters
+of ``[A-Za-z0-9._:-]``) or makes one (``req_`` + 24 hex digits), keeps it in a context variable
+for the request (``current_request_id()``: the audit entries and webhook events a request writes
+record it), echoes it in the response header and writes one access line when the response
+ends. The access line holds the method, the route *template* (never the raw path, which can
+carry identifiers or tokens), the status, the duration, the request id, the caller kind and
+the client address: never a header, a query string or a body.
+
+Defence in depth: :func:`scrub` replaces the value of any field whose name says it holds a
+secret (``authorization``, ``token``, ``pin``, ``secret``, ``password``, ``passphrase``,
+``api_key``, ``cookie``, ``signature``, ``private``...) before rendering.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: (method, route template, status, seconds, error code or None) -> None, per request
+Observer = Callable[[str, str, int, float, str | None], None]
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = "safescan.request_id"  # where the id also sits in the ASGI scope
+UNMATCHED = "<unmatched>"  # the route label of a request no route matched
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("json", "console")
+
+_request_id: ContextVar[str | None] = ContextVar("safescan_request_id", default=None)
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{8,64}")
+_ERROR_CODE = re.compile(rb'"code"\s*:\s*"([a-z_]{1,48})"')
+_SECRET_NAME = re.compile(
+    r"authori[sz]ation|token|(^|_)pin($|_)|secret|passw|passphrase|api_?key|cookie|signature"
+    r"|private|seed|credential",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context (None outside a request)."""
+    return _request_id.get()
+
+
+def set_request_id(value: str | None) -> Any:
+    """Make ``value`` the current request id; returns a token for :func:`reset_request_id`
+    (for code that carries a request's work to another thread)."""
+    return _request_id.set(value)
+
+
+def reset_request_id(token: Any) -> None:
+    """Undo :func:`set_request_id`."""
+    _request_id.reset(token)
+
+
+_ID_PREFIX = "req_" + secrets.token_hex(6)  # random per process (os.register_at_fork renews it)
+_id_counter = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX, _id_counter  # a forked child must not repeat the parent's ids
+    _ID_PREFIX = "req_" + secrets.token_hex(6)
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_request_id() -> str:
+    """A fresh request id: ``req_`` + 12 random hex digits of this process + a 12-hex-digit
+    counter (unique without a system call per request)."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
+
+
+def accept_request_id(raw: bytes | str | None) -> str:
+    """The client's ``X-Request-Id`` if it is sane (8-64 of ``[A-Za-z0-9._:-]``), else a new
+    one: an id with spaces, quotes, control characters or kilobytes never reaches a log."""
+    if raw is not None:
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        if _SANE_ID.fullmatch(text):
+            return text
+    return new_request_id()
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+_secret_names: dict[str, bool] = {}  # field name -> whether it names a secret (a few dozen)
+
+
+def scrub(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Replace the value of every field whose name says it is a secret."""
+    for key in event:
+        secret = _secret_names.get(key)
+        if secret is None:
+            secret = key != "event" and bool(_SECRET_NAME.search(key))
+            if len(_secret_names) < 1024:
+                _secret_names[key] = secret
+        if secret:
+            event[key] = REDACTED
+    return event
+
+
+def _add_request_id(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    rid = _request_id.get()
+    if rid is not None and "request_id" not in event:
+        event["request_id"] = rid
+    return event
+
+
+class _Sink:
+    """The stream every log line goes to (swappable, so loggers built once keep working)."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO | None = None  # None: whatever sys.stderr is at the time
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        stream = self.stream or sys.stderr
+        with self.lock:
+            n = stream.write(text)
+            stream.flush()
+            return n
+
+    def flush(self) -> None:
+        (self.stream or sys.stderr).flush()
+
+
+_SINK = _Sink()
+_configured: dict[str, Any] = {}
+
+
+def _renderer(fmt: str) -> Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer(sort_keys=False)
+
+
+def configure(
+    level: str = "info", fmt: str = "json", *, stream: TextIO | None = None, stdlib: bool = True
+) -> None:
+    """Set up structlog (and, with ``stdlib``, the root ``logging`` handler) to write ``fmt``
+    lines at ``level`` and above to ``stream`` (stderr). Safe to call again (tests do)."""
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+    _SINK.stream = stream
+    numeric = getattr(logging, level.upper())
+    shared: list[Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        _add_request_id,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            scrub,
+            _renderer(fmt),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=_SINK),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
+    _configured.update(level=level, fmt=fmt)
+    if not stdlib:
+        return
+    handler = logging.StreamHandler(_SINK)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                scrub,
+                _renderer(fmt),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))  # its start-up chatter
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers = []
+        lg.propagate = True
+    # the old plain access logger, if anything still uses it, goes through the same handler
+    access = logging.getLogger("safescan.institution.access")
+    access.handlers = []
+    access.propagate = True
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger named ``name`` (build it once, not per request)."""
+    return structlog.get_logger().bind(logger=name)
+
+
+# --- the per-request middleware ---------------------------------------------------------------
+
+
+def route_template(scope: Scope, exact: frozenset[str] = frozenset()) -> str:
+    """The matched route's path template (``/v1/merchant/orders/{order_id}``), the path itself
+    when it is one of ``exact`` (routes answered before the router), else ``<unmatched>``:
+    a bounded set of values whatever paths clients send."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    raw = scope.get("path", "")
+    return raw if raw in exact else UNMATCHED
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method, or ``OTHER`` for anything outside the usual seven (bounded labels)."""
+    return method if method in _METHODS else "OTHER"
+
+
+def caller_from_tags(scope: Scope, default: str) -> str:
+    """The caller kind a route declares as its first OpenAPI tag (``admin``, ``merchant``,
+    ``wallet``, ``public``), else ``default``."""
+    tags = getattr(scope.get("route"), "tags", None)
+    if tags:
+        first = tags[0]
+        return first if isinstance(first, str) else default
+    return default
+
+
+class RequestLog:
+    """ASGI middleware: request id in, request id out, one access line and one observation
+    (``observe``: metrics) per HTTP request when its response ends."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        access_log: bool = True,
+        observe: Observer | None = None,
+        exact_routes: dict[str, str] | None = None,
+        default_caller: str = "public",
+    ) -> None:
+        """``exact_routes`` maps paths answered before the router (fast routes) to their
+        caller kind."""
+        self.app = app
+        self.access_log = access_log
+        self.observe = observe
+        self.exact_routes = dict(exact_routes or {})
+        self._exact = frozenset(self.exact_routes)
+        self.default_caller = default_caller
+        self.log = get_logger(f"safescan.{service}.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                raw = value
+                break
+        rid = accept_request_id(raw)
+        scope[REQUEST_ID_KEY] = rid
+        token = _request_id.set(rid)
+        started = time.perf_counter()
+        status = 0
+        error: str | None = None
+        peek = False
+        echo = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, error, peek
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
+                peek = status >= 400
+            elif peek and kind == "http.response.body":
+                peek = False  # the error code of a typed error (never its message)
+                found = _ERROR_CODE.search(message.get("body", b"")[:4096])
+                if found:
+                    error = found.group(1).decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            method = method_label(scope.get("method", ""))
+            route = route_template(scope, self._exact)
+            if self.observe is not None:
+                self.observe(method, route, status, elapsed, error)
+            if self.access_log:
+                caller = self.exact_routes.get(route) or caller_from_tags(
+                    scope, self.default_caller if route != UNMATCHED else "unknown"
+                )
+                client = scope.get("client")
+                self.log.info(
+                    "request",
+                    method=method,
+                    route=route,
+                    status=status or None,  # None: no response (client gone, or a crash)
+                    duration_ms=round(elapsed * 1000, 2),
+                    caller=caller,
+                    client=client[0] if client else None,
+                    error=error,
+                )
+            _request_id.reset(token)
+
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "REQUEST_ID_KEY",
+    "UNMATCHED",
+    "Observer",
+    "RequestLog",
+    "accept_request_id",
+    "caller_from_tags",
+    "configure",
+    "current_request_id",
+    "get_logger",
+    "method_label",
+    "new_request_id",
+    "reset_request_id",
+    "route_template",
+    "scrub",
+    "set_request_id",
+]
