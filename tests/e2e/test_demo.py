@@ -40,6 +40,8 @@ def test_demo_json_reports_a_verified_payment_and_refused_attacks() -> None:
     for key in ("paid", "receipt_verified", "merchant_notified", "ledger_balanced"):
         assert doc[key] is True, key
     assert doc["amount"] == 1300 and doc["currency"] == "EUR"
+    # read from the institution's /metrics: the one payment, none of the refused attacks
+    assert doc["metrics"] == {"payments_total": 1}
     assert 1 <= doc["qr_version"] <= 40 and doc["qr_version"] <= 13
     assert 100 < doc["code_bytes"] < 400
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -40,6 +40,7 @@ from safescan.demo.attacks import (
     refused_by_wallet,
     replay_authorization,
 )
+from safescan.demo.metrics import PAYMENTS, payments_total
 from safescan.demo.stack import DEMO_PIN, Stack
 from safescan.merchant.client import MerchantApi, Order, wait_for_payment
 from safescan.merchant.config import PosConfig
@@ -200,6 +201,9 @@ class DemoRun:
                 f"customer balance after the attacks: {final / 100:.2f} EUR"
                 f" ({'unchanged' if final == after else '[red]CHANGED[/]'})"
             )
+        paid_total = payments_total(stack.base_url)
+        self.result["metrics"] = {"payments_total": paid_total}
+        self.step(f"institution /metrics: {PAYMENTS} {paid_total} (the attacks added none)")
         return self.result
 
     def _show_offer(self, doc: dict[str, Any]) -> None:
