@@ -42,6 +42,7 @@ from tests.institution.harness import attest
 from fuzz._common import main
 from safescan.api.merchant_auth import sign_request
 from safescan.code import Authorization, SigningKey, decode_text
+from safescan.institution import wire
 from safescan.institution.db import Database, migrate
 from safescan.institution.http import create_app
 from safescan.institution.keystore import KeyStore
@@ -110,9 +111,9 @@ class Api:
         migrate(database.engine)
         keys = KeyStore(base / "keys").create(PASSPHRASE)
         self.inst = Institution(database, keys, merchant_rate=(1e9, 1e9))  # no merchant limit
-        self.admin_token = self.inst.bootstrap()
+        self.admin_token = self.inst.setup.bootstrap()
         self.merchant_key = SigningKey.from_seed(bytes([9]) * 32)
-        merchant, _ = self.inst.create_merchant(
+        made = self.inst.merchants.create(
             name="Fuzz Shop",
             city="Berlin",
             country="DE",
@@ -121,19 +122,19 @@ class Api:
             api_public_key=self.merchant_key.public_key.raw,
             webhook_url=None,
         )
-        self.merchant_id: str = merchant["id"]
-        self.customer_id: str = self.inst.create_customer("Fuzz customer")["id"]
-        self.inst.fund_customer(self.customer_id, "EUR", 10**9)
-        token = self.inst.issue_enrollment_token(self.customer_id)["token"]
+        self.merchant_id: str = made.merchant.id
+        self.customer_id: str = self.inst.customers.create("Fuzz customer").id
+        self.inst.customers.fund(self.customer_id, "EUR", 10**9)
+        token = self.inst.customers.issue_enrollment_token(self.customer_id).token
         self.carrier_key = SigningKey.generate()
         transport = X25519PrivateKey.generate().public_key().public_bytes_raw()
-        enrolled = self.inst.enroll_carrier(
+        enrolled = self.inst.carriers.enroll(
             token,
             self.carrier_key.public_key.raw,
             transport,
             attest(self.inst, token, self.carrier_key.public_key.raw, transport),
         )
-        self.carrier_serial: int = enrolled["carrier_serial"]
+        self.carrier_serial: int = enrolled.carrier_serial
         self.counter = 0
         app = create_app(self.inst, public_limiter=RateLimiter(1e9, 1e9), background=False)
         self.loop = asyncio.new_event_loop()
@@ -144,8 +145,8 @@ class Api:
 
     def order(self) -> dict[str, Any]:
         """A fresh order of the merchant (its sealed code and id)."""
-        made = self.inst.precreate_orders(self.merchant_id, [([("Coffee", 1, 250)], "EUR")], 3600)
-        order: dict[str, Any] = made[0]
+        made = self.inst.orders.precreate(self.merchant_id, [([("Coffee", 1, 250)], "EUR")], 3600)
+        order: dict[str, Any] = wire.precreated(made[0])
         self.order_id = order["order_id"]
         return order
 
