@@ -71,6 +71,7 @@ from safescan.merchant.client import MerchantApi
 from safescan.wallet.errors import CodeRefusedByWallet, PaymentNotMade, ReceiptInvalid
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
+from safescan.web.pki import verify_for
 from tests.e2e.conftest import FUNDS, PIN, Party, World, new_party, rotate_and_restart
 from tests.institution.harness import Carrier, MerchantClient, ServerProcess, b64
 from tests.institution.harness import World as InstWorld
@@ -87,7 +88,15 @@ SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 def inst(world: World | Stack) -> InstWorld:
     """The institution test client (admin + merchant + attacker-carrier helpers) on ``world``."""
     stack = world.stack if isinstance(world, World) else world
-    server = cast(ServerProcess, SimpleNamespace(base_url=stack.base_url))
+    base_url = stack.base_url
+    server = cast(
+        ServerProcess,
+        SimpleNamespace(
+            base_url=base_url,
+            # raw requests verify the stack's server as its own children do (pinned CA, if TLS)
+            client=lambda **kw: httpx.Client(base_url=base_url, verify=verify_for(base_url), **kw),
+        ),
+    )
     # the attacker carriers present attestations from the stack's (trusted) token factory:
     # they model a customer who physically extracted a genuine chip (docs/threat-model.md)
     return InstWorld(server, stack.admin_token, factory=stack.factory)

@@ -27,6 +27,7 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("events", "webhook_state"): "webhook delivery bookkeeping (pending/failed/none)",
     ("events", "delivered_at"): "webhook delivery bookkeeping",
     ("events", "requeued_at"): "webhook delivery bookkeeping (a merchant's resend)",
+    ("events", "request_id"): "request correlation id for operators (logs, webhooks)",
     ("webhook_endpoints", "secret_box"): "sealed under the server secret: the audit has no key",
     ("webhook_endpoints", "previous_box"): "sealed under the server secret: the audit has no key",
     ("webhook_deliveries", "id"): "an internal row number",

@@ -18,18 +18,19 @@ from sqlalchemy import text
 
 from safescan.institution.auditing import run_audit
 from safescan.institution.db import Database, normalize_url
+from safescan.institution.domain.results import PrecreatedOrder
 from tests.faults.populate import Populated, pay, populate
 
 
 @pytest.fixture
-def paid_batch() -> Iterator[tuple[Populated, list[dict[str, object]]]]:
+def paid_batch() -> Iterator[tuple[Populated, list[PrecreatedOrder]]]:
     with tempfile.TemporaryDirectory(prefix="safescan-batch-") as d:
         p = populate(f"sqlite:///{Path(d) / 'db.sqlite'}", Path(d) / "keys", payments=4)
         m0 = p.merchants[0]
         batch = p.inst.orders.precreate(m0, [([("Tea", 1, 250 + k)], "EUR") for k in range(4)], 600)
         p.clock.now += 5  # paid later than created
         for o in batch[:2]:
-            pay(p, 0, str(o["code"]), int(str(o["total"])))
+            pay(p, 0, o.code, o.total)
         p.close()
         yield p, batch
 
@@ -48,7 +49,7 @@ def _change(p: Populated, sql: str, **params: object) -> None:
 
 
 def test_paid_orders_of_a_batch_pass_the_audit(
-    paid_batch: tuple[Populated, list[dict[str, object]]],
+    paid_batch: tuple[Populated, list[PrecreatedOrder]],
 ) -> None:
     p, _ = paid_batch
     assert _audit(p) == []
@@ -66,9 +67,9 @@ def test_paid_orders_of_a_batch_pass_the_audit(
     ids=["created at payment time", "created earlier", "total", "expiry"],
 )
 def test_a_changed_batch_order_is_found(
-    paid_batch: tuple[Populated, list[dict[str, object]]], change: str, paid: bool
+    paid_batch: tuple[Populated, list[PrecreatedOrder]], change: str, paid: bool
 ) -> None:
     p, batch = paid_batch
     victim = batch[0] if paid else batch[3]
-    _change(p, change, oid=victim["order_id"])
+    _change(p, change, oid=victim.order_id)
     assert _audit(p) != []

@@ -250,7 +250,7 @@ def test_two_api_processes_share_one_elapsed_clock(deployment: Deployment) -> No
     # both sweep, every 10 s, for most of the retention: nothing may be forgotten early
     for _ in range(int((RETENTION - 60) / 10)):
         clocks.advance(10)
-        assert a.purge_nonces() == 0 and b.purge_nonces() == 0
+        assert a.access.purge_nonces() == 0 and b.access.purge_nonces() == 0
     assert nonce_count(a, m.mid) == len(captured)
     stored = a.db.read(
         lambda c: c.execute(
@@ -260,7 +260,7 @@ def test_two_api_processes_share_one_elapsed_clock(deployment: Deployment) -> No
     # the shared clock advanced like real time, not once per process
     assert (RETENTION - 60) * 1000 - 100 <= int(stored) - int(start or 0) <= (RETENTION - 60) * 1000
     clocks.advance(120)
-    assert a.purge_nonces() + b.purge_nonces() >= len(captured)
+    assert a.access.purge_nonces() + b.access.purge_nonces() >= len(captured)
     assert nonce_count(a, m.mid) == 0
     for h in captured:
         assert not accepted(a, h) and not accepted(b, h)
