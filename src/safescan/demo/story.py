@@ -203,7 +203,9 @@ class DemoRun:
             )
         paid_total = payments_total(stack.base_url)
         self.result["metrics"] = {"payments_total": paid_total}
-        self.step(f"institution /metrics: {PAYMENTS} {paid_total} (the attacks added none)")
+        self.step(
+            f"institution /metrics: {term(PAYMENTS)} {int(paid_total)} (the attacks added none)"
+        )
         return self.result
 
     def _show_offer(self, doc: dict[str, Any]) -> None:

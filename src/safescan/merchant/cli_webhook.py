@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
@@ -62,7 +63,7 @@ def _secret_notice(secret: dict[str, Any]) -> None:
     if secret.get("previous_valid_until"):
         console.print(
             "the previous secret keeps signing until"
-            f" {_ms(int(secret['previous_valid_until']) * 1000)}"
+            f" {term(_ms(int(secret['previous_valid_until']) * 1000))}"
         )
 
 
@@ -129,9 +130,10 @@ def show(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         console.print("signing secret: none (safescan pos webhook rotate makes one)")
     else:
         console.print(
-            f"signing secret: version {s['version']}, rotated {_ms(s['rotated_at'] * 1000)}"
+            f"signing secret: version {int(s['version'])},"
+            f" rotated {term(_ms(s['rotated_at'] * 1000))}"
             + (
-                f", previous one valid until {_ms(s['previous_valid_until'] * 1000)}"
+                f", previous one valid until {term(_ms(s['previous_valid_until'] * 1000))}"
                 if s.get("previous_valid_until")
                 else ""
             )
@@ -152,13 +154,13 @@ def test(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         emit_json(result)
     elif ok:
         console.print(
-            f"[green]delivered[/] {term(result['event_id'])}: HTTP {result['status']}"
-            f" in {result['latency_ms']} ms"
+            f"[green]delivered[/] {term(result['event_id'])}: HTTP {int(result['status'])}"
+            f" in {int(result['latency_ms'])} ms"
         )
     else:
         console.print(
             f"[red]not delivered[/] {term(result['event_id'])}:"
-            f" {term(result['error'] or result['error_kind'])} after {result['latency_ms']} ms"
+            f" {term(result['error'] or result['error_kind'])} after {int(result['latency_ms'])} ms"
         )
     if not ok:
         raise typer.Exit(1)
@@ -193,22 +195,23 @@ def deliveries(
     for d in rows:
         result = f"HTTP {d['status']}" if d["status"] is not None else d["error_kind"] or "-"
         table.add_row(
-            str(d["id"]),
-            _ms(d["at_ms"]),
+            term(str(d["id"])),
+            term(_ms(d["at_ms"])),
             term(d["event_id"]) + (" (test)" if d["kind"] == "test" else ""),
-            str(d["attempt"]),
+            term(str(d["attempt"])),
             term(result),
-            f"{d['latency_ms']} ms",
-            _ms(d["next_retry_ms"]),
-            f"[{colours.get(d['state'], 'white')}]{term(d['state'])}[/]",
+            f"{int(d['latency_ms'])} ms",
+            term(_ms(d["next_retry_ms"])),
+            Text(term(d["state"]), style=colours.get(d["state"], "white")),
         )
     console.print(table)
     if len(rows) == limit:
-        console.print(f"older attempts: --before {rows[-1]['id']}")
+        console.print(f"older attempts: --before {int(rows[-1]['id'])}")
     kept = page.get("retention", {})
     if kept:
         console.print(
-            f"kept: the last {kept['per_endpoint']} attempts, at most {kept['max_age'] // DAY} days"
+            f"kept: the last {int(kept['per_endpoint'])} attempts,"
+            f" at most {int(kept['max_age']) // DAY} days"
         )
 
 
@@ -254,5 +257,5 @@ def rotate(
     if as_json:
         emit_json(secret)
         return
-    console.print(f"secret version {secret['version']}")
+    console.print(f"secret version {int(secret['version'])}")
     _secret_notice(secret)
