@@ -289,8 +289,10 @@ def test_one_file_configures_init_commands_and_serve(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"listening on https://127.0.0.1:{port}" in line, line  # HTTPS by default
+        # the JSON log's "listening" event and the plain line for the person (either order)
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert any(f"listening on https://127.0.0.1:{port}" in x for x in lines), lines  # HTTPS
+        assert any('"event": "listening"' in x for x in lines), lines
         ca = client_context(tmp_path / "keys.tls" / "ca.pem")  # the CA `init` made
         r = httpx.get(f"https://127.0.0.1:{port}/health", timeout=10, verify=ca)
         assert r.status_code == 200

@@ -133,7 +133,8 @@ def test_init_twice_and_scheme_key_rotation() -> None:
             capture_output=True,
             text=True,
         )
-        assert again.returncode == 2 and "already initialised" in again.stderr
+        # refused before anything is written: the TLS directory `init` made is checked first
+        assert again.returncode == 2 and "already holds a CA" in again.stderr, again.stderr
         rot = subprocess.run(
             [
                 sys.executable,
