@@ -77,10 +77,9 @@ def init(
     from sqlalchemy import select
 
     from safescan.api.errors import ConfigError
-    from safescan.institution.checkpoints import default_path
     from safescan.institution.db import Database, migrate
     from safescan.institution.hsm import Token, configured_token
-    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.models import AdminToken
     from safescan.institution.rollback import RollbackGuard
     from safescan.institution.service import Institution
@@ -98,9 +97,9 @@ def init(
     try:
         db = site.db_url()
         passphrase = load_passphrase(site.keystore.passphrase_file)
-        key_dir = site.keystore.dir or default_key_dir(db)
+        key_dir = site.key_dir()
         store = KeyStore(key_dir)
-        cp_path = site.keystore.checkpoints or default_path(key_dir)
+        cp_path = site.checkpoint_path()
         hsm_token = configured_token()
         if hsm_token is not None:
             Token(hsm_token)  # the token is there and takes the PIN, before anything is written
@@ -554,8 +553,7 @@ def reconcile(
     """Accept a database restored from an older copy: re-apply journaled revocations, move
     serials, the revocation list sequence and event numbers past everything issued before,
     record it all in the audit log, and let the API processes serve again."""
-    from safescan.institution.checkpoints import default_path
-    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.reconcile import reconcile as run_reconcile
 
     site = _settings(
@@ -564,9 +562,9 @@ def reconcile(
     try:
         db = site.db_url()
         passphrase = load_passphrase(site.keystore.passphrase_file)
-        key_dir = site.keystore.dir or default_key_dir(db)
+        key_dir = site.key_dir()
         institution_keys = KeyStore(key_dir).load(passphrase)
-        path = site.keystore.checkpoints or default_path(key_dir)
+        path = site.checkpoint_path()
         out = _with_db(db, lambda d: run_reconcile(d, institution_keys, path, note=note))
     except SafescanError as exc:
         _fail(exc, as_json)
@@ -636,14 +634,14 @@ def rotate_scheme_key(
     import time
 
     from safescan.institution.db import Database
-    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.service import Institution
 
     site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
         db = site.db_url()
         passphrase = load_passphrase(site.keystore.passphrase_file)
-        store = KeyStore(site.keystore.dir or default_key_dir(db))
+        store = KeyStore(site.key_dir())
         retire = None if retire_old_in is None else int(time.time()) + retire_old_in
         new = store.add_scheme_key(passphrase, retire_old_at=retire)
         database = Database(db)

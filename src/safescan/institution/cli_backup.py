@@ -61,8 +61,7 @@ def restore(
     and record it as an acknowledged restore (signed, in the checkpoint file and the audit log),
     so the audit tells it from a silent rollback. Stop the old server first."""
     from safescan.institution.backup import restore as run_restore
-    from safescan.institution.checkpoints import default_path
-    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.keystore import KeyStore, load_passphrase
 
     site = _settings(
         config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, checkpoints=checkpoints
@@ -70,9 +69,9 @@ def restore(
     try:
         url = site.db_url()
         passphrase = load_passphrase(site.keystore.passphrase_file)
-        key_dir = site.keystore.dir or default_key_dir(url)
+        key_dir = site.key_dir()
         institution_keys = KeyStore(key_dir).load(passphrase)
-        path = site.keystore.checkpoints or default_path(key_dir)
+        path = site.checkpoint_path()
         out = run_restore(source, url, institution_keys, path, reason=reason)
     except SafescanError as exc:
         _fail(exc, as_json)

@@ -105,13 +105,13 @@ def rotate_epoch(
     Running API processes pick it up within seconds; epochs also start by themselves on the
     schedule ($SAFESCAN_EPOCH_SECONDS, default a day)."""
     from safescan.institution.epochs import EpochKeyring
-    from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
+    from safescan.institution.keystore import KeyStore, load_passphrase
 
     site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
         db = site.db_url()
         passphrase = load_passphrase(site.keystore.passphrase_file)
-        loaded = KeyStore(site.keystore.dir or default_key_dir(db)).load(passphrase)
+        loaded = KeyStore(site.key_dir()).load(passphrase)
         epoch = with_db(
             db, lambda d: EpochKeyring(d, loaded.scheme, loaded.secret).rotate(int(time.time()))
         )

@@ -52,12 +52,11 @@ def tls_init(
 ) -> None:
     """Make the private CA and a server certificate in <key directory>.tls (for an institution
     initialised without them); refuses if a CA is already there."""
-    from safescan.institution.keystore import default_key_dir
     from safescan.institution.tls_setup import check_init_tls, init_tls
 
     site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
     try:
-        key_dir = site.keystore.dir or default_key_dir(site.db_url())
+        key_dir = site.key_dir()
         check_init_tls(site, key_dir)
         made = init_tls(site, key_dir)
         info = {**made.describe(), **_describe(str(made.files.certfile))}
@@ -81,13 +80,12 @@ def tls_issue(
 ) -> None:
     """Issue a new server certificate from the private CA (rotation): clients pin the CA, so
     they accept it unchanged; restart `serve` to present it."""
-    from safescan.institution.keystore import default_key_dir
     from safescan.institution.tls_setup import default_tls_dir
     from safescan.web.pki import DEFAULT_NAMES, issue_server_cert
 
     site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
     try:
-        target = default_tls_dir(site.keystore.dir or default_key_dir(site.db_url()))
+        target = default_tls_dir(site.key_dir())
         issue_server_cert(target, [*DEFAULT_NAMES, *site.tls.names])
         info = _describe(str(target.server_cert))
     except SafescanError as exc:
@@ -108,12 +106,11 @@ def tls_show(
     as_json: JsonOpt = False,
 ) -> None:
     """The CA clients pin (path, SHA-256) and the server certificate `serve` presents."""
-    from safescan.institution.keystore import default_key_dir
     from safescan.institution.tls_setup import server_tls
 
     site = _settings(config, as_json, db=db, keys=keys)
     try:
-        tls = server_tls(site, site.keystore.dir or default_key_dir(site.db_url()))
+        tls = server_tls(site, site.key_dir())
         if tls is None:
             info: dict[str, object] = {"tls": False}
         else:

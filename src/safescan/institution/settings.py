@@ -256,6 +256,18 @@ class Settings(BaseSettings):
             )
         return self.database.url
 
+    def key_dir(self) -> Path:
+        """The key directory: ``keystore.dir``, else the default beside the database."""
+        from safescan.institution.keystore import default_key_dir
+
+        return self.keystore.dir or default_key_dir(self.db_url())
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file: ``keystore.checkpoints``, else beside the key directory."""
+        from safescan.institution.checkpoints import default_path
+
+        return self.keystore.checkpoints or default_path(self.key_dir())
+
     def tuning(self) -> Tuning:
         """The runtime knobs handed to each API process."""
         hooks = self.webhooks
