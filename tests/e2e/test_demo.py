@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from safescan.web.pki import client_context
 
@@ -59,6 +60,35 @@ def test_demo_json_reports_a_verified_payment_and_refused_attacks() -> None:
     assert doc["http_hops"], "the hops are recorded as they are made"
     for hop in doc["http_hops"]:
         assert hop["origin"].startswith("https://127.0.0.1:") and hop["verified"] is True, hop
+    # the institution and the web POS are both hops (two origins, both HTTPS and pinned)
+    assert len({hop["origin"] for hop in doc["http_hops"]}) >= 2, doc["http_hops"]
+    assert doc["ok"] is True
+
+
+def test_demo_is_not_ok_when_one_hop_was_not_verified_tls() -> None:
+    """`"ok"` requires `"tls"`: a run that paid, verified and refused everything is still not
+    ok when one hop was plain HTTP, TLS without the pinned CA, or when no hop was recorded."""
+    from safescan.demo.story import verdict
+    from safescan.web.pki import Hop
+
+    good = {
+        "paid": True,
+        "receipt_verified": True,
+        "merchant_notified": True,
+        "ledger_balanced": True,
+        "attacks": [{"refused": True}] * 5,
+    }
+    inst, pos = Hop("https://127.0.0.1:1", True, True), Hop("https://127.0.0.1:2", True, True)
+    assert verdict(dict(good), 0, [inst, pos]) is True
+    for bad_pos in (
+        Hop("http://127.0.0.1:2", False, False),  # the web POS over plain HTTP
+        Hop("https://127.0.0.1:2", True, False),  # TLS, but not checked against the pin
+    ):
+        doc = dict(good)
+        assert verdict(doc, 0, [inst, bad_pos]) is False
+        assert doc["tls"] is False and doc["ok"] is False
+    assert verdict(dict(good), 0, []) is False  # nothing recorded is not "all TLS"
+    assert verdict(dict(good), 1, [inst, pos]) is False
 
 
 def _demo_children() -> list[int]:
@@ -139,7 +169,10 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
         workdir = Path(re.findall(r"work directory\s+(\S+)", seen)[0])
         ca = client_context(workdir / "institution-keys.tls" / "ca.pem")
         assert httpx.get(urls[0] + "/health", timeout=10, verify=ca).status_code == 200
-        assert httpx.get(urls[-1] + "/health", timeout=10).status_code == 200  # web POS
+        assert urls[-1].startswith("https://"), seen  # the web POS: HTTPS too, same CA
+        assert httpx.get(urls[-1] + "/health", timeout=10, verify=ca).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # not with the system's CAs
+            httpx.get(urls[-1] + "/health", timeout=10)
         assert len(started) >= 3, "institution, carrier and POS should be running: " + seen
     finally:
         rest = _interrupt(proc, started)

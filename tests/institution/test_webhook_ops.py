@@ -534,3 +534,73 @@ def test_pos_webhook_commands(
         assert failed.returncode == 1 and "not delivered" in failed.stdout
     finally:
         bad.close()
+
+
+def test_a_resend_has_its_own_request_id_linked_to_the_original(
+    world: World, receiver: Listener
+) -> None:
+    """The request that caused an event is the id of its first deliveries; a resend gets a new
+    id (its own request's, or a fresh one when it sent none or an unusable one), sent as
+    ``X-Request-Id`` with the deliveries after it, recorded in the delivery log next to the
+    original, in the resend's answer and in the server's log. Another merchant's resend
+    changes none of it."""
+    m = hooked(world, receiver.url, "Resent")
+    original = "req-original-" + secrets.token_hex(6)
+    o = m.order([("Tea", 1, 300)])
+    r = m.request(
+        "POST", f"/v1/merchant/orders/{o['order_id']}/close", headers={"X-Request-Id": original}
+    )
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == original, r.text
+    first = delivery_for(receiver, str(o["order_id"]))
+    event_id = headers_of(first)["webhook-id"]
+    assert headers_of(first)["X-Request-Id"] == original
+
+    def rows() -> list[dict[str, Any]]:
+        got = m.request("GET", f"/v1/merchant/webhook/deliveries?event_id={event_id}")
+        return list(got.json()["deliveries"])
+
+    assert wait_until(lambda: any(d["state"] == "delivered" for d in rows()), 20)
+    assert [(d["request_id"], d["original_request_id"]) for d in rows()] == [(original, original)]
+
+    thief = hooked(world, receiver.url, "Resend thief")
+    stolen = thief.request(
+        "POST", f"/v1/merchant/events/{event_id}/resend", headers={"X-Request-Id": "req-thief-01"}
+    )
+    assert stolen.status_code == 404
+
+    seen = [original]
+    # its own id; none; an id a log must not take (spaces, quotes, too long): a fresh one each
+    for sent in ("req-resend-" + secrets.token_hex(6), None, 'x" y', "r" * 200):
+        before = len(receiver.requests)
+        resent = m.request(
+            "POST",
+            f"/v1/merchant/events/{event_id}/resend",
+            headers={} if sent is None else {"X-Request-Id": sent},
+        )
+        assert resent.status_code == 200, resent.text
+        doc = resent.json()
+        rid = doc["request_id"]
+        assert rid == resent.headers["X-Request-Id"] and doc["original_request_id"] == original
+        if sent is not None and sent.startswith("req-resend-"):
+            assert rid == sent
+        else:
+            assert rid != sent and rid.startswith("req_"), rid
+        assert rid not in seen, rid
+        seen.append(rid)
+        again = delivery_for(receiver, str(o["order_id"]), after=before)
+        assert headers_of(again)["X-Request-Id"] == rid  # the receiver's logs join on it
+        assert headers_of(again)["webhook-id"] == event_id
+        assert wait_until(lambda rid=rid: rows()[0]["request_id"] == rid, 20)
+        newest = rows()[0]
+        assert newest["original_request_id"] == original and newest["state"] == "delivered"
+    assert len(set(seen)) == len(seen)
+    assert "req-thief-01" not in {d["request_id"] for d in rows()}
+    # the server's log: the resend line, under the resend's id, naming the original
+    lines = [json.loads(x) for x in world.server.output().splitlines() if x.startswith("{")]
+    for rid in seen[1:]:
+        assert any(
+            line.get("request_id") == rid
+            and "resend" in str(line.get("event", ""))
+            and original in str(line.get("event", ""))
+            for line in lines
+        ), rid

@@ -155,7 +155,7 @@ class Stack:
         verify: ssl.SSLContext | bool = True
         if self.tls:  # HTTPS with the certificate `init` made; we and our children pin its CA
             self.base_url = f"https://127.0.0.1:{port}"
-            self.tls_ca = self.keys_dir.with_name(self.keys_dir.name + ".tls") / "ca.pem"
+            self.tls_ca = self.tls_dir.ca_cert
             verify = pki.pin(self.base_url, self.tls_ca)
         else:  # explicitly plain HTTP on loopback
             self.base_url = f"http://127.0.0.1:{port}"
@@ -316,10 +316,29 @@ class Stack:
         )
         return directory
 
+    @property
+    def pos_path(self) -> Path:
+        """The POS configuration :meth:`onboard_merchant` writes by default."""
+        return self.workdir / "pos.json"
+
+    @property
+    def tls_dir(self) -> pki.TlsDir:
+        """The private CA and server certificate ``institution init`` made."""
+        return pki.TlsDir(self.keys_dir.with_name(self.keys_dir.name + ".tls"))
+
     def start_pos_server(self, config: Path, name: str = "pos") -> tuple[ManagedProcess, str]:
         """``safescan pos serve`` on a free port; returns it and its base URL. A staff account
-        (:attr:`staff_name` / :attr:`staff_password`) is made first: the POS needs one."""
+        (:attr:`staff_name` / :attr:`staff_password`) is made first: the POS needs one.
+
+        With :attr:`tls` it serves HTTPS with a certificate of the deployment's private CA
+        (the one clients already pin), and this process pins that CA for its origin."""
         StaffStore.for_config(config).add(self.staff_name, self.staff_password)
+        tls: list[str] = []
+        if self.tls:
+            where = self.workdir / f"{name}.tls"
+            cert, key = where / "cert.pem", where / "key.pem"
+            pki.issue_server_files(self.tls_dir, cert, key, list(pki.DEFAULT_NAMES))
+            tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
         proc = self._spawn(
             name,
             [
@@ -331,11 +350,18 @@ class Stack:
                 str(config),
                 "--port",
                 "0",
+                *tls,
             ],
             capture=True,
         )
         url = proc.ready_line("READY")
-        proc.wait_http(url + "/health")
+        verify: ssl.SSLContext | bool = True
+        if self.tls:
+            if not url.startswith("https://"):
+                raise DemoError(f"the web POS did not start over HTTPS ({url})")
+            verify = pki.pin(url, self.tls_dir.ca_cert)
+        proc.wait_http(url + "/health", verify=verify)
+        pki.record_hop(url)  # that check was a hop to the web POS
         return proc, url
 
     def stop(self) -> None:

@@ -69,11 +69,12 @@ class DemoRun:
             "attacks": [],
         }
         self.started = time.monotonic()
+        self.pos_url = ""
 
     def hold(self) -> None:
         """Keep everything running (with a web POS) until Ctrl-C or SIGTERM."""
         stack = self.stack
-        _pos, pos_url = stack.start_pos_server(stack.workdir / "pos.json", name="pos-web")
+        pos_url = self.pos_url or stack.start_pos_server(stack.pos_path, name="pos-web")[1]
         self.result["running"] = {"institution": stack.base_url, "pos": pos_url}
         self.console.print(
             "[bold]still running[/] (`--keep-running`):\n"
@@ -104,6 +105,8 @@ class DemoRun:
         self.step(f"payment institution up (SQLite) at [cyan]{term(base)}[/]")
         pos_cfg = stack.onboard_merchant()
         self.step(f"merchant [bold]Café Lumière[/] onboarded as {term(pos_cfg.merchant_id)}")
+        _pos, self.pos_url = stack.start_pos_server(stack.pos_path, name="pos-web")
+        self.step(f"web POS up at [cyan]{term(self.pos_url)}[/] (its certificate from the same CA)")
         customer = stack.customer()
         wallet_dir = stack.enroll_wallet(customer, carrier_url)
         admin = stack.need_admin()
@@ -279,9 +282,7 @@ class DemoRun:
             refused_by_wallet(wallet, forged_code(base, order, merchant, kid)),
         )
         with MerchantApi(
-            PosConfig.load(
-                self.stack.workdir / "pos.json", passphrase=self.stack.passphrase.encode()
-            )
+            PosConfig.load(self.stack.pos_path, passphrase=self.stack.passphrase.encode())
         ) as api:
             fresh = api.create_order(list(ITEMS), currency="EUR", reference="demo-2")
         self._attack(
@@ -315,6 +316,29 @@ class DemoRun:
                 say=lambda s: self.console.print(f"      [dim]{term(s)}[/]"),
             ),
         )
+
+
+def verdict(result: dict[str, Any], status: int, hops: list[pki.Hop]) -> bool:
+    """Fill in ``http_hops``, ``tls`` and ``ok`` of the result document; returns ``ok``.
+
+    ``hops``: every HTTP connection this process made (institution, web POS), recorded as it
+    was made. ``tls`` is true only when each one was TLS verified against the pinned CA, and
+    ``ok`` requires it besides the payment, the receipts, the audit and the five attacks."""
+    result["http_hops"] = [{"origin": h.origin, "tls": h.tls, "verified": h.verified} for h in hops]
+    result["tls"] = pki.all_verified(hops)
+    attacks = result.get("attacks", [])
+    ok = (
+        status == 0
+        and result["tls"]
+        and result.get("paid")
+        and result.get("receipt_verified")
+        and result.get("merchant_notified")
+        and result.get("ledger_balanced")
+        and len(attacks) == 5
+        and all(a["refused"] for a in attacks)
+    )
+    result["ok"] = bool(ok)
+    return bool(ok)
 
 
 def demo_command(
@@ -358,21 +382,7 @@ def demo_command(
         finally:
             run.stack.stop()
     result["duration_s"] = round(time.monotonic() - started, 2)
-    attacks = result.get("attacks", [])
-    ok = (
-        status == 0
-        and result.get("paid")
-        and result.get("receipt_verified")
-        and result.get("merchant_notified")
-        and result.get("ledger_balanced")
-        and len(attacks) == 5
-        and all(a["refused"] for a in attacks)
-    )
-    result["ok"] = bool(ok)
-    # every HTTP connection this process made to the institution, recorded as it was made
-    hops = pki.hops()
-    result["http_hops"] = [{"origin": h.origin, "tls": h.tls, "verified": h.verified} for h in hops]
-    result["tls"] = pki.all_verified(hops)
+    ok = verdict(result, status, pki.hops())
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -314,6 +314,8 @@ class Event(Base):
     requeued_at: Mapped[int | None] = mapped_column(BigInteger)
     # the X-Request-Id of the request that wrote it (sent with its webhook deliveries)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # the X-Request-Id of the merchant's latest resend (sent instead, once it was resent)
+    resend_request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebhookEndpoint(Base):
@@ -353,6 +355,8 @@ class WebhookDelivery(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
     next_retry_ms: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), nullable=False)  # delivered, retrying, failed
+    request_id: Mapped[str | None] = mapped_column(String(64))  # sent with this attempt
+    original_request_id: Mapped[str | None] = mapped_column(String(64))  # caused the event
 
 
 class AuditEntry(Base):

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, func, select, update
 from safescan.api import standard_webhooks
 from safescan.api.errors import ConfigError, WebhookUrlRefused
 from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
-from safescan.api.obslog import REQUEST_ID_HEADER
+from safescan.api.obslog import REQUEST_ID_HEADER, set_request_id
 from safescan.code.errors import SafescanError
 from safescan.code.keys import Signer
 from safescan.institution.db import Database
@@ -93,6 +93,12 @@ class _Due:
     secrets: tuple[str, ...] = ()  # the endpoint's live whsec_ secrets (v1 signatures)
     secret_error: str | None = None  # the sealed secret did not open: nothing is sent
     request_id: str | None = None  # the request that caused the event (sent as X-Request-Id)
+    resend_request_id: str | None = None  # the merchant's resend (sent instead, once resent)
+
+    @property
+    def sent_request_id(self) -> str | None:
+        """The ``X-Request-Id`` of this attempt: the resend's, else the causing request's."""
+        return self.resend_request_id or self.request_id
 
 
 @dataclass
@@ -189,6 +195,7 @@ class WebhookDispatcher:
                 Event.requeued_at,
                 Event.next_attempt_ms,
                 Event.request_id,
+                Event.resend_request_id,
                 rank,
             )
             .where(*where)
@@ -255,6 +262,7 @@ class WebhookDispatcher:
                         live,
                         problem,
                         request_id=r.request_id,
+                        resend_request_id=r.resend_request_id,
                     )
                 )
             return claimed
@@ -305,6 +313,8 @@ class WebhookDispatcher:
                 state=state,
                 next_retry_ms=next_ms,
                 retention=self.retention,
+                request_id=due.sent_request_id,
+                original_request_id=due.request_id,
             )
 
         self.db.write(tx)
@@ -330,8 +340,8 @@ class WebhookDispatcher:
             )
         body = due.payload.encode()
         headers = signed_headers(self.key, self.kid, due.id, body, due.secrets)
-        if due.request_id:  # the request that caused it: the merchant's logs can join on it
-            headers[REQUEST_ID_HEADER] = due.request_id
+        if due.sent_request_id:  # the merchant's logs can join on it (a resend: its own id)
+            headers[REQUEST_ID_HEADER] = due.sent_request_id
         lim = self.limits
         return await attempt(
             pool,
@@ -357,7 +367,9 @@ class WebhookDispatcher:
             s.internal_errors += 1
 
     async def _deliver(self, pool: httpcore.AsyncConnectionPool, due: _Due) -> None:
-        """One attempt, counted and recorded; never raises (but for cancellation)."""
+        """One attempt, counted and recorded; never raises (but for cancellation). Its log
+        lines carry the attempt's request id (this runs in its own task: the id is local)."""
+        set_request_id(due.sent_request_id)
         try:
             try:
                 att = await self._attempt(pool, due)

@@ -12,7 +12,9 @@ the dispatcher every minute). Both are settings (``[webhooks] log_per_endpoint``
 final state regardless.
 
 **Resend**: a merchant's own event, whatever its state, goes back to ``pending`` with its retry
-window restarted; an event already pending is left as it is (a second resend adds nothing).
+window restarted and the resend's own request id (a new one, linked to the id of the request
+that caused the event: both are in the answer, the log line and each delivery row after it);
+an event already pending is left as it is (a second resend adds nothing).
 Another merchant's event id, or an unknown one, is ``UnknownEvent`` (a ``NotFound``) and changes
 nothing.
 """
@@ -55,6 +57,8 @@ def record_attempt(
     state: str,
     next_retry_ms: int | None,
     retention: Retention = RETENTION,
+    request_id: str | None = None,
+    original_request_id: str | None = None,
 ) -> None:
     """Insert one attempt (in the caller's transaction) and drop the merchant's oldest rows
     beyond ``retention.per_endpoint``."""
@@ -72,6 +76,8 @@ def record_attempt(
             latency_ms=max(0, min(int(att.duration * 1000), 2**31 - 1)),
             next_retry_ms=next_retry_ms,
             state=state,
+            request_id=request_id,
+            original_request_id=original_request_id,
         )
     )
     cutoff = conn.execute(
@@ -103,6 +109,8 @@ def _row(r: Any) -> dict[str, Any]:
         "latency_ms": r.latency_ms,
         "next_retry_ms": r.next_retry_ms,
         "state": r.state,
+        "request_id": r.request_id,
+        "original_request_id": r.original_request_id,
     }
 
 
@@ -128,10 +136,16 @@ def list_deliveries(
     }
 
 
-def resend(conn: Connection, merchant_id: str, event_id: str, now: int) -> dict[str, Any]:
-    """Put the merchant's own event back in the queue (idempotent while it is pending)."""
+def resend(
+    conn: Connection, merchant_id: str, event_id: str, now: int, request_id: str
+) -> dict[str, Any]:
+    """Put the merchant's own event back in the queue (idempotent while it is pending).
+
+    ``request_id``: the resend's own id (its HTTP request's): the deliveries it causes carry it
+    as ``X-Request-Id`` and in the delivery log, next to the id of the request that caused the
+    event (``original_request_id``)."""
     ev = conn.execute(
-        select(Event.id, Event.webhook_state, Event.attempts).where(
+        select(Event.id, Event.webhook_state, Event.attempts, Event.request_id).where(
             Event.id == event_id, Event.merchant_id == merchant_id
         )
     ).one_or_none()
@@ -142,8 +156,9 @@ def resend(conn: Connection, merchant_id: str, event_id: str, now: int) -> dict[
     ).scalar()
     if url is None:
         raise Conflict("no webhook URL is set: set one first (safescan pos webhook set)")
+    linked = {"request_id": request_id, "original_request_id": ev.request_id}
     if ev.webhook_state == "pending":
-        return {"event_id": event_id, "state": "pending", "requeued": False}
+        return {"event_id": event_id, "state": "pending", "requeued": False, **linked}
     res = conn.execute(
         update(Event)
         .where(
@@ -152,10 +167,14 @@ def resend(conn: Connection, merchant_id: str, event_id: str, now: int) -> dict[
             Event.webhook_state == ev.webhook_state,
         )
         .values(
-            webhook_state="pending", delivered_at=None, next_attempt_ms=now * 1000, requeued_at=now
+            webhook_state="pending",
+            delivered_at=None,
+            next_attempt_ms=now * 1000,
+            requeued_at=now,
+            resend_request_id=request_id,
         )
     )
-    return {"event_id": event_id, "state": "pending", "requeued": res.rowcount == 1}
+    return {"event_id": event_id, "state": "pending", "requeued": res.rowcount == 1, **linked}
 
 
 def prune(conn: Connection, *, now: int, retention: Retention = RETENTION) -> int:

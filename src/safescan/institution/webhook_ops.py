@@ -9,6 +9,7 @@ The HTTP routes are in :mod:`.http.webhooks`; the storage in :mod:`.webhook_log`
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from safescan.api.errors import Conflict, RateLimited, WebhookUrlRefused
+from safescan.api.obslog import current_request_id, new_request_id
 from safescan.api.standard_webhooks import public_key_text
 from safescan.code.keys import Signer
 from safescan.institution import webhook_log
@@ -32,6 +34,8 @@ from safescan.institution.webhook_secrets import (
 )
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhook_transport import Attempt, GuardedBackend, attempt, open_pool
+
+log = logging.getLogger("safescan.institution.webhook_ops")
 
 TEST_EVENT = "webhook.test"
 #: test deliveries per merchant and API process: a burst of 5, then one every 10 s, one at a
@@ -107,7 +111,16 @@ class WebhookOps:
     def resend(self, mid: str, event_id: str) -> dict[str, Any]:
         """Queue the merchant's own event again (idempotent while pending)."""
         now = self.now()
-        return self.db.write(lambda c: webhook_log.resend(c, mid, event_id, now))
+        rid = current_request_id() or new_request_id()  # a command run outside a request
+        doc = self.db.write(lambda c: webhook_log.resend(c, mid, event_id, now, rid))
+        log.info(
+            "webhook resend of %s for merchant %s (request %s; the event's request %s)",
+            event_id,
+            mid,
+            rid,
+            doc["original_request_id"],
+        )
+        return doc
 
     def _target(self, mid: str) -> tuple[str, tuple[str, ...]]:
         now = self.now()
@@ -189,8 +202,10 @@ class WebhookOps:
                 state=state,
                 next_retry_ms=None,
                 retention=self.retention,
+                request_id=rid,
             )
 
+        rid = current_request_id()
         await asyncio.to_thread(self.db.write, record)
         return {
             "event_id": event_id,

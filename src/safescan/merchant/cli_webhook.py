@@ -231,7 +231,10 @@ def resend(
     if as_json:
         emit_json(result)
     elif result["requeued"]:
-        console.print(f"{term(event_id)} queued for delivery")
+        console.print(
+            f"{term(event_id)} queued for delivery (request {term(result.get('request_id'))},"
+            f" linked to the event's request {term(result.get('original_request_id'))})"
+        )
     else:
         console.print(f"{term(event_id)} is already queued for delivery (nothing more queued)")
 

@@ -222,18 +222,27 @@ def create_tls_dir(target: TlsDir, names: tuple[str, ...] | list[str] = ()) -> T
 def issue_server_cert(target: TlsDir, names: tuple[str, ...] | list[str]) -> x509.Certificate:
     """A new server certificate from the CA in ``target`` (rotation: clients pin the CA, so
     they accept it without any change); replaces server.pem and server.key atomically."""
-    ca = load_ca(target.ca_cert)
+    return issue_server_files(target, target.server_cert, target.server_key, names)
+
+
+def issue_server_files(
+    ca_dir: TlsDir, cert_path: Path, key_path: Path, names: tuple[str, ...] | list[str]
+) -> x509.Certificate:
+    """A server certificate from the CA in ``ca_dir`` written to ``cert_path`` (chain: the
+    certificate, then the CA) and ``key_path`` (0600): another server of the same deployment
+    (the web POS, an API node behind a proxy) that clients verify with the same pinned CA."""
+    ca = load_ca(ca_dir.ca_cert)
     try:
-        ca_key = serialization.load_pem_private_key(target.ca_key.read_bytes(), None)
+        ca_key = serialization.load_pem_private_key(ca_dir.ca_key.read_bytes(), None)
     except FileNotFoundError:
-        raise TlsTrustError(f"the CA key {target.ca_key} is missing") from None
+        raise TlsTrustError(f"the CA key {ca_dir.ca_key} is missing") from None
     except (ValueError, TypeError) as exc:
-        raise TlsTrustError(f"{target.ca_key} is not a usable CA key: {exc}") from None
+        raise TlsTrustError(f"{ca_dir.ca_key} is not a usable CA key: {exc}") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TlsTrustError(f"{target.ca_key} is not an EC key")
+        raise TlsTrustError(f"{ca_dir.ca_key} is not an EC key")
     cert, key = make_server_cert(ca, ca_key, list(names))
-    write_private(target.server_key, key_pem(key))
-    write_private(target.server_cert, cert_pem(cert) + cert_pem(ca))
+    write_private(key_path, key_pem(key))
+    write_private(cert_path, cert_pem(cert) + cert_pem(ca))
     return cert
 
 
