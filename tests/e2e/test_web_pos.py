@@ -268,6 +268,7 @@ def test_customer_pages_hold_no_staff_capability(world: World, pos_url: str) -> 
         "items",
         "total_display",
         "state",
+        "expires_in",
         "paid",
         "qr_svg",
         "qr_png",

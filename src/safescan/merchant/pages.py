@@ -46,6 +46,7 @@ def layout(*, title: str, body: str, csrf: str, script: str) -> str:
 def pos_body(*, merchant: str, currency: str, minor_units: int, user: str, csrf: str) -> str:
     """The counter page: build an order, then show its code and live status; refunds."""
     return f"""
+<div id="live" class="live hidden" role="status" aria-live="polite" data-state="up"></div>
 <section id="pos" class="grid" data-currency="{_e(currency)}" data-minor="{_e(minor_units)}">
   <div class="card" id="builder">
     <h1>New order</h1>
@@ -60,7 +61,7 @@ def pos_body(*, merchant: str, currency: str, minor_units: int, user: str, csrf:
       <button type="button" class="chip" data-name="Orange juice" data-price="4.20">Orange juice 4.20</button>
     </div>
     <table class="items" id="items">
-      <thead><tr><th>Item</th><th>Qty</th><th>Unit price ({_e(currency)})</th><th></th></tr></thead>
+      <thead><tr><th>Item</th><th>Qty</th><th>Unit price ({_e(currency)})</th><th><span class="sr-only">Remove</span></th></tr></thead>
       <tbody></tbody>
     </table>
     <button type="button" class="link" id="add-row">+ add a line</button>
@@ -125,14 +126,16 @@ def _order_view(doc: dict[str, Any]) -> str:
   </div>
   <img class="qr" id="qr" alt="payment code"
        src="{_e(doc["qr_svg"])}" width="{_e(doc["qr_px"])}" height="{_e(doc["qr_px"])}">
+  <p class="expiry hidden" id="expiry" aria-live="off"></p>
   <p class="hint" id="hint">Scan with your safescan wallet. Your key carrier shows who is paid
      and for what before you approve.</p>
   <table class="summary"><tbody>{rows}</tbody>
     <tfoot><tr><td>Total</td><td></td><td class="num" id="total">{_e(doc["total_display"])}</td></tr></tfoot>
   </table>
   <div class="receipt hidden" id="receipt"></div>
-  <p class="muted small"><a href="{_e(doc["qr_png"])}" download>PNG</a> ·
-     <a href="{_e(doc["qr_svg"])}" download>SVG</a></p>
+  <p class="downloads">Download the code:
+     <a class="download" id="download-png" href="{_e(doc["qr_png"])}" download="safescan-code.png">PNG</a>
+     <a class="download" id="download-svg" href="{_e(doc["qr_svg"])}" download="safescan-code.svg">SVG</a></p>
 </div>
 """
 
@@ -140,6 +143,7 @@ def _order_view(doc: dict[str, Any]) -> str:
 def checkout_body(doc: dict[str, Any]) -> str:
     """The online-store checkout: order summary, the code, live status (customer view)."""
     return f"""
+<div id="live" class="live hidden" role="status" aria-live="polite" data-state="up"></div>
 <section id="checkout" class="narrow" data-order='{_e(json.dumps(doc))}'>
   <div class="card">
     <h1>Pay with safescan</h1>

@@ -50,20 +50,18 @@ from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
-from safescan.merchant import assets, pages
-from safescan.merchant.client import MerchantApi, receipt_summary
+from safescan.merchant import assets, pages, posorders
+from safescan.merchant.client import MerchantApi
 from safescan.merchant.config import PosConfig
-from safescan.merchant.input import items_from_json, refund_amount, refund_reason
+from safescan.merchant.input import items_from_json
 from safescan.merchant.journal import Journal
 from safescan.merchant.staff import StaffStore
 from safescan.merchant.webparts import (
-    REFUND_OFFER_SECONDS,
     SECURITY_HEADERS,
     SHOP_PRODUCTS,
     Guard,
     OrderView,
     PosState,
-    RefundOffer,
     _form,
     _html_error,
     _json_body,
@@ -82,6 +80,7 @@ from safescan.merchant.websec import (
     check_csrf,
     cleared_cookie,
     default_hosts,
+    journal_sessions,
     login_cookie,
     session_cookie,
 )
@@ -106,13 +105,16 @@ def create_app(
 ) -> ASGIApp:
     """The web POS application for one merchant configuration."""
     base = config.path if config.path is not None else Path("pos.json")
+    journal = journal or Journal(config.journal_path)
     state = PosState(
         config,
         MerchantApi(config),
-        journal or Journal(config.journal_path),
+        journal,
         staff or StaffStore.for_config(base),
         hosts or HostPolicy(default_hosts("127.0.0.1")),
+        sessions=journal_sessions(journal),
     )
+    posorders.restore(state)
 
     def known(order_id: str) -> OrderView:
         found = state.orders.get(order_id)
@@ -136,58 +138,21 @@ def create_app(
         check_csrf(session, request.headers.get(CSRF_HEADER) or (form or {}).get("csrf"))
         return sid, session
 
-    async def mark_paid(v: OrderView, payment_id: str) -> None:
-        try:
-            receipt = await asyncio.to_thread(
-                state.api.payments.verified_receipt, payment_id, v.order
-            )
-        except SafescanError as exc:
-            log.warning("payment %s refused: %s", payment_id, exc.message)
-            v.message = f"a payment notice was refused: {exc.message}"
-            state.publish(v)
-            return
-        v.state, v.receipt, v.message = "PAID", receipt_summary(receipt), ""
-        await asyncio.to_thread(
-            state.journal.update, v.order.order_id, {"state": "PAID", **v.receipt}
-        )
-        state.publish(v)
-
-    async def refresh(v: OrderView) -> None:
-        doc = await asyncio.to_thread(state.api.orders.get, v.order.order_id)
-        if doc.get("payment_id") and v.receipt is None:
-            await mark_paid(v, str(doc["payment_id"]))
-        elif doc.get("state") != v.state and doc.get("state") in ("CLOSED", "EXPIRED"):
-            v.state = str(doc["state"])
-            state.publish(v)
-
-    async def handle(kind: str, data: dict[str, Any]) -> None:
-        v = state.orders.get(str(data.get("order_id")))
-        if v is None:
-            return
-        if kind == "payment.succeeded" and v.receipt is None:
-            await mark_paid(v, str(data.get("payment_id")))
-        elif kind == "refund.succeeded":
-            v.refunded = int(data.get("refunded_amount", v.refunded))
-            v.state = str(data.get("order_state", v.state))
-            state.publish(v)
-        elif kind in ("order.closed", "order.expired") and v.state == "CREATED":
-            v.state = "CLOSED" if kind == "order.closed" else "EXPIRED"
-            state.publish(v)
-
     async def follow_stream() -> None:
         after: int | None = None
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Task[None]] = set()
 
-        async def refresh_open_orders() -> None:
-            for v in list(state.orders.values()):
-                if v.state == "CREATED":
-                    with contextlib.suppress(SafescanError):
-                        await refresh(v)
+        async def catch_up() -> None:
+            # what happened while the stream was down: the institution's newest orders
+            try:
+                await posorders.reconcile(state, pages=1 if state.reconciled_at else 10)
+            except SafescanError as exc:
+                log.warning("reconciling with the institution: %s", exc.message)
 
         def opened() -> None:
             state.stream_up = True
-            task = loop.create_task(refresh_open_orders())
+            task = loop.create_task(catch_up())
             pending.add(task)
             task.add_done_callback(pending.discard)
 
@@ -204,7 +169,10 @@ def create_app(
                     stream = streamer.events(after=after, on_rejected=rejected, on_open=opened)
                     async for event in stream:
                         after = event.seq or after
-                        await handle(event.type, event.data)
+                        try:
+                            await posorders.handle_event(state, event.type, event.data)
+                        except SafescanError as exc:
+                            log.warning("event %s: %s", event.type, exc.message)
                 except SafescanError as exc:
                     log.warning("event stream: %s", exc.message)
                 state.stream_up = False
@@ -226,8 +194,8 @@ def create_app(
         new = await asyncio.to_thread(
             state.api.create_order, items, reference=reference, expires_in=600
         )
-        await asyncio.to_thread(state.journal.add, new)
         v = OrderView(new, secrets.token_urlsafe(24))
+        await asyncio.to_thread(state.journal.add, new, checkout=v.checkout, reference=reference)
         state.orders[new.order_id] = v
         state.checkouts[v.checkout] = new.order_id
         return v
@@ -329,65 +297,25 @@ def create_app(
     async def api_close(request: Request, _sid: str) -> Response:
         v = known(request.path_params["order_id"])
         doc = await asyncio.to_thread(state.api.orders.close, v.order.order_id)
-        v.state = str(doc.get("state", "CLOSED"))
-        state.publish(v)
+        await posorders.apply(state, doc)
         return JSONResponse(v.staff_json(), headers=SECURITY_HEADERS)
 
+    def order_json(order_id: str) -> dict[str, Any]:
+        v = state.orders.get(order_id)
+        return v.staff_json() if v is not None else state.journal.get(order_id) or {}
+
     async def refund_preview(request: Request, sid: str) -> Response:
-        v = known(request.path_params["order_id"])
-        doc = await _json_body(request)
-        if set(doc) - {"amount", "reason"}:
-            raise PosRequestRefused("a refund is {amount, reason}")
-        left = v.staff_json()["refundable"]
-        if v.state not in ("PAID", "PARTIALLY_REFUNDED") or left <= 0:
-            raise PosRequestRefused(f"the order is {v.state}: nothing to refund")
-        amount = left if doc.get("amount") is None else refund_amount(doc["amount"], left=left)
-        reason = refund_reason(doc.get("reason") or None)
-        now = time.monotonic()
-        for key in [k for k, o in state.offers.items() if o.expires < now]:
-            del state.offers[key]
-        confirmation = "rfc_" + secrets.token_urlsafe(18)
-        state.offers[confirmation] = RefundOffer(
-            v.order.order_id, amount, reason, sid, now + REFUND_OFFER_SECONDS
+        user = state.sessions.get(sid).user
+        out = await posorders.preview_refund(
+            state, request.path_params["order_id"], await _json_body(request), sid, user
         )
-        cur = lookup_currency(v.order.currency)
-        out = {
-            "confirmation": confirmation,
-            "order_id": v.order.order_id,
-            "amount": amount,
-            "amount_display": cur.format(amount),
-            "refundable_display": cur.format(left),
-            "paid_display": v.receipt["amount_display"] if v.receipt else "",
-            "reason": reason,
-            "expires_in": REFUND_OFFER_SECONDS,
-        }
         return JSONResponse(out, status_code=201, headers=SECURITY_HEADERS)
 
     async def refund(request: Request, sid: str) -> Response:
-        v = known(request.path_params["order_id"])
+        order_id = request.path_params["order_id"]
         doc = await _json_body(request)
-        token = doc.get("confirmation")
-        offer = state.offers.pop(token, None) if isinstance(token, str) else None
-        if (
-            offer is None
-            or offer.sid != sid
-            or offer.order_id != v.order.order_id
-            or offer.expires < time.monotonic()
-        ):
-            raise PosRequestRefused(
-                "confirm a refund previewed in this session (it lasts two minutes)"
-            )
-        out = await asyncio.to_thread(
-            state.api.refunds.create,
-            v.order.order_id,
-            offer.amount,
-            reason=offer.reason,
-            idempotency_key=token,
-        )
-        v.refunded = int(out.get("refunded_amount", v.refunded))
-        v.state = str(out.get("order_state", v.state))
-        state.publish(v)
-        return JSONResponse(v.staff_json(), status_code=201, headers=SECURITY_HEADERS)
+        await posorders.confirm_refund(state, order_id, doc.get("confirmation"), sid)
+        return JSONResponse(order_json(order_id), status_code=201, headers=SECURITY_HEADERS)
 
     async def staff_qr(request: Request, _sid: str) -> Response:
         return await qr_response(known(request.path_params["order_id"]), request.path_params["fmt"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ class OrderView:
             "qr_px": modules * max(1, 300 // modules),
             **order_summary(self.order),
             "state": self.state,
+            "expires_in": max(0, self.order.expires_at - int(time.time())),
             "receipt": self.receipt,
             "refunded": self.refunded,
             "refunded_display": cur.format(self.refunded) if self.refunded else "",
@@ -101,6 +103,7 @@ class OrderView:
             "items": doc["items"],
             "total_display": doc["total_display"],
             "state": self.state,
+            "expires_in": doc["expires_in"],
             "paid": (
                 {
                     "payment_id": self.receipt["payment_id"],
@@ -124,6 +127,7 @@ class RefundOffer:
     reason: str | None
     sid: str
     expires: float
+    user: str = ""
 
 
 @dataclass
@@ -143,6 +147,7 @@ class PosState:
     listeners: dict[str, set[asyncio.Queue[OrderView]]] = field(default_factory=dict)
     stream_up: bool = False
     rejected_events: int = 0
+    reconciled_at: float = 0.0  # when the institution's order list was last read (Unix time)
 
     def publish(self, view: OrderView) -> None:
         """Tell every page watching the order."""

@@ -8,8 +8,10 @@
 * **Sessions**: staff sign in with a name and password (:mod:`.staff`); the session id lives in
   an ``HttpOnly; SameSite=Strict`` cookie (``Secure`` over HTTPS), is replaced at sign-in (no
   fixation), and ends after 30 idle minutes, 12 hours in all, at sign-out, or when the
-  account is removed. Each session has its own CSRF token, required in ``X-CSRF-Token`` (or
-  the ``csrf`` form field) of every staff request that changes something.
+  account is removed. Sessions live in the POS journal (:class:`JournalSessions`, the id
+  stored only as its SHA-256) so a restart of the POS does not sign the staff out. Each
+  session has its own CSRF token, required in ``X-CSRF-Token`` (or the ``csrf`` form field)
+  of every staff request that changes something.
 * **Throttling**: 5 failed sign-ins for one name or from one address in 15 minutes lock that
   name / address for 15 minutes.
 
@@ -22,6 +24,11 @@ its own refusal type.
 """
 
 from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from safescan.web.guard import (
     SAFE_METHODS,
@@ -39,6 +46,11 @@ from safescan.web.guard import (
     default_hosts,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from safescan.merchant.journal import Journal
+
 __all__ = [
     "ABSOLUTE_SECONDS",
     "CSRF_HEADER",
@@ -48,6 +60,7 @@ __all__ = [
     "CsrfRefused",
     "HostNotAllowed",
     "HostPolicy",
+    "JournalSessions",
     "NotSignedIn",
     "OriginRefused",
     "PosRequestRefused",
@@ -59,6 +72,7 @@ __all__ = [
     "check_csrf",
     "cleared_cookie",
     "default_hosts",
+    "journal_sessions",
     "login_cookie",
     "session_cookie",
     "sign_in_throttle",
@@ -77,6 +91,59 @@ FAILURE_WINDOW = 15 * 60
 def staff_sessions() -> Sessions:
     """The POS's staff sessions: 30 minutes idle, 12 hours at most."""
     return Sessions(idle_seconds=IDLE_SECONDS, absolute_seconds=ABSOLUTE_SECONDS)
+
+
+@dataclass
+class JournalSessions(Sessions):
+    """Staff sessions kept in the POS journal, so they survive a restart of the POS.
+
+    The journal holds each session id's SHA-256 only (a copy of the file opens no session),
+    with its user, CSRF token and times; wall-clock time, since monotonic time restarts."""
+
+    journal: Journal | None = None
+    clock: Callable[[], float] = field(default=time.time)
+
+    def create(self, user: str) -> tuple[str, Session]:
+        """A new session id (never one the client offered), stored."""
+        sid = secrets.token_urlsafe(32)
+        now = self.clock()
+        session = Session(user, secrets.token_urlsafe(32), now, now)
+        assert self.journal is not None
+        self.journal.sessions_purge(now - self.idle_seconds)
+        self.journal.session_put(sid, user, session.csrf, now, now)
+        return sid, session
+
+    def get(self, sid: str | None, still_valid: Callable[[str], bool] | None = None) -> Session:
+        """The live session for ``sid``; :class:`NotSignedIn` if none."""
+        assert self.journal is not None
+        now = self.clock()
+        row = self.journal.session_get(sid) if sid else None
+        if row is None:
+            raise NotSignedIn("sign in first")
+        session = Session(*row)
+        if (
+            now - session.last_seen > self.idle_seconds
+            or now - session.created > self.absolute_seconds
+            or (still_valid is not None and not still_valid(session.user))
+        ):
+            self.journal.session_end(sid or "")
+            raise NotSignedIn("the session has ended: sign in again")
+        if now - session.last_seen > 5:  # one write per few seconds, not per request
+            self.journal.session_seen(sid or "", now)
+        session.last_seen = now
+        return session
+
+    def end(self, sid: str | None) -> None:
+        """Sign out."""
+        if sid and self.journal is not None:
+            self.journal.session_end(sid)
+
+
+def journal_sessions(journal: Journal) -> JournalSessions:
+    """The POS's staff sessions in ``journal``: 30 minutes idle, 12 hours at most."""
+    return JournalSessions(
+        idle_seconds=IDLE_SECONDS, absolute_seconds=ABSOLUTE_SECONDS, journal=journal
+    )
 
 
 def sign_in_throttle() -> Throttle:

@@ -48,5 +48,72 @@ window.safescanOrder = (function () {
     const hint = $("hint"); if (hint) hint.textContent = "Thank you!";
   }
 
-  return {$: $, el: el, showState: showState, showReceipt: showReceipt};
+  // The code's expiry countdown in #expiry, from the server's `expires_in` (seconds left when
+  // it answered: the browser's clock may be wrong); hidden once the order is not waiting.
+  let ticking = null;
+  function countdown(doc) {
+    const box = $("expiry");
+    if (!box) return;
+    if (ticking) { clearInterval(ticking); ticking = null; }
+    if (doc.state !== "CREATED" || typeof doc.expires_in !== "number") {
+      box.classList.add("hidden");
+      return;
+    }
+    const deadline = Date.now() + doc.expires_in * 1000;
+    function tick() {
+      const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      box.dataset.left = String(left);
+      box.textContent = left > 0
+        ? "Code expires in " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0")
+        : "The code has expired";
+      if (left === 0 && ticking) { clearInterval(ticking); ticking = null; }
+    }
+    box.classList.remove("hidden");
+    tick();
+    ticking = setInterval(tick, 1000);
+  }
+
+  // Follow an order's live status at `url` (server-sent events); every message is the whole
+  // order, so a reconnect replays the current state. #live says when the connection is lost
+  // and when it is back; the browser retries, and so do we if it gives up.
+  function watch(url, onDoc) {
+    const banner = $("live");
+    let es = null, retry = null, lost = false, stopped = false;
+    function say(text, state) {
+      if (!banner) return;
+      banner.textContent = text;
+      banner.dataset.state = state;
+      banner.classList.toggle("hidden", !text);
+      banner.classList.toggle("bad", state === "lost");
+    }
+    function open() {
+      if (stopped) return;
+      es = new EventSource(url);
+      es.addEventListener("open", () => {
+        if (lost) {
+          lost = false;
+          say("Live connection restored.", "up");
+          setTimeout(() => { if (!lost) say("", "up"); }, 4000);
+        } else {
+          say("", "up");
+        }
+      });
+      es.addEventListener("order", (ev) => onDoc(JSON.parse(ev.data)));
+      es.addEventListener("error", () => {
+        lost = true;
+        say("Live connection lost: reconnecting…", "lost");
+        if (es.readyState === EventSource.CLOSED) {
+          es.close();
+          retry = setTimeout(open, 2000);
+        }
+      });
+    }
+    open();
+    return {
+      close() { stopped = true; clearTimeout(retry); if (es) es.close(); say("", "closed"); },
+    };
+  }
+
+  return {$: $, el: el, showState: showState, showReceipt: showReceipt, countdown: countdown,
+          watch: watch};
 })();

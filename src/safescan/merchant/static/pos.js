@@ -2,7 +2,7 @@
 (function () {
   const meta = document.querySelector('meta[name="csrf"]');
   const csrf = meta ? meta.content : "";
-  const {$, el, showState, showReceipt} = window.safescanOrder;  // order.js
+  const {$, el, showState, showReceipt, countdown, watch} = window.safescanOrder;  // order.js
   let stream = null;
   let current = null;
 
@@ -21,6 +21,7 @@
   function render(doc) {
     current = doc;
     if (!showState(doc)) return;
+    countdown(doc);
     if (doc.receipt) {
       const rows = [["Amount", doc.receipt.amount_display], ["Payment", doc.receipt.payment_id],
         ["Payer", doc.receipt.payer_pseudonym],
@@ -38,8 +39,7 @@
 
   function follow(doc) {
     if (stream) stream.close();
-    stream = new EventSource(doc.events);
-    stream.addEventListener("order", (ev) => render(JSON.parse(ev.data)));
+    stream = watch(doc.events, render);
   }
 
   // --- counter page ---
@@ -148,6 +148,8 @@
     img.className = "qr"; img.id = "qr"; img.width = doc.qr_px; img.height = doc.qr_px;
     img.alt = "payment code for order " + doc.order_id; img.src = doc.qr_svg;
     wrap.appendChild(img);
+    const expiry = el("p", "", "expiry hidden"); expiry.id = "expiry";
+    expiry.setAttribute("aria-live", "off"); wrap.appendChild(expiry);
     const hint = el("p", "Scan with your safescan wallet. Your key carrier shows who is paid and for what before you approve.", "hint");
     hint.id = "hint"; wrap.appendChild(hint);
     const table = el("table", undefined, "summary"); const body = el("tbody");
@@ -162,6 +164,13 @@
     foot.appendChild(tr); table.appendChild(body); table.appendChild(foot); wrap.appendChild(table);
     const receipt = el("div", undefined, "receipt hidden"); receipt.id = "receipt";
     wrap.appendChild(receipt);
+    const downloads = el("p", "Download the code: ", "downloads");
+    for (const [fmt, url] of [["PNG", doc.qr_png], ["SVG", doc.qr_svg]]) {
+      const d = el("a", fmt, "download"); d.href = url; d.id = "download-" + fmt.toLowerCase();
+      d.setAttribute("download", "safescan-" + doc.order_id + "." + fmt.toLowerCase());
+      downloads.appendChild(d); downloads.appendChild(document.createTextNode(" "));
+    }
+    wrap.appendChild(downloads);
     const info = el("p", "Order " + doc.order_id + " · code " + doc.code_bytes + " bytes · ", "muted small");
     const a = el("a", "customer screen"); a.href = doc.checkout_url; a.target = "_blank";
     a.rel = "noopener noreferrer"; info.appendChild(a);
@@ -170,6 +179,7 @@
     $("order-panel").classList.remove("hidden");
     render(doc);
     follow(doc);
+    img.scrollIntoView({block: "center"});
   }
 
   // --- refunds: amount and reason, review, then confirm (two requests, single-use token) ---

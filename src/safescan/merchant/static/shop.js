@@ -1,9 +1,10 @@
 "use strict";
 (function () {
-  const {$, showState, showReceipt} = window.safescanOrder;  // order.js
+  const {$, showState, showReceipt, countdown, watch} = window.safescanOrder;  // order.js
 
   function render(doc) {
     if (!showState(doc)) return;
+    countdown(doc);
     if (doc.paid) {
       showReceipt("Paid: the institution's signed receipt verified",
         [["Amount", doc.paid.amount_display], ["Payment", doc.paid.payment_id]]);
@@ -14,6 +15,5 @@
   if (!checkout) return;
   const first = JSON.parse(checkout.dataset.order);
   render(first);
-  const stream = new EventSource(first.events);
-  stream.addEventListener("order", (ev) => render(JSON.parse(ev.data)));
+  watch(first.events, render);
 })();
