@@ -102,6 +102,7 @@ def test_the_state_enums_are_the_wire_and_database_strings() -> None:
         "refund.succeeded",
         "order.closed",
         "order.expired",
+        "checkout.session.completed",
     }
     assert {s.value for s in CodeState} == {
         "payable",

@@ -121,6 +121,10 @@ class UnknownPayment(NotFound):
     """No payment by this id for this merchant (another merchant's payment is not visible)."""
 
 
+class UnknownCheckoutSession(NotFound):
+    """No checkout session by this id (for this merchant: another merchant's is not visible)."""
+
+
 class UnknownEvent(NotFound):
     """No event by this id for this merchant."""
 

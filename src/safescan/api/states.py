@@ -46,6 +46,18 @@ class EventType(StrEnum):
     REFUND_SUCCEEDED = "refund.succeeded"
     ORDER_CLOSED = "order.closed"
     ORDER_EXPIRED = "order.expired"
+    CHECKOUT_SESSION_COMPLETED = "checkout.session.completed"
+
+
+@unique
+class CheckoutState(StrEnum):
+    """A checkout session's life (docs/checkout.md): ``open`` until its order is paid
+    (``complete``), expires unpaid (``expired``) or the merchant cancels it (``canceled``)."""
+
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
 
 
 @unique
@@ -72,6 +84,7 @@ class Status(StrEnum):
 __all__ = [
     "PAID_STATES",
     "REFUNDABLE_STATES",
+    "CheckoutState",
     "CodeState",
     "EventType",
     "OrderState",

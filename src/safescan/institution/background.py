@@ -19,11 +19,13 @@ log = logging.getLogger("safescan.institution.background")
 async def maintenance_loop(
     inst: Institution, stop: asyncio.Event, interval: float, beat: Heartbeat
 ) -> None:
-    """Expire unpaid orders and forget old nonces, periodically. No error stops it: it logs,
+    """Expire unpaid orders, settle checkout sessions after their orders and forget old
+    nonces, periodically. No error stops it: it logs,
     and the next round tries again (readiness shows a loop that stopped making rounds)."""
     while not stop.is_set():
         try:
             await asyncio.to_thread(inst.orders.expire)
+            await asyncio.to_thread(inst.checkout.sweep)
             await asyncio.to_thread(inst.access.purge_nonces)
         except SafescanError as exc:
             log.warning("maintenance paused: %s", exc.message)

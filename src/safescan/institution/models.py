@@ -197,6 +197,31 @@ class OrderRow(Base):
     payment_id: Mapped[str | None] = mapped_column(String(40))
 
 
+class CheckoutSession(Base):
+    """A hosted checkout (``safescan.institution.domain.checkout``): one institution-issued
+    order, shown on the institution's checkout page, and where the customer's browser goes
+    after paying (``success_url``) or giving up (``cancel_url``). Its status follows its order:
+    ``open`` -> ``complete`` (paid), ``expired`` or ``canceled``."""
+
+    __tablename__ = "checkout_sessions"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "order_id", name="uq_checkout_sessions_order"),
+        Index("ix_checkout_sessions_status", "status"),
+    )
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), nullable=False)
+    order_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    success_url: Mapped[str] = mapped_column(String(512), nullable=False)
+    cancel_url: Mapped[str] = mapped_column(String(512), nullable=False)
+    code: Mapped[str] = mapped_column(Text, nullable=False)  # the order's code, for the page
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+
+
 class Payment(Base):
     """A successful payment (one per paid order)."""
 

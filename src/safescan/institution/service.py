@@ -16,6 +16,7 @@ from safescan.institution.db import Database
 from safescan.institution.domain.access import Access
 from safescan.institution.domain.carriers import Carriers
 from safescan.institution.domain.certificates import Certificates
+from safescan.institution.domain.checkout import Checkout
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.customers import Customers
 from safescan.institution.domain.merchants import Merchants
@@ -33,7 +34,7 @@ from safescan.institution.webhook_targets import TargetPolicy
 class Institution(Core):
     """The payment institution over one database and one key set: the core plus its domain
     modules (``.merchants``, ``.customers``, ``.carriers``, ``.certificates``, ``.orders``,
-    ``.payments``, ``.refunds``, ``.access``, ``.setup``) and the views the API reads
+    ``.payments``, ``.refunds``, ``.checkout``, ``.access``, ``.setup``) and the views the API reads
     (``.settlement``, ``.event_feed``, ``.accounts``)."""
 
     def __init__(
@@ -65,6 +66,7 @@ class Institution(Core):
         self.orders = Orders(self)
         self.payments = Payments(self, self.carriers)
         self.refunds = Refunds(self)
+        self.checkout = Checkout(self, self.orders, self.merchants)
         # what the API reads: settlement reports, merchants' signed event feed, customer
         # accounts (the administrator's list, the statement a wallet reads)
         self.settlement = Settlement(db)

@@ -10,13 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from safescan.api.encoding import b64e
+from safescan.api.states import CheckoutState
 from safescan.institution.domain.results import (
     CarrierEnrolled,
     CarrierKeyUpdate,
     CarrierStatus,
+    CheckoutSessionView,
     CodeStatus,
     CustomerAccount,
     EnrollmentTokenIssued,
+    HostedCheckout,
     MerchantProfile,
     NewMerchant,
     OrderCreated,
@@ -257,3 +260,46 @@ __all__ = [
     "refund_made",
     "static_code",
 ]
+
+
+def checkout_session(s: CheckoutSessionView, url: str) -> dict[str, Any]:
+    """A checkout session as its merchant sees it; ``url`` is its hosted page."""
+    return {
+        "id": s.id,
+        "object": "checkout.session",
+        "status": s.status,
+        "url": url,
+        "merchant_id": s.merchant_id,
+        "order_id": s.order_id,
+        "items": [i.to_json() for i in s.items],
+        "total": s.total,
+        "currency": s.currency,
+        "reference": s.reference,
+        "success_url": s.success_url,
+        "cancel_url": s.cancel_url,
+        "created_at": s.created_at,
+        "expires_at": s.expires_at,
+        "completed_at": s.completed_at,
+        "payment_id": s.payment_id,
+    }
+
+
+def hosted_checkout(h: HostedCheckout) -> dict[str, Any]:
+    """What the hosted checkout page reads (the code only while the session is open; the
+    merchant's return URLs; never the reference or the payer)."""
+    s = h.session
+    is_open = s.status is CheckoutState.OPEN
+    return {
+        "id": s.id,
+        "status": s.status,
+        "merchant": {"name": h.merchant_name, "city": h.merchant_city},
+        "items": [i.display_json(s.currency) for i in s.items],
+        "currency": h.currency_code,
+        "total": s.total,
+        "total_display": h.total_display,
+        "expires_at": s.expires_at,
+        "now": h.now,
+        "code": s.code if is_open else None,
+        "success_url": s.success_url,
+        "cancel_url": s.cancel_url,
+    }

@@ -11,7 +11,7 @@ from typing import Any
 
 from safescan.api.encoding import b64e
 from safescan.api.errors import error_class
-from safescan.api.states import EventType, OrderState
+from safescan.api.states import CheckoutState, EventType, OrderState
 from safescan.code.envelope import decode_text
 from safescan.code.errors import SafescanError
 from safescan.institution.auditing.context import SKEW, Context, Row, differs, index
@@ -51,13 +51,31 @@ def _payment_view(p: Row, o: Row | None) -> dict[str, Any]:
     }
 
 
+def _checkout_differences(cs: Row, o: Row, data: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """A ``checkout.session.completed`` event against its session and the session's order
+    (complete, paid, by the payment the event names)."""
+    return {
+        "session status": (cs["status"], CheckoutState.COMPLETE),
+        "order paid": (OrderState(o["state"]).is_paid, True),
+        "order_id": (data.get("order_id"), cs["order_id"]),
+        "payment_id": (data.get("payment_id"), o["payment_id"]),
+        "session payment_id": (cs["payment_id"], o["payment_id"]),
+        "amount_total": (data.get("amount_total"), o["total"]),
+        "currency": (data.get("currency"), o["currency"]),
+        "reference": (data.get("reference"), o["reference"]),
+        "completed_at": (data.get("completed_at"), o["paid_at"]),
+    }
+
+
 def check_events(ctx: Context) -> Iterator[str]:
-    """Every event: canonical payload agreeing with its row and with the payment, refund or
-    order it reports; every payment, refund, close and expiry announced exactly once."""
+    """Every event: canonical payload agreeing with its row and with the payment, refund,
+    order or checkout session it reports; every payment, refund, close, expiry and completed
+    checkout session announced exactly once."""
     orders = ctx.by_pk("orders", "pk")
     by_oid = index(ctx.rows("orders"), lambda o: (o["merchant_id"], o["order_id"]))
     payments, refunds = ctx.by_pk("payments", "id"), ctx.by_pk("refunds", "id")
     refund_log = {e.data.get("refund_id"): e for e in ctx.journal.of("refund.create")}
+    sessions = ctx.by_pk("checkout_sessions", "id")
     announced: dict[tuple[str, str], int] = {}
     for ev in ctx.rows("events"):
         what = f"event {ev['seq']} ({ev['id']})"
@@ -120,6 +138,14 @@ def check_events(ctx: Context) -> Iterator[str]:
                 yield f"{what} announces an order that is not {state}"
                 continue
             key = (kind, str(o["pk"]))
+        elif kind == EventType.CHECKOUT_SESSION_COMPLETED:
+            cs = sessions.get(data.get("session_id"))
+            o = by_oid.get((cs["merchant_id"], cs["order_id"])) if cs is not None else None
+            if cs is None or o is None or cs["merchant_id"] != ev["merchant_id"]:
+                yield f"{what} announces checkout session {data.get('session_id')}, unknown"
+                continue
+            yield from differs(what, _checkout_differences(cs, o, data))
+            key = ("checkout", cs["id"])
         elif kind == "institution.reconciled":
             floors = {e.data.get("event_seq"): e for e in ctx.journal.of("institution.reconcile")}
             e = floors.get(ev["seq"])
@@ -142,6 +168,11 @@ def check_events(ctx: Context) -> Iterator[str]:
         (EventType.ORDER_EXPIRED, str(o["pk"]))
         for o in ctx.rows("orders")
         if o["state"] == OrderState.EXPIRED
+    ]
+    expected += [
+        ("checkout", str(cs["id"]))
+        for cs in ctx.rows("checkout_sessions")
+        if cs["status"] == CheckoutState.COMPLETE
     ]
     for key in expected:
         if announced.get(key, 0) != 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -105,9 +106,11 @@ class Orders:
         expires_in: int,
         reference: str | None,
         idempotency_key: str | None,
+        also: Callable[[Connection, OrderCreated], None] | None = None,
     ) -> OrderCreated | Stored:
         """Precreate an order and seal its dynamic code (institution-signed); a retry with the
-        same ``idempotency_key`` gets the first answer (:class:`Stored`)."""
+        same ``idempotency_key`` gets the first answer (:class:`Stored`). ``also`` runs in the
+        order's transaction (a checkout session records itself with its order)."""
         items = guards.items(items)
         reference = guards.optional_text(reference, param="reference")
         try:
@@ -188,6 +191,8 @@ class Orders:
                     "items_sha256": hashlib.sha256(items_json.encode()).hexdigest(),
                 },
             )
+            if also is not None:
+                also(conn, created)
             return created
 
         return idempotency.execute(self.core.db, req, now, tx, answer=answer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safescan.api.states import CodeState, OrderState, Status
+from safescan.api.states import CheckoutState, CodeState, OrderState, Status
 from safescan.code.payment import LineItem
 
 # --- merchants ---------------------------------------------------------------------------------
@@ -269,15 +269,55 @@ class PublicKeys:
     epoch: int
 
 
+# --- checkout sessions (domain.checkout) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSessionView:
+    """A checkout session as its merchant sees it (``code``: the order's code text)."""
+
+    id: str
+    merchant_id: str
+    order_id: str
+    status: CheckoutState
+    order_state: OrderState
+    currency: int
+    total: int
+    items: tuple[LineItem, ...]
+    reference: str | None
+    success_url: str
+    cancel_url: str
+    created_at: int
+    expires_at: int
+    completed_at: int | None
+    payment_id: str | None
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostedCheckout:
+    """What the hosted checkout page shows a customer: the merchant's public name, the lines,
+    the total, and the code while the session is open (never the reference or ids of others)."""
+
+    session: CheckoutSessionView
+    merchant_name: str
+    merchant_city: str
+    currency_code: str
+    total_display: str
+    now: int
+
+
 __all__ = [
     "Balance",
     "CarrierEnrolled",
     "CarrierKeyUpdate",
     "CarrierStatus",
     "CarrierSummary",
+    "CheckoutSessionView",
     "CodeStatus",
     "CustomerAccount",
     "EnrollmentTokenIssued",
+    "HostedCheckout",
     "MerchantProfile",
     "NewMerchant",
     "OrderCreated",

@@ -10,6 +10,7 @@ limit around it all.
         admin.admin_router         Authorization: Bearer (checked for the whole router)
         merchant.merchant_router   signed requests (checked for the whole router)
         webhooks.webhook_routes    the merchant's webhook operations (signed requests)
+        checkout.checkout_router   checkout sessions (signed) and their hosted pages (public)
 
 The app configures nothing in the domain: the institution (and the webhook dispatcher) come
 built, configured by their builder (:mod:`safescan.institution.server`).
@@ -37,6 +38,7 @@ from safescan.institution.health import (
 from safescan.institution.http import errors
 from safescan.institution.http.admin import admin_router
 from safescan.institution.http.asgi import ASGIApp, BodyLimit
+from safescan.institution.http.checkout import checkout_router
 from safescan.institution.http.docs_pages import keep_docs_offline
 from safescan.institution.http.merchant import merchant_router, signed_merchant
 from safescan.institution.http.wallet import fast_pay, wallet_router
@@ -116,6 +118,8 @@ def create_app(
     signed = signed_merchant(inst)
     app.include_router(merchant_router(inst, signed=signed))
     app.include_router(webhook_routes(inst, dispatcher, Annotated[str, signed]))
+    merchant = Annotated[str, signed]
+    app.include_router(checkout_router(inst, merchant, merchant, limiter=limiter))
     keep_docs_offline(app)
     return BodyLimit(
         app,
