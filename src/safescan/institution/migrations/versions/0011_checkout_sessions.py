@@ -6,7 +6,7 @@
   page shows), its times and, once complete, the payment.
 
 Revision ID: checkout_sessions
-Revises: event_request_id
+Revises: webhook_resend_request_id
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "checkout_sessions"
-down_revision = "event_request_id"
+down_revision = "webhook_resend_request_id"
 branch_labels = None
 depends_on = None
 
