@@ -69,11 +69,30 @@ class ReplayedRequest(Unauthenticated):
     code = "replayed_request"
 
 
+class InvalidApiKey(Unauthenticated):
+    """The Bearer API key is malformed, unknown, wrong, expired or revoked (HTTP 401)."""
+
+    code = "invalid_api_key"
+
+
+class ApiKeyInUrl(Unauthenticated):
+    """An API key was sent in the URL (query string), where logs and histories keep it:
+    refused; keys go in ``Authorization: Bearer``."""
+
+    code = "api_key_in_url"
+
+
 class Forbidden(InstitutionError):
     """The caller may not do this (e.g. a revoked merchant, another merchant's order)."""
 
     code = "forbidden"
     status = 403
+
+
+class InsufficientScope(Forbidden):
+    """The API key is valid but lacks the scope this call needs (``param`` names it)."""
+
+    code = "insufficient_scope"
 
 
 class AttestationRefused(Forbidden):
@@ -127,6 +146,10 @@ class UnknownCheckoutSession(NotFound):
 
 class UnknownEvent(NotFound):
     """No event by this id for this merchant."""
+
+
+class UnknownApiKey(NotFound):
+    """No API key by this id for this merchant (another merchant's key is not visible)."""
 
 
 class UnknownManufacturerKey(NotFound):

@@ -4,7 +4,8 @@ request body by hand (tests/test_layers.py checks it).
 
 * :class:`AdminClient` (bearer token): ``customers``, ``enrollment_tokens``, ``merchants``,
   ``carriers``, ``settlements``;
-* :class:`MerchantClient` (signed requests): ``orders``, ``refunds``, ``payments``,
+* :class:`MerchantClient` (a :class:`SecretKey`, Bearer with scopes, or signed requests):
+  ``api_keys``, ``orders``, ``refunds``, ``payments``,
   ``certificates``, ``events``, ``webhook``;
 * :class:`WalletClient`: ``payments``, ``codes``, ``carriers``, ``account``;
 * each also has the public ``keys`` and ``revocations``.
@@ -18,6 +19,7 @@ See docs/apps.md, "The API client".
 from __future__ import annotations
 
 from safescan.client.admin import AdminClient, read_admin_token
+from safescan.client.credentials import SecretKey
 from safescan.client.errors import (
     InstitutionProtocolError,
     InstitutionUnreachable,
@@ -41,6 +43,7 @@ __all__ = [
     "ReceiptMismatch",
     "RemoteError",
     "RequestNotProcessed",
+    "SecretKey",
     "WalletClient",
     "read_admin_token",
 ]

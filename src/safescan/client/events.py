@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from safescan.api.events import verify_event
-from safescan.api.merchant_auth import sign_request
+from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import (
     InstitutionProtocolError,
     InstitutionUnreachable,
@@ -24,7 +24,6 @@ from safescan.client.errors import (
 from safescan.client.http import InstitutionHttp, async_client
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.code.keys import SigningKey
 
 EVENTS_PATH = "/v1/merchant/events"
 
@@ -159,7 +158,7 @@ class AsyncEventStream:
     manager (it holds the connection pool), then iterate :meth:`events` again after a drop."""
 
     def __init__(
-        self, base_url: str, merchant_id: str, api_key: SigningKey, trust: TrustStore
+        self, base_url: str, merchant_id: str, api_key: MerchantCredential, trust: TrustStore
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.merchant_id, self.api_key, self.trust = merchant_id, api_key, trust
@@ -185,7 +184,7 @@ class AsyncEventStream:
         if self._client is None:
             raise InstitutionProtocolError("the event stream is not open")
         path = events_path(after)
-        headers = sign_request(self.api_key, self.merchant_id, "GET", path)
+        headers = auth_headers(self.api_key, self.merchant_id, "GET", path)
         headers["Accept"] = "text/event-stream"
         parser = SseParser()
         try:

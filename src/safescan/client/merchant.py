@@ -1,7 +1,8 @@
-"""The institution's merchant API: every request signed with the merchant's API key
-(:func:`safescan.api.merchant_auth.sign_request`). One service per resource:
+"""The institution's merchant API: every request authenticated with a secret API key
+(:class:`~safescan.client.credentials.SecretKey`, Bearer) or signed with the merchant's signing
+key (:func:`safescan.api.merchant_auth.sign_request`). One service per resource:
 
-    api = MerchantClient(url, merchant_id, api_key, trust)
+    api = MerchantClient(url, merchant_id, SecretKey("sk_live_..."), trust)  # or a SigningKey
     order = api.orders.create([LineItem("Tea", 1, 250)], currency="EUR")
     api.orders.get(order.order_id)["state"]          # "CREATED", "PAID", ...
     api.refunds.create(order.order_id, amount=100)   # rides through a failover
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +24,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from safescan.api.errors import InvalidRequest
-from safescan.api.merchant_auth import sign_request
 from safescan.api.standard_webhooks import ID_PATTERN
+from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
 from safescan.client.events import EventStream
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
@@ -35,7 +37,6 @@ from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import decode_text
-from safescan.code.keys import SigningKey
 from safescan.code.payment import LineItem
 
 _ORDERS = "/v1/merchant/orders"
@@ -72,7 +73,7 @@ class _Signed:
         self,
         http: InstitutionHttp,
         merchant_id: str,
-        api_key: SigningKey,
+        api_key: MerchantCredential,
         *,
         tries: int | None,
         lookups: int,
@@ -85,7 +86,7 @@ class _Signed:
         self, method: str, path: str, body: bytes = b"", *, idempotency_key: str | None = None
     ) -> dict[str, str]:
         """Authentication headers for one request (the Idempotency-Key signed among them)."""
-        return sign_request(
+        return auth_headers(
             self.key, self.merchant_id, method, path, body, idempotency_key=idempotency_key
         )
 
@@ -322,6 +323,46 @@ class WebhookService:
         return self._s.call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend")
 
 
+class ApiKeyService:
+    """``/v1/merchant/api-keys``: the merchant's secret API keys (signed requests only:
+    ``safescan pos apikey ...``). A new key is in the creation or rotation answer only."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(
+        self, scopes: Sequence[str], *, name: str | None = None, expires_in: int | None = None
+    ) -> JsonDoc:
+        """A new key with ``scopes`` (``key``: the secret, shown this once)."""
+        payload: dict[str, Any] = {"scopes": list(scopes)}
+        if name is not None:
+            payload["name"] = name
+        if expires_in is not None:
+            payload["expires_in"] = expires_in
+        return self._s.call("POST", "/v1/merchant/api-keys", payload)
+
+    def list(self) -> JsonDoc:
+        """The keys (``api_keys``): prefix, scopes, state, dates, last use; never a secret."""
+        return self._s.call("GET", "/v1/merchant/api-keys")
+
+    def rotate(self, key_id: str, grace_seconds: int) -> JsonDoc:
+        """A replacement key (``key``, shown once); the old one works ``grace_seconds`` more."""
+        payload = {"grace_seconds": grace_seconds}
+        return self._s.call("POST", f"/v1/merchant/api-keys/{_key_id(key_id)}/rotate", payload)
+
+    def revoke(self, key_id: str) -> JsonDoc:
+        """Revoke a key now."""
+        return self._s.call("POST", f"/v1/merchant/api-keys/{_key_id(key_id)}/revoke")
+
+
+def _key_id(text: str) -> str:
+    """A key id (or a key's ``sk_live_<id>`` prefix), or InvalidRequest."""
+    key_id = text.removeprefix("sk_live_")
+    if not re.fullmatch(r"[a-km-z2-9]{16}", key_id):
+        raise InvalidRequest(f"not an API key id: {text!r}", param="key_id")
+    return key_id
+
+
 class EventService:
     """``/v1/merchant/events``: the live, verified event stream."""
 
@@ -348,13 +389,15 @@ class EventService:
 
 
 class MerchantClient(ApiClient):
-    """Signed calls to the institution's merchant API, for one merchant."""
+    """Calls to the institution's merchant API for one merchant, authenticated by
+    ``api_key``: a :class:`~safescan.client.credentials.SecretKey` (Bearer, its scopes) or the
+    merchant's :class:`~safescan.code.keys.SigningKey` (signed requests, every scope)."""
 
     def __init__(
         self,
         base_url: str,
         merchant_id: str,
-        api_key: SigningKey,
+        api_key: MerchantCredential,
         trust: TrustStore,
         *,
         timeout: float = DEFAULT_TIMEOUT,
@@ -380,6 +423,7 @@ class MerchantClient(ApiClient):
         self.certificates = CertificateService(self._signed)
         self.events = EventService(self._signed, trust)
         self.webhook = WebhookService(self._signed)
+        self.api_keys = ApiKeyService(self._signed)
         self.keys = KeyService(self.http)
         self.revocations = RevocationService(self.http)
 

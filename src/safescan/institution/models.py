@@ -82,6 +82,26 @@ class MerchantRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class MerchantApiKey(Base):
+    """A merchant's secret API key (``Authorization: Bearer sk_live_<id>_<secret>``): only its
+    keyed hash is stored (HMAC-SHA256 under the institution secret, see
+    :mod:`safescan.institution.domain.api_keys`); the key itself is shown once."""
+
+    __tablename__ = "merchant_api_keys"
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)  # the public key id
+    merchant_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("merchants.id"), nullable=False, index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(64))
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[str] = mapped_column(String(512), nullable=False)  # space-separated
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger)
+    replaced_by: Mapped[str | None] = mapped_column(String(24))  # the key a rotation made
+
+
 class CertificateRow(Base):
     """Every certificate the institution issued; ``serial`` is the certificate serial."""
 

@@ -36,3 +36,13 @@ class RateLimiter:
             self._buckets[key] = (tokens - 1.0, now)
             if len(self._buckets) > 100_000:  # bound memory: forget idle merchants
                 self._buckets.clear()
+
+    def blocked(self, key: str) -> bool:
+        """Whether ``key``'s bucket is empty now (takes nothing): a caller that spends tokens
+        only on failures checks this before trying (see :mod:`.http.auth`)."""
+        if self.rate <= 0:
+            return False
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            return min(self.burst, tokens + (now - last) * self.rate) < 1.0

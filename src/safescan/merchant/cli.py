@@ -8,6 +8,7 @@
     safescan pos refund ORDER [--amount 350] [--idempotency-key K]
     safescan pos serve [--port 8090]
     safescan pos webhook set URL | show | test | deliveries | resend EVENT | rotate
+    safescan pos apikey create --scope orders:write ... | list | rotate KEY | revoke KEY
 
 The configuration (institution URL, merchant id, API key, pinned institution keys) is read
 from ``--config``, else ``$SAFESCAN_POS_CONFIG``, else ``~/.config/safescan/pos.json``.
@@ -43,6 +44,7 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+from safescan.merchant.cli_apikey import apikey_app
 from safescan.merchant.cli_webhook import webhook_app
 from safescan.merchant.client import (
     MerchantApi,
@@ -549,6 +551,7 @@ def serve(
 staff_app = typer.Typer(help="Staff accounts of the web POS.", no_args_is_help=True)
 merchant_app.add_typer(staff_app, name="staff")
 merchant_app.add_typer(webhook_app, name="webhook")  # safescan.merchant.cli_webhook
+merchant_app.add_typer(apikey_app, name="apikey")  # safescan.merchant.cli_apikey
 
 
 def _staff_store(config: Path | None) -> StaffStore:

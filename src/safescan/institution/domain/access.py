@@ -1,5 +1,6 @@
 """Who may call: administrator bearer tokens, merchant request signatures (with their
-single-use nonces and per-merchant rate buckets)."""
+single-use nonces) and merchant secret API keys (:mod:`.api_keys`), both drawing on the
+merchant's rate bucket."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from safescan.api.errors import Forbidden, RateLimited, ReplayedRequest, Unauthe
 from safescan.api.states import Status
 from safescan.code.keys import VerifyKey
 from safescan.institution import nonces, sql
+from safescan.institution.domain.api_keys import ApiKeys, KeyCaller
 from safescan.institution.domain.core import Core
 from safescan.institution.models import AdminToken, MerchantRow
 
@@ -21,6 +23,7 @@ class Access:
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.api_keys = ApiKeys(core)
 
     def check_admin(self, token: str | None) -> None:
         """Accept a valid administrator bearer token; raise :class:`Unauthenticated` otherwise."""
@@ -56,21 +59,11 @@ class Access:
         if row.status != Status.ACTIVE:
             raise Forbidden("this merchant has been revoked")
 
-        rate, burst = self.core.merchant_rate
-        now_ms = int(self.core.clock() * 1000)
-
         def tx(conn: Connection) -> tuple[bool, bool]:
             fresh = nonces.record(conn, self.core.elapsed, mid, nonce, int(ts), now)
-            if not fresh or rate <= 0:
-                return fresh, True
-            bucket = {
-                "mid": mid,
-                "now_ms": now_ms,
-                "rate_milli": max(1, round(rate * 1000)),
-                "burst_milli": max(1000, round(burst * 1000)),
-            }
-            sql.run(conn, sql.RATE_BUCKET_CREATE, bucket)
-            return True, sql.run(conn, sql.TAKE_TOKEN, bucket).rowcount == 1
+            if not fresh:
+                return False, True
+            return True, self._take_token(conn, mid)
 
         # the nonce is recorded even when the request is then refused for its rate: a
         # refused request can never be replayed into an accepted one
@@ -78,10 +71,41 @@ class Access:
         if not fresh:
             raise ReplayedRequest("this request nonce was already used (replay)")
         if not within_rate:
-            raise RateLimited(
-                f"more than {rate:g} requests per second for this merchant; slow down"
-            )
+            self._slow_down()
         return mid
+
+    def authenticate_key(self, key: str) -> KeyCaller:
+        """Verify a merchant's secret API key (:meth:`.ApiKeys.verify`), take a token from the
+        merchant's rate bucket (the same one signed requests use) and note the key's use."""
+        caller = self.api_keys.verify(key)
+        now = self.core.now()
+
+        def tx(conn: Connection) -> bool:
+            ApiKeys.note_use(conn, caller.key_id, now)
+            return self._take_token(conn, caller.merchant_id)
+
+        if not self.core.db.write(tx):
+            self._slow_down()
+        return caller
+
+    def _take_token(self, conn: Connection, mid: str) -> bool:
+        """One token from ``mid``'s request bucket (inside the caller's transaction); False
+        when it is empty."""
+        rate, burst = self.core.merchant_rate
+        if rate <= 0:
+            return True
+        bucket = {
+            "mid": mid,
+            "now_ms": int(self.core.clock() * 1000),
+            "rate_milli": max(1, round(rate * 1000)),
+            "burst_milli": max(1000, round(burst * 1000)),
+        }
+        sql.run(conn, sql.RATE_BUCKET_CREATE, bucket)
+        return bool(sql.run(conn, sql.TAKE_TOKEN, bucket).rowcount == 1)
+
+    def _slow_down(self) -> None:
+        rate = self.core.merchant_rate[0]
+        raise RateLimited(f"more than {rate:g} requests per second for this merchant; slow down")
 
     def purge_nonces(self) -> int:
         """Forget nonces kept for the whole replay window on the elapsed clock (never on the

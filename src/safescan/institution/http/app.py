@@ -8,9 +8,10 @@ limit around it all.
         health routes              /health, /ready
         wallet.wallet_router       public + wallet (no credentials)
         admin.admin_router         Authorization: Bearer (checked for the whole router)
-        merchant.merchant_router   signed requests (checked for the whole router)
-        webhooks.webhook_routes    the merchant's webhook operations (signed requests)
-        checkout.checkout_router   checkout sessions (signed) and their hosted pages (public)
+        merchant.merchant_router   API key (Bearer, scopes) or signed request (auth.MerchantAuth)
+        webhooks.webhook_routes    the merchant's webhook operations (same)
+        api_keys.*_key_router      API key management (signed requests; administrator)
+        checkout.checkout_router   checkout sessions (API key or signed) and their hosted pages
 
 The app configures nothing in the domain: the institution (and the webhook dispatcher) come
 built, configured by their builder (:mod:`safescan.institution.server`).
@@ -36,11 +37,13 @@ from safescan.institution.health import (
     writer_check,
 )
 from safescan.institution.http import errors
-from safescan.institution.http.admin import admin_router
+from safescan.institution.http.admin import admin_router, bearer_token
+from safescan.institution.http.api_keys import admin_key_router, merchant_key_router
 from safescan.institution.http.asgi import ASGIApp, BodyLimit
+from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.http.checkout import checkout_router
 from safescan.institution.http.docs_pages import keep_docs_offline
-from safescan.institution.http.merchant import merchant_router, signed_merchant
+from safescan.institution.http.merchant import merchant_router
 from safescan.institution.http.wallet import fast_pay, wallet_router
 from safescan.institution.http.webhooks import webhook_routes
 from safescan.institution.netguard import Limits, connection_status
@@ -56,6 +59,7 @@ def create_app(
     *,
     dispatcher: WebhookDispatcher | None = None,
     public_limiter: RateLimiter | None = None,
+    merchant_auth: MerchantAuth | None = None,
     background: bool = True,
     maintenance_interval: float = 5.0,
 ) -> ASGIApp:
@@ -63,7 +67,8 @@ def create_app(
 
     With ``background``, runs the maintenance task and, when the institution records webhooks,
     ``dispatcher``. ``public_limiter`` limits the public endpoints per client address (default
-    :data:`PUBLIC_RATE`)."""
+    :data:`PUBLIC_RATE`); ``merchant_auth`` authenticates merchant routes (default: its
+    limits of wrong API keys, :data:`.auth.FAILED_KEY_RATE`)."""
     preload()  # what requests would load on first use: none opens a file for it
     limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
     if not (background and inst.webhooks_enabled):
@@ -115,11 +120,19 @@ def create_app(
     add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state, keys=inst.keys)
     app.include_router(wallet_router(inst, limiter=limiter))
     app.include_router(admin_router(inst, dispatcher=dispatcher))
-    signed = signed_merchant(inst)
-    app.include_router(merchant_router(inst, signed=signed))
-    app.include_router(webhook_routes(inst, dispatcher, Annotated[str, signed]))
-    merchant = Annotated[str, signed]
-    app.include_router(checkout_router(inst, merchant, merchant, limiter=limiter))
+    app.include_router(admin_key_router(inst, bearer_token(inst)))
+    auth = merchant_auth or MerchantAuth(inst)
+    app.include_router(merchant_router(inst, auth=auth))
+    app.include_router(webhook_routes(inst, dispatcher, auth))
+    app.include_router(merchant_key_router(inst, auth))
+    app.include_router(
+        checkout_router(
+            inst,
+            Annotated[str, auth.scope("checkout:read")],
+            Annotated[str, auth.scope("checkout:write")],
+            limiter=limiter,
+        )
+    )
     keep_docs_offline(app)
     return BodyLimit(
         app,

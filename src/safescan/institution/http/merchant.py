@@ -1,12 +1,13 @@
-"""The merchant terminal's routes (``/v1/merchant/...``): every request signed
-(:mod:`safescan.api.merchant_auth`), checked once for the whole router (:func:`signed_merchant`)."""
+"""The merchant's routes (``/v1/merchant/...``): every request authenticated once for the whole
+router (an API key or a signed request, :class:`.auth.MerchantAuth`); each route names the scope
+it needs (:data:`safescan.api.api_keys.SCOPES`)."""
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
 
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
@@ -14,7 +15,7 @@ from safescan.api.encoding import b64e
 from safescan.api.fields import Amount, LongText, Name, Quantity, ShortText
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import outcomes, wire
-from safescan.institution.http.asgi import BODY_KEY
+from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.http.common import (
     CodeText,
     CurrencyCode,
@@ -87,32 +88,23 @@ class RefundCreate(Strict):
     reason: LongText | None = None
 
 
-def signed_merchant(inst: Institution) -> Any:
-    """The dependency that authenticates a merchant's signed request and yields the merchant
-    id; a route takes it as ``mid: Annotated[str, signed]``. FastAPI runs it once per request
-    however many times the route and its router name it (the nonce is spent once)."""
-
-    def merchant(request: Request) -> str:
-        scope = request.scope
-        path = scope["path"]
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        return inst.access.authenticate_merchant(
-            request.method, path, request.headers, scope.get(BODY_KEY, b"")
-        )
-
-    return Depends(merchant)
-
-
-def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
-    """The merchant's routes over ``inst``; ``signed`` is :func:`signed_merchant`'s dependency,
-    required by the whole router."""
-    MerchantId = Annotated[str, signed]  # noqa: N806 - a type alias
-    router = APIRouter(tags=["merchant"], dependencies=[signed])
+def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
+    """The merchant's routes over ``inst``; ``auth`` authenticates the whole router (an API
+    key or a signed request) and each route names the scope it needs."""
+    router = APIRouter(tags=["merchant"], dependencies=[auth.caller])
+    # the merchant id, for a caller with the scope (type aliases)
+    OrdersRead = Annotated[str, auth.scope("orders:read")]  # noqa: N806
+    OrdersWrite = Annotated[str, auth.scope("orders:write")]  # noqa: N806
+    AccountRead = Annotated[str, auth.scope("account:read")]  # noqa: N806
+    WebhooksWrite = Annotated[str, auth.scope("webhooks:write")]  # noqa: N806
+    CertificatesWrite = Annotated[str, auth.scope("certificates:write")]  # noqa: N806
+    RefundsWrite = Annotated[str, auth.scope("refunds:write")]  # noqa: N806
+    SettlementRead = Annotated[str, auth.scope("settlement:read")]  # noqa: N806
+    EventsRead = Annotated[str, auth.scope("events:read")]  # noqa: N806
 
     @router.get("/v1/merchant/orders")
     def list_orders(
-        mid: MerchantId,
+        mid: OrdersRead,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
     ) -> dict[str, Any]:
@@ -120,17 +112,17 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
         return wire.order_page(inst.orders.page(mid, limit=limit, after=after))
 
     @router.get("/v1/merchant")
-    def me(mid: MerchantId) -> dict[str, Any]:
+    def me(mid: AccountRead) -> dict[str, Any]:
         """The calling merchant's profile."""
         return wire.merchant(inst.merchants.get(mid))
 
     @router.put("/v1/merchant/webhook")
-    def set_webhook(body: WebhookSet, mid: MerchantId) -> dict[str, Any]:
+    def set_webhook(body: WebhookSet, mid: WebhooksWrite) -> dict[str, Any]:
         """Set or clear the webhook URL."""
         return wire.merchant(inst.merchants.set_webhook(mid, body.url))
 
     @router.post("/v1/merchant/certificates", status_code=201)
-    def certify(body: CertifyKey, mid: MerchantId) -> dict[str, Any]:
+    def certify(body: CertifyKey, mid: CertificatesWrite) -> dict[str, Any]:
         """Certify a code-signing key (for merchant-signed codes)."""
         cert = inst.merchants.certify_key(
             mid, key32(body.public_key, param="public_key"), body.valid_days
@@ -143,7 +135,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
 
     @router.post("/v1/merchant/orders", status_code=201)
     def create_order(
-        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+        body: OrderCreate, mid: OrdersWrite, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
         """Precreate an order; returns the sealed dynamic code to show as a QR code."""
         made = inst.orders.create(
@@ -158,7 +150,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
 
     @router.post("/v1/merchant/orders/lookup")
     def order_lookup(
-        body: OrderCreate, mid: MerchantId, idempotency_key: IdempotencyKey = None
+        body: OrderCreate, mid: OrdersWrite, idempotency_key: IdempotencyKey = None
     ) -> dict[str, Any]:
         """What an order creation whose answer was lost did (same body, same key); settles it."""
         return outcomes.lookup_order(
@@ -172,13 +164,13 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
         )
 
     @router.get("/v1/merchant/orders/{order_id}")
-    def get_order(order_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
+    def get_order(order_id: ObjectId, mid: OrdersRead) -> dict[str, Any]:
         """Query an order."""
         return wire.order(inst.orders.get(mid, order_id))
 
     @router.post("/v1/merchant/orders/{order_id}/close")
     def close_order(
-        order_id: ObjectId, mid: MerchantId, body: OrderClose | None = None
+        order_id: ObjectId, mid: OrdersWrite, body: OrderClose | None = None
     ) -> dict[str, Any]:
         """Close an unpaid order (with ``code``: withdraw a code the terminal sealed itself)."""
         return wire.order(inst.orders.close(mid, order_id, body.code if body is not None else None))
@@ -187,7 +179,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
     def refund_lookup(
         order_id: ObjectId,
         body: RefundCreate,
-        mid: MerchantId,
+        mid: RefundsWrite,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         """What a refund request whose answer was lost did (same body, same key); settles it."""
@@ -199,7 +191,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
     def refund(
         order_id: ObjectId,
         body: RefundCreate,
-        mid: MerchantId,
+        mid: RefundsWrite,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Refund a paid order fully or partly."""
@@ -209,12 +201,12 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
         return created(made, wire.refund_made)
 
     @router.get("/v1/merchant/payments/{payment_id}")
-    def get_payment(payment_id: ObjectId, mid: MerchantId) -> dict[str, Any]:
+    def get_payment(payment_id: ObjectId, mid: OrdersRead) -> dict[str, Any]:
         """A payment (with the payer pseudonym and the signed receipt)."""
         return wire.payment(inst.payments.get(mid, payment_id))
 
     @router.post("/v1/merchant/static-codes", status_code=201)
-    def static_code(body: StaticCodeCreate, mid: MerchantId) -> dict[str, Any]:
+    def static_code(body: StaticCodeCreate, mid: OrdersWrite) -> dict[str, Any]:
         """A sealed static code to print; the customer enters the amount."""
         return wire.static_code(
             inst.orders.static_code(mid, currency_code=body.currency, valid_days=body.valid_days)
@@ -222,7 +214,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
 
     @router.get("/v1/merchant/settlement", response_model=None)
     def merchant_settlement(
-        mid: MerchantId,
+        mid: SettlementRead,
         date: Annotated[str, Query(pattern=Day)],
         format: Annotated[Literal["json", "csv"], Query()] = "json",
     ) -> Response:
@@ -232,7 +224,7 @@ def merchant_router(inst: Institution, *, signed: Any) -> APIRouter:
     @router.get("/v1/merchant/events", response_class=StreamingResponse)
     async def events(
         request: Request,
-        mid: MerchantId,
+        mid: EventsRead,
         after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     ) -> StreamingResponse:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
 from safescan.institution.webhook_log import RETENTION
@@ -29,7 +30,7 @@ class SecretRotation(BaseModel):
 
 
 def webhook_routes(
-    inst: Institution, dispatcher: WebhookDispatcher | None, merchant: Any
+    inst: Institution, dispatcher: WebhookDispatcher | None, auth: MerchantAuth
 ) -> APIRouter:
     """The operations over ``inst`` (the test delivery with ``dispatcher``'s limits, TLS
     context and endpoint secrets), routed."""
@@ -47,35 +48,37 @@ def webhook_routes(
         ssl_context=dispatcher.ssl_context if dispatcher is not None else None,
         retention=dispatcher.retention if dispatcher is not None else RETENTION,
     )
-    return webhook_router(ops, merchant)
+    return webhook_router(ops, auth)
 
 
-def webhook_router(ops: WebhookOps, merchant: Any) -> APIRouter:
-    """The merchant's webhook routes; ``merchant`` is the authenticated-merchant dependency
-    type (it yields the merchant id)."""
-    router = APIRouter(tags=["merchant"])
+def webhook_router(ops: WebhookOps, auth: MerchantAuth) -> APIRouter:
+    """The merchant's webhook routes, authenticated by ``auth`` (reading needs the scope
+    ``webhooks:read``, changing ``webhooks:write``)."""
+    router = APIRouter(tags=["merchant"], dependencies=[auth.caller])
+    Read = Annotated[str, auth.scope("webhooks:read")]  # noqa: N806 - type aliases
+    Write = Annotated[str, auth.scope("webhooks:write")]  # noqa: N806
 
     @router.get("/v1/merchant/webhook")
-    def endpoint(mid: merchant) -> dict[str, Any]:
+    def endpoint(mid: Read) -> dict[str, Any]:
         """The webhook URL, the public key of ``v1a`` signatures (``whpk_``), whether a
         ``v1`` secret exists (its version and dates, never the secret) and the log's
         retention."""
         return ops.endpoint(mid)
 
     @router.post("/v1/merchant/webhook/secret", status_code=201)
-    def rotate(body: SecretRotation, mid: merchant) -> dict[str, Any]:
+    def rotate(body: SecretRotation, mid: Write) -> dict[str, Any]:
         """Create the endpoint's ``whsec_`` secret, or rotate it keeping the previous one
         ``overlap_seconds`` (default 24 h). The secret is in this answer only: store it."""
         return ops.rotate(mid, body.overlap_seconds)
 
     @router.post("/v1/merchant/webhook/test")
-    async def test(mid: merchant) -> dict[str, Any]:
+    async def test(mid: Write) -> dict[str, Any]:
         """Send a signed ``webhook.test`` event to the URL now; the attempt's outcome."""
         return await ops.test(mid)
 
     @router.get("/v1/merchant/webhook/deliveries")
     def deliveries(
-        mid: merchant,
+        mid: Read,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
         event_id: Annotated[
@@ -87,7 +90,7 @@ def webhook_router(ops: WebhookOps, merchant: Any) -> APIRouter:
         return ops.deliveries(mid, limit=limit, before=before, event_id=event_id)
 
     @router.post("/v1/merchant/events/{event_id}/resend")
-    def resend(event_id: EventId, mid: merchant) -> dict[str, Any]:
+    def resend(event_id: EventId, mid: Write) -> dict[str, Any]:
         """Queue one of the merchant's events for delivery again (a pending event is left as
         it is: resending twice queues it once). Another merchant's event: 404."""
         return ops.resend(mid, event_id)
