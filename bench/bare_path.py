@@ -1,7 +1,7 @@
 """Bare-path yardstick for the payment institution (issue 20), and institution / yardstick runs.
 
-    .venv/bin/python bench/bare_path.py [--seconds 20] [--json]             # the yardstick alone
-    .venv/bin/python bench/bare_path.py --alternate 3 [--seconds 20] [--json]
+    .venv/bin/python bench/bare_path.py [--db sqlite|postgresql] [--seconds 20] [--json]
+    .venv/bin/python bench/bare_path.py --alternate 3 [--db sqlite|postgresql] [--seconds 20]
 
 The yardstick is a payment server that does the **same work per payment as the institution's
 ``POST /v1/payments``, nothing more and nothing less**, written as plainly as Python allows:
@@ -19,14 +19,19 @@ no access log) and one process. Per payment it:
 4. checks what ties them together: digest, merchant, order, amount (the items' sum), currency,
    and that the code has not expired;
 5. makes the records: HMAC-SHA256 payer pseudonym, the receipt (CBOR, Ed25519 signature), the
-   outbox event and audit data (canonical JSON);
-6. in one group-committed SQLite transaction (one writer thread; each payment in its own
+   outbox event and audit data (canonical JSON), both carrying a request id as the
+   institution's do (a per-process prefix and a counter, no system call);
+6. SQLite: in one group-committed SQLite transaction (one writer thread; each payment in its own
    SAVEPOINT inside one ``BEGIN IMMEDIATE`` per group, as the institution's GroupCommitter),
    runs the institution's own statements (``safescan.institution.sql``): 1 read (merchant
    status), 6 updates (order CREATED -> PAID, carrier counter, customer debit, merchant credit,
    audit head reserve and hash) and 4 inserts (transfer, payment, event, audit entry with its
    SHA-256 chain hash), through the raw ``sqlite3`` driver; answers 201 only after the commit,
    with the same JSON fields.
+   PostgreSQL: one autocommitted call of the institution's own ``safescan_pay_order``
+   (``sql.PAY_ORDER_CALL``: the same checks, updates and inserts, the audit hash computed in
+   the database, the commit in the same round trip) on one of 4 raw psycopg ``AsyncConnection``s
+   (the institution pays on 4 threads with 4 pooled connections), then answers 201.
 
 It does not do what the institution does beyond that: strict CBOR (re-encoding) checks, the
 body and text rules (names, look-alikes, ranges), idempotency (the load sends no key), rate
@@ -35,7 +40,8 @@ After each run the institution's own audit (``safescan institution audit``) chec
 so the yardstick's ledger and audit chain are verified, not assumed.
 
 ``--alternate N`` runs the institution (bench/institution_load.py's server and settings) and
-the yardstick N times each, alternating, each on a fresh database, under the same load, and
+the yardstick N times each, alternating, each on a fresh database (on PostgreSQL a fresh
+database of one throwaway cluster), under the same load, and
 prints each run's payments/s and the median of the N ratios institution / yardstick (issue 20's
 target: >= 0.9). ``--serve`` is internal (the yardstick server process).
 """
@@ -47,8 +53,10 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import os
+import re
 import secrets
 import sqlite3
 import statistics
@@ -72,7 +80,7 @@ import cbor2  # noqa: E402
 import httpx  # noqa: E402
 from cryptography.hazmat.primitives import hpke  # noqa: E402
 from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db  # noqa: E402
-from tests.institution.pg import free_port  # noqa: E402
+from tests.institution.pg import free_port, start_cluster  # noqa: E402
 
 import institution_load  # noqa: E402
 from safescan.code import cbor  # noqa: E402
@@ -85,6 +93,17 @@ from safescan.institution.keystore import KeyStore  # noqa: E402
 
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 ACTION = "payment.create"  # the institution's PAYMENT_ACTION
+PAY_REFUSALS = frozenset(
+    {
+        sql.PAY_MERCHANT_INACTIVE,
+        sql.PAY_ORDER_UNPAYABLE,
+        sql.PAY_CARRIER_REFUSED,
+        sql.PAY_INSUFFICIENT_FUNDS,
+        sql.PAY_IDEMPOTENCY_TAKEN,
+    }
+)
+_RID_PREFIX = "req_" + secrets.token_hex(6)  # request ids as the institution makes them
+_rid_counter = itertools.count(1)
 
 
 class Refused(Exception):
@@ -120,21 +139,26 @@ class Writer:
                     self.cond.wait()
                 batch, self.pending = self.pending[:128], self.pending[128:]
             c = self.conn
-            c.execute("BEGIN IMMEDIATE")
             done: list[tuple[Future[None], BaseException | None]] = []
-            for p, fut in batch:
-                c.execute("SAVEPOINT bare")
-                try:
-                    self._pay(c, p)
-                except Refused as exc:
-                    c.execute("ROLLBACK TO bare")
-                    done.append((fut, exc))
-                else:
-                    done.append((fut, None))
-                c.execute("RELEASE bare")
-            c.execute("COMMIT")
-            for fut, exc in done:
-                fut.set_exception(exc) if exc else fut.set_result(None)
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                for p, fut in batch:
+                    c.execute("SAVEPOINT bare")
+                    try:
+                        self._pay(c, p)
+                    except Refused as exc:
+                        c.execute("ROLLBACK TO bare")
+                        done.append((fut, exc))
+                    else:
+                        done.append((fut, None))
+                    c.execute("RELEASE bare")
+                c.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - a broken yardstick must fail loudly, not hang
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                done = [(fut, exc) for _, fut in batch]
+            for fut, error in done:
+                fut.set_exception(error) if error else fut.set_result(None)
 
     @staticmethod
     def _pay(c: sqlite3.Connection, p: dict[str, Any]) -> None:
@@ -167,37 +191,81 @@ class Writer:
             c.execute(statement, p)
 
 
+class PgWriter:
+    """PostgreSQL: one autocommitted ``safescan_pay_order`` call per payment, on a small pool of
+    raw psycopg async connections (4, as the institution's pay threads and pooled connections)."""
+
+    CALL = re.sub(r":(\w+)", r"%(\1)s", sql.PAY_ORDER_CALL)
+
+    def __init__(self, url: str, size: int = 4) -> None:
+        self.url, self.size = url.replace("postgresql+psycopg://", "postgresql://"), size
+        self.free: asyncio.Queue[Any] | None = None
+
+    async def pay(self, p: dict[str, Any]) -> None:
+        if self.free is None:  # connected on first use, in the server's event loop
+            import psycopg
+
+            self.free = asyncio.Queue()
+            for _ in range(self.size):
+                self.free.put_nowait(
+                    await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                )
+        conn = await self.free.get()
+        try:
+            await conn.execute(self.CALL, p)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", "") in PAY_REFUSALS:
+                raise Refused(f"refused by safescan_pay_order ({exc.sqlstate})") from None  # type: ignore[attr-defined]
+            raise
+        finally:
+            self.free.put_nowait(conn)
+
+
 class BareApp:
     """The yardstick's ASGI application: ``GET /health`` and ``POST /v1/payments``."""
 
-    def __init__(self, db_path: str, keys_dir: Path) -> None:
+    def __init__(self, db_url: str, keys_dir: Path) -> None:
         keys = KeyStore(keys_dir).load(PASSPHRASE.encode())
+        self.db_url = db_url
+        self.pg = db_url.startswith("postgresql")
         self.scheme = {kid: k.private_key() for kid, k in keys.scheme.keys.items()}
-        with sqlite3.connect(db_path) as c:  # the live scheme-key epochs, read once (#14)
-            live = c.execute(
-                "SELECT epoch, retire_at FROM scheme_epochs WHERE retire_at > ?",
-                (int(time.time()),),
-            ).fetchall()
+        live = self._query(  # the live scheme-key epochs, read once (#14)
+            "SELECT epoch, retire_at FROM scheme_epochs WHERE retire_at > ?", (int(time.time()),)
+        )
         for epoch, retire_at in live:
             key = derive_epoch_key(keys.secret, epoch, retire_at)
             self.scheme[key.kid] = key.private_key()
         self.roots = keys.trust_store().institution_keys
         self.root, self.root_kid, self.secret = keys.root, keys.root_kid, keys.secret
-        self.db_path = db_path
         self.carriers: dict[int, tuple[VerifyKey, str]] = {}
-        self.writer = Writer(db_path)
+        self.writer: Writer | None = None
+        self.pg_writer: PgWriter | None = None
+        if self.pg:
+            self.pg_writer = PgWriter(db_url)
+        else:
+            self.writer = Writer(db_url.removeprefix("sqlite:///"))
+
+    def _query(self, text: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One read outside the payment (set-up, a carrier's key on first use)."""
+        if self.pg:
+            import psycopg
+
+            url = self.db_url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(url) as c:
+                return list(c.execute(text.replace("?", "%s"), params).fetchall())
+        with sqlite3.connect(self.db_url.removeprefix("sqlite:///")) as c:
+            return c.execute(text, params).fetchall()
 
     def carrier(self, serial: int) -> tuple[VerifyKey, str]:
         found = self.carriers.get(serial)
         if found is None:
-            with sqlite3.connect(self.db_path) as c:
-                row = c.execute(
-                    "SELECT signing_public_key, customer_id, status FROM carriers WHERE serial = ?",
-                    (serial,),
-                ).fetchone()
-            if row is None or row[2] != "active":
+            rows = self._query(
+                "SELECT signing_public_key, customer_id, status FROM carriers WHERE serial = ?",
+                (serial,),
+            )
+            if not rows or rows[0][2] != "active":
                 raise Refused("unknown or revoked carrier")
-            found = self.carriers[serial] = (VerifyKey(bytes(row[0])), row[1])
+            found = self.carriers[serial] = (VerifyKey(bytes(rows[0][0])), rows[0][1])
         return found
 
     def prepare(self, body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -228,6 +296,7 @@ class BareApp:
         mac.update(cid.encode())
         pseudonym = "p_" + mac.hexdigest()[:24]
         payment_id = "pay_" + secrets.token_hex(8)
+        rid = f"{_RID_PREFIX}{next(_rid_counter):012x}"
         fields = [1, payment_id, order_id, mid, amount, cur, pseudonym, now, digest, self.root_kid]
         receipt = cbor.dumps([*fields, self.root.sign(RECEIPT_CONTEXT + cbor.dumps(fields))])
         data = {"payment_id": payment_id, "order_id": order_id, "amount": amount}
@@ -237,18 +306,32 @@ class BareApp:
         answer = {"payment_id": payment_id, "status": "succeeded", "merchant_id": mid}
         answer |= {k: data[k] for k in ("order_id", "amount", "currency", "payer_pseudonym")}
         answer |= {"paid_at": now, "receipt": base64.b64encode(receipt).decode()}
+        e_payload = _json({"id": event_id, "type": "payment.succeeded", "created": now,
+                           "merchant_id": mid, "data": data})  # fmt: skip
+        a_data = _json(data | {"customer_id": cid, "counter": a[6], "request_id": rid})
+        a_actor, chain = f"carrier:{a[7]}", audit.chain_for(entity)
+        if self.pg:
+            params = {
+                "mid": mid, "order_id": order_id, "amount": amount, "currency": cur,
+                "digest": digest, "now": now, "payment_id": payment_id, "serial": a[7],
+                "counter": a[6], "cid": cid, "pseudonym": pseudonym, "receipt": receipt,
+                "e_id": event_id, "e_type": "payment.succeeded", "e_payload": e_payload,
+                "e_state": "none", "a_chain": chain, "a_actor": a_actor, "a_action": ACTION,
+                "a_entity": entity, "a_data": a_data,
+                "a_tail": audit.entry_tail(now, a_actor, ACTION, entity, a_data),
+                "i_scope": "", "i_key": None, "i_hash": "", "i_status": 201,
+                "i_response": None, "e_request_id": rid,
+            }  # fmt: skip
+            return params, answer
         params = {
             "mid": mid, "order_id": order_id, "now": now, "amount": amount, "currency": cur,
             "payment_id": payment_id, "digest": digest, "counter": a[6], "serial": a[7],
             "cid": cid, "t_ref": payment_id, "p_id": payment_id, "p_mid": mid, "p_cid": cid,
             "p_serial": a[7], "p_counter": a[6], "p_pseudonym": pseudonym, "p_receipt": receipt,
             "e_id": event_id, "e_mid": mid, "e_type": "payment.succeeded", "e_created": now,
-            "e_payload": _json({"id": event_id, "type": "payment.succeeded", "created": now,
-                                "merchant_id": mid, "data": data}),
-            "e_state": "none", "e_next_ms": now * 1000,
-            "chain": audit.chain_for(entity), "a_chain": audit.chain_for(entity),
-            "a_at": now, "a_actor": f"carrier:{a[7]}", "a_action": ACTION, "a_entity": entity,
-            "a_data": _json(data | {"customer_id": cid, "counter": a[6]}),
+            "e_payload": e_payload, "e_state": "none", "e_next_ms": now * 1000,
+            "e_request_id": rid, "chain": chain, "a_chain": chain, "a_at": now,
+            "a_actor": a_actor, "a_action": ACTION, "a_entity": entity, "a_data": a_data,
         }  # fmt: skip
         return params, answer
 
@@ -270,7 +353,11 @@ class BareApp:
         elif scope["path"] == "/v1/payments" and scope["method"] == "POST":
             try:
                 params, answer = self.prepare(body)
-                await asyncio.wrap_future(self.writer.submit(params))
+                if self.pg_writer is not None:
+                    await self.pg_writer.pay(params)
+                else:
+                    assert self.writer is not None
+                    await asyncio.wrap_future(self.writer.submit(params))
                 status = 201
             except Refused as exc:
                 status, answer = 422, {"error": str(exc)}
@@ -286,8 +373,7 @@ class BareServer:
     def __init__(self, db_url: str, keys: Path) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        path = db_url.removeprefix("sqlite:///")
-        cmd = [sys.executable, __file__, "--serve", path, str(keys), str(self.port)]
+        cmd = [sys.executable, __file__, "--serve", db_url, str(keys), str(self.port)]
         self.proc = subprocess.Popen(cmd, env=env())
         for _ in range(600):
             try:
@@ -300,7 +386,11 @@ class BareServer:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(15)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(15)
 
 
 def _audit_summary(output: str) -> str:
@@ -314,13 +404,17 @@ def _audit_summary(output: str) -> str:
     return f"failing checks {failing}; first findings {findings[:2]}"
 
 
-def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One load run against a fresh SQLite database: ``institution`` or ``bare``."""
+def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[str, Any]:
+    """One load run against a fresh database: ``institution`` or ``bare``."""
     with tempfile.TemporaryDirectory(prefix=f"safescan-{kind}-") as d:
-        db_url, keys = f"sqlite:///{Path(d) / 'bench.db'}", Path(d) / "keys"
+        keys = Path(d) / "keys"
+        if cluster is not None:
+            db_url = cluster.create_database()
+        else:
+            db_url = f"sqlite:///{Path(d) / 'bench.db'}"
         init_db(db_url, keys)
         per_client = int(args.max_rate * args.seconds / args.concurrency) + 1
-        work, _ = institution_load.prepare(
+        work, bound = institution_load.prepare(
             db_url, keys, args.concurrency, per_client, args.merchants
         )
         if kind == "institution":
@@ -328,6 +422,7 @@ def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             server: Any = ServerProcess(db_url, keys, extra=extra).start()
         else:
             server = BareServer(db_url, keys)
+        load0 = os.getloadavg()[0]
         try:
             result = asyncio.run(institution_load.load(server.base_url, work, args.seconds))
         finally:
@@ -341,7 +436,9 @@ def one_run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         result |= {"server": kind, "audit_ok": checked.returncode == 0}
         if checked.returncode != 0:
             result["audit_output"] = _audit_summary(checked.stdout + checked.stderr)
-        result["loadavg"] = os.getloadavg()[0]
+        result["loadavg"] = (load0, os.getloadavg()[0])
+        result["crypto_bound_per_s"] = round(bound, 1)
+        result["ratio_to_crypto_bound"] = round(result["payments_per_s"] / bound, 3)
         return result
 
 
@@ -350,6 +447,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--alternate", type=int, default=0, help="institution/yardstick pairs")
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients")
@@ -367,14 +465,20 @@ def main() -> None:
         return
     keep = ("payments_per_s", "p50_ms", "p99_ms", "p99_worst_second_ms", "errors")
     runs: list[dict[str, Any]] = []
-    if args.alternate:
-        for _ in range(args.alternate):
-            for kind in ("institution", "bare"):
-                runs.append(one_run(kind, args))
-    else:
-        runs.append(one_run("bare", args))
-    out: dict[str, Any] = {"seconds": args.seconds, "concurrency": args.concurrency}
-    shown = ("server", *keep, "audit_ok", "audit_output", "loadavg")
+    cluster = start_cluster(fsync=True) if args.db == "postgresql" else None
+    try:
+        if args.alternate:
+            for _ in range(args.alternate):
+                for kind in ("institution", "bare"):
+                    runs.append(one_run(kind, args, cluster))
+        else:
+            runs.append(one_run("bare", args, cluster))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    out: dict[str, Any] = {"db": args.db, "seconds": args.seconds, "concurrency": args.concurrency}
+    shown = ("server", *keep, "crypto_bound_per_s", "ratio_to_crypto_bound", "audit_ok")
+    shown += ("audit_output", "loadavg")
     out["runs"] = [{k: r[k] for k in shown if k in r} for r in runs]
     if args.alternate:
         inst = [r["payments_per_s"] for r in runs if r["server"] == "institution"]
@@ -388,7 +492,9 @@ def main() -> None:
         print(
             f"{r['server']:>11}: {r['payments_per_s']:8.1f} payments/s, p99 {r['p99_ms']} ms"
             f" (worst second {r['p99_worst_second_ms']} ms), errors {r['errors']},"
-            f" audit {'passed' if r['audit_ok'] else 'FAILED'}, load {r['loadavg']:.1f}"
+            f" crypto bound {r['crypto_bound_per_s']}/s (ratio {r['ratio_to_crypto_bound']}),"
+            f" audit {'passed' if r['audit_ok'] else 'FAILED'},"
+            f" load {r['loadavg'][0]:.1f} -> {r['loadavg'][1]:.1f}"
         )
         if "audit_output" in r:
             print(r["audit_output"])

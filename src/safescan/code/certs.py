@@ -16,6 +16,7 @@ Version-1 merchant certificates still parse but no longer verify as merchant cer
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
@@ -354,11 +355,34 @@ class TrustStore:
         self.crl_sequence = crl.sequence
 
 
+# Signatures already verified: SHA-256 of (issuer public key, signature, signed bytes). Ed25519
+# verification is deterministic, so a hit means these exact bytes verified under this exact
+# key; anything else (another key, a changed byte, another signature) misses and is verified.
+# Only the signature is remembered: role, validity period and revocation are checked every time.
+_VERIFIED: dict[bytes, None] = {}
+_VERIFIED_MAX = 4096  # entries (~130 KB); emptied when full
+
+
+def _verify_signature(key: VerifyKey, cert: Certificate) -> None:
+    tbs = cert.tbs()
+    digest = hashlib.sha256(key.raw + cert.signature + tbs).digest()
+    if digest in _VERIFIED:
+        return
+    key.verify(cert.signature, tbs, what="certificate signature")
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[digest] = None
+
+
 def verify_certificate(cert: Certificate, trust: TrustStore, *, role: Role, now: int) -> None:
-    """Check a certificate offline: issuer, signature, role, validity period, revocation."""
+    """Check a certificate offline: issuer, signature, role, validity period, revocation.
+
+    A signature that verified once under the same issuer key is not verified again
+    (remembered by a digest of key, signature and signed bytes); every other check runs on
+    every call."""
     key = trust.institution_key(cert.issuer_kid)
     try:
-        key.verify(cert.signature, cert.tbs(), what="certificate signature")
+        _verify_signature(key, cert)
     except SignatureInvalid as exc:
         raise CertificateError(f"certificate {cert.serial}: {exc.message}") from None
     if cert.role != role:

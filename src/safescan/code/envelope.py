@@ -107,7 +107,12 @@ class OpenedCode:
     issuer: str  # "institution" or "merchant"
     issuer_kid: int | None
     certificate: Certificate | None
-    warnings: tuple[str, ...]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Look-alike warnings an app shows before asking to pay (computed when asked: a
+        verifier that shows nothing, such as the institution, does not pay for them)."""
+        return tuple(self.code.warnings())
 
 
 def code_digest(binary: bytes) -> bytes:
@@ -223,7 +228,6 @@ def open_code(
         issuer="merchant" if certificate is not None else "institution",
         issuer_kid=issuer_kid,
         certificate=certificate,
-        warnings=tuple(code.warnings()),
     )
 
 

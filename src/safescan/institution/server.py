@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -127,7 +128,18 @@ def build_app(
     )
     collector = metrics.ProcessCollector(inst.db, dispatcher)
     served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
-    return observed(served, access_log=tuning.access_log)
+    observed_app = observed(served, access_log=tuning.access_log)
+    settle_heap()
+    return observed_app
+
+
+def settle_heap() -> None:
+    """After start-up: collect once, then move every object alive now (modules, the app, the
+    keys, SQLAlchemy's tables) out of the garbage collector's sight (``gc.freeze``), so a
+    full collection scans only what requests allocate: without it, each one walked the whole
+    start-up heap and stalled every request in flight (a per-second p99 spike)."""
+    gc.collect()
+    gc.freeze()
 
 
 def app_from_env() -> ASGIApp:
