@@ -8,7 +8,8 @@
 #   - patroni, etcd-server and haproxy (the institution's HA cluster: scripts/cluster.sh and
 #     tests/cluster run their own instances on loopback),
 #   - faketime (libfaketime: the fault tests jump a real server's wall clock),
-#   - softhsm2 (a PKCS#11 token in software: the institution's signing keys in an HSM).
+#   - softhsm2 (a PKCS#11 token in software: the institution's signing keys in an HSM),
+#   - fonts-dejavu-core (the shop's name on the web POS's printable shop-front codes).
 # No system service is left enabled or running: the tests start their own servers.
 # Without root it only reports what is missing; the tests needing a missing part skip with a
 # reason that names it. Idempotent: a second run changes nothing.
@@ -28,6 +29,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ "$(id -u)" != "0" ]]; then

@@ -20,8 +20,26 @@ def _e(value: object) -> str:
     return html_text(value)
 
 
-def layout(*, title: str, body: str, csrf: str, script: str) -> str:
-    """A full page."""
+NAV = (
+    ("counter", "/", "Counter"),
+    ("orders", "/orders", "Orders"),
+    ("settlement", "/settlement", "Settlement"),
+    ("codes", "/codes", "Shop-front codes"),
+)
+
+
+def _nav(current: str) -> str:
+    if not current:
+        return ""
+    links = "".join(
+        f'<a href="{href}"{" aria-current=page" if key == current else ""}>{_e(text)}</a>'
+        for key, href, text in NAV
+    )
+    return f'<nav aria-label="Staff pages">{links}</nav>'
+
+
+def layout(*, title: str, body: str, csrf: str, script: str, nav: str = "") -> str:
+    """A full page (``nav``: the staff page it is, for the staff pages' navigation)."""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -34,7 +52,7 @@ def layout(*, title: str, body: str, csrf: str, script: str) -> str:
 <script src="{_e(script)}" defer></script>
 </head>
 <body>
-<header class="bar"><span class="logo">safe<b>scan</b></span><span class="sub">{_e(title)}</span></header>
+<header class="bar"><span class="logo">safe<b>scan</b></span><span class="sub">{_e(title)}</span>{_nav(nav)}</header>
 <main>
 {body}
 </main>

@@ -50,7 +50,7 @@ from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
-from safescan.merchant import assets, pages, posorders
+from safescan.merchant import assets, backoffice, pages, posorders
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.config import PosConfig
 from safescan.merchant.input import items_from_json
@@ -200,9 +200,13 @@ def create_app(
         state.checkouts[v.checkout] = new.order_id
         return v
 
-    def page(body: str, title: str, script: str, csrf: str = "") -> HTMLResponse:
+    def page(
+        body: str, title: str, script: str, csrf: str = "", nav: str = "", status: int = 200
+    ) -> HTMLResponse:
         return HTMLResponse(
-            pages.layout(title=title, body=body, csrf=csrf, script=script), headers=SECURITY_HEADERS
+            pages.layout(title=title, body=body, csrf=csrf, script=script, nav=nav),
+            status_code=status,
+            headers=SECURITY_HEADERS,
         )
 
     def secure(request: Request) -> bool:
@@ -271,7 +275,7 @@ def create_app(
             user=session.user,
             csrf=session.csrf,
         )
-        return page(body, "safescan POS", "/static/pos.js", session.csrf)
+        return page(body, "safescan POS", "/static/pos.js", session.csrf, nav="counter")
 
     def staff_api(
         handler: Callable[[Request, str], Awaitable[Response]], *, changes: bool
@@ -439,6 +443,7 @@ def create_app(
         Route(checkout + "/state", customer(checkout_state), methods=["GET"]),
         Route(checkout + "/qr.{fmt:str}", customer(checkout_qr), methods=["GET"]),
         Route(checkout + "/events", customer(checkout_events), methods=["GET"]),
+        *backoffice.routes(state, backoffice.StaffKit(page, staff_session, changing)),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
