@@ -41,7 +41,7 @@ from tests.institution.harness import attest
 
 from fuzz._common import main
 from safescan.api.merchant_auth import sign_request
-from safescan.code import Authorization, SigningKey, decode_text
+from safescan.code import Authorization, LineItem, SigningKey, decode_text
 from safescan.institution import wire
 from safescan.institution.db import Database, migrate
 from safescan.institution.http import create_app
@@ -145,7 +145,9 @@ class Api:
 
     def order(self) -> dict[str, Any]:
         """A fresh order of the merchant (its sealed code and id)."""
-        made = self.inst.orders.precreate(self.merchant_id, [([("Coffee", 1, 250)], "EUR")], 3600)
+        made = self.inst.orders.precreate(
+            self.merchant_id, [([LineItem("Coffee", 1, 250)], "EUR")], 3600
+        )
         order: dict[str, Any] = wire.precreated(made[0])
         self.order_id = order["order_id"]
         return order

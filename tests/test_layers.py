@@ -323,6 +323,8 @@ def http_layer_shortcuts(path: Path) -> list[str]:
     """Where a module of the HTTP layer reaches the database itself."""
     tree = ast.parse(path.read_text(), str(path))
     found: list[str] = []
+    disposing: set[int] = set()
+    handed: list[ast.Attribute] = []
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
@@ -336,10 +338,15 @@ def http_layer_shortcuts(path: Path) -> list[str]:
             if node.attr in QUERYING:
                 found.append(f"line {node.lineno}: calls .{node.attr}")
             on_db = isinstance(node.value, ast.Attribute) and node.value.attr == "db"
-            if on_db and node.attr != "dispose":  # closing the pool at shutdown: the app's job
+            if on_db and node.attr == "dispose":  # closing the pool at shutdown: the app's job
+                disposing.add(id(node.value))
+            elif on_db:
                 found.append(f"line {node.lineno}: uses .db.{node.attr}")
+            elif node.attr == "db":  # handing the database to something (``Ops(inst.db)``)
+                handed.append(node)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
             found.append(f"line {node.lineno}: SQL text")
+    found += [f"line {n.lineno}: takes .db" for n in handed if id(n) not in disposing]
     return found
 
 
@@ -366,9 +373,43 @@ def test_the_http_layer_runs_no_sql() -> None:
         "def f(conn):\n    return conn.execute(q)\n",
         "def f(c):\n    return c.exec_driver_sql('x')\n",
         "Q = 'SELECT 1 FROM events'\n",
+        "def f(inst):\n    return WebhookOps(inst.db, inst.keys.root)\n",
+        "def f(inst):\n    db = inst.db\n",
     ],
 )
 def test_the_http_layer_check_finds_each_shortcut(tmp_path: Path, source: str) -> None:
     sneaky = tmp_path / "sneaky.py"
     sneaky.write_text(source)
     assert http_layer_shortcuts(sneaky), source
+
+
+INSTITUTION = SRC / "institution"
+
+
+def test_every_route_is_in_the_http_layer() -> None:
+    """Routes (``fastapi``, ``starlette``) only in ``safescan.institution.http``: health checks,
+    webhook operations and the rest are the domain's, routed there (the server module only
+    starts uvicorn)."""
+    wrong = sorted(
+        str(path.relative_to(SRC))
+        for path in INSTITUTION.rglob("*.py")
+        if HTTP_LAYER not in path.parents
+        and any(m.split(".")[0] in {"fastapi", "starlette"} for m in _module_imports(path))
+    )
+    assert not wrong, wrong
+
+
+def _module_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_beside_the_domain_only_what_is_not_a_domain_module() -> None:
+    """The health checks are domain modules: they live in ``institution/domain``."""
+    for name in ("health.py",):
+        assert not (INSTITUTION / name).exists(), f"institution/{name} belongs in domain/"

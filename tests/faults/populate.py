@@ -88,8 +88,12 @@ def _authorize(p: Populated, carrier: int, code: str, amount: int, currency: int
 def pay(p: Populated, carrier: int, code: str, amount: int, idem: str | None = None) -> str:
     """Pay ``code`` with carrier number ``carrier``; returns the payment id."""
     made = p.inst.payments.pay(code, _authorize(p, carrier, code, amount, 978), idem)
-    assert isinstance(made, PaymentMade), made
-    pid = made.payment_id
+    if isinstance(made, Stored):  # keyed: the answer recorded for the key
+        assert made.status == 201, made
+        pid = str(made.body["payment_id"])
+    else:
+        assert isinstance(made, PaymentMade), made
+        pid = made.payment_id
     p.payments.append(pid)
     return pid
 
@@ -98,7 +102,7 @@ def order(p: Populated, mid: str, price: int, idem: str | None = None, **kw: Any
     """Precreate an order of one item; returns its body (order_id, code, ...)."""
     result = p.inst.orders.create(
         mid,
-        items=[("Coffee", 1, price)],
+        items=[LineItem("Coffee", 1, price)],
         currency_code="EUR",
         expires_in=kw.get("expires_in", 600),
         reference=kw.get("reference"),
@@ -207,7 +211,7 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     clock.now += 10
     inst.orders.expire()
     batch = inst.orders.precreate(
-        m0, [([("Bagel", 1, 300)], "EUR"), ([("Juice", 2, 200)], "EUR")], 600
+        m0, [([LineItem("Bagel", 1, 300)], "EUR"), ([LineItem("Juice", 2, 200)], "EUR")], 600
     )
     clock.now += 5
     pay(p, 0, batch[0].code, batch[0].total)  # a precreated order paid later

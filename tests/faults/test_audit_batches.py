@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from safescan.code.payment import LineItem
 from safescan.institution.auditing import run_audit
 from safescan.institution.db import Database, normalize_url
 from safescan.institution.domain.results import PrecreatedOrder
@@ -27,7 +28,9 @@ def paid_batch() -> Iterator[tuple[Populated, list[PrecreatedOrder]]]:
     with tempfile.TemporaryDirectory(prefix="safescan-batch-") as d:
         p = populate(f"sqlite:///{Path(d) / 'db.sqlite'}", Path(d) / "keys", payments=4)
         m0 = p.merchants[0]
-        batch = p.inst.orders.precreate(m0, [([("Tea", 1, 250 + k)], "EUR") for k in range(4)], 600)
+        batch = p.inst.orders.precreate(
+            m0, [([LineItem("Tea", 1, 250 + k)], "EUR") for k in range(4)], 600
+        )
         p.clock.now += 5  # paid later than created
         for o in batch[:2]:
             pay(p, 0, o.code, o.total)

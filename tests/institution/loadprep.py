@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from safescan.code import Authorization, SigningKey, VerifyKey, decode_text
+from safescan.code import Authorization, LineItem, SigningKey, VerifyKey, decode_text
 from safescan.institution.service import Institution
 from tests.institution.harness import attest
 
@@ -61,7 +61,7 @@ def make_payables(
         batch = min(2000, total - made)
         mid = mids[(made // 2000) % len(mids)]
         orders = inst.orders.precreate(
-            mid, [([("Coffee", 1, 100 + (i % 500))], "EUR") for i in range(batch)], 3600
+            mid, [([LineItem("Coffee", 1, 100 + (i % 500))], "EUR") for i in range(batch)], 3600
         )
         for o in orders:
             k = made % clients

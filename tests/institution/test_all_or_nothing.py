@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from safescan.code import SigningKey
+from safescan.code import LineItem, SigningKey
 from safescan.code.errors import SafescanError
 from safescan.institution import audit, enrollment, ledger
 from safescan.institution.db import Database
@@ -75,7 +75,7 @@ class Setup:
         self.token = inst.customers.issue_enrollment_token(self.cid).token
         order = inst.orders.create(
             self.mid,
-            items=[("Tea", 1, 300)],
+            items=[LineItem("Tea", 1, 300)],
             currency_code="EUR",
             expires_in=900,
             reference=None,
@@ -115,7 +115,7 @@ def operations(s: Setup) -> dict[str, Callable[[Institution], Any]]:
         "enroll_carrier": lambda i: i.carriers.enroll(s.token, key, transport, attestation),
         "create_order": lambda i: i.orders.create(
             s.mid,
-            items=[("Cake", 2, 250)],
+            items=[LineItem("Cake", 2, 250)],
             currency_code="EUR",
             expires_in=900,
             reference="r-1",

@@ -122,3 +122,10 @@ def test_the_state_enums_are_the_wire_and_database_strings() -> None:
     assert {OrderState.PAID, OrderState.PARTIALLY_REFUNDED, OrderState.REFUNDED} == PAID_STATES
     with pytest.raises(ValueError):
         OrderState("paid")  # a state the database never holds is refused, not guessed
+
+
+def test_the_request_form_of_an_order_line_is_line_items_json_form() -> None:
+    from safescan.api.fields import LineItemJson
+    from safescan.code.payment import LineItem
+
+    assert tuple(LineItemJson.model_fields) == LineItem.JSON_FIELDS

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import func, insert, select
 
 from safescan.api.errors import ConfigError, InsufficientFunds, OrderNotPayable
-from safescan.code import Authorization, SigningKey, decode_text
+from safescan.code import Authorization, LineItem, SigningKey, decode_text
 from safescan.institution import audit, idempotency, ledger
 from safescan.institution.db import Database, _alembic_config, schema_revisions
 from safescan.institution.domain.results import PaymentMade, PrecreatedOrder
@@ -90,7 +90,7 @@ class Payer:
         self.counter = 0
 
     def order(self, price: int) -> PrecreatedOrder:
-        return self.inst.orders.precreate(self.mid, [([("Item", 1, price)], "EUR")], 600)[0]
+        return self.inst.orders.precreate(self.mid, [([LineItem("Item", 1, price)], "EUR")], 600)[0]
 
     def authorize(self, order: PrecreatedOrder) -> bytes:
         self.counter += 1

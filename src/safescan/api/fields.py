@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetPydanticSchema
+from pydantic_core import core_schema
 
 from safescan.api.errors import InvalidRequest
 from safescan.code.errors import SafescanError
 from safescan.code.numbers import MAX_AMOUNT, MAX_QUANTITY
+from safescan.code.payment import LineItem
 from safescan.code.text import clean_name, clean_text
 
 
@@ -58,6 +60,33 @@ LongText = Annotated[
 Amount = Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)]
 #: A quantity of one order line: a JSON integer from 1 to MAX_QUANTITY.
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+
+
+class LineItemJson(StrictModel):
+    """The field rules of :class:`LineItem`'s JSON form (:data:`LineItem.JSON_FIELDS`): what
+    :data:`LineItemField` checks before it makes the :class:`LineItem`."""
+
+    name: Name
+    quantity: Quantity
+    unit_price: Amount
+
+
+def _line_item(doc: LineItemJson) -> LineItem:
+    return LineItem(doc.name, doc.quantity, doc.unit_price)
+
+
+#: An order line in a request body: :class:`LineItem`'s JSON form ``{"name", "quantity",
+#: "unit_price"}``, checked field by field (errors name ``items.N.quantity``...) and parsed to
+#: the one :class:`LineItem`.
+LineItemField = Annotated[
+    LineItem,
+    GetPydanticSchema(
+        lambda _type, handler: core_schema.no_info_after_validator_function(
+            _line_item, handler(LineItemJson)
+        )
+    ),
+]
+
 
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float", "bool_type"}
 

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from safescan.code.errors import SafescanError
-from safescan.institution.health import Heartbeat
+from safescan.institution.domain.health import Heartbeat
 
 if TYPE_CHECKING:
     from safescan.institution.service import Institution

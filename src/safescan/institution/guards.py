@@ -6,11 +6,14 @@ service itself refuse them too, as the API's typed :class:`InvalidRequest` namin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from safescan.api.errors import InvalidRequest
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
 from safescan.code.lookalike import protected_match, protected_names
 from safescan.code.numbers import MAX_AMOUNT, MAX_QUANTITY, json_int
+from safescan.code.payment import LineItem
 from safescan.code.text import clean_name, clean_text
 
 
@@ -43,16 +46,23 @@ def amount(value: object, *, param: str = "amount") -> int:
         raise InvalidRequest(exc.message, param=param) from None
 
 
-def items(values: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-    """Order lines: (name, quantity, unit price), each checked."""
+def items(values: Sequence[LineItem]) -> list[LineItem]:
+    """Order lines, each checked (a bad field is an :class:`InvalidRequest` naming
+    ``items.N.<field>``); names NFC-normalised."""
     out = []
-    for i, (n, q, p) in enumerate(values):
+    for i, line in enumerate(values):
+        if not isinstance(line, LineItem):
+            raise InvalidRequest("an order line must be a LineItem", param=f"items.{i}")
         try:
-            qty = json_int(q, field=f"items.{i}.quantity", maximum=MAX_QUANTITY)
+            qty = json_int(line.quantity, field=f"items.{i}.quantity", maximum=MAX_QUANTITY)
         except SafescanError as exc:
             raise InvalidRequest(exc.message, param=f"items.{i}.quantity") from None
         out.append(
-            (name(n, param=f"items.{i}.name"), qty, amount(p, param=f"items.{i}.unit_price"))
+            LineItem(
+                name(line.name, param=f"items.{i}.name"),
+                qty,
+                amount(line.unit_price, param=f"items.{i}.unit_price"),
+            )
         )
     return out
 

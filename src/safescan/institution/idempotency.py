@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from safescan.api.errors import (
     Unauthenticated,
     error_from_dict,
 )
+from safescan.code.payment import LineItem
 from safescan.institution import sql
 from safescan.institution.db import Database
 from safescan.institution.util import canonical_json
@@ -77,9 +78,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Stored:
     """An Idempotency-Key's recorded answer: the status and JSON body the request was first
-    answered with (:mod:`.wire`). A keyed operation returns its result when it did the work
-    now, or this, the answer stored for the key, when it is a retry: the caller sends it back
-    exactly as recorded."""
+    answered with (:mod:`.wire`). A keyed operation returns this, the answer stored for its key
+    (built once, in the transaction that did the work, or recorded first when it is a retry):
+    the caller sends it back exactly as recorded. Without a key it returns its typed result."""
 
     status: int
     body: dict[str, Any]
@@ -120,7 +121,7 @@ def payment_request(
 def order_request(
     mid: str,
     key: str | None,
-    items: list[tuple[str, int, int]],
+    items: Sequence[LineItem],
     currency: int,
     expires_in: int,
     reference: str | None,
@@ -128,7 +129,8 @@ def order_request(
     """An order creation's Idempotency-Key request (scope: the merchant)."""
     if key is None:
         return None
-    body = {"items": items, "currency": currency, "expires_in": expires_in, "reference": reference}
+    lines = [i.to_cbor() for i in items]  # [name, quantity, unit price]: the hash of old keys
+    body = {"items": lines, "currency": currency, "expires_in": expires_in, "reference": reference}
     return Request(f"order:{mid}", key, request_hash(body))
 
 
@@ -237,28 +239,46 @@ def _store_refusal(db: Database, req: Request, exc: InstitutionError, now: int) 
     return db.write(tx)
 
 
+def keyed(result: T, answer: Stored | None) -> T | Stored:
+    """What a keyed operation returns: with a key, the ``answer`` recorded for it (built once,
+    sent as stored); without one, the typed ``result``."""
+    return result if answer is None else answer
+
+
 def transaction(
     req: Request | None,
     now: int,
     work: Callable[[Connection], T],
     answer: Stored | None,
     record: Callable[[T], Stored] | None = None,
-) -> Callable[[Connection], T]:
+) -> Callable[[Connection], T | Stored]:
     """``work`` wrapped for one write transaction: the key claimed first, the answer stored
     with the effect: ``answer`` at the claim when it is known in advance, else ``record`` of
-    the work's result before the transaction ends."""
+    the work's result before the transaction ends. The transaction returns the work's result
+    without a key, and with one the answer recorded for it (:func:`keyed`)."""
 
-    def tx(conn: Connection) -> T:
-        if req is not None:
-            claim(conn, req, now, answer)
+    def tx(conn: Connection) -> T | Stored:
+        if req is None:
+            return work(conn)
+        claim(conn, req, now, answer)
         result = work(conn)
-        if req is not None and answer is None:
-            if record is None:  # pragma: no cover - a programming error
-                raise TypeError("a keyed transaction needs its answer or a record function")
-            complete(conn, req, record(result))
-        return result
+        if answer is not None:
+            return answer
+        if record is None:  # pragma: no cover - a programming error
+            raise TypeError("a keyed transaction needs its answer or a record function")
+        stored = record(result)
+        complete(conn, req, stored)
+        return stored
 
     return tx
+
+
+def recorded(db: Database, req: Request | None) -> Stored | None:
+    """The key's recorded answer (a refusal raised), None when it has none (or no key)."""
+    if req is None:
+        return None
+    stored = db.read(lambda c: lookup(c, req))
+    return None if stored is None else replay(stored)
 
 
 def execute(
@@ -270,14 +290,29 @@ def execute(
     answer: Stored | None = None,
     record: Callable[[T], Stored] | None = None,
 ) -> T | Stored:
-    """Run ``work`` in one transaction, once per key (see the module docstring): its result,
-    or the key's stored answer. ``answer``: the work's answer when it is known before the
+    """Run ``work`` in one transaction, once per key (see the module docstring): its result
+    without a key; with one, the key's answer (:class:`Stored`: the one recorded now, or on a
+    retry the one recorded first). ``answer``: the work's answer when it is known before the
     transaction (stored with the claim); otherwise ``record`` makes it from the result."""
-    if req is not None:
-        stored = db.read(lambda c: lookup(c, req))
-        if stored is not None:
-            return replay(stored)
-    return finish(db, req, now, lambda: db.write(transaction(req, now, work, answer, record)))
+    stored = recorded(db, req)
+    if stored is not None:
+        return stored
+    return run(db, req, now, work, answer=answer, record=record)
+
+
+def run(
+    db: Database,
+    req: Request | None,
+    now: int,
+    work: Callable[[Connection], T],
+    *,
+    answer: Stored | None = None,
+    record: Callable[[T], Stored] | None = None,
+) -> T | Stored:
+    """:func:`execute` after the caller looked for the key's answer itself
+    (:func:`recorded`, before it built anything)."""
+    tx = transaction(req, now, work, answer, record)
+    return finish(db, req, now, lambda: db.write(tx))
 
 
 def finish(db: Database, req: Request | None, now: int, attempt: Callable[[], T]) -> T | Stored:
@@ -367,14 +402,17 @@ __all__ = [
     "finish",
     "finish_async",
     "is_final",
+    "keyed",
     "lookup",
     "order_request",
     "outcome",
     "payment_request",
+    "recorded",
     "refund_request",
     "refusal",
     "replay",
     "request_hash",
+    "run",
     "settle",
     "transaction",
     "withdrawn",

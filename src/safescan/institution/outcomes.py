@@ -19,6 +19,7 @@ authorization's, so that the authorization can never be paid, whatever key it co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
@@ -26,6 +27,7 @@ from sqlalchemy import Connection, select
 from safescan.api.errors import CarrierRevoked, InvalidRequest
 from safescan.code.authorization import Authorization
 from safescan.code.keys import VerifyKey
+from safescan.code.payment import LineItem
 from safescan.institution import audit, guards, idempotency, sql, wire
 from safescan.institution.domain.results import PaymentMade
 from safescan.institution.idempotency import (
@@ -148,7 +150,7 @@ def lookup_order(
     mid: str,
     key: str | None,
     *,
-    items: list[tuple[str, int, int]],
+    items: Sequence[LineItem],
     currency: int,
     expires_in: int,
     reference: str | None,

@@ -19,6 +19,7 @@ maintenance sweep (:meth:`Checkout.sweep`), so a session whose page was closed c
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
@@ -87,7 +88,7 @@ def _view(r: Any) -> CheckoutSessionView:
         order_state=OrderState(r.order_state),
         currency=r.order_currency,
         total=r.order_total,
-        items=tuple(LineItem(n, q, p) for n, q, p in json.loads(r.order_items)),
+        items=tuple(LineItem(*line) for line in json.loads(r.order_items)),
         reference=r.order_reference,
         success_url=r.success_url,
         cancel_url=r.cancel_url,
@@ -112,7 +113,7 @@ class Checkout:
         self,
         mid: str,
         *,
-        items: list[tuple[str, int, int]],
+        items: Sequence[LineItem],
         currency_code: str | int,
         success_url: str,
         cancel_url: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -63,7 +63,7 @@ def _view(r: Any) -> OrderView:
         reference=r.reference,
         currency=r.currency,
         total=r.total,
-        items=tuple(LineItem(n, q, p) for n, q, p in json.loads(r.items)),
+        items=tuple(LineItem(*line) for line in json.loads(r.items)),
         created_at=r.created_at,
         expires_at=r.expires_at,
         paid_at=r.paid_at,
@@ -101,17 +101,18 @@ class Orders:
         self,
         mid: str,
         *,
-        items: list[tuple[str, int, int]],
+        items: Sequence[LineItem],
         currency_code: str | int,
         expires_in: int,
         reference: str | None,
         idempotency_key: str | None,
         also: Callable[[Connection, OrderCreated], None] | None = None,
     ) -> OrderCreated | Stored:
-        """Precreate an order and seal its dynamic code (institution-signed); a retry with the
-        same ``idempotency_key`` gets the first answer (:class:`Stored`). ``also`` runs in the
-        order's transaction (a checkout session records itself with its order)."""
-        items = guards.items(items)
+        """Precreate an order and seal its dynamic code (institution-signed). With an
+        ``idempotency_key`` the answer recorded for it (:class:`Stored`, built once; a retry
+        gets the first answer). ``also`` runs in the order's transaction (a checkout session
+        records itself with its order)."""
+        lines = guards.items(items)
         reference = guards.optional_text(reference, param="reference")
         try:
             cur = lookup_currency(currency_code).numeric
@@ -121,7 +122,10 @@ class Orders:
             raise InvalidRequest(
                 f"expires_in must be 1-{MAX_DYNAMIC_VALIDITY} seconds", param="expires_in"
             )
-        req = order_request(mid, idempotency_key, items, cur, expires_in, reference)
+        req = order_request(mid, idempotency_key, lines, cur, expires_in, reference)
+        stored = idempotency.recorded(self.core.db, req)
+        if stored is not None:  # a retry: nothing sealed or built again
+            return stored
         now = self.core.now()
         order_id = new_id("", ORDER_ID_CHARS)
         merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
@@ -129,8 +133,8 @@ class Orders:
             code = DynamicCode(
                 merchant=merchant,
                 order_id=order_id,
-                items=tuple(LineItem(n, q, p) for n, q, p in items),
-                total=sum(q * p for _, q, p in items),
+                items=tuple(lines),
+                total=sum(i.amount for i in lines),
                 currency=cur,
                 issued_at=now,
                 expires_at=now + expires_in,
@@ -195,10 +199,10 @@ class Orders:
                 also(conn, created)
             return created
 
-        return idempotency.execute(self.core.db, req, now, tx, answer=answer)
+        return idempotency.run(self.core.db, req, now, tx, answer=answer)
 
     def precreate(
-        self, mid: str, orders: list[tuple[list[tuple[str, int, int]], str | int]], expires_in: int
+        self, mid: str, orders: Sequence[tuple[Sequence[LineItem], str | int]], expires_in: int
     ) -> list[PrecreatedOrder]:
         """Bulk precreation (one transaction, one audit entry naming every order): for load tests
         and merchants that print batches of codes. Returns order id, code and total per order."""
@@ -213,8 +217,8 @@ class Orders:
             code = DynamicCode(
                 merchant=merchant,
                 order_id=order_id,
-                items=tuple(LineItem(n, q, p) for n, q, p in items),
-                total=sum(q * p for _, q, p in items),
+                items=tuple(items),
+                total=sum(i.amount for i in items),
                 currency=cur,
                 issued_at=now,
                 expires_at=now + expires_in,

@@ -109,15 +109,18 @@ class Payments:
         self, code_text: str, authorization: bytes, idempotency_key: str | None
     ) -> PaymentMade | Stored:
         """Verify a carrier-signed authorization for a code and, in one transaction, pay.
-        With an Idempotency-Key, every retry gets this payment's answer (:class:`Stored`, or
-        "in progress")."""
+        With an Idempotency-Key, the answer recorded for it (:class:`Stored`, built once; every
+        retry gets the same, or "in progress")."""
         stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
             return stored
         assert plan is not None
         if plan.fast and not self.core.db.is_sqlite:
             return idempotency.finish(
-                self.core.db, plan.idem, plan.now, lambda: self._pay_order_in_one_statement(plan)
+                self.core.db,
+                plan.idem,
+                plan.now,
+                lambda: idempotency.keyed(self._pay_order_in_one_statement(plan), plan.answer),
             )
         work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.answer)
         return idempotency.finish(

@@ -36,8 +36,9 @@ class Refunds:
         reason: str | None,
         idempotency_key: str | None,
     ) -> RefundMade | Stored:
-        """Refund all (``amount`` None) or part of a paid order; never more than was paid. A
-        retry with the same ``idempotency_key`` gets the first answer (:class:`Stored`)."""
+        """Refund all (``amount`` None) or part of a paid order; never more than was paid.
+        With an ``idempotency_key`` the answer recorded for it (:class:`Stored`, built once; a
+        retry gets the first answer)."""
         amount = None if amount is None else guards.amount(amount)
         reason = guards.optional_text(reason, param="reason", max_chars=200)
         req = refund_request(mid, idempotency_key, order_id, amount, reason)

@@ -5,7 +5,7 @@ limit around it all.
 
     BodyLimit                      body buffered (413 / 408), POST /v1/payments -> fast_pay
       FastAPI                      exception_handlers = errors.HANDLERS
-        health routes              /health, /ready
+        health.health_router       /healthz, /readyz, /health, /ready (domain.health checks)
         wallet.wallet_router       public + wallet (no credentials)
         admin.admin_router         Authorization: Bearer (checked for the whole router)
         merchant.merchant_router   API key (Bearer, scopes) or signed request (auth.MerchantAuth)
@@ -29,13 +29,7 @@ from fastapi_offline import FastAPIOffline
 
 from safescan.code.text import preload
 from safescan.institution.background import maintenance_loop
-from safescan.institution.health import (
-    Heartbeat,
-    Readiness,
-    add_health_routes,
-    database_check,
-    writer_check,
-)
+from safescan.institution.domain.health import Heartbeat
 from safescan.institution.http import errors
 from safescan.institution.http.admin import admin_router, bearer_token
 from safescan.institution.http.api_keys import admin_key_router, merchant_key_router
@@ -43,6 +37,7 @@ from safescan.institution.http.asgi import ASGIApp, BodyLimit
 from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.http.checkout import checkout_router
 from safescan.institution.http.docs_pages import keep_docs_offline
+from safescan.institution.http.health import health_router
 from safescan.institution.http.merchant import merchant_router
 from safescan.institution.http.wallet import fast_pay, wallet_router
 from safescan.institution.http.webhooks import webhook_routes
@@ -73,9 +68,7 @@ def create_app(
     limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
     if not (background and inst.webhooks_enabled):
         dispatcher = None
-    readiness = Readiness()
-    readiness.add("database", database_check(inst.db))
-    readiness.add("writer", writer_check(inst.db))
+    readiness = inst.health.readiness()  # database, writer, schema, keys
     readiness.add("connections", connection_status)
     maintenance_beat = Heartbeat(maintenance_interval)
     if background:
@@ -117,7 +110,7 @@ def create_app(
         responses=errors.RESPONSES,
         exception_handlers=errors.HANDLERS,
     )
-    add_health_routes(app, inst.db, inst.now, readiness, webhooks=webhooks_state, keys=inst.keys)
+    app.include_router(health_router(inst.health, readiness, inst.now, webhooks=webhooks_state))
     app.include_router(wallet_router(inst, limiter=limiter))
     app.include_router(admin_router(inst, dispatcher=dispatcher))
     app.include_router(admin_key_router(inst, bearer_token(inst)))

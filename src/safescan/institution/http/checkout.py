@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from safescan.api.errors import NotFound
-from safescan.api.fields import ShortText
+from safescan.api.fields import LineItemField, ShortText
 from safescan.api.states import CheckoutState
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
@@ -43,7 +43,6 @@ from safescan.code.qr import render_svg
 from safescan.institution import wire
 from safescan.institution.domain.checkout import DEFAULT_EXPIRY, MAX_EXPIRY, MIN_EXPIRY
 from safescan.institution.http.common import CurrencyCode, Strict, client_address
-from safescan.institution.http.merchant import Item
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 
@@ -87,7 +86,7 @@ class CheckoutCreate(Strict):
     goes after paying (``success_url``; ``{CHECKOUT_SESSION_ID}`` is replaced by the session's
     id) or giving up (``cancel_url``), how long it stays payable, the shop's own reference."""
 
-    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]
+    items: Annotated[list[LineItemField], Field(min_length=1, max_length=MAX_ITEMS)]
     currency: CurrencyCode
     success_url: ReturnUrl
     cancel_url: ReturnUrl
@@ -116,7 +115,7 @@ def checkout_router(
         """Make a checkout session (and its order); answers with its hosted page's ``url``."""
         made = inst.checkout.create(
             mid,
-            items=[(i.name, i.quantity, i.unit_price) for i in body.items],
+            items=body.items,
             currency_code=body.currency,
             success_url=body.success_url,
             cancel_url=body.cancel_url,

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from safescan.api.encoding import b64e
-from safescan.api.fields import Amount, LongText, Name, Quantity, ShortText
+from safescan.api.fields import Amount, LineItemField, LongText, ShortText
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import outcomes, wire
 from safescan.institution.http.auth import MerchantAuth
@@ -47,25 +47,13 @@ class CertifyKey(Strict):
     valid_days: Annotated[int, Field(ge=1, le=366)] = 365
 
 
-class Item(Strict):
-    """One order line."""
-
-    name: Name
-    quantity: Quantity
-    unit_price: Amount
-
-
 class OrderCreate(Strict):
     """Precreate an order (returns its sealed dynamic code)."""
 
-    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]
+    items: Annotated[list[LineItemField], Field(min_length=1, max_length=MAX_ITEMS)]
     currency: CurrencyCode
     expires_in: Annotated[int, Field(ge=5, le=7 * 86400)] = 900
     reference: ShortText | None = None
-
-    def lines(self) -> list[tuple[str, int, int]]:
-        """The order lines as (name, quantity, unit price)."""
-        return [(i.name, i.quantity, i.unit_price) for i in self.items]
 
 
 class StaticCodeCreate(Strict):
@@ -140,7 +128,7 @@ def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
         """Precreate an order; returns the sealed dynamic code to show as a QR code."""
         made = inst.orders.create(
             mid,
-            items=body.lines(),
+            items=body.items,
             currency_code=body.currency,
             expires_in=body.expires_in,
             reference=body.reference,
@@ -157,7 +145,7 @@ def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
             inst,
             mid,
             idempotency_key,
-            items=body.lines(),
+            items=body.items,
             currency=currency_numeric(body.currency),
             expires_in=body.expires_in,
             reference=body.reference,

@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
-from safescan.institution.webhook_log import RETENTION
 from safescan.institution.webhook_ops import WebhookOps
-from safescan.institution.webhook_secrets import DEFAULT_OVERLAP, MAX_OVERLAP, EndpointSecrets
+from safescan.institution.webhook_secrets import DEFAULT_OVERLAP, MAX_OVERLAP
 
 EventId = Annotated[str, Path(min_length=5, max_length=40, pattern=r"^evt_[A-Za-z0-9_]+$")]
 
@@ -33,22 +32,8 @@ def webhook_routes(
     inst: Institution, dispatcher: WebhookDispatcher | None, auth: MerchantAuth
 ) -> APIRouter:
     """The operations over ``inst`` (the test delivery with ``dispatcher``'s limits, TLS
-    context and endpoint secrets), routed."""
-    secrets = EndpointSecrets(inst.keys.secret)
-    if dispatcher is not None and dispatcher.secrets is not None:
-        secrets = dispatcher.secrets
-    ops = WebhookOps(
-        inst.db,
-        inst.keys.root,
-        inst.keys.root_kid,
-        secrets,
-        lambda: inst.webhook_targets,
-        clock=inst.clock,
-        limits=dispatcher.limits if dispatcher is not None else None,
-        ssl_context=dispatcher.ssl_context if dispatcher is not None else None,
-        retention=dispatcher.retention if dispatcher is not None else RETENTION,
-    )
-    return webhook_router(ops, auth)
+    context and endpoint secrets: :meth:`Institution.webhook_ops`), routed."""
+    return webhook_router(inst.webhook_ops(dispatcher), auth)
 
 
 def webhook_router(ops: WebhookOps, auth: MerchantAuth) -> APIRouter:
