@@ -20,7 +20,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from safescan.api.errors import Conflict, InsufficientScope, InvalidRequest
 from safescan.api.wire import PaymentRequest
+from safescan.client import MerchantClient as TypedClient
+from safescan.client.credentials import SecretKey
+from safescan.code.payment import LineItem
 from safescan.institution.db import Database
 from safescan.institution.util import canonical_json
 from tests.institution.harness import Carrier, MerchantClient, World, institution_cli
@@ -472,6 +476,46 @@ def test_the_status_stream_reports_the_payment(world: World, shop: Any) -> None:
     assert not t.is_alive()
     data = [x for x in lines if x.startswith("data:")]
     assert data[0] == 'data: {"status": "open"}' and data[-1] == 'data: {"status": "complete"}'
+
+
+def test_the_python_client_with_a_secret_key(world: World, shop: Any) -> None:
+    """``MerchantClient(...).checkout`` over a checkout-only API key: make, read, cancel; a key
+    without the scope is refused; a malformed session id never reaches a path."""
+    m, _, _ = shop
+    made = m.request(
+        "POST", "/v1/merchant/api-keys", {"scopes": ["checkout:read", "checkout:write"]}
+    )
+    assert made.status_code == 201, made.text
+    with TypedClient(
+        world.server.base_url, m.merchant_id, SecretKey(made.json()["key"]), trust_of(world)
+    ) as client:
+        s = client.checkout.create(
+            [LineItem("Teapot", 1, 2500)],
+            currency="EUR",
+            success_url=f"{SHOP}/done",
+            cancel_url=f"{SHOP}/cart",
+            reference="py-1",
+        )
+        assert s["status"] == "open" and s["reference"] == "py-1"
+        assert client.checkout.get(s["id"])["id"] == s["id"]
+        assert client.checkout.cancel(s["id"])["status"] == "canceled"
+        for bad in ("../orders", "cs_short", s["id"] + "/cancel"):
+            with pytest.raises(InvalidRequest):
+                client.checkout.get(bad)
+        with pytest.raises(Conflict):
+            client.checkout.cancel(s["id"])
+    read_only = m.request("POST", "/v1/merchant/api-keys", {"scopes": ["checkout:read"]})
+    with TypedClient(
+        world.server.base_url, m.merchant_id, SecretKey(read_only.json()["key"]), trust_of(world)
+    ) as client:
+        with pytest.raises(InsufficientScope):
+            client.checkout.create(
+                [LineItem("Teapot", 1, 2500)],
+                currency="EUR",
+                success_url=SHOP,
+                cancel_url=SHOP,
+            )
+        assert client.checkout.get(s["id"])["status"] == "canceled"
 
 
 def test_zz_the_audit_accounts_for_every_checkout_event(world: World, shop: Any) -> None:

@@ -323,6 +323,55 @@ class WebhookService:
         return self._s.call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend")
 
 
+_SESSION_ID = re.compile(r"cs_[A-Z2-9]{26}")
+
+
+def _session_id(text: str) -> str:
+    """A checkout session id, or InvalidRequest (it goes into a path)."""
+    if not _SESSION_ID.fullmatch(text):
+        raise InvalidRequest(f"not a checkout session id: {text!r}", param="session_id")
+    return text
+
+
+class CheckoutService:
+    """``/v1/checkout/sessions``: hosted checkout sessions (docs/checkout.md); an API key
+    needs the ``checkout:write`` / ``checkout:read`` scopes."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(
+        self,
+        items: Sequence[LineItem],
+        *,
+        currency: str,
+        success_url: str,
+        cancel_url: str,
+        expires_in: int | None = None,
+        reference: str | None = None,
+    ) -> JsonDoc:
+        """A new open session (``url``: its hosted page, where the customer's browser goes)."""
+        payload: dict[str, Any] = {
+            "items": [i.to_json() for i in items],
+            "currency": currency,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        if expires_in is not None:
+            payload["expires_in"] = expires_in
+        if reference is not None:
+            payload["reference"] = reference
+        return self._s.call("POST", "/v1/checkout/sessions", payload)
+
+    def get(self, session_id: str) -> JsonDoc:
+        """A session (``status``: open, complete, expired or canceled)."""
+        return self._s.call("GET", f"/v1/checkout/sessions/{_session_id(session_id)}")
+
+    def cancel(self, session_id: str) -> JsonDoc:
+        """Cancel an open session (its code can no longer be paid)."""
+        return self._s.call("POST", f"/v1/checkout/sessions/{_session_id(session_id)}/cancel")
+
+
 class ApiKeyService:
     """``/v1/merchant/api-keys``: the merchant's secret API keys (signed requests only:
     ``safescan pos apikey ...``). A new key is in the creation or rotation answer only."""
@@ -424,6 +473,7 @@ class MerchantClient(ApiClient):
         self.events = EventService(self._signed, trust)
         self.webhook = WebhookService(self._signed)
         self.api_keys = ApiKeyService(self._signed)
+        self.checkout = CheckoutService(self._signed)
         self.keys = KeyService(self.http)
         self.revocations = RevocationService(self.http)
 
