@@ -12,18 +12,25 @@ runs on every page: no violation; at 390 px nothing scrolls sideways.
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
+import socket
 import sqlite3
+import ssl
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from safescan.code import qr
 from safescan.merchant.client import MerchantApi
@@ -89,10 +96,35 @@ def shop(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sho
             proc.stop()
 
 
+def pinned_server_key(world: World) -> list[str]:
+    """Over HTTPS, Chromium trusts exactly the institution's server key (its SPKI hash, taken
+    from a connection verified with the deployment's CA); nothing for plain HTTP on loopback."""
+    if not world.base_url.startswith("https://") or world.stack.tls_ca is None:
+        return []
+    where = urlsplit(world.base_url)
+    ctx = ssl.create_default_context(cafile=str(world.stack.tls_ca))
+    with (
+        socket.create_connection((where.hostname, where.port or 443), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=where.hostname) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return [
+        f"--ignore-certificate-errors-spki-list={base64.b64encode(sha256(spki).digest()).decode()}"
+    ]
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(world: World) -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*ARGS, *pinned_server_key(world)], headless=True
+        )
         try:
             yield b
         finally:
