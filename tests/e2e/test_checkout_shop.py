@@ -358,3 +358,20 @@ def test_cancel_returns_to_the_shop(world: World, shop: ShopServer, browser: Any
     page.locator("#cancel").click()
     page.wait_for_url(shop.url + "/cart")
     page.context.close()
+
+
+def test_the_countdown_runs_out_and_the_page_says_the_checkout_expired(
+    world: World, shop: ShopServer, browser: Any
+) -> None:
+    s = session_via_key(world, shop, expires_in=10)
+    page = phone_page(browser, world)
+    page.goto(s["url"])
+    page.wait_for_selector("body[data-ready='1'][data-status='open']")
+    assert re.fullmatch(r"Code expires in 0:(0\d|10)", page.locator("#countdown").inner_text())
+    page.wait_for_selector("body[data-status='expired']", timeout=60_000)
+    assert page.locator("#state").inner_text() == "This checkout has expired. Nothing was paid."
+    assert not page.locator("#qr").is_visible() and not page.locator("#cancel").is_visible()
+    back = page.locator("#continue")
+    assert back.is_visible() and back.get_attribute("href") == shop.url + "/cart"
+    check_page(page, "hosted-expired", {})
+    page.context.close()
