@@ -281,6 +281,13 @@ def test_two_terminals_of_one_merchant_list_the_same_orders(world: World, pos: s
             lambda: staff.http.get(f"/api/orders/{oid}").json()["refunded"] == 100,
             "terminal A shows B's refund",
         )
+        detail = staff.http.get(f"/orders/{oid}").text
+        assert "from B" in detail and "another terminal" in detail
+        assert b.csrf not in detail
+        rows = list(csv.DictReader(io.StringIO(staff.http.get("/settlement.csv").text)))
+        assert [r["reason"] for r in rows if r["order_id"] == oid and r["type"] == "refund"] == [
+            "from B"
+        ]
         # and an order B makes shows in A's list
         oid_b = _paid_order(
             world, b, [{"name": "Terminal B cake", "quantity": 1, "unit_price": 200}]

@@ -207,3 +207,34 @@ def test_list_orders_pages_newest_first(world: World) -> None:
     page2 = m.request("GET", f"/v1/merchant/orders?limit=3&after={last}").json()
     assert [o["order_id"] for o in page2["orders"]] == ids[::-1][3:] and not page2["has_more"]
     assert m.request("GET", "/v1/merchant/orders?after=NOPE").status_code == 404
+
+
+def test_refund_list_by_order_and_day_only_the_callers(world: World, shop: Any) -> None:
+    """``GET /v1/merchant/refunds``: the merchant's refunds of one order or one UTC day (every
+    terminal's, with their reasons); another merchant lists none of them."""
+    import datetime as dt
+
+    m, _, _ = shop
+    o = paid_order(world, shop, 1000)
+    path = f"/v1/merchant/orders/{o['order_id']}/refunds"
+    made = [
+        m.request("POST", path, {"amount": 250, "reason": "cold"}).json(),
+        m.request("POST", path, {"amount": 100}).json(),
+    ]
+    got = m.request("GET", f"/v1/merchant/refunds?order_id={o['order_id']}").json()["refunds"]
+    assert sorted((r["refund_id"], r["amount"], r["reason"]) for r in got) == sorted(
+        [(made[0]["refund_id"], 250, "cold"), (made[1]["refund_id"], 100, None)]
+    )
+    assert {r["order_id"] for r in got} == {o["order_id"]}
+    today = dt.datetime.fromtimestamp(made[0]["created_at"], dt.UTC).date()
+    day = m.request("GET", f"/v1/merchant/refunds?date={today.isoformat()}").json()["refunds"]
+    assert {r["refund_id"] for r in made} <= {r["refund_id"] for r in day}
+    other_day = (today - dt.timedelta(days=1)).isoformat()
+    old = m.request("GET", f"/v1/merchant/refunds?date={other_day}").json()["refunds"]
+    assert not {r["refund_id"] for r in made} & {r["refund_id"] for r in old}
+    rival = world.merchant("Ironmonger")
+    for query in (f"order_id={o['order_id']}", f"date={today.isoformat()}"):
+        assert rival.request("GET", f"/v1/merchant/refunds?{query}").json()["refunds"] == []
+    for bad in ("", "date=2026-13-01", "date=today", "order_id=", "order_id=a%20b"):
+        r = m.request("GET", f"/v1/merchant/refunds?{bad}" if bad else "/v1/merchant/refunds")
+        assert r.status_code == 400, (bad, r.status_code)

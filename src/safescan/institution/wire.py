@@ -7,6 +7,7 @@ byte. Bytes go out as base64, enums as their values; key order is the documented
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from safescan.api.encoding import b64e
@@ -30,6 +31,7 @@ from safescan.institution.domain.results import (
     PrecreatedOrder,
     PublicKeys,
     RefundMade,
+    RefundView,
     StaticCodeIssued,
 )
 
@@ -217,6 +219,24 @@ def refund_made(r: RefundMade) -> dict[str, Any]:
         "refunded_amount": r.refunded_amount,
         "status": "succeeded",
         "created_at": r.created_at,
+    }
+
+
+def refund_list(refunds: Sequence[RefundView]) -> dict[str, Any]:
+    """The merchant's refunds (``GET /v1/merchant/refunds``)."""
+    return {
+        "refunds": [
+            {
+                "refund_id": r.refund_id,
+                "payment_id": r.payment_id,
+                "order_id": r.order_id,
+                "amount": r.amount,
+                "currency": r.currency,
+                "reason": r.reason,
+                "created_at": r.created_at,
+            }
+            for r in refunds
+        ]
     }
 
 

@@ -151,6 +151,23 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
             raise PosRequestRefused("no such order")
         return row
 
+    async def all_refunds(
+        *, order_id: str | None = None, day: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every terminal's refunds from the institution, with who made them here; the
+        journal's own (this terminal's) if the institution cannot be asked."""
+        start, end = exports.day_bounds(day) if day else (0, 2**62)
+        here = await asyncio.to_thread(state.journal.refunds, order_id, start=start, end=end)
+        try:
+            remote = await asyncio.to_thread(state.api.refund_list, day=day, order_id=order_id)
+        except SafescanError:
+            return here
+        by_id = {r["refund_id"]: r for r in here}
+        return [
+            {**r, "staff": by_id.get(r.get("refund_id"), {}).get("staff") or "another terminal"}
+            for r in remote
+        ]
+
     async def detail_page(
         oid: str, session: Session, *, error: str = "", done: str = "", status: int = 200
     ) -> Response:
@@ -166,7 +183,7 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
                 "orders",
                 _status_for(exc) if status == 200 else status,
             )
-        refunds = await asyncio.to_thread(state.journal.refunds, oid)
+        refunds = await all_refunds(order_id=oid)
         body = bopages.order_body(row, refunds, csrf=session.csrf, error=error, done=done)
         return kit.page(body, f"Order {oid}", "/static/pos.js", session.csrf, "orders", status)
 
@@ -217,15 +234,15 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
         except SafescanError as exc:
             inst, error = [], f"The institution's report could not be read: {exc.message}"
         paid = await asyncio.to_thread(state.journal.paid_between, start, end)
-        here = await asyncio.to_thread(state.journal.refunds, None, start=start, end=end)
-        local_refunded: dict[int, int] = defaultdict(int)
-        for r in here:
-            local_refunded[int(r["currency"])] += int(r["amount"])
-        elsewhere = {}
+        refunds = await all_refunds(day=day)
+        listed: dict[int, int] = defaultdict(int)
+        for r in refunds:
+            listed[int(r["currency"])] += int(r["amount"])
+        elsewhere = {}  # refunded per the report but not listed (the list could not be read)
         for row in inst:
             num = lookup_currency(str(row.get("currency"))).numeric
-            elsewhere[num] = int(row.get("refunded") or 0) - local_refunded.get(num, 0)
-        return inst, exports.day_entries(paid, here, elsewhere), paid, error
+            elsewhere[num] = int(row.get("refunded") or 0) - listed.get(num, 0)
+        return inst, exports.day_entries(paid, refunds, elsewhere), paid, error
 
     async def settlement(request: Request, _sid: str, session: Session) -> Response:
         day = request.query_params.get("date") or exports.today()

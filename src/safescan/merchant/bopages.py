@@ -164,8 +164,8 @@ def order_body(
     <thead><tr><th scope="col">Item</th><th scope="col" class=num>Qty</th><th scope="col" class=num>Unit</th><th scope="col" class=num>Amount</th></tr></thead>
     <tbody>{lines}</tbody></table>
   </div>
-  <div class="wrap-table" tabindex="0" role="region" aria-label="Refunds made at this terminal">
-  <table class="summary" id="refunds"><caption>Refunds made at this terminal</caption>
+  <div class="wrap-table" tabindex="0" role="region" aria-label="Refunds">
+  <table class="summary" id="refunds"><caption>Refunds</caption>
     <thead><tr><th scope="col">When</th><th scope="col" class=num>Amount</th><th scope="col">Reason</th><th scope="col">By</th></tr></thead>
     <tbody>{made or '<tr><td colspan="4">None</td></tr>'}</tbody></table>
   </div>

@@ -92,6 +92,16 @@ class MerchantApi(MerchantClient):
         rows = doc.get("rows") if isinstance(doc, dict) else None
         return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
+    def refund_list(
+        self, *, day: str | None = None, order_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The merchant's refunds (every terminal's) of one UTC day and/or one order, oldest
+        first (``GET /v1/merchant/refunds``)."""
+        query = {k: v for k, v in (("date", day), ("order_id", order_id)) if v is not None}
+        doc = self._signed.call("GET", f"/v1/merchant/refunds?{urlencode(query)}")
+        rows = doc.get("refunds") if isinstance(doc, dict) else None
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
     def static_code(self, *, currency: str | None = None, valid_days: int = 365) -> dict[str, Any]:
         """A new sealed static code to print (``POST /v1/merchant/static-codes``): the customer
         enters the amount."""

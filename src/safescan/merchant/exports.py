@@ -2,8 +2,9 @@
 an ISO 20022 ``camt.053.001.08`` bank-to-customer statement.
 
 Payments come from the journal after it was reconciled with the institution (every terminal's
-orders), refunds from the refunds this POS made plus, when the institution's settlement report
-counts more, one entry for the refunds made at other terminals. The institution's own report
+orders), refunds from the institution's list of the day's refunds (``GET /v1/merchant/refunds``;
+this POS's own if it cannot be read, plus then one entry for what the institution's settlement
+report counts beyond them). The institution's own report
 (``GET /v1/merchant/settlement``) stays the reference: :func:`day_entries` returns what differs.
 
 CSV text cells that a spreadsheet would run as a formula (``= + - @``, tab, carriage return)
@@ -108,8 +109,8 @@ def _items_text(items: list[Any]) -> str:
 def day_entries(
     paid: list[dict[str, Any]], refunds: list[dict[str, Any]], elsewhere: dict[int, int]
 ) -> list[Entry]:
-    """The day's entries: ``paid`` orders (journal rows), ``refunds`` made here, and per
-    currency the amount refunded at other terminals (``elsewhere``), oldest first."""
+    """The day's entries: ``paid`` orders (journal rows), ``refunds`` (the institution's list),
+    and per currency an amount refunded that the list lacks (``elsewhere``), oldest first."""
     entries = [
         Entry(
             int(o["paid_at"]),
@@ -142,7 +143,7 @@ def day_entries(
     ]
     last = max((e.booked_at for e in entries), default=int(time.time()))
     entries += [
-        Entry(last, "refund", "", "", "", amount, cur, "", "", "refunds made at other terminals")
+        Entry(last, "refund", "", "", "", amount, cur, "", "", "refunds not itemised")
         for cur, amount in sorted(elsewhere.items())
         if amount > 0
     ]

@@ -10,9 +10,10 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.institution import audit, guards, idempotency, ledger, wire
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.orders import order_row
-from safescan.institution.domain.results import RefundMade
+from safescan.institution.domain.results import RefundMade, RefundView
 from safescan.institution.idempotency import Stored, refund_request
 from safescan.institution.models import OrderRow, Payment, Refund
+from safescan.institution.settlement import day_bounds
 from safescan.institution.util import new_id
 from safescan.institution.webhooks import new_event
 
@@ -145,6 +146,34 @@ class Refunds:
             )
 
         return idempotency.execute(self.core.db, req, now, tx, record=_answer)
+
+    def listed(
+        self, mid: str, *, day: str | None = None, order_id: str | None = None, limit: int = 5000
+    ) -> tuple[RefundView, ...]:
+        """The merchant's refunds made on one UTC ``day`` (YYYY-MM-DD) and/or of one order,
+        oldest first (at most ``limit``)."""
+        q = (
+            select(
+                Refund.id,
+                Refund.payment_id,
+                OrderRow.order_id,
+                Refund.amount,
+                Refund.currency,
+                Refund.reason,
+                Refund.created_at,
+            )
+            .join(OrderRow, OrderRow.pk == Refund.order_pk)
+            .where(Refund.merchant_id == mid, OrderRow.merchant_id == mid)
+        )
+        if day is not None:
+            start, end = day_bounds(day)
+            q = q.where(Refund.created_at >= start, Refund.created_at < end)
+        if order_id is not None:
+            q = q.where(OrderRow.order_id == order_id)
+        q = q.order_by(Refund.created_at, Refund.id).limit(limit)
+        return self.core.db.read(
+            lambda conn: tuple(RefundView(*row) for row in conn.execute(q).all())
+        )
 
 
 __all__ = ["Refunds"]

@@ -234,6 +234,19 @@ class RefundMade:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class RefundView:
+    """A refund as its merchant sees it (``GET /v1/merchant/refunds``)."""
+
+    refund_id: str
+    payment_id: str
+    order_id: str
+    amount: int
+    currency: int
+    reason: str | None
+    created_at: int
+
+
 # --- the institution's public keys -------------------------------------------------------------
 
 
@@ -328,6 +341,7 @@ __all__ = [
     "PrecreatedOrder",
     "PublicKeys",
     "RefundMade",
+    "RefundView",
     "RootKey",
     "SchemeKeyInfo",
     "StaticCodeIssued",

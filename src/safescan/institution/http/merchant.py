@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from safescan.api.encoding import b64e
+from safescan.api.errors import InvalidRequest
 from safescan.api.fields import Amount, LineItemField, LongText, ShortText
 from safescan.code.payment import MAX_ITEMS
 from safescan.institution import outcomes, wire
@@ -98,6 +99,20 @@ def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
     ) -> dict[str, Any]:
         """The calling merchant's orders, newest first (page with ``after=<last order id>``)."""
         return wire.order_page(inst.orders.page(mid, limit=limit, after=after))
+
+    @router.get("/v1/merchant/refunds")
+    def list_refunds(
+        mid: OrdersRead,
+        date: Annotated[str | None, Query(pattern=Day)] = None,
+        order_id: Annotated[
+            str | None, Query(min_length=1, max_length=40, pattern=PageAfter)
+        ] = None,
+    ) -> dict[str, Any]:
+        """The calling merchant's refunds of one UTC day (``date``) and/or of one order, oldest
+        first (the web POS's back office: refunds made by every terminal)."""
+        if date is None and order_id is None:
+            raise InvalidRequest("give date=YYYY-MM-DD or order_id", param="date")
+        return wire.refund_list(inst.refunds.listed(mid, day=date, order_id=order_id))
 
     @router.get("/v1/merchant")
     def me(mid: AccountRead) -> dict[str, Any]:
