@@ -262,7 +262,8 @@ def _webhook_operations(p: Populated, mid: str) -> None:
             next_retry_ms=None,
         )
     )
-    assert db.write(lambda c: webhook_log.resend(c, mid, eid, now + 2))["requeued"]
+    resent = db.write(lambda c: webhook_log.resend(c, mid, eid, now + 2, "req-populate-resend"))
+    assert resent["requeued"]
 
 
 __all__ = ["Clock", "Populated", "order", "pay", "populate"]
