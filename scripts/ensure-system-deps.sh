@@ -9,7 +9,8 @@
 #     tests/cluster run their own instances on loopback),
 #   - faketime (libfaketime: the fault tests jump a real server's wall clock),
 #   - softhsm2 (a PKCS#11 token in software: the institution's signing keys in an HSM),
-#   - fonts-dejavu-core (the shop's name on the web POS's printable shop-front codes).
+#   - fonts-dejavu-core (the shop's name on the web POS's printable shop-front codes),
+#   - curl and openssl (docs/merchant-api.md's examples, run as written by a test).
 # No system service is left enabled or running: the tests start their own servers.
 # Without root it only reports what is missing; the tests needing a missing part skip with a
 # reason that names it. Idempotent: a second run changes nothing.
@@ -30,6 +31,8 @@ command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(ha
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ "$(id -u)" != "0" ]]; then

@@ -42,6 +42,7 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("POST", "/v1/merchant/orders/ord_x/refunds", "refunds:write", {}),
     ("POST", "/v1/merchant/orders/ord_x/refunds/lookup", "refunds:write", {}),
     ("GET", "/v1/merchant/payments/pay_x", "orders:read", None),
+    ("GET", "/v1/merchant/refunds?order_id=ord_x", "orders:read", None),
     ("GET", "/v1/merchant/refunds?date=2026-01-01", "orders:read", None),
     ("POST", "/v1/merchant/static-codes", "orders:write", {}),
     ("POST", "/v1/merchant/certificates", "certificates:write", {"public_key": "x"}),

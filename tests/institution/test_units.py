@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from safescan.api.errors import ConfigError, RateLimited, ReplayedRequest, Unauthenticated
-from safescan.api.merchant_auth import parse_headers, sign_request, verify_signature
+from safescan.api.merchant_auth import sign_request, verify_request
 from safescan.code import SigningKey
 from safescan.code.errors import KeyFileError
 from safescan.institution import audit
@@ -95,15 +95,17 @@ def test_rate_limiter_token_bucket() -> None:
 
 def test_request_signature_helpers() -> None:
     key = SigningKey.generate()
+    keys = {"M1": key.public_key}
     h = sign_request(key, "M1", "POST", "/v1/x?a=1", b"{}", timestamp=1000, nonce="n" * 16)
-    mid, ts, nonce, sig = parse_headers(h, now=1100)
-    verify_signature(key.public_key, mid, "POST", "/v1/x?a=1", ts, nonce, sig, b"{}")
+    signed = verify_request("POST", "/v1/x?a=1", h, b"{}", keys.get, now=1100)
+    assert (signed.merchant_id, signed.created, signed.nonce) == ("M1", 1000, "n" * 16)
     with pytest.raises(Unauthenticated):
-        verify_signature(key.public_key, mid, "POST", "/v1/x?a=2", ts, nonce, sig, b"{}")
+        verify_request("POST", "/v1/x?a=2", h, b"{}", keys.get, now=1100)
     with pytest.raises(ReplayedRequest):
-        parse_headers(h, now=1000 + 301)
+        verify_request("POST", "/v1/x?a=1", h, b"{}", keys.get, now=1000 + 301)
+    short = sign_request(key, "M1", "POST", "/v1/x", b"{}", timestamp=1000, nonce="short")
     with pytest.raises(Unauthenticated):
-        parse_headers({**h, "Safescan-Nonce": "short"}, now=1000)
+        verify_request("POST", "/v1/x", short, b"{}", keys.get, now=1000)
 
 
 def test_csv_cells_cannot_carry_formulas() -> None:

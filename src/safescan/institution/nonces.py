@@ -108,9 +108,9 @@ def record(
     row = sql.run(conn, _FLOOR, {"mid": merchant_id}).fetchone()
     if row is not None and ts <= int(row[0]):
         raise ReplayedRequest(
-            "the request timestamp is older than the replay window this institution remembers"
-            " (replay, or a clock far behind)",
-            param="Safescan-Timestamp",
+            "the request signature (created) is older than the replay window this institution"
+            " remembers (replay, or a clock far behind)",
+            param="created",
         )
     return True
 

@@ -5,6 +5,7 @@ merchant's rate bucket."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -39,28 +40,34 @@ class Access:
             raise Unauthenticated("the administrator token is not valid")
 
     def authenticate_merchant(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> str:
-        """Verify a merchant's request signature (over its Idempotency-Key too) and record its
-        nonce (see :mod:`.nonces`); returns the merchant id."""
+        """Verify a merchant's RFC 9421 request signature (:func:`.merchant_auth.verify_request`:
+        method, path, query, Content-Digest of ``body``, Idempotency-Key) and record its nonce
+        (see :mod:`.nonces`); returns the merchant id. ``target``: path and query as sent."""
         now = self.core.now()
-        mid, ts, nonce, sig = merchant_auth.parse_headers(headers, now=now)
-        idem_key = merchant_auth.idempotency_key(headers)
-        row = self.core.db.read(
-            lambda c: c.execute(
-                select(MerchantRow.api_public_key, MerchantRow.status).where(MerchantRow.id == mid)
-            ).one_or_none()
-        )
-        if row is None:
-            raise Unauthenticated("unknown merchant")
-        merchant_auth.verify_signature(
-            VerifyKey(row.api_public_key), mid, method, path, ts, nonce, sig, body, idem_key
-        )
-        if row.status != Status.ACTIVE:
+        rows: dict[str, Any] = {}
+
+        def public_key(mid: str) -> VerifyKey | None:
+            row = self.core.db.read(
+                lambda c: c.execute(
+                    select(MerchantRow.api_public_key, MerchantRow.status).where(
+                        MerchantRow.id == mid
+                    )
+                ).one_or_none()
+            )
+            if row is None:
+                return None
+            rows[mid] = row
+            return VerifyKey(row.api_public_key)
+
+        signed = merchant_auth.verify_request(method, target, headers, body, public_key, now=now)
+        mid, nonce, ts = signed.merchant_id, signed.nonce, signed.created
+        if rows[mid].status != Status.ACTIVE:
             raise Forbidden("this merchant has been revoked")
 
         def tx(conn: Connection) -> tuple[bool, bool]:
-            fresh = nonces.record(conn, self.core.elapsed, mid, nonce, int(ts), now)
+            fresh = nonces.record(conn, self.core.elapsed, mid, nonce, ts, now)
             if not fresh:
                 return False, True
             return True, self._take_token(conn, mid)

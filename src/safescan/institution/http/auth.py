@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 
+from safescan.api import merchant_auth
 from safescan.api.api_keys import KEY_PREFIX
 from safescan.api.errors import (
     ApiKeyInUrl,
@@ -44,8 +45,6 @@ from safescan.institution.service import Institution
 FAILED_KEY_RATE = (1.0, 20.0)
 #: query parameter names that would carry a credential (refused whatever their value)
 _CREDENTIAL_PARAMS = frozenset({"api_key", "apikey", "access_token", "key", "token", "secret"})
-#: headers of a signed request (RFC 9421 ``Signature`` and the former ``Safescan-Signature``)
-_SIGNATURE_HEADERS = ("signature", "safescan-signature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ class MerchantAuth:
         _refuse_key_in_url(query)
         headers = request.headers
         authorization = headers.get("authorization")
-        signed = any(h in headers for h in _SIGNATURE_HEADERS)
+        signed = merchant_auth.is_signed(headers)
         if authorization is not None:
             if signed:
                 raise Unauthenticated(
@@ -107,13 +106,15 @@ class MerchantAuth:
         if not signed:
             raise Unauthenticated(
                 "merchant requests need an API key (Authorization: Bearer sk_live_...) or a"
-                " request signature (Signature, Signature-Input, Content-Digest)"
+                " request signature (Signature, Signature-Input, Content-Digest; RFC 9421)"
             )
-        path = scope["path"]
+        # the path as sent (still percent-encoded) and the query as sent: what was signed
+        raw_path = scope.get("raw_path")
+        target = raw_path.decode("latin-1") if raw_path else scope["path"]
         if query:
-            path += "?" + query.decode("latin-1")
+            target += "?" + query.decode("latin-1")
         mid = self.inst.access.authenticate_merchant(
-            request.method, path, headers, scope.get(BODY_KEY, b"")
+            request.method, target, headers, scope.get(BODY_KEY, b"")
         )
         return MerchantCaller(mid, None)
 
