@@ -268,6 +268,8 @@ function showOffer(o) {
   $("offer-static").hidden = !isStatic;
   $("offer-currency").textContent = o.currency || "";
   $("offer-amount").value = "";
+  $("offer-tip").value = "";
+  $("offer-sum").textContent = "-";
   $("offer-order").textContent = o.order_id || "-";
   $("offer-error").textContent = "";
   $("offer-pay").disabled = false;
@@ -288,14 +290,28 @@ function showOffer(o) {
   say(`Verified: pay ${o.total_display || ""} to ${o.merchant.name}`);
 }
 
-function staticAmount() {
-  const raw = $("offer-amount").value.trim().replace(",", ".");
+function minorOf(id) {
+  const raw = $(id).value.trim().replace(",", ".");
   const mu = offer.minor_units || 0;
   const re = mu ? new RegExp(`^(\\d{1,12})(?:\\.(\\d{1,${mu}}))?$`) : /^(\d{1,12})$/;
   const m = raw.match(re);
   if (!m) return null;
-  const minor = Number(m[1]) * 10 ** mu + Number((m[2] || "").padEnd(mu, "0") || 0);
-  return minor > 0 ? minor : null;
+  return Number(m[1]) * 10 ** mu + Number((m[2] || "").padEnd(mu, "0") || 0);
+}
+
+// A static code's amount plus the optional tip (minor units), or null if either is not an amount.
+function staticAmount() {
+  const amount = minorOf("offer-amount");
+  const tip = $("offer-tip").value.trim() === "" ? 0 : minorOf("offer-tip");
+  if (amount === null || tip === null || amount <= 0) return null;
+  return amount + tip;
+}
+
+function showStaticSum() {
+  if (!offer || offer.kind !== "static") return;
+  const total = staticAmount();
+  const mu = offer.minor_units || 0;
+  $("offer-sum").textContent = total === null ? "-" : `${(total / 10 ** mu).toFixed(mu)} ${offer.currency}`;
 }
 
 async function pay() {
@@ -305,7 +321,7 @@ async function pay() {
   let shown = o.total_display;
   if (o.kind === "static") {
     amount = staticAmount();
-    if (amount === null) { $("offer-error").textContent = `Enter the amount in ${o.currency}, for example 3.50.`; return; }
+    if (amount === null) { $("offer-error").textContent = `Enter the amount (and any tip) in ${o.currency}, for example 3.50.`; return; }
     shown = `${(amount / 10 ** (o.minor_units || 0)).toFixed(o.minor_units || 0)} ${o.currency}`;
   }
   let error = "";
@@ -524,6 +540,7 @@ function wire() {
   setupPinPad();
   $("enroll-form").addEventListener("submit", enroll);
   $("offer-pay").addEventListener("click", pay);
+  for (const id of ["offer-amount", "offer-tip"]) $(id).addEventListener("input", showStaticSum);
   $("offer-cancel").addEventListener("click", cancelOffer);
   $("refused-again").addEventListener("click", () => { location.hash = "#/scan"; startScan(); });
   $("other-again").addEventListener("click", () => { location.hash = "#/scan"; startScan(); });
