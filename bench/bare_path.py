@@ -39,6 +39,10 @@ limiting, request models, middleware. A refusal is a 422 with a reason; the load
 After each run the institution's own audit (``safescan institution audit``) checks the database,
 so the yardstick's ledger and audit chain are verified, not assumed.
 
+``--before TREE`` adds, in each round, the institution of another checkout (an earlier commit
+with the same schema: its ``src`` on ``PYTHONPATH``), so one alternating run gives before,
+after and the yardstick under the same load.
+
 ``--alternate N`` runs the institution (bench/institution_load.py's server and settings) and
 the yardstick N times each, alternating, each on a fresh database (on PostgreSQL a fresh
 database of one throwaway cluster), under the same load, and
@@ -417,16 +421,29 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
         work, bound = institution_load.prepare(
             db_url, keys, args.concurrency, per_client, args.merchants
         )
-        if kind == "institution":
+        if kind in ("institution", "before"):
             extra = ["--workers", "1", "--no-webhooks", "--merchant-rate", "0"]
-            server: Any = ServerProcess(db_url, keys, extra=extra).start()
+            saved = os.environ.get("PYTHONPATH")
+            if kind == "before":  # the institution of another tree (same schema), this load
+                os.environ["PYTHONPATH"] = f"{Path(args.before).resolve() / 'src'}"
+            try:
+                server: Any = ServerProcess(db_url, keys, extra=extra).start()
+            finally:
+                if saved is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = saved
         else:
             server = BareServer(db_url, keys)
         load0 = os.getloadavg()[0]
+        cpu0 = institution_load.cpu_seconds(server.proc.pid)
         try:
             result = asyncio.run(institution_load.load(server.base_url, work, args.seconds))
+            cpu1 = institution_load.cpu_seconds(server.proc.pid)
         finally:
             server.stop()
+        n = max(result["payments"], 1)
+        result["server_cpu_ms_per_payment"] = round((cpu1 - cpu0) * 1000 / n, 3)
         checked = subprocess.run(
             [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"],
             env=env(),
@@ -454,6 +471,12 @@ def main() -> None:
     ap.add_argument("--merchants", type=int, default=8)
     ap.add_argument("--max-rate", type=float, default=2500, help="orders per second of run")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument(
+        "--before",
+        metavar="TREE",
+        help="with --alternate: also run the institution of TREE (a checkout of an earlier"
+        " commit with the same schema) in each round: before / after / yardstick",
+    )
     ap.add_argument("--serve", nargs=3, metavar=("DB", "KEYS", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -468,8 +491,9 @@ def main() -> None:
     cluster = start_cluster(fsync=True) if args.db == "postgresql" else None
     try:
         if args.alternate:
+            kinds = ("before", "institution", "bare") if args.before else ("institution", "bare")
             for _ in range(args.alternate):
-                for kind in ("institution", "bare"):
+                for kind in kinds:
                     runs.append(one_run(kind, args, cluster))
         else:
             runs.append(one_run("bare", args, cluster))
@@ -477,7 +501,8 @@ def main() -> None:
         if cluster is not None:
             cluster.stop()
     out: dict[str, Any] = {"db": args.db, "seconds": args.seconds, "concurrency": args.concurrency}
-    shown = ("server", *keep, "crypto_bound_per_s", "ratio_to_crypto_bound", "audit_ok")
+    shown = ("server", *keep, "server_cpu_ms_per_payment", "crypto_bound_per_s")
+    shown += ("ratio_to_crypto_bound", "audit_ok")
     shown += ("audit_output", "loadavg")
     out["runs"] = [{k: r[k] for k in shown if k in r} for r in runs]
     if args.alternate:
@@ -485,6 +510,11 @@ def main() -> None:
         bare = [r["payments_per_s"] for r in runs if r["server"] == "bare"]
         out["ratios"] = [round(i / b, 3) for i, b in zip(inst, bare, strict=True)]
         out["median_ratio"] = round(statistics.median(out["ratios"]), 3)
+        if args.before:
+            old = [r["payments_per_s"] for r in runs if r["server"] == "before"]
+            out["before_ratios"] = [round(o / b, 3) for o, b in zip(old, bare, strict=True)]
+            out["before_median_ratio"] = round(statistics.median(out["before_ratios"]), 3)
+            out["after_over_before"] = [round(i / o, 3) for i, o in zip(inst, old, strict=True)]
     if args.json:
         print(json.dumps(out))
         return
@@ -492,6 +522,7 @@ def main() -> None:
         print(
             f"{r['server']:>11}: {r['payments_per_s']:8.1f} payments/s, p99 {r['p99_ms']} ms"
             f" (worst second {r['p99_worst_second_ms']} ms), errors {r['errors']},"
+            f" CPU {r['server_cpu_ms_per_payment']} ms/payment,"
             f" crypto bound {r['crypto_bound_per_s']}/s (ratio {r['ratio_to_crypto_bound']}),"
             f" audit {'passed' if r['audit_ok'] else 'FAILED'},"
             f" load {r['loadavg'][0]:.1f} -> {r['loadavg'][1]:.1f}"
@@ -500,6 +531,11 @@ def main() -> None:
             print(r["audit_output"])
     if args.alternate:
         print(f"institution / yardstick: {out['ratios']}, median {out['median_ratio']}")
+        if args.before:
+            print(
+                f"before / yardstick: {out['before_ratios']}, median {out['before_median_ratio']};"
+                f" after / before: {out['after_over_before']}"
+            )
 
 
 if __name__ == "__main__":

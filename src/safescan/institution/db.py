@@ -408,6 +408,9 @@ class Database:
         return self._writer().enqueue(fn)
 
     def _writer(self) -> GroupCommitter:
+        committer = self._committer
+        if committer is not None and committer.alive:  # every write but the first: no lock
+            return committer
         from safescan.institution.writer import GroupCommitter
 
         with self._write_lock:

@@ -21,11 +21,14 @@ Failure rules (docs/reliability.md, "The SQLite writer"):
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import logging
 import os
+import queue
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +41,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from safescan.api.errors import StorageError
 from safescan.institution import sql
 from safescan.institution.db import MAX_ATTEMPTS, data_error, is_retryable, storage_error
+from safescan.institution.wal import NO_AUTOCHECKPOINT, WalCheckpointer
 
 T = TypeVar("T")
 log = logging.getLogger("safescan.institution.writer")
@@ -90,14 +94,19 @@ class GroupCommitter:
         database = engine.url.database
         self._lock_path = f"{database}.writer-lock" if database else None
         self._lock_fd: int | None = None
-        self._cond = threading.Condition()
-        self._pending: list[Work] = []
+        # The hand-off (see :meth:`enqueue`): a deque (append and popleft are atomic) and a
+        # wake-up queue the writer blocks on only when it has nothing to do.
+        self._pending: collections.deque[Work] = collections.deque()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._sleeping = False
         self._closed = False
         self.batches = 0
         self.failed_batches = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.crashed: str | None = None  # why the thread ended, if it ended on its own
+        # checkpoints in their own thread, not inside a commit (safescan.institution.wal)
+        self._wal = WalCheckpointer(database) if database else None
         self._thread = threading.Thread(target=self._run, name="safescan-writer", daemon=True)
         self._thread.start()
 
@@ -109,20 +118,25 @@ class GroupCommitter:
     def enqueue(self, fn: Callable[[Connection], T]) -> Future[T]:
         """Queue ``fn`` for the next group; the future resolves once the group is committed."""
         fut: Future[T] = Future()
-        with self._cond:
-            if self._closed:
-                raise StorageError("the database is closed")
-            if not self._thread.is_alive():
-                raise StorageError("the database writer has stopped; nothing was recorded")
-            self._pending.append((fn, fut, time.monotonic()))
-            self._cond.notify()
+        if self._closed:
+            raise StorageError("the database is closed")
+        if not self._thread.is_alive():
+            raise StorageError("the database writer has stopped; nothing was recorded")
+        self._pending.append((fn, fut, time.monotonic()))
+        # Wake the writer only if it sleeps: a busy writer takes this write with its next
+        # group. No lock is shared with the writer thread (a Condition here cost the event loop
+        # a lock round trip with the writer per payment). The writer sets ``_sleeping`` before
+        # it looks at the queue one last time, so a write appended here is either seen by that
+        # look or wakes it.
+        if self._sleeping:
+            self._wake.put(None)
         return fut
 
     def status(self) -> dict[str, Any]:
         """For health and readiness: alive, queue length, oldest wait (s), last error."""
-        with self._cond:
-            oldest = min((t for _, f, t in self._pending if not f.done()), default=None)
-            queued = len(self._pending)
+        pending = list(self._pending)  # a copy, taken at once
+        oldest = min((t for _, f, t in pending if not f.done()), default=None)
+        queued = len(pending)
         return {
             "alive": self.alive,
             "queued": queued,
@@ -140,32 +154,39 @@ class GroupCommitter:
 
     def close(self) -> None:
         """Finish the queued work and stop the writer thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+        self._closed = True
+        self._wake.put(None)
         self._thread.join(10)
+        if self._wal is not None:
+            self._wal.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     def _run(self) -> None:
         batch: list[Work] = []
+        pending = self._pending
         try:
             while True:
-                with self._cond:
-                    while not self._pending and not self._closed:
-                        self._cond.wait()
-                    if not self._pending and self._closed:
+                if not pending:
+                    self._sleeping = True
+                    while not pending and not self._closed:
+                        self._wake.get()
+                    self._sleeping = False
+                    while not self._wake.empty():  # wake-ups for writes already seen
+                        self._wake.get_nowait()
+                    if not pending:  # closed, and nothing left
                         return
-                    batch = self._pending[: self.max_batch]
-                    del self._pending[: self.max_batch]
+                while pending and len(batch) < self.max_batch:
+                    batch.append(pending.popleft())
                 self._run_batch(batch)
                 batch = []
         except BaseException as exc:  # noqa: BLE001 - recorded; health reports a dead writer
             self.crashed = f"{type(exc).__name__}: {exc}"[:200]
             log.critical("the database writer thread stopped: %s", type(exc).__name__)
-            with self._cond:
-                failed, self._pending = batch + self._pending, []
+            failed = batch
+            while pending:
+                failed.append(pending.popleft())
             for _, fut, _ in failed:
                 if fut.done():
                     continue
@@ -241,6 +262,10 @@ class GroupCommitter:
     def _once(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self.engine.connect() as conn:
+            wal = self._wal
+            if wal is not None and not conn.connection.info.get("safescan_wal"):
+                conn.connection.driver_connection.execute(NO_AUTOCHECKPOINT)  # type: ignore[union-attr]
+                conn.connection.info["safescan_wal"] = True
             trans = conn.begin()
             try:
                 for fn, fut, _ in batch:
@@ -272,7 +297,20 @@ class GroupCommitter:
                 raise
             except Exception as exc:
                 raise _Committing(exc) from exc
+            if wal is not None:
+                wal.commits += 1
+                if wal.due or (not wal.alive and wal.commits % 256 == 0):
+                    self._checkpoint(wal, conn)
         return outcomes
+
+    @staticmethod
+    def _checkpoint(wal: WalCheckpointer, conn: Connection) -> None:
+        """The writer checkpoints itself (the log outgrew the checkpoint thread, or it
+        stopped): after the commit, outside any transaction; what was committed stays."""
+        try:
+            wal.checkpoint(conn.connection.driver_connection)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            log.error("a WAL checkpoint failed (the commit stands): %s", exc)
 
 
 class _Committing(Exception):
