@@ -118,7 +118,9 @@ def run(
         ack_log = state / "acknowledged.jsonl"
         cpu0 = cpu_by_part(cluster)
         injector.start()
-        res = run_load(cluster.api_url, work, seconds, ack_log)
+        res = run_load(
+            cluster.api_url, work, seconds, ack_log, ssl_context=cluster.client_context()
+        )
         cpu1 = cpu_by_part(cluster)
         injector.stop_event.set()
         injector.join(120)

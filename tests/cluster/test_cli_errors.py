@@ -101,7 +101,7 @@ def test_a_state_directory_postgres_cannot_enter_is_refused_before_anything_star
 def test_rendered_configuration_keeps_the_guarantees() -> None:
     """The settings the guarantees rest on (docs/operations.md) are the ones rendered."""
     spec = ClusterSpec(state_dir=Path("/x"), base_port=30000, tuning=Tuning())
-    from safescan.cluster.render import Secrets
+    from safescan.cluster.render import HaproxyTls, Secrets
 
     s = Secrets("a", "b", "c", "d", "e", "f")
     cfg = patroni_config(spec, 0, Path("/x/pg/pg0"), Path("/usr/lib/postgresql/15/bin"), s)
@@ -115,7 +115,16 @@ def test_rendered_configuration_keeps_the_guarantees() -> None:
         "127.0.0.1" in line or line.startswith("local") for line in cfg["postgresql"]["pg_hba"]
     )
     assert not any(" trust" in line for line in cfg["postgresql"]["pg_hba"])
-    text = haproxy_config(spec, Path("/x/haproxy"))
+    tls = HaproxyTls(Path("/x/haproxy/api-frontend.pem"), Path("/x/haproxy/ca.pem"))
+    text = haproxy_config(spec, Path("/x/haproxy"), tls)
     assert "option httpchk GET /primary" in text and "on-marked-down shutdown-sessions" in text
+    # the API hop: TLS from the clients (HAProxy's certificate) and to every API process,
+    # verified against the cluster's CA and name; a process is in rotation only on /readyz 200
+    api = text.split("listen api", 1)[1]
+    assert f"ssl crt {tls.frontend_pem}" in api
+    assert f"ssl verify required ca-file {tls.ca_file}" in api and "verifyhost localhost" in api
+    assert "check-ssl" in api and "verify none" not in text
+    assert "uri /readyz" in api and "http-check expect status 200" in api
+    assert all(" check" in line for line in api.splitlines() if line.strip().startswith("server"))
     assert "retry-on conn-failure" in text
     assert "0.0.0.0" not in text and "*:" not in text

@@ -25,6 +25,7 @@ import pytest
 from safescan.cluster import Cluster, read_spec
 from safescan.cluster.procs import children_of, port_free, start_time, wait_until
 from safescan.cluster.spec import free_base_port
+from safescan.web import pki
 from tests.cluster.workload import FaultInjector, prepare, run_load, timeline, verify
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -65,6 +66,7 @@ def cluster() -> Iterator[Cluster]:
         if up.returncode != 0:
             pytest.fail(f"cluster up failed: {up.stderr[-3000:]}")
         c = Cluster(read_spec(state))
+        pki.pin(c.api_url, c.ca_file)  # this process's safescan clients verify HAProxy with it
         try:
             yield c
         finally:
@@ -114,7 +116,15 @@ def test_killing_the_primary_under_load_loses_and_doubles_nothing(cluster: Clust
     injector = FaultInjector(cluster, [(6.0, "primary")])
     before = cluster.wait_leader(120)
     injector.start()
-    res = run_load(cluster.api_url, work, seconds, ack_log, resolve_s=60, max_rate=120)
+    res = run_load(
+        cluster.api_url,
+        work,
+        seconds,
+        ack_log,
+        resolve_s=60,
+        max_rate=120,
+        ssl_context=cluster.client_context(),
+    )
     injector.join(90)
     assert not injector.errors, injector.errors
     [fault] = injector.faults

@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import random
+import ssl
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,7 @@ async def _load(
     resolve_s: float,
     res: LoadResult,
     max_rate: float | None,
+    ssl_context: ssl.SSLContext | None,
 ) -> None:
     res.started = time.monotonic()
     # each client at most max_rate / clients payments per second (None: as fast as answered)
@@ -121,7 +123,8 @@ async def _load(
     give_up = stop_new + resolve_s
     log = ack_log.open("a", buffering=1)
     timeout = aiohttp.ClientTimeout(total=15)
-    conn = aiohttp.TCPConnector(limit=0)
+    # HTTPS through HAProxy: verified with the cluster's CA only (never verification off)
+    conn = aiohttp.TCPConnector(limit=0, ssl=ssl_context if ssl_context is not None else True)
     async with aiohttp.ClientSession(base_url=base_url, connector=conn, timeout=timeout) as s:
 
         async def pay(w: Work) -> None:
@@ -200,12 +203,13 @@ def run_load(
     ack_log: Path,
     resolve_s: float = 90,
     max_rate: float | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> LoadResult:
     """Closed-loop clients for ``seconds`` (paced to ``max_rate`` payments/s in all, if
     given); payments in flight at the end are retried (same key) for up to ``resolve_s`` more
     until their outcome is known."""
     res = LoadResult()
-    asyncio.run(_load(base_url, work, seconds, ack_log, resolve_s, res, max_rate))
+    asyncio.run(_load(base_url, work, seconds, ack_log, resolve_s, res, max_rate, ssl_context))
     return res
 
 

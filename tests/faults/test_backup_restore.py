@@ -320,3 +320,68 @@ def test_sqlite_backup_taken_under_concurrent_payments_is_consistent(tmp_path: P
     finally:
         w.close()
         server.stop()
+
+
+def _target_state(url: str) -> Any:
+    """What a restore must leave as it found when it fails: the SQLite file's absence, or every
+    table, view, sequence, function and type of the PostgreSQL database."""
+    from safescan.institution.backup import _backend, _pg_objects
+
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return sorted(p.name for p in path.parent.glob(path.name + "*"))
+    return sorted(_pg_objects(_backend(url)[1]))
+
+
+def test_a_restore_failing_late_leaves_the_target_as_it_was(place: Place) -> None:
+    """All or nothing: a restore that fails after it began placing the backup leaves the target
+    exactly as it found it (PostgreSQL: no table, sequence, function or type left behind), with
+    a typed error (``backup_error``, exit 2), and the same target takes the good backup
+    afterwards. Failures injected late: the last part of the backup corrupted (with a manifest
+    that matches it, as when the dump was damaged before its manifest was written), in two
+    places; and a backup placed whole but refused at the acknowledgement (its manifest names
+    another database than the one inside, with no checkpoint records to catch it earlier)."""
+    init_db(place.db_url, place.keys)
+    bak = place.tmp / "good.bak"
+    manifest = backup(place.db_url, bak)
+    good = bak.read_bytes()
+    fresh = place.fresh_url()
+    before = _target_state(fresh)
+    empty_checkpoints = place.tmp / "no-checkpoints"
+
+    def damaged(name: str, data: bytes, doc: dict[str, Any]) -> Path:
+        import hashlib
+
+        path = place.tmp / name
+        path.write_bytes(data)
+        doc = {**doc, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        Path(f"{path}.manifest.json").write_text(json.dumps(doc))
+        return path
+
+    def corrupt_tail(offset_from_end: int, span: int) -> bytes:
+        data = bytearray(good)
+        for i in range(len(data) - offset_from_end, len(data) - offset_from_end + span):
+            data[i] ^= 0x5A
+        return bytes(data)
+
+    late = {
+        # PostgreSQL: inside the last table's data block; SQLite: the last page's header (its
+        # free bytes at the very end can change unnoticed: that is no failure to inject)
+        "last bytes": damaged(
+            "tail.bak",
+            corrupt_tail(64, 64) if place.backend == "postgresql" else corrupt_tail(4096, 16),
+            manifest,
+        ),
+        "last block": damaged("block.bak", corrupt_tail(min(len(good) // 4, 4096), 256), manifest),
+        "acknowledgement": damaged("other-db.bak", good, {**manifest, "db": "0" * 64}),
+    }
+    for what, source in late.items():
+        out = cli("restore", "--from", str(source), "--db", fresh, "--keys", str(place.keys),
+                  "--checkpoints", str(empty_checkpoints), "--reason", what, "--json")  # fmt: skip
+        assert out.returncode == 2, (what, out.stdout + out.stderr)
+        assert json.loads(out.stdout)["error"]["code"] == "backup_error", (what, out.stdout)
+        assert _target_state(fresh) == before, what  # nothing left behind
+    assert not empty_checkpoints.exists() or empty_checkpoints.read_text() == ""
+    out = restore(place, bak, fresh, "the good backup after the failed ones")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert audit(fresh, place.keys)[0] == 0

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -140,10 +141,13 @@ class ServerProcess:
         *,
         healthy: bool = True,
         verify: ssl.SSLContext | None = None,
+        listening_only: bool = False,
     ) -> ServerProcess:
         """Start and wait until /health answers 200 (any answer, with ``healthy=False``: a
         server refusing a rolled-back database answers 503); ``verify``: the CA to check the
-        server with, when it presents another certificate than the one `init` made."""
+        server with, when it presents another certificate than the one `init` made.
+        ``listening_only``: wait only until it accepts TCP connections (a server presenting a
+        certificate no client should accept: expired, another CA's, another name's)."""
         cmd = [
             sys.executable,
             "-m",
@@ -166,14 +170,20 @@ class ServerProcess:
                 out = Path(self.log.name).read_text()[-2000:]
                 self.stop()
                 raise RuntimeError(f"server exited: {out}")
-            try:
-                status = httpx.get(
-                    self.base_url + "/health", timeout=2, verify=verify or self.verify
-                ).status_code
-                if status == 200 or not healthy:
+            if listening_only:
+                with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=2
+                ):
                     return self
-            except httpx.HTTPError:
-                pass
+            else:
+                try:
+                    status = httpx.get(
+                        self.base_url + "/health", timeout=2, verify=verify or self.verify
+                    ).status_code
+                    if status == 200 or not healthy:
+                        return self
+                except httpx.HTTPError:
+                    pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("server did not come up")

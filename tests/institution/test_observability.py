@@ -397,3 +397,50 @@ def test_several_workers_sum_their_counters(own_sqlite: tuple[str, Path, str]) -
         assert got == n  # every worker's requests, whichever worker answered the scrape
     finally:
         server.stop()
+
+
+def test_two_workers_count_payments_across_both_and_publish_gauges_per_worker(
+    own_sqlite: tuple[str, Path, str],
+) -> None:
+    """``serve --workers 2`` (prometheus-client's multiprocess mode): payments answered by
+    either worker are all in ``safescan_payments_total``, whichever worker answers the scrape,
+    and each worker publishes its own pool gauges (one ``pid`` per worker)."""
+    db, tmp, token = own_sqlite
+    server = ServerProcess(db, tmp / "keys", extra=["--workers", "2"], tls=True).start()
+    world = World(server, token)
+    try:
+        m = world.merchant("Two Workers Cafe")
+        cid = world.customer({"EUR": 100_000})
+        carrier = world.carrier(cid)
+        n = 12
+        for _ in range(n):
+            order = m.order([("Tea", 1, 100)])
+            body = {"code": order["code"], "authorization": _b64(carrier, order["code"])}
+            # a new connection each: the kernel spreads them over both workers
+            r = httpx.post(server.base_url + "/v1/payments", json=body, verify=server.verify)
+            assert r.status_code == 201, r.text
+        for _ in range(40):  # more connections, so that both workers have served something
+            httpx.get(server.base_url + "/healthz", timeout=10, verify=server.verify)
+
+        def scrape() -> dict[Any, float]:
+            with httpx.Client(base_url=server.base_url, verify=server.verify, timeout=10) as h:
+                return samples(h)
+
+        pids: set[str] = set()
+
+        def settled() -> bool:
+            got = scrape()
+            pids.clear()
+            pids.update(
+                dict(labels)["pid"]
+                for (name, labels) in got
+                if name == "safescan_worker_db_pool_connections"
+            )
+            return value(got, "safescan_payments_total") == n and len(pids) == 2
+
+        assert wait_until(settled, 30), (value(scrape(), "safescan_payments_total"), pids)
+        for _ in range(6):  # every scrape (answered by either worker) counts all of them
+            assert value(scrape(), "safescan_payments_total") == n
+    finally:
+        world.close()
+        server.stop()

@@ -9,6 +9,7 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -174,11 +175,14 @@ def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
-def http_json(url: str, timeout: float = 3.0) -> tuple[int, Any]:
+def http_json(
+    url: str, timeout: float = 3.0, context: ssl.SSLContext | None = None
+) -> tuple[int, Any]:
     """GET ``url``: (status, parsed JSON or None); (0, None) when nothing answers within
-    ``timeout`` (generous: a loaded machine answers loopback slowly, and a miss reads as "down")."""
+    ``timeout`` (generous: a loaded machine answers loopback slowly, and a miss reads as "down")
+    or an ``https://`` server fails verification with ``context`` (the pinned CA)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback URLs
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:  # noqa: S310
             body = r.read()
             status = int(r.status)
     except urllib.error.HTTPError as exc:

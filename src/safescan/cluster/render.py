@@ -170,11 +170,30 @@ def patroni_config(
     }
 
 
-def haproxy_config(spec: ClusterSpec, run_dir: Path) -> str:
+TLS_NAME = "localhost"  # the name HAProxy checks in the API processes' certificates
+
+
+@dataclass(frozen=True)
+class HaproxyTls:
+    """The files HAProxy's API hop uses: ``frontend_pem`` (its certificate chain and key, one
+    PEM, what clients verify with the cluster's CA) and ``ca_file`` (the CA it verifies each API
+    process's certificate with)."""
+
+    frontend_pem: Path
+    ca_file: Path
+
+
+def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
     """HAProxy: the PostgreSQL frontend leads to whichever node's Patroni answers 200 on
     ``/primary``; sessions to a node marked down are cut at once, so clients reconnect to the
     new primary. The API frontend spreads requests over the API processes and moves a
-    request to another process only if it could not connect (never after sending it)."""
+    request to another process only if it could not connect (never after sending it).
+
+    The API hop is TLS on both sides: HAProxy terminates the clients' TLS with its certificate
+    from the cluster's CA and re-encrypts to each API process, verifying its certificate
+    (``verify required``, the cluster's CA only, name ``localhost``); a process whose
+    certificate does not verify, or whose ``GET /readyz`` (database reachable, schema current,
+    keys loaded) is not 200, is taken out of rotation until it is again."""
     p, t = spec.ports, spec.tuning
     inter = t.check_interval_ms
     lines = [
@@ -212,7 +231,7 @@ def haproxy_config(spec: ClusterSpec, run_dir: Path) -> str:
         "",
         "listen api",
         "    mode http",
-        f"    bind {HOST}:{p.api}",
+        f"    bind {HOST}:{p.api} ssl crt {tls.frontend_pem} ssl-min-ver TLSv1.2 alpn http/1.1",
         "    balance roundrobin",
         "    option redispatch 1",
         "    retries 3",
@@ -220,7 +239,12 @@ def haproxy_config(spec: ClusterSpec, run_dir: Path) -> str:
         "    timeout client 60s",
         "    timeout server 60s",
         "    timeout http-keep-alive 10s",
-        f"    default-server inter {inter}ms fall 2 rise 1",
+        "    option httpchk",
+        f"    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host {TLS_NAME}",
+        "    http-check expect status 200",
+        f"    default-server inter {inter}ms fall 2 rise 1"
+        f" ssl verify required ca-file {tls.ca_file} sni str({TLS_NAME}) verifyhost {TLS_NAME}"
+        f" check-ssl check-sni {TLS_NAME} ssl-min-ver TLSv1.2",
     ]
     lines += [
         f"    server api{i} {HOST}:{p.api_process(i)} check" for i in range(spec.api_processes)

@@ -14,6 +14,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from safescan.cluster.procs import (
     wait_until,
 )
 from safescan.cluster.spec import SPEC_FILE, ClusterSpec
+from safescan.web import pki
 
 SERVICE_USER = "postgres"  # PostgreSQL refuses to run as root
 BOOT_TIMEOUT = 180.0
@@ -94,12 +96,32 @@ class Cluster:
 
     @property
     def api_url(self) -> str:
-        """The institution's API, through HAProxy."""
-        return f"http://{render.HOST}:{self.spec.ports.api}"
+        """The institution's API, through HAProxy (HTTPS: verify it with :attr:`ca_file`)."""
+        return f"https://{render.HOST}:{self.spec.ports.api}"
 
     def api_process_url(self, i: int) -> str:
-        """API process ``i`` directly."""
-        return f"http://{render.HOST}:{self.spec.ports.api_process(i)}"
+        """API process ``i`` directly (HTTPS, the same CA)."""
+        return f"https://{render.HOST}:{self.spec.ports.api_process(i)}"
+
+    @property
+    def tls_dir(self) -> pki.TlsDir:
+        """The cluster's private CA and the API processes' server certificate (``STATE/tls``)."""
+        return pki.TlsDir(self.state / "tls")
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA every client of the cluster pins (``STATE/tls/ca.pem``)."""
+        return self.tls_dir.ca_cert
+
+    @property
+    def haproxy_tls(self) -> render.HaproxyTls:
+        """HAProxy's certificate (with its key) and its copy of the CA (``STATE/haproxy``)."""
+        d = self.state / "haproxy"
+        return render.HaproxyTls(d / "api-frontend.pem", d / "ca.pem")
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSL context trusting only the cluster's CA (hostname checked)."""
+        return pki.client_context(self.ca_file)
 
     def tool_env(self) -> dict[str, str]:
         """Environment for institution commands run against this cluster (audit, migrate)."""
@@ -160,8 +182,9 @@ class Cluster:
             node.mkdir(parents=True, exist_ok=True)
             cfg = render.patroni_config(self.spec, i, node, bin_dir, s)
             _write_private(node / "patroni.yml", _json(cfg))
+        self._prepare_tls()
         (self.state / "haproxy.cfg").write_text(
-            render.haproxy_config(self.spec, self.state / "haproxy")
+            render.haproxy_config(self.spec, self.state / "haproxy", self.haproxy_tls)
         )
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
@@ -169,6 +192,23 @@ class Cluster:
                 _chown_tree(self.state / d, pw.pw_uid, pw.pw_gid)
         for i in range(self.spec.nodes):
             os.chmod(self.node_dir(i), 0o700)
+
+    def _prepare_tls(self) -> None:
+        """The cluster's CA and the API processes' certificate (once), and HAProxy's own
+        certificate from the same CA, for the names clients use (``localhost``, 127.0.0.1)."""
+        tls = self.tls_dir
+        if not tls.ca_cert.exists():
+            pki.create_tls_dir(tls)
+        elif not tls.exists():
+            pki.issue_server_cert(tls, list(pki.DEFAULT_NAMES))
+        front = self.haproxy_tls
+        if not front.frontend_pem.exists():
+            tmp = self.state / "haproxy" / "frontend.tmp"
+            cert, key = tmp / "cert.pem", tmp / "key.pem"
+            pki.issue_server_files(tls, cert, key, list(pki.DEFAULT_NAMES))
+            _write_private(front.frontend_pem, cert.read_text() + key.read_text())
+            shutil.rmtree(tmp)
+        front.ca_file.write_text(tls.ca_cert.read_text())
 
     def _wait(self, check: Callable[[], bool], names: list[str], what: str) -> None:
         """Wait for ``check``; fail at once (with the log's tail) if one of ``names`` dies."""
@@ -388,6 +428,7 @@ class Cluster:
                 str(self.keys_dir),
                 "--passphrase-file",
                 str(self.passphrase_file),
+                *self._tls_args(),
             ],
             env=self.tool_env(),
             capture_output=True,
@@ -415,8 +456,17 @@ class Cluster:
             render.HOST,
             "--port",
             str(self.spec.ports.api_process(i)),
-            "--plain-http",  # loopback behind HAProxy (docs/operations.md, "TLS")
+            *self._tls_args(),  # HTTPS: HAProxy verifies it (docs/operations.md, "TLS")
             *self.spec.api_args,
+        ]
+
+    def _tls_args(self) -> list[str]:
+        """The API processes' certificate from the cluster's CA (``init`` makes none then)."""
+        return [
+            "--tls-cert",
+            str(self.tls_dir.server_cert),
+            "--tls-key",
+            str(self.tls_dir.server_key),
         ]
 
     def _start_apis(self) -> None:
@@ -428,11 +478,13 @@ class Cluster:
             self.procs.start(name, self._api_argv(i), env=self.tool_env(), cwd=self.state)
         for i in range(self.spec.api_processes):
             self._wait(
-                partial(_answers, self.api_process_url(i) + "/health"),
+                partial(_answers, self.api_process_url(i) + "/health", self.client_context()),
                 [f"api{i}"],
                 f"API process {i} did not start",
             )
-        if not wait_until(partial(_answers, self.api_url + "/health"), 30, 0.2):
+        if not wait_until(
+            partial(_answers, self.api_url + "/health", self.client_context()), 30, 0.2
+        ):
             raise ClusterError("the API does not answer through HAProxy")
 
     # --- faults --------------------------------------------------------------------------------
@@ -480,6 +532,7 @@ class Cluster:
     def status(self) -> dict[str, Any]:
         """What runs and how it is: etcd health, Patroni roles, HAProxy, API processes."""
         n, a = self.spec.nodes, self.spec.api_processes
+        ctx = self.client_context()
         return {
             "state_dir": str(self.state),
             "api_url": self.api_url,
@@ -507,7 +560,7 @@ class Cluster:
                 {
                     "name": f"api{i}",
                     "running": self.procs.alive(f"api{i}"),
-                    "healthy": http_json(self.api_process_url(i) + "/health")[0] == 200,
+                    "healthy": _answers(self.api_process_url(i) + "/health", ctx),
                 }
                 for i in range(a)
             ],
@@ -562,7 +615,9 @@ class Cluster:
         if what == "replication":
             return wait_until(self._replication_ready, timeout, 0.2)
         if what == "api":
-            return wait_until(partial(_answers, self.api_url + "/health"), timeout)
+            return wait_until(
+                partial(_answers, self.api_url + "/health", self.client_context()), timeout
+            )
         raise ClusterError(f"unknown condition {what!r}")
 
 
@@ -606,8 +661,8 @@ def preflight(state_dir: Path) -> Path:
     return bin_dir
 
 
-def _answers(url: str) -> bool:
-    return http_json(url, 2)[0] == 200
+def _answers(url: str, context: ssl.SSLContext) -> bool:
+    return http_json(url, 2, context)[0] == 200
 
 
 def _json(data: Any) -> str:

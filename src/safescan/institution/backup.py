@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
@@ -306,14 +307,23 @@ def restore(
             + "; ".join(problems[:2] or ["records of another database"])
         )
     _require_empty_target(backend, parsed)
+    before = _pg_objects(parsed) if backend == "postgresql" else set()
     _place(Path(backup_file), backend, parsed)
     try:
         return _acknowledge(manifest, parsed, keys, checkpoints, reason, now, len(records))
-    except SafescanError:
+    except Exception as exc:
+        # all or nothing: what was placed is taken away again, the target is as it was
         if backend == "sqlite":  # ours: created above, and not acknowledged
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{_sqlite_path(parsed)}{suffix}").unlink(missing_ok=True)
-        raise
+        else:
+            _undo_pg(parsed, before)
+        if isinstance(exc, SafescanError):
+            raise
+        raise BackupError(
+            f"the restore failed after placing the backup ({type(exc).__name__}); the target"
+            " database was emptied again"
+        ) from exc
 
 
 def _acknowledge(
@@ -355,6 +365,80 @@ def _acknowledge(
         "lost_certificates": done["lost_certificates"],
         "reason": reason,
     }
+
+
+# what a restore may create in a PostgreSQL database (an extension's own objects go with it)
+_PG_OBJECTS = """
+SELECT 'extension', '', e.extname, '' FROM pg_extension e WHERE e.extname <> 'plpgsql'
+UNION ALL
+SELECT 'table', n.nspname, c.relname, '' FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'information_schema'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'function', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'information_schema'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                   AND d.objid = p.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'type', n.nspname, t.typname, '' FROM pg_type t
+  JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typtype IN ('e', 'd')
+   AND left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'information_schema'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                   AND d.objid = t.oid AND d.deptype = 'e')
+"""
+
+
+def _pg_objects(parsed: URL) -> set[tuple[str, str, str, str]]:
+    """Every table, view, sequence, function and type of the database (outside the system
+    schemas): what a failed restore must leave as it found."""
+    engine = create_engine(parsed)
+    try:
+        with engine.connect() as conn:
+            return {(r[0], r[1], r[2], r[3]) for r in conn.exec_driver_sql(_PG_OBJECTS)}
+    finally:
+        engine.dispose()
+
+
+def _undo_pg(parsed: URL, before: set[tuple[str, str, str, str]]) -> None:
+    """Drop, in one transaction, what the restore added to the database (it was empty of
+    tables before: :func:`_require_empty_target`)."""
+    engine = create_engine(parsed)
+    try:
+        with engine.begin() as conn:
+            rows = {(r[0], r[1], r[2], r[3]) for r in conn.exec_driver_sql(_PG_OBJECTS)}
+            for kind in ("extension", "table", "function", "type"):
+                for _, schema, name, args in sorted(r for r in rows - before if r[0] == kind):
+                    quote = conn.dialect.identifier_preparer.quote
+                    ident = f"{quote(schema)}.{quote(name)}"
+                    if kind == "extension":
+                        conn.exec_driver_sql(f"DROP EXTENSION IF EXISTS {quote(name)} CASCADE")
+                    elif kind == "table":
+                        relkind = conn.exec_driver_sql(
+                            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n"
+                            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                            (schema, name),
+                        ).scalar()
+                        if relkind is None:  # dropped with a table it belonged to
+                            continue
+                        what = {"v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE",
+                                "f": "FOREIGN TABLE"}.get(str(relkind), "TABLE")  # fmt: skip
+                        conn.exec_driver_sql(f"DROP {what} IF EXISTS {ident} CASCADE")
+                    elif kind == "function":
+                        conn.exec_driver_sql(f"DROP ROUTINE IF EXISTS {ident}({args}) CASCADE")
+                    else:
+                        conn.exec_driver_sql(f"DROP TYPE IF EXISTS {ident} CASCADE")
+    except SQLAlchemyError as exc:
+        raise BackupError(
+            "the restore failed and what it had placed could not be taken away again"
+            f" ({type(exc).__name__}): drop and re-create the target database before retrying"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _place(backup_file: Path, backend: str, parsed: URL) -> None:

@@ -17,7 +17,11 @@ Several worker processes (``institution serve --workers N``): the command points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, so counters and
 histograms of every worker are summed in each scrape (prometheus-client's multiprocess mode);
 the scrape-time gauges are those of the worker that answered (pool, writer, in flight) or global
-(queue depth). Separate processes (the cluster's API processes, each on its own port) are
+(queue depth), and every worker also publishes its own, labelled with its ``pid``
+(``safescan_worker_db_pool_connections{pid,state}``, ``safescan_worker_db_writer_queued{pid}``,
+``safescan_worker_webhook_in_flight{pid}``; prometheus-client's ``liveall`` gauges), refreshed
+as it serves requests (at most once a second) and on each scrape it answers.
+Separate processes (the cluster's API processes, each on its own port) are
 scraped as separate targets and summed by Prometheus (``sum without (instance)``).
 
 Who may read it: ``metrics_access`` ``loopback`` (default: a client on 127.0.0.1/::1 that did not
@@ -32,6 +36,7 @@ import hmac
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -175,6 +181,60 @@ class ProcessCollector(Collector):
             flight.add_metric([], float(len(getattr(self.dispatcher, "_tasks", ()))))
             yield flight
 
+    def publish(self) -> None:
+        """Multiprocess mode: this worker's gauges into its metric file, labelled with its pid
+        (every scrape, whichever worker answers it, shows them all)."""
+        gauges = _worker_gauges()
+        if gauges is None:
+            return
+        pool = self.db.engine.pool
+        gauges.pool.labels("in_use").set(_call(pool, "checkedout"))
+        gauges.pool.labels("idle").set(_call(pool, "checkedin"))
+        gauges.queued.set(float(self.db.writer_status().get("queued", 0) or 0))
+        if self.dispatcher is not None:
+            gauges.in_flight.set(len(getattr(self.dispatcher, "_tasks", ())))
+
+
+@dataclass(frozen=True)
+class _WorkerGauges:
+    pool: Gauge
+    queued: Gauge
+    in_flight: Gauge
+
+
+_WORKER: list[_WorkerGauges] = []
+
+
+def _worker_gauges() -> _WorkerGauges | None:
+    """The per-worker gauges, made on first use, in multiprocess mode only."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    if not _WORKER:
+        _WORKER.append(
+            _WorkerGauges(
+                Gauge(
+                    "safescan_worker_db_pool_connections",
+                    "Database connections of each worker's pool, by state (in_use, idle)",
+                    ["state"],
+                    registry=None,
+                    multiprocess_mode="liveall",  # one series per live worker (pid)
+                ),
+                Gauge(
+                    "safescan_worker_db_writer_queued",
+                    "Writes waiting for each worker's SQLite writer (0 on PostgreSQL)",
+                    registry=None,
+                    multiprocess_mode="liveall",  # one series per live worker (pid)
+                ),
+                Gauge(
+                    "safescan_worker_webhook_in_flight",
+                    "Webhook attempts in flight in each worker",
+                    registry=None,
+                    multiprocess_mode="liveall",  # one series per live worker (pid)
+                ),
+            )
+        )
+    return _WORKER[0]
+
 
 def _call(pool: Any, name: str) -> int:
     fn = getattr(pool, name, None)
@@ -248,9 +308,18 @@ class MetricsEndpoint:
 
     def __init__(self, app: ASGIApp, collector: Collector, access: MetricsAccess) -> None:
         self.app, self.collector, self.access = app, collector, access
+        self._published = 0.0
+
+    def _publish(self, now: float) -> None:
+        if isinstance(self.collector, ProcessCollector) and os.environ.get(MULTIPROC_ENV):
+            self._published = now
+            self.collector.publish()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") != "/metrics" or self.access.mode == "off":
+            now = time.monotonic()
+            if now - self._published >= 1.0:  # this worker's gauges, once a second at most
+                self._publish(now)
             await self.app(scope, receive, send)
             return
         if scope.get("method") not in ("GET", "HEAD"):
@@ -266,6 +335,7 @@ class MetricsEndpoint:
             return
         import asyncio
 
+        self._publish(time.monotonic())
         body = await asyncio.to_thread(exposition, self.collector)
         await _send(send, 200, body, CONTENT_TYPE_LATEST.encode())
 
