@@ -45,6 +45,7 @@ from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.cli_apikey import apikey_app
+from safescan.merchant.cli_config import config_app
 from safescan.merchant.cli_webhook import webhook_app
 from safescan.merchant.client import (
     MerchantApi,
@@ -58,6 +59,7 @@ from safescan.merchant.input import parse_item
 from safescan.merchant.journal import Journal
 from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
+from safescan.merchant.settings import load_terminal, pos_settings
 from safescan.merchant.staff import StaffError, StaffStore
 
 merchant_app = typer.Typer(
@@ -69,7 +71,11 @@ err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="POS config file (default: $SAFESCAN_POS_CONFIG)"),
+    typer.Option(
+        "--config",
+        help="settings file (FILE.toml: [terminal] [server] [tls]) or the terminal's JSON"
+        " itself (default: $SAFESCAN_POS_CONFIG)",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 EXIT_STALE = 3  # `pos orders`: shown, but some states could not be checked
@@ -134,7 +140,7 @@ def onboard(
         with AdminClient(institution, token) as admin:
             cfg = onboard_merchant(admin, name=name, city=city, **details)
         cfg.tls_ca = cert_pem(ca).decode() if ca is not None else None
-        path = cfg.save(config)
+        path = cfg.save(pos_settings(config).terminal_file)
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
     if as_json:
@@ -149,7 +155,7 @@ def onboard(
 
 def _load(config: Path | None, as_json: bool = False) -> PosConfig:
     try:
-        return PosConfig.load(config)
+        return load_terminal(config)
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
 
@@ -514,8 +520,12 @@ def refund(
 
 @merchant_app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8090,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind [server.host: 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port, 0: any free port [server.port: 8090]")
+    ] = None,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -542,8 +552,14 @@ def serve(
 
     cfg = _load(config)
     try:
-        tls = TlsFiles.from_options(tls_cert, tls_key)
-        run(cfg, host=host, port=port, allowed_hosts=allowed_host or [], tls=tls)
+        site = pos_settings(
+            config,
+            server={"host": host, "port": port, "allowed_hosts": allowed_host or None},
+            tls={"cert": tls_cert, "key": tls_key},
+        )
+        tls = TlsFiles.from_options(site.tls.cert, site.tls.key)
+        srv = site.server
+        run(cfg, host=srv.host, port=srv.port, allowed_hosts=list(srv.allowed_hosts), tls=tls)
     except SafescanError as exc:
         raise _fail(exc) from None
 
@@ -552,12 +568,12 @@ staff_app = typer.Typer(help="Staff accounts of the web POS.", no_args_is_help=T
 merchant_app.add_typer(staff_app, name="staff")
 merchant_app.add_typer(webhook_app, name="webhook")  # safescan.merchant.cli_webhook
 merchant_app.add_typer(apikey_app, name="apikey")  # safescan.merchant.cli_apikey
+merchant_app.add_typer(config_app, name="config")  # safescan.merchant.cli_config
 
 
 def _staff_store(config: Path | None) -> StaffStore:
-    from safescan.merchant.config import default_path
 
-    return StaffStore.for_config(Path(config) if config else default_path())
+    return StaffStore.for_config(pos_settings(config).terminal_file)
 
 
 @staff_app.command("add")
@@ -630,7 +646,7 @@ def encrypt_key(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     from safescan.merchant.config import encrypt_legacy
 
     try:
-        path = encrypt_legacy(config)
+        path = encrypt_legacy(pos_settings(config).terminal_file)
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
     if as_json:

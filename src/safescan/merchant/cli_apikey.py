@@ -26,7 +26,7 @@ from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.config import PosConfig
+from safescan.merchant.settings import load_terminal
 
 apikey_app = typer.Typer(
     help="Secret API keys (Bearer) with scopes: create, list, rotate, revoke.",
@@ -43,7 +43,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 def _api(config: Path | None, as_json: bool) -> MerchantApi:
     try:
-        return MerchantApi(PosConfig.load(config), tries=1)
+        return MerchantApi(load_terminal(config), tries=1)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json, status=2) from None
 

@@ -28,7 +28,7 @@ from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.client import MerchantApi
-from safescan.merchant.config import PosConfig
+from safescan.merchant.settings import load_terminal
 
 webhook_app = typer.Typer(
     help="The webhook endpoint: URL, test, delivery log, resend, secret rotation.",
@@ -39,7 +39,10 @@ err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="POS config file (default: $SAFESCAN_POS_CONFIG)"),
+    typer.Option(
+        "--config",
+        help="settings file (FILE.toml) or the terminal's JSON (default: $SAFESCAN_POS_CONFIG)",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 DAY = 24 * 3600
@@ -47,7 +50,7 @@ DAY = 24 * 3600
 
 def _api(config: Path | None, as_json: bool) -> MerchantApi:
     try:
-        return MerchantApi(PosConfig.load(config), tries=1)
+        return MerchantApi(load_terminal(config), tries=1)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json, status=2) from None
 

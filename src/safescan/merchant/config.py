@@ -62,9 +62,11 @@ class PosConfigError(SafescanError):
 
 
 def default_path() -> Path:
-    """``$SAFESCAN_POS_CONFIG`` or ``~/.config/safescan/pos.json``."""
+    """``$SAFESCAN_POS_CONFIG`` (unless it names a ``.toml`` settings file: then that file's
+    ``[terminal] file`` is the terminal, see :mod:`safescan.merchant.settings`) or
+    ``~/.config/safescan/pos.json``."""
     env = os.environ.get(ENV_CONFIG)
-    if env:
+    if env and not env.lower().endswith(".toml"):
         return Path(env)
     return Path.home() / ".config" / "safescan" / "pos.json"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -617,3 +618,47 @@ def change_pin_command(
         emit_json({"pin_changed": True})
         return
     console.print("[green]PIN changed[/] on the key carrier")
+
+
+config_app = typer.Typer(
+    help="The wallet's settings (TOML file + environment).", no_args_is_help=True
+)
+wallet_app.add_typer(config_app, name="config")
+
+
+@wallet_app.callback()
+def _settings(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="settings file (FILE.toml: [wallet] [server] [tls]) for every command"
+            " (default: $SAFESCAN_WALLET_CONFIG)",
+        ),
+    ] = None,
+) -> None:
+    """The customer wallet: enroll a key carrier, scan and pay, history."""
+    if config is None:
+        return
+    from safescan.wallet.settings import ENV_CONFIG, wallet_settings
+
+    try:
+        wallet_settings(config)  # a bad file stops here, before any command runs
+    except SafescanError as exc:
+        raise _fail(exc) from None
+    os.environ[ENV_CONFIG] = str(config)  # the commands (and the wallet app) read it
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
+    """Print the effective settings and what wallet.json holds (it holds no secret)."""
+    from safescan.wallet.settings import describe
+
+    try:
+        doc = describe(None, wallet_dir)
+    except SafescanError as exc:
+        raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        print(json.dumps(doc))
+        return
+    print(json.dumps(doc, indent=2))

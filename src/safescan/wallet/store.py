@@ -31,9 +31,19 @@ ENV_WALLET_DIR = "SAFESCAN_WALLET_DIR"
 
 
 def default_dir() -> Path:
-    """``$SAFESCAN_WALLET_DIR`` or ``~/.local/share/safescan/wallet``."""
+    """``$SAFESCAN_WALLET_DIR``, else ``[wallet] dir`` of the settings file
+    (``$SAFESCAN_WALLET_CONFIG``, see :mod:`safescan.wallet.settings`), else
+    ``~/.local/share/safescan/wallet``."""
     env = os.environ.get(ENV_WALLET_DIR)
-    return Path(env) if env else Path.home() / ".local" / "share" / "safescan" / "wallet"
+    if env:
+        return Path(env)
+    if os.environ.get("SAFESCAN_WALLET_CONFIG"):
+        from safescan.wallet.settings import configured_dir
+
+        configured = configured_dir()
+        if configured is not None:
+            return configured
+    return Path.home() / ".local" / "share" / "safescan" / "wallet"
 
 
 @dataclass

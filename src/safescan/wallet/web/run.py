@@ -98,8 +98,12 @@ def serve(
 
 
 def serve_command(
-    host: Annotated[str, typer.Option(help="address to bind (loopback unless TLS)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port)")] = 8091,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind, loopback unless TLS [server.host]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port, 0: any free port [server.port: 8091]")
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option(help="serve HTTPS with this certificate chain (PEM)")
     ] = None,
@@ -122,16 +126,29 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run the wallet app (mobile web: camera scan, verified offer, PIN pad, history)."""
+    from safescan.wallet.settings import wallet_settings
+
     try:
-        tls = TlsFiles.from_options(tls_cert, tls_key)
+        site = wallet_settings(
+            server={
+                "host": host,
+                "port": port,
+                "allowed_hosts": allowed_host or None,
+                "institution": institution,
+                "carrier": carrier,
+            },
+            tls={"cert": tls_cert, "key": tls_key},
+        )
+        srv = site.server
+        tls = TlsFiles.from_options(site.tls.cert, site.tls.key)
         serve(
             wallet_dir or default_dir(),
-            host=host,
-            port=port,
+            host=srv.host,
+            port=srv.port,
             tls=tls,
-            allowed_hosts=allowed_host,
-            institution_url=institution,
-            carrier_url=carrier,
+            allowed_hosts=list(srv.allowed_hosts) or None,
+            institution_url=srv.institution,
+            carrier_url=srv.carrier,
         )
     except SafescanError as exc:
         raise fail(exc, as_json=False) from None
