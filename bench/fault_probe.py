@@ -103,7 +103,8 @@ def idem_race(
         database(backend, Path(d), cluster) as db,
     ):
         token = init_db(db, Path(d) / "keys")
-        server = ServerProcess(db, Path(d) / "keys", extra=["--merchant-rate", "0"]).start()
+        server = ServerProcess(db, Path(d) / "keys", extra=["--merchant-rate", "0"], tls=True)
+        server.start()
         w = World(server, token)
         wrong: dict[str, int] = {}
         total = 0
@@ -111,7 +112,7 @@ def idem_race(
             m = w.merchant()
             cid = w.customer({"EUR": 10_000_000})
             carrier = w.carrier(cid)
-            clients = [httpx.Client(base_url=server.base_url, timeout=30) for _ in range(fan)]
+            clients = [server.client(timeout=30) for _ in range(fan)]
             for r in range(rounds):
                 o = m.order([("Race", 1, 100 + r)])
                 auth = carrier.authorize(o["code"])

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -193,15 +194,23 @@ def window_p99_ms(done_at: list[float], latencies: list[float], elapsed: float) 
     return out
 
 
-async def load(base_url: str, work: list[list[tuple[str, str]]], seconds: float) -> dict[str, Any]:
-    """Closed loop: each client sends its next payment as soon as the previous one answered."""
+async def load(
+    base_url: str,
+    work: list[list[tuple[str, str]]],
+    seconds: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """Closed loop: each client sends its next payment as soon as the previous one answered
+    (over HTTPS verified with ``ssl_context``, the pinned CA, for an ``https://`` server)."""
     latencies: list[float] = []
     done_at: list[float] = []  # seconds since the start when each answered request finished
     errors: dict[str, int] = {}
     ok = 0
     deadline = time.perf_counter() + seconds
     exhausted = False
-    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    conn = aiohttp.TCPConnector(
+        limit=0, force_close=False, ssl=ssl_context if ssl_context is not None else True
+    )
     async with aiohttp.ClientSession(base_url=base_url, connector=conn) as session:
 
         async def client(items: list[tuple[str, str]]) -> None:
@@ -320,12 +329,15 @@ def main() -> None:
                 db_url,
                 keys,
                 extra=["--workers", str(workers), "--no-webhooks", "--merchant-rate", "0"],
+                tls=True,  # HTTPS, as deployed: the figures include TLS
             ).start()
             assert server.proc is not None
             pg_pid = cluster.proc.pid if cluster is not None and cluster.proc else None
             db0 = cpu_seconds(pg_pid) if pg_pid else 0.0
             cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
-            result = asyncio.run(load(server.base_url, work, args.seconds))
+            pinned = server.verify
+            assert isinstance(pinned, ssl.SSLContext)
+            result = asyncio.run(load(server.base_url, work, args.seconds, pinned))
             cpu1, own1 = cpu_seconds(server.proc.pid), time.process_time()
             db1 = cpu_seconds(pg_pid) if pg_pid else 0.0
             result["server_rss_mb"] = round(rss_mb(server.proc.pid), 1)

@@ -38,7 +38,7 @@ class Asker:
     """A wallet-like client that can be made to misbehave."""
 
     def __init__(self, world: World) -> None:
-        self.http = httpx.Client(base_url=world.base_url, timeout=10)
+        self.http = httpx.Client(base_url=world.base_url, timeout=10, verify=world.verify)
         self.key = X25519PrivateKey.generate()
 
     @property
@@ -255,5 +255,7 @@ def test_revoked_and_unknown_carriers_are_refused(
     ],
 )
 def test_malformed_challenge_requests_are_refused(world: World, body: dict[str, Any]) -> None:
-    r = httpx.post(world.base_url + "/v1/account/challenge", json=body, timeout=10)
+    r = httpx.post(
+        world.base_url + "/v1/account/challenge", json=body, timeout=10, verify=world.verify
+    )
     assert r.status_code == 400 and error_code(r) == InvalidRequest.code, r.text

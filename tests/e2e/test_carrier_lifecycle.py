@@ -36,6 +36,7 @@ def admin(world: World) -> httpx.Client:
         base_url=world.base_url,
         headers={"Authorization": f"Bearer {world.stack.admin_token}"},
         timeout=30,
+        verify=world.verify,
     )
 
 
@@ -121,7 +122,7 @@ def test_a_revoked_carrier_cannot_open_a_code_of_the_next_epoch(
             thief.open_code(after.code)
         assert exc.value.error_code == "unknown_key_id"
     # the institution sends it nothing more, whatever epoch it claims
-    with httpx.Client(base_url=world.base_url, timeout=30) as client:
+    with httpx.Client(base_url=world.base_url, timeout=30, verify=world.verify) as client:
         r = client.post(f"/v1/carriers/{serial}/key-update", json={"from_epoch": 0})
         assert r.status_code == 403 and r.json()["error"]["code"] == "carrier_revoked"
     # alice's wallet fetched and delivered the new epoch by itself: she pays the new code

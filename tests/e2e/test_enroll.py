@@ -107,7 +107,7 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
     )
     assert listed.returncode == 0, listed.stderr
     pins = listed.stdout.split()
-    served = httpx.get(world.base_url + "/v1/keys").json()["root_keys"]
+    served = httpx.get(world.base_url + "/v1/keys", verify=world.verify).json()["root_keys"]
     assert pins == [f"{k['kid']}:{base64.b64decode(k['public_key']).hex()}" for k in served]
 
     proc, carrier_url = world.stack.start_carrier("carrier-pinned")

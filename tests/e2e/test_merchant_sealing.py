@@ -41,6 +41,7 @@ from safescan.merchant.config import PosConfig
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import CodeRefusedByWallet
 from safescan.wallet.flow import Wallet
+from safescan.web.pki import verify_for
 from tests.e2e.conftest import PIN, Party, World, new_party, rotate_and_restart
 from tests.e2e.test_threats import attacker_carrier, authorization, balance, institution
 from tests.forgery import dynamic_body, forge, identity_swaps, inline_identity
@@ -98,7 +99,7 @@ def _certified(stack: Stack, config: Path) -> tuple[SigningKey, Certificate]:
 
 
 def _published(base_url: str, trust: TrustStore) -> SchemeKeyList:
-    doc = httpx.get(base_url + "/v1/keys", timeout=30).json()
+    doc = httpx.get(base_url + "/v1/keys", timeout=30, verify=verify_for(base_url)).json()
     return SchemeKeyList.from_bytes(base64.b64decode(doc["scheme_key_list"]), trust)
 
 

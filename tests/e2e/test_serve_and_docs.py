@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, chromium_trusts
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -46,9 +46,14 @@ def test_serve_prints_where_it_listens_and_logs_requests_without_secrets(world: 
         world.base_url + "/v1/admin/customers?limit=1&after=SECRET-QUERY",
         headers={"Authorization": f"Bearer {admin}", "X-Request-Id": "serve-test-list-01"},
         timeout=10,
+        verify=world.verify,
     )
     assert r.status_code == 200 and r.headers["x-request-id"] == "serve-test-list-01"
-    httpx.post(world.base_url + "/v1/payments", json={"code": "SC1:x", "authorization": "AAAA"})
+    httpx.post(
+        world.base_url + "/v1/payments",
+        json={"code": "SC1:x", "authorization": "AAAA"},
+        verify=world.verify,
+    )
 
     def access() -> list[dict[str, object]]:
         docs = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
@@ -72,18 +77,19 @@ def test_serve_prints_where_it_listens_and_logs_requests_without_secrets(world: 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_api_docs_pages_load_nothing_from_another_host(world: World, page: str) -> None:
-    r = httpx.get(world.base_url + page, timeout=10)
+    r = httpx.get(world.base_url + page, timeout=10, verify=world.verify)
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     urls = _page_urls(r.text)
     assert urls, r.text
     for url in urls:
         parts = urlsplit(url)
         assert not parts.scheme and not parts.netloc, f"{page} loads {url} from another host"
-        asset = httpx.get(urljoin(world.base_url + page, url), timeout=10)
+        asset = httpx.get(urljoin(world.base_url + page, url), timeout=10, verify=world.verify)
         assert asset.status_code == 200 and asset.content, url
     assert "img-src 'self' data:" in r.headers["content-security-policy"]
     assert "openapi.json" in r.text
-    assert httpx.get(world.base_url + "/openapi.json", timeout=10).json()["paths"]
+    openapi = httpx.get(world.base_url + "/openapi.json", timeout=10, verify=world.verify)
+    assert openapi.json()["paths"]
 
 
 def test_swagger_ui_renders_offline_in_chromium(world: World, tmp_path: Path) -> None:
@@ -103,7 +109,9 @@ def test_swagger_ui_renders_offline_in_chromium(world: World, tmp_path: Path) ->
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox"], headless=True
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", *chromium_trusts(world.stack)],
+            headless=True,
         )
         try:
             page = browser.new_page()

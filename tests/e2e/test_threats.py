@@ -826,6 +826,7 @@ class FakeInstitution:
                         content=body,
                         headers={"Content-Type": "application/json"},
                         timeout=10,
+                        verify=verify_for(outer.real),
                     )
                     status, out = r.status_code, r.content
                 self.send_response(status)

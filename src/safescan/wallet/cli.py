@@ -655,7 +655,7 @@ def config_show(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
     from safescan.wallet.settings import describe
 
     try:
-        doc = describe(None, wallet_dir)
+        doc = describe(None, wallet_dir or default_dir())
     except SafescanError as exc:
         raise _fail(exc, as_json=as_json) from None
     if as_json:

@@ -95,13 +95,12 @@ def configured_dir() -> Path | None:
     return Path(d).expanduser() if d is not None else None
 
 
-def describe(config: Path | None, wallet_dir: Path | None) -> dict[str, Any]:
-    """``wallet config show``: the effective settings and what ``wallet.json`` holds."""
-    from safescan.wallet.store import default_dir
+def describe(config: Path | None, directory: Path) -> dict[str, Any]:
+    """``wallet config show``: the effective settings and what ``wallet.json`` in the wallet
+    ``directory`` holds."""
     from safescan.web.pki import ca_from_pem, fingerprint
 
     out = shown(wallet_settings(config))
-    directory = wallet_dir or default_dir()
     out["wallet_dir"] = str(directory)
     try:
         doc = json.loads((directory / "wallet.json").read_text(encoding="utf-8"))
