@@ -35,6 +35,7 @@ def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Pat
         pin_file.write_text(PIN)
         wallet_dir = tmp_path / "wallet"
         args = ["--institution", world.base_url, "--carrier", carrier_url, "--token", token]
+        args += ["--institution-ca", str(world.stack.tls_ca)]  # pinned at set-up (HTTPS)
         out = _wallet(
             "enroll",
             *args,
@@ -130,6 +131,8 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
                 admin.enrollment_tokens.issue(cid).token,
                 "--institution-key",
                 pin,
+                "--institution-ca",
+                str(world.stack.tls_ca),
                 "--pin-file",
                 str(pin_file),
                 "--wallet-dir",

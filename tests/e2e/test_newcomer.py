@@ -50,6 +50,7 @@ def admin_env(world: World, tmp_path: Path) -> dict[str, str]:
     return {
         "SAFESCAN_INSTITUTION_URL": world.base_url,
         "SAFESCAN_ADMIN_TOKEN": "",
+        "SAFESCAN_TLS_CA": str(world.stack.tls_ca),  # the administrator's pinned CA (HTTPS)
         "TOKEN_FILE": str(token),
     }
 
@@ -115,7 +116,11 @@ def test_customer_desk_refuses_bad_input_with_a_json_error(
 
 
 def test_customer_desk_needs_a_valid_admin_token(world: World, tmp_path: Path) -> None:
-    env = {"SAFESCAN_INSTITUTION_URL": world.base_url, "SAFESCAN_ADMIN_TOKEN": ""}
+    env = {
+        "SAFESCAN_INSTITUTION_URL": world.base_url,
+        "SAFESCAN_ADMIN_TOKEN": "",
+        "SAFESCAN_TLS_CA": str(world.stack.tls_ca),
+    }
     code, doc = jrun("institution", "customer", "list", env=env)
     assert code == 2 and "--admin-token-file" in doc["error"]["message"]
     bad = tmp_path / "bad.token"
@@ -152,7 +157,7 @@ def test_enroll_refuses_bad_local_input_before_spending_the_token(
             pin_file = tmp_path / "pin"
             pin_file.write_text(pin)
             base = {"--institution": world.base_url, "--carrier": carrier_url, "--token": token,
-                    "--institution-key": root,
+                    "--institution-key": root, "--institution-ca": str(world.stack.tls_ca),
                     "--wallet-dir": str(wallet or tmp_path / "w")}  # fmt: skip
             for i in range(0, len(extra), 2):
                 base[extra[i]] = extra[i + 1]
@@ -270,7 +275,7 @@ def test_change_pin(world: World, fresh_party: Any, tmp_path: Path) -> None:
 def test_pos_onboard_requires_country_mcc_and_a_valid_iban(world: World, tmp_path: Path) -> None:
     env = {"SAFESCAN_ADMIN_TOKEN": world.stack.admin_token}
     base = ["pos", "onboard", "--institution", world.base_url, "--name", "Kiosk", "--city",
-            "Lyon"]  # fmt: skip
+            "Lyon", "--institution-ca", str(world.stack.tls_ca)]  # fmt: skip
     good = {
         "--country": "FR",
         "--mcc": "5814",
