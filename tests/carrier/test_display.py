@@ -78,7 +78,8 @@ def test_the_card_shows_what_it_decrypted_and_signs_after_ok(
     contents = host.open_code(dynamic(institution))
     screen = display_card.screen
     assert screen["state"] == "code" and screen["merchant"] == "Honest Grocer"
-    assert screen["items"] == [["Apples", 2, "9.00 EUR"]] and screen["total"] == "9.00 EUR"
+    assert screen["items"] == [LineItem("Apples", 2, 450).display_json(978)]
+    assert screen["items"][0]["display"] == "9.00 EUR" and screen["total"] == "9.00 EUR"
     host.verify_pin(PIN)
     with pytest.raises(ConfirmationPending):
         host.authorize(merchant_id=SHOP.id, amount=900, currency=EUR)

@@ -17,7 +17,8 @@ from safescan.carrier.eeprom import MemoryStorage
 from safescan.carrier.errors import CodeRefused, ConditionsNotSatisfied, WrongData
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import LocalInstitution
-from safescan.code import MalformedCode, SigningKey
+from safescan.code import SigningKey
+from safescan.code.errors import MalformedKeyUpdate
 from safescan.code.keyupdate import MAX_LIVE_EPOCHS, KeyUpdate, epoch_kid, seal_key_update
 
 from .conftest import PIN, Clock, connect
@@ -171,7 +172,7 @@ def test_an_update_that_breaks_its_own_rules_is_refused(
         KeyUpdate(serial, 0, 3, institution.now, (keys[2], keys[1])),  # not increasing
     ]
     for update in bad:
-        with pytest.raises(MalformedCode):  # the institution refuses to seal it
+        with pytest.raises(MalformedKeyUpdate):  # the institution refuses to seal it
             seal_key_update(update, institution.key, institution.kid, transport)
     # bypass the sealing check: the card checks again
     for update in bad:

@@ -29,6 +29,7 @@ from safescan.carrier.messages import (
 )
 from safescan.carrier.testing import LocalInstitution
 from safescan.code.errors import SafescanError
+from safescan.code.payment import LineItem
 
 from .conftest import connect
 
@@ -68,7 +69,7 @@ SAMPLES: list[CborMessage] = [
         issuer="institution",
         issuer_kid=1,
         order_id="o-1",
-        items=(("Croissant", 2, 120), ("Baguette", 1, 95)),
+        items=(LineItem("Croissant", 2, 120), LineItem("Baguette", 1, 95)),
         total=335,
         currency=978,
         issued_at=1_700_000_000,
@@ -239,8 +240,10 @@ BAD: list[tuple[str, CborMessage, Any, str]] = [
     ("array item of the wrong type", INFO, lambda d: d.update({1: [2, "1"]}), "version (key 1)[1]"),
     ("short merchant", CODE, lambda d: d.update({2: ["m-1", "Café"]}), "expected 5 values"),
     ("mcc as text", CODE, lambda d: d[2].__setitem__(4, "5462"), "merchant (key 2)[4]"),
-    ("item too long", CODE, lambda d: d[7][0].append(1), "expected 3 values"),
-    ("item price as text", CODE, lambda d: d[7][1].__setitem__(2, "95"), "items (key 7)[1][2]"),
+    ("item too long", CODE, lambda d: d[7][0].append(1), "items (key 7)[0]: a line item must be"),
+    ("item price as text", CODE, lambda d: d[7][1].__setitem__(2, "95"), "items (key 7)[1]: item"),
+    ("item name not text", CODE, lambda d: d[7][0].__setitem__(0, 7), "item name must be text"),
+    ("item quantity zero", CODE, lambda d: d[7][1].__setitem__(1, 0), "item quantity must be"),
     ("map for an array", CODE, lambda d: d.update({12: {1: "x"}}), "expected array"),
 ]
 

@@ -9,7 +9,8 @@ import pytest
 from safescan.code import Authorization, Receipt, SigningKey, TrustStore, cbor
 from safescan.code.errors import (
     InvalidAmount,
-    MalformedCode,
+    MalformedAuthorization,
+    MalformedReceipt,
     SafescanError,
     SignatureInvalid,
     UnknownCurrency,
@@ -150,33 +151,33 @@ def _auth_fields() -> list[object]:
 @pytest.mark.parametrize("length", [0, 1, 9, 11])
 def test_authorization_wrong_arity_refused(length: int) -> None:
     value = [*_auth_fields(), 0][:length]
-    with pytest.raises(MalformedCode, match="version-1 authorization"):
+    with pytest.raises(MalformedAuthorization, match="version-1 authorization"):
         Authorization.from_bytes(cbor.dumps(value))
 
 
 @pytest.mark.parametrize(
     ("index", "bad", "error"),
     [
-        (0, 2, MalformedCode),  # version
-        (0, "1", MalformedCode),
-        (1, DIGEST.hex(), MalformedCode),
-        (1, DIGEST[:31], MalformedCode),
-        (2, 42, MalformedCode),
-        (2, "m 7Qx2", MalformedCode),
-        (3, 42, MalformedCode),
-        (3, b"o_1", MalformedCode),
-        # A wrong-typed amount is reported as InvalidAmount (a CodeError), not MalformedCode.
+        (0, 2, MalformedAuthorization),  # version
+        (0, "1", MalformedAuthorization),
+        (1, DIGEST.hex(), MalformedAuthorization),
+        (1, DIGEST[:31], MalformedAuthorization),
+        (2, 42, MalformedAuthorization),
+        (2, "m 7Qx2", MalformedAuthorization),
+        (3, 42, MalformedAuthorization),
+        (3, b"o_1", MalformedAuthorization),
+        # A wrong-typed amount is InvalidAmount (a CodeError), not MalformedAuthorization.
         (4, "1300", InvalidAmount),
         (4, 0, InvalidAmount),
-        (5, "978", MalformedCode),
-        (5, 1000, MalformedCode),
-        (6, -1, MalformedCode),
-        (6, b"\x11", MalformedCode),
-        (7, "4242", MalformedCode),
-        (8, 2**32, MalformedCode),
-        (8, -1, MalformedCode),
-        (9, b"\x00" * 63, MalformedCode),
-        (9, "sig", MalformedCode),
+        (5, "978", MalformedAuthorization),
+        (5, 1000, MalformedAuthorization),
+        (6, -1, MalformedAuthorization),
+        (6, b"\x11", MalformedAuthorization),
+        (7, "4242", MalformedAuthorization),
+        (8, 2**32, MalformedAuthorization),
+        (8, -1, MalformedAuthorization),
+        (9, b"\x00" * 63, MalformedAuthorization),
+        (9, "sig", MalformedAuthorization),
     ],
 )
 def test_authorization_wrong_type_refused(
@@ -190,14 +191,14 @@ def test_authorization_wrong_type_refused(
 
 def test_authorization_map_instead_of_array_refused() -> None:
     value = dict(enumerate(_auth_fields()))
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedAuthorization):
         Authorization.from_bytes(cbor.dumps(value))
 
 
 def test_authorization_nested_value_refused() -> None:
     value = _auth_fields()
     value[1] = [[DIGEST]]
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedAuthorization):
         Authorization.from_bytes(cbor.dumps(value))
 
 
@@ -207,26 +208,26 @@ def test_authorization_non_canonical_refused() -> None:
     long_counter = b"\x18\x11"  # 17 in the two-byte form
     index = data.index(counter + cbor.dumps(4242))
     bad = data[:index] + long_counter + data[index + 1 :]
-    with pytest.raises(MalformedCode, match="deterministic"):
+    with pytest.raises(MalformedAuthorization, match="deterministic"):
         Authorization.from_bytes(bad)
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedAuthorization):
         Authorization.from_bytes(b"\x9f" + data[1:] + b"\xff")  # indefinite length
 
 
 def test_authorization_trailing_bytes_refused() -> None:
     data = _auth().signed(CARRIER).to_bytes()
     for extra in (b"\x00", b"\xf6", data):
-        with pytest.raises(MalformedCode):
+        with pytest.raises(MalformedAuthorization):
             Authorization.from_bytes(data + extra)
 
 
 def test_authorization_oversize_refused() -> None:
-    with pytest.raises(MalformedCode, match="too large"):
+    with pytest.raises(MalformedAuthorization, match="too large"):
         Authorization.from_bytes(b"\x80" * 1025)
 
 
 def test_authorization_text_input_refused() -> None:
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedAuthorization):
         Authorization.from_bytes(_auth().signed(CARRIER).to_bytes().hex())  # type: ignore[arg-type]
 
 
@@ -238,20 +239,20 @@ def test_authorization_text_input_refused() -> None:
         ("amount", 10**12, InvalidAmount),
         ("amount", True, InvalidAmount),
         ("amount", 12.5, InvalidAmount),
-        ("merchant_id", "", MalformedCode),
-        ("merchant_id", "m" * 41, MalformedCode),
-        ("merchant_id", "Café", MalformedCode),
-        ("order_id", "o 1", MalformedCode),
-        ("order_id", None, MalformedCode),
-        ("code_digest", DIGEST[:31], MalformedCode),
-        ("currency", 1000, MalformedCode),
-        ("currency", -1, MalformedCode),
+        ("merchant_id", "", MalformedAuthorization),
+        ("merchant_id", "m" * 41, MalformedAuthorization),
+        ("merchant_id", "Café", MalformedAuthorization),
+        ("order_id", "o 1", MalformedAuthorization),
+        ("order_id", None, MalformedAuthorization),
+        ("code_digest", DIGEST[:31], MalformedAuthorization),
+        ("currency", 1000, MalformedAuthorization),
+        ("currency", -1, MalformedAuthorization),
         ("currency", 999, UnknownCurrency),
-        ("counter", -1, MalformedCode),
-        ("counter", 2**63, MalformedCode),
-        ("counter", False, MalformedCode),
-        ("carrier_serial", -1, MalformedCode),
-        ("created_at", 2**32, MalformedCode),
+        ("counter", -1, MalformedAuthorization),
+        ("counter", 2**63, MalformedAuthorization),
+        ("counter", False, MalformedAuthorization),
+        ("carrier_serial", -1, MalformedAuthorization),
+        ("created_at", 2**32, MalformedAuthorization),
     ],
 )
 def test_invalid_authorization_fields_refused(
@@ -334,25 +335,25 @@ def _receipt_fields() -> list[object]:
 @pytest.mark.parametrize("length", [0, 10, 12])
 def test_receipt_wrong_arity_refused(length: int) -> None:
     value = [*_receipt_fields(), 0][:length]
-    with pytest.raises(MalformedCode, match="version-1 receipt"):
+    with pytest.raises(MalformedReceipt, match="version-1 receipt"):
         Receipt.from_bytes(cbor.dumps(value))
 
 
 @pytest.mark.parametrize(
     ("index", "bad", "error"),
     [
-        (0, 0, MalformedCode),
-        (1, 123, MalformedCode),  # payment id
-        (2, 5, MalformedCode),  # order id
-        (3, b"m_7Qx2", MalformedCode),
+        (0, 0, MalformedReceipt),
+        (1, 123, MalformedReceipt),  # payment id
+        (2, 5, MalformedReceipt),  # order id
+        (3, b"m_7Qx2", MalformedReceipt),
         (4, "1300", InvalidAmount),  # see the note in test_authorization_wrong_type_refused
         (4, -1300, InvalidAmount),
-        (5, "EUR", MalformedCode),
-        (6, ["p"], MalformedCode),
-        (7, "now", MalformedCode),
-        (8, b"\x00" * 33, MalformedCode),
-        (9, 0x10000, MalformedCode),
-        (10, b"", MalformedCode),
+        (5, "EUR", MalformedReceipt),
+        (6, ["p"], MalformedReceipt),
+        (7, "now", MalformedReceipt),
+        (8, b"\x00" * 33, MalformedReceipt),
+        (9, 0x10000, MalformedReceipt),
+        (10, b"", MalformedReceipt),
     ],
 )
 def test_receipt_wrong_type_refused(index: int, bad: object, error: type[SafescanError]) -> None:
@@ -364,42 +365,42 @@ def test_receipt_wrong_type_refused(index: int, bad: object, error: type[Safesca
 
 def test_receipt_non_canonical_and_trailing_refused() -> None:
     data = _receipt().signed(INSTITUTION).to_bytes()
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedReceipt):
         Receipt.from_bytes(data + b"\x00")
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedReceipt):
         Receipt.from_bytes(b"\x9f" + data[1:] + b"\xff")
     assert data[0] == 0x8B  # an 11-element array, one byte
-    with pytest.raises(MalformedCode, match="deterministic"):
+    with pytest.raises(MalformedReceipt, match="deterministic"):
         Receipt.from_bytes(b"\x98\x0b" + data[1:])  # the same length in two bytes
 
 
 def test_receipt_oversize_refused() -> None:
-    with pytest.raises(MalformedCode, match="too large"):
+    with pytest.raises(MalformedReceipt, match="too large"):
         Receipt.from_bytes(b"\x00" * 1025)
 
 
 def test_receipt_is_not_an_authorization() -> None:
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedAuthorization):
         Authorization.from_bytes(_receipt().signed(INSTITUTION).to_bytes())
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedReceipt):
         Receipt.from_bytes(_auth().signed(CARRIER).to_bytes())
 
 
 @pytest.mark.parametrize(
     ("name", "bad", "error"),
     [
-        ("payment_id", "", MalformedCode),
-        ("payment_id", "pay 1", MalformedCode),
-        ("payer_pseudonym", "p/1", MalformedCode),
-        ("merchant_id", "x" * 41, MalformedCode),
-        ("order_id", "o\u200b1", MalformedCode),
+        ("payment_id", "", MalformedReceipt),
+        ("payment_id", "pay 1", MalformedReceipt),
+        ("payer_pseudonym", "p/1", MalformedReceipt),
+        ("merchant_id", "x" * 41, MalformedReceipt),
+        ("order_id", "o\u200b1", MalformedReceipt),
         ("amount", 0, InvalidAmount),
         ("amount", 10**12, InvalidAmount),
-        ("currency", 1000, MalformedCode),
-        ("paid_at", -1, MalformedCode),
-        ("code_digest", b"", MalformedCode),
-        ("issuer_kid", 0x10000, MalformedCode),
-        ("issuer_kid", -1, MalformedCode),
+        ("currency", 1000, MalformedReceipt),
+        ("paid_at", -1, MalformedReceipt),
+        ("code_digest", b"", MalformedReceipt),
+        ("issuer_kid", 0x10000, MalformedReceipt),
+        ("issuer_kid", -1, MalformedReceipt),
     ],
 )
 def test_invalid_receipt_fields_refused(name: str, bad: object, error: type[SafescanError]) -> None:

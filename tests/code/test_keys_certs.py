@@ -37,7 +37,7 @@ from safescan.code.errors import (
     DecryptionFailed,
     KeyFileError,
     KeyRetired,
-    MalformedCode,
+    MalformedProvisioning,
     OversizeInput,
     SafescanError,
     SignatureInvalid,
@@ -643,14 +643,14 @@ def test_bundle_naming_another_transport_key_refused() -> None:
     sealed_for_other = seal_bundle(_bundle(other, cert_key=mine.signing.public_key), INSTITUTION, 1)
     plaintext = _SUITE.decrypt(sealed_for_other, other.transport, info=provisioning.PROV_INFO)
     resealed = _SUITE.encrypt(plaintext, mine.transport.public_key(), info=provisioning.PROV_INFO)
-    with pytest.raises(MalformedCode, match="another carrier"):
+    with pytest.raises(MalformedProvisioning, match="another carrier"):
         _open(resealed, mine)
 
 
 def test_bundle_certificate_for_another_signing_key_refused() -> None:
     carrier = _carrier()
     bundle = _bundle(carrier, cert_key=_carrier(2).signing.public_key)
-    with pytest.raises(MalformedCode, match="not for this carrier"):
+    with pytest.raises(MalformedProvisioning, match="not for this carrier"):
         _open(seal_bundle(bundle, INSTITUTION, 1), carrier)
 
 
@@ -675,7 +675,7 @@ def test_bundle_with_merchant_certificate_refused() -> None:
 
 def test_bundle_serial_not_matching_certificate_refused() -> None:
     carrier = _carrier()
-    with pytest.raises(MalformedCode, match="serial"):
+    with pytest.raises(MalformedProvisioning, match="serial"):
         _open(seal_bundle(_bundle(carrier, carrier_serial=1), INSTITUTION, 1), carrier)
 
 
@@ -687,11 +687,11 @@ def _seal_signed(carrier: Carrier, signed: bytes, key: SigningKey = INSTITUTION)
 @pytest.mark.parametrize(
     ("signed", "error"),
     [
-        ([1, [1, 2, 3]], MalformedCode),  # wrong inner arity
-        ([1, 5], MalformedCode),
-        ({1: 2}, MalformedCode),
-        ([1, [CARRIER_SERIAL, b"", 7, [], NOW, b"\x00" * 32]], MalformedCode),
-        ([1, [CARRIER_SERIAL, b"", [], [[1, 5, 0]], NOW, b"\x00" * 32]], MalformedCode),
+        ([1, [1, 2, 3]], MalformedProvisioning),  # wrong inner arity
+        ([1, 5], MalformedProvisioning),
+        ({1: 2}, MalformedProvisioning),
+        ([1, [CARRIER_SERIAL, b"", 7, [], NOW, b"\x00" * 32]], MalformedProvisioning),
+        ([1, [CARRIER_SERIAL, b"", [], [[1, 5, 0]], NOW, b"\x00" * 32]], MalformedProvisioning),
         # a 5-byte institution key: refused by VerifyKey (KeyFileError, a typed error too)
         ([1, [CARRIER_SERIAL, b"", [[1, b"\x00" * 5]], [], NOW, b"\x00" * 32]], KeyFileError),
     ],
@@ -705,7 +705,7 @@ def test_bundle_of_wrong_shape_refused(signed: object, error: type[SafescanError
 def test_bundle_issuer_kid_of_wrong_type_refused() -> None:
     carrier = _carrier()
     signed = cbor.dumps([[1], [CARRIER_SERIAL, b"", [], [], NOW, carrier.transport_public]])
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedProvisioning):
         _open(_seal_signed(carrier, signed), carrier)
 
 

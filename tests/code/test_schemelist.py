@@ -8,7 +8,7 @@ from safescan.code import SchemeKey, SigningKey, TrustStore, cbor
 from safescan.code.errors import (
     KeyFileError,
     KeyRetired,
-    MalformedCode,
+    MalformedSchemeList,
     SafescanError,
     SignatureInvalid,
     UnknownKeyId,
@@ -98,20 +98,20 @@ def _signed(fields: list[object]) -> bytes:
     ],
 )
 def test_malformed_lists_refused_even_when_signed(fields: list[object]) -> None:
-    with pytest.raises((MalformedCode, UnknownKeyId)):
+    with pytest.raises((MalformedSchemeList, UnknownKeyId)):
         SchemeKeyList.from_bytes(_signed(fields), _trust())
 
 
 def test_oversize_and_non_bytes_refused() -> None:
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedSchemeList):
         SchemeKeyList.from_bytes(b"\x80" * (MAX_LIST_BYTES + 1), _trust())
-    with pytest.raises(MalformedCode):
+    with pytest.raises(MalformedSchemeList):
         SchemeKeyList.from_bytes("text", _trust())  # type: ignore[arg-type]
 
 
 def test_issuing_a_list_with_a_bad_key_is_refused() -> None:
     # a small-order key cannot even be made into a scheme public key (issue #13 item 7)
-    with pytest.raises((MalformedCode, KeyFileError)):
+    with pytest.raises((MalformedSchemeList, KeyFileError)):
         SchemeKeyList.issue(
             ROOT,
             1,

@@ -17,7 +17,7 @@ from safescan.api.wire import (
     receipt_to_wire,
 )
 from safescan.code.authorization import Authorization, Receipt
-from safescan.code.errors import MalformedCode
+from safescan.code.errors import MalformedReceipt
 from safescan.code.keys import SigningKey
 from safescan.code.payment import LineItem
 
@@ -80,5 +80,5 @@ def test_a_receipt_travels_as_base64_of_its_cbor() -> None:
     assert receipt_to_wire(receipt) == receipt_to_wire(receipt.to_bytes())
     with pytest.raises(InvalidRequest):
         receipt_from_wire("%%%")
-    with pytest.raises(MalformedCode):  # base64, but not a receipt
+    with pytest.raises(MalformedReceipt):  # base64, but not a receipt
         receipt_from_wire(base64.b64encode(b"\x01\x02").decode())

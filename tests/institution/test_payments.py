@@ -12,17 +12,20 @@ import httpx
 import pytest
 
 from safescan.code import (
+    Authorization,
     Issuer,
     Receipt,
     Role,
     SigningKey,
     StaticCode,
     TrustStore,
+    cbor,
     encode_text,
     issue_certificate,
     seal,
 )
 from safescan.code.certs import Certificate
+from safescan.code.errors import MalformedAuthorization, MalformedCode
 from safescan.code.keys import SchemePublicKey, VerifyKey
 from safescan.code.payment import DynamicCode, LineItem, Merchant
 from tests.institution.harness import Carrier, MerchantClient, World, b64
@@ -261,6 +264,52 @@ def test_malformed_payment_requests_are_400(world: World, body: dict[str, Any]) 
     r = world.http.post("/v1/payments", json=body)
     assert r.status_code == 400, r.text
     err(r)
+
+
+def _malformed_authorizations(auth: Authorization) -> dict[str, bytes]:
+    """Ways an authorization's bytes are not a well-formed authorization (its own typed error,
+    MalformedAuthorization; on the wire ``malformed_code``, as before)."""
+    good = auth.to_bytes()
+    fields = cbor.strict_loads(good)
+    return {
+        "truncated": good[:-1],
+        "trailing-byte": good + b"\x00",
+        "wrong-arity": cbor.dumps(fields[:-1]),
+        "merchant-id-not-text": cbor.dumps([*fields[:2], 42, *fields[3:]]),
+        "bad-merchant-id": cbor.dumps([*fields[:2], "m 7Qx2", *fields[3:]]),
+        "short-signature": cbor.dumps([*fields[:-1], fields[-1][:63]]),
+        "non-canonical": b"\x9f" + good[1:] + b"\xff",  # indefinite length
+        "a-map": cbor.dumps({1: fields[1]}),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    sorted(_malformed_authorizations(Authorization(bytes(32), "M1", "O1", 1, 978, 1, 1, 1))),
+)
+@pytest.mark.parametrize("route", ["/v1/payments", "/v1/payments/lookup"])
+def test_a_malformed_authorization_is_its_own_error_and_changes_nothing(
+    world: World, shop: Any, kind: str, route: str
+) -> None:
+    m, cid, carrier = shop
+    o = m.order([("Tea", 1, 240)])
+    auth = carrier.authorize(o["code"])
+    bad = _malformed_authorizations(auth)[kind]
+    with pytest.raises(MalformedAuthorization) as raised:
+        Authorization.from_bytes(bad)
+    assert not isinstance(raised.value, MalformedCode)  # a bad payment code is another error
+    before = balance(world, cid)
+    body = {"code": o["code"], "authorization": b64(bad)}
+    r = world.http.post(route, json=body, headers={"Idempotency-Key": f"bad-{kind}-{route}"})
+    assert r.status_code == 400, r.text
+    assert {k: err(r)[k] for k in ("type", "code")} == {
+        "type": "MalformedCode",  # the wire form clients and the interop suite read
+        "code": "malformed_code",
+    }
+    assert balance(world, cid) == before
+    assert m.request("GET", f"/v1/merchant/orders/{o['order_id']}").json()["state"] == "CREATED"
+    # nothing was consumed: the carrier's authorization pays the order afterwards
+    assert world.pay(o["code"], auth).status_code == 201
 
 
 def test_static_code_payment_uses_the_authorized_amount(world: World, shop: Any) -> None:

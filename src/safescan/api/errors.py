@@ -12,7 +12,7 @@ from safescan.code.errors import (
     CertificateError,
     CodeError,
     KeyMaterialError,
-    MalformedCode,
+    MalformedData,
     SafescanError,
     SignatureInvalid,
 )
@@ -310,7 +310,7 @@ def http_status(exc: SafescanError) -> int:
     """The HTTP status for any safescan error."""
     if isinstance(exc, InstitutionError):
         return exc.status
-    if isinstance(exc, MalformedCode | KeyMaterialError):
+    if isinstance(exc, MalformedData | KeyMaterialError):
         return 400
     if isinstance(exc, SignatureInvalid | CodeError | CertificateError):
         return 422

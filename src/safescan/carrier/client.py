@@ -222,7 +222,7 @@ class CodeContents:
                 issuer_kid=m.issuer_kid,
                 certificate_serial=m.certificate_serial,
                 order_id=m.order_id,
-                items=tuple(LineItem(*item) for item in m.items or ()),
+                items=m.items or (),
                 total=m.total,
                 currency=m.currency,
                 issued_at=m.issued_at,

@@ -4,8 +4,10 @@ A field's position is its CBOR map key (the first field is key 1), the idea of p
 ``_CborDataObject``. The card builds its answers with them (:meth:`CborMessage.to_cbor`) and the
 host parses them with the same classes (:meth:`CborMessage.from_cbor`), so no side writes a bare
 ``doc[7]``. Field types are the wire types: ``int``, ``str``, ``bytes``, ``tuple[T, ...]`` (a
-CBOR array of ``T``), ``tuple[A, B, C]`` (an array of exactly those types); ``T | None`` marks
-an optional key (left out when None: these messages never carry CBOR null).
+CBOR array of ``T``), ``tuple[A, B, C]`` (an array of exactly those types), and
+:class:`~safescan.code.payment.LineItem` (an order line, in its one CBOR form ``[name, quantity,
+unit_price]``: :meth:`LineItem.to_cbor` / :meth:`LineItem.from_cbor`); ``T | None`` marks an
+optional key (left out when None: these messages never carry CBOR null).
 
 Parsing is strict (deterministic CBOR, :func:`safescan.code.cbor.strict_loads`): a missing
 required key, an unknown key or a value of the wrong type raises :class:`MalformedMessage`
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Self, Union
 from safescan.carrier.errors import WrongData
 from safescan.code import cbor
 from safescan.code.errors import SafescanError
+from safescan.code.payment import LineItem
 
 
 class MalformedMessage(WrongData):
@@ -53,6 +56,11 @@ def _split_optional(hint: Any) -> tuple[Any, bool]:
 def _check(value: Any, kind: Any, where: str) -> Any:
     """``value`` decoded as the wire type ``kind`` (lists become tuples); MalformedMessage."""
     origin = typing.get_origin(kind)
+    if kind is LineItem:
+        try:
+            return LineItem.from_cbor(value)
+        except SafescanError as exc:
+            raise MalformedMessage(f"{where}: {exc.message}") from None
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -79,10 +87,12 @@ def _name(kind: Any) -> str:
     parts = typing.get_args(kind)
     if typing.get_origin(kind) is tuple:
         return "array" if parts[-1] is Ellipsis else f"array of {len(parts)}"
-    return {int: "integer", str: "text", bytes: "bytes"}.get(kind, str(kind))
+    return {int: "integer", str: "text", bytes: "bytes", LineItem: "line item"}.get(kind, str(kind))
 
 
 def _wire(value: Any) -> Any:
+    if isinstance(value, LineItem):
+        return value.to_cbor()
     if isinstance(value, tuple | list):
         return [_wire(v) for v in value]
     return value
@@ -207,7 +217,7 @@ class OpenedCode(CborMessage):
     issuer_kid: int | None = None  # 4
     certificate_serial: int | None = None  # 5: merchant-signed codes
     order_id: str | None = None  # 6: dynamic codes
-    items: tuple[tuple[str, int, int], ...] | None = None  # 7
+    items: tuple[LineItem, ...] | None = None  # 7: [[name, quantity, unit price], ...]
     total: int | None = None  # 8: dynamic codes
     currency: int | None = None  # 9
     issued_at: int  # 10

@@ -193,8 +193,7 @@ def _render(screen: dict[str, object]) -> None:
             f"  {screen['merchant']} ({screen.get('city', '')}, {screen.get('country', '')})"
         )
     for entry in screen.get("items") or []:  # type: ignore[attr-defined]
-        name, quantity, amount = entry
-        lines.append(f"  {quantity} x {name}  {amount}")
+        lines.append(f"  {entry['quantity']} x {entry['name']}  {entry['display']}")
     if screen.get("total"):
         lines.append(f"  total {screen['total']}")
     if screen.get("prompt"):

@@ -25,7 +25,12 @@ from dataclasses import dataclass, fields, replace
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
 from safescan.code.currency import currency
-from safescan.code.errors import MalformedCode
+from safescan.code.errors import (
+    MalformedAuthorization,
+    MalformedCode,
+    MalformedData,
+    MalformedReceipt,
+)
 from safescan.code.keys import Signer, SigningKey, VerifyKey
 from safescan.code.payment import check_amount, check_identifier, check_time
 
@@ -34,30 +39,46 @@ RECEIPT_CONTEXT = b"SS1-RCPT"
 MAX_SIGNED_BYTES = 1024
 
 
-def _uint(value: object, name: str, limit: int = 2**63) -> int:
+def _uint(value: object, name: str, error: type[MalformedData], limit: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
-        raise MalformedCode(f"{name} must be an unsigned integer")
+        raise error(f"{name} must be an unsigned integer")
     return value
 
 
-def _currency(value: object) -> int:
+def _currency(value: object, error: type[MalformedData]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1000:
-        raise MalformedCode("currency must be an ISO 4217 numeric code")
+        raise error("currency must be an ISO 4217 numeric code")
     return currency(value).numeric
 
 
-def _bytes32(value: object, name: str) -> bytes:
+def _bytes32(value: object, name: str, error: type[MalformedData]) -> bytes:
     if not isinstance(value, bytes) or len(value) != 32:
-        raise MalformedCode(f"{name} must be 32 bytes")
+        raise error(f"{name} must be 32 bytes")
     return value
 
 
-def _load_array(data: bytes, length: int, what: str) -> list[object]:
+def _ident(value: object, name: str, error: type[MalformedData]) -> str:
+    """A payment code's identifier rule, reported as ``error``."""
+    try:
+        return check_identifier(value, name)
+    except MalformedCode as exc:
+        raise error(exc.message) from None
+
+
+def _time(value: object, name: str, error: type[MalformedData]) -> int:
+    """A payment code's time rule, reported as ``error``."""
+    try:
+        return check_time(value, name)
+    except MalformedCode as exc:
+        raise error(exc.message) from None
+
+
+def _load_array(data: bytes, length: int, what: str, error: type[MalformedData]) -> list[object]:
     if not isinstance(data, bytes) or len(data) > MAX_SIGNED_BYTES:
-        raise MalformedCode(f"{what} is too large")
-    value = cbor.strict_loads(data, max_depth=2)
+        raise error(f"{what} is too large")
+    value = cbor.strict_loads(data, max_depth=2, error=error)
     if not isinstance(value, list) or len(value) != length or value[0] != 1:
-        raise MalformedCode(f"not a version-1 {what}")
+        raise error(f"not a version-1 {what}")
     return value
 
 
@@ -98,16 +119,18 @@ class Authorization:
         return replace(self, signature=key.sign(self.tbs()))
 
     def validated(self) -> Authorization:
-        """Check every field's type and range; returns self."""
-        _bytes32(self.code_digest, "code digest")
-        check_identifier(self.merchant_id, "merchant id")
+        """Check every field's type and range; returns self (:class:`MalformedAuthorization`,
+        or :class:`InvalidAmount` for the amount)."""
+        bad = MalformedAuthorization
+        _bytes32(self.code_digest, "code digest", bad)
+        _ident(self.merchant_id, "merchant id", bad)
         if self.order_id != "":
-            check_identifier(self.order_id, "order id")
+            _ident(self.order_id, "order id", bad)
         check_amount(self.amount)
-        _currency(self.currency)
-        _uint(self.counter, "counter")
-        _uint(self.carrier_serial, "carrier serial")
-        check_time(self.created_at, "creation time")
+        _currency(self.currency, bad)
+        _uint(self.counter, "counter", bad)
+        _uint(self.carrier_serial, "carrier serial", bad)
+        _time(self.created_at, "creation time", bad)
         return self
 
     def to_bytes(self) -> bytes:
@@ -117,10 +140,10 @@ class Authorization:
     @classmethod
     def from_bytes(cls, data: bytes) -> Authorization:
         """Parse strictly; does not verify the signature (see :meth:`verify`)."""
-        v = _load_array(data, 10, "authorization")
+        v = _load_array(data, 10, "authorization", MalformedAuthorization)
         sig = v[9]
         if not isinstance(sig, bytes) or len(sig) != 64:
-            raise MalformedCode("authorization signature must be 64 bytes")
+            raise MalformedAuthorization("authorization signature must be 64 bytes")
         auth = cls(
             code_digest=v[1],  # type: ignore[arg-type]
             merchant_id=v[2],  # type: ignore[arg-type]
@@ -167,17 +190,19 @@ class Receipt:
         return replace(self, signature=key.sign(self.tbs()))
 
     def validated(self) -> Receipt:
-        """Check every field's type and range; returns self."""
-        check_identifier(self.payment_id, "payment id")
+        """Check every field's type and range; returns self (:class:`MalformedReceipt`, or
+        :class:`InvalidAmount` for the amount)."""
+        bad = MalformedReceipt
+        _ident(self.payment_id, "payment id", bad)
         if self.order_id != "":
-            check_identifier(self.order_id, "order id")
-        check_identifier(self.merchant_id, "merchant id")
-        check_identifier(self.payer_pseudonym, "payer pseudonym")
+            _ident(self.order_id, "order id", bad)
+        _ident(self.merchant_id, "merchant id", bad)
+        _ident(self.payer_pseudonym, "payer pseudonym", bad)
         check_amount(self.amount)
-        _currency(self.currency)
-        check_time(self.paid_at, "payment time")
-        _bytes32(self.code_digest, "code digest")
-        _uint(self.issuer_kid, "issuer key id", 0x10000)
+        _currency(self.currency, bad)
+        _time(self.paid_at, "payment time", bad)
+        _bytes32(self.code_digest, "code digest", bad)
+        _uint(self.issuer_kid, "issuer key id", bad, 0x10000)
         return self
 
     def to_bytes(self) -> bytes:
@@ -187,15 +212,15 @@ class Receipt:
     @classmethod
     def from_bytes(cls, data: bytes) -> Receipt:
         """Parse strictly; does not verify the signature (see :meth:`verify`)."""
-        v = _load_array(data, 11, "receipt")
+        v = _load_array(data, 11, "receipt", MalformedReceipt)
         sig = v[10]
         if not isinstance(sig, bytes) or len(sig) != 64:
-            raise MalformedCode("receipt signature must be 64 bytes")
+            raise MalformedReceipt("receipt signature must be 64 bytes")
         names = [f.name for f in fields(cls) if f.name != "signature"]
         values = dict(zip(names, v[1:10], strict=True))
         for name in ("payment_id", "order_id", "merchant_id", "payer_pseudonym"):
             if not isinstance(values[name], str):
-                raise MalformedCode(f"receipt {name} must be text")
+                raise MalformedReceipt(f"receipt {name} must be text")
         receipt = cls(**values, signature=sig)  # type: ignore[arg-type]
         return receipt.validated()
 

@@ -38,10 +38,54 @@ class CodeError(SafescanError):
     code = "code_error"
 
 
-class MalformedCode(CodeError):
-    """The input is not a well-formed safescan payment code."""
+class MalformedData(CodeError):
+    """Bytes that are not the well-formed signed object they claim to be. Each kind is its own
+    subclass, so code catches exactly the one it means (or this base for any of them):
+    :class:`MalformedCode` (a payment code, and only that), :class:`MalformedAuthorization`,
+    :class:`MalformedReceipt`, :class:`MalformedKeyUpdate`, :class:`MalformedProvisioning`,
+    :class:`MalformedSchemeList`.
+
+    On the wire they all keep the one form clients, carriers and stored Idempotency-Key
+    refusals have always read: ``type`` ``MalformedCode``, ``code`` ``malformed_code`` (HTTP
+    400; the card's reason ``MALFORMED_CODE``); the message says which object is malformed
+    (docs/protocol.md, "Errors").
+    """
 
     code = "malformed_code"
+
+    @property
+    def type(self) -> str:
+        """``MalformedCode`` for every kind (the wire name)."""
+        return "MalformedCode"
+
+
+class MalformedCode(MalformedData):
+    """The input is not a well-formed safescan payment code."""
+
+    @property
+    def type(self) -> str:
+        """The class name, as for every other error (``OversizeInput``...)."""
+        return type(self).__name__
+
+
+class MalformedAuthorization(MalformedData):
+    """A carrier's payment authorization is not well formed (shape, field type or range)."""
+
+
+class MalformedReceipt(MalformedData):
+    """An institution's payment receipt is not well formed."""
+
+
+class MalformedKeyUpdate(MalformedData):
+    """A sealed scheme-key update for a carrier is not well formed (or names another carrier)."""
+
+
+class MalformedProvisioning(MalformedData):
+    """A carrier's provisioning bundle is not well formed (or does not fit the carrier)."""
+
+
+class MalformedSchemeList(MalformedData):
+    """A signed scheme key list is not well formed."""
 
 
 class OversizeInput(MalformedCode):

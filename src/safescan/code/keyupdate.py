@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
-from safescan.code.errors import DecryptionFailed, MalformedCode, OversizeInput
+from safescan.code.errors import DecryptionFailed, MalformedKeyUpdate, OversizeInput
 from safescan.code.keys import SchemeKey, Signer
 
 KEY_UPDATE_CONTEXT = b"SS1-KUPD"
@@ -50,7 +50,7 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM
 def epoch_kid(epoch: int) -> int:
     """The code-header key id of epoch ``epoch`` (0x80-0xFF)."""
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= MAX_EPOCH:
-        raise MalformedCode(f"an epoch is an integer from 1 to {MAX_EPOCH}")
+        raise MalformedKeyUpdate(f"an epoch is an integer from 1 to {MAX_EPOCH}")
     return EPOCH_KID_BASE | (epoch % EPOCH_KIDS)
 
 
@@ -84,19 +84,19 @@ class KeyUpdate:
     keys: tuple[EpochKey, ...]
 
     def check(self) -> None:
-        """The update's own consistency (raises :class:`MalformedCode`)."""
+        """The update's own consistency (raises :class:`MalformedKeyUpdate`)."""
         if not 0 <= self.from_epoch < self.to_epoch <= MAX_EPOCH:
-            raise MalformedCode("a key update goes from an epoch to a newer one")
+            raise MalformedKeyUpdate("a key update goes from an epoch to a newer one")
         if not self.keys or len(self.keys) > MAX_LIVE_EPOCHS:
-            raise MalformedCode(f"a key update carries 1-{MAX_LIVE_EPOCHS} epoch keys")
+            raise MalformedKeyUpdate(f"a key update carries 1-{MAX_LIVE_EPOCHS} epoch keys")
         epochs = [k.epoch for k in self.keys]
         if epochs != sorted(set(epochs)) or epochs[-1] != self.to_epoch:
-            raise MalformedCode("the key update's epochs must increase up to its last epoch")
+            raise MalformedKeyUpdate("the key update's epochs must increase up to its last epoch")
         if epochs[0] <= self.from_epoch:
-            raise MalformedCode("the key update carries an epoch the carrier already has")
+            raise MalformedKeyUpdate("the key update carries an epoch the carrier already has")
         for k in self.keys:
             if k.key.kid != epoch_kid(k.epoch) or not k.key.retire_at:
-                raise MalformedCode("an epoch key has the wrong key id or no retirement time")
+                raise MalformedKeyUpdate("an epoch key has the wrong key id or no retirement time")
 
 
 def seal_key_update(
@@ -127,7 +127,7 @@ def open_key_update(
     """Open and verify a key update inside the carrier (the epoch sequence is the caller's
     check). Raises typed errors: sealed to another carrier (``DecryptionFailed``), not signed
     by a trusted institution key (``SignatureInvalid``/``UnknownKeyId``), malformed, or made
-    for another serial (``MalformedCode``)."""
+    for another serial (``MalformedKeyUpdate``)."""
     if not isinstance(data, bytes) or len(data) > MAX_KEY_UPDATE_BYTES:
         raise OversizeInput("the key update is too large")
     try:
@@ -135,11 +135,11 @@ def open_key_update(
     except (InvalidTag, ValueError):
         raise DecryptionFailed("the key update is altered or sealed to another carrier") from None
     signature, signed = plaintext[:64], plaintext[64:]
-    value = cbor.strict_loads(signed, max_depth=4)
+    value = cbor.strict_loads(signed, max_depth=4, error=MalformedKeyUpdate)
     try:
         issuer_kid, (serial, from_epoch, to_epoch, issued_at, keys) = value
     except (TypeError, ValueError):
-        raise MalformedCode("the key update has the wrong shape") from None
+        raise MalformedKeyUpdate("the key update has the wrong shape") from None
     trust.institution_key(issuer_kid).verify(
         signature, KEY_UPDATE_CONTEXT + signed, what="key update signature"
     )
@@ -150,20 +150,20 @@ def open_key_update(
         ("issued_at", issued_at),
     ):
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise MalformedCode(f"the key update's {name} must be an unsigned integer")
+            raise MalformedKeyUpdate(f"the key update's {name} must be an unsigned integer")
     if serial != carrier_serial:
-        raise MalformedCode("the key update was made for another carrier")
+        raise MalformedKeyUpdate("the key update was made for another carrier")
     if not isinstance(keys, list):
-        raise MalformedCode("the key update's keys must be a list")
+        raise MalformedKeyUpdate("the key update's keys must be a list")
     parsed = []
     for entry in keys:
         if not isinstance(entry, list) or len(entry) != 3:
-            raise MalformedCode("an epoch key is [epoch, private key, retire_at]")
+            raise MalformedKeyUpdate("an epoch key is [epoch, private key, retire_at]")
         epoch, raw, retire_at = entry
         if isinstance(retire_at, bool) or not isinstance(retire_at, int) or retire_at <= 0:
-            raise MalformedCode("an epoch key's retirement time must be a positive integer")
+            raise MalformedKeyUpdate("an epoch key's retirement time must be a positive integer")
         if not isinstance(raw, bytes) or len(raw) != 32:
-            raise MalformedCode("an epoch key is 32 bytes")
+            raise MalformedKeyUpdate("an epoch key is 32 bytes")
         parsed.append(EpochKey(epoch, SchemeKey.from_seed(epoch_kid(epoch), raw, retire_at)))
     update = KeyUpdate(serial, from_epoch, to_epoch, issued_at, tuple(parsed))
     update.check()

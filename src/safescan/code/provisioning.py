@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from safescan.code import cbor
 from safescan.code.certs import Certificate, Role, TrustStore, verify_certificate
-from safescan.code.errors import DecryptionFailed, MalformedCode, OversizeInput
+from safescan.code.errors import DecryptionFailed, MalformedProvisioning, OversizeInput
 from safescan.code.keys import SchemeKey, Signer, VerifyKey
 from safescan.code.pubkeys import check_x25519_public
 
@@ -102,25 +102,27 @@ def open_bundle(
     except (InvalidTag, ValueError):
         raise DecryptionFailed("provisioning bundle is altered or not for this carrier") from None
     signature, signed = plaintext[:64], plaintext[64:]
-    value = cbor.strict_loads(signed)
+    value = cbor.strict_loads(signed, error=MalformedProvisioning)
     try:
         issuer_kid, (serial, cert_bytes, ikeys, skeys, issued_at, transport_pub) = value
         if not all(isinstance(k, int) and not isinstance(k, bool) for k, _ in ikeys):
-            raise MalformedCode("institution key ids must be integers")
+            raise MalformedProvisioning("institution key ids must be integers")
         if isinstance(issuer_kid, bool) or not isinstance(issuer_kid, int):
-            raise MalformedCode("the bundle's issuer key id must be an integer")
+            raise MalformedProvisioning("the bundle's issuer key id must be an integer")
         institution_keys = {k: VerifyKey(raw) for k, raw in ikeys}
         scheme_keys = tuple(
             SchemeKey.from_seed(kid, raw, retire_at or None) for kid, raw, retire_at in skeys
         )
     except (TypeError, ValueError) as exc:
-        raise MalformedCode(f"provisioning bundle has the wrong shape ({exc})") from None
+        raise MalformedProvisioning(f"provisioning bundle has the wrong shape ({exc})") from None
     if trust_anchor is not None:
         # The carrier was manufactured knowing the institution's root key: only a bundle
         # signed under it is accepted, and the bundle may not replace that key.
         anchor_key = trust_anchor.institution_key(issuer_kid)
         if institution_keys.get(issuer_kid) != anchor_key:
-            raise MalformedCode("the bundle does not carry the institution key it was built for")
+            raise MalformedProvisioning(
+                "the bundle does not carry the institution key it was built for"
+            )
     trust = TrustStore(institution_keys)
     trust.institution_key(issuer_kid).verify(
         signature, PROV_CONTEXT + signed, what="provisioning bundle signature"
@@ -128,14 +130,14 @@ def open_bundle(
     cert = Certificate.from_bytes(cert_bytes)
     verify_certificate(cert, trust, role=Role.CARRIER, now=now)
     if cert.public_key != carrier_signing_key:
-        raise MalformedCode("the certificate in the bundle is not for this carrier's key")
+        raise MalformedProvisioning("the certificate in the bundle is not for this carrier's key")
     if not isinstance(serial, int) or cert.subject != carrier_subject(serial):
-        raise MalformedCode("the bundle's carrier serial does not match its certificate")
+        raise MalformedProvisioning("the bundle's carrier serial does not match its certificate")
     own = transport_key.public_key().public_bytes_raw()
     if transport_pub != own:
-        raise MalformedCode("the bundle was made for another carrier")
+        raise MalformedProvisioning("the bundle was made for another carrier")
     if not isinstance(issued_at, int):
-        raise MalformedCode("the bundle's issue time must be an integer")
+        raise MalformedProvisioning("the bundle's issue time must be an integer")
     return ProvisioningBundle(serial, cert, institution_keys, scheme_keys, issued_at, own)
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from safescan.code import cbor
 from safescan.code.certs import TrustStore
-from safescan.code.errors import KeyRetired, MalformedCode, UnknownKeyId
+from safescan.code.errors import KeyRetired, MalformedSchemeList, UnknownKeyId
 from safescan.code.keys import SchemePublicKey, Signer
 
 LIST_VERSION = 1
@@ -32,7 +32,7 @@ _U64 = 2**64
 
 def _uint(value: object, name: str, limit: int = _U64) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
-        raise MalformedCode(f"scheme key list field {name} must be an unsigned integer")
+        raise MalformedSchemeList(f"scheme key list field {name} must be an unsigned integer")
     return value
 
 
@@ -97,17 +97,17 @@ class SchemeKeyList:
     def from_bytes(cls, data: bytes, trust: TrustStore) -> SchemeKeyList:
         """Parse strictly and verify the institution's signature (``SignatureInvalid``)."""
         if not isinstance(data, bytes) or len(data) > MAX_LIST_BYTES:
-            raise MalformedCode("the scheme key list is too large")
-        value = cbor.strict_loads(data, max_depth=4)
+            raise MalformedSchemeList("the scheme key list is too large")
+        value = cbor.strict_loads(data, max_depth=4, error=MalformedSchemeList)
         if not isinstance(value, list) or len(value) != 6 or value[0] != LIST_VERSION:
-            raise MalformedCode("not a version-1 scheme key list")
+            raise MalformedSchemeList("not a version-1 scheme key list")
         _, issued_at, current, entries, ikid, sig = value
         if not isinstance(entries, list) or not entries:
-            raise MalformedCode("the scheme key list names no key")
+            raise MalformedSchemeList("the scheme key list names no key")
         keys = []
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 3:
-                raise MalformedCode("a scheme key list entry is [kid, public key, retire_at]")
+                raise MalformedSchemeList("a scheme key list entry is [kid, public key, retire_at]")
             kid, raw, retire = entry
             _check_public(raw)
             retire_ = _uint(retire, "retire_at")
@@ -115,7 +115,7 @@ class SchemeKeyList:
                 PublishedSchemeKey(SchemePublicKey(_uint(kid, "kid", 256), raw), retire_ or None)
             )
         if not isinstance(sig, bytes) or len(sig) != 64:
-            raise MalformedCode("the scheme key list signature must be 64 bytes")
+            raise MalformedSchemeList("the scheme key list signature must be 64 bytes")
         listed = cls(
             _uint(issued_at, "issued_at"),
             _uint(current, "current_kid", 256),
@@ -124,7 +124,7 @@ class SchemeKeyList:
             sig,
         )
         if [k.key.kid for k in listed.keys] != sorted({k.key.kid for k in listed.keys}):
-            raise MalformedCode("scheme key list entries must be sorted by unique key id")
+            raise MalformedSchemeList("scheme key list entries must be sorted by unique key id")
         _check(listed)
         trust.institution_key(listed.issuer_kid).verify(
             listed.signature, listed.tbs(), what="scheme key list signature"
@@ -150,15 +150,15 @@ def _check_public(raw: object) -> None:
     """A usable X25519 public key: 32 bytes, not a small-order point (whose shared secret is
     all zeros, which ``cryptography`` refuses to derive)."""
     if not isinstance(raw, bytes) or len(raw) != 32:
-        raise MalformedCode("a scheme public key is 32 bytes")
+        raise MalformedSchemeList("a scheme public key is 32 bytes")
     try:
         X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
     except ValueError:
-        raise MalformedCode("a scheme public key is not a usable X25519 key") from None
+        raise MalformedSchemeList("a scheme public key is not a usable X25519 key") from None
 
 
 def _check(listed: SchemeKeyList) -> None:
     if not listed.keys:
-        raise MalformedCode("the scheme key list names no key")
+        raise MalformedSchemeList("the scheme key list names no key")
     if all(k.key.kid != listed.current_kid for k in listed.keys):
         raise UnknownKeyId(f"the current scheme key {listed.current_kid} is not in the list")

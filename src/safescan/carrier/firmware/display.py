@@ -74,10 +74,7 @@ def show_code(card: Card, opened: OpenedCode) -> None:
         "warnings": list(opened.warnings),
     }
     if isinstance(code, DynamicCode):
-        screen["items"] = [
-            [i.name, i.quantity, _money(i.quantity * i.unit_price, code.currency)]
-            for i in code.items
-        ]
+        screen["items"] = [i.display_json(code.currency) for i in code.items]
         screen["total"] = _money(code.total, code.currency)
     else:
         screen["items"] = []

@@ -61,9 +61,7 @@ def open_code(card: Card, command: CommandApdu) -> bytes:
         certificate_serial=None if cert is None else cert.serial,
         certificate=None if cert is None else cert.to_bytes(),
         order_id=None if dynamic is None else dynamic.order_id,
-        items=None
-        if dynamic is None
-        else tuple((i.name, i.quantity, i.unit_price) for i in dynamic.items),
+        items=None if dynamic is None else dynamic.items,
         total=None if dynamic is None else dynamic.total,
         currency=code.currency,
         issued_at=code.issued_at,

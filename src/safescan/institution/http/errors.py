@@ -34,7 +34,7 @@ from safescan.code.errors import (
     CertificateError,
     CodeError,
     KeyMaterialError,
-    MalformedCode,
+    MalformedData,
     SafescanError,
 )
 
@@ -147,7 +147,7 @@ ANSWERS: Mapping[type[Exception], Callable[[Any], ErrorAnswer]] = {
     RateLimited: not_now,
     RequestInProgress: not_now,
     StorageError: not_now,
-    MalformedCode: bad_request,
+    MalformedData: bad_request,
     KeyMaterialError: bad_request,
     CodeError: unprocessable,
     CertificateError: unprocessable,
