@@ -161,9 +161,7 @@ def main() -> None:
         "detected": sum(t["detected"] for t in trials),
         "crashes": sum(t["crashed"] for t in trials),
         "trials_with_lost_serials": len(with_serials),
-        "serials_reused": None
-        if args.audit_src
-        else sum(bool(t["reused"]) for t in with_serials),
+        "serials_reused": None if args.audit_src else sum(bool(t["reused"]) for t in with_serials),
         "missed": [t["changes"] for t in trials if not t["detected"]],
         "sample": trials[0]["sample"] if trials else [],
         "seconds": round(time.monotonic() - started, 1),

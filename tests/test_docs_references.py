@@ -66,7 +66,6 @@ def test_every_command_that_prints_a_result_takes_json() -> None:
     without = [
         path
         for path, command in found
-        if path not in LONG_RUNNING
-        and not any("--json" in p.opts for p in command.params)  # type: ignore[attr-defined]
+        if path not in LONG_RUNNING and not any("--json" in p.opts for p in command.params)  # type: ignore[attr-defined]
     ]
     assert without == []

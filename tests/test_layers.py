@@ -410,6 +410,7 @@ def _module_imports(path: Path) -> set[str]:
 
 
 def test_beside_the_domain_only_what_is_not_a_domain_module() -> None:
-    """The health checks are domain modules: they live in ``institution/domain``."""
-    for name in ("health.py",):
+    """Enrollment, idempotency and the health checks are domain modules: they live in
+    ``institution/domain``."""
+    for name in ("enrollment.py", "idempotency.py", "health.py"):
         assert not (INSTITUTION / name).exists(), f"institution/{name} belongs in domain/"

@@ -23,8 +23,8 @@ from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.payment import DynamicCode, LineItem, Merchant
 from safescan.institution import admin_tokens, nonces, outcomes, webhook_log, wire
 from safescan.institution.db import Database, migrate
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import PaymentMade
-from safescan.institution.idempotency import Stored
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import Event
 from safescan.institution.service import Institution

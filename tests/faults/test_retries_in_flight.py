@@ -371,7 +371,7 @@ def test_a_lookup_never_waits_for_ever_on_a_stalled_payment(request: pytest.Fixt
 
 
 def _hash(code: str, authorization: bytes) -> str:
-    from safescan.institution.idempotency import request_hash
+    from safescan.institution.domain.idempotency import request_hash
 
     return request_hash({"code": code, "authorization": b64(authorization)})
 
@@ -741,7 +741,7 @@ def test_lookups_tell_and_settle(backend: str, request: pytest.FixtureRequest) -
 
 def test_the_typed_errors_of_a_stored_refusal_survive_the_round_trip() -> None:
     from safescan.api.errors import error_from_dict
-    from safescan.institution.idempotency import Stored, refusal, replay
+    from safescan.institution.domain.idempotency import Stored, refusal, replay
 
     for exc in (
         InsufficientFunds("too low"),

@@ -394,7 +394,7 @@ def attest(inst: Any, token: str, signing_public: bytes, transport_public: bytes
     """For in-process institutions: trust :data:`FACTORY` (once) and return a software
     carrier's attestation of these keys for this enrollment token."""
     from safescan.api.errors import Conflict
-    from safescan.institution.enrollment import add_manufacturer
+    from safescan.institution.domain.enrollment import add_manufacturer
 
     with contextlib.suppress(Conflict):  # already trusted
         add_manufacturer(inst.db, FACTORY.kid, FACTORY.public_key.raw, "test factory", inst.now())

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safescan.code import LineItem, SigningKey
 from safescan.code.errors import SafescanError
-from safescan.institution import audit, enrollment, ledger
+from safescan.institution import audit, ledger
 from safescan.institution.db import Database
 from safescan.institution.domain import certificates as certificates_module
+from safescan.institution.domain import enrollment
 from safescan.institution.domain.results import OrderCreated
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution

@@ -13,8 +13,7 @@ import pytest
 from safescan.api import errors
 from safescan.api.errors import NotFound, error_from_dict
 from safescan.api.states import PAID_STATES, CodeState, EventType, OrderState, Status
-from safescan.institution import idempotency
-from safescan.institution.domain import results
+from safescan.institution.domain import idempotency, results
 from safescan.institution.util import canonical_json
 
 DOMAIN = Path(__file__).resolve().parents[2] / "src" / "safescan" / "institution" / "domain"

@@ -13,8 +13,8 @@ import pytest
 from safescan.code import LineItem
 from safescan.institution import wire
 from safescan.institution.db import Database
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import OrderCreated
-from safescan.institution.idempotency import Stored
 from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from tests.institution.conftest import BACKENDS, make_db

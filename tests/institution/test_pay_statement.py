@@ -24,10 +24,11 @@ from sqlalchemy import func, insert, select
 
 from safescan.api.errors import ConfigError, InsufficientFunds, OrderNotPayable
 from safescan.code import Authorization, LineItem, SigningKey, decode_text
-from safescan.institution import audit, idempotency, ledger
+from safescan.institution import audit, ledger
 from safescan.institution.db import Database, _alembic_config, schema_revisions
+from safescan.institution.domain import idempotency
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import PaymentMade, PrecreatedOrder
-from safescan.institution.idempotency import Stored
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import (
     Account,

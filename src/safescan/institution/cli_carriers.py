@@ -32,7 +32,7 @@ def manufacturer_add(
 ) -> None:
     """Trust a manufacturer key: carriers it attested can enroll from now on."""
     from safescan.code.keys import parse_pinned_keys
-    from safescan.institution.enrollment import add_manufacturer
+    from safescan.institution.domain.enrollment import add_manufacturer
 
     site = _settings(config, as_json, db=db)
     try:
@@ -57,7 +57,7 @@ def manufacturer_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
-    from safescan.institution.enrollment import revoke_manufacturer
+    from safescan.institution.domain.enrollment import revoke_manufacturer
 
     site = _settings(config, as_json, db=db)
     try:
@@ -78,7 +78,8 @@ def manufacturer_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The registered manufacturer keys."""
-    from safescan.institution.enrollment import list_manufacturers
+    from safescan.institution import wire
+    from safescan.institution.domain.enrollment import list_manufacturers
 
     site = _settings(config, as_json, db=db)
     try:
@@ -87,10 +88,10 @@ def manufacturer_list(
         _fail(exc, as_json)
         return
     if as_json:
-        emit_json(rows)
+        emit_json([wire.manufacturer(row) for row in rows])
         return
     for row in rows:
-        typer.echo(f"{row['kid']}:{row['public_key']}  {row['status']:8} {row['name']}")
+        typer.echo(f"{row.kid}:{row.public_key.hex()}  {row.status:8} {row.name}")
 
 
 def rotate_epoch(

@@ -16,8 +16,16 @@ from safescan.api.states import Status
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import UnknownCurrency
 from safescan.code.keys import VerifyKey
-from safescan.institution import ledger
+from safescan.institution import ledger, wire
 from safescan.institution.db import Database
+from safescan.institution.domain.results import (
+    CustomerList,
+    CustomerListed,
+    Money,
+    Statement,
+    StatementPayment,
+    StatementRefund,
+)
 from safescan.institution.models import (
     CarrierRow,
     CertificateRow,
@@ -30,18 +38,18 @@ from safescan.institution.models import (
 STATEMENT_PAYMENTS = 50  # the newest payments a statement lists
 
 
-def _money(currency: int, amount: int) -> dict[str, Any]:
+def _money(currency: int, amount: int) -> Money:
     try:
         cur = lookup_currency(currency)
     except UnknownCurrency:
-        return {"currency": str(currency), "amount": amount, "display": f"{amount} ({currency})"}
-    return {"currency": cur.alpha, "amount": amount, "display": cur.format(amount)}
+        return Money(str(currency), amount, f"{amount} ({currency})")
+    return Money(cur.alpha, amount, cur.format(amount))
 
 
-def list_customers(db: Database, *, limit: int, after: str | None) -> dict[str, Any]:
+def list_customers(db: Database, *, limit: int, after: str | None) -> CustomerList:
     """Customers in id order (page with ``after``), each with balances and carrier count."""
 
-    def q(conn: Connection) -> dict[str, Any]:
+    def q(conn: Connection) -> CustomerList:
         query = select(CustomerRow).order_by(CustomerRow.id).limit(limit + 1)
         if after is not None:
             query = query.where(CustomerRow.id > after)
@@ -55,21 +63,21 @@ def list_customers(db: Database, *, limit: int, after: str | None) -> dict[str, 
                 .group_by(CarrierRow.customer_id)
             ).all()
         )
-        out = [
-            {
-                "id": r.id,
-                "name": r.name,
-                "status": r.status,
-                "created_at": r.created_at,
-                "balances": [
+        out = tuple(
+            CustomerListed(
+                id=r.id,
+                name=r.name,
+                status=Status(r.status),
+                created_at=r.created_at,
+                balances=tuple(
                     _money(c, a)
                     for c, a in sorted(ledger.balances(conn, ledger.CUSTOMER, r.id).items())
-                ],
-                "carriers": int(carriers.get(r.id, 0)),
-            }
+                ),
+                carriers=int(carriers.get(r.id, 0)),
+            )
             for r in rows
-        ]
-        return {"customers": out, "has_more": more}
+        )
+        return CustomerList(customers=out, has_more=more)
 
     return db.read(q)
 
@@ -101,10 +109,10 @@ def carrier_identity(db: Database, serial: int) -> tuple[str, VerifyKey, bytes]:
     return row.customer_id, VerifyKey(row.signing_public_key), bytes(row.cert)
 
 
-def statement(db: Database, customer_id: str, serial: int, *, now: int) -> dict[str, Any]:
+def statement(db: Database, customer_id: str, serial: int, *, now: int) -> Statement:
     """Balances and the newest payments with their refunds."""
 
-    def q(conn: Connection) -> dict[str, Any]:
+    def q(conn: Connection) -> Statement:
         bal = ledger.balances(conn, ledger.CUSTOMER, customer_id)
         payments = conn.execute(
             select(
@@ -122,7 +130,7 @@ def statement(db: Database, customer_id: str, serial: int, *, now: int) -> dict[
             .order_by(Payment.created_at.desc(), Payment.id)
             .limit(STATEMENT_PAYMENTS)
         ).all()
-        refunds: dict[str, list[dict[str, Any]]] = {}
+        refunds: dict[str, list[StatementRefund]] = {}
         if payments:
             for r in conn.execute(
                 select(
@@ -132,34 +140,31 @@ def statement(db: Database, customer_id: str, serial: int, *, now: int) -> dict[
                 .order_by(Refund.created_at, Refund.id)
             ):
                 refunds.setdefault(r.payment_id, []).append(
-                    {"refund_id": r.id, "created_at": r.created_at, **_money(r.currency, r.amount)}
+                    StatementRefund(r.id, r.created_at, _money(r.currency, r.amount))
                 )
         listed = []
         for p in payments:
-            money = _money(p.currency, p.amount)
-            mine = refunds.get(p.id, [])
-            refunded = sum(e["amount"] for e in mine)
+            mine = tuple(refunds.get(p.id, ()))
             listed.append(
-                {
-                    "payment_id": p.id,
-                    "merchant_id": p.merchant_id,
-                    "merchant_name": p.name,
-                    "merchant_city": p.city,
-                    "paid_at": p.created_at,
-                    "carrier_serial": p.carrier_serial,
-                    **money,
-                    "refunded": refunded,
-                    "refunded_display": _money(p.currency, refunded)["display"],
-                    "refunds": mine,
-                }
+                StatementPayment(
+                    payment_id=p.id,
+                    merchant_id=p.merchant_id,
+                    merchant_name=p.name,
+                    merchant_city=p.city,
+                    paid_at=p.created_at,
+                    carrier_serial=p.carrier_serial,
+                    money=_money(p.currency, p.amount),
+                    refunded=_money(p.currency, sum(e.money.amount for e in mine)),
+                    refunds=mine,
+                )
             )
-        return {
-            "customer_id": customer_id,
-            "carrier_serial": serial,
-            "as_of": now,
-            "balances": [_money(c, a) for c, a in sorted(bal.items())],
-            "payments": listed,
-        }
+        return Statement(
+            customer_id=customer_id,
+            carrier_serial=serial,
+            as_of=now,
+            balances=tuple(_money(c, a) for c, a in sorted(bal.items())),
+            payments=tuple(listed),
+        )
 
     return db.read(q)
 
@@ -183,7 +188,7 @@ def read_statement(
     challenge = account.make_challenge(key, serial, expires_at, wallet_key)
     customer_id, signing_key, certificate = carrier_identity(db, serial)
     account.verify_presence(signing_key, certificate, challenge, response)
-    doc = statement(db, customer_id, serial, now=now)
+    doc = wire.statement(statement(db, customer_id, serial, now=now))
     return account.seal_statement(doc, wallet_key, serial, expires_at)
 
 
@@ -204,7 +209,7 @@ class Accounts:
         self.key = account.challenge_key(server_secret)
         self.now = now
 
-    def page(self, *, limit: int, after: str | None) -> dict[str, Any]:
+    def page(self, *, limit: int, after: str | None) -> CustomerList:
         """Customers in id order (page with ``after``): :func:`list_customers`."""
         return list_customers(self.db, limit=limit, after=after)
 

@@ -28,15 +28,16 @@ from safescan.api.errors import CarrierRevoked, InvalidRequest
 from safescan.code.authorization import Authorization
 from safescan.code.keys import VerifyKey
 from safescan.code.payment import LineItem
-from safescan.institution import audit, guards, idempotency, sql, wire
-from safescan.institution.domain.results import PaymentMade
-from safescan.institution.idempotency import (
+from safescan.institution import audit, guards, sql, wire
+from safescan.institution.domain import idempotency
+from safescan.institution.domain.idempotency import (
     Request,
     Stored,
     order_request,
     payment_request,
     refund_request,
 )
+from safescan.institution.domain.results import PaymentMade
 from safescan.institution.models import CarrierRow, OrderRow, Payment
 
 if TYPE_CHECKING:

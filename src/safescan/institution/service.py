@@ -20,13 +20,13 @@ from safescan.institution.domain.checkout import Checkout
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.customers import Customers
 from safescan.institution.domain.health import Health
+from safescan.institution.domain.idempotency import Stored, request_hash
 from safescan.institution.domain.merchants import Merchants
 from safescan.institution.domain.orders import Orders
 from safescan.institution.domain.payments import Payments
 from safescan.institution.domain.refunds import Refunds
 from safescan.institution.domain.setup import Setup
 from safescan.institution.event_feed import EventFeed
-from safescan.institution.idempotency import Stored, request_hash
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.settlement import Settlement
 from safescan.institution.webhook_dispatcher import WebhookDispatcher

@@ -19,9 +19,12 @@ from safescan.institution.domain.results import (
     CheckoutSessionView,
     CodeStatus,
     CustomerAccount,
+    CustomerList,
     EnrollmentTokenIssued,
     HostedCheckout,
+    ManufacturerKeyView,
     MerchantProfile,
+    Money,
     NewMerchant,
     OrderCreated,
     OrderPage,
@@ -32,6 +35,7 @@ from safescan.institution.domain.results import (
     PublicKeys,
     RefundMade,
     RefundView,
+    Statement,
     StaticCodeIssued,
 )
 
@@ -260,6 +264,69 @@ def public_keys(k: PublicKeys) -> dict[str, Any]:
     }
 
 
+def money(m: Money) -> dict[str, Any]:
+    """``{"currency", "amount", "display"}``."""
+    return {"currency": m.currency, "amount": m.amount, "display": m.display}
+
+
+def customer_list(page: CustomerList) -> dict[str, Any]:
+    """The administrator's page of customers (balances, carrier count)."""
+    return {
+        "customers": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "status": c.status,
+                "created_at": c.created_at,
+                "balances": [money(b) for b in c.balances],
+                "carriers": c.carriers,
+            }
+            for c in page.customers
+        ],
+        "has_more": page.has_more,
+    }
+
+
+def statement(s: Statement) -> dict[str, Any]:
+    """The statement a wallet reads (sealed to it: :func:`safescan.api.account.seal_statement`)."""
+    return {
+        "customer_id": s.customer_id,
+        "carrier_serial": s.carrier_serial,
+        "as_of": s.as_of,
+        "balances": [money(b) for b in s.balances],
+        "payments": [
+            {
+                "payment_id": p.payment_id,
+                "merchant_id": p.merchant_id,
+                "merchant_name": p.merchant_name,
+                "merchant_city": p.merchant_city,
+                "paid_at": p.paid_at,
+                "carrier_serial": p.carrier_serial,
+                **money(p.money),
+                "refunded": p.refunded.amount,
+                "refunded_display": p.refunded.display,
+                "refunds": [
+                    {"refund_id": r.refund_id, "created_at": r.created_at, **money(r.money)}
+                    for r in p.refunds
+                ],
+            }
+            for p in s.payments
+        ],
+    }
+
+
+def manufacturer(m: ManufacturerKeyView) -> dict[str, Any]:
+    """A manufacturer key record (its public key in hex)."""
+    return {
+        "kid": m.kid,
+        "name": m.name,
+        "public_key": m.public_key.hex(),
+        "status": m.status,
+        "created_at": m.created_at,
+        "revoked_at": m.revoked_at,
+    }
+
+
 __all__ = [
     "CREATED",
     "carrier_enrolled",
@@ -267,8 +334,11 @@ __all__ = [
     "carrier_status",
     "code_status",
     "customer",
+    "customer_list",
     "enrollment_token",
+    "manufacturer",
     "merchant",
+    "money",
     "new_merchant",
     "order",
     "order_created",
@@ -278,6 +348,7 @@ __all__ = [
     "precreated",
     "public_keys",
     "refund_made",
+    "statement",
     "static_code",
 ]
 

@@ -10,7 +10,8 @@ from safescan.api.states import Status
 from safescan.code.certs import Role
 from safescan.code.keys import VerifyKey
 from safescan.code.provisioning import carrier_subject
-from safescan.institution import audit, enrollment
+from safescan.institution import audit
+from safescan.institution.domain import enrollment
 from safescan.institution.domain.certificates import MAX_SERIAL, Certificates, crl_sequence
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.results import CarrierEnrolled, CarrierKeyUpdate, CarrierStatus

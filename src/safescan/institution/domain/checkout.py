@@ -31,10 +31,10 @@ from safescan.code.payment import LineItem
 from safescan.institution import audit
 from safescan.institution.domain.checkout_urls import redirect_url
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.merchants import Merchants
 from safescan.institution.domain.orders import Orders
 from safescan.institution.domain.results import CheckoutSessionView, HostedCheckout, OrderCreated
-from safescan.institution.idempotency import Stored
 from safescan.institution.models import CheckoutSession as SessionRow
 from safescan.institution.models import OrderRow
 from safescan.institution.util import new_id

@@ -24,8 +24,10 @@ from safescan.code.payment import (
     LineItem,
     StaticCode,
 )
-from safescan.institution import audit, guards, idempotency, ledger, wire
+from safescan.institution import audit, guards, ledger, wire
+from safescan.institution.domain import idempotency
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.idempotency import Stored, order_request
 from safescan.institution.domain.merchants import merchant_identity
 from safescan.institution.domain.results import (
     CodeStatus,
@@ -35,7 +37,6 @@ from safescan.institution.domain.results import (
     PrecreatedOrder,
     StaticCodeIssued,
 )
-from safescan.institution.idempotency import Stored, order_request
 from safescan.institution.merchant_sealing import certificate_problem, withdrawn_order
 from safescan.institution.models import MerchantRow, OrderRow
 from safescan.institution.util import canonical_json, new_id

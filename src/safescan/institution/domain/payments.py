@@ -37,12 +37,13 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
 from safescan.code.errors import SafescanError
 from safescan.code.payment import CodeKind, DynamicCode
-from safescan.institution import audit, idempotency, ledger, sql, wire
+from safescan.institution import audit, ledger, sql, wire
+from safescan.institution.domain import idempotency
 from safescan.institution.domain.carriers import Carriers
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.idempotency import Request, Stored, payment_request
 from safescan.institution.domain.orders import ORDER_ID_CHARS
 from safescan.institution.domain.results import PaymentMade, PaymentView
-from safescan.institution.idempotency import Request, Stored, payment_request
 from safescan.institution.merchant_sealing import certificate_problem
 from safescan.institution.models import CarrierRow, OrderRow, Payment
 from safescan.institution.util import canonical_json, new_id

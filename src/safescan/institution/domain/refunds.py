@@ -7,11 +7,12 @@ from sqlalchemy import Connection, case, insert, select, update
 from safescan.api.errors import OrderNotRefundable
 from safescan.api.states import REFUNDABLE_STATES, EventType, OrderState
 from safescan.code.currency import currency as lookup_currency
-from safescan.institution import audit, guards, idempotency, ledger, wire
+from safescan.institution import audit, guards, ledger, wire
+from safescan.institution.domain import idempotency
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.idempotency import Stored, refund_request
 from safescan.institution.domain.orders import order_row
 from safescan.institution.domain.results import RefundMade, RefundView
-from safescan.institution.idempotency import Stored, refund_request
 from safescan.institution.models import OrderRow, Payment, Refund
 from safescan.institution.settlement import day_bounds
 from safescan.institution.util import new_id

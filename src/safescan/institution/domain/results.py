@@ -320,6 +320,86 @@ class HostedCheckout:
     now: int
 
 
+# --- customer accounts as their readers see them, trusted manufacturers ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount as a person reads it: ISO 4217 alpha code (the numeric code as text when the
+    currency is unknown), minor units, the formatted amount."""
+
+    currency: str
+    amount: int
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerListed:
+    """A customer in the administrator's list: balances and how many carriers it has."""
+
+    id: str
+    name: str
+    status: Status
+    created_at: int
+    balances: tuple[Money, ...]
+    carriers: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerList:
+    """A page of customers in id order."""
+
+    customers: tuple[CustomerListed, ...]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRefund:
+    """A refund of a payment on a customer's statement."""
+
+    refund_id: str
+    created_at: int
+    money: Money
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPayment:
+    """A payment on a customer's statement, with its refunds."""
+
+    payment_id: str
+    merchant_id: str
+    merchant_name: str
+    merchant_city: str
+    paid_at: int
+    carrier_serial: int
+    money: Money
+    refunded: Money
+    refunds: tuple[StatementRefund, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """What a wallet reads with its key carrier: balances and the newest payments."""
+
+    customer_id: str
+    carrier_serial: int
+    as_of: int
+    balances: tuple[Money, ...]
+    payments: tuple[StatementPayment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ManufacturerKeyView:
+    """A trusted (or revoked) manufacturer key that attests carriers."""
+
+    kid: int
+    name: str
+    public_key: bytes
+    status: Status
+    created_at: int
+    revoked_at: int | None
+
+
 __all__ = [
     "Balance",
     "CarrierEnrolled",
@@ -329,9 +409,13 @@ __all__ = [
     "CheckoutSessionView",
     "CodeStatus",
     "CustomerAccount",
+    "CustomerList",
+    "CustomerListed",
     "EnrollmentTokenIssued",
     "HostedCheckout",
+    "ManufacturerKeyView",
     "MerchantProfile",
+    "Money",
     "NewMerchant",
     "OrderCreated",
     "OrderPage",
@@ -344,5 +428,8 @@ __all__ = [
     "RefundView",
     "RootKey",
     "SchemeKeyInfo",
+    "Statement",
+    "StatementPayment",
+    "StatementRefund",
     "StaticCodeIssued",
 ]

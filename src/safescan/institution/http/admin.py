@@ -123,7 +123,7 @@ def admin_router(inst: Institution, *, dispatcher: WebhookDispatcher | None) -> 
         after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
     ) -> dict[str, Any]:
         """Customers in id order with balances (page with ``after=<last id>``)."""
-        return inst.accounts.page(limit=limit, after=after)
+        return wire.customer_list(inst.accounts.page(limit=limit, after=after))
 
     @router.get("/v1/admin/customers/{customer_id}")
     def get_customer(customer_id: ObjectId) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safescan.api.fields import StrictModel
 from safescan.institution import settlement
-from safescan.institution.idempotency import Stored
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.settlement import SettlementRow
 from safescan.institution.wire import CREATED
 

@@ -25,6 +25,7 @@ from safescan.api.errors import InvalidRequest
 from safescan.api.fields import validation_error
 from safescan.api.wire import authorization_from_wire
 from safescan.institution import outcomes, wire
+from safescan.institution.domain.idempotency import Stored
 from safescan.institution.http.asgi import FastHandler, Scope, Send, send_json
 from safescan.institution.http.common import (
     Closed,
@@ -37,7 +38,6 @@ from safescan.institution.http.common import (
     created,
 )
 from safescan.institution.http.errors import answer
-from safescan.institution.idempotency import Stored
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 from safescan.institution.util import key32

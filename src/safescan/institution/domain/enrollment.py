@@ -39,9 +39,14 @@ from safescan.code.keyupdate import MAX_LIVE_EPOCHS, EpochKey, KeyUpdate, seal_k
 from safescan.code.provisioning import ProvisioningBundle, carrier_subject, seal_bundle
 from safescan.code.pubkeys import check_x25519_public
 from safescan.institution import audit
+from safescan.institution.db import Database
 from safescan.institution.domain.certificates import Certificates, crl_sequence
 from safescan.institution.domain.core import Core
-from safescan.institution.domain.results import CarrierEnrolled, CarrierKeyUpdate
+from safescan.institution.domain.results import (
+    CarrierEnrolled,
+    CarrierKeyUpdate,
+    ManufacturerKeyView,
+)
 from safescan.institution.models import (
     CarrierDevice,
     CarrierRow,
@@ -65,7 +70,9 @@ def manufacturer_trust(conn: Connection) -> TrustStore:
     return TrustStore({r.kid: VerifyKey(r.public_key) for r in rows})
 
 
-def add_manufacturer(db: Any, kid: int, public_key: bytes, name: str, now: int) -> dict[str, Any]:
+def add_manufacturer(
+    db: Database, kid: int, public_key: bytes, name: str, now: int
+) -> ManufacturerKeyView:
     """Trust a manufacturer key (``kid`` as its attestation certificates name it)."""
     key = VerifyKey(public_key)
     if not 0 <= kid < 0x10000:
@@ -91,14 +98,14 @@ def add_manufacturer(db: Any, kid: int, public_key: bytes, name: str, now: int) 
         )
 
     db.write(tx)
-    return {"kid": kid, "name": name, "status": Status.ACTIVE}
+    return ManufacturerKeyView(kid, name, key.raw, Status.ACTIVE, now, None)
 
 
-def revoke_manufacturer(db: Any, kid: int, now: int) -> dict[str, Any]:
+def revoke_manufacturer(db: Database, kid: int, now: int) -> ManufacturerKeyView:
     """Stop trusting a manufacturer key: no carrier attested under it enrolls from now on
     (carriers already enrolled keep working; revoke them one by one if they must stop)."""
 
-    def tx(conn: Connection) -> None:
+    def tx(conn: Connection) -> ManufacturerKeyView:
         res = conn.execute(
             update(ManufacturerKey)
             .where(ManufacturerKey.kid == kid, ManufacturerKey.status == Status.ACTIVE)
@@ -116,38 +123,31 @@ def revoke_manufacturer(db: Any, kid: int, now: int) -> dict[str, Any]:
             entity="institution",
             data={"kid": kid},
         )
+        row = conn.execute(select(ManufacturerKey).where(ManufacturerKey.kid == kid)).one()
+        return _manufacturer(row)
 
-    db.write(tx)
-    return {"kid": kid, "status": Status.REVOKED}
+    return db.write(tx)
 
 
-def list_manufacturers(db: Any) -> list[dict[str, Any]]:
-    """Every registered manufacturer key."""
+def _manufacturer(r: Any) -> ManufacturerKeyView:
+    return ManufacturerKeyView(
+        kid=r.kid,
+        name=r.name,
+        public_key=bytes(r.public_key),
+        status=Status(r.status),
+        created_at=r.created_at,
+        revoked_at=r.revoked_at,
+    )
 
-    def q(conn: Connection) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            select(
-                ManufacturerKey.kid,
-                ManufacturerKey.name,
-                ManufacturerKey.public_key,
-                ManufacturerKey.status,
-                ManufacturerKey.created_at,
-                ManufacturerKey.revoked_at,
-            ).order_by(ManufacturerKey.kid)
-        ).all()
-        return [
-            {
-                "kid": r.kid,
-                "name": r.name,
-                "public_key": r.public_key.hex(),
-                "status": r.status,
-                "created_at": r.created_at,
-                "revoked_at": r.revoked_at,
-            }
-            for r in rows
-        ]
 
-    return list(db.read(q))
+def list_manufacturers(db: Database) -> tuple[ManufacturerKeyView, ...]:
+    """Every registered manufacturer key, by key id."""
+
+    def q(conn: Connection) -> tuple[ManufacturerKeyView, ...]:
+        rows = conn.execute(select(ManufacturerKey).order_by(ManufacturerKey.kid)).all()
+        return tuple(_manufacturer(r) for r in rows)
+
+    return db.read(q)
 
 
 # --- enrollment -------------------------------------------------------------------------------
