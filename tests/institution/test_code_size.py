@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from safescan.code import decode_text, qr
+from safescan.code import LineItem, decode_text, qr
 from safescan.demo.story import ITEMS
 from safescan.institution.db import Database
 from safescan.institution.keystore import KeyStore
@@ -47,7 +47,7 @@ def _code(inst: Institution, name: str, city: str, items: list[tuple[str, int, i
     )
     made = inst.orders.create(
         m.merchant.id,
-        items=items,
+        items=[LineItem(*line) for line in items],
         currency_code="EUR",
         expires_in=300,
         reference="demo",
