@@ -3,7 +3,9 @@ incremental reader, compaction, and serials and revocation sequences that never 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from safescan.code.keys import SigningKey
 from safescan.institution.checkpoints import (
     CheckpointError,
     CheckpointFile,
+    CheckpointUnavailable,
     Lookup,
     Tail,
     detect,
@@ -254,6 +257,45 @@ def test_the_guard_refuses_forged_and_foreign_checkpoint_files(populated: Popula
     path.write_text("\n".join(lines) + "\n")
     guard = RollbackGuard(p.inst.db, p.inst.keys, path)
     guard.tick()
+    assert guard.refusal is None
+
+
+@pytest.mark.parametrize(
+    ("err", "refused"),
+    [
+        (errno.EMFILE, False),  # out of descriptors: the process's trouble, no verdict
+        (errno.ENFILE, False),
+        (errno.ENOMEM, False),
+        (errno.EACCES, True),  # the file made unreadable: refused as before
+        (errno.EIO, True),
+    ],
+)
+def test_a_checkpoint_file_unreadable_for_want_of_descriptors_is_no_rollback(
+    populated: Populated, monkeypatch: pytest.MonkeyPatch, err: int, refused: bool
+) -> None:
+    p = populated
+    path = p.keys.with_name("keys.checkpoints")
+    guard = RollbackGuard(p.inst.db, p.inst.keys, path)
+    guard.tick()
+    p.inst.db.write(lambda c: None)  # the guard reads again on the next tick
+    real_stat = os.stat
+
+    def failing_stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(target) == str(path):
+            raise OSError(err, os.strerror(err))
+        return real_stat(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", failing_stat)
+    if refused:
+        guard.check()
+        assert guard.refusal is not None and "cannot read the checkpoint file" in guard.refusal
+    else:
+        with pytest.raises(CheckpointUnavailable):
+            guard.tick()
+        guard.check()  # logged as a pause: the verdict made before stands
+        assert guard.refusal is None and guard.error() is None
+    monkeypatch.setattr(os, "stat", real_stat)
+    guard.check()  # readable again: serving, either way
     assert guard.refusal is None
 
 

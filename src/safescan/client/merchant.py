@@ -232,6 +232,47 @@ class RefundService:
         return self._s.call("POST", path, payload, idempotency_key=idempotency_key)
 
 
+class RefundListService:
+    """``/v1/merchant/refunds``: the merchant's refunds (every terminal's)."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def list(self, *, day: str | None = None, order_id: str | None = None) -> list[JsonDoc]:
+        """The refunds of one UTC day (``YYYY-MM-DD``) and/or one order, oldest first."""
+        query = {k: v for k, v in (("date", day), ("order_id", order_id)) if v is not None}
+        doc = self._s.call("GET", f"/v1/merchant/refunds?{urlencode(query)}")
+        rows = doc.get("refunds")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+class SettlementService:
+    """``/v1/merchant/settlement``."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def day(self, day: str) -> list[JsonDoc]:
+        """The settlement rows of one UTC day (``YYYY-MM-DD``): one per currency with activity."""
+        doc = self._s.call("GET", f"/v1/merchant/settlement?{urlencode({'date': day})}")
+        rows = doc.get("rows")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+class StaticCodeService:
+    """``/v1/merchant/static-codes``: sealed codes to print, the customer enters the amount."""
+
+    def __init__(self, signed: _Signed) -> None:
+        self._s = signed
+
+    def create(self, *, currency: str | None = None, valid_days: int = 365) -> JsonDoc:
+        """A new sealed static code."""
+        payload: dict[str, Any] = {"valid_days": valid_days}
+        if currency is not None:
+            payload["currency"] = currency
+        return self._s.call("POST", "/v1/merchant/static-codes", payload)
+
+
 class PaymentService:
     """``/v1/merchant/payments``."""
 
@@ -468,6 +509,9 @@ class MerchantClient(ApiClient):
         self.trust = trust
         self.orders = OrderService(self._signed)
         self.refunds = RefundService(self._signed)
+        self.refund_history = RefundListService(self._signed)
+        self.settlements = SettlementService(self._signed)
+        self.static_codes = StaticCodeService(self._signed)
         self.payments = PaymentService(self._signed, trust)
         self.certificates = CertificateService(self._signed)
         self.events = EventService(self._signed, trust)

@@ -27,6 +27,7 @@ missing or its hash differs). A journaled revocation the database lacks is repor
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import json
@@ -59,6 +60,23 @@ class CheckpointError(ConfigError):
     """The checkpoint file is unreadable, forged, or belongs to another database."""
 
     code = "checkpoint_error"
+
+
+class CheckpointUnavailable(CheckpointError):
+    """The checkpoint file could not be read for want of a resource (descriptors, memory):
+    nothing is known about the database from it, so a verdict already made stands."""
+
+
+# out of descriptors or memory: the process's trouble, not the file's nor the database's
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
+
+
+def _read_error(exc: OSError) -> CheckpointError:
+    """The typed error for a failed read of the checkpoint file."""
+    message = f"cannot read the checkpoint file: {exc.strerror}"
+    if exc.errno in _RESOURCE_ERRNOS:
+        return CheckpointUnavailable(message)
+    return CheckpointError(message)
 
 
 def default_path(key_dir: Path) -> Path:
@@ -137,7 +155,7 @@ class CheckpointFile:
             with self._locked(False):
                 return self._read_lines()
         except OSError as exc:
-            raise CheckpointError(f"cannot read the checkpoint file: {exc.strerror}") from None
+            raise _read_error(exc) from None
 
     def _read_lines(self) -> list[str]:
         try:
@@ -427,7 +445,7 @@ class Tail:
             self._ino, self._offset, self._line, self.kept = None, 0, 0, []
             return []
         except OSError as exc:
-            raise CheckpointError(f"cannot read the checkpoint file: {exc.strerror}") from None
+            raise _read_error(exc) from None
         complete = data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
         for raw in complete.decode("utf-8", "replace").splitlines():

@@ -199,16 +199,32 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """(the database's migration revision or None if it has none, the newest revision)."""
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-            head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+            head = _newest_revision(conn)
     except DBAPIError as exc:
         raise StorageError(f"cannot read the database's schema revision: {exc.orig}") from None
-    assert head is not None
     return current, head
+
+
+_NEWEST: list[str] = []  # the newest migration this release ships, once read (it is code)
+
+
+def _newest_revision(conn: Connection) -> str:
+    """The newest migration revision this release ships, read from the migration scripts once
+    per process: a readiness probe made while the process is out of descriptors must not
+    depend on opening them again."""
+    if _NEWEST:
+        return _NEWEST[0]
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    if head is None:
+        raise ConfigError(f"no migration scripts could be read from {MIGRATIONS}")
+    _NEWEST.append(head)
+    return head
 
 
 def schema_is_current(engine: Engine) -> bool:

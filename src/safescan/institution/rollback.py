@@ -24,6 +24,7 @@ from safescan.institution.checkpoints import (
     MAX_BYTES,
     CheckpointError,
     CheckpointFile,
+    CheckpointUnavailable,
     Tail,
     db_lookup,
     detect,
@@ -75,6 +76,8 @@ class RollbackGuard:
                 )
             try:
                 records = self.tail.refresh(self.keys.trust_store(), state.db)
+            except CheckpointUnavailable:
+                raise  # out of descriptors or memory: no verdict either way (check() logs it)
             except CheckpointError as exc:
                 self._refuse(exc.message)
                 return

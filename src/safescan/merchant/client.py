@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from safescan.api.errors import NotFound
 from safescan.client.errors import InstitutionUnreachable
@@ -88,27 +87,19 @@ class MerchantApi(MerchantClient):
     def settlement(self, day: str) -> list[dict[str, Any]]:
         """The institution's settlement rows of this merchant for one UTC day (``YYYY-MM-DD``;
         ``GET /v1/merchant/settlement``): one per currency with activity."""
-        doc = self._signed.call("GET", f"/v1/merchant/settlement?{urlencode({'date': day})}")
-        rows = doc.get("rows") if isinstance(doc, dict) else None
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        return self.settlements.day(day)
 
     def refund_list(
         self, *, day: str | None = None, order_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The merchant's refunds (every terminal's) of one UTC day and/or one order, oldest
         first (``GET /v1/merchant/refunds``)."""
-        query = {k: v for k, v in (("date", day), ("order_id", order_id)) if v is not None}
-        doc = self._signed.call("GET", f"/v1/merchant/refunds?{urlencode(query)}")
-        rows = doc.get("refunds") if isinstance(doc, dict) else None
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        return self.refund_history.list(day=day, order_id=order_id)
 
     def static_code(self, *, currency: str | None = None, valid_days: int = 365) -> dict[str, Any]:
         """A new sealed static code to print (``POST /v1/merchant/static-codes``): the customer
         enters the amount."""
-        payload: dict[str, Any] = {"valid_days": valid_days}
-        if currency is not None:
-            payload["currency"] = currency
-        return dict(self._signed.call("POST", "/v1/merchant/static-codes", payload))
+        return self.static_codes.create(currency=currency, valid_days=valid_days)
 
 
 def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receipt] | None:
