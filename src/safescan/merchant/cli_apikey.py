@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from safescan.api.api_keys import SCOPES
@@ -76,7 +77,7 @@ def scopes(as_json: JsonOpt = False) -> None:
         emit_json({"scopes": SCOPES})
         return
     for name, what in SCOPES.items():
-        console.print(f"{name:20} {what}")
+        console.print(escape(f"{name:20} {what}"))
 
 
 @apikey_app.command("create")
