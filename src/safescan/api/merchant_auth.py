@@ -41,7 +41,7 @@ from http_message_signatures import (
 )
 
 from safescan.api.errors import InvalidRequest, ReplayedRequest, Unauthenticated
-from safescan.code.errors import SignatureInvalid
+from safescan.code.errors import SafescanError, SignatureInvalid
 from safescan.code.keys import SigningKey, VerifyKey
 
 TOLERANCE = 300  # seconds
@@ -94,11 +94,16 @@ class _Keys(HTTPSignatureKeyResolver):
     ) -> None:
         self.private, self.lookup = private, lookup
         self.unknown: str | None = None
+        self.failure: SafescanError | None = None  # a lookup that failed (storage), not a lie
 
     def resolve_public_key(self, key_id: str) -> VerifyKey | None:
         found = None
         if self.lookup is not None and _MERCHANT_RE.fullmatch(key_id):
-            found = self.lookup(key_id)
+            try:
+                found = self.lookup(key_id)
+            except SafescanError as exc:  # the database, not the signature: kept for the caller
+                self.failure = exc
+                raise
         if found is None:
             self.unknown = key_id
         return found
@@ -182,16 +187,19 @@ def sign_request(
         headers[H_IDEMPOTENCY] = idempotency_key
         components.append("idempotency-key")
     signer = HTTPMessageSigner(signature_algorithm=_Ed25519, key_resolver=_Keys(private=key))
-    signer.sign(
-        _Message(method.upper(), _target(path), headers),
-        key_id=merchant_id,
-        created=dt.datetime.fromtimestamp(created, tz=dt.UTC),
-        nonce=nonce or secrets.token_urlsafe(18),
-        label=LABEL,
-        tag=TAG,
-        covered_component_ids=components,
-        body=body,  # Content-Digest (RFC 9530, sha-256) made and covered
-    )
+    try:
+        signer.sign(
+            _Message(method.upper(), _target(path), headers),
+            key_id=merchant_id,
+            created=dt.datetime.fromtimestamp(created, tz=dt.UTC),
+            nonce=nonce or secrets.token_urlsafe(18),
+            label=LABEL,
+            tag=TAG,
+            covered_component_ids=components,
+            body=body,  # Content-Digest (RFC 9530, sha-256) made and covered
+        )
+    except HTTPMessageSignaturesException as exc:  # a path that is no encoded URL path
+        raise InvalidRequest(f"the request cannot be signed: {exc}", param="path") from None
     return dict(headers.items())
 
 
@@ -252,6 +260,8 @@ def verify_request(
             message, max_age=None, expect_tag=TAG, require_components=required, body=body
         )
     except (InvalidSignature, HTTPMessageSignaturesException) as exc:
+        if keys.failure is not None:  # e.g. the database is down: its typed 503, not a 401
+            raise keys.failure from None
         if keys.unknown is not None:
             raise Unauthenticated("unknown merchant", param="keyid") from None
         raise Unauthenticated(f"the request signature does not verify ({exc})") from None
