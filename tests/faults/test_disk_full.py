@@ -3,9 +3,10 @@
 The database lives on a 2 MiB tmpfs mounted for the test (root only; the test skips with the
 reason otherwise). The test fills the file system to the last byte, then keeps creating orders
 and paying them until the store refuses: every answer is a success or a typed JSON 503
-``storage_error``, never a 500 or a hang; ``PRAGMA integrity_check`` stays ``ok``; after space
-is freed the same process serves again, every acknowledged payment is there, and the audit
-passes.
+``storage_error``, never a 500 or a hang; ``PRAGMA integrity_check`` stays ``ok``; a refused
+payment left its order unpaid. An authenticated read records its replay nonce (a write), so
+while the disk is full it is answered or refused with the same typed 503. After space is freed
+the same process serves again, every acknowledged payment is there, and the audit passes.
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ def integrity(db: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def stored_state(db: Path, order_id: str) -> str:
+    """An order's state as stored, through a read-only connection."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT state FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    assert row is not None, order_id
+    return str(row[0])
+
+
 @pytest.mark.slow
 def test_disk_full_gives_typed_error_no_corruption_and_recovers(small_fs: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="safescan-diskfull-keys-") as d:
@@ -138,9 +147,17 @@ def test_disk_full_gives_typed_error_no_corruption_and_recovers(small_fs: Path) 
             print(f"disk full after {i - 5} more payments: {refusals[0].json()['error']}")
             assert server.proc is not None and server.proc.poll() is None
             assert integrity(db_path) == "ok"
-            # reads still work; a refused payment left its order unpaid
+            # a refused payment left its order unpaid (read from the file itself: a signed
+            # read records its nonce, a write, so while the disk is full it may be refused
+            # too -- typed, like every other write)
             for oid in unpaid:
-                assert order(m, oid)["state"] == "CREATED"
+                assert stored_state(db_path, oid) == "CREATED"
+                r = m.request("GET", f"/v1/merchant/orders/{oid}")
+                if r.status_code == 200:
+                    assert r.json()["state"] == "CREATED"
+                else:
+                    assert r.status_code == 503, (r.status_code, r.text)
+                    assert r.json()["error"]["code"] == "storage_error", r.text
 
             filler.unlink()  # space freed
             deadline = time.monotonic() + 30
