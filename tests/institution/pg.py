@@ -100,10 +100,11 @@ class Cluster:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_cluster(*, fsync: bool = False) -> Cluster:
-    """Use $SAFESCAN_TEST_PG_URL, or initdb + start a private server on 127.0.0.1."""
+def start_cluster(*, fsync: bool = False, settings: dict[str, str] | None = None) -> Cluster:
+    """Use $SAFESCAN_TEST_PG_URL, or initdb + start a private server on 127.0.0.1
+    (``settings``: extra ``-c name=value`` server settings; always a private server then)."""
     env_url = os.environ.get(PG_ENV)
-    if env_url:
+    if env_url and settings is None:
         return Cluster(env_url, None, None)
     bindir = find_pg_bin()
     if bindir is None:
@@ -134,6 +135,16 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
         check=True,
         capture_output=True,
     )
+    return start_on(data, fsync=fsync, settings=settings)
+
+
+def start_on(data: Path, *, fsync: bool = False, settings: dict[str, str] | None = None) -> Cluster:
+    """Start a server on the existing data directory ``data`` (owned by the service user);
+    :meth:`Cluster.stop` removes ``data``'s parent directory."""
+    bindir = find_pg_bin()
+    if bindir is None:
+        raise FileNotFoundError("no PostgreSQL server binaries (initdb, postgres) found")
+    tmp = str(data.parent)
     port = free_port()
     cmd = [
         str(bindir / "postgres"),
@@ -154,6 +165,8 @@ def start_cluster(*, fsync: bool = False) -> Cluster:
     ]
     if not fsync:
         cmd += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    for name, value in (settings or {}).items():
+        cmd += ["-c", f"{name}={value}"]
     proc = subprocess.Popen(_as_postgres(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     cluster = Cluster(url, proc, tmp)
