@@ -101,7 +101,7 @@ def test_signing_key_file_never_holds_the_private_key(tmp_path: Path) -> None:
     path = tmp_path / "k.key"
     SigningKey.from_seed(SEED).save(path, PASS)
     data = path.read_bytes()
-    assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert data.startswith(b"-----BEGIN SAFESCAN ENCRYPTED PRIVATE KEY-----")
     assert SEED not in data and SEED.hex().encode() not in data
     assert SEED not in _pem_body(data)  # not in the DER inside the PEM either
     assert PASS not in data
@@ -113,7 +113,7 @@ def test_scheme_key_file_never_holds_the_private_key(tmp_path: Path) -> None:
     data = path.read_bytes()
     doc = json.loads(data)
     assert doc["type"] == "safescan-scheme-key" and doc["kid"] == 1
-    assert doc["pem"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert doc["pem"].startswith("-----BEGIN SAFESCAN ENCRYPTED PRIVATE KEY-----")
     assert SEED not in data and SEED.hex().encode() not in data
     assert SEED not in _pem_body(doc["pem"].encode())
     assert PASS not in data
@@ -160,7 +160,8 @@ def test_corrupt_signing_key_file_refused(tmp_path: Path, damage: object) -> Non
         lambda d: d.replace(b'"kid": 1', b'"kid": 300'),
         lambda d: d.replace(b'"kid": 1', b'"kid": "1"'),
         lambda d: d.replace(b'"retire_at": null', b'"retire_at": "soon"'),
-        lambda d: d.replace(b"KEY-----\\nMI", b"KEY-----\\nMJ", 1),  # damaged DER in the PEM
+        lambda d: d.replace(b"KEY-----\\nU1NL", b"KEY-----\\nU1NM", 1),  # damaged magic
+        lambda d: d.replace(b"\\n-----END", b"A\\n-----END", 1),  # damaged sealed body
     ],
 )
 def test_corrupt_scheme_key_file_refused(tmp_path: Path, damage: object) -> None:

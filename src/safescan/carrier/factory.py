@@ -8,7 +8,7 @@ INFO), issues an attestation certificate under its manufacturer key and fuses it
 chip generated (:mod:`safescan.code.attestation`).
 
 A factory key directory (``safescan carrier factory init DIR``) holds ``manufacturer.pem``
-(the Ed25519 key, encrypted PKCS#8 under a passphrase, mode 0600) and ``factory.json`` (key
+(the Ed25519 key, sealed PKCS#8 under a passphrase, mode 0600) and ``factory.json`` (key
 id, next certificate serial).
 """
 

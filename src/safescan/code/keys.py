@@ -1,7 +1,7 @@
 """Keys: Ed25519 signing keys, X25519 scheme code keys with ids and rotation, encrypted storage.
 
-Private keys are only ever written encrypted under a passphrase, using the library's standard
-serialisation (PKCS#8 PEM with the best available encryption). Nothing here hand-rolls crypto.
+Private keys are only ever written encrypted under a passphrase: PKCS#8 sealed with scrypt and
+AES-256-GCM (:mod:`.keyfile`), both the library's. Nothing here hand-rolls crypto.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
+from safescan.code import keyfile
 from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
 from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
 
@@ -37,22 +38,11 @@ def _check_kid(kid: int) -> int:
 
 
 def _encrypt_pem(key: Ed25519PrivateKey | X25519PrivateKey, passphrase: bytes) -> bytes:
-    if not passphrase:
-        raise KeyFileError("a passphrase is required: private keys are never stored in clear")
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
-    )
+    return keyfile.seal(key, passphrase)
 
 
 def _decrypt_pem(data: bytes, passphrase: bytes) -> object:
-    try:
-        return serialization.load_pem_private_key(data, password=passphrase)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(
-            "cannot read the private key: wrong passphrase or corrupt key file"
-        ) from exc
+    return keyfile.unseal(data, passphrase)
 
 
 def write_private_file(path: Path, data: bytes) -> None:
@@ -172,12 +162,12 @@ class SigningKey:
         )
 
     def to_pem(self, passphrase: bytes) -> bytes:
-        """Encrypted PKCS#8 PEM."""
+        """The sealed key file (:mod:`.keyfile`)."""
         return _encrypt_pem(self._key, passphrase)
 
     @classmethod
     def from_pem(cls, data: bytes, passphrase: bytes) -> SigningKey:
-        """Load from encrypted PKCS#8 PEM."""
+        """Load a sealed key file (or a legacy encrypted PKCS#8 PEM)."""
         key = _decrypt_pem(data, passphrase)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError("the key file does not hold an Ed25519 signing key")

@@ -2,7 +2,7 @@
 
 Layout (``safescan keys init DIR``)::
 
-    DIR/institution-<kid>.key   Ed25519 signing key, encrypted PKCS#8 PEM (mode 0600)
+    DIR/institution-<kid>.key   Ed25519 signing key, sealed PKCS#8 (code/keyfile.py) (mode 0600)
     DIR/scheme-<kid>.key        X25519 scheme code key + id + retirement, encrypted (mode 0600)
     DIR/trust.json              public: institution keys and scheme public keys by id
 

@@ -8,7 +8,7 @@ the cache until the cached certificate or scheme key would expire under a new co
 
 Files, next to the POS configuration (``pos.json`` -> ``pos-seal/``), all written atomically::
 
-    code-signing.key   the merchant's Ed25519 code-signing key: encrypted PKCS#8 (mode 0600)
+    code-signing.key   the merchant's Ed25519 code-signing key: sealed PKCS#8 (mode 0600)
     certificate.cbor   its institution certificate (version 2: the certified identity)
     scheme-keys.cbor   the institution-signed scheme key list (``GET /v1/keys``)
     revocations.cbor   the newest institution-signed revocation list seen
