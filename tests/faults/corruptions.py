@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Integer, LargeBinary, text
 
+from safescan.api.errors import InvalidRequest
 from safescan.institution.db import Database
 from safescan.institution.models import Base
 
@@ -61,6 +62,8 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("events", "seq"): "an internal row number (the stream cursor)",
     ("audit_log", "id"): "an internal row number (entries are named by chain and seq)",
     ("accounts", "id"): "an internal row number",
+    ("checkout_sessions", "pk"): "an internal row number (sessions are named by their id)",
+    ("merchant_api_keys", "last_used_at"): "when a key was last used: bookkeeping, logged nowhere",
 }
 
 #: Columns of a stored refusal or "withdrawn" answer (an ``idempotency_keys`` row whose status is
@@ -178,6 +181,8 @@ def _set(db: Database, c: Corruption, value: Any) -> bool:
 
     try:
         return db.write(tx)
+    except InvalidRequest:  # a value the column cannot hold (too long for it, out of range)
+        return False
     except Exception as exc:
         if "constraint" in str(exc).lower() or "violates" in str(exc).lower():
             return False

@@ -233,7 +233,45 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     inst.merchants.revoke(m2)
     inst.orders.static_code(m0, currency_code=None, valid_days=1)
     _webhook_operations(p, m0)
+    _merchant_access(p, m0, m1)
     return p
+
+
+def _merchant_access(p: Populated, m0: str, m1: str) -> None:
+    """API keys (one used, one rotated, one revoked, one with an expiry and no name) and
+    checkout sessions in every status (open, complete, expired, canceled)."""
+    inst, keys = p.inst, p.inst.access.api_keys
+    used = keys.create(m0, ["orders:read", "orders:write"], name="till 1")
+    inst.access.authenticate_key(used.secret)  # a last_used_at
+    keys.create(m1, ["checkout:write"], expires_in=3600)
+    old = keys.create(m0, ["refunds:write"], name="refunds")
+    p.clock.now += 1
+    keys.rotate(m0, old.info.id, grace=600)
+    gone = keys.create(m1, ["events:read", "webhooks:read"], name="gone")
+    p.clock.now += 1
+    keys.revoke(m1, gone.info.id)
+    shop = "https://shop.example"
+
+    def session(mid: str, price: int, expires_in: int = 600) -> Any:
+        return inst.checkout.create(
+            mid,
+            items=[LineItem("Teapot", 1, price), LineItem("Tea", 2, 150)],
+            currency_code="EUR",
+            success_url=f"{shop}/done?session={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{shop}/cart",
+            expires_in=expires_in,
+            reference=f"cart-{price}",
+        )
+
+    session(m0, 2500)  # stays open
+    paid = session(m1, 1800)
+    pay(p, 2, paid.code, paid.total)
+    p.clock.now += 1
+    inst.checkout.settle(paid.id)  # complete, its event
+    inst.checkout.cancel(m0, session(m0, 1200).id)
+    late = session(m1, 900, expires_in=10)
+    p.clock.now += 11
+    inst.checkout.settle(late.id)  # expired with its order
 
 
 def _webhook_operations(p: Populated, mid: str) -> None:

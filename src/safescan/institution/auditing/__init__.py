@@ -3,8 +3,9 @@
 In order: the storage engine's own integrity checks (:mod:`.storage`); every table read back
 with each value's type checked (:mod:`.snapshot`); the audit log's hash chains (:mod:`.journal`);
 the cross-references between every table and the audit log (:mod:`.identity`, :mod:`.money`,
-:mod:`.outputs`); and, given the checkpoint file, whether the database is the one the institution
-last wrote or an older copy (:mod:`safescan.institution.checkpoints`).
+:mod:`.merchant_access`, :mod:`.outputs`); and, given the checkpoint file, whether the database
+is the one the institution last wrote or an older copy
+(:mod:`safescan.institution.checkpoints`).
 
 The audit never stops at the first problem and never raises on bad data: a value that does not
 decode, a page that cannot be read, a check that trips over corrupted input, each becomes a
@@ -21,6 +22,7 @@ from pathlib import Path
 from safescan.institution.auditing import (
     identity,
     lifecycle,
+    merchant_access,
     money,
     outputs,
     snapshot,
@@ -83,6 +85,7 @@ CROSS_CHECKS: tuple[Callable[[Context], Iterator[str]], ...] = (
     *identity.CHECKS,
     *lifecycle.CHECKS,
     *money.CHECKS,
+    *merchant_access.CHECKS,
     *outputs.CHECKS,
     *webhooks.CHECKS,
 )

@@ -9,12 +9,14 @@ compared against a dummy hash, so an answer's timing says nothing about the secr
 
 Rotation makes a new key with the same scopes and label and lets the old one expire after a
 grace period; revocation is immediate. Every change is in the audit log (entity
-``api_key:<id>``, never the key or its hash). Creating, rotating and revoking keys needs the
+``api_key:<id>``, never the key or its hash: a creation logs the SHA-256 of the stored hash,
+which the audit compares with the row). Creating, rotating and revoking keys needs the
 merchant's signing key (a signed request) or the administrator: an API key cannot mint keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -145,6 +147,12 @@ class ApiKeys:
         """HMAC-SHA256 (hex) of a whole key under the institution's API-key subkey."""
         return hmac.new(self._mac_key, key.encode("ascii"), "sha256").hexdigest()
 
+    def hash_digest(self, key: str) -> str:
+        """SHA-256 (hex) of the stored keyed hash: what the audit log keeps of a key, so that
+        ``safescan institution audit`` finds a replaced hash (neither the key nor its hash is
+        logged)."""
+        return hashlib.sha256(self.hash(key).encode("ascii")).hexdigest()
+
     # --- authentication --------------------------------------------------------------------
 
     def verify(self, key: str) -> KeyCaller:
@@ -221,6 +229,7 @@ class ApiKeys:
                     "scopes": " ".join(wanted),
                     "name": name,
                     "expires_at": expires_at,
+                    "secret_hash_sha256": self.hash_digest(key),
                 },
             )
 
@@ -367,6 +376,7 @@ class ApiKeys:
                     "name": old.name,
                     "expires_at": None,
                     "rotated_from": key_id,
+                    "secret_hash_sha256": self.hash_digest(key),
                 },
             )
 

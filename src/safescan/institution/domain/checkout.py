@@ -264,7 +264,17 @@ class Checkout:
             actor="system",
             action=f"checkout.{settled}",
             entity=f"checkout:{mid}:{sid}",
-            data={"status": settled, "order_id": row.order_id, "order_state": row.order_state},
+            data={
+                "status": settled,
+                "order_id": row.order_id,
+                "order_state": row.order_state,
+                # what the row now says of its completion (the audit compares them)
+                **(
+                    {"payment_id": row.order_payment_id, "completed_at": row.order_paid_at}
+                    if paid
+                    else {}
+                ),
+            },
         )
         if paid:
             new_event(
