@@ -111,10 +111,20 @@ def test_rendered_configuration_keeps_the_guarantees() -> None:
     assert dcs["postgresql"]["use_pg_rewind"] is True
     assert dcs["postgresql"]["parameters"]["synchronous_commit"] == "on"
     assert "data-checksums" in cfg["bootstrap"]["initdb"]
+    hba = cfg["postgresql"]["pg_hba"]
+    # TCP only over TLS: every host line is hostssl on loopback, and no TLS is rejected
     assert all(
-        "127.0.0.1" in line or line.startswith("local") for line in cfg["postgresql"]["pg_hba"]
+        line.startswith("local ") or (line.startswith("hostssl ") and "127.0.0.1/32" in line)
+        for line in hba[:-1]
     )
-    assert not any(" trust" in line for line in cfg["postgresql"]["pg_hba"])
+    assert hba[-1] == "hostnossl all all all reject"
+    assert not any(" trust" in line or line.startswith("host ") for line in hba)
+    params = cfg["postgresql"]["parameters"]
+    assert params["ssl"] == "on" and params["ssl_min_protocol_version"] == "TLSv1.2"
+    assert params["ssl_cert_file"] == "/x/pg/pg0/tls/server.pem"
+    for role in ("superuser", "replication"):
+        auth = cfg["postgresql"]["authentication"][role]
+        assert auth["sslmode"] == "verify-full" and auth["sslrootcert"] == "/x/pg/pg0/tls/ca.pem"
     tls = HaproxyTls(Path("/x/haproxy/api-frontend.pem"), Path("/x/haproxy/ca.pem"))
     text = haproxy_config(spec, Path("/x/haproxy"), tls)
     assert "option httpchk GET /primary" in text and "on-marked-down shutdown-sessions" in text

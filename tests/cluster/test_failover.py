@@ -107,6 +107,75 @@ def test_status_shows_a_primary_with_a_synchronous_standby_and_checksums(
         assert conn.execute("SHOW synchronous_standby_names").fetchone() == (sync[0][0],)
 
 
+def test_postgres_speaks_only_tls_verified_with_the_cluster_ca(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every TCP session to PostgreSQL (each node directly, the primary through HAProxy,
+    replication) is TLS verified with the cluster's CA: a client asking for no TLS, verifying
+    with another CA, the system CAs or a missing CA file, or expecting another name is refused;
+    the API processes' sessions and the standbys' replication run over TLS."""
+    s = cluster.secrets()
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_bytes(pki.cert_pem(pki.make_ca()[0]))
+    good = {"sslmode": "verify-full", "sslrootcert": str(cluster.ca_file)}
+    p = cluster.spec.ports
+    ports = [p.postgres, *(p.pg(i) for i in range(cluster.spec.nodes))]
+
+    def connect(port: int, user: str = "postgres", **kw: Any) -> psycopg.Connection[Any]:
+        kw.setdefault("host", "127.0.0.1")
+        password = s.replication_password if user == "replicator" else s.superuser_password
+        return psycopg.connect(
+            port=port, user=user, password=password, dbname="postgres", connect_timeout=10, **kw
+        )
+
+    refused = [
+        ({"sslmode": "disable"}, "no encryption"),  # pg_hba: hostnossl ... reject
+        ({"sslmode": "verify-full", "sslrootcert": str(other_ca)}, "certificate verify failed"),
+        ({"sslmode": "verify-ca", "sslrootcert": str(other_ca)}, "certificate verify failed"),
+        ({"sslmode": "verify-full", "sslrootcert": "system"}, "certificate verify failed"),
+        ({"sslmode": "verify-full", "sslrootcert": str(tmp_path / "none.pem")}, "root certificate"),
+        ({**good, "host": "db.example.org", "hostaddr": "127.0.0.1"}, "does not match host name"),
+    ]
+    for port in ports:
+        for kw, says in refused:
+            with pytest.raises(psycopg.OperationalError) as err:
+                connect(port, **kw).close()
+            assert says in str(err.value), (port, kw, str(err.value))
+        # a client that tries without TLS first ends up on TLS anyway (or nowhere)
+        with connect(port, sslmode="allow") as conn:
+            row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert row.fetchone() == (True,)
+        # a replication session without TLS: refused as well
+        with pytest.raises(psycopg.OperationalError, match="no encryption"):
+            connect(port, user="replicator", sslmode="disable", replication="true").close()
+        with connect(port, **good) as conn:
+            row = conn.execute(
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+            assert row is not None and row[0] is True and row[1] in ("TLSv1.2", "TLSv1.3")
+
+    def no_plain_tcp_session() -> bool:
+        with cluster._superuser_connect() as conn:
+            plain = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid"
+                " WHERE a.client_addr IS NOT NULL AND NOT s.ssl"
+            ).fetchone()
+            repl = conn.execute(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_replication r"
+                " JOIN pg_stat_ssl s ON s.pid = r.pid"
+            ).fetchone()
+            app = conn.execute(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a"
+                " JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.usename = 'safescan'"
+            ).fetchone()
+        assert plain == (0,), plain
+        assert repl is not None and app is not None
+        assert repl[0] == repl[1] and app[0] == app[1], (repl, app)
+        return repl[1] == cluster.spec.nodes - 1 and app[1] >= 1
+
+    assert wait_until(no_plain_tcp_session, 120, 1.0)
+
+
 def test_killing_the_primary_under_load_loses_and_doubles_nothing(cluster: Cluster) -> None:
     # paced at 120 payments/s at most, so that the work (3,200 payments) outlasts the run on
     # any machine and the failover happens in the middle of the load

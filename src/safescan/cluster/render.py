@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safescan.cluster import tls as cluster_tls
 from safescan.cluster.spec import ClusterSpec
 
 HOST = "127.0.0.1"
@@ -97,9 +98,11 @@ def patroni_config(
     ``synchronous_node_count`` standbys have flushed it, and with no standby left writes wait
     rather than being acknowledged on the primary alone. Only a synchronous standby may be
     promoted, so a failover never loses an acknowledged commit. Data checksums are on (initdb);
-    pg_rewind lets a crashed primary rejoin as a standby.
+    pg_rewind lets a crashed primary rejoin as a standby. PostgreSQL serves TCP over TLS only
+    (:mod:`safescan.cluster.tls`).
     """
     p, t = spec.ports, spec.tuning
+    node = cluster_tls.node_tls(node_dir)
     return {
         "scope": SCOPE,
         "namespace": "/service/",
@@ -152,19 +155,25 @@ def patroni_config(
             "data_dir": str(node_dir / "data"),
             "bin_dir": str(bin_dir),
             "pgpass": str(node_dir / "pgpass"),
+            # Patroni's own sessions, replication, a new replica's pg_basebackup and pg_rewind
+            # all connect over TLS verified against the cluster's CA (cluster/tls.py)
             "authentication": {
-                "superuser": {"username": "postgres", "password": secrets.superuser_password},
+                "superuser": {
+                    "username": "postgres",
+                    "password": secrets.superuser_password,
+                    **cluster_tls.client_settings(node.ca),
+                },
                 "replication": {
                     "username": "replicator",
                     "password": secrets.replication_password,
+                    **cluster_tls.client_settings(node.ca),
                 },
             },
-            "parameters": {"unix_socket_directories": str(node_dir)},
-            "pg_hba": [
-                "local all all peer",
-                f"host replication replicator {HOST}/32 scram-sha-256",
-                f"host all all {HOST}/32 scram-sha-256",
-            ],
+            "parameters": {
+                "unix_socket_directories": str(node_dir),
+                **cluster_tls.server_parameters(node),
+            },
+            "pg_hba": cluster_tls.pg_hba(HOST),
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }

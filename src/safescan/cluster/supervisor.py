@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.cluster import render
+from safescan.cluster import tls as cluster_tls
 from safescan.cluster.errors import ClusterError
 from safescan.cluster.procs import (
     ProcessTable,
@@ -88,10 +89,12 @@ class Cluster:
         """The institution's database, through HAProxy (password from :attr:`pgpass`)."""
         port = self.spec.ports.postgres
         # libpq refuses a session on a read-only server: HAProxy considers every server up
-        # for the first checks after it starts, and a standby must never serve the institution
+        # for the first checks after it starts, and a standby must never serve the institution;
+        # TLS end to end to the node, verified with the cluster's CA (cluster/tls.py)
+        ssl = "&".join(f"{k}={v}" for k, v in cluster_tls.client_settings(self.ca_file).items())
         return (
             f"postgresql://{render.APP_USER}@{render.HOST}:{port}/{render.APP_DB}"
-            "?target_session_attrs=read-write"
+            f"?target_session_attrs=read-write&{ssl}"
         )
 
     @property
@@ -194,21 +197,17 @@ class Cluster:
             os.chmod(self.node_dir(i), 0o700)
 
     def _prepare_tls(self) -> None:
-        """The cluster's CA and the API processes' certificate (once), and HAProxy's own
-        certificate from the same CA, for the names clients use (``localhost``, 127.0.0.1)."""
+        """The cluster's CA and the API processes' certificate (once); from the same CA,
+        HAProxy's certificate and each PostgreSQL node's (cluster/tls.py)."""
         tls = self.tls_dir
         if not tls.ca_cert.exists():
             pki.create_tls_dir(tls)
         elif not tls.exists():
             pki.issue_server_cert(tls, list(pki.DEFAULT_NAMES))
         front = self.haproxy_tls
-        if not front.frontend_pem.exists():
-            tmp = self.state / "haproxy" / "frontend.tmp"
-            cert, key = tmp / "cert.pem", tmp / "key.pem"
-            pki.issue_server_files(tls, cert, key, list(pki.DEFAULT_NAMES))
-            _write_private(front.frontend_pem, cert.read_text() + key.read_text())
-            shutil.rmtree(tmp)
-        front.ca_file.write_text(tls.ca_cert.read_text())
+        cluster_tls.prepare_frontend(tls, front.frontend_pem, front.ca_file)
+        for i in range(self.spec.nodes):
+            cluster_tls.prepare_node(tls, cluster_tls.node_tls(self.node_dir(i)))
 
     def _wait(self, check: Callable[[], bool], names: list[str], what: str) -> None:
         """Wait for ``check``; fail at once (with the log's tail) if one of ``names`` dies."""
@@ -379,6 +378,8 @@ class Cluster:
             target_session_attrs="read-write",
             autocommit=True,
             connect_timeout=3,
+            sslmode="verify-full",  # cluster_tls.client_settings
+            sslrootcert=str(self.ca_file),
         )
 
     def _primary_via_haproxy(self) -> bool:
