@@ -266,7 +266,7 @@ def test_the_wallet_client_rides_through_a_primary_failover(cluster: Cluster) ->
                             json.dumps(
                                 {
                                     "order_id": w.order_id,
-                                    "payment_id": answer["payment_id"],
+                                    "payment_id": answer.payment_id,
                                     "amount": w.amount,
                                 }
                             )

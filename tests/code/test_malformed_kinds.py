@@ -2,7 +2,9 @@
 payment code only; a bad authorization, receipt, key update, provisioning bundle or scheme key
 list raises its own class. All share the base ``MalformedData`` (one ``except`` for any) and
 the one wire form clients, carriers and stored Idempotency-Key refusals read: ``type``
-``MalformedCode``, ``code`` ``malformed_code``, HTTP 400 (docs/protocol.md, "Errors")."""
+``MalformedCode``, ``code`` ``malformed_code``, HTTP 400 (docs/protocol.md, "Errors"). An
+oversize input is ``OversizeInput``; only an oversize payment code (``OversizeCode``) is also a
+``MalformedCode``."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from safescan.code import (
     cbor,
     open_code,
 )
+from safescan.code.emv import MAX_PAYLOAD_CHARS, read_emv
 from safescan.code.errors import (
     MalformedAuthorization,
     MalformedCode,
@@ -30,10 +33,17 @@ from safescan.code.errors import (
     MalformedProvisioning,
     MalformedReceipt,
     MalformedSchemeList,
+    OversizeCode,
     OversizeInput,
 )
-from safescan.code.keyupdate import KEY_UPDATE_CONTEXT, KEY_UPDATE_INFO, open_key_update
-from safescan.code.provisioning import PROV_CONTEXT, PROV_INFO, open_bundle
+from safescan.code.header import MAX_BINARY_BYTES, MAX_TEXT_CHARS, PREFIX, decode_text
+from safescan.code.keyupdate import (
+    KEY_UPDATE_CONTEXT,
+    KEY_UPDATE_INFO,
+    MAX_KEY_UPDATE_BYTES,
+    open_key_update,
+)
+from safescan.code.provisioning import MAX_BUNDLE_BYTES, PROV_CONTEXT, PROV_INFO, open_bundle
 from safescan.code.schemelist import SchemeKeyList
 from tests.code.conftest import NOW
 
@@ -123,3 +133,55 @@ def test_each_parser_answers_garbage_with_its_own_kind(
         assert type(exc) is kind, f"{kind.__name__} expected, got {type(exc).__name__}: {exc}"
     else:  # pragma: no cover - the parser accepted garbage
         pytest.fail(f"{kind.__name__}: {garbage} was accepted")
+
+
+# --- oversize input: a payment code's is a MalformedCode, anything else's is not ----------------
+
+OVERSIZE_NOT_A_CODE: dict[str, Callable[[], object]] = {
+    "key update": lambda: open_key_update(
+        b"\x00" * (MAX_KEY_UPDATE_BYTES + 1), TRANSPORT, TRUST, carrier_serial=7
+    ),
+    "provisioning bundle": lambda: open_bundle(
+        b"\x00" * (MAX_BUNDLE_BYTES + 1), TRANSPORT, carrier_signing_key=CARRIER.public_key, now=NOW
+    ),
+    "EMV payload": lambda: read_emv("0" * (MAX_PAYLOAD_CHARS + 1)),
+}
+
+OVERSIZE_CODES: dict[str, Callable[[], object]] = {
+    "text": lambda: open_code(PREFIX + "0" * MAX_TEXT_CHARS, KEYRING, TRUST, now=NOW),
+    "binary": lambda: open_code(b"\x00" * (MAX_BINARY_BYTES + 1), KEYRING, TRUST, now=NOW),
+    # the longest text there is, whose Base45 decodes to one byte more than any code
+    "decoded text": lambda: decode_text(PREFIX + "0" * (MAX_TEXT_CHARS - len(PREFIX))),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OVERSIZE_NOT_A_CODE))
+def test_oversize_input_that_is_no_payment_code_is_not_a_malformed_code(what: str) -> None:
+    with pytest.raises(OversizeInput) as info:
+        OVERSIZE_NOT_A_CODE[what]()
+    exc = info.value
+    assert not isinstance(exc, MalformedCode), type(exc)
+    assert isinstance(exc, MalformedData) and http_status(exc) == 400
+    assert exc.to_dict()["type"] == type(exc).__name__  # OversizeInput, EmvOversizeError
+
+
+@pytest.mark.parametrize("what", sorted(OVERSIZE_CODES))
+def test_an_oversize_payment_code_is_a_malformed_code_with_its_old_wire_form(what: str) -> None:
+    with pytest.raises(OversizeCode) as info:
+        OVERSIZE_CODES[what]()
+    exc = info.value
+    assert isinstance(exc, MalformedCode) and isinstance(exc, OversizeInput)
+    assert {k: v for k, v in exc.to_dict().items() if k != "message"} == {
+        "type": "OversizeInput",
+        "code": "oversize_input",
+    }
+    assert http_status(exc) == 400
+
+
+def test_the_oversize_wire_form_is_unchanged() -> None:
+    for exc in (OversizeInput("too large"), OversizeCode("too large")):
+        assert exc.to_dict() == {
+            "type": "OversizeInput",
+            "code": "oversize_input",
+            "message": "too large",
+        }

@@ -231,7 +231,7 @@ def test_revoked_and_unknown_carriers_are_refused(
     asker = Asker(world)
     challenge, expires_at = asker.challenge(serial)
     response = answer(uma.carrier_url, challenge)
-    world.stack.need_admin().carriers.revoke(serial)
+    assert world.stack.need_admin().carriers.revoke(serial).status == "revoked"
     r = asker.statement(serial, expires_at, response)
     assert r.status_code == 403 and error_code(r) == Forbidden.code
     unknown = 2**31 - 2

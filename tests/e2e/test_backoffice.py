@@ -74,8 +74,8 @@ def _form_refund(staff: Staff, oid: str, amount: str, reason: str = "") -> httpx
 
 def _refunded(world: World, oid: str) -> tuple[str, int]:
     with MerchantApi(world.pos) as api:
-        doc = api.orders.get(oid)
-    return str(doc["state"]), int(doc["refunded_amount"])
+        order = api.orders.get(oid)
+    return str(order.state), order.refunded_amount
 
 
 # --- refunds: never more than was paid ------------------------------------------------------

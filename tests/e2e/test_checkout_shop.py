@@ -67,11 +67,11 @@ def shop(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sho
     tmp = tmp_path_factory.mktemp("shop")
     with MerchantApi(world.pos) as api:
         made = api.api_keys.create(["checkout:read", "checkout:write"], name="web shop")
-        secret = api.webhook.rotate_secret(0)["secret"]
+        secret = api.webhook.rotate_secret(0).secret
         env = {
             "PATH": "/usr/bin:/bin",
             "SHOP_INSTITUTION_URL": world.base_url,
-            "SHOP_API_KEY": made["key"],
+            "SHOP_API_KEY": made.key,
             "SHOP_WEBHOOK_SECRET": secret,
             "SHOP_DB": str(tmp / "shop.db"),
             "SHOP_PORT": "0",
@@ -89,8 +89,8 @@ def shop(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sho
         try:
             url = proc.ready_line("READY")
             api.webhook.set(url + "/webhooks/safescan")
-            name = str(api.profile()["name"])
-            yield ShopServer(url, made["key"], proc, tmp / "shop.db", name)
+            name = api.profile().name
+            yield ShopServer(url, made.key, proc, tmp / "shop.db", name)
         finally:
             api.webhook.set(None)
             proc.stop()
@@ -249,8 +249,8 @@ def test_a_customer_buys_in_the_shop_and_pays_with_the_wallet(
     # the webhook: verified and handled by the shop, acknowledged in the institution's log
     event_id = wait_for_webhook(shop, "checkout.session.completed")
     with MerchantApi(world.pos) as api:
-        log = api.webhook.deliveries(limit=20, event_id=event_id)["deliveries"]
-    assert [(d["state"], d["status"]) for d in log][-1:] == [("delivered", 200)], log
+        log = api.webhook.deliveries(limit=20, event_id=event_id).deliveries
+    assert [(d.state, d.status) for d in log][-1:] == [("delivered", 200)], log
     page.goto(shop.url + "/orders")
     row = page.locator("tr[data-status]").first
     assert row.get_attribute("data-status") == "paid"

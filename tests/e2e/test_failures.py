@@ -44,7 +44,7 @@ def test_carrier_dies_mid_payment(world: World, fresh_party: Callable[[str], Par
             "transport_error",
             "carrier_timeout",
         )
-        assert api.orders.get(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id).state == "CREATED"
         assert wallet.history.recent() == []
     assert _balance(world, carol.customer_id) == FUNDS
 
@@ -68,6 +68,6 @@ def test_institution_unreachable(
         assert "cannot be reached" in info.value.message
         assert "no payment was made" in info.value.message
         assert wallet.history.recent() == []
-        assert api.orders.get(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id).state == "CREATED"
     assert _balance(world, dave.customer_id) == FUNDS
     assert world.stack.audit()["ok"]

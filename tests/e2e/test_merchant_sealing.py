@@ -238,7 +238,7 @@ def test_revoked_merchant_cannot_seal_and_its_codes_are_refused(world: World) ->
     code = _json_lines(made)[0]["code"]
     pos = PosConfig.load(config)
     with AdminClient(world.base_url, world.stack.admin_token) as admin:
-        admin.merchants.revoke(pos.merchant_id)
+        assert admin.merchants.revoke(pos.merchant_id).status == "revoked"
     assert _wallet_refuses(world.alice.wallet_dir, code) == "certificate_revoked"
     with institution(world) as w:
         status = w.http.post("/v1/codes/status", json={"code": code}).json()

@@ -303,7 +303,7 @@ def test_pos_onboard_requires_country_mcc_and_a_valid_iban(world: World, tmp_pat
     assert code == 0 and doc["settlement_account"] == "FR7630006000011234567890189"
     with AdminClient(world.base_url, world.stack.admin_token) as admin:
         merchant = admin.merchants.get(doc["merchant_id"])
-    assert (merchant["country"], merchant["mcc"]) == ("FR", 5814)
+    assert (merchant.country, merchant.mcc) == ("FR", 5814)
 
 
 def test_pos_orders_with_the_institution_down_says_states_may_be_stale(

@@ -61,7 +61,7 @@ def test_happy_path_pos_wallet_institution(world: World, tmp_path: Path) -> None
         assert "receipt" in seen, "the POS was not notified"
         assert seen["receipt"].payment_id == paid.receipt.payment_id
         assert seen["event"].type == "payment.succeeded"
-        assert api.orders.get(order.order_id)["state"] == "PAID"
+        assert api.orders.get(order.order_id).state == "PAID"
         history = wallet.history.recent()
         assert history[0]["payment_id"] == paid.receipt.payment_id
         assert history[0]["merchant_name"] == "Café Lumière"

@@ -138,7 +138,7 @@ def carrier_counter(url: str) -> int:
 
 def order_state(api: MerchantApi, order_id: str) -> str:
     """An order's state as its merchant sees it."""
-    return str(api.orders.get(order_id)["state"])
+    return str(api.orders.get(order_id).state)
 
 
 def refused(wallet: Wallet, text: str) -> CodeRefusedByWallet:
@@ -363,7 +363,7 @@ def test_code_paid_by_another_wallet_is_refused_before_the_pin(
     assert balance(world, bob.customer_id) == FUNDS
     with MerchantApi(world.pos) as api:
         o = api.orders.get(order.order_id)
-    assert o["state"] == "PAID" and o["payment_id"] == paid.receipt.payment_id
+    assert o.state == "PAID" and o.payment_id == paid.receipt.payment_id
 
 
 def test_closed_order_is_refused_before_the_pin(world: World) -> None:
@@ -925,7 +925,7 @@ def test_one_merchant_cannot_read_or_refund_another_merchants_orders(world: Worl
             assert r.status_code == 404, (path, r.text)
         assert oid not in _orders(rival)
         o = api.orders.get(oid)
-        assert o["state"] == "PAID" and o["refunded_amount"] == 0
+        assert o.state == "PAID" and o.refunded_amount == 0
         assert balance(world, world.alice.customer_id) == alice_after
 
 

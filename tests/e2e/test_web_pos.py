@@ -77,8 +77,8 @@ class Staff:
 
 def _institution_state(world: World) -> list[tuple[str, str, int]]:
     with MerchantApi(world.pos) as api:
-        doc = api.orders.list(limit=100)
-    return sorted((o["order_id"], o["state"], o.get("refunded_amount", 0)) for o in doc["orders"])
+        page = api.orders.list(limit=100)
+    return sorted((o.order_id, str(o.state), o.refunded_amount) for o in page.orders)
 
 
 def _pay(world: World, code: str) -> None:

@@ -147,7 +147,7 @@ def test_carrier_killed_while_signing_moves_no_money_and_never_repeats_a_counter
             relay.delay = None
             assert not relay.victim.alive()
             # nothing moved, the order is still payable
-            assert api.orders.get(order.order_id)["state"] == "CREATED"
+            assert api.orders.get(order.order_id).state == "CREATED"
             assert admin.customers.balance(setup.customer, "EUR") == FUNDS - spent
             # power the carrier up again on the same image
             proc, url = stack.start_carrier(setup.carrier_name)
@@ -161,7 +161,7 @@ def test_carrier_killed_while_signing_moves_no_money_and_never_repeats_a_counter
             assert counter > after_restart and counter > max(seen_counters, default=0)
             seen_counters.append(counter)
             spent += order.total
-            assert api.orders.get(order.order_id)["state"] == "PAID"
+            assert api.orders.get(order.order_id).state == "PAID"
             assert admin.customers.balance(setup.customer, "EUR") == FUNDS - spent
     carriers = admin.customers.get(setup.customer).carriers
     assert [c.last_counter for c in carriers] == [seen_counters[-1]]

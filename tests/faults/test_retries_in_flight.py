@@ -466,7 +466,7 @@ def test_a_client_never_claims_nothing_was_charged_when_it_does_not_know(
             time.sleep(0.5)
             charged = before - customer_balance(s.w, s.cid)
             if told[-1] == "paid":
-                assert charged == o["total"] and answer["order_id"] == o["order_id"]
+                assert charged == o["total"] and answer.order_id == o["order_id"]
             elif told[-1] == "not charged":
                 assert charged == 0  # never a false "nothing was charged"
             else:  # unknown: find out now, as the wallet does later
@@ -475,10 +475,10 @@ def test_a_client_never_claims_nothing_was_charged_when_it_does_not_know(
                         PaymentRequest(p.code_text, p.authorization),
                         idempotency_key=p.idempotency_key,
                     )
-                assert doc["outcome"] in ("succeeded", "not_processed"), doc
-                assert charged == (o["total"] if doc["outcome"] == "succeeded" else 0)
-                if doc["outcome"] == "succeeded":
-                    assert doc["payment"]["order_id"] == o["order_id"] and doc["payment"]["receipt"]
+                assert doc.outcome in ("succeeded", "not_processed"), doc
+                assert charged == (o["total"] if doc.outcome == "succeeded" else 0)
+                if doc.payment is not None:
+                    assert doc.payment.order_id == o["order_id"] and doc.payment.receipt
             # and the payment can never happen later than what the client was finally told
             time.sleep(0.3)
             assert before - customer_balance(s.w, s.cid) == charged
@@ -628,14 +628,14 @@ def test_the_pos_never_refunds_twice_and_says_when_it_does_not_know(
         with MerchantApi(cfg) as api:
             doc = api.refunds.lookup(o["order_id"], "pos-ref-1", 500)
             refunded = order(m, o["order_id"])["refunded_amount"]
-            assert refunded == (500 if doc["outcome"] == "succeeded" else 0), doc
+            assert refunded == (500 if doc.outcome == "succeeded" else 0), doc
             # the operator runs the refund again with the same key: never a second refund
             for _ in range(2):
                 try:
                     again = api.refunds.create(o["order_id"], 500, idempotency_key="pos-ref-1")
-                    assert doc["outcome"] == "succeeded" and again == doc["refund"]
+                    assert doc.outcome == "succeeded" and again == doc.refund
                 except Exception as exc:  # noqa: BLE001 - the withdrawn key's answer
-                    assert doc["outcome"] == "not_processed", exc
+                    assert doc.outcome == "not_processed", exc
                     assert getattr(exc, "code", "") == "request_withdrawn"
             assert order(m, o["order_id"])["refunded_amount"] == refunded
 

@@ -235,7 +235,7 @@ def test_a_payment_rides_through_lost_answers_and_503s(plan: list[str]) -> None:
             p = _pending(s.carrier, o)
             with WalletClient(proxy.url, timeout=10) as remote:
                 answer = submit(remote, p, budget=BUDGET)
-            assert answer["order_id"] == o["order_id"] and answer["amount"] == 700
+            assert answer.order_id == o["order_id"] and answer.amount == 700
             # every attempt carried the same key, and the last one got the answer
             assert proxy.actions("/v1/payments")[: len(plan)] == plan
         finally:
@@ -277,7 +277,7 @@ def test_a_payment_rides_through_the_institution_stopped_and_started_again(
         t.join(120)
         assert not t.is_alive()
         assert "error" not in result, result
-        assert result["answer"]["order_id"] == o["order_id"]
+        assert result["answer"].order_id == o["order_id"]
         assert balance0 - _balance(s) == 900
         assert _payments_of(s, o["order_id"]) == 1
 
@@ -311,7 +311,7 @@ def test_a_payment_stopped_mid_request_then_restarted_is_paid_once() -> None:
             t.join(120)
             proxy.close()
         assert restarted.is_set()
-        assert answer["order_id"] == o["order_id"]
+        assert answer.order_id == o["order_id"]
         assert balance0 - _balance(s) == 450
         assert _payments_of(s, o["order_id"]) == 1
 
@@ -347,9 +347,9 @@ def test_a_budget_that_runs_out_says_unknown_and_the_lookup_tells(forwarded: boo
             )
         charged = balance0 - _balance(s)
         if forwarded:
-            assert doc["outcome"] == "succeeded" and charged == 300
+            assert doc.outcome == "succeeded" and charged == 300
         else:
-            assert doc["outcome"] == "not_processed" and charged == 0
+            assert doc.outcome == "not_processed" and charged == 0
 
 
 @pytest.mark.slow
@@ -419,7 +419,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
                 assert s.w.pay(o.code, s.carrier.authorize(o.code), "pos-pay").status_code == 201
                 proxy.plan[:] = [CUT, LOST_COMMIT, UNAVAILABLE, CUT]
                 doc = api.refunds.create(o.order_id, 500, idempotency_key="pos-ride-1")
-                assert doc["amount"] == 500
+                assert doc.amount == 500
                 assert order(m, o.order_id)["refunded_amount"] == 500  # exactly one refund
                 # orders: the lost ones were one order, not three
                 listed = m.request("GET", "/v1/merchant/orders?limit=50").json()
@@ -444,7 +444,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
             )
         ) as api:
             doc2 = api.refunds.lookup(o.order_id, "pos-ride-2", 300)
-        assert doc2["outcome"] == "succeeded"  # the lost COMMIT had committed: once
+        assert doc2.outcome == "succeeded"  # the lost COMMIT had committed: once
         assert order(m, o.order_id)["refunded_amount"] == 800
 
 

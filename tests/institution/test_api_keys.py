@@ -100,8 +100,8 @@ def test_key_made_once_listed_without_secret_and_works(world: World) -> None:
         world.server.base_url, m.merchant_id, SecretKey(key), world.admin_api.keys.root_keys()
     ) as api:
         order = api.orders.create([LineItem("Tea", 2, 250)], currency="EUR")
-        assert api.orders.get(order.order_id)["state"] == "CREATED"
-        assert any(o["order_id"] == order.order_id for o in api.orders.list()["orders"])
+        assert api.orders.get(order.order_id).state == "CREATED"
+        assert any(o.order_id == order.order_id for o in api.orders.list().orders)
         with pytest.raises(InsufficientScope):
             api.refunds.create(order.order_id)
     # listed: prefix, scopes, last use; never the secret or its hash

@@ -506,14 +506,15 @@ def test_the_python_client_with_a_secret_key(world: World, shop: Any) -> None:
             cancel_url=f"{SHOP}/cart",
             reference="py-1",
         )
-        assert s["status"] == "open" and s["reference"] == "py-1"
-        assert client.checkout.get(s["id"])["id"] == s["id"]
-        assert client.checkout.cancel(s["id"])["status"] == "canceled"
-        for bad in ("../orders", "cs_short", s["id"] + "/cancel"):
+        assert s.status == "open" and s.reference == "py-1"
+        assert s.items == (LineItem("Teapot", 1, 2500),) and s.total == 2500
+        assert client.checkout.get(s.id) == s
+        assert client.checkout.cancel(s.id).status == "canceled"
+        for bad in ("../orders", "cs_short", s.id + "/cancel"):
             with pytest.raises(InvalidRequest):
                 client.checkout.get(bad)
         with pytest.raises(Conflict):
-            client.checkout.cancel(s["id"])
+            client.checkout.cancel(s.id)
     read_only = m.request("POST", "/v1/merchant/api-keys", {"scopes": ["checkout:read"]})
     with TypedClient(
         world.server.base_url, m.merchant_id, SecretKey(read_only.json()["key"]), trust_of(world)
@@ -525,7 +526,7 @@ def test_the_python_client_with_a_secret_key(world: World, shop: Any) -> None:
                 success_url=SHOP,
                 cancel_url=SHOP,
             )
-        assert client.checkout.get(s["id"])["status"] == "canceled"
+        assert client.checkout.get(s.id).status == "canceled"
 
 
 def test_zz_the_audit_accounts_for_every_checkout_event(world: World, shop: Any) -> None:

@@ -58,7 +58,9 @@ def test_merchant_and_wallet_services_pay_and_refund(admin: AdminClient, world: 
         settlement_account="DE89370400440532013000",
         api_public_key=key.public_key,
     )
-    assert admin.merchants.get(created.id)["name"] == "Client Cafe"
+    profile = admin.merchants.get(created.id)
+    assert profile.name == "Client Cafe" and profile.api_public_key == key.public_key.raw
+    assert profile.status == "active" and profile.mcc == 5814
     trust = admin.keys.root_keys()
     cid = world.customer({"EUR": 100_000})
     carrier = world.carrier(cid)
@@ -68,25 +70,22 @@ def test_merchant_and_wallet_services_pay_and_refund(admin: AdminClient, world: 
     ):
         order = api.orders.create([LineItem("Tea", 2, 250)], currency="EUR")
         assert order.total == 500 and order.items == (LineItem("Tea", 2, 250),)
-        assert api.orders.get(order.order_id)["state"] == "CREATED"
-        assert order.order_id in {o["order_id"] for o in api.orders.list(limit=100)["orders"]}
+        assert api.orders.get(order.order_id).state == "CREATED"
+        assert order.order_id in {o.order_id for o in api.orders.list(limit=100).orders}
         status = wallet.codes.status(order.code)
-        assert status is not None and status["state"] == "payable"
+        assert status is not None and status.state == "payable" and status.order_state == "CREATED"
         request = PaymentRequest(order.code, carrier.authorize(order.code).to_bytes())
         paid = wallet.payments.create(request, idempotency_key="pay-client-1")
         again = wallet.payments.lookup(request, idempotency_key="pay-client-1")
-        assert (
-            again["outcome"] == "succeeded" and again["payment"]["payment_id"] == paid["payment_id"]
-        )
-        receipt = api.payments.verified_receipt(str(paid["payment_id"]), order)
+        assert again.outcome == "succeeded" and again.payment == paid
+        receipt = api.payments.verified_receipt(paid.payment_id, order)
         assert receipt.amount == 500
         refund = api.refunds.create(order.order_id, 200, reason="cold", idempotency_key="r-1")
-        assert api.refunds.lookup(order.order_id, "r-1", 200, reason="cold")["outcome"] == (
-            "succeeded"
-        )
-        assert refund["amount"] == 200
+        looked = api.refunds.lookup(order.order_id, "r-1", 200, reason="cold")
+        assert looked.outcome == "succeeded" and looked.refund == refund
+        assert refund.amount == 200 and refund.order_state == "PARTIALLY_REFUNDED"
         other = api.orders.create([LineItem("Cake", 1, 300)], currency="EUR")
-        assert api.orders.close(other.order_id)["state"] == "CLOSED"
+        assert api.orders.close(other.order_id).state == "CLOSED"
         assert wallet.revocations.signed("merchant") and api.keys.scheme_key_list()
 
 

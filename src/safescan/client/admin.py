@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from safescan.api.errors import Unauthenticated
+from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
 from safescan.client.errors import InstitutionProtocolError
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService
@@ -234,14 +235,17 @@ class MerchantAdminService:
             raise _malformed("merchant")
         return MerchantCreated(doc["id"], dict(doc))
 
-    def get(self, merchant_id: str) -> JsonDoc:
+    def get(self, merchant_id: str) -> MerchantProfile:
         """A merchant as the institution records it (name, city, country, MCC, status ...)."""
-        return self._http.call_object("GET", f"{_MERCHANTS}/{merchant_id}", headers=self._auth)
+        path = f"{_MERCHANTS}/{merchant_id}"
+        return MerchantProfile.from_json(self._http.call_object("GET", path, headers=self._auth))
 
-    def revoke(self, merchant_id: str) -> JsonDoc:
-        """Revoke a merchant and its code certificates."""
+    def revoke(self, merchant_id: str) -> MerchantProfile:
+        """Revoke a merchant and its code certificates; the merchant as it is now."""
         path = f"{_MERCHANTS}/{merchant_id}/revoke"
-        return self._http.call_object("POST", path, {}, headers=self._auth)
+        return MerchantProfile.from_json(
+            self._http.call_object("POST", path, {}, headers=self._auth)
+        )
 
 
 class CarrierAdminService:
@@ -250,10 +254,10 @@ class CarrierAdminService:
     def __init__(self, http: InstitutionHttp, auth: dict[str, str]) -> None:
         self._http, self._auth = http, auth
 
-    def revoke(self, serial: int) -> JsonDoc:
+    def revoke(self, serial: int) -> CarrierStatus:
         """Revoke a key carrier (its certificate joins the revocation list)."""
         path = f"/v1/admin/carriers/{int(serial)}/revoke"
-        return self._http.call_object("POST", path, {}, headers=self._auth)
+        return CarrierStatus.from_json(self._http.call_object("POST", path, {}, headers=self._auth))
 
 
 class SettlementService:
@@ -262,14 +266,10 @@ class SettlementService:
     def __init__(self, http: InstitutionHttp, auth: dict[str, str]) -> None:
         self._http, self._auth = http, auth
 
-    def rows(self, date: str) -> list[JsonDoc]:
+    def rows(self, date: str) -> tuple[SettlementRow, ...]:
         """Settlement rows of every merchant for one UTC day (YYYY-MM-DD)."""
         path = f"/v1/admin/settlement?{urlencode({'date': date})}"
-        doc = self._http.call_object("GET", path, headers=self._auth)
-        rows = doc.get("rows")
-        if not isinstance(rows, list):
-            raise _malformed("settlement")
-        return [dict(r) for r in rows]
+        return settlement_rows(self._http.call_object("GET", path, headers=self._auth))
 
 
 class AdminClient(ApiClient):

@@ -4,12 +4,13 @@ key (:func:`safescan.api.merchant_auth.sign_request`). One service per resource:
 
     api = MerchantClient(url, merchant_id, SecretKey("sk_live_..."), trust)  # or a SigningKey
     order = api.orders.create([LineItem("Tea", 1, 250)], currency="EUR")
-    api.orders.get(order.order_id)["state"]          # "CREATED", "PAID", ...
+    api.orders.get(order.order_id).state             # OrderState.CREATED, .PAID, ...
     api.refunds.create(order.order_id, amount=100)   # rides through a failover
     with api.events.open() as stream: ...            # verified events only
 
 State-changing calls (orders, refunds) are sent with one Idempotency-Key until their outcome
-is known (:func:`safescan.client.retry.send_until_known`).
+is known (:func:`safescan.client.retry.send_until_known`). Every answer is a typed object of
+:mod:`safescan.client.answers` / :mod:`safescan.client.answers_merchant`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,33 @@ from urllib.parse import urlencode
 
 from safescan.api.errors import InvalidRequest
 from safescan.api.standard_webhooks import ID_PATTERN
+from safescan.client.answers import (
+    CheckoutSession,
+    MerchantProfile,
+    OrderPage,
+    OrderView,
+    PaymentView,
+    RefundLookup,
+    RefundMade,
+    RefundRecord,
+    SettlementRow,
+    StaticCodeIssued,
+    settlement_rows,
+)
+from safescan.client.answers_merchant import (
+    ApiKeyInfo,
+    ApiKeyList,
+    DeliveryPage,
+    NewApiKey,
+    Resend,
+    WebhookEndpoint,
+    WebhookSecret,
+    WebhookTest,
+)
 from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
 from safescan.client.events import EventStream
+from safescan.client.fields import rows_of
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
 from safescan.client.http import encode_json as encode_json
 from safescan.client.public import KeyService, RevocationService, b64_field
@@ -163,24 +188,24 @@ class OrderService:
             raise InstitutionProtocolError("the institution returned an order we did not ask for")
         return order
 
-    def list(self, limit: int = 20, after: str | None = None) -> JsonDoc:
+    def list(self, limit: int = 20, after: str | None = None) -> OrderPage:
         """The merchant's orders, newest first (``orders``; page on with ``after``, the last
         order id)."""
         query: dict[str, str | int] = {"limit": limit}
         if after:
             query["after"] = after
-        return self._s.call("GET", f"{_ORDERS}?{urlencode(query)}")
+        return OrderPage.from_json(self._s.call("GET", f"{_ORDERS}?{urlencode(query)}"))
 
-    def get(self, order_id: str) -> JsonDoc:
+    def get(self, order_id: str) -> OrderView:
         """The order's current state (``state``: ``CREATED``, ``PAID``, ``REFUNDED`` ...;
         ``payment_id`` once paid)."""
-        return self._s.call("GET", f"{_ORDERS}/{order_id}")
+        return OrderView.from_json(self._s.call("GET", f"{_ORDERS}/{order_id}"))
 
-    def close(self, order_id: str, *, code: str | None = None) -> JsonDoc:
+    def close(self, order_id: str, *, code: str | None = None) -> OrderView:
         """Close an unpaid order so its code can no longer be paid (``code``: withdraw a code
         this terminal sealed itself, which the institution knows only from the code)."""
         payload = {} if code is None else {"code": code}
-        return self._s.call("POST", f"{_ORDERS}/{order_id}/close", payload)
+        return OrderView.from_json(self._s.call("POST", f"{_ORDERS}/{order_id}/close", payload))
 
 
 def _refund_payload(amount: int | None, reason: str | None) -> dict[str, Any]:
@@ -205,7 +230,7 @@ class RefundService:
         *,
         reason: str | None = None,
         idempotency_key: str | None = None,
-    ) -> JsonDoc:
+    ) -> RefundMade:
         """Refund an order fully (``amount`` None) or partly.
 
         Sent with one Idempotency-Key until its outcome is known (retried on timeouts, then
@@ -215,7 +240,8 @@ class RefundService:
         up later with :meth:`lookup`) when it is not known."""
         key = idempotency_key or "ref-" + secrets.token_urlsafe(16)
         path = f"{_ORDERS}/{order_id}/refunds"
-        return self._s.until_known(path, _refund_payload(amount, reason), key, "refund")
+        doc = self._s.until_known(path, _refund_payload(amount, reason), key, "refund")
+        return RefundMade.from_json(doc)
 
     def lookup(
         self,
@@ -224,12 +250,15 @@ class RefundService:
         amount: int | None = None,
         *,
         reason: str | None = None,
-    ) -> JsonDoc:
+    ) -> RefundLookup:
         """What a refund whose answer was lost did (the same arguments and key): its lookup,
-        which also settles it. ``{"outcome": "succeeded" | "refused" | "not_processed"}``."""
+        which also settles it (``outcome``: succeeded with the ``refund``, refused with the
+        ``error``, or not_processed)."""
         path = f"{_ORDERS}/{order_id}/refunds/lookup"
         payload = _refund_payload(amount, reason)
-        return self._s.call("POST", path, payload, idempotency_key=idempotency_key)
+        return RefundLookup.from_json(
+            self._s.call("POST", path, payload, idempotency_key=idempotency_key)
+        )
 
 
 class RefundListService:
@@ -238,12 +267,13 @@ class RefundListService:
     def __init__(self, signed: _Signed) -> None:
         self._s = signed
 
-    def list(self, *, day: str | None = None, order_id: str | None = None) -> list[JsonDoc]:
+    def list(
+        self, *, day: str | None = None, order_id: str | None = None
+    ) -> tuple[RefundRecord, ...]:
         """The refunds of one UTC day (``YYYY-MM-DD``) and/or one order, oldest first."""
         query = {k: v for k, v in (("date", day), ("order_id", order_id)) if v is not None}
         doc = self._s.call("GET", f"/v1/merchant/refunds?{urlencode(query)}")
-        rows = doc.get("refunds")
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        return rows_of(RefundRecord.from_json, doc, "refunds", "refund list")
 
 
 class SettlementService:
@@ -252,11 +282,11 @@ class SettlementService:
     def __init__(self, signed: _Signed) -> None:
         self._s = signed
 
-    def day(self, day: str) -> list[JsonDoc]:
+    def day(self, day: str) -> tuple[SettlementRow, ...]:
         """The settlement rows of one UTC day (``YYYY-MM-DD``): one per currency with activity."""
-        doc = self._s.call("GET", f"/v1/merchant/settlement?{urlencode({'date': day})}")
-        rows = doc.get("rows")
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        return settlement_rows(
+            self._s.call("GET", f"/v1/merchant/settlement?{urlencode({'date': day})}")
+        )
 
 
 class StaticCodeService:
@@ -265,12 +295,14 @@ class StaticCodeService:
     def __init__(self, signed: _Signed) -> None:
         self._s = signed
 
-    def create(self, *, currency: str | None = None, valid_days: int = 365) -> JsonDoc:
+    def create(self, *, currency: str | None = None, valid_days: int = 365) -> StaticCodeIssued:
         """A new sealed static code."""
         payload: dict[str, Any] = {"valid_days": valid_days}
         if currency is not None:
             payload["currency"] = currency
-        return self._s.call("POST", "/v1/merchant/static-codes", payload)
+        return StaticCodeIssued.from_json(
+            self._s.call("POST", "/v1/merchant/static-codes", payload)
+        )
 
 
 class PaymentService:
@@ -279,15 +311,14 @@ class PaymentService:
     def __init__(self, signed: _Signed, trust: TrustStore) -> None:
         self._s, self._trust = signed, trust
 
-    def get(self, payment_id: str) -> JsonDoc:
+    def get(self, payment_id: str) -> PaymentView:
         """A payment (with the payer pseudonym and the signed receipt)."""
-        return self._s.call("GET", f"/v1/merchant/payments/{payment_id}")
+        return PaymentView.from_json(self._s.call("GET", f"/v1/merchant/payments/{payment_id}"))
 
     def verified_receipt(self, payment_id: str, order: Order | None = None) -> Receipt:
         """Fetch a payment's receipt and verify it (signature, merchant, and the order)."""
-        doc = self.get(payment_id)
         return verify_receipt(
-            str(doc.get("receipt", "")),
+            self.get(payment_id).receipt,
             self._trust,
             merchant_id=self._s.merchant_id,
             order_id=order.order_id if order else None,
@@ -329,39 +360,44 @@ class WebhookService:
     def __init__(self, signed: _Signed) -> None:
         self._s = signed
 
-    def get(self) -> JsonDoc:
+    def get(self) -> WebhookEndpoint:
         """The webhook URL, the ``v1a`` public key, the secret's version and dates (never the
         secret) and the delivery log's retention."""
-        return self._s.call("GET", "/v1/merchant/webhook")
+        return WebhookEndpoint.from_json(self._s.call("GET", "/v1/merchant/webhook"))
 
-    def set(self, url: str | None) -> JsonDoc:
-        """Set (or clear, with None) the webhook URL; the institution checks it."""
-        return self._s.call("PUT", "/v1/merchant/webhook", {"url": url})
+    def set(self, url: str | None) -> MerchantProfile:
+        """Set (or clear, with None) the webhook URL; the institution checks it. Returns the
+        merchant's profile with its new URL."""
+        return MerchantProfile.from_json(self._s.call("PUT", "/v1/merchant/webhook", {"url": url}))
 
-    def rotate_secret(self, overlap_seconds: int) -> JsonDoc:
+    def rotate_secret(self, overlap_seconds: int) -> WebhookSecret:
         """A new ``whsec_`` secret (the first, or a replacement; the previous one keeps
         signing for ``overlap_seconds``). Shown in this answer only."""
         payload = {"overlap_seconds": overlap_seconds}
-        return self._s.call("POST", "/v1/merchant/webhook/secret", payload)
+        return WebhookSecret.from_json(self._s.call("POST", "/v1/merchant/webhook/secret", payload))
 
-    def test(self) -> JsonDoc:
+    def test(self) -> WebhookTest:
         """Send a signed ``webhook.test`` event now; the attempt's outcome."""
-        return self._s.call("POST", "/v1/merchant/webhook/test")
+        return WebhookTest.from_json(self._s.call("POST", "/v1/merchant/webhook/test"))
 
     def deliveries(
         self, *, limit: int = 50, before: int | None = None, event_id: str | None = None
-    ) -> JsonDoc:
+    ) -> DeliveryPage:
         """The delivery log, newest first."""
         query: dict[str, str | int] = {"limit": int(limit)}
         if before is not None:
             query["before"] = int(before)
         if event_id is not None:
             query["event_id"] = _event_id(event_id)
-        return self._s.call("GET", f"/v1/merchant/webhook/deliveries?{urlencode(query)}")
+        return DeliveryPage.from_json(
+            self._s.call("GET", f"/v1/merchant/webhook/deliveries?{urlencode(query)}")
+        )
 
-    def resend(self, event_id: str) -> JsonDoc:
+    def resend(self, event_id: str) -> Resend:
         """Queue one of this merchant's events for delivery again (idempotent)."""
-        return self._s.call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend")
+        return Resend.from_json(
+            self._s.call("POST", f"/v1/merchant/events/{_event_id(event_id)}/resend")
+        )
 
 
 _SESSION_ID = re.compile(r"cs_[A-Z2-9]{26}")
@@ -390,7 +426,7 @@ class CheckoutService:
         cancel_url: str,
         expires_in: int | None = None,
         reference: str | None = None,
-    ) -> JsonDoc:
+    ) -> CheckoutSession:
         """A new open session (``url``: its hosted page, where the customer's browser goes)."""
         payload: dict[str, Any] = {
             "items": [i.to_json() for i in items],
@@ -402,15 +438,17 @@ class CheckoutService:
             payload["expires_in"] = expires_in
         if reference is not None:
             payload["reference"] = reference
-        return self._s.call("POST", "/v1/checkout/sessions", payload)
+        return CheckoutSession.from_json(self._s.call("POST", "/v1/checkout/sessions", payload))
 
-    def get(self, session_id: str) -> JsonDoc:
+    def get(self, session_id: str) -> CheckoutSession:
         """A session (``status``: open, complete, expired or canceled)."""
-        return self._s.call("GET", f"/v1/checkout/sessions/{_session_id(session_id)}")
+        path = f"/v1/checkout/sessions/{_session_id(session_id)}"
+        return CheckoutSession.from_json(self._s.call("GET", path))
 
-    def cancel(self, session_id: str) -> JsonDoc:
+    def cancel(self, session_id: str) -> CheckoutSession:
         """Cancel an open session (its code can no longer be paid)."""
-        return self._s.call("POST", f"/v1/checkout/sessions/{_session_id(session_id)}/cancel")
+        path = f"/v1/checkout/sessions/{_session_id(session_id)}/cancel"
+        return CheckoutSession.from_json(self._s.call("POST", path))
 
 
 class ApiKeyService:
@@ -422,27 +460,29 @@ class ApiKeyService:
 
     def create(
         self, scopes: Sequence[str], *, name: str | None = None, expires_in: int | None = None
-    ) -> JsonDoc:
+    ) -> NewApiKey:
         """A new key with ``scopes`` (``key``: the secret, shown this once)."""
         payload: dict[str, Any] = {"scopes": list(scopes)}
         if name is not None:
             payload["name"] = name
         if expires_in is not None:
             payload["expires_in"] = expires_in
-        return self._s.call("POST", "/v1/merchant/api-keys", payload)
+        return NewApiKey.from_json(self._s.call("POST", "/v1/merchant/api-keys", payload))
 
-    def list(self) -> JsonDoc:
+    def list(self) -> ApiKeyList:
         """The keys (``api_keys``): prefix, scopes, state, dates, last use; never a secret."""
-        return self._s.call("GET", "/v1/merchant/api-keys")
+        return ApiKeyList.from_json(self._s.call("GET", "/v1/merchant/api-keys"))
 
-    def rotate(self, key_id: str, grace_seconds: int) -> JsonDoc:
+    def rotate(self, key_id: str, grace_seconds: int) -> NewApiKey:
         """A replacement key (``key``, shown once); the old one works ``grace_seconds`` more."""
         payload = {"grace_seconds": grace_seconds}
-        return self._s.call("POST", f"/v1/merchant/api-keys/{_key_id(key_id)}/rotate", payload)
+        path = f"/v1/merchant/api-keys/{_key_id(key_id)}/rotate"
+        return NewApiKey.from_json(self._s.call("POST", path, payload))
 
-    def revoke(self, key_id: str) -> JsonDoc:
+    def revoke(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key now."""
-        return self._s.call("POST", f"/v1/merchant/api-keys/{_key_id(key_id)}/revoke")
+        path = f"/v1/merchant/api-keys/{_key_id(key_id)}/revoke"
+        return ApiKeyInfo.from_json(self._s.call("POST", path))
 
 
 def _key_id(text: str) -> str:
@@ -526,9 +566,9 @@ class MerchantClient(ApiClient):
         """The merchant this client speaks for."""
         return self._signed.merchant_id
 
-    def profile(self) -> JsonDoc:
+    def profile(self) -> MerchantProfile:
         """The merchant's profile as the institution knows it (``GET /v1/merchant``)."""
-        return self._signed.call("GET", "/v1/merchant")
+        return MerchantProfile.from_json(self._signed.call("GET", "/v1/merchant"))
 
     def signed_headers(
         self, method: str, path: str, body: bytes = b"", *, idempotency_key: str | None = None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
+from safescan.client.answers import PublicKeys
 from safescan.client.errors import InstitutionProtocolError
-from safescan.client.http import InstitutionHttp, JsonDoc
+from safescan.client.http import InstitutionHttp
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
@@ -34,19 +35,17 @@ class KeyService:
     def __init__(self, http: InstitutionHttp) -> None:
         self._http = http
 
-    def document(self) -> JsonDoc:
-        """The key document as published (root keys, scheme key list ...)."""
-        return self._http.call_object("GET", KEYS)
+    def document(self) -> PublicKeys:
+        """The key document as published (root keys, live scheme keys, the signed scheme key
+        list, the epoch)."""
+        return PublicKeys.from_json(self._http.call_object("GET", KEYS))
 
     def root_keys(self) -> TrustStore:
         """The institution's root keys (trust on first use; pin them after)."""
-        doc = self.document()
+        published = self.document().root_keys
         try:
-            keys = {
-                int(k["kid"]): VerifyKey(base64.b64decode(k["public_key"]))
-                for k in doc["root_keys"]
-            }
-        except (KeyError, TypeError, ValueError, SafescanError):
+            keys = {k.kid: VerifyKey(k.public_key) for k in published}
+        except SafescanError:  # not an Ed25519 public key
             raise InstitutionProtocolError("the institution's key list is malformed") from None
         if not keys:
             raise InstitutionProtocolError("the institution published no root key")
@@ -54,17 +53,14 @@ class KeyService:
 
     def current_scheme_key(self) -> tuple[int, bytes]:
         """The current scheme key (key id, X25519 public key): codes are sealed to it."""
-        try:
-            for k in self.document()["scheme_keys"]:
-                if k.get("current"):
-                    return int(k["kid"]), base64.b64decode(k["public_key"], validate=True)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InstitutionProtocolError("the institution's scheme keys are malformed") from None
+        for k in self.document().scheme_keys:
+            if k.current:
+                return k.kid, k.public_key
         raise InstitutionProtocolError("the institution publishes no current scheme key")
 
     def scheme_key_list(self) -> bytes:
         """The institution-signed scheme key list (CBOR; verify before use)."""
-        return b64_field(self.document(), "scheme_key_list")
+        return self.document().scheme_key_list
 
 
 class RevocationService:

@@ -3,21 +3,25 @@ status, carrier enrollment and key updates, and the account statement (proved wi
 carrier). One service per resource; typed parameters in, typed objects out.
 
     api = WalletClient(url)
-    api.payments.create(PaymentRequest(code, auth_bytes), idempotency_key=key)
+    api.payments.until_known(PaymentRequest(code, auth_bytes), idempotency_key=key)
     api.codes.status(code)              # None when the institution offers no such lookup
     api.carriers.key_update(serial, from_epoch=3)
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from safescan.api.encoding import b64d, b64e
 from safescan.api.errors import InvalidRequest, NotFound
 from safescan.api.wire import PaymentRequest
+from safescan.client.answers import CodeStatus, PaymentLookup, PaymentMade
 from safescan.client.errors import InstitutionProtocolError
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService, RevocationService
+from safescan.client.retry import send_until_known
 
 
 def _b64(doc: JsonDoc, name: str, max_bytes: int = 8192) -> bytes:
@@ -35,20 +39,45 @@ class PaymentService:
     def __init__(self, http: InstitutionHttp) -> None:
         self._http = http
 
-    def create(self, request: PaymentRequest, *, idempotency_key: str | None = None) -> JsonDoc:
-        """Send the payment once (retry with the same key: see
-        :func:`safescan.client.retry.send_until_known`; without a key it cannot be retried
-        safely); the success answer carries the signed ``receipt`` and the ``payment_id``."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._http.call_object("POST", "/v1/payments", request.to_json(), headers=headers)
+    def _post(self, path: str, request: PaymentRequest, key: str | None) -> JsonDoc:
+        headers = {"Idempotency-Key": key} if key else {}
+        return self._http.call_object("POST", path, request.to_json(), headers=headers)
 
-    def lookup(self, request: PaymentRequest, *, idempotency_key: str) -> JsonDoc:
-        """What a payment sent with ``idempotency_key`` did (it also settles it):
-        ``{"outcome": "succeeded" | "refused" | "not_processed", ...}``."""
-        headers = {"Idempotency-Key": idempotency_key}
-        return self._http.call_object(
-            "POST", "/v1/payments/lookup", request.to_json(), headers=headers
+    def create(self, request: PaymentRequest, *, idempotency_key: str | None = None) -> PaymentMade:
+        """Send the payment once (retry with the same key: :meth:`until_known`; without a key
+        it cannot be retried safely); the answer carries the signed ``receipt``."""
+        return PaymentMade.from_json(self._post("/v1/payments", request, idempotency_key))
+
+    def lookup(self, request: PaymentRequest, *, idempotency_key: str) -> PaymentLookup:
+        """What a payment sent with ``idempotency_key`` did (it also settles it): ``outcome``
+        succeeded (with the ``payment``), refused (with the ``error``) or not_processed."""
+        return PaymentLookup.from_json(self._post("/v1/payments/lookup", request, idempotency_key))
+
+    def until_known(
+        self,
+        request: PaymentRequest,
+        *,
+        idempotency_key: str,
+        budget: float | None = None,
+        tries: int | None = None,
+        lookups: int = 3,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> PaymentMade:
+        """Send the payment with one ``idempotency_key`` until its outcome is known
+        (:func:`safescan.client.retry.send_until_known`: retried, then looked up); the
+        payment made, or the typed error that says it was not made or is not known."""
+        doc = send_until_known(
+            lambda: self._post("/v1/payments", request, idempotency_key),
+            lambda: self._post("/v1/payments/lookup", request, idempotency_key),
+            "payment",
+            budget=budget,
+            tries=tries,
+            lookups=lookups,
+            backoff=backoff,
+            sleep=sleep,
         )
+        return PaymentMade.from_json(doc)
 
 
 class CodeService:
@@ -57,14 +86,15 @@ class CodeService:
     def __init__(self, http: InstitutionHttp) -> None:
         self._http = http
 
-    def status(self, code: str) -> JsonDoc | None:
-        """``{"state", "merchant_status", ...}``, or None when the institution has no such
-        endpoint (404) or answers no JSON object. Other failures are typed errors."""
+    def status(self, code: str) -> CodeStatus | None:
+        """The code's ``state``, its merchant's status ..., or None when the institution has no
+        such endpoint (404) or answers no JSON object. Other failures (a malformed object
+        among them) are typed errors."""
         try:
             doc = self._http.call("POST", "/v1/codes/status", {"code": code})
         except NotFound:
             return None
-        return doc if isinstance(doc, dict) else None
+        return CodeStatus.from_json(doc) if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from safescan.code.errors import (
     CodeNotYetValid,
     DecryptionFailed,
     MalformedCode,
-    OversizeInput,
+    OversizeCode,
     SignatureInvalid,
     UnsupportedVersion,
 )
@@ -179,7 +179,7 @@ def seal(
     sealed = _SUITE.encrypt(plaintext, scheme_key.x25519(), info=HPKE_INFO + header)
     binary = header + sealed
     if len(binary) > MAX_BINARY_BYTES:
-        raise OversizeInput(
+        raise OversizeCode(
             f"the code would be {len(binary)} bytes; the limit is {MAX_BINARY_BYTES}"
         )
     return binary

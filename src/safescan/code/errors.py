@@ -88,10 +88,30 @@ class MalformedSchemeList(MalformedData):
     """A signed scheme key list is not well formed."""
 
 
-class OversizeInput(MalformedCode):
-    """The input is larger than any valid code; refused before any decoding work."""
+class OversizeInput(MalformedData):
+    """An input larger than any valid object of its kind (a key update, a provisioning bundle,
+    an EMV payload ...), refused before any decoding work. Not a payment code's error: an
+    oversize payment code is :class:`OversizeCode` (both this and a :class:`MalformedCode`).
+
+    On the wire: ``type`` the class name, ``code`` ``oversize_input`` (HTTP 400; the card's
+    reason ``OVERSIZE_INPUT``)."""
 
     code = "oversize_input"
+
+    @property
+    def type(self) -> str:
+        """The class name (``OversizeInput``, ``EmvOversizeError``)."""
+        return type(self).__name__
+
+
+class OversizeCode(OversizeInput, MalformedCode):
+    """A payment code (text or binary) larger than any valid one: a bad payment code
+    (:class:`MalformedCode`) that is also an :class:`OversizeInput`."""
+
+    @property
+    def type(self) -> str:
+        """``OversizeInput``: the wire name an oversize code has always had."""
+        return "OversizeInput"
 
 
 class UnsupportedVersion(CodeError):

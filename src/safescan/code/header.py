@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import base45
 
-from safescan.code.errors import MalformedCode, OversizeInput, UnsupportedVersion
+from safescan.code.errors import MalformedCode, OversizeCode, UnsupportedVersion
 from safescan.code.payment import CodeKind
 
 VERSION = 2  # what seal() writes
@@ -70,7 +70,7 @@ def decode_text(text: str) -> bytes:
     if not isinstance(text, str):
         raise MalformedCode("a payment code's text must be a string")
     if len(text) > MAX_TEXT_CHARS:
-        raise OversizeInput(f"{len(text)} characters is larger than any valid payment code")
+        raise OversizeCode(f"{len(text)} characters is larger than any valid payment code")
     if not text.startswith(PREFIX):
         raise MalformedCode(f"not a safescan payment code (it does not start with {PREFIX!r})")
     body = text[len(PREFIX) :]
@@ -81,7 +81,7 @@ def decode_text(text: str) -> bytes:
     except (ValueError, TypeError, UnicodeError):
         raise MalformedCode("the payment code's Base45 text is corrupt") from None
     if len(binary) > MAX_BINARY_BYTES:
-        raise OversizeInput("larger than any valid payment code")
+        raise OversizeCode("larger than any valid payment code")
     return bytes(binary)
 
 
@@ -92,7 +92,7 @@ def to_binary(data: str | bytes) -> bytes:
     if not isinstance(data, bytes):
         raise MalformedCode("a payment code is text or bytes")
     if len(data) > MAX_BINARY_BYTES:
-        raise OversizeInput(f"{len(data)} bytes is larger than any valid payment code")
+        raise OversizeCode(f"{len(data)} bytes is larger than any valid payment code")
     return data
 
 

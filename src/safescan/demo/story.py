@@ -261,8 +261,8 @@ class DemoRun:
     def _merchant_net(admin: AdminClient, merchant_id: str) -> int:
         today = dt.datetime.now(dt.UTC).date().isoformat()
         for row in admin.settlements.rows(today):
-            if row.get("merchant_id") == merchant_id:
-                return int(row.get("net", 0))
+            if row.merchant_id == merchant_id:
+                return row.net
         return 0
 
     def _attack(self, name: str, title: str, outcome: tuple[bool, str]) -> None:

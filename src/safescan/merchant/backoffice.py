@@ -164,7 +164,7 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
             return here
         by_id = {r["refund_id"]: r for r in here}
         return [
-            {**r, "staff": by_id.get(r.get("refund_id"), {}).get("staff") or "another terminal"}
+            {**r.to_json(), "staff": by_id.get(r.refund_id, {}).get("staff") or "another terminal"}
             for r in remote
         ]
 
@@ -230,18 +230,19 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
         start, end = exports.day_bounds(day)
         error = await fresh()
         try:
-            inst = await asyncio.to_thread(state.api.settlement, day)
+            rows = await asyncio.to_thread(state.api.settlement, day)
         except SafescanError as exc:
-            inst, error = [], f"The institution's report could not be read: {exc.message}"
+            rows, error = (), f"The institution's report could not be read: {exc.message}"
         paid = await asyncio.to_thread(state.journal.paid_between, start, end)
         refunds = await all_refunds(day=day)
         listed: dict[int, int] = defaultdict(int)
         for r in refunds:
             listed[int(r["currency"])] += int(r["amount"])
         elsewhere = {}  # refunded per the report but not listed (the list could not be read)
-        for row in inst:
-            num = lookup_currency(str(row.get("currency"))).numeric
-            elsewhere[num] = int(row.get("refunded") or 0) - listed.get(num, 0)
+        for row in rows:
+            num = lookup_currency(row.currency).numeric
+            elsewhere[num] = row.refunded - listed.get(num, 0)
+        inst = [row.to_json() for row in rows]
         return inst, exports.day_entries(paid, refunds, elsewhere), paid, error
 
     async def settlement(request: Request, _sid: str, session: Session) -> Response:
@@ -348,7 +349,7 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
     async def shop() -> str:
         if "name" not in kit.shop_name:
             profile = await asyncio.to_thread(state.api.profile)
-            kit.shop_name["name"] = str(profile.get("name") or state.config.merchant_id)
+            kit.shop_name["name"] = profile.name or state.config.merchant_id
         return kit.shop_name["name"]
 
     async def codes_page(session: Session, error: str = "", status: int = 200) -> Response:
@@ -375,11 +376,11 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
             days_text = form.get("days", "").strip()
             if not re.fullmatch(r"\d{1,4}", days_text) or not 1 <= int(days_text) <= 3650:
                 raise PosRequestRefused("valid for 1 to 3650 days")
-            doc = await asyncio.to_thread(
+            issued = await asyncio.to_thread(
                 state.api.static_code, currency=cur.alpha, valid_days=int(days_text)
             )
             code_id = "sc_" + secrets.token_hex(8)
-            await asyncio.to_thread(state.journal.add_static_code, code_id, doc, label)
+            await asyncio.to_thread(state.journal.add_static_code, code_id, issued, label)
         except SafescanError as exc:
             return await codes_page(session, exc.message, _status_for(exc))
         return RedirectResponse("/codes", status_code=303, headers=SECURITY_HEADERS)

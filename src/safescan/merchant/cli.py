@@ -402,7 +402,7 @@ def orders(
                 if row["state"] not in ("CREATED", "PAID", "PARTIALLY_REFUNDED"):
                     continue  # final states do not change
                 try:
-                    doc = api.orders.get(row["order_id"])
+                    now = api.orders.get(row["order_id"])
                 except NotFound:
                     if not is_local(row["order_id"]):
                         row["error"] = "the institution does not know this order"
@@ -413,12 +413,12 @@ def orders(
                     stale.append(row["order_id"])
                     problem = problem or exc.message
                     continue
-                journal.update(row["order_id"], doc)
+                journal.update(row["order_id"], now.to_json())
                 row.update(
-                    state=doc.get("state"),
-                    payment_id=doc.get("payment_id"),
-                    refunded=doc.get("refunded_amount", 0),
-                    paid_at=doc.get("paid_at"),
+                    state=str(now.state),
+                    payment_id=now.payment_id,
+                    refunded=now.refunded_amount,
+                    paid_at=now.paid_at,
                 )
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
@@ -490,10 +490,10 @@ def refund(
                 param="idempotency_key",
             )
         with MerchantApi(cfg) as api:
-            doc = api.refunds.create(order_id, amount, reason=reason, idempotency_key=key)
+            made = api.refunds.create(order_id, amount, reason=reason, idempotency_key=key)
         journal = Journal(cfg.journal_path)
         try:
-            journal.update(order_id, {"state": doc.get("order_state"), **doc})
+            journal.update(order_id, {"state": str(made.order_state), **made.to_json()})
         finally:
             journal.close()
     except OutcomeUnknown as exc:
@@ -509,12 +509,12 @@ def refund(
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
     if as_json:
-        emit_json(doc)
+        emit_json(made.to_json())
         return
-    cur = lookup_currency(int(doc["currency"]))
+    cur = lookup_currency(made.currency)
     console.print(
-        f"[magenta]refunded[/] {term(cur.format(int(doc['amount'])))} on order {term(order_id)}"
-        f" (refund {term(doc['refund_id'])}; order now {term(doc['order_state'])})"
+        f"[magenta]refunded[/] {term(cur.format(made.amount))} on order {term(order_id)}"
+        f" (refund {term(made.refund_id)}; order now {term(made.order_state)})"
     )
 
 

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from safescan.api.api_keys import SCOPES
+from safescan.client.answers_merchant import NewApiKey
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
@@ -55,18 +56,19 @@ def _when(ts: Any) -> str:
     return dt.datetime.fromtimestamp(int(ts), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _new_key(doc: dict[str, Any], as_json: bool) -> None:
+def _new_key(made: NewApiKey, as_json: bool) -> None:
     if as_json:
-        emit_json(doc)
+        emit_json(made.to_json())
         return
-    console.print(f"API key {term(doc['prefix'])} scopes: {term(' '.join(doc['scopes']))}")
+    info = made.info
+    console.print(f"API key {term(info.prefix)} scopes: {term(' '.join(info.scopes))}")
     console.print("secret key (shown once, store it now):")
-    console.print(term(doc["key"]), soft_wrap=True, highlight=False)
-    previous = doc.get("previous")
+    console.print(term(made.key), soft_wrap=True, highlight=False)
+    previous = made.previous
     if previous:
         console.print(
-            f"the previous key {term(previous['prefix'])} works until"
-            f" {term(_when(previous['expires_at']))}"
+            f"the previous key {term(previous.prefix)} works until"
+            f" {term(_when(previous.expires_at))}"
         )
 
 
@@ -96,10 +98,10 @@ def create(
     wanted = [s for item in scope for s in item.replace(",", " ").split()]
     with _api(config, as_json) as api:
         try:
-            doc = api.api_keys.create(wanted, name=name, expires_in=expires_in)
+            made = api.api_keys.create(wanted, name=name, expires_in=expires_in)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
-    _new_key(doc, as_json)
+    _new_key(made, as_json)
 
 
 @apikey_app.command("list")
@@ -107,22 +109,22 @@ def list_keys(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """The keys: prefix, scopes, state, dates and last use (never a secret)."""
     with _api(config, as_json) as api:
         try:
-            doc = api.api_keys.list()
+            listed = api.api_keys.list()
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json(doc)
+        emit_json(listed.to_json())
         return
     table = Table("key", "name", "scopes", "state", "created", "expires", "last used")
-    for k in doc["api_keys"]:
+    for k in listed.api_keys:
         table.add_row(
-            term(k["prefix"]),
-            term(k["name"] or ""),
-            term(" ".join(k["scopes"])),
-            term(k["state"]),
-            _when(k["created_at"]),
-            _when(k["expires_at"]),
-            _when(k["last_used_at"]),
+            term(k.prefix),
+            term(k.name or ""),
+            term(" ".join(k.scopes)),
+            term(k.state),
+            _when(k.created_at),
+            _when(k.expires_at),
+            _when(k.last_used_at),
         )
     console.print(table)
 
@@ -139,10 +141,10 @@ def rotate(
     """A replacement key with the same scopes; the old one expires after ``--grace``."""
     with _api(config, as_json) as api:
         try:
-            doc = api.api_keys.rotate(key_id, grace)
+            made = api.api_keys.rotate(key_id, grace)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
-    _new_key(doc, as_json)
+    _new_key(made, as_json)
 
 
 @apikey_app.command("revoke")
@@ -154,10 +156,10 @@ def revoke(
     """Revoke a key now: requests with it are refused from this moment."""
     with _api(config, as_json) as api:
         try:
-            doc = api.api_keys.revoke(key_id)
+            revoked = api.api_keys.revoke(key_id)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json(doc)
+        emit_json(revoked.to_json())
     else:
-        console.print(f"API key {term(doc['prefix'])} revoked")
+        console.print(f"API key {term(revoked.prefix)} revoked")

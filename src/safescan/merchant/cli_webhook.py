@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from safescan.client.answers_merchant import WebhookSecret
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
@@ -61,12 +62,12 @@ def _ms(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _secret_notice(secret: dict[str, Any]) -> None:
-    console.print(f"signing secret (shown once, store it now): [bold]{term(secret['secret'])}[/]")
-    if secret.get("previous_valid_until"):
+def _secret_notice(secret: WebhookSecret) -> None:
+    console.print(f"signing secret (shown once, store it now): [bold]{term(secret.secret)}[/]")
+    if secret.previous_valid_until:
         console.print(
             "the previous secret keeps signing until"
-            f" {term(_ms(int(secret['previous_valid_until']) * 1000))}"
+            f" {term(_ms(secret.previous_valid_until * 1000))}"
         )
 
 
@@ -86,18 +87,24 @@ def set_url(
             api.webhook.set(url)
             endpoint = api.webhook.get()
             secret = None
-            if endpoint.get("secret") is None and not no_secret:
+            if endpoint.secret is None and not no_secret:
                 secret = api.webhook.rotate_secret(0)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json({"url": endpoint["url"], "public_key": endpoint["public_key"], "secret": secret})
+        emit_json(
+            {
+                "url": endpoint.url,
+                "public_key": endpoint.public_key,
+                "secret": None if secret is None else secret.to_json(),
+            }
+        )
         return
-    console.print(f"webhook URL: {term(endpoint['url'])}")
-    console.print(f"institution key (v1a): {term(endpoint['public_key'])}")
+    console.print(f"webhook URL: {term(endpoint.url)}")
+    console.print(f"institution key (v1a): {term(endpoint.public_key)}")
     if secret is not None:
         _secret_notice(secret)
-    elif endpoint.get("secret"):
+    elif endpoint.secret is not None:
         console.print("the endpoint keeps its signing secret (rotate: safescan pos webhook rotate)")
 
 
@@ -124,20 +131,20 @@ def show(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json(endpoint)
+        emit_json(endpoint.to_json())
         return
-    console.print(f"webhook URL: {term(endpoint['url'] or '(none)')}")
-    console.print(f"institution key (v1a): {term(endpoint['public_key'])}")
-    s = endpoint.get("secret")
+    console.print(f"webhook URL: {term(endpoint.url or '(none)')}")
+    console.print(f"institution key (v1a): {term(endpoint.public_key)}")
+    s = endpoint.secret
     if s is None:
         console.print("signing secret: none (safescan pos webhook rotate makes one)")
     else:
         console.print(
-            f"signing secret: version {int(s['version'])},"
-            f" rotated {term(_ms(s['rotated_at'] * 1000))}"
+            f"signing secret: version {s.version},"
+            f" rotated {term(_ms(None if s.rotated_at is None else s.rotated_at * 1000))}"
             + (
-                f", previous one valid until {term(_ms(s['previous_valid_until'] * 1000))}"
-                if s.get("previous_valid_until")
+                f", previous one valid until {term(_ms(s.previous_valid_until * 1000))}"
+                if s.previous_valid_until
                 else ""
             )
         )
@@ -152,18 +159,18 @@ def test(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
             result = api.webhook.test()
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
-    ok = result["state"] == "delivered"
+    ok = result.state == "delivered"
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
     elif ok:
         console.print(
-            f"[green]delivered[/] {term(result['event_id'])}: HTTP {int(result['status'])}"
-            f" in {int(result['latency_ms'])} ms"
+            f"[green]delivered[/] {term(result.event_id)}: HTTP {result.status}"
+            f" in {result.latency_ms} ms"
         )
     else:
         console.print(
-            f"[red]not delivered[/] {term(result['event_id'])}:"
-            f" {term(result['error'] or result['error_kind'])} after {int(result['latency_ms'])} ms"
+            f"[red]not delivered[/] {term(result.event_id)}:"
+            f" {term(result.error or result.error_kind)} after {result.latency_ms} ms"
         )
     if not ok:
         raise typer.Exit(1)
@@ -184,9 +191,9 @@ def deliveries(
             page = api.webhook.deliveries(limit=limit, before=before, event_id=event)
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
-    rows = page["deliveries"]
+    rows = page.deliveries
     if as_json:
-        emit_json(page)
+        emit_json(page.to_json())
         return
     if not rows:
         console.print("no delivery attempts recorded")
@@ -196,26 +203,24 @@ def deliveries(
         table.add_column(col, justify="right" if col in ("id", "#", "latency") else "left")
     colours = {"delivered": "green", "retrying": "yellow", "failed": "red"}
     for d in rows:
-        result = f"HTTP {d['status']}" if d["status"] is not None else d["error_kind"] or "-"
+        result = f"HTTP {d.status}" if d.status is not None else d.error_kind or "-"
         table.add_row(
-            term(str(d["id"])),
-            term(_ms(d["at_ms"])),
-            term(d["event_id"]) + (" (test)" if d["kind"] == "test" else ""),
-            term(str(d["attempt"])),
+            term(str(d.id)),
+            term(_ms(d.at_ms)),
+            term(d.event_id) + (" (test)" if d.kind == "test" else ""),
+            term(str(d.attempt)),
             term(result),
-            f"{int(d['latency_ms'])} ms",
-            term(_ms(d["next_retry_ms"])),
-            Text(term(d["state"]), style=colours.get(d["state"], "white")),
+            f"{d.latency_ms} ms",
+            term(_ms(d.next_retry_ms)),
+            Text(term(d.state), style=colours.get(d.state, "white")),
         )
     console.print(table)
     if len(rows) == limit:
-        console.print(f"older attempts: --before {int(rows[-1]['id'])}")
-    kept = page.get("retention", {})
-    if kept:
-        console.print(
-            f"kept: the last {int(kept['per_endpoint'])} attempts,"
-            f" at most {int(kept['max_age']) // DAY} days"
-        )
+        console.print(f"older attempts: --before {rows[-1].id}")
+    kept = page.retention
+    console.print(
+        f"kept: the last {kept.per_endpoint} attempts, at most {kept.max_age // DAY} days"
+    )
 
 
 @webhook_app.command("resend")
@@ -232,11 +237,11 @@ def resend(
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json(result)
-    elif result["requeued"]:
+        emit_json(result.to_json())
+    elif result.requeued:
         console.print(
-            f"{term(event_id)} queued for delivery (request {term(result.get('request_id'))},"
-            f" linked to the event's request {term(result.get('original_request_id'))})"
+            f"{term(event_id)} queued for delivery (request {term(result.request_id)},"
+            f" linked to the event's request {term(result.original_request_id)})"
         )
     else:
         console.print(f"{term(event_id)} is already queued for delivery (nothing more queued)")
@@ -261,7 +266,7 @@ def rotate(
         except SafescanError as exc:
             raise fail(exc, as_json=as_json, status=2) from None
     if as_json:
-        emit_json(secret)
+        emit_json(secret.to_json())
         return
-    console.print(f"secret version {int(secret['version'])}")
+    console.print(f"secret version {secret.version}")
     _secret_notice(secret)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from safescan.api.errors import NotFound
+from safescan.api.states import OrderState
+from safescan.client.answers import RefundRecord, SettlementRow, StaticCodeIssued
 from safescan.client.errors import InstitutionUnreachable
 from safescan.client.events import VerifiedEvent
 from safescan.client.merchant import MerchantClient, Order
@@ -84,19 +86,21 @@ class MerchantApi(MerchantClient):
             idempotency_key=idempotency_key,
         )
 
-    def settlement(self, day: str) -> list[dict[str, Any]]:
+    def settlement(self, day: str) -> tuple[SettlementRow, ...]:
         """The institution's settlement rows of this merchant for one UTC day (``YYYY-MM-DD``;
         ``GET /v1/merchant/settlement``): one per currency with activity."""
         return self.settlements.day(day)
 
     def refund_list(
         self, *, day: str | None = None, order_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[RefundRecord, ...]:
         """The merchant's refunds (every terminal's) of one UTC day and/or one order, oldest
         first (``GET /v1/merchant/refunds``)."""
         return self.refund_history.list(day=day, order_id=order_id)
 
-    def static_code(self, *, currency: str | None = None, valid_days: int = 365) -> dict[str, Any]:
+    def static_code(
+        self, *, currency: str | None = None, valid_days: int = 365
+    ) -> StaticCodeIssued:
         """A new sealed static code to print (``POST /v1/merchant/static-codes``): the customer
         enters the amount."""
         return self.static_codes.create(currency=currency, valid_days=valid_days)
@@ -112,8 +116,8 @@ def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receip
         if time.time() >= order.expires_at:
             raise OrderNotPaid("the code expired without payment") from None
         return None
-    if state.get("payment_id"):
-        receipt = api.payments.verified_receipt(str(state["payment_id"]), order)
+    if state.payment_id:
+        receipt = api.payments.verified_receipt(state.payment_id, order)
         data = {
             "payment_id": receipt.payment_id,
             "order_id": order.order_id,
@@ -123,8 +127,8 @@ def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receip
             "paid_at": receipt.paid_at,
         }
         return VerifiedEvent(0, "payment.succeeded", "", receipt.paid_at, data), receipt
-    if state.get("state") in ("CLOSED", "EXPIRED"):
-        raise OrderNotPaid(f"the order is {str(state['state']).lower()}, without payment")
+    if state.state in (OrderState.CLOSED, OrderState.EXPIRED):
+        raise OrderNotPaid(f"the order is {state.state.lower()}, without payment")
     return None
 
 

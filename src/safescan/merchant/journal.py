@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from safescan.client.answers import OrderView, RefundMade, StaticCodeIssued
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
 from safescan.merchant.client import Order
@@ -224,35 +225,35 @@ class Journal:
             ),
         )
 
-    def refresh_from(self, doc: dict[str, Any]) -> None:
+    def refresh_from(self, order: OrderView) -> None:
         """Store an order as the institution lists it (``GET /v1/merchant/orders``): added
         if this journal does not know it (made by another terminal), else updated."""
-        items = json.dumps(doc.get("items") or [], ensure_ascii=False)
+        items = json.dumps([i.to_cbor() for i in order.items], ensure_ascii=False)
         self._write(
             "INSERT OR IGNORE INTO orders (order_id, created_at, total, currency, items, state,"
             " updated_at, origin, kind, reference, merchant_id, expires_at) VALUES"
             " (?, ?, ?, ?, ?, ?, ?, 'institution', ?, ?, ?, ?)",
             (
-                str(doc["order_id"]),
-                int(doc.get("created_at") or 0),
-                int(doc.get("total") or 0),
-                int(doc.get("currency") or 0),
+                order.order_id,
+                order.created_at,
+                order.total,
+                order.currency,
                 items,
-                str(doc.get("state") or "CREATED"),
+                str(order.state),
                 int(time.time()),
-                doc.get("kind"),
-                doc.get("reference"),
-                doc.get("merchant_id"),
-                doc.get("expires_at"),
+                order.kind,
+                order.reference,
+                order.merchant_id,
+                order.expires_at,
             ),
         )
-        self.update(str(doc["order_id"]), doc)
-        if doc.get("kind") == "static" and doc.get("total"):
+        self.update(order.order_id, order.to_json())
+        if order.kind == "static" and order.total:
             # a static code's order: its amount is known once paid
             self._write(
                 "UPDATE orders SET total = ?, items = ? WHERE order_id = ? AND origin ="
                 " 'institution'",
-                (int(doc["total"]), items, str(doc["order_id"])),
+                (order.total, items, order.order_id),
             )
 
     def _docs(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -354,24 +355,24 @@ class Journal:
 
     # --- refunds ---------------------------------------------------------------------------
 
-    def add_refund(self, doc: dict[str, Any], *, reason: str | None, staff: str) -> None:
+    def add_refund(self, refund: RefundMade, *, reason: str | None, staff: str) -> None:
         """A refund the institution made at this terminal's request (its answer)."""
         self._write(
             "INSERT OR IGNORE INTO refunds (refund_id, order_id, amount, currency, reason, staff,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                str(doc["refund_id"]),
-                str(doc["order_id"]),
-                int(doc["amount"]),
-                int(doc.get("currency") or 0),
+                refund.refund_id,
+                refund.order_id,
+                refund.amount,
+                refund.currency,
                 reason,
                 staff,
-                int(doc.get("created_at") or time.time()),
+                refund.created_at or int(time.time()),
             ),
         )
         self.update(
-            str(doc["order_id"]),
-            {"state": doc.get("order_state"), "refunded_amount": doc.get("refunded_amount")},
+            refund.order_id,
+            {"state": str(refund.order_state), "refunded_amount": refund.refunded_amount},
         )
 
     def refunds(
@@ -424,17 +425,17 @@ class Journal:
 
     # --- printed static codes ------------------------------------------------------------------
 
-    def add_static_code(self, code_id: str, doc: dict[str, Any], label: str) -> None:
+    def add_static_code(self, code_id: str, issued: StaticCodeIssued, label: str) -> None:
         """A static code the institution issued, to print."""
         self._write(
             "INSERT INTO static_codes (code_id, code, currency, label, expires_at, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (
                 code_id,
-                str(doc["code"]),
-                doc.get("currency"),
+                issued.code,
+                issued.currency,
                 label,
-                int(doc["expires_at"]),
+                issued.expires_at,
                 int(time.time()),
             ),
         )

@@ -18,6 +18,8 @@ import secrets
 import time
 from typing import Any
 
+from safescan.api.states import OrderState
+from safescan.client.answers import OrderView as InstitutionOrder
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.merchant.client import receipt_summary
@@ -70,16 +72,16 @@ async def mark_paid(state: PosState, v: OrderView, payment_id: str) -> None:
     state.publish(v)
 
 
-async def apply(state: PosState, doc: dict[str, Any]) -> None:
+async def apply(state: PosState, order: InstitutionOrder) -> None:
     """Store what the institution says about one order; update a shown order's page."""
-    await asyncio.to_thread(state.journal.refresh_from, doc)
-    v = state.orders.get(str(doc.get("order_id")))
+    await asyncio.to_thread(state.journal.refresh_from, order)
+    v = state.orders.get(order.order_id)
     if v is None:
         return
-    if doc.get("payment_id") and v.receipt is None:
-        await mark_paid(state, v, str(doc["payment_id"]))
-    new_state = str(doc.get("state") or v.state)
-    refunded = int(doc.get("refunded_amount") or 0)
+    if order.payment_id and v.receipt is None:
+        await mark_paid(state, v, order.payment_id)
+    new_state = str(order.state)
+    refunded = order.refunded_amount
     if v.receipt is None and new_state not in ("CREATED", "CLOSED", "EXPIRED"):
         return  # never shown as paid before the receipt verifies
     if (new_state, refunded) != (v.state, v.refunded):
@@ -94,13 +96,12 @@ async def reconcile(state: PosState, *, pages: int = 10) -> int:
     seen = 0
     for _ in range(pages):
         page = await asyncio.to_thread(state.api.orders.list, PAGE, after)
-        orders = page.get("orders") or []
-        for doc in orders:
-            await apply(state, doc)
-        seen += len(orders)
-        if not page.get("has_more") or not orders:
+        for order in page.orders:
+            await apply(state, order)
+        seen += len(page.orders)
+        if not page.has_more or not page.orders:
             break
-        after = str(orders[-1]["order_id"])
+        after = page.orders[-1].order_id
     state.reconciled_at = time.time()
     return seen
 
@@ -112,8 +113,7 @@ async def handle_event(state: PosState, kind: str, data: dict[str, Any]) -> None
     if v is None or kind not in ("payment.succeeded", "refund.succeeded"):
         if kind.startswith(("payment.", "refund.", "order.")) and order_id != "None":
             # an order of another terminal (or a state change): ask the institution
-            doc = await asyncio.to_thread(state.api.orders.get, order_id)
-            await apply(state, doc)
+            await apply(state, await asyncio.to_thread(state.api.orders.get, order_id))
         return
     if kind == "payment.succeeded" and v.receipt is None:
         await mark_paid(state, v, str(data.get("payment_id")))
@@ -135,23 +135,22 @@ async def preview_refund(
     it now (whichever terminal made it) and offer a single-use confirmation for it."""
     if set(doc) - {"amount", "reason"}:
         raise PosRequestRefused("a refund is {amount, reason}")
-    now_doc = await asyncio.to_thread(state.api.orders.get, order_id)
-    await apply(state, now_doc)
-    order_state = str(now_doc.get("state"))
-    paid = int(now_doc.get("paid_amount") or 0)
-    left = paid - int(now_doc.get("refunded_amount") or 0)
-    if order_state not in ("PAID", "PARTIALLY_REFUNDED") or left <= 0:
-        raise PosRequestRefused(f"the order is {order_state}: nothing to refund")
+    now = await asyncio.to_thread(state.api.orders.get, order_id)
+    await apply(state, now)
+    paid = now.paid_amount
+    left = paid - now.refunded_amount
+    if now.state not in (OrderState.PAID, OrderState.PARTIALLY_REFUNDED) or left <= 0:
+        raise PosRequestRefused(f"the order is {now.state}: nothing to refund")
     amount = left if doc.get("amount") is None else refund_amount(doc["amount"], left=left)
     reason = refund_reason(doc.get("reason") or None)
-    now = time.monotonic()
-    for key in [k for k, o in state.offers.items() if o.expires < now]:
+    at = time.monotonic()
+    for key in [k for k, o in state.offers.items() if o.expires < at]:
         del state.offers[key]
     confirmation = "rfc_" + secrets.token_urlsafe(18)
     state.offers[confirmation] = RefundOffer(
-        order_id, amount, reason, sid, now + REFUND_OFFER_SECONDS, user
+        order_id, amount, reason, sid, at + REFUND_OFFER_SECONDS, user
     )
-    cur = lookup_currency(int(now_doc["currency"]))
+    cur = lookup_currency(now.currency)
     return {
         "confirmation": confirmation,
         "order_id": order_id,
@@ -185,6 +184,6 @@ async def confirm_refund(state: PosState, order_id: str, token: object, sid: str
     await asyncio.to_thread(state.journal.add_refund, out, reason=offer.reason, staff=offer.user)
     v = state.orders.get(order_id)
     if v is not None:
-        v.refunded = int(out.get("refunded_amount", v.refunded))
-        v.state = str(out.get("order_state", v.state))
+        v.refunded = out.refunded_amount
+        v.state = str(out.order_state)
         state.publish(v)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import NotFound
+from safescan.client.answers import OrderView
 from safescan.client.errors import InstitutionUnreachable
 from safescan.code.certs import (
     Certificate,
@@ -291,7 +292,7 @@ class LocalSealer:
         return doc
 
 
-def sealed_order_state(api: MerchantApi, order: Order) -> dict[str, Any] | None:
+def sealed_order_state(api: MerchantApi, order: Order) -> OrderView | None:
     """The institution's view of a terminal-sealed order: None while it is unpaid (the
     institution records such an order only when it is paid)."""
     try:

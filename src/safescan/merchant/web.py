@@ -300,8 +300,8 @@ def create_app(
 
     async def api_close(request: Request, _sid: str) -> Response:
         v = known(request.path_params["order_id"])
-        doc = await asyncio.to_thread(state.api.orders.close, v.order.order_id)
-        await posorders.apply(state, doc)
+        closed = await asyncio.to_thread(state.api.orders.close, v.order.order_id)
+        await posorders.apply(state, closed)
         return JSONResponse(v.staff_json(), headers=SECURITY_HEADERS)
 
     def order_json(order_id: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from safescan.api.states import CodeState, Status
 from safescan.carrier.client import CarrierClient, CodeContents
 from safescan.carrier.errors import (
     CardStatusError,
@@ -33,6 +34,7 @@ from safescan.carrier.errors import (
     CodeRefused,
     TransportError,
 )
+from safescan.client.answers import CodeStatus, PaymentMade
 from safescan.client.errors import InstitutionUnreachable
 from safescan.client.retry import retry_budget
 from safescan.client.wallet import WalletClient
@@ -61,11 +63,11 @@ from safescan.wallet.store import History, PendingPayment, WalletConfig
 
 #: Institution answers (error codes) that mean "this code cannot be paid", shown as refusals.
 _STATUS_REFUSALS = {
-    "paid": ("already_paid", "this code has already been paid"),
-    "refunded": ("already_paid", "this code has already been paid (and refunded)"),
-    "closed": ("order_closed", "the merchant cancelled this order"),
-    "expired": ("code_expired", "this code has expired; ask the merchant for a new one"),
-    "unknown": ("unknown_order", "the institution does not know this code's order"),
+    CodeState.PAID: ("already_paid", "this code has already been paid"),
+    CodeState.REFUNDED: ("already_paid", "this code has already been paid (and refunded)"),
+    CodeState.CLOSED: ("order_closed", "the merchant cancelled this order"),
+    CodeState.EXPIRED: ("code_expired", "this code has expired; ask the merchant for a new one"),
+    CodeState.UNKNOWN: ("unknown_order", "the institution does not know this code's order"),
 }
 
 
@@ -330,16 +332,16 @@ class Wallet:
             )
         status = self.code_status(text)
         if status is not None:
-            if status.get("merchant_status") == "revoked":
+            if status.merchant_status is Status.REVOKED:
                 raise CodeRefusedByWallet(
                     "the institution has revoked this merchant: do not pay",
                     reason="merchant_revoked",
                 )
-            refusal = _STATUS_REFUSALS.get(str(status.get("state")))
+            refusal = _STATUS_REFUSALS.get(status.state)
             if refusal is not None:
                 raise CodeRefusedByWallet(refusal[1], reason=refusal[0])
 
-    def code_status(self, text: str) -> dict[str, Any] | None:
+    def code_status(self, text: str) -> CodeStatus | None:
         """The institution's view of a code, if it offers ``POST /v1/codes/status``.
 
         Returns None when the institution has no such endpoint or cannot be reached (the
@@ -354,7 +356,7 @@ class Wallet:
                 f"the institution refuses this code: {exc.message}", reason=exc.code
             ) from None
 
-    def pay_authorization(self, p: PendingPayment) -> dict[str, Any]:
+    def pay_authorization(self, p: PendingPayment) -> PaymentMade:
         """Send a remembered payment until its outcome is known (see
         :func:`safescan.wallet.pending.submit`); returns the success answer."""
         return pending.submit(
@@ -374,22 +376,19 @@ class Wallet:
             doc = pending.lookup_once(self.api, p)
         except SafescanError as exc:
             return out | {"outcome": "unknown", "message": exc.message}
-        state = doc.get("outcome")
-        if state == "succeeded" and isinstance(doc.get("payment"), dict):
+        if doc.payment is not None:  # succeeded
             try:
-                paid = self._keep(p, doc["payment"])
+                paid = self._keep(p, doc.payment)
             except ReceiptInvalid as exc:
                 return out | {"outcome": "unknown", "message": exc.message}
             return out | {"outcome": "paid", "payment": paid.to_json()}
-        if state in ("refused", "not_processed"):
-            self.history.drop_pending(p.idempotency_key)
-            error = doc.get("error")
-            detail = error.get("message") if isinstance(error, dict) else None
-            message = str(detail or doc.get("message") or state)
-            return out | {"outcome": "not_charged", "message": message}
-        return out | {"outcome": "unknown", "message": "the institution's answer is malformed"}
+        # refused or not processed: certainly not charged
+        self.history.drop_pending(p.idempotency_key)
+        detail = doc.error.message if doc.error is not None else None
+        message = str(detail or doc.message or doc.outcome)
+        return out | {"outcome": "not_charged", "message": message}
 
-    def _keep(self, p: PendingPayment, answer: dict[str, Any]) -> Payment:
+    def _keep(self, p: PendingPayment, answer: PaymentMade) -> Payment:
         """Verify the answer's receipt against what was approved, and keep it."""
         try:
             receipt = pending.check_receipt(answer, p, self.config.trust)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 from safescan.api.wire import PaymentRequest
+from safescan.client.answers import PaymentLookup, PaymentMade
 from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown, RequestNotProcessed
-from safescan.client.retry import send_until_known
 from safescan.client.trust import verify_receipt
 from safescan.client.wallet import WalletClient
 from safescan.code.authorization import Receipt
@@ -50,7 +49,7 @@ def submit(
     lookups: int = 3,
     backoff: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
+) -> PaymentMade:
     """Send the payment until its outcome is known; returns the success answer.
 
     It rides through a failover: retried with the same Idempotency-Key for up to ``budget``
@@ -60,12 +59,10 @@ def submit(
     Raises :class:`PaymentNotMade` when it is certain nothing was charged and
     :class:`PaymentOutcomeUnknown` when it is not known.
     """
-    key = p.idempotency_key
     try:
-        answer = send_until_known(
-            lambda: api.payments.create(_request(p), idempotency_key=key),
-            lambda: api.payments.lookup(_request(p), idempotency_key=key),
-            "payment",
+        return api.payments.until_known(
+            _request(p),
+            idempotency_key=p.idempotency_key,
             budget=budget,
             tries=tries,
             lookups=lookups,
@@ -93,14 +90,13 @@ def submit(
         raise PaymentNotMade(
             f"the institution refused the payment: {exc.message}", cause=exc.code
         ) from None
-    return dict(answer)
 
 
-def check_receipt(answer: dict[str, Any], p: PendingPayment, trust: TrustStore) -> Receipt:
+def check_receipt(answer: PaymentMade, p: PendingPayment, trust: TrustStore) -> Receipt:
     """The answer's receipt, verified: signed by the institution, for this very payment
     (merchant, order, amount, currency, code)."""
     receipt = verify_receipt(
-        str(answer.get("receipt", "")),
+        answer.receipt,
         trust,
         merchant_id=p.merchant_id,
         order_id=p.order_id or None,
@@ -108,12 +104,12 @@ def check_receipt(answer: dict[str, Any], p: PendingPayment, trust: TrustStore) 
         currency=p.currency,
         code_digest=p.code_digest,
     )
-    if receipt.payment_id != answer.get("payment_id"):
+    if receipt.payment_id != answer.payment_id:
         raise SafescanError("the receipt is for another payment")
     return receipt
 
 
-def lookup_once(api: WalletClient, p: PendingPayment) -> dict[str, Any]:
+def lookup_once(api: WalletClient, p: PendingPayment) -> PaymentLookup:
     """One status lookup of a pending payment (settles it at the institution)."""
     return api.payments.lookup(_request(p), idempotency_key=p.idempotency_key)
 

@@ -111,7 +111,7 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
         assert PIN not in kept, kept
     with MerchantApi(world.pos) as api:
         paid = api.orders.get(order.order_id)
-    assert paid["state"] == "PAID" and paid["payment_id"] == payment_id
+    assert paid.state == "PAID" and paid.payment_id == payment_id
     assert _balance(world, party.customer_id) == before - 1300
     with Wallet.load(party.wallet_dir) as wallet:
         assert wallet.history.paid_code(order.digest) == payment_id
@@ -238,7 +238,7 @@ def test_a_lookalike_merchant_is_shown_with_its_warning_before_the_pin(
     finally:
         srv.stop()
     with MerchantApi(cfg) as api:
-        assert api.orders.get(order.order_id)["state"] != "PAID"
+        assert api.orders.get(order.order_id).state != "PAID"
 
 
 def test_a_video_with_no_code_keeps_scanning_without_error(
@@ -290,4 +290,4 @@ def test_a_sticker_next_to_the_code_is_not_picked_either(
         assert scans == [] and errors == []
     assert _balance(world, party.customer_id) == before
     with MerchantApi(world.pos) as api:
-        assert api.orders.get(genuine.order_id)["state"] == "CREATED"
+        assert api.orders.get(genuine.order_id).state == "CREATED"

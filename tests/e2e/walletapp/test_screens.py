@@ -227,7 +227,7 @@ def test_a_payment_the_institution_refuses_is_shown_as_not_paid(
             assert page.locator("#screen-failed").get_attribute("data-outcome") == "not_paid"
             assert "refused" in page.locator("#failed-message").inner_text()
             check_screen(page, "failed")
-        assert api.orders.get(order.order_id)["state"] == "CLOSED"
+        assert api.orders.get(order.order_id).state == "CLOSED"
 
 
 def test_cancel_on_the_offer_pays_nothing(
@@ -244,7 +244,7 @@ def test_cancel_on_the_offer_pays_nothing(
         wait_screen(page, "scan")
         assert page.locator("#announcer").inner_text() in ("", "Cancelled: nothing was paid")
     with MerchantApi(world.pos) as api:
-        assert api.orders.get(order.order_id)["state"] == "CREATED"
+        assert api.orders.get(order.order_id).state == "CREATED"
 
 
 def test_an_unpaired_browser_gets_nothing_but_the_pair_screen(

@@ -39,7 +39,7 @@ def test_a_printed_code_is_paid_with_the_amount_and_a_tip(
     world: World, party: Party, server: WalletServer, pw: Any, tmp_path: Path
 ) -> None:
     with MerchantApi(world.pos) as api:
-        code = api.static_code(currency="EUR", valid_days=30)["code"]
+        code = api.static_code(currency="EUR", valid_days=30).code
     video = fakecam.write_video(tmp_path / "printed.y4m", code)
     before = _balance(world, party.customer_id)
     with phone(pw, video) as ctx:
