@@ -3,10 +3,10 @@
 Layout of the key directory (mode 0700; every file 0600, written atomically)::
 
     keys.json          index: root key id, scheme key ids (no secrets)
-    root-<kid>.pem     Ed25519 root signing key (sealed PKCS#8, code/keyfile.py), unless it lives in a
-                       PKCS#11 token (``keys.json`` then says which, with its public key;
+    root-<kid>.pem     Ed25519 root signing key (sealed PKCS#8: code/keyfile.py), unless it is in
+                       a PKCS#11 token (``keys.json`` then says which, with its public key;
                        :mod:`.hsm`)
-    scheme-<kid>.json  X25519 scheme code key with id and retirement time (sealed PKCS#8, code/keyfile.py)
+    scheme-<kid>.json  X25519 scheme code key with id and retirement time (sealed PKCS#8)
     secret.json        32-byte server secret (AES-256-GCM under a scrypt-derived key)
 
 The root key signs certificates, dynamic codes, receipts, revocation lists, provisioning
