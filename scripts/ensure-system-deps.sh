@@ -6,7 +6,8 @@
 #     libpcsclite-dev, swig and pkg-config, which the PC/SC extra (pyscard) builds against,
 #   - opensc and pcsc-tools (PC/SC clients nobody here wrote, used to check the carrier),
 #   - patroni, etcd-server and haproxy (the institution's HA cluster: scripts/cluster.sh and
-#     tests/cluster run their own instances on loopback),
+#     tests/cluster run their own instances on loopback), with python3-idna (a Recommends of
+#     Debian's urllib3 that Patroni needs to reach etcd and its peers over https),
 #   - faketime (libfaketime: the fault tests jump a real server's wall clock),
 #   - softhsm2 (a PKCS#11 token in software: the institution's signing keys in an HSM),
 #   - fonts-dejavu-core (the shop's name on the web POS's printable shop-front codes),
@@ -26,6 +27,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v opensc-tool >/dev/null 2>&1 || missing+=(opensc)
 command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools)
 command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+/usr/bin/python3 -c "import idna" >/dev/null 2>&1 || missing+=(python3-idna)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)

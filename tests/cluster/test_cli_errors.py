@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from safescan.cluster import ClusterError, ClusterSpec, Tuning
-from safescan.cluster.render import haproxy_config, patroni_config
+from safescan.cluster.render import etcd_argv, haproxy_config, patroni_config
 from safescan.cluster.spec import SPEC_FILE, load_or_create
+from safescan.cluster.tls import node_tls
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -125,9 +126,21 @@ def test_rendered_configuration_keeps_the_guarantees() -> None:
     for role in ("superuser", "replication"):
         auth = cfg["postgresql"]["authentication"][role]
         assert auth["sslmode"] == "verify-full" and auth["sslrootcert"] == "/x/pg/pg0/tls/ca.pem"
+    rest, etcd = cfg["restapi"], cfg["etcd"]
+    assert rest["certfile"] == "/x/pg/pg0/tls/server.pem" and rest["cafile"].endswith("ca.pem")
+    assert etcd["protocol"] == "https" and etcd["cacert"] == "/x/pg/pg0/tls/ca.pem"
+    assert etcd["cert"] and etcd["key"]
+    argv = etcd_argv(spec, 0, Path("/x/etcd/etcd0"), "t", node_tls(Path("/x/pg/pg0")))
+    assert "--client-cert-auth" in argv and "--peer-client-cert-auth" in argv
+    assert not any("http://" in a for a in argv)
     tls = HaproxyTls(Path("/x/haproxy/api-frontend.pem"), Path("/x/haproxy/ca.pem"))
     text = haproxy_config(spec, Path("/x/haproxy"), tls)
     assert "option httpchk GET /primary" in text and "on-marked-down shutdown-sessions" in text
+    pg_servers = [ln for ln in text.split("listen api")[0].splitlines() if "server pg" in ln]
+    assert pg_servers and all(
+        f"check-ssl verify required ca-file {tls.ca_file} verifyhost localhost" in ln
+        for ln in pg_servers
+    )
     # the API hop: TLS from the clients (HAProxy's certificate) and to every API process,
     # verified against the cluster's CA and name; a process is in rotation only on /readyz 200
     api = text.split("listen api", 1)[1]

@@ -7,14 +7,17 @@ would. Bounded: one cluster for the module, a 20 s load run."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ import psycopg
 import pytest
 
 from safescan.cluster import Cluster, read_spec
-from safescan.cluster.procs import children_of, port_free, start_time, wait_until
+from safescan.cluster import tls as cluster_tls
+from safescan.cluster.procs import children_of, http_json, port_free, start_time, wait_until
 from safescan.cluster.spec import free_base_port
 from safescan.web import pki
 from tests.cluster.workload import FaultInjector, prepare, run_load, timeline, verify
@@ -174,6 +178,59 @@ def test_postgres_speaks_only_tls_verified_with_the_cluster_ca(
         return repl[1] == cluster.spec.nodes - 1 and app[1] >= 1
 
     assert wait_until(no_plain_tcp_session, 120, 1.0)
+
+
+def test_etcd_and_patroni_speak_only_verified_tls(cluster: Cluster, tmp_path: Path) -> None:
+    """etcd (client and peer ports) and Patroni's REST API are HTTPS verified with the
+    cluster's CA: plain HTTP gets no answer, a client verifying with another CA or the system's
+    CAs is refused, and etcd refuses a client without a certificate of the cluster's CA (none,
+    or one of another CA); HAProxy's /primary check reaches every Patroni over verified TLS."""
+    p, n = cluster.spec.ports, cluster.spec.nodes
+    other_ca, other_key = pki.make_ca()
+    other_cert, other_cert_key = pki.make_server_cert(
+        other_ca, other_key, ["localhost", "127.0.0.1"], client_auth=True
+    )
+    (tmp_path / "ca.pem").write_bytes(pki.cert_pem(other_ca))
+    (tmp_path / "cert.pem").write_bytes(pki.cert_pem(other_cert))
+    pki.write_private(tmp_path / "key.pem", pki.key_pem(other_cert_key))
+    me = cluster_tls.supervisor_tls(cluster.tls_dir)
+    ours = cluster_tls.client_context(cluster.ca_file, me)
+    no_cert = pki.client_context(cluster.ca_file)
+    foreign_cert = pki.client_context(cluster.ca_file)
+    foreign_cert.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    other_trust = cluster_tls.client_context(tmp_path / "ca.pem", me)
+    system = ssl.create_default_context()
+    for i in range(n):
+        for port, path in ((p.etcd_client(i), "/health"), (p.etcd_peer(i), "/members")):
+            url = f"127.0.0.1:{port}{path}"
+            assert http_json(f"http://{url}")[0] != 200, url
+            for ctx in (no_cert, foreign_cert, other_trust, system):
+                assert http_json(f"https://{url}", 5, ctx) == (0, None), (url, ctx)
+            assert http_json(f"https://{url}", 5, ours)[0] == 200, url
+        rest = f"127.0.0.1:{p.patroni(i)}/cluster"
+        assert http_json(f"http://{rest}")[0] != 200
+        for ctx in (other_trust, system):
+            assert http_json(f"https://{rest}", 5, ctx) == (0, None)
+        assert http_json(f"https://{rest}", 5, cluster.client_context())[0] == 200
+
+    def checks() -> dict[str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p.stats}/;csv", timeout=5) as r:
+            rows = csv.DictReader(r.read().decode().lstrip("# ").splitlines())
+            return {
+                row["svname"]: row["check_status"]
+                for row in rows
+                if row["pxname"] == "postgres_primary" and row["svname"].startswith("pg")
+            }
+
+    leader = cluster.wait_leader(60)
+
+    def settled() -> bool:  # the leader answers 200, the others 503, both over TLS (L7)
+        got = checks()
+        return got.get(str(leader)) == "L7OK" and all(
+            v == "L7STS" for k, v in got.items() if k != leader
+        )
+
+    assert wait_until(settled, 60, 0.5), checks()
 
 
 def test_killing_the_primary_under_load_loses_and_doubles_nothing(cluster: Cluster) -> None:

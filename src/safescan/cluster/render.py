@@ -52,11 +52,14 @@ def node_name(i: int) -> str:
     return f"pg{i}"
 
 
-def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str]:
+def etcd_argv(
+    spec: ClusterSpec, i: int, data_dir: Path, token: str, node: cluster_tls.NodeTls
+) -> list[str]:
     """Command line of etcd member ``i`` (with the v2 API, the one Patroni uses: see
-    :func:`patroni_config`)."""
+    :func:`patroni_config`), over TLS with ``node``'s certificate (clients and peers must
+    present one of the cluster's CA)."""
     p = spec.ports
-    peers = ",".join(f"etcd{k}=http://{HOST}:{p.etcd_peer(k)}" for k in range(spec.nodes))
+    peers = ",".join(f"etcd{k}=https://{HOST}:{p.etcd_peer(k)}" for k in range(spec.nodes))
     return [
         "etcd",
         "--name",
@@ -64,13 +67,13 @@ def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str
         "--data-dir",
         str(data_dir),
         "--listen-client-urls",
-        f"http://{HOST}:{p.etcd_client(i)}",
+        f"https://{HOST}:{p.etcd_client(i)}",
         "--advertise-client-urls",
-        f"http://{HOST}:{p.etcd_client(i)}",
+        f"https://{HOST}:{p.etcd_client(i)}",
         "--listen-peer-urls",
-        f"http://{HOST}:{p.etcd_peer(i)}",
+        f"https://{HOST}:{p.etcd_peer(i)}",
         "--initial-advertise-peer-urls",
-        f"http://{HOST}:{p.etcd_peer(i)}",
+        f"https://{HOST}:{p.etcd_peer(i)}",
         "--initial-cluster",
         peers,
         "--initial-cluster-token",
@@ -86,6 +89,7 @@ def etcd_argv(spec: ClusterSpec, i: int, data_dir: Path, token: str) -> list[str
         "zap",
         "--log-outputs",
         "stderr",
+        *cluster_tls.etcd_tls_args(node),
     ]
 
 
@@ -112,13 +116,17 @@ def patroni_config(
             "listen": f"{HOST}:{p.patroni(i)}",
             "connect_address": f"{HOST}:{p.patroni(i)}",
             "authentication": {"username": "patroni", "password": secrets.rest_password},
+            **cluster_tls.patroni_restapi(node),  # HTTPS (cluster/tls.py)
         },
         # etcd's v2 API on purpose: Patroni 3.0.2 (Debian 12) renews the leader key over the v3
         # API with an unconditional put when its lease has expired, so a primary whose Patroni
         # stalled past ttl takes the key back from the promoted standby on waking (split brain,
         # acknowledged commits rewound; fixed upstream in 3.0.3, patroni/patroni#2689). Over
         # v2 the renewal is a compare-and-swap on the key's value, which then fails.
-        "etcd": {"hosts": [f"{HOST}:{p.etcd_client(k)}" for k in range(spec.nodes)]},
+        "etcd": {
+            "hosts": [f"{HOST}:{p.etcd_client(k)}" for k in range(spec.nodes)],
+            **cluster_tls.patroni_etcd(node),
+        },
         "bootstrap": {
             "dcs": {
                 "ttl": t.ttl,
@@ -194,9 +202,11 @@ class HaproxyTls:
 
 def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
     """HAProxy: the PostgreSQL frontend leads to whichever node's Patroni answers 200 on
-    ``/primary``; sessions to a node marked down are cut at once, so clients reconnect to the
-    new primary. The API frontend spreads requests over the API processes and moves a
-    request to another process only if it could not connect (never after sending it).
+    ``/primary`` (asked over TLS, Patroni's certificate verified with the cluster's CA, name
+    ``localhost``); the PostgreSQL sessions themselves pass through (TLS end to end). Sessions
+    to a node marked down are cut at once, so clients reconnect to the new primary. The API
+    frontend spreads requests over the API processes and moves a request to another process
+    only if it could not connect (never after sending it).
 
     The API hop is TLS on both sides: HAProxy terminates the clients' TLS with its certificate
     from the cluster's CA and re-encrypts to each API process, verifying its certificate
@@ -234,6 +244,8 @@ def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
     ]
     lines += [
         f"    server {node_name(i)} {HOST}:{p.pg(i)} maxconn 190 check port {p.patroni(i)}"
+        f" check-ssl verify required ca-file {tls.ca_file} verifyhost {TLS_NAME}"
+        f" check-sni {TLS_NAME}"
         for i in range(spec.nodes)
     ]
     lines += [

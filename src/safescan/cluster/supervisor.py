@@ -197,17 +197,9 @@ class Cluster:
             os.chmod(self.node_dir(i), 0o700)
 
     def _prepare_tls(self) -> None:
-        """The cluster's CA and the API processes' certificate (once); from the same CA,
-        HAProxy's certificate and each PostgreSQL node's (cluster/tls.py)."""
-        tls = self.tls_dir
-        if not tls.ca_cert.exists():
-            pki.create_tls_dir(tls)
-        elif not tls.exists():
-            pki.issue_server_cert(tls, list(pki.DEFAULT_NAMES))
-        front = self.haproxy_tls
-        cluster_tls.prepare_frontend(tls, front.frontend_pem, front.ca_file)
-        for i in range(self.spec.nodes):
-            cluster_tls.prepare_node(tls, cluster_tls.node_tls(self.node_dir(i)))
+        """The cluster's CA and every certificate it issues (cluster/tls.py), once."""
+        front, nodes = self.haproxy_tls, [self.node_dir(i) for i in range(self.spec.nodes)]
+        cluster_tls.prepare(self.tls_dir, front.frontend_pem, front.ca_file, nodes)
 
     def _wait(self, check: Callable[[], bool], names: list[str], what: str) -> None:
         """Wait for ``check``; fail at once (with the log's tail) if one of ``names`` dies."""
@@ -244,7 +236,8 @@ class Cluster:
             if self.procs.alive(name):
                 continue
             self._need_ports(name, p.etcd_client(i), p.etcd_peer(i))
-            argv = render.etcd_argv(self.spec, i, self.etcd_dir(i), s.etcd_token)
+            node = cluster_tls.node_tls(self.node_dir(i))
+            argv = render.etcd_argv(self.spec, i, self.etcd_dir(i), s.etcd_token, node)
             self.procs.start(
                 name, argv, env=self._service_env(self.etcd_dir(i)), cwd=self.state, user=self.user
             )
@@ -253,7 +246,11 @@ class Cluster:
 
     def etcd_health(self, i: int) -> bool:
         """Whether etcd member ``i`` answers healthy."""
-        status, body = http_json(f"http://{render.HOST}:{self.spec.ports.etcd_client(i)}/health")
+        if not self.ca_file.exists():  # never brought up: nothing can answer
+            return False
+        ctx = cluster_tls.client_context(self.ca_file, cluster_tls.supervisor_tls(self.tls_dir))
+        url = f"https://{render.HOST}:{self.spec.ports.etcd_client(i)}/health"
+        status, body = http_json(url, context=ctx)
         return status == 200 and isinstance(body, dict) and body.get("health") == "true"
 
     def _etcd_quorum(self) -> bool:
@@ -284,8 +281,12 @@ class Cluster:
 
     def members(self) -> list[dict[str, Any]]:
         """Patroni's view of the cluster (name, role, state, ...), from any node that answers."""
+        if not self.ca_file.exists():  # never brought up: nothing can answer
+            return []
+        ctx = self.client_context()
         for i in range(self.spec.nodes):
-            status, body = http_json(f"http://{render.HOST}:{self.spec.ports.patroni(i)}/cluster")
+            url = f"https://{render.HOST}:{self.spec.ports.patroni(i)}/cluster"
+            status, body = http_json(url, context=ctx)
             if status == 200 and isinstance(body, dict):
                 return list(body.get("members", []))
         return []
@@ -638,6 +639,7 @@ def preflight(state_dir: Path) -> Path:
     for tool, package in (("etcd", "etcd-server"), ("patroni", "patroni"), ("haproxy", "haproxy")):
         if shutil.which(tool) is None:
             raise ClusterError(f"`{tool}` not found: install the Debian package {package}")
+    cluster_tls.check_patroni_https(shutil.which("patroni"))
     user = service_user()
     if user is None:
         return bin_dir

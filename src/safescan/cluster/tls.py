@@ -11,17 +11,32 @@ Every hop is TLS verified against that CA alone:
   are ``hostssl`` only, with an explicit ``hostnossl ... reject``: a client that does not
   start TLS is refused before authentication.
 
-Each PostgreSQL node has its own key and certificate (``STATE/pg/pgN/tls``), issued for the
-names the cluster's clients use on this machine (``localhost``, 127.0.0.1, ::1).
+* etcd: client and peer URLs are ``https``, and each side must present a certificate of the
+  CA (``--client-cert-auth``, ``--peer-client-cert-auth``): only the cluster's members,
+  its Patroni nodes and the supervisor can read or write the leader key;
+* Patroni's REST API is HTTPS with the node's certificate; HAProxy's ``/primary`` check and
+  the supervisor verify it with the CA, and Patroni nodes verify each other with it.
+
+Each node (its PostgreSQL, its Patroni and etcd member ``i``) has its own key and certificate
+(``STATE/pg/pgN/tls``), issued for the names the cluster's clients use on this machine
+(``localhost``, 127.0.0.1, ::1) and usable on both ends of a TLS session (etcd's members are
+each other's clients); the supervisor has a client certificate of its own
+(``STATE/tls/supervisor``).
 """
 
 from __future__ import annotations
 
 import shutil
+import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from safescan.cluster.errors import ClusterError
 from safescan.web import pki
 
 HBA_METHOD = "scram-sha-256"
@@ -55,11 +70,96 @@ def node_tls(node_dir: Path) -> NodeTls:
     return NodeTls(node_dir / "tls")
 
 
-def prepare_node(ca_dir: pki.TlsDir, node: NodeTls) -> None:
-    """Issue the node's certificate from the CA (once) and give it a copy of the CA."""
+def supervisor_tls(ca_dir: pki.TlsDir) -> NodeTls:
+    """The supervisor's client certificate (etcd asks for one)."""
+    return NodeTls(ca_dir.path / "supervisor")
+
+
+def _usable(node: NodeTls) -> bool:
+    """The node has a key and a certificate that also serves as a client certificate."""
     if not (node.cert.exists() and node.key.exists()):
-        pki.issue_server_files(ca_dir, node.cert, node.key, list(pki.DEFAULT_NAMES))
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(node.cert.read_bytes())
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return ExtendedKeyUsageOID.CLIENT_AUTH in eku
+
+
+def prepare_node(ca_dir: pki.TlsDir, node: NodeTls) -> None:
+    """Issue the node's certificate from the CA (once; again if it predates client
+    authentication) and give it a copy of the CA."""
+    if not _usable(node):
+        pki.issue_server_files(
+            ca_dir, node.cert, node.key, list(pki.DEFAULT_NAMES), client_auth=True
+        )
     node.ca.write_text(ca_dir.ca_cert.read_text())
+
+
+def prepare(ca_dir: pki.TlsDir, frontend_pem: Path, haproxy_ca: Path, nodes: list[Path]) -> None:
+    """Everything the cluster's TLS needs, from the CA in ``ca_dir`` (made if missing): the API
+    processes' certificate, HAProxy's, each node's and the supervisor's."""
+    if not ca_dir.ca_cert.exists():
+        pki.create_tls_dir(ca_dir)
+    elif not ca_dir.exists():
+        pki.issue_server_cert(ca_dir, list(pki.DEFAULT_NAMES))
+    prepare_frontend(ca_dir, frontend_pem, haproxy_ca)
+    for node_dir in nodes:
+        prepare_node(ca_dir, node_tls(node_dir))
+    prepare_node(ca_dir, supervisor_tls(ca_dir))
+
+
+def check_patroni_https(patroni: str | None) -> None:
+    """Patroni reaches etcd and its peers over https with urllib3, which needs ``idna`` in
+    Patroni's Python (Debian: python3-idna, only a Recommends); say so before starting."""
+    if patroni is None:
+        return
+    with open(patroni, "rb") as f:
+        first = f.readline()
+    python = first[2:].decode(errors="replace").split()[0] if first.startswith(b"#!") else ""
+    if not python or python.endswith("env"):
+        return  # not a script with a fixed interpreter: nothing to check here
+    done = subprocess.run([python, "-c", "import idna"], capture_output=True, timeout=30)
+    if done.returncode != 0:
+        raise ClusterError(
+            f"Patroni's Python ({python}) lacks the idna module it needs for https to etcd:"
+            " install the Debian package python3-idna"
+        )
+
+
+def client_context(ca: Path, client: NodeTls | None = None) -> ssl.SSLContext:
+    """Verify a server with the cluster's CA only (name checked); with ``client``, present its
+    certificate (etcd)."""
+    ctx = pki.client_context(ca)
+    if client is not None:
+        ctx.load_cert_chain(client.cert, client.key)
+    return ctx
+
+
+def etcd_tls_args(node: NodeTls) -> list[str]:
+    """etcd's flags: serve clients and peers over TLS, and require a certificate of the CA from
+    both."""
+    files = [str(node.cert), str(node.key), str(node.ca)]
+    return [
+        *("--cert-file", files[0], "--key-file", files[1], "--trusted-ca-file", files[2]),
+        "--client-cert-auth",
+        *("--peer-cert-file", files[0], "--peer-key-file", files[1]),
+        *("--peer-trusted-ca-file", files[2]),
+        "--peer-client-cert-auth",
+    ]
+
+
+def patroni_etcd(node: NodeTls) -> dict[str, str]:
+    """Patroni's ``etcd:`` TLS settings: https, the CA, the node's certificate as client."""
+    return {"protocol": "https", "cacert": str(node.ca), "cert": str(node.cert),
+            "key": str(node.key)}  # fmt: skip
+
+
+def patroni_restapi(node: NodeTls) -> dict[str, str]:
+    """Patroni's ``restapi:`` TLS settings (its clients need no certificate; the CA is what
+    Patroni verifies the other nodes' REST APIs with)."""
+    return {"certfile": str(node.cert), "keyfile": str(node.key), "cafile": str(node.ca)}
 
 
 def prepare_frontend(ca_dir: pki.TlsDir, frontend_pem: Path, ca_copy: Path) -> None:
@@ -103,10 +203,17 @@ def pg_hba(host: str) -> list[str]:
 
 __all__ = [
     "NodeTls",
+    "check_patroni_https",
+    "client_context",
     "client_settings",
+    "etcd_tls_args",
     "node_tls",
+    "patroni_etcd",
+    "patroni_restapi",
     "pg_hba",
+    "prepare",
     "prepare_frontend",
     "prepare_node",
     "server_parameters",
+    "supervisor_tls",
 ]

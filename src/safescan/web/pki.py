@@ -150,8 +150,10 @@ def make_server_cert(
     *,
     not_before: dt.datetime | None = None,
     days: int = SERVER_DAYS,
+    client_auth: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A server certificate for ``names`` (DNS names and IP addresses), signed by the CA."""
+    """A server certificate for ``names`` (DNS names and IP addresses), signed by the CA
+    (``client_auth``: usable as a TLS client certificate as well, e.g. between etcd members)."""
     sans = san_entries(names)
     if not sans:
         raise CertificateNameError("a server certificate needs at least one name")
@@ -168,7 +170,13 @@ def make_server_cert(
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH]
+                + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
+            ),
+            critical=False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
@@ -226,7 +234,12 @@ def issue_server_cert(target: TlsDir, names: tuple[str, ...] | list[str]) -> x50
 
 
 def issue_server_files(
-    ca_dir: TlsDir, cert_path: Path, key_path: Path, names: tuple[str, ...] | list[str]
+    ca_dir: TlsDir,
+    cert_path: Path,
+    key_path: Path,
+    names: tuple[str, ...] | list[str],
+    *,
+    client_auth: bool = False,
 ) -> x509.Certificate:
     """A server certificate from the CA in ``ca_dir`` written to ``cert_path`` (chain: the
     certificate, then the CA) and ``key_path`` (0600): another server of the same deployment
@@ -240,7 +253,7 @@ def issue_server_files(
         raise TlsTrustError(f"{ca_dir.ca_key} is not a usable CA key: {exc}") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TlsTrustError(f"{ca_dir.ca_key} is not an EC key")
-    cert, key = make_server_cert(ca, ca_key, list(names))
+    cert, key = make_server_cert(ca, ca_key, list(names), client_auth=client_auth)
     write_private(key_path, key_pem(key))
     write_private(cert_path, cert_pem(cert) + cert_pem(ca))
     return cert
