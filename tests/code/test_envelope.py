@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base45
 import pytest
 from cryptography.hazmat.primitives import hpke
 
@@ -19,6 +18,7 @@ from safescan.code import (
     decode_text,
     encode_text,
     envelope,
+    header,
     issue_certificate,
     open_code,
     read_header,
@@ -614,7 +614,7 @@ def test_oversize_text_refused_before_decoding(
     monkeypatch: pytest.MonkeyPatch, scheme: Scheme
 ) -> None:
     calls: list[object] = []
-    monkeypatch.setattr(base45, "b45decode", lambda s: calls.append(s))
+    monkeypatch.setattr(header, "b45decode", lambda s: calls.append(s))
     with pytest.raises(OversizeInput):
         open_(scheme, "SS1:" + "0" * 5000)
     assert calls == []

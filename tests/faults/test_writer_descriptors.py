@@ -19,6 +19,7 @@ import errno
 import os
 import resource
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import OperationalError
 
 from safescan.api.errors import RequestInProgress, StorageError
+from safescan.institution import sql
 from safescan.institution.db import Database, migrate
 from safescan.institution.models import Counter
 from safescan.institution.writer import GroupCommitter
@@ -130,38 +132,50 @@ def test_a_failing_commit_says_the_outcome_is_unknown(db: Database) -> None:
     class Boom(Exception):
         pass
 
-    real_connect = db.engine.connect
+    committer = db._writer()
+    real_commit = committer._commit
 
-    def connect() -> Any:
-        conn = real_connect()
-        real_begin = conn.begin
+    def commit(conn: Connection) -> None:
+        real_commit(conn)  # it did commit: the caller must not be told "nothing"
+        raise Boom("after the commit")
 
-        class Trans:
-            def __init__(self, inner: Any) -> None:
-                self.inner = inner
-
-            def commit(self) -> None:
-                self.inner.commit()  # it did commit: the caller must not be told "nothing"
-                raise Boom("after the commit")
-
-            def rollback(self) -> None:
-                self.inner.rollback()
-
-        def begin() -> Any:
-            return Trans(real_begin())
-
-        conn.begin = begin  # type: ignore[method-assign]
-        return conn
-
-    db.engine.connect = connect  # type: ignore[method-assign]
+    committer._commit = commit  # type: ignore[method-assign]
     try:
         with pytest.raises(StorageError) as info:
             db.write(_put("maybe"))
     finally:
-        del db.engine.connect
+        del committer._commit
     assert "not known" in info.value.message and "nothing was recorded" not in info.value.message
     assert "maybe" in _names(db)  # indeed it was recorded
     assert db.write(_put("next")) == "next"
+
+
+@pytest.mark.parametrize("writes", [1, 3])
+def test_a_commit_sqlite_refuses_records_nothing_and_the_writer_goes_on(
+    db: Database, writes: int
+) -> None:
+    """COMMIT refused by SQLite (the disk filled up as it wrote the log): nothing of the batch
+    stays, every caller gets the typed error, and the writer's connection is left outside any
+    transaction (the next batch, on the same connection, commits)."""
+    db.write(_put("warm"))
+    committer = db._writer()
+
+    def refused(conn: Connection) -> None:
+        raise sql._wrapped(conn, "COMMIT", sqlite3.OperationalError("database or disk is full"))
+
+    committer._commit = refused  # type: ignore[method-assign]
+    try:
+        futures = [db.submit(_put(f"refused{i}")) for i in range(writes)]
+        for fut in futures:
+            with pytest.raises(StorageError) as info:
+                fut.result(10)
+            assert "disk is full: nothing was recorded" in info.value.message
+    finally:
+        del committer._commit
+    assert _names(db) == {"warm"}
+    assert db.write(_put("next")) == "next"
+    assert _names(db) == {"warm", "next"}
+    assert committer.alive and db.writer_status()["restarts"] == 0
 
 
 def test_a_write_error_is_handed_to_its_caller_and_the_rest_commit(db: Database) -> None:

@@ -16,7 +16,7 @@ from safescan.code.errors import MalformedCode, SafescanError
 
 MAX_DEPTH = 8
 
-_ALLOWED_SCALARS = (bytes, str)
+_INT_MIN, _INT_END = -(2**63), 2**64
 
 
 def dumps(value: Any) -> bytes:
@@ -39,27 +39,39 @@ _NO_SEMANTIC_TAGS = dict.fromkeys(range(0x10000), _reject_semantic)
 
 
 def _check_types(value: Any, depth: int, error: type[SafescanError]) -> None:
+    """Only integers (64-bit), byte and text strings, arrays and maps with integer keys.
+
+    ``type(x) is`` rather than ``isinstance``: the C decoder builds exact built-in types, and a
+    bool (a subclass of int) must not pass as an integer.
+    """
     if depth > MAX_DEPTH:
         raise error("data is nested too deeply")
-    if isinstance(value, bool) or value is None:
-        raise error("unexpected boolean or null value")
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**64:
-            raise error("integer out of range")
-        return
-    if isinstance(value, _ALLOWED_SCALARS):
-        return
-    if isinstance(value, list):
+    kind = type(value)
+    if kind is list:
+        shallow = depth < MAX_DEPTH  # an item's own depth is checked only past the limit
         for item in value:
+            kind = type(item)
+            if shallow and (kind is str or kind is bytes):
+                continue
+            if shallow and kind is int and _INT_MIN <= item < _INT_END:
+                continue
             _check_types(item, depth + 1, error)
         return
-    if isinstance(value, dict):
+    if kind is str or kind is bytes:
+        return
+    if kind is int:
+        if not _INT_MIN <= value < _INT_END:
+            raise error("integer out of range")
+        return
+    if kind is dict:
         for key, item in value.items():
-            if not isinstance(key, int) or isinstance(key, bool):
+            if type(key) is not int:
                 raise error("map keys must be integers")
             _check_types(item, depth + 1, error)
         return
-    raise error(f"unexpected CBOR value of type {type(value).__name__}")
+    if value is None or kind is bool:
+        raise error("unexpected boolean or null value")
+    raise error(f"unexpected CBOR value of type {kind.__name__}")
 
 
 def strict_loads(

@@ -70,6 +70,11 @@ class VerifyKey:
     """An Ed25519 public key (32 raw bytes)."""
 
     raw: bytes
+    # the decoded key, made on the first verification and kept (decoding the point costs
+    # about 5 us, as much again on every verification with a long-lived key)
+    _decoded: Ed25519PublicKey | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != 32:
@@ -81,7 +86,11 @@ class VerifyKey:
         if not isinstance(signature, bytes) or len(signature) != 64:
             raise SignatureInvalid(f"{what} is not a 64-byte Ed25519 signature")
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+            key = self._decoded
+            if key is None:
+                key = Ed25519PublicKey.from_public_bytes(self.raw)
+                object.__setattr__(self, "_decoded", key)
+            key.verify(signature, message)
         except InvalidSignature:
             raise SignatureInvalid(f"{what} does not verify: forged or altered data") from None
         except ValueError:

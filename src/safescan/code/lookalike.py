@@ -82,6 +82,8 @@ def compatibility_letters(text: str) -> list[str]:
     """The letters, digits and letter-like symbols of ``text`` that NFKC folding changes
     (``𝐏``, ``ｐ``, ``ℊ``, ``Ⅿ``, ``ﬁ``...), described as ``U+1D40F MATHEMATICAL BOLD
     CAPITAL P (reads 'P')``."""
+    if text.isascii():  # NFKC changes no ASCII character
+        return []
     out = []
     for ch in text:
         folded = unicodedata.normalize("NFKC", ch)

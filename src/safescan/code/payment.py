@@ -100,7 +100,8 @@ class Merchant:
 
     @classmethod
     def from_cbor(cls, value: object) -> Merchant:
-        """Parse and validate the CBOR array form strictly."""
+        """Parse and validate the CBOR array form strictly (every check of :meth:`validated`,
+        each once, in its order; the merchant is built once)."""
         if not isinstance(value, list) or len(value) != 5:
             raise MalformedCode("merchant must be a 5-element array")
         mid, name, city, country, mcc = value
@@ -110,7 +111,13 @@ class Merchant:
             check_stored_name(v, field=n, max_chars=MAX_NAME_CHARS)
         if not isinstance(country, str) or not isinstance(mcc, int):
             raise MalformedCode("merchant country / category code have the wrong type")
-        return cls(mid, name, city, country, mcc).validated(clean=False)
+        if isinstance(mcc, bool) or not 0 <= mcc <= 9999:
+            raise MalformedCode("merchant category code must be 0000-9999")
+        if not _COUNTRY_RE.fullmatch(country):
+            raise MalformedCode("merchant country must be an ISO 3166 two-letter code")
+        check_identity_letters(name, field="merchant name")
+        check_identity_letters(city, field="merchant city")
+        return cls(check_identifier(mid, "merchant id"), name, city, country, mcc)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings for the merchant's name and city."""
@@ -172,14 +179,16 @@ class LineItem:
 
     @classmethod
     def from_cbor(cls, value: object) -> LineItem:
-        """Parse and validate the CBOR array form strictly."""
+        """Parse and validate the CBOR array form strictly (built once)."""
         if not isinstance(value, list) or len(value) != 3:
             raise MalformedCode("a line item must be a 3-element array")
-        name, qty, price = value
+        name, q, price = value
         if not isinstance(name, str):
             raise MalformedCode("item name must be text")
         check_stored_name(name, field="item name", max_chars=MAX_NAME_CHARS)
-        return cls(name, qty, price).validated(clean=False)
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_QUANTITY:
+            raise InvalidAmount(f"item quantity must be 1-{MAX_QUANTITY}")
+        return cls(name, q, check_amount(price, "item unit price"))
 
 
 def _flat_items(value: object) -> tuple[LineItem, ...]:
@@ -269,7 +278,8 @@ class DynamicCode:
 
     @classmethod
     def from_cbor(cls, value: object, version: int = BODY_VERSION) -> DynamicCode:
-        """Parse and validate the body's fields strictly (see :meth:`to_cbor`)."""
+        """Parse and validate the body's fields strictly (see :meth:`to_cbor`): every check of
+        :meth:`validated`, each once and in its order, and the code built once."""
         fields = 8 if version == 1 else 7
         if not isinstance(value, list) or len(value) != fields:
             raise MalformedCode(f"a dynamic code body must have exactly {fields} fields")
@@ -285,17 +295,31 @@ class DynamicCode:
         issued = check_time(issued, "issue time")
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise MalformedCode("the code's lifetime must be a positive number of seconds")
-        code = cls(
-            merchant=Merchant.from_cbor(merchant),
-            order_id=order_id,
+        seller = Merchant.from_cbor(merchant)
+        # what validated() checks beyond the fields above (the items and the merchant are)
+        if not 1 <= len(lines) <= MAX_ITEMS:
+            raise MalformedCode(f"an order has 1-{MAX_ITEMS} line items")
+        total = check_amount(total, "total")
+        if sum(i.amount for i in lines) != total:
+            shown = _money_formatter(cur)
+            raise TotalMismatch(
+                f"the line items add up to {shown(sum(i.amount for i in lines))},"
+                f" not the total {shown(total)}"
+            )
+        expires = check_time(issued + lifetime, "expiry time")
+        _check_validity(issued, expires, MAX_DYNAMIC_VALIDITY)
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise MalformedCode(f"the nonce must be {NONCE_BYTES} bytes")
+        return cls(
+            merchant=seller,
+            order_id=check_identifier(order_id, "order id"),
             items=lines,
             total=total,
-            currency=cur,
+            currency=_check_currency(cur),
             issued_at=issued,
-            expires_at=issued + lifetime,
+            expires_at=expires,
             nonce=nonce,
         )
-        return code.validated(clean=False)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings an app should show."""
@@ -345,19 +369,22 @@ class StaticCode:
 
     @classmethod
     def from_cbor(cls, value: object) -> StaticCode:
-        """Parse and validate the CBOR array form strictly."""
+        """Parse and validate the CBOR array form strictly (every check of :meth:`validated`,
+        each once and in its order; built once)."""
         if not isinstance(value, list) or len(value) not in (3, 4):
             raise MalformedCode("a static code body must be an array of 3 or 4 fields")
         issued, lifetime = check_time(value[1], "issue time"), value[2]
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise MalformedCode("the code's lifetime must be a positive number of seconds")
-        code = cls(
-            merchant=Merchant.from_cbor(value[0]),
-            currency=value[3] if len(value) == 4 else None,
+        merchant = Merchant.from_cbor(value[0])
+        expires = check_time(issued + lifetime, "expiry time")
+        _check_validity(issued, expires, MAX_STATIC_VALIDITY)
+        return cls(
+            merchant=merchant,
+            currency=None if len(value) == 3 or value[3] is None else _check_currency(value[3]),
             issued_at=issued,
-            expires_at=issued + lifetime,
+            expires_at=expires,
         )
-        return code.validated(clean=False)
 
     def warnings(self) -> list[str]:
         """Look-alike warnings an app should show."""

@@ -46,6 +46,8 @@ def forbidden_char(text: str) -> str | None:
     unassigned code point, line and paragraph separators, invisible fillers, and every space
     but U+0020.
     """
+    if text.isascii() and text.isprintable():  # U+0020-U+007E only: none of the above
+        return None
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES or ord(ch) in _INVISIBLE:
             return f"a forbidden character ({_describe(ch)})"

@@ -14,6 +14,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -86,6 +87,46 @@ def stamped(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "request_id": rid}
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry written out before its position on the chain is known: its data's canonical
+    JSON and the hashed text after ``seq`` (:func:`entry_tail`) are made before the transaction,
+    so the writer only adds the position and hashes (the payment path: :func:`prepare_entry`)."""
+
+    at: int
+    actor: str
+    action: str
+    entity: str
+    data: str  # canonical JSON, request id stamped
+    tail: str
+
+    def params(self, chain: int, seq: int, prev_hash: str) -> dict[str, Any]:
+        """The ``a_*`` parameters of :data:`sql.INSERT_AUDIT` at position ``seq`` of ``chain``."""
+        doc = f"[{json.dumps(prev_hash)},{chain},{seq}," + self.tail
+        return {
+            "a_chain": chain,
+            "a_seq": seq,
+            "a_at": self.at,
+            "a_actor": self.actor,
+            "a_action": self.action,
+            "a_entity": self.entity,
+            "a_data": self.data,
+            "a_prev_hash": prev_hash,
+            "a_hash": hashlib.sha256(doc.encode()).hexdigest(),
+        }
+
+
+def prepare_entry(
+    *, at: int, actor: str, action: str, entity: str, data: dict[str, Any]
+) -> PreparedEntry:
+    """An entry's text, ``data`` :func:`stamped` with the current request's id (call it in
+    the request's context)."""
+    text = canonical_json(stamped(data))
+    return PreparedEntry(
+        at, actor, action, entity, text, entry_tail(at, actor, action, entity, text)
+    )
+
+
 def entry_params(
     chain: int,
     seq: int,
@@ -99,18 +140,8 @@ def entry_params(
 ) -> dict[str, Any]:
     """The ``a_*`` parameters of :data:`sql.INSERT_AUDIT` for one entry (hash included;
     ``data`` :func:`stamped` with the request id)."""
-    text = canonical_json(stamped(data))
-    return {
-        "a_chain": chain,
-        "a_seq": seq,
-        "a_at": at,
-        "a_actor": actor,
-        "a_action": action,
-        "a_entity": entity,
-        "a_data": text,
-        "a_prev_hash": prev_hash,
-        "a_hash": entry_hash(prev_hash, chain, seq, at, actor, action, entity, text),
-    }
+    entry = prepare_entry(at=at, actor=actor, action=action, entity=entity, data=data)
+    return entry.params(chain, seq, prev_hash)
 
 
 def append(

@@ -138,8 +138,15 @@ def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur.close()
 
 
+#: set in a pooled SQLite connection's ``info`` while the writer thread's transaction is open
+#: on it (safescan.institution.writer): SQLAlchemy's own begin then sends no BEGIN
+WRITER_TX = "safescan_writer_tx"
+
+
 def _sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock at BEGIN: no lock upgrades, so no SQLITE_BUSY deadlocks.
+    if conn.connection.info.get(WRITER_TX):
+        return  # inside the writer's BEGIN IMMEDIATE already
     if conn.get_execution_options().get("safescan_read"):
         conn.exec_driver_sql("BEGIN")
     else:
@@ -284,6 +291,12 @@ def _carrying_request_id(fn: Callable[[Connection], T], rid: str) -> Callable[[C
     return run
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter`` unless it already is (woken, timed out or cancelled)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Database:
     """An engine plus the transaction discipline every write goes through."""
 
@@ -332,14 +345,31 @@ class Database:
         return self._retrying(attempt)
 
     async def write_async(self, fn: Callable[[Connection], T]) -> T:
-        """SQLite: :meth:`write` for an event loop (the loop is not blocked while waiting)."""
+        """SQLite: :meth:`write` for an event loop (the loop is not blocked while waiting).
+
+        The loop waits on one future of its own, woken by the writer thread's completion
+        callback or by a timer at :attr:`write_deadline` (then :meth:`_overdue`). A cancelled
+        caller leaves the write alone, as ``asyncio.shield`` did: it is never withdrawn by the
+        cancellation (this replaced ``wait_for(shield(wrap_future()))``, three futures, a
+        task-less wait and their callbacks per payment).
+        """
         fut = self.submit(fn)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def done(_: Future[T]) -> None:  # in the writer thread (or here, if already done)
+            if not loop.is_closed():  # a loop gone since (shut down) has no one waiting
+                loop.call_soon_threadsafe(_wake, waiter)
+
+        fut.add_done_callback(done)
+        timer = loop.call_later(self.write_deadline, _wake, waiter)
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(fut)), self.write_deadline
-            )
-        except TimeoutError:
-            raise self._overdue(fut) from None
+            await waiter
+        finally:
+            timer.cancel()
+        if not fut.done():  # the deadline passed first
+            raise self._overdue(fut)
+        return fut.result()
 
     def _overdue(self, fut: Future[Any]) -> Exception:
         """A write waited past the deadline: withdrawn if it had not started (nothing was

@@ -104,9 +104,8 @@ class InstitutionKeys:
 
     def pseudonym(self, merchant_id: str, customer_id: str) -> str:
         """The payer pseudonym a merchant sees: HMAC(secret, merchant | customer), 24 hex."""
-        mac = hmac.new(self.secret, b"pseudonym\0" + merchant_id.encode() + b"\0", "sha256")
-        mac.update(customer_id.encode())
-        return "p_" + mac.hexdigest()[:24]
+        msg = b"pseudonym\0" + merchant_id.encode() + b"\0" + customer_id.encode()
+        return "p_" + hmac.digest(self.secret, msg, "sha256").hex()[:24]  # one call, in C
 
     def token_hash(self, token: str) -> str:
         """Hash of a bearer or enrollment token (see :func:`.util.token_hash`)."""

@@ -40,7 +40,13 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from safescan.api.errors import StorageError
 from safescan.institution import sql
-from safescan.institution.db import MAX_ATTEMPTS, data_error, is_retryable, storage_error
+from safescan.institution.db import (
+    MAX_ATTEMPTS,
+    WRITER_TX,
+    data_error,
+    is_retryable,
+    storage_error,
+)
 from safescan.institution.wal import NO_AUTOCHECKPOINT, WalCheckpointer
 
 T = TypeVar("T")
@@ -52,10 +58,10 @@ _RELEASE = "RELEASE safescan_write"
 Work = tuple[Callable[[Connection], Any], Future[Any], float]
 
 
-def _rollback_to_savepoint(conn: Connection) -> None:
+def _rollback_to_savepoint(raw: sqlite3.Connection) -> None:
     """Undo one write function's statements; the group's other writes stay."""
-    sql.run(conn, "ROLLBACK TO safescan_write", {})
-    sql.run(conn, _RELEASE, {})
+    raw.execute("ROLLBACK TO safescan_write")
+    raw.execute(_RELEASE)
 
 
 def batch_error(exc: BaseException, *, committing: bool) -> StorageError:
@@ -262,46 +268,67 @@ class GroupCommitter:
     def _once(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self.engine.connect() as conn:
+            record = conn.connection
+            raw = record.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
             wal = self._wal
-            if wal is not None and not conn.connection.info.get("safescan_wal"):
-                conn.connection.driver_connection.execute(NO_AUTOCHECKPOINT)  # type: ignore[union-attr]
-                conn.connection.info["safescan_wal"] = True
-            trans = conn.begin()
+            if wal is not None and not record.info.get("safescan_wal"):
+                raw.execute(NO_AUTOCHECKPOINT)
+                record.info["safescan_wal"] = True
+            # The transaction is driven on the driver's connection (BEGIN IMMEDIATE, a
+            # SAVEPOINT per write, COMMIT): SQLAlchemy's begin() and commit() cost more than a
+            # payment's statements. A write function that runs a SQLAlchemy statement makes
+            # SQLAlchemy begin its own (logical) transaction; db._sqlite_begin then sends
+            # nothing, since WRITER_TX says this connection is inside the writer's.
+            self._begin(conn)
+            record.info[WRITER_TX] = True
             try:
                 for fn, fut, _ in batch:
-                    # plain SAVEPOINT statements: SQLAlchemy's begin_nested() compiles
-                    # a savepoint clause per call, which cost more than a payment's SQL
-                    sql.run(conn, _SAVEPOINT, {})
+                    raw.execute(_SAVEPOINT)
                     try:
                         result = fn(conn)
                     except DataError:
-                        _rollback_to_savepoint(conn)
+                        _rollback_to_savepoint(raw)
                         outcomes.append((fut, None, data_error()))
                     except OperationalError as exc:  # e.g. SQLite cannot open a journal file
-                        _rollback_to_savepoint(conn)
+                        _rollback_to_savepoint(raw)
                         outcomes.append((fut, None, storage_error(exc)))
                     except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                        _rollback_to_savepoint(conn)
+                        _rollback_to_savepoint(raw)
                         outcomes.append((fut, None, exc))
                     else:
-                        sql.run(conn, _RELEASE, {})
+                        raw.execute(_RELEASE)
                         outcomes.append((fut, result, None))
-            except BaseException:
-                trans.rollback()
-                raise
-            try:
-                trans.commit()
-            except DBAPIError:
-                # a COMMIT SQLite refuses commits nothing (the transaction is rolled back when
-                # the connection goes back to the pool): retried if busy, else typed
-                raise
-            except Exception as exc:
-                raise _Committing(exc) from exc
+                try:
+                    self._commit(conn)
+                except DBAPIError:
+                    # a COMMIT SQLite refuses commits nothing (rolled back below): retried if
+                    # busy, else typed
+                    raise
+                except Exception as exc:
+                    raise _Committing(exc) from exc
+            finally:
+                record.info.pop(WRITER_TX, None)
+                if raw.in_transaction:  # an error before or in COMMIT: nothing stays
+                    raw.rollback()
+                if conn.in_transaction():  # SQLAlchemy's own bookkeeping, no SQL is left
+                    conn.rollback()
             if wal is not None:
                 wal.commits += 1
                 if wal.due or (not wal.alive and wal.commits % 256 == 0):
                     self._checkpoint(wal, conn)
         return outcomes
+
+    @staticmethod
+    def _begin(conn: Connection) -> None:
+        """``BEGIN IMMEDIATE`` on the driver's connection (the write lock at once: no lock
+        upgrade, so no SQLITE_BUSY deadlock); driver errors as SQLAlchemy's."""
+        sql.run(conn, "BEGIN IMMEDIATE", {})
+
+    @staticmethod
+    def _commit(conn: Connection) -> None:
+        """``COMMIT`` on the driver's connection; driver errors as SQLAlchemy's."""
+        sql.run(conn, "COMMIT", {})
 
     @staticmethod
     def _checkpoint(wal: WalCheckpointer, conn: Connection) -> None:

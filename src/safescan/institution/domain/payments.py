@@ -69,8 +69,7 @@ class _PaymentPlan:
     chain: int
     receipt: bytes
     event: dict[str, Any]
-    audit_actor: str
-    audit_data: dict[str, Any]
+    audit_entry: audit.PreparedEntry  # the audit entry, less its chain position
     idem: Request | None
     made: PaymentMade  # the result
     answer: Stored | None  # with a key: the answer stored for it (with the claim)
@@ -203,21 +202,17 @@ class Payments:
         else:
             order_id = new_id("S", ORDER_ID_CHARS - 1)
         entity = f"order:{mid}:{order_id}"
-        receipt_bytes = (
-            Receipt(
-                payment_id=payment_id,
-                order_id=order_id,
-                merchant_id=mid,
-                amount=amount,
-                currency=cur,
-                payer_pseudonym=pseudonym,
-                paid_at=now,
-                code_digest=opened.digest,
-                issuer_kid=self.core.keys.root_kid,
-            )
-            .signed(self.core.keys.root)
-            .to_bytes()
-        )
+        receipt_bytes = Receipt(
+            payment_id=payment_id,
+            order_id=order_id,
+            merchant_id=mid,
+            amount=amount,
+            currency=cur,
+            payer_pseudonym=pseudonym,
+            paid_at=now,
+            code_digest=opened.digest,
+            issuer_kid=self.core.keys.root_kid,
+        ).signed_bytes(self.core.keys.root)
         data = {
             "payment_id": payment_id,
             "order_id": order_id,
@@ -227,6 +222,7 @@ class Payments:
             "paid_at": now,
         }
         made = PaymentMade(payment_id, order_id, mid, amount, cur, pseudonym, now, receipt_bytes)
+        actor = f"carrier:{auth.carrier_serial}"
         return _PaymentPlan(
             opened=opened,
             auth=auth,
@@ -248,8 +244,13 @@ class Payments:
                 now,
                 self.core.webhooks_enabled,
             ),
-            audit_actor=f"carrier:{auth.carrier_serial}",
-            audit_data=data | {"customer_id": customer_id, "counter": auth.counter},
+            audit_entry=audit.prepare_entry(  # its JSON made here, not on the writer's thread
+                at=now,
+                actor=actor,
+                action=PAYMENT_ACTION,
+                entity=entity,
+                data=data | {"customer_id": customer_id, "counter": auth.counter},
+            ),
             idem=idem,
             made=made,
             answer=None if idem is None else Stored(wire.CREATED, wire.payment_made(made)),
@@ -260,7 +261,7 @@ class Payments:
         ``safescan_pay_order`` (migration 0002), committed in the same round trip; a refusal
         raised inside it leaves nothing behind and becomes the same typed error as
         :meth:`_payment_tx` gives."""
-        auth, data_text = plan.auth, canonical_json(audit.stamped(plan.audit_data))
+        auth, entry = plan.auth, plan.audit_entry
         params = {
             "mid": plan.mid,
             "order_id": plan.order_id,
@@ -280,13 +281,11 @@ class Payments:
             "e_state": plan.event["e_state"],
             "e_request_id": plan.event["e_request_id"],
             "a_chain": plan.chain,
-            "a_actor": plan.audit_actor,
-            "a_action": PAYMENT_ACTION,
-            "a_entity": plan.entity,
-            "a_data": data_text,
-            "a_tail": audit.entry_tail(
-                plan.now, plan.audit_actor, PAYMENT_ACTION, plan.entity, data_text
-            ),
+            "a_actor": entry.actor,
+            "a_action": entry.action,
+            "a_entity": entry.entity,
+            "a_data": entry.data,
+            "a_tail": entry.tail,
             "i_scope": plan.idem.scope if plan.idem else "",
             "i_key": plan.idem.key if plan.idem else None,
             "i_hash": plan.idem.request_hash if plan.idem else "",
@@ -426,16 +425,7 @@ class Payments:
                     "currency": cur,
                     "now": now,
                     **plan.event,
-                    **audit.entry_params(
-                        plan.chain,
-                        seq,
-                        prev_hash,
-                        at=now,
-                        actor=plan.audit_actor,
-                        action=PAYMENT_ACTION,
-                        entity=plan.entity,
-                        data=plan.audit_data,
-                    ),
+                    **plan.audit_entry.params(plan.chain, seq, prev_hash),
                 },
             )
             return plan.made
