@@ -22,6 +22,7 @@ from safescan.api.errors import InstitutionError
 from safescan.api.states import CheckoutState, CodeState, OrderState, Status
 from safescan.api.wire import PaymentRequest
 from safescan.client import MerchantClient, WalletClient
+from safescan.client.admin import Customer, CustomerPage, EnrollmentToken, MerchantCreated
 from safescan.client.answers import (
     CarrierStatus,
     CheckoutSession,
@@ -53,7 +54,7 @@ from safescan.client.answers_merchant import (
 from safescan.client.credentials import SecretKey
 from safescan.client.errors import InstitutionProtocolError
 from safescan.client.fields import Answer
-from safescan.code import LineItem
+from safescan.code import LineItem, SigningKey
 from tests.institution.harness import World
 from tests.institution.receivers import Listener, answer, wait_until
 
@@ -69,7 +70,19 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
     admin = world.admin_api
     trust = admin.keys.root_keys()
     m = world.merchant("Answer Cafe")
-    carrier = world.carrier(world.customer({"EUR": 100_000}))
+    cid = world.customer({"EUR": 100_000})
+    carrier = world.carrier(cid)
+    out["customer"] = admin.customers.get(cid)
+    out["customer page"] = admin.customers.list(limit=3)
+    out["enrollment token"] = admin.enrollment_tokens.issue(cid, ttl_seconds=600)
+    out["merchant created"] = admin.merchants.create(
+        name="Answer Bakery",
+        city="Lyon",
+        country="FR",
+        mcc=5462,
+        settlement_account="FR7630006000011234567890189",
+        api_public_key=SigningKey.generate().public_key,
+    )
     today = dt.datetime.now(dt.UTC).date().isoformat()
     with (
         MerchantClient(url, m.merchant_id, m.key, trust) as api,
@@ -153,6 +166,10 @@ def answers(world: World) -> Iterator[dict[str, Answer]]:
 
 
 EXPECTED: dict[str, type[Answer]] = {
+    "customer": Customer,
+    "customer page": CustomerPage,
+    "enrollment token": EnrollmentToken,
+    "merchant created": MerchantCreated,
     "code status": CodeStatus,
     "payment": PaymentMade,
     "payment lookup": PaymentLookup,
@@ -201,6 +218,12 @@ def test_every_answer_of_the_real_server_parses_into_its_type(
 
 def test_the_values_are_typed_and_say_what_happened(answers: dict[str, Answer]) -> None:
     a: Any = answers
+    assert a["customer"].balance("EUR") == 100_000 and a["customer"].carrier_count == 1
+    assert a["customer"].carriers[0].status is Status.ACTIVE
+    assert all(c.carriers == () for c in a["customer page"].customers)
+    assert a["enrollment token"].customer_id == a["customer"].id
+    assert a["merchant created"].profile.city == "Lyon"
+    assert a["merchant created"].id == a["merchant created"].profile.id
     assert a["code status"].state is CodeState.PAYABLE
     assert a["code status"].order_state is OrderState.CREATED
     assert a["payment lookup"].outcome is LookupOutcome.SUCCEEDED
@@ -319,6 +342,7 @@ def test_a_field_of_the_wrong_type_at_any_depth_is_a_protocol_error(
         ("merchant profile", "status"),
         ("checkout session", "status"),
         ("revoked carrier", "status"),
+        ("customer", "status"),
         ("payment lookup", "outcome"),
     ],
 )

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 from safescan.api.errors import Unauthenticated
+from safescan.api.states import Status
 from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
-from safescan.client.errors import InstitutionProtocolError
+from safescan.client.fields import Answer, Fields, rows_of
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService
 from safescan.code.keys import VerifyKey
@@ -30,21 +30,25 @@ _CUSTOMERS = "/v1/admin/customers"
 _MERCHANTS = "/v1/admin/merchants"
 
 
-def _malformed(what: str) -> InstitutionProtocolError:
-    return InstitutionProtocolError(f"the institution's {what} answer is malformed")
-
-
 @dataclass(frozen=True)
 class Balance:
     """An amount held in one currency (minor units; ``currency`` is the ISO 4217 alpha code)."""
 
     currency: str
     amount: int
+    display: str | None = None  # a list row's: the amount as shown ("100.00 EUR")
 
     @classmethod
-    def from_json(cls, doc: Any) -> Balance:
-        """From ``{"currency", "amount"}``."""
-        return cls(str(doc["currency"]), int(doc["amount"]))
+    def from_json(cls, doc: object) -> Balance:
+        """From ``{"currency", "amount"}`` (a customer's)."""
+        f = Fields(doc, "balance")
+        return cls(f.text("currency"), f.integer("amount"))
+
+    @classmethod
+    def listed(cls, doc: object) -> Balance:
+        """From ``{"currency", "amount", "display"}`` (a row of the customer list)."""
+        f = Fields(doc, "balance")
+        return cls(f.text("currency"), f.integer("amount"), f.text("display"))
 
 
 @dataclass(frozen=True)
@@ -52,72 +56,73 @@ class CarrierState:
     """One of a customer's key carriers as the institution records it."""
 
     serial: int
-    status: str
+    status: Status
     last_counter: int
+
+    @classmethod
+    def from_json(cls, doc: object) -> CarrierState:
+        """From ``{"serial", "status", "last_counter"}``."""
+        f = Fields(doc, "customer's carrier")
+        return cls(f.integer("serial"), f.enum("status", Status), f.integer("last_counter"))
 
 
 @dataclass(frozen=True)
-class Customer:
-    """A customer with balances and (when read one by one) key carriers."""
+class Customer(Answer):
+    """A customer with balances and (when read one by one) key carriers; a list row has only
+    their number (``carrier_count``)."""
 
     id: str
     name: str
-    status: str
+    status: Status
     created_at: int
     balances: tuple[Balance, ...]
     carriers: tuple[CarrierState, ...] = ()
     carrier_count: int = 0
-    doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, doc: Any) -> Customer:
-        """From the institution's customer document (detail or list row)."""
-        try:
-            raw = doc["carriers"]
-            carriers = (
-                tuple(
-                    CarrierState(int(c["serial"]), str(c["status"]), int(c["last_counter"]))
-                    for c in raw
-                )
-                if isinstance(raw, list)
-                else ()
-            )
-            return cls(
-                id=str(doc["id"]),
-                name=str(doc["name"]),
-                status=str(doc["status"]),
-                created_at=int(doc["created_at"]),
-                balances=tuple(Balance.from_json(b) for b in doc["balances"]),
-                carriers=carriers,
-                carrier_count=len(carriers) if isinstance(raw, list) else int(raw),
-                doc=dict(doc),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise _malformed("customer") from None
+    def from_json(cls, doc: object) -> Self:
+        """From the institution's customer document (detail: ``carriers`` a list; list row:
+        ``carriers`` a count)."""
+        f = Fields(doc, "customer")
+        balance = Balance.from_json
+        if isinstance(f.doc.get("carriers"), list):
+            carriers = rows_of(CarrierState.from_json, doc, "carriers", f.what)
+            count = len(carriers)
+        else:  # a row of the list
+            carriers, count, balance = (), f.integer("carriers"), Balance.listed
+        return cls(
+            id=f.text("id"),
+            name=f.text("name"),
+            status=f.enum("status", Status),
+            created_at=f.integer("created_at"),
+            balances=rows_of(balance, doc, "balances", f.what),
+            carriers=carriers,
+            carrier_count=count,
+            doc=f.doc,
+        )
 
     def balance(self, currency: str) -> int:
         """The balance in one currency (ISO 4217 alpha code; 0 when none)."""
         return next((b.amount for b in self.balances if b.currency == currency), 0)
 
-    def to_json(self) -> dict[str, Any]:
-        """The institution's document, as received."""
-        return dict(self.doc)
-
 
 @dataclass(frozen=True)
-class CustomerPage:
+class CustomerPage(Answer):
     """One page of customers in id order."""
 
     customers: tuple[Customer, ...]
     has_more: bool
 
-    def to_json(self) -> dict[str, Any]:
-        """The institution's document, as received."""
-        return {"customers": [c.to_json() for c in self.customers], "has_more": self.has_more}
+    @classmethod
+    def from_json(cls, doc: object) -> Self:
+        """From ``{"customers", "has_more"}``."""
+        f = Fields(doc, "customer list")
+        rows = rows_of(Customer.from_json, doc, "customers", f.what)
+        return cls(rows, f.flag("has_more"), doc=f.doc)
 
 
 @dataclass(frozen=True)
-class EnrollmentToken:
+class EnrollmentToken(Answer):
     """A single-use token for enrolling one key carrier of a customer."""
 
     token: str
@@ -125,24 +130,25 @@ class EnrollmentToken:
     expires_at: int
 
     @classmethod
-    def from_json(cls, doc: Any) -> EnrollmentToken:
+    def from_json(cls, doc: object) -> Self:
         """From ``{"token", "customer_id", "expires_at"}``."""
-        try:
-            return cls(str(doc["token"]), str(doc["customer_id"]), int(doc["expires_at"]))
-        except (KeyError, TypeError, ValueError):
-            raise _malformed("enrollment token") from None
-
-    def to_json(self) -> dict[str, Any]:
-        """The wire form."""
-        return {"token": self.token, "customer_id": self.customer_id, "expires_at": self.expires_at}
+        f = Fields(doc, "enrollment token")
+        return cls(f.text("token"), f.text("customer_id"), f.integer("expires_at"), doc=f.doc)
 
 
 @dataclass(frozen=True)
-class MerchantCreated:
-    """A merchant the institution onboarded (``doc``: its whole answer)."""
+class MerchantCreated(Answer):
+    """A merchant the institution onboarded: its profile (``api_secret_key``, the generated
+    API key seed, only when the caller brought no public key; shown this once)."""
 
     id: str
-    doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    profile: MerchantProfile
+
+    @classmethod
+    def from_json(cls, doc: object) -> Self:
+        """From the onboarding answer (the merchant's profile)."""
+        profile = MerchantProfile.from_json(doc)
+        return cls(profile.id, profile, doc=profile.doc)
 
 
 class CustomerService:
@@ -178,12 +184,7 @@ class CustomerService:
         query: dict[str, str | int] = {"limit": limit}
         if after:
             query["after"] = after
-        doc = self._call("GET", f"{_CUSTOMERS}?{urlencode(query)}")
-        try:
-            rows = tuple(Customer.from_json(r) for r in doc["customers"])
-            return CustomerPage(rows, bool(doc["has_more"]))
-        except (KeyError, TypeError):
-            raise _malformed("customer list") from None
+        return CustomerPage.from_json(self._call("GET", f"{_CUSTOMERS}?{urlencode(query)}"))
 
 
 class EnrollmentTokenService:
@@ -230,10 +231,9 @@ class MerchantAdminService:
         }
         if webhook_url:
             body["webhook_url"] = webhook_url
-        doc = self._http.call_object("POST", _MERCHANTS, body, headers=self._auth)
-        if not isinstance(doc.get("id"), str):
-            raise _malformed("merchant")
-        return MerchantCreated(doc["id"], dict(doc))
+        return MerchantCreated.from_json(
+            self._http.call_object("POST", _MERCHANTS, body, headers=self._auth)
+        )
 
     def get(self, merchant_id: str) -> MerchantProfile:
         """A merchant as the institution records it (name, city, country, MCC, status ...)."""
