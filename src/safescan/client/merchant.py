@@ -52,7 +52,7 @@ from safescan.client.answers_merchant import (
 from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
 from safescan.client.events import EventStream
-from safescan.client.fields import rows_of
+from safescan.client.fields import Fields, rows_of
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
 from safescan.client.http import encode_json as encode_json
 from safescan.client.public import KeyService, RevocationService, b64_field
@@ -170,20 +170,17 @@ class OrderService:
         if reference:
             payload["reference"] = reference
         key = idempotency_key or "ord-" + secrets.token_urlsafe(16)
-        doc = self._s.until_known(_ORDERS, payload, key, "order")
-        try:
-            order = Order(
-                order_id=str(doc["order_id"]),
-                merchant_id=str(doc["merchant_id"]),
-                code=str(doc["code"]),
-                total=int(doc["total"]),
-                currency=int(doc["currency"]),
-                expires_at=int(doc["expires_at"]),
-                code_bytes=int(doc["code_bytes"]),
-                items=tuple(items),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise InstitutionProtocolError("the institution's order answer is malformed") from None
+        f = Fields(self._s.until_known(_ORDERS, payload, key, "order"), "order")
+        order = Order(
+            order_id=f.text("order_id"),
+            merchant_id=f.text("merchant_id"),
+            code=f.text("code"),
+            total=f.integer("total"),
+            currency=f.integer("currency"),
+            expires_at=f.integer("expires_at"),
+            code_bytes=f.integer("code_bytes"),
+            items=tuple(items),
+        )
         if order.merchant_id != self._s.merchant_id or order.total != sum(i.amount for i in items):
             raise InstitutionProtocolError("the institution returned an order we did not ask for")
         return order
