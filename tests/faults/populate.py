@@ -227,6 +227,16 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     auth = _authorize(p, 1, unpaid["code"], 123, 978)
     looked = outcomes.lookup_payment(inst, unpaid["code"], auth, "pay-lost")
     assert looked["outcome"] == "not_processed", looked
+    # a lookup, seconds later and under a key of its own, of an authorization that paid: the
+    # payment's answer is stored under that key dated as the payment (the audit compares them)
+    later = order(p, m1, 321)
+    auth = _authorize(p, 0, later["code"], 321, 978)
+    made = inst.payments.pay(later["code"], auth, None)
+    assert isinstance(made, PaymentMade), made
+    p.payments.append(made.payment_id)
+    clock.now += 3
+    looked = outcomes.lookup_payment(inst, later["code"], auth, "pay-looked-up-later")
+    assert looked["outcome"] == "succeeded", looked
     # a revoked carrier, a revoked merchant (and its certificate), a static code left unpaid
     _enroll(p, p.customers[3])
     inst.carriers.revoke(p.carriers[-1][0])

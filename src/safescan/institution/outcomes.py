@@ -124,8 +124,8 @@ def lookup_payment(
                     entity=f"carrier:{auth.carrier_serial}",
                     data={"carrier_serial": auth.carrier_serial, "counter": auth.counter},
                 )
-        if paid is not None and req is not None:
-            idempotency.complete(conn, req, paid)
+        if paid is not None and req is not None:  # dated as the payment (not this lookup)
+            idempotency.complete(conn, req, paid, at=int(paid.body["paid_at"]))
         return idempotency.outcome(paid, "payment")
 
     return inst.db.write(tx)

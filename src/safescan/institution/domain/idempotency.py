@@ -70,6 +70,10 @@ _COMPLETE = (
     "UPDATE idempotency_keys SET status_code = :status, response = :response"
     " WHERE scope = :scope AND key = :key"
 )
+_COMPLETE_DATED = (
+    "UPDATE idempotency_keys SET status_code = :status, response = :response, created_at = :at"
+    " WHERE scope = :scope AND key = :key"
+)
 
 
 T = TypeVar("T")
@@ -197,18 +201,21 @@ def claim(conn: Connection, req: Request, now: int, answer: Stored | None = None
         raise Answered(lookup(conn, req))
 
 
-def complete(conn: Connection, req: Request, answer: Stored) -> None:
-    """Store the answer of a claimed key (same transaction as the work)."""
-    sql.run(
-        conn,
-        _COMPLETE,
-        {
-            "scope": req.scope,
-            "key": req.key,
-            "status": answer.status,
-            "response": canonical_json(answer.body),
-        },
-    )
+def complete(conn: Connection, req: Request, answer: Stored, *, at: int | None = None) -> None:
+    """Store the answer of a claimed key (same transaction as the work). ``at``: the time of
+    the work the answer reports, when that work was done earlier (a status lookup storing an
+    existing payment's answer under a new key): the record then carries that time, as every
+    record of a success carries the time of the row it answers."""
+    params = {
+        "scope": req.scope,
+        "key": req.key,
+        "status": answer.status,
+        "response": canonical_json(answer.body),
+    }
+    if at is None:
+        sql.run(conn, _COMPLETE, params)
+    else:
+        sql.run(conn, _COMPLETE_DATED, params | {"at": at})
 
 
 def replay(stored: Stored) -> Stored:
