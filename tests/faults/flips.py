@@ -109,6 +109,15 @@ def changed(
     return out
 
 
+def refusals_only(clean: Cells, after: Cells | None, names: dict[str, list[str]]) -> bool:
+    """Whether every ``idempotency_keys`` row a flip changed is a stored refusal (status not
+    201): its time and message are compared with nothing (``UNDETECTABLE_IN_REFUSALS``)."""
+    a, b = clean.get("idempotency_keys", {}), (after or {}).get("idempotency_keys", {})
+    status = names.get("idempotency_keys", []).index("status_code")
+    moved = [r for r in set(a) | set(b) if a.get(r) != b.get(r)]
+    return all(r in a and r in b and a[r][status] != 201 for r in moved)
+
+
 def integrity_ok(db: Path) -> bool:
     """Whether SQLite's own integrity_check passes."""
     try:
@@ -121,4 +130,13 @@ def integrity_ok(db: Path) -> bool:
         return False
 
 
-__all__ = ["cells", "changed", "columns", "flip", "integrity_ok", "page_size", "table_pages"]
+__all__ = [
+    "cells",
+    "changed",
+    "columns",
+    "flip",
+    "integrity_ok",
+    "page_size",
+    "refusals_only",
+    "table_pages",
+]
