@@ -12,6 +12,7 @@ from typing import Any
 from safescan.client import AdminClient
 from safescan.code import LineItem, qr
 from safescan.merchant.client import MerchantApi, wait_for_payment
+from safescan.merchant.journal import Journal
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 
@@ -137,7 +138,20 @@ def test_pos_cli_order_waits_then_prints_verified_receipt(world: World, tmp_path
         str(world.pos_path),
     )
     assert refund.returncode == 0, refund.stderr
-    assert json.loads(refund.stdout)["order_state"] == "PARTIALLY_REFUNDED"
+    made = json.loads(refund.stdout)
+    assert made["order_state"] == "PARTIALLY_REFUNDED"
+    # the journal keeps the order's paid amount and records the refund (the refund's amount
+    # once overwrote the paid amount there)
+    journal = Journal(world.pos_path.with_name(world.pos_path.stem + "-journal.sqlite3"))
+    try:
+        row = journal.get(first["order_id"])
+        assert row is not None
+        assert row["paid_amount"] == first["total"] and row["refunded"] == 180, row
+        assert [
+            (r["refund_id"], r["amount"], r["staff"]) for r in journal.refunds(first["order_id"])
+        ] == [(made["refund_id"], 180, "pos-cli")]
+    finally:
+        journal.close()
     too_much = _run(
         "safescan.merchant",
         "refund",

@@ -81,6 +81,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 EXIT_STALE = 3  # `pos orders`: shown, but some states could not be checked
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 EXIT_UNKNOWN = 5  # `refund`: sent, the outcome is not known yet (the key is printed)
+CLI_STAFF = "pos-cli"  # who made a refund from the command line, in the journal
 
 
 def _fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
@@ -493,7 +494,9 @@ def refund(
             made = api.refunds.create(order_id, amount, reason=reason, idempotency_key=key)
         journal = Journal(cfg.journal_path)
         try:
-            journal.update(order_id, {"state": str(made.order_state), **made.to_json()})
+            # the refund, and the order's state and refunded total after it (not its amount:
+            # that is the refund's, never the paid amount)
+            journal.add_refund(made, reason=reason, staff=CLI_STAFF)
         finally:
             journal.close()
     except OutcomeUnknown as exc:
