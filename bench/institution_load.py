@@ -238,7 +238,7 @@ async def load(
                     errors[str(status)] = errors.get(str(status), 0) + 1
             exhausted = True
 
-        t_start = time.perf_counter()
+        t_start, started_unix = time.perf_counter(), time.time()
         await asyncio.gather(*(client(w) for w in work))
         elapsed = time.perf_counter() - t_start
     per_second = window_p99_ms(done_at, latencies, elapsed)
@@ -252,6 +252,7 @@ async def load(
         "p99_ms": round(q[98] * 1000, 2),
         "p99_worst_second_ms": round(max(per_second, default=0.0), 2),
         "p99_per_second_ms": [round(v, 2) for v in per_second],
+        "started_unix": round(started_unix, 3),  # second i of p99_per_second_ms starts here + i
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "work_exhausted": exhausted,
