@@ -2,13 +2,18 @@
 
     .venv/bin/python bench/bare_path.py [--db sqlite|postgresql] [--seconds 20] [--json]
     .venv/bin/python bench/bare_path.py --alternate 3 [--db sqlite|postgresql] [--seconds 20]
+    (either with [--tls | --no-tls]: HTTPS with the pinned CA, the default, or plain HTTP)
 
 The yardstick is a payment server that does the **same work per payment as the institution's
 ``POST /v1/payments``, nothing more and nothing less**, written as plainly as Python allows:
 the same database (made by ``safescan institution init``, filled by bench/institution_load.py's
 ``prepare``: same merchants, customers, carriers, orders and authorizations), the same load
 generator (bench/institution_load.py's ``load``), the same HTTP server (uvicorn, its defaults,
-no access log) and one process. Per payment it:
+no access log), the same transport and one process. The transport is HTTPS by default, for the
+yardstick as for the institution: the certificate ``institution init`` made, uvicorn's TLS
+options as ``institution serve`` sets them, the load verifying with the pinned CA and keeping
+its connections alive; ``--no-tls`` serves both over plain HTTP on loopback (the flag is
+bench/institution_load.py's), so a ratio always compares like with like. Per payment it:
 
 1. reads the JSON body, Base64-decodes the authorization, Base45-decodes the code;
 2. opens the code: HPKE (X25519, HKDF-SHA256, AES-128-GCM, ``info`` = context + header),
@@ -63,6 +68,7 @@ import os
 import re
 import secrets
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -94,6 +100,9 @@ from safescan.code.keys import VerifyKey  # noqa: E402
 from safescan.institution import audit, sql  # noqa: E402
 from safescan.institution.epochs import derive_epoch_key  # noqa: E402
 from safescan.institution.keystore import KeyStore  # noqa: E402
+from safescan.web import pki  # noqa: E402
+from safescan.web.pki import TlsDir  # noqa: E402
+from safescan.web.tls import TlsFiles  # noqa: E402
 
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 ACTION = "payment.create"  # the institution's PAYMENT_ACTION
@@ -371,17 +380,33 @@ class BareApp:
         await send({"type": "http.response.body", "body": out})
 
 
-class BareServer:
-    """The yardstick as its own process on 127.0.0.1 (``--serve``), like ServerProcess."""
+def tls_files(keys: Path) -> TlsFiles:
+    """The server certificate ``institution init`` made beside ``keys`` (what the institution
+    presents)."""
+    made = TlsDir(keys.with_name(keys.name + ".tls"))
+    return TlsFiles(made.server_cert, made.server_key)
 
-    def __init__(self, db_url: str, keys: Path) -> None:
+
+class BareServer:
+    """The yardstick as its own process on 127.0.0.1 (``--serve``), like ServerProcess: with
+    ``tls`` over HTTPS with the institution's certificate and uvicorn TLS options (the same
+    handshake and record layer as the institution's), verified by its clients with the CA
+    ``init`` made."""
+
+    def __init__(self, db_url: str, keys: Path, tls: bool = True) -> None:
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | None = None
+        if tls:
+            self.verify = pki.client_context(keys.with_name(keys.name + ".tls") / "ca.pem")
         cmd = [sys.executable, __file__, "--serve", db_url, str(keys), str(self.port)]
+        cmd.append("--tls" if tls else "--no-tls")
         self.proc = subprocess.Popen(cmd, env=env())
         for _ in range(600):
             try:
-                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                r = httpx.get(self.base_url + "/health", timeout=2, verify=self.verify or True)
+                if r.status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -427,18 +452,19 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
             if kind == "before":  # the institution of another tree (same schema), this load
                 os.environ["PYTHONPATH"] = f"{Path(args.before).resolve() / 'src'}"
             try:
-                server: Any = ServerProcess(db_url, keys, extra=extra).start()
+                server: Any = ServerProcess(db_url, keys, extra=extra, tls=args.tls).start()
             finally:
                 if saved is None:
                     os.environ.pop("PYTHONPATH", None)
                 else:
                     os.environ["PYTHONPATH"] = saved
         else:
-            server = BareServer(db_url, keys)
+            server = BareServer(db_url, keys, tls=args.tls)
         load0 = os.getloadavg()[0]
         cpu0 = institution_load.cpu_seconds(server.proc.pid)
         try:
-            result = asyncio.run(institution_load.load(server.base_url, work, args.seconds))
+            pinned = institution_load.pinned(server)  # the same transport for both kinds
+            result = asyncio.run(institution_load.load(server.base_url, work, args.seconds, pinned))
             cpu1 = institution_load.cpu_seconds(server.proc.pid)
         finally:
             server.stop()
@@ -450,7 +476,7 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
             capture_output=True,
             text=True,
         )
-        result |= {"server": kind, "audit_ok": checked.returncode == 0}
+        result |= {"server": kind, "audit_ok": checked.returncode == 0, "tls": args.tls}
         if checked.returncode != 0:
             result["audit_output"] = _audit_summary(checked.stdout + checked.stderr)
         result["loadavg"] = (load0, os.getloadavg()[0])
@@ -478,13 +504,22 @@ def main() -> None:
         " commit with the same schema) in each round: before / after / yardstick",
     )
     ap.add_argument("--serve", nargs=3, metavar=("DB", "KEYS", "PORT"), help=argparse.SUPPRESS)
+    institution_load.add_tls_option(ap)
     args = ap.parse_args()
     if args.serve:
         import uvicorn
 
         db, keys, port = args.serve
         app = BareApp(db, Path(keys))
-        uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+        options = tls_files(Path(keys)).uvicorn_options() if args.tls else {}
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=int(port),
+            log_level="warning",
+            access_log=False,
+            **options,
+        )
         return
     keep = ("payments_per_s", "p50_ms", "p99_ms", "p99_worst_second_ms", "errors")
     runs: list[dict[str, Any]] = []
@@ -501,6 +536,7 @@ def main() -> None:
         if cluster is not None:
             cluster.stop()
     out: dict[str, Any] = {"db": args.db, "seconds": args.seconds, "concurrency": args.concurrency}
+    out["tls"] = args.tls  # both the institution and the yardstick: like is compared with like
     shown = ("server", *keep, "server_cpu_ms_per_payment", "crypto_bound_per_s")
     shown += ("ratio_to_crypto_bound", "audit_ok")
     shown += ("audit_output", "loadavg")
@@ -529,6 +565,7 @@ def main() -> None:
         )
         if "audit_output" in r:
             print(r["audit_output"])
+    print(f"transport: {'HTTPS (pinned CA) for every server' if args.tls else 'plain HTTP'}")
     if args.alternate:
         print(f"institution / yardstick: {out['ratios']}, median {out['median_ratio']}")
         if args.before:

@@ -3,12 +3,14 @@
     python bench/institution_load.py --db sqlite --seconds 60 [--json]
     python bench/institution_load.py --db postgresql --seconds 60 [--pg-url URL] [--json]
     python bench/institution_load.py --keys-backend pkcs11 ...   # root key in a SoftHSM2 token
+    python bench/institution_load.py --no-tls ...   # plain HTTP on loopback (default: HTTPS)
 
 Starts everything it needs on 127.0.0.1 (a throwaway PostgreSQL cluster unless --pg-url is
 given), precreates orders and precomputes one carrier-signed authorization per order (outside
 the timed window), then runs a closed-loop aiohttp load generator for N seconds: each of
 --concurrency clients pays one code at a time with its own key carrier (counters strictly
-increasing). Prints payments/s, p50/p99 latency, the worst one-second window's p99
+increasing), over HTTPS verified with the CA ``institution init`` made (``--no-tls``: plain
+HTTP, to see what TLS costs; bench/bare_path.py takes the same flag). Prints payments/s, p50/p99 latency, the worst one-second window's p99
 (``p99_worst_second_ms``; ``p99_per_second_ms`` lists every whole second's), errors, server
 RSS, and the crypto-only bound (exactly the cryptography one payment does, on one core: see
 :func:`crypto_bound`) and the ratio. Stops
@@ -267,6 +269,24 @@ def _problems(stdout: str) -> list[str]:
         return [stdout[-300:]] if stdout.strip() else []
 
 
+def add_tls_option(ap: argparse.ArgumentParser) -> None:
+    """``--tls/--no-tls`` (shared with bench/bare_path.py, whose yardstick then speaks the same
+    transport as the institution it is compared with)."""
+    ap.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="HTTPS verified with the institution's pinned CA, as deployed (default);"
+        " --no-tls: plain HTTP on loopback (what TLS costs is the difference)",
+    )
+
+
+def pinned(server: Any) -> ssl.SSLContext | None:
+    """The pinned CA's context for ``load`` of an HTTPS server (None: plain HTTP)."""
+    verify = server.verify
+    return verify if isinstance(verify, ssl.SSLContext) else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,6 +315,7 @@ def main() -> None:
         default="file",
         help="root signing key in the key directory or in a throwaway SoftHSM2 token",
     )
+    add_tls_option(ap)
     args = ap.parse_args()
     # One API process is fastest here for both stores: on 2 cores shared with PostgreSQL and
     # the load generator, a second process adds contention and memory, not throughput
@@ -330,15 +351,13 @@ def main() -> None:
                 db_url,
                 keys,
                 extra=["--workers", str(workers), "--no-webhooks", "--merchant-rate", "0"],
-                tls=True,  # HTTPS, as deployed: the figures include TLS
+                tls=args.tls,  # HTTPS by default, as deployed: the figures include TLS
             ).start()
             assert server.proc is not None
             pg_pid = cluster.proc.pid if cluster is not None and cluster.proc else None
             db0 = cpu_seconds(pg_pid) if pg_pid else 0.0
             cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
-            pinned = server.verify
-            assert isinstance(pinned, ssl.SSLContext)
-            result = asyncio.run(load(server.base_url, work, args.seconds, pinned))
+            result = asyncio.run(load(server.base_url, work, args.seconds, pinned(server)))
             cpu1, own1 = cpu_seconds(server.proc.pid), time.process_time()
             db1 = cpu_seconds(pg_pid) if pg_pid else 0.0
             result["server_rss_mb"] = round(rss_mb(server.proc.pid), 1)
@@ -370,6 +389,7 @@ def main() -> None:
                 setup_s=round(setup_s, 1),
                 pg_fsync=args.pg_fsync if args.db == "postgresql" else None,
                 keys_backend=args.keys_backend,
+                tls=args.tls,
             )
         finally:
             if server is not None:
@@ -381,7 +401,8 @@ def main() -> None:
         return
     print(
         f"institution load: {args.db}, {args.seconds:g} s, {args.concurrency} clients,"
-        f" {workers} server process(es), root key: {args.keys_backend}"
+        f" {workers} server process(es), root key: {args.keys_backend},"
+        f" {'HTTPS (pinned CA)' if args.tls else 'plain HTTP'}"
     )
     print(f"  payments/s        {result['payments_per_s']}")
     print(f"  latency p50 / p99 {result['p50_ms']} ms / {result['p99_ms']} ms")

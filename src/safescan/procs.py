@@ -19,12 +19,14 @@ This module imports nothing of safescan but the error base class: every layer ma
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import selectors
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +43,8 @@ __all__ = [
     "ProcessNotReady",
     "Supervisor",
     "free_port",
+    "release_port",
+    "reserve_port",
     "terminating_on_signals",
 ]
 
@@ -74,11 +78,69 @@ class ProcessNotReady(ProcessError):
     code = "process_not_ready"
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+#: where port reservations live (one lock file per port, shared by every process of the machine)
+PORT_LOCKS_ENV = "SAFESCAN_PORT_LOCKS"
+_RESERVED: dict[int, int] = {}  # port -> descriptor of its locked file, held for life
+_RESERVING = threading.Lock()
+
+
+def _port_lock_dir() -> Path:
+    configured = os.environ.get(PORT_LOCKS_ENV)
+    d = Path(configured) if configured else Path(tempfile.gettempdir()) / "safescan-ports"
+    if not d.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # shared by every user's processes (sticky)
+            d.chmod(0o1777)
+    return d
+
+
+def _unbound_port() -> int:
+    """A port nothing is bound to on 127.0.0.1 now (the kernel's choice; it may hand the
+    same one to another process a moment later: hence the reservation)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def reserve_port(port: int) -> bool:
+    """Reserve ``port`` for this process (until :func:`release_port` or its exit): an
+    exclusive lock on ``<lock dir>/<port>.lock``. False when another process (or this one)
+    holds it. Every :func:`free_port` of every process honours the reservations."""
+    with _RESERVING:
+        if port in _RESERVED:
+            return False
+        path = _port_lock_dir() / f"{port}.lock"
+        try:  # read-only is enough for flock, and works on another user's lock file
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process
+            os.close(fd)
+            return False
+        _RESERVED[port] = fd
+        return True
+
+
+def release_port(port: int) -> None:
+    """Give up this process's reservation of ``port`` (nothing if it holds none)."""
+    with _RESERVING:
+        fd = _RESERVED.pop(port, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on, reserved for this process
+    (:func:`reserve_port`) until it exits: two processes (test workers, a demo) asking at the
+    same time never get the same port, even though the port stays unbound until the server
+    they start binds it (or is stopped and restarted on it)."""
+    for _ in range(200):
+        port = _unbound_port()
+        if reserve_port(port):
+            return port
+    raise ProcessError("no free port on 127.0.0.1 that no other process has reserved")
 
 
 class ManagedProcess:

@@ -273,7 +273,8 @@ def session_via_key(world: World, shop: ShopServer, **body: Any) -> dict[str, An
         "cancel_url": shop.url + "/cart",
         **body,
     }
-    verify: Any = str(world.stack.tls_ca) if world.stack.tls_ca else True
+    tls_ca = world.stack.tls_ca
+    verify: Any = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
     r = httpx.post(
         world.base_url + "/v1/checkout/sessions",
         json=doc,

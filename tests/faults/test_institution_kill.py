@@ -59,10 +59,10 @@ class Client:
     refused: list[tuple[str, int, str]] = field(default_factory=list)
 
     def run(
-        self, base_url: str, stop: threading.Event, pace: tuple[float, float] = (0.0, 0.0)
+        self, server: ServerProcess, stop: threading.Event, pace: tuple[float, float] = (0.0, 0.0)
     ) -> None:
         rng = random.Random()
-        with httpx.Client(base_url=base_url, timeout=15) as http:
+        with server.client(timeout=15) as http:
             while self.pos < len(self.jobs) and not stop.is_set():
                 job = self.jobs[self.pos]
                 if pace[1] and not job.unknown and stop.wait(rng.uniform(*pace)):
@@ -146,8 +146,7 @@ def test_sigkill_cycles_under_payment_load_lose_and_double_nothing(
             for _cycle in range(CYCLES):
                 stop = threading.Event()
                 threads = [
-                    threading.Thread(target=c.run, args=(server.base_url, stop, PACE))
-                    for c in clients
+                    threading.Thread(target=c.run, args=(server, stop, PACE)) for c in clients
                 ]
                 done_before = sum(c.pos for c in clients)
                 for t in threads:
@@ -167,7 +166,7 @@ def test_sigkill_cycles_under_payment_load_lose_and_double_nothing(
             # drain: every unacknowledged payment is retried once more with its key
             for c in clients:
                 c.jobs = c.jobs[: c.pos + 1]
-                c.run(server.base_url, threading.Event())
+                c.run(server, threading.Event())
             w2 = World(server, token)
             mc = type(m)(w2.http, m.merchant_id, m.key)
             acked = [j for c in clients for j in c.jobs if j.acked is not None]

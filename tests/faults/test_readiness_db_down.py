@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +36,7 @@ def test_readyz_fails_while_postgresql_is_down_and_recovers(
         keys = Path(d) / "keys"
         init_db(db, keys)
         server = ServerProcess(db, keys).start()
-        http = httpx.Client(base_url=server.base_url, timeout=30)
+        http = server.client(timeout=30)
         try:
             ready = http.get("/readyz")
             assert ready.status_code == 200, ready.text

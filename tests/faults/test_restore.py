@@ -311,7 +311,7 @@ def test_checkpointing_under_concurrent_payments_raises_no_false_alarm(site: Sit
         statuses: list[int] = []
 
         def wallet(carrier: Carrier, orders: list[dict[str, Any]]) -> None:
-            with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            with server.client(timeout=30) as http:
                 for o in orders:
                     auth = carrier.authorize(o["code"])
                     r = http.post(

@@ -89,10 +89,10 @@ def site(
 
 
 def fan_out(
-    base_urls: list[str], n: int, send: Callable[[httpx.Client], httpx.Response]
+    servers: list[ServerProcess], n: int, send: Callable[[httpx.Client], httpx.Response]
 ) -> list[httpx.Response]:
-    """``send`` on ``n`` threads released at once (clients spread over ``base_urls``)."""
-    clients = [httpx.Client(base_url=base_urls[i % len(base_urls)], timeout=60) for i in range(n)]
+    """``send`` on ``n`` threads released at once (clients spread over ``servers``)."""
+    clients = [servers[i % len(servers)].client(timeout=60) for i in range(n)]
     barrier = threading.Barrier(n)
 
     def one(i: int) -> httpx.Response:
@@ -146,7 +146,7 @@ def test_concurrent_same_key_payments_get_one_answer(
                 auth = s.carrier.authorize(code, amount=100 + round_, currency=978, order_id="")
             body = {"code": code, "authorization": b64(auth.to_bytes())}
             answers = fan_out(
-                [s.server.base_url],
+                [s.server],
                 8,
                 lambda c, body=body, k=f"race-{round_}": c.post(
                     "/v1/payments", json=body, headers={"Idempotency-Key": k}
@@ -176,7 +176,7 @@ def test_same_key_payments_through_two_server_processes(request: pytest.FixtureR
                     "authorization": b64(s.carrier.authorize(o["code"]).to_bytes()),
                 }
                 answers = fan_out(
-                    [s.server.base_url, other.base_url],
+                    [s.server, other],
                     10,
                     lambda c, body=body, k=f"two-{round_}": c.post(
                         "/v1/payments", json=body, headers={"Idempotency-Key": k}
@@ -201,7 +201,7 @@ def test_concurrent_same_key_refunds_and_orders_get_one_answer(
             )
             path = f"/v1/merchant/orders/{o['order_id']}/refunds"
             answers = fan_out(
-                [s.server.base_url],
+                [s.server],
                 8,
                 lambda c, path=path, k=f"ref-{round_}": c.send(
                     _signed(s.m, c, "POST", path, {"amount": 300}, k)
@@ -216,7 +216,7 @@ def test_concurrent_same_key_refunds_and_orders_get_one_answer(
                 "currency": "EUR",
             }
             answers = fan_out(
-                [s.server.base_url],
+                [s.server],
                 8,
                 lambda c, body=body, k=f"ord-{round_}": c.send(
                     _signed(s.m, c, "POST", "/v1/merchant/orders", body, k)

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import ssl
 import tempfile
 import threading
 import time
@@ -40,6 +41,7 @@ from safescan.code import SigningKey, decode_text
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.pending import idempotency_key, submit
 from safescan.wallet.store import PendingPayment
+from safescan.web import pki
 from tests.faults.common import audit, customer_balance, order
 from tests.institution.harness import (
     Carrier,
@@ -64,11 +66,13 @@ UNAVAILABLE = "503 outcome_unknown, not forwarded"
 
 @dataclass
 class FaultProxy:
-    """An HTTP proxy on 127.0.0.1 in front of the institution. POSTs whose path starts with
-    ``watch`` take the next action of ``plan`` (then PASS); everything is forwarded otherwise.
-    ``log`` records (path, action) for every watched request."""
+    """An HTTPS proxy on 127.0.0.1 in front of the institution (as HAProxy is: a certificate of
+    the institution's CA, which the clients pin; it verifies the institution with that CA).
+    POSTs whose path starts with ``watch`` take the next action of ``plan`` (then PASS);
+    everything is forwarded otherwise. ``log`` records (path, action) for every watched
+    request."""
 
-    upstream: str
+    upstream: ServerProcess
     watch: tuple[str, ...] = ("/v1/payments", "/v1/merchant/orders")
     plan: list[str] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)
@@ -76,7 +80,7 @@ class FaultProxy:
 
     def __post_init__(self) -> None:
         proxy = self
-        client = httpx.Client(base_url=self.upstream, timeout=30)
+        client = self.upstream.client(timeout=30)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -127,20 +131,30 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self._certs = tempfile.TemporaryDirectory(prefix="safescan-proxy-tls-")
+        if self.upstream.tls:
+            cert, key = Path(self._certs.name) / "proxy.pem", Path(self._certs.name) / "proxy.key"
+            pki.issue_server_files(pki.TlsDir(self.upstream.ca.parent), cert, key, ["127.0.0.1"])
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(cert, key)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            pki.pin(self.url, self.upstream.ca)  # the clients verify the proxy with the CA
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self._client = client
 
     @property
     def url(self) -> str:
-        """http://127.0.0.1:port"""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        """https://127.0.0.1:port (http:// in front of a plain-HTTP institution)"""
+        scheme = "https" if self.upstream.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
         self._client.close()
+        self._certs.cleanup()
 
     def actions(self, prefix: str) -> list[str]:
         """The actions taken on requests to paths starting with ``prefix``."""
@@ -229,7 +243,7 @@ def _payments_of(s: Site, order_id: str) -> int:
 def test_a_payment_rides_through_lost_answers_and_503s(plan: list[str]) -> None:
     with site() as s:
         balance0 = _balance(s)
-        proxy = FaultProxy(s.server.base_url, watch=("/v1/payments",), plan=list(plan))
+        proxy = FaultProxy(s.server, watch=("/v1/payments",), plan=list(plan))
         try:
             o = s.m.order([("Ride", 1, 700)])
             p = _pending(s.carrier, o)
@@ -264,7 +278,7 @@ def test_a_payment_rides_through_the_institution_stopped_and_started_again(
         result: dict[str, Any] = {}
 
         def pay() -> None:
-            with WalletClient(f"http://127.0.0.1:{port}", timeout=10) as remote:
+            with WalletClient(s.server.base_url, timeout=10) as remote:  # the CA pinned
                 try:
                     result["answer"] = submit(remote, p, budget=BUDGET + 40)
                 except Exception as exc:  # noqa: BLE001 - reported below
@@ -291,7 +305,7 @@ def test_a_payment_stopped_mid_request_then_restarted_is_paid_once() -> None:
         o = s.m.order([("Crash", 1, 450)])
         p = _pending(s.carrier, o)
         port = s.server.port
-        proxy = FaultProxy(s.server.base_url, watch=("/v1/payments",), plan=[CUT])
+        proxy = FaultProxy(s.server, watch=("/v1/payments",), plan=[CUT])
         restarted = threading.Event()
 
         def restart_after_first_attempt() -> None:
@@ -327,9 +341,7 @@ def test_a_budget_that_runs_out_says_unknown_and_the_lookup_tells(forwarded: boo
         o = s.m.order([("Budget", 1, 300)])
         p = _pending(s.carrier, o)
         first = LOST_COMMIT if forwarded else UNAVAILABLE
-        proxy = FaultProxy(
-            s.server.base_url, watch=("/v1/payments",), plan=[first] + [UNAVAILABLE] * 200
-        )
+        proxy = FaultProxy(s.server, watch=("/v1/payments",), plan=[first] + [UNAVAILABLE] * 200)
         try:
             with (
                 WalletClient(proxy.url, timeout=10) as remote,
@@ -361,9 +373,7 @@ def test_a_definite_refusal_is_never_retried() -> None:
         assert s.w.pay(o["code"], s.carrier.authorize(o["code"]), "first").status_code == 201
         balance0 = _balance(s)
         p = _pending(s.carrier, o)  # a second authorization: another key
-        proxy = FaultProxy(
-            s.server.base_url, watch=("/v1/payments",), plan=[NO_BACKEND, UNAVAILABLE]
-        )
+        proxy = FaultProxy(s.server, watch=("/v1/payments",), plan=[NO_BACKEND, UNAVAILABLE])
         try:
             with (
                 WalletClient(proxy.url, timeout=10) as remote,
@@ -400,7 +410,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
         )
         m = MerchantClient(s.w.http, r.json()["id"], key)
         keys = s.w.http.get("/v1/keys").json()["root_keys"]
-        proxy = FaultProxy(s.server.base_url, watch=("/v1/merchant/orders",))
+        proxy = FaultProxy(s.server, watch=("/v1/merchant/orders",))
         cfg = PosConfig(
             institution_url=proxy.url,
             merchant_id=m.merchant_id,

@@ -313,6 +313,16 @@ def _open_sockets(pid: int) -> int:
     return count
 
 
+def _connect(server: ServerProcess, timeout: float) -> socket.socket:
+    """A raw connection to ``server``, over TLS verified with the pinned CA (the handshake
+    done: what follows is the request bytes the test writes by hand)."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    ctx = server.verify
+    if isinstance(ctx, bool):  # a plain-HTTP server
+        return raw
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
 def _serve_with_limit(db: str, keys: Path, limit: int, extra: list[str]) -> ServerProcess:
     real = subprocess.Popen
 
@@ -356,9 +366,9 @@ def _setup(w: World, n: int) -> tuple[Any, Any, list[dict[str, Any]]]:
     return m, carrier, [m.order([("Fd", 1, 100 + i)]) for i in range(n)]
 
 
-def _pay(base_url: str, carrier: Any, o: dict[str, Any], key: str) -> httpx.Response:
+def _pay(server: ServerProcess, carrier: Any, o: dict[str, Any], key: str) -> httpx.Response:
     auth = carrier.authorize(o["code"])
-    with httpx.Client(base_url=base_url, timeout=20) as c:
+    with server.client(timeout=20) as c:
         return c.post(
             "/v1/payments",
             json={"code": o["code"], "authorization": b64(auth.to_bytes())},
@@ -376,7 +386,7 @@ def test_idle_connections_cannot_starve_a_server_of_descriptors(crowd: str) -> N
             pid = server.proc.pid
             baseline = _open_sockets(pid)
             for i in range(300):  # far more connections than descriptors
-                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                s = _connect(server, timeout=5)
                 if crowd == "slowloris":
                     s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
                 elif crowd == "after-a-request":  # keep-alive connections left open
@@ -384,13 +394,13 @@ def test_idle_connections_cannot_starve_a_server_of_descriptors(crowd: str) -> N
                 socks.append(s)
                 if i % 50 == 0:
                     assert _open_fds(pid) < LIMIT - 16, "connections ate the reserve"
-            ready = httpx.get(server.base_url + "/ready", timeout=10).json()
+            ready = server.get("/ready").json()
             bound = ready["checks"]["connections"]["max_connections"]
             assert bound <= LIMIT - 100, ready
             assert _open_fds(pid) < LIMIT - 16
             # writes go through while the crowd is there
             for i, o in enumerate(orders[:4]):
-                r = _pay(server.base_url, carrier, o, f"crowd-{crowd}-{i}")
+                r = _pay(server, carrier, o, f"crowd-{crowd}-{i}")
                 assert r.status_code == 201, r.text
             # idle connections are closed by the server after the head timeout
             deadline = time.monotonic() + 20
@@ -398,10 +408,10 @@ def test_idle_connections_cannot_starve_a_server_of_descriptors(crowd: str) -> N
                 assert time.monotonic() < deadline, (_open_sockets(pid), baseline)
                 time.sleep(0.2)
             for i, o in enumerate(orders[4:]):
-                assert _pay(server.base_url, carrier, o, f"after-{crowd}-{i}").status_code == 201
-            health = httpx.get(server.base_url + "/health", timeout=10)
+                assert _pay(server, carrier, o, f"after-{crowd}-{i}").status_code == 201
+            health = server.get("/health")
             assert health.status_code == 200 and health.json()["writer"]["failed_batches"] == 0
-            stats = httpx.get(server.base_url + "/ready", timeout=10).json()["checks"]
+            stats = server.get("/ready").json()["checks"]
             assert stats["connections"]["evicted"] + stats["connections"]["timed_out"] >= 100
         finally:
             for s in socks:
@@ -439,7 +449,7 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
         assert server.proc is not None
         pid = server.proc.pid
         try:
-            with httpx.Client(base_url=server.base_url, timeout=20) as http:
+            with server.client(timeout=20) as http:
                 assert http.get("/health").status_code == 200  # a pooled connection, kept alive
                 soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (_open_fds(pid), hard))
@@ -503,7 +513,7 @@ def test_a_stalled_body_is_cut_at_the_deadline(sent: int) -> None:
     with _limited_server(2) as (server, carrier, orders, _db):
         try:
             for _ in range(10):
-                s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                s = _connect(server, timeout=10)
                 s.sendall(
                     b"POST /v1/payments HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b"{" * sent
@@ -516,7 +526,7 @@ def test_a_stalled_body_is_cut_at_the_deadline(sent: int) -> None:
                 assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
                 assert b'"code":"request_timeout"' in answer
             for i, o in enumerate(orders):
-                assert _pay(server.base_url, carrier, o, f"stall-{sent}-{i}").status_code == 201
+                assert _pay(server, carrier, o, f"stall-{sent}-{i}").status_code == 201
         finally:
             for s in socks:
                 s.close()
@@ -530,6 +540,7 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
     from safescan.institution.http import create_app
     from safescan.institution.keystore import KeyStore
     from safescan.institution.service import Institution
+    from safescan.web import pki
     from tests.institution.harness import PASSPHRASE
     from tests.institution.pg import free_port
 
@@ -537,9 +548,15 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
     init_db(url, tmp_path / "keys")
     inst = Institution(Database(url), KeyStore(tmp_path / "keys").load(PASSPHRASE.encode()))
     port = free_port()
+    tls = pki.TlsDir(tmp_path / "keys.tls")  # the certificate `init` made; clients pin its CA
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(inst, background=False), host="127.0.0.1", port=port, log_level="warning"
+            create_app(inst, background=False),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ssl_certfile=str(tls.server_cert),
+            ssl_keyfile=str(tls.server_key),
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -549,7 +566,10 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
         while not server.started:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(
+            base_url=base, verify=pki.client_context(tls.ca_cert), timeout=10
+        ) as http:
             inst.customers.create("Before")  # the writer runs
             assert http.get("/health").status_code == 200
             committer = inst.db._writer()

@@ -87,7 +87,12 @@ def init_db(db_url: str, keys: Path) -> str:
 
 
 class ServerProcess:
-    """``safescan institution serve`` as a subprocess on 127.0.0.1."""
+    """``safescan institution serve`` as a subprocess on 127.0.0.1, over HTTPS with the CA
+    `institution init` made, which this process's clients pin (:attr:`verify`).
+
+    ``tls=False`` serves plain HTTP (``--plain-http``, loopback only): only for a test that
+    needs it, and that test says why. ``port``: a port this process reserved (a restart on
+    the port of a server it stopped); by default a fresh reservation (:func:`free_port`)."""
 
     def __init__(
         self,
@@ -97,7 +102,7 @@ class ServerProcess:
         port: int | None = None,
         extra: list[str] | None = None,
         webhook_allow: tuple[str, ...] = LOOPBACK_RECEIVERS,
-        tls: bool = False,
+        tls: bool = True,
     ) -> None:
         self.db_url, self.keys = db_url, keys
         self.port = port or free_port()
@@ -111,6 +116,7 @@ class ServerProcess:
         if webhook_allow:
             self.extra.append("--webhook-http")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._pinned: ssl.SSLContext | None = None  # the CA's context, made once
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the process lifetime
             prefix="safescan-inst-", suffix=".log", delete=False
         )
@@ -129,11 +135,21 @@ class ServerProcess:
     def verify(self) -> ssl.SSLContext | bool:
         """What an httpx client passes as ``verify``: the pinned CA (never verification off);
         also pinned for this process's safescan clients of this server."""
-        return pki.pin(self.base_url, self.ca) if self.tls else True
+        if not self.tls:
+            return True  # plain http:// on loopback: there is no certificate to verify
+        if self._pinned is None:
+            self._pinned = pki.pin(self.base_url, self.ca)
+        return self._pinned
 
     def client(self, **kw: Any) -> httpx.Client:
-        """An httpx client for this server, verifying it with the pinned CA."""
+        """An httpx client for this server, verifying it with the pinned CA (keep it open:
+        its connections are kept alive, one TLS handshake each)."""
         return httpx.Client(base_url=self.base_url, verify=self.verify, **kw)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        """One ``GET path`` on a fresh connection, verified with the pinned CA."""
+        kw.setdefault("timeout", 10)
+        return httpx.get(self.base_url + path, verify=self.verify, **kw)
 
     def start(
         self,
@@ -163,6 +179,8 @@ class ServerProcess:
             str(self.port),
             *self.extra,
         ]
+        if self.tls:  # this server's CA for its origin (another server may have had the port)
+            self._pinned = pki.pin(self.base_url, self.ca)
         self.proc = subprocess.Popen(cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
@@ -171,8 +189,9 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError(f"server exited: {out}")
             if listening_only:
-                with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=2
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2),
                 ):
                     return self
             else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,19 +12,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from safescan.procs import free_port  # the one port reservation; tests import it from here
+
 PG_BIN_DIRS = (
     "/usr/lib/postgresql/17/bin",
     "/usr/lib/postgresql/16/bin",
     "/usr/lib/postgresql/15/bin",
 )
 PG_ENV = "SAFESCAN_TEST_PG_URL"
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_pg_bin() -> Path | None:

@@ -47,11 +47,14 @@ def servers() -> Iterator[tuple[ServerProcess, ServerProcess]]:
             proxied.stop()
 
 
-def _status(base: str, headers: dict[str, str], source: str = "127.0.0.1") -> int:
-    """POST a code status request from the loopback address ``source``."""
-    transport = httpx.HTTPTransport(local_address=source)
+def _status(server: ServerProcess, headers: dict[str, str], source: str = "127.0.0.1") -> int:
+    """POST a code status request from the loopback address ``source`` (over TLS, the CA
+    pinned)."""
+    transport = httpx.HTTPTransport(local_address=source, verify=server.verify)
     with httpx.Client(transport=transport) as client:
-        r = client.post(base + "/v1/codes/status", json={"code": "SS1:NOTACODE"}, headers=headers)
+        r = client.post(
+            server.base_url + "/v1/codes/status", json={"code": "SS1:NOTACODE"}, headers=headers
+        )
     return r.status_code
 
 
@@ -61,10 +64,10 @@ def test_spoofed_forwarded_headers_do_not_reset_the_per_address_limit(
 ) -> None:
     plain, _ = servers
     source = f"127.0.0.{10 + spoof}"  # each variation is a new client with a full bucket
-    codes = [_status(plain.base_url, SPOOFS[spoof](i + 1), source) for i in range(12)]
+    codes = [_status(plain, SPOOFS[spoof](i + 1), source) for i in range(12)]
     assert all(c != 429 for c in codes[: int(BURST)]), codes
     assert codes[int(BURST) :] == [429] * (12 - int(BURST)), codes
-    transport = httpx.HTTPTransport(local_address=source)
+    transport = httpx.HTTPTransport(local_address=source, verify=plain.verify)
     with httpx.Client(transport=transport) as client:
         r = client.post(plain.base_url + "/v1/codes/status", json={"code": "x"})
     assert r.status_code == 429
@@ -74,13 +77,13 @@ def test_spoofed_forwarded_headers_do_not_reset_the_per_address_limit(
 def test_a_configured_proxy_is_believed(servers: tuple[ServerProcess, ServerProcess]) -> None:
     _, proxied = servers
     # every client behind the proxy has its own bucket: 8 distinct clients, one request each
-    codes = [_status(proxied.base_url, {"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(8)]
+    codes = [_status(proxied, {"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(8)]
     assert 429 not in codes
     # one client behind the proxy is limited like any other
-    same = [_status(proxied.base_url, {"X-Forwarded-For": "198.51.100.7"}) for _ in range(8)]
+    same = [_status(proxied, {"X-Forwarded-For": "198.51.100.7"}) for _ in range(8)]
     assert 429 in same
     # the RFC 7239 header is never read, even from the trusted proxy
-    fwd = [_status(proxied.base_url, {"Forwarded": f"for=192.0.2.{i}"}) for i in range(8)]
+    fwd = [_status(proxied, {"Forwarded": f"for=192.0.2.{i}"}) for i in range(8)]
     assert 429 in fwd
 
 

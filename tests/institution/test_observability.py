@@ -299,7 +299,7 @@ def test_readyz_fails_while_the_schema_is_behind_and_healthz_stays_alive(
     db, tmp, _token = own_sqlite
     server = ServerProcess(db, tmp / "keys").start()
     try:
-        http = httpx.Client(base_url=server.base_url, timeout=10)
+        http = server.client(timeout=10)
         assert http.get("/readyz").status_code == 200
         path = db.removeprefix("sqlite:///")
         with sqlite3.connect(path) as conn:
@@ -330,7 +330,7 @@ def test_metrics_token_mode(own_sqlite: tuple[str, Path, str]) -> None:
         extra=["--metrics", "token", "--metrics-token-file", str(tmp / "metrics-token")],
     ).start()
     try:
-        http = httpx.Client(base_url=server.base_url, timeout=10)
+        http = server.client(timeout=10)
         for headers in (
             {},
             {"Authorization": "Bearer " + metrics_token[:-1]},
@@ -355,7 +355,7 @@ def test_metrics_off(own_sqlite: tuple[str, Path, str]) -> None:
     db, tmp, _token = own_sqlite
     server = ServerProcess(db, tmp / "keys", extra=["--metrics", "off"]).start()
     try:
-        assert httpx.get(server.base_url + "/metrics", timeout=10).status_code == 404
+        assert server.get("/metrics").status_code == 404
     finally:
         server.stop()
 
@@ -383,10 +383,10 @@ def test_several_workers_sum_their_counters(own_sqlite: tuple[str, Path, str]) -
     try:
         n = 60
         for _ in range(n):  # new connections: the kernel spreads them over both workers
-            httpx.get(server.base_url + "/healthz", timeout=10)
+            server.get("/healthz")
         deadline = time.monotonic() + 20
         while True:
-            with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            with server.client(timeout=10) as http:
                 m = samples(http)
             got = value(
                 m, "safescan_http_requests_total", method="GET", route="/healthz", status="200"
@@ -406,7 +406,7 @@ def test_two_workers_count_payments_across_both_and_publish_gauges_per_worker(
     either worker are all in ``safescan_payments_total``, whichever worker answers the scrape,
     and each worker publishes its own pool gauges (one ``pid`` per worker)."""
     db, tmp, token = own_sqlite
-    server = ServerProcess(db, tmp / "keys", extra=["--workers", "2"], tls=True).start()
+    server = ServerProcess(db, tmp / "keys", extra=["--workers", "2"]).start()
     world = World(server, token)
     try:
         m = world.merchant("Two Workers Cafe")
@@ -420,10 +420,10 @@ def test_two_workers_count_payments_across_both_and_publish_gauges_per_worker(
             r = httpx.post(server.base_url + "/v1/payments", json=body, verify=server.verify)
             assert r.status_code == 201, r.text
         for _ in range(40):  # more connections, so that both workers have served something
-            httpx.get(server.base_url + "/healthz", timeout=10, verify=server.verify)
+            server.get("/healthz")
 
         def scrape() -> dict[Any, float]:
-            with httpx.Client(base_url=server.base_url, verify=server.verify, timeout=10) as h:
+            with server.client(timeout=10) as h:
                 return samples(h)
 
         pids: set[str] = set()

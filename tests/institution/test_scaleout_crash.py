@@ -36,7 +36,7 @@ def test_two_server_processes_race_to_pay_one_code(pg_cluster: Cluster) -> None:
             for round_ in range(5):
                 o = m.order([("Race", 1, 1000 + round_)])
                 auths = [carriers[i % 2].authorize(o["code"]) for i in range(40)]
-                clients = [httpx.Client(base_url=s.base_url, timeout=30) for s in servers]
+                clients = [s.client(timeout=30) for s in servers]
                 barrier = threading.Barrier(40)
 
                 def attempt(
@@ -97,7 +97,7 @@ def test_crash_under_load_loses_and_doubles_nothing(
         stop = threading.Event()
 
         def worker(k: int) -> None:
-            with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            with server.client(timeout=10) as client:
                 for i in range(k, len(work), 8):
                     if stop.is_set():
                         return

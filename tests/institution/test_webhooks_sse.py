@@ -196,7 +196,7 @@ def test_pending_webhooks_survive_a_server_restart(
     receiver = Receiver(port, TrustStore({}))
     server2 = ServerProcess(db, keys, extra=extra).start()
     try:
-        keys_doc = httpx.get(server2.base_url + "/v1/keys").json()
+        keys_doc = server2.get("/v1/keys").json()
         receiver.trust = TrustStore(
             {k["kid"]: VerifyKey(base64.b64decode(k["public_key"])) for k in keys_doc["root_keys"]}
         )

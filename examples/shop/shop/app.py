@@ -14,6 +14,7 @@ import html
 import logging
 import re
 import secrets
+import ssl
 import string
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ class Shop:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.db)
-        verify: Any = str(config.ca) if config.ca else True
+        # the institution's CA when the shop pins one (else the system's CAs); never off
+        verify: Any = ssl.create_default_context(cafile=str(config.ca)) if config.ca else True
         self.api = httpx.Client(
             base_url=config.institution,
             headers={"Authorization": f"Bearer {config.api_key}"},

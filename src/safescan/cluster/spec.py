@@ -181,15 +181,23 @@ def read_spec(state_dir: Path) -> ClusterSpec:
 
 
 def free_base_port(nodes: int = 3, apis: int = 2) -> int:
-    """A base port whose whole block of cluster ports is free on 127.0.0.1 (for tests and
-    benchmarks that must not collide with anything running)."""
+    """A base port whose whole block of cluster ports is free on 127.0.0.1 and reserved for
+    this process (:func:`safescan.procs.reserve_port`: no other process's ``free_port`` hands
+    one of them out; for tests and benchmarks that must not collide with anything running)."""
     import random
 
     from safescan.cluster.procs import port_free
+    from safescan.procs import release_port, reserve_port
 
     rng = random.SystemRandom()
     for _ in range(200):
         base = rng.randrange(20000, 60000, 100)
-        if all(port_free(p) for p in Ports(base).all(nodes, apis)):
+        block = Ports(base).all(nodes, apis)
+        if not all(port_free(p) for p in block):
+            continue
+        reserved = [p for p in block if reserve_port(p)]
+        if len(reserved) == len(block):
             return base
+        for p in reserved:
+            release_port(p)
     raise ClusterError("no free block of ports found on 127.0.0.1")
