@@ -23,6 +23,7 @@ import uvicorn
 from safescan.api.obslog import RequestLog, get_logger
 from safescan.institution import metrics
 from safescan.institution.http.asgi import ASGIApp
+from safescan.institution.netguard import serves_tls
 
 #: paths answered before the router (BodyLimit's fast route, /metrics) and their caller kind
 FAST_ROUTES = {metrics.PAY_ROUTE: "wallet", "/metrics": "operator"}
@@ -61,6 +62,6 @@ class AnnouncingServer(uvicorn.Server):
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                scheme = "https" if self.config.is_ssl else "http"
+                scheme = "https" if self.config.is_ssl or serves_tls() else "http"
                 announce(f"{scheme}://{shown}:{port}")
                 return

@@ -416,7 +416,6 @@ def serve(
     )
     srv, store = site.server, site.keystore
     tuning = site.tuning()
-    configure(Limits(srv.max_connections, srv.head_timeout))  # read by every worker's protocol
     obslog.configure(srv.log_level, srv.log_format)  # JSON lines on stderr (checked settings)
     common = {
         "host": srv.host,
@@ -436,8 +435,10 @@ def serve(
         db = site.db_url()
         common.update(uvicorn_proxy_settings(list(srv.trusted_proxies)))
         tls = server_tls(site, store.dir or default_key_dir(db))
-        if tls is not None:
-            common.update(tls.files.uvicorn_options())
+        # read by every worker's protocol, which also does the TLS handshake (under the bound)
+        configure(
+            Limits(srv.max_connections, srv.head_timeout), tls.files if tls is not None else None
+        )
         if srv.workers <= 1:
             from safescan.institution.access_log import AnnouncingServer
             from safescan.institution.server import build_app

@@ -15,6 +15,15 @@ any more. :class:`GuardedHttpToolsProtocol` closes that hole:
   of being opened or of its previous response, else it is closed (idle and slow-loris
   connections alike); a request being answered (an event stream included) is never cut.
 
+Over HTTPS the protocol does the TLS handshake itself: uvicorn listens on plain TCP and each
+accepted connection is upgraded with ``loop.start_tls`` (the certificate comes through the
+environment, :data:`ENV_TLS`, like the limits), so a connection is counted against the bound,
+evictable and on the clock from the moment it is accepted, not only once its handshake is
+done. Left to the event loop (uvicorn's ``ssl_certfile``), a connection that never finishes,
+or never starts, its handshake would be invisible here for the loop's 60 s handshake timeout,
+and a few hundred of them took every descriptor. The handshake must finish within the head
+timeout.
+
 The limits come from the environment (:data:`ENV_LIMITS`, set by ``safescan institution
 serve``) so that every worker process of ``--workers N`` applies the same.
 """
@@ -22,14 +31,22 @@ serve``) so that every worker process of ``--workers N`` applies the same.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
+import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from uvicorn.config import create_ssl_context
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from safescan.web.tls import TlsFiles
+
 ENV_LIMITS = "SAFESCAN_CONNECTION_LIMITS"
+#: the server certificate and key files (JSON list) when serving HTTPS; its key's password
+ENV_TLS = "SAFESCAN_SERVER_TLS"
+ENV_TLS_PASSWORD = "SAFESCAN_SERVER_TLS_KEY_PASSWORD"  # noqa: S105 - a variable name
 DB_DESCRIPTORS = 3 * (16 + 8)  # pooled database connections (a SQLite one holds db, WAL, shm)
 RESERVE = 64 + DB_DESCRIPTORS  # descriptors kept for everything but client connections
 
@@ -68,9 +85,39 @@ class Limits:
             return cls()
 
 
-def configure(limits: Limits) -> None:
-    """Set the limits for this process and the workers it starts."""
+def configure(limits: Limits, tls: TlsFiles | None = None) -> None:
+    """Set the limits, and the certificate to serve HTTPS with (None: plain HTTP), for this
+    process and the workers it starts."""
     os.environ[ENV_LIMITS] = limits.encode()
+    os.environ.pop(ENV_TLS, None)
+    os.environ.pop(ENV_TLS_PASSWORD, None)
+    if tls is not None:
+        os.environ[ENV_TLS] = json.dumps([str(tls.certfile), str(tls.keyfile)])
+        if tls.key_password is not None:
+            os.environ[ENV_TLS_PASSWORD] = tls.key_password
+
+
+def serves_tls() -> bool:
+    """Whether :func:`configure` set a certificate (the server speaks HTTPS)."""
+    return bool(os.environ.get(ENV_TLS))
+
+
+def server_context() -> ssl.SSLContext | None:
+    """The server's TLS context from the environment, made as uvicorn makes it from
+    ``ssl_certfile``/``ssl_keyfile`` (its defaults); None for plain HTTP."""
+    text = os.environ.get(ENV_TLS)
+    if not text:
+        return None
+    cert, key = json.loads(text)
+    return create_ssl_context(
+        certfile=cert,
+        keyfile=key,
+        password=os.environ.get(ENV_TLS_PASSWORD) or None,
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
+        cert_reqs=ssl.CERT_NONE,
+        ca_certs=None,
+        ciphers=None,
+    )
 
 
 def effective_max_connections(configured: int) -> int:
@@ -83,21 +130,29 @@ def effective_max_connections(configured: int) -> int:
 
 STATS: dict[str, int] = {"refused": 0, "evicted": 0, "timed_out": 0}
 
+#: connections of this process accepted over TLS whose handshake is not done yet
+_HANDSHAKING: dict[GuardedHttpToolsProtocol, asyncio.BaseTransport] = {}
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a connection bound and a request-head deadline."""
+    """uvicorn's httptools protocol with a connection bound and a request-head deadline
+    (and, over HTTPS, the TLS handshake under both)."""
 
     _limits: Limits | None = None
     _max: int = 0
+    #: the server certificate's context when this process serves HTTPS (:data:`ENV_TLS`)
+    tls: ssl.SSLContext | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cls = type(self)
         if cls._limits is None:
+            cls.tls = server_context()
+            cls._max = effective_max_connections(Limits.from_env().max_connections)
             cls._limits = Limits.from_env()
-            cls._max = effective_max_connections(cls._limits.max_connections)
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._secured = cls.tls is None  # plain HTTP, or the TLS handshake is done
         self.idle_since: float | None = None  # None while a request is being answered
 
     @classmethod
@@ -107,38 +162,103 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return cls._max or effective_max_connections(lim.max_connections), lim.head_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """At the bound make room (or refuse); then start the head deadline."""
-        if len(self.connections) >= self._max and not self._evict_idle():
+        """At the bound make room (or refuse); then start the head deadline. Over TLS, first
+        the handshake, counted and on the same clock (:meth:`_start_tls`)."""
+        if len(self.connections) + len(_HANDSHAKING) >= self._max and not self._evict_idle():
             self._refused = True
             STATS["refused"] += 1
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_OVERLOADED_RESPONSE)
-            transport.close()
+            # (uvloop's transports are not asyncio.Transport subclasses: typed by cast)
+            stream = cast(asyncio.Transport, transport)
+            if self._secured:  # a plain connection, or TLS done: a typed answer first
+                stream.write(_OVERLOADED_RESPONSE)
+            stream.close()
+            return
+        if not self._secured:
+            _HANDSHAKING[self] = transport
+            self.idle_since = self.loop.time()  # evictable while it shakes hands
+            self._start_tls(cast(asyncio.Transport, transport))
             return
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm_head_timer()
 
+    def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Put TLS on the accepted connection now, within this call: ``loop.start_tls`` is
+        stepped by hand up to its wait for the handshake (as a task would, but without a
+        turn of the loop in between: uvloop starts reading as soon as ``connection_made``
+        returns, and the client's hello must reach the TLS layer, not the HTTP parser); the
+        handshake has the head timeout; :meth:`_tls_done` continues once it ends."""
+        assert self.tls is not None
+        _bound, head = self.limits()
+        steps = self.loop.start_tls(
+            raw, self, self.tls, server_side=True, ssl_handshake_timeout=head
+        )
+        try:
+            waiting = steps.send(None)
+        except StopIteration:  # cannot happen: the handshake needs the peer
+            raw.close()
+            return
+        except (OSError, RuntimeError, TypeError):  # the connection went away already
+            _HANDSHAKING.pop(self, None)
+            raw.close()
+            return
+        if not isinstance(waiting, asyncio.Future):
+            steps.close()
+            raise RuntimeError(f"start_tls waited on {waiting!r}, not on a future")
+        waiting.add_done_callback(lambda _f: self._tls_done(steps, raw))
+
+    def _tls_done(self, steps: Any, raw: asyncio.Transport) -> None:
+        """The handshake ended: serve the connection over TLS, or close it."""
+        _HANDSHAKING.pop(self, None)
+        try:
+            steps.send(None)
+        except StopIteration as finished:
+            secured = finished.value
+        except TimeoutError:
+            STATS["timed_out"] += 1
+            raw.close()
+            return
+        except (OSError, RuntimeError, asyncio.CancelledError):  # refused, closed, evicted
+            raw.close()
+            return
+        else:
+            steps.close()
+            raw.close()
+            return
+        if secured is None or secured.is_closing() or self._refused:
+            return
+        self._secured = True
+        self.idle_since = None
+        self.connection_made(secured)
+
     def _evict_idle(self) -> bool:
-        """Close the connection idle longest; False if every connection is busy."""
-        idle = [
-            c
+        """Close the connection idle longest (one still shaking hands counts as idle);
+        False if every connection is busy."""
+        idle: list[tuple[float, GuardedHttpToolsProtocol, asyncio.BaseTransport]] = [
+            (c.idle_since, c, c.transport)
             for c in self.connections
             if isinstance(c, GuardedHttpToolsProtocol)
             and c.idle_since is not None
             and not c.transport.is_closing()
         ]
+        idle += [
+            (c.idle_since, c, raw)
+            for c, raw in _HANDSHAKING.items()
+            if c.idle_since is not None and not raw.is_closing()
+        ]
         if not idle:
             return False
-        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        _since, victim, transport = min(idle, key=lambda v: v[0])
         victim.idle_since = None
-        victim.transport.close()
+        _drop(transport)
         STATS["evicted"] += 1
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the connection (a refused one was never counted)."""
+        """Forget the connection (a refused one, or one whose handshake never finished, was
+        never counted by uvicorn)."""
         self._cancel_head_timer()
-        if self._refused:
+        _HANDSHAKING.pop(self, None)
+        if self._refused or not self._secured:
             return
         super().connection_lost(exc)
 
@@ -176,7 +296,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         busy = self.cycle is not None and not self.cycle.response_complete
         if not busy and not self.transport.is_closing():
             STATS["timed_out"] += 1
-            self.transport.close()
+            _drop(self.transport)
+
+
+def _drop(transport: asyncio.BaseTransport) -> None:
+    """Close an idle connection now. A TLS one is aborted: a graceful TLS close waits for the
+    peer's close_notify (30 s), and a client that never answers would keep its descriptor and
+    its place under the bound all that time."""
+    if transport.get_extra_info("sslcontext") is not None:
+        cast(asyncio.Transport, transport).abort()
+    else:
+        transport.close()
 
 
 def connection_status() -> dict[str, Any]:
@@ -187,9 +317,12 @@ def connection_status() -> dict[str, Any]:
 
 __all__ = [
     "ENV_LIMITS",
+    "ENV_TLS",
     "GuardedHttpToolsProtocol",
     "Limits",
     "configure",
     "connection_status",
     "effective_max_connections",
+    "server_context",
+    "serves_tls",
 ]
