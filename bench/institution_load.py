@@ -10,7 +10,8 @@ given), precreates orders and precomputes one carrier-signed authorization per o
 the timed window), then runs a closed-loop aiohttp load generator for N seconds: each of
 --concurrency clients pays one code at a time with its own key carrier (counters strictly
 increasing), over HTTPS verified with the CA ``institution init`` made (``--no-tls``: plain
-HTTP, to see what TLS costs; bench/bare_path.py takes the same flag). Prints payments/s, p50/p99 latency, the worst one-second window's p99
+HTTP, to see what TLS costs; bench/bare_path.py takes the same flag). Prints payments/s,
+p50/p99 latency, the worst one-second window's p99
 (``p99_worst_second_ms``; ``p99_per_second_ms`` lists every whole second's), errors, server
 RSS, and the crypto-only bound (exactly the cryptography one payment does, on one core: see
 :func:`crypto_bound`) and the ratio. Stops
