@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"code"},
     "carrier": {"code", "procs"},
     "institution": {"code", "api", "web"},
-    "cluster": {"code", "web"},
+    "cluster": {"code", "procs", "web"},
     "client": {"code", "api", "web"},
     "web": {"code"},
     "merchant": {"code", "api", "client", "web"},

@@ -303,6 +303,19 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _settled_fds(pid: int) -> int:
+    """The process's descriptor count once it stopped changing for a second (a connection of
+    the start-up probe may still be closing: its descriptor must not count as in use)."""
+    last, since = _open_fds(pid), time.monotonic()
+    deadline = since + 15
+    while time.monotonic() - since < 1.0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _open_fds(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def _open_sockets(pid: int) -> int:
     """The process's socket descriptors (client connections among them; database files and the
     pool's growth are not sockets with SQLite)."""
@@ -463,7 +476,7 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
             with server.client(timeout=20) as http:
                 assert http.get("/health").status_code == 200  # a pooled connection, kept alive
                 soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_open_fds(pid), hard))
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_settled_fds(pid), hard))
                 try:
                     for i in range(writes):
                         o = orders[i]

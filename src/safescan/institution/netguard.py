@@ -38,7 +38,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, cast
 
-from uvicorn.config import create_ssl_context
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from safescan.web.tls import TlsFiles
@@ -104,20 +103,17 @@ def serves_tls() -> bool:
 
 def server_context() -> ssl.SSLContext | None:
     """The server's TLS context from the environment, made as uvicorn makes it from
-    ``ssl_certfile``/``ssl_keyfile`` (its defaults); None for plain HTTP."""
+    ``ssl_certfile``/``ssl_keyfile`` with its defaults (a server context, TLS 1.2 at least,
+    no client certificates asked for); None for plain HTTP."""
     text = os.environ.get(ENV_TLS)
     if not text:
         return None
     cert, key = json.loads(text)
-    return create_ssl_context(
-        certfile=cert,
-        keyfile=key,
-        password=os.environ.get(ENV_TLS_PASSWORD) or None,
-        ssl_version=ssl.PROTOCOL_TLS_SERVER,
-        cert_reqs=ssl.CERT_NONE,
-        ca_certs=None,
-        ciphers=None,
-    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    password = os.environ.get(ENV_TLS_PASSWORD) or None
+    ctx.load_cert_chain(cert, key, (lambda: password) if password else None)
+    return ctx
 
 
 def effective_max_connections(configured: int) -> int:
