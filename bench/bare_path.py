@@ -10,10 +10,12 @@ the same database (made by ``safescan institution init``, filled by bench/instit
 ``prepare``: same merchants, customers, carriers, orders and authorizations), the same load
 generator (bench/institution_load.py's ``load``), the same HTTP server (uvicorn, its defaults,
 no access log), the same transport and one process. The transport is HTTPS by default, for the
-yardstick as for the institution: the certificate ``institution init`` made, uvicorn's TLS
-options as ``institution serve`` sets them, the load verifying with the pinned CA and keeping
-its connections alive; ``--no-tls`` serves both over plain HTTP on loopback (the flag is
-bench/institution_load.py's), so a ratio always compares like with like. Per payment it:
+yardstick as for the institution: the certificate ``institution init`` made, a TLS server
+context with the same defaults (the institution's connection guard makes its own and shakes
+hands under its connection bound; the yardstick leaves the handshake to uvicorn), the load
+verifying with the pinned CA and keeping its connections alive; ``--no-tls`` serves both over
+plain HTTP on loopback (the flag is bench/institution_load.py's), so a ratio always compares
+like with like. Per payment it:
 
 1. reads the JSON body, Base64-decodes the authorization, Base45-decodes the code;
 2. opens the code: HPKE (X25519, HKDF-SHA256, AES-128-GCM, ``info`` = context + header),
@@ -389,9 +391,8 @@ def tls_files(keys: Path) -> TlsFiles:
 
 class BareServer:
     """The yardstick as its own process on 127.0.0.1 (``--serve``), like ServerProcess: with
-    ``tls`` over HTTPS with the institution's certificate and uvicorn TLS options (the same
-    handshake and record layer as the institution's), verified by its clients with the CA
-    ``init`` made."""
+    ``tls`` over HTTPS with the institution's certificate (the same handshake and record
+    layer as the institution's), verified by its clients with the CA ``init`` made."""
 
     def __init__(self, db_url: str, keys: Path, tls: bool = True) -> None:
         self.port = free_port()
