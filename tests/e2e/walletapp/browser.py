@@ -37,6 +37,14 @@ BASE_ARGS = [
 PHONE = {"width": 390, "height": 844}
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
 SCREEN_TIMEOUT = 60_000
+#: Conditions on the page are polled on a timer, never on animation frames (Playwright's
+#: default for wait_for_function and what wait_for_selector's visibility check rides on): a
+#: headless Chromium on a loaded machine, busy with the fake camera's video and the scanner,
+#: renders few frames, so a condition true since the tenth scanned frame was seen 33 s later
+#: and a `data-ready` body already there timed out after 30 s (the flaky sticker test).
+POLL_MS = 250
+#: How long a screenshot may wait for the page to render one frame (bounded, not measured).
+SHOT_TIMEOUT = 120_000
 
 
 @dataclass
@@ -160,11 +168,17 @@ def open_paired(ctx: Any, server: WalletServer, path: str = "") -> Any:
     page = ctx.new_page()
     record_screens(page)
     page.goto(server.pair_url)
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    wait_for(page, "document.body && document.body.dataset.ready === '1'", SCREEN_TIMEOUT)
     if path:
         page.goto(server.url + path)
-        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        wait_for(page, "document.body && document.body.dataset.ready === '1'", SCREEN_TIMEOUT)
     return page
+
+
+def wait_for(page: Any, condition: str, timeout: float) -> None:
+    """Wait (at most ``timeout`` ms) until the JavaScript expression ``condition`` is true,
+    checking it every :data:`POLL_MS` (see there why not on animation frames)."""
+    page.wait_for_function(f"() => Boolean({condition})", polling=POLL_MS, timeout=timeout)
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
@@ -191,7 +205,9 @@ def press_pin(page: Any, pin: str) -> None:
 def shot(page: Any, name: str) -> None:
     """A full-page screenshot in artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"wallet-app-{name}.png"), full_page=True)
+    page.screenshot(
+        path=str(ARTIFACTS / f"wallet-app-{name}.png"), full_page=True, timeout=SHOT_TIMEOUT
+    )
 
 
 def check_screen(page: Any, name: str) -> None:
@@ -227,4 +243,4 @@ def collect_errors(page: Any) -> list[str]:
 
 def wait_screen(page: Any, name: str) -> None:
     """Wait until the app shows screen ``name``."""
-    page.wait_for_selector(f"body[data-screen='{name}']", timeout=SCREEN_TIMEOUT)
+    wait_for(page, f"document.body && document.body.dataset.screen === {name!r}", SCREEN_TIMEOUT)

@@ -26,6 +26,7 @@ from tests.e2e.walletapp import fakecam
 from tests.e2e.walletapp.browser import (
     CHROMIUM,
     PHONE,
+    POLL_MS,
     WalletServer,
     api_headers,
     check_screen,
@@ -253,6 +254,7 @@ def test_a_video_with_no_code_keeps_scanning_without_error(
         # more frames than the clip has: it looped, and the app is still looking
         page.wait_for_function(
             "() => Number(document.getElementById('camera').dataset.frames || 0) >= 60",
+            polling=POLL_MS,
             timeout=120_000,
         )
         assert page.evaluate("document.body.dataset.screen") == "scan"
@@ -283,6 +285,7 @@ def test_a_sticker_next_to_the_code_is_not_picked_either(
         page.wait_for_function(
             "() => document.getElementById('scan-hint').textContent.startsWith('More than one')"
             " && Number(document.getElementById('camera').dataset.frames || 0) >= 10",
+            polling=POLL_MS,
             timeout=120_000,
         )
         assert page.evaluate("document.body.dataset.screen") == "scan"
