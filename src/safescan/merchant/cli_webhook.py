@@ -140,7 +140,7 @@ def show(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         console.print("signing secret: none (safescan pos webhook rotate makes one)")
     else:
         console.print(
-            f"signing secret: version {s.version},"
+            f"signing secret: version {s.version:d},"
             f" rotated {term(_ms(None if s.rotated_at is None else s.rotated_at * 1000))}"
             + (
                 f", previous one valid until {term(_ms(s.previous_valid_until * 1000))}"
@@ -164,13 +164,13 @@ def test(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         emit_json(result.to_json())
     elif ok:
         console.print(
-            f"[green]delivered[/] {term(result.event_id)}: HTTP {result.status}"
-            f" in {result.latency_ms} ms"
+            f"[green]delivered[/] {term(result.event_id)}: HTTP {term(str(result.status))}"
+            f" in {result.latency_ms:d} ms"
         )
     else:
         console.print(
             f"[red]not delivered[/] {term(result.event_id)}:"
-            f" {term(result.error or result.error_kind)} after {result.latency_ms} ms"
+            f" {term(result.error or result.error_kind)} after {result.latency_ms:d} ms"
         )
     if not ok:
         raise typer.Exit(1)
@@ -210,16 +210,16 @@ def deliveries(
             term(d.event_id) + (" (test)" if d.kind == "test" else ""),
             term(str(d.attempt)),
             term(result),
-            f"{d.latency_ms} ms",
+            f"{d.latency_ms:d} ms",
             term(_ms(d.next_retry_ms)),
             Text(term(d.state), style=colours.get(d.state, "white")),
         )
     console.print(table)
     if len(rows) == limit:
-        console.print(f"older attempts: --before {rows[-1].id}")
+        console.print(f"older attempts: --before {rows[-1].id:d}")
     kept = page.retention
     console.print(
-        f"kept: the last {kept.per_endpoint} attempts, at most {kept.max_age // DAY} days"
+        f"kept: the last {kept.per_endpoint:d} attempts, at most {kept.max_age // DAY} days"
     )
 
 
@@ -268,5 +268,5 @@ def rotate(
     if as_json:
         emit_json(secret.to_json())
         return
-    console.print(f"secret version {secret.version}")
+    console.print(f"secret version {secret.version:d}")
     _secret_notice(secret)
