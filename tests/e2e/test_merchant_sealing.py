@@ -416,8 +416,13 @@ def test_ctrl_c_withdraws_a_terminal_sealed_code(world: World, kiosk: Kiosk) -> 
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "safescan",
+            "-c",
+            # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT
+            # ignored (POSIX, without job control), and Python then never raises it
+            "import runpy, signal, sys;"
+            " signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " sys.argv[0] = 'safescan';"
+            " runpy.run_module('safescan', run_name='__main__', alter_sys=True)",
             "pos",
             "order",
             "--seal-here",
