@@ -81,7 +81,7 @@ def unseal(data: bytes, passphrase: bytes) -> Ed25519PrivateKey | X25519PrivateK
     :class:`KeyFileError` for a wrong passphrase, a damaged file or a cost out of bounds."""
     if len(data) > _MAX_FILE:
         raise KeyFileError(f"not a key file: {len(data)} bytes (a key file is under {_MAX_FILE})")
-    if data.lstrip().startswith(_LEGACY):
+    if is_legacy(data):
         return _legacy(data, passphrase)
     body = _body(data)
     if len(body) < _HEADER.size + 16:

@@ -37,14 +37,6 @@ def _check_kid(kid: int) -> int:
     return kid
 
 
-def _encrypt_pem(key: Ed25519PrivateKey | X25519PrivateKey, passphrase: bytes) -> bytes:
-    return keyfile.seal(key, passphrase)
-
-
-def _decrypt_pem(data: bytes, passphrase: bytes) -> object:
-    return keyfile.unseal(data, passphrase)
-
-
 def write_private_file(path: Path, data: bytes) -> None:
     """Write a (already encrypted) private key file with owner-only permissions, atomically."""
     path = Path(path)
@@ -172,12 +164,12 @@ class SigningKey:
 
     def to_pem(self, passphrase: bytes) -> bytes:
         """The sealed key file (:mod:`.keyfile`)."""
-        return _encrypt_pem(self._key, passphrase)
+        return keyfile.seal(self._key, passphrase)
 
     @classmethod
     def from_pem(cls, data: bytes, passphrase: bytes) -> SigningKey:
         """Load a sealed key file (or a legacy encrypted PKCS#8 PEM)."""
-        key = _decrypt_pem(data, passphrase)
+        key = keyfile.unseal(data, passphrase)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError("the key file does not hold an Ed25519 signing key")
         return cls(key)
@@ -267,7 +259,7 @@ class SchemeKey:
                 "type": "safescan-scheme-key",
                 "kid": self.kid,
                 "retire_at": self.retire_at,
-                "pem": _encrypt_pem(self._key, passphrase).decode("ascii"),
+                "pem": keyfile.seal(self._key, passphrase).decode("ascii"),
             }
         )
 
@@ -285,7 +277,7 @@ class SchemeKey:
             isinstance(retire_at, bool) or not isinstance(retire_at, int)
         ):
             raise KeyFileError("corrupt scheme key file: bad retirement time")
-        key = _decrypt_pem(pem, passphrase)
+        key = keyfile.unseal(pem, passphrase)
         if not isinstance(key, X25519PrivateKey):
             raise KeyFileError("the key file does not hold an X25519 scheme key")
         return cls(kid, key, retire_at)
