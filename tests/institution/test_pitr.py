@@ -30,7 +30,21 @@ from tests.institution.pg import Cluster, find_pg_bin, start_cluster, start_on
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "backup-pg-pitr.sh"
+_SOURCE = Path(__file__).resolve().parents[2] / "scripts" / "backup-pg-pitr.sh"
+
+
+def _reachable(source: Path) -> Path:
+    """A copy of the script the postgres user can run (a clone under a 0700 directory, such as
+    `mktemp -d`, is out of its reach)."""
+    directory = Path(tempfile.mkdtemp(prefix="safescan-pitr-script-"))
+    directory.chmod(0o755)
+    target = directory / source.name
+    shutil.copy2(source, target)
+    target.chmod(0o755)
+    return target
+
+
+SCRIPT = _reachable(_SOURCE)
 AS_ROOT = os.geteuid() == 0
 
 
