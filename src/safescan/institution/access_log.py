@@ -23,7 +23,7 @@ import uvicorn
 from safescan.api.obslog import RequestLog, get_logger
 from safescan.institution import metrics
 from safescan.institution.http.asgi import ASGIApp
-from safescan.institution.netguard import serves_tls
+from safescan.web.netguard import serves_tls
 
 #: paths answered before the router (BodyLimit's fast route, /metrics) and their caller kind
 FAST_ROUTES = {metrics.PAY_ROUTE: "wallet", "/metrics": "operator"}

@@ -378,8 +378,8 @@ def serve(
     import uvicorn
 
     from safescan.api import obslog
-    from safescan.institution.netguard import GuardedHttpToolsProtocol, Limits, configure
     from safescan.institution.proxies import uvicorn_proxy_settings
+    from safescan.web.netguard import GuardedHttpToolsProtocol, Limits, configure
 
     site = _settings(
         config,
@@ -437,7 +437,8 @@ def serve(
         tls = server_tls(site, store.dir or default_key_dir(db))
         # read by every worker's protocol, which also does the TLS handshake (under the bound)
         configure(
-            Limits(srv.max_connections, srv.head_timeout), tls.files if tls is not None else None
+            Limits(srv.max_connections, srv.head_timeout, srv.max_per_address),
+            tls.files if tls is not None else None,
         )
         if srv.workers <= 1:
             from safescan.institution.access_log import AnnouncingServer

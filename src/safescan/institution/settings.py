@@ -142,6 +142,9 @@ class ServerSettings(_Section):
         default=1000, ge=1, description="open client connections per process"
     )
     head_timeout: float = Field(default=10.0, gt=0, description="seconds to send a request head")
+    max_per_address: int = Field(
+        default=0, ge=0, description="open connections from one client address (0: no bound)"
+    )
     write_deadline: float = Field(
         default=15.0, gt=0, description="seconds to wait for the SQLite writer"
     )

@@ -61,6 +61,13 @@ from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.settings import load_terminal, pos_settings
 from safescan.merchant.staff import StaffError, StaffStore
+from safescan.web.serving import (
+    BodyTimeoutOpt,
+    HeadTimeoutOpt,
+    MaxConnectionsOpt,
+    MaxPerAddressOpt,
+    connection_options,
+)
 
 merchant_app = typer.Typer(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
@@ -544,25 +551,39 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option(help="the certificate's private key (PEM)")
     ] = None,
+    max_connections: MaxConnectionsOpt = None,
+    max_per_address: MaxPerAddressOpt = None,
+    head_timeout: HeadTimeoutOpt = None,
+    body_timeout: BodyTimeoutOpt = None,
 ) -> None:
     """Run the web POS (staff counter page, and the customers' checkout page) for this terminal.
 
     Staff sign in with the accounts of `safescan pos staff add`; it refuses to start without one.
-    HTTPS with --tls-cert/--tls-key (required to listen on a non-loopback address).
+    HTTPS with --tls-cert/--tls-key (required to listen on a non-loopback address). Connections
+    are bounded (in all and per client address) and must finish their TLS handshake, request
+    head and body in time (docs/operations.md).
     """
     from safescan.merchant.web import run
     from safescan.web.tls import TlsFiles
 
     cfg = _load(config)
+    limits = connection_options(max_connections, max_per_address, head_timeout, body_timeout)
     try:
         site = pos_settings(
             config,
-            server={"host": host, "port": port, "allowed_hosts": allowed_host or None},
+            server={"host": host, "port": port, "allowed_hosts": allowed_host or None, **limits},
             tls={"cert": tls_cert, "key": tls_key},
         )
         tls = TlsFiles.from_options(site.tls.cert, site.tls.key)
         srv = site.server
-        run(cfg, host=srv.host, port=srv.port, allowed_hosts=list(srv.allowed_hosts), tls=tls)
+        run(
+            cfg,
+            host=srv.host,
+            port=srv.port,
+            allowed_hosts=list(srv.allowed_hosts),
+            tls=tls,
+            connections=srv,
+        )
     except SafescanError as exc:
         raise _fail(exc) from None
 

@@ -11,6 +11,10 @@
     host = "127.0.0.1"
     port = 8090
     allowed_hosts = []
+    max_connections = 256                  # open client connections (kept below RLIMIT_NOFILE)
+    max_per_address = 32                   # open connections from one client address (0: any)
+    head_timeout = 10.0                    # seconds for the TLS handshake and a request head
+    body_timeout = 30.0                    # seconds for a request body
     [tls]                                  # `pos serve` over HTTPS
     cert = "/etc/safescan/pos-tls/cert.pem"
     key = "/etc/safescan/pos-tls/key.pem"
@@ -34,6 +38,7 @@ from safescan.merchant.config import (
     PosConfigError,
     default_path,
 )
+from safescan.web.serving import ConnectionSection
 from safescan.web.settings_file import Section, is_settings_file, load
 
 ENV_PREFIX = "SAFESCAN_POS_"
@@ -46,7 +51,7 @@ class TerminalSection(Section):
     passphrase_file: Path | None = Field(default=None, description="the API key's passphrase")
 
 
-class ServerSection(Section):
+class ServerSection(ConnectionSection):
     """``[server]``: where ``pos serve`` listens."""
 
     host: str = "127.0.0.1"

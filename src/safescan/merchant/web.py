@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -57,6 +56,7 @@ from safescan.merchant.input import items_from_json
 from safescan.merchant.journal import Journal
 from safescan.merchant.staff import StaffStore
 from safescan.merchant.webparts import (
+    MAX_BODY,
     SECURITY_HEADERS,
     SHOP_PRODUCTS,
     Guard,
@@ -85,6 +85,7 @@ from safescan.merchant.websec import (
     session_cookie,
 )
 from safescan.web.listen import listen
+from safescan.web.serving import ConnectionSection, guarded_server
 from safescan.web.tls import TlsFiles, is_loopback, scheme
 
 log = logging.getLogger("safescan.merchant.web")
@@ -459,9 +460,12 @@ def run(
     port: int = 8090,
     allowed_hosts: list[str] | None = None,
     tls: TlsFiles | None = None,
+    connections: ConnectionSection | None = None,
 ) -> None:
     """Serve the web POS; prints ``READY https://HOST:PORT`` once listening (``http`` without
-    ``tls``, which only a loopback address may do).
+    ``tls``, which only a loopback address may do). The connection guard
+    (:mod:`safescan.web.serving`) bounds its connections with ``connections`` (defaults
+    otherwise), and does the TLS handshake.
 
     Refuses to start without a staff account. ``allowed_hosts`` adds names the POS answers to
     (``pos.example:443``) to the defaults (:func:`~.websec.default_hosts`).
@@ -481,17 +485,17 @@ def run(
     hosts = HostPolicy([*default_hosts(host), *(allowed_hosts or [])], bound, scheme(tls))
     app = create_app(config, staff=staff, hosts=hosts)
     obslog.configure("info", "json")  # JSON lines on stderr, with the request id
-    server = uvicorn.Server(
-        uvicorn.Config(
-            obslog.RequestLog(app, service="pos", default_caller="pos"),
-            log_config=None,
-            log_level="warning",
-            access_log=False,  # RequestLog writes the access line (route templates, no bodies)
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            proxy_headers=False,  # the peer is the client: no forwarded header is believed
-            **(tls.uvicorn_options() if tls is not None else {}),
-        )
+    server = guarded_server(
+        obslog.RequestLog(app, service="pos", default_caller="pos"),
+        connections or ConnectionSection(),
+        tls,
+        body_limit=4 * MAX_BODY,  # past MAX_BODY the POS refuses a body itself (typed)
+        log_config=None,
+        log_level="warning",
+        access_log=False,  # RequestLog writes the access line (route templates, no bodies)
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,  # the peer is the client: no forwarded header is believed
     )
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(f"READY {scheme(tls)}://{shown}:{bound}", flush=True)

@@ -10,6 +10,10 @@
     host = "127.0.0.1"
     port = 8091
     allowed_hosts = []
+    max_connections = 256                    # open client connections (below RLIMIT_NOFILE)
+    max_per_address = 32                     # from one client address (0: no bound)
+    head_timeout = 10.0                      # seconds for the TLS handshake and a request head
+    body_timeout = 30.0                      # seconds for a request body
     institution = "https://..."              # offered on the enroll screen
     carrier = "tcp://..."
     [tls]                                    # `wallet serve` over HTTPS
@@ -30,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safescan.web.serving import ConnectionSection
 from safescan.web.settings_file import Section, SettingsError, is_settings_file, load, shown
 
 ENV_PREFIX = "SAFESCAN_WALLET_"
@@ -42,7 +47,7 @@ class WalletSection(Section):
     dir: Path | None = None
 
 
-class ServerSection(Section):
+class ServerSection(ConnectionSection):
     """``[server]``: the local wallet app (``wallet serve``)."""
 
     host: str = "127.0.0.1"

@@ -41,10 +41,10 @@ from safescan.institution.http.health import health_router
 from safescan.institution.http.merchant import merchant_router
 from safescan.institution.http.wallet import fast_pay, wallet_router
 from safescan.institution.http.webhooks import webhook_routes
-from safescan.institution.netguard import Limits, connection_status
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
+from safescan.web.netguard import Limits, connection_status
 
 PUBLIC_RATE = (100.0, 200.0)  # per client address: requests per second, burst
 

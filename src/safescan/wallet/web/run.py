@@ -27,6 +27,15 @@ from safescan.wallet.errors import WalletError
 from safescan.wallet.store import default_dir
 from safescan.web.guard import HostPolicy, default_hosts
 from safescan.web.listen import listen
+from safescan.web.serving import (
+    BodyTimeoutOpt,
+    ConnectionSection,
+    HeadTimeoutOpt,
+    MaxConnectionsOpt,
+    MaxPerAddressOpt,
+    connection_options,
+    guarded_server,
+)
 from safescan.web.tls import TlsFiles, scheme
 
 log = logging.getLogger("safescan.wallet.web")
@@ -47,11 +56,13 @@ def serve(
     allowed_hosts: list[str] | None = None,
     institution_url: str | None = None,
     carrier_url: str | None = None,
+    connections: ConnectionSection | None = None,
 ) -> None:
-    """Serve the wallet app for the wallet in ``directory`` until interrupted."""
-    import uvicorn  # the server's imports only when serving: the CLI starts fast
-
+    """Serve the wallet app for the wallet in ``directory`` until interrupted, behind the
+    connection guard (:mod:`safescan.web.serving`: bounded connections, handshake, head and
+    body deadlines; ``connections``, defaults otherwise)."""
     from safescan.api import obslog
+    from safescan.wallet.web import frames
     from safescan.wallet.web.server import create_app
     from safescan.wallet.web.service import WalletService
 
@@ -69,18 +80,17 @@ def serve(
     policy = HostPolicy((allowed_hosts or []) + default_hosts(host), port=bound, scheme=scheme(tls))
     service = WalletService(directory, institution_url=institution_url, carrier_url=carrier_url)
     app, state = create_app(service, policy, pair_secret=secrets.token_urlsafe(32))
-    extra = tls.uvicorn_options() if tls is not None else {}
     obslog.configure("info", "json")  # its warnings as JSON lines; still no request lines
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,  # request lines never reach a log (nor their bodies: PINs)
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            **extra,
-        )
+    server = guarded_server(
+        app,
+        connections or ConnectionSection(),
+        tls,
+        body_limit=frames.MAX_IMAGE_BYTES + 64 * 1024,  # past its own limits the app refuses
+        log_config=None,
+        log_level="warning",
+        access_log=False,  # request lines never reach a log (nor their bodies: PINs)
+        lifespan="on",
+        timeout_graceful_shutdown=2,
     )
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme(tls)}://{shown}:{bound}"
@@ -124,6 +134,10 @@ def serve_command(
         Path | None,
         typer.Option("--wallet-dir", help="wallet directory (default: $SAFESCAN_WALLET_DIR)"),
     ] = None,
+    max_connections: MaxConnectionsOpt = None,
+    max_per_address: MaxPerAddressOpt = None,
+    head_timeout: HeadTimeoutOpt = None,
+    body_timeout: BodyTimeoutOpt = None,
 ) -> None:
     """Run the wallet app (mobile web: camera scan, verified offer, PIN pad, history)."""
     from safescan.wallet.settings import wallet_settings
@@ -136,6 +150,7 @@ def serve_command(
                 "allowed_hosts": allowed_host or None,
                 "institution": institution,
                 "carrier": carrier,
+                **connection_options(max_connections, max_per_address, head_timeout, body_timeout),
             },
             tls={"cert": tls_cert, "key": tls_key},
         )
@@ -149,6 +164,7 @@ def serve_command(
             allowed_hosts=list(srv.allowed_hosts) or None,
             institution_url=srv.institution,
             carrier_url=srv.carrier,
+            connections=srv,
         )
     except SafescanError as exc:
         raise fail(exc, as_json=False) from None

@@ -1,4 +1,6 @@
-"""Bounded, self-cleaning client connections for the API server (uvicorn's httptools protocol).
+"""Bounded, self-cleaning client connections for safescan's HTTPS servers (uvicorn's httptools
+protocol): the institution's API (``safescan institution serve``), the web POS (``safescan pos
+serve``) and the wallet app (``safescan wallet serve``).
 
 uvicorn closes a keep-alive connection a few seconds after its last response, but a connection
 that never sends a request (or sends its head a byte at a time) stays open for ever, and every
@@ -11,6 +13,10 @@ any more. :class:`GuardedHttpToolsProtocol` closes that hole:
   (``Retry-After: 1``) and closed. So idle connections can never lock clients out. The bound is
   also kept below the process's descriptor limit (``RLIMIT_NOFILE``) minus a reserve for the
   database, so clients can never take the descriptors the database needs;
+* at most :attr:`Limits.max_per_address` of them come from one client address (0: no such
+  bound). At that bound a new connection from the address closes that address's connection
+  idle longest, else it is refused the same way: one address cannot take every place, even
+  with connections that are busy (an event stream each);
 * a connection must deliver a complete request head within :attr:`Limits.head_timeout` seconds
   of being opened or of its previous response, else it is closed (idle and slow-loris
   connections alike); a request being answered (an event stream included) is never cut.
@@ -24,8 +30,8 @@ or never starts, its handshake would be invisible here for the loop's 60 s hands
 and a few hundred of them took every descriptor. The handshake must finish within the head
 timeout.
 
-The limits come from the environment (:data:`ENV_LIMITS`, set by ``safescan institution
-serve``) so that every worker process of ``--workers N`` applies the same.
+The limits come from the environment (:data:`ENV_LIMITS`, set by :func:`configure` in the
+``serve`` command) so that every worker process of ``--workers N`` applies the same.
 """
 
 from __future__ import annotations
@@ -64,23 +70,24 @@ _OVERLOADED_RESPONSE = (
 
 @dataclass(frozen=True)
 class Limits:
-    """Connection limits of one API process."""
+    """Connection limits of one server process (``max_per_address`` 0: no per-address bound)."""
 
     max_connections: int = 1000
     head_timeout: float = 10.0
+    max_per_address: int = 0
 
     def encode(self) -> str:
         """For :data:`ENV_LIMITS`."""
-        return f"{self.max_connections},{self.head_timeout}"
+        return f"{self.max_connections},{self.head_timeout},{self.max_per_address}"
 
     @classmethod
     def from_env(cls) -> Limits:
         """The limits :func:`configure` put in the environment (defaults otherwise)."""
         text = os.environ.get(ENV_LIMITS, "")
         try:
-            a, b = text.split(",")
-            return cls(int(a), float(b))
-        except ValueError:
+            a, b, *c = text.split(",")
+            return cls(int(a), float(b), int(c[0]) if c else 0)
+        except (ValueError, IndexError):
             return cls()
 
 
@@ -128,6 +135,14 @@ STATS: dict[str, int] = {"refused": 0, "evicted": 0, "timed_out": 0}
 
 #: connections of this process accepted over TLS whose handshake is not done yet
 _HANDSHAKING: dict[GuardedHttpToolsProtocol, asyncio.BaseTransport] = {}
+#: the counted connections of this process by client address (handshaking ones included)
+_BY_ADDRESS: dict[str, set[GuardedHttpToolsProtocol]] = {}
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    """The client's address (its IP without the port; ``""`` if the socket cannot say)."""
+    name = transport.get_extra_info("peername")
+    return str(name[0]) if isinstance(name, tuple) and name else ""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -149,6 +164,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._secured = cls.tls is None  # plain HTTP, or the TLS handshake is done
+        self._address: str | None = None  # set once admitted (counted under its address)
         self.idle_since: float | None = None  # None while a request is being answered
 
     @classmethod
@@ -157,10 +173,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         lim = cls._limits or Limits.from_env()
         return cls._max or effective_max_connections(lim.max_connections), lim.head_timeout
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """At the bound make room (or refuse); then start the head deadline. Over TLS, first
-        the handshake, counted and on the same clock (:meth:`_start_tls`)."""
+    def _admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Count a new connection under both bounds, making room by eviction if need be;
+        False if it must be refused."""
+        assert self._limits is not None
+        address = _peer(transport)
+        mine = _BY_ADDRESS.get(address, set())
+        per_address = self._limits.max_per_address
+        if per_address and len(mine) >= per_address and not self._evict_idle(mine):
+            return False
         if len(self.connections) + len(_HANDSHAKING) >= self._max and not self._evict_idle():
+            return False
+        self._address = address
+        _BY_ADDRESS.setdefault(address, set()).add(self)
+        return True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """At the bounds make room (or refuse); then start the head deadline. Over TLS, first
+        the handshake, counted and on the same clock (:meth:`_start_tls`)."""
+        if self._address is None and not self._admit(transport):
             self._refused = True
             STATS["refused"] += 1
             # (uvloop's transports are not asyncio.Transport subclasses: typed by cast)
@@ -191,11 +222,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         try:
             waiting = steps.send(None)
         except StopIteration:  # cannot happen: the handshake needs the peer
-            raw.close()
+            self._abandon(raw)
             return
         except (OSError, RuntimeError, TypeError):  # the connection went away already
-            _HANDSHAKING.pop(self, None)
-            raw.close()
+            self._abandon(raw)
             return
         if not isinstance(waiting, asyncio.Future):
             steps.close()
@@ -211,35 +241,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             secured = finished.value
         except TimeoutError:
             STATS["timed_out"] += 1
-            raw.close()
+            self._abandon(raw)
             return
         except (OSError, RuntimeError, asyncio.CancelledError):  # refused, closed, evicted
-            raw.close()
+            self._abandon(raw)
             return
         else:
             steps.close()
-            raw.close()
+            self._abandon(raw)
             return
         if secured is None or secured.is_closing() or self._refused:
+            self._forget_address()
             return
         self._secured = True
         self.idle_since = None
         self.connection_made(secured)
 
-    def _evict_idle(self) -> bool:
-        """Close the connection idle longest (one still shaking hands counts as idle);
-        False if every connection is busy."""
+    def _abandon(self, raw: asyncio.Transport) -> None:
+        """A connection whose handshake failed: uncount it and close it."""
+        _HANDSHAKING.pop(self, None)
+        self._forget_address()
+        raw.close()
+
+    def _evict_idle(self, among: set[GuardedHttpToolsProtocol] | None = None) -> bool:
+        """Close the connection idle longest (one still shaking hands counts as idle), of
+        ``among`` if given (one address's); False if every such connection is busy."""
         idle: list[tuple[float, GuardedHttpToolsProtocol, asyncio.BaseTransport]] = [
             (c.idle_since, c, c.transport)
             for c in self.connections
             if isinstance(c, GuardedHttpToolsProtocol)
             and c.idle_since is not None
             and not c.transport.is_closing()
+            and (among is None or c in among)
         ]
         idle += [
             (c.idle_since, c, raw)
             for c, raw in _HANDSHAKING.items()
-            if c.idle_since is not None and not raw.is_closing()
+            if c.idle_since is not None and not raw.is_closing() and (among is None or c in among)
         ]
         if not idle:
             return False
@@ -254,9 +292,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         never counted by uvicorn)."""
         self._cancel_head_timer()
         _HANDSHAKING.pop(self, None)
+        self._forget_address()
         if self._refused or not self._secured:
             return
         super().connection_lost(exc)
+
+    def _forget_address(self) -> None:
+        if self._address is None:
+            return
+        mine = _BY_ADDRESS.get(self._address)
+        if mine is not None:
+            mine.discard(self)
+            if not mine:
+                del _BY_ADDRESS[self._address]
 
     def data_received(self, data: bytes) -> None:
         """Bytes of a refused connection are dropped."""
@@ -306,9 +354,17 @@ def _drop(transport: asyncio.BaseTransport) -> None:
 
 
 def connection_status() -> dict[str, Any]:
-    """For readiness: the bound, the head timeout and what was refused or closed."""
+    """For readiness: the bounds, the head timeout and what was refused or closed."""
     bound, head = GuardedHttpToolsProtocol.limits()
-    return {"ok": True, "max_connections": bound, "head_timeout_s": head, **STATS}
+    per_address = (GuardedHttpToolsProtocol._limits or Limits.from_env()).max_per_address
+    return {
+        "ok": True,
+        "max_connections": bound,
+        "max_per_address": per_address,
+        "head_timeout_s": head,
+        "open": sum(len(c) for c in _BY_ADDRESS.values()),
+        **STATS,
+    }
 
 
 __all__ = [
