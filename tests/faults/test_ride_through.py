@@ -44,6 +44,7 @@ from safescan.wallet.store import PendingPayment
 from safescan.web import pki
 from tests.faults.common import audit, customer_balance, order
 from tests.institution.harness import (
+    PASSPHRASE,
     Carrier,
     MerchantClient,
     ServerProcess,
@@ -134,7 +135,8 @@ class FaultProxy:
         self._certs = tempfile.TemporaryDirectory(prefix="safescan-proxy-tls-")
         if self.upstream.tls:
             cert, key = Path(self._certs.name) / "proxy.pem", Path(self._certs.name) / "proxy.key"
-            pki.issue_server_files(pki.TlsDir(self.upstream.ca.parent), cert, key, ["127.0.0.1"])
+            ca_dir = pki.TlsDir(self.upstream.ca.parent)
+            pki.issue_server_files(ca_dir, cert, key, ["127.0.0.1"], passphrase=PASSPHRASE.encode())
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(cert, key)
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)

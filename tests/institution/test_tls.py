@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from safescan.web import pki
-from tests.institution.harness import ServerProcess, env, init_db
+from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db
 from tests.institution.pg import free_port
 
 
@@ -41,10 +41,7 @@ class Site:
         return pki.TlsDir(self.keys.with_name(self.keys.name + ".tls"))
 
     def ca(self) -> tuple[x509.Certificate, pki.ec.EllipticCurvePrivateKey]:
-        from cryptography.hazmat.primitives import serialization
-
-        key = serialization.load_pem_private_key(self.tls.ca_key.read_bytes(), None)
-        assert isinstance(key, pki.ec.EllipticCurvePrivateKey)
+        key = pki.load_ca_key(self.tls, PASSPHRASE.encode())  # sealed under the passphrase
         return pki.load_ca(self.tls.ca_cert), key
 
 

@@ -50,19 +50,30 @@ def _derive(passphrase: bytes, salt: bytes, log2_n: int) -> bytes:
 
 def seal(key: Ed25519PrivateKey | X25519PrivateKey, passphrase: bytes) -> bytes:
     """The key as a sealed PEM file under ``passphrase`` (which must not be empty)."""
-    if not passphrase:
-        raise KeyFileError("a passphrase is required: private keys are never stored in clear")
     der = key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    return seal_der(der, passphrase)
+
+
+def seal_der(der: bytes, passphrase: bytes) -> bytes:
+    """Any private key's PKCS#8 DER as a sealed PEM file under ``passphrase`` (the TLS CA's
+    ECDSA key uses this directly)."""
+    if not passphrase:
+        raise KeyFileError("a passphrase is required: private keys are never stored in clear")
     salt, nonce = os.urandom(16), os.urandom(12)
     header = _HEADER.pack(MAGIC, LOG2_N, R, P, salt, nonce)
     body = header + AESGCM(_derive(passphrase, salt, LOG2_N)).encrypt(nonce, der, header)
     b64 = base64.b64encode(body)
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     return b"\n".join([_BEGIN, *lines, _END]) + b"\n"
+
+
+def is_sealed(data: bytes) -> bool:
+    """Whether ``data`` is a file written by :func:`seal` / :func:`seal_der`."""
+    return data.lstrip().startswith(_BEGIN)
 
 
 def _body(data: bytes) -> bytes:
@@ -83,6 +94,21 @@ def unseal(data: bytes, passphrase: bytes) -> Ed25519PrivateKey | X25519PrivateK
         raise KeyFileError(f"not a key file: {len(data)} bytes (a key file is under {_MAX_FILE})")
     if is_legacy(data):
         return _legacy(data, passphrase)
+    der = unseal_der(data, passphrase)
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError("corrupt key file: the sealed key is not PKCS#8") from exc
+    if not isinstance(key, (Ed25519PrivateKey, X25519PrivateKey)):
+        raise KeyFileError("the key file holds neither an Ed25519 nor an X25519 key")
+    return key
+
+
+def unseal_der(data: bytes, passphrase: bytes) -> bytes:
+    """The PKCS#8 DER sealed by :func:`seal_der` (its key type is the caller's to check);
+    :class:`KeyFileError` for a wrong passphrase, a damaged file or a cost out of bounds."""
+    if len(data) > _MAX_FILE:
+        raise KeyFileError(f"not a key file: {len(data)} bytes (a key file is under {_MAX_FILE})")
     body = _body(data)
     if len(body) < _HEADER.size + 16:
         raise KeyFileError("corrupt key file: too short")
@@ -98,18 +124,11 @@ def unseal(data: bytes, passphrase: bytes) -> Ed25519PrivateKey | X25519PrivateK
     if not passphrase:
         raise KeyFileError("cannot read the private key: a passphrase is required")
     try:
-        der = AESGCM(_derive(passphrase, salt, log2_n)).decrypt(nonce, sealed, header)
+        return AESGCM(_derive(passphrase, salt, log2_n)).decrypt(nonce, sealed, header)
     except InvalidTag:
         raise KeyFileError(
             "cannot read the private key: wrong passphrase or corrupt key file"
         ) from None
-    try:
-        key = serialization.load_der_private_key(der, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError("corrupt key file: the sealed key is not PKCS#8") from exc
-    if not isinstance(key, (Ed25519PrivateKey, X25519PrivateKey)):
-        raise KeyFileError("the key file holds neither an Ed25519 nor an X25519 key")
-    return key
 
 
 def _legacy(data: bytes, passphrase: bytes) -> Ed25519PrivateKey | X25519PrivateKey:
@@ -130,4 +149,4 @@ def is_legacy(data: bytes) -> bool:
     return data.lstrip().startswith(_LEGACY)
 
 
-__all__ = ["LABEL", "LOG2_N", "is_legacy", "seal", "unseal"]
+__all__ = ["LABEL", "LOG2_N", "is_legacy", "is_sealed", "seal", "seal_der", "unseal", "unseal_der"]

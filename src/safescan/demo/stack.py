@@ -342,7 +342,13 @@ class Stack:
         if pos_tls:
             where = self.workdir / f"{name}.tls"
             cert, key = where / "cert.pem", where / "key.pem"
-            pki.issue_server_files(self.tls_dir, cert, key, list(pki.DEFAULT_NAMES))
+            pki.issue_server_files(
+                self.tls_dir,
+                cert,
+                key,
+                list(pki.DEFAULT_NAMES),
+                passphrase=self.passphrase.encode(),
+            )
             tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
         proc = self._spawn(
             name,

@@ -115,7 +115,7 @@ def init(
             institution_keys = store.create(passphrase, token=hsm_token)
             token = Institution(database, institution_keys).setup.bootstrap()
             RollbackGuard(database, institution_keys, cp_path).tick()  # the first checkpoint
-            tls = init_tls(site, key_dir).describe()
+            tls = init_tls(site, key_dir, passphrase).describe()
         finally:
             database.dispose()
     except SafescanError as exc:

@@ -9,7 +9,7 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
-from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt
+from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt, PassOpt
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 
@@ -48,17 +48,26 @@ def tls_init(
     keys: KeysOpt = None,
     config: ConfigOpt = None,
     tls_name: NamesOpt = None,
+    passphrase_file: PassOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the private CA and a server certificate in <key directory>.tls (for an institution
-    initialised without them); refuses if a CA is already there."""
+    """Make the private CA (its key sealed under the institution's passphrase) and a server
+    certificate in <key directory>.tls (for an institution initialised without them); refuses
+    if a CA is already there."""
+    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.tls_setup import check_init_tls, init_tls
 
-    site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
+    site = _settings(
+        config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, tls={"names": tls_name}
+    )
     try:
         key_dir = site.key_dir()
         check_init_tls(site, key_dir)
-        made = init_tls(site, key_dir)
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        store = KeyStore(key_dir)
+        if store.exists():  # the institution's own passphrase, not a mistyped one
+            store.check_passphrase(passphrase)
+        made = init_tls(site, key_dir, passphrase)
         info = {**made.describe(), **_describe(str(made.files.certfile))}
     except SafescanError as exc:
         _fail(exc, as_json)
@@ -76,17 +85,25 @@ def tls_issue(
     keys: KeysOpt = None,
     config: ConfigOpt = None,
     tls_name: NamesOpt = None,
+    passphrase_file: PassOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Issue a new server certificate from the private CA (rotation): clients pin the CA, so
-    they accept it unchanged; restart `serve` to present it."""
+    """Issue a new server certificate from the private CA (rotation; its sealed key opened
+    with the institution's passphrase): clients pin the CA, so they accept it unchanged;
+    restart `serve` to present it."""
+    from safescan.institution.keystore import load_passphrase
     from safescan.institution.tls_setup import default_tls_dir
-    from safescan.web.pki import DEFAULT_NAMES, issue_server_cert
+    from safescan.web.pki import DEFAULT_NAMES, ca_key_sealed, issue_server_cert
 
-    site = _settings(config, as_json, db=db, keys=keys, tls={"names": tls_name})
+    site = _settings(
+        config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, tls={"names": tls_name}
+    )
     try:
         target = default_tls_dir(site.key_dir())
-        issue_server_cert(target, [*DEFAULT_NAMES, *site.tls.names])
+        # (a CA key in clear, from an older release, needs no passphrase)
+        sealed = ca_key_sealed(target)
+        passphrase = load_passphrase(site.keystore.passphrase_file) if sealed else None
+        issue_server_cert(target, [*DEFAULT_NAMES, *site.tls.names], passphrase=passphrase)
         info = _describe(str(target.server_cert))
     except SafescanError as exc:
         _fail(exc, as_json)

@@ -1,6 +1,7 @@
 """The institution's HTTPS: the certificate ``init`` makes or takes, the one ``serve`` presents.
 
-Default layout: ``<key directory>.tls/`` holds ``ca.pem`` (the CA clients pin), ``ca.key``,
+Default layout: ``<key directory>.tls/`` holds ``ca.pem`` (the CA clients pin), ``ca.key``
+(sealed under the institution's passphrase; a clear one from an older release still loads),
 ``server.pem`` and ``server.key`` (:class:`safescan.web.pki.TlsDir`). ``[tls] cert``/``key`` in
 the settings name the operator's own certificate instead. Plain HTTP is served only when asked
 for (``[tls] plain_http``, ``serve --plain-http``) on a loopback address.
@@ -37,14 +38,15 @@ class ServerTls:
         return {"ca": str(self.ca), "ca_sha256": ca_fingerprint(self.ca)}
 
 
-def init_tls(settings: Settings, key_dir: Path) -> ServerTls:
+def init_tls(settings: Settings, key_dir: Path, passphrase: bytes) -> ServerTls:
     """For ``init``: check the operator's certificate (``[tls] cert``/``key``), else make a CA
-    and a server certificate in the default directory (refusing one that exists)."""
+    (its key sealed under ``passphrase``) and a server certificate in the default directory
+    (refusing one that exists)."""
     tls = settings.tls
     if tls.cert is not None or tls.key is not None:
         return ServerTls(_operator_files(settings), tls.ca)
     target = default_tls_dir(key_dir)
-    create_tls_dir(target, list(tls.names))
+    create_tls_dir(target, list(tls.names), passphrase=passphrase)
     return ServerTls(TlsFiles(target.server_cert, target.server_key), target.ca_cert)
 
 

@@ -5,6 +5,15 @@ server certificate it signs (SANs: 127.0.0.1, ::1, localhost and the configured 
 trust *only* that CA (:func:`client_context`: the CA file pinned when the merchant or wallet
 was set up, optionally checked against its SHA-256 fingerprint); hostname checking stays on and
 verification is never turned off.
+
+Keys at rest: the CA's private key (it signs certificates every client of the deployment
+trusts, for ten years) is sealed under the institution's passphrase with scrypt and AES-256-GCM
+(:func:`safescan.code.keyfile.seal_der`, as the institution's other keys), and is opened only to
+issue a certificate. A CA key written in clear by an older release (0600 PEM) still loads. The
+server's key stays a 0600 PEM: every server process (each ``--workers`` process, the web POS,
+HAProxy and etcd in the cluster) loads it at every start, unattended, and it only proves the
+name for one certificate's life (397 days at most); a stolen one is replaced with ``tls issue``
+without any client changing, since clients pin the CA, not the server key.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from safescan.code.errors import SafescanError
+from safescan.code import keyfile
+from safescan.code.errors import KeyFileError, SafescanError
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
@@ -54,7 +64,8 @@ class TlsDir:
 
     @property
     def ca_key(self) -> Path:
-        """The CA's private key (0600; needed only to issue server certificates)."""
+        """The CA's private key (0600, sealed under the passphrase; needed only to issue
+        server certificates)."""
         return self.path / "ca.key"
 
     @property
@@ -212,25 +223,81 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def create_tls_dir(target: TlsDir, names: tuple[str, ...] | list[str] = ()) -> TlsDir:
+def create_tls_dir(
+    target: TlsDir, names: tuple[str, ...] | list[str] = (), *, passphrase: bytes | None = None
+) -> TlsDir:
     """A new CA and a server certificate for the default names plus ``names`` in ``target``;
-    refuses a directory that already holds a CA."""
+    refuses a directory that already holds a CA. With ``passphrase`` (the institution's) the CA
+    key is sealed under it; without (a test's or the HA cluster's own CA) it is a 0600 PEM."""
     if target.ca_cert.exists() or target.ca_key.exists():
         raise TlsTrustError(f"{target.path} already holds a CA")
     all_names = [*DEFAULT_NAMES, *names]
     san_entries(all_names)  # a bad name fails before anything is written
     ca, ca_key = make_ca()
-    write_private(target.ca_key, key_pem(ca_key))
+    write_private(target.ca_key, ca_key_file(ca_key, passphrase))
     write_private(target.ca_cert, cert_pem(ca))
     os.chmod(target.ca_cert, 0o644)
-    issue_server_cert(target, all_names)
+    issue_server_cert(target, all_names, passphrase=passphrase)
     return target
 
 
-def issue_server_cert(target: TlsDir, names: tuple[str, ...] | list[str]) -> x509.Certificate:
+def ca_key_file(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
+    """The CA key file's bytes: sealed under ``passphrase``, or PEM in clear without one."""
+    if passphrase is None:
+        return key_pem(key)
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return keyfile.seal_der(der, passphrase)
+
+
+def ca_key_sealed(ca_dir: TlsDir) -> bool:
+    """Whether the CA key in ``ca_dir`` is sealed (needs the passphrase to issue)."""
+    try:
+        return keyfile.is_sealed(ca_dir.ca_key.read_bytes())
+    except FileNotFoundError:
+        return False
+
+
+def load_ca_key(ca_dir: TlsDir, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """The CA's private key: sealed (``passphrase`` needed: :class:`KeyFileError` without it
+    or with a wrong one), or a clear PEM written by an older release; :class:`TlsTrustError`
+    if it is missing or not an EC key."""
+    try:
+        data = ca_dir.ca_key.read_bytes()
+    except FileNotFoundError:
+        raise TlsTrustError(f"the CA key {ca_dir.ca_key} is missing") from None
+    if keyfile.is_sealed(data):
+        if not passphrase:
+            raise KeyFileError(
+                f"the CA key {ca_dir.ca_key} is sealed: the institution's passphrase is needed"
+            )
+        der = keyfile.unseal_der(data, passphrase)
+        try:
+            key = serialization.load_der_private_key(der, None)
+        except (ValueError, TypeError):
+            raise KeyFileError(f"{ca_dir.ca_key}: the sealed key is not PKCS#8") from None
+    else:
+        try:
+            key = serialization.load_pem_private_key(data, None)
+        except (ValueError, TypeError) as exc:
+            raise TlsTrustError(f"{ca_dir.ca_key} is not a usable CA key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TlsTrustError(f"{ca_dir.ca_key} is not an EC key")
+    return key
+
+
+def issue_server_cert(
+    target: TlsDir, names: tuple[str, ...] | list[str], *, passphrase: bytes | None = None
+) -> x509.Certificate:
     """A new server certificate from the CA in ``target`` (rotation: clients pin the CA, so
-    they accept it without any change); replaces server.pem and server.key atomically."""
-    return issue_server_files(target, target.server_cert, target.server_key, names)
+    they accept it without any change); replaces server.pem and server.key atomically
+    (``passphrase``: to open a sealed CA key)."""
+    return issue_server_files(
+        target, target.server_cert, target.server_key, names, passphrase=passphrase
+    )
 
 
 def issue_server_files(
@@ -240,19 +307,14 @@ def issue_server_files(
     names: tuple[str, ...] | list[str],
     *,
     client_auth: bool = False,
+    passphrase: bytes | None = None,
 ) -> x509.Certificate:
     """A server certificate from the CA in ``ca_dir`` written to ``cert_path`` (chain: the
     certificate, then the CA) and ``key_path`` (0600): another server of the same deployment
-    (the web POS, an API node behind a proxy) that clients verify with the same pinned CA."""
+    (the web POS, an API node behind a proxy) that clients verify with the same pinned CA
+    (``passphrase``: to open a sealed CA key, :func:`load_ca_key`)."""
     ca = load_ca(ca_dir.ca_cert)
-    try:
-        ca_key = serialization.load_pem_private_key(ca_dir.ca_key.read_bytes(), None)
-    except FileNotFoundError:
-        raise TlsTrustError(f"the CA key {ca_dir.ca_key} is missing") from None
-    except (ValueError, TypeError) as exc:
-        raise TlsTrustError(f"{ca_dir.ca_key} is not a usable CA key: {exc}") from None
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TlsTrustError(f"{ca_dir.ca_key} is not an EC key")
+    ca_key = load_ca_key(ca_dir, passphrase)
     cert, key = make_server_cert(ca, ca_key, list(names), client_auth=client_auth)
     write_private(key_path, key_pem(key))
     write_private(cert_path, cert_pem(cert) + cert_pem(ca))
