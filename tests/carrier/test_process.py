@@ -26,6 +26,7 @@ from safescan.carrier.provision import personalize
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
 from safescan.carrier.transport import Control, open_transport
 from safescan.carrier.transport.serial import T_APDU, FrameDecoder, encode_frame
+from safescan.procs import free_port
 
 from .conftest import PIN
 
@@ -101,9 +102,7 @@ def test_disconnect_is_power_off(process: CarrierProcess, institution: LocalInst
 
 
 def test_absent_carrier(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there, and no other test process will start to
     with pytest.raises(CarrierUnavailable):
         CarrierClient.connect(f"tcp://127.0.0.1:{port}", timeout=1)
     with pytest.raises(CarrierUnavailable):
@@ -129,9 +128,9 @@ def test_carrier_dies_mid_command(process: CarrierProcess) -> None:
 
 def test_timeout_when_carrier_hangs() -> None:
     server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+    port = free_port()  # (a bare bind to port 0 could take a port another test reserved)
+    server.bind(("127.0.0.1", port))
     server.listen(1)
-    port = server.getsockname()[1]
     accepted: list[socket.socket] = []
     t = threading.Thread(target=lambda: accepted.append(server.accept()[0]))
     t.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from safescan.carrier.errors import (
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
 from safescan.carrier.transport.audio import AudioTransport, air_time, parse_audio_url
+from safescan.procs import free_port
 
 PIN = "246810"
 # both directions impaired: 20 dB SNR, 6 dB attenuation, +/-100 ppm clock drift, DC offset
@@ -101,9 +101,7 @@ def test_carrier_gone_and_absent(audio_card: CarrierProcess) -> None:
             client.get_info()
     finally:
         client.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there, and no other test process will start to
     with pytest.raises(CarrierUnavailable):
         CarrierClient.connect(f"audio://127.0.0.1:{port}", timeout=1)
 
