@@ -31,6 +31,7 @@ from safescan.api.errors import InvalidRequest
 from safescan.client.admin import ENV_ADMIN_TOKEN as ENV_TOKEN
 from safescan.client.admin import AdminClient, read_admin_token
 from safescan.code.cli_input import minor_units
+from safescan.code.cli_options import JsonOpt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
@@ -58,7 +59,6 @@ TokenFileOpt = Annotated[
         "--admin-token-file", help=f"file holding the administrator token (default: ${ENV_TOKEN})"
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _ask(

@@ -25,7 +25,7 @@ from safescan.api.wire import PaymentRequest
 from safescan.carrier.factory import Factory
 from safescan.carrier.testing import software_attestation
 from safescan.client.admin import AdminClient
-from safescan.client.wallet import CarrierKeys, WalletClient
+from safescan.client.wallet import CarrierKeys, Enrolled, WalletClient
 from safescan.code import (
     Authorization,
     LineItem,
@@ -275,6 +275,7 @@ class Carrier:
     provisioned: ProvisioningBundle | None = None
     epoch_keys: tuple[EpochKey, ...] = ()  # from the enrollment's first key update
     epoch: int = 0
+    enrolled: Enrolled | None = None  # the institution's enrollment answer
 
     def open(self, code: str) -> Any:
         """Open a code with the static keys from the provisioning bundle and the epoch keys
@@ -391,7 +392,14 @@ class World:
             done.bundle, transport, carrier_signing_key=key.public_key, now=int(time.time())
         )
         carrier = Carrier(
-            done.carrier_serial, key, 0, done.bundle, done.certificate, transport, prov
+            done.carrier_serial,
+            key,
+            0,
+            done.bundle,
+            done.certificate,
+            transport,
+            prov,
+            enrolled=done,
         )
         carrier.take_key_update(done.key_update)
         return carrier

@@ -11,17 +11,22 @@ extra fields are tolerated (a newer institution may add fields) and kept in ``to
 
 from __future__ import annotations
 
+import base64
 import copy
+import dataclasses
 import datetime as dt
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safescan.api.account import KIND_CERTIFIED, open_statement, presence_transcript
 from safescan.api.errors import InstitutionError
 from safescan.api.states import CheckoutState, CodeState, OrderState, Status
 from safescan.api.wire import PaymentRequest
-from safescan.client import MerchantClient, WalletClient
+from safescan.client import MerchantClient, Order, WalletClient
 from safescan.client.admin import Customer, CustomerPage, EnrollmentToken, MerchantCreated
 from safescan.client.answers import (
     CarrierStatus,
@@ -54,8 +59,11 @@ from safescan.client.answers_merchant import (
 from safescan.client.credentials import SecretKey
 from safescan.client.errors import InstitutionProtocolError
 from safescan.client.fields import Answer
+from safescan.client.merchant import CodeCertificate
+from safescan.client.wallet import Challenge, Enrolled, KeyUpdate, SealedStatement
 from safescan.code import LineItem, SigningKey
-from tests.institution.harness import World
+from safescan.code.certs import Certificate
+from tests.institution.harness import Carrier, World
 from tests.institution.receivers import Listener, answer, wait_until
 
 # optional fields: an answer without them is still well formed
@@ -75,6 +83,8 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
     out["customer"] = admin.customers.get(cid)
     out["customer page"] = admin.customers.list(limit=3)
     out["enrollment token"] = admin.enrollment_tokens.issue(cid, ttl_seconds=600)
+    assert carrier.enrolled is not None
+    out["enrollment"] = carrier.enrolled
     out["merchant created"] = admin.merchants.create(
         name="Answer Bakery",
         city="Lyon",
@@ -89,6 +99,14 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
         WalletClient(url) as wallet,
     ):
         order = api.orders.create([LineItem("Tea", 2, 250)], currency="EUR", reference="ans-1")
+        out["new order"] = order
+        out["key update"] = wallet.carriers.key_update(carrier.serial, from_epoch=0)
+        current = out["key update"].epoch
+        out["key update, up to date"] = wallet.carriers.key_update(
+            carrier.serial, from_epoch=current
+        )
+        out["challenge"], out["statement"] = _statement(wallet, carrier)
+        out["code certificate"] = api.certificates.issue(SigningKey.generate().public_key.raw, 30)
         status = wallet.codes.status(order.code)
         assert status is not None
         out["code status"] = status
@@ -156,6 +174,20 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
     return out
 
 
+def _statement(wallet: WalletClient, carrier: Carrier) -> tuple[Challenge, SealedStatement]:
+    """The account challenge and the sealed statement, answered as the carrier answers."""
+    private = X25519PrivateKey.generate()
+    wallet_key = private.public_key().public_bytes_raw()
+    asked = wallet.account.challenge(carrier.serial, wallet_key)
+    card_public = os.urandom(32)
+    signed = presence_transcript(carrier.certificate, asked.challenge, card_public)
+    response = card_public + bytes([KIND_CERTIFIED]) + carrier.key.sign(signed)
+    sealed = wallet.account.statement(carrier.serial, wallet_key, asked.expires_at, response)
+    opened = open_statement(sealed.sealed, private, carrier.serial, asked.expires_at)
+    assert opened["carrier_serial"] == carrier.serial
+    return asked, sealed
+
+
 @pytest.fixture(scope="module")
 def answers(world: World) -> Iterator[dict[str, Answer]]:
     receiver = Listener(answer(204))
@@ -166,6 +198,13 @@ def answers(world: World) -> Iterator[dict[str, Answer]]:
 
 
 EXPECTED: dict[str, type[Answer]] = {
+    "enrollment": Enrolled,
+    "new order": Order,
+    "key update": KeyUpdate,
+    "key update, up to date": KeyUpdate,
+    "challenge": Challenge,
+    "statement": SealedStatement,
+    "code certificate": CodeCertificate,
     "customer": Customer,
     "customer page": CustomerPage,
     "enrollment token": EnrollmentToken,
@@ -211,7 +250,7 @@ def test_every_answer_of_the_real_server_parses_into_its_type(
     assert {k: type(v) for k, v in answers.items()} == EXPECTED
     for name, got in answers.items():
         doc = got.to_json()
-        assert type(got).from_json(doc) == got, name  # parsed in one place, the same again
+        assert _parsed(got, doc) == got, name  # parsed in one place, the same again
         doc["changed"] = True  # to_json is a copy: the answer does not change
         assert "changed" not in got.to_json(), name
 
@@ -220,6 +259,13 @@ def test_the_values_are_typed_and_say_what_happened(answers: dict[str, Answer]) 
     a: Any = answers
     assert a["customer"].balance("EUR") == 100_000 and a["customer"].carrier_count == 1
     assert a["customer"].carriers[0].status is Status.ACTIVE
+    assert a["enrollment"].customer_id == a["customer"].id and a["enrollment"].key_update
+    assert a["new order"].order_id == a["order"].order_id and a["new order"].total == 500
+    assert a["new order"].items == (LineItem("Tea", 2, 250),)
+    assert a["key update"].key_update and a["key update, up to date"].key_update is None
+    assert len(a["challenge"].challenge) == 32 and a["statement"].sealed
+    cert = Certificate.from_bytes(a["code certificate"].certificate)
+    assert cert.serial == a["code certificate"].serial
     assert all(c.carriers == () for c in a["customer page"].customers)
     assert a["enrollment token"].customer_id == a["customer"].id
     assert a["merchant created"].profile.city == "Lyon"
@@ -264,17 +310,27 @@ def test_the_values_are_typed_and_say_what_happened(answers: dict[str, Answer]) 
 # --- attacks: malformed answers -------------------------------------------------------------
 
 
-def _wrong_type(value: Any) -> Any:
-    """A JSON value of another type than ``value`` (null only where null is not allowed)."""
+def _parsed(like: Answer, doc: Any) -> Answer:
+    """``doc`` parsed as ``like``'s type; an order's lines are the request's (not answered)."""
+    got = type(like).from_json(doc)
+    return dataclasses.replace(got, items=like.items) if isinstance(like, Order) else got
+
+
+def _wrong_types(value: Any) -> list[Any]:
+    """JSON values of another type than ``value`` (null only where null is not allowed): the
+    plain other type first, then the near misses: a boolean for an integer and back, a float
+    for an integer, the value wrapped in an array, an object where an array or text is."""
     if isinstance(value, bool):
-        return "true"
+        return ["true", int(value), [value]]
     if isinstance(value, int):
-        return str(value)
+        return [str(value), True, False, float(value), value + 0.5, [value]]
     if isinstance(value, str):
-        return 7
-    if isinstance(value, list | dict):
-        return "x"
-    return []  # a null: a list is never what a nullable field holds
+        return [7, [value], {"value": value}, True]
+    if isinstance(value, dict):
+        return ["x", [value], True]
+    if isinstance(value, list):
+        return ["x", {}, True, [value]]
+    return [[]]  # a null: a list is never what a nullable field holds
 
 
 def _paths(doc: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -323,36 +379,75 @@ def test_a_field_of_the_wrong_type_at_any_depth_is_a_protocol_error(
     tried = 0
     for name, got in answers.items():
         for path in _paths(got.to_json()):
-            doc = got.to_json()
-            parent, key = _at(doc, path)
-            parent[key] = _wrong_type(parent[key])
-            _refused(type(got), doc, f"{name} with {'.'.join(map(str, path))} = {parent[key]!r}")
-            tried += 1
-    assert tried > 250, tried
+            parent, key = _at(got.to_json(), path)
+            for bad in _wrong_types(parent[key]):
+                doc = got.to_json()
+                parent, key = _at(doc, path)
+                parent[key] = bad
+                _refused(type(got), doc, f"{name} with {'.'.join(map(str, path))} = {bad!r:.60}")
+                tried += 1
+    assert tried > 1500, tried
+
+
+def _b64(n: int) -> str:
+    return base64.b64encode(b"\x01" * n).decode()
+
+
+STATES = ("NO_SUCH_STATE", "", "paid ", "Paid")
+NEGATIVE = (-1, -(2**63))
+NOT_BASE64 = ("not base64!", "QUJD-_8", "QUJ", "QUJD\n", "\u2014", "AB==CD")
+
+
+def _too_long(n: int) -> tuple[str, ...]:
+    return (*NOT_BASE64, _b64(n + 1))
 
 
 @pytest.mark.parametrize(
-    ("name", "field"),
+    ("name", "field", "values"),
     [
-        ("order", "state"),
-        ("merchant payment", "order_state"),
-        ("refund", "order_state"),
-        ("code status", "state"),
-        ("code status", "merchant_status"),
-        ("merchant profile", "status"),
-        ("checkout session", "status"),
-        ("revoked carrier", "status"),
-        ("customer", "status"),
-        ("payment lookup", "outcome"),
+        ("order", "state", STATES),
+        ("merchant payment", "order_state", STATES),
+        ("refund", "order_state", STATES),
+        ("code status", "state", STATES),
+        ("code status", "merchant_status", STATES),
+        ("merchant profile", "status", STATES),
+        ("checkout session", "status", STATES),
+        ("revoked carrier", "status", STATES),
+        ("customer", "status", STATES),
+        ("payment lookup", "outcome", STATES),
+        ("checkout session", "object", ("order", "Checkout.Session", "checkout.session ", "")),
+        ("payment", "amount", NEGATIVE),
+        ("merchant payment", "amount", NEGATIVE),
+        ("order", "total", NEGATIVE),
+        ("order", "paid_amount", NEGATIVE),
+        ("order", "refunded_amount", NEGATIVE),
+        ("new order", "total", NEGATIVE),
+        ("refund", "amount", NEGATIVE),
+        ("refund", "refunded_amount", NEGATIVE),
+        ("refund list row", "amount", NEGATIVE),
+        ("settlement row", "gross", NEGATIVE),
+        ("settlement row", "refunded", NEGATIVE),
+        ("settlement row", "payments", NEGATIVE),
+        ("checkout session", "total", NEGATIVE),
+        ("merchant profile", "api_public_key", NOT_BASE64),
+        ("public keys", "scheme_key_list", NOT_BASE64),
+        ("code certificate", "certificate", NOT_BASE64),
+        ("enrollment", "certificate", _too_long(8192)),
+        ("enrollment", "bundle", _too_long(8192)),
+        ("enrollment", "key_update", _too_long(4096)),
+        ("key update", "key_update", _too_long(4096)),
+        ("statement", "sealed", _too_long(1 << 20)),
+        ("challenge", "challenge", (*NOT_BASE64, _b64(31), _b64(33), _b64(0))),
     ],
 )
-def test_an_unknown_state_is_a_protocol_error(
-    answers: dict[str, Answer], name: str, field: str
+def test_a_value_the_protocol_does_not_allow_is_a_protocol_error(
+    answers: dict[str, Answer], name: str, field: str, values: tuple[Any, ...]
 ) -> None:
-    for value in ("NO_SUCH_STATE", "", "paid ", "Paid"):
+    """An unknown state, a negative amount, text that is not base64, bytes of the wrong size."""
+    for value in values:
         doc = answers[name].to_json()
         doc[field] = value
-        _refused(type(answers[name]), doc, f"{name} with {field} = {value!r}")
+        _refused(type(answers[name]), doc, f"{name} with {field} = {value!r:.40}")
 
 
 def test_an_answer_that_is_no_object_is_a_protocol_error(answers: dict[str, Answer]) -> None:
@@ -369,6 +464,6 @@ def test_unknown_extra_fields_are_tolerated_and_kept(answers: dict[str, Answer])
             parent, key = _at(doc, path)
             if isinstance(parent[key], dict):
                 parent[key]["also_new"] = None
-        again = type(got).from_json(copy.deepcopy(doc))
+        again = _parsed(got, copy.deepcopy(doc))
         assert again == got, name
         assert again.to_json() == doc, name  # what --json prints: the answer as received

@@ -10,8 +10,9 @@ merchants, settlement. One service per resource; typed parameters in, typed obje
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlencode
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 from safescan.api.errors import Unauthenticated
 from safescan.api.states import Status
 from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
-from safescan.client.fields import Answer, Fields, rows_of
+from safescan.client.fields import SAME, Answer, fields_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService
 from safescan.code.keys import VerifyKey
@@ -38,17 +39,14 @@ class Balance:
     amount: int
     display: str | None = None  # a list row's: the amount as shown ("100.00 EUR")
 
-    @classmethod
-    def from_json(cls, doc: object) -> Balance:
-        """From ``{"currency", "amount"}`` (a customer's)."""
-        f = Fields(doc, "balance")
-        return cls(f.text("currency"), f.integer("amount"))
 
-    @classmethod
-    def listed(cls, doc: object) -> Balance:
-        """From ``{"currency", "amount", "display"}`` (a row of the customer list)."""
-        f = Fields(doc, "balance")
-        return cls(f.text("currency"), f.integer("amount"), f.text("display"))
+@dataclass(frozen=True)
+class _ListedBalance:
+    """A balance in a row of the customer list: ``display`` is always there."""
+
+    currency: str
+    amount: int
+    display: str
 
 
 @dataclass(frozen=True)
@@ -59,15 +57,9 @@ class CarrierState:
     status: Status
     last_counter: int
 
-    @classmethod
-    def from_json(cls, doc: object) -> CarrierState:
-        """From ``{"serial", "status", "last_counter"}``."""
-        f = Fields(doc, "customer's carrier")
-        return cls(f.integer("serial"), f.enum("status", Status), f.integer("last_counter"))
-
 
 @dataclass(frozen=True)
-class Customer(Answer):
+class Customer(Answer, what="customer"):
     """A customer with balances and (when read one by one) key carriers; a list row has only
     their number (``carrier_count``)."""
 
@@ -77,29 +69,18 @@ class Customer(Answer):
     created_at: int
     balances: tuple[Balance, ...]
     carriers: tuple[CarrierState, ...] = ()
-    carrier_count: int = 0
+    carrier_count: int = field(default=0, metadata=wire(None))
 
     @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the institution's customer document (detail: ``carriers`` a list; list row:
-        ``carriers`` a count)."""
-        f = Fields(doc, "customer")
-        balance = Balance.from_json
-        if isinstance(f.doc.get("carriers"), list):
-            carriers = rows_of(CarrierState.from_json, doc, "carriers", f.what)
-            count = len(carriers)
-        else:  # a row of the list
-            carriers, count, balance = (), f.integer("carriers"), Balance.listed
-        return cls(
-            id=f.text("id"),
-            name=f.text("name"),
-            status=f.enum("status", Status),
-            created_at=f.integer("created_at"),
-            balances=rows_of(balance, doc, "balances", f.what),
-            carriers=carriers,
-            carrier_count=count,
-            doc=f.doc,
-        )
+    def from_wire(cls, doc: object, where: str) -> Self:
+        """Detail: ``carriers`` a list; list row: ``carriers`` a count, balances with their
+        ``display``."""
+        if isinstance(doc, dict) and not isinstance(doc.get("carriers"), list):
+            r = fields_of(_CustomerRow, doc, where)
+            held = tuple(Balance(b.currency, b.amount, b.display) for b in r.balances)
+            return cls(r.id, r.name, r.status, r.created_at, held, (), r.carriers, doc=doc)
+        got = fields_of(cls, doc, where)
+        return dataclasses.replace(got, carrier_count=len(got.carriers))
 
     def balance(self, currency: str) -> int:
         """The balance in one currency (ISO 4217 alpha code; 0 when none)."""
@@ -107,48 +88,41 @@ class Customer(Answer):
 
 
 @dataclass(frozen=True)
-class CustomerPage(Answer):
+class _CustomerRow:
+    """A row of the customer list as it is on the wire."""
+
+    id: str
+    name: str
+    status: Status
+    created_at: int
+    balances: tuple[_ListedBalance, ...]
+    carriers: int
+
+
+@dataclass(frozen=True)
+class CustomerPage(Answer, what="customer list"):
     """One page of customers in id order."""
 
     customers: tuple[Customer, ...]
     has_more: bool
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From ``{"customers", "has_more"}``."""
-        f = Fields(doc, "customer list")
-        rows = rows_of(Customer.from_json, doc, "customers", f.what)
-        return cls(rows, f.flag("has_more"), doc=f.doc)
-
 
 @dataclass(frozen=True)
-class EnrollmentToken(Answer):
+class EnrollmentToken(Answer, what="enrollment token"):
     """A single-use token for enrolling one key carrier of a customer."""
 
     token: str
     customer_id: str
     expires_at: int
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From ``{"token", "customer_id", "expires_at"}``."""
-        f = Fields(doc, "enrollment token")
-        return cls(f.text("token"), f.text("customer_id"), f.integer("expires_at"), doc=f.doc)
-
 
 @dataclass(frozen=True)
-class MerchantCreated(Answer):
+class MerchantCreated(Answer, what="merchant"):
     """A merchant the institution onboarded: its profile (``api_secret_key``, the generated
     API key seed, only when the caller brought no public key; shown this once)."""
 
     id: str
-    profile: MerchantProfile
-
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the onboarding answer (the merchant's profile)."""
-        profile = MerchantProfile.from_json(doc)
-        return cls(profile.id, profile, doc=profile.doc)
+    profile: MerchantProfile = field(metadata=wire(SAME))
 
 
 class CustomerService:

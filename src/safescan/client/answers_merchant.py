@@ -6,10 +6,9 @@ document as received)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Self
+from dataclasses import dataclass, field
 
-from safescan.client.fields import Answer, Fields, rows_of
+from safescan.client.fields import SAME, Answer, wire
 
 # --- webhooks -----------------------------------------------------------------------------------
 
@@ -21,12 +20,6 @@ class Retention:
 
     per_endpoint: int
     max_age: int
-
-    @classmethod
-    def read(cls, f: Fields) -> Retention:
-        """The ``retention`` object of an answer."""
-        r = Fields(f.obj("retention"), f.what)
-        return cls(r.integer("per_endpoint"), r.integer("max_age"))
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class SecretInfo:
 
 
 @dataclass(frozen=True)
-class WebhookEndpoint(Answer):
+class WebhookEndpoint(Answer, what="webhook endpoint"):
     """``GET /v1/merchant/webhook``: the URL, the ``v1a`` public key (``whpk_...``) and its key
     id, the secret's version and dates (None: no secret yet), the log's retention."""
 
@@ -51,31 +44,9 @@ class WebhookEndpoint(Answer):
     kid: int
     retention: Retention
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the endpoint document."""
-        f = Fields(doc, "webhook endpoint")
-        secret = None
-        if (raw := f.opt_obj("secret")) is not None:
-            s = Fields(raw, f.what + " secret")
-            secret = SecretInfo(
-                s.integer("version"),
-                s.integer("created_at"),
-                s.opt_integer("rotated_at"),
-                s.opt_integer("previous_valid_until"),
-            )
-        return cls(
-            url=f.opt_text("url"),
-            secret=secret,
-            public_key=f.text("public_key"),
-            kid=f.integer("kid"),
-            retention=Retention.read(f),
-            doc=f.doc,
-        )
-
 
 @dataclass(frozen=True)
-class WebhookSecret(Answer):
+class WebhookSecret(Answer, what="webhook secret"):
     """A new ``whsec_`` secret (shown in this answer only) and until when the previous one
     still signs."""
 
@@ -83,20 +54,9 @@ class WebhookSecret(Answer):
     version: int
     previous_valid_until: int | None
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the rotation answer."""
-        f = Fields(doc, "webhook secret")
-        return cls(
-            f.text("secret"),
-            f.integer("version"),
-            f.opt_integer("previous_valid_until"),
-            doc=f.doc,
-        )
-
 
 @dataclass(frozen=True)
-class WebhookTest(Answer):
+class WebhookTest(Answer, what="webhook test"):
     """The outcome of one signed ``webhook.test`` delivery (``state``: delivered or failed)."""
 
     event_id: str
@@ -107,24 +67,9 @@ class WebhookTest(Answer):
     latency_ms: int
     state: str
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the test answer."""
-        f = Fields(doc, "webhook test")
-        return cls(
-            event_id=f.text("event_id"),
-            url=f.text("url"),
-            status=f.opt_integer("status"),
-            error_kind=f.opt_text("error_kind"),
-            error=f.opt_text("error"),
-            latency_ms=f.integer("latency_ms"),
-            state=f.text("state"),
-            doc=f.doc,
-        )
-
 
 @dataclass(frozen=True)
-class Delivery(Answer):
+class Delivery(Answer, what="webhook delivery"):
     """One delivery attempt in the log (``kind``: event or test; ``state``: delivered,
     retrying, failed)."""
 
@@ -143,46 +88,17 @@ class Delivery(Answer):
     request_id: str | None
     original_request_id: str | None
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From one row of the delivery log."""
-        f = Fields(doc, "webhook delivery")
-        return cls(
-            id=f.integer("id"),
-            event_id=f.text("event_id"),
-            kind=f.text("kind"),
-            attempt=f.integer("attempt"),
-            at_ms=f.integer("at_ms"),
-            url=f.text("url"),
-            status=f.opt_integer("status"),
-            error_kind=f.opt_text("error_kind"),
-            error=f.opt_text("error"),
-            latency_ms=f.integer("latency_ms"),
-            next_retry_ms=f.opt_integer("next_retry_ms"),
-            state=f.text("state"),
-            request_id=f.opt_text("request_id"),
-            original_request_id=f.opt_text("original_request_id"),
-            doc=f.doc,
-        )
-
 
 @dataclass(frozen=True)
-class DeliveryPage(Answer):
+class DeliveryPage(Answer, what="webhook delivery log"):
     """The delivery log, newest first (page on with ``before=<the last id>``)."""
 
     deliveries: tuple[Delivery, ...]
     retention: Retention
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From ``{"deliveries", "retention"}``."""
-        f = Fields(doc, "webhook delivery log")
-        rows = rows_of(Delivery.from_json, doc, "deliveries", f.what)
-        return cls(rows, Retention.read(f), doc=f.doc)
-
 
 @dataclass(frozen=True)
-class Resend(Answer):
+class Resend(Answer, what="resend"):
     """An event queued again (``requeued`` False: it was still pending, left as it was);
     ``request_id`` is the resend's, ``original_request_id`` the request that caused the
     event."""
@@ -193,25 +109,12 @@ class Resend(Answer):
     request_id: str | None
     original_request_id: str | None
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the resend answer."""
-        f = Fields(doc, "resend")
-        return cls(
-            event_id=f.text("event_id"),
-            state=f.text("state"),
-            requeued=f.flag("requeued"),
-            request_id=f.opt_text("request_id"),
-            original_request_id=f.opt_text("original_request_id"),
-            doc=f.doc,
-        )
-
 
 # --- API keys -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ApiKeyInfo(Answer):
+class ApiKeyInfo(Answer, what="API key"):
     """A secret API key as listed (never the secret): ``state`` is active, expiring (a
     rotation's grace), expired or revoked."""
 
@@ -227,54 +130,22 @@ class ApiKeyInfo(Answer):
     last_used_at: int | None
     replaced_by: str | None
 
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From one key document."""
-        f = Fields(doc, "API key")
-        return cls(
-            id=f.text("id"),
-            prefix=f.text("prefix"),
-            merchant_id=f.text("merchant_id"),
-            name=f.opt_text("name"),
-            scopes=f.texts("scopes"),
-            state=f.text("state"),
-            created_at=f.integer("created_at"),
-            expires_at=f.opt_integer("expires_at"),
-            revoked_at=f.opt_integer("revoked_at"),
-            last_used_at=f.opt_integer("last_used_at"),
-            replaced_by=f.opt_text("replaced_by"),
-            doc=f.doc,
-        )
-
 
 @dataclass(frozen=True)
-class NewApiKey(Answer):
+class NewApiKey(Answer, what="new API key"):
     """A key just made or rotated: ``key`` is the whole ``sk_live_...`` secret, in this answer
     only; ``previous`` the rotated key, now expiring."""
 
-    info: ApiKeyInfo
+    info: ApiKeyInfo = field(metadata=wire(SAME))  # the key's fields are the answer's
     key: str
-    previous: ApiKeyInfo | None
-
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the creation or rotation answer."""
-        f = Fields(doc, "new API key")
-        previous = ApiKeyInfo.from_json(f.obj("previous")) if f.has("previous") else None
-        return cls(ApiKeyInfo.from_json(doc), f.text("key"), previous, doc=f.doc)
+    previous: ApiKeyInfo | None = None  # absent unless rotated
 
 
 @dataclass(frozen=True)
-class ApiKeyList(Answer):
+class ApiKeyList(Answer, what="API key list"):
     """The merchant's keys (``{"api_keys": [...]}``)."""
 
     api_keys: tuple[ApiKeyInfo, ...]
-
-    @classmethod
-    def from_json(cls, doc: object) -> Self:
-        """From the key list."""
-        f = Fields(doc, "API key list")
-        return cls(rows_of(ApiKeyInfo.from_json, doc, "api_keys", f.what), doc=f.doc)
 
 
 __all__ = [

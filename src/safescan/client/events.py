@@ -21,6 +21,7 @@ from safescan.client.errors import (
     InstitutionUnreachable,
     error_from_response,
 )
+from safescan.client.fields import read
 from safescan.client.http import InstitutionHttp, async_client
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
@@ -74,24 +75,29 @@ class SseParser:
         return None
 
 
+@dataclass(frozen=True)
+class _Envelope:
+    """A signed event's envelope as the institution makes it (``data``: the type's fields)."""
+
+    id: str
+    type: str
+    created: int
+    data: dict[str, Any]
+
+
 def verified(
     sse_id: str, data: str, trust: TrustStore, on_rejected: Callable[[str], None] | None
 ) -> VerifiedEvent | None:
-    """The event if its signature verifies under ``trust``, else None (reported)."""
+    """The event if its signature verifies under ``trust`` and its envelope is well formed,
+    else None (reported)."""
     try:
-        event = verify_event(data, trust)
+        event = read(_Envelope, verify_event(data, trust), "event")
     except SafescanError as exc:
         if on_rejected is not None:
             on_rejected(exc.message)
         return None
-    payload = event.get("data")
-    return VerifiedEvent(
-        seq=int(sse_id) if sse_id.isdigit() else 0,
-        type=str(event.get("type", "")),
-        id=str(event["id"]),
-        created=int(event.get("created", 0)),
-        data=payload if isinstance(payload, dict) else {},
-    )
+    seq = int(sse_id) if sse_id.isdigit() else 0
+    return VerifiedEvent(seq, event.type, event.id, event.created, event.data)
 
 
 class EventStream:

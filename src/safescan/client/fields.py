@@ -1,14 +1,18 @@
-"""Reading the institution's JSON answers into typed values, one checked field at a time.
+"""Reading the institution's JSON answers into typed values: the dataclass is the wire schema.
 
-Every answer type of :mod:`safescan.client.answers` (and :mod:`.answers_merchant`) is built
-from its JSON in its own ``from_json`` with a :class:`Fields` reader. The rules, the same for
-every answer:
+Every answer type of :mod:`safescan.client.answers` (and :mod:`.answers_merchant`,
+:mod:`.admin`, :mod:`.wallet`) is a frozen dataclass read by ONE reader, :func:`read`, driven
+by its field types (resolved once per class): ``str`` is text, ``int`` an integer (never a
+boolean or a float), ``bool`` a boolean, ``bytes`` standard base64 text, a ``StrEnum`` one of
+its values, ``Literal[...]`` one of those, ``X | None`` X or ``null``, ``tuple[X, ...]`` an
+array of X, ``dict`` an object, ``Any`` anything, a dataclass an object read the same way.
+``Annotated`` adds a rule (:class:`Parse`, :class:`Check`, e.g. :data:`Amount`); the field
+metadata :func:`wire` renames a field's key, reads it from the enclosing object (:data:`SAME`)
+or leaves it off the wire. A field with a default may be absent.
 
-* a field the answer documents must be there with its JSON type (an integer is never a
-  boolean or a float; text is never a number); ``null`` only where the answer documents it;
-  an enum field (order states, statuses ...) must hold one of the enum's values;
 * anything else is :class:`~safescan.client.errors.InstitutionProtocolError`, naming the
-  answer and the field: never a ``KeyError`` or ``TypeError`` from deep inside a caller;
+  answer and the field (its path: ``secret.version``, ``orders[2].state``): never a
+  ``KeyError`` or ``TypeError`` from deep inside a caller;
 * fields the client does not know are tolerated (a newer institution may add fields) and kept:
   every answer's ``to_json()`` is the document as received, so what a command prints with
   ``--json`` is what the institution answered.
@@ -17,15 +21,36 @@ every answer:
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
+import dataclasses
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Self, TypeVar
+from enum import Enum
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Self,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from safescan.client.errors import InstitutionProtocolError
+from safescan.code.errors import SafescanError
 
-E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+Reader = Callable[[Any, str], Any]  # (JSON value, its path for errors) -> the typed value
+
+_KEY = "safescan.wire"  # a field's metadata: its wire key (SAME: the enclosing object; None: none)
+_REQUIRED = "safescan.wire.required"
+SAME = "."
 
 
 def malformed(what: str, detail: str) -> InstitutionProtocolError:
@@ -33,126 +58,293 @@ def malformed(what: str, detail: str) -> InstitutionProtocolError:
     return InstitutionProtocolError(f"the institution's {what} answer is malformed: {detail}")
 
 
+class _Bad(Exception):
+    """A malformed value at ``detail`` (:func:`read` makes it the typed error)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Parse:
+    """``Annotated`` rule: read the JSON value with ``fn`` instead of by its type (``fn`` raises
+    :class:`~safescan.code.errors.SafescanError`, ``ValueError`` or ``TypeError``)."""
+
+    fn: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Check:
+    """``Annotated`` rule: the value read must pass ``test``, else the field ``fails``."""
+
+    test: Callable[[Any], bool]
+    fails: str
+
+
+def max_bytes(n: int) -> Check:
+    """At most ``n`` bytes (a base64 field's decoded size)."""
+    return Check(lambda b: len(b) <= n, f"is longer than {n} bytes")
+
+
+#: an amount or a count in minor units: never negative
+Amount = Annotated[int, Check(lambda v: v >= 0, "is negative")]
+
+
+def wire(key: str | None, *, required: bool = False) -> dict[str, object]:
+    """A dataclass field's metadata: read it from wire key ``key`` (:data:`SAME`: from the
+    enclosing object itself; None: it is not on the wire, give it a default); ``required``: it
+    must be on the wire although it has a default (for constructors elsewhere). Use as
+    ``field(metadata=wire("object"))``."""
+    return {_KEY: key, _REQUIRED: required}
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What every answer type shares: the document as received (``doc``; not compared, not
-    shown) and :meth:`to_json`, which gives it back."""
+    """What every answer type shares: :meth:`from_json` (the one reader) and the document as
+    received (``doc``; not compared, not shown), which :meth:`to_json` gives back. A subclass
+    names itself in errors: ``class OrderView(Answer, what="order")``."""
 
-    doc: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
+    doc: Mapping[str, Any] = field(
+        default_factory=dict, repr=False, compare=False, kw_only=True, metadata=wire(None)
+    )
+    what: ClassVar[str] = "answer"
+
+    def __init_subclass__(cls, what: str = "", **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if what:
+            cls.what = what
 
     @classmethod
     def from_json(cls, doc: object) -> Self:
-        """Parse the answer (each answer type has its own; a malformed answer is
+        """Parse the answer (a malformed one is
         :class:`~safescan.client.errors.InstitutionProtocolError`)."""
-        raise NotImplementedError(cls.__name__)
+        return read(cls, doc, cls.what)
+
+    @classmethod
+    def from_wire(cls, doc: object, where: str) -> Self:
+        """Read by the field types (:func:`fields_of`); an answer whose form varies overrides
+        this (``where``: its path in the enclosing answer, for errors)."""
+        return fields_of(cls, doc, where)
 
     def to_json(self) -> dict[str, Any]:
         """The institution's document, as received (a copy: changing it changes nothing)."""
         return copy.deepcopy(dict(self.doc))
 
 
-class Fields:
-    """The checked fields of one JSON object of an answer (``what`` names it in errors)."""
+def read(kind: type[T], doc: object, what: str) -> T:
+    """``doc`` read as the dataclass ``kind`` (``what`` names the answer in errors)."""
+    try:
+        return _object(kind, doc, "")
+    except _Bad as exc:
+        raise malformed(what, exc.detail) from None
 
-    def __init__(self, doc: object, what: str) -> None:
-        if not isinstance(doc, dict):
-            raise malformed(what, "not a JSON object")
-        self.doc: dict[str, Any] = doc
-        self.what = what
 
-    def _get(self, name: str) -> Any:
-        if name not in self.doc:
-            raise malformed(self.what, f"{name} is missing")
-        return self.doc[name]
+def one(doc: object, key: str, kind: type[T], what: str) -> T:
+    """The field ``key`` of the answer object ``doc``, read as ``kind``."""
+    try:
+        return cast(T, _field(_object_doc(doc, ""), key, _reader(kind), ""))
+    except _Bad as exc:
+        raise malformed(what, exc.detail) from None
 
-    def _wrong(self, name: str, kind: str) -> InstitutionProtocolError:
-        return malformed(self.what, f"{name} is not {kind}")
 
-    def text(self, name: str) -> str:
-        """A text field."""
-        value = self._get(name)
+def rows_of(kind: type[T], doc: object, key: str, what: str) -> tuple[T, ...]:
+    """The ``key`` array of the answer object ``doc``, each row a ``kind``."""
+    try:
+        rows = _field(_object_doc(doc, ""), key, _array(_reader(kind), tuple), "")
+    except _Bad as exc:
+        raise malformed(what, exc.detail) from None
+    return cast(tuple[T, ...], rows)
+
+
+# --- the readers, one per type hint (made once) ------------------------------------------------
+
+
+def _object_doc(doc: object, where: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise _Bad(f"{where or 'it'} is not a JSON object")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str, reader: Reader, where: str) -> Any:
+    path = f"{where}.{key}" if where else key
+    if key not in doc:
+        raise _Bad(f"{path} is missing")
+    return reader(doc[key], path)
+
+
+def _object(kind: type[T], doc: object, where: str) -> T:
+    if issubclass(kind, Answer):
+        return cast(T, kind.from_wire(doc, where))
+    return fields_of(kind, doc, where)
+
+
+def fields_of(kind: type[T], doc: object, where: str) -> T:
+    """``doc`` read as the dataclass ``kind``, field by field, by their types (a malformed
+    value raises an internal error that :func:`read` turns into the typed one)."""
+    obj = _object_doc(doc, where)
+    values: dict[str, Any] = {}
+    for name, key, reader, may_be_absent in _schema(kind):
+        if key == SAME:
+            values[name] = reader(obj, where)
+        elif key in obj or not may_be_absent:
+            values[name] = _field(obj, key, reader, where)
+    if issubclass(kind, Answer):
+        values["doc"] = obj
+    return kind(**values)
+
+
+_Schema = tuple[tuple[str, str, Reader, bool], ...]
+_SCHEMAS: dict[type, _Schema] = {}
+_READERS: dict[object, Reader] = {}
+
+
+def _schema(kind: type) -> _Schema:
+    """(field name, wire key, reader, may be absent) of each field the wire carries (the type
+    hints are resolved once per class)."""
+    if (known := _SCHEMAS.get(kind)) is not None:
+        return known
+    hints = get_type_hints(kind, include_extras=True)
+    out = []
+    for f in dataclasses.fields(kind):
+        key = f.metadata.get(_KEY, f.name)
+        if key is None or not f.init:
+            continue
+        absent = not f.metadata.get(_REQUIRED) and (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        )
+        out.append((f.name, key, _reader(hints[f.name]), absent))
+    _SCHEMAS[kind] = schema = tuple(out)
+    return schema
+
+
+def _simple(kind: type, what: str) -> Reader:
+    def simple(value: Any, where: str) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _Bad(f"{where} is not {what}")
+        return value
+
+    return simple
+
+
+def _array(item: Reader, make: type) -> Reader:
+    def array(value: Any, where: str) -> Any:
+        if not isinstance(value, list):
+            raise _Bad(f"{where} is not an array")
+        return make(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+    return array
+
+
+def _enum(kind: type[Enum]) -> Reader:
+    def enum(value: Any, where: str) -> Any:
         if not isinstance(value, str):
-            raise self._wrong(name, "text")
-        return value
-
-    def opt_text(self, name: str) -> str | None:
-        """A text field that may be ``null``."""
-        return None if self._get(name) is None else self.text(name)
-
-    def integer(self, name: str) -> int:
-        """An integer field (never a boolean)."""
-        value = self._get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._wrong(name, "an integer")
-        return value
-
-    def opt_integer(self, name: str) -> int | None:
-        """An integer field that may be ``null``."""
-        return None if self._get(name) is None else self.integer(name)
-
-    def flag(self, name: str) -> bool:
-        """A boolean field."""
-        value = self._get(name)
-        if not isinstance(value, bool):
-            raise self._wrong(name, "a boolean")
-        return value
-
-    def enum(self, name: str, kind: type[E]) -> E:
-        """A field holding one of ``kind``'s values."""
-        value = self.text(name)
+            raise _Bad(f"{where} is not text")
         try:
             return kind(value)
         except ValueError:
-            raise malformed(self.what, f"{name} {value[:40]!r} is not a known value") from None
+            raise _Bad(f"{where} {value[:40]!r} is not a known value") from None
 
-    def opt_enum(self, name: str, kind: type[E]) -> E | None:
-        """An enum field that may be ``null``."""
-        return None if self._get(name) is None else self.enum(name, kind)
+    return enum
 
-    def obj(self, name: str) -> dict[str, Any]:
-        """A JSON object field."""
-        value = self._get(name)
-        if not isinstance(value, dict):
-            raise self._wrong(name, "a JSON object")
+
+def _b64(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise _Bad(f"{where} is not text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad(f"{where} is not base64") from None
+
+
+def _annotated(inner: Reader, rules: tuple[Any, ...]) -> Reader:
+    parse = next((r.fn for r in rules if isinstance(r, Parse)), None)
+    checks = [r for r in rules if isinstance(r, Check)]
+
+    def annotated(value: Any, where: str) -> Any:
+        if parse is None:
+            got = inner(value, where)
+        else:
+            try:
+                got = parse(value)
+            except SafescanError as exc:
+                raise _Bad(f"{where}: {exc.message}") from None
+            except (TypeError, ValueError) as exc:
+                raise _Bad(f"{where}: {exc}") from None
+        for check in checks:
+            if not check.test(got):
+                raise _Bad(f"{where} {check.fails}")
+        return got
+
+    return annotated
+
+
+def _literal(allowed: tuple[Any, ...]) -> Reader:
+    def literal(value: Any, where: str) -> Any:
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            raise _Bad(f"{where} is not {' or '.join(map(repr, allowed))}")
         return value
 
-    def opt_obj(self, name: str) -> dict[str, Any] | None:
-        """A JSON object field that may be ``null``."""
-        return None if self._get(name) is None else self.obj(name)
-
-    def array(self, name: str) -> list[Any]:
-        """A JSON array field."""
-        value = self._get(name)
-        if not isinstance(value, list):
-            raise self._wrong(name, "an array")
-        return value
-
-    def texts(self, name: str) -> tuple[str, ...]:
-        """An array of text."""
-        values = self.array(name)
-        if not all(isinstance(v, str) for v in values):
-            raise self._wrong(name, "an array of text")
-        return tuple(values)
-
-    def b64(self, name: str) -> bytes:
-        """A standard base64 field, decoded."""
-        try:
-            return base64.b64decode(self.text(name), validate=True)
-        except ValueError:
-            raise self._wrong(name, "base64") from None
-
-    def has(self, name: str) -> bool:
-        """Whether the answer carries ``name`` (an optional field), null or not."""
-        return name in self.doc
+    return literal
 
 
-T = TypeVar("T")
+def _optional(inner: Reader) -> Reader:
+    return lambda value, where: None if value is None else inner(value, where)
 
 
-def rows_of(parse: Callable[[object], T], doc: object, name: str, what: str) -> tuple[T, ...]:
-    """The ``name`` array of the answer object ``doc``, each row parsed by ``parse`` (a
-    ``from_json``)."""
-    return tuple(parse(r) for r in Fields(doc, what).array(name))
+def _nested(kind: type) -> Reader:
+    return lambda value, where: _object(kind, value, where)
 
 
-__all__ = ["Answer", "Fields", "malformed", "rows_of"]
+_SIMPLE: dict[Any, Reader] = {
+    str: _simple(str, "text"),
+    int: _simple(int, "an integer"),
+    bool: _simple(bool, "a boolean"),
+    dict: _simple(dict, "a JSON object"),
+    bytes: _b64,
+    Any: lambda value, where: value,
+}
+
+
+def _reader(hint: object) -> Reader:
+    """The reader of one type hint (made once per hint)."""
+    if (known := _READERS.get(hint)) is None:
+        known = _READERS[hint] = _make_reader(hint)
+    return known
+
+
+def _make_reader(hint: Any) -> Reader:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint in _SIMPLE or origin in (dict, Mapping):
+        return _SIMPLE[dict if origin else hint]
+    if origin is Annotated:
+        return _annotated(_reader(args[0]), hint.__metadata__)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return _optional(_reader(next(a for a in args if a is not type(None))))
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _array(_reader(args[0]), tuple)
+    if origin is list:
+        return _array(_reader(args[0]), list)
+    if origin is Literal:
+        return _literal(args)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return _enum(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _nested(hint)
+    raise TypeError(f"the client has no JSON reader for {hint!r}")
+
+
+__all__ = [
+    "SAME",
+    "Amount",
+    "Answer",
+    "Check",
+    "Parse",
+    "fields_of",
+    "malformed",
+    "max_bytes",
+    "one",
+    "read",
+    "rows_of",
+    "wire",
+]

@@ -16,16 +16,18 @@ is known (:func:`safescan.client.retry.send_until_known`). Every answer is a typ
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from safescan.api.errors import InvalidRequest
 from safescan.api.standard_webhooks import ID_PATTERN
+from safescan.api.states import OrderState
 from safescan.client.answers import (
     CheckoutSession,
     MerchantProfile,
@@ -52,10 +54,10 @@ from safescan.client.answers_merchant import (
 from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
 from safescan.client.events import EventStream
-from safescan.client.fields import Fields, rows_of
+from safescan.client.fields import Amount, Answer, rows_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
 from safescan.client.http import encode_json as encode_json
-from safescan.client.public import KeyService, RevocationService, b64_field
+from safescan.client.public import KeyService, RevocationService
 from safescan.client.retry import retry_budget, send_until_known
 from safescan.client.trust import verify_receipt
 from safescan.code.authorization import Receipt
@@ -68,18 +70,27 @@ _ORDERS = "/v1/merchant/orders"
 
 
 @dataclass(frozen=True)
-class Order:
-    """An order the institution created, with its sealed dynamic code."""
+class Order(Answer, what="order"):
+    """An order the institution created, with its sealed dynamic code (``items``: the lines
+    asked for, not in the answer)."""
 
     order_id: str
     merchant_id: str
     code: str
-    total: int
+    total: Amount
     currency: int
     expires_at: int
     code_bytes: int
-    items: tuple[LineItem, ...]
-    sealed_here: bool = False  # merchant-signed by this terminal (safescan.merchant.sealing)
+    items: tuple[LineItem, ...] = field(default=(), metadata=wire(None))
+    # merchant-signed by this terminal (safescan.merchant.sealing)
+    sealed_here: bool = field(default=False, metadata=wire(None))
+    # as answered (not compared: a journal's order does not keep them)
+    state: OrderState = field(
+        default=OrderState.CREATED, compare=False, metadata=wire("state", required=True)
+    )
+    reference: str | None = field(
+        default=None, compare=False, metadata=wire("reference", required=True)
+    )
 
     @property
     def digest(self) -> bytes:
@@ -170,17 +181,8 @@ class OrderService:
         if reference:
             payload["reference"] = reference
         key = idempotency_key or "ord-" + secrets.token_urlsafe(16)
-        f = Fields(self._s.until_known(_ORDERS, payload, key, "order"), "order")
-        order = Order(
-            order_id=f.text("order_id"),
-            merchant_id=f.text("merchant_id"),
-            code=f.text("code"),
-            total=f.integer("total"),
-            currency=f.integer("currency"),
-            expires_at=f.integer("expires_at"),
-            code_bytes=f.integer("code_bytes"),
-            items=tuple(items),
-        )
+        answer = Order.from_json(self._s.until_known(_ORDERS, payload, key, "order"))
+        order = dataclasses.replace(answer, items=tuple(items))
         if order.merchant_id != self._s.merchant_id or order.total != sum(i.amount for i in items):
             raise InstitutionProtocolError("the institution returned an order we did not ask for")
         return order
@@ -270,7 +272,7 @@ class RefundListService:
         """The refunds of one UTC day (``YYYY-MM-DD``) and/or one order, oldest first."""
         query = {k: v for k, v in (("date", day), ("order_id", order_id)) if v is not None}
         doc = self._s.call("GET", f"/v1/merchant/refunds?{urlencode(query)}")
-        return rows_of(RefundRecord.from_json, doc, "refunds", "refund list")
+        return rows_of(RefundRecord, doc, "refunds", RefundRecord.what)
 
 
 class SettlementService:
@@ -325,20 +327,32 @@ class PaymentService:
         )
 
 
+@dataclass(frozen=True)
+class CodeCertificate(Answer, what="certificate"):
+    """A code-signing key's certificate (CBOR), its serial and last valid day."""
+
+    serial: int
+    not_after: int
+    certificate: bytes
+
+
 class CertificateService:
     """``/v1/merchant/certificates``: code-signing keys for merchant-side sealing."""
 
     def __init__(self, signed: _Signed) -> None:
         self._s = signed
 
-    def create(self, public_key: bytes, valid_days: int | None = None) -> bytes:
+    def issue(self, public_key: bytes, valid_days: int | None = None) -> CodeCertificate:
         """Have the institution certify a code-signing key for ``valid_days`` (None: the
-        institution's default); returns the certificate (CBOR)."""
+        institution's default)."""
         payload: dict[str, Any] = {"public_key": base64.b64encode(public_key).decode()}
         if valid_days is not None:
             payload["valid_days"] = valid_days
-        doc = self._s.call("POST", "/v1/merchant/certificates", payload)
-        return b64_field(doc, "certificate")
+        return CodeCertificate.from_json(self._s.call("POST", "/v1/merchant/certificates", payload))
+
+    def create(self, public_key: bytes, valid_days: int | None = None) -> bytes:
+        """:meth:`issue`'s certificate (CBOR)."""
+        return self.issue(public_key, valid_days).certificate
 
 
 def _event_id(text: str) -> str:

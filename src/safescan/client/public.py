@@ -3,7 +3,6 @@ scheme key list and the signed revocation lists."""
 
 from __future__ import annotations
 
-import base64
 from typing import Literal
 
 from safescan.client.answers import PublicKeys
@@ -17,16 +16,6 @@ KEYS = "/v1/keys"
 REVOCATION_LIST = "/v1/revocation-list"
 
 RevocationScope = Literal["all", "merchant"]
-
-
-def b64_field(doc: object, name: str) -> bytes:
-    """A base64 field of an answer (a protocol error when missing or not base64)."""
-    try:
-        return base64.b64decode(str(doc[name]), validate=True)  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
-        raise InstitutionProtocolError(
-            f"the institution's {name} is missing or not base64"
-        ) from None
 
 
 class KeyService:

@@ -13,24 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from safescan.api.encoding import b64d, b64e
-from safescan.api.errors import InvalidRequest, NotFound
+from safescan.api.encoding import b64e
+from safescan.api.errors import NotFound
 from safescan.api.wire import PaymentRequest
 from safescan.client.answers import CodeStatus, PaymentLookup, PaymentMade
-from safescan.client.errors import InstitutionProtocolError
+from safescan.client.fields import Answer, Check, max_bytes
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService, RevocationService
 from safescan.client.retry import send_until_known
 
-
-def _b64(doc: JsonDoc, name: str, max_bytes: int = 8192) -> bytes:
-    try:
-        return b64d(str(doc[name]), param=name, max_bytes=max_bytes)
-    except (KeyError, InvalidRequest):
-        raise InstitutionProtocolError(
-            f"the institution's {name} is missing or not base64"
-        ) from None
+#: a base64 field of at most 8 KiB (a certificate, a bundle) or 4 KiB (a sealed KEY UPDATE)
+Blob = Annotated[bytes, max_bytes(8192)]
+SealedUpdate = Annotated[bytes, max_bytes(4096)]
 
 
 class PaymentService:
@@ -98,14 +94,26 @@ class CodeService:
 
 
 @dataclass(frozen=True)
-class Enrolled:
+class Enrolled(Answer, what="enrollment"):
     """The institution's answer to an enrollment."""
 
-    certificate: bytes  # the carrier's certificate (CBOR)
-    bundle: bytes  # the sealed provisioning bundle for PERSONALIZE
+    certificate: Blob  # the carrier's certificate (CBOR)
+    bundle: Blob  # the sealed provisioning bundle for PERSONALIZE
     carrier_serial: int
     customer_id: str | None
-    key_update: bytes | None  # the first sealed KEY UPDATE, if any
+    key_update: SealedUpdate | None  # the first sealed KEY UPDATE, if any
+    model: str  # the carrier model the attestation named
+    epoch: int  # the scheme-key epoch the KEY UPDATE brings the carrier to
+
+
+@dataclass(frozen=True)
+class KeyUpdate(Answer, what="key update"):
+    """The KEY UPDATE sealed to a carrier, to the current ``epoch`` (``key_update`` None: the
+    carrier is up to date)."""
+
+    carrier_serial: int
+    epoch: int
+    key_update: SealedUpdate | None
 
 
 @dataclass(frozen=True)
@@ -135,37 +143,29 @@ class CarrierService:
                 "attestation": b64e(keys.attestation),
             },
         )
-        try:
-            serial = int(doc["carrier_serial"])
-        except (KeyError, TypeError, ValueError):
-            raise InstitutionProtocolError(
-                "the institution's enrollment answer is malformed"
-            ) from None
-        first = doc.get("key_update")
-        customer = doc.get("customer_id")
-        return Enrolled(
-            certificate=_b64(doc, "certificate"),
-            bundle=_b64(doc, "bundle"),
-            carrier_serial=serial,
-            customer_id=customer if isinstance(customer, str) else None,
-            key_update=_b64(doc, "key_update", 4096) if first else None,
-        )
+        return Enrolled.from_json(doc)
 
-    def key_update(self, serial: int, *, from_epoch: int) -> bytes | None:
-        """The KEY UPDATE sealed to the carrier from ``from_epoch`` to the current epoch, or
-        None when the carrier is up to date."""
-        doc = self._http.call_object(
-            "POST", f"/v1/carriers/{serial}/key-update", {"from_epoch": from_epoch}
-        )
-        return _b64(doc, "key_update", 4096) if doc.get("key_update") else None
+    def key_update(self, serial: int, *, from_epoch: int) -> KeyUpdate:
+        """The KEY UPDATE sealed to the carrier from ``from_epoch`` to the current epoch
+        (``key_update`` None when the carrier is up to date)."""
+        path = f"/v1/carriers/{int(serial)}/key-update"
+        return KeyUpdate.from_json(self._http.call_object("POST", path, {"from_epoch": from_epoch}))
 
 
 @dataclass(frozen=True)
-class Challenge:
+class Challenge(Answer, what="challenge"):
     """A one-time challenge for the key carrier to answer, and until when it is valid."""
 
-    challenge: bytes
+    challenge: Annotated[bytes, Check(lambda b: len(b) == 32, "is not 32 bytes")]
     expires_at: int
+
+
+@dataclass(frozen=True)
+class SealedStatement(Answer, what="statement"):
+    """The customer's statement sealed to the wallet's one-time key
+    (:func:`safescan.api.account.open_statement`)."""
+
+    sealed: Annotated[bytes, max_bytes(1 << 20)]
 
 
 class AccountService:
@@ -182,18 +182,11 @@ class AccountService:
             "/v1/account/challenge",
             {"carrier_serial": carrier_serial, "wallet_key": b64e(wallet_key)},
         )
-        try:
-            value = b64d(str(doc["challenge"]), param="challenge", max_bytes=32)
-            expires_at = int(doc["expires_at"])
-        except (KeyError, TypeError, ValueError, InvalidRequest):
-            raise InstitutionProtocolError("the institution's challenge is malformed") from None
-        if len(value) != 32:
-            raise InstitutionProtocolError("the institution's challenge is not 32 bytes")
-        return Challenge(value, expires_at)
+        return Challenge.from_json(doc)
 
     def statement(
         self, carrier_serial: int, wallet_key: bytes, expires_at: int, response: bytes
-    ) -> bytes:
+    ) -> SealedStatement:
         """The statement sealed to ``wallet_key``, for the carrier's ``response``."""
         doc = self._http.call_object(
             "POST",
@@ -205,10 +198,7 @@ class AccountService:
                 "response": b64e(response),
             },
         )
-        try:
-            return b64d(str(doc["sealed"]), param="sealed", max_bytes=1 << 20)
-        except (KeyError, InvalidRequest):
-            raise InstitutionProtocolError("the institution's statement is malformed") from None
+        return SealedStatement.from_json(doc)
 
 
 class WalletClient(ApiClient):

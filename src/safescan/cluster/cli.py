@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.cli_options import JsonOpt
 from safescan.code.output import emit_json, fail
 
 cluster_app = typer.Typer(
@@ -23,7 +24,6 @@ cluster_app = typer.Typer(
 StateOpt = Annotated[
     Path, typer.Option("--state", help="the cluster's state directory (created by `up`)")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 DEFAULT_STATE = Path("safescan-cluster")
 
 

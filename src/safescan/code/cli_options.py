@@ -32,4 +32,4 @@ def read_passphrase(path: Path | None, *, confirm: bool = False) -> bytes:
     return value.encode()
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

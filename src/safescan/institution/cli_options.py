@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from safescan.code.cli_options import JsonOpt as JsonOpt
 from safescan.code.errors import SafescanError
 from safescan.code.output import fail
 
@@ -52,7 +53,6 @@ TlsCertOpt = Annotated[
 TlsKeyOpt = Annotated[
     Path | None, typer.Option("--tls-key", help="its private key, PEM (default: tls.key)")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 KeysOpt = Annotated[
     Path | None,
     typer.Option("--keys", help="key directory (default for SQLite: <db file>.keys)"),

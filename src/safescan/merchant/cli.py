@@ -40,12 +40,13 @@ from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
 from safescan.code import qr
 from safescan.code.cli import PassphraseFile, read_passphrase
 from safescan.code.cli_input import minor_units
+from safescan.code.cli_options import JsonOpt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.cli_apikey import apikey_app
-from safescan.merchant.cli_config import config_app
+from safescan.merchant.cli_config import ConfigOpt, config_app
 from safescan.merchant.cli_webhook import webhook_app
 from safescan.merchant.client import (
     MerchantApi,
@@ -76,15 +77,6 @@ merchant_app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="settings file (FILE.toml: [terminal] [server] [tls]) or the terminal's JSON"
-        " itself (default: $SAFESCAN_POS_CONFIG)",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 EXIT_STALE = 3  # `pos orders`: shown, but some states could not be checked
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 EXIT_UNKNOWN = 5  # `refund`: sent, the outcome is not known yet (the key is printed)

@@ -24,9 +24,11 @@ from rich.table import Table
 
 from safescan.api.api_keys import SCOPES
 from safescan.client.answers_merchant import NewApiKey
+from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+from safescan.merchant.cli_config import ConfigOpt
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.settings import load_terminal
 
@@ -35,12 +37,6 @@ apikey_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="POS config file (default: $SAFESCAN_POS_CONFIG)"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _api(config: Path | None, as_json: bool) -> MerchantApi:

@@ -9,22 +9,27 @@ from typing import Annotated
 
 import typer
 
+from safescan.code.cli_options import JsonOpt
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+
+#: the POS settings file, shared by every ``safescan pos`` command
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="settings file (FILE.toml: [terminal] [server] [tls]) or the terminal's JSON"
+        " itself (default: $SAFESCAN_POS_CONFIG)",
+    ),
+]
 
 config_app = typer.Typer(help="The POS's settings (TOML file + environment).", no_args_is_help=True)
 
 
 @config_app.command("show")
 def show(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="settings file (FILE.toml) or the terminal's JSON (default: $SAFESCAN_POS_CONFIG)",
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the effective settings, secrets masked."""
     from safescan.merchant.settings import describe

@@ -25,9 +25,11 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.client.answers_merchant import WebhookSecret
+from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+from safescan.merchant.cli_config import ConfigOpt
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.settings import load_terminal
 
@@ -38,14 +40,6 @@ webhook_app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="settings file (FILE.toml) or the terminal's JSON (default: $SAFESCAN_POS_CONFIG)",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 DAY = 24 * 3600
 
 

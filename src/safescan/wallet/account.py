@@ -60,7 +60,7 @@ def read_statement(wallet: Wallet) -> dict[str, Any]:
         ) from None
     finally:
         carrier.close()
-    blob = wallet.api.account.statement(serial, wallet_key, expires_at, resp.data)
+    blob = wallet.api.account.statement(serial, wallet_key, expires_at, resp.data).sealed
     doc = account.open_statement(blob, private, serial, expires_at)
     if doc.get("carrier_serial") != serial:
         raise InstitutionProtocolError("the statement is for another key carrier")

@@ -36,6 +36,7 @@ from safescan.carrier.errors import RestartRequired, WrongPin
 from safescan.carrier.pin import PinFormatError, check_pin
 from safescan.code.certs import TrustStore
 from safescan.code.cli_input import minor_units
+from safescan.code.cli_options import JsonOpt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
@@ -65,7 +66,6 @@ DirOpt = Annotated[
     Path | None,
     typer.Option("--wallet-dir", help="wallet directory (default: $SAFESCAN_WALLET_DIR)"),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 EXIT_DECLINED, EXIT_ERROR, EXIT_NOT_PAYABLE, EXIT_REFUSED, EXIT_UNKNOWN = 1, 2, 3, 4, 5
 

@@ -199,7 +199,7 @@ class Wallet:
         scheme-key epoch; a carrier offline for several epochs catches up in one update."""
         serial = self.config.carrier_serial
         try:
-            update = self.api.carriers.key_update(serial, from_epoch=epoch)
+            update = self.api.carriers.key_update(serial, from_epoch=epoch).key_update
         except InstitutionUnreachable:
             return  # offline: the carrier keeps the epochs it has
         except SafescanError as exc:
@@ -207,7 +207,7 @@ class Wallet:
                 f"the institution sends this key carrier no new keys: {exc.message}"
             )
             return
-        if update is None:
+        if not update:  # None: up to date
             return
         try:
             carrier.key_update(update)
