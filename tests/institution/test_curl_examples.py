@@ -38,6 +38,7 @@ def routes_of(script: str) -> set[tuple[str, str]]:
     """(METHOD, path template) each example calls."""
     found = set()
     for line in script.replace("\\\n", " ").splitlines():
+        line = re.sub(r"^[A-Z_]+=\S+ ", "", line)  # IDEMPOTENCY_KEY=... signed_curl ...
         if line.startswith("signed_curl "):
             method, target = line.split()[1:3]
             found.add((method, target.strip('"').split("?")[0]))
@@ -173,6 +174,8 @@ def test_every_curl_example_runs_against_a_real_server(
     assert r.json("certificate")["certificate"]
     session = r.json("create-checkout")
     assert session["status"] == "open" and session["url"]
+    looked = r.json("lookup-checkout")
+    assert looked["outcome"] == "succeeded" and looked["checkout_session"] == session, looked
     env["SESSION_ID"] = session["id"]
     assert r.json("get-checkout")["id"] == session["id"]
     assert r.json("cancel-checkout")["status"] != "open"
@@ -180,9 +183,14 @@ def test_every_curl_example_runs_against_a_real_server(
     key = r.json("create-key")
     assert key["key"].startswith("sk_live_") and key["scopes"] == ["checkout:write", "orders:read"]
     env["KEY_ID"], env["OLD_KEY"] = key["id"], key["key"]
+    looked = r.json("lookup-key")  # made: named, its secret not kept
+    assert looked["error"]["code"] == "api_key_already_created" and key["id"] in str(looked)
+    assert key["key"] not in str(looked)
     assert key["id"] in [k["id"] for k in r.json("list-keys")["api_keys"]]
     rotated = r.json("rotate-key")
     assert rotated["previous"]["id"] == key["id"]
+    looked = r.json("lookup-rotation")
+    assert looked["outcome"] == "refused" and rotated["id"] in str(looked), looked
     assert r.json("revoke-key")["state"] == "revoked"
     r.refused("refused-scope", "insufficient_scope")
     r.refused("refused-key-in-url", "api_key_in_url")

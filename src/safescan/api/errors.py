@@ -188,6 +188,14 @@ class RequestWithdrawn(Conflict):
     code = "request_withdrawn"
 
 
+class ApiKeyAlreadyCreated(Conflict):
+    """This Idempotency-Key already made (or rotated to) an API key. The key's secret was in
+    that first answer only and is never stored, so a retry cannot show it again: the message
+    names the key; if the first answer was lost, revoke that key and make another."""
+
+    code = "api_key_already_created"
+
+
 class OrderNotPayable(Conflict):
     """The order is already paid, closed or expired."""
 

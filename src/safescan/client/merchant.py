@@ -8,8 +8,9 @@ key (:func:`safescan.api.merchant_auth.sign_request`). One service per resource:
     api.refunds.create(order.order_id, amount=100)   # rides through a failover
     with api.events.open() as stream: ...            # verified events only
 
-State-changing calls (orders, refunds) are sent with one Idempotency-Key until their outcome
-is known (:func:`safescan.client.retry.send_until_known`). Every answer is a typed object of
+State-changing calls (orders, refunds, checkout sessions, API key creation and rotation) are
+sent with one Idempotency-Key until their outcome is known
+(:func:`safescan.client.retry.send_until_known`). Every answer is a typed object of
 :mod:`safescan.client.answers` / :mod:`safescan.client.answers_merchant`.
 """
 
@@ -437,8 +438,10 @@ class CheckoutService:
         cancel_url: str,
         expires_in: int | None = None,
         reference: str | None = None,
+        idempotency_key: str | None = None,
     ) -> CheckoutSession:
-        """A new open session (``url``: its hosted page, where the customer's browser goes)."""
+        """A new open session (``url``: its hosted page, where the customer's browser goes).
+        Sent with one Idempotency-Key until its outcome is known: never made twice."""
         payload: dict[str, Any] = {
             "items": [i.to_json() for i in items],
             "currency": currency,
@@ -449,7 +452,9 @@ class CheckoutService:
             payload["expires_in"] = expires_in
         if reference is not None:
             payload["reference"] = reference
-        return CheckoutSession.from_json(self._s.call("POST", "/v1/checkout/sessions", payload))
+        key = idempotency_key or "cs-" + secrets.token_urlsafe(16)
+        doc = self._s.until_known("/v1/checkout/sessions", payload, key, "checkout_session")
+        return CheckoutSession.from_json(doc)
 
     def get(self, session_id: str) -> CheckoutSession:
         """A session (``status``: open, complete, expired or canceled)."""
@@ -470,25 +475,38 @@ class ApiKeyService:
         self._s = signed
 
     def create(
-        self, scopes: Sequence[str], *, name: str | None = None, expires_in: int | None = None
+        self,
+        scopes: Sequence[str],
+        *,
+        name: str | None = None,
+        expires_in: int | None = None,
+        idempotency_key: str | None = None,
     ) -> NewApiKey:
-        """A new key with ``scopes`` (``key``: the secret, shown this once)."""
+        """A new key with ``scopes`` (``key``: the secret, shown this once). Sent with one
+        Idempotency-Key until its outcome is known; if the answer holding the secret was lost,
+        :class:`~safescan.api.errors.ApiKeyAlreadyCreated` names the key made (revoke it)."""
         payload: dict[str, Any] = {"scopes": list(scopes)}
         if name is not None:
             payload["name"] = name
         if expires_in is not None:
             payload["expires_in"] = expires_in
-        return NewApiKey.from_json(self._s.call("POST", "/v1/merchant/api-keys", payload))
+        key = idempotency_key or "key-" + secrets.token_urlsafe(16)
+        doc = self._s.until_known("/v1/merchant/api-keys", payload, key, "api_key")
+        return NewApiKey.from_json(doc)
 
     def list(self) -> ApiKeyList:
         """The keys (``api_keys``): prefix, scopes, state, dates, last use; never a secret."""
         return ApiKeyList.from_json(self._s.call("GET", "/v1/merchant/api-keys"))
 
-    def rotate(self, key_id: str, grace_seconds: int) -> NewApiKey:
-        """A replacement key (``key``, shown once); the old one works ``grace_seconds`` more."""
+    def rotate(
+        self, key_id: str, grace_seconds: int, *, idempotency_key: str | None = None
+    ) -> NewApiKey:
+        """A replacement key (``key``, shown once); the old one works ``grace_seconds`` more.
+        Retried with one Idempotency-Key as :meth:`create`."""
         payload = {"grace_seconds": grace_seconds}
         path = f"/v1/merchant/api-keys/{_key_id(key_id)}/rotate"
-        return NewApiKey.from_json(self._s.call("POST", path, payload))
+        key = idempotency_key or "rot-" + secrets.token_urlsafe(16)
+        return NewApiKey.from_json(self._s.until_known(path, payload, key, "api_key"))
 
     def revoke(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key now."""

@@ -31,6 +31,10 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+#: the audit entries that settle a checkout session (a partial index covers exactly these)
+CHECKOUT_SETTLES = ("checkout.complete", "checkout.expired", "checkout.canceled")
+CHECKOUT_SETTLES_WHERE = "action IN ('checkout.complete', 'checkout.expired', 'checkout.canceled')"
+
 
 class Base(DeclarativeBase):
     """Declarative base with a stable constraint naming convention."""
@@ -408,7 +412,17 @@ class AuditEntry(Base):
     """One entry of a hash-chained audit log (immutable; several chains for concurrency)."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (UniqueConstraint("chain", "seq", name="uq_audit_log_chain_seq"),)
+    __table_args__ = (
+        UniqueConstraint("chain", "seq", name="uq_audit_log_chain_seq"),
+        # the checkout sessions' settling entries, by session: a session is settled once, and
+        # a settle looks here first (safescan.institution.domain.checkout_settle)
+        Index(
+            "ix_audit_log_checkout_settles",
+            "entity",
+            sqlite_where=text(CHECKOUT_SETTLES_WHERE),
+            postgresql_where=text(CHECKOUT_SETTLES_WHERE),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     chain: Mapped[int] = mapped_column(Integer, nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -6,8 +6,9 @@ A client that sent a request and got no answer does not know whether it was done
 
 * ``POST /v1/payments/lookup`` (the wallet; authenticated by the carrier: the authorization's
   signature must verify under the carrier's registered key, revoked or not);
-* ``POST /v1/merchant/orders/lookup`` and ``POST /v1/merchant/orders/{id}/refunds/lookup``
-  (the merchant terminal; signed requests; the key is required).
+* ``POST /v1/merchant/orders/lookup``, ``POST /v1/merchant/orders/{id}/refunds/lookup``,
+  ``POST /v1/checkout/sessions/lookup``, ``POST /v1/merchant/api-keys/lookup`` and ``POST
+  /v1/merchant/api-keys/{id}/rotate/lookup`` (the merchant; the key is required).
 
 The lookup never does the request. It answers ``{"outcome": "succeeded", <what>: the answer}``,
 ``{"outcome": "refused", "error": ...}``, or ``{"outcome": "not_processed"}``, or ``409
@@ -33,6 +34,8 @@ from safescan.institution.domain import idempotency
 from safescan.institution.domain.idempotency import (
     Request,
     Stored,
+    api_key_request,
+    checkout_request,
     order_request,
     payment_request,
     refund_request,
@@ -180,4 +183,45 @@ def lookup_refund(
     return _settle_merchant(inst, refund_request(mid, key, order_id, amount, reason), "refund")
 
 
-__all__ = ["WITHDRAW_ACTION", "lookup_order", "lookup_payment", "lookup_refund"]
+def lookup_checkout(
+    inst: Institution,
+    mid: str,
+    key: str | None,
+    *,
+    items: Sequence[LineItem],
+    currency: str | int,
+    success_url: str,
+    cancel_url: str,
+    expires_in: int,
+    reference: str | None,
+) -> dict[str, Any]:
+    """What a checkout session creation did; settles it (``not_processed``: it never will)."""
+    req = checkout_request(
+        mid,
+        key,
+        guards.items(items),  # as the creation does
+        currency,
+        success_url,
+        cancel_url,
+        expires_in,
+        reference,
+    )
+    return _settle_merchant(inst, req, "checkout_session")
+
+
+def lookup_api_key(
+    inst: Institution, actor: str, mid: str, key: str | None, body: dict[str, Any]
+) -> dict[str, Any]:
+    """What an API key creation or rotation did (``refused`` with ``api_key_already_created``
+    naming the key when it was done: the secret is not kept); settles it."""
+    return _settle_merchant(inst, api_key_request(actor, mid, key, body), "api_key")
+
+
+__all__ = [
+    "WITHDRAW_ACTION",
+    "lookup_api_key",
+    "lookup_checkout",
+    "lookup_order",
+    "lookup_payment",
+    "lookup_refund",
+]

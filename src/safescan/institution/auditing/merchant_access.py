@@ -13,8 +13,12 @@ order, redirect URLs, creation and expiry time), its status the one its last ``c
 settling entry gives it (``open`` without one), its order the order created with it (same
 time, same expiry, the code the page shows is that order's code) and in the state its status
 says; a complete session names its order's payment, which exists (and, since entries log them,
-the payment and time its ``checkout.complete`` entry names). The session's amount, currency and
-line items are its order's (checked with the order, :mod:`.money`).
+the payment and time its ``checkout.complete`` entry names). A session the log settled whose row
+says ``open`` again was set back (tampering, a partial restore): reported as such (the
+institution does not settle it a second time). A stored Idempotency-Key answer of a session
+creation must be the session as made; one of an API key creation never holds a secret. The
+session's amount, currency and line items are its order's (checked with the order,
+:mod:`.money`).
 """
 
 from __future__ import annotations
@@ -168,13 +172,23 @@ def check_checkout_sessions(ctx: Context) -> Iterator[str]:
             continue
         seen.add(sid)
         settles = [x for x in ctx.journal.about(e.entity) if x.action in SETTLING]
-        if len(settles) > 1:
-            yield f"{what} was settled {len(settles)} times in the audit log"
+        if len(settles) > 1:  # (before the institution checked the log when settling)
+            how = ", then ".join(str(x.data.get("status")) for x in settles)
+            yield (
+                f"{what} was settled {len(settles)} times in the audit log ({how}): its row was"
+                " set back to open in between (tampering or a partial restore)"
+            )
         r = rows.get(sid)
         if r is None:
             if ctx.readable("checkout_sessions"):
                 yield f"{what} is in the audit log but missing (deleted?)"
             continue
+        if settles and r["status"] == CheckoutState.OPEN:
+            yield (
+                f"{what} is open in the database but the audit log settled it"
+                f" ({settles[0].data.get('status')} at {settles[0].at}): set back behind the"
+                " institution's back (tampering or a partial restore)"
+            )
         o = orders.get((r["merchant_id"], r["order_id"]))
         expect = _expected_session(ctx, e, o)
         yield from differs(what, {k: (r[k], v) for k, v in expect.items()})
@@ -190,6 +204,42 @@ def check_checkout_sessions(ctx: Context) -> Iterator[str]:
             yield f"checkout session {sid} has no creation entry in the audit log"
 
 
+#: a whole secret API key (``sk_live_<id>_<secret>``): never in a stored answer
+WHOLE_KEY = re.compile(r"sk_live_[a-km-z2-9]{16}_[A-Za-z0-9_-]{20,}")
+
+
+def keyed_api_key(what: str, rec: Row) -> Iterator[str]:
+    """An API key creation's or rotation's Idempotency-Key record: a refusal naming the key
+    (``api_key_already_created``), never an answer holding a secret."""
+    if WHOLE_KEY.search(str(rec["response"])):
+        yield f"{what}: the stored answer holds a secret API key"
+
+
+def keyed_checkout(
+    ctx: Context, what: str, owner: str, rec: Row, body: dict[str, Any]
+) -> Iterator[str]:
+    """A checkout session creation's stored answer against the session it made."""
+    sessions = ctx.by_pk("checkout_sessions", "id")
+    cs = sessions.get(body.get("id"))
+    if cs is None:
+        if ctx.readable("checkout_sessions"):
+            yield f"{what} answered checkout session {body.get('id')}, which does not exist"
+        return
+    yield from differs(
+        what,
+        {
+            "merchant_id": (body.get("merchant_id"), owner),
+            "session merchant_id": (cs["merchant_id"], owner),
+            "status": (body.get("status"), CheckoutState.OPEN),
+            "order_id": (body.get("order_id"), cs["order_id"]),
+            "success_url": (body.get("success_url"), cs["success_url"]),
+            "cancel_url": (body.get("cancel_url"), cs["cancel_url"]),
+            "created_at": (body.get("created_at"), cs["created_at"]),
+            "expires_at": (body.get("expires_at"), cs["expires_at"]),
+        },
+    )
+
+
 CHECKS = (check_api_keys, check_checkout_sessions)
 
-__all__ = ["CHECKS", "secret_digest"]
+__all__ = ["CHECKS", "keyed_api_key", "keyed_checkout", "secret_digest"]

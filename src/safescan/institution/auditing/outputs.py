@@ -15,6 +15,7 @@ from safescan.api.states import CheckoutState, EventType, OrderState
 from safescan.code.envelope import decode_text
 from safescan.code.errors import SafescanError
 from safescan.institution.auditing.context import SKEW, Context, Row, differs, index
+from safescan.institution.auditing.merchant_access import keyed_api_key, keyed_checkout
 from safescan.institution.util import canonical_json
 
 EVENT_KEYS = {"id", "type", "created", "merchant_id", "data"}
@@ -179,6 +180,9 @@ def check_events(ctx: Context) -> Iterator[str]:
             yield f"{key[0]} {key[1]} was announced {announced.get(key, 0)} times (events)"
 
 
+KEYED_KINDS = ("pay", "order", "refund", "checkout", "api_key")  # Idempotency-Key scopes
+
+
 def _hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
@@ -204,10 +208,13 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
             yield f"{what}: the stored answer is not a canonical JSON object"
             continue
         kind, _, owner = rec["scope"].partition(":")
+        if kind == "api_key":  # api_key:<merchant or admin>:<merchant id>
+            yield from keyed_api_key(what, rec)
+            owner = owner.partition(":")[2]
         if rec["status_code"] != 201:
             yield from _stored_refusal(what, rec["status_code"], body)
             owners = carriers if kind == "pay" else merchants
-            known = owner in owners if kind in ("pay", "order", "refund") else False
+            known = owner in owners if kind in KEYED_KINDS else False
             if not known and ctx.readable("carriers") and ctx.readable("merchants"):
                 yield f"{what}: its scope names no carrier or merchant"
             continue
@@ -271,6 +278,10 @@ def check_idempotency(ctx: Context) -> Iterator[str]:
                     "created_at": (rec["created_at"], p["created_at"]),
                 },
             )
+        elif kind == "checkout":
+            yield from keyed_checkout(ctx, what, owner, rec, body)
+        elif kind == "api_key":
+            yield f"{what}: an API key's creation answer is stored (it holds the key's secret)"
         else:
             yield f"{what}: unknown scope"
 

@@ -8,7 +8,10 @@ answer only. Comparison is constant-time (:func:`hmac.compare_digest`) and an un
 compared against a dummy hash, so an answer's timing says nothing about the secret.
 
 Rotation makes a new key with the same scopes and label and lets the old one expire after a
-grace period; revocation is immediate. Every change is in the audit log (entity
+grace period; revocation is immediate. Creation and rotation take an Idempotency-Key; since the
+secret is never stored, the key's recorded answer is not the creation answer but the refusal
+``api_key_already_created`` naming the key made: a retry (or the lookup) learns that it was made
+and which key it is, never the secret. Every change is in the audit log (entity
 ``api_key:<id>``, never the key or its hash: a creation logs the SHA-256 of the stored hash,
 which the audit compares with the row). Creating, rotating and revoking keys needs the
 merchant's signing key (a signed request) or the administrator: an API key cannot mint keys.
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from safescan.api.api_keys import KEY_PREFIX, SCOPES, parse_key, scope_list
 from safescan.api.errors import (
+    ApiKeyAlreadyCreated,
     Conflict,
     Forbidden,
     InvalidApiKey,
@@ -36,7 +41,9 @@ from safescan.api.errors import (
 )
 from safescan.api.states import Status
 from safescan.institution import audit
+from safescan.institution.domain import idempotency
 from safescan.institution.domain.core import Core
+from safescan.institution.domain.idempotency import api_key_request
 from safescan.institution.models import MerchantApiKey, MerchantRow
 
 MAX_LIVE_KEYS = 20  # per merchant: live (not revoked, not expired) keys
@@ -130,6 +137,16 @@ def _info(r: Any) -> ApiKeyInfo:
     )
 
 
+def create_body(scopes: list[str], name: str | None, expires_in: int | None) -> dict[str, Any]:
+    """What an API key creation's Idempotency-Key is bound to (the scopes as checked)."""
+    return {"op": "create", "scopes": scopes, "name": name, "expires_in": expires_in}
+
+
+def rotate_body(key_id: str, grace: int) -> dict[str, Any]:
+    """What an API key rotation's Idempotency-Key is bound to."""
+    return {"op": "rotate", "key_id": key_id, "grace_seconds": grace}
+
+
 def _new_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
@@ -200,20 +217,33 @@ class ApiKeys:
         name: str | None = None,
         expires_in: int | None = None,
         actor: str = "merchant",
+        idempotency_key: str | None = None,
     ) -> NewApiKey:
         """A new key for ``mid`` with ``scopes`` (checked against :data:`SCOPES`); the key is
-        in the answer only."""
+        in the answer only. With an ``idempotency_key``: a retry of the same request is refused
+        with :class:`ApiKeyAlreadyCreated` naming the key (the secret is not kept to show it
+        again), another request under the key with ``idempotency_conflict``."""
         wanted = scope_list(scopes)
         if name is not None and not _NAME_RE.fullmatch(name):
             raise InvalidRequest("name: 1-64 printable ASCII characters", param="name")
         if expires_in is not None and not 60 <= expires_in <= 5 * 366 * 86400:
             raise InvalidRequest("expires_in: 60 s to 5 years", param="expires_in")
+        req = api_key_request(actor, mid, idempotency_key, create_body(wanted, name, expires_in))
+        idempotency.recorded(self.core.db, req)  # a retry: its recorded refusal raised
         now = self.core.now()
         expires_at = now + expires_in if expires_in is not None else None
         key_id, secret = _new_id(), secrets.token_urlsafe(32)
         key = f"{KEY_PREFIX}{key_id}_{secret}"
+        made = ApiKeyAlreadyCreated(
+            f"this Idempotency-Key already made API key {KEY_PREFIX}{key_id}; its secret was in"
+            f" that answer only and is not kept: if the answer was lost, revoke {key_id} and"
+            " make another key",
+            param="Idempotency-Key",
+        )
 
         def tx(conn: Connection) -> None:
+            if req is not None:  # first: the key's answer, stored with the key (no secret)
+                idempotency.claim(conn, req, now, idempotency.refusal(made))
             self._require_merchant(conn, mid)
             self._require_room(conn, mid, now)
             self._insert(conn, mid, key_id, key, wanted, name, now, expires_at)
@@ -233,8 +263,16 @@ class ApiKeys:
                 },
             )
 
-        self.core.db.write(tx)
+        self._keyed_write(req, now, tx)
         return NewApiKey(self.get(mid, key_id), key)
+
+    def _keyed_write(
+        self, req: idempotency.Request | None, now: int, tx: Callable[[Connection], None]
+    ) -> None:
+        """Run ``tx`` (which claims ``req`` first); a key answered meanwhile raises its answer,
+        a final refusal is stored as the key's answer."""
+        # an API key's recorded answers are refusals only: finish raises them
+        idempotency.finish(self.core.db, req, now, lambda: self.core.db.write(tx))
 
     def _insert(
         self,
@@ -331,17 +369,34 @@ class ApiKeys:
         return self.get(mid, key_id)
 
     def rotate(
-        self, mid: str, key_id: str, *, grace: int = DEFAULT_GRACE, actor: str = "merchant"
+        self,
+        mid: str,
+        key_id: str,
+        *,
+        grace: int = DEFAULT_GRACE,
+        actor: str = "merchant",
+        idempotency_key: str | None = None,
     ) -> NewApiKey:
         """A new key with the old one's scopes and label; the old one keeps working for
-        ``grace`` seconds (0: stops now), then expires. Only a live key can be rotated."""
+        ``grace`` seconds (0: stops now), then expires. Only a live key can be rotated. With an
+        ``idempotency_key`` as :meth:`create`."""
         if not 0 <= grace <= MAX_GRACE:
             raise InvalidRequest(f"grace_seconds: 0 to {MAX_GRACE}", param="grace_seconds")
+        req = api_key_request(actor, mid, idempotency_key, rotate_body(key_id, grace))
+        idempotency.recorded(self.core.db, req)  # a retry: its recorded refusal raised
         now = self.core.now()
         new_id, secret = _new_id(), secrets.token_urlsafe(32)
         key = f"{KEY_PREFIX}{new_id}_{secret}"
+        made = ApiKeyAlreadyCreated(
+            f"this Idempotency-Key already rotated API key {key_id} to {KEY_PREFIX}{new_id}; the"
+            " new key's secret was in that answer only and is not kept: if the answer was lost,"
+            f" revoke {new_id} (and rotate {key_id} again while it is still live)",
+            param="Idempotency-Key",
+        )
 
         def tx(conn: Connection) -> None:
+            if req is not None:  # first: the key's answer, stored with the key (no secret)
+                idempotency.claim(conn, req, now, idempotency.refusal(made))
             self._require_merchant(conn, mid)
             old = self._row(conn, mid, key_id)
             if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
@@ -380,7 +435,7 @@ class ApiKeys:
                 },
             )
 
-        self.core.db.write(tx)
+        self._keyed_write(req, now, tx)
         return NewApiKey(self.get(mid, new_id), key, previous=self.get(mid, key_id))
 
 
@@ -393,4 +448,6 @@ __all__ = [
     "ApiKeys",
     "KeyCaller",
     "NewApiKey",
+    "create_body",
+    "rotate_body",
 ]

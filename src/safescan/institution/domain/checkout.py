@@ -11,72 +11,52 @@ the order sweep)::
     open --(merchant cancels: order closed)--> canceled
 
 :meth:`Checkout.settle` moves a session after its order (conditional UPDATE from ``open``:
-exactly one move, one audit entry, one event however many callers race); it runs whenever a
+exactly one move, one audit entry, one event however many callers race;
+:mod:`.checkout_settle`). A paid session completes in its payment's transaction; the rest
+(expiry, cancellation, sessions made before the pay path completed them) settle whenever a
 session is read (the merchant's GET, the hosted page and its live stream) and in the
-maintenance sweep (:meth:`Checkout.sweep`), so a session whose page was closed completes too.
+maintenance sweep (:meth:`Checkout.sweep`). A session is settled once: one whose row was set
+back to ``open`` although the audit log settled it is not closed again (its logged status is
+reported, the row left for ``safescan institution audit``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, exists, insert, literal, or_, select, text
 
 from safescan.api.errors import Conflict, InvalidRequest, UnknownCheckoutSession
-from safescan.api.states import CheckoutState, EventType, OrderState
+from safescan.api.states import CheckoutState, OrderState
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.payment import LineItem
-from safescan.institution import audit
+from safescan.institution import audit, guards, wire
+from safescan.institution.domain import idempotency
+from safescan.institution.domain.checkout_settle import ORDER_PREFIX, joined, settle
 from safescan.institution.domain.checkout_urls import redirect_url
 from safescan.institution.domain.core import Core
-from safescan.institution.domain.idempotency import Stored
+from safescan.institution.domain.idempotency import Stored, checkout_request
 from safescan.institution.domain.merchants import Merchants
 from safescan.institution.domain.orders import Orders
 from safescan.institution.domain.results import CheckoutSessionView, HostedCheckout, OrderCreated
+from safescan.institution.models import CHECKOUT_SETTLES_WHERE, AuditEntry, OrderRow
 from safescan.institution.models import CheckoutSession as SessionRow
-from safescan.institution.models import OrderRow
 from safescan.institution.util import new_id
-from safescan.institution.webhooks import new_event
 
 SESSION_PREFIX = "cs_"
 SESSION_ID_CHARS = 26  # 130 random bits: the hosted page's URL is its only key
 MIN_EXPIRY = 10  # a shop under test may want a short one
 MAX_EXPIRY = 24 * 3600
 DEFAULT_EXPIRY = 30 * 60
-#: the session status an order's state settles it in (CREATED: still open)
-SETTLED = {
-    OrderState.PAID: CheckoutState.COMPLETE,
-    OrderState.PARTIALLY_REFUNDED: CheckoutState.COMPLETE,
-    OrderState.REFUNDED: CheckoutState.COMPLETE,
-    OrderState.EXPIRED: CheckoutState.EXPIRED,
-    OrderState.CLOSED: CheckoutState.CANCELED,
-}
+#: a session's audit entity (:func:`.checkout_settle.entity`) in SQL
+_ENTITY = literal("checkout:") + SessionRow.merchant_id + ":" + SessionRow.id
 
 
 def _session_id() -> str:
     return new_id(SESSION_PREFIX, SESSION_ID_CHARS)
-
-
-def _joined() -> Any:
-    """Sessions with their orders' state (one row each)."""
-    return select(
-        SessionRow,
-        OrderRow.state.label("order_state"),
-        OrderRow.currency.label("order_currency"),
-        OrderRow.total.label("order_total"),
-        OrderRow.items.label("order_items"),
-        OrderRow.reference.label("order_reference"),
-        OrderRow.expires_at.label("order_expires_at"),
-        OrderRow.paid_at.label("order_paid_at"),
-        OrderRow.payment_id.label("order_payment_id"),
-    ).join(
-        OrderRow,
-        and_(
-            OrderRow.merchant_id == SessionRow.merchant_id, OrderRow.order_id == SessionRow.order_id
-        ),
-    )
 
 
 def _view(r: Any) -> CheckoutSessionView:
@@ -119,17 +99,58 @@ class Checkout:
         cancel_url: str,
         expires_in: int = DEFAULT_EXPIRY,
         reference: str | None = None,
-    ) -> CheckoutSessionView:
+        idempotency_key: str | None = None,
+        page_url: Callable[[str], str] | None = None,
+    ) -> CheckoutSessionView | Stored:
         """A new open session and its order (one transaction); the URLs are checked
-        (:func:`.checkout_urls.redirect_url`) before anything is written."""
+        (:func:`.checkout_urls.redirect_url`) before anything is written. With an
+        ``idempotency_key`` the answer recorded for it (:class:`Stored`: the session as made,
+        its hosted page ``page_url(session id)``; a retry gets this first answer, another
+        request under the key ``idempotency_conflict``)."""
         if isinstance(expires_in, bool) or not MIN_EXPIRY <= expires_in <= MAX_EXPIRY:
             raise InvalidRequest(
                 f"expires_in must be {MIN_EXPIRY}-{MAX_EXPIRY} seconds", param="expires_in"
             )
+        lines = guards.items(items)
+        req = checkout_request(
+            mid,
+            idempotency_key,
+            lines,
+            currency_code,
+            success_url,
+            cancel_url,
+            expires_in,
+            reference,
+        )
+        stored = idempotency.recorded(self.core.db, req)
+        if stored is not None:  # a retry: nothing made again
+            return stored
         sid = _session_id()
         success = redirect_url(success_url, param="success_url", session_id=sid)
         cancel = redirect_url(cancel_url, param="cancel_url", session_id=sid)
         now = self.core.now()
+
+        def answer(order: OrderCreated) -> Stored:
+            view = CheckoutSessionView(
+                id=sid,
+                merchant_id=mid,
+                order_id=order.order_id,
+                status=CheckoutState.OPEN,
+                order_state=OrderState.CREATED,
+                currency=order.currency,
+                total=order.total,
+                items=tuple(lines),
+                reference=order.reference,
+                success_url=success,
+                cancel_url=cancel,
+                created_at=now,
+                expires_at=order.expires_at,
+                completed_at=None,
+                payment_id=None,
+                code=order.code,
+            )
+            url = page_url(sid) if page_url is not None else ""
+            return Stored(wire.CREATED, wire.checkout_session(view, url))
 
         def record(conn: Connection, order: OrderCreated) -> None:
             conn.execute(
@@ -161,19 +182,22 @@ class Checkout:
 
         made = self.orders.create(
             mid,
-            items=items,
+            items=lines,
             currency_code=currency_code,
             expires_in=expires_in,
             reference=reference,
             idempotency_key=None,
             also=record,
+            keyed=None if req is None else (req, answer),
+            id_prefix=ORDER_PREFIX,
         )
-        assert not isinstance(made, Stored)  # no Idempotency-Key: always a new order
+        if isinstance(made, Stored):  # keyed: the answer recorded for the key
+            return made
         return self._read(sid, mid)
 
     def _read(self, sid: str, mid: str | None) -> CheckoutSessionView:
         def q(conn: Connection) -> Any:
-            stmt = _joined().where(SessionRow.id == sid)
+            stmt = joined().where(SessionRow.id == sid)
             if mid is not None:
                 stmt = stmt.where(SessionRow.merchant_id == mid)
             return conn.execute(stmt).one_or_none()
@@ -189,8 +213,10 @@ class Checkout:
         page), settled after its order first."""
         view = self._read(sid, mid)
         if view.status is CheckoutState.OPEN and self._due(view):
-            self.settle(sid)
+            status = self.settle(sid)
             view = self._read(sid, mid)
+            if view.status is CheckoutState.OPEN and status is not CheckoutState.OPEN:
+                view = replace(view, status=status)  # set back in the database: the log's
         return view
 
     def _due(self, view: CheckoutSessionView) -> bool:
@@ -220,9 +246,8 @@ class Checkout:
         try:
             self.orders.close(mid, view.order_id)
         except Conflict:
-            self.settle(sid)  # paid or expired meanwhile: the session says which
-            view = self._read(sid, mid)
-            raise Conflict(f"the checkout session is {view.status}", param="session_id") from None
+            status = self.settle(sid)  # paid or expired meanwhile: the session says which
+            raise Conflict(f"the checkout session is {status}", param="session_id") from None
         self.settle(sid)
         return self._read(sid, mid)
 
@@ -237,64 +262,8 @@ class Checkout:
         return self.core.db.write(lambda conn: self._settle_tx(conn, sid))
 
     def _settle_tx(self, conn: Connection, sid: str) -> CheckoutState:
-        row = conn.execute(_joined().where(SessionRow.id == sid)).one()
-        status = CheckoutState(row.status)
-        settled = SETTLED.get(OrderState(row.order_state))
-        if status is not CheckoutState.OPEN or settled is None:
-            return status
-        now = self.core.now()
-        paid = settled is CheckoutState.COMPLETE
-        moved = conn.execute(
-            update(SessionRow)
-            .where(SessionRow.pk == row.pk, SessionRow.status == CheckoutState.OPEN)
-            .values(
-                status=settled,
-                completed_at=row.order_paid_at if paid else None,
-                payment_id=row.order_payment_id if paid else None,
-            )
-        )
-        if moved.rowcount != 1:  # another caller moved it first
-            return CheckoutState(
-                conn.execute(select(SessionRow.status).where(SessionRow.pk == row.pk)).scalar_one()
-            )
-        mid = row.merchant_id
-        audit.append(
-            conn,
-            at=now,
-            actor="system",
-            action=f"checkout.{settled}",
-            entity=f"checkout:{mid}:{sid}",
-            data={
-                "status": settled,
-                "order_id": row.order_id,
-                "order_state": row.order_state,
-                # what the row now says of its completion (the audit compares them)
-                **(
-                    {"payment_id": row.order_payment_id, "completed_at": row.order_paid_at}
-                    if paid
-                    else {}
-                ),
-            },
-        )
-        if paid:
-            new_event(
-                conn,
-                merchant_id=mid,
-                type_=EventType.CHECKOUT_SESSION_COMPLETED,
-                data={
-                    "session_id": sid,
-                    "status": settled,
-                    "order_id": row.order_id,
-                    "payment_id": row.order_payment_id,
-                    "amount_total": row.order_total,
-                    "currency": row.order_currency,
-                    "reference": row.order_reference,
-                    "completed_at": row.order_paid_at,
-                },
-                now=now,
-                webhook=self.core.webhooks_enabled,
-            )
-        return settled
+        row = conn.execute(joined().where(SessionRow.id == sid)).one()
+        return settle(conn, row, self.core.now(), webhooks=self.core.webhooks_enabled)
 
     def sweep(self, limit: int = 200) -> int:
         """Settle open sessions whose orders moved or expired (the maintenance loop's round);
@@ -314,6 +283,13 @@ class Checkout:
                     .where(
                         SessionRow.status == CheckoutState.OPEN,
                         or_(OrderRow.state != OrderState.CREATED, SessionRow.expires_at <= now),
+                        # not one the audit log settled already (set back: left for the audit)
+                        ~exists(
+                            select(AuditEntry.id).where(
+                                AuditEntry.entity == _ENTITY,
+                                text(CHECKOUT_SETTLES_WHERE),
+                            )
+                        ),
                     )
                     .limit(limit)
                 )

@@ -1,8 +1,13 @@
 """Idempotency keys: a retry with the same key gets the first request's answer, or "in progress".
 
 Every idempotent endpoint (``POST /v1/payments``, ``POST /v1/merchant/orders``, ``POST
-/v1/merchant/orders/{id}/refunds``) runs through :func:`execute`. A key's record (table
-``idempotency_keys``: scope, key, request hash, status, answer) goes through these states:
+/v1/merchant/orders/{id}/refunds``, ``POST /v1/checkout/sessions``, API key creation and
+rotation) runs through :func:`execute` or its parts. An API key's answer holds its secret, which
+is never stored: its key records the refusal ``api_key_already_created`` naming the key (see
+:mod:`.api_keys`), so a retry learns the key was made without the secret being kept at rest.
+
+A key's record (table ``idempotency_keys``: scope, key, request hash, status, answer) goes
+through these states:
 
 * **claimed** - the first statement of the transaction that does the work inserts the record
   (``INSERT ... ON CONFLICT DO NOTHING``) before any business check runs. The claim is the
@@ -146,6 +151,39 @@ def refund_request(
         return None
     body = {"order_id": order_id, "amount": amount, "reason": reason}
     return Request(f"refund:{mid}", key, request_hash(body))
+
+
+def checkout_request(
+    mid: str,
+    key: str | None,
+    items: Sequence[LineItem],
+    currency: str | int,
+    success_url: str,
+    cancel_url: str,
+    expires_in: int,
+    reference: str | None,
+) -> Request | None:
+    """A checkout session creation's Idempotency-Key request (scope: the merchant; the
+    return URLs as sent)."""
+    if key is None:
+        return None
+    body = {
+        "items": [i.to_cbor() for i in items],
+        "currency": currency,
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "expires_in": expires_in,
+        "reference": reference,
+    }
+    return Request(f"checkout:{mid}", key, request_hash(body))
+
+
+def api_key_request(actor: str, mid: str, key: str | None, body: dict[str, Any]) -> Request | None:
+    """An API key creation's or rotation's Idempotency-Key request (scope: who asks, the
+    merchant or the administrator, and the merchant; ``body`` names the operation)."""
+    if key is None:
+        return None
+    return Request(f"api_key:{actor}:{mid}", key, request_hash(body))
 
 
 def is_final(exc: BaseException) -> bool:
@@ -403,6 +441,8 @@ __all__ = [
     "Request",
     "Stored",
     "answered",
+    "api_key_request",
+    "checkout_request",
     "claim",
     "complete",
     "execute",

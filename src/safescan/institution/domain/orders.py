@@ -27,7 +27,7 @@ from safescan.code.payment import (
 from safescan.institution import audit, guards, ledger, wire
 from safescan.institution.domain import idempotency
 from safescan.institution.domain.core import Core
-from safescan.institution.domain.idempotency import Stored, order_request
+from safescan.institution.domain.idempotency import Request, Stored, order_request
 from safescan.institution.domain.merchants import merchant_identity
 from safescan.institution.domain.results import (
     CodeStatus,
@@ -108,11 +108,15 @@ class Orders:
         reference: str | None,
         idempotency_key: str | None,
         also: Callable[[Connection, OrderCreated], None] | None = None,
+        keyed: tuple[Request, Callable[[OrderCreated], Stored]] | None = None,
+        id_prefix: str = "",
     ) -> OrderCreated | Stored:
         """Precreate an order and seal its dynamic code (institution-signed). With an
         ``idempotency_key`` the answer recorded for it (:class:`Stored`, built once; a retry
         gets the first answer). ``also`` runs in the order's transaction (a checkout session
-        records itself with its order)."""
+        records itself with its order); ``keyed``: instead of the order's key, the key of the
+        request the order is made for and how its answer is made from the order (a checkout
+        session's); ``id_prefix`` starts the order id (a checkout order's)."""
         lines = guards.items(items)
         reference = guards.optional_text(reference, param="reference")
         try:
@@ -124,11 +128,13 @@ class Orders:
                 f"expires_in must be 1-{MAX_DYNAMIC_VALIDITY} seconds", param="expires_in"
             )
         req = order_request(mid, idempotency_key, lines, cur, expires_in, reference)
+        if keyed is not None:
+            req = keyed[0]
         stored = idempotency.recorded(self.core.db, req)
         if stored is not None:  # a retry: nothing sealed or built again
             return stored
         now = self.core.now()
-        order_id = new_id("", ORDER_ID_CHARS)
+        order_id = new_id(id_prefix, ORDER_ID_CHARS)
         merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
         try:
             code = DynamicCode(
@@ -159,7 +165,12 @@ class Orders:
             code=text,
             code_bytes=len(binary),
         )
-        answer = None if req is None else Stored(wire.CREATED, wire.order_created(created))
+        if req is None:
+            answer = None
+        elif keyed is not None:
+            answer = keyed[1](created)
+        else:
+            answer = Stored(wire.CREATED, wire.order_created(created))
 
         def tx(conn: Connection) -> OrderCreated:
             merchant_identity(conn, mid)

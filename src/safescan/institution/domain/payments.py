@@ -5,7 +5,9 @@ that needs no database (:meth:`~Payments._prepare_payment`: open the code, verif
 authorization, sign the receipt, write out the event and audit entry as a
 :class:`_PaymentPlan`), then one write: :meth:`~Payments._payment_tx` (several statements, one
 round trip on PostgreSQL) or, for an institution-issued order on PostgreSQL,
-:meth:`~Payments._pay_order_in_one_statement` (one call of ``safescan_pay_order``).
+:meth:`~Payments._pay_order_in_one_statement` (one call of ``safescan_pay_order``). A checkout
+session's order (its id starts ``cs-``) is paid by the several-statement transaction, which
+also completes the session (:func:`.checkout_settle.complete_paid`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from safescan.code.payment import CodeKind, DynamicCode
 from safescan.institution import audit, ledger, sql, wire
 from safescan.institution.domain import idempotency
 from safescan.institution.domain.carriers import Carriers
+from safescan.institution.domain.checkout_settle import ORDER_PREFIX as CHECKOUT_ORDER
+from safescan.institution.domain.checkout_settle import complete_paid
 from safescan.institution.domain.core import Core
 from safescan.institution.domain.idempotency import Request, Stored, payment_request
 from safescan.institution.domain.orders import ORDER_ID_CHARS
@@ -73,6 +77,12 @@ class _PaymentPlan:
     idem: Request | None
     made: PaymentMade  # the result
     answer: Stored | None  # with a key: the answer stored for it (with the claim)
+
+
+def _checkout(plan: _PaymentPlan) -> bool:
+    """Whether the payment is a checkout order's (its session completes in the payment's
+    transaction: :func:`.checkout_settle.complete_paid`)."""
+    return plan.fast and plan.order_id.startswith(CHECKOUT_ORDER)
 
 
 class Payments:
@@ -115,7 +125,7 @@ class Payments:
         if stored is not None:
             return stored
         assert plan is not None
-        if plan.fast and not self.core.db.is_sqlite:
+        if plan.fast and not self.core.db.is_sqlite and not _checkout(plan):
             return idempotency.finish(
                 self.core.db,
                 plan.idem,
@@ -428,6 +438,8 @@ class Payments:
                     **plan.audit_entry.params(plan.chain, seq, prev_hash),
                 },
             )
+            if _checkout(plan):  # its checkout session completes with the payment
+                complete_paid(conn, mid, plan.order_id, now, webhooks=self.core.webhooks_enabled)
             return plan.made
 
         return tx

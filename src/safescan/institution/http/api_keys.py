@@ -2,7 +2,10 @@
 
 ``/v1/merchant/api-keys``: the merchant's own keys, with a signed request only (an API key
 cannot make, rotate or revoke keys). ``/v1/admin/merchants/{id}/api-keys``: the same for the
-administrator. A new key is in the creation (or rotation) answer only.
+administrator. A new key is in the creation (or rotation) answer only. Creation and rotation
+take an ``Idempotency-Key``: a retry is answered 409 ``api_key_already_created`` naming the key
+made (its secret is not kept), another request under the key 409 ``idempotency_conflict``; the
+``.../lookup`` twins tell what a request whose answer was lost did.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
@@ -13,10 +16,17 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from safescan.api.api_keys import SCOPES
-from safescan.institution.domain.api_keys import DEFAULT_GRACE, MAX_GRACE, ApiKeys
+from safescan.api.api_keys import SCOPES, scope_list
+from safescan.institution import outcomes
+from safescan.institution.domain.api_keys import (
+    DEFAULT_GRACE,
+    MAX_GRACE,
+    ApiKeys,
+    create_body,
+    rotate_body,
+)
 from safescan.institution.http.auth import MerchantAuth
-from safescan.institution.http.common import ObjectId, Strict
+from safescan.institution.http.common import IdempotencyKey, ObjectId, Strict
 from safescan.institution.service import Institution
 
 KeyId = Annotated[str, Path(min_length=16, max_length=16, pattern=r"^[a-km-z2-9]{16}$")]
@@ -62,10 +72,27 @@ def merchant_key_router(inst: Institution, auth: MerchantAuth) -> APIRouter:
         return {"scopes": SCOPES}
 
     @router.post("/v1/merchant/api-keys", status_code=201)
-    def create(body: KeyCreate, mid: Signed) -> JSONResponse:
-        """A new secret API key (``key``: shown in this answer only, store it now)."""
-        made = keys.create(mid, body.scopes, name=body.name, expires_in=body.expires_in)
+    def create(
+        body: KeyCreate, mid: Signed, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        """A new secret API key (``key``: shown in this answer only, store it now). A retry
+        under the same ``Idempotency-Key``: 409 ``api_key_already_created`` naming the key."""
+        made = keys.create(
+            mid,
+            body.scopes,
+            name=body.name,
+            expires_in=body.expires_in,
+            idempotency_key=idempotency_key,
+        )
         return _created(keys, made)
+
+    @router.post("/v1/merchant/api-keys/lookup")
+    def create_lookup(
+        body: KeyCreate, mid: Signed, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What a key creation whose answer was lost did (same body, same key); settles it."""
+        wanted = create_body(scope_list(body.scopes), body.name, body.expires_in)
+        return outcomes.lookup_api_key(inst, "merchant", mid, idempotency_key, wanted)
 
     @router.get("/v1/merchant/api-keys")
     def list_keys(mid: Signed) -> dict[str, Any]:
@@ -73,9 +100,21 @@ def merchant_key_router(inst: Institution, auth: MerchantAuth) -> APIRouter:
         return _list(keys, mid)
 
     @router.post("/v1/merchant/api-keys/{key_id}/rotate", status_code=201)
-    def rotate(key_id: KeyId, body: KeyRotate, mid: Signed) -> JSONResponse:
-        """A replacement key (same scopes and label); the old one expires after the grace."""
-        return _created(keys, keys.rotate(mid, key_id, grace=body.grace_seconds))
+    def rotate(
+        key_id: KeyId, body: KeyRotate, mid: Signed, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        """A replacement key (same scopes and label); the old one expires after the grace.
+        A retry under the same ``Idempotency-Key``: 409 ``api_key_already_created``."""
+        made = keys.rotate(mid, key_id, grace=body.grace_seconds, idempotency_key=idempotency_key)
+        return _created(keys, made)
+
+    @router.post("/v1/merchant/api-keys/{key_id}/rotate/lookup")
+    def rotate_lookup(
+        key_id: KeyId, body: KeyRotate, mid: Signed, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What a rotation whose answer was lost did (same body, same key); settles it."""
+        wanted = rotate_body(key_id, body.grace_seconds)
+        return outcomes.lookup_api_key(inst, "merchant", mid, idempotency_key, wanted)
 
     @router.post("/v1/merchant/api-keys/{key_id}/revoke")
     def revoke(key_id: KeyId, mid: Signed) -> dict[str, Any]:
@@ -93,10 +132,17 @@ def admin_key_router(inst: Institution, admin: Any) -> APIRouter:
     base = "/v1/admin/merchants/{merchant_id}/api-keys"
 
     @router.post(base, status_code=201)
-    def create(merchant_id: ObjectId, body: KeyCreate) -> JSONResponse:
+    def create(
+        merchant_id: ObjectId, body: KeyCreate, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
         """A new secret API key for the merchant (shown in this answer only)."""
         made = keys.create(
-            merchant_id, body.scopes, name=body.name, expires_in=body.expires_in, actor="admin"
+            merchant_id,
+            body.scopes,
+            name=body.name,
+            expires_in=body.expires_in,
+            actor="admin",
+            idempotency_key=idempotency_key,
         )
         return _created(keys, made)
 
@@ -106,9 +152,20 @@ def admin_key_router(inst: Institution, admin: Any) -> APIRouter:
         return _list(keys, merchant_id)
 
     @router.post(base + "/{key_id}/rotate", status_code=201)
-    def rotate(merchant_id: ObjectId, key_id: KeyId, body: KeyRotate) -> JSONResponse:
+    def rotate(
+        merchant_id: ObjectId,
+        key_id: KeyId,
+        body: KeyRotate,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """A replacement key; the old one expires after the grace."""
-        made = keys.rotate(merchant_id, key_id, grace=body.grace_seconds, actor="admin")
+        made = keys.rotate(
+            merchant_id,
+            key_id,
+            grace=body.grace_seconds,
+            actor="admin",
+            idempotency_key=idempotency_key,
+        )
         return _created(keys, made)
 
     @router.post(base + "/{key_id}/revoke")

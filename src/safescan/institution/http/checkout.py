@@ -3,6 +3,8 @@
 Merchant (authenticated like every merchant route)::
 
     POST /v1/checkout/sessions               a session: lines, currency, return URLs, expiry
+                                             (Idempotency-Key: a retry gets the first answer)
+    POST /v1/checkout/sessions/lookup        what a creation whose answer was lost did
     GET  /v1/checkout/sessions/{id}          the session (settled after its order first)
     POST /v1/checkout/sessions/{id}/cancel   close it unpaid
 
@@ -40,9 +42,15 @@ from safescan.api.states import CheckoutState
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
 from safescan.code.qr import render_svg
-from safescan.institution import wire
+from safescan.institution import outcomes, wire
 from safescan.institution.domain.checkout import DEFAULT_EXPIRY, MAX_EXPIRY, MIN_EXPIRY
-from safescan.institution.http.common import CurrencyCode, Strict, client_address
+from safescan.institution.http.common import (
+    CurrencyCode,
+    IdempotencyKey,
+    Strict,
+    client_address,
+    created,
+)
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 
@@ -111,8 +119,14 @@ def checkout_router(
         limiter.check(client_address(request))
 
     @router.post("/v1/checkout/sessions", status_code=201, tags=["checkout"])
-    def create(body: CheckoutCreate, mid: writer, request: Request) -> JSONResponse:
-        """Make a checkout session (and its order); answers with its hosted page's ``url``."""
+    def create(
+        body: CheckoutCreate,
+        mid: writer,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Make a checkout session (and its order); answers with its hosted page's ``url``.
+        With an ``Idempotency-Key`` a retry gets the first answer, exactly as sent."""
         made = inst.checkout.create(
             mid,
             items=body.items,
@@ -121,9 +135,27 @@ def checkout_router(
             cancel_url=body.cancel_url,
             expires_in=body.expires_in,
             reference=body.reference,
+            idempotency_key=idempotency_key,
+            page_url=lambda sid: hosted_url(request, sid),
         )
-        return JSONResponse(
-            wire.checkout_session(made, hosted_url(request, made.id)), status_code=201
+        return created(made, lambda s: wire.checkout_session(s, hosted_url(request, s.id)))
+
+    @router.post("/v1/checkout/sessions/lookup", tags=["checkout"])
+    def lookup(
+        body: CheckoutCreate, mid: writer, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """What a session creation whose answer was lost did (same body, same key); settles
+        it (``not_processed``: it never will be)."""
+        return outcomes.lookup_checkout(
+            inst,
+            mid,
+            idempotency_key,
+            items=body.items,
+            currency=body.currency,
+            success_url=body.success_url,
+            cancel_url=body.cancel_url,
+            expires_in=body.expires_in,
+            reference=body.reference,
         )
 
     @router.get("/v1/checkout/sessions/{session_id}", tags=["checkout"])

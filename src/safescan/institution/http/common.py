@@ -14,6 +14,7 @@ from safescan.api.fields import StrictModel
 from safescan.institution import settlement
 from safescan.institution.domain.idempotency import Stored
 from safescan.institution.settlement import SettlementRow
+from safescan.institution.util import canonical_json
 from safescan.institution.wire import CREATED
 
 T = TypeVar("T")
@@ -59,10 +60,19 @@ def settlement_report(rows: Sequence[SettlementRow], format: str) -> Response:
     return JSONResponse({"rows": [r.to_dict() for r in rows]})
 
 
+class RecordedResponse(JSONResponse):
+    """A JSON answer rendered as canonical JSON (the bytes an Idempotency-Key's record keeps)."""
+
+    def render(self, content: Any) -> bytes:
+        """The canonical JSON of ``content``."""
+        return canonical_json(content).encode()
+
+
 def created(result: T | Stored, encode: Callable[[T], dict[str, Any]]) -> JSONResponse:
     """The answer of a keyed operation (order, payment, refund): its result as created (201,
     the JSON form of :mod:`safescan.institution.wire`), or on a retry the answer stored for its
-    Idempotency-Key, sent back exactly as recorded."""
+    Idempotency-Key, sent back exactly as recorded (its canonical JSON, the stored bytes: the
+    first answer and every retry's are byte for byte the same)."""
     if isinstance(result, Stored):
-        return JSONResponse(result.body, status_code=result.status)
+        return RecordedResponse(result.body, status_code=result.status)
     return JSONResponse(encode(result), status_code=CREATED)
