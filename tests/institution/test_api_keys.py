@@ -55,6 +55,7 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/merchant/webhook/deliveries", "webhooks:read", None),
     ("POST", "/v1/merchant/events/evt_x/resend", "webhooks:write", None),
     ("POST", "/v1/checkout/sessions", "checkout:write", {}),
+    ("POST", "/v1/checkout/sessions/lookup", "checkout:write", {}),
     ("GET", "/v1/checkout/sessions/cs_x", "checkout:read", None),
     ("POST", "/v1/checkout/sessions/cs_x/cancel", "checkout:write", None),
 ]
@@ -64,6 +65,8 @@ SIGNED_ONLY = [
     ("GET", "/v1/merchant/api-keys/scopes", None),
     ("POST", "/v1/merchant/api-keys", {"scopes": ["orders:read"]}),
     ("POST", "/v1/merchant/api-keys/abcdefghijkmnpqr/rotate", {}),
+    ("POST", "/v1/merchant/api-keys/lookup", {"scopes": ["orders:read"]}),
+    ("POST", "/v1/merchant/api-keys/abcdefghijkmnpqr/rotate/lookup", {}),
     ("POST", "/v1/merchant/api-keys/abcdefghijkmnpqr/revoke", None),
 ]
 
