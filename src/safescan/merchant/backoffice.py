@@ -35,7 +35,7 @@ from safescan.merchant.webparts import SECURITY_HEADERS, PosState, _form, _statu
 from safescan.merchant.websec import PosRequestRefused, Session, WebRequestRefused
 
 FRESH_SECONDS = 10.0  # the order list reads the institution's newest orders at most this often
-_ORDER_ID = re.compile(r"[A-Za-z0-9_]{1,40}")
+_ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # checkout orders: cs-...
 _AMOUNT = re.compile(r"\d{1,12}(?:[.,]\d{1,4})?")
 
 
