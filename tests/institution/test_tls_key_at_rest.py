@@ -81,6 +81,9 @@ def test_init_seals_the_ca_key_and_holds_no_private_key_in_clear(site: Site) -> 
     key = pki.load_ca_key(site.tls, PASSPHRASE.encode())
     assert key.public_key() == pki.load_ca(site.tls.ca_cert).public_key()
     assert pki.ca_key_sealed(site.tls)
+    shown = _tls_cli(site, "show", passphrase=None)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["ca_key_sealed"] is True
 
 
 @pytest.mark.parametrize("passphrase", [None, b"", b"wrong passphrase", PASSPHRASE.encode() + b"x"])
@@ -151,6 +154,8 @@ def test_a_site_with_a_clear_ca_key_from_an_older_release_still_issues(tmp_path:
     pki.write_private(site.tls.ca_key, pki.key_pem(key))  # as the older release left it
     assert not pki.ca_key_sealed(site.tls)
     assert pki.load_ca_key(site.tls).public_key() == key.public_key()
+    shown = _tls_cli(site, "show", passphrase=None)
+    assert json.loads(shown.stdout)["ca_key_sealed"] is False  # the operator can tell
     before = site.tls.server_cert.read_bytes()
     out = _tls_cli(site, "issue", passphrase=None)
     assert out.returncode == 0, out.stdout + out.stderr

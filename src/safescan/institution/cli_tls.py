@@ -122,8 +122,10 @@ def tls_show(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The CA clients pin (path, SHA-256) and the server certificate `serve` presents."""
-    from safescan.institution.tls_setup import server_tls
+    """The CA clients pin (path, SHA-256), whether its key is sealed under the passphrase (a
+    clear one dates from an older release), and the server certificate `serve` presents."""
+    from safescan.institution.tls_setup import default_tls_dir, server_tls
+    from safescan.web.pki import ca_key_sealed
 
     site = _settings(config, as_json, db=db, keys=keys)
     try:
@@ -132,6 +134,9 @@ def tls_show(
             info: dict[str, object] = {"tls": False}
         else:
             info = {"tls": True, **tls.describe(), **_describe(str(tls.files.certfile))}
+            made = default_tls_dir(site.key_dir())
+            if made.ca_key.exists():  # the CA `init` made (not an operator's own PKI)
+                info["ca_key_sealed"] = ca_key_sealed(made)
     except (SafescanError, OSError) as exc:
         if isinstance(exc, OSError):
             from safescan.api.errors import ConfigError

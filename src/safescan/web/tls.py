@@ -1,9 +1,10 @@
 """TLS for safescan's local web servers, enabled by configuration.
 
-A server started with a certificate and its key serves HTTPS (uvicorn's ``ssl_certfile`` /
-``ssl_keyfile``; TLS 1.2 at least); the pages' origin, the Origin check and the cookies'
-``Secure`` flag follow the scheme. Without them it serves plain HTTP, which only loopback
-addresses should do.
+A server started with a certificate and its key serves HTTPS (TLS 1.2 at least; the handshake
+is done by the connection guard, :mod:`safescan.web.netguard`, which loads the same pair, so
+that it counts against the connection bounds and the head deadline); the pages' origin, the
+Origin check and the cookies' ``Secure`` flag follow the scheme. Without them it serves plain
+HTTP, which only loopback addresses should do.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class TlsFiles:
             ) from None
 
     def uvicorn_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``uvicorn.Config``."""
+        """Keyword arguments for ``uvicorn.Config`` (TLS left to uvicorn: the benchmarks'
+        servers; the safescan servers go through the guard instead)."""
         return {
             "ssl_certfile": str(self.certfile),
             "ssl_keyfile": str(self.keyfile),
