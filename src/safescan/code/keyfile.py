@@ -13,7 +13,8 @@ passphrase does not survive long. Key files are therefore written as::
 
 Both primitives are the library's (``Scrypt``, ``AESGCM``); the header is authenticated, so a
 changed cost, salt or nonce fails like a wrong passphrase. Files written before this format
-(standard ``ENCRYPTED PRIVATE KEY`` PEM) still load; saving a key again writes the new form.
+(standard ``ENCRYPTED PRIVATE KEY`` PEM) still load; saving a key again writes the new form,
+and :func:`reseal` (``safescan institution rekey``) rewrites them without waiting for that.
 """
 
 from __future__ import annotations
@@ -144,9 +145,29 @@ def _legacy(data: bytes, passphrase: bytes) -> Ed25519PrivateKey | X25519Private
     return key
 
 
+def reseal(data: bytes, passphrase: bytes) -> bytes | None:
+    """``data`` sealed again in this format if it is a legacy file (None when it already is
+    current); either way it must open under ``passphrase`` (:class:`KeyFileError` otherwise), so
+    a wrong passphrase is refused even when there is nothing to rewrite."""
+    key = unseal(data, passphrase)
+    if not is_legacy(data):
+        return None
+    return seal(key, passphrase)
+
+
 def is_legacy(data: bytes) -> bool:
     """Whether ``data`` is a key file in the old PBKDF2 (2,048 iterations) PKCS#8 form."""
     return data.lstrip().startswith(_LEGACY)
 
 
-__all__ = ["LABEL", "LOG2_N", "is_legacy", "is_sealed", "seal", "seal_der", "unseal", "unseal_der"]
+__all__ = [
+    "LABEL",
+    "LOG2_N",
+    "is_legacy",
+    "is_sealed",
+    "reseal",
+    "seal",
+    "seal_der",
+    "unseal",
+    "unseal_der",
+]

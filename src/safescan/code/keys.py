@@ -38,16 +38,26 @@ def _check_kid(kid: int) -> int:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write a (already encrypted) private key file with owner-only permissions, atomically."""
+    """Write a (already encrypted) private key file with owner-only permissions, atomically:
+    a temporary file (0600 even if a stale one was left with other modes) written whole and
+    fsync'd, renamed over ``path``, the directory fsync'd (the rename survives a crash)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _read(path: Path) -> bytes:

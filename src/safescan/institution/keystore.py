@@ -256,6 +256,10 @@ class KeyStore:
         }
         _write_private(self.path / "secret.json", json.dumps(doc).encode())
 
+    def open_secret(self, passphrase: bytes) -> bytes:
+        """The server secret (:class:`KeyFileError` on a wrong passphrase)."""
+        return self._load_secret(passphrase)
+
     def _load_secret(self, passphrase: bytes) -> bytes:
         try:
             doc = json.loads((self.path / "secret.json").read_text())

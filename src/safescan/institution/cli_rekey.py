@@ -1,0 +1,41 @@
+"""`safescan institution rekey` (:mod:`.rekey`)."""
+
+from __future__ import annotations
+
+import typer
+
+from safescan.code.errors import SafescanError
+from safescan.code.output import emit_json
+from safescan.institution.cli_options import ConfigOpt, JsonOpt, KeysOpt, PassOpt
+from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import settings_for as _settings
+
+
+def rekey(
+    config: ConfigOpt = None,
+    keys: KeysOpt = None,
+    passphrase_file: PassOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-seal key files written before the scrypt + AES-GCM format (PBKDF2 PKCS#8) in it:
+    every file is checked to open first, then rewritten atomically (0600, fsync'd); running it
+    again has nothing to do."""
+    from safescan.institution.keystore import load_passphrase
+    from safescan.institution.rekey import rekey as run_rekey
+
+    site = _settings(config, as_json, keys=keys, passphrase_file=passphrase_file)
+    try:
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        out = run_rekey(site.key_dir(), passphrase)
+    except SafescanError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(out)
+        return
+    for f in out["files"]:
+        done = "re-sealed" if f["resealed"] else "left as it is"
+        typer.echo(f"{f['file']}: {f['was']}: {done}")
+    if out["root_key"] != "file":
+        typer.echo(f"the root key is in a PKCS#11 token ({out['root_key']}): no file to re-seal")
+    typer.echo(f"{out['resealed']} key file(s) re-sealed in {out['key_dir']}")
