@@ -22,11 +22,25 @@ import psycopg
 import pytest
 
 from safescan.code import SigningKey
-from safescan.institution.checkpoints import CheckpointFile, default_path, sign
+from safescan.institution.checkpoints import (
+    CheckpointFile,
+    db_lookup,
+    default_path,
+    detect,
+    read_records,
+    sign,
+)
 from safescan.institution.db import Database
+from safescan.institution.keystore import KeyStore
 from tests.faults.test_restore import FAST, pay, wait_checkpointed
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import ServerProcess, World, init_db, institution_cli
+from tests.institution.harness import (
+    PASSPHRASE,
+    ServerProcess,
+    World,
+    init_db,
+    institution_cli,
+)
 from tests.institution.pg import Cluster, find_pg_bin
 
 
@@ -183,7 +197,8 @@ def test_a_silent_restore_is_still_caught(place: Place) -> None:
         last = json.loads(lines[-1])
         forged = {k: v for k, v in last.items() if k not in ("sig", "v", "kid")}
         forged.update(type="reconcile", restore={"reason": "trust me", "taken_at": 0})
-        CheckpointFile(place.checkpoints).append([sign(SigningKey.generate(), 1, forged)])
+        with place.checkpoints.open("a") as raw:  # a forger writes the file by hand
+            raw.write(sign(SigningKey.generate(), 1, forged) + "\n")
         status, report = audit(place.db_url, place.keys)
         assert status == 1
         assert any("does not verify" in p for p in report["problems"])
@@ -226,6 +241,69 @@ def test_a_silent_restore_after_an_acknowledged_one_is_caught(place: Place) -> N
     finally:
         w.close()
         server.stop()
+
+
+def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: Place) -> None:
+    """The attack the hash chain is for: after an acknowledged restore and new payments, the
+    copy taken right after the acknowledgement is put back by hand, and the genuine signed
+    acknowledgement (alone, with the checkpoint after it, or moved) is appended again so that
+    it is the newest record by position. By position alone nothing would be compared; the
+    broken chain is reported and the server refuses."""
+    token = init_db(place.db_url, place.keys)
+    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
+    w = World(server, token)
+    fresh = place.fresh_url()
+    try:
+        m = w.merchant()
+        cid = w.customer({"EUR": 100_000})
+        carrier = w.carrier(cid)
+        assert pay(w, m, carrier, 500).status_code == 201
+        wait_checkpointed(place)
+        bak = place.tmp / "first.bak"
+        backup(place.db_url, bak)
+        server.stop()
+        assert restore(place, bak, fresh, "disk lost").returncode == 0
+        moved = Place(place.backend, fresh, place.keys, place.tmp, place.cluster)
+        after_ack = place.tmp / "after-ack.bak"
+        backup(fresh, after_ack)  # holds everything the acknowledgement recorded
+        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
+        w.server = server
+        assert pay(w, m, carrier, 700).status_code == 201
+        wait_checkpointed(moved)
+        server.stop()
+        assert audit(fresh, place.keys)[0] == 0
+        moved.silent_restore(after_ack)  # the payment of 700 is gone
+        lines = CheckpointFile(place.checkpoints).lines()
+        status, report = audit(fresh, place.keys)
+        assert status == 1 and any("restored from an older copy" in p for p in report["problems"])
+        ack = max(i for i, x in enumerate(lines) if json.loads(x)["type"] == "reconcile")
+        replays = {
+            "acknowledgement appended": [*lines, lines[ack]],
+            "with its checkpoint": [*lines, lines[ack], lines[ack + 1]],
+            "moved to the end": [*lines[:ack], *lines[ack + 1 :], lines[ack]],
+        }
+        for name, forged in replays.items():
+            place.checkpoints.write_text("".join(x + "\n" for x in forged))
+            status, report = audit(fresh, place.keys)
+            assert status == 1, name
+            assert any("chain is broken" in p for p in report["problems"]), (name, report)
+            # the records themselves all verify: by position, the replay would have hidden it
+            records, _ = read_records(forged, moved_trust(place), None)
+            hidden = moved.read(lambda c, r=records: detect(r, db_lookup(c)))
+            assert hidden.rolled_back == [], name
+        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST)
+        w.server = server.start(healthy=False)
+        refused = w.http.get("/health")
+        assert refused.status_code == 503 and "chain is broken" in refused.text
+        server.stop()
+    finally:
+        w.close()
+        server.stop()
+
+
+def moved_trust(place: Place) -> Any:
+    """The institution's trust store, from its key directory."""
+    return KeyStore(place.keys).load(PASSPHRASE.encode()).trust_store()
 
 
 def test_restore_refuses_bad_input_and_changes_nothing(place: Place) -> None:

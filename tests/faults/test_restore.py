@@ -278,9 +278,16 @@ def test_a_backup_of_the_newest_state_is_served_at_once(site: Site) -> None:
 
 
 def test_audit_without_a_checkpoint_file_says_so(tmp_path: Path) -> None:
+    """A database that saw its checkpoint file (its ``checkpoint_head``) and has none fails
+    the audit (deleted); one that never saw one (from before the head) is only not checked."""
     url = f"sqlite:///{tmp_path / 'i.db'}"
     init_db(url, tmp_path / "keys")
     default_path(tmp_path / "keys").unlink()
+    r = institution_cli("audit", "--db", url, "--keys", str(tmp_path / "keys"), "--json")
+    assert r.returncode == 1, r.stdout
+    assert any("is missing" in p for p in json.loads(r.stdout)["problems"])
+    with sqlite3.connect(tmp_path / "i.db") as conn:
+        conn.execute("UPDATE checkpoint_head SET n = 0, hash = ''")
     r = institution_cli("audit", "--db", url, "--keys", str(tmp_path / "keys"), "--json")
     assert r.returncode == 0, r.stdout
     assert any("rollback: not checked" in n for n in json.loads(r.stdout)["notes"])

@@ -22,7 +22,7 @@ from safescan.institution.checkpoints import (
     Tail,
     detect,
     essential,
-    essential_lines,
+    essential_records,
     high_water,
     parse,
     read_records,
@@ -56,19 +56,26 @@ TRUST = TrustStore({1: KEY.public_key})
 SEQS = [3] + [0] * 15
 
 
+def _body(db: str = "D", seqs: list[int] | None = None, at: int = 1) -> dict[str, object]:
+    return {
+        "type": "checkpoint",
+        "db": db,
+        "at": at,
+        "seqs": seqs or SEQS,
+        "digest": "x",
+        "marks": {"serial": 5, "crl": 2, "event": 9},
+    }
+
+
 def _checkpoint(db: str = "D", seqs: list[int] | None = None, at: int = 1) -> str:
-    return sign(
-        KEY,
-        1,
-        {
-            "type": "checkpoint",
-            "db": db,
-            "at": at,
-            "seqs": seqs or SEQS,
-            "digest": "x",
-            "marks": {"serial": 5, "crl": 2, "event": 9},
-        },
-    )
+    """A record as files before the hash chain held them (no ``prev``, no ``n``)."""
+    return sign(KEY, 1, _body(db, seqs, at))
+
+
+def _legacy(f: CheckpointFile, lines: list[str]) -> None:
+    """Append lines verbatim, as a release before the chain did (or a forger does)."""
+    with f.path.open("a") as raw:
+        raw.write("".join(line + "\n" for line in lines))
 
 
 def test_records_verify_and_every_forgery_is_refused() -> None:
@@ -95,7 +102,7 @@ def test_records_verify_and_every_forgery_is_refused() -> None:
 def test_file_appends_skips_a_torn_last_line_and_reports_foreign_records() -> None:
     with tempfile.TemporaryDirectory() as d:
         f = CheckpointFile(Path(d) / "cp")
-        f.append([_checkpoint(), _checkpoint("OTHER")])
+        f.append(KEY, 1, [_body(), _body("OTHER")])
         with f.path.open("a") as raw:
             raw.write(_checkpoint(at=3)[:40])  # a crash in the middle of a write
         assert len(f.lines()) == 2
@@ -110,37 +117,30 @@ def test_tail_reads_only_what_was_appended_and_survives_compaction() -> None:
         f = CheckpointFile(Path(d) / "cp")
         tail = Tail(f)
         assert tail.refresh(TRUST, "D") == []
-        f.append([_checkpoint(at=1), _checkpoint(at=2)])
+        f.append(KEY, 1, [_body(at=1), _body(at=2)])
         assert [r["at"] for r in tail.refresh(TRUST, "D")] == [2]
-        revoke = sign(
-            KEY,
-            1,
-            {
-                "type": "revoke",
-                "db": "D",
-                "at": 3,
-                "serials": [4],
-                "crl": 3,
-                "role": "carrier",
-                "subject": "carrier:4",
-            },
-        )
+        revoke = {
+            "type": "revoke",
+            "db": "D",
+            "at": 3,
+            "serials": [4],
+            "crl": 3,
+            "role": "carrier",
+            "subject": "carrier:4",
+        }
         issue = [
-            sign(
-                KEY,
-                1,
-                {
-                    "type": "issue",
-                    "db": "D",
-                    "at": 4,
-                    "serial": s,
-                    "role": "carrier",
-                    "subject": f"carrier:{s}",
-                },
-            )
+            {
+                "type": "issue",
+                "db": "D",
+                "at": 4,
+                "serial": s,
+                "role": "carrier",
+                "subject": f"carrier:{s}",
+            }
             for s in (7, 9, 8)
         ]
-        f.append([revoke, *issue, _checkpoint(at=5)])
+        head = f.append(KEY, 1, [revoke, *issue, _body(at=5)])
+        assert head.n == 7
         kept = tail.refresh(TRUST, "D")
         assert [(r["type"], r["at"]) for r in kept] == [
             ("revoke", 3),
@@ -148,23 +148,25 @@ def test_tail_reads_only_what_was_appended_and_survives_compaction() -> None:
             ("checkpoint", 5),
         ]
         assert high_water(kept) == {"serial": 9, "crl": 3, "event": 9}
-        f.compact(lambda lines: essential_lines(lines, TRUST, "D"))  # a new file
-        f.append([_checkpoint(at=6)])
+        assert not tail.problems
+        # a new file, chained on from the old one's last record
+        compacted = f.compact(KEY, 1, lambda lines: essential_records(lines, TRUST, "D"))
+        assert compacted.n == 10
+        f.append(KEY, 1, [_body(at=6)])
         assert [r["at"] for r in tail.refresh(TRUST, "D")] == [3, 4, 6]
-        rec = sign(
-            KEY,
-            1,
-            {
-                "type": "reconcile",
-                "db": "D",
-                "at": 7,
-                "seqs": SEQS,
-                "marks": {"serial": 20, "crl": 5, "event": 10**6},
-            },
-        )
-        f.append([rec])
+        assert not tail.problems
+        assert [r["n"] for r in read_records(f, TRUST, "D")[0]] == [8, 9, 10, 11]
+        rec = {
+            "type": "reconcile",
+            "db": "D",
+            "at": 7,
+            "seqs": SEQS,
+            "marks": {"serial": 20, "crl": 5, "event": 10**6},
+        }
+        f.append(KEY, 1, [rec])
         assert [r["type"] for r in tail.refresh(TRUST, "D")] == ["reconcile"]
         assert high_water([r for r, _ in essential(tail.kept)])["serial"] == 20
+        assert read_records(f, TRUST, "D")[1] == [] and not tail.problems
 
 
 def _lookup(hashes: dict[tuple[int, int], str], revoked: set[int]) -> Lookup:
@@ -187,8 +189,12 @@ def test_detect_missing_entries_forks_and_unapplied_revocations() -> None:
     revoke = {"type": "revoke", "db": "D", "at": 2, "serials": [4, 5], "crl": 3}
     v = detect([cp, revoke], _lookup({(0, 3): "h3"}, {4}))
     assert v.rolled_back == [] and v.unapplied == [5]
-    reconciled = {"type": "reconcile", "db": "D", "at": 3, "seqs": SEQS}
-    assert detect([cp, revoke, reconciled], _lookup({}, set())).rolled_back == []
+    reconciled = {"type": "reconcile", "db": "D", "at": 3, "seqs": [2] + [0] * 15}
+    # what the reconciled database holds is compared, not the checkpoints before it
+    assert detect([cp, revoke, reconciled], _lookup({(0, 2): "h2"}, set())).rolled_back == []
+    # a file cut short right after a reconcile: the reconciled heads must still be there
+    cut = detect([cp, revoke, reconciled], _lookup({(0, 1): "h1"}, set())).rolled_back
+    assert cut and "reconciliation of" in cut[0] and "chain 0 entry 2" in cut[0]
 
 
 @pytest.fixture(params=BACKENDS)

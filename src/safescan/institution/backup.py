@@ -133,7 +133,7 @@ def _state_of(url: str) -> dict[str, Any]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            state = read_state(conn)
+            state = read_state(conn, head=False)  # maybe a schema from before the head
         current, _ = schema_revisions(engine)
     finally:
         engine.dispose()
@@ -337,7 +337,7 @@ def _acknowledge(
 ) -> dict[str, Any]:
     database = Database(parsed.render_as_string(hide_password=False))
     try:
-        state = database.read(read_state)
+        state = database.read(lambda c: read_state(c, head=False))  # migrated below
         if state is None or state.db != manifest["db"]:
             raise BackupError("the restored database is not the one the manifest names")
         before, head = schema_revisions(database.engine)

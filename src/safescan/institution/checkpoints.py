@@ -22,61 +22,63 @@ Every record names the database (``db``: the hash of its ``institution.init`` au
 database is *rolled back* when it does not contain the newest checkpointed head (an entry is
 missing or its hash differs). A journaled revocation the database lacks is reported apart
 (its transaction may have failed, or the database was restored): ``reconcile`` applies it.
+
+**The records are a hash chain** (:mod:`.checkpoint_file`): each carries the SHA-256 of the line
+before it (``prev``) and its position (``n``), under its signature, and every reader checks the
+chain before it believes a record's *place*: "the newest ``reconcile``" is only the newest if no
+older one was replayed after it. Whoever can write the file but not sign can still cut it short:
+so the database keeps the chain's head (``checkpoint_head``: the newest position and hash it
+knows was appended, moved forward after every append), and a file that is missing, ends before
+that position or holds another record there is refused like a broken chain. Files written
+before the chain still read: their records form a *legacy prefix* that the first chained
+record's ``prev`` (the SHA-256 of all those lines) freezes; a record without a link after a
+chained one is refused. A broken chain, a truncated or missing file is
+:class:`CheckpointChainBroken`: the API processes refuse to serve (``database_rolled_back``,
+503, also on ``/readyz``), the audit reports it, and the operator restores the file from its
+copy or, if it is lost, runs ``safescan institution reconcile --restart-checkpoints --note ...``
+(docs/operations.md, "A broken checkpoint chain").
 """
 
 from __future__ import annotations
 
-import base64
-import errno
-import fcntl
 import hashlib
 import json
-import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, func, select, tuple_, update
 
-from safescan.api.errors import ConfigError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
-from safescan.code.keys import Signer
 from safescan.institution.audit import CHAINS, GENESIS
-from safescan.institution.models import AuditEntry, AuditHead, CertificateRow, Counter, Event
+from safescan.institution.checkpoint_file import (
+    CONTEXT,
+    VERSION,
+    Chain,
+    CheckpointChainBroken,
+    CheckpointError,
+    CheckpointFile,
+    CheckpointUnavailable,
+    Head,
+    read_error,
+    sign,
+    split_lines,
+)
+from safescan.institution.models import (
+    AuditEntry,
+    AuditHead,
+    CertificateRow,
+    CheckpointHead,
+    Counter,
+    Event,
+)
 from safescan.institution.util import canonical_json
 
-log = logging.getLogger("safescan.institution.checkpoints")
-CONTEXT = b"SS1-CKPT\n"
-VERSION = 1
 TYPES = ("checkpoint", "issue", "revoke", "reconcile")
 MAX_BYTES = 8 << 20  # the file is compacted beyond this size
-
-
-class CheckpointError(ConfigError):
-    """The checkpoint file is unreadable, forged, or belongs to another database."""
-
-    code = "checkpoint_error"
-
-
-class CheckpointUnavailable(CheckpointError):
-    """The checkpoint file could not be read for want of a resource (descriptors, memory):
-    nothing is known about the database from it, so a verdict already made stands."""
-
-
-# out of descriptors or memory: the process's trouble, not the file's nor the database's
-_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
-
-
-def _read_error(exc: OSError) -> CheckpointError:
-    """The typed error for a failed read of the checkpoint file."""
-    message = f"cannot read the checkpoint file: {exc.strerror}"
-    if exc.errno in _RESOURCE_ERRNOS:
-        return CheckpointUnavailable(message)
-    return CheckpointError(message)
 
 
 def default_path(key_dir: Path) -> Path:
@@ -102,15 +104,10 @@ def heads_digest(heads: list[tuple[int, str]]) -> str:
     return hashlib.sha256(canonical_json([[s, h] for s, h in heads]).encode()).hexdigest()
 
 
-def sign(key: Signer, kid: int, body: dict[str, Any]) -> str:
-    """One signed record as a line (no newline)."""
-    doc = {"v": VERSION, "kid": kid, **body}
-    sig = key.sign(CONTEXT + canonical_json(doc).encode())
-    return canonical_json({**doc, "sig": base64.b64encode(sig).decode()})
-
-
 def parse(line: str, trust: TrustStore) -> dict[str, Any]:
     """Verify and decode one record; raises :class:`CheckpointError`."""
+    import base64
+
     try:
         doc = json.loads(line)
         sig = base64.b64decode(doc.pop("sig"), validate=True)
@@ -127,99 +124,6 @@ def parse(line: str, trust: TrustStore) -> dict[str, Any]:
     return doc
 
 
-# --- the file -------------------------------------------------------------------------------
-
-
-class CheckpointFile:
-    """The append-only file, with its lock file (``<path>.lock``, so compaction can rename)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
-
-    def exists(self) -> bool:
-        """Whether the file exists."""
-        return self.path.exists()
-
-    def lines(self) -> list[str]:
-        """Every complete line (a torn last line, from a crash mid-write, is left out)."""
-        try:
-            with self._locked(False):
-                return self._read_lines()
-        except OSError as exc:
-            raise _read_error(exc) from None
-
-    def _read_lines(self) -> list[str]:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        text = data.decode("utf-8", "replace")
-        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-        return [line for line in complete.splitlines() if line.strip()]
-
-    def append(self, lines: Iterable[str]) -> None:
-        """Append records and fsync them (and the directory, when the file is new)."""
-        data = "".join(line + "\n" for line in lines).encode()
-        try:
-            with self._locked(True):
-                new = not self.path.exists()
-                _write(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, data)
-                if new:
-                    _fsync_dir(self.path.parent)
-        except OSError as exc:
-            log.error("cannot append to the checkpoint file %s: %s", self.path, exc.strerror)
-            raise CheckpointError(
-                f"the checkpoint file cannot be written ({exc.strerror}); retry later"
-            ) from None
-
-    def compact(self, keep: Callable[[list[str]], list[str]]) -> None:
-        """Atomically replace the file with ``keep(its lines)``, all under the exclusive lock
-        (so no record appended meanwhile is lost)."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self._locked(True):
-            kept = keep(self._read_lines())
-            data = "".join(line + "\n" for line in kept).encode()
-            _write(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, data)
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-
-    def size(self) -> int:
-        """Bytes in the file (0 if none)."""
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-
-def _write(path: Path, flags: int, data: bytes) -> None:
-    """Write all of ``data`` and fsync it."""
-    fd = os.open(path, flags, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- the database's side ---------------------------------------------------------------------
 
 
@@ -232,6 +136,7 @@ class DbState:
     serial: int
     crl: int
     event: int
+    head: Head = field(default_factory=Head)  # the checkpoint file's, as the database saw it
 
     def body(self, at: int) -> dict[str, Any]:
         """The ``checkpoint`` record's fields."""
@@ -252,8 +157,9 @@ def database_id(conn: Connection) -> str | None:
     ).scalar_one_or_none()
 
 
-def read_state(conn: Connection) -> DbState | None:
-    """The committed heads and high-water marks (None for an uninitialised database)."""
+def read_state(conn: Connection, *, head: bool = True) -> DbState | None:
+    """The committed heads and high-water marks (None for an uninitialised database); with
+    ``head``, the database's head of the checkpoint file (a schema before it: ``head=False``)."""
     db = database_id(conn)
     if db is None:
         return None
@@ -270,7 +176,25 @@ def read_state(conn: Connection) -> DbState | None:
         serial=max(int(serial), int(counters.get("certificate_serial", 0))),
         crl=int(counters.get("crl_sequence", 0)),
         event=int(event),
+        head=read_head(conn) if head else Head(),
     )
+
+
+def read_head(conn: Connection) -> Head:
+    """The checkpoint file's head as the database last saw it (``Head()`` when none yet)."""
+    row = conn.execute(select(CheckpointHead.n, CheckpointHead.hash).where(CheckpointHead.id == 1))
+    found = row.first()
+    return Head() if found is None else Head(int(found[0]), str(found[1]))
+
+
+def save_head(conn: Connection, head: Head, *, force: bool = False) -> None:
+    """Move the database's head of the checkpoint file forward to ``head`` (never back, unless
+    ``force``: a restarted chain). Called after the records are appended and fsync'd, so the
+    file always reaches at least as far as the database says."""
+    cond = CheckpointHead.id == 1
+    if not force:
+        cond = cond & (CheckpointHead.n < head.n)
+    conn.execute(update(CheckpointHead).where(cond).values(n=head.n, hash=head.hash))
 
 
 # --- rollback detection -------------------------------------------------------------------
@@ -297,13 +221,26 @@ class Verdict:
 
 
 def read_records(
-    file: CheckpointFile | list[str], trust: TrustStore, db: str | None
+    file: CheckpointFile | list[str],
+    trust: TrustStore,
+    db: str | None,
+    head: Head | None = None,
+    *,
+    exists: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The verified records of this database (from the file, or lines read from it), and a
-    problem per record that is not."""
+    problem per record that does not verify, belongs elsewhere or breaks the chain; with the
+    database's ``head``, also a file that is missing, truncated or replaced."""
     records, problems = [], []
+    path = Path("the checkpoint file")
+    if isinstance(file, CheckpointFile):
+        path, exists = file.path, file.exists()
     lines = file.lines() if isinstance(file, CheckpointFile) else file
+    chain = Chain()
     for n, line in enumerate(lines, 1):
+        broken = chain.feed(line)
+        if broken is not None:
+            problems.append(f"checkpoint file line {n}: {broken}")
         try:
             rec = parse(line, trust)
         except CheckpointError as exc:
@@ -313,7 +250,18 @@ def read_records(
             problems.append(f"checkpoint file line {n} belongs to another database")
             continue
         records.append(rec)
+    problems += chain.against(head, path, exists)
     return records, problems
+
+
+def chain_problems(problems: list[str]) -> CheckpointChainBroken:
+    """The typed error for a checkpoint file with ``problems``."""
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return CheckpointChainBroken(
+        "the checkpoint file is not the chain the institution wrote: "
+        + "; ".join(problems[:3])
+        + more
+    )
 
 
 def detect(records: list[dict[str, Any]], look: Lookup) -> Verdict:
@@ -325,6 +273,9 @@ def detect(records: list[dict[str, Any]], look: Lookup) -> Verdict:
     if checkpoints:
         v.newest = newest = checkpoints[-1]
         v.rolled_back += _missing_heads(newest, look)
+    elif start >= 0 and "seqs" in records[start]:
+        # the file cut short right after a reconcile: the heads it recorded must be there too
+        v.rolled_back += _missing_heads(records[start], look, "reconciliation")
     revoked = [s for r in v.since_reconcile if r["type"] == "revoke" for s in r["serials"]]
     if revoked:
         existing, done = look.revoked(revoked)
@@ -343,24 +294,26 @@ def detect(records: list[dict[str, Any]], look: Lookup) -> Verdict:
     return v
 
 
-def _missing_heads(cp: dict[str, Any], look: Lookup) -> list[str]:
+def _missing_heads(cp: dict[str, Any], look: Lookup, what: str = "checkpoint") -> list[str]:
     seqs = cp.get("seqs")
     if not isinstance(seqs, list) or len(seqs) != CHAINS:
-        return ["the newest checkpoint is malformed"]
+        return [f"the newest {what} is malformed"]
     wanted = [(c, s) for c, s in enumerate(seqs) if s > 0]
     found = look.hash_at(wanted)
     missing = [(c, s) for c, s in wanted if (c, s) not in found]
     if missing:
         chains = ", ".join(f"chain {c} entry {s}" for c, s in missing[:8])
         return [
-            f"the database lacks audit entries the institution had written (checkpoint of"
+            f"the database lacks audit entries the institution had written ({what} of"
             f" {when(cp['at'])}: {chains}{' ...' if len(missing) > 8 else ''}): it was"
             " restored from an older copy"
         ]
     heads = [(s, found[(c, s)]) if s > 0 else (0, GENESIS) for c, s in enumerate(seqs)]
-    if heads_digest(heads) != cp.get("digest"):
+    # reconciliations before the chain recorded no digest: their positions are checked
+    dated = "digest" in cp or what == "checkpoint"
+    if dated and heads_digest(heads) != cp.get("digest"):
         return [
-            f"the database's audit log differs from the checkpoint of {when(cp['at'])} (same"
+            f"the database's audit log differs from the {what} of {when(cp['at'])} (same"
             " positions, other entries): it is not the database the institution wrote"
         ]
     return []
@@ -405,53 +358,60 @@ def essential(kept: list[tuple[dict[str, Any], str]]) -> list[tuple[dict[str, An
     return [x for x in kept if id(x) in chosen]
 
 
-def essential_lines(lines: list[str], trust: TrustStore, db: str) -> list[str]:
-    """The lines of :func:`essential` records (what compaction keeps)."""
-    parsed = []
-    for line in lines:
-        try:
-            rec = parse(line, trust)
-        except CheckpointError:
-            continue
-        if rec.get("db") == db:
-            parsed.append((rec, line))
-    return [line for _, line in essential(parsed)]
+def essential_records(lines: list[str], trust: TrustStore, db: str) -> list[dict[str, Any]]:
+    """The :func:`essential` records of a file's lines (what compaction keeps); a file that
+    does not verify or whose chain is broken is not compacted (:class:`CheckpointChainBroken`):
+    its records' order could not be trusted."""
+    records, problems = read_records(lines, trust, db)
+    if problems:
+        raise chain_problems(problems)
+    return [r for r, _ in essential([(r, "") for r in records])]
 
 
 class Tail:
-    """An incremental reader of the checkpoint file: only new lines are read and verified; the
-    essential records are kept (a compaction, seen as a new inode, starts it over)."""
+    """An incremental reader of the checkpoint file: only new lines are read, verified and
+    checked against the chain; the essential records are kept (a compaction, seen as a new
+    inode, starts it over)."""
 
     def __init__(self, file: CheckpointFile) -> None:
         self.file = file
         self.kept: list[tuple[dict[str, Any], str]] = []
         self.problems: list[str] = []
+        self.lost: list[str] = []  # missing, truncated or replaced, against the database's head
+        self.chain = Chain()
         self._ino: int | None = None
         self._offset = 0
         self._line = 0
 
-    def refresh(self, trust: TrustStore, db: str) -> list[dict[str, Any]]:
-        """Read what was appended since the last call; returns the essential records."""
+    def _restart(self, ino: int | None) -> None:
+        self._ino, self._offset, self._line, self.kept = ino, 0, 0, []
+        self.problems, self.chain = [], Chain()
+
+    def refresh(self, trust: TrustStore, db: str, head: Head | None = None) -> list[dict[str, Any]]:
+        """Read what was appended since the last call; returns the essential records. Problems
+        accumulate in :attr:`problems`; :attr:`lost` says, each time, whether the file is
+        missing or shorter than the database's ``head``."""
         try:
-            with self.file._locked(False):
+            with self.file.locked(False):
                 st = os.stat(self.file.path)
                 if st.st_ino != self._ino or st.st_size < self._offset:
-                    self._ino, self._offset, self._line, self.kept = st.st_ino, 0, 0, []
-                    self.problems = []
+                    self._restart(st.st_ino)
                 with open(self.file.path, "rb") as f:
                     f.seek(self._offset)
                     data = f.read()
         except FileNotFoundError:
-            self._ino, self._offset, self._line, self.kept = None, 0, 0, []
+            self._restart(None)
+            self.lost = self.chain.against(head, self.file.path, False)
             return []
         except OSError as exc:
-            raise _read_error(exc) from None
+            raise read_error(exc) from None
         complete = data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
-        for raw in complete.decode("utf-8", "replace").splitlines():
+        for raw in split_lines(complete):
             self._line += 1
-            if not raw.strip():
-                continue
+            broken = self.chain.feed(raw)
+            if broken is not None:
+                self.problems.append(f"checkpoint file line {self._line}: {broken}")
             try:
                 rec = parse(raw, trust)
             except CheckpointError as exc:
@@ -463,6 +423,7 @@ class Tail:
                 )
                 continue
             self.kept = essential([*self.kept, (rec, raw)])
+        self.lost = self.chain.against(head, self.file.path, True)
         return [r for r, _ in self.kept]
 
 
@@ -481,21 +442,29 @@ def high_water(records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 __all__ = [
+    "Chain",
+    "CheckpointChainBroken",
     "CheckpointError",
     "CheckpointFile",
+    "CheckpointUnavailable",
     "DbState",
+    "Head",
     "Lookup",
     "Tail",
     "Verdict",
+    "chain_problems",
     "database_id",
     "db_lookup",
     "default_path",
     "detect",
     "essential",
+    "essential_records",
     "heads_digest",
     "high_water",
     "parse",
+    "read_head",
     "read_records",
     "read_state",
+    "save_head",
     "sign",
 ]

@@ -1,5 +1,5 @@
 """`safescan institution ...` commands: init, migrate, serve, audit, settlement,
-rotate-scheme-key, rotate-epoch, root-keys, admin-token, manufacturer, config.
+rotate-scheme-key, rotate-epoch, rekey, root-keys, admin-token, manufacturer, config.
 
 Each reads its settings through :func:`cli_options.settings_for` (options > environment >
 ``--config`` file > defaults; :mod:`safescan.institution.settings`)."""
@@ -32,6 +32,7 @@ from safescan.institution.cli_options import (
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 from safescan.institution.cli_options import with_db as _with_db
+from safescan.institution.cli_rekey import rekey
 from safescan.institution.cli_tls import tls_app
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -171,6 +172,7 @@ institution_app.add_typer(tls_app, name="tls")
 institution_app.command("rotate-epoch")(rotate_epoch)
 institution_app.command()(backup)
 institution_app.command()(restore)
+institution_app.command()(rekey)
 
 
 @admin_token_app.command("create")
@@ -550,6 +552,14 @@ def reconcile(
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
+    restart_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--restart-checkpoints",
+            help="the checkpoint file is lost or its chain broken and no good copy exists:"
+            " keep it aside and start a new chain (the records that still verify count)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Accept a database restored from an older copy: re-apply journaled revocations, move
@@ -567,7 +577,12 @@ def reconcile(
         key_dir = site.key_dir()
         institution_keys = KeyStore(key_dir).load(passphrase)
         path = site.checkpoint_path()
-        out = _with_db(db, lambda d: run_reconcile(d, institution_keys, path, note=note))
+        out = _with_db(
+            db,
+            lambda d: run_reconcile(
+                d, institution_keys, path, note=note, restart=restart_checkpoints
+            ),
+        )
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -585,6 +600,13 @@ def reconcile(
         typer.echo(f"event numbers continue after {out['event_seq']}")
         if out["reapplied_revocations"]:
             typer.echo(f"revoked again: certificates {out['reapplied_revocations']}")
+        if "restart" in out:
+            r = out["restart"]
+            typer.echo(
+                f"checkpoint file started again at record {r['starts_at']}"
+                f" ({r['records_kept']} record(s) of the old one kept"
+                + (f"; the old file is now {r['moved_to']})" if r["moved_to"] else ")")
+            )
 
 
 @institution_app.command()

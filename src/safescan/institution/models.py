@@ -50,6 +50,17 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class CheckpointHead(Base):
+    """The newest record of the checkpoint file this database knows was written (its chain
+    position and SHA-256): a file that is missing, ends before it or holds another record there
+    was deleted, truncated or replaced (``safescan.institution.checkpoints``). One row, id 1."""
+
+    __tablename__ = "checkpoint_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
 class InstitutionKey(Base):
     """Public halves of the institution's keys (the private halves live encrypted in files)."""
 

@@ -14,7 +14,16 @@ to serve again and says so in the audit log:
    checkpoint saw, by :data:`EVENT_GAP`, so no merchant skips new events;
 5. one ``institution.reconcile`` audit entry records the lost checkpoint, the new floors, the
    revocations applied again and the operator's note;
-6. a ``reconcile`` record and a fresh checkpoint are appended to the checkpoint file.
+6. a ``reconcile`` record and a fresh checkpoint are appended to the checkpoint file, and the
+   database's head of the file (``checkpoint_head``) moves to them.
+
+A checkpoint file whose chain is broken, or that is missing or shorter than the database knows
+it was, is refused (:class:`~safescan.institution.checkpoints.CheckpointChainBroken`): restore it
+from its copy. If there is none, ``restart=True`` (``--restart-checkpoints``) starts a new file:
+the records of the old one that still verify individually are put back in their signed chain
+order (``n``), and count for the floors and the revocations applied again like any others; the
+old file is kept beside the new one (``<file>.broken-<time>``); the new chain continues past the
+position the database saw; the audit entry and the ``reconcile`` record say so (``restart``).
 """
 
 from __future__ import annotations
@@ -27,15 +36,19 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from safescan.api.errors import ConfigError
 from safescan.api.states import Status
+from safescan.code.errors import SafescanError
 from safescan.institution import audit
 from safescan.institution.checkpoints import (
     CheckpointFile,
+    chain_problems,
     db_lookup,
     detect,
+    heads_digest,
     high_water,
+    parse,
     read_records,
     read_state,
-    sign,
+    save_head,
 )
 from safescan.institution.db import Database
 from safescan.institution.keystore import InstitutionKeys
@@ -124,6 +137,46 @@ def _event_floor(conn: Connection, floor: int, now: int) -> None:
         conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('events', 'seq'), {floor})")
 
 
+def _salvage(
+    file: CheckpointFile, keys: InstitutionKeys, db: str
+) -> tuple[list[dict[str, Any]], int]:
+    """The records of a broken file that verify one by one, in their signed order (records
+    from before the chain first, then by chain position, each position once), and the highest
+    position among them."""
+    legacy: list[dict[str, Any]] = []
+    chained: dict[int, dict[str, Any]] = {}
+    for line in file.lines():
+        try:
+            rec = parse(line, keys.trust_store())
+        except SafescanError:
+            continue
+        if rec.get("db") != db:
+            continue
+        n = rec.get("n")
+        if "prev" not in rec:
+            legacy.append(rec)
+        elif isinstance(n, int) and not isinstance(n, bool):
+            chained.setdefault(n, rec)
+    return [*legacy, *(chained[n] for n in sorted(chained))], max(chained, default=0)
+
+
+def _aside(file: CheckpointFile, now: int) -> Path | None:
+    """Where a broken file is kept for the record (None when there is no file)."""
+    if not file.exists():
+        return None
+    aside = file.path.with_name(f"{file.path.name}.broken-{now}")
+    if aside.exists():
+        raise ConfigError(f"{aside} already exists: run it again in a second")
+    return aside
+
+
+def _set_aside(file: CheckpointFile, aside: Path | None) -> None:
+    """Rename the broken file out of the way, under its lock."""
+    if aside is not None:
+        with file.locked(True):
+            file.path.rename(aside)
+
+
 def reconcile(
     db: Database,
     keys: InstitutionKeys,
@@ -132,28 +185,42 @@ def reconcile(
     note: str,
     now: int | None = None,
     restore: dict[str, Any] | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Reconcile the database with its checkpoint file; returns what was done (``reconciled``
     is False when the database already matches: then nothing is changed). With ``restore``
     (an operator's restore of a backup, :mod:`.backup`) it is always recorded, the restore's
-    description in the audit entry and in the signed ``reconcile`` record."""
+    description in the audit entry and in the signed ``reconcile`` record. With ``restart``
+    the file is started again (the module docstring); otherwise a broken chain is refused."""
     now = int(time.time()) if now is None else now
     file = CheckpointFile(path)
     state = db.read(read_state)
     if state is None:
         raise ConfigError("this database is not initialised: nothing to reconcile")
-    records, problems = read_records(file, keys.trust_store(), state.db)
-    if problems:
-        raise ConfigError(
-            "the checkpoint file holds records that do not verify: " + "; ".join(problems[:3])
-        )
+    records, problems = read_records(file, keys.trust_store(), state.db, state.head)
+    start = 0
+    if restart:
+        records, top = _salvage(file, keys, state.db)
+        start = max(top, state.head.n) + 1
+    elif problems:
+        raise chain_problems(problems)
     verdict = db.read(lambda c: detect(records, db_lookup(c)))
-    if not verdict.rolled_back and not verdict.unapplied and restore is None:
+    if not verdict.rolled_back and not verdict.unapplied and restore is None and not restart:
         return {"reconciled": False, "reason": "the database matches its checkpoint file"}
     marks = high_water(records)
     revokes = [r for r in verdict.since_reconcile if r["type"] == "revoke"]
     issued = {int(r["serial"]): r for r in verdict.since_reconcile if r["type"] == "issue"}
     lost = verdict.newest if verdict.rolled_back else None
+    restarted: dict[str, Any] | None = None
+    aside = _aside(file, now) if restart else None
+    if restart:
+        restarted = {
+            "problems": problems[:20],
+            "database_head": {"n": state.head.n, "hash": state.head.hash},
+            "records_kept": len(records),
+            "moved_to": None if aside is None else str(aside),
+            "starts_at": start,
+        }
 
     def tx(conn: Connection) -> dict[str, Any]:
         serial = max(_counter(conn, SERIAL_COUNTER), marks["serial"])
@@ -185,6 +252,8 @@ def reconcile(
         }
         if restore is not None:
             summary["restore"] = restore
+        if restarted is not None:
+            summary["restart"] = restarted
         audit.append(
             conn,
             at=now,
@@ -196,6 +265,7 @@ def reconcile(
         return summary
 
     summary = db.write(tx)
+    _set_aside(file, aside)  # after the commit: a failed reconcile leaves the old file in place
     after = db.read(read_state)
     assert after is not None
     record = {
@@ -203,6 +273,7 @@ def reconcile(
         "db": after.db,
         "at": now,
         "seqs": [s for s, _ in after.heads],
+        "digest": heads_digest(after.heads),
         "marks": {
             "serial": summary["certificate_serial"],
             "crl": summary["crl_sequence"],
@@ -211,9 +282,16 @@ def reconcile(
     }
     if restore is not None:
         record["restore"] = restore
-    file.append(
-        [sign(keys.root, keys.root_kid, record), sign(keys.root, keys.root_kid, after.body(now))]
+    if restarted is not None:
+        record["restart"] = {"database_head": state.head.n, "moved_to": restarted["moved_to"]}
+    head = file.append(
+        keys.root,
+        keys.root_kid,
+        [record, after.body(now)],
+        floor=None if restart else after.head,
+        start=start or None,
     )
+    db.write(lambda c: save_head(c, head))
     return {"reconciled": True, **summary}
 
 

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from sqlalchemy import Connection, select, update
 
 from safescan.code.certs import Role
-from safescan.institution.checkpoints import CheckpointFile, Tail, database_id, high_water, sign
+from safescan.institution.checkpoints import (
+    CheckpointFile,
+    Head,
+    Tail,
+    database_id,
+    high_water,
+    read_head,
+    save_head,
+)
 from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.models import Counter
 
@@ -60,8 +68,13 @@ class Journal:
             self._db = db
         return self._db, high_water(self.tail.refresh(self.keys.trust_store(), self._db))
 
-    def _append(self, body: dict[str, object]) -> None:
-        self.file.append([sign(self.keys.root, self.keys.root_kid, body)])
+    def _append(self, conn: Connection, body: dict[str, object]) -> None:
+        """Chain the record onto the file (never onto a file that is missing or shorter than
+        the database knows it was) and move the database's head of it, in ``conn``'s
+        transaction."""
+        floor: Head = read_head(conn)
+        head = self.file.append(self.keys.root, self.keys.root_kid, [body], floor=floor)
+        save_head(conn, head)
 
     def serial(self, conn: Connection, role: Role, subject_for: Callable[[int], str]) -> int:
         """The next certificate serial: above the counter and above every serial the file has
@@ -72,6 +85,7 @@ class Journal:
             if serial <= marks["serial"]:
                 serial = _skip_to(conn, SERIAL_COUNTER, marks["serial"] + 1)
             self._append(
+                conn,
                 {
                     "type": "issue",
                     "db": db,
@@ -79,7 +93,7 @@ class Journal:
                     "serial": serial,
                     "role": role.name.lower(),
                     "subject": subject_for(serial),
-                }
+                },
             )
             return serial
 
@@ -94,6 +108,7 @@ class Journal:
             if crl <= marks["crl"]:
                 crl = _skip_to(conn, CRL_COUNTER, marks["crl"] + 1)
             self._append(
+                conn,
                 {
                     "type": "revoke",
                     "db": db,
@@ -102,7 +117,7 @@ class Journal:
                     "subject": subject,
                     "serials": sorted(serials),
                     "crl": crl,
-                }
+                },
             )
             return crl
 

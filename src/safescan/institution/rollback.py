@@ -25,12 +25,13 @@ from safescan.institution.checkpoints import (
     CheckpointError,
     CheckpointFile,
     CheckpointUnavailable,
+    Head,
     Tail,
     db_lookup,
     detect,
-    essential_lines,
+    essential_records,
     read_state,
-    sign,
+    save_head,
 )
 from safescan.institution.db import Database
 from safescan.institution.keystore import InstitutionKeys
@@ -63,10 +64,11 @@ class RollbackGuard:
     def tick(self) -> None:
         """Compare the database with the file; append a checkpoint if the log grew."""
         with self._lock:
+            # the database first: its head of the file must not be newer than the file read
             state = self.db.read(read_state)
             if state is None:
                 return
-            if not self._warned_missing and not self.file.exists():
+            if not self._warned_missing and not self.file.exists() and state.head.n == 0:
                 self._warned_missing = True
                 log.warning(
                     "no checkpoint file at %s: starting one now; a restore made before now"
@@ -75,16 +77,17 @@ class RollbackGuard:
                     self.file.path,
                 )
             try:
-                records = self.tail.refresh(self.keys.trust_store(), state.db)
+                records = self.tail.refresh(self.keys.trust_store(), state.db, state.head)
             except CheckpointUnavailable:
                 raise  # out of descriptors or memory: no verdict either way (check() logs it)
             except CheckpointError as exc:
                 self._refuse(exc.message)
                 return
-            if self.tail.problems:
+            if self.tail.problems or self.tail.lost:
                 self._refuse(
-                    "the checkpoint file holds records that do not verify: "
-                    + "; ".join(self.tail.problems[:3])
+                    "the checkpoint file holds records that do not verify, or is not the chain"
+                    " the institution wrote: "
+                    + "; ".join([*self.tail.problems, *self.tail.lost][:3])
                 )
                 return
             verdict = self.db.read(lambda c: detect(records, db_lookup(c)))
@@ -97,15 +100,26 @@ class RollbackGuard:
             newest = verdict.newest
             if newest is not None and newest.get("seqs") == [s for s, _ in state.heads]:
                 return
-            self.file.append(
-                [sign(self.keys.root, self.keys.root_kid, state.body(int(time.time())))]
+            head = self.file.append(
+                self.keys.root,
+                self.keys.root_kid,
+                [state.body(int(time.time()))],
+                floor=state.head,
             )
+            self._save(head)
             if self.file.size() > MAX_BYTES:
                 self._compact(state.db)
 
+    def _save(self, head: Head) -> None:
+        """The database learns how far the file reaches (after the records are fsync'd)."""
+        self.db.write(lambda c: save_head(c, head))
+
     def _compact(self, db: str) -> None:
         trust = self.keys.trust_store()
-        self.file.compact(lambda lines: essential_lines(lines, trust, db))
+        head = self.file.compact(
+            self.keys.root, self.keys.root_kid, lambda lines: essential_records(lines, trust, db)
+        )
+        self._save(head)
 
     def _refuse(self, reason: str) -> None:
         if self.refusal != reason:

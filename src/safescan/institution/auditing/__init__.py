@@ -31,7 +31,8 @@ from safescan.institution.auditing import (
 )
 from safescan.institution.auditing.context import Context, make_context
 from safescan.institution.auditing.journal import Journal, read_journal
-from safescan.institution.auditing.rollback import audit_findings, read_lines
+from safescan.institution.auditing.rollback import Seen, audit_findings, read_lines
+from safescan.institution.checkpoints import Head
 
 MAX_PER_CHECK = 200
 
@@ -107,12 +108,12 @@ def run_audit(
     storage.require_reachable(url)
     report = Report()
     now = int(time.time()) if now is None else now
-    lines: list[str] | None = None
+    seen: Seen | None = None
     if checkpoint_file is not None:
 
         def checkpoint_lines() -> list[str]:
-            nonlocal lines
-            lines = read_lines(checkpoint_file, report.notes)
+            nonlocal seen
+            seen = read_lines(url, checkpoint_file, report.notes)
             return []
 
         report.add("rollback", _guarded("rollback", checkpoint_lines))
@@ -155,8 +156,8 @@ def run_audit(
     for check in checks:
         name = check.__name__.removeprefix("check_")
         report.add(name, _guarded(name, lambda check=check: check(ctx)))  # type: ignore[misc]
-    if lines is not None:
-        found = lines
+    if seen is not None and (seen.lines is not None or seen.head != Head()):
+        found = seen
         report.add(
             "rollback", _guarded("rollback", lambda: audit_findings(ctx, found, report.notes))
         )

@@ -1,0 +1,37 @@
+"""checkpoint head: the newest checkpoint file record the database knows was written
+
+* ``checkpoint_head``: one row (id 1) with the chain position ``n`` and SHA-256 ``hash`` of the
+  newest record appended to the checkpoint file; 0 and "" until the first chained record. A
+  checkpoint file that is missing, ends before ``n`` or holds another record at ``n`` was
+  deleted, truncated or replaced (``safescan.institution.checkpoints``).
+
+Revision ID: checkpoint_head
+Revises: merchant_api_keys
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "checkpoint_head"
+down_revision = "merchant_api_keys"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Apply this revision."""
+    op.create_table(
+        "checkpoint_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_checkpoint_head")),
+    )
+    op.execute("INSERT INTO checkpoint_head (id, n, hash) VALUES (1, 0, '')")
+
+
+def downgrade() -> None:
+    """Revert this revision."""
+    op.drop_table("checkpoint_head")
