@@ -66,7 +66,7 @@ UNDETECTABLE: dict[tuple[str, str], str] = {
     ("merchant_api_keys", "last_used_at"): "when a key was last used: bookkeeping, logged nowhere",
     # compared with the checkpoint file, which these campaigns do not give the audit (a head
     # moved up reads as a truncated file there; one moved down only weakens that one check)
-    ("checkpoint_head", "id"): "compared with the checkpoint file (not given here)",
+    ("checkpoint_head", "name"): "compared with the checkpoint file (not given here)",
     ("checkpoint_head", "n"): "compared with the checkpoint file (not given here)",
     ("checkpoint_head", "hash"): "compared with the checkpoint file (not given here)",
 }

@@ -22,11 +22,13 @@ from safescan.code import Authorization, SigningKey, decode_text, open_code
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.payment import DynamicCode, LineItem, Merchant
 from safescan.institution import admin_tokens, nonces, outcomes, webhook_log, wire
+from safescan.institution.checkpoints import default_path
 from safescan.institution.db import Database, migrate
 from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import PaymentMade
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import Event
+from safescan.institution.rollback import RollbackGuard
 from safescan.institution.service import Institution
 from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
@@ -244,6 +246,8 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     inst.orders.static_code(m0, currency_code=None, valid_days=1)
     _webhook_operations(p, m0)
     _merchant_access(p, m0, m1)
+    # the checkpoint file beside the keys, and the database's head of it (checkpoint_head)
+    RollbackGuard(database, institution_keys, default_path(keys)).tick()
     return p
 
 

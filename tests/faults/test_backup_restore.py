@@ -301,6 +301,30 @@ def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: 
         server.stop()
 
 
+def test_a_restore_without_the_checkpoint_file_needs_the_explicit_restart(place: Place) -> None:
+    """The host is lost with its checkpoint file: the restored database saw that file, so the
+    restore is refused (typed, the target left empty) until the operator says to start a new
+    chain; then the audit passes and notes the restore."""
+    init_db(place.db_url, place.keys)
+    bak = place.tmp / "lost.bak"
+    backup(place.db_url, bak)
+    place.checkpoints.unlink()
+    fresh = place.fresh_url()
+    refused = restore(place, bak, fresh, "host lost")
+    assert refused.returncode != 0
+    err = json.loads(refused.stdout)["error"]
+    assert err["code"] == "checkpoint_chain_broken" and "is missing" in err["message"]
+    assert not place.checkpoints.exists()
+    done = cli("restore", "--from", str(bak), "--db", fresh, "--keys", str(place.keys),
+               "--reason", "host lost", "--restart-checkpoints", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    status, report = audit(fresh, place.keys)
+    assert status == 0, report
+    assert any("acknowledged restore" in n for n in report["notes"])
+    first = json.loads(CheckpointFile(place.checkpoints).lines()[0])
+    assert first["type"] == "reconcile" and first["n"] > 1 and "restart" in first
+
+
 def moved_trust(place: Place) -> Any:
     """The institution's trust store, from its key directory."""
     return KeyStore(place.keys).load(PASSPHRASE.encode()).trust_store()

@@ -335,7 +335,7 @@ def test_the_database_keeps_the_head_and_the_guard_refuses_a_cut_or_deleted_file
         _grow(p)
         guard.tick()
     lines = CheckpointFile(path).lines()
-    head = p.inst.db.read(read_head)
+    head = p.inst.db.read(lambda c: read_head(c, path.name))
     assert head == Head(len(lines), hashlib.sha256(lines[-1].encode()).hexdigest())
     assert guard.refusal is None
 
@@ -378,7 +378,7 @@ def test_the_database_keeps_the_head_and_the_guard_refuses_a_cut_or_deleted_file
     assert out["reconciled"] and out["restart"]["starts_at"] == len(lines) + 1
     assert out["restart"]["moved_to"] is None
     records, problems = read_records(
-        CheckpointFile(path), p.inst.trust, None, p.inst.db.read(read_head)
+        CheckpointFile(path), p.inst.trust, None, p.inst.db.read(lambda c: read_head(c, path.name))
     )
     assert problems == [] and records[0]["type"] == "reconcile"
     assert records[0]["n"] == len(lines) + 1 and "restart" in records[0]

@@ -133,7 +133,7 @@ def _state_of(url: str) -> dict[str, Any]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            state = read_state(conn, head=False)  # maybe a schema from before the head
+            state = read_state(conn)
         current, _ = schema_revisions(engine)
     finally:
         engine.dispose()
@@ -286,9 +286,11 @@ def restore(
     *,
     reason: str,
     now: int | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Restore ``backup_file`` into the empty ``db_url`` and acknowledge it (see the module
-    docstring); every check runs before anything is written."""
+    docstring); every check runs before anything is written. ``restart``: the checkpoint file
+    is lost or its chain broken: a new chain is started (``reconcile --restart-checkpoints``)."""
     if not reason.strip():
         raise BackupError("say why the database is restored (--reason)")
     reason = clean_text(reason.strip(), field="the restore reason", max_chars=500)
@@ -300,7 +302,7 @@ def restore(
         )
     records, problems = read_records(CheckpointFile(checkpoints), keys.trust_store(), None)
     foreign = {r.get("db") for r in records} - {manifest["db"]}
-    if problems or foreign:
+    if (problems and not restart) or foreign:
         raise BackupError(
             "the checkpoint file does not belong to the database in this backup (another"
             " institution's, or records that do not verify): "
@@ -310,7 +312,7 @@ def restore(
     before = _pg_objects(parsed) if backend == "postgresql" else set()
     _place(Path(backup_file), backend, parsed)
     try:
-        return _acknowledge(manifest, parsed, keys, checkpoints, reason, now, len(records))
+        return _acknowledge(manifest, parsed, keys, checkpoints, reason, now, len(records), restart)
     except Exception as exc:
         # all or nothing: what was placed is taken away again, the target is as it was
         if backend == "sqlite":  # ours: created above, and not acknowledged
@@ -334,10 +336,11 @@ def _acknowledge(
     reason: str,
     now: int | None,
     records: int,
+    restart: bool,
 ) -> dict[str, Any]:
     database = Database(parsed.render_as_string(hide_password=False))
     try:
-        state = database.read(lambda c: read_state(c, head=False))  # migrated below
+        state = database.read(read_state)  # maybe an older schema: migrated below
         if state is None or state.db != manifest["db"]:
             raise BackupError("the restored database is not the one the manifest names")
         before, head = schema_revisions(database.engine)
@@ -350,7 +353,7 @@ def _acknowledge(
             "reason": reason,
         }
         done = reconcile(database, keys, checkpoints, note=f"restore: {reason}",
-                         now=now, restore=info)  # fmt: skip
+                         now=now, restore=info, restart=restart)  # fmt: skip
     finally:
         database.dispose()
     return {

@@ -204,8 +204,12 @@ class CheckpointFile:
             os.close(fd)
 
     def exists(self) -> bool:
-        """Whether the file exists."""
-        return self.path.exists()
+        """Whether the file exists (a failing stat, e.g. out of descriptors, is a typed
+        :class:`CheckpointError`, not an answer)."""
+        try:
+            return self.path.exists()
+        except OSError as exc:
+            raise read_error(exc) from None
 
     def lines(self) -> list[str]:
         """Every complete line (a torn last line, from a crash mid-write, is left out)."""
@@ -280,7 +284,7 @@ class CheckpointFile:
         tail = os.pread(fd, min(size, _TAIL_CHUNK), max(0, size - _TAIL_CHUNK))
         if size and not tail.endswith(b"\n"):
             cut = size - len(tail) + tail.rfind(b"\n") + 1
-            if cut == 0 and len(tail) < size:  # a torn line longer than the chunk
+            if b"\n" not in tail and len(tail) < size:  # a torn line longer than the chunk
                 cut = _last_newline(fd, size)
             log.warning("cutting a torn last line off the checkpoint file %s", self.path)
             os.ftruncate(fd, cut)

@@ -27,12 +27,13 @@ missing or its hash differs). A journaled revocation the database lacks is repor
 before it (``prev``) and its position (``n``), under its signature, and every reader checks the
 chain before it believes a record's *place*: "the newest ``reconcile``" is only the newest if no
 older one was replayed after it. Whoever can write the file but not sign can still cut it short:
-so the database keeps the chain's head (``checkpoint_head``: the newest position and hash it
-knows was appended, moved forward after every append), and a file that is missing, ends before
-that position or holds another record there is refused like a broken chain. Files written
-before the chain still read: their records form a *legacy prefix* that the first chained
-record's ``prev`` (the SHA-256 of all those lines) freezes; a record without a link after a
-chained one is refused. A broken chain, a truncated or missing file is
+so the database keeps the chain's head (``checkpoint_head``, by the file's name: the newest
+position and hash it knows was appended, moved forward after every append; hosts that share a
+database and each keep a file give their files distinct names), and a file that is missing,
+ends before that position or holds another record there is refused like a broken chain.
+Files written before the chain still read: their records form a *legacy prefix* that the first
+chained record's ``prev`` (the SHA-256 of all those lines) freezes; a record without a link
+after a chained one is refused. A broken chain, a truncated or missing file is
 :class:`CheckpointChainBroken`: the API processes refuse to serve (``database_rolled_back``,
 503, also on ``/readyz``), the audit reports it, and the operator restores the file from its
 copy or, if it is lost, runs ``safescan institution reconcile --restart-checkpoints --note ...``
@@ -49,7 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_, update
+from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
@@ -157,9 +160,9 @@ def database_id(conn: Connection) -> str | None:
     ).scalar_one_or_none()
 
 
-def read_state(conn: Connection, *, head: bool = True) -> DbState | None:
+def read_state(conn: Connection, file: str | None = None) -> DbState | None:
     """The committed heads and high-water marks (None for an uninitialised database); with
-    ``head``, the database's head of the checkpoint file (a schema before it: ``head=False``)."""
+    ``file`` (a checkpoint file's name), the database's head of that file."""
     db = database_id(conn)
     if db is None:
         return None
@@ -176,25 +179,32 @@ def read_state(conn: Connection, *, head: bool = True) -> DbState | None:
         serial=max(int(serial), int(counters.get("certificate_serial", 0))),
         crl=int(counters.get("crl_sequence", 0)),
         event=int(event),
-        head=read_head(conn) if head else Head(),
+        head=Head() if file is None else read_head(conn, file),
     )
 
 
-def read_head(conn: Connection) -> Head:
-    """The checkpoint file's head as the database last saw it (``Head()`` when none yet)."""
-    row = conn.execute(select(CheckpointHead.n, CheckpointHead.hash).where(CheckpointHead.id == 1))
-    found = row.first()
+def read_head(conn: Connection, file: str) -> Head:
+    """The head of the checkpoint file named ``file`` as the database last saw it (``Head()``
+    when it never saw one)."""
+    found = conn.execute(
+        select(CheckpointHead.n, CheckpointHead.hash).where(CheckpointHead.name == file)
+    ).first()
     return Head() if found is None else Head(int(found[0]), str(found[1]))
 
 
-def save_head(conn: Connection, head: Head, *, force: bool = False) -> None:
-    """Move the database's head of the checkpoint file forward to ``head`` (never back, unless
-    ``force``: a restarted chain). Called after the records are appended and fsync'd, so the
-    file always reaches at least as far as the database says."""
-    cond = CheckpointHead.id == 1
-    if not force:
-        cond = cond & (CheckpointHead.n < head.n)
-    conn.execute(update(CheckpointHead).where(cond).values(n=head.n, hash=head.hash))
+def save_head(conn: Connection, file: str, head: Head) -> None:
+    """Move the database's head of the checkpoint file named ``file`` forward to ``head``
+    (never back). Called after the records are appended and fsync'd, so the file always
+    reaches at least as far as the database says."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(CheckpointHead).values(name=file, n=head.n, hash=head.hash)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[CheckpointHead.name],
+            set_={"n": stmt.excluded.n, "hash": stmt.excluded.hash},
+            where=CheckpointHead.n < stmt.excluded.n,
+        )
+    )
 
 
 # --- rollback detection -------------------------------------------------------------------

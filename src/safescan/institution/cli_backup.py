@@ -55,6 +55,14 @@ def restore(
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
+    restart_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--restart-checkpoints",
+            help="the checkpoint file is lost or its chain broken and no good copy exists:"
+            " keep it aside and start a new chain",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup into an empty place (a new SQLite file, an empty PostgreSQL database)
@@ -72,7 +80,9 @@ def restore(
         key_dir = site.key_dir()
         institution_keys = KeyStore(key_dir).load(passphrase)
         path = site.checkpoint_path()
-        out = run_restore(source, url, institution_keys, path, reason=reason)
+        out = run_restore(
+            source, url, institution_keys, path, reason=reason, restart=restart_checkpoints
+        )
     except SafescanError as exc:
         _fail(exc, as_json)
         return

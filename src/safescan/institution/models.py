@@ -51,12 +51,13 @@ class Counter(Base):
 
 
 class CheckpointHead(Base):
-    """The newest record of the checkpoint file this database knows was written (its chain
-    position and SHA-256): a file that is missing, ends before it or holds another record there
-    was deleted, truncated or replaced (``safescan.institution.checkpoints``). One row, id 1."""
+    """The newest record of a checkpoint file this database knows was written (its chain
+    position and SHA-256), by the file's name: a file that is missing, ends before it or holds
+    another record there was deleted, truncated or replaced
+    (``safescan.institution.checkpoints``)."""
 
     __tablename__ = "checkpoint_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
 

@@ -194,7 +194,7 @@ def reconcile(
     the file is started again (the module docstring); otherwise a broken chain is refused."""
     now = int(time.time()) if now is None else now
     file = CheckpointFile(path)
-    state = db.read(read_state)
+    state = db.read(lambda c: read_state(c, file.path.name))
     if state is None:
         raise ConfigError("this database is not initialised: nothing to reconcile")
     records, problems = read_records(file, keys.trust_store(), state.db, state.head)
@@ -266,7 +266,7 @@ def reconcile(
 
     summary = db.write(tx)
     _set_aside(file, aside)  # after the commit: a failed reconcile leaves the old file in place
-    after = db.read(read_state)
+    after = db.read(lambda c: read_state(c, file.path.name))
     assert after is not None
     record = {
         "type": "reconcile",
@@ -291,7 +291,7 @@ def reconcile(
         floor=None if restart else after.head,
         start=start or None,
     )
-    db.write(lambda c: save_head(c, head))
+    db.write(lambda c: save_head(c, file.path.name, head))
     return {"reconciled": True, **summary}
 
 

@@ -72,9 +72,10 @@ class Journal:
         """Chain the record onto the file (never onto a file that is missing or shorter than
         the database knows it was) and move the database's head of it, in ``conn``'s
         transaction."""
-        floor: Head = read_head(conn)
+        name = self.file.path.name
+        floor: Head = read_head(conn, name)
         head = self.file.append(self.keys.root, self.keys.root_kid, [body], floor=floor)
-        save_head(conn, head)
+        save_head(conn, name, head)
 
     def serial(self, conn: Connection, role: Role, subject_for: Callable[[int], str]) -> int:
         """The next certificate serial: above the counter and above every serial the file has

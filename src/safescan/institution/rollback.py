@@ -65,18 +65,18 @@ class RollbackGuard:
         """Compare the database with the file; append a checkpoint if the log grew."""
         with self._lock:
             # the database first: its head of the file must not be newer than the file read
-            state = self.db.read(read_state)
+            state = self.db.read(lambda c: read_state(c, self.file.path.name))
             if state is None:
                 return
-            if not self._warned_missing and not self.file.exists() and state.head.n == 0:
-                self._warned_missing = True
-                log.warning(
-                    "no checkpoint file at %s: starting one now; a restore made before now"
-                    " cannot be recognised (if the file was moved, stop and point --checkpoints"
-                    " at it)",
-                    self.file.path,
-                )
             try:
+                if not self._warned_missing and state.head.n == 0 and not self.file.exists():
+                    self._warned_missing = True
+                    log.warning(
+                        "no checkpoint file at %s: starting one now; a restore made before now"
+                        " cannot be recognised (if the file was moved, stop and point"
+                        " --checkpoints at it)",
+                        self.file.path,
+                    )
                 records = self.tail.refresh(self.keys.trust_store(), state.db, state.head)
             except CheckpointUnavailable:
                 raise  # out of descriptors or memory: no verdict either way (check() logs it)
@@ -112,7 +112,7 @@ class RollbackGuard:
 
     def _save(self, head: Head) -> None:
         """The database learns how far the file reaches (after the records are fsync'd)."""
-        self.db.write(lambda c: save_head(c, head))
+        self.db.write(lambda c: save_head(c, self.file.path.name, head))
 
     def _compact(self, db: str) -> None:
         trust = self.keys.trust_store()

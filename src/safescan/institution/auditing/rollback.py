@@ -40,7 +40,7 @@ def read_lines(url: str, path: Path, notes: list[str]) -> Seen:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            head = read_head(conn)
+            head = read_head(conn, path.name)
     except SQLAlchemyError as exc:
         error = f"the database's head of the checkpoint file cannot be read ({type(exc).__name__})"
     finally:

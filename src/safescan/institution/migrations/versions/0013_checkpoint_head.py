@@ -1,9 +1,10 @@
 """checkpoint head: the newest checkpoint file record the database knows was written
 
-* ``checkpoint_head``: one row (id 1) with the chain position ``n`` and SHA-256 ``hash`` of the
-  newest record appended to the checkpoint file; 0 and "" until the first chained record. A
-  checkpoint file that is missing, ends before ``n`` or holds another record at ``n`` was
-  deleted, truncated or replaced (``safescan.institution.checkpoints``).
+* ``checkpoint_head``: per checkpoint file (by its file name: hosts sharing the database each
+  name their own), the chain position ``n`` and SHA-256 ``hash`` of the newest record appended
+  to it; no row until the first chained record. A checkpoint file that is missing, ends before
+  ``n`` or holds another record at ``n`` was deleted, truncated or replaced
+  (``safescan.institution.checkpoints``).
 
 Revision ID: checkpoint_head
 Revises: merchant_api_keys
@@ -24,12 +25,11 @@ def upgrade() -> None:
     """Apply this revision."""
     op.create_table(
         "checkpoint_head",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_checkpoint_head")),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_checkpoint_head")),
     )
-    op.execute("INSERT INTO checkpoint_head (id, n, hash) VALUES (1, 0, '')")
 
 
 def downgrade() -> None:
