@@ -7,7 +7,7 @@
   (``safescan.institution.checkpoints``).
 
 Revision ID: checkpoint_head
-Revises: merchant_api_keys
+Revises: checkout_settle_index
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "checkpoint_head"
-down_revision = "merchant_api_keys"
+down_revision = "checkout_settle_index"
 branch_labels = None
 depends_on = None
 
