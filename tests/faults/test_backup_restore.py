@@ -295,6 +295,9 @@ def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: 
         w.server = server.start(healthy=False)
         refused = w.http.get("/health")
         assert refused.status_code == 503 and "chain is broken" in refused.text
+        ready = w.http.get("/readyz")  # what load balancers and orchestrators ask
+        assert ready.status_code == 503 and "chain is broken" in ready.text
+        assert ready.json()["error"]["code"] == "database_rolled_back"
         server.stop()
     finally:
         w.close()
