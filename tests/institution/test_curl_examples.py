@@ -146,6 +146,9 @@ def test_every_curl_example_runs_against_a_real_server(
     assert order["order_id"] in [o["order_id"] for o in r.json("list-orders")["orders"]]
     got = r.json("get-order")
     assert got["state"] == "PAID"
+    older = r.json("list-orders-older")  # the page after the order: it is not on it
+    assert order["order_id"] not in [o["order_id"] for o in older["orders"]]
+    assert older["has_more"] is False
     env["PAYMENT_ID"] = got["payment_id"]
     assert r.json("get-payment")["receipt"]
     env["OPEN_ORDER_ID"] = m.order([("Muffin", 1, 300)])["order_id"]

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -188,13 +188,27 @@ class OrderService:
             raise InstitutionProtocolError("the institution returned an order we did not ask for")
         return order
 
-    def list(self, limit: int = 20, after: str | None = None) -> OrderPage:
-        """The merchant's orders, newest first (``orders``; page on with ``after``, the last
-        order id)."""
+    def list(
+        self, limit: int = 20, after: str | None = None, *, starting_after: str | None = None
+    ) -> OrderPage:
+        """The merchant's orders, newest first, ``limit`` (1-100) of them (``orders``); while
+        ``has_more``, the next page starts after the last order id (``starting_after``;
+        ``after`` is its older name)."""
+        cursor = starting_after or after
         query: dict[str, str | int] = {"limit": limit}
-        if after:
-            query["after"] = after
+        if cursor:
+            query["starting_after"] = _cursor(cursor)
         return OrderPage.from_json(self._s.call("GET", f"{_ORDERS}?{urlencode(query)}"))
+
+    def iterate(self, page_size: int = 100) -> Iterator[OrderView]:
+        """Every order of the merchant, newest first, a page of ``page_size`` at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list(page_size, starting_after=cursor)
+            yield from page.orders
+            if not page.has_more or not page.orders:
+                return
+            cursor = page.orders[-1].order_id
 
     def get(self, order_id: str) -> OrderView:
         """The order's current state (``state``: ``CREATED``, ``PAID``, ``REFUNDED`` ...;
@@ -206,6 +220,13 @@ class OrderService:
         this terminal sealed itself, which the institution knows only from the code)."""
         payload = {} if code is None else {"code": code}
         return OrderView.from_json(self._s.call("POST", f"{_ORDERS}/{order_id}/close", payload))
+
+
+def _cursor(text: str) -> str:
+    """An order id given as a page cursor, or InvalidRequest (it goes into a query)."""
+    if not re.fullmatch(r"[A-Za-z0-9._:\-]{1,40}", text):
+        raise InvalidRequest(f"not an order id: {text!r}", param="starting_after")
+    return text
 
 
 def _refund_payload(amount: int | None, reason: str | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from safescan.merchant.webparts import SECURITY_HEADERS, PosState, _form, _statu
 from safescan.merchant.websec import PosRequestRefused, Session, WebRequestRefused
 
 FRESH_SECONDS = 10.0  # the order list reads the institution's newest orders at most this often
+PAGE = 100  # orders a page of the back office's list
 _ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # checkout orders: cs-...
 _AMOUNT = re.compile(r"\d{1,12}(?:[.,]\d{1,4})?")
 
@@ -78,7 +79,10 @@ def parse_filters(form: dict[str, str], minor_units: int) -> Filters:
             text = clean_text(text, field="search text", max_chars=64)
         except CodeError as exc:
             raise PosRequestRefused(exc.message) from None
-    return Filters(state, since, until, low, high, text)
+    after = form.get("starting_after") or None
+    if after is not None and not _ORDER_ID.fullmatch(after):
+        raise PosRequestRefused("starting_after: not an order id")
+    return Filters(state, since, until, low, high, text, PAGE, after)
 
 
 def _order_id(request: Request) -> str:
@@ -129,17 +133,18 @@ def routes(state: PosState, kit: StaffKit) -> list[Route]:
     # --- orders --------------------------------------------------------------------------------
 
     async def orders(request: Request, _sid: str, session: Session) -> Response:
-        keys = ("state", "from", "to", "min", "max", "q")
+        keys = ("state", "from", "to", "min", "max", "q", "starting_after")
         form = {k: request.query_params.get(k, "")[:80] for k in keys}
-        error, status, rows = "", 200, []
+        error, status, more = "", 200, False
+        rows: list[dict[str, Any]] = []
         notice = await fresh()
         try:
-            rows = await asyncio.to_thread(
-                state.journal.search, parse_filters(form, cur.minor_units)
-            )
+            filters = parse_filters(form, cur.minor_units)
+            rows, more = await asyncio.to_thread(state.journal.page, filters)
         except SafescanError as exc:
             error, status = exc.message, 400
-        body = bopages.orders_body(rows, form, error=error, notice=notice)
+        next_after = str(rows[-1]["order_id"]) if more and rows else None
+        body = bopages.orders_body(rows, form, error=error, notice=notice, next_after=next_after)
         return kit.page(body, "Orders", "/static/pos.js", session.csrf, "orders", status)
 
     async def load(oid: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import html_text
@@ -54,9 +54,25 @@ def _field(label: str, name: str, value: str, *, kind: str = "text", extra: str 
 
 
 def orders_body(
-    rows: list[dict[str, Any]], form: dict[str, str], *, error: str = "", notice: str = ""
+    rows: list[dict[str, Any]],
+    form: dict[str, str],
+    *,
+    error: str = "",
+    notice: str = "",
+    next_after: str | None = None,
 ) -> str:
-    """The order list with its search form (state, dates, amounts, text)."""
+    """The order list with its search form (state, dates, amounts, text), a page at a time:
+    ``next_after``, the last order id when older orders follow (the "Older orders" link)."""
+    search = {k: v for k, v in form.items() if v and k != "starting_after"}
+    pages = ""
+    if form.get("starting_after"):
+        pages += f'<a href="/orders?{_e(urlencode(search))}" id="first-page">Newest orders</a> '
+    if next_after is not None:
+        older = urlencode(search | {"starting_after": next_after})
+        pages += f'<a href="/orders?{_e(older)}" id="next-page" rel="next">Older orders</a>'
+    if pages:
+        pages = f'<p class="pages">{pages}</p>'
+
     options = "".join(
         f'<option value="{s}"{" selected" if form.get("state") == s else ""}>{_e(LABELS[s])}</option>'
         for s in STATES
@@ -92,6 +108,7 @@ def orders_body(
     <tbody>{body}</tbody>
   </table>
   </div>
+  {pages}
 </section>
 """
 

@@ -57,7 +57,7 @@ from safescan.merchant.client import (
 )
 from safescan.merchant.config import PosConfig
 from safescan.merchant.input import parse_item
-from safescan.merchant.journal import Journal
+from safescan.merchant.journal import Filters, Journal
 from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.settings import load_terminal, pos_settings
@@ -381,21 +381,29 @@ def _wait(api: MerchantApi, new: Order, journal: Journal, *, quiet: bool) -> dic
 
 @merchant_app.command()
 def orders(
-    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="how many (a page)")] = 20,
+    starting_after: Annotated[
+        str | None,
+        typer.Option(help="the next page: the orders after this order id (the last one shown)"),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """This terminal's recent orders, with their current state at the institution.
+    """This terminal's recent orders, with their current state at the institution, a page at
+    a time (``--starting-after`` the last order id shown for the next page).
 
     Orders whose state could not be asked (the institution is down, or refused) are shown
     from the local journal and marked "may be stale"; the exit status is then 3.
     """
     cfg = _load(config, as_json)
+    if starting_after is not None and not re.fullmatch(r"[A-Za-z0-9._:\-]{1,40}", starting_after):
+        raise _fail(InvalidRequest("not an order id", param="starting_after"), as_json)
     journal = Journal(cfg.journal_path)
     stale: list[str] = []
     problem: str | None = None
+    more = False
     try:
-        rows = journal.recent(limit)
+        rows, more = journal.page(Filters(limit=limit, starting_after=starting_after))
         with MerchantApi(cfg) as api:
             for row in rows:
                 row["stale"] = False
@@ -424,8 +432,17 @@ def orders(
         raise _fail(exc, as_json) from None
     finally:
         journal.close()
+    next_after = str(rows[-1]["order_id"]) if more and rows else None
     if as_json:
-        emit_json({"orders": rows, "stale": stale, **({"error": problem} if problem else {})})
+        emit_json(
+            {
+                "orders": rows,
+                "has_more": more,
+                "next_starting_after": next_after,
+                "stale": stale,
+                **({"error": problem} if problem else {}),
+            }
+        )
         if stale:
             raise typer.Exit(EXIT_STALE)
         return
@@ -448,6 +465,8 @@ def orders(
             term(cur.format(r["refunded"]) if r["refunded"] else "-"),
         )
     console.print(table if rows else "no orders yet")
+    if next_after is not None:
+        console.print(f"older orders: safescan pos orders --starting-after {term(next_after)}")
     if stale:
         err_console.print(
             f"[yellow]warning:[/] {len(stale)} order state(s) could not be checked and may be"

@@ -119,7 +119,8 @@ class Filters:
     min_total: int | None = None
     max_total: int | None = None
     text: str | None = None  # in the order id, the reference or an item name
-    limit: int = 200
+    limit: int = 200  # a page
+    starting_after: str | None = None  # the last order id of the page before
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,23 @@ class Journal:
 
     def search(self, f: Filters) -> list[dict[str, Any]]:
         """Orders matching every given filter, newest first (text: a plain substring, not a
-        pattern: ``%`` and ``_`` match themselves)."""
+        pattern: ``%`` and ``_`` match themselves): one page (:meth:`page`)."""
+        return self.page(f)[0]
+
+    def page(self, f: Filters) -> tuple[list[dict[str, Any]], bool]:
+        """A page of :meth:`search`: at most ``f.limit`` orders, after the order
+        ``f.starting_after`` (a cursor: orders recorded meanwhile neither repeat nor shift the
+        pages), and whether more follow. An unknown cursor: :class:`JournalError`."""
         where: list[str] = ["1 = 1"]
         args: list[Any] = []
+        if f.starting_after is not None:
+            pivot = self._rows(
+                "SELECT created_at, rowid FROM orders WHERE order_id = ?", (f.starting_after,)
+            )
+            if not pivot:
+                raise JournalError(f"no order {f.starting_after} to list after")
+            where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
+            args += [pivot[0][0], pivot[0][0], pivot[0][1]]
         if f.state:
             where.append("state = ?")
             args.append(f.state)
@@ -309,14 +324,15 @@ class Journal:
                 " OR items LIKE ? ESCAPE '\\' OR COALESCE(payment_id, '') LIKE ? ESCAPE '\\')"
             )
             args += [like, like, like, like]
-        args.append(f.limit)
-        return self._docs(
+        args.append(f.limit + 1)
+        rows = self._docs(
             self._rows(
                 f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)}"  # noqa: S608 - constant columns, values bound
                 " ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 tuple(args),
             )
         )
+        return rows[: f.limit], len(rows) > f.limit
 
     def paid_between(self, start: int, end: int) -> list[dict[str, Any]]:
         """Orders paid in ``[start, end)`` (the settlement's day)."""

@@ -420,8 +420,9 @@ class Orders:
         return self.core.db.write(tx)
 
     def page(self, mid: str, *, limit: int, after: str | None) -> OrderPage:
-        """The merchant's orders, newest first; ``after`` is the last order id of the previous
-        page."""
+        """The merchant's orders, newest first, ``limit`` of them; ``after`` is the last order
+        id of the previous page (a cursor: orders made meanwhile are neither repeated nor
+        skipped); ``has_more`` whether older ones follow."""
 
         def q(conn: Connection) -> OrderPage:
             stmt = select(OrderRow).where(OrderRow.merchant_id == mid)
@@ -432,7 +433,9 @@ class Orders:
                     )
                 ).scalar_one_or_none()
                 if pivot is None:
-                    raise UnknownOrder(f"no order {after} for this merchant", param="after")
+                    raise UnknownOrder(
+                        f"no order {after} for this merchant", param="starting_after"
+                    )
                 stmt = stmt.where(OrderRow.pk < pivot)
             rows = conn.execute(stmt.order_by(OrderRow.pk.desc()).limit(limit + 1)).all()
             return OrderPage(tuple(_view(r) for r in rows[:limit]), len(rows) > limit)

@@ -95,10 +95,18 @@ def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
     def list_orders(
         mid: OrdersRead,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        starting_after: Annotated[
+            str | None, Query(min_length=1, max_length=40, pattern=PageAfter)
+        ] = None,
         after: Annotated[str | None, Query(min_length=1, max_length=40, pattern=PageAfter)] = None,
     ) -> dict[str, Any]:
-        """The calling merchant's orders, newest first (page with ``after=<last order id>``)."""
-        return wire.order_page(inst.orders.page(mid, limit=limit, after=after))
+        """The calling merchant's orders, newest first, ``limit`` (1-100) a page: the next page
+        with ``starting_after=<the last order id>`` while ``has_more`` (``after``: the same,
+        its older name)."""
+        if starting_after is not None and after is not None:
+            raise InvalidRequest("give starting_after or after, not both", param="starting_after")
+        cursor = starting_after if starting_after is not None else after
+        return wire.order_page(inst.orders.page(mid, limit=limit, after=cursor))
 
     @router.get("/v1/merchant/refunds")
     def list_refunds(
