@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlencode
 
+from safescan.api import schema
 from safescan.api.errors import Unauthenticated
 from safescan.api.states import Status
 from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
@@ -40,22 +41,7 @@ class Balance:
     display: str | None = None  # a list row's: the amount as shown ("100.00 EUR")
 
 
-@dataclass(frozen=True)
-class _ListedBalance:
-    """A balance in a row of the customer list: ``display`` is always there."""
-
-    currency: str
-    amount: int
-    display: str
-
-
-@dataclass(frozen=True)
-class CarrierState:
-    """One of a customer's key carriers as the institution records it."""
-
-    serial: int
-    status: Status
-    last_counter: int
+CarrierState = schema.CarrierSummary  # one of a customer's key carriers: serial, status ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +62,7 @@ class Customer(Answer, what="customer"):
         """Detail: ``carriers`` a list; list row: ``carriers`` a count, balances with their
         ``display``."""
         if isinstance(doc, dict) and not isinstance(doc.get("carriers"), list):
-            r = fields_of(_CustomerRow, doc, where)
+            r = fields_of(schema.CustomerListed, doc, where)
             held = tuple(Balance(b.currency, b.amount, b.display) for b in r.balances)
             return cls(r.id, r.name, r.status, r.created_at, held, (), r.carriers, doc=doc)
         got = fields_of(cls, doc, where)
@@ -88,18 +74,6 @@ class Customer(Answer, what="customer"):
 
 
 @dataclass(frozen=True)
-class _CustomerRow:
-    """A row of the customer list as it is on the wire."""
-
-    id: str
-    name: str
-    status: Status
-    created_at: int
-    balances: tuple[_ListedBalance, ...]
-    carriers: int
-
-
-@dataclass(frozen=True)
 class CustomerPage(Answer, what="customer list"):
     """One page of customers in id order."""
 
@@ -108,12 +82,8 @@ class CustomerPage(Answer, what="customer list"):
 
 
 @dataclass(frozen=True)
-class EnrollmentToken(Answer, what="enrollment token"):
+class EnrollmentToken(Answer, schema.EnrollmentTokenIssued, what="enrollment token"):
     """A single-use token for enrolling one key carrier of a customer."""
-
-    token: str
-    customer_id: str
-    expires_at: int
 
 
 @dataclass(frozen=True)

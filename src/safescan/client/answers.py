@@ -1,5 +1,7 @@
 """The institution's answers as the client returns them: one frozen dataclass per wire object,
-each built from its JSON in one place (its ``from_json``; the rules: :mod:`.fields`).
+read by the one reader of :mod:`.fields` (the dataclass is the schema). Where the institution's
+JSON has the same fields as its own result, the answer derives from the shared declaration in
+:mod:`safescan.api.schema` and adds only what every answer has (``doc``, ``to_json``).
 
 Orders, payments, refunds and their status lookups, settlement rows, static codes, checkout
 sessions, merchant profiles, a carrier's status, a code's status, the published keys. The
@@ -13,37 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum, unique
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Any, Literal, Self, cast
 
+from safescan.api import schema
 from safescan.api.errors import InstitutionError, error_from_dict
-from safescan.api.states import CheckoutState, CodeState, OrderState, Status
-from safescan.client.fields import Amount, Answer, Parse, one, rows_of, wire
+from safescan.api.schema import Amount
+from safescan.api.states import CheckoutState, OrderState
+from safescan.client.fields import Answer, one, rows_of, wire
 from safescan.code.payment import LineItem
 
-# --- orders -------------------------------------------------------------------------------------
-
-#: an order line in the array form ``[name, quantity, unit_price]`` (checked as in a code)
-CborItem = Annotated[LineItem, Parse(LineItem.from_cbor)]
+# --- orders (the shapes the institution shares: safescan.api.schema) ----------------------------
 
 
 @dataclass(frozen=True)
-class OrderView(Answer, what="order"):
+class OrderView(Answer, schema.OrderView, what="order"):
     """An order as its merchant reads it (``GET`` and ``close``; a row of the order list)."""
-
-    order_id: str
-    merchant_id: str
-    kind: str
-    state: OrderState
-    reference: str | None
-    currency: int  # ISO 4217 numeric
-    total: Amount
-    items: tuple[CborItem, ...]
-    created_at: int
-    expires_at: int
-    paid_at: int | None
-    paid_amount: Amount
-    refunded_amount: Amount
-    payment_id: str | None
 
 
 @dataclass(frozen=True)
@@ -55,14 +41,8 @@ class OrderPage(Answer, what="order list"):
 
 
 @dataclass(frozen=True)
-class StaticCodeIssued(Answer, what="static code"):
+class StaticCodeIssued(Answer, schema.StaticCodeIssued, what="static code"):
     """A sealed static code to print (the customer enters the amount)."""
-
-    merchant_id: str
-    currency: int | None  # None: the customer chooses
-    expires_at: int
-    code: str
-    code_bytes: int
 
 
 # --- payments and refunds -----------------------------------------------------------------------
@@ -117,16 +97,8 @@ class RefundMade(Answer, what="refund"):
 
 
 @dataclass(frozen=True)
-class RefundRecord(Answer, what="refund list"):
+class RefundRecord(Answer, schema.RefundView, what="refund list"):
     """A refund in the merchant's refund list (``GET /v1/merchant/refunds``)."""
-
-    refund_id: str
-    payment_id: str
-    order_id: str
-    amount: Amount
-    currency: int
-    reason: str | None
-    created_at: int
 
 
 @unique
@@ -189,20 +161,9 @@ class PaymentLookup(_Lookup, what="payment lookup"):
 
 
 @dataclass(frozen=True)
-class SettlementRow(Answer, what="settlement"):
+class SettlementRow(Answer, schema.SettlementRow, what="settlement"):
     """One merchant's day in one currency (amounts in minor units; ``currency`` the ISO 4217
     alpha code)."""
-
-    date: str
-    merchant_id: str
-    merchant_name: str
-    settlement_account: str
-    currency: str
-    payments: Amount  # how many
-    gross: Amount
-    refunds: Amount  # how many
-    refunded: Amount
-    net: int  # gross - refunded
 
 
 def settlement_rows(doc: object) -> tuple[SettlementRow, ...]:
@@ -214,72 +175,30 @@ def settlement_rows(doc: object) -> tuple[SettlementRow, ...]:
 
 
 @dataclass(frozen=True)
-class MerchantProfile(Answer, what="merchant"):
+class MerchantProfile(Answer, schema.MerchantProfile, what="merchant"):
     """A merchant as the institution records it (its API public key, never a secret)."""
 
-    id: str
-    name: str
-    city: str
-    country: str
-    mcc: int
-    settlement_account: str
-    api_public_key: bytes
-    webhook_url: str | None
-    status: Status
-    created_at: int
-
 
 @dataclass(frozen=True)
-class CarrierStatus(Answer, what="carrier"):
+class CarrierStatus(Answer, schema.CarrierStatus, what="carrier"):
     """A key carrier's status after a change (revocation)."""
 
-    serial: int
-    status: Status
-
 
 @dataclass(frozen=True)
-class CodeStatus(Answer, what="code status"):
+class CodeStatus(Answer, schema.CodeStatus, what="code status"):
     """What a wallet may learn of a code before paying it (no amounts, no payer)."""
-
-    state: CodeState
-    merchant_status: Status
-    order_state: OrderState | None
-    expires_at: int
 
 
 # --- the published keys -------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class RootKey:
-    """A root signing key (a trust anchor): key id and Ed25519 public key."""
-
-    kid: int
-    public_key: bytes
+RootKey = schema.RootKey  # a root signing key (a trust anchor): key id, Ed25519 public key
+SchemeKey = schema.SchemeKeyInfo  # a live scheme key
 
 
 @dataclass(frozen=True)
-class SchemeKey:
-    """A live scheme key: dynamic codes are sealed to the ``current`` one, static codes to
-    ``current_static``; each opens codes until its ``retire_at``."""
-
-    kid: int
-    public_key: bytes
-    retire_at: int | None
-    current: bool
-    use: str  # "dynamic" or "static"
-    current_static: bool
-
-
-@dataclass(frozen=True)
-class PublicKeys(Answer, what="key list"):
+class PublicKeys(Answer, schema.PublicKeys, what="key list"):
     """``GET /v1/keys``: the root keys, the live scheme keys, the signed scheme key list (CBOR;
     verify before use) and the current epoch."""
-
-    root_keys: tuple[RootKey, ...]
-    scheme_keys: tuple[SchemeKey, ...]
-    scheme_key_list: bytes
-    epoch: int
 
 
 # --- checkout sessions --------------------------------------------------------------------------

@@ -6,8 +6,8 @@ by its field types (resolved once per class): ``str`` is text, ``int`` an intege
 boolean or a float), ``bool`` a boolean, ``bytes`` standard base64 text, a ``StrEnum`` one of
 its values, ``Literal[...]`` one of those, ``X | None`` X or ``null``, ``tuple[X, ...]`` an
 array of X, ``dict`` an object, ``Any`` anything, a dataclass an object read the same way.
-``Annotated`` adds a rule (:class:`Parse`, :class:`Check`, e.g. :data:`Amount`); the field
-metadata :func:`wire` renames a field's key, reads it from the enclosing object (:data:`SAME`)
+``Annotated`` adds a rule (``Parse``, ``Check``, ``Amount`` of :mod:`safescan.api.schema`); the
+field metadata :func:`wire` renames a field's key, reads it from the enclosing object (:data:`SAME`)
 or leaves it off the wire. A field with a default may be absent.
 
 * anything else is :class:`~safescan.client.errors.InstitutionProtocolError`, naming the
@@ -42,6 +42,7 @@ from typing import (
     get_type_hints,
 )
 
+from safescan.api.schema import Check, Parse
 from safescan.client.errors import InstitutionProtocolError
 from safescan.code.errors import SafescanError
 
@@ -64,31 +65,6 @@ class _Bad(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class Parse:
-    """``Annotated`` rule: read the JSON value with ``fn`` instead of by its type (``fn`` raises
-    :class:`~safescan.code.errors.SafescanError`, ``ValueError`` or ``TypeError``)."""
-
-    fn: Callable[[Any], Any]
-
-
-@dataclass(frozen=True)
-class Check:
-    """``Annotated`` rule: the value read must pass ``test``, else the field ``fails``."""
-
-    test: Callable[[Any], bool]
-    fails: str
-
-
-def max_bytes(n: int) -> Check:
-    """At most ``n`` bytes (a base64 field's decoded size)."""
-    return Check(lambda b: len(b) <= n, f"is longer than {n} bytes")
-
-
-#: an amount or a count in minor units: never negative
-Amount = Annotated[int, Check(lambda v: v >= 0, "is negative")]
 
 
 def wire(key: str | None, *, required: bool = False) -> dict[str, object]:
@@ -336,13 +312,9 @@ def _make_reader(hint: Any) -> Reader:
 
 __all__ = [
     "SAME",
-    "Amount",
     "Answer",
-    "Check",
-    "Parse",
     "fields_of",
     "malformed",
-    "max_bytes",
     "one",
     "read",
     "rows_of",

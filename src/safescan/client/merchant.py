@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from safescan.api.errors import InvalidRequest
+from safescan.api.schema import Amount
 from safescan.api.standard_webhooks import ID_PATTERN
 from safescan.api.states import OrderState
 from safescan.client.answers import (
@@ -55,7 +56,7 @@ from safescan.client.answers_merchant import (
 from safescan.client.credentials import MerchantCredential, auth_headers
 from safescan.client.errors import InstitutionProtocolError, OutcomeUnknown
 from safescan.client.events import EventStream
-from safescan.client.fields import Amount, Answer, rows_of, wire
+from safescan.client.fields import Answer, rows_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc, decode_object
 from safescan.client.http import encode_json as encode_json
 from safescan.client.public import KeyService, RevocationService

@@ -15,18 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+from safescan.api import schema
 from safescan.api.encoding import b64e
 from safescan.api.errors import NotFound
+from safescan.api.schema import Check, max_bytes
 from safescan.api.wire import PaymentRequest
 from safescan.client.answers import CodeStatus, PaymentLookup, PaymentMade
-from safescan.client.fields import Answer, Check, max_bytes
+from safescan.client.fields import Answer
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService, RevocationService
 from safescan.client.retry import send_until_known
-
-#: a base64 field of at most 8 KiB (a certificate, a bundle) or 4 KiB (a sealed KEY UPDATE)
-Blob = Annotated[bytes, max_bytes(8192)]
-SealedUpdate = Annotated[bytes, max_bytes(4096)]
 
 
 class PaymentService:
@@ -94,26 +92,15 @@ class CodeService:
 
 
 @dataclass(frozen=True)
-class Enrolled(Answer, what="enrollment"):
-    """The institution's answer to an enrollment."""
-
-    certificate: Blob  # the carrier's certificate (CBOR)
-    bundle: Blob  # the sealed provisioning bundle for PERSONALIZE
-    carrier_serial: int
-    customer_id: str | None
-    key_update: SealedUpdate | None  # the first sealed KEY UPDATE, if any
-    model: str  # the carrier model the attestation named
-    epoch: int  # the scheme-key epoch the KEY UPDATE brings the carrier to
+class Enrolled(Answer, schema.CarrierEnrolled, what="enrollment"):
+    """The institution's answer to an enrollment: the carrier's certificate (CBOR), the sealed
+    provisioning bundle for PERSONALIZE, the first sealed KEY UPDATE."""
 
 
 @dataclass(frozen=True)
-class KeyUpdate(Answer, what="key update"):
+class KeyUpdate(Answer, schema.CarrierKeyUpdate, what="key update"):
     """The KEY UPDATE sealed to a carrier, to the current ``epoch`` (``key_update`` None: the
     carrier is up to date)."""
-
-    carrier_serial: int
-    epoch: int
-    key_update: SealedUpdate | None
 
 
 @dataclass(frozen=True)

@@ -2,50 +2,28 @@
 
 Computed from the ledger's immutable transfers (``payment`` transfers credit the merchant,
 ``refund`` transfers debit it), so the report always agrees with the ledger. :class:`Settlement`
-answers the API and the command line; each row is a frozen :class:`SettlementRow`.
+answers the API and the command line; each row is a frozen
+:class:`~safescan.api.schema.SettlementRow` (the client reads the same one).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import aliased
 
 from safescan.api.errors import InvalidRequest
+from safescan.api.schema import SETTLEMENT_COLUMNS
+from safescan.api.schema import SettlementRow as SettlementRow
 from safescan.code.currency import currency as lookup_currency
 from safescan.institution.db import Database
 from safescan.institution.ledger import MERCHANT
 from safescan.institution.models import Account, MerchantRow, Transfer
-
-
-@dataclass(frozen=True)
-class SettlementRow:
-    """One merchant's day in one currency (amounts in minor units)."""
-
-    date: str
-    merchant_id: str
-    merchant_name: str
-    settlement_account: str
-    currency: str
-    payments: int  # how many
-    gross: int
-    refunds: int  # how many
-    refunded: int
-    net: int  # gross - refunded
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (the columns in order)."""
-        return dataclasses.asdict(self)
-
-
-COLUMNS = [f.name for f in dataclasses.fields(SettlementRow)]
 
 
 def day_bounds(day: str) -> tuple[int, int]:
@@ -135,7 +113,7 @@ def _cell(value: Any) -> Any:
 def to_csv(rows: Sequence[SettlementRow]) -> str:
     """The report as CSV with a header line."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=SETTLEMENT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _cell(v) for k, v in r.to_dict().items()})

@@ -2,33 +2,36 @@
 
 They carry values (bytes as bytes, states as enums), not JSON and not HTTP: the JSON form of each
 is :mod:`safescan.institution.wire`, which the HTTP layer answers with and the Idempotency-Key
-records keep (so a replayed answer is the first one, byte for byte).
+records keep (so a replayed answer is the first one, byte for byte). The results whose JSON
+has the same fields are declared once for the institution and its clients in
+:mod:`safescan.api.schema` and re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safescan.api.states import CheckoutState, CodeState, OrderState, Status
+from safescan.api.schema import (
+    CarrierEnrolled,
+    CarrierKeyUpdate,
+    CarrierStatus,
+    CarrierSummary,
+    CodeStatus,
+    CustomerListed,
+    EnrollmentTokenIssued,
+    MerchantProfile,
+    Money,
+    OrderView,
+    PublicKeys,
+    RefundView,
+    RootKey,
+    SchemeKeyInfo,
+    StaticCodeIssued,
+)
+from safescan.api.states import CheckoutState, OrderState, Status
 from safescan.code.payment import LineItem
 
 # --- merchants ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MerchantProfile:
-    """A merchant's record (its API public key, never a secret)."""
-
-    id: str
-    name: str
-    city: str
-    country: str
-    mcc: int
-    settlement_account: str
-    api_public_key: bytes
-    webhook_url: str | None
-    status: Status
-    created_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +55,6 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
-class CarrierSummary:
-    """A key carrier as its customer's record lists it."""
-
-    serial: int
-    status: Status
-    last_counter: int
-
-
-@dataclass(frozen=True, slots=True)
 class CustomerAccount:
     """A customer with its balances and key carriers."""
 
@@ -70,45 +64,6 @@ class CustomerAccount:
     created_at: int
     balances: tuple[Balance, ...]
     carriers: tuple[CarrierSummary, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EnrollmentTokenIssued:
-    """A single-use enrollment token (shown once; only its hash is kept)."""
-
-    token: str
-    customer_id: str
-    expires_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class CarrierEnrolled:
-    """An enrolled carrier: its certificate, sealed provisioning bundle and first KEY UPDATE."""
-
-    carrier_serial: int
-    customer_id: str
-    certificate: bytes
-    bundle: bytes
-    model: str
-    epoch: int
-    key_update: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CarrierKeyUpdate:
-    """The sealed KEY UPDATE to the current epoch (None: the carrier is up to date)."""
-
-    carrier_serial: int
-    epoch: int
-    key_update: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class CarrierStatus:
-    """A carrier's status after a change (revocation)."""
-
-    serial: int
-    status: Status
 
 
 # --- orders and codes --------------------------------------------------------------------------
@@ -140,52 +95,11 @@ class PrecreatedOrder:
 
 
 @dataclass(frozen=True, slots=True)
-class StaticCodeIssued:
-    """A sealed static (printed) code."""
-
-    merchant_id: str
-    currency: int | None
-    expires_at: int
-    code: str
-    code_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class OrderView:
-    """An order as its merchant sees it."""
-
-    order_id: str
-    merchant_id: str
-    kind: str
-    state: OrderState
-    reference: str | None
-    currency: int
-    total: int
-    items: tuple[LineItem, ...]
-    created_at: int
-    expires_at: int
-    paid_at: int | None
-    paid_amount: int
-    refunded_amount: int
-    payment_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class OrderPage:
     """A page of a merchant's orders, newest first."""
 
     orders: tuple[OrderView, ...]
     has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CodeStatus:
-    """What a wallet may learn of a code before paying it (no amounts, no payer)."""
-
-    state: CodeState
-    merchant_status: Status
-    order_state: OrderState | None
-    expires_at: int
 
 
 # --- payments and refunds ----------------------------------------------------------------------
@@ -234,52 +148,7 @@ class RefundMade:
     created_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class RefundView:
-    """A refund as its merchant sees it (``GET /v1/merchant/refunds``)."""
-
-    refund_id: str
-    payment_id: str
-    order_id: str
-    amount: int
-    currency: int
-    reason: str | None
-    created_at: int
-
-
 # --- the institution's public keys -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RootKey:
-    """A root signing key (a trust anchor)."""
-
-    kid: int
-    public_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SchemeKeyInfo:
-    """A live scheme key: dynamic codes are sealed to the ``current`` one (the epoch's), static
-    codes to ``current_static``; every live key opens codes until its ``retire_at``."""
-
-    kid: int
-    public_key: bytes
-    retire_at: int | None
-    current: bool
-    use: str  # "dynamic" (an epoch key) or "static"
-    current_static: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PublicKeys:
-    """The public trust anchors, and the scheme keys signed under the root key (terminals cache
-    the list to seal offline)."""
-
-    root_keys: tuple[RootKey, ...]
-    scheme_keys: tuple[SchemeKeyInfo, ...]
-    scheme_key_list: bytes
-    epoch: int
 
 
 # --- checkout sessions (domain.checkout) ------------------------------------------------------
@@ -321,28 +190,6 @@ class HostedCheckout:
 
 
 # --- customer accounts as their readers see them, trusted manufacturers ------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An amount as a person reads it: ISO 4217 alpha code (the numeric code as text when the
-    currency is unknown), minor units, the formatted amount."""
-
-    currency: str
-    amount: int
-    display: str
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerListed:
-    """A customer in the administrator's list: balances and how many carriers it has."""
-
-    id: str
-    name: str
-    status: Status
-    created_at: int
-    balances: tuple[Money, ...]
-    carriers: int
 
 
 @dataclass(frozen=True, slots=True)
