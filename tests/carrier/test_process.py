@@ -26,7 +26,7 @@ from safescan.carrier.provision import personalize
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
 from safescan.carrier.transport import Control, open_transport
 from safescan.carrier.transport.serial import T_APDU, FrameDecoder, encode_frame
-from safescan.procs import free_port
+from safescan.procs import free_port, release_port
 
 from .conftest import PIN
 
@@ -130,6 +130,7 @@ def test_timeout_when_carrier_hangs() -> None:
     server = socket.socket()
     port = free_port()  # (a bare bind to port 0 could take a port another test reserved)
     server.bind(("127.0.0.1", port))
+    release_port(port)  # bound: the kernel holds it now
     server.listen(1)
     accepted: list[socket.socket] = []
     t = threading.Thread(target=lambda: accepted.append(server.accept()[0]))

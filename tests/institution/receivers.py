@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from safescan.procs import free_port, release_port
+
 SEND_CAP = 256 * 1024 * 1024  # an "endless" sender gives up after this much
 
 
@@ -66,7 +68,9 @@ class Listener:
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        port = free_port()  # (a bare port 0 could be one another test process reserved)
+        self.sock.bind(("127.0.0.1", port))
+        release_port(port)  # bound now: the reservation's descriptor is not needed any more
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
