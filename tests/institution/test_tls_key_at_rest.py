@@ -189,3 +189,40 @@ def test_tls_init_refuses_a_passphrase_that_is_not_the_institutions(tmp_path: Pa
         passphrase=PASSPHRASE.encode(),
     )  # fmt: skip
     _signed_by_ca(tmp_path / "pos.pem", site.tls.ca_cert)
+
+
+def test_tls_seal_seals_an_older_sites_clear_ca_key(tmp_path: Path) -> None:
+    """``tls seal``: a wrong passphrase (or none) is refused and leaves the clear key as it
+    was; the right one seals it (the same key, now only with the passphrase); again: nothing
+    to do, but a wrong passphrase is still refused."""
+    db_url = f"sqlite:///{tmp_path / 'institution.db'}"
+    init_db(db_url, tmp_path / "keys")
+    site = Site(db_url, tmp_path / "keys")
+    key = pki.load_ca_key(site.tls, PASSPHRASE.encode())
+    pki.write_private(site.tls.ca_key, pki.key_pem(key))  # as an older release left it
+    clear = site.tls.ca_key.read_bytes()
+    for wrong in (None, "wrong passphrase 2", PASSPHRASE + " "):
+        out = _tls_cli(site, "seal", passphrase=wrong)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "key_file_error" in out.stdout or "config_error" in out.stdout, out.stdout
+        assert site.tls.ca_key.read_bytes() == clear  # nothing changed
+    out = _tls_cli(site, "seal")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["sealed_now"] is True
+    assert pki.ca_key_sealed(site.tls)
+    data = site.tls.ca_key.read_bytes()
+    assert data.startswith(b"-----BEGIN SAFESCAN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(ValueError):  # no clear PEM key left in the file
+        serialization.load_pem_private_key(data, None)
+    assert pki.load_ca_key(site.tls, PASSPHRASE.encode()).public_key() == key.public_key()
+    with pytest.raises(KeyFileError):
+        pki.load_ca_key(site.tls)
+    sealed = site.tls.ca_key.read_bytes()
+    out = _tls_cli(site, "seal")
+    assert out.returncode == 0 and json.loads(out.stdout)["sealed_now"] is False
+    out = _tls_cli(site, "seal", passphrase="wrong passphrase 3")
+    assert out.returncode == 2 and "key_file_error" in out.stdout
+    assert site.tls.ca_key.read_bytes() == sealed
+    out = _tls_cli(site, "issue")
+    assert out.returncode == 0, out.stdout + out.stderr
+    _signed_by_ca(site.tls.server_cert, site.tls.ca_cert)

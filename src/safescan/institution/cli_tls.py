@@ -66,7 +66,7 @@ def tls_init(
         passphrase = load_passphrase(site.keystore.passphrase_file)
         store = KeyStore(key_dir)
         if store.exists():  # the institution's own passphrase, not a mistyped one
-            store.check_passphrase(passphrase)
+            store.open_secret(passphrase)
         made = init_tls(site, key_dir, passphrase)
         info = {**made.describe(), **_describe(str(made.files.certfile))}
     except SafescanError as exc:
@@ -113,6 +113,37 @@ def tls_issue(
         return
     typer.echo(f"new server certificate {info['server_cert']} valid until {info['not_after']};")
     typer.echo("restart `safescan institution serve` to present it")
+
+
+@tls_app.command("seal")
+def tls_seal(
+    db: DbOpt = None,
+    keys: KeysOpt = None,
+    config: ConfigOpt = None,
+    passphrase_file: PassOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seal a CA key an older release wrote in clear under the institution's passphrase (the
+    passphrase must open the key directory); a sealed one must open under it, and is left as
+    it is."""
+    from safescan.institution.keystore import KeyStore, load_passphrase
+    from safescan.institution.tls_setup import default_tls_dir
+    from safescan.web.pki import seal_ca_key
+
+    site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
+    try:
+        passphrase = load_passphrase(site.keystore.passphrase_file)
+        KeyStore(site.key_dir()).open_secret(passphrase)  # the institution's, not a typo
+        target = default_tls_dir(site.key_dir())
+        info = {"ca_key": str(target.ca_key), "sealed_now": seal_ca_key(target, passphrase)}
+    except SafescanError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        emit_json(info)
+        return
+    done = "sealed under the passphrase" if info["sealed_now"] else "was already sealed"
+    typer.echo(f"{info['ca_key']}: {done}")
 
 
 @tls_app.command("show")

@@ -200,11 +200,6 @@ class KeyStore:
             ring.add(SchemeKey.load(self.path / f"scheme-{int(kid)}.json", passphrase))
         return InstitutionKeys(root_kid, root, ring, self._load_secret(passphrase))
 
-    def check_passphrase(self, passphrase: bytes) -> None:
-        """:class:`KeyFileError` unless ``passphrase`` opens this store (its server secret):
-        before something else is sealed under it (the TLS CA's key)."""
-        self._load_secret(passphrase)
-
     def _load_root(
         self, index: dict[str, Any], kid: int, passphrase: bytes, token: TokenSettings | None
     ) -> Signer:

@@ -289,6 +289,20 @@ def load_ca_key(ca_dir: TlsDir, passphrase: bytes | None = None) -> ec.EllipticC
     return key
 
 
+def seal_ca_key(ca_dir: TlsDir, passphrase: bytes) -> bool:
+    """Seal a CA key written in clear (by an older release) under ``passphrase``, atomically;
+    True if it was sealed now, False if it already was (it must then open under
+    ``passphrase``: :class:`KeyFileError` otherwise). The CA key is read back before the
+    function returns."""
+    key = load_ca_key(ca_dir, passphrase)
+    if ca_key_sealed(ca_dir):
+        return False
+    write_private(ca_dir.ca_key, ca_key_file(key, passphrase))
+    if load_ca_key(ca_dir, passphrase).public_key() != key.public_key():
+        raise TlsTrustError(f"{ca_dir.ca_key} did not read back as the key just sealed")
+    return True
+
+
 def issue_server_cert(
     target: TlsDir, names: tuple[str, ...] | list[str], *, passphrase: bytes | None = None
 ) -> x509.Certificate:
