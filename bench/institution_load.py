@@ -316,6 +316,12 @@ def main() -> None:
         default="file",
         help="root signing key in the key directory or in a throwaway SoftHSM2 token",
     )
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="one more argument for `institution serve` (repeatable), e.g. --no-access-log",
+    )
     add_tls_option(ap)
     args = ap.parse_args()
     # One API process is fastest here for both stores: on 2 cores shared with PostgreSQL and
@@ -351,7 +357,14 @@ def main() -> None:
             server = ServerProcess(
                 db_url,
                 keys,
-                extra=["--workers", str(workers), "--no-webhooks", "--merchant-rate", "0"],
+                extra=[
+                    "--workers",
+                    str(workers),
+                    "--no-webhooks",
+                    "--merchant-rate",
+                    "0",
+                    *args.server_arg,
+                ],
                 tls=args.tls,  # HTTPS by default, as deployed: the figures include TLS
             ).start()
             assert server.proc is not None

@@ -90,3 +90,56 @@ def test_bad_settings_are_refused() -> None:
         obslog.configure("verbose")
     with pytest.raises(ValueError, match="log format"):
         obslog.configure("info", "xml")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"method": "POST", "route": "/v1/payments", "status": 201, "duration_ms": 3.41,
+         "caller": "wallet", "client": "127.0.0.1", "error": None},
+        {"method": "GET", "route": "<unmatched>", "status": None, "duration_ms": 0.0,
+         "caller": "unknown", "client": None, "error": None},
+        {"method": "OTHER", "route": "/v1/merchant/orders/{order_id}", "status": 409,
+         "duration_ms": 1234.5, "caller": "merchant", "client": "::1",
+         "error": "order_not_payable"},
+        {"method": "POST", "route": "/v1/payments", "status": 400, "duration_ms": 0.07,
+         "caller": "wallet", "client": "10.0.0.1", "error": "invalid_request"},
+    ],
+)  # fmt: skip
+def test_the_access_line_renderer_writes_what_structlog_writes(
+    stream: io.StringIO, fields: dict[str, object]
+) -> None:
+    """The access line is rendered directly (one per request, the hot path): the same JSON
+    object, key for key and in the same order, as the configured structlog logger writes."""
+    name = "safescan.institution.access"
+    token = obslog.set_request_id("req_0123456789abcdef")
+    try:
+        obslog.get_logger(name).info("request", **fields)
+    finally:
+        obslog.reset_request_id(token)
+    logged = stream.getvalue().splitlines()[-1]
+    direct = obslog.access_line(name, dict(fields), "req_0123456789abcdef")
+    assert direct.endswith("\n") and "\n" not in direct[:-1]
+    a, b = json.loads(logged), json.loads(direct)
+    assert list(a) == list(b)  # same keys, same order
+    a_ts, b_ts = a.pop("ts"), b.pop("ts")
+    assert a == b
+    assert len(a_ts) == len(b_ts) and a_ts.endswith("Z") and b_ts.endswith("Z")
+    assert b_ts[:10] == a_ts[:10] and b_ts[10] == "T"
+    # the same text but for the time stamp
+    assert logged.replace(a_ts, "TS") == direct[:-1].replace(b_ts, "TS")
+
+
+def test_the_access_line_goes_through_structlog_when_not_json() -> None:
+    """Only the json format (at info or below) uses the direct renderer; console lines and a
+    level above info go through the configured logger as before."""
+    buf = io.StringIO()
+    try:
+        obslog.configure("info", "console", stream=buf, stdlib=False)
+        assert not obslog._configured["access_json"]
+        obslog.configure("warning", "json", stream=buf, stdlib=False)
+        assert not obslog._configured["access_json"]
+        obslog.configure("debug", "json", stream=buf, stdlib=False)
+        assert obslog._configured["access_json"]
+    finally:
+        obslog.configure("info", "json", stdlib=False)

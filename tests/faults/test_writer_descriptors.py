@@ -103,13 +103,27 @@ INJECTED = [
 
 
 @pytest.mark.parametrize(("exc", "says"), INJECTED)
-@pytest.mark.parametrize("where", ["lock", "connect"])
+@pytest.mark.parametrize("where", ["lock", "connection", "connect"])
 def test_any_error_of_one_batch_fails_only_that_batch(
     db: Database, exc: BaseException, says: str, where: str
 ) -> None:
     assert db.write(_put("warm")) == "warm"  # the writer runs
     committer = db._writer()
-    target, attr = (committer, "_lock") if where == "lock" else (db.engine, "connect")
+    if where == "connect":
+        # the writer keeps its connection between batches: a failed batch drops it, so the
+        # next batch checks a new one out of the pool (engine.connect), which fails here
+        with (
+            _Once(committer, "_lock", RuntimeError("drop the kept connection")),
+            pytest.raises(StorageError),
+        ):
+            db.write(_put("dropped"))
+        committer.failed_batches -= 1  # that one was only the set-up of this case
+    targets = {
+        "lock": (committer, "_lock"),
+        "connection": (committer, "_connection"),
+        "connect": (db.engine, "connect"),
+    }
+    target, attr = targets[where]
     with _Once(target, attr, exc):
         futures = [db.submit(_put(f"lost{i}")) for i in range(3)]
         for fut in futures:
@@ -189,6 +203,62 @@ def test_a_write_error_is_handed_to_its_caller_and_the_rest_commit(db: Database)
         futs[1].result(10)
     assert _names(db) == {"a", "b"}
     assert db.writer_status()["failed_batches"] == 0
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        pytest.param(lambda: KeyError("a refusal"), id="exception"),
+        pytest.param(
+            lambda: OperationalError("INSERT", {}, Exception("unable to open a journal file")),
+            id="database-error",
+        ),
+    ],
+)
+def test_a_lone_write_that_fails_half_way_leaves_nothing(
+    db: Database, fail: Callable[[], BaseException]
+) -> None:
+    """A group of one write runs without a savepoint: when it fails after some of its
+    statements, the whole transaction is rolled back (nothing of it stays), its caller gets its
+    error, and the writer goes on (the next write commits on the same kept connection)."""
+    db.write(_put("warm"))
+    committer = db._writer()
+    kept = committer._conn
+
+    def half(conn: Connection) -> None:
+        conn.execute(insert(Counter).values(name="half", value=1))
+        sql.run(conn, "INSERT INTO counters (name, value) VALUES ('raw-half', 1)", {})
+        raise fail()
+
+    with pytest.raises((KeyError, StorageError)):
+        db.write(half)
+    assert _names(db) == {"warm"}
+    assert db.write(_put("next")) == "next"
+    assert _names(db) == {"warm", "next"}
+    assert committer._conn is kept and committer.failed_batches == 0
+
+
+def test_the_writer_keeps_its_connection_between_batches_and_drops_it_after_an_error(
+    db: Database,
+) -> None:
+    db.write(_put("a"))
+    committer = db._writer()
+    kept = committer._conn
+    assert kept is not None and not kept.closed
+    for i in range(3):
+        db.write(_put(f"b{i}"))
+    assert committer._conn is kept  # no pool checkout per group
+    with (
+        _Once(committer, "_commit", RuntimeError("after the statements")),
+        pytest.raises(StorageError),
+    ):
+        db.write(_put("lost"))
+    assert kept.closed  # given back to the pool, not reused after a failed batch
+    assert db.write(_put("c")) == "c"
+    assert committer._conn is not None and committer._conn is not kept
+    assert _names(db) == {"a", "b0", "b1", "b2", "c"}
+    db.dispose()
+    assert committer._conn is None  # the writer gave it back when it stopped
 
 
 @pytest.mark.parametrize("kill", [SystemExit, KeyboardInterrupt, GeneratorExit])

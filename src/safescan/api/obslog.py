@@ -21,6 +21,7 @@ secret (``authorization``, ``token``, ``pin``, ``secret``, ``password``, ``passp
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -186,7 +188,8 @@ def configure(
         logger_factory=structlog.WriteLoggerFactory(file=_SINK),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    _configured.update(level=level, fmt=fmt)
+    # the access line's own renderer (access_line) writes what this configuration would
+    _configured.update(level=level, fmt=fmt, access_json=fmt == "json" and numeric <= logging.INFO)
     if not stdlib:
         return
     handler = logging.StreamHandler(_SINK)
@@ -213,6 +216,19 @@ def configure(
     access = logging.getLogger("safescan.institution.access")
     access.handlers = []
     access.propagate = True
+
+
+def access_line(logger: str, fields: dict[str, Any], request_id: str) -> str:
+    """The access line of one request, rendered directly: the same JSON object, key for key and
+    in the same order, as ``get_logger(logger).info("request", **fields)`` writes with the
+    ``json`` format (``configure``), at a fraction of the cost (one line per request). The
+    fields' names hold no secret (``scrub`` would leave them), ``request_id`` is the request's."""
+    event: dict[str, Any] = {"logger": logger, **fields}
+    event["event"] = "request"
+    event["level"] = "info"
+    event["ts"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    event["request_id"] = request_id
+    return json.dumps(event) + "\n"
 
 
 def get_logger(name: str) -> Any:
@@ -275,7 +291,8 @@ class RequestLog:
         self.exact_routes = dict(exact_routes or {})
         self._exact = frozenset(self.exact_routes)
         self.default_caller = default_caller
-        self.log = get_logger(f"safescan.{service}.access")
+        self.log_name = f"safescan.{service}.access"
+        self.log = get_logger(self.log_name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -322,16 +339,19 @@ class RequestLog:
                     scope, self.default_caller if route != UNMATCHED else "unknown"
                 )
                 client = scope.get("client")
-                self.log.info(
-                    "request",
-                    method=method,
-                    route=route,
-                    status=status or None,  # None: no response (client gone, or a crash)
-                    duration_ms=round(elapsed * 1000, 2),
-                    caller=caller,
-                    client=client[0] if client else None,
-                    error=error,
-                )
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status or None,  # None: no response (client gone, or a crash)
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "caller": caller,
+                    "client": client[0] if client else None,
+                    "error": error,
+                }
+                if _configured.get("access_json"):
+                    _SINK.write(access_line(self.log_name, fields, rid))
+                else:
+                    self.log.info("request", **fields)
             _request_id.reset(token)
 
 
@@ -342,6 +362,7 @@ __all__ = [
     "Observer",
     "RequestLog",
     "accept_request_id",
+    "access_line",
     "caller_from_tags",
     "configure",
     "current_request_id",

@@ -58,10 +58,14 @@ _RELEASE = "RELEASE safescan_write"
 Work = tuple[Callable[[Connection], Any], Future[Any], float]
 
 
-def _rollback_to_savepoint(raw: sqlite3.Connection) -> None:
-    """Undo one write function's statements; the group's other writes stay."""
-    raw.execute("ROLLBACK TO safescan_write")
-    raw.execute(_RELEASE)
+def _undo(raw: sqlite3.Connection, savepoint: bool) -> None:
+    """Undo one write function's statements: to its savepoint (the group's other writes stay)
+    or, for a lone write (no savepoint), the whole transaction."""
+    if savepoint:
+        raw.execute("ROLLBACK TO safescan_write")
+        raw.execute(_RELEASE)
+    else:
+        raw.rollback()
 
 
 def batch_error(exc: BaseException, *, committing: bool) -> StorageError:
@@ -113,6 +117,9 @@ class GroupCommitter:
         self.crashed: str | None = None  # why the thread ended, if it ended on its own
         # checkpoints in their own thread, not inside a commit (safescan.institution.wal)
         self._wal = WalCheckpointer(database) if database else None
+        # the writer's connection, kept from one batch to the next (a pool checkout and return
+        # per group cost more than a small group's statements); dropped after any batch error
+        self._conn: Connection | None = None
         self._thread = threading.Thread(target=self._run, name="safescan-writer", daemon=True)
         self._thread.start()
 
@@ -182,12 +189,14 @@ class GroupCommitter:
                     while not self._wake.empty():  # wake-ups for writes already seen
                         self._wake.get_nowait()
                     if not pending:  # closed, and nothing left
+                        self._drop_connection()
                         return
                 while pending and len(batch) < self.max_batch:
                     batch.append(pending.popleft())
                 self._run_batch(batch)
                 batch = []
         except BaseException as exc:  # noqa: BLE001 - recorded; health reports a dead writer
+            self._drop_connection()
             self.crashed = f"{type(exc).__name__}: {exc}"[:200]
             log.critical("the database writer thread stopped: %s", type(exc).__name__)
             failed = batch
@@ -241,6 +250,7 @@ class GroupCommitter:
     def _fail(
         self, batch: list[Work], exc: BaseException, *, committing: bool, started: bool
     ) -> None:
+        self._drop_connection()  # the next batch starts on a fresh connection
         self.failed_batches += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:200]
         self.last_error_at = time.monotonic()
@@ -265,58 +275,91 @@ class GroupCommitter:
                 raise
         raise StorageError("the database stayed busy; retry later")  # pragma: no cover
 
-    def _once(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
-        with self.engine.connect() as conn:
-            record = conn.connection
-            raw = record.driver_connection
-            assert isinstance(raw, sqlite3.Connection)
-            wal = self._wal
-            if wal is not None and not record.info.get("safescan_wal"):
-                raw.execute(NO_AUTOCHECKPOINT)
-                record.info["safescan_wal"] = True
-            # The transaction is driven on the driver's connection (BEGIN IMMEDIATE, a
-            # SAVEPOINT per write, COMMIT): SQLAlchemy's begin() and commit() cost more than a
-            # payment's statements. A write function that runs a SQLAlchemy statement makes
-            # SQLAlchemy begin its own (logical) transaction; db._sqlite_begin then sends
-            # nothing, since WRITER_TX says this connection is inside the writer's.
-            self._begin(conn)
-            record.info[WRITER_TX] = True
+    def _connection(self) -> Connection:
+        """The writer's connection: the one kept from the last batch, or a new one."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            self._drop_connection()
+            conn = self._conn = self.engine.connect()
+        return conn
+
+    def _drop_connection(self) -> None:
+        """Give the kept connection back to the pool (after an error, or when stopping): the
+        next batch starts on a fresh checkout, as after any failure before."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                for fn, fut, _ in batch:
+                conn.close()
+            except Exception as exc:  # noqa: BLE001 - a broken connection is dropped anyway
+                log.error("closing the writer's connection failed: %s", type(exc).__name__)
+
+    def _once(self, batch: list[Work]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        try:
+            return self._in_transaction(self._connection(), batch)
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def _in_transaction(
+        self, conn: Connection, batch: list[Work]
+    ) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        record = conn.connection
+        raw = record.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        wal = self._wal
+        if wal is not None and not record.info.get("safescan_wal"):
+            raw.execute(NO_AUTOCHECKPOINT)
+            record.info["safescan_wal"] = True
+        # The transaction is driven on the driver's connection (BEGIN IMMEDIATE, a
+        # SAVEPOINT per write, COMMIT): SQLAlchemy's begin() and commit() cost more than a
+        # payment's statements. A write function that runs a SQLAlchemy statement makes
+        # SQLAlchemy begin its own (logical) transaction; db._sqlite_begin then sends
+        # nothing, since WRITER_TX says this connection is inside the writer's.
+        self._begin(conn)
+        record.info[WRITER_TX] = True
+        # A savepoint per write only when the group has several (a failing write then undoes
+        # only its own statements); a lone write that fails rolls the transaction back whole.
+        savepoints = len(batch) > 1
+        try:
+            for fn, fut, _ in batch:
+                if savepoints:
                     raw.execute(_SAVEPOINT)
-                    try:
-                        result = fn(conn)
-                    except DataError:
-                        _rollback_to_savepoint(raw)
-                        outcomes.append((fut, None, data_error()))
-                    except OperationalError as exc:  # e.g. SQLite cannot open a journal file
-                        _rollback_to_savepoint(raw)
-                        outcomes.append((fut, None, storage_error(exc)))
-                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                        _rollback_to_savepoint(raw)
-                        outcomes.append((fut, None, exc))
-                    else:
-                        raw.execute(_RELEASE)
-                        outcomes.append((fut, result, None))
                 try:
-                    self._commit(conn)
-                except DBAPIError:
-                    # a COMMIT SQLite refuses commits nothing (rolled back below): retried if
-                    # busy, else typed
-                    raise
-                except Exception as exc:
-                    raise _Committing(exc) from exc
-            finally:
-                record.info.pop(WRITER_TX, None)
-                if raw.in_transaction:  # an error before or in COMMIT: nothing stays
-                    raw.rollback()
-                if conn.in_transaction():  # SQLAlchemy's own bookkeeping, no SQL is left
-                    conn.rollback()
-            if wal is not None:
-                wal.commits += 1
-                if wal.due or (not wal.alive and wal.commits % 256 == 0):
-                    self._checkpoint(wal, conn)
+                    result = fn(conn)
+                except DataError:
+                    _undo(raw, savepoints)
+                    outcomes.append((fut, None, data_error()))
+                except OperationalError as exc:  # e.g. SQLite cannot open a journal file
+                    _undo(raw, savepoints)
+                    outcomes.append((fut, None, storage_error(exc)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    _undo(raw, savepoints)
+                    outcomes.append((fut, None, exc))
+                else:
+                    if savepoints:
+                        raw.execute(_RELEASE)
+                    outcomes.append((fut, result, None))
+            if not raw.in_transaction:  # a lone write failed: nothing to commit
+                return outcomes
+            try:
+                self._commit(conn)
+            except DBAPIError:
+                # a COMMIT SQLite refuses commits nothing (rolled back below): retried if
+                # busy, else typed
+                raise
+            except Exception as exc:
+                raise _Committing(exc) from exc
+        finally:
+            record.info.pop(WRITER_TX, None)
+            if raw.in_transaction:  # an error before or in COMMIT: nothing stays
+                raw.rollback()
+            if conn.in_transaction():  # SQLAlchemy's own bookkeeping, no SQL is left
+                conn.rollback()
+        if wal is not None:
+            wal.commits += 1
+            if wal.due or (not wal.alive and wal.commits % 256 == 0):
+                self._checkpoint(wal, conn)
         return outcomes
 
     @staticmethod

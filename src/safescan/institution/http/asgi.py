@@ -58,23 +58,39 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         more = True
-        deadline = asyncio.get_running_loop().time() + self.body_timeout
-        while more:
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), max(left, 0.0))
-            except TimeoutError:
-                await self._too_slow(scope, send)
-                return
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        # One timer for the whole body (not a wait_for per message: that made a task, a
+        # future and a timer per request): at the deadline it cancels this task's wait.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + self.body_timeout, expire)
+        try:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limit:
+                    timer.cancel()
+                    await self._too_large(scope, send)
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # cancelled by someone else (the server shutting down, ...)
+            await self._too_slow(scope, send)
+            return
+        finally:
+            timer.cancel()
         body = b"".join(chunks)
         scope[BODY_KEY] = body
         fast = self.fast_routes.get((scope["method"], scope["path"]))
