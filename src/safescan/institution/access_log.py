@@ -26,7 +26,11 @@ from safescan.institution.http.asgi import ASGIApp
 from safescan.web.netguard import serves_tls
 
 #: paths answered before the router (BodyLimit's fast route, /metrics) and their caller kind
-FAST_ROUTES = {metrics.PAY_ROUTE: "wallet", "/metrics": "operator"}
+FAST_ROUTES = {
+    metrics.PAY_ROUTE: "wallet",
+    metrics.PAY_ROUTE + "/lookup": "wallet",
+    "/metrics": "operator",
+}
 
 
 def observed(app: ASGIApp, *, access_log: bool = True) -> ASGIApp:

@@ -3,7 +3,8 @@ limit around it all.
 
 ::
 
-    BodyLimit                      body buffered (413 / 408), POST /v1/payments -> fast_pay
+    BodyLimit                      body buffered (413 / 408), POST /v1/payments -> fast_pay,
+                                   POST /v1/payments/lookup -> fast_lookup (well-formed ones)
       FastAPI                      exception_handlers = errors.HANDLERS
         health.health_router       /healthz, /readyz, /health, /ready (domain.health checks)
         wallet.wallet_router       public + wallet (no credentials)
@@ -39,7 +40,7 @@ from safescan.institution.http.checkout import checkout_router
 from safescan.institution.http.docs_pages import keep_docs_offline
 from safescan.institution.http.health import health_router
 from safescan.institution.http.merchant import merchant_router
-from safescan.institution.http.wallet import fast_pay, wallet_router
+from safescan.institution.http.wallet import fast_lookup, fast_pay, wallet_router
 from safescan.institution.http.webhooks import webhook_routes
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
@@ -57,13 +58,15 @@ def create_app(
     merchant_auth: MerchantAuth | None = None,
     background: bool = True,
     maintenance_interval: float = 5.0,
+    fast: bool = True,
 ) -> ASGIApp:
     """The ASGI application over ``inst`` (wrapped in the body-size limit).
 
     With ``background``, runs the maintenance task and, when the institution records webhooks,
     ``dispatcher``. ``public_limiter`` limits the public endpoints per client address (default
     :data:`PUBLIC_RATE`); ``merchant_auth`` authenticates merchant routes (default: its
-    limits of wrong API keys, :data:`.auth.FAILED_KEY_RATE`)."""
+    limits of wrong API keys, :data:`.auth.FAILED_KEY_RATE`). ``fast=False`` serves the two
+    hot routes through the framework too (tests compare both)."""
     preload()  # what requests would load on first use: none opens a file for it
     limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
     if not (background and inst.webhooks_enabled):
@@ -127,9 +130,13 @@ def create_app(
         )
     )
     keep_docs_offline(app)
+    fast_routes = {
+        ("POST", "/v1/payments"): fast_pay(inst),
+        ("POST", "/v1/payments/lookup"): fast_lookup(inst, limiter),
+    }
     return BodyLimit(
         app,
-        fast_routes={("POST", "/v1/payments"): fast_pay(inst)},
+        fast_routes=fast_routes if fast else {},
         body_timeout=Limits.from_env().head_timeout,
     )
 

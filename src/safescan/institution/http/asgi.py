@@ -21,7 +21,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-FastHandler = Callable[[Scope, bytes, Send], Awaitable[None]]
+#: a fast route: answers from the buffered body, or returns False to leave the request to the
+#: framework (which then answers it as if there were no fast route)
+FastHandler = Callable[[Scope, bytes, Send], Awaitable[bool | None]]
 
 
 class BodyLimit:
@@ -30,7 +32,8 @@ class BodyLimit:
     body cannot hold a connection), then replay it.
 
     ``fast_routes`` maps (method, path) to a handler that answers from the buffered body
-    directly (the payment hot path); everything else goes on to the FastAPI app.
+    directly (the payment hot path) or declines (returns False); everything else goes on to
+    the FastAPI app.
     """
 
     def __init__(
@@ -94,8 +97,7 @@ class BodyLimit:
         body = b"".join(chunks)
         scope[BODY_KEY] = body
         fast = self.fast_routes.get((scope["method"], scope["path"]))
-        if fast is not None:
-            await fast(scope, body, send)
+        if fast is not None and await fast(scope, body, send) is not False:
             return
         sent = False
 

@@ -1,0 +1,264 @@
+"""The two hot routes without the framework (POST /v1/payments and POST /v1/payments/lookup)
+answer exactly as the framework's routes do.
+
+The same institution is served twice in-process: by the app as deployed (the fast routes) and
+by the same app with ``fast=False`` (every request through FastAPI's routes, request models and
+exception handlers). Every request below goes to both, and both answers must be the same:
+status, ``Retry-After`` and body. Attacks: wrong, missing and repeated content types, bad JSON,
+duplicate keys, missing, extra and mistyped fields, bad and repeated Idempotency-Keys, a
+tampered code, a tampered or foreign authorization, replays, a rate-limited address. Over real
+sockets the same routes are attacked in tests/institution/test_http_errors.py and
+tests/institution/test_payments.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from safescan.institution.db import Database
+from safescan.institution.http.app import create_app
+from safescan.institution.keystore import KeyStore
+from safescan.institution.ratelimit import RateLimiter
+from safescan.institution.service import Institution
+from tests.institution.harness import PASSPHRASE, b64, init_db
+from tests.institution.loadprep import make_payables
+
+LOOKUP = "/v1/payments/lookup"
+PAY = "/v1/payments"
+
+
+@dataclass
+class Pair:
+    inst: Institution
+    fast: Any
+    routed: Any
+    payables: list[Any]
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    with tempfile.TemporaryDirectory(prefix="safescan-fast-") as d:
+        db_url = f"sqlite:///{Path(d) / 'f.db'}"
+        keys = Path(d) / "keys"
+        init_db(db_url, keys)
+        inst = Institution(Database(db_url), KeyStore(keys).load(PASSPHRASE.encode()))
+        payables = make_payables(inst, 1, 40, 1)[0]
+        limiter = RateLimiter(1000.0, 1000.0)
+        fast = create_app(inst, public_limiter=limiter, background=False)
+        routed = create_app(inst, public_limiter=limiter, background=False, fast=False)
+        try:
+            yield Pair(inst, fast, routed, list(payables))
+        finally:
+            inst.db.dispose()
+
+
+def _send(app: Any, path: str, content: bytes, headers: list[tuple[str, str]]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://test") as client:
+            return await client.post(path, content=content, headers=headers)
+
+    return asyncio.run(go())
+
+
+def _same(
+    pair: Pair,
+    path: str,
+    content: bytes,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    fast_first: bool = False,
+) -> httpx.Response:
+    """Send the request to both apps; their answers must be the same. Returns the fast one."""
+    hdrs = [("content-type", "application/json")] if headers is None else headers
+    order = [pair.fast, pair.routed] if fast_first else [pair.routed, pair.fast]
+    first, second = (_send(app, path, content, hdrs) for app in order)
+    fast, routed = (first, second) if fast_first else (second, first)
+    assert fast.status_code == routed.status_code, (fast.text, routed.text)
+    assert fast.headers.get("retry-after") == routed.headers.get("retry-after")
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.content == routed.content, (fast.text, routed.text)
+    return fast
+
+
+def _body(code: str, auth: str, **extra: Any) -> bytes:
+    return json.dumps({"code": code, "authorization": auth, **extra}).encode()
+
+
+def _next(pair: Pair) -> tuple[str, str, Any]:
+    p = pair.payables.pop(0)  # in counter order (a lookup fences its counter)
+    return p.code, b64(p.authorization.to_bytes()), p
+
+
+MALFORMED: list[tuple[str, bytes, list[tuple[str, str]] | None]] = [
+    ("no content type", b'{"code":"x","authorization":"AAAA"}', []),
+    ("text/plain", b'{"code":"x","authorization":"AAAA"}', [("content-type", "text/plain")]),
+    ("form", b"code=x&authorization=AAAA", [("content-type", "application/x-www-form-urlencoded")]),
+    (
+        "two content types",
+        b'{"code":"x","authorization":"AAAA"}',
+        [("content-type", "application/json"), ("content-type", "text/plain")],
+    ),
+    ("+json", b'{"code":"x","authorization":"AAAA"}', [("content-type", "application/x+json")]),
+    ("bad JSON", b'{"code": "x", "authorization": ', None),
+    ("not an object", b'["x", "AAAA"]', None),
+    ("empty body", b"", None),
+    ("null", b"null", None),
+    ("NaN", b'{"code": NaN, "authorization": "AAAA"}', None),
+    ("missing code", b'{"authorization": "AAAA"}', None),
+    ("missing authorization", b'{"code": "SS1.x"}', None),
+    ("extra field", b'{"code": "SS1.x", "authorization": "AAAA", "amount": 1}', None),
+    ("code a number", b'{"code": 5, "authorization": "AAAA"}', None),
+    ("authorization a list", b'{"code": "SS1.x", "authorization": ["AAAA"]}', None),
+    ("code empty", b'{"code": "", "authorization": "AAAA"}', None),
+    ("code not ASCII", '{"code": "SS1.é", "authorization": "AAAA"}'.encode(), None),
+    ("authorization not base64", b'{"code": "SS1.x", "authorization": "A A*"}', None),
+    ("authorization too long", b'{"code": "SS1.x", "authorization": "' + b"A" * 2001 + b'"}', None),
+    ("not UTF-8", b'{"code": "SS1.\xff", "authorization": "AAAA"}', None),
+    (
+        "duplicate keys",
+        b'{"code": "SS1.x", "authorization": "AAAA", "code": 7}',
+        None,
+    ),
+    (
+        "bad Idempotency-Key",
+        b'{"code": "SS1.x", "authorization": "AAAA"}',
+        [("content-type", "application/json"), ("idempotency-key", "has space")],
+    ),
+    (
+        "two Idempotency-Keys",
+        b'{"code": "SS1.x", "authorization": "AAAA"}',
+        [
+            ("content-type", "application/json"),
+            ("idempotency-key", "k-000001"),
+            ("idempotency-key", "k-000002"),
+        ],
+    ),
+    ("too large", b'{"code": "' + b"A" * 70_000 + b'"}', None),
+]
+
+
+@pytest.mark.parametrize("path", [LOOKUP, PAY])
+@pytest.mark.parametrize(
+    ("content", "headers"), [(c, h) for _, c, h in MALFORMED], ids=[n for n, _, _ in MALFORMED]
+)
+def test_malformed_requests_get_the_frameworks_answer(
+    pair: Pair, path: str, content: bytes, headers: list[tuple[str, str]] | None
+) -> None:
+    """The lookup answers them exactly as the framework does (the fast route declines them);
+    the payment route's own rules answer each with a typed 4xx (and nothing is paid)."""
+    hdrs = headers if headers is not None else [("content-type", "application/json")]
+    r = _send(pair.fast, path, content, hdrs)
+    assert 400 <= r.status_code < 500, r.text
+    err = r.json()["error"]
+    assert err["type"] and err["code"] and err["message"], err
+    if path == LOOKUP:
+        _same(pair, path, content, hdrs)
+
+
+def test_a_lookup_of_an_unpaid_authorization_settles_it_the_same_way(pair: Pair) -> None:
+    code, auth, _ = _next(pair)
+    r = _same(pair, LOOKUP, _body(code, auth))
+    assert r.status_code == 200
+    again = _same(pair, LOOKUP, _body(code, auth), fast_first=True)  # a replay
+    assert again.content == r.content
+    # settled: the authorization can never be paid now, on either path
+    for app in (pair.fast, pair.routed):
+        paid = _send(app, PAY, _body(code, auth), [("content-type", "application/json")])
+        assert paid.status_code >= 400, paid.text
+
+
+def test_a_lookup_of_a_payment_names_it_the_same_way(pair: Pair) -> None:
+    code, auth, _ = _next(pair)
+    made = _send(pair.fast, PAY, _body(code, auth), [("content-type", "application/json")])
+    assert made.status_code == 201, made.text
+    r = _same(pair, LOOKUP, _body(code, auth))
+    assert r.status_code == 200 and made.json()["payment_id"] in r.text
+
+    # with an Idempotency-Key the first lookup stores its answer under the key and a replay gets
+    # the stored one: each path gets its own new key, then its replay, and they must agree
+    def keyed(app: Any, key: str) -> httpx.Response:
+        hdrs = [("content-type", "application/json; charset=utf-8"), ("idempotency-key", key)]
+        return _send(app, LOOKUP, _body(code, auth), hdrs)
+
+    for _ in range(2):  # the first answer, then the replay
+        routed, fast = keyed(pair.routed, "look-routed-1"), keyed(pair.fast, "look-fast-1")
+        assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
+        assert made.json()["payment_id"] in fast.text
+
+
+def _tampered(auth: str, at: int) -> str:
+    raw = bytearray(base64.b64decode(auth))
+    raw[at] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize("at", [-1, -40, 5, 20])
+def test_a_tampered_authorization_is_refused_the_same_way(pair: Pair, at: int) -> None:
+    code, auth, _ = _next(pair)
+    r = _same(pair, LOOKUP, _body(code, _tampered(auth, at)))
+    assert r.status_code >= 400
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c[:-1] + ("A" if c[-1] != "A" else "B"),
+        lambda c: c[:12] + c[13:],
+        lambda c: "SS1.x",
+    ],
+)
+def test_a_tampered_or_swapped_code_is_answered_the_same_way(pair: Pair, mutate: Any) -> None:
+    code, auth, _ = _next(pair)
+    other, _, _ = _next(pair)
+    _same(pair, LOOKUP, _body(mutate(code), auth))
+    _same(pair, LOOKUP, _body(other, auth))  # another order's code with this authorization
+
+
+@pytest.mark.parametrize("auth", ["AAAA", "oA==", base64.b64encode(b"\xa0" * 40).decode()])
+def test_an_authorization_that_is_not_one_is_refused_the_same_way(pair: Pair, auth: str) -> None:
+    code, _, _ = _next(pair)
+    r = _same(pair, LOOKUP, _body(code, auth))
+    assert r.status_code == 400
+
+
+def test_the_rate_limit_answers_the_same_way() -> None:
+    """A limiter that lets one request through: the second from the address is 429 with
+    Retry-After on both paths (limited after the body is validated, as the routed one is)."""
+    with tempfile.TemporaryDirectory(prefix="safescan-fast-rl-") as d:
+        db_url = f"sqlite:///{Path(d) / 'f.db'}"
+        keys = Path(d) / "keys"
+        init_db(db_url, keys)
+        inst = Institution(Database(db_url), KeyStore(keys).load(PASSPHRASE.encode()))
+        try:
+            body = _body("SS1.x", "AAAA")
+            hdrs = [("content-type", "application/json")]
+            answers = {}
+            for fast in (True, False):
+                app = create_app(inst, public_limiter=RateLimiter(0.001, 1.0), background=False)
+                if not fast:
+                    app = create_app(
+                        inst, public_limiter=RateLimiter(0.001, 1.0), background=False, fast=False
+                    )
+                first = _send(app, LOOKUP, body, hdrs)
+                second = _send(app, LOOKUP, body, hdrs)
+                malformed = _send(app, LOOKUP, b"{", hdrs)  # refused before the limit
+                answers[fast] = [
+                    (r.status_code, r.headers.get("retry-after"), r.content)
+                    for r in (first, second, malformed)
+                ]
+            assert answers[True] == answers[False]
+            assert answers[True][1][0] == 429 and answers[True][1][1] is not None
+            assert answers[True][2][0] == 400
+        finally:
+            inst.db.dispose()
