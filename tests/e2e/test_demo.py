@@ -143,8 +143,31 @@ def _interrupt(proc: subprocess.Popen[str], started: list[int]) -> str:
     return rest
 
 
-def _new_children(before: set[int]) -> list[int]:
-    return [pid for pid in _demo_children() if pid not in before]
+def _parent(pid: int) -> int | None:
+    """``pid``'s parent, from /proc (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    seen = 0
+    while pid > 1 and seen < 64:
+        if pid == root:
+            return True
+        parent = _parent(pid)
+        if parent is None:
+            return False
+        pid, seen = parent, seen + 1
+    return False
+
+
+def _new_children(before: set[int], root: int) -> list[int]:
+    """The demo processes ``root`` started: another test's demo (other xdist workers run
+    demos at the same time) is neither counted nor expected to stop."""
+    return [p for p in _demo_children() if p not in before and _descends_from(p, root)]
 
 
 def _all_gone(started: list[int]) -> bool:
@@ -162,7 +185,7 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything() -> None:
     started: list[int] = []
     try:
         seen = _read_until(proc, "press Ctrl-C")
-        started = _new_children(before)
+        started = _new_children(before, proc.pid)
         urls = re.findall(r"(https?://127\.0\.0\.1:\d+)", seen.split("still running")[1])
         assert len(urls) >= 2, seen
         assert urls[0].startswith("https://"), seen  # the institution: HTTPS
@@ -189,7 +212,7 @@ def test_demo_interrupted_midway_stops_everything() -> None:
     started: list[int] = []
     try:
         seen = _read_until(proc, "key carrier process up")
-        started = _new_children(before)
+        started = _new_children(before, proc.pid)
         assert started, "the demo's processes should be running: " + seen
     finally:
         rest = _interrupt(proc, started)
