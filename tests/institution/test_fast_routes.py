@@ -197,6 +197,28 @@ def test_a_lookup_of_a_payment_names_it_the_same_way(pair: Pair) -> None:
         assert made.json()["payment_id"] in fast.text
 
 
+@pytest.mark.parametrize("first", ["fast", "routed"])
+def test_a_keyed_payment_and_its_replays_are_the_same_bytes_on_both_paths(
+    pair: Pair, first: str
+) -> None:
+    """An Idempotency-Key's first answer and every replay are byte for byte the same, whichever
+    path (fast or routed) made the payment and whichever answers the retry; an answer sent
+    without a key is the framework's JSON too (compact)."""
+    code, auth, _ = _next(pair)
+    key = f"pay-bytes-{first}"
+    hdrs = [("content-type", "application/json"), ("idempotency-key", key)]
+    apps = {"fast": pair.fast, "routed": pair.routed}
+    made = _send(apps[first], PAY, _body(code, auth), hdrs)
+    assert made.status_code == 201, made.text
+    for app in (pair.fast, pair.routed, pair.fast):
+        again = _send(app, PAY, _body(code, auth), hdrs)
+        assert (again.status_code, again.content) == (201, made.content)
+    plain_code, plain_auth, _ = _next(pair)
+    plain = _send(apps[first], PAY, _body(plain_code, plain_auth), hdrs[:1])
+    assert plain.status_code == 201, plain.text
+    assert b", " not in plain.content and b'": ' not in plain.content  # compact, as routed
+
+
 def _tampered(auth: str, at: int) -> str:
     raw = bytearray(base64.b64decode(auth))
     raw[at] ^= 0x01

@@ -41,7 +41,7 @@ from safescan.institution.http.common import (
 from safescan.institution.http.errors import answer
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
-from safescan.institution.util import key32
+from safescan.institution.util import canonical_json, key32
 from safescan.institution.wire import CREATED
 
 Base64 = r"^[A-Za-z0-9+/=_\-]+$"
@@ -235,14 +235,14 @@ def fast_pay(inst: Institution) -> FastHandler:
             except ValidationError as exc:
                 raise validation_error(exc.errors()) from None
             paid = await inst.payments.pay_async(req.code, _authorization(req), key)
-            if isinstance(paid, Stored):  # a retry: the answer recorded for its key
-                await send_json(send, paid.status, json.dumps(paid.body).encode())
+            if isinstance(paid, Stored):  # keyed: the answer recorded for its key, as recorded
+                await send_json(send, paid.status, canonical_json(paid.body).encode())
             else:
-                await send_json(send, CREATED, json.dumps(wire.payment_made(paid)).encode())
+                await send_json(send, CREATED, _framework_json(wire.payment_made(paid)))
         except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
             err = answer(exc)
             await send_json(
-                send, err.status, json.dumps(err.body).encode(), retry_after_s=err.retry_after
+                send, err.status, _framework_json(err.body), retry_after_s=err.retry_after
             )
 
     return handle
