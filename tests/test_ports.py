@@ -131,3 +131,22 @@ def test_no_port_left_is_a_typed_error(locks: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(procs.ProcessError, match="no free port"):
         free_port()
     release_port(taken)
+
+
+def test_reservations_under_another_lock_directory_do_not_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that holds a port under one lock directory (a test worker's servers, under
+    the machine's) may reserve it under another (a test's own): the reservations of one
+    directory never make another's fail (this once failed the holder test in CI at random)."""
+    monkeypatch.setenv(procs.PORT_LOCKS_ENV, str(tmp_path / "machine"))
+    port = free_port()
+    monkeypatch.setenv(procs.PORT_LOCKS_ENV, str(tmp_path / "own"))
+    assert reserve_port(port)
+    assert not reserve_port(port)  # but twice in one directory: never
+    release_port(port)
+    monkeypatch.setenv(procs.PORT_LOCKS_ENV, str(tmp_path / "machine"))
+    assert not reserve_port(port)  # still held there
+    release_port(port)
+    assert reserve_port(port)
+    release_port(port)

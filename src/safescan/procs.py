@@ -80,7 +80,9 @@ class ProcessNotReady(ProcessError):
 
 #: where port reservations live (one lock file per port, shared by every process of the machine)
 PORT_LOCKS_ENV = "SAFESCAN_PORT_LOCKS"
-_RESERVED: dict[int, int] = {}  # port -> descriptor of its locked file, held for life
+#: lock file -> its locked descriptor, held for life (keyed by the file, not the port: a process
+#: that reserved a port under one lock directory may reserve it under another)
+_RESERVED: dict[Path, int] = {}
 _RESERVING = threading.Lock()
 
 
@@ -106,10 +108,10 @@ def reserve_port(port: int) -> bool:
     """Reserve ``port`` for this process (until :func:`release_port` or its exit): an
     exclusive lock on ``<lock dir>/<port>.lock``. False when another process (or this one)
     holds it. Every :func:`free_port` of every process honours the reservations."""
+    path = _port_lock_dir() / f"{port}.lock"
     with _RESERVING:
-        if port in _RESERVED:
+        if path in _RESERVED:
             return False
-        path = _port_lock_dir() / f"{port}.lock"
         try:  # read-only is enough for flock, and works on another user's lock file
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError:
@@ -119,14 +121,15 @@ def reserve_port(port: int) -> bool:
         except OSError:  # held by another process
             os.close(fd)
             return False
-        _RESERVED[port] = fd
+        _RESERVED[path] = fd
         return True
 
 
 def release_port(port: int) -> None:
     """Give up this process's reservation of ``port`` (nothing if it holds none)."""
+    path = _port_lock_dir() / f"{port}.lock"
     with _RESERVING:
-        fd = _RESERVED.pop(port, None)
+        fd = _RESERVED.pop(path, None)
     if fd is not None:
         os.close(fd)
 

@@ -1,9 +1,11 @@
 """Whole-database snapshots: "a refusal changed nothing" as a diff of every table's rows.
 
-Only the anti-replay nonces (with their floors), the rate-limit buckets and the elapsed clock are
-left out: a refused merchant request with a valid signature still spends its nonce and a token of
-its bucket, on purpose, and the maintenance sweep advances the elapsed clock
-(table ``elapsed_clock``) and the floors as real time passes.
+Only the anti-replay nonces (with their floors), the rate-limit buckets, the elapsed clock and
+the checkpoint file's head are left out: a refused merchant request with a valid signature still
+spends its nonce and a token of its bucket, on purpose, the maintenance sweep advances the elapsed
+clock (table ``elapsed_clock``) and the floors as real time passes, and every API process appends
+a signed checkpoint of the audit log's head to the checkpoint file on its own schedule, recording
+the file's new head in ``checkpoint_head``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from sqlalchemy import MetaData, select
 
 from safescan.institution.db import Database
 
-VOLATILE = frozenset({"request_nonces", "nonce_floors", "elapsed_clock", "merchant_rate"})
+VOLATILE = frozenset(
+    {"request_nonces", "nonce_floors", "elapsed_clock", "merchant_rate", "checkpoint_head"}
+)
 #: Webhook delivery bookkeeping the background dispatcher updates on its own schedule.
 DELIVERY_COLUMNS = frozenset(
     {"webhook_state", "attempts", "next_attempt_ms", "delivered_at", "last_error"}
