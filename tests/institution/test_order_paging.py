@@ -9,10 +9,15 @@ listed twice nor make the pages skip one.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import httpx
 import pytest
 
 from safescan.api.errors import InvalidRequest, NotFound
 from safescan.client import MerchantClient as TypedClient
+from safescan.code import LineItem
 from tests.institution.harness import MerchantClient, World
 from tests.institution.test_webhooks_sse import trust_of
 
@@ -22,8 +27,26 @@ COUNT = 230
 @pytest.fixture(scope="module")
 def shop(world: World) -> tuple[MerchantClient, list[str]]:
     m = world.merchant("Busy Cafe")
-    made = [m.order([("Espresso", 1, 200 + i)])["order_id"] for i in range(COUNT)]
+    made = []
+    for i in range(COUNT):
+        body = {"items": [LineItem("Espresso", 1, 200 + i).to_json()], "currency": "EUR"}
+        r = _paced(m, "POST", "/v1/merchant/orders", body)
+        assert r.status_code == 201, r.text
+        made.append(r.json()["order_id"])
     return m, made[::-1]  # newest first
+
+
+def _paced(m: MerchantClient, method: str, path: str, body: Any = None) -> httpx.Response:
+    """One request, waiting out the merchant's rate limit as a well-behaved client does: 230
+    orders and dozens of pages in a second or two exceed the default 100/s (burst 200), and
+    a 429 must say when to come back."""
+    for _ in range(20):
+        r = m.request(method, path, body)
+        if r.status_code != 429:
+            return r
+        assert r.json()["error"]["code"] == "rate_limited", r.text
+        time.sleep(float(r.headers["Retry-After"]))
+    raise AssertionError(f"still rate limited after 20 waits: {r.text}")
 
 
 def _pages(m: MerchantClient, limit: int, param: str = "starting_after") -> list[list[str]]:
@@ -31,7 +54,7 @@ def _pages(m: MerchantClient, limit: int, param: str = "starting_after") -> list
     cursor: str | None = None
     while True:
         query = f"?limit={limit}" + (f"&{param}={cursor}" if cursor else "")
-        r = m.request("GET", "/v1/merchant/orders" + query)
+        r = _paced(m, "GET", "/v1/merchant/orders" + query)
         assert r.status_code == 200, r.text
         doc = r.json()
         ids = [o["order_id"] for o in doc["orders"]]
@@ -70,16 +93,17 @@ def test_bad_cursors_and_limits_are_refused(shop: object, world: World) -> None:
         ("a/b", "invalid_request"),
         ("x" * 41, "invalid_request"),
     ):
-        r = m.request("GET", f"/v1/merchant/orders?starting_after={cursor}")
+        r = _paced(m, "GET", f"/v1/merchant/orders?starting_after={cursor}")
         assert r.status_code in (400, 404, 422), (cursor, r.text)
         assert r.json()["error"]["code"] in (code, "invalid_request", "unknown_order"), r.text
-    both = m.request(
+    both = _paced(
+        m,
         "GET",
         f"/v1/merchant/orders?starting_after={newest_first[0]}&after={newest_first[1]}",
     )
     assert both.status_code == 400 and both.json()["error"]["param"] == "starting_after"
     for limit in (0, 101, -1):
-        assert m.request("GET", f"/v1/merchant/orders?limit={limit}").status_code in (400, 422)
+        assert _paced(m, "GET", f"/v1/merchant/orders?limit={limit}").status_code in (400, 422)
 
 
 def test_the_typed_client_pages_and_iterates(shop: object, world: World) -> None:
@@ -98,9 +122,11 @@ def test_the_typed_client_pages_and_iterates(shop: object, world: World) -> None
 
 def test_zz_orders_made_while_paging_neither_repeat_nor_skip(shop: object, world: World) -> None:
     m, newest_first = shop  # type: ignore[misc]
-    first = m.request("GET", "/v1/merchant/orders?limit=100").json()
-    m.order([("Late", 1, 100)])  # newer than every page: not in the pages that follow
+    first = _paced(m, "GET", "/v1/merchant/orders?limit=100").json()
+    late = {"items": [LineItem("Late", 1, 100).to_json()], "currency": "EUR"}
+    made = _paced(m, "POST", "/v1/merchant/orders", late)  # newer than every page: not listed
+    assert made.status_code == 201, made.text
     cursor = first["orders"][-1]["order_id"]
-    rest = m.request("GET", f"/v1/merchant/orders?limit=100&starting_after={cursor}").json()
+    rest = _paced(m, "GET", f"/v1/merchant/orders?limit=100&starting_after={cursor}").json()
     ids = [o["order_id"] for o in first["orders"] + rest["orders"]]
     assert ids == newest_first[:200]
