@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "safescan"
 SINKS_ATTR = {"print", "add_row", "status", "log", "rule", "from_markup", "step"}
 SINKS_NAME = {"Panel", "Text"}
 _RENDERABLES: contextvars.ContextVar[set[str]] = contextvars.ContextVar("renderables")
-SAFE_CALLS = {"term", "visible", "len", "int", "Table", "Panel", "Text", "escape", "_when"}
+SAFE_CALLS = {"term", "visible", "len", "int", "Table", "Panel", "Text", "_when"}
 
 
 def _numeric_spec(value: ast.FormattedValue) -> bool:

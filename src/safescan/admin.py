@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -99,7 +98,7 @@ def create(
     if as_json:
         emit_json(doc)
         return
-    console.print(f"customer [bold]{term(doc['id'])}[/] ({escape(doc['name'])}) created")
+    console.print(f"customer [bold]{term(doc['id'])}[/] ({term(doc['name'])}) created")
 
 
 @customer_app.command("fund")
@@ -133,7 +132,7 @@ def fund(
         emit_json(doc)
         return
     console.print(
-        f"credited {term(cur.format(amount))} to {term(doc['id'])} ({escape(doc['name'])});"
+        f"credited {term(cur.format(amount))} to {term(doc['id'])} ({term(doc['name'])});"
         f" balance now {term(_balances(doc))}"
     )
 

@@ -169,3 +169,45 @@ def test_certify_and_show(made: Path) -> None:
     assert "42" in shown.stdout and "merchant" in shown.stdout and pk in shown.stdout
     for shown_field in ("Bäckerei Müller", "Köln", "DE", "5462", "version: 2"):
         assert shown_field in shown.stdout
+
+
+# --- hostile text on the terminal (redteam) -------------------------------------------------
+#: What no scanned text may put on a terminal raw: ESC (CSI clear screen, OSC window title),
+#: BEL, CR/LF (a forged second line), bidi overrides and isolates, zero-width characters.
+RAW_FORBIDDEN = ("\x1b", "\x07", "\r", "\u202e", "\u2066", "\u200b")
+
+
+def _emv_with_name(name: str) -> str:
+    from safescan.code.emv import crc16_ccitt_false
+
+    def tlv(field: str, value: str) -> str:
+        return f"{field}{len(value):02d}{value}"
+
+    body = (
+        tlv("00", "01") + tlv("01", "11") + tlv("52", "5411") + tlv("53", "978")
+        + tlv("58", "DE") + tlv("59", name) + tlv("60", "BERLIN") + "6304"
+    )  # fmt: skip
+    return body + f"{crc16_ccitt_false(body.encode()):04X}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _emv_with_name("CAFE \x1b[2J\x1b]0;PAID\x07 OK"),  # clears the screen, sets the title
+        _emv_with_name("\u202eEUR 00.1\u202c CAFE"),  # reordered amount
+        _emv_with_name("CAFE\u200b\u2066X\u2069"),  # invisible and isolated characters
+        "https://pay.example/\r\nAmount: 0.01 EUR PAID",  # a forged line under the link
+        "https://bank.example/\u202egnp.exe",  # the link reads ...exe.png
+        "https://x.example/\x1b[2J\x1b[1;1Hverified merchant",  # repaints the terminal
+    ],
+)
+def test_inspect_shows_hostile_text_as_escapes_never_raw(made: Path, text: str) -> None:
+    """A QR code's text (an EMV field, a link) reaches the terminal with every control, bidi
+    and invisible character written as a visible escape, never raw: before, the link and every
+    EMV field went through rich's markup escaping only, so ESC sequences drove the terminal
+    and a CR/LF printed a forged line."""
+    r = run("code", "inspect", text, cwd=made)
+    shown = r.stdout + r.stderr
+    assert not [ch for ch in RAW_FORBIDDEN if ch in shown], repr(shown)
+    first = next(ch for ch in text if ch in RAW_FORBIDDEN or ch in "\n\u202c\u2069")
+    assert f"\\x{ord(first):02x}" in shown or f"\\u{ord(first):04x}" in shown, shown

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from safescan.code.certs import Certificate, Role, issue_certificate
@@ -41,7 +40,7 @@ def fail(exc: SafescanError, as_json: bool = False) -> typer.Exit:
     if as_json:
         emit_json(error_doc(exc))
     else:
-        err_console.print(f"[bold red]{term(exc.type)}[/]: {escape(exc.message)}")
+        err_console.print(f"[bold red]{term(exc.type)}[/]: {term(exc.message)}")
     return typer.Exit(2)
 
 

@@ -80,7 +80,6 @@ def _load_keys(
 
 def _print_inspection(result: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.markup import escape
 
     console = Console()
     kind = result["kind"]
@@ -88,7 +87,7 @@ def _print_inspection(result: dict[str, Any]) -> None:
         if result.get("error", {}).get("code") == "not_a_payment_code":
             console.print("[bold yellow]not a payment code[/]: nothing was opened or followed")
         if result.get("looks_like") == "url":
-            console.print(f"it is a link: [dim]{escape(str(result.get('text')))}[/]")
+            console.print(f"it is a link: [dim]{term(result.get('text'))}[/]")
     elif kind == "emv":
         console.print("[bold yellow]EMVCo QR code: UNVERIFIED[/] (no signature; not payable here)")
         summary = result.get("summary", {})
@@ -96,17 +95,17 @@ def _print_inspection(result: dict[str, Any]) -> None:
             if key in summary:
                 value = summary[key]
                 shown = ", ".join(value) if isinstance(value, list) else value
-                console.print(f"  {term(label):>9}: {escape(str(shown))}")
+                console.print(f"  {term(label):>9}: {term(shown)}")
         console.print(f"  {'CRC':>9}: {'ok' if result.get('crc_valid') else '[red]wrong[/]'}")
         for fid, value in result.get("fields", {}).items():
             if isinstance(value, dict):
                 console.print(f"  {term(fid)}:")
                 for sub, sub_value in value.items():
-                    console.print(f"    {term(sub)}: {escape(str(sub_value))}")
+                    console.print(f"    {term(sub)}: {term(sub_value)}")
             else:
-                console.print(f"  {term(fid)}: {escape(str(value))}")
+                console.print(f"  {term(fid)}: {term(value)}")
         for w in result.get("warnings", []):
-            console.print(f"[yellow]deviation[/]: {escape(w)}")
+            console.print(f"[yellow]deviation[/]: {term(w)}")
     else:
         hdr = result.get("header")
         console.print(f"[bold]safescan payment code[/] header: {term(hdr)}")
@@ -119,7 +118,7 @@ def _print_inspection(result: dict[str, Any]) -> None:
             )
             for item in contents.get("items", []):
                 console.print(
-                    f"  {term(item['quantity'])} x {escape(item['name'])}  {term(item['display'])}"
+                    f"  {term(item['quantity'])} x {term(item['name'])}  {term(item['display'])}"
                 )
             if "total_display" in contents:
                 console.print(f"  total: [bold]{term(contents['total_display'])}[/]")

@@ -35,12 +35,11 @@ def fail(exc: SafescanError, *, as_json: bool, status: int = 2) -> typer.Exit:
         emit_json(error_doc(exc))
     else:
         from rich.console import Console  # imported when needed: start-up time
-        from rich.markup import escape
 
         from safescan.code.display import term
 
         Console(stderr=True).print(
-            f"[bold red]error:[/] {escape(exc.message)} [dim]({term(exc.code)})[/]"
+            f"[bold red]error:[/] {term(exc.message)} [dim]({term(exc.code)})[/]"
         )
     return typer.Exit(status)
 

@@ -30,7 +30,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -470,7 +469,7 @@ def orders(
     if stale:
         err_console.print(
             f"[yellow]warning:[/] {len(stale)} order state(s) could not be checked and may be"
-            f" stale ({escape(problem or '')}); shown as last known on this terminal"
+            f" stale ({term(problem or '')}); shown as last known on this terminal"
         )
         raise typer.Exit(EXIT_STALE)
 

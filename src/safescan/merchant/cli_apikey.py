@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from safescan.api.api_keys import SCOPES
@@ -75,7 +74,7 @@ def scopes(as_json: JsonOpt = False) -> None:
         emit_json({"scopes": SCOPES})
         return
     for name, what in SCOPES.items():
-        console.print(escape(f"{name:20} {what}"))
+        console.print(term(f"{name:20} {what}"))
 
 
 @apikey_app.command("create")

@@ -26,7 +26,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -578,7 +577,7 @@ def history(
                 f" ({_when(refund['created_at'])})"
             )
     if refunds_error:
-        console.print(f"[yellow]refunds not checked[/]: {escape(refunds_error)}")
+        console.print(f"[yellow]refunds not checked[/]: {term(refunds_error)}")
 
 
 @wallet_app.command("change-pin")
