@@ -5,6 +5,7 @@ many ports at once, a kernel that offers a port another process holds, and resta
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -150,3 +151,34 @@ def test_reservations_under_another_lock_directory_do_not_count(
     release_port(port)
     assert reserve_port(port)
     release_port(port)
+
+
+#: what lets the kernel choose a port in a test's server: it can choose one that another
+#: process reserved with free_port() and has not bound yet, and that process's server then
+#: fails to start (the POS and wallet-app servers were started with ``--port 0``)
+KERNEL_CHOSEN = (
+    re.compile(r"""["']--port["'],\s*["']0["']"""),  # a server's command line
+    re.compile(r"""--port[ =]0\b"""),
+    re.compile(r"""^\s*port\s*=\s*0\s*$|\\nport = 0\\n""", re.MULTILINE),  # a settings file
+    re.compile(r"""\(\s*["'](?:127\.0\.0\.1|localhost|)["'],\s*0\s*\)"""),  # bind((host, 0))
+)
+#: the one place that may ask the kernel (and then reserves what it was given)
+KERNEL_ALLOWED = {Path("src/safescan/procs.py")}
+
+
+def test_no_test_server_lets_the_kernel_choose_its_port() -> None:
+    """Every server a test starts listens on a port from :func:`free_port` (reserved for the
+    test's process), never on port 0: the tests, and the test helpers in ``src``."""
+    root = Path(__file__).resolve().parent.parent
+    files = [*sorted((root / "tests").rglob("*.py")), root / "src/safescan/carrier/testing.py"]
+    found = []
+    for path in files:
+        rel = path.relative_to(root)
+        if rel in KERNEL_ALLOWED or path == Path(__file__).resolve():
+            continue
+        text = path.read_text()
+        for pattern in KERNEL_CHOSEN:
+            for m in pattern.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                found.append(f"{rel}:{line}: {m.group(0).strip()}")
+    assert found == [], "use tests.institution.pg.free_port(), not port 0:\n" + "\n".join(found)

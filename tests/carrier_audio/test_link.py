@@ -29,6 +29,7 @@ from safescan.carrier.audio import (
 )
 from safescan.carrier.audio.modem import Pcm
 from safescan.code.errors import SafescanError
+from tests.institution.pg import free_port
 
 FAST = {"ack_timeout": 0.4, "max_retries": 6, "initial_seq": 0}
 
@@ -182,7 +183,7 @@ def test_request_response_over_socketpair_through_20_db_channel() -> None:
 
 
 def test_tcp_transport_on_loopback() -> None:
-    server = socket.create_server(("127.0.0.1", 0))
+    server = socket.create_server(("127.0.0.1", free_port()))
     port = server.getsockname()[1]
     accepted: list[socket.socket] = []
     acceptor = threading.Thread(target=lambda: accepted.append(server.accept()[0]))
@@ -195,7 +196,7 @@ def test_tcp_transport_on_loopback() -> None:
 
 
 def test_connect_refused_is_a_typed_error() -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
+    probe = socket.create_server(("127.0.0.1", free_port()))
     port = probe.getsockname()[1]
     probe.close()
     with pytest.raises(AudioLinkError, match="cannot connect"):

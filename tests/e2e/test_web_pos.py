@@ -26,6 +26,7 @@ from safescan.merchant.input import parse_item
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
+from tests.institution.pg import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -426,7 +427,7 @@ def test_another_site_and_dns_rebinding_in_the_cashiers_browser_change_nothing(
     """
     form = f'<form id=f method=post action="{pos_url}/logout"><input name=csrf value=x></form>'
     _Attacker.page = f"<!doctype html><title>win</title>{form}<script>{script}</script>".encode()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Attacker)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -38,6 +38,7 @@ from safescan.procs import ManagedProcess
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
+from tests.institution.pg import free_port
 
 CYCLES = 8
 FUNDS = 100_000
@@ -55,7 +56,7 @@ class KillingRelay(FrameRelay):
         self.victim: ManagedProcess | None = None
         self.delay: float | None = None  # None: disarmed
         self.fired = threading.Event()
-        super().__init__(("127.0.0.1", 0))  # the target is set once the carrier runs
+        super().__init__(("127.0.0.1", free_port()))  # the target is set once the carrier runs
 
     def _relay(self, host: socket.socket, card: socket.socket) -> None:
         while True:

@@ -52,6 +52,7 @@ from tests.institution.harness import (
     b64,
     init_db,
 )
+from tests.institution.pg import free_port
 
 FUNDS = 1_000_000
 NO_LIMIT = ["--merchant-rate", "0"]
@@ -130,7 +131,7 @@ class FaultProxy:
 
             do_GET = do_POST = _handle  # noqa: N815 - http.server's naming
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self._certs = tempfile.TemporaryDirectory(prefix="safescan-proxy-tls-")
         if self.upstream.tls:

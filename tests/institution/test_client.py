@@ -15,6 +15,7 @@ from safescan.client import AdminClient, MerchantClient, WalletClient
 from safescan.client.errors import InstitutionProtocolError, InstitutionUnreachable
 from safescan.code import LineItem, SigningKey
 from tests.institution.harness import World
+from tests.institution.pg import free_port
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ class _Liar(BaseHTTPRequestHandler):
 
 
 def test_malformed_answers_are_protocol_errors_and_no_server_is_unreachable() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Liar)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -22,6 +22,7 @@ from safescan.merchant.settings import pos_settings
 from safescan.merchant.staff import StaffStore
 from safescan.web import pki
 from safescan.web.settings_file import MASK, SettingsError
+from tests.institution.pg import free_port
 
 PASS = "pos passphrase 456"
 SEED = os.urandom(32)
@@ -152,7 +153,7 @@ def test_pos_serve_takes_its_address_and_tls_from_the_settings_file(
     toml = tmp_path / "pos.toml"
     toml.write_text(
         f'[terminal]\nfile = "{terminal}"\npassphrase_file = "{pw}"\n'
-        '[server]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {free_port()}\n'
         f'[tls]\ncert = "{tls.server_cert}"\nkey = "{tls.server_key}"\n'
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SAFESCAN_POS_")}

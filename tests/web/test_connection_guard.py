@@ -119,7 +119,16 @@ def serve(
         env["SAFESCAN_POS_PASSPHRASE"] = PASS
     else:
         cmd = ["wallet", "serve", "--wallet-dir", str(tmp / "wallet")]
-    cmd += ["--port", "0", "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+    from tests.institution.pg import free_port  # not port 0: see tests/test_ports.py
+
+    cmd += [
+        "--port",
+        str(free_port()),
+        "--tls-cert",
+        str(tls.server_cert),
+        "--tls-key",
+        str(tls.server_key),
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "safescan", *cmd, *extra],
         env=env,

@@ -52,11 +52,25 @@ def _serve(config: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _port() -> str:
+    """A port reserved for this test process (port 0 could land on one another
+    process reserved and has not bound yet)."""
+    from tests.institution.pg import free_port
+
+    return str(free_port())
+
+
 @pytest.fixture
 def https_pos(setup: tuple[Path, pki.TlsDir]) -> Iterator[str]:
     config, tls = setup
     proc = _serve(
-        config, "--port", "0", "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)
+        config,
+        "--port",
+        _port(),
+        "--tls-cert",
+        str(tls.server_cert),
+        "--tls-key",
+        str(tls.server_key),
     )
     try:
         assert proc.stdout is not None
@@ -89,13 +103,13 @@ def test_web_pos_serves_https_verified_with_the_pinned_ca(
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_web_pos_refuses_plain_http_off_loopback(setup: tuple[Path, pki.TlsDir], host: str) -> None:
-    proc = _serve(setup[0], "--host", host, "--port", "0")
+    proc = _serve(setup[0], "--host", host, "--port", _port())
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, out + err
     assert "loopback" in err.replace("\n", " ")
 
 
 def test_web_pos_refuses_half_a_tls_configuration(setup: tuple[Path, pki.TlsDir]) -> None:
-    proc = _serve(setup[0], "--port", "0", "--tls-cert", str(setup[1].server_cert))
+    proc = _serve(setup[0], "--port", _port(), "--tls-cert", str(setup[1].server_cert))
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "tls_config_error" in err.replace("\n", " ")

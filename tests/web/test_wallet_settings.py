@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from safescan.web import pki
+from tests.institution.pg import free_port
 
 SECRETISH = "s3cr3t-value-789"
 
@@ -92,7 +93,7 @@ def test_wallet_serve_takes_its_address_and_tls_from_the_file(tmp_path: Path) ->
     tls = pki.create_tls_dir(pki.TlsDir(tmp_path / "tls"))
     toml = tmp_path / "wallet.toml"
     toml.write_text(
-        f'[wallet]\ndir = "{tmp_path / "w"}"\n[server]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[wallet]\ndir = "{tmp_path / "w"}"\n[server]\nhost = "127.0.0.1"\nport = {free_port()}\n'
         f'[tls]\ncert = "{tls.server_cert}"\nkey = "{tls.server_key}"\n'
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SAFESCAN_WALLET_")}

@@ -391,7 +391,9 @@ class FrameRelay:
         import threading
 
         self.target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
+        from safescan.procs import free_port
+
+        self._server = socket.create_server(("127.0.0.1", free_port()))
         self.url = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from safescan.demo import Stack
-from safescan.procs import ManagedProcess
+from safescan.procs import ManagedProcess, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
@@ -82,7 +82,7 @@ def start_wallet_server(
             "--wallet-dir",
             str(wallet_dir),
             "--port",
-            "0",
+            str(free_port()),  # reserved for this process: never a port another one holds
             *extra,
         ],
         env={**stack.env(), **(env or {})},

@@ -402,9 +402,11 @@ def test_tls_is_enabled_by_configuration(world: World, party: Party, tmp_path: P
 
 
 def _serve_fails(world: World, party: Party, *args: str) -> str:
+    from tests.institution.pg import free_port  # not port 0: see tests/test_ports.py
+
     out = subprocess.run(
         [sys.executable, "-m", "safescan", "wallet", "serve", "--wallet-dir",
-         str(party.wallet_dir), "--port", "0", *args],
+         str(party.wallet_dir), "--port", str(free_port()), *args],
         capture_output=True, text=True, timeout=60, env=world.stack.env(), check=False,
     )  # fmt: skip
     assert out.returncode != 0 and "READY" not in out.stdout

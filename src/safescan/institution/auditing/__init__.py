@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safescan.institution.auditing import (
+    carrier_epochs,
     identity,
     lifecycle,
     merchant_access,
@@ -85,6 +86,7 @@ def _guarded(name: str, fn: Callable[[], Iterable[str]]) -> list[str]:
 CROSS_CHECKS: tuple[Callable[[Context], Iterator[str]], ...] = (
     *identity.CHECKS,
     *lifecycle.CHECKS,
+    *carrier_epochs.CHECKS,
     *money.CHECKS,
     *merchant_access.CHECKS,
     *outputs.CHECKS,

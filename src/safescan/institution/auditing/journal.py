@@ -30,6 +30,7 @@ class Entry:
     data: dict[str, Any]  # without request_id (that is below)
     hash: str
     request_id: str | None = None  # the HTTP request that wrote the entry, if any
+    row_id: int | None = None  # the row's insertion number (orders entries across chains)
 
 
 @dataclass
@@ -120,6 +121,7 @@ def read_journal(snap: Snapshot) -> Journal:
             data,
             r["hash"],
             rid if isinstance(rid, str) else None,
+            r["id"] if isinstance(r["id"], int) else None,
         )
         j.entries.append(e)
         j.by_action.setdefault(e.action, []).append(e)

@@ -21,6 +21,7 @@ from safescan.code.attestation import AttestationStatement, CarrierModel, device
 from safescan.code.certs import Role, TrustStore, verify_certificate
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
+from safescan.institution.auditing.carrier_epochs import EpochFinding, tagged
 from safescan.institution.auditing.context import Context, Row, b64, differs
 from safescan.institution.auditing.journal import Entry
 
@@ -146,7 +147,10 @@ def check_scheme_epochs(ctx: Context) -> Iterator[str]:
         r = rows.get(epoch)
         if r is None:
             if ctx.readable("scheme_epochs"):
-                yield f"scheme-key epoch {epoch} is in the audit log (scheme.epoch) but missing"
+                yield tagged(
+                    EpochFinding.MISSING,
+                    f"scheme-key epoch {epoch} is in the audit log (scheme.epoch) but missing",
+                )
             continue
         fields: dict[str, tuple[Any, Any]] = {
             "kid": (r["kid"], e.data.get("kid")),
@@ -161,7 +165,10 @@ def check_scheme_epochs(ctx: Context) -> Iterator[str]:
         yield from differs(f"scheme-key epoch {epoch}", fields)
     for epoch in rows:
         if epoch not in logged:
-            yield f"scheme-key epoch {epoch} has no entry in the audit log (scheme.epoch)"
+            yield tagged(
+                EpochFinding.UNACCOUNTED,
+                f"scheme-key epoch {epoch} has no entry in the audit log (scheme.epoch)",
+            )
 
 
 CHECKS = (check_manufacturers, check_carrier_devices, check_scheme_epochs)

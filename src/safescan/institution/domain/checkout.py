@@ -190,6 +190,7 @@ class Checkout:
             also=record,
             keyed=None if req is None else (req, answer),
             id_prefix=ORDER_PREFIX,
+            now=now,  # one clock read: the session's and its order's created_at are equal
         )
         if isinstance(made, Stored):  # keyed: the answer recorded for the key
             return made

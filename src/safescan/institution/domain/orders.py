@@ -110,13 +110,16 @@ class Orders:
         also: Callable[[Connection, OrderCreated], None] | None = None,
         keyed: tuple[Request, Callable[[OrderCreated], Stored]] | None = None,
         id_prefix: str = "",
+        now: int | None = None,
     ) -> OrderCreated | Stored:
         """Precreate an order and seal its dynamic code (institution-signed). With an
         ``idempotency_key`` the answer recorded for it (:class:`Stored`, built once; a retry
         gets the first answer). ``also`` runs in the order's transaction (a checkout session
         records itself with its order); ``keyed``: instead of the order's key, the key of the
         request the order is made for and how its answer is made from the order (a checkout
-        session's); ``id_prefix`` starts the order id (a checkout order's)."""
+        session's); ``id_prefix`` starts the order id (a checkout order's); ``now``: the
+        caller's one clock read when the order is part of something it times too (a checkout
+        session is created at its order's time, to the second)."""
         lines = guards.items(items)
         reference = guards.optional_text(reference, param="reference")
         try:
@@ -133,7 +136,7 @@ class Orders:
         stored = idempotency.recorded(self.core.db, req)
         if stored is not None:  # a retry: nothing sealed or built again
             return stored
-        now = self.core.now()
+        now = self.core.now() if now is None else now
         order_id = new_id(id_prefix, ORDER_ID_CHARS)
         merchant = self.core.db.read(lambda c: merchant_identity(c, mid))
         try:
