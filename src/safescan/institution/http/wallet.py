@@ -99,6 +99,39 @@ def _authorization(body: PaymentCreate) -> bytes:
     return authorization_from_wire(body.authorization)  # the one JSON form (api.wire)
 
 
+#: ``GET /v1/revocation-list`` answers JSON, or with ``format=cbor`` the signed bytes themselves:
+#: both are in the spec, so a client generated from it reads either
+REVOCATION_LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The signed list: JSON, or its raw CBOR bytes with `format=cbor`",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": [
+                        "sequence",
+                        "issued_at",
+                        "serials",
+                        "subjects",
+                        "issuer_kid",
+                        "signed",
+                    ],
+                    "properties": {
+                        "sequence": {"type": "integer"},
+                        "issued_at": {"type": "integer"},
+                        "serials": {"type": "array", "items": {"type": "integer"}},
+                        "subjects": {"type": "array", "items": {"type": "string"}},
+                        "issuer_kid": {"type": "integer"},
+                        "signed": {"type": "string", "description": "the CBOR bytes, base64"},
+                    },
+                }
+            },
+            "application/cbor": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
 def wallet_router(inst: Institution, *, limiter: RateLimiter) -> APIRouter:
     """The public and wallet routes over ``inst``; ``limiter`` limits the public endpoints that
     cost work per client address."""
@@ -112,7 +145,7 @@ def wallet_router(inst: Institution, *, limiter: RateLimiter) -> APIRouter:
         """The institution's public keys (trust anchors for wallets and merchants)."""
         return wire.public_keys(inst.setup.public_keys())
 
-    @router.get("/v1/revocation-list", tags=["public"])
+    @router.get("/v1/revocation-list", tags=["public"], responses=REVOCATION_LIST_RESPONSES)
     def revocation_list(
         format: Annotated[Literal["json", "cbor"], Query()] = "json",
         scope: Annotated[Literal["all", "merchant"], Query()] = "all",
