@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from safescan.carrier.cli import carrier_app
+from safescan.carrier.client import CarrierClient
+from safescan.carrier.errors import TransportError
 from safescan.carrier.testing import CarrierProcess
 
 runner = CliRunner()
@@ -34,3 +37,28 @@ def test_info_absent_carrier() -> None:
 def test_serve_needs_one_transport() -> None:
     result = runner.invoke(carrier_app, ["serve", "--state", "x"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "tcp://[::1",  # an unclosed IPv6 literal: urlsplit raised ValueError (a traceback)
+        "tcp://[::1:7300",
+        "tcp://[zz]:1",
+        "audio://[::1",
+        "serial://[::1/dev/ttyS0",
+        "tcp://127.0.0.1:99999",
+        "tcp://127.0.0.1:-1",
+        "audio://127.0.0.1:x",
+    ],
+)
+def test_malformed_carrier_address_is_a_typed_error(url: str) -> None:
+    """Every carrier address the command line takes is refused with ``transport_error`` and
+    exit 1, never a ``ValueError`` traceback (redteam: ``carrier info tcp://[::1``)."""
+    result = runner.invoke(carrier_app, ["info", url, "--json", "--timeout", "1"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    doc = json.loads(result.output)
+    assert doc["error"]["code"] == "transport_error", doc
+    assert result.exit_code == 1
+    with pytest.raises(TransportError):
+        CarrierClient.connect(url, timeout=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from safescan.client.admin import AdminClient
 from safescan.client.http import InstitutionHttp
 from safescan.client.public import fetch_trust
 from safescan.code.certs import TrustStore
@@ -160,3 +161,98 @@ def test_wallet_configuration_pins_the_ca_for_its_institution(
     with InstitutionHttp(server.base_url) as remote, pytest.raises(SafescanError) as info:
         fetch_trust(remote)
     assert info.value.code == "institution_unreachable"
+
+
+def _admin_cli(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFESCAN_")}
+    env.update({"SAFESCAN_ADMIN_TOKEN": "adm_" + "A" * 43, **env_extra})
+    return subprocess.run(
+        [sys.executable, "-m", "safescan", "institution", "customer", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("https://[::1", None),  # unclosed IPv6 literal: a ValueError traceback before
+        ("https://[::1:8080/", None),
+        ("https://127.0.0.1:99999", None),  # port out of range: a traceback before
+        ("https://127.0.0.1:eighty", None),
+        ("ftp://127.0.0.1/", None),  # before: "cannot be reached (UnsupportedProtocol)"
+        ("127.0.0.1:8080", None),
+        ("https://", None),
+        ("https://admin:hunter2-pw@127.0.0.1:1", "hunter2-pw"),  # before: echoed in the error
+        ("https://hunter2-user@127.0.0.1:1", "hunter2-user"),
+    ],
+)
+def test_malformed_institution_url_is_a_typed_error_and_never_echoes_credentials(
+    url: str, secret: str | None
+) -> None:
+    """An institution URL (``$SAFESCAN_INSTITUTION_URL``, ``--institution``, a configuration
+    file) that is not ``http(s)://host[:port]`` is ``invalid_url`` before any connection;
+    credentials in it are refused and never printed."""
+    r = _admin_cli({"SAFESCAN_INSTITUTION_URL": url})
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "ValueError" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["error"]["code"] == "invalid_url", doc
+    if secret is not None:
+        assert secret not in r.stdout + r.stderr
+    with pytest.raises(pki.InvalidUrl):
+        InstitutionHttp(url)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "adm_abc\ndef",  # before: "cannot be reached (LocalProtocolError)", a wrong diagnosis
+        "adm_abc\rX-Injected: 1",
+        "adm_abc def",
+        "adm_ab\x1b[2Jc",
+        "adm_\u00e9t\u00e9",  # before: a UnicodeEncodeError traceback
+        "adm_\u202eabc",
+        "adm_" + "A" * 300,
+    ],
+)
+def test_malformed_admin_token_is_refused_before_any_request_and_never_echoed(token: str) -> None:
+    """A token that an HTTP header cannot carry (control characters, spaces, non-ASCII) or
+    far too long is ``unauthenticated`` at once, with no request made and the token not
+    shown; the URL points at a port nobody listens on, so a request would be unreachable."""
+    r = _admin_cli(
+        {"SAFESCAN_ADMIN_TOKEN": token, "SAFESCAN_INSTITUTION_URL": "https://127.0.0.1:1"}
+    )
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["error"]["code"] == "unauthenticated", doc
+    assert "malformed" in doc["error"]["message"]
+    assert token.strip() not in r.stdout + r.stderr
+    with pytest.raises(SafescanError):
+        AdminClient("https://127.0.0.1:1", token)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1", "https://127.0.0.1:99999", "ftp://x", "https://u:pw@127.0.0.1"]
+)
+def test_enrollment_refuses_a_malformed_institution_url_before_using_the_token(
+    url: str, tmp_path: Path
+) -> None:
+    """``wallet enroll --institution URL``: the local input check refuses it as
+    ``enrollment_input_invalid`` (the token stays unused), never a ``ValueError``."""
+    from safescan.wallet.enroll_checks import EnrollmentInputError, check_inputs
+
+    with pytest.raises(EnrollmentInputError, match="institution URL"):
+        check_inputs(
+            directory=tmp_path / "wallet",
+            institution_url=url,
+            carrier_url="tcp://127.0.0.1:7300",
+            token="enr_" + "A" * 43,
+            pin="1234",
+            retry_limit=5,
+            customer_id=None,
+        )

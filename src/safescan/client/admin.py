@@ -220,6 +220,7 @@ class AdminClient(ApiClient):
     """The institution's administrator API, one service per resource."""
 
     def __init__(self, base_url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        check_admin_token(token)
         super().__init__(base_url, timeout=timeout)
         auth = {"Authorization": f"Bearer {token}"}
         self.customers = CustomerService(self.http, auth)
@@ -245,4 +246,25 @@ def read_admin_token(path: Path | None) -> str:
             f"give the administrator token with --admin-token-file FILE or ${ENV_ADMIN_TOKEN}"
             " (`safescan institution init` printed it)"
         )
+    check_admin_token(token)
     return token
+
+
+#: the longest administrator token accepted from a user (``adm_`` + 43 base64url characters
+#: are made; anything this long is a pasted file, not a token)
+MAX_ADMIN_TOKEN = 256
+
+
+def check_admin_token(token: str) -> None:
+    """:class:`Unauthenticated` unless ``token`` is printable ASCII without spaces (what an HTTP
+    header can carry) and at most :data:`MAX_ADMIN_TOKEN` characters; the token is never
+    quoted (it is a secret)."""
+    if not token or len(token) > MAX_ADMIN_TOKEN:
+        raise Unauthenticated(
+            f"the administrator token is malformed: it must be 1 to {MAX_ADMIN_TOKEN} characters"
+        )
+    if not all("!" <= ch <= "~" for ch in token):
+        raise Unauthenticated(
+            "the administrator token is malformed: it holds a space, a control character or a"
+            " character outside ASCII (check the file or variable it came from)"
+        )

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from safescan.carrier import rom
 from safescan.carrier.errors import TransportError
 from safescan.carrier.pin import PinFormatError, check_pin
 from safescan.carrier.transport import parse_tcp_url, serial_path
 from safescan.wallet.errors import WalletError
+from safescan.web.pki import InvalidUrl, origin_of
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{8,128}")
 CUSTOMER_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,40}")
@@ -56,9 +56,10 @@ def check_inputs(
         raise _refuse("the enrollment token is malformed (expected enr_... from your institution)")
     if customer_id is not None and not CUSTOMER_ID_RE.fullmatch(customer_id):
         raise _refuse(f"the customer id {customer_id!r} is malformed")
-    parts = urlsplit(institution_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _refuse(f"the institution URL must be http(s)://HOST[:PORT], got {institution_url!r}")
+    try:
+        origin_of(institution_url)
+    except InvalidUrl as exc:
+        raise _refuse(f"the institution URL must be http(s)://HOST[:PORT]: {exc.message}") from None
     _check_carrier_url(carrier_url)
     _check_directory(directory)
 

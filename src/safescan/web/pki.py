@@ -424,14 +424,32 @@ _PINS: dict[str, ssl.SSLContext] = {}
 _HOPS: dict[str, Hop] = {}
 
 
+class InvalidUrl(SafescanError):
+    """An institution URL that is not ``http(s)://host[:port][/path]``: another scheme, no host,
+    a bad port or IPv6 literal, or user information (a password in a URL ends up in shell
+    histories, process lists and error messages)."""
+
+    code = "invalid_url"
+
+
 def origin_of(url: str) -> str:
-    """``scheme://host:port`` of ``url`` (default ports filled in), lower case."""
+    """``scheme://host:port`` of ``url`` (default ports filled in), lower case;
+    :class:`InvalidUrl` for anything but an ``http(s)://host[:port]`` URL."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError as exc:  # an unclosed IPv6 literal, a port not a number or out of range
+        raise InvalidUrl(f"not a usable URL ({exc}): use https://host[:port]") from None
+    if parts.username is not None or parts.password is not None:
+        raise InvalidUrl("the URL holds user information (user:password@): leave it out")
+    if scheme not in ("http", "https") or not host:
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise InvalidUrl(f"not an http(s) URL with a host ({shown}): use https://host[:port]")
+    port = port or (443 if scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
 

@@ -25,7 +25,7 @@ import math
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from safescan.carrier.errors import (
     CarrierDisconnected,
@@ -34,7 +34,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport.base import Control
+from safescan.carrier.transport.base import Control, split_url
 
 if TYPE_CHECKING:
     from safescan.carrier.audio import AudioLink, ChannelModel, LinkStats
@@ -50,7 +50,7 @@ _KEYS = frozenset({*_FLOAT_KEYS, "seed", "channel"})
 
 def parse_audio_url(url: str, scheme: str = "audio") -> tuple[str, int, ChannelModel | None]:
     """``audio://HOST:PORT?...`` (or ``tcp://`` for the card) -> (host, port, channel model)."""
-    parts = urlsplit(url)
+    parts = split_url(url, f"{scheme}://HOST:PORT")
     try:
         port = parts.port
     except ValueError:

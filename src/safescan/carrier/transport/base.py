@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from safescan.carrier.errors import TransportError
 
@@ -35,9 +35,18 @@ class Transport(Protocol):
         """Close the link."""
 
 
+def split_url(url: str, form: str) -> SplitResult:
+    """``urlsplit(url)``; :class:`TransportError` naming ``form`` (``tcp://HOST:PORT``) when
+    it cannot be split (an unclosed IPv6 literal raises ``ValueError`` there)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise TransportError(f"not a {form} address: {url!r}") from None
+
+
 def parse_tcp_url(url: str) -> tuple[str, int]:
     """``tcp://HOST:PORT`` -> (host, port); raises :class:`TransportError`."""
-    parts = urlsplit(url)
+    parts = split_url(url, "tcp://HOST:PORT")
     try:
         port = parts.port
     except ValueError:
@@ -49,7 +58,7 @@ def parse_tcp_url(url: str) -> tuple[str, int]:
 
 def serial_path(url: str) -> str:
     """``serial:///dev/pts/3`` -> ``/dev/pts/3``; raises :class:`TransportError`."""
-    parts = urlsplit(url)
+    parts = split_url(url, "serial:///DEVICE")
     if parts.scheme != "serial" or parts.netloc or not parts.path.startswith("/"):
         raise TransportError(f"not a serial:///DEVICE address: {url!r}")
     return parts.path
