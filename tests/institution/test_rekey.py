@@ -93,8 +93,9 @@ def test_rekey_reseals_every_legacy_file_and_keeps_the_keys(tmp_path: Path) -> N
         ("root-1.pem", True),
         ("scheme-1.json", True),
         ("scheme-2.json", True),
+        ("secret.json", False),  # always scrypt + AES-GCM: rewritten for a new passphrase only
     ]
-    assert all(f["was"].startswith("legacy") for f in out["files"])
+    assert all(f["was"].startswith("legacy") for f in out["files"][:3])
     assert _legacy_files(keys) == []
     assert _publics(keys) == before  # the same keys, retirement times included
     for name in ("root-1.pem", "scheme-1.json", "scheme-2.json"):
@@ -162,7 +163,7 @@ def test_rekey_through_the_cli_refuses_a_wrong_passphrase_typed(tmp_path: Path) 
     assert _snapshot(keys) == files
 
 
-def test_a_write_that_fails_leaves_that_file_whole_and_a_second_run_finishes(
+def test_a_write_that_fails_leaves_every_file_as_it_was_and_a_second_run_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = tmp_path / "keys"
@@ -175,12 +176,15 @@ def test_a_write_that_fails_leaves_that_file_whole_and_a_second_run_finishes(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing)
-    with pytest.raises(KeyFileError, match="run rekey again"):
+    files = _snapshot(keys)
+    with pytest.raises(KeyFileError, match="every key file is as it was"):
         rekey(keys, PASS)
-    assert _legacy_files(keys) == ["scheme-1.json", "scheme-2.json"]
-    assert _publics(keys) == before  # every file opens, the old one untouched
+    # all or nothing: the root file, re-sealed before the failure, is put back too
+    assert _legacy_files(keys) == ["root-1.pem", "scheme-1.json", "scheme-2.json"]
+    assert {k: v for k, v in _snapshot(keys).items() if k != ".rekey.lock"} == files
+    assert _publics(keys) == before  # every file opens, untouched
     monkeypatch.setattr(os, "replace", real_replace)
-    assert rekey(keys, PASS)["resealed"] == 2
+    assert rekey(keys, PASS)["resealed"] == 3
     assert _legacy_files(keys) == [] and _publics(keys) == before
 
 

@@ -119,6 +119,35 @@ def keys_scheme(
     console.print(f"scheme key {term(kid)} added to {term(directory)}")
 
 
+@keys_app.command("rekey")
+def keys_rekey(
+    path: Annotated[Path, typer.Argument(help="a key directory, or one key file")],
+    passphrase_file: PassphraseFile = None,
+    new_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(help="re-seal under the passphrase in this file (default: the same one)"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-seal private key files in the current format (scrypt + AES-GCM), under a new
+    passphrase with --new-passphrase-file: a `keys init` directory, a carrier factory's, or
+    one signing key. Every file must open first; then all are rewritten or none."""
+    from safescan.code.resealing import rekey_path
+
+    try:
+        old = read_passphrase(passphrase_file)
+        new = old if new_passphrase_file is None else read_passphrase(new_passphrase_file)
+        out = rekey_path(path, old, new)
+    except SafescanError as exc:
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit_json(out)
+        return
+    for f in out["files"]:
+        console.print(f"{term(f['file'])}: {'re-sealed' if f['resealed'] else 'left as it is'}")
+    console.print(f"{out['resealed']} key file(s) re-sealed in {term(out['path'])}")
+
+
 @keys_app.command("certify")
 def keys_certify(
     keys: Annotated[Path, typer.Option(help="Institution key directory")],

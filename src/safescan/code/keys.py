@@ -7,7 +7,6 @@ AES-256-GCM (:mod:`.keyfile`), both the library's. Nothing here hand-rolls crypt
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 from safescan.code import keyfile
 from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
 from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
+from safescan.code.rekeying import recover_if_interrupted, write_file
 
 SCHEME_KID_MAX = 0xFF  # scheme key ids fit the code header's one byte
 
@@ -41,26 +41,12 @@ def write_private_file(path: Path, data: bytes) -> None:
     """Write a (already encrypted) private key file with owner-only permissions, atomically:
     a temporary file (0600 even if a stale one was left with other modes) written whole and
     fsync'd, renamed over ``path``, the directory fsync'd (the rename survives a crash)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_file(Path(path), data)
 
 
 def _read(path: Path) -> bytes:
+    # a rekey interrupted in this directory puts every file back first (code/rekeying.py)
+    recover_if_interrupted(Path(path).parent)
     try:
         return Path(path).read_bytes()
     except OSError as exc:

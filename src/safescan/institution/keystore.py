@@ -39,6 +39,7 @@ from safescan.code.keys import (
     VerifyKey,
 )
 from safescan.code.keys import write_private_file as _write_private
+from safescan.code.rekeying import recover_if_interrupted
 from safescan.institution.util import token_hash
 
 if TYPE_CHECKING:
@@ -84,6 +85,19 @@ def load_passphrase(passphrase_file: Path | None) -> bytes:
 
 def _kdf(passphrase: bytes, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase)
+
+
+def _secret_file(secret: bytes, passphrase: bytes) -> bytes:
+    """``secret.json``: the server secret under AES-256-GCM with a scrypt-derived key."""
+    salt, nonce = os.urandom(16), os.urandom(12)
+    ct = AESGCM(_kdf(passphrase, salt)).encrypt(nonce, secret, b"safescan-secret")
+    doc = {
+        "type": "safescan-institution-secret",
+        "salt": base64.b64encode(salt).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "ct": base64.b64encode(ct).decode(),
+    }
+    return json.dumps(doc).encode()
 
 
 @dataclass
@@ -188,6 +202,7 @@ class KeyStore:
         """Load and decrypt every key (raises :class:`KeyFileError` on a wrong passphrase).
         A root key in a PKCS#11 token is opened with ``token`` (default: the configured one,
         :func:`.hsm.configured_token`) and checked against the recorded public key."""
+        recover_if_interrupted(self.path)  # a rekey killed midway: every file as it was
         index = self._index()
         root_kid = int(index["root_kid"])
         if token is None:
@@ -241,21 +256,27 @@ class KeyStore:
         _write_private(self.path / "keys.json", json.dumps(doc).encode())
 
     def _save_secret(self, secret: bytes, passphrase: bytes) -> None:
-        salt, nonce = os.urandom(16), os.urandom(12)
-        ct = AESGCM(_kdf(passphrase, salt)).encrypt(nonce, secret, b"safescan-secret")
-        doc = {
-            "type": "safescan-institution-secret",
-            "salt": base64.b64encode(salt).decode(),
-            "nonce": base64.b64encode(nonce).decode(),
-            "ct": base64.b64encode(ct).decode(),
-        }
-        _write_private(self.path / "secret.json", json.dumps(doc).encode())
+        _write_private(self.path / "secret.json", _secret_file(secret, passphrase))
 
     def open_secret(self, passphrase: bytes) -> bytes:
         """The server secret (:class:`KeyFileError` on a wrong passphrase)."""
         return self._load_secret(passphrase)
 
+    def reseal_secret(self, data: bytes, old: bytes, new: bytes) -> bytes:
+        """``secret.json``'s bytes (``data``) sealed under ``new``: opened under ``old``
+        first (:class:`KeyFileError` on a wrong passphrase or a damaged file)."""
+        try:
+            doc = json.loads(data)
+            salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
+            secret = AESGCM(_kdf(old, salt)).decrypt(nonce, ct, b"safescan-secret")
+        except (ValueError, KeyError, TypeError, InvalidTag):
+            raise KeyFileError(
+                "secret.json: cannot read the server secret: wrong passphrase or corrupt file"
+            ) from None
+        return _secret_file(secret, new)
+
     def _load_secret(self, passphrase: bytes) -> bytes:
+        recover_if_interrupted(self.path)
         try:
             doc = json.loads((self.path / "secret.json").read_text())
             salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))

@@ -1,39 +1,31 @@
-"""`safescan institution rekey`: re-seal the key directory's legacy key files in the current
-format (scrypt + AES-256-GCM, :mod:`safescan.code.keyfile`) without waiting for a key to be
-saved again.
+"""`safescan institution rekey`: re-seal every private key file of the institution in the
+current format (scrypt + AES-256-GCM, :mod:`safescan.code.keyfile`), under the same passphrase
+or, with ``--new-passphrase-file``, under a new one.
 
-Files written before that format (PKCS#8 under PBKDF2 at 2,048 iterations) still load, but a
-copy of one gives up its passphrase to a cheap offline search. ``rekey`` reads every key file the
-index names (``root-<kid>.pem`` unless the root key is in a PKCS#11 token, every
-``scheme-<kid>.json``; ``secret.json`` has always been scrypt + AES-GCM), checks that each one
-opens under the passphrase *before* anything is written (a wrong passphrase is a
-:class:`~safescan.code.errors.KeyFileError` and changes nothing), then rewrites only the legacy
-ones: atomically (a temporary file renamed over the old one), fsync'd (file and directory), mode
-0600, and read back to check it holds the same key. Running it again has nothing to do.
+The files: ``root-<kid>.pem`` (unless the root key is in a PKCS#11 token), every
+``scheme-<kid>.json``, ``secret.json`` (always scrypt + AES-GCM: rewritten only for a new
+passphrase) and the TLS CA key ``<key dir>.tls/ca.key`` when ``init`` made one (a clear one
+from an older release is sealed now). Each must open under the current passphrase *before*
+anything is written (a wrong passphrase, a file under another passphrase or a damaged file is
+a :class:`~safescan.code.errors.KeyFileError` and changes nothing); then they are rewritten
+all or nothing (:func:`safescan.code.rekeying.rewrite`: a failure, or a kill at any moment,
+leaves every file as it was; the next load puts back what a killed run left). Running it again
+with the same passphrase has nothing to do.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import ConfigError
-from safescan.code import keyfile
 from safescan.code.errors import KeyFileError
-from safescan.code.keys import SchemeKey, SigningKey, write_private_file
+from safescan.code.keyfile import is_legacy, is_sealed
+from safescan.code.rekeying import Rewrite, recover_if_interrupted, rewrite
+from safescan.code.resealing import reseal_file
 from safescan.institution.keystore import KeyStore
-
-
-@dataclass
-class _Plan:
-    """One key file: what it holds now and what it becomes (None: left as it is)."""
-
-    path: Path
-    kind: str
-    legacy: bool
-    new: bytes | None
+from safescan.institution.tls_setup import default_tls_dir
 
 
 def _read(path: Path) -> bytes:
@@ -43,77 +35,68 @@ def _read(path: Path) -> bytes:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
 
 
-def _plan_root(path: Path, passphrase: bytes) -> _Plan:
+def _was(data: bytes) -> str:
+    if is_legacy(data) or (data.lstrip().startswith(b"{") and b"BEGIN ENCRYPTED" in data):
+        return "legacy (PBKDF2 PKCS#8)"
+    if data.lstrip().startswith(b"-----BEGIN") and not is_sealed(data):
+        return "clear (an older release's CA key)"
+    return "current (scrypt + AES-GCM)"
+
+
+def _ca_key(key_dir: Path, old: bytes, new: bytes) -> tuple[Path, bytes, bytes | None] | None:
+    """The TLS CA key ``init`` made, if any: (path, bytes, new bytes or None)."""
+    from safescan.web.pki import ca_key_file, load_ca_key
+
+    tls = default_tls_dir(key_dir)
+    path = tls.ca_key
+    if not path.is_file():
+        return None
+    recover_if_interrupted(tls.path)
     data = _read(path)
-    try:
-        new = keyfile.reseal(data, passphrase)
-    except KeyFileError as exc:
-        raise KeyFileError(f"{path.name}: {exc.message}") from None
-    if new is not None:
-        SigningKey.from_pem(data, passphrase)  # an Ed25519 key, as the root key must be
-    return _Plan(path, "root", new is not None, new)
+    if is_sealed(data):
+        return path, data, reseal_file(path, data, old, new)
+    key = load_ca_key(tls, None)  # a clear PEM (an older release): sealed now
+    return path, data, ca_key_file(key, new)
 
 
-def _plan_scheme(path: Path, passphrase: bytes) -> _Plan:
-    data = _read(path)
-    try:
-        key = SchemeKey.from_json(data, passphrase)
-        legacy = keyfile.is_legacy(str(json.loads(data)["pem"]).encode("ascii"))
-    except KeyFileError as exc:
-        raise KeyFileError(f"{path.name}: {exc.message}") from None
-    new = key.to_json(passphrase).encode("ascii") if legacy else None
-    return _Plan(path, "scheme", legacy, new)
-
-
-def _same_key(plan: _Plan, passphrase: bytes) -> bool:
-    """The rewritten file opens under the passphrase and holds the key the old one held."""
-    assert plan.new is not None
-    if plan.kind == "root":
-        before = SigningKey.from_pem(plan.new, passphrase).public_key
-        return SigningKey.load(plan.path, passphrase).public_key == before
-    return (
-        SchemeKey.load(plan.path, passphrase).public
-        == SchemeKey.from_json(plan.new, passphrase).public
-    )
-
-
-def rekey(key_dir: Path, passphrase: bytes) -> dict[str, Any]:
-    """Re-seal every legacy key file of ``key_dir`` (module docstring); returns, per file,
-    whether it was legacy and whether it was rewritten."""
+def rekey(key_dir: Path, passphrase: bytes, new_passphrase: bytes | None = None) -> dict[str, Any]:
+    """Re-seal the institution's key files (module docstring); returns, per file, what it was
+    and whether it was rewritten."""
     store = KeyStore(key_dir)
     if not store.exists():
         raise ConfigError(f"no institution keys in {key_dir} (run init first)")
+    recover_if_interrupted(store.path)
+    new = passphrase if new_passphrase is None else new_passphrase
     index = json.loads((store.path / "keys.json").read_text())
-    plans: list[_Plan] = []
+    plans: list[tuple[Path, str, bytes, bytes | None]] = []
+    paths: list[tuple[Path, str]] = []
     if store.root_store() == "file":
-        plans.append(_plan_root(store.path / f"root-{int(index['root_kid'])}.pem", passphrase))
-    for kid in index["scheme_kids"]:
-        plans.append(_plan_scheme(store.path / f"scheme-{int(kid)}.json", passphrase))
-    store.open_secret(passphrase)  # the whole set opens under it, or nothing is written
-    for plan in plans:
-        if plan.new is None:
-            continue
-        try:
-            write_private_file(plan.path, plan.new)
-        except OSError as exc:
-            raise KeyFileError(
-                f"cannot write {plan.path.name} ({exc.strerror}): it is as it was; the files"
-                " before it are re-sealed; run rekey again"
-            ) from None
-        if not _same_key(plan, passphrase):  # pragma: no cover - a broken disk or library
-            raise KeyFileError(f"{plan.path.name}: the re-sealed file does not read back")
+        paths.append((store.path / f"root-{int(index['root_kid'])}.pem", "root"))
+    paths += [(store.path / f"scheme-{int(kid)}.json", "scheme") for kid in index["scheme_kids"]]
+    for path, kind in paths:
+        data = _read(path)
+        plans.append((path, kind, data, reseal_file(path, data, passphrase, new)))
+    secret = store.path / "secret.json"
+    data = _read(secret)
+    resealed = store.reseal_secret(data, passphrase, new)  # opens under the passphrase, or raises
+    plans.append((secret, "secret", data, resealed if new != passphrase else None))
+    ca = _ca_key(store.path, passphrase, new)
+    if ca is not None:
+        plans.append((ca[0], "tls-ca", ca[1], ca[2]))
+    rewrite(store.path, [Rewrite(p, old, out) for p, _, old, out in plans if out is not None])
     files = [
         {
-            "file": plan.path.name,
-            "key": plan.kind,
-            "was": "legacy (PBKDF2 PKCS#8)" if plan.legacy else "current (scrypt + AES-GCM)",
-            "resealed": plan.new is not None,
+            "file": path.name if path.parent == store.path else f"{path.parent.name}/{path.name}",
+            "key": kind,
+            "was": _was(old),
+            "resealed": out is not None,
         }
-        for plan in plans
+        for path, kind, old, out in plans
     ]
     return {
         "key_dir": str(store.path),
         "root_key": store.root_store(),
+        "passphrase": "changed" if new != passphrase else "unchanged",
         "files": files,
         "resealed": sum(1 for f in files if f["resealed"]),
     }

@@ -46,6 +46,7 @@ from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
 from safescan.merchant.cli_apikey import apikey_app
 from safescan.merchant.cli_config import ConfigOpt, config_app
+from safescan.merchant.cli_rekey import rekey as pos_rekey
 from safescan.merchant.cli_webhook import webhook_app
 from safescan.merchant.client import (
     MerchantApi,
@@ -603,6 +604,7 @@ merchant_app.add_typer(staff_app, name="staff")
 merchant_app.add_typer(webhook_app, name="webhook")  # safescan.merchant.cli_webhook
 merchant_app.add_typer(apikey_app, name="apikey")  # safescan.merchant.cli_apikey
 merchant_app.add_typer(config_app, name="config")  # safescan.merchant.cli_config
+merchant_app.command("rekey")(pos_rekey)  # safescan.merchant.cli_rekey
 
 
 def _staff_store(config: Path | None) -> StaffStore:

@@ -45,6 +45,7 @@ from safescan.client.trust import trust_from_json, trust_to_json
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
+from safescan.code.rekeying import recover_if_interrupted
 from safescan.web.pki import ca_from_pem, pin_ca
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
@@ -124,6 +125,7 @@ class PosConfig:
     def load(cls, path: Path | None = None, *, passphrase: bytes | None = None) -> PosConfig:
         """Read the file and decrypt the API key (passphrase: given, or :func:`passphrase`)."""
         target = Path(path or default_path())
+        recover_if_interrupted(target.parent)  # a `pos rekey` killed midway: put back first
         doc = _read(target)
         if "api_key" in doc:
             raise PosConfigError(

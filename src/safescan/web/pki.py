@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from safescan.code import keyfile
 from safescan.code.errors import KeyFileError, SafescanError
+from safescan.code.rekeying import recover_if_interrupted
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
@@ -265,6 +266,7 @@ def load_ca_key(ca_dir: TlsDir, passphrase: bytes | None = None) -> ec.EllipticC
     """The CA's private key: sealed (``passphrase`` needed: :class:`KeyFileError` without it
     or with a wrong one), or a clear PEM written by an older release; :class:`TlsTrustError`
     if it is missing or not an EC key."""
+    recover_if_interrupted(ca_dir.path)  # a rekey killed midway: the key as it was
     try:
         data = ca_dir.ca_key.read_bytes()
     except FileNotFoundError:

@@ -1,0 +1,145 @@
+"""Re-sealing private key files under a new passphrase (the ``rekey`` commands' planning).
+
+:func:`reseal_file` turns one key file into its current-format bytes under the new passphrase
+(checking that it opens under the old one first); :func:`plan_directory` does it for every key
+file of a directory, recognised by content. The files are then written all or nothing by
+:func:`safescan.code.rekeying.rewrite`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safescan.code import keyfile
+from safescan.code.errors import KeyFileError
+from safescan.code.keys import SchemeKey
+from safescan.code.rekeying import NEW, OLD, Rewrite, recover_if_interrupted, rewrite
+
+MAX_KEY_FILE = 16384  # a key file is under 4 KiB; bigger files are not looked into
+
+
+def reseal_file(path: Path, data: bytes, old: bytes, new: bytes) -> bytes | None:
+    """A key file's bytes sealed under ``new`` in the current format, or None when there is
+    nothing to change (already current, same passphrase). Either way it must open under
+    ``old`` (:class:`KeyFileError` naming the file: a wrong passphrase or a damaged file)
+    and the result must open under ``new`` to the same key. Handles sealed and legacy PEM
+    key files (any PKCS#8 key: the TLS CA's too) and scheme-key JSON files."""
+    try:
+        if data.lstrip().startswith(b"{"):
+            key = SchemeKey.from_json(data, old)
+            if old == new and not keyfile.is_legacy(_scheme_pem(data)):
+                return None
+            out = key.to_json(new).encode("ascii")
+            if SchemeKey.from_json(out, new).public != key.public:  # pragma: no cover
+                raise KeyFileError("the re-sealed key does not read back")
+            return out
+        if keyfile.is_legacy(data):  # Ed25519 / X25519 under PBKDF2: the current format now
+            out = keyfile.seal(keyfile.unseal(data, old), new)
+            keyfile.unseal(out, new)
+            return out
+        der = keyfile.unseal_der(data, old)
+        if old == new:
+            return None
+        out = keyfile.seal_der(der, new)
+        if keyfile.unseal_der(out, new) != der:  # pragma: no cover - a broken library
+            raise KeyFileError("the re-sealed key does not read back")
+        return out
+    except KeyFileError as exc:
+        raise KeyFileError(f"{path}: {exc.message}") from None
+
+
+def _scheme_pem(data: bytes) -> bytes:
+    try:
+        return str(json.loads(data)["pem"]).encode("ascii")
+    except (ValueError, KeyError, TypeError, UnicodeEncodeError):
+        raise KeyFileError("corrupt scheme key file") from None
+
+
+def is_key_file(data: bytes) -> bool:
+    """Whether ``data`` looks like a private key file this module re-seals (sealed or legacy
+    PEM, or a scheme-key JSON file); public files (trust lists, certificates) are not."""
+    if keyfile.is_sealed(data) or keyfile.is_legacy(data):
+        return True
+    if not data.lstrip().startswith(b"{"):
+        return False
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("pem"), str)
+
+
+def plan_directory(directory: Path, old: bytes, new: bytes) -> tuple[list[Rewrite], list[Path]]:
+    """Every private key file directly in ``directory`` (by content): the rewrites to make and
+    every key file found (each checked to open under ``old`` first)."""
+    rewrites: list[Rewrite] = []
+    found: list[Path] = []
+    for path in sorted(Path(directory).iterdir()):
+        if (
+            not path.is_file()
+            or path.name.startswith(".")
+            or path.name.endswith((OLD, NEW, ".tmp"))
+        ):
+            continue
+        try:
+            data = path.read_bytes() if path.stat().st_size <= MAX_KEY_FILE else b""
+        except OSError as exc:
+            raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+        if not is_key_file(data):
+            continue
+        found.append(path)
+        out = reseal_file(path, data, old, new)
+        if out is not None:
+            rewrites.append(Rewrite(path, data, out))
+    return rewrites, found
+
+
+#: key files that share their passphrase with a file this module does not re-seal: their own
+#: command re-seals both together
+SHARED = {"code-signing.key": "safescan pos rekey (with the POS configuration's API key)"}
+
+
+def rekey_path(path: Path, old: bytes, new: bytes) -> dict[str, Any]:
+    """``safescan keys rekey PATH``: every private key file of a directory (a ``safescan
+    keys`` directory, a carrier factory's, any directory of key files), or one key file (a
+    merchant's signing key), moved to the current sealed format and, with ``new`` not
+    ``old``, re-sealed under ``new``; all or nothing (:func:`.rekeying.rewrite`)."""
+    path = Path(path)
+    recover_if_interrupted(path if path.is_dir() else path.parent)
+    if path.is_dir():
+        rewrites, found = plan_directory(path, old, new)
+        primary = path
+        if not found:
+            raise KeyFileError(f"{path} holds no private key file")
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+        if not is_key_file(data):
+            raise KeyFileError(f"{path} is not a safescan private key file")
+        out = reseal_file(path, data, old, new)
+        rewrites, found, primary = (
+            ([] if out is None else [Rewrite(path, data, out)]),
+            [path],
+            path.parent,
+        )
+    if new != old:
+        for f in found:
+            if f.name in SHARED:
+                raise KeyFileError(
+                    f"{f} shares its passphrase with another file: use {SHARED[f.name]}"
+                )
+    rewrite(primary, rewrites)
+    changed = {r.path for r in rewrites}
+    return {
+        "path": str(path),
+        "passphrase": "changed" if new != old else "unchanged",
+        "files": [{"file": f.name, "resealed": f in changed} for f in found],
+        "resealed": len(rewrites),
+    }
+
+
+__all__ = ["is_key_file", "plan_directory", "rekey_path", "reseal_file"]
