@@ -201,7 +201,114 @@ def enrollment_token_command(
     console.print(term(doc["token"]), soft_wrap=True, highlight=False)
 
 
+apikey_app = typer.Typer(
+    help="A merchant's secret API keys: create, list, rotate, revoke (administrator).",
+    no_args_is_help=True,
+)
+MerchantOpt = Annotated[str, typer.Option("--merchant", help="the merchant's id (M...)")]
+KeyIdArg = Annotated[str, typer.Argument(help="the key's id (or its sk_live_<id> prefix)")]
+
+
+def _new_key(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"API key {term(doc['prefix'])} scopes: {term(' '.join(doc['scopes']))}")
+    console.print("secret key (shown once, give it to the merchant now):")
+    console.print(term(doc["key"]), soft_wrap=True, highlight=False)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    merchant: MerchantOpt,
+    scope: Annotated[list[str], typer.Option("--scope", help="a scope the key carries (repeat)")],
+    name: Annotated[str | None, typer.Option(help="a label (e.g. the shop's name)")] = None,
+    expires_in: Annotated[int | None, typer.Option(help="seconds until it expires")] = None,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a secret API key for a merchant; it is printed once."""
+    wanted = [s for item in scope for s in item.replace(",", " ").split()]
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.api_keys.create(
+            merchant, wanted, name=name, expires_in=expires_in
+        ).to_json(),
+    )
+    _new_key(doc, as_json)
+
+
+@apikey_app.command("list")
+def apikey_list(
+    merchant: MerchantOpt,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A merchant's keys: prefix, scopes, state, dates (never a secret)."""
+    doc = _ask(
+        institution, admin_token_file, as_json, lambda a: a.api_keys.list(merchant).to_json()
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table("key", "name", "scopes", "state", "created")
+    for k in doc["api_keys"]:
+        table.add_row(
+            term(k["prefix"]),
+            term(k.get("name") or ""),
+            term(" ".join(k["scopes"])),
+            term(k["state"]),
+            _when(int(k["created_at"])),
+        )
+    console.print(table)
+
+
+@apikey_app.command("rotate")
+def apikey_rotate(
+    merchant: MerchantOpt,
+    key_id: KeyIdArg,
+    grace: Annotated[int, typer.Option(help="seconds the old key keeps working")] = 86400,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A replacement key with the same scopes; the old one expires after ``--grace``."""
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.api_keys.rotate(merchant, key_id, grace).to_json(),
+    )
+    _new_key(doc, as_json)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    merchant: MerchantOpt,
+    key_id: KeyIdArg,
+    institution: UrlOpt = None,
+    admin_token_file: TokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a merchant's key now."""
+    doc = _ask(
+        institution,
+        admin_token_file,
+        as_json,
+        lambda admin: admin.api_keys.revoke(merchant, key_id).to_json(),
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"API key {term(doc['prefix'])} revoked")
+
+
 def register(institution_app: typer.Typer) -> None:
     """Attach these commands to ``safescan institution``."""
     institution_app.add_typer(customer_app, name="customer")
+    institution_app.add_typer(apikey_app, name="apikey")
     institution_app.command("enrollment-token")(enrollment_token_command)

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from safescan.api import schema
 from safescan.api.errors import Unauthenticated
 from safescan.api.states import Status
+from safescan.client.admin_api_keys import AdminApiKeyService
 from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
 from safescan.client.fields import SAME, Answer, fields_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
@@ -228,6 +229,7 @@ class AdminClient(ApiClient):
         self.merchants = MerchantAdminService(self.http, auth)
         self.carriers = CarrierAdminService(self.http, auth)
         self.settlements = SettlementService(self.http, auth)
+        self.api_keys = AdminApiKeyService(self.http, auth)  # a merchant's secret API keys
         self.keys = KeyService(self.http)
 
 
