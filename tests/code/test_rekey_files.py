@@ -431,3 +431,29 @@ def test_pos_rekey_command(tmp_path: Path) -> None:
     assert PosConfig.load(path, passphrase=NEW).api_seed == cfg.api_seed
     with pytest.raises(KeyFileError):
         SigningKey.load(tmp_path / "pos-seal" / "code-signing.key", OLD)
+
+
+def test_a_rekey_given_a_relative_path_is_put_back_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal names absolute paths: a rekey of ``keys`` (relative) stopped between two
+    renames is put back by a loader running in another working directory."""
+    d = keys_dir(tmp_path)
+    files = snapshot(d)
+    before = opens_keys_dir(d, OLD)
+    monkeypatch.chdir(tmp_path)
+
+    def crash() -> None:
+        raise KeyboardInterrupt  # not an OSError: nothing in the process puts the files back
+
+    real = os.replace
+    monkeypatch.setattr(os, "replace", Countdown(real, 8, crash))  # the second rename
+    with pytest.raises(KeyboardInterrupt):
+        rekey_path(Path("keys"), OLD, NEW)
+    monkeypatch.setattr(os, "replace", real)
+    assert (d / JOURNAL).exists() and snapshot(d) != files  # mixed, as a kill leaves it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert opens_keys_dir(d, OLD) == before
+    assert {k: snapshot(d)[k] for k in files} == files

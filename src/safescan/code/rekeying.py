@@ -180,7 +180,9 @@ def recover_if_interrupted(directory: Path) -> None:
 def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
     """Replace every file's bytes, all or nothing (module docstring). Raises
     :class:`KeyFileError` (every file then as it was) if anything fails."""
-    primary = Path(primary)
+    # absolute (the journal is read from any working directory), symlinks kept as they are
+    primary = Path(os.path.abspath(primary))
+    files = [Rewrite(Path(os.path.abspath(f.path)), f.old, f.new) for f in files]
     with _locked(primary, wait=True):
         _put_back(primary)
         others = sorted({f.path.parent for f in files} - {primary})
