@@ -224,6 +224,33 @@ def test_the_framework_errors_have_their_own_handlers(
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/keys/"),
+        ("GET", "/health/"),
+        ("GET", "/v1/admin/customers/"),
+        ("GET", "/checkout/cs_abc/"),  # the customer-facing hosted page
+        ("GET", "/v1/merchant/orders/"),
+        ("POST", "/v1/payments/"),
+        ("POST", "/v1/codes/status/"),
+        ("POST", "/v1/admin/merchants/"),
+    ],
+)
+def test_a_trailing_slash_is_a_typed_404_never_a_redirect_to_the_host_header(
+    served: Served, method: str, path: str
+) -> None:
+    """redteam: the framework answered ``/v1/keys/`` with ``307`` and ``Location`` built from
+    the request's ``Host`` header (``https://evil.example/v1/keys``): an open redirect for
+    whoever sets the header (a cache, a proxy), and an untyped empty answer. Now every
+    unknown path, a trailing slash included, is the typed 404, whatever the Host says."""
+    for host in ("evil.example", "127.0.0.1", "evil.example:8443", "[::1]:1"):
+        r = served.http.request(method, path, headers={"Host": host}, json={})
+        assert r.status_code == 404, (path, host, r.status_code, r.headers)
+        assert "location" not in r.headers
+        assert r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
     ("body", "param"),
     [
         ({"code": "SS1.x"}, "authorization"),

@@ -113,6 +113,9 @@ def create_app(
         responses=errors.RESPONSES,
         exception_handlers=errors.HANDLERS,
     )
+    # no 307 from "/v1/keys/" to "/v1/keys": its Location was built from the Host header (an
+    # open redirect for whoever sets it); an unknown path is the typed 404
+    app.router.redirect_slashes = False
     app.include_router(health_router(inst.health, readiness, inst.now, webhooks=webhooks_state))
     app.include_router(wallet_router(inst, limiter=limiter))
     app.include_router(admin_router(inst, dispatcher=dispatcher))
