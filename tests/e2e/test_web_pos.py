@@ -128,6 +128,41 @@ def test_forged_host_headers_are_refused_before_any_route(world: World, pos_url:
 # --- Origin ----------------------------------------------------------------------------------
 
 
+def test_hostile_json_bodies_are_typed_refusals_that_change_nothing(
+    world: World, pos_url: str
+) -> None:
+    """redteam: Python's json reads lone surrogates (a string no later ``.encode()`` takes),
+    ``NaN`` and nesting deep enough for a ``RecursionError``; the POS now refuses each as the
+    typed ``pos_request_refused`` (web.jsonbody), and nothing reaches the institution."""
+    staff = Staff(world, pos_url)
+    order = staff.order()
+    before = _institution_state(world)
+    hostile = [
+        b'{"items": [{"name": "T\\ud800", "quantity": 1, "unit_price": 100}]}',
+        b'{"items": [{"\\udc80": 1}]}',
+        b'{"items": [{"name": "Tea", "quantity": NaN, "unit_price": 100}]}',
+        b'{"items": [{"name": "Tea", "quantity": 1, "unit_price": Infinity}]}',
+        b'{"items": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"amount": 1, "reason": "\\ud83d"}',
+        b'{"items": "\xff"}',
+    ]
+    paths = ["/api/orders", f"/api/orders/{order['order_id']}/refunds/preview"]
+    for raw in hostile:
+        for path in paths:
+            r = staff.http.post(
+                path,
+                content=raw,
+                headers={
+                    "Origin": staff.url,
+                    "X-CSRF-Token": staff.csrf,
+                    "Content-Type": "application/json",
+                },
+            )
+            assert r.status_code == 400, (path, raw[:40], r.status_code, r.text[:200])
+            _refused(r, "pos_request_refused")
+    assert _institution_state(world) == before
+
+
 def test_state_changes_need_this_pos_origin(world: World, pos_url: str) -> None:
     staff = Staff(world, pos_url)
     before = _institution_state(world)

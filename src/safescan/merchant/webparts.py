@@ -33,6 +33,7 @@ from safescan.merchant.websec import (
     sign_in_throttle,
     staff_sessions,
 )
+from safescan.web import jsonbody
 
 log = logging.getLogger("safescan.merchant.web")
 
@@ -188,16 +189,12 @@ async def _body(request: Request) -> bytes:
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await _body(request)
     try:
-        doc = json.loads(raw or b"{}", parse_constant=_no_constant)
-    except ValueError:
+        doc = jsonbody.loads(raw or b"{}")
+    except ValueError:  # invalid JSON, lone surrogates, NaN, too deep (web.jsonbody)
         raise PosRequestRefused("the request is not JSON") from None
     if not isinstance(doc, dict):
         raise PosRequestRefused("the request is not a JSON object")
     return doc
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(name)
 
 
 async def _form(request: Request) -> dict[str, str]:

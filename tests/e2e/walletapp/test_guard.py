@@ -157,6 +157,9 @@ def test_pairing_needs_the_secret_and_wrong_guesses_are_throttled(
         for bad in [{}, {"secret": 1}, {"secret": ""}, {"secret": _secret(srv)[:-1]}, ["x"]]:
             r = httpx.post(url, json=bad, headers=origin)
             assert r.status_code in (400, 401), (bad, r.status_code)
+        for raw in (b'{"secret": "\\ud800"}', b'{"secret": "\\udfff\\ud800x"}'):  # was a 500
+            r = httpx.post(url, content=raw, headers={**origin, "Content-Type": "application/json"})
+            assert r.status_code == 400 and _code(r) == "wallet_request_invalid", r.text
         r = httpx.post(url, content=b"not json", headers={**origin, "Content-Type": "text/plain"})
         assert r.status_code == 400
         guesses = [
@@ -220,6 +223,19 @@ def test_bad_bodies_are_refused_with_typed_errors(server: WalletServer) -> None:
         ("/api/change-pin", {"json": {"old": 1234, "new": "5678"}}),
         ("/api/enroll", {"json": {"token": True}}),
     ]
+    # redteam: lone surrogates (a 500 from a later .encode()), NaN, deep nesting, not UTF-8
+    hostile = [
+        b'{"text": "\\ud800"}',
+        b'{"text": "SS1:\\udc80AB"}',
+        b'{"\\ud800": "x", "text": "a"}',
+        b'{"old": "\\ud800", "new": "5678"}',
+        b'{"text": NaN}',
+        b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"text": "\xff\xfe"}',
+    ]
+    for raw in hostile:
+        for path in ("/api/scan", "/api/decode", "/api/change-pin", "/api/enroll"):
+            cases.append((path, {"content": raw, "headers": {"Content-Type": "application/json"}}))
     for path, kw in cases:
         extra = kw.pop("headers", {})
         r = httpx.post(server.url + path, headers={**headers, **extra}, **kw)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import mimetypes
 import secrets
@@ -40,6 +39,7 @@ from safescan.code.numbers import parse_int
 from safescan.wallet.enroll_checks import EnrollmentInputError
 from safescan.wallet.web import frames
 from safescan.wallet.web.service import WalletRequestInvalid, WalletService
+from safescan.web import jsonbody
 from safescan.web.guard import (
     GuardMiddleware,
     HostPolicy,
@@ -159,8 +159,8 @@ async def _json_body(request: Request) -> object:
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise WalletRequestInvalid("send the request as application/json")
     try:
-        return json.loads(await _read_body(request, MAX_JSON_BODY))
-    except ValueError:
+        return jsonbody.loads(await _read_body(request, MAX_JSON_BODY))
+    except ValueError:  # invalid JSON, lone surrogates, NaN, too deep (web.jsonbody)
         raise WalletRequestInvalid("the request is not JSON") from None
 
 
