@@ -49,13 +49,12 @@ class StaticCodeIssued(Answer, schema.StaticCodeIssued, what="static code"):
 
 
 @dataclass(frozen=True)
-class PaymentMade(Answer, what="payment"):
-    """A payment's answer (``POST /v1/payments``; a lookup's ``payment``). ``receipt`` is the
-    signed receipt as sent (standard base64 of its CBOR: verify it with
+class _Payment(Answer):
+    """What a payment's answer and the merchant's view of it share (``receipt``: the signed
+    receipt as sent, standard base64 of its CBOR: verify it with
     :func:`safescan.client.trust.verify_receipt`)."""
 
     payment_id: str
-    status: str  # "succeeded"
     order_id: str
     merchant_id: str
     amount: Amount
@@ -66,19 +65,18 @@ class PaymentMade(Answer, what="payment"):
 
 
 @dataclass(frozen=True)
-class PaymentView(Answer, what="payment"):
-    """A payment as its merchant reads it (``GET /v1/merchant/payments/{id}``): the payer's
-    pseudonym, never the account; ``receipt`` as :class:`PaymentMade`'s."""
+class PaymentMade(_Payment, what="payment"):
+    """A payment's answer (``POST /v1/payments``; a lookup's ``payment``)."""
 
-    payment_id: str
-    order_id: str
+    status: str  # "succeeded"
+
+
+@dataclass(frozen=True)
+class PaymentView(_Payment, what="payment"):
+    """A payment as its merchant reads it (``GET /v1/merchant/payments/{id}``): the payer's
+    pseudonym, never the account; and the order's state now."""
+
     order_state: OrderState
-    merchant_id: str
-    amount: Amount
-    currency: int
-    payer_pseudonym: str
-    paid_at: int
-    receipt: str
 
 
 @dataclass(frozen=True)

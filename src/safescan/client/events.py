@@ -21,6 +21,7 @@ from safescan.client.errors import (
     InstitutionUnreachable,
     error_from_response,
 )
+from safescan.client.event_data import EventData, event_data
 from safescan.client.fields import read
 from safescan.client.http import InstitutionHttp, async_client
 from safescan.code.certs import TrustStore
@@ -36,13 +37,20 @@ def events_path(after: int | None) -> str:
 
 @dataclass(frozen=True)
 class VerifiedEvent:
-    """A stream event whose institution signature verified."""
+    """A stream event whose institution signature verified (``data`` as sent; :attr:`payload`
+    typed)."""
 
     seq: int
     type: str
     id: str
     created: int
     data: dict[str, Any]
+
+    @property
+    def payload(self) -> EventData | None:
+        """``data`` read as its type's dataclass (:mod:`.event_data`; None: a type this client
+        does not know); malformed: :class:`~safescan.client.errors.InstitutionProtocolError`."""
+        return event_data(self.type, self.data)
 
 
 class SseParser:

@@ -28,8 +28,11 @@ from safescan.institution.cli_options import (
     PassOpt,
     TlsCertOpt,
     TlsKeyOpt,
+    open_keys,
+    passphrase_of,
 )
 from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import run_on_db as _on_db
 from safescan.institution.cli_options import settings_for as _settings
 from safescan.institution.cli_options import with_db as _with_db
 from safescan.institution.cli_rekey import rekey
@@ -80,7 +83,7 @@ def init(
     from safescan.api.errors import ConfigError
     from safescan.institution.db import Database, migrate
     from safescan.institution.hsm import Token, configured_token
-    from safescan.institution.keystore import KeyStore, load_passphrase
+    from safescan.institution.keystore import KeyStore
     from safescan.institution.models import AdminToken
     from safescan.institution.rollback import RollbackGuard
     from safescan.institution.service import Institution
@@ -97,7 +100,7 @@ def init(
     )
     try:
         db = site.db_url()
-        passphrase = load_passphrase(site.keystore.passphrase_file)
+        passphrase = passphrase_of(site)
         key_dir = site.key_dir()
         store = KeyStore(key_dir)
         cp_path = site.checkpoint_path()
@@ -147,12 +150,7 @@ def migrate(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
             dblayer.migrate(database.engine)
         return current, head
 
-    site = _settings(config, as_json, db=db)
-    try:
-        before, head = _with_db(site.db_url(), upgrade)
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    before, head = _on_db(config, as_json, db, upgrade)
     if as_json:
         emit_json({"from": before, "to": head, "migrated": before != head})
     elif before == head:
@@ -182,12 +180,7 @@ def admin_token_create(
     """Create another administrator token and print it once (only its hash is stored)."""
     from safescan.institution import admin_tokens
 
-    site = _settings(config, as_json, db=db)
-    try:
-        token_id, token = _with_db(site.db_url(), admin_tokens.create)
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    token_id, token = _on_db(config, as_json, db, admin_tokens.create)
     if as_json:
         emit_json({"id": token_id, "token": token})
         return
@@ -206,12 +199,7 @@ def admin_token_list(
 
     from safescan.institution import admin_tokens
 
-    site = _settings(config, as_json, db=db)
-    try:
-        rows = _with_db(site.db_url(), admin_tokens.list_tokens)
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    rows = _on_db(config, as_json, db, admin_tokens.list_tokens)
     if as_json:
         emit_json(rows)
         return
@@ -230,12 +218,7 @@ def admin_token_revoke(
     """Revoke an administrator token at once (the last live one cannot be revoked)."""
     from safescan.institution import admin_tokens
 
-    site = _settings(config, as_json, db=db)
-    try:
-        _with_db(site.db_url(), lambda database: admin_tokens.revoke(database, token_id))
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    _on_db(config, as_json, db, lambda database: admin_tokens.revoke(database, token_id))
     if as_json:
         emit_json({"id": token_id, "revoked": True})
         return
@@ -565,7 +548,6 @@ def reconcile(
     """Accept a database restored from an older copy: re-apply journaled revocations, move
     serials, the revocation list sequence and event numbers past everything issued before,
     record it all in the audit log, and let the API processes serve again."""
-    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.reconcile import reconcile as run_reconcile
 
     site = _settings(
@@ -573,9 +555,7 @@ def reconcile(
     )
     try:
         db = site.db_url()
-        passphrase = load_passphrase(site.keystore.passphrase_file)
-        key_dir = site.key_dir()
-        institution_keys = KeyStore(key_dir).load(passphrase)
+        institution_keys = open_keys(site)
         path = site.checkpoint_path()
         out = _with_db(
             db,
@@ -658,13 +638,13 @@ def rotate_scheme_key(
     import time
 
     from safescan.institution.db import Database
-    from safescan.institution.keystore import KeyStore, load_passphrase
+    from safescan.institution.keystore import KeyStore
     from safescan.institution.service import Institution
 
     site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
         db = site.db_url()
-        passphrase = load_passphrase(site.keystore.passphrase_file)
+        passphrase = passphrase_of(site)
         store = KeyStore(site.key_dir())
         retire = None if retire_old_in is None else int(time.time()) + retire_old_in
         new = store.add_scheme_key(passphrase, retire_old_at=retire)

@@ -16,6 +16,7 @@ from safescan.institution.cli_options import (
     JsonOpt,
     KeysOpt,
     PassOpt,
+    open_keys,
 )
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
@@ -69,16 +70,13 @@ def restore(
     and record it as an acknowledged restore (signed, in the checkpoint file and the audit log),
     so the audit tells it from a silent rollback. Stop the old server first."""
     from safescan.institution.backup import restore as run_restore
-    from safescan.institution.keystore import KeyStore, load_passphrase
 
     site = _settings(
         config, as_json, db=db, keys=keys, passphrase_file=passphrase_file, checkpoints=checkpoints
     )
     try:
         url = site.db_url()
-        passphrase = load_passphrase(site.keystore.passphrase_file)
-        key_dir = site.key_dir()
-        institution_keys = KeyStore(key_dir).load(passphrase)
+        institution_keys = open_keys(site)
         path = site.checkpoint_path()
         out = run_restore(
             source, url, institution_keys, path, reason=reason, restart=restart_checkpoints

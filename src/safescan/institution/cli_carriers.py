@@ -10,8 +10,17 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
-from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt, PassOpt, with_db
+from safescan.institution.cli_options import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    KeysOpt,
+    PassOpt,
+    open_keys,
+    with_db,
+)
 from safescan.institution.cli_options import fail_cli as _fail
+from safescan.institution.cli_options import run_on_db as _on_db
 from safescan.institution.cli_options import settings_for as _settings
 
 manufacturer_app = typer.Typer(
@@ -59,12 +68,7 @@ def manufacturer_revoke(
     """Stop trusting a manufacturer key: no carrier attested under it enrolls any more."""
     from safescan.institution.domain.enrollment import revoke_manufacturer
 
-    site = _settings(config, as_json, db=db)
-    try:
-        with_db(site.db_url(), lambda d: revoke_manufacturer(d, kid, int(time.time())))
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    _on_db(config, as_json, db, lambda d: revoke_manufacturer(d, kid, int(time.time())))
     if as_json:
         emit_json({"kid": kid, "status": "revoked"})
         return
@@ -81,12 +85,7 @@ def manufacturer_list(
     from safescan.institution import wire
     from safescan.institution.domain.enrollment import list_manufacturers
 
-    site = _settings(config, as_json, db=db)
-    try:
-        rows = with_db(site.db_url(), list_manufacturers)
-    except SafescanError as exc:
-        _fail(exc, as_json)
-        return
+    rows = _on_db(config, as_json, db, list_manufacturers)
     if as_json:
         emit_json([wire.manufacturer(row) for row in rows])
         return
@@ -106,13 +105,11 @@ def rotate_epoch(
     Running API processes pick it up within seconds; epochs also start by themselves on the
     schedule ($SAFESCAN_EPOCH_SECONDS, default a day)."""
     from safescan.institution.epochs import EpochKeyring
-    from safescan.institution.keystore import KeyStore, load_passphrase
 
     site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
         db = site.db_url()
-        passphrase = load_passphrase(site.keystore.passphrase_file)
-        loaded = KeyStore(site.key_dir()).load(passphrase)
+        loaded = open_keys(site)
         epoch = with_db(
             db, lambda d: EpochKeyring(d, loaded.scheme, loaded.secret).rotate(int(time.time()))
         )

@@ -13,6 +13,7 @@ from safescan.code.errors import SafescanError
 from safescan.code.output import fail
 
 if TYPE_CHECKING:
+    from safescan.institution.keystore import InstitutionKeys
     from safescan.institution.settings import Settings
 
 T = TypeVar("T")
@@ -104,6 +105,40 @@ def settings_for(
         raise fail(exc, as_json=as_json, status=2) from None
     settings.keystore.export_token()
     return settings
+
+
+def passphrase_of(site: Settings, *, check: bool = False, new_ok: bool = False) -> bytes:
+    """The key passphrase of the settings (``--passphrase-file``, else
+    $SAFESCAN_INSTITUTION_PASSPHRASE). ``check``: it must open the key directory (the
+    institution's own passphrase, not a mistyped one); ``new_ok``: a key directory not made yet
+    is not checked."""
+    from safescan.institution.keystore import KeyStore, load_passphrase
+
+    passphrase = load_passphrase(site.keystore.passphrase_file)
+    if check:
+        store = KeyStore(site.key_dir())
+        if not new_ok or store.exists():
+            store.open_secret(passphrase)
+    return passphrase
+
+
+def open_keys(site: Settings) -> InstitutionKeys:
+    """The institution's keys of the settings' key directory, opened with its passphrase."""
+    from safescan.institution.keystore import KeyStore
+
+    passphrase = passphrase_of(site)
+    return KeyStore(site.key_dir()).load(passphrase)
+
+
+def run_on_db(config: Path | None, as_json: bool, db: str | None, action: Callable[[Any], T]) -> T:
+    """A command's work on its database: the effective settings (:func:`settings_for`), then
+    ``action`` on a connection to their database (closed afterwards); a typed error exits 2
+    (a JSON object on stdout with ``--json``)."""
+    site = settings_for(config, as_json, db=db)
+    try:
+        return with_db(site.db_url(), action)
+    except SafescanError as exc:
+        raise fail(exc, as_json=as_json, status=2) from None
 
 
 def with_db(db: str, action: Callable[[Any], T]) -> T:

@@ -9,7 +9,14 @@ import typer
 
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json
-from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt, KeysOpt, PassOpt
+from safescan.institution.cli_options import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    KeysOpt,
+    PassOpt,
+    passphrase_of,
+)
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 
@@ -54,7 +61,6 @@ def tls_init(
     """Make the private CA (its key sealed under the institution's passphrase) and a server
     certificate in <key directory>.tls (for an institution initialised without them); refuses
     if a CA is already there."""
-    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.tls_setup import check_init_tls, init_tls
 
     site = _settings(
@@ -63,10 +69,7 @@ def tls_init(
     try:
         key_dir = site.key_dir()
         check_init_tls(site, key_dir)
-        passphrase = load_passphrase(site.keystore.passphrase_file)
-        store = KeyStore(key_dir)
-        if store.exists():  # the institution's own passphrase, not a mistyped one
-            store.open_secret(passphrase)
+        passphrase = passphrase_of(site, check=True, new_ok=True)
         made = init_tls(site, key_dir, passphrase)
         info = {**made.describe(), **_describe(str(made.files.certfile))}
     except SafescanError as exc:
@@ -91,7 +94,6 @@ def tls_issue(
     """Issue a new server certificate from the private CA (rotation; its sealed key opened
     with the institution's passphrase): clients pin the CA, so they accept it unchanged;
     restart `serve` to present it."""
-    from safescan.institution.keystore import load_passphrase
     from safescan.institution.tls_setup import default_tls_dir
     from safescan.web.pki import DEFAULT_NAMES, ca_key_sealed, issue_server_cert
 
@@ -102,7 +104,7 @@ def tls_issue(
         target = default_tls_dir(site.key_dir())
         # (a CA key in clear, from an older release, needs no passphrase)
         sealed = ca_key_sealed(target)
-        passphrase = load_passphrase(site.keystore.passphrase_file) if sealed else None
+        passphrase = passphrase_of(site) if sealed else None
         issue_server_cert(target, [*DEFAULT_NAMES, *site.tls.names], passphrase=passphrase)
         info = _describe(str(target.server_cert))
     except SafescanError as exc:
@@ -126,14 +128,12 @@ def tls_seal(
     """Seal a CA key an older release wrote in clear under the institution's passphrase (the
     passphrase must open the key directory); a sealed one must open under it, and is left as
     it is."""
-    from safescan.institution.keystore import KeyStore, load_passphrase
     from safescan.institution.tls_setup import default_tls_dir
     from safescan.web.pki import seal_ca_key
 
     site = _settings(config, as_json, db=db, keys=keys, passphrase_file=passphrase_file)
     try:
-        passphrase = load_passphrase(site.keystore.passphrase_file)
-        KeyStore(site.key_dir()).open_secret(passphrase)  # the institution's, not a typo
+        passphrase = passphrase_of(site, check=True)
         target = default_tls_dir(site.key_dir())
         info = {"ca_key": str(target.ca_key), "sealed_now": seal_ca_key(target, passphrase)}
     except SafescanError as exc:

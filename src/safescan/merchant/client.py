@@ -8,15 +8,17 @@ a payment only once its signed receipt verifies and matches the order.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from safescan.api.errors import NotFound
-from safescan.api.states import OrderState
+from safescan.api.states import EventType, OrderState
 from safescan.client.answers import RefundRecord, SettlementRow, StaticCodeIssued
 from safescan.client.errors import InstitutionUnreachable
+from safescan.client.event_data import OrderEnded, PaymentSucceeded
 from safescan.client.events import VerifiedEvent
 from safescan.client.merchant import MerchantClient, Order
 from safescan.code.authorization import Receipt
@@ -118,15 +120,16 @@ def _paid_already(api: MerchantApi, order: Order) -> tuple[VerifiedEvent, Receip
         return None
     if state.payment_id:
         receipt = api.payments.verified_receipt(state.payment_id, order)
-        data = {
-            "payment_id": receipt.payment_id,
-            "order_id": order.order_id,
-            "amount": receipt.amount,
-            "currency": receipt.currency,
-            "payer_pseudonym": receipt.payer_pseudonym,
-            "paid_at": receipt.paid_at,
-        }
-        return VerifiedEvent(0, "payment.succeeded", "", receipt.paid_at, data), receipt
+        paid = PaymentSucceeded(
+            payment_id=receipt.payment_id,
+            order_id=order.order_id,
+            amount=receipt.amount,
+            currency=receipt.currency,
+            payer_pseudonym=receipt.payer_pseudonym,
+            paid_at=receipt.paid_at,
+        )
+        data = dataclasses.asdict(paid)
+        return VerifiedEvent(0, EventType.PAYMENT_SUCCEEDED, "", receipt.paid_at, data), receipt
     if state.state in (OrderState.CLOSED, OrderState.EXPIRED):
         raise OrderNotPaid(f"the order is {state.state.lower()}, without payment")
     return None
@@ -162,11 +165,12 @@ def wait_for_payment(
                     if stop is not None and stop.is_set():
                         break
                     if event.data.get("order_id") != order.order_id:
-                        continue
-                    if event.type == "payment.succeeded":
-                        pid = str(event.data.get("payment_id"))
+                        continue  # another order's (read only the events of this one)
+                    payload = event.payload
+                    if isinstance(payload, PaymentSucceeded):
+                        pid = payload.payment_id
                         return event, api.payments.verified_receipt(pid, order)
-                    if event.type in ("order.closed", "order.expired"):
+                    if isinstance(payload, OrderEnded):
                         kind = event.type.split(".")[1]
                         raise OrderNotPaid(f"the order was {kind} without payment")
             except InstitutionUnreachable:

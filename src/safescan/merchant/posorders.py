@@ -20,6 +20,8 @@ from typing import Any
 
 from safescan.api.states import OrderState
 from safescan.client.answers import OrderView as InstitutionOrder
+from safescan.client.event_data import PaymentSucceeded, RefundSucceeded
+from safescan.client.events import VerifiedEvent
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.merchant.client import receipt_summary
@@ -106,26 +108,34 @@ async def reconcile(state: PosState, *, pages: int = 10) -> int:
     return seen
 
 
-async def handle_event(state: PosState, kind: str, data: dict[str, Any]) -> None:
-    """Apply one verified event of the merchant's stream."""
-    order_id = str(data.get("order_id"))
-    v = state.orders.get(order_id)
-    if v is None or kind not in ("payment.succeeded", "refund.succeeded"):
-        if kind.startswith(("payment.", "refund.", "order.")) and order_id != "None":
-            # an order of another terminal (or a state change): ask the institution
-            await apply(state, await asyncio.to_thread(state.api.orders.get, order_id))
+async def handle_event(state: PosState, event: VerifiedEvent) -> None:
+    """Apply one verified event of the merchant's stream (its typed ``payload``)."""
+    payload = event.payload
+    if isinstance(payload, PaymentSucceeded | RefundSucceeded):
+        v = state.orders.get(payload.order_id)
+        if v is not None:
+            await _apply_shown(state, v, payload)
+            return
+    order_id = event.data.get("order_id")
+    if event.type.startswith(("payment.", "refund.", "order.")) and order_id is not None:
+        # an order of another terminal (or a state change): ask the institution
+        await apply(state, await asyncio.to_thread(state.api.orders.get, str(order_id)))
+
+
+async def _apply_shown(
+    state: PosState, v: OrderView, payload: PaymentSucceeded | RefundSucceeded
+) -> None:
+    if isinstance(payload, PaymentSucceeded):
+        if v.receipt is None:
+            await mark_paid(state, v, payload.payment_id)
         return
-    if kind == "payment.succeeded" and v.receipt is None:
-        await mark_paid(state, v, str(data.get("payment_id")))
-    elif kind == "refund.succeeded":
-        v.refunded = int(data.get("refunded_amount", v.refunded))
-        v.state = str(data.get("order_state", v.state))
-        await asyncio.to_thread(
-            state.journal.update,
-            order_id,
-            {"state": v.state, "refunded_amount": v.refunded},
-        )
-        state.publish(v)
+    v.refunded, v.state = payload.refunded_amount, str(payload.order_state)
+    await asyncio.to_thread(
+        state.journal.update,
+        payload.order_id,
+        {"state": v.state, "refunded_amount": v.refunded},
+    )
+    state.publish(v)
 
 
 async def preview_refund(

@@ -171,7 +171,7 @@ def create_app(
                     async for event in stream:
                         after = event.seq or after
                         try:
-                            await posorders.handle_event(state, event.type, event.data)
+                            await posorders.handle_event(state, event)
                         except SafescanError as exc:
                             log.warning("event %s: %s", event.type, exc.message)
                 except SafescanError as exc:
