@@ -7,12 +7,16 @@ server), with real keys and real carrier-signed authorizations.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select, update
 
@@ -33,6 +37,7 @@ from safescan.institution.service import Institution
 from safescan.institution.webhook_secrets import EndpointSecrets
 from safescan.institution.webhook_targets import TargetPolicy
 from safescan.institution.webhook_transport import Attempt
+from tests.institution.conftest import make_db
 from tests.institution.harness import PASSPHRASE, attest
 
 
@@ -251,6 +256,21 @@ def populate(db_url: str, keys: Path, *, payments: int = 12) -> Populated:
     return p
 
 
+@contextlib.contextmanager
+def populated_on(
+    request: pytest.FixtureRequest, *, payments: int, prefix: str | None = None
+) -> Iterator[Populated]:
+    """An institution filled by :func:`populate` on the backend ``request.param`` names (a
+    parametrized fixture's request), in a temporary directory; its connections released at the
+    end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        p = populate(make_db(request.param, request, Path(d)), Path(d) / "keys", payments=payments)
+        try:
+            yield p
+        finally:
+            p.close()
+
+
 def _merchant_access(p: Populated, m0: str, m1: str) -> None:
     """API keys (one used, one rotated, one revoked, one with an expiry and no name) and
     checkout sessions in every status (open, complete, expired, canceled)."""
@@ -318,4 +338,4 @@ def _webhook_operations(p: Populated, mid: str) -> None:
     assert resent["requeued"]
 
 
-__all__ = ["Clock", "Populated", "order", "pay", "populate"]
+__all__ = ["Clock", "Populated", "order", "pay", "populate", "populated_on"]

@@ -8,32 +8,19 @@ other way (a file copy, a manual pg_restore, a forged acknowledgement) is still 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from safescan.code import SigningKey
-from safescan.institution.checkpoints import (
-    CheckpointFile,
-    db_lookup,
-    default_path,
-    detect,
-    read_records,
-    sign,
-)
-from safescan.institution.db import Database
+from safescan.institution.checkpoints import CheckpointFile, db_lookup, detect, read_records, sign
 from safescan.institution.keystore import KeyStore
-from tests.faults.test_restore import FAST, pay, wait_checkpointed
-from tests.institution.conftest import BACKENDS, make_db
+from tests.faults.places import FAST, Place, pay, place_for, served, wait_checkpointed
+from tests.institution.conftest import BACKENDS
 from tests.institution.harness import (
     PASSPHRASE,
     ServerProcess,
@@ -41,62 +28,12 @@ from tests.institution.harness import (
     init_db,
     institution_cli,
 )
-from tests.institution.pg import Cluster, find_pg_bin
-
-
-@dataclass
-class Place:
-    backend: str
-    db_url: str
-    keys: Path
-    tmp: Path
-    cluster: Cluster | None
-
-    @property
-    def checkpoints(self) -> Path:
-        return default_path(self.keys)
-
-    def read(self, fn: Any) -> Any:
-        database = Database(self.db_url)
-        try:
-            return database.read(fn)
-        finally:
-            database.dispose()
-
-    def fresh_url(self) -> str:
-        """An empty place to restore into (a new SQLite path, a new empty database)."""
-        if self.cluster is None:
-            return f"sqlite:///{self.tmp / f'restored-{time.monotonic_ns()}.db'}"
-        return self.cluster.create_database()
-
-    def silent_restore(self, backup: Path) -> None:
-        """Put the backup back over the live database without the restore command."""
-        if self.backend == "sqlite":
-            path = Path(self.db_url.removeprefix("sqlite:///"))
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            shutil.copy(backup, path)
-            return
-        assert self.cluster is not None
-        name = self.db_url.rsplit("/", 1)[1]
-        with psycopg.connect(self.cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        bindir = find_pg_bin()
-        assert bindir is not None
-        subprocess.run(
-            [str(bindir / "pg_restore"), "--no-owner", "--dbname", self.db_url, str(backup)],
-            check=True, capture_output=True,
-        )  # fmt: skip
 
 
 @pytest.fixture(params=BACKENDS)
 def place(request: pytest.FixtureRequest) -> Iterator[Place]:
-    with tempfile.TemporaryDirectory(prefix="safescan-backup-") as d:
-        tmp = Path(d)
-        url = make_db(request.param, request, tmp)
-        cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
-        yield Place(request.param, url, tmp / "keys", tmp, cluster)
+    with place_for(request, "safescan-backup-") as p:
+        yield p
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -120,15 +57,8 @@ def restore(p: Place, source: Path, url: str, reason: str = "disk lost") -> Any:
 
 
 def test_backup_restore_into_a_fresh_place_passes_the_audit_and_pays(place: Place) -> None:
-    token = init_db(place.db_url, place.keys)
-    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
-    w = World(server, token)
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 100_000})
-        carrier, stolen = w.carrier(cid), w.carrier(cid)
-        assert pay(w, m, carrier, 500).status_code == 201
-        wait_checkpointed(place)
+    with served(place, carriers=2) as shop:  # the first carrier paid 500
+        w, m, cid, (carrier, stolen) = shop.w, shop.m, shop.cid, shop.carriers
         # online: the server serves payments while the backup is taken
         manifest = backup(place.db_url, place.tmp / "inst.bak")
         assert manifest["backend"] == place.backend and len(manifest["sha256"]) == 64
@@ -137,7 +67,7 @@ def test_backup_restore_into_a_fresh_place_passes_the_audit_and_pays(place: Plac
         assert pay(w, m, carrier, 700).status_code == 201
         assert w.admin("POST", f"/v1/admin/carriers/{stolen.serial}/revoke").status_code == 200
         wait_checkpointed(place)
-        server.stop()
+        shop.server.stop()
 
         fresh = place.fresh_url()
         out = restore(place, place.tmp / "inst.bak", fresh, "restored the 03:00 backup")
@@ -150,43 +80,31 @@ def test_backup_restore_into_a_fresh_place_passes_the_audit_and_pays(place: Plac
         notes = " ".join(report["notes"])
         assert "acknowledged restore" in notes and "restored the 03:00 backup" in notes
 
-        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
-        w.server = server
+        shop.serve(fresh)
         assert w.http.get("/health").status_code == 200
         r = pay(w, m, carrier, 300)  # its counter moved on since the backup: still accepted
         assert r.status_code == 201, r.text
         r = pay(w, m, stolen, 300)
         assert r.status_code == 403 and r.json()["error"]["code"] == "carrier_revoked"
         assert pay(w, m, w.carrier(cid), 200).status_code == 201
-        wait_checkpointed(Place(place.backend, fresh, place.keys, place.tmp, place.cluster))
-        server.stop()
+        wait_checkpointed(place.at(fresh))
+        shop.server.stop()
         status, report = audit(fresh, place.keys)
         assert status == 0, report
-    finally:
-        w.close()
-        server.stop()
 
 
 def test_a_silent_restore_is_still_caught(place: Place) -> None:
     """Put back without the command: the file copy / manual pg_restore of the same backup, of
     it again after an acknowledged restore, and with a forged acknowledgement appended."""
-    token = init_db(place.db_url, place.keys)
-    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
-    w = World(server, token)
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 100_000})
-        carrier = w.carrier(cid)
-        assert pay(w, m, carrier, 500).status_code == 201
-        wait_checkpointed(place)
+    with served(place) as shop:  # paid 500
         bak = place.tmp / "silent.bak"
         backup(place.db_url, bak)
-        assert pay(w, m, carrier, 700).status_code == 201
+        assert pay(shop.w, shop.m, shop.carriers[0], 700).status_code == 201
         wait_checkpointed(place)
-        server.stop()
+        shop.server.stop()
 
         # 1. the same backup put back by hand over the live database
-        place.silent_restore(bak)
+        place.put_back(bak)
         status, report = audit(place.db_url, place.keys)
         assert status == 1
         assert any("restored from an older copy" in p for p in report["problems"])
@@ -203,44 +121,28 @@ def test_a_silent_restore_is_still_caught(place: Place) -> None:
         assert status == 1
         assert any("does not verify" in p for p in report["problems"])
         assert any("restored from an older copy" in p for p in report["problems"])
-        server = ServerProcess(place.db_url, place.keys, port=server.port, extra=FAST)
-        w.server = server.start(healthy=False)
-        assert w.http.get("/health").status_code == 503
-        server.stop()
-    finally:
-        w.close()
-        server.stop()
+        shop.serve(healthy=False)
+        assert shop.w.http.get("/health").status_code == 503
+        shop.server.stop()
 
 
 def test_a_silent_restore_after_an_acknowledged_one_is_caught(place: Place) -> None:
-    token = init_db(place.db_url, place.keys)
-    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
-    w = World(server, token)
     fresh = place.fresh_url()
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 100_000})
-        carrier = w.carrier(cid)
-        assert pay(w, m, carrier, 500).status_code == 201
-        wait_checkpointed(place)
+    with served(place) as shop:  # paid 500
         bak = place.tmp / "twice.bak"
         backup(place.db_url, bak)
-        server.stop()
+        shop.server.stop()
         assert restore(place, bak, fresh, "moved to new disk").returncode == 0
-        moved = Place(place.backend, fresh, place.keys, place.tmp, place.cluster)
-        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
-        w.server = server
-        assert pay(w, m, carrier, 700).status_code == 201
+        moved = place.at(fresh)
+        shop.serve(fresh)
+        assert pay(shop.w, shop.m, shop.carriers[0], 700).status_code == 201
         wait_checkpointed(moved)
-        server.stop()
+        shop.server.stop()
         assert audit(fresh, place.keys)[0] == 0
-        moved.silent_restore(bak)  # the acknowledged backup again, by hand, after new payments
+        moved.put_back(bak)  # the acknowledged backup again, by hand, after new payments
         status, report = audit(fresh, place.keys)
         assert status == 1
         assert any("restored from an older copy" in p for p in report["problems"])
-    finally:
-        w.close()
-        server.stop()
 
 
 def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: Place) -> None:
@@ -249,30 +151,21 @@ def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: 
     acknowledgement (alone, with the checkpoint after it, or moved) is appended again so that
     it is the newest record by position. By position alone nothing would be compared; the
     broken chain is reported and the server refuses."""
-    token = init_db(place.db_url, place.keys)
-    server = ServerProcess(place.db_url, place.keys, extra=FAST).start()
-    w = World(server, token)
     fresh = place.fresh_url()
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 100_000})
-        carrier = w.carrier(cid)
-        assert pay(w, m, carrier, 500).status_code == 201
-        wait_checkpointed(place)
+    with served(place) as shop:  # paid 500
         bak = place.tmp / "first.bak"
         backup(place.db_url, bak)
-        server.stop()
+        shop.server.stop()
         assert restore(place, bak, fresh, "disk lost").returncode == 0
-        moved = Place(place.backend, fresh, place.keys, place.tmp, place.cluster)
+        moved = place.at(fresh)
         after_ack = place.tmp / "after-ack.bak"
         backup(fresh, after_ack)  # holds everything the acknowledgement recorded
-        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST).start()
-        w.server = server
-        assert pay(w, m, carrier, 700).status_code == 201
+        shop.serve(fresh)
+        assert pay(shop.w, shop.m, shop.carriers[0], 700).status_code == 201
         wait_checkpointed(moved)
-        server.stop()
+        shop.server.stop()
         assert audit(fresh, place.keys)[0] == 0
-        moved.silent_restore(after_ack)  # the payment of 700 is gone
+        moved.put_back(after_ack)  # the payment of 700 is gone
         lines = CheckpointFile(place.checkpoints).lines()
         status, report = audit(fresh, place.keys)
         assert status == 1 and any("restored from an older copy" in p for p in report["problems"])
@@ -291,17 +184,13 @@ def test_a_replayed_acknowledgement_does_not_hide_a_later_silent_restore(place: 
             records, _ = read_records(forged, moved_trust(place), None)
             hidden = moved.read(lambda c, r=records: detect(r, db_lookup(c)))
             assert hidden.rolled_back == [], name
-        server = ServerProcess(fresh, place.keys, port=server.port, extra=FAST)
-        w.server = server.start(healthy=False)
-        refused = w.http.get("/health")
+        shop.serve(fresh, healthy=False)
+        refused = shop.w.http.get("/health")
         assert refused.status_code == 503 and "chain is broken" in refused.text
-        ready = w.http.get("/readyz")  # what load balancers and orchestrators ask
+        ready = shop.w.http.get("/readyz")  # what load balancers and orchestrators ask
         assert ready.status_code == 503 and "chain is broken" in ready.text
         assert ready.json()["error"]["code"] == "database_rolled_back"
-        server.stop()
-    finally:
-        w.close()
-        server.stop()
+        shop.server.stop()
 
 
 def test_a_restore_without_the_checkpoint_file_needs_the_explicit_restart(place: Place) -> None:

@@ -23,8 +23,8 @@ from safescan.institution.auditing import run_audit
 from safescan.institution.db import Database, normalize_url
 from tests.faults import flips
 from tests.faults.corruptions import UNDETECTABLE, UNDETECTABLE_IN_REFUSALS, campaign, plan
-from tests.faults.populate import Populated, populate
-from tests.institution.conftest import BACKENDS, make_db
+from tests.faults.populate import Populated, populate, populated_on
+from tests.institution.conftest import BACKENDS
 from tests.institution.harness import env
 
 FLIPS_PER_TABLE = 2
@@ -32,9 +32,8 @@ FLIPS_PER_TABLE = 2
 
 @pytest.fixture(params=BACKENDS)
 def populated(request: pytest.FixtureRequest) -> Iterator[Populated]:
-    with tempfile.TemporaryDirectory(prefix="safescan-corrupt-") as d:
-        p = populate(make_db(request.param, request, Path(d)), Path(d) / "keys", payments=6)
-        p.close()
+    with populated_on(request, payments=6, prefix="safescan-corrupt-") as p:
+        p.close()  # the tests open their own connections
         yield p
 
 

@@ -14,135 +14,27 @@ reconciliation in the audit log, and the audit passing.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from safescan.institution.checkpoints import CheckpointFile, default_path
-from safescan.institution.db import Database
+from safescan.institution.checkpoints import default_path
 from safescan.institution.models import AuditEntry, Event
 from tests.faults.common import customer_balance
-from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import (
-    Carrier,
-    ServerProcess,
-    World,
-    b64,
-    init_db,
-    institution_cli,
-)
-from tests.institution.pg import Cluster, find_pg_bin
-
-FAST = ["--checkpoint-interval", "0.1", "--maintenance-interval", "60"]
-
-
-@dataclass
-class Site:
-    """A database, its keys and checkpoint file, and a way to back it up and restore it."""
-
-    backend: str
-    db_url: str
-    keys: Path
-    tmp: Path
-    cluster: Cluster | None
-
-    @property
-    def checkpoints(self) -> Path:
-        return default_path(self.keys)
-
-    def backup(self, name: str) -> Path:
-        dest = self.tmp / name
-        if self.backend == "sqlite":
-            src = sqlite3.connect(self.db_url.removeprefix("sqlite:///"))
-            out = sqlite3.connect(dest)
-            src.backup(out)
-            out.close()
-            src.close()
-        else:
-            bindir = find_pg_bin()
-            assert bindir is not None
-            subprocess.run(
-                [str(bindir / "pg_dump"), "-Fc", "-f", str(dest), "--dbname", self.db_url],
-                check=True,
-                capture_output=True,
-            )
-        return dest
-
-    def restore(self, backup: Path) -> None:
-        """Put the backup back (the server is stopped)."""
-        if self.backend == "sqlite":
-            path = Path(self.db_url.removeprefix("sqlite:///"))
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            shutil.copy(backup, path)
-            return
-        assert self.cluster is not None
-        name = self.db_url.rsplit("/", 1)[1]
-        with psycopg.connect(self.cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        bindir = find_pg_bin()
-        assert bindir is not None
-        subprocess.run(
-            [str(bindir / "pg_restore"), "--no-owner", "--dbname", self.db_url, str(backup)],
-            check=True,
-            capture_output=True,
-        )
-
-    def read(self, fn: Any) -> Any:
-        database = Database(self.db_url)
-        try:
-            return database.read(fn)
-        finally:
-            database.dispose()
+from tests.faults.places import Place, pay, place_for, served, wait_checkpointed
+from tests.institution.conftest import BACKENDS
+from tests.institution.harness import Carrier, ServerProcess, World, b64, init_db, institution_cli
 
 
 @pytest.fixture(params=BACKENDS)
-def site(request: pytest.FixtureRequest) -> Iterator[Site]:
-    with tempfile.TemporaryDirectory(prefix="safescan-restore-") as d:
-        tmp = Path(d)
-        url = make_db(request.param, request, tmp)
-        cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
-        yield Site(request.param, url, tmp / "keys", tmp, cluster)
-
-
-def _heads(site: Site) -> list[int]:
-    from safescan.institution.models import AuditHead
-
-    rows = site.read(lambda c: c.execute(select(AuditHead.chain, AuditHead.seq)).all())
-    return [s for _, s in sorted(rows)]
-
-
-def wait_checkpointed(site: Site) -> None:
-    """Until the newest checkpoint in the file covers every audit entry written so far."""
-    want = _heads(site)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        seqs = [
-            json.loads(line)["seqs"]
-            for line in CheckpointFile(site.checkpoints).lines()
-            if json.loads(line)["type"] == "checkpoint"
-        ]
-        if seqs and seqs[-1] == want:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint of the newest audit entries was written")
-
-
-def pay(w: World, m: Any, carrier: Carrier, amount: int) -> httpx.Response:
-    o = m.order([("Tea", 1, amount)])
-    return w.pay(o["code"], carrier.authorize(o["code"]), idem=f"k-{o['order_id']}")
+def site(request: pytest.FixtureRequest) -> Iterator[Place]:
+    with place_for(request, "safescan-restore-") as place:
+        yield place
 
 
 def wait_serving(w: World) -> None:
@@ -152,16 +44,9 @@ def wait_serving(w: World) -> None:
         time.sleep(0.05)
 
 
-def test_restored_backup_is_refused_until_reconciled(site: Site) -> None:
-    token = init_db(site.db_url, site.keys)
-    server = ServerProcess(site.db_url, site.keys, extra=FAST).start()
-    w = World(server, token)
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 100_000})
-        old, kept = w.carrier(cid), w.carrier(cid)
-        assert pay(w, m, old, 500).status_code == 201
-        wait_checkpointed(site)
+def test_restored_backup_is_refused_until_reconciled(site: Place) -> None:
+    with served(site, carriers=2) as shop:  # the first carrier paid 500
+        w, m, cid, (old, kept) = shop.w, shop.m, shop.cid, shop.carriers
         backup = site.backup("before.bak")
         # acknowledged after the backup: a payment, two enrollments, two revocations
         acked = pay(w, m, kept, 700)
@@ -172,10 +57,9 @@ def test_restored_backup_is_refused_until_reconciled(site: Site) -> None:
         crl_before = w.http.get("/v1/revocation-list").json()["sequence"]
         events_before = site.read(lambda c: c.execute(select(func.max(Event.seq))).scalar())
         wait_checkpointed(site)
-        server.stop()
-        site.restore(backup)
-        server = ServerProcess(site.db_url, site.keys, port=server.port, extra=FAST)
-        w.server = server.start(healthy=False)
+        shop.server.stop()
+        site.put_back(backup)
+        shop.serve(healthy=False)
 
         # refused: readiness and every request, with the typed error; nothing is written
         health = w.http.get("/health")
@@ -251,30 +135,15 @@ def test_restored_backup_is_refused_until_reconciled(site: Site) -> None:
         wait_checkpointed(site)
         out = institution_cli("audit", "--db", site.db_url, "--keys", str(site.keys), "--json")
         assert out.returncode == 0, out.stdout
-    finally:
-        w.close()
-        server.stop()
 
 
-def test_a_backup_of_the_newest_state_is_served_at_once(site: Site) -> None:
+def test_a_backup_of_the_newest_state_is_served_at_once(site: Place) -> None:
     """No false alarm: a restored backup that lacks nothing is served without a reconcile."""
-    token = init_db(site.db_url, site.keys)
-    server = ServerProcess(site.db_url, site.keys, extra=FAST).start()
-    w = World(server, token)
-    try:
-        m = w.merchant()
-        cid = w.customer({"EUR": 10_000})
-        carrier = w.carrier(cid)
-        assert pay(w, m, carrier, 100).status_code == 201
-        wait_checkpointed(site)
-        server.stop()
-        site.restore(site.backup("newest.bak"))
-        server = ServerProcess(site.db_url, site.keys, port=server.port, extra=FAST).start()
-        w.server = server
-        assert pay(w, m, carrier, 100).status_code == 201
-    finally:
-        w.close()
-        server.stop()
+    with served(site, funds=10_000, first=100) as shop:  # paid 100, checkpointed
+        shop.server.stop()
+        site.put_back(site.backup("newest.bak"))
+        shop.serve()
+        assert pay(shop.w, shop.m, shop.carriers[0], 100).status_code == 201
 
 
 def test_audit_without_a_checkpoint_file_says_so(tmp_path: Path) -> None:
@@ -293,7 +162,7 @@ def test_audit_without_a_checkpoint_file_says_so(tmp_path: Path) -> None:
     assert any("rollback: not checked" in n for n in json.loads(r.stdout)["notes"])
 
 
-def test_checkpointing_under_concurrent_payments_raises_no_false_alarm(site: Site) -> None:
+def test_checkpointing_under_concurrent_payments_raises_no_false_alarm(site: Place) -> None:
     """Checkpoints every 20 ms while four wallets pay concurrently and the audit runs on the
     live database: every payment is served, the server never refuses, every audit passes, and
     the newest checkpoint covers the final audit log."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from safescan.api.events import verify_webhook
-from tests.institution.harness import MerchantClient, ServerProcess, World, init_db
+from tests.institution.harness import MerchantClient, World, world_in
 from tests.institution.receivers import (
     SEND_CAP,
     Listener,
@@ -49,29 +49,14 @@ EVENTS_EACH = 4
 def world() -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="safescan-hostile-") as d:
         db = f"sqlite:///{Path(d) / 'institution.db'}"
-        token = init_db(db, Path(d) / "keys")
-        server = ServerProcess(
-            db,
-            Path(d) / "keys",
-            extra=[
-                "--webhook-base-delay",
-                "0.2",
-                "--maintenance-interval",
-                "60",
-                "--webhook-deadline",
-                str(DEADLINE),
-                "--webhook-endpoint-concurrency",
-                str(PER_ENDPOINT),
-            ],
-        ).start()
-        w = World(server, token)
-        w.db_path = Path(d) / "institution.db"  # type: ignore[attr-defined]
-        w.tmp = Path(d)  # type: ignore[attr-defined]
-        try:
+        extra = [
+            *("--webhook-base-delay", "0.2", "--maintenance-interval", "60"),
+            *("--webhook-deadline", str(DEADLINE)),
+            *("--webhook-endpoint-concurrency", str(PER_ENDPOINT)),
+        ]
+        with world_in(Path(d), db, extra=extra) as w:
+            w.db_path = Path(d) / "institution.db"  # type: ignore[attr-defined]
             yield w
-        finally:
-            w.close()
-            server.stop()
 
 
 def closed_orders(m: MerchantClient, n: int) -> list[str]:

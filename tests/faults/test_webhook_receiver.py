@@ -21,7 +21,7 @@ import pytest
 
 from safescan.api.events import WebhookVerificationError, verify_webhook
 from safescan.code import TrustStore
-from tests.institution.harness import ServerProcess, World, init_db
+from tests.institution.harness import World, world_in
 from tests.institution.pg import free_port
 from tests.institution.test_webhooks_sse import trust_of
 
@@ -98,25 +98,12 @@ class FlakyReceiver:
 def world() -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="safescan-hooks-") as d:
         db = f"sqlite:///{Path(d) / 'institution.db'}"
-        token = init_db(db, Path(d) / "keys")
-        server = ServerProcess(
-            db,
-            Path(d) / "keys",
-            extra=[
-                "--webhook-base-delay",
-                "0.2",
-                "--maintenance-interval",
-                "60",
-                "--webhook-deadline",
-                "5",
-            ],
-        ).start()
-        w = World(server, token)
-        try:
+        extra = [
+            *("--webhook-base-delay", "0.2", "--maintenance-interval", "60"),
+            *("--webhook-deadline", "5"),
+        ]
+        with world_in(Path(d), db, extra=extra) as w:
             yield w
-        finally:
-            w.close()
-            server.stop()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.institution.harness import ServerProcess, World, init_db
+from tests.institution.harness import World, world_in
 from tests.institution.pg import Cluster, start_cluster
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -43,18 +43,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="safescan-inst-") as d:
         tmp = Path(d)
         db_url = make_db(request.param, request, tmp)
-        token = init_db(db_url, tmp / "keys")
-        server = ServerProcess(
-            db_url,
-            tmp / "keys",
-            extra=["--webhook-base-delay", "0.2", "--maintenance-interval", "0.5"],
-            tls=True,  # HTTPS with the CA `init` made, pinned by the harness's clients
-        ).start()
-        w = World(server, token)
-        w.db_url = db_url  # type: ignore[attr-defined]
-        w.tmp = tmp  # type: ignore[attr-defined]
-        try:
+        # HTTPS with the CA `init` made, pinned by the harness's clients
+        extra = ["--webhook-base-delay", "0.2", "--maintenance-interval", "0.5"]
+        with world_in(tmp, db_url, extra=extra) as w:
             yield w
-        finally:
-            w.close()
-            server.stop()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,23 @@ class World:
         self.http.close()
         self.admin_api.close()
         self.wallet_api.close()
+
+
+@contextlib.contextmanager
+def world_in(tmp: Path, db_url: str, *, extra: list[str]) -> Iterator[World]:
+    """An institution initialised at ``db_url`` (its keys in ``tmp/keys``) and served over HTTPS
+    on 127.0.0.1 with the options ``extra``: its :class:`World`, with ``db_url`` and ``tmp`` set;
+    the clients closed and the server stopped at the end."""
+    token = init_db(db_url, tmp / "keys")
+    server = ServerProcess(db_url, tmp / "keys", extra=extra).start()
+    w = World(server, token)
+    w.db_url = db_url  # type: ignore[attr-defined]
+    w.tmp = tmp  # type: ignore[attr-defined]
+    try:
+        yield w
+    finally:
+        w.close()
+        server.stop()
 
 
 def attest(inst: Any, token: str, signing_public: bytes, transport_public: bytes) -> bytes:

@@ -41,8 +41,8 @@ from safescan.institution.models import AuditEntry, Counter
 from safescan.institution.reconcile import reconcile
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import RollbackGuard
-from tests.faults.populate import Populated, populate
-from tests.institution.conftest import BACKENDS, make_db
+from tests.faults.populate import Populated, populated_on
+from tests.institution.conftest import BACKENDS
 from tests.institution.test_checkpoints import _enroll
 
 SEED = bytes(range(32))
@@ -310,12 +310,8 @@ def test_processes_appending_at_once_keep_one_chain(tmp: Path) -> None:
 
 @pytest.fixture(params=BACKENDS)
 def populated(request: pytest.FixtureRequest) -> Iterator[Populated]:
-    with tempfile.TemporaryDirectory() as d:
-        p = populate(make_db(request.param, request, Path(d)), Path(d) / "keys", payments=3)
-        try:
-            yield p
-        finally:
-            p.close()
+    with populated_on(request, payments=3) as p:
+        yield p
 
 
 def _grow(p: Populated) -> None:

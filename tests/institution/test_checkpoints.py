@@ -32,8 +32,8 @@ from safescan.institution.domain.results import CarrierEnrolled
 from safescan.institution.reservations import Journal
 from safescan.institution.rollback import RollbackGuard
 from safescan.institution.service import Institution
-from tests.faults.populate import Populated, populate
-from tests.institution.conftest import BACKENDS, make_db
+from tests.faults.populate import Populated, populated_on
+from tests.institution.conftest import BACKENDS
 from tests.institution.harness import attest
 
 KEY = SigningKey.generate()
@@ -199,12 +199,8 @@ def test_detect_missing_entries_forks_and_unapplied_revocations() -> None:
 
 @pytest.fixture(params=BACKENDS)
 def populated(request: pytest.FixtureRequest) -> Iterator[Populated]:
-    with tempfile.TemporaryDirectory() as d:
-        p = populate(make_db(request.param, request, Path(d)), Path(d) / "keys", payments=3)
-        try:
-            yield p
-        finally:
-            p.close()
+    with populated_on(request, payments=3) as p:
+        yield p
 
 
 def test_serials_and_revocation_sequences_skip_everything_journaled(populated: Populated) -> None:

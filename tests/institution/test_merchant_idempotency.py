@@ -38,7 +38,12 @@ from safescan.institution.models import CheckoutSession, IdempotencyRecord, Merc
 from safescan.institution.service import Institution
 from tests.faults.test_ride_through import CUT, LOST_COMMIT, FaultProxy
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, MerchantClient, ServerProcess, World, init_db
+from tests.institution.harness import (
+    PASSPHRASE,
+    MerchantClient,
+    World,
+    world_in,
+)
 from tests.institution.pg import free_port
 from tests.institution.test_webhooks_sse import Receiver, trust_of
 
@@ -60,20 +65,9 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="safescan-idem-") as d:
         tmp = Path(d)
         db_url = make_db(request.param, request, tmp)
-        token = init_db(db_url, tmp / "keys")
-        server = ServerProcess(
-            db_url,
-            tmp / "keys",
-            extra=["--webhook-base-delay", "0.2", "--maintenance-interval", "3600"],
-        ).start()
-        w = World(server, token)
-        w.db_url = db_url  # type: ignore[attr-defined]
-        w.tmp = tmp  # type: ignore[attr-defined]
-        try:
+        extra = ["--webhook-base-delay", "0.2", "--maintenance-interval", "3600"]
+        with world_in(tmp, db_url, extra=extra) as w:
             yield w
-        finally:
-            w.close()
-            server.stop()
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.faults.test_backup_restore import Place
-from tests.faults.test_restore import FAST, pay, wait_checkpointed
+from tests.faults.places import FAST, Place, pay, wait_checkpointed
 from tests.institution.harness import ServerProcess, World, init_db, institution_cli
 from tests.institution.pg import Cluster, find_pg_bin, start_cluster, start_on
 

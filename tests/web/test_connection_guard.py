@@ -32,13 +32,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from safescan.code.certs import TrustStore
-from safescan.code.keys import SigningKey
-from safescan.merchant.config import PosConfig
-from safescan.merchant.staff import StaffStore
 from safescan.web import pki
+from tests.web.sites import PASS, pos_site
 
-PASS = "pos passphrase 123"
 LIMIT = 160  # the servers' RLIMIT_NOFILE in the crowd tests
 ATTACKER = "127.0.0.2"  # another loopback address: the "other client" of the per-address bound
 #: a request with a body, per server (a route that reads it), and its Origin-less Host
@@ -76,16 +72,7 @@ class Server:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pki.TlsDir]:
     """A POS terminal with a staff account, and a CA with a server certificate."""
-    d = tmp_path_factory.mktemp("guard")
-    cfg = PosConfig(
-        institution_url="https://127.0.0.1:9",
-        merchant_id="M0000000001",
-        api_seed=os.urandom(32),
-        trust=TrustStore({1: SigningKey.generate().public_key}),
-    )
-    path = cfg.save(d / "pos.json", passphrase=PASS.encode())
-    StaffStore.for_config(path).add("alice", "correct horse battery")
-    return path, pki.create_tls_dir(pki.TlsDir(d / "tls"))
+    return pos_site(tmp_path_factory.mktemp("guard"))
 
 
 def _lowered(limit: int | None) -> Callable[[], None] | None:

@@ -14,28 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from safescan.code.certs import TrustStore
-from safescan.code.keys import SigningKey
-from safescan.merchant.config import PosConfig
-from safescan.merchant.staff import StaffStore
 from safescan.web import pki
-
-PASS = "pos passphrase 123"
+from tests.web.sites import PASS, pos_site
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pki.TlsDir]:
-    d = tmp_path_factory.mktemp("pos-https")
-    cfg = PosConfig(
-        institution_url="https://127.0.0.1:9",
-        merchant_id="M0000000001",
-        api_seed=os.urandom(32),
-        trust=TrustStore({1: SigningKey.generate().public_key}),
-    )
-    path = cfg.save(d / "pos.json", passphrase=PASS.encode())
-    StaffStore.for_config(path).add("alice", "correct horse battery")
-    tls = pki.create_tls_dir(pki.TlsDir(d / "tls"))
-    return path, tls
+    """A POS terminal with a staff account, and a CA with a server certificate."""
+    return pos_site(tmp_path_factory.mktemp("pos-https"))
 
 
 def _env() -> dict[str, str]:
