@@ -1,13 +1,19 @@
-"""Helpers of the fault suite: running the audit, reading the ledger as clients see it."""
+"""Helpers of the fault suite: running the audit, reading the ledger as clients see it, a
+wallet's pending payment."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
-from tests.institution.harness import MerchantClient, World, env
+from safescan.code import decode_text
+from safescan.wallet.pending import idempotency_key
+from safescan.wallet.store import PendingPayment
+from tests.institution.harness import Carrier, MerchantClient, World, env
 
 
 def audit(db_url: str) -> dict[str, Any]:
@@ -38,3 +44,23 @@ def order(m: MerchantClient, order_id: str) -> dict[str, Any]:
     r = m.request("GET", f"/v1/merchant/orders/{order_id}")
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+def pending_payment(carrier: Carrier, o: dict[str, Any], merchant_name: str) -> PendingPayment:
+    """What a wallet records before it sends a payment of the order ``o`` (as its merchant
+    made it), with a new authorization by ``carrier``."""
+    auth = carrier.authorize(o["code"]).to_bytes()
+    return PendingPayment(
+        idempotency_key=idempotency_key(auth),
+        created_at=int(time.time()),
+        code_text=o["code"],
+        authorization=auth,
+        merchant_id=o["merchant_id"],
+        merchant_name=merchant_name,
+        merchant_city="Berlin",
+        order_id=o["order_id"],
+        amount=o["total"],
+        currency=o["currency"],
+        items=[],
+        code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
+    )

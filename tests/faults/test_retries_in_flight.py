@@ -38,12 +38,12 @@ from sqlalchemy import create_engine, text
 from safescan.api.errors import IdempotencyConflict, InsufficientFunds
 from safescan.api.wire import PaymentRequest
 from safescan.client.wallet import WalletClient
-from safescan.code import SigningKey, decode_text
+from safescan.code import SigningKey
 from safescan.institution.db import normalize_url
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
-from safescan.wallet.pending import idempotency_key, submit
+from safescan.wallet.pending import submit
 from safescan.wallet.store import PendingPayment
-from tests.faults.common import audit, customer_balance, order
+from tests.faults.common import audit, customer_balance, order, pending_payment
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import Carrier, MerchantClient, ServerProcess, World, b64, init_db
 
@@ -409,23 +409,7 @@ def test_sqlite_writer_lock_held_by_a_stopped_process_withdraws_then_pays(
 
 
 def _pending(carrier: Carrier, o: dict[str, Any]) -> PendingPayment:
-    import hashlib
-
-    auth = carrier.authorize(o["code"]).to_bytes()
-    return PendingPayment(
-        idempotency_key=idempotency_key(auth),
-        created_at=int(time.time()),
-        code_text=o["code"],
-        authorization=auth,
-        merchant_id=o["merchant_id"],
-        merchant_name="Retry Cafe",
-        merchant_city="Berlin",
-        order_id=o["order_id"],
-        amount=o["total"],
-        currency=o["currency"],
-        items=[],
-        code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
-    )
+    return pending_payment(carrier, o, "Retry Cafe")
 
 
 @pytest.mark.slow

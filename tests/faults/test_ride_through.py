@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 import ssl
 import tempfile
@@ -37,12 +36,12 @@ from safescan.client.errors import OutcomeUnknown, RetrySettingInvalid
 from safescan.client.retry import retry_budget
 from safescan.client.trust import trust_from_json
 from safescan.client.wallet import WalletClient
-from safescan.code import SigningKey, decode_text
+from safescan.code import SigningKey
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
-from safescan.wallet.pending import idempotency_key, submit
+from safescan.wallet.pending import submit
 from safescan.wallet.store import PendingPayment
 from safescan.web import pki
-from tests.faults.common import audit, customer_balance, order
+from tests.faults.common import audit, customer_balance, order, pending_payment
 from tests.institution.harness import (
     PASSPHRASE,
     Carrier,
@@ -207,21 +206,7 @@ def site() -> Iterator[Site]:
 
 
 def _pending(carrier: Carrier, o: dict[str, Any]) -> PendingPayment:
-    auth = carrier.authorize(o["code"]).to_bytes()
-    return PendingPayment(
-        idempotency_key=idempotency_key(auth),
-        created_at=int(time.time()),
-        code_text=o["code"],
-        authorization=auth,
-        merchant_id=o["merchant_id"],
-        merchant_name="Ride Cafe",
-        merchant_city="Berlin",
-        order_id=o["order_id"],
-        amount=o["total"],
-        currency=o["currency"],
-        items=[],
-        code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
-    )
+    return pending_payment(carrier, o, "Ride Cafe")
 
 
 def _payments_of(s: Site, order_id: str) -> int:

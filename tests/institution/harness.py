@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -41,6 +41,9 @@ from safescan.code.attestation import enrollment_challenge
 from safescan.code.keyupdate import EpochKey, open_key_update
 from safescan.web import pki
 from tests.institution.pg import free_port
+
+if TYPE_CHECKING:
+    from safescan.institution.service import Institution
 
 PASSPHRASE = "test-passphrase-123"
 #: the test servers' webhook allow-list: the loopback address the test receivers bind
@@ -433,6 +436,22 @@ def world_in(tmp: Path, db_url: str, *, extra: list[str]) -> Iterator[World]:
     finally:
         w.close()
         server.stop()
+
+
+@contextlib.contextmanager
+def institution_in(db_url: str, keys: Path) -> Iterator[Institution]:
+    """``institution init`` at ``db_url`` (its keys in ``keys``), then that institution in this
+    process, without a server; its connections released at the end."""
+    from safescan.institution.db import Database
+    from safescan.institution.keystore import KeyStore
+    from safescan.institution.service import Institution
+
+    init_db(db_url, keys)
+    institution = Institution(Database(db_url), KeyStore(keys).load(PASSPHRASE.encode()))
+    try:
+        yield institution
+    finally:
+        institution.db.dispose()
 
 
 def attest(inst: Any, token: str, signing_public: bytes, transport_public: bytes) -> bytes:

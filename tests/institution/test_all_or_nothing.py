@@ -20,15 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from safescan.code import LineItem, SigningKey
 from safescan.code.errors import SafescanError
 from safescan.institution import audit, ledger
-from safescan.institution.db import Database
 from safescan.institution.domain import certificates as certificates_module
 from safescan.institution.domain import enrollment
 from safescan.institution.domain.results import OrderCreated
-from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from safescan.institution.webhook_targets import TargetPolicy
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, attest, init_db
+from tests.institution.harness import attest, institution_in
 from tests.institution.snapshot import diff, snapshot
 
 
@@ -42,17 +40,11 @@ class Injected(SafescanError):
 def inst(request: pytest.FixtureRequest) -> Iterator[Institution]:
     with tempfile.TemporaryDirectory(prefix="safescan-aon-") as d:
         url = make_db(request.param, request, Path(d))
-        init_db(url, Path(d) / "keys")
-        institution = Institution(
-            Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
-        )
-        institution.db_url = url  # type: ignore[attr-defined]
-        # the webhook operation needs a target the operator allows (nothing is delivered here)
-        institution.webhook_targets = TargetPolicy(allow=["127.0.0.1/32"])
-        try:
+        with institution_in(url, Path(d) / "keys") as institution:
+            institution.db_url = url  # type: ignore[attr-defined]
+            # the webhook operation needs a target the operator allows (nothing is delivered)
+            institution.webhook_targets = TargetPolicy(allow=["127.0.0.1/32"])
             yield institution
-        finally:
-            institution.db.dispose()
 
 
 class Setup:

@@ -13,10 +13,8 @@ import pytest
 
 from safescan.code import LineItem, decode_text, qr
 from safescan.demo.story import ITEMS
-from safescan.institution.db import Database
-from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
-from tests.institution.harness import PASSPHRASE, init_db
+from tests.institution.harness import institution_in
 
 # QR version 11 at level M holds 366 alphanumeric characters (Base45 text of 244 bytes)
 V11_M_CHARS = 366
@@ -25,14 +23,9 @@ V11_M_CHARS = 366
 @pytest.fixture(scope="module")
 def inst() -> Iterator[Institution]:
     with tempfile.TemporaryDirectory(prefix="safescan-size-") as d:
-        db_url = f"sqlite:///{Path(d) / 'size.db'}"
-        init_db(db_url, Path(d) / "keys")
-        keys = KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
-        institution = Institution(Database(db_url), keys)
-        try:
+        tmp = Path(d)
+        with institution_in(f"sqlite:///{tmp / 'size.db'}", tmp / "keys") as institution:
             yield institution
-        finally:
-            institution.db.dispose()
 
 
 def _code(inst: Institution, name: str, city: str, items: list[tuple[str, int, int]]) -> str:

@@ -12,27 +12,19 @@ import pytest
 
 from safescan.code import LineItem
 from safescan.institution import wire
-from safescan.institution.db import Database
 from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import OrderCreated
-from safescan.institution.keystore import KeyStore
 from safescan.institution.service import Institution
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, init_db
+from tests.institution.harness import institution_in
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def inst(request: pytest.FixtureRequest) -> Iterator[Institution]:
     with tempfile.TemporaryDirectory(prefix="safescan-keyed-") as d:
         url = make_db(request.param, request, Path(d))
-        init_db(url, Path(d) / "keys")
-        institution = Institution(
-            Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
-        )
-        try:
+        with institution_in(url, Path(d) / "keys") as institution:
             yield institution
-        finally:
-            institution.db.dispose()
 
 
 def _merchant(inst: Institution, name: str) -> str:

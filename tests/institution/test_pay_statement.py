@@ -29,7 +29,6 @@ from safescan.institution.db import Database, _alembic_config, schema_revisions
 from safescan.institution.domain import idempotency
 from safescan.institution.domain.idempotency import Stored
 from safescan.institution.domain.results import PaymentMade, PrecreatedOrder
-from safescan.institution.keystore import KeyStore
 from safescan.institution.models import (
     Account,
     AuditEntry,
@@ -44,22 +43,17 @@ from safescan.institution.models import (
 from safescan.institution.server import open_institution
 from safescan.institution.service import Institution
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, attest, init_db, institution_cli
+from tests.institution.harness import PASSPHRASE, attest, init_db, institution_cli, institution_in
 from tests.institution.pg import Cluster
 
 
 @pytest.fixture(scope="module")
 def inst(pg_cluster: Cluster) -> Iterator[Institution]:
-    with tempfile.TemporaryDirectory(prefix="safescan-paystmt-") as d:
-        url = pg_cluster.create_database()
-        init_db(url, Path(d) / "keys")
-        institution = Institution(
-            Database(url), KeyStore(Path(d) / "keys").load(PASSPHRASE.encode())
-        )
-        try:
-            yield institution
-        finally:
-            institution.db.dispose()
+    with (
+        tempfile.TemporaryDirectory(prefix="safescan-paystmt-") as d,
+        institution_in(pg_cluster.create_database(), Path(d) / "keys") as institution,
+    ):
+        yield institution
 
 
 class Payer:
