@@ -13,7 +13,6 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 from tests.e2e.test_web_pos import Staff, _code_of, _institution_state, _pay
 from tests.e2e.test_web_pos_state import PHONE, no_sideways_scroll, wait_for
-from tests.e2e.walletapp.browser import ARTIFACTS, CHROMIUM, axe_violations
+from tests.e2e.walletapp.browser import ARTIFACTS, axe_violations, headless_chromium
 from tests.merchant.test_exports import XSD
 
 XSS = '<img src=x onerror=alert(1)>"><script>alert(2)</script>'
@@ -304,18 +303,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-            headless=True,
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+    with headless_chromium("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run") as b:
+        yield b
 
 
 def test_every_page_is_usable_at_phone_width_with_no_axe_violation(

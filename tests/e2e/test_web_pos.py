@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import http.server
 import re
-import shutil
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +24,9 @@ from safescan.merchant.input import parse_item
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
+from tests.e2e.walletapp.browser import headless_chromium
 from tests.institution.pg import free_port
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 
 
@@ -403,18 +401,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        pytest.skip(f"browser attacks need Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"],
-            headless=True,
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+    with headless_chromium(*ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1") as b:
+        yield b
 
 
 class _Attacker(http.server.BaseHTTPRequestHandler):

@@ -6,10 +6,8 @@ connection, reconnects and catches up. Real processes on 127.0.0.1; Debian's Chr
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,7 @@ from safescan.procs import ManagedProcess
 from safescan.web import pki
 from tests.e2e.conftest import World
 from tests.e2e.test_web_pos import Staff, _code_of, _pay
-from tests.e2e.walletapp.browser import AXE, CHROMIUM, axe_violations
+from tests.e2e.walletapp.browser import AXE, axe_violations, headless_chromium
 
 PHONE = {"width": 390, "height": 844}
 
@@ -116,19 +114,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM}")
-    assert AXE.is_file()
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-            headless=True,
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+    with headless_chromium("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run") as b:
+        assert AXE.is_file()
+        yield b
 
 
 def no_sideways_scroll(page: Any) -> None:

@@ -116,6 +116,24 @@ def api_headers(server: WalletServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['session']}", **origin}
 
 
+@contextmanager
+def headless_chromium(*args: str) -> Iterator[Any]:
+    """Chromium (:data:`CHROMIUM`) launched headless through Playwright with ``args``, closed at
+    the end; the test is skipped where it is not installed."""
+    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
+        import pytest
+
+        pytest.skip(f"browser tests need Chromium at {CHROMIUM}")
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=list(args), headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 def chromium_args(video: Path | None) -> list[str]:
     """Chromium's flags, with ``video`` as the camera (or no camera at all)."""
     args = list(BASE_ARGS)
