@@ -21,6 +21,7 @@ from safescan.api import schema
 from safescan.api.errors import InstitutionError, error_from_dict
 from safescan.api.schema import Amount
 from safescan.api.states import CheckoutState, OrderState
+from safescan.client.event_data import RefundSucceeded
 from safescan.client.fields import Answer, one, rows_of, wire
 from safescan.code.payment import LineItem
 
@@ -80,16 +81,10 @@ class PaymentView(_Payment, what="payment"):
 
 
 @dataclass(frozen=True)
-class RefundMade(Answer, what="refund"):
-    """A refund's answer, with the order's state after it."""
+class RefundMade(Answer, RefundSucceeded, what="refund"):
+    """A refund's answer: what its ``refund.succeeded`` event says (with the order's state
+    after it), and its status and time."""
 
-    refund_id: str
-    payment_id: str
-    order_id: str
-    amount: Amount
-    currency: int
-    order_state: OrderState
-    refunded_amount: Amount
     status: str  # "succeeded"
     created_at: int
 
