@@ -11,9 +11,12 @@ echo "== ruff"; .venv/bin/ruff check src tests bench fuzz
 echo "== mypy"; .venv/bin/mypy
 # 4 worker processes (pytest-xdist), one test file per worker at a time: most of the suite's
 # time is spent waiting on the servers, carriers and browsers it starts, so 4 beat 2 on 2 cores.
-# SAFESCAN_TEST_WORKERS=0 runs everything in this one process.
+# The longest files start first (tests/conftest.py; --no-loadscope-reorder keeps that order).
+# --durations=30: every run prints its 30 slowest tests (docs/operations.md, "Test suite wall
+# time"). SAFESCAN_TEST_WORKERS=0 runs everything in this one process.
 WORKERS="${SAFESCAN_TEST_WORKERS:-4}"
 if [ "$WORKERS" = "0" ]; then
-    echo "== pytest"; exec .venv/bin/pytest "$@"
+    echo "== pytest"; exec .venv/bin/pytest --durations=30 "$@"
 fi
-echo "== pytest ($WORKERS workers)"; exec .venv/bin/pytest -n "$WORKERS" --dist loadfile "$@"
+echo "== pytest ($WORKERS workers)"
+exec .venv/bin/pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder --durations=30 "$@"

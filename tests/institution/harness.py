@@ -422,11 +422,16 @@ class World:
 
 
 @contextlib.contextmanager
-def world_in(tmp: Path, db_url: str, *, extra: list[str]) -> Iterator[World]:
+def world_in(
+    tmp: Path, db_url: str, *, extra: list[str], token: str | None = None
+) -> Iterator[World]:
     """An institution initialised at ``db_url`` (its keys in ``tmp/keys``) and served over HTTPS
     on 127.0.0.1 with the options ``extra``: its :class:`World`, with ``db_url`` and ``tmp`` set;
-    the clients closed and the server stopped at the end."""
-    token = init_db(db_url, tmp / "keys")
+    the clients closed and the server stopped at the end. ``token``: the admin token of an
+    institution already initialised there (a copy: tests/institution/conftest.py's
+    ``initialised``); by default ``institution init`` runs."""
+    if token is None:
+        token = init_db(db_url, tmp / "keys")
     server = ServerProcess(db_url, tmp / "keys", extra=extra).start()
     w = World(server, token)
     w.db_url = db_url  # type: ignore[attr-defined]

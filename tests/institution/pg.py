@@ -52,14 +52,27 @@ class Cluster:
         head, _, _ = self.base_url.rpartition("/")
         return f"{head}/{dbname}"
 
-    def create_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
+    def create_database(self, template: str | None = None) -> str:
+        """A fresh database, empty or (``template``: a database URL on this server nobody is
+        connected to) a copy of ``template``; returns its URL."""
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        if template is None:
+            with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            return self.url(name)
+        source = template.rpartition("/")[2]
+        deadline = time.monotonic() + 30
+        while True:  # the sessions of the processes that made it end just after they exit
+            try:
+                with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+                return self.url(name)
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     @property
     def data_dir(self) -> Path:
