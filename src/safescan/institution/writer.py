@@ -115,6 +115,7 @@ class GroupCommitter:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.crashed: str | None = None  # why the thread ended, if it ended on its own
+        self._dying = threading.Lock()  # taken by the writer only while it dies (enqueue)
         # checkpoints in their own thread, not inside a commit (safescan.institution.wal)
         self._wal = WalCheckpointer(database) if database else None
         # the writer's connection, kept from one batch to the next (a pool checkout and return
@@ -125,17 +126,21 @@ class GroupCommitter:
 
     @property
     def alive(self) -> bool:
-        """Whether the writer thread runs."""
-        return self._thread.is_alive()
+        """Whether the writer thread runs (and is not dying: see :meth:`enqueue`)."""
+        return self.crashed is None and self._thread.is_alive()
 
     def enqueue(self, fn: Callable[[Connection], T]) -> Future[T]:
         """Queue ``fn`` for the next group; the future resolves once the group is committed."""
         fut: Future[T] = Future()
         if self._closed:
             raise StorageError("the database is closed")
-        if not self._thread.is_alive():
-            raise StorageError("the database writer has stopped; nothing was recorded")
-        self._pending.append((fn, fut, time.monotonic()))
+        # under the lock the writer takes only while it dies (never otherwise: no contention),
+        # so a write is either queued before the dying writer fails what is queued, or refused
+        # here; never left behind in the queue of a thread that is gone
+        with self._dying:
+            if not self.alive:
+                raise StorageError("the database writer has stopped; nothing was recorded")
+            self._pending.append((fn, fut, time.monotonic()))
         # Wake the writer only if it sleeps: a busy writer takes this write with its next
         # group. No lock is shared with the writer thread (a Condition here cost the event loop
         # a lock round trip with the writer per payment). The writer sets ``_sleeping`` before
@@ -197,11 +202,12 @@ class GroupCommitter:
                 batch = []
         except BaseException as exc:  # noqa: BLE001 - recorded; health reports a dead writer
             self._drop_connection()
-            self.crashed = f"{type(exc).__name__}: {exc}"[:200]
             log.critical("the database writer thread stopped: %s", type(exc).__name__)
             failed = batch
-            while pending:
-                failed.append(pending.popleft())
+            with self._dying:
+                self.crashed = f"{type(exc).__name__}: {exc}"[:200]
+                while pending:
+                    failed.append(pending.popleft())
             for _, fut, _ in failed:
                 if fut.done():
                     continue

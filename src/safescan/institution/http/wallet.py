@@ -22,8 +22,6 @@ from starlette.concurrency import run_in_threadpool
 
 from safescan.api import account
 from safescan.api.encoding import b64d, b64e
-from safescan.api.errors import InvalidRequest
-from safescan.api.fields import validation_error
 from safescan.api.wire import authorization_from_wire
 from safescan.institution import outcomes, wire
 from safescan.institution.domain.idempotency import Stored
@@ -244,29 +242,18 @@ _IDEMPOTENCY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def fast_pay(inst: Institution) -> FastHandler:
-    """``POST /v1/payments`` without the framework (the same validation and the same answers
-    as the routed ``pay``; errors through :func:`.errors.answer`, the app's handler table)."""
+    """``POST /v1/payments`` without the framework, for well-formed requests (see
+    :func:`_well_formed`; anything else declines to the routed ``pay``, which answers it as
+    the framework does). The same steps as the routed one: the payment, its answer rendered
+    as the framework renders it (a keyed one as recorded), errors through
+    :func:`.errors.answer`, the app's handler table."""
 
-    async def handle(scope: Scope, body: bytes, send: Send) -> None:
+    async def handle(scope: Scope, body: bytes, send: Send) -> bool:
+        found = _well_formed(scope, body)
+        if found is None:
+            return False
+        req, key = found
         try:
-            ctype = b""
-            key: str | None = None
-            for name, value in scope.get("headers", []):
-                if name == b"content-type":
-                    ctype = value
-                elif name == b"idempotency-key":
-                    key = value.decode("latin-1")
-            if not ctype.startswith(b"application/json"):
-                raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
-            if key is not None and not _IDEMPOTENCY.fullmatch(key):
-                raise InvalidRequest(
-                    "Idempotency-Key must be 1-255 printable ASCII characters",
-                    param="Idempotency-Key",
-                )
-            try:
-                req = PaymentCreate.model_validate_json(body)
-            except ValidationError as exc:
-                raise validation_error(exc.errors()) from None
             paid = await inst.payments.pay_async(req.code, _authorization(req), key)
             if isinstance(paid, Stored):  # keyed: the answer recorded for its key, as recorded
                 await send_json(send, paid.status, canonical_json(paid.body).encode())
@@ -277,6 +264,7 @@ def fast_pay(inst: Institution) -> FastHandler:
             await send_json(
                 send, err.status, _framework_json(err.body), retry_after_s=err.retry_after
             )
+        return True
 
     return handle
 
@@ -292,9 +280,10 @@ def _framework_json(value: Any) -> bytes:
 
 
 def _well_formed(scope: Scope, body: bytes) -> tuple[PaymentCreate, str | None] | None:
-    """A lookup request the fast route may answer: one JSON content type, at most one sane
-    Idempotency-Key, a body the request model accepts. None: anything else, left to the routed
-    ``payment_lookup`` (so every refusal is the framework's, byte for byte, as before)."""
+    """A payment or lookup request a fast route may answer (the one header reader of both):
+    one JSON content type, at most one sane Idempotency-Key, a body the request model accepts.
+    None: anything else, left to the routed ``pay`` / ``payment_lookup`` (so every refusal of a
+    malformed request is the framework's, byte for byte)."""
     ctype: bytes | None = None
     key: str | None = None
     for name, value in scope.get("headers", []):
