@@ -211,3 +211,48 @@ def test_inspect_shows_hostile_text_as_escapes_never_raw(made: Path, text: str) 
     assert not [ch for ch in RAW_FORBIDDEN if ch in shown], repr(shown)
     first = next(ch for ch in text if ch in RAW_FORBIDDEN or ch in "\n\u202c\u2069")
     assert f"\\x{ord(first):02x}" in shown or f"\\u{ord(first):04x}" in shown, shown
+
+
+# --- secret files that are huge or not text (redteam) ---------------------------------------
+
+
+def _secret_file_commands(tmp: Path, secret: Path) -> list[list[str]]:
+    from safescan.code import SigningKey
+
+    root = SigningKey.generate().public_key.hex()
+    return [
+        ["keys", "init", str(tmp / "kd"), "--passphrase-file", str(secret), "--json"],
+        ["institution", "customer", "list", "--admin-token-file", str(secret), "--json"],
+        [
+            "wallet", "enroll", "--institution", "https://127.0.0.1:1", "--carrier",
+            "tcp://127.0.0.1:1", "--token", "enr_" + "A" * 43, "--institution-key",
+            f"1:{root}", "--pin-file", str(secret), "--json", "--wallet-dir", str(tmp / "w"),
+        ],
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "one-mib-line", "latin-1", "binary"])
+def test_a_huge_or_binary_secret_file_is_a_typed_error(tmp_path: Path, kind: str) -> None:
+    """``--passphrase-file``, ``--admin-token-file``, ``--pin-file`` pointed at ``/dev/zero``,
+    a log-sized file or bytes that are not UTF-8: before, the whole file was read (a
+    ``MemoryError`` traceback under a memory limit) or ``UnicodeDecodeError`` escaped (a
+    traceback); now each is the command's typed error, exit non-zero, nothing written."""
+    secret = {
+        "dev-zero": Path("/dev/zero"),
+        "one-mib-line": tmp_path / "big",
+        "latin-1": tmp_path / "latin1",
+        "binary": tmp_path / "bin",
+    }[kind]
+    if kind == "one-mib-line":
+        secret.write_bytes(b"x" * (1 << 20) + b"\n")
+    elif kind == "latin-1":
+        secret.write_bytes("passw\u00f6rd\n".encode("latin-1"))
+    elif kind == "binary":
+        secret.write_bytes(b"\xff\xfe\x00\x81\n")
+    for args in _secret_file_commands(tmp_path, secret):
+        r = run(*args, cwd=tmp_path, env_extra={"SAFESCAN_INSTITUTION_URL": "https://127.0.0.1:1"})
+        assert r.returncode != 0, args
+        assert "Traceback" not in r.stderr and "Error:" not in r.stderr.splitlines()[-1:], r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["error"]["code"], doc
+    assert not (tmp_path / "kd").exists() and not (tmp_path / "w").exists()

@@ -26,6 +26,7 @@ from safescan.client.fields import SAME, Answer, fields_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService
 from safescan.code.keys import VerifyKey
+from safescan.code.smallfile import read_small_text
 
 ENV_ADMIN_TOKEN = "SAFESCAN_ADMIN_TOKEN"  # noqa: S105 - a variable name
 
@@ -237,7 +238,7 @@ def read_admin_token(path: Path | None) -> str:
     """The administrator token from a file (first line) or ``$SAFESCAN_ADMIN_TOKEN``."""
     if path is not None:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = read_small_text(path).splitlines()
         except OSError as exc:
             raise Unauthenticated(f"cannot read the token file {path}: {exc.strerror}") from None
         token = lines[0].strip() if lines else ""

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import KeyFileError
+from safescan.code.smallfile import read_small_text
 
 PassphraseFile = Annotated[
     Path | None,
@@ -20,7 +21,7 @@ def read_passphrase(path: Path | None, *, confirm: bool = False) -> bytes:
     """The key passphrase: from a file, the environment, or a hidden prompt."""
     if path is not None:
         try:
-            value = path.read_text().rstrip("\n")
+            value = read_small_text(path).rstrip("\n")
         except OSError as exc:
             raise KeyFileError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
     elif os.environ.get("SAFESCAN_PASSPHRASE"):

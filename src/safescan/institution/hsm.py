@@ -31,6 +31,7 @@ from typing import Any
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
+from safescan.code.smallfile import read_small_text
 from safescan.institution.config import (
     ENV_HSM_MODULE,
     ENV_HSM_PIN,
@@ -102,7 +103,7 @@ class TokenSettings:
         """The user PIN (first line of the PIN file, else the environment variable)."""
         if self.pin_file is not None:
             try:
-                lines = self.pin_file.read_text(encoding="utf-8").splitlines()
+                lines = read_small_text(self.pin_file).splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 reason = getattr(exc, "strerror", None) or "not UTF-8"
                 raise HsmPinIncorrect(f"cannot read the token PIN file: {reason}") from None

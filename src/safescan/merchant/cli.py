@@ -44,6 +44,7 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+from safescan.code.smallfile import read_small_text
 from safescan.merchant.cli_apikey import apikey_app
 from safescan.merchant.cli_config import ConfigOpt, config_app
 from safescan.merchant.cli_rekey import rekey as pos_rekey
@@ -624,7 +625,7 @@ def staff_add(
     """Add a staff account (or set a new password); asks for the password twice."""
     if password_file is not None:
         try:
-            lines = password_file.read_text(encoding="utf-8").splitlines()
+            lines = read_small_text(password_file).splitlines()
         except OSError as exc:
             raise _fail(StaffError(f"cannot read the password file: {exc.strerror}")) from None
         password = lines[0] if lines else ""

@@ -46,6 +46,7 @@ from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.code.rekeying import recover_if_interrupted
+from safescan.code.smallfile import read_small_text
 from safescan.web.pki import ca_from_pem, pin_ca
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
@@ -186,7 +187,7 @@ def pos_passphrase() -> bytes:
     value = os.environ.get(ENV_PASSPHRASE)
     if value is None and os.environ.get(ENV_PASSPHRASE_FILE):
         try:
-            lines = Path(os.environ[ENV_PASSPHRASE_FILE]).read_text(encoding="utf-8").splitlines()
+            lines = read_small_text(Path(os.environ[ENV_PASSPHRASE_FILE])).splitlines()
         except OSError as exc:
             raise PosConfigError(f"cannot read {ENV_PASSPHRASE_FILE}: {exc.strerror}") from None
         value = lines[0] if lines else ""

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safescan.code.smallfile import read_small_text
 from safescan.merchant.config import (
     ENV_CONFIG,
     ENV_PASSPHRASE,
@@ -87,7 +88,7 @@ class PosSettings(BaseModel):
         if self.terminal.passphrase_file is None or os.environ.get(ENV_PASSPHRASE) is not None:
             return None
         try:
-            lines = Path(self.terminal.passphrase_file).read_text(encoding="utf-8").splitlines()
+            lines = read_small_text(Path(self.terminal.passphrase_file)).splitlines()
         except OSError as exc:
             raise PosConfigError(f"cannot read terminal.passphrase_file: {exc.strerror}") from None
         return (lines[0] if lines else "").encode()

@@ -42,6 +42,7 @@ from safescan.code.errors import SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
 from safescan.code.output import emit_json, fail
+from safescan.code.smallfile import read_small_text
 from safescan.wallet.account import change_pin, history_with_refunds, read_statement
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
@@ -75,7 +76,7 @@ def _fail(exc: SafescanError, status: int = EXIT_ERROR, *, as_json: bool = False
 
 def _read_pin_file(path: Path, *, as_json: bool = False) -> str:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_small_text(path).splitlines()
     except OSError as exc:
         error = WalletError(f"cannot read the PIN file: {exc.strerror}")
         raise _fail(error, as_json=as_json) from None
