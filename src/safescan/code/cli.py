@@ -145,7 +145,7 @@ def keys_rekey(
         return
     for f in out["files"]:
         console.print(f"{term(f['file'])}: {'re-sealed' if f['resealed'] else 'left as it is'}")
-    console.print(f"{out['resealed']} key file(s) re-sealed in {term(out['path'])}")
+    console.print(f"{int(out['resealed'])} key file(s) re-sealed in {term(out['path'])}")
 
 
 @keys_app.command("certify")
