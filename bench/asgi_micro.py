@@ -39,6 +39,11 @@ ap.add_argument("tree", nargs="?", default=None)
 ap.add_argument("--n", type=int, default=4000, help="payments per round (5 rounds)")
 ap.add_argument("--clients", type=int, default=16)
 ap.add_argument("--json", action="store_true")
+ap.add_argument(
+    "--bare",
+    action="store_true",
+    help="drive bench/bare_path.py's yardstick app instead (same driver: in-process A/B)",
+)
 ARGS = ap.parse_args()
 TREE = Path(ARGS.tree).resolve() if ARGS.tree else Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(TREE / "src"), str(TREE)]
@@ -164,7 +169,13 @@ def main() -> None:
         passphrase = tmp / "passphrase"
         passphrase.write_text(PASSPHRASE)
         obslog.configure("info", "json", stream=devnull)
-        app = build_app(db_url, keys, passphrase, Tuning(webhooks=False, merchant_rate=0.0))
+        if ARGS.bare:
+            sys.path.insert(0, str(TREE / "bench"))
+            from bare_path import BareApp
+
+            app: Any = BareApp(db_url, keys)
+        else:
+            app = build_app(db_url, keys, passphrase, Tuning(webhooks=False, merchant_rate=0.0))
         gc.collect()
         gc.freeze()
         if os.environ.get("ASGI_MICRO_GC_OFF"):
@@ -192,7 +203,8 @@ def main() -> None:
     out = {k: round(v, 1) for k, v in best.items()}
     load = os.getloadavg()[0]
     if ARGS.json:
-        print(json.dumps({"tree": str(TREE), "load1": round(load, 2), **out}))
+        server = "yardstick" if ARGS.bare else "institution"
+        print(json.dumps({"tree": str(TREE), "server": server, "load1": round(load, 2), **out}))
         return
     for name, value in out.items():
         print(f"{name:18} {value:9.1f}")

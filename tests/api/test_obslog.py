@@ -3,10 +3,14 @@ logger (the HTTP tests are in tests/institution/test_observability.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +147,192 @@ def test_the_access_line_goes_through_structlog_when_not_json() -> None:
         assert obslog._configured["access_json"]
     finally:
         obslog.configure("info", "json", stdlib=False)
+
+
+# --- access lines written once per turn of the event loop ---------------------------------------
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes and flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def _burst(n: int, *, middle: int | None = None) -> list[str]:
+    """``n`` concurrent requests through RequestLog; each app logs nothing, except request
+    ``middle``, which writes an ordinary log line before it answers. The request ids in the
+    order the requests finished."""
+    finished: list[str] = []
+
+    async def app(scope: obslog.Scope, receive: obslog.Receive, send: obslog.Send) -> None:
+        rid = scope[obslog.REQUEST_ID_KEY]
+        if scope["path"] == f"/r/{middle}":
+            obslog.get_logger("test.middle").info("middle", at=rid)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        finished.append(rid)
+
+    logged = obslog.RequestLog(app, service="test")
+
+    async def one(i: int) -> None:
+        scope = {"type": "http", "method": "GET", "path": f"/r/{i}", "headers": [],
+                 "client": ("127.0.0.1", 1)}  # fmt: skip
+
+        async def receive() -> obslog.Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(_m: obslog.Message) -> None:
+            return None
+
+        await logged(scope, receive, send)
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+    asyncio.run(main())
+    return finished
+
+
+def _access_ids(text: str) -> list[str]:
+    docs = [json.loads(x) for x in text.splitlines()]
+    return [d["request_id"] for d in docs if d.get("event") == "request"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 300])
+def test_every_access_line_is_written_once_in_order_and_batched(n: int) -> None:
+    buf = CountingStream()
+    try:
+        obslog.configure("info", "json", stream=buf, stdlib=False)
+        finished = _burst(n)
+        assert _access_ids(buf.getvalue()) == finished  # all of them, once, in order
+        assert len(set(finished)) == n
+        # they finished in one turn of the loop: one write and one flush for all of them
+        assert buf.writes == 1 and buf.flushes >= 1
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+
+
+@pytest.mark.parametrize("middle", [0, 5, 19])
+def test_another_log_line_writes_the_queued_access_lines_first(middle: int) -> None:
+    """A line logged from anywhere while access lines are queued comes after them: the log
+    stays in the order things happened."""
+    buf = io.StringIO()
+    try:
+        obslog.configure("info", "json", stream=buf, stdlib=False)
+        finished = _burst(20, middle=middle)
+        docs = [json.loads(x) for x in buf.getvalue().splitlines()]
+        events = [d.get("request_id") if d["event"] == "request" else "MIDDLE" for d in docs]
+        mid = [d for d in docs if d["event"] == "middle"]
+        assert len(mid) == 1
+        # the middle request logged before it finished: after the ones finished before it
+        assert events == [*finished[:middle], "MIDDLE", *finished[middle:]]
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+
+
+def test_swapping_the_stream_writes_the_queued_lines_to_the_old_one() -> None:
+    old, new = io.StringIO(), io.StringIO()
+    try:
+        obslog.configure("info", "json", stream=old, stdlib=False)
+        loop = asyncio.new_event_loop()
+        try:
+            for i in range(5):
+                obslog._SINK.defer(obslog.access_line("t", {"i": i}, f"req_{i:08d}"), loop)
+            assert old.getvalue() == ""  # queued until the loop turns
+            obslog.configure("info", "json", stream=new, stdlib=False)
+        finally:
+            loop.close()
+        assert _access_ids(old.getvalue()) == [f"req_{i:08d}" for i in range(5)]
+        assert new.getvalue() == ""
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+
+
+_EXIT_SCRIPT = """
+import asyncio, sys
+sys.path[:0] = {paths!r}
+from tests.api.test_obslog import _burst
+from safescan.api import obslog
+obslog.configure("info", "json", stdlib=False)  # stderr
+if {drive!r} == "run":
+    finished = _burst({n})
+else:  # lines queued on a loop that never turns again: the exit must write them
+    loop = asyncio.new_event_loop()
+    finished = [f"req_{{i:08d}}" for i in range({n})]
+    for rid in finished:
+        obslog._SINK.defer(obslog.access_line("t", {{}}, rid), loop)
+print(" ".join(finished))
+"""
+
+
+@pytest.mark.parametrize("drive", ["run", "queued"])
+def test_a_clean_exit_loses_no_access_line(drive: str) -> None:
+    """The process ends right after its last requests ("run"), or with lines still queued on a
+    loop that will never run the drain ("queued"): every line is on stderr, once, in order."""
+    root = Path(__file__).resolve().parents[2]
+    script = _EXIT_SCRIPT.format(paths=[str(root), str(root / "src")], n=64, drive=drive)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    finished = done.stdout.split()
+    assert len(finished) == 64
+    assert _access_ids(done.stderr) == finished
+
+
+def test_a_line_queued_on_a_new_loop_is_not_held_by_a_dead_one() -> None:
+    """A loop closed with its drain pending does not hold the lines another loop queues."""
+    buf = io.StringIO()
+    try:
+        obslog.configure("info", "json", stream=buf, stdlib=False)
+        dead = asyncio.new_event_loop()
+        obslog._SINK.defer(obslog.access_line("t", {}, "req_dead0001"), dead)
+        dead.close()
+        finished = _burst(3)
+        assert _access_ids(buf.getvalue()) == ["req_dead0001", *finished]
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+
+
+HOSTILE_LOG = ["\x1b[2J\x1b[Hok", "\x1b]0;owned\x07", "\x9b31m", "a\rb", "x\u202ey", "z\u200dw"]
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_untrusted_values_reach_the_log_inert_in_every_format(fmt: str) -> None:
+    """A merchant name, a path or a header holding terminal controls or bidi characters is
+    written escaped, as a structlog value, as the event text and through stdlib ``logging``
+    (redteam: the console format wrote them raw, so ``tail -f`` of the log ran them)."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        obslog.configure("info", fmt, stream=buf)
+        log = obslog.get_logger("safescan.test")
+        for value in HOSTILE_LOG:
+            log.info("merchant", name=value, path="/v1/" + value)
+            log.info(value)
+            logging.getLogger("safescan.test.std").warning("webhook to %s failed", value)
+        try:
+            raise ValueError("\x1b[2J in a traceback")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    text = buf.getvalue()
+    assert text.count("\n") >= 3 * len(HOSTILE_LOG)
+    for raw in ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\u200d"):
+        assert raw not in text, (raw, text)
+    if fmt == "console":
+        assert "Traceback" in text and "\n" in text.split("Traceback", 1)[1]

@@ -444,3 +444,39 @@ def test_two_workers_count_payments_across_both_and_publish_gauges_per_worker(
     finally:
         world.close()
         server.stop()
+
+
+def test_every_access_line_is_written_in_order_when_the_server_stops_at_once(
+    own_sqlite: tuple[str, Path, str],
+) -> None:
+    """Access lines are written once per turn of the event loop: 60 requests, 12 at a time,
+    then the server is stopped (SIGTERM) right after the last answer: each has exactly one
+    access line, and the lines of one connection's requests are in the order they were sent."""
+    import concurrent.futures
+
+    db, tmp, _token = own_sqlite
+    server = ServerProcess(db, tmp / "keys").start()
+    try:
+        rids = [[f"burst-{c:02d}-{i:03d}" for i in range(5)] for c in range(12)]
+
+        def one_connection(ids: list[str]) -> None:
+            with server.client(timeout=10) as http:
+                for rid in ids:
+                    r = http.get("/healthz", headers={"X-Request-Id": rid})
+                    assert r.status_code == 200 and r.headers["x-request-id"] == rid
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            list(pool.map(one_connection, rids))
+        assert server.proc is not None
+        server.proc.terminate()
+        server.proc.wait(15)  # uvicorn's graceful stop ends by re-raising SIGTERM (-15)
+        logged = [
+            d["request_id"]
+            for d in log_lines(server)
+            if d.get("event") == "request" and str(d.get("request_id")).startswith("burst-")
+        ]
+        assert sorted(logged) == sorted(r for ids in rids for r in ids)  # each once
+        for ids in rids:
+            assert [r for r in logged if r in ids] == ids
+    finally:
+        server.stop()

@@ -20,6 +20,8 @@ secret (``authorization``, ``token``, ``pin``, ``secret``, ``password``, ``passp
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import itertools
 import json
 import logging
@@ -29,6 +31,7 @@ import secrets
 import sys
 import threading
 import time
+from asyncio import get_running_loop
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -134,30 +137,87 @@ def _add_request_id(_logger: WrappedLogger, _name: str, event: EventDict) -> Eve
 
 
 class _Sink:
-    """The stream every log line goes to (swappable, so loggers built once keep working)."""
+    """The stream every log line goes to (swappable, so loggers built once keep working).
+
+    :meth:`write` writes and flushes at once (any thread). :meth:`defer` (the access lines, on
+    the event loop) queues a line and writes everything queued in that turn of the loop with one
+    write and one flush at the start of the next turn; a :meth:`write` from anywhere, swapping
+    the stream (``configure``), :meth:`drain` and the interpreter's exit write the queued lines
+    first, so lines stay in order and none is lost on a clean shutdown."""
 
     def __init__(self) -> None:
         self.stream: TextIO | None = None  # None: whatever sys.stderr is at the time
         self.lock = threading.Lock()
+        self._pending: list[str] = []
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a drain waits in
 
     def write(self, text: str) -> int:
         stream = self.stream or sys.stderr
         with self.lock:
+            if self._pending:  # queued lines first: the log stays in order
+                text = "".join(self._pending) + text
+                self._pending.clear()
             n = stream.write(text)
             stream.flush()
             return n
 
+    def defer(self, text: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue ``text`` (a whole line); written at the start of ``loop``'s next turn, with
+        every other line queued in this one."""
+        with self.lock:
+            self._pending.append(text)
+            if self._scheduled is loop:
+                return
+            self._scheduled = loop  # (another loop's drain, if it never runs, is not waited on)
+        try:
+            loop.call_soon(self.drain)
+        except RuntimeError:  # the loop is closing: nothing will run the drain, write now
+            self.drain()
+
+    def drain(self) -> None:
+        """Write and flush every queued line now."""
+        with self.lock:
+            self._scheduled = None
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending.clear()
+            stream = self.stream or sys.stderr
+            stream.write(text)
+            stream.flush()
+
     def flush(self) -> None:
+        self.drain()
         (self.stream or sys.stderr).flush()
 
 
 _SINK = _Sink()
+atexit.register(_SINK.drain)  # a clean exit writes the lines queued in the loop's last turn
 _configured: dict[str, Any] = {}
+
+
+def _visible_values(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Every text value (a merchant's name or URL, a request's path, a client's header) with
+    control, bidi and zero-width characters as escapes: the console format writes strings as
+    they are (the JSON format escapes them itself), and a log is read in a terminal. A
+    traceback keeps its lines."""
+    from safescan.code.display import visible
+
+    for key, value in event.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key == "exception" else [value]
+            event[key] = "\n".join(visible(line) for line in lines)
+    return event
 
 
 def _renderer(fmt: str) -> Processor:
     if fmt == "console":
-        return structlog.dev.ConsoleRenderer(colors=False)
+        console = structlog.dev.ConsoleRenderer(colors=False)
+
+        def render(logger: WrappedLogger, name: str, event: EventDict) -> str:
+            return str(console(logger, name, _visible_values(logger, name, event)))
+
+        return render
     return structlog.processors.JSONRenderer(sort_keys=False)
 
 
@@ -170,6 +230,7 @@ def configure(
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+    _SINK.drain()  # lines queued for the old stream go to it
     _SINK.stream = stream
     numeric = getattr(logging, level.upper())
     shared: list[Processor] = [
@@ -348,8 +409,8 @@ class RequestLog:
                     "client": client[0] if client else None,
                     "error": error,
                 }
-                if _configured.get("access_json"):
-                    _SINK.write(access_line(self.log_name, fields, rid))
+                if _configured.get("access_json"):  # written once per turn of the loop
+                    _SINK.defer(access_line(self.log_name, fields, rid), get_running_loop())
                 else:
                     self.log.info("request", **fields)
             _request_id.reset(token)

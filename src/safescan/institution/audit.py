@@ -40,7 +40,7 @@ def entry_tail(at: int, actor: str, action: str, entity: str, data: str) -> str:
     ``safescan_pay_order`` prefixes it with ``["prev_hash",chain,seq,`` and hashes it in the
     database (ASCII only: ``json.dumps`` escapes everything else), so both give the same hash.
     """
-    return json.dumps([at, actor, action, entity, data], separators=(",", ":"))[1:]
+    return canonical_json([at, actor, action, entity, data])[1:]  # a list: nothing to sort
 
 
 def entry_hash(

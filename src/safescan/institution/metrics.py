@@ -57,6 +57,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from safescan.api.errors import ConfigError
+from safescan.code.smallfile import read_small_text
 from safescan.institution.db import Database
 from safescan.institution.http.asgi import ASGIApp, Message, Receive, Scope, Send
 
@@ -258,7 +259,7 @@ class MetricsAccess:
         if token_file is None:
             raise ConfigError("metrics access 'token' needs a metrics token file")
         try:
-            token = Path(token_file).read_text().strip()
+            token = read_small_text(Path(token_file)).strip()
         except OSError as exc:
             raise ConfigError(f"cannot read the metrics token file: {exc.strerror}") from None
         if len(token) < 16:
@@ -311,8 +312,8 @@ class MetricsEndpoint:
         self._published = 0.0
 
     def _publish(self, now: float) -> None:
+        self._published = now  # (once a second in every mode: not an environment read per request)
         if isinstance(self.collector, ProcessCollector) and os.environ.get(MULTIPROC_ENV):
-            self._published = now
             self.collector.publish()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -7,6 +7,8 @@ import json
 import secrets
 from typing import Any
 
+import orjson
+
 from safescan.api.encoding import b64d
 from safescan.api.errors import InvalidRequest
 
@@ -25,9 +27,61 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds only what orjson renders exactly as ``json.dumps`` does: text,
+    ``int`` and ``bool`` (subclasses too: ``StrEnum``, ``IntEnum``; both write the bare data), None,
+    lists and dicts with exact ``str`` keys (sorted alike), nothing else (no floats: orjson
+    writes their exponents differently; no tuples, dict or list subclasses)."""
+    kind = type(value)
+    if kind is dict:
+        if depth >= 32:
+            return False
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is str or kind is int or item is None:  # the common case, inline
+                continue
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is list:
+        return depth < 32 and all(_plain(item, depth + 1) for item in value)
+    return isinstance(value, (str, int))  # StrEnum, IntEnum: both render the bare data
+
+
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces, ASCII): what is hashed and signed."""
+    """Deterministic JSON (sorted keys, no spaces, ASCII): what is hashed and signed.
+
+    Byte for byte ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True)``; rendered by orjson (about 15x cheaper) when the value is
+    :func:`_plain` and the result is printable ASCII (orjson writes other characters
+    unescaped), else by ``json`` itself (tests/institution/test_fast_json.py)."""
+    if _plain(value):
+        try:
+            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate
+            pass
+        else:
+            if out.isascii() and b"\x7f" not in out:
+                return out.decode("ascii")
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def framework_json(value: Any) -> bytes:
+    """JSON as the framework renders a route's answer (Starlette's ``JSONResponse``: UTF-8,
+    no spaces, keys in their order, NaN refused), byte for byte; by orjson when the value is
+    :func:`_plain`, else by ``json`` itself (tests/institution/test_fast_json.py)."""
+    if _plain(value):
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate
+            pass
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
 
 
 def key32(text: str, *, param: str) -> bytes:

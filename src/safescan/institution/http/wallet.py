@@ -11,7 +11,6 @@ receipt, the outbox event and the audit entry are written in one transaction.
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -39,7 +38,7 @@ from safescan.institution.http.common import (
 from safescan.institution.http.errors import answer
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
-from safescan.institution.util import canonical_json, key32
+from safescan.institution.util import canonical_json, framework_json, key32
 from safescan.institution.wire import CREATED
 
 Base64 = r"^[A-Za-z0-9+/=_\-]+$"
@@ -272,11 +271,7 @@ def fast_pay(inst: Institution) -> FastHandler:
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 
 
-def _framework_json(value: Any) -> bytes:
-    """JSON as the framework renders a route's answer (Starlette's ``JSONResponse``)."""
-    return json.dumps(
-        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode()
+_framework_json = framework_json  # JSON as Starlette's ``JSONResponse`` renders it
 
 
 def _well_formed(scope: Scope, body: bytes) -> tuple[PaymentCreate, str | None] | None:
