@@ -13,7 +13,7 @@ import typer
 
 from safescan.cluster.errors import ClusterError
 from safescan.code.cli_options import JsonOpt
-from safescan.code.output import emit_json, fail
+from safescan.code.output import emit_json, fail, say
 
 cluster_app = typer.Typer(
     help="A PostgreSQL HA cluster on this machine: 3 etcd, 3 Patroni/PostgreSQL (synchronous"
@@ -61,8 +61,9 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the cluster (first run: create it); start again any part that is not running."""
+    from safescan.cluster.host import preflight
     from safescan.cluster.spec import ClusterSpec, Tuning, load_or_create
-    from safescan.cluster.supervisor import Cluster, preflight
+    from safescan.cluster.supervisor import Cluster
 
     try:
         requested = None
@@ -84,11 +85,11 @@ def up(
     if as_json:
         emit_json(summary)
         return
-    typer.echo(f"cluster up in {summary['state_dir']}")
-    typer.echo(f"  API          {summary['api_url']}   (through HAProxy)")
-    typer.echo(f"  database     {summary['db_url']}   (PGPASSFILE={summary['pgpassfile']})")
-    typer.echo(f"  primary      {summary['primary']}")
-    typer.echo(f"  admin token  in {summary['admin_token_file']}")
+    say(f"cluster up in {summary['state_dir']}")
+    say(f"  API          {summary['api_url']}   (through HAProxy)")
+    say(f"  database     {summary['db_url']}   (PGPASSFILE={summary['pgpassfile']})")
+    say(f"  primary      {summary['primary']}")
+    say(f"  admin token  in {summary['admin_token_file']}")
 
 
 @cluster_app.command()
@@ -133,17 +134,17 @@ def status(state: StateOpt = DEFAULT_STATE, as_json: JsonOpt = False) -> None:
         emit_json(st | {"healthy": healthy})
     else:
         for e in st["etcd"]:
-            typer.echo(f"{e['name']:10} {'healthy' if e['healthy'] else 'DOWN'}")
+            say(f"{e['name']:10} {'healthy' if e['healthy'] else 'DOWN'}")
         roles = {m["name"]: m for m in st["members"]}
         for i, p in enumerate(st["patroni"]):
             m = roles.get(f"pg{i}", {})
             role = f"{m.get('role', '?')} {m.get('state', '')}".strip() if m else "not a member"
             up_ = "running" if p["running"] else "DOWN"
-            typer.echo(f"pg{i:<8} patroni {up_}, postgres {role}, lag {m.get('lag', '-')}")
+            say(f"pg{i:<8} patroni {up_}, postgres {role}, lag {m.get('lag', '-')}")
         typer.echo(f"{'haproxy':10} {'running' if st['haproxy']['running'] else 'DOWN'}")
         for a in st["api"]:
-            typer.echo(f"{a['name']:10} {'healthy' if a['healthy'] else 'DOWN'}")
-        typer.echo(f"primary: {st['leader']}; API {st['api_url']}")
+            say(f"{a['name']:10} {'healthy' if a['healthy'] else 'DOWN'}")
+        say(f"primary: {st['leader']}; API {st['api_url']}")
     if not healthy:
         raise typer.Exit(1)
 
@@ -178,4 +179,4 @@ def kill(
     if as_json:
         emit_json({"killed": killed})
     else:
-        typer.echo(f"killed {killed}")
+        say(f"killed {killed}")

@@ -26,6 +26,7 @@ from typing import Any
 from safescan.cluster import render
 from safescan.cluster import tls as cluster_tls
 from safescan.cluster.errors import ClusterError
+from safescan.cluster.host import chown_tree, preflight, service_user
 from safescan.cluster.procs import (
     ProcessTable,
     children_of,
@@ -37,7 +38,6 @@ from safescan.cluster.procs import (
 from safescan.cluster.spec import SPEC_FILE, ClusterSpec
 from safescan.web import pki
 
-SERVICE_USER = "postgres"  # PostgreSQL refuses to run as root
 BOOT_TIMEOUT = 180.0
 
 
@@ -192,7 +192,7 @@ class Cluster:
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
             for d in ("etcd", "pg", "haproxy", "logs"):
-                _chown_tree(self.state / d, pw.pw_uid, pw.pw_gid)
+                chown_tree(self.state / d, pw.pw_uid, pw.pw_gid)
         for i in range(self.spec.nodes):
             os.chmod(self.node_dir(i), 0o700)
 
@@ -623,47 +623,6 @@ class Cluster:
         raise ClusterError(f"unknown condition {what!r}")
 
 
-def service_user() -> str | None:
-    """The user etcd, Patroni, PostgreSQL and HAProxy run as: ``postgres`` when started as
-    root (PostgreSQL refuses root), else the caller."""
-    return SERVICE_USER if os.geteuid() == 0 else None
-
-
-def preflight(state_dir: Path) -> Path:
-    """Check, before anything is created, that a cluster can run here: the Debian packages,
-    the service user, and that it can enter ``state_dir`` (or the nearest existing parent).
-    Returns PostgreSQL's binary directory."""
-    bin_dir = render.find_pg_bin()
-    if bin_dir is None:
-        raise ClusterError("PostgreSQL server binaries not found (Debian: postgresql)")
-    for tool, package in (("etcd", "etcd-server"), ("patroni", "patroni"), ("haproxy", "haproxy")):
-        if shutil.which(tool) is None:
-            raise ClusterError(f"`{tool}` not found: install the Debian package {package}")
-    cluster_tls.check_patroni_https(shutil.which("patroni"))
-    user = service_user()
-    if user is None:
-        return bin_dir
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise ClusterError(f"no `{user}` user (it comes with PostgreSQL)") from None
-    for d in [state_dir.resolve(), *state_dir.resolve().parents]:
-        if not d.exists():
-            continue
-        st = d.stat()
-        if (
-            st.st_uid == pw.pw_uid
-            or st.st_mode & 0o001
-            or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
-        ):
-            continue
-        raise ClusterError(
-            f"the `{user}` user cannot enter {d} (mode {st.st_mode & 0o777:o}); put the state"
-            " directory where it can (e.g. chmod o+x, or another --state)"
-        )
-    return bin_dir
-
-
 def _answers(url: str, context: ssl.SSLContext) -> bool:
     return http_json(url, 2, context)[0] == 200
 
@@ -679,11 +638,3 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from safescan.code import keyfile
+from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
 from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
-from safescan.code.rekeying import recover_if_interrupted, write_file
+from safescan.code.rekeying import recover_if_interrupted
 
 SCHEME_KID_MAX = 0xFF  # scheme key ids fit the code header's one byte
 
@@ -41,7 +42,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     """Write a (already encrypted) private key file with owner-only permissions, atomically:
     a temporary file (0600 even if a stale one was left with other modes) written whole and
     fsync'd, renamed over ``path``, the directory fsync'd (the rename survives a crash)."""
-    write_file(Path(path), data)
+    write_atomic(Path(path), data)
 
 
 def _read(path: Path) -> bytes:

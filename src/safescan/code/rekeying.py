@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safescan.code.atomicfile import fsync_dir, write_atomic
 from safescan.code.errors import KeyFileError
 
 JOURNAL = ".rekey-journal.json"
@@ -47,30 +48,6 @@ class Rewrite:
     path: Path
     old: bytes
     new: bytes
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` (0600) through a temporary file, fsync'd, renamed, dir fsync'd."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _unlink(path: Path) -> None:
@@ -138,9 +115,9 @@ def _put_back(primary: Path) -> bool:
                 os.replace(backup, path)
         _unlink(path.with_name(path.name + NEW))
     for d in dirs:
-        _fsync_dir(d)
+        fsync_dir(d)
     _unlink(primary / JOURNAL)
-    _fsync_dir(primary)
+    fsync_dir(primary)
     for d in dirs - {primary}:
         _unlink(d / JOURNAL)
     return True
@@ -199,17 +176,17 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
         committed = False
         try:
             for f in files:
-                write_file(f.path.with_name(f.path.name + OLD), f.old)
-                write_file(f.path.with_name(f.path.name + NEW), f.new)
+                write_atomic(f.path.with_name(f.path.name + OLD), f.old)
+                write_atomic(f.path.with_name(f.path.name + NEW), f.new)
             for d in others:
-                write_file(d / JOURNAL, json.dumps({"primary": str(primary)}).encode())
+                write_atomic(d / JOURNAL, json.dumps({"primary": str(primary)}).encode())
             doc = {"primary": str(primary), "files": [str(f.path) for f in files]}
-            write_file(primary / JOURNAL, json.dumps(doc).encode())
+            write_atomic(primary / JOURNAL, json.dumps(doc).encode())
             committed = True
             for f in files:
                 os.replace(f.path.with_name(f.path.name + NEW), f.path)
             for d in {primary, *others}:
-                _fsync_dir(d)
+                fsync_dir(d)
             _unlink(primary / JOURNAL)  # the done point
         except OSError as exc:
             if committed:
@@ -232,11 +209,11 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
         # done: a crash from here on leaves the new files (a journal that reappears finds no
         # copies to put back once they are removed, and leaves the files as they are)
         with contextlib.suppress(OSError):
-            _fsync_dir(primary)
+            fsync_dir(primary)
             for d in [primary, *others]:
                 _leftovers(d)
                 if d != primary:
                     _unlink(d / JOURNAL)
 
 
-__all__ = ["JOURNAL", "NEW", "OLD", "Rewrite", "recover_if_interrupted", "rewrite", "write_file"]
+__all__ = ["JOURNAL", "NEW", "OLD", "Rewrite", "recover_if_interrupted", "rewrite"]

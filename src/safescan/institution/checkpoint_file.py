@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import ConfigError
+from safescan.code.atomicfile import fsync_dir, write_all, write_atomic
 from safescan.code.keys import Signer
 from safescan.institution.util import canonical_json
 
@@ -265,7 +266,8 @@ class CheckpointFile:
                         line = sign(key, kid, {**body, "prev": prev, "n": n})
                         lines.append(line)
                         prev, n = line_hash(line), n + 1
-                    _write_all(fd, "".join(line + "\n" for line in lines).encode())
+                    write_all(fd, "".join(line + "\n" for line in lines).encode())
+                    os.fsync(fd)
                 finally:
                     os.close(fd)
                 if new:
@@ -311,7 +313,6 @@ class CheckpointFile:
         """Atomically replace the file with the records ``keep(its lines)`` returns, signed
         again and chained on from its last line, all under the exclusive lock (so no record
         appended meanwhile is lost); returns the new head. ``keep`` raises to refuse."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         with self.locked(True):
             lines = self._read_lines()
             kept = keep(lines)
@@ -326,9 +327,7 @@ class CheckpointFile:
                 line = sign(key, kid, {**body, **extra, "prev": prev, "n": n})
                 out.append(line)
                 prev, n = line_hash(line), n + 1
-            _write(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "".join(x + "\n" for x in out))
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
+            write_atomic(self.path, "".join(x + "\n" for x in out).encode())
             return Head(n - 1, prev)
 
     def size(self) -> int:
@@ -349,31 +348,6 @@ def split_lines(data: bytes) -> list[str]:
 def _last_newline(fd: int, size: int) -> int:
     data = os.pread(fd, size, 0)
     return data.rfind(b"\n") + 1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
-
-
-def _write(path: Path, flags: int, text: str) -> None:
-    """Write all of ``text`` and fsync it."""
-    fd = os.open(path, flags, 0o600)
-    try:
-        _write_all(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory (a file created or renamed in it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

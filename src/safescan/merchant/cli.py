@@ -19,7 +19,6 @@ prints the Idempotency-Key to learn it with).
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import re
 import secrets
@@ -44,10 +43,10 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
-from safescan.code.smallfile import read_small_text
 from safescan.merchant.cli_apikey import apikey_app
 from safescan.merchant.cli_config import ConfigOpt, config_app
 from safescan.merchant.cli_rekey import rekey as pos_rekey
+from safescan.merchant.cli_staff import staff_app
 from safescan.merchant.cli_webhook import webhook_app
 from safescan.merchant.client import (
     MerchantApi,
@@ -62,7 +61,6 @@ from safescan.merchant.journal import Filters, Journal
 from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.settings import load_terminal, pos_settings
-from safescan.merchant.staff import StaffError, StaffStore
 from safescan.web.serving import (
     BodyTimeoutOpt,
     HeadTimeoutOpt,
@@ -600,80 +598,11 @@ def serve(
         raise _fail(exc) from None
 
 
-staff_app = typer.Typer(help="Staff accounts of the web POS.", no_args_is_help=True)
-merchant_app.add_typer(staff_app, name="staff")
+merchant_app.add_typer(staff_app, name="staff")  # safescan.merchant.cli_staff
 merchant_app.add_typer(webhook_app, name="webhook")  # safescan.merchant.cli_webhook
 merchant_app.add_typer(apikey_app, name="apikey")  # safescan.merchant.cli_apikey
 merchant_app.add_typer(config_app, name="config")  # safescan.merchant.cli_config
 merchant_app.command("rekey")(pos_rekey)  # safescan.merchant.cli_rekey
-
-
-def _staff_store(config: Path | None) -> StaffStore:
-
-    return StaffStore.for_config(pos_settings(config).terminal_file)
-
-
-@staff_app.command("add")
-def staff_add(
-    name: Annotated[str, typer.Argument(help="sign-in name (lowercase)")],
-    password_file: Annotated[
-        Path | None, typer.Option(help="read the password from this file's first line")
-    ] = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Add a staff account (or set a new password); asks for the password twice."""
-    if password_file is not None:
-        try:
-            lines = read_small_text(password_file).splitlines()
-        except OSError as exc:
-            raise _fail(StaffError(f"cannot read the password file: {exc.strerror}")) from None
-        password = lines[0] if lines else ""
-    else:
-        password = getpass.getpass(f"Password for {name}: ")
-        if getpass.getpass("Repeat it: ") != password:
-            raise _fail(StaffError("the passwords differ"))
-    store = _staff_store(config)
-    try:
-        store.add(name, password)
-    except SafescanError as exc:
-        raise _fail(exc, as_json) from None
-    if as_json:
-        print(json.dumps({"staff": name, "file": str(store.path)}))
-        return
-    console.print(f"staff account {term(name)} saved in {term(store.path)}")
-
-
-@staff_app.command("remove")
-def staff_remove(
-    name: Annotated[str, typer.Argument(help="sign-in name")],
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Remove a staff account; its sessions end at their next request."""
-    try:
-        _staff_store(config).remove(name)
-    except SafescanError as exc:
-        raise _fail(exc, as_json) from None
-    if as_json:
-        print(json.dumps({"removed": name}))
-        return
-    console.print(f"staff account {term(name)} removed")
-
-
-@staff_app.command("list")
-def staff_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """The staff accounts (names and when they were made; never passwords)."""
-    try:
-        users = _staff_store(config).users()
-    except SafescanError as exc:
-        raise _fail(exc) from None
-    rows = [{"name": n, "created_at": u.get("created_at")} for n, u in sorted(users.items())]
-    if as_json:
-        print(json.dumps({"staff": rows}))
-        return
-    for row in rows:
-        console.print(term(row["name"]))
 
 
 @merchant_app.command("encrypt-key")

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from safescan.client.trust import trust_from_json, trust_to_json
+from safescan.code.atomicfile import write_atomic
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
+from safescan.code.smallfile import read_bounded
 from safescan.wallet.errors import WalletError, WalletNotEnrolled
 from safescan.web.pki import ca_from_pem, pin_ca
 
@@ -74,7 +76,8 @@ class WalletConfig:
         return self.directory / "crl.cbor"
 
     def save(self) -> Path:
-        """Write ``wallet.json`` atomically."""
+        """Write ``wallet.json`` whole or not at all (owner-only, fsync'd: the pinned keys
+        and CA decide whom this wallet trusts)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = self.directory / "wallet.json"
         doc = {
@@ -85,9 +88,7 @@ class WalletConfig:
             "customer_id": self.customer_id,
             **({"tls_ca": self.tls_ca} if self.tls_ca is not None else {}),
         }
-        tmp = target.with_name("wallet.json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(doc, indent=2).encode("utf-8"))
         return target
 
     @classmethod
@@ -96,7 +97,7 @@ class WalletConfig:
         base = Path(directory or default_dir())
         path = base / "wallet.json"
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(read_bounded(path).decode("utf-8"))
         except FileNotFoundError:
             raise WalletNotEnrolled(
                 f"no wallet in {base}: run `safescan wallet enroll` first"
@@ -272,31 +273,43 @@ class History:
         if digest is not None:
             query += " WHERE code_digest = ?"
             args = (digest.hex(),)
-        rows = self.db.execute(query + " ORDER BY created_at, idempotency_key", args).fetchall()
-        return [
-            PendingPayment(
-                idempotency_key=r[0],
-                created_at=int(r[1]),
-                code_text=r[2],
-                authorization=base64.b64decode(r[3]),
-                merchant_id=r[4],
-                merchant_name=r[5],
-                merchant_city=r[6],
-                order_id=r[7],
-                amount=int(r[8]),
-                currency=int(r[9]),
-                items=json.loads(r[10]),
-                code_digest=bytes.fromhex(r[11]),
-            )
-            for r in rows
-        ]
+        rows = self._rows(query + " ORDER BY created_at, idempotency_key", args)
+        try:
+            return [self._pending_of(r) for r in rows]
+        except (ValueError, TypeError, IndexError) as exc:  # a row edited outside the wallet
+            raise WalletError(
+                f"the payment history holds a damaged pending payment: {exc}"
+            ) from None
+
+    def _rows(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        """``query``'s rows; :class:`WalletError` when the history cannot be read (another
+        process holds it locked, the file or its tables are damaged or replaced)."""
+        try:
+            return self.db.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            raise WalletError(f"cannot read the payment history: {exc}") from None
+
+    @staticmethod
+    def _pending_of(r: Any) -> PendingPayment:
+        return PendingPayment(
+            idempotency_key=r[0],
+            created_at=int(r[1]),
+            code_text=r[2],
+            authorization=base64.b64decode(r[3]),
+            merchant_id=r[4],
+            merchant_name=r[5],
+            merchant_city=r[6],
+            order_id=r[7],
+            amount=int(r[8]),
+            currency=int(r[9]),
+            items=json.loads(r[10]),
+            code_digest=bytes.fromhex(r[11]),
+        )
 
     def paid_code(self, digest: bytes) -> str | None:
         """The payment id if this exact code was already paid from this wallet."""
-        row = self.db.execute(
-            "SELECT payment_id FROM payments WHERE code_digest = ?", (digest.hex(),)
-        ).fetchone()
-        return str(row[0]) if row else None
+        rows = self._rows("SELECT payment_id FROM payments WHERE code_digest = ?", (digest.hex(),))
+        return str(rows[0][0]) if rows else None
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest payments first."""
@@ -311,13 +324,16 @@ class History:
             "currency",
             "items",
         ]
-        rows = self.db.execute(
+        rows = self._rows(
             f"SELECT {', '.join(cols)} FROM payments ORDER BY paid_at DESC LIMIT ?",  # noqa: S608
             (limit,),
-        ).fetchall()
+        )
         out = []
-        for row in rows:
-            doc = dict(zip(cols, row, strict=True))
-            doc["items"] = json.loads(doc["items"])
-            out.append(doc)
+        try:
+            for row in rows:
+                doc = dict(zip(cols, row, strict=True))
+                doc["items"] = json.loads(doc["items"])
+                out.append(doc)
+        except (ValueError, TypeError) as exc:  # a row edited outside the wallet
+            raise WalletError(f"the payment history holds a damaged payment: {exc}") from None
         return out
