@@ -1,4 +1,5 @@
-"""Property-based fuzzing (hypothesis), in process: 105,000 cases across this file.
+"""Property-based fuzzing (hypothesis), in process: 21,000 cases across this file on every run,
+``SAFESCAN_FUZZ_SCALE`` times that for a longer campaign (tests/budget.py; =5 runs 105,000).
 
 Parser, dispatcher (in clear and inside a live secure channel), serial framing and the EEPROM
 image decoder must never raise anything but their typed errors, and the card must always
@@ -22,6 +23,7 @@ from safescan.carrier.errors import ApduError, ImageError
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import LocalInstitution, leaks, secrets_of
 from safescan.carrier.transport.serial import FrameDecoder
+from tests.budget import examples
 
 from .conftest import PIN, Clock, connect
 
@@ -94,7 +96,7 @@ class Fixture:
         return self.session
 
 
-@settings(FAST, max_examples=40_000)
+@settings(FAST, max_examples=examples(8_000))
 @given(st.binary(max_size=300))
 def test_parser_total_and_exact(raw: bytes) -> None:
     try:
@@ -104,7 +106,7 @@ def test_parser_total_and_exact(raw: bytes) -> None:
     assert cmd.to_bytes() == raw
 
 
-@settings(FAST, max_examples=10_000)
+@settings(FAST, max_examples=examples(2_000))
 @given(
     st.integers(0, 255),
     st.integers(0, 255),
@@ -143,7 +145,7 @@ apdu_like = st.one_of(
 )
 
 
-@settings(FAST, max_examples=25_000)
+@settings(FAST, max_examples=examples(5_000))
 @given(st.booleans(), apdu_like)
 def test_dispatcher_in_clear(select_first: bool, raw: bytes) -> None:
     fx = Fixture.get()
@@ -170,7 +172,7 @@ inner_body = st.one_of(
 )
 
 
-@settings(FAST, max_examples=10_000)
+@settings(FAST, max_examples=examples(2_000))
 @given(
     st.sampled_from(INS_VALUES) | st.integers(0, 255),
     st.integers(0, 255),
@@ -204,7 +206,7 @@ def secure(fx: Fixture, session: Session, ins: int, p1: int, body: bytes) -> Res
     return ResponseApdu.from_bytes(session.open_response(header, out.data))
 
 
-@settings(FAST, max_examples=10_000)
+@settings(FAST, max_examples=examples(2_000))
 @given(st.binary(max_size=200), st.integers(0, 200))
 def test_serial_decoder_never_raises(stream: bytes, cut: int) -> None:
     decoder = FrameDecoder()
@@ -218,7 +220,7 @@ with contextlib.suppress(ImageError):  # a 1-byte image is refused; the device k
     IMAGE_EEPROM.load()
 
 
-@settings(FAST, max_examples=10_000)
+@settings(FAST, max_examples=examples(2_000))
 @given(st.binary(max_size=400), st.booleans())
 def test_image_decoder_only_raises_image_error(data: bytes, as_file: bool) -> None:
     eeprom = IMAGE_EEPROM

@@ -29,6 +29,12 @@ from tests.institution.harness import (
     institution_cli,
 )
 
+# Each test runs a dozen processes (init, servers, backup, restore, audits: ~30 s of CPU in
+# all); at load 35-45 on two cores that is more than pytest's 300 s of wall clock, which three
+# of them hit while a server was starting. Every process has its own bound (the CLI's 120 s,
+# ServerProcess.start's CPU budget); this is only the guard against a hang.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(params=BACKENDS)
 def place(request: pytest.FixtureRequest) -> Iterator[Place]:

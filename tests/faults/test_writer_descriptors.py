@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import resource
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -36,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 
 from safescan.api.errors import RequestInProgress, StorageError
 from safescan.institution import sql
+from safescan.institution.config import ENV_CHECKPOINT_INTERVAL
 from safescan.institution.db import Database, migrate
 from safescan.institution.models import Counter
 from safescan.institution.writer import GroupCommitter
@@ -373,19 +375,6 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _settled_fds(pid: int) -> int:
-    """The process's descriptor count once it stopped changing for a second (a connection of
-    the start-up probe may still be closing: its descriptor must not count as in use)."""
-    last, since = _open_fds(pid), time.monotonic()
-    deadline = since + 15
-    while time.monotonic() - since < 1.0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = _open_fds(pid)
-        if now != last:
-            last, since = now, time.monotonic()
-    return last
-
-
 def _open_sockets(pid: int) -> int:
     """The process's socket descriptors (client connections among them; database files and the
     pool's growth are not sockets with SQLite)."""
@@ -526,9 +515,69 @@ EXHAUSTED_REQUESTS: list[tuple[str, str, Any]] = [
 ]
 
 
+def _client_connections(pid: int, port: int) -> int:
+    """The server's descriptors of accepted client connections to ``port`` (the kernel's
+    TCP tables say which sockets those are: local port ``port``, not listening)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] != "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+    return count
+
+
+def _wait_until(what: Callable[[], bool], why: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
+def _fd_numbers(pid: int) -> set[int]:
+    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
+@contextlib.contextmanager
+def _no_free_descriptor(server: ServerProcess) -> Iterator[None]:
+    """Inside: the server process has no free descriptor number at all, whatever closed
+    before (tests.faults.fdhog holds every free number below a lowered soft limit), so the
+    next descriptor it needs gets a real ``EMFILE``. Nothing in the server closes one inside
+    (this test's connection is its only client, its background tasks are idle), and the test
+    checks through ``/proc`` that every number below the limit is taken."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    # the start-up probe's connections are gone (one closing late would free a number)
+    _wait_until(lambda: _client_connections(pid, server.port) <= 1, "a probe stays connected")
+    before = len(_fd_numbers(pid))
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    limit = max(_fd_numbers(pid)) + 17  # a few dozen numbers to take, not the default 1024
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        os.kill(pid, signal.SIGUSR1)
+        _wait_until(lambda: _fd_numbers(pid) >= set(range(limit)), "numbers stayed free")
+        yield
+        assert _fd_numbers(pid) >= set(range(limit)), "a descriptor was freed inside"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        os.kill(pid, signal.SIGUSR2)
+        _wait_until(lambda: len(_fd_numbers(pid)) <= before + 4, "the held ones stay open")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("writes", [1, 5])
-def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes: int) -> None:
+def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(
+    writes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payment that needs a descriptor when the process has none (every number taken:
+    tests.faults.fdhog) is a typed 503 and records nothing; every other request is answered
+    typed; the writer survives, and once descriptors are back the same payment, retried with
+    its Idempotency-Key, is paid."""
     with tempfile.TemporaryDirectory(prefix="safescan-fd-") as d:
         db = f"sqlite:///{Path(d) / 'inst.db'}"
         keys = Path(d) / "keys"
@@ -540,16 +589,20 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
         finally:
             w.close()
             setup.stop()
-        # a fresh process: its writer has not opened anything yet
-        server = ServerProcess(db, keys, extra=["--merchant-rate", "0"]).start()
+        # a fresh process: its writer has not opened anything yet; its background tasks (the
+        # rollback guard's checkpoints, maintenance) stay idle, so none closes a descriptor
+        monkeypatch.setenv(ENV_CHECKPOINT_INTERVAL, "3600")
+        server = ServerProcess(
+            db,
+            keys,
+            extra=["--merchant-rate", "0", "--maintenance-interval", "3600"],
+            module="tests.faults.fdhog",
+        ).start()
         assert server.proc is not None
-        pid = server.proc.pid
         try:
             with server.client(timeout=20) as http:
                 assert http.get("/health").status_code == 200  # a pooled connection, kept alive
-                soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-                resource.prlimit(pid, resource.RLIMIT_NOFILE, (_settled_fds(pid), hard))
-                try:
+                with _no_free_descriptor(server):
                     for i in range(writes):
                         o = orders[i]
                         auth = carrier.authorize(o["code"])
@@ -573,7 +626,13 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
                     ]:
                         r = http.request(method, path, json=body)
                         assert r.status_code != 500, (path, r.text)
-                        if r.status_code >= 500:
+                        if r.status_code >= 500 and path == "/ready":
+                            # not ready (a check needed a descriptor): the document names it
+                            doc = r.json()
+                            assert r.status_code == 503 and doc["ready"] is False, doc
+                            failed = [c for c in doc["checks"].values() if not c["ok"]]
+                            assert failed and all(c.get("error") for c in failed), doc
+                        elif r.status_code >= 500:
                             err = r.json()["error"]
                             assert err["code"] in ("storage_error", "outcome_unknown"), err
                             assert r.headers.get("retry-after") == "1", path
@@ -581,9 +640,17 @@ def test_descriptor_exhaustion_gives_typed_errors_and_the_writer_survives(writes
                     assert health.status_code == 200, health.text
                     writer = health.json()["writer"]
                     assert writer["alive"] and writer["restarts"] == 0, writer
-                finally:
-                    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
-                # descriptors are back: the same writer serves again, the refused payment too
+                # descriptors are back: the same writer serves again; the refused payments,
+                # retried with their Idempotency-Keys, are paid now (nothing was recorded)
+                for i in range(writes):
+                    o = orders[i]
+                    auth = carrier.authorize(o["code"])
+                    r = http.post(
+                        "/v1/payments",
+                        json={"code": o["code"], "authorization": b64(auth.to_bytes())},
+                        headers={"Idempotency-Key": f"emfile-{i}"},
+                    )
+                    assert r.status_code == 201, r.text
                 for i in range(writes, 2 * writes + 1):
                     o = orders[i]
                     auth = carrier.authorize(o["code"])

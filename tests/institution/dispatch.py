@@ -4,8 +4,12 @@ runs the real dispatcher until a condition holds (receivers are real servers on 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import dataclasses
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +20,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from safescan.code import TrustStore
+from safescan.code.keys import SchemeKeyring
 from safescan.institution.db import Database, migrate
-from safescan.institution.keystore import KeyStore
+from safescan.institution.keystore import InstitutionKeys, KeyStore
 from safescan.institution.models import Event, MerchantRow
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits, WebhookDispatcher
@@ -28,11 +33,39 @@ from safescan.institution.webhooks import RetryPolicy, new_event
 PASSPHRASE = b"webhook-test-passphrase"
 
 
+_TEMPLATE: tuple[Path, InstitutionKeys] | None = None
+
+
+def _template() -> tuple[Path, InstitutionKeys]:
+    """One migrated database and key set per process, copied by :func:`make_institution`:
+    making them is three scrypt derivations and the migrations, ~0.4 s of CPU, which ran once
+    per test (docs/operations.md, "Test suite wall time")."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        where = Path(tempfile.mkdtemp(prefix="safescan-hooks-template-"))
+        db = Database(f"sqlite:///{where / 'hooks.db'}")
+        migrate(db.engine)
+        db.dispose()
+        keys = KeyStore(where / "keys").create(PASSPHRASE)
+        atexit.register(shutil.rmtree, where, True)
+        _TEMPLATE = (where, keys)
+    return _TEMPLATE
+
+
 def make_institution(tmp: Path) -> Institution:
-    """A fresh institution over SQLite in ``tmp`` (no server); ``inst.test_admin_token``."""
-    db = Database(f"sqlite:///{tmp / 'hooks.db'}")
-    migrate(db.engine)
-    inst = Institution(db, KeyStore(tmp / "keys").create(PASSPHRASE))
+    """A fresh institution over SQLite in ``tmp`` (no server); ``inst.test_admin_token``.
+    Its own database file and key directory, copies of one made per process: the tests here
+    share the keys (never rotated here), not any row."""
+    where, keys = _template()
+    for f in where.glob("hooks.db*"):
+        shutil.copy2(f, tmp / f.name)
+    shutil.copytree(where / "keys", tmp / "keys")
+    ring = SchemeKeyring()
+    for key in keys.scheme.keys.values():
+        ring.add(key)
+    inst = Institution(
+        Database(f"sqlite:///{tmp / 'hooks.db'}"), dataclasses.replace(keys, scheme=ring)
+    )
     inst.test_admin_token = inst.setup.bootstrap()  # type: ignore[attr-defined]
     return inst
 

@@ -90,6 +90,27 @@ def init_db(db_url: str, keys: Path) -> str:
     return token
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its live descendants (the
+    workers of ``serve --workers N``); 0 once it is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                todo += [int(c) for c in children]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 class ServerProcess:
     """``safescan institution serve`` as a subprocess on 127.0.0.1, over HTTPS with the CA
     `institution init` made, which this process's clients pin (:attr:`verify`).
@@ -107,8 +128,10 @@ class ServerProcess:
         extra: list[str] | None = None,
         webhook_allow: tuple[str, ...] = LOOPBACK_RECEIVERS,
         tls: bool = True,
+        module: str = "safescan.institution",
     ) -> None:
         self.db_url, self.keys = db_url, keys
+        self.module = module  # what `python -m` runs (a test wrapper adding a fault point)
         self.port = port or free_port()
         self.extra = list(extra or [])
         self.tls = tls
@@ -167,11 +190,17 @@ class ServerProcess:
         server refusing a rolled-back database answers 503); ``verify``: the CA to check the
         server with, when it presents another certificate than the one `init` made.
         ``listening_only``: wait only until it accepts TCP connections (a server presenting a
-        certificate no client should accept: expired, another CA's, another name's)."""
+        certificate no client should accept: expired, another CA's, another name's).
+
+        ``timeout`` bounds the server's work, not the wall clock: it is given up once it has
+        used ``timeout`` seconds of CPU (with its worker processes) without answering, or used
+        none for ``timeout`` seconds (hung). A start costs ~3 s of CPU; at load 20-40 on two
+        cores that took over 60 s of wall clock, and a wall-clock deadline gave up on servers
+        that were still starting (and a test expecting "server exited" got "did not come up")."""
         cmd = [
             sys.executable,
             "-m",
-            "safescan.institution",
+            self.module,
             "serve",
             "--db",
             self.db_url,
@@ -186,7 +215,7 @@ class ServerProcess:
         if self.tls:  # this server's CA for its origin (another server may have had the port)
             self._pinned = pki.pin(self.base_url, self.ca)
         self.proc = subprocess.Popen(cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
+        used, idle_since = 0.0, time.monotonic()
         while True:
             if self.proc.poll() is not None:
                 out = Path(self.log.name).read_text()[-2000:]
@@ -200,16 +229,19 @@ class ServerProcess:
                     return self
             else:
                 try:
-                    status = httpx.get(
-                        self.base_url + "/health", timeout=2, verify=verify or self.verify
+                    status = httpx.get(  # a probe given up costs the starting server work
+                        self.base_url + "/health", timeout=10, verify=verify or self.verify
                     ).status_code
                     if status == 200 or not healthy:
                         return self
                 except httpx.HTTPError:
                     pass
-            if time.monotonic() > deadline:
+            cpu = cpu_seconds(self.proc.pid)
+            if cpu > used:
+                used, idle_since = cpu, time.monotonic()
+            if used > timeout or time.monotonic() - idle_since > timeout:
                 self.stop()
-                raise RuntimeError("server did not come up")
+                raise RuntimeError(f"server did not come up ({used:.1f} s of CPU used)")
             time.sleep(0.1)
 
     def kill(self) -> None:
@@ -423,16 +455,22 @@ class World:
 
 @contextlib.contextmanager
 def world_in(
-    tmp: Path, db_url: str, *, extra: list[str], token: str | None = None
+    tmp: Path,
+    db_url: str,
+    *,
+    extra: list[str],
+    token: str | None = None,
+    module: str = "safescan.institution",
 ) -> Iterator[World]:
     """An institution initialised at ``db_url`` (its keys in ``tmp/keys``) and served over HTTPS
     on 127.0.0.1 with the options ``extra``: its :class:`World`, with ``db_url`` and ``tmp`` set;
     the clients closed and the server stopped at the end. ``token``: the admin token of an
     institution already initialised there (a copy: tests/institution/conftest.py's
-    ``initialised``); by default ``institution init`` runs."""
+    ``initialised``); by default ``institution init`` runs. ``module``: what serves
+    (:class:`ServerProcess`)."""
     if token is None:
         token = init_db(db_url, tmp / "keys")
-    server = ServerProcess(db_url, tmp / "keys", extra=extra).start()
+    server = ServerProcess(db_url, tmp / "keys", extra=extra, module=module).start()
     w = World(server, token)
     w.db_url = db_url  # type: ignore[attr-defined]
     w.tmp = tmp  # type: ignore[attr-defined]

@@ -5,15 +5,36 @@ by construction, :func:`hmac.compare_digest` against a dummy hash for unknown id
 burst of :data:`~safescan.institution.http.auth.FAILED_KEY_RATE` every Bearer request from the
 address is refused with 429 before any key is looked at, the right key included, so guessing
 gets no more answers. Signed requests are not affected.
+
+The server refills the budget once an hour here (tests.institution.slow_key_refill): at the
+real one token a second, a test slowed down by a loaded machine got a token back between two
+guesses (401 where 429 was expected); the burst and the cut-off are what is checked.
 """
 
 from __future__ import annotations
 
 import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from safescan.institution.http.auth import FAILED_KEY_RATE
-from tests.institution.harness import World
+from tests.institution.conftest import BACKENDS, Initialise
+from tests.institution.harness import World, world_in
 from tests.institution.test_api_keys import make_key
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, initialised: Initialise) -> Iterator[World]:
+    """This module's own server (it spends the address's budget), refilling it hourly."""
+    with tempfile.TemporaryDirectory(prefix="safescan-inst-") as d:
+        tmp = Path(d)
+        db_url, token = initialised(request.param, request, tmp)
+        module = "tests.institution.slow_key_refill"
+        with world_in(tmp, db_url, extra=[], token=token, module=module) as w:
+            yield w
 
 
 def _get(world: World, key: str) -> tuple[int, dict[str, str]]:
