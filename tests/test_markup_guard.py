@@ -14,6 +14,8 @@ import ast
 import contextvars
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parent.parent / "src" / "safescan"
 SINKS_ATTR = {"print", "add_row", "status", "log", "rule", "from_markup", "step"}
 SINKS_NAME = {"Panel", "Text"}
@@ -101,3 +103,104 @@ def test_every_value_given_to_rich_is_escaped() -> None:
     assert modules
     problems = [v for p in sorted(modules) for v in _violations(p)]
     assert not problems, "\n".join(problems)
+
+
+# --- plain output: every value a command prints goes through say() / visible() -------------
+
+ECHO_SINKS = {
+    ("typer", "echo"),
+    ("typer", "secho"),
+    ("click", "echo"),
+    ("stdout", "write"),
+    ("stderr", "write"),
+}
+ECHO_SAFE_CALLS = {"visible", "term", "len", "int", "float", "hex", "round", "bool", "json_text"}
+
+
+def _echo_safe(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.JoinedStr):
+        return all(
+            _echo_safe(v.value) or _numeric_spec(v)
+            for v in node.values
+            if isinstance(v, ast.FormattedValue)
+        )
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if name == "dumps":  # ASCII JSON escapes every control and non-ASCII character
+            return not any(k.arg == "ensure_ascii" for k in node.keywords)
+        return name in ECHO_SAFE_CALLS
+    if isinstance(node, ast.BinOp):
+        return not isinstance(node.op, ast.Add) or (
+            _echo_safe(node.left) and _echo_safe(node.right)
+        )
+    if isinstance(node, ast.IfExp):
+        return _echo_safe(node.body) and _echo_safe(node.orelse)
+    return False
+
+
+def _echo_violations(path: Path) -> list[str]:
+    source = path.read_text()
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        if isinstance(func, ast.Name):
+            sink = func.id == "print"
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name | ast.Attribute):
+            base = func.value.id if isinstance(func.value, ast.Name) else func.value.attr
+            sink = (base, func.attr) in ECHO_SINKS
+        else:
+            sink = False
+        if not sink or _echo_safe(node.args[0]):
+            continue
+        near = lines[node.lineno - 1] + lines[node.args[0].lineno - 1]
+        if "term-safe:" in near:
+            continue
+        found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node.args[0])[:70]}")
+    return found
+
+
+def test_every_value_a_command_prints_plainly_is_made_visible() -> None:
+    """``typer.echo``, ``print``, ``sys.stdout.write`` in src/ print only constants, numbers or
+    :func:`visible` text; commands print through :func:`safescan.code.output.say` (redteam: the
+    audit's findings and ``manufacturer list`` wrote database text with ESC sequences to the
+    operator's terminal). A line may opt out with ``# term-safe: <why>`` when the value is ours."""
+    problems = [v for p in sorted(SRC.rglob("*.py")) for v in _echo_violations(p)]
+    assert not problems, "\n".join(problems)
+
+
+def test_say_shows_control_bidi_and_zero_width_characters_as_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from safescan.code.output import say
+
+    say("a\x1b[2Jb\nc\u202ed\x9b\r\u200d", err=False)
+    say("\x07e", err=True)
+    out, err = capsys.readouterr()
+    assert out == "a\\x1b[2Jb\nc\\u202ed\\x9b\\x0d\\u200d\n"
+    assert err == "\\x07e\n"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\u202egnp.exe", "a\u200db", "\u2066x\u2069", "\x9b31m", "\U000e0041tag", "Café ü €"],
+)
+def test_json_output_escapes_invisible_characters_and_keeps_the_value(value: str) -> None:
+    """``--json`` output (``emit_json``/``json_text``): bidi, zero-width, C1 and tag
+    characters are ``\\uXXXX`` escapes (before: written raw with ``ensure_ascii=False``), the
+    document decodes to the same value, and ordinary non-ASCII text stays readable."""
+    import json
+
+    from safescan.code.output import json_text
+
+    text = json_text({"name": value, "items": [value]}, indent=2)
+    assert json.loads(text) == {"name": value, "items": [value]}
+    for ch in "\u202e\u200d\u2066\u2069\x9b\U000e0041":
+        assert ch not in text
+    if value == "Café ü €":
+        assert value in text

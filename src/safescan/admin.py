@@ -63,13 +63,19 @@ TokenFileOpt = Annotated[
 def _ask(
     url: str | None, token_file: Path | None, as_json: bool, call: Callable[[AdminClient], Any]
 ) -> Any:
-    """Run ``call`` with an administrator client; a failure is reported and exits."""
+    """The answer of ``call`` run with an administrator client, for the caller to show; with
+    ``--json`` it is printed here as JSON and None returned (nothing more to show). A failure
+    is reported and exits."""
     base = url or os.environ.get(ENV_URL) or DEFAULT_URL
     try:
         with AdminClient(base, read_admin_token(token_file)) as admin:
-            return call(admin)
+            doc = call(admin)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json) from None
+    if as_json:
+        emit_json(doc)
+        return None
+    return doc
 
 
 def _when(ts: int) -> str:
@@ -95,8 +101,7 @@ def create(
         as_json,
         lambda admin: admin.customers.create(name).to_json(),
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     console.print(f"customer [bold]{term(doc['id'])}[/] ({term(doc['name'])}) created")
 
@@ -128,8 +133,7 @@ def fund(
         as_json,
         lambda admin: admin.customers.fund(customer_id, cur.alpha, amount).to_json(),
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     console.print(
         f"credited {term(cur.format(amount))} to {term(doc['id'])} ({term(doc['name'])});"
@@ -152,8 +156,7 @@ def list_command(
         as_json,
         lambda admin: admin.customers.list(limit, after).to_json(),
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     rows = doc["customers"]
     if not rows:
@@ -190,8 +193,7 @@ def enrollment_token_command(
         as_json,
         lambda admin: admin.enrollment_tokens.issue(customer_id, valid_days * 86400).to_json(),
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     console.print(
         f"enrollment token for {term(doc['customer_id'])} (single use, valid until"
@@ -209,9 +211,8 @@ MerchantOpt = Annotated[str, typer.Option("--merchant", help="the merchant's id 
 KeyIdArg = Annotated[str, typer.Argument(help="the key's id (or its sk_live_<id> prefix)")]
 
 
-def _new_key(doc: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        emit_json(doc)
+def _new_key(doc: dict[str, Any] | None) -> None:
+    if doc is None:
         return
     console.print(f"API key {term(doc['prefix'])} scopes: {term(' '.join(doc['scopes']))}")
     console.print("secret key (shown once, give it to the merchant now):")
@@ -238,7 +239,7 @@ def apikey_create(
             merchant, wanted, name=name, expires_in=expires_in
         ).to_json(),
     )
-    _new_key(doc, as_json)
+    _new_key(doc)
 
 
 @apikey_app.command("list")
@@ -252,8 +253,7 @@ def apikey_list(
     doc = _ask(
         institution, admin_token_file, as_json, lambda a: a.api_keys.list(merchant).to_json()
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     table = Table("key", "name", "scopes", "state", "created")
     for k in doc["api_keys"]:
@@ -283,7 +283,7 @@ def apikey_rotate(
         as_json,
         lambda admin: admin.api_keys.rotate(merchant, key_id, grace).to_json(),
     )
-    _new_key(doc, as_json)
+    _new_key(doc)
 
 
 @apikey_app.command("revoke")
@@ -301,8 +301,7 @@ def apikey_revoke(
         as_json,
         lambda admin: admin.api_keys.revoke(merchant, key_id).to_json(),
     )
-    if as_json:
-        emit_json(doc)
+    if doc is None:
         return
     console.print(f"API key {term(doc['prefix'])} revoked")
 

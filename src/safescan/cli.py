@@ -75,7 +75,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"safescan {__version__}")
+        typer.echo(f"safescan {__version__}")  # term-safe: our version
         raise typer.Exit(0)
 
 

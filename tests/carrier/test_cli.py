@@ -62,3 +62,42 @@ def test_malformed_carrier_address_is_a_typed_error(url: str) -> None:
     assert result.exit_code == 1
     with pytest.raises(TransportError):
         CarrierClient.connect(url, timeout=1)
+
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "tcp://alice:{pw}@{hostport}",
+        "tcp://{pw}@{hostport}",
+        "tcp://:{pw}@{hostport}",
+        "tcp://alice:{pw}@{hostport}/",
+        "audio://alice:{pw}@{hostport}",
+        "serial://alice:{pw}@/dev/ttyS0",
+        "pcsc://alice:{pw}@Virtual%20PCD",
+        "carrier://alice:{pw}@{hostport}",  # an unknown scheme: quoted, the password hidden
+        "tcp://{hostport}?token={pw}",  # a query or fragment nothing reads
+        "tcp://{hostport}#{pw}",
+    ],
+)
+def test_user_information_in_a_carrier_address_is_refused_and_never_echoed(
+    process: CarrierProcess, shape: str
+) -> None:
+    """A carrier address with ``user:password@`` (or a query or fragment) reaching a *live*
+    carrier is refused with ``transport_error``, like the institution URL (``invalid_url``),
+    and the password is in no output (redteam: ``carrier info tcp://user:pass@host:port``
+    connected and ignored the user information)."""
+    hostport = process.url[len("tcp://") :]
+    url = shape.format(pw=SECRET, hostport=hostport)
+    for args in (["info", url, "--json", "--timeout", "2"], ["info", url, "--timeout", "2"]):
+        result = runner.invoke(carrier_app, args)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.exit_code == 1, result.output
+        assert SECRET not in result.output
+        if "--json" in args:
+            assert json.loads(result.output)["error"]["code"] == "transport_error"
+    with pytest.raises(TransportError) as caught:
+        CarrierClient.connect(url, timeout=2)
+    assert SECRET not in str(caught.value)

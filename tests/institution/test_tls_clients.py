@@ -256,3 +256,65 @@ def test_enrollment_refuses_a_malformed_institution_url_before_using_the_token(
             retry_limit=5,
             customer_id=None,
         )
+
+
+def _bad_cas(tmp: Path) -> dict[str, str]:
+    """``$SAFESCAN_TLS_CA`` / ``--institution-ca`` values that are no CA file."""
+    (tmp / "empty.pem").write_bytes(b"")
+    (tmp / "blank.pem").write_bytes(b"\n  \n")
+    (tmp / "text.pem").write_text("not a certificate\n")
+    (tmp / "der.cer").write_bytes(pki.cert_pem(pki.make_ca()[0])[30:90])
+    (tmp / "cadir").mkdir()
+    os.mkfifo(tmp / "fifo.pem")  # before: the client blocked forever opening it
+    return {
+        "empty file": str(tmp / "empty.pem"),
+        "blank file": str(tmp / "blank.pem"),
+        "text": str(tmp / "text.pem"),
+        "garbage": str(tmp / "der.cer"),
+        "directory": str(tmp / "cadir"),
+        "fifo": str(tmp / "fifo.pem"),
+        "device": "/dev/zero",  # before: read whole (memory) or a traceback
+        "missing": str(tmp / "nope.pem"),
+    }
+
+
+@pytest.mark.parametrize("which", ["", " ", "empty file", "blank file", "text", "garbage",
+                                   "directory", "fifo", "device", "missing"])  # fmt: skip
+def test_an_unusable_tls_ca_is_a_clear_typed_error_for_every_client(
+    which: str, tmp_path: Path
+) -> None:
+    """``$SAFESCAN_TLS_CA`` empty (before: silently the system's CAs, then "cannot be
+    reached" from a certificate failure), blank, or naming an empty, non-PEM, directory,
+    FIFO, device or missing file: ``tls_trust_error`` naming the variable and the problem,
+    from the admin CLI and the clients the wallet and the POS are built on, before any
+    connection; the POS's ``--institution-ca`` the same."""
+    value = _bad_cas(tmp_path).get(which, which)
+    r = _admin_cli({"SAFESCAN_INSTITUTION_URL": "https://127.0.0.1:1", "SAFESCAN_TLS_CA": value})
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "tls_trust_error", error
+    assert "SAFESCAN_TLS_CA" in error["message"]
+    old = os.environ.get(pki.ENV_CA)
+    os.environ[pki.ENV_CA] = value
+    try:
+        for make in (
+            lambda: InstitutionHttp("https://127.0.0.1:1"),
+            lambda: AdminClient("https://127.0.0.1:1", "adm_" + "A" * 43),
+        ):
+            with pytest.raises(pki.TlsTrustError, match="SAFESCAN_TLS_CA"):
+                make()
+    finally:
+        if old is None:
+            os.environ.pop(pki.ENV_CA, None)
+        else:
+            os.environ[pki.ENV_CA] = old
+    if value.strip():
+        with pytest.raises(pki.TlsTrustError):
+            pki.load_ca(Path(value))
+        config = tmp_path / "pos.json"
+        out = pos("onboard", "--institution", "https://127.0.0.1:1", "--name", "TLS Cafe",
+                  "--city", "Lyon", "--country", "FR", "--mcc", "5814", "--settlement-account",
+                  IBAN, "--config", str(config), "--institution-ca", value,
+                  token="adm_" + "A" * 43)  # fmt: skip
+        assert out.returncode == 2 and not config.exists(), out.stdout + out.stderr
+        assert json.loads(out.stdout)["error"]["code"] == "tls_trust_error"

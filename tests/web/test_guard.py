@@ -216,3 +216,25 @@ def test_listen_binds_any_free_port_and_a_taken_one_is_the_callers_error() -> No
             listen("192.0.2.1", 0, error=ServeError)  # not an address of this machine
     finally:
         first.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("127.0.0.1", 70000),  # before: OverflowError from bind(), a traceback
+        ("127.0.0.1", -1),
+        ("127.0.0.1", 1 << 70),
+        ("127.0.0.\x00", 8000),  # before: TypeError (NUL in the host)
+        ("::1\x00", 8000),
+        ("", 8000),
+        ("\u00e9" * 80, 8000),  # before: TypeError "encoding of hostname failed"
+        ("bad host", 8000),
+        ("no.such.host.invalid", 8000),
+    ],
+)
+def test_a_bad_listen_address_is_the_callers_typed_error(host: str, port: int) -> None:
+    """``pos serve`` / ``wallet serve`` with a port outside 0-65535 or a host that is no
+    name: the caller's typed error, never an ``OverflowError``/``TypeError`` traceback. Port 0
+    stays allowed on purpose (documented: any free port, announced on the READY line)."""
+    with pytest.raises(ServeError, match="cannot listen"):
+        listen(host, port, error=ServeError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from safescan.code.output import emit_json, fail
+from safescan.code.output import emit_json, fail, say
 
 carrier_app = typer.Typer(help="The key carrier (emulated security token).", no_args_is_help=True)
 
@@ -57,7 +57,7 @@ def serve(
     try:
         anchor = parse_anchor(institution_key or [])
     except KeyFileError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        say(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     try:
         run(
@@ -73,10 +73,10 @@ def serve(
     except KeyboardInterrupt:
         return
     except CarrierError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        say(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     except OSError as exc:
-        typer.echo(f"error: {exc.strerror or exc}", err=True)
+        say(f"error: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -103,7 +103,7 @@ def info(
         emit_json(doc)
         return
     for key, value in doc.items():
-        typer.echo(f"{key:28} {value}")
+        say(f"{key:28} {value}")
 
 
 @carrier_app.command("tamper")
@@ -168,7 +168,7 @@ def screen(
         emit_json(doc)
         return
     for key, value in doc.items():
-        typer.echo(f"{key:10} {value}")
+        say(f"{key:10} {value}")
 
 
 @carrier_app.command("press")
@@ -192,7 +192,7 @@ def press(
     if as_json:
         emit_json({"button": button, "result": answer})
         return
-    typer.echo(answer)
+    say(answer)
 
 
 def _factory_passphrase(passphrase_file: str | None, *, as_json: bool) -> bytes:
@@ -244,7 +244,7 @@ def factory_init(
     if as_json:
         emit_json({"kid": factory.kid, "public_key": factory.public_key.hex()})
         return
-    typer.echo(factory.pin())
+    say(factory.pin())
 
 
 @carrier_app.command("manufacture")
@@ -272,4 +272,4 @@ def manufacture(
     if as_json:
         emit_json({"subject": cert.subject, "serial": cert.serial, "manufacturer": factory.kid})
         return
-    typer.echo(f"attested {cert.subject} (certificate {cert.serial}, manufacturer {factory.kid})")
+    say(f"attested {cert.subject} (certificate {cert.serial}, manufacturer {factory.kid})")

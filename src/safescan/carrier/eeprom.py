@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from safescan.carrier.errors import ImageError
+from safescan.code.atomicfile import write_atomic
 
 MAGIC = b"SSEE"
 FORMAT = 1
@@ -265,28 +266,6 @@ class Storage(Protocol):
         """Fuse a device key (manufacture, or after an unreadable key)."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class FileStorage:
     """The image in ``path``; the device key in ``path.devkey`` (the emulated fused key)."""
 
@@ -309,7 +288,7 @@ class FileStorage:
     def write_image(self, data: bytes) -> None:
         """tmp + fsync + rename + directory fsync."""
         try:
-            _atomic_write(self.path, data)
+            write_atomic(self.path, data)
         except OSError as exc:
             raise ImageError(f"cannot write the EEPROM image {self.path}: {exc.strerror}") from None
 
@@ -335,7 +314,7 @@ class FileStorage:
     def write_device_key(self, key: bytes) -> None:
         """Write the device key file (0600), atomically."""
         try:
-            _atomic_write(self.key_path, key)
+            write_atomic(self.key_path, key)
         except OSError as exc:
             raise ImageError(
                 f"cannot write the device key {self.key_path}: {exc.strerror}"

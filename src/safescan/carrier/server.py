@@ -36,6 +36,7 @@ from safescan.carrier.transport import Control, parse_tcp_url
 from safescan.carrier.transport.tcp import recv_frame, send_frame
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import parse_pinned_keys
+from safescan.code.output import say
 
 log = logging.getLogger("safescan.carrier")
 
@@ -198,7 +199,7 @@ def _render(screen: dict[str, object]) -> None:
         lines.append(f"  total {screen['total']}")
     if screen.get("prompt"):
         lines.append(f"  >>> {screen['prompt']}  [y = OK, n = Cancel]")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    say("\n".join(lines), err=True)
 
 
 def _buttons_on_terminal(link: CardLink) -> None:
@@ -323,7 +324,7 @@ def _serve(
 ) -> None:
 
     def announce(url: str) -> None:
-        print(f"READY {url}", flush=True)
+        print(f"READY {url}", flush=True)  # term-safe: the address we bound
 
     say = ready or announce
     if listen is not None:
@@ -353,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         anchor = parse_anchor(args.institution_key)
     except KeyFileError as exc:
-        print(f"carrier: {exc.message}", file=sys.stderr)
+        say(f"carrier: {exc.message}", err=True)
         return 2
     try:
         run(
@@ -369,10 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except CarrierError as exc:
-        print(f"carrier: {exc.message}", file=sys.stderr)
+        say(f"carrier: {exc.message}", err=True)
         return 2
     except OSError as exc:
-        print(f"carrier: {exc.strerror or exc}", file=sys.stderr)
+        say(f"carrier: {exc.strerror or exc}", err=True)
         return 2
     return 0
 

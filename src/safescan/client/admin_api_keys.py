@@ -16,7 +16,7 @@ from typing import Any
 from safescan.api.errors import InvalidRequest
 from safescan.client.answers_merchant import ApiKeyInfo, ApiKeyList, NewApiKey
 from safescan.client.http import InstitutionHttp, JsonDoc
-from safescan.client.merchant import _key_id
+from safescan.client.merchant import _key_id, _new_key_request
 
 _BASE = "/v1/admin/merchants"
 
@@ -50,12 +50,7 @@ class AdminApiKeyService:
         idempotency_key: str | None = None,
     ) -> NewApiKey:
         """A new key for the merchant with ``scopes`` (``key``: the secret, shown this once)."""
-        payload: dict[str, Any] = {"scopes": list(scopes)}
-        if name is not None:
-            payload["name"] = name
-        if expires_in is not None:
-            payload["expires_in"] = expires_in
-        key = idempotency_key or "key-" + secrets.token_urlsafe(16)
+        payload, key = _new_key_request(scopes, name, expires_in, idempotency_key)
         path = f"{_BASE}/{_merchant(merchant_id)}/api-keys"
         return NewApiKey.from_json(self._call("POST", path, payload, key))
 

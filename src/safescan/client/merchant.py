@@ -507,12 +507,7 @@ class ApiKeyService:
         """A new key with ``scopes`` (``key``: the secret, shown this once). Sent with one
         Idempotency-Key until its outcome is known; if the answer holding the secret was lost,
         :class:`~safescan.api.errors.ApiKeyAlreadyCreated` names the key made (revoke it)."""
-        payload: dict[str, Any] = {"scopes": list(scopes)}
-        if name is not None:
-            payload["name"] = name
-        if expires_in is not None:
-            payload["expires_in"] = expires_in
-        key = idempotency_key or "key-" + secrets.token_urlsafe(16)
+        payload, key = _new_key_request(scopes, name, expires_in, idempotency_key)
         doc = self._s.until_known("/v1/merchant/api-keys", payload, key, "api_key")
         return NewApiKey.from_json(doc)
 
@@ -534,6 +529,19 @@ class ApiKeyService:
         """Revoke a key now."""
         path = f"/v1/merchant/api-keys/{_key_id(key_id)}/revoke"
         return ApiKeyInfo.from_json(self._s.call("POST", path))
+
+
+def _new_key_request(
+    scopes: Sequence[str], name: str | None, expires_in: int | None, idempotency_key: str | None
+) -> tuple[dict[str, Any], str]:
+    """The body and the Idempotency-Key of a key creation (the merchant's or the
+    administrator's): the scopes, the optional name and lifetime, a fresh key if none given."""
+    payload: dict[str, Any] = {"scopes": list(scopes)}
+    if name is not None:
+        payload["name"] = name
+    if expires_in is not None:
+        payload["expires_in"] = expires_in
+    return payload, idempotency_key or "key-" + secrets.token_urlsafe(16)
 
 
 def _key_id(text: str) -> str:

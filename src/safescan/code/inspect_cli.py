@@ -6,7 +6,6 @@ Imported on its own when the command runs (see :mod:`safescan.code.code_cli`): w
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from safescan.code.cli_options import PassphraseFile, read_passphrase
 from safescan.code.display import term
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS, inspect_text
+from safescan.code.output import json_text
 from safescan.code.source import read_source
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def code_inspect(
     else:
         result = inspect_text(text, keyring, trust, now=now)
     if as_json:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
     else:
         _print_inspection(result)
     raise typer.Exit(0 if result.get("valid") else 2)

@@ -162,7 +162,7 @@ class LazyGroup(typer.core.TyperGroup):
         error; a plain page would otherwise not be shown at all.) Exit status 2, as Typer's.
         """
         if self.plain_help and not args and self.no_args_is_help and not ctx.resilient_parsing:
-            typer.echo(ctx.get_help())
+            typer.echo(ctx.get_help())  # term-safe: our help page
             ctx.exit(2)
         return super().parse_args(ctx, args)
 

@@ -11,19 +11,47 @@ both problems as ``OSError`` with a ``strerror`` naming them, so every caller's 
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 
 #: the most a secret file may hold (a passphrase, a PIN, a token, a password is far shorter)
 LIMIT = 4096
 
 
+#: the most a configuration, state or certificate file a person points a command at may hold
+FILE_LIMIT = 1 << 20
+
+
+def read_bounded(path: Path, limit: int = FILE_LIMIT, what: str = "a configuration file") -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them; ``OSError`` (``EISDIR``, ``EFBIG``)
+    when it is a directory or larger. A pipe (``<(...)``) is read as it comes; ``/dev/zero``,
+    a log file or a disk image given by mistake is refused after ``limit + 1`` bytes, not read
+    whole (before: ``--config /dev/zero`` ran the process out of memory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, "a directory, not a file")
+        os.set_blocking(fd, True)  # a pipe's writer may not have written yet
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes: not {what}")
+    return b"".join(chunks)
+
+
 def read_small_text(path: Path, limit: int = LIMIT) -> str:
     """The UTF-8 text of ``path`` (at most ``limit`` bytes); ``OSError`` when it cannot be
     read, is larger (``EFBIG``) or is not UTF-8 text (``EINVAL``)."""
-    with Path(path).open("rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit} bytes: not a secret file")
+    data = read_bounded(path, limit, "a secret file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

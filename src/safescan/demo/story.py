@@ -16,7 +16,6 @@ SIGTERM).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from rich.table import Table
 from safescan.client.admin import AdminClient
 from safescan.code import LineItem, Merchant, SafescanError, qr
 from safescan.code.display import term
+from safescan.code.output import json_text
 from safescan.demo.attacks import (
     Attack,
     altered_code,
@@ -384,7 +384,7 @@ def demo_command(
     result["duration_s"] = round(time.monotonic() - started, 2)
     ok = verdict(result, status, pki.hops())
     if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_text(result))
     else:
         console.rule(
             f"[bold {'green' if ok else 'red'}]{'all good' if ok else 'problems'}[/] in"

@@ -48,7 +48,7 @@ def announce(url: str, workers: int = 1) -> None:
     """Tell the person who started the server where it listens (stdout)."""
     extra = f", {workers} worker processes" if workers > 1 else ""
     get_logger("safescan.institution").info("listening", url=url, workers=workers)
-    print(
+    print(  # term-safe: the address we bound
         f"safescan institution listening on {url}{extra} (API docs: {url}/docs; Ctrl-C stops)",
         flush=True,
     )

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json
+from safescan.code.output import emit_json, say
 from safescan.institution.cli_backup import backup, restore
 from safescan.institution.cli_carriers import manufacturer_app, rotate_epoch
 from safescan.institution.cli_config import config_app
@@ -128,11 +127,11 @@ def init(
     if as_json:
         emit_json({"keys": str(store.path), "admin_token": token, "tls": tls})
         return
-    typer.echo(f"institution initialised; keys in {store.path}")
+    say(f"institution initialised; keys in {store.path}")
     if tls["ca"] is not None:
-        typer.echo(f"TLS: clients pin the CA {tls['ca']} (SHA-256 {tls['ca_sha256']})")
+        say(f"TLS: clients pin the CA {tls['ca']} (SHA-256 {tls['ca_sha256']})")
     typer.echo("administrator token (shown once, store it safely):")
-    typer.echo(token)
+    say(token)
 
 
 @institution_app.command()
@@ -154,9 +153,9 @@ def migrate(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
     if as_json:
         emit_json({"from": before, "to": head, "migrated": before != head})
     elif before == head:
-        typer.echo(f"schema already at the newest revision {head}")
+        say(f"schema already at the newest revision {head}")
     else:
-        typer.echo(f"schema migrated from revision {before} to {head}")
+        say(f"schema migrated from revision {before} to {head}")
 
 
 admin_token_app = typer.Typer(
@@ -184,8 +183,8 @@ def admin_token_create(
     if as_json:
         emit_json({"id": token_id, "token": token})
         return
-    typer.echo(f"administrator token {token_id} created (shown once, store it safely):")
-    typer.echo(token)
+    say(f"administrator token {token_id} created (shown once, store it safely):")
+    say(token)
 
 
 @admin_token_app.command("list")
@@ -205,7 +204,7 @@ def admin_token_list(
         return
     for row in rows:
         created = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M")
-        typer.echo(f"{row['id']}  created {created} UTC")
+        say(f"{row['id']}  created {created} UTC")
 
 
 @admin_token_app.command("revoke")
@@ -222,7 +221,7 @@ def admin_token_revoke(
     if as_json:
         emit_json({"id": token_id, "revoked": True})
         return
-    typer.echo(f"administrator token {token_id} revoked")
+    say(f"administrator token {token_id} revoked")
 
 
 @institution_app.command("root-keys")
@@ -253,7 +252,7 @@ def root_keys(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
         emit_json({"root_keys": [f"{kid}:{public_key.hex()}" for kid, public_key in rows]})
         return
     for kid, public_key in rows:
-        typer.echo(f"{kid}:{public_key.hex()}")
+        say(f"{kid}:{public_key.hex()}")
 
 
 @institution_app.command()
@@ -504,11 +503,11 @@ def audit(
         emit_json(report.to_dict())
     else:
         for p in report.problems:
-            typer.echo(f"VIOLATION: {p}")
+            say(f"VIOLATION: {p}")
         for note in report.notes:
-            typer.echo(f"note: {note}")
+            say(f"note: {note}")
         count = len(report.problems)
-        typer.echo("audit passed" if report.ok else f"audit FAILED: {count} problem(s)")
+        say("audit passed" if report.ok else f"audit FAILED: {count} problem(s)")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -569,20 +568,20 @@ def reconcile(
     if as_json:
         emit_json(out)
     elif not out["reconciled"]:
-        typer.echo(f"nothing to reconcile: {out['reason']}")
+        say(f"nothing to reconcile: {out['reason']}")
     else:
         typer.echo("reconciled; the audit log records it. What the checkpoints saw and the")
         typer.echo("database lacks (check the receipts wallets and merchants hold):")
         for finding in out["findings"]:
-            typer.echo(f"  - {finding}")
-        typer.echo(f"certificate serials continue after {out['certificate_serial']}")
-        typer.echo(f"revocation list sequence is now {out['crl_sequence']}")
-        typer.echo(f"event numbers continue after {out['event_seq']}")
+            say(f"  - {finding}")
+        say(f"certificate serials continue after {out['certificate_serial']}")
+        say(f"revocation list sequence is now {out['crl_sequence']}")
+        say(f"event numbers continue after {out['event_seq']}")
         if out["reapplied_revocations"]:
-            typer.echo(f"revoked again: certificates {out['reapplied_revocations']}")
+            say(f"revoked again: certificates {out['reapplied_revocations']}")
         if "restart" in out:
             r = out["restart"]
-            typer.echo(
+            say(
                 f"checkpoint file started again at record {r['starts_at']}"
                 f" ({r['records_kept']} record(s) of the old one kept"
                 + (f"; the old file is now {r['moved_to']})" if r["moved_to"] else ")")
@@ -618,7 +617,7 @@ def settlement(
         _fail(exc, format == "json")
         return
     if format == "csv":
-        sys.stdout.write(settlement_mod.to_csv(rows))
+        say(settlement_mod.to_csv(rows), nl=False)
     else:
         emit_json({"rows": [r.to_dict() for r in rows]})
 
@@ -660,4 +659,4 @@ def rotate_scheme_key(
     if as_json:
         emit_json({"scheme_kid": new.kid, "restart_needed": True})
         return
-    typer.echo(f"new scheme key {new.kid}; restart the API processes to use it")
+    say(f"new scheme key {new.kid}; restart the API processes to use it")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json
+from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import (
     CheckpointsOpt,
     ConfigOpt,
@@ -44,8 +44,8 @@ def backup(
     if as_json:
         emit_json({"backup": str(out), "manifest": str(manifest_path(out)), **manifest})
         return
-    typer.echo(f"backup written: {out} ({manifest['bytes']} bytes, sha256 {manifest['sha256']})")
-    typer.echo(f"manifest: {manifest_path(out)}")
+    say(f"backup written: {out} ({manifest['bytes']} bytes, sha256 {manifest['sha256']})")
+    say(f"manifest: {manifest_path(out)}")
 
 
 def restore(
@@ -87,9 +87,9 @@ def restore(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"restored the backup taken at {out['taken_at']} and recorded the restore")
+    say(f"restored the backup taken at {out['taken_at']} and recorded the restore")
     for finding in out["findings"]:
-        typer.echo(f"  - lost since the backup: {finding}")
+        say(f"  - lost since the backup: {finding}")
     if out["reapplied_revocations"]:
-        typer.echo(f"revoked again: certificates {out['reapplied_revocations']}")
+        say(f"revoked again: certificates {out['reapplied_revocations']}")
     typer.echo("run `safescan institution audit` and start the server on the restored database")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json
+from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import (
     ConfigOpt,
     DbOpt,
@@ -55,7 +55,7 @@ def manufacturer_add(
     if as_json:
         emit_json({"kid": kid, "name": name, "status": "trusted"})
         return
-    typer.echo(f"manufacturer key {kid} ({name}) trusted")
+    say(f"manufacturer key {kid} ({name}) trusted")
 
 
 @manufacturer_app.command("revoke")
@@ -72,7 +72,7 @@ def manufacturer_revoke(
     if as_json:
         emit_json({"kid": kid, "status": "revoked"})
         return
-    typer.echo(f"manufacturer key {kid} revoked")
+    say(f"manufacturer key {kid} revoked")
 
 
 @manufacturer_app.command("list")
@@ -90,7 +90,7 @@ def manufacturer_list(
         emit_json([wire.manufacturer(row) for row in rows])
         return
     for row in rows:
-        typer.echo(f"{row.kid}:{row.public_key.hex()}  {row.status:8} {row.name}")
+        say(f"{row.kid}:{row.public_key.hex()}  {row.status:8} {row.name}")
 
 
 def rotate_epoch(
@@ -119,4 +119,4 @@ def rotate_epoch(
     if as_json:
         emit_json({"epoch": epoch.epoch, "kid": epoch.key.kid})
         return
-    typer.echo(f"scheme-key epoch {epoch.epoch} started (key id {epoch.key.kid})")
+    say(f"scheme-key epoch {epoch.epoch} started (key id {epoch.key.kid})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from safescan.code.output import emit_json
+from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt
 from safescan.institution.cli_options import settings_for as _settings
 
@@ -24,4 +24,4 @@ def config_show(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = F
     if as_json:
         emit_json(doc)
         return
-    typer.echo(to_toml(doc), nl=False)
+    say(to_toml(doc), nl=False)

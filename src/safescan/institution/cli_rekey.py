@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json
-from safescan.institution.cli_options import ConfigOpt, JsonOpt, KeysOpt, PassOpt
+from safescan.code.output import emit_json, say
+from safescan.institution.cli_options import ConfigOpt, JsonOpt, KeysOpt, PassOpt, passphrase_of
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 
@@ -36,7 +36,7 @@ def rekey(
 
     site = _settings(config, as_json, keys=keys, passphrase_file=passphrase_file)
     try:
-        passphrase = load_passphrase(site.keystore.passphrase_file)
+        passphrase = passphrase_of(site)
         new = None if new_passphrase_file is None else load_passphrase(new_passphrase_file)
         out = run_rekey(site.key_dir(), passphrase, new)
     except SafescanError as exc:
@@ -47,9 +47,9 @@ def rekey(
         return
     for f in out["files"]:
         done = "re-sealed" if f["resealed"] else "left as it is"
-        typer.echo(f"{f['file']}: {f['was']}: {done}")
+        say(f"{f['file']}: {f['was']}: {done}")
     if out["root_key"] != "file":
-        typer.echo(f"the root key is in a PKCS#11 token ({out['root_key']}): no file to re-seal")
-    typer.echo(f"{out['resealed']} key file(s) re-sealed in {out['key_dir']}")
+        say(f"the root key is in a PKCS#11 token ({out['root_key']}): no file to re-seal")
+    say(f"{out['resealed']} key file(s) re-sealed in {out['key_dir']}")
     if out["passphrase"] == "changed":  # noqa: S105 - a state, not a secret
         typer.echo("the keys are now under the new passphrase: give it to every process")

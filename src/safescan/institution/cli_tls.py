@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import emit_json
+from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import (
     ConfigOpt,
     DbOpt,
@@ -78,8 +78,8 @@ def tls_init(
     if as_json:
         emit_json(info)
         return
-    typer.echo(f"CA {info['ca']} (SHA-256 {info['ca_sha256']}): pin it in every client")
-    typer.echo(f"server certificate {info['server_cert']} for {', '.join(info['names'])}")  # type: ignore[arg-type]
+    say(f"CA {info['ca']} (SHA-256 {info['ca_sha256']}): pin it in every client")
+    say(f"server certificate {info['server_cert']} for {', '.join(info['names'])}")  # type: ignore[arg-type]
 
 
 @tls_app.command("issue")
@@ -113,7 +113,7 @@ def tls_issue(
     if as_json:
         emit_json(info)
         return
-    typer.echo(f"new server certificate {info['server_cert']} valid until {info['not_after']};")
+    say(f"new server certificate {info['server_cert']} valid until {info['not_after']};")
     typer.echo("restart `safescan institution serve` to present it")
 
 
@@ -143,7 +143,7 @@ def tls_seal(
         emit_json(info)
         return
     done = "sealed under the passphrase" if info["sealed_now"] else "was already sealed"
-    typer.echo(f"{info['ca_key']}: {done}")
+    say(f"{info['ca_key']}: {done}")
 
 
 @tls_app.command("show")
@@ -179,4 +179,4 @@ def tls_show(
         emit_json(info)
         return
     for key, value in info.items():
-        typer.echo(f"{key}: {value}")
+        say(f"{key}: {value}")

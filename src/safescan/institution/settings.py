@@ -320,9 +320,10 @@ def mask_url(url: str) -> str:
 
 def read_file(path: Path) -> dict[str, Any]:
     """The TOML file's contents; a :class:`ConfigError` if missing, unreadable or invalid."""
+    from safescan.code.smallfile import read_bounded
+
     try:
-        with Path(path).open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_bounded(Path(path)).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
     except IsADirectoryError:

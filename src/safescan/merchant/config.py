@@ -42,11 +42,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from safescan.client.trust import trust_from_json, trust_to_json
+from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import SigningKey
 from safescan.code.rekeying import recover_if_interrupted
-from safescan.code.smallfile import read_small_text
+from safescan.code.smallfile import read_bounded, read_small_text
 from safescan.web.pki import ca_from_pem, pin_ca
 
 ENV_CONFIG = "SAFESCAN_POS_CONFIG"
@@ -234,7 +235,7 @@ def _decrypt_seed(blob: bytes, passphrase: bytes, target: Path) -> bytes:
 
 def _read(target: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(target.read_text(encoding="utf-8"))
+        doc = json.loads(read_bounded(target).decode("utf-8"))
     except FileNotFoundError:
         raise PosConfigError(
             f"no POS configuration at {target}: run `safescan pos onboard` or give --config"
@@ -248,12 +249,4 @@ def _read(target: Path) -> dict[str, Any]:
 
 def _write_private(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
+    write_atomic(target, data)

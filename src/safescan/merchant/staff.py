@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import SafescanError
 
 MEMORY_KIB = 19 * 1024
@@ -158,11 +158,4 @@ class StaffStore:
     def _write(self, users: dict[str, Any]) -> None:
         data = json.dumps({"format": 1, "users": users}, indent=2).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data)

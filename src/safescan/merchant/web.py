@@ -498,8 +498,8 @@ def run(
         proxy_headers=False,  # the peer is the client: no forwarded header is believed
     )
     shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
-    print(f"READY {scheme(tls)}://{shown}:{bound}", flush=True)
-    print(
+    print(f"READY {scheme(tls)}://{shown}:{bound}", flush=True)  # term-safe: our address
+    print(  # term-safe: our address and merchant id (a uuid from our configuration)
         f"web POS for merchant {config.merchant_id} on {scheme(tls)}://{shown}:{bound}/"
         f"  (staff sign-in: /login; customers' checkout page: /shop)",
         file=sys.stderr,

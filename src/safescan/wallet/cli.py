@@ -41,7 +41,7 @@ from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
 from safescan.code.inspect import EMV_SUMMARY_LABELS
 from safescan.code.keys import parse_pinned_keys
-from safescan.code.output import emit_json, fail
+from safescan.code.output import emit_json, fail, json_text
 from safescan.code.smallfile import read_small_text
 from safescan.wallet.account import change_pin, history_with_refunds, read_statement
 from safescan.wallet.errors import (
@@ -292,7 +292,7 @@ def scan(
 
 
 def _emit(doc: dict[str, Any]) -> None:
-    print(json.dumps(doc, ensure_ascii=False), flush=True)
+    print(json_text(doc), flush=True)
 
 
 def _scan_fail(exc: SafescanError, as_json: bool) -> typer.Exit:
@@ -410,6 +410,15 @@ def _scan(
             border_style="green",
         )
     )
+    if paid.history_error is not None:  # paid all the same: told apart, never as a failure
+        console.print(
+            Panel(
+                Text(visible(paid.history_error)),
+                title="[bold yellow]PAID, BUT NOT SAVED IN THIS WALLET'S HISTORY[/]",
+                subtitle="do not pay this code again",
+                border_style="yellow",
+            )
+        )
 
 
 @wallet_app.command()

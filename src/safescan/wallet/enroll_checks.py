@@ -15,7 +15,7 @@ from pathlib import Path
 from safescan.carrier import rom
 from safescan.carrier.errors import TransportError
 from safescan.carrier.pin import PinFormatError, check_pin
-from safescan.carrier.transport import parse_tcp_url, serial_path
+from safescan.carrier.transport import parse_tcp_url, serial_path, shown
 from safescan.wallet.errors import WalletError
 from safescan.web.pki import InvalidUrl, origin_of
 
@@ -71,7 +71,7 @@ def _check_carrier_url(url: str) -> None:
         elif url.startswith("serial://"):
             serial_path(url)
         elif not url.startswith(CARRIER_SCHEMES) or len(url) <= len("pcsc://"):
-            raise TransportError(f"unknown carrier address {url!r}")
+            raise TransportError(f"unknown carrier address {shown(url)}")
     except TransportError as exc:
         raise _refuse(
             f"the carrier address is not valid: {exc.message} (use tcp://HOST:PORT,"

@@ -20,6 +20,7 @@ institution says is paid, closed or expired.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from safescan.client.answers import CodeStatus, PaymentMade
 from safescan.client.errors import InstitutionUnreachable
 from safescan.client.retry import retry_budget
 from safescan.client.wallet import WalletClient
+from safescan.code.atomicfile import write_atomic
 from safescan.code.attestation import CarrierModel
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.currency import currency as lookup_currency
@@ -49,6 +51,7 @@ from safescan.wallet.errors import (
     NotPayable,
     PaymentNotMade,
     ReceiptInvalid,
+    WalletError,
 )
 from safescan.wallet.offer import Offer, Payment
 from safescan.wallet.revocations import update_card
@@ -149,12 +152,8 @@ class Wallet:
             return trust, "none"
         self._crl = raw
         if source == "institution":
-            tmp = self.config.crl_path.with_suffix(".tmp")
-            try:
-                tmp.write_bytes(raw)
-                tmp.replace(self.config.crl_path)
-            except OSError:
-                pass  # a cache only
+            with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
+                write_atomic(self.config.crl_path, raw)
         return trust, source
 
     def connect_carrier(self, trust: TrustStore) -> CarrierClient:
@@ -396,16 +395,29 @@ class Wallet:
             raise ReceiptInvalid(
                 f"the institution's receipt does not verify: {exc.message}"
             ) from None
-        self.history.add(
-            receipt,
-            merchant_name=p.merchant_name,
-            merchant_city=p.merchant_city,
-            items=p.items,
-            pending_key=p.idempotency_key,
-        )
+        try:
+            self.history.add(
+                receipt,
+                merchant_name=p.merchant_name,
+                merchant_city=p.merchant_city,
+                items=p.items,
+                pending_key=p.idempotency_key,
+            )
+            not_saved = None
+        except WalletError as exc:  # the payment was made: say so, and this apart
+            not_saved = (
+                f"{exc.message}; the payment stays pending in this wallet (do not pay this code"
+                " again; `safescan wallet pending` stores the receipt once the history can be"
+                " written)"
+            )
         cur = lookup_currency(receipt.currency)
         return Payment(
-            receipt, p.merchant_name, p.merchant_city, cur.format(receipt.amount), p.authorization
+            receipt,
+            p.merchant_name,
+            p.merchant_city,
+            cur.format(receipt.amount),
+            p.authorization,
+            history_error=not_saved,
         )
 
 

@@ -41,6 +41,10 @@ class Payment:
     merchant_city: str
     amount_display: str
     authorization: bytes = b""  # what went over the wire (public once submitted)
+    #: why the verified payment is not in this wallet's history (None: it is). The payment
+    #: was made all the same; it stays pending, so this code cannot be paid again from here
+    #: and ``safescan wallet pending`` stores the receipt once the history can be written.
+    history_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -58,7 +62,8 @@ class Payment:
             "payer_pseudonym": r.payer_pseudonym,
             "receipt_verified": True,
             "issuer_kid": r.issuer_kid,
-        }
+            "history_saved": self.history_error is None,
+        } | ({} if self.history_error is None else {"history_error": self.history_error})
 
 
 class Offer:
@@ -204,10 +209,23 @@ class Offer:
             items=[i.to_cbor() for i in c.items],
             code_digest=c.digest,
         )
-        self.wallet.history.add_pending(p)  # before sending: a lost answer can be looked up
+        try:
+            self.wallet.history.add_pending(p)  # before sending: a lost answer can be looked up
+        except WalletError as exc:
+            raise PaymentNotMade(
+                f"{exc.message}; the payment was not sent, no payment was made",
+                cause=exc.code,
+            ) from None
         try:
             answer = self.wallet.pay_authorization(p)
-        except PaymentNotMade:
-            self.wallet.history.drop_pending(p.idempotency_key)  # certain: nothing charged
+        except PaymentNotMade as exc:
+            try:
+                self.wallet.history.drop_pending(p.idempotency_key)  # certain: nothing charged
+            except WalletError as failed:  # the outcome is still certain: say both
+                raise PaymentNotMade(
+                    f"{exc.message} (and the wallet could not update its history:"
+                    f" {failed.message})",
+                    cause=exc.cause,
+                ) from None
             raise
         return self.wallet._keep(p, answer)

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from safescan.code import keyfile
+from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.rekeying import recover_if_interrupted
 
@@ -214,14 +215,7 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to a new 0600 file atomically (refuses to overwrite)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def create_tls_dir(
@@ -339,16 +333,31 @@ def issue_server_files(
 
 def load_ca(path: Path) -> x509.Certificate:
     """The CA certificate in ``path`` (PEM); a :class:`TlsTrustError` if it is not one."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TlsTrustError(f"cannot read the CA certificate {path}: {exc.strerror}") from None
+    data = _read_ca_file(Path(path))
+    if not data.strip():
+        raise TlsTrustError(f"the CA certificate file {path} is empty: expected a PEM certificate")
     try:
         cert = x509.load_pem_x509_certificate(data)
     except ValueError:
         raise TlsTrustError(f"{path} is not a PEM certificate") from None
     _require_ca(cert, str(path))
     return cert
+
+
+#: the most a CA certificate file may hold (a PEM certificate is a few KiB)
+CA_FILE_LIMIT = 1 << 20
+
+
+def _read_ca_file(path: Path) -> bytes:
+    """The bytes of the CA file ``path`` (at most :data:`CA_FILE_LIMIT`), else a
+    :class:`TlsTrustError` (a directory; ``/dev/zero`` or a huge file, read whole before)."""
+    from safescan.code.smallfile import read_bounded
+
+    try:
+        return read_bounded(path, CA_FILE_LIMIT, "a PEM certificate")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise TlsTrustError(f"cannot read the CA certificate {path}: {reason}") from None
 
 
 def _require_ca(cert: x509.Certificate, where: str) -> None:
@@ -484,9 +493,25 @@ def verify_for(url: str) -> ssl.SSLContext | bool:
     if origin in _PINS:
         return _PINS[origin]
     env = os.environ.get(ENV_CA)
-    if env:
-        return pin(url, Path(env))
+    if env is not None:
+        try:
+            return pin(url, env_ca_file(env))
+        except TlsTrustError as exc:
+            if exc.message.startswith(f"${ENV_CA}"):
+                raise
+            raise TlsTrustError(f"${ENV_CA}: {exc.message}") from None
     return True
+
+
+def env_ca_file(value: str) -> Path:
+    """The CA file ``$SAFESCAN_TLS_CA`` names; :class:`TlsTrustError` when it is set but empty
+    or blank (before: silently the system's CAs, then an unclear certificate failure)."""
+    if not value.strip():
+        raise TlsTrustError(
+            f"${ENV_CA} is set but empty: point it at the institution's CA certificate"
+            " (PEM file) or unset it"
+        )
+    return Path(value)
 
 
 def record_hop(url: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from safescan.code.errors import SafescanError
+from safescan.code.smallfile import read_bounded
 
 NESTED = "__"
 MASK = "**********"
@@ -46,7 +47,7 @@ def is_settings_file(path: Path) -> bool:
 def read_toml(path: Path) -> dict[str, Any]:
     """The file's tables (a :class:`SettingsError` if it cannot be read or parsed)."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(read_bounded(Path(path)).decode("utf-8"))
     except OSError as exc:
         raise SettingsError(f"cannot read the settings file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -12,9 +12,9 @@ and delivers the reader's control messages (power off / on / reset / get ATR). U
 from __future__ import annotations
 
 from safescan.carrier.errors import TransportError
-from safescan.carrier.transport.base import Control, Transport, parse_tcp_url, serial_path
+from safescan.carrier.transport.base import Control, Transport, parse_tcp_url, serial_path, shown
 
-__all__ = ["Control", "Transport", "open_transport", "parse_tcp_url", "serial_path"]
+__all__ = ["Control", "Transport", "open_transport", "parse_tcp_url", "serial_path", "shown"]
 
 
 def open_transport(url: str, *, timeout: float = 5.0) -> Transport:
@@ -38,6 +38,6 @@ def open_transport(url: str, *, timeout: float = 5.0) -> Transport:
         host, port, channel = parse_audio_url(url)
         return AudioTransport(host, port, channel, timeout=timeout)
     raise TransportError(
-        f"unknown carrier address {url!r}: use tcp://HOST:PORT, serial:///DEVICE, "
+        f"unknown carrier address {shown(url)}: use tcp://HOST:PORT, serial:///DEVICE, "
         "pcsc://READER or audio://HOST:PORT"
     )

@@ -34,7 +34,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport.base import Control, split_url
+from safescan.carrier.transport.base import Control, shown, split_url
 
 if TYPE_CHECKING:
     from safescan.carrier.audio import AudioLink, ChannelModel, LinkStats
@@ -56,11 +56,11 @@ def parse_audio_url(url: str, scheme: str = "audio") -> tuple[str, int, ChannelM
     except ValueError:
         port = None
     if parts.scheme != scheme or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise TransportError(f"not a {scheme}://HOST:PORT address: {url!r}")
+        raise TransportError(f"not a {scheme}://HOST:PORT address: {shown(url)}")
     try:
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise TransportError(f"malformed parameters in {url!r}") from None
+        raise TransportError(f"malformed parameters in {shown(url)}") from None
     return parts.hostname, port, channel_from_query(dict(query), url)
 
 
@@ -69,7 +69,7 @@ def channel_from_query(params: dict[str, str], url: str = "") -> ChannelModel | 
     unknown = sorted(set(params) - _KEYS)
     if unknown:
         raise TransportError(
-            f"unknown audio parameter(s) {', '.join(unknown)} in {url!r}; "
+            f"unknown audio parameter(s) {', '.join(unknown)} in {shown(url)}; "
             f"known: {', '.join(sorted(_KEYS))}"
         )
     if not params or params.get("channel") == "0":
@@ -103,7 +103,7 @@ def channel_from_query(params: dict[str, str], url: str = "") -> ChannelModel | 
     try:
         return ChannelModel(**kwargs)  # type: ignore[arg-type]
     except AudioLinkError as exc:
-        raise TransportError(f"bad channel model in {url!r}: {exc.message}") from None
+        raise TransportError(f"bad channel model in {shown(url)}: {exc.message}") from None
 
 
 def make_link(sock: socket.socket, channel: ChannelModel | None) -> AudioLink:

@@ -36,7 +36,7 @@ from safescan.carrier.errors import (
     FramingError,
     TransportError,
 )
-from safescan.carrier.transport.base import Control
+from safescan.carrier.transport.base import Control, shown
 
 #: PC/SC return codes (winscard.h); kept here so that mapping errors needs no pyscard.
 SCARD_S_SUCCESS = 0
@@ -102,10 +102,14 @@ def error_for(code: int, what: str, where: str) -> CarrierError:
 def parse_pcsc_url(url: str) -> str:
     """``pcsc://READER`` -> the reader selector (decoded name or index; "" for the first)."""
     if not url.startswith("pcsc://"):
-        raise TransportError(f"not a pcsc://READER address: {url!r}")
+        raise TransportError(f"not a pcsc://READER address: {shown(url)}")
     rest = url[len("pcsc://") :]
     if "?" in rest or "#" in rest:
-        raise TransportError(f"a pcsc:// address takes no query or fragment: {url!r}")
+        raise TransportError(f"a pcsc:// address takes no query or fragment: {shown(url)}")
+    if "@" in rest:
+        raise TransportError(
+            "a pcsc://READER address holds user information (user:password@): leave it out"
+        )
     return unquote(rest.rstrip("/"))
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from safescan.code.errors import SafescanError
-from safescan.code.output import fail
+from safescan.code.output import fail, say
 from safescan.wallet.errors import WalletError
 from safescan.wallet.store import default_dir
 from safescan.web.guard import HostPolicy, default_hosts
@@ -94,12 +93,11 @@ def serve(
     )
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme(tls)}://{shown}:{bound}"
-    print(f"READY {base}", flush=True)
-    print(f"PAIR {base}/#pair={state.pair_secret}", flush=True)
-    print(
+    print(f"READY {base}", flush=True)  # term-safe: our address
+    print(f"PAIR {base}/#pair={state.pair_secret}", flush=True)  # term-safe: ours
+    say(
         f"wallet app for {directory} on {base}/ : open the PAIR link above in the browser",
-        file=sys.stderr,
-        flush=True,
+        err=True,
     )
     try:
         server.run(sockets=[sock])
