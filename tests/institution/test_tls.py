@@ -454,3 +454,20 @@ def test_hop_record_says_tls_only_when_every_hop_was_pinned() -> None:
     finally:
         pki._HOPS.clear()
         pki._HOPS.update(before)
+
+
+def test_write_private_replaces_a_file_whole_and_owner_only(tmp_path: Path) -> None:
+    """Rotation and sealing overwrite key files: the old file (even world-readable) is
+    replaced by a 0600 one with exactly the new bytes, and no temporary file is left."""
+    key = tmp_path / "tls" / "server.key"
+    key.parent.mkdir()
+    key.write_bytes(b"old key, much longer than the new one\n" * 4)
+    key.chmod(0o644)
+    pki.write_private(key, b"new key\n")
+    assert key.read_bytes() == b"new key\n"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert sorted(p.name for p in key.parent.iterdir()) == ["server.key"]
+    fresh = tmp_path / "made" / "ca.key"
+    pki.write_private(fresh, b"k")
+    assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600

@@ -213,7 +213,11 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new 0600 file atomically (refuses to overwrite)."""
+    """Write ``data`` to ``path`` as a 0600 file, atomically (code/atomicfile.write_atomic):
+    an existing file is replaced whole, never truncated or left with its old mode, since
+    rotation (:func:`issue_server_files`) and sealing (:func:`seal_ca_key`) overwrite on
+    purpose; refusing a directory that already holds a CA is :func:`create_tls_dir`'s job.
+    The parent directory is created 0700 if missing."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, data)
 
