@@ -164,6 +164,26 @@ def test_pos_cli_order_waits_then_prints_verified_receipt(world: World, tmp_path
     assert too_much.returncode == 2 and "exceeds" in too_much.stderr
 
 
+def test_pos_cli_order_writes_no_image_unless_asked(world: World, tmp_path: Path) -> None:
+    """`pos order` without --png once wrote order-<id>.png into whatever directory it ran
+    in; now it writes no file at all (the code is on the terminal, or in the JSON)."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    common = ("safescan.merchant", "order", "--config", str(world.pos_path), "--no-wait")
+    made = _run(*common, "--item", "Tea:1:200", "--json", cwd=work)
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(made.stdout)
+    assert doc["event"] == "order" and doc["png"] is None and doc["code"]
+    shown = _run(*common, "--item", "Tea:1:210", cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    assert "Tea" in shown.stdout and "PNG" not in shown.stdout
+    assert list(work.iterdir()) == []
+    asked = _run(*common, "--item", "Tea:1:220", "--json", "--png", str(work / "o.png"), cwd=work)
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["png"] == str(work / "o.png")
+    assert [p.name for p in work.iterdir()] == ["o.png"]
+
+
 def test_wallet_cli_scan_with_pin_file_and_history(world: World, tmp_path: Path) -> None:
     with MerchantApi(world.pos) as api:
         order = api.create_order([LineItem("Espresso", 1, 250)], currency="EUR")

@@ -159,7 +159,7 @@ def _load(config: Path | None, as_json: bool = False) -> PosConfig:
         raise _fail(exc, as_json) from None
 
 
-def _print_order(order: Order, png: Path, svg: Path | None) -> None:
+def _print_order(order: Order, png: Path | None, svg: Path | None) -> None:
     cur = lookup_currency(order.currency)
     table = Table(title=f"Order {order.order_id}", show_edge=False, title_justify="left")
     table.add_column("item")
@@ -179,8 +179,9 @@ def _print_order(order: Order, png: Path, svg: Path | None) -> None:
     console.print(qr_text, no_wrap=True, crop=False)
     console.print(
         f"[dim]sealed code {term(order.code_bytes)} bytes,"
-        f" QR version {term(qr.qr_version(order.code))}; PNG {term(png)}"
-        f"{term(f', SVG {svg}' if svg else '')}; expires {_when(order.expires_at)}[/]"
+        f" QR version {term(qr.qr_version(order.code))}"
+        f"{term(f'; PNG {png}' if png else '')}{term(f'; SVG {svg}' if svg else '')};"
+        f" expires {_when(order.expires_at)}[/]"
     )
 
 
@@ -223,7 +224,9 @@ def order(
     currency: Annotated[str | None, typer.Option(help="ISO 4217 code (default: config)")] = None,
     expires_in: Annotated[int, typer.Option(help="code lifetime, seconds")] = 300,
     reference: Annotated[str | None, typer.Option(help="your own reference")] = None,
-    png: Annotated[Path | None, typer.Option(help="write the QR code here (PNG)")] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="write the QR code here (PNG); no file without it")
+    ] = None,
     svg: Annotated[Path | None, typer.Option(help="also write an SVG here")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the payment on the live stream")] = True,
     seal_here: Annotated[
@@ -280,17 +283,17 @@ def _show_and_wait(
     as_json: bool,
     wait: bool,
 ) -> dict[str, Any] | None:
-    """Show the order's code (terminal, PNG, SVG or JSON), then wait for its payment (None
-    without ``wait``)."""
-    png_path = png or Path(f"order-{new.order_id}.png")
-    qr.save_png(new.code, png_path)
+    """Show the order's code (terminal or JSON; a PNG or SVG file only where asked), then
+    wait for its payment (None without ``wait``)."""
+    if png is not None:
+        qr.save_png(new.code, png)
     if svg is not None:
         qr.save_svg(new.code, svg)
     if as_json:
-        doc = {"event": "order", "png": str(png_path), **order_summary(new)}
+        doc = {"event": "order", "png": str(png) if png else None, **order_summary(new)}
         print(json.dumps({**doc, "code": new.code}), flush=True)
     else:
-        _print_order(new, png_path, svg)
+        _print_order(new, png, svg)
     if not wait:
         return None
     try:
