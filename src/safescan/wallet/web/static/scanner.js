@@ -1,4 +1,6 @@
-// The camera scanner: getUserMedia, one frame at a time to a decoder, until one code is read.
+// The camera scanner: getUserMedia, one frame at a time to a decoder, until one code is read
+// stably (CodeVote below: the same single code on STABLE_READS frames, and no other code seen
+// within the last CONFLICT_FRAMES frames / CONFLICT_MS).
 //
 // Two decoders: "wasm" (zxing-wasm in a worker, in the page) and "server" (the frame goes to
 // the wallet service, which decodes with zxing-cpp). Both were measured
@@ -9,7 +11,58 @@ const MAX_SIDE = 960; // frames are scaled down to this many pixels on their lon
 
 // performance.now() marks for the benchmark (bench/bench_wallet_scan.py); no PIN or code text
 export const timings = { decoder: null, cameraStart: null, firstFrame: null, decoded: null, frames: 0, decodeMs: 0 };
-window.safescanTimings = timings;
+if (typeof window !== "undefined") window.safescanTimings = timings;
+
+// A frame may decode only one of two codes in view (a sticker put beside or half over the
+// merchant's own): one frame reads the sticker, the next the genuine code. So a code is opened
+// only when it was the single code read on STABLE_READS frames with no other code read in
+// between, and no other code (nor two codes in one frame) was read within the last
+// CONFLICT_FRAMES scanned frames or CONFLICT_MS milliseconds, whichever reaches further back.
+// Frames that read nothing neither count nor break the run (a blurred or glared frame).
+export const STABLE_READS = 3;
+export const CONFLICT_FRAMES = 15;
+export const CONFLICT_MS = 2000;
+
+export class CodeVote {
+  constructor({ stableReads = STABLE_READS, conflictFrames = CONFLICT_FRAMES, conflictMs = CONFLICT_MS } = {}) {
+    this.stableReads = stableReads;
+    this.conflictFrames = conflictFrames;
+    this.conflictMs = conflictMs;
+    this.reset();
+  }
+
+  reset() {
+    this.frame = 0;
+    this.seen = new Map(); // text -> {frame, at}: the last frame that read it
+    this.several = null; // {frame, at}: the last frame that read more than one code
+    this.runText = null;
+    this.run = 0;
+  }
+
+  recent(mark, now) {
+    return mark !== null && (this.frame - mark.frame < this.conflictFrames || now - mark.at < this.conflictMs);
+  }
+
+  // One scanned frame's decoded texts, at time `now` (ms). Returns {open, twoCodes}: the text
+  // to open (or null), and whether two codes were seen recently (the user is told).
+  feed(texts, now) {
+    this.frame += 1;
+    const mark = { frame: this.frame, at: now };
+    for (const text of texts) this.seen.set(text, mark);
+    if (texts.length > 1) this.several = mark;
+    for (const [text, m] of this.seen) if (!this.recent(m, now)) this.seen.delete(text);
+    if (texts.length === 1) {
+      if (texts[0] === this.runText) this.run += 1;
+      else { this.runText = texts[0]; this.run = 1; }
+    } else if (texts.length > 1) {
+      this.runText = null;
+      this.run = 0;
+    }
+    const twoCodes = this.seen.size > 1 || this.recent(this.several, now);
+    const open = !twoCodes && this.run >= this.stableReads ? this.runText : null;
+    return { open, twoCodes };
+  }
+}
 
 function wasmDecoder() {
   const worker = new Worker("/static/scan-worker.js");
@@ -73,16 +126,23 @@ function serverDecoder(api) {
 }
 
 export class Scanner {
-  // onText(text): a single code was read (scanning stops); onStatus(text, hint): progress.
-  constructor({ video, api, decoder, onText, onStatus }) {
+  // onText(text): a single code was read stably (scanning stops); onStatus(text, hint):
+  // progress. `decoder`: "wasm", "server", or an object with decode(image) -> texts (tests).
+  constructor({ video, api, decoder, onText, onStatus, vote }) {
     this.video = video;
     this.api = api;
-    this.decoderName = decoder === "wasm" ? "wasm" : "server";
+    if (decoder && typeof decoder === "object") {
+      this.decoderName = decoder.name || "custom";
+      this.decoder = decoder;
+    } else {
+      this.decoderName = decoder === "wasm" ? "wasm" : "server";
+      this.decoder = null;
+    }
+    this.vote = new CodeVote(vote || {});
     this.onText = onText;
     this.onStatus = onStatus;
     this.running = false;
     this.stream = null;
-    this.decoder = null;
     this.canvas = document.createElement("canvas");
     this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
   }
@@ -96,6 +156,7 @@ export class Scanner {
     timings.decoded = null;
     timings.frames = 0;
     timings.decodeMs = 0;
+    this.vote.reset();
     if (!this.decoder) {
       if (this.decoderName === "server") this.decoder = serverDecoder(this.api);
       else { prewarm("wasm"); this.decoder = sharedWasm; }
@@ -172,15 +233,17 @@ export class Scanner {
         if (!this.running) return;
         timings.frames += 1;
         v.dataset.frames = String(timings.frames);
-        if (texts.length === 1) {
+        const { open, twoCodes } = this.vote.feed(texts, performance.now());
+        v.dataset.twoCodes = twoCodes ? "1" : "";
+        if (open !== null) {
           timings.decoded = performance.now();
           this.stop();
-          this.onText(texts[0]);
+          this.onText(open);
           return;
         }
         this.onStatus(
           "Looking for a payment code…",
-          texts.length > 1 ? "More than one code is in view: show only the one to pay." : "",
+          twoCodes ? "More than one code is in view: show only the one to pay." : "",
         );
       }
       await this.nextFrame();
