@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from safescan.institution.db import Database
 from safescan.institution.http.app import create_app
+from safescan.institution.http.wallet import PaymentCreate, payment_fields
 from safescan.institution.keystore import KeyStore
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
@@ -314,3 +317,178 @@ def test_the_rate_limit_answers_the_same_way() -> None:
             assert answers[True][2][0] == 400
         finally:
             inst.db.dispose()
+
+
+# --- the hand-read body against the request model ---------------------------------------------
+
+_VALUES: list[Any] = [
+    "SS1.ABC",
+    "",
+    "x",
+    "A" * 2000,
+    "A" * 2001,
+    "SS1.é",
+    "SS1.\u00a0",
+    "SS1.\x00",
+    "SS1.\x1f",
+    "SS1.\x7f",
+    "abc\n",
+    "\nabc",
+    " abc ",
+    "SS1.😀",
+    "SS1.\u202e",
+    "A A",
+    "A*A",
+    "-_+/=",
+    "AAAA=",
+    "ＡＡＡＡ",  # full-width letters: \w-like, not [A-Za-z]
+    "٣٣",  # Arabic-Indic digits: \d-like, not [0-9]
+    5,
+    0,
+    -1,
+    10**30,
+    10**400,
+    1.5,
+    1e308,
+    True,
+    False,
+    None,
+    [],
+    ["AAAA"],
+    {},
+    {"a": [{"b": [1, 2, {"c": None}]}]},
+]
+
+
+def _bodies() -> Iterator[tuple[str, bytes]]:
+    """Bodies of every shape: each field every value, keys missing, extra, repeated, escaped
+    or cased otherwise, JSON other than an object, JSON written oddly, not JSON at all."""
+    for i, code in enumerate(_VALUES):
+        for j, auth in enumerate(_VALUES):
+            if isinstance(code, str) or isinstance(auth, str) or i == j:
+                doc = {"code": code, "authorization": auth}
+                yield f"code#{i} auth#{j}", json.dumps(doc).encode()
+                yield f"code#{i} auth#{j} ascii=False", json.dumps(doc, ensure_ascii=False).encode()
+                yield (
+                    f"auth#{j} code#{i}",
+                    json.dumps({"authorization": auth, "code": code}).encode(),
+                )
+    ok = '"code": "SS1.ABC", "authorization": "AAAA"'
+    raw: list[tuple[str, bytes | str]] = [
+        ("compact", '{"code":"SS1.ABC","authorization":"AAAA"}'),
+        ("spaced", '  {\n\t"code" :  "SS1.ABC" ,\r\n "authorization":"AAAA"}  \n'),
+        ("escaped key", '{"\\u0063ode": "SS1.ABC", "authorization": "AAAA"}'),
+        ("escaped value", '{"code": "SS1.\\u0041BC", "authorization": "A\\u0041AA"}'),
+        ("escaped slash", '{"code": "SS1.A\\/B", "authorization": "AA\\/A"}'),
+        ("escaped newline", '{"code": "SS1.A\\nB", "authorization": "AAAA"}'),
+        ("escaped NUL", '{"code": "SS1.A\\u0000", "authorization": "AAAA"}'),
+        ("lone surrogate", '{"code": "SS1.\\ud800", "authorization": "AAAA"}'),
+        ("surrogate pair", '{"code": "SS1.\\ud83d\\ude00", "authorization": "AAAA"}'),
+        ("raw control", '{"code": "SS1.\x01", "authorization": "AAAA"}'),
+        ("raw tab", '{"code": "SS1.\t", "authorization": "AAAA"}'),
+        ("Code", '{"Code": "SS1.ABC", "authorization": "AAAA"}'),
+        ("code with space", '{"code ": "SS1.ABC", "authorization": "AAAA"}'),
+        ("missing code", '{"authorization": "AAAA"}'),
+        ("missing authorization", '{"code": "SS1.ABC"}'),
+        ("empty object", "{}"),
+        ("extra", "{" + ok + ', "amount": 1}'),
+        ("extra null", "{" + ok + ', "x": null}'),
+        ("duplicate code", "{" + ok + ', "code": "SS1.XYZ"}'),
+        ("duplicate code, wrong type", "{" + ok + ', "code": 7}'),
+        ("duplicate authorization", '{"authorization": "BBBB", ' + ok + "}"),
+        ("duplicate, first bad", '{"code": "é", ' + ok + "}"),
+        ("trailing comma", "{" + ok + ",}"),
+        ("single quotes", "{'code': 'SS1.ABC', 'authorization': 'AAAA'}"),
+        ("comment", "{" + ok + "} // x"),
+        ("two objects", "{" + ok + "}{" + ok + "}"),
+        ("trailing garbage", "{" + ok + "}x"),
+        ("NaN", '{"code": NaN, "authorization": "AAAA"}'),
+        ("Infinity", '{"code": "SS1.ABC", "authorization": Infinity}'),
+        ("huge exponent", '{"code": 1e999999, "authorization": "AAAA"}'),
+        ("array", '["SS1.ABC", "AAAA"]'),
+        ("string", '"SS1.ABC"'),
+        ("number", "12"),
+        ("null", "null"),
+        ("true", "true"),
+        ("empty", ""),
+        ("whitespace", "  \n"),
+        ("nested deep", "[" * 5000 + "]" * 5000),
+        (
+            "nested deep in a field",
+            '{"code": ' + "[" * 3000 + "]" * 3000 + ', "authorization": "A"}',
+        ),
+        ("object in object", '{"code": {"code": "SS1.ABC"}, "authorization": "AAAA"}'),
+    ]
+    for name, text in raw:
+        yield name, text.encode() if isinstance(text, str) else text
+    good = ("{" + ok + "}").encode()
+    yield "BOM", b"\xef\xbb\xbf" + good
+    yield "UTF-16", ("{" + ok + "}").encode("utf-16")
+    yield "invalid UTF-8", b'{"code": "SS1.\xff", "authorization": "AAAA"}'
+    yield "overlong UTF-8", b'{"code": "SS1.\xc0\xaf", "authorization": "AAAA"}'
+    yield "UTF-8 surrogate", b'{"code": "SS1.\xed\xa0\x80", "authorization": "AAAA"}'
+    yield "NUL after", good + b"\x00"
+    rng = random.Random(20)  # fixed: the same mutations every run
+    for n in range(3000):
+        body = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(body) + 1)
+            choice = rng.random()
+            if choice < 0.4 and at < len(body):
+                body[at] = rng.choice(b'{}[]":,\\ \t\nAa\xc3\xa9\x00\x7f\xff0123456789-+.eEtfn')
+            elif choice < 0.7:
+                body[at:at] = bytes([rng.randrange(256)])
+            elif at < len(body):
+                del body[at]
+        yield f"mutation {n}", bytes(body)
+
+
+def _by_model(body: bytes) -> tuple[str, str] | None:
+    try:
+        req = PaymentCreate.model_validate_json(body)
+    except ValidationError:
+        return None
+    return req.code, req.authorization
+
+
+def test_the_hand_read_body_takes_exactly_what_the_request_model_takes() -> None:
+    """The fast routes read the body by hand (payment_fields), not with the request model:
+    over ~7,000 bodies (every field of every type and text class, missing, extra, repeated and
+    escaped keys, odd JSON, not JSON, invalid UTF-8, deep nesting, 3,000 seeded mutations of
+    a good body) the hand reader accepts exactly the bodies the model accepts and reads the same
+    two values from them; what both refuse is declined to the routed route, whose model
+    answers it. Fails if a rule of the hand reader is dropped (its length, its characters, its
+    exact keys or types)."""
+    differ = []
+    accepted = 0
+    for name, body in _bodies():
+        hand, model = payment_fields(body), _by_model(body)
+        if hand != model:
+            differ.append((name, body[:80], hand, model))
+        accepted += hand is not None
+    assert not differ, differ[:5]
+    assert accepted > 100  # the good ones are taken (the fast route is the one that answers)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"code": "SS1.\\u00e9", "authorization": "AAAA"}',
+        b'{"code": "SS1.x", "authorization": "AAAA", "code": "SS1.\\ud800"}',
+        b'{"code": "SS1.x", "authorization": "AAAA\\n"}',
+        b'{"code": "SS1.x", "authorization": "' + b"A" * 2001 + b'"}',
+        b'{"code": "' + b"A" * 2001 + b'", "authorization": "AAAA"}',
+        b'{"code": "SS1.x", "authorization": 100000000000000000000000000000000}',
+        b'{"code": "SS1.x", "authorization": {"a": [[[[{}]]]]}}',
+        b'{"code": "SS1.x", "authorization": "\xd9\xa3\xd9\xa3"}',
+        b'{"code": "SS1.x", "authorization": "AAAA", "Code": "SS1.x"}',
+        b"\xef\xbb\xbf{}",
+    ],
+)
+@pytest.mark.parametrize("path", [LOOKUP, PAY])
+def test_bodies_the_model_refuses_get_its_answer_on_both_paths(
+    pair: Pair, path: str, body: bytes
+) -> None:
+    """Through the whole app: the same status, headers and error body, byte for byte."""
+    r = _same(pair, path, body)
+    assert r.status_code in (400, 413, 422), r.text

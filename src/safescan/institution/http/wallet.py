@@ -14,9 +14,10 @@ receipt, the outbox event and the audit entry are written in one transaction.
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from safescan.api import account
@@ -251,9 +252,9 @@ def fast_pay(inst: Institution) -> FastHandler:
         found = _well_formed(scope, body)
         if found is None:
             return False
-        req, key = found
+        code, authorization, key = found
         try:
-            paid = await inst.payments.pay_async(req.code, _authorization(req), key)
+            paid = await inst.payments.pay_async(code, authorization_from_wire(authorization), key)
             if isinstance(paid, Stored):  # keyed: the answer recorded for its key, as recorded
                 await send_json(send, paid.status, canonical_json(paid.body).encode())
             else:
@@ -274,11 +275,12 @@ _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 _framework_json = framework_json  # JSON as Starlette's ``JSONResponse`` renders it
 
 
-def _well_formed(scope: Scope, body: bytes) -> tuple[PaymentCreate, str | None] | None:
+def _well_formed(scope: Scope, body: bytes) -> tuple[str, str, str | None] | None:
     """A payment or lookup request a fast route may answer (the one header reader of both):
-    one JSON content type, at most one sane Idempotency-Key, a body the request model accepts.
-    None: anything else, left to the routed ``pay`` / ``payment_lookup`` (so every refusal of a
-    malformed request is the framework's, byte for byte)."""
+    one JSON content type, at most one sane Idempotency-Key, a body :func:`payment_fields`
+    accepts; returns the code, the authorization and the key. None: anything else, left to
+    the routed ``pay`` / ``payment_lookup`` (so every refusal of a malformed request is the
+    framework's, byte for byte)."""
     ctype: bytes | None = None
     key: str | None = None
     for name, value in scope.get("headers", []):
@@ -294,10 +296,45 @@ def _well_formed(scope: Scope, body: bytes) -> tuple[PaymentCreate, str | None] 
         return None
     if key is not None and not _IDEMPOTENCY.fullmatch(key):
         return None
-    try:
-        return PaymentCreate.model_validate_json(body), key
-    except ValidationError:
+    fields = payment_fields(body)
+    if fields is None:
         return None
+    return fields[0], fields[1], key
+
+
+#: ``PaymentCreate.authorization``'s characters (deleted by ``bytes.translate``: what is left
+#: is not allowed)
+_AUTHORIZATION_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_PAYMENT_KEYS = frozenset({"code", "authorization"})
+
+
+def payment_fields(body: bytes) -> tuple[str, str] | None:
+    """The code and the authorization of a ``POST /v1/payments`` (or lookup) body that
+    :class:`PaymentCreate` accepts, read by hand (2.0 us of CPU against the model's 2.7): a JSON
+    object of exactly those two keys, both exact JSON strings within the model's length and
+    character rules. None for anything else, including bodies the model would accept written
+    in a way this reader does not take (they go to the routed route and its model): it never
+    accepts what the model refuses and never reads other values than the model's
+    (tests/institution/test_fast_routes.py feeds both the same bodies)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or doc.keys() != _PAYMENT_KEYS:
+        return None
+    code = doc["code"]
+    authorization = doc["authorization"]
+    if type(code) is not str or type(authorization) is not str:
+        return None
+    # CodeText: 1-2000 of [\x20-\x7e] (printable ASCII); the authorization: 1-2000 of
+    # [A-Za-z0-9+/=_-] (the model's patterns, without a regular expression's cost)
+    if not (0 < len(code) <= 2000 and code.isascii() and code.isprintable()):
+        return None
+    if not (0 < len(authorization) <= 2000 and authorization.isascii()):
+        return None
+    if authorization.encode("ascii").translate(None, _AUTHORIZATION_BYTES):
+        return None
+    return code, authorization
 
 
 def fast_lookup(inst: Institution, limiter: RateLimiter) -> FastHandler:
@@ -311,12 +348,12 @@ def fast_lookup(inst: Institution, limiter: RateLimiter) -> FastHandler:
         found = _well_formed(scope, body)
         if found is None:
             return False
-        req, key = found
+        code, authorization, key = found
         try:
             client = scope.get("client")
             limiter.check(client[0] if client else "unknown")
             settled = await run_in_threadpool(
-                outcomes.lookup_payment, inst, req.code, _authorization(req), key
+                outcomes.lookup_payment, inst, code, authorization_from_wire(authorization), key
             )
             await send_json(send, 200, _framework_json(settled))
         except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
