@@ -194,14 +194,14 @@ def seal_setup(
 ) -> None:
     """Set up local sealing (online, once): a code-signing key, its certificate, the scheme
     keys. Afterwards `pos order --seal-here` works without the institution."""
-    cfg = _load(config)
+    cfg = _load(config, as_json)
     try:
         new_key = not LocalSealer.for_config(cfg, b"").has_key()
         sealer = LocalSealer.for_config(cfg, read_passphrase(passphrase_file, confirm=new_key))
         with MerchantApi(cfg) as api:
             doc = sealer.setup(api, days=days)
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
     if as_json:
         print(json.dumps(doc))
         return

@@ -55,14 +55,15 @@ def staff_add(
         try:
             lines = read_small_text(password_file).splitlines()
         except OSError as exc:
-            raise _fail(StaffError(f"cannot read the password file: {exc.strerror}")) from None
+            refusal = StaffError(f"cannot read the password file: {exc.strerror}")
+            raise _fail(refusal, as_json) from None
         password = lines[0] if lines else ""
     else:
         password = getpass.getpass(f"Password for {name}: ")
         if getpass.getpass("Repeat it: ") != password:
-            raise _fail(StaffError("the passwords differ"))
-    store = _staff_store(config)
+            raise _fail(StaffError("the passwords differ"), as_json)
     try:
+        store = _staff_store(config)
         store.add(name, password)
     except SafescanError as exc:
         raise _fail(exc, as_json) from None
@@ -95,7 +96,7 @@ def staff_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     try:
         users = _staff_store(config).users()
     except SafescanError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json) from None
     rows = [{"name": n, "created_at": u.get("created_at")} for n, u in sorted(users.items())]
     if as_json:
         print(json.dumps({"staff": rows}))
