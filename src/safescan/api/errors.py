@@ -43,6 +43,20 @@ class InvalidRequest(InstitutionError):
     status = 400
 
 
+class UnknownParameter(InvalidRequest):
+    """A query parameter the route does not declare (a typo, a parameter of another route or
+    version): refused, never silently ignored (``param`` names it)."""
+
+    code = "unknown_parameter"
+
+
+class DuplicateParameter(InvalidRequest):
+    """A query parameter given more than once (``?limit=1&limit=500``): refused, since readers
+    disagree on which one counts (``param`` names it)."""
+
+    code = "duplicate_parameter"
+
+
 class BodyTooLarge(InvalidRequest):
     """The request body is larger than the limit; refused before parsing."""
 

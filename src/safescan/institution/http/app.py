@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from safescan.code.text import preload
@@ -40,6 +40,7 @@ from safescan.institution.http.checkout import checkout_router
 from safescan.institution.http.docs_pages import keep_docs_offline
 from safescan.institution.http.health import health_router
 from safescan.institution.http.merchant import merchant_router
+from safescan.institution.http.query import declare_strict_query, strict_query
 from safescan.institution.http.wallet import fast_lookup, fast_pay, wallet_router
 from safescan.institution.http.webhooks import webhook_routes
 from safescan.institution.ratelimit import RateLimiter
@@ -108,10 +109,16 @@ def create_app(
     app = FastAPIOffline(
         title="safescan payment institution",
         version="1",
-        description="Sealed, signed payment codes, carrier-signed authorizations, a ledger.",
+        description=(
+            "Sealed, signed payment codes, carrier-signed authorizations, a ledger. Every"
+            " operation refuses a query parameter it does not declare (400 unknown_parameter)"
+            " and one given twice (400 duplicate_parameter)."
+        ),
         lifespan=lifespan,
         responses=errors.RESPONSES,
         exception_handlers=errors.HANDLERS,
+        # an undeclared or repeated query parameter is a typed 400 on every route, first
+        dependencies=[Depends(strict_query)],
     )
     # no 307 from "/v1/keys/" to "/v1/keys": its Location was built from the Host header (an
     # open redirect for whoever sets it); an unknown path is the typed 404
@@ -133,6 +140,7 @@ def create_app(
         )
     )
     keep_docs_offline(app)
+    declare_strict_query(app)
     fast_routes = {
         ("POST", "/v1/payments"): fast_pay(inst),
         ("POST", "/v1/payments/lookup"): fast_lookup(inst, limiter),

@@ -61,7 +61,7 @@ class MerchantCaller:
         return self.scopes is None or scope in self.scopes
 
 
-def _refuse_key_in_url(query: bytes) -> None:
+def refuse_key_in_url(query: bytes) -> None:
     if not query:
         return
     text = query.decode("latin-1")
@@ -93,7 +93,7 @@ class MerchantAuth:
         """The caller of ``request``, or a typed refusal."""
         scope = request.scope
         query: bytes = scope.get("query_string") or b""
-        _refuse_key_in_url(query)
+        refuse_key_in_url(query)
         headers = request.headers
         authorization = headers.get("authorization")
         signed = merchant_auth.is_signed(headers)

@@ -1,0 +1,116 @@
+"""Query strings are as strict as bodies: a parameter a route does not declare, or one given
+twice, is a typed ``400`` (``unknown_parameter`` / ``duplicate_parameter``, ``param`` naming
+it), never silently ignored or resolved by "the last one wins".
+
+Found by schemathesis in negative mode (unknown query parameters were accepted) and kept in
+agreement with the OpenAPI document: :func:`strict_query` is one app-wide dependency (it runs
+before each route's own), and :func:`declare_strict_query` says so in every operation of the
+document (``x-unknown-query-parameters: refused``). A credential-looking parameter keeps its
+own refusal (``401 api_key_in_url``, :mod:`.auth`), checked first.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the parameter annotations.
+
+import re
+import types
+from collections.abc import Mapping
+from typing import Any, Union, get_args, get_origin
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+
+from safescan.api.errors import DuplicateParameter, InvalidRequest, UnknownParameter
+from safescan.institution.http.auth import refuse_key_in_url
+
+#: the name of a query parameter as shown in an error (at most this many characters)
+_SHOWN = 40
+#: an integer in a query: plain ASCII digits, an optional minus, no leading zero; not "+5",
+#: " 5", "05", "-0", "5.0", "1_0" or "0x5", which the framework's lax parsing took as numbers
+_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,17}")
+#: per route: the query parameter names it declares -> whether each is an integer
+_declared: dict[int, dict[str, bool]] = {}
+
+
+def _is_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_int(a) for a in get_args(annotation))
+    return False
+
+
+def declared_query(route: APIRoute) -> Mapping[str, bool]:
+    """The query parameter names (aliases) ``route`` declares, its dependencies' included,
+    each with whether it is an integer."""
+    found = _declared.get(id(route))
+    if found is None:
+        found = {}
+        stack = [route.dependant]
+        while stack:
+            dep = stack.pop()
+            for p in dep.query_params:
+                found[p.alias] = _is_int(p.field_info.annotation)
+            stack.extend(dep.dependencies)
+        _declared[id(route)] = found
+    return found
+
+
+def check_query(query: bytes, allowed: Mapping[str, bool]) -> None:
+    """Refuse a query string naming a parameter outside ``allowed`` or one twice, or an
+    integer parameter not written in plain digits."""
+    if not query:
+        return
+    seen: set[str] = set()
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name not in allowed:
+            raise UnknownParameter(
+                f"this route takes no query parameter {name[:_SHOWN]!r}"
+                + (f" (it takes: {', '.join(sorted(allowed))})" if allowed else ""),
+                param=name[:_SHOWN],
+            )
+        if name in seen:
+            raise DuplicateParameter(
+                f"the query parameter {name!r} is given more than once", param=name
+            )
+        seen.add(name)
+        if allowed[name] and not _INTEGER.fullmatch(value):
+            raise InvalidRequest(
+                f"{name}: must be a whole number in plain digits (no sign, spaces, leading zeros,"
+                " decimals or separators)",
+                param=name,
+            )
+    if query.strip(b"&") and not seen:  # "?=x", "?&&": a query with no parameter in it
+        raise UnknownParameter("the query string names no parameter", param="query")
+
+
+def strict_query(request: Request) -> None:
+    """The app-wide dependency: the request's query against its route's declared names."""
+    query: bytes = request.scope.get("query_string") or b""
+    if not query:
+        return
+    refuse_key_in_url(query)  # a key in the URL keeps its own answer, whatever the route
+    route = request.scope.get("route")
+    allowed = declared_query(route) if isinstance(route, APIRoute) else {}
+    check_query(query, allowed)
+
+
+def declare_strict_query(app: FastAPI) -> None:
+    """Say in the OpenAPI document that unknown and repeated query parameters are refused."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = plain()
+            for item in doc.get("paths", {}).values():
+                for op in item.values():
+                    if isinstance(op, dict) and "responses" in op:
+                        op["x-unknown-query-parameters"] = "refused"
+                        op["x-repeated-query-parameters"] = "refused"
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+__all__ = ["check_query", "declare_strict_query", "declared_query", "strict_query"]

@@ -1,0 +1,159 @@
+"""The server is as strict as its OpenAPI document (redteam; schemathesis in negative mode found
+unknown query parameters silently ignored): on every operation of the document, a query
+parameter the operation does not declare, or one given twice, is a typed ``400``
+(``unknown_parameter`` / ``duplicate_parameter``), an integer in a query is plain digits, and
+the document says so for each operation. The app is served by uvicorn on 127.0.0.1; the
+refusals change nothing (a balance funded through a refused request stays as it was).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from safescan.institution.http import create_app
+from safescan.institution.service import Institution
+from tests.institution.dispatch import make_institution
+from tests.institution.pg import free_port
+
+
+class Served:
+    """The app over one institution, served on 127.0.0.1 in a thread."""
+
+    def __init__(self, inst: Institution) -> None:
+        self.inst = inst
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(inst, background=False),
+                host="127.0.0.1",
+                port=self.port,
+                log_level="critical",
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        token: str = inst.test_admin_token  # type: ignore[attr-defined]
+        self.admin = {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    s = Served(make_institution(Path(tmp_path_factory.mktemp("strict"))))
+    s.thread.start()
+    deadline = time.monotonic() + 60
+    while not s.server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield s
+    finally:
+        s.http.close()
+        s.server.should_exit = True
+        s.thread.join(30)
+
+
+def _operations(doc: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """Every (method, path with its path parameters filled, declared query names)."""
+    ops = []
+    for path, item in doc["paths"].items():
+        filled = re.sub(r"\{(serial|kid)\}", "1", path)
+        filled = re.sub(r"\{[^}]+\}", "X1", filled)
+        for method, op in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            names = [p["name"] for p in op.get("parameters", []) if p["in"] == "query"]
+            ops.append((method.upper(), filled, names))
+    return ops
+
+
+def _error(r: httpx.Response) -> dict[str, Any]:
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    body: dict[str, Any] = r.json()["error"]
+    return body
+
+
+def test_every_operation_refuses_an_unknown_query_parameter_and_says_so(served: Served) -> None:
+    doc = served.http.get("/openapi.json").json()
+    ops = _operations(doc)
+    assert len(ops) > 40, "the document lists the API"
+    assert "unknown_parameter" in doc["info"]["description"]
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                assert op["x-unknown-query-parameters"] == "refused"
+                assert op["x-repeated-query-parameters"] == "refused"
+    for method, path, names in ops:
+        # with and without credentials: the refusal comes first, whatever else is wrong
+        for headers in ({}, served.admin):
+            for query in ("zz_unknown=1", "LIMIT=1", "limit[]=1", "=1", "%00=1", "a%3Db=1"):
+                if query.split("=")[0] in names:
+                    continue
+                r = served.http.request(method, f"{path}?{query}", headers=headers, json={})
+                assert r.status_code == 400, (method, path, query, r.text)
+                assert _error(r)["code"] == "unknown_parameter", (method, path, query)
+
+
+def test_a_declared_query_parameter_given_twice_is_refused(served: Served) -> None:
+    doc = served.http.get("/openapi.json").json()
+    tried = 0
+    for method, path, names in _operations(doc):
+        for name in names:
+            for query in (f"{name}=1&{name}=2", f"{name}=1&%{ord(name[0]):02X}{name[1:]}=2"):
+                r = served.http.request(method, f"{path}?{query}", headers=served.admin)
+                assert r.status_code == 400, (method, path, query, r.text)
+                assert _error(r) == {
+                    "type": "DuplicateParameter",
+                    "code": "duplicate_parameter",
+                    "message": f"the query parameter {name!r} is given more than once",
+                    "param": name,
+                }
+                tried += 1
+    assert tried >= 20
+
+
+@pytest.mark.parametrize(
+    "value", ["+5", "05", "-0", "5.0", "%205", "5%20", "1_0", "0x5", "1e1", "%D9%A1", "", "5abc"]
+)
+def test_integers_in_a_query_are_plain_digits(served: Served, value: str) -> None:
+    r = served.http.get(f"/v1/admin/customers?limit={value}", headers=served.admin)
+    assert r.status_code == 400, r.text
+    assert _error(r)["code"] == "invalid_request"
+    assert _error(r)["param"] == "limit"
+    ok = served.http.get("/v1/admin/customers?limit=5", headers=served.admin)
+    assert ok.status_code == 200
+
+
+def test_refused_queries_change_nothing_and_the_fast_path_refuses_them_too(
+    served: Served,
+) -> None:
+    cid = served.http.post("/v1/admin/customers", json={"name": "Q"}, headers=served.admin)
+    cid_text = cid.json()["id"]
+    fund = f"/v1/admin/customers/{cid_text}/fund"
+    for query in ("amount=999", "currency=USD", "dry_run=1", "x=1&x=2"):
+        r = served.http.post(
+            f"{fund}?{query}", json={"currency": "EUR", "amount": 5}, headers=served.admin
+        )
+        assert r.status_code == 400, r.text
+    balances = served.http.get(f"/v1/admin/customers/{cid_text}", headers=served.admin)
+    assert balances.json()["balances"] == []
+    # the framework-free payment routes: a query string is the framework's typed refusal
+    for path in ("/v1/payments", "/v1/payments/lookup"):
+        r = served.http.post(f"{path}?x=1", json={"code": "SS1.x", "authorization": "AAAA"})
+        assert r.status_code == 400, r.text
+        assert _error(r)["code"] == "unknown_parameter"
+
+
+def test_a_key_in_the_url_keeps_its_own_refusal(served: Served) -> None:
+    for path in ("/v1/keys", "/v1/merchant/orders", "/health"):
+        r = served.http.get(f"{path}?api_key=sk_live_x")
+        assert r.status_code == 401, r.text
+        assert _error(r)["code"] == "api_key_in_url"
