@@ -1,19 +1,44 @@
-"""Helpers of the fault suite: running the audit, reading the ledger as clients see it, a
-wallet's pending payment."""
+"""Helpers of the fault suite: an institution served on a given database, running the audit,
+reading the ledger as clients see it, a wallet's pending payment."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from safescan.code import decode_text
 from safescan.wallet.pending import idempotency_key
 from safescan.wallet.store import PendingPayment
-from tests.institution.harness import Carrier, MerchantClient, World, env
+from tests.institution.harness import (
+    Carrier,
+    MerchantClient,
+    ServerProcess,
+    World,
+    env,
+    init_db,
+)
+
+
+@contextlib.contextmanager
+def served_on(db_url: str, keys: Path, extra: Sequence[str] = ()) -> Iterator[World]:
+    """``db_url`` initialised (keys in ``keys``) and an institution served on it with the
+    ``extra`` options; its :class:`World` (``w.server`` is the process), closed and the
+    server stopped when the block ends, however it ends."""
+    token = init_db(db_url, keys)
+    server = ServerProcess(db_url, keys, extra=list(extra)).start()
+    w = World(server, token)
+    try:
+        yield w
+    finally:
+        w.close()
+        server.stop()
 
 
 def audit(db_url: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import audit, customer_balance, order
-from tests.institution.harness import ServerProcess, World, init_db
+from tests.faults.common import audit, customer_balance, order, served_on
+from tests.institution.harness import World
 from tests.institution.pg import PG_ENV, Cluster, find_pg_bin, start_cluster
 
 
@@ -96,10 +96,7 @@ def test_database_outage_gives_typed_503_then_full_service_and_nothing_lost(
     with tempfile.TemporaryDirectory(prefix="safescan-dbdown-") as d:
         db = own_cluster.cluster.create_database()
         keys = Path(d) / "keys"
-        token = init_db(db, keys)
-        server = ServerProcess(db, keys, extra=["--merchant-rate", "0"]).start()
-        w = World(server, token)
-        try:
+        with served_on(db, keys, ["--merchant-rate", "0"]) as w:
             m = w.merchant("Outage Cafe")
             cid = w.customer({"EUR": 100_000})
             carrier = w.carrier(cid)
@@ -132,7 +129,7 @@ def test_database_outage_gives_typed_503_then_full_service_and_nothing_lost(
                 assert "database" in err["message"]
             health = w.http.get("/health")
             assert health.status_code == 503, health.text
-            assert server.proc is not None and server.proc.poll() is None
+            assert w.server.proc is not None and w.server.proc.poll() is None
 
             own_cluster.start()
             deadline = time.monotonic() + 60
@@ -150,8 +147,5 @@ def test_database_outage_gives_typed_503_then_full_service_and_nothing_lost(
                 assert got["state"] == "PAID" and got["payment_id"] == pid
             paid = sum(100 + i for i in range(5)) + 777 + 50
             assert customer_balance(w, cid) == 100_000 - paid
-        finally:
-            w.close()
-            server.stop()
         report = audit(db)
         assert report["ok"] is True and report["rc"] == 0, report

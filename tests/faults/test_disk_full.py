@@ -24,8 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import audit, customer_balance, order
-from tests.institution.harness import ServerProcess, World, init_db
+from tests.faults.common import audit, customer_balance, order, served_on
 
 SIZE = "2m"
 
@@ -91,12 +90,7 @@ def test_disk_full_gives_typed_error_no_corruption_and_recovers(small_fs: Path) 
         db_path = small_fs / "institution.db"
         db = f"sqlite:///{db_path}"
         keys = Path(d) / "keys"
-        token = init_db(db, keys)
-        server = ServerProcess(
-            db, keys, extra=["--merchant-rate", "0", "--maintenance-interval", "60"]
-        ).start()
-        w = World(server, token)
-        try:
+        with served_on(db, keys, ["--merchant-rate", "0", "--maintenance-interval", "60"]) as w:
             m = w.merchant("Full Disk Deli")
             cid = w.customer({"EUR": 10_000_000})
             carrier = w.carrier(cid)
@@ -145,7 +139,7 @@ def test_disk_full_gives_typed_error_no_corruption_and_recovers(small_fs: Path) 
                 r.json()["error"]["message"] for r in refusals
             ]
             print(f"disk full after {i - 5} more payments: {refusals[0].json()['error']}")
-            assert server.proc is not None and server.proc.poll() is None
+            assert w.server.proc is not None and w.server.proc.poll() is None
             assert integrity(db_path) == "ok"
             # a refused payment left its order unpaid (read from the file itself: a signed
             # read records its nonce, a write, so while the disk is full it may be refused
@@ -177,9 +171,6 @@ def test_disk_full_gives_typed_error_no_corruption_and_recovers(small_fs: Path) 
                 assert o["state"] == "PAID" and o["payment_id"] == pid
                 paid += o["paid_amount"]
             assert customer_balance(w, cid) == 10_000_000 - paid
-        finally:
-            w.close()
-            server.stop()
         assert integrity(db_path) == "ok"
         report = audit(db)
         assert report["ok"] is True and report["rc"] == 0, report

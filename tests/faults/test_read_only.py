@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import audit, customer_balance, order
+from tests.faults.common import audit, customer_balance, order, served_on
 from tests.faults.test_disk_full import integrity, stored_state
-from tests.institution.harness import ServerProcess, World, init_db, institution_cli
+from tests.institution.harness import institution_cli
 
 
 def _immutable(directory: Path, on: bool) -> None:
@@ -72,12 +72,7 @@ def test_a_read_only_database_refuses_every_write_typed_and_recovers(fs: Path) -
         db_path = fs / "institution.db"
         db = f"sqlite:///{db_path}"
         keys = Path(d) / "keys"
-        token = init_db(db, keys)
-        server = ServerProcess(
-            db, keys, extra=["--merchant-rate", "0", "--maintenance-interval", "60"]
-        ).start()
-        w = World(server, token)
-        try:
+        with served_on(db, keys, ["--merchant-rate", "0", "--maintenance-interval", "60"]) as w:
             m = w.merchant("Read Only Deli")
             cid = w.customer({"EUR": 100_000})
             carrier = w.carrier(cid)
@@ -112,7 +107,7 @@ def test_a_read_only_database_refuses_every_write_typed_and_recovers(fs: Path) -
                 ]
                 for r in refused:
                     _typed(r)
-                assert server.proc is not None and server.proc.poll() is None
+                assert w.server.proc is not None and w.server.proc.poll() is None
                 cli = institution_cli("manufacturer", "revoke", "77", "--db", db, "--json")
                 assert cli.returncode != 0 and "Traceback" not in cli.stderr, cli.stderr
                 assert json.loads(cli.stdout)["error"]["code"] == "storage_error", cli.stdout
@@ -138,9 +133,6 @@ def test_a_read_only_database_refuses_every_write_typed_and_recovers(fs: Path) -
             assert refund.status_code == 201, refund.text
             assert order(m, waiting["order_id"])["state"] == "PAID"
             assert customer_balance(w, cid) == 100_000 - 250 - 400 + 100
-        finally:
-            w.close()
-            server.stop()
         listed = institution_cli("manufacturer", "list", "--db", db, "--json")
         assert [k["status"] for k in json.loads(listed.stdout)] == ["active"], listed.stdout
         assert integrity(db_path) == "ok"
