@@ -1,7 +1,14 @@
 """End-to-end fixtures: a real institution, key carriers and POS processes on 127.0.0.1.
 
 One institution (SQLite) serves the whole session; each test that breaks a carrier (kills or
-destroys it) gets its own carrier and wallet from :func:`fresh_wallet`.
+destroys it) gets its own carrier and wallet from :func:`fresh_party`.
+
+A carrier's name is its state file (``<name>.eeprom``) and its wallet's directory in the
+stack's work directory, and those persist for the session: two tests that used the same name
+met through them (two "erin"s). So every carrier started here for a stack claims its name
+first (:func:`start_new_carrier`, :func:`new_party`), and a name used twice in one stack is
+refused at once with :class:`CarrierNameTaken`; ``test_party_names.py`` checks the names
+written in the tests too, whatever worker each test runs on.
 """
 
 from __future__ import annotations
@@ -24,6 +31,36 @@ from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.procs import ManagedProcess
 from safescan.web import pki
+
+#: the carrier names claimed in each stack (by its work directory), and by which test
+_CLAIMED: dict[Path, dict[str, str]] = {}
+
+
+class CarrierNameTaken(Exception):
+    """A carrier (party) name was already used with this stack in this session."""
+
+
+def claim_carrier_name(stack: Stack, name: str) -> None:
+    """Claim ``name`` (a carrier's name, e.g. ``carrier-erin``) for the caller in ``stack``;
+    :class:`CarrierNameTaken` if any test of the session claimed it before."""
+    claimed = _CLAIMED.setdefault(stack.workdir, {})
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    if name in claimed:
+        raise CarrierNameTaken(
+            f"carrier name {name!r} is already used in this session (by {claimed[name]}); its "
+            f"state files persist in {stack.workdir}: give {test} a name no other test uses"
+        )
+    claimed[name] = test
+
+
+def start_new_carrier(
+    stack: Stack, name: str, *, model: str = "plain"
+) -> tuple[ManagedProcess, str]:
+    """``stack.start_carrier`` for a new carrier: its name claimed first (a restart of the same
+    carrier calls ``stack.start_carrier`` itself)."""
+    claim_carrier_name(stack, name)
+    return stack.start_carrier(name, model=model)
+
 
 PIN = DEMO_PIN
 FUNDS = 50_000
@@ -60,8 +97,9 @@ class World:
 
 
 def new_party(stack: Stack, name: str, fund: int = FUNDS) -> Party:
-    """A funded customer with a fresh carrier process, enrolled."""
-    proc, url = stack.start_carrier(f"carrier-{name}")
+    """A funded customer with a fresh carrier process, enrolled (``carrier-<name>``, a name
+    no other test of the session used: :class:`CarrierNameTaken`)."""
+    proc, url = start_new_carrier(stack, f"carrier-{name}")
     try:
         cid = stack.customer(name.title(), fund=fund)
         wallet_dir = stack.enroll_wallet(cid, url, name=f"wallet-{name}")
@@ -180,7 +218,8 @@ def world() -> Iterator[World]:
 
 @pytest.fixture
 def fresh_party(world: World) -> Iterator[Callable[[str], Party]]:
-    """Make another customer with its own carrier (for tests that break carriers)."""
+    """Make another customer with its own carrier (for tests that break carriers); a name
+    used before in the session raises :class:`CarrierNameTaken` at once."""
     made: list[Party] = []
 
     def make(name: str) -> Party:

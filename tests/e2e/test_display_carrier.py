@@ -24,7 +24,7 @@ from safescan.merchant.client import MerchantApi
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
 
-from .conftest import FUNDS, PIN, Party, World
+from .conftest import FUNDS, PIN, Party, World, start_new_carrier
 from .test_threats import balance, institution, order_state
 
 
@@ -32,7 +32,7 @@ from .test_threats import balance, institution, order_state
 def dora(world: World) -> Iterator[Party]:
     """A customer whose carrier has its own screen and OK button."""
     stack = world.stack
-    proc, url = stack.start_carrier("carrier-dora", model="display")
+    proc, url = start_new_carrier(stack, "carrier-dora", model="display")
     cid = stack.customer("Dora", fund=FUNDS)
     wallet_dir = stack.enroll_wallet(cid, url, name="wallet-dora")
     try:

@@ -12,7 +12,7 @@ import httpx
 
 from safescan.code import LineItem, SigningKey
 from safescan.merchant.client import MerchantApi
-from tests.e2e.conftest import PIN, World
+from tests.e2e.conftest import PIN, World, start_new_carrier
 
 
 def _wallet(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,7 +26,7 @@ def _wallet(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_enroll_cli_then_pay_and_refuse_re_enrolling(world: World, tmp_path: Path) -> None:
-    proc, carrier_url = world.stack.start_carrier("carrier-erin")
+    proc, carrier_url = start_new_carrier(world.stack, "carrier-erin")
     try:
         admin = world.stack.need_admin()
         cid = world.stack.customer("Erin", fund=5_000)
@@ -111,7 +111,7 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
     served = httpx.get(world.base_url + "/v1/keys", verify=world.verify).json()["root_keys"]
     assert pins == [f"{k['kid']}:{base64.b64decode(k['public_key']).hex()}" for k in served]
 
-    proc, carrier_url = world.stack.start_carrier("carrier-pinned")
+    proc, carrier_url = start_new_carrier(world.stack, "carrier-pinned")
     try:
         admin = world.stack.need_admin()
         cid = world.stack.customer("Pia", fund=1_000)

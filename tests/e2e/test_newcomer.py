@@ -17,7 +17,7 @@ from safescan.client import AdminClient
 from safescan.code import LineItem, qr
 from safescan.merchant.client import MerchantApi
 from safescan.procs import free_port
-from tests.e2e.conftest import PIN, Party, World
+from tests.e2e.conftest import PIN, Party, World, start_new_carrier
 
 SAFESCAN = str(Path(sys.executable).with_name("safescan"))
 
@@ -139,7 +139,7 @@ def test_customer_desk_needs_a_valid_admin_token(world: World, tmp_path: Path) -
 def test_enroll_refuses_bad_local_input_before_spending_the_token(
     world: World, tmp_path: Path
 ) -> None:
-    proc, carrier_url = world.stack.start_carrier("carrier-olga")
+    proc, carrier_url = start_new_carrier(world.stack, "carrier-olga")
     try:
         admin = world.stack.need_admin()
         cid = world.stack.customer("Olga", fund=1_000)

@@ -18,7 +18,7 @@ from safescan.code import LineItem
 from safescan.merchant.client import MerchantApi
 from safescan.wallet.account import change_pin
 from safescan.wallet.flow import Wallet
-from tests.e2e.conftest import PIN, Party, World
+from tests.e2e.conftest import PIN, Party, World, start_new_carrier
 from tests.e2e.walletapp.browser import (
     CHROMIUM,
     WalletServer,
@@ -60,7 +60,7 @@ def _secrets_absent(paths: list[Path], secrets: list[str]) -> None:
 
 def test_enroll_in_the_app_then_change_pin(world: World, pw: Any, tmp_path: Path) -> None:
     stack = world.stack
-    carrier, carrier_url = stack.start_carrier("carrier-appenroll")
+    carrier, carrier_url = start_new_carrier(stack, "carrier-appenroll")
     wallet_dir = stack.workdir / "wallet-appenroll"
     srv = start_wallet_server(
         stack, wallet_dir, "appenroll-serve", "--institution", stack.base_url,
