@@ -4,12 +4,15 @@ logger (the HTTP tests are in tests/institution/test_observability.py)."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import json
 import logging
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -132,6 +135,67 @@ def test_the_access_line_renderer_writes_what_structlog_writes(
     assert b_ts[:10] == a_ts[:10] and b_ts[10] == "T"
     # the same text but for the time stamp
     assert logged.replace(a_ts, "TS") == direct[:-1].replace(b_ts, "TS")
+
+
+class _Code(enum.IntEnum):
+    CREATED = 201
+
+
+class _Word(enum.StrEnum):
+    WALLET = "wallet"
+
+
+class _LoudInt(int):
+    def __repr__(self) -> str:
+        return "LOUD"
+
+
+_LINE_VALUES: list[object] = [
+    "", "plain", "quote\" back\\slash", "\x00\x1f\x7f\x80", "é ü ß", "😀 astral", "\u2028\u2029",
+    "\ud800 lone", "\u202e bidi", "tab\tnew\nline\r", "</script>", 0, 1, -1, 2**63, -(2**70),
+    10**400, 0.0, -0.0, 3.41, 0.07, 1234.5, 1e16, 1e-7, 5e-324, 1.7976931348623157e308,
+    float("nan"), float("inf"), float("-inf"), True, False, None, _Code.CREATED, _Word.WALLET,
+    _LoudInt(5), [1, "a"], {"a": 1}, (1, 2),
+]  # fmt: skip
+
+
+def test_the_line_renderer_writes_json_dumps_bytes() -> None:
+    """json_line (the access line's renderer) gives json.dumps' bytes for every value kind a
+    line can hold and every other one (which it hands to json.dumps): text needing escapes,
+    astral and lone surrogates, huge and negative integers, floats json writes its own way
+    (-0.0, 1e16, 1e-07, NaN, Infinity), booleans, enums, an int subclass with its own repr,
+    nested values, non-text keys."""
+    rng = random.Random(16)
+    keys: list[object] = ["logger", "k", "ключ", 'a"b', "\x00", 1, 2.5, None, True]
+    cases: list[dict[object, object]] = [{"only": v} for v in _LINE_VALUES]
+    for _ in range(400):
+        n = rng.randint(0, 14)
+        cases.append({rng.choice(keys): rng.choice(_LINE_VALUES) for _ in range(n)})
+        cases.append({f"f{i}": rng.choice(_LINE_VALUES) for i in range(n)})
+    for case in cases:
+        assert obslog.json_line(case) == json.dumps(case) + "\n", case  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        0,
+        999,
+        1_000,
+        1_764_556_800_000_000_000,  # a midnight, no fraction
+        1_764_556_800_000_001_000,
+        1_764_556_799_999_999_999,
+        1_764_556_859_123_456_789,
+        4_102_444_800_500_000_000,
+    ],
+)
+def test_the_line_time_stamp_is_what_isoformat_writes(ns: int) -> None:
+    """utc_stamp writes datetime.isoformat's text (no fraction at 0 microseconds, Z for
+    +00:00), whatever second its cache held before."""
+    expect = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)).isoformat()
+    for before in (ns - 10**9, ns, ns + 10**9, 0):
+        obslog.utc_stamp(before)
+        assert obslog.utc_stamp(ns) == expect.replace("+00:00", "Z")
 
 
 def test_the_access_line_goes_through_structlog_when_not_json() -> None:

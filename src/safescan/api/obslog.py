@@ -34,7 +34,6 @@ import time
 from asyncio import get_running_loop
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -287,9 +286,60 @@ def access_line(logger: str, fields: dict[str, Any], request_id: str) -> str:
     event: dict[str, Any] = {"logger": logger, **fields}
     event["event"] = "request"
     event["level"] = "info"
-    event["ts"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    event["ts"] = utc_stamp(time.time_ns())
     event["request_id"] = request_id
-    return json.dumps(event) + "\n"
+    return json_line(event)
+
+
+_esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for text (ensure_ascii)
+_stamp_second = -1
+_stamp_prefix = ""
+
+
+def utc_stamp(ns: int) -> str:
+    """``ns`` (nanoseconds since the epoch) as ``datetime.isoformat()`` writes it in UTC, with
+    ``Z`` for ``+00:00`` (no fraction when the microseconds are 0, as ``isoformat`` does); the
+    date and time of day are formatted once per second."""
+    global _stamp_second, _stamp_prefix
+    second, micro = divmod(ns // 1000, 1_000_000)
+    if second != _stamp_second:
+        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp_second = second  # (a race between threads writes the same text)
+    return f"{_stamp_prefix}.{micro:06d}Z" if micro else f"{_stamp_prefix}Z"
+
+
+def json_line(event: dict[str, Any]) -> str:
+    """``json.dumps(event) + "\\n"``, byte for byte, for a flat object of exact ``str``, ``int``,
+    finite ``float``, ``bool`` and None values with ``str`` keys (an access line); any other
+    value renders through ``json.dumps`` itself. About 3x cheaper: no encoder object, no
+    recursion, no check for cycles."""
+    parts = []
+    for key, value in event.items():
+        kind = type(value)
+        if kind is str:
+            text = _esc(value)
+        elif value is None:
+            text = "null"
+        elif kind is int:
+            text = int.__repr__(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is float and value - value == 0.0:  # finite (NaN and infinities: json's words)
+            text = float.__repr__(value)
+        else:
+            return json.dumps(event) + "\n"
+        head = _heads.get(key)
+        if head is None:
+            if type(key) is not str:
+                return json.dumps(event) + "\n"
+            head = _esc(key) + ": "
+            if len(_heads) < 256:
+                _heads[key] = head
+        parts.append(head + text)
+    return "{" + ", ".join(parts) + "}\n"
+
+
+_heads: dict[str, str] = {}  # a key's rendering and its colon (a few dozen keys)
 
 
 def get_logger(name: str) -> Any:
