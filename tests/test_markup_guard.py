@@ -11,7 +11,7 @@ out with ``# markup-safe: <why>`` when the value is ours (a number, a QR drawing
 from __future__ import annotations
 
 import ast
-import contextvars
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "safescan"
 SINKS_ATTR = {"print", "add_row", "status", "log", "rule", "from_markup", "step"}
 SINKS_NAME = {"Panel", "Text"}
-_RENDERABLES: contextvars.ContextVar[set[str]] = contextvars.ContextVar("renderables")
 SAFE_CALLS = {"term", "visible", "len", "int", "Table", "Panel", "Text", "_when"}
 
 
@@ -32,29 +31,41 @@ def _numeric_spec(value: ast.FormattedValue) -> bool:
     return isinstance(text, ast.Constant) and str(text.value)[-1:] in set("dfeEgGxXob%n")
 
 
-def _is_safe(node: ast.expr) -> bool:
+@dataclass(frozen=True)
+class _Rules:
+    """What a sink may be given: constants, f-strings of safe values or numeric formats, sums
+    of safe parts, either branch of a safe ``x if c else y``, and calls of ``calls``."""
+
+    calls: frozenset[str]
+    names: frozenset[str] = frozenset()  # rich renderables bound in the module
+    rich: bool = True  # rich: ``Text(x)`` is as safe as x; plain: ASCII ``json.dumps`` is safe
+
+
+def _safe(node: ast.expr, rules: _Rules) -> bool:
     if isinstance(node, ast.Constant):
         return True
     if isinstance(node, ast.JoinedStr):
         return all(
-            _is_safe(v.value) or _numeric_spec(v)
+            _safe(v.value, rules) or _numeric_spec(v)
             for v in node.values
             if isinstance(v, ast.FormattedValue)
         )
     if isinstance(node, ast.Call):
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-        if name in {"Text"}:  # a Text is not parsed as markup, but its text must be visible
-            return all(_is_safe(a) for a in node.args[:1])
-        return name in SAFE_CALLS
+        if rules.rich and name == "Text":  # not parsed as markup, but its text must be visible
+            return all(_safe(a, rules) for a in node.args[:1])
+        if not rules.rich and name == "dumps":  # ASCII JSON escapes every control character
+            return not any(k.arg == "ensure_ascii" for k in node.keywords)
+        return name in rules.calls
     if isinstance(node, ast.BinOp):  # arithmetic gives numbers; "a" + "b" needs safe parts
-        if not isinstance(node.op, ast.Add):
-            return True
-        return _is_safe(node.left) and _is_safe(node.right)
+        return not isinstance(node.op, ast.Add) or (
+            _safe(node.left, rules) and _safe(node.right, rules)
+        )
     if isinstance(node, ast.Name):
-        return node.id in _RENDERABLES.get()
+        return node.id in rules.names
     if isinstance(node, ast.IfExp):
-        return _is_safe(node.body) and _is_safe(node.orelse)
+        return _safe(node.body, rules) and _safe(node.orelse, rules)
     return False
 
 
@@ -76,7 +87,7 @@ def _violations(path: Path) -> list[str]:
     found = []
     tree = ast.parse(source, str(path))
     renderables = _renderables(tree)
-    _RENDERABLES.set(renderables)
+    rules = _Rules(frozenset(SAFE_CALLS), frozenset(renderables))
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
@@ -89,7 +100,7 @@ def _violations(path: Path) -> list[str]:
             continue
         args = list(node.args) + [k.value for k in node.keywords if k.arg in {"title", "subtitle"}]
         for arg in args:
-            if _is_safe(arg) or (isinstance(arg, ast.Name) and arg.id in renderables):
+            if _safe(arg, rules):
                 continue
             text = lines[arg.lineno - 1]
             if "markup-safe:" in text or "markup-safe:" in lines[node.lineno - 1]:
@@ -117,28 +128,7 @@ ECHO_SINKS = {
 ECHO_SAFE_CALLS = {"visible", "term", "len", "int", "float", "hex", "round", "bool", "json_text"}
 
 
-def _echo_safe(node: ast.expr) -> bool:
-    if isinstance(node, ast.Constant):
-        return True
-    if isinstance(node, ast.JoinedStr):
-        return all(
-            _echo_safe(v.value) or _numeric_spec(v)
-            for v in node.values
-            if isinstance(v, ast.FormattedValue)
-        )
-    if isinstance(node, ast.Call):
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-        if name == "dumps":  # ASCII JSON escapes every control and non-ASCII character
-            return not any(k.arg == "ensure_ascii" for k in node.keywords)
-        return name in ECHO_SAFE_CALLS
-    if isinstance(node, ast.BinOp):
-        return not isinstance(node.op, ast.Add) or (
-            _echo_safe(node.left) and _echo_safe(node.right)
-        )
-    if isinstance(node, ast.IfExp):
-        return _echo_safe(node.body) and _echo_safe(node.orelse)
-    return False
+ECHO_RULES = _Rules(frozenset(ECHO_SAFE_CALLS), rich=False)
 
 
 def _echo_violations(path: Path) -> list[str]:
@@ -156,7 +146,7 @@ def _echo_violations(path: Path) -> list[str]:
             sink = (base, func.attr) in ECHO_SINKS
         else:
             sink = False
-        if not sink or _echo_safe(node.args[0]):
+        if not sink or _safe(node.args[0], ECHO_RULES):
             continue
         near = lines[node.lineno - 1] + lines[node.args[0].lineno - 1]
         if "term-safe:" in near:
