@@ -32,16 +32,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import OperationalError
 
 from safescan.api.errors import RequestInProgress, StorageError
 from safescan.institution import sql
 from safescan.institution.config import ENV_CHECKPOINT_INTERVAL
-from safescan.institution.db import Database, migrate
+from safescan.institution.db import Database
 from safescan.institution.models import Counter
 from safescan.institution.writer import GroupCommitter
 from tests.faults.common import audit
+from tests.faults.writerkit import counter_names, counters_db, put
 from tests.institution.harness import ServerProcess, World, b64, init_db
 
 # --- in-process: injected exceptions ----------------------------------------------------------
@@ -49,26 +50,8 @@ from tests.institution.harness import ServerProcess, World, b64, init_db
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'w.db'}", write_deadline=5)
-    migrate(d.engine)
-    try:
+    with counters_db(tmp_path / "w.db", write_deadline=5) as d:
         yield d
-    finally:
-        d.dispose()
-
-
-def _put(name: str) -> Callable[[Connection], str]:
-    def tx(conn: Connection) -> str:
-        conn.execute(insert(Counter).values(name=name, value=1))
-        return name
-
-    return tx
-
-
-def _names(db: Database) -> set[str]:
-    """The counters the test wrote (not the ones migrations make)."""
-    names = set(db.read(lambda c: c.execute(select(Counter.name)).scalars().all()))
-    return names - {"crl_sequence", "certificate_serial"}
 
 
 class _Once:
@@ -109,7 +92,7 @@ INJECTED = [
 def test_any_error_of_one_batch_fails_only_that_batch(
     db: Database, exc: BaseException, says: str, where: str
 ) -> None:
-    assert db.write(_put("warm")) == "warm"  # the writer runs
+    assert db.write(put("warm")) == "warm"  # the writer runs
     committer = db._writer()
     if where == "connect":
         # the writer keeps its connection between batches: a failed batch drops it, so the
@@ -118,7 +101,7 @@ def test_any_error_of_one_batch_fails_only_that_batch(
             _Once(committer, "_lock", RuntimeError("drop the kept connection")),
             pytest.raises(StorageError),
         ):
-            db.write(_put("dropped"))
+            db.write(put("dropped"))
         committer.failed_batches -= 1  # that one was only the set-up of this case
     targets = {
         "lock": (committer, "_lock"),
@@ -127,23 +110,23 @@ def test_any_error_of_one_batch_fails_only_that_batch(
     }
     target, attr = targets[where]
     with _Once(target, attr, exc):
-        futures = [db.submit(_put(f"lost{i}")) for i in range(3)]
+        futures = [db.submit(put(f"lost{i}")) for i in range(3)]
         for fut in futures:
             with pytest.raises(StorageError) as info:
                 fut.result(10)
             assert says in info.value.message
             assert "nothing was recorded" in info.value.message or says == "database"
     # the same thread goes on: the next batch commits
-    assert db.write(_put("after")) == "after"
+    assert db.write(put("after")) == "after"
     assert committer.alive and db._writer() is committer
-    assert _names(db) == {"warm", "after"}
+    assert counter_names(db) == {"warm", "after"}
     status = db.writer_status()
     assert status["failed_batches"] == 1 and status["restarts"] == 0
     assert status["last_error"] and type(exc).__name__ in status["last_error"]
 
 
 def test_a_failing_commit_says_the_outcome_is_unknown(db: Database) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
 
     class Boom(Exception):
         pass
@@ -158,12 +141,12 @@ def test_a_failing_commit_says_the_outcome_is_unknown(db: Database) -> None:
     committer._commit = commit  # type: ignore[method-assign]
     try:
         with pytest.raises(StorageError) as info:
-            db.write(_put("maybe"))
+            db.write(put("maybe"))
     finally:
         del committer._commit
     assert "not known" in info.value.message and "nothing was recorded" not in info.value.message
-    assert "maybe" in _names(db)  # indeed it was recorded
-    assert db.write(_put("next")) == "next"
+    assert "maybe" in counter_names(db)  # indeed it was recorded
+    assert db.write(put("next")) == "next"
 
 
 @pytest.mark.parametrize("writes", [1, 3])
@@ -173,7 +156,7 @@ def test_a_commit_sqlite_refuses_records_nothing_and_the_writer_goes_on(
     """COMMIT refused by SQLite (the disk filled up as it wrote the log): nothing of the batch
     stays, every caller gets the typed error, and the writer's connection is left outside any
     transaction (the next batch, on the same connection, commits)."""
-    db.write(_put("warm"))
+    db.write(put("warm"))
     committer = db._writer()
 
     def refused(conn: Connection) -> None:
@@ -181,16 +164,16 @@ def test_a_commit_sqlite_refuses_records_nothing_and_the_writer_goes_on(
 
     committer._commit = refused  # type: ignore[method-assign]
     try:
-        futures = [db.submit(_put(f"refused{i}")) for i in range(writes)]
+        futures = [db.submit(put(f"refused{i}")) for i in range(writes)]
         for fut in futures:
             with pytest.raises(StorageError) as info:
                 fut.result(10)
             assert "disk is full: nothing was recorded" in info.value.message
     finally:
         del committer._commit
-    assert _names(db) == {"warm"}
-    assert db.write(_put("next")) == "next"
-    assert _names(db) == {"warm", "next"}
+    assert counter_names(db) == {"warm"}
+    assert db.write(put("next")) == "next"
+    assert counter_names(db) == {"warm", "next"}
     assert committer.alive and db.writer_status()["restarts"] == 0
 
 
@@ -199,11 +182,11 @@ def test_a_write_error_is_handed_to_its_caller_and_the_rest_commit(db: Database)
         conn.execute(insert(Counter).values(name="half", value=1))
         raise KeyError("only this write")
 
-    futs = [db.submit(_put("a")), db.submit(bad), db.submit(_put("b"))]
+    futs = [db.submit(put("a")), db.submit(bad), db.submit(put("b"))]
     assert futs[0].result(10) == "a" and futs[2].result(10) == "b"
     with pytest.raises(KeyError):
         futs[1].result(10)
-    assert _names(db) == {"a", "b"}
+    assert counter_names(db) == {"a", "b"}
     assert db.writer_status()["failed_batches"] == 0
 
 
@@ -223,7 +206,7 @@ def test_a_lone_write_that_fails_half_way_leaves_nothing(
     """A group of one write runs without a savepoint: when it fails after some of its
     statements, the whole transaction is rolled back (nothing of it stays), its caller gets its
     error, and the writer goes on (the next write commits on the same kept connection)."""
-    db.write(_put("warm"))
+    db.write(put("warm"))
     committer = db._writer()
     kept = committer._conn
 
@@ -234,41 +217,41 @@ def test_a_lone_write_that_fails_half_way_leaves_nothing(
 
     with pytest.raises((KeyError, StorageError)):
         db.write(half)
-    assert _names(db) == {"warm"}
-    assert db.write(_put("next")) == "next"
-    assert _names(db) == {"warm", "next"}
+    assert counter_names(db) == {"warm"}
+    assert db.write(put("next")) == "next"
+    assert counter_names(db) == {"warm", "next"}
     assert committer._conn is kept and committer.failed_batches == 0
 
 
 def test_the_writer_keeps_its_connection_between_batches_and_drops_it_after_an_error(
     db: Database,
 ) -> None:
-    db.write(_put("a"))
+    db.write(put("a"))
     committer = db._writer()
     kept = committer._conn
     assert kept is not None and not kept.closed
     for i in range(3):
-        db.write(_put(f"b{i}"))
+        db.write(put(f"b{i}"))
     assert committer._conn is kept  # no pool checkout per group
     with (
         _Once(committer, "_commit", RuntimeError("after the statements")),
         pytest.raises(StorageError),
     ):
-        db.write(_put("lost"))
+        db.write(put("lost"))
     assert kept.closed  # given back to the pool, not reused after a failed batch
-    assert db.write(_put("c")) == "c"
+    assert db.write(put("c")) == "c"
     assert committer._conn is not None and committer._conn is not kept
-    assert _names(db) == {"a", "b0", "b1", "b2", "c"}
+    assert counter_names(db) == {"a", "b0", "b1", "b2", "c"}
     db.dispose()
     assert committer._conn is None  # the writer gave it back when it stopped
 
 
 @pytest.mark.parametrize("kill", [SystemExit, KeyboardInterrupt, GeneratorExit])
 def test_a_dead_writer_is_reported_and_replaced(db: Database, kill: type[BaseException]) -> None:
-    db.write(_put("before"))
+    db.write(put("before"))
     committer = db._writer()
     with _Once(committer, "_run_batch", kill()):
-        fut = db.submit(_put("lost"))
+        fut = db.submit(put("lost"))
         with pytest.raises(StorageError):
             fut.result(10)
         committer._thread.join(10)
@@ -276,15 +259,15 @@ def test_a_dead_writer_is_reported_and_replaced(db: Database, kill: type[BaseExc
     status = db.writer_status()
     assert status["alive"] is False and status["crashed"].startswith(kill.__name__)
     # the next write gets a new writer, and the restart is counted
-    assert db.write(_put("after")) == "after"
+    assert db.write(put("after")) == "after"
     status = db.writer_status()
     assert status["alive"] is True and status["restarts"] == 1
     assert status["last_crash"].startswith(kill.__name__)
-    assert _names(db) == {"before", "after"}
+    assert counter_names(db) == {"before", "after"}
 
 
 def test_a_write_waiting_past_the_deadline_is_withdrawn_or_in_progress(db: Database) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
     db.write_deadline = 0.3
     committer = db._writer()
     hold, entered = threading.Event(), threading.Event()
@@ -297,10 +280,10 @@ def test_a_write_waiting_past_the_deadline_is_withdrawn_or_in_progress(db: Datab
 
     committer._lock = stuck_lock  # type: ignore[method-assign]
     try:
-        first = db.submit(_put("queued-first"))  # its batch waits for the lock
+        first = db.submit(put("queued-first"))  # its batch waits for the lock
         assert entered.wait(10)
         with pytest.raises(StorageError) as info:
-            db.write(_put("withdrawn"))  # queued behind: withdrawn at the deadline
+            db.write(put("withdrawn"))  # queued behind: withdrawn at the deadline
         assert "withdrawn" in info.value.message and "nothing was recorded" in info.value.message
     finally:
         committer._lock = real_lock  # type: ignore[method-assign]
@@ -328,20 +311,20 @@ def test_a_write_waiting_past_the_deadline_is_withdrawn_or_in_progress(db: Datab
     release.set()
     assert out and "not known yet" in out[0].message  # never "nothing was done"
     deadline = time.monotonic() + 10
-    while "slow" not in _names(db):  # and it does complete
+    while "slow" not in counter_names(db):  # and it does complete
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert "withdrawn" not in _names(db) and "queued-first" in _names(db)
+    assert "withdrawn" not in counter_names(db) and "queued-first" in counter_names(db)
 
 
 def test_withdrawn_writes_never_run(db: Database) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
     committer = db._writer()
     hold = threading.Event()
     real_lock = committer._lock
     committer._lock = lambda: (hold.wait(30), real_lock())[1]  # type: ignore[method-assign]
     try:
-        futs = [db.submit(_put(f"w{i}")) for i in range(5)]
+        futs = [db.submit(put(f"w{i}")) for i in range(5)]
         time.sleep(0.1)
         cancelled = [f.cancel() for f in futs[1:]]
     finally:
@@ -352,17 +335,17 @@ def test_withdrawn_writes_never_run(db: Database) -> None:
     for f in futs[1:]:
         with pytest.raises(CancelledError):
             f.result(1)
-    assert _names(db) == {"warm", "w0"}
+    assert counter_names(db) == {"warm", "w0"}
 
 
 def test_the_lock_file_is_opened_once(db: Database) -> None:
     for i in range(5):
-        db.write(_put(f"x{i}"))
+        db.write(put(f"x{i}"))
     committer: GroupCommitter = db._writer()
     fd = committer._lock_fd
     assert fd is not None
     for i in range(5):
-        db.write(_put(f"y{i}"))
+        db.write(put(f"y{i}"))
     assert committer._lock_fd == fd
 
 
@@ -738,7 +721,7 @@ def test_health_and_ready_report_a_dead_writer_over_http(tmp_path: Path) -> None
             committer = inst.db._writer()
             with _Once(committer, "_run_batch", SystemExit()):
                 with pytest.raises(StorageError):
-                    inst.db.submit(_put("lost")).result(10)
+                    inst.db.submit(put("lost")).result(10)
                 committer._thread.join(10)
             health = http.get("/health")
             assert health.status_code == 503, health.text

@@ -17,29 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert
 
 from safescan.api.errors import RequestInProgress, StorageError
-from safescan.institution.db import Database, migrate
+from safescan.institution.db import Database
 from safescan.institution.models import Counter
+from tests.faults.writerkit import counter_names, counters_db, put
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path / 'h.db'}", write_deadline=10)
-    migrate(d.engine)
-    try:
+    with counters_db(tmp_path / "h.db", write_deadline=10) as d:
         yield d
-    finally:
-        d.dispose()
-
-
-def _put(name: str) -> Callable[[Connection], str]:
-    def tx(conn: Connection) -> str:
-        conn.execute(insert(Counter).values(name=name, value=1))
-        return name
-
-    return tx
 
 
 def _fail_after_insert(name: str, exc: BaseException) -> Callable[[Connection], str]:
@@ -60,22 +49,17 @@ def _asleep(db: Database) -> None:
     raise AssertionError("the writer never went to sleep")
 
 
-def _names(db: Database) -> set[str]:
-    names = set(db.read(lambda c: c.execute(select(Counter.name)).scalars().all()))
-    return names - {"crl_sequence", "certificate_serial"}
-
-
 @pytest.mark.parametrize("n", [1, 2, 17, 200])
 def test_writes_queued_at_once_from_a_loop_each_get_their_own_answer(db: Database, n: int) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
     _asleep(db)
     before = db._writer().batches
 
     async def main() -> list[str]:
-        return await asyncio.gather(*(db.write_async(_put(f"g{i}")) for i in range(n)))
+        return await asyncio.gather(*(db.write_async(put(f"g{i}")) for i in range(n)))
 
     assert asyncio.run(main()) == [f"g{i}" for i in range(n)]  # each its own result, in order
-    assert _names(db) == {"warm", *(f"g{i}" for i in range(n))}
+    assert counter_names(db) == {"warm", *(f"g{i}" for i in range(n))}
     # grouped: never more groups than writes, and at least one per 128
     assert -(-n // 128) <= db._writer().batches - before <= n
 
@@ -89,7 +73,7 @@ def test_a_failing_write_gets_its_own_error_and_the_rest_of_its_group_commit(
 ) -> None:
     async def main() -> list[Any]:
         calls = [
-            db.write_async(_fail_after_insert(f"bad{i}", exc) if i == where else _put(f"ok{i}"))
+            db.write_async(_fail_after_insert(f"bad{i}", exc) if i == where else put(f"ok{i}"))
             for i in range(8)
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -98,7 +82,7 @@ def test_a_failing_write_gets_its_own_error_and_the_rest_of_its_group_commit(
     assert out[where] is exc  # the very exception, to its own caller only
     others = [i for i in range(8) if i != where]
     assert [out[i] for i in others] == [f"ok{i}" for i in others]
-    assert _names(db) == {f"ok{i}" for i in others}  # nothing of the failed one
+    assert counter_names(db) == {f"ok{i}" for i in others}  # nothing of the failed one
 
 
 def test_writes_from_a_loop_while_the_writer_is_busy_are_never_lost(db: Database) -> None:
@@ -115,14 +99,14 @@ def test_writes_from_a_loop_while_the_writer_is_busy_are_never_lost(db: Database
     async def main() -> list[str]:
         first = asyncio.ensure_future(db.write_async(slow))
         await asyncio.sleep(0.1)  # the writer is inside the slow group now
-        during = [asyncio.ensure_future(db.write_async(_put(f"d{i}"))) for i in range(5)]
+        during = [asyncio.ensure_future(db.write_async(put(f"d{i}"))) for i in range(5)]
         await asyncio.sleep(0.1)
         release.set()
         done = await asyncio.wait_for(asyncio.gather(first, *during), 10)
         later = []
         for r in range(20):  # the writer sleeps between these: each turn wakes it once
             later += await asyncio.wait_for(
-                asyncio.gather(*(db.write_async(_put(f"l{r}-{i}")) for i in range(r % 4 + 1))),
+                asyncio.gather(*(db.write_async(put(f"l{r}-{i}")) for i in range(r % 4 + 1))),
                 10,
             )
         return [*done, *later]
@@ -130,7 +114,7 @@ def test_writes_from_a_loop_while_the_writer_is_busy_are_never_lost(db: Database
     out = asyncio.run(main())
     assert out[:6] == ["slow", *(f"d{i}" for i in range(5))]
     assert len(out) == 6 + sum(r % 4 + 1 for r in range(20))
-    assert _names(db) == set(out)
+    assert counter_names(db) == set(out)
 
 
 def test_several_loops_in_several_threads_each_get_their_answers(db: Database) -> None:
@@ -142,7 +126,7 @@ def test_several_loops_in_several_threads_each_get_their_answers(db: Database) -
             out: list[str] = []
             for r in range(15):
                 out += await asyncio.wait_for(
-                    asyncio.gather(*(db.write_async(_put(f"t{t}-{r}-{i}")) for i in range(3))),
+                    asyncio.gather(*(db.write_async(put(f"t{t}-{r}-{i}")) for i in range(3))),
                     10,
                 )
             return out
@@ -160,11 +144,11 @@ def test_several_loops_in_several_threads_each_get_their_answers(db: Database) -
     assert not errors
     for t in range(4):
         assert results[t] == [f"t{t}-{r}-{i}" for r in range(15) for i in range(3)]
-    assert len(_names(db)) == 4 * 15 * 3
+    assert len(counter_names(db)) == 4 * 15 * 3
 
 
 def test_the_deadline_still_withdraws_a_queued_write_or_says_in_progress(db: Database) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
     db.write_deadline = 0.3
     committer = db._writer()
     hold, entered = threading.Event(), threading.Event()
@@ -184,10 +168,10 @@ def test_the_deadline_still_withdraws_a_queued_write_or_says_in_progress(db: Dat
         return "slow"
 
     async def main() -> None:
-        first = db.submit(_put("queued-first"))  # its batch waits for the lock
+        first = db.submit(put("queued-first"))  # its batch waits for the lock
         assert await asyncio.to_thread(entered.wait, 10)
         with pytest.raises(StorageError) as info:  # queued behind it: withdrawn
-            await db.write_async(_put("withdrawn"))
+            await db.write_async(put("withdrawn"))
         assert "withdrawn" in info.value.message and "nothing was recorded" in info.value.message
         committer._lock = real_lock  # type: ignore[method-assign]
         hold.set()
@@ -204,9 +188,9 @@ def test_the_deadline_still_withdraws_a_queued_write_or_says_in_progress(db: Dat
         hold.set()
         release.set()
     db.write_deadline = 10
-    db.write(_put("after"))
+    db.write(put("after"))
     # the withdrawn write never ran; the one "in progress" did complete
-    assert _names(db) == {"warm", "queued-first", "slow", "after"}
+    assert counter_names(db) == {"warm", "queued-first", "slow", "after"}
 
 
 def test_a_cancelled_caller_leaves_its_write_running(db: Database) -> None:
@@ -225,17 +209,17 @@ def test_a_cancelled_caller_leaves_its_write_running(db: Database) -> None:
             await task
         release.set()
         # the next write of this loop still goes through (the hand-off is not stuck)
-        assert await asyncio.wait_for(db.write_async(_put("next")), 10) == "next"
+        assert await asyncio.wait_for(db.write_async(put("next")), 10) == "next"
 
     asyncio.run(main())
-    assert _names(db) == {"kept", "next"}
+    assert counter_names(db) == {"kept", "next"}
 
 
 @pytest.mark.parametrize("kill", [SystemExit, KeyboardInterrupt])
 def test_a_writer_that_dies_mid_group_fails_its_callers_with_a_typed_error(
     db: Database, kill: type[BaseException]
 ) -> None:
-    db.write(_put("warm"))
+    db.write(put("warm"))
     _asleep(db)
     # a write queued while the dying thread fails the others is answered at the deadline
     db.write_deadline = 2
@@ -250,12 +234,12 @@ def test_a_writer_that_dies_mid_group_fails_its_callers_with_a_typed_error(
 
     async def main() -> list[Any]:
         return await asyncio.wait_for(
-            asyncio.gather(*(db.write_async(_put(f"x{i}")) for i in range(4)),
+            asyncio.gather(*(db.write_async(put(f"x{i}")) for i in range(4)),
                            return_exceptions=True),
             30,
         )  # fmt: skip
 
     out = asyncio.run(main())
     assert all(isinstance(o, StorageError) for o in out), out
-    assert _names(db) == {"warm"}
+    assert counter_names(db) == {"warm"}
     assert asyncio.run(main()) == [f"x{i}" for i in range(4)]  # a new writer takes over
