@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import uvicorn
-
 from safescan.api.obslog import RequestLog, get_logger
 from safescan.institution import metrics
 from safescan.institution.http.asgi import ASGIApp
+from safescan.web.graceful import GracefulServer
 from safescan.web.netguard import serves_tls
 
 #: paths answered before the router (BodyLimit's fast route, /metrics) and their caller kind
@@ -54,8 +53,9 @@ def announce(url: str, workers: int = 1) -> None:
     )
 
 
-class AnnouncingServer(uvicorn.Server):
-    """A uvicorn server that says where it listens once its socket is bound."""
+class AnnouncingServer(GracefulServer):
+    """A uvicorn server that says where it listens once its socket is bound (and stops
+    cleanly on SIGTERM/SIGINT, exit 0: :mod:`safescan.web.graceful`)."""
 
     async def startup(self, sockets: Any = None) -> None:
         """Start, then print the address actually bound (port 0 resolves to the real one)."""

@@ -154,14 +154,16 @@ def guarded_server(
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` behind the connection guard (which also does the TLS
     handshake when ``tls`` is given: uvicorn itself listens on plain TCP) and
-    :class:`BodyDeadline`; ``config``: further ``uvicorn.Config`` settings."""
+    :class:`BodyDeadline`; ``config``: further ``uvicorn.Config`` settings. SIGTERM and
+    SIGINT stop it gracefully and ``run()`` returns (:mod:`safescan.web.graceful`)."""
     import uvicorn
 
+    from safescan.web.graceful import GracefulServer
     from safescan.web.netguard import GuardedHttpToolsProtocol, configure
 
     configure(settings.limits(), tls)
     guarded = BodyDeadline(app, settings.body_timeout, body_limit)
-    return uvicorn.Server(
+    return GracefulServer(
         uvicorn.Config(
             guarded,
             loop="uvloop",
