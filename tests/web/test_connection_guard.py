@@ -12,7 +12,8 @@ CA) is served:
 * Clients dripping their request body: each is answered ``408 request_timeout`` at the body
   deadline and closed.
 * One address holding more busy connections than its per-address bound: the extra ones are
-  refused, while a client from another address is served at once.
+  refused (over TLS, told why: the handshake, then ``503 too_many_connections``), while a
+  client from another address is served at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import httpx
 import pytest
 
 from safescan.web import pki
+from safescan.web.netguard import REFUSING_MAX
 from tests.web.sites import PASS, pos_site
 
 LIMIT = 160  # the servers' RLIMIT_NOFILE in the crowd tests
@@ -162,6 +164,17 @@ def _closed_by_server(s: socket.socket) -> bool:
     return True
 
 
+def _told_too_many(s: socket.socket) -> bool:
+    """Whether the server answered this connection ``503 too_many_connections`` and closed it
+    (a refused connection over TLS: the handshake is done to say why)."""
+    s.settimeout(0.5)
+    seen = b""
+    with contextlib.suppress(OSError, ssl.SSLError):  # TimeoutError included: a busy one
+        while chunk := s.recv(65536):
+            seen += chunk
+    return seen.startswith(b"HTTP/1.1 503 ") and b"too_many_connections" in seen
+
+
 def _open(server: Server, crowd: str) -> socket.socket | None:
     """One connection of the crowd, or None if the server refused or dropped it at once."""
     try:
@@ -288,9 +301,12 @@ def test_one_address_cannot_take_every_connection(
                     socks.append(s)
                 except (OSError, ssl.SSLError):
                     refused += 1
-                assert _sockets(server.pid) <= baseline + 8 + 2  # (+ one being refused)
+                # (+ the refused ones being told why: at most REFUSING_MAX, each for seconds)
+                assert _sockets(server.pid) <= baseline + 8 + REFUSING_MAX + 2
             if busy == "body-drip":  # the 9th and later found no idle one to push out
-                assert refused >= 20, refused
+                told = sum(_told_too_many(s) for s in socks)  # TLS done, then the typed 503
+                assert refused + told >= 20, (refused, told)
+                assert told >= 1, "a refused TLS client is told why (503 too_many_connections)"
                 assert sum(not _closed_by_server(s) for s in socks) <= 8
             else:  # each newcomer pushed out the address's oldest idle connection
                 open_ones = [s for s in socks if not _closed_by_server(s)]

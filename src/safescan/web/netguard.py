@@ -10,7 +10,10 @@ any more. :class:`GuardedHttpToolsProtocol` closes that hole:
 * at most :attr:`Limits.max_connections` connections are open at once. At the bound a new
   connection makes room by closing the connection that has been idle longest (no request in
   progress); only when every connection is busy with a request is the new one answered ``503``
-  (``Retry-After: 1``) and closed. So idle connections can never lock clients out. The bound is
+  (``Retry-After: 1``) and closed: over HTTPS too, where the handshake is done first so that
+  the answer can be read (at most :data:`REFUSING_MAX` such refusals at once, each within
+  :data:`REFUSE_TIMEOUT`; beyond that a refused connection is closed unanswered). So idle
+  connections can never lock clients out. The bound is
   also kept below the process's descriptor limit (``RLIMIT_NOFILE``) minus a reserve for the
   database, so clients can never take the descriptors the database needs;
 * at most :attr:`Limits.max_per_address` of them come from one client address (0: no such
@@ -132,6 +135,13 @@ def effective_max_connections(configured: int) -> int:
 
 
 STATS: dict[str, int] = {"refused": 0, "evicted": 0, "timed_out": 0}
+#: refused TLS connections whose handshake is done to give them the typed 503, at most at once
+#: (taken from :data:`RESERVE`), and the seconds each may take (handshake, then close)
+REFUSING_MAX = 16
+REFUSE_TIMEOUT = 5.0
+#: refused TLS connections being told why, from their handshake to their close (not counted
+#: under the bounds)
+_REFUSING: set[GuardedHttpToolsProtocol] = set()
 
 #: connections of this process accepted over TLS whose handshake is not done yet
 _HANDSHAKING: dict[GuardedHttpToolsProtocol, asyncio.BaseTransport] = {}
@@ -198,26 +208,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             stream = cast(asyncio.Transport, transport)
             if self._secured:  # a plain connection, or TLS done: a typed answer first
                 stream.write(_OVERLOADED_RESPONSE)
-            stream.close()
+                stream.close()
+            elif len(_REFUSING) < REFUSING_MAX:  # TLS: the handshake first, then the answer
+                _REFUSING.add(self)
+                self._start_tls(stream, min(self.limits()[1], REFUSE_TIMEOUT))
+            else:  # too many refusals at once: closed unanswered (the client sees a reset)
+                stream.close()
             return
         if not self._secured:
             _HANDSHAKING[self] = transport
             self.idle_since = self.loop.time()  # evictable while it shakes hands
-            self._start_tls(cast(asyncio.Transport, transport))
+            self._start_tls(cast(asyncio.Transport, transport), self.limits()[1])
             return
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm_head_timer()
 
-    def _start_tls(self, raw: asyncio.Transport) -> None:
+    def _start_tls(self, raw: asyncio.Transport, timeout: float) -> None:
         """Put TLS on the accepted connection now, within this call: ``loop.start_tls`` is
         stepped by hand up to its wait for the handshake (as a task would, but without a
         turn of the loop in between: uvloop starts reading as soon as ``connection_made``
         returns, and the client's hello must reach the TLS layer, not the HTTP parser); the
-        handshake has the head timeout; :meth:`_tls_done` continues once it ends."""
+        handshake has ``timeout`` (the head timeout; a refused connection's is shorter, and
+        so is its close); :meth:`_tls_done` continues once it ends."""
         assert self.tls is not None
-        _bound, head = self.limits()
         steps = self.loop.start_tls(
-            raw, self, self.tls, server_side=True, ssl_handshake_timeout=head
+            raw,
+            self,
+            self.tls,
+            server_side=True,
+            ssl_handshake_timeout=timeout,
+            ssl_shutdown_timeout=timeout if self._refused else None,
         )
         try:
             waiting = steps.send(None)
@@ -250,7 +270,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             steps.close()
             self._abandon(raw)
             return
-        if secured is None or secured.is_closing() or self._refused:
+        if self._refused:  # the handshake was only to say why: the typed 503, then close
+            # (it stays in _REFUSING until connection_lost: its close is bounded too)
+            if secured is not None and not secured.is_closing():
+                secured.write(_OVERLOADED_RESPONSE)
+                secured.close()
+            return
+        if secured is None or secured.is_closing():
             self._forget_address()
             return
         self._secured = True
@@ -260,6 +286,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _abandon(self, raw: asyncio.Transport) -> None:
         """A connection whose handshake failed: uncount it and close it."""
         _HANDSHAKING.pop(self, None)
+        _REFUSING.discard(self)
         self._forget_address()
         raw.close()
 
@@ -292,6 +319,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         never counted by uvicorn)."""
         self._cancel_head_timer()
         _HANDSHAKING.pop(self, None)
+        _REFUSING.discard(self)
         self._forget_address()
         if self._refused or not self._secured:
             return
