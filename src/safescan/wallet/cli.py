@@ -291,6 +291,19 @@ def scan(
         wallet.close()
 
 
+def _caution(message: str, title: str, subtitle: str) -> None:
+    """A yellow panel: what happened to a payment that is not a plain success or failure
+    (``message`` is shown as text, never markup; ``title`` and ``subtitle`` are ours)."""
+    console.print(
+        Panel(
+            Text(visible(message)),
+            title=f"[bold yellow]{title}[/]",  # markup-safe: our constant titles
+            subtitle=subtitle,  # markup-safe: our constant subtitles
+            border_style="yellow",
+        )
+    )
+
+
 def _emit(doc: dict[str, Any]) -> None:
     print(json_text(doc), flush=True)
 
@@ -383,13 +396,10 @@ def _scan(
             if as_json:
                 _emit({"result": "unknown", "error": exc.to_dict()})
             else:
-                console.print(
-                    Panel(
-                        Text(visible(exc.message)),
-                        title="[bold yellow]OUTCOME NOT KNOWN YET[/]",
-                        subtitle="do not pay again: run `safescan wallet pending`",
-                        border_style="yellow",
-                    )
+                _caution(
+                    exc.message,
+                    "OUTCOME NOT KNOWN YET",
+                    "do not pay again: run `safescan wallet pending`",
                 )
             raise typer.Exit(EXIT_UNKNOWN) from None
         except SafescanError as exc:
@@ -411,13 +421,10 @@ def _scan(
         )
     )
     if paid.history_error is not None:  # paid all the same: told apart, never as a failure
-        console.print(
-            Panel(
-                Text(visible(paid.history_error)),
-                title="[bold yellow]PAID, BUT NOT SAVED IN THIS WALLET'S HISTORY[/]",
-                subtitle="do not pay this code again",
-                border_style="yellow",
-            )
+        _caution(
+            paid.history_error,
+            "PAID, BUT NOT SAVED IN THIS WALLET'S HISTORY",
+            "do not pay this code again",
         )
 
 
