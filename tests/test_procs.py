@@ -254,3 +254,43 @@ def test_the_supervisor_names_the_child_that_died(tmp_path: Path) -> None:
         victim.stop()  # reaped: it is no longer "died", it was dealt with
         sup.children[1].stop()  # a child stopped on purpose has not died either
         assert sup.died() is None
+
+
+#: a child that starts slowly but steadily, as on a loaded machine: 20 bursts of 0.05 s of CPU,
+#: 0.2 s apart (at least 4 s of wall clock, about 1 s of CPU), then READY
+SLOW_BUT_WORKING = """
+import time
+for _ in range(20):
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    time.sleep(0.2)
+open(FLAG, "w").close()
+print("READY slow", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_child_still_working_is_waited_for_past_the_wall_clock(tmp_path: Path) -> None:
+    """The start-up bound is the child's CPU (or its lack of progress), not the wall clock:
+    a wall-clock bound of 3 s gave up on this child, which needs at least 4 s."""
+    flag = tmp_path / "flag"
+    code = f"FLAG = {str(flag)!r}\n" + SLOW_BUT_WORKING
+    with child(tmp_path, code).start() as proc:
+        assert proc.ready_line("READY", timeout=3) == "slow"
+    flag.unlink()
+    with child(tmp_path, code, name="polled").start() as proc:
+        proc.wait_until(flag.exists, 3, what="make its flag file")
+
+
+def test_a_child_spinning_or_stopped_is_given_up(tmp_path: Path) -> None:
+    """Bounded all the same: 1 s of CPU spent without announcing itself, or no progress
+    at all for 1 s (stopped: what a hung child looks like)."""
+    spinning = child(tmp_path, "while True: pass", name="spin").start()
+    with pytest.raises(ProcessNotReady, match="CPU"):
+        spinning.ready_line("READY", timeout=1)
+    stopped = child(tmp_path, "import time; time.sleep(60)", name="stopped").start()
+    os.kill(stopped.pid, signal.SIGSTOP)
+    with pytest.raises(ProcessNotReady, match="in time"):
+        stopped.ready_line("READY", timeout=1)
+    assert wait_gone(spinning.pid) and wait_gone(stopped.pid)

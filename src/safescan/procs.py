@@ -6,7 +6,10 @@ and its stdout unless the parent reads it, go to a log file. Readiness is waited
 three ways: an announced stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
 (:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`). A
 child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
-and raises :class:`ProcessNotReady`, both with the end of its log. :meth:`~ManagedProcess.stop`
+and raises :class:`ProcessNotReady`, both with the end of its log. How long a child may take
+to become ready is bounded by its work, not the wall clock (:class:`StartBound`): on a loaded
+machine a start that needs 1 s of CPU can take a minute, and a wall-clock deadline gave up on
+children that were still starting. :meth:`~ManagedProcess.stop`
 sends SIGTERM to the group, SIGKILL after a grace period, SIGKILL again to whatever the child
 left in its group, and reaps it. :class:`Supervisor` holds several children, names the one
 that died (:meth:`~Supervisor.died`) and stops them newest first.
@@ -41,12 +44,67 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "ProcessNotReady",
+    "StartBound",
     "Supervisor",
+    "cpu_seconds",
     "free_port",
     "release_port",
     "reserve_port",
     "terminating_on_signals",
 ]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, in seconds) used so far by process ``pid`` and its live
+    descendants, from /proc (0 once it is gone); None where there is no /proc."""
+    if not os.path.isdir("/proc/self/task"):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                todo += [int(c) for c in children]
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return total
+
+
+class StartBound:
+    """How long a child may take to become ready, bounded by its progress rather than the
+    wall clock: it is given up once it (with its descendants) has used ``limit`` seconds of
+    CPU, or has used none for ``limit`` seconds (hung, blocked or stopped). Where there is no
+    /proc, ``limit`` seconds of wall clock."""
+
+    def __init__(self, pid: int, limit: float) -> None:
+        self.pid, self.limit = pid, limit
+        self.started = time.monotonic()
+        self.used, self.progress_at = 0.0, self.started
+        self.checked = self.started
+
+    def exceeded(self) -> bool:
+        """Whether the child has had its chance (/proc is read at most every 0.1 s)."""
+        now = time.monotonic()
+        if now - self.checked < 0.1:
+            return False
+        self.checked = now
+        cpu = cpu_seconds(self.pid)
+        if cpu is None:
+            return now - self.started >= self.limit
+        if cpu > self.used:
+            self.used, self.progress_at = cpu, now
+        return self.used >= self.limit or now - self.progress_at >= self.limit
+
+    def describe(self) -> str:
+        """What was spent, for the error message."""
+        return f"{self.used:.1f} s of CPU in {time.monotonic() - self.started:.0f} s"
 
 
 class ProcessError(SafescanError):
@@ -242,20 +300,24 @@ class ManagedProcess:
 
     def ready_line(self, prefix: str, timeout: float = 30.0) -> str:
         """Wait for the next stdout line, which must start with ``prefix``; returns the rest
-        of the line. Call again for a second announced line. What a child prints on stdout is
-        not logged (it may hold a secret, e.g. a pairing link)."""
+        of the line; ``timeout``: the child's :class:`StartBound`. Call again for a second
+        announced line. What a child prints on stdout is not logged (it may hold a secret, e.g.
+        a pairing link)."""
         proc = self.proc
         if proc is None or proc.stdout is None:
             raise ProcessError(f"{self.name}: no output to wait on", name=self.name)
         fd = proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
+        bound = StartBound(proc.pid, timeout)
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self._stdout:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.stop()
-                    raise self._not_ready(f"did not announce itself ({prefix}) in time")
+                if not sel.select(0.1):
+                    if bound.exceeded():
+                        self.stop()
+                        raise self._not_ready(
+                            f"did not announce itself ({prefix}) in time ({bound.describe()})"
+                        )
+                    continue
                 chunk = os.read(fd, 4096)
                 if not chunk:  # stdout closed: it exited (or is about to)
                     self._wait_exit(2.0)
@@ -287,17 +349,18 @@ class ManagedProcess:
         self, check: Callable[[], object], timeout: float, *, what: str, interval: float = 0.02
     ) -> None:
         """Poll ``check`` until it is true; :class:`ProcessExited` if the child exits first,
-        :class:`ProcessNotReady` (child stopped) after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+        :class:`ProcessNotReady` (child stopped) once ``timeout`` is spent (:class:`StartBound`:
+        seconds of the child's CPU, or of no progress)."""
+        bound = StartBound(self.proc.pid if self.proc is not None else 0, timeout)
         while True:
             if not self.alive():
                 self.stop()  # reap it (and anything it left in its group)
                 raise self._exited(f"exited before it would {what}")
             if check():
                 return
-            if time.monotonic() >= deadline:
+            if bound.exceeded():
                 self.stop()
-                raise self._not_ready(f"did not {what} in time")
+                raise self._not_ready(f"did not {what} in time ({bound.describe()})")
             time.sleep(interval)
 
     def output(self, timeout: float = 60.0) -> str:
