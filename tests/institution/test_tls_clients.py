@@ -103,7 +103,7 @@ def test_pos_refuses_an_institution_its_pin_does_not_vouch_for(
     # onboarding without a pin: the system's CAs do not know the private CA -> refused
     out = onboard(server, token, tmp_path / "a.json")
     assert out.returncode == 2 and not (tmp_path / "a.json").exists()
-    assert "institution_unreachable" in out.stdout
+    assert "tls_verification_failed" in out.stdout
     # onboarding with another CA pinned (a man in the middle's, or a mix-up) -> refused
     other, _ = pki.make_ca()
     (tmp_path / "other.pem").write_bytes(pki.cert_pem(other))
@@ -123,7 +123,7 @@ def test_pos_refuses_an_institution_its_pin_does_not_vouch_for(
     good.write_text(json.dumps(doc))
     listed = pos("order", "--item", "Tea:1:250", "--no-wait", "--config", str(good))
     assert listed.returncode != 0
-    assert "institution_unreachable" in listed.stdout
+    assert "tls_verification_failed" in listed.stdout
 
 
 def test_plain_http_url_off_loopback_is_refused_by_clients() -> None:
@@ -160,7 +160,7 @@ def test_wallet_configuration_pins_the_ca_for_its_institution(
     WalletConfig.load(tmp_path / "wallet")
     with InstitutionHttp(server.base_url) as remote, pytest.raises(SafescanError) as info:
         fetch_trust(remote)
-    assert info.value.code == "institution_unreachable"
+    assert info.value.code == "tls_verification_failed"
 
 
 def _admin_cli(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ becomes the *same* typed error the institution raised (``OrderNotPayable``, ``Co
 
 from __future__ import annotations
 
+import ssl
 from typing import Literal
 
 import httpx
@@ -39,6 +40,34 @@ class InstitutionUnreachable(SafescanError):
     def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
         super().__init__(message)
         self.maybe_delivered = maybe_delivered
+
+
+class TlsVerificationFailed(InstitutionUnreachable):
+    """The institution's address answered, but its certificate does not verify under the CA
+    this client pins (``--institution-ca``, ``$SAFESCAN_TLS_CA``, the wallet's or the POS's
+    pinned CA): the wrong CA was given, the certificate expired, or someone is in between.
+    Nothing was sent (the handshake failed before any request)."""
+
+    code = "tls_verification_failed"
+
+
+def tls_verification_failure(exc: BaseException, origin: str) -> TlsVerificationFailed | None:
+    """The :class:`TlsVerificationFailed` for ``exc`` when a certificate verification failure
+    caused it (anywhere in its chain), else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> ssl
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            reason = str(seen.verify_message or "certificate verify failed")
+            return TlsVerificationFailed(
+                f"the institution at {origin} presented a certificate the pinned CA does not"
+                f" verify ({reason}): check the CA given (--institution-ca, $SAFESCAN_TLS_CA)"
+                " or whether someone is between you and the institution",
+                maybe_delivered=False,
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class InstitutionProtocolError(SafescanError):

@@ -19,6 +19,7 @@ from safescan.client.errors import (
     InstitutionProtocolError,
     InstitutionUnreachable,
     error_from_response,
+    tls_verification_failure,
 )
 from safescan.web.pki import record_hop, verify_for
 
@@ -109,7 +110,10 @@ class InstitutionHttp:
         try:
             return self.http.request(method, path, content=body or None, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # no connection: the request never left
+            # no connection: the request never left (a certificate that does not verify: said)
+            refused = tls_verification_failure(exc, self.base_url)
+            if refused is not None:
+                raise refused from None
             raise InstitutionUnreachable(
                 f"the institution at {self.base_url} cannot be reached ({type(exc).__name__})",
                 maybe_delivered=False,
