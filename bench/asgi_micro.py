@@ -15,7 +15,8 @@ time moves least with its load). Every payment must answer 201 and the audit mus
 Imports safescan from TREE (default: this checkout), so an older tree exported somewhere can be
 run alternately with this one (before/after under the same load). ``ASGI_MICRO_PROFILE=FILE``
 writes a cProfile of the event loop's thread over the rounds; ``ASGI_MICRO_GC_OFF=1`` runs them
-with the garbage collector off (to see what it costs).
+with the garbage collector off (to see what it costs); ``ASGI_MICRO_GC_LOG=1`` prints each
+generation's collections, longest pause and total pause time (stderr).
 """
 
 from __future__ import annotations
@@ -180,6 +181,17 @@ def main() -> None:
         gc.freeze()
         if os.environ.get("ASGI_MICRO_GC_OFF"):
             gc.disable()
+        pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        if os.environ.get("ASGI_MICRO_GC_LOG"):
+            began: list[float] = [0.0]
+
+            def timed(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    began[0] = time.perf_counter()
+                else:
+                    pauses[info["generation"]].append(time.perf_counter() - began[0])
+
+            gc.callbacks.append(timed)
         prof = None
         if os.environ.get("ASGI_MICRO_PROFILE"):
             import cProfile
@@ -198,6 +210,14 @@ def main() -> None:
         )
         if audit.returncode != 0:
             raise SystemExit(f"the audit failed:\n{audit.stdout[-2000:]}{audit.stderr[-2000:]}")
+        if os.environ.get("ASGI_MICRO_GC_LOG"):  # each generation's collections and pauses
+            for gen, times in pauses.items():
+                ms = sorted(t * 1000 for t in times)
+                print(
+                    f"gc generation {gen}: {len(ms)} collections, max {max(ms, default=0):.2f}"
+                    f" ms, total {sum(ms):.1f} ms, gc.get_count() {gc.get_count()}",
+                    file=sys.stderr,
+                )
     best = {k: min(r[k] for r in rounds) for k in ("process_cpu_us", "main_cpu_us")}
     best["payments_per_s"] = max(r["payments_per_s"] for r in rounds)
     out = {k: round(v, 1) for k, v in best.items()}
