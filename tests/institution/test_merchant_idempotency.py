@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from safescan.client import MerchantClient as TypedClient
 from safescan.code.payment import LineItem
 from safescan.institution.auditing import run_audit
 from safescan.institution.db import Database, normalize_url
+from safescan.institution.domain.results import CheckoutSessionView
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import CheckoutSession, IdempotencyRecord, MerchantApiKey
 from safescan.institution.service import Institution
@@ -343,10 +344,32 @@ def test_the_client_retrying_a_lost_key_creation_learns_which_key_was_made(
 # --- completion on the pay path, and sessions set back to open --------------------------------
 
 
-def _inst(world: World) -> Institution:
-    """The institution in this process over the same database (its sweep, run by hand)."""
+def _inst(world: World, clock: Callable[[], float] = time.time) -> Institution:
+    """The institution in this process over the same database (its sweep, run by hand;
+    ``clock``: its wall clock)."""
     keys = KeyStore(world.tmp / "keys").load(PASSPHRASE.encode())  # type: ignore[attr-defined]
-    return Institution(Database(world.db_url), keys)  # type: ignore[attr-defined]
+    return Institution(Database(world.db_url), keys, clock=clock)  # type: ignore[attr-defined]
+
+
+def _made_ago(world: World, mid: str, seconds: int) -> str:
+    """An open session expiring 10 s after it was made, made ``seconds`` ago: by the institution
+    in this process with its clock set back (instead of making it on the server and waiting
+    ``seconds`` for the server's clock to pass its expiry)."""
+    inst = _inst(world, clock=lambda: time.time() - seconds)
+    try:
+        made = inst.checkout.create(
+            mid,
+            items=[LineItem("Teapot", 1, 2500)],  # BODY's
+            currency_code="EUR",
+            success_url=f"{SHOP}/done?session={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{SHOP}/cart",
+            expires_in=10,
+            reference="cart-1",
+        )
+    finally:
+        inst.db.dispose()
+    assert isinstance(made, CheckoutSessionView)
+    return made.id
 
 
 def _session_row(db: Database, sid: str) -> Any:
@@ -431,8 +454,8 @@ def test_a_settled_session_set_back_to_open_is_not_settled_again(
     canceled = m.request("POST", "/v1/checkout/sessions", BODY).json()
     r = m.request("POST", f"/v1/checkout/sessions/{canceled['id']}/cancel")
     assert r.json()["status"] == "canceled"
-    expiring = m.request("POST", "/v1/checkout/sessions", BODY | {"expires_in": 10}).json()
-    time.sleep(11)
+    expiring = {"id": _made_ago(world, m.merchant_id, 11)}
+    assert _session_row(db, expiring["id"]).status == "open"  # the server's read expires it
     assert m.request("GET", f"/v1/checkout/sessions/{expiring['id']}").json()["status"] == (
         "expired"
     )
