@@ -7,7 +7,9 @@ the command itself, exit), started N times; the median wall time and the median 
 (user + system of the child, from ``os.wait4``) are printed. CPU time moves less than wall time
 on a shared, busy machine; the targets (issue 20) are wall times: ``safescan --help`` <= 0.15 s,
 ``safescan code inspect TEXT`` <= 0.25 s (TEXT: the first sealed code of the tree's own
-``tests/vectors/code_v1.json``; without keys only its clear header is read).
+``tests/vectors/code_v1.json``; without keys only its clear header is read). Also timed: the
+group listings ``safescan pos --help`` and ``safescan wallet --help``, and ``safescan pos orders
+--help`` (one POS command loaded: without the QR imaging stack or the administrator client).
 
 ``--baseline REF`` also extracts ``src/`` and ``tests/vectors/`` of git revision REF into a
 temporary directory and times the same cases there with the same interpreter, alternating the
@@ -54,6 +56,9 @@ def cases(tree: Path) -> list[Case]:
             "safescan code inspect TEXT --json",
             ["-m", "safescan", "code", "inspect", text, "--json"],
         ),
+        Case("safescan pos --help", ["-m", "safescan", "pos", "--help"]),
+        Case("safescan pos orders --help", ["-m", "safescan", "pos", "orders", "--help"]),
+        Case("safescan wallet --help", ["-m", "safescan", "wallet", "--help"]),
     ]
 
 

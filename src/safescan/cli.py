@@ -48,7 +48,7 @@ class _Safescan(LazyGroup):
         ),
         "pos": LazyCommand(
             "The merchant terminal (POS): orders, QR codes, live payment, refunds.",
-            attribute("safescan.merchant.cli", "merchant_app"),
+            attribute("safescan.merchant.pos_cli", "pos_app"),
         ),
         "wallet": LazyCommand(
             "The customer wallet: enroll a key carrier, scan and pay, history.",

@@ -156,11 +156,42 @@ def test_a_group_imports_only_its_own_part(tmp_path: Path) -> None:
     assert loaded(modules, ("safescan.institution", "safescan.demo", "safescan.cluster")) == []
 
 
+def test_pos_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
+    status, modules, out = imported_by(["pos", "--help"], tmp_path)
+    assert status == 0
+    heavy = ("safescan.merchant.cli", "safescan.client.admin", "numpy", "PIL", "safescan.web")
+    assert loaded(modules, heavy) == []
+    for name in ("onboard", "seal-setup", "order", "orders", "refund", "serve", "rekey"):
+        assert f" {name} " in out, out
+    for name in ("encrypt-key", "staff", "webhook", "apikey", "config"):
+        assert f" {name} " in out, out
+    # a command that draws no code does not load the imaging stack or the admin client
+    status, modules, _ = imported_by(["pos", "orders", "--help"], tmp_path)
+    assert status == 0 and "safescan.merchant.cli" in modules
+    assert loaded(modules, ("numpy", "PIL", "safescan.client.admin")) == []
+
+
+def test_pos_lists_exactly_the_commands_of_the_merchant_app() -> None:
+    from safescan.merchant.cli import merchant_app
+    from safescan.merchant.pos_cli import _PosGroup
+
+    eager = typer.main.get_group(merchant_app)
+    assert list(_PosGroup.lazy) == eager.list_commands(typer.Context(eager))
+    lazy = _PosGroup(name="pos")
+    for name in _PosGroup.lazy:
+        built, command = lazy.commands[name], eager.commands[name]
+        assert type(built) is type(command) and built.help == command.help, name
+        assert [p.name for p in built.params] == [p.name for p in command.params], name
+        if isinstance(command, typer.core.TyperGroup):
+            assert list(built.commands) == list(command.commands), name  # type: ignore[attr-defined]
+
+
 def lazy_groups() -> list[tuple[str, type[LazyGroup]]]:
     from safescan.cli import _Safescan
     from safescan.code.code_cli import _CodeGroup
+    from safescan.merchant.pos_cli import _PosGroup
 
-    return [("safescan", _Safescan), ("safescan code", _CodeGroup)]
+    return [("safescan", _Safescan), ("safescan code", _CodeGroup), ("safescan pos", _PosGroup)]
 
 
 def first_paragraph(text: str | None) -> str:

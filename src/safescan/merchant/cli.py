@@ -1,4 +1,6 @@
-"""``safescan pos ...``: the merchant terminal on the command line.
+"""``safescan pos ...``: the merchant terminal on the command line (listed and loaded command by
+command through :mod:`safescan.merchant.pos_cli`; the administrator client and the QR imaging
+stack are imported only by the commands that use them).
 
     safescan pos onboard --institution URL --admin-token-file F --name "Café Lumière" \
         --city Paris --country FR --mcc 5814 --settlement-account FR76...
@@ -33,9 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.api.errors import InvalidRequest, NotFound
-from safescan.client.admin import AdminClient, read_admin_token
 from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
-from safescan.code import qr
 from safescan.code.cli import PassphraseFile, read_passphrase
 from safescan.code.cli_input import minor_units
 from safescan.code.cli_options import JsonOpt
@@ -58,7 +58,6 @@ from safescan.merchant.client import (
 from safescan.merchant.config import PosConfig
 from safescan.merchant.input import parse_item
 from safescan.merchant.journal import Filters, Journal
-from safescan.merchant.onboard import check_merchant_details, onboard_merchant
 from safescan.merchant.sealing import CERT_DAYS, LocalSealer, SealingError, is_local
 from safescan.merchant.settings import load_terminal, pos_settings
 from safescan.web.serving import (
@@ -126,6 +125,8 @@ def onboard(
     Country, MCC and settlement account are required: nothing is filled in for you. The
     IBAN is checked (format and mod-97 check digits) before anything is sent.
     """
+    from safescan.client.admin import AdminClient, read_admin_token
+    from safescan.merchant.onboard import check_merchant_details, onboard_merchant
     from safescan.web.pki import cert_pem, load_ca, pin_ca
 
     try:
@@ -160,6 +161,8 @@ def _load(config: Path | None, as_json: bool = False) -> PosConfig:
 
 
 def _print_order(order: Order, png: Path | None, svg: Path | None) -> None:
+    from safescan.code import qr  # imaging (numpy): only the commands that draw a code
+
     cur = lookup_currency(order.currency)
     table = Table(title=f"Order {order.order_id}", show_edge=False, title_justify="left")
     table.add_column("item")
@@ -285,6 +288,8 @@ def _show_and_wait(
 ) -> dict[str, Any] | None:
     """Show the order's code (terminal or JSON; a PNG or SVG file only where asked), then
     wait for its payment (None without ``wait``)."""
+    from safescan.code import qr  # imaging (numpy): only the commands that draw a code
+
     if png is not None:
         qr.save_png(new.code, png)
     if svg is not None:
