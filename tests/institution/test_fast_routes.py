@@ -458,12 +458,15 @@ def test_the_hand_read_body_takes_exactly_what_the_request_model_takes() -> None
     a good body) the hand reader accepts exactly the bodies the model accepts and reads the same
     two values from them; what both refuse is declined to the routed route, whose model
     answers it. Fails if a rule of the hand reader is dropped (its length, its characters, its
-    exact keys or types)."""
+    exact keys or types). Bodies with a backslash or a key not written exactly once the hand
+    reader leaves to the routed route on purpose (a key twice is its typed ``duplicate_key``,
+    tests/institution/test_strict_requests.py)."""
     differ = []
     accepted = 0
     for name, body in _bodies():
         hand, model = payment_fields(body), _by_model(body)
-        if hand != model:
+        left = b"\\" in body or body.count(b'"code"') != 1 or body.count(b'"authorization"') != 1
+        if hand != model and not (hand is None and left):
             differ.append((name, body[:80], hand, model))
         accepted += hand is not None
     assert not differ, differ[:5]
@@ -491,4 +494,4 @@ def test_bodies_the_model_refuses_get_its_answer_on_both_paths(
 ) -> None:
     """Through the whole app: the same status, headers and error body, byte for byte."""
     r = _same(pair, path, body)
-    assert r.status_code in (400, 413, 422), r.text
+    assert r.status_code in (400, 413, 415, 422), r.text

@@ -24,6 +24,9 @@ from safescan.institution.service import Institution
 from tests.institution.dispatch import make_institution
 from tests.institution.pg import free_port
 
+JSON = "application/json"
+JSON_HEADER = {"Content-Type": JSON}
+
 
 class Served:
     """The app over one institution, served on 127.0.0.1 in a thread."""
@@ -97,7 +100,8 @@ def test_every_operation_refuses_an_unknown_query_parameter_and_says_so(served: 
             for query in ("zz_unknown=1", "LIMIT=1", "limit[]=1", "=1", "%00=1", "a%3Db=1"):
                 if query.split("=")[0] in names:
                     continue
-                r = served.http.request(method, f"{path}?{query}", headers=headers, json={})
+                body = None if method == "GET" else {}
+                r = served.http.request(method, f"{path}?{query}", headers=headers, json=body)
                 assert r.status_code == 400, (method, path, query, r.text)
                 assert _error(r)["code"] == "unknown_parameter", (method, path, query)
 
@@ -157,3 +161,78 @@ def test_a_key_in_the_url_keeps_its_own_refusal(served: Served) -> None:
         r = served.http.get(f"{path}?api_key=sk_live_x")
         assert r.status_code == 401, r.text
         assert _error(r)["code"] == "api_key_in_url"
+
+
+FUND_BODIES: dict[str, tuple[bytes, str | None, int, str]] = {
+    # name: (body, Content-Type, status, code)
+    "amount twice": (b'{"currency":"EUR","amount":1,"amount":999}', JSON, 400, "duplicate_key"),
+    "currency twice": (b'{"currency":"USD","currency":"EUR","amount":1}', JSON, 400,
+                       "duplicate_key"),
+    "escaped twice": (b'{"currency":"EUR","amount":1,"\\u0061mount":999}', JSON, 400,
+                      "duplicate_key"),
+    "byte-order mark": (b'\xef\xbb\xbf{"currency":"EUR","amount":1}', JSON, 415,
+                        "unsupported_media_type"),
+    "UTF-16": ('{"currency":"EUR","amount":1}'.encode("utf-16"), JSON, 415,
+               "unsupported_media_type"),
+    "text/plain": (b'{"currency":"EUR","amount":1}', "text/plain", 415, "unsupported_media_type"),
+    "no type": (b'{"currency":"EUR","amount":1}', None, 415, "unsupported_media_type"),
+    "vnd+json": (b'{"currency":"EUR","amount":1}', "application/vnd.x+json", 415,
+                 "unsupported_media_type"),
+    "latin-1": (b'{"currency":"EUR","amount":1}', "application/json; charset=latin-1", 415,
+                "unsupported_media_type"),
+    "form": (b"currency=EUR&amount=1", "application/x-www-form-urlencoded", 415,
+             "unsupported_media_type"),
+    "trailing JSON": (b'{"currency":"EUR","amount":1} {"amount":999}', JSON, 400,
+                      "invalid_request"),
+    "NaN": (b'{"currency":"EUR","amount":NaN}', JSON, 400, "invalid_request"),
+    "-0": (b'{"currency":"EUR","amount":-0}', JSON, 400, "invalid_request"),
+    "1.0": (b'{"currency":"EUR","amount":1.0}', JSON, 400, "invalid_request"),
+    "string": (b'{"currency":"EUR","amount":"1"}', JSON, 400, "invalid_request"),
+    "true": (b'{"currency":"EUR","amount":true}', JSON, 400, "invalid_request"),
+    "2**64": (b'{"currency":"EUR","amount":18446744073709551616}', JSON, 400,
+              "invalid_request"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FUND_BODIES))
+def test_bodies_a_strict_reader_would_refuse_are_refused_and_change_nothing(
+    served: Served, name: str
+) -> None:
+    body, ctype, status, code = FUND_BODIES[name]
+    cid = served.http.post("/v1/admin/customers", json={"name": "B"}, headers=served.admin)
+    fund = f"/v1/admin/customers/{cid.json()['id']}/fund"
+    headers = dict(served.admin)
+    if ctype is not None:
+        headers["Content-Type"] = ctype
+    r = served.http.post(fund, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert _error(r)["code"] == code
+    after = served.http.get(f"/v1/admin/customers/{cid.json()['id']}", headers=served.admin)
+    assert after.json()["balances"] == []
+    ok = served.http.post(
+        fund, content=b'{"currency":"EUR","amount":1}', headers={**served.admin, **JSON_HEADER}
+    )
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_payment_with_a_key_twice_is_refused_on_the_fast_path_too(served: Served) -> None:
+    """The framework-free payment routes take only bodies with each key once, literally:
+    anything else is the routed route's typed refusal."""
+    for path in ("/v1/payments", "/v1/payments/lookup"):
+        for body in (
+            b'{"code":"SS1.A","authorization":"AAAA","code":"SS1.B"}',
+            b'{"code":"SS1.A","authorization":"AAAA","\\u0063ode":"SS1.B"}',
+            b'{"authorization":"AAAA","authorization":"BBBB","code":"SS1.A"}',
+        ):
+            r = served.http.post(path, content=body, headers=JSON_HEADER)
+            assert r.status_code == 400, (path, body, r.text)
+            assert _error(r)["code"] == "duplicate_key"
+
+
+def test_a_body_on_a_get_is_refused(served: Served) -> None:
+    for path in ("/v1/keys", "/v1/admin/customers", "/health"):
+        r = served.http.request(
+            "GET", path, content=b'{"limit":1}', headers={**served.admin, **JSON_HEADER}
+        )
+        assert r.status_code == 400, (path, r.text)
+        assert _error(r)["code"] == "body_not_allowed"

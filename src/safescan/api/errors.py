@@ -57,6 +57,27 @@ class DuplicateParameter(InvalidRequest):
     code = "duplicate_parameter"
 
 
+class DuplicateKey(InvalidRequest):
+    """A JSON body naming one key twice in an object (``{"amount": 1, "amount": 999}``):
+    refused, since readers disagree on which one counts (``param`` names it)."""
+
+    code = "duplicate_key"
+
+
+class BodyNotAllowed(InvalidRequest):
+    """A body sent with a GET or HEAD request (it would be ignored): refused."""
+
+    code = "body_not_allowed"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A body that is not ``application/json`` (UTF-8): another media type, a charset other
+    than UTF-8, two Content-Type headers, a byte-order mark or UTF-16."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class BodyTooLarge(InvalidRequest):
     """The request body is larger than the limit; refused before parsing."""
 

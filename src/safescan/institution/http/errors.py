@@ -68,7 +68,7 @@ class ErrorBody(BaseModel):
 
 #: the error answers every operation documents (OpenAPI ``responses``)
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 402, 403, 404, 409, 413, 422, 429)
+    s: {"model": ErrorBody} for s in (400, 401, 402, 403, 404, 409, 413, 415, 422, 429)
 }
 
 

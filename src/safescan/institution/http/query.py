@@ -7,10 +7,15 @@ agreement with the OpenAPI document: :func:`strict_query` is one app-wide depend
 before each route's own), and :func:`declare_strict_query` says so in every operation of the
 document (``x-unknown-query-parameters: refused``). A credential-looking parameter keeps its
 own refusal (``401 api_key_in_url``, :mod:`.auth`), checked first.
+
+The same dependency holds bodies to what the document says (:func:`check_body`): one
+``Content-Type: application/json`` in UTF-8 (else ``415 unsupported_media_type``), no body on
+GET/HEAD (``400 body_not_allowed``), no key twice in a JSON object (``400 duplicate_key``).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the parameter annotations.
 
+import json
 import re
 import types
 from collections.abc import Mapping
@@ -20,7 +25,15 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 
-from safescan.api.errors import DuplicateParameter, InvalidRequest, UnknownParameter
+from safescan.api.errors import (
+    BodyNotAllowed,
+    DuplicateKey,
+    DuplicateParameter,
+    InvalidRequest,
+    UnknownParameter,
+    UnsupportedMediaType,
+)
+from safescan.institution.http.asgi import BODY_KEY
 from safescan.institution.http.auth import refuse_key_in_url
 
 #: the name of a query parameter as shown in an error (at most this many characters)
@@ -84,9 +97,57 @@ def check_query(query: bytes, allowed: Mapping[str, bool]) -> None:
         raise UnknownParameter("the query string names no parameter", param="query")
 
 
+#: the one media type of request bodies (as the payment fast routes take it too)
+_JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise DuplicateKey(
+                    f"the JSON body names the key {key[:_SHOWN]!r} twice in one object",
+                    param=key[:_SHOWN],
+                )
+            seen.add(key)
+    return doc
+
+
+def check_body(method: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Refuse a body on GET/HEAD, a body that is not UTF-8 ``application/json`` (no BOM), and
+    JSON naming a key twice in an object. The framework has parsed the body already (its own
+    refusals of broken JSON come first); this is what it let through."""
+    if not body:
+        return
+    if method in ("GET", "HEAD"):
+        raise BodyNotAllowed(f"a {method} request takes no body")
+    types = [v for k, v in headers if k == b"content-type"]
+    if (
+        len(types) != 1
+        or types[0].decode("latin-1").lower().replace(";charset", "; charset") not in _JSON_TYPES
+    ):
+        raise UnsupportedMediaType(
+            "request bodies are JSON: one Content-Type: application/json (UTF-8)",
+            param="Content-Type",
+        )
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise UnsupportedMediaType("the body starts with a byte-order mark: send plain UTF-8")
+    try:
+        json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise UnsupportedMediaType("the body is not UTF-8") from None
+    except ValueError:
+        raise InvalidRequest("the body is not valid JSON") from None
+
+
 def strict_query(request: Request) -> None:
-    """The app-wide dependency: the request's query against its route's declared names."""
-    query: bytes = request.scope.get("query_string") or b""
+    """The app-wide dependency: the request's query against its route's declared names, and
+    its body (:func:`check_body`)."""
+    scope = request.scope
+    check_body(scope["method"], scope.get("headers", []), scope.get(BODY_KEY) or b"")
+    query: bytes = scope.get("query_string") or b""
     if not query:
         return
     refuse_key_in_url(query)  # a key in the URL keeps its own answer, whatever the route
