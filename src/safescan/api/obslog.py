@@ -292,20 +292,21 @@ def access_line(logger: str, fields: dict[str, Any], request_id: str) -> str:
 
 
 _esc = json.encoder.encode_basestring_ascii  # what json.dumps uses for text (ensure_ascii)
-_stamp_second = -1
-_stamp_prefix = ""
+_stamp: tuple[int, str] = (-1, "")  # (second, its date and time of day): one object, so
+# threads never see one second's text paired with another second
 
 
 def utc_stamp(ns: int) -> str:
     """``ns`` (nanoseconds since the epoch) as ``datetime.isoformat()`` writes it in UTC, with
     ``Z`` for ``+00:00`` (no fraction when the microseconds are 0, as ``isoformat`` does); the
     date and time of day are formatted once per second."""
-    global _stamp_second, _stamp_prefix
+    global _stamp
     second, micro = divmod(ns // 1000, 1_000_000)
-    if second != _stamp_second:
-        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _stamp_second = second  # (a race between threads writes the same text)
-    return f"{_stamp_prefix}.{micro:06d}Z" if micro else f"{_stamp_prefix}Z"
+    cached = _stamp
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _stamp = cached
+    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
 
 
 def json_line(event: dict[str, Any]) -> str:
