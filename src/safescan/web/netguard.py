@@ -62,6 +62,36 @@ _OVERLOADED = (
     b'{"error":{"type":"Overloaded","code":"too_many_connections",'
     b'"message":"the server has too many open connections; retry shortly"}}'
 )
+#: a request head (request line and headers) may be at most this long (redteam: a 100 KB header
+#: and 5,000 headers were taken whole; nothing bounded a head but the head deadline)
+MAX_HEAD = 64 * 1024
+
+
+def _typed_close(status: bytes, type_: str, code: str, message: str) -> bytes:
+    """A whole typed JSON error response that closes the connection."""
+    body = json.dumps({"error": {"type": type_, "code": code, "message": message}}).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+#: the answer to a request the HTTP parser refuses (conflicting Content-Length and
+#: Transfer-Encoding, two lengths, an obfuscated Transfer-Encoding, bare LF, NUL, obs-fold):
+#: typed JSON, not uvicorn's text/plain
+_MALFORMED_RESPONSE = _typed_close(
+    b"400 Bad Request",
+    "InvalidRequest",
+    "malformed_http",
+    "the request is not well-formed HTTP (conflicting or malformed framing headers)",
+)
+_HEAD_TOO_LARGE_RESPONSE = _typed_close(
+    b"431 Request Header Fields Too Large",
+    "InvalidRequest",
+    "headers_too_large",
+    f"the request line and headers are longer than {MAX_HEAD} bytes",
+)
+
 _OVERLOADED_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
@@ -176,6 +206,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._secured = cls.tls is None  # plain HTTP, or the TLS handshake is done
         self._address: str | None = None  # set once admitted (counted under its address)
         self.idle_since: float | None = None  # None while a request is being answered
+        self._head_bytes = 0  # bytes received since the last head completed (0: none pending)
+        self._in_head = True  # waiting for a request head
+        self._cut = False  # answered 431: what else it sends is dropped
+        self._head_size = 0  # the current request head's length so far
 
     @classmethod
     def limits(cls) -> tuple[int, float]:
@@ -335,13 +369,49 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 del _BY_ADDRESS[self._address]
 
     def data_received(self, data: bytes) -> None:
-        """Bytes of a refused connection are dropped."""
-        if self._refused:
+        """Bytes of a refused connection are dropped; a head longer than :data:`MAX_HEAD` (by
+        more than one read) is answered ``431 headers_too_large`` and the connection closed."""
+        if self._refused or self._cut:
             return
+        if self._in_head:
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self._in_head and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
+            self._cut = True  # (still counted: uvicorn forgets it at connection_lost)
+            self.transport.write(_HEAD_TOO_LARGE_RESPONSE)
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses: the typed JSON answer (431 for a head too long), then
+        close."""
+        del msg  # uvicorn's text ("Invalid HTTP request received.")
+        self._cut = True
+        too_long = self._head_size > MAX_HEAD
+        self.transport.write(_HEAD_TOO_LARGE_RESPONSE if too_long else _MALFORMED_RESPONSE)
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        """A new request: its head size starts at 0."""
+        self._head_size = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request line (counted against :data:`MAX_HEAD`)."""
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header (counted against :data:`MAX_HEAD`)."""
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        """A whole request head arrived in time."""
+        """A whole request head arrived in time (and short enough: a longer one raises, which
+        the parser turns into :meth:`send_400_response`'s 431)."""
+        if self._head_size > MAX_HEAD:
+            raise ValueError("request head too long")
+        self._in_head = False
+        self._head_bytes = 0
         self._cancel_head_timer()
         self.idle_since = None
         super().on_headers_complete()
@@ -349,6 +419,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """After a response, the next request head must come in time too."""
         super().on_response_complete()
+        self._in_head = True
         if not self.transport.is_closing():
             self._arm_head_timer()
 
