@@ -54,7 +54,9 @@ def initialised() -> Iterator[Initialise]:
         if backend not in made:
             src = Path(tempfile.mkdtemp(prefix=f"safescan-init-{backend}-"))
             url = make_db(backend, request, src)
-            made[backend] = (src, url, init_db(url, src / "keys"))
+            # fresh: not a copy of init_db's template (a test's own init_db in a module
+            # served by this world is one), so that the two never share keys
+            made[backend] = (src, url, init_db(url, src / "keys", fresh=True))
         src, url, token = made[backend]
         for entry in src.iterdir():  # nothing runs on the original: a plain copy is whole
             if entry.is_dir():

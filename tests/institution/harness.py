@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -72,8 +74,31 @@ def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def init_db(db_url: str, keys: Path) -> str:
-    """``safescan institution init``; returns the admin token."""
+def init_db(db_url: str, keys: Path, *, fresh: bool = False) -> str:
+    """An institution initialised at ``db_url`` with its keys in ``keys`` (its TLS files in
+    ``keys.tls``, its checkpoint file ``keys.checkpoints``) that trusts :data:`FACTORY`; returns
+    the admin token.
+
+    Under pytest this is usually a copy of a template: ``institution init`` and ``manufacturer
+    add`` (two CLI processes, ~2.5 s of CPU: imports, scrypt, the migrations, the TLS files)
+    run once per worker process, environment and backend (and again after
+    :data:`TEMPLATE_MAX_AGE` seconds), and each call copies the result (a file copy for SQLite,
+    ``CREATE DATABASE ... TEMPLATE`` for PostgreSQL). The copies share the keys, the admin token
+    and the database's identity, so two of them are never handed out where they could meet: a
+    template is copied at most once per test, and once it has been copied in a fixture's setup
+    (which may live as long as its module) not again in that test file. Otherwise, and with
+    ``fresh=True`` (a test about ``init`` or the migrations), or when the target is not empty
+    (a database or key files already there), or outside pytest, ``institution init`` runs as
+    before."""
+    if not fresh:
+        token = _TEMPLATES.copy_to(db_url, keys)
+        if token is not None:
+            return token
+    return _init_fresh(db_url, keys)
+
+
+def _init_fresh(db_url: str, keys: Path) -> str:
+    """``safescan institution init`` then ``manufacturer add`` :data:`FACTORY` at ``db_url``."""
     out = subprocess.run(
         [sys.executable, "-m", "safescan.institution", "init", "--db", db_url, "--keys", str(keys)],
         env=env(),
@@ -88,6 +113,192 @@ def init_db(db_url: str, keys: Path) -> str:
     if trusted.returncode != 0:
         raise RuntimeError(f"manufacturer add failed: {trusted.stderr}")
     return token
+
+
+#: seconds after which :func:`init_db` makes its template again (its certificates, checkpoint
+#: and epoch schedule then start from about the time the test starts, as with a fresh init)
+TEMPLATE_MAX_AGE = 300.0
+
+
+def _beside(keys: Path) -> list[Path]:
+    """What ``institution init`` writes for the key directory ``keys``: the directory, its TLS
+    directory and its checkpoint file (and the checkpoint file's lock)."""
+    return [keys, *(keys.with_name(keys.name + s) for s in (".tls", ".checkpoints"))]
+
+
+def _sqlite_path(db_url: str) -> Path | None:
+    """The file of a plain ``sqlite:///ABSOLUTE-PATH`` URL (None for anything else)."""
+    prefix = "sqlite:////"
+    if not db_url.startswith(prefix) or "?" in db_url:
+        return None
+    return Path(db_url[len("sqlite:///") :])
+
+
+def _pg_parts(db_url: str) -> tuple[str, str] | None:
+    """(the server's ``postgres`` database URL, the database name) of a plain
+    ``postgresql://.../NAME`` URL (as tests/institution/pg.py makes them), else None."""
+    if not db_url.startswith("postgresql://") or "?" in db_url:
+        return None
+    head, _, name = db_url.rpartition("/")
+    if not name or not all(c.isalnum() or c == "_" for c in name):
+        return None
+    return f"{head}/postgres", name
+
+
+@dataclass
+class _Template:
+    """One ``institution init`` kept to be copied: its directory (keys, TLS files, checkpoint
+    file, and the SQLite database) or PostgreSQL database, and its admin token."""
+
+    dir: Path
+    db_url: str
+    token: str
+    made: float
+
+
+@dataclass
+class _Templates:
+    """:func:`init_db`'s templates in this process, and where they were handed out."""
+
+    made: dict[tuple[Any, ...], _Template] = field(default_factory=dict)
+    given: set[tuple[Any, ...]] = field(default_factory=set)  # (template, test id)
+    pinned: set[tuple[Any, ...]] = field(default_factory=set)  # (template, test file)
+
+    def copy_to(self, db_url: str, keys: Path) -> str | None:
+        """Copy the template for this backend and environment to ``db_url`` and ``keys``; the
+        admin token, or None when a copy is not to be made here (see :func:`init_db`)."""
+        current = os.environ.get("PYTEST_CURRENT_TEST")
+        if current is None or any(p.exists() for p in _beside(keys)):
+            return None
+        if not keys.parent.is_dir():
+            return None
+        test, _, phase = current.rpartition(" ")
+        where = test.split("::", 1)[0]
+        sqlite, pg = _sqlite_path(db_url), _pg_parts(db_url)
+        if sqlite is not None:
+            if sqlite.exists() or not sqlite.parent.is_dir():
+                return None
+            backend: tuple[str, ...] = ("sqlite",)
+        elif pg is not None:
+            if not _pg_empty(db_url):
+                return None
+            backend = ("postgresql", pg[0])
+        else:
+            return None
+        environment = tuple(sorted((k, v) for k, v in env().items() if k != "PYTEST_CURRENT_TEST"))
+        key = (backend, environment)
+        if (key, test) in self.given or (key, where) in self.pinned:
+            return None
+        template = self.made.get(key)
+        if template is not None and time.monotonic() - template.made > TEMPLATE_MAX_AGE:
+            self._drop(self.made.pop(key))
+            template = None
+        if template is None:
+            template = self.made[key] = self._make(db_url)
+        if sqlite is not None:
+            _copy_sqlite(_sqlite_path(template.db_url), sqlite)  # type: ignore[arg-type]
+        elif not _pg_copy(template.db_url, db_url):
+            return None
+        src = template.dir / "keys"
+        for source, target in zip(_beside(src), _beside(keys), strict=True):
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=True)
+            elif source.exists():
+                shutil.copy2(source, target)
+        self.given.add((key, test))
+        if phase == "(setup)":  # a fixture's: it may outlive this test (module scope)
+            self.pinned.add((key, where))
+        return template.token
+
+    def _make(self, like: str) -> _Template:
+        """A fresh ``institution init`` in a directory of its own (and for PostgreSQL, in a
+        database of its own on the server of ``like``)."""
+        d = Path(tempfile.mkdtemp(prefix="safescan-init-template-"))
+        pg = _pg_parts(like)
+        if pg is None:
+            url = f"sqlite:///{d / 'institution.db'}"
+        else:
+            import psycopg
+
+            name = "template_" + os.urandom(6).hex()
+            with psycopg.connect(pg[0], autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = like.rpartition("/")[0] + "/" + name
+        return _Template(d, url, _init_fresh(url, d / "keys"), time.monotonic())
+
+    def _drop(self, template: _Template) -> None:
+        shutil.rmtree(template.dir, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove the templates' directories (at exit)."""
+        for template in self.made.values():
+            self._drop(template)
+        self.made.clear()
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A copy of the closed SQLite database ``source`` (and its WAL, if one was left)."""
+    for suffix in ("", "-wal"):
+        src = source.with_name(source.name + suffix)
+        if src.exists():
+            shutil.copy2(src, target.with_name(target.name + suffix))
+
+
+def _pg_empty(db_url: str) -> bool:
+    """Whether the PostgreSQL database ``db_url`` exists and holds no table."""
+    import psycopg
+
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_tables"
+                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] == 0
+
+
+def _pg_copy(template_url: str, db_url: str) -> bool:
+    """Replace the empty database ``db_url`` by a copy of ``template_url`` (same server); False
+    when PostgreSQL refused (then ``db_url`` is as it was)."""
+    import psycopg
+
+    maintenance, name = _pg_parts(db_url)  # type: ignore[misc]
+    source = template_url.rpartition("/")[2]
+    copy = f"{name}_copy"
+    try:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            _pg_retrying(conn, f'CREATE DATABASE "{copy}" TEMPLATE "{source}"')
+            try:
+                _pg_retrying(conn, f'DROP DATABASE "{name}"')
+            except psycopg.Error:
+                conn.execute(f'DROP DATABASE "{copy}"')
+                raise
+            conn.execute(f'ALTER DATABASE "{copy}" RENAME TO "{name}"')
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _pg_retrying(conn: Any, sql: str) -> None:
+    """``sql`` (a CREATE ... TEMPLATE or a DROP DATABASE), again while the sessions of the
+    processes that used the database are still ending (for up to 30 s)."""
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+_TEMPLATES = _Templates()
+atexit.register(_TEMPLATES.clear)
 
 
 def cpu_seconds(pid: int) -> float:

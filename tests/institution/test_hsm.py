@@ -67,7 +67,7 @@ def _error(out: Any) -> str:
 def site(tmp_path: Path, softhsm: SoftHsm) -> dict[str, Any]:
     db = tmp_path / "inst.db"
     keys = tmp_path / "keys"
-    token = init_db(f"sqlite:///{db}", keys)
+    token = init_db(f"sqlite:///{db}", keys, fresh=True)  # the keys in the token
     return {"db": db, "url": f"sqlite:///{db}", "keys": keys, "token": token, "hsm": softhsm}
 
 
@@ -183,7 +183,7 @@ def test_init_with_a_wrong_pin_creates_nothing(softhsm: SoftHsm, tmp_path: Path)
     assert not db.exists() and not (tmp_path / "k").exists()
     assert not default_path(tmp_path / "k").exists()
     # and the token holds no key: a later init with the right PIN works
-    init_db(f"sqlite:///{db}", tmp_path / "k")
+    init_db(f"sqlite:///{db}", tmp_path / "k", fresh=True)
 
 
 def test_a_missing_token_or_module_is_a_typed_error(site: dict[str, Any], tmp_path: Path) -> None:
@@ -264,7 +264,7 @@ def test_the_configured_backend_must_match_the_key_directory(
     file_keys = tmp_path / "file-keys"
     url = f"sqlite:///{tmp_path / 'f.db'}"
     monkeypatch.setenv(hsm.ENV_BACKEND, "file")
-    init_db(url, file_keys)
+    init_db(url, file_keys, fresh=True)
     assert list(file_keys.glob("root-*.pem"))
     out = _serve(url, file_keys, {hsm.ENV_BACKEND: "pkcs11"})
     assert out.returncode == 2 and _error(out) == "config_error"

@@ -214,7 +214,7 @@ def test_migrate_upgrades_an_older_schema_that_serve_refuses(
     the API refuses it, `institution migrate` brings it to the newest revision, then it serves
     and pays; a second `migrate` says there is nothing to do."""
     url = make_db(backend, request, tmp_path)
-    init_db(url, tmp_path / "keys")
+    init_db(url, tmp_path / "keys", fresh=True)  # about the migrations
     old = Database(url)
     with old.engine.connect() as conn:
         command.downgrade(_alembic_config(conn), "0001")

@@ -128,7 +128,7 @@ def test_init_twice_and_scheme_key_rotation() -> None:
     with tempfile.TemporaryDirectory() as d:
         db = f"sqlite:///{d}/i.db"
         keys = Path(d) / "keys"
-        init_db(db, keys)
+        init_db(db, keys, fresh=True)  # about init
         again = subprocess.run(
             [sys.executable, "-m", "safescan.institution", "init", "--db", db, "--keys", str(keys)],
             env=env(),
