@@ -301,6 +301,25 @@ def test_the_page_takes_no_redirect_from_its_own_url(world: World, shop: Any) ->
         assert "evil" not in r.text
 
 
+def test_the_hosted_page_opens_from_a_link_with_tracking_parameters(
+    world: World, shop: Any
+) -> None:
+    """The API refuses unknown query parameters (test_strict_requests.py); the shopper's pages
+    are not API operations: a link carrying ``utm_*`` or ``lang`` still opens them."""
+    m, _, _ = shop
+    s = session(m)
+    query = "?utm_source=newsletter&utm_campaign=winter&lang=de&lang=en"
+    page = world.http.get(f"/checkout/{s['id']}{query}")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    data = world.http.get(f"/checkout/{s['id']}/session{query}")
+    assert data.status_code == 200 and data.json()["id"] == s["id"]
+    # the API keeps its rule, and a key in a page's URL keeps its refusal
+    api = world.http.get(f"/v1/checkout/sessions/{s['id']}?utm_source=x")
+    assert api.status_code in (400, 401)
+    leaked = world.http.get(f"/checkout/{s['id']}?api_key=sk_live_x")
+    assert leaked.status_code == 401 and leaked.json()["error"]["code"] == "api_key_in_url"
+
+
 def test_another_merchants_session_is_invisible(world: World, shop: Any) -> None:
     m, _, _ = shop
     s = session(m)

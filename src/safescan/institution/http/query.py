@@ -6,7 +6,11 @@ Found by schemathesis in negative mode (unknown query parameters were accepted) 
 agreement with the OpenAPI document: :func:`strict_query` is one app-wide dependency (it runs
 before each route's own), and :func:`declare_strict_query` says so in every operation of the
 document (``x-unknown-query-parameters: refused``). A credential-looking parameter keeps its
-own refusal (``401 api_key_in_url``, :mod:`.auth`), checked first.
+own refusal (``401 api_key_in_url``, :mod:`.auth`), checked first. The routes outside the
+document (the hosted checkout page, its session JSON, QR image, events and assets) are pages a
+shopper reaches by link: they read no query parameter and ignore the ones links carry
+(``?utm_source=...``, ``?lang=``; a ``?success_url=`` is ignored, never followed), as a web page
+does; only the key-in-URL refusal applies to them.
 
 The same dependency holds bodies to what the document says (:func:`check_body`): one
 ``Content-Type: application/json`` in UTF-8 (else ``415 unsupported_media_type``), no body on
@@ -152,6 +156,8 @@ def strict_query(request: Request) -> None:
         return
     refuse_key_in_url(query)  # a key in the URL keeps its own answer, whatever the route
     route = request.scope.get("route")
+    if isinstance(route, APIRoute) and not route.include_in_schema:
+        return  # a browser page (the hosted checkout): not an API operation, see the module
     allowed = declared_query(route) if isinstance(route, APIRoute) else {}
     check_query(query, allowed)
 
