@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safescan import procs
 from safescan.api.merchant_auth import sign_request
 from safescan.api.wire import PaymentRequest
 from safescan.carrier.factory import Factory
@@ -303,23 +304,11 @@ atexit.register(_TEMPLATES.clear)
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by process ``pid`` and its live descendants (the
-    workers of ``serve --workers N``); 0 once it is gone."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in os.listdir(f"/proc/{p}/task"):
-                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
-                todo += [int(c) for c in children]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
+    workers of ``serve --workers N``); 0 once it is gone (:func:`safescan.procs.cpu_seconds`,
+    which these tests' Linux always answers)."""
+    used = procs.cpu_seconds(pid)
+    assert used is not None, "no /proc: the tests bound server start-up by CPU time"
+    return used
 
 
 class ServerProcess:

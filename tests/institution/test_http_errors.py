@@ -9,15 +9,12 @@ served by uvicorn on 127.0.0.1: a framework route (``GET /v1/keys``) and the pay
 from __future__ import annotations
 
 import errno
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 import safescan.api.account
 import safescan.api.events
@@ -30,11 +27,9 @@ from safescan.api.errors import (
     retry_after,
 )
 from safescan.code.errors import SafescanError
-from safescan.institution.http import create_app
 from safescan.institution.http.errors import INTERNAL_ERROR
-from safescan.institution.service import Institution
+from tests.institution import inthread
 from tests.institution.dispatch import make_institution
-from tests.institution.pg import free_port
 
 assert safescan.api.account and safescan.api.events and safescan.code.attestation  # loaded
 
@@ -59,22 +54,8 @@ def _instance(cls: type[SafescanError]) -> SafescanError:
 ERROR_TYPES = _error_types()
 
 
-class Served:
+class Served(inthread.Served):
     """The app over one institution, served on 127.0.0.1 in a thread."""
-
-    def __init__(self, inst: Institution) -> None:
-        self.inst = inst
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(inst, background=False),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="critical",
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def raising(self, name: str, exc: BaseException) -> None:
         """Make the institution's method ``name`` (``module.method``, e.g.
@@ -93,18 +74,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = Served(make_institution(Path(tmp_path_factory.mktemp("errors"))))
-    s.thread.start()
-    deadline = time.monotonic() + 30
-    while not s.server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
+    inst = make_institution(Path(tmp_path_factory.mktemp("errors")))
+    with inthread.served_in_thread(Served(inst), start_within=30) as s:
         yield s
-    finally:
-        s.http.close()
-        s.server.should_exit = True
-        s.thread.join(30)
 
 
 def _keys(s: Served) -> httpx.Response:

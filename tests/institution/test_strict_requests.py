@@ -9,59 +9,25 @@ refusals change nothing (a balance funded through a refused request stays as it 
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from safescan.institution.http import create_app
-from safescan.institution.service import Institution
 from tests.institution.dispatch import make_institution
-from tests.institution.pg import free_port
+from tests.institution.inthread import Served, served_in_thread
 
 JSON = "application/json"
 JSON_HEADER = {"Content-Type": JSON}
 
 
-class Served:
-    """The app over one institution, served on 127.0.0.1 in a thread."""
-
-    def __init__(self, inst: Institution) -> None:
-        self.inst = inst
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(inst, background=False),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="critical",
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        token: str = inst.test_admin_token  # type: ignore[attr-defined]
-        self.admin = {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = Served(make_institution(Path(tmp_path_factory.mktemp("strict"))))
-    s.thread.start()
-    deadline = time.monotonic() + 60
-    while not s.server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
+    inst = make_institution(Path(tmp_path_factory.mktemp("strict")))
+    with served_in_thread(Served(inst), start_within=60) as s:
         yield s
-    finally:
-        s.http.close()
-        s.server.should_exit = True
-        s.thread.join(30)
 
 
 def _operations(doc: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
