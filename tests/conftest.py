@@ -11,9 +11,42 @@ order in one worker, as before. The figures are in docs/operations.md, "Test sui
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
+
+#: With SAFESCAN_CPU_REPORT=<file>, every test appends one JSON line to <file>: its node id, the
+#: CPU seconds the worker and the children it waited for spent on it (setup, call and teardown;
+#: servers and carriers the test started and stopped count, a database cluster started as a
+#: daemon does not), and its wall seconds. CPU, unlike wall time, barely moves with the
+#: machine's load, so a run beside other work still says where the suite's CPU goes.
+#: scripts/test-cpu-report.py sums the lines by file (docs/operations.md, "Test suite wall time").
+CPU_REPORT = os.environ.get("SAFESCAN_CPU_REPORT", "")
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Append the test's CPU and wall seconds to SAFESCAN_CPU_REPORT (when set)."""
+    if not CPU_REPORT:
+        yield
+        return
+    before, start = os.times(), time.monotonic()
+    yield
+    after, wall = os.times(), time.monotonic() - start
+    cpu = sum(
+        getattr(after, f) - getattr(before, f)
+        for f in ("user", "system", "children_user", "children_system")
+    )
+    line = json.dumps({"test": item.nodeid, "cpu": round(cpu, 3), "wall": round(wall, 3)})
+    fd = os.open(CPU_REPORT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
 
 #: The longest files of a run on 4 workers, longest first (docs/operations.md, "Test suite
 #: wall time"); a file missing here is scheduled by its number of tests.
