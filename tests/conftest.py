@@ -27,6 +27,7 @@ import pytest
 #: scripts/test-cpu-report.py sums the lines by file (docs/operations.md, "Test suite wall time").
 CPU_REPORT = os.environ.get("SAFESCAN_CPU_REPORT", "")
 
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Append the test's CPU and wall seconds to SAFESCAN_CPU_REPORT (when set)."""
