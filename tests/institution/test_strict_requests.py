@@ -202,3 +202,41 @@ def test_a_body_on_a_get_is_refused(served: Served) -> None:
         )
         assert r.status_code == 400, (path, r.text)
         assert _error(r)["code"] == "body_not_allowed"
+
+
+HUGE = b"9" * 5000  # beyond Python's 4,300-digit int-from-text bound (int_max_str_digits)
+NUMBER_BODIES: dict[str, tuple[bytes, str]] = {
+    # name: (the amount as written, the typed code)
+    "5000 digits": (HUGE, "number_out_of_range"),
+    "-5000 digits": (b"-" + HUGE, "number_out_of_range"),
+    "60000 digits": (b"1" + b"0" * 60000, "number_out_of_range"),
+    "5000 digits in a list": (b"[" + HUGE + b"]", "number_out_of_range"),
+    "4000 digits": (b"9" * 4000, "invalid_request"),  # read, then too large for the field
+    "5000-digit fraction": (b"1." + HUGE, "invalid_request"),
+    "1e400": (b"1e400", "invalid_request"),
+    "1e-400": (b"1e-400", "invalid_request"),
+    "30000 brackets": (b"[" * 30000 + b"]" * 30000, "nested_too_deeply"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMBER_BODIES))
+def test_numbers_of_thousands_of_digits_are_a_typed_refusal_that_changes_nothing(
+    served: Served, name: str
+) -> None:
+    """A JSON number no field can hold is a typed 400 (it was the generic ``http_error`` "There
+    was an error parsing the body"), on the routed routes and the payment fast routes alike,
+    and nothing is funded."""
+    value, code = NUMBER_BODIES[name]
+    cid = served.http.post("/v1/admin/customers", json={"name": "N"}, headers=served.admin)
+    fund = f"/v1/admin/customers/{cid.json()['id']}/fund"
+    body = b'{"currency":"EUR","amount":' + value + b"}"
+    r = served.http.post(fund, content=body, headers={**served.admin, **JSON_HEADER})
+    assert r.status_code == 400, r.text
+    assert _error(r)["code"] == code, r.text
+    after = served.http.get(f"/v1/admin/customers/{cid.json()['id']}", headers=served.admin)
+    assert after.json()["balances"] == []
+    for path in ("/v1/payments", "/v1/payments/lookup"):
+        body = b'{"code":"SS1.A","authorization":"AAAA","n":' + value + b"}"
+        r = served.http.post(path, content=body, headers=JSON_HEADER)
+        assert r.status_code == 400, (path, r.text)
+        assert _error(r)["code"] == code, (path, r.text)

@@ -85,6 +85,20 @@ class BodyTooLarge(InvalidRequest):
     status = 413
 
 
+class NumberOutOfRange(InvalidRequest):
+    """A JSON number no field could hold: an integer of thousands of digits (Python refuses to
+    read one beyond 4,300 digits, a bound against quadratic conversion time) or one beyond the
+    range of a double (``1e400``). Refused with its own code, never read."""
+
+    code = "number_out_of_range"
+
+
+class NestedTooDeeply(InvalidRequest):
+    """A JSON body nested deeper than the parser's recursion allows (``[[[[...]]]]``)."""
+
+    code = "nested_too_deeply"
+
+
 class WebhookUrlRefused(InvalidRequest):
     """The webhook URL is malformed or names an address webhooks may not go to (SSRF)."""
 

@@ -24,6 +24,8 @@ from starlette.requests import Request
 
 from safescan.api.errors import (
     InstitutionError,
+    NestedTooDeeply,
+    NumberOutOfRange,
     OutcomeUnknown,
     RateLimited,
     RequestInProgress,
@@ -170,8 +172,29 @@ def answer(exc: Exception) -> ErrorAnswer:
 # --- the framework's own errors (no route, wrong method, ...) ----------------------------------
 
 
+def body_parse_error(exc: HTTPException) -> InstitutionError | None:
+    """What the framework's "error parsing the body" (a ``400`` raised *from* the parser's own
+    exception, not a ``JSONDecodeError``) was: an integer beyond Python's 4,300 digits
+    (``ValueError``, refused before any conversion work) or nesting beyond the recursion
+    limit. None for anything else."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return NestedTooDeeply("the JSON body is nested too deeply")
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return NumberOutOfRange(
+            "the JSON body holds a number with too many digits for any field (an amount is at"
+            " most 18 digits)"
+        )
+    return None
+
+
 def _http_error(type_: str, code: str) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
     async def handle(_request: Request, exc: HTTPException) -> JSONResponse:
+        typed = body_parse_error(exc)
+        if typed is not None:
+            return institution_error(typed).response()
         return JSONResponse(
             {"error": {"type": type_, "code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
