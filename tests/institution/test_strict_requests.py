@@ -240,3 +240,30 @@ def test_numbers_of_thousands_of_digits_are_a_typed_refusal_that_changes_nothing
         r = served.http.post(path, content=body, headers=JSON_HEADER)
         assert r.status_code == 400, (path, r.text)
         assert _error(r)["code"] == code, (path, r.text)
+
+
+def test_the_framework_routes_follow_the_same_query_rules(served: Served) -> None:
+    """The routes the framework adds outside the app-wide dependency: ``/openapi.json`` is read
+    by programs and refuses an unknown parameter like every operation it lists (it answered
+    200, ignoring it); the documentation pages and their files are reached by link and ignore
+    link parameters, like the hosted checkout page; a key in the URL is refused on all."""
+    files = served.http.get("/docs").text
+    asset = re.search(r'"(/static-offline-docs/[^"?]+)', files)
+    assert asset is not None, "the docs page loads its files from this server"
+    for method in ("GET", "HEAD"):
+        for query, param in (("x=1", "x"), ("utm_source=mail", "utm_source"),
+                             ("format=yaml", "format"), ("x=1&x=2", "x")):  # fmt: skip
+            r = served.http.request(method, f"/openapi.json?{query}")
+            assert r.status_code == 400, (method, query, r.status_code)
+            if method == "GET":
+                assert _error(r) == {**_error(r), "code": "unknown_parameter", "param": param}
+    for path in ("/openapi.json", "/docs", "/redoc", asset.group(1)):
+        r = served.http.get(f"{path}?api_key=sk_live_x")
+        assert r.status_code == 401, (path, r.status_code)
+        assert _error(r)["code"] == "api_key_in_url"
+        r = served.http.get(f"{path}?access_token=abc")
+        assert r.status_code == 401, (path, r.status_code)
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect", asset.group(1)):
+        r = served.http.get(f"{path}?utm_source=mail&v=3")
+        assert r.status_code == 200, (path, r.status_code)
+    assert served.http.get("/openapi.json").status_code == 200
