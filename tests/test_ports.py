@@ -1,11 +1,15 @@
 """Port reservations (safescan.procs.free_port / reserve_port): test workers (pytest-xdist runs
 4 processes) and demos pick ports at the same time and start their servers a moment later; no
-two processes may ever be handed the same port in between. Attacked with processes that pick
-many ports at once, a kernel that offers a port another process holds, and restarts."""
+two processes may ever be handed the same port in between, and no outgoing connection of any
+process may take one (picks lie outside the kernel's ephemeral range). Attacked with processes
+that pick many ports at once, a draw of a port another process holds, restarts, a thousand
+outgoing connections made between the pick and the bind, and a grabber that holds the ports
+the picker would draw next."""
 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -91,10 +95,10 @@ def test_a_port_another_process_holds_is_never_handed_out(
     held = pick(pickers, 3)
     for port in held:
         assert not reserve_port(port)
-    # the kernel offers the held ports first (they are unbound: it may): each is skipped
+    # the held ports are drawn first (they are unbound): each is skipped
     offers = [*held, *held]
-    real = procs._unbound_port
-    monkeypatch.setattr(procs, "_unbound_port", lambda: offers.pop(0) if offers else real())
+    real = procs.port_candidate
+    monkeypatch.setattr(procs, "port_candidate", lambda: offers.pop(0) if offers else real())
     got = free_port()
     assert got not in held and not offers
     # once the holder exits, its ports can be reserved again
@@ -113,8 +117,8 @@ def test_this_process_never_gets_its_own_port_twice(
     first = free_port()
     assert not reserve_port(first)  # held (by us: a second lock of ours fails too)
     offers = [first, first]
-    real = procs._unbound_port
-    monkeypatch.setattr(procs, "_unbound_port", lambda: offers.pop(0) if offers else real())
+    real = procs.port_candidate
+    monkeypatch.setattr(procs, "port_candidate", lambda: offers.pop(0) if offers else real())
     second = free_port()
     assert second != first and not offers
     # a server stopped and restarted on `first` keeps it: the reservation outlives the server
@@ -128,7 +132,7 @@ def test_this_process_never_gets_its_own_port_twice(
 
 def test_no_port_left_is_a_typed_error(locks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = free_port()
-    monkeypatch.setattr(procs, "_unbound_port", lambda: taken)
+    monkeypatch.setattr(procs, "port_candidate", lambda: taken)
     with pytest.raises(procs.ProcessError, match="no free port"):
         free_port()
     release_port(taken)
@@ -182,3 +186,123 @@ def test_no_test_server_lets_the_kernel_choose_its_port() -> None:
                 line = text.count("\n", 0, m.start()) + 1
                 found.append(f"{rel}:{line}: {m.group(0).strip()}")
     assert found == [], "use tests.institution.pg.free_port(), not port 0:\n" + "\n".join(found)
+
+
+def test_picked_ports_lie_outside_the_kernels_ephemeral_range() -> None:
+    """The kernel takes the local port of every outgoing connection (and of every bind to
+    port 0) from net.ipv4.ip_local_port_range; a picked port never lies in it, nor does any
+    port of a cluster's block."""
+    from safescan.cluster.spec import BLOCK_SPAN, free_base_port
+
+    lo, hi = procs.ephemeral_range()
+    picks = [free_port() for _ in range(200)]
+    assert all(procs.PICK_LOW <= p <= procs.PICK_HIGH and not lo <= p <= hi for p in picks)
+    base = free_base_port()
+    assert base + BLOCK_SPAN - 1 < lo or base > hi
+    for p in picks:
+        release_port(p)
+
+
+def test_outgoing_connections_cannot_take_a_picked_port(locks: Path) -> None:
+    """The race that failed test_failover.py's cluster (API process 0 found 44350 taken):
+    ports are picked (200 single ones, 5 clusters' blocks) and left unbound; before their
+    servers bind them, 3,000 outgoing connections to 20 listeners are made (as the cluster's
+    probes, Patroni and the other test workers make them) and held. None has a picked port
+    as its local port, and every picked port then binds. With the picks as they were (the
+    kernel's bind to port 0, cluster blocks anywhere in 20000-60000), this failed 5 runs out
+    of 5: connect() takes even ports, and half a cluster's block is even."""
+    from safescan.cluster.spec import Ports, free_base_port
+
+    picks = [free_port() for _ in range(200)]
+    for _ in range(5):
+        picks += Ports(free_base_port()).all(3, 2)
+    listeners = [socket.create_server(("127.0.0.1", free_port()), backlog=200) for _ in range(20)]
+    clients: list[socket.socket] = []
+    servers: list[socket.socket] = []
+    try:
+        for listener in listeners:
+            for _ in range(150):
+                clients.append(socket.create_connection(listener.getsockname(), timeout=10))
+        local = {c.getsockname()[1] for c in clients}
+        lo, hi = procs.ephemeral_range()
+        assert all(lo <= p <= hi for p in local)  # the kernel's half of the bargain
+        assert sorted(local & set(picks)) == []
+        for p in picks:  # every server binds its picked port while the connections are open
+            servers.append(socket.create_server(("127.0.0.1", p)))
+    finally:
+        for s in [*clients, *servers, *listeners]:
+            s.close()
+    for p in picks:
+        release_port(p)
+
+
+def test_a_grabber_holding_the_next_draws_is_skipped(
+    locks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unrelated process binds the very ports the picker draws next (listening on one,
+    an outgoing connection from another, one merely bound): each is skipped, none is
+    handed out, and the pick is a port that binds."""
+    draws = [procs.port_candidate() for _ in range(4)]
+    grabbed = draws[:3]
+    held: list[socket.socket] = []
+    target = socket.create_server(("127.0.0.1", free_port()))
+    try:
+        held.append(socket.create_server(("127.0.0.1", grabbed[0])))
+        out = socket.socket()
+        out.bind(("127.0.0.1", grabbed[1]))
+        out.connect(target.getsockname())
+        held.append(out)
+        bound = socket.socket()
+        bound.bind(("127.0.0.1", grabbed[2]))
+        held.append(bound)
+        offers = list(draws)
+        monkeypatch.setattr(procs, "port_candidate", lambda: offers.pop(0))
+        got = free_port()
+        assert got == draws[3] and not offers
+        assert all(reserve_port(p) for p in grabbed)  # skipped, and not left reserved
+        socket.create_server(("127.0.0.1", got)).close()
+    finally:
+        for s in [*held, target]:
+            s.close()
+    for p in [*grabbed, got]:
+        release_port(p)
+
+
+@pytest.mark.parametrize(
+    ("kernel_range", "picks_from"),
+    [
+        ("32768\t60999\n", [(10000, 32767), (61000, 65535)]),  # Linux's default
+        ("49152 65535", [(10000, 49151)]),  # the IANA dynamic range
+        ("1024 40000", [(40001, 65535)]),
+        (None, [(10000, 32767)]),  # unreadable: the fallback 32768-65535 is assumed
+    ],
+)
+def test_the_pick_range_is_the_complement_of_the_kernels(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kernel_range: str | None,
+    picks_from: list[tuple[int, int]],
+) -> None:
+    f = tmp_path / "ip_local_port_range"
+    if kernel_range is not None:
+        f.write_text(kernel_range)
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE_FILE", f)
+    assert procs.pickable_ranges() == picks_from
+    draws = [procs.port_candidate() for _ in range(300)]
+    assert all(any(a <= p <= b for a, b in picks_from) for p in draws)
+    blocks = [procs.port_candidate(span=60, align=10) for _ in range(300)]
+    assert all(b % 10 == 0 and any(a <= b and b + 59 <= z for a, z in picks_from) for b in blocks)
+
+
+@pytest.mark.parametrize("kernel_range", ["1024 65535", "9000 65000", "10500 65535"])
+def test_no_range_outside_the_kernels_is_a_typed_error_not_a_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locks: Path, kernel_range: str
+) -> None:
+    """A machine whose ephemeral range leaves (almost) nothing outside it: free_port refuses
+    with a typed error naming the setting, rather than picking ports a connection can take."""
+    f = tmp_path / "ip_local_port_range"
+    f.write_text(kernel_range)
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE_FILE", f)
+    with pytest.raises(procs.PortRangeError, match="ip_local_port_range"):
+        free_port()
+    assert issubclass(procs.PortRangeError, procs.ProcessError)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import selectors
 import signal
 import socket
@@ -41,13 +42,18 @@ from safescan.code.errors import SafescanError
 
 __all__ = [
     "ManagedProcess",
+    "PortRangeError",
     "ProcessError",
     "ProcessExited",
     "ProcessNotReady",
     "StartBound",
     "Supervisor",
     "cpu_seconds",
+    "ephemeral_range",
     "free_port",
+    "pickable_ranges",
+    "port_bindable",
+    "port_candidate",
     "release_port",
     "reserve_port",
     "terminating_on_signals",
@@ -136,12 +142,31 @@ class ProcessNotReady(ProcessError):
     code = "process_not_ready"
 
 
+class PortRangeError(ProcessError):
+    """No port range is left to pick from outside the kernel's ephemeral range."""
+
+    code = "port_range"
+
+
 #: where port reservations live (one lock file per port, shared by every process of the machine)
 PORT_LOCKS_ENV = "SAFESCAN_PORT_LOCKS"
 #: lock file -> its locked descriptor, held for life (keyed by the file, not the port: a process
 #: that reserved a port under one lock directory may reserve it under another)
 _RESERVED: dict[Path, int] = {}
 _RESERVING = threading.Lock()
+
+#: the kernel's range for the ports it chooses itself (net.ipv4.ip_local_port_range)
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: assumed where that file cannot be read: Linux's default start to the top (covers the IANA
+#: dynamic range 49152-65535 other systems use)
+EPHEMERAL_FALLBACK = (32768, 65535)
+#: the ports :func:`free_port` picks from lie in [PICK_LOW, PICK_HIGH] outside the ephemeral
+#: range; below PICK_LOW are the ports services usually listen on (5432, 6379, 8080, 9000 ...)
+PICK_LOW = 10000
+PICK_HIGH = 65535
+#: fewer pickable ports than this is refused (:class:`PortRangeError`), not silently used
+MIN_PICKABLE = 1000
+_RNG = random.SystemRandom()
 
 
 def _port_lock_dir() -> Path:
@@ -154,12 +179,61 @@ def _port_lock_dir() -> Path:
     return d
 
 
-def _unbound_port() -> int:
-    """A port nothing is bound to on 127.0.0.1 now (the kernel's choice; it may hand the
-    same one to another process a moment later: hence the reservation)."""
+def ephemeral_range() -> tuple[int, int]:
+    """(first, last) port of the kernel's ephemeral range: the local port of every outgoing
+    TCP connection and every bind to port 0 is taken from it, by any process of the machine,
+    at any moment. :data:`EPHEMERAL_FALLBACK` where /proc does not say."""
+    try:
+        lo, hi = (int(x) for x in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return EPHEMERAL_FALLBACK
+    return lo, hi
+
+
+def pickable_ranges(span: int = 1) -> list[tuple[int, int]]:
+    """(first, last) start ports ``p`` such that ``p .. p+span-1`` all lie in
+    [:data:`PICK_LOW`, :data:`PICK_HIGH`] and outside the kernel's ephemeral range."""
+    lo, hi = ephemeral_range()
+    windows = [(PICK_LOW, min(lo - 1, PICK_HIGH)), (max(hi + 1, PICK_LOW), PICK_HIGH)]
+    return [(a, b - span + 1) for a, b in windows if b - a + 1 >= span]
+
+
+def port_candidate(span: int = 1, align: int = 1) -> int:
+    """A random start port from :func:`pickable_ranges` (a multiple of ``align``): a port
+    (block) the kernel never hands out by itself, so no connection of any process takes it.
+    Raises :class:`PortRangeError` when the ephemeral range leaves fewer than
+    :data:`MIN_PICKABLE` ports to pick from (widen the gap in net.ipv4.ip_local_port_range)."""
+    starts = [
+        (first, last)
+        for a, last in pickable_ranges(span)
+        if (first := -(-a // align) * align) <= last
+    ]
+    total = sum((last - first) // align + 1 for first, last in starts)
+    if total * align < MIN_PICKABLE:
+        lo, hi = ephemeral_range()
+        raise PortRangeError(
+            f"the kernel's ephemeral port range {lo}-{hi} (net.ipv4.ip_local_port_range) "
+            f"leaves fewer than {MIN_PICKABLE} ports in {PICK_LOW}-{PICK_HIGH} to pick from: "
+            "a picked port could be taken by any outgoing connection; narrow that range"
+        )
+    n = _RNG.randrange(total)
+    for first, last in starts:
+        count = (last - first) // align + 1
+        if n < count:
+            return first + n * align
+        n -= count
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` can be bound now, strictly: without SO_REUSEADDR, so a port with
+    a connection in TIME_WAIT counts as taken too (a child that binds without it would fail)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def reserve_port(port: int) -> bool:
@@ -193,14 +267,20 @@ def release_port(port: int) -> None:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on, reserved for this process
-    (:func:`reserve_port`) until it exits: two processes (test workers, a demo) asking at the
-    same time never get the same port, even though the port stays unbound until the server
-    they start binds it (or is stopped and restarted on it)."""
+    """A TCP port on 127.0.0.1 that nothing is bound to, reserved for this process
+    (:func:`reserve_port`) until it exits, and outside the kernel's ephemeral range
+    (:func:`port_candidate`). Between the pick and the bind of the server it is for, the port
+    stays unbound; in that gap no other safescan process is handed it (the reservation), and
+    no outgoing connection or bind to port 0 of any process can take it (the kernel takes
+    those from the ephemeral range only). Raises :class:`ProcessError` after 200 taken
+    candidates, :class:`PortRangeError` when there is no range to pick from."""
     for _ in range(200):
-        port = _unbound_port()
-        if reserve_port(port):
+        port = port_candidate()
+        if not reserve_port(port):
+            continue
+        if port_bindable(port):  # checked once reserved: no safescan process binds it now
             return port
+        release_port(port)
     raise ProcessError("no free port on 127.0.0.1 that no other process has reserved")
 
 

@@ -151,3 +151,43 @@ def test_rendered_configuration_keeps_the_guarantees() -> None:
     assert all(" check" in line for line in api.splitlines() if line.strip().startswith("server"))
     assert "retry-on conn-failure" in text
     assert "0.0.0.0" not in text and "*:" not in text
+
+
+def test_a_base_port_in_the_kernels_ephemeral_range_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block of cluster ports inside net.ipv4.ip_local_port_range could be taken by any
+    outgoing connection between the check and a child's bind (API process 0's 44350 was):
+    refused before anything is written, with the setting named."""
+    from safescan import procs
+
+    f = tmp_path / "ip_local_port_range"
+    f.write_text("32768 60999")
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE_FILE", f)
+    for base in (44300, 32760, 60990):  # inside, straddling the start, straddling the end
+        with pytest.raises(ClusterError, match="ip_local_port_range"):
+            load_or_create(tmp_path / str(base), ClusterSpec(state_dir=tmp_path, base_port=base))
+        assert not (tmp_path / str(base)).exists()
+    for base in (7400, 32700, 61000):  # the default, just below, just above
+        load_or_create(tmp_path / str(base), ClusterSpec(state_dir=tmp_path, base_port=base))
+
+
+def test_a_port_grabbed_after_the_pick_stops_the_start_with_a_typed_error(
+    tmp_path: Path,
+) -> None:
+    """What the ephemeral range cannot exclude: another program binds one of the cluster's
+    ports on purpose after the pick. The API process is then not started, and `up` fails at
+    once with a ClusterError naming the port (never a hang, never another port silently)."""
+    import socket
+
+    from safescan.cluster.spec import free_base_port
+    from safescan.cluster.supervisor import Cluster
+
+    spec = load_or_create(tmp_path, ClusterSpec(state_dir=tmp_path, base_port=free_base_port()))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "logs").mkdir()
+    port = spec.ports.api_process(0)
+    taken = f"port {port} \\(needed by api0\\) is in use"
+    with socket.create_server(("127.0.0.1", port)), pytest.raises(ClusterError, match=taken):
+        Cluster(spec)._start_apis()
+    assert list((tmp_path / "run").iterdir()) == []  # nothing was started

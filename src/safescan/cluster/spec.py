@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from safescan.cluster.errors import ClusterError
+from safescan.procs import ephemeral_range
 
 SPEC_FILE = "cluster.json"
 MAX_NODES = 9
+#: ports base .. base+BLOCK_SPAN-1 hold every port of a cluster (:class:`Ports`)
+BLOCK_SPAN = 60
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,16 @@ class ClusterSpec:
             raise ClusterError(f"a cluster has 3 to {MAX_NODES} nodes (etcd quorum, a standby)")
         if not 1 <= self.api_processes <= MAX_NODES:
             raise ClusterError(f"1 to {MAX_NODES} API processes")
-        if not 1024 <= self.base_port <= 65535 - 60:
+        if not 1024 <= self.base_port <= 65535 - BLOCK_SPAN:
             raise ClusterError("the base port must be between 1024 and 65475")
+        lo, hi = ephemeral_range()
+        last = self.base_port + BLOCK_SPAN - 1
+        if self.base_port <= hi and last >= lo:
+            raise ClusterError(
+                f"the ports {self.base_port}-{last} overlap the kernel's ephemeral range "
+                f"{lo}-{hi} (net.ipv4.ip_local_port_range): any outgoing connection could "
+                "take one before the cluster binds it; choose a --base-port outside it"
+            )
         self.tuning.validate()
 
     def to_json(self) -> str:
@@ -181,22 +192,22 @@ def read_spec(state_dir: Path) -> ClusterSpec:
 
 
 def free_base_port(nodes: int = 3, apis: int = 2) -> int:
-    """A base port whose whole block of cluster ports is free on 127.0.0.1 and reserved for
-    this process (:func:`safescan.procs.reserve_port`: no other process's ``free_port`` hands
-    one of them out; for tests and benchmarks that must not collide with anything running)."""
-    import random
+    """A base port whose whole block of cluster ports is free on 127.0.0.1, reserved for this
+    process (:func:`safescan.procs.reserve_port`: no other process's ``free_port`` hands one
+    of them out) and outside the kernel's ephemeral range (no outgoing connection of any
+    process can take one of them while the cluster's children start: the 44350 that API
+    process 0 once found taken was in it); for tests and benchmarks."""
+    from safescan.procs import port_bindable, port_candidate, release_port, reserve_port
 
-    from safescan.cluster.procs import port_free
-    from safescan.procs import release_port, reserve_port
-
-    rng = random.SystemRandom()
     for _ in range(200):
-        base = rng.randrange(20000, 60000, 100)
+        base = port_candidate(span=BLOCK_SPAN, align=10)
         block = Ports(base).all(nodes, apis)
-        if not all(port_free(p) for p in block):
-            continue
-        reserved = [p for p in block if reserve_port(p)]
-        if len(reserved) == len(block):
+        reserved = []
+        for p in block:
+            if not reserve_port(p):
+                break
+            reserved.append(p)
+        if len(reserved) == len(block) and all(port_bindable(p) for p in block):
             return base
         for p in reserved:
             release_port(p)
