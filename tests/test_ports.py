@@ -157,9 +157,11 @@ def test_reservations_under_another_lock_directory_do_not_count(
     release_port(port)
 
 
-#: what lets the kernel choose a port in a test's server: it can choose one that another
-#: process reserved with free_port() and has not bound yet, and that process's server then
-#: fails to start (the POS and wallet-app servers were started with ``--port 0``)
+#: what lets the kernel choose a port in a test's server. It once could choose one that
+#: another process reserved with free_port() and had not bound yet, whose server then failed
+#: to start (the POS and wallet-app servers were started with ``--port 0``); since picks lie
+#: outside the kernel's ephemeral range it no longer can, and the rule stays so that every
+#: test server's port is reserved, known before it starts, and kept across a restart
 KERNEL_CHOSEN = (
     re.compile(r"""["']--port["'],\s*["']0["']"""),  # a server's command line
     re.compile(r"""--port[ =]0\b"""),
