@@ -195,6 +195,40 @@ def test_a_payment_with_a_key_twice_is_refused_on_the_fast_path_too(served: Serv
             assert _error(r)["code"] == "duplicate_key"
 
 
+def test_a_json_body_is_parsed_once(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The framework's parse (query.JSONRequest) finds a key given twice: on every operation
+    with a request body, check_body refuses it from that parse, never parsing the body again
+    (its own reader, counted here, reads only bodies sent to operations that take none)."""
+    from safescan.institution.http import query
+
+    second: list[int] = []
+    plain = query._no_duplicates
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        second.append(len(pairs))
+        return plain(pairs)
+
+    monkeypatch.setattr(query, "_no_duplicates", counted)
+    doc = served.http.get("/openapi.json").json()
+    headers = {**served.admin, **JSON_HEADER}
+    taken = {True: 0, False: 0}
+    for path, item in doc["paths"].items():
+        filled = re.sub(r"\{[^}]+\}", "X1", re.sub(r"\{(serial|kid)\}", "1", path))
+        for method, op in item.items():
+            if method not in {"post", "put", "patch", "delete"}:
+                continue
+            second.clear()
+            r = served.http.request(
+                method.upper(), filled, content=b'{"name":"A","name":"B"}', headers=headers
+            )
+            assert r.status_code == 400, (method, path, r.text)
+            assert _error(r)["code"] == "duplicate_key", (method, path, r.text)
+            takes_body = "requestBody" in op
+            taken[takes_body] += 1
+            assert bool(second) is not takes_body, (method, path, second)
+    assert taken[True] > 10 and taken[False] > 0, taken
+
+
 def test_a_body_on_a_get_is_refused(served: Served) -> None:
     for path in ("/v1/keys", "/v1/admin/customers", "/health"):
         r = served.http.request(

@@ -25,6 +25,7 @@ from safescan.institution.http.common import (
     Url,
     settlement_report,
 )
+from safescan.institution.http.query import JSONRoute
 from safescan.institution.service import Institution
 from safescan.institution.util import key32
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
@@ -77,7 +78,7 @@ def bearer_token(inst: Institution) -> Any:
 def admin_router(inst: Institution, *, dispatcher: WebhookDispatcher | None) -> APIRouter:
     """The administrator's routes over ``inst``; ``dispatcher`` is this process's webhook
     dispatcher (None: webhooks are off here)."""
-    router = APIRouter(tags=["admin"], dependencies=[bearer_token(inst)])
+    router = APIRouter(tags=["admin"], dependencies=[bearer_token(inst)], route_class=JSONRoute)
 
     @router.post("/v1/admin/merchants", status_code=201)
     def create_merchant(body: MerchantCreate) -> dict[str, Any]:

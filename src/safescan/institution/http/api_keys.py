@@ -27,6 +27,7 @@ from safescan.institution.domain.api_keys import (
 )
 from safescan.institution.http.auth import MerchantAuth
 from safescan.institution.http.common import IdempotencyKey, ObjectId, Strict
+from safescan.institution.http.query import JSONRoute
 from safescan.institution.service import Institution
 
 KeyId = Annotated[str, Path(min_length=16, max_length=16, pattern=r"^[a-km-z2-9]{16}$")]
@@ -62,7 +63,7 @@ def _list(keys: ApiKeys, mid: str) -> dict[str, Any]:
 
 def merchant_key_router(inst: Institution, auth: MerchantAuth) -> APIRouter:
     """``/v1/merchant/api-keys``: signed requests only."""
-    router = APIRouter(tags=["merchant"], dependencies=[auth.caller])
+    router = APIRouter(tags=["merchant"], dependencies=[auth.caller], route_class=JSONRoute)
     keys = inst.access.api_keys
     Signed = Annotated[str, auth.signed_only()]  # noqa: N806 - a type alias
 
@@ -127,7 +128,7 @@ def merchant_key_router(inst: Institution, auth: MerchantAuth) -> APIRouter:
 def admin_key_router(inst: Institution, admin: Any) -> APIRouter:
     """``/v1/admin/merchants/{id}/api-keys``: the administrator's (``admin``: its bearer-token
     dependency)."""
-    router = APIRouter(tags=["admin"], dependencies=[admin])
+    router = APIRouter(tags=["admin"], dependencies=[admin], route_class=JSONRoute)
     keys = inst.access.api_keys
     base = "/v1/admin/merchants/{merchant_id}/api-keys"
 

@@ -51,6 +51,7 @@ from safescan.institution.http.common import (
     client_address,
     created,
 )
+from safescan.institution.http.query import JSONRoute
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 
@@ -113,7 +114,7 @@ def checkout_router(
     """The checkout routes over ``inst``; ``reader`` and ``writer`` are the authenticated-merchant
     dependency types (each yields the merchant id) that may read and make or cancel sessions;
     ``limiter`` limits the public routes per client address."""
-    router = APIRouter()
+    router = APIRouter(route_class=JSONRoute)
 
     def limited(request: Request) -> None:
         limiter.check(client_address(request))

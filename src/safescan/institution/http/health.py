@@ -25,6 +25,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from safescan.institution.domain.health import Health, Readiness
+from safescan.institution.http.query import JSONRoute
 
 
 def health_router(
@@ -37,7 +38,7 @@ def health_router(
     """``GET /healthz``, ``/readyz`` (and the older ``/health``, ``/ready``): ``readiness`` is
     the process's set of checks (:meth:`Health.readiness` plus its own parts); ``webhooks``
     gives the webhook dispatcher's state (``"off"`` when there is none)."""
-    router = APIRouter(tags=["public"])
+    router = APIRouter(tags=["public"], route_class=JSONRoute)
 
     @router.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -30,6 +30,7 @@ from safescan.institution.http.common import (
     created,
     settlement_report,
 )
+from safescan.institution.http.query import JSONRoute
 from safescan.institution.http.stream import event_stream
 from safescan.institution.service import Institution
 from safescan.institution.util import currency_numeric, key32
@@ -80,7 +81,7 @@ class RefundCreate(Strict):
 def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
     """The merchant's routes over ``inst``; ``auth`` authenticates the whole router (an API
     key or a signed request) and each route names the scope it needs."""
-    router = APIRouter(tags=["merchant"], dependencies=[auth.caller])
+    router = APIRouter(tags=["merchant"], dependencies=[auth.caller], route_class=JSONRoute)
     # the merchant id, for a caller with the scope (type aliases)
     OrdersRead = Annotated[str, auth.scope("orders:read")]  # noqa: N806
     OrdersWrite = Annotated[str, auth.scope("orders:write")]  # noqa: N806

@@ -22,11 +22,11 @@ GET/HEAD (``400 body_not_allowed``), no key twice in a JSON object (``400 duplic
 import json
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from safescan.api.errors import (
@@ -101,43 +101,109 @@ def check_query(query: bytes, allowed: Mapping[str, bool]) -> None:
         raise UnknownParameter("the query string names no parameter", param="query")
 
 
-#: the one media type of request bodies (as the payment fast routes take it too)
-_JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
+#: the one media type of request bodies (as the payment fast routes take it too), lower case
+JSON_TYPES = frozenset({b"application/json", b"application/json; charset=utf-8"})
+
+
+def _repeated(pairs: list[tuple[str, Any]]) -> str | None:
+    """The first key of a JSON object's ``pairs`` that stands there twice (None: no key)."""
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def _duplicate_key(key: str) -> DuplicateKey:
+    return DuplicateKey(
+        f"the JSON body names the key {key[:_SHOWN]!r} twice in one object", param=key[:_SHOWN]
+    )
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     doc = dict(pairs)
     if len(doc) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                raise DuplicateKey(
-                    f"the JSON body names the key {key[:_SHOWN]!r} twice in one object",
-                    param=key[:_SHOWN],
-                )
-            seen.add(key)
+        raise _duplicate_key(_repeated(pairs) or "")
     return doc
 
 
-def check_body(method: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+class JSONRequest(Request):
+    """A request whose JSON body the framework reads in one parse that also finds the first
+    key named twice in an object (:func:`check_body` refuses it, as a dependency, after the
+    framework's own refusals). It decodes and parses as Starlette's ``json.loads(body)`` does,
+    byte for byte the same errors, and the model gets the same ``dict`` (the last value of a
+    key given twice)."""
+
+    #: the framework has parsed the body, and read it as strict UTF-8 (no BOM)
+    utf8_parsed = False
+    #: the first key the body names twice in one object (when ``utf8_parsed``)
+    duplicate: str | None = None
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            found: list[str] = []
+
+            def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+                doc = dict(items)
+                if len(doc) != len(items) and not found:
+                    found.append(_repeated(items) or "")
+                return doc
+
+            encoding = json.detect_encoding(body)
+            try:
+                text = body.decode(encoding)
+                utf8 = encoding == "utf-8"
+            except UnicodeDecodeError:  # json.loads decodes with "surrogatepass"; not UTF-8
+                text = body.decode(encoding, "surrogatepass")
+                utf8 = False
+            self._json = json.JSONDecoder(object_pairs_hook=pairs).decode(text)
+            self.utf8_parsed = utf8
+            self.duplicate = found[0] if found else None
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """The route class of every router: its handler reads the request as a
+    :class:`JSONRequest` (the body is parsed once, duplicate keys found in that parse)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(JSONRequest(request.scope, request.receive, request._send))
+
+        return strict
+
+
+def check_body(
+    method: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    parsed: JSONRequest | None = None,
+) -> None:
     """Refuse a body on GET/HEAD, a body that is not UTF-8 ``application/json`` (no BOM), and
     JSON naming a key twice in an object. The framework has parsed the body already (its own
-    refusals of broken JSON come first); this is what it let through."""
+    refusals of broken JSON come first); this is what it let through. ``parsed``: the request,
+    when the framework's parse of the UTF-8 text found the duplicate keys already (else the
+    body is parsed here: a route that takes no body, or a body json read as UTF-16/32)."""
     if not body:
         return
     if method in ("GET", "HEAD"):
         raise BodyNotAllowed(f"a {method} request takes no body")
     types = [v for k, v in headers if k == b"content-type"]
-    if (
-        len(types) != 1
-        or types[0].decode("latin-1").lower().replace(";charset", "; charset") not in _JSON_TYPES
-    ):
+    if len(types) != 1 or types[0].lower().replace(b";charset", b"; charset") not in JSON_TYPES:
         raise UnsupportedMediaType(
             "request bodies are JSON: one Content-Type: application/json (UTF-8)",
             param="Content-Type",
         )
     if body.startswith(b"\xef\xbb\xbf"):
         raise UnsupportedMediaType("the body starts with a byte-order mark: send plain UTF-8")
+    if parsed is not None and parsed.utf8_parsed:
+        if parsed.duplicate is not None:
+            raise _duplicate_key(parsed.duplicate)
+        return
     try:
         json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError:
@@ -150,7 +216,12 @@ def strict_query(request: Request) -> None:
     """The app-wide dependency: the request's query against its route's declared names, and
     its body (:func:`check_body`)."""
     scope = request.scope
-    check_body(scope["method"], scope.get("headers", []), scope.get(BODY_KEY) or b"")
+    check_body(
+        scope["method"],
+        scope.get("headers", []),
+        scope.get(BODY_KEY) or b"",
+        request if isinstance(request, JSONRequest) else None,
+    )
     query: bytes = scope.get("query_string") or b""
     if not query:
         return
@@ -180,4 +251,12 @@ def declare_strict_query(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-__all__ = ["check_query", "declare_strict_query", "declared_query", "strict_query"]
+__all__ = [
+    "JSON_TYPES",
+    "JSONRequest",
+    "JSONRoute",
+    "check_query",
+    "declare_strict_query",
+    "declared_query",
+    "strict_query",
+]

@@ -37,6 +37,7 @@ from safescan.institution.http.common import (
     created,
 )
 from safescan.institution.http.errors import answer
+from safescan.institution.http.query import JSON_TYPES, JSONRoute
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.service import Institution
 from safescan.institution.util import canonical_json, framework_json, key32
@@ -133,7 +134,7 @@ REVOCATION_LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
 def wallet_router(inst: Institution, *, limiter: RateLimiter) -> APIRouter:
     """The public and wallet routes over ``inst``; ``limiter`` limits the public endpoints that
     cost work per client address."""
-    router = APIRouter()
+    router = APIRouter(route_class=JSONRoute)
 
     def limited(request: Request) -> None:
         limiter.check(client_address(request))
@@ -258,21 +259,15 @@ def fast_pay(inst: Institution) -> FastHandler:
             if isinstance(paid, Stored):  # keyed: the answer recorded for its key, as recorded
                 await send_json(send, paid.status, canonical_json(paid.body).encode())
             else:
-                await send_json(send, CREATED, _framework_json(wire.payment_made(paid)))
+                await send_json(send, CREATED, framework_json(wire.payment_made(paid)))
         except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
             err = answer(exc)
             await send_json(
-                send, err.status, _framework_json(err.body), retry_after_s=err.retry_after
+                send, err.status, framework_json(err.body), retry_after_s=err.retry_after
             )
         return True
 
     return handle
-
-
-_JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
-
-
-_framework_json = framework_json  # JSON as Starlette's ``JSONResponse`` renders it
 
 
 def _well_formed(scope: Scope, body: bytes) -> tuple[str, str, str | None] | None:
@@ -292,7 +287,7 @@ def _well_formed(scope: Scope, body: bytes) -> tuple[str, str, str | None] | Non
             if key is not None:
                 return None
             key = value.decode("latin-1")
-    if ctype is None or ctype.lower() not in _JSON_TYPES:
+    if ctype is None or ctype.lower() not in JSON_TYPES:
         return None
     if key is not None and not _IDEMPOTENCY.fullmatch(key):
         return None
@@ -359,11 +354,11 @@ def fast_lookup(inst: Institution, limiter: RateLimiter) -> FastHandler:
             settled = await run_in_threadpool(
                 outcomes.lookup_payment, inst, code, authorization_from_wire(authorization), key
             )
-            await send_json(send, 200, _framework_json(settled))
+            await send_json(send, 200, framework_json(settled))
         except Exception as exc:  # noqa: BLE001 - every error answered by its handler; no traceback leaves
             err = answer(exc)
             await send_json(
-                send, err.status, _framework_json(err.body), retry_after_s=err.retry_after
+                send, err.status, framework_json(err.body), retry_after_s=err.retry_after
             )
         return True
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from safescan.institution.http.auth import MerchantAuth
+from safescan.institution.http.query import JSONRoute
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import WebhookDispatcher
 from safescan.institution.webhook_ops import WebhookOps
@@ -39,7 +40,7 @@ def webhook_routes(
 def webhook_router(ops: WebhookOps, auth: MerchantAuth) -> APIRouter:
     """The merchant's webhook routes, authenticated by ``auth`` (reading needs the scope
     ``webhooks:read``, changing ``webhooks:write``)."""
-    router = APIRouter(tags=["merchant"], dependencies=[auth.caller])
+    router = APIRouter(tags=["merchant"], dependencies=[auth.caller], route_class=JSONRoute)
     Read = Annotated[str, auth.scope("webhooks:read")]  # noqa: N806 - type aliases
     Write = Annotated[str, auth.scope("webhooks:write")]  # noqa: N806
 
