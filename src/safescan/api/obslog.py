@@ -298,13 +298,19 @@ _stamp: tuple[int, str] = (-1, "")  # (second, its date and time of day): one ob
 
 def utc_stamp(ns: int) -> str:
     """``ns`` (nanoseconds since the epoch) as ``datetime.isoformat()`` writes it in UTC, with
-    ``Z`` for ``+00:00`` (no fraction when the microseconds are 0, as ``isoformat`` does); the
-    date and time of day are formatted once per second."""
+    ``Z`` for ``+00:00`` (no fraction when the microseconds are 0, as ``isoformat`` does; a
+    4-digit year, zero-padded before 1000); the date and time of day are formatted once per
+    second."""
     global _stamp
     second, micro = divmod(ns // 1000, 1_000_000)
     cached = _stamp
     if cached[0] != second:
-        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        t = time.gmtime(second)  # not strftime: its %Y writes year 999 as "999", not "0999"
+        cached = (
+            second,
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}",
+        )
         _stamp = cached
     return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
 
