@@ -9,6 +9,7 @@ the picker would draw next."""
 from __future__ import annotations
 
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -208,22 +209,30 @@ def test_picked_ports_lie_outside_the_kernels_ephemeral_range() -> None:
 def test_outgoing_connections_cannot_take_a_picked_port(locks: Path) -> None:
     """The race that failed test_failover.py's cluster (API process 0 found 44350 taken):
     ports are picked (200 single ones, 5 clusters' blocks) and left unbound; before their
-    servers bind them, 3,000 outgoing connections to 20 listeners are made (as the cluster's
+    servers bind them, 3,000 outgoing connections to 40 listeners are made (as the cluster's
     probes, Patroni and the other test workers make them) and held. None has a picked port
     as its local port, and every picked port then binds. With the picks as they were (the
-    kernel's bind to port 0, cluster blocks anywhere in 20000-60000), this failed 5 runs out
-    of 5: connect() takes even ports, and half a cluster's block is even."""
+    kernel's bind to port 0, cluster blocks anywhere in 20000-60000), this failed 10 runs out
+    of 10: connect() takes even ports, and half a cluster's block is even."""
     from safescan.cluster.spec import Ports, free_base_port
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 4000  # 3,000 connections, their servers' ends in the accept queues are not ours
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     picks = [free_port() for _ in range(200)]
     for _ in range(5):
         picks += Ports(free_base_port()).all(3, 2)
-    listeners = [socket.create_server(("127.0.0.1", free_port()), backlog=200) for _ in range(20)]
+    # 40 listeners x 75 connections: within any accept queue (net.core.somaxconn >= 128), and
+    # 40 destinations spread the local ports over the range (each has its own offset)
+    listeners = [socket.create_server(("127.0.0.1", free_port()), backlog=100) for _ in range(40)]
     clients: list[socket.socket] = []
     servers: list[socket.socket] = []
     try:
         for listener in listeners:
-            for _ in range(150):
+            for _ in range(75):
                 clients.append(socket.create_connection(listener.getsockname(), timeout=10))
         local = {c.getsockname()[1] for c in clients}
         lo, hi = procs.ephemeral_range()
@@ -234,6 +243,8 @@ def test_outgoing_connections_cannot_take_a_picked_port(locks: Path) -> None:
     finally:
         for s in [*clients, *servers, *listeners]:
             s.close()
+        if soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     for p in picks:
         release_port(p)
 
