@@ -125,6 +125,7 @@ def build_app(
         dispatcher=dispatcher,
         public_limiter=RateLimiter(tuning.merchant_rate, tuning.merchant_burst),
         maintenance_interval=tuning.maintenance_interval,
+        public_url=tuning.public_url,
     )
     collector = metrics.ProcessCollector(inst.db, dispatcher)
     served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)

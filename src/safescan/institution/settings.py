@@ -47,6 +47,7 @@ from safescan.institution.config import (
     ENV_HSM_TOKEN,
     ENV_KEY_BACKEND,
     Tuning,
+    public_base_url,
 )
 
 ENV_PREFIX = "SAFESCAN_INSTITUTION_"
@@ -138,6 +139,12 @@ class ServerSettings(_Section):
     trusted_proxies: tuple[str, ...] = Field(
         default=(), description="reverse proxies whose X-Forwarded-For/-Proto are believed"
     )
+    public_url: str | None = Field(
+        default=None,
+        description="the base URL shoppers reach this server at (https://pay.example.com): the"
+        " links it hands out (checkout pages) start with it; unset: the address the connection"
+        " reached, never the request's Host header",
+    )
     max_connections: int = Field(
         default=1000, ge=1, description="open client connections per process"
     )
@@ -149,6 +156,12 @@ class ServerSettings(_Section):
         default=15.0, gt=0, description="seconds to wait for the SQLite writer"
     )
     checkpoint_interval: float = Field(default=1.0, gt=0, description="seconds between checkpoints")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else public_base_url(value)
+
     maintenance_interval: float = Field(
         default=5.0, gt=0, description="expiry sweep interval, seconds"
     )
@@ -288,6 +301,7 @@ class Settings(BaseSettings):
             webhook_log_per_endpoint=hooks.log_per_endpoint,
             webhook_log_max_days=hooks.log_max_days,
             write_deadline=self.server.write_deadline,
+            public_url=self.server.public_url,
             log_level=self.server.log_level,
             log_format=self.server.log_format,
             access_log=self.server.access_log,

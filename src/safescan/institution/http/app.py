@@ -60,6 +60,7 @@ def create_app(
     background: bool = True,
     maintenance_interval: float = 5.0,
     fast: bool = True,
+    public_url: str | None = None,
 ) -> ASGIApp:
     """The ASGI application over ``inst`` (wrapped in the body-size limit).
 
@@ -67,7 +68,9 @@ def create_app(
     ``dispatcher``. ``public_limiter`` limits the public endpoints per client address (default
     :data:`PUBLIC_RATE`); ``merchant_auth`` authenticates merchant routes (default: its
     limits of wrong API keys, :data:`.auth.FAILED_KEY_RATE`). ``fast=False`` serves the two
-    hot routes through the framework too (tests compare both)."""
+    hot routes through the framework too (tests compare both). ``public_url`` is the base of
+    the links handed out (the hosted checkout page; default: the address each connection
+    reached, never its ``Host`` header)."""
     preload()  # what requests would load on first use: none opens a file for it
     limiter = public_limiter or RateLimiter(*PUBLIC_RATE)
     if not (background and inst.webhooks_enabled):
@@ -137,6 +140,7 @@ def create_app(
             Annotated[str, auth.scope("checkout:read")],
             Annotated[str, auth.scope("checkout:write")],
             limiter=limiter,
+            public_url=public_url,
         )
     )
     keep_docs_offline(app)

@@ -103,18 +103,46 @@ class CheckoutCreate(Strict):
     reference: ShortText | None = None
 
 
-def hosted_url(request: Request, sid: str) -> str:
-    """The session's page on this server (as the merchant's request reached it)."""
-    return str(request.base_url).rstrip("/") + f"/checkout/{sid}"
+def base_url(request: Request, public_url: str | None) -> str:
+    """Where shoppers reach this server: the operator's ``public_url``, else the scheme and the
+    local address the connection reached (its socket's, not anything the client says). Never
+    the request's ``Host`` header: a merchant's request (or a proxy or cache in between) with
+    ``Host: evil.example`` would otherwise put evil.example in the link the shop hands its
+    customers (host header injection)."""
+    if public_url is not None:
+        return public_url
+    scheme = request.scope.get("scheme", "http")
+    server = request.scope.get("server")
+    if not server:
+        return f"{scheme}://127.0.0.1"
+    host, port = str(server[0]), server[1]
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def _hosted_url(request: Request, sid: str, public_url: str | None = None) -> str:
+    """The session's page on this server (:func:`base_url`)."""
+    return f"{base_url(request, public_url)}/checkout/{sid}"
 
 
 def checkout_router(
-    inst: Institution, reader: Any, writer: Any, *, limiter: RateLimiter
+    inst: Institution,
+    reader: Any,
+    writer: Any,
+    *,
+    limiter: RateLimiter,
+    public_url: str | None = None,
 ) -> APIRouter:
     """The checkout routes over ``inst``; ``reader`` and ``writer`` are the authenticated-merchant
     dependency types (each yields the merchant id) that may read and make or cancel sessions;
-    ``limiter`` limits the public routes per client address."""
+    ``limiter`` limits the public routes per client address; ``public_url`` is the base of the
+    hosted pages' links (:func:`base_url`)."""
     router = APIRouter(route_class=JSONRoute)
+
+    def hosted_url(request: Request, sid: str) -> str:
+        return _hosted_url(request, sid, public_url)
 
     def limited(request: Request) -> None:
         limiter.check(client_address(request))
