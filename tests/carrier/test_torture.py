@@ -2,6 +2,13 @@
 
 After every restart: the image opens (not destroyed), the signature counter never repeats or
 goes back, and the retry counter never goes up unless a correct PIN was in flight.
+
+100 lives (200 before). With kills only at random moments, 100 lives of the former test landed
+about 36 kills in a wrong PIN check, 25 in a correct one and none in a signature (the
+signature's EEPROM write is the shortest window; 200 lives hit it once or twice, or not at
+all). Now every fourth life is killed a random 0-4 ms after a signature request left the host,
+so each run lands kills in all three writes (the test asserts it), with half the restarts
+(each restart is a process start: ~0.2 s of CPU).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from safescan.carrier.testing import CarrierProcess, LocalInstitution
 
 from .conftest import PIN
 
-KILLS = 200
+KILLS = 100
 LIMIT = 16
 
 
@@ -38,6 +45,7 @@ class Worker(threading.Thread):
         self.counters: list[int] = []  # authorizations returned, in order
         self.failure: BaseException | None = None
         self.signed = threading.Event()  # set once an authorization came back
+        self.signing = threading.Event()  # set when an authorization request is sent
 
     def run(self) -> None:
         try:
@@ -55,6 +63,7 @@ class Worker(threading.Thread):
                 self.client.verify_pin(PIN)
                 self.retries = LIMIT
                 self.in_flight = "authorize"
+                self.signing.set()
                 auth = self.client.authorize(
                     merchant_id=contents.merchant.id, amount=335, currency=978
                 )
@@ -89,6 +98,7 @@ def test_sigkill_during_pin_checks_and_signatures(
         last_retries, last_counter = LIMIT, 0
         in_flight: str | None = None
         returned: list[int] = []
+        torn: list[str | None] = []  # what each life was doing when it was killed
         for life in range(KILLS):
             proc.start()
             client = CarrierClient.connect(proc.url, timeout=5)
@@ -126,11 +136,17 @@ def test_sigkill_during_pin_checks_and_signatures(
                     last_retries = LIMIT
                 worker = Worker(client, institution, rng.randrange(2**32))
                 worker.start()
-                if life % 2 == 0:
-                    # half the lives end only after a signature came back, however slow the
-                    # machine: the test exercises signatures without depending on timing
-                    worker.signed.wait(30)
-                time.sleep(rng.uniform(0, 0.02))
+                if life % 4 == 3:
+                    # a quarter of the lives end during a signature (the signing request is
+                    # out; the card writes its counter before it answers)
+                    worker.signing.wait(30)
+                    time.sleep(rng.uniform(0, 0.004))
+                else:
+                    if life % 2 == 0:
+                        # half the lives end only after a signature came back, however slow
+                        # the machine: the test exercises signatures without depending on timing
+                        worker.signed.wait(30)
+                    time.sleep(rng.uniform(0, 0.02))
                 proc.kill()
                 worker.join(10)
                 assert not worker.is_alive()
@@ -146,8 +162,13 @@ def test_sigkill_during_pin_checks_and_signatures(
             if worker.retries is not None:
                 last_retries = worker.retries
             in_flight = worker.in_flight
+            torn.append(in_flight)
         # the test really exercised signatures: every other life waits for one (unless the worker
         # stopped first, e.g. RESTART_REQUIRED after three wrong PINs in that power cycle)
         assert len(returned) >= KILLS // 4
+        # and the kills landed in each of the card's writes: a wrong PIN's and a correct PIN's
+        # retry counter, and a signature's counter
+        assert {"wrong", "correct", "authorize"} <= set(torn), {k: torn.count(k) for k in torn}
+        print({k: torn.count(k) for k in set(torn)})
     finally:
         proc.stop()
