@@ -96,8 +96,9 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
 ) -> None:
     """The customer's enrollment letter carries the institution's root key (`institution
     root-keys`); `wallet enroll --institution-key` pins it instead of trusting whatever the URL
-    serves. A certificate under any other key is refused before the carrier is personalised; with
-    the right key the same carrier enrolls and pays."""
+    serves. Pinned keys the institution does not publish are refused before the carrier is
+    touched (a certificate under any other key would be refused before the carrier is
+    personalised); with the right key the same carrier enrolls and pays."""
     listed = subprocess.run(
         [sys.executable, "-m", "safescan.institution", "root-keys", "--db", world.stack.db_url],
         capture_output=True,
@@ -141,7 +142,8 @@ def test_enroll_with_pinned_institution_key_refuses_another_institutions_certifi
 
         refused = enroll(rogue, "w1")
         assert refused.returncode == 2
-        assert "does not verify" in refused.stderr, refused.stderr
+        # the institution publishes no such key: refused before the carrier is touched
+        assert "does not publish the pinned institution key" in refused.stderr, refused.stderr
         assert not (tmp_path / "w1" / "wallet.json").exists()
         malformed = enroll("1:abcd", "w2")
         assert malformed.returncode == 2 and "KID:64-hex-digits" in malformed.stderr

@@ -42,7 +42,8 @@ def enroll(
     GENERATE KEYS on the carrier -> ``POST /v1/carriers/enroll`` (certificate + sealed bundle)
     -> the certificate is checked (institution key, role, the carrier's own key) ->
     PERSONALIZE with the bundle and the PIN -> a fresh session proves the certified key.
-    ``trust`` pins the institution keys; without it they are fetched (trust on first use).
+    ``trust`` pins the institution keys; without it they are fetched (trust on first use);
+    either way the institution is asked for its keys before the carrier is touched.
     ``tls_ca`` (PEM) pins the CA of the institution's HTTPS certificate, from now on.
     Every local input is checked first (:func:`.enroll_checks.check_inputs`).
     """
@@ -59,7 +60,20 @@ def enroll(
         pin_ca(institution_url, ca_from_pem(tls_ca, "the institution's CA"))
     api = WalletClient(institution_url)
     try:
-        pinned = trust or api.keys.root_keys()
+        # one institution request before the carrier is touched, pinned keys or not: an
+        # unreachable institution, a TLS certificate the pinned CA refuses or a pinned key the
+        # institution does not publish fails here, before GENERATE KEYS spends the carrier's
+        # key generation (and the enrollment's attestation) on an enrollment that cannot finish
+        published = api.keys.root_keys()
+        pinned = trust or published
+        if trust is not None and not any(
+            published.institution_keys.get(kid) == key
+            for kid, key in trust.institution_keys.items()
+        ):
+            raise EnrollmentFailed(
+                "the institution does not publish the pinned institution key (--institution-key):"
+                " nothing was done on the key carrier"
+            )
         answers: list[Enrolled] = []
 
         def make_bundle(keys: Any) -> bytes:
