@@ -238,3 +238,52 @@ def test_health_reports_a_dead_dispatcher(
         assert s.stats()["state"] == "dead" and s.stats()["ok"] is False
     finally:
         s.close()
+
+
+STORED_REQUEST_IDS = [
+    "req_0123456789\r\nX-Injected: 1",
+    "req_0123456789\nX-Injected: 1",
+    "req_0123456789\rX-Injected: 1",
+    "req_0123456789\x00",
+    "req_0123456789 \x7f",
+    "req_\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9",
+    "x" * 300,
+]
+
+
+def test_a_hostile_request_id_in_the_database_never_reaches_the_webhook_headers(
+    inst: Institution,
+) -> None:
+    """Header injection into outgoing webhooks (redteam): the ``X-Request-Id`` a delivery
+    carries comes from the database (the causing request's id, or a resend's). A value with
+    CR/LF, NUL, DEL, non-ASCII or hundreds of characters stored there (by an older version, a
+    restore, a hand edit) made every attempt of the event fail in the HTTP library, for ever;
+    now the header is left out unless the id is sane, and the delivery arrives, with no header
+    but the ones the dispatcher writes."""
+    from sqlalchemy import update
+
+    from safescan.institution.models import Event
+
+    rx = Listener(answer(204))
+    try:
+        mid = merchant(inst, "Injected", rx.url)
+        ids = emit(inst, mid, len(STORED_REQUEST_IDS) + 1)
+        for eid, rid in zip(ids, [*STORED_REQUEST_IDS, None], strict=True):
+            inst.db.write(
+                lambda c, eid=eid, rid=rid: c.execute(
+                    update(Event)
+                    .where(Event.id == eid)
+                    .values(request_id="req_0123456789ab", resend_request_id=rid)
+                )
+            )
+        d = Dispatch(inst, LOOPBACK)
+        assert d.run_until(lambda: all(any(a.ok for a in d.of(e)) for e in ids), timeout=15), [
+            (a.error_kind, a.error) for e in ids for a in d.of(e)
+        ]
+    finally:
+        rx.close()
+    heads = [r.head for r in rx.requests]
+    assert all(b"x-injected" not in h.lower() for h in heads)
+    sent = sorted(r.header("X-Request-Id") or "" for r in rx.requests)
+    # the sane ones (the causing request's id behind each hostile resend id) still go out
+    assert sent == ["req_0123456789ab"] * len(ids)

@@ -99,6 +99,12 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
+def is_sane_request_id(value: str | None) -> bool:
+    """Whether ``value`` may be written as an ``X-Request-Id`` (8-64 of ``[A-Za-z0-9._:-]``:
+    no CR/LF, control character, space or non-ASCII letter can reach a header or a log)."""
+    return value is not None and _SANE_ID.fullmatch(value) is not None
+
+
 def accept_request_id(raw: bytes | str | None) -> str:
     """The client's ``X-Request-Id`` if it is sane (8-64 of ``[A-Za-z0-9._:-]``), else a new
     one: an id with spaces, quotes, control characters or kilobytes never reaches a log."""

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, func, select, update
 from safescan.api import standard_webhooks
 from safescan.api.errors import ConfigError, WebhookUrlRefused
 from safescan.api.events import H_EVENT_ID, H_SIGNATURE, sign_webhook
-from safescan.api.obslog import REQUEST_ID_HEADER, set_request_id
+from safescan.api.obslog import REQUEST_ID_HEADER, is_sane_request_id, set_request_id
 from safescan.code.errors import SafescanError
 from safescan.code.keys import Signer
 from safescan.institution.db import Database
@@ -97,8 +97,14 @@ class _Due:
 
     @property
     def sent_request_id(self) -> str | None:
-        """The ``X-Request-Id`` of this attempt: the resend's, else the causing request's."""
-        return self.resend_request_id or self.request_id
+        """The ``X-Request-Id`` of this attempt: the resend's, else the causing request's; a
+        stored value that is not a sane request id (CR/LF, controls, non-ASCII, too long: an
+        older version's, a restore's, a hand edit's) is never sent (header injection) nor let
+        fail every attempt in the HTTP library."""
+        for value in (self.resend_request_id, self.request_id):
+            if is_sane_request_id(value):
+                return value
+        return None
 
 
 @dataclass
