@@ -145,6 +145,32 @@ def test_a_genuine_delivery_marks_the_order_paid_once_and_replays_change_nothing
     assert shop.status(sid) == ("paid", doc["data"]["payment_id"])
 
 
+def test_concurrent_and_reordered_duplicates_are_acted_on_once(shop: Shop) -> None:
+    """The same event delivered 12 times at once (the very delivery, and re-signed at other
+    moments within the tolerance, older ones arriving last: an at-least-once sender's retries
+    racing, or an attacker replaying): one is handled, every other is a duplicate; then the
+    same session's completion under another event id (a second event for it) changes
+    nothing: the order keeps the first payment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sid, ref = shop.order()
+    doc = event(sid, ref)
+    now = time.time()
+    deliveries = [signed(doc, at=now - age) for age in (0, 0, 0, 30, 60, 120, 240, 280)]
+    deliveries += [signed(doc, at=now + ahead) for ahead in (10, 60, 120, 240)]
+    with ThreadPoolExecutor(len(deliveries)) as pool:
+        answers = list(pool.map(lambda d: post(shop, *d), deliveries))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    bodies = [a.json() for a in answers]
+    assert bodies.count({"ok": True}) == 1, bodies
+    assert bodies.count({"duplicate": True}) == len(deliveries) - 1, bodies
+    assert shop.status(sid) == ("paid", doc["data"]["payment_id"])
+    second = event(sid, ref)  # another event id, another payment id, the same session
+    r = post(shop, *signed(second))
+    assert r.status_code == 200, r.text
+    assert shop.status(sid) == ("paid", doc["data"]["payment_id"])
+
+
 def test_a_delivery_replayed_after_the_tolerance_is_refused(shop: Shop) -> None:
     sid, ref = shop.order()
     body, headers = signed(event(sid, ref), at=time.time() - 6 * 60)
