@@ -52,12 +52,28 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 #: The longest files of a run on 4 workers, longest first (docs/operations.md, "Test suite
 #: wall time"); a file missing here is scheduled by its number of tests.
 LONGEST = (
-    # 9 of the 30 slowest tests of the 2026-12-01 CI run (1,735 s of its 3,326, a loaded run)
-    "tests/faults/test_backup_restore.py",
-    "tests/cluster/test_failover.py",
-    "tests/cluster/test_api_tls.py",
-    "tests/test_fresh_clone.py",
-    "tests/cluster/test_cli_errors.py",
+    # from the SAFESCAN_CPU_REPORT run of 2026-12-01 05:50 (first 1,844 tests; a loaded
+    # machine): each file's summed wall seconds (what holds a worker), then its CPU seconds;
+    # the files that run had not reached yet from the 30 slowest of the CI run before it
+    "tests/e2e/walletapp/test_scan_and_pay.py",  # 678 s wall, 167 s CPU (Chromium)
+    "tests/faults/test_backup_restore.py",  # 429 s for 2 of its 14 tests; 9 of the 30 slowest
+    "tests/faults/test_clock_jumps.py",  # 462 s, 48 tests
+    "tests/faults/test_corruption.py",  # 450 s for 5 tests
+    "tests/e2e/test_merchant_sealing.py",  # 346 s
+    "tests/e2e/test_newcomer.py",  # 309 s, 76 s CPU
+    "tests/cluster/test_failover.py",  # 300 s (its cluster's daemons' CPU is not counted)
+    "tests/faults/test_institution_kill.py",  # 408 s -> 228 s halved (-n 1, loaded)
+    "tests/e2e/test_enroll_tls_ca.py",  # 246 s
+    "tests/carrier/test_fuzz.py",  # 230 s
+    "tests/cluster/test_api_tls.py",  # 228 s
+    "tests/code/test_rekey_files.py",  # 218 s
+    "tests/e2e/test_threats.py",  # 199 s
+    "tests/e2e/test_demo.py",  # 195 s
+    "tests/institution/test_pitr.py",  # 52 s in the CI run's 30 slowest
+    "tests/e2e/walletapp/test_guard.py",  # 173 s
+    "tests/carrier/test_torture.py",  # 164 s; 100 s halved (-n 1, loaded)
+    "tests/test_fresh_clone.py",  # 54 s in the CI run's 30 slowest
+    "tests/cluster/test_cli_errors.py",  # 109 s
 )
 
 
