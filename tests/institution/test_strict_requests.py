@@ -301,3 +301,47 @@ def test_the_framework_routes_follow_the_same_query_rules(served: Served) -> Non
         r = served.http.get(f"{path}?utm_source=mail&v=3")
         assert r.status_code == 200, (path, r.status_code)
     assert served.http.get("/openapi.json").status_code == 200
+
+
+def test_metrics_take_no_query_parameter_and_no_token_in_the_url() -> None:
+    """``/metrics`` (outside the app: the Prometheus wrapper) is read by programs too: a query
+    parameter is ``400 unknown_parameter`` (it was ignored), a token in the URL ``401
+    api_key_in_url`` (the metrics token goes in the header), before the access check."""
+    import asyncio
+
+    from safescan.institution.metrics import MetricsAccess, MetricsEndpoint
+
+    class Empty:
+        def collect(self) -> list[Any]:
+            return []
+
+    async def app(_scope: Any, _receive: Any, _send: Any) -> None:
+        raise AssertionError("the wrapper answers /metrics itself")
+
+    endpoint = MetricsEndpoint(app, Empty(), MetricsAccess("loopback"))  # type: ignore[arg-type]
+
+    def get(query: bytes) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": query,
+                 "headers": [], "client": ("127.0.0.1", 5000)}  # fmt: skip
+        asyncio.run(endpoint(scope, receive, send))
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        import json
+
+        return sent[0]["status"], json.loads(body) if sent[0]["status"] != 200 else {}
+
+    assert get(b"")[0] == 200
+    for query, param in ((b"x=1", "x"), (b"name[]=up", "name[]"), (b"format=json", "format")):
+        status, doc = get(query)
+        assert (status, doc["error"]["code"], doc["error"]["param"]) == (
+            400, "unknown_parameter", param), query  # fmt: skip
+    for query in (b"token=abcdefghijklmnop", b"access_token=x", b"x=sk_live_abc"):
+        status, doc = get(query)
+        assert (status, doc["error"]["code"]) == (401, "api_key_in_url"), query

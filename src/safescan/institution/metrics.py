@@ -56,10 +56,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from safescan.api.errors import ConfigError
+from safescan.api.errors import ConfigError, InstitutionError
 from safescan.code.smallfile import read_small_text
 from safescan.institution.db import Database
 from safescan.institution.http.asgi import ASGIApp, Message, Receive, Scope, Send
+from safescan.institution.http.auth import refuse_key_in_url
+from safescan.institution.http.query import check_query
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ACCESS_MODES = ("loopback", "token", "off")
@@ -326,6 +328,14 @@ class MetricsEndpoint:
         if scope.get("method") not in ("GET", "HEAD"):
             await _send(send, 405, _error("MethodNotAllowed", "method_not_allowed", "use GET"))
             return
+        query: bytes = scope.get("query_string") or b""
+        if query:  # read by programs, like the API: a parameter is refused (none is taken)
+            try:
+                refuse_key_in_url(query)  # the metrics token goes in the header, never here
+                check_query(query, {})
+            except InstitutionError as exc:
+                await _send(send, exc.status, json.dumps({"error": exc.to_dict()}).encode())
+                return
         if not self.access.allows(scope):
             why = (
                 "the metrics need the metrics token (Authorization: Bearer ...)"
