@@ -36,6 +36,7 @@ from safescan.cluster.procs import (
     wait_until,
 )
 from safescan.cluster.spec import SPEC_FILE, ClusterSpec
+from safescan.code.atomicfile import write_atomic
 from safescan.web import pki
 
 BOOT_TIMEOUT = 180.0
@@ -634,7 +635,8 @@ def _json(data: Any) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    """``text`` to ``path``, owner-only, whole or not at all (:func:`write_atomic`): a link
+    planted at ``path`` or at its temporary name is replaced, never written through (before:
+    ``O_TRUNC`` without ``O_NOFOLLOW`` wrote the cluster's secrets to whatever a planted link
+    named, then made that file 0600; tests/cluster/test_private_files.py)."""
+    write_atomic(path, text.encode("utf-8"), 0o600)
