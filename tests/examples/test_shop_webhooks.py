@@ -171,6 +171,21 @@ def test_concurrent_and_reordered_duplicates_are_acted_on_once(shop: Shop) -> No
     assert shop.status(sid) == ("paid", doc["data"]["payment_id"])
 
 
+def test_a_timestamp_header_respelt_after_signing_is_refused(shop: Shop) -> None:
+    """The ``standardwebhooks`` library reads ``webhook-timestamp`` with ``float()`` and checks
+    the signature over its floor: a delivery whose header was rewritten after signing
+    ("<t>.9", "0<t>", "<t>e0", "+<t>", "1_7...") verified (redteam). Only the signed spelling
+    is taken; the genuine delivery still is."""
+    sid, ref = shop.order()
+    body, headers = signed(event(sid, ref))
+    t = headers["webhook-timestamp"]
+    for spelling in (f"{t}.9", f"{t}.0", f"0{t}", f"{t}e0", f"+{t}", f"{t[0]}_{t[1:]}"):
+        r = post(shop, body, {**headers, "webhook-timestamp": spelling})
+        assert r.status_code == 400, (spelling, r.text)
+    assert shop.status(sid) == ("pending", None)
+    assert post(shop, body, headers).json() == {"ok": True}
+
+
 def test_a_delivery_replayed_after_the_tolerance_is_refused(shop: Shop) -> None:
     sid, ref = shop.order()
     body, headers = signed(event(sid, ref), at=time.time() - 6 * 60)

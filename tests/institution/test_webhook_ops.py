@@ -443,6 +443,13 @@ def test_standard_webhook_signing_units() -> None:
             sw.verify(body, dict(h, **{"webhook-signature": junk}), trust=key.public_key, now=now)
     with pytest.raises(WebhookVerificationError):
         sw.verify(b"\xff" + body, h, trust=key.public_key, now=now)
+    # the timestamp header rewritten to another spelling of the signed number (a re-timestamped
+    # delivery whose signature still covers "<now>"): only the signed spelling is accepted
+    spellings = (f"0{now}", f"00{now}", f"{now}.0", f"+{now}", f" {now}", f"{now} ", f"{now}e0")
+    for spelling in spellings:
+        again = dict(h, **{"webhook-timestamp": spelling})
+        with pytest.raises(WebhookVerificationError):
+            sw.verify(body, again, trust=key.public_key, secret=secret, now=now)
 
 
 def _pos(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

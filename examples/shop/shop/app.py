@@ -308,6 +308,14 @@ class Shop:
         if len(body) > MAX_WEBHOOK:
             return JSONResponse({"error": "too large"}, status_code=413)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        stamp = headers.get("webhook-timestamp", "")
+        # the library reads the timestamp with float() and checks the signature over its floor:
+        # "<t>.9", "0<t>", "<t>e0", "1_7..." would verify with a signature over "<t>" (the
+        # header rewritten after signing). Only the signed spelling, plain digits, is taken.
+        if not (stamp.isascii() and stamp.isdigit() and stamp == str(int(stamp))):
+            return JSONResponse(
+                {"error": "not verified: malformed webhook-timestamp"}, status_code=400
+            )
         try:
             event = self.webhook.verify(body, headers)
         except (WebhookVerificationError, ValueError) as exc:

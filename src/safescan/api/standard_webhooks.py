@@ -145,7 +145,11 @@ def verify(
         raise WebhookVerificationError(
             "the webhook-id, webhook-timestamp and webhook-signature headers are required"
         )
-    if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not ID_PATTERN.match(msg_id):
+    # plain digits without a leading zero: the one spelling of the signed number (a header
+    # "0<t>" or "<t>.0" would verify against a signature over "<t>": a re-timestamped delivery)
+    if not (
+        ts.isascii() and ts.isdigit() and len(ts) <= 12 and ts == str(int(ts))
+    ) or not ID_PATTERN.match(msg_id):
         raise WebhookVerificationError("malformed webhook-id or webhook-timestamp header")
     try:
         body.decode("utf-8")
