@@ -59,6 +59,12 @@ def cases(tree: Path) -> list[Case]:
         Case("safescan pos --help", ["-m", "safescan", "pos", "--help"]),
         Case("safescan pos orders --help", ["-m", "safescan", "pos", "orders", "--help"]),
         Case("safescan wallet --help", ["-m", "safescan", "wallet", "--help"]),
+        Case("safescan wallet status --help", ["-m", "safescan", "wallet", "status", "--help"]),
+        Case("python -m safescan.merchant --help", ["-m", "safescan.merchant", "--help"]),
+        Case(
+            "python -m safescan.merchant orders --help",
+            ["-m", "safescan.merchant", "orders", "--help"],
+        ),
     ]
 
 

@@ -52,7 +52,7 @@ class _Safescan(LazyGroup):
         ),
         "wallet": LazyCommand(
             "The customer wallet: enroll a key carrier, scan and pay, history.",
-            attribute("safescan.wallet.cli", "wallet_app"),
+            attribute("safescan.wallet.wallet_cli", "wallet_group"),
         ),
         "cluster": LazyCommand(
             "A PostgreSQL HA cluster on this machine: 3 etcd, 3 Patroni/PostgreSQL (synchronous"

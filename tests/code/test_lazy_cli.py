@@ -151,8 +151,11 @@ def test_shell_completion_lists_names_without_importing_the_parts(tmp_path: Path
 
 def test_a_group_imports_only_its_own_part(tmp_path: Path) -> None:
     status, modules, out = imported_by(["wallet", "--help"], tmp_path)
-    assert status == 0 and "enroll" in out
-    assert "safescan.wallet.cli" in modules
+    assert status == 0 and "enroll" in out and "--config" in out
+    # the listing: no command module of the wallet (safescan.wallet.wallet_cli lists them)
+    assert loaded(modules, ("safescan.wallet.cli", "safescan.wallet.flow", "httpx")) == []
+    status, modules, out = imported_by(["wallet", "status", "--help"], tmp_path)
+    assert status == 0 and "safescan.wallet.cli" in modules
     assert loaded(modules, ("safescan.institution", "safescan.demo", "safescan.cluster")) == []
 
 
@@ -171,14 +174,26 @@ def test_pos_help_lists_every_command_without_importing_one(tmp_path: Path) -> N
     assert loaded(modules, ("numpy", "PIL", "safescan.client.admin")) == []
 
 
-def test_pos_lists_exactly_the_commands_of_the_merchant_app() -> None:
-    from safescan.merchant.cli import merchant_app
-    from safescan.merchant.pos_cli import _PosGroup
+def _eager_and_lazy(part: str) -> tuple[typer.core.TyperGroup, type[LazyGroup], typer.Typer]:
+    if part == "pos":
+        from safescan.merchant.cli import merchant_app
+        from safescan.merchant.pos_cli import _PosGroup, pos_app
 
-    eager = typer.main.get_group(merchant_app)
-    assert list(_PosGroup.lazy) == eager.list_commands(typer.Context(eager))
-    lazy = _PosGroup(name="pos")
-    for name in _PosGroup.lazy:
+        return typer.main.get_group(merchant_app), _PosGroup, pos_app
+    from safescan.wallet.cli import wallet_app
+    from safescan.wallet.wallet_cli import _WalletGroup, wallet_group
+
+    return typer.main.get_group(wallet_app), _WalletGroup, wallet_group
+
+
+@pytest.mark.parametrize("part", ["pos", "wallet"])
+def test_a_lazy_part_lists_exactly_the_commands_of_its_app(part: str) -> None:
+    eager, group, app = _eager_and_lazy(part)
+    assert list(group.lazy) == eager.list_commands(typer.Context(eager))
+    built = typer.main.get_group(app)
+    assert [p.name for p in built.params] == [p.name for p in eager.params]  # wallet's --config
+    lazy = group(name=part)
+    for name in group.lazy:
         built, command = lazy.commands[name], eager.commands[name]
         assert type(built) is type(command) and built.help == command.help, name
         assert [p.name for p in built.params] == [p.name for p in command.params], name
@@ -189,9 +204,16 @@ def test_pos_lists_exactly_the_commands_of_the_merchant_app() -> None:
 def lazy_groups() -> list[tuple[str, type[LazyGroup]]]:
     from safescan.cli import _Safescan
     from safescan.code.code_cli import _CodeGroup
-    from safescan.merchant.pos_cli import _PosGroup
+    from safescan.merchant.pos_cli import _PosGroup, _PosMain
+    from safescan.wallet.wallet_cli import _WalletGroup
 
-    return [("safescan", _Safescan), ("safescan code", _CodeGroup), ("safescan pos", _PosGroup)]
+    return [
+        ("safescan", _Safescan),
+        ("safescan code", _CodeGroup),
+        ("safescan pos", _PosGroup),
+        ("python -m safescan.merchant", _PosMain),
+        ("safescan wallet", _WalletGroup),
+    ]
 
 
 def first_paragraph(text: str | None) -> str:
@@ -211,7 +233,10 @@ def test_stored_help_is_exactly_the_loaded_commands_help(path: str, group: type[
                 pretty_exceptions_short=True,
                 rich_markup_mode="rich",
             )
-        assert spec.help == first_paragraph(command.help), f"{path} {name}"
+        assert " ".join(spec.help.split()) == first_paragraph(command.help), f"{path} {name}"
+        if group.listing_as_written:  # the eager group's listing: its line breaks too
+            as_written = inspect.cleandoc(command.help or "").split("\n\n")[0]
+            assert spec.help == as_written, f"{path} {name}"
 
 
 def test_loading_builds_what_add_typer_would_build() -> None:

@@ -29,7 +29,8 @@ class LazyCommand:
     """A sub-command known by its help text until it is used.
 
     ``load`` returns the command's Typer app (a group) or its function (a single command);
-    ``help`` is what the parent's listing shows (the first paragraph of the real help).
+    ``help`` is what the parent's listing shows (the first paragraph of the real help, joined
+    into one line unless the group lists it :attr:`LazyGroup.listing_as_written`).
     """
 
     help: str
@@ -101,6 +102,9 @@ class LazyGroup(typer.core.TyperGroup):
     plain_help: ClassVar[bool] = False
     #: as ``typer.Typer(pretty_exceptions_short=...)`` of the app (Typer's default)
     pretty_exceptions_short: ClassVar[bool] = True
+    #: list the stored texts with their line breaks (as an eager group lists its commands'
+    #: docstrings) instead of joined into one line
+    listing_as_written: ClassVar[bool] = False
 
     def __init__(self, *, commands: Any = None, **attrs: Any) -> None:
         super().__init__(commands=commands, **attrs)
@@ -136,6 +140,8 @@ class LazyGroup(typer.core.TyperGroup):
             and not commands.loaded(cmd_name)
         ):
             text = self.lazy[cmd_name].help
+            if not self.listing_as_written:
+                text = " ".join(text.split())
             return typer.core.TyperCommand(cmd_name, help=text, short_help=text)
         return commands.get(cmd_name)
 

@@ -20,7 +20,8 @@ _CLI = "safescan.merchant.cli"
 
 class _PosGroup(LazyGroup):
     # in the order `safescan pos --help` has always listed them; the texts are the first
-    # paragraphs of the commands' own help
+    # paragraphs of the commands' own help, with their line breaks (`safescan pos --help` joins
+    # them, `python -m safescan.merchant --help` keeps them, as merchant_app's page always did)
     lazy: ClassVar[dict[str, LazyCommand]] = {
         "onboard": LazyCommand(
             "Onboard a merchant (administrator) and write this terminal's configuration.",
@@ -28,7 +29,7 @@ class _PosGroup(LazyGroup):
         ),
         "seal-setup": LazyCommand(
             "Set up local sealing (online, once): a code-signing key, its certificate, the scheme"
-            " keys. Afterwards `pos order --seal-here` works without the institution.",
+            "\nkeys. Afterwards `pos order --seal-here` works without the institution.",
             attribute(_CLI, "seal_setup"),
         ),
         "order": LazyCommand(
@@ -38,12 +39,12 @@ class _PosGroup(LazyGroup):
         ),
         "orders": LazyCommand(
             "This terminal's recent orders, with their current state at the institution, a page"
-            " at a time (``--starting-after`` the last order id shown for the next page).",
+            " at\na time (``--starting-after`` the last order id shown for the next page).",
             attribute(_CLI, "orders"),
         ),
         "refund": LazyCommand(
             "Refund an order fully or partly, never twice: one Idempotency-Key, retried and"
-            " looked up until the outcome is known.",
+            " looked\nup until the outcome is known.",
             attribute(_CLI, "refund"),
         ),
         "serve": LazyCommand(
@@ -53,12 +54,12 @@ class _PosGroup(LazyGroup):
         ),
         "rekey": LazyCommand(
             "Re-seal the terminal's API key and code-signing key under a new passphrase (the"
-            " current one from $SAFESCAN_POS_PASSPHRASE(_FILE) or a prompt): both or neither.",
+            "\ncurrent one from $SAFESCAN_POS_PASSPHRASE(_FILE) or a prompt): both or neither.",
             attribute("safescan.merchant.cli_rekey", "rekey"),
         ),
         "encrypt-key": LazyCommand(
             "Encrypt the API key of a configuration written by an older release (it held the"
-            " key in clear), in place, under the passphrase from $SAFESCAN_POS_PASSPHRASE(_FILE)"
+            " key in\nclear), in place, under the passphrase from $SAFESCAN_POS_PASSPHRASE(_FILE)"
             " or a prompt.",
             attribute(_CLI, "encrypt_key"),
         ),
@@ -86,4 +87,20 @@ pos_app = typer.Typer(
     no_args_is_help=True,
 )
 
-__all__ = ["pos_app"]
+
+class _PosMain(_PosGroup):
+    listing_as_written = True  # the page merchant_app has always shown
+
+
+#: ``python -m safescan.merchant``: the same group on its own, its page byte for byte
+#: :data:`safescan.merchant.cli.merchant_app`'s (Typer builds a group that stands alone only
+#: from a callback or commands: hence the callback, which takes no option)
+pos_main_app = typer.Typer(cls=_PosMain, help=pos_app.info.help, no_args_is_help=True)
+
+
+@pos_main_app.callback()
+def _group() -> None:
+    pass
+
+
+__all__ = ["pos_app", "pos_main_app"]

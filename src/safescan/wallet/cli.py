@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -52,10 +51,11 @@ from safescan.wallet.cli_scan import scan_and_pay
 from safescan.wallet.errors import WalletError
 from safescan.wallet.flow import Wallet, enroll
 from safescan.wallet.store import default_dir
+from safescan.wallet.wallet_cli import HELP, settings
 from safescan.wallet.web.run import serve_command
 
 wallet_app = typer.Typer(
-    help="The customer wallet: enroll a key carrier, scan and pay, history.",
+    help=HELP,
     no_args_is_help=True,
 )
 wallet_app.command("serve")(serve_command)  # the wallet app: safescan.wallet.web
@@ -252,27 +252,7 @@ config_app = typer.Typer(
 wallet_app.add_typer(config_app, name="config")
 
 
-@wallet_app.callback()
-def _settings(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="settings file (FILE.toml: [wallet] [server] [tls]) for every command"
-            " (default: $SAFESCAN_WALLET_CONFIG)",
-        ),
-    ] = None,
-) -> None:
-    """The customer wallet: enroll a key carrier, scan and pay, history."""
-    if config is None:
-        return
-    from safescan.wallet.settings import ENV_CONFIG, wallet_settings
-
-    try:
-        wallet_settings(config)  # a bad file stops here, before any command runs
-    except SafescanError as exc:
-        raise wallet_fail(exc) from None
-    os.environ[ENV_CONFIG] = str(config)  # the commands (and the wallet app) read it
+wallet_app.callback()(settings)  # --config, shared with the lazy group (wallet_cli)
 
 
 @config_app.command("show")
