@@ -404,39 +404,18 @@ def test_version_and_shell_completion() -> None:
 
 @pytest.mark.parametrize(
     "argv",
+    # the pos, wallet and carrier commands' refusals: tests/test_json_errors.py (every --json
+    # command of those groups, in process); here the groups it does not run and usage errors,
+    # which only the real entry point (run_app) answers in JSON
     [
-        ["wallet", "status", "--wallet-dir", "/nonexistent/wallet"],
-        ["wallet", "history", "--wallet-dir", "/nonexistent/wallet"],
-        ["wallet", "balance", "--wallet-dir", "/nonexistent/wallet"],
-        ["wallet", "change-pin", "--wallet-dir", "/nonexistent/wallet"],
-        ["wallet", "scan", "x", "--wallet-dir", "/nonexistent/wallet"],
-        ["pos", "orders", "--config", "/nonexistent/pos.json"],
-        ["pos", "order", "--item", "Tea:1:100", "--config", "/nonexistent/pos.json"],
-        ["pos", "refund", "O1", "--config", "/nonexistent/pos.json"],
         ["institution", "migrate", "--db", "inst.db"],
         ["institution", "audit", "--db", "sqlite:////nonexistent/dir/x.db"],
         ["institution", "root-keys", "--db", "sqlite:////nonexistent/dir/x.db"],
         ["institution", "admin-token", "list", "--db", "postgresql://nobody@127.0.0.1:1/x"],
         ["institution", "settlement", "--db", "mysql://x/y", "--date", "2026-01-01"],
-        ["carrier", "info", "tcp://127.0.0.1:1"],
-        ["carrier", "tamper", "tcp://127.0.0.1:1"],
         ["keys", "show", "/nonexistent/cert"],
         ["code", "make", "/nonexistent/order.json", "--keys", "/nonexistent", "--out", "x"],
         ["code", "inspect", "missing-file.png"],
-        [
-            "wallet",
-            "enroll",
-            "--institution",
-            "x",
-            "--carrier",
-            "y",
-            "--token",
-            "z",
-            "--pin-file",
-            "/nonexistent/pin",
-            "--wallet-dir",
-            "/tmp/nope",
-        ],
         ["wallet", "scan"],  # a usage error: JSON too
         ["pos", "refund", "O1", "--amount", "1.50"],
     ],

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.institution.harness import ServerProcess, World, b64, init_db
+from tests.faults.common import served_on
+from tests.institution.harness import ServerProcess, World, b64
 
 
 def _secret(tag: str) -> str:
@@ -153,14 +154,8 @@ def test_no_secret_reaches_the_log(world: World) -> None:
 def debug_world() -> Iterator[World]:
     with tempfile.TemporaryDirectory(prefix="safescan-secrecy-") as d:
         db = f"sqlite:///{Path(d) / 'i.db'}"
-        token = init_db(db, Path(d) / "keys")
-        server = ServerProcess(db, Path(d) / "keys", extra=["--log-level", "debug"]).start()
-        w = World(server, token)
-        try:
+        with served_on(db, Path(d) / "keys", ["--log-level", "debug"]) as w:
             yield w
-        finally:
-            w.close()
-            server.stop()
 
 
 def test_no_secret_reaches_the_log_at_debug_level(debug_world: World) -> None:
