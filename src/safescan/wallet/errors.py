@@ -73,3 +73,11 @@ class PaymentOutcomeUnknown(WalletError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class RevocationListInvalid(WalletError):
+    """A revocation list the wallet would rely on does not verify, or is older than one it
+    already holds (a damaged, swapped or rolled-back ``crl.cbor``; an institution answer that
+    does not verify). Never treated as "nothing is revoked": nothing was written or signed."""
+
+    code = "revocation_list_invalid"

@@ -20,7 +20,6 @@ institution says is paid, closed or expired.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,12 +38,11 @@ from safescan.client.answers import CodeStatus, PaymentMade
 from safescan.client.errors import InstitutionUnreachable
 from safescan.client.retry import retry_budget
 from safescan.client.wallet import WalletClient
-from safescan.code.atomicfile import write_atomic
 from safescan.code.attestation import CarrierModel
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
-from safescan.wallet import pending
+from safescan.wallet import crlcache, pending
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import (
     CodeRefusedByWallet,
@@ -96,7 +94,9 @@ class Wallet:
         # before the wallet says its outcome is not known (see safescan.wallet.pending)
         self.tries, self.lookups = tries, lookups
         self.retry_seconds = retry_budget(retry_seconds)
-        self._crl: bytes | None = None  # the newest verified revocation list (CBOR)
+        # the newest verified revocation list (and its CBOR): never replaced by an older one
+        self._crl: tuple[RevocationList, bytes] | None = None
+        self._trust_notices: list[str] = []  # what the last revocation list choice noticed
         self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
         self._model = CarrierModel.PLAIN  # of the carrier last connected
@@ -131,30 +131,24 @@ class Wallet:
         """The pinned institution keys plus the newest verified revocation list we can get.
 
         Returns the trust store and where the list came from (``"institution"``, ``"cache"``
-        or ``"none"``).
+        or ``"none"``: there is none, in the institution nor cached).
+        A cached list that does not verify is never "nothing is revoked": the institution's
+        replaces it (a notice says so), or, offline, :class:`RevocationListInvalid` is raised;
+        the list's sequence never goes back (:mod:`safescan.wallet.crlcache`).
         """
         trust = TrustStore(dict(self.config.trust.institution_keys))
-        source = "none"
-        raw: bytes | None = None
+        fetched: bytes | None
         try:
-            raw, source = self.api.revocations.signed(), "institution"
+            fetched = self.api.revocations.signed()
         except SafescanError:  # unreachable, or no list to give: the cached one, if any
-            raw = None
-        if raw is None:
-            try:
-                raw, source = self.config.crl_path.read_bytes(), "cache"
-            except OSError:
-                return trust, "none"
-        try:
-            crl = RevocationList.from_bytes(raw, trust)
-            trust.apply_revocations(crl)
-        except SafescanError:
+            fetched = None
+        choice = crlcache.choose(self.config.crl_path, trust, fetched, self._crl)
+        self._trust_notices = choice.notices
+        if choice.crl is None or choice.raw is None:
             return trust, "none"
-        self._crl = raw
-        if source == "institution":
-            with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
-                write_atomic(self.config.crl_path, raw)
-        return trust, source
+        trust.apply_revocations(choice.crl)
+        self._crl = (choice.crl, choice.raw)
+        return trust, choice.source
 
     def connect_carrier(self, trust: TrustStore) -> CarrierClient:
         """Connect to the key carrier and open the authenticated secure channel."""
@@ -186,7 +180,7 @@ class Wallet:
                 cause="wrong_carrier",
             )
         card = update_card(self.api, trust, carrier, info.revocations_sequence)
-        self._notices = list(card.notices)
+        self._notices = [*self._trust_notices, *card.notices]
         self._card_stale = card.stale
         self._model = info.model
         self._sync_epochs(carrier, info.key_epoch)

@@ -6,7 +6,9 @@ each, never other parties' revocations), so what one customer or merchant does c
 it. When the card still cannot take the newest list (too many entries, too large, refused),
 nothing carries on as if it were checked: the card marks itself stale and refuses
 merchant-signed codes, and the wallet refuses them before asking anything
-(:attr:`CardRevocations.stale`).
+(:attr:`CardRevocations.stale`). A wallet whose own list is older than the one its card
+already took (``crl.cbor`` rolled back or removed while offline) refuses with
+:class:`RevocationListInvalid` (``tests/test_wallet_crl_cache.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from safescan.carrier.errors import CardStatusError, CarrierError
 from safescan.client.wallet import WalletClient
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.errors import SafescanError
-from safescan.wallet.errors import PaymentNotMade
+from safescan.wallet.errors import PaymentNotMade, RevocationListInvalid
 
 
 @dataclass
@@ -35,6 +37,15 @@ def update_card(
 ) -> CardRevocations:
     """Give the card the newest merchant-scoped list it does not have yet."""
     out = CardRevocations()
+    if card_sequence > 0 and trust.crl_sequence < card_sequence:
+        # the card took list `card_sequence` from this wallet: a wallet list older than that
+        # (or none at all) was rolled back or deleted; never "nothing is revoked"
+        carrier.close()
+        raise RevocationListInvalid(
+            f"this wallet's revocation list ({max(trust.crl_sequence, 0)}) is older than the"
+            f" one its key carrier already holds ({card_sequence}): crl.cbor was rolled back"
+            " or removed; connect to the institution and try again (nothing was paid)"
+        )
     if trust.crl_sequence <= card_sequence:
         return out
     raw: bytes | None = None

@@ -1,0 +1,152 @@
+"""The wallet's revocation list: the institution's, else ``crl.cbor``; never silently none.
+
+The wallet checks merchant and carrier certificates against the newest institution-signed
+revocation list it can get, and keeps the last one in ``crl.cbor`` for when the institution
+cannot be reached. That file is only a cache, but a cache someone can damage, swap or roll
+back (another local account, a restored backup, malware), so it is read as untrusted:
+
+* read without following a link (``O_NOFOLLOW``) and at most :data:`CRL_FILE_LIMIT` bytes;
+* parsed strictly and verified under the wallet's pinned institution keys;
+* a cache that fails any of this is never "no revocation list": online, the institution's
+  list replaces it and the customer is told (:attr:`CrlChoice.notices`); offline, it is the
+  typed :class:`RevocationListInvalid` and nothing is paid;
+* the sequence never goes back: an institution answer older than the cache (a replayed
+  list), or than a list this process already used, is not adopted (a notice says so), and
+  the cache is only ever replaced by a newer list. The key carrier's own sequence is the
+  last check (:func:`safescan.wallet.revocations.update_card`): a wallet list older than the
+  one its card already took was rolled back, and the payment is refused;
+* an institution answer that does not verify is :class:`RevocationListInvalid` too (before:
+  it was silently "none").
+
+``tests/test_wallet_crl_cache.py`` attacks each of these (threat-model row K15).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safescan.code.atomicfile import write_atomic
+from safescan.code.certs import RevocationList, TrustStore
+from safescan.code.errors import SafescanError
+from safescan.wallet.errors import RevocationListInvalid
+
+#: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
+CRL_FILE_LIMIT = 1 << 22
+
+
+@dataclass
+class CrlChoice:
+    """The list the wallet adopts, where it came from, and what the customer must know."""
+
+    crl: RevocationList | None
+    raw: bytes | None
+    source: str  # "institution", "cache" or "none"
+    notices: list[str] = field(default_factory=list)
+
+
+def read_cache(path: Path) -> bytes | None:
+    """The bytes of ``crl.cbor`` (``None`` when there is none); ``OSError`` for a link, a
+    directory, a device or anything larger than :data:`CRL_FILE_LIMIT`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not the wallet's own file") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= CRL_FILE_LIMIT:
+            chunk = os.read(fd, min(65536, CRL_FILE_LIMIT + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > CRL_FILE_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than {CRL_FILE_LIMIT} bytes")
+    return b"".join(chunks)
+
+
+def choose(
+    path: Path,
+    trust: TrustStore,
+    fetched: bytes | None,
+    held: tuple[RevocationList, bytes] | None = None,
+) -> CrlChoice:
+    """The newest verified list among the institution's answer (``fetched``; ``None`` when it
+    could not be asked), the cache at ``path`` and the one this process already ``held``;
+    writes the cache when the institution's is newer. Raises :class:`RevocationListInvalid`
+    when the institution's answer does not verify, or when the cache does not and the
+    institution could not be asked. Nothing is written when it raises."""
+    notices: list[str] = []
+    cached: RevocationList | None = None
+    cached_raw: bytes | None = None
+    damage: str | None = None
+    try:
+        cached_raw = read_cache(path)
+    except OSError as exc:
+        damage = f"cannot be read: {exc.strerror or exc}"
+    if cached_raw is not None:
+        try:
+            cached = RevocationList.from_bytes(cached_raw, trust)
+        except SafescanError as exc:
+            damage = f"does not verify: {exc.message}"
+    got: RevocationList | None = None
+    if fetched is not None:
+        try:
+            got = RevocationList.from_bytes(fetched, trust)
+        except SafescanError as exc:
+            raise RevocationListInvalid(
+                f"the institution's revocation list does not verify ({exc.message}):"
+                " someone may be between this wallet and the institution; nothing was paid"
+            ) from None
+    if damage is not None and got is None:
+        raise RevocationListInvalid(
+            f"the cached revocation list {path} {damage}; the institution cannot be asked"
+            " for a new one, so no certificate can be checked: connect and try again"
+        )
+    if damage is not None:
+        notices.append(
+            f"the cached revocation list {damage}; the institution's list is used (and cached)"
+        )
+    candidates: list[tuple[RevocationList, bytes, str]] = []
+    if got is not None and fetched is not None:
+        candidates.append((got, fetched, "institution"))
+    if cached is not None and cached_raw is not None:
+        candidates.append((cached, cached_raw, "cache"))
+    if held is not None:
+        candidates.append((held[0], held[1], "held"))
+    if not candidates:
+        return CrlChoice(None, None, "none", notices)
+    best, best_raw, source = max(candidates, key=lambda c: c[0].sequence)
+    if got is not None and got.sequence < best.sequence:
+        notices.append(
+            f"the institution sent an older revocation list ({got.sequence}) than one this"
+            f" wallet already holds ({best.sequence}): the newer one is kept"
+        )
+    if source == "held":
+        # this process already verified a newer list than both: the cache went back
+        source = "cache" if got is None else "institution"
+    if held is not None and got is None and cached is not None and cached.sequence < best.sequence:
+        notices.append(
+            f"the cached revocation list ({cached.sequence}) is older than the one this wallet"
+            f" already used ({best.sequence}): the newer one is kept"
+        )
+    if got is not None and (cached is None or best.sequence > cached.sequence):
+        with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
+            write_atomic(path, best_raw)
+    return CrlChoice(best, best_raw, source, notices)
+
+
+__all__ = ["CRL_FILE_LIMIT", "CrlChoice", "choose", "read_cache"]
