@@ -8,20 +8,31 @@ of rotation and comes back when the database does.
 No Patroni here (the PostgreSQL frontend of the same configuration has no server up): API
 process 0 runs on a private PostgreSQL this test stops and starts, process 1 on SQLite; each is
 its own institution, so the root keys a request returns tell which process served it.
+
+The four processes with a certificate HAProxy must refuse (another CA's, expired, another
+name's, plain HTTP) are an in-thread stub on process 1's port (:class:`Impostor`): it presents
+that certificate and answers every request 200 with process 1's root key, so it would be taken
+into rotation and show up in the answers if HAProxy let it through; the test checks it never
+got a request. Before, each was a restart of the API process (~3 s of CPU each) answering the
+same way.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,6 +141,58 @@ def _served_by(url: str, verify: ssl.SSLContext, kids: dict[str, str], n: int = 
     return seen
 
 
+class Impostor(ThreadingHTTPServer):
+    """An API process's stand-in on 127.0.0.1:``port`` presenting ``cert``/``key`` (plain HTTP
+    when None): every request it parses is recorded (:attr:`got`) and answered 200 with
+    ``root_key`` as the institution's root key, ``/readyz`` included; :attr:`accepted` counts
+    the connections (HAProxy's checks)."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int, cert: Path | None, key: Path | None, root_key: str) -> None:
+        self.got: list[str] = []
+        self.accepted = 0
+        self.body = json.dumps({"status": "ready", "root_keys": [{"public_key": root_key}]})
+        self.tls: ssl.SSLContext | None = None
+        if cert is not None and key is not None:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(cert, key)
+        super().__init__(("127.0.0.1", port), _ImpostorHandler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        self.accepted += 1
+        if self.tls is not None:  # the handshake runs in the request's thread, not here
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A refused handshake (what HAProxy is expected to do) is no error of the stub's."""
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(10)
+
+
+class _ImpostorHandler(BaseHTTPRequestHandler):
+    server: Impostor
+
+    def do_GET(self) -> None:
+        self.server.got.append(self.path)
+        body = self.server.body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="safescan-api-tls-") as d:
@@ -220,17 +283,20 @@ def test_every_api_hop_is_verified_tls_and_an_unready_process_leaves_rotation(
             ),
             "plain HTTP": None,
         }
-        for what, files in variants.items():
-            api1.stop()
-            cert, key = files if files is not None else (None, None)
-            api1 = _api(sqlite_db, workdir / "keys1", ports[1], cert, key).start(
-                listening_only=True
-            )
-            started.append(api1)
-            front.wait_status("api1", up=False, check="L6")  # refused at the TLS layer
-            assert _served_by(front.url, pinned, kids) == ["api0"] * 8, what
-            assert front.status("api1").startswith("DOWN"), what  # and it stays out
         api1.stop()
+        api1_key = next(k for k, name in kids.items() if name == "api1")
+        for what, files in variants.items():
+            cert, key = files if files is not None else (None, None)
+            impostor = Impostor(ports[1], cert, key, api1_key)
+            try:
+                # HAProxy checked this certificate (twice), and refused it at the TLS layer
+                assert wait_until(lambda i=impostor: i.accepted >= 2, 90, 0.1), what
+                front.wait_status("api1", up=False, check="L6")
+                assert _served_by(front.url, pinned, kids) == ["api0"] * 8, what
+                assert front.status("api1").startswith("DOWN"), what  # and it stays out
+            finally:
+                impostor.stop()
+            assert impostor.got == [], (what, impostor.got)  # not even a health check
         api1 = _api(sqlite_db, workdir / "keys1", ports[1], *good).start(verify=pinned)
         started.append(api1)
         front.wait_status("api1", up=True)  # the same process with the right certificate is back
