@@ -64,15 +64,29 @@ def env() -> dict[str, str]:
     return e
 
 
+#: what one institution command may spend (safescan.procs.StartBound: seconds of CPU, or of no
+#: progress at all), not of the wall clock, which a loaded machine stretches
+CLI_BOUND = 120.0
+
+
 def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m safescan.institution ARGS`` with the test passphrase; output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "safescan.institution", *args],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    """``python -m safescan.institution ARGS`` with the test passphrase; output captured. A
+    command that spends :data:`CLI_BOUND` is killed (``subprocess.TimeoutExpired``)."""
+    cmd = [sys.executable, "-m", "safescan.institution", *args]
+    proc = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    bound = procs.StartBound(proc.pid, CLI_BOUND)
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            if bound.exceeded():
+                proc.kill()
+                out, err = proc.communicate()
+                raise subprocess.TimeoutExpired(cmd, CLI_BOUND, out, err) from None
+        else:
+            return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def init_db(db_url: str, keys: Path, *, fresh: bool = False) -> str:
@@ -100,13 +114,7 @@ def init_db(db_url: str, keys: Path, *, fresh: bool = False) -> str:
 
 def _init_fresh(db_url: str, keys: Path) -> str:
     """``safescan institution init`` then ``manufacturer add`` :data:`FACTORY` at ``db_url``."""
-    out = subprocess.run(
-        [sys.executable, "-m", "safescan.institution", "init", "--db", db_url, "--keys", str(keys)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = institution_cli("init", "--db", db_url, "--keys", str(keys))
     if out.returncode != 0:
         raise RuntimeError(f"init failed: {out.stderr}")
     token = out.stdout.strip().splitlines()[-1]
