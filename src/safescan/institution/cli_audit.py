@@ -19,6 +19,7 @@ from safescan.institution.cli_options import (
     KeysOpt,
     PassOpt,
     open_keys,
+    restart_checkpoints_option,
 )
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
@@ -88,12 +89,7 @@ def reconcile(
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
     restart_checkpoints: Annotated[
-        bool,
-        typer.Option(
-            "--restart-checkpoints",
-            help="the checkpoint file is lost or its chain broken and no good copy exists:"
-            " keep it aside and start a new chain (the records that still verify count)",
-        ),
+        bool, restart_checkpoints_option(" (the records that still verify count)")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -17,6 +17,7 @@ from safescan.institution.cli_options import (
     KeysOpt,
     PassOpt,
     open_keys,
+    restart_checkpoints_option,
 )
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
@@ -56,14 +57,7 @@ def restore(
     keys: KeysOpt = None,
     passphrase_file: PassOpt = None,
     checkpoints: CheckpointsOpt = None,
-    restart_checkpoints: Annotated[
-        bool,
-        typer.Option(
-            "--restart-checkpoints",
-            help="the checkpoint file is lost or its chain broken and no good copy exists:"
-            " keep it aside and start a new chain",
-        ),
-    ] = False,
+    restart_checkpoints: Annotated[bool, restart_checkpoints_option()] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup into an empty place (a new SQLite file, an empty PostgreSQL database)

@@ -74,6 +74,16 @@ PassOpt = Annotated[
 ]
 
 
+def restart_checkpoints_option(more: str = "") -> Any:
+    """``--restart-checkpoints`` of ``reconcile`` and ``restore`` (``more``: what the command
+    adds to its help)."""
+    return typer.Option(
+        "--restart-checkpoints",
+        help="the checkpoint file is lost or its chain broken and no good copy exists:"
+        " keep it aside and start a new chain" + more,
+    )
+
+
 def fail_cli(exc: SafescanError, as_json: bool = False) -> None:
     """Exit 2 with ``exc`` as a typed error (a JSON object on stdout with ``--json``)."""
     raise fail(exc, as_json=as_json, status=2)
