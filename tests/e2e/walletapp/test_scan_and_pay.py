@@ -161,12 +161,16 @@ def _refused_code(world: World, server: WalletServer, kind: str) -> str:
     return altered_code(genuine.code, offset)
 
 
+# One altered code: where the byte was changed makes no difference to the app (the service
+# opens the code with the wallet library and the page shows its refusal), and the wallet
+# library's refusal of codes altered at offsets 40, 90 and 150 is
+# tests/e2e/test_attacks.py::test_altered_amount_is_refused_as_altered. A second one here
+# (offset 150) cost a Chromium launch and its scanned frames (~10 s of CPU).
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
         ("swapped_sticker", "signature invalid"),
         ("altered_40", "decryption failed"),
-        ("altered_150", "decryption failed"),
         ("paid_here", "already paid"),
         ("paid_elsewhere", "already paid"),
         ("closed", "order closed"),
