@@ -247,3 +247,49 @@ def test_setting_up_again_reuses_a_valid_certificate(
     _sealer(inst, tmp_path).setup(api)  # type: ignore[arg-type]
     assert len(api.issued) == 2
     _sealer(inst, tmp_path).make_order(ITEMS)
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("revocations.cbor", "flipped_byte"),
+        ("revocations.cbor", "signed_by_another_key"),
+        ("revocations.cbor", "truncated"),
+        ("revocations.cbor", "empty"),
+        ("revocations.cbor", "link_to_dev_zero"),
+        ("scheme-keys.cbor", "flipped_byte"),
+        ("scheme-keys.cbor", "empty"),
+        ("scheme-keys.cbor", "link_to_dev_zero"),
+    ],
+)
+def test_a_damaged_cached_list_stops_sealing_and_the_next_refresh_replaces_it(
+    inst: LocalInstitution, tmp_path: Path, name: str, damage: str
+) -> None:
+    """Threat-model K15's POS sibling: a cached revocation or scheme key list that does not
+    verify is a typed error, never "nothing revoked" (before: a link to /dev/zero was read
+    without bound), and an online refresh replaces it (before: refresh raised on it, so the
+    terminal could not seal until someone deleted the file by hand)."""
+    api = FakeApi(inst)
+    api.sequence = 2
+    sealer = _ready(inst, tmp_path, api)
+    path = sealer.dir / name
+    good = path.read_bytes()
+    if damage == "link_to_dev_zero":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    elif damage == "signed_by_another_key":
+        other = LocalInstitution.create()
+        path.write_bytes(other.revocation_list(set(), sequence=9))
+    else:
+        path.write_bytes(
+            {"flipped_byte": _flip(good), "truncated": good[:-7], "empty": b""}[damage]
+        )
+    with pytest.raises(SafescanError):  # offline: nothing sealed
+        sealer.make_order(ITEMS)
+    sealer.refresh(api)  # type: ignore[arg-type]
+    assert not path.is_symlink() and path.read_bytes() == good
+    assert sealer.make_order(ITEMS).sealed_here

@@ -42,12 +42,14 @@ from safescan.code.errors import CertificateExpired, SafescanError
 from safescan.code.keys import SigningKey, write_private_file
 from safescan.code.payment import NONCE_BYTES, DynamicCode, LineItem
 from safescan.code.schemelist import SchemeKeyList
+from safescan.code.smallfile import read_bounded
 from safescan.merchant.client import MerchantApi, Order
 from safescan.merchant.config import PosConfig, default_path
 
 #: Order ids of codes sealed by the terminal itself start with this (the institution's own
 #: order ids never do), so the terminal knows the institution learns of them only when paid.
 LOCAL_PREFIX = "L-"
+CACHE_LIMIT = 1 << 22  # bytes: the most a cached list file is read for (the parsers' bound)
 REFRESH_AFTER = 600  # seconds between refreshes of the cache while the institution is reachable
 RENEW_BEFORE = 7 * 86400  # renew the certificate when less validity than this is left
 CERT_DAYS = 90
@@ -154,10 +156,16 @@ class LocalSealer:
     def refresh(self, api: MerchantApi, *, days: int = CERT_DAYS) -> None:
         """Fetch the scheme key list and revocation list; (re)certify the key when there is no
         usable certificate for it: none, revoked, about to expire, or not this key's."""
-        trust = self._trust()
+        # a cached file that does not verify is never used, and here it is replaced by the
+        # institution's verified one (before: refresh raised on it, so the terminal could
+        # not seal again until someone deleted the file by hand)
+        trust = self._trust(damaged_ok=True)
         listed = api.keys.scheme_key_list()
         newest = SchemeKeyList.from_bytes(listed, trust)  # verified before it is cached
-        cached = self._cached_list(trust, required=False)
+        try:
+            cached = self._cached_list(trust, required=False)
+        except (SafescanError, OSError):
+            cached = None
         if cached is None or newest.issued_at >= cached.issued_at:  # never roll back
             write_private_file(self._path("scheme-keys.cbor"), listed)
         crl = api.revocations.signed()
@@ -195,11 +203,23 @@ class LocalSealer:
 
     # --- offline: seal -------------------------------------------------------------------
 
-    def _trust(self) -> TrustStore:
+    def _trust(self, *, damaged_ok: bool = False) -> TrustStore:
+        """The pinned keys plus the cached revocation list, verified. A list that does not
+        verify (or a link to a device) is :class:`SealingError`: nothing is sealed as if
+        nothing were revoked; ``damaged_ok`` (refresh only) leaves it out, to be replaced."""
         trust = TrustStore(dict(self.pinned.institution_keys))
         path = self._path("revocations.cbor")
-        if path.exists():
-            trust.apply_revocations(RevocationList.from_bytes(path.read_bytes(), trust))
+        if path.exists() or path.is_symlink():
+            try:
+                raw = read_bounded(path, CACHE_LIMIT, "a revocation list")
+                trust.apply_revocations(RevocationList.from_bytes(raw, trust))
+            except (SafescanError, OSError) as exc:
+                if damaged_ok:
+                    return TrustStore(dict(self.pinned.institution_keys))
+                raise SealingError(
+                    f"the cached revocation list does not verify ({exc}): run"
+                    " `safescan pos seal-setup` online to fetch it again"
+                ) from None
         return trust
 
     def _cached_list(self, trust: TrustStore, *, required: bool = True) -> SchemeKeyList | None:
@@ -208,7 +228,11 @@ class LocalSealer:
             if required:
                 raise SealingError("no scheme key list cached: run `safescan pos seal-setup`")
             return None
-        return SchemeKeyList.from_bytes(path.read_bytes(), trust)
+        try:
+            raw = read_bounded(path, CACHE_LIMIT, "a scheme key list")
+        except OSError as exc:
+            raise SealingError(f"the cached scheme key list cannot be read: {exc}") from None
+        return SchemeKeyList.from_bytes(raw, trust)
 
     def _certificate(self, *, required: bool = True) -> Certificate | None:
         path = self._path("certificate.cbor")
