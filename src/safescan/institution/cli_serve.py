@@ -239,11 +239,14 @@ def serve(
         if store.passphrase_file is not None:
             os.environ[ENV_PASSPHRASE_FILE] = str(store.passphrase_file)
         check_passphrase_given(store.passphrase_file)  # fail early, in the parent
-        uvicorn.run(
-            "safescan.institution.server:app_from_env",
-            factory=True,
-            workers=srv.workers,
-            **common,  # type: ignore[arg-type]
-        )
+        from safescan.web.graceful import graceful_workers
+
+        with graceful_workers():  # each worker, stopped, exits 0 as the parent does
+            uvicorn.run(
+                "safescan.institution.server:app_from_env",
+                factory=True,
+                workers=srv.workers,
+                **common,  # type: ignore[arg-type]
+            )
     except SafescanError as exc:
         _fail(exc)

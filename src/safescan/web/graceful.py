@@ -9,6 +9,12 @@ so the deferred access-log lines were never drained and a service manager saw a 
 where it had asked for a stop. :class:`GracefulServer` catches the same signals (a second
 Ctrl-C still forces the exit) but does not raise them again: ``run()`` returns, the caller's
 clean-up runs and the process exits 0 (docs/operations.md, "Stopping").
+
+With ``--workers N`` uvicorn's supervisor (``uvicorn.supervisors.multiprocess``) runs each worker
+as a plain ``uvicorn.Server``: after a clean shutdown each worker died of its re-raised SIGTERM
+(the parent exiting 0). uvicorn takes no server class for its workers; its supervisor names its
+``Process`` class when it starts one, so :func:`graceful_workers` has it start
+:class:`GracefulProcess` workers (a :class:`GracefulServer` each): they exit 0 too.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 #: the signals that stop a server gracefully
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -42,4 +49,26 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-__all__ = ["STOP_SIGNALS", "GracefulServer"]
+class GracefulProcess(multiprocess.Process):
+    """A worker of uvicorn's supervisor whose server is a :class:`GracefulServer`: stopped by
+    the supervisor's SIGTERM, it shuts down and exits 0."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = GracefulServer(config=self.config)
+        return self._server
+
+
+@contextlib.contextmanager
+def graceful_workers() -> Iterator[None]:
+    """Within: ``uvicorn.run(..., workers=N)`` starts :class:`GracefulProcess` workers."""
+    plain = multiprocess.Process
+    multiprocess.Process = GracefulProcess  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        multiprocess.Process = plain  # type: ignore[misc]
+
+
+__all__ = ["STOP_SIGNALS", "GracefulProcess", "GracefulServer", "graceful_workers"]
