@@ -131,10 +131,12 @@ def test_a_damaged_cache_online_is_replaced_and_the_customer_told(
     elsewhere = path.parent / "elsewhere.cbor"
     linked = elsewhere.read_bytes() if elsewhere.exists() else None
     institution.answer = _crl(6)
-    trust, source = w.trust()
-    assert source == "institution"
-    assert trust.crl_sequence == 6 and REVOKED in trust.revoked_serials
-    assert any("the institution's list is used" in n for n in w._trust_notices)
+    doc = w.status()  # (its carrier cannot be reached: the list and its notice are shown)
+    crl = doc["revocation_list"]
+    assert crl["source"] == "institution" and crl["sequence"] == 6
+    assert crl["revoked_serials"] == 1
+    assert any("the institution's list is used" in n for n in crl["notices"])
+    assert doc["carrier"]["reachable"] is False
     assert not path.is_symlink() and path.read_bytes() == _crl(6)
     if linked is not None:  # the link was replaced, never written through
         assert elsewhere.read_bytes() == linked

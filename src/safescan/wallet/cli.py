@@ -197,6 +197,8 @@ def status(as_json: JsonOpt = False, wallet_dir: DirOpt = None) -> None:
                 table.add_row("  [yellow]notice[/]", term(notice))
         else:
             table.add_row("  [red]unreachable[/]", term(card["error"]))
+            for notice in crl["notices"]:  # (with a carrier, among its notices above)
+                table.add_row("  [yellow]notice[/]", term(notice))
         console.print(table)
     if not card["reachable"]:
         raise typer.Exit(EXIT_ERROR)

@@ -230,6 +230,8 @@ class Wallet:
                 "sequence": trust.crl_sequence if trust.crl_sequence >= 0 else None,
                 "source": source,
                 "revoked_serials": len(trust.revoked_serials),
+                # a damaged cache replaced, an older list not adopted (wallet.crlcache)
+                "notices": list(self._trust_notices),
             },
         }
         try:
