@@ -35,9 +35,9 @@ from safescan.institution.models import ElapsedClockRow, NonceFloor, RequestNonc
 from safescan.institution.nonces import ELAPSED_COUNTER as ELAPSED
 from safescan.institution.nonces import RETENTION
 from safescan.institution.service import Institution
-from tests.faults.common import order
+from tests.faults.common import order, served_on
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, ServerProcess, World, init_db
+from tests.institution.harness import PASSPHRASE, init_db
 
 T0 = 1_800_000_000  # the wall clock's true time at the start of each test
 PATH = "/v1/merchant"
@@ -328,20 +328,18 @@ def test_refunds_replayed_across_real_clock_jumps_are_never_applied(
     with tempfile.TemporaryDirectory(prefix="safescan-faketime-") as d:
         tmp = Path(d)
         db = make_db(backend, request, tmp)
-        token = init_db(db, tmp / "keys")
         clock = tmp / "faketime"
         clock.write_text("+0\n")
+        # the processes started from here read the file's clock (+0 until the jump): the server,
+        # and init_db's if it runs any (it mostly copies a template)
         monkeypatch.setenv("LD_PRELOAD", FAKETIME)
         monkeypatch.setenv("FAKETIME_TIMESTAMP_FILE", str(clock))
         monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
         monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        server = ServerProcess(
-            db, tmp / "keys", extra=["--merchant-rate", "0", "--maintenance-interval", "0.3"]
-        ).start()
-        for name in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE"):
-            monkeypatch.delenv(name)
-        w = World(server, token)
-        try:
+        extra = ["--merchant-rate", "0", "--maintenance-interval", "0.3"]
+        with served_on(db, tmp / "keys", extra) as w:
+            for name in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE"):
+                monkeypatch.delenv(name)  # not the carriers' and other processes' clocks
             m = w.merchant("Jump Cafe")
             cid = w.customer({"EUR": 1_000_000})
             carrier = w.carrier(cid)
@@ -378,6 +376,3 @@ def test_refunds_replayed_across_real_clock_jumps_are_never_applied(
                         assert hh is h and "Idempotency-Key" in h  # the stored answer
             assert _refunded(m, o["order_id"]) == refunded, answers
             print(f"{backend} jump {jump:+d}: {len(answers)} replays, answers {answers}, 0 applied")
-        finally:
-            w.close()
-            server.stop()
