@@ -4,6 +4,7 @@ unknown. The connection is killed for real with ``pg_terminate_backend`` at each
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,3 +222,83 @@ def test_an_unreachable_database_is_waited_for_then_reported(
         assert calls == []  # never connected, never ran
     finally:
         db.dispose()
+
+
+# --- write_one_async: the payment statement sent from the event loop (pg_async.AsyncPool) ---
+
+
+def test_connection_lost_in_an_async_statement_is_outcome_unknown_and_not_reused(
+    database: tuple[Database, str],
+) -> None:
+    """The statement is its own commit: a connection lost while it runs is never retried
+    (OutcomeUnknown), and that connection is never handed to the next statement."""
+    db, url = database
+    stmt = "WITH i AS (INSERT INTO t VALUES (30, 'x') RETURNING id) SELECT pg_sleep(2), 'async'"
+
+    async def run() -> list[Any]:
+        killer = _kill_when(url, "%pg_sleep(2), 'async'%")
+        with pytest.raises(OutcomeUnknown) as err:
+            await db.write_one_async(stmt, {})
+        killer.join()
+        assert err.value.status == 503 and "Idempotency-Key" in err.value.message
+        return await db.write_one_async("INSERT INTO t VALUES (31, 'y') RETURNING id", {})
+
+    assert asyncio.run(run()) == [(31,)]  # a fresh connection took the next statement
+    assert (31, "y") in _rows(url)
+
+
+def test_idle_async_connections_killed_by_the_server_are_replaced_before_use(
+    database: tuple[Database, str],
+) -> None:
+    db, url = database
+
+    async def run() -> None:
+        # the pool's connections opened at once (as the server's start does), idle
+        assert await db.warm_async() == dblayer.ASYNC_POOL_SIZE
+        assert await db.warm_async() == 0  # already open: none more
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        await asyncio.sleep(0.2)  # the FIN has reached the pooled sockets
+        for k in range(6):
+            rows = await db.write_one_async(
+                "INSERT INTO t VALUES (:id, 'p') RETURNING id", {"id": 40 + k}
+            )
+            assert rows == [(40 + k,)]
+
+    asyncio.run(run())
+    assert [r[0] for r in _rows(url)] == list(range(40, 46))
+
+
+def test_an_async_statement_the_server_refuses_keeps_its_typed_error_and_the_connection(
+    database: tuple[Database, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A constraint violation is SQLAlchemy's IntegrityError (as on the threaded path), the
+    connection stays usable; an unreachable database is waited for, then a StorageError that
+    does not claim an unknown outcome."""
+    from sqlalchemy.exc import IntegrityError
+
+    db, url = database
+
+    async def run() -> None:
+        await db.write_one_async("INSERT INTO t VALUES (50, 'a')", {})
+        with pytest.raises(IntegrityError):
+            await db.write_one_async("INSERT INTO t VALUES (50, 'b')", {})
+        await db.write_one_async("INSERT INTO t VALUES (51, 'c')", {})
+
+    asyncio.run(run())
+    assert _rows(url) == [(50, "a"), (51, "c")]
+
+    from tests.institution.pg import free_port
+
+    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.6)
+    gone = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        with pytest.raises(StorageError) as err:
+            asyncio.run(gone.write_one_async("SELECT 1", {}))
+        assert not isinstance(err.value, OutcomeUnknown)
+        assert asyncio.run(gone.warm_async()) == 0  # a start goes on: requests will report
+    finally:
+        gone.dispose()

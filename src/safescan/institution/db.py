@@ -11,6 +11,7 @@ import random
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,6 +39,7 @@ from safescan.api.errors import (
 from safescan.api.obslog import current_request_id, reset_request_id, set_request_id
 
 if TYPE_CHECKING:
+    from safescan.institution.pg_async import AsyncPool
     from safescan.institution.writer import GroupCommitter
 
 T = TypeVar("T")
@@ -60,6 +62,10 @@ LOCK_TIMEOUT_SQLSTATE = "55P03"  # lock_not_available: a bounded lock wait ran o
 # PostgreSQL ends a transaction left idle this long (a stopped or hung API process), releasing
 # its locks and its Idempotency-Key claims
 STALLED_TX_TIMEOUT_MS = 30_000
+PG_OPTIONS = f"-c idle_in_transaction_session_timeout={STALLED_TX_TIMEOUT_MS}"
+PG_CONNECT_TIMEOUT = 5
+# connections of write_one_async's pool per event loop (as the pay threads of the threaded path)
+ASYNC_POOL_SIZE = int(os.environ.get("SAFESCAN_PAY_THREADS", "4"))
 
 
 def storage_error(exc: DBAPIError) -> StorageError:
@@ -173,10 +179,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         pool_pre_ping=False,  # _pg_checkout finds closed connections without a round trip
         pool_recycle=1800,  # below any idle timeout of a proxy in between (HAProxy: 1 h)
         isolation_level="READ COMMITTED",
-        connect_args={
-            "connect_timeout": 5,
-            "options": f"-c idle_in_transaction_session_timeout={STALLED_TX_TIMEOUT_MS}",
-        },
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT, "options": PG_OPTIONS},
     )
     event.listen(engine, "checkout", _pg_checkout)
     return engine
@@ -280,6 +283,48 @@ class _Phase:
         self.committing = False
 
 
+class _Retry:
+    """One write's retry budget: what to do after each failed attempt (see
+    :meth:`Database._retrying`; the same for the threaded and the event-loop path)."""
+
+    __slots__ = ("delay", "failover_until", "n")
+
+    def __init__(self) -> None:
+        self.delay = 0.002
+        self.failover_until: float | None = None
+        self.n = 0
+
+    def after(self, exc: DBAPIError, phase: _Phase) -> float:
+        """Seconds to wait before the next attempt, or raise the error the caller gets."""
+        if getattr(exc.orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE:
+            raise RequestInProgress(
+                "a request with this Idempotency-Key is still being processed; retry"
+                " with the same key to get its answer"
+            ) from None
+        self.n += 1
+        if is_retryable(exc) and self.n < MAX_ATTEMPTS:
+            wait = self.delay * (0.5 + random.random())
+            self.delay = min(self.delay * 2, 0.5)
+            return wait
+        lost = connection_lost(exc)
+        if lost and phase.committing:
+            raise OutcomeUnknown(
+                "the connection to the database was lost while committing: the"
+                " outcome is unknown; retry with the same Idempotency-Key to learn it"
+            ) from exc
+        if lost or statement_refused(exc):
+            now = time.monotonic()
+            self.failover_until = self.failover_until or now + FAILOVER_WAIT_S
+            if now < self.failover_until:
+                wait = min(self.delay, 0.25) * (0.5 + random.random())
+                self.delay = min(max(self.delay * 2, 0.02), 0.25)
+                return wait
+            raise storage_error(exc) from exc
+        if isinstance(exc, OperationalError):
+            raise storage_error(exc) from exc
+        raise exc
+
+
 def _carrying_request_id(fn: Callable[[Connection], T], rid: str) -> Callable[[Connection], T]:
     def run(conn: Connection) -> T:
         token = set_request_id(rid)
@@ -311,6 +356,10 @@ class Database:
         self._committer: GroupCommitter | None = None
         self.writer_restarts = 0
         self.writer_last_crash: str | None = None
+        # PostgreSQL: write_one_async's connections, one pool per event loop
+        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -405,9 +454,7 @@ class Database:
         """Run ``attempt`` until it commits: back-off on serialization failures and deadlocks,
         and while a failover makes the database unreachable (only where nothing can have
         committed); plain errors for bad values and an unavailable (or full) database."""
-        delay = 0.002
-        failover_until: float | None = None
-        n = 0
+        retry = _Retry()
         while True:
             phase = _Phase()
             try:
@@ -415,33 +462,47 @@ class Database:
             except DataError:
                 raise data_error() from None
             except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE:
-                    raise RequestInProgress(
-                        "a request with this Idempotency-Key is still being processed; retry"
-                        " with the same key to get its answer"
-                    ) from None
-                n += 1
-                if is_retryable(exc) and n < MAX_ATTEMPTS:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                lost = connection_lost(exc)
-                if lost and phase.committing:
-                    raise OutcomeUnknown(
-                        "the connection to the database was lost while committing: the"
-                        " outcome is unknown; retry with the same Idempotency-Key to learn it"
-                    ) from exc
-                if lost or statement_refused(exc):
-                    now = time.monotonic()
-                    failover_until = failover_until or now + FAILOVER_WAIT_S
-                    if now < failover_until:
-                        time.sleep(min(delay, 0.25) * (0.5 + random.random()))
-                        delay = min(max(delay * 2, 0.02), 0.25)
-                        continue
-                    raise storage_error(exc) from exc
-                if isinstance(exc, OperationalError):
-                    raise storage_error(exc) from exc
-                raise
+                time.sleep(retry.after(exc, phase))
+
+    async def write_one_async(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """PostgreSQL: :meth:`write_one` of one plain statement (``:name`` parameters, as
+        :mod:`safescan.institution.sql`), sent from the running event loop on psycopg's async
+        connections (:mod:`safescan.institution.pg_async`): no worker thread, no engine
+        checkout; the same retries and errors as :meth:`write_one`. Returns its rows."""
+        if self.is_sqlite:
+            raise StorageError("write_one_async() is for PostgreSQL")
+        from safescan.institution import sql
+
+        pool = self._async_pool()
+        text = sql.pg_text(statement)
+        retry = _Retry()
+        while True:
+            phase = _Phase()
+            try:
+                return list(await pool.fetch(text, params, phase))
+            except DataError:
+                raise data_error() from None
+            except DBAPIError as exc:
+                await asyncio.sleep(retry.after(exc, phase))
+
+    async def warm_async(self) -> int:
+        """PostgreSQL: open :meth:`write_one_async`'s connections for the running loop before
+        the first requests need them (the server's start); how many opened. Nothing to do on
+        SQLite; a database unreachable now is left for the requests (they wait and report)."""
+        if self.is_sqlite:
+            return 0
+        return await self._async_pool().warm()
+
+    def _async_pool(self) -> AsyncPool:
+        """The running event loop's pool of async connections (made on first use)."""
+        from safescan.institution.pg_async import AsyncPool, conninfo
+
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            kwargs = conninfo(self.engine.url, PG_OPTIONS, PG_CONNECT_TIMEOUT)
+            pool = self._async_pools[loop] = AsyncPool(kwargs, ASYNC_POOL_SIZE)
+        return pool
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
         """SQLite only: queue ``fn`` for the group committer; returns a future. A writer
@@ -514,4 +575,7 @@ class Database:
         if self._committer is not None:
             self._committer.close()
             self._committer = None
+        for pool in list(self._async_pools.values()):
+            pool.close()
+        self._async_pools.clear()
         self.engine.dispose()

@@ -26,6 +26,11 @@ def _pg(statement: str) -> str:
     return pg
 
 
+def pg_text(statement: str) -> str:
+    """``statement`` in psycopg's ``%(name)s`` parameter style (converted once, then cached)."""
+    return _pg(statement)
+
+
 def _wrapped(conn: Connection, statement: str, exc: Exception) -> DBAPIError:
     """The driver's error as SQLAlchemy's (so retries and storage errors treat both alike);
     parameters are left out of the message (they can hold receipts and tokens)."""

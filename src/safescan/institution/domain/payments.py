@@ -28,6 +28,7 @@ from safescan.api.errors import (
     CarrierRevoked,
     CounterReplay,
     Forbidden,
+    InstitutionError,
     InsufficientFunds,
     OrderNotPayable,
     PaymentRefused,
@@ -141,17 +142,14 @@ class Payments:
         self, code_text: str, authorization: bytes, idempotency_key: str | None
     ) -> PaymentMade | Stored:
         """:meth:`pay` for an event loop: on SQLite the verification runs inline and the
-        group-committed transaction is awaited; on PostgreSQL it all runs in a worker thread."""
+        group-committed transaction is awaited. On PostgreSQL the payment of an
+        institution-issued order is verified inline and its one statement awaited on the
+        loop's async connections (:meth:`Database.write_one_async`); anything that reads or
+        writes the database with blocking calls (a key's stored answer, a refusal's
+        explanation, a checkout order's or a static code's transaction) runs in a worker
+        thread."""
         if not self.core.db.is_sqlite:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(  # in this request's context (its request id)
-                self._pay_executor,
-                contextvars.copy_context().run,
-                self.pay,
-                code_text,
-                authorization,
-                idempotency_key,
-            )
+            return await self._pay_pg_async(code_text, authorization, idempotency_key)
         stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
         if stored is not None:
             return stored
@@ -160,6 +158,58 @@ class Payments:
         return await idempotency.finish_async(
             self.core.db, plan.idem, plan.now, self.core.db.write_async(work)
         )
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on a pay thread, in this request's context (its request id)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pay_executor, contextvars.copy_context().run, fn, *args
+        )
+
+    async def _pay_pg_async(
+        self, code_text: str, authorization: bytes, idempotency_key: str | None
+    ) -> PaymentMade | Stored:
+        """PostgreSQL's :meth:`pay_async` (see there)."""
+        stored: Stored | None
+        plan: _PaymentPlan | None
+        if idempotency_key is not None:  # the key's stored answer is a blocking read
+            stored, plan = await self._in_thread(
+                self._prepare_payment, code_text, authorization, idempotency_key
+            )
+        else:
+            stored, plan = self._prepare_payment(code_text, authorization, None)
+        if stored is not None:
+            return stored
+        assert plan is not None
+        if not plan.fast or _checkout(plan):  # several statements: the threaded transaction
+            work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.answer)
+            result: PaymentMade | Stored = await self._in_thread(
+                idempotency.finish,
+                self.core.db,
+                plan.idem,
+                plan.now,
+                lambda: self.core.db.write(work),
+            )
+            return result
+        try:
+            await self.core.db.write_one_async(sql.PAY_ORDER_CALL, self._pay_order_params(plan))
+        except (DBAPIError, InstitutionError) as exc:  # as pay() would answer it
+            refused: PaymentMade | Stored = await self._in_thread(self._finish_refused, plan, exc)
+            return refused
+        return idempotency.keyed(plan.made, plan.answer)
+
+    def _finish_refused(
+        self, plan: _PaymentPlan, exc: DBAPIError | InstitutionError
+    ) -> PaymentMade | Stored:
+        """A ``safescan_pay_order`` call that failed, on a pay thread: the typed refusal and,
+        with a key, its stored answer (exactly as :meth:`pay` gives it)."""
+
+        def attempt() -> PaymentMade:
+            if isinstance(exc, DBAPIError):
+                self._refused(plan, exc)
+            raise exc
+
+        return idempotency.finish(self.core.db, plan.idem, plan.now, attempt)
 
     @staticmethod
     def _match(opened: OpenedCode, auth: Authorization) -> None:
@@ -271,8 +321,20 @@ class Payments:
         ``safescan_pay_order`` (migration 0002), committed in the same round trip; a refusal
         raised inside it leaves nothing behind and becomes the same typed error as
         :meth:`_payment_tx` gives."""
+        params = self._pay_order_params(plan)
+        try:
+            self.core.db.write_one(
+                lambda conn: sql.run(conn, sql.PAY_ORDER_CALL, params).fetchall()
+            )
+        except DBAPIError as exc:
+            self._refused(plan, exc)
+        return plan.made
+
+    @staticmethod
+    def _pay_order_params(plan: _PaymentPlan) -> dict[str, Any]:
+        """``safescan_pay_order``'s arguments for ``plan``."""
         auth, entry = plan.auth, plan.audit_entry
-        params = {
+        return {
             "mid": plan.mid,
             "order_id": plan.order_id,
             "amount": auth.amount,
@@ -302,28 +364,25 @@ class Payments:
             "i_status": wire.CREATED,
             "i_response": None if plan.answer is None else canonical_json(plan.answer.body),
         }
-        try:
-            self.core.db.write_one(
-                lambda conn: sql.run(conn, sql.PAY_ORDER_CALL, params).fetchall()
+
+    def _refused(self, plan: _PaymentPlan, exc: DBAPIError) -> NoReturn:
+        """The typed error for a ``safescan_pay_order`` call that raised ``exc`` (blocking
+        reads explain an unpayable order or a refused carrier); any other error as it is."""
+        auth = plan.auth
+        state = getattr(exc.orig, "sqlstate", None)
+        if state == sql.PAY_MERCHANT_INACTIVE:
+            raise Forbidden("the merchant is not active", param="code") from None
+        if state == sql.PAY_ORDER_UNPAYABLE:
+            self.core.db.read(
+                lambda c: self._explain_unpayable(c, plan.mid, plan.order_id, plan.now)
             )
-        except DBAPIError as exc:
-            state = getattr(exc.orig, "sqlstate", None)
-            if state == sql.PAY_MERCHANT_INACTIVE:
-                raise Forbidden("the merchant is not active", param="code") from None
-            if state == sql.PAY_ORDER_UNPAYABLE:
-                self.core.db.read(
-                    lambda c: self._explain_unpayable(c, plan.mid, plan.order_id, plan.now)
-                )
-            if state == sql.PAY_CARRIER_REFUSED:
-                self.core.db.read(lambda c: self._refuse_carrier(c, auth))
-            if state == sql.PAY_INSUFFICIENT_FUNDS:
-                raise InsufficientFunds(
-                    "the customer's balance is too low for this payment"
-                ) from None
-            if state == sql.PAY_IDEMPOTENCY_TAKEN:
-                raise idempotency.Answered(None) from None
-            raise
-        return plan.made
+        if state == sql.PAY_CARRIER_REFUSED:
+            self.core.db.read(lambda c: self._refuse_carrier(c, auth))
+        if state == sql.PAY_INSUFFICIENT_FUNDS:
+            raise InsufficientFunds("the customer's balance is too low for this payment") from None
+        if state == sql.PAY_IDEMPOTENCY_TAKEN:
+            raise idempotency.Answered(None) from None
+        raise exc
 
     @staticmethod
     def _refuse_carrier(conn: Connection, auth: Authorization) -> NoReturn:

@@ -91,6 +91,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
+        # PostgreSQL: the payments' connections opened before the first request (a payment of
+        # the first second would otherwise wait for them)
+        await inst.db.warm_async()
         if dispatcher is not None:
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher"))
         if background:
