@@ -531,6 +531,13 @@ class Database:
                 committer = self._committer = GroupCommitter(self.engine)
             return committer
 
+    def start_writer(self) -> None:
+        """SQLite: start the writer thread now (a server's start) rather than on the first
+        write, which otherwise paid for it (a thread and the WAL checkpointer's, ~12 ms of
+        CPU measured on the first payment). Nothing on PostgreSQL."""
+        if self.is_sqlite:
+            self._writer()
+
     def writer_status(self) -> dict[str, Any]:
         """The SQLite writer for health checks: ``{"alive": ..., "queued": ...}``; on
         PostgreSQL there is none (``{"alive": True, "kind": "none"}``)."""

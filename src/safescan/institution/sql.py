@@ -93,6 +93,7 @@ def run_many(conn: Connection, statements: tuple[str, ...], params: dict[str, An
 
 
 MERCHANT_STATUS = "SELECT status FROM merchants WHERE id = :mid"
+CARRIER_KEY = "SELECT signing_public_key, customer_id, status FROM carriers WHERE serial = :serial"
 
 PAY_ORDER = (
     "UPDATE orders SET state = 'PAID', paid_at = :now, paid_amount = :amount,"
