@@ -13,6 +13,7 @@ also completes the session (:func:`.checkout_settle.complete_paid`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from safescan.api.errors import (
     InsufficientFunds,
     OrderNotPayable,
     PaymentRefused,
+    StorageError,
     UnknownPayment,
 )
 from safescan.api.states import PAID_STATES, EventType, OrderState, Status
@@ -97,6 +99,15 @@ class Payments:
             max_workers=int(os.environ.get("SAFESCAN_PAY_THREADS", "4")),
             thread_name_prefix="safescan-pay",
         )
+
+    async def warm(self) -> None:
+        """At a server's start, what its first payments would otherwise do on the event loop:
+        PostgreSQL's payment connections opened, SQLite's writer thread started, the live
+        scheme-key epochs read (a database down now is left for the requests to report)."""
+        await self.core.db.warm_async()
+        self.core.db.start_writer()
+        with contextlib.suppress(StorageError):
+            self.core.scheme_keys.refresh()
 
     def _prepare_payment(
         self, code_text: str, authorization: bytes, key: str | None

@@ -28,7 +28,6 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from safescan.api.errors import StorageError
 from safescan.code.text import preload
 from safescan.institution.background import maintenance_loop
 from safescan.institution.domain.health import Heartbeat
@@ -92,13 +91,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        # What the first payments would otherwise do on the event loop, done before the server
-        # takes connections (docs/performance.md, ninth sitting): PostgreSQL's payment
-        # connections opened, SQLite's writer thread started, the live scheme-key epochs read.
-        await inst.db.warm_async()
-        inst.db.start_writer()
-        with contextlib.suppress(StorageError):  # a database down now: requests report it
-            inst.scheme_keys.refresh()
+        # what the first payments would otherwise do on the event loop, before the server takes
+        # connections (docs/performance.md, ninth sitting)
+        await inst.payments.warm()
         if dispatcher is not None:
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher"))
         if background:
