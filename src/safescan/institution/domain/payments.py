@@ -103,11 +103,14 @@ class Payments:
     async def warm(self) -> None:
         """At a server's start, what its first payments would otherwise do on the event loop:
         PostgreSQL's payment connections opened, SQLite's writer thread started, the live
-        scheme-key epochs read (a database down now is left for the requests to report)."""
-        await self.core.db.warm_async()
+        scheme-key epochs read. A database down now is left for the requests to report: on
+        PostgreSQL the epochs are read only if a connection opened (a read would wait out a
+        failover first, and the start with it)."""
+        opened = await self.core.db.warm_async()
         self.core.db.start_writer()
-        with contextlib.suppress(StorageError):
-            self.core.scheme_keys.refresh()
+        if self.core.db.is_sqlite or opened:
+            with contextlib.suppress(StorageError):
+                self.core.scheme_keys.refresh()
 
     def _prepare_payment(
         self, code_text: str, authorization: bytes, key: str | None
