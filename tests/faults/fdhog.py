@@ -12,6 +12,13 @@ the lowest free number, so a descriptor closed below the limit after the limit w
 start-up connection closing late, a background task's file) made the next ``open`` succeed and
 the payment got 201 instead of 503 (tests/faults/test_writer_descriptors.py). The test checks
 through ``/proc`` that every number below the limit is taken before it sends the payment.
+
+The server here starts cold (``Payments.warm`` is a no-op): since the ninth sitting a server
+opens its SQLite writer and reads the scheme-key epochs before it takes requests, so once
+started a payment needs no new descriptor and this test's payment was paid (201). Opening on
+the first write is the path a writer takes when it is replaced after a crash
+(``Database._writer``), and the path of every server before the warm-up; this fault point keeps
+it the one the first payment takes, so that payment is the one that needs a descriptor.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ def main() -> None:
     """Install the two signal handlers, then run the institution's commands."""
     signal.signal(signal.SIGUSR1, _fill)
     signal.signal(signal.SIGUSR2, _release)
+    from safescan.institution.domain.payments import Payments
+
+    async def cold(self: Payments) -> None:
+        """No warm-up: the first payment opens what it needs."""
+
+    Payments.warm = cold  # type: ignore[method-assign]
     sys.argv[0] = "safescan.institution"
     runpy.run_module("safescan.institution", run_name="__main__", alter_sys=True)
 
