@@ -255,10 +255,20 @@ def test_a_grabber_holding_the_next_draws_is_skipped(
     """An unrelated process binds the very ports the picker draws next (listening on one,
     an outgoing connection from another, one merely bound): each is skipped, none is
     handed out, and the pick is a port that binds."""
-    draws = [procs.port_candidate() for _ in range(4)]
+    target = socket.create_server(("127.0.0.1", free_port()))
+    # four draws no other process (another test worker) has reserved and nothing is bound to
+    # now: the test is about the grabber below, not about the suite's other servers
+    draws: list[int] = []
+    while len(draws) < 4:
+        p = procs.port_candidate()
+        if p in draws or not reserve_port(p):
+            continue
+        bindable = procs.port_bindable(p)
+        release_port(p)
+        if bindable:
+            draws.append(p)
     grabbed = draws[:3]
     held: list[socket.socket] = []
-    target = socket.create_server(("127.0.0.1", free_port()))
     try:
         held.append(socket.create_server(("127.0.0.1", grabbed[0])))
         out = socket.socket()
