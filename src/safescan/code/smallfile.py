@@ -23,14 +23,21 @@ LIMIT = 4096
 FILE_LIMIT = 1 << 20
 
 
-def read_bounded(path: Path, limit: int = FILE_LIMIT, what: str = "a configuration file") -> bytes:
+def read_bounded(
+    path: Path, limit: int = FILE_LIMIT, what: str = "a configuration file", *, own: bool = False
+) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them; ``OSError`` (``EISDIR``, ``EFBIG``)
     when it is a directory or larger. A pipe (``<(...)``) is read as it comes; ``/dev/zero``,
     a log file or a disk image given by mistake is refused after ``limit + 1`` bytes, not read
-    whole (before: ``--config /dev/zero`` ran the process out of memory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    whole (before: ``--config /dev/zero`` ran the process out of memory). ``own``: a file the
+    program keeps itself (a cache): a symbolic link is refused (``ELOOP``) and only a regular
+    file is read (``EINVAL`` for a pipe, a device, a directory)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO opens at once
+    fd = os.open(path, flags | os.O_NOFOLLOW if own else flags)
     try:
         mode = os.fstat(fd).st_mode
+        if own and not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         if stat.S_ISDIR(mode):
             raise OSError(errno.EISDIR, "a directory, not a file")
         os.set_blocking(fd, True)  # a pipe's writer may not have written yet

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.errors import SafescanError
+from safescan.code.smallfile import read_bounded
 from safescan.wallet.errors import RevocationListInvalid
 
 #: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
@@ -53,29 +52,13 @@ def read_cache(path: Path) -> bytes | None:
     """The bytes of ``crl.cbor`` (``None`` when there is none); ``OSError`` for a link, a
     directory, a device or anything larger than :data:`CRL_FILE_LIMIT`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_bounded(path, CRL_FILE_LIMIT, "a revocation list", own=True)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "a symbolic link, not the wallet's own file") from None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= CRL_FILE_LIMIT:
-            chunk = os.read(fd, min(65536, CRL_FILE_LIMIT + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > CRL_FILE_LIMIT:
-        raise OSError(errno.EFBIG, f"larger than {CRL_FILE_LIMIT} bytes")
-    return b"".join(chunks)
 
 
 def choose(
