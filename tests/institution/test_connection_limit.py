@@ -138,21 +138,33 @@ def test_at_the_connection_limit_a_client_gets_a_typed_503(
 def test_refused_connections_that_never_shake_hands_cannot_hold_the_server(
     keys_and_db: tuple[str, Path],
 ) -> None:
+    """The refusal places (``REFUSING_MAX``) are the attacker's to fill: silent connections
+    (no ClientHello), re-opened after every answer, and connections that finish their handshake
+    but never read or close. Before, with every place taken a newcomer was closed unanswered
+    (``ConnectionResetError``) for as long as the crowd was kept up; now the oldest refusal
+    makes room for it, and each crowd is still closed by the server."""
     db, keys = keys_and_db
     with served(db, keys, tls=True) as server:
         holders: list[socket.socket] = []
         crowd: list[socket.socket] = []
         try:
             holders = [_busy(server) for _ in range(BOUND)]
-            # refused connections that send nothing: the first REFUSING_MAX wait for their
-            # handshake (at most 5 s), the others are closed at once
-            crowd = [
-                socket.create_connection(("127.0.0.1", server.port), timeout=20)
-                for _ in range(REFUSING_MAX + 24)
-            ]
-            # every one is closed by the server (at once, or at its handshake deadline)
-            assert all(_read_all(c) == b"" for c in crowd)
-            # once they are gone, a newcomer is told why again
+            for _refill in range(3):  # the attacker refills the places before each newcomer
+                crowd += [
+                    socket.create_connection(("127.0.0.1", server.port), timeout=20)
+                    for _ in range(REFUSING_MAX + 8)
+                ]
+                _assert_typed_503(httpx.get(server.base_url + "/v1/keys", verify=server.verify))
+            # handshakes done, the 503 never read, the connection never closed
+            shaken = [_connect(server) for _ in range(REFUSING_MAX + 2)]
+            crowd += shaken
+            _assert_typed_503(httpx.get(server.base_url + "/v1/keys", verify=server.verify))
+            # every one is closed by the server (made room for, or at its deadline): a silent
+            # one is never answered, a shaken one was answered the 503 or dropped for another
+            assert all(_read_all(c) == b"" for c in crowd if c not in shaken)
+            for c in shaken:
+                answer = _read_all(c)
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer[:100]
             _assert_typed_503(httpx.get(server.base_url + "/v1/keys", verify=server.verify))
         finally:
             for s in holders + crowd:

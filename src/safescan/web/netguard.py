@@ -12,7 +12,9 @@ any more. :class:`GuardedHttpToolsProtocol` closes that hole:
   progress); only when every connection is busy with a request is the new one answered ``503``
   (``Retry-After: 1``) and closed: over HTTPS too, where the handshake is done first so that
   the answer can be read (at most :data:`REFUSING_MAX` such refusals at once, each within
-  :data:`REFUSE_TIMEOUT`; beyond that a refused connection is closed unanswered). So idle
+  :data:`REFUSE_TIMEOUT`; when they are all taken the oldest is dropped for the newcomer, one
+  still shaking hands first, so a crowd of refused connections that never shake hands, or
+  never close, cannot keep newcomers from being told why). So idle
   connections can never lock clients out. The bound is
   also kept below the process's descriptor limit (``RLIMIT_NOFILE``) minus a reserve for the
   database, so clients can never take the descriptors the database needs;
@@ -170,8 +172,8 @@ STATS: dict[str, int] = {"refused": 0, "evicted": 0, "timed_out": 0}
 REFUSING_MAX = 16
 REFUSE_TIMEOUT = 5.0
 #: refused TLS connections being told why, from their handshake to their close (not counted
-#: under the bounds)
-_REFUSING: set[GuardedHttpToolsProtocol] = set()
+#: under the bounds), oldest first, with their raw transports
+_REFUSING: dict[GuardedHttpToolsProtocol, asyncio.Transport] = {}
 
 #: connections of this process accepted over TLS whose handshake is not done yet
 _HANDSHAKING: dict[GuardedHttpToolsProtocol, asyncio.BaseTransport] = {}
@@ -203,6 +205,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cls._limits = Limits.from_env()
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._told = False  # refused over TLS, its handshake done: the 503 is on its way
         self._secured = cls.tls is None  # plain HTTP, or the TLS handshake is done
         self._address: str | None = None  # set once admitted (counted under its address)
         self.idle_since: float | None = None  # None while a request is being answered
@@ -243,11 +246,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._secured:  # a plain connection, or TLS done: a typed answer first
                 stream.write(_OVERLOADED_RESPONSE)
                 stream.close()
-            elif len(_REFUSING) < REFUSING_MAX:  # TLS: the handshake first, then the answer
-                _REFUSING.add(self)
+            else:  # TLS: the handshake first, then the answer (room made by the oldest)
+                if len(_REFUSING) >= REFUSING_MAX:
+                    _drop_oldest_refusal()
+                _REFUSING[self] = stream
                 self._start_tls(stream, min(self.limits()[1], REFUSE_TIMEOUT))
-            else:  # too many refusals at once: closed unanswered (the client sees a reset)
-                stream.close()
             return
         if not self._secured:
             _HANDSHAKING[self] = transport
@@ -306,6 +309,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._refused:  # the handshake was only to say why: the typed 503, then close
             # (it stays in _REFUSING until connection_lost: its close is bounded too)
+            self._told = True
             if secured is not None and not secured.is_closing():
                 secured.write(_OVERLOADED_RESPONSE)
                 secured.close()
@@ -320,7 +324,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _abandon(self, raw: asyncio.Transport) -> None:
         """A connection whose handshake failed: uncount it and close it."""
         _HANDSHAKING.pop(self, None)
-        _REFUSING.discard(self)
+        _REFUSING.pop(self, None)
         self._forget_address()
         raw.close()
 
@@ -353,7 +357,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         never counted by uvicorn)."""
         self._cancel_head_timer()
         _HANDSHAKING.pop(self, None)
-        _REFUSING.discard(self)
+        _REFUSING.pop(self, None)
         self._forget_address()
         if self._refused or not self._secured:
             return
@@ -440,6 +444,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not busy and not self.transport.is_closing():
             STATS["timed_out"] += 1
             _drop(self.transport)
+
+
+def _drop_oldest_refusal() -> None:
+    """Make room among the refusals for a newcomer (redteam: with every place taken, by refused
+    connections that never shook hands or never closed, a newcomer was closed unanswered and
+    saw a reset, and a client re-opening silent connections kept it so): abort the oldest that
+    is still shaking hands, else the oldest already answered (its 503 is written; it waits
+    only for the client's close)."""
+    victim = next((c for c in _REFUSING if not c._told), None) or next(iter(_REFUSING))
+    raw = _REFUSING.pop(victim)
+    STATS["evicted"] += 1
+    raw.abort()  # the handshake (or the close) fails; its _tls_done/connection_lost forget it
 
 
 def _drop(transport: asyncio.BaseTransport) -> None:
