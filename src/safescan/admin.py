@@ -29,6 +29,7 @@ from rich.text import Text
 from safescan.api.errors import InvalidRequest
 from safescan.client.admin import ENV_ADMIN_TOKEN as ENV_TOKEN
 from safescan.client.admin import AdminClient, read_admin_token
+from safescan.code.cli_app import new_app
 from safescan.code.cli_input import minor_units
 from safescan.code.cli_options import JsonOpt
 from safescan.code.currency import currency as lookup_currency
@@ -40,9 +41,8 @@ ENV_URL = "SAFESCAN_INSTITUTION_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
 MAX_AMOUNT = 10**12 - 1
 
-customer_app = typer.Typer(
+customer_app = new_app(
     help="Customers: create, fund, list (administrator, over the HTTP API).",
-    no_args_is_help=True,
 )
 console = Console()
 
@@ -203,9 +203,8 @@ def enrollment_token_command(
     console.print(term(doc["token"]), soft_wrap=True, highlight=False)
 
 
-apikey_app = typer.Typer(
+apikey_app = new_app(
     help="A merchant's secret API keys: create, list, rotate, revoke (administrator).",
-    no_args_is_help=True,
 )
 MerchantOpt = Annotated[str, typer.Option("--merchant", help="the merchant's id (M...)")]
 KeyIdArg = Annotated[str, typer.Argument(help="the key's id (or its sk_live_<id> prefix)")]

@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar
 import typer
 
 from safescan import __version__
+from safescan.code.cli_app import new_app
 from safescan.code.lazy_cli import LazyCommand, LazyGroup, attribute
 
 
@@ -62,13 +63,12 @@ class _Safescan(LazyGroup):
     }
 
 
-app = typer.Typer(
+app = new_app(
     name="safescan",
     cls=_Safescan,
     help="Secure QR-code payments: sealed, signed payment codes opened only by a key carrier."
     "\n\nEvery command that prints a result takes --json: one JSON object on stdout (on failure"
     ' {"error": {...}} with a non-zero exit status). Shell completion: --install-completion.',
-    no_args_is_help=True,
     add_completion=True,
 )
 

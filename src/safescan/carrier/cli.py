@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.output import emit_json, fail, say
 
-carrier_app = typer.Typer(help="The key carrier (emulated security token).", no_args_is_help=True)
+carrier_app = new_app(help="The key carrier (emulated security token).")
 
 
 @carrier_app.command("serve")
@@ -219,7 +220,7 @@ def _factory_passphrase(passphrase_file: str | None, *, as_json: bool) -> bytes:
     return value
 
 
-factory_app = typer.Typer(help="The token factory's manufacturer key.", no_args_is_help=True)
+factory_app = new_app(help="The token factory's manufacturer key.")
 carrier_app.add_typer(factory_app, name="factory")
 
 

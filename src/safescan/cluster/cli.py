@@ -12,13 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt
 from safescan.code.output import emit_json, fail, say
 
-cluster_app = typer.Typer(
+cluster_app = new_app(
     help="A PostgreSQL HA cluster on this machine: 3 etcd, 3 Patroni/PostgreSQL (synchronous"
     " replication), HAProxy, 2 institution API processes. All state in one directory.",
-    no_args_is_help=True,
 )
 
 StateOpt = Annotated[

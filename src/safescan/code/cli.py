@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safescan.code.certs import Certificate, Role, issue_certificate
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt as JsonOpt
 from safescan.code.cli_options import PassphraseFile as PassphraseFile
 from safescan.code.cli_options import read_passphrase as read_passphrase
@@ -30,7 +31,7 @@ from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
 from safescan.code.schemelist import SchemeKeyList
 
-keys_app = typer.Typer(help="Generate and inspect keys and certificates.", no_args_is_help=True)
+keys_app = new_app(help="Generate and inspect keys and certificates.")
 console = Console()
 err_console = Console(stderr=True)
 

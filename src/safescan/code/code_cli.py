@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import typer
-
+from safescan.code.cli_app import new_app
 from safescan.code.lazy_cli import LazyCommand, LazyGroup, attribute
 
 
@@ -26,4 +25,4 @@ class _CodeGroup(LazyGroup):
     }
 
 
-code_app = typer.Typer(cls=_CodeGroup, help="Make and inspect payment codes.", no_args_is_help=True)
+code_app = new_app(cls=_CodeGroup, help="Make and inspect payment codes.")

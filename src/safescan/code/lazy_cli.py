@@ -20,6 +20,8 @@ import typer.main
 import typer.models
 from typer import _click
 
+from safescan.code.cli_app import SafescanGroup, literal, one_line, show_as_written
+
 ClickCommand = _click.Command
 Loader = Callable[[], "typer.Typer | Callable[..., Any]"]
 
@@ -30,7 +32,7 @@ class LazyCommand:
 
     ``load`` returns the command's Typer app (a group) or its function (a single command);
     ``help`` is what the parent's listing shows (the first paragraph of the real help, joined
-    into one line unless the group lists it :attr:`LazyGroup.listing_as_written`).
+    into one line as every listing shows it: :mod:`safescan.code.cli_app`).
     """
 
     help: str
@@ -90,21 +92,15 @@ class _Commands(MutableMapping[str, ClickCommand]):
         return len(self._order)
 
 
-class LazyGroup(typer.core.TyperGroup):
+class LazyGroup(SafescanGroup):
     """A Typer group whose sub-commands in :attr:`lazy` are imported on first use.
 
     Subclass it with ``lazy`` set and pass the subclass as ``typer.Typer(cls=...)``.
     """
 
     lazy: ClassVar[dict[str, LazyCommand]] = {}
-    #: render this group's own help page as plain text (Click's layout) instead of Typer's rich
-    #: panels, which import rich.markdown and rich.traceback (~90 ms CPU) just to draw boxes
-    plain_help: ClassVar[bool] = False
-    #: as ``typer.Typer(pretty_exceptions_short=...)`` of the app (Typer's default)
+    #: as ``typer.Typer(pretty_exceptions_short=...)`` of the app (safescan.code.cli_app)
     pretty_exceptions_short: ClassVar[bool] = True
-    #: list the stored texts with their line breaks (as an eager group lists its commands'
-    #: docstrings) instead of joined into one line
-    listing_as_written: ClassVar[bool] = False
 
     def __init__(self, *, commands: Any = None, **attrs: Any) -> None:
         super().__init__(commands=commands, **attrs)
@@ -128,6 +124,7 @@ class LazyGroup(typer.core.TyperGroup):
                 pretty_exceptions_short=self.pretty_exceptions_short,
                 rich_markup_mode=self.rich_markup_mode,
             )
+        show_as_written(command)
         return command
 
     def get_command(self, ctx: _click.Context, cmd_name: str) -> ClickCommand | None:
@@ -139,9 +136,9 @@ class LazyGroup(typer.core.TyperGroup):
             and cmd_name in self.lazy
             and not commands.loaded(cmd_name)
         ):
-            text = self.lazy[cmd_name].help
-            if not self.listing_as_written:
-                text = " ".join(text.split())
+            text = one_line(self.lazy[cmd_name].help)
+            if not self.plain_help:
+                text = literal(text)
             return typer.core.TyperCommand(cmd_name, help=text, short_help=text)
         return commands.get(cmd_name)
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, say
 from safescan.institution.cli_audit import audit, reconcile
@@ -41,9 +42,7 @@ from safescan.institution.cli_tls import tls_app
 # uvicorn supervisor of `serve --workers N` stays small.
 
 
-institution_app = typer.Typer(
-    help="The payment institution: API server, ledger, audit.", no_args_is_help=True
-)
+institution_app = new_app(help="The payment institution: API server, ledger, audit.")
 
 
 @institution_app.command()
@@ -150,9 +149,8 @@ def migrate(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
         say(f"schema migrated from revision {before} to {head}")
 
 
-admin_token_app = typer.Typer(
+admin_token_app = new_app(
     help="Administrator bearer tokens: create, list, revoke (needs the database only).",
-    no_args_is_help=True,
 )
 institution_app.add_typer(admin_token_app, name="admin-token")
 institution_app.add_typer(manufacturer_app, name="manufacturer")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import (
@@ -23,9 +24,8 @@ from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import run_on_db as _on_db
 from safescan.institution.cli_options import settings_for as _settings
 
-manufacturer_app = typer.Typer(
+manufacturer_app = new_app(
     help="Carrier manufacturer keys the institution trusts for attestation (database only).",
-    no_args_is_help=True,
 )
 
 

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import typer
-
+from safescan.code.cli_app import new_app
 from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import ConfigOpt, DbOpt, JsonOpt
 from safescan.institution.cli_options import settings_for as _settings
 
-config_app = typer.Typer(
-    help="The institution's settings (TOML file + environment + options).", no_args_is_help=True
-)
+config_app = new_app(help="The institution's settings (TOML file + environment + options).")
 
 
 @config_app.command("show")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, say
 from safescan.institution.cli_options import (
@@ -20,9 +21,7 @@ from safescan.institution.cli_options import (
 from safescan.institution.cli_options import fail_cli as _fail
 from safescan.institution.cli_options import settings_for as _settings
 
-tls_app = typer.Typer(
-    help="The institution's private CA and HTTPS server certificate.", no_args_is_help=True
-)
+tls_app = new_app(help="The institution's private CA and HTTPS server certificate.")
 
 NamesOpt = Annotated[
     list[str] | None,

@@ -37,6 +37,7 @@ from rich.text import Text
 from safescan.api.errors import InvalidRequest, NotFound
 from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
 from safescan.code.cli import PassphraseFile, read_passphrase
+from safescan.code.cli_app import new_app
 from safescan.code.cli_input import minor_units
 from safescan.code.cli_options import JsonOpt
 from safescan.code.currency import currency as lookup_currency
@@ -68,9 +69,8 @@ from safescan.web.serving import (
     connection_options,
 )
 
-merchant_app = typer.Typer(
+merchant_app = new_app(
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
-    no_args_is_help=True,
 )
 console = Console()
 err_console = Console(stderr=True)

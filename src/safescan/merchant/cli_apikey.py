@@ -23,6 +23,7 @@ from rich.table import Table
 
 from safescan.api.api_keys import SCOPES
 from safescan.client.answers_merchant import NewApiKey
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
@@ -31,9 +32,8 @@ from safescan.merchant.cli_config import ConfigOpt
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.settings import load_terminal
 
-apikey_app = typer.Typer(
+apikey_app = new_app(
     help="Secret API keys (Bearer) with scopes: create, list, rotate, revoke.",
-    no_args_is_help=True,
 )
 console = Console()
 

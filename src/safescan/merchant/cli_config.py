@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
@@ -23,7 +24,7 @@ ConfigOpt = Annotated[
     ),
 ]
 
-config_app = typer.Typer(help="The POS's settings (TOML file + environment).", no_args_is_help=True)
+config_app = new_app(help="The POS's settings (TOML file + environment).")
 
 
 @config_app.command("show")

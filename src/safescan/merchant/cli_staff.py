@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
@@ -28,7 +29,7 @@ from safescan.merchant.cli_config import ConfigOpt
 from safescan.merchant.settings import pos_settings
 from safescan.merchant.staff import StaffError, StaffStore
 
-staff_app = typer.Typer(help="Staff accounts of the web POS.", no_args_is_help=True)
+staff_app = new_app(help="Staff accounts of the web POS.")
 console = Console()
 
 

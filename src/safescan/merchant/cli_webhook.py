@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.client.answers_merchant import WebhookSecret
+from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
@@ -33,9 +34,8 @@ from safescan.merchant.cli_config import ConfigOpt
 from safescan.merchant.client import MerchantApi
 from safescan.merchant.settings import load_terminal
 
-webhook_app = typer.Typer(
+webhook_app = new_app(
     help="The webhook endpoint: URL, test, delivery log, resend, secret rotation.",
-    no_args_is_help=True,
 )
 console = Console()
 err_console = Console(stderr=True)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import typer
-
+from safescan.code.cli_app import new_app
 from safescan.code.lazy_cli import LazyCommand, LazyGroup, attribute
 
 _CLI = "safescan.merchant.cli"
@@ -20,8 +19,7 @@ _CLI = "safescan.merchant.cli"
 
 class _PosGroup(LazyGroup):
     # in the order `safescan pos --help` has always listed them; the texts are the first
-    # paragraphs of the commands' own help, with their line breaks (`safescan pos --help` joins
-    # them, `python -m safescan.merchant --help` keeps them, as merchant_app's page always did)
+    # paragraphs of the commands' own help (listed joined into one line: safescan.code.cli_app)
     lazy: ClassVar[dict[str, LazyCommand]] = {
         "onboard": LazyCommand(
             "Onboard a merchant (administrator) and write this terminal's configuration.",
@@ -81,21 +79,16 @@ class _PosGroup(LazyGroup):
     }
 
 
-pos_app = typer.Typer(
+pos_app = new_app(
     cls=_PosGroup,
     help="The merchant terminal (POS): orders, QR codes, live payment, refunds.",
-    no_args_is_help=True,
 )
 
 
-class _PosMain(_PosGroup):
-    listing_as_written = True  # the page merchant_app has always shown
-
-
-#: ``python -m safescan.merchant``: the same group on its own, its page byte for byte
+#: ``python -m safescan.merchant``: the same group on its own, its page the same as
 #: :data:`safescan.merchant.cli.merchant_app`'s (Typer builds a group that stands alone only
 #: from a callback or commands: hence the callback, which takes no option)
-pos_main_app = typer.Typer(cls=_PosMain, help=pos_app.info.help, no_args_is_help=True)
+pos_main_app = new_app(cls=_PosGroup, help=str(pos_app.info.help))
 
 
 @pos_main_app.callback()

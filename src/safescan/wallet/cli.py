@@ -31,6 +31,7 @@ from rich.table import Table
 
 from safescan.carrier.errors import WrongPin
 from safescan.code.certs import TrustStore
+from safescan.code.cli_app import new_app
 from safescan.code.cli_input import minor_units
 from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
@@ -54,10 +55,7 @@ from safescan.wallet.store import default_dir
 from safescan.wallet.wallet_cli import HELP, settings
 from safescan.wallet.web.run import serve_command
 
-wallet_app = typer.Typer(
-    help=HELP,
-    no_args_is_help=True,
-)
+wallet_app = new_app(help=HELP)
 wallet_app.command("serve")(serve_command)  # the wallet app: safescan.wallet.web
 
 
@@ -248,9 +246,7 @@ def change_pin_command(
     console.print("[green]PIN changed[/] on the key carrier")
 
 
-config_app = typer.Typer(
-    help="The wallet's settings (TOML file + environment).", no_args_is_help=True
-)
+config_app = new_app(help="The wallet's settings (TOML file + environment).")
 wallet_app.add_typer(config_app, name="config")
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, ClassVar
 
 import typer
 
+from safescan.code.cli_app import new_app
 from safescan.code.errors import SafescanError
 from safescan.code.lazy_cli import LazyCommand, LazyGroup, attribute
 
@@ -90,7 +91,7 @@ class _WalletGroup(LazyGroup):
     }
 
 
-wallet_group = typer.Typer(cls=_WalletGroup, help=HELP, no_args_is_help=True)
+wallet_group = new_app(cls=_WalletGroup, help=HELP)
 wallet_group.callback()(settings)
 
 __all__ = ["HELP", "settings", "wallet_group"]
