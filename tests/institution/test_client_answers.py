@@ -93,7 +93,6 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
         settlement_account="FR7630006000011234567890189",
         api_public_key=SigningKey.generate().public_key,
     )
-    today = dt.datetime.now(dt.UTC).date().isoformat()
     with (
         MerchantClient(url, m.merchant_id, m.key, trust) as api,
         WalletClient(url) as wallet,
@@ -112,6 +111,9 @@ def _collect(world: World, receiver: Listener) -> dict[str, Answer]:
         out["code status"] = status
         request = PaymentRequest(order.code, carrier.authorize(order.code).to_bytes())
         out["payment"] = paid = wallet.payments.create(request, idempotency_key="ans-pay-1")
+        # the payment's UTC day (the clock's day before the payment was the day before when
+        # midnight passed in between: no settlement row then)
+        today = dt.datetime.fromtimestamp(paid.paid_at, dt.UTC).date().isoformat()
         out["payment lookup"] = wallet.payments.lookup(request, idempotency_key="ans-pay-1")
         other = api.orders.create([LineItem("Cake", 1, 300)], currency="EUR")
         never = PaymentRequest(other.code, carrier.authorize(other.code).to_bytes())

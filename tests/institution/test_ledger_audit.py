@@ -166,21 +166,19 @@ def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
     cid = world.customer({"EUR": 10_000})
     carrier = world.carrier(cid)
     o = m.order([("Pen", 2, 150)])
-    assert world.pay(o["code"], carrier.authorize(o["code"])).status_code == 201
-    assert (
-        m.request(
-            "POST", f"/v1/merchant/orders/{o['order_id']}/refunds", {"amount": 100}
-        ).status_code
-        == 201
-    )
+    paid = world.pay(o["code"], carrier.authorize(o["code"]))
+    assert paid.status_code == 201, paid.text
+    refunded = m.request("POST", f"/v1/merchant/orders/{o['order_id']}/refunds", {"amount": 100})
+    assert refunded.status_code == 201, refunded.text
     db_url = world.db_url  # type: ignore[attr-defined]
     cmd = [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"]
     ok = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
     assert report["ok"] is True and report["problems"] == [], report
-    # settlement for today agrees with the ledger
-    today = dt.datetime.now(dt.UTC).date().isoformat()
+    # settlement for the payment's UTC day agrees with the ledger (the day of the clock now, read
+    # after the audit's seconds, was the next one when the payment was made just before midnight)
+    today = dt.datetime.fromtimestamp(paid.json()["paid_at"], dt.UTC).date().isoformat()
     out = subprocess.run(
         [
             sys.executable,
