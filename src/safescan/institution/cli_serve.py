@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -180,7 +180,7 @@ def serve(
     srv, store = site.server, site.keystore
     tuning = site.tuning()
     obslog.configure(srv.log_level, srv.log_format)  # JSON lines on stderr (checked settings)
-    common = {
+    common: dict[str, Any] = {  # uvicorn.Config's keywords, for one process or N workers
         "host": srv.host,
         "port": srv.port,
         "loop": "uvloop",
@@ -215,9 +215,7 @@ def serve(
                 checkpoints=store.checkpoints,
                 checkpoint_interval=srv.checkpoint_interval,
             )
-            server = AnnouncingServer(
-                uvicorn.Config(app, **common)  # type: ignore[arg-type]
-            )
+            server = AnnouncingServer(uvicorn.Config(app, **common))
             with contextlib.suppress(KeyboardInterrupt):
                 server.run()
             return
@@ -239,14 +237,16 @@ def serve(
         if store.passphrase_file is not None:
             os.environ[ENV_PASSPHRASE_FILE] = str(store.passphrase_file)
         check_passphrase_given(store.passphrase_file)  # fail early, in the parent
-        from safescan.web.graceful import graceful_workers
+        from safescan.web.graceful import run_workers
 
-        with graceful_workers():  # each worker, stopped, exits 0 as the parent does
-            uvicorn.run(
+        # each worker, stopped, exits 0 as the parent does (safescan.web.graceful)
+        run_workers(
+            uvicorn.Config(
                 "safescan.institution.server:app_from_env",
                 factory=True,
                 workers=srv.workers,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
+        )
     except SafescanError as exc:
         _fail(exc)

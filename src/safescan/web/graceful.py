@@ -13,19 +13,24 @@ clean-up runs and the process exits 0 (docs/operations.md, "Stopping").
 With ``--workers N`` uvicorn's supervisor (``uvicorn.supervisors.multiprocess``) runs each worker
 as a plain ``uvicorn.Server``: after a clean shutdown each worker died of its re-raised SIGTERM
 (the parent exiting 0). uvicorn takes no server class for its workers; its supervisor names its
-``Process`` class when it starts one, so :func:`graceful_workers` has it start
-:class:`GracefulProcess` workers (a :class:`GracefulServer` each): they exit 0 too.
+``Process`` class where it starts one, so :class:`GracefulMultiprocess` (run by
+:func:`run_workers`) is that supervisor starting :class:`GracefulProcess` workers (a
+:class:`GracefulServer` each): they exit 0 too. Nothing of uvicorn's is changed in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
+
+logger = logging.getLogger("uvicorn.error")  # the supervisor's own logger, as in uvicorn
 
 #: the signals that stop a server gracefully
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,15 +65,101 @@ class GracefulProcess(multiprocess.Process):
         return self._server
 
 
-@contextlib.contextmanager
-def graceful_workers() -> Iterator[None]:
-    """Within: ``uvicorn.run(..., workers=N)`` starts :class:`GracefulProcess` workers."""
-    plain = multiprocess.Process
-    multiprocess.Process = GracefulProcess  # type: ignore[misc]
+class GracefulMultiprocess(multiprocess.Multiprocess):
+    """uvicorn's supervisor (``--workers N``) whose workers are :class:`GracefulProcess` ones.
+
+    uvicorn names its worker class in the four methods that start a worker; they stand here as
+    uvicorn 0.54.0 wrote them, but for :meth:`new_process` (tests/web/test_graceful_workers.py
+    fails when uvicorn's differ, or when another of its methods starts a worker)."""
+
+    def new_process(self) -> multiprocess.Process:
+        """A worker, not started yet."""
+        return GracefulProcess(self.config, self.sockets)
+
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            process = self.new_process()
+            process.start()
+            self.processes.append(process)
+
+    def restart_all(self) -> None:
+        """Replaces each worker, bringing its replacement into service before retiring the old worker."""  # noqa: E501
+        for idx, old_process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+
+            new_process = self.new_process()
+            new_process.start()
+
+            if not new_process.wait_until_ready(
+                self.config.timeout_worker_healthcheck, self.should_exit
+            ):
+                new_process.kill()
+                new_process.join()
+                if not self.should_exit.is_set():
+                    logger.error(
+                        f"New child process [{new_process.pid}] was not ready in time; "
+                        f"keeping worker [{old_process.pid}] and aborting the restart."
+                    )
+                return
+
+            old_process.terminate()
+            old_process.join()
+            self.processes[idx] = new_process
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return  # parent process is exiting, no need to keep subprocess alive
+
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+
+            process.kill()  # process is hung, kill it
+            process.join()
+
+            if process.exitcode == STARTUP_FAILURE:
+                # The worker failed before it started serving, so the app, TLS or socket
+                # bind is broken and would fail the same way on every restart.
+                # See https://github.com/encode/uvicorn/discussions/2440.
+                logger.error(
+                    f"Child process [{process.pid}] failed to start, stopping the parent process."
+                )
+                self.should_exit.set()
+                return
+
+            if self.should_exit.is_set():
+                return  # pragma: full coverage
+
+            logger.info(f"Child process [{process.pid}] died")
+            process = self.new_process()
+            process.start()
+            self.processes[idx] = process
+
+    def handle_ttin(self) -> None:  # pragma: py-win32
+        logger.info("Received SIGTTIN, increasing the number of processes.")
+        self.processes_num += 1
+        process = self.new_process()
+        process.start()
+        self.processes.append(process)
+
+
+def run_workers(config: uvicorn.Config) -> None:
+    """What ``uvicorn.run(...)`` does with ``workers=N`` (N > 1), its supervisor a
+    :class:`GracefulMultiprocess`: each worker, stopped, exits 0 as the parent does."""
+    sock = config.bind_socket()
     try:
-        yield
+        GracefulMultiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
     finally:
-        multiprocess.Process = plain  # type: ignore[misc]
+        sock.close()
 
 
-__all__ = ["STOP_SIGNALS", "GracefulProcess", "GracefulServer", "graceful_workers"]
+__all__ = [
+    "STOP_SIGNALS",
+    "GracefulMultiprocess",
+    "GracefulProcess",
+    "GracefulServer",
+    "run_workers",
+]
