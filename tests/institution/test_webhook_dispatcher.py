@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import update
 
 from safescan.institution.http import create_app
+from safescan.institution.models import Event
 from safescan.institution.service import Institution
 from safescan.institution.webhook_dispatcher import DeliveryLimits
 from safescan.institution.webhook_targets import TargetPolicy
@@ -112,6 +114,56 @@ def test_bad_urls_in_the_database_fail_only_their_own_events(inst: Institution) 
         assert all(a.error_kind in ("invalid_url", "refused") for a in d.of(e))
     assert health["internal_errors"] == 0 and health["loop_errors"] == 0
     assert d.dispatcher.state == "stopped"
+
+
+BAD_STORED_EVENT_IDS = [
+    "evt_abc\n",  # "$" of a plain re.match takes it
+    "evt_a.b",  # a "." inside the signed content's "id.timestamp.body"
+    "evt_",
+    "SS1-CERT",  # another context's prefix
+    "evt_" + "a" * 61,
+    "evt_a\r\nX-Injected: 1",
+    "\u00e9vt_a",
+]
+
+
+def test_malformed_stored_event_ids_fail_only_their_own_events_typed(inst: Institution) -> None:
+    """Event ids no version of the institution writes (a restore's, a hand edit's): before, the
+    signing raised a bare ValueError inside the attempt (logged as an unexpected error with its
+    traceback, counted internal). Now each fails typed (``invalid_event``), nothing is sent for
+    it, its row is left as it was (pending, same id and payload), the others are delivered."""
+    bad_rx, good_rx = Listener(answer(204)), Listener(answer(204))
+    try:
+        bad_mid = merchant(inst, "Restored", bad_rx.url)
+        ok_mid = merchant(inst, "Healthy", good_rx.url)
+        renamed = emit(inst, bad_mid, len(BAD_STORED_EVENT_IDS))
+        for old, new in zip(renamed, BAD_STORED_EVENT_IDS, strict=True):
+            inst.db.write(
+                lambda c, old=old, new=new: c.execute(
+                    update(Event).where(Event.id == old).values(id=new)
+                )
+            )
+        before = events(inst, BAD_STORED_EVENT_IDS)
+        ok_ids = emit(inst, ok_mid, 3)
+        d = Dispatch(inst, LOOPBACK)
+        assert d.run_until(
+            lambda: (
+                all(any(a.ok for a in d.of(e)) for e in ok_ids)
+                and all(len(d.of(e)) >= 2 for e in BAD_STORED_EVENT_IDS)
+            )
+        ), d.dispatcher.health()
+        health = d.dispatcher.health()
+    finally:
+        bad_rx.close()
+        good_rx.close()
+    assert bad_rx.connections == 0  # nothing was signed or sent for a malformed id
+    assert all(events(inst, ok_ids)[e].webhook_state == "delivered" for e in ok_ids)
+    after = events(inst, BAD_STORED_EVENT_IDS)
+    for e in BAD_STORED_EVENT_IDS:
+        assert after[e].webhook_state == "pending" and after[e].payload == before[e].payload
+        assert all(a.error_kind == "invalid_event" for a in d.of(e)), d.of(e)
+        assert "not a webhook id" in (after[e].last_error or "")
+    assert health["internal_errors"] == 0 and health["loop_errors"] == 0
 
 
 def test_exceptions_are_counted_and_delivery_goes_on(

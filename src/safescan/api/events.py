@@ -5,8 +5,10 @@
 * **Webhook signature** (each delivery attempt), header
   ``Safescan-Signature: t=<unix>,kid=<root kid>,v1=<base64 Ed25519>`` over
   ``"SS1-WEBHOOK\\n" + t + "\\n" + body``; check with :func:`verify_webhook`, which also refuses
-  a timestamp older than the tolerance (replay). ``Safescan-Event-Id`` carries the event id:
-  receivers de-duplicate on it (delivery is at least once).
+  a timestamp older than the tolerance (replay), and anything but exactly that form (one of
+  each field in that order, ``t`` and ``kid`` plain digits, ``v1`` canonical base64 of 64
+  bytes: junk, a second spelling or a repeated field is refused). ``Safescan-Event-Id``
+  carries the event id: receivers de-duplicate on it (delivery is at least once).
 * **Standard Webhooks** (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), sent
   with every delivery too: :mod:`safescan.api.standard_webhooks`; :func:`verify_webhook` given
   the request's headers checks that format.
@@ -14,14 +16,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from safescan.api.encoding import b64e
+from safescan.api.encoding import b64_exact, b64e
 from safescan.api.errors import InstitutionError
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError, SignatureInvalid
@@ -32,6 +33,8 @@ WEBHOOK_CONTEXT = b"SS1-WEBHOOK\n"
 H_SIGNATURE = "Safescan-Signature"
 H_EVENT_ID = "Safescan-Event-Id"
 TOLERANCE = 300
+#: the one form of a Safescan-Signature header (what :func:`sign_webhook` writes)
+_SIGNATURE = re.compile(r"t=(0|[1-9][0-9]{0,11}),kid=(0|[1-9][0-9]{0,8}),v1=([A-Za-z0-9+/=]{88})")
 
 
 class WebhookVerificationError(InstitutionError):
@@ -72,10 +75,10 @@ def verify_event(message: str | Mapping[str, Any], trust: TrustStore | VerifyKey
     try:
         doc = json.loads(message) if isinstance(message, str) else dict(message)
         payload, sig, kid = doc["payload"], doc["signature"], doc.get("kid")
-        raw = base64.b64decode(sig, validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError):
         raise WebhookVerificationError("not a signed safescan event") from None
-    if not isinstance(payload, str) or not (kid is None or isinstance(kid, int)):
+    raw = b64_exact(sig, 64) if isinstance(sig, str) else None  # one spelling, 64 bytes
+    if raw is None or not isinstance(payload, str) or not (kid is None or type(kid) is int):
         raise WebhookVerificationError("not a signed safescan event")
     try:
         _key_for(trust, kid).verify(raw, EVENT_CONTEXT + payload.encode(), what="event signature")
@@ -110,23 +113,16 @@ def verify_webhook(
 
             return verify(body, low, trust=trust, tolerance=tolerance, now=now)
         signature_header = low.get(H_SIGNATURE.lower(), "")
-    parts: dict[str, str] = {}
-    for item in (signature_header or "").split(","):
-        name, sep, value = item.strip().partition("=")
-        if sep:
-            parts[name] = value
-    ts, sig = parts.get("t", ""), parts.get("v1", "")
-    kid_text = parts.get("kid")
-    if not (ts.isascii() and ts.isdigit()) or not sig:
-        raise WebhookVerificationError(f"malformed {H_SIGNATURE} header")
+    m = _SIGNATURE.fullmatch(signature_header or "")
+    raw = b64_exact(m.group(3), 64) if m else None
+    if m is None or raw is None:
+        raise WebhookVerificationError(
+            f"malformed {H_SIGNATURE} header (t=<unix>,kid=<id>,v1=<base64 of 64 bytes>)"
+        )
+    ts, kid = m.group(1), int(m.group(2))
     now = int(time.time()) if now is None else now
     if abs(now - int(ts)) > tolerance:
         raise WebhookVerificationError("the webhook timestamp is too old (replayed?)")
-    try:
-        raw = base64.b64decode(sig, validate=True)
-    except (binascii.Error, ValueError):
-        raise WebhookVerificationError("the webhook signature is not base64") from None
-    kid = int(kid_text) if kid_text and kid_text.isascii() and kid_text.isdigit() else None
     try:
         _key_for(trust, kid).verify(
             raw, WEBHOOK_CONTEXT + ts.encode() + b"\n" + body, what="webhook signature"

@@ -16,8 +16,13 @@ bytes). Two versions are sent:
   overlap window one ``v1`` entry per live secret.
 
 A receiver accepts the delivery when one entry it can check verifies and the timestamp is within
-``TOLERANCE`` seconds of its clock. :func:`verify` checks both versions; the ``standardwebhooks``
-package's ``Webhook(secret).verify`` checks ``v1`` (it ignores ``v1a`` entries).
+``TOLERANCE`` seconds of its clock. :func:`verify` reads the signature header strictly: entries
+separated by exactly one space, each ``<version>,<base64>`` with one comma, the base64 standard,
+padded and canonical (one spelling of the bytes), ``v1`` 32 bytes and ``v1a`` 64, no entry
+twice; anything else refuses the whole delivery (junk next to a valid signature included).
+Well-formed entries of versions it does not know are skipped (the spec's forward rule).
+:func:`verify` checks both versions; the ``standardwebhooks`` package's
+``Webhook(secret).verify`` checks ``v1`` (it ignores ``v1a`` entries).
 
 The root key signs nothing else without an ``SS1-`` context prefix, and the signed content here
 always starts with an event id (``evt_``), so a webhook signature is never a valid signature on
@@ -39,9 +44,10 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from safescan.api.encoding import b64_exact
 from safescan.api.events import WebhookVerificationError
 from safescan.code.certs import TrustStore
-from safescan.code.errors import SignatureInvalid
+from safescan.code.errors import SafescanError, SignatureInvalid
 from safescan.code.keys import Signer, VerifyKey
 
 H_ID = "webhook-id"
@@ -54,6 +60,17 @@ TOLERANCE = 300
 MAX_SIGNATURES = 8  # entries a receiver looks at (more is a malformed header)
 #: what a webhook id may be: the signed content must start with it (see the module docstring)
 ID_PATTERN = re.compile(r"^evt_[A-Za-z0-9_]{1,60}$")
+#: one signature entry: a version, one comma, standard base64 (checked canonical after)
+_ENTRY = re.compile(r"(v[0-9]{1,3}[a-z]{0,3}),([A-Za-z0-9+/]{4,4096}={0,2})")
+#: the size of each signature version this module checks (others are skipped, if well-formed)
+SIGNATURE_BYTES = {"v1": 32, "v1a": 64}
+
+
+class WebhookIdInvalid(SafescanError, ValueError):
+    """An event id that is not a webhook id (``evt_`` + 1-60 of ``[A-Za-z0-9_]``): nothing is
+    signed for it (the signed content must start with one; see the module docstring)."""
+
+    code = "webhook_id_invalid"
 
 
 def new_secret() -> str:
@@ -80,8 +97,9 @@ def public_key_text(key: VerifyKey) -> str:
 
 def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     """The bytes every signature covers: ``id.timestamp.body``."""
-    if not ID_PATTERN.match(msg_id):
-        raise ValueError(f"not a webhook id: {msg_id!r}")
+    if not isinstance(msg_id, str) or not ID_PATTERN.fullmatch(msg_id):
+        shown = repr(msg_id)[:80]
+        raise WebhookIdInvalid(f"not a webhook id (evt_ + 1-60 letters, digits, _): {shown}")
     return f"{msg_id}.{timestamp}.".encode() + body
 
 
@@ -108,18 +126,23 @@ def headers(
 
 
 def _entries(value: str) -> list[tuple[str, bytes]]:
-    out = []
+    """The entries of a ``webhook-signature`` header, read strictly (see the module docstring):
+    one malformed entry refuses the header."""
     items = value.split(" ")
     if len(items) > MAX_SIGNATURES:
         raise WebhookVerificationError(f"more than {MAX_SIGNATURES} webhook signatures")
+    out: list[tuple[str, bytes]] = []
     for item in items:
-        version, sep, sig = item.partition(",")
-        if not sep:
-            continue
-        try:
-            out.append((version, base64.b64decode(sig, validate=True)))
-        except (binascii.Error, ValueError):
-            continue
+        m = _ENTRY.fullmatch(item)
+        raw = b64_exact(m.group(2), SIGNATURE_BYTES.get(m.group(1))) if m else None
+        if m is None or raw is None:
+            raise WebhookVerificationError(
+                "malformed webhook-signature header: entries are <version>,<base64> (standard,"
+                " canonical, of the version's size) separated by one space"
+            )
+        if (m.group(1), raw) in out:
+            raise WebhookVerificationError("a webhook signature entry appears twice")
+        out.append((m.group(1), raw))
     return out
 
 
@@ -149,7 +172,7 @@ def verify(
     # "0<t>" or "<t>.0" would verify against a signature over "<t>": a re-timestamped delivery)
     if not (
         ts.isascii() and ts.isdigit() and len(ts) <= 12 and ts == str(int(ts))
-    ) or not ID_PATTERN.match(msg_id):
+    ) or not ID_PATTERN.fullmatch(msg_id):
         raise WebhookVerificationError("malformed webhook-id or webhook-timestamp header")
     try:
         body.decode("utf-8")
@@ -168,10 +191,11 @@ def verify(
     if secret is not None:  # what the standardwebhooks package computes for this content
         mac = base64.b64decode(sign_v1(secret, msg_id, int(ts), body).partition(",")[2])
     ok = False
-    for version, raw in _entries(sig):
+    entries = _entries(sig)  # a malformed header is refused before any key is tried
+    for version, raw in entries:
         if version == "v1" and mac is not None and hmac.compare_digest(mac, raw):
             ok = True
-        elif version == "v1a" and len(raw) == 64:
+        elif version == "v1a":
             for k in keys:
                 try:
                     k.verify(raw, content, what="webhook signature")

@@ -380,9 +380,9 @@ class CertificateService:
 
 def _event_id(text: str) -> str:
     """An event id as the institution makes them (``evt_...``), or InvalidRequest."""
-    if not ID_PATTERN.match(text):
+    if not ID_PATTERN.fullmatch(text):  # (match: "$" also takes a final newline)
         raise InvalidRequest(
-            f"not an event id: {text!r} (they look like evt_...)", param="event_id"
+            f"not an event id: {text[:80]!r} (they look like evt_...)", param="event_id"
         )
     return text
 

@@ -345,7 +345,13 @@ class WebhookDispatcher:
                 due.url[:200], time.time(), error_kind="internal", error=due.secret_error
             )
         body = due.payload.encode()
-        headers = signed_headers(self.key, self.kid, due.id, body, due.secrets)
+        try:
+            headers = signed_headers(self.key, self.kid, due.id, body, due.secrets)
+        except standard_webhooks.WebhookIdInvalid as exc:  # a restore's or a hand edit's id:
+            # nothing is signed or sent; its own event fails (with back-off), like a bad URL
+            return Attempt(
+                due.url[:200], time.time(), error_kind="invalid_event", error=exc.message
+            )
         if due.sent_request_id:  # the merchant's logs can join on it (a resend: its own id)
             headers[REQUEST_ID_HEADER] = due.sent_request_id
         lim = self.limits
