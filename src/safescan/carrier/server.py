@@ -33,7 +33,7 @@ from safescan.carrier.eeprom import FileStorage, Lifecycle
 from safescan.carrier.errors import CarrierError, TransportError
 from safescan.carrier.statelock import StateLock
 from safescan.carrier.transport import Control, parse_tcp_url
-from safescan.carrier.transport.tcp import recv_frame, send_frame
+from safescan.carrier.transport.tcp import listen, recv_frame, send_frame
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import parse_pinned_keys
 from safescan.code.output import say
@@ -132,14 +132,9 @@ def serve_connection(sock: socket.socket, link: CardLink) -> None:
 
 def serve_tcp(link: CardLink, host: str, port: int, ready: Callable[[str], None]) -> None:
     """Listen on ``host:port`` (port 0: any free port); one host at a time, like a reader."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind((host, port))
-        server.listen(4)
-        bound = server.getsockname()[1]
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
-        ready(f"tcp://{shown}:{bound}")
+    server, url = listen(host, port, "tcp")
+    with server:
+        ready(url)
         while True:
             conn, _ = server.accept()
             serve_connection(conn, link)

@@ -35,6 +35,7 @@ from safescan.carrier.errors import (
     TransportError,
 )
 from safescan.carrier.transport.base import Control, shown, split_url
+from safescan.carrier.transport.tcp import listen
 
 if TYPE_CHECKING:
     from safescan.carrier.audio import AudioLink, ChannelModel, LinkStats
@@ -198,14 +199,9 @@ def serve_audio(
     def handle(message: bytes) -> bytes:
         return control(message[0]) if len(message) == 1 else apdu(message)
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind((host, port))
-        server.listen(4)
-        bound = server.getsockname()[1]
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
-        ready(f"audio://{shown}:{bound}")
+    server, url = listen(host, port, "audio")
+    with server:
+        ready(url)
         while True:
             conn, _ = server.accept()
             try:

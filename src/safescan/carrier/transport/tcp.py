@@ -24,6 +24,23 @@ from safescan.carrier.transport.base import Control
 MAX_FRAME = 0xFFFF
 
 
+def listen(host: str, port: int, scheme: str) -> tuple[socket.socket, str]:
+    """A listening socket on ``host:port`` (port 0: any free port) and the URL a host reaches
+    it at, ``scheme://HOST:PORT`` (an IPv6 host in brackets): the card side of ``tcp://`` and
+    ``audio://``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((host, port))
+        server.listen(4)
+    except OSError:
+        server.close()
+        raise
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return server, f"{scheme}://{shown}:{server.getsockname()[1]}"
+
+
 def recv_exact(sock: socket.socket, size: int) -> bytes | None:
     """Read exactly ``size`` bytes; None on a clean close before the first byte."""
     buf = bytearray()
