@@ -212,7 +212,9 @@ def test_every_api_hop_is_verified_tls_and_an_unready_process_leaves_rotation(
     front_pem = workdir / "front.pem"
     pki.write_private(front_pem, front_cert.read_bytes() + front_key.read_bytes())
     cfg = workdir / "haproxy.cfg"
-    cfg.write_text(render.haproxy_config(spec, workdir, render.HaproxyTls(front_pem, tls.ca_cert)))
+    stats_password = "stats-" + "x" * 20
+    front_tls = render.HaproxyTls(front_pem, tls.ca_cert)
+    cfg.write_text(render.haproxy_config(spec, workdir, front_tls, stats_password))
     check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
@@ -244,6 +246,14 @@ def test_every_api_hop_is_verified_tls_and_an_unready_process_leaves_rotation(
             0.2,
         ), front.servers()
         assert set(_served_by(front.url, pinned, kids)) == {"api0", "api1"}  # round robin over both
+
+        # --- HAProxy's statistics page: 401 without its user and password -------------------
+        stats = f"http://127.0.0.1:{spec.ports.stats}/;csv"
+        for auth in (None, ("stats", "wrong-password-0123456789"), ("admin", stats_password)):
+            refused = httpx.get(stats, auth=auth, timeout=10)
+            assert refused.status_code == 401 and "pxname" not in refused.text, auth
+        shown = httpx.get(stats, auth=(render.STATS_USER, stats_password), timeout=10)
+        assert shown.status_code == 200 and "api0" in shown.text
 
         # --- clients: only the cluster's CA, only the right name, only TLS -------------------
         other_ca, _ = pki.make_ca("another CA")

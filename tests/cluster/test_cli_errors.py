@@ -47,6 +47,7 @@ def _error(out: subprocess.CompletedProcess[str]) -> str:
         (["--base-port", "65500"], "base port"),
         (["--api-processes", "0"], "API processes"),
         (["--api-processes", "12"], "API processes"),
+        (["--public-url", "https://pay.example.com/shop"], "--public-url: public_url is a"),
     ],
 )
 def test_up_refuses_settings_that_cannot_work_and_creates_nothing(
@@ -134,7 +135,7 @@ def test_rendered_configuration_keeps_the_guarantees() -> None:
     assert "--client-cert-auth" in argv and "--peer-client-cert-auth" in argv
     assert not any("http://" in a for a in argv)
     tls = HaproxyTls(Path("/x/haproxy/api-frontend.pem"), Path("/x/haproxy/ca.pem"))
-    text = haproxy_config(spec, Path("/x/haproxy"), tls)
+    text = haproxy_config(spec, Path("/x/haproxy"), tls, "p" * 20)
     assert "option httpchk GET /primary" in text and "on-marked-down shutdown-sessions" in text
     pg_servers = [ln for ln in text.split("listen api")[0].splitlines() if "server pg" in ln]
     assert pg_servers and all(

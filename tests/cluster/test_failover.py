@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,64 @@ def test_status_shows_a_primary_with_a_synchronous_standby_and_checksums(
         ).fetchall()
         assert len(sync) == 1
         assert conn.execute("SHOW synchronous_standby_names").fetchone() == (sync[0][0],)
+    # the cluster gives its API processes [server] public_url = HAProxy's API address (no
+    # --public-url given): every checkout link, whichever process made it and whichever way
+    # the request came in, leads through HAProxy and opens there (before: the process's own
+    # https://127.0.0.1:<base+50+i>, past HAProxy)
+    assert st["public_url"] == cluster.public_url == cluster.api_url
+    _checkout_links_lead_through_haproxy(cluster)
+    # HAProxy's statistics page asks for its password (the status above used it)
+    plain = f"http://127.0.0.1:{cluster.spec.ports.stats}/;csv"
+    for headers in ({}, {"Authorization": "Basic c3RhdHM6d3Jvbmc="}):  # none; stats:wrong
+        try:
+            urllib.request.urlopen(urllib.request.Request(plain, headers=headers), timeout=10)
+            raise AssertionError("HAProxy's statistics answered without its password")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    cfg = cluster.state / "haproxy.cfg"
+    assert cfg.stat().st_mode & 0o077 == 0 and "stats auth stats:" in cfg.read_text()
+
+
+def _checkout_links_lead_through_haproxy(cluster: Cluster) -> None:
+    import httpx
+
+    admin = {"Authorization": f"Bearer {cluster.admin_token()}"}
+    ctx = cluster.client_context()
+    with httpx.Client(base_url=cluster.api_url, verify=ctx, timeout=30) as http:
+        m = http.post(
+            "/v1/admin/merchants",
+            json={
+                "name": "Link Tea",
+                "city": "Oslo",
+                "country": "NO",
+                "mcc": 5812,
+                "settlement_account": "NO9386011117947",
+            },
+            headers=admin,
+        )
+        assert m.status_code == 201, m.text
+        made = http.post(
+            f"/v1/admin/merchants/{m.json()['id']}/api-keys",
+            json={"scopes": ["checkout:write", "checkout:read"]},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        key = {"Authorization": f"Bearer {made.json()['key']}"}
+        session = {
+            "items": [{"name": "Tea", "quantity": 1, "unit_price": 350}],
+            "currency": "EUR",
+            "success_url": "https://shop.example/ok",
+            "cancel_url": "https://shop.example/cancel",
+        }
+        bases = [cluster.api_url] * 4  # round robin: both processes
+        bases += [cluster.api_process_url(i) for i in range(cluster.spec.api_processes)]
+        for base in bases:
+            r = http.post(base + "/v1/checkout/sessions", json=session, headers=key)
+            assert r.status_code == 201, r.text
+            url = r.json()["url"]
+            assert url == f"{cluster.api_url}/checkout/{r.json()['id']}", (base, url)
+            page = http.get(url)
+            assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
 def test_postgres_speaks_only_tls_verified_with_the_cluster_ca(

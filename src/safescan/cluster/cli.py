@@ -31,6 +31,7 @@ def _summary(cluster: Any) -> dict[str, Any]:
     return {
         "state_dir": str(cluster.state),
         "api_url": cluster.api_url,
+        "public_url": cluster.public_url,
         "db_url": cluster.db_url,
         "pgpassfile": str(cluster.pgpass),
         "admin_token_file": str(cluster.secrets_dir / "admin-token"),
@@ -55,6 +56,14 @@ def up(
         list[str] | None,
         typer.Option(help="extra `institution serve` option for the API processes (repeatable)"),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the base URL shoppers reach the API at (https://pay.example.com): the API"
+            " processes' [server] public_url, the start of every checkout link; default:"
+            " HAProxy's API address",
+        ),
+    ] = None,
     ttl: Annotated[int, typer.Option(help="Patroni leader key TTL, s")] = 10,
     loop_wait: Annotated[int, typer.Option(help="Patroni loop period, s")] = 1,
     retry_timeout: Annotated[int, typer.Option(help="Patroni DCS/PostgreSQL retry, s")] = 3,
@@ -74,6 +83,7 @@ def up(
                 api_processes=api_processes,
                 api_args=tuple(api_arg or ()),
                 tuning=Tuning(ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout),
+                public_url=public_url,
             )
             requested.validate()
             preflight(state)  # both before anything is written
@@ -87,6 +97,7 @@ def up(
         return
     say(f"cluster up in {summary['state_dir']}")
     say(f"  API          {summary['api_url']}   (through HAProxy)")
+    say(f"  public URL   {summary['public_url']}   (the base of checkout links)")
     say(f"  database     {summary['db_url']}   (PGPASSFILE={summary['pgpassfile']})")
     say(f"  primary      {summary['primary']}")
     say(f"  admin token  in {summary['admin_token_file']}")

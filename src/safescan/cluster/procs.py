@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import ssl
@@ -19,8 +20,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.atomicfile import write_atomic
+from safescan.code.smallfile import read_bounded
 
 T = TypeVar("T")
+#: a pid file: the pid and its start time in clock ticks (``/proc/PID/stat`` field 22)
+PID_LINE = re.compile(rb"([1-9][0-9]{0,9}) ([0-9]{1,20})\n")
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -72,12 +77,26 @@ class ProcessTable:
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
 
     def pid(self, name: str) -> int | None:
-        """The recorded pid of ``name`` if that process is still the one we started."""
+        """The recorded pid of ``name`` if that process is still the one we started (``None``
+        without a pid file). A pid file that is not exactly ``<pid> <start time>\n`` is the
+        typed :class:`ClusterError`, never "not running": the supervisor writes it whole or not
+        at all (:func:`write_atomic`), so such a file was damaged by something else, and taking
+        it for "not running" would start a second copy beside a live one, or leave a live one
+        running at ``down``."""
+        path = self.run_dir / f"{name}.pid"
         try:
-            pid_s, start_s = (self.run_dir / f"{name}.pid").read_text().split()
-        except (OSError, ValueError):
+            data = read_bounded(path, 64, "a pid file", own=True)  # no link, no /dev/zero
+        except FileNotFoundError:
             return None
-        pid = int(pid_s)
+        except OSError as exc:
+            raise ClusterError(f"cannot read {path}: {exc.strerror or exc}") from None
+        found = PID_LINE.fullmatch(data)
+        if found is None:
+            raise ClusterError(
+                f"{path} is damaged (not '<pid> <start time>'): see whether {name} still runs"
+                " (ps), stop it if so, then remove the file and run the command again"
+            )
+        pid, start_s = int(found[1]), found[2]
         proc = self._popen.get(name)
         if proc is not None:
             proc.poll()  # reap our own child if it died
@@ -125,7 +144,7 @@ class ProcessTable:
             time.sleep(0.01)
         if started is None:
             raise ClusterError(f"{name} exited at once; see {self.log_dir / (name + '.log')}")
-        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid} {started}\n")
+        write_atomic(self.run_dir / f"{name}.pid", f"{proc.pid} {started}\n".encode())
         self._popen[name] = proc
         return proc.pid
 

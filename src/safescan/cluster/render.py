@@ -8,14 +8,16 @@ configuration described in docs/operations.md.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safescan.cluster import tls as cluster_tls
+from safescan.cluster.errors import ClusterError
+from safescan.cluster.spec import HOST as HOST
 from safescan.cluster.spec import ClusterSpec
 
-HOST = "127.0.0.1"
 SCOPE = "safescan"
 APP_USER = "safescan"
 APP_DB = "safescan"
@@ -36,6 +38,9 @@ class Secrets:
     rest_password: str
     passphrase: str
     etcd_token: str
+    #: HAProxy's statistics page (user :data:`STATS_USER`); ``""`` in a ``secrets.json`` written
+    #: before it existed: the supervisor then generates one and stores it (``_prepare``)
+    stats_password: str = ""
 
     def to_json(self) -> str:
         """The stored form."""
@@ -188,6 +193,7 @@ def patroni_config(
 
 
 TLS_NAME = "localhost"  # the name HAProxy checks in the API processes' certificates
+STATS_USER = "stats"  # HAProxy's statistics page: this user, Secrets.stats_password
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ class HaproxyTls:
     ca_file: Path
 
 
-def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
+def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls, stats_password: str) -> str:
     """HAProxy: the PostgreSQL frontend leads to whichever node's Patroni answers 200 on
     ``/primary`` (asked over TLS, Patroni's certificate verified with the cluster's CA, name
     ``localhost``); the PostgreSQL sessions themselves pass through (TLS end to end). Sessions
@@ -212,7 +218,13 @@ def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
     from the cluster's CA and re-encrypts to each API process, verifying its certificate
     (``verify required``, the cluster's CA only, name ``localhost``); a process whose
     certificate does not verify, or whose ``GET /readyz`` (database reachable, schema current,
-    keys loaded) is not 200, is taken out of rotation until it is again."""
+    keys loaded) is not 200, is taken out of rotation until it is again.
+
+    The statistics page (loopback, read-only: no ``stats admin``) asks for
+    :data:`STATS_USER` and ``stats_password`` (HTTP basic authentication; 401 without): the
+    file therefore holds a secret and is written owner-only (``supervisor._prepare``)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{16,}", stats_password) is None:
+        raise ClusterError("the statistics password is a token of 16+ characters (A-Z a-z 0-9 - _)")
     p, t = spec.ports, spec.tuning
     inter = t.check_interval_ms
     lines = [
@@ -232,6 +244,7 @@ def haproxy_config(spec: ClusterSpec, run_dir: Path, tls: HaproxyTls) -> str:
         f"    bind {HOST}:{p.stats}",
         "    stats enable",
         "    stats uri /",
+        f"    stats auth {STATS_USER}:{stats_password}",
         "    timeout client 10s",
         "    timeout server 10s",
         "",

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.atomicfile import write_atomic
 from safescan.procs import ephemeral_range
 
 SPEC_FILE = "cluster.json"
+#: every part of a loopback cluster binds this address
+HOST = "127.0.0.1"
 MAX_NODES = 9
 #: ports base .. base+BLOCK_SPAN-1 hold every port of a cluster (:class:`Ports`)
 BLOCK_SPAN = 60
@@ -118,11 +121,32 @@ class ClusterSpec:
     api_processes: int = 2
     api_args: tuple[str, ...] = ()
     tuning: Tuning = field(default_factory=Tuning)
+    #: the base of the links the API processes hand out (``[server] public_url``); ``None``:
+    #: HAProxy's API frontend (:attr:`hosted_base`)
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            from safescan.institution.config import public_base_url
+
+            try:
+                normalised = public_base_url(self.public_url)
+            except ValueError as exc:
+                raise ClusterError(f"--public-url: {exc}") from None
+            object.__setattr__(self, "public_url", normalised)
 
     @property
     def ports(self) -> Ports:
         """The port layout."""
         return Ports(self.base_port)
+
+    @property
+    def hosted_base(self) -> str:
+        """Where shoppers reach the institution: :attr:`public_url`, else HAProxy's API
+        frontend (``https://127.0.0.1:<base>``). Every API process is given it as its
+        ``[server] public_url``, so a checkout link leads through HAProxy, never to the one
+        process that happened to answer (whose own port a client outside cannot use)."""
+        return self.public_url or f"https://{HOST}:{self.ports.api}"
 
     def validate(self) -> None:
         """Refuse a cluster that could not work (too few members, ports out of range)."""
@@ -154,6 +178,8 @@ class ClusterSpec:
         """Inverse of :meth:`to_json` (the state directory is where the file was found)."""
         try:
             data: dict[str, Any] = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("tuning"), dict):
+                raise ValueError("not an object with a tuning")
             tuning = Tuning(**data.pop("tuning"))
             data.pop("state_dir", None)
             data["api_args"] = tuple(data.get("api_args", ()))
@@ -170,7 +196,11 @@ def load_or_create(state_dir: Path, requested: ClusterSpec | None) -> ClusterSpe
     state_dir = state_dir.resolve()
     path = state_dir / SPEC_FILE
     if path.is_file():
-        stored = ClusterSpec.from_json(path.read_text(), state_dir)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClusterError(f"{path} cannot be read: {exc}") from None
+        stored = ClusterSpec.from_json(text, state_dir)
         if requested is not None and replace(requested, state_dir=state_dir) != stored:
             raise ClusterError(
                 f"{path} holds other settings; run `down --wipe` to start a new cluster"
@@ -182,7 +212,7 @@ def load_or_create(state_dir: Path, requested: ClusterSpec | None) -> ClusterSpe
     spec.validate()
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o755)  # noqa: S103 - the service user (postgres) enters it
-    path.write_text(spec.to_json())
+    write_atomic(path, spec.to_json().encode("utf-8"))  # whole or not at all, 0600
     return spec
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from safescan.code.atomicfile import write_atomic
 from safescan.web import pki
 
 BOOT_TIMEOUT = 180.0
+#: the API processes' ``[server] public_url`` (institution settings, environment layer)
+PUBLIC_URL_ENV = "SAFESCAN_INSTITUTION_SERVER__PUBLIC_URL"
 
 
 def _token() -> str:
@@ -106,6 +109,25 @@ class Cluster:
     def api_process_url(self, i: int) -> str:
         """API process ``i`` directly (HTTPS, the same CA)."""
         return f"https://{render.HOST}:{self.spec.ports.api_process(i)}"
+
+    @property
+    def haproxy_cfg(self) -> Path:
+        """HAProxy's configuration (``STATE/haproxy.cfg``, 0600: it holds the statistics
+        password)."""
+        return self.state / "haproxy.cfg"
+
+    @property
+    def public_url(self) -> str:
+        """The base of the links the API processes hand out (``[server] public_url``):
+        ``--public-url``, else HAProxy's API frontend (:attr:`api_url`)."""
+        return self.spec.hosted_base
+
+    def stats_auth(self) -> str:
+        """The ``Authorization`` header HAProxy's statistics page asks for."""
+        import base64
+
+        pair = f"{render.STATS_USER}:{self.secrets().stats_password}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
 
     @property
     def tls_dir(self) -> pki.TlsDir:
@@ -175,10 +197,13 @@ class Cluster:
         os.chmod(self.secrets_dir, 0o700)
         path = self.secrets_dir / "secrets.json"
         if not path.exists():
-            s = render.Secrets(_token(), _token(), _token(), _token(), _token(), _token())
+            s = render.Secrets(*(_token() for _ in range(7)))
             _write_private(path, s.to_json())
             _write_private(self.passphrase_file, s.passphrase + "\n")
         s = self.secrets()
+        if not s.stats_password:  # a cluster made before HAProxy's statistics had a password
+            s = replace(s, stats_password=_token())
+            _write_private(path, s.to_json())
         _write_private(self.pgpass, f"{render.HOST}:*:*:{render.APP_USER}:{s.app_password}\n")
         for i in range(self.spec.nodes):
             self.etcd_dir(i).mkdir(parents=True, exist_ok=True)
@@ -187,11 +212,15 @@ class Cluster:
             cfg = render.patroni_config(self.spec, i, node, bin_dir, s)
             _write_private(node / "patroni.yml", _json(cfg))
         self._prepare_tls()
-        (self.state / "haproxy.cfg").write_text(
-            render.haproxy_config(self.spec, self.state / "haproxy", self.haproxy_tls)
+        # holds the statistics password: owner-only, whole or not at all (a crash mid-write
+        # leaves the previous file, which `haproxy -c` checks before every start)
+        haproxy_cfg = render.haproxy_config(
+            self.spec, self.state / "haproxy", self.haproxy_tls, s.stats_password
         )
+        _write_private(self.haproxy_cfg, haproxy_cfg)
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
+            os.chown(self.haproxy_cfg, pw.pw_uid, pw.pw_gid)  # HAProxy runs as the user
             for d in ("etcd", "pg", "haproxy", "logs"):
                 chown_tree(self.state / d, pw.pw_uid, pw.pw_gid)
         for i in range(self.spec.nodes):
@@ -327,7 +356,7 @@ class Cluster:
         if not self.procs.alive("haproxy"):
             p = self.spec.ports
             self._need_ports("haproxy", p.api, p.postgres, p.stats)
-            cfg = self.state / "haproxy.cfg"
+            cfg = self.haproxy_cfg
             check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True)
             if check.returncode != 0:
                 raise ClusterError(f"haproxy rejects {cfg}: {check.stderr.decode()[-800:]}")
@@ -346,8 +375,9 @@ class Cluster:
         import urllib.request
 
         url = f"http://{render.HOST}:{self.spec.ports.stats}/;csv"
+        req = urllib.request.Request(url, headers={"Authorization": self.stats_auth()})
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 - http on loopback
                 text = r.read().decode()
         except OSError:
             return {}
@@ -441,7 +471,7 @@ class Cluster:
         if out.returncode != 0:
             raise ClusterError(f"institution init failed: {out.stderr.strip()[-800:]}")
         _write_private(self.secrets_dir / "admin-token", out.stdout.strip().splitlines()[-1] + "\n")
-        (self.state / "institution-initialised").write_text("yes\n")
+        _write_private(self.state / "institution-initialised", "yes\n")
 
     def _api_argv(self, i: int) -> list[str]:
         return [
@@ -463,6 +493,13 @@ class Cluster:
             *self.spec.api_args,
         ]
 
+    def _api_env(self) -> dict[str, str]:
+        """The API processes' environment: :meth:`tool_env` and their ``[server] public_url``
+        (:attr:`public_url`), so a checkout link leads through HAProxy (before: unset, each
+        process built links on its own socket's address, ``https://127.0.0.1:<base+50+i>``,
+        which bypasses HAProxy and is refused from anywhere HAProxy is the way in)."""
+        return self.tool_env() | {PUBLIC_URL_ENV: self.public_url}
+
     def _tls_args(self) -> list[str]:
         """The API processes' certificate from the cluster's CA (``init`` makes none then)."""
         return [
@@ -478,7 +515,7 @@ class Cluster:
             if self.procs.alive(name):
                 continue
             self._need_ports(name, self.spec.ports.api_process(i))
-            self.procs.start(name, self._api_argv(i), env=self.tool_env(), cwd=self.state)
+            self.procs.start(name, self._api_argv(i), env=self._api_env(), cwd=self.state)
         for i in range(self.spec.api_processes):
             self._wait(
                 partial(_answers, self.api_process_url(i) + "/health", self.client_context()),
@@ -539,6 +576,7 @@ class Cluster:
         return {
             "state_dir": str(self.state),
             "api_url": self.api_url,
+            "public_url": self.public_url,
             "db_url": self.db_url,
             "etcd": [
                 {

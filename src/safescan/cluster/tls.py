@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from safescan.cluster.errors import ClusterError
+from safescan.code.atomicfile import write_atomic
 from safescan.web import pki
 
 HBA_METHOD = "scram-sha-256"
@@ -94,7 +95,7 @@ def prepare_node(ca_dir: pki.TlsDir, node: NodeTls) -> None:
         pki.issue_server_files(
             ca_dir, node.cert, node.key, list(pki.DEFAULT_NAMES), client_auth=True
         )
-    node.ca.write_text(ca_dir.ca_cert.read_text())
+    _copy_ca(ca_dir, node.ca)
 
 
 def prepare(ca_dir: pki.TlsDir, frontend_pem: Path, haproxy_ca: Path, nodes: list[Path]) -> None:
@@ -170,7 +171,13 @@ def prepare_frontend(ca_dir: pki.TlsDir, frontend_pem: Path, ca_copy: Path) -> N
         pki.issue_server_files(ca_dir, cert, key, list(pki.DEFAULT_NAMES))
         pki.write_private(frontend_pem, (cert.read_text() + key.read_text()).encode())
         shutil.rmtree(tmp)
-    ca_copy.write_text(ca_dir.ca_cert.read_text())
+    _copy_ca(ca_dir, ca_copy)
+
+
+def _copy_ca(ca_dir: pki.TlsDir, copy: Path) -> None:
+    """A copy of the cluster's CA certificate (public: 0644), whole or not at all: a half
+    copy would make every verification with it fail."""
+    write_atomic(copy, ca_dir.ca_cert.read_bytes(), 0o644)
 
 
 def client_settings(ca: Path) -> dict[str, str]:
