@@ -478,7 +478,7 @@ def _busy(retry_after: int | None = None) -> Exception:
 
     exc = Lost("lost")
     if retry_after is not None:
-        exc.retry_after_s = retry_after  # type: ignore[attr-defined]
+        exc.retry_after_s = retry_after
     return exc
 
 

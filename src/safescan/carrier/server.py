@@ -188,7 +188,8 @@ def _render(screen: dict[str, object]) -> None:
         lines.append(
             f"  {screen['merchant']} ({screen.get('city', '')}, {screen.get('country', '')})"
         )
-    for entry in screen.get("items") or []:  # type: ignore[attr-defined]
+    items = screen.get("items")
+    for entry in items if isinstance(items, list) else []:
         lines.append(f"  {entry['quantity']} x {entry['name']}  {entry['display']}")
     if screen.get("total"):
         lines.append(f"  total {screen['total']}")

@@ -157,5 +157,5 @@ def _with_retry_after(exc: SafescanError, resp: httpx.Response) -> SafescanError
     """Remember the answer's ``Retry-After`` (delay-seconds form, 0-3600) on the error."""
     raw = resp.headers.get("retry-after", "").strip()
     if raw.isdigit() and int(raw) <= 3600:
-        exc.retry_after_s = int(raw)  # type: ignore[attr-defined]
+        exc.retry_after_s = int(raw)
     return exc

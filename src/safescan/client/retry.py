@@ -51,8 +51,7 @@ def retry_budget(value: float | None = None) -> float:
 
 def _retry_after(exc: SafescanError) -> float | None:
     """The ``Retry-After`` seconds the institution (or a proxy) sent with this error, if any."""
-    wait = getattr(exc, "retry_after_s", None)
-    return float(wait) if isinstance(wait, int | float) else None
+    return None if exc.retry_after_s is None else float(exc.retry_after_s)
 
 
 def _worth_retrying(exc: SafescanError) -> bool:

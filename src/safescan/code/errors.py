@@ -14,6 +14,9 @@ class SafescanError(Exception):
     """Base class of every error safescan raises on purpose."""
 
     code: str = "safescan_error"
+    #: the seconds an answer's ``Retry-After`` asked for (set by safescan.client.errors; read
+    #: by safescan.client.retry), None when the error came with none
+    retry_after_s: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 
@@ -33,7 +33,16 @@ NamesOpt = Annotated[
 ]
 
 
-def _describe(cert_path: str) -> dict[str, object]:
+class CertInfo(TypedDict):
+    """What ``tls init``/``issue`` print of a server certificate."""
+
+    server_cert: str
+    names: list[str]
+    not_after: str
+    sha256: str
+
+
+def _describe(cert_path: str) -> CertInfo:
     from cryptography import x509
 
     from safescan.web.pki import fingerprint
@@ -70,7 +79,8 @@ def tls_init(
         check_init_tls(site, key_dir)
         passphrase = passphrase_of(site, check=True, new_ok=True)
         made = init_tls(site, key_dir, passphrase)
-        info = {**made.describe(), **_describe(str(made.files.certfile))}
+        cert = _describe(str(made.files.certfile))
+        info = {**made.describe(), **cert}
     except SafescanError as exc:
         _fail(exc, as_json)
         return
@@ -78,7 +88,7 @@ def tls_init(
         emit_json(info)
         return
     say(f"CA {info['ca']} (SHA-256 {info['ca_sha256']}): pin it in every client")
-    say(f"server certificate {info['server_cert']} for {', '.join(info['names'])}")  # type: ignore[arg-type]
+    say(f"server certificate {cert['server_cert']} for {', '.join(cert['names'])}")
 
 
 @tls_app.command("issue")
