@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,11 +22,19 @@ import pytest
 
 #: With SAFESCAN_CPU_REPORT=<file>, every test appends one JSON line to <file>: its node id, the
 #: CPU seconds the worker and the children it waited for spent on it (setup, call and teardown;
-#: servers and carriers the test started and stopped count, a database cluster started as a
-#: daemon does not), and its wall seconds. CPU, unlike wall time, barely moves with the
+#: servers and carriers the test started and stopped count, and the institution commands the
+#: zygote forked for it (tests/institution/zygote.py), a database cluster started as a daemon
+#: does not), and its wall seconds. CPU, unlike wall time, barely moves with the
 #: machine's load, so a run beside other work still says where the suite's CPU goes.
 #: scripts/test-cpu-report.py sums the lines by file (docs/operations.md, "Test suite wall time").
 CPU_REPORT = os.environ.get("SAFESCAN_CPU_REPORT", "")
+
+
+def _forked_cpu() -> float:
+    """CPU seconds of the institution commands forked by the zygote (tests/institution/
+    zygote.py) and reaped so far, and the zygote's own imports: not this process's children."""
+    zygote = sys.modules.get("tests.institution.zygote")
+    return float(getattr(zygote, "reaped_cpu", 0.0))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,13 +43,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if not CPU_REPORT:
         yield
         return
-    before, start = os.times(), time.monotonic()
+    before, start, forked = os.times(), time.monotonic(), _forked_cpu()
     yield
     after, wall = os.times(), time.monotonic() - start
     cpu = sum(
         getattr(after, f) - getattr(before, f)
         for f in ("user", "system", "children_user", "children_system")
     )
+    cpu += _forked_cpu() - forked
     line = json.dumps({"test": item.nodeid, "cpu": round(cpu, 3), "wall": round(wall, 3)})
     fd = os.open(CPU_REPORT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,8 +19,8 @@ from tests.institution.harness import (
     MerchantClient,
     ServerProcess,
     World,
-    env,
     init_db,
+    institution_cli,
 )
 
 
@@ -43,14 +41,7 @@ def served_on(db_url: str, keys: Path, extra: Sequence[str] = ()) -> Iterator[Wo
 
 def audit(db_url: str) -> dict[str, Any]:
     """``safescan institution audit --json``; the parsed report (``ok`` and ``problems``)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    out = institution_cli("audit", "--db", db_url, "--json")
     try:
         doc = dict(json.loads(out.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):

@@ -12,7 +12,6 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from tests.faults import flips
 from tests.faults.corruptions import UNDETECTABLE, UNDETECTABLE_IN_REFUSALS, campaign, plan
 from tests.faults.populate import Populated, populate, populated_on
 from tests.institution.conftest import BACKENDS
-from tests.institution.harness import env
+from tests.institution.harness import institution_cli
 
 FLIPS_PER_TABLE = 2
 
@@ -140,22 +139,7 @@ def test_byte_flips_in_every_table_are_found_or_harmless() -> None:
 
 
 def _audit_cli(db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "audit",
-            "--db",
-            f"sqlite:///{db}",
-            "--json",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return institution_cli("audit", "--db", f"sqlite:///{db}", "--json")
 
 
 def test_many_corruptions_and_damaged_files_give_a_report_not_a_traceback() -> None:

@@ -6,6 +6,7 @@ import atexit
 import base64
 import contextlib
 import hashlib
+import locale
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -43,6 +44,7 @@ from safescan.code import (
 from safescan.code.attestation import enrollment_challenge
 from safescan.code.keyupdate import EpochKey, open_key_update
 from safescan.web import pki
+from tests.institution import zygote
 from tests.institution.pg import free_port
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m safescan.institution ARGS`` with the test passphrase; output captured. A
     command that spends :data:`CLI_BOUND` is killed (``subprocess.TimeoutExpired``)."""
     cmd = [sys.executable, "-m", "safescan.institution", *args]
+    forked = _forked_cli(cmd, list(args))
+    if forked is not None:
+        return forked
     proc = subprocess.Popen(
         cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -87,6 +92,36 @@ def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
                 raise subprocess.TimeoutExpired(cmd, CLI_BOUND, out, err) from None
         else:
             return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _forked_cli(cmd: list[str], args: list[str]) -> subprocess.CompletedProcess[str] | None:
+    """:func:`institution_cli` through the zygote (tests/institution/zygote.py: a process of
+    its own, forked with the imports done), or None where it does not fit."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = zygote.start(args, env(), out, err)
+        if proc is None:
+            return None
+        bound = procs.StartBound(proc.pid, CLI_BOUND)
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                if bound.exceeded():
+                    proc.kill()
+                    proc.wait()
+                    raise subprocess.TimeoutExpired(
+                        cmd, CLI_BOUND, _text(out), _text(err)
+                    ) from None
+            else:
+                assert proc.returncode is not None
+                return subprocess.CompletedProcess(cmd, proc.returncode, _text(out), _text(err))
+
+
+def _text(file: IO[bytes]) -> str:
+    """What a command wrote to ``file``, decoded as ``subprocess.run(text=True)`` does."""
+    file.seek(0)
+    data = file.read().decode(locale.getpreferredencoding(False))
+    return data.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def init_db(db_url: str, keys: Path, *, fresh: bool = False) -> str:
@@ -350,7 +385,7 @@ class ServerProcess:
             self.extra += ["--webhook-allow", net]
         if webhook_allow:
             self.extra.append("--webhook-http")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | zygote.ForkedProcess | None = None
         self._pinned: ssl.SSLContext | None = None  # the CA's context, made once
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the process lifetime
             prefix="safescan-inst-", suffix=".log", delete=False
@@ -422,7 +457,12 @@ class ServerProcess:
         ]
         if self.tls:  # this server's CA for its origin (another server may have had the port)
             self._pinned = pki.pin(self.base_url, self.ca)
-        self.proc = subprocess.Popen(cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+        forked = None
+        if self.module == "safescan.institution" and "--workers" not in self.extra:
+            forked = zygote.start(cmd[3:], env(), self.log, self.log)
+        self.proc = forked or subprocess.Popen(
+            cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT
+        )
         used, idle_since = 0.0, time.monotonic()
         while True:
             if self.proc.poll() is not None:

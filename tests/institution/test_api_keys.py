@@ -29,7 +29,7 @@ from safescan.client import SecretKey
 from safescan.code.keys import SigningKey
 from safescan.code.payment import LineItem
 from safescan.merchant.config import PosConfig
-from tests.institution.harness import MerchantClient, World, env
+from tests.institution.harness import MerchantClient, World, env, institution_cli
 
 #: every merchant route with the scope it needs (a test checks the server has no other)
 ROUTES: list[tuple[str, str, str, Any]] = [
@@ -372,8 +372,7 @@ def test_administrator_manages_a_merchants_keys(world: World) -> None:
     assert r.status_code == 404
     # the audit log has every change and still verifies
     db_url = world.db_url  # type: ignore[attr-defined]
-    cmd = [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"]
-    ok = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    ok = institution_cli("audit", "--db", db_url, "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from safescan.institution import audit, ledger
 from safescan.institution.db import Database, migrate
 from safescan.institution.models import Account, AuditEntry, Base, Transfer
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import World, env
+from tests.institution.harness import World, institution_cli
 
 
 @pytest.fixture(params=BACKENDS)
@@ -171,34 +169,17 @@ def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
     refunded = m.request("POST", f"/v1/merchant/orders/{o['order_id']}/refunds", {"amount": 100})
     assert refunded.status_code == 201, refunded.text
     db_url = world.db_url  # type: ignore[attr-defined]
-    cmd = [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"]
-    ok = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    ok = institution_cli("audit", "--db", db_url, "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
     assert report["ok"] is True and report["problems"] == [], report
     # settlement for the payment's UTC day agrees with the ledger (the day of the clock now, read
     # after the audit's seconds, was the next one when the payment was made just before midnight)
     today = dt.datetime.fromtimestamp(paid.json()["paid_at"], dt.UTC).date().isoformat()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "settlement",
-            "--db",
-            db_url,
-            "--date",
-            today,
-            "--merchant",
-            m.merchant_id,
-            "--format",
-            "json",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = institution_cli(
+        "settlement", "--db", db_url, "--date", today, "--merchant", m.merchant_id,
+        "--format", "json",
+    )  # fmt: skip
     rows = json.loads(out.stdout)["rows"]
     assert rows == [
         {**rows[0], "payments": 1, "gross": 300, "refunds": 1, "refunded": 100, "net": 200}
@@ -223,7 +204,7 @@ def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
         )
     finally:
         database.dispose()
-    bad = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    bad = institution_cli("audit", "--db", db_url, "--json")
     assert bad.returncode == 1
     assert any("ghost" in p for p in json.loads(bad.stdout)["problems"])
     database = Database(db_url)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.institution.harness import ServerProcess, World, b64, env, init_db
+from tests.institution.harness import ServerProcess, World, b64, init_db, institution_cli
 from tests.institution.pg import Cluster
 
 NO_LIMIT = ["--merchant-rate", "0"]
@@ -64,13 +62,7 @@ def test_two_server_processes_race_to_pay_one_code(pg_cluster: Cluster) -> None:
         finally:
             for s in servers:
                 s.stop()
-        out = subprocess.run(
-            [sys.executable, "-m", "safescan.institution", "audit", "--db", db, "--json"],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = institution_cli("audit", "--db", db, "--json")
         assert out.returncode == 0, out.stdout
 
 
@@ -152,12 +144,6 @@ def test_crash_under_load_loses_and_doubles_nothing(
         finally:
             server2.stop()
             w.close()
-        out = subprocess.run(
-            [sys.executable, "-m", "safescan.institution", "audit", "--db", db, "--json"],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = institution_cli("audit", "--db", db, "--json")
         assert out.returncode == 0, out.stdout
         assert json.loads(out.stdout)["ok"] is True
