@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from safescan.institution.config import public_base_url
 from safescan.institution.http import create_app
 from safescan.institution.settings import ServerSettings
+from safescan.web.publicurl import public_base_url
 from tests.institution.dispatch import make_institution
 from tests.institution.inthread import Served, served_in_thread
 

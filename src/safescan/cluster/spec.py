@@ -127,7 +127,7 @@ class ClusterSpec:
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
-            from safescan.institution.config import public_base_url
+            from safescan.web.publicurl import public_base_url
 
             try:
                 normalised = public_base_url(self.public_url)

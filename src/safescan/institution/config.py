@@ -40,7 +40,7 @@ class Tuning:
     webhook_log_per_endpoint: int = 1000  # delivery-log rows kept per merchant
     webhook_log_max_days: int = 30  # delivery-log rows older than this are deleted
     write_deadline: float = 15.0  # seconds a request waits for the SQLite writer
-    public_url: str | None = None  # the base of the links handed out (public_base_url)
+    public_url: str | None = None  # the base of the links handed out (web.publicurl)
     log_level: str = "info"  # debug, info, warning, error (safescan.api.obslog)
     log_format: str = "json"  # json (one object per line) or console (for people)
     access_log: bool = True  # one line per request
@@ -76,26 +76,3 @@ def check_passphrase_given(passphrase_file: Path | None) -> None:
         "a key passphrase of at least 8 bytes is required (SAFESCAN_INSTITUTION_PASSPHRASE or"
         " --passphrase-file)"
     )
-
-
-def public_base_url(text: str) -> str:
-    """The ``[server] public_url`` setting checked and normalised (``ValueError`` otherwise):
-    ``http(s)://host[:port]`` with an optional trailing ``/``, nothing else (no path, query,
-    fragment, user information, space or control character), so a link built on it is
-    exactly ``<base>/checkout/<id>``."""
-    from urllib.parse import urlsplit
-
-    if not text or len(text) > 200 or any(not 0x21 <= ord(c) <= 0x7E for c in text):
-        raise ValueError("public_url: printable ASCII, at most 200 characters, no spaces")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("public_url must be http(s)://host[:port], e.g. https://pay.example.com")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError("public_url is a scheme, a host and a port only: no path, query or user")
-    if "\\" in text or text.endswith("?") or text.endswith("#"):
-        raise ValueError("public_url is a scheme, a host and a port only: no path, query or user")
-    try:
-        parts.port  # noqa: B018 - a bad port raises
-    except ValueError:
-        raise ValueError("public_url has a bad port") from None
-    return f"{parts.scheme}://{parts.netloc.lower()}"

@@ -47,8 +47,8 @@ from safescan.institution.config import (
     ENV_HSM_TOKEN,
     ENV_KEY_BACKEND,
     Tuning,
-    public_base_url,
 )
+from safescan.web.publicurl import public_base_url
 
 ENV_PREFIX = "SAFESCAN_INSTITUTION_"
 ENV_CONFIG = "SAFESCAN_INSTITUTION_CONFIG"
