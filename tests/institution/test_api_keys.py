@@ -401,7 +401,7 @@ def test_no_key_material_in_the_server_log(world: World) -> None:
     key = made["key"]
     secret = secret_of(key)
     bearer(world, key, "GET", "/v1/merchant/orders")
-    bearer(world, key[:-1] + "x", "GET", "/v1/merchant/orders")
+    bearer(world, key[:-1] + ("x" if key[-1] != "x" else "y"), "GET", "/v1/merchant/orders")
     world.http.get(f"/v1/merchant/orders?api_key={key}")
     rotated = m.request("POST", f"/v1/merchant/api-keys/{made['id']}/rotate", {}).json()
     log = world.server.output()
