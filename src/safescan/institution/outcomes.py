@@ -20,7 +20,7 @@ authorization's, so that the authorization can never be paid, whatever key it co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
@@ -31,6 +31,7 @@ from safescan.code.keys import VerifyKey
 from safescan.code.payment import LineItem
 from safescan.institution import audit, guards, sql, wire
 from safescan.institution.domain import idempotency
+from safescan.institution.domain.checkout import with_page_url
 from safescan.institution.domain.idempotency import (
     Request,
     Stored,
@@ -194,8 +195,11 @@ def lookup_checkout(
     cancel_url: str,
     expires_in: int,
     reference: str | None,
+    page_url: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """What a checkout session creation did; settles it (``not_processed``: it never will)."""
+    """What a checkout session creation did; settles it (``not_processed``: it never will).
+    A session made is answered with its hosted link made now by ``page_url``
+    (:func:`.domain.checkout.with_page_url`), like a retry of the creation."""
     req = checkout_request(
         mid,
         key,
@@ -206,7 +210,12 @@ def lookup_checkout(
         expires_in,
         reference,
     )
-    return _settle_merchant(inst, req, "checkout_session")
+    found = _settle_merchant(inst, req, "checkout_session")
+    made = found.get("checkout_session")
+    if isinstance(made, dict):
+        stored = with_page_url(Stored(int(found["status"]), made), page_url)
+        found = {**found, "checkout_session": stored.body}
+    return found
 
 
 def lookup_api_key(

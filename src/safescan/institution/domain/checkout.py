@@ -59,6 +59,36 @@ def _session_id() -> str:
     return new_id(SESSION_PREFIX, SESSION_ID_CHARS)
 
 
+def _is_session_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith(SESSION_PREFIX)
+        and len(value) == len(SESSION_PREFIX) + SESSION_ID_CHARS
+        and value[len(SESSION_PREFIX) :].isalnum()
+        and value.isascii()
+    )
+
+
+def with_page_url(stored: Stored, page_url: Callable[[str], str] | None) -> Stored:
+    """A recorded session answer with its hosted page's link made now, by ``page_url`` (the
+    operator's ``[server] public_url`` or the connection's own address), every other field
+    as recorded. The link is not part of what the key's request did (the session, its order,
+    its amounts): it is where this institution serves the session's page today. Answers
+    recorded before the link stopped coming from the request's ``Host`` header (21fc511)
+    hold whatever host that first request named (redteam: a retry replayed
+    ``http://evil.example/checkout/cs_...``); a ``public_url`` set or changed since must
+    reach retries too. Anything but a recorded session (a refusal) is returned as it is."""
+    body = stored.body
+    if (
+        page_url is None
+        or stored.status >= 400
+        or body.get("object") != "checkout.session"
+        or not _is_session_id(body.get("id"))
+    ):
+        return stored
+    return Stored(stored.status, {**body, "url": page_url(str(body["id"]))})
+
+
 def _view(r: Any) -> CheckoutSessionView:
     return CheckoutSessionView(
         id=r.id,
@@ -106,7 +136,8 @@ class Checkout:
         (:func:`.checkout_urls.redirect_url`) before anything is written. With an
         ``idempotency_key`` the answer recorded for it (:class:`Stored`: the session as made,
         its hosted page ``page_url(session id)``; a retry gets this first answer, another
-        request under the key ``idempotency_conflict``)."""
+        request under the key ``idempotency_conflict``; the retry's link is made again,
+        :func:`with_page_url`)."""
         if isinstance(expires_in, bool) or not MIN_EXPIRY <= expires_in <= MAX_EXPIRY:
             raise InvalidRequest(
                 f"expires_in must be {MIN_EXPIRY}-{MAX_EXPIRY} seconds", param="expires_in"
@@ -124,7 +155,7 @@ class Checkout:
         )
         stored = idempotency.recorded(self.core.db, req)
         if stored is not None:  # a retry: nothing made again
-            return stored
+            return with_page_url(stored, page_url)
         sid = _session_id()
         success = redirect_url(success_url, param="success_url", session_id=sid)
         cancel = redirect_url(cancel_url, param="cancel_url", session_id=sid)
@@ -193,7 +224,7 @@ class Checkout:
             now=now,  # one clock read: the session's and its order's created_at are equal
         )
         if isinstance(made, Stored):  # keyed: the answer recorded for the key
-            return made
+            return with_page_url(made, page_url)
         return self._read(sid, mid)
 
     def _read(self, sid: str, mid: str | None) -> CheckoutSessionView:

@@ -155,7 +155,8 @@ def checkout_router(
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Make a checkout session (and its order); answers with its hosted page's ``url``.
-        With an ``Idempotency-Key`` a retry gets the first answer, exactly as sent."""
+        With an ``Idempotency-Key`` a retry gets the first answer, exactly as sent but for the
+        ``url``, made now (``public_url`` or the connection's address; never a stored one)."""
         made = inst.checkout.create(
             mid,
             items=body.items,
@@ -171,7 +172,10 @@ def checkout_router(
 
     @router.post("/v1/checkout/sessions/lookup", tags=["checkout"])
     def lookup(
-        body: CheckoutCreate, mid: writer, idempotency_key: IdempotencyKey = None
+        body: CheckoutCreate,
+        mid: writer,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         """What a session creation whose answer was lost did (same body, same key); settles
         it (``not_processed``: it never will be)."""
@@ -185,6 +189,7 @@ def checkout_router(
             cancel_url=body.cancel_url,
             expires_in=body.expires_in,
             reference=body.reference,
+            page_url=lambda sid: hosted_url(request, sid),
         )
 
     @router.get("/v1/checkout/sessions/{session_id}", tags=["checkout"])
