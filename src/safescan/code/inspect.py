@@ -27,16 +27,9 @@ MAX_INPUT_CHARS = 8192
 def describe_opened(opened: OpenedCode) -> dict[str, Any]:
     """A JSON-ready description of a verified code (what a wallet shows the customer)."""
     code = opened.code
-    m = code.merchant
     out: dict[str, Any] = {
         "kind": "dynamic" if isinstance(code, DynamicCode) else "static",
-        "merchant": {
-            "id": m.id,
-            "name": m.name,
-            "city": m.city,
-            "country": m.country,
-            "mcc": f"{m.mcc:04d}",
-        },
+        "merchant": code.merchant.shown_json(),
         "issuer": opened.issuer,
         "certificate_serial": opened.certificate.serial if opened.certificate else None,
         "issued_at": code.issued_at,

@@ -98,6 +98,17 @@ class Merchant:
         """The CBOR array form."""
         return [self.id, self.name, self.city, self.country, self.mcc]
 
+    def shown_json(self) -> dict[str, str]:
+        """What a code's reader shows of the merchant (``code inspect``, the wallet's scan):
+        ``{"id", "name", "city", "country", "mcc"}``, the category as its four digits."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "city": self.city,
+            "country": self.country,
+            "mcc": f"{self.mcc:04d}",
+        }
+
     @classmethod
     def from_cbor(cls, value: object) -> Merchant:
         """Parse and validate the CBOR array form strictly (every check of :meth:`validated`,

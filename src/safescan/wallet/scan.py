@@ -72,13 +72,7 @@ def describe_contents(contents: CodeContents, *, now: int | None = None) -> dict
     cur = lookup_currency(contents.currency) if contents.currency is not None else None
     doc: dict[str, Any] = {
         "kind": "dynamic" if contents.kind is CodeKind.DYNAMIC else "static",
-        "merchant": {
-            "id": m.id,
-            "name": m.name,
-            "city": m.city,
-            "country": m.country,
-            "mcc": f"{m.mcc:04d}",
-        },
+        "merchant": m.shown_json(),
         "issuer": contents.issuer,
         "issuer_kid": contents.issuer_kid,
         "certificate_serial": contents.certificate_serial,
