@@ -330,6 +330,11 @@ def test_pages_carry_a_strict_content_security_policy(server: WalletServer) -> N
     assert "__ASSETS_VERSION__" not in sw and "/api/" in sw
 
 
+# a new PIN of the right form (4-16 digits) sent with an old one of the wrong form: 16 digits,
+# not 5, so that no log line's or stored value's digits hold it by chance
+NEW_PIN = "8642097531086420"
+
+
 def test_the_pin_reaches_no_log_and_no_file(
     world: World, party: Party, server: WalletServer
 ) -> None:
@@ -339,7 +344,7 @@ def test_the_pin_reaches_no_log_and_no_file(
         order = api.create_order([LineItem("Pie", 1, 330)], currency="EUR")
     offer = httpx.post(server.url + "/api/scan", json={"text": order.code}, headers=headers)
     offer_id = offer.json()["offer"]["offer_id"]
-    wrong = "739146"
+    wrong = "7391460528"  # 10 digits: a short one could be in a file's digits by chance
     r = httpx.post(
         server.url + f"/api/offers/{offer_id}/pay", json={"pin": wrong}, headers=headers, timeout=30
     )
@@ -350,13 +355,13 @@ def test_the_pin_reaches_no_log_and_no_file(
     assert r.json()["result"] == "paid"
     # a PIN of the wrong form is refused without echoing it back
     r = httpx.post(
-        server.url + "/api/change-pin", json={"old": "12ab", "new": "86420"}, headers=headers
+        server.url + "/api/change-pin", json={"old": "12ab", "new": NEW_PIN}, headers=headers
     )
-    assert "12ab" not in r.text and "86420" not in r.text
+    assert "12ab" not in r.text and NEW_PIN not in r.text
     files = [server.proc.log, *[p for p in party.wallet_dir.rglob("*") if p.is_file()]]
     for path in files:
         data = path.read_bytes()
-        for secret in (wrong, PIN, "86420"):
+        for secret in (wrong, PIN, NEW_PIN):
             assert secret.encode() not in data, f"{secret} in {path}"
 
 
