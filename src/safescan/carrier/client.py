@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, NoReturn
 
 from safescan.carrier import messages, rom
@@ -271,12 +270,7 @@ class CarrierClient:
     def __enter__(self) -> CarrierClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -23,7 +23,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from types import TracebackType
 
 from safescan.carrier.errors import CarrierTimeout, CarrierUnavailable
 from safescan.procs import ManagedProcess, ProcessError, ProcessNotReady
@@ -186,10 +185,5 @@ class PcscDaemon:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
