@@ -256,3 +256,47 @@ def test_a_huge_or_binary_secret_file_is_a_typed_error(tmp_path: Path, kind: str
         doc = json.loads(r.stdout)
         assert doc["error"]["code"], doc
     assert not (tmp_path / "kd").exists() and not (tmp_path / "w").exists()
+
+
+BAD_ORDER_FILES = {
+    "nested deeper than the recursion limit": "[" * 100_000 + "]" * 100_000,
+    "a list": "[1, 2]",
+    "null": "null",
+    "NaN": '{"currency": "EUR", "total": NaN}',
+    "Infinity": '{"currency": "EUR", "total": Infinity}',
+    "a 5000-digit number": '{"total": ' + "9" * 5000 + "}",
+    "not UTF-8": b"\xff\xfe{}",
+    "merchant as text": '{"merchant": "m_1", "currency": "EUR", "items": []}',
+    "items as an object": '{"merchant": {"id": "m_1", "name": "B", "city": "C", "country": "DE",'
+    ' "mcc": 5462}, "currency": "EUR", "items": {"a": 1}}',
+    "an item as a list": '{"merchant": {"id": "m_1", "name": "B", "city": "C", "country": "DE",'
+    ' "mcc": 5462}, "currency": "EUR", "items": [[1, 2]]}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ORDER_FILES))
+def test_a_malformed_order_file_is_a_typed_error(tmp_path: Path, case: str) -> None:
+    """(redteam, tenth sitting: a deeply nested order file was a RecursionError traceback;
+    a list, null or a wrong-typed block gave Python's own "list indices must be integers")"""
+    from safescan.code.cli import order_from_json, read_order
+    from safescan.code.errors import KeyFileError
+
+    path = tmp_path / "order.json"
+    content = BAD_ORDER_FILES[case]
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(KeyFileError) as caught:
+        order_from_json(read_order(path), 0)
+    assert "indices" not in caught.value.message and "NoneType" not in caught.value.message
+
+
+def test_a_deeply_nested_or_endless_order_file_exits_2_without_a_traceback(made: Path) -> None:
+    from safescan.code.cli import read_order
+
+    (made / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = run("code", "make", "deep.json", "--keys", "kd", "--out", "out/deep", cwd=made)
+    assert r.returncode == 2, r.stderr[-300:]
+    assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
+    assert "KeyFileError" in r.stderr + r.stdout
+    assert not (made / "out/deep.txt").exists()
+    with pytest.raises(OSError, match="larger than"):  # the command says "file error: ..."
+        read_order(Path("/dev/zero"))

@@ -30,6 +30,7 @@ from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
 from safescan.code.schemelist import SchemeKeyList
+from safescan.code.smallfile import read_bounded
 
 keys_app = new_app(help="Generate and inspect keys and certificates.")
 console = Console()
@@ -292,10 +293,43 @@ def _ts(t: int) -> str:
 # --- codes ---------------------------------------------------------------------------------
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_order(path: Path) -> dict[str, Any]:
+    """The order document of ``path``: at most :data:`FILE_LIMIT` bytes of UTF-8 JSON whose
+    top level is an object; ``KeyFileError`` otherwise (redteam: nesting deeper than the
+    interpreter's recursion limit was a ``RecursionError`` traceback; ``/dev/zero`` was read
+    whole), ``OSError`` when it cannot be read."""
+    raw = read_bounded(path, what="an order file")
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise KeyFileError("the order file is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise KeyFileError(f"the order file is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise KeyFileError("the order file must hold a JSON object (see docs/operations.md)")
+    return doc
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise KeyFileError(f"the order file's {what} must be a JSON object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise KeyFileError(f"the order file's {what} must be a JSON list")
+    return value
+
+
 def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
     """Build a code from an order document (see docs/operations.md for its shape)."""
     try:
-        m = doc["merchant"]
+        m = _object(doc["merchant"], "merchant")
         merchant = Merchant(m["id"], m["name"], m["city"], m["country"], m["mcc"])
         kind = doc.get("kind", "dynamic")
         cur = doc.get("currency")
@@ -313,7 +347,7 @@ def order_from_json(doc: dict[str, Any], now: int) -> DynamicCode | StaticCode:
                 json_int(i["quantity"], field="quantity", maximum=MAX_QUANTITY),
                 json_int(i["unit_price"], field="unit_price"),
             )
-            for i in doc["items"]
+            for i in (_object(one, "items entry") for one in _list(doc["items"], "items"))
         )
         return DynamicCode(
             merchant=merchant,
@@ -363,7 +397,7 @@ def code_make(
 
     now = int(time.time())
     try:
-        doc = json.loads(order.read_text())
+        doc = read_order(order)
         pw = read_passphrase(passphrase_file)
         if merchant_key is not None:
             if merchant_cert is None:
