@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,8 +23,10 @@ from safescan.carrier.client import CarrierClient
 from safescan.client.errors import InstitutionUnreachable
 from safescan.client.wallet import WalletClient
 from safescan.code.certs import RevocationList, TrustStore
+from safescan.code.errors import CertificateError
 from safescan.code.keys import SigningKey
-from safescan.wallet.errors import RevocationListInvalid
+from safescan.wallet import crlcache
+from safescan.wallet.errors import RevocationListInvalid, RevocationListStale
 from safescan.wallet.flow import Wallet
 from safescan.wallet.revocations import update_card
 from safescan.wallet.store import WalletConfig
@@ -224,3 +227,181 @@ def test_a_genuine_cache_offline_and_no_list_at_all_still_work(
     trust, source = w.trust()
     assert source == "cache" and trust.crl_sequence == 5
     assert w._trust_notices == []
+
+
+# --- freshness: version-3 lists carry a signed next_update (docs/protocol.md) ----------------
+
+T0 = 1_800_000_000  # a fixed clock: no test depends on the time it runs at
+DAY = 86400
+
+
+def _crl3(
+    sequence: int,
+    issued_at: int = T0,
+    next_update: int | None = None,
+    key: SigningKey = ROOT,
+    serials: frozenset[int] | None = None,
+) -> bytes:
+    return RevocationList.issue(
+        key,
+        1,
+        sequence=sequence,
+        issued_at=issued_at,
+        next_update=issued_at + DAY if next_update is None else next_update,
+        serials=frozenset({REVOKED}) if serials is None else serials,
+    ).to_bytes()
+
+
+def _at(w: Wallet, t: int) -> None:
+    w.clock = lambda: float(t)
+
+
+@pytest.mark.parametrize("late", [1, 30 * DAY])
+def test_offline_a_list_past_its_next_update_and_the_grace_is_refused(
+    wallet: tuple[Wallet, _Institution], late: int
+) -> None:
+    """Offline, a genuine list older than its next_update + grace (kept too long, or an old
+    one swapped in: the K15 limit) is the typed RevocationListStale saying until when it was
+    current, never a payment against an out-of-date list; at the edge it is still used."""
+    w, institution = wallet
+    path = w.config.crl_path
+    path.write_bytes(_crl3(5))
+    institution.answer = None
+    _at(w, T0 + DAY + crlcache.STALE_GRACE)  # the last second it is relied on
+    assert w.trust()[0].crl_sequence == 5
+    fresh = Wallet(w.config)  # a fresh process: nothing held
+    fresh.api.revocations = institution  # type: ignore[assignment]
+    _at(fresh, T0 + DAY + crlcache.STALE_GRACE + late)
+    try:
+        with pytest.raises(RevocationListStale) as exc:
+            fresh.trust()
+    finally:
+        fresh.close()
+    assert exc.value.code == "revocation_list_stale"
+    assert isinstance(exc.value, RevocationListInvalid)  # every caller refuses it already
+    assert "current until 2027-01-16 08:00 UTC" in exc.value.message
+    assert "connect" in exc.value.message and "nothing was paid" in exc.value.message
+    assert path.read_bytes() == _crl3(5)  # nothing written on refusal
+
+
+def test_online_the_institution_is_asked_and_its_resigned_list_replaces_the_cache(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """Online the institution's list is always fetched: the same sequence re-signed later
+    (what keeps a list current while nothing is revoked) replaces the cache, and carries
+    the wallet past the old list's next_update once offline again."""
+    w, institution = wallet
+    path = w.config.crl_path
+    path.write_bytes(_crl3(5))
+    later = T0 + 2 * DAY
+    institution.answer = _crl3(5, issued_at=later)
+    _at(w, later + 60)
+    assert w.trust()[0].crl_sequence == 5 and path.read_bytes() == _crl3(5, issued_at=later)
+    institution.answer = None
+    _at(w, later + DAY + crlcache.STALE_GRACE)  # long past the first list's next_update
+    assert w.trust()[0].crl_sequence == 5
+
+
+def test_a_replayed_older_issue_of_the_same_list_is_not_adopted(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """A man in the middle (or a restored backup) answers the same sequence issued earlier:
+    it is older by (sequence, issued_at), so the newer issue is kept and the customer told."""
+    w, institution = wallet
+    path = w.config.crl_path
+    newer = _crl3(5, issued_at=T0 + DAY)
+    path.write_bytes(newer)
+    institution.answer = _crl3(5, serials=frozenset())  # genuine, earlier, revokes nothing
+    _at(w, T0 + DAY + 60)
+    trust, _ = w.trust()
+    assert REVOKED in trust.revoked_serials and path.read_bytes() == newer
+    assert any("older revocation list (5 issued" in n for n in w._trust_notices)
+
+
+def test_a_replayed_list_past_its_next_update_is_refused_even_online(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """The institution's answer is a genuine but expired list and nothing newer is held (a
+    replay, or this device's clock is wrong): refused, never adopted or cached."""
+    w, institution = wallet
+    path = w.config.crl_path
+    institution.answer = _crl3(4, serials=frozenset())
+    _at(w, T0 + 10 * DAY)
+    with pytest.raises(RevocationListStale) as exc:
+        w.trust()
+    assert "a replayed answer, or this device's clock is wrong" in exc.value.message
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("where", ["cache", "institution"])
+def test_a_tampered_next_update_is_refused(wallet: tuple[Wallet, _Institution], where: str) -> None:
+    """next_update moved later (to make an old list last): the signature no longer verifies,
+    from the cache (offline) or from the network."""
+    w, institution = wallet
+    path = w.config.crl_path
+    genuine = RevocationList.from_bytes(_crl3(5), TrustStore({1: ROOT.public_key}))
+    moved = replace(genuine, next_update=T0 + 20 * DAY).to_bytes()
+    assert moved != _crl3(5)
+    _at(w, T0 + 10 * DAY)
+    if where == "cache":
+        path.write_bytes(moved)
+        institution.answer = None
+        message = "cached revocation list"
+    else:
+        path.write_bytes(_crl3(4))
+        institution.answer = moved
+        message = "institution's revocation list does not verify"
+    with pytest.raises(RevocationListInvalid) as exc:
+        w.trust()
+    assert message in exc.value.message and exc.value.code == "revocation_list_invalid"
+
+
+def test_the_version_3_format_is_strict_and_older_versions_still_parse() -> None:
+    trust = TrustStore({1: ROOT.public_key})
+    crl = RevocationList.from_bytes(_crl3(5), trust)
+    assert (crl.sequence, crl.issued_at, crl.next_update) == (5, T0, T0 + DAY)
+    assert crl.serials == {REVOKED} and crl.to_bytes() == _crl3(5)
+    assert RevocationList.from_bytes(_crl(5), trust).next_update is None  # version 1
+    v2 = RevocationList.issue(ROOT, 1, sequence=2, issued_at=T0, serials=set(), subjects={"m1"})
+    assert RevocationList.from_bytes(v2.to_bytes(), trust).next_update is None
+    # signed by the institution, but a next_update no holder should accept
+    for bad in (T0, T0 - 1, T0 + 31 * DAY + 1):
+        with pytest.raises(CertificateError, match="next_update"):
+            RevocationList.from_bytes(_crl3(5, next_update=bad), trust)
+    assert RevocationList.from_bytes(_crl3(5, next_update=T0 + 31 * DAY), trust)
+
+
+def test_the_institutions_wallet_list_is_dated_and_signed_again_before_it_goes_stale(
+    tmp_path: Path,
+) -> None:
+    """The institution's list for wallets (scope all) is version 3: next_update a day after
+    issued_at, signed again (same sequence, later issued_at) once 12 h old, so a wallet
+    online at least every 12 h + a day + the grace never meets a stale list; the card's list
+    (scope merchant) keeps the version-1/2 format its firmware takes. In process (SQLite)."""
+    from safescan.institution.domain.certificates import CRL_RESIGN, CRL_VALIDITY
+    from tests.institution.dispatch import make_institution
+
+    inst = make_institution(tmp_path)
+    try:
+        now = [T0]
+        inst.certificates.core.clock = lambda: float(now[0])
+        first = inst.certificates.revocation_list("all")
+        assert (first.issued_at, first.next_update) == (T0, T0 + CRL_VALIDITY)
+        card = inst.certificates.revocation_list("merchant")
+        assert card.next_update is None and card.to_bytes()[1] in (1, 2)  # [1, ...] / [2, ...]
+        now[0] = T0 + CRL_RESIGN - 1
+        assert inst.certificates.revocation_list("all") is first  # still good: not re-signed
+        now[0] = T0 + CRL_RESIGN
+        again = inst.certificates.revocation_list("all")
+        assert again.sequence == first.sequence and again.issued_at == T0 + CRL_RESIGN
+        assert again.next_update == T0 + CRL_RESIGN + CRL_VALIDITY
+        trust = TrustStore({inst.keys.root_kid: inst.keys.root.public_key})
+        cache = tmp_path / "crl.cbor"
+        cache.write_bytes(first.to_bytes())
+        choice = crlcache.choose(cache, trust, again.to_bytes(), now=now[0])
+        assert choice.crl == again and cache.read_bytes() == again.to_bytes()  # adopted
+        stale_at = again.next_update + crlcache.STALE_GRACE + 1  # type: ignore[operator]
+        with pytest.raises(RevocationListStale):
+            crlcache.choose(cache, trust, None, now=stale_at)
+    finally:
+        inst.db.dispose()

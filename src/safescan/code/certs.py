@@ -206,6 +206,8 @@ def issue_certificate(
 
 #: The most entries (revoked serials + revoked subjects) a revocation list may hold.
 MAX_CRL_ENTRIES = 100_000
+#: The longest a version-3 revocation list may say it stays current (next_update - issued_at).
+MAX_CRL_VALIDITY = 31 * 86400
 
 
 def _check_subjects(values: object) -> frozenset[str]:
@@ -230,6 +232,16 @@ class RevocationList:
 
     Version 1 lists (``[1, sequence, issued_at, serials, issuer_kid, sig]``) still parse.
     ``sequence`` only ever grows: a holder refuses a list older than the one it has.
+
+    Version 3 adds ``next_update`` (signed, after ``issued_at`` and at most
+    :data:`MAX_CRL_VALIDITY` later): the time by which the institution will have signed a
+    newer one, past which a holder must not rely on it (the wallet's offline rule,
+    :mod:`safescan.wallet.crlcache`)::
+
+        [3, sequence, issued_at, next_update, serials, subjects, issuer_kid, sig]
+
+    The institution re-signs the same ``sequence`` with a later ``issued_at`` to keep it fresh;
+    a holder orders lists by ``(sequence, issued_at)`` (:attr:`freshness`).
     """
 
     sequence: int
@@ -238,6 +250,13 @@ class RevocationList:
     issuer_kid: int
     signature: bytes = b""
     subjects: frozenset[str] = frozenset()
+    next_update: int | None = None
+
+    @property
+    def freshness(self) -> tuple[int, int]:
+        """The order in which a holder prefers lists: a higher sequence, then (the same list
+        re-signed) a later ``issued_at``."""
+        return (self.sequence, self.issued_at)
 
     @property
     def entries(self) -> int:
@@ -249,6 +268,16 @@ class RevocationList:
         return CRL_CONTEXT + cbor.dumps(self._fields())
 
     def _fields(self) -> list[object]:
+        if self.next_update is not None:
+            return [
+                3,
+                self.sequence,
+                self.issued_at,
+                self.next_update,
+                sorted(self.serials),
+                sorted(self.subjects),
+                self.issuer_kid,
+            ]
         if not self.subjects:
             return [1, self.sequence, self.issued_at, sorted(self.serials), self.issuer_kid]
         return [
@@ -274,19 +303,19 @@ class RevocationList:
         issued_at: int,
         serials: frozenset[int] | set[int],
         subjects: frozenset[str] | set[str] = frozenset(),
+        next_update: int | None = None,
     ) -> RevocationList:
-        """Sign a new list."""
+        """Sign a new list (version 3 when ``next_update`` is given)."""
         unsigned = cls(
-            sequence, issued_at, frozenset(serials), issuer_kid, b"", frozenset(subjects)
-        )
-        return cls(
             sequence,
             issued_at,
             frozenset(serials),
             issuer_kid,
-            issuer.sign(unsigned.tbs()),
+            b"",
             frozenset(subjects),
+            next_update,
         )
+        return replace(unsigned, signature=issuer.sign(unsigned.tbs()))
 
     @classmethod
     def from_bytes(cls, data: bytes, trust: TrustStore) -> RevocationList:
@@ -294,16 +323,26 @@ class RevocationList:
         if not isinstance(data, bytes) or len(data) > 1 << 22:
             raise CertificateError("revocation list is too large")
         value = cbor.strict_loads(data, error=CertificateError, max_depth=3)
+        next_update: int | None = None
         if isinstance(value, list) and len(value) == 6 and value[0] == 1:
             _, seq, issued_at, serials, ikid, sig = value
             subjects: frozenset[str] = frozenset()
+        elif isinstance(value, list) and len(value) == 8 and value[0] == 3:
+            _, seq, issued_at, raw_next, serials, raw_subjects, ikid, sig = value
+            subjects = _check_subjects(raw_subjects)
+            next_update = _uint(raw_next, "next_update")
+            if not 0 < next_update - _uint(issued_at, "issued_at") <= MAX_CRL_VALIDITY:
+                raise CertificateError(
+                    "a version-3 revocation list's next_update is after its issued_at and at"
+                    f" most {MAX_CRL_VALIDITY // 86400} days later"
+                )
         elif isinstance(value, list) and len(value) == 7 and value[0] == 2:
             _, seq, issued_at, serials, raw_subjects, ikid, sig = value
             subjects = _check_subjects(raw_subjects)
             if not subjects:
                 raise CertificateError("a version-2 revocation list names at least one subject")
         else:
-            raise CertificateError("not a version-1 or version-2 revocation list")
+            raise CertificateError("not a version-1, -2 or -3 revocation list")
         if not isinstance(serials, list) or not all(
             isinstance(x, int) and not isinstance(x, bool) for x in serials
         ):
@@ -319,6 +358,7 @@ class RevocationList:
             _uint(ikid, "issuer_kid", 0x10000),
             sig if isinstance(sig, bytes) else b"",
             subjects,
+            next_update,
         )
         trust.institution_key(crl.issuer_kid).verify(
             crl.signature, crl.tbs(), what="revocation list signature"

@@ -18,6 +18,14 @@ back (another local account, a restored backup, malware), so it is read as untru
 * an institution answer that does not verify is :class:`RevocationListInvalid` too (before:
   it was silently "none").
 
+* freshness (version-3 lists, which carry a signed ``next_update``): lists are ordered by
+  ``(sequence, issued_at)``, so the institution's re-signed current list replaces the cache;
+  the wallet never relies on a list past ``next_update`` + :data:`STALE_GRACE`: offline that
+  is the typed :class:`RevocationListStale` (connect and try again), and an institution answer
+  past it is refused the same way (a replay, or a wrong clock). Online the institution is
+  always asked first. Version-1/2 lists carry no ``next_update`` and keep the rules above only
+  (docs/protocol.md, "Revocation list freshness").
+
 ``tests/test_wallet_crl_cache.py`` attacks each of these (threat-model row K15).
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +41,13 @@ from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.smallfile import read_bounded
-from safescan.wallet.errors import RevocationListInvalid
+from safescan.wallet.errors import RevocationListInvalid, RevocationListStale
 
 #: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
 CRL_FILE_LIMIT = 1 << 22
+#: how long past its ``next_update`` a version-3 list is still relied on (a wallet offline a
+#: little longer than the institution's re-signing period; docs/protocol.md)
+STALE_GRACE = 12 * 3600
 
 
 @dataclass
@@ -66,12 +78,18 @@ def choose(
     trust: TrustStore,
     fetched: bytes | None,
     held: tuple[RevocationList, bytes] | None = None,
+    *,
+    now: int | None = None,
 ) -> CrlChoice:
     """The newest verified list among the institution's answer (``fetched``; ``None`` when it
     could not be asked), the cache at ``path`` and the one this process already ``held``;
     writes the cache when the institution's is newer. Raises :class:`RevocationListInvalid`
     when the institution's answer does not verify, or when the cache does not and the
-    institution could not be asked. Nothing is written when it raises."""
+    institution could not be asked, and :class:`RevocationListStale` when the newest list is
+    a version-3 list past its ``next_update`` + :data:`STALE_GRACE` at ``now`` (Unix seconds;
+    default: the system clock). Nothing is written when it raises."""
+    if now is None:
+        now = int(time.time())
     notices: list[str] = []
     cached: RevocationList | None = None
     cached_raw: bytes | None = None
@@ -112,24 +130,61 @@ def choose(
         candidates.append((held[0], held[1], "held"))
     if not candidates:
         return CrlChoice(None, None, "none", notices)
-    best, best_raw, source = max(candidates, key=lambda c: c[0].sequence)
-    if got is not None and got.sequence < best.sequence:
+    best, best_raw, source = max(candidates, key=lambda c: c[0].freshness)
+    if got is not None and got.freshness < best.freshness:
         notices.append(
-            f"the institution sent an older revocation list ({got.sequence}) than one this"
-            f" wallet already holds ({best.sequence}): the newer one is kept"
+            f"the institution sent an older revocation list ({_describe(got, best)}) than one this"
+            f" wallet already holds ({_describe(best, got)}): the newer one is kept"
         )
     if source == "held":
         # this process already verified a newer list than both: the cache went back
         source = "cache" if got is None else "institution"
-    if held is not None and got is None and cached is not None and cached.sequence < best.sequence:
+    if (
+        held is not None
+        and got is None
+        and cached is not None
+        and cached.freshness < best.freshness
+    ):
         notices.append(
-            f"the cached revocation list ({cached.sequence}) is older than the one this wallet"
-            f" already used ({best.sequence}): the newer one is kept"
+            f"the cached revocation list ({_describe(cached, best)}) is older than the one this"
+            f" wallet already used ({_describe(best, cached)}): the newer one is kept"
         )
-    if got is not None and (cached is None or best.sequence > cached.sequence):
+    _refuse_stale(best, now, online=got is not None)
+    if got is not None and (cached is None or best.freshness > cached.freshness):
         with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
             write_atomic(path, best_raw)
     return CrlChoice(best, best_raw, source, notices)
 
 
-__all__ = ["CRL_FILE_LIMIT", "CrlChoice", "choose", "read_cache"]
+def _describe(crl: RevocationList, other: RevocationList) -> str:
+    """``7``; ``7 issued 2026-12-01 09:00 UTC`` when ``other`` has the same sequence (the same
+    list re-signed)."""
+    if crl.sequence != other.sequence:
+        return str(crl.sequence)
+    return f"{crl.sequence} issued {_utc(crl.issued_at)}"
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+
+
+def _refuse_stale(crl: RevocationList, now: int, *, online: bool) -> None:
+    """:class:`RevocationListStale` when ``crl`` (a version-3 list) is past its
+    ``next_update`` + :data:`STALE_GRACE` at ``now``."""
+    if crl.next_update is None or now <= crl.next_update + STALE_GRACE:
+        return
+    until = _utc(crl.next_update)
+    if online:
+        raise RevocationListStale(
+            f"the newest revocation list this wallet can get (sequence {crl.sequence}) was"
+            f" current until {until}, and the institution sent nothing newer: a replayed"
+            " answer, or this device's clock is wrong; nothing was paid"
+        )
+    raise RevocationListStale(
+        f"this wallet's revocation list (sequence {crl.sequence}) was current until {until};"
+        " offline, a revoked merchant could not be told apart: connect so the wallet can"
+        " fetch the institution's current list, then try again (nothing was paid)"
+    )
+
+
+__all__ = ["CRL_FILE_LIMIT", "STALE_GRACE", "CrlChoice", "choose", "read_cache"]

@@ -81,3 +81,12 @@ class RevocationListInvalid(WalletError):
     does not verify). Never treated as "nothing is revoked": nothing was written or signed."""
 
     code = "revocation_list_invalid"
+
+
+class RevocationListStale(RevocationListInvalid):
+    """The newest revocation list the wallet can get is past its signed ``next_update`` plus
+    the grace (:data:`safescan.wallet.crlcache.STALE_GRACE`): offline with an old list (or one
+    someone swapped in), or an institution answer that is a replay. Nothing was paid; the
+    message says until when the list was current and to connect."""
+
+    code = "revocation_list_stale"

@@ -142,7 +142,7 @@ class Wallet:
             fetched = self.api.revocations.signed()
         except SafescanError:  # unreachable, or no list to give: the cached one, if any
             fetched = None
-        choice = crlcache.choose(self.config.crl_path, trust, fetched, self._crl)
+        choice = crlcache.choose(self.config.crl_path, trust, fetched, self._crl, now=self.now())
         self._trust_notices = choice.notices
         if choice.crl is None or choice.raw is None:
             return trust, "none"

@@ -19,6 +19,11 @@ from safescan.institution.reservations import CRL_COUNTER, allocate_serial
 MAX_SERIAL = 2**31 - 1  # certificate serials are 32-bit database integers
 MAX_LIVE_MERCHANT_CERTS = 4  # unexpired, unrevoked code-signing certificates per merchant
 MAX_MERCHANT_CERT_DAYS = 366
+#: a wallet's list (scope ``all``, version 3) says it is current for this long (``next_update``)
+CRL_VALIDITY = 24 * 3600
+#: and is signed again (same sequence, later ``issued_at``) once it is this old, so a list a
+#: wallet fetches is always good for at least ``CRL_VALIDITY - CRL_RESIGN``
+CRL_RESIGN = 12 * 3600
 
 
 def crl_sequence(conn: Connection) -> int:
@@ -104,7 +109,13 @@ class Certificates:
         return cert
 
     def revocation_list(self, scope: str = "all") -> RevocationList:
-        """The current signed revocation list (re-signed only when it changes).
+        """The current signed revocation list (signed again when it changes, and the wallets'
+        list also once it is :data:`CRL_RESIGN` old).
+
+        Scope ``all`` (wallets, POS) is a version-3 list whose ``next_update`` is
+        :data:`CRL_VALIDITY` after ``issued_at``: a wallet never relies on it much past that
+        (:mod:`safescan.wallet.crlcache`). Scope ``merchant`` (key carriers) stays a version-1/2
+        list, the format the carrier firmware 1.1 takes.
 
         A revoked merchant is one *subject* entry (its id), covering every certificate it was
         ever given; other revoked certificates (carriers') are listed by serial. Entries stay
@@ -140,7 +151,12 @@ class Certificates:
 
         seq, subjects, serials = self.core.db.read(q)
         cached = self._crl_cache.get(scope)
-        if cached is not None and cached.sequence == seq:
+        dated = scope == "all"
+        if (
+            cached is not None
+            and cached.sequence == seq
+            and (not dated or 0 <= now - cached.issued_at < CRL_RESIGN)
+        ):
             return cached
         crl = RevocationList.issue(
             self.core.keys.root,
@@ -149,6 +165,7 @@ class Certificates:
             issued_at=now,
             serials=frozenset(serials),
             subjects=frozenset(subjects),
+            next_update=now + CRL_VALIDITY if dated else None,
         )
         self._crl_cache[scope] = crl
         return crl
@@ -156,6 +173,8 @@ class Certificates:
 
 __all__ = [
     "CRL_COUNTER",
+    "CRL_RESIGN",
+    "CRL_VALIDITY",
     "MAX_LIVE_MERCHANT_CERTS",
     "MAX_MERCHANT_CERT_DAYS",
     "MAX_SERIAL",
