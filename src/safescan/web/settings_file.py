@@ -52,6 +52,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read the settings file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path} is not a TOML file: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested past the interpreter's limit
+        raise SettingsError(f"{path} is not a TOML file: nested too deeply") from None
 
 
 def from_environment(prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def from_environment(prefix: str, environ: Mapping[str, str] | None = None) -> d
         if raw.startswith("["):
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise SettingsError(f"{name} is not a JSON array") from None
         out.setdefault(section, {})[key] = value
     return out
