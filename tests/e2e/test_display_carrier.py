@@ -120,7 +120,9 @@ def test_no_confirmation_no_payment(world: World, dora: Party) -> None:
         wallet.open(order.code) as offer,
         pytest.raises(PaymentNotMade) as info,
     ):
-        offer.pay(PIN, confirm_timeout=1.0)
+        # the customer thread must see the prompt while it is up (until the wallet gives up
+        # and the carrier powers off): 3 s, not 1, for a poll on a loaded machine to land in it
+        offer.pay(PIN, confirm_timeout=3.0)
     customer.join(5)
     assert customer.seen["state"] == "confirm" and info.value.cause == "confirmation_timeout"
     assert balance(world, dora.customer_id) == before
