@@ -186,6 +186,39 @@ def test_a_timestamp_header_respelt_after_signing_is_refused(shop: Shop) -> None
     assert post(shop, body, headers).json() == {"ok": True}
 
 
+def _respelt(b64: str) -> str:
+    """The same bytes, another spelling: the last character's unused low bits set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    pad = len(b64) - len(b64.rstrip("="))
+    i = len(b64) - pad - 1
+    other = alphabet[alphabet.index(b64[i]) ^ {1: 0b11, 2: 0b1111}[pad]]
+    return b64[:i] + other + b64[i + 1 :]
+
+
+def test_junk_in_or_next_to_a_genuine_signature_is_refused(shop: Shop) -> None:
+    """The ``standardwebhooks`` library decodes base64 without checking it and splits the
+    header loosely: a genuine signature respelt (padding bits), with a character outside the
+    alphabet inside it, or with junk entries or separators around it verified (redteam, tenth
+    sitting). Each is refused and changes nothing; the genuine delivery still verifies."""
+    sid, ref = shop.order()
+    body, headers = signed(event(sid, ref))
+    sig = headers["webhook-signature"]
+    b64 = sig.partition(",")[2]
+    for junk in (
+        "v1," + _respelt(b64),
+        "v1," + b64[:10] + "!" + b64[10:],
+        "v1," + b64[:10] + "\t" + b64[10:],
+        f"{sig} junk",
+        f"{sig}  {sig}",
+        f"{sig} {sig}",
+        f"{sig}=",
+    ):
+        r = post(shop, body, {**headers, "webhook-signature": junk})
+        assert r.status_code == 400, (junk, r.text)
+    assert shop.status(sid) == ("pending", None)
+    assert post(shop, body, headers).json() == {"ok": True}
+
+
 def test_a_delivery_replayed_after_the_tolerance_is_refused(shop: Shop) -> None:
     sid, ref = shop.order()
     body, headers = signed(event(sid, ref), at=time.time() - 6 * 60)

@@ -9,6 +9,7 @@ other changes nothing). Arriving at the success page proves nothing by itself.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import logging
@@ -45,6 +46,28 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {institution};"
     " frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+_SIGNATURE_ENTRY = re.compile(r"v[0-9]{1,3}[a-z]{0,3},([A-Za-z0-9+/]{4,4096}={0,2})")
+
+
+def _signature_header_is_exact(value: str) -> bool:
+    """Whether ``webhook-signature`` is 1-8 entries ``<version>,<base64>`` separated by one
+    space, each base64 the one canonical spelling of its bytes (no entry twice)."""
+    entries = value.split(" ")
+    if not 1 <= len(entries) <= 8 or len(set(entries)) != len(entries):
+        return False
+    for entry in entries:
+        m = _SIGNATURE_ENTRY.fullmatch(entry)
+        if m is None:
+            return False
+        try:
+            raw = base64.b64decode(m.group(1), validate=True)
+        except ValueError:  # binascii.Error included
+            return False
+        if base64.b64encode(raw).decode("ascii") != m.group(1):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -315,6 +338,14 @@ class Shop:
         if not (stamp.isascii() and stamp.isdigit() and stamp == str(int(stamp))):
             return JSONResponse(
                 {"error": "not verified: malformed webhook-timestamp"}, status_code=400
+            )
+        # the library splits the signature header loosely and decodes base64 without checking
+        # it: characters outside the alphabet are dropped, the padding bits ignored, so junk in
+        # or next to a genuine signature verified (redteam). Only the form the institution
+        # writes is taken: "<version>,<canonical base64>" entries separated by one space.
+        if not _signature_header_is_exact(headers.get("webhook-signature", "")):
+            return JSONResponse(
+                {"error": "not verified: malformed webhook-signature"}, status_code=400
             )
         try:
             event = self.webhook.verify(body, headers)
