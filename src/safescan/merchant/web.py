@@ -85,7 +85,7 @@ from safescan.merchant.websec import (
     session_cookie,
 )
 from safescan.web.listen import listen
-from safescan.web.serving import ConnectionSection, guarded_server
+from safescan.web.serving import ConnectionSection, guarded_server, in_background
 from safescan.web.tls import TlsFiles, is_loopback, scheme
 
 log = logging.getLogger("safescan.merchant.web")
@@ -181,13 +181,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(follow_stream())
         try:
-            yield
+            async with in_background(follow_stream()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             state.api.close()
             state.journal.close()
 

@@ -11,8 +11,9 @@ the same options on the command line) are :class:`ConnectionSection`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -173,6 +174,19 @@ def guarded_server(
     )
 
 
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` as a task while the block runs (an app's lifespan: the web POS's event
+    stream, the wallet app's offer expiry); cancel it and wait for it at the end."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 __all__ = [
     "BodyDeadline",
     "BodyTimeoutOpt",
@@ -182,4 +196,5 @@ __all__ = [
     "MaxPerAddressOpt",
     "connection_options",
     "guarded_server",
+    "in_background",
 ]

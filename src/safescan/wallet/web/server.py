@@ -48,6 +48,7 @@ from safescan.web.guard import (
     Throttle,
     WebRequestRefused,
 )
+from safescan.web.serving import in_background
 
 log = logging.getLogger("safescan.wallet.web")
 
@@ -307,13 +308,10 @@ def create_app(
                 with contextlib.suppress(SafescanError):
                     await service.run(service.expire)
 
-        task = asyncio.create_task(expire_offers())
         try:
-            yield
+            async with in_background(expire_offers()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await asyncio.to_thread(service.close)
 
     routes = [
