@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
-from safescan.institution.db import Database
+from safescan.institution.db import Database, migrate
+from safescan.institution.domain.orders import Orders
 from safescan.institution.keystore import KeyStore
 from safescan.institution.models import AuditEntry, OrderRow
 from safescan.institution.service import Institution
@@ -51,3 +53,32 @@ def test_a_stale_read_expires_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
             assert inst.db.read(audit_count) == entries
         finally:
             inst.db.dispose()
+
+
+def test_the_read_searches_the_open_orders_index_not_the_table(tmp_path: Path) -> None:
+    """The maintenance round's read (migration 0015's partial index, its condition word for
+    word): SQLite searches ``ix_orders_created_expires`` instead of scanning every order ever
+    made. Fails without the index (the plan is then ``SCAN orders``)."""
+    db = Database(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        migrate(db.engine)
+        seen: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT") and "orders" in statement:
+                seen.append((statement, params))
+
+        event.listen(db.engine, "before_cursor_execute", capture)
+        core = SimpleNamespace(now=lambda: 2_000_000_000, db=db)
+        assert Orders(core).expire() == 0  # type: ignore[arg-type]  # nothing is due
+        event.remove(db.engine, "before_cursor_execute", capture)
+        assert len(seen) == 1
+        statement, params = seen[0]
+        with db.engine.connect() as c:
+            plan = " ".join(
+                str(row[-1]) for row in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            )
+        assert "USING INDEX ix_orders_created_expires" in plan, plan
+        assert "SCAN orders" not in plan, plan
+    finally:
+        db.dispose()

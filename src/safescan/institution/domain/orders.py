@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from safescan.api.errors import Conflict, InvalidRequest, UnknownOrder
@@ -38,7 +39,7 @@ from safescan.institution.domain.results import (
     StaticCodeIssued,
 )
 from safescan.institution.merchant_sealing import certificate_problem, withdrawn_order
-from safescan.institution.models import MerchantRow, OrderRow
+from safescan.institution.models import ORDERS_OPEN_WHERE, MerchantRow, OrderRow
 from safescan.institution.util import canonical_json, new_id
 from safescan.institution.webhooks import new_event
 
@@ -392,8 +393,9 @@ class Orders:
         CREATED and due (an order paid or closed since the read is left alone), and is
         skipped when none is due."""
         now = self.core.now()
+        # the open orders' index (ix_orders_created_expires): its condition word for word
         q = select(OrderRow.pk, OrderRow.merchant_id, OrderRow.order_id).where(
-            OrderRow.state == OrderState.CREATED, OrderRow.expires_at <= now
+            sql_text(ORDERS_OPEN_WHERE), OrderRow.expires_at <= now
         )
         if only is not None:
             q = q.where(OrderRow.merchant_id == only[0], OrderRow.order_id == only[1])
