@@ -51,6 +51,12 @@ def _paste(page: Any, text: str) -> None:
     page.locator("#scan-text-go").click()
 
 
+# PINs long enough (the carrier takes 4-16 digits) that no digest, timestamp or counter in the
+# wallet's files can hold one by chance: a 6-digit PIN can turn up in any long run of digits.
+PIN_A, PIN_DIFFERENT = "135790864213", "135790864214"
+PIN_B, PIN_WRONG = "246801357924", "9999999999"
+
+
 def _secrets_absent(paths: list[Path], secrets: list[str]) -> None:
     for path in paths:
         data = path.read_bytes()
@@ -81,8 +87,8 @@ def test_enroll_in_the_app_then_change_pin(world: World, pw: Any, tmp_path: Path
             page.locator("#enroll-token").fill("not a token!")
             page.locator("#enroll-keys").fill(" ".join(stack.root_keys()))
             page.locator("#enroll-submit").click()
-            press_pin(page, "135790")
-            press_pin(page, "135790")
+            press_pin(page, PIN_A)
+            press_pin(page, PIN_A)
             wait_screen(page, "enroll")
             assert "nothing was sent" in page.locator("#enroll-error").inner_text()
             # the two PINs must match
@@ -90,12 +96,12 @@ def test_enroll_in_the_app_then_change_pin(world: World, pw: Any, tmp_path: Path
             page.locator("#enroll-submit").click()
             wait_screen(page, "pin")
             assert page.locator("#pin-title").inner_text() == "Choose a PIN"
-            press_pin(page, "135790")
-            press_pin(page, "135791")
+            press_pin(page, PIN_A)
+            press_pin(page, PIN_DIFFERENT)
             page.wait_for_selector("#pin-error:has-text('differ')")
             check_screen(page, "enroll-pin")
-            press_pin(page, "135790")
-            press_pin(page, "135790")
+            press_pin(page, PIN_A)
+            press_pin(page, PIN_A)
             wait_screen(page, "scan")
             assert page.locator("#top-status").inner_text().startswith("carrier ")
 
@@ -106,24 +112,24 @@ def test_enroll_in_the_app_then_change_pin(world: World, pw: Any, tmp_path: Path
             page.locator("#carrier-change-pin").click()
             wait_screen(page, "pin")
             assert page.locator("#pin-title").inner_text() == "Current PIN"
-            press_pin(page, "999999")  # wrong: spends a try, changes nothing
-            press_pin(page, "246801")
-            press_pin(page, "246801")
+            press_pin(page, PIN_WRONG)  # wrong: spends a try, changes nothing
+            press_pin(page, PIN_B)
+            press_pin(page, PIN_B)
             page.wait_for_selector("#pin-error:has-text('4 tries left')", timeout=60_000)
             assert page.locator("#pin-title").inner_text() == "Current PIN"
-            press_pin(page, "135790")
-            press_pin(page, "246801")
-            press_pin(page, "246801")
+            press_pin(page, PIN_A)
+            press_pin(page, PIN_B)
+            press_pin(page, PIN_B)
             wait_screen(page, "pin-changed")
             assert page.locator("#pin-changed-title").inner_text() == "PIN changed"
             check_screen(page, "pin-changed")
             assert errors == []
         with Wallet.load(wallet_dir) as wallet:
             assert wallet.config.customer_id == cid
-            change_pin(wallet, "246801", "135790")  # only the new PIN opens the carrier now
+            change_pin(wallet, PIN_B, PIN_A)  # only the new PIN opens the carrier now
         srv.stop()
         files = [srv.proc.log, *[p for p in wallet_dir.rglob("*") if p.is_file()]]
-        _secrets_absent(files, ["135790", "246801", "999999", "135791"])
+        _secrets_absent(files, [PIN_A, PIN_B, PIN_WRONG, PIN_DIFFERENT])
     finally:
         srv.stop()
         carrier.stop()
