@@ -66,6 +66,10 @@ def env() -> dict[str, str]:
     return e
 
 
+#: subprocess.Popen as imported: a test that wraps it (test_writer_descriptors.py lowers the
+#: server's RLIMIT_NOFILE in a preexec_fn) gets a subprocess, not a zygote's fork
+_POPEN = subprocess.Popen
+
 #: what one institution command may spend (safescan.procs.StartBound: seconds of CPU, or of no
 #: progress at all), not of the wall clock, which a loaded machine stretches
 CLI_BOUND = 120.0
@@ -75,7 +79,7 @@ def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m safescan.institution ARGS`` with the test passphrase; output captured. A
     command that spends :data:`CLI_BOUND` is killed (``subprocess.TimeoutExpired``)."""
     cmd = [sys.executable, "-m", "safescan.institution", *args]
-    forked = _forked_cli(cmd, list(args))
+    forked = _forked_cli(cmd, list(args)) if subprocess.Popen is _POPEN else None
     if forked is not None:
         return forked
     proc = subprocess.Popen(
@@ -458,7 +462,11 @@ class ServerProcess:
         if self.tls:  # this server's CA for its origin (another server may have had the port)
             self._pinned = pki.pin(self.base_url, self.ca)
         forked = None
-        if self.module == "safescan.institution" and "--workers" not in self.extra:
+        if (
+            self.module == "safescan.institution"
+            and "--workers" not in self.extra
+            and subprocess.Popen is _POPEN  # not wrapped by a test (a preexec_fn's rlimit)
+        ):
             forked = zygote.start(cmd[3:], env(), self.log, self.log)
         self.proc = forked or subprocess.Popen(
             cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from safescan.web import pki
-from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db
+from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db, institution_cli
 from tests.institution.pg import free_port
 
 
@@ -97,25 +97,15 @@ def test_init_makes_a_private_ca_and_server_certificate(site: Site) -> None:
 
 def test_init_prints_the_ca_fingerprint_and_takes_extra_names(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'i.db'}"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "init",
-            "--db",
-            db,
-            "--json",
-            "--tls-name",
-            "pay.example.org",
-            "--tls-name",
-            "10.1.2.3",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    out = institution_cli(
+        "init",
+        "--db",
+        db,
+        "--json",
+        "--tls-name",
+        "pay.example.org",
+        "--tls-name",
+        "10.1.2.3",
     )
     assert out.returncode == 0, out.stderr
     tls = json.loads(out.stdout)["tls"]
@@ -129,14 +119,7 @@ def test_init_prints_the_ca_fingerprint_and_takes_extra_names(tmp_path: Path) ->
 @pytest.mark.parametrize("bad", ["-bad-.ex ample", "a..b", "x" * 70 + ".org", "ünï.org"])
 def test_init_refuses_a_bad_certificate_name_and_writes_nothing(tmp_path: Path, bad: str) -> None:
     db = f"sqlite:///{tmp_path / 'i.db'}"
-    out = subprocess.run(
-        [sys.executable, "-m", "safescan.institution", "init", "--db", db, "--tls-name", bad],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = institution_cli("init", "--db", db, "--tls-name", bad)
     assert out.returncode == 2
     assert "certificate_name_error" in out.stderr.replace("\n", "")
     assert list(tmp_path.iterdir()) == []
@@ -315,26 +298,16 @@ def _start_unverified(server: ServerProcess) -> None:
 def test_rotated_server_certificate_is_accepted_without_client_change(site: Site) -> None:
     before = site.tls.server_cert.read_bytes()
     ctx = pinned(site)  # what the client pinned at set-up, before the rotation
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "tls",
-            "issue",
-            "--db",
-            site.db_url,
-            "--keys",
-            str(site.keys),
-            "--json",
-            "--tls-name",
-            "pay.example.org",
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    out = institution_cli(
+        "tls",
+        "issue",
+        "--db",
+        site.db_url,
+        "--keys",
+        str(site.keys),
+        "--json",
+        "--tls-name",
+        "pay.example.org",
     )
     assert out.returncode == 0, out.stderr
     assert "pay.example.org" in json.loads(out.stdout)["names"]
@@ -348,25 +321,15 @@ def test_rotated_server_certificate_is_accepted_without_client_change(site: Site
 
 
 def _serve_fails(site: Site, *args: str, keys: Path | None = None) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "serve",
-            "--db",
-            site.db_url,
-            "--keys",
-            str(keys or site.keys),
-            "--port",
-            str(free_port()),
-            *args,
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    out = institution_cli(
+        "serve",
+        "--db",
+        site.db_url,
+        "--keys",
+        str(keys or site.keys),
+        "--port",
+        str(free_port()),
+        *args,
     )
     assert out.returncode == 2, out.stdout + out.stderr
     return out.stderr.replace("\n", " ")

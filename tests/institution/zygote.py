@@ -11,9 +11,10 @@ and its stdin/stdout/stderr; only the imports are already done. Killing a comman
 reading its CPU from /proc, its exit status and output: all as with a subprocess.
 
 The zygote is used only when the command's environment is exactly the one it imported its
-modules under (``PYTEST_CURRENT_TEST`` aside) and the descriptor limit is the same: a test
+modules under (``PYTEST_CURRENT_TEST`` aside) and the resource limits are the same: a test
 that sets a variable a module reads at import (``SAFESCAN_DB_FAILOVER_WAIT``), a preloaded
-library (``LD_PRELOAD`` for faketime) or another limit gets a plain subprocess, as before.
+library (``LD_PRELOAD`` for faketime) or another limit gets a plain subprocess, as before (and
+so does a test that wraps ``subprocess.Popen``: tests/institution/harness.py checks that).
 ``SAFESCAN_TEST_NO_ZYGOTE=1`` turns it off.
 
 Protocol (one Unix-socket connection per command): the test sends one JSON line (argv, env,
@@ -203,6 +204,12 @@ def serve_zygote(path: str) -> None:
 # ----------------------------------------------------------------------------- the tests' side
 
 
+def _limits() -> list[tuple[int, int]]:
+    """This process's resource limits (what a subprocess would inherit)."""
+    names = sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))
+    return [resource.getrlimit(getattr(resource, n)) for n in names]
+
+
 def _own_cpu(pid: int) -> float:
     """User + system seconds process ``pid`` has used (0 if it is gone)."""
     try:
@@ -215,7 +222,7 @@ def _own_cpu(pid: int) -> float:
 class _Zygote:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = _comparable(env)
-        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.limits = _limits()
         self.dir = tempfile.mkdtemp(prefix="safescan-zygote-")
         self.path = os.path.join(self.dir, "sock")
         self.proc = subprocess.Popen(
@@ -236,7 +243,7 @@ class _Zygote:
             self.ok
             and self.proc.poll() is None
             and _comparable(env) == self.env
-            and resource.getrlimit(resource.RLIMIT_NOFILE) == self.nofile
+            and _limits() == self.limits
         )
 
     def close(self) -> None:
