@@ -140,6 +140,7 @@ def test_hostile_json_bodies_are_typed_refusals_that_change_nothing(
         b'{"items": [{"\\udc80": 1}]}',
         b'{"items": [{"name": "Tea", "quantity": NaN, "unit_price": 100}]}',
         b'{"items": [{"name": "Tea", "quantity": 1, "unit_price": Infinity}]}',
+        b'{"items": [{"name": "Tea", "quantity": 1, "unit_price": 1e999}]}',
         b'{"items": ' + b"[" * 5000 + b"]" * 5000 + b"}",
         b'{"amount": 1, "reason": "\\ud83d"}',
         b'{"items": "\xff"}',
