@@ -51,9 +51,10 @@ Both servers' clients open their connections (TCP and TLS) with one ``GET /healt
 before the clock starts (``connect_phase_ms`` reports that phase apart); ``--cold-start``
 opens them inside the first timed second instead, as every run before the ninth sitting did.
 
-``--before TREE`` adds, in each round, the institution of another checkout (an earlier commit
-with the same schema: its ``src`` on ``PYTHONPATH``), so one alternating run gives before,
-after and the yardstick under the same load.
+``--before TREE`` adds, in each round, the institution of another checkout (an earlier commit:
+its ``src`` on ``PYTHONPATH``; its run's database is brought down to that tree's newest
+migration, since a server refuses a newer schema than its own), so one alternating run gives
+before, after and the yardstick under the same load.
 
 ``--alternate N`` runs the institution (bench/institution_load.py's server and settings) and
 the yardstick N times each, alternating, each on a fresh database (on PostgreSQL a fresh
@@ -431,6 +432,30 @@ class BareServer:
             self.proc.wait(15)
 
 
+def schema_of(tree: Path, db_url: str) -> None:
+    """Bring a database this checkout made down to TREE's newest migration: an earlier tree's
+    server refuses a schema newer than its own (``require_current_schema``). This checkout's
+    migrations know how to go down; the load's orders and the audit do not depend on the later
+    revisions (indexes, tables an older tree does not use)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from safescan.institution.db import Database, _alembic_config, schema_revisions
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(tree / "src/safescan/institution/migrations"))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    db = Database(db_url)
+    try:
+        if head is not None and schema_revisions(db.engine)[0] != head:
+            with db.engine.connect() as conn:
+                command.downgrade(_alembic_config(conn), head)
+                conn.commit()
+    finally:
+        db.dispose()
+
+
 def _audit_summary(output: str) -> str:
     """The failing checks of ``safescan institution audit --json`` and its first findings."""
     try:
@@ -451,6 +476,8 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
         else:
             db_url = f"sqlite:///{Path(d) / 'bench.db'}"
         init_db(db_url, keys)
+        if kind == "before":  # that tree's schema (it may be older than this checkout's)
+            schema_of(Path(args.before).resolve(), db_url)
         per_client = int(args.max_rate * args.seconds / args.concurrency) + 1
         work, bound = institution_load.prepare(
             db_url, keys, args.concurrency, per_client, args.merchants
@@ -488,9 +515,12 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
         # the load generator shares the machine's cores (HTTPS client, JSON): what a payment
         # costs on this machine in all is both (see docs/performance.md, seventh sitting)
         result["generator_cpu_ms_per_payment"] = round((own1 - own0) * 1000 / n, 3)
+        audit_env = env()
+        if kind == "before":  # that tree audits its own schema (it may be older than ours)
+            audit_env["PYTHONPATH"] = f"{Path(args.before).resolve() / 'src'}"
         checked = subprocess.run(
             [sys.executable, "-m", "safescan.institution", "audit", "--db", db_url, "--json"],
-            env=env(),
+            env=audit_env,
             capture_output=True,
             text=True,
         )
@@ -519,7 +549,8 @@ def main() -> None:
         "--before",
         metavar="TREE",
         help="with --alternate: also run the institution of TREE (a checkout of an earlier"
-        " commit with the same schema) in each round: before / after / yardstick",
+        " commit; its database brought down to TREE's newest migration) in each round:"
+        " before / after / yardstick",
     )
     ap.add_argument("--serve", nargs=3, metavar=("DB", "KEYS", "PORT"), help=argparse.SUPPRESS)
     institution_load.add_tls_option(ap)
