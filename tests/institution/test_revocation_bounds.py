@@ -166,3 +166,25 @@ def test_the_card_bound_is_entries_and_bytes_and_beyond_either_it_fails_closed()
     card = _Card()
     out = update_card(_Remote(merchants), trust, card, card_sequence=1)  # type: ignore[arg-type]
     assert out.stale and not card.taken
+
+
+def test_the_json_list_shows_what_the_signed_one_says_including_next_update(
+    world: World,
+) -> None:
+    """``GET /v1/revocation-list``'s JSON shows the signed list's ``issued_at`` and
+    ``next_update`` (before: only the signed bytes carried ``next_update``, so a JSON reader
+    could not tell until when the list is current), and the spec names the field."""
+    trust = _trust(world)
+    for scope in ("all", "merchant"):
+        doc = world.http.get(f"/v1/revocation-list?scope={scope}").json()
+        signed = RevocationList.from_bytes(base64.b64decode(doc["signed"]), trust)
+        assert doc["sequence"] == signed.sequence
+        assert doc["issued_at"] == signed.issued_at
+        assert doc["next_update"] == signed.next_update
+    full = world.http.get("/v1/revocation-list").json()
+    assert full["issued_at"] < full["next_update"]  # scope=all is a version-3 list
+    spec = world.http.get("/openapi.json").json()
+    json_form = spec["paths"]["/v1/revocation-list"]["get"]["responses"]["200"]["content"]
+    schema = json_form["application/json"]["schema"]
+    assert "next_update" in schema["required"]
+    assert schema["properties"]["next_update"]["type"] == ["integer", "null"]

@@ -110,6 +110,7 @@ REVOCATION_LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
                     "required": [
                         "sequence",
                         "issued_at",
+                        "next_update",
                         "serials",
                         "subjects",
                         "issuer_kid",
@@ -118,6 +119,11 @@ REVOCATION_LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
                     "properties": {
                         "sequence": {"type": "integer"},
                         "issued_at": {"type": "integer"},
+                        "next_update": {
+                            "type": ["integer", "null"],
+                            "description": "signed (version-3 lists, scope=all): not relied on"
+                            " past this + 12 h; null for a list without one (scope=merchant)",
+                        },
                         "serials": {"type": "array", "items": {"type": "integer"}},
                         "subjects": {"type": "array", "items": {"type": "string"}},
                         "issuer_kid": {"type": "integer"},
@@ -159,6 +165,7 @@ def wallet_router(inst: Institution, *, limiter: RateLimiter) -> APIRouter:
             {
                 "sequence": crl.sequence,
                 "issued_at": crl.issued_at,
+                "next_update": crl.next_update,
                 "serials": sorted(crl.serials),
                 "subjects": sorted(crl.subjects),
                 "issuer_kid": crl.issuer_kid,
