@@ -26,6 +26,7 @@ from safescan.code import (
     issue_certificate,
     open_code,
 )
+from safescan.code.certs import STALE_GRACE, RevocationList
 from safescan.code.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -35,7 +36,13 @@ from safescan.code.errors import (
 )
 from safescan.code.payment import LineItem
 from safescan.code.schemelist import PublishedSchemeKey, SchemeKeyList
-from safescan.merchant.sealing import LOCAL_PREFIX, REFRESH_AFTER, LocalSealer, SealingError
+from safescan.merchant.sealing import (
+    LOCAL_PREFIX,
+    REFRESH_AFTER,
+    LocalSealer,
+    SealingError,
+    SealingListStale,
+)
 
 PASS = b"terminal-passphrase"
 ITEMS = [LineItem("Tea", 2, 300)]
@@ -52,6 +59,7 @@ class FakeApi:
     reachable: bool = True
     valid_days: int = 90
     issued: list[Certificate] = field(default_factory=list)
+    crl: bytes | None = None  # the revocation list answered, when set (else a version-2 list)
 
     def _up(self) -> None:
         if not self.reachable:
@@ -85,6 +93,8 @@ class FakeApi:
 
     def revocation_list(self) -> bytes:
         self._up()
+        if self.crl is not None:
+            return self.crl
         return self.inst.revocation_list(self.revoked, sequence=self.sequence)
 
     # the merchant client's services, as the sealer calls them
@@ -293,3 +303,71 @@ def test_a_damaged_cached_list_stops_sealing_and_the_next_refresh_replaces_it(
     sealer.refresh(api)  # type: ignore[arg-type]
     assert not path.is_symlink() and path.read_bytes() == good
     assert sealer.make_order(ITEMS).sealed_here
+
+
+DAY = 86400
+
+
+def _v3(inst: LocalInstitution, *, sequence: int, issued_at: int) -> bytes:
+    """A genuine version-3 list, current for a day (as the institution issues them)."""
+    return RevocationList.issue(
+        inst.key,
+        inst.kid,
+        sequence=sequence,
+        issued_at=issued_at,
+        serials=set(),
+        next_update=issued_at + DAY,
+    ).to_bytes()
+
+
+def test_offline_the_terminal_does_not_seal_with_a_list_past_next_update_and_the_grace(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Threat-model K15 at the terminal: the wallet's freshness rule (the same
+    ``RevocationList.is_stale``) when sealing offline; before, any cached list served forever.
+    The edge second still seals; one second past it, and an older genuine list swapped into
+    the cache, are the typed ``pos_revocation_list_stale`` and nothing is sealed."""
+    t0 = inst.now
+    api = FakeApi(inst, crl=_v3(inst, sequence=3, issued_at=t0))
+    _ready(inst, tmp_path, api)
+    edge = t0 + DAY + STALE_GRACE
+    assert _sealer(inst, tmp_path, at=edge).make_order(ITEMS).sealed_here
+    for late in (edge + 1, edge + 30 * DAY):
+        sealer = _sealer(inst, tmp_path, at=late)
+        with pytest.raises(SealingListStale) as err:
+            sealer.make_order(ITEMS)
+        assert err.value.code == "pos_revocation_list_stale"
+        assert "current until" in err.value.message and "connect" in err.value.message
+        assert sealer.status()["revocation_list"]["stale"] is True
+    # an older genuine list (same sequence, issued two days before) swapped into the cache
+    (tmp_path / "pos-seal" / "revocations.cbor").write_bytes(
+        _v3(inst, sequence=3, issued_at=t0 - 2 * DAY)
+    )
+    with pytest.raises(SealingListStale):
+        _sealer(inst, tmp_path).make_order(ITEMS)
+
+
+def test_a_resigned_list_replaces_the_cache_and_a_replayed_older_one_does_not(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """The cache keeps the newest list by (sequence, issued_at): the institution's list
+    re-signed 12 h later replaces it (before: only a higher sequence did, so a terminal
+    refreshing every 10 minutes still went stale a day and a half after its list's
+    sequence last changed), and a replayed older issue or sequence never does."""
+    t0 = inst.now
+    first = _v3(inst, sequence=3, issued_at=t0)
+    api = FakeApi(inst, crl=first)
+    _ready(inst, tmp_path, api)
+    path = tmp_path / "pos-seal" / "revocations.cbor"
+    resigned = _v3(inst, sequence=3, issued_at=t0 + DAY // 2)
+    api.crl = resigned
+    _sealer(inst, tmp_path, at=t0 + DAY // 2).refresh(api)  # type: ignore[arg-type]
+    assert path.read_bytes() == resigned
+    for replayed in (first, _v3(inst, sequence=2, issued_at=t0 + DAY)):
+        api.crl = replayed
+        _sealer(inst, tmp_path, at=t0 + DAY).refresh(api)  # type: ignore[arg-type]
+        assert path.read_bytes() == resigned
+    # offline past the first issue's limit, within the re-signed one's: it seals
+    assert _sealer(inst, tmp_path, at=t0 + DAY + STALE_GRACE + 1).make_order(ITEMS).sealed_here
+    with pytest.raises(SealingListStale):  # and past the re-signed one's, it does not
+        _sealer(inst, tmp_path, at=t0 + DAY // 2 + DAY + STALE_GRACE + 1).make_order(ITEMS)

@@ -208,6 +208,11 @@ def issue_certificate(
 MAX_CRL_ENTRIES = 100_000
 #: The longest a version-3 revocation list may say it stays current (next_update - issued_at).
 MAX_CRL_VALIDITY = 31 * 86400
+#: How long past its ``next_update`` a version-3 list is still relied on (a holder offline a
+#: little longer than the institution's re-signing period): the one freshness rule the wallet
+#: (:mod:`safescan.wallet.crlcache`) and the terminal's sealing cache
+#: (:mod:`safescan.merchant.sealing`) both apply (docs/protocol.md).
+STALE_GRACE = 12 * 3600
 
 
 def _check_subjects(values: object) -> frozenset[str]:
@@ -257,6 +262,13 @@ class RevocationList:
         """The order in which a holder prefers lists: a higher sequence, then (the same list
         re-signed) a later ``issued_at``."""
         return (self.sequence, self.issued_at)
+
+    def is_stale(self, now: int) -> bool:
+        """Whether a holder must no longer rely on this list at ``now`` (Unix seconds): a
+        version-3 list past its ``next_update`` + :data:`STALE_GRACE`. Version-1/2 lists carry
+        no ``next_update`` and are never stale by this rule (their holders order by sequence
+        only)."""
+        return self.next_update is not None and now > self.next_update + STALE_GRACE
 
     @property
     def entries(self) -> int:

@@ -15,7 +15,12 @@ Files, next to the POS configuration (``pos.json`` -> ``pos-seal/``), all writte
     checked_at         when the cache was last refreshed from the institution
 
 Everything cached is verified under the institution keys pinned in the POS configuration,
-every time it is used: a tampered cache is refused, never sealed with.
+every time it is used: a tampered cache is refused, never sealed with. The revocation list
+obeys the wallet's freshness rule (:meth:`RevocationList.is_stale`, docs/protocol.md
+"Revocation list freshness"): the cache keeps the newest list by ``(sequence, issued_at)``
+(the institution's re-signed list replaces it, a replayed older one does not), and the
+terminal does not seal with a version-3 list past its ``next_update`` + 12 h
+(:class:`SealingListStale`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ class SealingError(SafescanError):
     """Local sealing is not set up, or its cached material cannot be used."""
 
     code = "pos_sealing_error"
+
+
+class SealingListStale(SealingError):
+    """The cached revocation list is past its signed ``next_update`` + the grace
+    (:data:`safescan.code.certs.STALE_GRACE`): offline, a revoked merchant certificate could
+    not be told apart, so nothing is sealed until an online refresh fetches a current list."""
+
+    code = "pos_revocation_list_stale"
 
 
 def sealing_dir(config: PosConfig) -> Path:
@@ -159,7 +172,7 @@ class LocalSealer:
         # a cached file that does not verify is never used, and here it is replaced by the
         # institution's verified one (before: refresh raised on it, so the terminal could
         # not seal again until someone deleted the file by hand)
-        trust = self._trust(damaged_ok=True)
+        trust, held = self._trust_and_list(damaged_ok=True)
         listed = api.keys.scheme_key_list()
         newest = SchemeKeyList.from_bytes(listed, trust)  # verified before it is cached
         try:
@@ -170,7 +183,10 @@ class LocalSealer:
             write_private_file(self._path("scheme-keys.cbor"), listed)
         crl = api.revocations.signed()
         fresh = RevocationList.from_bytes(crl, trust)
-        if fresh.sequence > trust.crl_sequence:
+        # newest by (sequence, issued_at): the institution's re-signed list replaces the cache
+        # (before: only a higher sequence did, so the cached issue went stale); a replayed
+        # older list never does
+        if held is None or fresh.freshness > held.freshness:
             write_private_file(self._path("revocations.cbor"), crl)
         cert = self._certificate(required=False)
         now = self.now()
@@ -204,23 +220,32 @@ class LocalSealer:
     # --- offline: seal -------------------------------------------------------------------
 
     def _trust(self, *, damaged_ok: bool = False) -> TrustStore:
-        """The pinned keys plus the cached revocation list, verified. A list that does not
-        verify (or a link to a device) is :class:`SealingError`: nothing is sealed as if
-        nothing were revoked; ``damaged_ok`` (refresh only) leaves it out, to be replaced."""
+        """The pinned keys plus the cached revocation list (:meth:`_trust_and_list`)."""
+        return self._trust_and_list(damaged_ok=damaged_ok)[0]
+
+    def _trust_and_list(
+        self, *, damaged_ok: bool = False
+    ) -> tuple[TrustStore, RevocationList | None]:
+        """The pinned keys plus the cached revocation list, verified, and that list (``None``
+        when none is cached). A list that does not verify (or a link to a device) is
+        :class:`SealingError`: nothing is sealed as if nothing were revoked; ``damaged_ok``
+        (refresh only) leaves it out, to be replaced."""
         trust = TrustStore(dict(self.pinned.institution_keys))
         path = self._path("revocations.cbor")
+        crl: RevocationList | None = None
         if path.exists() or path.is_symlink():
             try:
                 raw = read_bounded(path, CACHE_LIMIT, "a revocation list")
-                trust.apply_revocations(RevocationList.from_bytes(raw, trust))
+                crl = RevocationList.from_bytes(raw, trust)
+                trust.apply_revocations(crl)
             except (SafescanError, OSError) as exc:
                 if damaged_ok:
-                    return TrustStore(dict(self.pinned.institution_keys))
+                    return TrustStore(dict(self.pinned.institution_keys)), None
                 raise SealingError(
                     f"the cached revocation list does not verify ({exc}): run"
                     " `safescan pos seal-setup` online to fetch it again"
                 ) from None
-        return trust
+        return trust, crl
 
     def _cached_list(self, trust: TrustStore, *, required: bool = True) -> SchemeKeyList | None:
         path = self._path("scheme-keys.cbor")
@@ -250,11 +275,18 @@ class LocalSealer:
         expires_in: int = 300,
     ) -> Order:
         """Seal a dynamic code for ``items`` here, without the institution (offline)."""
-        trust = self._trust()
+        trust, crl = self._trust_and_list()
+        now = self.now()
+        if crl is not None and crl.is_stale(now):
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(crl.next_update or 0))
+            raise SealingListStale(
+                f"the cached revocation list (sequence {crl.sequence}) was current until"
+                f" {until}; offline, a revoked certificate could not be told apart: connect"
+                " so the terminal refreshes it (`safescan pos seal-setup`), then seal again"
+            )
         key = self._signing_key()
         cert = self._certificate()
         assert cert is not None
-        now = self.now()
         verify_certificate(cert, trust, role=Role.MERCHANT, now=now)  # revoked, expired...
         if cert.public_key != key.public_key or cert.merchant is None:
             raise SealingError("the cached certificate is not for this terminal's key")
@@ -295,7 +327,7 @@ class LocalSealer:
 
     def status(self) -> dict[str, Any]:
         """What the terminal can seal with, and until when (JSON-ready)."""
-        trust = self._trust()
+        trust, crl = self._trust_and_list()
         cert = self._certificate(required=False)
         listed = self._cached_list(trust, required=False)
         try:
@@ -309,6 +341,13 @@ class LocalSealer:
                 "not_after": cert.not_after,
                 "revoked": cert.serial in trust.revoked_serials,
                 "merchant": None if cert.merchant is None else cert.merchant.to_cbor(),
+            }
+        if crl is not None:
+            doc["revocation_list"] = {
+                "sequence": crl.sequence,
+                "issued_at": crl.issued_at,
+                "next_update": crl.next_update,
+                "stale": crl.is_stale(self.now()),
             }
         if listed is not None:
             current = next(k for k in listed.keys if k.key.kid == listed.current_kid)

@@ -38,16 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safescan.code.atomicfile import write_atomic
-from safescan.code.certs import RevocationList, TrustStore
+from safescan.code.certs import STALE_GRACE, RevocationList, TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.smallfile import read_bounded
 from safescan.wallet.errors import RevocationListInvalid, RevocationListStale
 
 #: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
 CRL_FILE_LIMIT = 1 << 22
-#: how long past its ``next_update`` a version-3 list is still relied on (a wallet offline a
-#: little longer than the institution's re-signing period; docs/protocol.md)
-STALE_GRACE = 12 * 3600
 
 
 @dataclass
@@ -171,7 +168,7 @@ def _utc(t: int) -> str:
 def _refuse_stale(crl: RevocationList, now: int, *, online: bool) -> None:
     """:class:`RevocationListStale` when ``crl`` (a version-3 list) is past its
     ``next_update`` + :data:`STALE_GRACE` at ``now``."""
-    if crl.next_update is None or now <= crl.next_update + STALE_GRACE:
+    if not crl.is_stale(now) or crl.next_update is None:
         return
     until = _utc(crl.next_update)
     if online:

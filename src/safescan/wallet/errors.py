@@ -85,7 +85,7 @@ class RevocationListInvalid(WalletError):
 
 class RevocationListStale(RevocationListInvalid):
     """The newest revocation list the wallet can get is past its signed ``next_update`` plus
-    the grace (:data:`safescan.wallet.crlcache.STALE_GRACE`): offline with an old list (or one
+    the grace (:data:`safescan.code.certs.STALE_GRACE`): offline with an old list (or one
     someone swapped in), or an institution answer that is a replay. Nothing was paid; the
     message says until when the list was current and to connect."""
 
