@@ -10,12 +10,14 @@ does (:func:`runpy.run_module`) with the test's arguments, environment, working 
 and its stdin/stdout/stderr; only the imports are already done. Killing a command by pid,
 reading its CPU from /proc, its exit status and output: all as with a subprocess.
 
-The zygote is used only when the command's environment is exactly the one it imported its
-modules under (``PYTEST_CURRENT_TEST`` aside) and the resource limits are the same: a test
-that sets a variable a module reads at import (``SAFESCAN_DB_FAILOVER_WAIT``), a preloaded
-library (``LD_PRELOAD`` for faketime) or another limit gets a plain subprocess, as before (and
-so does a test that wraps ``subprocess.Popen``: tests/institution/harness.py checks that).
-``SAFESCAN_TEST_NO_ZYGOTE=1`` turns it off.
+A command is forked only from a zygote whose environment is exactly the command's
+(``PYTEST_CURRENT_TEST`` aside) and whose resource limits are the worker's: a variable a module
+reads at import (``SAFESCAN_DB_FAILOVER_WAIT``) has the value the command was given. A worker
+keeps at most :data:`KEEP` zygotes, least recently used first out: one for the first
+environment it runs a command in, one more for an environment that missed twice; any other
+command gets a plain subprocess, as before. Never a zygote under ``LD_*``/``FAKETIME*``
+variables (faketime acts when a process starts), nor where a test wraps ``subprocess.Popen``
+(tests/institution/harness.py checks that). ``SAFESCAN_TEST_NO_ZYGOTE=1`` turns it off.
 
 Protocol (one Unix-socket connection per command): the test sends one JSON line (argv, env,
 cwd) with its three descriptors (SCM_RIGHTS); the zygote forks a runner for the connection,
@@ -221,8 +223,6 @@ def _own_cpu(pid: int) -> float:
 
 class _Zygote:
     def __init__(self, env: dict[str, str]) -> None:
-        self.env = _comparable(env)
-        self.limits = _limits()
         self.dir = tempfile.mkdtemp(prefix="safescan-zygote-")
         self.path = os.path.join(self.dir, "sock")
         self.proc = subprocess.Popen(
@@ -238,14 +238,6 @@ class _Zygote:
         global reaped_cpu
         reaped_cpu += _own_cpu(self.proc.pid)  # its imports, charged to the test that started it
 
-    def fits(self, env: dict[str, str]) -> bool:
-        return (
-            self.ok
-            and self.proc.poll() is None
-            and _comparable(env) == self.env
-            and _limits() == self.limits
-        )
-
     def close(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
@@ -260,21 +252,47 @@ class _Zygote:
         shutil.rmtree(self.dir, ignore_errors=True)  # the zygote removes it; if it was killed
 
 
-_zygote: _Zygote | None = None
+#: the zygotes of this process by environment and limits, least recently used first: at most
+#: :data:`KEEP`; a new one is made for the first environment, or for one missed twice
+_zygotes: dict[tuple[Any, ...], _Zygote] = {}
+_misses: dict[tuple[Any, ...], int] = {}
 _lock = threading.Lock()
+KEEP = 2
+#: variables that act when a process starts (the dynamic loader's, faketime's): a fork of a
+#: zygote started under them would share what they did at its start, so never a zygote for them
+UNFIT_PREFIXES = ("LD_", "FAKETIME", "DYLD_")
+
+
+def _close_all() -> None:
+    for z in list(_zygotes.values()):
+        z.close()
 
 
 def _get(env: dict[str, str]) -> _Zygote | None:
-    global _zygote
     if os.environ.get("SAFESCAN_TEST_NO_ZYGOTE") == "1" or not os.path.isdir("/proc/self/task"):
         return None
+    if any(k.startswith(UNFIT_PREFIXES) for k in env):
+        return None
+    key = (tuple(sorted(_comparable(env).items())), tuple(_limits()))
     with _lock:
-        if _zygote is None:
+        z = _zygotes.pop(key, None)
+        if z is not None:
+            _zygotes[key] = z  # now the most recently used
+            # one that did not start or has died: subprocesses for this environment
+            return z if z.ok and z.proc.poll() is None else None
+        _misses[key] = _misses.get(key, 0) + 1
+        if _zygotes and _misses[key] < 2:
+            return None  # one command in another environment: a subprocess
+        if not _misses.get((), 0):
             import atexit
 
-            _zygote = _Zygote(env)
-            atexit.register(_zygote.close)
-        return _zygote if _zygote.fits(env) else None
+            atexit.register(_close_all)
+            _misses[()] = 1
+        while len(_zygotes) >= KEEP:
+            _zygotes.pop(next(iter(_zygotes))).close()
+        z = _Zygote(env)
+        _zygotes[key] = z
+        return z if z.ok else None
 
 
 def _umask() -> int:
