@@ -22,6 +22,7 @@ import pytest
 from safescan.cluster import ClusterError, ClusterSpec, Tuning, supervisor
 from safescan.cluster.procs import ProcessTable, start_time
 from safescan.cluster.render import STATS_USER, HaproxyTls, haproxy_config
+from safescan.cluster.secretfile import SECRET_FILE_LIMIT
 from safescan.cluster.spec import SPEC_FILE, load_or_create, read_spec
 from safescan.cluster.supervisor import PUBLIC_URL_ENV, Cluster, _write_private
 from safescan.institution.settings import ServerSettings
@@ -257,3 +258,49 @@ def test_a_pid_file_is_read_without_following_a_link(tmp_path: Path) -> None:
         table.pid("haproxy")
     os.replace(me, tmp_path / "haproxy.pid")
     assert table.pid("haproxy") == os.getpid()  # a whole file: the process, checked live
+
+
+@pytest.mark.parametrize(
+    "damage", ["huge", "dev_zero_link", "symlink", "hardlink", "directory", "fifo", "empty"]
+)
+@pytest.mark.parametrize("name", ["admin-token", "secrets.json"])
+def test_a_secret_file_is_read_bounded_and_never_through_a_link(
+    tmp_path: Path, name: str, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Cluster.admin_token()`` and ``secrets()`` read ``STATE/secrets`` files the supervisor
+    wrote itself: at most 64 KiB, never through a symbolic or hard link, only a regular file;
+    anything else is the typed ClusterError, whose message never shows the file's contents
+    (before: an unbounded ``read_text`` that followed links: ``/dev/zero`` ran the supervisor
+    out of memory, a link to another file was sent as the token). No cluster is started."""
+    monkeypatch.setattr(supervisor, "service_user", lambda: None)
+    cluster = Cluster(ClusterSpec(state_dir=tmp_path / "state"))
+    cluster.secrets_dir.mkdir(parents=True, mode=0o700)
+    path = cluster.secrets_dir / name
+    victim = tmp_path / "victim"
+    victim.write_text("victim-contents-q7\n")
+    if damage == "huge":
+        path.write_text("T" * (SECRET_FILE_LIMIT + 1))
+    elif damage == "dev_zero_link":
+        path.symlink_to("/dev/zero")
+    elif damage == "symlink":
+        path.symlink_to(victim)
+    elif damage == "hardlink":
+        os.link(victim, path)
+    elif damage == "directory":
+        path.mkdir()
+    elif damage == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("" if name == "admin-token" else "{}")
+    read = cluster.admin_token if name == "admin-token" else cluster.secrets
+    with pytest.raises(ClusterError) as err:
+        read()
+    assert "victim-contents" not in str(err.value) and "TTTT" not in str(err.value)
+    # the file the supervisor writes itself is read as before
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
+    if name == "admin-token":
+        _write_private(path, "adm_token-value\n")
+        assert cluster.admin_token() == "adm_token-value"

@@ -36,6 +36,7 @@ from safescan.cluster.procs import (
     port_free,
     wait_until,
 )
+from safescan.cluster.secretfile import read_secret
 from safescan.cluster.spec import SPEC_FILE, ClusterSpec
 from safescan.code.atomicfile import write_atomic
 from safescan.web import pki
@@ -157,14 +158,22 @@ class Cluster:
 
     def secrets(self) -> render.Secrets:
         """The cluster's generated secrets."""
+        text = read_secret(self.secrets_dir / "secrets.json", "secrets")
         try:
-            return render.Secrets.from_json((self.secrets_dir / "secrets.json").read_text())
-        except (OSError, ValueError, TypeError) as exc:
+            return render.Secrets.from_json(text)
+        except (ValueError, TypeError) as exc:
             raise ClusterError(f"cannot read the cluster's secrets: {exc}") from None
 
     def admin_token(self) -> str:
-        """The institution's first administrator token (kept in the secrets directory)."""
-        return (self.secrets_dir / "admin-token").read_text().strip()
+        """The institution's first administrator token (kept in the secrets directory);
+        :class:`ClusterError` when the file is missing, empty, too large, a link or not a
+        regular file (:func:`safescan.cluster.secretfile.read_secret`)."""
+        token = read_secret(self.secrets_dir / "admin-token", "administrator token").strip()
+        if not token:
+            raise ClusterError(
+                f"the cluster's administrator token {self.secrets_dir / 'admin-token'} is empty"
+            )
+        return token
 
     # --- bring up ------------------------------------------------------------------------------
 
