@@ -273,7 +273,10 @@ def test_etcd_and_patroni_speak_only_verified_tls(cluster: Cluster, tmp_path: Pa
         assert http_json(f"https://{rest}", 5, cluster.client_context())[0] == 200
 
     def checks() -> dict[str, str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{p.stats}/;csv", timeout=5) as r:
+        stats = urllib.request.Request(
+            f"http://127.0.0.1:{p.stats}/;csv", headers={"Authorization": cluster.stats_auth()}
+        )
+        with urllib.request.urlopen(stats, timeout=5) as r:
             rows = csv.DictReader(r.read().decode().lstrip("# ").splitlines())
             return {
                 row["svname"]: row["check_status"]
