@@ -32,6 +32,9 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", int(env.get("SHOP_PORT", "0"))))
+    # listening before READY is printed: uvicorn calls listen() only inside serve(), and a
+    # client that connected between READY and then was refused (ECONNREFUSED)
+    sock.listen(2048)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = Config(
         institution=env["SHOP_INSTITUTION_URL"],
