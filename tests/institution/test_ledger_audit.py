@@ -160,14 +160,21 @@ def test_audit_chain_detects_alteration_deletion_and_truncation(db: Database) ->
 
 
 def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
-    m = world.merchant()
-    cid = world.customer({"EUR": 10_000})
-    carrier = world.carrier(cid)
-    o = m.order([("Pen", 2, 150)])
-    paid = world.pay(o["code"], carrier.authorize(o["code"]))
-    assert paid.status_code == 201, paid.text
-    refunded = m.request("POST", f"/v1/merchant/orders/{o['order_id']}/refunds", {"amount": 100})
-    assert refunded.status_code == 201, refunded.text
+    def utc_day(at: int) -> str:
+        return dt.datetime.fromtimestamp(at, dt.UTC).date().isoformat()
+
+    for _ in range(2):  # a payment and its refund on one UTC day (a new merchant's first day)
+        m = world.merchant()
+        cid = world.customer({"EUR": 10_000})
+        carrier = world.carrier(cid)
+        o = m.order([("Pen", 2, 150)])
+        paid = world.pay(o["code"], carrier.authorize(o["code"]))
+        assert paid.status_code == 201, paid.text
+        path = f"/v1/merchant/orders/{o['order_id']}/refunds"
+        refunded = m.request("POST", path, {"amount": 100})
+        assert refunded.status_code == 201, refunded.text
+        if utc_day(paid.json()["paid_at"]) == utc_day(refunded.json()["created_at"]):
+            break  # else midnight passed between the two: again, all after it
     db_url = world.db_url  # type: ignore[attr-defined]
     ok = institution_cli("audit", "--db", db_url, "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -175,7 +182,7 @@ def test_audit_command_passes_then_fails_on_tampering(world: World) -> None:
     assert report["ok"] is True and report["problems"] == [], report
     # settlement for the payment's UTC day agrees with the ledger (the day of the clock now, read
     # after the audit's seconds, was the next one when the payment was made just before midnight)
-    today = dt.datetime.fromtimestamp(paid.json()["paid_at"], dt.UTC).date().isoformat()
+    today = utc_day(paid.json()["paid_at"])
     out = institution_cli(
         "settlement", "--db", db_url, "--date", today, "--merchant", m.merchant_id,
         "--format", "json",
