@@ -22,6 +22,9 @@ from safescan.web import jsonbody
         b"[" * 5000 + b"]" * 5000,
         b'{"a": "\xff"}',
         b'{"a": 1',
+        b'{"a": 1, "a": 1}',
+        b'{"x": [{"b": 1, "b": 2}]}',
+        b'{"\\u0061": 1, "a": 2}',
     ],
 )
 def test_hostile_bodies_are_value_errors(raw: bytes) -> None:

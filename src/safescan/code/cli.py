@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from safescan.code import strictjson
 from safescan.code.certs import Certificate, Role, issue_certificate
 from safescan.code.cli_app import new_app
 from safescan.code.cli_options import JsonOpt as JsonOpt
@@ -293,21 +294,16 @@ def _ts(t: int) -> str:
 # --- codes ---------------------------------------------------------------------------------
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def read_order(path: Path) -> dict[str, Any]:
     """The order document of ``path``: at most :data:`FILE_LIMIT` bytes of UTF-8 JSON whose
     top level is an object; ``KeyFileError`` otherwise (redteam: nesting deeper than the
     interpreter's recursion limit was a ``RecursionError`` traceback; ``/dev/zero`` was read
-    whole), ``OSError`` when it cannot be read."""
+    whole; review: a lone surrogate, ``1e999`` or a key named twice was read), ``OSError``
+    when it cannot be read. The JSON is read by :func:`safescan.code.strictjson.loads`."""
     raw = read_bounded(path, what="an order file")
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        raise KeyFileError("the order file is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        doc = strictjson.loads(raw)
+    except strictjson.StrictJSONError as exc:
         raise KeyFileError(f"the order file is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise KeyFileError("the order file must hold a JSON object (see docs/operations.md)")
