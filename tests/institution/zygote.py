@@ -167,9 +167,10 @@ def serve_zygote(path: str) -> None:
     (the pytest worker that started it has gone)."""
     import importlib
 
-    # numpy (safescan.code.qr, which the checkout routes import) loads OpenBLAS, which starts
-    # a thread per core at load: one thread only, so that there is no thread to fork across
-    # (the commands do no linear algebra; their own environment is set in the child)
+    # numpy (safescan.code.qr: imported only where a QR image is drawn, not by these modules)
+    # loads OpenBLAS, which starts a thread per core at load: should a preloaded module import
+    # it again, one thread only, so that there is no thread to fork across (the commands do no
+    # linear algebra; their own environment is set in the child)
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     for name in PRELOAD:
         importlib.import_module(name)

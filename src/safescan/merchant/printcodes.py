@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
-
-from safescan.code import qr
+if TYPE_CHECKING:  # Pillow, numpy and zxing-cpp are imported only to draw a page
+    from PIL import Image, ImageDraw, ImageFont
 
 PAGE = (1240, 1754)  # A5 at 150 dpi: a table or counter stand
 DPI = 150.0
@@ -18,6 +18,8 @@ FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    from PIL import ImageFont
+
     if FONT.is_file():
         return ImageFont.truetype(str(FONT), size)
     return ImageFont.load_default(size=size)
@@ -39,6 +41,10 @@ def _centred(draw: ImageDraw.ImageDraw, y: int, text: str, size: int, fill: str)
 
 def poster(code: str, shop: str, label: str, currency: str) -> Image.Image:
     """The printed page: the shop's name, the code, what to do."""
+    from PIL import Image, ImageDraw
+
+    from safescan.code import qr
+
     page = Image.new("RGB", PAGE, "white")
     draw = ImageDraw.Draw(page)
     y = _centred(draw, 90, shop, 72, "#0d1117")

@@ -45,7 +45,6 @@ from starlette.types import ASGIApp
 
 from safescan.api import obslog
 from safescan.client.events import AsyncEventStream
-from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
@@ -374,6 +373,8 @@ def create_app(
     # --- shared -----------------------------------------------------------------------------
 
     async def qr_response(v: OrderView, fmt: str) -> Response:
+        from safescan.code import qr  # numpy, Pillow, zxing-cpp: only to draw a code
+
         if fmt == "svg":
             svg = await asyncio.to_thread(qr.render_svg, v.order.code, module_size=6)
             return Response(svg, media_type="image/svg+xml", headers=SECURITY_HEADERS)

@@ -15,7 +15,6 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from safescan.client.errors import InstitutionUnreachable, OutcomeUnknown
-from safescan.code import qr
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
@@ -74,6 +73,8 @@ class OrderView:
     def staff_json(self) -> dict[str, Any]:
         """Everything, for the signed-in staff."""
         cur = lookup_currency(self.order.currency)
+        from safescan.code import qr  # numpy, zxing-cpp: once the staff look at an order
+
         modules = qr.make_qr(self.order.code).size_with_quiet_zone
         paid = self.receipt["amount"] if self.receipt else 0
         base = f"/api/orders/{self.order.order_id}"

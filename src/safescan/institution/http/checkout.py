@@ -41,7 +41,6 @@ from safescan.api.fields import LineItemField, ShortText
 from safescan.api.states import CheckoutState
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
-from safescan.code.qr import render_svg
 from safescan.institution import outcomes, wire
 from safescan.institution.domain.checkout import DEFAULT_EXPIRY, MAX_EXPIRY, MIN_EXPIRY
 from safescan.institution.http.common import (
@@ -226,6 +225,8 @@ def checkout_router(
         s = inst.checkout.get(None, session_id)
         if s.status is not CheckoutState.OPEN:
             raise NotFound(f"the checkout session is {s.status}: no code", param="session_id")
+        from safescan.code.qr import render_svg  # numpy, Pillow, zxing-cpp: only to draw one
+
         return Response(render_svg(s.code), media_type="image/svg+xml", headers=PAGE_HEADERS)
 
     @router.get("/checkout/{session_id}/events", include_in_schema=False)
