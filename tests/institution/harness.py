@@ -46,6 +46,7 @@ from safescan.code.keyupdate import EpochKey, open_key_update
 from safescan.web import pki
 from tests.institution import zygote
 from tests.institution.pg import free_port
+from tests.logread import written
 
 if TYPE_CHECKING:
     from safescan.institution.service import Institution
@@ -518,8 +519,11 @@ class ServerProcess:
         Path(self.log.name).unlink(missing_ok=True)
 
     def output(self) -> str:
-        """What the server printed."""
-        return Path(self.log.name).read_text(errors="replace")
+        """What the server printed: its complete lines while it runs (a line it is writing is
+        waited for a moment, else left for the next read: :func:`tests.logread.written`), all
+        of it once it has exited."""
+        finished = self.proc is None or self.proc.poll() is not None
+        return written(self.log.name, finished=finished)
 
 
 @dataclass
