@@ -304,3 +304,29 @@ def test_a_secret_file_is_read_bounded_and_never_through_a_link(
     if name == "admin-token":
         _write_private(path, "adm_token-value\n")
         assert cluster.admin_token() == "adm_token-value"
+
+
+def test_a_hard_link_made_between_a_check_and_the_open_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review) The secret reader checked the link count with ``lstat`` and opened the file
+    after: a hard link made in between was read as the cluster's own token. Here the open makes
+    the link first (the attacker winning the race); the count is the opened file's (``fstat``
+    in ``read_bounded(single_link=True)``), so the read is the typed ClusterError."""
+    import safescan.code.smallfile as smallfile
+
+    monkeypatch.setattr(supervisor, "service_user", lambda: None)
+    cluster = Cluster(ClusterSpec(state_dir=tmp_path / "state"))
+    cluster.secrets_dir.mkdir(parents=True, mode=0o700)
+    path = cluster.secrets_dir / "admin-token"
+    _write_private(path, "adm_token-value\n")
+    real_open = os.open
+
+    def racing_open(name: object, flags: int, *args: int) -> int:
+        if not (tmp_path / "planted").exists():
+            os.link(path, tmp_path / "planted")
+        return real_open(name, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smallfile.os, "open", racing_open)
+    with pytest.raises(ClusterError, match="hard link"):
+        cluster.admin_token()

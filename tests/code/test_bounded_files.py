@@ -6,6 +6,7 @@ grew until the machine ran out of memory). Each is now the command's typed error
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -66,3 +67,52 @@ def test_read_bounded_reads_a_pipe_and_refuses_a_directory(tmp_path: Path) -> No
     with pytest.raises(OSError, match="larger than 10 bytes"):
         read_bounded(tmp_path / "f", 10)
     assert read_bounded(tmp_path / "f", 11) == b"x" * 11
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "symlink", "fifo"])
+def test_single_link_refuses_a_second_name_a_symlink_and_a_non_file(
+    tmp_path: Path, kind: str
+) -> None:
+    """``single_link=True`` (an own secret file: a key, a token, a password): a file with a
+    second name, a symbolic link or anything but a regular file is an ``OSError``, checked on
+    the opened descriptor; the file with one name is read."""
+    own = tmp_path / "token"
+    own.write_bytes(b"secret-q7")
+    assert read_bounded(own, single_link=True) == b"secret-q7"
+    planted = tmp_path / "planted"
+    if kind == "hardlink":
+        os.link(own, planted)  # the attacker's second name for the victim's file
+        with pytest.raises(OSError) as err:
+            read_bounded(own, single_link=True)
+        assert err.value.errno == errno.EMLINK
+        assert read_bounded(own) == b"secret-q7"  # without the option: read as before
+    elif kind == "symlink":
+        planted.symlink_to(own)
+    else:
+        os.mkfifo(planted)
+    if kind != "hardlink":
+        with pytest.raises(OSError):
+            read_bounded(planted, single_link=True)
+
+
+def test_the_link_count_is_the_opened_files_not_an_earlier_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a check-then-open reader loses: a hard link made after the check and before
+    the open. The open here makes the link first (the attacker winning the race every time);
+    the count is the descriptor's, so the read is refused."""
+    import safescan.code.smallfile as smallfile
+
+    own = tmp_path / "token"
+    own.write_bytes(b"secret-q7")
+    real_open = os.open
+
+    def racing_open(path: object, flags: int, *args: int) -> int:
+        if not (tmp_path / "planted").exists():
+            os.link(own, tmp_path / "planted")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smallfile.os, "open", racing_open)
+    with pytest.raises(OSError) as err:
+        read_bounded(own, single_link=True)
+    assert err.value.errno == errno.EMLINK

@@ -1,7 +1,8 @@
 """Reading back a file of ``STATE/secrets`` (the supervisor wrote it itself, ``write_atomic``).
 
 Read at most :data:`SECRET_FILE_LIMIT` bytes, never through a link (symbolic: ``O_NOFOLLOW``;
-hard: more than one name), a regular file only; anything else is the typed
+hard: more than one name, counted on the opened descriptor), a regular file only; anything else
+is the typed
 :class:`ClusterError`, whose message never holds the file's contents (before: an unbounded
 ``read_text`` that followed links, so a link to ``/dev/zero`` ran the supervisor out of memory).
 ``tests/cluster/test_private_files.py`` attacks it (threat-model row K14).
@@ -10,7 +11,6 @@ hard: more than one name), a regular file only; anything else is the typed
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 
 from safescan.cluster.errors import ClusterError
@@ -24,13 +24,13 @@ SECRET_FILE_LIMIT = 64 * 1024
 def read_secret(path: Path, what: str) -> str:
     """The text of ``path`` (see the module docstring); ``what`` names it in errors."""
     try:
-        if os.lstat(path).st_nlink != 1:
-            raise OSError(errno.EMLINK, "a hard link, not the cluster's own file")
-        data = read_bounded(path, SECRET_FILE_LIMIT, what, own=True)
+        data = read_bounded(path, SECRET_FILE_LIMIT, what, single_link=True)  # fstat: no race
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.ELOOP:
             reason = "a symbolic link, not the cluster's own file"
+        elif exc.errno == errno.EMLINK:
+            reason = "a hard link, not the cluster's own file"
         raise ClusterError(f"cannot read the cluster's {what} {path}: {reason}") from None
     try:
         return data.decode("utf-8")

@@ -24,20 +24,34 @@ FILE_LIMIT = 1 << 20
 
 
 def read_bounded(
-    path: Path, limit: int = FILE_LIMIT, what: str = "a configuration file", *, own: bool = False
+    path: Path,
+    limit: int = FILE_LIMIT,
+    what: str = "a configuration file",
+    *,
+    own: bool = False,
+    single_link: bool = False,
 ) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them; ``OSError`` (``EISDIR``, ``EFBIG``)
     when it is a directory or larger. A pipe (``<(...)``) is read as it comes; ``/dev/zero``,
     a log file or a disk image given by mistake is refused after ``limit + 1`` bytes, not read
     whole (before: ``--config /dev/zero`` ran the process out of memory). ``own``: a file the
     program keeps itself (a cache): a symbolic link is refused (``ELOOP``) and only a regular
-    file is read (``EINVAL`` for a pipe, a device, a directory)."""
+    file is read (``EINVAL`` for a pipe, a device, a directory). ``single_link`` (implies
+    ``own``): a file the program wrote itself and keeps secret (a key, a token, a password): a
+    file with more than one name, a hard link that may be someone else's file, is refused
+    (``EMLINK``). Both rules are checked on the opened descriptor (``fstat``), so the file
+    cannot be swapped or linked between a check and the open (review: the cluster's secret
+    reader checked the link count with ``lstat`` before it opened the file)."""
+    own = own or single_link
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO opens at once
     fd = os.open(path, flags | os.O_NOFOLLOW if own else flags)
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode = st.st_mode
         if own and not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file")
+        if single_link and st.st_nlink != 1:
+            raise OSError(errno.EMLINK, "a hard link (more than one name), not the own file")
         if stat.S_ISDIR(mode):
             raise OSError(errno.EISDIR, "a directory, not a file")
         os.set_blocking(fd, True)  # a pipe's writer may not have written yet
