@@ -37,6 +37,43 @@ PAID_STATES = frozenset({OrderState.PAID, OrderState.PARTIALLY_REFUNDED, OrderSt
 #: the states a refund may start from
 REFUNDABLE_STATES = frozenset({OrderState.PAID, OrderState.PARTIALLY_REFUNDED})
 
+#: the states an order can reach from each state (docs/institution.md, "State machines"): its
+#: life only goes forward, and CLOSED, EXPIRED and REFUNDED are final. A copy of an order kept
+#: elsewhere (the POS journal and pages) takes a state only if it is one of these: a snapshot
+#: older than what it holds (an event delivered late or again, a list read before a refund
+#: and stored after it) never moves it back. The one place this order is written down.
+LATER_STATES: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.CREATED: frozenset(
+        {
+            OrderState.PAID,
+            OrderState.PARTIALLY_REFUNDED,
+            OrderState.REFUNDED,
+            OrderState.CLOSED,
+            OrderState.EXPIRED,
+        }
+    ),
+    OrderState.PAID: frozenset({OrderState.PARTIALLY_REFUNDED, OrderState.REFUNDED}),
+    OrderState.PARTIALLY_REFUNDED: frozenset({OrderState.REFUNDED}),
+    OrderState.REFUNDED: frozenset(),
+    OrderState.CLOSED: frozenset(),
+    OrderState.EXPIRED: frozenset(),
+}
+
+
+def later_order_state(held: str, seen: str | None) -> str:
+    """The state a copy of an order holding ``held`` keeps after being told ``seen``: ``seen``
+    if the order can move there from ``held`` (:data:`LATER_STATES`), else ``held`` (the same
+    state, an older one, a sibling such as PAID after EXPIRED, or a word that is no state).
+    A ``held`` that is no state (a row written by hand) takes any state."""
+    if seen is None or seen not in _KNOWN:
+        return held
+    if held not in _KNOWN:
+        return seen
+    return seen if seen in LATER_STATES[OrderState(held)] else held
+
+
+_KNOWN = frozenset(OrderState)
+
 
 @unique
 class EventType(StrEnum):
@@ -82,6 +119,7 @@ class Status(StrEnum):
 
 
 __all__ = [
+    "LATER_STATES",
     "PAID_STATES",
     "REFUNDABLE_STATES",
     "CheckoutState",
@@ -89,4 +127,5 @@ __all__ = [
     "EventType",
     "OrderState",
     "Status",
+    "later_order_state",
 ]

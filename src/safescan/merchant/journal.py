@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from safescan.api.states import LATER_STATES, OrderState
 from safescan.client.answers import OrderView, RefundMade, StaticCodeIssued
 from safescan.code.errors import SafescanError
 from safescan.code.payment import LineItem
@@ -103,6 +104,19 @@ ORDER_COLUMNS = (
 )
 
 
+# the SQL of :func:`~safescan.api.states.later_order_state` over the row's ``state`` and the
+# bound ``:state`` (NULL: no state said), built from the one table of the order's life
+_STATES = ", ".join(f"'{s}'" for s in OrderState)
+_FORWARD = ", ".join(
+    f"'{held}>{seen}'" for held, later in LATER_STATES.items() for seen in sorted(later)
+)
+_LATER_STATE_SQL = (
+    f"CASE WHEN :state IS NULL OR :state NOT IN ({_STATES}) THEN state"
+    f" WHEN state NOT IN ({_STATES}) OR state || '>' || :state IN ({_FORWARD}) THEN :state"
+    " ELSE state END"
+)
+
+
 class JournalError(SafescanError):
     """The POS journal could not be read or written."""
 
@@ -168,7 +182,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot {what} the POS journal: {exc}") from None
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> None:
         self._run("write", lambda db: db.execute(sql, args))
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -206,24 +220,34 @@ class Journal:
 
     def update(self, order_id: str, doc: dict[str, Any]) -> None:
         """Store what the institution says about an order (its ``GET`` answer or an event;
-        ``receipt``: the verified receipt's summary)."""
+        ``receipt``: the verified receipt's summary).
+
+        The row only moves forward, in one statement: the state only to a later one
+        (:data:`~safescan.api.states.LATER_STATES`), the refunded amount only up. What the
+        institution says arrives by several ways that race (a refund's answer, the event
+        stream, the order list read on reconnecting and by the back office): a snapshot
+        older than the row (an event delivered late or again) changes neither."""
         receipt = doc.get("receipt")
+        state = doc.get("state")
+        refunded = doc.get("refunded_amount")
         self._write(
-            "UPDATE orders SET state = COALESCE(?, state), payment_id = COALESCE(?, payment_id),"
-            " paid_at = COALESCE(?, paid_at), payer = COALESCE(?, payer),"
-            " refunded = COALESCE(?, refunded), paid_amount = COALESCE(?, paid_amount),"
-            " receipt = COALESCE(?, receipt), updated_at = ? WHERE order_id = ?",
-            (
-                doc.get("state"),
-                doc.get("payment_id"),
-                doc.get("paid_at"),
-                doc.get("payer_pseudonym"),
-                doc.get("refunded_amount"),
-                doc.get("paid_amount") or doc.get("amount"),
-                json.dumps(receipt) if isinstance(receipt, dict) else None,
-                int(time.time()),
-                order_id,
-            ),
+            f"UPDATE orders SET state = {_LATER_STATE_SQL}, payment_id = COALESCE(:payment_id,"  # noqa: S608 - constant states, values bound
+            " payment_id), paid_at = COALESCE(:paid_at, paid_at), payer = COALESCE(:payer,"
+            " payer), refunded = CASE WHEN :refunded > refunded THEN :refunded ELSE refunded"
+            " END, paid_amount = COALESCE(:paid_amount, paid_amount),"
+            " receipt = COALESCE(:receipt, receipt), updated_at = :now WHERE order_id = :order_id",
+            {
+                "state": None if state is None else str(state),
+                "payment_id": doc.get("payment_id"),
+                "paid_at": doc.get("paid_at"),
+                "payer": doc.get("payer_pseudonym"),
+                # a NULL compares as NULL: the CASE keeps the row's amount
+                "refunded": refunded if isinstance(refunded, int) else None,
+                "paid_amount": doc.get("paid_amount") or doc.get("amount"),
+                "receipt": json.dumps(receipt) if isinstance(receipt, dict) else None,
+                "now": int(time.time()),
+                "order_id": order_id,
+            },
         )
 
     def refresh_from(self, order: OrderView) -> None:

@@ -18,7 +18,7 @@ import secrets
 import time
 from typing import Any
 
-from safescan.api.states import OrderState
+from safescan.api.states import OrderState, later_order_state
 from safescan.client.answers import OrderView as InstitutionOrder
 from safescan.client.event_data import PaymentSucceeded, RefundSucceeded
 from safescan.client.events import VerifiedEvent
@@ -83,12 +83,22 @@ async def apply(state: PosState, order: InstitutionOrder) -> None:
     if order.payment_id and v.receipt is None:
         await mark_paid(state, v, order.payment_id)
     new_state = str(order.state)
-    refunded = order.refunded_amount
     if v.receipt is None and new_state not in ("CREATED", "CLOSED", "EXPIRED"):
         return  # never shown as paid before the receipt verifies
-    if (new_state, refunded) != (v.state, v.refunded):
-        v.state, v.refunded = new_state, refunded
+    if advance(v, new_state, order.refunded_amount):
         state.publish(v)
+
+
+def advance(v: OrderView, seen_state: str, seen_refunded: int) -> bool:
+    """Move a shown order forward to what the institution said, never back (as the journal:
+    :func:`~safescan.api.states.later_order_state`, the refunded amount only up); whether
+    anything changed. What it says arrives by ways that race (a refund's answer, the event
+    stream, the order list): an older snapshot applied after a newer one changes nothing."""
+    new = (later_order_state(v.state, seen_state), max(v.refunded, seen_refunded))
+    if new == (v.state, v.refunded):
+        return False
+    v.state, v.refunded = new
+    return True
 
 
 async def reconcile(state: PosState, *, pages: int = 10) -> int:
@@ -129,13 +139,13 @@ async def _apply_shown(
         if v.receipt is None:
             await mark_paid(state, v, payload.payment_id)
         return
-    v.refunded, v.state = payload.refunded_amount, str(payload.order_state)
     await asyncio.to_thread(
         state.journal.update,
         payload.order_id,
-        {"state": v.state, "refunded_amount": v.refunded},
+        {"state": str(payload.order_state), "refunded_amount": payload.refunded_amount},
     )
-    state.publish(v)
+    if advance(v, str(payload.order_state), payload.refunded_amount):
+        state.publish(v)
 
 
 async def preview_refund(
@@ -193,7 +203,5 @@ async def confirm_refund(state: PosState, order_id: str, token: object, sid: str
     )
     await asyncio.to_thread(state.journal.add_refund, out, reason=offer.reason, staff=offer.user)
     v = state.orders.get(order_id)
-    if v is not None:
-        v.refunded = out.refunded_amount
-        v.state = str(out.order_state)
+    if v is not None and advance(v, str(out.order_state), out.refunded_amount):
         state.publish(v)
