@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +145,58 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     assert os.getpgid(proc.pid) != os.getpgid(0)
     proc.stop(grace=0.5)
     assert wait_gone(grandchild), "the grandchild outlived the stop"
+
+
+# the signal this child gets when the thread that started it exits (prctl PR_GET_PDEATHSIG)
+PDEATHSIG = (
+    "import ctypes,time\nv = ctypes.c_int()\n"
+    "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"
+    "print('READY', v.value, flush=True)\ntime.sleep(60)"
+)
+
+
+def test_a_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: no finally, no atexit runs; a pytest worker the CI
+    killed, a demo killed with kill -9) takes its children along: they do not run on in their
+    own sessions, holding ports and CPU."""
+    code = (
+        "import sys,time\nfrom pathlib import Path\nfrom safescan.procs import ManagedProcess\n"
+        "c = ManagedProcess('orphan', [sys.executable, '-c', sys.argv[1]],"
+        " log=Path(sys.argv[2]), capture=True).start()\n"
+        "c.ready_line('READY')\nprint('CHILD', c.pid, flush=True)\ntime.sleep(60)"
+    )
+    argv = [sys.executable, "-c", code, PDEATHSIG, str(tmp_path / "orphan.log")]
+    parent = ManagedProcess("parent", argv, log=tmp_path / "parent.log", capture=True).start()
+    orphan = 0
+    try:
+        orphan = int(parent.ready_line("CHILD", timeout=60))
+        assert os.getpgid(orphan) != os.getpgid(parent.pid)  # its own group: killpg misses it
+        parent.kill()
+        assert wait_gone(orphan), "the child outlived the process that started it"
+    finally:
+        parent.stop()
+        if orphan and not gone(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_only_a_child_of_the_main_thread_is_tied_to_it(tmp_path: Path) -> None:
+    """The kernel signals the child when the *thread* that forked it exits: a child started
+    from a passing thread would be killed with that thread, so it is not tied at all."""
+    main = child(tmp_path, PDEATHSIG, name="main").start()
+    started: list[ManagedProcess] = []
+    helper = threading.Thread(
+        target=lambda: started.append(child(tmp_path, PDEATHSIG, name="helper").start())
+    )
+    helper.start()
+    helper.join()
+    try:
+        assert int(main.ready_line("READY")) == signal.SIGKILL
+        assert int(started[0].ready_line("READY")) == 0
+        assert started[0].alive()
+    finally:
+        main.stop()
+        for proc in started:
+            proc.stop()
 
 
 def test_kill_pulls_the_plug(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 and POS, the carrier's test process, the private ``pcscd``.
 
 :class:`ManagedProcess` is one child. It runs in its own process group (session); its stderr,
-and its stdout unless the parent reads it, go to a log file. Readiness is waited for in one of
+and its stdout unless the parent reads it, go to a log file. Started from the main thread, it
+is killed when this process ends, however it ends (PR_SET_PDEATHSIG). Readiness is waited for in one of
 three ways: an announced stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
 (:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`). A
 child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import random
 import selectors
@@ -30,6 +32,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -111,6 +114,44 @@ class StartBound:
     def describe(self) -> str:
         """What was spent, for the error message."""
         return f"{self.used:.1f} s of CPU in {time.monotonic() - self.started:.0f} s"
+
+
+#: prctl(2) option: the signal a process gets when the thread that forked it exits
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (None where there is none): looked up in the parent, before a fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process ends, however it
+    ends (SIGKILL, a crash, ``os._exit``: a pytest worker killed by the CI, a demo killed with
+    ``kill -9``), where no ``finally`` runs to stop it; None off Linux, or in a thread other
+    than the main one: the kernel signals the child when the *thread* that forked it exits."""
+    prctl = _prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def preexec() -> None:  # in the child, between fork and exec: no allocation to speak of
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent ended before the line above: nobody will
+            os.kill(os.getpid(), kill)
+
+    return preexec
 
 
 class ProcessError(SafescanError):
@@ -333,6 +374,8 @@ class ManagedProcess:
                     stdout=subprocess.PIPE if self.capture else log,
                     stderr=log,
                     start_new_session=True,
+                    # killed with this process, however it ends (a prctl between fork and exec)
+                    preexec_fn=_dies_with_parent(),
                 )
                 self._stdout = b""
             except OSError as exc:
