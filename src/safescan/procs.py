@@ -3,10 +3,10 @@ and POS, the carrier's test process, the private ``pcscd``.
 
 :class:`ManagedProcess` is one child. It runs in its own process group (session); its stderr,
 and its stdout unless the parent reads it, go to a log file. Started from the main thread, it
-is killed when this process ends, however it ends (PR_SET_PDEATHSIG). Readiness is waited for in one of
-three ways: an announced stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP answer
-(:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`). A
-child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
+is killed when this process ends, however it ends (PR_SET_PDEATHSIG). Readiness is waited for
+in one of three ways: an announced stdout line (:meth:`~ManagedProcess.ready_line`), an HTTP
+answer (:meth:`~ManagedProcess.wait_http`) or any condition (:meth:`~ManagedProcess.wait_until`).
+A child that exits first raises :class:`ProcessExited`; one that never becomes ready is stopped
 and raises :class:`ProcessNotReady`, both with the end of its log. How long a child may take
 to become ready is bounded by its work, not the wall clock (:class:`StartBound`): on a loaded
 machine a start that needs 1 s of CPU can take a minute, and a wall-clock deadline gave up on
