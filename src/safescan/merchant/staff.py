@@ -13,10 +13,14 @@ Passwords are hashed with Argon2id (``cryptography``'s implementation; OWASP's p
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
+import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,17 +137,37 @@ class StaffStore:
 
     def add(self, name: str, password: str) -> None:
         """Add an account, or set a new password for an existing one."""
-        users = self.users()
-        users[check_name(name)] = hash_password(password)
-        self._write(users)
+        record = hash_password(password)  # the slow part, before the lock
+        with self._changing() as users:
+            users[check_name(name)] = record
 
     def remove(self, name: str) -> None:
         """Remove an account (its sessions end when the POS next checks them)."""
-        users = self.users()
-        if name not in users:
-            raise StaffError(f"no staff account {name!r}")
-        del users[name]
-        self._write(users)
+        with self._changing() as users:
+            if name not in users:
+                raise StaffError(f"no staff account {name!r}")
+            del users[name]
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """The accounts, read, changed by the caller and written back under the staff file's
+        lock (an ``flock`` on ``<file>.lock``; nothing written if the caller raised). Without
+        it two changes at once (``pos staff remove`` and ``pos staff add`` in two shells) were
+        last-writer-wins: an add that read the file before the removal and wrote it after
+        brought the removed account back."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StaffError(f"cannot lock the staff file {self.path}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            users = self.users()
+            yield users
+            self._write(users)
+        finally:
+            os.close(fd)  # the lock goes with it
 
     def verify(self, name: str, password: str) -> bool:
         """Whether ``password`` is ``name``'s; the same work whether or not ``name`` exists."""
