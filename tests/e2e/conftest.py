@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from safescan.merchant.config import ENV_PASSPHRASE as ENV_POS_PASSPHRASE
 from safescan.merchant.config import PosConfig
 from safescan.procs import ManagedProcess
 from safescan.web import pki
+from tests.institution.harness import institution_run
 
 #: the carrier names claimed in each stack (by its work directory), and by which test
 _CLAIMED: dict[Path, dict[str, str]] = {}
@@ -119,23 +119,7 @@ def rotate_and_restart(
     rotate = (
         ["rotate-epoch"] if epoch else ["rotate-scheme-key", "--retire-old-in", str(retire_old_in)]
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            *rotate,
-            "--db",
-            stack.db_url,
-            "--keys",
-            str(stack.keys_dir),
-        ],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = stack.run_cli([*rotate, "--db", stack.db_url, "--keys", str(stack.keys_dir)], stack.env())
     assert out.returncode == 0, out.stderr
     [p for p in stack.processes if p.name.startswith("institution")][-1].stop()
     port = int(stack.base_url.rsplit(":", 1)[1])
@@ -196,7 +180,7 @@ def world() -> Iterator[World]:
     # the institution over HTTPS (every client pins the CA `init` made); the web POS pages are
     # driven by Chromium, which does not know the private CA: they stay on loopback HTTP here
     # (the demo and tests/web/test_https_servers.py run the web POS over HTTPS)
-    stack = Stack(tmp, pos_tls=False)
+    stack = Stack(tmp, pos_tls=False, run_cli=institution_run)
     # the POS command lines the tests run decrypt the POS key with the stack's passphrase
     saved = os.environ.get(ENV_POS_PASSPHRASE)
     os.environ[ENV_POS_PASSPHRASE] = stack.passphrase

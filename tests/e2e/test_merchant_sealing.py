@@ -45,6 +45,7 @@ from safescan.web.pki import verify_for
 from tests.e2e.conftest import PIN, Party, World, new_party, rotate_and_restart
 from tests.e2e.test_threats import attacker_carrier, authorization, balance, institution
 from tests.forgery import dynamic_body, forge, identity_swaps, inline_identity
+from tests.institution.harness import institution_run
 from tests.institution.pg import free_port
 
 PASSPHRASE = "pos-seal-passphrase-1"
@@ -524,7 +525,7 @@ class Rotating:
 
 @pytest.fixture(scope="module")
 def rotating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotating]:
-    stack = Stack(tmp_path_factory.mktemp("rotating"))
+    stack = Stack(tmp_path_factory.mktemp("rotating"), run_cli=institution_run)
     try:
         stack.begin_institution_init()
         stack.start_institution()

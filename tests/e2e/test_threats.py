@@ -73,7 +73,7 @@ from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
 from safescan.web.pki import verify_for
 from tests.e2e.conftest import FUNDS, PIN, Party, World, new_party, rotate_and_restart
-from tests.institution.harness import Carrier, MerchantClient, ServerProcess, b64
+from tests.institution.harness import Carrier, MerchantClient, ServerProcess, b64, institution_run
 from tests.institution.harness import World as InstWorld
 from tests.institution.pg import free_port
 
@@ -1237,7 +1237,7 @@ class Rotated:
 
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotated]:
-    stack = Stack(tmp_path_factory.mktemp("rotated"))
+    stack = Stack(tmp_path_factory.mktemp("rotated"), run_cli=institution_run)
     try:
         stack.begin_institution_init()
         stack.start_institution()

@@ -38,6 +38,7 @@ from safescan.procs import ManagedProcess
 from safescan.wallet.errors import PaymentNotMade
 from safescan.wallet.flow import Wallet
 from safescan.wallet.store import WalletConfig
+from tests.institution.harness import institution_run
 from tests.institution.pg import free_port
 
 CYCLES = 8
@@ -95,7 +96,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    stack = Stack(tmp_path_factory.mktemp("carrier-kill"))
+    stack = Stack(tmp_path_factory.mktemp("carrier-kill"), run_cli=institution_run)
     relay = KillingRelay()
     try:
         stack.begin_institution_init()

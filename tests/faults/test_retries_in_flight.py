@@ -45,7 +45,15 @@ from safescan.wallet.pending import submit
 from safescan.wallet.store import PendingPayment
 from tests.faults.common import audit, customer_balance, order, pending_payment
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import Carrier, MerchantClient, ServerProcess, World, b64, init_db
+from tests.institution.harness import (
+    Carrier,
+    MerchantClient,
+    ServerProcess,
+    World,
+    b64,
+    init_db,
+    institution_run,
+)
 
 FUNDS = 10_000_000
 NO_LIMIT = ["--merchant-rate", "0"]
@@ -495,7 +503,7 @@ def test_the_wallet_says_the_outcome_is_unknown_then_keeps_the_receipt() -> None
     from safescan.wallet.flow import Wallet
 
     tmp = Path(tempfile.mkdtemp(prefix="safescan-wallet-stop-"))
-    stack = Stack(tmp)
+    stack = Stack(tmp, run_cli=institution_run)
     try:
         stack.begin_institution_init()
         stack.start_institution()

@@ -79,12 +79,20 @@ CLI_BOUND = 120.0
 def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m safescan.institution ARGS`` with the test passphrase; output captured. A
     command that spends :data:`CLI_BOUND` is killed (``subprocess.TimeoutExpired``)."""
+    return institution_run(list(args), env())
+
+
+def institution_run(args: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m safescan.institution ARGS`` in environment ``environ``, output captured:
+    forked from the zygote where it fits (tests/institution/zygote.py), else a subprocess;
+    killed once it spends :data:`CLI_BOUND` (``subprocess.TimeoutExpired``). Also what the
+    tests' :class:`safescan.demo.Stack` runs its institution commands with (``run_cli``)."""
     cmd = [sys.executable, "-m", "safescan.institution", *args]
-    forked = _forked_cli(cmd, list(args)) if subprocess.Popen is _POPEN else None
+    forked = _forked_cli(cmd, list(args), environ) if subprocess.Popen is _POPEN else None
     if forked is not None:
         return forked
     proc = subprocess.Popen(
-        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     bound = procs.StartBound(proc.pid, CLI_BOUND)
     while True:
@@ -99,11 +107,13 @@ def institution_cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _forked_cli(cmd: list[str], args: list[str]) -> subprocess.CompletedProcess[str] | None:
-    """:func:`institution_cli` through the zygote (tests/institution/zygote.py: a process of
+def _forked_cli(
+    cmd: list[str], args: list[str], environ: dict[str, str]
+) -> subprocess.CompletedProcess[str] | None:
+    """:func:`institution_run` through the zygote (tests/institution/zygote.py: a process of
     its own, forked with the imports done), or None where it does not fit."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = zygote.start(args, env(), out, err)
+        proc = zygote.start(args, environ, out, err)
         if proc is None:
             return None
         bound = procs.StartBound(proc.pid, CLI_BOUND)

@@ -11,7 +11,8 @@ and its stdin/stdout/stderr; only the imports are already done. Killing a comman
 reading its CPU from /proc, its exit status and output: all as with a subprocess.
 
 A command is forked only from a zygote whose environment is exactly the command's
-(``PYTEST_CURRENT_TEST`` aside) and whose resource limits are the worker's: a variable a module
+(:data:`VOLATILE` aside: ``PYTEST_CURRENT_TEST`` and variables read only when a command runs)
+and whose resource limits are the worker's: a variable a module
 reads at import (``SAFESCAN_DB_FAILOVER_WAIT``) has the value the command was given. A worker
 keeps at most :data:`KEEP` zygotes, least recently used first out: one for the first
 environment it runs a command in, one more for an environment that missed twice; any other
@@ -59,8 +60,18 @@ PRELOAD = (
     "safescan.web.netguard",
     "uvicorn",
 )
-#: the variable pytest changes for every test phase; the command gets the test's value
-VOLATILE = ("PYTEST_CURRENT_TEST",)
+#: the variable pytest changes for every test phase, and the ones a command reads only when it
+#: runs, never at import (the institution's and the POS's passphrases, the pinned CA file:
+#: ``grep -rn 'environ' src`` finds no module-level read of them; the module-level reads are
+#: institution/db.py's SAFESCAN_DB_FAILOVER_WAIT and SAFESCAN_PAY_THREADS, which stay in the key):
+#: a zygote's key leaves them out, and the command gets the test's values (each
+#: :class:`safescan.demo.Stack` has its own passphrase and CA)
+VOLATILE = (
+    "PYTEST_CURRENT_TEST",
+    "SAFESCAN_INSTITUTION_PASSPHRASE",
+    "SAFESCAN_POS_PASSPHRASE",
+    "SAFESCAN_TLS_CA",
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 #: CPU seconds (user + system) of the zygote's commands that have been reaped so far in this

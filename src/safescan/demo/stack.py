@@ -15,7 +15,7 @@ import secrets
 import ssl
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,23 @@ class DemoError(SafescanError):
     code = "demo_error"
 
 
+#: runs ``python -m safescan.institution ARGS`` in an environment to its end: (args, env) ->
+#: the finished process, output captured as text (:func:`run_institution`)
+InstitutionRunner = Callable[[list[str], dict[str, str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_institution(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m safescan.institution ARGS`` in a new interpreter (60 s at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "safescan.institution", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @dataclass
 class Stack:
     """A temporary deployment: institution, carriers, POS processes, and the admin's client."""
@@ -70,6 +87,13 @@ class Stack:
     # the token factory: certifies each carrier chip's attestation key (the institution
     # trusts its key and enrolls only attested carriers)
     factory: Factory = field(default_factory=Factory.generate)
+    # how the institution's commands (init, root-keys, manufacturer add, audit) are run to
+    # their end: a new interpreter each; the tests pass one that forks each command, still a
+    # process of its own, from a parent that has imported the institution once
+    # (tests/institution/harness.py's institution_run); with one, init runs at once instead
+    # of in the background
+    run_cli: InstitutionRunner = run_institution
+    _init_output: str | None = None
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,7 +131,15 @@ class Stack:
     # --- institution ---
 
     def begin_institution_init(self) -> None:
-        """``safescan institution init`` in the background (it takes a moment)."""
+        """``safescan institution init`` in the background (it takes a moment); with a
+        :attr:`run_cli` of the caller's, at once."""
+        init = ["init", "--db", self.db_url, "--keys", str(self.keys_dir)]
+        if self.run_cli is not run_institution:
+            done = self.run_cli(init, self.env())
+            if done.returncode != 0:
+                raise DemoError(f"institution init failed: {done.stderr.strip()[-600:]}")
+            self._init_output = done.stdout
+            return
         self._init = self._spawn(
             "institution-init",
             [
@@ -126,10 +158,13 @@ class Stack:
     def start_institution(self, port: int | None = None, extra: Sequence[str] = ()) -> str:
         """Finish init and start ``safescan institution serve`` on 127.0.0.1 (``extra``: more
         ``serve`` options)."""
-        if self._init is None:
+        if self._init is None and self._init_output is None:
             self.begin_institution_init()
-        assert self._init is not None
-        out = self._init.output(timeout=60)  # the first admin token: never logged
+        if self._init_output is not None:
+            out, self._init_output = self._init_output, None
+        else:
+            assert self._init is not None
+            out = self._init.output(timeout=60)  # the first admin token: never logged
         lines = out.strip().splitlines()
         self.admin_token = lines[-1].strip() if lines else ""
         port = port or free_port()
@@ -171,14 +206,7 @@ class Stack:
 
     def audit(self) -> dict[str, Any]:
         """``safescan institution audit --json``: ledger invariants, audit chain, receipts."""
-        out = subprocess.run(
-            [sys.executable, "-m", "safescan.institution", "audit", "--db", self.db_url, "--json"],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        out = self.run_cli(["audit", "--db", self.db_url, "--json"], self.env())
         try:
             doc = json.loads(out.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -193,13 +221,7 @@ class Stack:
         them on the customer's enrollment letter): carriers are anchored to them and wallets
         pin them, so nothing is trusted on first use over the network."""
         if self._root_keys is None:
-            out = subprocess.run(
-                [sys.executable, "-m", "safescan.institution", "root-keys", "--db", self.db_url],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=self.env(),
-            )
+            out = self.run_cli(["root-keys", "--db", self.db_url], self.env())
             if out.returncode != 0 or not out.stdout.split():
                 raise DemoError(f"cannot read the institution's root keys: {out.stderr.strip()}")
             self._root_keys = out.stdout.split()
@@ -208,11 +230,8 @@ class Stack:
     def trust_factory(self) -> None:
         """``safescan institution manufacturer add``: the institution trusts the demo's token
         factory (the key its carriers' attestation certificates are issued under)."""
-        out = subprocess.run(
+        out = self.run_cli(
             [
-                sys.executable,
-                "-m",
-                "safescan.institution",
                 "manufacturer",
                 "add",
                 "--db",
@@ -221,11 +240,7 @@ class Stack:
                 "--name",
                 "demo token factory",
             ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self.env(),
-            check=False,
+            self.env(),
         )
         if out.returncode != 0:
             raise DemoError(f"cannot register the token factory: {out.stderr.strip()}")
