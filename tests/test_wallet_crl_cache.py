@@ -11,6 +11,7 @@ institution is a stub answering bytes or unreachable; a few Ed25519 signatures p
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -26,7 +27,7 @@ from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.errors import CertificateError
 from safescan.code.keys import SigningKey
 from safescan.wallet import crlcache
-from safescan.wallet.errors import RevocationListInvalid, RevocationListStale
+from safescan.wallet.errors import DeviceClockBehind, RevocationListInvalid, RevocationListStale
 from safescan.wallet.flow import Wallet
 from safescan.wallet.revocations import update_card
 from safescan.wallet.store import WalletConfig
@@ -405,3 +406,136 @@ def test_the_institutions_wallet_list_is_dated_and_signed_again_before_it_goes_s
             crlcache.choose(cache, trust, None, now=stale_at)
     finally:
         inst.db.dispose()
+
+
+# --- the clock the freshness is judged by (code.timefloor): a device clock set back ----------
+
+
+def _fresh_wallet(w: Wallet, institution: _Institution, t: int) -> Wallet:
+    """Another wallet process on the same directory (nothing held in memory) at clock ``t``."""
+    fresh = Wallet(w.config)
+    fresh.api.revocations = institution  # type: ignore[assignment]
+    _at(fresh, t)
+    return fresh
+
+
+def test_a_clock_set_back_offline_does_not_make_an_old_list_current(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """Attack: the wallet used its list (issued T0) until 30 days later (the list is stale
+    then); the clock is set back to T0 + 1 h (a shop's Wi-Fi answering NTP, malware) and the
+    wallet, offline in a fresh process, would judge the old list current by that clock.
+    Before: it paid against it. Now the newest device time it saw is kept (``trusted-time``)
+    and the list is stale at that time: refused, saying the clock went back."""
+    w, institution = wallet
+    path = w.config.crl_path
+    institution.answer = _crl3(5, serials=frozenset())
+    _at(w, T0 + 60)
+    assert w.trust()[0].crl_sequence == 5  # online, current
+    institution.answer = None
+    _at(w, T0 + 30 * DAY)
+    with pytest.raises(RevocationListStale):
+        w.trust()  # offline 30 days later: stale, as before
+    fresh = _fresh_wallet(w, institution, T0 + 3600)  # the clock set back
+    try:
+        with pytest.raises(RevocationListStale) as exc:
+            fresh.trust()
+    finally:
+        fresh.close()
+    assert "a clock set back does not make a list current again" in exc.value.message
+    assert path.read_bytes() == _crl3(5, serials=frozenset())  # the cache as it was
+    assert (path.parent / crlcache.FLOOR_FILE).exists()
+
+
+def test_an_older_list_swapped_in_with_the_clock_set_back_is_refused(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """Attack: the wallet verified a list issued at T0 + 20 days; someone swaps in a genuine
+    list from T0 (before a merchant was revoked) and sets the clock back to T0 + 1 h, in a
+    fresh process (nothing held). The newest signed time the wallet verified is kept: the
+    device clock is 20 days behind it, the typed ``device_clock_behind``."""
+    w, institution = wallet
+    path = w.config.crl_path
+    institution.answer = _crl3(6, issued_at=T0 + 20 * DAY)
+    _at(w, T0 + 20 * DAY + 60)
+    assert REVOKED in w.trust()[0].revoked_serials
+    path.write_bytes(_crl3(5, serials=frozenset()))  # genuine, older, revokes nothing
+    institution.answer = None
+    fresh = _fresh_wallet(w, institution, T0 + 3600)
+    try:
+        with pytest.raises(DeviceClockBehind) as exc:
+            fresh.trust()
+    finally:
+        fresh.close()
+    assert exc.value.code == "device_clock_behind"
+    assert isinstance(exc.value, RevocationListInvalid)  # every caller refuses it already
+    assert "set the clock right" in exc.value.message
+
+
+@pytest.mark.parametrize("behind", [crlcache.CLOCK_TOLERANCE + 1, 3 * DAY])
+def test_a_device_clock_behind_the_institutions_signed_time_is_a_typed_error(
+    wallet: tuple[Wallet, _Institution], behind: int
+) -> None:
+    """Online, the institution's genuine current list was signed later than this device's
+    clock reads (by more than the tolerance): the clock is wrong, refused typed, and the
+    list is not cached; within the tolerance it is used."""
+    w, institution = wallet
+    path = w.config.crl_path
+    institution.answer = _crl3(5)
+    _at(w, T0 - crlcache.CLOCK_TOLERANCE)
+    assert w.trust()[0].crl_sequence == 5  # a few minutes slow: fine
+    path.unlink()
+    (path.parent / crlcache.FLOOR_FILE).unlink()
+    fresh = _fresh_wallet(w, institution, T0 - behind)
+    try:
+        with pytest.raises(DeviceClockBehind):
+            fresh.trust()
+    finally:
+        fresh.close()
+    assert not path.exists()
+
+
+def test_a_clock_once_ahead_is_forgotten_when_a_newer_list_arrives(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """A device clock once 40 days ahead leaves its mark; after it is set right the marked
+    time makes the current list look stale, until the institution's list is newer than any
+    signed time seen and current by the clock: the mark is put back (a notice). A replay of
+    the list already seen never does that."""
+    w, institution = wallet
+    institution.answer = _crl3(5)
+    _at(w, T0 + 40 * DAY)  # the clock far ahead (the list is stale by it, refused)
+    with pytest.raises(RevocationListStale):
+        w.trust()
+    _at(w, T0 + 60)  # set right: the same list replayed is still refused
+    with pytest.raises(RevocationListStale):
+        w.trust()
+    institution.answer = _crl3(5, issued_at=T0 + 120)  # re-signed: newer than anything seen
+    _at(w, T0 + 180)
+    trust, _ = w.trust()
+    assert trust.crl_sequence == 5
+    assert any("no longer relied on" in n for n in w._trust_notices)
+    institution.answer = None
+    _at(w, T0 + 240)
+    assert w.trust()[0].crl_sequence == 5  # offline too
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"{}", b'{"signed": 1, "device": -1}', b'{"signed": 1.5, "device": 1}', b"\xff", None],
+)
+def test_a_damaged_record_of_trusted_time_is_reported_and_written_again(
+    wallet: tuple[Wallet, _Institution], damage: bytes | None
+) -> None:
+    w, institution = wallet
+    floor = w.config.crl_path.parent / crlcache.FLOOR_FILE
+    if damage is None:
+        floor.symlink_to("/dev/zero")
+    else:
+        floor.write_bytes(damage)
+    institution.answer = _crl3(5)
+    _at(w, T0 + 60)
+    assert w.trust()[0].crl_sequence == 5
+    assert any("record of trusted time" in n for n in w._trust_notices)
+    assert not floor.is_symlink()
+    assert json.loads(floor.read_bytes()) == {"signed": T0, "device": T0 + 60}

@@ -40,6 +40,7 @@ from safescan.merchant.sealing import (
     LOCAL_PREFIX,
     REFRESH_AFTER,
     LocalSealer,
+    SealingClockBehind,
     SealingError,
     SealingListStale,
 )
@@ -371,3 +372,53 @@ def test_a_resigned_list_replaces_the_cache_and_a_replayed_older_one_does_not(
     assert _sealer(inst, tmp_path, at=t0 + DAY + STALE_GRACE + 1).make_order(ITEMS).sealed_here
     with pytest.raises(SealingListStale):  # and past the re-signed one's, it does not
         _sealer(inst, tmp_path, at=t0 + DAY // 2 + DAY + STALE_GRACE + 1).make_order(ITEMS)
+
+
+def test_a_stale_list_the_institution_answers_is_refused_at_refresh_and_the_cache_kept(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Attack: the institution's answer (a replay, or a proxy serving an old copy) is a
+    genuine list past its next_update + the grace, newer than the cached one by sequence.
+    Before: refresh adopted and cached it (the cached, current list gone), and only sealing
+    refused. Now refresh refuses it typed, the cached lists stay, and the terminal still
+    seals with its current list."""
+    t0 = inst.now
+    api = FakeApi(inst, crl=_v3(inst, sequence=3, issued_at=t0))
+    _ready(inst, tmp_path, api)
+    path = tmp_path / "pos-seal" / "revocations.cbor"
+    kept = path.read_bytes()
+    checked = (tmp_path / "pos-seal" / "checked_at").read_bytes()
+    api.crl = _v3(inst, sequence=4, issued_at=t0 - 3 * DAY)  # newer sequence, long stale
+    sealer = _sealer(inst, tmp_path, at=t0 + 60)
+    with pytest.raises(SealingListStale) as err:
+        sealer.refresh(api)  # type: ignore[arg-type]
+    assert "a replayed answer, or this terminal's clock is wrong" in err.value.message
+    assert path.read_bytes() == kept
+    assert (tmp_path / "pos-seal" / "checked_at").read_bytes() == checked
+    assert sealer.make_order(ITEMS).sealed_here  # the current cached list still serves
+
+
+def test_a_clock_set_back_does_not_make_an_old_list_current_for_sealing(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Attack: the terminal sealed 30 days after its last refresh (refused: stale); its clock
+    is then set back to an hour after the list was issued. Before: the old list looked
+    current by that clock and the terminal sealed. Now the newest time it saw is kept
+    (``trusted-time``): still stale. A clock behind a list's signed issued_at by more than
+    the tolerance is the typed ``pos_clock_behind``."""
+    t0 = inst.now
+    api = FakeApi(inst, crl=_v3(inst, sequence=3, issued_at=t0))
+    _ready(inst, tmp_path, api)
+    with pytest.raises(SealingListStale):
+        _sealer(inst, tmp_path, at=t0 + 30 * DAY).make_order(ITEMS)
+    with pytest.raises(SealingListStale) as err:
+        _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS)  # the clock set back
+    assert "a clock set back does not make a list current again" in err.value.message
+    with pytest.raises(SealingClockBehind) as behind:
+        _sealer(inst, tmp_path, at=t0 - 3600).make_order(ITEMS)
+    assert behind.value.code == "pos_clock_behind"
+    # back online with the clock right: the institution's current list lets it seal again
+    api.crl = _v3(inst, sequence=3, issued_at=t0 + 30 * DAY)
+    later = _sealer(inst, tmp_path, at=t0 + 30 * DAY + 60)
+    later.refresh(api)  # type: ignore[arg-type]
+    assert later.make_order(ITEMS).sealed_here

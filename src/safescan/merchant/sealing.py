@@ -13,6 +13,7 @@ Files, next to the POS configuration (``pos.json`` -> ``pos-seal/``), all writte
     scheme-keys.cbor   the institution-signed scheme key list (``GET /v1/keys``)
     revocations.cbor   the newest institution-signed revocation list seen
     checked_at         when the cache was last refreshed from the institution
+    trusted-time       the newest institution-signed time verified and terminal time seen
 
 Everything cached is verified under the institution keys pinned in the POS configuration,
 every time it is used: a tampered cache is refused, never sealed with. The revocation list
@@ -20,7 +21,12 @@ obeys the wallet's freshness rule (:meth:`RevocationList.is_stale`, docs/protoco
 "Revocation list freshness"): the cache keeps the newest list by ``(sequence, issued_at)``
 (the institution's re-signed list replaces it, a replayed older one does not), and the
 terminal does not seal with a version-3 list past its ``next_update`` + 12 h
-(:class:`SealingListStale`).
+(:class:`SealingListStale`), and does not adopt one at refresh either (the institution's answer
+stale and nothing newer held: a replay, or a wrong clock; the previous cache is kept). The time
+it judges by is the latest of its clock and the marks in ``trusted-time``
+(:mod:`safescan.code.timefloor`): a clock set back does not make an old list current, and a
+clock more than :data:`~safescan.code.timefloor.CLOCK_TOLERANCE` behind a list's signed
+``issued_at`` is :class:`SealingClockBehind`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 from safescan.api.errors import NotFound
 from safescan.client.answers import OrderView
 from safescan.client.errors import InstitutionUnreachable
+from safescan.code import timefloor
 from safescan.code.certs import (
     Certificate,
     RevocationList,
@@ -72,6 +79,14 @@ class SealingListStale(SealingError):
     not be told apart, so nothing is sealed until an online refresh fetches a current list."""
 
     code = "pos_revocation_list_stale"
+
+
+class SealingClockBehind(SealingError):
+    """The terminal's clock reads more than :data:`safescan.code.timefloor.CLOCK_TOLERANCE`
+    earlier than a time the institution signed (a list's ``issued_at``): it was set back or is
+    wrong, so no list, certificate or code validity can be judged by it; nothing is sealed."""
+
+    code = "pos_clock_behind"
 
 
 def sealing_dir(config: PosConfig) -> Path:
@@ -175,21 +190,34 @@ class LocalSealer:
         trust, held = self._trust_and_list(damaged_ok=True)
         listed = api.keys.scheme_key_list()
         newest = SchemeKeyList.from_bytes(listed, trust)  # verified before it is cached
+        crl = api.revocations.signed()
+        fresh = RevocationList.from_bytes(crl, trust)
+        # newest by (sequence, issued_at): the institution's re-signed list replaces the cache
+        # (before: only a higher sequence did, so the cached issue went stale); a replayed
+        # older list never does
+        adopt = held is None or fresh.freshness > held.freshness
+        best = fresh if adopt or held is None else held
+        now = self.now()
+        signed = [newest.issued_at, fresh.issued_at, *([] if held is None else [held.issued_at])]
+        at = self._trusted_time(now, signed, fresh if adopt else None)
+        if best.is_stale(at):
+            # before: adopted here and refused only when sealing; now refused at once, and
+            # nothing of this answer is cached (the previous lists stay)
+            raise SealingListStale(
+                f"the newest revocation list the terminal can get (sequence {best.sequence})"
+                f" was current until {_utc(best.next_update or 0)}, and the institution sent"
+                " nothing newer: a replayed answer, or this terminal's clock is wrong; the"
+                " cached lists are kept and nothing is sealed"
+            )
         try:
             cached = self._cached_list(trust, required=False)
         except (SafescanError, OSError):
             cached = None
         if cached is None or newest.issued_at >= cached.issued_at:  # never roll back
             write_private_file(self._path("scheme-keys.cbor"), listed)
-        crl = api.revocations.signed()
-        fresh = RevocationList.from_bytes(crl, trust)
-        # newest by (sequence, issued_at): the institution's re-signed list replaces the cache
-        # (before: only a higher sequence did, so the cached issue went stale); a replayed
-        # older list never does
-        if held is None or fresh.freshness > held.freshness:
+        if adopt:
             write_private_file(self._path("revocations.cbor"), crl)
         cert = self._certificate(required=False)
-        now = self.now()
         if (
             cert is None
             or cert.serial in fresh.serials
@@ -216,6 +244,27 @@ class LocalSealer:
         except InstitutionUnreachable:
             return False
         return True
+
+    def _trusted_time(
+        self, now: int, signed: Sequence[int], answer: RevocationList | None = None
+    ) -> int:
+        """The time freshness is judged at (:mod:`safescan.code.timefloor`): the marks in
+        ``trusted-time`` raised to ``now`` and the verified ``signed`` times and kept;
+        :class:`SealingClockBehind` when ``now`` is too far behind the newest signed time.
+        ``answer``: the institution's list just fetched, when it is the newest (it may put
+        back a device mark left by a clock once ahead)."""
+        path = self._path("trusted-time")
+        floor, damage = timefloor.load(path)
+        after, _ = timefloor.advance(floor, now, signed, answer)
+        if after != floor or damage is not None:
+            timefloor.save(path, after)
+        if after.behind(now) > timefloor.CLOCK_TOLERANCE:
+            raise SealingClockBehind(
+                f"this terminal's clock reads {_utc(now)}, but the institution signed a list at"
+                f" {_utc(after.signed)}: the clock is behind (set back, or wrong); set it right,"
+                " then seal again"
+            )
+        return after.at(now)
 
     # --- offline: seal -------------------------------------------------------------------
 
@@ -277,12 +326,21 @@ class LocalSealer:
         """Seal a dynamic code for ``items`` here, without the institution (offline)."""
         trust, crl = self._trust_and_list()
         now = self.now()
-        if crl is not None and crl.is_stale(now):
-            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(crl.next_update or 0))
+        # judged at the trusted time, not the clock alone (before: a clock set back made an
+        # old list current again)
+        at = self._trusted_time(now, [] if crl is None else [crl.issued_at])
+        if crl is not None and crl.is_stale(at):
+            back = ""
+            if at != now:
+                back = (
+                    f" (this terminal's clock reads {_utc(now)}, but it already read {_utc(at)}:"
+                    " a clock set back does not make a list current again)"
+                )
             raise SealingListStale(
                 f"the cached revocation list (sequence {crl.sequence}) was current until"
-                f" {until}; offline, a revoked certificate could not be told apart: connect"
-                " so the terminal refreshes it (`safescan pos seal-setup`), then seal again"
+                f" {_utc(crl.next_update or 0)}{back}; offline, a revoked certificate could not"
+                " be told apart: connect so the terminal refreshes it (`safescan pos"
+                " seal-setup`), then seal again"
             )
         key = self._signing_key()
         cert = self._certificate()
@@ -347,12 +405,16 @@ class LocalSealer:
                 "sequence": crl.sequence,
                 "issued_at": crl.issued_at,
                 "next_update": crl.next_update,
-                "stale": crl.is_stale(self.now()),
+                "stale": crl.is_stale(timefloor.load(self._path("trusted-time"))[0].at(self.now())),
             }
         if listed is not None:
             current = next(k for k in listed.keys if k.key.kid == listed.current_kid)
             doc["scheme_key"] = {"kid": current.key.kid, "retire_at": current.retire_at}
         return doc
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def sealed_order_state(api: MerchantApi, order: Order) -> OrderView | None:

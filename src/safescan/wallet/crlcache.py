@@ -25,6 +25,13 @@ back (another local account, a restored backup, malware), so it is read as untru
   past it is refused the same way (a replay, or a wrong clock). Online the institution is
   always asked first. Version-1/2 lists carry no ``next_update`` and keep the rules above only
   (docs/protocol.md, "Revocation list freshness").
+* the clock freshness is judged by is not the device's alone (:mod:`safescan.code.timefloor`):
+  it is the latest of the device clock, the newest ``issued_at`` the wallet verified and the
+  newest device time it saw, kept in ``trusted-time`` beside ``crl.cbor``; so a clock set back
+  does not make an old list current again, and a device clock more than
+  :data:`~safescan.code.timefloor.CLOCK_TOLERANCE` behind a list's signed ``issued_at`` is the
+  typed :class:`DeviceClockBehind` (before: the device clock alone, set back, made a list
+  current again).
 
 ``tests/test_wallet_crl_cache.py`` attacks each of these (threat-model row K15).
 """
@@ -37,14 +44,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safescan.code import timefloor
 from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import STALE_GRACE, RevocationList, TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.smallfile import read_bounded
-from safescan.wallet.errors import RevocationListInvalid, RevocationListStale
+from safescan.code.timefloor import CLOCK_TOLERANCE
+from safescan.wallet.errors import DeviceClockBehind, RevocationListInvalid, RevocationListStale
 
 #: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
 CRL_FILE_LIMIT = 1 << 22
+#: the file beside ``crl.cbor`` keeping the high-water marks of trusted time
+FLOOR_FILE = "trusted-time"
 
 
 @dataclass
@@ -77,17 +88,27 @@ def choose(
     held: tuple[RevocationList, bytes] | None = None,
     *,
     now: int | None = None,
+    floor_path: Path | None = None,
 ) -> CrlChoice:
     """The newest verified list among the institution's answer (``fetched``; ``None`` when it
     could not be asked), the cache at ``path`` and the one this process already ``held``;
     writes the cache when the institution's is newer. Raises :class:`RevocationListInvalid`
     when the institution's answer does not verify, or when the cache does not and the
     institution could not be asked, and :class:`RevocationListStale` when the newest list is
-    a version-3 list past its ``next_update`` + :data:`STALE_GRACE` at ``now`` (Unix seconds;
-    default: the system clock). Nothing is written when it raises."""
+    a version-3 list past its ``next_update`` + :data:`STALE_GRACE` at the trusted time: the
+    latest of ``now`` (Unix seconds; default: the system clock) and the marks kept at
+    ``floor_path`` (default: :data:`FLOOR_FILE` beside ``path``; :mod:`safescan.code.timefloor`);
+    :class:`DeviceClockBehind` when ``now`` is more than :data:`CLOCK_TOLERANCE` behind a
+    verified list's ``issued_at``. The cache is not written when it raises (the marks are:
+    what was seen stays seen)."""
     if now is None:
         now = int(time.time())
+    if floor_path is None:
+        floor_path = path.with_name(FLOOR_FILE)
     notices: list[str] = []
+    floor, floor_damage = timefloor.load(floor_path)
+    if floor_damage is not None:
+        notices.append(f"{floor_damage}: it is written again from what this wallet can verify")
     cached: RevocationList | None = None
     cached_raw: bytes | None = None
     damage: str | None = None
@@ -125,6 +146,27 @@ def choose(
         candidates.append((cached, cached_raw, "cache"))
     if held is not None:
         candidates.append((held[0], held[1], "held"))
+    before = floor
+    newest = got is not None and got.freshness >= max(c[0].freshness for c in candidates)
+    floor, corrected = timefloor.advance(
+        floor, now, (c[0].issued_at for c in candidates), got if newest else None
+    )
+    if corrected:
+        # a list newer than any signed time seen, current by the device clock: the device
+        # mark was left by a clock once ahead (a replay is never newer than what was seen)
+        notices.append(
+            "this device's clock once read a later time than the institution's newest list"
+            " allows: that reading is no longer relied on"
+        )
+    if floor != before or floor_damage is not None:
+        timefloor.save(floor_path, floor)
+    if floor.behind(now) > CLOCK_TOLERANCE:
+        raise DeviceClockBehind(
+            f"this device's clock reads {_utc(now)}, but the institution signed a revocation"
+            f" list at {_utc(floor.signed)}: the clock is behind (set back, or wrong), so no"
+            " list, code or certificate can be judged by it; set the clock right and try"
+            " again (nothing was paid)"
+        )
     if not candidates:
         return CrlChoice(None, None, "none", notices)
     best, best_raw, source = max(candidates, key=lambda c: c[0].freshness)
@@ -146,7 +188,7 @@ def choose(
             f"the cached revocation list ({_describe(cached, best)}) is older than the one this"
             f" wallet already used ({_describe(best, cached)}): the newer one is kept"
         )
-    _refuse_stale(best, now, online=got is not None)
+    _refuse_stale(best, floor.at(now), online=got is not None, device=now)
     if got is not None and (cached is None or best.freshness > cached.freshness):
         with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
             write_atomic(path, best_raw)
@@ -165,12 +207,20 @@ def _utc(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
-def _refuse_stale(crl: RevocationList, now: int, *, online: bool) -> None:
+def _refuse_stale(crl: RevocationList, now: int, *, online: bool, device: int) -> None:
     """:class:`RevocationListStale` when ``crl`` (a version-3 list) is past its
-    ``next_update`` + :data:`STALE_GRACE` at ``now``."""
+    ``next_update`` + :data:`STALE_GRACE` at ``now`` (the trusted time; ``device``: the
+    device clock, said when it is earlier: a clock set back does not make a list current)."""
     if not crl.is_stale(now) or crl.next_update is None:
         return
     until = _utc(crl.next_update)
+    if not crl.is_stale(device):
+        raise RevocationListStale(
+            f"this wallet's revocation list (sequence {crl.sequence}) was current until {until};"
+            f" this device's clock reads {_utc(device)}, but it already read {_utc(now)} before:"
+            " a clock set back does not make a list current again; connect so the wallet can"
+            " fetch the institution's current list, then try again (nothing was paid)"
+        )
     if online:
         raise RevocationListStale(
             f"the newest revocation list this wallet can get (sequence {crl.sequence}) was"
@@ -184,4 +234,4 @@ def _refuse_stale(crl: RevocationList, now: int, *, online: bool) -> None:
     )
 
 
-__all__ = ["CRL_FILE_LIMIT", "STALE_GRACE", "CrlChoice", "choose", "read_cache"]
+__all__ = ["CRL_FILE_LIMIT", "FLOOR_FILE", "STALE_GRACE", "CrlChoice", "choose", "read_cache"]

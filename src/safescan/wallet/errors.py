@@ -90,3 +90,12 @@ class RevocationListStale(RevocationListInvalid):
     message says until when the list was current and to connect."""
 
     code = "revocation_list_stale"
+
+
+class DeviceClockBehind(RevocationListInvalid):
+    """This device's clock reads more than :data:`safescan.code.timefloor.CLOCK_TOLERANCE`
+    earlier than a time the institution signed (a revocation list's ``issued_at``) that the
+    wallet verified: the clock was set back (or is wrong), and freshness, expiry and validity
+    cannot be judged by it. Nothing was paid; the message says to set the clock right."""
+
+    code = "device_clock_behind"
