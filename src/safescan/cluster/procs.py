@@ -194,19 +194,52 @@ def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the answer, never followed (urllib follows any by default, to any host and
+    scheme, carrying the request's headers: the statistics credentials)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def http_get(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 3.0,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, bytes]:
+    """GET ``url`` on a service of the cluster: (status, body); (0, b"") when nothing answers
+    within ``timeout`` or an ``https://`` server fails verification with ``context`` (the
+    pinned CA). Redirects are answers, not followed; no proxy from the environment is used
+    (``http_proxy`` would see the credentials and the cluster's state)."""
+    if not url.startswith(("http://", "https://")):  # never file:, ftp:, data:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        _NoRedirects(),
+        urllib.request.HTTPSHandler(context=context),
+    )
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - http(s)
+    try:
+        with opener.open(request, timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        with contextlib.closing(exc):
+            return exc.code, exc.read()
+    except (OSError, ValueError):
+        return 0, b""
+
+
 def http_json(
     url: str, timeout: float = 3.0, context: ssl.SSLContext | None = None
 ) -> tuple[int, Any]:
     """GET ``url``: (status, parsed JSON or None); (0, None) when nothing answers within
     ``timeout`` (generous: a loaded machine answers loopback slowly, and a miss reads as "down")
-    or an ``https://`` server fails verification with ``context`` (the pinned CA)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:  # noqa: S310
-            body = r.read()
-            status = int(r.status)
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    except (OSError, ValueError):
+    or an ``https://`` server fails verification with ``context`` (the pinned CA). Through
+    :func:`http_get`: no redirect followed, no proxy."""
+    status, body = http_get(url, timeout=timeout, context=context)
+    if status == 0:
         return 0, None
     try:
         return status, json.loads(body)

@@ -32,6 +32,7 @@ from safescan.cluster.procs import (
     ProcessTable,
     children_of,
     cmdline,
+    http_get,
     http_json,
     port_free,
     wait_until,
@@ -381,14 +382,15 @@ class Cluster:
     def haproxy_servers(self) -> dict[str, str]:
         """HAProxy's view: server name -> status (``UP``, ``DOWN``...), from its stats page."""
         import csv
-        import urllib.request
 
         url = f"http://{render.HOST}:{self.spec.ports.stats}/;csv"
-        req = urllib.request.Request(url, headers={"Authorization": self.stats_auth()})
+        # no redirect followed, no proxy: the credentials go to HAProxy only
+        status, body = http_get(url, headers={"Authorization": self.stats_auth()}, timeout=2)
+        if status != 200:
+            return {}
         try:
-            with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 - http on loopback
-                text = r.read().decode()
-        except OSError:
+            text = body.decode()
+        except UnicodeDecodeError:
             return {}
         rows = csv.DictReader(text.lstrip("# ").splitlines())
         return {
