@@ -222,6 +222,114 @@ def test_signatures_that_cover_too_little_are_refused() -> None:
     assert _verify(sign(), keys).merchant_id == "M1"  # the same signer, covering enough
 
 
+def _respelt(key: SigningKey) -> list[tuple[str, dict[str, str]]]:
+    """A genuine signature (its bytes untouched) with its fields spelt another way that an
+    RFC 8941 parser reads as the same values, or with a key given twice."""
+    good = sign_request(key, "M1", "POST", PATH, BODY, timestamp=NOW, nonce="n" * 16)
+    si, sig = good["Signature-Input"], good["Signature"]
+
+    def si_(old: str, new: str) -> dict[str, str]:
+        assert old in si
+        return {**good, "Signature-Input": si.replace(old, new, 1)}
+
+    raw = base64.b64decode(sig[len("sig1=:") : -1])
+    loose = base64.b64encode(raw).decode()  # 64 bytes: "==" padding, 4 unused bits in [-3]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    odd = loose[:-3] + alphabet[alphabet.index(loose[-3]) ^ 1] + loose[-2:]
+    assert base64.b64decode(odd) == raw and odd != loose
+    return [
+        ("created with a leading zero", si_(f"created={NOW}", f"created=0{NOW}")),
+        ("created with leading zeros", si_(f"created={NOW}", f"created=0000{NOW}")),
+        ("created twice", si_(f"created={NOW}", f"created={NOW};created={NOW}")),
+        ("created twice, another first", si_(f"created={NOW}", f"created=1;created={NOW}")),
+        ("keyid twice", si_('keyid="M1"', 'keyid="M2";keyid="M1"')),
+        ("nonce twice", si_('nonce="', 'nonce="zzzzzzzzzzzzzzzz";nonce="')),
+        ("space after a semicolon", si_(";keyid", "; keyid")),
+        ("two spaces between components", si_('"@method" "@path"', '"@method"  "@path"')),
+        ("space inside the list", si_('("@method"', '( "@method"')),
+        ("signature's unused bits set", {**good, "Signature": f"sig1=:{odd}:"}),
+    ]  # fmt: skip
+
+
+def test_a_genuine_signature_respelt_is_refused() -> None:
+    """Attack (redteam): RFC 9421 signs the parameters as *re-serialized* by the parser, so
+    ``created=0123`` verified as ``created=123``, and a parameter given twice verified with the
+    parser's pick (the last): one signature, many spellings, and values the checks did not see.
+    Each genuine signature respelt is now refused typed (``Unauthenticated``, naming the field),
+    before the signature is verified; the genuine spelling still verifies."""
+    key, keys = _keys()
+    for what, headers in _respelt(key):
+        with pytest.raises(Unauthenticated) as err:
+            _verify(headers, keys)
+        assert not isinstance(err.value, ReplayedRequest), what
+        assert err.value.param in ("Signature-Input", "Signature"), (what, err.value.message)
+    assert _verify(sign_request(key, "M1", "POST", PATH, BODY, timestamp=NOW), keys)
+    # expires, signed by the library itself
+    seed = secrets.token_bytes(32)
+    signed = _library_signed(
+        seed, "M1", "POST", "https://x.example" + PATH, BODY, created=NOW, expires=NOW + 60
+    )
+    library = {"M1": SigningKey.from_seed(seed).public_key}
+    assert _verify(signed, library).merchant_id == "M1"
+    si = signed["signature-input"]
+    assert f"expires={NOW + 60}" in si
+    respelt = {
+        **signed,
+        "signature-input": si.replace(f"expires={NOW + 60}", f"expires=0{NOW + 60}"),
+    }
+    with pytest.raises(Unauthenticated) as err:
+        _verify(respelt, library)
+    assert err.value.param == "Signature-Input"
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ('created=-5;keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "created"),
+        ('created=1099511627776;keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "created"),
+        ('created=1.5;keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "created"),
+        ('created;keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "created"),
+        ('keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "created"),
+        (f'created={NOW};expires={NOW};keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "expires"),
+        (f'created={NOW};expires=1099511627776;keyid="M1";nonce="nnnnnnnnnnnnnnnn"', "expires"),
+        (f'created={NOW};keyid="M 1";nonce="nnnnnnnnnnnnnnnn"', "keyid"),
+        (f'created={NOW};keyid=M1;nonce="nnnnnnnnnnnnnnnn"', "keyid"),
+        (f'created={NOW};keyid="M1";nonce="nnnnnnnnnnnnnnn"', "nonce"),
+        (f'created={NOW};keyid="M1";nonce="nnnnnnnnnnnnnnnn!"', "nonce"),
+        (f'created={NOW};keyid="M1";nonce=:bm5ubm5ubm5ubm5ubm5u:', "nonce"),
+        (f'created={NOW};keyid="M1";nonce="nnnnnnnnnnnnnnnn";alg="ED25519"', "alg"),
+        (f'created={NOW};keyid="M1";nonce="nnnnnnnnnnnnnnnn";alg="hmac-sha256"', "alg"),
+    ],
+)
+def test_signature_parameters_are_strict(params: str, param: str) -> None:
+    """Each parameter read strictly, typed and naming it, before any signature is checked."""
+    key, keys = _keys()
+    good = sign_request(key, "M1", "POST", PATH, BODY, timestamp=NOW)
+    components = good["Signature-Input"].split(";", 1)[0]
+    headers = {**good, "Signature-Input": f'{components};{params};tag="{TAG}"'}
+    with pytest.raises(Unauthenticated) as err:
+        _verify(headers, keys)
+    assert err.value.param == param, err.value.message
+
+
+def test_the_fields_hold_one_signature_each() -> None:
+    key, keys = _keys()
+    good = sign_request(key, "M1", "POST", PATH, BODY, timestamp=NOW)
+    si, sig = good["Signature-Input"], good["Signature"]
+    for headers in (
+        {**good, "Signature-Input": si + ", " + si.replace("sig1=", "sig2=")},
+        {**good, "Signature": sig + ", " + sig.replace("sig1=", "sig2=")},
+        {**good, "Signature-Input": si + ", " + si.replace("sig1=", "sig2="),
+         "Signature": sig + ", " + sig.replace("sig1=", "sig2=")},
+        {**good, "Signature": sig.replace("sig1=", "sig2=")},
+        {**good, "Signature-Input": si.replace("sig1=", "sig2=")},
+        {**good, "Signature": "sig1=(\"@method\")"},
+        {**good, "Signature-Input": "sig1=:AAAA:"},
+    ):  # fmt: skip
+        with pytest.raises(Unauthenticated):
+            _verify(headers, keys)
+
+
 # --- against a real server ----------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import http_sf
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
@@ -58,6 +59,8 @@ _MERCHANT_RE = re.compile(r"[A-Za-z0-9._:\-]{1,40}")
 _IDEMPOTENCY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 # the authority is not covered: any origin gives the same signature base
 _ORIGIN = "https://institution.invalid"
+#: a signature time (``created``, ``expires``) is a canonical integer below this (year 36812)
+_TIME_LIMIT = 1 << 40
 
 
 class _Ed25519(HTTPSignatureAlgorithm):
@@ -228,6 +231,70 @@ def is_signed(headers: Mapping[str, str] | _Headers) -> bool:
     return H_SIGNATURE in headers or H_SIGNATURE_INPUT in headers
 
 
+class _Repeated(Exception):
+    """A key given twice in a structured field (RFC 8941 keeps the last; we refuse)."""
+
+
+def _repeated(key: str, context: str) -> None:
+    raise _Repeated(f"{key!r} ({context})")
+
+
+def _strict_field(name: str, value: str) -> dict[str, Any]:
+    """``value`` of the ``name`` field parsed as an RFC 8941 Dictionary of exactly one member,
+    written exactly as RFC 8941 serializes it, no key repeated; else :class:`Unauthenticated`.
+    RFC 9421 signs the *re-serialized* parameters, so a lenient spelling (``created=0123``, a
+    parameter given twice, extra spaces) verified as the canonical one: one signature, many
+    headers, and a parameter whose value the parser picked (the last) unseen by the checks."""
+    try:
+        parsed = http_sf.parse(
+            value.encode("ascii"), tltype="dictionary", on_duplicate_key=_repeated
+        )
+    except _Repeated as exc:
+        raise Unauthenticated(f"{name} gives a key twice: {exc}", param=name) from None
+    except (ValueError, UnicodeEncodeError):
+        raise Unauthenticated(f"{name} is not a structured field (RFC 8941)", param=name) from None
+    if not isinstance(parsed, dict) or len(parsed) != 1:
+        raise Unauthenticated(f"{name} must hold exactly one signature", param=name)
+    if http_sf.ser(parsed) != value:
+        raise Unauthenticated(
+            f"{name} is not written in its canonical form (RFC 8941: integers without leading"
+            " zeros or sign, one space between items, none elsewhere)",
+            param=name,
+        )
+    return parsed
+
+
+def _strict_parameters(lines: _Headers) -> None:
+    """The signature's fields and parameters, strictly: canonical, one signature whose label is
+    the same in both fields, ``created`` (and ``expires``, after it) canonical integers in
+    range, ``keyid`` a merchant id, ``alg`` (when given) ``ed25519``, the nonce's charset and
+    length; each a typed :class:`Unauthenticated` before anything is verified."""
+    inputs = _strict_field(H_SIGNATURE_INPUT, lines[H_SIGNATURE_INPUT])
+    signatures = _strict_field(H_SIGNATURE, lines[H_SIGNATURE])
+    if set(inputs) != set(signatures):
+        raise Unauthenticated(
+            f"{H_SIGNATURE} and {H_SIGNATURE_INPUT} name different signatures", param=H_SIGNATURE
+        )
+    (member, params), (signature, _) = next(iter(inputs.values())), next(iter(signatures.values()))
+    if not isinstance(member, list) or not isinstance(signature, bytes):
+        raise Unauthenticated("the signature is not a list of components and its bytes")
+    for key in ("created", "expires"):
+        value = params.get(key)
+        if key in params and (type(value) is not int or not 0 < value < _TIME_LIMIT):
+            raise Unauthenticated(f"the signature's {key!r} is not a time in range", param=key)
+    if "created" not in params:
+        raise Unauthenticated("the signature names no time (created)", param="created")
+    if "expires" in params and params["expires"] <= params["created"]:
+        raise Unauthenticated("the signature expires before it was created", param="expires")
+    keyid, nonce, alg = params.get("keyid"), params.get("nonce"), params.get("alg", "ed25519")
+    if not isinstance(keyid, str) or not _MERCHANT_RE.fullmatch(keyid):
+        raise Unauthenticated("the signature's keyid is not a merchant id", param="keyid")
+    if not isinstance(nonce, str) or not _NONCE_RE.fullmatch(nonce):
+        raise Unauthenticated("the nonce must be 16-64 characters of [A-Za-z0-9_-]", param="nonce")
+    if alg != "ed25519":
+        raise Unauthenticated('the signature\'s alg must be "ed25519"', param="alg")
+
+
 def verify_request(
     method: str,
     target: str,
@@ -248,6 +315,11 @@ def verify_request(
             f"merchant requests must be signed ({H_SIGNATURE_INPUT}, {H_SIGNATURE},"
             f" {H_CONTENT_DIGEST}; RFC 9421) or carry an API key"
         )
+    if H_SIGNATURE not in lines or H_SIGNATURE_INPUT not in lines:
+        raise Unauthenticated(
+            f"a signed request carries both {H_SIGNATURE_INPUT} and {H_SIGNATURE} (RFC 9421)"
+        )
+    _strict_parameters(lines)
     required = list(COMPONENTS)
     if H_IDEMPOTENCY in lines:
         idempotency_key({H_IDEMPOTENCY: lines[H_IDEMPOTENCY]})  # well-formed, or refused
