@@ -6,6 +6,8 @@ A wallet directory (``--wallet-dir``, else ``$SAFESCAN_WALLET_DIR``, else
     wallet.json        institution URL, carrier URL, pinned institution keys, customer id,
                        carrier serial (no secrets: the keys live in the key carrier)
     crl.cbor           the last signed revocation list fetched (used when offline)
+    trusted-time       the newest institution-signed time verified and device time seen: the
+                       clock the list's freshness is judged by (safescan.code.timefloor)
     history.sqlite3    verified receipts of the payments made, and the payments whose outcome
                        is not known yet (sent, unanswered: kept until the institution says)
 """
