@@ -60,30 +60,58 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 #: The longest files of a run on 4 workers, longest first (docs/operations.md, "Test suite
-#: wall time"); a file missing here is scheduled by its number of tests.
+#: wall time"); a file missing here is scheduled by its number of tests, so a long file of one
+#: or two tests missing here runs last, alone, at the end of the run.
+#: Re-taken 2026-12-01 12:5x (eleventh sitting) from what was measured after the zygote: the
+#: clean-clone CI runs' 30 slowest (/tmp/ci-clean-10c.log, 10d: quiet machine, seconds of one
+#: test) and the CPU report run of 09:07 (/tmp/cpu-full-10.jsonl: a file's summed wall seconds
+#: on a loaded machine, ~2.5 times a quiet run's, before the zygote: its fault files are about
+#: halved since). The estimate of a quiet run's seconds for each file comes first.
 LONGEST = (
-    # from the SAFESCAN_CPU_REPORT run of 2026-12-01 05:50 (first 1,844 tests; a loaded
-    # machine): each file's summed wall seconds (what holds a worker), then its CPU seconds;
-    # the files that run had not reached yet from the 30 slowest of the CI run before it
-    "tests/e2e/walletapp/test_scan_and_pay.py",  # 678 s wall, 167 s CPU (Chromium)
-    "tests/faults/test_backup_restore.py",  # 429 s for 2 of its 14 tests; 9 of the 30 slowest
-    "tests/faults/test_clock_jumps.py",  # 462 s, 48 tests
-    "tests/faults/test_corruption.py",  # 450 s for 5 tests
-    "tests/e2e/test_merchant_sealing.py",  # 346 s
-    "tests/e2e/test_newcomer.py",  # 309 s, 76 s CPU
-    "tests/cluster/test_failover.py",  # 300 s (its cluster's daemons' CPU is not counted)
-    "tests/faults/test_institution_kill.py",  # 408 s -> 228 s halved (-n 1, loaded)
-    "tests/e2e/test_enroll_tls_ca.py",  # 246 s
-    "tests/carrier/test_fuzz.py",  # 230 s
-    "tests/cluster/test_api_tls.py",  # 228 s
-    "tests/code/test_rekey_files.py",  # 218 s
-    "tests/e2e/test_threats.py",  # 199 s
-    "tests/e2e/test_demo.py",  # 195 s
-    "tests/institution/test_pitr.py",  # 52 s in the CI run's 30 slowest
-    "tests/e2e/walletapp/test_guard.py",  # 173 s
-    "tests/carrier/test_torture.py",  # 164 s; 100 s halved (-n 1, loaded)
-    "tests/test_fresh_clone.py",  # 54 s in the CI run's 30 slowest
-    "tests/cluster/test_cli_errors.py",  # 109 s
+    "tests/faults/test_backup_restore.py",  # ~300 s; 5 of its tests 143 s in CI's 30 slowest
+    "tests/faults/test_retries_in_flight.py",  # ~290 s (1,209 s loaded, before the zygote)
+    "tests/faults/test_clock_jumps.py",  # ~280 s (709 s loaded; faketime: no zygote)
+    "tests/faults/test_corruption.py",  # ~270 s (673 s loaded; its CPU is in the test)
+    "tests/e2e/walletapp/test_scan_and_pay.py",  # ~225 s (561 s loaded; Chromium)
+    "tests/faults/test_ride_through.py",  # ~170 s (849 s loaded, CPU 81 -> 33 s forked)
+    "tests/faults/test_institution_kill.py",  # ~160 s (56 s for its 2 tests in CI)
+    "tests/cluster/test_failover.py",  # ~150 s (122 s in CI's 30 slowest)
+    "tests/faults/test_restore.py",  # ~150 s (670 s loaded, CPU 55 -> 28 s forked)
+    "tests/e2e/test_newcomer.py",  # ~120 s (302 s loaded)
+    "tests/e2e/test_merchant_sealing.py",  # ~120 s (one test 45-50 s in CI)
+    "tests/cluster/test_api_tls.py",  # ~85 s (1 test)
+    "tests/code/test_cli.py",  # ~80 s
+    "tests/e2e/test_threats.py",  # ~75 s
+    "tests/institution/test_all_or_nothing.py",  # 66 s for its 2 tests in CI
+    "tests/carrier/test_fuzz.py",  # ~65 s
+    "tests/faults/test_read_only.py",  # ~60 s (1 test)
+    "tests/e2e/walletapp/test_guard.py",  # ~60 s
+    "tests/test_fresh_clone.py",  # 53-60 s (1 test)
+    "tests/faults/test_readiness_db_down.py",  # ~55 s (1 test; 21-22 s in CI)
+    "tests/e2e/test_demo.py",  # ~55 s
+    "tests/cluster/test_cli_errors.py",  # ~53 s (one test 36-37 s in CI)
+    "tests/e2e/test_enroll_tls_ca.py",  # ~50 s (1 test)
+    "tests/faults/test_database_down.py",  # ~47 s (1 test)
+    "tests/faults/test_disk_full.py",  # ~45 s (1 test)
+    "tests/e2e/test_first_payment.py",  # 33-44 s in CI (1 test)
+    "tests/faults/test_webhook_hostile.py",  # 42-43 s in CI (1 test)
+    "tests/e2e/test_payment.py",  # ~40 s
+    "tests/e2e/walletapp/test_screens.py",  # ~40 s
+    "tests/e2e/test_pos_key_at_rest.py",  # ~38 s
+    "tests/institution/test_tls_clients.py",  # one test 33-37 s in CI
+    "tests/carrier/test_torture.py",  # 30-36 s in CI (1 test)
+    "tests/faults/test_carrier_kill.py",  # ~36 s (1 test)
+    "tests/institution/test_webhooks_sse.py",  # one test 33 s in CI
+    "tests/institution/test_pitr.py",  # 30-33 s in CI
+    "tests/faults/test_audit_batches.py",  # ~33 s
+    "tests/code/test_rekey_files.py",  # ~29 s
+    "tests/e2e/test_rendering.py",  # ~26 s
+    "tests/institution/test_scaleout_crash.py",  # one test 24 s in CI
+    "tests/institution/test_fuzz.py",  # one test 21-23 s in CI
+    "tests/e2e/test_web_pos_state.py",  # ~23 s
+    "tests/e2e/test_enroll.py",  # ~20 s
+    "tests/e2e/walletapp/test_static_tip.py",  # ~16 s (1 test, 39 s loaded)
+    "tests/faults/test_webhook_receiver.py",  # ~10 s (1 test, 27 s at load 8.5 at 12:55)
 )
 
 
