@@ -8,6 +8,7 @@ tests/e2e/test_merchant_sealing.py.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -422,3 +423,47 @@ def test_a_clock_set_back_does_not_make_an_old_list_current_for_sealing(
     later = _sealer(inst, tmp_path, at=t0 + 30 * DAY + 60)
     later.refresh(api)  # type: ignore[arg-type]
     assert later.make_order(ITEMS).sealed_here
+
+
+@pytest.mark.parametrize("damage", ["link_to_a_certificate", "huge", "fifo"])
+def test_the_cached_certificate_is_read_bounded_and_never_through_a_link(
+    inst: LocalInstitution, tmp_path: Path, damage: str
+) -> None:
+    """(review) ``certificate.cbor`` is the terminal's own file: read at most
+    ``MAX_CERT_BYTES``, never through a symbolic link, a regular file only; anything else is
+    the typed SealingError and nothing is sealed (before: an unbounded ``read_bytes`` that
+    followed links: a link to a certificate elsewhere was sealed with)."""
+    sealer = _ready(inst, tmp_path)
+    path = sealer.dir / "certificate.cbor"
+    elsewhere = tmp_path / "elsewhere.cbor"
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    if damage == "link_to_a_certificate":
+        path.symlink_to(elsewhere)
+    elif damage == "huge":
+        path.write_bytes(b"\0" * (1 << 20))
+    else:
+        os.mkfifo(path)
+    with pytest.raises(SealingError, match="certificate cannot be read"):
+        sealer.make_order(ITEMS)
+
+
+def test_checked_at_is_read_bounded_and_never_through_a_link(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """(review) ``checked_at`` through a link (to a file saying "just refreshed") is not
+    believed: the cache counts as never refreshed and the next chance refreshes it; a huge
+    file is not read whole. Before: an unbounded ``read_text`` that followed links."""
+    api = FakeApi(inst)
+    sealer = _ready(inst, tmp_path, api)
+    path = sealer.dir / "checked_at"
+    assert sealer.status()["checked_at"] == inst.now
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(str(inst.now))
+    path.unlink()
+    path.symlink_to(elsewhere)
+    assert sealer.status()["checked_at"] is None
+    assert sealer.refresh_if_due(api)  # type: ignore[arg-type]
+    assert not path.is_symlink() and sealer.status()["checked_at"] == inst.now
+    path.write_bytes(b"1" * (1 << 20))
+    assert sealer.status()["checked_at"] is None

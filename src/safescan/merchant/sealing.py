@@ -42,6 +42,7 @@ from safescan.client.answers import OrderView
 from safescan.client.errors import InstitutionUnreachable
 from safescan.code import timefloor
 from safescan.code.certs import (
+    MAX_CERT_BYTES,
     Certificate,
     RevocationList,
     Role,
@@ -234,7 +235,7 @@ class LocalSealer:
         """Refresh when the cache is older than :data:`REFRESH_AFTER`; an unreachable
         institution is not an error here (the terminal works offline). True if refreshed."""
         try:
-            checked = int(self._path("checked_at").read_text())
+            checked = self._checked_at()
         except (OSError, ValueError):
             checked = 0
         if self.now() - checked < REFRESH_AFTER:
@@ -303,7 +304,7 @@ class LocalSealer:
                 raise SealingError("no scheme key list cached: run `safescan pos seal-setup`")
             return None
         try:
-            raw = read_bounded(path, CACHE_LIMIT, "a scheme key list")
+            raw = read_bounded(path, CACHE_LIMIT, "a scheme key list", own=True)
         except OSError as exc:
             raise SealingError(f"the cached scheme key list cannot be read: {exc}") from None
         return SchemeKeyList.from_bytes(raw, trust)
@@ -314,7 +315,18 @@ class LocalSealer:
             if required:
                 raise SealingError("no certificate cached: run `safescan pos seal-setup`")
             return None
-        return Certificate.from_bytes(path.read_bytes())
+        try:  # the terminal's own file: bounded, never through a link (review)
+            raw = read_bounded(path, MAX_CERT_BYTES, "a certificate", own=True)
+        except OSError as exc:
+            raise SealingError(f"the cached certificate cannot be read: {exc}") from None
+        return Certificate.from_bytes(raw)
+
+    def _checked_at(self) -> int:
+        """When the cache was last refreshed; ``OSError``/``ValueError`` when ``checked_at``
+        is missing, damaged, a link or not a regular file (bounded, review: it was an
+        unbounded ``read_text`` through links)."""
+        raw = read_bounded(self._path("checked_at"), 32, "a time stamp", own=True)
+        return int(raw.decode("ascii"))
 
     def make_order(
         self,
@@ -389,7 +401,7 @@ class LocalSealer:
         cert = self._certificate(required=False)
         listed = self._cached_list(trust, required=False)
         try:
-            checked: int | None = int(self._path("checked_at").read_text())
+            checked: int | None = self._checked_at()
         except (OSError, ValueError):
             checked = None
         doc: dict[str, Any] = {"directory": str(self.dir), "checked_at": checked}
