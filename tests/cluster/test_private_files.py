@@ -330,3 +330,56 @@ def test_a_hard_link_made_between_a_check_and_the_open_is_refused(
     monkeypatch.setattr(smallfile.os, "open", racing_open)
     with pytest.raises(ClusterError, match="hard link"):
         cluster.admin_token()
+
+
+def test_the_clusters_own_files_are_read_bounded_and_never_through_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(review) The spec, PostgreSQL's postmaster.pid, the TLS files and the logs are read
+    bounded and never through a symbolic link (before: ``read_text``/``read_bytes`` that
+    followed links; a link to ``/dev/zero`` or a FIFO ran the supervisor, often root, out of
+    memory or hung it; a link to another file was believed). No cluster is started."""
+    from safescan.cluster import tls as cluster_tls
+    from safescan.web import pki
+
+    # cluster.json through a link: refused, not read
+    state = tmp_path / "state"
+    load_or_create(state, ClusterSpec(state_dir=state, base_port=30000))
+    (state / SPEC_FILE).rename(tmp_path / "elsewhere.json")
+    (state / SPEC_FILE).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ClusterError, match="cannot be read"):
+        read_spec(state)
+    # postmaster.pid through a link (the service user owns the data directory): not believed
+    monkeypatch.setattr(supervisor, "service_user", lambda: None)
+    monkeypatch.setattr(supervisor, "cmdline", lambda pid: f"postgres -D {tmp_path}/n/data")
+    cluster = Cluster(ClusterSpec(state_dir=tmp_path / "c"))
+    monkeypatch.setattr(cluster, "node_dir", lambda i: tmp_path / "n")
+    (tmp_path / "n" / "data").mkdir(parents=True)
+    (tmp_path / "pm").write_text("4242\n/data\n")
+    pm = tmp_path / "n" / "data" / "postmaster.pid"
+    pm.symlink_to(tmp_path / "pm")
+    assert cluster.postmaster_pid(0) is None
+    pm.unlink()
+    (tmp_path / "pm").rename(pm)
+    assert cluster.postmaster_pid(0) == 4242  # PostgreSQL's own file: read
+    # a node certificate through a link is not usable (it is issued anew); the CA is not copied
+    ca = pki.TlsDir(tmp_path / "ca")
+    pki.create_tls_dir(ca)
+    node = cluster_tls.NodeTls(tmp_path / "node")
+    cluster_tls.prepare_node(ca, node)
+    assert cluster_tls._usable(node)
+    node.cert.rename(tmp_path / "server.pem")
+    node.cert.symlink_to(tmp_path / "server.pem")
+    assert not cluster_tls._usable(node)
+    ca.ca_cert.rename(tmp_path / "ca.pem")
+    ca.ca_cert.symlink_to(tmp_path / "ca.pem")
+    with pytest.raises(ClusterError, match="cannot read the cluster's CA"):
+        cluster_tls.prepare_node(ca, node)
+    # a log: only its end is read, never through a link
+    table = ProcessTable(tmp_path, tmp_path)
+    (tmp_path / "etcd0.log").write_bytes(b"x" * (1 << 20) + b"the end\n")
+    assert table.log_tail("etcd0", 100).endswith("the end\n")
+    assert len(table.log_tail("etcd0", 100)) == 100
+    (tmp_path / "etcd0.log").rename(tmp_path / "other.log")
+    (tmp_path / "etcd0.log").symlink_to(tmp_path / "other.log")
+    assert table.log_tail("etcd0") == ""

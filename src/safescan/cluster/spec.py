@@ -14,9 +14,12 @@ from typing import Any
 
 from safescan.cluster.errors import ClusterError
 from safescan.code.atomicfile import write_atomic
+from safescan.code.smallfile import read_bounded
 from safescan.procs import ephemeral_range
 
 SPEC_FILE = "cluster.json"
+#: the most ``cluster.json`` is read for (it is under 1 KiB)
+SPEC_FILE_LIMIT = 64 * 1024
 #: every part of a loopback cluster binds this address
 HOST = "127.0.0.1"
 MAX_NODES = 9
@@ -197,7 +200,8 @@ def load_or_create(state_dir: Path, requested: ClusterSpec | None) -> ClusterSpe
     path = state_dir / SPEC_FILE
     if path.is_file():
         try:
-            text = path.read_text(encoding="utf-8")
+            # its own file: bounded, never through a link, a regular file only (review)
+            text = read_bounded(path, SPEC_FILE_LIMIT, "a cluster spec", own=True).decode()
         except (OSError, UnicodeDecodeError) as exc:
             raise ClusterError(f"{path} cannot be read: {exc}") from None
         stored = ClusterSpec.from_json(text, state_dir)

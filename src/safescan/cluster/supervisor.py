@@ -40,6 +40,7 @@ from safescan.cluster.procs import (
 from safescan.cluster.secretfile import read_secret
 from safescan.cluster.spec import SPEC_FILE, ClusterSpec
 from safescan.code.atomicfile import write_atomic
+from safescan.code.smallfile import read_bounded
 from safescan.web import pki
 
 BOOT_TIMEOUT = 180.0
@@ -543,7 +544,10 @@ class Cluster:
     def postmaster_pid(self, i: int) -> int | None:
         """The running postmaster of node ``i`` (from its postmaster.pid), or None."""
         try:
-            pid = int((self.node_dir(i) / "data" / "postmaster.pid").read_text().split()[0])
+            raw = read_bounded(  # PostgreSQL's file: bounded, never through a link (review)
+                self.node_dir(i) / "data" / "postmaster.pid", 4096, "a pid file", own=True
+            )
+            pid = int(raw.split()[0])
         except (OSError, ValueError, IndexError):
             return None
         return pid if str(self.node_dir(i) / "data") in cmdline(pid) else None

@@ -38,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from safescan.cluster.errors import ClusterError
 from safescan.code.atomicfile import write_atomic
+from safescan.code.smallfile import read_bounded
 from safescan.web import pki
 
 HBA_METHOD = "scram-sha-256"
@@ -81,9 +82,9 @@ def _usable(node: NodeTls) -> bool:
     if not (node.cert.exists() and node.key.exists()):
         return False
     try:
-        cert = x509.load_pem_x509_certificate(node.cert.read_bytes())
+        cert = x509.load_pem_x509_certificate(_own(node.cert))
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (ValueError, x509.ExtensionNotFound):
+    except (OSError, ValueError, x509.ExtensionNotFound):  # a link, huge, damaged: issued anew
         return False
     return ExtendedKeyUsageOID.CLIENT_AUTH in eku
 
@@ -117,7 +118,7 @@ def check_patroni_https(patroni: str | None) -> None:
     if patroni is None:
         return
     with open(patroni, "rb") as f:
-        first = f.readline()
+        first = f.readline(4096)  # a binary's first "line" may be long: bounded
     python = first[2:].decode(errors="replace").split()[0] if first.startswith(b"#!") else ""
     if not python or python.endswith("env"):
         return  # not a script with a fixed interpreter: nothing to check here
@@ -169,7 +170,7 @@ def prepare_frontend(ca_dir: pki.TlsDir, frontend_pem: Path, ca_copy: Path) -> N
         tmp = frontend_pem.parent / "frontend.tmp"
         cert, key = tmp / "cert.pem", tmp / "key.pem"
         pki.issue_server_files(ca_dir, cert, key, list(pki.DEFAULT_NAMES))
-        pki.write_private(frontend_pem, (cert.read_text() + key.read_text()).encode())
+        pki.write_private(frontend_pem, _own(cert) + _own(key))
         shutil.rmtree(tmp)
     _copy_ca(ca_dir, ca_copy)
 
@@ -177,7 +178,18 @@ def prepare_frontend(ca_dir: pki.TlsDir, frontend_pem: Path, ca_copy: Path) -> N
 def _copy_ca(ca_dir: pki.TlsDir, copy: Path) -> None:
     """A copy of the cluster's CA certificate (public: 0644), whole or not at all: a half
     copy would make every verification with it fail."""
-    write_atomic(copy, ca_dir.ca_cert.read_bytes(), 0o644)
+    try:
+        write_atomic(copy, _own(ca_dir.ca_cert), 0o644)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ClusterError(f"cannot read the cluster's CA {ca_dir.ca_cert}: {reason}") from None
+
+
+def _own(path: Path) -> bytes:
+    """A TLS file the cluster wrote itself: at most ``pki.CA_FILE_LIMIT`` bytes, never through
+    a symbolic link, a regular file only (``OSError`` else; review: read unbounded through
+    links before)."""
+    return read_bounded(path, pki.CA_FILE_LIMIT, "a PEM file", own=True)
 
 
 def client_settings(ca: Path) -> dict[str, str]:
