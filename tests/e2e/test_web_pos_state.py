@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from safescan import merchant
 from safescan.procs import ManagedProcess
 from safescan.web import pki
 from tests.e2e.conftest import World
 from tests.e2e.test_web_pos import Staff, _code_of, _pay
 from tests.e2e.walletapp.browser import AXE, axe_violations, headless_chromium
+
+STATIC = Path(merchant.__file__).with_name("static")
 
 PHONE = {"width": 390, "height": 844}
 
@@ -130,6 +134,28 @@ def no_sideways_scroll(page: Any) -> None:
         PHONE["width"],
     )
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], wide
+
+
+def test_a_page_never_takes_an_older_answer_of_its_order(browser: Any) -> None:
+    """order.js's rule for the staff page (pos.js's render): the answer to its own request
+    (a refund, a cancel) can arrive after a newer server-sent message of the same order; the
+    POS raises the order's ``version`` at every change it publishes, and the older is dropped
+    (tests/merchant/test_journal_forward.py: the same rule for the journal and the POS)."""
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.set_content("<!doctype html><title>order.js</title>")
+        page.add_script_tag(content=(STATIC / "order.js").read_text(encoding="utf-8"))
+        got = page.evaluate(
+            """() => { const n = window.safescanOrder.newer;
+                const a = (v) => ({order_id: "A", version: v});
+                return [n(null, a(1)), n(a(3), a(2)), n(a(3), a(3)), n(a(3), a(4)),
+                        n(a(3), {order_id: "B", version: 1}), n(a(3), {order_id: "A"})]; }"""
+        )
+        assert got == [True, False, True, True, True, True]
+    finally:
+        ctx.close()
+    assert "if (!newer(current, doc)) return;" in (STATIC / "pos.js").read_text(encoding="utf-8")
 
 
 def test_counter_page_at_phone_width_survives_a_restart(world: World, browser: Any) -> None:

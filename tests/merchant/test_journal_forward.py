@@ -156,6 +156,7 @@ def test_a_late_refund_event_never_undoes_a_newer_refund(journal: Journal) -> No
     assert _row(journal, oid) == ("REFUNDED", 1000)
     assert (v.state, v.refunded) == ("REFUNDED", 1000)
     assert shown.qsize() == 1  # nothing older was shown to the staff's page
+    assert v.version == 1  # one change published: the page keeps the newest version it got
     # the back office's order page (its load reads this row): no refund form, nothing "left"
     row = journal.get(oid)
     assert row is not None

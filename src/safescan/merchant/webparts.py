@@ -69,6 +69,7 @@ class OrderView:
     receipt: dict[str, Any] | None = None
     refunded: int = 0
     message: str = ""
+    version: int = 0  # raised at every change published: a page keeps the newest it got
 
     def staff_json(self) -> dict[str, Any]:
         """Everything, for the signed-in staff."""
@@ -90,6 +91,7 @@ class OrderView:
             "refundable_display": cur.format(max(0, paid - self.refunded)),
             "minor_units": cur.minor_units,
             "message": self.message,
+            "version": self.version,
             "qr_svg": f"{base}/qr.svg",
             "qr_png": f"{base}/qr.png",
             "events": f"{base}/events",
@@ -152,7 +154,9 @@ class PosState:
     reconciled_at: float = 0.0  # when the institution's order list was last read (Unix time)
 
     def publish(self, view: OrderView) -> None:
-        """Tell every page watching the order."""
+        """Tell every page watching the order (a new ``version``: an answer to a page's own
+        request that arrives after a newer message is older, and not shown)."""
+        view.version += 1
         for q in self.listeners.get(view.order.order_id, set()):
             q.put_nowait(view)
 

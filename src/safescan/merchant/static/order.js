@@ -114,6 +114,16 @@ window.safescanOrder = (function () {
     };
   }
 
+  // Whether a page showing `shown` takes `doc`: another order, or the same one not older. The
+  // POS raises an order's `version` at every change it publishes; the answer to the page's own
+  // request (a refund, a cancel) can arrive after a newer server-sent message and must not put
+  // the page back.
+  function newer(shown, doc) {
+    if (!shown || !doc || shown.order_id !== doc.order_id) return true;
+    return !(Number.isInteger(doc.version) && Number.isInteger(shown.version) &&
+             doc.version < shown.version);
+  }
+
   return {$: $, el: el, showState: showState, showReceipt: showReceipt, countdown: countdown,
-          watch: watch};
+          watch: watch, newer: newer};
 })();

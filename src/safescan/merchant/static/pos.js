@@ -2,7 +2,7 @@
 (function () {
   const meta = document.querySelector('meta[name="csrf"]');
   const csrf = meta ? meta.content : "";
-  const {$, el, showState, showReceipt, countdown, watch} = window.safescanOrder;  // order.js
+  const {$, el, showState, showReceipt, countdown, watch, newer} = window.safescanOrder;  // order.js
   let stream = null;
   let current = null;
 
@@ -19,6 +19,7 @@
   }
 
   function render(doc) {
+    if (!newer(current, doc)) return;  // an older answer of the shown order
     current = doc;
     if (!showState(doc)) return;
     countdown(doc);
