@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safescan.procs import free_port
+from tests.logread import written
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "first-payment.md"
 PIN = "482916"
@@ -111,7 +112,7 @@ class Terminal:
         self.windows.append(proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            text = log.read_text()
+            text = written(log)  # whole lines: an order id is never read half written
             if re.search(ready, text):
                 self.read(text)
                 return log
