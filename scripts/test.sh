@@ -23,5 +23,21 @@ WORKERS="${SAFESCAN_TEST_WORKERS:-4}"
 if [ "$WORKERS" = "0" ]; then
     echo "== pytest"; exec .venv/bin/pytest --durations=30 "$@"
 fi
+# Every run also writes the CPU report (tests/conftest.py: a JSON line a test, its CPU and wall
+# seconds) and prints its 50 longest files by summed wall seconds at the end: the figures
+# LONGEST is taken from (docs/operations.md, "Test suite wall time"). SAFESCAN_CPU_REPORT set
+# by the caller: that file instead of a temporary one (removed at the end).
+REPORT="${SAFESCAN_CPU_REPORT:-}"
+if [ -z "$REPORT" ]; then
+    REPORT="$(mktemp "${TMPDIR:-/tmp}/safescan-cpu-XXXXXX.jsonl")"
+    trap 'rm -f "$REPORT"' EXIT
+fi
 echo "== pytest ($WORKERS workers)"
-exec .venv/bin/pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder --durations=30 "$@"
+status=0
+SAFESCAN_CPU_REPORT="$REPORT" .venv/bin/pytest -n "$WORKERS" --dist loadfile \
+    --no-loadscope-reorder --durations=30 "$@" || status=$?
+if [ -s "$REPORT" ]; then
+    echo "== test files by wall seconds (scripts/test-cpu-report.py --by wall)"
+    python3 scripts/test-cpu-report.py "$REPORT" --by wall --top 50 | head -n 55 || true
+fi
+exit "$status"
