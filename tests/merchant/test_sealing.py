@@ -467,3 +467,20 @@ def test_checked_at_is_read_bounded_and_never_through_a_link(
     assert not path.is_symlink() and sealer.status()["checked_at"] == inst.now
     path.write_bytes(b"1" * (1 << 20))
     assert sealer.status()["checked_at"] is None
+
+
+def test_a_refresh_stamped_in_the_future_does_not_postpone_the_next_one(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Attack: the terminal's clock ran 3 hours ahead when it refreshed (checked_at 3 h in
+    the future), then was set right. Before: ``refresh_if_due`` saw a negative age and did not
+    refresh for 3 hours, so an online terminal learned of no revocation for that long (and
+    went on sealing with a revoked certificate). Now a checked_at in the future refreshes."""
+    api = FakeApi(inst)
+    _sealer(inst, tmp_path, at=inst.now + 3 * 3600).setup(api)  # type: ignore[arg-type]
+    first = api.issued[-1].serial
+    api.revoked, api.sequence = {first}, 2  # revoked meanwhile
+    right = _sealer(inst, tmp_path, at=inst.now + 60)
+    assert right.refresh_if_due(api) is True  # type: ignore[arg-type]
+    assert api.issued[-1].serial != first  # the revoked certificate replaced
+    assert right.refresh_if_due(api) is False  # type: ignore[arg-type]

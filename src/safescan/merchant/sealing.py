@@ -238,7 +238,10 @@ class LocalSealer:
             checked = self._checked_at()
         except (OSError, ValueError):
             checked = 0
-        if self.now() - checked < REFRESH_AFTER:
+        # a checked_at in the future is a clock that went back (or was ahead when it was
+        # written): refresh now (before: nothing was refreshed until the clock caught up, so
+        # a terminal online learned of no revocation or key retirement for that long)
+        if 0 <= self.now() - checked < REFRESH_AFTER:
             return False
         try:
             self.refresh(api)
