@@ -1,4 +1,4 @@
-"""Base64 as the API writes and reads it (standard alphabet out; standard or URL-safe in)."""
+"""Base64 as the API writes and reads it: one spelling, standard alphabet and padded, both ways."""
 
 from __future__ import annotations
 
@@ -30,12 +30,23 @@ def b64_exact(text: str, size: int | None = None) -> bytes | None:
 
 
 def b64d(text: str, *, param: str, max_bytes: int = 8192) -> bytes:
-    """Decode standard or URL-safe base64 strictly; a typed error names ``param``."""
+    """Decode base64 in its one canonical spelling, what :func:`b64e` writes (standard
+    alphabet, padded, zero padding bits); anything else is the typed ``InvalidRequest`` naming
+    ``param``. Before (review, eleventh sitting) the URL-safe alphabet, missing padding and
+    non-zero padding bits were accepted too, so one value had several spellings (``...1B==``
+    and ``...1A==`` decoded alike): an idempotent retry, a log or a signed body could hold
+    another text of the same bytes."""
     if not isinstance(text, str) or len(text) > (max_bytes * 4) // 3 + 4:
         raise InvalidRequest(f"{param} is too long", param=param)
+    if not text.isascii():
+        raise InvalidRequest(f"{param} is not valid base64", param=param)
     try:
-        cleaned = text.replace("-", "+").replace("_", "/")
-        cleaned += "=" * (-len(cleaned) % 4)
-        return base64.b64decode(cleaned.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeError):
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
         raise InvalidRequest(f"{param} is not valid base64", param=param) from None
+    if b64e(raw) != text:
+        raise InvalidRequest(
+            f"{param} is not canonical base64 (standard alphabet, padded, as the API writes it)",
+            param=param,
+        )
+    return raw
