@@ -406,3 +406,47 @@ def test_untrusted_values_reach_the_log_inert_in_every_format(fmt: str) -> None:
         assert raw not in text, (raw, text)
     if fmt == "console":
         assert "Traceback" in text and "\n" in text.split("Traceback", 1)[1]
+
+
+FORGED = "\n[info     ] payment settled                [safescan.pay] amount=100000"
+
+
+class _Hostile:
+    """A value whose repr holds a line feed (what the console renderer writes for a non-str)."""
+
+    def __repr__(self) -> str:
+        return "event" + FORGED + "\r\x1b[2K"
+
+
+def test_a_value_holding_cr_lf_cannot_forge_a_console_log_line() -> None:
+    """(review) A stored event id, a non-text value or an exception's message holding CR/LF
+    (or an ANSI escape) cannot start a line of its own in the console-format log: string
+    values and keys are escaped, any other value is written as its escaped repr, and a
+    traceback keeps its lines but each is indented, so no line of it reads as a record.
+    Before: an object's repr and an exception's message were written raw, and
+    ``ValueError("x\\n[info ] payment settled ...")`` forged a record."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        obslog.configure("info", "console", stream=buf)
+        log = obslog.get_logger("safescan.test")
+        log.info("webhook delivered", event_id="evt_1" + FORGED + "\r\x1b[2K")
+        log.info("webhook delivered", stored=_Hostile(), **{"key" + FORGED: 1})
+        logging.getLogger("safescan.test.std").warning("delivered %s", _Hostile())
+        try:
+            raise ValueError("bad event" + FORGED + "\r\x1b[2K")
+        except ValueError:
+            log.exception("delivery failed")
+            logging.getLogger("safescan.test.std").exception("delivery failed")
+    finally:
+        obslog.configure("info", "json", stdlib=False)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = buf.getvalue().splitlines()
+    records = [line for line in lines if not line.startswith("  ")]
+    assert len(records) == 5, lines  # one line each; the two tracebacks indented under theirs
+    assert not any(line.startswith("[info     ] payment settled") for line in lines), lines
+    assert sum("Traceback" in line for line in lines) == 2
+    for raw in ("\r", "\x1b"):
+        assert raw not in buf.getvalue()

@@ -201,17 +201,38 @@ atexit.register(_SINK.drain)  # a clean exit writes the lines queued in the loop
 _configured: dict[str, Any] = {}
 
 
+#: values the console renderer writes with ``repr`` that cannot hold a control character
+_PLAIN = (int, float, bool, type(None))
+#: keys whose text keeps its lines (each indented, so no line of it reads as a record)
+_MULTILINE = ("exception", "stack")
+
+
 def _visible_values(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-    """Every text value (a merchant's name or URL, a request's path, a client's header) with
-    control, bidi and zero-width characters as escapes: the console format writes strings as
-    they are (the JSON format escapes them itself), and a log is read in a terminal. A
-    traceback keeps its lines."""
+    """Every value (a merchant's name or URL, a request's path, a client's header, a stored
+    event id) with control, bidi and zero-width characters as escapes: the console format
+    writes strings as they are and other values with ``repr`` (the JSON format escapes them
+    itself), and a log is read in a terminal. A value of any other type is written as its
+    escaped ``repr`` (review: an object whose ``repr`` held a line feed forged a line), and a
+    key as escaped text. A traceback or stack keeps its lines, each escaped and indented by two
+    spaces: a line feed in an exception's message (``ValueError("x\\n[info ] paid")``) can no
+    longer start a line that reads as a record (review: it did)."""
     from safescan.code.display import visible
 
-    for key, value in event.items():
+    for key, value in list(event.items()):
         if isinstance(value, str):
-            lines = value.split("\n") if key == "exception" else [value]
-            event[key] = "\n".join(visible(line) for line in lines)
+            if key in _MULTILINE:
+                value = "\n".join("  " + visible(line) for line in value.split("\n"))
+            else:
+                value = visible(value)
+        elif not isinstance(value, _PLAIN):
+            text = repr(value)
+            shown = visible(text)
+            if shown != text:  # bytes, lists, dicts: their repr escapes already
+                value = shown
+        safe_key = visible(key)
+        if safe_key != key:
+            del event[key]
+        event[safe_key] = value
     return event
 
 
