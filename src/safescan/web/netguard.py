@@ -352,6 +352,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         STATS["evicted"] += 1
         return True
 
+    def shutdown(self) -> None:
+        """The server stops: an idle connection with nothing left to send is dropped as
+        :func:`_drop` drops it, others are closed gracefully (uvicorn's). A TLS close waits for
+        the client's close_notify, which an idle keep-alive client (a connection pool) never
+        sends: every stop of a server that such a client had used took uvicorn's whole
+        graceful timeout (5 s) before it could exit."""
+        transport = cast(asyncio.Transport | None, getattr(self, "transport", None))
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and transport is not None and transport.get_write_buffer_size() == 0:
+            _drop(transport)
+            return
+        super().shutdown()
+
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection (a refused one, or one whose handshake never finished, was
         never counted by uvicorn)."""
