@@ -8,14 +8,22 @@ every check, alone and several at once (so the first error reported is the same 
   below: the old way, build the object from the fields and run ``validated(clean=False)``;
 * ``cbor.strict_loads``'s type walk against the old ``isinstance`` walk;
 * ``forbidden_char`` and ``compatibility_letters`` (an ASCII shortcut) against their loops;
-* ``Receipt.signed_bytes`` against ``signed().to_bytes()``;
+* ``Receipt.signed_bytes`` against ``signed().to_bytes()`` (its array encoded once, the
+  signature appended: ``with_signature``);
+* ``Authorization.from_bytes_signed``'s signed part (cut from the strictly decoded input)
+  against ``tbs()`` (encoded again), and the forgeries it must still refuse;
+* ``check_identifier`` and ``check_stored_name`` (an ASCII shortcut each) against the regular
+  expression and the NFC/``clean_name`` path;
 * ``VerifyKey.verify`` (the decoded key kept) still refuses what it refused.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import random
+import re
 import string
 import unicodedata
 from typing import Any
@@ -24,7 +32,7 @@ import cbor2
 import pytest
 
 from safescan.code import cbor, lookalike, text
-from safescan.code.authorization import Receipt
+from safescan.code.authorization import Authorization, Receipt, with_signature
 from safescan.code.errors import SafescanError, SignatureInvalid
 from safescan.code.keys import SigningKey
 from safescan.code.payment import (
@@ -34,6 +42,7 @@ from safescan.code.payment import (
     LineItem,
     Merchant,
     StaticCode,
+    check_identifier,
     check_time,
 )
 from safescan.code.text import check_stored_name
@@ -385,3 +394,124 @@ def test_a_kept_decoded_key_still_refuses_forgeries() -> None:
     assert hash(public) == hash(type(public)(public.raw))
     with pytest.raises(SignatureInvalid):
         other.public_key.verify(signature, message)
+
+
+# --- the receipt's array encoded once, the authorization's signed part not encoded again ----
+
+
+def test_with_signature_is_the_encoding_of_the_longer_array() -> None:
+    rng = random.Random(11)
+    pool: list[Any] = ["", "a" * 23, "b" * 24, "é" * 12, 0, 23, 24, 255, 256, 2**32, -1, -25,
+                       b"", bytes(24), bytes(300), [1, [2]], ["x"] * 30]  # fmt: skip
+    for n in range(0, 23):
+        for _ in range(20):
+            values = [rng.choice(pool) for _ in range(n)]
+            signature = rng.randbytes(64)
+            assert with_signature(cbor.dumps(values), signature) == cbor.dumps([*values, signature])
+    with pytest.raises(ValueError):
+        with_signature(cbor.dumps([0] * 23), bytes(64))  # 24 items: a longer head
+    with pytest.raises(ValueError):
+        with_signature(cbor.dumps({1: 2}), bytes(64))  # not an array
+    with pytest.raises(ValueError):
+        with_signature(cbor.dumps([1]), bytes(63))
+
+
+def _random_authorization(rng: random.Random) -> Authorization:
+    return Authorization(
+        code_digest=rng.randbytes(32),
+        merchant_id=rng.choice(["m", "M8KJ3", "m_" + "x" * 21, "m." * 20]),
+        order_id=rng.choice(["", "o_1", "S" + "A" * 19, "o" * 40]),
+        amount=rng.choice([1, 23, 24, 255, 256, 65535, 65536, 2**32, 10**12 - 1]),
+        currency=rng.choice([978, 840, 36, 392]),
+        counter=rng.choice([0, 1, 23, 24, 2**16, 2**32, 2**63 - 1]),
+        carrier_serial=rng.choice([0, 1, 300, 2**40]),
+        created_at=rng.choice([0, NOW, 2**32 - 1]),
+    )
+
+
+def test_an_authorizations_signed_part_is_its_tbs() -> None:
+    rng = random.Random(12)
+    key = SigningKey.from_seed(bytes([7]) * 32)
+    for _ in range(400):
+        auth = _random_authorization(rng).signed(key)
+        parsed, signed = Authorization.from_bytes_signed(auth.to_bytes())
+        assert parsed == Authorization.from_bytes(auth.to_bytes()) == auth
+        assert signed == auth.tbs()
+        parsed.verify(key.public_key, signed)
+
+
+def test_the_signed_part_still_refuses_forgeries() -> None:
+    rng = random.Random(13)
+    key = SigningKey.from_seed(bytes([8]) * 32)
+    other = SigningKey.from_seed(bytes([9]) * 32)
+    auth = _random_authorization(rng).signed(key)
+    data = auth.to_bytes()
+    for position in range(len(data)):  # every flipped byte: refused parsing or signature
+        flipped = bytearray(data)
+        flipped[position] ^= 0x01
+        with pytest.raises(SafescanError):
+            parsed, signed = Authorization.from_bytes_signed(bytes(flipped))
+            parsed.verify(key.public_key, signed)
+    # another amount, re-encoded canonically with the original signature: not the signed bytes
+    changed = dataclasses.replace(auth, amount=auth.amount + 1)
+    parsed, signed = Authorization.from_bytes_signed(changed.to_bytes())
+    with pytest.raises(SignatureInvalid):
+        parsed.verify(key.public_key, signed)
+    parsed, signed = Authorization.from_bytes_signed(data)
+    with pytest.raises(SignatureInvalid):  # another carrier's key
+        parsed.verify(other.public_key, signed)
+    # trailing bytes, or a non-canonical length: refused by the strict decoder before any cut
+    for bad in (data + b"\x00", bytes([0x9A, 0, 0, 0, 10]) + data[1:]):
+        with pytest.raises(SafescanError):
+            Authorization.from_bytes_signed(bad)
+
+
+# --- identifiers and stored names: an ASCII shortcut each -----------------------------------
+
+_ID = re.compile(r"[A-Za-z0-9._:\-]+")
+
+
+def _ref_identifier(value: object, name: str) -> str:
+    from safescan.code.errors import MalformedCode
+
+    if not isinstance(value, str) or not 0 < len(value) <= 40:
+        raise MalformedCode(f"{name} must be 1-40 characters")
+    if not _ID.fullmatch(value):
+        raise MalformedCode(f"{name} may only use letters, digits and . _ : -")
+    return value
+
+
+def _ref_stored_name(value: str, field: str, max_chars: int) -> str:
+    cleaned = text.clean_name(value, field=field, max_chars=max_chars)
+    if cleaned != value:
+        raise text.UnsafeText(f"{field} is not in Unicode normal form C")
+    return cleaned
+
+
+def test_identifiers_are_judged_as_before() -> None:
+    rng = random.Random(14)
+    odd = list("._:-é٣ⅷＡ𝟘ǅ ſK\u0130\u212a\n\x00")  # non-ASCII letters and digits: isalnum()
+    alphabet = [chr(c) for c in range(128)] + odd
+    values: list[object] = ["", "a" * 40, "a" * 41, "A1", None, 5, b"ab", "a\n", "٣٣", "ＡＢ"]
+    for _ in range(20000):
+        pool = alphabet if rng.random() < 0.5 else string.ascii_letters + string.digits
+        values.append("".join(rng.choices(pool, k=rng.choice([1, 2, 8, 40, 41]))))
+    for value in values:
+        assert _outcome(check_identifier, value, "order id") == _outcome(
+            _ref_identifier, value, "order id"
+        ), repr(value)
+
+
+def test_stored_names_are_judged_as_before() -> None:
+    rng = random.Random(15)
+    alphabet = [chr(c) for c in range(128)] + list("éßΑаＰ\u0301\u200b\u00a0")
+    values = ["", " ", "a", " a", "a ", "a  b", "a b", "x" * 64, "x" * 65, "\x7f", "a\tb"]
+    for _ in range(20000):
+        pool = alphabet if rng.random() < 0.3 else string.printable
+        values.append("".join(rng.choices(pool, k=rng.choice([1, 3, 8, 64, 65]))))
+    for value in values:
+        for limit in (3, 64):
+            fast = functools.partial(check_stored_name, field="item name", max_chars=limit)
+            assert _outcome(fast, value) == _outcome(_ref_stored_name, value, "item name", limit), (
+                repr(value)
+            )

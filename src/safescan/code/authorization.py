@@ -39,6 +39,24 @@ RECEIPT_CONTEXT = b"SS1-RCPT"
 MAX_SIGNED_BYTES = 1024
 
 
+SIGNATURE_BYTES = 64
+_SIG_HEAD = b"\x58\x40"  # a CBOR byte string of 64 bytes: major type 2, one-byte length
+_SIG_ITEM = len(_SIG_HEAD) + SIGNATURE_BYTES
+_ARRAY_9, _ARRAY_10 = b"\x89", 0x8A
+
+
+def with_signature(unsigned: bytes, signature: bytes) -> bytes:
+    """``cbor.dumps([*values, signature])`` from ``unsigned = cbor.dumps(values)`` (an array
+    of fewer than 23 items) without encoding the values again: a deterministic array is its
+    head (``0x80 + length`` below 24) followed by its items' encodings, so one more item is
+    the head plus one and the 64-byte signature's encoding appended
+    (tests/code/test_authorization_fast.py)."""
+    head = unsigned[0]
+    if not 0x80 <= head < 0x97 or len(signature) != SIGNATURE_BYTES:
+        raise ValueError("with_signature takes a short CBOR array and a 64-byte signature")
+    return bytes((head + 1,)) + unsigned[1:] + _SIG_HEAD + signature
+
+
 def _uint(value: object, name: str, error: type[MalformedData], limit: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
         raise error(f"{name} must be an unsigned integer")
@@ -157,9 +175,26 @@ class Authorization:
         )
         return auth.validated()
 
-    def verify(self, carrier_key: VerifyKey) -> None:
-        """Verify the carrier's signature; raises :class:`SignatureInvalid`."""
-        carrier_key.verify(self.signature, self.tbs(), what="authorization signature")
+    @classmethod
+    def from_bytes_signed(cls, data: bytes) -> tuple[Authorization, bytes]:
+        """:meth:`from_bytes` and the bytes its carrier signed (:meth:`tbs`), the latter cut
+        from ``data`` itself instead of encoded again (the payment path): the strict decoder
+        proved ``data`` is the deterministic encoding of ``[*fields, signature]``, i.e. the
+        10-element array's head, the nine fields' encodings, then the 64-byte signature's;
+        :meth:`tbs` is the 9-element array's head and those same nine encodings.
+        tests/code/test_authorization_fast.py checks it equals :meth:`tbs` byte for byte."""
+        auth = cls.from_bytes(data)
+        if data[0] != _ARRAY_10 or data[-_SIG_ITEM:-SIGNATURE_BYTES] != _SIG_HEAD:
+            raise MalformedAuthorization("not a version-1 authorization")  # (cannot happen)
+        return auth, AUTH_CONTEXT + _ARRAY_9 + data[1:-_SIG_ITEM]
+
+    def verify(self, carrier_key: VerifyKey, signed: bytes | None = None) -> None:
+        """Verify the carrier's signature; raises :class:`SignatureInvalid`. ``signed``: this
+        authorization's :meth:`tbs` as :meth:`from_bytes_signed` returned it with this very
+        object (never anything else: it is what the signature is checked over)."""
+        carrier_key.verify(
+            self.signature, self.tbs() if signed is None else signed, what="authorization signature"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +240,9 @@ class Receipt:
         once for the signature and once with it, no copy (the payment path makes one per
         payment)."""
         self.validated()
-        values = self._fields()
-        signature = key.sign(RECEIPT_CONTEXT + cbor.dumps(values))
-        values.append(signature)
-        return cbor.dumps(values)
+        unsigned = cbor.dumps(self._fields())  # [1, ...nine fields]: head 0x8a
+        signature = key.sign(RECEIPT_CONTEXT + unsigned)
+        return with_signature(unsigned, signature)
 
     def validated(self) -> Receipt:
         """Check every field's type and range; returns self (:class:`MalformedReceipt`, or

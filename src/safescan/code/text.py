@@ -93,6 +93,16 @@ def clean_name(value: str, *, field: str, max_chars: int = 64) -> str:
 
 def check_stored_name(value: str, *, field: str, max_chars: int = 64) -> str:
     """Validate a name read from a code: it must already be in its clean, NFC form."""
+    if type(value) is str and value.isascii() and value.isprintable():
+        # U+0020-U+007E only: already NFC, no forbidden character (forbidden_char), so only
+        # clean_name's other rules remain, checked in its order with its messages
+        if not value:
+            raise UnsafeText(f"{field} is empty")
+        if len(value) > max_chars:
+            raise UnsafeText(f"{field} is longer than {max_chars} characters")
+        if value[0] == " " or value[-1] == " " or "  " in value:
+            raise UnsafeText(f"{field} has leading, trailing or doubled spaces")
+        return value
     cleaned = clean_name(value, field=field, max_chars=max_chars)
     if cleaned != value:
         raise UnsafeText(f"{field} is not in Unicode normal form C")

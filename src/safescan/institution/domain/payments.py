@@ -117,7 +117,7 @@ class Payments:
     ) -> tuple[Stored | None, _PaymentPlan | None]:
         """Everything before the transaction: parse, the key's stored answer, open and verify,
         match, and the payment's records (receipt signed, event and audit entry written out)."""
-        auth = Authorization.from_bytes(authorization)
+        auth, signed = Authorization.from_bytes_signed(authorization)  # no second encoding
         req = payment_request(auth.carrier_serial, code_text, authorization, key)
         if req is not None:
             stored = self.core.db.read(lambda c: idempotency.lookup(c, req))
@@ -126,7 +126,7 @@ class Payments:
         now = self.core.now()
         opened = open_code(code_text, self.core.scheme_keys, self.core.trust, now=now)
         carrier_key, customer_id = self.carriers.key(auth.carrier_serial)
-        auth.verify(carrier_key)
+        auth.verify(carrier_key, signed)
         self._match(opened, auth)
         return None, self._plan_payment(opened, auth, customer_id, req, now)
 
