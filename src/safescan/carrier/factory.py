@@ -27,6 +27,7 @@ from safescan.code.attestation import CarrierModel, issue_attestation_certificat
 from safescan.code.certs import Certificate
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import SigningKey, VerifyKey, write_private_file
+from safescan.code.smallfile import read_bounded
 
 PASSPHRASE_ENV = "SAFESCAN_FACTORY_PASSPHRASE"  # noqa: S105 - a variable name
 ATTESTATION_YEARS = 20
@@ -113,7 +114,9 @@ class Factory:
         """Open a factory key directory (``KeyFileError`` on a wrong passphrase)."""
         directory = Path(directory)
         try:
-            doc = json.loads((directory / "factory.json").read_text())
+            doc = json.loads(
+                read_bounded(directory / "factory.json", 1 << 16, "factory.json").decode()
+            )
             kid, serial = int(doc["kid"]), int(doc["next_serial"])
         except (OSError, ValueError, KeyError, TypeError):
             raise KeyFileError(f"no factory key in {directory} (run factory init)") from None

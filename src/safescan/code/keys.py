@@ -28,6 +28,11 @@ from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
 from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
 from safescan.code.rekeying import recover_if_interrupted
+from safescan.code.smallfile import read_bounded
+
+#: the most a key file is read for (a sealed PKCS#8 key is under 1 KiB; review: it was read
+#: whole, so a key path naming /dev/zero or a huge file ran the process out of memory)
+KEY_FILE_LIMIT = 64 * 1024
 
 SCHEME_KID_MAX = 0xFF  # scheme key ids fit the code header's one byte
 
@@ -49,7 +54,7 @@ def _read(path: Path) -> bytes:
     # a rekey interrupted in this directory puts every file back first (code/rekeying.py)
     recover_if_interrupted(Path(path).parent)
     try:
-        return Path(path).read_bytes()
+        return read_bounded(Path(path), KEY_FILE_LIMIT, "a key file")
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
 

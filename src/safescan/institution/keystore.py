@@ -40,7 +40,11 @@ from safescan.code.keys import (
 )
 from safescan.code.keys import write_private_file as _write_private
 from safescan.code.rekeying import recover_if_interrupted
+from safescan.code.smallfile import read_bounded
 from safescan.institution.util import token_hash
+
+#: the most keys.json or secret.json is read for (each under a few KiB; review: read whole)
+INDEX_LIMIT = 1 << 20
 
 if TYPE_CHECKING:
     from safescan.institution.hsm import TokenSettings
@@ -245,7 +249,9 @@ class KeyStore:
 
     def _index(self) -> dict[str, Any]:
         try:
-            doc = json.loads((self.path / "keys.json").read_text())
+            doc = json.loads(
+                read_bounded(self.path / "keys.json", INDEX_LIMIT, "keys.json").decode()
+            )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"no institution keys in {self.path} (run init first)") from exc
         if not isinstance(doc, dict) or "root_kid" not in doc or "scheme_kids" not in doc:
@@ -278,7 +284,9 @@ class KeyStore:
     def _load_secret(self, passphrase: bytes) -> bytes:
         recover_if_interrupted(self.path)
         try:
-            doc = json.loads((self.path / "secret.json").read_text())
+            doc = json.loads(
+                read_bounded(self.path / "secret.json", INDEX_LIMIT, "secret.json").decode()
+            )
             salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyFileError("the server secret file is missing or corrupt") from exc

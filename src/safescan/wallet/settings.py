@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safescan.code.smallfile import read_bounded
 from safescan.web.serving import ConnectionSection
 from safescan.web.settings_file import Section, SettingsError, is_settings_file, load, shown
 
@@ -108,7 +109,7 @@ def describe(config: Path | None, directory: Path) -> dict[str, Any]:
     out = shown(wallet_settings(config))
     out["wallet_dir"] = str(directory)
     try:
-        doc = json.loads((directory / "wallet.json").read_text(encoding="utf-8"))
+        doc = json.loads(read_bounded(directory / "wallet.json").decode("utf-8"))  # review
     except FileNotFoundError:
         out["wallet_state"] = {"exists": False}
         return out
