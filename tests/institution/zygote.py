@@ -141,6 +141,23 @@ def _send(conn: socket.socket, doc: dict[str, Any]) -> None:
     conn.sendall((json.dumps(doc) + "\n").encode())
 
 
+def _kill_if_the_test_goes(conn: socket.socket, pid: int) -> None:
+    """Return when command ``pid`` exits; SIGKILL it first if the test's end of ``conn`` closes
+    before (its pytest worker was killed: no teardown stops the server it started, which ran
+    on holding its port). The test sends nothing before it has read the exit status."""
+    try:
+        exited = os.pidfd_open(pid)
+    except OSError:  # no pidfd (Linux < 5.3): the command is only waited for
+        return
+    try:
+        ready, _, _ = select.select([conn, exited], [], [])
+        # end of file on conn (not data: the test sends none before the status): it has gone
+        if exited not in ready and not conn.recv(16, socket.MSG_PEEK):
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(exited)
+
+
 def _runner(conn: socket.socket) -> None:
     """In the forked runner: start one command, report its pid, status and CPU."""
     msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
@@ -163,6 +180,7 @@ def _runner(conn: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     _send(conn, {"pid": pid})
+    _kill_if_the_test_goes(conn, pid)
     info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
     assert info is not None
     # killed or dumped: -signal, as subprocess reports it
