@@ -178,6 +178,31 @@ def test_the_line_renderer_writes_json_dumps_bytes() -> None:
         assert obslog.json_line(case) == json.dumps(case) + "\n", case  # type: ignore[arg-type]
 
 
+def test_the_request_line_is_the_access_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """request_line (RequestLog's one formatting step) writes access_line's bytes for the
+    values a request gives (a status or None, a float duration, text or None for the client
+    and the error) and for every other value (handed to access_line: json.dumps' words for
+    NaN and infinities, enums, subclasses, wrong types)."""
+    monkeypatch.setattr(obslog.time, "time_ns", lambda: 1_764_590_000_123_456_000)
+    rng = random.Random(17)
+    texts = [v for v in _LINE_VALUES if isinstance(v, str)]
+    pool = _LINE_VALUES
+    for _ in range(3000):
+        status = rng.choice([None, 200, 201, 413, 0, *rng.sample(pool, 2)])
+        duration = rng.choice([0.0, 0.07, 12.34, 1e16, *rng.sample(pool, 2)])
+        client = rng.choice([None, "127.0.0.1", "::1", *rng.sample(pool, 2)])
+        error = rng.choice([None, "order_not_payable", *rng.sample(pool, 2)])
+        words = [rng.choice(["POST", "/v1/payments", "wallet", "req_0a", *texts]) for _ in "abcd"]
+        if rng.random() < 0.1:
+            words[rng.randrange(4)] = rng.choice(pool)  # a wrong type where text is expected
+        logger = rng.choice(["safescan.institution.access", *texts])
+        fields = {"method": words[0], "route": words[1], "status": status}
+        fields |= {"duration_ms": duration, "caller": words[2], "client": client, "error": error}
+        want = obslog.access_line(logger, dict(fields), words[3])  # type: ignore[arg-type]
+        got = obslog.request_line(logger, *fields.values(), words[3])  # type: ignore[arg-type]
+        assert got == want, fields
+
+
 @pytest.mark.parametrize(
     "ns",
     [
