@@ -86,7 +86,7 @@ def served(
         yield host, card, calls
     finally:
         host.close()
-        thread.join(timeout=5)
+        thread.join(timeout=60)  # it stops at its next poll; a loaded machine may take a while
         card.close()
         assert not thread.is_alive(), "the card's serve loop did not stop when the host closed"
 
@@ -189,7 +189,7 @@ def test_tcp_transport_on_loopback() -> None:
     acceptor = threading.Thread(target=lambda: accepted.append(server.accept()[0]))
     acceptor.start()
     host_port = SocketPcmPort.connect("127.0.0.1", port)
-    acceptor.join(timeout=5)
+    acceptor.join(timeout=60)  # connected: accept() returns once the thread runs
     server.close()
     with served(host_port, SocketPcmPort(accepted[0])) as (host, _card, _calls):
         assert host.request(b"\x00\xb0\x00\x00\x10", timeout=10) == b"\x10\x00\x00\xb0\x00\x90\x00"

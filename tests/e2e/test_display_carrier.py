@@ -78,7 +78,7 @@ def test_display_carrier_pays_what_its_screen_showed(world: World, dora: Party) 
     with Wallet.load(dora.wallet_dir) as wallet, wallet.open(order.code) as offer:
         assert offer.describe()["carrier_display"] is True
         paid = offer.pay(PIN)
-    customer.join(5)
+    customer.join()  # bounded by its own loop (60 s) and send_control's timeout
     assert customer.pressed == "approved" and paid.receipt.amount == 1250
     assert customer.seen["prompt"] == "Pay 12.50 EUR to Café Lumière (Paris)?"
 
@@ -99,7 +99,7 @@ def test_a_lying_wallet_gets_no_signature(world: World, dora: Party) -> None:
             pytest.raises(PaymentNotMade) as info,
         ):
             offer.pay(PIN)
-        customer.join(5)
+        customer.join()  # bounded by its own loop (60 s) and send_control's timeout
         assert customer.seen["merchant"] == "Fraud Corp"
         assert customer.seen["amount"] == "300.00 EUR"
         assert customer.pressed == "declined" and info.value.cause == "confirmation_declined"
@@ -123,7 +123,7 @@ def test_no_confirmation_no_payment(world: World, dora: Party) -> None:
         # the customer thread must see the prompt while it is up (until the wallet gives up
         # and the carrier powers off): 3 s, not 1, for a poll on a loaded machine to land in it
         offer.pay(PIN, confirm_timeout=3.0)
-    customer.join(5)
+    customer.join()  # bounded by its own loop (60 s) and send_control's timeout
     assert customer.seen["state"] == "confirm" and info.value.cause == "confirmation_timeout"
     assert balance(world, dora.customer_id) == before
     with MerchantApi(world.pos) as api:
