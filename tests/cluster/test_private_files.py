@@ -383,3 +383,32 @@ def test_the_clusters_own_files_are_read_bounded_and_never_through_a_link(
     (tmp_path / "etcd0.log").rename(tmp_path / "other.log")
     (tmp_path / "etcd0.log").symlink_to(tmp_path / "other.log")
     assert table.log_tail("etcd0") == ""
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_a_process_log_is_never_appended_through_a_planted_link(tmp_path: Path, kind: str) -> None:
+    """(review) The log directory belongs to the service user; the supervisor (often root)
+    opened ``logs/NAME.log`` with ``open(.., "ab")``, so a symbolic link planted there made it
+    append the child's output to any file. Now a link, a second name or a FIFO is the typed
+    ClusterError, and nothing is started."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("victim\n")
+    if kind == "symlink":
+        (logs / "etcd0.log").symlink_to(victim)
+    elif kind == "hardlink":
+        os.link(victim, logs / "etcd0.log")
+    else:
+        os.mkfifo(logs / "etcd0.log")
+    table = ProcessTable(tmp_path, logs)
+    with pytest.raises(ClusterError, match=r"etcd0\.log"):
+        table.start("etcd0", ["echo", "appended"], env={}, cwd=tmp_path)
+    assert victim.read_text() == "victim\n"
+    assert not (tmp_path / "etcd0.pid").exists()
+    if kind == "symlink":  # the cluster's own log: created, then appended to as before
+        (logs / "etcd0.log").unlink()
+        for line in (b"one\n", b"two\n"):
+            with table._open_log("etcd0") as log:
+                log.write(line)
+        assert (logs / "etcd0.log").read_bytes() == b"one\ntwo\n"

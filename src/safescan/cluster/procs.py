@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from safescan.cluster.errors import ClusterError
 from safescan.code.atomicfile import write_atomic
@@ -117,7 +117,7 @@ class ProcessTable:
         user: str | None = None,
     ) -> int:
         """Start ``argv`` detached, output appended to ``logs/NAME.log``; returns its pid."""
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = self._open_log(name)
         try:
             kwargs: dict[str, Any] = {}
             if user is not None:
@@ -170,6 +170,25 @@ class ProcessTable:
             if not wait_until(lambda: not self.alive(name), 10):
                 raise ClusterError(f"{name} does not stop even on SIGKILL")
         self.forget(name)
+
+    def _open_log(self, name: str) -> BinaryIO:
+        """``logs/NAME.log`` opened to append, never through a link: the log directory belongs
+        to the service user, and the supervisor (often root) opened it with ``open(.., "ab")``,
+        so a symbolic link planted there made it append the child's output to any file
+        (review). A symbolic link (``O_NOFOLLOW``), a second name, a FIFO or anything but a
+        regular file is the typed :class:`ClusterError`, and nothing is started."""
+        path = self.log_dir / f"{name}.log"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o666)  # as open(.., "ab"): umask applies
+        except OSError as exc:
+            raise ClusterError(f"cannot open {path} (a link?): {exc.strerror or exc}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise ClusterError(f"{path} is not the cluster's own log file (a link or a device)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "ab")
 
     def forget(self, name: str) -> None:
         """Drop the pid file of a stopped process."""
