@@ -1,0 +1,148 @@
+"""Instructions per call of payment-path steps, counted by valgrind (issue 20, part B).
+
+    .venv/bin/python bench/step_instructions.py [TREE] [--n 2000] [--json] [STEP ...]
+
+On this shared 2-core machine CPU time moves by 20-30 % from one run to the next with the
+other helpers' load, far more than a change of a few microseconds; an instruction count does
+not move with the load. Each step is run under ``valgrind --tool=callgrind`` twice, once with
+``--n`` calls and once with none (the interpreter's start, the imports and the set-up are the
+same in both: ``PYTHONHASHSEED=0``, fixed keys, no database), and the difference divided by
+``--n`` is printed. Imports safescan from TREE (default: this checkout), so an older tree
+exported somewhere gives its own figures. The steps (what differs between trees is taken
+with ``hasattr``, so an older tree runs the same work its own way):
+
+* ``auth_parse_tbs``: an authorization parsed strictly and its signed part made (``tbs()``
+  encoded again, or cut from the bytes by ``from_bytes_signed``);
+* ``auth_parse_verify``: the same and the carrier's Ed25519 signature verified;
+* ``receipt_signed_bytes``: a receipt validated, signed and encoded (``signed_bytes``);
+* ``dynamic_from_cbor``: a dynamic code's body parsed with every rule (``DynamicCode.from_cbor``);
+* ``access_line``: the request log's line for a payment (``request_line``, else
+  ``access_line``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
+ap.add_argument("tree", nargs="?", default=None)
+ap.add_argument("steps", nargs="*")
+ap.add_argument("--n", type=int, default=2000)
+ap.add_argument("--json", action="store_true")
+ap.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside valgrind: STEP
+ARGS = ap.parse_args()
+TREE = Path(ARGS.tree).resolve() if ARGS.tree else Path(__file__).resolve().parent.parent
+STEPS = ("auth_parse_tbs", "auth_parse_verify", "receipt_signed_bytes", "dynamic_from_cbor",
+         "access_line")  # fmt: skip
+
+
+def step(name: str) -> Callable[[], object]:
+    """The step's call (imports from TREE)."""
+    sys.path[:0] = [str(TREE / "src")]
+    from safescan.api import obslog
+    from safescan.code import payment
+    from safescan.code.authorization import Authorization, Receipt
+    from safescan.code.keys import SigningKey
+
+    key = SigningKey.from_seed(bytes([3]) * 32)
+    auth = Authorization(
+        code_digest=bytes(range(32)), merchant_id="M8KJ3ABCD", order_id="ORD123456789ABCDEFGH",
+        amount=250, currency=978, counter=17, carrier_serial=1234, created_at=1764590000,
+    ).signed(key)  # fmt: skip
+    data, public = auth.to_bytes(), key.public_key
+    cut = hasattr(Authorization, "from_bytes_signed")
+
+    def parse_tbs() -> object:
+        if cut:
+            return Authorization.from_bytes_signed(data)  # type: ignore[attr-defined]
+        return Authorization.from_bytes(data).tbs()
+
+    def parse_verify() -> None:
+        if cut:
+            parsed, signed = Authorization.from_bytes_signed(data)  # type: ignore[attr-defined]
+            parsed.verify(public, signed)  # type: ignore[call-arg]
+        else:
+            Authorization.from_bytes(data).verify(public)
+
+    receipt = Receipt(
+        payment_id="pay_ABCDEFGHJKLMNPQR", order_id="ORD123456789ABCDEFGH",
+        merchant_id="M8KJ3ABCD", amount=250, currency=978,
+        payer_pseudonym="p_0123456789abcdef01234567", paid_at=1764590000,
+        code_digest=bytes(range(32)), issuer_kid=1,
+    )  # fmt: skip
+    body = [["M8KJ3ABCD", "Bench Shop 0", "Berlin", "DE", 5814], "ORD123456789ABCDEFGH",
+            ["Coffee", 1, 250], 978, 1764590000, 900, b"12345678"]  # fmt: skip
+    render = getattr(obslog, "request_line", None)
+    logger, rid = "safescan.institution.access", "req_abcdef0123456789abcdef"
+
+    def line() -> object:
+        if render is not None:
+            return render(logger, "POST", "/v1/payments", 201, 1.23, "wallet", "127.0.0.1",
+                          None, rid)  # fmt: skip
+        fields = {"method": "POST", "route": "/v1/payments", "status": 201, "duration_ms": 1.23}
+        fields |= {"caller": "wallet", "client": "127.0.0.1", "error": None}
+        return obslog.access_line(logger, fields, rid)
+
+    return {
+        "auth_parse_tbs": parse_tbs,
+        "auth_parse_verify": parse_verify,
+        "receipt_signed_bytes": lambda: receipt.signed_bytes(key),
+        "dynamic_from_cbor": lambda: payment.DynamicCode.from_cbor(body, 2),
+        "access_line": line,
+    }[name]
+
+
+def counted(name: str, n: int) -> int:
+    """Instructions of one run of this script doing ``n`` calls of step ``name``."""
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            str(TREE),
+            "--run",
+            name,
+            "--n",
+            str(n),
+        ],
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for text in out.stderr.splitlines():
+        if "Collected :" in text:
+            return int(text.split()[-1])
+    raise SystemExit(f"no instruction count from valgrind:\n{out.stderr[-2000:]}")
+
+
+def main() -> None:
+    """Inside valgrind: run the step. Outside: count each step and print the figures."""
+    if ARGS.run:
+        fn = step(ARGS.run)
+        fn()  # its first call (lazy imports, caches) is in both runs
+        for _ in range(ARGS.n):
+            fn()
+        return
+    figures = {}
+    for name in ARGS.steps or STEPS:
+        figures[name] = (counted(name, ARGS.n) - counted(name, 0)) // ARGS.n
+    if ARGS.json:
+        print(json.dumps({"tree": str(TREE), "instructions_per_call": figures}))
+        return
+    for name, value in figures.items():
+        print(f"{name:22} {value:10,d} instructions per call")
+
+
+if __name__ == "__main__":
+    main()
