@@ -539,3 +539,20 @@ def test_a_damaged_record_of_trusted_time_is_reported_and_written_again(
     assert any("record of trusted time" in n for n in w._trust_notices)
     assert not floor.is_symlink()
     assert json.loads(floor.read_bytes()) == {"signed": T0, "device": T0 + 60}
+
+
+def test_a_record_of_trusted_time_that_cannot_be_kept_is_said(
+    wallet: tuple[Wallet, _Institution],
+) -> None:
+    """``trusted-time`` cannot be written (a directory where the file goes; a full disk or a
+    read-only directory fail alike): the check still uses what it verified now, and says the
+    record was not kept (before: the write's OSError was suppressed in silence)."""
+    w, institution = wallet
+    floor = w.config.crl_path.parent / crlcache.FLOOR_FILE
+    floor.unlink(missing_ok=True)
+    floor.mkdir()
+    (floor / "keep").write_text("x")  # a non-empty directory: no rename can replace it
+    institution.answer = _crl3(5)
+    _at(w, T0 + 60)
+    assert w.trust()[0].crl_sequence == 5
+    assert any("cannot be written" in n for n in w._trust_notices), w._trust_notices

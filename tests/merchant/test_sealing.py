@@ -484,3 +484,25 @@ def test_a_refresh_stamped_in_the_future_does_not_postpone_the_next_one(
     assert right.refresh_if_due(api) is True  # type: ignore[arg-type]
     assert api.issued[-1].serial != first  # the revoked certificate replaced
     assert right.refresh_if_due(api) is False  # type: ignore[arg-type]
+
+
+def test_a_record_of_trusted_time_that_cannot_be_kept_refuses_sealing(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """``trusted-time`` cannot be written (here a directory stands where the file goes: a
+    full disk or a read-only directory fail the same way): the typed SealingError saying so,
+    nothing sealed, never a silent pass (before: the write's OSError was suppressed and the
+    terminal sealed while forgetting the time it saw). Writable again: it seals."""
+    t0 = inst.now
+    _ready(inst, tmp_path)
+    floor = tmp_path / "pos-seal" / "trusted-time"
+    floor.unlink(missing_ok=True)
+    floor.mkdir()
+    (floor / "keep").write_text("x")  # a non-empty directory: no rename can replace it
+    with pytest.raises(SealingError, match="cannot be written") as err:
+        _sealer(inst, tmp_path, at=t0 + 60).make_order(ITEMS)
+    assert "nothing was sealed" in err.value.message
+    (floor / "keep").unlink()
+    floor.rmdir()
+    assert _sealer(inst, tmp_path, at=t0 + 120).make_order(ITEMS).sealed_here
+    assert floor.is_file()

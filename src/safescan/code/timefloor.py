@@ -30,7 +30,6 @@ own ``issued_at``); a damaged file is reported and replaced, never trusted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,11 +134,15 @@ def load(path: Path) -> tuple[TimeFloor, str | None]:
         return TimeFloor(), f"the record of trusted time {path} is damaged ({exc})"
 
 
-def save(path: Path, floor: TimeFloor) -> None:
-    """Keep ``floor`` at ``path`` (atomically); a write that fails is left for the next one
-    (the marks are a defence in depth: the lists' own dates still hold)."""
-    with contextlib.suppress(OSError):
+def save(path: Path, floor: TimeFloor) -> str | None:
+    """Keep ``floor`` at ``path`` (atomically). A write that fails (a full disk, a read-only
+    directory) leaves the file as it was and is returned as what went wrong, for the holder to
+    report (the wallet: a notice; the POS: a typed refusal), never passed over in silence."""
+    try:
         write_atomic(path, floor.to_bytes())
+    except OSError as exc:
+        return f"the record of trusted time {path} cannot be written: {exc.strerror or exc}"
+    return None
 
 
 __all__ = ["CLOCK_TOLERANCE", "TimeFloor", "TimeFloorDamaged", "advance", "load", "save"]

@@ -261,7 +261,12 @@ class LocalSealer:
         floor, damage = timefloor.load(path)
         after, _ = timefloor.advance(floor, now, signed, answer)
         if after != floor or damage is not None:
-            timefloor.save(path, after)
+            unsaved = timefloor.save(path, after)
+            if unsaved is not None:
+                raise SealingError(
+                    f"{unsaved}: nothing was sealed; free space or fix the"
+                    " directory's permissions, then seal again"
+                )
         if after.behind(now) > timefloor.CLOCK_TOLERANCE:
             raise SealingClockBehind(
                 f"this terminal's clock reads {_utc(now)}, but the institution signed a list at"
@@ -339,6 +344,7 @@ class LocalSealer:
         expires_in: int = 300,
     ) -> Order:
         """Seal a dynamic code for ``items`` here, without the institution (offline)."""
+        self._signing_key()  # not set up: say so first (nothing below can be kept without it)
         trust, crl = self._trust_and_list()
         now = self.now()
         # judged at the trusted time, not the clock alone (before: a clock set back made an

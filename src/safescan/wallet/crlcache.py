@@ -159,7 +159,9 @@ def choose(
             " allows: that reading is no longer relied on"
         )
     if floor != before or floor_damage is not None:
-        timefloor.save(floor_path, floor)
+        unsaved = timefloor.save(floor_path, floor)
+        if unsaved is not None:
+            notices.append(f"{unsaved}; this check still used what it verified now")
     if floor.behind(now) > CLOCK_TOLERANCE:
         raise DeviceClockBehind(
             f"this device's clock reads {_utc(now)}, but the institution signed a revocation"
