@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from safescan.cluster.procs import http_get, http_json
+from tests.institution.pg import free_port
 
 
 class _Recorder(ThreadingHTTPServer):
@@ -26,7 +27,7 @@ class _Recorder(ThreadingHTTPServer):
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.answer: tuple[int, dict[str, str], bytes] = (200, {}, b'{"ok": true}')
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", free_port()), _Handler)
 
     @property
     def url(self) -> str:
@@ -91,7 +92,7 @@ def test_proxy_variables_are_ignored(
 
 
 def test_nothing_listening_is_status_zero() -> None:
-    with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as s:
+    with ThreadingHTTPServer(("127.0.0.1", free_port()), _Handler) as s:
         url = f"http://127.0.0.1:{s.server_address[1]}"
     assert http_json(url + "/health", 1.0) == (0, None)
     assert http_get(url, timeout=1.0) == (0, b"")
