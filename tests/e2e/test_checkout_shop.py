@@ -180,8 +180,14 @@ def errors_of(page: Any) -> list[str]:
 
 def read_code(page: Any) -> str:
     """The payment code as a phone would read it: the QR image on the screen, decoded."""
+    # a function, never an expression string: Playwright re-evaluates an expression with eval()
+    # in the page on every poll after the first, which the checkout page's CSP (script-src
+    # 'self') refuses, so the wait failed whenever the image was not loaded at the first check
+    # (since 31d4d0d the first qr.svg also imports QR imaging). Polled on a timer, not frames.
     page.wait_for_function(
-        "document.getElementById('qr').complete && document.getElementById('qr').naturalWidth > 0"
+        "() => document.getElementById('qr').complete"
+        " && document.getElementById('qr').naturalWidth > 0",
+        polling=250,
     )
     return qr.decode_image(page.locator("#qr").screenshot())
 

@@ -457,7 +457,7 @@ def test_another_site_and_dns_rebinding_in_the_cashiers_browser_change_nothing(
     try:
         evil = context.new_page()
         evil.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-        evil.wait_for_function("document.title === 'done'", timeout=20_000)
+        evil.wait_for_function("() => document.title === 'done'", timeout=20_000)
         with evil.expect_navigation():
             evil.evaluate("document.getElementById('f').submit()")
         assert "another site" in evil.content() or "Origin" in evil.content()
