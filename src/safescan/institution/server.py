@@ -6,6 +6,8 @@ import gc
 import os
 from pathlib import Path
 
+from prometheus_client.registry import Collector
+
 from safescan.api import obslog
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
@@ -128,10 +130,23 @@ def build_app(
         public_url=tuning.public_url,
     )
     collector = metrics.ProcessCollector(inst.db, dispatcher)
-    served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
-    observed_app = observed(served, access_log=tuning.access_log)
+    served = layers(app, guard, collector, access, access_log=tuning.access_log)
     settle_heap()
-    return observed_app
+    return served
+
+
+def layers(
+    app: ASGIApp,
+    guard: RollbackGuard,
+    collector: Collector,
+    access: metrics.MetricsAccess,
+    *,
+    access_log: bool = True,
+) -> ASGIApp:
+    """What one API process serves around ``app`` (:func:`.http.create_app`'s): request ids,
+    the access log and the request metrics, ``/metrics``, the rollback guard."""
+    served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
+    return observed(served, access_log=access_log)
 
 
 def settle_heap() -> None:
