@@ -556,3 +556,58 @@ def test_a_record_of_trusted_time_that_cannot_be_kept_is_said(
     _at(w, T0 + 60)
     assert w.trust()[0].crl_sequence == 5
     assert any("cannot be written" in n for n in w._trust_notices), w._trust_notices
+
+
+def _count_floor_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write of ``trusted-time`` (its contents), counted where timefloor.save writes."""
+    from safescan.code import timefloor
+
+    written: list[bytes] = []
+    real = timefloor.write_atomic
+
+    def counting(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+        written.append(data)
+        real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(timefloor, "write_atomic", counting)
+    return written
+
+
+def test_trusted_time_is_written_when_it_moves_not_at_every_check(
+    wallet: tuple[Wallet, _Institution], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 revocation checks, 10 s apart (20 minutes), the same list: before, every check
+    rewrote ``trusted-time`` (atomic replace + fsync: 120 writes) because the device mark
+    moves every second. Now it is written when the signed mark moves (the first check, a
+    re-signed list) or the device mark moved by more than DEVICE_STEP: 8 writes. The kept
+    device mark is never more than DEVICE_STEP behind the clock's newest reading, so a clock
+    set back further than that, in a fresh process, is still judged at the kept mark."""
+    from safescan.code.timefloor import DEVICE_STEP, TimeFloor
+
+    w, institution = wallet
+    floor_path = w.config.crl_path.parent / crlcache.FLOOR_FILE
+    institution.answer = _crl3(5)
+    written = _count_floor_writes(monkeypatch)
+    checks, step = 120, 10
+    for i in range(checks):
+        if i == 60:
+            institution.answer = _crl3(5, issued_at=T0 + 600)  # re-signed: written at once
+        _at(w, T0 + 60 + i * step)
+        assert w.trust()[0].crl_sequence == 5
+        kept = TimeFloor.from_bytes(floor_path.read_bytes())
+        assert 0 <= T0 + 60 + i * step - kept.device <= DEVICE_STEP
+        assert kept.signed == (T0 if i < 60 else T0 + 600)
+    assert len(written) == 8, [json.loads(b) for b in written]
+    assert len(written) <= 2 + checks * step // DEVICE_STEP
+    # the attack of test_a_clock_set_back_offline_does_not_make_an_old_list_current, on the
+    # coarser mark: 30 days on (stale), then the clock set back in a fresh process
+    institution.answer = None
+    _at(w, T0 + 30 * DAY)
+    with pytest.raises(RevocationListStale):
+        w.trust()
+    fresh = _fresh_wallet(w, institution, T0 + 3600)
+    try:
+        with pytest.raises(RevocationListStale, match="a clock set back"):
+            fresh.trust()
+    finally:
+        fresh.close()

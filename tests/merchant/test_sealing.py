@@ -506,3 +506,37 @@ def test_a_record_of_trusted_time_that_cannot_be_kept_refuses_sealing(
     floor.rmdir()
     assert _sealer(inst, tmp_path, at=t0 + 120).make_order(ITEMS).sealed_here
     assert floor.is_file()
+
+
+def test_trusted_time_is_written_when_it_moves_not_for_every_sealed_code(
+    inst: LocalInstitution, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 codes sealed 15 s apart (15 minutes): before, every code rewrote ``trusted-time``
+    (atomic replace + fsync, 60 writes) because the clock moved. Now only when the device
+    mark moved by more than DEVICE_STEP (the signed mark does not move here): 4 writes, the
+    kept mark never more than DEVICE_STEP behind the clock. The clock set back an hour
+    (further than DEVICE_STEP) after the list went stale is still refused."""
+    from safescan.code import timefloor
+
+    t0 = inst.now
+    _ready(inst, tmp_path, FakeApi(inst, crl=_v3(inst, sequence=3, issued_at=t0)))
+    floor = tmp_path / "pos-seal" / "trusted-time"
+    written: list[bytes] = []
+    real = timefloor.write_atomic
+
+    def counting(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+        written.append(data)
+        real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(timefloor, "write_atomic", counting)
+    for i in range(60):
+        now = t0 + 15 * (i + 1)
+        assert _sealer(inst, tmp_path, at=now).make_order(ITEMS).sealed_here
+        kept = timefloor.TimeFloor.from_bytes(floor.read_bytes())
+        assert 0 <= now - kept.device <= timefloor.DEVICE_STEP and kept.signed == t0
+    assert len(written) == 4
+    stale = t0 + DAY + STALE_GRACE + 3600
+    with pytest.raises(SealingListStale):
+        _sealer(inst, tmp_path, at=stale).make_order(ITEMS)
+    with pytest.raises(SealingListStale, match="a clock set back"):
+        _sealer(inst, tmp_path, at=stale - 3600).make_order(ITEMS)

@@ -15,6 +15,15 @@ so the wallet (:mod:`safescan.wallet.crlcache`) and the POS sealing cache
 
 Both marks only go up and are kept in a small file (written with
 :func:`safescan.code.atomicfile.write_atomic`, read bounded and without following links).
+The file is written when the signed mark moves, when the device mark is put back, or when the
+device mark moved by more than :data:`DEVICE_STEP` since the kept one (:func:`worth_keeping`),
+not at every check: the clock moves every second, and a write is an atomic replace with two
+fsyncs (before: one per revocation check, one per sealed code). What this gives up is bounded
+and said: the kept device mark is never more than :data:`DEVICE_STEP` behind the newest device
+time seen, so a clock set back is believed for at most that much (each check judges by the
+kept marks and its own clock reading); less than the :data:`CLOCK_TOLERANCE` a clock may
+already run behind the signed mark, and far less than the attacks this answers (a list is
+relied on for a day and a half; a clock set back by hours or days is refused as before).
 A device clock more than :data:`CLOCK_TOLERANCE` behind the newest signed time is a clock
 that is wrong (set back): the holder refuses with its typed error rather than judge anything
 by it (:meth:`TimeFloor.behind`).
@@ -42,6 +51,9 @@ from safescan.code.smallfile import read_bounded
 #: how far (seconds) a device clock may run behind the newest signed time before it is
 #: refused as wrong (a few minutes of drift are normal; a list is re-signed every 12 h)
 CLOCK_TOLERANCE = 600
+#: how far (seconds) the device mark may move forward before the file is written again: the
+#: kept mark is at most this far behind the newest device time seen (see the module docstring)
+DEVICE_STEP = 180
 #: the file's largest size read (it holds two integers)
 FILE_LIMIT = 4096
 _MAX = 1 << 40  # seconds: far past any real date, well inside every integer type used
@@ -118,6 +130,16 @@ def advance(
     return after, False
 
 
+def worth_keeping(kept: TimeFloor, now: TimeFloor) -> bool:
+    """Whether ``now`` (the floor after a check) must be written over ``kept`` (the floor the
+    file holds): the signed mark moved, the device mark was put back (:meth:`TimeFloor.corrected`)
+    or moved forward by more than :data:`DEVICE_STEP`. Otherwise the kept device mark stays
+    within :data:`DEVICE_STEP` of the newest device time seen, and nothing is written."""
+    if now.signed != kept.signed or now.device < kept.device:
+        return True
+    return now.device - kept.device > DEVICE_STEP
+
+
 def load(path: Path) -> tuple[TimeFloor, str | None]:
     """The floor kept at ``path`` (empty when there is none) and, when the file is damaged (a
     link, a directory, too large, not the two marks), what is wrong with it: the holder tells
@@ -145,4 +167,13 @@ def save(path: Path, floor: TimeFloor) -> str | None:
     return None
 
 
-__all__ = ["CLOCK_TOLERANCE", "TimeFloor", "TimeFloorDamaged", "advance", "load", "save"]
+__all__ = [
+    "CLOCK_TOLERANCE",
+    "DEVICE_STEP",
+    "TimeFloor",
+    "TimeFloorDamaged",
+    "advance",
+    "load",
+    "save",
+    "worth_keeping",
+]

@@ -260,7 +260,7 @@ class LocalSealer:
         path = self._path("trusted-time")
         floor, damage = timefloor.load(path)
         after, _ = timefloor.advance(floor, now, signed, answer)
-        if after != floor or damage is not None:
+        if damage is not None or timefloor.worth_keeping(floor, after):
             unsaved = timefloor.save(path, after)
             if unsaved is not None:
                 raise SealingError(

@@ -158,7 +158,7 @@ def choose(
             "this device's clock once read a later time than the institution's newest list"
             " allows: that reading is no longer relied on"
         )
-    if floor != before or floor_damage is not None:
+    if floor_damage is not None or timefloor.worth_keeping(before, floor):
         unsaved = timefloor.save(floor_path, floor)
         if unsaved is not None:
             notices.append(f"{unsaved}; this check still used what it verified now")
