@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from safescan.api.errors import InvalidRequest
 from safescan.api.wire import receipt_from_wire
 from safescan.client.errors import InstitutionProtocolError, ReceiptMismatch, TrustFormatError
@@ -9,18 +11,31 @@ from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
+from safescan.code.numbers import canonical_int
+
+#: a public key as :func:`trust_to_json` writes it (``bytes.fromhex`` also skips spaces)
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def trust_from_json(doc: object) -> TrustStore:
-    """``{"kid": "hex public key"}`` -> a trust store."""
+    """``{"kid": "hex public key"}`` -> a trust store. Each key id in its one spelling
+    (``"1"``, never ``"01"``, ``" 1"``, ``"+1"``, ``"1_0"`` or other scripts' digits, which
+    ``int()`` reads: two spellings of one id made the last key named win) and each public key
+    64 hex digits (a string, nothing else); else :class:`TrustFormatError`."""
     if not isinstance(doc, dict) or not doc:
         raise TrustFormatError("trust must map institution key ids to public keys")
     keys: dict[int, VerifyKey] = {}
     for kid, hexkey in doc.items():
         try:
-            keys[int(kid)] = VerifyKey(bytes.fromhex(str(hexkey)))
+            n = canonical_int(kid, field="a trust key id")
+        except SafescanError as exc:
+            raise TrustFormatError(exc.message) from None
+        if not isinstance(hexkey, str) or not _HEX_KEY.fullmatch(hexkey):
+            raise TrustFormatError(f"trust key {n} is not a 32-byte hex public key")
+        try:
+            keys[n] = VerifyKey(bytes.fromhex(hexkey))
         except (ValueError, SafescanError):
-            raise TrustFormatError(f"trust key {kid!r} is not a 32-byte hex public key") from None
+            raise TrustFormatError(f"trust key {n} is not a 32-byte hex public key") from None
     return TrustStore(keys)
 
 

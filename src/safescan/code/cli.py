@@ -26,7 +26,7 @@ from safescan.code.display import term
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.keys import SchemeKey, SchemePublicKey, SigningKey, VerifyKey
-from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file
+from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file, read_trust_doc
 from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
@@ -111,7 +111,7 @@ def keys_scheme(
                 old.retire_at = int(time.time()) + retire_old_in
                 old.save(directory / f"scheme-{old.kid}.key", pw)
         new.save(directory / f"scheme-{kid}.key", pw)
-        doc = json.loads((directory / "trust.json").read_text())
+        doc = read_trust_doc(directory / TRUST_FILE)
         doc["scheme_keys"][str(kid)] = new.public.raw.hex()
         (directory / "trust.json").write_text(json.dumps(doc, indent=2) + "\n")
     except SafescanError as exc:

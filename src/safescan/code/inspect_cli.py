@@ -68,7 +68,7 @@ def _load_keys(
             pw = pw or read_passphrase(passphrase_file)
             for k in kd.keyring(pw).keys.values():
                 ring.add(k)
-        elif p.suffix == ".json" and "safescan-trust" in p.read_text()[:200]:
+        elif p.suffix == ".json" and _names_trust(p):
             trust, _ = load_trust_file(p)
         else:
             pw = pw or read_passphrase(passphrase_file)
@@ -76,6 +76,18 @@ def _load_keys(
     if trust is None or not ring.keys:
         raise KeyFileError("--key needs the scheme key(s) and the trust file (or a key directory)")
     return ring, trust
+
+
+def _names_trust(path: Path) -> bool:
+    """Whether ``path`` begins as a trust file does (else it is a scheme key file): read
+    bounded (before: ``read_text()`` read a FIFO or ``/dev/zero`` given as ``--key`` whole)."""
+    from safescan.code.keystore import TRUST_LIMIT
+    from safescan.code.smallfile import read_bounded
+
+    try:
+        return b"safescan-trust" in read_bounded(path, TRUST_LIMIT, "a trust file")[:200]
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _print_inspection(result: dict[str, Any]) -> None:

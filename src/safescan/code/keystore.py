@@ -12,15 +12,22 @@ Private keys are never written in clear; the passphrase comes from the caller.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safescan.code import strictjson
 from safescan.code.certs import TrustStore
-from safescan.code.errors import KeyFileError
+from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
+from safescan.code.numbers import canonical_int, json_int
+from safescan.code.smallfile import read_bounded
 
 TRUST_FILE = "trust.json"
+#: the most a trust file may hold (a few keys of ~70 bytes each and a revocation list)
+TRUST_LIMIT = 1 << 20
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass
@@ -70,20 +77,52 @@ class KeyDirectory:
         return ring
 
 
-def load_trust_file(path: Path) -> tuple[TrustStore, dict[int, SchemePublicKey]]:
-    """Parse a ``trust.json`` file."""
+def read_trust_doc(path: Path) -> dict[str, Any]:
+    """The JSON object of a ``trust.json`` file: at most :data:`TRUST_LIMIT` bytes
+    (``smallfile.read_bounded``), read by the strict rule (``code.strictjson``: a key named
+    twice, a lone surrogate, a non-finite number refused); else :class:`KeyFileError`."""
     try:
-        doc: Any = json.loads(Path(path).read_text())
-        if doc.get("type") != "safescan-trust":
-            raise KeyFileError(f"{path} is not a safescan trust file")
-        ikeys = {int(k): VerifyKey(bytes.fromhex(v)) for k, v in doc["institution_keys"].items()}
-        skeys = {
-            int(k): SchemePublicKey(int(k), bytes.fromhex(v))
-            for k, v in doc.get("scheme_keys", {}).items()
-        }
-        revoked = frozenset(int(s) for s in doc.get("revoked", []))
+        doc = strictjson.loads(read_bounded(Path(path), TRUST_LIMIT, "a trust file"))
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror}") from exc
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise KeyFileError(f"{path} is corrupt") from exc
-    return TrustStore(ikeys, revoked), skeys
+    except strictjson.StrictJSONError as exc:
+        raise KeyFileError(f"{path} is corrupt: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("type") != "safescan-trust":
+        raise KeyFileError(f"{path} is not a safescan trust file")
+    return doc
+
+
+def _public_keys(path: Path, doc: object, what: str) -> dict[int, bytes]:
+    """``{"kid": "64 hex digits"}``: each id in its one spelling (``"01"`` or ``" 1"`` would
+    name key 1 a second time, the last one winning), each key 32 bytes in hex."""
+    if not isinstance(doc, dict):
+        raise KeyFileError(f"{path} is corrupt: its {what}s are not an object")
+    out: dict[int, bytes] = {}
+    for kid, hexkey in doc.items():
+        try:
+            n = canonical_int(kid, field=f"the {what} id")
+        except SafescanError as exc:
+            raise KeyFileError(f"{path} is corrupt: {exc.message}") from None
+        if not isinstance(hexkey, str) or not _HEX_KEY.fullmatch(hexkey):
+            raise KeyFileError(f"{path} is corrupt: {what} {n} is not 64 hex digits")
+        out[n] = bytes.fromhex(hexkey)
+    return out
+
+
+def load_trust_file(path: Path) -> tuple[TrustStore, dict[int, SchemePublicKey]]:
+    """Parse a ``trust.json`` file (:func:`read_trust_doc`); :class:`KeyFileError`."""
+    doc = read_trust_doc(path)
+    ikeys = _public_keys(path, doc.get("institution_keys"), "institution key")
+    skeys = _public_keys(path, doc.get("scheme_keys", {}), "scheme key")
+    revoked = doc.get("revoked", [])
+    if not isinstance(revoked, list):
+        raise KeyFileError(f"{path} is corrupt: its revoked serials are not a list")
+    try:
+        serials = frozenset(
+            json_int(s, field="a revoked serial", minimum=0, maximum=2**64 - 1) for s in revoked
+        )
+        return TrustStore({k: VerifyKey(v) for k, v in ikeys.items()}, serials), {
+            k: SchemePublicKey(k, v) for k, v in skeys.items()
+        }
+    except SafescanError as exc:
+        raise KeyFileError(f"{path} is corrupt: {exc.message}") from exc

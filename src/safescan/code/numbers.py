@@ -4,7 +4,9 @@ Python is generous with what it calls an integer (``True``, ``int("1_0")``, ``in
 ``int(1.0)``); money must not be. :func:`json_int` takes a decoded JSON value and accepts only
 an ``int`` that is not a ``bool``; :func:`parse_int` takes text (a CLI argument, a form field)
 and accepts only plain ASCII digits. Both check the range and raise :class:`InvalidNumber`
-(or :class:`InvalidAmount` when out of range), naming the field.
+(or :class:`InvalidAmount` when out of range), naming the field. :func:`canonical_int` takes
+an identifier spelled as text (a key id naming a JSON object's key): only its one spelling,
+``str(n)``, so that two spellings (``"1"`` and ``"01"``) cannot name one number twice.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ MAX_AMOUNT = 10**12 - 1
 MAX_QUANTITY = 9999
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
+#: ``str(n)`` of a whole number from 0: ASCII digits, no sign, no leading zero
+_CANONICAL = re.compile(r"0|[1-9][0-9]{0,18}")
+#: The largest key id (a certificate's and a code's kid field is 32 bits).
+MAX_KID = 2**32 - 1
 
 
 def json_int(value: object, *, field: str, minimum: int = 1, maximum: int = MAX_AMOUNT) -> int:
@@ -38,6 +44,19 @@ def parse_int(text: str, *, field: str, minimum: int = 1, maximum: int = MAX_AMO
     if not isinstance(text, str) or not _DIGITS.fullmatch(text):
         raise InvalidNumber(
             f"{field} must be a whole number in plain digits (0-9), not {str(text)[:24]!r}"
+        )
+    return json_int(int(text), field=field, minimum=minimum, maximum=maximum)
+
+
+def canonical_int(text: object, *, field: str, minimum: int = 0, maximum: int = MAX_KID) -> int:
+    """The whole number ``text`` is the one spelling of (``str(n)``); else a typed error.
+    Refused, where ``int()`` reads them: ``"01"``, ``"+1"``, ``" 1"``, ``"1_0"``, ``"١"``
+    (another script's digits), and any value that is not a string."""
+    if not isinstance(text, str) or not _CANONICAL.fullmatch(text):
+        shown = text[:24] if isinstance(text, str) else _kind(text)
+        raise InvalidNumber(
+            f"{field} must be a whole number in plain digits (0-9) without a sign or a leading"
+            f" zero, not {shown!r}"
         )
     return json_int(int(text), field=field, minimum=minimum, maximum=maximum)
 
