@@ -17,6 +17,7 @@ from safescan.cluster import tls as cluster_tls
 from safescan.cluster.errors import ClusterError
 from safescan.cluster.spec import HOST as HOST
 from safescan.cluster.spec import ClusterSpec
+from safescan.code import strictjson
 
 SCOPE = "safescan"
 APP_USER = "safescan"
@@ -49,7 +50,10 @@ class Secrets:
     @classmethod
     def from_json(cls, text: str) -> Secrets:
         """Inverse of :meth:`to_json`."""
-        return cls(**json.loads(text))
+        doc = strictjson.loads(text.encode("utf-8", "surrogateescape"))  # a key named twice
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        return cls(**doc)
 
 
 def node_name(i: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.cluster.errors import ClusterError
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.smallfile import read_bounded
 from safescan.procs import ephemeral_range
@@ -180,9 +181,10 @@ class ClusterSpec:
     def from_json(cls, text: str, state_dir: Path) -> ClusterSpec:
         """Inverse of :meth:`to_json` (the state directory is where the file was found)."""
         try:
-            data: dict[str, Any] = json.loads(text)
-            if not isinstance(data, dict) or not isinstance(data.get("tuning"), dict):
+            doc = strictjson.loads(text.encode("utf-8", "surrogateescape"))  # a key named twice
+            if not isinstance(doc, dict) or not isinstance(doc.get("tuning"), dict):
                 raise ValueError("not an object with a tuning")
+            data: dict[str, Any] = doc
             tuning = Tuning(**data.pop("tuning"))
             data.pop("state_dir", None)
             data["api_args"] = tuple(data.get("api_args", ()))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safescan.api.errors import ConfigError
+from safescan.code import strictjson
 
 ENV_DB = "SAFESCAN_INSTITUTION_DB"
 ENV_PASSPHRASE_FILE = "SAFESCAN_INSTITUTION_PASSPHRASE_FILE"  # noqa: S105 - a variable name
@@ -55,7 +56,7 @@ class Tuning:
     def decode(cls, text: str) -> Tuning:
         """Inverse of :meth:`encode`."""
         try:
-            doc = json.loads(text)
+            doc = strictjson.loads(text.encode("utf-8", "surrogateescape"))
             if not isinstance(doc, dict):
                 raise TypeError
             for name in ("webhook_allow",):

@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from safescan.api.errors import ConfigError
+from safescan.code import strictjson
 from safescan.code.certs import TrustStore
-from safescan.code.errors import KeyFileError
+from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.keys import (
     SchemeKey,
     SchemeKeyring,
@@ -39,6 +40,7 @@ from safescan.code.keys import (
     VerifyKey,
 )
 from safescan.code.keys import write_private_file as _write_private
+from safescan.code.numbers import MAX_KID, json_int
 from safescan.code.rekeying import recover_if_interrupted
 from safescan.code.smallfile import read_bounded
 from safescan.institution.util import token_hash
@@ -85,6 +87,16 @@ def load_passphrase(passphrase_file: Path | None) -> bytes:
             " --passphrase-file)"
         )
     return value
+
+
+def _secret_parts(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """``secret.json``'s salt, nonce and ciphertext (JSON read by the strict rule: a key named
+    twice is refused, never the last one taken); ``ValueError``/``KeyError``/``TypeError``."""
+    doc = strictjson.loads(data)
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
+    return salt, nonce, ct
 
 
 def _kdf(passphrase: bytes, salt: bytes) -> bytes:
@@ -249,13 +261,24 @@ class KeyStore:
 
     def _index(self) -> dict[str, Any]:
         try:
-            doc = json.loads(
-                read_bounded(self.path / "keys.json", INDEX_LIMIT, "keys.json").decode()
-            )
+            doc = strictjson.loads(read_bounded(self.path / "keys.json", INDEX_LIMIT, "keys.json"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"no institution keys in {self.path} (run init first)") from exc
         if not isinstance(doc, dict) or "root_kid" not in doc or "scheme_kids" not in doc:
             raise ConfigError(f"{self.path}/keys.json is corrupt")
+        # key ids as written: JSON integers (int() read "1_0", " 1", 1.9 or true as an id, and
+        # a text id named a file: scheme-<id>.json)
+        kids = doc["scheme_kids"]
+        try:
+            json_int(doc["root_kid"], field="root_kid", minimum=0, maximum=MAX_KID)
+            if not isinstance(kids, list) or not kids:
+                raise ConfigError("scheme_kids is not a list of key ids")
+            for kid in kids:
+                json_int(kid, field="a scheme key id", minimum=0, maximum=0xFF)
+        except SafescanError as exc:
+            raise ConfigError(f"{self.path}/keys.json is corrupt ({exc.message})") from None
+        if not isinstance(doc.get("root", {}), dict):
+            raise ConfigError(f"{self.path}/keys.json is corrupt (root key store)")
         return doc
 
     def _write_index(self, doc: dict[str, Any]) -> None:
@@ -272,8 +295,7 @@ class KeyStore:
         """``secret.json``'s bytes (``data``) sealed under ``new``: opened under ``old``
         first (:class:`KeyFileError` on a wrong passphrase or a damaged file)."""
         try:
-            doc = json.loads(data)
-            salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
+            salt, nonce, ct = _secret_parts(data)
             secret = AESGCM(_kdf(old, salt)).decrypt(nonce, ct, b"safescan-secret")
         except (ValueError, KeyError, TypeError, InvalidTag):
             raise KeyFileError(
@@ -284,10 +306,8 @@ class KeyStore:
     def _load_secret(self, passphrase: bytes) -> bytes:
         recover_if_interrupted(self.path)
         try:
-            doc = json.loads(
-                read_bounded(self.path / "secret.json", INDEX_LIMIT, "secret.json").decode()
-            )
-            salt, nonce, ct = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "ct"))
+            data = read_bounded(self.path / "secret.json", INDEX_LIMIT, "secret.json")
+            salt, nonce, ct = _secret_parts(data)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyFileError("the server secret file is missing or corrupt") from exc
         try:

@@ -15,7 +15,6 @@ with the same passphrase has nothing to do.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ def rekey(key_dir: Path, passphrase: bytes, new_passphrase: bytes | None = None)
         raise ConfigError(f"no institution keys in {key_dir} (run init first)")
     recover_if_interrupted(store.path)
     new = passphrase if new_passphrase is None else new_passphrase
-    index = json.loads((store.path / "keys.json").read_text())
+    index = store._index()  # bounded, strict, key ids checked (before: read_text, json.loads)
     plans: list[tuple[Path, str, bytes, bytes | None]] = []
     paths: list[tuple[Path, str]] = []
     if store.root_store() == "file":

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from safescan.client.trust import trust_from_json, trust_to_json
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
@@ -235,7 +236,7 @@ def _decrypt_seed(blob: bytes, passphrase: bytes, target: Path) -> bytes:
 
 def _read(target: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(read_bounded(target).decode("utf-8"))
+        doc = strictjson.loads(read_bounded(target))
     except FileNotFoundError:
         raise PosConfigError(
             f"no POS configuration at {target}: run `safescan pos onboard` or give --config"

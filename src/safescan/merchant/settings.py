@@ -116,8 +116,8 @@ def load_terminal(config: Path | None) -> PosConfig:
 def describe(config: Path | None) -> dict[str, Any]:
     """``pos config show``: the effective settings and what the terminal's file holds, without
     opening its API key (shown masked) or reading the passphrase."""
-    import json
-
+    from safescan.code import strictjson
+    from safescan.code.smallfile import read_bounded
     from safescan.web.pki import ca_from_pem, fingerprint
     from safescan.web.settings_file import MASK, shown
 
@@ -125,12 +125,14 @@ def describe(config: Path | None) -> dict[str, Any]:
     out = shown(site)
     path = site.terminal_file
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = strictjson.loads(read_bounded(path))
     except FileNotFoundError:
         out["terminal_state"] = {"exists": False}
         return out
     except (OSError, ValueError) as exc:
         raise PosConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    if not isinstance(doc, dict):
+        raise PosConfigError(f"cannot read {path}: not a JSON object")
     ca = doc.get("tls_ca")
     out["terminal_state"] = {
         "exists": True,

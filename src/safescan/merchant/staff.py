@@ -28,8 +28,11 @@ from typing import Any
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import SafescanError
+from safescan.code.numbers import json_int
+from safescan.code.smallfile import read_bounded
 
 MEMORY_KIB = 19 * 1024
 PASSES = 2
@@ -37,6 +40,12 @@ LANES = 1
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
 _NAME = re.compile(r"[a-z][a-z0-9._-]{0,31}")
+#: the most a staff file may hold (an account is ~200 bytes)
+STAFF_FILE_LIMIT = 1 << 20
+#: the costs a stored hash may name: a larger memory cost (a planted or damaged record) would
+#: make every login with that name allocate it
+MAX_MEMORY_KIB = 1 << 20
+MAX_PASSES_OR_LANES = 16
 
 
 class StaffError(SafescanError):
@@ -76,11 +85,11 @@ class _Hash:
             return cls(
                 base64.b64decode(doc["salt"], validate=True),
                 base64.b64decode(doc["hash"], validate=True),
-                int(doc["m"]),
-                int(doc["t"]),
-                int(doc["p"]),
+                json_int(doc["m"], field="m", minimum=8, maximum=MAX_MEMORY_KIB),
+                json_int(doc["t"], field="t", maximum=MAX_PASSES_OR_LANES),
+                json_int(doc["p"], field="p", maximum=MAX_PASSES_OR_LANES),
             )
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, SafescanError):
             raise StaffError("a staff password record is corrupt") from None
 
 
@@ -125,7 +134,7 @@ class StaffStore:
     def users(self) -> dict[str, dict[str, Any]]:
         """Every account's stored record (no passwords, only hashes)."""
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            doc = strictjson.loads(read_bounded(self.path, STAFF_FILE_LIMIT, "a staff file"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:

@@ -27,13 +27,13 @@ as before (``--wallet-dir``, ``$SAFESCAN_WALLET_DIR``); nothing to migrate. The 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safescan.code import strictjson
 from safescan.code.smallfile import read_bounded
 from safescan.web.serving import ConnectionSection
 from safescan.web.settings_file import Section, SettingsError, is_settings_file, load, shown
@@ -109,7 +109,7 @@ def describe(config: Path | None, directory: Path) -> dict[str, Any]:
     out = shown(wallet_settings(config))
     out["wallet_dir"] = str(directory)
     try:
-        doc = json.loads(read_bounded(directory / "wallet.json").decode("utf-8"))  # review
+        doc = strictjson.loads(read_bounded(directory / "wallet.json"))
     except FileNotFoundError:
         out["wallet_state"] = {"exists": False}
         return out
@@ -117,6 +117,8 @@ def describe(config: Path | None, directory: Path) -> dict[str, Any]:
         raise SettingsError(
             f"cannot read {directory / 'wallet.json'}: {type(exc).__name__}"
         ) from None
+    if not isinstance(doc, dict):
+        raise SettingsError(f"cannot read {directory / 'wallet.json'}: not a JSON object")
     ca = doc.get("tls_ca")
     out["wallet_state"] = {
         "exists": True,

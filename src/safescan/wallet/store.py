@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from safescan.client.trust import trust_from_json, trust_to_json
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.authorization import Receipt
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
+from safescan.code.numbers import json_int
 from safescan.code.smallfile import read_bounded
 from safescan.wallet.errors import WalletError, WalletNotEnrolled
 from safescan.web.pki import ca_from_pem, pin_ca
@@ -99,20 +101,24 @@ class WalletConfig:
         base = Path(directory or default_dir())
         path = base / "wallet.json"
         try:
-            doc = json.loads(read_bounded(path).decode("utf-8"))
+            doc = strictjson.loads(read_bounded(path))
         except FileNotFoundError:
             raise WalletNotEnrolled(
                 f"no wallet in {base}: run `safescan wallet enroll` first"
             ) from None
         except (OSError, ValueError) as exc:
             raise WalletError(f"cannot read {path}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise WalletError(f"{path} is not a valid wallet configuration (not a JSON object)")
         try:
             ca = doc.get("tls_ca")
             config = cls(
                 institution_url=str(doc["institution_url"]),
                 carrier_url=str(doc["carrier_url"]),
                 trust=trust_from_json(doc["trust"]),
-                carrier_serial=int(doc["carrier_serial"]),
+                carrier_serial=json_int(
+                    doc["carrier_serial"], field="carrier_serial", minimum=0, maximum=2**64 - 1
+                ),
                 customer_id=doc.get("customer_id"),
                 directory=base,
                 tls_ca=None if ca is None else str(ca),

@@ -10,7 +10,6 @@ naming the setting (never its value), as is a wrong type or an unreadable file.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from safescan.code import strictjson
 from safescan.code.errors import SafescanError
 from safescan.code.smallfile import read_bounded
 
@@ -67,8 +67,10 @@ def from_environment(prefix: str, environ: Mapping[str, str] | None = None) -> d
         value: Any = raw
         if raw.startswith("["):
             try:
-                value = json.loads(raw)
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply
+                # the strict rule (a key named twice, a lone surrogate, NaN refused); an
+                # undecodable byte (kept by os.environ as a surrogate escape) is not UTF-8
+                value = strictjson.loads(raw.encode("utf-8", "surrogateescape"))
+            except ValueError:
                 raise SettingsError(f"{name} is not a JSON array") from None
         out.setdefault(section, {})[key] = value
     return out
