@@ -540,3 +540,32 @@ def test_trusted_time_is_written_when_it_moves_not_for_every_sealed_code(
         _sealer(inst, tmp_path, at=stale).make_order(ITEMS)
     with pytest.raises(SealingListStale, match="a clock set back"):
         _sealer(inst, tmp_path, at=stale - 3600).make_order(ITEMS)
+
+
+def test_an_expired_certificate_does_not_seal_with_the_clock_set_back(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Attack: the terminal's code-signing certificate is valid for a day; two days later the
+    terminal (offline) refuses to seal with it; its clock is then set back to an hour after
+    set-up, when the certificate was valid. Before: the certificate was judged by the clock
+    alone and the terminal sealed codes under an expired certificate. Now it is judged at the
+    trusted time (``trusted-time``): the typed ``certificate_expired``, nothing sealed. A
+    clock set back so far that a code it stamps would already be expired at the trusted time
+    is ``pos_clock_behind``."""
+    t0 = inst.now
+    api = FakeApi(inst, valid_days=1)
+    _ready(inst, tmp_path, api)
+    assert _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS).sealed_here
+    with pytest.raises(CertificateExpired):
+        _sealer(inst, tmp_path, at=t0 + 2 * DAY).make_order(ITEMS)
+    with pytest.raises(CertificateExpired):
+        _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS)  # the clock set back
+
+    # a valid certificate, the clock set back two hours: a code stamped by it (valid 5 min)
+    # would be expired at the trusted time
+    other = tmp_path / "other"
+    _ready(inst, other)
+    assert _sealer(inst, other, at=t0 + 2 * 3600).make_order(ITEMS).sealed_here
+    with pytest.raises(SealingClockBehind) as behind:
+        _sealer(inst, other, at=t0 + 60).make_order(ITEMS)
+    assert "would be expired when shown" in behind.value.message

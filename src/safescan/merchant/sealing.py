@@ -366,20 +366,29 @@ class LocalSealer:
         key = self._signing_key()
         cert = self._certificate()
         assert cert is not None
-        verify_certificate(cert, trust, role=Role.MERCHANT, now=now)  # revoked, expired...
+        # the certificate's validity, the code's expiry and the scheme key's retirement are
+        # judged at the trusted time too (before: the clock alone, so a clock set back sealed
+        # with an expired certificate)
+        verify_certificate(cert, trust, role=Role.MERCHANT, now=at)  # revoked, expired...
         if cert.public_key != key.public_key or cert.merchant is None:
             raise SealingError("the cached certificate is not for this terminal's key")
         if cert.merchant.id != self.merchant_id:
             raise SealingError("the cached certificate is for another merchant")
         expires_at = now + expires_in
-        if expires_at > cert.not_after:
+        if expires_at <= at:
+            raise SealingClockBehind(
+                f"this terminal's clock reads {_utc(now)}, but it already read {_utc(at)}: a"
+                " code stamped by it would be expired when shown; set the clock right, then"
+                " seal again"
+            )
+        if max(expires_at, at + expires_in) > cert.not_after:
             raise CertificateExpired(
                 "the code-signing certificate expires before this code would: renew it online"
                 " (`safescan pos seal-setup`)"
             )
         listed = self._cached_list(trust)
         assert listed is not None
-        scheme = listed.for_sealing(now, expires_at)
+        scheme = listed.for_sealing(at, max(expires_at, at + expires_in))
         cur = lookup_currency(currency or self.currency)
         code = DynamicCode(
             merchant=cert.merchant,

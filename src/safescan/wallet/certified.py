@@ -14,9 +14,12 @@ from safescan.code.errors import SafescanError
 from safescan.wallet.errors import CodeRefusedByWallet
 
 
-def check_certified_merchant(contents: CodeContents, trust: TrustStore, *, now: int) -> None:
+def check_certified_merchant(
+    contents: CodeContents, trust: TrustStore, *, now: int, device: int | None = None
+) -> None:
     """Refuse (:class:`CodeRefusedByWallet`) a merchant-signed code whose shown identity is not
-    exactly what a valid, unrevoked version-2 merchant certificate certifies."""
+    exactly what a valid, unrevoked version-2 merchant certificate certifies at ``now`` (the
+    wallet's trusted time; ``device``: its clock, said when it reads earlier)."""
     if contents.issuer != "merchant":
         return
     if contents.certificate is None:
@@ -27,8 +30,14 @@ def check_certified_merchant(contents: CodeContents, trust: TrustStore, *, now: 
     try:
         cert = verify_certified_merchant(contents.certificate, contents.merchant, trust, now=now)
     except SafescanError as exc:
+        back = ""
+        if device is not None and device < now and exc.code == "certificate_expired":
+            back = (
+                " (this device's clock reads earlier than a time it already saw or the"
+                " institution signed: a clock set back does not make a certificate valid again)"
+            )
         raise CodeRefusedByWallet(
-            f"the merchant's certificate does not vouch for what is shown: {exc.message};"
+            f"the merchant's certificate does not vouch for what is shown: {exc.message}{back};"
             " do not pay",
             reason=exc.code,
         ) from None

@@ -66,6 +66,9 @@ class CrlChoice:
     raw: bytes | None
     source: str  # "institution", "cache" or "none"
     notices: list[str] = field(default_factory=list)
+    #: the marks of trusted time after this check (:mod:`safescan.code.timefloor`): the wallet
+    #: judges a code's expiry and a certificate's validity at ``floor.at(now)`` too
+    floor: timefloor.TimeFloor = field(default_factory=timefloor.TimeFloor)
 
 
 def read_cache(path: Path) -> bytes | None:
@@ -170,7 +173,7 @@ def choose(
             " again (nothing was paid)"
         )
     if not candidates:
-        return CrlChoice(None, None, "none", notices)
+        return CrlChoice(None, None, "none", notices, floor)
     best, best_raw, source = max(candidates, key=lambda c: c[0].freshness)
     if got is not None and got.freshness < best.freshness:
         notices.append(
@@ -194,7 +197,7 @@ def choose(
     if got is not None and (cached is None or best.freshness > cached.freshness):
         with contextlib.suppress(OSError):  # a cache only: the next fetch writes it again
             write_atomic(path, best_raw)
-    return CrlChoice(best, best_raw, source, notices)
+    return CrlChoice(best, best_raw, source, notices, floor)
 
 
 def _describe(crl: RevocationList, other: RevocationList) -> str:

@@ -42,6 +42,7 @@ from safescan.code.attestation import CarrierModel
 from safescan.code.certs import RevocationList, TrustStore
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.errors import SafescanError
+from safescan.code.timefloor import TimeFloor
 from safescan.wallet import crlcache, pending
 from safescan.wallet.certified import check_certified_merchant
 from safescan.wallet.errors import (
@@ -100,6 +101,8 @@ class Wallet:
         self._card_stale = False  # the card could not take the newest revocation list
         self._notices: list[str] = []  # things about this session the customer should know
         self._model = CarrierModel.PLAIN  # of the carrier last connected
+        # the marks of trusted time the last revocation check left (safescan.code.timefloor)
+        self._floor = TimeFloor()
 
     @classmethod
     def load(cls, directory: Path | None = None, **options: Any) -> Wallet:
@@ -120,6 +123,14 @@ class Wallet:
     def now(self) -> int:
         """Unix seconds."""
         return int(self.clock())
+
+    def trusted_now(self) -> int:
+        """The time a code's expiry and a certificate's validity are judged at: the latest of
+        the device clock and the marks of trusted time the last revocation check left (the
+        newest institution-signed time verified, the newest device time seen;
+        :mod:`safescan.code.timefloor`), so a clock set back does not make an expired code or
+        certificate valid again (before: the device clock alone)."""
+        return self._floor.at(self.now())
 
     # --- scanning -------------------------------------------------------------------------
 
@@ -144,6 +155,7 @@ class Wallet:
             fetched = None
         choice = crlcache.choose(self.config.crl_path, trust, fetched, self._crl, now=self.now())
         self._trust_notices = choice.notices
+        self._floor = choice.floor
         if choice.crl is None or choice.raw is None:
             return trust, "none"
         trust.apply_revocations(choice.crl)
@@ -159,7 +171,7 @@ class Wallet:
                 f"the key carrier cannot be reached: {exc.message}", cause=exc.code
             ) from None
         try:
-            info = carrier.open_session(trust, now=self.now())
+            info = carrier.open_session(trust, now=self.trusted_now())
         except CarrierBlocked:
             carrier.close()
             raise PaymentNotMade(
@@ -294,7 +306,16 @@ class Wallet:
         )
 
     def _check(self, contents: CodeContents, text: str, trust: TrustStore) -> None:
-        check_certified_merchant(contents, trust, now=self.now())
+        # judged at trusted time, not the device clock alone: the carrier checked expiry by
+        # its own clock, which a device set back sets back too (the same host)
+        now, at = self.now(), self.trusted_now()
+        check_certified_merchant(contents, trust, now=at, device=now)
+        if at >= contents.expires_at:
+            raise CodeRefusedByWallet(
+                "this code has expired; ask the merchant for a new one"
+                + _set_back(now, at, "code"),
+                reason="code_expired",
+            )
         serial = contents.certificate_serial
         if serial is not None and (
             serial in trust.revoked_serials or contents.merchant.id in trust.revoked_subjects
@@ -428,6 +449,21 @@ _REFUSAL_TEXT = {
     "unknown_key_id": "the code uses a key this carrier does not know",
     "key_retired": "the code uses a retired key; ask the merchant for a new one",
 }
+
+
+def _set_back(now: int, at: int, what: str) -> str:
+    """What to add to a refusal judged at trusted time ``at`` when the device clock ``now``
+    reads earlier (it was set back, or is wrong)."""
+    if at <= now:
+        return ""
+    return (
+        f" (this device's clock reads {_utc(now)}, but it already read {_utc(at)} or the"
+        f" institution signed that time: a clock set back does not make a {what} valid again)"
+    )
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def _refusal_message(reason: str, detail: str) -> str:

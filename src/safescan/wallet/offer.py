@@ -101,7 +101,7 @@ class Offer:
 
     def describe(self) -> dict[str, Any]:
         """What the customer is shown."""
-        doc = describe_contents(self.contents, now=self.wallet.now())
+        doc = describe_contents(self.contents, now=self.wallet.trusted_now())
         doc["warnings"] += self.notices
         # a display carrier shows the payment itself: the customer checks it there
         doc["carrier_display"] = self.carrier_model is CarrierModel.DISPLAY
