@@ -101,3 +101,21 @@ def test_state_lock_in_process(tmp_path: Path) -> None:
         StateLock(state).acquire()
     with StateLock(state):  # released: can be taken again
         pass
+
+
+def test_a_state_path_that_is_a_symbolic_link_is_refused_before_the_card_is_powered(
+    tmp_path: Path,
+) -> None:
+    """Before: ``--state alias`` (a link to the image) was served, and its first write (a
+    wrong PIN, a signature) replaced the link with a regular file: the lock had been taken
+    on the link's target, so a second process on the same ``alias`` took another lock and ran
+    a second live copy of the card (two PIN retry counters). Now refused, nothing written."""
+    state = tmp_path / "card.eeprom"
+    with CarrierProcess(state):
+        pass  # a manufactured image
+    before = state.read_bytes()
+    link = tmp_path / "alias.eeprom"
+    link.symlink_to(state)
+    status, err = _refused(_serve(link, cli=True))
+    assert status != 0 and "is a symbolic link" in err and "Traceback" not in err
+    assert link.is_symlink() and state.read_bytes() == before

@@ -16,8 +16,10 @@ self-destruct unit then takes over.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -30,7 +32,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from safescan.carrier.errors import ImageError
-from safescan.code.atomicfile import write_atomic
+from safescan.code.atomicfile import write_all, write_atomic
+from safescan.code.smallfile import read_bounded
+
+log = logging.getLogger("safescan.carrier")
 
 MAGIC = b"SSEE"
 FORMAT = 1
@@ -265,17 +270,28 @@ class Storage(Protocol):
     def write_device_key(self, key: bytes) -> None:
         """Fuse a device key (manufacture, or after an unreadable key)."""
 
+    def wipe_device_key(self) -> None:
+        """Overwrite the current device key in place (self-destruct, before a new one)."""
+
 
 class FileStorage:
-    """The image in ``path``; the device key in ``path.devkey`` (the emulated fused key)."""
+    """The image in ``path``; the device key in ``path.devkey`` (the emulated fused key).
+
+    Both are the card's own files: read without following a link, from a regular file only,
+    at most :data:`MAX_IMAGE_BYTES` (the device key: :data:`DEVICE_KEY_BYTES` + 1), so a FIFO,
+    a device, a directory, a link or a huge file at either name is an unreadable image (the
+    self-destruct unit takes over), never a hang or a read without end. Overwriting in place
+    (the self-destruct unit's wipe) touches only a regular file with no other name, never
+    through a link: whatever was planted at ``STATE`` is replaced, never written into.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.key_path = self.path.with_name(self.path.name + ".devkey")
 
-    def _read(self, path: Path) -> bytes | None:
+    def _read(self, path: Path, limit: int, what: str) -> bytes | None:
         try:
-            return path.read_bytes()
+            return read_bounded(path, limit, what, own=True)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -283,7 +299,7 @@ class FileStorage:
 
     def read_image(self) -> bytes | None:
         """The image file's bytes, or None."""
-        return self._read(self.path)
+        return self._read(self.path, MAX_IMAGE_BYTES, "an EEPROM image")
 
     def write_image(self, data: bytes) -> None:
         """tmp + fsync + rename + directory fsync."""
@@ -293,23 +309,12 @@ class FileStorage:
             raise ImageError(f"cannot write the EEPROM image {self.path}: {exc.strerror}") from None
 
     def wipe_image(self) -> None:
-        """Overwrite the old image with zeros in place (best effort) and sync."""
-        try:
-            size = self.path.stat().st_size
-            fd = os.open(self.path, os.O_WRONLY)
-        except OSError:
-            return
-        try:
-            os.write(fd, bytes(size))
-            os.fsync(fd)
-        except OSError:
-            pass  # best effort: the destroyed image replaces it next anyway
-        finally:
-            os.close(fd)
+        """Overwrite the old image with zeros in place and sync (see :func:`zero_in_place`)."""
+        zero_in_place(self.path)
 
     def read_device_key(self) -> bytes | None:
         """The fused device key, or None."""
-        return self._read(self.key_path)
+        return self._read(self.key_path, DEVICE_KEY_BYTES, "a device key")
 
     def write_device_key(self, key: bytes) -> None:
         """Write the device key file (0600), atomically."""
@@ -319,6 +324,41 @@ class FileStorage:
             raise ImageError(
                 f"cannot write the device key {self.key_path}: {exc.strerror}"
             ) from None
+
+    def wipe_device_key(self) -> None:
+        """Overwrite the device key with zeros in place and sync (self-destruct)."""
+        zero_in_place(self.key_path)
+
+
+def zero_in_place(path: Path) -> None:
+    """Zero-fill the card's own file at ``path`` and sync it, before a new file replaces it.
+
+    Only a regular file with exactly one name is overwritten, opened without following a
+    link and without waiting (a FIFO), and no larger than an image: anything else at ``path``
+    (a link planted there, a hard link that is also someone else's file, a directory, a
+    device, a file larger than any image the card writes) is not the card's to
+    overwrite and is left alone (said in the log); the atomic write that follows replaces the
+    name. Failing to overwrite is logged, never raised: the self-destruct goes on regardless
+    (the zeroised image and a new device key replace both files next).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("self-destruct: %s not overwritten in place: %s", path, exc.strerror)
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > MAX_IMAGE_BYTES:
+            log.warning("self-destruct: %s is not the card's own file: not overwritten", path)
+            return
+        write_all(fd, bytes(st.st_size))
+        os.fsync(fd)
+    except OSError as exc:
+        log.warning("self-destruct: %s not overwritten in place: %s", path, exc.strerror)
+    finally:
+        os.close(fd)
 
 
 class MemoryStorage:
@@ -342,6 +382,11 @@ class MemoryStorage:
         """Zero the image."""
         if self.image is not None:
             self.image = bytes(len(self.image))
+
+    def wipe_device_key(self) -> None:
+        """Zero the device key."""
+        if self.device_key is not None:
+            self.device_key = bytes(len(self.device_key))
 
     def read_device_key(self) -> bytes | None:
         """The device key."""
@@ -409,14 +454,17 @@ class Eeprom:
         self.storage.write_image(self.encode(image))
 
     def destroy(self, image: Image) -> None:
-        """Self-destruct write: wipe the old bytes, then persist the zeroised image.
+        """Self-destruct write: wipe the old image and device key, fuse a new device key,
+        then persist the zeroised image under it.
 
-        If the device key itself is unusable, a new one is fused so the DESTROYED state can
-        still be recorded authentically.
+        The old device key is what opened every earlier image: kept, any earlier copy of
+        ``STATE`` (a backup, the blocks an atomic write left behind) would open again, keys
+        and all. A crash at any step leaves an image that does not open (zeros, or under
+        another key), which destroys again at power-on.
         """
-        if self._image_key is None:
-            key = secrets.token_bytes(DEVICE_KEY_BYTES)
-            self.storage.write_device_key(key)
-            self._use_device_key(key)
         self.storage.wipe_image()
+        self.storage.wipe_device_key()
+        key = secrets.token_bytes(DEVICE_KEY_BYTES)
+        self.storage.write_device_key(key)
+        self._use_device_key(key)
         self.write(image)

@@ -31,7 +31,7 @@ from safescan.carrier.apdu import StatusWord
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import FileStorage, Lifecycle
 from safescan.carrier.errors import CarrierError, TransportError
-from safescan.carrier.statelock import StateLock
+from safescan.carrier.statelock import StateLock, check_state_path
 from safescan.carrier.transport import Control, parse_tcp_url
 from safescan.carrier.transport.tcp import listen, recv_frame, send_frame
 from safescan.code.errors import KeyFileError
@@ -263,10 +263,12 @@ def run(
     """Power the card and serve it forever on one transport (and its control socket).
 
     The state file is locked first (:class:`StateLock`): a second process on the same file
-    is refused with :class:`StateInUse` before it reads the image.
+    is refused with :class:`StateInUse` before it reads the image; a state path that is a
+    symbolic link is refused (:class:`StateFileRefused`) before the card is powered.
     """
     lock = StateLock(state).acquire()  # held for the life of the process
     try:
+        check_state_path(state)
         _power_and_serve(
             state, listen, serial, vpcd, audio, ready, institution_keys, control, model
         )

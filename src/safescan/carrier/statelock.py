@@ -22,6 +22,28 @@ class StateInUse(CarrierError):
     code = "carrier_state_in_use"
 
 
+class StateFileRefused(CarrierError):
+    """The state file's path names a symbolic link, not the image itself."""
+
+    code = "carrier_state_file_refused"
+
+
+def check_state_path(state: str | os.PathLike[str]) -> None:
+    """Refuse a ``--state`` that is a symbolic link, before the card is powered.
+
+    The image is replaced by an atomic rename on every write, which replaces a link with a
+    regular file: the link's target would stay behind as a stale copy, and the lock (taken on
+    the resolved path) would no longer be the one a second process on the same spelling
+    takes, so it would run a second live copy of the card. The card reads its image without
+    following links (a link there is not its image), so the process says so instead.
+    """
+    if os.path.islink(state):
+        raise StateFileRefused(
+            f"the state file {state} is a symbolic link: give the image's own path"
+            f" ({os.path.realpath(state)})"
+        )
+
+
 class StateLock:
     """An exclusive, non-blocking lock on a carrier state file, held until :meth:`release`."""
 
