@@ -33,7 +33,7 @@ from safescan.carrier.eeprom import FileStorage, Lifecycle
 from safescan.carrier.errors import CarrierError, TransportError
 from safescan.carrier.statelock import StateLock, check_state_path
 from safescan.carrier.transport import Control, parse_tcp_url
-from safescan.carrier.transport.tcp import listen, recv_frame, send_frame
+from safescan.carrier.transport.tcp import listen, recv_exact, send_frame
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import parse_pinned_keys
 from safescan.code.output import say
@@ -108,13 +108,41 @@ def _quick_ack(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
+#: once a frame has begun, seconds for the rest of it to arrive and for its answer to be taken;
+#: a host may stay idle between frames as long as it likes (a wallet holds the link while its
+#: customer types the PIN)
+FRAME_TIMEOUT = 5.0
+
+
+def _next_frame(sock: socket.socket) -> bytes | None:
+    """The next vpcd frame's payload (None: the host hung up between frames).
+
+    The card serves one host at a time: a peer that sent half a frame and went silent (or
+    died without closing) held it for every other host for ever. The wait for a frame's first
+    byte has no bound; everything after it (the rest of the frame, then sending the answer)
+    has :data:`FRAME_TIMEOUT`, after which ``TimeoutError`` hangs up.
+    """
+    sock.settimeout(None)
+    first = sock.recv(1)
+    if not first:
+        return None
+    sock.settimeout(FRAME_TIMEOUT)
+    second = recv_exact(sock, 1)
+    size = int.from_bytes(first + (second or b""), "big")
+    payload = recv_exact(sock, size) if second and size else b""
+    if second is None or payload is None:
+        raise ConnectionResetError("connection closed mid-frame")
+    return payload
+
+
 def serve_connection(sock: socket.socket, link: CardLink) -> None:
-    """Serve one vpcd-framed connection until it closes; the card loses power then."""
+    """Serve one vpcd-framed connection until it closes, or a frame begun stalls for
+    :data:`FRAME_TIMEOUT`; the card loses power then."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
             _quick_ack(sock)
-            payload = recv_frame(sock)
+            payload = _next_frame(sock)
             if payload is None:
                 return
             if len(payload) == 1:
