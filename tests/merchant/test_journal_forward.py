@@ -247,3 +247,86 @@ def test_the_sql_and_the_shown_pages_follow_the_one_table(journal: Journal) -> N
         if held in LATER_STATES and seen in LATER_STATES:
             assert (expected != held) == (OrderState(seen) in LATER_STATES[OrderState(held)])
     assert later_order_state("PAID", None) == "PAID"
+
+
+# --- the payment's columns are set once (payment_id, paid_at, payer, paid_amount, receipt) -----
+
+
+def _paid(oid: str, n: int) -> dict[str, Any]:
+    """What a delivery says about payment ``n`` of the order (as mark_paid stores a verified
+    receipt's summary, or the order list's snapshot): two payments differ in every column."""
+    paid_at, amount = 1_700_000_100 + 100 * (n - 1), 1000 - 100 * (n - 1)  # n=1: _institution's
+    receipt = {"payment_id": f"pay_{n}", "amount": amount, "paid_at": paid_at}
+    return {
+        "state": "PAID",
+        "payment_id": f"pay_{n}",
+        "paid_at": paid_at,
+        "payer_pseudonym": f"payer-{n}",
+        "paid_amount": amount,
+        "receipt": receipt,
+    }
+
+
+def _payment_columns(journal: Journal, oid: str) -> tuple[Any, ...]:
+    row = journal.get(oid)
+    assert row is not None
+    return tuple(row[c] for c in ("payment_id", "paid_at", "payer", "paid_amount", "receipt"))
+
+
+@pytest.mark.parametrize(
+    "deliveries", sorted(set(itertools.permutations(["first", "other", "first", "refund"])))
+)
+def test_the_payment_columns_are_set_once_whatever_order_deliveries_arrive_in(
+    journal: Journal, deliveries: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: deliveries about an order's payment replayed and reordered, one of them saying
+    another payment (another payment id, time, payer, amount and receipt: a stale or wrong
+    snapshot). Before: each column took the last non-empty value, so the row's payment,
+    paid amount and receipt changed with the order of delivery (the state and refunded amount
+    already only moved forward). Now the first delivery that says them sets them; a different
+    later value is ignored with a warning naming the order and the column (no value logged);
+    the refund still moves the row forward."""
+    oid = "ORD-ONCE"
+    journal.add(_order(oid))
+    says = {
+        "first": _paid(oid, 1),
+        "other": _paid(oid, 2),
+        "refund": {"state": "PARTIALLY_REFUNDED", "refunded_amount": 400},
+    }
+    caplog.set_level("WARNING", logger="safescan.merchant.journal")
+    for name in deliveries:
+        journal.update(oid, says[name])
+    winner = next(n for n in deliveries if n != "refund")
+    expected = _paid(oid, 1 if winner == "first" else 2)
+    row = journal.get(oid)
+    assert row is not None
+    assert _payment_columns(journal, oid) == (
+        expected["payment_id"],
+        expected["paid_at"],
+        expected["payer_pseudonym"],
+        expected["paid_amount"],
+        expected["receipt"],
+    )
+    assert (row["state"], row["refunded"]) == ("PARTIALLY_REFUNDED", 400)
+    ignored = [r.getMessage() for r in caplog.records if "was ignored" in r.getMessage()]
+    # every delivery of the other payment after the winner: its five columns refused, logged
+    losers = sum(1 for n in deliveries if n not in ("refund", winner))
+    assert len(ignored) == 5 * losers
+    assert all(oid in m and "pay_" not in m and "payer-" not in m for m in ignored)
+
+
+def test_the_same_payment_said_again_changes_nothing_and_logs_nothing(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ordinary case: the receipt's summary, then the order list's snapshot of the same
+    payment, then the event again: the row as after the first, no warning."""
+    oid = "ORD-SAME"
+    journal.add(_order(oid))
+    caplog.set_level("WARNING", logger="safescan.merchant.journal")
+    journal.update(oid, _paid(oid, 1))
+    first = _payment_columns(journal, oid)
+    journal.refresh_from(_institution(oid, "PAID", 0))
+    journal.update(oid, _paid(oid, 1))
+    journal.update(oid, {"state": "CREATED", "payment_id": None, "paid_at": None})
+    assert _payment_columns(journal, oid)[:4] == first[:4]
+    assert not [r for r in caplog.records if "was ignored" in r.getMessage()]

@@ -8,12 +8,20 @@ after a restart; orders other terminals of the merchant made arrive from the ins
 order list (``origin = 'institution'``, no code).
 
 Staff session ids are stored only as their SHA-256 (a copied journal holds no usable session).
+
+An order's row only moves forward (threat model H30): its state to a later one, the refunded
+amount up, and what its payment says (``payment_id``, ``paid_at``, ``payer``,
+``paid_amount``, ``receipt``: :data:`WRITE_ONCE`) is set once, by the first delivery that says
+it; a later delivery saying something else (a replayed or reordered snapshot, a bug) is ignored
+and logged (a warning naming the order and the column, never the values), not written over
+(before: the last non-empty value won, so the row's payment changed with delivery order).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -29,6 +37,10 @@ from safescan.code.payment import LineItem
 from safescan.merchant.client import Order
 
 T = TypeVar("T")
+log = logging.getLogger("safescan.merchant.journal")
+
+#: an order's columns set once, by the first delivery that says them (never overwritten)
+WRITE_ONCE = ("payment_id", "paid_at", "payer", "paid_amount", "receipt")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -114,6 +126,16 @@ _LATER_STATE_SQL = (
     f"CASE WHEN :state IS NULL OR :state NOT IN ({_STATES}) THEN state"
     f" WHEN state NOT IN ({_STATES}) OR state || '>' || :state IN ({_FORWARD}) THEN :state"
     " ELSE state END"
+)
+
+
+# one statement: the state only forward, the refunded amount only up, the payment's columns
+# (WRITE_ONCE) only where the row has none yet
+_UPDATE_SQL = (
+    f"UPDATE orders SET state = {_LATER_STATE_SQL},"  # noqa: S608 - constant states, values bound
+    " refunded = CASE WHEN :refunded > refunded THEN :refunded ELSE refunded END, "
+    + ", ".join(f"{c} = COALESCE({c}, :{c})" for c in WRITE_ONCE)
+    + ", updated_at = :now WHERE order_id = :order_id"
 )
 
 
@@ -226,29 +248,44 @@ class Journal:
         (:data:`~safescan.api.states.LATER_STATES`), the refunded amount only up. What the
         institution says arrives by several ways that race (a refund's answer, the event
         stream, the order list read on reconnecting and by the back office): a snapshot
-        older than the row (an event delivered late or again) changes neither."""
+        older than the row (an event delivered late or again) changes neither. The payment's
+        columns (:data:`WRITE_ONCE`) are set once: a different later value is ignored and
+        logged, never written over."""
         receipt = doc.get("receipt")
         state = doc.get("state")
         refunded = doc.get("refunded_amount")
-        self._write(
-            f"UPDATE orders SET state = {_LATER_STATE_SQL}, payment_id = COALESCE(:payment_id,"  # noqa: S608 - constant states, values bound
-            " payment_id), paid_at = COALESCE(:paid_at, paid_at), payer = COALESCE(:payer,"
-            " payer), refunded = CASE WHEN :refunded > refunded THEN :refunded ELSE refunded"
-            " END, paid_amount = COALESCE(:paid_amount, paid_amount),"
-            " receipt = COALESCE(:receipt, receipt), updated_at = :now WHERE order_id = :order_id",
-            {
-                "state": None if state is None else str(state),
-                "payment_id": doc.get("payment_id"),
-                "paid_at": doc.get("paid_at"),
-                "payer": doc.get("payer_pseudonym"),
-                # a NULL compares as NULL: the CASE keeps the row's amount
-                "refunded": refunded if isinstance(refunded, int) else None,
-                "paid_amount": doc.get("paid_amount") or doc.get("amount"),
-                "receipt": json.dumps(receipt) if isinstance(receipt, dict) else None,
-                "now": int(time.time()),
-                "order_id": order_id,
-            },
-        )
+        args: dict[str, Any] = {
+            "state": None if state is None else str(state),
+            "payment_id": doc.get("payment_id"),
+            "paid_at": doc.get("paid_at"),
+            "payer": doc.get("payer_pseudonym"),
+            # a NULL compares as NULL: the CASE keeps the row's amount
+            "refunded": refunded if isinstance(refunded, int) else None,
+            "paid_amount": doc.get("paid_amount") or doc.get("amount"),
+            "receipt": json.dumps(receipt) if isinstance(receipt, dict) else None,
+            "now": int(time.time()),
+            "order_id": order_id,
+        }
+
+        def run(db: sqlite3.Connection) -> tuple[Any, ...] | None:
+            kept: tuple[Any, ...] | None = db.execute(
+                f"SELECT {', '.join(WRITE_ONCE)} FROM orders WHERE order_id = ?",  # noqa: S608 - constant columns
+                (order_id,),
+            ).fetchone()
+            db.execute(_UPDATE_SQL, args)
+            return kept
+
+        kept = self._run("write", run)
+        if kept is None:
+            return
+        for column, old in zip(WRITE_ONCE, kept, strict=True):
+            if old is not None and args[column] is not None and args[column] != old:
+                log.warning(
+                    "POS journal: order %s already has its %s; a different later value was"
+                    " ignored (it is set once)",
+                    order_id,
+                    column,
+                )
 
     def refresh_from(self, order: OrderView) -> None:
         """Store an order as the institution lists it (``GET /v1/merchant/orders``): added
