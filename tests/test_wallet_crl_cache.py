@@ -611,3 +611,51 @@ def test_trusted_time_is_written_when_it_moves_not_at_every_check(
             fresh.trust()
     finally:
         fresh.close()
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_genuine_list_swapped_in_offline_is_refused_with_the_clock_right(
+    wallet: tuple[Wallet, _Institution], version: int
+) -> None:
+    """Attack (the K15 limit; worst for version-1/2 lists, which carry no next_update): the
+    wallet verified list 6 (revoking a merchant), issued at T0 + 20 days; someone swaps in the
+    genuine list 5 issued two hours before it (revoking nothing), the clock right, the wallet
+    offline in a fresh process (nothing held), the card never told of list 6. Before: list 5
+    was used, the revoked merchant trusted (a version-2 list however old; a version-3 one
+    within its day and a half).
+    Now the newest signed time it verified is kept in trusted-time: the typed
+    ``revocation_list_rolled_back`` (a kind of ``revocation_list_invalid``), nothing paid;
+    online, the institution's current list is used again."""
+    w, institution = wallet
+    path = w.config.crl_path
+    later = T0 + 20 * DAY
+
+    def issue(sequence: int, at: int, serials: frozenset[int]) -> bytes:
+        if version == 3:
+            return _crl3(sequence, issued_at=at, serials=serials)
+        return RevocationList.issue(
+            ROOT, 1, sequence=sequence, issued_at=at, serials=serials
+        ).to_bytes()
+
+    current = issue(6, later, frozenset({REVOKED}))
+    institution.answer = current
+    _at(w, later + 60)
+    assert REVOKED in w.trust()[0].revoked_serials
+    # genuine, older (two hours: a version-3 list still within its window), revokes nothing
+    path.write_bytes(issue(5, later - 7200, frozenset()))
+    institution.answer = None
+    fresh = _fresh_wallet(w, institution, later + 3600)  # the clock right
+    try:
+        with pytest.raises(RevocationListInvalid) as exc:
+            fresh.trust()
+    finally:
+        fresh.close()
+    assert exc.value.code == "revocation_list_rolled_back"
+    assert "older than one it verified before" in exc.value.message
+    institution.answer = current
+    again = _fresh_wallet(w, institution, later + 7200)
+    try:
+        assert REVOKED in again.trust()[0].revoked_serials
+    finally:
+        again.close()
+    assert path.read_bytes() == current

@@ -32,6 +32,9 @@ back (another local account, a restored backup, malware), so it is read as untru
   :data:`~safescan.code.timefloor.CLOCK_TOLERANCE` behind a list's signed ``issued_at`` is the
   typed :class:`DeviceClockBehind` (before: the device clock alone, set back, made a list
   current again).
+* the newest list held is never older (by ``issued_at``) than one the wallet verified before,
+  kept as ``trusted-time``'s signed mark: across processes too, a cache swapped for an older
+  genuine list (version 1/2: however old) is the typed :class:`RevocationListRolledBack`.
 
 ``tests/test_wallet_crl_cache.py`` attacks each of these (threat-model row K15).
 """
@@ -50,7 +53,12 @@ from safescan.code.certs import STALE_GRACE, RevocationList, TrustStore
 from safescan.code.errors import SafescanError
 from safescan.code.smallfile import read_bounded
 from safescan.code.timefloor import CLOCK_TOLERANCE
-from safescan.wallet.errors import DeviceClockBehind, RevocationListInvalid, RevocationListStale
+from safescan.wallet.errors import (
+    DeviceClockBehind,
+    RevocationListInvalid,
+    RevocationListRolledBack,
+    RevocationListStale,
+)
 
 #: the largest ``crl.cbor`` read (the parser's own bound is 4 MiB)
 CRL_FILE_LIMIT = 1 << 22
@@ -192,6 +200,18 @@ def choose(
         notices.append(
             f"the cached revocation list ({_describe(cached, best)}) is older than the one this"
             f" wallet already used ({_describe(best, cached)}): the newer one is kept"
+        )
+    if best.issued_at < before.signed:
+        # this wallet verified a list signed later than any it holds now (kept in trusted-time):
+        # the cache went back. Version-1/2 lists carry no next_update, so nothing else bounds how
+        # old a swapped-in one may be (before: used, offline, however old); version 3 too
+        raise RevocationListRolledBack(
+            f"this wallet's revocation list (sequence {best.sequence}, issued"
+            f" {_utc(best.issued_at)}) is older than one it verified before (issued"
+            f" {_utc(before.signed)}): the cached"
+            " list was swapped for an older one, or the newer one could not be kept; a merchant"
+            " revoked since could not be told apart: connect so the wallet can fetch the"
+            " institution's current list, then try again (nothing was paid)"
         )
     _refuse_stale(best, floor.at(now), online=got is not None, device=now)
     if got is not None and (cached is None or best.freshness > cached.freshness):

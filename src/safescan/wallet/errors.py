@@ -99,3 +99,13 @@ class DeviceClockBehind(RevocationListInvalid):
     cannot be judged by it. Nothing was paid; the message says to set the clock right."""
 
     code = "device_clock_behind"
+
+
+class RevocationListRolledBack(RevocationListInvalid):
+    """The newest revocation list the wallet holds (offline: its cache) is older than one it
+    verified before, by the signed ``issued_at`` kept in ``trusted-time``
+    (:mod:`safescan.code.timefloor`): ``crl.cbor`` was swapped for an older genuine list (which
+    may not revoke a merchant revoked since), or a newer one could not be cached. Nothing was
+    paid; connecting lets the wallet fetch the institution's current list."""
+
+    code = "revocation_list_rolled_back"
