@@ -529,9 +529,17 @@ def test_trusted_time_is_written_when_it_moves_not_for_every_sealed_code(
         real(path, data, *args, **kwargs)
 
     monkeypatch.setattr(timefloor, "write_atomic", counting)
+    clock = [t0]
+    sealer = LocalSealer(  # one terminal process: the sealed key is decrypted once
+        tmp_path / "pos-seal",
+        merchant_id=DEFAULT_MERCHANT.id,
+        trust=inst.trust,
+        passphrase=PASS,
+        clock=lambda: clock[0],
+    )
     for i in range(60):
-        now = t0 + 15 * (i + 1)
-        assert _sealer(inst, tmp_path, at=now).make_order(ITEMS).sealed_here
+        clock[0] = now = t0 + 15 * (i + 1)
+        assert sealer.make_order(ITEMS).sealed_here
         kept = timefloor.TimeFloor.from_bytes(floor.read_bytes())
         assert 0 <= now - kept.device <= timefloor.DEVICE_STEP and kept.signed == t0
     assert len(written) == 4
