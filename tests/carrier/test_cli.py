@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +13,7 @@ from safescan.carrier.cli import carrier_app
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.errors import TransportError
 from safescan.carrier.testing import CarrierProcess
+from safescan.procs import free_port, release_port
 
 runner = CliRunner()
 
@@ -101,3 +104,54 @@ def test_user_information_in_a_carrier_address_is_refused_and_never_echoed(
     with pytest.raises(TransportError) as caught:
         CarrierClient.connect(url, timeout=2)
     assert SECRET not in str(caught.value)
+
+
+def _no_traceback(result: object) -> None:
+    exception = getattr(result, "exception", None)
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "regular file", "fifo"])
+def test_serve_on_a_serial_line_that_is_no_terminal_is_a_typed_error(
+    tmp_path: Path, kind: str
+) -> None:
+    """Before: ``carrier serve --serial /dev/null`` (or a file, a FIFO) was a
+    ``termios.error`` traceback."""
+    device = tmp_path / "line"
+    if kind == "regular file":
+        device.write_bytes(b"")
+    elif kind == "fifo":
+        os.mkfifo(device)
+    where = "/dev/null" if kind == "/dev/null" else str(device)
+    state = tmp_path / "s"
+    result = runner.invoke(carrier_app, ["serve", "--state", str(state), "--serial", where])
+    _no_traceback(result)
+    assert result.exit_code == 1 and "not a serial line" in result.output, result.output
+    assert not Path(f"{state}.ctl").exists()  # the control socket closed on the way out
+
+
+def test_serve_on_a_state_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """Before: ``--state DIR`` (a typo) was served as a destroyed card that could not even
+    record its destruction; now refused before the card is powered, the directory untouched."""
+    state = tmp_path / "cards"
+    state.mkdir()
+    port = free_port()
+    try:
+        listen = f"tcp://127.0.0.1:{port}"
+        result = runner.invoke(carrier_app, ["serve", "--state", str(state), "--listen", listen])
+    finally:
+        release_port(port)
+    _no_traceback(result)
+    assert result.exit_code == 1 and "not a regular file" in result.output, result.output
+    assert list(state.iterdir()) == [] and not Path(f"{state}.devkey").exists()
+
+
+def test_a_factory_passphrase_file_is_read_bounded(tmp_path: Path) -> None:
+    """Before: ``--passphrase-file /dev/zero`` was read until memory ran out."""
+    result = runner.invoke(
+        carrier_app,
+        ["factory", "init", str(tmp_path / "f"), "--passphrase-file", "/dev/zero", "--json"],
+    )
+    _no_traceback(result)
+    assert result.exit_code == 2 and "passphrase file" in result.output, result.output
+    assert not (tmp_path / "f").exists()

@@ -203,9 +203,13 @@ def _factory_passphrase(passphrase_file: str | None, *, as_json: bool) -> bytes:
     from safescan.code.errors import KeyFileError
 
     if passphrase_file is not None:
-        try:
-            with open(passphrase_file, "rb") as handle:
-                value = handle.read().rstrip(b"\r\n")
+        from pathlib import Path
+
+        from safescan.code.smallfile import LIMIT, read_bounded
+
+        try:  # at most 4 KiB: /dev/zero given by mistake was read until memory ran out
+            value = read_bounded(Path(passphrase_file), LIMIT, "a passphrase file")
+            value = value.rstrip(b"\r\n")
         except OSError as exc:
             refusal = KeyFileError(f"cannot read the passphrase file: {exc.strerror}")
             raise fail(refusal, as_json=as_json, status=2) from None

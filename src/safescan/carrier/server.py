@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import termios
 import threading
 import time
 import tty
@@ -194,11 +195,32 @@ def serve_serial(link: CardLink, device: str, ready: Callable[[str], None]) -> N
         tty.setraw(slave)  # no echo, no line editing, before any host opens it
         path = os.ttyname(slave)
     else:
-        fd = os.open(device, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(fd)
+        fd = _open_serial_line(device)
         path = device
     ready(f"serial://{path}")
     serve_fd(fd, link.apdu, link.control)
+
+
+def _open_serial_line(device: str) -> int:
+    """Open ``device`` as a serial line in raw mode; :class:`TransportError` if it is not a
+    terminal device (before: ``--serial /dev/null`` or a regular file was a ``termios.error``
+    traceback; a FIFO with no writer blocked the open for ever)."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TransportError(f"cannot open the serial line {device}: {exc.strerror}") from None
+    try:
+        if not os.isatty(fd):
+            raise TransportError(f"{device} is not a serial line (a terminal device)")
+        tty.setraw(fd)
+        os.set_blocking(fd, True)
+    except (OSError, termios.error) as exc:
+        os.close(fd)
+        raise TransportError(f"cannot use the serial line {device}: {exc}") from None
+    except TransportError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def serve_audio_port(link: CardLink, url: str, ready: Callable[[str], None]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from safescan.carrier.errors import CarrierError
@@ -29,7 +30,9 @@ class StateFileRefused(CarrierError):
 
 
 def check_state_path(state: str | os.PathLike[str]) -> None:
-    """Refuse a ``--state`` that is a symbolic link, before the card is powered.
+    """Refuse a ``--state`` that is a symbolic link or not a regular file, before the card is
+    powered (a directory given by mistake was served as a destroyed card that could not even
+    record its destruction).
 
     The image is replaced by an atomic rename on every write, which replaces a link with a
     regular file: the link's target would stay behind as a stale copy, and the lock (taken on
@@ -41,6 +44,17 @@ def check_state_path(state: str | os.PathLike[str]) -> None:
         raise StateFileRefused(
             f"the state file {state} is a symbolic link: give the image's own path"
             f" ({os.path.realpath(state)})"
+        )
+    try:
+        mode = os.lstat(state).st_mode
+    except FileNotFoundError:
+        return  # a virgin chip: the image is made at power-on
+    except OSError as exc:
+        raise StateFileRefused(f"cannot use the state file {state}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise StateFileRefused(
+            f"the state file {state} is not a regular file (a directory, a pipe or a device):"
+            " give an image file's path"
         )
 
 
