@@ -32,13 +32,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safescan.code import strictjson
 from safescan.code.atomicfile import fsync_dir, write_atomic
 from safescan.code.errors import KeyFileError
+from safescan.code.smallfile import FILE_LIMIT, read_bounded
 
 JOURNAL = ".rekey-journal.json"
 LOCK = ".rekey.lock"
 OLD = ".rekey-old"
 NEW = ".rekey-new"
+#: the most a journal is read for (a few file names)
+JOURNAL_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,12 @@ def _locked(primary: Path, *, wait: bool) -> Iterator[bool]:
 
 def _journal(directory: Path) -> dict[str, object] | None:
     try:
-        doc = json.loads((directory / JOURNAL).read_text())
+        # the program's own file (write_atomic: one regular file): bounded, never through a
+        # link, never a FIFO (before: read_text(); every key loader reads it first, so a FIFO
+        # planted here hung every start, /dev/zero ran it out of memory), read strictly
+        doc = strictjson.loads(
+            read_bounded(directory / JOURNAL, JOURNAL_LIMIT, "a rekey journal", own=True)
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -89,7 +98,9 @@ def _journal(directory: Path) -> dict[str, object] | None:
 
 def _same(a: Path, b: Path) -> bool:
     try:
-        return a.read_bytes() == b.read_bytes()
+        return read_bounded(a, FILE_LIMIT, "a key file") == read_bounded(
+            b, FILE_LIMIT, "a key file"
+        )
     except FileNotFoundError:
         return False
 
@@ -167,7 +178,7 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
             _leftovers(d)
         for f in files:
             try:
-                now = f.path.read_bytes()
+                now = read_bounded(f.path, FILE_LIMIT, "a key file")
             except OSError as exc:
                 raise KeyFileError(f"cannot read {f.path}: {exc.strerror}") from None
             if now != f.old:

@@ -30,6 +30,8 @@ def read_bounded(
     *,
     own: bool = False,
     single_link: bool = False,
+    regular: bool = False,
+    offset: int = 0,
 ) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them; ``OSError`` (``EISDIR``, ``EFBIG``)
     when it is a directory or larger. A pipe (``<(...)``) is read as it comes; ``/dev/zero``,
@@ -41,20 +43,26 @@ def read_bounded(
     file with more than one name, a hard link that may be someone else's file, is refused
     (``EMLINK``). Both rules are checked on the opened descriptor (``fstat``), so the file
     cannot be swapped or linked between a check and the open (review: the cluster's secret
-    reader checked the link count with ``lstat`` before it opened the file)."""
+    reader checked the link count with ``lstat`` before it opened the file). ``regular``: a
+    regular file only (``EINVAL`` for a pipe or a device), links followed: a file the program
+    keeps that an operator may place through a link (the checkpoint file). ``offset``: read
+    from there on (``limit`` counts the bytes after it)."""
     own = own or single_link
+    regular = regular or own
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO opens at once
     fd = os.open(path, flags | os.O_NOFOLLOW if own else flags)
     try:
         st = os.fstat(fd)
         mode = st.st_mode
-        if own and not stat.S_ISREG(mode):
+        if regular and not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file")
         if single_link and st.st_nlink != 1:
             raise OSError(errno.EMLINK, "a hard link (more than one name), not the own file")
         if stat.S_ISDIR(mode):
             raise OSError(errno.EISDIR, "a directory, not a file")
         os.set_blocking(fd, True)  # a pipe's writer may not have written yet
+        if offset:
+            os.lseek(fd, offset, os.SEEK_SET)
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(65536, limit + 1 - size))

@@ -43,7 +43,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from safescan.api.errors import ConfigError
+from safescan.code import strictjson
 from safescan.code.errors import SafescanError
+from safescan.code.smallfile import read_bounded
 from safescan.code.text import clean_text
 from safescan.institution.checkpoints import CheckpointFile, read_records, read_state
 from safescan.institution.db import (
@@ -56,6 +58,8 @@ from safescan.institution.keystore import InstitutionKeys
 from safescan.institution.reconcile import reconcile
 
 MANIFEST_TYPE = "safescan-institution-backup"
+#: the most a manifest is read for (a few hundred bytes: sizes, digests, heads)
+MANIFEST_LIMIT = 1 << 20
 MANIFEST_SUFFIX = ".manifest.json"
 PG_BIN_DIRS = tuple(f"/usr/lib/postgresql/{v}/bin" for v in (18, 17, 16, 15, 14, 13))
 
@@ -227,11 +231,13 @@ def read_manifest(backup: Path) -> dict[str, Any]:
     """The backup's manifest, after checking the backup against it byte for byte."""
     backup = Path(backup)
     try:
-        doc = json.loads(manifest_path(backup).read_text())
+        # bounded and strict (before: read_text() and json.loads: a FIFO hung the restore,
+        # /dev/zero ran it out of memory, a key named twice was read as its last value)
+        doc = strictjson.loads(read_bounded(manifest_path(backup), MANIFEST_LIMIT, "a manifest"))
     except OSError as exc:
         raise BackupError(f"cannot read {manifest_path(backup)}: {exc.strerror}") from None
-    except ValueError:
-        raise BackupError(f"{manifest_path(backup)} is not JSON") from None
+    except ValueError as exc:
+        raise BackupError(f"{manifest_path(backup)} is not JSON: {exc}") from None
     keys = ("backend", "format", "sha256", "bytes", "taken_at", "db", "heads", "schema")
     if not isinstance(doc, dict) or doc.get("type") != MANIFEST_TYPE or doc.get("v") != 1:
         raise BackupError(f"{manifest_path(backup)} is not a safescan backup manifest")

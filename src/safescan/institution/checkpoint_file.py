@@ -26,7 +26,6 @@ import base64
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -36,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import ConfigError
+from safescan.code import strictjson
 from safescan.code.atomicfile import fsync_dir, write_all, write_atomic
 from safescan.code.keys import Signer
+from safescan.code.smallfile import read_bounded
 from safescan.institution.util import canonical_json
 
 log = logging.getLogger("safescan.institution.checkpoints")
@@ -72,6 +73,20 @@ class CheckpointChainBroken(CheckpointError):
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
 
 
+#: the most the checkpoint file is read for at once: far past the size it is compacted at
+#: (checkpoints.MAX_BYTES, 8 MiB); a larger file, a FIFO or a device is a typed error
+READ_LIMIT = 256 << 20
+
+
+def read_file(path: Path, offset: int = 0) -> bytes:
+    """The checkpoint file's bytes from ``offset`` on: a regular file only (a link is followed:
+    an operator may place the file through one), at most :data:`READ_LIMIT` bytes; ``OSError``
+    (``EINVAL`` for a FIFO or a device, ``EFBIG``). Before: ``read_bytes()``/``read()``: a
+    FIFO planted at the path hung the institution's start, ``/dev/zero`` ran it out of
+    memory."""
+    return read_bounded(path, READ_LIMIT, "a checkpoint file", regular=True, offset=offset)
+
+
 def read_error(exc: OSError) -> CheckpointError:
     """The typed error for a failed read of the checkpoint file."""
     message = f"cannot read the checkpoint file: {exc.strerror}"
@@ -104,7 +119,7 @@ def _link(line: str) -> dict[str, Any] | None:
     """The JSON object of a chained line (one with ``prev``), else None (no signature check:
     that is the reader's)."""
     try:
-        doc = json.loads(line)
+        doc = strictjson.loads(line.encode("utf-8", "surrogateescape"))
     except ValueError:
         return None
     if isinstance(doc, dict) and "prev" in doc:
@@ -222,7 +237,7 @@ class CheckpointFile:
 
     def _read_lines(self) -> list[str]:
         try:
-            data = self.path.read_bytes()
+            data = read_file(self.path)
         except FileNotFoundError:
             return []
         return split_lines(data)

@@ -43,7 +43,6 @@ copy or, if it is lost, runs ``safescan institution reconcile --restart-checkpoi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from sqlalchemy import Connection, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from safescan.code import strictjson
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError
 from safescan.institution.audit import CHAINS, GENESIS
@@ -67,6 +67,7 @@ from safescan.institution.checkpoint_file import (
     CheckpointUnavailable,
     Head,
     read_error,
+    read_file,
     sign,
     split_lines,
 )
@@ -112,7 +113,11 @@ def parse(line: str, trust: TrustStore) -> dict[str, Any]:
     import base64
 
     try:
-        doc = json.loads(line)
+        # the strict rule: a record naming a field twice is refused (json.loads kept the last,
+        # so a signed record could carry a second, unsigned value for whoever reads the first)
+        doc = strictjson.loads(line.encode("utf-8", "surrogateescape"))
+        if not isinstance(doc, dict):
+            raise TypeError
         sig = base64.b64decode(doc.pop("sig"), validate=True)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CheckpointError("a checkpoint record is not a signed JSON object") from None
@@ -406,9 +411,7 @@ class Tail:
                 st = os.stat(self.file.path)
                 if st.st_ino != self._ino or st.st_size < self._offset:
                     self._restart(st.st_ino)
-                with open(self.file.path, "rb") as f:
-                    f.seek(self._offset)
-                    data = f.read()
+                data = read_file(self.file.path, self._offset)
         except FileNotFoundError:
             self._restart(None)
             self.lost = self.chain.against(head, self.file.path, False)
