@@ -558,8 +558,9 @@ def test_an_expired_certificate_does_not_seal_with_the_clock_set_back(
     set-up, when the certificate was valid. Before: the certificate was judged by the clock
     alone and the terminal sealed codes under an expired certificate. Now it is judged at the
     trusted time (``trusted-time``): the typed ``certificate_expired``, nothing sealed. A
-    clock set back so far that a code it stamps would already be expired at the trusted time
-    is ``pos_clock_behind``."""
+    clock set back so far that a code it stamps would already be expired at a time the
+    institution signed is ``pos_clock_behind``; a device mark left by a clock once ahead does
+    not stop sealing (the customer's side judges expiry)."""
     t0 = inst.now
     api = FakeApi(inst, valid_days=1)
     _ready(inst, tmp_path, api)
@@ -569,11 +570,13 @@ def test_an_expired_certificate_does_not_seal_with_the_clock_set_back(
     with pytest.raises(CertificateExpired):
         _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS)  # the clock set back
 
-    # a valid certificate, the clock set back two hours: a code stamped by it (valid 5 min)
-    # would be expired at the trusted time
+    # a valid certificate: a clock once two hours ahead, set right, still seals; a clock
+    # 400 s behind the list's signed issue (within the tolerance) would stamp a code (valid
+    # 300 s) already expired at that signed time
     other = tmp_path / "other"
     _ready(inst, other)
     assert _sealer(inst, other, at=t0 + 2 * 3600).make_order(ITEMS).sealed_here
+    assert _sealer(inst, other, at=t0 + 60).make_order(ITEMS).sealed_here
     with pytest.raises(SealingClockBehind) as behind:
-        _sealer(inst, other, at=t0 + 60).make_order(ITEMS)
-    assert "would be expired when shown" in behind.value.message
+        _sealer(inst, other, at=t0 - 400).make_order(ITEMS)
+    assert "would already be expired" in behind.value.message

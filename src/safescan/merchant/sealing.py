@@ -200,7 +200,7 @@ class LocalSealer:
         best = fresh if adopt or held is None else held
         now = self.now()
         signed = [newest.issued_at, fresh.issued_at, *([] if held is None else [held.issued_at])]
-        at = self._trusted_time(now, signed, fresh if adopt else None)
+        at = self._trusted_time(now, signed, fresh if adopt else None).at(now)
         if best.is_stale(at):
             # before: adopted here and refused only when sealing; now refused at once, and
             # nothing of this answer is cached (the previous lists stay)
@@ -251,9 +251,10 @@ class LocalSealer:
 
     def _trusted_time(
         self, now: int, signed: Sequence[int], answer: RevocationList | None = None
-    ) -> int:
-        """The time freshness is judged at (:mod:`safescan.code.timefloor`): the marks in
-        ``trusted-time`` raised to ``now`` and the verified ``signed`` times and kept;
+    ) -> timefloor.TimeFloor:
+        """The marks freshness is judged by (:mod:`safescan.code.timefloor`; the time:
+        ``.at(now)``): the marks in ``trusted-time`` raised to ``now`` and the verified
+        ``signed`` times and kept;
         :class:`SealingClockBehind` when ``now`` is too far behind the newest signed time.
         ``answer``: the institution's list just fetched, when it is the newest (it may put
         back a device mark left by a clock once ahead)."""
@@ -273,7 +274,7 @@ class LocalSealer:
                 f" {_utc(after.signed)}: the clock is behind (set back, or wrong); set it right,"
                 " then seal again"
             )
-        return after.at(now)
+        return after
 
     # --- offline: seal -------------------------------------------------------------------
 
@@ -349,7 +350,8 @@ class LocalSealer:
         now = self.now()
         # judged at the trusted time, not the clock alone (before: a clock set back made an
         # old list current again)
-        at = self._trusted_time(now, [] if crl is None else [crl.issued_at])
+        floor = self._trusted_time(now, [] if crl is None else [crl.issued_at])
+        at = floor.at(now)
         if crl is not None and crl.is_stale(at):
             back = ""
             if at != now:
@@ -375,11 +377,13 @@ class LocalSealer:
         if cert.merchant.id != self.merchant_id:
             raise SealingError("the cached certificate is for another merchant")
         expires_at = now + expires_in
-        if expires_at <= at:
+        if expires_at <= floor.signed:
+            # expired at a time the institution signed (never ahead of true time; the device
+            # mark may be, left by a clock once ahead: it is not used for this)
             raise SealingClockBehind(
-                f"this terminal's clock reads {_utc(now)}, but it already read {_utc(at)}: a"
-                " code stamped by it would be expired when shown; set the clock right, then"
-                " seal again"
+                f"this terminal's clock reads {_utc(now)}, but the institution signed a list at"
+                f" {_utc(floor.signed)}: a code stamped by this clock would already be expired;"
+                " set the clock right, then seal again"
             )
         if max(expires_at, at + expires_in) > cert.not_after:
             raise CertificateExpired(
