@@ -562,21 +562,39 @@ def test_an_expired_certificate_does_not_seal_with_the_clock_set_back(
     institution signed is ``pos_clock_behind``; a device mark left by a clock once ahead does
     not stop sealing (the customer's side judges expiry)."""
     t0 = inst.now
-    api = FakeApi(inst, valid_days=1)
-    _ready(inst, tmp_path, api)
-    assert _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS).sealed_here
+
+    def terminal(base: Path, api: FakeApi) -> tuple[LocalSealer, list[int]]:
+        """One terminal whose clock the test moves (its key decrypted once: cheap)."""
+        clock = [t0]
+        sealer = LocalSealer(
+            base / "pos-seal",
+            merchant_id=DEFAULT_MERCHANT.id,
+            trust=inst.trust,
+            passphrase=PASS,
+            clock=lambda: clock[0],
+        )
+        sealer.setup(api)  # type: ignore[arg-type]
+        return sealer, clock
+
+    sealer, clock = terminal(tmp_path, FakeApi(inst, valid_days=1))
+    clock[0] = t0 + 3600
+    assert sealer.make_order(ITEMS).sealed_here
+    clock[0] = t0 + 2 * DAY
     with pytest.raises(CertificateExpired):
-        _sealer(inst, tmp_path, at=t0 + 2 * DAY).make_order(ITEMS)
+        sealer.make_order(ITEMS)
+    clock[0] = t0 + 3600  # the clock set back
     with pytest.raises(CertificateExpired):
-        _sealer(inst, tmp_path, at=t0 + 3600).make_order(ITEMS)  # the clock set back
+        sealer.make_order(ITEMS)
 
     # a valid certificate: a clock once two hours ahead, set right, still seals; a clock
     # 400 s behind the list's signed issue (within the tolerance) would stamp a code (valid
     # 300 s) already expired at that signed time
-    other = tmp_path / "other"
-    _ready(inst, other)
-    assert _sealer(inst, other, at=t0 + 2 * 3600).make_order(ITEMS).sealed_here
-    assert _sealer(inst, other, at=t0 + 60).make_order(ITEMS).sealed_here
+    sealer, clock = terminal(tmp_path / "other", FakeApi(inst))
+    clock[0] = t0 + 2 * 3600
+    assert sealer.make_order(ITEMS).sealed_here
+    clock[0] = t0 + 60
+    assert sealer.make_order(ITEMS).sealed_here
+    clock[0] = t0 - 400
     with pytest.raises(SealingClockBehind) as behind:
-        _sealer(inst, other, at=t0 - 400).make_order(ITEMS)
+        sealer.make_order(ITEMS)
     assert "would already be expired" in behind.value.message
