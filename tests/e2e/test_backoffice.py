@@ -27,7 +27,7 @@ from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
 from tests.e2e.test_web_pos import Staff, _code_of, _institution_state, _pay
 from tests.e2e.test_web_pos_state import PHONE, no_sideways_scroll, wait_for
-from tests.e2e.walletapp.browser import ARTIFACTS, axe_violations, headless_chromium
+from tests.e2e.walletapp.browser import ARTIFACTS, axe_violations, bound, headless_chromium
 from tests.merchant.test_exports import XSD
 
 XSS = '<img src=x onerror=alert(1)>"><script>alert(2)</script>'
@@ -319,7 +319,7 @@ def test_every_page_is_usable_at_phone_width_with_no_axe_violation(
             {"name": "Flat white", "quantity": 2, "unit_price": 350},
         ],
     )
-    ctx = browser.new_context(viewport=PHONE)
+    ctx = bound(browser.new_context(viewport=PHONE))
     page = ctx.new_page()
     dialogs: list[str] = []
     errors: list[str] = []

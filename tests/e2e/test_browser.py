@@ -17,6 +17,7 @@ import pytest
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
+from tests.e2e.walletapp.browser import bound
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -83,7 +84,7 @@ def test_pos_page_switches_to_paid_live_and_refunds(
     world: World, pos_url: str, browser: Any, tmp_path: Path
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page = bound(browser.new_page(viewport={"width": 1100, "height": 900}))
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     sign_in(world, page, pos_url)
@@ -140,7 +141,7 @@ def test_checkout_page_shows_summary_code_and_live_status(
     world: World, pos_url: str, browser: Any, tmp_path: Path
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 700, "height": 1000})
+    page = bound(browser.new_page(viewport={"width": 700, "height": 1000}))
     page.goto(pos_url + "/shop")
     page.locator("#checkout-button").click()
     page.wait_for_url("**/shop/checkout/*")

@@ -37,7 +37,7 @@ from safescan.merchant.client import MerchantApi
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
-from tests.e2e.walletapp.browser import axe_violations
+from tests.e2e.walletapp.browser import axe_violations, bound, evaluate
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
@@ -132,12 +132,14 @@ def browser(world: World) -> Iterator[Any]:
 
 
 def phone_page(browser: Any, world: World) -> Any:
-    ctx = browser.new_context(
-        viewport=PHONE,
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        ignore_https_errors=False,
+    ctx = bound(
+        browser.new_context(
+            viewport=PHONE,
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+            ignore_https_errors=False,
+        )
     )
     page = ctx.new_page()
     page.set_default_timeout(TIMEOUT)
@@ -149,7 +151,7 @@ def check_page(page: Any, name: str, results: dict[str, int]) -> None:
     violations = axe_violations(page)
     results[name] = len(violations)
     assert violations == [], f"{name}: {violations}"
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+    assert evaluate(page, "() => document.documentElement.scrollWidth") <= PHONE["width"], name
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"checkout-shop-{name}.png"), full_page=True)
 
@@ -236,7 +238,7 @@ def test_a_customer_buys_in_the_shop_and_pays_with_the_wallet(
     code = read_code(page)
     assert in_view(page, "#qr"), "the code is not in view at 390 px"
     check_page(page, "hosted-checkout", axe)
-    assert "sk_live_" not in page.content()
+    assert "sk_live_" not in evaluate(page, "() => document.documentElement.outerHTML")
     # Alice's wallet pays the code it read off the screen (carrier process, PIN, receipt)
     with Wallet.load(world.alice.wallet_dir) as wallet, wallet.open(code) as offer:
         seen = offer.describe()
@@ -315,7 +317,7 @@ def test_markup_in_item_names_stays_text_on_the_hosted_page(
     page.wait_for_selector("body[data-ready='1']")
     cells = page.locator("#items tr td:first-child").all_inner_texts()
     assert cells == XSS_NAMES
-    assert page.evaluate("window.__xss") is None
+    assert evaluate(page, "() => window.__xss") is None
     assert page.locator("#items img, #items script, #items svg, #items iframe").count() == 0
     assert dialogs == [] and errors == [], (dialogs, errors)
     page.context.close()

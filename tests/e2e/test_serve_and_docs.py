@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import World, chromium_trusts
+from tests.e2e.walletapp.browser import bound
 from tests.logread import written
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,7 +116,7 @@ def test_swagger_ui_renders_offline_in_chromium(world: World, tmp_path: Path) ->
             headless=True,
         )
         try:
-            page = browser.new_page()
+            page = bound(browser.new_page())
             page.route("**/*", route)
             page.goto(world.base_url + "/docs")
             page.get_by_text("/v1/account/challenge").first.wait_for(timeout=20_000)

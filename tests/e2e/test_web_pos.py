@@ -24,7 +24,7 @@ from safescan.merchant.input import parse_item
 from safescan.procs import ManagedProcess
 from safescan.wallet.flow import Wallet
 from tests.e2e.conftest import PIN, World
-from tests.e2e.walletapp.browser import headless_chromium
+from tests.e2e.walletapp.browser import CALL_TIMEOUT, bound, evaluate, headless_chromium
 from tests.institution.pg import free_port
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -424,7 +424,7 @@ class _Attacker(http.server.BaseHTTPRequestHandler):
 def test_another_site_and_dns_rebinding_in_the_cashiers_browser_change_nothing(
     world: World, pos_url: str, chromium: Any
 ) -> None:
-    context = chromium.new_context()
+    context = bound(chromium.new_context())
     page = context.new_page()
     page.goto(pos_url + "/")
     page.locator("#name").fill(world.stack.staff_name)
@@ -459,13 +459,16 @@ def test_another_site_and_dns_rebinding_in_the_cashiers_browser_change_nothing(
         evil.goto(f"http://127.0.0.1:{server.server_address[1]}/")
         evil.wait_for_function("() => document.title === 'done'", timeout=20_000)
         with evil.expect_navigation():
-            evil.evaluate("document.getElementById('f').submit()")
-        assert "another site" in evil.content() or "Origin" in evil.content()
+            evil.locator("#f").evaluate("(f) => f.submit()", timeout=CALL_TIMEOUT)
+        answer = evaluate(evil, "() => document.documentElement.outerHTML")
+        assert "another site" in answer or "Origin" in answer
         # DNS rebinding: evil.example now resolves to the POS; its pages get nothing
         rebound = context.new_page()
         resp = rebound.goto(f"http://evil.example:{port}/")
         assert resp is not None and resp.status == 421
-        assert "does not answer to that host" in rebound.content()
+        assert "does not answer to that host" in evaluate(
+            rebound, "() => document.documentElement.outerHTML"
+        )
         resp = rebound.goto(f"http://evil.example:{port}/shop")
         assert resp is not None and resp.status == 421
     finally:
@@ -480,7 +483,7 @@ def test_another_site_and_dns_rebinding_in_the_cashiers_browser_change_nothing(
 def test_markup_and_html_in_item_names_stay_text_in_the_browser(
     world: World, pos_url: str, chromium: Any
 ) -> None:
-    page = chromium.new_page()
+    page = bound(chromium.new_page())
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(pos_url + "/")
@@ -497,7 +500,7 @@ def test_markup_and_html_in_item_names_stay_text_in_the_browser(
     page.locator("#create").click()
     page.locator("#qr").wait_for()
     assert evil[:40] in page.locator("table.summary").inner_text()
-    customer = chromium.new_page()
+    customer = bound(chromium.new_page())
     customer.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     customer.goto(pos_url + page.locator("text=customer screen").get_attribute("href"))
     customer.locator("#qr").wait_for()

@@ -19,7 +19,7 @@ from safescan.procs import ManagedProcess
 from safescan.web import pki
 from tests.e2e.conftest import World
 from tests.e2e.test_web_pos import Staff, _code_of, _pay
-from tests.e2e.walletapp.browser import AXE, axe_violations, headless_chromium
+from tests.e2e.walletapp.browser import AXE, axe_violations, bound, evaluate, headless_chromium
 
 STATIC = Path(merchant.__file__).with_name("static")
 
@@ -125,7 +125,8 @@ def browser() -> Iterator[Any]:
 
 def no_sideways_scroll(page: Any) -> None:
     """Nothing is wider than the phone (the offending elements are named if something is)."""
-    wide = page.evaluate(
+    wide = evaluate(
+        page,
         """(w) => [...document.querySelectorAll('body *')]
              .filter(e => e.getBoundingClientRect().right > w + 0.5
                           || e.scrollWidth > e.clientWidth + 1)
@@ -133,7 +134,7 @@ def no_sideways_scroll(page: Any) -> None:
                        + e.scrollWidth + '/' + e.clientWidth)""",
         PHONE["width"],
     )
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], wide
+    assert evaluate(page, "() => document.documentElement.scrollWidth") <= PHONE["width"], wide
 
 
 def test_a_page_never_takes_an_older_answer_of_its_order(browser: Any) -> None:
@@ -141,16 +142,17 @@ def test_a_page_never_takes_an_older_answer_of_its_order(browser: Any) -> None:
     (a refund, a cancel) can arrive after a newer server-sent message of the same order; the
     POS raises the order's ``version`` at every change it publishes, and the older is dropped
     (tests/merchant/test_journal_forward.py: the same rule for the journal and the POS)."""
-    ctx = browser.new_context()
+    ctx = bound(browser.new_context())
     try:
         page = ctx.new_page()
         page.set_content("<!doctype html><title>order.js</title>")
         page.add_script_tag(content=(STATIC / "order.js").read_text(encoding="utf-8"))
-        got = page.evaluate(
+        got = evaluate(
+            page,
             """() => { const n = window.safescanOrder.newer;
                 const a = (v) => ({order_id: "A", version: v});
                 return [n(null, a(1)), n(a(3), a(2)), n(a(3), a(3)), n(a(3), a(4)),
-                        n(a(3), {order_id: "B", version: 1}), n(a(3), {order_id: "A"})]; }"""
+                        n(a(3), {order_id: "B", version: 1}), n(a(3), {order_id: "A"})]; }""",
         )
         assert got == [True, False, True, True, True, True]
     finally:
@@ -160,7 +162,7 @@ def test_a_page_never_takes_an_older_answer_of_its_order(browser: Any) -> None:
 
 def test_counter_page_at_phone_width_survives_a_restart(world: World, browser: Any) -> None:
     proc, url = world.stack.start_pos_server(world.pos_path, name="pos-phone")
-    ctx = browser.new_context(viewport=PHONE, ignore_https_errors=False)
+    ctx = bound(browser.new_context(viewport=PHONE, ignore_https_errors=False))
     try:
         page = ctx.new_page()
         errors: list[str] = []

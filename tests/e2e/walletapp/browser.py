@@ -7,6 +7,8 @@ a new empty profile (``--user-data-dir``) and plays a Y4M file as the camera.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import ssl
 import sys
@@ -45,6 +47,11 @@ SCREEN_TIMEOUT = 60_000
 POLL_MS = 250
 #: How long a screenshot may wait for the page to render one frame (bounded, not measured).
 SHOT_TIMEOUT = 120_000
+#: The bound of every other Playwright call (ms): far above what any call takes on a loaded
+#: machine, far below pytest's 300 s timeout, so a hung call fails naming itself. Contexts and
+#: pages get it as their default (:func:`bound`); page.evaluate has no timeout of its own, so
+#: it goes through :func:`evaluate`.
+CALL_TIMEOUT = 90_000
 
 
 @dataclass
@@ -161,6 +168,7 @@ def phone(pw: Any, video: Path | None, *, viewport: dict[str, int] = PHONE) -> I
         has_touch=True,
         permissions=["camera"],
     )
+    bound(ctx)
     try:
         yield ctx
     finally:
@@ -193,6 +201,41 @@ def open_paired(ctx: Any, server: WalletServer, path: str = "") -> Any:
     return page
 
 
+def bound(target: Any) -> Any:
+    """Give a Playwright context or page (``target``, returned) :data:`CALL_TIMEOUT` as the
+    default timeout of its actions, waits and navigations (Playwright's own is 30 s, which a
+    loaded machine can reach)."""
+    target.set_default_timeout(CALL_TIMEOUT)
+    target.set_default_navigation_timeout(CALL_TIMEOUT)
+    return target
+
+
+def evaluate(page: Any, function: str, arg: Any = None, *, timeout: float = CALL_TIMEOUT) -> Any:
+    """``page.evaluate(function, arg)``, bounded: an AssertionError naming the call when it has
+    not returned within ``timeout`` ms (page.evaluate itself waits for ever: a renderer that
+    never ran it held a test until pytest's 300 s timeout).
+
+    ``function`` is JavaScript function text ("() => ...", "async () => ...", "(arg) => ...");
+    its value must be JSON. It runs once, through Playwright's wait_for_function (a function is
+    evaluated once, so a page's CSP does not matter; its timeout is kept by Playwright's driver,
+    not by the page), and comes back as a JSON string, a primitive that needs no second call
+    to the page."""
+    text = function.strip()
+    if not text.startswith(("(", "async ", "function")):
+        raise ValueError(f"evaluate takes a function, not an expression: {function!r}")
+    wrapped = f"async (arg) => JSON.stringify({{value: await ({text})(arg)}})"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        handle = page.wait_for_function(wrapped, arg=arg, polling=POLL_MS, timeout=timeout)
+    except PlaywrightTimeout as exc:
+        short = " ".join(text.split())[:160]
+        raise AssertionError(
+            f"page.evaluate did not return within {timeout / 1000:g} s: {short}"
+        ) from exc
+    return json.loads(handle.json_value()).get("value")
+
+
 def wait_for(page: Any, condition: str, timeout: float) -> None:
     """Wait (at most ``timeout`` ms) until the JavaScript expression ``condition`` is true,
     checking it every :data:`POLL_MS` (see there why not on animation frames)."""
@@ -201,14 +244,19 @@ def wait_for(page: Any, condition: str, timeout: float) -> None:
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     """axe-core's violations on the page as it is now (WCAG 2.x A and AA, best practices)."""
-    if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.evaluate(AXE.read_text(encoding="utf-8"))
-    result = page.evaluate(
+    if not evaluate(page, "() => typeof window.axe !== 'undefined'"):
+        evaluate(
+            page,
+            "(source) => { (0, eval)(source); return typeof window.axe; }",
+            AXE.read_text(encoding="utf-8"),
+        )
+    result = evaluate(
+        page,
         """async () => {
           const r = await axe.run(document, {resultTypes: ['violations']});
           return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                                          nodes: v.nodes.map(n => n.target.join(' '))}));
-        }"""
+        }""",
     )
     return list(result)
 
@@ -232,15 +280,37 @@ def check_screen(page: Any, name: str) -> None:
     """No axe-core violation, nothing wider than the phone, every button thumb-sized."""
     violations = axe_violations(page)
     assert violations == [], f"{name}: {violations}"
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
-    small = page.evaluate(
+    assert evaluate(page, "() => document.documentElement.scrollWidth") <= PHONE["width"], name
+    small = evaluate(
+        page,
         """() => [...document.querySelectorAll('button, a, input, summary')]
              .filter(e => e.offsetParent !== null && e.type !== 'hidden')
              .map(e => [e.id || e.textContent.trim(), e.getBoundingClientRect().height])
-             .filter(([, h]) => h < 48)"""
+             .filter(([, h]) => h < 48)""",
     )
     assert small == [], f"{name}: controls under 48 px: {small}"
     shot(page, name)
+
+
+def watch_requests(ctx: Any, pattern: str) -> list[str]:
+    """The URLs of the requests of ``ctx`` whose URL matches the regular expression
+    ``pattern``, appended as they go out (each then goes on unchanged).
+
+    Through a route, whose pattern Playwright's driver matches itself, never a
+    ``ctx.on("request")`` listener: a listener has the driver send this process every request,
+    with its body, and its response: with the service decoding, every scanned frame is a POST
+    /api/decode of the frame (960x540 grey: ~0.5 MB, ~0.7 MB as base64 JSON), several a second
+    for as long as the page scans. A loaded machine's test process fell behind that stream, and
+    every answer of the driver queued behind it, a timeout's too: check_screen's calls waited
+    until pytest's 300 s timeout (the [server] sticker test; the no-code clip here)."""
+    seen: list[str] = []
+
+    def record(route: Any) -> None:
+        seen.append(route.request.url)
+        route.continue_()
+
+    ctx.route(re.compile(pattern), record)
+    return seen
 
 
 def collect_errors(page: Any) -> list[str]:

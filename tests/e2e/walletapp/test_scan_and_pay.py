@@ -32,11 +32,13 @@ from tests.e2e.walletapp.browser import (
     api_headers,
     check_screen,
     collect_errors,
+    evaluate,
     open_paired,
     phone,
     press_pin,
     start_wallet_server,
     wait_screen,
+    watch_requests,
 )
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -83,7 +85,7 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
         assert page.locator("#offer-total").inner_text() == "13.00 EUR"
         assert "min" in page.locator("#offer-expiry").inner_text()
         assert page.locator("#offer-pay").inner_text() == "Pay 13.00 EUR"
-        timings = page.evaluate("window.safescanTimings")
+        timings = evaluate(page, "() => window.safescanTimings")
         assert timings["decoder"] == decoder and timings["frames"] >= 1
         # the decision is under the thumb: in the viewport without scrolling
         box = page.locator("#offer-pay").bounding_box()
@@ -100,15 +102,16 @@ def test_camera_scan_shows_the_verified_offer_and_pays(
         payment_id = page.locator("#receipt-payment").inner_text()
         assert page.locator("#receipt-amount").inner_text() == "13.00 EUR"
         assert "Verified" in page.locator("#receipt-verified").inner_text()
-        screens = page.evaluate("window.__screens")
+        screens = evaluate(page, "() => window.__screens")
         assert screens.index("offer") < screens.index("pin") < screens.index("receipt")
         assert errors == []
         assert not [c for c in consoles if PIN in c]
         # the page kept the PIN nowhere: address, storage, form fields
-        kept = page.evaluate(
+        kept = evaluate(
+            page,
             """() => JSON.stringify([location.href, Object.entries(localStorage),
                  Object.entries(sessionStorage),
-                 [...document.querySelectorAll('input')].map(i => i.value)])"""
+                 [...document.querySelectorAll('input')].map(i => i.value)])""",
         )
         assert PIN not in kept, kept
     with MerchantApi(world.pos) as api:
@@ -189,8 +192,7 @@ def test_a_swapped_altered_or_spent_code_is_refused_before_any_pin(
     video = fakecam.write_video(tmp_path / f"{kind}.y4m", text)
     before, signed = _balance(world, party.customer_id), _signatures(party)
     with phone(pw, video) as ctx:
-        pays: list[str] = []
-        ctx.on("request", lambda r: pays.append(r.url) if "/pay" in r.url else None)
+        pays = watch_requests(ctx, "/pay")
         page = open_paired(ctx, server, "/#/scan")
         errors = collect_errors(page)
         wait_screen(page, "refused")
@@ -198,7 +200,7 @@ def test_a_swapped_altered_or_spent_code_is_refused_before_any_pin(
         assert "Nothing was paid. You were not asked anything." in page.inner_text(
             "#screen-refused"
         )
-        screens = page.evaluate("window.__screens")
+        screens = evaluate(page, "() => window.__screens")
         assert "offer" not in screens and "pin" not in screens, screens
         assert page.locator("#pin-ok").is_hidden()
         check_screen(page, f"refused-{kind}")
@@ -256,8 +258,7 @@ def test_a_video_with_no_code_keeps_scanning_without_error(
     scene = fakecam.Scene(settle_frames=6)
     video = fakecam.write_video(tmp_path / "nocode.y4m", None, scene)
     with phone(pw, video) as ctx:
-        scans: list[str] = []
-        ctx.on("request", lambda r: scans.append(r.url) if r.url.endswith("/api/scan") else None)
+        scans = watch_requests(ctx, r"/api/scan$")
         page = open_paired(ctx, server, "/#/scan")
         errors = collect_errors(page)
         # more frames than the clip has: it looped, and the app is still looking
@@ -267,7 +268,7 @@ def test_a_video_with_no_code_keeps_scanning_without_error(
             polling=POLL_MS,
             timeout=120_000,
         )
-        assert page.evaluate("document.body.dataset.screen") == "scan"
+        assert evaluate(page, "() => document.body.dataset.screen") == "scan"
         assert page.locator("#scan-status").inner_text() == "Looking for a payment code…"
         assert page.locator("#scan-hint").inner_text() == ""
         check_screen(page, "scan")
@@ -297,8 +298,7 @@ def test_a_sticker_next_to_the_code_is_not_picked_either(
     )
     before = _balance(world, party.customer_id)
     with phone(pw, video) as ctx:
-        scans: list[str] = []
-        ctx.on("request", lambda r: scans.append(r.url) if r.url.endswith("/api/scan") else None)
+        scans = watch_requests(ctx, r"/api/scan$")
         page = open_paired(ctx, server, f"/?decoder={decoder}#/scan")
         errors = collect_errors(page)
         page.wait_for_function(
@@ -308,8 +308,8 @@ def test_a_sticker_next_to_the_code_is_not_picked_either(
             polling=POLL_MS,
             timeout=120_000,
         )
-        assert page.evaluate("document.body.dataset.screen") == "scan"
-        assert page.evaluate("document.getElementById('camera').dataset.twoCodes") == "1"
+        assert evaluate(page, "() => document.body.dataset.screen") == "scan"
+        assert evaluate(page, "() => document.getElementById('camera').dataset.twoCodes") == "1"
         check_screen(page, f"two-codes-{decoder}")
         assert scans == [] and errors == []
     assert _balance(world, party.customer_id) == before

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.walletapp.browser import BASE_ARGS, CHROMIUM, POLL_MS
+from tests.e2e.walletapp.browser import BASE_ARGS, CHROMIUM, POLL_MS, bound, evaluate
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
@@ -42,7 +42,7 @@ def page(pw: Any) -> Iterator[Any]:
         args=[*BASE_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
     )
     try:
-        ctx = browser.new_context(permissions=["camera"])
+        ctx = bound(browser.new_context(permissions=["camera"]))
 
         def serve(route: Any) -> None:
             path = route.request.url.removeprefix(ORIGIN)
@@ -71,7 +71,8 @@ def _vote(page: Any, frames: list[list[str]], *, ms_per_frame: float = 0.0) -> l
     """``CodeVote.feed`` over ``frames`` (each frame's decoded texts), ``ms_per_frame`` apart
     on a clock the test sets: each frame's {open, twoCodes}."""
     return list(
-        page.evaluate(
+        evaluate(
+            page,
             """async ([frames, step]) => {
                  const { CodeVote } = await import('/static/scanner.js');
                  const vote = new CodeVote();
@@ -126,7 +127,8 @@ def test_two_codes_in_one_frame_forbid_opening_for_the_window(page: Any) -> None
 def _scan(page: Any, script: list[list[str]], frames: int) -> dict[str, Any]:
     """The real Scanner (camera, frame loop, status) with a decoder that answers frame n with
     ``script[n % len(script)]``, until it opens a code or ``frames`` frames were scanned."""
-    page.evaluate(
+    evaluate(
+        page,
         """async ([script]) => {
              const { Scanner } = await import('/static/scanner.js');
              const video = document.getElementById('v');
@@ -150,8 +152,8 @@ def _scan(page: Any, script: list[list[str]], frames: int) -> dict[str, Any]:
         polling=POLL_MS,
         timeout=120_000,
     )
-    page.evaluate("window.__scanner.stop()")
-    return dict(page.evaluate("window.__run"))
+    evaluate(page, "() => window.__scanner.stop()")
+    return dict(evaluate(page, "() => window.__run"))
 
 
 def test_the_scanner_loop_never_opens_either_of_two_alternating_codes(page: Any) -> None:

@@ -24,6 +24,7 @@ from tests.e2e.walletapp.browser import (
     WalletServer,
     check_screen,
     collect_errors,
+    evaluate,
     open_paired,
     phone,
     press_pin,
@@ -193,7 +194,7 @@ def test_codes_that_are_not_payable_are_shown_not_opened(
         _paste(page, "https://example.com/pay?to=fraudster")
         wait_screen(page, "other")
         assert page.locator("#other-title").inner_text() == "A link, not a payment code"
-        assert "pin" not in page.evaluate("window.__screens")
+        assert "pin" not in evaluate(page, "() => window.__screens")
         assert errors == []
 
 
@@ -265,9 +266,9 @@ def test_an_unpaired_browser_gets_nothing_but_the_pair_screen(
         check_screen(page, "pair")
         page.goto(server.url + "/#pair=" + "A" * 43)  # a made-up pairing secret
         page.wait_for_selector("#pair-error:has-text('not this wallet')", timeout=30_000)
-        assert page.evaluate("location.hash") == "#/scan"  # the secret left the address bar
-        assert page.evaluate("localStorage.length") == 0
-        assert set(page.evaluate("window.__screens")) <= {"pair"}
+        assert evaluate(page, "() => location.hash") == "#/scan"  # the secret left the address bar
+        assert evaluate(page, "() => localStorage.length") == 0
+        assert set(evaluate(page, "() => window.__screens")) <= {"pair"}
         assert errors == []
 
 
@@ -276,7 +277,7 @@ def test_the_app_is_installable_with_a_service_worker(
 ) -> None:
     with phone(pw, None) as ctx:
         page = open_paired(ctx, server, "/#/scan")
-        scope = page.evaluate("async () => (await navigator.serviceWorker.ready).active.scriptURL")
+        scope = evaluate(page, "async () => (await navigator.serviceWorker.ready).active.scriptURL")
         assert scope == server.url + "/sw.js"
         cdp = ctx.new_cdp_session(page)
         found = cdp.send("Page.getInstallabilityErrors")
@@ -284,14 +285,15 @@ def test_the_app_is_installable_with_a_service_worker(
         manifest = cdp.send("Page.getAppManifest")
         assert manifest["errors"] == [] and '"display": "standalone"' in manifest["data"]
         # the API is never answered from the worker's cache
-        cached = page.evaluate(
+        cached = evaluate(
+            page,
             """async () => {
                  const names = await caches.keys();
                  const urls = [];
                  for (const n of names) for (const r of await (await caches.open(n)).keys())
                    urls.push(new URL(r.url).pathname);
                  return urls;
-               }"""
+               }""",
         )
         assert {"/", "/static/app.js", "/static/scanner.js", "/static/app.css"} <= set(cached)
         assert not [u for u in cached if u.startswith("/api/")]

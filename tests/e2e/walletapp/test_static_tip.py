@@ -19,6 +19,7 @@ from tests.e2e.walletapp.browser import (
     WalletServer,
     check_screen,
     collect_errors,
+    evaluate,
     open_paired,
     phone,
     press_pin,
@@ -55,7 +56,7 @@ def test_a_printed_code_is_paid_with_the_amount_and_a_tip(
             assert page.locator("#offer-sum").inner_text() == "-"
             page.locator("#offer-pay").click()
             assert "Enter the amount" in page.locator("#offer-error").inner_text()
-            assert page.evaluate("document.body.dataset.screen") == "offer"
+            assert evaluate(page, "() => document.body.dataset.screen") == "offer"
         page.locator("#offer-amount").fill("8.00")
         page.locator("#offer-tip").fill("1.20")
         assert page.locator("#offer-sum").inner_text() == "9.20 EUR"
