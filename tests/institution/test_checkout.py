@@ -11,9 +11,13 @@ made-up and malformed session ids.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,8 +121,47 @@ def test_session_is_made_read_and_shown(world: World, shop: Any) -> None:
     assert carrier.open(shown["code"]).order_id == s["order_id"]
     svg = world.http.get(f"/checkout/{sid}/qr.svg")
     assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+    assert svg_code(svg.text) == [shown["code"]]  # drawn after the warm-up: still the code
     for name in ("checkout.js", "checkout.css"):
         assert world.http.get(f"/checkout-assets/{name}").status_code == 200
+
+
+def svg_code(svg: str) -> list[str]:
+    """The codes read from a qr.svg (its dark runs "M{x} {y}h{run}v1h-{run}z" drawn at 8 px a
+    module on white, then decoded with zxing-cpp)."""
+    import numpy as np
+    from PIL import Image
+
+    from safescan.code import qr
+
+    side = int(re.search(r'viewBox="0 0 (\d+) \1"', svg)[1])  # type: ignore[index]
+    dark = np.zeros((side, side), dtype=bool)
+    for x, y, run in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", svg):
+        dark[int(y), int(x) : int(x) + int(run)] = True
+    pixels = np.where(dark, 0, 255).astype(np.uint8).repeat(8, axis=0).repeat(8, axis=1)
+    return qr.decode_all(Image.fromarray(pixels))
+
+
+def test_qr_imaging_is_warmed_off_the_request_and_never_at_start(tmp_path: Path) -> None:
+    """The checkout routes import no QR imaging when the server starts (readiness waits for
+    nothing of it); warm_qr_imaging, which the session creation and the page call, imports it
+    and draws once on one background thread per process (a second call: the same thread)."""
+    script = (
+        "import sys\n"
+        "import safescan.institution.http.checkout\n"
+        "from safescan.code.qrwarm import warm_qr_imaging\n"
+        "heavy = ('safescan.code.qr', 'numpy', 'PIL', 'zxingcpp')\n"
+        "at_start = [m for m in heavy if m in sys.modules]\n"
+        "t = warm_qr_imaging()\n"
+        "same = warm_qr_imaging() is t and t.daemon\n"
+        "t.join(120)\n"
+        "print(at_start, same, t.is_alive(), 'safescan.code.qr' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[] True False True", done.stdout
 
 
 def test_paid_session_completes_once_and_sends_its_webhook(world: World) -> None:

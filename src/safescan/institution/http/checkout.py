@@ -41,6 +41,7 @@ from safescan.api.fields import LineItemField, ShortText
 from safescan.api.states import CheckoutState
 from safescan.code.errors import SafescanError
 from safescan.code.payment import MAX_ITEMS
+from safescan.code.qrwarm import warm_qr_imaging
 from safescan.institution import outcomes, wire
 from safescan.institution.domain.checkout import DEFAULT_EXPIRY, MAX_EXPIRY, MIN_EXPIRY
 from safescan.institution.http.common import (
@@ -156,6 +157,7 @@ def checkout_router(
         """Make a checkout session (and its order); answers with its hosted page's ``url``.
         With an ``Idempotency-Key`` a retry gets the first answer, exactly as sent but for the
         ``url``, made now (``public_url`` or the connection's address; never a stored one)."""
+        warm_qr_imaging()  # its page will ask for qr.svg: import QR imaging off that request
         made = inst.checkout.create(
             mid,
             items=body.items,
@@ -209,6 +211,7 @@ def checkout_router(
     def page(session_id: SessionId, request: Request) -> Response:
         limited(request)
         inst.checkout.get(None, session_id)  # an unknown session: 404, no page
+        warm_qr_imaging()  # qr.svg comes next (another API process may have made the session)
         return Response(
             asset("checkout.html"), media_type=ASSETS["checkout.html"], headers=PAGE_HEADERS
         )
@@ -225,7 +228,8 @@ def checkout_router(
         s = inst.checkout.get(None, session_id)
         if s.status is not CheckoutState.OPEN:
             raise NotFound(f"the checkout session is {s.status}: no code", param="session_id")
-        from safescan.code.qr import render_svg  # numpy, Pillow, zxing-cpp: only to draw one
+        # numpy, Pillow, zxing-cpp: only to draw one (warmed up by warm_qr_imaging above)
+        from safescan.code.qr import render_svg
 
         return Response(render_svg(s.code), media_type="image/svg+xml", headers=PAGE_HEADERS)
 
