@@ -19,7 +19,7 @@ import datetime as dt
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,8 +27,8 @@ from rich.table import Table
 from rich.text import Text
 
 from safescan.api.errors import InvalidRequest
-from safescan.client.admin import ENV_ADMIN_TOKEN as ENV_TOKEN
-from safescan.client.admin import AdminClient, read_admin_token
+from safescan.client.admin_token import ENV_ADMIN_TOKEN as ENV_TOKEN
+from safescan.client.admin_token import read_admin_token
 from safescan.code.cli_app import new_app
 from safescan.code.cli_input import minor_units
 from safescan.code.cli_options import JsonOpt
@@ -36,6 +36,9 @@ from safescan.code.currency import currency as lookup_currency
 from safescan.code.display import term, visible
 from safescan.code.errors import SafescanError
 from safescan.code.output import emit_json, fail
+
+if TYPE_CHECKING:
+    from safescan.client.admin import AdminClient
 
 ENV_URL = "SAFESCAN_INSTITUTION_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -68,7 +71,11 @@ def _ask(
     is reported and exits."""
     base = url or os.environ.get(ENV_URL) or DEFAULT_URL
     try:
-        with AdminClient(base, read_admin_token(token_file)) as admin:
+        token = read_admin_token(token_file)  # a missing or malformed one: no client imported
+        # the HTTP client (~0.6 s of CPU to import): only once there is something to ask
+        from safescan.client.admin import AdminClient
+
+        with AdminClient(base, token) as admin:
             doc = call(admin)
     except SafescanError as exc:
         raise fail(exc, as_json=as_json) from None

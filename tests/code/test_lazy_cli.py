@@ -174,6 +174,28 @@ def test_pos_help_lists_every_command_without_importing_one(tmp_path: Path) -> N
     assert loaded(modules, ("numpy", "PIL", "safescan.client.admin")) == []
 
 
+def test_the_customer_desk_refuses_bad_input_without_the_admin_client(tmp_path: Path) -> None:
+    """`institution customer ...` imports the HTTP admin client (~0.6 s of CPU) only once it
+    has a well-formed token and valid input to send; refusals come before it."""
+    no_token = {"SAFESCAN_ADMIN_TOKEN": ""}
+    for args, env in (
+        (["institution", "customer", "fund", "C1", "--amount", "1_000", "--json"], {}),
+        (["institution", "customer", "fund", "C1", "--amount", "5", "--currency", "XYZ"], {}),
+        (["institution", "customer", "list", "--json"], no_token),
+        (["institution", "customer", "list", "--json"], {"SAFESCAN_ADMIN_TOKEN": "a b"}),
+    ):
+        status, modules, _ = imported_by(args, tmp_path, **env)
+        assert status != 0 and "safescan.admin" in modules, args
+        assert loaded(modules, ("safescan.client.admin", "httpx")) == [], args
+    # with a token and valid input the client is loaded and asks (nobody listens there: refused)
+    env = {"SAFESCAN_ADMIN_TOKEN": "adm_x", "SAFESCAN_INSTITUTION_URL": "http://127.0.0.1:9"}
+    status, modules, out = imported_by(
+        ["institution", "customer", "list", "--json"], tmp_path, **env
+    )
+    assert status != 0 and "safescan.client.admin" in modules
+    assert "InstitutionUnreachable" in out
+
+
 def _eager_and_lazy(part: str) -> tuple[typer.core.TyperGroup, type[LazyGroup], typer.Typer]:
     if part == "pos":
         from safescan.merchant.cli import merchant_app

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlencode
 
 from safescan.api import schema
-from safescan.api.errors import Unauthenticated
 from safescan.api.states import Status
 from safescan.client.admin_api_keys import AdminApiKeyService
+
+# re-exported: the token as a user gives it lives in a module without the HTTP client
+from safescan.client.admin_token import ENV_ADMIN_TOKEN as ENV_ADMIN_TOKEN
+from safescan.client.admin_token import MAX_ADMIN_TOKEN as MAX_ADMIN_TOKEN
+from safescan.client.admin_token import check_admin_token as check_admin_token
+from safescan.client.admin_token import read_admin_token as read_admin_token
 from safescan.client.answers import CarrierStatus, MerchantProfile, SettlementRow, settlement_rows
 from safescan.client.fields import SAME, Answer, fields_of, wire
 from safescan.client.http import DEFAULT_TIMEOUT, ApiClient, InstitutionHttp, JsonDoc
 from safescan.client.public import KeyService
 from safescan.code.keys import VerifyKey
-from safescan.code.smallfile import read_small_text
-
-ENV_ADMIN_TOKEN = "SAFESCAN_ADMIN_TOKEN"  # noqa: S105 - a variable name
 
 _CUSTOMERS = "/v1/admin/customers"
 _MERCHANTS = "/v1/admin/merchants"
@@ -232,42 +232,3 @@ class AdminClient(ApiClient):
         self.settlements = SettlementService(self.http, auth)
         self.api_keys = AdminApiKeyService(self.http, auth)  # a merchant's secret API keys
         self.keys = KeyService(self.http)
-
-
-def read_admin_token(path: Path | None) -> str:
-    """The administrator token from a file (first line) or ``$SAFESCAN_ADMIN_TOKEN``."""
-    if path is not None:
-        try:
-            lines = read_small_text(path).splitlines()
-        except OSError as exc:
-            raise Unauthenticated(f"cannot read the token file {path}: {exc.strerror}") from None
-        token = lines[0].strip() if lines else ""
-    else:
-        token = os.environ.get(ENV_ADMIN_TOKEN, "").strip()
-    if not token:
-        raise Unauthenticated(
-            f"give the administrator token with --admin-token-file FILE or ${ENV_ADMIN_TOKEN}"
-            " (`safescan institution init` printed it)"
-        )
-    check_admin_token(token)
-    return token
-
-
-#: the longest administrator token accepted from a user (``adm_`` + 43 base64url characters
-#: are made; anything this long is a pasted file, not a token)
-MAX_ADMIN_TOKEN = 256
-
-
-def check_admin_token(token: str) -> None:
-    """:class:`Unauthenticated` unless ``token`` is printable ASCII without spaces (what an HTTP
-    header can carry) and at most :data:`MAX_ADMIN_TOKEN` characters; the token is never
-    quoted (it is a secret)."""
-    if not token or len(token) > MAX_ADMIN_TOKEN:
-        raise Unauthenticated(
-            f"the administrator token is malformed: it must be 1 to {MAX_ADMIN_TOKEN} characters"
-        )
-    if not all("!" <= ch <= "~" for ch in token):
-        raise Unauthenticated(
-            "the administrator token is malformed: it holds a space, a control character or a"
-            " character outside ASCII (check the file or variable it came from)"
-        )
