@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from safescan.carrier import server
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Eeprom, FileStorage, Lifecycle
-from safescan.carrier.errors import CarrierBlocked, WrongPin
+from safescan.carrier.errors import CarrierBlocked, ImageError, WrongPin
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import LocalInstitution
+from safescan.carrier.transport import Control
 
 from .conftest import PIN, Clock, connect
 
@@ -155,3 +157,65 @@ def test_after_self_destruct_no_earlier_image_opens_again(
     again.power_on()
     assert again.lifecycle is Lifecycle.DESTROYED
     assert again.image is not None and again.image.signing_seed is None
+
+
+@pytest.mark.parametrize("how", ["tamper sensor", "last wrong PIN"])
+def test_a_self_destruct_the_eeprom_refuses_keeps_the_card_destroyed(
+    personalised_file: Path,
+    clock: Clock,
+    institution: LocalInstitution,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """The EEPROM refuses every write (a read-only medium, a dying disk) when the card must
+    destroy itself. Before: the failure was suppressed, the sensor answered "destroyed", and
+    the next power cycle in the same process (any host reconnecting) read the old image back:
+    the card was alive again with every key. Now it stays destroyed, says so, and writes the
+    destroyed image at the first power-on the EEPROM takes it."""
+    card = Card(FileStorage(personalised_file), clock=clock)
+    card.power_on()
+    client = connect(card)
+    storage = card.eeprom.storage
+
+    def refuse(data: bytes) -> None:
+        raise ImageError("the medium is read-only")
+
+    if how == "last wrong PIN":
+        for _ in range(2):
+            client.open_session(institution.trust)
+            with pytest.raises(WrongPin):
+                client.verify_pin("0000")
+        client.open_session(institution.trust)
+        real_write = storage.write_image
+        writes: list[bytes] = []
+
+        def first_only(data: bytes) -> None:  # the spent try lands, the destruction does not
+            if writes:
+                refuse(data)
+            writes.append(data)
+            real_write(data)
+
+        monkeypatch.setattr(storage, "write_image", first_only)
+    else:
+        monkeypatch.setattr(storage, "write_image", refuse)
+    monkeypatch.setattr(storage, "write_device_key", refuse)
+    monkeypatch.setattr(storage, "wipe_image", lambda: None)
+    monkeypatch.setattr(storage, "wipe_device_key", lambda: None)
+    link = server.CardLink(card)
+    if how == "tamper sensor":
+        answer = link.physical("TAMPER")
+        assert answer.startswith("ERR") and "EEPROM" in answer  # never "OK destroyed"
+    else:
+        with pytest.raises(CarrierBlocked):
+            client.verify_pin("0000")
+    assert card.lifecycle is Lifecycle.DESTROYED
+    link.control(Control.POWER_OFF)  # a host hangs up, another one powers the card
+    link.control(Control.POWER_ON)
+    assert card.lifecycle is Lifecycle.DESTROYED
+    assert card.image is not None and card.image.signing_seed is None
+    with pytest.raises(CarrierBlocked):
+        connect(card).select()
+    monkeypatch.undo()  # the medium takes writes again: the next power-on writes it
+    card.reset()
+    assert not card.destruction_unwritten
+    assert Eeprom(FileStorage(personalised_file)).load().lifecycle is Lifecycle.DESTROYED

@@ -14,7 +14,7 @@ Access rules (checked in this order for every command; see docs/carrier.md):
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +40,8 @@ from safescan.carrier.firmware.common import DESTROYED_TEXT, LastError, Pending,
 from safescan.carrier.firmware.display import Prompt
 
 __all__ = ["Card"]
+
+log = logging.getLogger("safescan.carrier")
 
 
 @dataclass
@@ -116,6 +118,9 @@ class Card:
         self.image: Image | None = None
         self.keys = _Keys()
         self.powered = False
+        #: a self-destruct whose DESTROYED image could not be written (the EEPROM refused):
+        #: the card stays destroyed in this process and writes it again at every power-on
+        self.destruction_unwritten = False
 
     # --- power ----------------------------------------------------------------------------
 
@@ -123,6 +128,11 @@ class Card:
         """Cold start: clear RAM, read the EEPROM (self-destruct if corrupt); returns the ATR."""
         self.ram = _Ram()
         self.keys = _Keys()
+        if self.destruction_unwritten and self.image is not None:
+            # never read the old image back: it still holds the keys the card destroyed
+            self._write_destruction(self.image)
+            self.powered = True
+            return rom.ATR
         try:
             self.image = self.eeprom.load(self.manufactured_model)
         except ImageError:
@@ -199,9 +209,28 @@ class Card:
         image = self.image
         assert image is not None
         image.zeroise(int(reason))
-        # If the write fails, the RAM copy is destroyed anyway; power-on catches the rest.
-        with contextlib.suppress(ImageError):
+        self._write_destruction(image)
+
+    def _write_destruction(self, image: Image) -> bool:
+        """Persist the DESTROYED image; True once it is written.
+
+        Before: a failed write was suppressed, and the next power cycle in the same process
+        (a host reconnecting) read the old image back, keys and all, although the tamper
+        sensor had answered "destroyed". Now the card stays destroyed in RAM and tries the
+        write again at every power-on; the failure is logged (no secret in it).
+        """
+        try:
             self.eeprom.destroy(image)
+        except ImageError as exc:
+            self.destruction_unwritten = True
+            log.error(
+                "self-destruct: the DESTROYED image could not be written (%s); the card stays"
+                " destroyed in this process and writes it again at every power-on",
+                exc.message,
+            )
+            return False
+        self.destruction_unwritten = False
+        return True
 
     # --- the display model's screen and buttons (physical, see firmware/display.py) --------
 
@@ -224,12 +253,19 @@ class Card:
             return "destroyed"
         return display.press(self, ok)
 
-    def tamper(self) -> None:
-        """The tamper sensor fired (a physical event: no APDU reaches this): self-destruct."""
+    def tamper(self) -> bool:
+        """The tamper sensor fired (a physical event: no APDU reaches this): self-destruct.
+
+        Returns whether the DESTROYED image is written (False: destroyed in RAM only, the
+        EEPROM refused the write; see :meth:`_write_destruction`)."""
         if self.image is None:
             self.power_on()
         if self.lifecycle is not Lifecycle.DESTROYED:
             self.self_destruct(Reason.TAMPERED)
+        elif self.destruction_unwritten:
+            assert self.image is not None
+            self._write_destruction(self.image)
+        return not self.destruction_unwritten
 
     # --- microprocessor -------------------------------------------------------------------
 

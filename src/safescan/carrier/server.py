@@ -84,7 +84,11 @@ class CardLink:
         """One command of the control socket (:mod:`safescan.carrier.control`)."""
         with self.lock:
             if line == "TAMPER":
-                self.card.tamper()
+                if not self.card.tamper():
+                    return (
+                        "ERR the keys are destroyed in RAM, but the EEPROM refused the"
+                        " destroyed image: it is written again at every power-on"
+                    )
                 log.warning("tamper sensor fired: the carrier destroyed its keys")
                 return "OK destroyed"
             if line == "STATUS":
