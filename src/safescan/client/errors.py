@@ -156,6 +156,8 @@ def error_from_response(resp: httpx.Response) -> SafescanError:
 def _with_retry_after(exc: SafescanError, resp: httpx.Response) -> SafescanError:
     """Remember the answer's ``Retry-After`` (delay-seconds form, 0-3600) on the error."""
     raw = resp.headers.get("retry-after", "").strip()
-    if raw.isdigit() and int(raw) <= 3600:
+    # ASCII digits only: str.isdigit() is also true of "²" (int() raised ValueError: a crash
+    # where the typed error was due) and of other scripts' digits
+    if raw.isascii() and raw.isdigit() and int(raw) <= 3600:
         exc.retry_after_s = int(raw)
     return exc

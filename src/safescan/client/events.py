@@ -104,7 +104,8 @@ def verified(
         if on_rejected is not None:
             on_rejected(exc.message)
         return None
-    seq = int(sse_id) if sse_id.isdigit() else 0
+    # ASCII digits only: "²".isdigit() is true and int("²") raised ValueError, ending the stream
+    seq = int(sse_id) if sse_id.isascii() and sse_id.isdigit() else 0
     return VerifiedEvent(seq, event.type, event.id, event.created, event.data)
 
 

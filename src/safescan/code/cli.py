@@ -236,7 +236,7 @@ def keys_show(path: Path, as_json: JsonOpt = False) -> None:
                 table.add_row("scheme code key", term(str(kid)), term(sk.raw.hex()))
             console.print(table)
             return
-        cert = Certificate.from_bytes(path.read_bytes())
+        cert = Certificate.from_bytes(read_bounded(path, what="a certificate"))
     except OSError as exc:
         raise fail(KeyFileError(f"cannot read {path}: {exc.strerror}"), as_json) from None
     except SafescanError as exc:
@@ -398,7 +398,7 @@ def code_make(
         if merchant_key is not None:
             if merchant_cert is None:
                 raise KeyFileError("--merchant-key needs --merchant-cert")
-            cert = Certificate.from_bytes(merchant_cert.read_bytes())
+            cert = Certificate.from_bytes(read_bounded(merchant_cert, what="a certificate"))
             if "merchant" not in doc and cert.merchant is not None:
                 m = cert.merchant
                 doc["merchant"] = {
@@ -458,7 +458,7 @@ def _public_scheme_key(
     store, published = load_trust_file(trust)
     if listed is not None:
         try:
-            data = listed.read_bytes()
+            data = read_bounded(listed, what="a scheme key list")
         except OSError as exc:
             raise KeyFileError(f"cannot read {listed}: {exc.strerror}") from None
         return SchemeKeyList.from_bytes(data, store).for_sealing(now, expires_at)

@@ -43,11 +43,14 @@ class CertInfo(TypedDict):
 
 
 def _describe(cert_path: str) -> CertInfo:
+    from pathlib import Path
+
     from cryptography import x509
 
+    from safescan.code.smallfile import read_bounded
     from safescan.web.pki import fingerprint
 
-    cert = x509.load_pem_x509_certificates(open(cert_path, "rb").read())[0]  # noqa: SIM115
+    cert = x509.load_pem_x509_certificates(read_bounded(Path(cert_path)))[0]
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return {
         "server_cert": cert_path,

@@ -42,7 +42,7 @@ from safescan.code.keys import (
 from safescan.code.keys import write_private_file as _write_private
 from safescan.code.numbers import MAX_KID, json_int
 from safescan.code.rekeying import recover_if_interrupted
-from safescan.code.smallfile import read_bounded
+from safescan.code.smallfile import LIMIT, read_bounded
 from safescan.institution.util import token_hash
 
 #: the most keys.json or secret.json is read for (each under a few KiB; review: read whole)
@@ -76,7 +76,9 @@ def load_passphrase(passphrase_file: Path | None) -> bytes:
     """The key passphrase from ``--passphrase-file`` or ``SAFESCAN_INSTITUTION_PASSPHRASE``."""
     if passphrase_file is not None:
         try:
-            value = Path(passphrase_file).read_bytes().rstrip(b"\r\n")
+            # at most 4 KiB (before: read_bytes(), a FIFO hung `serve`, /dev/zero read whole)
+            value = read_bounded(Path(passphrase_file), LIMIT, "a passphrase file")
+            value = value.rstrip(b"\r\n")
         except OSError as exc:
             raise ConfigError(f"cannot read the passphrase file: {exc.strerror}") from None
     else:

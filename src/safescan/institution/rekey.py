@@ -23,13 +23,14 @@ from safescan.code.errors import KeyFileError
 from safescan.code.keyfile import is_legacy, is_sealed
 from safescan.code.rekeying import Rewrite, recover_if_interrupted, rewrite
 from safescan.code.resealing import reseal_file
+from safescan.code.smallfile import FILE_LIMIT, read_bounded
 from safescan.institution.keystore import KeyStore
 from safescan.institution.tls_setup import default_tls_dir
 
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_bounded(path, FILE_LIMIT, "a key file")  # before: read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
 

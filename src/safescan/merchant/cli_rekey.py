@@ -18,7 +18,9 @@ import typer
 from safescan.code.cli_options import JsonOpt
 from safescan.code.display import term
 from safescan.code.errors import SafescanError
+from safescan.code.keys import KEY_FILE_LIMIT
 from safescan.code.output import emit_json, fail
+from safescan.code.smallfile import LIMIT, read_bounded
 from safescan.merchant.cli_config import ConfigOpt
 
 NewPassOpt = Annotated[
@@ -41,14 +43,17 @@ def rekey_terminal(config_file: Path, old: bytes, new: bytes) -> dict[str, Any]:
     recover_if_interrupted(config_file.parent)
     cfg = PosConfig.load(config_file, passphrase=old)
     try:
-        before = config_file.read_bytes()
+        before = read_bounded(config_file)
     except OSError as exc:
         raise PosConfigError(f"cannot read {config_file}: {exc.strerror}") from None
     after = (json.dumps(cfg.to_json(new), indent=2)).encode()
     rewrites = [Rewrite(config_file, before, after)]
     signing = sealing_dir(cfg) / "code-signing.key"
     if signing.exists():
-        data = signing.read_bytes()
+        try:
+            data = read_bounded(signing, KEY_FILE_LIMIT, "a key file")
+        except OSError as exc:
+            raise PosConfigError(f"cannot read {signing}: {exc.strerror}") from None
         out = reseal_file(signing, data, old, new)
         if out is not None:
             rewrites.append(Rewrite(signing, data, out))
@@ -73,7 +78,7 @@ def rekey(
 
     try:
         try:
-            new = new_passphrase_file.read_bytes().rstrip(b"\r\n")
+            new = read_bounded(new_passphrase_file, LIMIT, "a passphrase file").rstrip(b"\r\n")
         except OSError as exc:
             raise PosConfigError(f"cannot read the new passphrase file: {exc.strerror}") from None
         out = rekey_terminal(pos_settings(config).terminal_file, pos_passphrase(), new)

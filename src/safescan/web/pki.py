@@ -34,7 +34,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from safescan.code import keyfile
 from safescan.code.atomicfile import write_atomic
 from safescan.code.errors import KeyFileError, SafescanError
+from safescan.code.keys import KEY_FILE_LIMIT
 from safescan.code.rekeying import recover_if_interrupted
+from safescan.code.smallfile import read_bounded
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
@@ -255,7 +257,7 @@ def ca_key_file(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> by
 def ca_key_sealed(ca_dir: TlsDir) -> bool:
     """Whether the CA key in ``ca_dir`` is sealed (needs the passphrase to issue)."""
     try:
-        return keyfile.is_sealed(ca_dir.ca_key.read_bytes())
+        return keyfile.is_sealed(read_bounded(ca_dir.ca_key, KEY_FILE_LIMIT, "a key file"))
     except FileNotFoundError:
         return False
 
@@ -266,9 +268,11 @@ def load_ca_key(ca_dir: TlsDir, passphrase: bytes | None = None) -> ec.EllipticC
     if it is missing or not an EC key."""
     recover_if_interrupted(ca_dir.path)  # a rekey killed midway: the key as it was
     try:
-        data = ca_dir.ca_key.read_bytes()
+        data = read_bounded(ca_dir.ca_key, KEY_FILE_LIMIT, "a key file")
     except FileNotFoundError:
         raise TlsTrustError(f"the CA key {ca_dir.ca_key} is missing") from None
+    except OSError as exc:
+        raise TlsTrustError(f"cannot read the CA key {ca_dir.ca_key}: {exc.strerror}") from None
     if keyfile.is_sealed(data):
         if not passphrase:
             raise KeyFileError(
