@@ -17,7 +17,10 @@ with ``hasattr``, so an older tree runs the same work its own way):
 * ``receipt_signed_bytes``: a receipt validated, signed and encoded (``signed_bytes``);
 * ``dynamic_from_cbor``: a dynamic code's body parsed with every rule (``DynamicCode.from_cbor``);
 * ``access_line``: the request log's line for a payment (``request_line``, else
-  ``access_line``).
+  ``access_line``);
+* ``payment_records``: the payment's outbox event and audit entry with their canonical JSON
+  (``pay_records.payment_records``, else ``event_params`` and ``audit.prepare_entry`` as
+  ``Payments._plan_payment`` called them), in a request's context (its request id).
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ ap.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside valgrin
 ARGS = ap.parse_args()
 TREE = Path(ARGS.tree).resolve() if ARGS.tree else Path(__file__).resolve().parent.parent
 STEPS = ("auth_parse_tbs", "auth_parse_verify", "receipt_signed_bytes", "dynamic_from_cbor",
-         "access_line")  # fmt: skip
+         "access_line", "payment_records")  # fmt: skip
 
 
 def step(name: str) -> Callable[[], object]:
     """The step's call (imports from TREE)."""
     sys.path[:0] = [str(TREE / "src")]
     from safescan.api import obslog
+    from safescan.api.obslog import set_request_id
     from safescan.code import payment
     from safescan.code.authorization import Authorization, Receipt
     from safescan.code.keys import SigningKey
@@ -91,12 +95,42 @@ def step(name: str) -> Callable[[], object]:
         fields |= {"caller": "wallet", "client": "127.0.0.1", "error": None}
         return obslog.access_line(logger, fields, rid)
 
+    set_request_id(rid)  # a payment's records are stamped with its request's id
+    try:
+        from safescan.institution import pay_records  # type: ignore[attr-defined]
+    except ImportError:
+        pay_records = None
+    from safescan.api.states import EventType
+    from safescan.institution import audit
+    from safescan.institution.webhooks import event_params
+
+    mid, oid, pid = "M8KJ3ABCD", "ORD123456789ABCDEFGH", "pay_ABCDEFGHJKLMNPQR"
+    pseudonym, cid = "p_0123456789abcdef01234567", "cus_ABCDEFGHJKLMNPQR"
+    entity = f"order:{mid}:{oid}"
+
+    def records() -> object:
+        if pay_records is not None:
+            return pay_records.payment_records(
+                event_id="evt_ABCDEFGHJKLMNPQRSTUV", mid=mid, order_id=oid, payment_id=pid,
+                amount=250, currency=978, pseudonym=pseudonym, now=1764590000,
+                customer_id=cid, counter=17, serial=1234, entity=entity, webhook=True,
+            )  # fmt: skip
+        data = {"payment_id": pid, "order_id": oid, "amount": 250, "currency": 978,
+                "payer_pseudonym": pseudonym, "paid_at": 1764590000}  # fmt: skip
+        event = event_params("evt_ABCDEFGHJKLMNPQRSTUV", mid, EventType.PAYMENT_SUCCEEDED, data,
+                             1764590000, True)  # fmt: skip
+        data_ = data | {"customer_id": cid, "counter": 17}
+        entry = audit.prepare_entry(at=1764590000, actor="carrier:1234",
+                                    action="payment.create", entity=entity, data=data_)  # fmt: skip
+        return event, entry
+
     return {
         "auth_parse_tbs": parse_tbs,
         "auth_parse_verify": parse_verify,
         "receipt_signed_bytes": lambda: receipt.signed_bytes(key),
         "dynamic_from_cbor": lambda: payment.DynamicCode.from_cbor(body, 2),
         "access_line": line,
+        "payment_records": records,
     }[name]
 
 

@@ -302,3 +302,42 @@ def test_an_async_statement_the_server_refuses_keeps_its_typed_error_and_the_con
         assert asyncio.run(gone.warm_async()) == 0  # a start goes on: requests will report
     finally:
         gone.dispose()
+
+
+def test_an_async_read_survives_a_lost_connection_and_an_unreachable_one_is_reported(
+    database: tuple[Database, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_one_async (a payment's Idempotency-Key lookup from the loop) is a read: a
+    connection lost while it runs is retried (never "outcome unknown", as a statement that
+    writes would be), and an unreachable database is waited for, then a StorageError."""
+    from safescan.institution import pg_async
+
+    db, url = database
+    calls: list[int] = []
+    fetch = pg_async.AsyncPool.fetch
+
+    async def counting(self: Any, *args: Any) -> Any:
+        calls.append(1)
+        return await fetch(self, *args)
+
+    monkeypatch.setattr(pg_async.AsyncPool, "fetch", counting)
+
+    async def run() -> list[Any]:
+        killer = _kill_when(url, "%pg_sleep(0.5), 'aread'%")
+        rows = await db.read_one_async("SELECT pg_sleep(0.5), 'aread', 42", {})
+        killer.join()
+        return rows
+
+    assert [r[2] for r in asyncio.run(run())] == [42]
+    assert len(calls) == 2  # lost once, read again
+
+    from tests.institution.pg import free_port
+
+    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.6)
+    gone = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        with pytest.raises(StorageError) as err:
+            asyncio.run(gone.read_one_async("SELECT 1", {}))
+        assert not isinstance(err.value, OutcomeUnknown)
+    finally:
+        gone.dispose()

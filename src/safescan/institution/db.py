@@ -485,6 +485,38 @@ class Database:
             except DBAPIError as exc:
                 await asyncio.sleep(retry.after(exc, phase))
 
+    async def read_one_async(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """PostgreSQL: :meth:`read` of one plain statement (``:name`` parameters), sent from
+        the running event loop on :meth:`write_one_async`'s connections (autocommitted: one
+        statement, one snapshot, as :meth:`read`'s transaction). The same errors as
+        :meth:`read`: a lost connection or a refusing server (a failover) is retried for up to
+        ``FAILOVER_WAIT_S`` (reading changes nothing, so it is never "outcome unknown"). Returns
+        its rows."""
+        if self.is_sqlite:
+            raise StorageError("read_one_async() is for PostgreSQL")
+        from safescan.institution import sql
+
+        pool = self._async_pool()
+        text = sql.pg_text(statement)
+        failover_until: float | None = None
+        delay = 0.02
+        while True:
+            try:
+                return list(await pool.fetch(text, params, _Phase()))
+            except DataError:
+                raise InvalidRequest(
+                    "a value is out of range or contains invalid characters"
+                ) from None
+            except OperationalError as exc:
+                if connection_lost(exc) or statement_refused(exc):
+                    now = time.monotonic()
+                    failover_until = failover_until or now + FAILOVER_WAIT_S
+                    if now < failover_until:
+                        await asyncio.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 0.25)
+                        continue
+                raise storage_error(exc) from exc
+
     async def warm_async(self) -> int:
         """PostgreSQL: open :meth:`write_one_async`'s connections for the running loop before
         the first requests need them (the server's start); how many opened. Nothing to do on

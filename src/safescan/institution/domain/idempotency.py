@@ -199,7 +199,21 @@ def is_final(exc: BaseException) -> bool:
 def lookup(conn: Connection, req: Request) -> Stored | None:
     """The key's answer, None if it has none; :class:`IdempotencyConflict` if the key was used
     for another request."""
-    row = sql.run(conn, _SELECT, {"scope": req.scope, "key": req.key}).fetchone()
+    return stored_answer(
+        req, sql.run(conn, _SELECT, {"scope": req.scope, "key": req.key}).fetchone()
+    )
+
+
+async def lookup_async(db: Database, req: Request) -> Stored | None:
+    """:func:`lookup` from the running event loop (PostgreSQL: :meth:`Database.read_one_async`,
+    no worker thread)."""
+    rows = await db.read_one_async(_SELECT, {"scope": req.scope, "key": req.key})
+    return stored_answer(req, rows[0] if rows else None)
+
+
+def stored_answer(req: Request, row: Any) -> Stored | None:
+    """The key's answer from its record (``request_hash, status_code, response``; None: no
+    record); :class:`IdempotencyConflict` if the key was used for another request."""
     if row is None:
         return None
     if row[0] != req.request_hash:
@@ -451,6 +465,7 @@ __all__ = [
     "is_final",
     "keyed",
     "lookup",
+    "lookup_async",
     "order_request",
     "outcome",
     "payment_request",
@@ -461,6 +476,7 @@ __all__ = [
     "request_hash",
     "run",
     "settle",
+    "stored_answer",
     "transaction",
     "withdrawn",
 ]

@@ -36,7 +36,7 @@ from safescan.api.errors import (
     StorageError,
     UnknownPayment,
 )
-from safescan.api.states import PAID_STATES, EventType, OrderState, Status
+from safescan.api.states import PAID_STATES, OrderState, Status
 from safescan.code.authorization import Authorization, Receipt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
@@ -53,10 +53,8 @@ from safescan.institution.domain.orders import ORDER_ID_CHARS
 from safescan.institution.domain.results import PaymentMade, PaymentView
 from safescan.institution.merchant_sealing import certificate_problem
 from safescan.institution.models import CarrierRow, OrderRow, Payment
+from safescan.institution.pay_records import PAYMENT_ACTION, payment_records
 from safescan.institution.util import canonical_json, new_id
-from safescan.institution.webhooks import event_params
-
-PAYMENT_ACTION = "payment.create"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +121,18 @@ class Payments:
             stored = self.core.db.read(lambda c: idempotency.lookup(c, req))
             if stored is not None:
                 return idempotency.replay(stored), None
+        return None, self._verified_plan(code_text, auth, signed, req)
+
+    def _verified_plan(
+        self, code_text: str, auth: Authorization, signed: bytes, req: Request | None
+    ) -> _PaymentPlan:
+        """After the key's lookup: open and verify, match, and the payment's records."""
         now = self.core.now()
         opened = open_code(code_text, self.core.scheme_keys, self.core.trust, now=now)
         carrier_key, customer_id = self.carriers.key(auth.carrier_serial)
         auth.verify(carrier_key, signed)
         self._match(opened, auth)
-        return None, self._plan_payment(opened, auth, customer_id, req, now)
+        return self._plan_payment(opened, auth, customer_id, req, now)
 
     def pay(
         self, code_text: str, authorization: bytes, idempotency_key: str | None
@@ -157,11 +161,11 @@ class Payments:
     ) -> PaymentMade | Stored:
         """:meth:`pay` for an event loop: on SQLite the verification runs inline and the
         group-committed transaction is awaited. On PostgreSQL the payment of an
-        institution-issued order is verified inline and its one statement awaited on the
-        loop's async connections (:meth:`Database.write_one_async`); anything that reads or
-        writes the database with blocking calls (a key's stored answer, a refusal's
-        explanation, a checkout order's or a static code's transaction) runs in a worker
-        thread."""
+        institution-issued order is verified inline, a key's stored answer read and its one
+        statement awaited on the loop's async connections (:meth:`Database.read_one_async`,
+        :meth:`Database.write_one_async`); anything that reads or writes the database with
+        blocking calls (a refusal's explanation, a checkout order's or a static code's
+        transaction) runs in a worker thread."""
         if not self.core.db.is_sqlite:
             return await self._pay_pg_async(code_text, authorization, idempotency_key)
         stored, plan = self._prepare_payment(code_text, authorization, idempotency_key)
@@ -184,17 +188,13 @@ class Payments:
         self, code_text: str, authorization: bytes, idempotency_key: str | None
     ) -> PaymentMade | Stored:
         """PostgreSQL's :meth:`pay_async` (see there)."""
-        stored: Stored | None
-        plan: _PaymentPlan | None
-        if idempotency_key is not None:  # the key's stored answer is a blocking read
-            stored, plan = await self._in_thread(
-                self._prepare_payment, code_text, authorization, idempotency_key
-            )
-        else:
-            stored, plan = self._prepare_payment(code_text, authorization, None)
-        if stored is not None:
-            return stored
-        assert plan is not None
+        auth, signed = Authorization.from_bytes_signed(authorization)  # no second encoding
+        req = payment_request(auth.carrier_serial, code_text, authorization, idempotency_key)
+        if req is not None:  # the key's stored answer, read from the loop
+            stored = await idempotency.lookup_async(self.core.db, req)
+            if stored is not None:
+                return idempotency.replay(stored)
+        plan = self._verified_plan(code_text, auth, signed, req)
         if not plan.fast or _checkout(plan):  # several statements: the threaded transaction
             work = idempotency.transaction(plan.idem, plan.now, self._payment_tx(plan), plan.answer)
             result: PaymentMade | Stored = await self._in_thread(
@@ -287,16 +287,24 @@ class Payments:
             code_digest=opened.digest,
             issuer_kid=self.core.keys.root_kid,
         ).signed_bytes(self.core.keys.root)
-        data = {
-            "payment_id": payment_id,
-            "order_id": order_id,
-            "amount": amount,
-            "currency": cur,
-            "payer_pseudonym": pseudonym,
-            "paid_at": now,
-        }
         made = PaymentMade(payment_id, order_id, mid, amount, cur, pseudonym, now, receipt_bytes)
-        actor = f"carrier:{auth.carrier_serial}"
+        # the event and the audit entry, their JSON made here (not on the writer's thread), in
+        # one step (pay_records: the same bytes as event_params and audit.prepare_entry)
+        event, audit_entry = payment_records(
+            event_id=new_id("evt_", 20),
+            mid=mid,
+            order_id=order_id,
+            payment_id=payment_id,
+            amount=amount,
+            currency=cur,
+            pseudonym=pseudonym,
+            now=now,
+            customer_id=customer_id,
+            counter=auth.counter,
+            serial=auth.carrier_serial,
+            entity=entity,
+            webhook=self.core.webhooks_enabled,
+        )
         return _PaymentPlan(
             opened=opened,
             auth=auth,
@@ -310,21 +318,8 @@ class Payments:
             entity=entity,
             chain=audit.chain_for(entity),
             receipt=receipt_bytes,
-            event=event_params(
-                new_id("evt_", 20),
-                mid,
-                EventType.PAYMENT_SUCCEEDED,
-                data,
-                now,
-                self.core.webhooks_enabled,
-            ),
-            audit_entry=audit.prepare_entry(  # its JSON made here, not on the writer's thread
-                at=now,
-                actor=actor,
-                action=PAYMENT_ACTION,
-                entity=entity,
-                data=data | {"customer_id": customer_id, "counter": auth.counter},
-            ),
+            event=event,
+            audit_entry=audit_entry,
             idem=idem,
             made=made,
             answer=None if idem is None else Stored(wire.CREATED, wire.payment_made(made)),
