@@ -19,8 +19,10 @@ from collections.abc import Iterator
 import pytest
 
 from safescan.carrier import server
+from safescan.carrier.client import CarrierClient
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import MemoryStorage
+from safescan.carrier.errors import CarrierTimeout
 from safescan.carrier.transport import Control
 from safescan.procs import free_port, release_port
 
@@ -131,3 +133,58 @@ def test_a_host_idle_between_frames_keeps_the_card(
     host.close()
     worker.join(DEADLINE)
     assert not worker.is_alive()
+
+
+def test_a_frame_dripped_a_byte_at_a_time_does_not_hold_the_card(
+    pair: tuple[socket.socket, socket.socket], link: server.CardLink
+) -> None:
+    """Before (with a bound per ``recv``): a peer sending one byte of a 64 KiB frame within
+    each timeout held the card for as long as it liked; the bound is on the whole frame."""
+    host, card_side = pair
+    worker = _serve(card_side, link)
+    host.sendall(b"\xff\xff")  # a frame of 65535 bytes, then a drip
+    stop = threading.Event()
+    end = time.monotonic() + DEADLINE
+    hung_up = False
+    while not hung_up and time.monotonic() < end:  # drip until the card hangs up
+        try:
+            host.send(b"\x00")
+        except OSError:
+            hung_up = True
+        hung_up = hung_up or not worker.is_alive()
+        stop.wait(server.FRAME_TIMEOUT / 4)
+    host.close()
+    worker.join(DEADLINE)
+    assert hung_up, "a peer dripping a frame held the card for as long as it dripped"
+
+
+def test_the_host_side_bounds_a_whole_answer_not_each_read() -> None:
+    """The host's side (wallet, ``safescan carrier info``): an impostor or broken carrier that
+    drips its answer a byte at a time, each within the host's timeout, is ``CarrierTimeout``
+    once the timeout has passed for the exchange, never a wait without end."""
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def impostor() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(3):  # POWER ON, GET ATR
+                if not stop.is_set():
+                    conn.sendall(b"\x00\x40")  # a 64-byte ATR, then a drip
+                    while not stop.wait(0.05):
+                        try:
+                            conn.send(b"\x3b")
+                        except OSError:
+                            return
+
+    thread = threading.Thread(target=impostor, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(CarrierTimeout):
+            CarrierClient.connect(f"tcp://127.0.0.1:{port}", timeout=0.5)
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(DEADLINE)
+        release_port(port)

@@ -131,10 +131,11 @@ def _next_frame(sock: socket.socket) -> bytes | None:
     first = sock.recv(1)
     if not first:
         return None
-    sock.settimeout(FRAME_TIMEOUT)
-    second = recv_exact(sock, 1)
+    deadline = time.monotonic() + FRAME_TIMEOUT  # the whole rest, however slowly it drips
+    second = recv_exact(sock, 1, deadline)
     size = int.from_bytes(first + (second or b""), "big")
-    payload = recv_exact(sock, size) if second and size else b""
+    payload = recv_exact(sock, size, deadline) if second and size else b""
+    sock.settimeout(FRAME_TIMEOUT)  # sending the answer: its own bound (sendall's total)
     if second is None or payload is None:
         raise ConnectionResetError("connection closed mid-frame")
     return payload

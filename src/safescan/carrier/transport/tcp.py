@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 
 from safescan.carrier.errors import (
     CarrierDisconnected,
@@ -41,10 +42,19 @@ def listen(host: str, port: int, scheme: str) -> tuple[socket.socket, str]:
     return server, f"{scheme}://{shown}:{server.getsockname()[1]}"
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    """Read exactly ``size`` bytes; None on a clean close before the first byte."""
+def recv_exact(sock: socket.socket, size: int, deadline: float | None = None) -> bytes | None:
+    """Read exactly ``size`` bytes; None on a clean close before the first byte.
+
+    ``deadline`` (``time.monotonic()``): all of them by then, else ``TimeoutError``. A
+    socket timeout alone bounds each ``recv``, so a peer dripping one byte within each
+    timeout held the reader for ever."""
     buf = bytearray()
     while len(buf) < size:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the frame did not arrive in time")
+            sock.settimeout(remaining)
         chunk = sock.recv(size - len(buf))
         if not chunk:
             if not buf:
@@ -54,13 +64,14 @@ def recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def recv_frame(sock: socket.socket) -> bytes | None:
-    """One vpcd frame's payload; None when the peer closed cleanly between frames."""
-    head = recv_exact(sock, 2)
+def recv_frame(sock: socket.socket, deadline: float | None = None) -> bytes | None:
+    """One vpcd frame's payload; None when the peer closed cleanly between frames.
+    ``deadline``: the whole frame by then (see :func:`recv_exact`)."""
+    head = recv_exact(sock, 2, deadline)
     if head is None:
         return None
     size = int.from_bytes(head, "big")
-    payload = recv_exact(sock, size) if size else b""
+    payload = recv_exact(sock, size, deadline) if size else b""
     if payload is None:
         raise ConnectionResetError("connection closed mid-frame")
     return payload
@@ -88,16 +99,19 @@ class TcpTransport:
             ) from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.settimeout(timeout)
+        self._timeout = timeout
         self._broken = False
 
     def _exchange(self, payload: bytes, *, answer: bool) -> bytes:
         if self._broken:
             raise CarrierDisconnected("the link to the carrier is broken; reconnect")
+        deadline = time.monotonic() + self._timeout  # the whole exchange, however it drips
         try:
+            self._sock.settimeout(self._timeout)
             send_frame(self._sock, payload)
             if not answer:
                 return b""
-            reply = recv_frame(self._sock)
+            reply = recv_frame(self._sock, deadline)
         except TimeoutError:
             self._broken = True
             raise CarrierTimeout(f"the carrier at {self.url} did not answer in time") from None
