@@ -117,3 +117,33 @@ def test_the_written_trust_file_reads_back(tmp_path: Path) -> None:
     trust, scheme = load_trust_file(_trust(tmp_path, json.dumps(_doc(revoked=[3, 0]))))
     assert trust.institution_key(1).hex() == A and set(scheme) == {1}
     assert trust.revoked_serials == {3, 0}
+
+
+# ---- --institution-key KID:HEX options and scheme key files -----------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [f"01:{A}"],  # another spelling of key 1
+        [f"1:{A}", f"1:{B}"],  # key 1 given twice: the last one won
+        [f"1:{A}", f"01:{B}"],
+        [f"1:{A[:2]} {A[2:]}"],  # bytes.fromhex skipped the space
+        [f"١:{A}"],
+    ],
+    ids=["01", "twice", "01 twice", "inner space", "other digits"],
+)
+def test_a_pinned_key_option_in_a_second_spelling_or_twice_is_refused(values: list[str]) -> None:
+    from safescan.code.keys import parse_pinned_keys
+
+    with pytest.raises(KeyFileError):
+        parse_pinned_keys(values)
+    assert parse_pinned_keys([f"1:{A}", f"2:{B}"]).keys() == {1, 2}
+
+
+def test_a_scheme_key_file_naming_its_kid_twice_is_refused() -> None:
+    key = SchemeKey.generate(1)
+    text = key.to_json(b"passphrase")
+    assert SchemeKey.from_json(text, b"passphrase").kid == 1
+    with pytest.raises(KeyFileError):  # before: key 1 (the last kid) with a first kid 2
+        SchemeKey.from_json('{"kid": 2, ' + text[1:], b"passphrase")

@@ -23,9 +23,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
-from safescan.code import keyfile
+from safescan.code import keyfile, strictjson
 from safescan.code.atomicfile import write_atomic
-from safescan.code.errors import KeyFileError, KeyRetired, SignatureInvalid, UnknownKeyId
+from safescan.code.errors import (
+    KeyFileError,
+    KeyRetired,
+    SafescanError,
+    SignatureInvalid,
+    UnknownKeyId,
+)
+from safescan.code.numbers import canonical_int
 from safescan.code.pubkeys import check_ed25519_public, check_x25519_public
 from safescan.code.rekeying import recover_if_interrupted
 from safescan.code.smallfile import read_bounded
@@ -98,19 +105,25 @@ class VerifyKey:
 def parse_pinned_keys(values: Sequence[str]) -> dict[int, VerifyKey]:
     """``KID:HEX`` strings -> {kid: institution root key}. The form ``safescan institution
     root-keys`` prints and ``--institution-key`` options (carrier factory anchor, wallet
-    enrollment) take; raises :class:`KeyFileError` on a malformed one."""
+    enrollment) take; raises :class:`KeyFileError` on a malformed one.
+    A key id is written in its one spelling (``1``, never ``01``: both named key 1 and the
+    last one given won) and named once; the key is 64 hex digits (``bytes.fromhex`` also
+    skipped spaces inside)."""
     keys: dict[int, VerifyKey] = {}
     for value in values:
         kid, sep, hex_ = value.strip().partition(":")
         try:
-            raw = bytes.fromhex(hex_) if sep else b""
-        except ValueError:
-            raw = b""
-        if not (kid.isascii() and kid.isdigit()) or int(kid) >= 2**32 or len(raw) != 32:
+            n = canonical_int(kid, field="an institution key id")
+            raw = bytes.fromhex(hex_) if sep and len(hex_) == 64 and hex_.isalnum() else b""
+        except (ValueError, SafescanError):
+            n, raw = -1, b""
+        if n < 0 or len(raw) != 32:
             raise KeyFileError(
                 f"an institution key is KID:64-hex-digits (e.g. 1:3b6a...), not {value!r}"
             )
-        keys[int(kid)] = VerifyKey(raw)
+        if n in keys:
+            raise KeyFileError(f"the institution key {n} is given twice")
+        keys[n] = VerifyKey(raw)
     return keys
 
 
@@ -269,8 +282,9 @@ class SchemeKey:
     def from_json(cls, text: str | bytes, passphrase: bytes) -> SchemeKey:
         """Load a key written by :meth:`to_json`."""
         try:
-            doc = json.loads(text)
-            if doc.get("type") != "safescan-scheme-key":
+            # the strict rule: a "kid" or "pem" named twice is refused, never the last one taken
+            doc = strictjson.loads(text if isinstance(text, bytes) else text.encode())
+            if not isinstance(doc, dict) or doc.get("type") != "safescan-scheme-key":
                 raise KeyFileError("not a safescan scheme key file")
             kid, retire_at, pem = doc["kid"], doc["retire_at"], doc["pem"].encode("ascii")
         except (ValueError, KeyError, AttributeError, TypeError) as exc:
