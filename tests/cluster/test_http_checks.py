@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from safescan.cluster.procs import http_get, http_json
+from tests.httpreply import send_answer
 from tests.institution.pg import free_port
 
 
@@ -39,13 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-        status, headers, body = self.server.answer
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, *self.server.answer)
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -26,6 +26,7 @@ from safescan.cluster.secretfile import SECRET_FILE_LIMIT
 from safescan.cluster.spec import SPEC_FILE, load_or_create, read_spec
 from safescan.cluster.supervisor import PUBLIC_URL_ENV, Cluster, _write_private
 from safescan.institution.settings import ServerSettings
+from tests.fsrace import hard_link_at_open
 
 SECRET = "app-password-xyz\n"
 
@@ -313,21 +314,12 @@ def test_a_hard_link_made_between_a_check_and_the_open_is_refused(
     after: a hard link made in between was read as the cluster's own token. Here the open makes
     the link first (the attacker winning the race); the count is the opened file's (``fstat``
     in ``read_bounded(single_link=True)``), so the read is the typed ClusterError."""
-    import safescan.code.smallfile as smallfile
-
     monkeypatch.setattr(supervisor, "service_user", lambda: None)
     cluster = Cluster(ClusterSpec(state_dir=tmp_path / "state"))
     cluster.secrets_dir.mkdir(parents=True, mode=0o700)
     path = cluster.secrets_dir / "admin-token"
     _write_private(path, "adm_token-value\n")
-    real_open = os.open
-
-    def racing_open(name: object, flags: int, *args: int) -> int:
-        if not (tmp_path / "planted").exists():
-            os.link(path, tmp_path / "planted")
-        return real_open(name, flags, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(smallfile.os, "open", racing_open)
+    hard_link_at_open(monkeypatch, path, tmp_path / "planted")
     with pytest.raises(ClusterError, match="hard link"):
         cluster.admin_token()
 

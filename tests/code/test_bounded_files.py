@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from safescan.code.smallfile import read_bounded
+from tests.fsrace import hard_link_at_open
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -101,18 +102,9 @@ def test_the_link_count_is_the_opened_files_not_an_earlier_look(
     """The race a check-then-open reader loses: a hard link made after the check and before
     the open. The open here makes the link first (the attacker winning the race every time);
     the count is the descriptor's, so the read is refused."""
-    import safescan.code.smallfile as smallfile
-
     own = tmp_path / "token"
     own.write_bytes(b"secret-q7")
-    real_open = os.open
-
-    def racing_open(path: object, flags: int, *args: int) -> int:
-        if not (tmp_path / "planted").exists():
-            os.link(own, tmp_path / "planted")
-        return real_open(path, flags, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(smallfile.os, "open", racing_open)
+    hard_link_at_open(monkeypatch, own, tmp_path / "planted")
     with pytest.raises(OSError) as err:
         read_bounded(own, single_link=True)
     assert err.value.errno == errno.EMLINK

@@ -3,15 +3,17 @@ reading the ledger as clients see it, a wallet's pending payment."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from safescan.code import decode_text
+from safescan.code import SigningKey, decode_text
 from safescan.wallet.pending import idempotency_key
 from safescan.wallet.store import PendingPayment
 from tests.institution.harness import (
@@ -19,9 +21,13 @@ from tests.institution.harness import (
     MerchantClient,
     ServerProcess,
     World,
+    b64,
     init_db,
     institution_cli,
 )
+
+if TYPE_CHECKING:
+    from safescan.merchant.config import PosConfig
 
 
 @contextlib.contextmanager
@@ -80,3 +86,37 @@ def pending_payment(carrier: Carrier, o: dict[str, Any], merchant_name: str) -> 
         items=[],
         code_digest=hashlib.sha256(decode_text(o["code"])).digest(),
     )
+
+
+def pos_merchant(w: World, name: str, institution_url: str) -> tuple[MerchantClient, PosConfig]:
+    """A new merchant ``name`` with an API key of its own, and the configuration of a POS
+    terminal of it that talks to ``institution_url`` (the server, or a fault proxy before it)
+    and trusts the institution's root keys."""
+    from safescan.client.trust import trust_from_json
+    from safescan.merchant.config import PosConfig
+
+    seed = os.urandom(32)
+    key = SigningKey.from_seed(seed)
+    r = w.admin(
+        "POST",
+        "/v1/admin/merchants",
+        {
+            "name": name,
+            "city": "Berlin",
+            "country": "DE",
+            "mcc": 5814,
+            "settlement_account": "DE89370400440532013000",
+            "api_public_key": b64(key.public_key.raw),
+        },
+    )
+    m = MerchantClient(w.http, r.json()["id"], key)
+    keys = w.http.get("/v1/keys").json()["root_keys"]
+    cfg = PosConfig(
+        institution_url=institution_url,
+        merchant_id=m.merchant_id,
+        api_seed=seed,
+        trust=trust_from_json(
+            {str(k["kid"]): base64.b64decode(k["public_key"]).hex() for k in keys}
+        ),
+    )
+    return m, cfg

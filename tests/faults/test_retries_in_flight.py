@@ -14,7 +14,6 @@ after and instead of the request.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -38,12 +37,11 @@ from sqlalchemy import create_engine, text
 from safescan.api.errors import IdempotencyConflict, InsufficientFunds
 from safescan.api.wire import PaymentRequest
 from safescan.client.wallet import WalletClient
-from safescan.code import SigningKey
 from safescan.institution.db import normalize_url
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.pending import submit
 from safescan.wallet.store import PendingPayment
-from tests.faults.common import audit, customer_balance, order, pending_payment
+from tests.faults.common import audit, customer_balance, order, pending_payment, pos_merchant
 from tests.institution.conftest import BACKENDS, make_db
 from tests.institution.harness import (
     Carrier,
@@ -584,37 +582,12 @@ def test_the_pos_never_refunds_twice_and_says_when_it_does_not_know(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
     from safescan.client.errors import OutcomeUnknown
-    from safescan.client.trust import trust_from_json
     from safescan.merchant.client import MerchantApi
-    from safescan.merchant.config import PosConfig
 
     with site(backend, request) as s:
         assert s.server.proc is not None
         pid = s.server.proc.pid
-        seed = os.urandom(32)
-        key = SigningKey.from_seed(seed)
-        r = s.w.admin(
-            "POST",
-            "/v1/admin/merchants",
-            {
-                "name": "Pos Shop",
-                "city": "Berlin",
-                "country": "DE",
-                "mcc": 5814,
-                "settlement_account": "DE89370400440532013000",
-                "api_public_key": b64(key.public_key.raw),
-            },
-        )
-        m = MerchantClient(s.w.http, r.json()["id"], key)
-        keys = s.w.http.get("/v1/keys").json()["root_keys"]
-        cfg = PosConfig(
-            institution_url=s.server.base_url,
-            merchant_id=m.merchant_id,
-            api_seed=seed,
-            trust=trust_from_json(
-                {str(k["kid"]): base64.b64decode(k["public_key"]).hex() for k in keys}
-            ),
-        )
+        m, cfg = pos_merchant(s.w, "Pos Shop", s.server.base_url)
         o = m.order([("Refund me", 1, 2000)])
         assert s.w.pay(o["code"], s.carrier.authorize(o["code"]), "pos-pay").status_code == 201
         with MerchantApi(cfg, timeout=0.5, tries=2, lookups=2) as api:

@@ -15,9 +15,7 @@ definite refusal (not retried); the POS refund and order creation through the sa
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import os
 import ssl
 import tempfile
 import threading
@@ -34,21 +32,19 @@ import pytest
 from safescan.api.wire import PaymentRequest
 from safescan.client.errors import OutcomeUnknown, RetrySettingInvalid
 from safescan.client.retry import retry_budget
-from safescan.client.trust import trust_from_json
 from safescan.client.wallet import WalletClient
-from safescan.code import SigningKey
 from safescan.wallet.errors import PaymentNotMade, PaymentOutcomeUnknown
 from safescan.wallet.pending import submit
 from safescan.wallet.store import PendingPayment
 from safescan.web import pki
-from tests.faults.common import audit, customer_balance, order, pending_payment
+from tests.faults.common import audit, customer_balance, order, pending_payment, pos_merchant
+from tests.httpreply import send_answer
 from tests.institution.harness import (
     PASSPHRASE,
     Carrier,
     MerchantClient,
     ServerProcess,
     World,
-    b64,
     init_db,
 )
 from tests.institution.pg import free_port
@@ -96,12 +92,7 @@ class FaultProxy:
                 pass
 
             def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_answer(self, status, headers, body)
 
             def _forward(self, body: bytes) -> httpx.Response:
                 skip = {"host", "content-length", "connection", "accept-encoding"}
@@ -388,31 +379,8 @@ def test_the_pos_refund_and_order_ride_through() -> None:
     from safescan.merchant.config import PosConfig
 
     with site() as s:
-        seed = os.urandom(32)
-        key = SigningKey.from_seed(seed)
-        r = s.w.admin(
-            "POST",
-            "/v1/admin/merchants",
-            {
-                "name": "Ride Pos",
-                "city": "Berlin",
-                "country": "DE",
-                "mcc": 5814,
-                "settlement_account": "DE89370400440532013000",
-                "api_public_key": b64(key.public_key.raw),
-            },
-        )
-        m = MerchantClient(s.w.http, r.json()["id"], key)
-        keys = s.w.http.get("/v1/keys").json()["root_keys"]
         proxy = FaultProxy(s.server, watch=("/v1/merchant/orders",))
-        cfg = PosConfig(
-            institution_url=proxy.url,
-            merchant_id=m.merchant_id,
-            api_seed=seed,
-            trust=trust_from_json(
-                {str(k["kid"]): base64.b64decode(k["public_key"]).hex() for k in keys}
-            ),
-        )
+        m, cfg = pos_merchant(s.w, "Ride Pos", proxy.url)
         try:
             from safescan.code.payment import LineItem
 
@@ -443,7 +411,7 @@ def test_the_pos_refund_and_order_ride_through() -> None:
             PosConfig(
                 institution_url=s.server.base_url,
                 merchant_id=m.merchant_id,
-                api_seed=seed,
+                api_seed=cfg.api_seed,
                 trust=cfg.trust,
             )
         ) as api:
