@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from safescan.carrier.client import CarrierClient
-from safescan.carrier.errors import CarrierUnavailable
+from safescan.carrier.errors import CarrierError, CarrierUnavailable
 from safescan.carrier.provision import personalize
 from safescan.carrier.statelock import StateInUse, StateLock
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
@@ -119,3 +119,25 @@ def test_a_state_path_that_is_a_symbolic_link_is_refused_before_the_card_is_powe
     status, err = _refused(_serve(link, cli=True))
     assert status != 0 and "is a symbolic link" in err and "Traceback" not in err
     assert link.is_symlink() and state.read_bytes() == before
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard", "fifo"])
+def test_a_link_planted_at_the_lock_file_is_never_written_through(
+    tmp_path: Path, link: str
+) -> None:
+    """Before: the lock file was opened following links and the holder's pid written into it
+    after ``ftruncate``: a link planted at ``STATE.lock`` had the linked file (any file of the
+    carrier's user) truncated to a pid. Now refused with a typed error, the file untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n" * 100)
+    lock = tmp_path / "card.eeprom.lock"
+    if link == "symbolic":
+        lock.symlink_to(victim)
+    elif link == "hard":
+        os.link(victim, lock)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(CarrierError) as info:
+        StateLock(tmp_path / "card.eeprom").acquire()
+    assert "lock file" in info.value.message
+    assert victim.read_bytes() == b"precious\n" * 100

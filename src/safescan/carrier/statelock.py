@@ -69,10 +69,21 @@ class StateLock:
 
     def acquire(self) -> StateLock:
         """Take the lock or raise :class:`StateInUse` at once (never waits)."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:  # never through a link: the holder's pid is written into the lock file
+            fd = os.open(
+                self.path,
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                0o600,
+            )
         except OSError as exc:
             raise CarrierError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise StateFileRefused(
+                f"the lock file {self.path} is not a regular file of its own (a hard link, a"
+                " pipe or a device): remove it"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
