@@ -5,9 +5,11 @@
 Builds the ASGI layers ``institution serve`` puts around ``POST /v1/payments`` one by one
 (the body limit, the rollback guard, the metrics endpoint, the request log without and with its
 access line, rendered to a null stream by the configured JSON renderer) around a fast route that
-answers a fixed 201 at once, and prints the CPU microseconds per request of each stack (the
-least of 5 rounds of 4,000 requests, after 500 warm-up requests). The payment itself, uvicorn
-and TLS are not in it: bench/asgi_micro.py runs the whole app, bench/bare_path.py the server.
+answers a fixed 201 at once, then the same layers with the hot route served through them in one
+call (``safescan.institution.http.hot.HotRoutes``, twelfth sitting; not in an older TREE), and
+prints the CPU microseconds per request of each stack (the least of 5 rounds of 4,000
+requests, after 500 warm-up requests). The payment itself, uvicorn and TLS are not in it:
+bench/asgi_micro.py runs the whole app, bench/bare_path.py the server.
 """
 
 from __future__ import annotations
@@ -96,6 +98,19 @@ def metered() -> Any:
     return metrics.MetricsEndpoint(guarded(), None, _Access())  # type: ignore[arg-type]
 
 
+def one_layer(access_log: bool = True) -> Any:
+    """The same layers with the hot routes served through them in one call (a tree with
+    ``safescan.institution.http.hot``; None in an older one)."""
+    try:
+        from safescan.institution.http.hot import HotRoutes
+    except ImportError:
+        return None
+    limit, guard = body(), _Guard()
+    meter = metrics.MetricsEndpoint(GuardedApp(limit, guard), None, _Access())  # type: ignore[arg-type]
+    log = observed(meter, access_log=access_log)
+    return HotRoutes(log, log=log, meter=meter, guard=guard, body=limit)  # type: ignore[arg-type]
+
+
 STACKS: dict[str, Callable[[], Any]] = {
     "fast route alone": lambda: lambda s, r, se: fast(s, BODY, se),
     "+ body limit": body,
@@ -103,6 +118,8 @@ STACKS: dict[str, Callable[[], Any]] = {
     "+ metrics endpoint": metered,
     "+ request log, no access line": lambda: observed(metered(), access_log=False),
     "+ access line (the whole stack)": lambda: observed(metered()),
+    "one layer, no access line": lambda: one_layer(access_log=False),
+    "one layer (HotRoutes, the whole stack)": one_layer,
 }
 
 
@@ -111,6 +128,8 @@ async def main() -> None:
     gc.freeze()
     for name, make in STACKS.items():
         app = make()
+        if app is None:
+            continue
         for _ in range(500):
             await app(_scope(), _receive, _send)
         best = float("inf")
@@ -119,7 +138,7 @@ async def main() -> None:
             for _ in range(4000):
                 await app(_scope(), _receive, _send)
             best = min(best, (time.thread_time() - t) / 4000)
-        print(f"{name:34} {best * 1e6:6.1f} us")
+        print(f"{name:40} {best * 1e6:6.1f} us")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,11 @@ with ``hasattr``, so an older tree runs the same work its own way):
   ``access_line``);
 * ``payment_records``: the payment's outbox event and audit entry with their canonical JSON
   (``pay_records.payment_records``, else ``event_params`` and ``audit.prepare_entry`` as
-  ``Payments._plan_payment`` called them), in a request's context (its request id).
+  ``Payments._plan_payment`` called them), in a request's context (its request id);
+* ``http_layers``: one ``POST /v1/payments`` through every layer ``institution serve`` puts
+  around the app (request log and access line to a null stream, metrics, rollback guard, body
+  limit) to a fast route that answers a fixed 201 at once, on a uvloop loop
+  (``server.layers``, else the layers composed one by one as ``build_app`` composed them).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ap = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -44,12 +49,74 @@ ap.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside valgrin
 ARGS = ap.parse_args()
 TREE = Path(ARGS.tree).resolve() if ARGS.tree else Path(__file__).resolve().parent.parent
 STEPS = ("auth_parse_tbs", "auth_parse_verify", "receipt_signed_bytes", "dynamic_from_cbor",
-         "access_line", "payment_records")  # fmt: skip
+         "access_line", "payment_records", "http_layers")  # fmt: skip
+
+
+def http_layers() -> Callable[[], object]:
+    """One payment request through the served layers to a fast route that answers at once."""
+    import io
+
+    import uvloop
+
+    from safescan.api import obslog
+    from safescan.institution import metrics, server
+    from safescan.institution.access_log import observed
+    from safescan.institution.http.asgi import BodyLimit
+    from safescan.institution.rollback import GuardedApp
+
+    class Null(io.TextIOBase):
+        def write(self, s: str) -> int:
+            return len(s)
+
+    obslog.configure("info", "json", stream=Null(), stdlib=False)
+    answer = b'{"payment_id": "pay_0123456789abcdef", "receipt": "' + b"A" * 300 + b'"}'
+    body = b'{"code": "SC1:' + b"A" * 240 + b'", "authorization": "' + b"B" * 300 + b'"}'
+    head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+
+    async def fast(scope: Any, _body: bytes, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": list(head)})
+        await send({"type": "http.response.body", "body": answer})
+
+    async def routed(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the fast route answers")
+
+    class Guard:
+        def error(self) -> None:
+            return None
+
+    class Access:
+        mode = "loopback"
+
+    limit = BodyLimit(routed, fast_routes={("POST", "/v1/payments"): fast})
+    guard, access = Guard(), Access()
+    if hasattr(server, "layers"):
+        app = server.layers(limit, guard, None, access)  # type: ignore[arg-type]
+    else:
+        app = observed(metrics.MetricsEndpoint(GuardedApp(limit, guard), None, access))  # type: ignore[arg-type]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    def scope() -> dict[str, Any]:
+        return {
+            "type": "http", "method": "POST", "path": "/v1/payments", "query_string": b"",
+            "client": ("127.0.0.1", 40000),
+            "headers": [(b"host", b"127.0.0.1:8443"), (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body))],
+        }  # fmt: skip
+
+    loop = uvloop.new_event_loop()
+    return lambda: loop.run_until_complete(app(scope(), receive, send))
 
 
 def step(name: str) -> Callable[[], object]:
     """The step's call (imports from TREE)."""
     sys.path[:0] = [str(TREE / "src")]
+    if name == "http_layers":
+        return http_layers()
     from safescan.api import obslog
     from safescan.api.obslog import set_request_id
     from safescan.code import payment

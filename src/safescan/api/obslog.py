@@ -492,58 +492,76 @@ class RequestLog:
         scope[REQUEST_ID_KEY] = rid
         token = _request_id.set(rid)
         started = time.perf_counter()
-        status = 0
-        error: str | None = None
-        peek = False
-        echo = (b"x-request-id", rid.encode())
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, error, peek
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echo]
-                peek = status >= 400
-            elif peek and kind == "http.response.body":
-                peek = False  # the error code of a typed error (never its message)
-                found = _ERROR_CODE.search(message.get("body", b"")[:4096])
-                if found:
-                    error = found.group(1).decode()
-            await send(message)
-
+        answer = Answer(send, rid)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, answer)
         finally:
-            elapsed = time.perf_counter() - started
-            method = method_label(scope.get("method", ""))
-            route = route_template(scope, self._exact)
-            if self.observe is not None:
-                self.observe(method, route, status, elapsed, error)
-            if self.access_log:
-                caller = self.exact_routes.get(route) or caller_from_tags(
-                    scope, self.default_caller if route != UNMATCHED else "unknown"
-                )
-                client = scope.get("client")
-                address = client[0] if client else None
-                ms = round(elapsed * 1000, 2)
-                shown = status or None  # None: no response (client gone, or a crash)
-                if _configured.get("access_json"):  # written once per turn of the loop
-                    line = request_line(
-                        self.log_name, method, route, shown, ms, caller, address, error, rid
-                    )
-                    _SINK.defer(line, get_running_loop())
-                else:
-                    self.log.info(
-                        "request", method=method, route=route, status=shown, duration_ms=ms,
-                        caller=caller, client=address, error=error,
-                    )  # fmt: skip
+            self.finish(scope, rid, started, answer.status, answer.error)
             _request_id.reset(token)
+
+    def finish(
+        self, scope: Scope, rid: str, started: float, status: int, error: str | None
+    ) -> None:
+        """The request's observation and access line (its response has ended: ``status`` 0
+        when there was none)."""
+        elapsed = time.perf_counter() - started
+        method = method_label(scope.get("method", ""))
+        route = route_template(scope, self._exact)
+        if self.observe is not None:
+            self.observe(method, route, status, elapsed, error)
+        if self.access_log:
+            caller = self.exact_routes.get(route) or caller_from_tags(
+                scope, self.default_caller if route != UNMATCHED else "unknown"
+            )
+            client = scope.get("client")
+            address = client[0] if client else None
+            ms = round(elapsed * 1000, 2)
+            shown = status or None  # None: no response (client gone, or a crash)
+            if _configured.get("access_json"):  # written once per turn of the loop
+                line = request_line(
+                    self.log_name, method, route, shown, ms, caller, address, error, rid
+                )
+                _SINK.defer(line, get_running_loop())
+            else:
+                self.log.info(
+                    "request", method=method, route=route, status=shown, duration_ms=ms,
+                    caller=caller, client=address, error=error,
+                )  # fmt: skip
+
+
+class Answer:
+    """The ``send`` of one request as :class:`RequestLog` sees it: adds the ``X-Request-Id``
+    header to the response's start, keeps its status and, for an error answer, the error
+    code of a typed error (never its message) from the first part of its body."""
+
+    __slots__ = ("echo", "error", "peek", "send", "status")
+
+    def __init__(self, send: Send, rid: str) -> None:
+        self.send = send
+        self.echo = (b"x-request-id", rid.encode())
+        self.status = 0
+        self.error: str | None = None
+        self.peek = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self.echo]
+            self.peek = status >= 400
+        elif self.peek and kind == "http.response.body":
+            self.peek = False
+            found = _ERROR_CODE.search(message.get("body", b"")[:4096])
+            if found:
+                self.error = found.group(1).decode()
+        await self.send(message)
 
 
 __all__ = [
     "REQUEST_ID_HEADER",
     "REQUEST_ID_KEY",
     "UNMATCHED",
+    "Answer",
     "Observer",
     "RequestLog",
     "accept_request_id",

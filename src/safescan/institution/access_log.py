@@ -32,7 +32,7 @@ FAST_ROUTES = {
 }
 
 
-def observed(app: ASGIApp, *, access_log: bool = True) -> ASGIApp:
+def observed(app: ASGIApp, *, access_log: bool = True) -> RequestLog:
     """``app`` with request ids, the access log (when ``access_log``) and request metrics."""
     return RequestLog(
         app,

@@ -318,11 +318,15 @@ class MetricsEndpoint:
         if isinstance(self.collector, ProcessCollector) and os.environ.get(MULTIPROC_ENV):
             self.collector.publish()
 
+    def tick(self) -> None:
+        """What every request passing by does: this worker's gauges, once a second at most."""
+        now = time.monotonic()
+        if now - self._published >= 1.0:
+            self._publish(now)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") != "/metrics" or self.access.mode == "off":
-            now = time.monotonic()
-            if now - self._published >= 1.0:  # this worker's gauges, once a second at most
-                self._publish(now)
+            self.tick()
             await self.app(scope, receive, send)
             return
         if scope.get("method") not in ("GET", "HEAD"):

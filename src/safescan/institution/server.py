@@ -24,7 +24,8 @@ from safescan.institution.config import (
 )
 from safescan.institution.db import DEFAULT_WRITE_DEADLINE, Database, require_current_schema
 from safescan.institution.http import create_app
-from safescan.institution.http.asgi import ASGIApp
+from safescan.institution.http.asgi import ASGIApp, BodyLimit
+from safescan.institution.http.hot import HotRoutes
 from safescan.institution.keystore import KeyStore, default_key_dir, load_passphrase
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.reservations import Journal
@@ -144,9 +145,13 @@ def layers(
     access_log: bool = True,
 ) -> ASGIApp:
     """What one API process serves around ``app`` (:func:`.http.create_app`'s): request ids,
-    the access log and the request metrics, ``/metrics``, the rollback guard."""
-    served = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
-    return observed(served, access_log=access_log)
+    the access log and the request metrics, ``/metrics``, the rollback guard; the two hot
+    routes through all of it in one call (:class:`.http.hot.HotRoutes`)."""
+    meter = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
+    log = observed(meter, access_log=access_log)
+    if not isinstance(app, BodyLimit):
+        return log
+    return HotRoutes(log, log=log, meter=meter, guard=guard, body=app)
 
 
 def settle_heap() -> None:

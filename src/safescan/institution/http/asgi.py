@@ -51,13 +51,30 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        body = await self.read(scope, receive, send)
+        if body is None:
+            return
+        scope[BODY_KEY] = body
+        fast = self.fast_routes.get((scope["method"], scope["path"]))
+        # a query string (none is declared there) goes to the framework, which refuses it
+        if (
+            fast is not None
+            and not scope.get("query_string")
+            and await fast(scope, body, send) is not False
+        ):
+            return
+        await self.framework(scope, body, receive, send)
+
+    async def read(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body of an HTTP request; None when it was answered instead (413 beyond
+        the limit, declared or sent; 408 when it came too slowly) or the client left."""
         declared = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 declared = value
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._too_large(scope, send)
-            return
+            return None
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -78,32 +95,26 @@ class BodyLimit:
             while more:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    return
+                    return None
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.limit:
                     timer.cancel()
                     await self._too_large(scope, send)
-                    return
+                    return None
                 chunks.append(chunk)
                 more = message.get("more_body", False)
         except asyncio.CancelledError:
             if not expired or task.uncancel() > 0:
                 raise  # cancelled by someone else (the server shutting down, ...)
             await self._too_slow(scope, send)
-            return
+            return None
         finally:
             timer.cancel()
-        body = b"".join(chunks)
-        scope[BODY_KEY] = body
-        fast = self.fast_routes.get((scope["method"], scope["path"]))
-        # a query string (none is declared there) goes to the framework, which refuses it
-        if (
-            fast is not None
-            and not scope.get("query_string")
-            and await fast(scope, body, send) is not False
-        ):
-            return
+        return b"".join(chunks)
+
+    async def framework(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """The request to the framework's app, its buffered ``body`` replayed."""
         sent = False
 
         async def replay() -> Message:
