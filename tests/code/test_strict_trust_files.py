@@ -147,3 +147,17 @@ def test_a_scheme_key_file_naming_its_kid_twice_is_refused() -> None:
     assert SchemeKey.from_json(text, b"passphrase").kid == 1
     with pytest.raises(KeyFileError):  # before: key 1 (the last kid) with a first kid 2
         SchemeKey.from_json('{"kid": 2, ' + text[1:], b"passphrase")
+
+
+def test_a_scheme_key_file_naming_its_pem_twice_is_not_re_sealed(tmp_path: Path) -> None:
+    from safescan.code.resealing import is_key_file, rekey_path
+
+    text = SchemeKey.generate(1).to_json(b"passphrase")
+    doc = json.loads(text)
+    planted = '{"pem": "not this one", ' + text[1:]  # before: re-sealed the last, written clean
+    assert is_key_file(text.encode()) and not is_key_file(planted.encode())
+    path = tmp_path / "scheme-1.key"
+    path.write_text(planted)
+    with pytest.raises(KeyFileError):
+        rekey_path(path, b"passphrase", b"new passphrase")
+    assert path.read_text() == planted and doc["kid"] == 1  # nothing written

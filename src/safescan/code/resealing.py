@@ -8,11 +8,10 @@ file of a directory, recognised by content. The files are then written all or no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safescan.code import keyfile
+from safescan.code import keyfile, strictjson
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import SchemeKey
 from safescan.code.rekeying import NEW, OLD, Rewrite, recover_if_interrupted, rewrite
@@ -52,7 +51,10 @@ def reseal_file(path: Path, data: bytes, old: bytes, new: bytes) -> bytes | None
 
 def _scheme_pem(data: bytes) -> bytes:
     try:
-        return str(json.loads(data)["pem"]).encode("ascii")
+        doc = strictjson.loads(data)  # a "pem" named twice is refused, never the last taken
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        return str(doc["pem"]).encode("ascii")
     except (ValueError, KeyError, TypeError, UnicodeEncodeError):
         raise KeyFileError("corrupt scheme key file") from None
 
@@ -65,7 +67,7 @@ def is_key_file(data: bytes) -> bool:
     if not data.lstrip().startswith(b"{"):
         return False
     try:
-        doc = json.loads(data)
+        doc = strictjson.loads(data)  # a "pem" named twice: not a key file this re-seals
     except ValueError:
         return False
     return isinstance(doc, dict) and isinstance(doc.get("pem"), str)
