@@ -173,6 +173,13 @@ def prepare(
     bound = crypto_bound(
         inst, first.code, first.authorization, first.carrier_key, first.customer_id
     )
+    if not inst.db.is_sqlite:
+        # PostgreSQL: the set-up's tens of thousands of new orders would have autovacuum
+        # vacuum and analyze them at its next nap, inside the timed run on the same cores
+        # (docs/performance.md, twelfth sitting): done now, so the run measures the steady
+        # state, for the institution and the yardstick alike
+        with inst.db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM (ANALYZE)")
     inst.db.dispose()
     return work, bound
 
