@@ -172,3 +172,97 @@ def test_other_routes_get_the_buffered_body_replayed() -> None:
     scope["path"] = "/v1/payments/lookup"
     asyncio.run(rec.app()(scope, _chunks(b"{", b"}"), rec.send))
     assert rec.routed == [b"{}"] and rec.fast == [] and rec.status == 200
+
+
+def _counting_timers(loop: asyncio.AbstractEventLoop) -> list[float]:
+    """The deadlines of the timers armed on ``loop`` from now on."""
+    armed: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, callback: Any, *args: Any) -> Any:
+        armed.append(when)
+        return call_at(when, callback, *args)
+
+    loop.call_at = counted  # type: ignore[method-assign]
+    return armed
+
+
+def test_a_body_that_is_there_is_read_without_a_timer_and_one_that_is_not_arms_one() -> None:
+    """The timer is armed the first time a message is not there yet, never before a wait, with
+    the deadline counted from the start of the read."""
+    for parts, suspends, timers in (((b'{"a":1}',), False, 0), ((b"{", b'"a":1}'), True, 1)):
+        rec = Recorder()
+
+        async def run(
+            parts: tuple[bytes, ...] = parts, suspends: bool = suspends, rec: Recorder = rec
+        ) -> list[float]:
+            loop = asyncio.get_running_loop()
+            armed = _counting_timers(loop)
+            queue = list(parts)
+
+            async def receive() -> dict[str, Any]:
+                part = queue.pop(0)
+                if suspends:
+                    await asyncio.sleep(0)
+                return {"type": "http.request", "body": part, "more_body": bool(queue)}
+
+            start = loop.time()
+            await rec.app(timeout=5.0)(_scope(), receive, rec.send)
+            assert all(start + 5.0 <= when <= loop.time() + 5.0 for when in armed)
+            return armed
+
+        assert len(asyncio.run(run())) == timers
+        assert rec.fast == [b'{"a":1}'] and rec.status == 201
+
+
+def test_a_body_whose_first_part_was_there_and_the_rest_never_comes_is_answered_408() -> None:
+    rec = Recorder()
+    app = rec.app(timeout=0.2)
+    given = []
+
+    async def receive() -> dict[str, Any]:
+        if not given:
+            given.append(1)
+            return {"type": "http.request", "body": b"{", "more_body": True}  # no wait
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def run() -> None:
+        await asyncio.wait_for(app(_scope(), receive, rec.send), 5)
+
+    asyncio.run(run())
+    assert rec.status == 408 and rec.fast == [] and rec.routed == []
+
+
+def test_a_receive_that_is_not_a_coroutine_is_awaited_under_the_timer() -> None:
+    """An ASGI server's ``receive`` may return any awaitable: a future resolved later, or
+    one that never is (408)."""
+    for resolve in (True, False):
+        rec = Recorder()
+
+        async def run(resolve: bool = resolve, rec: Recorder = rec) -> None:
+            loop = asyncio.get_running_loop()
+
+            def receive() -> asyncio.Future[dict[str, Any]]:
+                fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+                if resolve:
+                    message = {"type": "http.request", "body": b"{}", "more_body": False}
+                    loop.call_soon(fut.set_result, message)
+                return fut
+
+            await asyncio.wait_for(rec.app(timeout=0.2)(_scope(), receive, rec.send), 5)
+
+        asyncio.run(run())
+        assert rec.status == (201 if resolve else 408)
+
+
+def test_an_error_raised_by_receive_after_a_wait_reaches_the_caller() -> None:
+    rec = Recorder()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        raise OSError("the connection broke")
+
+    with pytest.raises(OSError, match="the connection broke"):
+        asyncio.run(rec.app()(_scope(), receive, rec.send))
+    assert rec.messages == [] and rec.fast == []
