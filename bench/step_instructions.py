@@ -48,6 +48,9 @@ ap.add_argument("--json", action="store_true")
 ap.add_argument("--run", default=None, help=argparse.SUPPRESS)  # inside valgrind: STEP
 ARGS = ap.parse_args()
 TREE = Path(ARGS.tree).resolve() if ARGS.tree else Path(__file__).resolve().parent.parent
+if not (TREE / "src" / "safescan").is_dir():  # a step name given first, or a typo: say so
+    ap.error(f"{ARGS.tree!r} is not a checkout (no src/safescan in it); give a tree first,"
+             " e.g. `.` for this one, then the steps")  # fmt: skip
 STEPS = ("auth_parse_tbs", "auth_parse_verify", "receipt_signed_bytes", "dynamic_from_cbor",
          "access_line", "payment_records", "http_layers")  # fmt: skip
 

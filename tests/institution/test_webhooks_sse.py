@@ -158,6 +158,23 @@ def test_sse_stream_delivers_signed_payment_event(world: World) -> None:
     assert events[-1]["data"]["amount"] == 380
 
 
+@pytest.mark.parametrize("last", [b"\xb2", b"\xb9\xb2", b"1\xbd", b"+1", b"1_0"])
+def test_a_last_event_id_in_other_digits_opens_the_stream(world: World, last: bytes) -> None:
+    """Starlette reads headers as Latin-1: "\u00b2" passed str.isdigit() and int() raised,
+    a 500 for GET /v1/merchant/events; any spelling but ASCII digits is no position."""
+    m = world.merchant("POS shop")
+    h = sign_request(m.key, m.merchant_id, "GET", "/v1/merchant/events")
+    with httpx.stream(
+        "GET",
+        world.server.base_url + "/v1/merchant/events",
+        headers=[*[(k.encode(), v.encode()) for k, v in h.items()], (b"Last-Event-ID", last)],
+        timeout=30,
+        verify=world.server.verify,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+
+
 def test_sse_event_forgery_is_detected(world: World) -> None:
     msg = json.dumps(
         {"payload": '{"id":"evt_x"}', "signature": base64.b64encode(b"\0" * 64).decode(), "kid": 1}

@@ -23,10 +23,12 @@ from pathlib import Path
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.eeprom import Lifecycle
 from safescan.carrier.errors import ConditionsNotSatisfied
+from safescan.code import strictjson
 from safescan.code.attestation import CarrierModel, issue_attestation_certificate
 from safescan.code.certs import Certificate
-from safescan.code.errors import KeyFileError
+from safescan.code.errors import InvalidAmount, KeyFileError
 from safescan.code.keys import SigningKey, VerifyKey, write_private_file
+from safescan.code.numbers import json_int
 from safescan.code.smallfile import read_bounded
 
 PASSPHRASE_ENV = "SAFESCAN_FACTORY_PASSPHRASE"  # noqa: S105 - a variable name
@@ -114,11 +116,15 @@ class Factory:
         """Open a factory key directory (``KeyFileError`` on a wrong passphrase)."""
         directory = Path(directory)
         try:
-            doc = json.loads(
-                read_bounded(directory / "factory.json", 1 << 16, "factory.json").decode()
+            doc = strictjson.loads(
+                read_bounded(directory / "factory.json", 1 << 16, "factory.json")
             )
-            kid, serial = int(doc["kid"]), int(doc["next_serial"])
-        except (OSError, ValueError, KeyError, TypeError):
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+            # JSON integers only (int() read "1_0", "١", 1.9 and true before)
+            kid = json_int(doc["kid"], field="kid", minimum=0, maximum=0xFFFF)
+            serial = json_int(doc["next_serial"], field="next_serial", maximum=2**63 - 1)
+        except (OSError, ValueError, KeyError, TypeError, InvalidAmount):
             raise KeyFileError(f"no factory key in {directory} (run factory init)") from None
         key = SigningKey.load(directory / "manufacturer.pem", passphrase)
         return cls(key, _check_kid(kid), serial, directory, passphrase)

@@ -5,7 +5,6 @@ The `code` group itself (and `code inspect`) is in :mod:`safescan.code.code_cli`
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from pathlib import Path
@@ -26,7 +25,13 @@ from safescan.code.display import term
 from safescan.code.envelope import Issuer, encode_text, seal
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.keys import SchemeKey, SchemePublicKey, SigningKey, VerifyKey
-from safescan.code.keystore import TRUST_FILE, KeyDirectory, load_trust_file, read_trust_doc
+from safescan.code.keystore import (
+    TRUST_FILE,
+    KeyDirectory,
+    load_trust_file,
+    read_trust_doc,
+    write_trust_doc,
+)
 from safescan.code.numbers import MAX_QUANTITY, json_int
 from safescan.code.output import emit_json, error_doc
 from safescan.code.payment import DynamicCode, LineItem, Merchant, StaticCode
@@ -113,7 +118,7 @@ def keys_scheme(
         new.save(directory / f"scheme-{kid}.key", pw)
         doc = read_trust_doc(directory / TRUST_FILE)
         doc["scheme_keys"][str(kid)] = new.public.raw.hex()
-        (directory / "trust.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_trust_doc(directory / TRUST_FILE, doc)
     except SafescanError as exc:
         raise fail(exc, as_json) from None
     if as_json:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from safescan.code import strictjson
+from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import TrustStore
 from safescan.code.errors import KeyFileError, SafescanError
 from safescan.code.keys import SchemeKey, SchemeKeyring, SchemePublicKey, SigningKey, VerifyKey
@@ -54,7 +55,7 @@ class KeyDirectory:
             "scheme_keys": {str(kid): sk.public.raw.hex()},
             "revoked": [],
         }
-        (path / TRUST_FILE).write_text(json.dumps(trust_doc, indent=2) + "\n")
+        write_trust_doc(path / TRUST_FILE, trust_doc)
         return cls.load(path)
 
     @classmethod
@@ -75,6 +76,12 @@ class KeyDirectory:
         if not ring.keys:
             raise KeyFileError(f"no scheme keys in {self.path}")
         return ring
+
+
+def write_trust_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Write a ``trust.json`` document atomically (0644: it is public), never through a link
+    planted at ``path`` (before: ``write_text`` wrote through one)."""
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
 
 
 def read_trust_doc(path: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import RevocationList
 from safescan.code.smallfile import read_bounded
@@ -100,7 +101,8 @@ class TimeFloor:
         """Strict: a JSON object with exactly ``signed`` and ``device``, plain integers in
         range; anything else is :class:`TimeFloorDamaged`."""
         try:
-            doc = json.loads(data.decode("ascii"))
+            data.decode("ascii")
+            doc = strictjson.loads(data)  # a mark named twice is damage, not the last one
         except (UnicodeDecodeError, ValueError):
             raise TimeFloorDamaged("not the JSON of a time floor") from None
         if not isinstance(doc, dict) or set(doc) != {"signed", "device"}:

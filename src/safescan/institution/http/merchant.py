@@ -241,8 +241,11 @@ def merchant_router(inst: Institution, *, auth: MerchantAuth) -> APIRouter:
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     ) -> StreamingResponse:
         """Server-sent events for the POS: every event signed (see ``verify_event``)."""
-        if after is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 10:
-            after = int(last_event_id)
+        # ASCII digits only: "²".isdigit() is true (headers are read as Latin-1) and int("²")
+        # raised ValueError, a 500; any other spelling is no position (only new events)
+        last = last_event_id or ""
+        if after is None and last.isascii() and last.isdigit() and len(last) < 10:
+            after = int(last)
         if after is None:
             after = await asyncio.to_thread(inst.event_feed.latest, mid)  # only new events
         return StreamingResponse(
