@@ -70,9 +70,14 @@ class Front:
         return f"https://127.0.0.1:{self.spec.ports.api}"
 
     def servers(self) -> dict[str, dict[str, str]]:
-        """``api0``/``api1`` -> their stats row (status, check_status, ...)."""
+        """``api0``/``api1`` -> their stats row (status, check_status, ...); none while
+        HAProxy has not opened its statistics socket yet (just started, a loaded machine)."""
         with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.workdir / "haproxy.sock"))
+            try:
+                s.connect(str(self.workdir / "haproxy.sock"))
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert self.proc.poll() is None, "HAProxy exited"
+                return {}
             s.sendall(b"show stat\n")
             data = b""
             while chunk := s.recv(65536):

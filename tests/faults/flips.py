@@ -44,7 +44,11 @@ def used_ranges(page: bytes, pageno: int) -> list[range]:
     header = 12 if page[base] in (2, 5) else 8
     ncells = int.from_bytes(page[base + 3 : base + 5], "big")
     content = int.from_bytes(page[base + 5 : base + 7], "big") or 65536
-    ranges = [range(base, base + header + 2 * ncells), range(min(content, len(page)), len(page))]
+    # a flip made before may have changed the header (the cell count): never past the page
+    ranges = [
+        range(base, min(base + header + 2 * ncells, len(page))),
+        range(min(content, len(page)), len(page)),
+    ]
     return [r for r in ranges if len(r)]
 
 

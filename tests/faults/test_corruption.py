@@ -242,3 +242,16 @@ def test_every_column_the_audit_cannot_see_is_documented() -> None:
     section = doc[doc.index("## Audit") :]
     missing = [f"{t}.{c}" for t, c in UNDETECTABLE if f"`{t}.{c}`" not in section]
     assert missing == []
+
+
+@pytest.mark.parametrize("pageno", [1, 2])
+def test_a_flipped_cell_count_never_points_a_later_flip_past_its_page(pageno: int) -> None:
+    """A first flip can turn a page's cell count into 65,535: the used ranges of the page
+    stay inside it (before: the clean-clone CI once picked an offset past the page)."""
+    page = bytearray(4096)
+    base = 100 if pageno == 1 else 0
+    page[base] = 13  # a table leaf: an 8-byte header
+    page[base + 3 : base + 5] = (0xFFFF).to_bytes(2, "big")
+    page[base + 5 : base + 7] = (4000).to_bytes(2, "big")
+    ranges = flips.used_ranges(bytes(page), pageno)
+    assert ranges and all(r.start >= 0 and r.stop <= len(page) for r in ranges)
