@@ -57,7 +57,10 @@ migration, since a server refuses a newer schema than its own), so one alternati
 before, after and the yardstick under the same load.
 
 ``--alternate N`` runs the institution (bench/institution_load.py's server and settings) and
-the yardstick N times each, alternating, each on a fresh database (on PostgreSQL a fresh
+the yardstick N times each, alternating, the order rotated each round (round 1 institution,
+yardstick; round 2 yardstick, institution; with ``--before``: before, institution, yardstick,
+then institution, yardstick, before, ...; the JSON's ``orders`` lists each round's), each on a
+fresh database (on PostgreSQL a fresh
 database of one throwaway cluster), under the same load, and
 prints each run's payments/s and the median of the N ratios institution / yardstick (issue 20's
 target: >= 0.9). ``--json`` also gives each run's server and load-generator CPU per payment
@@ -533,6 +536,14 @@ def one_run(kind: str, args: argparse.Namespace, cluster: Any = None) -> dict[st
         return result
 
 
+def rotated(kinds: tuple[str, ...], round_: int) -> tuple[str, ...]:
+    """The servers' order in round ``round_`` (0-based): ``kinds`` rotated left by the round,
+    so each server runs first, second and third equally often over len(kinds) rounds (the
+    twelfth sitting's "before" ran first in every round and won 4 of 6)."""
+    k = round_ % len(kinds)
+    return kinds[k:] + kinds[:k]
+
+
 def main() -> None:
     """Run the yardstick, or alternate it with the institution; print the figures."""
     ap = argparse.ArgumentParser(
@@ -573,12 +584,15 @@ def main() -> None:
         return
     keep = ("payments_per_s", "p50_ms", "p99_ms", "p99_worst_second_ms", "errors")
     runs: list[dict[str, Any]] = []
+    orders: list[list[str]] = []  # each round's order of the servers (rotated per round)
     cluster = start_cluster(fsync=True) if args.db == "postgresql" else None
     try:
         if args.alternate:
             kinds = ("before", "institution", "bare") if args.before else ("institution", "bare")
-            for _ in range(args.alternate):
-                for kind in kinds:
+            for i in range(args.alternate):
+                order = rotated(kinds, i)
+                orders.append(list(order))
+                for kind in order:
                     runs.append(one_run(kind, args, cluster))
         else:
             runs.append(one_run("bare", args, cluster))
@@ -594,6 +608,7 @@ def main() -> None:
     shown += ("connect_first", "connect_phase_ms", "connect_phase_worst_ms")
     out["runs"] = [{k: r[k] for k in shown if k in r} for r in runs]
     if args.alternate:
+        out["orders"] = orders
         inst = [r["payments_per_s"] for r in runs if r["server"] == "institution"]
         bare = [r["payments_per_s"] for r in runs if r["server"] == "bare"]
         out["ratios"] = [round(i / b, 3) for i, b in zip(inst, bare, strict=True)]
@@ -624,6 +639,7 @@ def main() -> None:
             print(r["audit_output"])
     print(f"transport: {'HTTPS (pinned CA) for every server' if args.tls else 'plain HTTP'}")
     if args.alternate:
+        print(f"order of the servers in each round: {out['orders']}")
         print(f"institution / yardstick: {out['ratios']}, median {out['median_ratio']}")
         if args.before:
             print(
