@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from tests.institution.harness import (
     env,
     init_db,
     institution_cli,
+    institution_run,
 )
 from tests.institution.pg import free_port
 from tests.institution.softhsm import USER_PIN, SoftHsm, softhsm
@@ -45,13 +45,13 @@ def _snapshot(*paths: Path) -> dict[str, str]:
 
 
 def _serve(db_url: str, keys: Path, extra_env: dict[str, str] | None = None) -> Any:
-    """`institution serve` expected to refuse to start: its exit status and output."""
+    """`institution serve` expected to refuse to start: its exit status and output. A process
+    of its own, forked from the zygote with the imports done where it fits
+    (:func:`institution_run`; the token's variables are read when the command runs)."""
     e = {**env(), "COLUMNS": "400", **(extra_env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "safescan.institution", "serve", "--db", db_url,
-         "--keys", str(keys), "--port", str(free_port())],
-        env=e, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return institution_run(
+        ["serve", "--db", db_url, "--keys", str(keys), "--port", str(free_port())], e
+    )
 
 
 def _error(out: Any) -> str:
@@ -174,11 +174,10 @@ def test_init_with_a_wrong_pin_creates_nothing(softhsm: SoftHsm, tmp_path: Path)
     bad = tmp_path / "bad-pin"
     bad.write_text("99999999\n")
     db = tmp_path / "fresh.db"
-    out = subprocess.run(
-        [sys.executable, "-m", "safescan.institution", "init", "--db", f"sqlite:///{db}",
-         "--keys", str(tmp_path / "k"), "--json"],
-        env={**env(), hsm.ENV_PIN_FILE: str(bad)}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    out = institution_run(
+        ["init", "--db", f"sqlite:///{db}", "--keys", str(tmp_path / "k"), "--json"],
+        {**env(), hsm.ENV_PIN_FILE: str(bad)},
+    )
     assert out.returncode == 2 and _error(out) == "hsm_pin_incorrect", out.stdout + out.stderr
     assert not db.exists() and not (tmp_path / "k").exists()
     assert not default_path(tmp_path / "k").exists()
@@ -298,10 +297,7 @@ def test_the_token_is_selected_in_the_config_file(softhsm: SoftHsm, tmp_path: Pa
     )
 
     def cli(*args: str, extra: dict[str, str] | None = None) -> Any:
-        return subprocess.run(
-            [sys.executable, "-m", "safescan.institution", *args, "--config", str(config)],
-            env={**e, **(extra or {})}, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        return institution_run([*args, "--config", str(config)], {**e, **(extra or {})})
 
     out = cli("init", "--json")
     assert out.returncode == 0, out.stdout + out.stderr

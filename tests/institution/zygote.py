@@ -71,6 +71,17 @@ VOLATILE = (
     "SAFESCAN_INSTITUTION_PASSPHRASE",
     "SAFESCAN_POS_PASSPHRASE",
     "SAFESCAN_TLS_CA",
+    # the PKCS#11 token's selection (tests/institution/softhsm.py, a token directory per test):
+    # read by safescan.institution.hsm when a command opens its key store, never at import
+    # (`grep -n environ src/safescan/institution/hsm.py`: inside functions only); SoftHSM2
+    # reads SOFTHSM2_CONF when the library is initialised, which only the command does (the
+    # zygote loads no PKCS#11 module: the command's own dlopen, after the fork)
+    "SOFTHSM2_CONF",
+    "SAFESCAN_KEY_BACKEND",
+    "SAFESCAN_HSM_MODULE",
+    "SAFESCAN_HSM_TOKEN",
+    "SAFESCAN_HSM_PIN_FILE",
+    "SAFESCAN_HSM_PIN",
 )
 ROOT = Path(__file__).resolve().parents[2]
 
