@@ -22,7 +22,7 @@ def test_info_and_tamper(process: CarrierProcess) -> None:
     result = runner.invoke(carrier_app, ["info", process.url, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["lifecycle"] == "blank" and doc["version"] == "2.0.0"
+    assert doc["lifecycle"] == "blank" and doc["version"] == "2.1.0"
     state = str(process.state)
     assert runner.invoke(carrier_app, ["tamper", "--state", state]).exit_code == 2
     assert runner.invoke(carrier_app, ["tamper", process.url, "--yes"]).exit_code == 2

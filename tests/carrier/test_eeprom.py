@@ -147,7 +147,7 @@ def test_firmware_1_0_images_load_and_revocation_fields_are_strict() -> None:
     image.crl_sequence, image.revoked_serials = 7, [1001, 1005]
     assert Image.from_cbor(image.to_cbor()) == image
     doc = cbor2.loads(image.to_cbor())
-    for field in (18, 19, 20, 21, 22):  # a firmware 1.0 image
+    for field in (18, 19, 20, 21, 22, 23):  # a firmware 1.0 image
         del doc[field]
     old = Image.from_cbor(cbor2.dumps(doc))
     assert old.crl_sequence == 0 and old.revoked_serials == []
@@ -160,7 +160,7 @@ def test_firmware_1_0_images_load_and_revocation_fields_are_strict() -> None:
     doc[19] = None  # 1.1 + one 2.0 field: not a known field set
     with pytest.raises(ImageError):
         Image.from_cbor(cbor2.dumps(doc))
-    doc[23] = 0  # an unknown field
+    doc[24] = 0  # an unknown field
     with pytest.raises(ImageError):
         Image.from_cbor(cbor2.dumps(doc))
 
@@ -182,6 +182,10 @@ def test_firmware_2_0_fields_round_trip_and_are_strict() -> None:
         (22, [[1, b"\x01" * 31, 0]]),
         (22, [[1, b"\x01" * 32]]),
         (22, [[-1, b"\x01" * 32, 0]]),
+        (23, -1),  # the time mark (2.1)
+        (23, 2**63),
+        (23, "1"),
+        (23, None),
     ):
         broken = dict(doc)
         broken[field] = bad

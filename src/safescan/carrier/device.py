@@ -36,7 +36,14 @@ from safescan.carrier.firmware import (
     personalization,
     pin_commands,
 )
-from safescan.carrier.firmware.common import DESTROYED_TEXT, LastError, Pending, Refusal, refuse
+from safescan.carrier.firmware.common import (
+    DESTROYED_TEXT,
+    MAX_COUNTER,
+    LastError,
+    Pending,
+    Refusal,
+    refuse,
+)
 from safescan.carrier.firmware.display import Prompt
 
 __all__ = ["Card"]
@@ -175,6 +182,34 @@ class Card:
         """Warm reset: same as a power cycle for RAM."""
         self.power_off()
         return self.power_on()
+
+    # --- trusted time ---------------------------------------------------------------------
+
+    def trusted_now(self) -> int:
+        """The time a code's expiry, a certificate's validity and a scheme key's retirement are
+        judged at: the later of the card's clock and the newest institution-signed time the
+        card has verified (the EEPROM's time mark). The clock is the host's (or the carrier
+        host's) to set; a clock set back cannot make the card believe an earlier time than one
+        the institution signed and the card checked."""
+        mark = self.image.time_mark if self.image is not None else 0
+        return max(self.clock(), mark)
+
+    def advance_time_mark(self, signed_at: int) -> None:
+        """Raise the time mark (RAM image) to ``signed_at``: an institution-signed time the
+        card has just verified. Only ever forward; a value the image cannot hold (63 bits) is
+        ignored. The caller writes the image (see :meth:`keep_time_mark`)."""
+        image = self.image
+        assert image is not None
+        if image.time_mark < signed_at <= MAX_COUNTER:
+            image.time_mark = signed_at
+
+    def keep_time_mark(self) -> None:
+        """Write the image when the mark has moved more than :data:`rom.TIME_MARK_STEP` past
+        the one the EEPROM holds (EEPROM wear: an opened code moves the mark every time)."""
+        image = self.image
+        assert image is not None
+        if image.time_mark - self.eeprom.kept_time_mark > rom.TIME_MARK_STEP:
+            self.eeprom.write(image)
 
     @property
     def model(self) -> int:

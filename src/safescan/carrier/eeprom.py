@@ -92,6 +92,10 @@ class Image:
     model: int = 1  # 1 plain, 2 display (safescan.code.attestation.CarrierModel): hardware
     key_epoch: int = 0  # the newest scheme-key epoch taken (KEY UPDATE); 0: none yet
     epoch_keys: list[tuple[int, bytearray, int]] = field(default_factory=list)  # epoch, key, retire
+    # firmware 2.1
+    #: the newest institution-signed time the card has verified (Unix seconds; 0: none yet):
+    #: expiry, validity and retirement are judged at no earlier time, whatever the clock says
+    time_mark: int = 0
 
     @classmethod
     def manufacture(cls, model: int = 1) -> Image:
@@ -121,6 +125,7 @@ class Image:
         self.pin_salt = None
         self.scheme_keys = []
         self.epoch_keys = []
+        self.time_mark = 0
         self.lifecycle = Lifecycle.DESTROYED
         self.destroyed_reason = reason
         self.retries_left = 0
@@ -159,6 +164,7 @@ class Image:
             20: self.model,
             21: self.key_epoch,
             22: [[epoch, bytes(raw), retire] for epoch, raw, retire in self.epoch_keys],
+            23: self.time_mark,
         }
         return cbor2.dumps(doc, canonical=True)
 
@@ -168,7 +174,8 @@ class Image:
         try:
             doc = cbor2.loads(data)
             # field 18 (revocation list) came with firmware 1.1, 19-22 with 2.0 (attestation
-            # certificate, model, scheme-key epoch and epoch keys); older images load without
+            # certificate, model, scheme-key epoch and epoch keys), 23 with 2.1 (the time
+            # mark); older images load without (a 2.0 image: no mark yet, 0)
             if not isinstance(doc, dict) or sorted(doc) not in _FIELD_SETS:
                 raise ImageError("the EEPROM image has the wrong fields")
             crl_field = doc.get(18, [0, []])
@@ -213,6 +220,7 @@ class Image:
                     (_uint(epoch), bytearray(_bytes(raw, 32)), _uint(retire))
                     for epoch, raw, retire in doc.get(22, [])
                 ],
+                time_mark=_uint(doc.get(23, 0)),
             )
         except ImageError:
             raise
@@ -233,7 +241,13 @@ class Image:
         return image
 
 
-_FIELD_SETS = (list(range(1, 18)), list(range(1, 19)), list(range(1, 23)))  # 1.0, 1.1, 2.0
+#: the field sets of firmware 1.0, 1.1, 2.0 and 2.1 images
+_FIELD_SETS = (
+    list(range(1, 18)),
+    list(range(1, 19)),
+    list(range(1, 23)),
+    list(range(1, 24)),
+)
 
 
 def _uint(value: object) -> int:
@@ -404,6 +418,10 @@ class Eeprom:
         self.storage = storage
         self._image_key: AESGCM | None = None
         self.pin_key = b""
+        #: the time mark of the image last read or written (what survives a power cut now):
+        #: the card writes a mark moved only by an opened code once it is
+        #: ``rom.TIME_MARK_STEP`` past this (EEPROM wear; see Card.keep_time_mark)
+        self.kept_time_mark = 0
 
     def _use_device_key(self, key: bytes) -> None:
         self._image_key = AESGCM(derive_key(key, b"safescan eeprom v1"))
@@ -426,7 +444,9 @@ class Eeprom:
         self._use_device_key(key)
         if data is None:
             raise ImageError("the EEPROM image is missing")
-        return self.decode(data)
+        image = self.decode(data)
+        self.kept_time_mark = image.time_mark
+        return image
 
     def decode(self, data: bytes) -> Image:
         """Decrypt and parse one image."""
@@ -452,6 +472,7 @@ class Eeprom:
         """Persist ``image`` (its generation is bumped first); returns once durable."""
         image.generation += 1
         self.storage.write_image(self.encode(image))
+        self.kept_time_mark = image.time_mark
 
     def destroy(self, image: Image) -> None:
         """Self-destruct write: wipe the old image and device key, fuse a new device key,

@@ -11,7 +11,9 @@ from typing import Final
 AID: Final = bytes.fromhex("F0") + b"SAFESCAN" + b"\x01"
 
 #: Firmware version (major, minor, patch). History in docs/carrier.md.
-VERSION: Final = (2, 0, 0)  # 2.0: ISO error answers + GET DATA last error; no TAMPER APDU
+#: 2.0: ISO error answers + GET DATA last error; no TAMPER APDU. 2.1: the time mark (the newest
+#: institution-signed time verified, kept in the EEPROM image; expiry judged no earlier).
+VERSION: Final = (2, 1, 0)
 
 #: What the card implements, reported by GET INFO.
 ALGORITHMS: Final = (
@@ -28,6 +30,13 @@ DO_LAST_ERROR: Final = 0x0101  # the last refused command: {1: SW, 2: INS, 3: re
 DO_ATTESTATION_CERT: Final = 0x0102  # PUT DATA at the factory: the attestation certificate
 #: GENERATE KEYS signs the host's 32-byte challenge into the attestation statement.
 CHALLENGE_BYTES: Final = 32
+
+#: How far (seconds) the time mark may move past the one the EEPROM holds before OPEN CODE
+#: writes the image for it alone (EEPROM wear; the wallet's ``timefloor.DEVICE_STEP``): a mark
+#: moved by an institution-signed code is believed after a power cut at most this much behind.
+#: Personalisation, KEY UPDATE and UPDATE REVOCATIONS write their mark at once (they write the
+#: image anyway).
+TIME_MARK_STEP: Final = 180
 
 #: Class bytes the card accepts.
 CLA_ISO: Final = 0x00  # interindustry (SELECT)

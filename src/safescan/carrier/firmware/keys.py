@@ -77,6 +77,7 @@ def update_revocations(card: Card, command: CommandApdu) -> bytes:
             f"the card keeps at most {rom.MAX_REVOKED_SERIALS} revocation entries; it"
             " refuses merchant-signed codes until it gets a list it can keep",
         )
+    card.advance_time_mark(crl.issued_at)  # institution-signed, verified above
     image.crl_sequence = crl.sequence
     image.revoked_serials = sorted(crl.serials)
     image.revoked_subjects = sorted(crl.subjects)
@@ -93,8 +94,9 @@ def key_update(card: Card, command: CommandApdu) -> bytes:
 
     The update must be sealed to this card's transport key, signed by its institution, made
     for its serial and start exactly at its epoch (so a replayed, reordered or stale update is
-    refused: ``6985`` KEY_UPDATE_OUT_OF_ORDER). Retired epoch keys are dropped (by the card's
-    clock), a key id reused by a newer epoch replaces the old key, and at most
+    refused: ``6985`` KEY_UPDATE_OUT_OF_ORDER). Retired epoch keys are dropped (at the card's
+    trusted time, :meth:`Card.trusted_now`, which the update's own signed ``issued_at`` has
+    just advanced), a key id reused by a newer epoch replaces the old key, and at most
     MAX_LIVE_EPOCHS keys are kept (the oldest go first); dropped keys are overwritten.
     Answers CBOR ``{1: the card's epoch now, 2: [epochs held]}``.
     """
@@ -121,7 +123,8 @@ def key_update(card: Card, command: CommandApdu) -> bytes:
         )
     if update.to_epoch >= MAX_COUNTER:
         raise refuse(StatusWord.WRONG_DATA, Reason.BAD_KEY_UPDATE, "key update: epoch too large")
-    now = card.clock()
+    card.advance_time_mark(update.issued_at)  # institution-signed, verified above
+    now = card.trusted_now()  # retirement by trusted time, not the card's clock alone
     new_kids = {epoch_kid(k.epoch) for k in update.keys}
     kept: list[tuple[int, bytearray, int]] = []
     dropped: list[bytearray] = []

@@ -34,7 +34,9 @@ def open_code(card: Card, command: CommandApdu) -> bytes:
             ) from None
     keyring, trust = scheme(card)
     try:
-        opened = open_envelope(data, keyring, trust, now=card.clock())
+        # judged at trusted time: a clock set back never revives an expired code, a lapsed
+        # merchant certificate or a retired scheme key (before: the card's clock alone)
+        opened = open_envelope(data, keyring, trust, now=card.trusted_now())
     except SafescanError as exc:
         reason = CODE_REASONS.get(exc.code, Reason.MALFORMED_CODE)
         raise refuse(StatusWord.WRONG_DATA, reason, exc.message) from None
@@ -46,6 +48,11 @@ def open_code(card: Card, command: CommandApdu) -> bytes:
             " merchant-signed codes until it gets one it can keep",
         )
     code = opened.code
+    if opened.certificate is None:
+        # signed with an institution key the card holds: its issue time is the institution's
+        # (a merchant-signed code's is the merchant's own clock: never a mark)
+        card.advance_time_mark(code.issued_at)
+        card.keep_time_mark()
     m = code.merchant
     cert = opened.certificate
     dynamic = code if isinstance(code, DynamicCode) else None

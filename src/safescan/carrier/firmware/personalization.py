@@ -140,7 +140,7 @@ def personalize(card: Card, command: CommandApdu) -> bytes:
             bundle_bytes,
             card.keys.transport,
             carrier_signing_key=VerifyKey(card.keys.signing.public_key().public_bytes_raw()),
-            now=card.clock(),
+            now=card.trusted_now(),
             trust_anchor=anchor,
         )
     except SafescanError as exc:
@@ -156,6 +156,7 @@ def personalize(card: Card, command: CommandApdu) -> bytes:
     image.pin_verifier = bytearray(pinmod.verifier(card.eeprom.pin_key, salt, pin_digits))
     image.retry_limit = image.retries_left = limit
     image.personalized_at = card.clock()
+    card.advance_time_mark(bundle.issued_at)  # institution-signed, verified by open_bundle
     image.lifecycle = Lifecycle.PERSONALIZED
     card.eeprom.write(image)
     card.keys.extra.clear()
