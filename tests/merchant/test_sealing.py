@@ -43,6 +43,7 @@ from safescan.merchant.sealing import (
     LocalSealer,
     SealingClockBehind,
     SealingError,
+    SealingListRolledBack,
     SealingListStale,
 )
 
@@ -62,6 +63,7 @@ class FakeApi:
     valid_days: int = 90
     issued: list[Certificate] = field(default_factory=list)
     crl: bytes | None = None  # the revocation list answered, when set (else a version-2 list)
+    keys_list: bytes | None = None  # the scheme key list answered, when set (else one now)
 
     def _up(self) -> None:
         if not self.reachable:
@@ -85,6 +87,8 @@ class FakeApi:
 
     def scheme_key_list(self) -> bytes:
         self._up()
+        if self.keys_list is not None:
+            return self.keys_list
         return SchemeKeyList.issue(
             self.inst.key,
             self.inst.kid,
@@ -598,3 +602,88 @@ def test_an_expired_certificate_does_not_seal_with_the_clock_set_back(
     with pytest.raises(SealingClockBehind) as behind:
         sealer.make_order(ITEMS)
     assert "would already be expired" in behind.value.message
+
+
+def _v2(inst: LocalInstitution, *, sequence: int, issued_at: int) -> bytes:
+    """A genuine version-2 list (no next_update: nothing bounds how old it may be)."""
+    return RevocationList.issue(
+        inst.key, inst.kid, sequence=sequence, issued_at=issued_at, serials=set()
+    ).to_bytes()
+
+
+def _keys_list(inst: LocalInstitution, issued_at: int) -> bytes:
+    return SchemeKeyList.issue(
+        inst.key,
+        inst.kid,
+        issued_at=issued_at,
+        current_kid=inst.scheme.kid,
+        keys=[PublishedSchemeKey(inst.scheme.public, None)],
+    ).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "swap", ["revocations_v2", "revocations_v3", "revocations_removed", "scheme_keys"]
+)
+def test_an_older_genuine_list_swapped_in_or_answered_again_does_not_seal(
+    inst: LocalInstitution, tmp_path: Path, swap: str
+) -> None:
+    """Threat-model K15 at the terminal, across processes: set up at t0, refreshed at
+    t0 + 13 h (a newer revocation list and scheme key list kept). Attack: the list of t0
+    (genuine, signed) is copied back into the cache, or the revocation list removed; then the
+    institution (stale, malicious, or a proxy's old copy) answers that old list too. Before:
+    the terminal sealed with it (version 2: however old; version 3: within its window; none:
+    nothing revoked; an old scheme key list: keys since retired), and the refresh kept it.
+    Now ``pos_list_rolled_back`` both times, nothing cached; the current answer repairs it."""
+    t0 = inst.now
+    later = t0 + 13 * 3600
+    make = _v3 if swap == "revocations_v3" else _v2
+    old_crl, new_crl = make(inst, sequence=3, issued_at=t0), make(inst, sequence=3, issued_at=later)
+    old_keys, new_keys = _keys_list(inst, t0), _keys_list(inst, later)
+    api = FakeApi(inst, crl=old_crl, keys_list=old_keys)
+    _ready(inst, tmp_path, api)
+    base = tmp_path / "pos-seal"
+    api.crl, api.keys_list = new_crl, new_keys
+    sealer = _sealer(inst, tmp_path, at=later + 60)
+    sealer.refresh(api)  # type: ignore[arg-type]
+    assert sealer.make_order(ITEMS).sealed_here
+    if swap == "scheme_keys":
+        (base / "scheme-keys.cbor").write_bytes(old_keys)
+        api.keys_list = old_keys
+    elif swap == "revocations_removed":
+        (base / "revocations.cbor").unlink()
+        api.crl = old_crl
+    else:
+        (base / "revocations.cbor").write_bytes(old_crl)
+        api.crl = old_crl
+    with pytest.raises(SealingListRolledBack) as err:
+        _sealer(inst, tmp_path, at=later + 120).make_order(ITEMS)  # offline, a fresh process
+    assert err.value.code == "pos_list_rolled_back"
+    cached = {name: (base / name).read_bytes() for name in ("scheme-keys.cbor", "checked_at")}
+    with pytest.raises(SealingListRolledBack):
+        _sealer(inst, tmp_path, at=later + 180).refresh(api)  # type: ignore[arg-type]
+    assert cached == {name: (base / name).read_bytes() for name in cached}
+    # the institution's current lists repair it
+    api.crl, api.keys_list = new_crl, new_keys
+    again = _sealer(inst, tmp_path, at=later + 240)
+    again.refresh(api)  # type: ignore[arg-type]
+    assert again.make_order(ITEMS).sealed_here
+
+
+def test_the_marks_are_kept_per_list_so_a_newer_scheme_key_list_refuses_nothing(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """The scheme key list is signed at every ``GET /v1/keys`` (nearly always later than the
+    revocation list): one mark for both would refuse the current revocation list. A terminal
+    set up before the marks existed (no ``newest-lists``) starts keeping them at its next
+    code."""
+    t0 = inst.now
+    api = FakeApi(
+        inst, crl=_v2(inst, sequence=1, issued_at=t0 - DAY), keys_list=_keys_list(inst, t0)
+    )
+    sealer = _ready(inst, tmp_path, api)
+    assert sealer.make_order(ITEMS).sealed_here
+    marks = tmp_path / "pos-seal" / "newest-lists"
+    assert marks.read_bytes() == b'{"revocations": %d, "scheme_keys": %d}\n' % (t0 - DAY, t0)
+    marks.unlink()
+    assert sealer.make_order(ITEMS).sealed_here
+    assert marks.exists()

@@ -14,6 +14,7 @@ Files, next to the POS configuration (``pos.json`` -> ``pos-seal/``), all writte
     revocations.cbor   the newest institution-signed revocation list seen
     checked_at         when the cache was last refreshed from the institution
     trusted-time       the newest institution-signed time verified and terminal time seen
+    newest-lists       the newest ``issued_at`` of each list kept (:class:`ListMarks`)
 
 Everything cached is verified under the institution keys pinned in the POS configuration,
 every time it is used: a tampered cache is refused, never sealed with. The revocation list
@@ -27,20 +28,33 @@ it judges by is the latest of its clock and the marks in ``trusted-time``
 (:mod:`safescan.code.timefloor`): a clock set back does not make an old list current, and a
 clock more than :data:`~safescan.code.timefloor.CLOCK_TOLERANCE` behind a list's signed
 ``issued_at`` is :class:`SealingClockBehind`.
+
+Neither list goes back across processes (:class:`ListMarks`, the wallet's rule for its
+revocation list, ``revocation_list_rolled_back``): ``newest-lists`` keeps the newest signed
+``issued_at`` of the revocation list and of the scheme key list the terminal kept, and a cached
+list issued before it (an older genuine list swapped into ``revocations.cbor`` or
+``scheme-keys.cbor``, or the revocation list removed) is :class:`SealingListRolledBack`, as is
+a refresh where the institution's answer and the cache are both older (a stale or malicious
+institution, a proxy serving an old copy). Before: a version-1/2 revocation list (no
+``next_update``) and the scheme key list were bounded by nothing, so an old list swapped in
+sealed under a certificate revoked since, or to a scheme key since retired.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safescan.api.errors import NotFound
 from safescan.client.answers import OrderView
 from safescan.client.errors import InstitutionUnreachable
-from safescan.code import timefloor
+from safescan.code import strictjson, timefloor
+from safescan.code.atomicfile import write_atomic
 from safescan.code.certs import (
     MAX_CERT_BYTES,
     Certificate,
@@ -88,6 +102,53 @@ class SealingClockBehind(SealingError):
     wrong, so no list, certificate or code validity can be judged by it; nothing is sealed."""
 
     code = "pos_clock_behind"
+
+
+class SealingListRolledBack(SealingError):
+    """A list the terminal would seal with (its revocation list or scheme key list) is older,
+    by its signed ``issued_at``, than one it kept before (``newest-lists``): the cache was
+    swapped for an older genuine list or removed, or the institution answered an older one and
+    the cache holds nothing newer. Nothing is sealed until a refresh gets a current list."""
+
+    code = "pos_list_rolled_back"
+
+
+#: the file keeping the newest ``issued_at`` of each list kept (:class:`ListMarks`)
+MARKS_FILE = "newest-lists"
+_MARKS_LIMIT = 4096
+_MAX_TIME = 1 << 40
+
+
+@dataclass(frozen=True)
+class ListMarks:
+    """The newest signed ``issued_at`` of the revocation list and of the scheme key list the
+    terminal kept (0: none yet). Only ever raised; a list older than its mark was rolled back.
+    Kept per list: the scheme key list is signed at each ``GET /v1/keys``, so it is nearly
+    always newer than the revocation list and one mark for both would refuse a current list."""
+
+    revocations: int = 0
+    scheme_keys: int = 0
+
+    def raised(self, revocations: int, scheme_keys: int) -> ListMarks:
+        """These marks after keeping lists issued at the given times."""
+        return ListMarks(max(self.revocations, revocations), max(self.scheme_keys, scheme_keys))
+
+    def to_bytes(self) -> bytes:
+        """The file's contents."""
+        doc = {"revocations": self.revocations, "scheme_keys": self.scheme_keys}
+        return json.dumps(doc).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ListMarks:
+        """Strict: exactly the two marks, plain integers in range (``ValueError`` otherwise)."""
+        data.decode("ascii")  # UnicodeDecodeError: a ValueError
+        doc = strictjson.loads(data)
+        if not isinstance(doc, dict) or set(doc) != {"revocations", "scheme_keys"}:
+            raise ValueError("not the marks of the newest lists")
+        values = [doc["revocations"], doc["scheme_keys"]]
+        if any(type(v) is not int or not 0 <= v < _MAX_TIME for v in values):
+            raise ValueError("a mark that is not a time")
+        return cls(values[0], values[1])
 
 
 def sealing_dir(config: PosConfig) -> Path:
@@ -168,16 +229,17 @@ class LocalSealer:
             self._key = SigningKey.load(path, self._passphrase)
         return self._key
 
-    def _certify(self, api: MerchantApi, days: int) -> Certificate:
+    def _certify(self, api: MerchantApi, days: int, at: int) -> Certificate:
         key = self._signing_key()
         doc = api.certificates.create(key.public_key.raw, days)
-        cert = self._check_certificate(doc, key)
+        cert = self._check_certificate(doc, key, at)
         write_private_file(self._path("certificate.cbor"), cert.to_bytes())
         return cert
 
-    def _check_certificate(self, data: bytes, key: SigningKey) -> Certificate:
+    def _check_certificate(self, data: bytes, key: SigningKey, at: int) -> Certificate:
+        # at the trusted time ``at`` (before: the terminal's clock alone), as sealing judges it
         cert = Certificate.from_bytes(data)
-        verify_certificate(cert, self._trust(), role=Role.MERCHANT, now=self.now())
+        verify_certificate(cert, self._trust(), role=Role.MERCHANT, now=at)
         if cert.public_key != key.public_key or cert.subject != self.merchant_id:
             raise SealingError("the certificate is not for this terminal's key and merchant")
         return cert
@@ -198,6 +260,12 @@ class LocalSealer:
         # older list never does
         adopt = held is None or fresh.freshness > held.freshness
         best = fresh if adopt or held is None else held
+        try:
+            cached = self._cached_list(trust, required=False)
+        except (SafescanError, OSError):
+            cached = None
+        write_list = cached is None or newest.issued_at >= cached.issued_at  # never roll back
+        kept_list = newest if write_list or cached is None else cached
         now = self.now()
         signed = [newest.issued_at, fresh.issued_at, *([] if held is None else [held.issued_at])]
         at = self._trusted_time(now, signed, fresh if adopt else None).at(now)
@@ -210,25 +278,25 @@ class LocalSealer:
                 " nothing newer: a replayed answer, or this terminal's clock is wrong; the"
                 " cached lists are kept and nothing is sealed"
             )
-        try:
-            cached = self._cached_list(trust, required=False)
-        except (SafescanError, OSError):
-            cached = None
-        if cached is None or newest.issued_at >= cached.issued_at:  # never roll back
+        # both the answer and the cache older than a list kept before: a stale or malicious
+        # institution (or a proxy's old copy) over a cache swapped back; nothing is cached
+        marks = self._check_marks(best, kept_list, "the institution's answer nor the cache")
+        if write_list:
             write_private_file(self._path("scheme-keys.cbor"), listed)
         if adopt:
             write_private_file(self._path("revocations.cbor"), crl)
+        self._keep_marks(marks, best, kept_list)
         cert = self._certificate(required=False)
         if (
             cert is None
             or cert.serial in fresh.serials
             or cert.subject in fresh.subjects
-            or cert.not_after - now < RENEW_BEFORE
+            or cert.not_after - at < RENEW_BEFORE  # at trusted time, as sealing judges it
             or cert.merchant is None
             or cert.public_key != self._signing_key().public_key
             or cert.subject != self.merchant_id
         ):
-            self._certify(api, days)
+            self._certify(api, days, at)
         write_private_file(self._path("checked_at"), str(now).encode())
 
     def refresh_if_due(self, api: MerchantApi) -> bool:
@@ -275,6 +343,53 @@ class LocalSealer:
                 " then seal again"
             )
         return after
+
+    def _marks(self) -> ListMarks:
+        """The marks kept in ``newest-lists`` (none when it is missing or damaged: it is
+        written again from the lists held; deleting it forgets them, a limit said in
+        docs/threat-model.md K15)."""
+        try:
+            raw = read_bounded(self._path(MARKS_FILE), _MARKS_LIMIT, "list marks", own=True)
+            return ListMarks.from_bytes(raw)
+        except (OSError, ValueError):
+            return ListMarks()
+
+    def _check_marks(
+        self, crl: RevocationList | None, listed: SchemeKeyList | None, held: str
+    ) -> ListMarks:
+        """The kept marks; :class:`SealingListRolledBack` when the newest revocation list or
+        scheme key list ``held`` is older than its mark (or there is no revocation list while
+        one was kept)."""
+        marks = self._marks()
+        for what, issued, mark in (
+            ("revocation list", None if crl is None else crl.issued_at, marks.revocations),
+            ("scheme key list", None if listed is None else listed.issued_at, marks.scheme_keys),
+        ):
+            if mark and (issued is None or issued < mark):
+                has = "none" if issued is None else f"one issued {_utc(issued)}"
+                raise SealingListRolledBack(
+                    f"this terminal kept a {what} issued {_utc(mark)}, but neither {held} holds"
+                    f" one as new ({has}): a list swapped back or removed, or an old answer"
+                    " replayed; a certificate revoked or a key retired since could not be told"
+                    " apart, so nothing is sealed: refresh online (`safescan pos seal-setup`)"
+                )
+        return marks
+
+    def _keep_marks(
+        self, marks: ListMarks, crl: RevocationList | None, listed: SchemeKeyList | None
+    ) -> None:
+        after = marks.raised(
+            0 if crl is None else crl.issued_at, 0 if listed is None else listed.issued_at
+        )
+        if after == marks:
+            return
+        try:
+            write_atomic(self._path(MARKS_FILE), after.to_bytes())
+        except OSError as exc:
+            raise SealingError(
+                f"the record of the newest lists cannot be written ({exc.strerror or exc}):"
+                " nothing was sealed; free space or fix the directory's permissions"
+            ) from None
 
     # --- offline: seal -------------------------------------------------------------------
 
@@ -392,6 +507,10 @@ class LocalSealer:
             )
         listed = self._cached_list(trust)
         assert listed is not None
+        # neither list older than one kept before (before: an older genuine list swapped in
+        # sealed under a certificate revoked since, or to a retired scheme key)
+        marks = self._check_marks(crl, listed, "the cache")
+        self._keep_marks(marks, crl, listed)  # a terminal set up before the marks: from now
         scheme = listed.for_sealing(at, max(expires_at, at + expires_in))
         cur = lookup_currency(currency or self.currency)
         code = DynamicCode(
