@@ -10,8 +10,10 @@ of files ``F1..Fn`` (one *primary* directory holds the journal; the files may li
 2. each file checked to still hold the bytes the plan was made from;
 3. beside each file, ``F.rekey-old`` (its bytes now) and ``F.rekey-new`` (what it becomes),
    each written to a temporary file, fsync'd and renamed, the directory fsync'd;
-4. in each other directory a pointer ``.rekey-journal.json`` naming the primary one;
-5. **the commit point**: ``<primary>/.rekey-journal.json`` listing the files;
+4. in each other directory a pointer ``.rekey-journal.json`` naming the primary one and
+   listing the names of that directory's files;
+5. **the commit point**: ``<primary>/.rekey-journal.json`` listing the names of the primary's
+   files and the other directories;
 6. each ``F.rekey-new`` renamed over ``F`` (directories fsync'd);
 7. **the done point**: the journal removed; then the pointers and ``.rekey-old`` files.
 
@@ -20,6 +22,15 @@ Whoever finds a journal (the next rekey, or any loader of a key file in that dir
 ``.rekey-old`` copy: a rewrite that did not reach its done point leaves every file as it was,
 whatever moment it stopped at (an exception, ``kill -9``, a power cut). Nothing here is a
 cryptographic primitive: the files' contents are sealed by :mod:`.keyfile`.
+
+A journal is a file someone able to write its directory can plant. So each journal names only
+files *of its own directory*, by name (never a path: no ``/``, no ``..``); another directory
+is reached only when the primary journal names it *and* that directory's own pointer names the
+primary back; files and copies that are links, pipes or directories are refused; and the
+whole journal is checked before anything is renamed (a :class:`KeyFileError`, nothing
+changed). Before (twelfth sitting) the journal listed absolute paths: one planted in a key
+directory made the next key load rename any file ``F`` on the machine that had an
+``F.rekey-old`` beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +74,15 @@ def _unlink(path: Path) -> None:
 @contextlib.contextmanager
 def _locked(primary: Path, *, wait: bool) -> Iterator[bool]:
     """The primary directory's rekey lock, never waited for (a held lock means a rewrite is
-    running): :class:`KeyFileError` if held and ``wait``, else yields whether it was taken."""
-    fd = os.open(primary / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    running): :class:`KeyFileError` if held and ``wait``, else yields whether it was taken.
+    Never opened through a link (one planted at ``.rekey.lock`` created its target)."""
+    try:
+        fd = os.open(primary / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise KeyFileError(
+            f"the rekey lock in {primary} cannot be opened ({exc.strerror}): a link or"
+            " something else stands at its name; nothing was changed"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,10 +115,116 @@ def _journal(directory: Path) -> dict[str, object] | None:
     return doc
 
 
+def _corrupt(directory: Path, why: str) -> KeyFileError:
+    return KeyFileError(
+        f"the rekey journal in {directory} is corrupt ({why}): nothing was put back; put the"
+        " files back by hand"
+    )
+
+
+def _is_name(name: object) -> bool:
+    """A file name of the journal's own directory: one component, never ``..``, never a path
+    (before: absolute paths, so a journal planted in a key directory renamed any ``F`` that
+    had an ``F.rekey-old`` anywhere on the machine)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 200
+        and name not in {".", ".."}
+        and "/" not in name
+        and "\0" not in name
+        and not name.startswith(".")
+        and not name.endswith((OLD, NEW, ".tmp"))
+    )
+
+
+def _names(directory: Path, doc: dict[str, object]) -> list[str]:
+    files = doc.get("files")
+    if not isinstance(files, list) or not all(_is_name(f) for f in files):
+        raise _corrupt(directory, "a file that is not a name in its directory")
+    if len(set(files)) != len(files):
+        raise _corrupt(directory, "a file named twice")
+    return [str(f) for f in files]
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except OSError:
+        return False
+
+
+def _pointer_primary(directory: Path, doc: dict[str, object]) -> Path:
+    """The primary directory a pointer (the journal of a directory other than the primary)
+    names: an absolute, normalised path."""
+    if set(doc) != {"primary", "files"}:
+        raise _corrupt(directory, "not a journal this program writes")
+    primary = doc["primary"]
+    if (
+        not isinstance(primary, str)
+        or "\0" in primary
+        or not os.path.isabs(primary)
+        or os.path.normpath(primary) != primary
+    ):
+        raise _corrupt(directory, "its primary directory is not an absolute path")
+    return Path(primary)
+
+
+def _is_primary(doc: dict[str, object]) -> bool:
+    return "others" in doc
+
+
+def _plan(primary: Path, doc: dict[str, object]) -> list[tuple[Path, list[str]]]:
+    """Every directory of the primary journal ``doc`` with the names its own journal lists:
+    the primary's files are names in it; each other directory is named by the primary journal
+    *and* holds a pointer naming the primary back, listing that directory's files (a journal
+    planted in one directory reaches no file of another that did not take part)."""
+    if set(doc) != {"files", "others"}:
+        raise _corrupt(primary, "not a journal this program writes")
+    plan = [(primary, _names(primary, doc))]
+    others = doc["others"]
+    if not isinstance(others, list):
+        raise _corrupt(primary, "its other directories are not a list")
+    for other in others:
+        if (
+            not isinstance(other, str)
+            or "\0" in other
+            or not os.path.isabs(other)
+            or os.path.normpath(other) != other
+        ):
+            raise _corrupt(primary, "another directory that is not an absolute path")
+        d = Path(other)
+        pointer = _journal(d)
+        if (
+            pointer is None
+            or _is_primary(pointer)
+            or not _same_dir(_pointer_primary(d, pointer), primary)
+            or _same_dir(d, primary)
+            or any(_same_dir(d, seen) for seen, _ in plan)
+        ):
+            raise _corrupt(primary, f"{d} holds no rekey journal naming it")
+        plan.append((d, _names(d, pointer)))
+    return plan
+
+
+def _regular_or_missing(path: Path) -> bool:
+    """True if ``path`` is a regular file (never through a link), False if there is none;
+    :class:`KeyFileError` for a link, a FIFO, a directory, a device."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(
+            f"{path} is not a regular file (a link, a pipe, a directory?): nothing was put"
+            " back; put the files back by hand"
+        )
+    return True
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
-        return read_bounded(a, FILE_LIMIT, "a key file") == read_bounded(
-            b, FILE_LIMIT, "a key file"
+        return read_bounded(a, FILE_LIMIT, "a key file", own=True) == read_bounded(
+            b, FILE_LIMIT, "a key file", own=True
         )
     except FileNotFoundError:
         return False
@@ -107,29 +232,37 @@ def _same(a: Path, b: Path) -> bool:
 
 def _put_back(primary: Path) -> bool:
     """Under the lock: undo an interrupted rewrite whose journal is in ``primary`` (every file
-    from its ``.rekey-old`` copy), then remove what it left. True if there was one."""
+    from its ``.rekey-old`` copy), then remove what it left. True if there was one. The whole
+    journal is checked before anything is renamed: a journal that names anything but the
+    files of its own directory, or a file or copy that is not a regular file, is a
+    :class:`KeyFileError` and nothing changes."""
     doc = _journal(primary)
     if doc is None:
         return False
-    files = doc.get("files")
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise KeyFileError(f"the rekey journal in {primary} is corrupt: put the files back by hand")
-    dirs = {primary}
-    for name in files:
-        path = Path(name)
-        dirs.add(path.parent)
-        backup = path.with_name(path.name + OLD)
-        if backup.exists():
-            if _same(path, backup):  # never replaced: nothing to put back
-                _unlink(backup)
-            else:
-                os.replace(backup, path)
-        _unlink(path.with_name(path.name + NEW))
-    for d in dirs:
+    if not _is_primary(doc):
+        raise _corrupt(primary, "a pointer where the primary journal should be")
+    plan = _plan(primary, doc)
+    backups: list[tuple[Path, Path]] = []
+    for d, names in plan:
+        for name in names:
+            path, backup = d / name, d / (name + OLD)
+            _regular_or_missing(path)
+            _regular_or_missing(d / (name + NEW))
+            if _regular_or_missing(backup):
+                backups.append((path, backup))
+    for path, backup in backups:
+        if _same(path, backup):  # never replaced: nothing to put back
+            _unlink(backup)
+        else:
+            os.replace(backup, path)
+    for d, names in plan:
+        for name in names:
+            _unlink(d / (name + NEW))
+    for d, _ in plan:
         fsync_dir(d)
     _unlink(primary / JOURNAL)
     fsync_dir(primary)
-    for d in dirs - {primary}:
+    for d, _ in plan[1:]:
         _unlink(d / JOURNAL)
     return True
 
@@ -144,20 +277,31 @@ def _leftovers(directory: Path) -> None:
 def recover_if_interrupted(directory: Path) -> None:
     """If a rewrite was interrupted in (or through) ``directory``, put its files back now (a
     loader calls this before reading a key file; cheap when there is nothing: one stat). A
-    rewrite still running is left alone."""
-    directory = Path(directory)
-    if not (directory / JOURNAL).exists():
+    rewrite still running is left alone. A journal that does not read as one this module
+    wrote is a :class:`KeyFileError` and nothing is changed."""
+    directory = Path(os.path.abspath(directory))
+    if not os.path.lexists(directory / JOURNAL):
         return
     doc = _journal(directory)
     if doc is None:
         return
-    primary = Path(str(doc.get("primary", directory)))
+    primary = directory if _is_primary(doc) else _pointer_primary(directory, doc)
+    if not _is_primary(doc):
+        _names(directory, doc)
     try:
         with _locked(primary, wait=False) as held:
             if not held:
                 return  # a rewrite is running: it finishes or is put back by its own process
-            if not _put_back(primary):  # a pointer whose rewrite finished or never committed
-                _unlink(directory / JOURNAL)
+            if primary != directory:
+                main = _journal(primary)
+                if main is None:  # a pointer whose rewrite finished or never committed
+                    _unlink(directory / JOURNAL)
+                    return
+                if not _is_primary(main) or not any(
+                    _same_dir(d, directory) for d, _ in _plan(primary, main)[1:]
+                ):
+                    raise _corrupt(directory, f"the journal in {primary} does not name it")
+            _put_back(primary)
     except OSError as exc:
         raise KeyFileError(
             f"an interrupted rekey in {directory} cannot be put back ({exc.strerror}): run"
@@ -171,6 +315,11 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
     # absolute (the journal is read from any working directory), symlinks kept as they are
     primary = Path(os.path.abspath(primary))
     files = [Rewrite(Path(os.path.abspath(f.path)), f.old, f.new) for f in files]
+    for f in files:
+        if not _is_name(f.path.name):
+            raise KeyFileError(f"{f.path}: a key file's name cannot be journaled")
+    if len({f.path for f in files}) != len(files):
+        raise KeyFileError("a key file given twice")
     with _locked(primary, wait=True):
         _put_back(primary)
         others = sorted({f.path.parent for f in files} - {primary})
@@ -178,7 +327,8 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
             _leftovers(d)
         for f in files:
             try:
-                now = read_bounded(f.path, FILE_LIMIT, "a key file")
+                # never through a link: the rename would replace the link, not its target
+                now = read_bounded(f.path, FILE_LIMIT, "a key file", own=True)
             except OSError as exc:
                 raise KeyFileError(f"cannot read {f.path}: {exc.strerror}") from None
             if now != f.old:
@@ -189,9 +339,16 @@ def rewrite(primary: Path, files: Sequence[Rewrite]) -> None:
             for f in files:
                 write_atomic(f.path.with_name(f.path.name + OLD), f.old)
                 write_atomic(f.path.with_name(f.path.name + NEW), f.new)
+            # each journal lists the names of its own directory's files only (before: absolute
+            # paths); the primary's names the other directories, each of which names it back
             for d in others:
-                write_atomic(d / JOURNAL, json.dumps({"primary": str(primary)}).encode())
-            doc = {"primary": str(primary), "files": [str(f.path) for f in files]}
+                names = [f.path.name for f in files if f.path.parent == d]
+                pointer = {"primary": str(primary), "files": names}
+                write_atomic(d / JOURNAL, json.dumps(pointer).encode())
+            doc = {
+                "files": [f.path.name for f in files if f.path.parent == primary],
+                "others": [str(d) for d in others],
+            }
             write_atomic(primary / JOURNAL, json.dumps(doc).encode())
             committed = True
             for f in files:

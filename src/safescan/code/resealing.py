@@ -8,6 +8,9 @@ file of a directory, recognised by content. The files are then written all or no
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from safescan.code import keyfile, strictjson
 from safescan.code.errors import KeyFileError
 from safescan.code.keys import SchemeKey
 from safescan.code.rekeying import NEW, OLD, Rewrite, recover_if_interrupted, rewrite
+from safescan.code.smallfile import read_bounded
 
 MAX_KEY_FILE = 16384  # a key file is under 4 KiB; bigger files are not looked into
 
@@ -73,23 +77,47 @@ def is_key_file(data: bytes) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("pem"), str)
 
 
+def _read_entry(path: Path) -> bytes | None:
+    """A directory entry's bytes, checked and read through one descriptor (before: ``stat``
+    then ``read_bytes``, so an entry swapped for a FIFO between the two hung the rekey and
+    one swapped for a link or a large file was read whole). None for a subdirectory or a
+    file larger than any key file (not looked into); :class:`KeyFileError` for a link, a
+    FIFO, a device or a socket (a key directory holds none, and a link would be replaced by
+    the rewrite, not its target)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeyFileError(f"{path} is a symbolic link: not re-sealed through it") from None
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket
+            raise KeyFileError(f"{path} is not a regular file") from None
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{path} is not a regular file (a pipe or a device?)")
+        if st.st_size > MAX_KEY_FILE:
+            return None
+        data = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return None if len(data) > MAX_KEY_FILE else data
+
+
 def plan_directory(directory: Path, old: bytes, new: bytes) -> tuple[list[Rewrite], list[Path]]:
     """Every private key file directly in ``directory`` (by content): the rewrites to make and
     every key file found (each checked to open under ``old`` first)."""
     rewrites: list[Rewrite] = []
     found: list[Path] = []
     for path in sorted(Path(directory).iterdir()):
-        if (
-            not path.is_file()
-            or path.name.startswith(".")
-            or path.name.endswith((OLD, NEW, ".tmp"))
-        ):
+        if path.name.startswith(".") or path.name.endswith((OLD, NEW, ".tmp")):
             continue
-        try:
-            data = path.read_bytes() if path.stat().st_size <= MAX_KEY_FILE else b""
-        except OSError as exc:
-            raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
-        if not is_key_file(data):
+        data = _read_entry(path)
+        if data is None or not is_key_file(data):
             continue
         found.append(path)
         out = reseal_file(path, data, old, new)
@@ -117,7 +145,7 @@ def rekey_path(path: Path, old: bytes, new: bytes) -> dict[str, Any]:
             raise KeyFileError(f"{path} holds no private key file")
     else:
         try:
-            data = path.read_bytes()
+            data = read_bounded(path, MAX_KEY_FILE, "a key file", own=True)
         except OSError as exc:
             raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
         if not is_key_file(data):

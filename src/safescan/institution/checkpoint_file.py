@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,29 @@ def read_file(path: Path, offset: int = 0) -> bytes:
     FIFO planted at the path hung the institution's start, ``/dev/zero`` ran it out of
     memory."""
     return read_bounded(path, READ_LIMIT, "a checkpoint file", regular=True, offset=offset)
+
+
+def open_for_append(path: Path, *, create: bool) -> int:
+    """A descriptor to append to the checkpoint file: a regular file only, checked on the
+    opened descriptor (``fstat``). A new file is created where nothing stands (``O_EXCL``,
+    never through a link); an existing one may be a link an operator placed (as for
+    :func:`read_file`), but a link with no file behind it is not followed to create one, and
+    a FIFO, a device (a link to ``/dev/null`` would swallow every record), a directory or a
+    socket is ``OSError`` (``EINVAL``) with nothing written. The open never blocks
+    (``O_NONBLOCK``: a FIFO without a reader). Before: ``O_RDWR | O_APPEND | O_CREAT`` on
+    whatever stood there."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+    if create:
+        flags |= os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe, a device, a directory?)")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_error(exc: OSError) -> CheckpointError:
@@ -212,7 +236,10 @@ class CheckpointFile:
     @contextmanager
     def locked(self, exclusive: bool) -> Iterator[None]:
         """Hold the file's lock (shared to read, exclusive to write)."""
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # the program's own file: never created or opened through a link planted at its name
+        fd = os.open(
+            f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -258,13 +285,13 @@ class CheckpointFile:
         first position of a new chain (only into an empty file: a restarted one)."""
         try:
             with self.locked(True):
-                new = not self.path.exists()
+                new = not os.path.lexists(self.path)
                 if new and floor is not None and floor.n > 0:
                     raise CheckpointChainBroken(
                         f"the checkpoint file {self.path} is missing, but the database saw it"
                         f" hold record {floor.n}: not starting another one"
                     )
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = open_for_append(self.path, create=new)
                 try:
                     prev, n = self._next(fd)
                     if start is not None:
