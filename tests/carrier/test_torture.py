@@ -1,7 +1,8 @@
 """Tear safety: SIGKILL the carrier process at random moments during PIN checks and signatures.
 
 After every restart: the image opens (not destroyed), the signature counter never repeats or
-goes back, and the retry counter never goes up unless a correct PIN was in flight.
+goes back, the retry counter never goes up unless a correct PIN was in flight, and the time mark
+(firmware 2.1) is never lost.
 
 100 lives (200 before). With kills only at random moments, 100 lives of the former test landed
 about 36 kills in a wrong PIN check, 25 in a correct one and none in a signature (the
@@ -126,6 +127,9 @@ def test_sigkill_during_pin_checks_and_signatures(
                         last_retries,
                     )
                 last_retries, last_counter = info.retries_left, info.signature_counter
+                # the time mark (firmware 2.1) rides in every image written: a kill mid-write
+                # never loses it (the bundle's issue time; every code paid is issued then too)
+                assert Eeprom(FileStorage(proc.state)).load().time_mark == institution.now, life
                 client.open_session(institution.trust)
                 if last_retries <= LIMIT // 2:
                     # Torn checks spend tries for good (that is the point of pre-decrementing);
