@@ -21,7 +21,6 @@ import resource
 import signal
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -379,21 +378,10 @@ def _connect(server: ServerProcess, timeout: float) -> socket.socket:
 
 
 def _serve_with_limit(db: str, keys: Path, limit: int, extra: list[str]) -> ServerProcess:
-    real = subprocess.Popen
-
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-    def popen(*a: Any, **k: Any) -> Any:
-        k["preexec_fn"] = lower
-        return real(*a, **k)
-
-    server = ServerProcess(db, keys, extra=extra)
-    subprocess.Popen = popen  # type: ignore[misc]
-    try:
-        return server.start()
-    finally:
-        subprocess.Popen = real  # type: ignore[misc]
+    """A server whose RLIMIT_NOFILE (soft and hard) is ``limit`` from its start (set in the
+    new process before it runs the command: forked from the zygote with the imports done, or
+    a subprocess's preexec_fn)."""
+    return ServerProcess(db, keys, extra=extra, nofile=limit).start()
 
 
 @contextlib.contextmanager

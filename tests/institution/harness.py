@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import locale
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -67,8 +68,9 @@ def env() -> dict[str, str]:
     return e
 
 
-#: subprocess.Popen as imported: a test that wraps it (test_writer_descriptors.py lowers the
-#: server's RLIMIT_NOFILE in a preexec_fn) gets a subprocess, not a zygote's fork
+#: subprocess.Popen as imported: a test that wraps it (to change what the new process gets,
+#: as a preexec_fn) gets a subprocess, not a zygote's fork; a server's descriptor limit is
+#: ``ServerProcess(nofile=...)``, which the fork sets too
 _POPEN = subprocess.Popen
 
 #: what one institution command may spend (safescan.procs.StartBound: seconds of CPU, or of no
@@ -369,6 +371,15 @@ def cpu_seconds(pid: int) -> float:
     return used
 
 
+def _nofile_limit(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` setting RLIMIT_NOFILE (soft and hard) to ``limit``."""
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return lower
+
+
 class ServerProcess:
     """``safescan institution serve`` as a subprocess on 127.0.0.1, over HTTPS with the CA
     `institution init` made, which this process's clients pin (:attr:`verify`).
@@ -387,9 +398,14 @@ class ServerProcess:
         webhook_allow: tuple[str, ...] = LOOPBACK_RECEIVERS,
         tls: bool = True,
         module: str = "safescan.institution",
+        nofile: int | None = None,
     ) -> None:
         self.db_url, self.keys = db_url, keys
         self.module = module  # what `python -m` runs (a test wrapper adding a fault point)
+        # RLIMIT_NOFILE (soft and hard) the server runs under, set in the new process before
+        # it runs the command (a subprocess's preexec_fn, or the zygote's fork); None: the
+        # worker's limits
+        self.nofile = nofile
         self.port = port or free_port()
         self.extra = list(extra or [])
         self.tls = tls
@@ -476,11 +492,15 @@ class ServerProcess:
         if (
             self.module == "safescan.institution"
             and "--workers" not in self.extra
-            and subprocess.Popen is _POPEN  # not wrapped by a test (a preexec_fn's rlimit)
+            and subprocess.Popen is _POPEN  # not wrapped by a test (a preexec_fn of its own)
         ):
-            forked = zygote.start(cmd[3:], env(), self.log, self.log)
+            forked = zygote.start(cmd[3:], env(), self.log, self.log, nofile=self.nofile)
         self.proc = forked or subprocess.Popen(
-            cmd, env=env(), stdout=self.log, stderr=subprocess.STDOUT
+            cmd,
+            env=env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=None if self.nofile is None else _nofile_limit(self.nofile),
         )
         used, idle_since = 0.0, time.monotonic()
         while True:

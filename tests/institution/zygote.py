@@ -108,6 +108,9 @@ def _run_command(request: dict[str, Any], fds: list[int]) -> int:
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     os.umask(request["umask"])
+    if request.get("nofile") is not None:  # what a subprocess's preexec_fn would set
+        limit = int(request["nofile"])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     import runpy
 
     sys.argv = [sys.argv[0], *request["argv"]]
@@ -399,16 +402,23 @@ class ForkedProcess:
 
 
 def start(
-    argv: list[str], env: dict[str, str], stdout: IO[Any] | int, stderr: IO[Any] | int
+    argv: list[str],
+    env: dict[str, str],
+    stdout: IO[Any] | int,
+    stderr: IO[Any] | int,
+    *,
+    nofile: int | None = None,
 ) -> ForkedProcess | None:
     """``python -m safescan.institution ARGV`` forked from the zygote, or None where the zygote
-    does not fit (the caller then starts a subprocess). ``stdout``/``stderr``: open files."""
+    does not fit (the caller then starts a subprocess). ``stdout``/``stderr``: open files.
+    ``nofile``: the command's RLIMIT_NOFILE (soft and hard), set in the forked process before
+    it runs the command, as a subprocess's ``preexec_fn`` sets it before ``exec``."""
     z = _get(env)
     if z is None:
         return None
     out = stdout if isinstance(stdout, int) else stdout.fileno()
     err = stderr if isinstance(stderr, int) else stderr.fileno()
-    request = {"argv": argv, "env": env, "cwd": os.getcwd(), "umask": _umask()}
+    request = {"argv": argv, "env": env, "cwd": os.getcwd(), "umask": _umask(), "nofile": nofile}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:  # a zygote that cannot be reached: a subprocess instead (nothing was started)
         conn.connect(z.path)
