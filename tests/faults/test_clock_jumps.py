@@ -15,6 +15,7 @@ with another key: no refund is applied twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -35,9 +36,9 @@ from safescan.institution.models import ElapsedClockRow, NonceFloor, RequestNonc
 from safescan.institution.nonces import ELAPSED_COUNTER as ELAPSED
 from safescan.institution.nonces import RETENTION
 from safescan.institution.service import Institution
-from tests.faults.common import order, served_on
+from tests.faults.common import order
 from tests.institution.conftest import BACKENDS, make_db
-from tests.institution.harness import PASSPHRASE, init_db
+from tests.institution.harness import PASSPHRASE, ServerProcess, World, init_db
 
 T0 = 1_800_000_000  # the wall clock's true time at the start of each test
 PATH = "/v1/merchant"
@@ -313,6 +314,19 @@ def test_the_signature_covers_the_idempotency_key(
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 
 
+@contextlib.contextmanager
+def _served(db: str, keys: Path, token: str, extra: list[str]) -> Iterator[World]:
+    """The institution initialised at ``db`` served with ``extra`` (as
+    tests.faults.common.served_on, without its ``init``); stopped at the end."""
+    server = ServerProcess(db, keys, extra=extra).start()
+    w = World(server, token)
+    try:
+        yield w
+    finally:
+        w.close()
+        server.stop()
+
+
 def _refunded(m: Any, order_id: str) -> int:
     return int(order(m, order_id)["refunded_amount"])
 
@@ -330,14 +344,17 @@ def test_refunds_replayed_across_real_clock_jumps_are_never_applied(
         db = make_db(backend, request, tmp)
         clock = tmp / "faketime"
         clock.write_text("+0\n")
-        # the processes started from here read the file's clock (+0 until the jump): the server,
-        # and init_db's if it runs any (it mostly copies a template)
+        # initialised before faketime is preloaded (the file's clock is +0 until the jump, the
+        # true time either way): init and manufacturer add are then forked from the worker's
+        # zygote (tests/institution/zygote.py), not two new interpreters under faketime
+        token = init_db(db, tmp / "keys")
+        # the processes started from here read the file's clock (+0 until the jump): the server
         monkeypatch.setenv("LD_PRELOAD", FAKETIME)
         monkeypatch.setenv("FAKETIME_TIMESTAMP_FILE", str(clock))
         monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
         monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         extra = ["--merchant-rate", "0", "--maintenance-interval", "0.3"]
-        with served_on(db, tmp / "keys", extra) as w:
+        with _served(db, tmp / "keys", token, extra) as w:
             for name in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE"):
                 monkeypatch.delenv(name)  # not the carriers' and other processes' clocks
             m = w.merchant("Jump Cafe")
