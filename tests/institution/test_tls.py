@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from safescan.web import pki
+from tests.institution import zygote
 from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db, institution_cli
 from tests.institution.pg import free_port
 
@@ -282,7 +283,10 @@ def _start_unverified(server: ServerProcess) -> None:
         str(server.port),
         *server.extra,
     ]
-    server.proc = subprocess.Popen(cmd, env=env(), stdout=server.log, stderr=subprocess.STDOUT)
+    # forked from the zygote with the imports done where it fits (as ServerProcess.start)
+    server.proc = zygote.start(cmd[3:], env(), server.log, server.log) or subprocess.Popen(
+        cmd, env=env(), stdout=server.log, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 60
     while "listening on https://" not in server.output():
         if server.proc.poll() is not None or time.monotonic() > deadline:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from safescan.code.errors import KeyFileError
 from safescan.web import pki
-from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db
+from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db, institution_run
 
 
 @dataclass
@@ -52,14 +51,7 @@ def _tls_cli(
     if passphrase is not None:
         e["SAFESCAN_INSTITUTION_PASSPHRASE"] = passphrase
     cmd = ["tls", *args, "--db", site.db_url, "--keys", str(site.keys), "--json"]
-    return subprocess.run(
-        [sys.executable, "-m", "safescan.institution", *cmd],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return institution_run(cmd, e)  # a process of its own, forked where the zygote fits
 
 
 def _signed_by_ca(cert_file: Path, ca_file: Path) -> x509.Certificate:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +28,7 @@ from safescan.institution.models import Counter
 from safescan.institution.ratelimit import RateLimiter
 from safescan.institution.server import open_institution
 from safescan.institution.settlement import SettlementRow, to_csv
-from tests.institution.harness import PASSPHRASE, env, init_db
+from tests.institution.harness import PASSPHRASE, env, init_db, institution_run
 
 
 class _PgError(Exception):
@@ -129,30 +127,11 @@ def test_init_twice_and_scheme_key_rotation() -> None:
         db = f"sqlite:///{d}/i.db"
         keys = Path(d) / "keys"
         init_db(db, keys, fresh=True)  # about init
-        again = subprocess.run(
-            [sys.executable, "-m", "safescan.institution", "init", "--db", db, "--keys", str(keys)],
-            env=env(),
-            capture_output=True,
-            text=True,
-        )
+        again = institution_run(["init", "--db", db, "--keys", str(keys)], env())
         # refused before anything is written: the TLS directory `init` made is checked first
         assert again.returncode == 2 and "already holds a CA" in again.stderr, again.stderr
-        rot = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "safescan.institution",
-                "rotate-scheme-key",
-                "--db",
-                db,
-                "--keys",
-                str(keys),
-                "--retire-old-in",
-                "3600",
-            ],
-            env=env(),
-            capture_output=True,
-            text=True,
+        rot = institution_run(
+            ["rotate-scheme-key", "--db", db, "--keys", str(keys), "--retire-old-in", "3600"], env()
         )
         assert rot.returncode == 0, rot.stderr
         os.environ["SAFESCAN_INSTITUTION_PASSPHRASE"] = PASSPHRASE
@@ -176,19 +155,7 @@ def test_init_twice_and_scheme_key_rotation() -> None:
 def test_serve_refuses_missing_passphrase(tmp_path: Path) -> None:
     e = env()
     e.pop("SAFESCAN_INSTITUTION_PASSPHRASE")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "safescan.institution",
-            "init",
-            "--db",
-            f"sqlite:///{tmp_path}/x.db",
-        ],
-        env=e,
-        capture_output=True,
-        text=True,
-    )
+    out = institution_run(["init", "--db", f"sqlite:///{tmp_path}/x.db"], e)
     assert out.returncode == 2 and "passphrase" in out.stderr
 
 
