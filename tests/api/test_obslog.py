@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,33 @@ def test_sane_request_ids_are_kept(raw: str | bytes) -> None:
 def test_other_request_ids_are_replaced(raw: str | bytes | None) -> None:
     got = obslog.accept_request_id(raw)
     assert got.startswith("req_") and len(got) == 28 and got != raw
+
+
+@pytest.mark.parametrize(
+    ("headers", "want"),
+    [
+        ([(b"x-request-id", b"client-id-0001")], "client-id-0001"),
+        ([(b"accept", b"*/*"), (b"x-request-id", b"client-id-0001")], "client-id-0001"),
+        # the first one decides, sane or not (what both readers did before)
+        ([(b"x-request-id", b"first-id-0001"), (b"x-request-id", b"second-id-01")],
+         "first-id-0001"),
+        ([(b"x-request-id", b"bad id"), (b"x-request-id", b"second-id-01")], None),
+        ([(b"x-request-id", b"new\nline-000")], None),
+        ([(b"x-request-idx", b"client-id-0001")], None),
+        ([], None),
+    ],
+)  # fmt: skip
+def test_the_request_id_of_a_scope_is_its_first_sane_header_or_a_new_one(
+    headers: list[tuple[bytes, bytes]], want: str | None
+) -> None:
+    """``request_id_of``: the one reading of ``X-Request-Id`` the request log and the hot
+    routes' layer share (they each scanned the headers before)."""
+    got = obslog.request_id_of({"type": "http", "headers": headers})
+    if want is None:
+        assert got.startswith("req_") and len(got) == 28
+    else:
+        assert got == want
+    assert obslog.request_id_of({"type": "http"}).startswith("req_")
 
 
 def test_secret_fields_are_scrubbed(stream: io.StringIO) -> None:
@@ -475,3 +503,63 @@ def test_a_value_holding_cr_lf_cannot_forge_a_console_log_line() -> None:
     assert sum("Traceback" in line for line in lines) == 2
     for raw in ("\r", "\x1b"):
         assert raw not in buf.getvalue()
+
+
+def test_an_answer_given_before_the_router_is_counted_under_the_route_it_asked_for() -> None:
+    """A 408/413/503 answered before the router (the body limit, the rollback guard) was
+    logged and counted as ``<unmatched>``: a refused order was not told apart from a junk
+    path. Given the app's route templates, the request log names the route it would have
+    matched (and its caller kind); a path or method no route takes stays ``<unmatched>``, and
+    so does any other status (the router's own 404/405: no second walk of the routes). The
+    table is read at the first early answer, not before."""
+    read: list[int] = []
+
+    def source() -> list[tuple[str, list[str], str | None]]:
+        read.append(1)
+        return [
+            ("/v1/orders/lookup", ["POST"], "merchant"),
+            ("/v1/orders/{order_id}", ["POST", "GET"], "merchant"),
+            ("/files/{rest:path}", ["GET"], None),
+        ]
+
+    status = [413]
+
+    async def early(scope: Any, receive: Any, send: Any) -> None:  # answers before a router
+        await send({"type": "http.response.start", "status": status[0], "headers": []})
+        await send({"type": "http.response.body", "body": b'{"error": {"code": "early_one"}}'})
+
+    seen: list[tuple[str, str, int, str | None]] = []
+
+    def observe(method: str, route: str, code: int, _s: float, error: str | None) -> None:
+        seen.append((method, route, code, error))
+
+    def call(app: Any, method: str, path: str) -> tuple[str, str, int, str | None]:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(_message: Any) -> None:
+            return None
+
+        scope = {"type": "http", "method": method, "path": path, "root_path": "",
+                 "query_string": b"", "headers": []}  # fmt: skip
+        asyncio.run(app(scope, receive, send))
+        return seen.pop()
+
+    table = obslog.RouteTable(source)
+    log = obslog.RequestLog(early, service="t", access_log=False, observe=observe, routes=table)
+    status[0] = 404
+    assert call(log, "POST", "/v1/orders/o-123")[1] == obslog.UNMATCHED
+    assert read == []  # not read for the router's own answers
+    for code in (408, 413, 503):
+        status[0] = code
+        assert call(log, "POST", "/v1/orders/o-123") == (
+            "POST", "/v1/orders/{order_id}", code, "early_one"
+        )  # fmt: skip
+        assert call(log, "POST", "/v1/orders/lookup")[1] == "/v1/orders/lookup"
+        assert call(log, "GET", "/files/a/b/c")[1] == "/files/{rest:path}"
+        assert call(log, "POST", "/v1/orders/o-1/extra")[1] == obslog.UNMATCHED
+        assert call(log, "POST", "/no/such/o-123")[1] == obslog.UNMATCHED
+        assert call(log, "DELETE", "/v1/orders/o-123")[1] == obslog.UNMATCHED  # no such method
+    assert read == [1]  # read once
+    bare = obslog.RequestLog(early, service="t", access_log=False, observe=observe)
+    assert call(bare, "POST", "/v1/orders/o-123")[1] == obslog.UNMATCHED  # no table: as before

@@ -35,7 +35,7 @@ import uvicorn
 from safescan.api import obslog
 from safescan.institution import metrics
 from safescan.institution import server as server_module
-from safescan.institution.access_log import observed
+from safescan.institution.access_log import api_routes, observed
 from safescan.institution.db import Database
 from safescan.institution.http.app import create_app
 from safescan.institution.keystore import KeyStore
@@ -189,8 +189,9 @@ def _header_items(r: httpx.Response) -> list[tuple[str, str]]:
 
 def _route(path: str) -> str:
     """The route an answer given before the router is logged under: the hot routes by their
-    path, any other as unmatched."""
-    return path if path in HOT else obslog.UNMATCHED
+    path, any other by the template it would have matched (before: ``<unmatched>``; OTHER is
+    its own template)."""
+    return path
 
 
 def _raw(port: int, head: bytes, body: bytes) -> bytes:
@@ -486,7 +487,10 @@ def _call(
 def _old_stack(world: World) -> Any:
     """The layers composed one by one, as before the hot layer."""
     app, guard, collector, access = world.parts
-    return observed(metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access))
+    return observed(
+        metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access),
+        routes=api_routes(app.app),
+    )
 
 
 def _cases(paid: bytes) -> Iterator[tuple[str, str, list[tuple[bytes, bytes]], list[bytes], bytes]]:

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from asyncio import get_running_loop
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -50,6 +50,9 @@ Observer = Callable[[str, str, int, float, str | None], None]
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY = "safescan.request_id"  # where the id also sits in the ASGI scope
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched
+#: statuses answered before the router (the body limit's 408 and 413, the rollback guard's
+#: 503): the route they are logged under is looked up when :class:`RequestLog` has the routes
+EARLY_STATUSES = frozenset({408, 413, 503})
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("json", "console")
 
@@ -424,6 +427,16 @@ def get_logger(name: str) -> Any:
 # --- the per-request middleware ---------------------------------------------------------------
 
 
+def request_id_of(scope: Scope) -> str:
+    """The request's id: the first ``X-Request-Id`` header of ``scope`` when it is sane
+    (:func:`accept_request_id`), else a new one. The one reading of the header (the request
+    log and the hot routes' layer, :mod:`safescan.institution.http.hot`)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return accept_request_id(value)
+    return new_request_id()
+
+
 def route_template(scope: Scope, exact: frozenset[str] = frozenset()) -> str:
     """The matched route's path template (``/v1/merchant/orders/{order_id}``), the path itself
     when it is one of ``exact`` (routes answered before the router), else ``<unmatched>``:
@@ -434,6 +447,48 @@ def route_template(scope: Scope, exact: frozenset[str] = frozenset()) -> str:
         return path
     raw = scope.get("path", "")
     return raw if raw in exact else UNMATCHED
+
+
+_TEMPLATE_PARAM = re.compile(r"\{([^{}:]+)(?::([^{}]+))?\}")
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """The paths a route template (``/v1/merchant/orders/{order_id}``) takes: a parameter is
+    one path segment, a ``{name:path}`` parameter any rest."""
+    parts, pos = [], 0
+    for found in _TEMPLATE_PARAM.finditer(template):
+        parts.append(re.escape(template[pos : found.start()]))
+        parts.append(".*" if found.group(2) == "path" else "[^/]+")
+        pos = found.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts))
+
+
+class RouteTable:
+    """The API's route templates and their methods, to name the route of an answer given
+    before the router (:data:`EARLY_STATUSES`). ``source`` gives ``(template, methods,
+    caller)`` in the router's order (``caller``: the route's caller kind, its first tag). It
+    is read and compiled at the first such answer, never at start (a process that answers
+    none pays nothing), and walked only for those answers."""
+
+    def __init__(
+        self, source: Callable[[], Iterable[tuple[str, Iterable[str], str | None]]]
+    ) -> None:
+        self.source = source
+        self._table: list[tuple[re.Pattern[str], frozenset[str], str, str | None]] | None = None
+
+    def match(self, method: str, path: str) -> tuple[str, str | None] | None:
+        """The template and caller kind of the first route taking ``method`` at ``path``,
+        else ``None``."""
+        if self._table is None:
+            self._table = [
+                (template_regex(t), frozenset(m.upper() for m in methods), t, caller)
+                for t, methods, caller in self.source()
+            ]
+        for regex, methods, template, caller in self._table:
+            if method in methods and regex.fullmatch(path):
+                return template, caller
+        return None
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -467,15 +522,19 @@ class RequestLog:
         observe: Observer | None = None,
         exact_routes: dict[str, str] | None = None,
         default_caller: str = "public",
+        routes: RouteTable | None = None,
     ) -> None:
         """``exact_routes`` maps paths answered before the router (fast routes) to their
-        caller kind."""
+        caller kind; ``routes`` (the app's templates, :class:`RouteTable`) name the route of
+        an answer given before the router (:data:`EARLY_STATUSES`: 408, 413, 503), which is
+        otherwise logged and counted as ``<unmatched>``."""
         self.app = app
         self.access_log = access_log
         self.observe = observe
         self.exact_routes = dict(exact_routes or {})
         self._exact = frozenset(self.exact_routes)
         self.default_caller = default_caller
+        self.routes = routes
         self.log_name = f"safescan.{service}.access"
         self.log = get_logger(self.log_name)
 
@@ -483,12 +542,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                raw = value
-                break
-        rid = accept_request_id(raw)
+        rid = request_id_of(scope)
         scope[REQUEST_ID_KEY] = rid
         token = _request_id.set(rid)
         started = time.perf_counter()
@@ -507,11 +561,20 @@ class RequestLog:
         elapsed = time.perf_counter() - started
         method = method_label(scope.get("method", ""))
         route = route_template(scope, self._exact)
+        early: str | None = None  # the caller kind of a route found for an early answer
+        if route == UNMATCHED and status in EARLY_STATUSES and self.routes is not None:
+            # answered before the router set scope["route"]: the route it would have matched
+            # (before: <unmatched>, so a 413 on an order route was not told from a junk path)
+            found = self.routes.match(method, scope.get("path", ""))
+            if found is not None:
+                route, early = found[0], found[1] or self.default_caller
         if self.observe is not None:
             self.observe(method, route, status, elapsed, error)
         if self.access_log:
-            caller = self.exact_routes.get(route) or caller_from_tags(
-                scope, self.default_caller if route != UNMATCHED else "unknown"
+            caller = (
+                self.exact_routes.get(route)
+                or early
+                or caller_from_tags(scope, self.default_caller if route != UNMATCHED else "unknown")
             )
             client = scope.get("client")
             address = client[0] if client else None
@@ -558,12 +621,14 @@ class Answer:
 
 
 __all__ = [
+    "EARLY_STATUSES",
     "REQUEST_ID_HEADER",
     "REQUEST_ID_KEY",
     "UNMATCHED",
     "Answer",
     "Observer",
     "RequestLog",
+    "RouteTable",
     "accept_request_id",
     "access_line",
     "caller_from_tags",
@@ -572,8 +637,10 @@ __all__ = [
     "get_logger",
     "method_label",
     "new_request_id",
+    "request_id_of",
     "reset_request_id",
     "route_template",
     "scrub",
     "set_request_id",
+    "template_regex",
 ]

@@ -12,7 +12,7 @@ from safescan.api import obslog
 from safescan.api.errors import ConfigError
 from safescan.code.errors import SafescanError
 from safescan.institution import metrics
-from safescan.institution.access_log import observed
+from safescan.institution.access_log import api_routes, observed
 from safescan.institution.checkpoints import CheckpointFile, default_path
 from safescan.institution.config import (
     ENV_CHECKPOINT_INTERVAL,
@@ -148,7 +148,10 @@ def layers(
     the access log and the request metrics, ``/metrics``, the rollback guard; the two hot
     routes through all of it in one call (:class:`.http.hot.HotRoutes`)."""
     meter = metrics.MetricsEndpoint(GuardedApp(app, guard), collector, access)
-    log = observed(meter, access_log=access_log)
+    # the API's routes: a 408/413 (body limit) or 503 (guard) answered before the router is
+    # logged and counted under the route it asked for, not <unmatched>
+    api = app.app if isinstance(app, BodyLimit) else app
+    log = observed(meter, access_log=access_log, routes=api_routes(api))
     if not isinstance(app, BodyLimit):
         return log
     return HotRoutes(log, log=log, meter=meter, guard=guard, body=app)
