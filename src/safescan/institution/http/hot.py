@@ -62,12 +62,7 @@ class HotRoutes:
             await self.layers(scope, receive, send)
             return
         # the request log
-        raw = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                raw = value
-                break
-        rid = obslog.accept_request_id(raw)
+        rid = obslog.request_id_of(scope)
         scope[REQUEST_ID_KEY] = rid
         token = obslog.set_request_id(rid)
         started = time.perf_counter()
