@@ -42,6 +42,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.e2e.conftest import PIN, new_party  # noqa: E402
 from tests.e2e.walletapp import fakecam  # noqa: E402
 from tests.e2e.walletapp.browser import (  # noqa: E402
+    evaluate,
     open_paired,
     phone,
     press_pin,
@@ -81,7 +82,8 @@ def one_payment(
         wait_screen(page, "pin")
         press_pin(page, PIN)
         wait_screen(page, "receipt")
-        t = page.evaluate("window.safescanTimings")
+        # bounded (90 s), as every Playwright call of the tests: page.evaluate waits for ever
+        t = evaluate(page, "() => window.safescanTimings")
     return {
         "frame_to_decoded": t["decoded"] - t["firstFrame"],
         "decoded_to_offer": t["offerShown"] - t["decoded"],
