@@ -276,8 +276,33 @@ def shot(page: Any, name: str) -> None:
     )
 
 
+def pause_scanner(page: Any) -> bool:
+    """Stop the app's camera scanner the way the app itself does when its page is hidden
+    (app.js: ``visibilitychange`` with ``document.hidden`` stops it; shown again on the scan
+    screen, it starts again): ``document.hidden`` is made true for this page and the event
+    sent. True when it was scanning (the scan screen); the camera is then released (the
+    video has no stream), so no frame is decoded (in Chromium or posted to /api/decode) while
+    a test checks or photographs the screen. Not resumed: every caller is done scanning."""
+    return bool(
+        evaluate(
+            page,
+            """() => {
+              if (document.body.dataset.screen !== 'scan') return false;
+              Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+              document.dispatchEvent(new Event('visibilitychange'));
+              if (document.getElementById('camera').srcObject !== null)
+                throw new Error('the scanner did not stop on visibilitychange');
+              return true;
+            }""",
+        )
+    )
+
+
 def check_screen(page: Any, name: str) -> None:
-    """No axe-core violation, nothing wider than the phone, every button thumb-sized."""
+    """No axe-core violation, nothing wider than the phone, every button thumb-sized (the
+    scanner paused first on the scan screen: :func:`pause_scanner`; its screenshot shows the
+    screen without the camera picture)."""
+    pause_scanner(page)
     violations = axe_violations(page)
     assert violations == [], f"{name}: {violations}"
     assert evaluate(page, "() => document.documentElement.scrollWidth") <= PHONE["width"], name
