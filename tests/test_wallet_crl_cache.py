@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -35,6 +35,7 @@ from safescan.wallet.store import WalletConfig
 ROOT = SigningKey.from_seed(b"\x31" * 32)
 OTHER = SigningKey.from_seed(b"\x32" * 32)
 REVOKED = 4242
+E = TypeVar("E", bound=BaseException)
 
 
 def _crl(sequence: int, key: SigningKey = ROOT, serials: frozenset[int] | None = None) -> bytes:
@@ -270,18 +271,12 @@ def test_offline_a_list_past_its_next_update_and_the_grace_is_refused(
     institution.answer = None
     _at(w, T0 + DAY + crlcache.STALE_GRACE)  # the last second it is relied on
     assert w.trust()[0].crl_sequence == 5
-    fresh = Wallet(w.config)  # a fresh process: nothing held
-    fresh.api.revocations = institution  # type: ignore[assignment]
-    _at(fresh, T0 + DAY + crlcache.STALE_GRACE + late)
-    try:
-        with pytest.raises(RevocationListStale) as exc:
-            fresh.trust()
-    finally:
-        fresh.close()
-    assert exc.value.code == "revocation_list_stale"
-    assert isinstance(exc.value, RevocationListInvalid)  # every caller refuses it already
-    assert "current until 2027-01-16 08:00 UTC" in exc.value.message
-    assert "connect" in exc.value.message and "nothing was paid" in exc.value.message
+    late_at = T0 + DAY + crlcache.STALE_GRACE + late
+    error = _refused_in_a_fresh_process(w, institution, late_at, RevocationListStale)
+    assert error.code == "revocation_list_stale"
+    assert isinstance(error, RevocationListInvalid)  # every caller refuses it already
+    assert "current until 2027-01-16 08:00 UTC" in error.message
+    assert "connect" in error.message and "nothing was paid" in error.message
     assert path.read_bytes() == _crl3(5)  # nothing written on refusal
 
 
@@ -419,6 +414,20 @@ def _fresh_wallet(w: Wallet, institution: _Institution, t: int) -> Wallet:
     return fresh
 
 
+def _refused_in_a_fresh_process(
+    w: Wallet, institution: _Institution, t: int, error: type[E], match: str | None = None
+) -> E:
+    """The revocation check of another wallet process on the same directory at clock ``t``
+    raises ``error`` (matching ``match``): the error, for the caller's assertions."""
+    fresh = _fresh_wallet(w, institution, t)
+    try:
+        with pytest.raises(error, match=match) as exc:
+            fresh.trust()
+    finally:
+        fresh.close()
+    return exc.value
+
+
 def test_a_clock_set_back_offline_does_not_make_an_old_list_current(
     wallet: tuple[Wallet, _Institution],
 ) -> None:
@@ -436,13 +445,9 @@ def test_a_clock_set_back_offline_does_not_make_an_old_list_current(
     _at(w, T0 + 30 * DAY)
     with pytest.raises(RevocationListStale):
         w.trust()  # offline 30 days later: stale, as before
-    fresh = _fresh_wallet(w, institution, T0 + 3600)  # the clock set back
-    try:
-        with pytest.raises(RevocationListStale) as exc:
-            fresh.trust()
-    finally:
-        fresh.close()
-    assert "a clock set back does not make a list current again" in exc.value.message
+    # the clock set back
+    error = _refused_in_a_fresh_process(w, institution, T0 + 3600, RevocationListStale)
+    assert "a clock set back does not make a list current again" in error.message
     assert path.read_bytes() == _crl3(5, serials=frozenset())  # the cache as it was
     assert (path.parent / crlcache.FLOOR_FILE).exists()
 
@@ -461,15 +466,10 @@ def test_an_older_list_swapped_in_with_the_clock_set_back_is_refused(
     assert REVOKED in w.trust()[0].revoked_serials
     path.write_bytes(_crl3(5, serials=frozenset()))  # genuine, older, revokes nothing
     institution.answer = None
-    fresh = _fresh_wallet(w, institution, T0 + 3600)
-    try:
-        with pytest.raises(DeviceClockBehind) as exc:
-            fresh.trust()
-    finally:
-        fresh.close()
-    assert exc.value.code == "device_clock_behind"
-    assert isinstance(exc.value, RevocationListInvalid)  # every caller refuses it already
-    assert "set the clock right" in exc.value.message
+    error = _refused_in_a_fresh_process(w, institution, T0 + 3600, DeviceClockBehind)
+    assert error.code == "device_clock_behind"
+    assert isinstance(error, RevocationListInvalid)  # every caller refuses it already
+    assert "set the clock right" in error.message
 
 
 @pytest.mark.parametrize("behind", [crlcache.CLOCK_TOLERANCE + 1, 3 * DAY])
@@ -486,12 +486,7 @@ def test_a_device_clock_behind_the_institutions_signed_time_is_a_typed_error(
     assert w.trust()[0].crl_sequence == 5  # a few minutes slow: fine
     path.unlink()
     (path.parent / crlcache.FLOOR_FILE).unlink()
-    fresh = _fresh_wallet(w, institution, T0 - behind)
-    try:
-        with pytest.raises(DeviceClockBehind):
-            fresh.trust()
-    finally:
-        fresh.close()
+    _refused_in_a_fresh_process(w, institution, T0 - behind, DeviceClockBehind)
     assert not path.exists()
 
 
@@ -605,12 +600,9 @@ def test_trusted_time_is_written_when_it_moves_not_at_every_check(
     _at(w, T0 + 30 * DAY)
     with pytest.raises(RevocationListStale):
         w.trust()
-    fresh = _fresh_wallet(w, institution, T0 + 3600)
-    try:
-        with pytest.raises(RevocationListStale, match="a clock set back"):
-            fresh.trust()
-    finally:
-        fresh.close()
+    _refused_in_a_fresh_process(
+        w, institution, T0 + 3600, RevocationListStale, match="a clock set back"
+    )
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -644,14 +636,10 @@ def test_an_older_genuine_list_swapped_in_offline_is_refused_with_the_clock_righ
     # genuine, older (two hours: a version-3 list still within its window), revokes nothing
     path.write_bytes(issue(5, later - 7200, frozenset()))
     institution.answer = None
-    fresh = _fresh_wallet(w, institution, later + 3600)  # the clock right
-    try:
-        with pytest.raises(RevocationListInvalid) as exc:
-            fresh.trust()
-    finally:
-        fresh.close()
-    assert exc.value.code == "revocation_list_rolled_back"
-    assert "older than one it verified before" in exc.value.message
+    # the clock right
+    error = _refused_in_a_fresh_process(w, institution, later + 3600, RevocationListInvalid)
+    assert error.code == "revocation_list_rolled_back"
+    assert "older than one it verified before" in error.message
     institution.answer = current
     again = _fresh_wallet(w, institution, later + 7200)
     try:
