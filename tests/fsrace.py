@@ -1,4 +1,6 @@
-"""A file-system race won by the attacker every time, for the tests of safe file reading."""
+"""What an attacker plants in the file system, for the tests of safe file reading: a race
+won every time (:func:`hard_link_at_open`), a FIFO, a device or a huge file where a program
+expects its own small file (:func:`plant`, bounded by :data:`may_hang`)."""
 
 from __future__ import annotations
 
@@ -22,3 +24,21 @@ def hard_link_at_open(monkeypatch: pytest.MonkeyPatch, target: Path, planted: Pa
         return real_open(name, flags, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(smallfile.os, "open", racing_open)
+
+
+#: a test planting a FIFO: a reader that opens it waits for a writer for ever, so such a
+#: test is bounded (before a fix it hung; after, it finishes at once: no timing is asserted)
+may_hang = pytest.mark.timeout(60)
+
+
+def plant(path: Path, what: str) -> None:
+    """Put ``what`` at ``path``: ``"fifo"`` (a named pipe), a path from ``/`` (a symbolic link
+    to it: ``"/dev/zero"``), or ``"N KiB"`` (a regular file of N KiB)."""
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what.startswith("/"):
+        path.symlink_to(what)
+    elif what.endswith(" KiB"):
+        path.write_bytes(b"p" * 1024 * int(what.removesuffix(" KiB")))
+    else:
+        raise ValueError(f"nothing to plant called {what!r}")

@@ -10,24 +10,22 @@ FIFO cases hung before: a test timeout bounds them (they finish at once now)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fsrace import may_hang, plant
 
-@pytest.mark.timeout(60)
+
+@may_hang
 @pytest.mark.parametrize("planted", ["fifo", "8 KiB"])
 def test_the_institution_passphrase_file_is_read_bounded(tmp_path: Path, planted: str) -> None:
     from safescan.api.errors import ConfigError
     from safescan.institution.keystore import load_passphrase
 
     path = tmp_path / "passphrase"
-    if planted == "fifo":
-        os.mkfifo(path)
-    else:
-        path.write_bytes(b"p" * 8192)  # before: an 8 KiB passphrase
+    plant(path, planted)  # before: a hang, an 8 KiB passphrase
     with pytest.raises(ConfigError):
         load_passphrase(path)
     path.unlink()
@@ -35,12 +33,12 @@ def test_the_institution_passphrase_file_is_read_bounded(tmp_path: Path, planted
     assert load_passphrase(path) == b"a good passphrase"
 
 
-@pytest.mark.timeout(60)
+@may_hang
 def test_a_fifo_as_the_tls_ca_key_is_a_typed_error(tmp_path: Path) -> None:
     from safescan.web.pki import TlsDir, TlsTrustError, ca_key_sealed, load_ca_key
 
     tls = TlsDir(tmp_path)
-    os.mkfifo(tls.ca_key)
+    plant(tls.ca_key, "fifo")
     with pytest.raises(TlsTrustError):  # before: a hang
         load_ca_key(tls, b"passphrase")
     assert not ca_key_sealed(tls)  # an empty read: not a sealed key (before: a hang)

@@ -13,12 +13,12 @@ assertion: they finish at once now)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from safescan.code.errors import KeyFileError
+from tests.fsrace import may_hang, plant
 
 # ---- the rekey journal --------------------------------------------------------------------
 
@@ -29,12 +29,12 @@ def _journal(tmp_path: Path) -> Path:
     return keys / ".rekey-journal.json"
 
 
-@pytest.mark.timeout(60)
+@may_hang
 def test_a_fifo_as_rekey_journal_is_a_typed_error_not_a_hang(tmp_path: Path) -> None:
     from safescan.code.rekeying import recover_if_interrupted
 
     journal = _journal(tmp_path)
-    os.mkfifo(journal)
+    plant(journal, "fifo")
     with pytest.raises(KeyFileError, match="rekey journal"):
         recover_if_interrupted(journal.parent)
 
@@ -110,12 +110,12 @@ def test_a_backup_manifest_naming_a_key_twice_or_padded_is_refused(tmp_path: Pat
         read_manifest(bak)
 
 
-@pytest.mark.timeout(60)
+@may_hang
 def test_a_fifo_as_backup_manifest_is_a_typed_error_not_a_hang(tmp_path: Path) -> None:
     from safescan.institution.backup import BackupError, read_manifest
 
     bak, manifest, _ = _backup(tmp_path)
-    os.mkfifo(manifest)
+    plant(manifest, "fifo")
     with pytest.raises(BackupError):
         read_manifest(bak)
 
@@ -123,17 +123,14 @@ def test_a_fifo_as_backup_manifest_is_a_typed_error_not_a_hang(tmp_path: Path) -
 # ---- the checkpoint file ------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@may_hang
 @pytest.mark.parametrize("planted", ["fifo", "/dev/zero"])
 def test_a_fifo_or_device_as_checkpoint_file_is_a_typed_error(tmp_path: Path, planted: str) -> None:
     from safescan.institution.checkpoint_file import CheckpointError, CheckpointFile
     from safescan.institution.checkpoints import Tail
 
     path = tmp_path / "inst.checkpoints"
-    if planted == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(planted)
+    plant(path, planted)
     with pytest.raises(CheckpointError):  # before: a hang (FIFO), memory exhausted (/dev/zero)
         CheckpointFile(path).lines()
     with pytest.raises(CheckpointError):
