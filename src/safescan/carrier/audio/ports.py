@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -53,8 +54,8 @@ class PcmPort(Protocol):
 class _QueueReceiver:
     """Common receive side: a queue of sample chunks, None marking the end of the stream."""
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Pcm | None] = queue.Queue()
+    def __init__(self, maxsize: int = 0) -> None:
+        self._queue: queue.Queue[Pcm | None] = queue.Queue(maxsize)
         self._ended = False
 
     def recv(self, timeout: float | None) -> Pcm:
@@ -112,15 +113,31 @@ class MemoryPcmPort(_QueueReceiver):
             self._queue.put(None)
 
 
+#: the most chunks (each at most 64 KiB) recorded and not yet demodulated: past it the reader
+#: stops reading, and the peer's sending waits (before: a peer flooding samples faster than
+#: the demodulator took them grew the queue without bound)
+MAX_QUEUED_CHUNKS = 256
+#: seconds a burst may wait for the peer to take it (``SO_SNDTIMEO``), then the link is
+#: closed (before: a peer that never read held the sender in ``sendall`` for ever: the card,
+#: which serves one host at a time, for every other host)
+SEND_TIMEOUT = 5.0
+
+
 class SocketPcmPort(_QueueReceiver):
     """16-bit little-endian samples over a connected stream socket."""
 
     realtime = False
 
     def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
+        super().__init__(MAX_QUEUED_CHUNKS)
         self._sock = sock
         self._closed = False
+        seconds = int(SEND_TIMEOUT)
+        micros = int((SEND_TIMEOUT - seconds) * 1_000_000)
+        with contextlib.suppress(OSError):  # the receiving side is not touched (SO_RCVTIMEO)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
+            )
         self._reader = threading.Thread(target=self._read_loop, name="pcm-reader", daemon=True)
         self._reader.start()
 
@@ -146,12 +163,36 @@ class SocketPcmPort(_QueueReceiver):
                 data = carry + data
                 whole = len(data) - len(data) % 2
                 carry = data[whole:]
-                if whole:
-                    self._queue.put(np.frombuffer(data[:whole], dtype="<i2").astype(np.int16))
+                if whole and not self._put(
+                    np.frombuffer(data[:whole], dtype="<i2").astype(np.int16)
+                ):
+                    return
         except OSError:
             pass  # the socket was closed under us: the end of the stream, reported below
         finally:
-            self._queue.put(None)
+            if not self._put(None):
+                self._end_now()
+
+    def _end_now(self) -> None:
+        """The port is closed: the end of the stream goes in now, in place of a recorded
+        chunk if the queue is full (nobody may wait for what it held)."""
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def _put(self, item: Pcm | None) -> bool:
+        """Queue ``item``, waiting while the queue is full; False once the port is closed."""
+        while not self._closed:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def send(self, samples: Pcm) -> None:
         """Write the samples to the socket."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import logging
 import os
 import select
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,8 @@ from safescan.carrier.errors import (
 )
 from safescan.carrier.transport.base import Control
 
+log = logging.getLogger("safescan.carrier")
+
 SOF = 0xA5
 T_APDU = 0x01
 T_RESPONSE = 0x81
@@ -38,6 +42,9 @@ T_NAK = 0xEE
 TYPES = frozenset({T_APDU, T_RESPONSE, T_CONTROL, T_CONTROL_REPLY, T_NAK})
 MAX_PAYLOAD = 0xFFFF
 INTER_BYTE_TIMEOUT = 0.25
+#: once a frame has begun, seconds for the rest of it to arrive, and for an answer to be taken
+#: by the host (as for TCP: ``server.FRAME_TIMEOUT``); the line may stay idle between frames
+FRAME_TIMEOUT = 5.0
 BAUDRATE = 115200
 
 
@@ -108,8 +115,12 @@ class SerialTransport:
         self.url = f"serial://{path}"
         self._timeout = timeout
         self._serial_error: type[Exception] = serial.SerialException
+        self._write_timeout: type[Exception] = serial.SerialTimeoutException
         try:
-            self._port: Any = serial.Serial(path, baudrate=BAUDRATE, timeout=timeout)
+            # write_timeout: a card that never reads held the host in write() for ever
+            self._port: Any = serial.Serial(
+                path, baudrate=BAUDRATE, timeout=timeout, write_timeout=timeout
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise CarrierUnavailable(
                 f"cannot open the carrier's serial port {path}: {exc}"
@@ -141,6 +152,10 @@ class SerialTransport:
                         )
                     if got_type == want:
                         return body
+        except self._write_timeout:
+            raise CarrierTimeout(
+                f"the carrier on {self.url} did not take the command in time"
+            ) from None
         except (self._serial_error, OSError) as exc:
             raise CarrierDisconnected(f"the carrier on {self.url} went away: {exc}") from None
 
@@ -161,10 +176,32 @@ class SerialTransport:
             self._port.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    """All of ``data`` to the non-blocking ``fd`` before ``deadline`` (monotonic), else
+    ``TimeoutError``: a host that never reads its answers cannot hold the card in ``write``."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the host did not take the answer in time")
+        _, writable, _ = select.select([], [fd], [], left)
+        if writable:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+
+
+def _answer(fd: int, frame: bytes) -> None:
+    """Send one frame; one the host does not take within :data:`FRAME_TIMEOUT` is dropped
+    with whatever else waits in the line's output queue."""
+    try:
+        _write_all(fd, frame, time.monotonic() + FRAME_TIMEOUT)
+    except TimeoutError:
+        log.info("serial line: the host did not take an answer; dropped")
+        if os.isatty(fd):
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcflush(fd, termios.TCOFLUSH)
 
 
 def serve_fd(
@@ -174,14 +211,27 @@ def serve_fd(
     *,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Card side: answer frames arriving on ``fd`` until ``should_stop()``."""
+    """Card side: answer frames arriving on ``fd`` until ``should_stop()``.
+
+    A frame that stays incomplete for :data:`INTER_BYTE_TIMEOUT`, or has not completed
+    :data:`FRAME_TIMEOUT` after it began (a host dripping a byte at a time; before, each byte
+    within the inter-byte timeout kept a 64 KiB frame pending for as long as it dripped), is
+    dropped and answered with a NAK; an answer the host does not take within
+    :data:`FRAME_TIMEOUT` is dropped (before: the card blocked in ``write`` for ever)."""
+    os.set_blocking(fd, False)
     decoder = FrameDecoder()
+    begun: float | None = None  # when the pending frame's first byte came
     while not should_stop():
+        if begun is not None and time.monotonic() - begun > FRAME_TIMEOUT:
+            decoder.clear()
+            begun = None
+            _answer(fd, encode_frame(T_NAK, b""))
         ready, _, _ = select.select([fd], [], [], INTER_BYTE_TIMEOUT)
         if not ready:
             if decoder.pending:
                 decoder.clear()
-                _write_all(fd, encode_frame(T_NAK, b""))
+                begun = None
+                _answer(fd, encode_frame(T_NAK, b""))
             continue
         try:
             data = os.read(fd, 65536)
@@ -198,10 +248,14 @@ def serve_fd(
                 continue
             frame_type, body = item
             if frame_type == T_APDU:
-                _write_all(fd, encode_frame(T_RESPONSE, apdu(body)))
+                _answer(fd, encode_frame(T_RESPONSE, apdu(body)))
             elif frame_type == T_CONTROL and len(body) == 1:
-                _write_all(fd, encode_frame(T_CONTROL_REPLY, control(body[0])))
+                _answer(fd, encode_frame(T_CONTROL_REPLY, control(body[0])))
             else:
                 corrupt = True
         if corrupt:
-            _write_all(fd, encode_frame(T_NAK, b""))
+            _answer(fd, encode_frame(T_NAK, b""))
+        if not decoder.pending:
+            begun = None
+        elif begun is None:
+            begun = time.monotonic()
