@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from safescan.api.errors import InvalidRequest, Unauthenticated
+from safescan.code import strictjson
 from safescan.code.errors import SafescanError
 from safescan.code.keys import VerifyKey
 
@@ -129,7 +130,7 @@ def open_statement(
     """Open a sealed statement with the wallet's one-time private key."""
     try:
         plain = _SUITE.decrypt(sealed, wallet_private, info=_info(serial, expires_at))
-        doc = json.loads(plain)
+        doc = strictjson.loads(plain)  # a key named twice under the seal: refused
     except (InvalidTag, ValueError):
         raise StatementUnreadable(
             "the institution's statement does not open with this wallet's key"

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 from safescan.api.encoding import b64_exact, b64e
 from safescan.api.errors import InstitutionError
+from safescan.code import strictjson
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError, SignatureInvalid
 from safescan.code.keys import Signer, VerifyKey
@@ -61,8 +61,11 @@ def _key_for(trust: TrustStore | VerifyKey, kid: int | None) -> VerifyKey:
 
 
 def _parse_payload(payload: bytes | str) -> dict[str, Any]:
+    # strictly: a key named twice in the signed bytes (Python's json took the last "id" or
+    # "type", a first-wins reader the first) is refused, as are NaN and lone surrogates
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
     try:
-        doc = json.loads(payload)
+        doc = strictjson.loads(raw)
     except (ValueError, UnicodeError):
         raise WebhookVerificationError("the event is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
@@ -73,7 +76,13 @@ def _parse_payload(payload: bytes | str) -> dict[str, Any]:
 def verify_event(message: str | Mapping[str, Any], trust: TrustStore | VerifyKey) -> dict[str, Any]:
     """Verify one SSE ``data`` message ``{"payload", "signature", "kid"}``; returns the event."""
     try:
-        doc = json.loads(message) if isinstance(message, str) else dict(message)
+        doc: object = (
+            strictjson.loads(message.encode("utf-8", "surrogatepass"))
+            if isinstance(message, str)
+            else dict(message)
+        )
+        if not isinstance(doc, dict):
+            raise TypeError("not an object")
         payload, sig, kid = doc["payload"], doc["signature"], doc.get("kid")
     except (ValueError, KeyError, TypeError):
         raise WebhookVerificationError("not a signed safescan event") from None

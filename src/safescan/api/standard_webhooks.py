@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import re
 import secrets
 import time
@@ -46,6 +45,7 @@ from standardwebhooks.webhooks import Webhook
 
 from safescan.api.encoding import b64_exact
 from safescan.api.events import WebhookVerificationError
+from safescan.code import strictjson
 from safescan.code.certs import TrustStore
 from safescan.code.errors import SafescanError, SignatureInvalid
 from safescan.code.keys import Signer, VerifyKey
@@ -208,7 +208,7 @@ def verify(
     if not ok:
         raise WebhookVerificationError("no webhook signature verifies with the keys given")
     try:
-        doc = json.loads(body)
+        doc = strictjson.loads(bytes(body))  # a key named twice in the signed bytes: refused
     except (ValueError, UnicodeError):
         raise WebhookVerificationError("the event is not JSON") from None
     if not isinstance(doc, dict) or doc.get("id") != msg_id:

@@ -4,7 +4,6 @@ pid is never signalled), plus the small probes the supervisor waits on."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from safescan.cluster.errors import ClusterError
+from safescan.code import strictjson
 from safescan.code.atomicfile import write_atomic
 from safescan.code.smallfile import read_bounded
 
@@ -253,12 +253,19 @@ def http_get(
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - http(s)
     try:
         with opener.open(request, timeout=timeout) as r:
-            return int(r.status), r.read()
+            status, body = int(r.status), r.read(MAX_ANSWER + 1)
     except urllib.error.HTTPError as exc:
         with contextlib.closing(exc):
-            return exc.code, exc.read()
+            status, body = exc.code, exc.read(MAX_ANSWER + 1)
     except (OSError, ValueError):
         return 0, b""
+    if len(body) > MAX_ANSWER:  # before: read whole, however long (a service gone wrong)
+        return 0, b""
+    return status, body
+
+
+#: the most of a cluster service's answer that is read (Patroni's /cluster is a few KiB)
+MAX_ANSWER = 1 << 20
 
 
 def http_json(
@@ -272,7 +279,9 @@ def http_json(
     if status == 0:
         return 0, None
     try:
-        return status, json.loads(body)
+        # strictly: Patroni's {"role": "replica", ..., "role": "primary"} is no answer (before:
+        # json.loads took the last "role", a first-wins reader the first), nor NaN
+        return status, strictjson.loads(body)
     except ValueError:
         return status, None
 

@@ -30,9 +30,10 @@ from sqlalchemy import Connection, func, select
 
 from safescan.api.encoding import b64e
 from safescan.api.errors import ConfigError, Conflict
-from safescan.code.errors import KeyRetired, UnknownKeyId
+from safescan.code.errors import KeyRetired, SafescanError, UnknownKeyId
 from safescan.code.keys import SchemeKey, SchemeKeyring
 from safescan.code.keyupdate import MAX_LIVE_EPOCHS, EpochKey, epoch_kid, is_epoch_kid
+from safescan.code.numbers import canonical_int
 from safescan.code.payment import MAX_DYNAMIC_VALIDITY
 from safescan.institution import audit
 from safescan.institution.models import SchemeEpoch as SchemeEpochRow
@@ -73,14 +74,20 @@ class EpochSchedule:
     @classmethod
     def from_env(cls) -> EpochSchedule:
         """``SAFESCAN_EPOCH_SECONDS`` (default a day) and ``SAFESCAN_EPOCH_RETENTION_SECONDS``."""
-        try:
-            length = int(os.environ.get(ENV_EPOCH_SECONDS, DEFAULT_LENGTH))
-            retention = int(os.environ.get(ENV_EPOCH_RETENTION, DEFAULT_RETENTION))
-        except ValueError:
-            raise ConfigError(
-                f"{ENV_EPOCH_SECONDS} and {ENV_EPOCH_RETENTION} are seconds"
-            ) from None
-        return cls(length, retention)
+        values = []
+        for name, default in (
+            (ENV_EPOCH_SECONDS, DEFAULT_LENGTH),
+            (ENV_EPOCH_RETENTION, DEFAULT_RETENTION),
+        ):
+            text = os.environ.get(name)
+            try:
+                # one spelling (before: int() read "1_0", " 86400", "+86400", "８６４００")
+                values.append(
+                    default if text is None else canonical_int(text, field=name, maximum=2**40)
+                )
+            except SafescanError as exc:
+                raise ConfigError(f"{name} must be a number of seconds: {exc.message}") from None
+        return cls(values[0], values[1])
 
 
 def derive_epoch_key(secret: bytes, epoch: int, retire_at: int) -> SchemeKey:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import resource
 import ssl
@@ -51,6 +52,9 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from safescan.code import strictjson
+from safescan.code.errors import SafescanError
+from safescan.code.numbers import canonical_int
 from safescan.web.tls import TlsFiles
 
 ENV_LIMITS = "SAFESCAN_CONNECTION_LIMITS"
@@ -103,6 +107,12 @@ _OVERLOADED_RESPONSE = (
 )
 
 
+class GuardSettingsError(SafescanError):
+    """The limits or the certificate the server put in the environment do not read."""
+
+    code = "config_error"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Connection limits of one server process (``max_per_address`` 0: no per-address bound)."""
@@ -117,13 +127,36 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> Limits:
-        """The limits :func:`configure` put in the environment (defaults otherwise)."""
-        text = os.environ.get(ENV_LIMITS, "")
-        try:
-            a, b, *c = text.split(",")
-            return cls(int(a), float(b), int(c[0]) if c else 0)
-        except (ValueError, IndexError):
+        """The limits :func:`configure` put in the environment (defaults when it is unset).
+        Read strictly: :class:`GuardSettingsError` naming the variable for anything but
+        ``max_connections,head_timeout[,max_per_address]`` in the spelling :meth:`encode`
+        writes (before: anything malformed silently gave the defaults, so a bound an operator
+        set was dropped without a word, and ``int()``/``float()`` took ``" 5"``, ``"1_0"``,
+        ``"５"``, ``nan``, ``inf`` or a negative timeout)."""
+        text = os.environ.get(ENV_LIMITS)
+        if not text:
             return cls()
+        parts = text.split(",")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError("not two or three fields")
+            most = canonical_int(parts[0], field=ENV_LIMITS, minimum=1, maximum=2**31)
+            timeout = float(parts[1])
+            if not (
+                parts[1].isascii()
+                and parts[1] == parts[1].strip()
+                and "_" not in parts[1]
+                and math.isfinite(timeout)
+                and timeout > 0
+            ):
+                raise ValueError("the head timeout is not a number of seconds")
+            per = canonical_int(parts[2], field=ENV_LIMITS, maximum=2**31) if len(parts) == 3 else 0
+        except (ValueError, SafescanError):
+            raise GuardSettingsError(
+                f"{ENV_LIMITS} must be max_connections,head_timeout[,max_per_address]"
+                f" (as the server writes it), not {text[:60]!r}"
+            ) from None
+        return cls(most, timeout, per)
 
 
 def configure(limits: Limits, tls: TlsFiles | None = None) -> None:
@@ -150,7 +183,14 @@ def server_context() -> ssl.SSLContext | None:
     text = os.environ.get(ENV_TLS)
     if not text:
         return None
-    cert, key = json.loads(text)
+    try:
+        doc = strictjson.loads(text.encode("utf-8", "surrogatepass"))
+    except ValueError:
+        doc = None
+    if not (isinstance(doc, list) and len(doc) == 2 and all(isinstance(p, str) and p for p in doc)):
+        # before: json.loads and unpacking, a ValueError or TypeError traceback
+        raise GuardSettingsError(f"{ENV_TLS} must be a JSON list [certificate file, key file]")
+    cert, key = doc
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     password = os.environ.get(ENV_TLS_PASSWORD) or None
@@ -498,6 +538,7 @@ def connection_status() -> dict[str, Any]:
 __all__ = [
     "ENV_LIMITS",
     "ENV_TLS",
+    "GuardSettingsError",
     "GuardedHttpToolsProtocol",
     "Limits",
     "configure",

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from safescan.api.errors import (
     CarrierRevoked,
+    ConfigError,
     CounterReplay,
     Forbidden,
     InstitutionError,
@@ -41,6 +42,7 @@ from safescan.code.authorization import Authorization, Receipt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
 from safescan.code.errors import SafescanError
+from safescan.code.numbers import canonical_int
 from safescan.code.payment import CodeKind, DynamicCode
 from safescan.institution import audit, ledger, sql, wire
 from safescan.institution.domain import idempotency
@@ -86,6 +88,25 @@ def _checkout(plan: _PaymentPlan) -> bool:
     return plan.fast and plan.order_id.startswith(CHECKOUT_ORDER)
 
 
+#: the payment threads (one per pooled PostgreSQL connection) unless SAFESCAN_PAY_THREADS says
+DEFAULT_PAY_THREADS = 4
+MAX_PAY_THREADS = 256
+
+
+def pay_threads() -> int:
+    """``SAFESCAN_PAY_THREADS`` (1 to :data:`MAX_PAY_THREADS`, in its one spelling), else
+    :data:`DEFAULT_PAY_THREADS`; a :class:`ConfigError` naming the variable otherwise (before:
+    ``int()`` read ``"1_0"``, ``" 8"``, ``"+8"`` and ``"８"``, and ``"x"`` was a
+    ``ValueError`` traceback at the server's start)."""
+    text = os.environ.get("SAFESCAN_PAY_THREADS")
+    if text is None:
+        return DEFAULT_PAY_THREADS
+    try:
+        return canonical_int(text, field="SAFESCAN_PAY_THREADS", minimum=1, maximum=MAX_PAY_THREADS)
+    except SafescanError as exc:
+        raise ConfigError(f"SAFESCAN_PAY_THREADS: {exc.message}") from None
+
+
 class Payments:
     """Payments around the :class:`Core`; carriers' signing keys come from :class:`Carriers`."""
 
@@ -94,7 +115,7 @@ class Payments:
         self.carriers = carriers
         # PostgreSQL payments wait on the network: one thread per pooled connection
         self._pay_executor = ThreadPoolExecutor(
-            max_workers=int(os.environ.get("SAFESCAN_PAY_THREADS", "4")),
+            max_workers=pay_threads(),
             thread_name_prefix="safescan-pay",
         )
 
