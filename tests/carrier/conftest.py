@@ -9,7 +9,7 @@ import pytest
 
 from safescan.carrier.client import CarrierClient
 from safescan.carrier.device import Card
-from safescan.carrier.eeprom import MemoryStorage
+from safescan.carrier.eeprom import FileStorage, MemoryStorage
 from safescan.carrier.provision import personalize
 from safescan.carrier.testing import CarrierProcess, LocalInstitution
 from safescan.carrier.transport.loopback import LoopbackTransport
@@ -59,6 +59,20 @@ def connect(card: Card) -> CarrierClient:
     client = CarrierClient(LoopbackTransport(card))
     client.power_on()
     return client
+
+
+def personalised_state(
+    state: Path, institution: LocalInstitution, clock: Clock, retry_limit: int
+) -> Path:
+    """``state``: the EEPROM image file of a card manufactured, personalised (PIN ``PIN``,
+    ``retry_limit`` tries) and powered off, for the tests that attack the file itself."""
+    card = Card(FileStorage(state), clock=clock)
+    card.power_on()
+    client = connect(card)
+    institution.manufacture(client)
+    personalize(client, institution.make_bundle, PIN, retry_limit)
+    card.power_off()
+    return state
 
 
 @pytest.fixture

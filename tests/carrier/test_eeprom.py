@@ -10,22 +10,14 @@ import pytest
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Eeprom, FileStorage, Image, Lifecycle
 from safescan.carrier.errors import ImageError
-from safescan.carrier.provision import personalize
 from safescan.carrier.testing import LocalInstitution
 
-from .conftest import PIN, Clock, connect
+from .conftest import Clock, personalised_state
 
 
 @pytest.fixture
 def personalised_file(tmp_path: Path, institution: LocalInstitution, clock: Clock) -> Path:
-    state = tmp_path / "card.state"
-    card = Card(FileStorage(state), clock=clock)
-    card.power_on()
-    client = connect(card)
-    institution.manufacture(client)
-    personalize(client, institution.make_bundle, PIN, 5)
-    card.power_off()
-    return state
+    return personalised_state(tmp_path / "card.state", institution, clock, 5)
 
 
 def power_on(state: Path, clock: Clock) -> Card:

@@ -19,25 +19,17 @@ from safescan.carrier import server
 from safescan.carrier.device import Card
 from safescan.carrier.eeprom import Eeprom, FileStorage, Lifecycle
 from safescan.carrier.errors import CarrierBlocked, ImageError, WrongPin
-from safescan.carrier.provision import personalize
 from safescan.carrier.testing import LocalInstitution
 from safescan.carrier.transport import Control
 
-from .conftest import PIN, Clock, connect
+from .conftest import Clock, connect, personalised_state
 
 VICTIM = b"someone else's precious file\n" * 64
 
 
 @pytest.fixture
 def personalised_file(tmp_path: Path, institution: LocalInstitution, clock: Clock) -> Path:
-    state = tmp_path / "card.state"
-    card = Card(FileStorage(state), clock=clock)
-    card.power_on()
-    client = connect(card)
-    institution.manufacture(client)
-    personalize(client, institution.make_bundle, PIN, 3)
-    card.power_off()
-    return state
+    return personalised_state(tmp_path / "card.state", institution, clock, 3)
 
 
 def _power_on_bounded(state: Path, clock: Clock) -> Card:
