@@ -687,3 +687,21 @@ def test_the_marks_are_kept_per_list_so_a_newer_scheme_key_list_refuses_nothing(
     marks.unlink()
     assert sealer.make_order(ITEMS).sealed_here
     assert marks.exists()
+
+
+def test_the_certificate_is_renewed_a_week_before_its_end_at_the_trusted_time(
+    inst: LocalInstitution, tmp_path: Path
+) -> None:
+    """Refresh judges the certificate at the trusted time, as sealing does (threat-model
+    K15b). The terminal's clock read t0 + 3 days (it sealed then: kept in ``trusted-time``),
+    then was set back to t0; its certificate ends at t0 + 9 days: 6 days left at the trusted
+    time, 9 by the clock. Before: judged by the clock, not renewed (sealing, judged at the
+    trusted time, would refuse it as expired days before the clock thought renewal due). Now
+    renewed at the refresh."""
+    t0 = inst.now
+    api = FakeApi(inst, valid_days=9)
+    _ready(inst, tmp_path, api)
+    assert len(api.issued) == 1
+    assert _sealer(inst, tmp_path, at=t0 + 3 * DAY).make_order(ITEMS).sealed_here
+    _sealer(inst, tmp_path, at=t0 + 60).refresh(api)  # type: ignore[arg-type]
+    assert len(api.issued) == 2
