@@ -122,14 +122,18 @@ def inst() -> LocalInstitution:
     return LocalInstitution.create()
 
 
-def _sealer(inst: LocalInstitution, tmp_path: Path, *, at: int | None = None) -> LocalSealer:
+def _sealer(
+    inst: LocalInstitution, tmp_path: Path, *, at: int | None = None, clock: list[int] | None = None
+) -> LocalSealer:
+    """A terminal at ``at`` (default the institution's now), or on ``clock[0]`` when given
+    (one terminal whose clock a test moves: its key is decrypted once)."""
     now = inst.now if at is None else at
     return LocalSealer(
         tmp_path / "pos-seal",
         merchant_id=DEFAULT_MERCHANT.id,
         trust=inst.trust,
         passphrase=PASS,
-        clock=lambda: now,
+        clock=(lambda: now) if clock is None else (lambda: clock[0]),
     )
 
 
@@ -640,10 +644,14 @@ def test_an_older_genuine_list_swapped_in_or_answered_again_does_not_seal(
     old_crl, new_crl = make(inst, sequence=3, issued_at=t0), make(inst, sequence=3, issued_at=later)
     old_keys, new_keys = _keys_list(inst, t0), _keys_list(inst, later)
     api = FakeApi(inst, crl=old_crl, keys_list=old_keys)
-    _ready(inst, tmp_path, api)
+    # one terminal whose clock the test moves (its key decrypted once: cheap); nothing of
+    # the lists is held in memory, each use reads the cache as a new process would
+    clock = [t0]
+    sealer = _sealer(inst, tmp_path, at=None, clock=clock)
+    sealer.setup(api)  # type: ignore[arg-type]
     base = tmp_path / "pos-seal"
     api.crl, api.keys_list = new_crl, new_keys
-    sealer = _sealer(inst, tmp_path, at=later + 60)
+    clock[0] = later + 60
     sealer.refresh(api)  # type: ignore[arg-type]
     assert sealer.make_order(ITEMS).sealed_here
     if swap == "scheme_keys":
@@ -656,17 +664,19 @@ def test_an_older_genuine_list_swapped_in_or_answered_again_does_not_seal(
         (base / "revocations.cbor").write_bytes(old_crl)
         api.crl = old_crl
     with pytest.raises(SealingListRolledBack) as err:
-        _sealer(inst, tmp_path, at=later + 120).make_order(ITEMS)  # offline, a fresh process
+        clock[0] = later + 120
+        sealer.make_order(ITEMS)  # offline
     assert err.value.code == "pos_list_rolled_back"
     cached = {name: (base / name).read_bytes() for name in ("scheme-keys.cbor", "checked_at")}
     with pytest.raises(SealingListRolledBack):
-        _sealer(inst, tmp_path, at=later + 180).refresh(api)  # type: ignore[arg-type]
+        clock[0] = later + 180
+        sealer.refresh(api)  # type: ignore[arg-type]
     assert cached == {name: (base / name).read_bytes() for name in cached}
     # the institution's current lists repair it
     api.crl, api.keys_list = new_crl, new_keys
-    again = _sealer(inst, tmp_path, at=later + 240)
-    again.refresh(api)  # type: ignore[arg-type]
-    assert again.make_order(ITEMS).sealed_here
+    clock[0] = later + 240
+    sealer.refresh(api)  # type: ignore[arg-type]
+    assert sealer.make_order(ITEMS).sealed_here
 
 
 def test_the_marks_are_kept_per_list_so_a_newer_scheme_key_list_refuses_nothing(
@@ -700,8 +710,12 @@ def test_the_certificate_is_renewed_a_week_before_its_end_at_the_trusted_time(
     renewed at the refresh."""
     t0 = inst.now
     api = FakeApi(inst, valid_days=9)
-    _ready(inst, tmp_path, api)
+    clock = [t0]
+    sealer = _sealer(inst, tmp_path, at=None, clock=clock)
+    sealer.setup(api)  # type: ignore[arg-type]
     assert len(api.issued) == 1
-    assert _sealer(inst, tmp_path, at=t0 + 3 * DAY).make_order(ITEMS).sealed_here
-    _sealer(inst, tmp_path, at=t0 + 60).refresh(api)  # type: ignore[arg-type]
+    clock[0] = t0 + 3 * DAY
+    assert sealer.make_order(ITEMS).sealed_here
+    clock[0] = t0 + 60  # set back
+    sealer.refresh(api)  # type: ignore[arg-type]
     assert len(api.issued) == 2
