@@ -192,16 +192,20 @@ def _write_all(fd: int, data: bytes, deadline: float) -> None:
                 continue
 
 
-def _answer(fd: int, frame: bytes) -> None:
-    """Send one frame; one the host does not take within :data:`FRAME_TIMEOUT` is dropped
-    with whatever else waits in the line's output queue."""
+def _answer(fd: int, frame: bytes) -> bool:
+    """Send one frame; False if the host did not take it within :data:`FRAME_TIMEOUT`: then
+    it is dropped with everything else queued on the line, both ways (the commands the host
+    queued behind it are not run: it reads no answers; before, the card blocked in ``write``
+    for ever)."""
     try:
         _write_all(fd, frame, time.monotonic() + FRAME_TIMEOUT)
+        return True
     except TimeoutError:
-        log.info("serial line: the host did not take an answer; dropped")
+        log.info("serial line: the host did not take an answer; dropped with what was queued")
         if os.isatty(fd):
             with contextlib.suppress(OSError, termios.error):
-                termios.tcflush(fd, termios.TCOFLUSH)
+                termios.tcflush(fd, termios.TCIOFLUSH)
+        return False
 
 
 def serve_fd(
@@ -241,19 +245,22 @@ def serve_fd(
         if not data:
             time.sleep(0.05)
             continue
-        corrupt = False
+        corrupt, taken = False, True
         for item in decoder.feed(data):
             if item is None:
                 corrupt = True
                 continue
             frame_type, body = item
             if frame_type == T_APDU:
-                _answer(fd, encode_frame(T_RESPONSE, apdu(body)))
+                taken = _answer(fd, encode_frame(T_RESPONSE, apdu(body)))
             elif frame_type == T_CONTROL and len(body) == 1:
-                _answer(fd, encode_frame(T_CONTROL_REPLY, control(body[0])))
+                taken = _answer(fd, encode_frame(T_CONTROL_REPLY, control(body[0])))
             else:
                 corrupt = True
-        if corrupt:
+            if not taken:
+                decoder.clear()
+                break
+        if corrupt and taken:
             _answer(fd, encode_frame(T_NAK, b""))
         if not decoder.pending:
             begun = None
