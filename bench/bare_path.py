@@ -20,12 +20,18 @@ like with like. Per payment it:
 1. reads the JSON body, Base64-decodes the authorization, Base45-decodes the code (with the
    institution's own decoder, ``safescan.code.b45``: the same work at the same cost);
 2. opens the code: HPKE (X25519, HKDF-SHA256, AES-128-GCM, ``info`` = context + header),
-   ``cbor2.loads`` of the signed part (envelope version 2 layout), Ed25519 verification of the
-   code signature with the institution key it names, SHA-256 of the binary (the digest);
-3. reads the authorization (``cbor2.loads``) and verifies its Ed25519 signature with the
-   carrier's key (looked up once per carrier and cached, as the institution does);
-4. checks what ties them together: digest, merchant, order, amount (the items' sum), currency,
-   and that the code has not expired;
+   the signed part read strictly (``envelope.split_signed``: the strict CBOR decoder, which
+   refuses any encoding but the deterministic one), Ed25519 verification of the code signature
+   with the institution key it names, the body read with every rule the institution applies
+   (``DynamicCode.from_cbor``: names, look-alikes, ranges, items), SHA-256 of the binary (the
+   digest);
+3. reads the authorization strictly with its fields' rules
+   (``Authorization.from_bytes_signed``, the institution's reader) and verifies its Ed25519
+   signature with the carrier's key (looked up once per carrier and cached, as the
+   institution does);
+4. checks what ties them together: digest, merchant, order, amount (the items' total),
+   currency, and that the code is valid now (not before its issue time less the clock skew,
+   not after its expiry);
 5. makes the records: HMAC-SHA256 payer pseudonym, the receipt (CBOR, Ed25519 signature), the
    outbox event and audit data (canonical JSON), both carrying a request id as the
    institution's do (a per-process prefix and a counter, no system call);
@@ -41,9 +47,14 @@ like with like. Per payment it:
    the database, the commit in the same round trip) on one of 4 raw psycopg ``AsyncConnection``s
    (the institution pays on 4 threads with 4 pooled connections), then answers 201.
 
-It does not do what the institution does beyond that: strict CBOR (re-encoding) checks, the
-body and text rules (names, look-alikes, ranges), idempotency (the load sends no key), rate
-limiting, request models, middleware. A refusal is a 422 with a reason; the load has none.
+Until the thirteenth sitting steps 2 and 3 read the code and the authorization with plain
+``cbor2.loads`` and no rules: checks the institution must make (a malformed or non-canonical
+authorization or code body is a typed refusal, not a crash or a second encoding of a signed
+value), so the yardstick now makes them with the institution's own readers (~160,000
+instructions per payment, docs/performance.md, thirteenth sitting). It does not do what the
+institution does beyond that: idempotency (the load sends no key), rate limiting, request
+models, the request log (access line, request metrics), middleware. A refusal (a malformed
+code or authorization included) is a 422 with a reason; the load has none.
 After each run the institution's own audit (``safescan institution audit``) checks the database,
 so the yardstick's ledger and audit chain are verified, not assumed.
 
@@ -99,7 +110,6 @@ for entry in (REPO, REPO / "src", HERE):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-import cbor2  # noqa: E402
 import httpx  # noqa: E402
 from cryptography.hazmat.primitives import hpke  # noqa: E402
 from tests.institution.harness import PASSPHRASE, ServerProcess, env, init_db  # noqa: E402
@@ -107,10 +117,18 @@ from tests.institution.pg import free_port, start_cluster  # noqa: E402
 
 import institution_load  # noqa: E402
 from safescan.code import cbor  # noqa: E402
-from safescan.code.authorization import AUTH_CONTEXT, RECEIPT_CONTEXT  # noqa: E402
+from safescan.code.authorization import RECEIPT_CONTEXT, Authorization  # noqa: E402
 from safescan.code.b45 import b45decode  # noqa: E402
-from safescan.code.envelope import HPKE_INFO, PREFIX, SIG_CONTEXT  # noqa: E402
+from safescan.code.envelope import (  # noqa: E402
+    DEFAULT_CLOCK_SKEW,
+    HPKE_INFO,
+    PREFIX,
+    SIG_CONTEXT,
+    split_signed,
+)
+from safescan.code.errors import SafescanError  # noqa: E402
 from safescan.code.keys import VerifyKey  # noqa: E402
+from safescan.code.payment import DynamicCode  # noqa: E402
 from safescan.institution import audit, sql  # noqa: E402
 from safescan.institution.epochs import derive_epoch_key  # noqa: E402
 from safescan.institution.keystore import KeyStore  # noqa: E402
@@ -307,17 +325,24 @@ class BareApp:
             raise Refused("not a version-2 dynamic code")
         plain = SUITE.decrypt(binary[3:], self.scheme[header[2]], info=HPKE_INFO + header)
         signature, signed = plain[:64], plain[64:]
-        kid, merchant, order_id, items, cur, issued, lifetime, _nonce = cbor2.loads(signed)
+        kid, body = split_signed(signed, 2)  # strict CBOR: one encoding per value
+        if type(kid) is not int or kid not in self.roots:
+            raise Refused("unknown code signer")
         self.roots[kid].verify(signature, SIG_CONTEXT + header + signed)
+        code = DynamicCode.from_cbor(body, 2)  # the body's rules (names, ranges, items)
         digest = hashlib.sha256(binary).digest()
-        a = cbor2.loads(auth_bytes)
-        key, cid = self.carrier(a[7])
-        key.verify(a[9], AUTH_CONTEXT + cbor.dumps(a[:9]))
-        mid, now = merchant[0], int(time.time())
-        amount = sum(items[i + 1] * items[i + 2] for i in range(0, len(items), 3))
-        if (a[1], a[2], a[3], a[4], a[5]) != (digest, mid, order_id, amount, cur):
+        auth, tbs = Authorization.from_bytes_signed(auth_bytes)  # strict, its fields' rules
+        serial, counter = auth.carrier_serial, auth.counter
+        key, cid = self.carrier(serial)
+        key.verify(auth.signature, tbs)
+        mid, order_id, amount, cur = code.merchant.id, code.order_id, code.total, code.currency
+        now = int(time.time())
+        paid = (auth.code_digest, auth.merchant_id, auth.order_id, auth.amount, auth.currency)
+        if paid != (digest, mid, order_id, amount, cur):
             raise Refused("the authorization is for another payment")
-        if now >= issued + lifetime:
+        if now + DEFAULT_CLOCK_SKEW < code.issued_at:
+            raise Refused("code not valid yet")
+        if now >= code.expires_at:
             raise Refused("code expired")
         mac = hmac.new(self.secret, b"pseudonym\0" + mid.encode() + b"\0", "sha256")
         mac.update(cid.encode())
@@ -335,13 +360,13 @@ class BareApp:
         answer |= {"paid_at": now, "receipt": base64.b64encode(receipt).decode()}
         e_payload = _json({"id": event_id, "type": "payment.succeeded", "created": now,
                            "merchant_id": mid, "data": data})  # fmt: skip
-        a_data = _json(data | {"customer_id": cid, "counter": a[6], "request_id": rid})
-        a_actor, chain = f"carrier:{a[7]}", audit.chain_for(entity)
+        a_data = _json(data | {"customer_id": cid, "counter": counter, "request_id": rid})
+        a_actor, chain = f"carrier:{serial}", audit.chain_for(entity)
         if self.pg:
             params = {
                 "mid": mid, "order_id": order_id, "amount": amount, "currency": cur,
-                "digest": digest, "now": now, "payment_id": payment_id, "serial": a[7],
-                "counter": a[6], "cid": cid, "pseudonym": pseudonym, "receipt": receipt,
+                "digest": digest, "now": now, "payment_id": payment_id, "serial": serial,
+                "counter": counter, "cid": cid, "pseudonym": pseudonym, "receipt": receipt,
                 "e_id": event_id, "e_type": "payment.succeeded", "e_payload": e_payload,
                 "e_state": "none", "a_chain": chain, "a_actor": a_actor, "a_action": ACTION,
                 "a_entity": entity, "a_data": a_data,
@@ -352,9 +377,10 @@ class BareApp:
             return params, answer
         params = {
             "mid": mid, "order_id": order_id, "now": now, "amount": amount, "currency": cur,
-            "payment_id": payment_id, "digest": digest, "counter": a[6], "serial": a[7],
+            "payment_id": payment_id, "digest": digest, "counter": counter, "serial": serial,
             "cid": cid, "t_ref": payment_id, "p_id": payment_id, "p_mid": mid, "p_cid": cid,
-            "p_serial": a[7], "p_counter": a[6], "p_pseudonym": pseudonym, "p_receipt": receipt,
+            "p_serial": serial, "p_counter": counter, "p_pseudonym": pseudonym,
+            "p_receipt": receipt,
             "e_id": event_id, "e_mid": mid, "e_type": "payment.succeeded", "e_created": now,
             "e_payload": e_payload, "e_state": "none", "e_next_ms": now * 1000,
             "e_request_id": rid, "chain": chain, "a_chain": chain, "a_at": now,
@@ -386,7 +412,7 @@ class BareApp:
                     assert self.writer is not None
                     await asyncio.wrap_future(self.writer.submit(params))
                 status = 201
-            except Refused as exc:
+            except (Refused, SafescanError) as exc:  # a malformed code or authorization
                 status, answer = 422, {"error": str(exc)}
         out = json.dumps(answer).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
