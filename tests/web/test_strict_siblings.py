@@ -77,7 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def patroni() -> Iterator[_Answer]:
-    server = _Answer(("127.0.0.1", 0), _Handler)
+    from tests.institution.pg import free_port  # not port 0: see tests/test_ports.py
+
+    server = _Answer(("127.0.0.1", free_port()), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
