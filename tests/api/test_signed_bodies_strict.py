@@ -101,7 +101,7 @@ SPELLINGS = ["1_0", " 8", "8 ", "+8", "08", "８", "٨", "x", "", "8.0", "0x8"]
 def test_pay_threads_is_read_in_its_one_spelling(
     monkeypatch: pytest.MonkeyPatch, text: str
 ) -> None:
-    from safescan.institution.domain.payments import pay_threads
+    from safescan.institution.db import pay_threads
 
     monkeypatch.setenv("SAFESCAN_PAY_THREADS", text)
     with pytest.raises(ConfigError, match="SAFESCAN_PAY_THREADS"):

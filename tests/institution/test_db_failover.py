@@ -254,7 +254,7 @@ def test_idle_async_connections_killed_by_the_server_are_replaced_before_use(
 
     async def run() -> None:
         # the pool's connections opened at once (as the server's start does), idle
-        assert await db.warm_async() == dblayer.ASYNC_POOL_SIZE
+        assert await db.warm_async() == dblayer.pay_threads()
         assert await db.warm_async() == 0  # already open: none more
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(

@@ -31,5 +31,5 @@ def test_the_start_does_the_first_payments_cold_work(
             assert inst.db.writer_status()["started"] is True
         else:
             pools = list(inst.db._async_pools.values())
-            assert [len(p._idle) for p in pools] == [dblayer.ASYNC_POOL_SIZE]
+            assert [len(p._idle) for p in pools] == [dblayer.pay_threads()]
         assert inst.scheme_keys._refreshed > float("-inf")

@@ -37,6 +37,8 @@ from safescan.api.errors import (
     StorageError,
 )
 from safescan.api.obslog import current_request_id, reset_request_id, set_request_id
+from safescan.code.errors import SafescanError
+from safescan.code.numbers import canonical_int
 
 if TYPE_CHECKING:
     from safescan.institution.pg_async import AsyncPool
@@ -64,8 +66,24 @@ LOCK_TIMEOUT_SQLSTATE = "55P03"  # lock_not_available: a bounded lock wait ran o
 STALLED_TX_TIMEOUT_MS = 30_000
 PG_OPTIONS = f"-c idle_in_transaction_session_timeout={STALLED_TX_TIMEOUT_MS}"
 PG_CONNECT_TIMEOUT = 5
-# connections of write_one_async's pool per event loop (as the pay threads of the threaded path)
-ASYNC_POOL_SIZE = int(os.environ.get("SAFESCAN_PAY_THREADS", "4"))
+#: the payment threads (one per pooled PostgreSQL connection), and the connections of
+#: write_one_async's pool per event loop, unless SAFESCAN_PAY_THREADS says
+DEFAULT_PAY_THREADS = 4
+MAX_PAY_THREADS = 256
+
+
+def pay_threads() -> int:
+    """``SAFESCAN_PAY_THREADS`` (1 to :data:`MAX_PAY_THREADS`, in its one spelling), else
+    :data:`DEFAULT_PAY_THREADS`; a :class:`ConfigError` naming the variable otherwise (before:
+    ``int()`` read ``"1_0"``, ``" 8"``, ``"+8"`` and ``"８"``, and ``"x"`` was a
+    ``ValueError`` traceback at the server's start)."""
+    text = os.environ.get("SAFESCAN_PAY_THREADS")
+    if text is None:
+        return DEFAULT_PAY_THREADS
+    try:
+        return canonical_int(text, field="SAFESCAN_PAY_THREADS", minimum=1, maximum=MAX_PAY_THREADS)
+    except SafescanError as exc:
+        raise ConfigError(f"SAFESCAN_PAY_THREADS: {exc.message}") from None
 
 
 def storage_error(exc: DBAPIError) -> StorageError:
@@ -533,7 +551,7 @@ class Database:
         pool = self._async_pools.get(loop)
         if pool is None:
             kwargs = conninfo(self.engine.url, PG_OPTIONS, PG_CONNECT_TIMEOUT)
-            pool = self._async_pools[loop] = AsyncPool(kwargs, ASYNC_POOL_SIZE)
+            pool = self._async_pools[loop] = AsyncPool(kwargs, pay_threads())
         return pool
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from sqlalchemy.exc import DBAPIError
 
 from safescan.api.errors import (
     CarrierRevoked,
-    ConfigError,
     CounterReplay,
     Forbidden,
     InstitutionError,
@@ -42,9 +40,9 @@ from safescan.code.authorization import Authorization, Receipt
 from safescan.code.currency import currency as lookup_currency
 from safescan.code.envelope import OpenedCode, open_code
 from safescan.code.errors import SafescanError
-from safescan.code.numbers import canonical_int
 from safescan.code.payment import CodeKind, DynamicCode
 from safescan.institution import audit, ledger, sql, wire
+from safescan.institution.db import pay_threads
 from safescan.institution.domain import idempotency
 from safescan.institution.domain.carriers import Carriers
 from safescan.institution.domain.checkout_settle import ORDER_PREFIX as CHECKOUT_ORDER
@@ -86,25 +84,6 @@ def _checkout(plan: _PaymentPlan) -> bool:
     """Whether the payment is a checkout order's (its session completes in the payment's
     transaction: :func:`.checkout_settle.complete_paid`)."""
     return plan.fast and plan.order_id.startswith(CHECKOUT_ORDER)
-
-
-#: the payment threads (one per pooled PostgreSQL connection) unless SAFESCAN_PAY_THREADS says
-DEFAULT_PAY_THREADS = 4
-MAX_PAY_THREADS = 256
-
-
-def pay_threads() -> int:
-    """``SAFESCAN_PAY_THREADS`` (1 to :data:`MAX_PAY_THREADS`, in its one spelling), else
-    :data:`DEFAULT_PAY_THREADS`; a :class:`ConfigError` naming the variable otherwise (before:
-    ``int()`` read ``"1_0"``, ``" 8"``, ``"+8"`` and ``"８"``, and ``"x"`` was a
-    ``ValueError`` traceback at the server's start)."""
-    text = os.environ.get("SAFESCAN_PAY_THREADS")
-    if text is None:
-        return DEFAULT_PAY_THREADS
-    try:
-        return canonical_int(text, field="SAFESCAN_PAY_THREADS", minimum=1, maximum=MAX_PAY_THREADS)
-    except SafescanError as exc:
-        raise ConfigError(f"SAFESCAN_PAY_THREADS: {exc.message}") from None
 
 
 class Payments:
