@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -114,6 +115,37 @@ def test_pay_threads_is_read_in_its_one_spelling(
     assert pay_threads() == 8
     monkeypatch.delenv("SAFESCAN_PAY_THREADS")
     assert pay_threads() == 4
+
+
+@pytest.mark.parametrize(
+    "text", [*SPELLINGS[:7], "x", "", "nan", "inf", "-1", "1e3", "0x8", ".5", "5.", "1.2.3"]
+)
+def test_the_failover_wait_is_read_plainly_when_a_database_is_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str
+) -> None:
+    """Before: ``float()`` at import, so ``"x"`` was a ValueError traceback for every command
+    importing institution.db (even ``institution init --help``); ``nan``/``inf``/``-1`` were
+    taken (a failover never waited out, or waited out for ever)."""
+    from safescan.institution.db import Database, failover_wait
+
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", text)
+    with pytest.raises(ConfigError, match="SAFESCAN_DB_FAILOVER_WAIT"):
+        failover_wait()
+    with pytest.raises(ConfigError, match="SAFESCAN_DB_FAILOVER_WAIT"):
+        Database(f"sqlite:///{tmp_path / 'i.db'}")
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", "3601")
+    with pytest.raises(ConfigError, match="SAFESCAN_DB_FAILOVER_WAIT"):
+        failover_wait()
+    for good, value in (("0", 0.0), ("0.5", 0.5), ("12", 12.0)):
+        monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", good)
+        assert failover_wait() == value
+    monkeypatch.delenv("SAFESCAN_DB_FAILOVER_WAIT")
+    assert failover_wait() == 8.0
+    db = Database(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        assert db.failover_wait == 8.0
+    finally:
+        db.engine.dispose()
 
 
 @pytest.mark.parametrize("text", SPELLINGS)

@@ -193,7 +193,7 @@ def test_a_refusing_server_is_retried_then_reported_without_claiming_an_unknown_
     db.write(tx)
     assert len(attempts) == 2 and _rows(url) == [(20, "r")]
 
-    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.5)
+    monkeypatch.setattr(db, "failover_wait", 0.5)
     always, calls = _counting(
         lambda c: (
             c.execute(text("SET TRANSACTION READ ONLY")),
@@ -211,7 +211,7 @@ def test_an_unreachable_database_is_waited_for_then_reported(
 ) -> None:
     from tests.institution.pg import free_port
 
-    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.6)
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", "0.6")
     db = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     try:
         fn, calls = _counting(lambda c: c.execute(text("SELECT 1")))
@@ -293,7 +293,7 @@ def test_an_async_statement_the_server_refuses_keeps_its_typed_error_and_the_con
 
     from tests.institution.pg import free_port
 
-    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.6)
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", "0.6")
     gone = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     try:
         with pytest.raises(StorageError) as err:
@@ -333,7 +333,7 @@ def test_an_async_read_survives_a_lost_connection_and_an_unreachable_one_is_repo
 
     from tests.institution.pg import free_port
 
-    monkeypatch.setattr(dblayer, "FAILOVER_WAIT_S", 0.6)
+    monkeypatch.setenv("SAFESCAN_DB_FAILOVER_WAIT", "0.6")
     gone = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     try:
         with pytest.raises(StorageError) as err:

@@ -13,7 +13,7 @@ reading its CPU from /proc, its exit status and output: all as with a subprocess
 A command is forked only from a zygote whose environment is exactly the command's
 (:data:`VOLATILE` aside: ``PYTEST_CURRENT_TEST`` and variables read only when a command runs)
 and whose resource limits are the worker's: a variable a module
-reads at import (``SAFESCAN_DB_FAILOVER_WAIT``) has the value the command was given. A worker
+reads at import has the value the command was given. A worker
 keeps at most :data:`KEEP` zygotes, least recently used first out: one for the first
 environment it runs a command in, one more for an environment that missed twice; any other
 command gets a plain subprocess, as before. Never a zygote under ``LD_*``/``FAKETIME*``

@@ -26,6 +26,9 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 _CANONICAL = re.compile(r"0|[1-9][0-9]{0,18}")
 #: The largest key id (a certificate's and a code's kid field is 32 bits).
 MAX_KID = 2**32 - 1
+#: seconds written plainly: ASCII digits without a leading zero, at most one decimal point with
+#: digits on both sides
+_SECONDS = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,9})?")
 
 
 def json_int(value: object, *, field: str, minimum: int = 1, maximum: int = MAX_AMOUNT) -> int:
@@ -59,6 +62,22 @@ def canonical_int(text: object, *, field: str, minimum: int = 0, maximum: int = 
             f" zero, not {shown!r}"
         )
     return json_int(int(text), field=field, minimum=minimum, maximum=maximum)
+
+
+def plain_seconds(text: object, *, field: str, minimum: float, maximum: float) -> float:
+    """The seconds ``text`` spells as ``8`` or ``0.5`` (ASCII digits, one optional decimal
+    point) in ``[minimum, maximum]``; else :class:`InvalidNumber` naming ``field``. Refused,
+    where ``float()`` reads them: ``"nan"``, ``"inf"``, ``"1e3"``, ``" 8"``, ``"1_0"``, ``"-1"``,
+    ``"08"``, ``"８"`` (another script's digits)."""
+    if not isinstance(text, str) or not _SECONDS.fullmatch(text):
+        shown = text[:24] if isinstance(text, str) else _kind(text)
+        raise InvalidNumber(
+            f"{field} must be a number of seconds in plain digits (e.g. 8 or 0.5), not {shown!r}"
+        )
+    value = float(text)
+    if not minimum <= value <= maximum:
+        raise InvalidNumber(f"{field} must be from {minimum:g} to {maximum:g} seconds")
+    return value
 
 
 def _kind(value: object) -> str:

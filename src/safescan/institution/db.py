@@ -38,7 +38,7 @@ from safescan.api.errors import (
 )
 from safescan.api.obslog import current_request_id, reset_request_id, set_request_id
 from safescan.code.errors import SafescanError
-from safescan.code.numbers import canonical_int
+from safescan.code.numbers import canonical_int, plain_seconds
 
 if TYPE_CHECKING:
     from safescan.institution.pg_async import AsyncPool
@@ -59,7 +59,10 @@ REFUSED_SQLSTATES = frozenset({"25006", "57P03", "08001", "08004"})
 CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "08000", "08003", "08006", "08007"})
 # How long a request waits for the database to come back (a failover) before answering 503:
 # longer than a failover takes, shorter than the clients' timeouts (10 s).
-FAILOVER_WAIT_S = float(os.environ.get("SAFESCAN_DB_FAILOVER_WAIT", "8"))
+#: how long a write or read waits out a lost or refusing database (a failover) before its
+#: typed error, unless SAFESCAN_DB_FAILOVER_WAIT says (:func:`failover_wait`)
+DEFAULT_FAILOVER_WAIT_S = 8.0
+MAX_FAILOVER_WAIT_S = 3600.0
 LOCK_TIMEOUT_SQLSTATE = "55P03"  # lock_not_available: a bounded lock wait ran out
 # PostgreSQL ends a transaction left idle this long (a stopped or hung API process), releasing
 # its locks and its Idempotency-Key claims
@@ -70,6 +73,23 @@ PG_CONNECT_TIMEOUT = 5
 #: write_one_async's pool per event loop, unless SAFESCAN_PAY_THREADS says
 DEFAULT_PAY_THREADS = 4
 MAX_PAY_THREADS = 256
+
+
+def failover_wait() -> float:
+    """``SAFESCAN_DB_FAILOVER_WAIT`` (seconds, 0 to :data:`MAX_FAILOVER_WAIT_S`, plain digits),
+    else :data:`DEFAULT_FAILOVER_WAIT_S`; a :class:`ConfigError` naming the variable otherwise.
+    Read when a :class:`Database` is made (before: ``float()`` at import, so ``"x"`` was a
+    ``ValueError`` traceback for every command that imported this module, even ``--help``, and
+    ``nan``, ``inf`` or ``-5`` were taken: never waiting, or waiting for ever)."""
+    text = os.environ.get("SAFESCAN_DB_FAILOVER_WAIT")
+    if text is None:
+        return DEFAULT_FAILOVER_WAIT_S
+    try:
+        return plain_seconds(
+            text, field="SAFESCAN_DB_FAILOVER_WAIT", minimum=0.0, maximum=MAX_FAILOVER_WAIT_S
+        )
+    except SafescanError as exc:
+        raise ConfigError(f"SAFESCAN_DB_FAILOVER_WAIT: {exc.message}") from None
 
 
 def pay_threads() -> int:
@@ -305,11 +325,12 @@ class _Retry:
     """One write's retry budget: what to do after each failed attempt (see
     :meth:`Database._retrying`; the same for the threaded and the event-loop path)."""
 
-    __slots__ = ("delay", "failover_until", "n")
+    __slots__ = ("delay", "failover_until", "failover_wait", "n")
 
-    def __init__(self) -> None:
+    def __init__(self, failover_wait: float) -> None:
         self.delay = 0.002
         self.failover_until: float | None = None
+        self.failover_wait = failover_wait
         self.n = 0
 
     def after(self, exc: DBAPIError, phase: _Phase) -> float:
@@ -332,7 +353,7 @@ class _Retry:
             ) from exc
         if lost or statement_refused(exc):
             now = time.monotonic()
-            self.failover_until = self.failover_until or now + FAILOVER_WAIT_S
+            self.failover_until = self.failover_until or now + self.failover_wait
             if now < self.failover_until:
                 wait = min(self.delay, 0.25) * (0.5 + random.random())
                 self.delay = min(max(self.delay * 2, 0.02), 0.25)
@@ -366,6 +387,8 @@ class Database:
     def __init__(
         self, url: str, *, pool_size: int = 16, write_deadline: float = DEFAULT_WRITE_DEADLINE
     ) -> None:
+        #: seconds a lost or refusing database is waited out (:func:`failover_wait`)
+        self.failover_wait = failover_wait()
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
@@ -388,7 +411,7 @@ class Database:
         """Run ``fn`` in one transaction; retry with back-off on serialization failures.
 
         On PostgreSQL a lost connection or a refusing server (a failover) before COMMIT is
-        retried too, for up to ``FAILOVER_WAIT_S``: without COMMIT nothing was committed. A
+        retried too, for up to ``failover_wait``: without COMMIT nothing was committed. A
         connection lost *during* COMMIT raises :class:`OutcomeUnknown` and is never retried
         here: only the caller's idempotency key can tell whether it committed.
 
@@ -467,12 +490,11 @@ class Database:
 
         return self._retrying(attempt)
 
-    @staticmethod
-    def _retrying(attempt: Callable[[_Phase], T]) -> T:
+    def _retrying(self, attempt: Callable[[_Phase], T]) -> T:
         """Run ``attempt`` until it commits: back-off on serialization failures and deadlocks,
         and while a failover makes the database unreachable (only where nothing can have
         committed); plain errors for bad values and an unavailable (or full) database."""
-        retry = _Retry()
+        retry = _Retry(self.failover_wait)
         while True:
             phase = _Phase()
             try:
@@ -493,7 +515,7 @@ class Database:
 
         pool = self._async_pool()
         text = sql.pg_text(statement)
-        retry = _Retry()
+        retry = _Retry(self.failover_wait)
         while True:
             phase = _Phase()
             try:
@@ -508,7 +530,7 @@ class Database:
         the running event loop on :meth:`write_one_async`'s connections (autocommitted: one
         statement, one snapshot, as :meth:`read`'s transaction). The same errors as
         :meth:`read`: a lost connection or a refusing server (a failover) is retried for up to
-        ``FAILOVER_WAIT_S`` (reading changes nothing, so it is never "outcome unknown"). Returns
+        ``failover_wait`` (reading changes nothing, so it is never "outcome unknown"). Returns
         its rows."""
         if self.is_sqlite:
             raise StorageError("read_one_async() is for PostgreSQL")
@@ -528,7 +550,7 @@ class Database:
             except OperationalError as exc:
                 if connection_lost(exc) or statement_refused(exc):
                     now = time.monotonic()
-                    failover_until = failover_until or now + FAILOVER_WAIT_S
+                    failover_until = failover_until or now + self.failover_wait
                     if now < failover_until:
                         await asyncio.sleep(delay * (0.5 + random.random()))
                         delay = min(delay * 2, 0.25)
@@ -602,7 +624,7 @@ class Database:
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a read-only snapshot (no write lock taken). A lost connection (a
-        failover) is retried for up to ``FAILOVER_WAIT_S``: reading changes nothing."""
+        failover) is retried for up to ``failover_wait``: reading changes nothing."""
         failover_until: float | None = None
         delay = 0.02
         while True:
@@ -620,7 +642,7 @@ class Database:
             except OperationalError as exc:
                 if not self.is_sqlite and (connection_lost(exc) or statement_refused(exc)):
                     now = time.monotonic()
-                    failover_until = failover_until or now + FAILOVER_WAIT_S
+                    failover_until = failover_until or now + self.failover_wait
                     if now < failover_until:
                         time.sleep(delay * (0.5 + random.random()))
                         delay = min(delay * 2, 0.25)
